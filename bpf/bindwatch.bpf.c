@@ -1,0 +1,518 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * bindwatch: report every failed bind()/listen() with what the kernel knew at
+ * that moment, through one ring buffer.
+ *
+ * One object holds every backend's programs (tracepoint, kprobe, fentry);
+ * the Go loader deletes the programs the chosen backend does not use before
+ * loading. All backends funnel into report_failure(), so the same failure
+ * yields the same event whichever hook saw it.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_endian.h>
+#include "bindwatch.h"
+
+/* Probe-read helpers and tracing programs need a GPL-compatible licence. */
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* uapi constants that vmlinux.h (BTF) cannot carry: they are #defines. */
+#define AF_INET 2
+#define AF_INET6 10
+#define IPPROTO_TCP 6
+#define IPPROTO_MPTCP 262
+#define EACCES 13
+#define EINVAL 22
+#define EADDRINUSE 98
+#define EADDRNOTAVAIL 99
+
+/*
+ * Configuration, written by Go into .rodata before load. Being constants
+ * to the verifier, disabled filters are pruned away entirely.
+ */
+volatile const __u32 errno_mask = BW_ERR_EADDRINUSE | BW_ERR_EADDRNOTAVAIL | BW_ERR_EACCES | BW_ERR_EINVAL;
+volatile const __u8 filter_pids;     /* only tgids in traced_pids */
+volatile const __u8 follow_children; /* children of traced tgids are traced */
+volatile const __u8 filter_comm_len; /* 0: no comm filter */
+volatile const char filter_comm[BW_COMM_LEN];
+volatile const __u32 n_port_ranges; /* 0: all ports */
+volatile const struct port_range port_ranges[BW_MAX_PORT_RANGES];
+volatile const __u64 fold_ns;        /* 0: report every failure */
+volatile const __u8 record_holders;  /* keep the listener registry */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20); /* Go resizes it (--ring-size) */
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct stats);
+} session_stats SEC(".maps");
+
+/* Fold state per (process, errno, port, syscall); LRU so it never fills. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct fold_key);
+	__type(value, struct fold_val);
+} folds SEC(".maps");
+
+/*
+ * Holder registry: the last successful listener of each (netns, proto,
+ * port). A failure looks its port up here and, if that socket is still
+ * bound at this instant, carries its owner in the event — so the holder is
+ * named even if it exits before user space gets to look.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct holder_key);
+	__type(value, struct holder_rec);
+} holders SEC(".maps");
+
+/* Processes to trace when filter_pids is set (--pid, bindwatch run). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, __u8);
+} traced_pids SEC(".maps");
+
+/* Keep these types in BTF (no map names them) so bpf2go generates Go for them. */
+const struct event *unused_event __attribute__((unused));
+const enum bw_hook *unused_hook __attribute__((unused));
+const enum bw_syscall *unused_syscall __attribute__((unused));
+const enum bw_sock_flag *unused_sock_flag __attribute__((unused));
+const enum bw_errno_bit *unused_errno_bit __attribute__((unused));
+
+/*
+ * Before 6.6 the inet bool options were bitfields of struct inet_sock; 6.6
+ * folded them into the inet_flags word. CO-RE picks whichever exists.
+ */
+struct inet_sock___old {
+	__u8 freebind : 1;
+	__u8 transparent : 1;
+} __attribute__((preserve_access_index));
+
+static __always_inline void count_stat(int field)
+{
+	__u32 zero = 0;
+	struct stats *s = bpf_map_lookup_elem(&session_stats, &zero);
+
+	if (!s)
+		return;
+	/* Per-CPU, but a preempted program can share the slot: stay atomic. */
+	if (field == 0)
+		__sync_fetch_and_add(&s->failures, 1);
+	else if (field == 1)
+		__sync_fetch_and_add(&s->folded, 1);
+	else
+		__sync_fetch_and_add(&s->lost, 1);
+}
+
+static __always_inline bool errno_wanted(__u32 err)
+{
+	switch (err) {
+	case EADDRINUSE:
+		return errno_mask & BW_ERR_EADDRINUSE;
+	case EADDRNOTAVAIL:
+		return errno_mask & BW_ERR_EADDRNOTAVAIL;
+	case EACCES:
+		return errno_mask & BW_ERR_EACCES;
+	case EINVAL:
+		return errno_mask & BW_ERR_EINVAL;
+	}
+	return false;
+}
+
+static __always_inline bool pid_wanted(__u32 tgid)
+{
+	if (!filter_pids)
+		return true;
+	return bpf_map_lookup_elem(&traced_pids, &tgid) != NULL;
+}
+
+static __always_inline bool port_wanted(__u16 port)
+{
+	if (!n_port_ranges)
+		return true;
+	for (int i = 0; i < BW_MAX_PORT_RANGES; i++) {
+		if (i >= n_port_ranges)
+			break;
+		if (port >= port_ranges[i].lo && port <= port_ranges[i].hi)
+			return true;
+	}
+	return false;
+}
+
+static __always_inline bool comm_wanted(void)
+{
+	char comm[BW_COMM_LEN];
+
+	if (!filter_comm_len)
+		return true;
+	bpf_get_current_comm(comm, sizeof(comm));
+	for (int i = 0; i < BW_COMM_LEN; i++) {
+		if (i >= filter_comm_len)
+			return comm[i] == 0 || i == BW_COMM_LEN - 1;
+		if (comm[i] != filter_comm[i])
+			return false;
+	}
+	return true;
+}
+
+/* The struct sock behind a file descriptor of the current task. */
+static __always_inline struct sock *sock_from_fd(int fd)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	struct file **fds;
+	struct file *file;
+	struct socket *sock;
+
+	if (fd < 0 || fd >= BPF_CORE_READ(fdt, max_fds))
+		return NULL;
+	fds = BPF_CORE_READ(fdt, fd);
+	if (bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]) || !file)
+		return NULL;
+	/* bind()/listen() only reach inet code for sockets: private_data is one. */
+	sock = BPF_CORE_READ(file, private_data);
+	return sock ? BPF_CORE_READ(sock, sk) : NULL;
+}
+
+static __always_inline __u32 sock_netns(struct sock *sk)
+{
+	return BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+}
+
+/* The socket's inode number, as /proc/PID/fd and sock_diag show it. */
+static __always_inline __u64 sock_inode(struct sock *sk)
+{
+	/* struct socket is the first member of socket_alloc (SOCK_INODE relies on it). */
+	struct socket_alloc *sa = (struct socket_alloc *)BPF_CORE_READ(sk, sk_socket);
+
+	return sa ? BPF_CORE_READ(sa, vfs_inode.i_ino) : 0;
+}
+
+static __always_inline bool sock_freebind(struct sock *sk)
+{
+	struct inet_sock *inet = (struct inet_sock *)sk;
+
+	if (bpf_core_field_exists(inet->inet_flags)) {
+		unsigned long flags = BPF_CORE_READ(inet, inet_flags);
+		/* The flag enum is anonymous, so CO-RE cannot relocate it; its
+		 * values are stable since 6.6 (new bits are appended). */
+		return flags & ((1UL << INET_FLAGS_FREEBIND) | (1UL << INET_FLAGS_TRANSPARENT));
+	}
+	struct inet_sock___old *old = (void *)sk;
+	return BPF_CORE_READ_BITFIELD_PROBED(old, freebind) ||
+	       BPF_CORE_READ_BITFIELD_PROBED(old, transparent);
+}
+
+/* The address a socket is bound to (listen(): bind succeeded earlier). */
+static __always_inline void sock_local_addr(struct sock *sk, __u16 family, __u8 addr[16], __u16 *port)
+{
+	*port = BPF_CORE_READ(sk, __sk_common.skc_num);
+	if (family == AF_INET6)
+		BPF_CORE_READ_INTO(addr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
+	else
+		BPF_CORE_READ_INTO((__u32 *)addr, sk, __sk_common.skc_rcv_saddr);
+}
+
+/*
+ * A bind() request's address. After a failed bind the kernel has reset the
+ * socket's address, so the request must come from the sockaddr argument.
+ */
+struct bind_req {
+	__u16 port;
+	__u8 addr[16];
+};
+
+static __always_inline int read_sockaddr(struct bind_req *req, const void *uaddr, int addrlen, bool user)
+{
+	struct sockaddr_in6 sa = {};
+	__u32 len = addrlen;
+
+	if (len > sizeof(sa))
+		len = sizeof(sa);
+	if (len < sizeof(struct sockaddr_in))
+		return -1;
+	if (user ? bpf_probe_read_user(&sa, len, uaddr) : bpf_probe_read_kernel(&sa, len, uaddr))
+		return -1;
+	req->port = bpf_ntohs(sa.sin6_port);
+	if (sa.sin6_family == AF_INET6 && len >= sizeof(struct sockaddr_in6))
+		__builtin_memcpy(req->addr, &sa.sin6_addr, 16);
+	else
+		/* AF_INET, or AF_UNSPEC treated as AF_INET by inet_bind. */
+		__builtin_memcpy(req->addr, &((struct sockaddr_in *)&sa)->sin_addr, 4);
+	return 0;
+}
+
+/* Folding: should this failure be reported, or only counted? */
+static __always_inline bool fold_emit(struct fold_key *key, __u64 now, __u64 *count)
+{
+	struct fold_val *v, init = { .count = 1, .last_emit_ns = now };
+
+	v = bpf_map_lookup_elem(&folds, key);
+	if (!v) {
+		bpf_map_update_elem(&folds, key, &init, BPF_ANY);
+		*count = 1;
+		return true;
+	}
+	*count = __sync_fetch_and_add(&v->count, 1) + 1;
+	if (now - v->last_emit_ns < fold_ns)
+		return false;
+	v->last_emit_ns = now;
+	return true;
+}
+
+/* MPTCP listeners take their port from TCP's table: one port space. */
+static __always_inline __u8 port_space(__u16 protocol)
+{
+	return protocol == IPPROTO_MPTCP ? IPPROTO_TCP : protocol;
+}
+
+/* Copy the registry's listener into the event if it still holds the port now. */
+static __always_inline void attach_holder(struct event *e, struct sock *failing)
+{
+	struct holder_key key = { .netns = e->netns, .port = e->port, .proto = port_space(e->protocol) };
+	struct holder_rec *rec;
+	struct sock *sk;
+
+	if (!record_holders || e->err != EADDRINUSE)
+		return;
+	rec = bpf_map_lookup_elem(&holders, &key);
+	if (!rec || rec->sk == (__u64)failing)
+		return;
+	/*
+	 * The recorded socket may be closed and its memory reused: on unhash the
+	 * kernel zeroes inet_num (__inet_put_port) and sock_orphan() clears
+	 * sk_socket, so "same port, same inode" means still bound right now.
+	 */
+	sk = (struct sock *)rec->sk;
+	if (BPF_CORE_READ(sk, __sk_common.skc_num) != e->port || sock_inode(sk) != rec->inode)
+		return;
+	__builtin_memcpy(&e->holder, rec, sizeof(*rec));
+	e->has_holder = 1;
+}
+
+static __always_inline void fill_process(struct event *e)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	__u64 uid_gid = bpf_get_current_uid_gid();
+	unsigned long arg_start, arg_end;
+	__u32 len;
+
+	e->tid = (__u32)bpf_get_current_pid_tgid();
+	e->uid = (__u32)uid_gid;
+	e->gid = uid_gid >> 32;
+	e->ppid = BPF_CORE_READ(task, real_parent, tgid);
+	e->start_ns = BPF_CORE_READ(task, start_boottime);
+	e->cgroup_id = bpf_get_current_cgroup_id();
+	/* kernel_cap_t is u32[2] before 6.3 and one u64 after: on little
+	 * endian both are the same 8 bytes. */
+	bpf_core_read(&e->cap_effective, sizeof(e->cap_effective), &task->cred->cap_effective);
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+
+	arg_start = BPF_CORE_READ(task, mm, arg_start);
+	arg_end = BPF_CORE_READ(task, mm, arg_end);
+	len = arg_end - arg_start;
+	if (len > BW_ARGS_LEN)
+		len = BW_ARGS_LEN;
+	if (bpf_probe_read_user(e->args, len, (void *)arg_start) == 0)
+		e->args_len = len;
+}
+
+static __always_inline void fill_socket(struct event *e, struct sock *sk)
+{
+	__u8 flags = 0;
+
+	e->family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	e->sock_type = BPF_CORE_READ(sk, sk_type);
+	e->protocol = BPF_CORE_READ(sk, sk_protocol);
+	e->bound_dev_if = BPF_CORE_READ(sk, __sk_common.skc_bound_dev_if);
+	e->netns = sock_netns(sk);
+	if (BPF_CORE_READ_BITFIELD_PROBED(sk, __sk_common.skc_reuse))
+		flags |= BW_SOCK_REUSEADDR;
+	if (BPF_CORE_READ_BITFIELD_PROBED(sk, __sk_common.skc_reuseport))
+		flags |= BW_SOCK_REUSEPORT;
+	if (BPF_CORE_READ_BITFIELD_PROBED(sk, __sk_common.skc_ipv6only))
+		flags |= BW_SOCK_V6ONLY;
+	if (sock_freebind(sk))
+		flags |= BW_SOCK_FREEBIND;
+	e->sock_flags = flags;
+}
+
+/*
+ * The one path every backend takes once it has a failed request: filter,
+ * fold, capture, submit. req is NULL for listen(), whose address is read
+ * from the (still bound) socket.
+ */
+static __always_inline int report_failure(struct sock *sk, struct bind_req *req, __u8 syscall, __u8 hook, __u32 err)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	struct bind_req local = {};
+	struct fold_key key = {};
+	__u64 now, count;
+	struct event *e;
+
+	if (family != AF_INET && family != AF_INET6)
+		return 0;
+	if (!req) {
+		sock_local_addr(sk, family, local.addr, &local.port);
+		req = &local;
+	}
+	if (!port_wanted(req->port) || !comm_wanted())
+		return 0;
+	count_stat(0);
+
+	now = bpf_ktime_get_boot_ns();
+	key.tgid = tgid;
+	key.err = err;
+	key.port = req->port;
+	key.syscall = syscall;
+	key.protocol = BPF_CORE_READ(sk, sk_protocol);
+	if (!fold_emit(&key, now, &count)) {
+		count_stat(1);
+		return 0;
+	}
+
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count_stat(2);
+		return 0;
+	}
+	e->ts_ns = now;
+	e->fold_count = count;
+	e->pid = tgid;
+	e->err = err;
+	e->syscall = syscall;
+	e->hook = hook;
+	e->port = req->port;
+	__builtin_memcpy(e->addr, req->addr, sizeof(e->addr));
+	e->has_holder = 0;
+	e->args_len = 0;
+	fill_socket(e, sk);
+	fill_process(e);
+	attach_holder(e, sk);
+	/* Default flags: the kernel wakes the reader only when it has caught
+	 * up, so a storm costs one wakeup per drained batch, not per event. */
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+/* Record a listener that just succeeded, for attach_holder(). */
+static __always_inline void record_listener(struct sock *sk)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct holder_key key = {};
+	struct holder_rec rec = {};
+
+	if (!record_holders || port_space(BPF_CORE_READ(sk, sk_protocol)) != IPPROTO_TCP)
+		return;
+	rec.family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (rec.family != AF_INET && rec.family != AF_INET6)
+		return;
+	sock_local_addr(sk, rec.family, rec.addr, &rec.port);
+	rec.sk = (__u64)sk;
+	rec.inode = sock_inode(sk);
+	rec.bound_ns = bpf_ktime_get_boot_ns();
+	rec.start_ns = BPF_CORE_READ(task, start_boottime);
+	rec.tgid = bpf_get_current_pid_tgid() >> 32;
+	rec.ppid = BPF_CORE_READ(task, real_parent, tgid);
+	rec.uid = (__u32)bpf_get_current_uid_gid();
+	bpf_get_current_comm(rec.comm, sizeof(rec.comm));
+
+	key.netns = sock_netns(sk);
+	key.port = rec.port;
+	key.proto = IPPROTO_TCP;
+	bpf_map_update_elem(&holders, &key, &rec, BPF_ANY);
+}
+
+/* ---- tracepoint backend: syscalls:sys_exit_{bind,listen} ---------------- */
+
+/*
+ * Only the exit tracepoints are used: the return value says whether to do
+ * anything at all, and the arguments are still in the task's saved user
+ * registers (bpf_task_pt_regs, 5.15+), so no entry hook and no per-call map
+ * update is needed on the success path.
+ */
+static __always_inline struct pt_regs *syscall_regs(void)
+{
+	return (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+}
+
+SEC("tracepoint/syscalls/sys_exit_bind")
+int tp_exit_bind(struct trace_event_raw_sys_exit *ctx)
+{
+	long ret = ctx->ret;
+	struct pt_regs *regs;
+	struct bind_req req = {};
+	struct sock *sk;
+
+	if (ret >= 0 || !errno_wanted(-ret))
+		return 0;
+	if (!pid_wanted(bpf_get_current_pid_tgid() >> 32))
+		return 0;
+	regs = syscall_regs();
+	sk = sock_from_fd(PT_REGS_PARM1_CORE_SYSCALL(regs));
+	if (!sk)
+		return 0;
+	if (read_sockaddr(&req, (void *)PT_REGS_PARM2_CORE_SYSCALL(regs), PT_REGS_PARM3_CORE_SYSCALL(regs), true))
+		return 0;
+	return report_failure(sk, &req, BW_SYSCALL_BIND, BW_HOOK_TP_EXIT_BIND, -ret);
+}
+
+SEC("tracepoint/syscalls/sys_exit_listen")
+int tp_exit_listen(struct trace_event_raw_sys_exit *ctx)
+{
+	long ret = ctx->ret;
+	struct sock *sk;
+
+	if (ret == 0) {
+		if (record_holders) {
+			sk = sock_from_fd(PT_REGS_PARM1_CORE_SYSCALL(syscall_regs()));
+			if (sk)
+				record_listener(sk);
+		}
+		return 0;
+	}
+	if (!errno_wanted(-ret) || !pid_wanted(bpf_get_current_pid_tgid() >> 32))
+		return 0;
+	sk = sock_from_fd(PT_REGS_PARM1_CORE_SYSCALL(syscall_regs()));
+	if (!sk)
+		return 0;
+	return report_failure(sk, NULL, BW_SYSCALL_LISTEN, BW_HOOK_TP_EXIT_LISTEN, -ret);
+}
+
+/* ---- process tree following (--pid --follow-children, bindwatch run) ---- */
+
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(follow_fork, struct task_struct *parent, struct task_struct *child)
+{
+	__u32 ptgid = parent->tgid, ctgid = child->tgid;
+	__u8 one = 1;
+
+	/* New threads share the tgid: nothing to add. */
+	if (ptgid == ctgid || !bpf_map_lookup_elem(&traced_pids, &ptgid))
+		return 0;
+	bpf_map_update_elem(&traced_pids, &ctgid, &one, BPF_ANY);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(follow_exit, struct task_struct *task)
+{
+	__u32 tgid = task->tgid;
+
+	/* Forget a process when its leader exits, so a recycled pid is not traced. */
+	if (task->pid == tgid)
+		bpf_map_delete_elem(&traced_pids, &tgid);
+	return 0;
+}

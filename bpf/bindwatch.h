@@ -1,0 +1,131 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Structures shared between bindwatch's BPF programs and its Go consumer.
+ * bpf2go turns every struct named with -type into a Go type, so user space
+ * never mirrors these by hand: change them here, run `make generate`.
+ */
+#ifndef BINDWATCH_H
+#define BINDWATCH_H
+
+#define BW_COMM_LEN 16
+#define BW_ARGS_LEN 256
+#define BW_MAX_PORT_RANGES 16
+
+/* Which syscall failed. */
+enum bw_syscall {
+	BW_SYSCALL_BIND = 1,
+	BW_SYSCALL_LISTEN = 2,
+};
+
+/* Which kernel hook saw the failure; Go names them. */
+enum bw_hook {
+	BW_HOOK_TP_EXIT_BIND = 1,
+	BW_HOOK_TP_EXIT_LISTEN = 2,
+	BW_HOOK_INET_BIND = 3,
+	BW_HOOK_INET6_BIND = 4,
+	BW_HOOK_INET_LISTEN = 5,
+};
+
+/* Bits of event.sock_flags: the failing socket's options. */
+enum bw_sock_flag {
+	BW_SOCK_REUSEADDR = 1 << 0,
+	BW_SOCK_REUSEPORT = 1 << 1,
+	BW_SOCK_V6ONLY = 1 << 2,
+	BW_SOCK_FREEBIND = 1 << 3,
+};
+
+/* Bits of the errno filter. Only these errors are traced. */
+enum bw_errno_bit {
+	BW_ERR_EADDRINUSE = 1 << 0,
+	BW_ERR_EADDRNOTAVAIL = 1 << 1,
+	BW_ERR_EACCES = 1 << 2,
+	BW_ERR_EINVAL = 1 << 3,
+};
+
+/* Inclusive port range for the in-kernel --port filter. */
+struct port_range {
+	__u16 lo;
+	__u16 hi;
+};
+
+/*
+ * A TCP listener as recorded when its listen() succeeded: the holder
+ * registry's value, and what a failure event carries when the registry
+ * names a still-bound holder of the failing port.
+ */
+struct holder_rec {
+	__u64 sk;       /* kernel socket address: an identity only, never read by Go */
+	__u64 inode;    /* socket inode, as in /proc/PID/fd and sock_diag */
+	__u64 bound_ns; /* CLOCK_BOOTTIME when listen() succeeded */
+	__u64 start_ns; /* owner's start, CLOCK_BOOTTIME */
+	__u32 tgid;
+	__u32 ppid;
+	__u32 uid;
+	__u16 family;
+	__u16 port;
+	__u8 addr[16]; /* IPv4 in the first 4 bytes, network order */
+	char comm[BW_COMM_LEN];
+};
+
+/* Registry key: one recorded listener per port in each network namespace. */
+struct holder_key {
+	__u32 netns;
+	__u16 port;
+	__u8 proto;
+	__u8 pad;
+};
+
+/* Key for folding repeats of one process's failure in the kernel. */
+struct fold_key {
+	__u32 tgid;
+	__u32 err;
+	__u16 port;
+	__u16 protocol; /* Go's net.Listen retries MPTCP as TCP: two attempts */
+	__u8 syscall;
+	__u8 pad[3];
+};
+
+struct fold_val {
+	__u64 count;        /* failures under this key, ever (monotonic) */
+	__u64 last_emit_ns; /* when one was last handed to user space */
+};
+
+/* Per-CPU session counters, summed by Go. */
+struct stats {
+	__u64 failures; /* failures that passed the filters */
+	__u64 folded;   /* counted into a fold instead of an event */
+	__u64 lost;     /* ring buffer full: counted, not delivered */
+};
+
+/* One failed bind()/listen(), captured at the moment of failure. */
+struct event {
+	__u64 ts_ns; /* CLOCK_BOOTTIME */
+	__u64 cgroup_id;
+	__u64 start_ns; /* process start, CLOCK_BOOTTIME */
+	__u64 cap_effective;
+	__u64 fold_count; /* fold_val.count after this failure */
+	__u32 pid;        /* thread group id */
+	__u32 tid;
+	__u32 ppid;
+	__u32 uid;
+	__u32 gid;
+	__u32 netns; /* inode of the socket's network namespace */
+	__u32 err;   /* positive errno */
+	__s32 bound_dev_if;
+	__u16 family;
+	__u16 sock_type;
+	__u16 protocol;
+	__u16 port; /* host order */
+	__u8 syscall;
+	__u8 hook;
+	__u8 sock_flags;
+	__u8 has_holder;
+	__u16 args_len;
+	__u16 pad;
+	__u8 addr[16];
+	char comm[BW_COMM_LEN];
+	struct holder_rec holder;
+	char args[BW_ARGS_LEN]; /* argv, NUL-separated, args_len bytes */
+};
+
+#endif /* BINDWATCH_H */

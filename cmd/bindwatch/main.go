@@ -1,0 +1,80 @@
+// Command bindwatch catches every failed bind()/listen() on a Linux host
+// and names both sides: the process that failed and the one that holds the
+// address. See `bindwatch --help`.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/urfave/cli/v2"
+)
+
+// version is set at build time (-ldflags "-X main.version=…").
+var version = "dev"
+
+func main() {
+	app := newApp()
+	err := app.Run(permuteArgs(app, os.Args))
+	os.Exit(exitCode(err))
+}
+
+func newApp() *cli.App {
+	return &cli.App{
+		Name:    "bindwatch",
+		Usage:   "catch failed bind()/listen() calls and name who holds the address",
+		Version: version,
+		Description: `With no command, bindwatch traces every failed bind() and listen() on this
+host (EADDRINUSE, EADDRNOTAVAIL, EACCES, EINVAL) until Ctrl-C, printing one
+line per failure: the process that failed, what it asked for, and who holds
+the address — captured in the kernel at the moment of failure.
+
+Examples:
+  sudo bindwatch                               # watch everything, readable lines
+  sudo bindwatch --port 8080 --port 9000-9100  # only these ports
+  sudo bindwatch --format json --output /var/log/bindwatch.jsonl
+  sudo bindwatch --comm nginx --errno EADDRINUSE
+  sudo bindwatch --pid 4242 --follow-children  # one service and its children`,
+		Flags:           traceFlags(),
+		Action:          traceAction,
+		Commands:        commands(),
+		HideHelpCommand: true,
+		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
+			return usageError{err}
+		},
+		ExitErrHandler: func(*cli.Context, error) {}, // main decides exit codes
+	}
+}
+
+// usageError is a mistake in how bindwatch was called: exit code 2.
+type usageError struct{ err error }
+
+func (u usageError) Error() string { return u.err.Error() }
+func (u usageError) Unwrap() error { return u.err }
+
+func usagef(format string, args ...any) error {
+	return usageError{fmt.Errorf(format, args...)}
+}
+
+// exitCode prints err, if any, and chooses the exit code: 2 for usage
+// errors, the code an action asked for, 1 for any other failure.
+func exitCode(err error) int {
+	if err == nil {
+		return 0
+	}
+	var ue usageError
+	if errors.As(err, &ue) {
+		fmt.Fprintf(os.Stderr, "bindwatch: %v\nRun 'bindwatch --help' for usage.\n", ue.err)
+		return 2
+	}
+	var ec cli.ExitCoder
+	if errors.As(err, &ec) {
+		if msg := ec.Error(); msg != "" {
+			fmt.Fprintln(os.Stderr, "bindwatch: "+msg)
+		}
+		return ec.ExitCode()
+	}
+	fmt.Fprintf(os.Stderr, "bindwatch: %v\n", err)
+	return 1
+}

@@ -1,0 +1,214 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/bindwatch/bindwatch/internal/events"
+	"github.com/bindwatch/bindwatch/internal/tracer"
+	"github.com/bindwatch/bindwatch/internal/watch"
+	"github.com/urfave/cli/v2"
+	"golang.org/x/sys/unix"
+)
+
+func commands() []*cli.Command {
+	return []*cli.Command{}
+}
+
+// traceFlags are the flags of tracing (bindwatch itself, and bindwatch run).
+func traceFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "format", Usage: "output `FORMAT`: text (one readable line per failure) or json (one object per line; schema in docs/schema.md). Default: text on a terminal, json otherwise"},
+		&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "append records to `FILE` (created 0640) instead of standard output"},
+		&cli.StringSliceFlag{Name: "port", Aliases: []string{"p"}, Usage: "only failures on `PORT` or range LO-HI (repeatable, filtered in the kernel)"},
+		&cli.StringSliceFlag{Name: "errno", Usage: "only failures with `ERRNO`: EADDRINUSE, EADDRNOTAVAIL, EACCES or EINVAL (repeatable; default all)"},
+		&cli.IntSliceFlag{Name: "pid", Usage: "only failures of process `PID` (repeatable)"},
+		&cli.BoolFlag{Name: "follow-children", Usage: "with --pid: also trace every process they fork from now on"},
+		&cli.StringFlag{Name: "comm", Usage: "only failures of processes whose command name (as ps -o comm shows it) is `NAME`"},
+		&cli.StringFlag{Name: "backend", Value: "auto", Usage: "kernel hook: auto, fentry, kprobe or tracepoint (auto takes the first that works here)"},
+		&cli.DurationFlag{Name: "fold", Value: time.Second, Usage: "report repeats of one process's failure on one port within `WINDOW` as a count, not each (0: report every failure)"},
+		&cli.IntFlag{Name: "ring-size", Value: tracer.DefaultRingSize, Usage: "kernel ring buffer `BYTES` (power of two); failures that do not fit are counted as lost"},
+		&cli.StringFlag{Name: "ready-file", Usage: "create `FILE` once tracing is live (for scripts)"},
+		&cli.BoolFlag{Name: "debug", Usage: "print the whole BPF verifier log when loading fails"},
+	}
+}
+
+func traceAction(c *cli.Context) error {
+	if c.Args().Present() {
+		return usagef("unexpected argument %q (commands: %s)", c.Args().First(), commandNames(c.App))
+	}
+	cfg, err := tracerConfig(c)
+	if err != nil {
+		return err
+	}
+	out, closeOut, err := openOutput(c)
+	if err != nil {
+		return err
+	}
+	defer closeOut()
+	if err := requireRoot(); err != nil {
+		return err
+	}
+	s, err := watch.Start(watch.Options{Tracer: cfg, Out: out, ReadyFile: c.String("ready-file")})
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return s.Run(ctx)
+}
+
+func commandNames(app *cli.App) string {
+	var names []string
+	for _, c := range app.Commands {
+		names = append(names, c.Name)
+	}
+	return strings.Join(names, ", ")
+}
+
+// tracerConfig turns the trace flags into a tracer configuration, or a
+// usage error saying which flag is wrong.
+func tracerConfig(c *cli.Context) (tracer.Config, error) {
+	cfg := tracer.Config{
+		Backend:        c.String("backend"),
+		Comm:           c.String("comm"),
+		FollowChildren: c.Bool("follow-children"),
+		Fold:           c.Duration("fold"),
+		RingSize:       c.Int("ring-size"),
+		Debug:          c.Bool("debug"),
+	}
+	if cfg.Backend != "auto" {
+		if _, err := tracer.BackendNamed(cfg.Backend); err != nil {
+			return cfg, usageError{err}
+		}
+	}
+	for _, p := range c.StringSlice("port") {
+		r, err := parsePortRange(p)
+		if err != nil {
+			return cfg, usagef("--port %s: %v", p, err)
+		}
+		cfg.Ports = append(cfg.Ports, r)
+	}
+	for _, name := range c.StringSlice("errno") {
+		e, ok := errnoNamed(name)
+		if !ok {
+			return cfg, usagef("--errno %s: unknown error (one of EADDRINUSE, EADDRNOTAVAIL, EACCES, EINVAL)", name)
+		}
+		cfg.Errnos = append(cfg.Errnos, e)
+	}
+	for _, pid := range c.IntSlice("pid") {
+		if pid <= 0 || pid > 1<<22 {
+			return cfg, usagef("--pid %d: not a process id", pid)
+		}
+		cfg.PIDs = append(cfg.PIDs, uint32(pid))
+	}
+	if cfg.FollowChildren && len(cfg.PIDs) == 0 {
+		return cfg, usagef("--follow-children needs --pid")
+	}
+	if cfg.Fold < 0 {
+		return cfg, usagef("--fold %v: must not be negative", cfg.Fold)
+	}
+	if len(cfg.Ports) > tracer.MaxPortRanges {
+		return cfg, usagef("--port given %d times; at most %d ranges fit the kernel filter (merge them into ranges like 8000-8100)", len(cfg.Ports), tracer.MaxPortRanges)
+	}
+	if len(cfg.Comm) > 15 {
+		return cfg, usagef("--comm %q: the kernel keeps only 15 bytes of a command name; give the first 15", cfg.Comm)
+	}
+	if n := cfg.RingSize; n < os.Getpagesize() || n&(n-1) != 0 {
+		return cfg, usagef("--ring-size %d: must be a power of two of at least %d bytes", n, os.Getpagesize())
+	}
+	return cfg, nil
+}
+
+// parsePortRange parses "8080" or "8000-8100".
+func parsePortRange(s string) (tracer.PortRange, error) {
+	lo, hi, isRange := strings.Cut(s, "-")
+	a, err := parsePort(lo)
+	if err != nil {
+		return tracer.PortRange{}, err
+	}
+	if !isRange {
+		return tracer.PortRange{Lo: a, Hi: a}, nil
+	}
+	b, err := parsePort(hi)
+	if err != nil {
+		return tracer.PortRange{}, err
+	}
+	if a > b {
+		return tracer.PortRange{}, fmt.Errorf("range %d-%d is empty (write the low port first)", a, b)
+	}
+	return tracer.PortRange{Lo: a, Hi: b}, nil
+}
+
+func parsePort(s string) (uint16, error) {
+	n, err := strconv.ParseUint(strings.TrimSpace(s), 10, 32)
+	if err != nil || n > 65535 {
+		return 0, fmt.Errorf("%q is not a port (0-65535)", s)
+	}
+	return uint16(n), nil
+}
+
+func errnoNamed(name string) (syscall.Errno, bool) {
+	for _, e := range tracer.Errnos {
+		if strings.EqualFold(events.ErrnoName(e), name) {
+			return e, true
+		}
+	}
+	return 0, false
+}
+
+// openOutput opens --output (appending) or standard output, and picks the
+// default format: text for a terminal, JSON for files and pipes.
+func openOutput(c *cli.Context) (*events.Writer, func(), error) {
+	f, closeFn := os.Stdout, func() {}
+	if path := c.String("output"); path != "" {
+		var err error
+		f, err = os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+		if err != nil {
+			return nil, nil, fmt.Errorf("open --output %s: %w (hint: check the directory exists and is writable)", path, err)
+		}
+		closeFn = func() { f.Close() }
+	}
+	format := c.String("format")
+	if format == "" {
+		format = events.FormatJSON
+		if isTerminal(f) {
+			format = events.FormatText
+		}
+	}
+	w, err := events.NewWriter(f, format)
+	if err != nil {
+		closeFn()
+		return nil, nil, usagef("--format %s: %v", format, err)
+	}
+	return w, closeFn, nil
+}
+
+func isTerminal(f *os.File) bool {
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}
+
+// requireRoot explains in one sentence why tracing cannot start without
+// privileges, instead of letting the first bpf() call fail obscurely.
+func requireRoot() error {
+	if os.Geteuid() == 0 {
+		return nil
+	}
+	const capBPF, capPerfmon = 39, 38
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err == nil {
+		has := func(c uint) bool { return data[c/32].Effective&(1<<(c%32)) != 0 }
+		if has(capBPF) && has(capPerfmon) && has(unix.CAP_SYS_ADMIN) {
+			return nil
+		}
+	}
+	return cli.Exit("tracing needs root (or CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN): run it with sudo", 1)
+}

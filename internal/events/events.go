@@ -1,0 +1,185 @@
+// Package events defines bindwatch's records — a failed bind()/listen() and
+// the process and sockets on both sides of it — and turns them into the text
+// and JSON lines that users read and ship. It knows nothing about BPF or /proc:
+// the tracer fills a Failure from a kernel record, resolve adds what only
+// user space can find, and this package says it.
+package events
+
+import (
+	"time"
+)
+
+// Version is the schema version carried by every JSON record. Bump it when a
+// field changes meaning or disappears; adding a field does not bump it.
+const Version = 1
+
+// Record types, the "type" field of every JSON line.
+const (
+	TypeStart   = "start"
+	TypeFailure = "bind_failure"
+	TypeRepeats = "repeats"
+	TypeLost    = "lost"
+	TypeStop    = "stop"
+)
+
+// Holder sources: how bindwatch knows a holder.
+const (
+	// SeenLive: the socket was still there when bindwatch looked (sock_diag).
+	SeenLive = "seen_live"
+	// Recorded: captured in the kernel when the address was bound, and
+	// confirmed still bound at the moment of the failure; gone since.
+	Recorded = "recorded"
+)
+
+// Failure is one failed bind() or listen(): who failed, on what, and — once
+// resolved — who holds the address and what to do about it.
+type Failure struct {
+	Type    string    `json:"type"`
+	Version int       `json:"version"`
+	Time    time.Time `json:"time"`
+	Host    string    `json:"host"`
+	Backend string    `json:"backend"`
+	// Hook names the kernel hook that saw the failure, e.g.
+	// "tracepoint/syscalls/sys_exit_bind" or "fexit/inet_csk_get_port".
+	Hook      string `json:"hook"`
+	Syscall   string `json:"syscall"`    // "bind" or "listen"
+	Errno     string `json:"errno"`      // "EADDRINUSE"
+	ErrnoCode int    `json:"errno_code"` // 98
+	Proto     string `json:"proto"`      // "tcp", "udp", "sctp", "raw", …
+	Family    string `json:"family"`     // "ipv4" or "ipv6"
+	Addr      string `json:"addr"`       // requested address, "0.0.0.0", "::", "::ffff:10.0.0.1"
+	Port      uint16 `json:"port"`       // requested port (host order)
+	Socket    Socket `json:"socket"`
+	Process   Process `json:"process"`
+
+	// Holders are the sockets that conflict with the requested address, with
+	// the processes that own them. Empty when none was found (for example
+	// EADDRNOTAVAIL, or EACCES on a free port).
+	Holders  []Holder  `json:"holders"`
+	TimeWait *TimeWait `json:"time_wait,omitempty"`
+	// Diagnosis says in one sentence why the kernel refused; Hint what to do.
+	Diagnosis string `json:"diagnosis,omitempty"`
+	Hint      string `json:"hint,omitempty"`
+}
+
+// Socket is the failing socket's options at the moment of failure.
+type Socket struct {
+	ReuseAddr bool `json:"reuseaddr"`
+	ReusePort bool `json:"reuseport"`
+	// V6Only is IPV6_V6ONLY; absent for IPv4 sockets.
+	V6Only *bool `json:"v6only,omitempty"`
+	// Freebind is IP_FREEBIND (or IP_TRANSPARENT), which allows binding an
+	// address the host does not have.
+	Freebind bool `json:"freebind"`
+	// BoundDev is the SO_BINDTODEVICE interface name, "" when unbound.
+	BoundDev      string `json:"bound_dev"`
+	BoundDevIndex int    `json:"bound_dev_index,omitempty"`
+}
+
+// Process describes one process: the one that failed, or one that owns a
+// holding socket. Fields that could not be known are empty and omitted.
+type Process struct {
+	PID         int       `json:"pid"`
+	TID         int       `json:"tid,omitempty"`
+	PPID        int       `json:"ppid"`
+	UID         uint32    `json:"uid"`
+	GID         *uint32   `json:"gid,omitempty"`
+	User        string    `json:"user,omitempty"`
+	Comm        string    `json:"comm"`
+	Exe         string    `json:"exe,omitempty"`
+	Cmdline     []string  `json:"cmdline,omitempty"`
+	Cgroup      string    `json:"cgroup,omitempty"`
+	CgroupID    uint64    `json:"cgroup_id,omitempty"`
+	ContainerID string    `json:"container_id,omitempty"`
+	Netns       uint32    `json:"netns,omitempty"`
+	StartTime   time.Time `json:"start_time,omitzero"`
+	// CapNetBindService tells whether the process had CAP_NET_BIND_SERVICE
+	// in its effective set when it failed (failing process only).
+	CapNetBindService *bool `json:"cap_net_bind_service,omitempty"`
+}
+
+// Holder is a socket that conflicts with a failed request.
+type Holder struct {
+	Source string `json:"source"` // SeenLive or Recorded
+	Proto  string `json:"proto"`
+	State  string `json:"state"` // "LISTEN", "TIME_WAIT", "BOUND", "ESTABLISHED", "UNCONN", …
+	Addr   string `json:"addr"`
+	Port   uint16 `json:"port"`
+	Inode  uint64 `json:"inode,omitempty"`
+	UID    uint32 `json:"uid"`
+	Netns  uint32 `json:"netns,omitempty"`
+	// ReuseAddr/ReusePort are the holder's SO_REUSEADDR/SO_REUSEPORT, where known.
+	ReuseAddr *bool `json:"reuseaddr,omitempty"`
+	ReusePort *bool `json:"reuseport,omitempty"`
+	V6Only    *bool `json:"v6only,omitempty"`
+	// RemainingMS is how long a TIME_WAIT socket has left.
+	RemainingMS int64 `json:"remaining_ms,omitempty"`
+	// Since is when the address was bound, where bindwatch saw it happen.
+	Since     time.Time `json:"since,omitzero"`
+	Processes []Process `json:"processes"`
+}
+
+// TimeWait summarizes TIME_WAIT sockets on the requested address.
+type TimeWait struct {
+	Count          int   `json:"count"`
+	MaxRemainingMS int64 `json:"max_remaining_ms"`
+}
+
+// Start is written once, when tracing is live.
+type Start struct {
+	Type    string    `json:"type"`
+	Version int       `json:"version"`
+	Time    time.Time `json:"time"`
+	Host    string    `json:"host"`
+	Kernel  string    `json:"kernel"`
+	Backend string    `json:"backend"`
+	// Skipped says why each better backend was not used.
+	Skipped map[string]string `json:"skipped,omitempty"`
+	PID     int               `json:"pid"`
+	// Fold is the in-kernel folding window: repeats of one process's
+	// failure on one port within it are counted, not each reported.
+	FoldMS int64 `json:"fold_ms"`
+}
+
+// Repeats reports failures folded in the kernel: the same process failed the
+// same way on the same port Count more times since its last reported failure.
+type Repeats struct {
+	Type    string    `json:"type"`
+	Version int       `json:"version"`
+	Time    time.Time `json:"time"`
+	Host    string    `json:"host"`
+	Count   uint64    `json:"count"`
+	PID     int       `json:"pid"`
+	Comm    string    `json:"comm"`
+	Syscall string    `json:"syscall"`
+	Errno   string    `json:"errno"`
+	Proto   string    `json:"proto"`
+	Port    uint16    `json:"port"`
+}
+
+// Lost reports failures the kernel counted but could not hand over because
+// the ring buffer was full. They are counted, never silently dropped.
+type Lost struct {
+	Type    string    `json:"type"`
+	Version int       `json:"version"`
+	Time    time.Time `json:"time"`
+	Host    string    `json:"host"`
+	Count   uint64    `json:"count"`
+}
+
+// Stop is written once, on a clean exit, with the session's counts.
+type Stop struct {
+	Type    string    `json:"type"`
+	Version int       `json:"version"`
+	Time    time.Time `json:"time"`
+	Host    string    `json:"host"`
+	// Failures is every failure the kernel saw (after filters).
+	Failures uint64 `json:"failures"`
+	// Reported is how many bind_failure records were written.
+	Reported uint64 `json:"reported"`
+	// Folded is how many were counted into repeats records instead.
+	Folded uint64 `json:"folded"`
+	Lost   uint64 `json:"lost"`
+	// DurationMS is how long tracing was live.
+	DurationMS int64 `json:"duration_ms"`
+}

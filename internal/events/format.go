@@ -1,0 +1,170 @@
+package events
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Formats a Writer can write.
+const (
+	FormatText = "text"
+	FormatJSON = "json"
+)
+
+// Writer writes records as whole lines, each with a single Write call, so a
+// file opened with O_APPEND never holds half a record, whatever stops the
+// process. It is safe for concurrent use.
+type Writer struct {
+	mu     sync.Mutex
+	w      io.Writer
+	format string
+}
+
+// NewWriter returns a Writer of format FormatText or FormatJSON.
+func NewWriter(w io.Writer, format string) (*Writer, error) {
+	if format != FormatText && format != FormatJSON {
+		return nil, fmt.Errorf("unknown format %q (hint: text or json)", format)
+	}
+	return &Writer{w: w, format: format}, nil
+}
+
+// Write formats one record: *Start, *Failure, *Repeats, *Lost or *Stop (or
+// any JSON-marshallable record in JSON mode).
+func (w *Writer) Write(rec any) error {
+	var line []byte
+	if w.format == FormatJSON {
+		b, err := json.Marshal(rec)
+		if err != nil {
+			return fmt.Errorf("encode %T: %w", rec, err)
+		}
+		line = append(b, '\n')
+	} else {
+		line = []byte(Text(rec) + "\n")
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	_, err := w.w.Write(line)
+	return err
+}
+
+// Text renders a record for people: one line, plus indented "why"/"fix"
+// lines for a failure that has been diagnosed.
+func Text(rec any) string {
+	switch r := rec.(type) {
+	case *Failure:
+		return failureText(r)
+	case *Start:
+		s := fmt.Sprintf("%s bindwatch %s: tracing failed bind()/listen() with the %s backend (kernel %s)", clock(r.Time), r.Host, r.Backend, r.Kernel)
+		for name, why := range r.Skipped {
+			s += fmt.Sprintf("; %s unavailable: %s", name, why)
+		}
+		return s
+	case *Repeats:
+		return fmt.Sprintf("%s %s %s %s :%d pid %d (%s) failed the same way %d more time%s (folded in the kernel)",
+			clock(r.Time), r.Errno, r.Syscall, r.Proto, r.Port, r.PID, r.Comm, r.Count, plural(r.Count))
+	case *Lost:
+		return fmt.Sprintf("%s LOST %d failure%s: the ring buffer was full (hint: raise --ring-size, or narrow with --port/--pid)", clock(r.Time), r.Count, plural(r.Count))
+	case *Stop:
+		return fmt.Sprintf("%s bindwatch stopped after %s: %d failure%s, %d reported, %d folded, %d lost",
+			clock(r.Time), (time.Duration(r.DurationMS) * time.Millisecond).String(), r.Failures, plural(r.Failures), r.Reported, r.Folded, r.Lost)
+	}
+	b, _ := json.Marshal(rec)
+	return string(b)
+}
+
+func failureText(f *Failure) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s %s %s %s %s pid %d (%s) uid %d", clock(f.Time), f.Errno, f.Syscall, f.Proto,
+		HostPort(f.Addr, f.Port), f.Process.PID, commandLine(&f.Process), f.Process.UID)
+	fmt.Fprintf(&b, " reuseaddr=%s", onOff(f.Socket.ReuseAddr))
+	if f.Socket.ReusePort {
+		b.WriteString(" reuseport=on")
+	}
+	if f.Socket.V6Only != nil {
+		fmt.Fprintf(&b, " v6only=%s", onOff(*f.Socket.V6Only))
+	}
+	if f.Socket.BoundDev != "" {
+		fmt.Fprintf(&b, " dev=%s", f.Socket.BoundDev)
+	}
+	if f.Process.ContainerID != "" {
+		fmt.Fprintf(&b, " container=%.12s", f.Process.ContainerID)
+	}
+	for i, h := range f.Holders {
+		if i == 3 {
+			fmt.Fprintf(&b, " (+%d more)", len(f.Holders)-i)
+			break
+		}
+		sep := ", "
+		if i == 0 {
+			sep = " <- held by "
+		}
+		b.WriteString(sep + holderText(&h))
+	}
+	if f.Diagnosis != "" {
+		b.WriteString("\n  why: " + f.Diagnosis)
+	}
+	if f.Hint != "" {
+		b.WriteString("\n  fix: " + f.Hint)
+	}
+	return b.String()
+}
+
+func holderText(h *Holder) string {
+	s := fmt.Sprintf("%s %s", h.State, HostPort(h.Addr, h.Port))
+	if len(h.Processes) == 0 {
+		if h.State == "TIME_WAIT" {
+			return s + fmt.Sprintf(" (no process, %dms left)", h.RemainingMS)
+		}
+		return s + " (no process)"
+	}
+	p := h.Processes[0]
+	s = fmt.Sprintf("pid %d (%s) %s", p.PID, commandLine(&p), s)
+	if len(h.Processes) > 1 {
+		s += fmt.Sprintf(" +%d process%s", len(h.Processes)-1, map[bool]string{true: "es", false: ""}[len(h.Processes) > 2])
+	}
+	if h.Source == Recorded {
+		s += " [exited since]"
+	}
+	return s
+}
+
+// HostPort renders addr:port, bracketing IPv6 addresses.
+func HostPort(addr string, port uint16) string {
+	if a, err := netip.ParseAddr(addr); err == nil {
+		return netip.AddrPortFrom(a, port).String()
+	}
+	return fmt.Sprintf("%s:%d", addr, port)
+}
+
+// commandLine is the process's argv, cut for one line, or its comm.
+func commandLine(p *Process) string {
+	if len(p.Cmdline) == 0 {
+		return p.Comm
+	}
+	s := strings.Join(p.Cmdline, " ")
+	if len(s) > 80 {
+		s = s[:77] + "..."
+	}
+	return s
+}
+
+func clock(t time.Time) string { return t.Local().Format("15:04:05.000") }
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
+}
+
+func plural(n uint64) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}

@@ -1,0 +1,288 @@
+package tracer
+
+import (
+	"errors"
+	"fmt"
+	"time"
+	"unsafe"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
+	"github.com/cilium/ebpf/features"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+	"golang.org/x/sys/unix"
+)
+
+// Tracer is attached BPF programs and the ring buffer they report into.
+type Tracer struct {
+	coll    *ebpf.Collection
+	maps    BindwatchMaps
+	links   []link.Link
+	reader  *ringbuf.Reader
+	backend string
+	skipped map[string]string
+	// bootEpoch is the wall-clock time of CLOCK_BOOTTIME zero, to turn the
+	// kernel's timestamps into times.
+	bootEpoch time.Time
+}
+
+// ErrClosed is returned by Read after Close.
+var ErrClosed = ringbuf.ErrClosed
+
+// Open loads the BPF object configured by cfg and attaches it with the
+// configured backend, or with the first that works when cfg.Backend is
+// "auto" or empty.
+func Open(cfg Config) (*Tracer, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if err := preflight(); err != nil {
+		return nil, err
+	}
+	candidates := Backends()
+	if cfg.Backend != "" && cfg.Backend != "auto" {
+		b, err := BackendNamed(cfg.Backend)
+		if err != nil {
+			return nil, err
+		}
+		candidates = []Backend{b}
+	}
+
+	skipped := map[string]string{}
+	for _, b := range candidates {
+		t, err := openBackend(cfg, b)
+		if err == nil {
+			t.skipped = skipped
+			return t, nil
+		}
+		if len(candidates) == 1 {
+			return nil, fmt.Errorf("backend %s: %w", b.Name(), err)
+		}
+		skipped[b.Name()] = err.Error()
+	}
+	return nil, fmt.Errorf("no backend works on this kernel: %s (hint: run `bindwatch doctor`)", describeSkipped(skipped))
+}
+
+func describeSkipped(skipped map[string]string) string {
+	s := ""
+	for _, b := range Backends() {
+		if why, ok := skipped[b.Name()]; ok {
+			if s != "" {
+				s += "; "
+			}
+			s += b.Name() + ": " + why
+		}
+	}
+	return s
+}
+
+func openBackend(cfg Config, b Backend) (*Tracer, error) {
+	if err := b.Check(); err != nil {
+		return nil, err
+	}
+	spec, err := LoadBindwatch()
+	if err != nil {
+		return nil, fmt.Errorf("parse embedded BPF object: %w (hint: run make generate)", err)
+	}
+	keep := map[string]bool{}
+	for _, p := range b.Programs() {
+		keep[p] = true
+	}
+	if cfg.FollowChildren {
+		for _, p := range followPrograms {
+			keep[p] = true
+		}
+	}
+	for name := range spec.Programs {
+		if !keep[name] {
+			delete(spec.Programs, name)
+		}
+	}
+	if err := cfg.set(spec); err != nil {
+		return nil, err
+	}
+	spec.Maps["events"].MaxEntries = uint32(cfg.RingSize)
+	if cfg.RingSize == 0 {
+		spec.Maps["events"].MaxEntries = DefaultRingSize
+	}
+
+	var opts ebpf.CollectionOptions
+	if cfg.Debug {
+		opts.Programs.LogLevel = ebpf.LogLevelInstruction
+	}
+	coll, err := ebpf.NewCollectionWithOptions(spec, opts)
+	if err != nil {
+		return nil, loadError(err, cfg.Debug)
+	}
+	t := &Tracer{coll: coll, backend: b.Name(), bootEpoch: bootEpoch()}
+	if err := coll.Assign(&t.maps); err != nil {
+		t.Close()
+		return nil, fmt.Errorf("BPF object lacks a map: %w (hint: run make generate)", err)
+	}
+	for _, pid := range cfg.PIDs {
+		if err := t.TracePID(pid); err != nil {
+			t.Close()
+			return nil, err
+		}
+	}
+	if t.links, err = b.Attach(coll); err != nil {
+		t.Close()
+		return nil, err
+	}
+	if cfg.FollowChildren {
+		fl, err := attachFollow(coll)
+		if err != nil {
+			t.Close()
+			return nil, err
+		}
+		t.links = append(t.links, fl...)
+	}
+	if t.reader, err = ringbuf.NewReader(t.maps.Events); err != nil {
+		t.Close()
+		return nil, fmt.Errorf("open ring buffer: %w", err)
+	}
+	return t, nil
+}
+
+// loadError shortens a verifier error to its tail unless debug asks for the
+// whole log.
+func loadError(err error, debug bool) error {
+	var ve *ebpf.VerifierError
+	if errors.As(err, &ve) {
+		if debug {
+			return fmt.Errorf("load BPF programs: %+v", ve)
+		}
+		return fmt.Errorf("load BPF programs: %-40v\n(hint: the verifier refused them on this kernel; rerun with --debug for its whole log and report it)", ve)
+	}
+	if errors.Is(err, unix.EPERM) {
+		return fmt.Errorf("load BPF programs: %w (hint: run as root; lockdown or a seccomp/LSM policy may also refuse BPF)", err)
+	}
+	return fmt.Errorf("load BPF programs: %w", err)
+}
+
+// preflight turns the common reasons BPF cannot work into one sentence each.
+func preflight() error {
+	if _, err := btf.LoadKernelSpec(); err != nil {
+		return fmt.Errorf("this kernel exposes no BTF (/sys/kernel/btf/vmlinux): %w (hint: bindwatch needs a kernel built with CONFIG_DEBUG_INFO_BTF=y, as every major distribution ships since 2021)", err)
+	}
+	if err := features.HaveMapType(ebpf.RingBuf); err != nil {
+		if errors.Is(err, ebpf.ErrNotSupported) {
+			return fmt.Errorf("this kernel has no BPF ring buffer: bindwatch needs Linux 5.8 or newer")
+		}
+		return fmt.Errorf("probe BPF support: %w (hint: run as root, or with CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN)", err)
+	}
+	return nil
+}
+
+// Backend names the attached backend.
+func (t *Tracer) Backend() string { return t.backend }
+
+// Skipped says why each better backend was not used (auto only).
+func (t *Tracer) Skipped() map[string]string { return t.skipped }
+
+// Time converts a CLOCK_BOOTTIME timestamp from the kernel to wall time.
+func (t *Tracer) Time(bootNS uint64) time.Time {
+	return t.bootEpoch.Add(time.Duration(bootNS))
+}
+
+func bootEpoch() time.Time {
+	var ts unix.Timespec
+	now := time.Now()
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		return now
+	}
+	return now.Add(-time.Duration(ts.Nano()))
+}
+
+// TracePID adds a process to the --pid filter (with FollowChildren, its
+// future children too).
+func (t *Tracer) TracePID(pid uint32) error {
+	if err := t.maps.TracedPids.Put(pid, uint8(1)); err != nil {
+		return fmt.Errorf("trace pid %d: %w", pid, err)
+	}
+	return nil
+}
+
+// SetDeadline makes a blocked Read return os.ErrDeadlineExceeded at t, so
+// the caller can do periodic work. A zero time blocks forever.
+func (t *Tracer) SetDeadline(d time.Time) { t.reader.SetDeadline(d) }
+
+// Read blocks until the kernel reports a failure, and decodes it into ev.
+func (t *Tracer) Read(ev *BindwatchEvent) error {
+	var rec ringbuf.Record
+	if err := t.reader.ReadInto(&rec); err != nil {
+		return err
+	}
+	if len(rec.RawSample) < int(unsafe.Sizeof(*ev)) {
+		return fmt.Errorf("short ring buffer record: %d bytes, want %d (hint: the BPF object and the binary disagree; run make generate)", len(rec.RawSample), unsafe.Sizeof(*ev))
+	}
+	// The record is a struct event written by the kernel on this machine,
+	// so it is in host layout already.
+	*ev = *(*BindwatchEvent)(unsafe.Pointer(&rec.RawSample[0]))
+	return nil
+}
+
+// Stats are the kernel's counters for this session.
+type Stats struct {
+	Failures, Folded, Lost uint64
+}
+
+// Stats sums the per-CPU counters.
+func (t *Tracer) Stats() (Stats, error) {
+	var per []BindwatchStats
+	if err := t.maps.SessionStats.Lookup(uint32(0), &per); err != nil {
+		return Stats{}, fmt.Errorf("read kernel counters: %w", err)
+	}
+	var s Stats
+	for _, c := range per {
+		s.Failures += c.Failures
+		s.Folded += c.Folded
+		s.Lost += c.Lost
+	}
+	return s, nil
+}
+
+// FoldCount is the kernel's fold state of one key: how many failures it
+// has seen, ever, and when it last emitted an event.
+type FoldCount struct {
+	Count      uint64
+	LastEmitNs uint64
+}
+
+// FoldCounts returns every fold key's state, so the caller can report what
+// was folded since it last looked.
+func (t *Tracer) FoldCounts() (map[BindwatchFoldKey]FoldCount, error) {
+	out := map[BindwatchFoldKey]FoldCount{}
+	var k BindwatchFoldKey
+	var v BindwatchFoldVal
+	it := t.maps.Folds.Iterate()
+	for it.Next(&k, &v) {
+		out[k] = FoldCount{Count: v.Count, LastEmitNs: v.LastEmitNs}
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("read fold counts: %w", err)
+	}
+	return out, nil
+}
+
+// RecordHolder seeds the listener registry, for sockets that were listening
+// before bindwatch started.
+func (t *Tracer) RecordHolder(k BindwatchHolderKey, rec BindwatchHolderRec) error {
+	return t.maps.Holders.Update(k, rec, ebpf.UpdateNoExist)
+}
+
+// Close detaches the programs and frees the ring buffer; a blocked Read
+// returns ErrClosed.
+func (t *Tracer) Close() error {
+	if t.reader != nil {
+		t.reader.Close()
+	}
+	closeLinks(t.links)
+	t.links = nil
+	if t.coll != nil {
+		t.coll.Close()
+	}
+	return nil
+}
+
