@@ -253,21 +253,31 @@ static __always_inline int read_sockaddr(struct bind_req *req, const void *uaddr
 	return 0;
 }
 
-/* Folding: should this failure be reported, or only counted? */
-static __always_inline bool fold_emit(struct fold_key *key, __u64 now, __u64 *count)
+/*
+ * Folding: should this failure be reported, or only counted? Each key
+ * keeps a monotonic count of what it folded; events carry it, so user space
+ * reports exactly the folded failures (lost events do not count as folded).
+ */
+static __always_inline bool fold_emit(struct fold_key *key, __u64 now, __u64 *folded)
 {
-	struct fold_val *v, init = { .count = 1, .last_emit_ns = now };
+	struct fold_val *v, init = { .last_emit_ns = now };
 
+	if (!fold_ns) {
+		*folded = 0;
+		return true;
+	}
 	v = bpf_map_lookup_elem(&folds, key);
 	if (!v) {
 		bpf_map_update_elem(&folds, key, &init, BPF_ANY);
-		*count = 1;
+		*folded = 0;
 		return true;
 	}
-	*count = __sync_fetch_and_add(&v->count, 1) + 1;
-	if (now - v->last_emit_ns < fold_ns)
+	if (now - v->last_emit_ns < fold_ns) {
+		__sync_fetch_and_add(&v->folded, 1);
 		return false;
+	}
 	v->last_emit_ns = now;
+	*folded = v->folded;
 	return true;
 }
 
@@ -359,7 +369,7 @@ static __always_inline int report_failure(struct sock *sk, struct bind_req *req,
 	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
 	struct bind_req local = {};
 	struct fold_key key = {};
-	__u64 now, count;
+	__u64 now, folded;
 	struct event *e;
 
 	if (family != AF_INET && family != AF_INET6)
@@ -378,7 +388,7 @@ static __always_inline int report_failure(struct sock *sk, struct bind_req *req,
 	key.port = req->port;
 	key.syscall = syscall;
 	key.protocol = BPF_CORE_READ(sk, sk_protocol);
-	if (!fold_emit(&key, now, &count)) {
+	if (!fold_emit(&key, now, &folded)) {
 		count_stat(1);
 		return 0;
 	}
@@ -389,7 +399,7 @@ static __always_inline int report_failure(struct sock *sk, struct bind_req *req,
 		return 0;
 	}
 	e->ts_ns = now;
-	e->fold_count = count;
+	e->folded = folded;
 	e->pid = tgid;
 	e->err = err;
 	e->syscall = syscall;

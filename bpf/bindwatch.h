@@ -86,7 +86,7 @@ struct fold_key {
 };
 
 struct fold_val {
-	__u64 count;        /* failures under this key, ever (monotonic) */
+	__u64 folded;       /* failures of this key folded, ever (monotonic) */
 	__u64 last_emit_ns; /* when one was last handed to user space */
 };
 
@@ -103,7 +103,7 @@ struct event {
 	__u64 cgroup_id;
 	__u64 start_ns; /* process start, CLOCK_BOOTTIME */
 	__u64 cap_effective;
-	__u64 fold_count; /* fold_val.count after this failure */
+	__u64 folded; /* fold_val.folded when this event was emitted */
 	__u32 pid;        /* thread group id */
 	__u32 tid;
 	__u32 ppid;

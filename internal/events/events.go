@@ -41,15 +41,15 @@ type Failure struct {
 	Backend string    `json:"backend"`
 	// Hook names the kernel hook that saw the failure, e.g.
 	// "tracepoint/syscalls/sys_exit_bind" or "fexit/inet_csk_get_port".
-	Hook      string `json:"hook"`
-	Syscall   string `json:"syscall"`    // "bind" or "listen"
-	Errno     string `json:"errno"`      // "EADDRINUSE"
-	ErrnoCode int    `json:"errno_code"` // 98
-	Proto     string `json:"proto"`      // "tcp", "udp", "sctp", "raw", …
-	Family    string `json:"family"`     // "ipv4" or "ipv6"
-	Addr      string `json:"addr"`       // requested address, "0.0.0.0", "::", "::ffff:10.0.0.1"
-	Port      uint16 `json:"port"`       // requested port (host order)
-	Socket    Socket `json:"socket"`
+	Hook      string  `json:"hook"`
+	Syscall   string  `json:"syscall"`    // "bind" or "listen"
+	Errno     string  `json:"errno"`      // "EADDRINUSE"
+	ErrnoCode int     `json:"errno_code"` // 98
+	Proto     string  `json:"proto"`      // "tcp", "udp", "sctp", "raw", …
+	Family    string  `json:"family"`     // "ipv4" or "ipv6"
+	Addr      string  `json:"addr"`       // requested address, "0.0.0.0", "::", "::ffff:10.0.0.1"
+	Port      uint16  `json:"port"`       // requested port (host order)
+	Socket    Socket  `json:"socket"`
 	Process   Process `json:"process"`
 
 	// Holders are the sockets that conflict with the requested address, with

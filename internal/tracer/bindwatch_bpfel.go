@@ -54,7 +54,7 @@ type BindwatchEvent struct {
 	CgroupId     uint64
 	StartNs      uint64
 	CapEffective uint64
-	FoldCount    uint64
+	Folded       uint64
 	Pid          uint32
 	Tid          uint32
 	Ppid         uint32
@@ -91,7 +91,7 @@ type BindwatchFoldKey struct {
 
 type BindwatchFoldVal struct {
 	_          structs.HostLayout
-	Count      uint64
+	Folded     uint64
 	LastEmitNs uint64
 }
 

@@ -243,22 +243,15 @@ func (t *Tracer) Stats() (Stats, error) {
 	return s, nil
 }
 
-// FoldCount is the kernel's fold state of one key: how many failures it
-// has seen, ever, and when it last emitted an event.
-type FoldCount struct {
-	Count      uint64
-	LastEmitNs uint64
-}
-
-// FoldCounts returns every fold key's state, so the caller can report what
-// was folded since it last looked.
-func (t *Tracer) FoldCounts() (map[BindwatchFoldKey]FoldCount, error) {
-	out := map[BindwatchFoldKey]FoldCount{}
+// Folded returns, for every fold key, how many failures the kernel folded
+// (counted without an event) this session.
+func (t *Tracer) Folded() (map[BindwatchFoldKey]uint64, error) {
+	out := map[BindwatchFoldKey]uint64{}
 	var k BindwatchFoldKey
 	var v BindwatchFoldVal
 	it := t.maps.Folds.Iterate()
 	for it.Next(&k, &v) {
-		out[k] = FoldCount{Count: v.Count, LastEmitNs: v.LastEmitNs}
+		out[k] = v.Folded
 	}
 	if err := it.Err(); err != nil {
 		return nil, fmt.Errorf("read fold counts: %w", err)
@@ -285,4 +278,3 @@ func (t *Tracer) Close() error {
 	}
 	return nil
 }
-

@@ -8,16 +8,14 @@ import (
 	"github.com/bindwatch/bindwatch/internal/tracer"
 )
 
-// foldBook turns the kernel's per-key failure counts (monotonic, see
+// foldBook turns the kernel's per-key folded counts (monotonic, see
 // fold_emit in bpf/bindwatch.bpf.c) into repeats records. For each key it
-// remembers how many failures the output already accounts for, as events
-// or as repeats.
+// remembers how many folded failures the output already reports.
 type foldBook map[tracer.BindwatchFoldKey]*foldEntry
 
 type foldEntry struct {
-	accounted uint64 // failures of this key already in the output
-	lastEmit  uint64 // kernel timestamp of the last event read for the key
-	comm      string
+	reported uint64 // folded failures of this key already in repeats records
+	comm     string
 }
 
 func keyOf(ev *tracer.BindwatchEvent) tracer.BindwatchFoldKey {
@@ -25,7 +23,7 @@ func keyOf(ev *tracer.BindwatchEvent) tracer.BindwatchFoldKey {
 }
 
 // seen accounts for an event read from the ring buffer and returns the
-// repeats folded between the key's previous report and this event, if any.
+// repeats folded before it that are not reported yet, if any.
 func (b foldBook) seen(ev *tracer.BindwatchEvent, at time.Time) *events.Repeats {
 	k := keyOf(ev)
 	e := b[k]
@@ -34,42 +32,36 @@ func (b foldBook) seen(ev *tracer.BindwatchEvent, at time.Time) *events.Repeats 
 		b[k] = e
 	}
 	e.comm = eventComm(ev)
-	e.lastEmit = ev.TsNs
-	var r *events.Repeats
-	if ev.FoldCount > e.accounted+1 {
-		r = repeatsOf(k, e, ev.FoldCount-1-e.accounted, at)
-	}
-	e.accounted = max(e.accounted, ev.FoldCount)
-	return r
+	return e.report(k, ev.Folded, at)
 }
 
-// pending returns a repeats record for every key with failures the output
-// does not account for yet. A key whose latest event is still in the ring
-// buffer (the kernel emitted after the last one read) is left alone: that
-// event will carry the count. final, after the ring buffer was drained,
-// reports every remainder.
-func (b foldBook) pending(counts map[tracer.BindwatchFoldKey]tracer.FoldCount, now time.Time, final bool) []*events.Repeats {
+// pending returns a repeats record for every key that folded failures
+// not reported yet.
+func (b foldBook) pending(folded map[tracer.BindwatchFoldKey]uint64, now time.Time) []*events.Repeats {
 	var out []*events.Repeats
-	for k, c := range counts {
-		e := b[k]
-		if e == nil || c.Count <= e.accounted {
-			continue
+	for k, n := range folded {
+		if e := b[k]; e != nil {
+			if r := e.report(k, n, now); r != nil {
+				out = append(out, r)
+			}
 		}
-		if !final && c.LastEmitNs > e.lastEmit {
-			continue
-		}
-		out = append(out, repeatsOf(k, e, c.Count-e.accounted, now))
-		e.accounted = c.Count
 	}
 	return out
 }
 
-func repeatsOf(k tracer.BindwatchFoldKey, e *foldEntry, n uint64, at time.Time) *events.Repeats {
-	return &events.Repeats{
-		Type: events.TypeRepeats, Version: events.Version, Time: at, Count: n,
+// report moves the key's reported count up to folded, returning a repeats
+// record for the difference.
+func (e *foldEntry) report(k tracer.BindwatchFoldKey, folded uint64, at time.Time) *events.Repeats {
+	if folded <= e.reported {
+		return nil
+	}
+	r := &events.Repeats{
+		Type: events.TypeRepeats, Version: events.Version, Time: at, Count: folded - e.reported,
 		PID: int(k.Tgid), Comm: e.comm, Syscall: events.SyscallName(k.Syscall),
 		Errno: events.ErrnoName(syscall.Errno(k.Err)), Proto: events.ProtoName(k.Protocol), Port: k.Port,
 	}
+	e.reported = folded
+	return r
 }
 
 func eventComm(ev *tracer.BindwatchEvent) string {

@@ -97,7 +97,7 @@ func (s *Session) Run(ctx context.Context) error {
 			return fmt.Errorf("read ring buffer: %w", err)
 		}
 		if time.Now().After(next) {
-			if err := s.tick(false); err != nil {
+			if err := s.tick(); err != nil {
 				return err
 			}
 			next = time.Now().Add(s.opts.Tick)
@@ -121,12 +121,12 @@ func (s *Session) report(ev *tracer.BindwatchEvent) error {
 }
 
 // tick reports repeats folded since their last report, and lost records.
-func (s *Session) tick(final bool) error {
-	counts, err := s.tracer.FoldCounts()
+func (s *Session) tick() error {
+	folded, err := s.tracer.Folded()
 	if err != nil {
 		return err
 	}
-	for _, r := range s.folds.pending(counts, time.Now(), final) {
+	for _, r := range s.folds.pending(folded, time.Now()) {
 		r.Host = s.host
 		if err := s.opts.Out.Write(r); err != nil {
 			return err
@@ -157,7 +157,7 @@ func (s *Session) stop() error {
 			return err
 		}
 	}
-	if err := s.tick(true); err != nil {
+	if err := s.tick(); err != nil {
 		return err
 	}
 	st, err := s.tracer.Stats()

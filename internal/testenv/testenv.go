@@ -1,0 +1,273 @@
+// Package testenv is what bindwatch's tests share: the rule that BPF tests
+// run for real as root (and fail, not skip, where CI requires them), and
+// helper processes made by re-executing the test binary, so the same tests
+// run on a bare VM that has no python or socat.
+package testenv
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// RequireRoot skips a test that needs root — unless BINDWATCH_REQUIRE_BPF=1
+// (set by .ci/run and the VM harness), where running without root is a
+// failure: CI must never pass by skipping the BPF tests.
+func RequireRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if os.Getenv("BINDWATCH_REQUIRE_BPF") == "1" {
+		t.Fatal("BINDWATCH_REQUIRE_BPF=1 but not running as root: the BPF tests cannot run")
+	}
+	t.Skip("needs root to load BPF programs (run with sudo; CI sets BINDWATCH_REQUIRE_BPF=1)")
+}
+
+// Backend is the backend under test: BINDWATCH_TEST_BACKEND, or "auto".
+func Backend() string {
+	if b := os.Getenv("BINDWATCH_TEST_BACKEND"); b != "" {
+		return b
+	}
+	return "auto"
+}
+
+// helperEnv carries a helper's job from the test to the re-executed binary.
+const helperEnv = "BINDWATCH_TEST_HELPER"
+
+// RunHelperIfAsked must be called first in TestMain: in a helper process
+// it does the helper's job and exits.
+func RunHelperIfAsked() {
+	job := os.Getenv(helperEnv)
+	if job == "" {
+		return
+	}
+	if err := runJob(strings.Fields(job)); err != nil {
+		fmt.Fprintln(os.Stderr, "helper:", err)
+		os.Exit(3)
+	}
+	os.Exit(0)
+}
+
+// Helper returns a command re-executing the test binary as a helper that
+// does job, e.g. "bind tcp 127.0.0.1 8080" (see runJob).
+func Helper(job string) *exec.Cmd {
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), helperEnv+"="+job)
+	cmd.Stderr = os.Stderr
+	return cmd
+}
+
+// HelperAsUser is Helper run as an unprivileged uid (and gid of the same
+// number). The test binary is copied where that user can execute it: go
+// test builds it in a directory only root may enter.
+func HelperAsUser(t testing.TB, job string, uid uint32) *exec.Cmd {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "bindwatch-helper-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	bin, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	exe := filepath.Join(dir, "helper")
+	if err := os.WriteFile(exe, bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe, "-test.run=^$")
+	cmd.Env = append(os.Environ(), helperEnv+"="+job)
+	cmd.Stderr = os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid}}
+	return cmd
+}
+
+// runJob: "bind PROTO ADDR PORT [reuseaddr]" binds once and reports the
+// errno as its exit status (0 success, the errno otherwise); "storm PROTO
+// ADDR PORT N" binds N fresh sockets, ignoring errors; "hold PROTO
+// ADDR PORT" binds (and listens, for tcp), prints "ready" and waits for
+// stdin to close.
+func runJob(args []string) error {
+	if len(args) < 4 {
+		return fmt.Errorf("bad job %q", args)
+	}
+	port, _ := strconv.Atoi(args[3])
+	opts := Opts{ReuseAddr: len(args) > 4 && args[4] == "reuseaddr"}
+	if args[0] == "storm" && len(args) < 5 {
+		return fmt.Errorf("storm needs a count")
+	}
+	switch args[0] {
+	case "bind":
+		fd, err := Socket(args[1], args[2], opts)
+		if err != nil {
+			return err
+		}
+		err = Bind(fd, args[2], port)
+		if errno, ok := err.(syscall.Errno); ok {
+			os.Exit(int(errno))
+		}
+		return err
+	case "storm":
+		n, _ := strconv.Atoi(args[4])
+		for i := 0; i < n; i++ {
+			fd, err := Socket(args[1], args[2], Opts{})
+			if err != nil {
+				return err
+			}
+			Bind(fd, args[2], port)
+			unix.Close(fd)
+		}
+		return nil
+	case "hold":
+		fd, err := Socket(args[1], args[2], opts)
+		if err != nil {
+			return err
+		}
+		if err := Bind(fd, args[2], port); err != nil {
+			return err
+		}
+		if args[1] == "tcp" {
+			if err := unix.Listen(fd, 16); err != nil {
+				return err
+			}
+		}
+		fmt.Println("ready")
+		buf := make([]byte, 1)
+		os.Stdin.Read(buf)
+		return nil
+	}
+	return fmt.Errorf("unknown job %q", args[0])
+}
+
+// Opts are socket options set before bind.
+type Opts struct {
+	ReuseAddr bool
+	ReusePort bool
+	// V6Only sets IPV6_V6ONLY to 1 (true) or 0 (false) on IPv6 sockets;
+	// nil leaves the system default.
+	V6Only *bool
+}
+
+// Socket makes a raw socket for proto ("tcp" or "udp") in the family of
+// addr, with opts set. Raw sockets, not package net: net.Listen sets
+// SO_REUSEADDR itself and tries MPTCP first.
+func Socket(proto, addr string, opts Opts) (int, error) {
+	family := unix.AF_INET
+	if netip.MustParseAddr(addr).Is6() {
+		family = unix.AF_INET6
+	}
+	typ := unix.SOCK_STREAM
+	if proto == "udp" {
+		typ = unix.SOCK_DGRAM
+	}
+	fd, err := unix.Socket(family, typ|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, err
+	}
+	set := func(level, opt int, on bool) {
+		v := 0
+		if on {
+			v = 1
+		}
+		if err == nil {
+			err = unix.SetsockoptInt(fd, level, opt, v)
+		}
+	}
+	set(unix.SOL_SOCKET, unix.SO_REUSEADDR, opts.ReuseAddr)
+	set(unix.SOL_SOCKET, unix.SO_REUSEPORT, opts.ReusePort)
+	if opts.V6Only != nil && family == unix.AF_INET6 {
+		set(unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, *opts.V6Only)
+	}
+	if err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
+}
+
+// Bind binds fd to addr:port.
+func Bind(fd int, addr string, port int) error {
+	a := netip.MustParseAddr(addr)
+	if a.Is6() {
+		return unix.Bind(fd, &unix.SockaddrInet6{Addr: a.As16(), Port: port})
+	}
+	return unix.Bind(fd, &unix.SockaddrInet4{Addr: a.As4(), Port: port})
+}
+
+// Hold binds (and for TCP listens on) a socket and returns its fd.
+func Hold(t testing.TB, proto, addr string, port int, opts Opts) int {
+	t.Helper()
+	fd, err := Socket(proto, addr, opts)
+	if err != nil {
+		t.Fatalf("socket %s %s: %v", proto, addr, err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	if err := Bind(fd, addr, port); err != nil {
+		t.Fatalf("bind %s %s:%d: %v", proto, addr, port, err)
+	}
+	if proto == "tcp" {
+		if err := unix.Listen(fd, 16); err != nil {
+			t.Fatalf("listen %s:%d: %v", addr, port, err)
+		}
+	}
+	return fd
+}
+
+// FailBind makes a fresh socket and binds it, expecting want.
+func FailBind(t testing.TB, proto, addr string, port int, opts Opts, want syscall.Errno) {
+	t.Helper()
+	fd, err := Socket(proto, addr, opts)
+	if err != nil {
+		t.Fatalf("socket: %v", err)
+	}
+	defer unix.Close(fd)
+	if err := Bind(fd, addr, port); err != want {
+		t.Fatalf("bind %s %s:%d = %v, want %v", proto, addr, port, err, want)
+	}
+}
+
+// FreePort returns a port that is free for both TCP and UDP right now.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	for i := 0; i < 50; i++ {
+		fd, err := Socket("tcp", "0.0.0.0", Opts{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := Bind(fd, "0.0.0.0", 0); err != nil {
+			t.Fatal(err)
+		}
+		sa, _ := unix.Getsockname(fd)
+		unix.Close(fd)
+		port := sa.(*unix.SockaddrInet4).Port
+		ufd, _ := Socket("udp", "::", Opts{})
+		err = Bind(ufd, "::", port)
+		unix.Close(ufd)
+		if err == nil {
+			return port
+		}
+	}
+	t.Fatal("no free port")
+	return 0
+}
+
+// Netns is the inode of this process's network namespace.
+func Netns(t testing.TB) uint32 {
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/self/ns/net", &st); err != nil {
+		t.Fatal(err)
+	}
+	return uint32(st.Ino)
+}

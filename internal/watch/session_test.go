@@ -1,0 +1,130 @@
+package watch
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/bindwatch/bindwatch/internal/events"
+	"github.com/bindwatch/bindwatch/internal/testenv"
+	"github.com/bindwatch/bindwatch/internal/tracer"
+)
+
+func TestMain(m *testing.M) {
+	testenv.RunHelperIfAsked()
+	os.Exit(m.Run())
+}
+
+// lines is an io.Writer collecting JSON lines, safe to read while written.
+type lines struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *lines) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+// records returns every record written so far, as generic JSON objects.
+func (l *lines) records(t testing.TB) []map[string]any {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []map[string]any
+	sc := bufio.NewScanner(bytes.NewReader(l.buf.Bytes()))
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		var m map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			t.Fatalf("output line is not JSON: %v: %s", err, sc.Text())
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// session is a live bindwatch pipeline writing JSON into memory.
+type session struct {
+	t      testing.TB
+	out    *lines
+	s      *Session
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// startSession attaches bindwatch with cfg (backend from the environment)
+// and returns once tracing is live.
+func startSession(t testing.TB, cfg tracer.Config) *session {
+	t.Helper()
+	testenv.RequireRoot(t)
+	cfg.Backend = testenv.Backend()
+	out := &lines{}
+	w, _ := events.NewWriter(out, events.FormatJSON)
+	s, err := Start(Options{Tracer: cfg, Out: w, Tick: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatalf("start bindwatch: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ss := &session{t: t, out: out, s: s, cancel: cancel, done: make(chan error, 1)}
+	go func() { ss.done <- s.Run(ctx) }()
+	t.Cleanup(func() { ss.stop() })
+	return ss
+}
+
+// stop ends the session and returns every record it wrote.
+func (s *session) stop() []map[string]any {
+	s.t.Helper()
+	if s.cancel != nil {
+		s.cancel()
+		s.cancel = nil
+		if err := <-s.done; err != nil {
+			s.t.Errorf("bindwatch run: %v", err)
+		}
+	}
+	return s.out.records(s.t)
+}
+
+// failures returns the bind_failure records written so far, decoded.
+func (s *session) failures() []events.Failure {
+	var out []events.Failure
+	for _, r := range s.out.records(s.t) {
+		if r["type"] != events.TypeFailure {
+			continue
+		}
+		b, _ := json.Marshal(r)
+		var f events.Failure
+		if err := json.Unmarshal(b, &f); err != nil {
+			s.t.Fatalf("decode bind_failure: %v", err)
+		}
+		out = append(out, f)
+	}
+	return out
+}
+
+// waitFailure waits until a failure on port is reported, and returns it.
+func (s *session) waitFailure(port int) events.Failure {
+	s.t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, f := range s.failures() {
+			if int(f.Port) == port {
+				return f
+			}
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	s.t.Fatalf("no bind_failure on port %d within 5s; output:\n%s", port, s.out.buf.String())
+	return events.Failure{}
+}
+
+// onlyPort filters the kernel side to one port, so tests running at the
+// same time on this machine do not see each other's failures.
+func onlyPort(port int) tracer.Config {
+	return tracer.Config{Ports: []tracer.PortRange{{Lo: uint16(port), Hi: uint16(port)}}}
+}
