@@ -1,0 +1,87 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+)
+
+// guestInitPkg is the guest's /init.
+const guestInitPkg = "github.com/bindwatch/bindwatch/internal/vmtest/guestinit"
+
+// module is the Go module the harness runs in.
+type module struct{ path, dir string }
+
+func currentModule(ctx context.Context) (module, error) {
+	out, err := output(exec.CommandContext(ctx, "go", "list", "-m", "-f", "{{.Path}}\t{{.Dir}}"))
+	if err != nil {
+		return module{}, fmt.Errorf("find the Go module: %w (run from inside the bindwatch checkout)", err)
+	}
+	path, dir, _ := strings.Cut(strings.TrimSpace(string(out)), "\t")
+	return module{path: path, dir: dir}, nil
+}
+
+// testPackage is a package whose compiled tests go into the initramfs.
+type testPackage struct {
+	importPath string
+	dir        string // source directory, whose testdata goes along
+	name       string // import path within the module, for reports
+	binary     string // compiled test binary on the host
+}
+
+// fileName is name flattened into one path element.
+func (p testPackage) fileName() string { return strings.ReplaceAll(p.name, "/", "_") }
+
+// buildTests compiles the tests of the packages matching patterns into
+// outDir as static binaries.
+func buildTests(ctx context.Context, mod module, patterns []string, outDir string) ([]testPackage, error) {
+	args := append([]string{"list", "-f", "{{.ImportPath}}\t{{.Dir}}"}, patterns...)
+	out, err := output(exec.CommandContext(ctx, "go", args...))
+	if err != nil {
+		return nil, fmt.Errorf("list test packages: %w (check -pkgs)", err)
+	}
+	var pkgs []testPackage
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		importPath, dir, _ := strings.Cut(line, "\t")
+		p := testPackage{importPath: importPath, dir: dir, name: strings.TrimPrefix(importPath, mod.path+"/")}
+		p.binary = filepath.Join(outDir, p.fileName()+".test")
+		if err := buildTest(ctx, p); err != nil {
+			return nil, err
+		}
+		pkgs = append(pkgs, p)
+	}
+	return pkgs, nil
+}
+
+func buildTest(ctx context.Context, p testPackage) error {
+	if err := os.Remove(p.binary); err != nil && !os.IsNotExist(err) {
+		return err
+	}
+	if err := goBuild(ctx, "test", "-c", "-o", p.binary, p.importPath); err != nil {
+		return fmt.Errorf("compile tests of %s: %w", p.name, err)
+	}
+	if _, err := os.Stat(p.binary); err != nil {
+		return fmt.Errorf("compile tests of %s: no test binary (does the package have _test.go files?)", p.name)
+	}
+	return nil
+}
+
+// buildGuestInit compiles the guest's /init into outDir.
+func buildGuestInit(ctx context.Context, outDir string) (string, error) {
+	bin := filepath.Join(outDir, "init")
+	if err := goBuild(ctx, "build", "-o", bin, guestInitPkg); err != nil {
+		return "", fmt.Errorf("compile guest init: %w", err)
+	}
+	return bin, nil
+}
+
+// goBuild runs a go command that produces a static binary for the guest.
+func goBuild(ctx context.Context, args ...string) error {
+	cmd := exec.CommandContext(ctx, "go", args...)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
+	_, err := output(cmd)
+	return err
+}

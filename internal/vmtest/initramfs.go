@@ -1,0 +1,194 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"strings"
+
+	"github.com/bindwatch/bindwatch/internal/vmtest/protocol"
+)
+
+// Where the tests live in the guest.
+const (
+	guestBinDir = "/vmtest/bin" // test binaries
+	guestPkgDir = "/vmtest/pkg" // one working directory per package, with its testdata
+)
+
+// guestEtc is the least /etc that name resolution and os/user need.
+var guestEtc = map[string]string{
+	"/etc/hosts":  "127.0.0.1 localhost\n::1 localhost\n",
+	"/etc/passwd": "root:x:0:0:root:/root:/bin/sh\n",
+	"/etc/group":  "root:x:0:\n",
+}
+
+// newPlan tells the guest to run every package's tests once per backend.
+func newPlan(pkgs []testPackage, backends, args []string) protocol.Plan {
+	plan := protocol.Plan{Backends: backends, Args: args}
+	for _, p := range pkgs {
+		plan.Tests = append(plan.Tests, protocol.Test{
+			Name:   p.name,
+			Binary: path.Join(guestBinDir, p.fileName()+".test"),
+			Dir:    path.Join(guestPkgDir, p.fileName()),
+		})
+	}
+	return plan
+}
+
+// initramfs is everything that goes into the guest's root filesystem.
+type initramfs struct {
+	init    string // host path of the guest init
+	busybox string // host path of a static busybox
+	pkgs    []testPackage
+	plan    protocol.Plan // from newPlan: plan.Tests[i] is pkgs[i]
+}
+
+// write builds the newc archive at name.
+func (r initramfs) write(ctx context.Context, name string) error {
+	f, err := os.Create(name)
+	if err != nil {
+		return fmt.Errorf("initramfs: %w", err)
+	}
+	defer f.Close()
+	c := newCPIOWriter(f)
+	steps := []func(*cpioWriter) error{
+		r.writeSkeleton,
+		func(c *cpioWriter) error { return r.writeBusybox(ctx, c) },
+		r.writeTests,
+		r.writePlan,
+		func(c *cpioWriter) error { return addHostFile(c, "/init", r.init, 0o755) },
+	}
+	for _, step := range steps {
+		if err := step(c); err != nil {
+			return fmt.Errorf("initramfs: %w", err)
+		}
+	}
+	if err := c.Close(); err != nil {
+		return fmt.Errorf("initramfs: %w", err)
+	}
+	return f.Close()
+}
+
+func (r initramfs) writeSkeleton(c *cpioWriter) error {
+	for _, d := range []struct {
+		name string
+		perm uint32
+	}{{"/dev", 0o755}, {"/proc", 0o555}, {"/sys", 0o555}, {"/tmp", 0o1777}, {"/root", 0o700}} {
+		if err := c.Dir(d.name, d.perm); err != nil {
+			return err
+		}
+	}
+	// The kernel opens /dev/console for init's stdio before devtmpfs is up.
+	if err := c.CharDev("/dev/console", 0o600, 5, 1); err != nil {
+		return err
+	}
+	for name, content := range guestEtc {
+		if err := c.File(name, 0o644, int64(len(content)), strings.NewReader(content)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// writeBusybox installs busybox as /bin with every applet, and makes
+// /sbin, /usr/bin and /usr/sbin point there, so tests can shell out.
+func (r initramfs) writeBusybox(ctx context.Context, c *cpioWriter) error {
+	out, err := output(exec.CommandContext(ctx, r.busybox, "--list"))
+	if err != nil {
+		return fmt.Errorf("list busybox applets: %w", err)
+	}
+	if err := addHostFile(c, "/bin/busybox", r.busybox, 0o755); err != nil {
+		return err
+	}
+	for _, applet := range strings.Fields(string(out)) {
+		if applet == "busybox" { // Debian's busybox lists itself
+			continue
+		}
+		if err := c.Symlink("/bin/"+applet, "busybox"); err != nil {
+			return err
+		}
+	}
+	for name, target := range map[string]string{"/sbin": "bin", "/usr/bin": "../bin", "/usr/sbin": "../bin"} {
+		if err := c.Symlink(name, target); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (r initramfs) writeTests(c *cpioWriter) error {
+	for i, p := range r.pkgs {
+		test := r.plan.Tests[i]
+		if err := addHostFile(c, test.Binary, p.binary, 0o755); err != nil {
+			return err
+		}
+		if err := c.Dir(test.Dir, 0o755); err != nil {
+			return err
+		}
+		if err := addTree(c, filepath.Join(p.dir, "testdata"), path.Join(test.Dir, "testdata")); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (r initramfs) writePlan(c *cpioWriter) error {
+	data, err := json.Marshal(r.plan)
+	if err != nil {
+		return err
+	}
+	return c.File(protocol.PlanPath, 0o644, int64(len(data)), strings.NewReader(string(data)))
+}
+
+// addTree copies the host directory src, if it exists, to dst: directories,
+// regular files and symlinks.
+func addTree(c *cpioWriter, src, dst string) error {
+	if _, err := os.Stat(src); os.IsNotExist(err) {
+		return nil
+	}
+	return filepath.WalkDir(src, func(name string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(src, name)
+		if err != nil {
+			return err
+		}
+		target := path.Join(dst, filepath.ToSlash(rel))
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		switch {
+		case d.IsDir():
+			return c.Dir(target, uint32(info.Mode().Perm()))
+		case d.Type()&fs.ModeSymlink != 0:
+			link, err := os.Readlink(name)
+			if err != nil {
+				return err
+			}
+			return c.Symlink(target, link)
+		case d.Type().IsRegular():
+			return addHostFile(c, target, name, uint32(info.Mode().Perm()))
+		}
+		return nil
+	})
+}
+
+func addHostFile(c *cpioWriter, name, hostPath string, perm uint32) error {
+	f, err := os.Open(hostPath)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	return c.File(name, perm, info.Size(), f)
+}

@@ -1,0 +1,241 @@
+// Command vmtest boots Debian kernels under qemu and runs bindwatch's
+// integration tests in each, once per backend.
+//
+// It compiles the tests of -pkgs as static binaries, packs them with a
+// static busybox and a small Go init into an initramfs, fetches each kernel
+// of -kernels with apt-get download into a git-ignored cache on first use,
+// and boots each kernel once under qemu's TCG. The guest runs every test
+// binary once per backend of -backends with BINDWATCH_TEST_BACKEND set and
+// BINDWATCH_REQUIRE_BPF=1. vmtest prints one line per (kernel, backend) and
+// exits non-zero if anything failed, was skipped or did not run.
+//
+// Usage:
+//
+//	go run ./internal/vmtest [-pkgs ./internal/tracer] [-kernels 5.10,6.1,6.12]
+//
+// Run as root on Debian: missing qemu and busybox are installed with apt-get.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/bindwatch/bindwatch/internal/vmtest/protocol"
+)
+
+type options struct {
+	pkgs     []string
+	backends []string
+	kernels  []string
+	run      string
+	timeout  time.Duration
+	parallel int
+	cache    string
+	refresh  bool
+}
+
+func parseFlags(args []string) (options, error) {
+	fs := flag.NewFlagSet("vmtest", flag.ContinueOnError)
+	pkgs := fs.String("pkgs", "./internal/tracer", "comma-separated packages whose tests run in the guests")
+	backends := fs.String("backends", "fentry,kprobe,tracepoint", "comma-separated backends to test in every kernel; each must work there")
+	kernels := fs.String("kernels", "5.10,6.1,6.12", "comma-separated kernel series to boot")
+	var o options
+	fs.StringVar(&o.run, "run", "", "only run tests matching this regexp (passed as -test.run)")
+	fs.DurationVar(&o.timeout, "timeout", 4*time.Minute, "per-kernel limit, boot included; each test binary gets an equal share as -test.timeout")
+	fs.IntVar(&o.parallel, "parallel", 2, "kernels booted at the same time (one vCPU and 1G of RAM each)")
+	fs.StringVar(&o.cache, "cache", "", "cache for kernels, build output and serial logs (default <module>/.cache/vmtest)")
+	fs.BoolVar(&o.refresh, "refresh", false, "look for newer kernel packages even when one is cached")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected arguments %q (all options are flags)", fs.Args())
+	}
+	o.pkgs, o.backends, o.kernels = splitList(*pkgs), splitList(*backends), splitList(*kernels)
+	if len(o.pkgs) == 0 || len(o.backends) == 0 || len(o.kernels) == 0 || o.parallel < 1 {
+		return o, errors.New("-pkgs, -backends and -kernels must not be empty, -parallel must be at least 1")
+	}
+	return o, nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+func main() {
+	opts, err := parseFlags(os.Args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "vmtest: %v\n", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	start := time.Now()
+	outcomes, err := runMatrix(ctx, opts)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "vmtest: %v\n", err)
+		os.Exit(2)
+	}
+	if !printReport(os.Stdout, outcomes, time.Since(start)) {
+		os.Exit(1)
+	}
+}
+
+// runMatrix prepares the host, the initramfs and the kernels, then boots
+// the kernels. Errors it returns are setup errors; kernel failures, fetch
+// failures included, are in the outcomes.
+func runMatrix(ctx context.Context, o options) ([]kernelOutcome, error) {
+	specs, err := lookupKernelSpecs(o.kernels)
+	if err != nil {
+		return nil, err
+	}
+	mod, err := currentModule(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if o.cache == "" {
+		o.cache = filepath.Join(mod.dir, ".cache", "vmtest")
+	}
+	busybox, err := ensureTools(ctx, os.Stderr)
+	if err != nil {
+		return nil, err
+	}
+	initrd, plan, err := prepareGuest(ctx, o, mod, busybox)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Join(o.cache, "logs"), 0o755); err != nil {
+		return nil, err
+	}
+	outcomes := fetchKernels(ctx, o, specs)
+	runKernels(ctx, o, outcomes, initrd, plan)
+	return outcomes, nil
+}
+
+func lookupKernelSpecs(series []string) ([]kernelSpec, error) {
+	var specs []kernelSpec
+	for _, s := range series {
+		spec, err := lookupKernelSpec(s)
+		if err != nil {
+			return nil, fmt.Errorf("-kernels: %w", err)
+		}
+		specs = append(specs, spec)
+	}
+	return specs, nil
+}
+
+// prepareGuest builds the test binaries and the guest init and packs them
+// into the initramfs every kernel boots with.
+func prepareGuest(ctx context.Context, o options, mod module, busybox string) (string, protocol.Plan, error) {
+	dir := filepath.Join(o.cache, "build")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", protocol.Plan{}, err
+	}
+	pkgs, err := buildTests(ctx, mod, o.pkgs, dir)
+	if err != nil {
+		return "", protocol.Plan{}, err
+	}
+	init, err := buildGuestInit(ctx, dir)
+	if err != nil {
+		return "", protocol.Plan{}, err
+	}
+	plan := newPlan(pkgs, o.backends, testArgs(o, len(pkgs)))
+	initrd := filepath.Join(dir, "initramfs.cpio")
+	ramfs := initramfs{init: init, busybox: busybox, pkgs: pkgs, plan: plan}
+	if err := ramfs.write(ctx, initrd); err != nil {
+		return "", protocol.Plan{}, err
+	}
+	return initrd, plan, nil
+}
+
+// testArgs gives each test binary an equal share of the per-kernel
+// timeout, so that a hung test dumps its goroutines before qemu is killed.
+func testArgs(o options, pkgs int) []string {
+	share := o.timeout / time.Duration(pkgs*len(o.backends))
+	args := []string{"-test.v", "-test.count=1", "-test.timeout=" + share.String()}
+	if o.run != "" {
+		args = append(args, "-test.run="+o.run)
+	}
+	return args
+}
+
+// fetchKernels fetches the kernels one after the other (they share apt
+// indexes). A kernel that cannot be fetched is a failed outcome.
+func fetchKernels(ctx context.Context, o options, specs []kernelSpec) []kernelOutcome {
+	outcomes := make([]kernelOutcome, len(specs))
+	f, setupErr := newFetcher(o.cache, os.Stderr)
+	for i, spec := range specs {
+		out := &outcomes[i]
+		out.series, out.err = spec.series, setupErr
+		if setupErr == nil {
+			out.kernel, out.err = f.fetch(ctx, spec, o.refresh)
+		}
+		if out.err != nil {
+			out.err = fmt.Errorf("fetch kernel %s: %w", spec.series, out.err)
+		}
+	}
+	return outcomes
+}
+
+// runKernels boots the fetched kernels, o.parallel at a time, and fills in
+// their outcomes; a kernel that was not fetched gets a report in which
+// every test is missing.
+func runKernels(ctx context.Context, o options, outcomes []kernelOutcome, initrd string, plan protocol.Plan) {
+	sem := make(chan struct{}, o.parallel)
+	var wg sync.WaitGroup
+	for i := range outcomes {
+		out := &outcomes[i]
+		if out.err != nil {
+			out.report, _ = parseSerial(strings.NewReader(""), plan)
+			continue
+		}
+		out.log = filepath.Join(o.cache, "logs", out.series+".log")
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			runKernel(ctx, o, out, initrd, plan)
+		})
+	}
+	wg.Wait()
+}
+
+func runKernel(ctx context.Context, o options, out *kernelOutcome, initrd string, plan protocol.Plan) {
+	fmt.Fprintf(os.Stderr, "vmtest: booting %s (%s)\n", out.kernel, out.series)
+	start := time.Now()
+	bootErr := boot(ctx, out.kernel, initrd, out.log, o.timeout)
+	out.wall = time.Since(start)
+	var readErr error
+	out.report, readErr = readReport(out.log, plan)
+	out.err = errors.Join(bootErr, readErr)
+	fmt.Fprintf(os.Stderr, "vmtest: %s done in %s\n", out.series, out.wall.Round(100*time.Millisecond))
+}
+
+// readReport parses a serial log; an unreadable log reports every test as
+// missing.
+func readReport(log string, plan protocol.Plan) (guestReport, error) {
+	f, err := os.Open(log)
+	if err != nil {
+		rep, _ := parseSerial(strings.NewReader(""), plan)
+		return rep, err
+	}
+	defer f.Close()
+	return parseSerial(f, plan)
+}

@@ -1,0 +1,64 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"time"
+)
+
+// Guest shape: one vCPU so that two guests share the host's two cores, and
+// room for the initramfs (unpacked in RAM) plus the tests.
+const (
+	guestMemory = "1G"
+	guestCPUs   = "1"
+)
+
+// kernelCmdline puts the console, with every kernel message, on the first
+// serial port, and turns a panic (init exiting included) into a reboot,
+// which -no-reboot turns into qemu exiting.
+const kernelCmdline = "console=ttyS0 panic=-1"
+
+// qemuArgs boots vmlinuz with initrd under TCG (KVM is not usable on the CI
+// machines), with the serial console on stdout and nothing else attached.
+func qemuArgs(vmlinuz, initrd string) []string {
+	return []string{
+		"-accel", "tcg", "-cpu", "max",
+		"-m", guestMemory, "-smp", guestCPUs,
+		"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+		"-serial", "stdio",
+		"-kernel", vmlinuz, "-initrd", initrd,
+		"-append", kernelCmdline,
+	}
+}
+
+// boot runs k with initrd until the guest powers off, writing its serial
+// console to logPath; it gives up after timeout.
+func boot(ctx context.Context, k kernel, initrd, logPath string, timeout time.Duration) error {
+	log, err := os.Create(logPath)
+	if err != nil {
+		return fmt.Errorf("serial log: %w", err)
+	}
+	defer log.Close()
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "qemu-system-x86_64", qemuArgs(k.vmlinuz(), initrd)...)
+	cmd.Stdout = log
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	cmd.WaitDelay = 5 * time.Second
+	err = cmd.Run()
+	if stderr.Len() > 0 {
+		fmt.Fprintf(log, "\n[vmtest] qemu stderr:\n%s", stderr.String())
+	}
+	switch {
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+		return fmt.Errorf("guest still running after %s, killed (raise -timeout if the tests are just slow)", timeout)
+	case err != nil:
+		return fmt.Errorf("qemu: %w: %s", err, lastLines(stderr.String(), 5))
+	}
+	return log.Close()
+}

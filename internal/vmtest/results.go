@@ -1,0 +1,153 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/bindwatch/bindwatch/internal/vmtest/protocol"
+)
+
+// backendResult is the verdict on one backend in one kernel, over all test
+// binaries. Counts include subtests.
+type backendResult struct {
+	backend                 string
+	passed, failed, skipped int
+	elapsed                 time.Duration
+	problems                []string
+}
+
+// ok is false on any failure and on any skip: the tests run with
+// BINDWATCH_REQUIRE_BPF=1, so a skip means a backend silently did not run.
+func (r backendResult) ok() bool {
+	return r.failed == 0 && r.skipped == 0 && len(r.problems) == 0
+}
+
+// guestReport is what one boot's serial log says.
+type guestReport struct {
+	release  string        // uname -r, empty if the guest never got to init
+	uptime   time.Duration // kernel boot time, until init ran
+	done     bool          // the guest ran the whole plan
+	errors   []string      // guest problems outside the tests
+	backends []backendResult
+}
+
+// binaryRun is one test binary's run for one backend.
+type binaryRun struct {
+	passed, failed, skipped int
+	panicked, timedOut      bool
+	ended                   bool
+	exit                    int
+	elapsed                 time.Duration
+}
+
+var (
+	resultLine  = regexp.MustCompile(`^\s*--- (PASS|FAIL|SKIP): `)
+	panicLine   = regexp.MustCompile(`^panic: `)
+	timeoutLine = regexp.MustCompile(`^panic: test timed out after `)
+)
+
+// parseSerial reads the guest's serial console and judges every
+// (backend, test) of the plan; a test binary that never reported fails.
+func parseSerial(r io.Reader, plan protocol.Plan) (guestReport, error) {
+	p := serialParser{runs: map[[2]string]*binaryRun{}}
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64*1024), 1024*1024)
+	for sc.Scan() {
+		p.line(strings.TrimRight(sc.Text(), "\r"))
+	}
+	if err := sc.Err(); err != nil {
+		return p.rep, fmt.Errorf("read serial log: %w", err)
+	}
+	for _, backend := range plan.Backends {
+		p.rep.backends = append(p.rep.backends, judge(backend, plan.Tests, p.runs))
+	}
+	return p.rep, nil
+}
+
+type serialParser struct {
+	rep     guestReport
+	runs    map[[2]string]*binaryRun // by (backend, test)
+	current *binaryRun               // between its begin and end markers
+}
+
+func (p *serialParser) line(line string) {
+	m, ok := protocol.Parse(line)
+	if !ok {
+		if p.current != nil {
+			p.current.count(line)
+		}
+		return
+	}
+	switch m.Kind {
+	case protocol.KindKernel:
+		p.rep.release, p.rep.uptime = m.Release, m.Uptime
+	case protocol.KindBegin:
+		p.current = &binaryRun{}
+		p.runs[[2]string{m.Backend, m.Test}] = p.current
+	case protocol.KindEnd:
+		if p.current != nil {
+			p.current.ended, p.current.exit, p.current.elapsed = true, m.Exit, m.Elapsed
+		}
+		p.current = nil
+	case protocol.KindError:
+		p.rep.errors = append(p.rep.errors, m.Text)
+	case protocol.KindDone:
+		p.rep.done = true
+	}
+}
+
+func (b *binaryRun) count(line string) {
+	if m := resultLine.FindStringSubmatch(line); m != nil {
+		switch m[1] {
+		case "PASS":
+			b.passed++
+		case "FAIL":
+			b.failed++
+		case "SKIP":
+			b.skipped++
+		}
+	}
+	b.timedOut = b.timedOut || timeoutLine.MatchString(line)
+	b.panicked = b.panicked || panicLine.MatchString(line)
+}
+
+func judge(backend string, tests []protocol.Test, runs map[[2]string]*binaryRun) backendResult {
+	res := backendResult{backend: backend}
+	for _, t := range tests {
+		run := runs[[2]string{backend, t.Name}]
+		if run == nil || !run.ended {
+			res.problems = append(res.problems, t.Name+": no result (the guest stopped before the test binary finished)")
+			continue
+		}
+		res.passed += run.passed
+		res.failed += run.failed
+		res.skipped += run.skipped
+		res.elapsed += run.elapsed
+		if problem := run.problem(); problem != "" {
+			res.problems = append(res.problems, t.Name+": "+problem)
+		}
+	}
+	return res
+}
+
+// problem describes what is wrong with a finished run beyond its failed
+// tests, or returns "".
+func (b *binaryRun) problem() string {
+	switch {
+	case b.timedOut:
+		return "timed out (see the goroutine dump in the serial log)"
+	case b.panicked:
+		return "panicked"
+	case b.skipped > 0:
+		return fmt.Sprintf("%d skipped although %s=1", b.skipped, protocol.EnvRequireBPF)
+	case b.exit != 0 && b.failed == 0:
+		return fmt.Sprintf("exit %d without a failing test", b.exit)
+	case b.exit == 0 && b.passed == 0:
+		return "no tests ran"
+	}
+	return ""
+}

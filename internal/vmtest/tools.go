@@ -1,0 +1,96 @@
+package main
+
+import (
+	"context"
+	"debug/elf"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+)
+
+// hostTools are the programs the harness needs beyond Go and apt, with the
+// Debian packages that provide them.
+var hostTools = []struct{ bin, pkg string }{
+	{"qemu-system-x86_64", "qemu-system-x86"},
+	{"busybox", "busybox-static"}, // must be static: the initramfs has no libc
+}
+
+// ensureTools installs the missing host tools with apt-get and returns the
+// path of the static busybox.
+func ensureTools(ctx context.Context, log io.Writer) (busybox string, err error) {
+	missing := missingTools()
+	if len(missing) > 0 {
+		if err := aptInstall(ctx, log, missing); err != nil {
+			return "", err
+		}
+		if still := missingTools(); len(still) > 0 {
+			return "", fmt.Errorf("apt-get installed %s, but they are still unusable (need qemu-system-x86_64 and a static busybox on PATH)", strings.Join(still, " "))
+		}
+	}
+	return exec.LookPath("busybox")
+}
+
+func missingTools() []string {
+	var missing []string
+	for _, t := range hostTools {
+		path, err := exec.LookPath(t.bin)
+		if err != nil || (t.bin == "busybox" && !isStatic(path)) {
+			missing = append(missing, t.pkg)
+		}
+	}
+	return missing
+}
+
+// isStatic reports whether the ELF binary at path needs no program
+// interpreter, i.e. no dynamic loader.
+func isStatic(path string) bool {
+	f, err := elf.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			return false
+		}
+	}
+	return true
+}
+
+func aptInstall(ctx context.Context, log io.Writer, pkgs []string) error {
+	hint := "apt-get install " + strings.Join(pkgs, " ")
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("missing %s and not root (run as root, or %s)", strings.Join(pkgs, ", "), hint)
+	}
+	fmt.Fprintf(log, "vmtest: installing %s\n", strings.Join(pkgs, " "))
+	update := exec.CommandContext(ctx, "apt-get", "-q", "update")
+	if _, err := output(update); err != nil {
+		return fmt.Errorf("install host tools: %w (try: %s)", err, hint)
+	}
+	install := exec.CommandContext(ctx, "apt-get", append([]string{"-q", "-y", "--no-install-recommends", "install"}, pkgs...)...)
+	install.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
+	if _, err := output(install); err != nil {
+		return fmt.Errorf("install host tools: %w (try: %s)", err, hint)
+	}
+	return nil
+}
+
+// output runs cmd and returns its stdout; a failure carries the command
+// line and the tail of its stderr.
+func output(cmd *exec.Cmd) ([]byte, error) {
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return out, fmt.Errorf("%s: %w: %s", strings.Join(cmd.Args, " "), err, lastLines(stderr.String(), 20))
+	}
+	return out, nil
+}
+
+// lastLines returns the last n lines of s, without trailing space.
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n\r\t "), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
