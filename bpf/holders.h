@@ -1,0 +1,44 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Records that bpf/holders.bpf.c writes into its iterators' seq_files, read
+ * by internal/resolve. Go sees them through bpf2go's -type, so the layout is
+ * explicit: fixed-width fields, no implicit padding.
+ */
+#ifndef BINDWATCH_HOLDERS_H
+#define BINDWATCH_HOLDERS_H
+
+/*
+ * socket_owner: one open file of one task that is a socket whose inode is in
+ * the wanted_inodes map. Go dedupes by (tgid, inode).
+ */
+struct socket_owner {
+	__u64 inode;
+	__u32 tgid;
+	__u32 fd;
+	/* sk->__sk_common bitfields: SO_REUSEADDR (skc_reuse),
+	 * SO_REUSEPORT (skc_reuseport), IPV6_V6ONLY (skc_ipv6only). */
+	__u8 reuseaddr;
+	__u8 reuseport;
+	__u8 v6only;
+	__u8 has_sock;
+	__u32 pad;
+};
+
+/*
+ * timewait_socket: one TIME_WAIT socket on a wanted port. sock_diag reports
+ * TIME_WAIT sockets without their SO_REUSEADDR/SO_REUSEPORT flags, yet those
+ * decide whether a new bind() may reuse the port, so they are read here and
+ * matched to sock_diag's entries by the 4-tuple.
+ */
+struct timewait_socket {
+	__u8 family;
+	__u8 reuseaddr;
+	__u8 reuseport;
+	__u8 pad;
+	__u16 sport; /* host order */
+	__u16 dport; /* host order */
+	__u8 saddr[16]; /* IPv4 in the first 4 bytes */
+	__u8 daddr[16];
+};
+
+#endif /* BINDWATCH_HOLDERS_H */

@@ -1,0 +1,426 @@
+package resolve
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/bindwatch/bindwatch/internal/events"
+)
+
+// Diagnose says why the kernel refused f and what to do, from what has been
+// resolved: f's errno, socket options and process, its holders (already
+// filtered to those whose address overlaps, see Resolver.Resolve) and
+// TimeWait, and facts about its network namespace. It reads nothing else,
+// so every case can be tested with a table.
+func Diagnose(f *events.Failure, facts NetnsFacts, now time.Time) (diagnosis, hint string) {
+	switch f.Errno {
+	case "EADDRINUSE":
+		return diagnoseInUse(f, now)
+	case "EADDRNOTAVAIL":
+		return diagnoseNotAvail(f, facts)
+	case "EACCES":
+		return diagnoseAccess(f, facts)
+	case "EINVAL":
+		if f.Syscall == "listen" {
+			return "listen() was refused because the socket cannot listen: it is connected, connecting or shut down.",
+				"Call listen() on a fresh socket that is only bound, not on one that has been connected."
+		}
+		return fmt.Sprintf("bind() was refused because the socket is already bound (bind() was called twice on one socket, or the address length does not match the %s family).", familyName(f.Family)),
+			"Bind each socket once; to change its address, close it and bind a new socket."
+	}
+	return "", ""
+}
+
+func diagnoseInUse(f *events.Failure, now time.Time) (string, string) {
+	where := endpoint(f.Addr, f.Port) + "/" + f.Proto
+	if f.Port == 0 {
+		return fmt.Sprintf("No free ephemeral port was left for %s: every port in net.ipv4.ip_local_port_range is in use for that address.", endpoint(f.Addr, 0)+"/"+f.Proto),
+			"Widen net.ipv4.ip_local_port_range, close idle sockets, or bind to a fixed port."
+	}
+	want := bindFlags{reuseAddr: f.Socket.ReuseAddr, reusePort: f.Socket.ReusePort, uid: f.Process.UID}
+	var holding, recorded, timeWait []*events.Holder
+	for i := range f.Holders {
+		h := &f.Holders[i]
+		switch {
+		case h.Source == events.Recorded:
+			recorded = append(recorded, h)
+		case h.State == "TIME_WAIT":
+			timeWait = append(timeWait, h)
+		default:
+			holding = append(holding, h)
+		}
+	}
+	// The holder that blocks: one whose flags do not let the new socket
+	// share; if every live one would (flags unknown count as off), the
+	// first is still the best guess.
+	var h *events.Holder
+	for _, c := range holding {
+		if !reuseAllows(want, c) {
+			h = c
+			break
+		}
+	}
+	if h == nil && len(holding) > 0 {
+		h = holding[0]
+	}
+	switch {
+	case h != nil:
+		return diagnoseLiveHolder(f, h, want, now)
+	case len(recorded) > 0:
+		r := recorded[0]
+		return fmt.Sprintf("%s was held by %s, still bound at the moment of the failure, which has exited since: a restart race (the new instance started before the old one let go).",
+				where, procsName(r)),
+			"The port is free now: retry bind() with a short backoff, and make restarts wait until the old instance has exited (systemd does when the unit's main process owns the socket)."
+	case len(timeWait) > 0:
+		return diagnoseTimeWait(f, timeWait)
+	}
+	return fmt.Sprintf("No socket holds %s any more: the holder closed it before bindwatch looked.", where),
+		"The port is free now: retry bind() with a short backoff."
+}
+
+func diagnoseLiveHolder(f *events.Failure, h *events.Holder, want bindFlags, now time.Time) (string, string) {
+	where := fmt.Sprintf("port %d/%s", f.Port, f.Proto)
+	who := procsName(h)
+	held := fmt.Sprintf("%s %s", stateVerb(h), endpoint(h.Addr, h.Port))
+	age := holdAge(h, now)
+	kill := killHint(h)
+
+	if f.Syscall == "listen" {
+		return fmt.Sprintf("listen() failed because %s already listens on %s; both sockets were bound with SO_REUSEADDR, which lets sockets share a port only until one of them listens.", who, endpoint(h.Addr, h.Port)),
+			"Bind a different port, or, to share one port between listeners, set SO_REUSEPORT on every listening socket (same user); " + kill + "."
+	}
+	if p := leftover(f, h); p != nil {
+		return fmt.Sprintf("%s is held by %s (pid %d)%s, an orphan left over from a previous instance: its parent exited (its parent is now init), and it kept the %s socket it inherited.",
+				where, p.Comm, p.PID, age, strings.ToLower(h.State)),
+			fmt.Sprintf("Stop it (kill %d; kill -9 only if it ignores SIGTERM). To prevent it, have the service manager stop the whole cgroup (systemd: KillMode=control-group, the default), and open listening sockets with SOCK_CLOEXEC or close them in children.", p.PID)
+	}
+	holderPort := h.ReusePort != nil && *h.ReusePort
+	if h.State != "TIME_WAIT" && (want.reusePort || holderPort) && !reuseAllows(want, h) {
+		switch {
+		case want.reusePort && h.ReusePort != nil && !holderPort:
+			return fmt.Sprintf("%s is held by %s (%s%s) without SO_REUSEPORT; this socket set SO_REUSEPORT, but the kernel shares a port only when every socket on it sets it.", where, who, held, age),
+				"Set SO_REUSEPORT on the holder's socket too (before its bind()), or " + kill + "."
+		case !want.reusePort && holderPort:
+			return fmt.Sprintf("%s is held by %s (%s%s) with SO_REUSEPORT, but this socket did not set SO_REUSEPORT: the kernel shares a port only when every socket on it sets it.", where, who, held, age),
+				"Set SO_REUSEPORT on this socket before bind()."
+		case want.reusePort && holderPort && want.uid != h.UID:
+			return fmt.Sprintf("%s is held by %s (%s%s); both sockets set SO_REUSEPORT, but the kernel shares a port only between sockets of the same effective uid: the holder's is %d, this process's %d.", where, who, held, age, h.UID, want.uid),
+				"Run every process that shares the port under the same user, or use different ports."
+		}
+	}
+	if o := overlapKind(f, h); o != "" {
+		return fmt.Sprintf("%s %s conflicts with %s held by %s%s: %s.", endpoint(f.Addr, f.Port), f.Proto, endpoint(h.Addr, h.Port), who, age, o),
+			overlapHint(f, h, kill)
+	}
+	if h.State != "LISTEN" && f.Proto == "tcp" {
+		return fmt.Sprintf("%s is held by %s (%s%s); a port can be shared with a socket that does not listen only when both sockets set SO_REUSEADDR (this one: %s, the holder: %s).", where, who, held, age, onOff(&want.reuseAddr), onOff(h.ReuseAddr)),
+			"Set SO_REUSEADDR on both sockets before bind(), or " + kill + "."
+	}
+	if f.Proto == "udp" {
+		return fmt.Sprintf("%s is held by %s (%s%s).", where, who, held, age),
+			"Use another port, or " + kill + ". UDP sockets can share a port when all of them set SO_REUSEADDR (or SO_REUSEPORT, same user)."
+	}
+	return fmt.Sprintf("%s is held by %s (%s%s).", where, who, held, age),
+		"Use another port, or " + kill + "."
+}
+
+// leftover returns the holder's process that looks like a leftover child of
+// a previous instance of the failing program: reparented to init (ppid 1)
+// and running the same executable or command, or in the same cgroup.
+func leftover(f *events.Failure, h *events.Holder) *events.Process {
+	for i := range h.Processes {
+		p := &h.Processes[i]
+		if p.PPID != 1 || p.PID == f.Process.PID {
+			continue
+		}
+		sameExe := p.Exe != "" && p.Exe == f.Process.Exe
+		sameComm := p.Comm != "" && p.Comm == f.Process.Comm
+		sameCgroup := p.Cgroup != "" && p.Cgroup != "/" && p.Cgroup == f.Process.Cgroup
+		if sameExe || sameComm || sameCgroup {
+			return p
+		}
+	}
+	return nil
+}
+
+// overlapKind explains, when the holder's address is not the requested one,
+// how the two still overlap; "" when they are the same address.
+func overlapKind(f *events.Failure, h *events.Holder) string {
+	want, err1 := netip.ParseAddr(f.Addr)
+	held, err2 := netip.ParseAddr(h.Addr)
+	if err1 != nil || err2 != nil || want.Unmap() == held.Unmap() {
+		return ""
+	}
+	wantV6 := f.Family == "ipv6"
+	heldV6 := held.Is6() && !held.Is4In6()
+	heldDual := held == netip.IPv6Unspecified() && (h.V6Only == nil || !*h.V6Only)
+	wantDual := want == netip.IPv6Unspecified() && (f.Socket.V6Only == nil || !*f.Socket.V6Only)
+	switch {
+	case !wantV6 && heldDual:
+		return "an IPv6 socket bound to :: without IPV6_V6ONLY is dual-stack and also owns the port on every IPv4 address"
+	case wantDual && !heldV6:
+		return "this IPv6 socket was bound to :: without IPV6_V6ONLY, so it is dual-stack and also claims the port on every IPv4 address"
+	case want.IsUnspecified():
+		return "the wildcard address covers every address, including the holder's"
+	case held.IsUnspecified():
+		return "the holder's wildcard address covers every address, including this one"
+	}
+	return "the addresses overlap"
+}
+
+func overlapHint(f *events.Failure, h *events.Holder, kill string) string {
+	want, _ := netip.ParseAddr(f.Addr)
+	held, _ := netip.ParseAddr(h.Addr)
+	switch {
+	case want == netip.IPv6Unspecified() || held == netip.IPv6Unspecified():
+		return "Set IPV6_V6ONLY=1 on the IPv6 socket before bind() (nginx: listen [::]:PORT ipv6only=on; sysctl net.ipv6.bindv6only sets the default) so that the IPv4 and IPv6 sockets can coexist, or use the dual-stack socket alone; or " + kill + "."
+	case f.Proto == "udp":
+		return "Set SO_REUSEADDR on both sockets (UDP then allows a wildcard and a specific address on one port), bind addresses that do not overlap, or " + kill + "."
+	}
+	return "On Linux a wildcard and a specific address cannot both hold one TCP port with a listener, whatever SO_REUSEADDR says: bind addresses that do not overlap, share with SO_REUSEPORT on both sockets (same user), or " + kill + "."
+}
+
+func diagnoseTimeWait(f *events.Failure, tw []*events.Holder) (string, string) {
+	count, maxLeft := len(tw), int64(0)
+	if f.TimeWait != nil {
+		count = max(count, f.TimeWait.Count)
+		maxLeft = f.TimeWait.MaxRemainingMS
+	}
+	for _, h := range tw {
+		maxLeft = max(maxLeft, h.RemainingMS)
+	}
+	// What the TIME_WAIT sockets inherited from the socket that left them.
+	known, allReuse := true, true
+	for _, h := range tw {
+		if h.ReuseAddr == nil {
+			known = false
+		} else if !*h.ReuseAddr {
+			allReuse = false
+		}
+	}
+	remain := "sockets remain"
+	if count == 1 {
+		remain = "socket remains"
+	}
+	only := fmt.Sprintf("Only %d TIME_WAIT %s on port %d/%s (closed connections; the last expires in %s)",
+		count, remain, f.Port, f.Proto, msDuration(maxLeft))
+	wait := fmt.Sprintf("or wait %s: TIME_WAIT lasts a fixed 60 s on Linux (net.ipv4.tcp_fin_timeout governs FIN_WAIT_2, not TIME_WAIT, and net.ipv4.tcp_tw_reuse only applies to outgoing connect(), not to bind())", msDuration(maxLeft))
+	switch {
+	case !f.Socket.ReuseAddr && known && allReuse:
+		return only + ", and this socket did not set SO_REUSEADDR, which would have allowed the bind (the old sockets had it).",
+			"Set SO_REUSEADDR on the socket before bind(), " + wait + "."
+	case !f.Socket.ReuseAddr && known:
+		return only + "; neither this socket nor the one that left them set SO_REUSEADDR.",
+			"Set SO_REUSEADDR on the listening socket of every instance — TIME_WAIT sockets keep the flag of the socket they came from, and bind() may reuse the port only when both have it — " + wait + "."
+	case !f.Socket.ReuseAddr:
+		return only + ", and this socket did not set SO_REUSEADDR.",
+			"Set SO_REUSEADDR on the listening socket of every instance (bind() may reuse a port in TIME_WAIT only when the socket that left it had the flag too), " + wait + "."
+	case known:
+		return only + ", left by a socket without SO_REUSEADDR: this socket's SO_REUSEADDR cannot override them, the kernel allows the bind only when both sockets set it.",
+			"Set SO_REUSEADDR in the program that left them (the listener whose connections closed), " + wait + "."
+	}
+	return only + "; this socket set SO_REUSEADDR, so they were most likely left by a socket without it: the kernel allows the bind only when both sockets set it.",
+		"Set SO_REUSEADDR in the program that left them too, " + wait + "."
+}
+
+func diagnoseNotAvail(f *events.Failure, facts NetnsFacts) (string, string) {
+	addr, err := netip.ParseAddr(f.Addr)
+	if err != nil {
+		return fmt.Sprintf("The address %q is not available in the failing process's network namespace.", f.Addr), ""
+	}
+	addr = addr.Unmap()
+	for _, a := range facts.Addrs {
+		if a.Addr == addr && a.Tentative {
+			return fmt.Sprintf("%s is assigned to %s but still tentative: IPv6 duplicate address detection has not finished (or found a duplicate), and bind() refuses such an address.", addr, a.Iface),
+				"Retry once DAD is done (about a second), set IP_FREEBIND on the socket (or net.ipv6.ip_nonlocal_bind=1), or disable DAD on the interface (net.ipv6.conf.IFACE.accept_dad=0)."
+		}
+	}
+	ns := "the failing process's network namespace"
+	if f.Process.Netns != 0 {
+		ns = fmt.Sprintf("the failing process's network namespace (%d)", f.Process.Netns)
+	}
+	var list []string
+	for _, a := range facts.Addrs {
+		list = append(list, fmt.Sprintf("%s (%s)", a.Addr, a.Iface))
+	}
+	assigned := "bindwatch could not list the addresses there"
+	if len(list) > 0 {
+		assigned = "the addresses there are " + strings.Join(list, ", ")
+	}
+	sysctl := "net.ipv4.ip_nonlocal_bind=1"
+	if addr.Is6() {
+		sysctl = "net.ipv6.ip_nonlocal_bind=1"
+	}
+	return fmt.Sprintf("%s is not assigned to any interface in %s; %s.", addr, ns, assigned),
+		fmt.Sprintf("Bind one of those addresses or the wildcard (0.0.0.0 / ::), add the address first (ip addr add … dev …, inside the container when it runs in one), or, for an address that appears later, set IP_FREEBIND on the socket (%s for the whole namespace).", sysctl)
+}
+
+func diagnoseAccess(f *events.Failure, facts NetnsFacts) (string, string) {
+	start := facts.UnprivilegedPortStart
+	p := f.Process
+	who := p.Comm
+	if who == "" {
+		who = "the process"
+	}
+	if start > 0 && int(f.Port) < start {
+		var lacks string
+		switch {
+		case p.CapNetBindService == nil:
+			lacks = "binding it needs CAP_NET_BIND_SERVICE"
+		case !*p.CapNetBindService:
+			lacks = fmt.Sprintf("%s (uid %d) does not have CAP_NET_BIND_SERVICE", who, p.UID)
+		default:
+			lacks = fmt.Sprintf("%s has CAP_NET_BIND_SERVICE, but not in the user namespace that owns this network namespace", who)
+		}
+		hint := fmt.Sprintf("Use a port ≥ %d; or grant the capability (setcap cap_net_bind_service=+ep %s, or AmbientCapabilities=CAP_NET_BIND_SERVICE in its systemd unit); or lower net.ipv4.ip_unprivileged_port_start in that network namespace.", start, orDefault(p.Exe, "EXECUTABLE"))
+		return fmt.Sprintf("Port %d is privileged: it is below net.ipv4.ip_unprivileged_port_start (%d) in the failing process's network namespace, and %s.", f.Port, start, lacks), hint
+	}
+	if start > 0 {
+		return fmt.Sprintf("bind() was refused with EACCES although port %d is not privileged there (net.ipv4.ip_unprivileged_port_start is %d): a security module (SELinux, AppArmor) or a cgroup BPF program denied it.", f.Port, start),
+			"Check the audit log (ausearch -m avc, journalctl -k) and the policy for this program."
+	}
+	return fmt.Sprintf("bind() was refused with EACCES: port %d may be privileged (below net.ipv4.ip_unprivileged_port_start, which bindwatch could not read), or a security module denied it.", f.Port),
+		"Run it with CAP_NET_BIND_SERVICE or use a port ≥ 1024; check the audit log for denials."
+}
+
+// procsName names the processes owning a holder: "nginx (pid 42, user www)"
+// or "nginx (pids 42, 43, 44)"; sockets without an owner are said to be so.
+func procsName(h *events.Holder) string {
+	ps := h.Processes
+	if len(ps) == 0 {
+		if h.Inode == 0 {
+			return "a socket no process owns (closed, kept by the kernel)"
+		}
+		return fmt.Sprintf("a socket (inode %d) whose owner could not be found", h.Inode)
+	}
+	var comms []string
+	var pids []string
+	for _, p := range ps {
+		if p.Comm != "" && !slices.Contains(comms, p.Comm) {
+			comms = append(comms, p.Comm)
+		}
+		pids = append(pids, strconv.Itoa(p.PID))
+	}
+	name := strings.Join(comms, "/")
+	if name == "" {
+		name = "a process"
+	}
+	if len(pids) > 1 {
+		const shown = 5
+		if len(pids) > shown {
+			pids = append(pids[:shown], fmt.Sprintf("… %d in all", len(ps)))
+		}
+		return fmt.Sprintf("%s (pids %s)", name, strings.Join(pids, ", "))
+	}
+	p := ps[0]
+	detail := "pid " + pids[0]
+	if p.User != "" {
+		detail += ", user " + p.User
+	} else {
+		detail += fmt.Sprintf(", uid %d", p.UID)
+	}
+	if p.ContainerID != "" {
+		detail += ", container " + p.ContainerID[:min(12, len(p.ContainerID))]
+	}
+	return fmt.Sprintf("%s (%s)", name, detail)
+}
+
+func stateVerb(h *events.Holder) string {
+	switch h.State {
+	case "LISTEN":
+		return "listening on"
+	case "BOUND":
+		return "bound, not listening, to"
+	case "UNCONN":
+		return "bound to"
+	}
+	return "in " + h.State + " on"
+}
+
+// holdAge says how long the holder has held the port when bindwatch saw the
+// bind (Since), else how long its process has run (an upper bound).
+func holdAge(h *events.Holder, now time.Time) string {
+	if !h.Since.IsZero() {
+		return ", bound " + roughDuration(now.Sub(h.Since)) + " ago"
+	}
+	var oldest time.Time
+	for _, p := range h.Processes {
+		if !p.StartTime.IsZero() && (oldest.IsZero() || p.StartTime.Before(oldest)) {
+			oldest = p.StartTime
+		}
+	}
+	if oldest.IsZero() {
+		return ""
+	}
+	return ", running for " + roughDuration(now.Sub(oldest))
+}
+
+func killHint(h *events.Holder) string {
+	if len(h.Processes) == 0 {
+		return "wait for the socket to close"
+	}
+	var pids []string
+	for _, p := range h.Processes {
+		pids = append(pids, strconv.Itoa(p.PID))
+	}
+	return "stop the holder (its service, or kill " + strings.Join(pids, " ") + ")"
+}
+
+// endpoint writes addr:port, IPv6 in brackets.
+func endpoint(addr string, port uint16) string {
+	if strings.Contains(addr, ":") {
+		return "[" + addr + "]:" + strconv.Itoa(int(port))
+	}
+	return addr + ":" + strconv.Itoa(int(port))
+}
+
+func familyName(f string) string {
+	if f == "ipv6" {
+		return "IPv6"
+	}
+	return "IPv4"
+}
+
+func onOff(b *bool) string {
+	switch {
+	case b == nil:
+		return "unknown"
+	case *b:
+		return "on"
+	}
+	return "off"
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// msDuration writes a TIME_WAIT remaining time: "43s", "0.8s".
+func msDuration(ms int64) string {
+	if ms < 10_000 {
+		return strconv.FormatFloat(float64(ms)/1000, 'f', 1, 64) + "s"
+	}
+	return strconv.FormatInt((ms+500)/1000, 10) + "s"
+}
+
+// roughDuration writes a duration the way people say it: "3h12m", "45s".
+func roughDuration(d time.Duration) string {
+	switch {
+	case d < 0:
+		return "0s"
+	case d < time.Minute:
+		return d.Round(100 * time.Millisecond).String()
+	case d < time.Hour:
+		return d.Round(time.Second).String()
+	case d < 48*time.Hour:
+		return strings.TrimSuffix(d.Round(time.Minute).String(), "0s")
+	}
+	return fmt.Sprintf("%dd%dh", d/(24*time.Hour), (d%(24*time.Hour))/time.Hour)
+}

@@ -1,0 +1,232 @@
+package resolve
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"unsafe"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+)
+
+// How socket owners were found, reported by Resolver.OwnerLookup and in
+// `who --format json` as "owner_lookup".
+const (
+	// OwnersBPFIter: one pass of a BPF task_file iterator in the kernel.
+	OwnersBPFIter = "bpf_iter"
+	// OwnersProcScan: readlink() of every /proc/PID/fd/N, the way ss -p
+	// and lsof do it; used when the iterator cannot be loaded.
+	OwnersProcScan = "proc_scan"
+)
+
+// socketOwners is what is known about the processes that have a socket open.
+type socketOwners struct {
+	pids []int // sorted, each once
+	// Flags read from the socket itself by the iterator; nil with the
+	// /proc scan.
+	reuseAddr, reusePort, v6only *bool
+}
+
+// timewaitKey identifies a TIME_WAIT socket by its 4-tuple.
+type timewaitKey struct {
+	src, dst     netip.Addr
+	sport, dport uint16
+}
+
+type timewaitReuse struct {
+	reuseAddr, reusePort bool
+}
+
+// holdersIterators are the loaded BPF iterators of bpf/holders.bpf.c. One
+// user at a time: the maps are the iterators' input.
+type holdersIterators struct {
+	mu        sync.Mutex
+	objs      HoldersObjects
+	owners    *link.Iter
+	timewait  *link.Iter
+	lastWants []uint64 // inodes left in wanted_inodes by the last run
+}
+
+func loadHoldersIterators() (*holdersIterators, error) {
+	it := &holdersIterators{}
+	if err := LoadHoldersObjects(&it.objs, nil); err != nil {
+		return nil, fmt.Errorf("load BPF iterators: %w", err)
+	}
+	var err error
+	it.owners, err = link.AttachIter(link.IterOptions{Program: it.objs.SocketOwners})
+	if err != nil {
+		it.objs.Close()
+		return nil, fmt.Errorf("attach task_file iterator: %w", err)
+	}
+	it.timewait, err = link.AttachIter(link.IterOptions{Program: it.objs.TimewaitSockets})
+	if err != nil {
+		it.owners.Close()
+		it.objs.Close()
+		return nil, fmt.Errorf("attach tcp iterator: %w", err)
+	}
+	return it, nil
+}
+
+func (it *holdersIterators) close() {
+	it.timewait.Close()
+	it.owners.Close()
+	it.objs.Close()
+}
+
+// socketOwners runs the task_file iterator over every process and returns
+// the owners of the given socket inodes.
+func (it *holdersIterators) socketOwners(inodes []uint32) (map[uint32]*socketOwners, error) {
+	it.mu.Lock()
+	defer it.mu.Unlock()
+	for _, ino := range it.lastWants {
+		if err := it.objs.WantedInodes.Delete(ino); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return nil, fmt.Errorf("clear wanted_inodes: %w", err)
+		}
+	}
+	it.lastWants = it.lastWants[:0]
+	for _, ino := range inodes {
+		key := uint64(ino)
+		if err := it.objs.WantedInodes.Update(key, uint8(1), ebpf.UpdateAny); err != nil {
+			// A full map (more than its 4096 entries) loses owners of
+			// the rest; the holders are still reported, without processes.
+			break
+		}
+		it.lastWants = append(it.lastWants, key)
+	}
+	r, err := it.owners.Open()
+	if err != nil {
+		return nil, fmt.Errorf("open task_file iterator: %w", err)
+	}
+	defer r.Close()
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return nil, fmt.Errorf("read task_file iterator: %w", err)
+	}
+	const size = int(unsafe.Sizeof(HoldersSocketOwner{}))
+	out := make(map[uint32]*socketOwners)
+	for len(data) >= size {
+		var rec HoldersSocketOwner
+		if _, err := binary.Decode(data[:size], binary.NativeEndian, &rec); err != nil {
+			return nil, fmt.Errorf("decode task_file iterator record: %w", err)
+		}
+		data = data[size:]
+		o := out[uint32(rec.Inode)]
+		if o == nil {
+			o = &socketOwners{}
+			out[uint32(rec.Inode)] = o
+		}
+		o.pids = append(o.pids, int(rec.Tgid))
+		if rec.HasSock != 0 && o.reuseAddr == nil {
+			o.reuseAddr = boolPtr(rec.Reuseaddr != 0)
+			o.reusePort = boolPtr(rec.Reuseport != 0)
+			o.v6only = boolPtr(rec.V6only != 0)
+		}
+	}
+	for _, o := range out {
+		slices.Sort(o.pids)
+		o.pids = slices.Compact(o.pids)
+	}
+	return out, nil
+}
+
+// timewaitFlags runs the tcp iterator in h's network namespace and returns
+// SO_REUSEADDR/SO_REUSEPORT of the TIME_WAIT sockets on port.
+func (it *holdersIterators) timewaitFlags(h *netnsHandle, own uint32, port uint16) (map[timewaitKey]timewaitReuse, error) {
+	it.mu.Lock()
+	defer it.mu.Unlock()
+	if err := it.objs.WantedPorts.Update(port, uint8(1), ebpf.UpdateAny); err != nil {
+		return nil, fmt.Errorf("set wanted_ports: %w", err)
+	}
+	defer it.objs.WantedPorts.Delete(port)
+	var data []byte
+	// The tcp iterator walks the namespace of the thread that opens it.
+	err := inNetns(h, own, func() error {
+		r, err := it.timewait.Open()
+		if err != nil {
+			return fmt.Errorf("open tcp iterator: %w", err)
+		}
+		defer r.Close()
+		data, err = io.ReadAll(r)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	const size = int(unsafe.Sizeof(HoldersTimewaitSocket{}))
+	out := make(map[timewaitKey]timewaitReuse)
+	for len(data) >= size {
+		var rec HoldersTimewaitSocket
+		if _, err := binary.Decode(data[:size], binary.NativeEndian, &rec); err != nil {
+			return nil, fmt.Errorf("decode tcp iterator record: %w", err)
+		}
+		data = data[size:]
+		k := timewaitKey{sport: rec.Sport, dport: rec.Dport}
+		if rec.Family == unix.AF_INET6 {
+			k.src, k.dst = netip.AddrFrom16(rec.Saddr), netip.AddrFrom16(rec.Daddr)
+		} else {
+			k.src, k.dst = netip.AddrFrom4([4]byte(rec.Saddr[:4])), netip.AddrFrom4([4]byte(rec.Daddr[:4]))
+		}
+		out[k] = timewaitReuse{reuseAddr: rec.Reuseaddr != 0, reusePort: rec.Reuseport != 0}
+	}
+	return out, nil
+}
+
+// scanProcForSockets finds the owners of socket inodes by reading every
+// /proc/PID/fd link. Slow on a busy host (a readlink per open fd), hence
+// only the fallback.
+func scanProcForSockets(inodes []uint32) map[uint32]*socketOwners {
+	want := make(map[uint32]bool, len(inodes))
+	for _, ino := range inodes {
+		want[ino] = true
+	}
+	out := make(map[uint32]*socketOwners)
+	procs, err := os.ReadDir(procRoot)
+	if err != nil {
+		return out
+	}
+	for _, p := range procs {
+		pid, err := strconv.Atoi(p.Name())
+		if err != nil {
+			continue
+		}
+		dir := procRoot + "/" + p.Name() + "/fd/"
+		fds, err := os.ReadDir(dir)
+		if err != nil {
+			continue // exited, or a kernel thread
+		}
+		for _, fd := range fds {
+			target, err := os.Readlink(dir + fd.Name())
+			if err != nil {
+				continue
+			}
+			inoStr, ok := strings.CutPrefix(target, "socket:[")
+			if !ok {
+				continue
+			}
+			ino, err := strconv.ParseUint(strings.TrimSuffix(inoStr, "]"), 10, 32)
+			if err != nil || !want[uint32(ino)] {
+				continue
+			}
+			o := out[uint32(ino)]
+			if o == nil {
+				o = &socketOwners{}
+				out[uint32(ino)] = o
+			}
+			if !slices.Contains(o.pids, pid) {
+				o.pids = append(o.pids, pid)
+			}
+		}
+	}
+	return out
+}
+
+func boolPtr(b bool) *bool { return &b }

@@ -1,0 +1,265 @@
+package resolve
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/bindwatch/bindwatch/internal/events"
+)
+
+// procRoot is where /proc is mounted; a variable only so that tests can
+// point process parsing at a fixture tree.
+var procRoot = "/proc"
+
+// userHZ is the unit of /proc/PID/stat's time fields. It is USER_HZ, part
+// of the kernel ABI (100 on every architecture Linux runs on today), not the
+// kernel's internal HZ, so it needs no sysconf() (which would need cgo).
+const userHZ = 100
+
+// FillProcess completes p from /proc/PID: exe, cmdline, comm, ppid, uid,
+// gid, user, start time, cgroup, container id and network namespace. It only
+// fills fields that are empty, because what the kernel captured at the
+// moment of the failure is authoritative and the process may have changed
+// (exec'd) or exited since. A process that is gone leaves its fields empty:
+// nothing is guessed.
+func FillProcess(p *events.Process) {
+	if p.PID <= 0 {
+		return
+	}
+	dir := procRoot + "/" + strconv.Itoa(p.PID)
+	if p.Exe == "" {
+		if exe, err := os.Readlink(dir + "/exe"); err == nil {
+			p.Exe = exe
+		}
+	}
+	if len(p.Cmdline) == 0 {
+		if b, err := os.ReadFile(dir + "/cmdline"); err == nil {
+			p.Cmdline = splitCmdline(b)
+		}
+	}
+	if p.Comm == "" || p.PPID == 0 || p.StartTime.IsZero() {
+		if b, err := os.ReadFile(dir + "/stat"); err == nil {
+			if st, ok := parseStat(b); ok {
+				if p.Comm == "" {
+					p.Comm = st.comm
+				}
+				if p.PPID == 0 {
+					p.PPID = st.ppid
+				}
+				if p.StartTime.IsZero() {
+					p.StartTime = bootTime().Add(time.Duration(st.startTicks) * (time.Second / userHZ))
+				}
+			}
+		}
+	}
+	if p.UID == 0 || p.GID == nil {
+		if b, err := os.ReadFile(dir + "/status"); err == nil {
+			uid, gid, ok := parseStatusIDs(b)
+			if ok {
+				if p.UID == 0 {
+					p.UID = uid
+				}
+				if p.GID == nil {
+					p.GID = &gid
+				}
+			}
+		}
+	}
+	if p.User == "" {
+		p.User = userName(p.UID)
+	}
+	if p.Cgroup == "" {
+		if b, err := os.ReadFile(dir + "/cgroup"); err == nil {
+			p.Cgroup = cgroupV2Path(b)
+		}
+	}
+	if p.ContainerID == "" {
+		p.ContainerID = ContainerID(p.Cgroup)
+	}
+	if p.Netns == 0 {
+		if ino, err := netnsInodeOfPath(dir + "/ns/net"); err == nil {
+			p.Netns = ino
+		}
+	}
+}
+
+// splitCmdline turns /proc/PID/cmdline (NUL-separated, NUL-terminated) into
+// arguments. A process that rewrote its argv into one space-separated string
+// (nginx: "nginx: master process ...") comes back as that one string.
+func splitCmdline(b []byte) []string {
+	b = bytes.TrimRight(b, "\x00")
+	if len(b) == 0 {
+		return nil
+	}
+	return strings.Split(string(b), "\x00")
+}
+
+type procStat struct {
+	comm       string
+	ppid       int
+	startTicks uint64
+}
+
+// parseStat reads /proc/PID/stat. The comm field (2) is in parentheses and
+// may itself contain spaces and ')', so fields are counted from the last ')'.
+func parseStat(b []byte) (procStat, bool) {
+	open := bytes.IndexByte(b, '(')
+	closing := bytes.LastIndexByte(b, ')')
+	if open < 0 || closing < open {
+		return procStat{}, false
+	}
+	st := procStat{comm: string(b[open+1 : closing])}
+	// After ") ": field 3 (state) is rest[0], so field N is rest[N-3].
+	rest := strings.Fields(string(b[closing+1:]))
+	if len(rest) < 22-3+1 {
+		return procStat{}, false
+	}
+	ppid, err1 := strconv.Atoi(rest[4-3])
+	start, err2 := strconv.ParseUint(rest[22-3], 10, 64)
+	if err1 != nil || err2 != nil {
+		return procStat{}, false
+	}
+	st.ppid = ppid
+	st.startTicks = start
+	return st, true
+}
+
+// parseStatusIDs returns the real uid and gid from /proc/PID/status — the
+// ids bpf_get_current_uid_gid() reports for the failing process, so a
+// holder and a failing process are compared in the same terms.
+func parseStatusIDs(b []byte) (uid, gid uint32, ok bool) {
+	var haveUID, haveGID bool
+	for line := range bytes.Lines(b) {
+		switch {
+		case bytes.HasPrefix(line, []byte("Uid:")):
+			f := strings.Fields(string(line[4:]))
+			if len(f) > 0 {
+				if v, err := strconv.ParseUint(f[0], 10, 32); err == nil {
+					uid, haveUID = uint32(v), true
+				}
+			}
+		case bytes.HasPrefix(line, []byte("Gid:")):
+			f := strings.Fields(string(line[4:]))
+			if len(f) > 0 {
+				if v, err := strconv.ParseUint(f[0], 10, 32); err == nil {
+					gid, haveGID = uint32(v), true
+				}
+			}
+		}
+	}
+	return uid, gid, haveUID && haveGID
+}
+
+// cgroupV2Path returns the unified-hierarchy path ("0::/path") from
+// /proc/PID/cgroup, or "" on a cgroup-v1-only host.
+func cgroupV2Path(b []byte) string {
+	for line := range bytes.Lines(b) {
+		line = bytes.TrimRight(line, "\n")
+		if rest, ok := bytes.CutPrefix(line, []byte("0::")); ok {
+			return string(rest)
+		}
+	}
+	return ""
+}
+
+// containerIDPattern is a 64-hex-digit container id as runtimes put it in
+// cgroup paths: docker-<id>.scope, cri-containerd-<id>.scope,
+// crio-<id>.scope, libpod-<id>.scope, /docker/<id>, /kubepods/.../<id>.
+var containerIDPattern = regexp.MustCompile(`(?:^|[^0-9a-f])([0-9a-f]{64})(?:[^0-9a-f]|$)`)
+
+// ContainerID extracts the container id from a cgroup path, or "" when the
+// path has none. With nested ids the innermost (last) one wins: that is the
+// container the process runs in.
+func ContainerID(cgroupPath string) string {
+	m := containerIDPattern.FindAllStringSubmatch(cgroupPath, -1)
+	if len(m) == 0 {
+		return ""
+	}
+	return m[len(m)-1][1]
+}
+
+var (
+	bootTimeOnce  sync.Once
+	bootTimeValue time.Time
+)
+
+// bootTime is the wall-clock time of boot as /proc/PID/stat's start time
+// counts it: CLOCK_BOOTTIME, which keeps running across suspend.
+// /proc/stat's btime is rounded to the second; this is not.
+func bootTime() time.Time {
+	bootTimeOnce.Do(func() {
+		var ts unix.Timespec
+		if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+			return
+		}
+		bootTimeValue = time.Now().Add(-time.Duration(ts.Nano()))
+	})
+	return bootTimeValue
+}
+
+// passwd caches /etc/passwd's uid→name map, reloaded when the file changes.
+var passwd struct {
+	sync.Mutex
+	modTime time.Time
+	size    int64
+	names   map[uint32]string
+}
+
+// passwdPath is a variable only so that tests can use a fixture file.
+var passwdPath = "/etc/passwd"
+
+// userName returns the name of uid from /etc/passwd, parsed directly (no
+// cgo, no NSS: users only known to LDAP/sssd stay unnamed), or "".
+func userName(uid uint32) string {
+	passwd.Lock()
+	defer passwd.Unlock()
+	fi, err := os.Stat(passwdPath)
+	if err != nil {
+		return ""
+	}
+	if passwd.names == nil || !fi.ModTime().Equal(passwd.modTime) || fi.Size() != passwd.size {
+		names, err := readPasswd(passwdPath)
+		if err != nil {
+			return ""
+		}
+		passwd.names, passwd.modTime, passwd.size = names, fi.ModTime(), fi.Size()
+	}
+	return passwd.names[uid]
+}
+
+func readPasswd(path string) (map[uint32]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	names := make(map[uint32]string)
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		// name:password:uid:gid:gecos:home:shell
+		fields := strings.SplitN(sc.Text(), ":", 4)
+		if len(fields) < 4 || strings.HasPrefix(fields[0], "#") {
+			continue
+		}
+		uid, err := strconv.ParseUint(fields[2], 10, 32)
+		if err != nil {
+			continue
+		}
+		if _, seen := names[uint32(uid)]; !seen { // first entry wins, as getpwuid
+			names[uint32(uid)] = fields[0]
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	return names, nil
+}

@@ -1,0 +1,457 @@
+// Package resolve names the other side of a failed bind(): the sockets that
+// hold the address in the failing socket's network namespace (sock_diag
+// netlink, filtered by port in the kernel), the processes that own them (a
+// BPF task_file iterator, or a /proc scan when BPF is unavailable), the
+// details of any process from /proc, and a diagnosis of why the kernel
+// refused and what to do. It also answers `bindwatch who`: who holds a port
+// right now.
+package resolve
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/bindwatch/bindwatch/internal/events"
+)
+
+// DefaultCacheTTL is how long a port's holders are reused: a storm of
+// failures on one port costs one resolution per window, yet a holder that
+// has just exited is not reported as live for long.
+const DefaultCacheTTL = 150 * time.Millisecond
+
+// Caps on the sockets listed per port. Listening and bound sockets are
+// always all listed; connections and TIME_WAIT sockets can number in the
+// thousands on a busy port, so only the first few are (TIME_WAIT ones with
+// the most time left first) and TimeWait / PortReport.Sockets count them all.
+const (
+	maxListedConnected = 8
+	maxListedTimeWait  = 8
+)
+
+// Options configure a Resolver.
+type Options struct {
+	// CacheTTL: see DefaultCacheTTL. 0 means the default; negative
+	// disables caching.
+	CacheTTL time.Duration
+	// NoBPF skips the BPF iterators and scans /proc for socket owners.
+	NoBPF bool
+}
+
+// Resolver finds the holders of ports and diagnoses failures. It is safe for
+// concurrent use. Close it to release the BPF iterators and namespaces.
+type Resolver struct {
+	netns    *netnsCache
+	iters    *holdersIterators // nil: owners come from a /proc scan
+	iterErr  error             // why iters is nil
+	cacheTTL time.Duration
+
+	mu    sync.Mutex
+	cache map[portKey]*portEntry
+}
+
+type portKey struct {
+	netns uint32
+	proto string
+	port  uint16
+}
+
+// portEntry is one resolution of a port, shared by every caller that asks
+// while it runs or within the cache window.
+type portEntry struct {
+	done chan struct{}
+	at   time.Time
+	snap *portSnapshot
+	err  error
+}
+
+// portSnapshot is every socket on one port in one network namespace, with
+// owners and process details, at one moment.
+type portSnapshot struct {
+	netns   Netns
+	sockets []heldSocket
+}
+
+// heldSocket is one socket of a snapshot: the Holder as reported, plus what
+// the conflict check needs.
+type heldSocket struct {
+	holder events.Holder
+	addr   boundAddr
+}
+
+// New returns a Resolver. It loads the BPF iterators, and when that fails
+// (no BTF, no CAP_BPF, lockdown) falls back to scanning /proc; OwnerLookup
+// says which and why. It fails only when /proc is unusable.
+func New(opts Options) (*Resolver, error) {
+	nc, err := newNetnsCache()
+	if err != nil {
+		return nil, err
+	}
+	r := &Resolver{netns: nc, cacheTTL: opts.CacheTTL, cache: make(map[portKey]*portEntry)}
+	if r.cacheTTL == 0 {
+		r.cacheTTL = DefaultCacheTTL
+	}
+	if opts.NoBPF {
+		r.iterErr = errors.New("disabled by option")
+	} else {
+		r.iters, r.iterErr = loadHoldersIterators()
+	}
+	return r, nil
+}
+
+// Close releases the BPF iterators and the cached namespaces.
+func (r *Resolver) Close() error {
+	if r.iters != nil {
+		r.iters.close()
+		r.iters = nil
+	}
+	r.netns.closeAll()
+	return nil
+}
+
+// OwnerLookup returns how socket owners are found (OwnersBPFIter or
+// OwnersProcScan) and, for the /proc scan, why the iterator is not used.
+func (r *Resolver) OwnerLookup() (method string, fallbackReason error) {
+	if r.iters != nil {
+		return OwnersBPFIter, nil
+	}
+	return OwnersProcScan, r.iterErr
+}
+
+// OwnNetns is bindwatch's own network namespace.
+func (r *Resolver) OwnNetns() Netns {
+	return Netns{Inode: r.netns.own, Path: "/proc/self/ns/net"}
+}
+
+// ListNetns returns every network namespace on the host that a process is
+// in or that `ip netns` mounted, bindwatch's own first.
+func ListNetns() []Netns { return listNetns() }
+
+// PortReport is who holds one port in one network namespace.
+type PortReport struct {
+	Netns Netns
+	Proto string
+	Port  uint16
+	// Holders: every socket bound to the port (listeners and bound
+	// sockets all; connections and TIME_WAIT up to a few each).
+	Holders  []events.Holder
+	TimeWait *events.TimeWait
+	// Sockets counts every socket on the port, listed or not.
+	Sockets int
+}
+
+// Held reports whether any socket, TIME_WAIT included, is on the port.
+func (p *PortReport) Held() bool { return p.Sockets > 0 }
+
+// Who reports every socket bound to proto/port in the network namespace ns.
+func (r *Resolver) Who(ns Netns, proto string, port uint16) (*PortReport, error) {
+	if proto != "tcp" && proto != "udp" {
+		return nil, fmt.Errorf("protocol %q: bindwatch resolves tcp and udp ports", proto)
+	}
+	h, err := r.netns.acquire(0, ns.Inode)
+	if err != nil {
+		return nil, err
+	}
+	defer r.netns.release(h)
+	snap, err := r.portSnapshot(h, proto, port)
+	if err != nil {
+		return nil, err
+	}
+	rep := &PortReport{Netns: h.Netns, Proto: proto, Port: port, Sockets: len(snap.sockets)}
+	all := make([]events.Holder, 0, len(snap.sockets))
+	for _, s := range snap.sockets {
+		all = append(all, copyHolder(s.holder))
+	}
+	rep.Holders, rep.TimeWait = listHolders(all)
+	return rep, nil
+}
+
+// Resolve adds to a failure what user space can find: the failing process's
+// details, the holders of the address merged with those the kernel
+// recorded, the TIME_WAIT summary, and the diagnosis and hint. The
+// diagnosis is filled even when the lookup fails; the error says what could
+// not be looked up.
+func (r *Resolver) Resolve(f *events.Failure) error {
+	FillProcess(&f.Process)
+	for i := range f.Holders {
+		for j := range f.Holders[i].Processes {
+			FillProcess(&f.Holders[i].Processes[j])
+		}
+	}
+	var facts NetnsFacts
+	err := r.resolve(f, &facts)
+	f.Diagnosis, f.Hint = Diagnose(f, facts, time.Now())
+	return err
+}
+
+func (r *Resolver) resolve(f *events.Failure, facts *NetnsFacts) error {
+	h, err := r.netns.acquire(f.Process.PID, f.Process.Netns)
+	if err != nil {
+		return fmt.Errorf("resolve %s failure of pid %d: %w", f.Errno, f.Process.PID, err)
+	}
+	defer r.netns.release(h)
+	switch f.Errno {
+	case "EADDRNOTAVAIL":
+		facts.Addrs, err = r.netnsAddrs(h)
+		return err
+	case "EINVAL":
+		return nil // the failing socket itself is bound: no other holder
+	case "EACCES":
+		facts.UnprivilegedPortStart, err = r.unprivilegedPortStart(h)
+		if err != nil {
+			return err
+		}
+	}
+	if f.Proto != "tcp" && f.Proto != "udp" {
+		return nil
+	}
+	snap, err := r.portSnapshot(h, f.Proto, f.Port)
+	if err != nil {
+		return err
+	}
+	want, ok := failingAddr(f)
+	var live []events.Holder
+	for _, s := range snap.sockets {
+		if ok && !addrsOverlap(want, s.addr) {
+			continue
+		}
+		// listen() fails only against a listener: a socket merely bound
+		// beside it (both with SO_REUSEADDR) does not stop it.
+		if f.Syscall == "listen" && s.holder.State != "LISTEN" {
+			continue
+		}
+		live = append(live, copyHolder(s.holder))
+	}
+	merged := mergeRecorded(live, f.Holders)
+	f.Holders, f.TimeWait = listHolders(merged)
+	return nil
+}
+
+// failingAddr is the failing socket's address for the conflict check.
+func failingAddr(f *events.Failure) (boundAddr, bool) {
+	a, err := netip.ParseAddr(f.Addr)
+	if err != nil {
+		return boundAddr{}, false
+	}
+	b := boundAddr{v6: f.Family == "ipv6", addr: a, dev: uint32(f.Socket.BoundDevIndex)}
+	if b.v6 {
+		b.addr = netip.AddrFrom16(a.As16())
+		b.v6only = f.Socket.V6Only != nil && *f.Socket.V6Only
+	} else {
+		b.addr = a.Unmap()
+	}
+	return b, true
+}
+
+// mergeRecorded folds the holders the kernel recorded at the moment of
+// failure into the live ones: one live with the same inode becomes one
+// SeenLive holder (keeping the recorded process when the live scan found no
+// owner, and when it was bound); one not found live stays Recorded — it
+// exited since, the restart race.
+func mergeRecorded(live []events.Holder, given []events.Holder) []events.Holder {
+	out := live
+	for _, rec := range given {
+		if rec.Source != events.Recorded {
+			continue
+		}
+		i := slices.IndexFunc(out, func(h events.Holder) bool {
+			return rec.Inode != 0 && h.Inode == rec.Inode && h.Source == events.SeenLive
+		})
+		if i < 0 {
+			out = append(out, rec)
+			continue
+		}
+		if len(out[i].Processes) == 0 {
+			out[i].Processes = rec.Processes
+		}
+		if out[i].Since.IsZero() {
+			out[i].Since = rec.Since
+		}
+	}
+	return out
+}
+
+// listHolders orders holders by how much they matter — listening, then
+// bound, then recorded, then connected, then TIME_WAIT by time left — caps
+// connections and TIME_WAIT, and summarizes TIME_WAIT.
+func listHolders(all []events.Holder) ([]events.Holder, *events.TimeWait) {
+	rank := func(h events.Holder) int {
+		switch {
+		case h.State == "LISTEN":
+			return 0
+		case h.State == "BOUND" || h.State == "UNCONN":
+			return 1
+		case h.Source == events.Recorded:
+			return 2
+		case h.State == "TIME_WAIT":
+			return 4
+		default:
+			return 3
+		}
+	}
+	slices.SortStableFunc(all, func(a, b events.Holder) int {
+		if c := cmp.Compare(rank(a), rank(b)); c != 0 {
+			return c
+		}
+		return cmp.Compare(b.RemainingMS, a.RemainingMS)
+	})
+	var tw *events.TimeWait
+	out := all[:0]
+	connected := 0
+	for _, h := range all {
+		switch rank(h) {
+		case 3:
+			connected++
+			if connected > maxListedConnected {
+				continue
+			}
+		case 4:
+			if tw == nil {
+				tw = &events.TimeWait{}
+			}
+			tw.Count++
+			tw.MaxRemainingMS = max(tw.MaxRemainingMS, h.RemainingMS)
+			if tw.Count > maxListedTimeWait {
+				continue
+			}
+		}
+		out = append(out, h)
+	}
+	return out, tw
+}
+
+// portSnapshot returns the sockets on proto/port in h's namespace, from the
+// cache when a resolution of the same port is under way or recent.
+func (r *Resolver) portSnapshot(h *netnsHandle, proto string, port uint16) (*portSnapshot, error) {
+	key := portKey{h.Inode, proto, port}
+	r.mu.Lock()
+	if e := r.cache[key]; e != nil {
+		select {
+		case <-e.done:
+			if time.Since(e.at) <= r.cacheTTL {
+				r.mu.Unlock()
+				return e.snap, e.err
+			}
+		default: // under way: wait for it
+			r.mu.Unlock()
+			<-e.done
+			return e.snap, e.err
+		}
+	}
+	e := &portEntry{done: make(chan struct{})}
+	r.cache[key] = e
+	for k, old := range r.cache { // drop expired entries
+		select {
+		case <-old.done:
+			if time.Since(old.at) > r.cacheTTL {
+				delete(r.cache, k)
+			}
+		default:
+		}
+	}
+	r.mu.Unlock()
+
+	e.snap, e.err = r.snapshot(h, proto, port)
+	e.at = time.Now()
+	close(e.done)
+	return e.snap, e.err
+}
+
+// snapshot does one resolution: sock_diag for both families, owners of the
+// sockets, TIME_WAIT flags, process details.
+func (r *Resolver) snapshot(h *netnsHandle, proto string, port uint16) (*portSnapshot, error) {
+	var diag []diagSocket
+	h.mu.Lock()
+	for _, family := range []int{unix.AF_INET, unix.AF_INET6} {
+		socks, err := dumpPort(h.diagFD, family, proto, port)
+		if err != nil {
+			h.mu.Unlock()
+			return nil, fmt.Errorf("list %s sockets on port %d in network namespace %d: %w", proto, port, h.Inode, err)
+		}
+		diag = append(diag, socks...)
+	}
+	h.mu.Unlock()
+
+	var inodes []uint32
+	hasTimeWait := false
+	for _, s := range diag {
+		if s.inode != 0 {
+			inodes = append(inodes, s.inode)
+		}
+		hasTimeWait = hasTimeWait || (proto == "tcp" && s.state == tcpTimeWait)
+	}
+	owners := map[uint32]*socketOwners{}
+	if len(inodes) > 0 {
+		var err error
+		if r.iters != nil {
+			owners, err = r.iters.socketOwners(inodes)
+		} else {
+			owners = scanProcForSockets(inodes)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("find owners of sockets on port %d: %w", port, err)
+		}
+	}
+	var twFlags map[timewaitKey]timewaitReuse
+	if hasTimeWait && r.iters != nil {
+		// Without them the TIME_WAIT holders' flags stay unknown; the
+		// holders themselves are still reported.
+		twFlags, _ = r.iters.timewaitFlags(h, r.netns.own, port)
+	}
+
+	procs := make(map[int]events.Process)
+	snap := &portSnapshot{netns: h.Netns}
+	for _, s := range diag {
+		hs := heldSocket{
+			holder: events.Holder{
+				Source:    events.SeenLive,
+				Proto:     proto,
+				State:     stateName(proto, s.state),
+				Addr:      s.src.String(),
+				Port:      s.sport,
+				Inode:     uint64(s.inode),
+				UID:       s.uid,
+				Netns:     h.Inode,
+				V6Only:    s.v6only,
+				Processes: []events.Process{},
+			},
+			addr: boundAddr{v6: s.family == unix.AF_INET6, addr: s.src, dev: s.ifindex},
+		}
+		if s.v6only != nil {
+			hs.addr.v6only = *s.v6only
+		}
+		if s.state == tcpTimeWait && proto == "tcp" {
+			hs.holder.RemainingMS = int64(s.expiresMS)
+			if f, ok := twFlags[timewaitKey{s.src, s.dst, s.sport, s.dport}]; ok {
+				hs.holder.ReuseAddr = boolPtr(f.reuseAddr)
+				hs.holder.ReusePort = boolPtr(f.reusePort)
+			}
+		}
+		if o := owners[s.inode]; o != nil && s.inode != 0 {
+			hs.holder.ReuseAddr, hs.holder.ReusePort = o.reuseAddr, o.reusePort
+			for _, pid := range o.pids {
+				p, ok := procs[pid]
+				if !ok {
+					p = events.Process{PID: pid}
+					FillProcess(&p)
+					procs[pid] = p
+				}
+				hs.holder.Processes = append(hs.holder.Processes, p)
+			}
+		}
+		snap.sockets = append(snap.sockets, hs)
+	}
+	return snap, nil
+}
+
+// copyHolder copies a cached holder so that callers may change it.
+func copyHolder(h events.Holder) events.Holder {
+	h.Processes = slices.Clone(h.Processes)
+	return h
+}

@@ -1,0 +1,220 @@
+package resolve
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+)
+
+// The sock_diag (inet_diag) netlink ABI, from <linux/inet_diag.h>.
+// golang.org/x/sys/unix has the netlink basics but not these structures.
+const (
+	inetDiagReqV2Size = 56 // struct inet_diag_req_v2
+	inetDiagMsgSize   = 72 // struct inet_diag_msg
+
+	inetDiagReqBytecode = 1  // INET_DIAG_REQ_BYTECODE request attribute
+	inetDiagBCSEq       = 11 // INET_DIAG_BC_S_EQ: local port == op[1].no
+	inetDiagSKV6Only    = 11 // INET_DIAG_SKV6ONLY reply attribute (u8)
+
+	tcpTimeWait = 6
+	tcpClose    = 7
+	tcpListen   = 10
+	// tcpBoundInactive is a pseudo-state (6.5+): asking for it makes
+	// inet_diag also dump TCP sockets that are bound but neither listening
+	// nor connected, which otherwise sit in no table it walks.
+	tcpBoundInactive = 13
+)
+
+// tcpStates selects every TCP state that occupies a local port, except the
+// request sockets of a listener (SYN_RECV, NEW_SYN_RECV): they belong to the
+// listener and would only repeat it.
+const tcpStates = 1<<1 | 1<<2 | 1<<4 | 1<<5 | 1<<6 | 1<<7 | 1<<8 | 1<<9 | 1<<10 | 1<<11 | 1<<tcpBoundInactive
+
+// udpStates selects every UDP socket: unconnected ones report TCP_CLOSE,
+// connected ones TCP_ESTABLISHED.
+const udpStates = 0xffffffff
+
+// diagSocket is one socket as inet_diag reports it.
+type diagSocket struct {
+	proto     string // "tcp" or "udp"
+	family    int    // unix.AF_INET or unix.AF_INET6
+	state     uint8  // TCP_* state number
+	src       netip.Addr
+	sport     uint16
+	dst       netip.Addr
+	dport     uint16
+	ifindex   uint32 // SO_BINDTODEVICE, 0 if none
+	expiresMS uint32 // TIME_WAIT: time left
+	uid       uint32
+	inode     uint32 // 0 for TIME_WAIT and orphaned sockets
+	v6only    *bool  // AF_INET6 only
+}
+
+var netlinkSeq atomic.Uint32
+
+// openSockDiag opens a NETLINK_SOCK_DIAG socket. It answers about the
+// network namespace of the thread that creates it, for its whole life.
+func openSockDiag() (int, error) {
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
+	if err != nil {
+		return -1, fmt.Errorf("open sock_diag netlink socket: %w (bindwatch needs Linux with CONFIG_INET_DIAG)", err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("bind sock_diag netlink socket: %w", err)
+	}
+	return fd, nil
+}
+
+// portFilter is inet_diag bytecode that keeps only sockets whose local port
+// is port, so the kernel does the filtering and a host with 100,000 sockets
+// returns only the few on that port. One S_EQ op (its operand is the next
+// op's "no" field): on match jump 8 bytes to the end (accept); otherwise 12,
+// past the end (reject).
+func portFilter(port uint16) []byte {
+	bc := make([]byte, 8)
+	bc[0] = inetDiagBCSEq
+	bc[1] = 8                                   // yes
+	binary.NativeEndian.PutUint16(bc[2:], 8+4)  // no
+	binary.NativeEndian.PutUint16(bc[6:], port) // op[1].no = port
+	return bc
+}
+
+// dumpPort returns the sockets of one family and protocol bound to port in
+// the network namespace of the netlink socket fd.
+func dumpPort(fd int, family int, proto string, port uint16) ([]diagSocket, error) {
+	var protocol uint8
+	var states uint32
+	switch proto {
+	case "tcp":
+		protocol, states = unix.IPPROTO_TCP, tcpStates
+	case "udp":
+		protocol, states = unix.IPPROTO_UDP, udpStates
+	default:
+		return nil, fmt.Errorf("sock_diag: protocol %q is not supported (tcp or udp)", proto)
+	}
+	bc := portFilter(port)
+	seq := netlinkSeq.Add(1)
+	attrLen := unix.SizeofRtAttr + len(bc)
+	msg := make([]byte, unix.NLMSG_HDRLEN+inetDiagReqV2Size+attrLen)
+	ne := binary.NativeEndian
+	ne.PutUint32(msg[0:], uint32(len(msg)))
+	ne.PutUint16(msg[4:], unix.SOCK_DIAG_BY_FAMILY)
+	ne.PutUint16(msg[6:], unix.NLM_F_REQUEST|unix.NLM_F_DUMP)
+	ne.PutUint32(msg[8:], seq)
+	req := msg[unix.NLMSG_HDRLEN:]
+	req[0] = uint8(family)
+	req[1] = protocol
+	ne.PutUint32(req[4:], states)
+	attr := req[inetDiagReqV2Size:]
+	ne.PutUint16(attr[0:], uint16(attrLen))
+	ne.PutUint16(attr[2:], inetDiagReqBytecode)
+	copy(attr[unix.SizeofRtAttr:], bc)
+
+	if err := unix.Sendto(fd, msg, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return nil, fmt.Errorf("sock_diag request: %w", err)
+	}
+	var out []diagSocket
+	buf := make([]byte, 64*1024)
+	for {
+		n, _, err := unix.Recvfrom(fd, buf, 0)
+		if err != nil {
+			if err == unix.EINTR {
+				continue
+			}
+			return nil, fmt.Errorf("sock_diag reply: %w", err)
+		}
+		for b := buf[:n]; len(b) >= unix.NLMSG_HDRLEN; {
+			mlen := int(ne.Uint32(b[0:]))
+			if mlen < unix.NLMSG_HDRLEN || mlen > len(b) {
+				return nil, fmt.Errorf("sock_diag reply: malformed netlink message (length %d of %d)", mlen, len(b))
+			}
+			typ, mseq, data := ne.Uint16(b[4:]), ne.Uint32(b[8:]), b[unix.NLMSG_HDRLEN:mlen]
+			b = b[min(len(b), nlmsgAlign(mlen)):]
+			if mseq != seq {
+				continue // a stale reply to an abandoned request
+			}
+			switch typ {
+			case unix.NLMSG_DONE:
+				return out, nil
+			case unix.NLMSG_ERROR:
+				if len(data) >= 4 {
+					if code := int32(ne.Uint32(data)); code != 0 {
+						return nil, fmt.Errorf("sock_diag %s port %d: %w", proto, port, unix.Errno(-code))
+					}
+				}
+				return out, nil
+			case unix.SOCK_DIAG_BY_FAMILY:
+				if s, ok := parseDiagMsg(data, proto); ok {
+					out = append(out, s)
+				}
+			}
+		}
+	}
+}
+
+func nlmsgAlign(n int) int { return (n + unix.NLMSG_ALIGNTO - 1) &^ (unix.NLMSG_ALIGNTO - 1) }
+
+// parseDiagMsg decodes struct inet_diag_msg and the attributes after it.
+func parseDiagMsg(b []byte, proto string) (diagSocket, bool) {
+	if len(b) < inetDiagMsgSize {
+		return diagSocket{}, false
+	}
+	ne := binary.NativeEndian
+	s := diagSocket{
+		proto:  proto,
+		family: int(b[0]),
+		state:  b[1],
+		// inet_diag_sockid: ports and addresses in network byte order.
+		sport:     binary.BigEndian.Uint16(b[4:]),
+		dport:     binary.BigEndian.Uint16(b[6:]),
+		ifindex:   ne.Uint32(b[40:]),
+		expiresMS: ne.Uint32(b[52:]),
+		uid:       ne.Uint32(b[64:]),
+		inode:     ne.Uint32(b[68:]),
+	}
+	if s.family == unix.AF_INET6 {
+		s.src = netip.AddrFrom16([16]byte(b[8:24]))
+		s.dst = netip.AddrFrom16([16]byte(b[24:40]))
+	} else {
+		s.src = netip.AddrFrom4([4]byte(b[8:12]))
+		s.dst = netip.AddrFrom4([4]byte(b[24:28]))
+	}
+	for attrs := b[inetDiagMsgSize:]; len(attrs) >= unix.SizeofRtAttr; {
+		l := int(ne.Uint16(attrs[0:]))
+		typ := ne.Uint16(attrs[2:])
+		if l < unix.SizeofRtAttr || l > len(attrs) {
+			break
+		}
+		if typ == inetDiagSKV6Only && l > unix.SizeofRtAttr {
+			v := attrs[unix.SizeofRtAttr] != 0
+			s.v6only = &v
+		}
+		attrs = attrs[min(len(attrs), (l+unix.RTA_ALIGNTO-1)&^(unix.RTA_ALIGNTO-1)):]
+	}
+	return s, true
+}
+
+// stateName names a socket state the way bindwatch reports it: TCP states
+// as the kernel names them, except a TCP socket that is only bound (CLOSE
+// with a port) is "BOUND"; an unconnected UDP socket is "UNCONN", as in ss.
+func stateName(proto string, state uint8) string {
+	if proto == "udp" {
+		switch state {
+		case tcpClose:
+			return "UNCONN"
+		case 1:
+			return "ESTABLISHED"
+		}
+	}
+	names := [...]string{1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1",
+		5: "FIN_WAIT2", 6: "TIME_WAIT", 7: "BOUND", 8: "CLOSE_WAIT", 9: "LAST_ACK",
+		10: "LISTEN", 11: "CLOSING", 12: "NEW_SYN_RECV"}
+	if int(state) < len(names) && names[state] != "" {
+		return names[state]
+	}
+	return fmt.Sprintf("STATE_%d", state)
+}
