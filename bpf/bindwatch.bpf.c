@@ -526,3 +526,149 @@ int BPF_PROG(follow_exit, struct task_struct *task)
 		bpf_map_delete_elem(&traced_pids, &tgid);
 	return 0;
 }
+
+/* ---- kernel-function backends: inet_bind, inet6_bind, inet_listen -------- */
+
+/*
+ * inet_bind/inet6_bind are the bind op of every AF_INET/AF_INET6 socket and
+ * inet_listen the listen op of TCP ones, so these hooks also see binds that
+ * never pass through the bind() syscall (io_uring's IORING_OP_BIND). Their
+ * uaddr is the kernel's copy of the request (move_addr_to_kernel).
+ */
+static __always_inline int bind_returned(struct socket *sock, void *uaddr, int addr_len, int ret, __u8 hook)
+{
+	struct bind_req req = {};
+	struct sock *sk;
+
+	if (ret >= 0 || !errno_wanted(-ret) || !pid_wanted(bpf_get_current_pid_tgid() >> 32))
+		return 0;
+	sk = BPF_CORE_READ(sock, sk);
+	if (!sk || read_sockaddr(&req, uaddr, addr_len, false))
+		return 0;
+	return report_failure(sk, &req, BW_SYSCALL_BIND, hook, -ret);
+}
+
+static __always_inline int listen_returned(struct socket *sock, int ret)
+{
+	struct sock *sk = BPF_CORE_READ(sock, sk);
+
+	if (!sk)
+		return 0;
+	if (ret == 0) {
+		record_listener(sk);
+		return 0;
+	}
+	if (!errno_wanted(-ret) || !pid_wanted(bpf_get_current_pid_tgid() >> 32))
+		return 0;
+	return report_failure(sk, NULL, BW_SYSCALL_LISTEN, BW_HOOK_INET_LISTEN, -ret);
+}
+
+/* fentry backend: fexit sees the arguments and the return value at once. */
+
+SEC("fexit/inet_bind")
+int BPF_PROG(fexit_inet_bind, struct socket *sock, struct sockaddr *uaddr, int addr_len, int ret)
+{
+	return bind_returned(sock, uaddr, addr_len, ret, BW_HOOK_INET_BIND);
+}
+
+SEC("fexit/inet6_bind")
+int BPF_PROG(fexit_inet6_bind, struct socket *sock, struct sockaddr *uaddr, int addr_len, int ret)
+{
+	return bind_returned(sock, uaddr, addr_len, ret, BW_HOOK_INET6_BIND);
+}
+
+SEC("fexit/inet_listen")
+int BPF_PROG(fexit_inet_listen, struct socket *sock, int backlog, int ret)
+{
+	return listen_returned(sock, ret);
+}
+
+/*
+ * kprobe backend: a kretprobe no longer has the arguments, so the kprobe
+ * stashes them per thread. The return probe always deletes the entry; the
+ * map is LRU so an entry orphaned by a missed kretprobe (maxactive) cannot
+ * fill it.
+ */
+struct call_args {
+	__u64 sock;
+	__u64 uaddr;
+	__s32 addr_len;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32); /* thread id */
+	__type(value, struct call_args);
+} inflight SEC(".maps");
+
+static __always_inline int stash_args(void *sock, void *uaddr, int addr_len)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct call_args a = { .sock = (__u64)sock, .uaddr = (__u64)uaddr, .addr_len = addr_len };
+
+	bpf_map_update_elem(&inflight, &tid, &a, BPF_ANY);
+	return 0;
+}
+
+/* Take (and always remove) this thread's stashed arguments. */
+static __always_inline bool pop_args(struct call_args *out)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct call_args *a = bpf_map_lookup_elem(&inflight, &tid);
+
+	if (!a)
+		return false;
+	*out = *a;
+	bpf_map_delete_elem(&inflight, &tid);
+	return true;
+}
+
+SEC("kprobe/inet_bind")
+int BPF_KPROBE(kprobe_inet_bind, struct socket *sock, struct sockaddr *uaddr, int addr_len)
+{
+	return stash_args(sock, uaddr, addr_len);
+}
+
+SEC("kretprobe/inet_bind")
+int BPF_KRETPROBE(kretprobe_inet_bind, int ret)
+{
+	struct call_args a;
+
+	if (!pop_args(&a))
+		return 0;
+	return bind_returned((struct socket *)a.sock, (void *)a.uaddr, a.addr_len, ret, BW_HOOK_INET_BIND);
+}
+
+SEC("kprobe/inet6_bind")
+int BPF_KPROBE(kprobe_inet6_bind, struct socket *sock, struct sockaddr *uaddr, int addr_len)
+{
+	return stash_args(sock, uaddr, addr_len);
+}
+
+SEC("kretprobe/inet6_bind")
+int BPF_KRETPROBE(kretprobe_inet6_bind, int ret)
+{
+	struct call_args a;
+
+	if (!pop_args(&a))
+		return 0;
+	return bind_returned((struct socket *)a.sock, (void *)a.uaddr, a.addr_len, ret, BW_HOOK_INET6_BIND);
+}
+
+SEC("kprobe/inet_listen")
+int BPF_KPROBE(kprobe_inet_listen, struct socket *sock)
+{
+	return stash_args(sock, NULL, 0);
+}
+
+SEC("kretprobe/inet_listen")
+int BPF_KRETPROBE(kretprobe_inet_listen, int ret)
+{
+	struct call_args a;
+
+	if (!pop_args(&a))
+		return 0;
+	return listen_returned((struct socket *)a.sock, ret);
+}

@@ -10,13 +10,28 @@ import (
 	"github.com/bindwatch/bindwatch/internal/tracer"
 )
 
-// hookNames name the kernel hooks as users can find them in the kernel.
+// hookNames name the kernel hooks as users can find them in the kernel:
+// tracepoints by their tracefs path, kernel functions by name (the
+// backend says whether fexit or a kretprobe saw it).
 var hookNames = map[tracer.BindwatchBwHook]string{
 	tracer.BindwatchBwHookBW_HOOK_TP_EXIT_BIND:   "tracepoint/syscalls/sys_exit_bind",
 	tracer.BindwatchBwHookBW_HOOK_TP_EXIT_LISTEN: "tracepoint/syscalls/sys_exit_listen",
 	tracer.BindwatchBwHookBW_HOOK_INET_BIND:      "inet_bind",
 	tracer.BindwatchBwHookBW_HOOK_INET6BIND:      "inet6_bind",
 	tracer.BindwatchBwHookBW_HOOK_INET_LISTEN:    "inet_listen",
+}
+
+// hookName is the hook as "KIND/NAME": "fexit/inet_bind",
+// "kretprobe/inet_listen", "tracepoint/syscalls/sys_exit_bind".
+func hookName(backend string, hook uint8) string {
+	name := hookNames[tracer.BindwatchBwHook(hook)]
+	switch backend {
+	case "fentry":
+		return "fexit/" + name
+	case "kprobe":
+		return "kretprobe/" + name
+	}
+	return name
 }
 
 var syscallNames = map[tracer.BindwatchBwSyscall]string{
@@ -93,7 +108,7 @@ func FromKernel(ev *tracer.BindwatchEvent, backend, host string, clock Clock) Fa
 		Time:      clock(ev.TsNs),
 		Host:      host,
 		Backend:   backend,
-		Hook:      hookNames[tracer.BindwatchBwHook(ev.Hook)],
+		Hook:      hookName(backend, ev.Hook),
 		Syscall:   SyscallName(ev.Syscall),
 		Errno:     ErrnoName(err),
 		ErrnoCode: int(ev.Err),

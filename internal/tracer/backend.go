@@ -3,11 +3,14 @@ package tracer
 import (
 	"errors"
 	"fmt"
+	"os"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
 )
 
 // Backend is one way of hooking the kernel: which programs of the BPF object
@@ -25,7 +28,110 @@ type Backend interface {
 
 // Backends in the order --backend auto tries them: lowest overhead first.
 func Backends() []Backend {
-	return []Backend{tracepointBackend{}}
+	return []Backend{fentryBackend{}, kprobeBackend{}, tracepointBackend{}}
+}
+
+// kernelFuncs are the kernel functions the fentry and kprobe backends hook,
+// with the hook programs' name suffix. Their signatures are the same from
+// 5.10 to 6.18 (6.7 added inet_bind_sk beneath inet_bind, not instead).
+var kernelFuncs = []string{"inet_bind", "inet6_bind", "inet_listen"}
+
+// fentryBackend hooks the functions' returns with fexit programs: arguments
+// and return value in one program, the cheapest hook there is. Lockdown
+// (integrity) refuses to load them on some kernels.
+type fentryBackend struct{}
+
+func (fentryBackend) Name() string { return "fentry" }
+
+func (fentryBackend) Programs() []string {
+	var p []string
+	for _, fn := range kernelFuncs {
+		p = append(p, "fexit_"+fn)
+	}
+	return p
+}
+
+func (fentryBackend) Check() error {
+	if err := features.HaveProgramType(ebpf.Tracing); err != nil {
+		if errors.Is(err, unix.EPERM) {
+			return fmt.Errorf("the kernel refuses BPF tracing programs (EPERM: lockdown or an LSM policy forbids fentry here): %w", err)
+		}
+		return fmt.Errorf("BPF tracing programs: %w", err)
+	}
+	return kernelHasFuncs()
+}
+
+func (b fentryBackend) Attach(coll *ebpf.Collection) ([]link.Link, error) {
+	var links []link.Link
+	for _, name := range b.Programs() {
+		l, err := link.AttachTracing(link.TracingOptions{Program: coll.Programs[name]})
+		if err != nil {
+			closeLinks(links)
+			return nil, fmt.Errorf("attach fexit %s: %w", name[len("fexit_"):], err)
+		}
+		links = append(links, l)
+	}
+	return links, nil
+}
+
+// kernelHasFuncs asks the kernel's BTF whether every hooked function
+// exists (not inlined away, not renamed).
+func kernelHasFuncs() error {
+	spec, err := btf.LoadKernelSpec()
+	if err != nil {
+		return fmt.Errorf("kernel BTF: %w", err)
+	}
+	for _, fn := range kernelFuncs {
+		var f *btf.Func
+		if err := spec.TypeByName(fn, &f); err != nil {
+			return fmt.Errorf("kernel function %s not in BTF: %w", fn, ebpf.ErrNotSupported)
+		}
+	}
+	return nil
+}
+
+// kprobeBackend pairs a kprobe and a kretprobe on each function, the
+// arguments stashed per thread between them. Works without BTF'd tracing
+// programs, but needs CONFIG_KPROBES.
+type kprobeBackend struct{}
+
+func (kprobeBackend) Name() string { return "kprobe" }
+
+func (kprobeBackend) Programs() []string {
+	var p []string
+	for _, fn := range kernelFuncs {
+		p = append(p, "kprobe_"+fn, "kretprobe_"+fn)
+	}
+	return p
+}
+
+func (kprobeBackend) Check() error {
+	if err := features.HaveProgramType(ebpf.Kprobe); err != nil {
+		return fmt.Errorf("BPF kprobe programs: %w", err)
+	}
+	if _, err := os.Stat("/sys/bus/event_source/devices/kprobe"); err != nil {
+		return fmt.Errorf("no kprobe PMU (/sys/bus/event_source/devices/kprobe): the kernel is built without CONFIG_KPROBES: %w", ebpf.ErrNotSupported)
+	}
+	return kernelHasFuncs()
+}
+
+func (kprobeBackend) Attach(coll *ebpf.Collection) ([]link.Link, error) {
+	var links []link.Link
+	for _, fn := range kernelFuncs {
+		entry, err := link.Kprobe(fn, coll.Programs["kprobe_"+fn], nil)
+		if err == nil {
+			links = append(links, entry)
+			var ret link.Link
+			ret, err = link.Kretprobe(fn, coll.Programs["kretprobe_"+fn], nil)
+			if err == nil {
+				links = append(links, ret)
+				continue
+			}
+		}
+		closeLinks(links)
+		return nil, fmt.Errorf("attach kprobe %s: %w", fn, err)
+	}
+	return links, nil
 }
 
 // BackendNamed returns the backend called name, or an error naming the

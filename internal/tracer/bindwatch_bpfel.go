@@ -48,6 +48,14 @@ const (
 	BindwatchBwSyscallBW_SYSCALL_LISTEN BindwatchBwSyscall = 2
 )
 
+type BindwatchCallArgs struct {
+	_       structs.HostLayout
+	Sock    uint64
+	Uaddr   uint64
+	AddrLen int32
+	Pad     uint32
+}
+
 type BindwatchEvent struct {
 	_            structs.HostLayout
 	TsNs         uint64
@@ -135,29 +143,39 @@ type BindwatchStats struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	BindwatchMapEvents         = "events"
-	BindwatchMapFolds          = "folds"
-	BindwatchMapHolders        = "holders"
-	BindwatchMapSessionStats   = "session_stats"
-	BindwatchMapTracedPids     = "traced_pids"
-	BindwatchProgFollowExit    = "follow_exit"
-	BindwatchProgFollowFork    = "follow_fork"
-	BindwatchProgTpExitBind    = "tp_exit_bind"
-	BindwatchProgTpExitListen  = "tp_exit_listen"
-	BindwatchVarErrnoMask      = "errno_mask"
-	BindwatchVarFilterComm     = "filter_comm"
-	BindwatchVarFilterCommLen  = "filter_comm_len"
-	BindwatchVarFilterPids     = "filter_pids"
-	BindwatchVarFoldNs         = "fold_ns"
-	BindwatchVarFollowChildren = "follow_children"
-	BindwatchVarN_portRanges   = "n_port_ranges"
-	BindwatchVarPortRanges     = "port_ranges"
-	BindwatchVarRecordHolders  = "record_holders"
-	BindwatchVarUnusedErrnoBit = "unused_errno_bit"
-	BindwatchVarUnusedEvent    = "unused_event"
-	BindwatchVarUnusedHook     = "unused_hook"
-	BindwatchVarUnusedSockFlag = "unused_sock_flag"
-	BindwatchVarUnusedSyscall  = "unused_syscall"
+	BindwatchMapEvents               = "events"
+	BindwatchMapFolds                = "folds"
+	BindwatchMapHolders              = "holders"
+	BindwatchMapInflight             = "inflight"
+	BindwatchMapSessionStats         = "session_stats"
+	BindwatchMapTracedPids           = "traced_pids"
+	BindwatchProgFexitInet6Bind      = "fexit_inet6_bind"
+	BindwatchProgFexitInetBind       = "fexit_inet_bind"
+	BindwatchProgFexitInetListen     = "fexit_inet_listen"
+	BindwatchProgFollowExit          = "follow_exit"
+	BindwatchProgFollowFork          = "follow_fork"
+	BindwatchProgKprobeInet6Bind     = "kprobe_inet6_bind"
+	BindwatchProgKprobeInetBind      = "kprobe_inet_bind"
+	BindwatchProgKprobeInetListen    = "kprobe_inet_listen"
+	BindwatchProgKretprobeInet6Bind  = "kretprobe_inet6_bind"
+	BindwatchProgKretprobeInetBind   = "kretprobe_inet_bind"
+	BindwatchProgKretprobeInetListen = "kretprobe_inet_listen"
+	BindwatchProgTpExitBind          = "tp_exit_bind"
+	BindwatchProgTpExitListen        = "tp_exit_listen"
+	BindwatchVarErrnoMask            = "errno_mask"
+	BindwatchVarFilterComm           = "filter_comm"
+	BindwatchVarFilterCommLen        = "filter_comm_len"
+	BindwatchVarFilterPids           = "filter_pids"
+	BindwatchVarFoldNs               = "fold_ns"
+	BindwatchVarFollowChildren       = "follow_children"
+	BindwatchVarN_portRanges         = "n_port_ranges"
+	BindwatchVarPortRanges           = "port_ranges"
+	BindwatchVarRecordHolders        = "record_holders"
+	BindwatchVarUnusedErrnoBit       = "unused_errno_bit"
+	BindwatchVarUnusedEvent          = "unused_event"
+	BindwatchVarUnusedHook           = "unused_hook"
+	BindwatchVarUnusedSockFlag       = "unused_sock_flag"
+	BindwatchVarUnusedSyscall        = "unused_syscall"
 )
 
 // LoadBindwatch returns the embedded CollectionSpec for Bindwatch.
@@ -202,10 +220,19 @@ type BindwatchSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type BindwatchProgramSpecs struct {
-	FollowExit   *ebpf.ProgramSpec `ebpf:"follow_exit"`
-	FollowFork   *ebpf.ProgramSpec `ebpf:"follow_fork"`
-	TpExitBind   *ebpf.ProgramSpec `ebpf:"tp_exit_bind"`
-	TpExitListen *ebpf.ProgramSpec `ebpf:"tp_exit_listen"`
+	FexitInet6Bind      *ebpf.ProgramSpec `ebpf:"fexit_inet6_bind"`
+	FexitInetBind       *ebpf.ProgramSpec `ebpf:"fexit_inet_bind"`
+	FexitInetListen     *ebpf.ProgramSpec `ebpf:"fexit_inet_listen"`
+	FollowExit          *ebpf.ProgramSpec `ebpf:"follow_exit"`
+	FollowFork          *ebpf.ProgramSpec `ebpf:"follow_fork"`
+	KprobeInet6Bind     *ebpf.ProgramSpec `ebpf:"kprobe_inet6_bind"`
+	KprobeInetBind      *ebpf.ProgramSpec `ebpf:"kprobe_inet_bind"`
+	KprobeInetListen    *ebpf.ProgramSpec `ebpf:"kprobe_inet_listen"`
+	KretprobeInet6Bind  *ebpf.ProgramSpec `ebpf:"kretprobe_inet6_bind"`
+	KretprobeInetBind   *ebpf.ProgramSpec `ebpf:"kretprobe_inet_bind"`
+	KretprobeInetListen *ebpf.ProgramSpec `ebpf:"kretprobe_inet_listen"`
+	TpExitBind          *ebpf.ProgramSpec `ebpf:"tp_exit_bind"`
+	TpExitListen        *ebpf.ProgramSpec `ebpf:"tp_exit_listen"`
 }
 
 // BindwatchMapSpecs contains maps before they are loaded into the kernel.
@@ -215,6 +242,7 @@ type BindwatchMapSpecs struct {
 	Events       *ebpf.MapSpec `ebpf:"events"`
 	Folds        *ebpf.MapSpec `ebpf:"folds"`
 	Holders      *ebpf.MapSpec `ebpf:"holders"`
+	Inflight     *ebpf.MapSpec `ebpf:"inflight"`
 	SessionStats *ebpf.MapSpec `ebpf:"session_stats"`
 	TracedPids   *ebpf.MapSpec `ebpf:"traced_pids"`
 }
@@ -262,6 +290,7 @@ type BindwatchMaps struct {
 	Events       *ebpf.Map `ebpf:"events"`
 	Folds        *ebpf.Map `ebpf:"folds"`
 	Holders      *ebpf.Map `ebpf:"holders"`
+	Inflight     *ebpf.Map `ebpf:"inflight"`
 	SessionStats *ebpf.Map `ebpf:"session_stats"`
 	TracedPids   *ebpf.Map `ebpf:"traced_pids"`
 }
@@ -271,6 +300,7 @@ func (m *BindwatchMaps) Close() error {
 		m.Events,
 		m.Folds,
 		m.Holders,
+		m.Inflight,
 		m.SessionStats,
 		m.TracedPids,
 	)
@@ -300,16 +330,34 @@ type BindwatchVariables struct {
 //
 // It can be passed to LoadBindwatchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type BindwatchPrograms struct {
-	FollowExit   *ebpf.Program `ebpf:"follow_exit"`
-	FollowFork   *ebpf.Program `ebpf:"follow_fork"`
-	TpExitBind   *ebpf.Program `ebpf:"tp_exit_bind"`
-	TpExitListen *ebpf.Program `ebpf:"tp_exit_listen"`
+	FexitInet6Bind      *ebpf.Program `ebpf:"fexit_inet6_bind"`
+	FexitInetBind       *ebpf.Program `ebpf:"fexit_inet_bind"`
+	FexitInetListen     *ebpf.Program `ebpf:"fexit_inet_listen"`
+	FollowExit          *ebpf.Program `ebpf:"follow_exit"`
+	FollowFork          *ebpf.Program `ebpf:"follow_fork"`
+	KprobeInet6Bind     *ebpf.Program `ebpf:"kprobe_inet6_bind"`
+	KprobeInetBind      *ebpf.Program `ebpf:"kprobe_inet_bind"`
+	KprobeInetListen    *ebpf.Program `ebpf:"kprobe_inet_listen"`
+	KretprobeInet6Bind  *ebpf.Program `ebpf:"kretprobe_inet6_bind"`
+	KretprobeInetBind   *ebpf.Program `ebpf:"kretprobe_inet_bind"`
+	KretprobeInetListen *ebpf.Program `ebpf:"kretprobe_inet_listen"`
+	TpExitBind          *ebpf.Program `ebpf:"tp_exit_bind"`
+	TpExitListen        *ebpf.Program `ebpf:"tp_exit_listen"`
 }
 
 func (p *BindwatchPrograms) Close() error {
 	return _BindwatchClose(
+		p.FexitInet6Bind,
+		p.FexitInetBind,
+		p.FexitInetListen,
 		p.FollowExit,
 		p.FollowFork,
+		p.KprobeInet6Bind,
+		p.KprobeInetBind,
+		p.KprobeInetListen,
+		p.KretprobeInet6Bind,
+		p.KretprobeInetBind,
+		p.KretprobeInetListen,
 		p.TpExitBind,
 		p.TpExitListen,
 	)
