@@ -41,7 +41,9 @@ func (a aptIndex) update(ctx context.Context, sources string) error {
 	if err := os.WriteFile(filepath.Join(a.dir, "sources.list"), []byte(sources), 0o644); err != nil {
 		return err
 	}
-	_, err := output(exec.CommandContext(ctx, "apt-get", append(a.options(), "-q", "update")...))
+	// Without --error-on=any, apt-get update succeeds when it could not
+	// fetch anything.
+	_, err := output(exec.CommandContext(ctx, "apt-get", append(a.options(), "-q", "update", "--error-on=any")...))
 	return err
 }
 

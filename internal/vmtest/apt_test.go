@@ -28,3 +28,10 @@ linux-image-6.1.0-9-amd64:
 		t.Errorf("parseCandidates = %v, want %v", got, want)
 	}
 }
+
+func TestCommandLine(t *testing.T) {
+	args := append([]string{"apt-get"}, aptIndex{dir: "/c"}.options()...)
+	if got, want := commandLine(append(args, "-q", "update")), "apt-get -q update"; got != want {
+		t.Errorf("commandLine = %q, want %q", got, want)
+	}
+}

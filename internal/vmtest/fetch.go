@@ -104,7 +104,7 @@ func (f *fetcher) fetch(ctx context.Context, spec kernelSpec, refresh bool) (ker
 	}
 	pkg, version, err := idx.newest(ctx, spec.pattern)
 	if err != nil {
-		return kernel{}, fmt.Errorf("kernel %s: %w", spec.series, err)
+		return kernel{}, err
 	}
 	if cacheErr == nil && cached.Package == pkg && cached.Version == version {
 		return cached, nil
@@ -112,7 +112,7 @@ func (f *fetcher) fetch(ctx context.Context, spec kernelSpec, refresh bool) (ker
 	fmt.Fprintf(f.log, "vmtest: downloading %s %s\n", pkg, version)
 	k := kernel{Series: spec.series, Package: pkg, Version: version, dir: dir}
 	if err := f.install(ctx, idx, k); err != nil {
-		return kernel{}, fmt.Errorf("kernel %s: %w", spec.series, err)
+		return kernel{}, err
 	}
 	return k, nil
 }

@@ -196,15 +196,14 @@ func fetchKernels(ctx context.Context, o options, specs []kernelSpec) []kernelOu
 }
 
 // runKernels boots the fetched kernels, o.parallel at a time, and fills in
-// their outcomes; a kernel that was not fetched gets a report in which
-// every test is missing.
+// their outcomes.
 func runKernels(ctx context.Context, o options, outcomes []kernelOutcome, initrd string, plan protocol.Plan) {
 	sem := make(chan struct{}, o.parallel)
 	var wg sync.WaitGroup
 	for i := range outcomes {
 		out := &outcomes[i]
 		if out.err != nil {
-			out.report, _ = parseSerial(strings.NewReader(""), plan)
+			out.report = notRun(plan, "not run: kernel not available")
 			continue
 		}
 		out.log = filepath.Join(o.cache, "logs", out.series+".log")
@@ -228,13 +227,11 @@ func runKernel(ctx context.Context, o options, out *kernelOutcome, initrd string
 	fmt.Fprintf(os.Stderr, "vmtest: %s done in %s\n", out.series, out.wall.Round(100*time.Millisecond))
 }
 
-// readReport parses a serial log; an unreadable log reports every test as
-// missing.
+// readReport parses a serial log.
 func readReport(log string, plan protocol.Plan) (guestReport, error) {
 	f, err := os.Open(log)
 	if err != nil {
-		rep, _ := parseSerial(strings.NewReader(""), plan)
-		return rep, err
+		return notRun(plan, "no result: serial log unreadable"), err
 	}
 	defer f.Close()
 	return parseSerial(f, plan)

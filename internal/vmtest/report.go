@@ -110,8 +110,12 @@ func printKernel(w io.Writer, o kernelOutcome) {
 	if o.kernel.Package == "" {
 		fmt.Fprintf(w, "vmtest: kernel %s: not available\n", o.series)
 	} else {
-		fmt.Fprintf(w, "vmtest: kernel %s: %s, booted in %s, %s in all, serial log %s\n",
-			o.series, o.kernel, o.report.uptime, o.wall.Round(100*time.Millisecond), relPath(o.log))
+		booted := "init never ran"
+		if o.report.release != "" {
+			booted = "booted in " + o.report.uptime.String()
+		}
+		fmt.Fprintf(w, "vmtest: kernel %s: %s, %s, %s in all, serial log %s\n",
+			o.series, o.kernel, booted, o.wall.Round(100*time.Millisecond), relPath(o.log))
 	}
 	for _, p := range o.problems() {
 		fmt.Fprintf(w, "vmtest:     %s\n", p)

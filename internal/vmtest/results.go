@@ -68,6 +68,20 @@ func parseSerial(r io.Reader, plan protocol.Plan) (guestReport, error) {
 	return p.rep, nil
 }
 
+// notRun is the report of a kernel that never booted: every test of the
+// plan failed for reason.
+func notRun(plan protocol.Plan, reason string) guestReport {
+	var rep guestReport
+	for _, backend := range plan.Backends {
+		res := backendResult{backend: backend}
+		for _, t := range plan.Tests {
+			res.problems = append(res.problems, t.Name+": "+reason)
+		}
+		rep.backends = append(rep.backends, res)
+	}
+	return rep
+}
+
 type serialParser struct {
 	rep     guestReport
 	runs    map[[2]string]*binaryRun // by (backend, test)

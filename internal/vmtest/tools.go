@@ -84,9 +84,23 @@ func output(cmd *exec.Cmd) ([]byte, error) {
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		return out, fmt.Errorf("%s: %w: %s", strings.Join(cmd.Args, " "), err, lastLines(stderr.String(), 20))
+		return out, fmt.Errorf("%s: %w: %s", commandLine(cmd.Args), err, lastLines(stderr.String(), 20))
 	}
 	return out, nil
+}
+
+// commandLine shows args for a message, without apt's "-o name=value"
+// overrides, which are noise there.
+func commandLine(args []string) string {
+	var shown []string
+	for i := 0; i < len(args); i++ {
+		if args[i] == "-o" {
+			i++
+			continue
+		}
+		shown = append(shown, args[i])
+	}
+	return strings.Join(shown, " ")
 }
 
 // lastLines returns the last n lines of s, without trailing space.
