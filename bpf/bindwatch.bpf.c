@@ -27,6 +27,9 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define EINVAL 22
 #define EADDRINUSE 98
 #define EADDRNOTAVAIL 99
+#define S_IFMT 00170000
+#define S_IFSOCK 0140000
+#define TCP_LISTEN 10
 
 /*
  * Configuration, written by Go into .rodata before load. Being constants
@@ -417,14 +420,13 @@ static __always_inline int report_failure(struct sock *sk, struct bind_req *req,
 	return 0;
 }
 
-/* Record a listener that just succeeded, for attach_holder(). */
-static __always_inline void record_listener(struct sock *sk)
+/* Record task's listener sk in the registry, for attach_holder(). */
+static __always_inline void record_listener_of(struct task_struct *task, struct sock *sk, bool seeding)
 {
-	struct task_struct *task = bpf_get_current_task_btf();
 	struct holder_key key = {};
 	struct holder_rec rec = {};
 
-	if (!record_holders || port_space(BPF_CORE_READ(sk, sk_protocol)) != IPPROTO_TCP)
+	if (port_space(BPF_CORE_READ(sk, sk_protocol)) != IPPROTO_TCP)
 		return;
 	rec.family = BPF_CORE_READ(sk, __sk_common.skc_family);
 	if (rec.family != AF_INET && rec.family != AF_INET6)
@@ -432,17 +434,25 @@ static __always_inline void record_listener(struct sock *sk)
 	sock_local_addr(sk, rec.family, rec.addr, &rec.port);
 	rec.sk = (__u64)sk;
 	rec.inode = sock_inode(sk);
-	rec.bound_ns = bpf_ktime_get_boot_ns();
+	/* A seeded listener's listen() time is unknown: 0 says so. */
+	rec.bound_ns = seeding ? 0 : bpf_ktime_get_boot_ns();
 	rec.start_ns = BPF_CORE_READ(task, start_boottime);
-	rec.tgid = bpf_get_current_pid_tgid() >> 32;
+	rec.tgid = BPF_CORE_READ(task, tgid);
 	rec.ppid = BPF_CORE_READ(task, real_parent, tgid);
-	rec.uid = (__u32)bpf_get_current_uid_gid();
-	bpf_get_current_comm(rec.comm, sizeof(rec.comm));
+	rec.uid = BPF_CORE_READ(task, cred, uid.val);
+	BPF_CORE_READ_STR_INTO(&rec.comm, task, comm);
 
 	key.netns = sock_netns(sk);
 	key.port = rec.port;
 	key.proto = IPPROTO_TCP;
-	bpf_map_update_elem(&holders, &key, &rec, BPF_ANY);
+	bpf_map_update_elem(&holders, &key, &rec, seeding ? BPF_NOEXIST : BPF_ANY);
+}
+
+/* A listen() that just succeeded: the newest listener owns the entry. */
+static __always_inline void record_listener(struct sock *sk)
+{
+	if (record_holders)
+		record_listener_of(bpf_get_current_task_btf(), sk, false);
 }
 
 /* ---- tracepoint backend: syscalls:sys_exit_{bind,listen} ---------------- */
@@ -671,4 +681,33 @@ int BPF_KRETPROBE(kretprobe_inet_listen, int ret)
 	if (!pop_args(&a))
 		return 0;
 	return listen_returned((struct socket *)a.sock, ret);
+}
+
+/* ---- registry seeding ----------------------------------------------------- */
+
+/*
+ * Run once at start (a BPF iterator, read to its end by Go): record every
+ * TCP listener that exists already, so a holder that listened before
+ * bindwatch started is named as surely as one that listens later. The
+ * iterator visits each files table once (threads sharing it are skipped).
+ * BPF_NOEXIST: a listen() seen since attaching is newer than this snapshot.
+ */
+SEC("iter/task_file")
+int seed_listeners(struct bpf_iter__task_file *ctx)
+{
+	struct task_struct *task = ctx->task;
+	struct file *file = ctx->file;
+	struct socket *sock;
+	struct sock *sk;
+
+	if (!task || !file)
+		return 0;
+	if ((BPF_CORE_READ(file, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
+		return 0;
+	sock = BPF_CORE_READ(file, private_data);
+	sk = sock ? BPF_CORE_READ(sock, sk) : NULL;
+	if (!sk || BPF_CORE_READ(sk, __sk_common.skc_state) != TCP_LISTEN)
+		return 0;
+	record_listener_of(task, sk, true);
+	return 0;
 }

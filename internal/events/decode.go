@@ -163,6 +163,10 @@ func decodeProcess(ev *tracer.BindwatchEvent, clock Clock) Process {
 }
 
 func decodeHolder(rec *tracer.BindwatchHolderRec, proto string, netns uint32, clock Clock) Holder {
+	var since time.Time
+	if rec.BoundNs != 0 { // 0: seeded at start, listen() time unknown
+		since = clock(rec.BoundNs)
+	}
 	return Holder{
 		Source: Recorded,
 		Proto:  proto,
@@ -172,7 +176,7 @@ func decodeHolder(rec *tracer.BindwatchHolderRec, proto string, netns uint32, cl
 		Inode:  rec.Inode,
 		UID:    rec.Uid,
 		Netns:  netns,
-		Since:  clock(rec.BoundNs),
+		Since:  since,
 		Processes: []Process{{
 			PID:       int(rec.Tgid),
 			PPID:      int(rec.Ppid),

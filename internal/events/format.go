@@ -141,12 +141,20 @@ func HostPort(addr string, port uint16) string {
 	return fmt.Sprintf("%s:%d", addr, port)
 }
 
-// commandLine is the process's argv, cut for one line, or its comm.
+// commandLine is the process's argv (or its comm), on one line: control
+// characters escaped, cut at 80 bytes.
 func commandLine(p *Process) string {
-	if len(p.Cmdline) == 0 {
-		return p.Comm
+	s := p.Comm
+	if len(p.Cmdline) > 0 {
+		s = strings.Join(p.Cmdline, " ")
 	}
-	s := strings.Join(p.Cmdline, " ")
+	s = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s)
+	s = strings.Join(strings.Fields(s), " ")
 	if len(s) > 80 {
 		s = s[:77] + "..."
 	}

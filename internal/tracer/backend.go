@@ -54,7 +54,7 @@ func (fentryBackend) Programs() []string {
 func (fentryBackend) Check() error {
 	if err := features.HaveProgramType(ebpf.Tracing); err != nil {
 		if errors.Is(err, unix.EPERM) {
-			return fmt.Errorf("the kernel refuses BPF tracing programs (EPERM: lockdown or an LSM policy forbids fentry here): %w", err)
+			return fmt.Errorf("the kernel refuses fentry programs (EPERM: lockdown or an LSM policy)")
 		}
 		return fmt.Errorf("BPF tracing programs: %w", err)
 	}
@@ -110,7 +110,7 @@ func (kprobeBackend) Check() error {
 		return fmt.Errorf("BPF kprobe programs: %w", err)
 	}
 	if _, err := os.Stat("/sys/bus/event_source/devices/kprobe"); err != nil {
-		return fmt.Errorf("no kprobe PMU (/sys/bus/event_source/devices/kprobe): the kernel is built without CONFIG_KPROBES: %w", ebpf.ErrNotSupported)
+		return fmt.Errorf("the kernel has no kprobes (CONFIG_KPROBES off: no /sys/bus/event_source/devices/kprobe): %w", ebpf.ErrNotSupported)
 	}
 	return kernelHasFuncs()
 }

@@ -160,6 +160,7 @@ const (
 	BindwatchProgKretprobeInet6Bind  = "kretprobe_inet6_bind"
 	BindwatchProgKretprobeInetBind   = "kretprobe_inet_bind"
 	BindwatchProgKretprobeInetListen = "kretprobe_inet_listen"
+	BindwatchProgSeedListeners       = "seed_listeners"
 	BindwatchProgTpExitBind          = "tp_exit_bind"
 	BindwatchProgTpExitListen        = "tp_exit_listen"
 	BindwatchVarErrnoMask            = "errno_mask"
@@ -231,6 +232,7 @@ type BindwatchProgramSpecs struct {
 	KretprobeInet6Bind  *ebpf.ProgramSpec `ebpf:"kretprobe_inet6_bind"`
 	KretprobeInetBind   *ebpf.ProgramSpec `ebpf:"kretprobe_inet_bind"`
 	KretprobeInetListen *ebpf.ProgramSpec `ebpf:"kretprobe_inet_listen"`
+	SeedListeners       *ebpf.ProgramSpec `ebpf:"seed_listeners"`
 	TpExitBind          *ebpf.ProgramSpec `ebpf:"tp_exit_bind"`
 	TpExitListen        *ebpf.ProgramSpec `ebpf:"tp_exit_listen"`
 }
@@ -341,6 +343,7 @@ type BindwatchPrograms struct {
 	KretprobeInet6Bind  *ebpf.Program `ebpf:"kretprobe_inet6_bind"`
 	KretprobeInetBind   *ebpf.Program `ebpf:"kretprobe_inet_bind"`
 	KretprobeInetListen *ebpf.Program `ebpf:"kretprobe_inet_listen"`
+	SeedListeners       *ebpf.Program `ebpf:"seed_listeners"`
 	TpExitBind          *ebpf.Program `ebpf:"tp_exit_bind"`
 	TpExitListen        *ebpf.Program `ebpf:"tp_exit_listen"`
 }
@@ -358,6 +361,7 @@ func (p *BindwatchPrograms) Close() error {
 		p.KretprobeInet6Bind,
 		p.KretprobeInetBind,
 		p.KretprobeInetListen,
+		p.SeedListeners,
 		p.TpExitBind,
 		p.TpExitListen,
 	)

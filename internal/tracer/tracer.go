@@ -3,6 +3,7 @@ package tracer
 import (
 	"errors"
 	"fmt"
+	"io"
 	"time"
 	"unsafe"
 
@@ -94,6 +95,9 @@ func openBackend(cfg Config, b Backend) (*Tracer, error) {
 			keep[p] = true
 		}
 	}
+	if !cfg.NoHolders {
+		keep[seedProgram] = true
+	}
 	for name := range spec.Programs {
 		if !keep[name] {
 			delete(spec.Programs, name)
@@ -142,7 +146,35 @@ func openBackend(cfg Config, b Backend) (*Tracer, error) {
 		t.Close()
 		return nil, fmt.Errorf("open ring buffer: %w", err)
 	}
+	if !cfg.NoHolders {
+		// After attaching, so no listener falls between snapshot and hooks.
+		if err := seedHolders(coll.Programs[seedProgram]); err != nil {
+			t.Close()
+			return nil, err
+		}
+	}
 	return t, nil
+}
+
+// seedProgram records the listeners that exist before tracing starts.
+const seedProgram = "seed_listeners"
+
+// seedHolders runs the seeding iterator once, to its end.
+func seedHolders(prog *ebpf.Program) error {
+	it, err := link.AttachIter(link.IterOptions{Program: prog})
+	if err != nil {
+		return fmt.Errorf("attach iter/task_file (seed listener registry): %w (hint: --no-holders runs without the registry)", err)
+	}
+	defer it.Close()
+	rd, err := it.Open()
+	if err != nil {
+		return fmt.Errorf("open listener seeding iterator: %w", err)
+	}
+	defer rd.Close()
+	if _, err := io.Copy(io.Discard, rd); err != nil {
+		return fmt.Errorf("run listener seeding iterator: %w", err)
+	}
+	return nil
 }
 
 // loadError shortens a verifier error to its tail unless debug asks for the
@@ -257,12 +289,6 @@ func (t *Tracer) Folded() (map[BindwatchFoldKey]uint64, error) {
 		return nil, fmt.Errorf("read fold counts: %w", err)
 	}
 	return out, nil
-}
-
-// RecordHolder seeds the listener registry, for sockets that were listening
-// before bindwatch started.
-func (t *Tracer) RecordHolder(k BindwatchHolderKey, rec BindwatchHolderRec) error {
-	return t.maps.Holders.Update(k, rec, ebpf.UpdateNoExist)
 }
 
 // Close detaches the programs and frees the ring buffer; a blocked Read

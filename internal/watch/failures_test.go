@@ -74,6 +74,9 @@ func TestBindFailures(t *testing.T) {
 				t.Errorf("v6only = %v, want %v", ptrString(f.Socket.V6Only), ptrString(c.wantV6Only))
 			}
 			checkSelf(t, f)
+			if c.holdProto != "" && heldBy(f, os.Getpid()) == nil {
+				t.Errorf("holders %+v: want this process (pid %d), which holds %s:%d", f.Holders, os.Getpid(), c.holdAddr, port)
+			}
 		})
 	}
 }

@@ -1,15 +1,47 @@
 package watch
 
 import (
+	"net"
+
 	"github.com/bindwatch/bindwatch/internal/events"
-	"github.com/bindwatch/bindwatch/internal/tracer"
+	"github.com/bindwatch/bindwatch/internal/resolve"
 )
 
-// resolver adds to a decoded failure what only user space can find.
-type resolver struct {
-	t *tracer.Tracer
+// enricher adds to a decoded failure what only user space can find: process
+// details from /proc, the holders and the diagnosis (internal/resolve), and
+// the name of the SO_BINDTODEVICE interface.
+type enricher struct {
+	r *resolve.Resolver
+	// errs counts failures whose resolution was incomplete; the first
+	// error is kept for the stop line.
+	errs     uint64
+	firstErr error
 }
 
-func newResolver(t *tracer.Tracer) *resolver { return &resolver{t: t} }
+func newEnricher() (*enricher, error) {
+	r, err := resolve.New(resolve.Options{})
+	if err != nil {
+		return nil, err
+	}
+	return &enricher{r: r}, nil
+}
 
-func (r *resolver) failure(f *events.Failure) {}
+func (e *enricher) failure(f *events.Failure) {
+	if err := e.r.Resolve(f); err != nil {
+		e.errs++
+		if e.firstErr == nil {
+			e.firstErr = err
+		}
+	}
+	if i := f.Socket.BoundDevIndex; i > 0 && f.Socket.BoundDev == "" {
+		// Interface indexes are per network namespace: only name it when
+		// the socket is in ours.
+		if f.Process.Netns == e.r.OwnNetns().Inode {
+			if ifc, err := net.InterfaceByIndex(i); err == nil {
+				f.Socket.BoundDev = ifc.Name
+			}
+		}
+	}
+}
+
+func (e *enricher) close() { e.r.Close() }

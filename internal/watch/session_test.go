@@ -51,16 +51,26 @@ func (l *lines) records(t testing.TB) []map[string]any {
 
 // session is a live bindwatch pipeline writing JSON into memory.
 type session struct {
-	t      testing.TB
-	out    *lines
-	s      *Session
-	cancel context.CancelFunc
-	done   chan error
+	t       testing.TB
+	out     *lines
+	s       *Session
+	cancel  context.CancelFunc
+	stopped bool
+	done    chan error
 }
 
 // startSession attaches bindwatch with cfg (backend from the environment)
 // and returns once tracing is live.
 func startSession(t testing.TB, cfg tracer.Config) *session {
+	t.Helper()
+	s := attachSession(t, cfg)
+	s.run()
+	return s
+}
+
+// attachSession attaches bindwatch without reading the ring buffer yet:
+// failures wait in the kernel until run.
+func attachSession(t testing.TB, cfg tracer.Config) *session {
 	t.Helper()
 	testenv.RequireRoot(t)
 	cfg.Backend = testenv.Backend()
@@ -70,19 +80,29 @@ func startSession(t testing.TB, cfg tracer.Config) *session {
 	if err != nil {
 		t.Fatalf("start bindwatch: %v", err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	ss := &session{t: t, out: out, s: s, cancel: cancel, done: make(chan error, 1)}
-	go func() { ss.done <- s.Run(ctx) }()
-	t.Cleanup(func() { ss.stop() })
+	ss := &session{t: t, out: out, s: s, done: make(chan error, 1)}
+	t.Cleanup(func() {
+		if ss.cancel == nil { // never run
+			s.close()
+		}
+		ss.stop()
+	})
 	return ss
+}
+
+// run starts reading, resolving and writing.
+func (s *session) run() {
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	go func() { s.done <- s.s.Run(ctx) }()
 }
 
 // stop ends the session and returns every record it wrote.
 func (s *session) stop() []map[string]any {
 	s.t.Helper()
-	if s.cancel != nil {
+	if s.cancel != nil && !s.stopped {
 		s.cancel()
-		s.cancel = nil
+		s.stopped = true
 		if err := <-s.done; err != nil {
 			s.t.Errorf("bindwatch run: %v", err)
 		}

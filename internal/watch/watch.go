@@ -32,7 +32,7 @@ type Options struct {
 type Session struct {
 	opts    Options
 	tracer  *tracer.Tracer
-	resolve *resolver
+	enrich  *enricher
 	host    string
 	started time.Time
 
@@ -49,8 +49,12 @@ func Start(opts Options) (*Session, error) {
 		return nil, err
 	}
 	host, _ := os.Hostname()
-	s := &Session{opts: opts, tracer: t, host: host, started: time.Now(), folds: foldBook{}}
-	s.resolve = newResolver(t)
+	enrich, err := newEnricher()
+	if err != nil {
+		t.Close()
+		return nil, err
+	}
+	s := &Session{opts: opts, tracer: t, enrich: enrich, host: host, started: time.Now(), folds: foldBook{}}
 	if s.opts.Tick == 0 {
 		s.opts.Tick = max(opts.Tracer.Fold, time.Second)
 	}
@@ -63,12 +67,12 @@ func Start(opts Options) (*Session, error) {
 		start.Skipped = nil
 	}
 	if err := opts.Out.Write(start); err != nil {
-		t.Close()
+		s.close()
 		return nil, fmt.Errorf("write start record: %w", err)
 	}
 	if opts.ReadyFile != "" {
 		if err := os.WriteFile(opts.ReadyFile, []byte(t.Backend()+"\n"), 0o644); err != nil {
-			t.Close()
+			s.close()
 			return nil, fmt.Errorf("write ready file %s: %w", opts.ReadyFile, err)
 		}
 	}
@@ -81,7 +85,7 @@ func (s *Session) Tracer() *tracer.Tracer { return s.tracer }
 // Run reports failures until ctx is done, then drains what the kernel
 // already handed over, writes the stop record and detaches.
 func (s *Session) Run(ctx context.Context) error {
-	defer s.tracer.Close()
+	defer s.close()
 	var ev tracer.BindwatchEvent
 	next := time.Now().Add(s.opts.Tick)
 	for ctx.Err() == nil {
@@ -115,7 +119,7 @@ func (s *Session) report(ev *tracer.BindwatchEvent) error {
 		}
 	}
 	f := events.FromKernel(ev, s.tracer.Backend(), s.host, s.tracer.Time)
-	s.resolve.failure(&f)
+	s.enrich.failure(&f)
 	s.reported++
 	return s.opts.Out.Write(&f)
 }
@@ -170,6 +174,11 @@ func (s *Session) stop() error {
 		Failures: st.Failures, Reported: s.reported, Folded: st.Folded, Lost: st.Lost,
 		DurationMS: now.Sub(s.started).Milliseconds(),
 	})
+}
+
+func (s *Session) close() {
+	s.tracer.Close()
+	s.enrich.close()
 }
 
 func kernelRelease() string {
