@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -59,9 +60,14 @@ func Text(rec any) string {
 	case *Failure:
 		return failureText(r)
 	case *Start:
-		s := fmt.Sprintf("%s bindwatch %s: tracing failed bind()/listen() with the %s backend (kernel %s)", clock(r.Time), r.Host, r.Backend, r.Kernel)
-		for name, why := range r.Skipped {
-			s += fmt.Sprintf("; %s unavailable: %s", name, why)
+		s := fmt.Sprintf("%s bindwatch on %s: tracing failed bind()/listen() with the %s backend (kernel %s)", clock(r.Time), r.Host, r.Backend, r.Kernel)
+		if len(r.Skipped) > 0 {
+			names := make([]string, 0, len(r.Skipped))
+			for name := range r.Skipped {
+				names = append(names, name)
+			}
+			sort.Strings(names)
+			s += fmt.Sprintf("; %s not usable here (bindwatch doctor says why)", strings.Join(names, ", "))
 		}
 		return s
 	case *Repeats:

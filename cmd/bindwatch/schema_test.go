@@ -1,0 +1,115 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/bindwatch/bindwatch/internal/testenv"
+)
+
+// runTrace starts `bindwatch ARGS...` writing JSON to a file, waits for its
+// ready file, runs provoke, then stops it with SIGINT and returns the lines.
+func runTrace(t *testing.T, provoke func(), args ...string) [][]byte {
+	t.Helper()
+	testenv.RequireRoot(t)
+	dir := t.TempDir()
+	ready, out := filepath.Join(dir, "ready"), filepath.Join(dir, "out.jsonl")
+	args = append(args, "--backend", testenv.Backend(), "--ready-file", ready, "--output", out)
+	cmd := exec.Command(bindwatchBin, args...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if _, err := os.Stat(ready); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("bindwatch not ready after 10s: %s", stderr.String())
+		}
+	}
+	provoke()
+	time.Sleep(300 * time.Millisecond)
+	cmd.Process.Signal(syscall.SIGINT)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("bindwatch exited with %v after SIGINT: %s", err, stderr.String())
+	}
+	if st, err := os.Stat(out); err != nil || st.Mode().Perm() != 0o640 {
+		t.Errorf("--output file mode %v (%v), want 0640", st.Mode().Perm(), err)
+	}
+	b, _ := os.ReadFile(out)
+	var lines [][]byte
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		lines = append(lines, append([]byte(nil), sc.Bytes()...))
+	}
+	return lines
+}
+
+// The JSON output of the real binary, driven as a user would, matches the
+// schema documented in docs/schema.json — every line, every field.
+func TestJSONOutputMatchesSchema(t *testing.T) {
+	schema, err := testenv.LoadSchema("../../docs/schema.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := testenv.FreePort(t)
+	lines := runTrace(t, func() {
+		testenv.Hold(t, "tcp", "::", port, testenv.Opts{})
+		testenv.FailBind(t, "tcp", "::", port, testenv.Opts{}, syscall.EADDRINUSE)
+		testenv.FailBind(t, "tcp", "127.0.0.1", port, testenv.Opts{}, syscall.EADDRINUSE)
+		testenv.FailBind(t, "udp", "192.0.2.1", port, testenv.Opts{}, syscall.EADDRNOTAVAIL)
+	}, "--port", strconv.Itoa(port), "--fold", "0")
+
+	seen := map[string]int{}
+	for _, line := range lines {
+		var doc any
+		if err := json.Unmarshal(line, &doc); err != nil {
+			t.Fatalf("not JSON: %v: %s", err, line)
+		}
+		if err := schema.Validate(doc); err != nil {
+			t.Errorf("line does not match docs/schema.json: %v\n%s", err, line)
+		}
+		seen[doc.(map[string]any)["type"].(string)]++
+	}
+	if seen["start"] != 1 || seen["bind_failure"] != 3 || seen["stop"] != 1 {
+		t.Errorf("record types %v, want 1 start, 3 bind_failure, 1 stop", seen)
+	}
+}
+
+// The schema test must be able to fail: a record with an undocumented
+// field, or a missing one, is rejected.
+func TestSchemaRejectsDrift(t *testing.T) {
+	schema, err := testenv.LoadSchema("../../docs/schema.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := `{"type":"lost","version":1,"time":"2026-11-25T10:31:02.113000001Z","host":"h","count":3}`
+	for _, bad := range []string{
+		`{"type":"lost","version":1,"time":"2026-11-25T10:31:02Z","host":"h","count":3,"extra":1}`,
+		`{"type":"lost","version":1,"time":"2026-11-25T10:31:02Z","host":"h"}`,
+		`{"type":"lost","version":2,"time":"2026-11-25T10:31:02Z","host":"h","count":3}`,
+		`{"type":"lost","version":1,"time":"yesterday","host":"h","count":3}`,
+	} {
+		var doc any
+		json.Unmarshal([]byte(bad), &doc)
+		if schema.Validate(doc) == nil {
+			t.Errorf("schema accepted %s", bad)
+		}
+	}
+	var doc any
+	json.Unmarshal([]byte(good), &doc)
+	if err := schema.Validate(doc); err != nil {
+		t.Errorf("schema rejected %s: %v", good, err)
+	}
+}
