@@ -112,8 +112,11 @@ int timewait_sockets(struct bpf_iter__tcp *ctx)
 		BPF_CORE_READ_INTO(&rec.saddr, skc, skc_v6_rcv_saddr);
 		BPF_CORE_READ_INTO(&rec.daddr, skc, skc_v6_daddr);
 	} else {
-		BPF_CORE_READ_INTO(&rec.saddr[0], skc, skc_rcv_saddr);
-		BPF_CORE_READ_INTO(&rec.daddr[0], skc, skc_daddr);
+		__be32 saddr = BPF_CORE_READ(skc, skc_rcv_saddr);
+		__be32 daddr = BPF_CORE_READ(skc, skc_daddr);
+
+		__builtin_memcpy(rec.saddr, &saddr, sizeof(saddr));
+		__builtin_memcpy(rec.daddr, &daddr, sizeof(daddr));
 	}
 	bpf_seq_write(ctx->meta->seq, &rec, sizeof(rec));
 	return 0;

@@ -15,13 +15,9 @@ type boundAddr struct {
 	dev    uint32     // SO_BINDTODEVICE ifindex, 0 if none
 }
 
-// loopback4IPv6 is what the kernel stores as the IPv4 address
-// (sk_rcv_saddr) of an IPv6 socket bound to a specific, non-mapped IPv6
-// address (LOOPBACK4_IPV6, 127.0.0.6): a value no IPv4 bind normally uses.
-var loopback4IPv6 = netip.AddrFrom4([4]byte{127, 0, 0, 6})
-
-// rcvSaddr4 is the socket's sk_rcv_saddr: its IPv4 address, also for an
-// IPv6 socket (mapped part, 0.0.0.0 for ::, else 127.0.0.6).
+// rcvSaddr4 is the socket's IPv4 side: its address for an IPv4 socket,
+// the mapped part of a v4-mapped one, 0.0.0.0 for ::, and none (the zero
+// Addr, equal to no address) for a specific IPv6 address.
 func (b boundAddr) rcvSaddr4() netip.Addr {
 	switch {
 	case !b.v6:
@@ -30,9 +26,8 @@ func (b boundAddr) rcvSaddr4() netip.Addr {
 		return b.addr.Unmap()
 	case b.addr == netip.IPv6Unspecified():
 		return netip.IPv4Unspecified()
-	default:
-		return loopback4IPv6
 	}
+	return netip.Addr{}
 }
 
 // isMapped is ipv6_addr_type()'s IPV6_ADDR_MAPPED, true also for an IPv4
@@ -54,6 +49,11 @@ func addrsOverlap(want, held boundAddr) bool {
 		return false
 	}
 	if !want.v6 {
+		// A specific IPv6 address has no IPv4 side, so even 0.0.0.0
+		// binds next to [::1] without IPV6_V6ONLY (tested on 6.18).
+		if !held.rcvSaddr4().IsValid() {
+			return false
+		}
 		return ipv4Overlap(want.addr, held.rcvSaddr4(), held.v6only)
 	}
 	if want.isMapped() && held.isMapped() {
