@@ -5,8 +5,8 @@
  *
  * One object holds every backend's programs (tracepoint, kprobe, fentry);
  * the Go loader deletes the programs the chosen backend does not use before
- * loading. All backends funnel into report_failure(), so the same failure
- * yields the same event whichever hook saw it.
+ * loading. All backends funnel into fold_or_report() and emit_failure(), so
+ * the same failure yields the same event whichever hook saw it.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -102,7 +102,9 @@ struct inet_sock___old {
 	__u8 transparent : 1;
 } __attribute__((preserve_access_index));
 
-static __always_inline void count_stat(int field)
+enum stat_field { STAT_FOLDED, STAT_LOST };
+
+static __always_inline void count_stat(enum stat_field field)
 {
 	__u32 zero = 0;
 	struct stats *s = bpf_map_lookup_elem(&session_stats, &zero);
@@ -110,9 +112,7 @@ static __always_inline void count_stat(int field)
 	if (!s)
 		return;
 	/* Per-CPU, but a preempted program can share the slot: stay atomic. */
-	if (field == 0)
-		__sync_fetch_and_add(&s->failures, 1);
-	else if (field == 1)
+	if (field == STAT_FOLDED)
 		__sync_fetch_and_add(&s->folded, 1);
 	else
 		__sync_fetch_and_add(&s->lost, 1);
@@ -247,6 +247,9 @@ static __always_inline int read_sockaddr(struct bind_req *req, const void *uaddr
 		return -1;
 	if (user ? bpf_probe_read_user(&sa, len, uaddr) : bpf_probe_read_kernel(&sa, len, uaddr))
 		return -1;
+	/* AF_UNSPEC: inet_bind treats it as AF_INET (INADDR_ANY only). */
+	if (sa.sin6_family != AF_INET && sa.sin6_family != AF_INET6 && sa.sin6_family != 0)
+		return -1;
 	req->port = bpf_ntohs(sa.sin6_port);
 	if (sa.sin6_family == AF_INET6 && len >= sizeof(struct sockaddr_in6))
 		__builtin_memcpy(req->addr, &sa.sin6_addr, 16);
@@ -362,48 +365,43 @@ static __always_inline void fill_socket(struct event *e, struct sock *sk)
 }
 
 /*
- * The one path every backend takes once it has a failed request: filter,
- * fold, capture, submit. req is NULL for listen(), whose address is read
- * from the (still bound) socket.
+ * Every backend's failure goes through these two steps. fold_or_report()
+ * is the hot path of a storm: filters, then the fold decision, touching
+ * nothing but the request. Only a failure to be reported pays for
+ * emit_failure()'s capture of the socket and the process.
  */
-static __always_inline int report_failure(struct sock *sk, struct bind_req *req, __u8 syscall, __u8 hook, __u32 err)
+static __always_inline bool fold_or_report(__u32 err, __u8 syscall, __u16 port, __u32 sock_hint, __u64 now, __u64 *folded)
 {
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
-	struct bind_req local = {};
-	struct fold_key key = {};
-	__u64 now, folded;
-	struct event *e;
+	struct fold_key key = {
+		.tgid = bpf_get_current_pid_tgid() >> 32,
+		.err = err,
+		.port = port,
+		.syscall = syscall,
+		.sock_hint = sock_hint,
+	};
 
-	if (family != AF_INET && family != AF_INET6)
-		return 0;
-	if (!req) {
-		sock_local_addr(sk, family, local.addr, &local.port);
-		req = &local;
+	if (!port_wanted(port) || !comm_wanted())
+		return false;
+	if (!fold_emit(&key, now, folded)) {
+		count_stat(STAT_FOLDED);
+		return false;
 	}
-	if (!port_wanted(req->port) || !comm_wanted())
-		return 0;
-	count_stat(0);
+	return true;
+}
 
-	now = bpf_ktime_get_boot_ns();
-	key.tgid = tgid;
-	key.err = err;
-	key.port = req->port;
-	key.syscall = syscall;
-	key.protocol = BPF_CORE_READ(sk, sk_protocol);
-	if (!fold_emit(&key, now, &folded)) {
-		count_stat(1);
-		return 0;
-	}
+static __always_inline int emit_failure(struct sock *sk, struct bind_req *req, __u8 syscall, __u8 hook, __u32 err,
+					__u32 sock_hint, __u64 now, __u64 folded)
+{
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 
-	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
-		count_stat(2);
+		count_stat(STAT_LOST);
 		return 0;
 	}
 	e->ts_ns = now;
 	e->folded = folded;
-	e->pid = tgid;
+	e->sock_hint = sock_hint;
+	e->pid = bpf_get_current_pid_tgid() >> 32;
 	e->err = err;
 	e->syscall = syscall;
 	e->hook = hook;
@@ -418,6 +416,33 @@ static __always_inline int report_failure(struct sock *sk, struct bind_req *req,
 	 * up, so a storm costs one wakeup per drained batch, not per event. */
 	bpf_ringbuf_submit(e, 0);
 	return 0;
+}
+
+static __always_inline bool is_inet(struct sock *sk)
+{
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+
+	return family == AF_INET || family == AF_INET6;
+}
+
+/* A failure whose socket is at hand (listen(), kernel function hooks).
+ * req is NULL for listen(): its address is the socket's (still bound). */
+static __always_inline int report_sock_failure(struct sock *sk, struct bind_req *req, __u8 syscall, __u8 hook, __u32 err)
+{
+	struct bind_req local = {};
+	__u64 now = bpf_ktime_get_boot_ns(), folded;
+	__u32 protocol;
+
+	if (!is_inet(sk))
+		return 0;
+	if (!req) {
+		sock_local_addr(sk, BPF_CORE_READ(sk, __sk_common.skc_family), local.addr, &local.port);
+		req = &local;
+	}
+	protocol = BPF_CORE_READ(sk, sk_protocol);
+	if (!fold_or_report(err, syscall, req->port, protocol, now, &folded))
+		return 0;
+	return emit_failure(sk, req, syscall, hook, err, protocol, now, folded);
 }
 
 /* Record task's listener sk in the registry, for attach_holder(). */
@@ -475,18 +500,24 @@ int tp_exit_bind(struct trace_event_raw_sys_exit *ctx)
 	struct pt_regs *regs;
 	struct bind_req req = {};
 	struct sock *sk;
+	__u64 now, folded;
+	int fd;
 
 	if (ret >= 0 || !errno_wanted(-ret))
 		return 0;
 	if (!pid_wanted(bpf_get_current_pid_tgid() >> 32))
 		return 0;
 	regs = syscall_regs();
-	sk = sock_from_fd(PT_REGS_PARM1_CORE_SYSCALL(regs));
-	if (!sk)
-		return 0;
+	fd = PT_REGS_PARM1_CORE_SYSCALL(regs);
 	if (read_sockaddr(&req, (void *)PT_REGS_PARM2_CORE_SYSCALL(regs), PT_REGS_PARM3_CORE_SYSCALL(regs), true))
 		return 0;
-	return report_failure(sk, &req, BW_SYSCALL_BIND, BW_HOOK_TP_EXIT_BIND, -ret);
+	now = bpf_ktime_get_boot_ns();
+	if (!fold_or_report(-ret, BW_SYSCALL_BIND, req.port, fd, now, &folded))
+		return 0;
+	sk = sock_from_fd(fd);
+	if (!sk || !is_inet(sk))
+		return 0;
+	return emit_failure(sk, &req, BW_SYSCALL_BIND, BW_HOOK_TP_EXIT_BIND, -ret, fd, now, folded);
 }
 
 SEC("tracepoint/syscalls/sys_exit_listen")
@@ -508,7 +539,7 @@ int tp_exit_listen(struct trace_event_raw_sys_exit *ctx)
 	sk = sock_from_fd(PT_REGS_PARM1_CORE_SYSCALL(syscall_regs()));
 	if (!sk)
 		return 0;
-	return report_failure(sk, NULL, BW_SYSCALL_LISTEN, BW_HOOK_TP_EXIT_LISTEN, -ret);
+	return report_sock_failure(sk, NULL, BW_SYSCALL_LISTEN, BW_HOOK_TP_EXIT_LISTEN, -ret);
 }
 
 /* ---- process tree following (--pid --follow-children, bindwatch run) ---- */
@@ -555,7 +586,7 @@ static __always_inline int bind_returned(struct socket *sock, void *uaddr, int a
 	sk = BPF_CORE_READ(sock, sk);
 	if (!sk || read_sockaddr(&req, uaddr, addr_len, false))
 		return 0;
-	return report_failure(sk, &req, BW_SYSCALL_BIND, hook, -ret);
+	return report_sock_failure(sk, &req, BW_SYSCALL_BIND, hook, -ret);
 }
 
 static __always_inline int listen_returned(struct socket *sock, int ret)
@@ -570,7 +601,7 @@ static __always_inline int listen_returned(struct socket *sock, int ret)
 	}
 	if (!errno_wanted(-ret) || !pid_wanted(bpf_get_current_pid_tgid() >> 32))
 		return 0;
-	return report_failure(sk, NULL, BW_SYSCALL_LISTEN, BW_HOOK_INET_LISTEN, -ret);
+	return report_sock_failure(sk, NULL, BW_SYSCALL_LISTEN, BW_HOOK_INET_LISTEN, -ret);
 }
 
 /* fentry backend: fexit sees the arguments and the return value at once. */

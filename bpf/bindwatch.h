@@ -80,9 +80,15 @@ struct fold_key {
 	__u32 tgid;
 	__u32 err;
 	__u16 port;
-	__u16 protocol; /* Go's net.Listen retries MPTCP as TCP: two attempts */
 	__u8 syscall;
-	__u8 pad[3];
+	__u8 pad;
+	/*
+	 * Tells a process's sockets apart without walking fd -> socket on the
+	 * hot path: the fd (tracepoint backend) or the protocol (kernel
+	 * function backends, which have the socket at hand). A retry loop that
+	 * re-creates its socket reuses the fd number, so it still folds.
+	 */
+	__u32 sock_hint;
 };
 
 struct fold_val {
@@ -90,11 +96,14 @@ struct fold_val {
 	__u64 last_emit_ns; /* when one was last handed to user space */
 };
 
-/* Per-CPU session counters, summed by Go. */
+/*
+ * Per-CPU session counters, summed by Go. Every failure that passes the
+ * filters is exactly one of: an event, folded, or lost — so Go derives the
+ * total and the hot path pays for no third counter.
+ */
 struct stats {
-	__u64 failures; /* failures that passed the filters */
-	__u64 folded;   /* counted into a fold instead of an event */
-	__u64 lost;     /* ring buffer full: counted, not delivered */
+	__u64 folded; /* counted into a fold instead of an event */
+	__u64 lost;   /* ring buffer full: counted, not delivered */
 };
 
 /* One failed bind()/listen(), captured at the moment of failure. */
@@ -112,6 +121,7 @@ struct event {
 	__u32 netns; /* inode of the socket's network namespace */
 	__u32 err;   /* positive errno */
 	__s32 bound_dev_if;
+	__u32 sock_hint; /* fold_key.sock_hint, so user space can name the key */
 	__u16 family;
 	__u16 sock_type;
 	__u16 protocol;

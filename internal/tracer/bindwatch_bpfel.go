@@ -71,6 +71,7 @@ type BindwatchEvent struct {
 	Netns        uint32
 	Err          uint32
 	BoundDevIf   int32
+	SockHint     uint32
 	Family       uint16
 	SockType     uint16
 	Protocol     uint16
@@ -83,6 +84,7 @@ type BindwatchEvent struct {
 	Pad          uint16
 	Addr         [16]uint8
 	Comm         [16]int8
+	_            [4]byte
 	Holder       BindwatchHolderRec
 	Args         [256]int8
 }
@@ -92,9 +94,9 @@ type BindwatchFoldKey struct {
 	Tgid     uint32
 	Err      uint32
 	Port     uint16
-	Protocol uint16
 	Syscall  uint8
-	Pad      [3]uint8
+	Pad      uint8
+	SockHint uint32
 }
 
 type BindwatchFoldVal struct {
@@ -133,10 +135,9 @@ type BindwatchPortRange struct {
 }
 
 type BindwatchStats struct {
-	_        structs.HostLayout
-	Failures uint64
-	Folded   uint64
-	Lost     uint64
+	_      structs.HostLayout
+	Folded uint64
+	Lost   uint64
 }
 
 // Names of all BPF objects in the ELF.

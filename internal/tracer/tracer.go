@@ -255,9 +255,11 @@ func (t *Tracer) Read(ev *BindwatchEvent) error {
 	return nil
 }
 
-// Stats are the kernel's counters for this session.
+// Stats are the kernel's counters for this session. Every failure that
+// passed the filters is an event, folded or lost: the caller adds the
+// events it read to get the total.
 type Stats struct {
-	Failures, Folded, Lost uint64
+	Folded, Lost uint64
 }
 
 // Stats sums the per-CPU counters.
@@ -268,7 +270,6 @@ func (t *Tracer) Stats() (Stats, error) {
 	}
 	var s Stats
 	for _, c := range per {
-		s.Failures += c.Failures
 		s.Folded += c.Folded
 		s.Lost += c.Lost
 	}

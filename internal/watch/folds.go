@@ -16,10 +16,13 @@ type foldBook map[tracer.BindwatchFoldKey]*foldEntry
 type foldEntry struct {
 	reported uint64 // folded failures of this key already in repeats records
 	comm     string
+	proto    string
 }
 
+// keyOf is the fold key the kernel used for ev; sockHint is what the
+// backend put in it (see struct fold_key in bpf/bindwatch.h).
 func keyOf(ev *tracer.BindwatchEvent) tracer.BindwatchFoldKey {
-	return tracer.BindwatchFoldKey{Tgid: ev.Pid, Err: ev.Err, Port: ev.Port, Protocol: ev.Protocol, Syscall: ev.Syscall}
+	return tracer.BindwatchFoldKey{Tgid: ev.Pid, Err: ev.Err, Port: ev.Port, Syscall: ev.Syscall, SockHint: ev.SockHint}
 }
 
 // seen accounts for an event read from the ring buffer and returns the
@@ -32,6 +35,7 @@ func (b foldBook) seen(ev *tracer.BindwatchEvent, at time.Time) *events.Repeats 
 		b[k] = e
 	}
 	e.comm = eventComm(ev)
+	e.proto = events.ProtoName(ev.Protocol)
 	return e.report(k, ev.Folded, at)
 }
 
@@ -58,7 +62,7 @@ func (e *foldEntry) report(k tracer.BindwatchFoldKey, folded uint64, at time.Tim
 	r := &events.Repeats{
 		Type: events.TypeRepeats, Version: events.Version, Time: at, Count: folded - e.reported,
 		PID: int(k.Tgid), Comm: e.comm, Syscall: events.SyscallName(k.Syscall),
-		Errno: events.ErrnoName(syscall.Errno(k.Err)), Proto: events.ProtoName(k.Protocol), Port: k.Port,
+		Errno: events.ErrnoName(syscall.Errno(k.Err)), Proto: e.proto, Port: k.Port,
 	}
 	e.reported = folded
 	return r

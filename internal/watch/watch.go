@@ -171,7 +171,7 @@ func (s *Session) stop() error {
 	now := time.Now()
 	return s.opts.Out.Write(&events.Stop{
 		Type: events.TypeStop, Version: events.Version, Time: now, Host: s.host,
-		Failures: st.Failures, Reported: s.reported, Folded: st.Folded, Lost: st.Lost,
+		Failures: s.reported + st.Folded + st.Lost, Reported: s.reported, Folded: st.Folded, Lost: st.Lost,
 		DurationMS: now.Sub(s.started).Milliseconds(),
 	})
 }

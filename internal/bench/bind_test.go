@@ -1,0 +1,214 @@
+package bench
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+	"unsafe"
+
+	"github.com/bindwatch/bindwatch/internal/events"
+	"github.com/bindwatch/bindwatch/internal/testenv"
+	"github.com/bindwatch/bindwatch/internal/tracer"
+	"github.com/bindwatch/bindwatch/internal/watch"
+	"golang.org/x/sys/unix"
+)
+
+func TestMain(m *testing.M) {
+	testenv.RunHelperIfAsked()
+	os.Exit(m.Run())
+}
+
+// rounds alternate untraced and traced phases, and which of them goes
+// first, so drift (other load, CPU frequency, allocator warm-up) hits both
+// alike; the median of each is reported.
+const (
+	rounds        = 8
+	callsPerPhase = 20000
+)
+
+// alternate runs untraced and traced phase r, in an order that flips
+// every round.
+func alternate(r int, untraced, traced func()) {
+	if r%2 == 0 {
+		untraced()
+		traced()
+	} else {
+		traced()
+		untraced()
+	}
+}
+
+// sockaddr is a raw struct sockaddr_in for addr:port, so the timed loop
+// makes the bare syscall with no Go-side conversion.
+func sockaddr(addr [4]byte, port int) unix.RawSockaddrInet4 {
+	sa := unix.RawSockaddrInet4{Family: unix.AF_INET, Addr: addr}
+	sa.Port = uint16(port>>8) | uint16(port&0xff)<<8
+	return sa
+}
+
+var loopback = [4]byte{127, 0, 0, 1}
+
+func rawBind(fd int, sa *unix.RawSockaddrInet4) unix.Errno {
+	_, _, e := unix.RawSyscall(unix.SYS_BIND, uintptr(fd), uintptr(unsafe.Pointer(sa)), unsafe.Sizeof(*sa))
+	return e
+}
+
+// failingBinds times n binds of one socket to a held port: each fails with
+// EADDRINUSE (a failed bind leaves the socket unbound, ready to fail again).
+func failingBinds(b *testing.B, port, n int) time.Duration {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer unix.Close(fd)
+	sa := sockaddr(loopback, port)
+	start := time.Now()
+	for i := 0; i < n; i++ {
+		if e := rawBind(fd, &sa); e != unix.EADDRINUSE {
+			b.Fatalf("bind = %v, want EADDRINUSE", e)
+		}
+	}
+	return time.Since(start)
+}
+
+// succeedingBinds times n binds that succeed: fresh sockets (made outside
+// the timed loop), each to its own loopback address (127.1.x.y) on one
+// port, so no other program on the host can make one fail.
+func succeedingBinds(b *testing.B, port, n int) time.Duration {
+	fds := make([]int, n)
+	sas := make([]unix.RawSockaddrInet4, n)
+	for i := range fds {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM, 0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		fds[i], sas[i] = fd, sockaddr([4]byte{127, 1, byte(i >> 8), byte(i)}, port)
+	}
+	start := time.Now()
+	for i := range fds {
+		if e := rawBind(fds[i], &sas[i]); e != 0 {
+			b.Fatalf("bind %v = %v", sas[i].Addr, e)
+		}
+	}
+	d := time.Since(start)
+	for _, fd := range fds {
+		unix.Close(fd)
+	}
+	return d
+}
+
+// pipeline is bindwatch attached and consuming, as `bindwatch` runs.
+type pipeline struct {
+	cancel context.CancelFunc
+	done   chan error
+	out    *bytes.Buffer
+	mu     *sync.Mutex
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	b  *bytes.Buffer
+}
+
+func (w lockedWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
+func attach(b *testing.B) *pipeline {
+	p := &pipeline{out: &bytes.Buffer{}, mu: &sync.Mutex{}, done: make(chan error, 1)}
+	w, _ := events.NewWriter(lockedWriter{p.mu, p.out}, events.FormatJSON)
+	s, err := watch.Start(watch.Options{Tracer: tracer.Config{Backend: testenv.Backend(), Fold: time.Second}, Out: w})
+	if err != nil {
+		b.Fatalf("attach bindwatch: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	p.cancel = cancel
+	go func() { p.done <- s.Run(ctx) }()
+	return p
+}
+
+// detach stops the pipeline and returns its stop record.
+func (p *pipeline) detach(b *testing.B) events.Stop {
+	p.cancel()
+	if err := <-p.done; err != nil {
+		b.Fatal(err)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var stop events.Stop
+	sc := bufio.NewScanner(bytes.NewReader(p.out.Bytes()))
+	for sc.Scan() {
+		if bytes.Contains(sc.Bytes(), []byte(`"type":"stop"`)) {
+			json.Unmarshal(sc.Bytes(), &stop)
+		}
+	}
+	return stop
+}
+
+func median(d []time.Duration) time.Duration {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func report(b *testing.B, untraced, traced []time.Duration, n int) {
+	u := float64(median(untraced).Nanoseconds()) / float64(n)
+	t := float64(median(traced).Nanoseconds()) / float64(n)
+	b.ReportMetric(u, "untraced-ns/call")
+	b.ReportMetric(t, "traced-ns/call")
+	b.ReportMetric(t/u, "ratio")
+	b.ReportMetric(0, "ns/op")
+}
+
+// BenchmarkFailingBind: a storm of EADDRINUSE from one process. Target:
+// traced ≤ 2× untraced, with every failure counted (repeats are folded in
+// the kernel into one event per second plus a count).
+func BenchmarkFailingBind(b *testing.B) {
+	testenv.RequireRoot(b)
+	port := testenv.FreePort(b)
+	testenv.Hold(b, "udp", "127.0.0.1", port, testenv.Opts{})
+	for i := 0; i < b.N; i++ {
+		var untraced, traced []time.Duration
+		for r := 0; r < rounds; r++ {
+			alternate(r, func() {
+				untraced = append(untraced, failingBinds(b, port, callsPerPhase))
+			}, func() {
+				p := attach(b)
+				traced = append(traced, failingBinds(b, port, callsPerPhase))
+				if stop := p.detach(b); stop.Failures != callsPerPhase {
+					b.Fatalf("stop record %+v: want all %d failures counted (reported+folded+lost)", stop, callsPerPhase)
+				}
+			})
+		}
+		report(b, untraced, traced, callsPerPhase)
+	}
+}
+
+// BenchmarkSucceedingBind: binds that succeed. Target: traced within 3% of
+// untraced (the exit tracepoint returns at once on success).
+func BenchmarkSucceedingBind(b *testing.B) {
+	testenv.RequireRoot(b)
+	const n = 4000
+	port := testenv.FreePort(b)
+	for i := 0; i < b.N; i++ {
+		var untraced, traced []time.Duration
+		for r := 0; r < rounds; r++ {
+			alternate(r, func() {
+				untraced = append(untraced, succeedingBinds(b, port, n))
+			}, func() {
+				p := attach(b)
+				traced = append(traced, succeedingBinds(b, port, n))
+				p.detach(b)
+			})
+		}
+		report(b, untraced, traced, n)
+	}
+}
