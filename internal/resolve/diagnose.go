@@ -38,7 +38,7 @@ func Diagnose(f *events.Failure, facts NetnsFacts, now time.Time) (diagnosis, hi
 func diagnoseInUse(f *events.Failure, now time.Time) (string, string) {
 	where := endpoint(f.Addr, f.Port) + "/" + f.Proto
 	if f.Port == 0 {
-		return fmt.Sprintf("No free ephemeral port was left for %s: every port in net.ipv4.ip_local_port_range is in use for that address.", endpoint(f.Addr, 0)+"/"+f.Proto),
+		return fmt.Sprintf("No free ephemeral port was left for %s/%s: every port in net.ipv4.ip_local_port_range is in use for that address.", f.Addr, f.Proto),
 			"Widen net.ipv4.ip_local_port_range, close idle sockets, or bind to a fixed port."
 	}
 	want := bindFlags{reuseAddr: f.Socket.ReuseAddr, reusePort: f.Socket.ReusePort, uid: f.Process.UID}
@@ -72,9 +72,9 @@ func diagnoseInUse(f *events.Failure, now time.Time) (string, string) {
 		return diagnoseLiveHolder(f, h, want, now)
 	case len(recorded) > 0:
 		r := recorded[0]
-		return fmt.Sprintf("%s was held by %s, still bound at the moment of the failure, which has exited since: a restart race (the new instance started before the old one let go).",
+		return fmt.Sprintf("%s was held at the moment of the failure by %s, which has exited since: a restart race (the new instance started before the old one let go).",
 				where, procsName(r)),
-			"The port is free now: retry bind() with a short backoff, and make restarts wait until the old instance has exited (systemd does when the unit's main process owns the socket)."
+			"The port is free now: retry bind() with a short backoff, and make restarts wait until the old instance has exited (with systemd, keep KillMode=control-group so that a restart stops every process of the old instance first)."
 	case len(timeWait) > 0:
 		return diagnoseTimeWait(f, timeWait)
 	}
@@ -83,49 +83,49 @@ func diagnoseInUse(f *events.Failure, now time.Time) (string, string) {
 }
 
 func diagnoseLiveHolder(f *events.Failure, h *events.Holder, want bindFlags, now time.Time) (string, string) {
-	where := fmt.Sprintf("port %d/%s", f.Port, f.Proto)
 	who := procsName(h)
-	held := fmt.Sprintf("%s %s", stateVerb(h), endpoint(h.Addr, h.Port))
 	age := holdAge(h, now)
+	// "Port 8080/tcp is held by nginx (pid 42, user www), listening on
+	// 0.0.0.0:8080, running for 3h0m"
+	heldBy := fmt.Sprintf("Port %d/%s is held by %s, %s %s%s", f.Port, f.Proto, who, stateVerb(h), endpoint(h.Addr, h.Port), age)
 	kill := killHint(h)
 
 	if f.Syscall == "listen" {
 		return fmt.Sprintf("listen() failed because %s already listens on %s; both sockets were bound with SO_REUSEADDR, which lets sockets share a port only until one of them listens.", who, endpoint(h.Addr, h.Port)),
-			"Bind a different port, or, to share one port between listeners, set SO_REUSEPORT on every listening socket (same user); " + kill + "."
+			"Bind a different port; to share one port between listeners, set SO_REUSEPORT on every listening socket (same user); or " + kill + "."
 	}
 	if p := leftover(f, h); p != nil {
-		return fmt.Sprintf("%s is held by %s (pid %d)%s, an orphan left over from a previous instance: its parent exited (its parent is now init), and it kept the %s socket it inherited.",
-				where, p.Comm, p.PID, age, strings.ToLower(h.State)),
+		return fmt.Sprintf("Port %d/%s is held by %s (pid %d)%s, an orphan likely left over from a previous instance: its parent has exited (it is now a child of init) and it kept the socket it inherited.",
+				f.Port, f.Proto, p.Comm, p.PID, age),
 			fmt.Sprintf("Stop it (kill %d; kill -9 only if it ignores SIGTERM). To prevent it, have the service manager stop the whole cgroup (systemd: KillMode=control-group, the default), and open listening sockets with SOCK_CLOEXEC or close them in children.", p.PID)
 	}
 	holderPort := h.ReusePort != nil && *h.ReusePort
 	if h.State != "TIME_WAIT" && (want.reusePort || holderPort) && !reuseAllows(want, h) {
 		switch {
 		case want.reusePort && h.ReusePort != nil && !holderPort:
-			return fmt.Sprintf("%s is held by %s (%s%s) without SO_REUSEPORT; this socket set SO_REUSEPORT, but the kernel shares a port only when every socket on it sets it.", where, who, held, age),
+			return heldBy + ", without SO_REUSEPORT; this socket set SO_REUSEPORT, but the kernel shares a port only when every socket on it sets it.",
 				"Set SO_REUSEPORT on the holder's socket too (before its bind()), or " + kill + "."
 		case !want.reusePort && holderPort:
-			return fmt.Sprintf("%s is held by %s (%s%s) with SO_REUSEPORT, but this socket did not set SO_REUSEPORT: the kernel shares a port only when every socket on it sets it.", where, who, held, age),
+			return heldBy + ", with SO_REUSEPORT, but this socket did not set SO_REUSEPORT: the kernel shares a port only when every socket on it sets it.",
 				"Set SO_REUSEPORT on this socket before bind()."
 		case want.reusePort && holderPort && want.uid != h.UID:
-			return fmt.Sprintf("%s is held by %s (%s%s); both sockets set SO_REUSEPORT, but the kernel shares a port only between sockets of the same effective uid: the holder's is %d, this process's %d.", where, who, held, age, h.UID, want.uid),
+			return heldBy + fmt.Sprintf("; both sockets set SO_REUSEPORT, but the kernel shares a port only between sockets of the same effective uid: the holder's is %d, this process's %d.", h.UID, want.uid),
 				"Run every process that shares the port under the same user, or use different ports."
 		}
 	}
 	if o := overlapKind(f, h); o != "" {
-		return fmt.Sprintf("%s %s conflicts with %s held by %s%s: %s.", endpoint(f.Addr, f.Port), f.Proto, endpoint(h.Addr, h.Port), who, age, o),
+		return fmt.Sprintf("%s/%s conflicts with %s, held by %s%s: %s.", endpoint(f.Addr, f.Port), f.Proto, endpoint(h.Addr, h.Port), who, age, o),
 			overlapHint(f, h, kill)
 	}
 	if h.State != "LISTEN" && f.Proto == "tcp" {
-		return fmt.Sprintf("%s is held by %s (%s%s); a port can be shared with a socket that does not listen only when both sockets set SO_REUSEADDR (this one: %s, the holder: %s).", where, who, held, age, onOff(&want.reuseAddr), onOff(h.ReuseAddr)),
+		return heldBy + fmt.Sprintf("; a port can be shared with a socket that does not listen only when both sockets set SO_REUSEADDR (this one: %s, the holder: %s).", onOff(&want.reuseAddr), onOff(h.ReuseAddr)),
 			"Set SO_REUSEADDR on both sockets before bind(), or " + kill + "."
 	}
 	if f.Proto == "udp" {
-		return fmt.Sprintf("%s is held by %s (%s%s).", where, who, held, age),
+		return heldBy + ".",
 			"Use another port, or " + kill + ". UDP sockets can share a port when all of them set SO_REUSEADDR (or SO_REUSEPORT, same user)."
 	}
-	return fmt.Sprintf("%s is held by %s (%s%s).", where, who, held, age),
-		"Use another port, or " + kill + "."
+	return heldBy + ".", "Use another port, or " + kill + "."
 }
 
 // leftover returns the holder's process that looks like a leftover child of
@@ -338,7 +338,7 @@ func stateVerb(h *events.Holder) string {
 	case "UNCONN":
 		return "bound to"
 	}
-	return "in " + h.State + " on"
+	return "in state " + h.State + " on"
 }
 
 // holdAge says how long the holder has held the port when bindwatch saw the

@@ -16,9 +16,8 @@ import (
 	"github.com/bindwatch/bindwatch/internal/events"
 )
 
-// procRoot is where /proc is mounted; a variable only so that tests can
-// point process parsing at a fixture tree.
-var procRoot = "/proc"
+// procRoot is where the process information pseudo-filesystem is mounted.
+const procRoot = "/proc"
 
 // userHZ is the unit of /proc/PID/stat's time fields. It is USER_HZ, part
 // of the kernel ABI (100 on every architecture Linux runs on today), not the
@@ -61,20 +60,19 @@ func FillProcess(p *events.Process) {
 			}
 		}
 	}
-	if p.UID == 0 || p.GID == nil {
+	// UID 0 is both root and "not captured"; a GID means the ids were
+	// captured together, by the kernel or here.
+	if p.GID == nil {
 		if b, err := os.ReadFile(dir + "/status"); err == nil {
-			uid, gid, ok := parseStatusIDs(b)
-			if ok {
+			if uid, gid, ok := parseStatusIDs(b); ok {
 				if p.UID == 0 {
 					p.UID = uid
 				}
-				if p.GID == nil {
-					p.GID = &gid
-				}
+				p.GID = &gid
 			}
 		}
 	}
-	if p.User == "" {
+	if p.User == "" && (p.GID != nil || p.UID != 0) {
 		p.User = userName(p.UID)
 	}
 	if p.Cgroup == "" {

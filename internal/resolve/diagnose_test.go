@@ -1,0 +1,365 @@
+package resolve
+
+import (
+	"encoding/binary"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bindwatch/bindwatch/internal/events"
+)
+
+func TestDiagnose(t *testing.T) {
+	now := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
+	on, off := boolPtr(true), boolPtr(false)
+	nginx := events.Process{PID: 42, PPID: 7, UID: 33, User: "www-data", Comm: "nginx", Exe: "/usr/sbin/nginx",
+		StartTime: now.Add(-3 * time.Hour)}
+	orphan := nginx
+	orphan.PPID = 1
+	listener := func(addr string, p ...events.Process) events.Holder {
+		return events.Holder{Source: events.SeenLive, Proto: "tcp", State: "LISTEN", Addr: addr, Port: 8080, Inode: 99,
+			UID: 33, ReuseAddr: on, ReusePort: off, Processes: p}
+	}
+	timeWait := func(reuse *bool, left int64) events.Holder {
+		return events.Holder{Source: events.SeenLive, Proto: "tcp", State: "TIME_WAIT", Addr: "127.0.0.1", Port: 8080,
+			ReuseAddr: reuse, ReusePort: off, RemainingMS: left, Processes: []events.Process{}}
+	}
+	base := func(mod func(f *events.Failure)) *events.Failure {
+		f := &events.Failure{Syscall: "bind", Errno: "EADDRINUSE", Proto: "tcp", Family: "ipv4", Addr: "0.0.0.0", Port: 8080,
+			Process: events.Process{PID: 500, UID: 1000, Comm: "myapp", Exe: "/opt/myapp", Netns: 4026531840}}
+		mod(f)
+		return f
+	}
+	cases := []struct {
+		name          string
+		f             *events.Failure
+		facts         NetnsFacts
+		wantDiagnosis []string
+		wantHint      []string
+	}{
+		{
+			name: "live listener",
+			f:    base(func(f *events.Failure) { f.Holders = []events.Holder{listener("0.0.0.0", nginx)} }),
+			wantDiagnosis: []string{"Port 8080/tcp is held by nginx (pid 42, user www-data), listening on 0.0.0.0:8080, running for 3h0m."},
+			wantHint: []string{"kill 42", "another port"},
+		},
+		{
+			name: "bound time known from the kernel",
+			f: base(func(f *events.Failure) {
+				h := listener("0.0.0.0", nginx)
+				h.Since = now.Add(-2500 * time.Millisecond)
+				f.Holders = []events.Holder{h}
+			}),
+			wantDiagnosis: []string{"bound 2.5s ago"},
+		},
+		{
+			name: "pre-forked workers",
+			f: base(func(f *events.Failure) {
+				w1, w2 := nginx, nginx
+				w1.PID, w2.PID = 43, 44
+				f.Holders = []events.Holder{listener("0.0.0.0", nginx, w1, w2)}
+			}),
+			wantDiagnosis: []string{"nginx (pids 42, 43, 44)"},
+			wantHint:      []string{"kill 42 43 44"},
+		},
+		{
+			name: "leftover child of a previous instance",
+			f: base(func(f *events.Failure) {
+				f.Process.Exe, f.Process.Comm = "/usr/sbin/nginx", "nginx"
+				f.Holders = []events.Holder{listener("0.0.0.0", orphan)}
+			}),
+			wantDiagnosis: []string{"held by nginx (pid 42)", "left over from a previous instance", "now a child of init"},
+			wantHint:      []string{"kill 42", "KillMode=control-group", "SOCK_CLOEXEC"},
+		},
+		{
+			name:          "a daemon under init running another program is not a leftover",
+			f:             base(func(f *events.Failure) { f.Holders = []events.Holder{listener("0.0.0.0", orphan)} }),
+			wantDiagnosis: []string{"is held by nginx (pid 42, user www-data), listening"},
+		},
+		{
+			name: "SO_REUSEPORT on the new socket only",
+			f: base(func(f *events.Failure) {
+				f.Socket.ReusePort = true
+				f.Holders = []events.Holder{listener("0.0.0.0", nginx)}
+			}),
+			wantDiagnosis: []string{"without SO_REUSEPORT", "this socket set SO_REUSEPORT"},
+			wantHint:      []string{"Set SO_REUSEPORT on the holder's socket"},
+		},
+		{
+			name: "SO_REUSEPORT on the holder only",
+			f: base(func(f *events.Failure) {
+				h := listener("0.0.0.0", nginx)
+				h.ReusePort = on
+				f.Holders = []events.Holder{h}
+			}),
+			wantDiagnosis: []string{"with SO_REUSEPORT, but this socket did not set SO_REUSEPORT"},
+			wantHint:      []string{"Set SO_REUSEPORT on this socket"},
+		},
+		{
+			name: "SO_REUSEPORT on both, different users",
+			f: base(func(f *events.Failure) {
+				f.Socket.ReusePort = true
+				h := listener("0.0.0.0", nginx)
+				h.ReusePort = on
+				f.Holders = []events.Holder{h}
+			}),
+			wantDiagnosis: []string{"same effective uid: the holder's is 33, this process's 1000"},
+			wantHint:      []string{"same user"},
+		},
+		{
+			name: "IPv4 against a dual-stack ::",
+			f: base(func(f *events.Failure) {
+				h := listener("::", nginx)
+				h.V6Only = off
+				f.Holders = []events.Holder{h}
+			}),
+			wantDiagnosis: []string{"0.0.0.0:8080/tcp conflicts with [::]:8080, held by nginx", "without IPV6_V6ONLY is dual-stack"},
+			wantHint:      []string{"IPV6_V6ONLY=1", "ipv6only=on"},
+		},
+		{
+			name: "dual-stack :: against IPv4",
+			f: base(func(f *events.Failure) {
+				f.Family, f.Addr, f.Socket.V6Only = "ipv6", "::", off
+				f.Holders = []events.Holder{listener("127.0.0.1", nginx)}
+			}),
+			wantDiagnosis: []string{"this IPv6 socket was bound to :: without IPV6_V6ONLY"},
+			wantHint:      []string{"IPV6_V6ONLY=1"},
+		},
+		{
+			name:          "wildcard against a specific TCP listener",
+			f:             base(func(f *events.Failure) { f.Holders = []events.Holder{listener("127.0.0.1", nginx)} }),
+			wantDiagnosis: []string{"the wildcard address covers every address, including the holder's"},
+			wantHint:      []string{"cannot both hold one TCP port", "whatever SO_REUSEADDR says"},
+		},
+		{
+			name: "specific against a wildcard UDP socket",
+			f: base(func(f *events.Failure) {
+				f.Proto, f.Addr = "udp", "127.0.0.1"
+				h := listener("0.0.0.0", nginx)
+				h.Proto, h.State, h.ReuseAddr = "udp", "UNCONN", off
+				f.Holders = []events.Holder{h}
+			}),
+			wantDiagnosis: []string{"the holder's wildcard address covers every address"},
+			wantHint:      []string{"Set SO_REUSEADDR on both sockets (UDP"},
+		},
+		{
+			name: "TCP socket bound but not listening",
+			f: base(func(f *events.Failure) {
+				h := listener("0.0.0.0", nginx)
+				h.State = "BOUND"
+				f.Holders = []events.Holder{h}
+			}),
+			wantDiagnosis: []string{"bound, not listening, to 0.0.0.0:8080", "this one: off, the holder: on"},
+			wantHint:      []string{"Set SO_REUSEADDR on both sockets"},
+		},
+		{
+			name: "listen() after a shared SO_REUSEADDR bind",
+			f: base(func(f *events.Failure) {
+				f.Syscall, f.Socket.ReuseAddr = "listen", true
+				f.Holders = []events.Holder{listener("0.0.0.0", nginx)}
+			}),
+			wantDiagnosis: []string{"listen() failed because nginx", "already listens on 0.0.0.0:8080", "only until one of them listens"},
+			wantHint:      []string{"SO_REUSEPORT"},
+		},
+		{
+			name: "holder gone since the failure: the restart race",
+			f: base(func(f *events.Failure) {
+				h := listener("0.0.0.0", nginx)
+				h.Source = events.Recorded
+				f.Holders = []events.Holder{h}
+			}),
+			wantDiagnosis: []string{"was held at the moment of the failure by nginx (pid 42", "has exited since: a restart race"},
+			wantHint:      []string{"retry bind()"},
+		},
+		{
+			name: "TIME_WAIT, neither side set SO_REUSEADDR",
+			f: base(func(f *events.Failure) {
+				f.Holders = []events.Holder{timeWait(off, 42_000), timeWait(off, 10_000)}
+				f.TimeWait = &events.TimeWait{Count: 5, MaxRemainingMS: 42_000}
+			}),
+			wantDiagnosis: []string{"Only 5 TIME_WAIT sockets remain on port 8080/tcp", "expires in 42s", "neither this socket nor the one that left them"},
+			wantHint:      []string{"every instance", "wait 42s", "fixed 60 s", "tcp_fin_timeout governs FIN_WAIT_2", "tcp_tw_reuse only applies to outgoing connect()"},
+		},
+		{
+			name: "TIME_WAIT left with SO_REUSEADDR, new socket without",
+			f: base(func(f *events.Failure) {
+				f.Holders = []events.Holder{timeWait(on, 800)}
+				f.TimeWait = &events.TimeWait{Count: 1, MaxRemainingMS: 800}
+			}),
+			wantDiagnosis: []string{"Only 1 TIME_WAIT socket remains", "0.8s", "which would have allowed the bind"},
+			wantHint:      []string{"Set SO_REUSEADDR on the socket before bind()"},
+		},
+		{
+			name: "TIME_WAIT left without SO_REUSEADDR, new socket with",
+			f: base(func(f *events.Failure) {
+				f.Socket.ReuseAddr = true
+				f.Holders = []events.Holder{timeWait(off, 30_000)}
+				f.TimeWait = &events.TimeWait{Count: 1, MaxRemainingMS: 30_000}
+			}),
+			wantDiagnosis: []string{"left by a socket without SO_REUSEADDR", "cannot override them"},
+			wantHint:      []string{"in the program that left them"},
+		},
+		{
+			name: "TIME_WAIT, flags unknown",
+			f: base(func(f *events.Failure) {
+				f.Holders = []events.Holder{timeWait(nil, 30_000)}
+				f.TimeWait = &events.TimeWait{Count: 1, MaxRemainingMS: 30_000}
+			}),
+			wantDiagnosis: []string{"this socket did not set SO_REUSEADDR"},
+			wantHint:      []string{"only when the socket that left it had the flag too"},
+		},
+		{
+			name:          "nothing found",
+			f:             base(func(f *events.Failure) {}),
+			wantDiagnosis: []string{"No socket holds 0.0.0.0:8080/tcp any more"},
+			wantHint:      []string{"retry"},
+		},
+		{
+			name:          "no ephemeral port left",
+			f:             base(func(f *events.Failure) { f.Port = 0 }),
+			wantDiagnosis: []string{"No free ephemeral port was left for 0.0.0.0/tcp", "ip_local_port_range"},
+		},
+		{
+			name: "EADDRNOTAVAIL lists the namespace's addresses",
+			f:    base(func(f *events.Failure) { f.Errno, f.Addr = "EADDRNOTAVAIL", "10.9.9.9" }),
+			facts: NetnsFacts{Addrs: []LocalAddr{{Addr: netip.MustParseAddr("127.0.0.1"), Iface: "lo"},
+				{Addr: netip.MustParseAddr("172.17.0.2"), Iface: "eth0"}}},
+			wantDiagnosis: []string{"10.9.9.9 is not assigned to any interface in the failing process's network namespace (4026531840)",
+				"127.0.0.1 (lo), 172.17.0.2 (eth0)"},
+			wantHint: []string{"IP_FREEBIND", "net.ipv4.ip_nonlocal_bind=1", "inside the container"},
+		},
+		{
+			name: "EADDRNOTAVAIL on a tentative IPv6 address",
+			f: base(func(f *events.Failure) {
+				f.Errno, f.Family, f.Addr = "EADDRNOTAVAIL", "ipv6", "2001:db8::5"
+			}),
+			facts:         NetnsFacts{Addrs: []LocalAddr{{Addr: netip.MustParseAddr("2001:db8::5"), Iface: "eth0", Tentative: true}}},
+			wantDiagnosis: []string{"2001:db8::5 is assigned to eth0 but still tentative"},
+			wantHint:      []string{"IP_FREEBIND", "accept_dad=0"},
+		},
+		{
+			name: "EACCES below ip_unprivileged_port_start without the capability",
+			f: base(func(f *events.Failure) {
+				f.Errno, f.Port, f.Process.CapNetBindService = "EACCES", 80, off
+			}),
+			facts:         NetnsFacts{UnprivilegedPortStart: 1024},
+			wantDiagnosis: []string{"Port 80 is privileged", "ip_unprivileged_port_start (1024)", "myapp (uid 1000) does not have CAP_NET_BIND_SERVICE"},
+			wantHint:      []string{"port ≥ 1024", "setcap cap_net_bind_service=+ep /opt/myapp", "AmbientCapabilities=CAP_NET_BIND_SERVICE"},
+		},
+		{
+			name:          "EACCES above ip_unprivileged_port_start: not the port",
+			f:             base(func(f *events.Failure) { f.Errno, f.Port = "EACCES", 8080 }),
+			facts:         NetnsFacts{UnprivilegedPortStart: 80},
+			wantDiagnosis: []string{"not privileged there", "security module"},
+			wantHint:      []string{"audit log"},
+		},
+		{
+			name:          "EINVAL on bind: already bound",
+			f:             base(func(f *events.Failure) { f.Errno = "EINVAL" }),
+			wantDiagnosis: []string{"already bound"},
+			wantHint:      []string{"Bind each socket once"},
+		},
+		{
+			name:          "EINVAL on listen",
+			f:             base(func(f *events.Failure) { f.Errno, f.Syscall = "EINVAL", "listen" }),
+			wantDiagnosis: []string{"cannot listen"},
+		},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			d, h := Diagnose(c.f, c.facts, now)
+			if d == "" || h == "" {
+				t.Errorf("empty diagnosis %q or hint %q", d, h)
+			}
+			for _, w := range c.wantDiagnosis {
+				if !strings.Contains(d, w) {
+					t.Errorf("diagnosis %q\n lacks %q", d, w)
+				}
+			}
+			for _, w := range c.wantHint {
+				if !strings.Contains(h, w) {
+					t.Errorf("hint %q\n lacks %q", h, w)
+				}
+			}
+			// Folklore that does not work on Linux is never advised.
+			for _, bad := range []string{"tcp_fin_timeout=", "tcp_tw_reuse=1", "tcp_tw_recycle"} {
+				if strings.Contains(h, bad) {
+					t.Errorf("hint %q advises %s", h, bad)
+				}
+			}
+		})
+	}
+}
+
+func TestReuseAllows(t *testing.T) {
+	on, off := boolPtr(true), boolPtr(false)
+	for _, c := range []struct {
+		name  string
+		want  bindFlags
+		held  events.Holder
+		allow bool
+	}{
+		{"reuseaddr both, bound", bindFlags{reuseAddr: true}, events.Holder{Proto: "tcp", State: "BOUND", ReuseAddr: on}, true},
+		{"reuseaddr both, listening", bindFlags{reuseAddr: true}, events.Holder{Proto: "tcp", State: "LISTEN", ReuseAddr: on}, false},
+		{"reuseaddr both, TIME_WAIT", bindFlags{reuseAddr: true}, events.Holder{Proto: "tcp", State: "TIME_WAIT", ReuseAddr: on}, true},
+		{"reuseaddr new only, TIME_WAIT", bindFlags{reuseAddr: true}, events.Holder{Proto: "tcp", State: "TIME_WAIT", ReuseAddr: off}, false},
+		{"reuseaddr unknown counts as off", bindFlags{reuseAddr: true}, events.Holder{Proto: "tcp", State: "BOUND"}, false},
+		{"udp reuseaddr both", bindFlags{reuseAddr: true}, events.Holder{Proto: "udp", State: "UNCONN", ReuseAddr: on}, true},
+		{"reuseport both, same uid", bindFlags{reusePort: true, uid: 7}, events.Holder{Proto: "tcp", State: "LISTEN", ReusePort: on, UID: 7}, true},
+		{"reuseport both, other uid", bindFlags{reusePort: true, uid: 7}, events.Holder{Proto: "tcp", State: "LISTEN", ReusePort: on, UID: 8}, false},
+		{"reuseport both, other uid, TIME_WAIT", bindFlags{reusePort: true, uid: 7}, events.Holder{Proto: "tcp", State: "TIME_WAIT", ReusePort: on, UID: 0}, true},
+		{"reuseport new only", bindFlags{reusePort: true}, events.Holder{Proto: "tcp", State: "LISTEN", ReusePort: off}, false},
+	} {
+		if got := reuseAllows(c.want, &c.held); got != c.allow {
+			t.Errorf("%s: reuseAllows = %v, want %v", c.name, got, c.allow)
+		}
+	}
+}
+
+func TestListHoldersCapsAndOrders(t *testing.T) {
+	var all []events.Holder
+	for i := range 20 {
+		all = append(all, events.Holder{State: "TIME_WAIT", RemainingMS: int64(i * 1000)})
+		all = append(all, events.Holder{State: "ESTABLISHED", Source: events.SeenLive})
+	}
+	all = append(all, events.Holder{State: "BOUND"}, events.Holder{State: "LISTEN"}, events.Holder{State: "LISTEN", Source: events.Recorded})
+	got, tw := listHolders(all)
+	if tw == nil || tw.Count != 20 || tw.MaxRemainingMS != 19_000 {
+		t.Fatalf("time_wait = %+v, want 20 sockets, 19 s", tw)
+	}
+	if len(got) != 3+maxListedConnected+maxListedTimeWait {
+		t.Fatalf("listed %d holders, want %d", len(got), 3+maxListedConnected+maxListedTimeWait)
+	}
+	if got[0].State != "LISTEN" || got[1].State != "LISTEN" || got[2].State != "BOUND" || got[3].State != "ESTABLISHED" {
+		t.Errorf("order = %v %v %v %v, want listeners, bound, then connections", got[0].State, got[1].State, got[2].State, got[3].State)
+	}
+	if last := got[len(got)-1]; last.State != "TIME_WAIT" || got[3+maxListedConnected].RemainingMS != 19_000 {
+		t.Errorf("TIME_WAIT not last or not by time left: %+v", got[3+maxListedConnected:])
+	}
+}
+
+func TestMergeRecorded(t *testing.T) {
+	live := []events.Holder{{Source: events.SeenLive, Inode: 5, State: "LISTEN", Processes: []events.Process{}}}
+	since := time.Unix(1000, 0)
+	given := []events.Holder{
+		{Source: events.Recorded, Inode: 5, Since: since, Processes: []events.Process{{PID: 9}}},
+		{Source: events.Recorded, Inode: 6, Processes: []events.Process{{PID: 10}}},
+	}
+	got := mergeRecorded(live, given)
+	if len(got) != 2 || got[0].Source != events.SeenLive || !got[0].Since.Equal(since) || got[0].Processes[0].PID != 9 {
+		t.Fatalf("merged = %+v, want the live holder with the recorded process and time", got)
+	}
+	if got[1].Source != events.Recorded || got[1].Inode != 6 {
+		t.Errorf("the holder not seen live = %+v, want it kept as recorded", got[1])
+	}
+}
+
+func TestPortFilterBytecode(t *testing.T) {
+	bc := portFilter(8080)
+	// op {code=S_EQ, yes=8, no=12}, operand {no=port}: see inet_diag_bc_run.
+	ne := binary.NativeEndian
+	if len(bc) != 8 || bc[0] != inetDiagBCSEq || bc[1] != 8 || ne.Uint16(bc[2:]) != 12 || ne.Uint16(bc[6:]) != 8080 {
+		t.Errorf("portFilter(8080) = %v", bc)
+	}
+}

@@ -1,0 +1,120 @@
+package resolve
+
+import (
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bindwatch/bindwatch/internal/events"
+)
+
+func TestContainerID(t *testing.T) {
+	const id = "4f2a6c0d9b1e8a7f3c5d2e1b0a9f8e7d6c5b4a3f2e1d0c9b8a7f6e5d4c3b2a10"
+	const id2 = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	for _, c := range []struct{ path, want string }{
+		{"/system.slice/docker-" + id + ".scope", id},
+		{"/system.slice/containerd.service/kubepods-besteffort-pod1.slice:cri-containerd:" + id, id},
+		{"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-podabc.slice/cri-containerd-" + id + ".scope", id},
+		{"/machine.slice/libpod-" + id + ".scope/container", id},
+		{"/kubepods/besteffort/pod0a1b/" + id, id},
+		{"/docker/" + id, id},
+		{"/system.slice/crio-" + id + ".scope", id},
+		{"/docker/" + id2 + "/docker/" + id, id}, // nested: the innermost
+		{"/user.slice/user-1000.slice/session-3.scope", ""},
+		{"/system.slice/nginx.service", ""},
+		{"/", ""},
+		{"/x/" + id + "0", ""}, // 65 hex digits: not an id
+		{"", ""},
+	} {
+		if got := ContainerID(c.path); got != c.want {
+			t.Errorf("ContainerID(%q) = %q, want %q", c.path, got, c.want)
+		}
+	}
+}
+
+func TestParseStat(t *testing.T) {
+	// comm may contain spaces and parentheses.
+	line := "4242 (my (weird) prog) S 17 4242 4242 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 123456 1000 10 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0\n"
+	st, ok := parseStat([]byte(line))
+	if !ok || st.comm != "my (weird) prog" || st.ppid != 17 || st.startTicks != 123456 {
+		t.Fatalf("parseStat = %+v, %v", st, ok)
+	}
+	if _, ok := parseStat([]byte("4242 (short) S 1 2")); ok {
+		t.Error("a truncated stat line parsed")
+	}
+}
+
+func TestSplitCmdline(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		want []string
+	}{
+		{"python3\x00-m\x00http.server\x00", []string{"python3", "-m", "http.server"}},
+		{"nginx: master process nginx -g daemon off;", []string{"nginx: master process nginx -g daemon off;"}},
+		{"a\x00\x00b\x00", []string{"a", "", "b"}}, // an empty argument stays
+		{"", nil},
+	} {
+		if got := splitCmdline([]byte(c.in)); !slices.Equal(got, c.want) {
+			t.Errorf("splitCmdline(%q) = %q, want %q", c.in, got, c.want)
+		}
+	}
+}
+
+func TestCgroupV2Path(t *testing.T) {
+	in := "12:cpu,cpuacct:/legacy\n0::/system.slice/nginx.service\n"
+	if got := cgroupV2Path([]byte(in)); got != "/system.slice/nginx.service" {
+		t.Errorf("cgroupV2Path = %q", got)
+	}
+	if got := cgroupV2Path([]byte("3:memory:/x\n")); got != "" {
+		t.Errorf("cgroup v1 only: %q, want empty", got)
+	}
+}
+
+func TestUserNameFromPasswd(t *testing.T) {
+	dir := t.TempDir()
+	path := dir + "/passwd"
+	os.WriteFile(path, []byte("root:x:0:0:root:/root:/bin/sh\n# comment\nbad line\nwww:x:33:33::/var/www:/usr/sbin/nologin\nalias:x:33:33::/:/bin/false\n"), 0o644)
+	old := passwdPath
+	passwdPath = path
+	t.Cleanup(func() { passwdPath = old; passwd.names = nil })
+	for uid, want := range map[uint32]string{0: "root", 33: "www", 1000: ""} {
+		if got := userName(uid); got != want {
+			t.Errorf("userName(%d) = %q, want %q", uid, got, want)
+		}
+	}
+	// An edited file is read again.
+	time.Sleep(10 * time.Millisecond)
+	os.WriteFile(path, []byte("root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\n"), 0o644)
+	if got := userName(1000); got != "alice" {
+		t.Errorf("after an edit, userName(1000) = %q, want alice", got)
+	}
+}
+
+func TestFillProcessSelf(t *testing.T) {
+	p := events.Process{PID: os.Getpid(), Comm: "kept"}
+	FillProcess(&p)
+	exe, _ := os.Executable()
+	if p.Exe != exe || p.Comm != "kept" || p.PPID != os.Getppid() || !slices.Equal(p.Cmdline, os.Args) {
+		t.Errorf("FillProcess(self) = %+v, want exe %s, comm kept (not overwritten), ppid %d, cmdline %q", p, exe, os.Getppid(), os.Args)
+	}
+	if p.UID != uint32(os.Getuid()) || p.GID == nil || *p.GID != uint32(os.Getgid()) {
+		t.Errorf("uid/gid = %d/%v, want %d/%d", p.UID, p.GID, os.Getuid(), os.Getgid())
+	}
+	if age := time.Since(p.StartTime); age < 0 || age > 10*time.Minute {
+		t.Errorf("start time %v is %v ago", p.StartTime, age)
+	}
+	if p.Netns == 0 || !strings.HasPrefix(p.Cgroup, "/") {
+		t.Errorf("netns %d, cgroup %q: want both", p.Netns, p.Cgroup)
+	}
+}
+
+func TestFillProcessGone(t *testing.T) {
+	p := events.Process{PID: 1 << 22} // above pid_max's ceiling: never a process
+	FillProcess(&p)
+	want := events.Process{PID: 1 << 22}
+	if p.Exe != "" || p.Comm != "" || p.PPID != 0 || p.Cmdline != nil || p.GID != nil || p.User != "" || !p.StartTime.IsZero() || p.Cgroup != "" || p.Netns != 0 {
+		t.Errorf("FillProcess of a missing process invented %+v, want %+v", p, want)
+	}
+}
