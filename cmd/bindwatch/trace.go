@@ -18,7 +18,7 @@ import (
 )
 
 func commands() []*cli.Command {
-	return []*cli.Command{}
+	return []*cli.Command{doctorCommand()}
 }
 
 // traceFlags are the flags of tracing (bindwatch itself, and bindwatch run).
