@@ -39,10 +39,10 @@ func TestDiagnose(t *testing.T) {
 		wantHint      []string
 	}{
 		{
-			name: "live listener",
-			f:    base(func(f *events.Failure) { f.Holders = []events.Holder{listener("0.0.0.0", nginx)} }),
+			name:          "live listener",
+			f:             base(func(f *events.Failure) { f.Holders = []events.Holder{listener("0.0.0.0", nginx)} }),
 			wantDiagnosis: []string{"Port 8080/tcp is held by nginx (pid 42, user www-data), listening on 0.0.0.0:8080, running for 3h0m."},
-			wantHint: []string{"kill 42", "another port"},
+			wantHint:      []string{"kill 42", "another port"},
 		},
 		{
 			name: "bound time known from the kernel",

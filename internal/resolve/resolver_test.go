@@ -298,7 +298,7 @@ func TestResolveRealServers(t *testing.T) {
 		if !strings.HasPrefix(p.Comm, "python") || !slices.Contains(p.Cmdline, "http.server") {
 			t.Errorf("process = %+v, want python3 -m http.server", p)
 		}
-		want := fmt.Sprintf("port %d/tcp is held by %s (pid %d, user root", port, p.Comm, p.PID)
+		want := fmt.Sprintf("Port %d/tcp is held by %s (pid %d, user root), listening on 127.0.0.1:%d", port, p.Comm, p.PID, port)
 		if !strings.Contains(f.Diagnosis, want) || !strings.Contains(f.Hint, strconv.Itoa(p.PID)) {
 			t.Errorf("diagnosis %q / hint %q, want %q and the pid", f.Diagnosis, f.Hint, want)
 		}
