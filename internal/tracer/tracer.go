@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"time"
 	"unsafe"
 
@@ -218,14 +219,16 @@ func (t *Tracer) Time(bootNS uint64) time.Time {
 	return t.bootEpoch.Add(time.Duration(bootNS))
 }
 
-func bootEpoch() time.Time {
+// bootEpoch is computed once per process, so every session converts the
+// same kernel timestamp (a process's start, say) to the same time.
+var bootEpoch = sync.OnceValue(func() time.Time {
 	var ts unix.Timespec
 	now := time.Now()
 	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
 		return now
 	}
 	return now.Add(-time.Duration(ts.Nano()))
-}
+})
 
 // TracePID adds a process to the --pid filter (with FollowChildren, its
 // future children too).
