@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -132,4 +133,96 @@ func (a aptIndex) download(ctx context.Context, pkg, version, dir string) (strin
 		return "", fmt.Errorf("apt-get download %s=%s left %d .deb files in %s, want 1", pkg, version, len(debs), dir)
 	}
 	return debs[0], nil
+}
+
+// mirrors are the Debian archive URLs of the host's apt sources. The kernel
+// suites are fetched from the same places the machine already uses.
+type mirrors struct{ main, security string }
+
+func (m mirrors) sourcesList(release string) string {
+	opt := "[signed-by=" + archiveKeyring + "]"
+	return fmt.Sprintf("deb %[1]s %[2]s %[4]s main\ndeb %[1]s %[2]s %[4]s-updates main\ndeb %[1]s %[3]s %[4]s-security main\n",
+		opt, m.main, m.security, release)
+}
+
+func hostMirrors() (mirrors, error) {
+	files, err := filepath.Glob("/etc/apt/sources.list.d/*")
+	if err != nil {
+		return mirrors{}, err
+	}
+	var texts []string
+	for _, name := range append([]string{"/etc/apt/sources.list"}, files...) {
+		if !strings.HasSuffix(name, ".list") && !strings.HasSuffix(name, ".sources") {
+			continue
+		}
+		data, err := os.ReadFile(name)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return mirrors{}, fmt.Errorf("read apt sources: %w", err)
+		}
+		texts = append(texts, string(data))
+	}
+	return parseMirrors(texts), nil
+}
+
+// parseMirrors picks the first Debian archive and security archive URIs
+// from sources.list and deb822 .sources texts. Without a main archive it
+// falls back to deb.debian.org; without a security archive it assumes the
+// main archive's host serves one next to it.
+func parseMirrors(texts []string) mirrors {
+	var m mirrors
+	for _, text := range texts {
+		for _, uri := range sourceURIs(text) {
+			uri = strings.TrimSuffix(uri, "/")
+			switch {
+			case m.main == "" && strings.HasSuffix(uri, "/debian"):
+				m.main = uri
+			case m.security == "" && strings.HasSuffix(uri, "/debian-security"):
+				m.security = uri
+			}
+		}
+	}
+	if m.main == "" {
+		m.main = "http://deb.debian.org/debian"
+	}
+	if m.security == "" {
+		m.security = m.main + "-security"
+	}
+	return m
+}
+
+// sourceURIs returns the archive URIs of "deb" lines and "URIs:" fields.
+func sourceURIs(text string) []string {
+	var uris []string
+	sc := bufio.NewScanner(strings.NewReader(text))
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 2 {
+			continue
+		}
+		switch fields[0] {
+		case "URIs:":
+			uris = append(uris, fields[1:]...)
+		case "deb":
+			if uri := skipOptions(fields[1:]); uri != "" {
+				uris = append(uris, uri)
+			}
+		}
+	}
+	return uris
+}
+
+// skipOptions returns the first field after a "[...]" option block.
+func skipOptions(fields []string) string {
+	inOptions := false
+	for _, f := range fields {
+		switch {
+		case !inOptions && strings.HasPrefix(f, "["):
+			inOptions = !strings.HasSuffix(f, "]")
+		case inOptions:
+			inOptions = !strings.HasSuffix(f, "]")
+		default:
+			return f
+		}
+	}
+	return ""
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"reflect"
 	"strings"
 	"testing"
 )
@@ -35,62 +34,5 @@ func TestKernelPatterns(t *testing.T) {
 	}
 	if _, err := lookupKernelSpec("4.19"); err == nil || !strings.Contains(err.Error(), "known: 5.10, 6.1, 6.12") {
 		t.Errorf("lookupKernelSpec(4.19) = %v, want an error listing the known kernels", err)
-	}
-}
-
-func TestMissingConfig(t *testing.T) {
-	var config strings.Builder
-	for _, name := range requiredConfig {
-		config.WriteString(name + "=y\n")
-	}
-	if got := missingConfig(config.String()); got != nil {
-		t.Errorf("missingConfig(all built in) = %v, want none", got)
-	}
-	broken := strings.Replace(config.String(), "CONFIG_IPV6=y", "CONFIG_IPV6=m", 1)
-	broken = strings.Replace(broken, "CONFIG_DEBUG_INFO_BTF=y\n", "# CONFIG_DEBUG_INFO_BTF is not set\n", 1)
-	want := []string{"CONFIG_IPV6", "CONFIG_DEBUG_INFO_BTF"}
-	if got := missingConfig(broken); !reflect.DeepEqual(got, want) {
-		t.Errorf("missingConfig = %v, want %v", got, want)
-	}
-}
-
-func TestParseMirrors(t *testing.T) {
-	deb822 := `Types: deb
-# http://snapshot.debian.org/archive/debian/20250520T000000Z
-URIs: http://mirror.example/debian/
-Suites: bookworm bookworm-updates
-Components: main
-
-Types: deb
-URIs: http://mirror.example/debian-security
-Suites: bookworm-security
-`
-	oneLine := "# deb http://commented.example/debian bookworm main\n" +
-		"deb [arch=amd64 signed-by=/k.gpg] https://other.example/debian bookworm main\n" +
-		"deb https://packages.cloud.example/apt cloud-sdk main\n"
-	tests := []struct {
-		name  string
-		texts []string
-		want  mirrors
-	}{
-		{"deb822", []string{deb822}, mirrors{"http://mirror.example/debian", "http://mirror.example/debian-security"}},
-		{"first wins", []string{oneLine, deb822}, mirrors{"https://other.example/debian", "http://mirror.example/debian-security"}},
-		{"no security", []string{oneLine}, mirrors{"https://other.example/debian", "https://other.example/debian-security"}},
-		{"nothing", nil, mirrors{"http://deb.debian.org/debian", "http://deb.debian.org/debian-security"}},
-	}
-	for _, tt := range tests {
-		if got := parseMirrors(tt.texts); got != tt.want {
-			t.Errorf("%s: parseMirrors = %+v, want %+v", tt.name, got, tt.want)
-		}
-	}
-}
-
-func TestSourcesList(t *testing.T) {
-	got := mirrors{"http://m/debian", "http://m/debian-security"}.sourcesList("bullseye")
-	want := "deb [signed-by=" + archiveKeyring + "] http://m/debian bullseye main\n" +
-		"deb [signed-by=" + archiveKeyring + "] http://m/debian bullseye-updates main\n" +
-		"deb [signed-by=" + archiveKeyring + "] http://m/debian-security bullseye-security main\n"
-	if got != want {
-		t.Errorf("sourcesList =\n%s\nwant\n%s", got, want)
 	}
 }

@@ -27,9 +27,13 @@ var guestEtc = map[string]string{
 	"/etc/group":  "root:x:0:\n",
 }
 
-// newPlan tells the guest to run every package's tests once per backend.
-func newPlan(pkgs []testPackage, backends, args []string) protocol.Plan {
-	plan := protocol.Plan{Backends: backends, Args: args}
+// newPlan tells the guest to load each kernel's modules and run every
+// package's tests once per backend.
+func newPlan(pkgs []testPackage, kernels []kernel, backends, args []string) protocol.Plan {
+	plan := protocol.Plan{Backends: backends, Args: args, Modules: map[string][]string{}}
+	for _, k := range kernels {
+		plan.Modules[k.Release()] = k.modules
+	}
 	for _, p := range pkgs {
 		plan.Tests = append(plan.Tests, protocol.Test{
 			Name:   p.name,
@@ -45,6 +49,7 @@ type initramfs struct {
 	init    string // host path of the guest init
 	busybox string // host path of a static busybox
 	pkgs    []testPackage
+	kernels []kernel
 	plan    protocol.Plan // from newPlan: plan.Tests[i] is pkgs[i]
 }
 
@@ -60,6 +65,7 @@ func (r initramfs) write(ctx context.Context, name string) error {
 		r.writeSkeleton,
 		func(c *cpioWriter) error { return r.writeBusybox(ctx, c) },
 		r.writeTests,
+		r.writeModules,
 		r.writePlan,
 		func(c *cpioWriter) error { return addHostFile(c, "/init", r.init, 0o755) },
 	}
@@ -132,6 +138,18 @@ func (r initramfs) writeTests(c *cpioWriter) error {
 		}
 		if err := addTree(c, filepath.Join(p.dir, "testdata"), path.Join(test.Dir, "testdata")); err != nil {
 			return err
+		}
+	}
+	return nil
+}
+
+// writeModules puts every kernel's modules where the plan says.
+func (r initramfs) writeModules(c *cpioWriter) error {
+	for _, k := range r.kernels {
+		for _, file := range k.modules {
+			if err := addHostFile(c, path.Join(protocol.ModuleDir(k.Release()), file), k.module(file), 0o644); err != nil {
+				return err
+			}
 		}
 	}
 	return nil

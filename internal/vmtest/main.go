@@ -118,15 +118,18 @@ func runMatrix(ctx context.Context, o options) ([]kernelOutcome, error) {
 	if err != nil {
 		return nil, err
 	}
-	initrd, plan, err := prepareGuest(ctx, o, mod, busybox)
-	if err != nil {
-		return nil, err
-	}
-	if err := os.MkdirAll(filepath.Join(o.cache, "logs"), 0o755); err != nil {
+	ramfs := initramfs{busybox: busybox}
+	if ramfs.pkgs, ramfs.init, err = buildGuest(ctx, o, mod); err != nil {
 		return nil, err
 	}
 	outcomes := fetchKernels(ctx, o, specs)
-	runKernels(ctx, o, outcomes, initrd, plan)
+	ramfs.kernels = fetched(outcomes)
+	ramfs.plan = newPlan(ramfs.pkgs, ramfs.kernels, o.backends, testArgs(o, len(ramfs.pkgs)))
+	initrd := filepath.Join(o.cache, "build", "initramfs.cpio")
+	if err := ramfs.write(ctx, initrd); err != nil {
+		return nil, err
+	}
+	runKernels(ctx, o, outcomes, initrd, ramfs.plan)
 	return outcomes, nil
 }
 
@@ -142,28 +145,21 @@ func lookupKernelSpecs(series []string) ([]kernelSpec, error) {
 	return specs, nil
 }
 
-// prepareGuest builds the test binaries and the guest init and packs them
-// into the initramfs every kernel boots with.
-func prepareGuest(ctx context.Context, o options, mod module, busybox string) (string, protocol.Plan, error) {
+// buildGuest compiles the test binaries and the guest init into the
+// cache's build directory.
+func buildGuest(ctx context.Context, o options, mod module) ([]testPackage, string, error) {
 	dir := filepath.Join(o.cache, "build")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", protocol.Plan{}, err
+	for _, d := range []string{dir, filepath.Join(o.cache, "logs")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, "", err
+		}
 	}
 	pkgs, err := buildTests(ctx, mod, o.pkgs, dir)
 	if err != nil {
-		return "", protocol.Plan{}, err
+		return nil, "", err
 	}
 	init, err := buildGuestInit(ctx, dir)
-	if err != nil {
-		return "", protocol.Plan{}, err
-	}
-	plan := newPlan(pkgs, o.backends, testArgs(o, len(pkgs)))
-	initrd := filepath.Join(dir, "initramfs.cpio")
-	ramfs := initramfs{init: init, busybox: busybox, pkgs: pkgs, plan: plan}
-	if err := ramfs.write(ctx, initrd); err != nil {
-		return "", protocol.Plan{}, err
-	}
-	return initrd, plan, nil
+	return pkgs, init, err
 }
 
 // testArgs gives each test binary an equal share of the per-kernel
@@ -193,6 +189,16 @@ func fetchKernels(ctx context.Context, o options, specs []kernelSpec) []kernelOu
 		}
 	}
 	return outcomes
+}
+
+func fetched(outcomes []kernelOutcome) []kernel {
+	var kernels []kernel
+	for _, o := range outcomes {
+		if o.err == nil {
+			kernels = append(kernels, o.kernel)
+		}
+	}
+	return kernels
 }
 
 // runKernels boots the fetched kernels, o.parallel at a time, and fills in

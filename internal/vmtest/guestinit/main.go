@@ -1,5 +1,6 @@
 // Command guestinit is the /init of vmtest's initramfs. It mounts the
-// pseudo-filesystems the tests need, brings the loopback interface up, runs
+// pseudo-filesystems the tests need, brings the loopback interface up,
+// loads the kernel modules the plan lists for the running kernel, runs
 // every test binary of the plan once per backend with its output and marker
 // lines on the serial console, and powers the machine off.
 //
@@ -34,11 +35,15 @@ func run() error {
 	if err := loopbackUp(); err != nil {
 		return err
 	}
-	if err := announceKernel(); err != nil {
+	release, err := announceKernel()
+	if err != nil {
 		return err
 	}
 	plan, err := readPlan()
 	if err != nil {
+		return err
+	}
+	if err := loadModules(release, plan.Modules[release]); err != nil {
 		return err
 	}
 	for _, backend := range plan.Backends {
@@ -96,17 +101,19 @@ func loopbackUp() error {
 	return nil
 }
 
-func announceKernel() error {
+// announceKernel prints and returns the running kernel's release.
+func announceKernel() (string, error) {
 	var uts unix.Utsname
 	if err := unix.Uname(&uts); err != nil {
-		return fmt.Errorf("uname: %w", err)
+		return "", fmt.Errorf("uname: %w", err)
 	}
 	uptime, err := readUptime()
 	if err != nil {
-		return err
+		return "", err
 	}
-	fmt.Println(protocol.KernelLine(unix.ByteSliceToString(uts.Release[:]), uptime))
-	return nil
+	release := unix.ByteSliceToString(uts.Release[:])
+	fmt.Println(protocol.KernelLine(release, uptime))
+	return release, nil
 }
 
 // readUptime returns how long the kernel has been up, from /proc/uptime
@@ -134,6 +141,35 @@ func readPlan() (protocol.Plan, error) {
 		return plan, fmt.Errorf("read plan %s: %w", protocol.PlanPath, err)
 	}
 	return plan, nil
+}
+
+// loadModules loads the module files of release in order; compressed
+// ones (.ko.xz) are left to the kernel to decompress.
+func loadModules(release string, files []string) error {
+	for _, file := range files {
+		name := protocol.ModuleDir(release) + "/" + file
+		if err := loadModule(name); err != nil {
+			return fmt.Errorf("load module %s: %w (is it built for %s?)", name, err, release)
+		}
+	}
+	return nil
+}
+
+func loadModule(name string) error {
+	f, err := os.Open(name)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	flags := 0
+	if !strings.HasSuffix(name, ".ko") {
+		flags = unix.MODULE_INIT_COMPRESSED_FILE
+	}
+	err = unix.FinitModule(int(f.Fd()), "", flags)
+	if errors.Is(err, unix.EEXIST) {
+		return nil
+	}
+	return err
 }
 
 // runTest runs one test binary for one backend between a begin and an end

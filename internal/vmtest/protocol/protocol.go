@@ -25,7 +25,13 @@ type Plan struct {
 	Backends []string `json:"backends"`
 	Tests    []Test   `json:"tests"`
 	Args     []string `json:"args"`
+	// Modules lists, by kernel release, the module files in
+	// ModuleDir(release) to load before the tests, in order.
+	Modules map[string][]string `json:"modules"`
 }
+
+// ModuleDir is where the modules of kernel release live in the guest.
+func ModuleDir(release string) string { return "/lib/modules/" + release }
 
 // Test is one compiled test binary inside the initramfs.
 type Test struct {

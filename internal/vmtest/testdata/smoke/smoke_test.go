@@ -5,6 +5,7 @@
 package smoke
 
 import (
+	"encoding/binary"
 	"errors"
 	"net"
 	"os"
@@ -61,5 +62,73 @@ func TestBindConflict(t *testing.T) {
 func TestShell(t *testing.T) {
 	if out, err := exec.Command("sh", "-c", "echo ok").CombinedOutput(); err != nil || string(out) != "ok\n" {
 		t.Fatalf("sh -c 'echo ok' = %q, %v (the initramfs carries busybox)", out, err)
+	}
+}
+
+// TestSockDiag finds a TCP listener and a bound UDP socket through inet
+// sock_diag, which bindwatch uses to name holders: the guest init loads
+// its modules.
+func TestSockDiag(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	for proto, port := range map[uint8]int{syscall.IPPROTO_TCP: ln.Addr().(*net.TCPAddr).Port, syscall.IPPROTO_UDP: pc.LocalAddr().(*net.UDPAddr).Port} {
+		ports, err := diagPorts(proto)
+		if err != nil {
+			t.Fatalf("sock_diag, protocol %d: %v (are inet_diag, tcp_diag and udp_diag loaded?)", proto, err)
+		}
+		if !ports[port] {
+			t.Errorf("sock_diag, protocol %d: port %d not among %v", proto, port, ports)
+		}
+	}
+}
+
+// diagPorts dumps the local ports of the IPv4 sockets of protocol, in any
+// state, with a SOCK_DIAG_BY_FAMILY request.
+func diagPorts(proto uint8) (map[int]bool, error) {
+	const netlinkSockDiag, sockDiagByFamily = 4, 20
+	fd, err := syscall.Socket(syscall.AF_NETLINK, syscall.SOCK_DGRAM|syscall.SOCK_CLOEXEC, netlinkSockDiag)
+	if err != nil {
+		return nil, err
+	}
+	defer syscall.Close(fd)
+	// nlmsghdr, then inet_diag_req_v2: family, protocol, ext, pad, states, sockid.
+	req := make([]byte, 16+56)
+	binary.NativeEndian.PutUint32(req[0:], uint32(len(req)))
+	binary.NativeEndian.PutUint16(req[4:], sockDiagByFamily)
+	binary.NativeEndian.PutUint16(req[6:], syscall.NLM_F_REQUEST|syscall.NLM_F_DUMP)
+	req[16], req[17] = syscall.AF_INET, proto
+	binary.NativeEndian.PutUint32(req[20:], ^uint32(0))
+	if err := syscall.Sendto(fd, req, 0, &syscall.SockaddrNetlink{Family: syscall.AF_NETLINK}); err != nil {
+		return nil, err
+	}
+	ports := map[int]bool{}
+	buf := make([]byte, 1<<16)
+	for {
+		n, _, err := syscall.Recvfrom(fd, buf, 0)
+		if err != nil {
+			return nil, err
+		}
+		msgs, err := syscall.ParseNetlinkMessage(buf[:n])
+		if err != nil {
+			return nil, err
+		}
+		for _, m := range msgs {
+			switch m.Header.Type {
+			case syscall.NLMSG_DONE:
+				return ports, nil
+			case syscall.NLMSG_ERROR:
+				return nil, syscall.Errno(-int32(binary.NativeEndian.Uint32(m.Data)))
+			}
+			// inet_diag_msg: family, state, timer, retrans, then sport (big endian).
+			ports[int(binary.BigEndian.Uint16(m.Data[4:]))] = true
+		}
 	}
 }
