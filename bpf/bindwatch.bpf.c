@@ -328,7 +328,8 @@ static __always_inline void fill_process(struct event *e)
 	e->uid = (__u32)uid_gid;
 	e->gid = uid_gid >> 32;
 	e->ppid = BPF_CORE_READ(task, real_parent, tgid);
-	e->start_ns = BPF_CORE_READ(task, start_boottime);
+	/* The process's start is its leader's; each thread has its own. */
+	e->start_ns = BPF_CORE_READ(task, group_leader, start_boottime);
 	e->cgroup_id = bpf_get_current_cgroup_id();
 	/* kernel_cap_t is u32[2] before 6.3 and one u64 after: on little
 	 * endian both are the same 8 bytes. */
@@ -461,7 +462,7 @@ static __always_inline void record_listener_of(struct task_struct *task, struct 
 	rec.inode = sock_inode(sk);
 	/* A seeded listener's listen() time is unknown: 0 says so. */
 	rec.bound_ns = seeding ? 0 : bpf_ktime_get_boot_ns();
-	rec.start_ns = BPF_CORE_READ(task, start_boottime);
+	rec.start_ns = BPF_CORE_READ(task, group_leader, start_boottime);
 	rec.tgid = BPF_CORE_READ(task, tgid);
 	rec.ppid = BPF_CORE_READ(task, real_parent, tgid);
 	rec.uid = BPF_CORE_READ(task, cred, uid.val);

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/bindwatch/bindwatch/internal/events"
+	"github.com/bindwatch/bindwatch/internal/resolve"
 	"github.com/bindwatch/bindwatch/internal/testenv"
 	"golang.org/x/sys/unix"
 )
@@ -104,6 +105,13 @@ func checkSelf(t *testing.T, f events.Failure) {
 	}
 	if p.Comm == "" || p.CgroupID == 0 || p.StartTime.IsZero() {
 		t.Errorf("comm %q cgroup_id %d start_time %v: want all set", p.Comm, p.CgroupID, p.StartTime)
+	}
+	// The kernel's start time is the process's (its leader's), as /proc
+	// says it to the clock tick.
+	proc := events.Process{PID: os.Getpid()}
+	resolve.FillProcess(&proc)
+	if d := p.StartTime.Sub(proc.StartTime); d < -20*time.Millisecond || d > 20*time.Millisecond {
+		t.Errorf("start_time %v, /proc says %v", p.StartTime, proc.StartTime)
 	}
 	if d := time.Since(f.Time); d < 0 || d > 10*time.Second {
 		t.Errorf("time %v is %v from now", f.Time, d)
