@@ -50,7 +50,7 @@ func parseFlags(args []string) (options, error) {
 	kernels := fs.String("kernels", "5.10,6.1,6.12", "comma-separated kernel series to boot")
 	var o options
 	fs.StringVar(&o.run, "run", "", "only run tests matching this regexp (passed as -test.run)")
-	fs.DurationVar(&o.timeout, "timeout", 4*time.Minute, "per-kernel limit, boot included; each test binary gets an equal share as -test.timeout")
+	fs.DurationVar(&o.timeout, "timeout", 4*time.Minute, "per-kernel limit, boot and every backend included; test binaries get 7/8 of it as -test.timeout")
 	fs.IntVar(&o.parallel, "parallel", 2, "kernels booted at the same time (one vCPU and 1G of RAM each)")
 	fs.StringVar(&o.cache, "cache", "", "cache for kernels, build output and serial logs (default <module>/.cache/vmtest)")
 	fs.BoolVar(&o.refresh, "refresh", false, "look for newer kernel packages even when one is cached")
@@ -124,7 +124,7 @@ func runMatrix(ctx context.Context, o options) ([]kernelOutcome, error) {
 	}
 	outcomes := fetchKernels(ctx, o, specs)
 	ramfs.kernels = fetched(outcomes)
-	ramfs.plan = newPlan(ramfs.pkgs, ramfs.kernels, o.backends, testArgs(o, len(ramfs.pkgs)))
+	ramfs.plan = newPlan(ramfs.pkgs, ramfs.kernels, o.backends, testArgs(o))
 	initrd := filepath.Join(o.cache, "build", "initramfs.cpio")
 	if err := ramfs.write(ctx, initrd); err != nil {
 		return nil, err
@@ -162,11 +162,10 @@ func buildGuest(ctx context.Context, o options, mod module) ([]testPackage, stri
 	return pkgs, init, err
 }
 
-// testArgs gives each test binary an equal share of the per-kernel
-// timeout, so that a hung test dumps its goroutines before qemu is killed.
-func testArgs(o options, pkgs int) []string {
-	share := o.timeout / time.Duration(pkgs*len(o.backends))
-	args := []string{"-test.v", "-test.count=1", "-test.timeout=" + share.String()}
+// testArgs makes a test binary that hangs panic with a goroutine dump
+// before qemu is killed: -test.timeout is 7/8 of the per-kernel timeout.
+func testArgs(o options) []string {
+	args := []string{"-test.v", "-test.count=1", "-test.timeout=" + (o.timeout - o.timeout/8).String()}
 	if o.run != "" {
 		args = append(args, "-test.run="+o.run)
 	}
