@@ -481,36 +481,111 @@ static __always_inline void record_listener(struct sock *sk)
 		record_listener_of(bpf_get_current_task_btf(), sk, false);
 }
 
-/* ---- tracepoint backend: syscalls:sys_exit_{bind,listen} ---------------- */
+/*
+ * Hooks that see a call's return but not its arguments (kretprobes; syscall
+ * exit tracepoints on kernels before 5.15, which lack bpf_task_pt_regs)
+ * pair with an entry hook that stashes the arguments per thread. The return
+ * hook always deletes the entry; the map is LRU so an entry orphaned by a
+ * missed return (kretprobe maxactive, a thread killed in the call) cannot
+ * fill it.
+ */
+struct call_args {
+	__u64 arg[3];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32); /* thread id */
+	__type(value, struct call_args);
+} inflight SEC(".maps");
+
+static __always_inline int stash_args(__u64 a0, __u64 a1, __u64 a2)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct call_args a = { .arg = { a0, a1, a2 } };
+
+	bpf_map_update_elem(&inflight, &tid, &a, BPF_ANY);
+	return 0;
+}
+
+/* Take (and always remove) this thread's stashed arguments. */
+static __always_inline bool pop_args(struct call_args *out)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct call_args *a = bpf_map_lookup_elem(&inflight, &tid);
+
+	if (!a)
+		return false;
+	*out = *a;
+	bpf_map_delete_elem(&inflight, &tid);
+	return true;
+}
+
+/* ---- tracepoint backend: syscalls:sys_{enter,exit}_{bind,listen} ------- */
 
 /*
- * Only the exit tracepoints are used: the return value says whether to do
- * anything at all, and the arguments are still in the task's saved user
- * registers (bpf_task_pt_regs, 5.15+), so no entry hook and no per-call map
- * update is needed on the success path.
+ * Where bpf_task_pt_regs exists (5.15+), only the exit tracepoints are
+ * used: the return value says whether to do anything at all, and the
+ * arguments are still in the task's saved user registers, so the success
+ * path is one early return. Older kernels pair the exits with the enter
+ * tracepoints (args_in_regs = 0, set by Go from a feature probe; the
+ * verifier prunes the branch not taken, helper call included).
  */
-static __always_inline struct pt_regs *syscall_regs(void)
+volatile const __u8 args_in_regs = 1;
+
+/* The syscall's first three arguments, at its exit. */
+static __always_inline bool syscall_args(struct call_args *a)
 {
-	return (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	struct pt_regs *regs;
+
+	if (!args_in_regs)
+		return pop_args(a);
+	regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	a->arg[0] = PT_REGS_PARM1_CORE_SYSCALL(regs);
+	a->arg[1] = PT_REGS_PARM2_CORE_SYSCALL(regs);
+	a->arg[2] = PT_REGS_PARM3_CORE_SYSCALL(regs);
+	return true;
+}
+
+/* Paired mode: the exit must always consume the stash, success or not. */
+static __always_inline bool skip_exit(long ret, struct call_args *a)
+{
+	if (!args_in_regs && !pop_args(a))
+		return true;
+	return ret >= 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_bind")
+int tp_enter_bind(struct trace_event_raw_sys_enter *ctx)
+{
+	return stash_args(ctx->args[0], ctx->args[1], ctx->args[2]);
+}
+
+SEC("tracepoint/syscalls/sys_enter_listen")
+int tp_enter_listen(struct trace_event_raw_sys_enter *ctx)
+{
+	return stash_args(ctx->args[0], 0, 0);
 }
 
 SEC("tracepoint/syscalls/sys_exit_bind")
 int tp_exit_bind(struct trace_event_raw_sys_exit *ctx)
 {
 	long ret = ctx->ret;
-	struct pt_regs *regs;
+	struct call_args a = {};
 	struct bind_req req = {};
 	struct sock *sk;
 	__u64 now, folded;
 	int fd;
 
-	if (ret >= 0 || !errno_wanted(-ret))
+	if (skip_exit(ret, &a) || !errno_wanted(-ret))
 		return 0;
 	if (!pid_wanted(bpf_get_current_pid_tgid() >> 32))
 		return 0;
-	regs = syscall_regs();
-	fd = PT_REGS_PARM1_CORE_SYSCALL(regs);
-	if (read_sockaddr(&req, (void *)PT_REGS_PARM2_CORE_SYSCALL(regs), PT_REGS_PARM3_CORE_SYSCALL(regs), true))
+	if (args_in_regs && !syscall_args(&a))
+		return 0;
+	fd = a.arg[0];
+	if (read_sockaddr(&req, (void *)a.arg[1], a.arg[2], true))
 		return 0;
 	now = bpf_ktime_get_boot_ns();
 	if (!fold_or_report(-ret, BW_SYSCALL_BIND, req.port, fd, now, &folded))
@@ -525,19 +600,26 @@ SEC("tracepoint/syscalls/sys_exit_listen")
 int tp_exit_listen(struct trace_event_raw_sys_exit *ctx)
 {
 	long ret = ctx->ret;
+	struct call_args a = {};
 	struct sock *sk;
 
+	if (!args_in_regs && !pop_args(&a))
+		return 0;
 	if (ret == 0) {
-		if (record_holders) {
-			sk = sock_from_fd(PT_REGS_PARM1_CORE_SYSCALL(syscall_regs()));
-			if (sk)
-				record_listener(sk);
-		}
+		if (!record_holders)
+			return 0;
+		if (args_in_regs && !syscall_args(&a))
+			return 0;
+		sk = sock_from_fd(a.arg[0]);
+		if (sk)
+			record_listener(sk);
 		return 0;
 	}
 	if (!errno_wanted(-ret) || !pid_wanted(bpf_get_current_pid_tgid() >> 32))
 		return 0;
-	sk = sock_from_fd(PT_REGS_PARM1_CORE_SYSCALL(syscall_regs()));
+	if (args_in_regs && !syscall_args(&a))
+		return 0;
+	sk = sock_from_fd(a.arg[0]);
 	if (!sk)
 		return 0;
 	return report_sock_failure(sk, NULL, BW_SYSCALL_LISTEN, BW_HOOK_TP_EXIT_LISTEN, -ret);
@@ -625,52 +707,12 @@ int BPF_PROG(fexit_inet_listen, struct socket *sock, int backlog, int ret)
 	return listen_returned(sock, ret);
 }
 
-/*
- * kprobe backend: a kretprobe no longer has the arguments, so the kprobe
- * stashes them per thread. The return probe always deletes the entry; the
- * map is LRU so an entry orphaned by a missed kretprobe (maxactive) cannot
- * fill it.
- */
-struct call_args {
-	__u64 sock;
-	__u64 uaddr;
-	__s32 addr_len;
-	__u32 pad;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 4096);
-	__type(key, __u32); /* thread id */
-	__type(value, struct call_args);
-} inflight SEC(".maps");
-
-static __always_inline int stash_args(void *sock, void *uaddr, int addr_len)
-{
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	struct call_args a = { .sock = (__u64)sock, .uaddr = (__u64)uaddr, .addr_len = addr_len };
-
-	bpf_map_update_elem(&inflight, &tid, &a, BPF_ANY);
-	return 0;
-}
-
-/* Take (and always remove) this thread's stashed arguments. */
-static __always_inline bool pop_args(struct call_args *out)
-{
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	struct call_args *a = bpf_map_lookup_elem(&inflight, &tid);
-
-	if (!a)
-		return false;
-	*out = *a;
-	bpf_map_delete_elem(&inflight, &tid);
-	return true;
-}
+/* kprobe backend: kprobe + kretprobe pairs, arguments stashed between. */
 
 SEC("kprobe/inet_bind")
 int BPF_KPROBE(kprobe_inet_bind, struct socket *sock, struct sockaddr *uaddr, int addr_len)
 {
-	return stash_args(sock, uaddr, addr_len);
+	return stash_args((__u64)sock, (__u64)uaddr, addr_len);
 }
 
 SEC("kretprobe/inet_bind")
@@ -680,13 +722,13 @@ int BPF_KRETPROBE(kretprobe_inet_bind, int ret)
 
 	if (!pop_args(&a))
 		return 0;
-	return bind_returned((struct socket *)a.sock, (void *)a.uaddr, a.addr_len, ret, BW_HOOK_INET_BIND);
+	return bind_returned((struct socket *)a.arg[0], (void *)a.arg[1], a.arg[2], ret, BW_HOOK_INET_BIND);
 }
 
 SEC("kprobe/inet6_bind")
 int BPF_KPROBE(kprobe_inet6_bind, struct socket *sock, struct sockaddr *uaddr, int addr_len)
 {
-	return stash_args(sock, uaddr, addr_len);
+	return stash_args((__u64)sock, (__u64)uaddr, addr_len);
 }
 
 SEC("kretprobe/inet6_bind")
@@ -696,13 +738,13 @@ int BPF_KRETPROBE(kretprobe_inet6_bind, int ret)
 
 	if (!pop_args(&a))
 		return 0;
-	return bind_returned((struct socket *)a.sock, (void *)a.uaddr, a.addr_len, ret, BW_HOOK_INET6_BIND);
+	return bind_returned((struct socket *)a.arg[0], (void *)a.arg[1], a.arg[2], ret, BW_HOOK_INET6_BIND);
 }
 
 SEC("kprobe/inet_listen")
 int BPF_KPROBE(kprobe_inet_listen, struct socket *sock)
 {
-	return stash_args(sock, NULL, 0);
+	return stash_args((__u64)sock, 0, 0);
 }
 
 SEC("kretprobe/inet_listen")
@@ -712,7 +754,7 @@ int BPF_KRETPROBE(kretprobe_inet_listen, int ret)
 
 	if (!pop_args(&a))
 		return 0;
-	return listen_returned((struct socket *)a.sock, ret);
+	return listen_returned((struct socket *)a.arg[0], ret);
 }
 
 /* ---- registry seeding ----------------------------------------------------- */

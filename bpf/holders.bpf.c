@@ -46,33 +46,51 @@ struct {
 	__type(value, __u8);
 } wanted_ports SEC(".maps");
 
-SEC("iter/task_file")
-int socket_owners(struct bpf_iter__task_file *ctx)
+#define S_IFMT 00170000
+#define S_IFSOCK 0140000
+
+/* State of one process's fd-table walk, shared with the bpf_loop callback. */
+struct fd_walk {
+	struct seq_file *seq;
+	struct file **fds;
+	unsigned long *open_fds;
+	unsigned long open_word; /* open_fds word of the current fd */
+	__u32 tgid;
+};
+
+static long check_fd(__u64 i, void *data)
 {
-	struct task_struct *task = ctx->task;
-	struct file *file = ctx->file;
+	struct fd_walk *w = data;
 	struct socket_owner rec = {};
+	struct file *file = NULL;
 	struct socket *sock;
+	struct inode *inode;
 	struct sock *sk;
 	__u64 ino;
 
-	if (!task || !file)
+	/* open_fds has a bit per fd: one read per 64 fds skips closed ones
+	 * without touching the fd array. */
+	if ((i & 63) == 0 &&
+	    bpf_probe_read_kernel(&w->open_word, sizeof(w->open_word), &w->open_fds[i / 64]))
+		return 1;
+	if (!(w->open_word & (1UL << (i & 63))))
 		return 0;
-	/* bpf_sock_from_file checks f_op == &socket_file_ops: only real
-	 * sockets pass, whatever the inode number space of other files. */
-	sock = bpf_sock_from_file(file);
-	if (!sock)
+	if (bpf_probe_read_kernel(&file, sizeof(file), &w->fds[i]) || !file)
 		return 0;
-	ino = BPF_CORE_READ(file, f_inode, i_ino);
+	inode = BPF_CORE_READ(file, f_inode);
+	/* Socket inode numbers come from sockfs' own counter and may equal
+	 * a regular file's on another filesystem: check the type first. */
+	if ((BPF_CORE_READ(inode, i_mode) & S_IFMT) != S_IFSOCK)
+		return 0;
+	ino = BPF_CORE_READ(inode, i_ino);
 	if (!bpf_map_lookup_elem(&wanted_inodes, &ino))
 		return 0;
 
-	/* The kernel's task_file iterator already skips threads that share
-	 * their leader's file table; a thread with its own table (unshare
-	 * CLONE_FILES) is reported under its tgid and deduped by user space. */
 	rec.inode = ino;
-	rec.tgid = BPF_CORE_READ(task, tgid);
-	rec.fd = ctx->fd;
+	rec.tgid = w->tgid;
+	rec.fd = i;
+	/* A socket file's private_data is its struct socket. */
+	sock = BPF_CORE_READ(file, private_data);
 	sk = BPF_CORE_READ(sock, sk);
 	if (sk) {
 		rec.has_sock = 1;
@@ -80,7 +98,41 @@ int socket_owners(struct bpf_iter__task_file *ctx)
 		rec.reuseport = BPF_CORE_READ_BITFIELD_PROBED(sk, __sk_common.skc_reuseport);
 		rec.v6only = BPF_CORE_READ_BITFIELD_PROBED(sk, __sk_common.skc_ipv6only);
 	}
-	bpf_seq_write(ctx->meta->seq, &rec, sizeof(rec));
+	bpf_seq_write(w->seq, &rec, sizeof(rec));
+	return 0;
+}
+
+/*
+ * One call per task; it walks the task's fd table itself. The kernel's
+ * iter/task_file does the same walk but calls the program once per open file
+ * with a reference taken and dropped on each: on a host with 50,000 open
+ * fds that costs ~20 ms, this walk a fraction of it.
+ */
+SEC("iter/task")
+int socket_owners(struct bpf_iter__task *ctx)
+{
+	struct task_struct *task = ctx->task;
+	struct files_struct *files;
+	struct fdtable *fdt;
+	struct fd_walk w = {};
+
+	if (!task)
+		return 0;
+	files = BPF_CORE_READ(task, files);
+	if (!files) /* kernel thread, or exiting */
+		return 0;
+	/* Threads share their leader's fd table: walk it once, from the
+	 * leader. A thread with a table of its own (unshare(CLONE_FILES)) is
+	 * walked too and reported under its tgid. */
+	if (BPF_CORE_READ(task, pid) != BPF_CORE_READ(task, tgid) &&
+	    files == BPF_CORE_READ(task, group_leader, files))
+		return 0;
+	fdt = BPF_CORE_READ(files, fdt);
+	w.seq = ctx->meta->seq;
+	w.fds = BPF_CORE_READ(fdt, fd);
+	w.open_fds = BPF_CORE_READ(fdt, open_fds);
+	w.tgid = BPF_CORE_READ(task, tgid);
+	bpf_loop(BPF_CORE_READ(fdt, max_fds), check_fd, &w, 0);
 	return 0;
 }
 

@@ -149,41 +149,58 @@ func BackendNamed(name string) (Backend, error) {
 
 // tracepointBackend uses the syscalls:sys_exit_bind and sys_exit_listen
 // tracepoints: available wherever tracefs is, and the only choice on
-// kernels without kprobes whose lockdown refuses fentry.
+// kernels without kprobes whose lockdown refuses fentry. Before 5.15 (no
+// bpf_task_pt_regs) the exits pair with the enter tracepoints.
 type tracepointBackend struct{}
 
 func (tracepointBackend) Name() string { return "tracepoint" }
 
+// argsInRegs says whether exit programs can read the syscall arguments
+// from the task's saved registers (bpf_task_pt_regs, 5.15+). A variable so
+// tests can force the paired mode of older kernels.
+var argsInRegs = func() bool {
+	return features.HaveProgramHelper(ebpf.TracePoint, asm.FnTaskPtRegs) == nil
+}
+
 func (tracepointBackend) Programs() []string {
-	return []string{"tp_exit_bind", "tp_exit_listen"}
+	if argsInRegs() {
+		return []string{"tp_exit_bind", "tp_exit_listen"}
+	}
+	return []string{"tp_enter_bind", "tp_enter_listen", "tp_exit_bind", "tp_exit_listen"}
+}
+
+func (tracepointBackend) configure(spec *ebpf.CollectionSpec) error {
+	return spec.Variables["args_in_regs"].Set(boolByte(argsInRegs()))
 }
 
 func (tracepointBackend) Check() error {
-	// The exit hooks read the syscall arguments from the task's saved
-	// registers instead of pairing with an entry hook.
-	if err := features.HaveProgramHelper(ebpf.TracePoint, asm.FnTaskPtRegs); err != nil {
-		return fmt.Errorf("bpf_task_pt_regs helper (kernel 5.15+): %w", err)
+	if err := features.HaveProgramType(ebpf.TracePoint); err != nil {
+		return fmt.Errorf("BPF tracepoint programs: %w", err)
 	}
 	return ensureTracefs()
 }
 
-func (tracepointBackend) Attach(coll *ebpf.Collection) ([]link.Link, error) {
+func (b tracepointBackend) Attach(coll *ebpf.Collection) ([]link.Link, error) {
 	var links []link.Link
-	for _, h := range []struct{ group, name, prog string }{
-		{"syscalls", "sys_exit_bind", "tp_exit_bind"},
-		{"syscalls", "sys_exit_listen", "tp_exit_listen"},
-	} {
-		l, err := link.Tracepoint(h.group, h.name, coll.Programs[h.prog], nil)
+	for _, name := range b.Programs() {
+		event := "sys_" + name[len("tp_"):] // tp_exit_bind -> sys_exit_bind
+		l, err := link.Tracepoint("syscalls", event, coll.Programs[name], nil)
 		if err != nil {
 			closeLinks(links)
 			if errors.Is(err, ebpf.ErrNotSupported) {
-				return nil, fmt.Errorf("attach tracepoint %s:%s: %w", h.group, h.name, err)
+				return nil, fmt.Errorf("attach tracepoint syscalls:%s: %w", event, err)
 			}
-			return nil, fmt.Errorf("attach tracepoint %s:%s: %w (hint: is CONFIG_FTRACE_SYSCALLS on? ls %s/events/syscalls)", h.group, h.name, err, tracefsPath)
+			return nil, fmt.Errorf("attach tracepoint syscalls:%s: %w (hint: is CONFIG_FTRACE_SYSCALLS on? ls %s/events/syscalls)", event, err, tracefsPath)
 		}
 		links = append(links, l)
 	}
 	return links, nil
+}
+
+// configurer is a Backend that sets constants of the BPF object before it
+// is loaded.
+type configurer interface {
+	configure(spec *ebpf.CollectionSpec) error
 }
 
 // followPrograms track the process tree for --pid --follow-children; every

@@ -49,11 +49,8 @@ const (
 )
 
 type BindwatchCallArgs struct {
-	_       structs.HostLayout
-	Sock    uint64
-	Uaddr   uint64
-	AddrLen int32
-	Pad     uint32
+	_   structs.HostLayout
+	Arg [3]uint64
 }
 
 type BindwatchEvent struct {
@@ -162,8 +159,11 @@ const (
 	BindwatchProgKretprobeInetBind   = "kretprobe_inet_bind"
 	BindwatchProgKretprobeInetListen = "kretprobe_inet_listen"
 	BindwatchProgSeedListeners       = "seed_listeners"
+	BindwatchProgTpEnterBind         = "tp_enter_bind"
+	BindwatchProgTpEnterListen       = "tp_enter_listen"
 	BindwatchProgTpExitBind          = "tp_exit_bind"
 	BindwatchProgTpExitListen        = "tp_exit_listen"
+	BindwatchVarArgsInRegs           = "args_in_regs"
 	BindwatchVarErrnoMask            = "errno_mask"
 	BindwatchVarFilterComm           = "filter_comm"
 	BindwatchVarFilterCommLen        = "filter_comm_len"
@@ -234,6 +234,8 @@ type BindwatchProgramSpecs struct {
 	KretprobeInetBind   *ebpf.ProgramSpec `ebpf:"kretprobe_inet_bind"`
 	KretprobeInetListen *ebpf.ProgramSpec `ebpf:"kretprobe_inet_listen"`
 	SeedListeners       *ebpf.ProgramSpec `ebpf:"seed_listeners"`
+	TpEnterBind         *ebpf.ProgramSpec `ebpf:"tp_enter_bind"`
+	TpEnterListen       *ebpf.ProgramSpec `ebpf:"tp_enter_listen"`
 	TpExitBind          *ebpf.ProgramSpec `ebpf:"tp_exit_bind"`
 	TpExitListen        *ebpf.ProgramSpec `ebpf:"tp_exit_listen"`
 }
@@ -254,6 +256,7 @@ type BindwatchMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type BindwatchVariableSpecs struct {
+	ArgsInRegs     *ebpf.VariableSpec `ebpf:"args_in_regs"`
 	ErrnoMask      *ebpf.VariableSpec `ebpf:"errno_mask"`
 	FilterComm     *ebpf.VariableSpec `ebpf:"filter_comm"`
 	FilterCommLen  *ebpf.VariableSpec `ebpf:"filter_comm_len"`
@@ -313,6 +316,7 @@ func (m *BindwatchMaps) Close() error {
 //
 // It can be passed to LoadBindwatchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type BindwatchVariables struct {
+	ArgsInRegs     *ebpf.Variable `ebpf:"args_in_regs"`
 	ErrnoMask      *ebpf.Variable `ebpf:"errno_mask"`
 	FilterComm     *ebpf.Variable `ebpf:"filter_comm"`
 	FilterCommLen  *ebpf.Variable `ebpf:"filter_comm_len"`
@@ -345,6 +349,8 @@ type BindwatchPrograms struct {
 	KretprobeInetBind   *ebpf.Program `ebpf:"kretprobe_inet_bind"`
 	KretprobeInetListen *ebpf.Program `ebpf:"kretprobe_inet_listen"`
 	SeedListeners       *ebpf.Program `ebpf:"seed_listeners"`
+	TpEnterBind         *ebpf.Program `ebpf:"tp_enter_bind"`
+	TpEnterListen       *ebpf.Program `ebpf:"tp_enter_listen"`
 	TpExitBind          *ebpf.Program `ebpf:"tp_exit_bind"`
 	TpExitListen        *ebpf.Program `ebpf:"tp_exit_listen"`
 }
@@ -363,6 +369,8 @@ func (p *BindwatchPrograms) Close() error {
 		p.KretprobeInetBind,
 		p.KretprobeInetListen,
 		p.SeedListeners,
+		p.TpEnterBind,
+		p.TpEnterListen,
 		p.TpExitBind,
 		p.TpExitListen,
 	)

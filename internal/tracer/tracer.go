@@ -107,6 +107,11 @@ func openBackend(cfg Config, b Backend) (*Tracer, error) {
 	if err := cfg.set(spec); err != nil {
 		return nil, err
 	}
+	if c, ok := b.(configurer); ok {
+		if err := c.configure(spec); err != nil {
+			return nil, fmt.Errorf("configure %s backend: %w", b.Name(), err)
+		}
+	}
 	spec.Maps["events"].MaxEntries = uint32(cfg.RingSize)
 	if cfg.RingSize == 0 {
 		spec.Maps["events"].MaxEntries = DefaultRingSize
