@@ -31,7 +31,9 @@ func TestMain(m *testing.M) {
 		os.Exit(0)
 	}
 	testenv.RunHelperIfAsked()
-	os.Exit(m.Run())
+	code := m.Run()
+	stopBenchFleet()
+	os.Exit(code)
 }
 
 // runHelperJob runs in the helper process. Jobs, each printing one line

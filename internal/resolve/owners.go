@@ -21,7 +21,7 @@ import (
 // How socket owners were found, reported by Resolver.OwnerLookup and in
 // `who --format json` as "owner_lookup".
 const (
-	// OwnersBPFIter: one pass of a BPF task_file iterator in the kernel.
+	// OwnersBPFIter: one pass of a BPF task iterator over every fd table.
 	OwnersBPFIter = "bpf_iter"
 	// OwnersProcScan: readlink() of every /proc/PID/fd/N, the way ss -p
 	// and lsof do it; used when the iterator cannot be loaded.
@@ -65,7 +65,7 @@ func loadHoldersIterators() (*holdersIterators, error) {
 	it.owners, err = link.AttachIter(link.IterOptions{Program: it.objs.SocketOwners})
 	if err != nil {
 		it.objs.Close()
-		return nil, fmt.Errorf("attach task_file iterator: %w", err)
+		return nil, fmt.Errorf("attach task iterator: %w", err)
 	}
 	it.timewait, err = link.AttachIter(link.IterOptions{Program: it.objs.TimewaitSockets})
 	if err != nil {
@@ -82,7 +82,7 @@ func (it *holdersIterators) close() {
 	it.objs.Close()
 }
 
-// socketOwners runs the task_file iterator over every process and returns
+// socketOwners runs the task iterator over every process and returns
 // the owners of the given socket inodes.
 func (it *holdersIterators) socketOwners(inodes []uint32) (map[uint32]*socketOwners, error) {
 	it.mu.Lock()
@@ -104,19 +104,19 @@ func (it *holdersIterators) socketOwners(inodes []uint32) (map[uint32]*socketOwn
 	}
 	r, err := it.owners.Open()
 	if err != nil {
-		return nil, fmt.Errorf("open task_file iterator: %w", err)
+		return nil, fmt.Errorf("open task iterator: %w", err)
 	}
 	defer r.Close()
 	data, err := io.ReadAll(r)
 	if err != nil {
-		return nil, fmt.Errorf("read task_file iterator: %w", err)
+		return nil, fmt.Errorf("read task iterator: %w", err)
 	}
 	const size = int(unsafe.Sizeof(HoldersSocketOwner{}))
 	out := make(map[uint32]*socketOwners)
 	for len(data) >= size {
 		var rec HoldersSocketOwner
 		if _, err := binary.Decode(data[:size], binary.NativeEndian, &rec); err != nil {
-			return nil, fmt.Errorf("decode task_file iterator record: %w", err)
+			return nil, fmt.Errorf("decode task iterator record: %w", err)
 		}
 		data = data[size:]
 		o := out[uint32(rec.Inode)]

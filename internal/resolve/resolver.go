@@ -1,9 +1,9 @@
 // Package resolve names the other side of a failed bind(): the sockets that
 // hold the address in the failing socket's network namespace (sock_diag
 // netlink, filtered by port in the kernel), the processes that own them (a
-// BPF task_file iterator, or a /proc scan when BPF is unavailable), the
-// details of any process from /proc, and a diagnosis of why the kernel
-// refused and what to do. It also answers `bindwatch who`: who holds a port
+// BPF task iterator walking every fd table, or a /proc scan when BPF is
+// unavailable), the details of any process from /proc, and a diagnosis of
+// why the kernel refused and what to do. It also answers `bindwatch who`: who holds a port
 // right now.
 package resolve
 

@@ -1,0 +1,195 @@
+package resolve
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/bindwatch/bindwatch/internal/testenv"
+)
+
+// The busy host of the issue: ~50,000 open fds across ~270 processes.
+const (
+	benchProcs       = 270
+	benchFDsPerProc  = 185
+	benchToolRepeats = 3
+)
+
+// benchFleet is the crowd of fd-holding processes BenchmarkWho measures
+// against, started once per test binary (the benchmark function runs
+// several times) and stopped by TestMain.
+var benchFleet struct {
+	once   sync.Once
+	err    error
+	stdins []io.WriteCloser
+	cmds   []*exec.Cmd
+	port   int
+	holder int // pid holding the port
+}
+
+func startBenchFleet(b *testing.B) {
+	f := &benchFleet
+	f.once.Do(func() {
+		start := func(job string) (int, error) {
+			cmd := exec.Command(os.Args[0], "-test.run=^$")
+			cmd.Env = append(os.Environ(), helperEnv+"="+job)
+			cmd.Stderr = os.Stderr
+			in, err := cmd.StdinPipe()
+			if err != nil {
+				return 0, err
+			}
+			out, err := cmd.StdoutPipe()
+			if err != nil {
+				return 0, err
+			}
+			if err := cmd.Start(); err != nil {
+				return 0, err
+			}
+			f.stdins, f.cmds = append(f.stdins, in), append(f.cmds, cmd)
+			line, _ := bufio.NewReader(out).ReadString('\n')
+			fields := strings.Fields(line)
+			if len(fields) < 2 || fields[0] != "ready" {
+				return 0, fmt.Errorf("helper %q said %q", job, line)
+			}
+			return strconv.Atoi(fields[1])
+		}
+		f.port = testenv.FreePort(b)
+		if f.holder, f.err = start(fmt.Sprintf("hold tcp 0.0.0.0 %d", f.port)); f.err != nil {
+			return
+		}
+		for range benchProcs - 1 {
+			if _, f.err = start(fmt.Sprintf("fdhog %d", benchFDsPerProc)); f.err != nil {
+				return
+			}
+		}
+	})
+	if f.err != nil {
+		b.Fatalf("start the fd-holding processes: %v", f.err)
+	}
+}
+
+func stopBenchFleet() {
+	for _, in := range benchFleet.stdins {
+		in.Close()
+	}
+	for _, c := range benchFleet.cmds {
+		c.Wait()
+	}
+}
+
+// countOpenFDs counts every open fd on the host, as the tools must scan them.
+func countOpenFDs() (fds, procs int) {
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		if fd, err := os.ReadDir("/proc/" + e.Name() + "/fd"); err == nil {
+			fds += len(fd)
+			procs++
+		}
+	}
+	return fds, procs
+}
+
+// timeCommand runs argv benchToolRepeats times and returns the median wall
+// time in milliseconds, or -1 when the tool is not installed. Its output
+// must mention the holder's pid: a tool that answered wrongly is not timed.
+func timeCommand(b *testing.B, holder int, argv ...string) float64 {
+	if _, err := exec.LookPath(argv[0]); err != nil {
+		b.Logf("%s is not installed: not timed", argv[0])
+		return -1
+	}
+	var runs []time.Duration
+	for range benchToolRepeats {
+		start := time.Now()
+		out, _ := exec.Command(argv[0], argv[1:]...).CombinedOutput()
+		runs = append(runs, time.Since(start))
+		if !strings.Contains(string(out), strconv.Itoa(holder)) {
+			b.Fatalf("%s did not name the holder %d: %s", strings.Join(argv, " "), holder, out)
+		}
+	}
+	slices.Sort(runs)
+	return float64(runs[len(runs)/2].Microseconds()) / 1000
+}
+
+// BenchmarkWho measures `who PORT` on a host with ~50,000 open fds across
+// ~270 processes, and in the same run the tools people use for it: ns/op
+// and who-ms are one lookup with the resolver ready (as in a running
+// bindwatch); who-cold-ms includes loading the BPF iterator (as one
+// `bindwatch who` run, less process start); cli-ms is the real binary when
+// BINDWATCH_BIN names it; proc-scan-ms is the fallback without BPF.
+func BenchmarkWho(b *testing.B) {
+	testenv.RequireRoot(b)
+	startBenchFleet(b)
+	port, holder := uint16(benchFleet.port), benchFleet.holder
+
+	check := func(rep *PortReport, err error) {
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(rep.Holders) != 1 || !slices.Equal(holderPIDs(rep.Holders[0]), []int{holder}) {
+			b.Fatalf("who %d = %+v, want pid %d", port, rep.Holders, holder)
+		}
+	}
+	r, err := New(Options{CacheTTL: -1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer r.Close()
+	if m, why := r.OwnerLookup(); m != OwnersBPFIter {
+		b.Fatalf("BPF iterator unavailable: %v", why)
+	}
+	check(r.Who(r.OwnNetns(), "tcp", port))
+
+	for b.Loop() {
+		check(r.Who(r.OwnNetns(), "tcp", port))
+	}
+	b.ReportMetric(float64(b.Elapsed().Microseconds())/1000/float64(b.N), "who-ms")
+	fds, procs := countOpenFDs()
+	b.ReportMetric(float64(fds), "fds")
+	b.ReportMetric(float64(procs), "procs")
+
+	cold := medianMS(func() {
+		c, err := New(Options{CacheTTL: -1})
+		if err != nil {
+			b.Fatal(err)
+		}
+		check(c.Who(c.OwnNetns(), "tcp", port))
+		c.Close()
+	})
+	b.ReportMetric(cold, "who-cold-ms")
+	scan, err := New(Options{CacheTTL: -1, NoBPF: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer scan.Close()
+	b.ReportMetric(medianMS(func() { check(scan.Who(scan.OwnNetns(), "tcp", port)) }), "proc-scan-ms")
+
+	if bin := os.Getenv("BINDWATCH_BIN"); bin != "" {
+		b.ReportMetric(timeCommand(b, holder, bin, "who", fmt.Sprintf("%d/tcp", port), "--format", "json"), "cli-ms")
+	}
+	b.ReportMetric(timeCommand(b, holder, "ss", "-tlnp", fmt.Sprintf("sport = :%d", port)), "ss-ms")
+	b.ReportMetric(timeCommand(b, holder, "fuser", fmt.Sprintf("%d/tcp", port)), "fuser-ms")
+	b.ReportMetric(timeCommand(b, holder, "lsof", "-nP", "-i", fmt.Sprintf(":%d", port)), "lsof-ms")
+}
+
+// medianMS runs fn benchToolRepeats times and returns the median in ms.
+func medianMS(fn func()) float64 {
+	var runs []time.Duration
+	for range benchToolRepeats {
+		start := time.Now()
+		fn()
+		runs = append(runs, time.Since(start))
+	}
+	slices.Sort(runs)
+	return float64(runs[len(runs)/2].Microseconds()) / 1000
+}
