@@ -24,17 +24,45 @@ const procRoot = "/proc"
 // kernel's internal HZ, so it needs no sysconf() (which would need cgo).
 const userHZ = 100
 
+// startTimeTolerance is how far a captured start time may be from the one
+// /proc gives for the same process: /proc counts in 10 ms ticks, and the two
+// clocks are converted to wall time separately.
+const startTimeTolerance = 50 * time.Millisecond
+
 // FillProcess completes p from /proc/PID: exe, cmdline, comm, ppid, uid,
 // gid, user, start time, cgroup, container id and network namespace. It only
 // fills fields that are empty, because what the kernel captured at the
 // moment of the failure is authoritative and the process may have changed
-// (exec'd) or exited since. A process that is gone leaves its fields empty:
-// nothing is guessed.
+// (exec'd) or exited since. A process that is gone leaves its fields empty,
+// and so does one whose start time differs from a captured StartTime (its
+// pid was reused): nothing is guessed.
 func FillProcess(p *events.Process) {
 	if p.PID <= 0 {
 		return
 	}
 	dir := procRoot + "/" + strconv.Itoa(p.PID)
+	stat, statOK := procStat{}, false
+	if b, err := os.ReadFile(dir + "/stat"); err == nil {
+		stat, statOK = parseStat(b)
+	}
+	if !statOK {
+		return // gone (or not readable): nothing to add
+	}
+	started := bootTime().Add(time.Duration(stat.startTicks) * (time.Second / userHZ))
+	// A start time captured by the kernel that does not match is another
+	// process that reused the pid since: it must not lend its details.
+	if !p.StartTime.IsZero() && p.StartTime.Sub(started).Abs() > startTimeTolerance {
+		return
+	}
+	if p.Comm == "" {
+		p.Comm = stat.comm
+	}
+	if p.PPID == 0 {
+		p.PPID = stat.ppid
+	}
+	if p.StartTime.IsZero() {
+		p.StartTime = started
+	}
 	if p.Exe == "" {
 		if exe, err := os.Readlink(dir + "/exe"); err == nil {
 			p.Exe = exe
@@ -43,21 +71,6 @@ func FillProcess(p *events.Process) {
 	if len(p.Cmdline) == 0 {
 		if b, err := os.ReadFile(dir + "/cmdline"); err == nil {
 			p.Cmdline = splitCmdline(b)
-		}
-	}
-	if p.Comm == "" || p.PPID == 0 || p.StartTime.IsZero() {
-		if b, err := os.ReadFile(dir + "/stat"); err == nil {
-			if st, ok := parseStat(b); ok {
-				if p.Comm == "" {
-					p.Comm = st.comm
-				}
-				if p.PPID == 0 {
-					p.PPID = st.ppid
-				}
-				if p.StartTime.IsZero() {
-					p.StartTime = bootTime().Add(time.Duration(st.startTicks) * (time.Second / userHZ))
-				}
-			}
 		}
 	}
 	// UID 0 is both root and "not captured"; a GID means the ids were

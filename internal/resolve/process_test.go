@@ -118,3 +118,20 @@ func TestFillProcessGone(t *testing.T) {
 		t.Errorf("FillProcess of a missing process invented %+v, want %+v", p, want)
 	}
 }
+
+func TestFillProcessReusedPID(t *testing.T) {
+	// Same pid, but the kernel saw a process that started an hour earlier:
+	// that one has exited and the pid belongs to another process now.
+	self := events.Process{PID: os.Getpid()}
+	FillProcess(&self)
+	p := events.Process{PID: os.Getpid(), StartTime: self.StartTime.Add(-time.Hour)}
+	FillProcess(&p)
+	if p.Exe != "" || p.Comm != "" || p.Cmdline != nil {
+		t.Errorf("a reused pid lent its details: %+v", p)
+	}
+	q := events.Process{PID: os.Getpid(), StartTime: self.StartTime.Add(3 * time.Millisecond)}
+	FillProcess(&q)
+	if q.Exe != self.Exe {
+		t.Errorf("a matching start time was refused: %+v", q)
+	}
+}
