@@ -22,7 +22,7 @@ type kernelSpec struct {
 var kernelSpecs = []kernelSpec{
 	{"5.10", "bullseye", regexp.MustCompile(`^linux-image-5\.10\.0-[0-9]+-amd64$`)},
 	{"6.1", "bookworm", regexp.MustCompile(`^linux-image-6\.1\.0-[0-9]+-amd64$`)},
-	{"6.12", "bookworm", regexp.MustCompile(`^linux-image-6\.12\.[0-9]+\+(deb12|bpo)-amd64$`)},
+	{"6.12", "bookworm", regexp.MustCompile(`^linux-image-6\.12\.[0-9]+\+deb12-amd64$`)},
 }
 
 func lookupKernelSpec(series string) (kernelSpec, error) {

@@ -9,7 +9,7 @@ func TestKernelPatterns(t *testing.T) {
 	tests := map[string][]string{
 		"5.10": {"linux-image-5.10.0-46-amd64"},
 		"6.1":  {"linux-image-6.1.0-56-amd64"},
-		"6.12": {"linux-image-6.12.117+deb12-amd64", "linux-image-6.12.12+bpo-amd64"},
+		"6.12": {"linux-image-6.12.117+deb12-amd64"},
 	}
 	others := []string{
 		"linux-image-amd64", "linux-image-6.1.0-56-cloud-amd64", "linux-image-6.1.0-56-rt-amd64",
