@@ -6,7 +6,7 @@ CLANG   ?= clang-19
 BINARY  ?= bindwatch
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 # Packages whose integration tests also run inside the qemu kernel matrix.
-VM_TEST_PKGS ?= ./internal/watch
+VM_TEST_PKGS ?= ./internal/tracer,./internal/watch,./internal/vmtest/testdata/smoke
 TEST_LOG := .cache/test.log
 
 .PHONY: all build generate check-generated vmlinux test gotest vmtest bench lint fmt clean
@@ -48,7 +48,7 @@ gotest:
 
 # Boot Debian kernels under qemu and run the integration tests in each.
 vmtest:
-	$(GO) run ./internal/vmtest -pkgs $(VM_TEST_PKGS)
+	$(GO) run ./internal/vmtest -pkgs $(VM_TEST_PKGS) -timeout 6m
 
 # Speed and memory targets (README): ns per bind() untraced vs traced, who.
 bench:

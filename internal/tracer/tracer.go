@@ -13,6 +13,7 @@ import (
 	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
+	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 )
 
@@ -201,6 +202,11 @@ func loadError(err error, debug bool) error {
 
 // preflight turns the common reasons BPF cannot work into one sentence each.
 func preflight() error {
+	// Before 5.11 BPF memory counts against RLIMIT_MEMLOCK (64 KiB by
+	// default); RemoveMemlock raises it only on such kernels.
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return fmt.Errorf("raise RLIMIT_MEMLOCK for BPF maps (this kernel, before 5.11, charges them to it): %w (hint: run as root, or raise it: ulimit -l unlimited)", err)
+	}
 	if _, err := btf.LoadKernelSpec(); err != nil {
 		return fmt.Errorf("this kernel exposes no BTF (/sys/kernel/btf/vmlinux): %w (hint: bindwatch needs a kernel built with CONFIG_DEBUG_INFO_BTF=y, as every major distribution ships since 2021)", err)
 	}
