@@ -1,0 +1,68 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/bindwatch/bindwatch/internal/testenv"
+)
+
+// run runs the bindwatch binary and returns its exit code and stderr.
+func run(t *testing.T, cmd *exec.Cmd) (int, string) {
+	t.Helper()
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	if _, ok := err.(*exec.ExitError); err != nil && !ok {
+		t.Fatalf("run %v: %v", cmd.Args, err)
+	}
+	return cmd.ProcessState.ExitCode(), stderr.String()
+}
+
+// Mistakes in how bindwatch is called exit 2 with a message naming the
+// mistake, before anything is loaded into the kernel.
+func TestUsageErrors(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--port", "70000"}, `"70000" is not a port`},
+		{[]string{"--port", "9000-8000"}, "empty"},
+		{[]string{"--errno", "ENOENT"}, "unknown error"},
+		{[]string{"--format", "xml"}, "--format xml"},
+		{[]string{"--backend", "magic"}, "unknown backend"},
+		{[]string{"--follow-children"}, "needs --pid"},
+		{[]string{"--ring-size", "1000"}, "power of two"},
+		{[]string{"--comm", "a-very-long-command-name"}, "15 bytes"},
+		{[]string{"--no-such-flag"}, "no-such-flag"},
+		{[]string{"8080"}, "unexpected argument"},
+	} {
+		code, stderr := run(t, exec.Command(bindwatchBin, c.args...))
+		if code != 2 || !strings.Contains(stderr, c.want) {
+			t.Errorf("bindwatch %v: exit %d, stderr %q; want exit 2 and %q", c.args, code, stderr, c.want)
+		}
+	}
+}
+
+// Without privileges tracing does not start: one sentence, exit 1.
+func TestNotRoot(t *testing.T) {
+	testenv.RequireRoot(t) // to drop to an unprivileged user
+	dir, err := os.MkdirTemp("", "bindwatch-unpriv-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	os.Chmod(dir, 0o755)
+	bin := dir + "/bindwatch"
+	b, _ := os.ReadFile(bindwatchBin)
+	os.WriteFile(bin, b, 0o755)
+	cmd := exec.Command(bin, "--format", "json")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	code, stderr := run(t, cmd)
+	if code != 1 || !strings.Contains(stderr, "needs root") || strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
+		t.Errorf("unprivileged bindwatch: exit %d, stderr %q; want exit 1 and one line saying it needs root", code, stderr)
+	}
+}
