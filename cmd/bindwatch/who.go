@@ -32,8 +32,9 @@ type whoRecord struct {
 	Sockets int `json:"sockets"`
 	// Netns lists the network namespaces searched (inodes).
 	Netns []uint32 `json:"netns"`
-	// OwnerLookup: how owners were found, "bpf_iter" or "proc_scan".
-	OwnerLookup string `json:"owner_lookup"`
+	// OwnerLookup: how owners were found, "bpf_iter" or "proc_scan";
+	// absent for a free port.
+	OwnerLookup string `json:"owner_lookup,omitempty"`
 }
 
 // whoQuery is one PORT[/PROTO] argument, expanded to one protocol.
@@ -103,10 +104,6 @@ func whoAction(c *cli.Context) error {
 		return err
 	}
 	defer r.Close()
-	method, fallback := r.OwnerLookup()
-	if fallback != nil && !c.Bool("proc-scan") && os.Geteuid() == 0 {
-		fmt.Fprintf(os.Stderr, "bindwatch: BPF iterator unavailable (%v); scanning /proc instead\n", fallback)
-	}
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "bindwatch: not root: sockets of other users' processes are listed without their processes (run with sudo)")
 	}
@@ -115,13 +112,22 @@ func whoAction(c *cli.Context) error {
 	if c.Bool("all-netns") {
 		namespaces = resolve.ListNetns()
 	}
-	held := false
+	held, warned := false, false
 	for _, q := range queries {
 		rec, err := whoPort(r, namespaces, q)
 		if err != nil {
 			return err
 		}
-		rec.OwnerLookup = method
+		if rec.Held {
+			// Asked only now: a free port does not wait for the BPF
+			// iterator to load.
+			method, fallback := r.OwnerLookup()
+			if fallback != nil && !warned && !c.Bool("proc-scan") && os.Geteuid() == 0 {
+				fmt.Fprintf(os.Stderr, "bindwatch: BPF iterator unavailable (%v); scanning /proc instead\n", fallback)
+				warned = true
+			}
+			rec.OwnerLookup = method
+		}
 		held = held || rec.Held
 		if format == "json" {
 			if err := json.NewEncoder(c.App.Writer).Encode(rec); err != nil {

@@ -88,6 +88,9 @@ func (c *netnsCache) acquire(pid int, inode uint32) (*netnsHandle, error) {
 	}
 	c.mu.Unlock()
 
+	if inode == c.own && pid <= 0 {
+		pid = os.Getpid() // no need to search for our own namespace
+	}
 	ns, f, err := openNetns(pid, inode)
 	if err != nil {
 		return nil, err

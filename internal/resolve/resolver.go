@@ -48,9 +48,16 @@ type Options struct {
 // concurrent use. Close it to release the BPF iterators and namespaces.
 type Resolver struct {
 	netns    *netnsCache
-	iters    *holdersIterators // nil: owners come from a /proc scan
-	iterErr  error             // why iters is nil
 	cacheTTL time.Duration
+
+	// The BPF iterators load in the background from New on (decoding the
+	// kernel's BTF for them takes ~10 ms of CPU), while the first lookup
+	// asks sock_diag; a lookup that finds no socket to own never waits.
+	itersLoaded chan struct{}
+	itersMu     sync.Mutex        // guards iters and closed across load and Close
+	iters       *holdersIterators // nil: owners come from a /proc scan
+	iterErr     error             // why iters is nil
+	closed      bool
 
 	mu    sync.Mutex
 	cache map[portKey]*portEntry
@@ -85,32 +92,57 @@ type heldSocket struct {
 	addr   boundAddr
 }
 
-// New returns a Resolver. It loads the BPF iterators, and when that fails
-// (no BTF, no CAP_BPF, lockdown) falls back to scanning /proc; OwnerLookup
-// says which and why. It fails only when /proc is unusable.
+// New returns a Resolver. It starts loading the BPF iterators, and when
+// that fails (no BTF, no CAP_BPF, lockdown) falls back to scanning /proc;
+// OwnerLookup says which and why. It fails only when /proc is unusable.
 func New(opts Options) (*Resolver, error) {
 	nc, err := newNetnsCache()
 	if err != nil {
 		return nil, err
 	}
-	r := &Resolver{netns: nc, cacheTTL: opts.CacheTTL, cache: make(map[portKey]*portEntry)}
+	r := &Resolver{netns: nc, cacheTTL: opts.CacheTTL, cache: make(map[portKey]*portEntry),
+		itersLoaded: make(chan struct{})}
 	if r.cacheTTL == 0 {
 		r.cacheTTL = DefaultCacheTTL
 	}
 	if opts.NoBPF {
 		r.iterErr = errors.New("disabled by option")
+		close(r.itersLoaded)
 	} else {
-		r.iters, r.iterErr = loadHoldersIterators()
+		go func() {
+			it, err := loadHoldersIterators()
+			r.itersMu.Lock()
+			if r.closed && it != nil { // closed while loading: nobody will use them
+				it.close()
+				it, err = nil, errors.New("resolver closed")
+			}
+			r.iters, r.iterErr = it, err
+			r.itersMu.Unlock()
+			close(r.itersLoaded)
+		}()
 	}
 	return r, nil
 }
 
-// Close releases the BPF iterators and the cached namespaces.
+// ownerIterators waits for the BPF iterators to load and returns them, or
+// nil when they could not be (the /proc scan is used then).
+func (r *Resolver) ownerIterators() *holdersIterators {
+	<-r.itersLoaded
+	r.itersMu.Lock()
+	defer r.itersMu.Unlock()
+	return r.iters
+}
+
+// Close releases the BPF iterators and the cached namespaces. It does not
+// wait for iterators still loading: they are released once loaded.
 func (r *Resolver) Close() error {
+	r.itersMu.Lock()
+	r.closed = true
 	if r.iters != nil {
 		r.iters.close()
 		r.iters = nil
 	}
+	r.itersMu.Unlock()
 	r.netns.closeAll()
 	return nil
 }
@@ -118,9 +150,11 @@ func (r *Resolver) Close() error {
 // OwnerLookup returns how socket owners are found (OwnersBPFIter or
 // OwnersProcScan) and, for the /proc scan, why the iterator is not used.
 func (r *Resolver) OwnerLookup() (method string, fallbackReason error) {
-	if r.iters != nil {
+	if r.ownerIterators() != nil {
 		return OwnersBPFIter, nil
 	}
+	r.itersMu.Lock()
+	defer r.itersMu.Unlock()
 	return OwnersProcScan, r.iterErr
 }
 
@@ -389,8 +423,8 @@ func (r *Resolver) snapshot(h *netnsHandle, proto string, port uint16) (*portSna
 	owners := map[uint32]*socketOwners{}
 	if len(inodes) > 0 {
 		var err error
-		if r.iters != nil {
-			owners, err = r.iters.socketOwners(inodes)
+		if it := r.ownerIterators(); it != nil {
+			owners, err = it.socketOwners(inodes)
 		} else {
 			owners = scanProcForSockets(inodes)
 		}
@@ -399,10 +433,12 @@ func (r *Resolver) snapshot(h *netnsHandle, proto string, port uint16) (*portSna
 		}
 	}
 	var twFlags map[timewaitKey]timewaitReuse
-	if hasTimeWait && r.iters != nil {
-		// Without them the TIME_WAIT holders' flags stay unknown; the
-		// holders themselves are still reported.
-		twFlags, _ = r.iters.timewaitFlags(h, r.netns.own, port)
+	if hasTimeWait {
+		if it := r.ownerIterators(); it != nil {
+			// Without them the TIME_WAIT holders' flags stay unknown;
+			// the holders themselves are still reported.
+			twFlags, _ = it.timewaitFlags(h, r.netns.own, port)
+		}
 	}
 
 	procs := make(map[int]events.Process)

@@ -376,21 +376,7 @@ http { access_log off; client_body_temp_path %[1]s; proxy_temp_path %[1]s; fastc
 func TestLeftoverChild(t *testing.T) {
 	r := newTestResolver(t, Options{})
 	port := testenv.FreePort(t)
-	child := startHelper(t, nil, fmt.Sprintf("inherit 127.0.0.1 %d", port))
-	// The parent exits at once. (Not cmd.Wait: it would close the stdin
-	// pipe that the child shares, and the child would exit too.)
-	var p events.Process
-	for deadline := time.Now().Add(5 * time.Second); ; {
-		p = events.Process{PID: child.pid}
-		FillProcess(&p)
-		if p.PPID == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("child %d has ppid %d, want 1 (is a child subreaper set up?)", child.pid, p.PPID)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	child := startOrphan(t, port)
 	f := failure(t, "tcp", "127.0.0.1", port, testenv.Opts{ReuseAddr: true}, unix.EADDRINUSE)
 	exe, _ := os.Executable()
 	f.Process.Exe = exe // what the tracer captured: the same program
@@ -403,6 +389,28 @@ func TestLeftoverChild(t *testing.T) {
 	}
 	if !strings.Contains(f.Diagnosis, "left over from a previous instance") || !strings.Contains(f.Hint, fmt.Sprintf("kill %d", child.pid)) {
 		t.Errorf("diagnosis %q / hint %q, want the leftover case naming pid %d", f.Diagnosis, f.Hint, child.pid)
+	}
+}
+
+// startOrphan starts a listener on 127.0.0.1:port whose process forks a
+// child that inherits the socket and then exits; it returns once the child
+// is an orphan (ppid 1), by which time the parent's fds are closed (the
+// kernel closes them before it reparents the children).
+func startOrphan(t *testing.T, port int) *helperProc {
+	t.Helper()
+	// Not cmd.Wait for the parent: it would close the stdin pipe that the
+	// child shares, and the child would exit too.
+	child := startHelper(t, nil, fmt.Sprintf("inherit 127.0.0.1 %d", port))
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		p := events.Process{PID: child.pid}
+		FillProcess(&p)
+		if p.PPID == 1 {
+			return child
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("child %d has ppid %d, want 1 (is a child subreaper set up?)", child.pid, p.PPID)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -661,7 +669,7 @@ func TestProcScanMatchesBPFIter(t *testing.T) {
 		t.Fatalf("NoBPF resolver uses %s", m)
 	}
 	port := testenv.FreePort(t)
-	child := startHelper(t, nil, fmt.Sprintf("inherit 127.0.0.1 %d", port))
+	child := startOrphan(t, port)
 	other := startHelper(t, nil, fmt.Sprintf("hold udp 0.0.0.0 %d", port))
 	for _, proto := range []string{"tcp", "udp"} {
 		a, err := bpf.Who(bpf.OwnNetns(), proto, uint16(port))
