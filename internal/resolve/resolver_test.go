@@ -107,7 +107,8 @@ func TestWhoGoListener(t *testing.T) {
 // TestWhoAgreesWithSS compares who's answer with ss -tanup on real sockets
 // of every kind ss can show: TCP listeners (v4, v6 dual-stack), UDP, and a
 // TIME_WAIT socket. ss 6.1 cannot list TCP sockets that are only bound, so
-// those are checked on their own.
+// those are checked on their own. The owning processes are also checked
+// against lsof -i.
 func TestWhoAgreesWithSS(t *testing.T) {
 	if _, err := exec.LookPath("ss"); err != nil {
 		t.Skip("ss (iproute2) is not installed")
@@ -139,6 +140,26 @@ func TestWhoAgreesWithSS(t *testing.T) {
 		slices.Sort(got)
 		if !slices.Equal(got, want) {
 			t.Errorf("%s/%d:\n who: %q\n ss:  %q", proto, port, got, want)
+		}
+		// lsof -i lists the processes with the port open; like ss it
+		// reads the kernel's tables without bound-only TCP sockets.
+		if _, err := exec.LookPath("lsof"); err == nil {
+			out, _ := exec.Command("lsof", "-nP", "-t", fmt.Sprintf("-i%s:%d", proto, port)).Output()
+			var lsofPIDs, whoPIDs []int
+			for _, f := range strings.Fields(string(out)) {
+				n, _ := strconv.Atoi(f)
+				lsofPIDs = append(lsofPIDs, n)
+			}
+			for _, h := range rep.Holders {
+				if h.State != "BOUND" {
+					whoPIDs = append(whoPIDs, holderPIDs(h)...)
+				}
+			}
+			slices.Sort(lsofPIDs)
+			slices.Sort(whoPIDs)
+			if whoPIDs = slices.Compact(whoPIDs); !slices.Equal(whoPIDs, slices.Compact(lsofPIDs)) {
+				t.Errorf("%s/%d: who pids %v, lsof -i pids %v", proto, port, whoPIDs, lsofPIDs)
+			}
 		}
 	}
 }
