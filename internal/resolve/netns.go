@@ -72,10 +72,11 @@ func netnsInodeOfPath(path string) (uint32, error) {
 }
 
 // acquire returns an open handle for the namespace with the given inode,
-// opening it through pid's /proc entry when pid is in it, or else through
-// any process or `ip netns` mount that is. inode 0 means pid's namespace
-// (or bindwatch's own when pid is 0 too). Release it with release.
-func (c *netnsCache) acquire(pid int, inode uint32) (*netnsHandle, error) {
+// opening it through path or pid's /proc entry when they lead to it, or
+// else through any process or `ip netns` mount that does. inode 0 means
+// pid's namespace (or bindwatch's own when pid is 0 too). Release it with
+// release.
+func (c *netnsCache) acquire(path string, pid int, inode uint32) (*netnsHandle, error) {
 	if inode == 0 && pid <= 0 {
 		inode = c.own
 	}
@@ -91,7 +92,7 @@ func (c *netnsCache) acquire(pid int, inode uint32) (*netnsHandle, error) {
 	if inode == c.own && pid <= 0 {
 		pid = os.Getpid() // no need to search for our own namespace
 	}
-	ns, f, err := openNetns(pid, inode)
+	ns, f, err := openNetns(path, pid, inode)
 	if err != nil {
 		return nil, err
 	}
@@ -143,9 +144,16 @@ func (c *netnsCache) closeAll() {
 	}
 }
 
-// openNetns opens the namespace: through pid if it is in it, else by
-// searching every process and every `ip netns` mount for it.
-func openNetns(pid int, inode uint32) (Netns, *os.File, error) {
+// openNetns opens the namespace: through path or pid if they lead to it,
+// else by searching every process and every `ip netns` mount for it.
+func openNetns(path string, pid int, inode uint32) (Netns, *os.File, error) {
+	if path != "" && inode != 0 {
+		if f, ino, err := openNetnsFile(path); err == nil && ino == inode {
+			return Netns{Inode: ino, Path: path}, f, nil
+		} else if err == nil {
+			f.Close()
+		}
+	}
 	if pid > 0 {
 		path := "/proc/" + strconv.Itoa(pid) + "/ns/net"
 		f, ino, err := openNetnsFile(path)

@@ -188,7 +188,7 @@ func (r *Resolver) Who(ns Netns, proto string, port uint16) (*PortReport, error)
 	if proto != "tcp" && proto != "udp" {
 		return nil, fmt.Errorf("protocol %q: bindwatch resolves tcp and udp ports", proto)
 	}
-	h, err := r.netns.acquire(0, ns.Inode)
+	h, err := r.netns.acquire(ns.Path, 0, ns.Inode)
 	if err != nil {
 		return nil, err
 	}
@@ -225,7 +225,7 @@ func (r *Resolver) Resolve(f *events.Failure) error {
 }
 
 func (r *Resolver) resolve(f *events.Failure, facts *NetnsFacts) error {
-	h, err := r.netns.acquire(f.Process.PID, f.Process.Netns)
+	h, err := r.netns.acquire("", f.Process.PID, f.Process.Netns)
 	if err != nil {
 		return fmt.Errorf("resolve %s failure of pid %d: %w", f.Errno, f.Process.PID, err)
 	}

@@ -720,7 +720,7 @@ func TestStormCostsOneResolution(t *testing.T) {
 	r := newTestResolver(t, Options{CacheTTL: time.Second})
 	port := testenv.FreePort(t)
 	startHelper(t, nil, fmt.Sprintf("hold tcp 127.0.0.1 %d", port))
-	h, err := r.netns.acquire(0, 0)
+	h, err := r.netns.acquire("", 0, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
