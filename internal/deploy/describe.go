@@ -1,0 +1,105 @@
+package deploy
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/bindwatch/bindwatch/internal/events"
+)
+
+// Describe says who holds the port, for people: one line per socket that
+// stands in the way, with the processes that have it open, and one for
+// the TIME_WAIT sockets.
+func (b *Busy) Describe(now time.Time) []string {
+	var lines []string
+	for _, h := range b.Live() {
+		sock := fmt.Sprintf("%s %s", h.State, events.HostPort(h.Addr, h.Port))
+		if h.ReuseAddr != nil {
+			sock += " reuseaddr=" + onOff(*h.ReuseAddr)
+		}
+		if h.ReusePort != nil && *h.ReusePort {
+			sock += " reuseport=on"
+		}
+		if h.Netns != 0 && h.Netns != b.Netns.Inode {
+			sock += fmt.Sprintf(" netns %d", h.Netns)
+		}
+		if len(h.Processes) == 0 {
+			lines = append(lines, sock+": no process has it open (the kernel holds it, or bindwatch may not look: run with sudo)")
+			continue
+		}
+		for _, p := range h.Processes {
+			lines = append(lines, sock+": "+ProcessText(&p, now))
+		}
+	}
+	if tw := b.TimeWait; tw != nil {
+		lines = append(lines, fmt.Sprintf("TIME_WAIT: %d closed connection%s, the last expires in %s (no process: the kernel keeps each for 60 s after the close)",
+			tw.Count, plural(tw.Count), msText(tw.MaxRemainingMS)))
+	}
+	return lines
+}
+
+// ProcessText names one process: "pid 42 python3 (user root, up 3s):
+// python3 -m http.server 8080".
+func ProcessText(p *events.Process, now time.Time) string {
+	var details []string
+	if p.User != "" {
+		details = append(details, "user "+p.User)
+	} else {
+		details = append(details, "uid "+strconv.Itoa(int(p.UID)))
+	}
+	if !p.StartTime.IsZero() {
+		details = append(details, "up "+now.Sub(p.StartTime).Round(100*time.Millisecond).String())
+	}
+	if p.ContainerID != "" {
+		details = append(details, "container "+p.ContainerID[:min(12, len(p.ContainerID))])
+	}
+	s := fmt.Sprintf("pid %d %s (%s)", p.PID, orUnknown(p.Comm), strings.Join(details, ", "))
+	if cmd := oneLine(strings.Join(p.Cmdline, " ")); cmd != "" {
+		if len(cmd) > 100 {
+			cmd = cmd[:97] + "..."
+		}
+		s += ": " + cmd
+	}
+	return s
+}
+
+func oneLine(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s)
+	return strings.Join(strings.Fields(s), " ")
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "?"
+	}
+	return s
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}
+
+// msText writes a remaining time: "43s", "0.8s".
+func msText(ms int64) string {
+	if ms < 10_000 {
+		return strconv.FormatFloat(float64(ms)/1000, 'f', 1, 64) + "s"
+	}
+	return strconv.FormatInt((ms+500)/1000, 10) + "s"
+}
