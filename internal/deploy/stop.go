@@ -1,0 +1,557 @@
+package deploy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/bindwatch/bindwatch/internal/events"
+	"github.com/bindwatch/bindwatch/internal/resolve"
+)
+
+// StopOptions configure freeing ports.
+type StopOptions struct {
+	// Bind is how the port will be bound: a port counts as released when
+	// Bindable says so.
+	Bind BindOptions
+	// Signal is sent first; 0 means SIGTERM.
+	Signal syscall.Signal
+	// Grace is how long to wait for the ports to be released; 0 means 10s.
+	Grace time.Duration
+	// Force sends SIGKILL to what still runs after Grace.
+	Force bool
+	// AllNetns frees the ports in every network namespace, and allows
+	// signalling processes outside bindwatch's.
+	AllNetns bool
+	// Interval between checks; 0 means 100ms.
+	Interval time.Duration
+}
+
+func (o *StopOptions) defaults() {
+	if o.Signal == 0 {
+		o.Signal = unix.SIGTERM
+	}
+	if o.Grace <= 0 {
+		o.Grace = 10 * time.Second
+	}
+	if o.Interval <= 0 {
+		o.Interval = 100 * time.Millisecond
+	}
+}
+
+// killWait is how long to wait for the ports after SIGKILL: a killed
+// process releases its sockets as soon as it is gone.
+const killWait = 5 * time.Second
+
+// Target is one process that holds a socket standing in the way.
+type Target struct {
+	Process events.Process
+	// Sockets are the sockets it holds in the way: "LISTEN 0.0.0.0:8080/tcp".
+	Sockets []string
+	// Refused says why bindwatch will not signal it; "" when it may.
+	Refused string
+
+	inodes []uint64
+	pidfd  int // -1 until opened
+
+	// Sent lists the signals sent, in order.
+	Sent []syscall.Signal
+	// SignalErr is why a signal could not be sent.
+	SignalErr error
+	// Exited: the process is gone (ExitedAfter the first signal).
+	Exited      bool
+	ExitedAfter time.Duration
+}
+
+// PortPlan is one port in one network namespace: free, or held, and then
+// by which processes and whether signalling them can free it.
+type PortPlan struct {
+	Port  Port
+	Netns resolve.Netns
+	// Busy is who holds it; nil when it is free.
+	Busy    *Busy
+	Targets []*Target
+	// Blocked says why signalling cannot free it; "" when it can (or it
+	// is free).
+	Blocked string
+	// FreedAfter is when it was released, counted from the first signal.
+	FreedAfter time.Duration
+
+	check *portCheck
+}
+
+// Plan is what freeing the ports takes. Close it to release its pidfds.
+type Plan struct {
+	Ports   []*PortPlan
+	Targets []*Target // each process once, in the order found
+	opts    StopOptions
+	own     uint32 // bindwatch's network namespace
+	started time.Time
+}
+
+// PlanFree finds, for each port, who keeps it from being bound (in
+// bindwatch's network namespace; with AllNetns in every one where it is
+// held) and which of those processes may be signalled.
+func PlanFree(r *resolve.Resolver, ports []Port, opts StopOptions) (*Plan, error) {
+	opts.defaults()
+	own := r.OwnNetns()
+	namespaces := []resolve.Netns{own}
+	if opts.AllNetns {
+		namespaces = resolve.ListNetns()
+	}
+	g := newGuard(own.Inode, opts.AllNetns)
+	pl := &Plan{opts: opts, own: own.Inode}
+	byPID := map[int]*Target{}
+	for _, p := range ports {
+		for _, ns := range namespaces {
+			c, err := newPortCheck(r, ns, p, opts.Bind)
+			var busy *Busy
+			if err == nil {
+				busy, err = c.check()
+			}
+			if err != nil {
+				if c != nil {
+					c.close()
+				}
+				if ns.Inode != own.Inode {
+					continue // gone since it was listed: nothing holds the port there
+				}
+				pl.Close()
+				return nil, err
+			}
+			if busy == nil && ns.Inode != own.Inode {
+				c.close()
+				continue
+			}
+			pp := &PortPlan{Port: p, Netns: ns, Busy: busy, check: c}
+			pl.Ports = append(pl.Ports, pp)
+			if busy != nil {
+				pl.plan(pp, g, byPID)
+			}
+		}
+	}
+	return pl, nil
+}
+
+// plan finds the processes behind a held port and whether they may go.
+func (pl *Plan) plan(pp *PortPlan, g guard, byPID map[int]*Target) {
+	live := pp.Busy.Live()
+	if len(live) == 0 {
+		pp.Blocked = timeWaitText(pp.Busy, pl.opts.Bind)
+		return
+	}
+	for _, h := range live {
+		if len(h.Processes) == 0 {
+			pp.Blocked = fmt.Sprintf("%s %s is open in no process bindwatch can see (a socket of the kernel, or of a process bindwatch may not inspect: run with sudo); there is nothing to signal",
+				h.State, events.HostPort(h.Addr, h.Port))
+			continue
+		}
+		for _, p := range h.Processes {
+			t := byPID[p.PID]
+			if t == nil {
+				t = &Target{Process: p, pidfd: -1, Refused: g.refusal(&p)}
+				byPID[p.PID] = t
+				pl.Targets = append(pl.Targets, t)
+			}
+			sock := fmt.Sprintf("%s %s/%s", h.State, events.HostPort(h.Addr, h.Port), h.Proto)
+			if !slices.Contains(t.Sockets, sock) {
+				t.Sockets = append(t.Sockets, sock)
+			}
+			if h.Inode != 0 && !slices.Contains(t.inodes, h.Inode) {
+				t.inodes = append(t.inodes, h.Inode)
+			}
+			if !slices.Contains(pp.Targets, t) {
+				pp.Targets = append(pp.Targets, t)
+			}
+		}
+	}
+	if pp.Blocked != "" {
+		return
+	}
+	for _, t := range pp.Targets {
+		if t.Refused != "" {
+			pp.Blocked = fmt.Sprintf("it is held by %s, which bindwatch will not stop: %s", shortProcess(&t.Process), t.Refused)
+			return
+		}
+	}
+}
+
+// timeWaitText explains a port held only by TIME_WAIT sockets: there is
+// no process to stop.
+func timeWaitText(b *Busy, opts BindOptions) string {
+	s := fmt.Sprintf("only TIME_WAIT sockets remain (%d closed connection%s, the last expires in %s), which no process holds. TIME_WAIT lasts a fixed 60 s on Linux (net.ipv4.tcp_fin_timeout does not shorten it); a new socket may bind over it only when both it and the socket that left it set SO_REUSEADDR",
+		b.TimeWait.Count, plural(b.TimeWait.Count), msText(b.TimeWait.MaxRemainingMS))
+	if !opts.ReuseAddr {
+		s += " (if your program sets SO_REUSEADDR, check with --reuseaddr)"
+	}
+	return s
+}
+
+// Stoppable reports whether signalling can free the port.
+func (pp *PortPlan) Stoppable() bool { return pp.Busy != nil && pp.Blocked == "" }
+
+// Held reports whether the port is held (after Stop: still held).
+func (pp *PortPlan) Held() bool { return pp.Busy != nil }
+
+// Stop signals the holders of every port that signalling can free, waits
+// up to Grace for the ports to be released, sends SIGKILL to the holders
+// still running if Force, and checks every port a last time. log receives
+// a line for each step. Afterwards each PortPlan's Busy says whether it
+// is still held, and each Target what it was sent and whether it exited.
+// When ctx ends, it stops waiting (and sends no SIGKILL) but still checks
+// every port, and returns ctx's error.
+func (pl *Plan) Stop(ctx context.Context, log func(string)) error {
+	pl.started = time.Now()
+	var stoppable []*PortPlan
+	for _, pp := range pl.Ports {
+		if pp.Stoppable() {
+			stoppable = append(stoppable, pp)
+		}
+	}
+	signalled := map[*Target]bool{}
+	for _, pp := range stoppable {
+		for _, t := range pp.Targets {
+			if signalled[t] {
+				continue
+			}
+			signalled[t] = true
+			pl.signal(t, pl.opts.Signal, pp, log)
+		}
+	}
+	waitErr := pl.wait(ctx, stoppable, pl.opts.Grace)
+	if pl.opts.Force && waitErr == nil {
+		var kill []*Target
+		for _, pp := range stoppable {
+			if pp.Busy == nil {
+				continue
+			}
+			for _, t := range pp.Targets {
+				if !t.Exited && t.SignalErr == nil && !slices.Contains(kill, t) {
+					kill = append(kill, t)
+					pl.signal(t, unix.SIGKILL, pp, log)
+				}
+			}
+		}
+		if len(kill) > 0 {
+			waitErr = pl.wait(ctx, stoppable, killWait)
+		}
+	}
+	// The last word, for every port: bound once more.
+	for _, pp := range pl.Ports {
+		pp.check.busy = nil // force a real bind
+		busy, err := pp.check.check()
+		if err != nil {
+			return err
+		}
+		if busy == nil && pp.Busy != nil && pp.FreedAfter == 0 {
+			pp.FreedAfter = time.Since(pl.started)
+		}
+		pp.Busy = busy
+	}
+	pl.pollExited()
+	return waitErr
+}
+
+// signal sends sig to t through its pidfd, after making sure the pid is
+// still the process that holds the socket (not a new process that reused
+// the pid): the pidfd pins the process, then its fd table must still hold
+// one of the sockets.
+func (pl *Plan) signal(t *Target, sig syscall.Signal, pp *PortPlan, log func(string)) {
+	if t.pidfd < 0 && !t.Exited {
+		fd, err := unix.PidfdOpen(t.Process.PID, 0)
+		if errors.Is(err, unix.ESRCH) {
+			t.Exited = true
+			log(fmt.Sprintf("%s: %s has already exited", pp.label(pl.own), shortProcess(&t.Process)))
+			return
+		}
+		if err != nil {
+			t.SignalErr = fmt.Errorf("pidfd_open: %w", err)
+			log(fmt.Sprintf("%s: cannot signal %s: %v", pp.label(pl.own), shortProcess(&t.Process), t.SignalErr))
+			return
+		}
+		t.pidfd = fd
+		if holds, err := holdsSocket(t.Process.PID, t.inodes); err != nil || !holds {
+			why := "it no longer has the socket open (it closed it or exited, and the pid may belong to another process now)"
+			if err != nil {
+				why = fmt.Sprintf("cannot check it still has the socket open: %v (hint: run with sudo)", err)
+			}
+			t.SignalErr = errors.New(why)
+			log(fmt.Sprintf("%s: not signalling %s: %s", pp.label(pl.own), shortProcess(&t.Process), why))
+			return
+		}
+	}
+	if t.Exited || t.SignalErr != nil {
+		return
+	}
+	if err := unix.PidfdSendSignal(t.pidfd, sig, nil, 0); err != nil {
+		if errors.Is(err, unix.ESRCH) {
+			t.Exited = true
+			return
+		}
+		t.SignalErr = fmt.Errorf("send %s: %w", SignalName(sig), err)
+		hint := ""
+		if errors.Is(err, unix.EPERM) {
+			hint = " (hint: it belongs to another user: run with sudo)"
+		}
+		log(fmt.Sprintf("%s: cannot signal %s: %v%s", pp.label(pl.own), shortProcess(&t.Process), t.SignalErr, hint))
+		return
+	}
+	t.Sent = append(t.Sent, sig)
+	log(fmt.Sprintf("%s: sent %s to %s", pp.label(pl.own), SignalName(sig), ProcessText(&t.Process, time.Now())))
+}
+
+// wait checks the ports until each is free, or all its holders are gone
+// (what is left, TIME_WAIT or another process, will not go by waiting
+// here), or until d has passed.
+func (pl *Plan) wait(ctx context.Context, ports []*PortPlan, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for {
+		pl.pollExited()
+		pending := 0
+		for _, pp := range ports {
+			if pp.Busy == nil {
+				continue
+			}
+			busy, err := pp.check.check()
+			if err != nil {
+				return err
+			}
+			pp.Busy = busy
+			if busy == nil {
+				pp.FreedAfter = time.Since(pl.started)
+				continue
+			}
+			if !pp.allExited() {
+				pending++
+			}
+		}
+		if pending == 0 || time.Now().After(deadline) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(pl.opts.Interval):
+		}
+	}
+}
+
+func (pp *PortPlan) allExited() bool {
+	for _, t := range pp.Targets {
+		if !t.Exited && t.SignalErr == nil {
+			return false
+		}
+	}
+	return true
+}
+
+// pollExited notes which signalled targets have exited: a pidfd becomes
+// readable when its process is gone.
+func (pl *Plan) pollExited() {
+	for _, t := range pl.Targets {
+		if t.pidfd < 0 || t.Exited {
+			continue
+		}
+		fds := []unix.PollFd{{Fd: int32(t.pidfd), Events: unix.POLLIN}}
+		if n, err := unix.Poll(fds, 0); err == nil && n > 0 {
+			t.Exited = true
+			t.ExitedAfter = time.Since(pl.started)
+		}
+	}
+}
+
+// Close releases the pidfds and network namespaces.
+func (pl *Plan) Close() {
+	for _, pp := range pl.Ports {
+		pp.check.close()
+	}
+	for _, t := range pl.Targets {
+		if t.pidfd >= 0 {
+			unix.Close(t.pidfd)
+			t.pidfd = -1
+		}
+	}
+}
+
+// shortProcess is "pid 42 (python3)".
+func shortProcess(p *events.Process) string {
+	return fmt.Sprintf("pid %d (%s)", p.PID, orUnknown(p.Comm))
+}
+
+// holdsSocket reports whether pid has one of the socket inodes open.
+func holdsSocket(pid int, inodes []uint64) (bool, error) {
+	dir := "/proc/" + strconv.Itoa(pid) + "/fd"
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return false, err
+	}
+	for _, e := range entries {
+		link, err := os.Readlink(dir + "/" + e.Name())
+		if err != nil {
+			continue
+		}
+		ino, ok := strings.CutPrefix(link, "socket:[")
+		if !ok {
+			continue
+		}
+		n, err := strconv.ParseUint(strings.TrimSuffix(ino, "]"), 10, 64)
+		if err == nil && slices.Contains(inodes, n) {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// SignalName is "SIGTERM" for syscall.SIGTERM.
+func SignalName(sig syscall.Signal) string {
+	if name := unix.SignalName(sig); name != "" {
+		return name
+	}
+	return "signal " + strconv.Itoa(int(sig))
+}
+
+// SignalNamed parses "TERM", "SIGTERM", "term" or "15".
+func SignalNamed(s string) (syscall.Signal, error) {
+	if n, err := strconv.Atoi(s); err == nil {
+		if n <= 0 || n > 64 {
+			return 0, fmt.Errorf("signal %d: not a signal number (1-64)", n)
+		}
+		return syscall.Signal(n), nil
+	}
+	name := strings.ToUpper(s)
+	if !strings.HasPrefix(name, "SIG") {
+		name = "SIG" + name
+	}
+	if sig := unix.SignalNum(name); sig != 0 {
+		return sig, nil
+	}
+	return 0, fmt.Errorf("unknown signal %q (hint: a name like TERM, INT, HUP, QUIT, USR1, or a number)", s)
+}
+
+// label names a port plan: "8080/tcp", or "8080/tcp in netns 4026532301"
+// outside bindwatch's network namespace.
+func (pp *PortPlan) label(own uint32) string {
+	if pp.Netns.Inode != own {
+		return fmt.Sprintf("%s in netns %d (%s)", pp.Port, pp.Netns.Inode, pp.Netns.Path)
+	}
+	return pp.Port.String()
+}
+
+// WriteDryRun says, port by port, what Stop would signal and what it
+// would leave alone, and why.
+func (pl *Plan) WriteDryRun(w io.Writer, now time.Time) {
+	for _, pp := range pl.Ports {
+		label := pp.label(pl.own)
+		switch {
+		case pp.Busy == nil:
+			fmt.Fprintf(w, "%s: free\n", label)
+			continue
+		case pp.Stoppable():
+			fmt.Fprintf(w, "%s: held; --kill would send %s to:\n", label, SignalName(pl.opts.Signal))
+			for _, t := range pp.Targets {
+				fmt.Fprintf(w, "  %s  [%s]\n", ProcessText(&t.Process, now), strings.Join(t.Sockets, ", "))
+			}
+		default:
+			fmt.Fprintf(w, "%s: held; nothing to stop: %s\n", label, pp.Blocked)
+			if !pp.Busy.OnlyTimeWait() { // else the line above says it all
+				for _, line := range pp.Busy.Describe(now) {
+					fmt.Fprintf(w, "  %s\n", line)
+				}
+			}
+		}
+	}
+}
+
+// WriteResult says, port by port, how Stop ended: released (when, and
+// which holders exited), or still held (by whom, why, and what to do).
+func (pl *Plan) WriteResult(w io.Writer, now time.Time) {
+	for _, pp := range pl.Ports {
+		label := pp.label(pl.own)
+		if pp.Busy == nil {
+			if pp.FreedAfter > 0 {
+				fmt.Fprintf(w, "%s: free (released after %s%s)\n", label, pp.FreedAfter.Round(time.Millisecond), exitedText(pp.Targets))
+			} else {
+				fmt.Fprintf(w, "%s: free\n", label)
+			}
+			continue
+		}
+		hint := pl.stillHeldHint(pp)
+		if pp.Busy.OnlyTimeWait() {
+			fmt.Fprintf(w, "%s: still held: %s\n", label, hint)
+			continue
+		}
+		fmt.Fprintf(w, "%s: still held\n", label)
+		for _, line := range pp.Busy.Describe(now) {
+			fmt.Fprintf(w, "  %s\n", line)
+		}
+		if hint != "" {
+			fmt.Fprintf(w, "  %s\n", hint)
+		}
+	}
+}
+
+// stillHeldHint says why a port is still held after Stop, and what to do.
+func (pl *Plan) stillHeldHint(pp *PortPlan) string {
+	if pp.Blocked != "" && pp.Busy.OnlyTimeWait() {
+		return pp.Blocked
+	}
+	if pp.Blocked != "" {
+		return "not stopped: " + pp.Blocked
+	}
+	var survived, unsent []string
+	for _, t := range pp.Targets {
+		switch {
+		case t.SignalErr != nil:
+			unsent = append(unsent, fmt.Sprintf("%s: %v", shortProcess(&t.Process), t.SignalErr))
+		case !t.Exited:
+			survived = append(survived, shortProcess(&t.Process))
+		}
+	}
+	var parts []string
+	if len(unsent) > 0 {
+		parts = append(parts, "could not signal "+strings.Join(unsent, "; "))
+	}
+	if len(survived) > 0 {
+		s := fmt.Sprintf("%s still running after %s", strings.Join(survived, ", "), pl.sentText())
+		if !pl.opts.Force {
+			s += fmt.Sprintf(" (hint: add --force to send SIGKILL to what survives the %s grace period, or raise --grace)", pl.opts.Grace)
+		}
+		parts = append(parts, s)
+	}
+	if len(parts) == 0 && pp.Busy.OnlyTimeWait() {
+		return "its holders exited; " + timeWaitText(pp.Busy, pl.opts.Bind)
+	}
+	if len(parts) == 0 {
+		return "its holders exited, but the port is held again: " + pp.Busy.Diagnosis
+	}
+	return strings.Join(parts, "; ")
+}
+
+func (pl *Plan) sentText() string {
+	if pl.opts.Force {
+		return SignalName(pl.opts.Signal) + " and SIGKILL"
+	}
+	return SignalName(pl.opts.Signal)
+}
+
+func exitedText(targets []*Target) string {
+	var exited []string
+	for _, t := range targets {
+		if t.Exited && len(t.Sent) > 0 {
+			exited = append(exited, fmt.Sprintf("%s exited after %s", shortProcess(&t.Process), SignalName(t.Sent[len(t.Sent)-1])))
+		}
+	}
+	if len(exited) == 0 {
+		return ""
+	}
+	return "; " + strings.Join(exited, ", ")
+}
