@@ -4,13 +4,22 @@ package main
 // the real binary (bindwatchBin, built by TestMain) as a user would.
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os/exec"
+	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/bindwatch/bindwatch/internal/events"
+	"github.com/bindwatch/bindwatch/internal/testenv"
 )
 
 // result is how a bindwatch run ended.
@@ -45,4 +54,150 @@ func bindwatch(t *testing.T, args ...string) result {
 		t.Fatalf("bindwatch %q: %v\n%s", args, err, res)
 	}
 	return res
+}
+
+// holder is a process holding a port for a test.
+type holder struct {
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	done  chan error
+}
+
+// startPython runs `python3 -c code ARGS...`, which must print "ready"
+// once it holds its port, and waits for that. It is killed at the end of
+// the test.
+func startPython(t *testing.T, code string, args ...string) *holder {
+	t.Helper()
+	if _, err := exec.LookPath("python3"); err != nil {
+		t.Fatalf("python3 is needed for this test (.ci/run installs it): %v", err)
+	}
+	return startHolder(t, exec.Command("python3", append([]string{"-c", code}, args...)...))
+}
+
+// startHelper runs a testenv helper job such as "hold tcp 0.0.0.0 PORT",
+// which holds its port until its standard input is closed.
+func startHelper(t *testing.T, job string) *holder {
+	t.Helper()
+	return startHolder(t, testenv.Helper(job))
+}
+
+func startHolder(t *testing.T, cmd *exec.Cmd) *holder {
+	t.Helper()
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	h := &holder{cmd: cmd, stdin: stdin, done: make(chan error, 1)}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		h.wait(t, 5*time.Second)
+	})
+	ready := make(chan string, 1)
+	go func() {
+		line, _ := bufio.NewReader(stdout).ReadString('\n')
+		ready <- line
+		io.Copy(io.Discard, stdout)
+		h.done <- cmd.Wait()
+	}()
+	select {
+	case line := <-ready:
+		if strings.TrimSpace(line) != "ready" {
+			t.Fatalf("holder %q did not get ready: %q\n%s", cmd.Args, line, stderr.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("holder %q not ready after 10s\n%s", cmd.Args, stderr.String())
+	}
+	return h
+}
+
+// wait waits for the holder to exit and returns how: nil, or an
+// *exec.ExitError. It fails the test if it is still running after d.
+func (h *holder) wait(t *testing.T, d time.Duration) error {
+	t.Helper()
+	select {
+	case err := <-h.done:
+		h.done <- err // later calls get it too
+		return err
+	case <-time.After(d):
+		t.Fatalf("holder pid %d still running after %s", h.cmd.Process.Pid, d)
+		return nil
+	}
+}
+
+// running reports whether the holder has not exited.
+func (h *holder) running() bool {
+	select {
+	case err := <-h.done:
+		h.done <- err
+		return false
+	default:
+		return true
+	}
+}
+
+func (h *holder) pid() int { return h.cmd.Process.Pid }
+
+// leaveTimeWait closes a real connection on port from the server's side
+// first, leaving the server's socket in TIME_WAIT for 60 s. The listener
+// sets SO_REUSEADDR if listenerReuse (the TIME_WAIT socket keeps it).
+func leaveTimeWait(t *testing.T, port int, listenerReuse bool) {
+	t.Helper()
+	ln, err := testenv.Socket("tcp", "127.0.0.1", testenv.Opts{ReuseAddr: listenerReuse})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(ln)
+	if err := testenv.Bind(ln, "127.0.0.1", port); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Listen(ln, 1); err != nil {
+		t.Fatal(err)
+	}
+	cl, err := testenv.Socket("tcp", "127.0.0.1", testenv.Opts{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(cl)
+	if err := unix.Connect(cl, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}, Port: port}); err != nil {
+		t.Fatal(err)
+	}
+	srv, _, err := unix.Accept(ln)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unix.Close(srv) // server first: its side will be in TIME_WAIT
+	time.Sleep(20 * time.Millisecond)
+	unix.Close(cl)
+	time.Sleep(50 * time.Millisecond) // the last ACK
+}
+
+// holdTCP is a python3 program that listens on 0.0.0.0:PORT, says
+// "ready" and waits to be killed.
+const holdTCP = `import socket, sys, time
+s = socket.socket()
+s.bind(("0.0.0.0", int(sys.argv[1])))
+s.listen()
+print("ready", flush=True)
+time.sleep(120)`
+
+// lastStop returns the stop record of an --output file.
+func lastStop(t *testing.T, path string) events.Stop {
+	t.Helper()
+	rs := records(t, path)
+	if len(rs) == 0 || rs[len(rs)-1]["type"] != events.TypeStop {
+		t.Fatalf("%s does not end with a stop record: %v", path, rs)
+	}
+	b, _ := json.Marshal(rs[len(rs)-1])
+	var s events.Stop
+	json.Unmarshal(b, &s)
+	return s
 }

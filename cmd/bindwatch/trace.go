@@ -18,7 +18,7 @@ import (
 )
 
 func commands() []*cli.Command {
-	return []*cli.Command{doctorCommand(), runCommand()}
+	return []*cli.Command{doctorCommand(), runCommand(), waitFreeCommand()}
 }
 
 // traceFlags are the flags of tracing (bindwatch itself, and bindwatch run).

@@ -1,0 +1,190 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/bindwatch/bindwatch/internal/deploy"
+	"github.com/bindwatch/bindwatch/internal/resolve"
+)
+
+func waitFreeCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "wait-free",
+		Usage:     "wait until ports can be bound (the kernel decides: bindwatch tries)",
+		ArgsUsage: "PORT[/tcp|/udp]...",
+		Description: `Returns as soon as every PORT can be bound, checked the way the kernel
+decides it: bindwatch binds a socket with your program's options (for TCP
+it also listens), and closes it at once. TIME_WAIT, SO_REUSEADDR, IPv4 and
+IPv6 overlaps are thus judged by the kernel itself, not guessed from ss.
+While a port is held it says who holds it — once, then whenever that
+changes — on standard error. A PORT without /tcp or /udp means both.
+
+By default each port is checked on 0.0.0.0 and on [::] (dual-stack unless
+net.ipv6.bindv6only=1): free means any server could bind it. Give --addr
+to check only the addresses your program binds, and --reuseaddr if it sets
+SO_REUSEADDR: a port left in TIME_WAIT by a socket that also had it is then
+free at once. TIME_WAIT lasts a fixed 60 s on Linux; tcp_fin_timeout does
+not shorten it.
+
+Exit status: 0 when every port can be bound, 1 when one is still held at
+--timeout (with who holds it and why) or cannot be bound at all (EACCES,
+EADDRNOTAVAIL), 2 on a usage error.
+
+Examples:
+  bindwatch wait-free 8080/tcp && ./server --port 8080
+  bindwatch wait-free 8080 8443 --timeout 2m
+  bindwatch wait-free 8080/tcp --reuseaddr         # the server sets SO_REUSEADDR
+  bindwatch wait-free 5353/udp --addr 127.0.0.1
+  bindwatch wait-free 8080/tcp --timeout 0          # check once, do not wait`,
+		Flags: append([]cli.Flag{
+			&cli.DurationFlag{Name: "timeout", Value: 30 * time.Second, Usage: "give up after `DURATION` (0: check once)"},
+		}, bindFlags()...),
+		Action:          waitFreeAction,
+		HideHelpCommand: true,
+		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
+			return usageError{err}
+		},
+	}
+}
+
+// bindFlags say how the caller's program will bind (wait-free and free).
+func bindFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.BoolFlag{Name: "reuseaddr", Usage: "check with SO_REUSEADDR set, as your program does before bind()"},
+		&cli.StringSliceFlag{Name: "addr", Usage: "check on `ADDR` only, the address your program binds (repeatable; default 0.0.0.0 and ::)"},
+	}
+}
+
+func waitFreeAction(c *cli.Context) error {
+	ports, err := portArgs(c)
+	if err != nil {
+		return err
+	}
+	bind, err := bindOptions(c)
+	if err != nil {
+		return err
+	}
+	timeout := c.Duration("timeout")
+	if timeout < 0 {
+		return usagef("--timeout %v: must not be negative (0 checks once)", timeout)
+	}
+	r, err := resolve.New(resolve.Options{CacheTTL: -1})
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	start := time.Now()
+	waited := false
+	report := func(b *deploy.Busy) {
+		verb := "is held"
+		if waited {
+			verb = "is now held"
+		}
+		wait := ""
+		if timeout > 0 {
+			wait = fmt.Sprintf("; waiting up to %s", (timeout - time.Since(start)).Round(100*time.Millisecond))
+		}
+		fmt.Fprintf(os.Stderr, "bindwatch: %s %s (%s)%s:\n", b.Port, verb, b.Refusal.Short(), wait)
+		for _, line := range b.Describe(time.Now()) {
+			fmt.Fprintf(os.Stderr, "  %s\n", line)
+		}
+		waited = true
+	}
+	if timeout == 0 {
+		report = nil // checked once: the answer says who holds it
+	}
+	held, err := deploy.WaitFree(ctx, r, ports, deploy.WaitOptions{Bind: bind, Report: report})
+	switch {
+	case err == nil:
+		if waited {
+			fmt.Fprintf(os.Stderr, "bindwatch: %s free after %s\n", portList(ports), time.Since(start).Round(10*time.Millisecond))
+		}
+		return nil
+	case errors.Is(err, context.DeadlineExceeded):
+		return cli.Exit(heldText(held, timeout, bind), 1)
+	}
+	return err
+}
+
+// heldText is the message for ports still held when waiting ends.
+func heldText(held []*deploy.Busy, waited time.Duration, bind deploy.BindOptions) string {
+	var sb strings.Builder
+	for i, b := range held {
+		if i > 0 {
+			sb.WriteString("\n")
+		}
+		still := "is held"
+		if waited > 0 {
+			still = fmt.Sprintf("is still held after %s", waited)
+		}
+		fmt.Fprintf(&sb, "%s %s (%s):", b.Port, still, b.Refusal.Short())
+		for _, line := range b.Describe(time.Now()) {
+			sb.WriteString("\n  " + line)
+		}
+		if b.Diagnosis != "" {
+			sb.WriteString("\n  why: " + b.Diagnosis)
+		}
+		if b.Hint != "" {
+			sb.WriteString("\n  fix: " + b.Hint)
+		}
+		if b.OnlyTimeWait() && !bind.ReuseAddr {
+			sb.WriteString("\n  hint: if your program sets SO_REUSEADDR, check with --reuseaddr: the kernel then lets it bind over TIME_WAIT left by a socket that had it too")
+		} else if !b.OnlyTimeWait() {
+			fmt.Fprintf(&sb, "\n  hint: `bindwatch free %s` shows what stopping the holder takes; `--kill` does it", b.Port)
+		}
+	}
+	return sb.String()
+}
+
+// portArgs reads the PORT[/tcp|/udp] arguments (as `bindwatch who` does).
+func portArgs(c *cli.Context) ([]deploy.Port, error) {
+	if !c.Args().Present() {
+		return nil, usagef("%s needs at least one PORT, e.g. `bindwatch %s 8080/tcp`", c.Command.Name, c.Command.Name)
+	}
+	var ports []deploy.Port
+	for _, arg := range c.Args().Slice() {
+		qs, err := parsePortArg(arg)
+		if err != nil {
+			return nil, usagef("%v", err)
+		}
+		for _, q := range qs {
+			ports = append(ports, deploy.Port{Num: q.port, Proto: q.proto})
+		}
+	}
+	return ports, nil
+}
+
+// bindOptions reads --addr and --reuseaddr.
+func bindOptions(c *cli.Context) (deploy.BindOptions, error) {
+	opts := deploy.BindOptions{ReuseAddr: c.Bool("reuseaddr")}
+	for _, s := range c.StringSlice("addr") {
+		a, err := netip.ParseAddr(strings.Trim(s, "[]"))
+		if err != nil || a.Zone() != "" {
+			return opts, usagef("--addr %q: not an IP address (e.g. 0.0.0.0, ::, 127.0.0.1, ::1)", s)
+		}
+		if a.Is4In6() {
+			a = a.Unmap()
+		}
+		opts.Addrs = append(opts.Addrs, a)
+	}
+	return opts, nil
+}
+
+func portList(ports []deploy.Port) string {
+	var s []string
+	for _, p := range ports {
+		s = append(s, p.String())
+	}
+	return strings.Join(s, ", ")
+}

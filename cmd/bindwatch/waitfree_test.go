@@ -1,0 +1,185 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bindwatch/bindwatch/internal/testenv"
+)
+
+func TestWaitFreeReturnsWhenHolderExits(t *testing.T) {
+	port := testenv.FreePort(t)
+	h := startHelper(t, fmt.Sprintf("hold tcp 0.0.0.0 %d", port))
+	go func() {
+		time.Sleep(time.Second)
+		h.stdin.Close() // the helper lets go of the port and exits
+	}()
+	res := bindwatch(t, "wait-free", fmt.Sprintf("%d/tcp", port), "--timeout", "20s")
+	if res.code != 0 {
+		t.Fatalf("want exit 0 once the holder exits; %s", res)
+	}
+	if res.took < time.Second {
+		t.Errorf("returned after %s, before the holder exited (at 1s)", res.took)
+	}
+	if res.took > 5*time.Second {
+		t.Errorf("returned %s after the holder exited at 1s", res.took-time.Second)
+	}
+	for _, want := range []string{fmt.Sprintf("%d/tcp is held", port), "LISTEN 0.0.0.0:" + strconv.Itoa(port), "pid " + strconv.Itoa(h.pid()), "free after"} {
+		if !strings.Contains(res.stderr, want) {
+			t.Errorf("stderr lacks %q; %s", want, res)
+		}
+	}
+	if n := strings.Count(res.stderr, "is held"); n != 1 {
+		t.Errorf("the holder was reported %d times; want once (it did not change); %s", n, res)
+	}
+}
+
+func TestWaitFreeTimesOutNamingTheHolder(t *testing.T) {
+	port := testenv.FreePort(t)
+	h := startPython(t, holdTCP, strconv.Itoa(port))
+	res := bindwatch(t, "wait-free", strconv.Itoa(port), "--timeout", "700ms")
+	if res.code != 1 {
+		t.Fatalf("want exit 1 on timeout; %s", res)
+	}
+	if res.took < 700*time.Millisecond || res.took > 10*time.Second {
+		t.Errorf("took %s with --timeout 700ms", res.took)
+	}
+	for _, want := range []string{
+		fmt.Sprintf("%d/tcp is still held after 700ms", port),
+		fmt.Sprintf("pid %d python3", h.pid()),
+		"why: ", "fix: ", fmt.Sprintf("bindwatch free %d/tcp", port),
+	} {
+		if !strings.Contains(res.stderr, want) {
+			t.Errorf("stderr lacks %q; %s", want, res)
+		}
+	}
+	if strings.Contains(res.stderr, fmt.Sprintf("%d/udp is", port)) {
+		t.Errorf("udp reported held, but only tcp is; %s", res)
+	}
+	if !h.running() {
+		t.Error("wait-free must never stop the holder")
+	}
+}
+
+// TestWaitFreeTimeWait: a port left in TIME_WAIT by a real connection
+// (server closed first) is held for a program without SO_REUSEADDR, free
+// for one with it if the old socket had it too, and held for it if not —
+// and the answer explains TIME_WAIT truthfully.
+func TestWaitFreeTimeWait(t *testing.T) {
+	port := testenv.FreePort(t)
+	leaveTimeWait(t, port, true)
+	arg := fmt.Sprintf("%d/tcp", port)
+
+	res := bindwatch(t, "wait-free", arg, "--timeout", "0")
+	if res.code != 1 {
+		t.Fatalf("TIME_WAIT, no --reuseaddr: want exit 1; %s", res)
+	}
+	for _, want := range []string{"TIME_WAIT: 1 closed connection", "60 s", "tcp_fin_timeout", "--reuseaddr"} {
+		if !strings.Contains(res.stderr, want) {
+			t.Errorf("stderr lacks %q; %s", want, res)
+		}
+	}
+	if m := regexp.MustCompile(`expires in (\d+)s`).FindStringSubmatch(res.stderr); m == nil {
+		t.Errorf("no remaining time; %s", res)
+	} else if left, _ := strconv.Atoi(m[1]); left < 50 || left > 60 {
+		t.Errorf("TIME_WAIT expires in %ds, right after the close: want about 60s; %s", left, res)
+	}
+	if res := bindwatch(t, "wait-free", arg, "--timeout", "0", "--reuseaddr"); res.code != 0 {
+		t.Errorf("TIME_WAIT from a socket with SO_REUSEADDR, --reuseaddr: want exit 0 (free); %s", res)
+	}
+
+	port = testenv.FreePort(t)
+	leaveTimeWait(t, port, false)
+	res = bindwatch(t, "wait-free", fmt.Sprintf("%d/tcp", port), "--timeout", "500ms", "--reuseaddr")
+	if res.code != 1 {
+		t.Fatalf("TIME_WAIT from a socket without SO_REUSEADDR, --reuseaddr: want exit 1 (the kernel wants it on both); %s", res)
+	}
+	testenv.RequireRoot(t) // the TIME_WAIT socket's own flag is read by a BPF iterator
+	if !strings.Contains(res.stderr, "both") {
+		t.Errorf("the diagnosis should say SO_REUSEADDR is needed on both sockets; %s", res)
+	}
+}
+
+// TestWaitFreeTimeWaitOutlastsFinTimeout: in a fresh network namespace
+// with net.ipv4.tcp_fin_timeout=1, TIME_WAIT still holds the port 1.5 s
+// after the close, with more than 50 s left: tcp_fin_timeout does not
+// shorten TIME_WAIT.
+func TestWaitFreeTimeWaitOutlastsFinTimeout(t *testing.T) {
+	testenv.RequireRoot(t)
+	port := testenv.FreePort(t)
+	script := fmt.Sprintf(`set -e
+ip link set lo up
+echo 1 > /proc/sys/net/ipv4/tcp_fin_timeout
+python3 -c '
+import socket, time
+srv = socket.socket(); srv.bind(("127.0.0.1", %[1]d)); srv.listen()
+c = socket.create_connection(("127.0.0.1", %[1]d)); a, _ = srv.accept()
+a.close(); time.sleep(0.05); c.close(); srv.close(); time.sleep(0.05)'
+sleep 1.5
+exec %[2]s wait-free %[1]d/tcp --timeout 0`, port, bindwatchBin)
+	out, err := exec.Command("unshare", "--net", "sh", "-c", script).CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+		t.Fatalf("want exit 1 (TIME_WAIT still there after 1.5s with tcp_fin_timeout=1): %v\n%s", err, out)
+	}
+	m := regexp.MustCompile(`TIME_WAIT: 1 closed connection, the last expires in (\d+)s`).FindSubmatch(out)
+	if m == nil {
+		t.Fatalf("no TIME_WAIT reported:\n%s", out)
+	}
+	if left, _ := strconv.Atoi(string(m[1])); left < 50 {
+		t.Errorf("TIME_WAIT expires in %ds, 1.5s after the close with tcp_fin_timeout=1: want ~58s\n%s", left, out)
+	}
+}
+
+// TestWaitFreeBindsOncePerChange: while the holder does not change,
+// wait-free does not bind the port every 100ms — each refused bind is a
+// failure that bindwatch tracing the host reports — but once, then about
+// once a second.
+func TestWaitFreeBindsOncePerChange(t *testing.T) {
+	testenv.RequireRoot(t)
+	port := testenv.FreePort(t)
+	testenv.Hold(t, "tcp", "127.0.0.1", port, testenv.Opts{})
+	out := t.TempDir() + "/binds.jsonl"
+	res := bindwatch(t, "run", "--backend", testenv.Backend(), "--port", strconv.Itoa(port), "--output", out, "--",
+		bindwatchBin, "wait-free", fmt.Sprintf("%d/tcp", port), "--timeout", "2500ms")
+	if res.code != 1 {
+		t.Fatalf("want wait-free's exit 1 through run; %s", res)
+	}
+	stop := lastStop(t, out)
+	if stop.Failures < 1 || stop.Failures > 5 {
+		t.Errorf("wait-free made %d failed binds in 2.5s against an unchanging holder: want 1 and about one a second (≤5), not one per 100ms; %s", stop.Failures, res)
+	}
+}
+
+func TestWaitFreeUsageErrors(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"wait-free"}, "needs at least one PORT"},
+		{[]string{"wait-free", "http"}, "want a number"},
+		{[]string{"wait-free", "8080/sctp"}, "not supported"},
+		{[]string{"wait-free", "8080", "--timeout", "-1s"}, "must not be negative"},
+		{[]string{"wait-free", "8080", "--addr", "localhost"}, "not an IP address"},
+		{[]string{"wait-free", "8080", "--bogus"}, "flag provided but not defined"},
+	} {
+		res := bindwatch(t, c.args...)
+		if res.code != 2 || !strings.Contains(res.stderr, c.want) {
+			t.Errorf("bindwatch %q: want exit 2 saying %q; %s", c.args, c.want, res)
+		}
+	}
+	// Flags may follow the ports.
+	port := testenv.FreePort(t)
+	if res := bindwatch(t, "wait-free", strconv.Itoa(port), "--timeout", "0", "--addr", "127.0.0.1", "--reuseaddr"); res.code != 0 || res.stderr != "" {
+		t.Errorf("a free port checked once: want exit 0, silent; %s", res)
+	}
+	if res := bindwatch(t, "wait-free", "--help"); res.code != 0 || !strings.Contains(res.stdout, "Examples:") || !strings.Contains(res.stdout, "Exit status") {
+		t.Errorf("wait-free --help: want examples and exit statuses; %s", res)
+	}
+}
