@@ -18,7 +18,7 @@ import (
 )
 
 func commands() []*cli.Command {
-	return []*cli.Command{doctorCommand(), runCommand(), waitFreeCommand()}
+	return []*cli.Command{doctorCommand(), runCommand(), waitFreeCommand(), freeCommand()}
 }
 
 // traceFlags are the flags of tracing (bindwatch itself, and bindwatch run).

@@ -1,0 +1,147 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"time"
+
+	"github.com/urfave/cli/v2"
+	"golang.org/x/sys/unix"
+
+	"github.com/bindwatch/bindwatch/internal/deploy"
+	"github.com/bindwatch/bindwatch/internal/resolve"
+)
+
+func freeCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "free",
+		Usage:     "stop what holds ports, safely (a dry run unless --kill)",
+		ArgsUsage: "PORT[/tcp|/udp]...",
+		Description: `Finds the processes that keep each PORT from being bound (checked as
+wait-free does, by binding it) and, with --kill, stops them: --signal
+(SIGTERM) to each, a wait of up to --grace for the port to be released,
+then — only with --force — SIGKILL to those still running. Without --kill
+it only shows what it would do. A PORT without /tcp or /udp means both.
+
+It never signals pid 1, bindwatch itself, its parent or any of its
+ancestors (the script running it), kernel threads, or — unless
+--all-netns — processes in another network namespace (containers). A
+process is signalled through a pidfd, after checking it still has the
+socket open, so a pid reused in the meantime is never hit. TIME_WAIT
+sockets have no process: they are explained, not "killed" (they last a
+fixed 60 s; --reuseaddr checks as a program with SO_REUSEADDR binds).
+
+Exit status: 0 when every port is free at the end (for a dry run: is free
+now), 1 when one is still held, 2 on a usage error.
+
+Examples:
+  bindwatch free 8080                          # dry run: who would be stopped
+  sudo bindwatch free 8080/tcp --kill          # SIGTERM, wait up to 10s
+  sudo bindwatch free 8080/tcp --kill --force  # then SIGKILL what survives
+  sudo bindwatch free 8080/tcp --kill --signal INT --grace 30s
+  sudo bindwatch free 5432/tcp --kill --all-netns   # also inside containers
+  sudo bindwatch free 8080/tcp --kill && ./server --port 8080`,
+		Flags: append([]cli.Flag{
+			&cli.BoolFlag{Name: "kill", Usage: "really signal the holders (without it: a dry run)"},
+			&cli.StringFlag{Name: "signal", Value: "TERM", Usage: "first `SIGNAL` to send: a name (TERM, INT, HUP, QUIT) or a number"},
+			&cli.DurationFlag{Name: "grace", Value: 10 * time.Second, Usage: "wait up to `DURATION` for the ports to be released"},
+			&cli.BoolFlag{Name: "force", Usage: "with --kill: send SIGKILL to holders still running after --grace"},
+			&cli.BoolFlag{Name: "all-netns", Usage: "free the ports in every network namespace, and signal processes outside bindwatch's (containers)"},
+		}, bindFlags()...),
+		Action:          freeAction,
+		HideHelpCommand: true,
+		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
+			return usageError{err}
+		},
+	}
+}
+
+func freeAction(c *cli.Context) error {
+	ports, err := portArgs(c)
+	if err != nil {
+		return err
+	}
+	bind, err := bindOptions(c)
+	if err != nil {
+		return err
+	}
+	sig, err := deploy.SignalNamed(c.String("signal"))
+	if err != nil {
+		return usagef("--signal: %v", err)
+	}
+	if sig == unix.SIGKILL {
+		return usagef("--signal KILL: SIGKILL gives no chance to clean up; send a signal that does (TERM) and add --force to send SIGKILL to what survives --grace")
+	}
+	grace := c.Duration("grace")
+	if grace <= 0 {
+		return usagef("--grace %v: must be positive", grace)
+	}
+	kill := c.Bool("kill")
+	if c.Bool("force") && !kill {
+		return usagef("--force needs --kill (without --kill, free only shows what it would do)")
+	}
+	if c.Bool("all-netns") && os.Geteuid() != 0 {
+		return cli.Exit("--all-netns needs root (entering other network namespaces takes CAP_SYS_ADMIN): run it with sudo", 1)
+	}
+	r, err := resolve.New(resolve.Options{CacheTTL: -1})
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(os.Stderr, "bindwatch: not root: processes of other users are not found or cannot be signalled (run with sudo)")
+	}
+
+	plan, err := deploy.PlanFree(r, ports, deploy.StopOptions{
+		Bind: bind, Signal: sig, Grace: grace, Force: c.Bool("force"), AllNetns: c.Bool("all-netns"),
+	})
+	if err != nil {
+		return err
+	}
+	defer plan.Close()
+	out := c.App.Writer
+	if !kill {
+		plan.WriteDryRun(out, time.Now())
+		if stillHeld(plan) > 0 {
+			if anyStoppable(plan) {
+				fmt.Fprintf(out, "dry run: nothing was signalled; add --kill to send %s (and --force to SIGKILL what survives --grace)\n", deploy.SignalName(sig))
+			} else {
+				fmt.Fprintln(out, "dry run: --kill would signal nothing (see above)")
+			}
+			return cli.Exit("", 1)
+		}
+		return nil
+	}
+	// Ctrl-C while waiting: stop waiting, still report the state.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, unix.SIGTERM)
+	defer stop()
+	if err := plan.Stop(ctx, func(line string) { fmt.Fprintln(out, line) }); err != nil && ctx.Err() == nil {
+		return err
+	}
+	plan.WriteResult(out, time.Now())
+	if n := stillHeld(plan); n > 0 {
+		return cli.Exit(fmt.Sprintf("%d port%s still held (hint: the lines above say who holds each and what to do)", n, map[bool]string{true: "", false: "s"}[n == 1]), 1)
+	}
+	return nil
+}
+
+func stillHeld(plan *deploy.Plan) int {
+	n := 0
+	for _, pp := range plan.Ports {
+		if pp.Held() {
+			n++
+		}
+	}
+	return n
+}
+
+func anyStoppable(plan *deploy.Plan) bool {
+	for _, pp := range plan.Ports {
+		if pp.Stoppable() {
+			return true
+		}
+	}
+	return false
+}

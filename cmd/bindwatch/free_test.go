@@ -1,0 +1,275 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/bindwatch/bindwatch/internal/testenv"
+)
+
+// ignoreTERM holds a TCP port and ignores SIGTERM.
+const ignoreTERM = `import signal, socket, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+s = socket.socket()
+s.bind(("0.0.0.0", int(sys.argv[1])))
+s.listen()
+print("ready", flush=True)
+time.sleep(120)`
+
+// otherNetns binds and listens in this network namespace, then moves the
+// process into a new one (unshare(CLONE_NEWNET)): its socket stays here,
+// its process is elsewhere.
+const otherNetns = `import ctypes, socket, sys, time
+s = socket.socket()
+s.bind(("0.0.0.0", int(sys.argv[1])))
+s.listen()
+if ctypes.CDLL(None, use_errno=True).unshare(0x40000000) != 0:
+    sys.exit("unshare: errno %d" % ctypes.get_errno())
+print("ready", flush=True)
+time.sleep(120)`
+
+// killedBy reports whether a holder's wait error says signal sig killed it.
+func killedBy(err error, sig syscall.Signal) bool {
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) {
+		return false
+	}
+	ws, ok := exit.Sys().(syscall.WaitStatus)
+	return ok && ws.Signaled() && ws.Signal() == sig
+}
+
+// startHTTPServer runs `python3 -m http.server PORT`, which SIGTERM stops,
+// and waits until it accepts connections.
+func startHTTPServer(t *testing.T, port int) *holder {
+	t.Helper()
+	cmd := exec.Command("python3", "-m", "http.server", strconv.Itoa(port), "--bind", "127.0.0.1")
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("python3 -m http.server (.ci/run installs python3): %v", err)
+	}
+	h := &holder{cmd: cmd, done: make(chan error, 1)}
+	go func() { h.done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		h.wait(t, 5*time.Second)
+	})
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if c, err := net.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port))); err == nil {
+			c.Close()
+			return h
+		}
+		if !h.running() || time.Now().After(deadline) {
+			t.Fatalf("python3 -m http.server %d did not start listening", port)
+		}
+	}
+}
+
+func TestFreeDryRunSignalsNothing(t *testing.T) {
+	testenv.RequireRoot(t)
+	port := testenv.FreePort(t)
+	h := startHTTPServer(t, port)
+	res := bindwatch(t, "free", strconv.Itoa(port))
+	if res.code != 1 {
+		t.Fatalf("dry run of a held port: want exit 1; %s", res)
+	}
+	for _, want := range []string{
+		fmt.Sprintf("%d/tcp: held; --kill would send SIGTERM to:", port),
+		fmt.Sprintf("pid %d python3", h.pid()), fmt.Sprintf("[LISTEN 127.0.0.1:%d/tcp]", port),
+		fmt.Sprintf("%d/udp: free", port), "dry run: nothing was signalled",
+	} {
+		if !strings.Contains(res.stdout, want) {
+			t.Errorf("stdout lacks %q; %s", want, res)
+		}
+	}
+	time.Sleep(100 * time.Millisecond)
+	if !h.running() {
+		t.Error("a dry run stopped the holder")
+	}
+	if res := bindwatch(t, "free", strconv.Itoa(testenv.FreePort(t))+"/tcp"); res.code != 0 || !strings.Contains(res.stdout, "/tcp: free") {
+		t.Errorf("dry run of a free port: want exit 0 saying free; %s", res)
+	}
+}
+
+func TestFreeKillStopsSIGTERMHolder(t *testing.T) {
+	testenv.RequireRoot(t)
+	port := testenv.FreePort(t)
+	h := startHTTPServer(t, port)
+	res := bindwatch(t, "free", fmt.Sprintf("%d/tcp", port), "--kill", "--grace", "5s")
+	if res.code != 0 {
+		t.Fatalf("want exit 0 once the holder stopped; %s", res)
+	}
+	if err := h.wait(t, 5*time.Second); !killedBy(err, syscall.SIGTERM) {
+		t.Errorf("holder ended with %v, want killed by SIGTERM", err)
+	}
+	for _, want := range []string{
+		fmt.Sprintf("%d/tcp: sent SIGTERM to pid %d python3", port, h.pid()),
+		fmt.Sprintf("%d/tcp: free (released after", port),
+		fmt.Sprintf("pid %d (python3) exited after SIGTERM", h.pid()),
+	} {
+		if !strings.Contains(res.stdout, want) {
+			t.Errorf("stdout lacks %q; %s", want, res)
+		}
+	}
+	if strings.Contains(res.stdout, "SIGKILL") {
+		t.Errorf("SIGKILL sent without --force; %s", res)
+	}
+	testenv.Hold(t, "tcp", "0.0.0.0", port, testenv.Opts{}) // really free
+}
+
+// TestFreeForceEscalates: a holder that ignores SIGTERM survives --kill
+// (exit 1, with the advice to add --force), and only --force sends SIGKILL.
+func TestFreeForceEscalates(t *testing.T) {
+	testenv.RequireRoot(t)
+	port := testenv.FreePort(t)
+	h := startPython(t, ignoreTERM, strconv.Itoa(port))
+	arg := fmt.Sprintf("%d/tcp", port)
+
+	res := bindwatch(t, "free", arg, "--kill", "--grace", "700ms")
+	if res.code != 1 {
+		t.Fatalf("SIGTERM ignored, no --force: want exit 1; %s", res)
+	}
+	if res.took < 700*time.Millisecond {
+		t.Errorf("gave up after %s, before --grace 700ms", res.took)
+	}
+	for _, want := range []string{"sent SIGTERM", arg + ": still held", fmt.Sprintf("pid %d (python3) still running after SIGTERM", h.pid()), "add --force"} {
+		if !strings.Contains(res.stdout, want) {
+			t.Errorf("stdout lacks %q; %s", want, res)
+		}
+	}
+	if strings.Contains(res.stdout, "SIGKILL to pid") || !h.running() {
+		t.Fatalf("SIGKILL without --force; %s", res)
+	}
+
+	res = bindwatch(t, "free", arg, "--kill", "--grace", "700ms", "--force")
+	if res.code != 0 {
+		t.Fatalf("with --force: want exit 0; %s", res)
+	}
+	if err := h.wait(t, 5*time.Second); !killedBy(err, syscall.SIGKILL) {
+		t.Errorf("holder ended with %v, want killed by SIGKILL", err)
+	}
+	for _, want := range []string{"sent SIGTERM", fmt.Sprintf("sent SIGKILL to pid %d", h.pid()), arg + ": free (released after", "exited after SIGKILL"} {
+		if !strings.Contains(res.stdout, want) {
+			t.Errorf("stdout lacks %q; %s", want, res)
+		}
+	}
+}
+
+// TestFreeRefusesItsParent: bindwatch's parent (here this test) holds the
+// port; free --kill --force refuses to touch it.
+func TestFreeRefusesItsParent(t *testing.T) {
+	testenv.RequireRoot(t)
+	port := testenv.FreePort(t)
+	testenv.Hold(t, "tcp", "0.0.0.0", port, testenv.Opts{})
+	res := bindwatch(t, "free", fmt.Sprintf("%d/tcp", port), "--kill", "--force", "--grace", "200ms")
+	if res.code != 1 {
+		t.Fatalf("want exit 1: the port stays held; %s", res)
+	}
+	if !strings.Contains(res.stdout, fmt.Sprintf("pid %d", os.Getpid())) || !strings.Contains(res.stdout, "bindwatch's parent") {
+		t.Errorf("the refusal should name the parent; %s", res)
+	}
+	if strings.Contains(res.stdout, "sent ") {
+		t.Errorf("a signal was sent; %s", res)
+	}
+}
+
+// TestFreeRefusesOtherNetns: a process that moved to another network
+// namespace keeps a socket in this one; free refuses to stop it unless
+// --all-netns.
+func TestFreeRefusesOtherNetns(t *testing.T) {
+	testenv.RequireRoot(t)
+	port := testenv.FreePort(t)
+	h := startPython(t, otherNetns, strconv.Itoa(port))
+	arg := fmt.Sprintf("%d/tcp", port)
+	res := bindwatch(t, "free", arg, "--kill", "--grace", "200ms")
+	if res.code != 1 || !strings.Contains(res.stdout, "another network namespace") || !strings.Contains(res.stdout, "--all-netns") || strings.Contains(res.stdout, "sent ") {
+		t.Fatalf("want a refusal naming the other namespace and --all-netns, exit 1, nothing sent; %s", res)
+	}
+	if !h.running() {
+		t.Fatal("the holder was stopped")
+	}
+	res = bindwatch(t, "free", arg, "--kill", "--all-netns", "--grace", "5s")
+	if res.code != 0 || !strings.Contains(res.stdout, fmt.Sprintf("sent SIGTERM to pid %d", h.pid())) {
+		t.Fatalf("with --all-netns: want it stopped, exit 0; %s", res)
+	}
+	if err := h.wait(t, 5*time.Second); !killedBy(err, syscall.SIGTERM) {
+		t.Errorf("holder ended with %v, want killed by SIGTERM", err)
+	}
+}
+
+// TestFreeAllNetnsFindsContainerHolder: a server inside another network
+// namespace holds the port there only; --all-netns finds and stops it.
+func TestFreeAllNetnsFindsContainerHolder(t *testing.T) {
+	testenv.RequireRoot(t)
+	port := testenv.FreePort(t)
+	h := startHolder(t, exec.Command("unshare", "--net", "python3", "-c", holdTCP, strconv.Itoa(port)))
+	arg := fmt.Sprintf("%d/tcp", port)
+	if res := bindwatch(t, "free", arg); res.code != 0 || !strings.Contains(res.stdout, arg+": free") {
+		t.Errorf("in bindwatch's namespace the port is free; %s", res)
+	}
+	res := bindwatch(t, "free", arg, "--all-netns", "--kill")
+	if res.code != 0 {
+		t.Fatalf("want exit 0; %s", res)
+	}
+	for _, want := range []string{arg + " in netns ", fmt.Sprintf("sent SIGTERM to pid %d", h.pid()), "free (released after"} {
+		if !strings.Contains(res.stdout, want) {
+			t.Errorf("stdout lacks %q; %s", want, res)
+		}
+	}
+	if err := h.wait(t, 5*time.Second); !killedBy(err, syscall.SIGTERM) {
+		t.Errorf("holder ended with %v, want killed by SIGTERM", err)
+	}
+}
+
+// TestFreeTimeWaitIsExplained: a port held only by TIME_WAIT has no
+// process to stop; free says so and what helps, and signals nothing.
+func TestFreeTimeWaitIsExplained(t *testing.T) {
+	testenv.RequireRoot(t)
+	port := testenv.FreePort(t)
+	leaveTimeWait(t, port, true)
+	arg := fmt.Sprintf("%d/tcp", port)
+	res := bindwatch(t, "free", arg, "--kill", "--force")
+	if res.code != 1 {
+		t.Fatalf("want exit 1: TIME_WAIT stays; %s", res)
+	}
+	for _, want := range []string{"only TIME_WAIT sockets remain", "which no process holds", "60 s", "tcp_fin_timeout does not shorten it", "both", "--reuseaddr"} {
+		if !strings.Contains(res.stdout, want) {
+			t.Errorf("stdout lacks %q; %s", want, res)
+		}
+	}
+	if strings.Contains(res.stdout, "sent ") {
+		t.Errorf("a signal was sent; %s", res)
+	}
+	// The TIME_WAIT socket had SO_REUSEADDR: a program with it may bind.
+	if res := bindwatch(t, "free", arg, "--kill", "--reuseaddr"); res.code != 0 || !strings.Contains(res.stdout, arg+": free") {
+		t.Errorf("with --reuseaddr: want exit 0, free; %s", res)
+	}
+}
+
+func TestFreeUsageErrors(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"free"}, "needs at least one PORT"},
+		{[]string{"free", "8080", "--force"}, "--force needs --kill"},
+		{[]string{"free", "8080", "--kill", "--signal", "KILL"}, "add --force"},
+		{[]string{"free", "8080", "--kill", "--signal", "TERMINATE"}, "unknown signal"},
+		{[]string{"free", "8080", "--kill", "--grace", "0s"}, "must be positive"},
+		{[]string{"free", "99999"}, "want a number from 1 to 65535"},
+	} {
+		res := bindwatch(t, c.args...)
+		if res.code != 2 || !strings.Contains(res.stderr, c.want) {
+			t.Errorf("bindwatch %q: want exit 2 saying %q; %s", c.args, c.want, res)
+		}
+	}
+	if res := bindwatch(t, "free", "--help"); res.code != 0 || !strings.Contains(res.stdout, "Examples:") || !strings.Contains(res.stdout, "Exit status") {
+		t.Errorf("free --help: want examples and exit statuses; %s", res)
+	}
+}
