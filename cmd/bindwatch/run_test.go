@@ -5,14 +5,18 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/bindwatch/bindwatch/internal/events"
 	"github.com/bindwatch/bindwatch/internal/testenv"
@@ -371,4 +375,100 @@ func TestRunArguments(t *testing.T) {
 	if res := bindwatch(t, "run", "--help"); res.code != 0 || !strings.Contains(res.stdout, "Examples:") || !strings.Contains(res.stdout, "Exit status") {
 		t.Errorf("run --help: want examples and exit statuses; %s", res)
 	}
+}
+
+// TestRunKeyboardInterruptReachesCommandOnce: Ctrl-C on bindwatch's
+// terminal already interrupts the whole foreground process group, the
+// command included; bindwatch must not send it a second SIGINT.
+func TestRunKeyboardInterruptReachesCommandOnce(t *testing.T) {
+	testenv.RequireRoot(t)
+	ptmx, err := os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatalf("open a pseudo-terminal: %v", err)
+	}
+	defer ptmx.Close()
+	n, err := unix.IoctlGetInt(int(ptmx.Fd()), unix.TIOCGPTN)
+	if err == nil {
+		err = unix.IoctlSetPointerInt(int(ptmx.Fd()), unix.TIOCSPTLCK, 0)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	pts, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	got, ready := filepath.Join(dir, "signals"), filepath.Join(dir, "ready")
+	cmd := exec.Command(bindwatchBin, "run", "--backend", testenv.Backend(), "--", "python3", "-c", signalsPy, got, ready)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = pts, pts, pts
+	// A session of its own with the pseudo-terminal as controlling
+	// terminal: bindwatch and the command are its foreground group.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pts.Close()
+	defer cmd.Process.Kill()
+	screen := &lockedBuffer{}
+	go io.Copy(screen, ptmx)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if _, err := os.Stat(ready); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the command did not start; terminal:\n%s", screen.String())
+		}
+	}
+	ptmx.Write([]byte{3}) // Ctrl-C
+	time.Sleep(500 * time.Millisecond)
+	cmd.Process.Signal(syscall.SIGTERM) // not from the terminal: forwarded
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("bindwatch still running 10s after SIGTERM")
+	}
+	if code := cmd.ProcessState.ExitCode(); code != 42 {
+		t.Errorf("exit %d, want 42 (the command's answer to the forwarded SIGTERM)", code)
+	}
+	b, _ := os.ReadFile(got)
+	want := fmt.Sprintf("SIGINT from pid 0\nSIGTERM from pid %d\n", cmd.Process.Pid)
+	if string(b) != want {
+		t.Errorf("the command received:\n%s\nwant one SIGINT from the terminal (pid 0) and the SIGTERM from bindwatch:\n%s", b, want)
+	}
+}
+
+// signalsPy logs each SIGINT and SIGTERM with its sender's pid (0 for the
+// kernel, as for a terminal's Ctrl-C) to FILE, after creating READY; it
+// exits 42 on SIGTERM.
+const signalsPy = `import signal, sys
+want = {signal.SIGINT, signal.SIGTERM}
+signal.pthread_sigmask(signal.SIG_BLOCK, want)
+open(sys.argv[2], "w").close()
+while True:
+    info = signal.sigwaitinfo(want)
+    with open(sys.argv[1], "a") as f:
+        f.write("%s from pid %d\n" % (signal.Signals(info.si_signo).name, info.si_pid))
+    if info.si_signo == signal.SIGTERM:
+        sys.exit(42)`
+
+// lockedBuffer is a bytes.Buffer safe to read while another goroutine
+// writes to it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
