@@ -338,10 +338,10 @@ func (s *recordSink) writeSummary(w io.Writer, argv []string, st *os.ProcessStat
 	took = took.Round(100 * time.Millisecond)
 	n := s.failures()
 	if n == 0 {
-		fmt.Fprintf(w, "bindwatch: no bind()/listen() failed in %s (%s, %s traced)\n", what, status, took)
+		fmt.Fprintf(w, "bindwatch: no bind()/listen() failed in %s (%s, ran %s)\n", what, status, took)
 		return
 	}
-	fmt.Fprintf(w, "bindwatch: %d bind()/listen() call%s failed in %s (%s, %s traced):\n", n, plural(int(n)), what, status, took)
+	fmt.Fprintf(w, "bindwatch: %d bind()/listen() call%s failed in %s (%s, ran %s):\n", n, plural(int(n)), what, status, took)
 	for _, p := range s.order {
 		t := s.ports[p]
 		line := fmt.Sprintf("  %-9s %d× %s by %s", p, t.count, strings.Join(t.errnos, "/"), joinFirst(t.failing, 3))
