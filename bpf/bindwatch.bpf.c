@@ -169,10 +169,20 @@ static __always_inline bool comm_wanted(void)
 	return true;
 }
 
+/*
+ * The current task, for CO-RE reads. bpf_get_current_task_btf() only
+ * arrived in 5.11; every read here goes through BPF_CORE_READ (probe
+ * reads), which works on the untyped pointer of any kernel.
+ */
+static __always_inline struct task_struct *current_task(void)
+{
+	return (struct task_struct *)bpf_get_current_task();
+}
+
 /* The struct sock behind a file descriptor of the current task. */
 static __always_inline struct sock *sock_from_fd(int fd)
 {
-	struct task_struct *task = bpf_get_current_task_btf();
+	struct task_struct *task = current_task();
 	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
 	struct file **fds;
 	struct file *file;
@@ -319,8 +329,9 @@ static __always_inline void attach_holder(struct event *e, struct sock *failing)
 
 static __always_inline void fill_process(struct event *e)
 {
-	struct task_struct *task = bpf_get_current_task_btf();
+	struct task_struct *task = current_task();
 	__u64 uid_gid = bpf_get_current_uid_gid();
+	const struct cred *cred;
 	unsigned long arg_start, arg_end;
 	__u32 len;
 
@@ -333,7 +344,8 @@ static __always_inline void fill_process(struct event *e)
 	e->cgroup_id = bpf_get_current_cgroup_id();
 	/* kernel_cap_t is u32[2] before 6.3 and one u64 after: on little
 	 * endian both are the same 8 bytes. */
-	bpf_core_read(&e->cap_effective, sizeof(e->cap_effective), &task->cred->cap_effective);
+	cred = BPF_CORE_READ(task, cred);
+	bpf_core_read(&e->cap_effective, sizeof(e->cap_effective), &cred->cap_effective);
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 
 	arg_start = BPF_CORE_READ(task, mm, arg_start);
@@ -478,7 +490,7 @@ static __always_inline void record_listener_of(struct task_struct *task, struct 
 static __always_inline void record_listener(struct sock *sk)
 {
 	if (record_holders)
-		record_listener_of(bpf_get_current_task_btf(), sk, false);
+		record_listener_of(current_task(), sk, false);
 }
 
 /*
