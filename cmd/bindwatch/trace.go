@@ -18,7 +18,7 @@ import (
 )
 
 func commands() []*cli.Command {
-	return []*cli.Command{doctorCommand(), runCommand(), waitFreeCommand(), freeCommand()}
+	return []*cli.Command{whoCommand(), runCommand(), waitFreeCommand(), freeCommand(), doctorCommand()}
 }
 
 // traceFlags are the flags of tracing (bindwatch itself, and bindwatch run).
