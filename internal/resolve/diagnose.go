@@ -95,9 +95,7 @@ func diagnoseLiveHolder(f *events.Failure, h *events.Holder, want bindFlags, now
 			"Bind a different port; to share one port between listeners, set SO_REUSEPORT on every listening socket (same user); or " + kill + "."
 	}
 	if p := leftover(f, h); p != nil {
-		return fmt.Sprintf("Port %d/%s is held by %s (pid %d)%s, an orphan likely left over from a previous instance: its parent has exited (it is now a child of init) and it kept the socket it inherited.",
-				f.Port, f.Proto, p.Comm, p.PID, age),
-			fmt.Sprintf("Stop it (kill %d; kill -9 only if it ignores SIGTERM). To prevent it, have the service manager stop the whole cgroup (systemd: KillMode=control-group, the default), and open listening sockets with SOCK_CLOEXEC or close them in children.", p.PID)
+		return leftoverDiagnosis(f, p, age)
 	}
 	holderPort := h.ReusePort != nil && *h.ReusePort
 	if h.State != "TIME_WAIT" && (want.reusePort || holderPort) && !reuseAllows(want, h) {
@@ -126,6 +124,31 @@ func diagnoseLiveHolder(f *events.Failure, h *events.Holder, want bindFlags, now
 			"Use another port, or " + kill + ". UDP sockets can share a port when all of them set SO_REUSEADDR (or SO_REUSEPORT, same user)."
 	}
 	return heldBy + ".", "Use another port, or " + kill + "."
+}
+
+// leftoverDiagnosis explains a holder running the failing program under
+// init. That is what a leftover child of a previous instance looks like —
+// but also what any daemon's main process looks like (every systemd
+// service's has ppid 1), so it says both, and names the service when the
+// holder's cgroup shows one.
+func leftoverDiagnosis(f *events.Failure, p *events.Process, age string) (string, string) {
+	diagnosis := fmt.Sprintf("Port %d/%s is held by %s (pid %d)%s, another instance of the same program whose parent is init: the running daemon, or a leftover of a previous instance that kept the socket it inherited when its parent exited.",
+		f.Port, f.Proto, p.Comm, p.PID, age)
+	stop := fmt.Sprintf("kill %d (kill -9 only if it ignores SIGTERM)", p.PID)
+	if unit := serviceUnit(p.Cgroup); unit != "" && p.Cgroup != f.Process.Cgroup {
+		return diagnosis, fmt.Sprintf("It runs in %s: if that service should own the port, do not start a second copy (use systemctl restart %s); if it is a leftover, stop it: %s.", unit, unit, stop)
+	}
+	return diagnosis, fmt.Sprintf("If it is a leftover, stop it: %s. To prevent leftovers, have the service manager stop the whole cgroup (systemd: KillMode=control-group, the default), and open listening sockets with SOCK_CLOEXEC or close them in children.", stop)
+}
+
+// serviceUnit is the systemd service a cgroup path belongs to, or "".
+func serviceUnit(cgroup string) string {
+	for _, part := range strings.Split(cgroup, "/") {
+		if strings.HasSuffix(part, ".service") {
+			return part
+		}
+	}
+	return ""
 }
 
 // leftover returns the holder's process that looks like a leftover child of

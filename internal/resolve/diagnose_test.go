@@ -69,8 +69,19 @@ func TestDiagnose(t *testing.T) {
 				f.Process.Exe, f.Process.Comm = "/usr/sbin/nginx", "nginx"
 				f.Holders = []events.Holder{listener("0.0.0.0", orphan)}
 			}),
-			wantDiagnosis: []string{"held by nginx (pid 42)", "left over from a previous instance", "now a child of init"},
+			wantDiagnosis: []string{"held by nginx (pid 42)", "the running daemon, or a leftover of a previous instance"},
 			wantHint:      []string{"kill 42", "KillMode=control-group", "SOCK_CLOEXEC"},
+		},
+		{
+			name: "the same program as a systemd service is not called a leftover outright",
+			f: base(func(f *events.Failure) {
+				f.Process.Exe, f.Process.Comm, f.Process.Cgroup = "/usr/sbin/nginx", "nginx", "/user.slice/user-0.slice/session-3.scope"
+				svc := orphan
+				svc.Cgroup = "/system.slice/nginx.service"
+				f.Holders = []events.Holder{listener("0.0.0.0", svc)}
+			}),
+			wantDiagnosis: []string{"held by nginx (pid 42)", "the running daemon"},
+			wantHint:      []string{"It runs in nginx.service", "systemctl restart nginx.service", "kill 42"},
 		},
 		{
 			name:          "a daemon under init running another program is not a leftover",

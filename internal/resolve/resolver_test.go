@@ -408,7 +408,7 @@ func TestLeftoverChild(t *testing.T) {
 	if h == nil || !slices.Equal(holderPIDs(*h), []int{child.pid}) || h.Processes[0].PPID != 1 {
 		t.Fatalf("holders = %+v, want only the orphan %d", f.Holders, child.pid)
 	}
-	if !strings.Contains(f.Diagnosis, "left over from a previous instance") || !strings.Contains(f.Hint, fmt.Sprintf("kill %d", child.pid)) {
+	if !strings.Contains(f.Diagnosis, "a leftover of a previous instance") || !strings.Contains(f.Hint, fmt.Sprintf("kill %d", child.pid)) {
 		t.Errorf("diagnosis %q / hint %q, want the leftover case naming pid %d", f.Diagnosis, f.Hint, child.pid)
 	}
 }
