@@ -273,3 +273,32 @@ func TestFreeUsageErrors(t *testing.T) {
 		t.Errorf("free --help: want examples and exit statuses; %s", res)
 	}
 }
+
+// TestFreeClearsEveryAddress: one process holds 0.0.0.0:PORT, another
+// [::]:PORT (IPv6 only, as nginx listens); both stand in the way of a
+// server, and free stops both in one go.
+func TestFreeClearsEveryAddress(t *testing.T) {
+	testenv.RequireRoot(t)
+	port := testenv.FreePort(t)
+	v4 := startHelper(t, fmt.Sprintf("hold tcp 0.0.0.0 %d", port))
+	v6 := startPython(t, `import socket, sys, time
+s = socket.socket(socket.AF_INET6)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+s.bind(("::", int(sys.argv[1])))
+s.listen()
+print("ready", flush=True)
+time.sleep(120)`, strconv.Itoa(port))
+	arg := fmt.Sprintf("%d/tcp", port)
+	res := bindwatch(t, "free", arg, "--kill", "--grace", "5s")
+	if res.code != 0 {
+		t.Fatalf("want exit 0; %s", res)
+	}
+	for _, h := range []*holder{v4, v6} {
+		if !strings.Contains(res.stdout, fmt.Sprintf("sent SIGTERM to pid %d", h.pid())) {
+			t.Errorf("pid %d not signalled; %s", h.pid(), res)
+		}
+		if err := h.wait(t, 5*time.Second); !killedBy(err, syscall.SIGTERM) {
+			t.Errorf("pid %d ended with %v, want killed by SIGTERM", h.pid(), err)
+		}
+	}
+}

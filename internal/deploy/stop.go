@@ -135,16 +135,23 @@ func PlanFree(r *resolve.Resolver, ports []Port, opts StopOptions) (*Plan, error
 			pp := &PortPlan{Port: p, Netns: ns, Busy: busy, check: c}
 			pl.Ports = append(pl.Ports, pp)
 			if busy != nil {
-				pl.plan(pp, g, byPID)
+				pl.plan(pp, c.otherHolders(busy), g, byPID)
 			}
 		}
 	}
 	return pl, nil
 }
 
-// plan finds the processes behind a held port and whether they may go.
-func (pl *Plan) plan(pp *PortPlan, g guard, byPID map[int]*Target) {
+// plan finds the processes behind a held port and whether they may go:
+// those of the sockets in the way of its first refused address, and of
+// others, which stand in the way of the other addresses.
+func (pl *Plan) plan(pp *PortPlan, others []events.Holder, g guard, byPID map[int]*Target) {
 	live := pp.Busy.Live()
+	for _, h := range others {
+		if !slices.ContainsFunc(live, func(l events.Holder) bool { return l.Inode == h.Inode && l.Addr == h.Addr && l.State == h.State }) {
+			live = append(live, h)
+		}
+	}
 	if len(live) == 0 {
 		pp.Blocked = timeWaitText(pp.Busy, pl.opts.Bind)
 		return

@@ -3,6 +3,7 @@ package deploy
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"slices"
 	"strings"
@@ -223,6 +224,28 @@ func (c *portCheck) check() (*Busy, error) {
 	}
 	c.busy, c.sockets = busy, before
 	return busy, nil
+}
+
+// otherHolders returns the live holders in the way of the checked
+// addresses after the one busy was refused on: Bindable stops at the first
+// refusal, but freeing a port must clear every address. Best effort:
+// an address that cannot be checked adds nothing.
+func (c *portCheck) otherHolders(busy *Busy) []events.Holder {
+	addrs, _ := c.opts.addrs()
+	var out []events.Holder
+	for _, addr := range addrs {
+		if addr == busy.Addr {
+			continue
+		}
+		ref, err := Bindable(c.netns, c.port, BindOptions{Addrs: []netip.Addr{addr}, ReuseAddr: c.opts.ReuseAddr})
+		if err != nil || ref == nil || !ref.InUse() {
+			continue
+		}
+		if b, err := Explain(c.r, c.ns, ref); err == nil {
+			out = append(out, b.Live()...)
+		}
+	}
+	return out
 }
 
 // socketsKey is every socket on the port as sock_diag lists it: if it is
