@@ -1,6 +1,7 @@
 # bindwatch — see README.md. `make` builds; `make test` runs every test
 # (unit, real-kernel integration as root, and the qemu kernel matrix).
 
+SHELL   := /bin/bash
 GO      ?= go
 CLANG   ?= clang-19
 BINARY  ?= bindwatch
@@ -37,7 +38,8 @@ test: lint check-generated gotest vmtest
 
 gotest:
 	@mkdir -p .cache
-	$(GO) test -count=1 -v -timeout 15m ./... 2>&1 | tee $(TEST_LOG) | grep -E '^(ok|FAIL|---|panic:|\s+\S+_test\.go:)' ; \
+	@echo "go test -count=1 -v ./... (full log: $(TEST_LOG))"
+	@$(GO) test -count=1 -v -timeout 15m ./... 2>&1 | tee $(TEST_LOG) | grep -E '^(ok|FAIL|--- FAIL|--- SKIP|panic:|\s+\S+_test\.go:)' ; \
 	status=$${PIPESTATUS[0]}; \
 	if [ "$$status" != 0 ]; then echo "gotest: go test failed (full log: $(TEST_LOG))"; exit $$status; fi; \
 	if [ "$$BINDWATCH_REQUIRE_BPF" = 1 ] && grep -q -- '--- SKIP' $(TEST_LOG); then \
