@@ -37,6 +37,7 @@ type options struct {
 	backends []string
 	kernels  []string
 	run      string
+	bench    string
 	timeout  time.Duration
 	parallel int
 	cache    string
@@ -50,6 +51,7 @@ func parseFlags(args []string) (options, error) {
 	kernels := fs.String("kernels", "5.10,6.1,6.12", "comma-separated kernel series to boot")
 	var o options
 	fs.StringVar(&o.run, "run", "", "only run tests matching this regexp (passed as -test.run)")
+	fs.StringVar(&o.bench, "bench", "", "run the benchmarks matching this regexp once each (-test.bench, -test.benchtime=1x) instead of the tests, and print their results per kernel and backend")
 	fs.DurationVar(&o.timeout, "timeout", 4*time.Minute, "per-kernel limit, boot and every backend included; test binaries get 7/8 of it as -test.timeout")
 	fs.IntVar(&o.parallel, "parallel", 2, "kernels booted at the same time (one vCPU and 1G of RAM each)")
 	fs.StringVar(&o.cache, "cache", "", "cache for kernels, build output and serial logs (default <module>/.cache/vmtest)")
@@ -168,6 +170,11 @@ func testArgs(o options) []string {
 	args := []string{"-test.v", "-test.count=1", "-test.timeout=" + (o.timeout - o.timeout/8).String()}
 	if o.run != "" {
 		args = append(args, "-test.run="+o.run)
+	} else if o.bench != "" {
+		args = append(args, "-test.run=^$")
+	}
+	if o.bench != "" {
+		args = append(args, "-test.bench="+o.bench, "-test.benchtime=1x")
 	}
 	return args
 }

@@ -104,6 +104,9 @@ func printBackend(w io.Writer, kernel string, b backendResult) {
 	for _, p := range b.problems {
 		fmt.Fprintf(w, "vmtest:     %s\n", p)
 	}
+	for _, line := range b.benchmarks {
+		fmt.Fprintf(w, "vmtest:     %s\n", line)
+	}
 }
 
 func printKernel(w io.Writer, o kernelOutcome) {

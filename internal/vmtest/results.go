@@ -18,6 +18,7 @@ type backendResult struct {
 	passed, failed, skipped int
 	elapsed                 time.Duration
 	problems                []string
+	benchmarks              []string // result lines of benchmarks (-bench)
 }
 
 // ok is false on any failure and on any skip: the tests run with
@@ -42,12 +43,14 @@ type binaryRun struct {
 	ended                   bool
 	exit                    int
 	elapsed                 time.Duration
+	benchmarks              []string
 }
 
 var (
 	resultLine  = regexp.MustCompile(`^\s*--- (PASS|FAIL|SKIP): `)
 	panicLine   = regexp.MustCompile(`^panic: `)
 	timeoutLine = regexp.MustCompile(`^panic: test timed out after `)
+	benchLine   = regexp.MustCompile(`^Benchmark\S+\s+\d+\s+`)
 )
 
 // parseSerial reads the guest's serial console and judges every
@@ -125,6 +128,9 @@ func (b *binaryRun) count(line string) {
 			b.skipped++
 		}
 	}
+	if benchLine.MatchString(line) {
+		b.benchmarks = append(b.benchmarks, strings.Join(strings.Fields(line), " "))
+	}
 	b.timedOut = b.timedOut || timeoutLine.MatchString(line)
 	b.panicked = b.panicked || panicLine.MatchString(line)
 }
@@ -141,6 +147,7 @@ func judge(backend string, tests []protocol.Test, runs map[[2]string]*binaryRun)
 		res.failed += run.failed
 		res.skipped += run.skipped
 		res.elapsed += run.elapsed
+		res.benchmarks = append(res.benchmarks, run.benchmarks...)
 		if problem := run.problem(); problem != "" {
 			res.problems = append(res.problems, t.Name+": "+problem)
 		}
@@ -160,7 +167,7 @@ func (b *binaryRun) problem() string {
 		return fmt.Sprintf("%d skipped although %s=1", b.skipped, protocol.EnvRequireBPF)
 	case b.exit != 0 && b.failed == 0:
 		return fmt.Sprintf("exit %d without a failing test", b.exit)
-	case b.exit == 0 && b.passed == 0:
+	case b.exit == 0 && b.passed == 0 && len(b.benchmarks) == 0:
 		return "no tests ran"
 	}
 	return ""

@@ -136,3 +136,23 @@ func TestParseSerialGuestError(t *testing.T) {
 		t.Errorf("errors = %q, want %q", rep.errors, want)
 	}
 }
+
+// Benchmark runs report their result lines and count as having run.
+func TestBenchmarkLines(t *testing.T) {
+	var b binaryRun
+	for _, l := range []string{
+		"goos: linux",
+		"BenchmarkFailingBind-2   \t       1\t         1.898 ratio\t       436.6 traced-ns/call",
+		"BenchmarkFoo",
+		"PASS",
+	} {
+		b.count(l)
+	}
+	b.ended = true
+	if len(b.benchmarks) != 1 || b.benchmarks[0] != "BenchmarkFailingBind-2 1 1.898 ratio 436.6 traced-ns/call" {
+		t.Errorf("benchmarks = %q", b.benchmarks)
+	}
+	if p := b.problem(); p != "" {
+		t.Errorf("a benchmark-only run is reported as %q", p)
+	}
+}
