@@ -1,9 +1,7 @@
 package deploy
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -89,11 +87,7 @@ func Run(opts RunOptions) (*RunResult, error) {
 	cfg.PIDs = []uint32{uint32(os.Getpid())}
 	cfg.FollowChildren = true
 	sink := &recordSink{out: opts.Out, text: opts.Text, ports: map[Port]*portTally{}}
-	w, err := events.NewWriter(sink, events.FormatJSON)
-	if err != nil {
-		return nil, err
-	}
-	session, err := watch.Start(watch.Options{Tracer: cfg, Out: w, ReadyFile: opts.ReadyFile})
+	session, err := watch.Start(watch.Options{Tracer: cfg, Out: sink, ReadyFile: opts.ReadyFile})
 	if err != nil {
 		return nil, fmt.Errorf("start tracing: %w", err)
 	}
@@ -188,8 +182,8 @@ func foregroundOnTerminal() bool {
 	return err == nil && pgrp == unix.Getpgrp()
 }
 
-// recordSink receives the session's records as JSON lines, counts them
-// for the summary, and writes them on in the user's format.
+// recordSink receives the session's records, counts them for the summary,
+// and writes them on in the user's format.
 type recordSink struct {
 	out  *events.Writer
 	text bool
@@ -209,50 +203,17 @@ type portTally struct {
 	holders []string
 }
 
-func (s *recordSink) Write(line []byte) (int, error) {
-	var head struct {
-		Type string `json:"type"`
-	}
-	if err := json.Unmarshal(line, &head); err != nil {
-		return 0, fmt.Errorf("decode record: %w", err)
-	}
-	var rec any
-	switch head.Type {
-	case events.TypeStart:
-		var r events.Start
-		rec = &r
-	case events.TypeFailure:
-		var r events.Failure
-		rec = &r
-	case events.TypeRepeats:
-		var r events.Repeats
-		rec = &r
-	case events.TypeLost:
-		var r events.Lost
-		rec = &r
-	case events.TypeStop:
-		var r events.Stop
-		rec = &r
-	}
-	if rec != nil {
-		if err := json.Unmarshal(line, rec); err != nil {
-			return 0, fmt.Errorf("decode %s record: %w", head.Type, err)
+// Write tallies one record of the session and passes it on in the user's
+// format; in text, start and stop are left to the summary.
+func (s *recordSink) Write(rec any) error {
+	s.count(rec)
+	switch rec.(type) {
+	case *events.Start, *events.Stop:
+		if s.text {
+			return nil
 		}
-		s.count(rec)
 	}
-	var err error
-	switch {
-	case !s.text:
-		err = s.out.Write(json.RawMessage(bytes.TrimSpace(line)))
-	case head.Type == events.TypeStart || head.Type == events.TypeStop:
-		// said by the summary
-	case rec != nil:
-		err = s.out.Write(rec)
-	}
-	if err != nil {
-		return 0, err
-	}
-	return len(line), nil
+	return s.out.Write(rec)
 }
 
 func (s *recordSink) count(rec any) {

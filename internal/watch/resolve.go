@@ -18,11 +18,14 @@ type enricher struct {
 	firstErr error
 }
 
+// newEnricher returns once the resolver is ready: its owner iterator loads
+// in the background, and a session is not live until it could resolve.
 func newEnricher() (*enricher, error) {
 	r, err := resolve.New(resolve.Options{})
 	if err != nil {
 		return nil, err
 	}
+	r.OwnerLookup() // waits for the iterator load (or its fallback)
 	return &enricher{r: r}, nil
 }
 

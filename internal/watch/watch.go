@@ -16,11 +16,18 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// Sink receives the session's records, one call each: *events.Start,
+// *events.Failure, *events.Repeats, *events.Lost, *events.Stop. An
+// *events.Writer is one; bindwatch run tallies them for its summary.
+type Sink interface {
+	Write(rec any) error
+}
+
 // Options configure a Session.
 type Options struct {
 	Tracer tracer.Config
 	// Out receives the records.
-	Out *events.Writer
+	Out Sink
 	// ReadyFile, if set, is created once tracing is live.
 	ReadyFile string
 	// Tick is how often folded repeats and lost counts are reported; 0
