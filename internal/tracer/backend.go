@@ -77,7 +77,7 @@ func (b fentryBackend) Attach(coll *ebpf.Collection) ([]link.Link, error) {
 // kernelHasFuncs asks the kernel's BTF whether every hooked function
 // exists (not inlined away, not renamed).
 func kernelHasFuncs() error {
-	spec, err := btf.LoadKernelSpec()
+	spec, err := kernelSpec()
 	if err != nil {
 		return fmt.Errorf("kernel BTF: %w", err)
 	}

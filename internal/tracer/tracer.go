@@ -119,6 +119,9 @@ func openBackend(cfg Config, b Backend) (*Tracer, error) {
 	}
 
 	var opts ebpf.CollectionOptions
+	if spec, err := kernelSpec(); err == nil {
+		opts.Programs.KernelTypes = spec
+	}
 	if cfg.Debug {
 		opts.Programs.LogLevel = ebpf.LogLevelInstruction
 	}
@@ -200,6 +203,10 @@ func loadError(err error, debug bool) error {
 	return fmt.Errorf("load BPF programs: %w", err)
 }
 
+// kernelSpec is the running kernel's BTF, parsed once per process: each
+// parse costs ~10 ms, and the backend checks and CO-RE all need it.
+var kernelSpec = sync.OnceValues(btf.LoadKernelSpec)
+
 // preflight turns the common reasons BPF cannot work into one sentence each.
 func preflight() error {
 	// Before 5.11 BPF memory counts against RLIMIT_MEMLOCK (64 KiB by
@@ -207,7 +214,7 @@ func preflight() error {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return fmt.Errorf("raise RLIMIT_MEMLOCK for BPF maps (this kernel, before 5.11, charges them to it): %w (hint: run as root, or raise it: ulimit -l unlimited)", err)
 	}
-	if _, err := btf.LoadKernelSpec(); err != nil {
+	if _, err := kernelSpec(); err != nil {
 		return fmt.Errorf("this kernel exposes no BTF (/sys/kernel/btf/vmlinux): %w (hint: bindwatch needs a kernel built with CONFIG_DEBUG_INFO_BTF=y, as every major distribution ships since 2021)", err)
 	}
 	if err := features.HaveMapType(ebpf.RingBuf); err != nil {
