@@ -16,8 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/bindwatch/bindwatch/internal/events"
 	"github.com/bindwatch/bindwatch/internal/testenv"
 )
@@ -145,40 +143,6 @@ func (h *holder) running() bool {
 }
 
 func (h *holder) pid() int { return h.cmd.Process.Pid }
-
-// leaveTimeWait closes a real connection on port from the server's side
-// first, leaving the server's socket in TIME_WAIT for 60 s. The listener
-// sets SO_REUSEADDR if listenerReuse (the TIME_WAIT socket keeps it).
-func leaveTimeWait(t *testing.T, port int, listenerReuse bool) {
-	t.Helper()
-	ln, err := testenv.Socket("tcp", "127.0.0.1", testenv.Opts{ReuseAddr: listenerReuse})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(ln)
-	if err := testenv.Bind(ln, "127.0.0.1", port); err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Listen(ln, 1); err != nil {
-		t.Fatal(err)
-	}
-	cl, err := testenv.Socket("tcp", "127.0.0.1", testenv.Opts{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(cl)
-	if err := unix.Connect(cl, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}, Port: port}); err != nil {
-		t.Fatal(err)
-	}
-	srv, _, err := unix.Accept(ln)
-	if err != nil {
-		t.Fatal(err)
-	}
-	unix.Close(srv) // server first: its side will be in TIME_WAIT
-	time.Sleep(20 * time.Millisecond)
-	unix.Close(cl)
-	time.Sleep(50 * time.Millisecond) // the last ACK
-}
 
 // holdTCP is a python3 program that listens on 0.0.0.0:PORT, says
 // "ready" and waits to be killed.

@@ -232,7 +232,7 @@ func TestFreeAllNetnsFindsContainerHolder(t *testing.T) {
 func TestFreeTimeWaitIsExplained(t *testing.T) {
 	testenv.RequireRoot(t)
 	port := testenv.FreePort(t)
-	leaveTimeWait(t, port, true)
+	testenv.LeaveTimeWait(t, "127.0.0.1", port, true)
 	arg := fmt.Sprintf("%d/tcp", port)
 	res := bindwatch(t, "free", arg, "--kill", "--force")
 	if res.code != 1 {

@@ -73,7 +73,7 @@ func TestWaitFreeTimesOutNamingTheHolder(t *testing.T) {
 // and the answer explains TIME_WAIT truthfully.
 func TestWaitFreeTimeWait(t *testing.T) {
 	port := testenv.FreePort(t)
-	leaveTimeWait(t, port, true)
+	testenv.LeaveTimeWait(t, "127.0.0.1", port, true)
 	arg := fmt.Sprintf("%d/tcp", port)
 
 	res := bindwatch(t, "wait-free", arg, "--timeout", "0")
@@ -95,7 +95,7 @@ func TestWaitFreeTimeWait(t *testing.T) {
 	}
 
 	port = testenv.FreePort(t)
-	leaveTimeWait(t, port, false)
+	testenv.LeaveTimeWait(t, "127.0.0.1", port, false)
 	res = bindwatch(t, "wait-free", fmt.Sprintf("%d/tcp", port), "--timeout", "500ms", "--reuseaddr")
 	if res.code != 1 {
 		t.Fatalf("TIME_WAIT from a socket without SO_REUSEADDR, --reuseaddr: want exit 1 (the kernel wants it on both); %s", res)

@@ -5,7 +5,6 @@ import (
 	"os"
 	"strings"
 	"testing"
-	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -16,65 +15,6 @@ import (
 func TestMain(m *testing.M) {
 	testenv.RunHelperIfAsked()
 	os.Exit(m.Run())
-}
-
-// leaveTimeWait makes a real TCP connection to port and closes the
-// server's side first, which leaves the server's socket in TIME_WAIT on
-// port. The listener sets SO_REUSEADDR if listenerReuse; the TIME_WAIT
-// socket inherits it.
-func leaveTimeWait(t *testing.T, port int, listenerReuse bool) {
-	t.Helper()
-	ln, err := testenv.Socket("tcp", "127.0.0.1", testenv.Opts{ReuseAddr: listenerReuse})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(ln)
-	if err := testenv.Bind(ln, "127.0.0.1", port); err != nil {
-		t.Fatalf("bind listener: %v", err)
-	}
-	if err := unix.Listen(ln, 1); err != nil {
-		t.Fatal(err)
-	}
-	cl, err := testenv.Socket("tcp", "127.0.0.1", testenv.Opts{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(cl)
-	if err := unix.Connect(cl, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}, Port: port}); err != nil {
-		t.Fatalf("connect: %v", err)
-	}
-	srv, _, err := unix.Accept(ln)
-	if err != nil {
-		t.Fatal(err)
-	}
-	unix.Close(srv) // the server closes first: its side goes to TIME_WAIT
-	time.Sleep(20 * time.Millisecond)
-	unix.Close(cl)
-	// Wait until the server's socket is in TIME_WAIT (the client's FIN
-	// arrived), as sock_diag sees it.
-	deadline := time.Now().Add(2 * time.Second)
-	for {
-		b, _ := os.ReadFile("/proc/net/tcp")
-		if hasTimeWait(string(b), port) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no TIME_WAIT socket on port %d after closing the connection", port)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-// hasTimeWait finds a TIME_WAIT (state 06) socket with local port in
-// /proc/net/tcp.
-func hasTimeWait(procNetTCP string, port int) bool {
-	for _, line := range strings.Split(procNetTCP, "\n") {
-		f := strings.Fields(line)
-		if len(f) > 3 && strings.HasSuffix(f[1], ":"+strings.ToUpper(hex4(port))) && f[3] == "06" {
-			return true
-		}
-	}
-	return false
 }
 
 func hex4(n int) string {
@@ -99,7 +39,7 @@ func TestTimeWaitNeedsReuseAddrOnBothSockets(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			port := testenv.FreePort(t)
-			leaveTimeWait(t, port, c.listenerReuse)
+			testenv.LeaveTimeWait(t, "127.0.0.1", port, c.listenerReuse)
 			for _, addr := range []netip.Addr{netip.MustParseAddr("127.0.0.1"), netip.IPv4Unspecified(), netip.IPv6Unspecified()} {
 				ref, err := Bindable(nil, Port{uint16(port), "tcp"}, BindOptions{Addrs: []netip.Addr{addr}, ReuseAddr: c.newReuse})
 				if err != nil {
@@ -123,7 +63,7 @@ func TestTimeWaitNeedsReuseAddrOnBothSockets(t *testing.T) {
 func TestExplainTimeWait(t *testing.T) {
 	testenv.RequireRoot(t) // the TIME_WAIT sockets' SO_REUSEADDR is read by a BPF iterator
 	port := testenv.FreePort(t)
-	leaveTimeWait(t, port, false)
+	testenv.LeaveTimeWait(t, "127.0.0.1", port, false)
 	r, err := resolve.New(resolve.Options{CacheTTL: -1})
 	if err != nil {
 		t.Fatal(err)

@@ -118,7 +118,7 @@ func TestWhoAgreesWithSS(t *testing.T) {
 	startHelper(t, nil, fmt.Sprintf("hold tcp 127.0.0.1 %d reuseaddr", port))
 	startHelper(t, nil, fmt.Sprintf("hold tcp ::1 %d reuseaddr v6only", port))
 	startHelper(t, nil, fmt.Sprintf("hold udp :: %d dualstack", port))
-	makeTimeWait(t, "127.0.0.2", port, false)
+	testenv.LeaveTimeWait(t, "127.0.0.2", port, false)
 	bound := startHelper(t, nil, fmt.Sprintf("hold tcp 127.0.0.3 %d nolisten", port))
 
 	for _, proto := range []string{"tcp", "udp"} {
@@ -212,43 +212,6 @@ func ssLine(state, addr string, port uint16, pids []int) string {
 	return fmt.Sprintf("%s %s pids=%v", state, netip.AddrPortFrom(netip.MustParseAddr(addr), port), pids)
 }
 
-// makeTimeWait leaves a TIME_WAIT socket on addr:port on the server side,
-// the way a server that closes first does: listen, accept one connection,
-// close it before the client, then close the listener.
-func makeTimeWait(t *testing.T, addr string, port int, serverReuseAddr bool) {
-	t.Helper()
-	ln, err := testenv.Socket("tcp", addr, testenv.Opts{ReuseAddr: serverReuseAddr})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(ln)
-	if err := testenv.Bind(ln, addr, port); err != nil {
-		t.Fatalf("bind %s:%d for TIME_WAIT: %v", addr, port, err)
-	}
-	if err := unix.Listen(ln, 1); err != nil {
-		t.Fatal(err)
-	}
-	c, err := testenv.Socket("tcp", addr, testenv.Opts{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(c)
-	a := netip.MustParseAddr(addr)
-	var sa unix.Sockaddr = &unix.SockaddrInet4{Addr: a.As4(), Port: port}
-	if a.Is6() {
-		sa = &unix.SockaddrInet6{Addr: a.As16(), Port: port}
-	}
-	if err := unix.Connect(c, sa); err != nil {
-		t.Fatal(err)
-	}
-	s, _, err := unix.Accept(ln)
-	if err != nil {
-		t.Fatal(err)
-	}
-	unix.Close(s) // the server closes first: its side goes to TIME_WAIT
-	time.Sleep(20 * time.Millisecond)
-}
-
 // TestTimeWaitRule checks on this kernel which SO_REUSEADDR combinations
 // let a new socket bind over a TIME_WAIT socket (only both on), and that
 // the diagnosis says so for each refusal.
@@ -265,7 +228,7 @@ func TestTimeWaitRule(t *testing.T) {
 	} {
 		t.Run(fmt.Sprintf("old=%v,new=%v", c.oldReuse, c.newReuse), func(t *testing.T) {
 			port := testenv.FreePort(t)
-			makeTimeWait(t, "127.0.0.1", port, c.oldReuse)
+			testenv.LeaveTimeWait(t, "127.0.0.1", port, c.oldReuse)
 			opts := testenv.Opts{ReuseAddr: c.newReuse}
 			if c.wantInDiagnosis == "" {
 				fd, err := testenv.Socket("tcp", "127.0.0.1", opts)

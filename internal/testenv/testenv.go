@@ -14,6 +14,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -270,4 +271,65 @@ func Netns(t testing.TB) uint32 {
 		t.Fatal(err)
 	}
 	return uint32(st.Ino)
+}
+
+// LeaveTimeWait makes a real TCP connection to addr:port and closes the
+// server's side first, which leaves the server's socket in TIME_WAIT on the
+// port for Linux's fixed 60 s. The listener sets SO_REUSEADDR if
+// listenerReuse (the TIME_WAIT socket keeps the flag). It returns once the
+// kernel lists the socket as TIME_WAIT.
+func LeaveTimeWait(t testing.TB, addr string, port int, listenerReuse bool) {
+	t.Helper()
+	ln, err := Socket("tcp", addr, Opts{ReuseAddr: listenerReuse})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(ln)
+	if err := Bind(ln, addr, port); err != nil {
+		t.Fatalf("bind %s:%d for TIME_WAIT: %v", addr, port, err)
+	}
+	if err := unix.Listen(ln, 1); err != nil {
+		t.Fatal(err)
+	}
+	cl, err := Socket("tcp", addr, Opts{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(cl)
+	a := netip.MustParseAddr(addr)
+	var sa unix.Sockaddr = &unix.SockaddrInet4{Addr: a.As4(), Port: port}
+	if a.Is6() {
+		sa = &unix.SockaddrInet6{Addr: a.As16(), Port: port}
+	}
+	if err := unix.Connect(cl, sa); err != nil {
+		t.Fatalf("connect %s:%d: %v", addr, port, err)
+	}
+	srv, _, err := unix.Accept(ln)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unix.Close(srv) // the server closes first: its side goes to TIME_WAIT
+	time.Sleep(20 * time.Millisecond)
+	unix.Close(cl)
+	for deadline := time.Now().Add(2 * time.Second); !hasTimeWait(port); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no TIME_WAIT socket on port %d after closing the connection", port)
+		}
+	}
+}
+
+// hasTimeWait finds a TIME_WAIT socket (state 06) on local port in
+// /proc/net/tcp or tcp6.
+func hasTimeWait(port int) bool {
+	suffix := fmt.Sprintf(":%04X", port)
+	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		b, _ := os.ReadFile(f)
+		for _, line := range strings.Split(string(b), "\n") {
+			fields := strings.Fields(line)
+			if len(fields) > 3 && strings.HasSuffix(fields[1], suffix) && fields[3] == "06" {
+				return true
+			}
+		}
+	}
+	return false
 }
