@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -237,15 +236,8 @@ func TestRunTracesOnlyItsTree(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if _, err := os.Stat(ready); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			cmd.Process.Kill()
-			t.Fatal("not ready after 10s")
-		}
-	}
+	defer cmd.Process.Kill()
+	testenv.WaitForFile(t, ready, 10*time.Second, nil)
 	testenv.FailBind(t, "tcp", "0.0.0.0", port, testenv.Opts{}, syscall.EADDRINUSE) // this test is not in sleep's tree
 	if err := cmd.Wait(); err != nil {
 		t.Fatal(err)
@@ -319,20 +311,13 @@ func TestRunForwardsSIGTERM(t *testing.T) {
 	trapped := filepath.Join(dir, "trapped")
 	cmd := exec.Command(bindwatchBin, "run", "--backend", testenv.Backend(), "--", "sh", "-c",
 		`trap 'exit 42' TERM; touch "$0"; while :; do sleep 0.05; done`, trapped)
-	var stderr bytes.Buffer
+	var stderr testenv.SyncBuffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	defer cmd.Process.Kill()
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if _, err := os.Stat(trapped); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the command did not start\n%s", stderr.String())
-		}
-	}
+	testenv.WaitForFile(t, trapped, 10*time.Second, stderr.String)
 	cmd.Process.Signal(syscall.SIGTERM)
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
@@ -410,16 +395,9 @@ func TestRunKeyboardInterruptReachesCommandOnce(t *testing.T) {
 	}
 	pts.Close()
 	defer cmd.Process.Kill()
-	screen := &lockedBuffer{}
+	screen := &testenv.SyncBuffer{}
 	go io.Copy(screen, ptmx)
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if _, err := os.Stat(ready); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the command did not start; terminal:\n%s", screen.String())
-		}
-	}
+	testenv.WaitForFile(t, ready, 10*time.Second, screen.String)
 	ptmx.Write([]byte{3}) // Ctrl-C
 	time.Sleep(500 * time.Millisecond)
 	cmd.Process.Signal(syscall.SIGTERM) // not from the terminal: forwarded
@@ -453,22 +431,3 @@ while True:
         f.write("%s from pid %d\n" % (signal.Signals(info.si_signo).name, info.si_pid))
     if info.si_signo == signal.SIGTERM:
         sys.exit(42)`
-
-// lockedBuffer is a bytes.Buffer safe to read while another goroutine
-// writes to it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}

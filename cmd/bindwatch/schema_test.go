@@ -24,20 +24,13 @@ func runTrace(t *testing.T, provoke func(), args ...string) [][]byte {
 	ready, out := filepath.Join(dir, "ready"), filepath.Join(dir, "out.jsonl")
 	args = append(args, "--backend", testenv.Backend(), "--ready-file", ready, "--output", out)
 	cmd := exec.Command(bindwatchBin, args...)
-	var stderr bytes.Buffer
+	var stderr testenv.SyncBuffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	defer cmd.Process.Kill()
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if _, err := os.Stat(ready); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("bindwatch not ready after 10s: %s", stderr.String())
-		}
-	}
+	testenv.WaitForFile(t, ready, 10*time.Second, stderr.String)
 	provoke()
 	time.Sleep(300 * time.Millisecond)
 	cmd.Process.Signal(syscall.SIGINT)

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"os"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 	"unsafe"
@@ -107,24 +106,12 @@ func succeedingBinds(b *testing.B, port, n int) time.Duration {
 type pipeline struct {
 	cancel context.CancelFunc
 	done   chan error
-	out    *bytes.Buffer
-	mu     *sync.Mutex
-}
-
-type lockedWriter struct {
-	mu *sync.Mutex
-	b  *bytes.Buffer
-}
-
-func (w lockedWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.Write(p)
+	out    *testenv.SyncBuffer
 }
 
 func attach(b *testing.B) *pipeline {
-	p := &pipeline{out: &bytes.Buffer{}, mu: &sync.Mutex{}, done: make(chan error, 1)}
-	w, _ := events.NewWriter(lockedWriter{p.mu, p.out}, events.FormatJSON)
+	p := &pipeline{out: &testenv.SyncBuffer{}, done: make(chan error, 1)}
+	w, _ := events.NewWriter(p.out, events.FormatJSON)
 	s, err := watch.Start(watch.Options{Tracer: tracer.Config{Backend: testenv.Backend(), Fold: time.Second}, Out: w})
 	if err != nil {
 		b.Fatalf("attach bindwatch: %v", err)
@@ -141,8 +128,6 @@ func (p *pipeline) detach(b *testing.B) events.Stop {
 	if err := <-p.done; err != nil {
 		b.Fatal(err)
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
 	var stop events.Stop
 	sc := bufio.NewScanner(bytes.NewReader(p.out.Bytes()))
 	for sc.Scan() {

@@ -5,6 +5,7 @@
 package testenv
 
 import (
+	"bytes"
 	"fmt"
 	"net/netip"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -333,3 +335,44 @@ func hasTimeWait(port int) bool {
 	}
 	return false
 }
+
+// WaitForFile waits up to timeout for path to exist (a --ready-file, a
+// marker a helper touches). On timeout the test fails with what context
+// returns (stderr, a terminal's screen), if context is not nil.
+func WaitForFile(t testing.TB, path string, timeout time.Duration, context func() string) {
+	t.Helper()
+	for deadline := time.Now().Add(timeout); ; time.Sleep(10 * time.Millisecond) {
+		if _, err := os.Stat(path); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			msg := ""
+			if context != nil {
+				msg = context()
+			}
+			t.Fatalf("%s did not appear within %v\n%s", path, timeout, msg)
+		}
+	}
+}
+
+// SyncBuffer is a bytes.Buffer that one goroutine may read while another
+// writes to it: a command's stderr, a session's output.
+type SyncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *SyncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// Bytes returns a copy of what was written so far.
+func (b *SyncBuffer) Bytes() []byte {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return bytes.Clone(b.buf.Bytes())
+}
+
+func (b *SyncBuffer) String() string { return string(b.Bytes()) }

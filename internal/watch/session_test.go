@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"os"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,24 +19,15 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// lines is an io.Writer collecting JSON lines, safe to read while written.
+// lines collects a session's JSON lines, safe to read while written.
 type lines struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *lines) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
+	testenv.SyncBuffer
 }
 
 // records returns every record written so far, as generic JSON objects.
 func (l *lines) records(t testing.TB) []map[string]any {
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	var out []map[string]any
-	sc := bufio.NewScanner(bytes.NewReader(l.buf.Bytes()))
+	sc := bufio.NewScanner(bytes.NewReader(l.Bytes()))
 	sc.Buffer(nil, 1<<20)
 	for sc.Scan() {
 		var m map[string]any
@@ -139,7 +129,7 @@ func (s *session) waitFailure(port int) events.Failure {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	s.t.Fatalf("no bind_failure on port %d within 5s; output:\n%s", port, s.out.buf.String())
+	s.t.Fatalf("no bind_failure on port %d within 5s; output:\n%s", port, s.out.String())
 	return events.Failure{}
 }
 
