@@ -17,11 +17,6 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-func hex4(n int) string {
-	const digits = "0123456789ABCDEF"
-	return string([]byte{digits[n>>12&15], digits[n>>8&15], digits[n>>4&15], digits[n&15]})
-}
-
 // TestTimeWaitNeedsReuseAddrOnBothSockets checks on this kernel, with real
 // sockets, what bindwatch tells users about TIME_WAIT: a TIME_WAIT socket
 // blocks bind() unless both it (its listener) and the new socket set
