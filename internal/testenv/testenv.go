@@ -97,14 +97,18 @@ func HelperAsUser(t testing.TB, job string, uid uint32) *exec.Cmd {
 	return cmd
 }
 
-// runJob: "bind PROTO ADDR PORT [reuseaddr]" binds once and reports the
+// runJob: "autobind" (in a network namespace of its own) makes a listen()
+// fail to autobind, see exhaustAutobind; "bind PROTO ADDR PORT [reuseaddr]" binds once and reports the
 // errno as its exit status (0 success, the errno otherwise); "storm PROTO
 // ADDR PORT N" binds N fresh sockets, ignoring errors; "hold PROTO
 // ADDR PORT" binds (and listens, for tcp), prints "ready" and waits for
 // stdin to close.
 func runJob(args []string) error {
-	if len(args) < 4 {
+	if len(args) < 4 && (len(args) == 0 || args[0] != "autobind") {
 		return fmt.Errorf("bad job %q", args)
+	}
+	if args[0] == "autobind" {
+		return exhaustAutobind()
 	}
 	port, _ := strconv.Atoi(args[3])
 	opts := Opts{ReuseAddr: len(args) > 4 && args[4] == "reuseaddr"}
@@ -376,3 +380,41 @@ func (b *SyncBuffer) Bytes() []byte {
 }
 
 func (b *SyncBuffer) String() string { return string(b.Bytes()) }
+
+// exhaustAutobind shrinks this network namespace's ephemeral range to two
+// ports, listens on both, then calls listen() on a socket never bound: the
+// kernel's autobind finds no port and listen() fails with EADDRINUSE. Run
+// it only in a namespace of its own (HelperInNetns).
+func exhaustAutobind() error {
+	// /proc/sys/net is the namespace of whoever opens it: ours.
+	if err := os.WriteFile("/proc/sys/net/ipv4/ip_local_port_range", []byte("40000 40001"), 0); err != nil {
+		return fmt.Errorf("shrink the ephemeral range: %w", err)
+	}
+	for _, port := range []int{40000, 40001} {
+		fd, err := Socket("tcp", "0.0.0.0", Opts{})
+		if err == nil {
+			err = Bind(fd, "0.0.0.0", port)
+		}
+		if err == nil {
+			err = unix.Listen(fd, 1)
+		}
+		if err != nil {
+			return fmt.Errorf("listen on %d: %w", port, err)
+		}
+	}
+	fd, err := Socket("tcp", "0.0.0.0", Opts{})
+	if err != nil {
+		return err
+	}
+	if err := unix.Listen(fd, 1); err != syscall.EADDRINUSE {
+		return fmt.Errorf("listen without bind = %v, want EADDRINUSE (ephemeral ports used up)", err)
+	}
+	return nil
+}
+
+// HelperInNetns is Helper run in a new network namespace of its own.
+func HelperInNetns(job string) *exec.Cmd {
+	cmd := Helper(job)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET}
+	return cmd
+}
