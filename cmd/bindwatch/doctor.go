@@ -149,8 +149,9 @@ func readWithSecurityfs() ([]byte, error) {
 	}
 	ch := make(chan result)
 	go func() {
-		// Never unlocked: the thread, and its mount namespace, die with
-		// this goroutine.
+		// Never unlocked: when this goroutine ends, Go discards the thread
+		// (or, were it the main thread, wedges it unused), so no other
+		// goroutine ever runs in the private mount namespace.
 		runtime.LockOSThread()
 		if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
 			ch <- result{nil, fmt.Errorf("unshare mount namespace: %w", err)}
