@@ -35,7 +35,11 @@ Examples:
   sudo bindwatch --port 8080 --port 9000-9100  # only these ports
   sudo bindwatch --format json --output /var/log/bindwatch.jsonl
   sudo bindwatch --comm nginx --errno EADDRINUSE
-  sudo bindwatch --pid 4242 --follow-children  # one service and its children`,
+  sudo bindwatch --pid 4242 --follow-children  # one service and its children
+
+Exit status: 0 after a clean stop (Ctrl-C, SIGTERM), 1 when tracing cannot
+start (the message says why: privileges, BTF, kernel, backend), 2 for a
+mistake in the command line.`,
 		Flags:           traceFlags(),
 		Action:          traceAction,
 		Commands:        commands(),
