@@ -61,7 +61,7 @@ func TestJSONOutputMatchesSchema(t *testing.T) {
 		testenv.Hold(t, "tcp", "::", port, testenv.Opts{})
 		testenv.FailBind(t, "tcp", "::", port, testenv.Opts{}, syscall.EADDRINUSE)
 		testenv.FailBind(t, "tcp", "127.0.0.1", port, testenv.Opts{}, syscall.EADDRINUSE)
-		testenv.FailBind(t, "udp", "192.0.2.1", port, testenv.Opts{}, syscall.EADDRNOTAVAIL)
+		testenv.FailBind(t, "udp", "203.0.113.1", port, testenv.Opts{}, syscall.EADDRNOTAVAIL)
 	}, "--port", strconv.Itoa(port), "--fold", "0")
 
 	seen := map[string]int{}

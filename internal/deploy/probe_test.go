@@ -180,11 +180,11 @@ func TestBindableLeavesNothingBehind(t *testing.T) {
 }
 
 func TestBindableRefusalsWaitingCannotCure(t *testing.T) {
-	ref, err := Bindable(nil, Port{8080, "tcp"}, BindOptions{Addrs: []netip.Addr{netip.MustParseAddr("192.0.2.1")}})
+	ref, err := Bindable(nil, Port{8080, "tcp"}, BindOptions{Addrs: []netip.Addr{netip.MustParseAddr("203.0.113.1")}})
 	if err != nil || ref == nil || ref.Errno != unix.EADDRNOTAVAIL || ref.InUse() {
 		t.Fatalf("bind to an address this host lacks = %v, %v; want EADDRNOTAVAIL", ref, err)
 	}
-	if !strings.Contains(ref.Hint(), "192.0.2.1") {
+	if !strings.Contains(ref.Hint(), "203.0.113.1") {
 		t.Errorf("hint %q does not name the address", ref.Hint())
 	}
 	if _, err := Bindable(nil, Port{0, "tcp"}, BindOptions{}); err == nil {

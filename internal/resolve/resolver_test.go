@@ -496,12 +496,12 @@ func testBoundAddr(addr string, v6only *bool) boundAddr {
 func TestEADDRNOTAVAILListsAddresses(t *testing.T) {
 	r := newTestResolver(t, Options{})
 	port := testenv.FreePort(t)
-	// 192.0.2.1 is TEST-NET-1: documentation only, on no interface here.
-	f := failure(t, "tcp", "192.0.2.1", port, testenv.Opts{}, unix.EADDRNOTAVAIL)
+	// 203.0.113.1 is TEST-NET-3: documentation only, on no interface here.
+	f := failure(t, "tcp", "203.0.113.1", port, testenv.Opts{}, unix.EADDRNOTAVAIL)
 	if err := r.Resolve(f); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"192.0.2.1 is not assigned to any interface", "127.0.0.1 (lo)"} {
+	for _, want := range []string{"203.0.113.1 is not assigned to any interface", "127.0.0.1 (lo)"} {
 		if !strings.Contains(f.Diagnosis, want) {
 			t.Errorf("diagnosis %q lacks %q", f.Diagnosis, want)
 		}
@@ -595,7 +595,7 @@ func TestResolveInNetns(t *testing.T) {
 		t.Fatalf("after the failing process exited: holders = %+v, want pid %d", f2.Holders, holder.pid)
 	}
 	// EADDRNOTAVAIL lists the namespace's addresses, not the host's.
-	f3 := &events.Failure{Syscall: "bind", Errno: "EADDRNOTAVAIL", Proto: "tcp", Family: "ipv4", Addr: "192.0.2.1", Port: uint16(port),
+	f3 := &events.Failure{Syscall: "bind", Errno: "EADDRNOTAVAIL", Proto: "tcp", Family: "ipv4", Addr: "203.0.113.1", Port: uint16(port),
 		Process: events.Process{PID: holder.pid, Netns: nsIno}}
 	if err := r.Resolve(f3); err != nil {
 		t.Fatal(err)

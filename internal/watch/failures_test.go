@@ -50,8 +50,8 @@ func TestBindFailures(t *testing.T) {
 			want: syscall.EADDRINUSE, wantFamily: "ipv4", wantAddr: "127.0.0.1"},
 		{name: "v4-mapped", holdProto: "tcp", holdAddr: "127.0.0.1", proto: "tcp", addr: "::ffff:127.0.0.1",
 			want: syscall.EADDRINUSE, wantFamily: "ipv6", wantAddr: "::ffff:127.0.0.1", wantV6Only: &off},
-		{name: "address not on host", proto: "tcp", addr: "192.0.2.77",
-			want: syscall.EADDRNOTAVAIL, wantFamily: "ipv4", wantAddr: "192.0.2.77"},
+		{name: "address not on host", proto: "tcp", addr: "203.0.113.77",
+			want: syscall.EADDRNOTAVAIL, wantFamily: "ipv4", wantAddr: "203.0.113.77"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			port := testenv.FreePort(t)

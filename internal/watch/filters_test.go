@@ -113,7 +113,7 @@ func TestErrnoFilter(t *testing.T) {
 	s := startSession(t, cfg)
 	testenv.Hold(t, "udp", "127.0.0.1", port, testenv.Opts{})
 	testenv.FailBind(t, "udp", "127.0.0.1", port, testenv.Opts{}, syscall.EADDRINUSE)
-	testenv.FailBind(t, "udp", "192.0.2.9", port, testenv.Opts{}, syscall.EADDRNOTAVAIL)
+	testenv.FailBind(t, "udp", "203.0.113.9", port, testenv.Opts{}, syscall.EADDRNOTAVAIL)
 	if f := s.waitFailure(port); f.Errno != "EADDRNOTAVAIL" {
 		t.Errorf("reported %s with --errno EADDRNOTAVAIL", f.Errno)
 	}

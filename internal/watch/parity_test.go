@@ -66,7 +66,7 @@ func TestBackendParity(t *testing.T) {
 			testenv.FailBind(t, "tcp", "::", port, testenv.Opts{V6Only: &off}, syscall.EADDRINUSE)
 		}},
 		{"not on host", func(t *testing.T, port int) {
-			testenv.FailBind(t, "udp", "192.0.2.1", port, testenv.Opts{}, syscall.EADDRNOTAVAIL)
+			testenv.FailBind(t, "udp", "203.0.113.1", port, testenv.Opts{}, syscall.EADDRNOTAVAIL)
 		}},
 		{"listen", func(t *testing.T, port int) {
 			x, _ := testenv.Socket("tcp", "127.0.0.1", testenv.Opts{ReuseAddr: true})
