@@ -86,6 +86,9 @@ type PortPlan struct {
 	// FreedAfter is when it was released, counted from the first signal.
 	FreedAfter time.Duration
 
+	// found is who held it when the plan was made, before any signal: in
+	// the way of every checked address, not only the first refused one.
+	found *Busy
 	check *portCheck
 }
 
@@ -135,7 +138,9 @@ func PlanFree(r *resolve.Resolver, ports []Port, opts StopOptions) (*Plan, error
 			pp := &PortPlan{Port: p, Netns: ns, Busy: busy, check: c}
 			pl.Ports = append(pl.Ports, pp)
 			if busy != nil {
-				pl.plan(pp, c.otherHolders(busy), g, byPID)
+				others := c.otherHolders(busy)
+				pp.found = withHolders(busy, others)
+				pl.plan(pp, others, g, byPID)
 			}
 		}
 	}
@@ -148,7 +153,7 @@ func PlanFree(r *resolve.Resolver, ports []Port, opts StopOptions) (*Plan, error
 func (pl *Plan) plan(pp *PortPlan, others []events.Holder, g guard, byPID map[int]*Target) {
 	live := pp.Busy.Live()
 	for _, h := range others {
-		if !slices.ContainsFunc(live, func(l events.Holder) bool { return l.Inode == h.Inode && l.Addr == h.Addr && l.State == h.State }) {
+		if !slices.ContainsFunc(live, func(l events.Holder) bool { return sameSocket(l, h) }) {
 			live = append(live, h)
 		}
 	}
