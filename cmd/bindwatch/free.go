@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/bindwatch/bindwatch/internal/deploy"
+	"github.com/bindwatch/bindwatch/internal/events"
 	"github.com/bindwatch/bindwatch/internal/resolve"
 )
 
@@ -33,6 +35,11 @@ socket open, so a pid reused in the meantime is never hit. TIME_WAIT
 sockets have no process: they are explained, not "killed" (they last a
 fixed 60 s; --reuseaddr checks as a program with SO_REUSEADDR binds).
 
+With --format json it writes, on standard output, one "free" record per
+port at the end: who held it, each signal sent and its result (a SIGKILL
+escalation is its own action), each holder left alone and why, and the
+final state (fields in docs/schema.md).
+
 Exit status: 0 when every port is free at the end (for a dry run: is free
 now), 1 when one is still held, 2 on a usage error.
 
@@ -42,13 +49,15 @@ Examples:
   sudo bindwatch free 8080/tcp --kill --force  # then SIGKILL what survives
   sudo bindwatch free 8080/tcp --kill --signal INT --grace 30s
   sudo bindwatch free 5432/tcp --kill --all-netns   # also inside containers
-  sudo bindwatch free 8080/tcp --kill && ./server --port 8080`,
+  sudo bindwatch free 8080/tcp --kill && ./server --port 8080
+  sudo bindwatch free 8080/tcp --kill --format json >> audit.jsonl`,
 		Flags: append([]cli.Flag{
 			&cli.BoolFlag{Name: "kill", Usage: "really signal the holders (without it: a dry run)"},
 			&cli.StringFlag{Name: "signal", Value: "TERM", Usage: "first `SIGNAL` to send: a name (TERM, INT, HUP, QUIT) or a number"},
 			&cli.DurationFlag{Name: "grace", Value: 10 * time.Second, Usage: "wait up to `DURATION` for the ports to be released"},
 			&cli.BoolFlag{Name: "force", Usage: "with --kill: send SIGKILL to holders still running after --grace"},
 			&cli.BoolFlag{Name: "all-netns", Usage: "free the ports in every network namespace, and signal processes outside bindwatch's (containers)"},
+			formatFlag(),
 		}, bindFlags()...),
 		Action:          freeAction,
 		HideHelpCommand: true,
@@ -82,6 +91,10 @@ func freeAction(c *cli.Context) error {
 	if c.Bool("force") && !kill {
 		return usagef("--force needs --kill (without --kill, free only shows what it would do)")
 	}
+	format, err := outputFormat(c)
+	if err != nil {
+		return err
+	}
 	if c.Bool("all-netns") && os.Geteuid() != 0 {
 		return cli.Exit("--all-netns needs root (entering other network namespaces takes CAP_SYS_ADMIN): run it with sudo", 1)
 	}
@@ -102,6 +115,9 @@ func freeAction(c *cli.Context) error {
 	}
 	defer plan.Close()
 	out := c.App.Writer
+	if format == events.FormatJSON {
+		return freeJSON(plan, out, kill)
+	}
 	if !kill {
 		plan.WriteDryRun(out, time.Now())
 		if stillHeld(plan) > 0 {
@@ -114,15 +130,47 @@ func freeAction(c *cli.Context) error {
 		}
 		return nil
 	}
-	// Ctrl-C while waiting: stop waiting, still report the state.
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, unix.SIGTERM)
-	defer stop()
-	if err := plan.Stop(ctx, func(line string) { fmt.Fprintln(out, line) }); err != nil && ctx.Err() == nil {
+	if err := stopHolders(plan, func(line string) { fmt.Fprintln(out, line) }); err != nil {
 		return err
 	}
 	plan.WriteResult(out, time.Now())
 	if n := stillHeld(plan); n > 0 {
 		return cli.Exit(fmt.Sprintf("%d port%s still held (hint: the lines above say who holds each and what to do)", n, map[bool]string{true: "", false: "s"}[n == 1]), 1)
+	}
+	return nil
+}
+
+// freeJSON does what freeAction does (a dry run unless kill) and writes
+// a free record per port at the end, in place of the text lines.
+func freeJSON(plan *deploy.Plan, out io.Writer, kill bool) error {
+	w, err := events.NewWriter(out, events.FormatJSON)
+	if err != nil {
+		return err
+	}
+	if kill {
+		// The records list every signal: no progress lines.
+		if err := stopHolders(plan, func(string) {}); err != nil {
+			return err
+		}
+	}
+	for _, rec := range plan.Records(!kill, time.Now()) {
+		if err := w.Write(rec); err != nil {
+			return fmt.Errorf("write free records: %w (hint: is standard output closed?)", err)
+		}
+	}
+	if stillHeld(plan) > 0 {
+		return cli.Exit("", 1) // the records say who holds what, and why
+	}
+	return nil
+}
+
+// stopHolders runs plan.Stop, logging each step to log. Ctrl-C (or
+// SIGTERM) while it waits stops the waiting: the state is still reported.
+func stopHolders(plan *deploy.Plan, log func(string)) error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, unix.SIGTERM)
+	defer stop()
+	if err := plan.Stop(ctx, log); err != nil && ctx.Err() == nil {
+		return err
 	}
 	return nil
 }

@@ -1,17 +1,21 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/bindwatch/bindwatch/internal/deploy"
+	"github.com/bindwatch/bindwatch/internal/events"
 	"github.com/bindwatch/bindwatch/internal/testenv"
 )
 
@@ -75,7 +79,7 @@ func TestFreeDryRunSignalsNothing(t *testing.T) {
 	testenv.RequireRoot(t)
 	port := testenv.FreePort(t)
 	h := startHTTPServer(t, port)
-	res := bindwatch(t, "free", strconv.Itoa(port))
+	res := bindwatch(t, "free", "--format", "text", strconv.Itoa(port))
 	if res.code != 1 {
 		t.Fatalf("dry run of a held port: want exit 1; %s", res)
 	}
@@ -92,7 +96,7 @@ func TestFreeDryRunSignalsNothing(t *testing.T) {
 	if !h.running() {
 		t.Error("a dry run stopped the holder")
 	}
-	if res := bindwatch(t, "free", strconv.Itoa(testenv.FreePort(t))+"/tcp"); res.code != 0 || !strings.Contains(res.stdout, "/tcp: free") {
+	if res := bindwatch(t, "free", "--format", "text", strconv.Itoa(testenv.FreePort(t))+"/tcp"); res.code != 0 || !strings.Contains(res.stdout, "/tcp: free") {
 		t.Errorf("dry run of a free port: want exit 0 saying free; %s", res)
 	}
 }
@@ -101,7 +105,7 @@ func TestFreeKillStopsSIGTERMHolder(t *testing.T) {
 	testenv.RequireRoot(t)
 	port := testenv.FreePort(t)
 	h := startHTTPServer(t, port)
-	res := bindwatch(t, "free", fmt.Sprintf("%d/tcp", port), "--kill", "--grace", "5s")
+	res := bindwatch(t, "free", "--format", "text", fmt.Sprintf("%d/tcp", port), "--kill", "--grace", "5s")
 	if res.code != 0 {
 		t.Fatalf("want exit 0 once the holder stopped; %s", res)
 	}
@@ -131,7 +135,7 @@ func TestFreeForceEscalates(t *testing.T) {
 	h := startPython(t, ignoreTERM, strconv.Itoa(port))
 	arg := fmt.Sprintf("%d/tcp", port)
 
-	res := bindwatch(t, "free", arg, "--kill", "--grace", "700ms")
+	res := bindwatch(t, "free", "--format", "text", arg, "--kill", "--grace", "700ms")
 	if res.code != 1 {
 		t.Fatalf("SIGTERM ignored, no --force: want exit 1; %s", res)
 	}
@@ -147,7 +151,7 @@ func TestFreeForceEscalates(t *testing.T) {
 		t.Fatalf("SIGKILL without --force; %s", res)
 	}
 
-	res = bindwatch(t, "free", arg, "--kill", "--grace", "700ms", "--force")
+	res = bindwatch(t, "free", "--format", "text", arg, "--kill", "--grace", "700ms", "--force")
 	if res.code != 0 {
 		t.Fatalf("with --force: want exit 0; %s", res)
 	}
@@ -167,7 +171,7 @@ func TestFreeRefusesItsParent(t *testing.T) {
 	testenv.RequireRoot(t)
 	port := testenv.FreePort(t)
 	testenv.Hold(t, "tcp", "0.0.0.0", port, testenv.Opts{})
-	res := bindwatch(t, "free", fmt.Sprintf("%d/tcp", port), "--kill", "--force", "--grace", "200ms")
+	res := bindwatch(t, "free", "--format", "text", fmt.Sprintf("%d/tcp", port), "--kill", "--force", "--grace", "200ms")
 	if res.code != 1 {
 		t.Fatalf("want exit 1: the port stays held; %s", res)
 	}
@@ -187,14 +191,14 @@ func TestFreeRefusesOtherNetns(t *testing.T) {
 	port := testenv.FreePort(t)
 	h := startPython(t, otherNetns, strconv.Itoa(port))
 	arg := fmt.Sprintf("%d/tcp", port)
-	res := bindwatch(t, "free", arg, "--kill", "--grace", "200ms")
+	res := bindwatch(t, "free", "--format", "text", arg, "--kill", "--grace", "200ms")
 	if res.code != 1 || !strings.Contains(res.stdout, "another network namespace") || !strings.Contains(res.stdout, "--all-netns") || strings.Contains(res.stdout, "sent ") {
 		t.Fatalf("want a refusal naming the other namespace and --all-netns, exit 1, nothing sent; %s", res)
 	}
 	if !h.running() {
 		t.Fatal("the holder was stopped")
 	}
-	res = bindwatch(t, "free", arg, "--kill", "--all-netns", "--grace", "5s")
+	res = bindwatch(t, "free", "--format", "text", arg, "--kill", "--all-netns", "--grace", "5s")
 	if res.code != 0 || !strings.Contains(res.stdout, fmt.Sprintf("sent SIGTERM to pid %d", h.pid())) {
 		t.Fatalf("with --all-netns: want it stopped, exit 0; %s", res)
 	}
@@ -210,10 +214,10 @@ func TestFreeAllNetnsFindsContainerHolder(t *testing.T) {
 	port := testenv.FreePort(t)
 	h := startHolder(t, exec.Command("unshare", "--net", "python3", "-c", holdTCP, strconv.Itoa(port)))
 	arg := fmt.Sprintf("%d/tcp", port)
-	if res := bindwatch(t, "free", arg); res.code != 0 || !strings.Contains(res.stdout, arg+": free") {
+	if res := bindwatch(t, "free", "--format", "text", arg); res.code != 0 || !strings.Contains(res.stdout, arg+": free") {
 		t.Errorf("in bindwatch's namespace the port is free; %s", res)
 	}
-	res := bindwatch(t, "free", arg, "--all-netns", "--kill")
+	res := bindwatch(t, "free", "--format", "text", arg, "--all-netns", "--kill")
 	if res.code != 0 {
 		t.Fatalf("want exit 0; %s", res)
 	}
@@ -234,7 +238,7 @@ func TestFreeTimeWaitIsExplained(t *testing.T) {
 	port := testenv.FreePort(t)
 	testenv.LeaveTimeWait(t, "127.0.0.1", port, true)
 	arg := fmt.Sprintf("%d/tcp", port)
-	res := bindwatch(t, "free", arg, "--kill", "--force")
+	res := bindwatch(t, "free", "--format", "text", arg, "--kill", "--force")
 	if res.code != 1 {
 		t.Fatalf("want exit 1: TIME_WAIT stays; %s", res)
 	}
@@ -247,7 +251,7 @@ func TestFreeTimeWaitIsExplained(t *testing.T) {
 		t.Errorf("a signal was sent; %s", res)
 	}
 	// The TIME_WAIT socket had SO_REUSEADDR: a program with it may bind.
-	if res := bindwatch(t, "free", arg, "--kill", "--reuseaddr"); res.code != 0 || !strings.Contains(res.stdout, arg+": free") {
+	if res := bindwatch(t, "free", "--format", "text", arg, "--kill", "--reuseaddr"); res.code != 0 || !strings.Contains(res.stdout, arg+": free") {
 		t.Errorf("with --reuseaddr: want exit 0, free; %s", res)
 	}
 }
@@ -263,6 +267,7 @@ func TestFreeUsageErrors(t *testing.T) {
 		{[]string{"free", "8080", "--kill", "--signal", "TERMINATE"}, "unknown signal"},
 		{[]string{"free", "8080", "--kill", "--grace", "0s"}, "must be positive"},
 		{[]string{"free", "99999"}, "want a number from 1 to 65535"},
+		{[]string{"free", "8080", "--format", "xml"}, `--format "xml"`},
 	} {
 		res := bindwatch(t, c.args...)
 		if res.code != 2 || !strings.Contains(res.stderr, c.want) {
@@ -289,7 +294,7 @@ s.listen()
 print("ready", flush=True)
 time.sleep(120)`, strconv.Itoa(port))
 	arg := fmt.Sprintf("%d/tcp", port)
-	res := bindwatch(t, "free", arg, "--kill", "--grace", "5s")
+	res := bindwatch(t, "free", "--format", "text", arg, "--kill", "--grace", "5s")
 	if res.code != 0 {
 		t.Fatalf("want exit 0; %s", res)
 	}
@@ -299,6 +304,217 @@ time.sleep(120)`, strconv.Itoa(port))
 		}
 		if err := h.wait(t, 5*time.Second); !killedBy(err, syscall.SIGTERM) {
 			t.Errorf("pid %d ended with %v, want killed by SIGTERM", h.pid(), err)
+		}
+	}
+}
+
+// jsonLine is one line of bindwatch's standard output with --format json.
+type jsonLine struct {
+	typ string
+	raw []byte
+}
+
+// jsonOutput checks that every line of res's standard output is a JSON
+// object matching docs/schema.json, and returns the lines.
+func jsonOutput(t *testing.T, res result) []jsonLine {
+	t.Helper()
+	schema, err := testenv.LoadSchema("../../docs/schema.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []jsonLine
+	for _, raw := range strings.Split(strings.TrimSuffix(res.stdout, "\n"), "\n") {
+		var doc map[string]any
+		if err := json.Unmarshal([]byte(raw), &doc); err != nil {
+			t.Fatalf("stdout line is not a JSON object: %v: %q; %s", err, raw, res)
+		}
+		if err := schema.Validate(any(doc)); err != nil {
+			t.Errorf("line does not match docs/schema.json: %v\n%s", err, raw)
+		}
+		typ, _ := doc["type"].(string)
+		lines = append(lines, jsonLine{typ: typ, raw: []byte(raw)})
+	}
+	return lines
+}
+
+// decodeLine decodes a record whose fields the schema has checked.
+func decodeLine[T any](t *testing.T, l jsonLine) T {
+	t.Helper()
+	var rec T
+	if err := json.Unmarshal(l.raw, &rec); err != nil {
+		t.Fatalf("decode %s record: %v: %s", l.typ, err, l.raw)
+	}
+	return rec
+}
+
+// freeRecords runs `bindwatch free --format json ARGS...` and returns its
+// records, each checked against the schema.
+func freeRecords(t *testing.T, args ...string) (result, []deploy.FreeRecord) {
+	t.Helper()
+	res := bindwatch(t, append([]string{"free", "--format", "json"}, args...)...)
+	var recs []deploy.FreeRecord
+	for _, l := range jsonOutput(t, res) {
+		if l.typ != deploy.TypeFree {
+			t.Fatalf("free wrote a %q record; %s", l.typ, res)
+		}
+		recs = append(recs, decodeLine[deploy.FreeRecord](t, l))
+	}
+	return res, recs
+}
+
+// holderPIDs lists the processes of holders, in order.
+func holderPIDs(holders []events.Holder) []int {
+	var pids []int
+	for _, h := range holders {
+		for _, p := range h.Processes {
+			pids = append(pids, p.PID)
+		}
+	}
+	return pids
+}
+
+// actionsText is a record's actions as "pid SIGNAL result" lines.
+func actionsText(actions []deploy.FreeAction) string {
+	var s []string
+	for _, a := range actions {
+		s = append(s, fmt.Sprintf("%d %s %s", a.PID, a.Signal, a.Result))
+	}
+	return strings.Join(s, "; ")
+}
+
+func TestFreeJSONKillStopsSIGTERMHolder(t *testing.T) {
+	testenv.RequireRoot(t)
+	port := testenv.FreePort(t)
+	h := startHTTPServer(t, port)
+	res, recs := freeRecords(t, fmt.Sprintf("%d/tcp", port), "--kill", "--grace", "5s")
+	if res.code != 0 || len(recs) != 1 {
+		t.Fatalf("want exit 0 and one record; %s", res)
+	}
+	if err := h.wait(t, 5*time.Second); !killedBy(err, syscall.SIGTERM) {
+		t.Errorf("holder ended with %v, want killed by SIGTERM", err)
+	}
+	rec := recs[0]
+	if rec.Port != uint16(port) || rec.Proto != "tcp" || rec.DryRun || rec.Signal != "SIGTERM" || rec.Force || rec.GraceMS != 5000 {
+		t.Errorf("record says port %d/%s dry_run %v signal %s force %v grace_ms %d; want %d/tcp, a real SIGTERM run with 5s grace; %s",
+			rec.Port, rec.Proto, rec.DryRun, rec.Signal, rec.Force, rec.GraceMS, port, res)
+	}
+	if pids := holderPIDs(rec.Holders); !slices.Equal(pids, []int{h.pid()}) {
+		t.Errorf("holders before the action name pids %v, want [%d]; %s", pids, h.pid(), res)
+	}
+	if want := fmt.Sprintf("%d SIGTERM exited", h.pid()); actionsText(rec.Actions) != want {
+		t.Errorf("actions %q, want %q; %s", actionsText(rec.Actions), want, res)
+	}
+	if a := rec.Actions[0]; a.Comm != "python3" || !slices.Contains(a.Cmdline, "http.server") || a.StartTime.IsZero() {
+		t.Errorf("the action should name the process (comm, cmdline, start time): %+v", a)
+	}
+	if !rec.Free || rec.ReleasedAfterMS <= 0 || rec.HoldersAfter == nil || len(rec.HoldersAfter) != 0 || rec.Hint != "" {
+		t.Errorf("want free, released after some ms, no holders after, no hint; %s", res)
+	}
+	if res.stderr != "" {
+		t.Errorf("JSON mode wrote to stderr; %s", res)
+	}
+	testenv.Hold(t, "tcp", "0.0.0.0", port, testenv.Opts{}) // really free
+}
+
+// TestFreeJSONDryRun: without --kill, nothing is signalled; the record
+// says what --kill would send, to whom. A bare port is one record per
+// protocol, and JSON is the default when stdout is not a terminal.
+func TestFreeJSONDryRun(t *testing.T) {
+	testenv.RequireRoot(t)
+	port := testenv.FreePort(t)
+	h := startHTTPServer(t, port)
+	res, recs := freeRecords(t, strconv.Itoa(port))
+	if res.code != 1 || len(recs) != 2 {
+		t.Fatalf("dry run of a held port: want exit 1 and a record per protocol; %s", res)
+	}
+	tcp, udp := recs[0], recs[1]
+	if tcp.Proto != "tcp" || !tcp.DryRun || tcp.Free || tcp.HoldersAfter != nil || tcp.ReleasedAfterMS != 0 {
+		t.Errorf("tcp: want a dry run, held, with no end state of its own; %s", res)
+	}
+	if pids := holderPIDs(tcp.Holders); !slices.Equal(pids, []int{h.pid()}) {
+		t.Errorf("tcp holders name pids %v, want [%d]; %s", pids, h.pid(), res)
+	}
+	if want := fmt.Sprintf("%d SIGTERM dry_run", h.pid()); actionsText(tcp.Actions) != want {
+		t.Errorf("tcp actions %q, want %q; %s", actionsText(tcp.Actions), want, res)
+	}
+	if udp.Proto != "udp" || !udp.Free || len(udp.Holders) != 0 || len(udp.Actions) != 0 || udp.Refusal != nil {
+		t.Errorf("udp: want free, no holders, no actions; %s", res)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if !h.running() {
+		t.Error("a dry run stopped the holder")
+	}
+
+	// No --format, stdout a pipe: JSON.
+	free := fmt.Sprintf("%d/tcp", testenv.FreePort(t))
+	res = bindwatch(t, "free", free)
+	if lines := jsonOutput(t, res); res.code != 0 || len(lines) != 1 || lines[0].typ != deploy.TypeFree {
+		t.Errorf("free %s, stdout not a terminal: want exit 0 and one free record; %s", free, res)
+	}
+}
+
+// TestFreeJSONForceEscalates: the SIGKILL that follows an ignored SIGTERM
+// is an action of its own.
+func TestFreeJSONForceEscalates(t *testing.T) {
+	testenv.RequireRoot(t)
+	port := testenv.FreePort(t)
+	h := startPython(t, ignoreTERM, strconv.Itoa(port))
+	res, recs := freeRecords(t, fmt.Sprintf("%d/tcp", port), "--kill", "--grace", "700ms", "--force")
+	if res.code != 0 || len(recs) != 1 {
+		t.Fatalf("want exit 0 and one record; %s", res)
+	}
+	if err := h.wait(t, 5*time.Second); !killedBy(err, syscall.SIGKILL) {
+		t.Errorf("holder ended with %v, want killed by SIGKILL", err)
+	}
+	want := fmt.Sprintf("%[1]d SIGTERM still_running; %[1]d SIGKILL exited", h.pid())
+	if got := actionsText(recs[0].Actions); got != want || !recs[0].Force || !recs[0].Free {
+		t.Errorf("actions %q, want %q, with force and free; %s", got, want, res)
+	}
+}
+
+// TestFreeJSONRefusesItsParent: the holder is bindwatch's parent (this
+// test); the record says it was refused, and why, and that the port is
+// still held by it.
+func TestFreeJSONRefusesItsParent(t *testing.T) {
+	testenv.RequireRoot(t)
+	port := testenv.FreePort(t)
+	testenv.Hold(t, "tcp", "0.0.0.0", port, testenv.Opts{})
+	res, recs := freeRecords(t, fmt.Sprintf("%d/tcp", port), "--kill", "--force", "--grace", "200ms")
+	if res.code != 1 || len(recs) != 1 {
+		t.Fatalf("want exit 1 (the port stays held) and one record; %s", res)
+	}
+	rec := recs[0]
+	if want := fmt.Sprintf("%d SIGTERM refused", os.Getpid()); actionsText(rec.Actions) != want {
+		t.Fatalf("actions %q, want %q; %s", actionsText(rec.Actions), want, res)
+	}
+	if !strings.Contains(rec.Actions[0].Reason, "bindwatch's parent") || !strings.Contains(rec.Blocked, "will not stop") {
+		t.Errorf("the refusal should say why (bindwatch's parent), and the port why it cannot be freed; %s", res)
+	}
+	if rec.Free || !slices.Equal(holderPIDs(rec.HoldersAfter), []int{os.Getpid()}) || rec.Hint == "" {
+		t.Errorf("want still held by pid %d at the end, with a hint; %s", os.Getpid(), res)
+	}
+}
+
+// TestFreeJSONTimeWait: a port held only by TIME_WAIT has no process to
+// stop: no action, and the record explains it.
+func TestFreeJSONTimeWait(t *testing.T) {
+	testenv.RequireRoot(t)
+	port := testenv.FreePort(t)
+	testenv.LeaveTimeWait(t, "127.0.0.1", port, true)
+	res, recs := freeRecords(t, fmt.Sprintf("%d/tcp", port), "--kill", "--force")
+	if res.code != 1 || len(recs) != 1 {
+		t.Fatalf("want exit 1 (TIME_WAIT stays) and one record; %s", res)
+	}
+	rec := recs[0]
+	if len(rec.Actions) != 0 || rec.Free {
+		t.Errorf("want no action and the port still held; %s", res)
+	}
+	if rec.TimeWait == nil || rec.TimeWait.Count != 1 || rec.TimeWaitAfter == nil {
+		t.Errorf("want one TIME_WAIT socket before and still after; %s", res)
+	}
+	for _, want := range []string{"only TIME_WAIT sockets remain", "which no process holds", "--reuseaddr"} {
+		if !strings.Contains(rec.Blocked, want) {
+			t.Errorf("blocked lacks %q; %s", want, res)
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/bindwatch/bindwatch/internal/deploy"
+	"github.com/bindwatch/bindwatch/internal/events"
 	"github.com/bindwatch/bindwatch/internal/resolve"
 )
 
@@ -26,6 +28,9 @@ it also listens), and closes it at once. TIME_WAIT, SO_REUSEADDR, IPv4 and
 IPv6 overlaps are thus judged by the kernel itself, not guessed from ss.
 While a port is held it says who holds it — once, then whenever that
 changes — on standard error. A PORT without /tcp or /udp means both.
+With --format json it writes instead, on standard output, a "held" record
+each time and one "wait_free" record per port when waiting ends (fields
+in docs/schema.md).
 
 By default each port is checked on 0.0.0.0 and on [::] (dual-stack unless
 net.ipv6.bindv6only=1): free means any server could bind it. Give --addr
@@ -43,15 +48,38 @@ Examples:
   bindwatch wait-free 8080 8443 --timeout 2m
   bindwatch wait-free 8080/tcp --reuseaddr         # the server sets SO_REUSEADDR
   bindwatch wait-free 5353/udp --addr 127.0.0.1
-  bindwatch wait-free 8080/tcp --timeout 0          # check once, do not wait`,
+  bindwatch wait-free 8080/tcp --timeout 0          # check once, do not wait
+  bindwatch wait-free 8080/tcp --format json >> deploy.jsonl`,
 		Flags: append([]cli.Flag{
 			&cli.DurationFlag{Name: "timeout", Value: 30 * time.Second, Usage: "give up after `DURATION` (0: check once)"},
+			formatFlag(),
 		}, bindFlags()...),
 		Action:          waitFreeAction,
 		HideHelpCommand: true,
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
 			return usageError{err}
 		},
+	}
+}
+
+// formatFlag is --format of wait-free and free.
+func formatFlag() cli.Flag {
+	return &cli.StringFlag{Name: "format", Usage: "output `FORMAT`: text (for people) or json (one object per line per port on standard output; fields in docs/schema.md). Default: text on a terminal, json otherwise"}
+}
+
+// outputFormat reads --format: text or json, by default text when
+// standard output is a terminal and json otherwise (as who and tracing).
+func outputFormat(c *cli.Context) (string, error) {
+	switch format := c.String("format"); format {
+	case "":
+		if isTerminal(os.Stdout) {
+			return events.FormatText, nil
+		}
+		return events.FormatJSON, nil
+	case events.FormatText, events.FormatJSON:
+		return format, nil
+	default:
+		return "", usagef("--format %q: use text or json", format)
 	}
 }
 
@@ -76,6 +104,10 @@ func waitFreeAction(c *cli.Context) error {
 	if timeout < 0 {
 		return usagef("--timeout %v: must not be negative (0 checks once)", timeout)
 	}
+	format, err := outputFormat(c)
+	if err != nil {
+		return err
+	}
 	r, err := resolve.New(resolve.Options{CacheTTL: -1})
 	if err != nil {
 		return err
@@ -85,6 +117,9 @@ func waitFreeAction(c *cli.Context) error {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	start := time.Now()
+	if format == events.FormatJSON {
+		return waitFreeJSON(ctx, c.App.Writer, r, ports, bind, timeout, start)
+	}
 	waited := false
 	report := func(b *deploy.Busy) {
 		verb := "is held"
@@ -115,6 +150,42 @@ func waitFreeAction(c *cli.Context) error {
 		return cli.Exit(heldText(held, timeout, bind), 1)
 	}
 	return err
+}
+
+// waitFreeJSON waits as waitFreeAction does, writing a held record each
+// time the text mode would say who holds a port, and a wait_free record
+// per port at the end. Only errors go to standard error.
+func waitFreeJSON(ctx context.Context, out io.Writer, r *resolve.Resolver, ports []deploy.Port, bind deploy.BindOptions, timeout time.Duration, start time.Time) error {
+	w, err := events.NewWriter(out, events.FormatJSON)
+	if err != nil {
+		return err
+	}
+	records := deploy.NewWaitRecords(r, bind, timeout, start)
+	var writeErr error
+	opts := deploy.WaitOptions{Bind: bind}
+	if timeout > 0 { // checked once: the wait_free record says who holds it
+		opts.Report = func(b *deploy.Busy) {
+			if err := w.Write(records.Held(b, time.Now())); err != nil && writeErr == nil {
+				writeErr = err
+			}
+		}
+	}
+	held, waitErr := deploy.WaitFree(ctx, r, ports, opts)
+	if waitErr != nil && !errors.Is(waitErr, context.DeadlineExceeded) {
+		return waitErr
+	}
+	for _, rec := range records.End(ports, held, time.Now()) {
+		if err := w.Write(rec); err != nil && writeErr == nil {
+			writeErr = err
+		}
+	}
+	if writeErr != nil {
+		return fmt.Errorf("write wait-free records: %w (hint: is standard output closed?)", writeErr)
+	}
+	if waitErr != nil {
+		return cli.Exit("", 1) // the wait_free records say who holds what
+	}
+	return nil
 }
 
 // heldText is the message for ports still held when waiting ends.

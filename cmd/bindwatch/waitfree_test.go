@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"os/exec"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/bindwatch/bindwatch/internal/deploy"
 	"github.com/bindwatch/bindwatch/internal/testenv"
 )
 
@@ -20,7 +22,7 @@ func TestWaitFreeReturnsWhenHolderExits(t *testing.T) {
 		time.Sleep(time.Second)
 		h.stdin.Close() // the helper lets go of the port and exits
 	}()
-	res := bindwatch(t, "wait-free", fmt.Sprintf("%d/tcp", port), "--timeout", "20s")
+	res := bindwatch(t, "wait-free", "--format", "text", fmt.Sprintf("%d/tcp", port), "--timeout", "20s")
 	if res.code != 0 {
 		t.Fatalf("want exit 0 once the holder exits; %s", res)
 	}
@@ -43,7 +45,7 @@ func TestWaitFreeReturnsWhenHolderExits(t *testing.T) {
 func TestWaitFreeTimesOutNamingTheHolder(t *testing.T) {
 	port := testenv.FreePort(t)
 	h := startPython(t, holdTCP, strconv.Itoa(port))
-	res := bindwatch(t, "wait-free", strconv.Itoa(port), "--timeout", "700ms")
+	res := bindwatch(t, "wait-free", "--format", "text", strconv.Itoa(port), "--timeout", "700ms")
 	if res.code != 1 {
 		t.Fatalf("want exit 1 on timeout; %s", res)
 	}
@@ -76,7 +78,7 @@ func TestWaitFreeTimeWait(t *testing.T) {
 	testenv.LeaveTimeWait(t, "127.0.0.1", port, true)
 	arg := fmt.Sprintf("%d/tcp", port)
 
-	res := bindwatch(t, "wait-free", arg, "--timeout", "0")
+	res := bindwatch(t, "wait-free", "--format", "text", arg, "--timeout", "0")
 	if res.code != 1 {
 		t.Fatalf("TIME_WAIT, no --reuseaddr: want exit 1; %s", res)
 	}
@@ -90,13 +92,13 @@ func TestWaitFreeTimeWait(t *testing.T) {
 	} else if left, _ := strconv.Atoi(m[1]); left < 50 || left > 60 {
 		t.Errorf("TIME_WAIT expires in %ds, right after the close: want about 60s; %s", left, res)
 	}
-	if res := bindwatch(t, "wait-free", arg, "--timeout", "0", "--reuseaddr"); res.code != 0 {
+	if res := bindwatch(t, "wait-free", "--format", "text", arg, "--timeout", "0", "--reuseaddr"); res.code != 0 {
 		t.Errorf("TIME_WAIT from a socket with SO_REUSEADDR, --reuseaddr: want exit 0 (free); %s", res)
 	}
 
 	port = testenv.FreePort(t)
 	testenv.LeaveTimeWait(t, "127.0.0.1", port, false)
-	res = bindwatch(t, "wait-free", fmt.Sprintf("%d/tcp", port), "--timeout", "500ms", "--reuseaddr")
+	res = bindwatch(t, "wait-free", "--format", "text", fmt.Sprintf("%d/tcp", port), "--timeout", "500ms", "--reuseaddr")
 	if res.code != 1 {
 		t.Fatalf("TIME_WAIT from a socket without SO_REUSEADDR, --reuseaddr: want exit 1 (the kernel wants it on both); %s", res)
 	}
@@ -122,7 +124,7 @@ srv = socket.socket(); srv.bind(("127.0.0.1", %[1]d)); srv.listen()
 c = socket.create_connection(("127.0.0.1", %[1]d)); a, _ = srv.accept()
 a.close(); time.sleep(0.05); c.close(); srv.close(); time.sleep(0.05)'
 sleep 1.5
-exec %[2]s wait-free %[1]d/tcp --timeout 0`, port, bindwatchBin)
+exec %[2]s wait-free %[1]d/tcp --timeout 0 --format text`, port, bindwatchBin)
 	out, err := exec.Command("unshare", "--net", "sh", "-c", script).CombinedOutput()
 	var exit *exec.ExitError
 	if !errors.As(err, &exit) || exit.ExitCode() != 1 {
@@ -168,6 +170,7 @@ func TestWaitFreeUsageErrors(t *testing.T) {
 		{[]string{"wait-free", "8080", "--timeout", "-1s"}, "must not be negative"},
 		{[]string{"wait-free", "8080", "--addr", "localhost"}, "not an IP address"},
 		{[]string{"wait-free", "8080", "--bogus"}, "flag provided but not defined"},
+		{[]string{"wait-free", "8080", "--format", "xml"}, `--format "xml"`},
 	} {
 		res := bindwatch(t, c.args...)
 		if res.code != 2 || !strings.Contains(res.stderr, c.want) {
@@ -176,10 +179,81 @@ func TestWaitFreeUsageErrors(t *testing.T) {
 	}
 	// Flags may follow the ports.
 	port := testenv.FreePort(t)
-	if res := bindwatch(t, "wait-free", strconv.Itoa(port), "--timeout", "0", "--addr", "127.0.0.1", "--reuseaddr"); res.code != 0 || res.stderr != "" {
+	if res := bindwatch(t, "wait-free", "--format", "text", strconv.Itoa(port), "--timeout", "0", "--addr", "127.0.0.1", "--reuseaddr"); res.code != 0 || res.stderr != "" {
 		t.Errorf("a free port checked once: want exit 0, silent; %s", res)
 	}
 	if res := bindwatch(t, "wait-free", "--help"); res.code != 0 || !strings.Contains(res.stdout, "Examples:") || !strings.Contains(res.stdout, "Exit status") {
 		t.Errorf("wait-free --help: want examples and exit statuses; %s", res)
+	}
+}
+
+// waitFreeRecords runs `bindwatch wait-free --format json ARGS...` and
+// returns its held records and its wait_free records, each checked
+// against the schema; wait_free records must come last.
+func waitFreeRecords(t *testing.T, args ...string) (result, []deploy.HeldRecord, []deploy.WaitFreeRecord) {
+	t.Helper()
+	res := bindwatch(t, append([]string{"wait-free", "--format", "json"}, args...)...)
+	var held []deploy.HeldRecord
+	var ended []deploy.WaitFreeRecord
+	for _, l := range jsonOutput(t, res) {
+		switch l.typ {
+		case deploy.TypeHeld:
+			if len(ended) > 0 {
+				t.Errorf("a held record after a wait_free record; %s", res)
+			}
+			held = append(held, decodeLine[deploy.HeldRecord](t, l))
+		case deploy.TypeWaitFree:
+			ended = append(ended, decodeLine[deploy.WaitFreeRecord](t, l))
+		default:
+			t.Fatalf("wait-free wrote a %q record; %s", l.typ, res)
+		}
+	}
+	return res, held, ended
+}
+
+func TestWaitFreeJSONTimesOutNamingTheHolder(t *testing.T) {
+	port := testenv.FreePort(t)
+	h := startPython(t, holdTCP, strconv.Itoa(port))
+	res, held, ended := waitFreeRecords(t, strconv.Itoa(port), "--timeout", "700ms")
+	if res.code != 1 || len(ended) != 2 {
+		t.Fatalf("want exit 1 on timeout and a wait_free record per protocol; %s", res)
+	}
+	if res.stderr != "" {
+		t.Errorf("JSON mode wrote to stderr; %s", res)
+	}
+	if len(held) != 1 || held[0].Proto != "tcp" || !slices.Equal(holderPIDs(held[0].Holders), []int{h.pid()}) || held[0].Refusal.Errno != "EADDRINUSE" {
+		t.Errorf("want one held record, tcp, naming pid %d, EADDRINUSE; %s", h.pid(), res)
+	}
+	tcp, udp := ended[0], ended[1]
+	if tcp.Proto != "tcp" || tcp.Free || !slices.Equal(holderPIDs(tcp.Holders), []int{h.pid()}) || tcp.Diagnosis == "" {
+		t.Errorf("tcp: want still held by pid %d, diagnosed; %s", h.pid(), res)
+	}
+	if tcp.TimeoutMS != 700 || tcp.WaitedMS < 700 || tcp.WaitedMS > 10_000 {
+		t.Errorf("tcp: timeout_ms %d waited_ms %d, want 700 and about 700; %s", tcp.TimeoutMS, tcp.WaitedMS, res)
+	}
+	if udp.Proto != "udp" || !udp.Free || len(udp.Holders) != 0 || udp.Refusal != nil {
+		t.Errorf("udp: want free; %s", res)
+	}
+	if !h.running() {
+		t.Error("wait-free must never stop the holder")
+	}
+}
+
+func TestWaitFreeJSONReturnsWhenHolderExits(t *testing.T) {
+	port := testenv.FreePort(t)
+	h := startHelper(t, fmt.Sprintf("hold tcp 0.0.0.0 %d", port))
+	go func() {
+		time.Sleep(time.Second)
+		h.stdin.Close() // the helper lets go of the port and exits
+	}()
+	res, held, ended := waitFreeRecords(t, fmt.Sprintf("%d/tcp", port), "--timeout", "20s")
+	if res.code != 0 || len(ended) != 1 {
+		t.Fatalf("want exit 0 once the holder exits, and one wait_free record; %s", res)
+	}
+	if len(held) != 1 || !slices.Equal(holderPIDs(held[0].Holders), []int{h.pid()}) || held[0].WaitedMS > 900 {
+		t.Errorf("want one held record naming pid %d at the start (the holder did not change); %s", h.pid(), res)
+	}
+	if end := ended[0]; !end.Free || len(end.Holders) != 0 || end.WaitedMS < 1000 || end.WaitedMS > 5000 {
+		t.Errorf("want free, no holders, after the holder exited at 1s; %s", res)
 	}
 }
