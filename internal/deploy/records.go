@@ -105,6 +105,22 @@ type RefusalRecord struct {
 	Errno   string `json:"errno"`
 }
 
+// HoldState is who holds a port and why the kernel refused it, as held
+// and wait_free records say it.
+type HoldState struct {
+	Refusal   *RefusalRecord   `json:"refusal,omitempty"`
+	Holders   []events.Holder  `json:"holders"`
+	TimeWait  *events.TimeWait `json:"time_wait,omitempty"`
+	Diagnosis string           `json:"diagnosis,omitempty"`
+	Hint      string           `json:"hint,omitempty"`
+}
+
+// holdState is b as a HoldState.
+func holdState(b *Busy) HoldState {
+	return HoldState{Refusal: refusalRecord(b.Refusal), Holders: nonNil(b.Holders), TimeWait: b.TimeWait,
+		Diagnosis: b.Diagnosis, Hint: b.Hint}
+}
+
 // WaitFreeRecord is the last word of `bindwatch wait-free --format json`
 // on one port of one protocol: free, or who still holds it at --timeout.
 type WaitFreeRecord struct {
@@ -121,29 +137,22 @@ type WaitFreeRecord struct {
 	Free      bool      `json:"free"`
 	WaitedMS  int64     `json:"waited_ms"`
 	// Who holds it when waiting ended; empty when free.
-	Refusal   *RefusalRecord   `json:"refusal,omitempty"`
-	Holders   []events.Holder  `json:"holders"`
-	TimeWait  *events.TimeWait `json:"time_wait,omitempty"`
-	Diagnosis string           `json:"diagnosis,omitempty"`
-	Hint      string           `json:"hint,omitempty"`
+	HoldState
 }
 
 // HeldRecord is written by `bindwatch wait-free --format json` while it
 // waits: a port is held, the first time and whenever its holders change.
+// Its refusal is always there.
 type HeldRecord struct {
-	Type      string           `json:"type"` // TypeHeld
-	Version   int              `json:"version"`
-	Time      time.Time        `json:"time"`
-	Host      string           `json:"host"`
-	Port      uint16           `json:"port"`
-	Proto     string           `json:"proto"`
-	Netns     uint32           `json:"netns"`
-	WaitedMS  int64            `json:"waited_ms"`
-	Refusal   RefusalRecord    `json:"refusal"`
-	Holders   []events.Holder  `json:"holders"`
-	TimeWait  *events.TimeWait `json:"time_wait,omitempty"`
-	Diagnosis string           `json:"diagnosis,omitempty"`
-	Hint      string           `json:"hint,omitempty"`
+	Type     string    `json:"type"` // TypeHeld
+	Version  int       `json:"version"`
+	Time     time.Time `json:"time"`
+	Host     string    `json:"host"`
+	Port     uint16    `json:"port"`
+	Proto    string    `json:"proto"`
+	Netns    uint32    `json:"netns"`
+	WaitedMS int64     `json:"waited_ms"`
+	HoldState
 }
 
 // Records says, port by port, what Stop did (dryRun false) or what it
@@ -255,8 +264,7 @@ func (w *WaitRecords) Held(b *Busy, now time.Time) HeldRecord {
 	return HeldRecord{
 		Type: TypeHeld, Version: events.Version, Time: now, Host: w.host,
 		Port: b.Port.Num, Proto: b.Port.Proto, Netns: b.Netns.Inode, WaitedMS: now.Sub(w.start).Milliseconds(),
-		Refusal: *refusalRecord(b.Refusal), Holders: nonNil(b.Holders), TimeWait: b.TimeWait,
-		Diagnosis: b.Diagnosis, Hint: b.Hint,
+		HoldState: holdState(b),
 	}
 }
 
@@ -269,16 +277,13 @@ func (w *WaitRecords) End(ports []Port, held []*Busy, now time.Time) []WaitFreeR
 			Type: TypeWaitFree, Version: events.Version, Time: now, Host: w.host,
 			Port: p.Num, Proto: p.Proto, Netns: w.netns, Addrs: addrStrings(w.bind), ReuseAddr: w.bind.ReuseAddr,
 			TimeoutMS: w.timeout.Milliseconds(), Free: true, WaitedMS: now.Sub(w.start).Milliseconds(),
-			Holders: []events.Holder{},
+			HoldState: HoldState{Holders: []events.Holder{}},
 		}
 		if i := slices.IndexFunc(held, func(b *Busy) bool { return b.Port == p }); i >= 0 {
 			b := held[i]
 			rec.Free = false
 			rec.Netns = b.Netns.Inode
-			rec.Refusal = refusalRecord(b.Refusal)
-			rec.Holders = nonNil(b.Holders)
-			rec.TimeWait = b.TimeWait
-			rec.Diagnosis, rec.Hint = b.Diagnosis, b.Hint
+			rec.HoldState = holdState(b)
 		}
 		recs = append(recs, rec)
 	}
