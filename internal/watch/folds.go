@@ -10,7 +10,13 @@ import (
 
 // foldBook turns the kernel's per-key folded counts (monotonic, see
 // fold_emit in bpf/bindwatch.bpf.c) into repeats records. For each key it
-// remembers how many folded failures the output already reports.
+// remembers how many folded failures the output already reports, and who
+// the key is about (taken from the key's last reported failure).
+//
+// It follows the kernel's map, which is LRU-bounded: a key the kernel has
+// evicted is forgotten here too (prune), and a key recreated since starts
+// again from zero. Folds of a key whose every event was lost have no one to
+// name; the stop record still counts them.
 type foldBook map[tracer.BindwatchFoldKey]*foldEntry
 
 type foldEntry struct {
@@ -25,29 +31,31 @@ func keyOf(ev *tracer.BindwatchEvent) tracer.BindwatchFoldKey {
 	return tracer.BindwatchFoldKey{Tgid: ev.Pid, Err: ev.Err, Port: ev.Port, Syscall: ev.Syscall, SockHint: ev.SockHint}
 }
 
-// seen accounts for an event read from the ring buffer and returns the
-// repeats folded before it that are not reported yet, if any.
-func (b foldBook) seen(ev *tracer.BindwatchEvent, at time.Time) *events.Repeats {
+// seen accounts for the failure f decoded from ev, and returns the repeats
+// folded before it that are not reported yet, if any.
+func (b foldBook) seen(ev *tracer.BindwatchEvent, f *events.Failure) *events.Repeats {
 	k := keyOf(ev)
 	e := b[k]
 	if e == nil {
 		e = &foldEntry{}
 		b[k] = e
 	}
-	e.comm = eventComm(ev)
-	e.proto = events.ProtoName(ev.Protocol)
-	return e.report(k, ev.Folded, at)
+	e.comm, e.proto = f.Process.Comm, f.Proto
+	return e.report(k, ev.Folded, f.Time)
 }
 
-// pending returns a repeats record for every key that folded failures
-// not reported yet.
+// pending returns a repeats record for every key that folded failures not
+// reported yet, and forgets the keys the kernel no longer has.
 func (b foldBook) pending(folded map[tracer.BindwatchFoldKey]uint64, now time.Time) []*events.Repeats {
 	var out []*events.Repeats
-	for k, n := range folded {
-		if e := b[k]; e != nil {
-			if r := e.report(k, n, now); r != nil {
-				out = append(out, r)
-			}
+	for k, e := range b {
+		n, ok := folded[k]
+		if !ok {
+			delete(b, k) // evicted by the kernel's LRU
+			continue
+		}
+		if r := e.report(k, n, now); r != nil {
+			out = append(out, r)
 		}
 	}
 	return out
@@ -56,7 +64,10 @@ func (b foldBook) pending(folded map[tracer.BindwatchFoldKey]uint64, now time.Ti
 // report moves the key's reported count up to folded, returning a repeats
 // record for the difference.
 func (e *foldEntry) report(k tracer.BindwatchFoldKey, folded uint64, at time.Time) *events.Repeats {
-	if folded <= e.reported {
+	if folded < e.reported {
+		e.reported = 0 // the kernel evicted the key and made it anew
+	}
+	if folded == e.reported {
 		return nil
 	}
 	r := &events.Repeats{
@@ -66,15 +77,4 @@ func (e *foldEntry) report(k tracer.BindwatchFoldKey, folded uint64, at time.Tim
 	}
 	e.reported = folded
 	return r
-}
-
-func eventComm(ev *tracer.BindwatchEvent) string {
-	b := make([]byte, 0, len(ev.Comm))
-	for _, c := range ev.Comm {
-		if c == 0 {
-			break
-		}
-		b = append(b, byte(c))
-	}
-	return string(b)
 }

@@ -12,10 +12,6 @@ import (
 // the name of the SO_BINDTODEVICE interface.
 type enricher struct {
 	r *resolve.Resolver
-	// errs counts failures whose resolution was incomplete; the first
-	// error is kept for the stop line.
-	errs     uint64
-	firstErr error
 }
 
 // newEnricher returns once the resolver is ready: its owner iterator loads
@@ -29,13 +25,11 @@ func newEnricher() (*enricher, error) {
 	return &enricher{r: r}, nil
 }
 
+// failure enriches f. A lookup that fails (the failing process's
+// namespace is gone, say) leaves what the kernel captured and a diagnosis
+// made from it: the failure is reported either way.
 func (e *enricher) failure(f *events.Failure) {
-	if err := e.r.Resolve(f); err != nil {
-		e.errs++
-		if e.firstErr == nil {
-			e.firstErr = err
-		}
-	}
+	e.r.Resolve(f)
 	if i := f.Socket.BoundDevIndex; i > 0 && f.Socket.BoundDev == "" {
 		// Interface indexes are per network namespace: only name it when
 		// the socket is in ours.

@@ -119,13 +119,13 @@ func (s *Session) Run(ctx context.Context) error {
 
 // report writes one failure, after any repeats folded before it.
 func (s *Session) report(ev *tracer.BindwatchEvent) error {
-	if r := s.folds.seen(ev, s.tracer.Time(ev.TsNs)); r != nil {
+	f := events.FromKernel(ev, s.tracer.Backend(), s.host, s.tracer.Time)
+	if r := s.folds.seen(ev, &f); r != nil {
 		r.Host = s.host
 		if err := s.opts.Out.Write(r); err != nil {
 			return err
 		}
 	}
-	f := events.FromKernel(ev, s.tracer.Backend(), s.host, s.tracer.Time)
 	s.enrich.failure(&f)
 	s.reported++
 	return s.opts.Out.Write(&f)
