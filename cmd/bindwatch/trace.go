@@ -83,11 +83,6 @@ func tracerConfig(c *cli.Context) (tracer.Config, error) {
 		RingSize:       c.Int("ring-size"),
 		Debug:          c.Bool("debug"),
 	}
-	if cfg.Backend != "auto" {
-		if _, err := tracer.BackendNamed(cfg.Backend); err != nil {
-			return cfg, usageError{err}
-		}
-	}
 	for _, p := range c.StringSlice("port") {
 		r, err := parsePortRange(p)
 		if err != nil {
@@ -111,17 +106,8 @@ func tracerConfig(c *cli.Context) (tracer.Config, error) {
 	if cfg.FollowChildren && len(cfg.PIDs) == 0 {
 		return cfg, usagef("--follow-children needs --pid")
 	}
-	if cfg.Fold < 0 {
-		return cfg, usagef("--fold %v: must not be negative", cfg.Fold)
-	}
-	if len(cfg.Ports) > tracer.MaxPortRanges {
-		return cfg, usagef("--port given %d times; at most %d ranges fit the kernel filter (merge them into ranges like 8000-8100)", len(cfg.Ports), tracer.MaxPortRanges)
-	}
-	if len(cfg.Comm) > 15 {
-		return cfg, usagef("--comm %q: the kernel keeps only 15 bytes of a command name; give the first 15", cfg.Comm)
-	}
-	if n := cfg.RingSize; n < os.Getpagesize() || n&(n-1) != 0 {
-		return cfg, usagef("--ring-size %d: must be a power of two of at least %d bytes", n, os.Getpagesize())
+	if err := cfg.Validate(); err != nil {
+		return cfg, usageError{err}
 	}
 	return cfg, nil
 }

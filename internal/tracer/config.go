@@ -49,7 +49,17 @@ type Config struct {
 // folding, while user space resolves holders.
 const DefaultRingSize = 1 << 20
 
-func (c *Config) validate() error {
+// Validate says what is wrong with c, if anything, before anything is
+// loaded into the kernel.
+func (c *Config) Validate() error {
+	if c.Backend != "" && c.Backend != "auto" {
+		if _, err := BackendNamed(c.Backend); err != nil {
+			return err
+		}
+	}
+	if c.Fold < 0 {
+		return fmt.Errorf("fold window %v is negative (hint: 0 reports every failure)", c.Fold)
+	}
 	if len(c.Ports) > MaxPortRanges {
 		return fmt.Errorf("%d port ranges given, at most %d fit the kernel filter (hint: merge them into ranges like 8000-8100)", len(c.Ports), MaxPortRanges)
 	}

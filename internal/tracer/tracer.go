@@ -37,7 +37,7 @@ var ErrClosed = ringbuf.ErrClosed
 // configured backend, or with the first that works when cfg.Backend is
 // "auto" or empty.
 func Open(cfg Config) (*Tracer, error) {
-	if err := cfg.validate(); err != nil {
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	if err := preflight(); err != nil {
