@@ -91,7 +91,7 @@ func freeAction(c *cli.Context) error {
 	if c.Bool("force") && !kill {
 		return usagef("--force needs --kill (without --kill, free only shows what it would do)")
 	}
-	format, err := outputFormat(c)
+	format, err := outputFormat(c, os.Stdout)
 	if err != nil {
 		return err
 	}

@@ -161,24 +161,17 @@ func openOutput(c *cli.Context) (*events.Writer, func(), error) {
 		}
 		closeFn = func() { f.Close() }
 	}
-	format := c.String("format")
-	if format == "" {
-		format = events.FormatJSON
-		if isTerminal(f) {
-			format = events.FormatText
-		}
+	format, err := outputFormat(c, f)
+	if err != nil {
+		closeFn()
+		return nil, nil, err
 	}
 	w, err := events.NewWriter(f, format)
 	if err != nil {
 		closeFn()
-		return nil, nil, usagef("--format %s: %v", format, err)
+		return nil, nil, err
 	}
 	return w, closeFn, nil
-}
-
-func isTerminal(f *os.File) bool {
-	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-	return err == nil
 }
 
 // requireRoot explains in one sentence why tracing cannot start without

@@ -32,7 +32,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"--port", "70000"}, `"70000" is not a port`},
 		{[]string{"--port", "9000-8000"}, "empty"},
 		{[]string{"--errno", "ENOENT"}, "unknown error"},
-		{[]string{"--format", "xml"}, "--format xml"},
+		{[]string{"--format", "xml"}, `--format "xml"`},
 		{[]string{"--backend", "magic"}, "unknown backend"},
 		{[]string{"--follow-children"}, "needs --pid"},
 		{[]string{"--ring-size", "1000"}, "power of two"},

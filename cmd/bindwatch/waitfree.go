@@ -67,22 +67,6 @@ func formatFlag() cli.Flag {
 	return &cli.StringFlag{Name: "format", Usage: "output `FORMAT`: text (for people) or json (one object per line per port on standard output; fields in docs/schema.md). Default: text on a terminal, json otherwise"}
 }
 
-// outputFormat reads --format: text or json, by default text when
-// standard output is a terminal and json otherwise (as who and tracing).
-func outputFormat(c *cli.Context) (string, error) {
-	switch format := c.String("format"); format {
-	case "":
-		if isTerminal(os.Stdout) {
-			return events.FormatText, nil
-		}
-		return events.FormatJSON, nil
-	case events.FormatText, events.FormatJSON:
-		return format, nil
-	default:
-		return "", usagef("--format %q: use text or json", format)
-	}
-}
-
 // bindFlags say how the caller's program will bind (wait-free and free).
 func bindFlags() []cli.Flag {
 	return []cli.Flag{
@@ -104,7 +88,7 @@ func waitFreeAction(c *cli.Context) error {
 	if timeout < 0 {
 		return usagef("--timeout %v: must not be negative (0 checks once)", timeout)
 	}
-	format, err := outputFormat(c)
+	format, err := outputFormat(c, os.Stdout)
 	if err != nil {
 		return err
 	}

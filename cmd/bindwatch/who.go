@@ -84,16 +84,9 @@ func whoAction(c *cli.Context) error {
 		}
 		queries = append(queries, q...)
 	}
-	format := c.String("format")
-	switch format {
-	case "":
-		format = "json"
-		if isTerminal(os.Stdout) {
-			format = "text"
-		}
-	case "text", "json":
-	default:
-		return usagef("--format %q: use text or json", format)
+	format, err := outputFormat(c, os.Stdout)
+	if err != nil {
+		return err
 	}
 	if c.Bool("all-netns") && os.Geteuid() != 0 {
 		return fmt.Errorf("--all-netns needs root (entering other network namespaces takes CAP_SYS_ADMIN): run it with sudo")
