@@ -42,17 +42,28 @@ const (
 	ResultDryRun = "dry_run"
 )
 
-// FreeRecord is one line of `bindwatch free --format json`: the audit
-// trail of one port of one protocol in one network namespace — what held
-// it, what was done to each holder process and why, and the final state.
-type FreeRecord struct {
-	Type    string    `json:"type"` // TypeFree
+// PortRecord is how every free, held and wait_free record starts: what
+// it is, when and where, and which port of which protocol in which network
+// namespace it is about.
+type PortRecord struct {
+	Type    string    `json:"type"` // TypeFree, TypeHeld or TypeWaitFree
 	Version int       `json:"version"`
 	Time    time.Time `json:"time"`
 	Host    string    `json:"host"`
 	Port    uint16    `json:"port"`
 	Proto   string    `json:"proto"`
 	Netns   uint32    `json:"netns"`
+}
+
+func portRecord(typ string, now time.Time, host string, p Port, netns uint32) PortRecord {
+	return PortRecord{Type: typ, Version: events.Version, Time: now, Host: host, Port: p.Num, Proto: p.Proto, Netns: netns}
+}
+
+// FreeRecord is one line of `bindwatch free --format json`: the audit
+// trail of one port of one protocol in one network namespace — what held
+// it, what was done to each holder process and why, and the final state.
+type FreeRecord struct {
+	PortRecord
 	// Addrs and ReuseAddr are how "free" was checked: a bind on each address.
 	Addrs     []string `json:"addrs"`
 	ReuseAddr bool     `json:"reuseaddr"`
@@ -124,18 +135,12 @@ func holdState(b *Busy) HoldState {
 // WaitFreeRecord is the last word of `bindwatch wait-free --format json`
 // on one port of one protocol: free, or who still holds it at --timeout.
 type WaitFreeRecord struct {
-	Type      string    `json:"type"` // TypeWaitFree
-	Version   int       `json:"version"`
-	Time      time.Time `json:"time"`
-	Host      string    `json:"host"`
-	Port      uint16    `json:"port"`
-	Proto     string    `json:"proto"`
-	Netns     uint32    `json:"netns"`
-	Addrs     []string  `json:"addrs"`
-	ReuseAddr bool      `json:"reuseaddr"`
-	TimeoutMS int64     `json:"timeout_ms"`
-	Free      bool      `json:"free"`
-	WaitedMS  int64     `json:"waited_ms"`
+	PortRecord
+	Addrs     []string `json:"addrs"`
+	ReuseAddr bool     `json:"reuseaddr"`
+	TimeoutMS int64    `json:"timeout_ms"`
+	Free      bool     `json:"free"`
+	WaitedMS  int64    `json:"waited_ms"`
 	// Who holds it when waiting ended; empty when free.
 	HoldState
 }
@@ -144,14 +149,8 @@ type WaitFreeRecord struct {
 // waits: a port is held, the first time and whenever its holders change.
 // Its refusal is always there.
 type HeldRecord struct {
-	Type     string    `json:"type"` // TypeHeld
-	Version  int       `json:"version"`
-	Time     time.Time `json:"time"`
-	Host     string    `json:"host"`
-	Port     uint16    `json:"port"`
-	Proto    string    `json:"proto"`
-	Netns    uint32    `json:"netns"`
-	WaitedMS int64     `json:"waited_ms"`
+	PortRecord
+	WaitedMS int64 `json:"waited_ms"`
 	HoldState
 }
 
@@ -162,9 +161,8 @@ func (pl *Plan) Records(dryRun bool, now time.Time) []FreeRecord {
 	var recs []FreeRecord
 	for _, pp := range pl.Ports {
 		rec := FreeRecord{
-			Type: TypeFree, Version: events.Version, Time: now, Host: host,
-			Port: pp.Port.Num, Proto: pp.Port.Proto, Netns: pp.Netns.Inode,
-			Addrs: addrStrings(pl.opts.Bind), ReuseAddr: pl.opts.Bind.ReuseAddr,
+			PortRecord: portRecord(TypeFree, now, host, pp.Port, pp.Netns.Inode),
+			Addrs:      addrStrings(pl.opts.Bind), ReuseAddr: pl.opts.Bind.ReuseAddr,
 			DryRun: dryRun, Signal: SignalName(pl.opts.Signal), GraceMS: pl.opts.Grace.Milliseconds(), Force: pl.opts.Force,
 			Holders: []events.Holder{}, Blocked: pp.Blocked, Actions: []FreeAction{},
 			Free: pp.Busy == nil,
@@ -262,8 +260,7 @@ func NewWaitRecords(r *resolve.Resolver, bind BindOptions, timeout time.Duration
 // Held says who holds b's port while waiting (WaitOptions.Report).
 func (w *WaitRecords) Held(b *Busy, now time.Time) HeldRecord {
 	return HeldRecord{
-		Type: TypeHeld, Version: events.Version, Time: now, Host: w.host,
-		Port: b.Port.Num, Proto: b.Port.Proto, Netns: b.Netns.Inode, WaitedMS: now.Sub(w.start).Milliseconds(),
+		PortRecord: portRecord(TypeHeld, now, w.host, b.Port, b.Netns.Inode), WaitedMS: now.Sub(w.start).Milliseconds(),
 		HoldState: holdState(b),
 	}
 }
@@ -274,8 +271,7 @@ func (w *WaitRecords) End(ports []Port, held []*Busy, now time.Time) []WaitFreeR
 	var recs []WaitFreeRecord
 	for _, p := range ports {
 		rec := WaitFreeRecord{
-			Type: TypeWaitFree, Version: events.Version, Time: now, Host: w.host,
-			Port: p.Num, Proto: p.Proto, Netns: w.netns, Addrs: addrStrings(w.bind), ReuseAddr: w.bind.ReuseAddr,
+			PortRecord: portRecord(TypeWaitFree, now, w.host, p, w.netns), Addrs: addrStrings(w.bind), ReuseAddr: w.bind.ReuseAddr,
 			TimeoutMS: w.timeout.Milliseconds(), Free: true, WaitedMS: now.Sub(w.start).Milliseconds(),
 			HoldState: HoldState{Holders: []events.Holder{}},
 		}
