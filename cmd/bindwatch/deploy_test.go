@@ -108,7 +108,7 @@ func startHolder(t *testing.T, cmd *exec.Cmd) *holder {
 	}()
 	select {
 	case line := <-ready:
-		if strings.TrimSpace(line) != "ready" {
+		if !strings.HasPrefix(line, "ready") {
 			t.Fatalf("holder %q did not get ready: %q\n%s", cmd.Args, line, stderr.String())
 		}
 	case <-time.After(10 * time.Second):

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"encoding/json"
 	"os/exec"
 	"regexp"
@@ -21,16 +20,7 @@ func TestWhoAgreesWithSS(t *testing.T) {
 		t.Fatal(err)
 	}
 	port := testenv.FreePort(t)
-	holder := testenv.Helper("hold tcp 0.0.0.0 " + strconv.Itoa(port))
-	stdin, _ := holder.StdinPipe()
-	stdout, _ := holder.StdoutPipe()
-	if err := holder.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { stdin.Close(); holder.Wait() }()
-	if line, _ := bufio.NewReader(stdout).ReadString('\n'); line != "ready\n" {
-		t.Fatalf("holder said %q", line)
-	}
+	holder := testenv.StartHelper(t, "hold tcp 0.0.0.0 "+strconv.Itoa(port)).Cmd
 
 	out, err := exec.Command(bindwatchBin, "who", strconv.Itoa(port)+"/tcp", "--format", "json").Output()
 	if err != nil {

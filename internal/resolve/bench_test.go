@@ -1,9 +1,7 @@
 package resolve
 
 import (
-	"bufio"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"slices"
@@ -28,44 +26,29 @@ const (
 // against, started once per test binary (the benchmark function runs
 // several times) and stopped by TestMain.
 var benchFleet struct {
-	once   sync.Once
-	err    error
-	stdins []io.WriteCloser
-	cmds   []*exec.Cmd
-	port   int
-	holder int // pid holding the port
+	once    sync.Once
+	err     error
+	helpers []*testenv.HelperProc
+	port    int
+	holder  int // pid holding the port
 }
 
 func startBenchFleet(b *testing.B) {
 	f := &benchFleet
 	f.once.Do(func() {
-		start := func(job string) (int, error) {
-			cmd := exec.Command(os.Args[0], "-test.run=^$")
-			cmd.Env = append(os.Environ(), helperEnv+"="+job)
-			cmd.Stderr = os.Stderr
-			in, err := cmd.StdinPipe()
-			if err != nil {
-				return 0, err
+		start := func(job string) (*testenv.HelperProc, error) {
+			h, err := testenv.SpawnHelper(job)
+			if err == nil {
+				f.helpers = append(f.helpers, h)
 			}
-			out, err := cmd.StdoutPipe()
-			if err != nil {
-				return 0, err
-			}
-			if err := cmd.Start(); err != nil {
-				return 0, err
-			}
-			f.stdins, f.cmds = append(f.stdins, in), append(f.cmds, cmd)
-			line, _ := bufio.NewReader(out).ReadString('\n')
-			fields := strings.Fields(line)
-			if len(fields) < 2 || fields[0] != "ready" {
-				return 0, fmt.Errorf("helper %q said %q", job, line)
-			}
-			return strconv.Atoi(fields[1])
+			return h, err
 		}
 		f.port = testenv.FreePort(b)
-		if f.holder, f.err = start(fmt.Sprintf("hold tcp 0.0.0.0 %d", f.port)); f.err != nil {
+		h, err := start(fmt.Sprintf("hold tcp 0.0.0.0 %d", f.port))
+		if f.err = err; err != nil {
 			return
 		}
+		f.holder = h.PID
 		for range benchProcs - 1 {
 			if _, f.err = start(fmt.Sprintf("fdhog %d", benchFDsPerProc)); f.err != nil {
 				return
@@ -78,11 +61,8 @@ func startBenchFleet(b *testing.B) {
 }
 
 func stopBenchFleet() {
-	for _, in := range benchFleet.stdins {
-		in.Close()
-	}
-	for _, c := range benchFleet.cmds {
-		c.Wait()
+	for _, h := range benchFleet.helpers {
+		h.Stop()
 	}
 }
 

@@ -64,7 +64,7 @@ func findHolder(hs []events.Holder, state string) *events.Holder {
 func TestWhoGoListener(t *testing.T) {
 	r := newTestResolver(t, Options{})
 	port := testenv.FreePort(t)
-	h := startHelper(t, nil, fmt.Sprintf("hold tcp 127.0.0.1 %d reuseaddr", port))
+	h := testenv.StartHelper(t, fmt.Sprintf("hold tcp 127.0.0.1 %d reuseaddr", port))
 
 	rep, err := r.Who(r.OwnNetns(), "tcp", uint16(port))
 	if err != nil {
@@ -74,14 +74,14 @@ func TestWhoGoListener(t *testing.T) {
 		t.Fatalf("holders = %+v, want one listener", rep.Holders)
 	}
 	got := rep.Holders[0]
-	if got.State != "LISTEN" || got.Addr != "127.0.0.1" || got.Port != uint16(port) || got.Inode != h.inode || got.Source != events.SeenLive {
-		t.Errorf("holder = %+v, want LISTEN 127.0.0.1:%d inode %d", got, port, h.inode)
+	if got.State != "LISTEN" || got.Addr != "127.0.0.1" || got.Port != uint16(port) || got.Inode != h.Inode || got.Source != events.SeenLive {
+		t.Errorf("holder = %+v, want LISTEN 127.0.0.1:%d inode %d", got, port, h.Inode)
 	}
 	if got.ReuseAddr == nil || !*got.ReuseAddr || got.ReusePort == nil || *got.ReusePort {
 		t.Errorf("reuseaddr/reuseport = %v/%v, want on/off", onOff(got.ReuseAddr), onOff(got.ReusePort))
 	}
-	if !slices.Equal(holderPIDs(got), []int{h.pid}) {
-		t.Fatalf("processes = %v, want [%d]", holderPIDs(got), h.pid)
+	if !slices.Equal(holderPIDs(got), []int{h.PID}) {
+		t.Fatalf("processes = %v, want [%d]", holderPIDs(got), h.PID)
 	}
 	p := got.Processes[0]
 	exe, _ := os.Executable()
@@ -115,11 +115,11 @@ func TestWhoAgreesWithSS(t *testing.T) {
 	}
 	r := newTestResolver(t, Options{})
 	port := testenv.FreePort(t)
-	startHelper(t, nil, fmt.Sprintf("hold tcp 127.0.0.1 %d reuseaddr", port))
-	startHelper(t, nil, fmt.Sprintf("hold tcp ::1 %d reuseaddr v6only", port))
-	startHelper(t, nil, fmt.Sprintf("hold udp :: %d dualstack", port))
+	testenv.StartHelper(t, fmt.Sprintf("hold tcp 127.0.0.1 %d reuseaddr", port))
+	testenv.StartHelper(t, fmt.Sprintf("hold tcp ::1 %d reuseaddr v6only", port))
+	testenv.StartHelper(t, fmt.Sprintf("hold udp :: %d dualstack", port))
 	testenv.LeaveTimeWait(t, "127.0.0.2", port, false)
-	bound := startHelper(t, nil, fmt.Sprintf("hold tcp 127.0.0.3 %d nolisten", port))
+	bound := testenv.StartHelper(t, fmt.Sprintf("hold tcp 127.0.0.3 %d nolisten", port))
 
 	for _, proto := range []string{"tcp", "udp"} {
 		rep, err := r.Who(r.OwnNetns(), proto, uint16(port))
@@ -130,8 +130,8 @@ func TestWhoAgreesWithSS(t *testing.T) {
 		var got []string
 		for _, h := range rep.Holders {
 			if h.State == "BOUND" {
-				if h.Inode != bound.inode || !slices.Equal(holderPIDs(h), []int{bound.pid}) {
-					t.Errorf("bound-only socket = %+v, want inode %d pid %d", h, bound.inode, bound.pid)
+				if h.Inode != bound.Inode || !slices.Equal(holderPIDs(h), []int{bound.PID}) {
+					t.Errorf("bound-only socket = %+v, want inode %d pid %d", h, bound.Inode, bound.PID)
 				}
 				continue
 			}
@@ -368,11 +368,11 @@ func TestLeftoverChild(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := findHolder(f.Holders, "LISTEN")
-	if h == nil || !slices.Equal(holderPIDs(*h), []int{child.pid}) || h.Processes[0].PPID != 1 {
-		t.Fatalf("holders = %+v, want only the orphan %d", f.Holders, child.pid)
+	if h == nil || !slices.Equal(holderPIDs(*h), []int{child.PID}) || h.Processes[0].PPID != 1 {
+		t.Fatalf("holders = %+v, want only the orphan %d", f.Holders, child.PID)
 	}
-	if !strings.Contains(f.Diagnosis, "a leftover of a previous instance") || !strings.Contains(f.Hint, fmt.Sprintf("kill %d", child.pid)) {
-		t.Errorf("diagnosis %q / hint %q, want the leftover case naming pid %d", f.Diagnosis, f.Hint, child.pid)
+	if !strings.Contains(f.Diagnosis, "a leftover of a previous instance") || !strings.Contains(f.Hint, fmt.Sprintf("kill %d", child.PID)) {
+		t.Errorf("diagnosis %q / hint %q, want the leftover case naming pid %d", f.Diagnosis, f.Hint, child.PID)
 	}
 }
 
@@ -380,19 +380,19 @@ func TestLeftoverChild(t *testing.T) {
 // child that inherits the socket and then exits; it returns once the child
 // is an orphan (ppid 1), by which time the parent's fds are closed (the
 // kernel closes them before it reparents the children).
-func startOrphan(t *testing.T, port int) *helperProc {
+func startOrphan(t *testing.T, port int) *testenv.HelperProc {
 	t.Helper()
 	// Not cmd.Wait for the parent: it would close the stdin pipe that the
 	// child shares, and the child would exit too.
-	child := startHelper(t, nil, fmt.Sprintf("inherit 127.0.0.1 %d", port))
+	child := testenv.StartHelper(t, fmt.Sprintf("inherit 127.0.0.1 %d", port))
 	for deadline := time.Now().Add(5 * time.Second); ; {
-		p := events.Process{PID: child.pid}
+		p := events.Process{PID: child.PID}
 		FillProcess(&p)
 		if p.PPID == 1 {
 			return child
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("child %d has ppid %d, want 1 (is a child subreaper set up?)", child.pid, p.PPID)
+			t.Fatalf("child %d has ppid %d, want 1 (is a child subreaper set up?)", child.PID, p.PPID)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -402,14 +402,14 @@ func TestDualStackOverlap(t *testing.T) {
 	r := newTestResolver(t, Options{})
 	t.Run("ipv4 against dual-stack ::", func(t *testing.T) {
 		port := testenv.FreePort(t)
-		h := startHelper(t, nil, fmt.Sprintf("hold tcp :: %d dualstack", port))
+		h := testenv.StartHelper(t, fmt.Sprintf("hold tcp :: %d dualstack", port))
 		f := failure(t, "tcp", "0.0.0.0", port, testenv.Opts{}, unix.EADDRINUSE)
 		if err := r.Resolve(f); err != nil {
 			t.Fatal(err)
 		}
 		got := findHolder(f.Holders, "LISTEN")
-		if got == nil || got.Addr != "::" || got.V6Only == nil || *got.V6Only || got.Inode != h.inode {
-			t.Fatalf("holders = %+v, want [::] v6only=false inode %d", f.Holders, h.inode)
+		if got == nil || got.Addr != "::" || got.V6Only == nil || *got.V6Only || got.Inode != h.Inode {
+			t.Fatalf("holders = %+v, want [::] v6only=false inode %d", f.Holders, h.Inode)
 		}
 		if !strings.Contains(f.Diagnosis, "without IPV6_V6ONLY is dual-stack") || !strings.Contains(f.Hint, "IPV6_V6ONLY=1") {
 			t.Errorf("diagnosis %q / hint %q, want the dual-stack explanation", f.Diagnosis, f.Hint)
@@ -417,7 +417,7 @@ func TestDualStackOverlap(t *testing.T) {
 	})
 	t.Run("dual-stack :: against ipv4", func(t *testing.T) {
 		port := testenv.FreePort(t)
-		startHelper(t, nil, fmt.Sprintf("hold tcp 127.0.0.1 %d", port))
+		testenv.StartHelper(t, fmt.Sprintf("hold tcp 127.0.0.1 %d", port))
 		f := failure(t, "tcp", "::", port, testenv.Opts{V6Only: boolPtr(false)}, unix.EADDRINUSE)
 		if err := r.Resolve(f); err != nil {
 			t.Fatal(err)
@@ -433,14 +433,14 @@ func TestDualStackOverlap(t *testing.T) {
 	})
 	t.Run("v6only :: is not a holder of 0.0.0.0", func(t *testing.T) {
 		port := testenv.FreePort(t)
-		startHelper(t, nil, fmt.Sprintf("hold tcp :: %d v6only", port))
-		h2 := startHelper(t, nil, fmt.Sprintf("hold tcp 127.0.0.1 %d", port))
+		testenv.StartHelper(t, fmt.Sprintf("hold tcp :: %d v6only", port))
+		h2 := testenv.StartHelper(t, fmt.Sprintf("hold tcp 127.0.0.1 %d", port))
 		f := failure(t, "tcp", "0.0.0.0", port, testenv.Opts{}, unix.EADDRINUSE)
 		if err := r.Resolve(f); err != nil {
 			t.Fatal(err)
 		}
-		if len(f.Holders) != 1 || f.Holders[0].Inode != h2.inode {
-			t.Fatalf("holders = %+v, want only the IPv4 listener (inode %d)", f.Holders, h2.inode)
+		if len(f.Holders) != 1 || f.Holders[0].Inode != h2.Inode {
+			t.Fatalf("holders = %+v, want only the IPv4 listener (inode %d)", f.Holders, h2.Inode)
 		}
 	})
 }
@@ -558,12 +558,12 @@ func TestResolveInNetns(t *testing.T) {
 	}
 	port := testenv.FreePort(t)
 	inNS := []string{"ip", "netns", "exec", name}
-	holder := startHelper(t, inNS, fmt.Sprintf("hold tcp 0.0.0.0 %d", port))
-	try := startHelper(t, inNS, fmt.Sprintf("trybind tcp 127.0.0.1 %d", port))
-	if try.line[0] != "errno" || try.line[1] != strconv.Itoa(int(unix.EADDRINUSE)) {
-		t.Fatalf("bind inside the namespace: %q, want EADDRINUSE", try.line)
+	holder := testenv.StartHelper(t, fmt.Sprintf("hold tcp 0.0.0.0 %d", port), inNS...)
+	try := testenv.StartHelper(t, fmt.Sprintf("trybind tcp 127.0.0.1 %d", port), inNS...)
+	if try.Line[0] != "errno" || try.Line[1] != strconv.Itoa(int(unix.EADDRINUSE)) {
+		t.Fatalf("bind inside the namespace: %q, want EADDRINUSE", try.Line)
 	}
-	tryPID, _ := strconv.Atoi(try.line[2])
+	tryPID, _ := strconv.Atoi(try.Line[2])
 
 	// The host's namespace has nothing on the port.
 	if rep, err := r.Who(r.OwnNetns(), "tcp", uint16(port)); err != nil || rep.Held() {
@@ -575,8 +575,8 @@ func TestResolveInNetns(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := findHolder(f.Holders, "LISTEN")
-	if h == nil || h.Netns != nsIno || !slices.Equal(holderPIDs(*h), []int{holder.pid}) {
-		t.Fatalf("holders = %+v, want pid %d in netns %d", f.Holders, holder.pid, nsIno)
+	if h == nil || h.Netns != nsIno || !slices.Equal(holderPIDs(*h), []int{holder.PID}) {
+		t.Fatalf("holders = %+v, want pid %d in netns %d", f.Holders, holder.PID, nsIno)
 	}
 	if f.Process.Netns != nsIno || f.Process.Comm == "" {
 		t.Errorf("failing process = %+v, want it filled, in netns %d", f.Process, nsIno)
@@ -584,19 +584,19 @@ func TestResolveInNetns(t *testing.T) {
 
 	// Once the failing process is gone, the namespace is still found by
 	// its inode, through the /run/netns mount.
-	try.stop()
+	try.Stop()
 	r2 := newTestResolver(t, Options{})
 	f2 := &events.Failure{Syscall: "bind", Errno: "EADDRINUSE", Proto: "tcp", Family: "ipv4", Addr: "127.0.0.1", Port: uint16(port),
 		Process: events.Process{PID: tryPID, Netns: nsIno}}
 	if err := r2.Resolve(f2); err != nil {
 		t.Fatal(err)
 	}
-	if h := findHolder(f2.Holders, "LISTEN"); h == nil || !slices.Equal(holderPIDs(*h), []int{holder.pid}) {
-		t.Fatalf("after the failing process exited: holders = %+v, want pid %d", f2.Holders, holder.pid)
+	if h := findHolder(f2.Holders, "LISTEN"); h == nil || !slices.Equal(holderPIDs(*h), []int{holder.PID}) {
+		t.Fatalf("after the failing process exited: holders = %+v, want pid %d", f2.Holders, holder.PID)
 	}
 	// EADDRNOTAVAIL lists the namespace's addresses, not the host's.
 	f3 := &events.Failure{Syscall: "bind", Errno: "EADDRNOTAVAIL", Proto: "tcp", Family: "ipv4", Addr: "203.0.113.1", Port: uint16(port),
-		Process: events.Process{PID: holder.pid, Netns: nsIno}}
+		Process: events.Process{PID: holder.PID, Netns: nsIno}}
 	if err := r.Resolve(f3); err != nil {
 		t.Fatal(err)
 	}
@@ -611,11 +611,11 @@ func TestResolveInNetns(t *testing.T) {
 func TestRecordedHolders(t *testing.T) {
 	r := newTestResolver(t, Options{})
 	port := testenv.FreePort(t)
-	h := startHelper(t, nil, fmt.Sprintf("hold tcp 0.0.0.0 %d", port))
+	h := testenv.StartHelper(t, fmt.Sprintf("hold tcp 0.0.0.0 %d", port))
 	recorded := func() []events.Holder {
 		return []events.Holder{{Source: events.Recorded, Proto: "tcp", State: "LISTEN", Addr: "0.0.0.0", Port: uint16(port),
-			Inode: h.inode, Since: time.Now().Add(-time.Second),
-			Processes: []events.Process{{PID: h.pid, Comm: "resolve.test", PPID: os.Getpid()}}}}
+			Inode: h.Inode, Since: time.Now().Add(-time.Second),
+			Processes: []events.Process{{PID: h.PID, Comm: "resolve.test", PPID: os.Getpid()}}}}
 	}
 	f := failure(t, "tcp", "0.0.0.0", port, testenv.Opts{}, unix.EADDRINUSE)
 	f.Holders = recorded()
@@ -633,12 +633,12 @@ func TestRecordedHolders(t *testing.T) {
 	f = failure(t, "tcp", "0.0.0.0", port, testenv.Opts{}, unix.EADDRINUSE)
 	f.Holders = recorded()
 	time.Sleep(5 * time.Millisecond)
-	h.stop()
+	h.Stop()
 	if err := r.Resolve(f); err != nil {
 		t.Fatal(err)
 	}
-	if len(f.Holders) != 1 || f.Holders[0].Source != events.Recorded || f.Holders[0].Processes[0].PID != h.pid {
-		t.Fatalf("holders = %+v, want the recorded holder pid %d", f.Holders, h.pid)
+	if len(f.Holders) != 1 || f.Holders[0].Source != events.Recorded || f.Holders[0].Processes[0].PID != h.PID {
+		t.Fatalf("holders = %+v, want the recorded holder pid %d", f.Holders, h.PID)
 	}
 	if !strings.Contains(f.Diagnosis, "has exited since: a restart race") {
 		t.Errorf("diagnosis %q, want the restart race", f.Diagnosis)
@@ -654,7 +654,7 @@ func TestProcScanMatchesBPFIter(t *testing.T) {
 	}
 	port := testenv.FreePort(t)
 	child := startOrphan(t, port)
-	other := startHelper(t, nil, fmt.Sprintf("hold udp 0.0.0.0 %d", port))
+	other := testenv.StartHelper(t, fmt.Sprintf("hold udp 0.0.0.0 %d", port))
 	for _, proto := range []string{"tcp", "udp"} {
 		a, err := bpf.Who(bpf.OwnNetns(), proto, uint16(port))
 		if err != nil {
@@ -667,7 +667,7 @@ func TestProcScanMatchesBPFIter(t *testing.T) {
 		if len(a.Holders) != 1 || len(b.Holders) != 1 {
 			t.Fatalf("%s: bpf %+v, scan %+v: want one holder each", proto, a.Holders, b.Holders)
 		}
-		want := map[string]int{"tcp": child.pid, "udp": other.pid}[proto]
+		want := map[string]int{"tcp": child.PID, "udp": other.PID}[proto]
 		if !slices.Equal(holderPIDs(a.Holders[0]), []int{want}) || !slices.Equal(holderPIDs(b.Holders[0]), []int{want}) {
 			t.Errorf("%s: bpf pids %v, scan pids %v, want [%d]", proto, holderPIDs(a.Holders[0]), holderPIDs(b.Holders[0]), want)
 		}
@@ -682,7 +682,7 @@ func TestProcScanMatchesBPFIter(t *testing.T) {
 func TestStormCostsOneResolution(t *testing.T) {
 	r := newTestResolver(t, Options{CacheTTL: time.Second})
 	port := testenv.FreePort(t)
-	startHelper(t, nil, fmt.Sprintf("hold tcp 127.0.0.1 %d", port))
+	testenv.StartHelper(t, fmt.Sprintf("hold tcp 127.0.0.1 %d", port))
 	h, err := r.netns.acquire("", 0, 0)
 	if err != nil {
 		t.Fatal(err)

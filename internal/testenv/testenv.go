@@ -9,9 +9,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -41,121 +38,6 @@ func Backend() string {
 		return b
 	}
 	return "auto"
-}
-
-// helperEnv carries a helper's job from the test to the re-executed binary.
-const helperEnv = "BINDWATCH_TEST_HELPER"
-
-// RunHelperIfAsked must be called first in TestMain: in a helper process
-// it does the helper's job and exits.
-func RunHelperIfAsked() {
-	job := os.Getenv(helperEnv)
-	if job == "" {
-		return
-	}
-	if err := runJob(strings.Fields(job)); err != nil {
-		fmt.Fprintln(os.Stderr, "helper:", err)
-		os.Exit(3)
-	}
-	os.Exit(0)
-}
-
-// Helper returns a command re-executing the test binary as a helper that
-// does job, e.g. "bind tcp 127.0.0.1 8080" (see runJob).
-func Helper(job string) *exec.Cmd {
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), helperEnv+"="+job)
-	cmd.Stderr = os.Stderr
-	return cmd
-}
-
-// HelperAsUser is Helper run as an unprivileged uid (and gid of the same
-// number). The test binary is copied where that user can execute it: go
-// test builds it in a directory only root may enter.
-func HelperAsUser(t testing.TB, job string, uid uint32) *exec.Cmd {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "bindwatch-helper-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	bin, err := os.ReadFile(os.Args[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	exe := filepath.Join(dir, "helper")
-	if err := os.WriteFile(exe, bin, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(exe, "-test.run=^$")
-	cmd.Env = append(os.Environ(), helperEnv+"="+job)
-	cmd.Stderr = os.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid}}
-	return cmd
-}
-
-// runJob: "autobind" (in a network namespace of its own) makes a listen()
-// fail to autobind, see exhaustAutobind; "bind PROTO ADDR PORT [reuseaddr]" binds once and reports the
-// errno as its exit status (0 success, the errno otherwise); "storm PROTO
-// ADDR PORT N" binds N fresh sockets, ignoring errors; "hold PROTO
-// ADDR PORT" binds (and listens, for tcp), prints "ready" and waits for
-// stdin to close.
-func runJob(args []string) error {
-	if len(args) < 4 && (len(args) == 0 || args[0] != "autobind") {
-		return fmt.Errorf("bad job %q", args)
-	}
-	if args[0] == "autobind" {
-		return exhaustAutobind()
-	}
-	port, _ := strconv.Atoi(args[3])
-	opts := Opts{ReuseAddr: len(args) > 4 && args[4] == "reuseaddr"}
-	if args[0] == "storm" && len(args) < 5 {
-		return fmt.Errorf("storm needs a count")
-	}
-	switch args[0] {
-	case "bind":
-		fd, err := Socket(args[1], args[2], opts)
-		if err != nil {
-			return err
-		}
-		err = Bind(fd, args[2], port)
-		if errno, ok := err.(syscall.Errno); ok {
-			os.Exit(int(errno))
-		}
-		return err
-	case "storm":
-		n, _ := strconv.Atoi(args[4])
-		for i := 0; i < n; i++ {
-			fd, err := Socket(args[1], args[2], Opts{})
-			if err != nil {
-				return err
-			}
-			Bind(fd, args[2], port)
-			unix.Close(fd)
-		}
-		return nil
-	case "hold":
-		fd, err := Socket(args[1], args[2], opts)
-		if err != nil {
-			return err
-		}
-		if err := Bind(fd, args[2], port); err != nil {
-			return err
-		}
-		if args[1] == "tcp" {
-			if err := unix.Listen(fd, 16); err != nil {
-				return err
-			}
-		}
-		fmt.Println("ready")
-		buf := make([]byte, 1)
-		os.Stdin.Read(buf)
-		return nil
-	}
-	return fmt.Errorf("unknown job %q", args[0])
 }
 
 // Opts are socket options set before bind.
@@ -380,41 +262,3 @@ func (b *SyncBuffer) Bytes() []byte {
 }
 
 func (b *SyncBuffer) String() string { return string(b.Bytes()) }
-
-// exhaustAutobind shrinks this network namespace's ephemeral range to two
-// ports, listens on both, then calls listen() on a socket never bound: the
-// kernel's autobind finds no port and listen() fails with EADDRINUSE. Run
-// it only in a namespace of its own (HelperInNetns).
-func exhaustAutobind() error {
-	// /proc/sys/net is the namespace of whoever opens it: ours.
-	if err := os.WriteFile("/proc/sys/net/ipv4/ip_local_port_range", []byte("40000 40001"), 0); err != nil {
-		return fmt.Errorf("shrink the ephemeral range: %w", err)
-	}
-	for _, port := range []int{40000, 40001} {
-		fd, err := Socket("tcp", "0.0.0.0", Opts{})
-		if err == nil {
-			err = Bind(fd, "0.0.0.0", port)
-		}
-		if err == nil {
-			err = unix.Listen(fd, 1)
-		}
-		if err != nil {
-			return fmt.Errorf("listen on %d: %w", port, err)
-		}
-	}
-	fd, err := Socket("tcp", "0.0.0.0", Opts{})
-	if err != nil {
-		return err
-	}
-	if err := unix.Listen(fd, 1); err != syscall.EADDRINUSE {
-		return fmt.Errorf("listen without bind = %v, want EADDRINUSE (ephemeral ports used up)", err)
-	}
-	return nil
-}
-
-// HelperInNetns is Helper run in a new network namespace of its own.
-func HelperInNetns(job string) *exec.Cmd {
-	cmd := Helper(job)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET}
-	return cmd
-}

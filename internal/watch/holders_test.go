@@ -1,7 +1,6 @@
 package watch
 
 import (
-	"bufio"
 	"os"
 	"strconv"
 	"syscall"
@@ -15,17 +14,7 @@ import (
 // returns it once it listens.
 func holderProcess(t *testing.T, port int) *os.Process {
 	t.Helper()
-	cmd := testenv.Helper("hold tcp 127.0.0.1 " + strconv.Itoa(port))
-	stdin, _ := cmd.StdinPipe()
-	stdout, _ := cmd.StdoutPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { stdin.Close(); cmd.Process.Kill(); cmd.Wait() })
-	if line, _ := bufio.NewReader(stdout).ReadString('\n'); line != "ready\n" {
-		t.Fatalf("holder helper said %q", line)
-	}
-	return cmd.Process
+	return testenv.StartHelper(t, "hold tcp 127.0.0.1 "+strconv.Itoa(port)).Cmd.Process
 }
 
 // heldBy returns the holder in f owned by pid, if any.

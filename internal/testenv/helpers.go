@@ -1,0 +1,371 @@
+package testenv
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Helper processes are the test binary re-executed to do one job, so every
+// holder, failing process or crowd of fds in a test is a real process —
+// also on a bare VM without python, socat or nginx.
+
+// helperEnv carries a helper's job from the test to the re-executed binary.
+const helperEnv = "BINDWATCH_TEST_HELPER"
+
+// RunHelperIfAsked must be called first in TestMain: in a helper process
+// it does the helper's job and exits.
+func RunHelperIfAsked() {
+	job := os.Getenv(helperEnv)
+	if job == "" {
+		return
+	}
+	if err := runJob(strings.Fields(job)); err != nil {
+		fmt.Fprintln(os.Stderr, "helper:", err)
+		os.Exit(3)
+	}
+	os.Exit(0)
+}
+
+// Helper returns a command re-executing the test binary as a helper that
+// does job (see runJob).
+func Helper(job string) *exec.Cmd {
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), helperEnv+"="+job)
+	cmd.Stderr = os.Stderr
+	return cmd
+}
+
+// HelperAsUser is Helper run as an unprivileged uid (and gid of the same
+// number). The test binary is copied where that user can execute it: go
+// test builds it in a directory only root may enter.
+func HelperAsUser(t testing.TB, job string, uid uint32) *exec.Cmd {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "bindwatch-helper-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	bin, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	exe := filepath.Join(dir, "helper")
+	if err := os.WriteFile(exe, bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe, "-test.run=^$")
+	cmd.Env = append(os.Environ(), helperEnv+"="+job)
+	cmd.Stderr = os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid}}
+	return cmd
+}
+
+// HelperInNetns is Helper run in a new network namespace of its own.
+func HelperInNetns(job string) *exec.Cmd {
+	cmd := Helper(job)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET}
+	return cmd
+}
+
+// HelperProc is a running helper that said its first line.
+type HelperProc struct {
+	Cmd   *exec.Cmd
+	PID   int      // from a "ready" line: the helper's (the child's, for inherit)
+	Inode uint64   // from a "ready" line: its socket's inode (hold, keep)
+	Line  []string // its first line, split into fields
+	stdin io.WriteCloser
+	out   *os.File
+}
+
+// SpawnHelper starts a helper doing job, optionally wrapped in prefix
+// (e.g. "ip", "netns", "exec", NAME), and waits up to 10 s for its first
+// line. The helper runs until Stop.
+func SpawnHelper(job string, prefix ...string) (*HelperProc, error) {
+	argv := append(append([]string{}, prefix...), os.Args[0], "-test.run=^$")
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = append(os.Environ(), helperEnv+"="+job)
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	// An explicit pipe, not cmd.StdoutPipe: an orphaned child (inherit)
+	// keeps the write end, and Wait must not wait for it.
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stdout = w
+	if err := cmd.Start(); err != nil {
+		r.Close()
+		w.Close()
+		return nil, fmt.Errorf("start helper %q: %w", job, err)
+	}
+	w.Close()
+	h := &HelperProc{Cmd: cmd, stdin: stdin, out: r}
+	lineCh := make(chan string, 1)
+	go func() {
+		l, _ := bufio.NewReader(r).ReadString('\n')
+		lineCh <- l
+	}()
+	select {
+	case l := <-lineCh:
+		h.Line = strings.Fields(l)
+	case <-time.After(10 * time.Second):
+		h.Stop()
+		return nil, fmt.Errorf("helper %q said nothing in 10s", job)
+	}
+	if len(h.Line) < 2 {
+		h.Stop()
+		return nil, fmt.Errorf("helper %q failed (said %q)", job, h.Line)
+	}
+	if h.Line[0] == "ready" {
+		h.PID, _ = strconv.Atoi(h.Line[1])
+		if len(h.Line) > 2 {
+			h.Inode, _ = strconv.ParseUint(h.Line[2], 10, 64)
+		}
+	}
+	return h, nil
+}
+
+// StartHelper is SpawnHelper for one test: it fails the test if the helper
+// does not start, and stops it when the test ends.
+func StartHelper(t testing.TB, job string, prefix ...string) *HelperProc {
+	t.Helper()
+	h, err := SpawnHelper(job, prefix...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.Stop)
+	return h
+}
+
+// Stop ends the helper (closing its stdin; killing it after 5 s) and waits
+// until it is gone. Stopping twice is harmless.
+func (h *HelperProc) Stop() {
+	h.stdin.Close()
+	h.out.Close()
+	done := make(chan struct{})
+	go func() { h.Cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		h.Cmd.Process.Kill()
+		<-done
+	}
+}
+
+// runJob does a helper's job. Jobs that hold something print one line and
+// then wait for stdin to close:
+//
+//	bind PROTO ADDR PORT [reuseaddr]  bind once; exit status is the errno (0: bound)
+//	storm PROTO ADDR PORT N           bind N fresh sockets, ignoring errors
+//	hold PROTO ADDR PORT [reuseaddr] [reuseport] [v6only|dualstack] [nolisten]
+//	                                  bind (and listen, for tcp) → "ready PID INODE"
+//	inherit ADDR PORT                 listen on tcp ADDR:PORT, start a child ("keep")
+//	                                  inheriting it as fd 3, exit at once
+//	keep                              → "ready PID INODE" of fd 3
+//	fdhog N                           open N fds (sockets, pipes) → "ready PID"
+//	trybind PROTO ADDR PORT [reuseaddr] → "errno N PID" (0: bound)
+//	autobind                          see exhaustAutobind (own netns only)
+func runJob(args []string) error {
+	wait := func() { io.Copy(io.Discard, os.Stdin) }
+	need := map[string]int{"bind": 4, "storm": 5, "hold": 4, "inherit": 3, "keep": 1, "fdhog": 2, "trybind": 4, "autobind": 1}
+	if len(args) == 0 || len(args) < need[args[0]] || need[args[0]] == 0 {
+		return fmt.Errorf("bad job %q", args)
+	}
+	switch args[0] {
+	case "bind":
+		fd, err := Socket(args[1], args[2], Opts{ReuseAddr: len(args) > 4 && args[4] == "reuseaddr"})
+		if err != nil {
+			return err
+		}
+		port, _ := strconv.Atoi(args[3])
+		err = Bind(fd, args[2], port)
+		if errno, ok := err.(syscall.Errno); ok {
+			os.Exit(int(errno))
+		}
+		return err
+	case "storm":
+		port, _ := strconv.Atoi(args[3])
+		n, _ := strconv.Atoi(args[4])
+		for i := 0; i < n; i++ {
+			fd, err := Socket(args[1], args[2], Opts{})
+			if err != nil {
+				return err
+			}
+			Bind(fd, args[2], port)
+			unix.Close(fd)
+		}
+		return nil
+	case "hold":
+		fd, err := holdSocket(args[1:])
+		if err != nil {
+			return err
+		}
+		fmt.Printf("ready %d %d\n", os.Getpid(), socketInode(fd))
+		wait()
+		return nil
+	case "inherit":
+		fd, err := holdSocket([]string{"tcp", args[1], args[2]})
+		if err != nil {
+			return err
+		}
+		child := exec.Command(os.Args[0], "-test.run=^$")
+		child.Env = append(os.Environ(), helperEnv+"=keep")
+		child.ExtraFiles = []*os.File{os.NewFile(uintptr(fd), "listener")}
+		child.Stdin, child.Stdout, child.Stderr = os.Stdin, os.Stdout, os.Stderr
+		return child.Start() // and exit: the child is orphaned
+	case "keep":
+		fmt.Printf("ready %d %d\n", os.Getpid(), socketInode(3))
+		wait()
+		return nil
+	case "fdhog":
+		n, _ := strconv.Atoi(args[1])
+		if err := openFDs(n); err != nil {
+			return err
+		}
+		fmt.Printf("ready %d\n", os.Getpid())
+		wait()
+		return nil
+	case "trybind":
+		fd, err := Socket(args[1], args[2], Opts{ReuseAddr: len(args) > 4 && args[4] == "reuseaddr"})
+		if err != nil {
+			return err
+		}
+		port, _ := strconv.Atoi(args[3])
+		errno := 0
+		if err := Bind(fd, args[2], port); err != nil {
+			errno = int(err.(syscall.Errno))
+		}
+		fmt.Printf("errno %d %d\n", errno, os.Getpid())
+		wait()
+		return nil
+	case "autobind":
+		return exhaustAutobind()
+	}
+	return fmt.Errorf("unknown job %q", args)
+}
+
+// holdSocket makes the socket of a hold job: PROTO ADDR PORT [options].
+func holdSocket(args []string) (int, error) {
+	var opts Opts
+	listen := args[0] == "tcp"
+	for _, o := range args[3:] {
+		switch o {
+		case "reuseaddr":
+			opts.ReuseAddr = true
+		case "reuseport":
+			opts.ReusePort = true
+		case "v6only", "dualstack":
+			v6only := o == "v6only"
+			opts.V6Only = &v6only
+		case "nolisten":
+			listen = false
+		default:
+			return -1, fmt.Errorf("unknown hold option %q", o)
+		}
+	}
+	fd, err := Socket(args[0], args[1], opts)
+	if err != nil {
+		return -1, err
+	}
+	// The socket must survive exec into an inheriting child.
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0); err != nil {
+		return -1, err
+	}
+	port, _ := strconv.Atoi(args[2])
+	if err := Bind(fd, args[1], port); err != nil {
+		return -1, fmt.Errorf("bind %s %s:%d: %w", args[0], args[1], port, err)
+	}
+	if listen {
+		if err := unix.Listen(fd, 64); err != nil {
+			return -1, err
+		}
+	}
+	return fd, nil
+}
+
+func socketInode(fd int) uint64 {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return 0
+	}
+	return st.Ino
+}
+
+// openFDs opens n file descriptors — TCP and UDP sockets and pipes — for a
+// crowd of fds to measure against, raising RLIMIT_NOFILE as far as allowed.
+func openFDs(n int) error {
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err == nil && lim.Cur < uint64(n+64) {
+		lim.Cur = min(lim.Max, uint64(n+64))
+		unix.Setrlimit(unix.RLIMIT_NOFILE, &lim)
+	}
+	for opened := 0; opened < n; {
+		switch opened % 3 {
+		case 0:
+			if _, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0); err != nil {
+				return err
+			}
+			opened++
+		case 1:
+			if _, err := unix.Socket(unix.AF_INET6, unix.SOCK_DGRAM, 0); err != nil {
+				return err
+			}
+			opened++
+		default:
+			var p [2]int
+			if err := unix.Pipe(p[:]); err != nil {
+				return err
+			}
+			opened += 2
+		}
+	}
+	return nil
+}
+
+// exhaustAutobind shrinks this network namespace's ephemeral range to two
+// ports, listens on both, then calls listen() on a socket never bound: the
+// kernel's autobind finds no port and listen() fails with EADDRINUSE. Run
+// it only in a namespace of its own (HelperInNetns).
+func exhaustAutobind() error {
+	// /proc/sys/net is the namespace of whoever opens it: ours.
+	if err := os.WriteFile("/proc/sys/net/ipv4/ip_local_port_range", []byte("40000 40001"), 0); err != nil {
+		return fmt.Errorf("shrink the ephemeral range: %w", err)
+	}
+	for _, port := range []int{40000, 40001} {
+		fd, err := Socket("tcp", "0.0.0.0", Opts{})
+		if err == nil {
+			err = Bind(fd, "0.0.0.0", port)
+		}
+		if err == nil {
+			err = unix.Listen(fd, 1)
+		}
+		if err != nil {
+			return fmt.Errorf("listen on %d: %w", port, err)
+		}
+	}
+	fd, err := Socket("tcp", "0.0.0.0", Opts{})
+	if err != nil {
+		return err
+	}
+	if err := unix.Listen(fd, 1); err != syscall.EADDRINUSE {
+		return fmt.Errorf("listen without bind = %v, want EADDRINUSE (ephemeral ports used up)", err)
+	}
+	return nil
+}
