@@ -135,7 +135,7 @@ func freeAction(c *cli.Context) error {
 	}
 	plan.WriteResult(out, time.Now())
 	if n := stillHeld(plan); n > 0 {
-		return cli.Exit(fmt.Sprintf("%d port%s still held (hint: the lines above say who holds each and what to do)", n, map[bool]string{true: "", false: "s"}[n == 1]), 1)
+		return cli.Exit(fmt.Sprintf("%d port%s still held (hint: the lines above say who holds each and what to do)", n, events.Plural(n)), 1)
 	}
 	return nil
 }

@@ -106,7 +106,7 @@ func runAction(c *cli.Context) error {
 	}
 	if c.Bool("fail-on-conflict") && res.ExitCode == 0 {
 		if res.Failures > 0 {
-			return cli.Exit(fmt.Sprintf("--fail-on-conflict: %s succeeded, but %d bind()/listen() call%s failed in its process tree (hint: the failures above say who held each port)", argv[0], res.Failures, map[bool]string{true: "", false: "s"}[res.Failures == 1]), exitConflict)
+			return cli.Exit(fmt.Sprintf("--fail-on-conflict: %s succeeded, but %d bind()/listen() call%s failed in its process tree (hint: the failures above say who held each port)", argv[0], res.Failures, events.Plural(res.Failures)), exitConflict)
 		}
 		if res.TraceErr != nil {
 			return cli.Exit("--fail-on-conflict: tracing stopped early, so bindwatch cannot vouch that no bind()/listen() failed (hint: see the tracing error above)", exitRunFailed)

@@ -190,7 +190,7 @@ func writeWhoText(w io.Writer, rec *whoRecord, showNetns bool, now time.Time) {
 		fmt.Fprintf(w, "%d/%s: free\n", rec.Port, rec.Proto)
 		return
 	}
-	fmt.Fprintf(w, "%d/%s: held (%d socket%s)\n", rec.Port, rec.Proto, rec.Sockets, plural(rec.Sockets))
+	fmt.Fprintf(w, "%d/%s: held (%d socket%s)\n", rec.Port, rec.Proto, rec.Sockets, events.Plural(rec.Sockets))
 	listedTW := 0
 	for _, h := range rec.Holders {
 		if h.State == "TIME_WAIT" {
@@ -203,13 +203,13 @@ func writeWhoText(w io.Writer, rec *whoRecord, showNetns bool, now time.Time) {
 		}
 		line += fmt.Sprintf("  uid %d", h.UID)
 		if h.ReuseAddr != nil {
-			line += "  reuseaddr=" + onOffText(*h.ReuseAddr)
+			line += "  reuseaddr=" + events.OnOff(*h.ReuseAddr)
 		}
 		if h.ReusePort != nil {
-			line += "  reuseport=" + onOffText(*h.ReusePort)
+			line += "  reuseport=" + events.OnOff(*h.ReusePort)
 		}
 		if h.V6Only != nil {
-			line += "  v6only=" + onOffText(*h.V6Only)
+			line += "  v6only=" + events.OnOff(*h.V6Only)
 		}
 		if showNetns {
 			line += fmt.Sprintf("  netns %d", h.Netns)
@@ -224,10 +224,10 @@ func writeWhoText(w io.Writer, rec *whoRecord, showNetns bool, now time.Time) {
 	}
 	if rec.TimeWait != nil {
 		fmt.Fprintf(w, "  TIME_WAIT   %d socket%s, the last expires in %.1fs (no process: the kernel keeps them 60 s after a close)\n",
-			rec.TimeWait.Count, plural(rec.TimeWait.Count), float64(rec.TimeWait.MaxRemainingMS)/1000)
+			rec.TimeWait.Count, events.Plural(rec.TimeWait.Count), float64(rec.TimeWait.MaxRemainingMS)/1000)
 	}
 	if hidden := rec.Sockets - len(rec.Holders) - (rec.timeWaitCount() - listedTW); hidden > 0 {
-		fmt.Fprintf(w, "  … and %d more connection%s (--format json lists the first few)\n", hidden, plural(hidden))
+		fmt.Fprintf(w, "  … and %d more connection%s (--format json lists the first few)\n", hidden, events.Plural(hidden))
 	}
 }
 
@@ -265,12 +265,4 @@ func processText(p *events.Process, now time.Time) string {
 		s += ": " + cmd
 	}
 	return s
-}
-
-func onOffText(b bool) string {
-	return map[bool]string{true: "on", false: "off"}[b]
-}
-
-func plural(n int) string {
-	return map[bool]string{true: "", false: "s"}[n == 1]
 }

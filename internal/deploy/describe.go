@@ -17,7 +17,7 @@ func (b *Busy) Describe(now time.Time) []string {
 	for _, h := range b.Live() {
 		sock := fmt.Sprintf("%s %s", h.State, events.HostPort(h.Addr, h.Port))
 		if h.ReuseAddr != nil {
-			sock += " reuseaddr=" + onOff(*h.ReuseAddr)
+			sock += " reuseaddr=" + events.OnOff(*h.ReuseAddr)
 		}
 		if h.ReusePort != nil && *h.ReusePort {
 			sock += " reuseport=on"
@@ -35,7 +35,7 @@ func (b *Busy) Describe(now time.Time) []string {
 	}
 	if tw := b.TimeWait; tw != nil {
 		lines = append(lines, fmt.Sprintf("TIME_WAIT: %d closed connection%s, the last expires in %s (no process: the kernel keeps each for 60 s after the close)",
-			tw.Count, plural(tw.Count), msText(tw.MaxRemainingMS)))
+			tw.Count, events.Plural(tw.Count), msText(tw.MaxRemainingMS)))
 	}
 	return lines
 }
@@ -80,20 +80,6 @@ func orUnknown(s string) string {
 		return "?"
 	}
 	return s
-}
-
-func onOff(b bool) string {
-	if b {
-		return "on"
-	}
-	return "off"
-}
-
-func plural(n int) string {
-	if n == 1 {
-		return ""
-	}
-	return "s"
 }
 
 // msText writes a remaining time: "43s", "0.8s".

@@ -302,7 +302,7 @@ func (s *recordSink) writeSummary(w io.Writer, argv []string, st *os.ProcessStat
 		fmt.Fprintf(w, "bindwatch: no bind()/listen() failed in %s (%s, ran %s)\n", what, status, took)
 		return
 	}
-	fmt.Fprintf(w, "bindwatch: %d bind()/listen() call%s failed in %s (%s, ran %s):\n", n, plural(int(n)), what, status, took)
+	fmt.Fprintf(w, "bindwatch: %d bind()/listen() call%s failed in %s (%s, ran %s):\n", n, events.Plural(int(n)), what, status, took)
 	for _, p := range s.order {
 		t := s.ports[p]
 		line := fmt.Sprintf("  %-9s %d× %s by %s", p, t.count, strings.Join(t.errnos, "/"), joinFirst(t.failing, 3))

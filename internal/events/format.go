@@ -72,12 +72,12 @@ func Text(rec any) string {
 		return s
 	case *Repeats:
 		return fmt.Sprintf("%s %s %s %s :%d pid %d (%s) failed the same way %d more time%s (folded in the kernel)",
-			clock(r.Time), r.Errno, r.Syscall, r.Proto, r.Port, r.PID, r.Comm, r.Count, plural(r.Count))
+			clock(r.Time), r.Errno, r.Syscall, r.Proto, r.Port, r.PID, r.Comm, r.Count, Plural(r.Count))
 	case *Lost:
-		return fmt.Sprintf("%s LOST %d failure%s: the ring buffer was full (hint: raise --ring-size, or narrow with --port/--pid)", clock(r.Time), r.Count, plural(r.Count))
+		return fmt.Sprintf("%s LOST %d failure%s: the ring buffer was full (hint: raise --ring-size, or narrow with --port/--pid)", clock(r.Time), r.Count, Plural(r.Count))
 	case *Stop:
 		return fmt.Sprintf("%s bindwatch stopped after %s: %d failure%s, %d reported, %d folded, %d lost",
-			clock(r.Time), (time.Duration(r.DurationMS) * time.Millisecond).String(), r.Failures, plural(r.Failures), r.Reported, r.Folded, r.Lost)
+			clock(r.Time), (time.Duration(r.DurationMS) * time.Millisecond).String(), r.Failures, Plural(r.Failures), r.Reported, r.Folded, r.Lost)
 	}
 	b, _ := json.Marshal(rec)
 	return string(b)
@@ -87,12 +87,12 @@ func failureText(f *Failure) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s %s %s %s %s pid %d (%s) uid %d", clock(f.Time), f.Errno, f.Syscall, f.Proto,
 		HostPort(f.Addr, f.Port), f.Process.PID, commandLine(&f.Process), f.Process.UID)
-	fmt.Fprintf(&b, " reuseaddr=%s", onOff(f.Socket.ReuseAddr))
+	fmt.Fprintf(&b, " reuseaddr=%s", OnOff(f.Socket.ReuseAddr))
 	if f.Socket.ReusePort {
 		b.WriteString(" reuseport=on")
 	}
 	if f.Socket.V6Only != nil {
-		fmt.Fprintf(&b, " v6only=%s", onOff(*f.Socket.V6Only))
+		fmt.Fprintf(&b, " v6only=%s", OnOff(*f.Socket.V6Only))
 	}
 	if f.Socket.BoundDev != "" {
 		fmt.Fprintf(&b, " dev=%s", f.Socket.BoundDev)
@@ -131,7 +131,11 @@ func holderText(h *Holder) string {
 	p := h.Processes[0]
 	s = fmt.Sprintf("pid %d (%s) %s", p.PID, commandLine(&p), s)
 	if len(h.Processes) > 1 {
-		s += fmt.Sprintf(" +%d process%s", len(h.Processes)-1, map[bool]string{true: "es", false: ""}[len(h.Processes) > 2])
+		if more := len(h.Processes) - 1; more == 1 {
+			s += " +1 process"
+		} else {
+			s += fmt.Sprintf(" +%d processes", more)
+		}
 	}
 	if h.Source == Recorded {
 		s += " [exited since]"
@@ -169,14 +173,16 @@ func commandLine(p *Process) string {
 
 func clock(t time.Time) string { return t.Local().Format("15:04:05.000") }
 
-func onOff(b bool) string {
+// OnOff renders a socket option as text lines show it.
+func OnOff(b bool) string {
 	if b {
 		return "on"
 	}
 	return "off"
 }
 
-func plural(n uint64) string {
+// Plural is "s" unless n is 1: fmt.Sprintf("%d port%s", n, Plural(n)).
+func Plural[N ~int | ~uint64](n N) string {
 	if n == 1 {
 		return ""
 	}
