@@ -95,7 +95,7 @@ func diagnoseLiveHolder(f *events.Failure, h *events.Holder, want bindFlags, now
 			"Bind a different port; to share one port between listeners, set SO_REUSEPORT on every listening socket (same user); or " + kill + "."
 	}
 	if p := leftover(f, h); p != nil {
-		return leftoverDiagnosis(f, p, age)
+		return leftoverDiagnosis(f, h, p, age)
 	}
 	holderPort := h.ReusePort != nil && *h.ReusePort
 	if h.State != "TIME_WAIT" && (want.reusePort || holderPort) && !reuseAllows(want, h) {
@@ -126,19 +126,32 @@ func diagnoseLiveHolder(f *events.Failure, h *events.Holder, want bindFlags, now
 	return heldBy + ".", "Use another port, or " + kill + "."
 }
 
-// leftoverDiagnosis explains a holder running the failing program under
-// init. That is what a leftover child of a previous instance looks like —
-// but also what any daemon's main process looks like (every systemd
-// service's has ppid 1), so it says both, and names the service when the
-// holder's cgroup shows one.
-func leftoverDiagnosis(f *events.Failure, p *events.Process, age string) (string, string) {
+// leftoverDiagnosis explains a holder that looks like a leftover of a
+// previous instance. When the kernel's record proves it (the process that
+// listened exited and left the socket to a child, or the holder's parent
+// exited since it listened) it says so. A holder under init running the
+// same program proves nothing by itself — every systemd service's main
+// process has ppid 1 — so that case says both, and names the service when
+// the holder's cgroup shows one.
+func leftoverDiagnosis(f *events.Failure, h *events.Holder, p *events.Process, age string) (string, string) {
+	stop := fmt.Sprintf("kill %d (kill -9 only if it ignores SIGTERM)", p.PID)
+	prevent := "To prevent leftovers, have the service manager stop the whole cgroup (systemd: KillMode=control-group, the default), and open listening sockets with SOCK_CLOEXEC or close them in children."
+	switch {
+	case h.BoundBy != nil:
+		return fmt.Sprintf("Port %d/%s is held by %s (pid %d)%s, a leftover of a previous instance: it inherited the socket from %s (pid %d), which listened on it and has exited.",
+				f.Port, f.Proto, p.Comm, p.PID, age, h.BoundBy.Comm, h.BoundBy.PID),
+			fmt.Sprintf("Stop it: %s. %s", stop, prevent)
+	case p.OrigPPID != 0:
+		return fmt.Sprintf("Port %d/%s is held by %s (pid %d)%s, a leftover of a previous instance: its parent (pid %d) has exited since it started listening, and it kept running with the socket (its parent is now pid %d).",
+				f.Port, f.Proto, p.Comm, p.PID, age, p.OrigPPID, p.PPID),
+			fmt.Sprintf("Stop it: %s. %s", stop, prevent)
+	}
 	diagnosis := fmt.Sprintf("Port %d/%s is held by %s (pid %d)%s, another instance of the same program whose parent is init: the running daemon, or a leftover of a previous instance that kept the socket it inherited when its parent exited.",
 		f.Port, f.Proto, p.Comm, p.PID, age)
-	stop := fmt.Sprintf("kill %d (kill -9 only if it ignores SIGTERM)", p.PID)
 	if unit := serviceUnit(p.Cgroup); unit != "" && p.Cgroup != f.Process.Cgroup {
 		return diagnosis, fmt.Sprintf("It runs in %s: if that service should own the port, do not start a second copy (use systemctl restart %s); if it is a leftover, stop it: %s.", unit, unit, stop)
 	}
-	return diagnosis, fmt.Sprintf("If it is a leftover, stop it: %s. To prevent leftovers, have the service manager stop the whole cgroup (systemd: KillMode=control-group, the default), and open listening sockets with SOCK_CLOEXEC or close them in children.", stop)
+	return diagnosis, fmt.Sprintf("If it is a leftover, stop it: %s. %s", stop, prevent)
 }
 
 // serviceUnit is the systemd service a cgroup path belongs to, or "".
@@ -152,18 +165,24 @@ func serviceUnit(cgroup string) string {
 }
 
 // leftover returns the holder's process that looks like a leftover child of
-// a previous instance of the failing program: reparented to init (ppid 1)
-// and running the same executable or command, or in the same cgroup.
+// a previous instance of the failing program: orphaned (its parent is init,
+// its parent exited since it listened, or the process that listened exited
+// and left it the socket) and running the same executable or command, or in
+// the same cgroup, as the failing process (or as the exited listener).
 func leftover(f *events.Failure, h *events.Holder) *events.Process {
-	for i := range h.Processes {
-		p := &h.Processes[i]
-		if p.PPID != 1 || p.PID == f.Process.PID {
-			continue
-		}
+	related := func(p *events.Process) bool {
 		sameExe := p.Exe != "" && p.Exe == f.Process.Exe
 		sameComm := p.Comm != "" && p.Comm == f.Process.Comm
 		sameCgroup := p.Cgroup != "" && p.Cgroup != "/" && p.Cgroup == f.Process.Cgroup
-		if sameExe || sameComm || sameCgroup {
+		return sameExe || sameComm || sameCgroup
+	}
+	for i := range h.Processes {
+		p := &h.Processes[i]
+		if p.PID == f.Process.PID {
+			continue
+		}
+		orphaned := p.PPID == 1 || p.OrigPPID != 0 || h.BoundBy != nil
+		if orphaned && (related(p) || (h.BoundBy != nil && related(h.BoundBy))) {
 			return p
 		}
 	}

@@ -84,6 +84,37 @@ func TestDiagnose(t *testing.T) {
 			wantHint:      []string{"It runs in nginx.service", "systemctl restart nginx.service", "kill 42"},
 		},
 		{
+			name: "leftover under a child subreaper: the listener exited and left the socket to its child",
+			f: base(func(f *events.Failure) {
+				worker := nginx
+				worker.PID, worker.PPID, worker.Comm, worker.Exe = 43, 900, "worker", "/opt/worker"
+				h := listener("0.0.0.0", worker)
+				h.BoundBy = &events.Process{PID: 42, PPID: 900, Comm: "myapp"}
+				f.Holders = []events.Holder{h}
+			}),
+			wantDiagnosis: []string{"held by worker (pid 43)", "a leftover of a previous instance: it inherited the socket from myapp (pid 42), which listened on it and has exited"},
+			wantHint:      []string{"Stop it: kill 43", "SOCK_CLOEXEC"},
+		},
+		{
+			name: "leftover under a child subreaper: its parent exited after it listened",
+			f: base(func(f *events.Failure) {
+				child := nginx
+				child.Comm, child.Exe, child.PPID, child.OrigPPID = "myapp", "/opt/myapp", 900, 41
+				f.Holders = []events.Holder{listener("0.0.0.0", child)}
+			}),
+			wantDiagnosis: []string{"held by myapp (pid 42)", "its parent (pid 41) has exited since it started listening", "its parent is now pid 900"},
+			wantHint:      []string{"Stop it: kill 42"},
+		},
+		{
+			name: "a socket handed over by a live process is not a leftover",
+			f: base(func(f *events.Failure) {
+				worker := nginx
+				worker.PPID = 900
+				f.Holders = []events.Holder{listener("0.0.0.0", worker)}
+			}),
+			wantDiagnosis: []string{"is held by nginx (pid 42, user www-data), listening"},
+		},
+		{
 			name:          "a daemon under init running another program is not a leftover",
 			f:             base(func(f *events.Failure) { f.Holders = []events.Holder{listener("0.0.0.0", orphan)} }),
 			wantDiagnosis: []string{"is held by nginx (pid 42, user www-data), listening"},

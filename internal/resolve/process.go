@@ -51,7 +51,7 @@ func FillProcess(p *events.Process) {
 	started := bootTime().Add(time.Duration(stat.startTicks) * (time.Second / userHZ))
 	// A start time captured by the kernel that does not match is another
 	// process that reused the pid since: it must not lend its details.
-	if !p.StartTime.IsZero() && p.StartTime.Sub(started).Abs() > startTimeTolerance {
+	if !sameStart(p.StartTime, started) {
 		return
 	}
 	if p.Comm == "" {
@@ -103,6 +103,27 @@ func FillProcess(p *events.Process) {
 	}
 }
 
+// running tells whether p (pid and start time) is still alive: its pid
+// exists and, where p has a start time, belongs to the same process.
+func running(p events.Process) bool {
+	b, err := os.ReadFile(procRoot + "/" + strconv.Itoa(p.PID) + "/stat")
+	if err != nil {
+		return false
+	}
+	stat, ok := parseStat(b)
+	if !ok || stat.state == 'Z' {
+		return false
+	}
+	started := bootTime().Add(time.Duration(stat.startTicks) * (time.Second / userHZ))
+	return sameStart(p.StartTime, started)
+}
+
+// sameStart tells whether two start times of one pid can be the same
+// process; a zero time (not known) matches any.
+func sameStart(a, b time.Time) bool {
+	return a.IsZero() || b.IsZero() || a.Sub(b).Abs() <= startTimeTolerance
+}
+
 // splitCmdline turns /proc/PID/cmdline (NUL-separated, NUL-terminated) into
 // arguments. A process that rewrote its argv into one space-separated string
 // (nginx: "nginx: master process ...") comes back as that one string.
@@ -116,6 +137,7 @@ func splitCmdline(b []byte) []string {
 
 type procStat struct {
 	comm       string
+	state      byte // R, S, D, Z (zombie: exited, not yet reaped), ...
 	ppid       int
 	startTicks uint64
 }
@@ -139,6 +161,7 @@ func parseStat(b []byte) (procStat, bool) {
 	if err1 != nil || err2 != nil {
 		return procStat{}, false
 	}
+	st.state = rest[0][0]
 	st.ppid = ppid
 	st.startTicks = start
 	return st, true

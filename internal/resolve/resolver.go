@@ -303,12 +303,43 @@ func mergeRecorded(live []events.Holder, given []events.Holder) []events.Holder 
 		}
 		if len(out[i].Processes) == 0 {
 			out[i].Processes = rec.Processes
+		} else {
+			noteLineage(&out[i], rec)
 		}
 		if out[i].Since.IsZero() {
 			out[i].Since = rec.Since
 		}
 	}
 	return out
+}
+
+// noteLineage compares the process the kernel recorded listening on a
+// socket with the processes holding it now. Two marks of a leftover follow
+// from it, whatever reaped the orphans (init or a child subreaper such as
+// systemd --user, containerd-shim or tini): the listener is still a holder
+// but its parent changed (the parent exited: OrigPPID), or the listener
+// exited and the socket lives on in processes that inherited it (BoundBy).
+func noteLineage(live *events.Holder, rec events.Holder) {
+	if len(rec.Processes) == 0 {
+		return
+	}
+	listener := rec.Processes[0]
+	for i := range live.Processes {
+		p := &live.Processes[i]
+		if p.PID != listener.PID || !sameStart(p.StartTime, listener.StartTime) {
+			continue
+		}
+		if listener.PPID > 0 && p.PPID > 0 && p.PPID != listener.PPID {
+			p.OrigPPID = listener.PPID
+		}
+		return
+	}
+	// Not among the holders: it exited, or it closed its fd after handing
+	// the socket over (socket activation, a graceful-restart handoff) —
+	// only the former makes the holders leftovers.
+	if !running(listener) {
+		live.BoundBy = &listener
+	}
 }
 
 // listHolders orders holders by how much they matter — listening, then

@@ -179,12 +179,16 @@ func (h *HelperProc) Stop() {
 //	inherit ADDR PORT                 listen on tcp ADDR:PORT, start a child ("keep")
 //	                                  inheriting it as fd 3, exit at once
 //	keep                              → "ready PID INODE" of fd 3
+//	orphan PROTO ADDR PORT            start a child holding PROTO ADDR:PORT ("hold"),
+//	                                  pass on its ready line, exit at once
+//	subreaper JOB...                  become a child subreaper, run JOB as a child,
+//	                                  reap every orphan until none is left
 //	fdhog N                           open N fds (sockets, pipes) → "ready PID"
 //	trybind PROTO ADDR PORT [reuseaddr] → "errno N PID" (0: bound)
 //	autobind                          see exhaustAutobind (own netns only)
 func runJob(args []string) error {
 	wait := func() { io.Copy(io.Discard, os.Stdin) }
-	need := map[string]int{"bind": 4, "storm": 5, "hold": 4, "inherit": 3, "keep": 1, "fdhog": 2, "trybind": 4, "autobind": 1}
+	need := map[string]int{"bind": 4, "storm": 5, "hold": 4, "inherit": 3, "keep": 1, "fdhog": 2, "trybind": 4, "autobind": 1, "orphan": 4, "subreaper": 2}
 	if len(args) == 0 || len(args) < need[args[0]] || need[args[0]] == 0 {
 		return fmt.Errorf("bad job %q", args)
 	}
@@ -257,6 +261,41 @@ func runJob(args []string) error {
 		return nil
 	case "autobind":
 		return exhaustAutobind()
+	case "orphan":
+		child := exec.Command(os.Args[0], "-test.run=^$")
+		child.Env = append(os.Environ(), helperEnv+"=hold "+strings.Join(args[1:4], " "))
+		child.Stdin, child.Stderr = os.Stdin, os.Stderr
+		out, err := child.StdoutPipe()
+		if err != nil {
+			return err
+		}
+		if err := child.Start(); err != nil {
+			return err
+		}
+		// Exit only once the child listens, so that its parent at
+		// listen() time is this process.
+		line, err := bufio.NewReader(out).ReadString('\n')
+		if err != nil {
+			return fmt.Errorf("orphan: child said nothing: %w", err)
+		}
+		fmt.Print(line)
+		return nil // and exit: the child is orphaned
+	case "subreaper":
+		if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+			return fmt.Errorf("PR_SET_CHILD_SUBREAPER: %w", err)
+		}
+		child := exec.Command(os.Args[0], "-test.run=^$")
+		child.Env = append(os.Environ(), helperEnv+"="+strings.Join(args[1:], " "))
+		child.Stdin, child.Stdout, child.Stderr = os.Stdin, os.Stdout, os.Stderr
+		if err := child.Start(); err != nil {
+			return err
+		}
+		for {
+			var ws unix.WaitStatus
+			if _, err := unix.Wait4(-1, &ws, 0, nil); err == unix.ECHILD {
+				return nil
+			}
+		}
 	}
 	return fmt.Errorf("unknown job %q", args)
 }

@@ -1,0 +1,89 @@
+package watch
+
+import (
+	"fmt"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/bindwatch/bindwatch/internal/events"
+	"github.com/bindwatch/bindwatch/internal/resolve"
+	"github.com/bindwatch/bindwatch/internal/testenv"
+)
+
+// waitForParent waits until pid's parent is ppid (it was reparented).
+func waitForParent(t *testing.T, pid, ppid int) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		p := events.Process{PID: pid}
+		resolve.FillProcess(&p)
+		if p.PPID == ppid {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pid %d has parent %d, want %d (its subreaper)", pid, p.PPID, ppid)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// A leftover of a previous instance under a child subreaper (systemd
+// --user, containerd-shim, tini): its parent is not init, so only the
+// kernel's record of who listened shows what happened. The failing process
+// is the same program (this test binary), as in a restart.
+func TestLeftoverUnderSubreaper(t *testing.T) {
+	t.Run("listener exited, child kept the socket", func(t *testing.T) {
+		port := testenv.FreePort(t)
+		s := attachSession(t, onlyPort(port))
+		// subreaper → inherit (listens, starts keep, exits) → keep
+		h := testenv.StartHelper(t, fmt.Sprintf("subreaper inherit 127.0.0.1 %d", port))
+		reaper := h.Cmd.Process.Pid
+		waitForParent(t, h.PID, reaper)
+		testenv.FailBind(t, "tcp", "127.0.0.1", port, testenv.Opts{}, syscall.EADDRINUSE)
+		s.run()
+
+		f := s.waitFailure(port)
+		holder := heldBy(f, h.PID)
+		if holder == nil {
+			t.Fatalf("holders %+v: want the child %d", f.Holders, h.PID)
+		}
+		if p := holder.Processes[0]; p.PPID != reaper {
+			t.Errorf("holder process %+v: want ppid %d (the subreaper)", p, reaper)
+		}
+		if b := holder.BoundBy; b == nil || b.PID == 0 || b.PID == h.PID || b.PID == reaper || b.Comm == "" {
+			t.Errorf("bound_by %+v: want the exited listener (not %d, not %d)", b, h.PID, reaper)
+		}
+		want := "a leftover of a previous instance: it inherited the socket from"
+		if !strings.Contains(f.Diagnosis, want) || !strings.Contains(f.Hint, fmt.Sprintf("kill %d", h.PID)) {
+			t.Errorf("diagnosis %q / hint %q: want %q and kill %d", f.Diagnosis, f.Hint, want, h.PID)
+		}
+	})
+	t.Run("parent exited after the child listened", func(t *testing.T) {
+		port := testenv.FreePort(t)
+		s := attachSession(t, onlyPort(port))
+		// subreaper → orphan (starts hold, waits for it to listen, exits) → hold
+		h := testenv.StartHelper(t, fmt.Sprintf("subreaper orphan tcp 127.0.0.1 %d", port))
+		reaper := h.Cmd.Process.Pid
+		waitForParent(t, h.PID, reaper)
+		testenv.FailBind(t, "tcp", "127.0.0.1", port, testenv.Opts{}, syscall.EADDRINUSE)
+		s.run()
+
+		f := s.waitFailure(port)
+		holder := heldBy(f, h.PID)
+		if holder == nil {
+			t.Fatalf("holders %+v: want the child %d", f.Holders, h.PID)
+		}
+		p := holder.Processes[0]
+		if p.PPID != reaper || p.OrigPPID == 0 || p.OrigPPID == reaper || p.OrigPPID == h.PID {
+			t.Errorf("holder process %+v: want ppid %d (the subreaper) and orig_ppid the exited parent", p, reaper)
+		}
+		if holder.BoundBy != nil {
+			t.Errorf("bound_by %+v: the listener is still the holder", holder.BoundBy)
+		}
+		want := fmt.Sprintf("its parent (pid %d) has exited since it started listening", p.OrigPPID)
+		if !strings.Contains(f.Diagnosis, want) {
+			t.Errorf("diagnosis %q: want %q", f.Diagnosis, want)
+		}
+	})
+}
