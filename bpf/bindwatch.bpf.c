@@ -66,10 +66,14 @@ struct {
 } folds SEC(".maps");
 
 /*
- * Holder registry: the last successful listener of each (netns, proto,
- * port). A failure looks its port up here and, if that socket is still
- * bound at this instant, carries its owner in the event — so the holder is
- * named even if it exits before user space gets to look.
+ * Holder registry: the last socket to take each (netns, proto, port) — a
+ * TCP listener when its listen() succeeds, a UDP socket when its bind()
+ * succeeds (UDP has no listen(): bound is holding). A failure looks its
+ * port up here and, if that socket is still bound at this instant, carries
+ * its owner in the event — so the holder is named even if it exits before
+ * user space gets to look. TCP sockets bound but not listening are not
+ * recorded: every TCP server passes through that state on its way to
+ * listen(), and recording it would cost each of them a map update.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -303,12 +307,13 @@ static __always_inline __u8 port_space(__u16 protocol)
 	return protocol == IPPROTO_MPTCP ? IPPROTO_TCP : protocol;
 }
 
-/* Copy the registry's listener into the event if it still holds the port now. */
+/* Copy the registry's holder into the event if it still holds the port now. */
 static __always_inline void attach_holder(struct event *e, struct sock *failing)
 {
 	struct holder_key key = { .netns = e->netns, .port = e->port, .proto = port_space(e->protocol) };
 	struct holder_rec *rec;
 	struct sock *sk;
+	__u64 inode;
 
 	if (!record_holders || e->err != EADDRINUSE)
 		return;
@@ -317,13 +322,20 @@ static __always_inline void attach_holder(struct event *e, struct sock *failing)
 		return;
 	/*
 	 * The recorded socket may be closed and its memory reused: on unhash the
-	 * kernel zeroes inet_num (__inet_put_port) and sock_orphan() clears
-	 * sk_socket, so "same port, same inode" means still bound right now.
+	 * kernel zeroes inet_num (__inet_put_port, udp_lib_unhash) and
+	 * sock_orphan() clears sk_socket (inode 0), so "same port, an inode"
+	 * means still bound right now; a recorded inode must match too. A UDP
+	 * bind's record has none (see record_holder_of): memory reused by a
+	 * newer socket bound to this port would have been recorded over it.
 	 */
 	sk = (struct sock *)rec->sk;
-	if (BPF_CORE_READ(sk, __sk_common.skc_num) != e->port || sock_inode(sk) != rec->inode)
+	if (BPF_CORE_READ(sk, __sk_common.skc_num) != e->port)
+		return;
+	inode = sock_inode(sk);
+	if (!inode || (rec->inode && inode != rec->inode))
 		return;
 	__builtin_memcpy(&e->holder, rec, sizeof(*rec));
+	e->holder.inode = inode;
 	e->has_holder = 1;
 }
 
@@ -458,39 +470,80 @@ static __always_inline int report_sock_failure(struct sock *sk, struct bind_req 
 	return emit_failure(sk, req, syscall, hook, err, protocol, now, folded);
 }
 
-/* Record task's listener sk in the registry, for attach_holder(). */
-static __always_inline void record_listener_of(struct task_struct *task, struct sock *sk, bool seeding)
+/* The registry's protocol for sk: TCP (MPTCP shares its ports), UDP, or 0. */
+static __always_inline __u8 holder_proto(struct sock *sk)
 {
-	struct holder_key key = {};
-	struct holder_rec rec = {};
+	__u16 protocol = BPF_CORE_READ(sk, sk_protocol);
 
-	if (port_space(BPF_CORE_READ(sk, sk_protocol)) != IPPROTO_TCP)
-		return;
-	rec.family = BPF_CORE_READ(sk, __sk_common.skc_family);
-	if (rec.family != AF_INET && rec.family != AF_INET6)
-		return;
-	sock_local_addr(sk, rec.family, rec.addr, &rec.port);
-	rec.sk = (__u64)sk;
-	rec.inode = sock_inode(sk);
-	/* A seeded listener's listen() time is unknown: 0 says so. */
-	rec.bound_ns = seeding ? 0 : bpf_ktime_get_boot_ns();
-	rec.start_ns = BPF_CORE_READ(task, group_leader, start_boottime);
-	rec.tgid = BPF_CORE_READ(task, tgid);
-	rec.ppid = BPF_CORE_READ(task, real_parent, tgid);
-	rec.uid = BPF_CORE_READ(task, cred, uid.val);
-	BPF_CORE_READ_STR_INTO(&rec.comm, task, comm);
-
-	key.netns = sock_netns(sk);
-	key.port = rec.port;
-	key.proto = IPPROTO_TCP;
-	bpf_map_update_elem(&holders, &key, &rec, seeding ? BPF_NOEXIST : BPF_ANY);
+	if (protocol == IPPROTO_UDP)
+		return IPPROTO_UDP;
+	return port_space(protocol) == IPPROTO_TCP ? IPPROTO_TCP : 0;
 }
 
-/* A listen() that just succeeded: the newest listener owns the entry. */
+/* Record task's holding socket sk (of protocol proto) for attach_holder(). */
+static __always_inline void record_holder_of(struct task_struct *task, struct sock *sk, __u8 proto, bool seeding)
+{
+	struct holder_key key = {};
+	struct holder_rec rec = {}, *old;
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+
+	if (family != AF_INET && family != AF_INET6)
+		return;
+	key.netns = sock_netns(sk);
+	key.port = BPF_CORE_READ(sk, __sk_common.skc_num);
+	key.proto = proto;
+	/*
+	 * A live bind()/listen() is the current task's: the pid, uid and comm
+	 * helpers are cheaper than reading them through task_struct, and the
+	 * success path of every UDP bind() pays for this function.
+	 */
+	if (seeding) {
+		rec.tgid = BPF_CORE_READ(task, tgid);
+		rec.uid = BPF_CORE_READ(task, cred, uid.val);
+		BPF_CORE_READ_STR_INTO(&rec.comm, task, comm);
+	} else {
+		rec.tgid = bpf_get_current_pid_tgid() >> 32;
+		rec.uid = (__u32)bpf_get_current_uid_gid();
+		bpf_get_current_comm(&rec.comm, sizeof(rec.comm));
+		rec.bound_ns = bpf_ktime_get_boot_ns(); /* seeded: 0, not known */
+	}
+	rec.family = family;
+	rec.port = key.port;
+	if (family == AF_INET6)
+		BPF_CORE_READ_INTO(&rec.addr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
+	else
+		BPF_CORE_READ_INTO((__u32 *)rec.addr, sk, __sk_common.skc_rcv_saddr);
+	rec.sk = (__u64)sk;
+	/*
+	 * The inode sits on a cache line of its own that bind() does not touch:
+	 * reading it costs a UDP bind() more than everything else here, so a
+	 * live UDP bind leaves it to attach_holder(), at failure time.
+	 */
+	if (seeding || proto != IPPROTO_UDP)
+		rec.inode = sock_inode(sk);
+	rec.start_ns = BPF_CORE_READ(task, group_leader, start_boottime);
+	rec.ppid = BPF_CORE_READ(task, real_parent, tgid);
+
+	/* Overwrite an existing entry in place: no LRU node to allocate. */
+	old = seeding ? NULL : bpf_map_lookup_elem(&holders, &key);
+	if (old)
+		__builtin_memcpy(old, &rec, sizeof(rec));
+	else
+		bpf_map_update_elem(&holders, &key, &rec, seeding ? BPF_NOEXIST : BPF_ANY);
+}
+
+/* A listen() that just succeeded: the newest TCP listener owns the entry. */
 static __always_inline void record_listener(struct sock *sk)
 {
-	if (record_holders)
-		record_listener_of(current_task(), sk, false);
+	if (record_holders && holder_proto(sk) == IPPROTO_TCP)
+		record_holder_of(current_task(), sk, IPPROTO_TCP, false);
+}
+
+/* A bind() that just succeeded: a UDP socket holds its port from now on. */
+static __always_inline void record_bound(struct sock *sk)
+{
+	if (record_holders && holder_proto(sk) == IPPROTO_UDP)
+		record_holder_of(current_task(), sk, IPPROTO_UDP, false);
 }
 
 /*
@@ -540,7 +593,9 @@ static __always_inline bool pop_args(struct call_args *out)
  * Where bpf_task_pt_regs exists (5.15+), only the exit tracepoints are
  * used: the return value says whether to do anything at all, and the
  * arguments are still in the task's saved user registers, so the success
- * path is one early return. Older kernels pair the exits with the enter
+ * path reads nothing it does not need (listen(), and bind() of UDP
+ * sockets, look up the socket to record it in the holder registry). The
+ * exits must still consume the stash, success or not. Older kernels pair the exits with the enter
  * tracepoints (args_in_regs = 0, set by Go from a feature probe; the
  * verifier prunes the branch not taken, helper call included).
  */
@@ -558,14 +613,6 @@ static __always_inline bool syscall_args(struct call_args *a)
 	a->arg[1] = PT_REGS_PARM2_CORE_SYSCALL(regs);
 	a->arg[2] = PT_REGS_PARM3_CORE_SYSCALL(regs);
 	return true;
-}
-
-/* Paired mode: the exit must always consume the stash, success or not. */
-static __always_inline bool skip_exit(long ret, struct call_args *a)
-{
-	if (!args_in_regs && !pop_args(a))
-		return true;
-	return ret >= 0;
 }
 
 SEC("tracepoint/syscalls/sys_enter_bind")
@@ -590,9 +637,19 @@ int tp_exit_bind(struct trace_event_raw_sys_exit *ctx)
 	__u64 now, folded;
 	int fd;
 
-	if (skip_exit(ret, &a) || !errno_wanted(-ret))
+	if (!args_in_regs && !pop_args(&a))
 		return 0;
-	if (!pid_wanted(bpf_get_current_pid_tgid() >> 32))
+	if (ret == 0) {
+		if (!record_holders)
+			return 0;
+		if (args_in_regs && !syscall_args(&a))
+			return 0;
+		sk = sock_from_fd(a.arg[0]);
+		if (sk)
+			record_bound(sk);
+		return 0;
+	}
+	if (!errno_wanted(-ret) || !pid_wanted(bpf_get_current_pid_tgid() >> 32))
 		return 0;
 	if (args_in_regs && !syscall_args(&a))
 		return 0;
@@ -676,7 +733,13 @@ static __always_inline int bind_returned(struct socket *sock, void *uaddr, int a
 	struct bind_req req = {};
 	struct sock *sk;
 
-	if (ret >= 0 || !errno_wanted(-ret) || !pid_wanted(bpf_get_current_pid_tgid() >> 32))
+	if (ret == 0) {
+		sk = BPF_CORE_READ(sock, sk);
+		if (sk)
+			record_bound(sk);
+		return 0;
+	}
+	if (ret > 0 || !errno_wanted(-ret) || !pid_wanted(bpf_get_current_pid_tgid() >> 32))
 		return 0;
 	sk = BPF_CORE_READ(sock, sk);
 	if (!sk || read_sockaddr(&req, uaddr, addr_len, false))
@@ -773,10 +836,12 @@ int BPF_KRETPROBE(kretprobe_inet_listen, int ret)
 
 /*
  * Run once at start (a BPF iterator, read to its end by Go): record every
- * TCP listener that exists already, so a holder that listened before
- * bindwatch started is named as surely as one that listens later. The
+ * TCP listener and bound UDP socket that exists already, so a holder that
+ * took its port before bindwatch started is named as surely as one that
+ * takes it later. The
  * iterator visits each files table once (threads sharing it are skipped).
- * BPF_NOEXIST: a listen() seen since attaching is newer than this snapshot.
+ * BPF_NOEXIST: a listen()/bind() seen since attaching is newer than this
+ * snapshot.
  */
 SEC("iter/task_file")
 int seed_listeners(struct bpf_iter__task_file *ctx)
@@ -785,6 +850,7 @@ int seed_listeners(struct bpf_iter__task_file *ctx)
 	struct file *file = ctx->file;
 	struct socket *sock;
 	struct sock *sk;
+	__u8 proto, state;
 
 	if (!task || !file)
 		return 0;
@@ -792,8 +858,14 @@ int seed_listeners(struct bpf_iter__task_file *ctx)
 		return 0;
 	sock = BPF_CORE_READ(file, private_data);
 	sk = sock ? BPF_CORE_READ(sock, sk) : NULL;
-	if (!sk || BPF_CORE_READ(sk, __sk_common.skc_state) != TCP_LISTEN)
+	if (!sk)
 		return 0;
-	record_listener_of(task, sk, true);
+	proto = holder_proto(sk);
+	state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	/* What listen()/bind() would have recorded: TCP listeners, and UDP
+	 * sockets bound to a port but not connected (servers, not clients). */
+	if ((proto == IPPROTO_TCP && state == TCP_LISTEN) ||
+	    (proto == IPPROTO_UDP && state == TCP_CLOSE && BPF_CORE_READ(sk, __sk_common.skc_num)))
+		record_holder_of(task, sk, proto, true);
 	return 0;
 }

@@ -167,10 +167,15 @@ func decodeHolder(rec *tracer.BindwatchHolderRec, proto string, netns uint32, cl
 	if rec.BoundNs != 0 { // 0: seeded at start, listen() time unknown
 		since = clock(rec.BoundNs)
 	}
+	// The registry holds TCP listeners and bound UDP sockets.
+	state := "LISTEN"
+	if proto == "udp" {
+		state = "UNCONN"
+	}
 	return Holder{
 		Source: Recorded,
 		Proto:  proto,
-		State:  "LISTEN",
+		State:  state,
 		Addr:   FormatAddr(rec.Family, rec.Addr),
 		Port:   rec.Port,
 		Inode:  rec.Inode,

@@ -3,6 +3,7 @@ package watch
 import (
 	"os"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -10,11 +11,11 @@ import (
 	"github.com/bindwatch/bindwatch/internal/testenv"
 )
 
-// holderProcess starts a helper process listening on 127.0.0.1:port and
-// returns it once it listens.
-func holderProcess(t *testing.T, port int) *os.Process {
+// holderProcess starts a helper process holding proto 127.0.0.1:port
+// (listening, for tcp) and returns it once it does.
+func holderProcess(t *testing.T, proto string, port int) *os.Process {
 	t.Helper()
-	return testenv.StartHelper(t, "hold tcp 127.0.0.1 "+strconv.Itoa(port)).Cmd.Process
+	return testenv.StartHelper(t, "hold "+proto+" 127.0.0.1 "+strconv.Itoa(port)).Cmd.Process
 }
 
 // heldBy returns the holder in f owned by pid, if any.
@@ -32,42 +33,51 @@ func heldBy(f events.Failure, pid int) *events.Holder {
 // The restart race: the holder is gone a moment after the failure, yet the
 // failure names it, because the kernel captured it at that moment. The
 // session reads nothing until the holder is dead, so /proc and sock_diag
-// can no longer see it: only the kernel's record can name it.
+// can no longer see it: only the kernel's record can name it. A TCP holder
+// is recorded when it listens, a UDP one when it binds.
 func TestHolderThatExitsAtOnce(t *testing.T) {
-	for _, before := range []bool{false, true} {
-		name := map[bool]string{false: "listened after start", true: "listened before start"}[before]
-		t.Run(name, func(t *testing.T) {
-			port := testenv.FreePort(t)
-			var holder *os.Process
-			if before {
-				holder = holderProcess(t, port)
-			}
-			s := attachSession(t, onlyPort(port))
-			if !before {
-				holder = holderProcess(t, port)
-			}
-			testenv.FailBind(t, "tcp", "127.0.0.1", port, testenv.Opts{}, syscall.EADDRINUSE)
-			holder.Kill()
-			holder.Wait()
-			s.run()
+	for _, proto := range []string{"tcp", "udp"} {
+		for _, before := range []bool{false, true} {
+			name := proto + map[bool]string{false: " bound after start", true: " bound before start"}[before]
+			t.Run(name, func(t *testing.T) { holderThatExitsAtOnce(t, proto, before) })
+		}
+	}
+}
 
-			f := s.waitFailure(port)
-			h := heldBy(f, holder.Pid)
-			if h == nil {
-				t.Fatalf("holders %+v: want pid %d, which held the port at the failure and exited right after", f.Holders, holder.Pid)
-			}
-			if h.State != "LISTEN" || h.Addr != "127.0.0.1" || int(h.Port) != port || h.Inode == 0 {
-				t.Errorf("holder %+v: want LISTEN 127.0.0.1:%d with its inode", h, port)
-			}
-			if h.Source != events.Recorded {
-				t.Errorf("holder source %q, want %q: it had exited before bindwatch looked", h.Source, events.Recorded)
-			}
-			if p := h.Processes[0]; p.Comm == "" || p.StartTime.IsZero() {
-				t.Errorf("holder process %+v: want comm and start time from the kernel", p)
-			}
-			if f.Diagnosis == "" || f.Hint == "" {
-				t.Errorf("no diagnosis/hint: %q / %q", f.Diagnosis, f.Hint)
-			}
-		})
+func holderThatExitsAtOnce(t *testing.T, proto string, before bool) {
+	port := testenv.FreePort(t)
+	var holder *os.Process
+	if before {
+		holder = holderProcess(t, proto, port)
+	}
+	s := attachSession(t, onlyPort(port))
+	if !before {
+		holder = holderProcess(t, proto, port)
+	}
+	testenv.FailBind(t, proto, "127.0.0.1", port, testenv.Opts{}, syscall.EADDRINUSE)
+	holder.Kill()
+	holder.Wait()
+	s.run()
+
+	f := s.waitFailure(port)
+	h := heldBy(f, holder.Pid)
+	if h == nil {
+		t.Fatalf("holders %+v: want pid %d, which held the port at the failure and exited right after", f.Holders, holder.Pid)
+	}
+	state := map[string]string{"tcp": "LISTEN", "udp": "UNCONN"}[proto]
+	if h.Proto != proto || h.State != state || h.Addr != "127.0.0.1" || int(h.Port) != port || h.Inode == 0 {
+		t.Errorf("holder %+v: want %s %s 127.0.0.1:%d with its inode", h, proto, state, port)
+	}
+	if h.Source != events.Recorded {
+		t.Errorf("holder source %q, want %q: it had exited before bindwatch looked", h.Source, events.Recorded)
+	}
+	if p := h.Processes[0]; p.Comm == "" || p.StartTime.IsZero() {
+		t.Errorf("holder process %+v: want comm and start time from the kernel", p)
+	}
+	if before != h.Since.IsZero() {
+		t.Errorf("holder since %v: want it known exactly when bindwatch saw the bind (bound after start: %v)", h.Since, !before)
+	}
+	if !strings.Contains(f.Diagnosis, "which has exited since") || f.Hint == "" {
+		t.Errorf("diagnosis %q / hint %q: want the restart race", f.Diagnosis, f.Hint)
 	}
 }
