@@ -34,6 +34,7 @@ func traceFlags() []cli.Flag {
 		&cli.StringFlag{Name: "backend", Value: "auto", Usage: "kernel hook `BACKEND`: auto, fentry, kprobe or tracepoint (auto takes the first that works here; bindwatch doctor says which do)"},
 		&cli.DurationFlag{Name: "fold", Value: time.Second, Usage: "report repeats of one process's failure on one port within `WINDOW` as a count, not each (0: report every failure)"},
 		&cli.IntFlag{Name: "ring-size", Value: tracer.DefaultRingSize, Usage: "kernel ring buffer `BYTES` (power of two); failures that do not fit are counted as lost"},
+		&cli.BoolFlag{Name: "no-holders", Usage: "do not keep the in-kernel record of who holds each port (TCP listeners, bound UDP sockets): holders are then found only by looking after the failure, and one that exits at once goes unnamed; successful bind()s cost a little less"},
 		&cli.StringFlag{Name: "ready-file", Usage: "create `FILE` once tracing is live (for scripts)"},
 		&cli.BoolFlag{Name: "debug", Usage: "print the whole BPF verifier log when loading fails"},
 	}
@@ -82,6 +83,7 @@ func tracerConfig(c *cli.Context) (tracer.Config, error) {
 		Fold:           c.Duration("fold"),
 		RingSize:       c.Int("ring-size"),
 		Debug:          c.Bool("debug"),
+		NoHolders:      c.Bool("no-holders"),
 	}
 	for _, p := range c.StringSlice("port") {
 		r, err := parsePortRange(p)

@@ -39,7 +39,8 @@ type Config struct {
 	// RingSize is the ring buffer's size in bytes: a power of two and a
 	// multiple of the page size. 0 means 1 MiB.
 	RingSize int
-	// NoHolders disables the in-kernel registry of listeners.
+	// NoHolders disables the in-kernel registry of holders (TCP listeners,
+	// bound UDP sockets).
 	NoHolders bool
 	// Debug puts the whole verifier log in load errors, not just its tail.
 	Debug bool

@@ -81,3 +81,26 @@ func holderThatExitsAtOnce(t *testing.T, proto string, before bool) {
 		t.Errorf("diagnosis %q / hint %q: want the restart race", f.Diagnosis, f.Hint)
 	}
 }
+
+// With NoHolders (--no-holders) the kernel keeps no record: a holder that
+// exits before bindwatch looks goes unnamed, and the diagnosis says the
+// port is free now rather than inventing one.
+func TestNoHoldersRecordsNothing(t *testing.T) {
+	port := testenv.FreePort(t)
+	cfg := onlyPort(port)
+	cfg.NoHolders = true
+	s := attachSession(t, cfg)
+	holder := holderProcess(t, "udp", port)
+	testenv.FailBind(t, "udp", "127.0.0.1", port, testenv.Opts{}, syscall.EADDRINUSE)
+	holder.Kill()
+	holder.Wait()
+	s.run()
+
+	f := s.waitFailure(port)
+	if len(f.Holders) != 0 {
+		t.Errorf("holders %+v: want none without the registry (the holder exited before bindwatch looked)", f.Holders)
+	}
+	if !strings.Contains(f.Diagnosis, "closed it before bindwatch looked") {
+		t.Errorf("diagnosis %q: want the holder-gone case", f.Diagnosis)
+	}
+}
