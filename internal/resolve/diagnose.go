@@ -457,6 +457,8 @@ func roughDuration(d time.Duration) string {
 	switch {
 	case d < 0:
 		return "0s"
+	case d < time.Second: // restart races are a matter of milliseconds
+		return d.Round(time.Millisecond).String()
 	case d < time.Minute:
 		return d.Round(100 * time.Millisecond).String()
 	case d < time.Hour:

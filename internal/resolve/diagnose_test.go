@@ -54,6 +54,15 @@ func TestDiagnose(t *testing.T) {
 			wantDiagnosis: []string{"bound 2.5s ago"},
 		},
 		{
+			name: "bound a moment ago: milliseconds count in a restart race",
+			f: base(func(f *events.Failure) {
+				h := listener("0.0.0.0", nginx)
+				h.Since = now.Add(-7 * time.Millisecond)
+				f.Holders = []events.Holder{h}
+			}),
+			wantDiagnosis: []string{"bound 7ms ago"},
+		},
+		{
 			name: "pre-forked workers",
 			f: base(func(f *events.Failure) {
 				w1, w2 := nginx, nginx
