@@ -75,12 +75,25 @@ struct {
  * recorded: every TCP server passes through that state on its way to
  * listen(), and recording it would cost each of them a map update.
  */
-struct {
+struct holder_map {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
 	__type(key, struct holder_key);
 	__type(value, struct holder_rec);
-} holders SEC(".maps");
+};
+
+/*
+ * One map per protocol: a DNS resolver that binds a fresh UDP port for every
+ * query churns its LRU map by thousands of entries a second, and must not
+ * evict the TCP listeners, which are recorded once and stay for days.
+ */
+struct holder_map tcp_holders SEC(".maps");
+struct holder_map udp_holders SEC(".maps");
+
+static __always_inline void *holder_map_of(__u8 proto)
+{
+	return proto == IPPROTO_UDP ? (void *)&udp_holders : (void *)&tcp_holders;
+}
 
 /* Processes to trace when filter_pids is set (--pid, bindwatch run). */
 struct {
@@ -317,7 +330,7 @@ static __always_inline void attach_holder(struct event *e, struct sock *failing)
 
 	if (!record_holders || e->err != EADDRINUSE)
 		return;
-	rec = bpf_map_lookup_elem(&holders, &key);
+	rec = bpf_map_lookup_elem(holder_map_of(key.proto), &key);
 	if (!rec || rec->sk == (__u64)failing)
 		return;
 	/*
@@ -485,6 +498,7 @@ static __always_inline void record_holder_of(struct task_struct *task, struct so
 {
 	struct holder_key key = {};
 	struct holder_rec rec = {}, *old;
+	void *map;
 	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
 
 	if (family != AF_INET && family != AF_INET6)
@@ -525,11 +539,12 @@ static __always_inline void record_holder_of(struct task_struct *task, struct so
 	rec.ppid = BPF_CORE_READ(task, real_parent, tgid);
 
 	/* Overwrite an existing entry in place: no LRU node to allocate. */
-	old = seeding ? NULL : bpf_map_lookup_elem(&holders, &key);
+	map = holder_map_of(proto);
+	old = seeding ? NULL : bpf_map_lookup_elem(map, &key);
 	if (old)
 		__builtin_memcpy(old, &rec, sizeof(rec));
 	else
-		bpf_map_update_elem(&holders, &key, &rec, seeding ? BPF_NOEXIST : BPF_ANY);
+		bpf_map_update_elem(map, &key, &rec, seeding ? BPF_NOEXIST : BPF_ANY);
 }
 
 /* A listen() that just succeeded: the newest TCP listener owns the entry. */

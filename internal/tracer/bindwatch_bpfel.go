@@ -143,10 +143,11 @@ type BindwatchStats struct {
 const (
 	BindwatchMapEvents               = "events"
 	BindwatchMapFolds                = "folds"
-	BindwatchMapHolders              = "holders"
 	BindwatchMapInflight             = "inflight"
 	BindwatchMapSessionStats         = "session_stats"
+	BindwatchMapTcpHolders           = "tcp_holders"
 	BindwatchMapTracedPids           = "traced_pids"
+	BindwatchMapUdpHolders           = "udp_holders"
 	BindwatchProgFexitInet6Bind      = "fexit_inet6_bind"
 	BindwatchProgFexitInetBind       = "fexit_inet_bind"
 	BindwatchProgFexitInetListen     = "fexit_inet_listen"
@@ -246,10 +247,11 @@ type BindwatchProgramSpecs struct {
 type BindwatchMapSpecs struct {
 	Events       *ebpf.MapSpec `ebpf:"events"`
 	Folds        *ebpf.MapSpec `ebpf:"folds"`
-	Holders      *ebpf.MapSpec `ebpf:"holders"`
 	Inflight     *ebpf.MapSpec `ebpf:"inflight"`
 	SessionStats *ebpf.MapSpec `ebpf:"session_stats"`
+	TcpHolders   *ebpf.MapSpec `ebpf:"tcp_holders"`
 	TracedPids   *ebpf.MapSpec `ebpf:"traced_pids"`
+	UdpHolders   *ebpf.MapSpec `ebpf:"udp_holders"`
 }
 
 // BindwatchVariableSpecs contains global variables before they are loaded into the kernel.
@@ -295,20 +297,22 @@ func (o *BindwatchObjects) Close() error {
 type BindwatchMaps struct {
 	Events       *ebpf.Map `ebpf:"events"`
 	Folds        *ebpf.Map `ebpf:"folds"`
-	Holders      *ebpf.Map `ebpf:"holders"`
 	Inflight     *ebpf.Map `ebpf:"inflight"`
 	SessionStats *ebpf.Map `ebpf:"session_stats"`
+	TcpHolders   *ebpf.Map `ebpf:"tcp_holders"`
 	TracedPids   *ebpf.Map `ebpf:"traced_pids"`
+	UdpHolders   *ebpf.Map `ebpf:"udp_holders"`
 }
 
 func (m *BindwatchMaps) Close() error {
 	return _BindwatchClose(
 		m.Events,
 		m.Folds,
-		m.Holders,
 		m.Inflight,
 		m.SessionStats,
+		m.TcpHolders,
 		m.TracedPids,
+		m.UdpHolders,
 	)
 }
 

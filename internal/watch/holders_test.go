@@ -104,3 +104,36 @@ func TestNoHoldersRecordsNothing(t *testing.T) {
 		t.Errorf("diagnosis %q: want the holder-gone case", f.Diagnosis)
 	}
 }
+
+// A host that binds UDP ports by the thousand (a DNS resolver randomizing
+// its source ports) must not push the TCP listeners out of the kernel's
+// record: the listener here listened before 50,000 UDP binds, then exits at
+// once after the failure, and is still named.
+func TestListenerRecordSurvivesUDPChurn(t *testing.T) {
+	port := testenv.FreePort(t)
+	s := attachSession(t, onlyPort(port))
+	holder := holderProcess(t, "tcp", port)
+	bound := 0
+	for p := 10000; p < 60000; p++ {
+		fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_DGRAM, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if syscall.Bind(fd, &syscall.SockaddrInet4{Port: p, Addr: [4]byte{127, 0, 0, 1}}) == nil {
+			bound++
+		}
+		syscall.Close(fd)
+	}
+	if bound < 2*16384 {
+		t.Fatalf("only %d UDP binds succeeded: not enough to churn the registry", bound)
+	}
+	testenv.FailBind(t, "tcp", "127.0.0.1", port, testenv.Opts{}, syscall.EADDRINUSE)
+	holder.Kill()
+	holder.Wait()
+	s.run()
+
+	f := s.waitFailure(port)
+	if h := heldBy(f, holder.Pid); h == nil || h.Source != events.Recorded {
+		t.Fatalf("holders %+v: want the exited listener %d, recorded before %d UDP binds", f.Holders, holder.Pid, bound)
+	}
+}
