@@ -503,8 +503,10 @@ static __always_inline void record_holder_of(struct task_struct *task, struct so
 
 	if (family != AF_INET && family != AF_INET6)
 		return;
+	rec.family = family;
+	sock_local_addr(sk, family, rec.addr, &rec.port);
 	key.netns = sock_netns(sk);
-	key.port = BPF_CORE_READ(sk, __sk_common.skc_num);
+	key.port = rec.port;
 	key.proto = proto;
 	/*
 	 * A live bind()/listen() is the current task's: the pid, uid and comm
@@ -521,12 +523,6 @@ static __always_inline void record_holder_of(struct task_struct *task, struct so
 		bpf_get_current_comm(&rec.comm, sizeof(rec.comm));
 		rec.bound_ns = bpf_ktime_get_boot_ns(); /* seeded: 0, not known */
 	}
-	rec.family = family;
-	rec.port = key.port;
-	if (family == AF_INET6)
-		BPF_CORE_READ_INTO(&rec.addr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
-	else
-		BPF_CORE_READ_INTO((__u32 *)rec.addr, sk, __sk_common.skc_rcv_saddr);
 	rec.sk = (__u64)sk;
 	/*
 	 * The inode sits on a cache line of its own that bind() does not touch:
@@ -608,11 +604,11 @@ static __always_inline bool pop_args(struct call_args *out)
  * Where bpf_task_pt_regs exists (5.15+), only the exit tracepoints are
  * used: the return value says whether to do anything at all, and the
  * arguments are still in the task's saved user registers, so the success
- * path reads nothing it does not need (listen(), and bind() of UDP
- * sockets, look up the socket to record it in the holder registry). The
- * exits must still consume the stash, success or not. Older kernels pair the exits with the enter
- * tracepoints (args_in_regs = 0, set by Go from a feature probe; the
- * verifier prunes the branch not taken, helper call included).
+ * path reads them only when the holder registry needs the socket. Older
+ * kernels pair the exits with the enter tracepoints (args_in_regs = 0, set
+ * by Go from a feature probe; the verifier prunes the branch not taken,
+ * helper call included), and then every exit, success or not, must
+ * consume its stash.
  */
 volatile const __u8 args_in_regs = 1;
 
@@ -628,6 +624,14 @@ static __always_inline bool syscall_args(struct call_args *a)
 	a->arg[1] = PT_REGS_PARM2_CORE_SYSCALL(regs);
 	a->arg[2] = PT_REGS_PARM3_CORE_SYSCALL(regs);
 	return true;
+}
+
+/* The socket behind the call's fd (its first argument), at its exit. */
+static __always_inline struct sock *call_sock(struct call_args *a)
+{
+	if (args_in_regs && !syscall_args(a))
+		return NULL;
+	return sock_from_fd(a->arg[0]);
 }
 
 SEC("tracepoint/syscalls/sys_enter_bind")
@@ -655,12 +659,8 @@ int tp_exit_bind(struct trace_event_raw_sys_exit *ctx)
 	if (!args_in_regs && !pop_args(&a))
 		return 0;
 	if (ret == 0) {
-		if (!record_holders)
-			return 0;
-		if (args_in_regs && !syscall_args(&a))
-			return 0;
-		sk = sock_from_fd(a.arg[0]);
-		if (sk)
+		/* Only the holder registry has work on success. */
+		if (record_holders && (sk = call_sock(&a)))
 			record_bound(sk);
 		return 0;
 	}
@@ -690,20 +690,13 @@ int tp_exit_listen(struct trace_event_raw_sys_exit *ctx)
 	if (!args_in_regs && !pop_args(&a))
 		return 0;
 	if (ret == 0) {
-		if (!record_holders)
-			return 0;
-		if (args_in_regs && !syscall_args(&a))
-			return 0;
-		sk = sock_from_fd(a.arg[0]);
-		if (sk)
+		if (record_holders && (sk = call_sock(&a)))
 			record_listener(sk);
 		return 0;
 	}
 	if (!errno_wanted(-ret) || !pid_wanted(bpf_get_current_pid_tgid() >> 32))
 		return 0;
-	if (args_in_regs && !syscall_args(&a))
-		return 0;
-	sk = sock_from_fd(a.arg[0]);
+	sk = call_sock(&a);
 	if (!sk)
 		return 0;
 	return report_sock_failure(sk, NULL, BW_SYSCALL_LISTEN, BW_HOOK_TP_EXIT_LISTEN, -ret);
@@ -749,8 +742,7 @@ static __always_inline int bind_returned(struct socket *sock, void *uaddr, int a
 	struct sock *sk;
 
 	if (ret == 0) {
-		sk = BPF_CORE_READ(sock, sk);
-		if (sk)
+		if (record_holders && (sk = BPF_CORE_READ(sock, sk)))
 			record_bound(sk);
 		return 0;
 	}
