@@ -93,9 +93,10 @@ type Process struct {
 	ContainerID string    `json:"container_id,omitempty"`
 	Netns       uint32    `json:"netns,omitempty"`
 	StartTime   time.Time `json:"start_time,omitzero"`
-	// OrigPPID is the parent a holder's process had when it listened
-	// (recorded by the kernel), present only when that parent has exited
-	// since and the process was reparented to init or a child subreaper.
+	// OrigPPID is the parent a holder's process had when it took the port
+	// (listen() for TCP, bind() for UDP; recorded by the kernel), present
+	// only when that parent has exited since and the process was
+	// reparented to init or a child subreaper.
 	OrigPPID int `json:"orig_ppid,omitempty"`
 	// CapNetBindService tells whether the process had CAP_NET_BIND_SERVICE
 	// in its effective set when it failed (failing process only).
@@ -121,9 +122,10 @@ type Holder struct {
 	// Since is when the address was bound, where bindwatch saw it happen.
 	Since     time.Time `json:"since,omitzero"`
 	Processes []Process `json:"processes"`
-	// BoundBy is the process that listened on the socket (recorded by the
-	// kernel), present when it has exited and left the socket to the
-	// processes that inherited it: a leftover of a previous instance.
+	// BoundBy is the process that took the port with this socket (listen()
+	// for TCP, bind() for UDP; recorded by the kernel), present when it has
+	// exited and left the socket to the processes that inherited it: a
+	// leftover of a previous instance.
 	BoundBy *Process `json:"bound_by,omitempty"`
 }
 

@@ -128,7 +128,7 @@ func diagnoseLiveHolder(f *events.Failure, h *events.Holder, want bindFlags, now
 
 // leftoverDiagnosis explains a holder that looks like a leftover of a
 // previous instance. When the kernel's record proves it (the process that
-// listened exited and left the socket to a child, or the holder's parent
+// took the port exited and left the socket to a child, or the holder's parent
 // exited since it listened) it says so. A holder under init running the
 // same program proves nothing by itself — every systemd service's main
 // process has ppid 1 — so that case says both, and names the service when
@@ -136,14 +136,18 @@ func diagnoseLiveHolder(f *events.Failure, h *events.Holder, want bindFlags, now
 func leftoverDiagnosis(f *events.Failure, h *events.Holder, p *events.Process, age string) (string, string) {
 	stop := fmt.Sprintf("kill %d (kill -9 only if it ignores SIGTERM)", p.PID)
 	prevent := "To prevent leftovers, have the service manager stop the whole cgroup (systemd: KillMode=control-group, the default), and open listening sockets with SOCK_CLOEXEC or close them in children."
+	took, taking := "listened on it", "started listening"
+	if h.Proto == "udp" {
+		took, taking = "bound it", "bound the port"
+	}
 	switch {
 	case h.BoundBy != nil:
-		return fmt.Sprintf("Port %d/%s is held by %s (pid %d)%s, a leftover of a previous instance: it inherited the socket from %s (pid %d), which listened on it and has exited.",
-				f.Port, f.Proto, p.Comm, p.PID, age, h.BoundBy.Comm, h.BoundBy.PID),
+		return fmt.Sprintf("Port %d/%s is held by %s (pid %d)%s, a leftover of a previous instance: it inherited the socket from %s (pid %d), which %s and has exited.",
+				f.Port, f.Proto, p.Comm, p.PID, age, h.BoundBy.Comm, h.BoundBy.PID, took),
 			fmt.Sprintf("Stop it: %s. %s", stop, prevent)
 	case p.OrigPPID != 0:
-		return fmt.Sprintf("Port %d/%s is held by %s (pid %d)%s, a leftover of a previous instance: its parent (pid %d) has exited since it started listening, and it kept running with the socket (its parent is now pid %d).",
-				f.Port, f.Proto, p.Comm, p.PID, age, p.OrigPPID, p.PPID),
+		return fmt.Sprintf("Port %d/%s is held by %s (pid %d)%s, a leftover of a previous instance: its parent (pid %d) has exited since it %s, and it kept running with the socket (its parent is now pid %d).",
+				f.Port, f.Proto, p.Comm, p.PID, age, p.OrigPPID, taking, p.PPID),
 			fmt.Sprintf("Stop it: %s. %s", stop, prevent)
 	}
 	diagnosis := fmt.Sprintf("Port %d/%s is held by %s (pid %d)%s, another instance of the same program whose parent is init: the running daemon, or a leftover of a previous instance that kept the socket it inherited when its parent exited.",

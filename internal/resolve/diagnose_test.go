@@ -105,6 +105,20 @@ func TestDiagnose(t *testing.T) {
 			wantHint:      []string{"Stop it: kill 43", "SOCK_CLOEXEC"},
 		},
 		{
+			name: "UDP leftover: the process that bound the socket exited",
+			f: base(func(f *events.Failure) {
+				f.Proto = "udp"
+				worker := nginx
+				worker.PID, worker.PPID, worker.Comm, worker.Exe = 43, 900, "worker", "/opt/worker"
+				h := listener("0.0.0.0", worker)
+				h.Proto, h.State = "udp", "UNCONN"
+				h.BoundBy = &events.Process{PID: 42, PPID: 900, Comm: "myapp"}
+				f.Holders = []events.Holder{h}
+			}),
+			wantDiagnosis: []string{"Port 8080/udp is held by worker (pid 43)", "inherited the socket from myapp (pid 42), which bound it and has exited"},
+			wantHint:      []string{"Stop it: kill 43"},
+		},
+		{
 			name: "leftover under a child subreaper: its parent exited after it listened",
 			f: base(func(f *events.Failure) {
 				child := nginx

@@ -48,7 +48,7 @@ func FillProcess(p *events.Process) {
 	if !statOK {
 		return // gone (or not readable): nothing to add
 	}
-	started := bootTime().Add(time.Duration(stat.startTicks) * (time.Second / userHZ))
+	started := stat.started()
 	// A start time captured by the kernel that does not match is another
 	// process that reused the pid since: it must not lend its details.
 	if !sameStart(p.StartTime, started) {
@@ -114,8 +114,7 @@ func running(p events.Process) bool {
 	if !ok || stat.state == 'Z' {
 		return false
 	}
-	started := bootTime().Add(time.Duration(stat.startTicks) * (time.Second / userHZ))
-	return sameStart(p.StartTime, started)
+	return sameStart(p.StartTime, stat.started())
 }
 
 // sameStart tells whether two start times of one pid can be the same
@@ -140,6 +139,11 @@ type procStat struct {
 	state      byte // R, S, D, Z (zombie: exited, not yet reaped), ...
 	ppid       int
 	startTicks uint64
+}
+
+// started is when the process started, from its start time in ticks.
+func (s procStat) started() time.Time {
+	return bootTime().Add(time.Duration(s.startTicks) * (time.Second / userHZ))
 }
 
 // parseStat reads /proc/PID/stat. The comm field (2) is in parentheses and

@@ -313,8 +313,9 @@ func mergeRecorded(live []events.Holder, given []events.Holder) []events.Holder 
 	return out
 }
 
-// noteLineage compares the process the kernel recorded listening on a
-// socket with the processes holding it now. Two marks of a leftover follow
+// noteLineage compares the process the kernel recorded taking the port
+// with a socket (listen() for TCP, bind() for UDP) with the processes
+// holding it now. Two marks of a leftover follow
 // from it, whatever reaped the orphans (init or a child subreaper such as
 // systemd --user, containerd-shim or tini): the listener is still a holder
 // but its parent changed (the parent exited: OrigPPID), or the listener
