@@ -385,17 +385,8 @@ func startOrphan(t *testing.T, port int) *testenv.HelperProc {
 	// Not cmd.Wait for the parent: it would close the stdin pipe that the
 	// child shares, and the child would exit too.
 	child := testenv.StartHelper(t, fmt.Sprintf("inherit 127.0.0.1 %d", port))
-	for deadline := time.Now().Add(5 * time.Second); ; {
-		p := events.Process{PID: child.PID}
-		FillProcess(&p)
-		if p.PPID == 1 {
-			return child
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("child %d has ppid %d, want 1 (is a child subreaper set up?)", child.PID, p.PPID)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testenv.WaitForParent(t, child.PID, 1)
+	return child
 }
 
 func TestDualStackOverlap(t *testing.T) {

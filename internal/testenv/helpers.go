@@ -154,6 +154,30 @@ func StartHelper(t testing.TB, job string, prefix ...string) *HelperProc {
 	return h
 }
 
+// WaitForParent waits up to 5 s until pid's parent is ppid: an orphan has
+// been reparented (to init, 1, or to a child subreaper).
+func WaitForParent(t testing.TB, pid, ppid int) {
+	t.Helper()
+	last := -1
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
+			// Field 4; the comm in field 2 may hold spaces and ')'.
+			if i := strings.LastIndexByte(string(b), ')'); i > 0 {
+				if f := strings.Fields(string(b[i+1:])); len(f) > 1 {
+					last, _ = strconv.Atoi(f[1])
+				}
+			}
+		}
+		if last == ppid {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pid %d has parent %d, want %d", pid, last, ppid)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 // Stop ends the helper (closing its stdin; killing it after 5 s) and waits
 // until it is gone. Stopping twice is harmless.
 func (h *HelperProc) Stop() {
@@ -229,10 +253,9 @@ func runJob(args []string) error {
 		if err != nil {
 			return err
 		}
-		child := exec.Command(os.Args[0], "-test.run=^$")
-		child.Env = append(os.Environ(), helperEnv+"=keep")
+		child := Helper("keep")
 		child.ExtraFiles = []*os.File{os.NewFile(uintptr(fd), "listener")}
-		child.Stdin, child.Stdout, child.Stderr = os.Stdin, os.Stdout, os.Stderr
+		child.Stdin, child.Stdout = os.Stdin, os.Stdout
 		return child.Start() // and exit: the child is orphaned
 	case "keep":
 		fmt.Printf("ready %d %d\n", os.Getpid(), socketInode(3))
@@ -262,9 +285,8 @@ func runJob(args []string) error {
 	case "autobind":
 		return exhaustAutobind()
 	case "orphan":
-		child := exec.Command(os.Args[0], "-test.run=^$")
-		child.Env = append(os.Environ(), helperEnv+"=hold "+strings.Join(args[1:4], " "))
-		child.Stdin, child.Stderr = os.Stdin, os.Stderr
+		child := Helper("hold " + strings.Join(args[1:4], " "))
+		child.Stdin = os.Stdin
 		out, err := child.StdoutPipe()
 		if err != nil {
 			return err
@@ -284,9 +306,8 @@ func runJob(args []string) error {
 		if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 			return fmt.Errorf("PR_SET_CHILD_SUBREAPER: %w", err)
 		}
-		child := exec.Command(os.Args[0], "-test.run=^$")
-		child.Env = append(os.Environ(), helperEnv+"="+strings.Join(args[1:], " "))
-		child.Stdin, child.Stdout, child.Stderr = os.Stdin, os.Stdout, os.Stderr
+		child := Helper(strings.Join(args[1:], " "))
+		child.Stdin, child.Stdout = os.Stdin, os.Stdout
 		if err := child.Start(); err != nil {
 			return err
 		}

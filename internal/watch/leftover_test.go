@@ -5,28 +5,10 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/bindwatch/bindwatch/internal/events"
-	"github.com/bindwatch/bindwatch/internal/resolve"
 	"github.com/bindwatch/bindwatch/internal/testenv"
 )
-
-// waitForParent waits until pid's parent is ppid (it was reparented).
-func waitForParent(t *testing.T, pid, ppid int) {
-	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); ; {
-		p := events.Process{PID: pid}
-		resolve.FillProcess(&p)
-		if p.PPID == ppid {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("pid %d has parent %d, want %d (its subreaper)", pid, p.PPID, ppid)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
 
 // leftoverUnderSubreaper runs "subreaper JOB" (JOB leaves a process
 // holding tcp 127.0.0.1:port whose parent exits), waits until the holder is
@@ -38,7 +20,7 @@ func leftoverUnderSubreaper(t *testing.T, job string) (events.Failure, *events.H
 	s := attachSession(t, onlyPort(port))
 	h := testenv.StartHelper(t, fmt.Sprintf("subreaper %s 127.0.0.1 %d", job, port))
 	reaper := h.Cmd.Process.Pid
-	waitForParent(t, h.PID, reaper)
+	testenv.WaitForParent(t, h.PID, reaper)
 	testenv.FailBind(t, "tcp", "127.0.0.1", port, testenv.Opts{}, syscall.EADDRINUSE)
 	s.run()
 
