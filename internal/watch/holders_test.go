@@ -115,11 +115,11 @@ func TestListenerRecordSurvivesUDPChurn(t *testing.T) {
 	holder := holderProcess(t, "tcp", port)
 	bound := 0
 	for p := 10000; p < 60000; p++ {
-		fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_DGRAM, 0)
+		fd, err := testenv.Socket("udp", "127.0.0.1", testenv.Opts{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if syscall.Bind(fd, &syscall.SockaddrInet4{Port: p, Addr: [4]byte{127, 0, 0, 1}}) == nil {
+		if testenv.Bind(fd, "127.0.0.1", p) == nil {
 			bound++
 		}
 		syscall.Close(fd)

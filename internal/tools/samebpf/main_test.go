@@ -20,21 +20,27 @@ const (
 	deepPath  = "testdata/holders_deep_path.o"
 )
 
+// compare describes two objects and returns their difference ("": same).
+func compare(t *testing.T, a, b string) string {
+	t.Helper()
+	da, err := describeObject(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := describeObject(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return difference(da, db, 10)
+}
+
 func TestSameProgramDespiteBTFOrder(t *testing.T) {
 	a, _ := os.ReadFile(shortPath)
 	b, _ := os.ReadFile(deepPath)
 	if bytes.Equal(a, b) {
 		t.Fatal("fixtures are byte-identical: they no longer show clang's BTF reordering")
 	}
-	da, err := describeObject(shortPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	db, err := describeObject(deepPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if diff := difference(da, db, 10); diff != "" {
+	if diff := compare(t, shortPath, deepPath); diff != "" {
 		t.Errorf("same program reported different:\n%s", diff)
 	}
 }
@@ -70,15 +76,7 @@ func TestInstructionChangeIsReported(t *testing.T) {
 	if err := os.WriteFile(changed, raw, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	da, err := describeObject(shortPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	db, err := describeObject(changed)
-	if err != nil {
-		t.Fatal(err)
-	}
-	diff := difference(da, db, 10)
+	diff := compare(t, shortPath, changed)
 	if !strings.Contains(diff, "program socket_owners insn") {
 		t.Errorf("changed instruction not reported; difference:\n%s", diff)
 	}
