@@ -366,17 +366,29 @@ func (pp *PortPlan) allExited() bool {
 	return true
 }
 
+// exitingWait is how long a signalled holder whose port is free already is
+// given to finish exiting: the kernel closes a dying process's files (and
+// so frees its port) before it makes the process a zombie, which is when
+// its pidfd becomes readable.
+const exitingWait = 200 * time.Millisecond
+
 // pollExited notes which signalled targets have exited: a pidfd becomes
 // readable when its process is gone.
 func (pl *Plan) pollExited() {
-	for _, t := range pl.Targets {
-		if t.pidfd < 0 || t.Exited {
-			continue
-		}
-		fds := []unix.PollFd{{Fd: int32(t.pidfd), Events: unix.POLLIN}}
-		if n, err := unix.Poll(fds, 0); err == nil && n > 0 {
-			t.Exited = true
-			t.ExitedAfter = time.Since(pl.started)
+	for _, pp := range pl.Ports {
+		for _, t := range pp.Targets {
+			if t.pidfd < 0 || t.Exited {
+				continue
+			}
+			timeout := 0
+			if pp.Busy == nil && len(t.Sent) > 0 {
+				timeout = int(exitingWait.Milliseconds())
+			}
+			fds := []unix.PollFd{{Fd: int32(t.pidfd), Events: unix.POLLIN}}
+			if n, err := unix.Poll(fds, timeout); err == nil && n > 0 {
+				t.Exited = true
+				t.ExitedAfter = time.Since(pl.started)
+			}
 		}
 	}
 }
