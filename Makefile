@@ -10,7 +10,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 VM_TEST_PKGS ?= ./internal/tracer,./internal/watch,./internal/vmtest/testdata/smoke
 TEST_LOG := .cache/test.log
 
-.PHONY: all build generate check-generated vmlinux test gotest vmtest bench lint fmt clean
+.PHONY: all build generate check-generated vmlinux test deps gotest vmtest bench lint fmt clean
 
 all: build
 
@@ -43,8 +43,13 @@ vmlinux:
 	bpftool btf dump file /sys/kernel/btf/vmlinux format c > vmlinux.h
 
 # Every test. As root, BPF tests load real programs into this kernel; with
-# BINDWATCH_REQUIRE_BPF=1 (CI) a skipped test is a failure.
-test: lint check-generated gotest vmtest
+# BINDWATCH_REQUIRE_BPF=1 (CI) a skipped test is a failure. `deps` first
+# installs what the tests use (as root; it says what it installs).
+test: deps
+	@$(MAKE) --no-print-directory lint check-generated gotest vmtest
+
+deps:
+	@bash scripts/test-deps.sh
 
 gotest:
 	@mkdir -p .cache
