@@ -4,9 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"runtime"
+	"strings"
 	"sync/atomic"
 	"syscall"
+	"testing"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -58,22 +61,33 @@ type ioUringSQE struct {
 	_        [24]byte
 }
 
-// ErrNoIOUringBind says the kernel (or its io_uring policy) has no
-// IORING_OP_BIND.
-var ErrNoIOUringBind = errors.New("io_uring has no IORING_OP_BIND here (Linux 6.11+, io_uring enabled)")
+// ErrNoIOUringBind says this kernel has no IORING_OP_BIND: io_uring is
+// not built in (ENOSYS), or predates the op (Linux 6.11).
+var ErrNoIOUringBind = errors.New("this kernel has no io_uring IORING_OP_BIND (Linux 6.11+ with CONFIG_IO_URING)")
+
+// ErrIOUringRefused says io_uring exists but this process may not use it:
+// io_uring_setup failed with EPERM, as kernel.io_uring_disabled (6.6+)
+// makes it (1: only root and io_uring_group; 2: nobody).
+var ErrIOUringRefused = errors.New("io_uring_setup refused with EPERM (kernel.io_uring_disabled)")
 
 // IOUringBind binds fd to addr:port with one IORING_OP_BIND request — a
 // bind() that never passes through the bind syscall — and returns its
-// result: nil, an errno, or ErrNoIOUringBind.
+// result: nil, an errno, ErrNoIOUringBind or ErrIOUringRefused.
 func IOUringBind(fd int, addr string, port int) error {
 	var p ioUringParams
 	ring, _, errno := unix.Syscall(unix.SYS_IO_URING_SETUP, 1, uintptr(unsafe.Pointer(&p)), 0)
-	if errno != 0 {
+	switch errno {
+	case 0:
+	case unix.ENOSYS:
 		return fmt.Errorf("%w: io_uring_setup: %v", ErrNoIOUringBind, errno)
+	case unix.EPERM:
+		return ErrIOUringRefused
+	default:
+		return fmt.Errorf("io_uring_setup: %w", errno)
 	}
 	defer unix.Close(int(ring))
 	if !opSupported(int(ring), ioringOpBind) {
-		return ErrNoIOUringBind
+		return fmt.Errorf("%w: the ring's probe does not list op %d", ErrNoIOUringBind, ioringOpBind)
 	}
 	if p.Features&ioringFeatSingleMmap == 0 {
 		return fmt.Errorf("io_uring without IORING_FEAT_SINGLE_MMAP (pre-5.4): not supported by this helper")
@@ -114,6 +128,47 @@ func IOUringBind(fd int, addr string, port int) error {
 		return syscall.Errno(-res)
 	}
 	return nil
+}
+
+// IOUringDisabledSysctl is where kernel.io_uring_disabled lives (6.6+).
+const IOUringDisabledSysctl = "/proc/sys/kernel/io_uring_disabled"
+
+// AllowIOUring sets kernel.io_uring_disabled to 0 until the test ends (a
+// host-wide sysctl: it is restored in Cleanup). It fails the test if the
+// sysctl cannot be written; it does nothing where the sysctl is already 0.
+func AllowIOUring(t testing.TB) {
+	t.Helper()
+	old, err := os.ReadFile(IOUringDisabledSysctl)
+	if err != nil {
+		t.Fatalf("io_uring_setup said EPERM but %s cannot be read: %v", IOUringDisabledSysctl, err)
+	}
+	if strings.TrimSpace(string(old)) == "0" {
+		return
+	}
+	if err := os.WriteFile(IOUringDisabledSysctl, []byte("0"), 0); err != nil {
+		t.Fatalf("io_uring is disabled (kernel.io_uring_disabled=%s) and cannot be enabled for this test: %v", strings.TrimSpace(string(old)), err)
+	}
+	t.Logf("kernel.io_uring_disabled was %s: set to 0 for this test", strings.TrimSpace(string(old)))
+	t.Cleanup(func() {
+		if err := os.WriteFile(IOUringDisabledSysctl, old, 0); err != nil {
+			t.Errorf("restore kernel.io_uring_disabled=%s: %v", strings.TrimSpace(string(old)), err)
+		}
+	})
+}
+
+// KernelAtLeast says whether the running kernel's release is at least
+// major.minor.
+func KernelAtLeast(t testing.TB, major, minor int) bool {
+	t.Helper()
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		t.Fatal(err)
+	}
+	var ma, mi int
+	if _, err := fmt.Sscanf(unix.ByteSliceToString(u.Release[:]), "%d.%d", &ma, &mi); err != nil {
+		t.Fatalf("kernel release %q: %v", unix.ByteSliceToString(u.Release[:]), err)
+	}
+	return ma > major || ma == major && mi >= minor
 }
 
 // opSupported asks the ring (IORING_REGISTER_PROBE) whether op exists.
