@@ -162,6 +162,8 @@ func lastStop(t *testing.T, path string) events.Stop {
 	}
 	b, _ := json.Marshal(rs[len(rs)-1])
 	var s events.Stop
-	json.Unmarshal(b, &s)
+	if err := json.Unmarshal(b, &s); err != nil {
+		t.Fatalf("%s: stop record does not decode: %v", path, err)
+	}
 	return s
 }

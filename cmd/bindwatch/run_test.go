@@ -224,7 +224,9 @@ print(open("/proc/%d/stat" % os.getppid()).read().rsplit(")", 1)[1].split()[1])`
 }
 
 // TestRunTracesOnlyItsTree: a failure outside the command's process tree,
-// at the same time, is not reported.
+// at the same time, is not reported — and, in the same run, the tree's own
+// failure after it is (so broken tracing cannot pass). The command waits
+// for a file the test creates once its own failure is done.
 func TestRunTracesOnlyItsTree(t *testing.T) {
 	testenv.RequireRoot(t)
 	port := testenv.FreePort(t)
@@ -232,18 +234,32 @@ func TestRunTracesOnlyItsTree(t *testing.T) {
 	dir := t.TempDir()
 	out := filepath.Join(dir, "out.jsonl")
 	ready := filepath.Join(dir, "ready")
-	cmd := exec.Command(bindwatchBin, "run", "--backend", testenv.Backend(), "--output", out, "--ready-file", ready, "--", "sleep", "1")
+	goFile := filepath.Join(dir, "go")
+	// The tree's failure: a helper process binding the held port (its exit
+	// status is the errno).
+	helper := testenv.Helper("bind tcp 0.0.0.0 " + strconv.Itoa(port))
+	args := []string{"run", "--backend", testenv.Backend(), "--output", out, "--ready-file", ready, "--",
+		"sh", "-c", `while [ ! -e "$0" ]; do sleep 0.01; done; exec "$@"`, goFile}
+	cmd := exec.Command(bindwatchBin, append(args, helper.Args...)...)
+	cmd.Env = helper.Env
+	var stderr testenv.SyncBuffer
+	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	defer cmd.Process.Kill()
-	testenv.WaitForFile(t, ready, 10*time.Second, nil)
-	testenv.FailBind(t, "tcp", "0.0.0.0", port, testenv.Opts{}, syscall.EADDRINUSE) // this test is not in sleep's tree
-	if err := cmd.Wait(); err != nil {
+	testenv.WaitForFile(t, ready, 10*time.Second, stderr.String)
+	testenv.FailBind(t, "tcp", "0.0.0.0", port, testenv.Opts{}, syscall.EADDRINUSE) // this test is not in the tree
+	if err := os.WriteFile(goFile, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if fs := failuresIn(t, out); len(fs) != 0 {
-		t.Errorf("a failure outside the tree was reported: %+v", fs)
+	cmd.Wait()
+	if code := cmd.ProcessState.ExitCode(); code != int(syscall.EADDRINUSE) {
+		t.Fatalf("exit %d, want the helper's %d (EADDRINUSE)\n%s", code, syscall.EADDRINUSE, stderr.String())
+	}
+	fs := failuresIn(t, out)
+	if len(fs) != 1 || fs[0].Process.PID == os.Getpid() || int(fs[0].Port) != port {
+		t.Errorf("want exactly the tree's failure on port %d (not this test's, pid %d); got %+v", port, os.Getpid(), fs)
 	}
 }
 
@@ -399,7 +415,19 @@ func TestRunKeyboardInterruptReachesCommandOnce(t *testing.T) {
 	go io.Copy(screen, ptmx)
 	testenv.WaitForFile(t, ready, 10*time.Second, screen.String)
 	ptmx.Write([]byte{3}) // Ctrl-C
-	time.Sleep(500 * time.Millisecond)
+	// The terminal signals its whole foreground group at once: once the
+	// command has logged its SIGINT, bindwatch has its own pending too. A
+	// SIGINT bindwatch wrongly forwarded would then reach the command
+	// before the SIGTERM below: bindwatch handles its signals in order,
+	// and SIGINT (2) is delivered before SIGTERM (15).
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if b, _ := os.ReadFile(got); strings.Contains(string(b), "SIGINT") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the command logged no SIGINT within 10s of Ctrl-C; screen:\n%s", screen.String())
+		}
+	}
 	cmd.Process.Signal(syscall.SIGTERM) // not from the terminal: forwarded
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()

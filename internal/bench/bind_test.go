@@ -125,6 +125,7 @@ func attach(b *testing.B, noHolders bool) *pipeline {
 
 // detach stops the pipeline and returns its stop record.
 func (p *pipeline) detach(b *testing.B) events.Stop {
+	b.Helper()
 	p.cancel()
 	if err := <-p.done; err != nil {
 		b.Fatal(err)
@@ -133,7 +134,9 @@ func (p *pipeline) detach(b *testing.B) events.Stop {
 	sc := bufio.NewScanner(bytes.NewReader(p.out.Bytes()))
 	for sc.Scan() {
 		if bytes.Contains(sc.Bytes(), []byte(`"type":"stop"`)) {
-			json.Unmarshal(sc.Bytes(), &stop)
+			if err := json.Unmarshal(sc.Bytes(), &stop); err != nil {
+				b.Fatalf("stop record does not decode: %v: %s", err, sc.Bytes())
+			}
 		}
 	}
 	return stop

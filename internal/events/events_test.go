@@ -151,6 +151,11 @@ func TestWriterJSON(t *testing.T) {
 	if err := json.Unmarshal([]byte(lines[0]), &m); err != nil || m["count"] != 3.0 || m["time"] != "2026-11-25T10:31:02.113Z" {
 		t.Errorf("lost line %s (%v)", lines[0], err)
 	}
+	m = nil
+	if err := json.Unmarshal([]byte(lines[1]), &m); err != nil || m["type"] != "stop" || m["version"] != float64(Version) ||
+		m["failures"] != 5.0 || m["reported"] != 1.0 || m["folded"] != 1.0 || m["lost"] != 3.0 || m["host"] != "h" {
+		t.Errorf("stop line %s (%v): want failures 5, reported 1, folded 1, lost 3", lines[1], err)
+	}
 	if _, err := NewWriter(&b, "yaml"); err == nil {
 		t.Error("NewWriter accepted format yaml")
 	}
