@@ -1,5 +1,6 @@
 // Package tracer loads bindwatch's BPF programs, attaches the chosen backend
-// and hands the raw failure records from the ring buffer to its caller.
+// and decodes the failure records from the ring buffer into events: nothing
+// above it sees the kernel's generated types.
 //
 // The BPF object (bpf/bindwatch.bpf.c) holds every backend's programs; a
 // Backend names the ones it attaches, and the rest are deleted from the

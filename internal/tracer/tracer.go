@@ -30,9 +30,6 @@ type Tracer struct {
 	bootEpoch time.Time
 }
 
-// ErrClosed is returned by Read after Close.
-var ErrClosed = ringbuf.ErrClosed
-
 // Open loads the BPF object configured by cfg and attaches it with the
 // configured backend, or with the first that works when cfg.Backend is
 // "auto" or empty.
@@ -261,8 +258,18 @@ func (t *Tracer) TracePID(pid uint32) error {
 // the caller can do periodic work. A zero time blocks forever.
 func (t *Tracer) SetDeadline(d time.Time) { t.reader.SetDeadline(d) }
 
-// Read blocks until the kernel reports a failure, and decodes it into ev.
-func (t *Tracer) Read(ev *BindwatchEvent) error {
+// Read blocks until the kernel reports a failure, and decodes it into rec.
+func (t *Tracer) Read(rec *Record) error {
+	var ev BindwatchEvent
+	if err := t.readEvent(&ev); err != nil {
+		return err
+	}
+	*rec = decode(&ev, t.backend, t.Time)
+	return nil
+}
+
+// readEvent reads the next kernel event as the kernel wrote it.
+func (t *Tracer) readEvent(ev *BindwatchEvent) error {
 	var rec ringbuf.Record
 	if err := t.reader.ReadInto(&rec); err != nil {
 		return err
@@ -299,13 +306,13 @@ func (t *Tracer) Stats() (Stats, error) {
 
 // Folded returns, for every fold key, how many failures the kernel folded
 // (counted without an event) this session.
-func (t *Tracer) Folded() (map[BindwatchFoldKey]uint64, error) {
-	out := map[BindwatchFoldKey]uint64{}
+func (t *Tracer) Folded() (map[FoldKey]uint64, error) {
+	out := map[FoldKey]uint64{}
 	var k BindwatchFoldKey
 	var v BindwatchFoldVal
 	it := t.maps.Folds.Iterate()
 	for it.Next(&k, &v) {
-		out[k] = v.Folded
+		out[foldKey(&k)] = v.Folded
 	}
 	if err := it.Err(); err != nil {
 		return nil, fmt.Errorf("read fold counts: %w", err)
@@ -314,7 +321,7 @@ func (t *Tracer) Folded() (map[BindwatchFoldKey]uint64, error) {
 }
 
 // Close detaches the programs and frees the ring buffer; a blocked Read
-// returns ErrClosed.
+// then returns an error.
 func (t *Tracer) Close() error {
 	if t.reader != nil {
 		t.reader.Close()

@@ -22,7 +22,7 @@ func readFailure(t *testing.T, tr *Tracer, port int) BindwatchEvent {
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		tr.SetDeadline(deadline)
-		if err := tr.Read(&ev); err != nil {
+		if err := tr.readEvent(&ev); err != nil {
 			t.Fatalf("no event on port %d: %v", port, err)
 		}
 		if int(ev.Port) == port {

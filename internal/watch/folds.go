@@ -1,7 +1,6 @@
 package watch
 
 import (
-	"syscall"
 	"time"
 
 	"github.com/bindwatch/bindwatch/internal/events"
@@ -17,7 +16,7 @@ import (
 // evicted is forgotten here too (prune), and a key recreated since starts
 // again from zero. Folds of a key whose every event was lost have no one to
 // name; the stop record still counts them.
-type foldBook map[tracer.BindwatchFoldKey]*foldEntry
+type foldBook map[tracer.FoldKey]*foldEntry
 
 type foldEntry struct {
 	reported uint64 // folded failures of this key already in repeats records
@@ -25,28 +24,22 @@ type foldEntry struct {
 	proto    string
 }
 
-// keyOf is the fold key the kernel used for ev; sockHint is what the
-// backend put in it (see struct fold_key in bpf/bindwatch.h).
-func keyOf(ev *tracer.BindwatchEvent) tracer.BindwatchFoldKey {
-	return tracer.BindwatchFoldKey{Tgid: ev.Pid, Err: ev.Err, Port: ev.Port, Syscall: ev.Syscall, SockHint: ev.SockHint}
-}
-
-// seen accounts for the failure f decoded from ev, and returns the repeats
-// folded before it that are not reported yet, if any.
-func (b foldBook) seen(ev *tracer.BindwatchEvent, f *events.Failure) *events.Repeats {
-	k := keyOf(ev)
+// seen accounts for the failure in rec, and returns the repeats folded
+// before it that are not reported yet, if any.
+func (b foldBook) seen(rec *tracer.Record) *events.Repeats {
+	k, f := rec.Fold, &rec.Failure
 	e := b[k]
 	if e == nil {
 		e = &foldEntry{}
 		b[k] = e
 	}
 	e.comm, e.proto = f.Process.Comm, f.Proto
-	return e.report(k, ev.Folded, f.Time)
+	return e.report(k, rec.Folded, f.Time)
 }
 
 // pending returns a repeats record for every key that folded failures not
 // reported yet, and forgets the keys the kernel no longer has.
-func (b foldBook) pending(folded map[tracer.BindwatchFoldKey]uint64, now time.Time) []*events.Repeats {
+func (b foldBook) pending(folded map[tracer.FoldKey]uint64, now time.Time) []*events.Repeats {
 	var out []*events.Repeats
 	for k, e := range b {
 		n, ok := folded[k]
@@ -63,7 +56,7 @@ func (b foldBook) pending(folded map[tracer.BindwatchFoldKey]uint64, now time.Ti
 
 // report moves the key's reported count up to folded, returning a repeats
 // record for the difference.
-func (e *foldEntry) report(k tracer.BindwatchFoldKey, folded uint64, at time.Time) *events.Repeats {
+func (e *foldEntry) report(k tracer.FoldKey, folded uint64, at time.Time) *events.Repeats {
 	if folded < e.reported {
 		e.reported = 0 // the kernel evicted the key and made it anew
 	}
@@ -72,8 +65,8 @@ func (e *foldEntry) report(k tracer.BindwatchFoldKey, folded uint64, at time.Tim
 	}
 	r := &events.Repeats{
 		Type: events.TypeRepeats, Version: events.Version, Time: at, Count: folded - e.reported,
-		PID: int(k.Tgid), Comm: e.comm, Syscall: events.SyscallName(k.Syscall),
-		Errno: events.ErrnoName(syscall.Errno(k.Err)), Proto: e.proto, Port: k.Port,
+		PID: k.PID, Comm: e.comm, Syscall: k.Syscall,
+		Errno: events.ErrnoName(k.Errno), Proto: e.proto, Port: k.Port,
 	}
 	e.reported = folded
 	return r

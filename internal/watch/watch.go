@@ -93,14 +93,14 @@ func (s *Session) Tracer() *tracer.Tracer { return s.tracer }
 // already handed over, writes the stop record and detaches.
 func (s *Session) Run(ctx context.Context) error {
 	defer s.close()
-	var ev tracer.BindwatchEvent
+	var rec tracer.Record
 	next := time.Now().Add(s.opts.Tick)
 	for ctx.Err() == nil {
 		s.tracer.SetDeadline(minTime(next, time.Now().Add(100*time.Millisecond)))
-		err := s.tracer.Read(&ev)
+		err := s.tracer.Read(&rec)
 		switch {
 		case err == nil:
-			if err := s.report(&ev); err != nil {
+			if err := s.report(&rec); err != nil {
 				return err
 			}
 		case errors.Is(err, os.ErrDeadlineExceeded):
@@ -118,17 +118,19 @@ func (s *Session) Run(ctx context.Context) error {
 }
 
 // report writes one failure, after any repeats folded before it.
-func (s *Session) report(ev *tracer.BindwatchEvent) error {
-	f := events.FromKernel(ev, s.tracer.Backend(), s.host, s.tracer.Time)
-	if r := s.folds.seen(ev, &f); r != nil {
+func (s *Session) report(rec *tracer.Record) error {
+	f := new(events.Failure) // a sink may keep it; rec is read into again
+	*f = rec.Failure
+	f.Host = s.host
+	if r := s.folds.seen(rec); r != nil {
 		r.Host = s.host
 		if err := s.opts.Out.Write(r); err != nil {
 			return err
 		}
 	}
-	s.enrich.failure(&f)
+	s.enrich.failure(f)
 	s.reported++
-	return s.opts.Out.Write(&f)
+	return s.opts.Out.Write(f)
 }
 
 // tick reports repeats folded since their last report, and lost records.
@@ -158,13 +160,13 @@ func (s *Session) tick() error {
 // stop drains the ring buffer, reports what is still pending and writes
 // the stop record.
 func (s *Session) stop() error {
-	var ev tracer.BindwatchEvent
+	var rec tracer.Record
 	for {
 		s.tracer.SetDeadline(time.Now())
-		if err := s.tracer.Read(&ev); err != nil {
+		if err := s.tracer.Read(&rec); err != nil {
 			break
 		}
-		if err := s.report(&ev); err != nil {
+		if err := s.report(&rec); err != nil {
 			return err
 		}
 	}

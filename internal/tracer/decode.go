@@ -1,0 +1,236 @@
+package tracer
+
+import (
+	"bytes"
+	"net/netip"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/bindwatch/bindwatch/internal/events"
+)
+
+// hookNames name the kernel hooks as users can find them in the kernel:
+// tracepoints by their tracefs path, kernel functions by name (the
+// backend says whether fexit or a kretprobe saw it).
+var hookNames = map[BindwatchBwHook]string{
+	BindwatchBwHookBW_HOOK_TP_EXIT_BIND:   "tracepoint/syscalls/sys_exit_bind",
+	BindwatchBwHookBW_HOOK_TP_EXIT_LISTEN: "tracepoint/syscalls/sys_exit_listen",
+	BindwatchBwHookBW_HOOK_INET_BIND:      "inet_bind",
+	BindwatchBwHookBW_HOOK_INET6BIND:      "inet6_bind",
+	BindwatchBwHookBW_HOOK_INET_LISTEN:    "inet_listen",
+}
+
+// hookName is the hook as "KIND/NAME": "fexit/inet_bind",
+// "kretprobe/inet_listen", "tracepoint/syscalls/sys_exit_bind".
+func hookName(backend string, hook uint8) string {
+	name := hookNames[BindwatchBwHook(hook)]
+	switch backend {
+	case "fentry":
+		return "fexit/" + name
+	case "kprobe":
+		return "kretprobe/" + name
+	}
+	return name
+}
+
+var syscallNames = map[BindwatchBwSyscall]string{
+	BindwatchBwSyscallBW_SYSCALL_BIND:   "bind",
+	BindwatchBwSyscallBW_SYSCALL_LISTEN: "listen",
+}
+
+// syscallName names the kernel's syscall code: "bind" or "listen".
+func syscallName(code uint8) string {
+	return syscallNames[BindwatchBwSyscall(code)]
+}
+
+// protoName names an IP protocol number as ss(8) does.
+func protoName(proto uint16) string {
+	switch proto {
+	case syscall.IPPROTO_TCP:
+		return "tcp"
+	case syscall.IPPROTO_UDP:
+		return "udp"
+	case 262: // IPPROTO_MPTCP
+		return "mptcp"
+	case syscall.IPPROTO_SCTP:
+		return "sctp"
+	case syscall.IPPROTO_UDPLITE:
+		return "udplite"
+	case syscall.IPPROTO_ICMP, syscall.IPPROTO_ICMPV6:
+		return "icmp"
+	}
+	return "raw"
+}
+
+// familyName names an address family: "ipv4" or "ipv6".
+func familyName(family uint16) string {
+	if family == syscall.AF_INET6 {
+		return "ipv6"
+	}
+	return "ipv4"
+}
+
+// formatAddr renders a kernel address of the given family.
+func formatAddr(family uint16, addr [16]uint8) string {
+	if family == syscall.AF_INET6 {
+		return netip.AddrFrom16(addr).String()
+	}
+	return netip.AddrFrom4([4]byte(addr[:4])).String()
+}
+
+// Record is one kernel failure record, decoded: the failure as the kernel
+// captured it, and how it was folded. Nothing above the tracer sees the
+// kernel's own layout.
+type Record struct {
+	Failure events.Failure
+	// Fold is the key the kernel counts this failure's repeats under.
+	Fold FoldKey
+	// Folded is how many failures of that key the kernel had folded (counted
+	// without an event) this session when it wrote this one.
+	Folded uint64
+}
+
+// FoldKey is what makes two failures "the same" for folding (struct
+// fold_key in bpf/bindwatch.h): one process, one error, one port, one
+// syscall, and a socket hint the backend chose.
+type FoldKey struct {
+	PID      int
+	Errno    syscall.Errno
+	Port     uint16
+	Syscall  string // "bind" or "listen"
+	sockHint uint32
+}
+
+func foldKey(k *BindwatchFoldKey) FoldKey {
+	return FoldKey{PID: int(k.Tgid), Errno: syscall.Errno(k.Err), Port: k.Port, Syscall: syscallName(k.Syscall), sockHint: k.SockHint}
+}
+
+// decode turns the kernel's event into a Record.
+func decode(ev *BindwatchEvent, backend string, clock bootClock) Record {
+	k := BindwatchFoldKey{Tgid: ev.Pid, Err: ev.Err, Port: ev.Port, Syscall: ev.Syscall, SockHint: ev.SockHint}
+	return Record{Failure: fromKernel(ev, backend, clock), Fold: foldKey(&k), Folded: ev.Folded}
+}
+
+// bootClock turns the kernel's CLOCK_BOOTTIME nanoseconds into wall time.
+type bootClock func(bootNS uint64) time.Time
+
+// fromKernel decodes a kernel failure record. Everything it sets was
+// captured in the kernel at the moment of failure; what only /proc or
+// sock_diag can add is left for resolve (and the host name for the caller).
+func fromKernel(ev *BindwatchEvent, backend string, clock bootClock) events.Failure {
+	err := syscall.Errno(ev.Err)
+	f := events.Failure{
+		Type:      events.TypeFailure,
+		Version:   events.Version,
+		Time:      clock(ev.TsNs),
+		Backend:   backend,
+		Hook:      hookName(backend, ev.Hook),
+		Syscall:   syscallName(ev.Syscall),
+		Errno:     events.ErrnoName(err),
+		ErrnoCode: int(ev.Err),
+		Proto:     protoName(ev.Protocol),
+		Family:    familyName(ev.Family),
+		Addr:      formatAddr(ev.Family, ev.Addr),
+		Port:      ev.Port,
+		Socket:    decodeSocket(ev),
+		Process:   decodeProcess(ev, clock),
+		Holders:   []events.Holder{},
+	}
+	if ev.HasHolder != 0 {
+		f.Holders = append(f.Holders, decodeHolder(&ev.Holder, f.Proto, ev.Netns, clock))
+	}
+	return f
+}
+
+func decodeSocket(ev *BindwatchEvent) events.Socket {
+	flag := func(b BindwatchBwSockFlag) bool { return ev.SockFlags&uint8(b) != 0 }
+	s := events.Socket{
+		ReuseAddr:     flag(BindwatchBwSockFlagBW_SOCK_REUSEADDR),
+		ReusePort:     flag(BindwatchBwSockFlagBW_SOCK_REUSEPORT),
+		Freebind:      flag(BindwatchBwSockFlagBW_SOCK_FREEBIND),
+		BoundDevIndex: int(ev.BoundDevIf),
+	}
+	if ev.Family == syscall.AF_INET6 {
+		v6only := flag(BindwatchBwSockFlagBW_SOCK_V6ONLY)
+		s.V6Only = &v6only
+	}
+	return s
+}
+
+// capNetBindService is CAP_NET_BIND_SERVICE's bit in a capability set.
+const capNetBindService = 10
+
+func decodeProcess(ev *BindwatchEvent, clock bootClock) events.Process {
+	gid := ev.Gid
+	canBind := ev.CapEffective&(1<<capNetBindService) != 0
+	return events.Process{
+		PID:               int(ev.Pid),
+		TID:               int(ev.Tid),
+		PPID:              int(ev.Ppid),
+		UID:               ev.Uid,
+		GID:               &gid,
+		Comm:              cString(ev.Comm[:]),
+		Cmdline:           splitArgs(int8Bytes(ev.Args[:min(int(ev.ArgsLen), len(ev.Args))])),
+		CgroupID:          ev.CgroupId,
+		Netns:             ev.Netns,
+		StartTime:         clock(ev.StartNs),
+		CapNetBindService: &canBind,
+	}
+}
+
+func decodeHolder(rec *BindwatchHolderRec, proto string, netns uint32, clock bootClock) events.Holder {
+	var since time.Time
+	if rec.BoundNs != 0 { // 0: seeded at start, listen() time unknown
+		since = clock(rec.BoundNs)
+	}
+	// The registry holds TCP listeners and bound UDP sockets.
+	state := "LISTEN"
+	if proto == "udp" {
+		state = "UNCONN"
+	}
+	return events.Holder{
+		Source: events.Recorded,
+		Proto:  proto,
+		State:  state,
+		Addr:   formatAddr(rec.Family, rec.Addr),
+		Port:   rec.Port,
+		Inode:  rec.Inode,
+		UID:    rec.Uid,
+		Netns:  netns,
+		Since:  since,
+		Processes: []events.Process{{
+			PID:       int(rec.Tgid),
+			PPID:      int(rec.Ppid),
+			UID:       rec.Uid,
+			Comm:      cString(rec.Comm[:]),
+			StartTime: clock(rec.StartNs),
+		}},
+	}
+}
+
+// splitArgs turns a NUL-separated argv block into its arguments. A block
+// cut at the kernel's capture limit keeps its truncated last argument.
+func splitArgs(b []byte) []string {
+	b = bytes.TrimRight(b, "\x00")
+	if len(b) == 0 {
+		return nil
+	}
+	return strings.Split(string(b), "\x00")
+}
+
+func cString(c []int8) string {
+	b := int8Bytes(c)
+	if i := bytes.IndexByte(b, 0); i >= 0 {
+		b = b[:i]
+	}
+	return string(b)
+}
+
+func int8Bytes(c []int8) []byte {
+	b := make([]byte, len(c))
+	for i, v := range c {
+		b[i] = byte(v)
+	}
+	return b
+}
