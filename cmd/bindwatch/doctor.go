@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"strings"
 
+	"github.com/bindwatch/bindwatch/internal/events"
 	"github.com/bindwatch/bindwatch/internal/resolve"
 	"github.com/bindwatch/bindwatch/internal/tracer"
 	"github.com/urfave/cli/v2"
@@ -31,20 +32,6 @@ Example:
 	}
 }
 
-// doctorReport is what doctor found, field by field.
-type doctorReport struct {
-	Version    string            `json:"version"`
-	Kernel     string            `json:"kernel"`
-	Arch       string            `json:"arch"`
-	BTF        string            `json:"btf"`
-	Lockdown   string            `json:"lockdown"`
-	Tracefs    string            `json:"tracefs"`
-	Privileges string            `json:"privileges"`
-	Backends   map[string]string `json:"backends"` // name -> "ok" or why not
-	Auto       string            `json:"auto"`     // what --backend auto picks, "" if none
-	Owners     string            `json:"owner_lookup"`
-}
-
 func doctorAction(c *cli.Context) error {
 	format := c.String("format")
 	if format != "text" && format != "json" {
@@ -52,7 +39,7 @@ func doctorAction(c *cli.Context) error {
 	}
 	var u unix.Utsname
 	unix.Uname(&u)
-	r := doctorReport{
+	r := events.Doctor{
 		Version:    version,
 		Kernel:     unix.ByteSliceToString(u.Release[:]),
 		Arch:       unix.ByteSliceToString(u.Machine[:]),
@@ -60,6 +47,9 @@ func doctorAction(c *cli.Context) error {
 		Lockdown:   lockdown(),
 		Privileges: privileges(),
 		Backends:   map[string]string{},
+	}
+	for _, b := range tracer.Backends() {
+		r.Order = append(r.Order, b.Name())
 	}
 	for _, st := range tracer.Probe() {
 		if st.Err == nil {
@@ -84,32 +74,12 @@ func doctorAction(c *cli.Context) error {
 		b, _ := json.MarshalIndent(r, "", "  ")
 		fmt.Println(string(b))
 	} else {
-		printDoctor(r)
+		r.WriteText(os.Stdout)
 	}
 	if r.Auto == "" {
 		return cli.Exit("", 1)
 	}
 	return nil
-}
-
-func printDoctor(r doctorReport) {
-	row := func(k, v string) { fmt.Printf("%-13s %s\n", k, v) }
-	row("bindwatch", r.Version)
-	row("kernel", r.Kernel+" "+r.Arch)
-	row("BTF", r.BTF)
-	row("lockdown", r.Lockdown)
-	row("tracefs", r.Tracefs)
-	row("privileges", r.Privileges)
-	row("owner lookup", r.Owners)
-	fmt.Println("backends (in the order --backend auto tries them):")
-	for _, b := range tracer.Backends() {
-		fmt.Printf("  %-11s %s\n", b.Name(), r.Backends[b.Name()])
-	}
-	if r.Auto == "" {
-		fmt.Println("no backend works here: bindwatch cannot trace on this host (see the reasons above)")
-		return
-	}
-	fmt.Printf("--backend auto uses: %s\n", r.Auto)
 }
 
 func fileState(path, yes, no string) string {

@@ -5,6 +5,7 @@ import (
 	"os/exec"
 	"testing"
 
+	"github.com/bindwatch/bindwatch/internal/events"
 	"github.com/bindwatch/bindwatch/internal/testenv"
 )
 
@@ -16,7 +17,7 @@ func TestDoctor(t *testing.T) {
 	if err != nil {
 		t.Fatalf("doctor: %v\n%s", err, out)
 	}
-	var r doctorReport
+	var r events.Doctor
 	if err := json.Unmarshal(out, &r); err != nil {
 		t.Fatalf("doctor JSON: %v\n%s", err, out)
 	}

@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bindwatch/bindwatch/internal/deploy"
 	"github.com/bindwatch/bindwatch/internal/events"
 	"github.com/bindwatch/bindwatch/internal/testenv"
 )
@@ -349,15 +348,15 @@ func decodeLine[T any](t *testing.T, l jsonLine) T {
 
 // freeRecords runs `bindwatch free --format json ARGS...` and returns its
 // records, each checked against the schema.
-func freeRecords(t *testing.T, args ...string) (result, []deploy.FreeRecord) {
+func freeRecords(t *testing.T, args ...string) (result, []events.FreeRecord) {
 	t.Helper()
 	res := bindwatch(t, append([]string{"free", "--format", "json"}, args...)...)
-	var recs []deploy.FreeRecord
+	var recs []events.FreeRecord
 	for _, l := range jsonOutput(t, res) {
-		if l.typ != deploy.TypeFree {
+		if l.typ != events.TypeFree {
 			t.Fatalf("free wrote a %q record; %s", l.typ, res)
 		}
-		recs = append(recs, decodeLine[deploy.FreeRecord](t, l))
+		recs = append(recs, decodeLine[events.FreeRecord](t, l))
 	}
 	return res, recs
 }
@@ -374,7 +373,7 @@ func holderPIDs(holders []events.Holder) []int {
 }
 
 // actionsText is a record's actions as "pid SIGNAL result" lines.
-func actionsText(actions []deploy.FreeAction) string {
+func actionsText(actions []events.FreeAction) string {
 	var s []string
 	for _, a := range actions {
 		s = append(s, fmt.Sprintf("%d %s %s", a.PID, a.Signal, a.Result))
@@ -448,7 +447,7 @@ func TestFreeJSONDryRun(t *testing.T) {
 	// No --format, stdout a pipe: JSON.
 	free := fmt.Sprintf("%d/tcp", testenv.FreePort(t))
 	res = bindwatch(t, "free", free)
-	if lines := jsonOutput(t, res); res.code != 0 || len(lines) != 1 || lines[0].typ != deploy.TypeFree {
+	if lines := jsonOutput(t, res); res.code != 0 || len(lines) != 1 || lines[0].typ != events.TypeFree {
 		t.Errorf("free %s, stdout not a terminal: want exit 0 and one free record; %s", free, res)
 	}
 }

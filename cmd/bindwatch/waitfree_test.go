@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bindwatch/bindwatch/internal/deploy"
+	"github.com/bindwatch/bindwatch/internal/events"
 	"github.com/bindwatch/bindwatch/internal/testenv"
 )
 
@@ -190,20 +190,20 @@ func TestWaitFreeUsageErrors(t *testing.T) {
 // waitFreeRecords runs `bindwatch wait-free --format json ARGS...` and
 // returns its held records and its wait_free records, each checked
 // against the schema; wait_free records must come last.
-func waitFreeRecords(t *testing.T, args ...string) (result, []deploy.HeldRecord, []deploy.WaitFreeRecord) {
+func waitFreeRecords(t *testing.T, args ...string) (result, []events.HeldRecord, []events.WaitFreeRecord) {
 	t.Helper()
 	res := bindwatch(t, append([]string{"wait-free", "--format", "json"}, args...)...)
-	var held []deploy.HeldRecord
-	var ended []deploy.WaitFreeRecord
+	var held []events.HeldRecord
+	var ended []events.WaitFreeRecord
 	for _, l := range jsonOutput(t, res) {
 		switch l.typ {
-		case deploy.TypeHeld:
+		case events.TypeHeld:
 			if len(ended) > 0 {
 				t.Errorf("a held record after a wait_free record; %s", res)
 			}
-			held = append(held, decodeLine[deploy.HeldRecord](t, l))
-		case deploy.TypeWaitFree:
-			ended = append(ended, decodeLine[deploy.WaitFreeRecord](t, l))
+			held = append(held, decodeLine[events.HeldRecord](t, l))
+		case events.TypeWaitFree:
+			ended = append(ended, decodeLine[events.WaitFreeRecord](t, l))
 		default:
 			t.Fatalf("wait-free wrote a %q record; %s", l.typ, res)
 		}

@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"runtime/debug"
 	"strconv"
@@ -15,28 +14,6 @@ import (
 	"github.com/bindwatch/bindwatch/internal/events"
 	"github.com/bindwatch/bindwatch/internal/resolve"
 )
-
-// whoRecord is one line of `bindwatch who --format json`: who holds one
-// port of one protocol, in bindwatch's network namespace or, with
-// --all-netns, in all of them (each holder carries its netns).
-type whoRecord struct {
-	Type     string           `json:"type"` // "who"
-	Version  int              `json:"version"`
-	Port     uint16           `json:"port"`
-	Proto    string           `json:"proto"`
-	Held     bool             `json:"held"`
-	Holders  []events.Holder  `json:"holders"`
-	TimeWait *events.TimeWait `json:"time_wait,omitempty"`
-	// Sockets counts every socket on the port; Holders lists all
-	// listening and bound ones but only the first few connections and
-	// TIME_WAIT sockets.
-	Sockets int `json:"sockets"`
-	// Netns lists the network namespaces searched (inodes).
-	Netns []uint32 `json:"netns"`
-	// OwnerLookup: how owners were found, "bpf_iter" or "proc_scan";
-	// absent for a free port.
-	OwnerLookup string `json:"owner_lookup,omitempty"`
-}
 
 // whoQuery is one PORT[/PROTO] argument, expanded to one protocol.
 type whoQuery struct {
@@ -134,7 +111,7 @@ func whoAction(c *cli.Context) error {
 				return err
 			}
 		} else {
-			writeWhoText(c.App.Writer, rec, len(namespaces) > 1, time.Now())
+			rec.WriteText(c.App.Writer, len(namespaces) > 1, time.Now())
 		}
 	}
 	if !held {
@@ -164,8 +141,8 @@ func parsePortArg(arg string) ([]whoQuery, error) {
 
 // whoPort looks up one port in every namespace and merges the answers.
 // A namespace that vanished while being searched is skipped.
-func whoPort(r *resolve.Resolver, namespaces []resolve.Netns, q whoQuery) (*whoRecord, error) {
-	rec := &whoRecord{Type: "who", Version: events.Version, Port: q.port, Proto: q.proto, Holders: []events.Holder{}}
+func whoPort(r *resolve.Resolver, namespaces []resolve.Netns, q whoQuery) (*events.Who, error) {
+	rec := &events.Who{Type: events.TypeWho, Version: events.Version, Port: q.port, Proto: q.proto, Holders: []events.Holder{}}
 	var tw events.TimeWait
 	for _, ns := range namespaces {
 		rep, err := r.Who(ns, q.proto, q.port)
@@ -190,86 +167,3 @@ func whoPort(r *resolve.Resolver, namespaces []resolve.Netns, q whoQuery) (*whoR
 	return rec, nil
 }
 
-// writeWhoText prints one port as people read it: the port and whether it
-// is held, then a line per socket and a line per owning process.
-func writeWhoText(w io.Writer, rec *whoRecord, showNetns bool, now time.Time) {
-	if !rec.Held {
-		fmt.Fprintf(w, "%d/%s: free\n", rec.Port, rec.Proto)
-		return
-	}
-	fmt.Fprintf(w, "%d/%s: held (%d socket%s)\n", rec.Port, rec.Proto, rec.Sockets, events.Plural(rec.Sockets))
-	listedTW := 0
-	for _, h := range rec.Holders {
-		if h.State == "TIME_WAIT" {
-			listedTW++
-			continue
-		}
-		line := fmt.Sprintf("  %-11s %s", h.State, events.HostPort(h.Addr, h.Port))
-		if h.Inode != 0 {
-			line += fmt.Sprintf("  inode %d", h.Inode)
-		}
-		line += fmt.Sprintf("  uid %d", h.UID)
-		if h.ReuseAddr != nil {
-			line += "  reuseaddr=" + events.OnOff(*h.ReuseAddr)
-		}
-		if h.ReusePort != nil {
-			line += "  reuseport=" + events.OnOff(*h.ReusePort)
-		}
-		if h.V6Only != nil {
-			line += "  v6only=" + events.OnOff(*h.V6Only)
-		}
-		if showNetns {
-			line += fmt.Sprintf("  netns %d", h.Netns)
-		}
-		fmt.Fprintln(w, line)
-		if len(h.Processes) == 0 {
-			fmt.Fprintln(w, "              no process has it open")
-		}
-		for _, p := range h.Processes {
-			fmt.Fprintln(w, "              "+processText(&p, now))
-		}
-	}
-	if rec.TimeWait != nil {
-		fmt.Fprintf(w, "  TIME_WAIT   %d socket%s, the last expires in %.1fs (no process: the kernel keeps them 60 s after a close)\n",
-			rec.TimeWait.Count, events.Plural(rec.TimeWait.Count), float64(rec.TimeWait.MaxRemainingMS)/1000)
-	}
-	if hidden := rec.Sockets - len(rec.Holders) - (rec.timeWaitCount() - listedTW); hidden > 0 {
-		fmt.Fprintf(w, "  … and %d more connection%s (--format json lists the first few)\n", hidden, events.Plural(hidden))
-	}
-}
-
-func (rec *whoRecord) timeWaitCount() int {
-	if rec.TimeWait == nil {
-		return 0
-	}
-	return rec.TimeWait.Count
-}
-
-// processText is one owning process: "pid 42 nginx (user root, up 3h12m): nginx -g daemon off;".
-func processText(p *events.Process, now time.Time) string {
-	var details []string
-	if p.User != "" {
-		details = append(details, "user "+p.User)
-	} else {
-		details = append(details, fmt.Sprintf("uid %d", p.UID))
-	}
-	if p.PPID != 0 {
-		details = append(details, fmt.Sprintf("ppid %d", p.PPID))
-	}
-	if !p.StartTime.IsZero() {
-		details = append(details, "up "+now.Sub(p.StartTime).Round(time.Second).String())
-	}
-	if p.ContainerID != "" {
-		details = append(details, "container "+p.ContainerID[:min(12, len(p.ContainerID))])
-	} else if p.Cgroup != "" && p.Cgroup != "/" {
-		details = append(details, "cgroup "+p.Cgroup)
-	}
-	s := fmt.Sprintf("pid %d %s (%s)", p.PID, p.Comm, strings.Join(details, ", "))
-	if cmd := strings.Join(p.Cmdline, " "); cmd != "" {
-		if len(cmd) > 100 {
-			cmd = cmd[:97] + "..."
-		}
-		s += ": " + cmd
-	}
-	return s
-}

@@ -72,7 +72,7 @@ func TestFreeActions(t *testing.T) {
 	// the signal; nothing was.
 	fresh := target(19)
 	stoppable.Targets = append(stoppable.Targets, fresh)
-	if a := pl.actions(fresh, stoppable, true); len(a) != 1 || a[0].Result != ResultDryRun || a[0].Signal != "SIGINT" {
+	if a := pl.actions(fresh, stoppable, true); len(a) != 1 || a[0].Result != events.ResultDryRun || a[0].Signal != "SIGINT" {
 		t.Errorf("dry run: actions %+v, want one SIGINT dry_run", a)
 	}
 }
@@ -96,7 +96,7 @@ func TestFreeRecordEndState(t *testing.T) {
 		t.Errorf("released port: free %v holders_after %v released_after_ms %d grace_ms %d; want free, [], 1, 2000",
 			rec.Free, rec.HoldersAfter, rec.ReleasedAfterMS, rec.GraceMS)
 	}
-	if len(rec.Holders) != 2 || rec.Refusal == nil || *rec.Refusal != (RefusalRecord{Syscall: "bind", Addr: "0.0.0.0", Errno: "EADDRINUSE"}) {
+	if len(rec.Holders) != 2 || rec.Refusal == nil || *rec.Refusal != (events.RefusalRecord{Syscall: "bind", Addr: "0.0.0.0", Errno: "EADDRINUSE"}) {
 		t.Errorf("found state: holders %+v refusal %+v", rec.Holders, rec.Refusal)
 	}
 

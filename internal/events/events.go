@@ -1,8 +1,10 @@
-// Package events defines bindwatch's records — a failed bind()/listen() and
-// the process and sockets on both sides of it — and turns them into the text
-// and JSON lines that users read and ship. It knows nothing about BPF or /proc:
-// the tracer fills a Failure from a kernel record, resolve adds what only
-// user space can find, and this package says it.
+// Package events defines every record bindwatch writes — a failed
+// bind()/listen() and the process and sockets on both sides of it, the
+// tracing session's start, repeats, lost and stop, and the records of who,
+// free, wait-free and doctor — and turns them into the text and JSON lines
+// that users read and ship. It is a leaf: it knows nothing about BPF or
+// /proc. The tracer fills a Failure from a kernel record, resolve adds what
+// only user space can find, and this package says it.
 package events
 
 import (

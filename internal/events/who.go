@@ -1,0 +1,118 @@
+package events
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"time"
+)
+
+// TypeWho is the type of `bindwatch who`'s records.
+const TypeWho = "who"
+
+// Who is one line of `bindwatch who --format json`: who holds one
+// port of one protocol, in bindwatch's network namespace or, with
+// --all-netns, in all of them (each holder carries its netns).
+type Who struct {
+	Type     string    `json:"type"` // "who"
+	Version  int       `json:"version"`
+	Port     uint16    `json:"port"`
+	Proto    string    `json:"proto"`
+	Held     bool      `json:"held"`
+	Holders  []Holder  `json:"holders"`
+	TimeWait *TimeWait `json:"time_wait,omitempty"`
+	// Sockets counts every socket on the port; Holders lists all
+	// listening and bound ones but only the first few connections and
+	// TIME_WAIT sockets.
+	Sockets int `json:"sockets"`
+	// Netns lists the network namespaces searched (inodes).
+	Netns []uint32 `json:"netns"`
+	// OwnerLookup: how owners were found, "bpf_iter" or "proc_scan";
+	// absent for a free port.
+	OwnerLookup string `json:"owner_lookup,omitempty"`
+}
+
+// WriteText prints one port as people read it: the port and whether it
+// is held, then a line per socket and a line per owning process (with the
+// network namespace of each socket when showNetns).
+func (rec *Who) WriteText(w io.Writer, showNetns bool, now time.Time) {
+	if !rec.Held {
+		fmt.Fprintf(w, "%d/%s: free\n", rec.Port, rec.Proto)
+		return
+	}
+	fmt.Fprintf(w, "%d/%s: held (%d socket%s)\n", rec.Port, rec.Proto, rec.Sockets, Plural(rec.Sockets))
+	listedTW := 0
+	for _, h := range rec.Holders {
+		if h.State == "TIME_WAIT" {
+			listedTW++
+			continue
+		}
+		line := fmt.Sprintf("  %-11s %s", h.State, HostPort(h.Addr, h.Port))
+		if h.Inode != 0 {
+			line += fmt.Sprintf("  inode %d", h.Inode)
+		}
+		line += fmt.Sprintf("  uid %d", h.UID)
+		if h.ReuseAddr != nil {
+			line += "  reuseaddr=" + OnOff(*h.ReuseAddr)
+		}
+		if h.ReusePort != nil {
+			line += "  reuseport=" + OnOff(*h.ReusePort)
+		}
+		if h.V6Only != nil {
+			line += "  v6only=" + OnOff(*h.V6Only)
+		}
+		if showNetns {
+			line += fmt.Sprintf("  netns %d", h.Netns)
+		}
+		fmt.Fprintln(w, line)
+		if len(h.Processes) == 0 {
+			fmt.Fprintln(w, "              no process has it open")
+		}
+		for _, p := range h.Processes {
+			fmt.Fprintln(w, "              "+ProcessText(&p, now))
+		}
+	}
+	if rec.TimeWait != nil {
+		fmt.Fprintf(w, "  TIME_WAIT   %d socket%s, the last expires in %.1fs (no process: the kernel keeps them 60 s after a close)\n",
+			rec.TimeWait.Count, Plural(rec.TimeWait.Count), float64(rec.TimeWait.MaxRemainingMS)/1000)
+	}
+	if hidden := rec.Sockets - len(rec.Holders) - (rec.timeWaitCount() - listedTW); hidden > 0 {
+		fmt.Fprintf(w, "  … and %d more connection%s (--format json lists the first few)\n", hidden, Plural(hidden))
+	}
+}
+
+func (rec *Who) timeWaitCount() int {
+	if rec.TimeWait == nil {
+		return 0
+	}
+	return rec.TimeWait.Count
+}
+
+// ProcessText is one owning process: "pid 42 nginx (user root, up 3h12m): nginx -g daemon off;".
+func ProcessText(p *Process, now time.Time) string {
+	var details []string
+	if p.User != "" {
+		details = append(details, "user "+p.User)
+	} else {
+		details = append(details, fmt.Sprintf("uid %d", p.UID))
+	}
+	if p.PPID != 0 {
+		details = append(details, fmt.Sprintf("ppid %d", p.PPID))
+	}
+	if !p.StartTime.IsZero() {
+		details = append(details, "up "+now.Sub(p.StartTime).Round(time.Second).String())
+	}
+	if p.ContainerID != "" {
+		details = append(details, "container "+p.ContainerID[:min(12, len(p.ContainerID))])
+	} else if p.Cgroup != "" && p.Cgroup != "/" {
+		details = append(details, "cgroup "+p.Cgroup)
+	}
+	s := fmt.Sprintf("pid %d %s (%s)", p.PID, p.Comm, strings.Join(details, ", "))
+	if cmd := strings.Join(p.Cmdline, " "); cmd != "" {
+		if len(cmd) > 100 {
+			cmd = cmd[:97] + "..."
+		}
+		s += ": " + cmd
+	}
+	return s
+}
