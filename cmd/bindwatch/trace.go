@@ -18,7 +18,7 @@ import (
 )
 
 func commands() []*cli.Command {
-	return []*cli.Command{whoCommand(), runCommand(), waitFreeCommand(), freeCommand(), doctorCommand()}
+	return []*cli.Command{whoCommand(), runCommand(), waitFreeCommand(), freeCommand(), doctorCommand(), reportCommand()}
 }
 
 // traceFlags are the flags of tracing (bindwatch itself, and bindwatch run).

@@ -75,6 +75,12 @@ func Text(rec any) string {
 			clock(r.Time), r.Errno, r.Syscall, r.Proto, r.Port, r.PID, r.Comm, r.Count, Plural(r.Count))
 	case *Lost:
 		return fmt.Sprintf("%s LOST %d failure%s: the ring buffer was full (hint: raise --ring-size, or narrow with --port/--pid)", clock(r.Time), r.Count, Plural(r.Count))
+	case *Released:
+		return releasedText(r)
+	case *Signal:
+		return signalText(r)
+	case *Recovered:
+		return recoveredText(r)
 	case *Stop:
 		return fmt.Sprintf("%s bindwatch stopped after %s: %d failure%s, %d reported, %d folded, %d lost",
 			clock(r.Time), (time.Duration(r.DurationMS) * time.Millisecond).String(), r.Failures, Plural(r.Failures), r.Reported, r.Folded, r.Lost)

@@ -1,0 +1,159 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+	"golang.org/x/sys/unix"
+
+	"github.com/bindwatch/bindwatch/internal/events"
+	"github.com/bindwatch/bindwatch/internal/incident"
+	"github.com/bindwatch/bindwatch/internal/tracer"
+)
+
+func reportCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "report",
+		Usage:     "tell the story of each port outage from bindwatch's JSON logs",
+		ArgsUsage: "[FILE...]",
+		Description: `Reads the JSON lines bindwatch wrote (--format json --output FILE) — each
+FILE with its rotated siblings FILE.1, FILE.2.gz… (oldest first), or
+standard input when no FILE is given — and groups them into incidents: one
+per port (network namespace, protocol, port) from its first failed bind() or
+listen() until someone who wanted the port held it again, or the trace
+ended. For each it prints the window and the outage, the failing processes
+with their attempts (folded ones included), each holder and what it was
+(leftover child, orphan, another service, TIME_WAIT), a timeline relative
+to the first failure — failures, signals sent to the holder and by whom,
+when the port was released and how, when it recovered — and the diagnosis.
+
+Malformed lines, records of a newer schema version and files cut off
+mid-record are counted and reported on standard error, never fatal.
+
+Examples:
+  bindwatch report /var/log/bindwatch.jsonl
+  bindwatch report --port 8080 --since 2026-11-25T09:00:00Z bindwatch.jsonl
+  bindwatch report --format json bindwatch.jsonl | jq .outage_ms
+  bindwatch report --html outage.html bindwatch.jsonl
+  journalctl -o cat -u bindwatch | bindwatch report
+
+Exit status: 0 (also when there was no incident, or lines were skipped), 1
+when a file cannot be read or --html cannot be written, 2 for a usage
+error.`,
+		Flags: []cli.Flag{
+			&cli.StringSliceFlag{Name: "port", Aliases: []string{"p"}, Usage: "only incidents on `PORT` or range LO-HI (repeatable)"},
+			&cli.StringFlag{Name: "since", Usage: "only incidents still going on at or after `TIME` (RFC 3339, \"2006-01-02 15:04:05\" local, or a duration ago: 2h)"},
+			&cli.StringFlag{Name: "until", Usage: "only incidents that began at or before `TIME` (as --since)"},
+			&cli.StringFlag{Name: "format", Usage: "output `FORMAT`: text (one block per incident) or json (one incident record per line; docs/schema.md). Default: text on a terminal, json otherwise"},
+			&cli.StringFlag{Name: "html", Usage: "also write one self-contained page with a timeline picture per incident to `FILE`"},
+		},
+		Action:          reportAction,
+		HideHelpCommand: true,
+		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
+			return usageError{err}
+		},
+	}
+}
+
+func reportAction(c *cli.Context) error {
+	var ports []tracer.PortRange
+	for _, p := range c.StringSlice("port") {
+		r, err := parsePortRange(p)
+		if err != nil {
+			return usagef("--port %s: %v", p, err)
+		}
+		ports = append(ports, r)
+	}
+	now := time.Now()
+	since, err := parseWhen(c.String("since"), now)
+	if err != nil {
+		return usagef("--since: %v", err)
+	}
+	until, err := parseWhen(c.String("until"), now)
+	if err != nil {
+		return usagef("--until: %v", err)
+	}
+	format, err := outputFormat(c, os.Stdout)
+	if err != nil {
+		return err
+	}
+	files := c.Args().Slice()
+	log := incident.ReadFiles(files, os.Stdin)
+	wanted := func(port uint16) bool {
+		if len(ports) == 0 {
+			return true
+		}
+		for _, r := range ports {
+			if port >= r.Lo && port <= r.Hi {
+				return true
+			}
+		}
+		return false
+	}
+	incidents := incident.Select(incident.Build(log.Records), wanted, since, until)
+	sources := "standard input"
+	if len(files) > 0 {
+		sources = strings.Join(incident.Files(files), ", ")
+	}
+	if log.Skipped.Any() {
+		fmt.Fprintf(os.Stderr, "bindwatch report: skipped %s\n", log.Skipped)
+	}
+	if path := c.String("html"); path != "" {
+		if err := writeHTML(path, incidents, sources, log.Skipped); err != nil {
+			return cli.Exit(err.Error(), 1)
+		}
+	}
+	if format == events.FormatJSON {
+		w, _ := events.NewWriter(os.Stdout, format)
+		for _, in := range incidents {
+			if err := w.Write(in); err != nil {
+				return err
+			}
+		}
+	} else if len(incidents) == 0 {
+		fmt.Printf("no incident in %s (%d record%s read)\n", sources, len(log.Records), events.Plural(len(log.Records)))
+	} else if err := incident.WriteText(os.Stdout, incidents); err != nil {
+		return err
+	}
+	if len(log.Skipped.Unreadable) > 0 {
+		return cli.Exit(fmt.Sprintf("report: could not read %s (hint: check the path and permissions)", strings.Join(log.Skipped.Unreadable, "; ")), 1)
+	}
+	return nil
+}
+
+// writeHTML writes the page to path, replacing a regular file but never
+// following a symlink planted there.
+func writeHTML(path string, incidents []*events.Incident, sources string, skipped incident.Skipped) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|unix.O_NOFOLLOW, 0o644)
+	if err != nil {
+		return fmt.Errorf("write --html %s: %w (hint: check the directory exists and is writable, and the path is not a symlink)", path, err)
+	}
+	if err := incident.WriteHTML(f, incidents, sources, skipped); err != nil {
+		f.Close()
+		return fmt.Errorf("write --html %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("write --html %s: %w", path, err)
+	}
+	return nil
+}
+
+// parseWhen reads --since/--until: RFC 3339, a local "2006-01-02
+// 15:04:05", or a duration before now.
+func parseWhen(s string, now time.Time) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	if d, err := time.ParseDuration(s); err == nil && d >= 0 {
+		return now.Add(-d), nil
+	}
+	for _, layout := range []string{time.RFC3339Nano, "2006-01-02 15:04:05", "2006-01-02T15:04:05", "2006-01-02 15:04", "2006-01-02"} {
+		if t, err := time.ParseInLocation(layout, s, time.Local); err == nil {
+			return t, nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("%q is not a time (RFC 3339 like 2026-11-25T09:00:00Z, \"2026-11-25 09:00:00\" local time, or a duration ago like 2h)", s)
+}

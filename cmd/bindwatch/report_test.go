@@ -1,0 +1,200 @@
+package main
+
+import (
+	"bytes"
+	"compress/gzip"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/bindwatch/bindwatch/internal/testenv"
+)
+
+// realIncidentLog traces two ports with failures against real holders and
+// returns the JSON lines bindwatch wrote: two incidents, open at the end.
+func realIncidentLog(t *testing.T) (lines [][]byte, ports [2]int) {
+	t.Helper()
+	ports = [2]int{testenv.FreePort(t), testenv.FreePort(t)}
+	lines = runTrace(t, func() {
+		for _, p := range ports {
+			testenv.Hold(t, "tcp", "127.0.0.1", p, testenv.Opts{})
+			for range 3 {
+				testenv.FailBind(t, "tcp", "127.0.0.1", p, testenv.Opts{}, syscall.EADDRINUSE)
+			}
+		}
+	}, "--port", strconv.Itoa(ports[0]), "--port", strconv.Itoa(ports[1]))
+	return lines, ports
+}
+
+func report(t *testing.T, args ...string) (stdout, stderr string) {
+	t.Helper()
+	cmd := exec.Command(bindwatchBin, append([]string{"report"}, args...)...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("bindwatch report %v: %v\n%s", args, err, errb.String())
+	}
+	return out.String(), errb.String()
+}
+
+// report on a damaged log — garbage lines, a record of a newer schema
+// version, a gzip-rotated older part and a truncated last line — finds the
+// same incidents as on the clean log, and counts what it skipped.
+func TestReportSurvivesDamagedLogs(t *testing.T) {
+	lines, ports := realIncidentLog(t)
+	dir := t.TempDir()
+	clean := filepath.Join(dir, "clean.jsonl")
+	os.WriteFile(clean, append(bytes.Join(lines, []byte("\n")), '\n'), 0o644)
+	want, stderr := report(t, "--format", "json", clean)
+	if stderr != "" {
+		t.Errorf("clean log: unexpected complaint %q", stderr)
+	}
+	schema, err := testenv.LoadSchema("../../docs/schema.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var incidents []map[string]any
+	for _, l := range strings.Split(strings.TrimSpace(want), "\n") {
+		var in map[string]any
+		if err := json.Unmarshal([]byte(l), &in); err != nil {
+			t.Fatalf("report line is not JSON: %v: %s", err, l)
+		}
+		if err := schema.Validate(any(in)); err != nil {
+			t.Errorf("incident record does not match docs/schema.json: %v\n%s", err, l)
+		}
+		incidents = append(incidents, in)
+	}
+	if len(incidents) != 2 {
+		t.Fatalf("clean log: %d incidents, want 2 (one per port):\n%s", len(incidents), want)
+	}
+	for i, in := range incidents {
+		if int(in["port"].(float64)) != ports[i] || in["attempts"].(float64) != 3 || in["state"] != "open" {
+			t.Errorf("incident %d: port %v attempts %v state %v, want port %d, 3 attempts, open", i, in["port"], in["attempts"], in["state"], ports[i])
+		}
+	}
+
+	// The damaged copy: the first half rotated and compressed, garbage in
+	// the second, and the last record cut in half.
+	damaged := filepath.Join(dir, "bw.jsonl")
+	half := len(lines) / 2
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	for _, l := range lines[:half] {
+		zw.Write(append(l, '\n'))
+	}
+	zw.Close()
+	os.WriteFile(damaged+".1.gz", gz.Bytes(), 0o644)
+	var b bytes.Buffer
+	b.WriteString("not json at all\n{\"type\":\"bind_failure\"}\n\x00\x01garbage\n")
+	for _, l := range lines[half:] {
+		b.Write(append(l, '\n'))
+		b.WriteString(`{"type":"bind_failure","version":2,"time":"2026-11-25T10:31:02Z"}` + "\n")
+	}
+	b.WriteString("{\"broken\": \n")
+	last := lines[len(lines)-1] // the stop record, again, cut off
+	b.Write(last[:len(last)/2])
+	os.WriteFile(damaged, b.Bytes(), 0o644)
+
+	got, stderr := report(t, "--format", "json", damaged)
+	if got != want {
+		t.Errorf("damaged log: incidents differ from the clean log's\nclean:\n%s\ndamaged:\n%s", want, got)
+	}
+	newer := len(lines) - half
+	for _, s := range []string{"4 malformed lines", strconv.Itoa(newer) + " records of a newer schema version", "1 truncated file"} {
+		if !strings.Contains(stderr, s) {
+			t.Errorf("report did not say %q: %q", s, stderr)
+		}
+	}
+	// Text mode reads the same log.
+	text, _ := report(t, "--format", "text", "--port", strconv.Itoa(ports[1]), damaged)
+	if strings.Count(text, "incident on tcp") != 1 || !strings.Contains(text, "3 failed attempts") || !strings.Contains(text, ":"+strconv.Itoa(ports[1])) {
+		t.Errorf("text report for --port %d:\n%s", ports[1], text)
+	}
+}
+
+// chromium runs Debian's headless chromium on a local page with no
+// network and a fresh profile, and returns what it printed.
+func chromium(t *testing.T, args ...string) []byte {
+	t.Helper()
+	bin, err := exec.LookPath("chromium")
+	if err != nil {
+		t.Skip("chromium is not installed (the project's setup, .ci/run, installs it)")
+	}
+	base := []string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+		"--disable-background-networking", "--disable-component-update", "--disable-sync",
+		"--user-data-dir=" + t.TempDir()}
+	cmd := exec.Command(bin, append(base, args...)...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("chromium %v: %v\n%s", args, err, stderr.String())
+	}
+	return out
+}
+
+// sections splits a dumped DOM into its incident sections.
+func sections(dom string) []string {
+	parts := strings.Split(dom, `<section class="incident"`)
+	return parts[1:]
+}
+
+// The --html page, loaded in a real headless browser, holds one timeline
+// per incident with a lane for the holder, the failing process and the
+// kernel's view, and a mark per failure and per folded count.
+func TestReportHTMLInBrowser(t *testing.T) {
+	lines, ports := realIncidentLog(t)
+	dir := t.TempDir()
+	log := filepath.Join(dir, "bw.jsonl")
+	os.WriteFile(log, append(bytes.Join(lines, []byte("\n")), '\n'), 0o644)
+	page := filepath.Join(dir, "incidents.html")
+	report(t, "--html", page, log)
+	raw, _ := os.ReadFile(page)
+	for _, banned := range []string{"http://", "https://", "<script", "<link", "@import", "url("} {
+		for _, l := range strings.Split(string(raw), "\n") {
+			if strings.Contains(l, banned) && !strings.Contains(l, `xmlns="http://www.w3.org/2000/svg"`) {
+				t.Errorf("the page is not self-contained: %q in %s", banned, l)
+			}
+		}
+	}
+	dom := string(chromium(t, "--dump-dom", "file://"+page))
+	secs := sections(dom)
+	if len(secs) != 2 {
+		t.Fatalf("the browser's DOM holds %d incident sections, want 2:\n%s", len(secs), dom)
+	}
+	for i, s := range secs {
+		if !strings.Contains(s, `data-port="`+strconv.Itoa(ports[i])+`"`) {
+			t.Errorf("section %d is not about port %d", i, ports[i])
+		}
+		if n := strings.Count(s, `<svg class="timeline"`); n != 1 {
+			t.Errorf("section %d: %d timelines, want 1", i, n)
+		}
+		for _, lane := range []string{"holder", "failing", "kernel"} {
+			if !strings.Contains(s, `data-lane="`+lane+`"`) {
+				t.Errorf("section %d: no %s lane", i, lane)
+			}
+		}
+		// Three failures of one process within the fold window: the first
+		// reported, the other two folded (one mark with its count), or
+		// all three reported.
+		failures, folded := strings.Count(s, `class="mark failure"`), 0
+		for _, m := range strings.Split(s, `class="mark repeats"`)[1:] {
+			_, rest, _ := strings.Cut(m, `data-count="`)
+			n, _ := strconv.Atoi(rest[:strings.Index(rest, `"`)])
+			folded += n
+		}
+		if failures < 1 || failures+folded != 3 {
+			t.Errorf("section %d: %d failure marks + %d folded, want 3 attempts", i, failures, folded)
+		}
+	}
+	shot := filepath.Join(dir, "shot.png")
+	chromium(t, "--screenshot="+shot, "--window-size=1100,700", "file://"+page)
+	if b, err := os.ReadFile(shot); err != nil || !bytes.HasPrefix(b, []byte("\x89PNG")) {
+		t.Errorf("no screenshot: %v", err)
+	}
+}

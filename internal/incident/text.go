@@ -1,0 +1,171 @@
+package incident
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/bindwatch/bindwatch/internal/events"
+)
+
+// The timeline's lines: what happened, without the time (the timeline
+// gives it relative to the first failure).
+
+func failureLine(f *events.Failure) string {
+	s := fmt.Sprintf("%s %s by %s", f.Errno, f.Syscall, events.ProcessText(&f.Process))
+	if len(f.Holders) > 0 {
+		h := &f.Holders[0]
+		s += " <- held by " + holderLine(h)
+	} else if f.TimeWait != nil {
+		s += fmt.Sprintf(" <- %d TIME_WAIT socket%s", f.TimeWait.Count, events.Plural(f.TimeWait.Count))
+	}
+	return s
+}
+
+func holderLine(h *events.Holder) string {
+	if len(h.Processes) == 0 {
+		return h.State + " (no process)"
+	}
+	s := events.ProcessText(&h.Processes[0]) + " " + h.State
+	if n := len(h.Processes) - 1; n > 0 {
+		s += fmt.Sprintf(" +%d process%s", n, map[bool]string{true: "", false: "es"}[n == 1])
+	}
+	return s
+}
+
+func repeatsLine(r *events.Repeats) string {
+	return fmt.Sprintf("%d more %s %s by pid %d (%s), folded", r.Count, r.Errno, r.Syscall, r.PID, r.Comm)
+}
+
+func signalLine(s *events.Signal) string {
+	return fmt.Sprintf("%s to %s from %s uid %d: %s", s.Signal, events.ProcessText(&s.Target),
+		events.ProcessText(&s.Sender), s.Sender.UID, s.Result)
+}
+
+func releasedLine(r *events.Released) string {
+	s := "released"
+	if r.Holder != nil {
+		s += " by " + events.ProcessText(r.Holder)
+	}
+	s += ": " + events.ReleaseHow(r)
+	if r.HeldMS > 0 {
+		s += ", held " + events.Millis(r.HeldMS)
+	}
+	if r.Source == events.SourcePoll {
+		s += fmt.Sprintf(" (seen by poll, within %dms)", r.PrecisionMS)
+	}
+	return s
+}
+
+func recoveredLine(in *events.Incident, r *events.Recovered) string {
+	who := "a new process"
+	if r.SameProcess {
+		who = "the same process, retrying"
+	}
+	return fmt.Sprintf("recovered: %s by %s (%s) after %d attempt%s; outage %s", r.Syscall,
+		events.ProcessText(&r.Process), who, r.Attempts, events.Plural(r.Attempts), events.Millis(r.OutageMS))
+}
+
+// Skipped counts what a report could not use.
+type Skipped struct {
+	Malformed int `json:"malformed"` // not a JSON record
+	Newer     int `json:"newer"`     // a schema version this bindwatch does not know
+	Truncated int `json:"truncated"` // a file cut off mid-record
+	// Unreadable lists files that could not be opened or read at all.
+	Unreadable []string `json:"unreadable,omitempty"`
+}
+
+// Any tells whether anything was skipped.
+func (s Skipped) Any() bool {
+	return s.Malformed+s.Newer+s.Truncated+len(s.Unreadable) > 0
+}
+
+func (s Skipped) String() string {
+	var parts []string
+	if s.Malformed > 0 {
+		parts = append(parts, fmt.Sprintf("%d malformed line%s", s.Malformed, events.Plural(s.Malformed)))
+	}
+	if s.Newer > 0 {
+		parts = append(parts, fmt.Sprintf("%d record%s of a newer schema version (hint: read them with a newer bindwatch)", s.Newer, events.Plural(s.Newer)))
+	}
+	if s.Truncated > 0 {
+		parts = append(parts, fmt.Sprintf("%d truncated file%s (cut off mid-record)", s.Truncated, events.Plural(s.Truncated)))
+	}
+	for _, u := range s.Unreadable {
+		parts = append(parts, "unreadable: "+u)
+	}
+	return strings.Join(parts, "; ")
+}
+
+// Title is an incident's one-line summary.
+func Title(in *events.Incident) string {
+	where := fmt.Sprintf("%s %s", in.Proto, events.HostPort(in.Addr, in.Port))
+	if in.Netns != 0 {
+		where += fmt.Sprintf(" (netns %d)", in.Netns)
+	}
+	outcome := fmt.Sprintf("recovered after %s", events.Millis(in.OutageMS))
+	if in.State == events.IncidentOpen {
+		outcome = fmt.Sprintf("not recovered when the trace ended, %s after the first failure", events.Millis(in.OutageMS))
+	}
+	return fmt.Sprintf("incident on %s, host %s: %d failed attempt%s, %s", where, in.Host, in.Attempts, events.Plural(in.Attempts), outcome)
+}
+
+// WriteText writes one block per incident: the port and window, the
+// failing processes, the holders and what they were, a timeline relative
+// to the first failure, and the diagnosis.
+func WriteText(w io.Writer, incidents []*events.Incident) error {
+	var b strings.Builder
+	for i, in := range incidents {
+		if i > 0 {
+			b.WriteString("\n")
+		}
+		b.WriteString(Title(in) + "\n")
+		fmt.Fprintf(&b, "  window:  %s → %s\n", stamp(in.Start), stamp(in.End))
+		for _, f := range in.Failing {
+			fmt.Fprintf(&b, "  failing: %s: %d attempt%s (%s)\n", events.ProcessText(&f.Process), f.Attempts, events.Plural(f.Attempts), strings.Join(f.Errnos, "/"))
+		}
+		for _, h := range in.Holders {
+			fmt.Fprintf(&b, "  holder:  %s — %s\n", holderSummary(&h), h.Kind)
+		}
+		if len(in.Holders) > 0 && len(in.Signals) == 0 {
+			b.WriteString("  signals: none sent to the holder while the incident was open\n")
+		}
+		for _, e := range in.Timeline {
+			fmt.Fprintf(&b, "  %9s  %-9s %s\n", Offset(e.AtMS), e.Kind, e.Text)
+		}
+		if in.Diagnosis != "" {
+			b.WriteString("  why: " + in.Diagnosis + "\n")
+		}
+		if in.Hint != "" {
+			b.WriteString("  fix: " + in.Hint + "\n")
+		}
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func holderSummary(h *events.IncidentHolder) string {
+	if len(h.Processes) == 0 {
+		return fmt.Sprintf("%s %s (no process)", h.State, h.Addr)
+	}
+	var names []string
+	for _, p := range h.Processes {
+		names = append(names, events.ProcessText(&p))
+	}
+	s := strings.Join(names, ", ") + " " + h.State
+	if h.BoundBy != nil {
+		s += ", inherited from " + events.ProcessText(h.BoundBy)
+	}
+	if !h.Since.IsZero() {
+		s += ", bound at " + stamp(h.Since)
+	}
+	return s
+}
+
+// Offset renders a time relative to the first failure: "+1.300s".
+func Offset(ms int64) string {
+	return fmt.Sprintf("+%d.%03ds", ms/1000, ms%1000)
+}
+
+func stamp(t time.Time) string { return t.Local().Format("2006-01-02 15:04:05.000") }
