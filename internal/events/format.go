@@ -135,7 +135,7 @@ func holderText(h *Holder) string {
 		return s + " (no process)"
 	}
 	p := h.Processes[0]
-	s = fmt.Sprintf("pid %d (%s) %s", p.PID, commandLine(&p), s)
+	s = ProcessShort(&p) + " " + s
 	if len(h.Processes) > 1 {
 		if more := len(h.Processes) - 1; more == 1 {
 			s += " +1 process"
@@ -155,6 +155,13 @@ func HostPort(addr string, port uint16) string {
 		return netip.AddrPortFrom(a, port).String()
 	}
 	return fmt.Sprintf("%s:%d", addr, port)
+}
+
+// ProcessShort is a process as a failure line names it: "pid 42 (python3
+// -m http.server)", its command line escaped and cut (ProcessText is the
+// long form, with user, age and cgroup).
+func ProcessShort(p *Process) string {
+	return fmt.Sprintf("pid %d (%s)", p.PID, commandLine(p))
 }
 
 // commandLine is the process's argv (or its comm), on one line: control

@@ -198,17 +198,12 @@ type TimelineEntry struct {
 	Text  string `json:"text"`
 }
 
-// ProcessText is a process as one line shows it: "pid 42 (python3 -m
-// http.server)", its command line escaped and cut.
-func ProcessText(p *Process) string {
-	return fmt.Sprintf("pid %d (%s)", p.PID, commandLine(p))
-}
 
 func releasedText(r *Released) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s RELEASED %s %s", clock(r.Time), r.Proto, HostPort(r.Addr, r.Port))
 	if r.Holder != nil {
-		fmt.Fprintf(&b, " by %s", ProcessText(r.Holder))
+		fmt.Fprintf(&b, " by %s", ProcessShort(r.Holder))
 	}
 	b.WriteString(" " + ReleaseHow(r))
 	if r.HeldMS > 0 {
@@ -224,7 +219,7 @@ func ReleaseHow(r *Released) string {
 	switch r.How {
 	case HowClose:
 		if r.Closer != nil && (r.Holder == nil || r.Closer.PID != r.Holder.PID) {
-			return "closed by " + ProcessText(r.Closer)
+			return "closed by " + ProcessShort(r.Closer)
 		}
 		return "closed"
 	case HowExit:
@@ -235,7 +230,7 @@ func ReleaseHow(r *Released) string {
 			s += fmt.Sprintf(" (code %d)", *r.ExitCode)
 		}
 		if r.Closer != nil && (r.Holder == nil || r.Closer.PID != r.Holder.PID) {
-			s += ": its last owner " + ProcessText(r.Closer)
+			s += ": its last owner " + ProcessShort(r.Closer)
 		}
 		return s
 	case HowExpired:
@@ -253,7 +248,7 @@ func sourceText(source string, precisionMS int64) string {
 
 func signalText(s *Signal) string {
 	return fmt.Sprintf("%s SIGNAL %s to %s, holder of %s :%d, from %s uid %d: %s",
-		clock(s.Time), s.Signal, ProcessText(&s.Target), s.Proto, s.Port, ProcessText(&s.Sender), s.Sender.UID, s.Result)
+		clock(s.Time), s.Signal, ProcessShort(&s.Target), s.Proto, s.Port, ProcessShort(&s.Sender), s.Sender.UID, s.Result)
 }
 
 func recoveredText(r *Recovered) string {
@@ -262,7 +257,7 @@ func recoveredText(r *Recovered) string {
 		who = "the same process that failed"
 	}
 	return fmt.Sprintf("%s RECOVERED %s %s: %s by %s, %s, after %d attempt%s; outage %s",
-		clock(r.Time), r.Proto, HostPort(r.Addr, r.Port), r.Syscall, ProcessText(&r.Process), who,
+		clock(r.Time), r.Proto, HostPort(r.Addr, r.Port), r.Syscall, ProcessShort(&r.Process), who,
 		r.Attempts, Plural(r.Attempts), Millis(r.OutageMS))
 }
 

@@ -13,7 +13,7 @@ import (
 // gives it relative to the first failure).
 
 func failureLine(f *events.Failure) string {
-	s := fmt.Sprintf("%s %s by %s", f.Errno, f.Syscall, events.ProcessText(&f.Process))
+	s := fmt.Sprintf("%s %s by %s", f.Errno, f.Syscall, events.ProcessShort(&f.Process))
 	if len(f.Holders) > 0 {
 		h := &f.Holders[0]
 		s += " <- held by " + holderLine(h)
@@ -27,7 +27,7 @@ func holderLine(h *events.Holder) string {
 	if len(h.Processes) == 0 {
 		return h.State + " (no process)"
 	}
-	s := events.ProcessText(&h.Processes[0]) + " " + h.State
+	s := events.ProcessShort(&h.Processes[0]) + " " + h.State
 	if n := len(h.Processes) - 1; n > 0 {
 		s += fmt.Sprintf(" +%d process%s", n, map[bool]string{true: "", false: "es"}[n == 1])
 	}
@@ -39,14 +39,14 @@ func repeatsLine(r *events.Repeats) string {
 }
 
 func signalLine(s *events.Signal) string {
-	return fmt.Sprintf("%s to %s from %s uid %d: %s", s.Signal, events.ProcessText(&s.Target),
-		events.ProcessText(&s.Sender), s.Sender.UID, s.Result)
+	return fmt.Sprintf("%s to %s from %s uid %d: %s", s.Signal, events.ProcessShort(&s.Target),
+		events.ProcessShort(&s.Sender), s.Sender.UID, s.Result)
 }
 
 func releasedLine(r *events.Released) string {
 	s := "released"
 	if r.Holder != nil {
-		s += " by " + events.ProcessText(r.Holder)
+		s += " by " + events.ProcessShort(r.Holder)
 	}
 	s += ": " + events.ReleaseHow(r)
 	if r.HeldMS > 0 {
@@ -64,7 +64,7 @@ func recoveredLine(in *events.Incident, r *events.Recovered) string {
 		who = "the same process, retrying"
 	}
 	return fmt.Sprintf("recovered: %s by %s (%s) after %d attempt%s; outage %s", r.Syscall,
-		events.ProcessText(&r.Process), who, r.Attempts, events.Plural(r.Attempts), events.Millis(r.OutageMS))
+		events.ProcessShort(&r.Process), who, r.Attempts, events.Plural(r.Attempts), events.Millis(r.OutageMS))
 }
 
 // Skipped counts what a report could not use.
@@ -123,7 +123,7 @@ func WriteText(w io.Writer, incidents []*events.Incident) error {
 		b.WriteString(Title(in) + "\n")
 		fmt.Fprintf(&b, "  window:  %s → %s\n", stamp(in.Start), stamp(in.End))
 		for _, f := range in.Failing {
-			fmt.Fprintf(&b, "  failing: %s: %d attempt%s (%s)\n", events.ProcessText(&f.Process), f.Attempts, events.Plural(f.Attempts), strings.Join(f.Errnos, "/"))
+			fmt.Fprintf(&b, "  failing: %s: %d attempt%s (%s)\n", events.ProcessShort(&f.Process), f.Attempts, events.Plural(f.Attempts), strings.Join(f.Errnos, "/"))
 		}
 		for _, h := range in.Holders {
 			fmt.Fprintf(&b, "  holder:  %s — %s\n", holderSummary(&h), h.Kind)
@@ -151,11 +151,11 @@ func holderSummary(h *events.IncidentHolder) string {
 	}
 	var names []string
 	for _, p := range h.Processes {
-		names = append(names, events.ProcessText(&p))
+		names = append(names, events.ProcessShort(&p))
 	}
 	s := strings.Join(names, ", ") + " " + h.State
 	if h.BoundBy != nil {
-		s += ", inherited from " + events.ProcessText(h.BoundBy)
+		s += ", inherited from " + events.ProcessShort(h.BoundBy)
 	}
 	if !h.Since.IsZero() {
 		s += ", bound at " + stamp(h.Since)
