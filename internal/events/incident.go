@@ -198,7 +198,6 @@ type TimelineEntry struct {
 	Text  string `json:"text"`
 }
 
-
 func releasedText(r *Released) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s RELEASED %s %s", clock(r.Time), r.Proto, HostPort(r.Addr, r.Port))
