@@ -58,7 +58,7 @@ Examples:
 			&cli.BoolFlag{Name: "force", Usage: "with --kill: send SIGKILL to holders still running after --grace"},
 			&cli.BoolFlag{Name: "all-netns", Usage: "free the ports in every network namespace, and signal processes outside bindwatch's (containers)"},
 			formatFlag(),
-		}, bindFlags()...),
+		}, append(bindFlags(), redactFlags()...)...),
 		Action:          freeAction,
 		HideHelpCommand: true,
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
@@ -98,7 +98,11 @@ func freeAction(c *cli.Context) error {
 	if c.Bool("all-netns") && os.Geteuid() != 0 {
 		return cli.Exit("--all-netns needs root (entering other network namespaces takes CAP_SYS_ADMIN): run it with sudo", 1)
 	}
-	r, err := resolve.New(resolve.Options{CacheTTL: -1})
+	rules, err := redactRules(c)
+	if err != nil {
+		return err
+	}
+	r, err := resolve.New(resolve.Options{CacheTTL: -1, Redact: rules})
 	if err != nil {
 		return err
 	}

@@ -86,6 +86,10 @@ func runAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	rules, err := redactRules(c)
+	if err != nil {
+		return err
+	}
 	out, text, closeOut, err := runOutput(c)
 	if err != nil {
 		return err
@@ -96,6 +100,7 @@ func runAction(c *cli.Context) error {
 	}
 	res, err := deploy.Run(deploy.RunOptions{
 		Argv: argv, Tracer: cfg, Out: out, Text: text, Summary: os.Stderr, ReadyFile: c.String("ready-file"),
+		Redact: rules,
 	})
 	var startErr *deploy.StartError
 	switch {

@@ -52,6 +52,7 @@ func records(t *testing.T, path string) []map[string]any {
 	}
 	var out []map[string]any
 	sc := bufio.NewScanner(bytes.NewReader(b))
+	sc.Buffer(nil, 16<<20) // a record with a 100 KB command line is one line
 	for sc.Scan() {
 		var m map[string]any
 		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {

@@ -43,6 +43,7 @@ func runTrace(t *testing.T, provoke func(), args ...string) [][]byte {
 	b, _ := os.ReadFile(out)
 	var lines [][]byte
 	sc := bufio.NewScanner(bytes.NewReader(b))
+	sc.Buffer(nil, 16<<20) // a record with a 100 KB command line is one line
 	for sc.Scan() {
 		lines = append(lines, append([]byte(nil), sc.Bytes()...))
 	}

@@ -23,7 +23,7 @@ func commands() []*cli.Command {
 
 // traceFlags are the flags of tracing (bindwatch itself, and bindwatch run).
 func traceFlags() []cli.Flag {
-	return []cli.Flag{
+	return append([]cli.Flag{
 		&cli.StringFlag{Name: "format", Usage: "output `FORMAT`: text (one readable line per failure) or json (one object per line; fields in docs/schema.md). Default: text on a terminal, json otherwise"},
 		&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "append records to `FILE` (created 0640) instead of standard output"},
 		&cli.StringSliceFlag{Name: "port", Aliases: []string{"p"}, Usage: "only failures on `PORT` or range LO-HI (repeatable, filtered in the kernel)"},
@@ -37,7 +37,7 @@ func traceFlags() []cli.Flag {
 		&cli.BoolFlag{Name: "no-holders", Usage: "do not keep the in-kernel record of who holds each port (TCP listeners, bound UDP sockets): holders are then found only by looking after the failure, and one that exits at once goes unnamed; successful bind()s cost a little less"},
 		&cli.StringFlag{Name: "ready-file", Usage: "create `FILE` once tracing is live (for scripts)"},
 		&cli.BoolFlag{Name: "debug", Usage: "print the whole BPF verifier log when loading fails"},
-	}
+	}, redactFlags()...)
 }
 
 func traceAction(c *cli.Context) error {
@@ -56,7 +56,11 @@ func traceAction(c *cli.Context) error {
 	if err := requireRoot(); err != nil {
 		return err
 	}
-	s, err := watch.Start(watch.Options{Tracer: cfg, Out: out, ReadyFile: c.String("ready-file")})
+	rules, err := redactRules(c)
+	if err != nil {
+		return err
+	}
+	s, err := watch.Start(watch.Options{Tracer: cfg, Out: out, ReadyFile: c.String("ready-file"), Redact: rules})
 	if err != nil {
 		return err
 	}

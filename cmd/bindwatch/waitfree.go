@@ -53,7 +53,7 @@ Examples:
 		Flags: append([]cli.Flag{
 			&cli.DurationFlag{Name: "timeout", Value: 30 * time.Second, Usage: "give up after `DURATION` (0: check once)"},
 			formatFlag(),
-		}, bindFlags()...),
+		}, append(bindFlags(), redactFlags()...)...),
 		Action:          waitFreeAction,
 		HideHelpCommand: true,
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
@@ -92,7 +92,11 @@ func waitFreeAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	r, err := resolve.New(resolve.Options{CacheTTL: -1})
+	rules, err := redactRules(c)
+	if err != nil {
+		return err
+	}
+	r, err := resolve.New(resolve.Options{CacheTTL: -1, Redact: rules})
 	if err != nil {
 		return err
 	}

@@ -41,11 +41,11 @@ Examples:
   sudo bindwatch who 8080 --format json   # one JSON object per port and protocol
   sudo bindwatch who 5432 --all-netns     # also inside containers and ip netns
   bindwatch who 8080 && echo "8080 is taken"`,
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "format", Usage: "output `FORMAT`: text or json (one object per line per port and protocol). Default: text on a terminal, json otherwise"},
 			&cli.BoolFlag{Name: "all-netns", Usage: "look in every network namespace on the host (containers, ip netns), not only bindwatch's own"},
 			&cli.BoolFlag{Name: "proc-scan", Usage: "find socket owners by reading /proc/*/fd instead of with the BPF iterator (slower; the fallback when BPF is unavailable)"},
-		},
+		}, redactFlags()...),
 		Action: whoAction,
 	}
 }
@@ -76,7 +76,11 @@ func whoAction(c *cli.Context) error {
 		return fmt.Errorf("--all-netns needs root (entering other network namespaces takes CAP_SYS_ADMIN): run it with sudo")
 	}
 
-	r, err := resolve.New(resolve.Options{NoBPF: c.Bool("proc-scan")})
+	rules, err := redactRules(c)
+	if err != nil {
+		return err
+	}
+	r, err := resolve.New(resolve.Options{NoBPF: c.Bool("proc-scan"), Redact: rules})
 	if err != nil {
 		return err
 	}

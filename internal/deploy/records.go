@@ -65,8 +65,9 @@ func (pl *Plan) Records(dryRun bool, now time.Time) []events.FreeRecord {
 func (pl *Plan) actions(t *Target, pp *PortPlan, dryRun bool) []events.FreeAction {
 	action := func(sig syscall.Signal, result, reason string) events.FreeAction {
 		return events.FreeAction{
-			PID: t.Process.PID, Comm: t.Process.Comm, Cmdline: t.Process.Cmdline, StartTime: t.Process.StartTime,
-			Signal: SignalName(sig), Result: result, Reason: reason,
+			PID: t.Process.PID, Comm: t.Process.Comm, Cmdline: t.Process.Cmdline, CmdlineRedacted: t.Process.CmdlineRedacted,
+			StartTime: t.Process.StartTime,
+			Signal:    SignalName(sig), Result: result, Reason: reason,
 		}
 	}
 	var out []events.FreeAction

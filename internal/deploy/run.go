@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/bindwatch/bindwatch/internal/events"
+	"github.com/bindwatch/bindwatch/internal/redact"
 	"github.com/bindwatch/bindwatch/internal/tracer"
 	"github.com/bindwatch/bindwatch/internal/watch"
 )
@@ -39,6 +40,9 @@ type RunOptions struct {
 	// ReadyFile, if set, is created once tracing is live, before the
 	// command starts.
 	ReadyFile string
+	// Redact removes secrets from every process reported; nil is the
+	// default rules.
+	Redact *redact.Rules
 }
 
 // RunResult is how the command ended and what was caught.
@@ -87,7 +91,7 @@ func Run(opts RunOptions) (*RunResult, error) {
 	cfg.PIDs = []uint32{uint32(os.Getpid())}
 	cfg.FollowChildren = true
 	sink := &recordSink{out: opts.Out, text: opts.Text, ports: map[Port]*portTally{}}
-	session, err := watch.Start(watch.Options{Tracer: cfg, Out: sink, ReadyFile: opts.ReadyFile})
+	session, err := watch.Start(watch.Options{Tracer: cfg, Out: sink, ReadyFile: opts.ReadyFile, Redact: opts.Redact})
 	if err != nil {
 		return nil, fmt.Errorf("start tracing: %w", err)
 	}

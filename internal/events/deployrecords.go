@@ -85,12 +85,14 @@ type FreeRecord struct {
 
 // FreeAction is one signal sent, or not sent, to one holder process.
 type FreeAction struct {
-	PID       int       `json:"pid"`
-	Comm      string    `json:"comm"`
-	Cmdline   []string  `json:"cmdline,omitempty"`
-	StartTime time.Time `json:"start_time,omitzero"`
-	Signal    string    `json:"signal"`
-	Result    string    `json:"result"` // one of the Result constants
+	PID     int      `json:"pid"`
+	Comm    string   `json:"comm"`
+	Cmdline []string `json:"cmdline,omitempty"`
+	// CmdlineRedacted: secrets were removed from Cmdline.
+	CmdlineRedacted bool      `json:"cmdline_redacted,omitempty"`
+	StartTime       time.Time `json:"start_time,omitzero"`
+	Signal          string    `json:"signal"`
+	Result          string    `json:"result"` // one of the Result constants
 	// Reason says why for ResultFailed, ResultRefused and ResultSkipped.
 	Reason string `json:"reason,omitempty"`
 }

@@ -103,6 +103,16 @@ type Process struct {
 	// CapNetBindService tells whether the process had CAP_NET_BIND_SERVICE
 	// in its effective set when it failed (failing process only).
 	CapNetBindService *bool `json:"cap_net_bind_service,omitempty"`
+
+	// CmdlineRedacted says secrets were removed from Cmdline (and from
+	// wherever else this process's record repeated them): see
+	// internal/redact.
+	CmdlineRedacted bool `json:"cmdline_redacted,omitempty"`
+	// CmdlineTruncated says Cmdline is not the whole command line: the
+	// kernel captured its head and tail, with "…" for what lies between,
+	// and it could not be completed from /proc (the process had exited or
+	// no longer had the same command line).
+	CmdlineTruncated bool `json:"cmdline_truncated,omitempty"`
 }
 
 // Holder is a socket that conflicts with a failed request.

@@ -103,6 +103,14 @@ func FillProcess(p *events.Process) {
 	}
 }
 
+// describe is how the resolver produces every process it reports: the
+// details from /proc (FillProcess), then its secrets removed — whether or
+// not the process could still be found.
+func (r *Resolver) describe(p *events.Process) {
+	FillProcess(p)
+	r.redact.Process(p)
+}
+
 // running tells whether p (pid and start time) is still alive: its pid
 // exists and, where p has a start time, belongs to the same process.
 func running(p events.Process) bool {

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/bindwatch/bindwatch/internal/events"
+	"github.com/bindwatch/bindwatch/internal/redact"
 )
 
 // DefaultCacheTTL is how long a port's holders are reused: a storm of
@@ -42,6 +43,9 @@ type Options struct {
 	CacheTTL time.Duration
 	// NoBPF skips the BPF iterators and scans /proc for socket owners.
 	NoBPF bool
+	// Redact removes secrets from every process the resolver describes;
+	// nil is the default rules (redact.Off() turns it off).
+	Redact *redact.Rules
 }
 
 // Resolver finds the holders of ports and diagnoses failures. It is safe for
@@ -49,6 +53,7 @@ type Options struct {
 type Resolver struct {
 	netns    *netnsCache
 	cacheTTL time.Duration
+	redact   *redact.Rules
 
 	// The BPF iterators load in the background from New on (decoding the
 	// kernel's BTF for them takes ~10 ms of CPU), while the first lookup
@@ -101,7 +106,7 @@ func New(opts Options) (*Resolver, error) {
 		return nil, err
 	}
 	r := &Resolver{netns: nc, cacheTTL: opts.CacheTTL, cache: make(map[portKey]*portEntry),
-		itersLoaded: make(chan struct{})}
+		itersLoaded: make(chan struct{}), redact: opts.Redact}
 	if r.cacheTTL == 0 {
 		r.cacheTTL = DefaultCacheTTL
 	}
@@ -212,10 +217,10 @@ func (r *Resolver) Who(ns Netns, proto string, port uint16) (*PortReport, error)
 // diagnosis is filled even when the lookup fails; the error says what could
 // not be looked up.
 func (r *Resolver) Resolve(f *events.Failure) error {
-	FillProcess(&f.Process)
+	r.describe(&f.Process)
 	for i := range f.Holders {
 		for j := range f.Holders[i].Processes {
-			FillProcess(&f.Holders[i].Processes[j])
+			r.describe(&f.Holders[i].Processes[j])
 		}
 	}
 	var facts NetnsFacts
@@ -507,7 +512,7 @@ func (r *Resolver) snapshot(h *netnsHandle, proto string, port uint16) (*portSna
 				p, ok := procs[pid]
 				if !ok {
 					p = events.Process{PID: pid}
-					FillProcess(&p)
+					r.describe(&p)
 					procs[pid] = p
 				}
 				hs.holder.Processes = append(hs.holder.Processes, p)

@@ -95,7 +95,14 @@ type HelperProc struct {
 // (e.g. "ip", "netns", "exec", NAME), and waits up to 10 s for its first
 // line. The helper runs until Stop.
 func SpawnHelper(job string, prefix ...string) (*HelperProc, error) {
+	return spawnHelper(job, prefix, nil)
+}
+
+// spawnHelper is SpawnHelper with args added to the helper's command line
+// (which the job ignores): what its argv looks like to others.
+func spawnHelper(job string, prefix, args []string) (*HelperProc, error) {
 	argv := append(append([]string{}, prefix...), os.Args[0], "-test.run=^$")
+	argv = append(argv, args...)
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), helperEnv+"="+job)
 	cmd.Stderr = os.Stderr
@@ -147,6 +154,19 @@ func SpawnHelper(job string, prefix ...string) (*HelperProc, error) {
 func StartHelper(t testing.TB, job string, prefix ...string) *HelperProc {
 	t.Helper()
 	h, err := SpawnHelper(job, prefix...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.Stop)
+	return h
+}
+
+// StartHelperArgs is StartHelper with args added to the helper's command
+// line, which its job ignores: a process with a given argv (secrets, a
+// long Java-like one) doing job.
+func StartHelperArgs(t testing.TB, job string, args ...string) *HelperProc {
+	t.Helper()
+	h, err := spawnHelper(job, nil, args)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"net"
 
 	"github.com/bindwatch/bindwatch/internal/events"
+	"github.com/bindwatch/bindwatch/internal/redact"
 	"github.com/bindwatch/bindwatch/internal/resolve"
 )
 
@@ -16,8 +17,8 @@ type enricher struct {
 
 // newEnricher returns once the resolver is ready: its owner iterator loads
 // in the background, and a session is not live until it could resolve.
-func newEnricher() (*enricher, error) {
-	r, err := resolve.New(resolve.Options{})
+func newEnricher(rules *redact.Rules) (*enricher, error) {
+	r, err := resolve.New(resolve.Options{Redact: rules})
 	if err != nil {
 		return nil, err
 	}

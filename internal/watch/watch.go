@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/bindwatch/bindwatch/internal/events"
+	"github.com/bindwatch/bindwatch/internal/redact"
 	"github.com/bindwatch/bindwatch/internal/tracer"
 	"golang.org/x/sys/unix"
 )
@@ -33,6 +34,9 @@ type Options struct {
 	// Tick is how often folded repeats and lost counts are reported; 0
 	// means the fold window, or one second.
 	Tick time.Duration
+	// Redact removes secrets from every process reported; nil is the
+	// default rules.
+	Redact *redact.Rules
 }
 
 // Session is an attached tracer and the state of what it has reported.
@@ -56,7 +60,7 @@ func Start(opts Options) (*Session, error) {
 		return nil, err
 	}
 	host, _ := os.Hostname()
-	enrich, err := newEnricher()
+	enrich, err := newEnricher(opts.Redact)
 	if err != nil {
 		t.Close()
 		return nil, err

@@ -1,0 +1,162 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/bindwatch/bindwatch/internal/testenv"
+)
+
+// secrets are in hostileArgv; none may appear in any output.
+var secrets = []string{"hunter2", "s3cretpw", "tok3n-abc", "k3y-value", "tailsecret1"}
+
+// hostileArgv is a command line as hostile as processes make them:
+// secrets in every form redaction knows, terminal escapes, invalid UTF-8,
+// and ~100 KB of arguments with a secret at the very end.
+func hostileArgv() []string {
+	argv := []string{"--password", "hunter2", "postgres://user:s3cretpw@db/app", "TOKEN=tok3n-abc",
+		"--api-key=k3y-value", "\x1b[31mred\x1b[0m\x07", "bad\xff\xfeutf8"}
+	for i := 0; i < 100; i++ {
+		argv = append(argv, fmt.Sprintf("/opt/lib/filler-%03d-%s.jar", i, strings.Repeat("x", 1000)))
+	}
+	return append(argv, "--db-password", "tailsecret1", "com.example.Main")
+}
+
+// checkNoSecret fails if out holds any secret.
+func checkNoSecret(t *testing.T, what, out string) {
+	t.Helper()
+	for _, s := range secrets {
+		if strings.Contains(out, s) {
+			i := strings.Index(out, s)
+			t.Errorf("%s: secret %q survived redaction: …%s…", what, s, out[max(0, i-80):min(len(out), i+80)])
+		}
+	}
+}
+
+// checkRedactedJSON fails unless some process in the JSON lines of out
+// says cmdline_redacted, and none holds a secret.
+func checkRedactedJSON(t *testing.T, what, out string) {
+	t.Helper()
+	checkNoSecret(t, what, out)
+	redacted := 0
+	for line := range strings.Lines(out) {
+		var doc any
+		if err := json.Unmarshal([]byte(line), &doc); err != nil {
+			t.Errorf("%s: not JSON: %v: %.200s", what, err, line)
+			continue
+		}
+		walkJSON(doc, func(m map[string]any) {
+			if m["cmdline_redacted"] == true {
+				redacted++
+			}
+		})
+	}
+	if redacted == 0 {
+		t.Errorf("%s: no process says cmdline_redacted:\n%.5000s", what, out)
+	}
+}
+
+func walkJSON(v any, visit func(map[string]any)) {
+	switch v := v.(type) {
+	case map[string]any:
+		visit(v)
+		for _, e := range v {
+			walkJSON(e, visit)
+		}
+	case []any:
+		for _, e := range v {
+			walkJSON(e, visit)
+		}
+	}
+}
+
+// A holder and a failing process whose command lines hold secrets, through
+// every command and format: no secret survives.
+func TestNoSecretSurvives(t *testing.T) {
+	testenv.RequireRoot(t)
+	port := testenv.FreePort(t)
+	p := strconv.Itoa(port)
+	testenv.StartHelperArgs(t, "hold tcp 127.0.0.1 "+p, hostileArgv()...)
+	fail := func() {
+		cmd := testenv.Helper("bind tcp 127.0.0.1 " + p)
+		cmd.Args = append(cmd.Args, hostileArgv()...)
+		if err := cmd.Run(); cmd.ProcessState.ExitCode() != int(syscall.EADDRINUSE) {
+			t.Errorf("failing helper: %v, want exit %d (EADDRINUSE)", err, syscall.EADDRINUSE)
+		}
+	}
+
+	for _, format := range []string{"json", "text"} {
+		t.Run("trace "+format, func(t *testing.T) {
+			lines := runTrace(t, fail, "--port", p, "--format", format)
+			var out strings.Builder
+			for _, l := range lines {
+				out.Write(l)
+				out.WriteByte('\n')
+			}
+			if format == "json" {
+				checkRedactedJSON(t, "trace", out.String())
+			} else {
+				checkNoSecret(t, "trace", out.String())
+				if !strings.Contains(out.String(), "--password ***") {
+					t.Errorf("text shows no redacted argument:\n%.2000s", out.String())
+				}
+			}
+		})
+		for _, args := range [][]string{{"who", p + "/tcp"}, {"free", p + "/tcp"}, {"wait-free", p + "/tcp", "--timeout", "0"}} {
+			t.Run(args[0]+" "+format, func(t *testing.T) {
+				res := bindwatch(t, append(args, "--format", format)...)
+				checkNoSecret(t, args[0]+" stderr", res.stderr)
+				if format == "json" {
+					checkRedactedJSON(t, args[0], res.stdout)
+				} else {
+					checkNoSecret(t, args[0], res.stdout)
+					if !strings.Contains(res.stdout+res.stderr, "***") {
+						t.Errorf("%s: nothing redacted in\n%s", args[0], res)
+					}
+				}
+			})
+		}
+		t.Run("run "+format, func(t *testing.T) {
+			helper := testenv.Helper("bind tcp 127.0.0.1 " + p)
+			dir := t.TempDir()
+			out := filepath.Join(dir, "out")
+			cmd := exec.Command(bindwatchBin, append([]string{"run", "--backend", testenv.Backend(), "--port", p,
+				"--format", format, "--output", out, "--"}, append(helper.Args, hostileArgv()...)...)...)
+			cmd.Env = helper.Env
+			stderr, _ := cmd.CombinedOutput() // the summary, and CMD's own messages
+			b, err := os.ReadFile(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkNoSecret(t, "run summary", string(stderr))
+			if !strings.Contains(string(stderr), "EADDRINUSE") {
+				t.Errorf("run's summary names no failure:\n%s", stderr)
+			}
+			if format == "json" {
+				checkRedactedJSON(t, "run", string(b))
+			} else {
+				checkNoSecret(t, "run", string(b))
+			}
+		})
+	}
+
+	t.Run("no-redact", func(t *testing.T) {
+		res := bindwatch(t, "who", p+"/tcp", "--format", "json", "--no-redact")
+		if !strings.Contains(res.stdout, "hunter2") || strings.Contains(res.stdout, "cmdline_redacted") {
+			t.Errorf("--no-redact still redacted:\n%.2000s", res.stdout)
+		}
+	})
+	t.Run("extra pattern", func(t *testing.T) {
+		res := bindwatch(t, "who", p+"/tcp", "--format", "json", "--redact", `filler-0(4)2`)
+		if strings.Contains(res.stdout, "filler-042") || !strings.Contains(res.stdout, "filler-0***2") {
+			t.Errorf("--redact pattern not applied:\n%.300s", res.stdout)
+		}
+	})
+}

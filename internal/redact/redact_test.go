@@ -1,0 +1,105 @@
+package redact
+
+import (
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/bindwatch/bindwatch/internal/events"
+)
+
+func TestArgs(t *testing.T) {
+	for _, c := range []struct {
+		in, want []string
+	}{
+		{[]string{"app", "--password", "hunter2"}, []string{"app", "--password", Mask}},
+		{[]string{"app", "--password=hunter2"}, []string{"app", "--password=" + Mask}},
+		{[]string{"app", "--PassWd", "x1"}, []string{"app", "--PassWd", Mask}},
+		{[]string{"env", "TOKEN=abc123", "API_KEY=k", "DB_SECRET=s", "Credentials=c", "auth=a"},
+			[]string{"env", "TOKEN=" + Mask, "API_KEY=" + Mask, "DB_SECRET=" + Mask, "Credentials=" + Mask, "auth=" + Mask}},
+		{[]string{"java", "-Dspring.datasource.password=pw=with=equals", "-jar", "app.jar"},
+			[]string{"java", "-Dspring.datasource.password=" + Mask, "-jar", "app.jar"}},
+		{[]string{"psql", "postgres://user:secret@db:5432/app"}, []string{"psql", "postgres://user:" + Mask + "@db:5432/app"}},
+		{[]string{"app", "--db=mysql://root:p%40ss@10.0.0.1/x"}, []string{"app", "--db=mysql://root:" + Mask + "@10.0.0.1/x"}},
+		// A secret flag followed by another flag has no value to remove.
+		{[]string{"app", "--no-auth", "--port", "8080"}, []string{"app", "--no-auth", "--port", "8080"}},
+		// Nothing secret: returned as is.
+		{[]string{"java", "-cp", "a.jar:b.jar", "com.example.Main", "--server.port=8080"},
+			[]string{"java", "-cp", "a.jar:b.jar", "com.example.Main", "--server.port=8080"}},
+		{[]string{"curl", "http://example.com:8080/a@b"}, []string{"curl", "http://example.com:8080/a@b"}},
+		{[]string{"tokenizer", "input.txt"}, []string{"tokenizer", "input.txt"}}, // not a flag, no '='
+		// A removed value is removed wherever it is repeated.
+		{[]string{"app", "--token", "s3cr3t-value", "--log", "/var/log/s3cr3t-value.log"},
+			[]string{"app", "--token", Mask, "--log", "/var/log/" + Mask + ".log"}},
+		{nil, nil},
+	} {
+		got, removed := (*Rules)(nil).Args(c.in)
+		if !slices.Equal(got, c.want) {
+			t.Errorf("Args(%q) = %q, want %q", c.in, got, c.want)
+		}
+		if changed := !slices.Equal(c.in, c.want); changed != (len(removed) > 0) {
+			t.Errorf("Args(%q) removed %q", c.in, removed)
+		}
+	}
+}
+
+func TestArgsDoesNotChangeItsInput(t *testing.T) {
+	in := []string{"app", "--password", "hunter2"}
+	(*Rules)(nil).Args(in)
+	if in[2] != "hunter2" {
+		t.Errorf("input changed: %q", in)
+	}
+}
+
+func TestExtraPatterns(t *testing.T) {
+	r, err := New([]string{`^-p(.+)$`, `sk_live_[0-9a-z]+`})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := r.Args([]string{"mysql", "-phunter2", "--stripe", "sk_live_abc123", "-u", "root"})
+	want := []string{"mysql", "-p" + Mask, "--stripe", Mask, "-u", "root"}
+	if !slices.Equal(got, want) {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	for _, bad := range []string{`(`, `a*`} {
+		if _, err := New([]string{bad}); err == nil || !strings.Contains(err.Error(), "--redact") {
+			t.Errorf("New(%q) = %v, want an error naming --redact", bad, err)
+		}
+	}
+}
+
+func TestOff(t *testing.T) {
+	in := []string{"app", "--password", "hunter2"}
+	if got, removed := Off().Args(in); !slices.Equal(got, in) || removed != nil {
+		t.Errorf("Off().Args = %q, %q", got, removed)
+	}
+	p := events.Process{Cmdline: in}
+	Off().Process(&p)
+	if p.CmdlineRedacted || p.Cmdline[2] != "hunter2" {
+		t.Errorf("Off().Process = %+v", p)
+	}
+}
+
+// Nothing else in a process's record tells what was removed.
+func TestProcessScrubsEveryField(t *testing.T) {
+	p := events.Process{
+		Comm:    "hunter2",
+		Exe:     "/opt/hunter2/bin/app",
+		Cgroup:  "/system.slice/hunter2.service",
+		Cmdline: []string{"/opt/hunter2/bin/app", "--password", "hunter2"},
+	}
+	(*Rules)(nil).Process(&p)
+	for _, s := range append([]string{p.Comm, p.Exe, p.Cgroup}, p.Cmdline...) {
+		if strings.Contains(s, "hunter2") {
+			t.Errorf("%q survived redaction: %+v", s, p)
+		}
+	}
+	if !p.CmdlineRedacted {
+		t.Error("CmdlineRedacted not set")
+	}
+	clean := events.Process{Comm: "nginx", Cmdline: []string{"nginx", "-g", "daemon off;"}}
+	(*Rules)(nil).Process(&clean)
+	if clean.CmdlineRedacted {
+		t.Error("CmdlineRedacted set on a command line with no secret")
+	}
+}
