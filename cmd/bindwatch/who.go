@@ -170,4 +170,3 @@ func whoPort(r *resolve.Resolver, namespaces []resolve.Netns, q whoQuery) (*even
 	rec.Held = rec.Sockets > 0
 	return rec, nil
 }
-
