@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -216,7 +217,8 @@ func (h *HelperProc) Stop() {
 // runJob does a helper's job. Jobs that hold something print one line and
 // then wait for stdin to close:
 //
-//	bind PROTO ADDR PORT [reuseaddr]  bind once; exit status is the errno (0: bound)
+//	bind PROTO ADDR PORT [options]    bind once; exit status is the errno (0: bound);
+//	                                  options as parseOpts reads them
 //	storm PROTO ADDR PORT N           bind N fresh sockets, ignoring errors
 //	hold PROTO ADDR PORT [reuseaddr] [reuseport] [v6only|dualstack] [nolisten]
 //	                                  bind (and listen, for tcp) → "ready PID INODE"
@@ -238,7 +240,11 @@ func runJob(args []string) error {
 	}
 	switch args[0] {
 	case "bind":
-		fd, err := Socket(args[1], args[2], Opts{ReuseAddr: len(args) > 4 && args[4] == "reuseaddr"})
+		opts, err := parseOpts(args[4:])
+		if err != nil {
+			return err
+		}
+		fd, err := Socket(args[1], args[2], opts)
 		if err != nil {
 			return err
 		}
@@ -341,12 +347,12 @@ func runJob(args []string) error {
 	return fmt.Errorf("unknown job %q", args)
 }
 
-// holdSocket makes the socket of a hold job: PROTO ADDR PORT [options].
-func holdSocket(args []string) (int, error) {
+// parseOpts reads a job's socket options: reuseaddr, reuseport, v6only,
+// dualstack, freebind, dev=NAME, ifindex=N.
+func parseOpts(words []string) (Opts, error) {
 	var opts Opts
-	listen := args[0] == "tcp"
-	for _, o := range args[3:] {
-		switch o {
+	for _, o := range words {
+		switch name, value, _ := strings.Cut(o, "="); name {
 		case "reuseaddr":
 			opts.ReuseAddr = true
 		case "reuseport":
@@ -354,11 +360,30 @@ func holdSocket(args []string) (int, error) {
 		case "v6only", "dualstack":
 			v6only := o == "v6only"
 			opts.V6Only = &v6only
-		case "nolisten":
-			listen = false
+		case "freebind":
+			opts.FreeBind = true
+		case "dev":
+			opts.Device = value
+		case "ifindex":
+			opts.Ifindex, _ = strconv.Atoi(value)
 		default:
-			return -1, fmt.Errorf("unknown hold option %q", o)
+			return opts, fmt.Errorf("unknown socket option %q", o)
 		}
+	}
+	return opts, nil
+}
+
+// holdSocket makes the socket of a hold job: PROTO ADDR PORT [options]
+// [nolisten].
+func holdSocket(args []string) (int, error) {
+	listen := args[0] == "tcp"
+	if i := slices.Index(args, "nolisten"); i >= 3 {
+		listen = false
+		args = slices.Delete(slices.Clone(args), i, i+1)
+	}
+	opts, err := parseOpts(args[3:])
+	if err != nil {
+		return -1, err
 	}
 	fd, err := Socket(args[0], args[1], opts)
 	if err != nil {

@@ -47,6 +47,12 @@ type Opts struct {
 	// V6Only sets IPV6_V6ONLY to 1 (true) or 0 (false) on IPv6 sockets;
 	// nil leaves the system default.
 	V6Only *bool
+	// FreeBind sets IP_FREEBIND (IPV6_FREEBIND on IPv6 sockets).
+	FreeBind bool
+	// Device binds the socket to an interface by name (SO_BINDTODEVICE),
+	// Ifindex by index (SO_BINDTOIFINDEX, 5.0+).
+	Device  string
+	Ifindex int
 }
 
 // Socket makes a raw socket for proto ("tcp" or "udp") in the family of
@@ -78,6 +84,17 @@ func Socket(proto, addr string, opts Opts) (int, error) {
 	set(unix.SOL_SOCKET, unix.SO_REUSEPORT, opts.ReusePort)
 	if opts.V6Only != nil && family == unix.AF_INET6 {
 		set(unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, *opts.V6Only)
+	}
+	if opts.FreeBind && family == unix.AF_INET6 {
+		set(unix.IPPROTO_IPV6, unix.IPV6_FREEBIND, true)
+	} else if opts.FreeBind {
+		set(unix.IPPROTO_IP, unix.IP_FREEBIND, true)
+	}
+	if opts.Device != "" && err == nil {
+		err = unix.SetsockoptString(fd, unix.SOL_SOCKET, unix.SO_BINDTODEVICE, opts.Device)
+	}
+	if opts.Ifindex != 0 && err == nil {
+		err = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_BINDTOIFINDEX, opts.Ifindex)
 	}
 	if err != nil {
 		unix.Close(fd)
@@ -262,3 +279,63 @@ func (b *SyncBuffer) Bytes() []byte {
 }
 
 func (b *SyncBuffer) String() string { return string(b.Bytes()) }
+
+// Cgroup is a cgroup v2 directory made for one test.
+type Cgroup struct {
+	Dir  string // absolute path under the cgroup2 mount
+	Path string // as /proc/PID/cgroup names it ("/bindwatch-test-…")
+	ID   uint64 // the kernel's cgroup id: the directory's file handle
+	FD   int    // open directory, for SysProcAttr.CgroupFD
+}
+
+// NewCgroup makes a fresh cgroup v2 directory, removed when the test ends
+// (after the processes started in it have exited: start them after this).
+// Its id is read with name_to_handle_at, the kernel's own answer to what
+// bpf_get_current_cgroup_id returns for a process in it.
+func NewCgroup(t testing.TB) *Cgroup {
+	t.Helper()
+	mount, root := cgroup2Mount(t)
+	dir, err := os.MkdirTemp(mount, "bindwatch-test-")
+	if err != nil {
+		t.Fatalf("make a cgroup: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := unix.Rmdir(dir); err != nil {
+			t.Errorf("remove cgroup %s: %v", dir, err)
+		}
+	})
+	h, _, err := unix.NameToHandleAt(unix.AT_FDCWD, dir, 0)
+	if err != nil || h.Size() != 8 {
+		t.Fatalf("name_to_handle_at %s: %v (%d bytes)", dir, err, h.Size())
+	}
+	fd, err := unix.Open(dir, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	b := h.Bytes()
+	id := uint64(b[0]) | uint64(b[1])<<8 | uint64(b[2])<<16 | uint64(b[3])<<24 |
+		uint64(b[4])<<32 | uint64(b[5])<<40 | uint64(b[6])<<48 | uint64(b[7])<<56
+	path := strings.TrimSuffix(root, "/") + "/" + strings.TrimPrefix(dir, mount+"/")
+	return &Cgroup{Dir: dir, Path: path, ID: id, FD: fd}
+}
+
+// cgroup2Mount finds where the cgroup v2 hierarchy is mounted
+// (/sys/fs/cgroup, or /sys/fs/cgroup/unified on a hybrid host) and the
+// cgroup it shows at its root.
+func cgroup2Mount(t testing.TB) (mount, root string) {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		pre, post, ok := strings.Cut(line, " - ")
+		f, g := strings.Fields(pre), strings.Fields(post)
+		if ok && len(f) >= 5 && len(g) > 0 && g[0] == "cgroup2" {
+			return f[4], f[3]
+		}
+	}
+	t.Fatal("no cgroup2 hierarchy mounted (/proc/self/mountinfo)")
+	return "", ""
+}
