@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/bindwatch/bindwatch/internal/events"
+	"github.com/bindwatch/bindwatch/internal/incident"
 	"github.com/bindwatch/bindwatch/internal/redact"
 	"github.com/bindwatch/bindwatch/internal/tracer"
 	"github.com/bindwatch/bindwatch/internal/watch"
@@ -90,7 +91,7 @@ func Run(opts RunOptions) (*RunResult, error) {
 	cfg := opts.Tracer
 	cfg.PIDs = []uint32{uint32(os.Getpid())}
 	cfg.FollowChildren = true
-	sink := &recordSink{out: opts.Out, text: opts.Text, ports: map[Port]*portTally{}}
+	sink := &recordSink{out: opts.Out, text: opts.Text, ports: map[Port]*portTally{}, incidents: incident.NewBuilder()}
 	session, err := watch.Start(watch.Options{Tracer: cfg, Out: sink, ReadyFile: opts.ReadyFile, Redact: opts.Redact})
 	if err != nil {
 		return nil, fmt.Errorf("start tracing: %w", err)
@@ -197,6 +198,9 @@ type recordSink struct {
 	order   []Port
 	lost    uint64
 	stop    *events.Stop
+	// incidents tells each port's story for the summary, as bindwatch
+	// report would from the same records.
+	incidents *incident.Builder
 }
 
 // portTally is what the summary says about one port.
@@ -221,6 +225,7 @@ func (s *recordSink) Write(rec any) error {
 }
 
 func (s *recordSink) count(rec any) {
+	s.incidents.Add(rec)
 	switch r := rec.(type) {
 	case *events.Start:
 		s.backend = r.Backend
@@ -317,6 +322,10 @@ func (s *recordSink) writeSummary(w io.Writer, argv []string, st *os.ProcessStat
 	}
 	if s.lost > 0 {
 		fmt.Fprintf(w, "  %d more lost: the ring buffer was full, their ports are unknown (hint: raise --ring-size, or narrow with --port)\n", s.lost)
+	}
+	if incidents := s.incidents.Finish(time.Now()); len(incidents) > 0 {
+		fmt.Fprintln(w)
+		incident.WriteText(w, incidents)
 	}
 }
 
