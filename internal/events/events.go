@@ -81,20 +81,24 @@ type Socket struct {
 // Process describes one process: the one that failed, or one that owns a
 // holding socket. Fields that could not be known are empty and omitted.
 type Process struct {
-	PID         int       `json:"pid"`
-	TID         int       `json:"tid,omitempty"`
-	PPID        int       `json:"ppid"`
-	UID         uint32    `json:"uid"`
-	GID         *uint32   `json:"gid,omitempty"`
-	User        string    `json:"user,omitempty"`
-	Comm        string    `json:"comm"`
-	Exe         string    `json:"exe,omitempty"`
-	Cmdline     []string  `json:"cmdline,omitempty"`
-	Cgroup      string    `json:"cgroup,omitempty"`
-	CgroupID    uint64    `json:"cgroup_id,omitempty"`
-	ContainerID string    `json:"container_id,omitempty"`
-	Netns       uint32    `json:"netns,omitempty"`
-	StartTime   time.Time `json:"start_time,omitzero"`
+	PID         int      `json:"pid"`
+	TID         int      `json:"tid,omitempty"`
+	PPID        int      `json:"ppid"`
+	UID         uint32   `json:"uid"`
+	GID         *uint32  `json:"gid,omitempty"`
+	User        string   `json:"user,omitempty"`
+	Comm        string   `json:"comm"`
+	Exe         string   `json:"exe,omitempty"`
+	Cmdline     []string `json:"cmdline,omitempty"`
+	Cgroup      string   `json:"cgroup,omitempty"`
+	CgroupID    uint64   `json:"cgroup_id,omitempty"`
+	ContainerID string   `json:"container_id,omitempty"`
+	// Container and Pod name what the process runs in, from the cgroup
+	// path and the container runtime's state on disk (internal/enrich).
+	Container Container `json:"container,omitzero"`
+	Pod       Pod       `json:"pod,omitzero"`
+	Netns     uint32    `json:"netns,omitempty"`
+	StartTime time.Time `json:"start_time,omitzero"`
 	// OrigPPID is the parent a holder's process had when it took the port
 	// (listen() for TCP, bind() for UDP; recorded by the kernel), present
 	// only when that parent has exited since and the process was
@@ -113,6 +117,26 @@ type Process struct {
 	// and it could not be completed from /proc (the process had exited or
 	// no longer had the same command line).
 	CmdlineTruncated bool `json:"cmdline_truncated,omitempty"`
+}
+
+// Container is the container a process runs in. Every field is as the
+// runtime or the cgroup path spelled it: bytes that whoever named the
+// container chose.
+type Container struct {
+	// Runtime is "docker", "containerd", "cri-o" or "podman".
+	Runtime string `json:"runtime,omitempty"`
+	ID      string `json:"id,omitempty"`
+	// Name is the runtime's name for it; for a Kubernetes pod's container,
+	// the container's name in the pod spec.
+	Name  string `json:"name,omitempty"`
+	Image string `json:"image,omitempty"`
+}
+
+// Pod is the Kubernetes pod a container belongs to.
+type Pod struct {
+	Namespace string `json:"namespace,omitempty"`
+	Name      string `json:"name,omitempty"`
+	UID       string `json:"uid,omitempty"`
 }
 
 // Holder is a socket that conflicts with a failed request.

@@ -103,8 +103,8 @@ func failureText(f *Failure) string {
 	if f.Socket.BoundDev != "" {
 		fmt.Fprintf(&b, " dev=%s", f.Socket.BoundDev)
 	}
-	if f.Process.ContainerID != "" {
-		fmt.Fprintf(&b, " container=%.12s", f.Process.ContainerID)
+	if c := ContainerText(&f.Process); c != "" {
+		b.WriteString(" in " + c)
 	}
 	for i, h := range f.Holders {
 		if i == 3 {
@@ -143,6 +143,9 @@ func holderText(h *Holder) string {
 			s += fmt.Sprintf(" +%d processes", more)
 		}
 	}
+	if c := ContainerText(&p); c != "" {
+		s += " in " + c
+	}
 	if h.Source == Recorded {
 		s += " [exited since]"
 	}
@@ -171,17 +174,55 @@ func commandLine(p *Process) string {
 	if len(p.Cmdline) > 0 {
 		s = strings.Join(p.Cmdline, " ")
 	}
+	s = printable(s)
+	if len(s) > 80 {
+		s = s[:77] + "..."
+	}
+	return s
+}
+
+// ContainerText names the container a process runs in, for text lines:
+// "container web (pod shop/web-7d9f-abc)", "container 3f2a1b9c0d4e" when
+// only its id is known, "" for a process in no container. Names are
+// whatever the container's creator chose, so they are made printable.
+func ContainerText(p *Process) string {
+	c := p.Container
+	name := c.Name
+	if name == "" {
+		name = c.ID
+		if name == "" {
+			name = p.ContainerID
+		}
+		name = name[:min(12, len(name))]
+	}
+	pod := ""
+	if p.Pod.Name != "" {
+		pod = p.Pod.Name
+		if p.Pod.Namespace != "" {
+			pod = p.Pod.Namespace + "/" + pod
+		}
+	}
+	switch {
+	case name != "" && pod != "":
+		return "container " + printable(name) + " (pod " + printable(pod) + ")"
+	case name != "":
+		return "container " + printable(name)
+	case pod != "":
+		return "pod " + printable(pod)
+	}
+	return ""
+}
+
+// printable puts s on one line: control characters become spaces and runs
+// of white space one space.
+func printable(s string) string {
 	s = strings.Map(func(r rune) rune {
 		if r < 0x20 || r == 0x7f {
 			return ' '
 		}
 		return r
 	}, s)
-	s = strings.Join(strings.Fields(s), " ")
-	if len(s) > 80 {
-		s = s[:77] + "..."
-	}
-	return s
+	return strings.Join(strings.Fields(s), " ")
 }
 
 func clock(t time.Time) string { return t.Local().Format("15:04:05.000") }
