@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/bindwatch/bindwatch/internal/deploy"
+	"github.com/bindwatch/bindwatch/internal/enrich"
 	"github.com/bindwatch/bindwatch/internal/events"
 	"github.com/bindwatch/bindwatch/internal/resolve"
 )
@@ -102,7 +103,7 @@ func freeAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	r, err := resolve.New(resolve.Options{CacheTTL: -1, Redact: rules})
+	r, err := resolve.New(resolve.Options{CacheTTL: -1, Redact: rules, Names: enrich.New(enrich.Options{}).Process})
 	if err != nil {
 		return err
 	}

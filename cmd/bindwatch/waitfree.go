@@ -13,6 +13,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/bindwatch/bindwatch/internal/deploy"
+	"github.com/bindwatch/bindwatch/internal/enrich"
 	"github.com/bindwatch/bindwatch/internal/events"
 	"github.com/bindwatch/bindwatch/internal/resolve"
 )
@@ -96,7 +97,7 @@ func waitFreeAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	r, err := resolve.New(resolve.Options{CacheTTL: -1, Redact: rules})
+	r, err := resolve.New(resolve.Options{CacheTTL: -1, Redact: rules, Names: enrich.New(enrich.Options{}).Process})
 	if err != nil {
 		return err
 	}

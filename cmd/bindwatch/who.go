@@ -11,6 +11,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/bindwatch/bindwatch/internal/enrich"
 	"github.com/bindwatch/bindwatch/internal/events"
 	"github.com/bindwatch/bindwatch/internal/resolve"
 )
@@ -80,7 +81,7 @@ func whoAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	r, err := resolve.New(resolve.Options{NoBPF: c.Bool("proc-scan"), Redact: rules})
+	r, err := resolve.New(resolve.Options{NoBPF: c.Bool("proc-scan"), Redact: rules, Names: enrich.New(enrich.Options{}).Process})
 	if err != nil {
 		return err
 	}

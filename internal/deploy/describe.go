@@ -52,8 +52,8 @@ func ProcessText(p *events.Process, now time.Time) string {
 	if !p.StartTime.IsZero() {
 		details = append(details, "up "+now.Sub(p.StartTime).Round(100*time.Millisecond).String())
 	}
-	if p.ContainerID != "" {
-		details = append(details, "container "+p.ContainerID[:min(12, len(p.ContainerID))])
+	if c := events.ContainerText(p); c != "" {
+		details = append(details, c)
 	}
 	s := fmt.Sprintf("pid %d %s (%s)", p.PID, orUnknown(p.Comm), strings.Join(details, ", "))
 	if cmd := oneLine(strings.Join(p.Cmdline, " ")); cmd != "" {

@@ -102,8 +102,8 @@ func ProcessText(p *Process, now time.Time) string {
 	if !p.StartTime.IsZero() {
 		details = append(details, "up "+now.Sub(p.StartTime).Round(time.Second).String())
 	}
-	if p.ContainerID != "" {
-		details = append(details, "container "+p.ContainerID[:min(12, len(p.ContainerID))])
+	if c := ContainerText(p); c != "" {
+		details = append(details, c)
 	} else if p.Cgroup != "" && p.Cgroup != "/" {
 		details = append(details, "cgroup "+p.Cgroup)
 	}

@@ -369,8 +369,8 @@ func procsName(h *events.Holder) string {
 	} else {
 		detail += fmt.Sprintf(", uid %d", p.UID)
 	}
-	if p.ContainerID != "" {
-		detail += ", container " + p.ContainerID[:min(12, len(p.ContainerID))]
+	if c := events.ContainerText(&p); c != "" {
+		detail += ", " + c
 	}
 	return fmt.Sprintf("%s (%s)", name, detail)
 }

@@ -108,6 +108,9 @@ func FillProcess(p *events.Process) {
 // not the process could still be found.
 func (r *Resolver) describe(p *events.Process) {
 	FillProcess(p)
+	if r.names != nil {
+		r.names(p)
+	}
 	r.redact.Process(p)
 }
 

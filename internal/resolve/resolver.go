@@ -46,6 +46,10 @@ type Options struct {
 	// Redact removes secrets from every process the resolver describes;
 	// nil is the default rules (redact.Off() turns it off).
 	Redact *redact.Rules
+	// Names, if set, adds container and pod names to every process after
+	// its details are read from /proc (enrich.Namer.Process), so that
+	// holders carry them and the diagnosis can use them.
+	Names func(*events.Process)
 }
 
 // Resolver finds the holders of ports and diagnoses failures. It is safe for
@@ -54,6 +58,7 @@ type Resolver struct {
 	netns    *netnsCache
 	cacheTTL time.Duration
 	redact   *redact.Rules
+	names    func(*events.Process)
 
 	// The BPF iterators load in the background from New on (decoding the
 	// kernel's BTF for them takes ~10 ms of CPU), while the first lookup
@@ -106,7 +111,7 @@ func New(opts Options) (*Resolver, error) {
 		return nil, err
 	}
 	r := &Resolver{netns: nc, cacheTTL: opts.CacheTTL, cache: make(map[portKey]*portEntry),
-		itersLoaded: make(chan struct{}), redact: opts.Redact}
+		itersLoaded: make(chan struct{}), redact: opts.Redact, names: opts.Names}
 	if r.cacheTTL == 0 {
 		r.cacheTTL = DefaultCacheTTL
 	}

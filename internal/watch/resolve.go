@@ -3,13 +3,15 @@ package watch
 import (
 	"net"
 
+	"github.com/bindwatch/bindwatch/internal/enrich"
 	"github.com/bindwatch/bindwatch/internal/events"
 	"github.com/bindwatch/bindwatch/internal/redact"
 	"github.com/bindwatch/bindwatch/internal/resolve"
 )
 
 // enricher adds to a decoded failure what only user space can find: process
-// details from /proc, the holders and the diagnosis (internal/resolve), and
+// details from /proc, the container and pod names of every process
+// (internal/enrich), the holders and the diagnosis (internal/resolve), and
 // the name of the SO_BINDTODEVICE interface.
 type enricher struct {
 	r *resolve.Resolver
@@ -18,7 +20,7 @@ type enricher struct {
 // newEnricher returns once the resolver is ready: its owner iterator loads
 // in the background, and a session is not live until it could resolve.
 func newEnricher(rules *redact.Rules) (*enricher, error) {
-	r, err := resolve.New(resolve.Options{Redact: rules})
+	r, err := resolve.New(resolve.Options{Redact: rules, Names: enrich.New(enrich.Options{}).Process})
 	if err != nil {
 		return nil, err
 	}
