@@ -7,11 +7,13 @@ import (
 	"runtime"
 	"strings"
 
-	"github.com/bindwatch/bindwatch/internal/events"
-	"github.com/bindwatch/bindwatch/internal/resolve"
-	"github.com/bindwatch/bindwatch/internal/tracer"
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
+
+	"github.com/bindwatch/bindwatch/internal/events"
+	"github.com/bindwatch/bindwatch/internal/host"
+	"github.com/bindwatch/bindwatch/internal/resolve"
+	"github.com/bindwatch/bindwatch/internal/tracer"
 )
 
 func doctorCommand() *cli.Command {
@@ -146,11 +148,8 @@ func readWithSecurityfs() ([]byte, error) {
 }
 
 func tracefsState() string {
-	for _, p := range []string{"/sys/kernel/tracing", "/sys/kernel/debug/tracing"} {
-		var st unix.Statfs_t
-		if unix.Statfs(p, &st) == nil && st.Type == unix.TRACEFS_MAGIC {
-			return "mounted at " + p
-		}
+	if p := host.Tracefs(); p != "" {
+		return "mounted at " + p
 	}
 	return "not mounted (the tracepoint backend mounts it at /sys/kernel/tracing when it can)"
 }

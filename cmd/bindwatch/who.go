@@ -13,6 +13,7 @@ import (
 
 	"github.com/bindwatch/bindwatch/internal/enrich"
 	"github.com/bindwatch/bindwatch/internal/events"
+	"github.com/bindwatch/bindwatch/internal/host"
 	"github.com/bindwatch/bindwatch/internal/resolve"
 )
 
@@ -92,7 +93,7 @@ func whoAction(c *cli.Context) error {
 
 	namespaces := []resolve.Netns{r.OwnNetns()}
 	if c.Bool("all-netns") {
-		namespaces = resolve.ListNetns()
+		namespaces = host.ListNetns()
 	}
 	held, warned := false, false
 	for _, q := range queries {

@@ -35,7 +35,7 @@ func (b *Busy) Describe(now time.Time) []string {
 	}
 	if tw := b.TimeWait; tw != nil {
 		lines = append(lines, fmt.Sprintf("TIME_WAIT: %d closed connection%s, the last expires in %s (no process: the kernel keeps each for 60 s after the close)",
-			tw.Count, events.Plural(tw.Count), msText(tw.MaxRemainingMS)))
+			tw.Count, events.Plural(tw.Count), events.Seconds(tw.MaxRemainingMS)))
 	}
 	return lines
 }
@@ -80,12 +80,4 @@ func orUnknown(s string) string {
 		return "?"
 	}
 	return s
-}
-
-// msText writes a remaining time: "43s", "0.8s".
-func msText(ms int64) string {
-	if ms < 10_000 {
-		return strconv.FormatFloat(float64(ms)/1000, 'f', 1, 64) + "s"
-	}
-	return strconv.FormatInt((ms+500)/1000, 10) + "s"
 }

@@ -1,15 +1,14 @@
 package deploy
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"strconv"
-	"strings"
 
 	"github.com/bindwatch/bindwatch/internal/events"
+	"github.com/bindwatch/bindwatch/internal/host"
 )
 
 // guard decides which holder processes bindwatch must never signal.
@@ -28,11 +27,11 @@ func newGuard(ownNetns uint32, allNetns bool) guard {
 	g := guard{self: os.Getpid(), parent: os.Getppid(), ancestors: map[int]bool{}, ownNetns: ownNetns, allNetns: allNetns}
 	for pid := g.parent; pid > 1 && !g.ancestors[pid]; {
 		g.ancestors[pid] = true
-		st, err := readStat(pid)
+		st, err := host.ReadStat(pid)
 		if err != nil {
 			break
 		}
-		pid = st.ppid
+		pid = st.PPID
 	}
 	return g
 }
@@ -58,52 +57,16 @@ func (g guard) refusal(p *events.Process) string {
 	return ""
 }
 
-// pfKthread is PF_KTHREAD in /proc/PID/stat's flags (include/linux/sched.h).
-const pfKthread = 0x00200000
-
 // isKernelThread reports whether pid is a kernel thread: PF_KTHREAD is set,
 // or it is alive (not a zombie) yet has no executable.
 func isKernelThread(pid int) bool {
-	st, err := readStat(pid)
+	st, err := host.ReadStat(pid)
 	if err != nil {
 		return false // gone: nothing to protect
 	}
-	if st.flags&pfKthread != 0 {
+	if st.KernelThread() {
 		return true
 	}
 	_, err = os.Readlink("/proc/" + strconv.Itoa(pid) + "/exe")
-	return errors.Is(err, fs.ErrNotExist) && st.state != "Z" && st.state != "X"
-}
-
-type procStat struct {
-	state string
-	ppid  int
-	flags uint64
-}
-
-// readStat reads /proc/PID/stat; the comm field may hold spaces and ')',
-// so fields are counted from the last ')'.
-func readStat(pid int) (procStat, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return procStat{}, err
-	}
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return procStat{}, fmt.Errorf("/proc/%d/stat: no comm field", pid)
-	}
-	f := strings.Fields(string(b[i+1:])) // f[0] is field 3, state
-	if len(f) < 9-3+1 {
-		return procStat{}, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f)+2)
-	}
-	var st procStat
-	st.state = f[0]
-	st.ppid, err = strconv.Atoi(f[4-3])
-	if err == nil {
-		st.flags, err = strconv.ParseUint(f[9-3], 10, 64)
-	}
-	if err != nil {
-		return procStat{}, fmt.Errorf("/proc/%d/stat: %w", pid, err)
-	}
-	return st, nil
+	return errors.Is(err, fs.ErrNotExist) && !st.Exited()
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/bindwatch/bindwatch/internal/events"
+	"github.com/bindwatch/bindwatch/internal/host"
 	"github.com/bindwatch/bindwatch/internal/resolve"
 	"github.com/bindwatch/bindwatch/internal/testenv"
 )
@@ -26,7 +27,7 @@ func TestGuardRefusals(t *testing.T) {
 	}
 	t.Cleanup(func() { child.Process.Kill(); child.Wait() })
 
-	grandparent, err := readStat(os.Getppid())
+	grandparent, err := host.ReadStat(os.Getppid())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,12 +46,12 @@ func TestGuardRefusals(t *testing.T) {
 		{"kernel thread", kthreadd, "kernel thread"},
 		{"an ordinary child", child.Process.Pid, ""},
 	}
-	if grandparent.ppid > 1 {
+	if grandparent.PPID > 1 {
 		cases = append(cases, struct {
 			name string
 			pid  int
 			want string
-		}{"its grandparent", grandparent.ppid, "ancestor"})
+		}{"its grandparent", grandparent.PPID, "ancestor"})
 	}
 	for _, c := range cases {
 		p := process(c.pid)

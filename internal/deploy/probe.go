@@ -5,12 +5,12 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"runtime"
 	"syscall"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/bindwatch/bindwatch/internal/events"
+	"github.com/bindwatch/bindwatch/internal/host"
 	"github.com/bindwatch/bindwatch/internal/resolve"
 )
 
@@ -159,40 +159,17 @@ func socketIn(netns *os.File, family, typ int) (int, error) {
 	if netns == nil {
 		return unix.Socket(family, typ|unix.SOCK_CLOEXEC, 0)
 	}
-	type result struct {
-		fd  int
-		err error
+	fd := -1
+	err := host.InNetns(netns, func() error {
+		var err error
+		fd, err = unix.Socket(family, typ|unix.SOCK_CLOEXEC, 0)
+		return err
+	})
+	if err != nil && fd >= 0 {
+		unix.Close(fd) // made, but the thread could not return from the namespace
+		fd = -1
 	}
-	done := make(chan result, 1)
-	go func() {
-		// If the thread cannot go back to its namespace, the goroutine
-		// ends still locked and Go discards the thread.
-		runtime.LockOSThread()
-		orig, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			runtime.UnlockOSThread()
-			done <- result{-1, err}
-			return
-		}
-		defer orig.Close()
-		if err := unix.Setns(int(netns.Fd()), unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			done <- result{-1, fmt.Errorf("enter network namespace %s: %w (hint: needs CAP_SYS_ADMIN: run with sudo)", netns.Name(), err)}
-			return
-		}
-		fd, err := unix.Socket(family, typ|unix.SOCK_CLOEXEC, 0)
-		if backErr := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); backErr != nil {
-			if err == nil {
-				unix.Close(fd)
-			}
-			done <- result{-1, fmt.Errorf("return from network namespace %s: %w", netns.Name(), backErr)}
-			return
-		}
-		runtime.UnlockOSThread()
-		done <- result{fd, err}
-	}()
-	r := <-done
-	return r.fd, r.err
+	return fd, err
 }
 
 // openNetns opens ns to check ports in it, nil for bindwatch's own
@@ -202,16 +179,7 @@ func openNetns(ns resolve.Netns, own uint32) (*os.File, error) {
 	if ns.Inode == own {
 		return nil, nil
 	}
-	f, err := os.Open(ns.Path)
-	if err != nil {
-		return nil, fmt.Errorf("open network namespace %d: %w (its last process may have exited)", ns.Inode, err)
-	}
-	var st unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &st); err != nil || uint32(st.Ino) != ns.Inode {
-		f.Close()
-		return nil, fmt.Errorf("open network namespace %d: %s is another namespace now (its process exited)", ns.Inode, ns.Path)
-	}
-	return f, nil
+	return ns.Open()
 }
 
 func errnoName(e syscall.Errno) string { return events.ErrnoName(e) }

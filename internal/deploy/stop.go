@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/bindwatch/bindwatch/internal/events"
+	"github.com/bindwatch/bindwatch/internal/host"
 	"github.com/bindwatch/bindwatch/internal/resolve"
 )
 
@@ -109,7 +110,7 @@ func PlanFree(r *resolve.Resolver, ports []Port, opts StopOptions) (*Plan, error
 	own := r.OwnNetns()
 	namespaces := []resolve.Netns{own}
 	if opts.AllNetns {
-		namespaces = resolve.ListNetns()
+		namespaces = host.ListNetns()
 	}
 	g := newGuard(own.Inode, opts.AllNetns)
 	pl := &Plan{opts: opts, own: own.Inode}
@@ -201,7 +202,7 @@ func (pl *Plan) plan(pp *PortPlan, others []events.Holder, g guard, byPID map[in
 // no process to stop.
 func timeWaitText(b *Busy, opts BindOptions) string {
 	s := fmt.Sprintf("only TIME_WAIT sockets remain (%d closed connection%s, the last expires in %s), which no process holds. TIME_WAIT lasts a fixed 60 s on Linux (net.ipv4.tcp_fin_timeout does not shorten it); a new socket may bind over it only when both it and the socket that left it set SO_REUSEADDR",
-		b.TimeWait.Count, events.Plural(b.TimeWait.Count), msText(b.TimeWait.MaxRemainingMS))
+		b.TimeWait.Count, events.Plural(b.TimeWait.Count), events.Seconds(b.TimeWait.MaxRemainingMS))
 	if !opts.ReuseAddr {
 		s += " (if your program sets SO_REUSEADDR, check with --reuseaddr)"
 	}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/netip"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -226,6 +227,15 @@ func printable(s string) string {
 }
 
 func clock(t time.Time) string { return t.Local().Format("15:04:05.000") }
+
+// Seconds renders milliseconds — a TIME_WAIT socket's remaining time, say —
+// as seconds: "0.8s" under ten seconds, "43s" from there.
+func Seconds(ms int64) string {
+	if ms < 10_000 {
+		return strconv.FormatFloat(float64(ms)/1000, 'f', 1, 64) + "s"
+	}
+	return strconv.FormatInt((ms+500)/1000, 10) + "s"
+}
 
 // OnOff renders a socket option as text lines show it.
 func OnOff(b bool) string {

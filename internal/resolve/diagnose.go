@@ -253,8 +253,8 @@ func diagnoseTimeWait(f *events.Failure, tw []*events.Holder) (string, string) {
 		remain = "socket remains"
 	}
 	only := fmt.Sprintf("Only %d TIME_WAIT %s on port %d/%s (closed connections; the last expires in %s)",
-		count, remain, f.Port, f.Proto, msDuration(maxLeft))
-	wait := fmt.Sprintf("or wait %s: TIME_WAIT lasts a fixed 60 s on Linux (net.ipv4.tcp_fin_timeout governs FIN_WAIT_2, not TIME_WAIT, and net.ipv4.tcp_tw_reuse only applies to outgoing connect(), not to bind())", msDuration(maxLeft))
+		count, remain, f.Port, f.Proto, events.Seconds(maxLeft))
+	wait := fmt.Sprintf("or wait %s: TIME_WAIT lasts a fixed 60 s on Linux (net.ipv4.tcp_fin_timeout governs FIN_WAIT_2, not TIME_WAIT, and net.ipv4.tcp_tw_reuse only applies to outgoing connect(), not to bind())", events.Seconds(maxLeft))
 	switch {
 	case !f.Socket.ReuseAddr && known && allReuse:
 		return only + ", and this socket did not set SO_REUSEADDR, which would have allowed the bind (the old sockets had it).",
@@ -446,14 +446,6 @@ func orDefault(s, def string) string {
 		return def
 	}
 	return s
-}
-
-// msDuration writes a TIME_WAIT remaining time: "43s", "0.8s".
-func msDuration(ms int64) string {
-	if ms < 10_000 {
-		return strconv.FormatFloat(float64(ms)/1000, 'f', 1, 64) + "s"
-	}
-	return strconv.FormatInt((ms+500)/1000, 10) + "s"
 }
 
 // roughDuration writes a duration the way people say it: "3h12m", "45s".

@@ -4,23 +4,17 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
-	"runtime"
 	"strconv"
 	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/bindwatch/bindwatch/internal/host"
 )
 
-// Netns names one network namespace: its inode (what `ls -L -i
-// /proc/PID/ns/net` and the tracer report) and where bindwatch found it.
-type Netns struct {
-	Inode uint32
-	// Path is the file that opens it: /proc/PID/ns/net or a bind mount
-	// such as /run/netns/NAME (`ip netns add`), which may have no process.
-	Path string
-}
+// Netns names one network namespace: its inode and the path that opens it.
+type Netns = host.Netns
 
 // netnsIdleTimeout is how long an open namespace stays cached unused. The
 // cache holds a reference that keeps the namespace alive, so a container's
@@ -54,21 +48,11 @@ type netnsCache struct {
 }
 
 func newNetnsCache() (*netnsCache, error) {
-	own, err := netnsInodeOfPath("/proc/self/ns/net")
+	own, err := host.NetnsInode("/proc/self/ns/net")
 	if err != nil {
 		return nil, fmt.Errorf("read own network namespace: %w (is /proc mounted?)", err)
 	}
 	return &netnsCache{handles: make(map[uint32]*netnsHandle), own: own}, nil
-}
-
-// netnsInodeOfPath returns the inode of the namespace a /proc/PID/ns/net
-// link or an `ip netns` bind mount refers to.
-func netnsInodeOfPath(path string) (uint32, error) {
-	var st unix.Stat_t
-	if err := unix.Stat(path, &st); err != nil {
-		return 0, err
-	}
-	return uint32(st.Ino), nil
 }
 
 // acquire returns an open handle for the namespace with the given inode,
@@ -148,7 +132,7 @@ func (c *netnsCache) closeAll() {
 // else by searching every process and every `ip netns` mount for it.
 func openNetns(path string, pid int, inode uint32) (Netns, *os.File, error) {
 	if path != "" && inode != 0 {
-		if f, ino, err := openNetnsFile(path); err == nil && ino == inode {
+		if f, ino, err := host.OpenNetnsFile(path); err == nil && ino == inode {
 			return Netns{Inode: ino, Path: path}, f, nil
 		} else if err == nil {
 			f.Close()
@@ -156,7 +140,7 @@ func openNetns(path string, pid int, inode uint32) (Netns, *os.File, error) {
 	}
 	if pid > 0 {
 		path := "/proc/" + strconv.Itoa(pid) + "/ns/net"
-		f, ino, err := openNetnsFile(path)
+		f, ino, err := host.OpenNetnsFile(path)
 		if err == nil && (inode == 0 || ino == inode) {
 			return Netns{Inode: ino, Path: path}, f, nil
 		}
@@ -170,11 +154,11 @@ func openNetns(path string, pid int, inode uint32) (Netns, *os.File, error) {
 	if inode == 0 {
 		return Netns{}, nil, errors.New("open network namespace: neither a pid nor a namespace inode was given")
 	}
-	for _, ns := range listNetns() {
+	for _, ns := range host.ListNetns() {
 		if ns.Inode != inode {
 			continue
 		}
-		if f, ino, err := openNetnsFile(ns.Path); err == nil && ino == inode {
+		if f, ino, err := host.OpenNetnsFile(ns.Path); err == nil && ino == inode {
 			return ns, f, nil
 		} else if err == nil {
 			f.Close()
@@ -183,87 +167,11 @@ func openNetns(path string, pid int, inode uint32) (Netns, *os.File, error) {
 	return Netns{}, nil, fmt.Errorf("network namespace %d not found: no process and no /run/netns mount is in it any more (it was destroyed, or bindwatch runs in a different pid namespace)", inode)
 }
 
-func openNetnsFile(path string) (*os.File, uint32, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, 0, err
-	}
-	var st unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
-		f.Close()
-		return nil, 0, err
-	}
-	if st.Dev == 0 && st.Ino == 0 {
-		f.Close()
-		return nil, 0, fmt.Errorf("%s: not a namespace", path)
-	}
-	return f, uint32(st.Ino), nil
-}
-
-// listNetns returns every network namespace that a process is in or that
-// is bind-mounted under /run/netns, each once.
-func listNetns() []Netns {
-	seen := make(map[uint32]bool)
-	var out []Netns
-	add := func(path string) {
-		ino, err := netnsInodeOfPath(path)
-		if err != nil || seen[ino] {
-			return
-		}
-		seen[ino] = true
-		out = append(out, Netns{Inode: ino, Path: path})
-	}
-	add("/proc/self/ns/net")
-	if mounts, err := filepath.Glob("/run/netns/*"); err == nil {
-		for _, m := range mounts {
-			add(m)
-		}
-	}
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		return out
-	}
-	for _, e := range entries {
-		if _, err := strconv.Atoi(e.Name()); err == nil {
-			add("/proc/" + e.Name() + "/ns/net")
-		}
-	}
-	return out
-}
-
-// inNetns runs fn on an OS thread that has entered h's network namespace,
-// for what binds to the caller's namespace at creation: netlink sockets,
-// BPF iterators over sockets, /proc/sys/net files. own is the caller's
-// namespace inode: there fn runs directly.
+// inNetns runs fn inside h's network namespace (host.InNetns), or
+// directly when that is own, the caller's.
 func inNetns(h *netnsHandle, own uint32, fn func() error) error {
 	if h.Inode == own {
 		return fn()
 	}
-	// A fresh goroutine locked to its thread: if the thread cannot return
-	// to its namespace, the goroutine exits still locked and Go discards
-	// the thread instead of running other goroutines in the wrong netns.
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("open own network namespace: %w", err)
-			return
-		}
-		defer orig.Close()
-		if err := unix.Setns(int(h.file.Fd()), unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("enter network namespace %d (%s): %w (bindwatch needs CAP_SYS_ADMIN: run it as root)", h.Inode, h.Path, err)
-			return
-		}
-		fnErr := fn()
-		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-			errc <- errors.Join(fnErr, fmt.Errorf("return from network namespace %d: %w", h.Inode, err))
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- fnErr
-	}()
-	return <-errc
+	return host.InNetns(h.file, fn)
 }

@@ -11,18 +11,12 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/bindwatch/bindwatch/internal/events"
+	"github.com/bindwatch/bindwatch/internal/host"
 )
 
 // procRoot is where the process information pseudo-filesystem is mounted.
 const procRoot = "/proc"
-
-// userHZ is the unit of /proc/PID/stat's time fields. It is USER_HZ, part
-// of the kernel ABI (100 on every architecture Linux runs on today), not the
-// kernel's internal HZ, so it needs no sysconf() (which would need cgo).
-const userHZ = 100
 
 // startTimeTolerance is how far a captured start time may be from the one
 // /proc gives for the same process: /proc counts in 10 ms ticks, and the two
@@ -41,24 +35,21 @@ func FillProcess(p *events.Process) {
 		return
 	}
 	dir := procRoot + "/" + strconv.Itoa(p.PID)
-	stat, statOK := procStat{}, false
-	if b, err := os.ReadFile(dir + "/stat"); err == nil {
-		stat, statOK = parseStat(b)
-	}
-	if !statOK {
+	stat, err := host.ReadStat(p.PID)
+	if err != nil {
 		return // gone (or not readable): nothing to add
 	}
-	started := stat.started()
+	started := stat.Started()
 	// A start time captured by the kernel that does not match is another
 	// process that reused the pid since: it must not lend its details.
 	if !sameStart(p.StartTime, started) {
 		return
 	}
 	if p.Comm == "" {
-		p.Comm = stat.comm
+		p.Comm = stat.Comm
 	}
 	if p.PPID == 0 {
-		p.PPID = stat.ppid
+		p.PPID = stat.PPID
 	}
 	if p.StartTime.IsZero() {
 		p.StartTime = started
@@ -70,7 +61,7 @@ func FillProcess(p *events.Process) {
 	}
 	if len(p.Cmdline) == 0 {
 		if b, err := os.ReadFile(dir + "/cmdline"); err == nil {
-			p.Cmdline = splitCmdline(b)
+			p.Cmdline = host.SplitArgs(b)
 		}
 	}
 	// UID 0 is both root and "not captured"; a GID means the ids were
@@ -97,7 +88,7 @@ func FillProcess(p *events.Process) {
 		p.ContainerID = ContainerID(p.Cgroup)
 	}
 	if p.Netns == 0 {
-		if ino, err := netnsInodeOfPath(dir + "/ns/net"); err == nil {
+		if ino, err := host.NetnsInode(dir + "/ns/net"); err == nil {
 			p.Netns = ino
 		}
 	}
@@ -117,69 +108,17 @@ func (r *Resolver) describe(p *events.Process) {
 // running tells whether p (pid and start time) is still alive: its pid
 // exists and, where p has a start time, belongs to the same process.
 func running(p events.Process) bool {
-	b, err := os.ReadFile(procRoot + "/" + strconv.Itoa(p.PID) + "/stat")
-	if err != nil {
+	stat, err := host.ReadStat(p.PID)
+	if err != nil || stat.State == 'Z' {
 		return false
 	}
-	stat, ok := parseStat(b)
-	if !ok || stat.state == 'Z' {
-		return false
-	}
-	return sameStart(p.StartTime, stat.started())
+	return sameStart(p.StartTime, stat.Started())
 }
 
 // sameStart tells whether two start times of one pid can be the same
 // process; a zero time (not known) matches any.
 func sameStart(a, b time.Time) bool {
 	return a.IsZero() || b.IsZero() || a.Sub(b).Abs() <= startTimeTolerance
-}
-
-// splitCmdline turns /proc/PID/cmdline (NUL-separated, NUL-terminated) into
-// arguments. A process that rewrote its argv into one space-separated string
-// (nginx: "nginx: master process ...") comes back as that one string.
-func splitCmdline(b []byte) []string {
-	b = bytes.TrimRight(b, "\x00")
-	if len(b) == 0 {
-		return nil
-	}
-	return strings.Split(string(b), "\x00")
-}
-
-type procStat struct {
-	comm       string
-	state      byte // R, S, D, Z (zombie: exited, not yet reaped), ...
-	ppid       int
-	startTicks uint64
-}
-
-// started is when the process started, from its start time in ticks.
-func (s procStat) started() time.Time {
-	return bootTime().Add(time.Duration(s.startTicks) * (time.Second / userHZ))
-}
-
-// parseStat reads /proc/PID/stat. The comm field (2) is in parentheses and
-// may itself contain spaces and ')', so fields are counted from the last ')'.
-func parseStat(b []byte) (procStat, bool) {
-	open := bytes.IndexByte(b, '(')
-	closing := bytes.LastIndexByte(b, ')')
-	if open < 0 || closing < open {
-		return procStat{}, false
-	}
-	st := procStat{comm: string(b[open+1 : closing])}
-	// After ") ": field 3 (state) is rest[0], so field N is rest[N-3].
-	rest := strings.Fields(string(b[closing+1:]))
-	if len(rest) < 22-3+1 {
-		return procStat{}, false
-	}
-	ppid, err1 := strconv.Atoi(rest[4-3])
-	start, err2 := strconv.ParseUint(rest[22-3], 10, 64)
-	if err1 != nil || err2 != nil {
-		return procStat{}, false
-	}
-	st.state = rest[0][0]
-	st.ppid = ppid
-	st.startTicks = start
-	return st, true
 }
 
 // parseStatusIDs returns the real uid and gid from /proc/PID/status — the
@@ -234,25 +173,6 @@ func ContainerID(cgroupPath string) string {
 		return ""
 	}
 	return m[len(m)-1][1]
-}
-
-var (
-	bootTimeOnce  sync.Once
-	bootTimeValue time.Time
-)
-
-// bootTime is the wall-clock time of boot as /proc/PID/stat's start time
-// counts it: CLOCK_BOOTTIME, which keeps running across suspend.
-// /proc/stat's btime is rounded to the second; this is not.
-func bootTime() time.Time {
-	bootTimeOnce.Do(func() {
-		var ts unix.Timespec
-		if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
-			return
-		}
-		bootTimeValue = time.Now().Add(-time.Duration(ts.Nano()))
-	})
-	return bootTimeValue
 }
 
 // passwd caches /etc/passwd's uid→name map, reloaded when the file changes.

@@ -34,34 +34,6 @@ func TestContainerID(t *testing.T) {
 	}
 }
 
-func TestParseStat(t *testing.T) {
-	// comm may contain spaces and parentheses.
-	line := "4242 (my (weird) prog) S 17 4242 4242 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 123456 1000 10 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0\n"
-	st, ok := parseStat([]byte(line))
-	if !ok || st.comm != "my (weird) prog" || st.ppid != 17 || st.startTicks != 123456 {
-		t.Fatalf("parseStat = %+v, %v", st, ok)
-	}
-	if _, ok := parseStat([]byte("4242 (short) S 1 2")); ok {
-		t.Error("a truncated stat line parsed")
-	}
-}
-
-func TestSplitCmdline(t *testing.T) {
-	for _, c := range []struct {
-		in   string
-		want []string
-	}{
-		{"python3\x00-m\x00http.server\x00", []string{"python3", "-m", "http.server"}},
-		{"nginx: master process nginx -g daemon off;", []string{"nginx: master process nginx -g daemon off;"}},
-		{"a\x00\x00b\x00", []string{"a", "", "b"}}, // an empty argument stays
-		{"", nil},
-	} {
-		if got := splitCmdline([]byte(c.in)); !slices.Equal(got, c.want) {
-			t.Errorf("splitCmdline(%q) = %q, want %q", c.in, got, c.want)
-		}
-	}
-}
-
 func TestCgroupV2Path(t *testing.T) {
 	in := "12:cpu,cpuacct:/legacy\n0::/system.slice/nginx.service\n"
 	if got := cgroupV2Path([]byte(in)); got != "/system.slice/nginx.service" {

@@ -173,10 +173,6 @@ func (r *Resolver) OwnNetns() Netns {
 	return Netns{Inode: r.netns.own, Path: "/proc/self/ns/net"}
 }
 
-// ListNetns returns every network namespace on the host that a process is
-// in or that `ip netns` mounted, bindwatch's own first.
-func ListNetns() []Netns { return listNetns() }
-
 // PortReport is who holds one port in one network namespace.
 type PortReport struct {
 	Netns Netns

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/bindwatch/bindwatch/internal/events"
+	"github.com/bindwatch/bindwatch/internal/host"
 	"github.com/bindwatch/bindwatch/internal/testenv"
 )
 
@@ -543,7 +544,7 @@ func TestResolveInNetns(t *testing.T) {
 	if out, err := exec.Command("ip", "-n", name, "link", "set", "lo", "up").CombinedOutput(); err != nil {
 		t.Fatalf("ip link set lo up: %v: %s", err, out)
 	}
-	nsIno, err := netnsInodeOfPath("/run/netns/" + name)
+	nsIno, err := host.NetnsInode("/run/netns/" + name)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,8 @@ import (
 	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
+
+	"github.com/bindwatch/bindwatch/internal/host"
 )
 
 // Backend is one way of hooking the kernel: which programs of the BPF object
@@ -177,7 +179,7 @@ func (tracepointBackend) Check() error {
 	if err := features.HaveProgramType(ebpf.TracePoint); err != nil {
 		return fmt.Errorf("BPF tracepoint programs: %w", err)
 	}
-	return ensureTracefs()
+	return host.EnsureTracefs()
 }
 
 func (b tracepointBackend) Attach(coll *ebpf.Collection) ([]link.Link, error) {
@@ -190,7 +192,7 @@ func (b tracepointBackend) Attach(coll *ebpf.Collection) ([]link.Link, error) {
 			if errors.Is(err, ebpf.ErrNotSupported) {
 				return nil, fmt.Errorf("attach tracepoint syscalls:%s: %w", event, err)
 			}
-			return nil, fmt.Errorf("attach tracepoint syscalls:%s: %w (hint: is CONFIG_FTRACE_SYSCALLS on? ls %s/events/syscalls)", event, err, tracefsPath)
+			return nil, fmt.Errorf("attach tracepoint syscalls:%s: %w (hint: is CONFIG_FTRACE_SYSCALLS on? ls %s/events/syscalls)", event, err, host.TracefsPath)
 		}
 		links = append(links, l)
 	}

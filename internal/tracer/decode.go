@@ -3,11 +3,11 @@ package tracer
 import (
 	"bytes"
 	"net/netip"
-	"strings"
 	"syscall"
 	"time"
 
 	"github.com/bindwatch/bindwatch/internal/events"
+	"github.com/bindwatch/bindwatch/internal/host"
 )
 
 // hookNames name the kernel hooks as users can find them in the kernel:
@@ -171,7 +171,7 @@ func decodeProcess(ev *BindwatchEvent, clock bootClock) events.Process {
 		UID:               ev.Uid,
 		GID:               &gid,
 		Comm:              cString(ev.Comm[:]),
-		Cmdline:           splitArgs(int8Bytes(ev.Args[:min(int(ev.ArgsLen), len(ev.Args))])),
+		Cmdline:           host.SplitArgs(int8Bytes(ev.Args[:min(int(ev.ArgsLen), len(ev.Args))])),
 		CgroupID:          ev.CgroupId,
 		Netns:             ev.Netns,
 		StartTime:         clock(ev.StartNs),
@@ -207,16 +207,6 @@ func decodeHolder(rec *BindwatchHolderRec, proto string, netns uint32, clock boo
 			StartTime: clock(rec.StartNs),
 		}},
 	}
-}
-
-// splitArgs turns a NUL-separated argv block into its arguments. A block
-// cut at the kernel's capture limit keeps its truncated last argument.
-func splitArgs(b []byte) []string {
-	b = bytes.TrimRight(b, "\x00")
-	if len(b) == 0 {
-		return nil
-	}
-	return strings.Split(string(b), "\x00")
 }
 
 func cString(c []int8) string {

@@ -87,16 +87,3 @@ func TestFromKernelRecordedHolder(t *testing.T) {
 		t.Errorf("seeded holder has since %v, want none", f.Holders[0].Since)
 	}
 }
-
-func TestSplitArgs(t *testing.T) {
-	for in, want := range map[string][]string{
-		"":                     nil,
-		"a\x00":                {"a"},
-		"a\x00b c\x00\x00\x00": {"a", "b c"},
-		"cut-at-limi":          {"cut-at-limi"},
-	} {
-		if got := splitArgs([]byte(in)); !slices.Equal(got, want) {
-			t.Errorf("splitArgs(%q) = %q, want %q", in, got, want)
-		}
-	}
-}

@@ -15,6 +15,8 @@ import (
 	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
+
+	"github.com/bindwatch/bindwatch/internal/host"
 )
 
 // Tracer is attached BPF programs and the ring buffer they report into.
@@ -25,9 +27,6 @@ type Tracer struct {
 	reader  *ringbuf.Reader
 	backend string
 	skipped map[string]string
-	// bootEpoch is the wall-clock time of CLOCK_BOOTTIME zero, to turn the
-	// kernel's timestamps into times.
-	bootEpoch time.Time
 }
 
 // Open loads the BPF object configured by cfg and attaches it with the
@@ -126,7 +125,7 @@ func openBackend(cfg Config, b Backend) (*Tracer, error) {
 	if err != nil {
 		return nil, loadError(err, cfg.Debug)
 	}
-	t := &Tracer{coll: coll, backend: b.Name(), bootEpoch: bootEpoch()}
+	t := &Tracer{coll: coll, backend: b.Name()}
 	if err := coll.Assign(&t.maps); err != nil {
 		t.Close()
 		return nil, fmt.Errorf("BPF object lacks a map: %w (hint: run make generate)", err)
@@ -231,19 +230,8 @@ func (t *Tracer) Skipped() map[string]string { return t.skipped }
 
 // Time converts a CLOCK_BOOTTIME timestamp from the kernel to wall time.
 func (t *Tracer) Time(bootNS uint64) time.Time {
-	return t.bootEpoch.Add(time.Duration(bootNS))
+	return host.BootTime(bootNS)
 }
-
-// bootEpoch is computed once per process, so every session converts the
-// same kernel timestamp (a process's start, say) to the same time.
-var bootEpoch = sync.OnceValue(func() time.Time {
-	var ts unix.Timespec
-	now := time.Now()
-	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
-		return now
-	}
-	return now.Add(-time.Duration(ts.Nano()))
-})
 
 // TracePID adds a process to the --pid filter (with FollowChildren, its
 // future children too).

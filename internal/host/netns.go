@@ -1,0 +1,130 @@
+package host
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+
+	"golang.org/x/sys/unix"
+)
+
+// Netns names one network namespace: its inode (what `ls -L -i
+// /proc/PID/ns/net` and the tracer report) and where bindwatch found it.
+type Netns struct {
+	Inode uint32
+	// Path is the file that opens it: /proc/PID/ns/net or a bind mount
+	// such as /run/netns/NAME (`ip netns add`), which may have no process.
+	Path string
+}
+
+// NetnsInode returns the inode of the namespace a /proc/PID/ns/net link or
+// an `ip netns` bind mount refers to.
+func NetnsInode(path string) (uint32, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return 0, err
+	}
+	return uint32(st.Ino), nil
+}
+
+// OpenNetnsFile opens a namespace file and returns it with the inode of
+// the namespace it holds. The open file keeps the namespace alive.
+func OpenNetnsFile(path string) (*os.File, uint32, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, 0, err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		f.Close()
+		return nil, 0, err
+	}
+	if st.Dev == 0 && st.Ino == 0 {
+		f.Close()
+		return nil, 0, fmt.Errorf("%s: not a namespace", path)
+	}
+	return f, uint32(st.Ino), nil
+}
+
+// Open opens ns through its path, and checks the path still leads to it:
+// a /proc/PID/ns/net whose process exited may now be another process's.
+func (ns Netns) Open() (*os.File, error) {
+	f, ino, err := OpenNetnsFile(ns.Path)
+	if err != nil {
+		return nil, fmt.Errorf("open network namespace %d: %w (its last process may have exited)", ns.Inode, err)
+	}
+	if ino != ns.Inode {
+		f.Close()
+		return nil, fmt.Errorf("open network namespace %d: %s is another namespace now (its process exited)", ns.Inode, ns.Path)
+	}
+	return f, nil
+}
+
+// ListNetns returns every network namespace that a process is in or that
+// is bind-mounted under /run/netns, each once, bindwatch's own first.
+func ListNetns() []Netns {
+	seen := make(map[uint32]bool)
+	var out []Netns
+	add := func(path string) {
+		ino, err := NetnsInode(path)
+		if err != nil || seen[ino] {
+			return
+		}
+		seen[ino] = true
+		out = append(out, Netns{Inode: ino, Path: path})
+	}
+	add("/proc/self/ns/net")
+	if mounts, err := filepath.Glob("/run/netns/*"); err == nil {
+		for _, m := range mounts {
+			add(m)
+		}
+	}
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return out
+	}
+	for _, e := range entries {
+		if _, err := strconv.Atoi(e.Name()); err == nil {
+			add("/proc/" + e.Name() + "/ns/net")
+		}
+	}
+	return out
+}
+
+// InNetns runs fn on an OS thread that has entered the network namespace
+// ns (an open namespace file), for what binds to the caller's namespace at
+// creation: sockets, netlink sockets, BPF iterators over sockets,
+// /proc/sys/net files. The thread is locked for fn's whole run, and no other
+// goroutine ever runs in the namespace.
+func InNetns(ns *os.File, fn func() error) error {
+	// A fresh goroutine locked to its thread: if the thread cannot return
+	// to its namespace, the goroutine exits still locked and Go discards
+	// the thread instead of running other goroutines in the wrong netns.
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("open own network namespace: %w", err)
+			return
+		}
+		defer orig.Close()
+		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("enter network namespace %s: %w (hint: bindwatch needs CAP_SYS_ADMIN there: run it as root)", ns.Name(), err)
+			return
+		}
+		fnErr := fn()
+		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
+			errc <- errors.Join(fnErr, fmt.Errorf("return from network namespace %s: %w", ns.Name(), err))
+			return
+		}
+		runtime.UnlockOSThread()
+		errc <- fnErr
+	}()
+	return <-errc
+}

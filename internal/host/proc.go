@@ -1,0 +1,93 @@
+package host
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// userHZ is the unit of /proc/PID/stat's time fields. It is USER_HZ, part
+// of the kernel ABI (100 on every architecture Linux runs on today), not the
+// kernel's internal HZ, so it needs no sysconf() (which would need cgo).
+const userHZ = 100
+
+// pfKthread is PF_KTHREAD in /proc/PID/stat's flags (include/linux/sched.h).
+const pfKthread = 0x00200000
+
+// Stat is what bindwatch reads from /proc/PID/stat.
+type Stat struct {
+	Comm       string
+	State      byte // R, S, D, Z (zombie: exited, not yet reaped), X, ...
+	PPID       int
+	Flags      uint64 // PF_* flags
+	StartTicks uint64 // start time after boot, in USER_HZ ticks
+}
+
+// Started is when the process started, in wall time.
+func (s Stat) Started() time.Time {
+	return BootTime(0).Add(time.Duration(s.StartTicks) * (time.Second / userHZ))
+}
+
+// KernelThread reports whether PF_KTHREAD is set.
+func (s Stat) KernelThread() bool { return s.Flags&pfKthread != 0 }
+
+// Exited reports whether the process has exited and awaits its reaping.
+func (s Stat) Exited() bool { return s.State == 'Z' || s.State == 'X' }
+
+// ReadStat reads /proc/PID/stat.
+func ReadStat(pid int) (Stat, error) {
+	path := "/proc/" + strconv.Itoa(pid) + "/stat"
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return Stat{}, err
+	}
+	st, err := ParseStat(b)
+	if err != nil {
+		return Stat{}, fmt.Errorf("%s: %w", path, err)
+	}
+	return st, nil
+}
+
+// ParseStat reads a /proc/PID/stat line. The comm field (2) is in
+// parentheses and may itself hold spaces and ')' — any process can name
+// itself so — so fields are counted from the last ')'.
+func ParseStat(b []byte) (Stat, error) {
+	open := bytes.IndexByte(b, '(')
+	closing := bytes.LastIndexByte(b, ')')
+	if open < 0 || closing < open {
+		return Stat{}, fmt.Errorf("no comm field")
+	}
+	st := Stat{Comm: string(b[open+1 : closing])}
+	// After ") ": field 3 (state) is rest[0], so field N is rest[N-3].
+	rest := strings.Fields(string(b[closing+1:]))
+	if len(rest) < 22-3+1 {
+		return Stat{}, fmt.Errorf("%d fields, want at least 22", len(rest)+2)
+	}
+	var errs [3]error
+	st.State = rest[0][0]
+	st.PPID, errs[0] = strconv.Atoi(rest[4-3])
+	st.Flags, errs[1] = strconv.ParseUint(rest[9-3], 10, 64)
+	st.StartTicks, errs[2] = strconv.ParseUint(rest[22-3], 10, 64)
+	for _, err := range errs {
+		if err != nil {
+			return Stat{}, err
+		}
+	}
+	return st, nil
+}
+
+// SplitArgs turns a NUL-separated argv block — /proc/PID/cmdline, or the
+// kernel's capture of it — into its arguments. A block cut at a capture
+// limit keeps its truncated last argument; a process that rewrote its argv
+// into one space-separated string (nginx: "nginx: master process ...")
+// comes back as that one string.
+func SplitArgs(b []byte) []string {
+	b = bytes.TrimRight(b, "\x00")
+	if len(b) == 0 {
+		return nil
+	}
+	return strings.Split(string(b), "\x00")
+}
