@@ -90,6 +90,7 @@ type HelperProc struct {
 	Line  []string // its first line, split into fields
 	stdin io.WriteCloser
 	out   *os.File
+	lines chan string // what it says after its first line
 }
 
 // SpawnHelper starts a helper doing job, optionally wrapped in prefix
@@ -124,14 +125,22 @@ func spawnHelper(job string, prefix, args []string) (*HelperProc, error) {
 		return nil, fmt.Errorf("start helper %q: %w", job, err)
 	}
 	w.Close()
-	h := &HelperProc{Cmd: cmd, stdin: stdin, out: r}
-	lineCh := make(chan string, 1)
+	h := &HelperProc{Cmd: cmd, stdin: stdin, out: r, lines: make(chan string, 16)}
 	go func() {
-		l, _ := bufio.NewReader(r).ReadString('\n')
-		lineCh <- l
+		defer close(h.lines)
+		rd := bufio.NewReader(r)
+		for {
+			l, err := rd.ReadString('\n')
+			if l != "" {
+				h.lines <- l
+			}
+			if err != nil {
+				return
+			}
+		}
 	}()
 	select {
-	case l := <-lineCh:
+	case l := <-h.lines:
 		h.Line = strings.Fields(l)
 	case <-time.After(10 * time.Second):
 		h.Stop()
@@ -199,6 +208,23 @@ func WaitForParent(t testing.TB, pid, ppid int) {
 	}
 }
 
+// Say sends a command line to a hold job (see runJob) and returns its
+// answer, waiting up to 5 s: the proof it is alive and did it.
+func (h *HelperProc) Say(command string) (string, error) {
+	if _, err := io.WriteString(h.stdin, command+"\n"); err != nil {
+		return "", fmt.Errorf("tell helper %q: %w", command, err)
+	}
+	select {
+	case l, ok := <-h.lines:
+		if !ok {
+			return "", fmt.Errorf("helper exited instead of answering %q", command)
+		}
+		return strings.TrimSpace(l), nil
+	case <-time.After(5 * time.Second):
+		return "", fmt.Errorf("helper did not answer %q within 5s", command)
+	}
+}
+
 // Stop ends the helper (closing its stdin; killing it after 5 s) and waits
 // until it is gone. Stopping twice is harmless.
 func (h *HelperProc) Stop() {
@@ -220,8 +246,10 @@ func (h *HelperProc) Stop() {
 //	bind PROTO ADDR PORT [options]    bind once; exit status is the errno (0: bound);
 //	                                  options as parseOpts reads them
 //	storm PROTO ADDR PORT N           bind N fresh sockets, ignoring errors
-//	hold PROTO ADDR PORT [reuseaddr] [reuseport] [v6only|dualstack] [nolisten]
-//	                                  bind (and listen, for tcp) → "ready PID INODE"
+//	hold PROTO ADDR PORT [options] [nolisten]
+//	                                  bind (and listen, for tcp) → "ready PID INODE";
+//	                                  then answers "close" (closes the socket, keeps
+//	                                  running) with "closed", "ping" with "pong"
 //	inherit ADDR PORT                 listen on tcp ADDR:PORT, start a child ("keep")
 //	                                  inheriting it as fd 3, exit at once
 //	keep                              → "ready PID INODE" of fd 3
@@ -272,7 +300,18 @@ func runJob(args []string) error {
 			return err
 		}
 		fmt.Printf("ready %d %d\n", os.Getpid(), socketInode(fd))
-		wait()
+		sc := bufio.NewScanner(os.Stdin)
+		for sc.Scan() {
+			switch sc.Text() {
+			case "close":
+				unix.Close(fd)
+				fmt.Println("closed")
+			case "ping":
+				fmt.Println("pong")
+			default:
+				return fmt.Errorf("hold: unknown command %q", sc.Text())
+			}
+		}
 		return nil
 	case "inherit":
 		fd, err := holdSocket([]string{"tcp", args[1], args[2]})
