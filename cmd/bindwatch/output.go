@@ -12,9 +12,15 @@ import (
 // (people read it) and JSON otherwise (scripts and files read it): the one
 // rule every bindwatch command follows.
 func outputFormat(c *cli.Context, dest *os.File) (string, error) {
+	return outputFormatFor(c, isTerminal(dest))
+}
+
+// outputFormatFor is outputFormat for a destination that is a terminal
+// or not.
+func outputFormatFor(c *cli.Context, terminal bool) (string, error) {
 	switch format := c.String("format"); format {
 	case "":
-		if isTerminal(dest) {
+		if terminal {
 			return events.FormatText, nil
 		}
 		return events.FormatJSON, nil

@@ -90,11 +90,14 @@ func runAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	out, text, closeOut, err := runOutput(c)
+	// Records go to standard error by default (text: they are read there
+	// among CMD's own messages), JSON in an --output file.
+	out, format, err := openOutputs(c, os.Stderr, "stderr", events.FormatText)
 	if err != nil {
 		return err
 	}
-	defer closeOut()
+	defer out.Close()
+	text := format == events.FormatText
 	if err := requireRoot(); err != nil {
 		return cli.Exit(fmt.Sprintf("%v; %s was not run", err, argv[0]), exitRunFailed)
 	}
@@ -121,26 +124,4 @@ func runAction(c *cli.Context) error {
 		return cli.Exit("", res.ExitCode)
 	}
 	return nil
-}
-
-// runOutput opens --output (appending; JSON unless --format says
-// otherwise) or standard error, where records default to text: they are
-// read there among CMD's own messages.
-func runOutput(c *cli.Context) (w *events.Writer, text bool, closeFn func(), err error) {
-	if c.String("output") != "" {
-		w, closeFn, err = openOutput(c)
-		if err != nil {
-			return nil, false, nil, err
-		}
-		return w, c.String("format") == events.FormatText, closeFn, nil
-	}
-	format := c.String("format")
-	if format == "" {
-		format = events.FormatText
-	}
-	w, err = events.NewWriter(os.Stderr, format)
-	if err != nil {
-		return nil, false, nil, usagef("--format %s: %v", format, err)
-	}
-	return w, format == events.FormatText, func() {}, nil
 }

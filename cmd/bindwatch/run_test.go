@@ -369,7 +369,7 @@ func TestRunArguments(t *testing.T) {
 		{[]string{"run", "ls", "-l"}, "put the command after --"},
 		{[]string{"run", "--pid", "1", "--", "true"}, "flag provided but not defined: -pid"},
 		{[]string{"run", "--port", "http", "--", "true"}, "--port http"},
-		{[]string{"run", "--format", "yaml", "--", "true"}, "--format yaml"},
+		{[]string{"run", "--format", "yaml", "--", "true"}, `--format "yaml"`},
 	} {
 		res := bindwatch(t, c.args...)
 		if res.code != 2 || !strings.Contains(res.stderr, c.want) {

@@ -25,7 +25,7 @@ func commands() []*cli.Command {
 func traceFlags() []cli.Flag {
 	return append([]cli.Flag{
 		&cli.StringFlag{Name: "format", Usage: "output `FORMAT`: text (one readable line per failure) or json (one object per line; fields in docs/schema.md). Default: text on a terminal, json otherwise"},
-		&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "append records to `FILE` (created 0640) instead of standard output"},
+		&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "append records to `FILE` (created 0640; never through a symlink) instead of standard output; SIGHUP reopens it (logrotate)"},
 		&cli.StringSliceFlag{Name: "port", Aliases: []string{"p"}, Usage: "only failures on `PORT` or range LO-HI (repeatable, filtered in the kernel)"},
 		&cli.StringSliceFlag{Name: "errno", Usage: "only failures with `ERRNO`: EADDRINUSE, EADDRNOTAVAIL, EACCES or EINVAL (repeatable; default all)"},
 		&cli.IntSliceFlag{Name: "pid", Usage: "only failures of process `PID` (repeatable)"},
@@ -37,7 +37,7 @@ func traceFlags() []cli.Flag {
 		&cli.BoolFlag{Name: "no-holders", Usage: "do not keep the in-kernel record of who holds each port (TCP listeners, bound UDP sockets): holders are then found only by looking after the failure, and one that exits at once goes unnamed; successful bind()s cost a little less"},
 		&cli.StringFlag{Name: "ready-file", Usage: "create `FILE` once tracing is live (for scripts)"},
 		&cli.BoolFlag{Name: "debug", Usage: "print the whole BPF verifier log when loading fails"},
-	}, redactFlags()...)
+	}, append(outputFlags(), redactFlags()...)...)
 }
 
 func traceAction(c *cli.Context) error {
@@ -48,11 +48,11 @@ func traceAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	out, closeOut, err := openOutput(c)
+	out, _, err := openOutputs(c, os.Stdout, "stdout", "")
 	if err != nil {
 		return err
 	}
-	defer closeOut()
+	defer out.Close()
 	if err := requireRoot(); err != nil {
 		return err
 	}
@@ -60,6 +60,7 @@ func traceAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	defer reopenOnHangup(out)()
 	s, err := watch.Start(watch.Options{Tracer: cfg, Out: out, ReadyFile: c.String("ready-file"), Redact: rules})
 	if err != nil {
 		return err
@@ -153,31 +154,6 @@ func errnoNamed(name string) (syscall.Errno, bool) {
 		}
 	}
 	return 0, false
-}
-
-// openOutput opens --output (appending) or standard output, and picks the
-// default format: text for a terminal, JSON for files and pipes.
-func openOutput(c *cli.Context) (*events.Writer, func(), error) {
-	f, closeFn := os.Stdout, func() {}
-	if path := c.String("output"); path != "" {
-		var err error
-		f, err = os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
-		if err != nil {
-			return nil, nil, fmt.Errorf("open --output %s: %w (hint: check the directory exists and is writable)", path, err)
-		}
-		closeFn = func() { f.Close() }
-	}
-	format, err := outputFormat(c, f)
-	if err != nil {
-		closeFn()
-		return nil, nil, err
-	}
-	w, err := events.NewWriter(f, format)
-	if err != nil {
-		closeFn()
-		return nil, nil, err
-	}
-	return w, closeFn, nil
 }
 
 // requireRoot explains in one sentence why tracing cannot start without

@@ -34,7 +34,7 @@ type RunOptions struct {
 	// Out receives the records. With Text set only failures, repeats and
 	// lost records are written (the summary says the rest); in JSON every
 	// record is, start and stop included.
-	Out  *events.Writer
+	Out  watch.Sink
 	Text bool
 	// Summary receives the summary at the end, and warnings.
 	Summary io.Writer
@@ -190,7 +190,7 @@ func foregroundOnTerminal() bool {
 // recordSink receives the session's records, counts them for the summary,
 // and writes them on in the user's format.
 type recordSink struct {
-	out  *events.Writer
+	out  watch.Sink
 	text bool
 
 	backend string

@@ -22,6 +22,10 @@ const (
 	TypeRepeats = "repeats"
 	TypeLost    = "lost"
 	TypeStop    = "stop"
+	// TypeOutputLost is written by an output (file, standard output,
+	// syslog) that could not write some records, in the next write that
+	// gets through.
+	TypeOutputLost = "output_lost"
 )
 
 // Holder sources: how bindwatch knows a holder.
@@ -228,4 +232,29 @@ type Stop struct {
 	Lost   uint64 `json:"lost"`
 	// DurationMS is how long tracing was live.
 	DurationMS int64 `json:"duration_ms"`
+	// OutputLost is how many records this output (the file, standard
+	// output or syslog the stop record is written to) could not write,
+	// and OutputLostFailures how many failures they carried. Each output
+	// fills in its own.
+	OutputLost         uint64 `json:"output_lost"`
+	OutputLostFailures uint64 `json:"output_lost_failures"`
+}
+
+// OutputLost says that an output could not write some records (a full
+// disk, an I/O error, a reader gone, a syslog collector away): it is
+// written into that output by the first write that gets through again,
+// so what is missing is said where it is missing. Failures counts the
+// failures those records carried (a bind_failure one, repeats and lost
+// their count), so that failures still add up across an outage.
+type OutputLost struct {
+	Type    string    `json:"type"`
+	Version int       `json:"version"`
+	Time    time.Time `json:"time"`
+	Host    string    `json:"host"`
+	// Output names the output: "file", "stdout", "stderr" or "syslog".
+	Output   string `json:"output"`
+	Records  uint64 `json:"records"`
+	Failures uint64 `json:"failures"`
+	// Error is the last error writing them, e.g. "no space left on device".
+	Error string `json:"error"`
 }

@@ -83,8 +83,14 @@ func Text(rec any) string {
 	case *Recovered:
 		return recoveredText(r)
 	case *Stop:
-		return fmt.Sprintf("%s bindwatch stopped after %s: %d failure%s, %d reported, %d folded, %d lost",
+		s := fmt.Sprintf("%s bindwatch stopped after %s: %d failure%s, %d reported, %d folded, %d lost",
 			clock(r.Time), (time.Duration(r.DurationMS) * time.Millisecond).String(), r.Failures, Plural(r.Failures), r.Reported, r.Folded, r.Lost)
+		if r.OutputLost > 0 {
+			s += fmt.Sprintf("; %d record%s (%d failure%s) could not be written here", r.OutputLost, Plural(r.OutputLost), r.OutputLostFailures, Plural(r.OutputLostFailures))
+		}
+		return s
+	case *OutputLost:
+		return fmt.Sprintf("%s OUTPUT LOST %d record%s (%d failure%s) could not be written to %s: %s", clock(r.Time), r.Records, Plural(r.Records), r.Failures, Plural(r.Failures), r.Output, r.Error)
 	}
 	b, _ := json.Marshal(rec)
 	return string(b)

@@ -1,0 +1,352 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/bindwatch/bindwatch/internal/testenv"
+	"golang.org/x/sys/unix"
+)
+
+// tracing is a bindwatch tracer started by a test.
+type tracing struct {
+	cmd    *exec.Cmd
+	stderr *testenv.SyncBuffer
+}
+
+// startTracing starts `bindwatch ARGS...` and returns once its ready file
+// is there.
+func startTracing(t *testing.T, args ...string) *tracing {
+	t.Helper()
+	testenv.RequireRoot(t)
+	ready := filepath.Join(t.TempDir(), "ready")
+	cmd := exec.Command(bindwatchBin, append(args, "--backend", testenv.Backend(), "--ready-file", ready)...)
+	tr := &tracing{cmd: cmd, stderr: &testenv.SyncBuffer{}}
+	cmd.Stderr = tr.stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill() })
+	testenv.WaitForFile(t, ready, 10*time.Second, tr.stderr.String)
+	return tr
+}
+
+// stop stops the tracer with SIGINT and fails the test unless it exits 0.
+func (tr *tracing) stop(t *testing.T) {
+	t.Helper()
+	tr.cmd.Process.Signal(syscall.SIGINT)
+	if err := tr.cmd.Wait(); err != nil {
+		t.Fatalf("bindwatch exited with %v: %s", err, tr.stderr.String())
+	}
+}
+
+// storm makes failing binds (EADDRINUSE) on a held port from a goroutine,
+// about perSecond of them, counting each.
+type storm struct {
+	n    atomic.Uint64
+	quit chan struct{}
+	done chan struct{}
+}
+
+func startStorm(t *testing.T, port, perSecond int) *storm {
+	t.Helper()
+	testenv.Hold(t, "tcp", "127.0.0.1", port, testenv.Opts{})
+	s := &storm{quit: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-s.quit:
+				return
+			case <-tick.C:
+			}
+			for range perSecond / 100 {
+				fd, err := testenv.Socket("tcp", "127.0.0.1", testenv.Opts{})
+				if err != nil {
+					continue
+				}
+				if testenv.Bind(fd, "127.0.0.1", port) == unix.EADDRINUSE {
+					s.n.Add(1)
+				}
+				unix.Close(fd)
+			}
+		}
+	}()
+	t.Cleanup(func() { s.stop() })
+	return s
+}
+
+// stop ends the storm and returns how many binds failed.
+func (s *storm) stop() uint64 {
+	select {
+	case <-s.quit:
+	default:
+		close(s.quit)
+	}
+	<-s.done
+	return s.n.Load()
+}
+
+// tally is what a set of JSON-lines files says.
+type tally struct {
+	failures     uint64 // in bind_failure, repeats and lost records
+	outputLost   uint64 // failures in output_lost records
+	lostRecords  uint64 // records in output_lost records
+	starts       int
+	stops        []map[string]any
+	recordsByTyp map[string]int
+}
+
+// tallyFiles reads files as JSON lines: every line must be one whole
+// record, with no NUL bytes (a hole left by writing past a truncation).
+func tallyFiles(t *testing.T, files ...string) tally {
+	t.Helper()
+	tl := tally{recordsByTyp: map[string]int{}}
+	for _, name := range files {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bytes.IndexByte(b, 0) >= 0 {
+			t.Errorf("%s holds NUL bytes: a write went past a truncation", name)
+		}
+		if len(b) > 0 && b[len(b)-1] != '\n' {
+			t.Errorf("%s ends in a cut line: %q", name, b[max(0, len(b)-100):])
+		}
+		sc := bufio.NewScanner(bytes.NewReader(b))
+		sc.Buffer(nil, 1<<20)
+		for sc.Scan() {
+			var r map[string]any
+			if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+				t.Fatalf("%s: a line is not a whole record (%v): %q", name, err, sc.Text())
+			}
+			typ, _ := r["type"].(string)
+			tl.recordsByTyp[typ]++
+			count := func(k string) uint64 { f, _ := r[k].(float64); return uint64(f) }
+			switch typ {
+			case "bind_failure":
+				tl.failures++
+			case "repeats", "lost":
+				tl.failures += count("count")
+			case "output_lost":
+				tl.outputLost += count("failures")
+				tl.lostRecords += count("records")
+			case "start":
+				tl.starts++
+			case "stop":
+				tl.stops = append(tl.stops, r)
+			}
+		}
+	}
+	return tl
+}
+
+// accounted checks that every provoked failure is in the files: as a
+// record, or counted in one (repeats, lost, output_lost), and that the
+// one stop record says so.
+func (tl tally) accounted(t *testing.T, provoked uint64) map[string]any {
+	t.Helper()
+	if tl.starts != 1 || len(tl.stops) != 1 {
+		t.Fatalf("%d start and %d stop records, want one each (records: %v)", tl.starts, len(tl.stops), tl.recordsByTyp)
+	}
+	t.Logf("provoked %d; records %v; output_lost failures %d", provoked, tl.recordsByTyp, tl.outputLost)
+	stop := tl.stops[0]
+	if f := uint64(stop["failures"].(float64)); f != provoked {
+		t.Errorf("stop says %d failures, the test provoked %d", f, provoked)
+	}
+	if tl.failures+tl.outputLost != provoked {
+		t.Errorf("the files account for %d failures (%d in records, %d output_lost), the test provoked %d (records: %v)",
+			tl.failures+tl.outputLost, tl.failures, tl.outputLost, provoked, tl.recordsByTyp)
+	}
+	if got := uint64(stop["output_lost_failures"].(float64)); got != tl.outputLost {
+		t.Errorf("stop says output_lost_failures %d, the output_lost records %d", got, tl.outputLost)
+	}
+	return stop
+}
+
+// rotatedFiles lists base.N … base.1, base (oldest first) that exist.
+func rotatedFiles(base string) []string {
+	var files []string
+	for i := 100; i >= 1; i-- {
+		if _, err := os.Stat(base + "." + strconv.Itoa(i)); err == nil {
+			files = append(files, base+"."+strconv.Itoa(i))
+		}
+	}
+	return append(files, base)
+}
+
+// logrotate runs the real logrotate once, forced, with a config rotating
+// path in the given mode ("create" or "copytruncate") and a postrotate
+// that sends SIGHUP to pid.
+func logrotate(t *testing.T, path, mode string, pid int) {
+	t.Helper()
+	dir := filepath.Dir(path)
+	conf := filepath.Join(dir, "logrotate.conf")
+	if _, err := os.Stat(conf); err != nil {
+		body := fmt.Sprintf("%s {\n\trotate 1000\n\t%s\n\tnocompress\n\tmissingok\n\tpostrotate\n\t\tkill -HUP %d\n\tendscript\n}\n", path, mode, pid)
+		if mode == "create" {
+			body = strings.Replace(body, "create", "create 0640 root root", 1)
+		}
+		if err := os.WriteFile(conf, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out, err := exec.Command("logrotate", "-f", "-s", filepath.Join(dir, "logrotate.state"), conf).CombinedOutput()
+	if err != nil {
+		t.Fatalf("logrotate: %v: %s", err, out)
+	}
+}
+
+// logrotate's usual postrotate `kill -HUP` reopens the output (it used to
+// kill bindwatch): with `create`, rotated every 200 ms during a storm of
+// failures, every failure is accounted across the rotated files and every
+// line is whole.
+func TestLogrotateCreate(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "bindwatch.jsonl")
+	port := testenv.FreePort(t)
+	tr := startTracing(t, "--output", out, "--fold", "0", "--port", strconv.Itoa(port))
+	st := startStorm(t, port, 2000)
+	const rotations = 10
+	for range rotations {
+		time.Sleep(200 * time.Millisecond)
+		logrotate(t, out, "create", tr.cmd.Process.Pid)
+	}
+	provoked := st.stop()
+	time.Sleep(300 * time.Millisecond)
+	tr.stop(t)
+	files := rotatedFiles(out)
+	if len(files) != rotations+1 {
+		t.Errorf("%d files after %d rotations", len(files), rotations)
+	}
+	tl := tallyFiles(t, files...)
+	tl.accounted(t, provoked)
+	if tl.lostRecords != 0 {
+		t.Errorf("%d records could not be written", tl.lostRecords)
+	}
+	for _, f := range files[:len(files)-1] {
+		if st, _ := os.Stat(f); st.Size() == 0 {
+			t.Errorf("%s is empty: records between rotations went elsewhere", f)
+		}
+	}
+	if strings.TrimSpace(tr.stderr.String()) != "" {
+		t.Errorf("bindwatch said on stderr: %s", tr.stderr.String())
+	}
+}
+
+// With `copytruncate` logrotate copies the file and truncates it in place:
+// bindwatch's next write lands at the start (O_APPEND), not after a hole,
+// and no record is lost or cut. (What is written between logrotate's copy
+// and its truncate is lost whatever the program: logrotate(8) says so; the
+// test provokes failures between rotations.)
+func TestLogrotateCopytruncate(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "bindwatch.jsonl")
+	port := testenv.FreePort(t)
+	testenv.Hold(t, "tcp", "127.0.0.1", port, testenv.Opts{})
+	tr := startTracing(t, "--output", out, "--fold", "0", "--port", strconv.Itoa(port))
+	const rounds, perRound = 4, 30
+	for round := range rounds {
+		for range perRound {
+			testenv.FailBind(t, "tcp", "127.0.0.1", port, testenv.Opts{}, syscall.EADDRINUSE)
+		}
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			b, _ := os.ReadFile(out)
+			if bytes.Count(b, []byte(`"type":"bind_failure"`)) == perRound {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: the failures did not reach %s: %s", round, out, tr.stderr.String())
+			}
+		}
+		logrotate(t, out, "copytruncate", tr.cmd.Process.Pid)
+	}
+	for range perRound {
+		testenv.FailBind(t, "tcp", "127.0.0.1", port, testenv.Opts{}, syscall.EADDRINUSE)
+	}
+	time.Sleep(300 * time.Millisecond)
+	tr.stop(t)
+	files := rotatedFiles(out)
+	if len(files) != rounds+1 {
+		t.Errorf("%d files after %d rotations", len(files), rounds)
+	}
+	tl := tallyFiles(t, files...)
+	tl.accounted(t, (rounds+1)*perRound)
+	if tl.recordsByTyp["bind_failure"] != (rounds+1)*perRound {
+		t.Errorf("%d bind_failure records, want %d", tl.recordsByTyp["bind_failure"], (rounds+1)*perRound)
+	}
+}
+
+// A full filesystem during a storm: tracing goes on, no line is cut,
+// and once space is freed the records that could not be written are
+// counted exactly in the file (output_lost) and in the stop record.
+func TestOutputFullDisk(t *testing.T) {
+	testenv.RequireRoot(t)
+	dir := t.TempDir()
+	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size=1m"); err != nil {
+		t.Fatalf("mount tmpfs: %v", err)
+	}
+	defer unix.Unmount(dir, unix.MNT_DETACH)
+	filler := filepath.Join(dir, "filler")
+	if err := os.WriteFile(filler, make([]byte, 900<<10), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "bindwatch.jsonl")
+	port := testenv.FreePort(t)
+	tr := startTracing(t, "--output", out, "--fold", "0", "--port", strconv.Itoa(port))
+	st := startStorm(t, port, 1000)
+	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(tr.stderr.String(), "no space left"); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the filesystem did not fill: %s", tr.stderr.String())
+		}
+	}
+	time.Sleep(time.Second) // full for a while
+	os.Remove(filler)
+	time.Sleep(500 * time.Millisecond)
+	provoked := st.stop()
+	time.Sleep(300 * time.Millisecond)
+	tr.stop(t)
+	tl := tallyFiles(t, out)
+	stop := tl.accounted(t, provoked)
+	if tl.outputLost == 0 || tl.recordsByTyp["output_lost"] == 0 {
+		t.Errorf("no output_lost record although the disk was full (records %v)", tl.recordsByTyp)
+	}
+	if uint64(stop["output_lost"].(float64)) != tl.lostRecords {
+		t.Errorf("stop says %v records lost, output_lost records %d", stop["output_lost"], tl.lostRecords)
+	}
+	stderr := tr.stderr.String()
+	if strings.Count(stderr, "no space left") != 1 || !strings.Contains(stderr, "works again") {
+		t.Errorf("standard error should say once that writing failed, and that it works again: %s", stderr)
+	}
+}
+
+// bindwatch refuses a symlink planted for --output in a sticky
+// world-writable directory: exit 1, a clear sentence, the target untouched.
+func TestOutputPlantedSymlink(t *testing.T) {
+	dir := t.TempDir()
+	os.Chmod(dir, 0o1777)
+	victim := filepath.Join(t.TempDir(), "victim")
+	os.WriteFile(victim, []byte("precious\n"), 0o600)
+	link := filepath.Join(dir, "out.jsonl")
+	os.Symlink(victim, link)
+	code, stderr := run(t, exec.Command(bindwatchBin, "--output", link))
+	if code != 1 || !strings.Contains(stderr, "symbolic link") || strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
+		t.Errorf("exit %d, stderr %q; want exit 1 and one sentence about the symlink", code, stderr)
+	}
+	if b, _ := os.ReadFile(victim); string(b) != "precious\n" {
+		t.Errorf("the target was written: %q", b)
+	}
+}

@@ -1,0 +1,138 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/bindwatch/bindwatch/internal/sink"
+	"github.com/urfave/cli/v2"
+)
+
+// defaultMaxFiles is how many rotated files --output-max-size keeps.
+const defaultMaxFiles = 5
+
+// outputFlags are the trace flags that say where records go besides
+// --format and --output.
+func outputFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "output-max-size", Usage: "rotate the --output file before it passes `SIZE` (bytes, or with K, M, G: 100M): FILE becomes FILE.1, FILE.1 FILE.2, … (for hosts without logrotate; with logrotate, send SIGHUP in postrotate instead)"},
+		&cli.IntFlag{Name: "output-max-files", Value: defaultMaxFiles, Usage: "with --output-max-size: keep `N` rotated files, removing older ones"},
+	}
+}
+
+// openOutputs opens where a session's records go: --output, or the stream
+// std (called stdName, "stdout" or "stderr"). The format is --format, or
+// streamFormat on the stream if not empty, or else text for a terminal
+// and JSON otherwise. It returns the set and the format chosen.
+func openOutputs(c *cli.Context, std *os.File, stdName, streamFormat string) (*sink.Set, string, error) {
+	if c.String("format") != "" {
+		if _, err := outputFormatFor(c, false); err != nil {
+			return nil, "", err // before creating any file
+		}
+	}
+	opts := sink.FileOptions{Warn: os.Stderr}
+	if s := c.String("output-max-size"); s != "" {
+		n, err := parseSize(s)
+		if err != nil {
+			return nil, "", usagef("--output-max-size %s: %v", s, err)
+		}
+		if c.String("output") == "" {
+			return nil, "", usagef("--output-max-size needs --output (rotation is of a file)")
+		}
+		opts.MaxSize = n
+		opts.MaxFiles = c.Int("output-max-files")
+		if opts.MaxFiles < 1 {
+			return nil, "", usagef("--output-max-files %d: keep at least 1 rotated file", opts.MaxFiles)
+		}
+	} else if c.IsSet("output-max-files") {
+		return nil, "", usagef("--output-max-files needs --output-max-size (how large a file grows before it is rotated)")
+	}
+	var out *sink.File
+	if path := c.String("output"); path != "" {
+		var err error
+		if out, err = sink.OpenFile(path, opts); err != nil {
+			return nil, "", err
+		}
+	} else {
+		out = sink.NewStream(std, stdName, opts)
+		// A reader that goes away must not kill the tracer: without this,
+		// Go exits on EPIPE on standard output (the write error is counted
+		// instead). signal.Notify, unlike Ignore, is undone for the
+		// programs bindwatch run starts.
+		signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
+	}
+	set := sink.NewSet(out)
+	format := c.String("format")
+	if format == "" && c.String("output") == "" && streamFormat != "" {
+		format = streamFormat
+	}
+	if format == "" {
+		var err error
+		if format, err = outputFormatFor(c, out.Terminal()); err != nil {
+			set.Close()
+			return nil, "", err
+		}
+	}
+	form, err := sink.FormNamed(format)
+	if err != nil {
+		set.Close()
+		return nil, "", err
+	}
+	out.SetForm(form)
+	return set, format, nil
+}
+
+// reopenOnHangup makes SIGHUP reopen the outputs (logrotate's postrotate
+// `kill -HUP`), from now until the returned function is called.
+func reopenOnHangup(set *sink.Set) (stop func()) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-hup:
+				set.Reopen()
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() { signal.Stop(hup); close(done) }
+}
+
+// parseSize parses a size in bytes, with an optional K, M or G (powers of
+// 1024; KB, KiB and friends too).
+func parseSize(s string) (int64, error) {
+	num := strings.TrimSpace(s)
+	mult := int64(1)
+	upper := strings.ToUpper(num)
+	for _, suffix := range []string{"IB", "B"} {
+		if strings.HasSuffix(upper, suffix) && len(upper) > len(suffix) {
+			upper = upper[:len(upper)-len(suffix)]
+			break
+		}
+	}
+	if n := len(upper); n > 0 {
+		switch upper[n-1] {
+		case 'K':
+			mult, upper = 1<<10, upper[:n-1]
+		case 'M':
+			mult, upper = 1<<20, upper[:n-1]
+		case 'G':
+			mult, upper = 1<<30, upper[:n-1]
+		}
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(upper), 10, 64)
+	if err != nil || n <= 0 || n > (1<<50)/mult {
+		return 0, fmt.Errorf("%q is not a size (bytes, or a number with K, M or G: 100M)", s)
+	}
+	if n*mult < 4096 {
+		return 0, fmt.Errorf("%q is too small to hold a record or two (at least 4K)", s)
+	}
+	return n * mult, nil
+}

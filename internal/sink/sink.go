@@ -1,0 +1,132 @@
+// Package sink writes bindwatch's records where the operator wants them:
+// a file (opened without following symlinks, reopened on SIGHUP, rotated
+// by size), standard output, a syslog collector, Prometheus metrics. An
+// output never stops tracing: what it cannot write it counts, retries
+// where that makes sense, and says in-band (an output_lost record, and
+// the stop record's output_lost counts) as soon as it can write again.
+//
+// How a record becomes bytes is a Form (text, JSON; another form such as
+// ECS plugs in the same way); where the bytes go is an Output; a Set is
+// what the pipeline writes to.
+package sink
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/bindwatch/bindwatch/internal/events"
+)
+
+// Form turns one record into its bytes, without a trailing newline.
+type Form func(rec any) ([]byte, error)
+
+// JSON is the form of --format json: one object per record (docs/schema.md).
+func JSON(rec any) ([]byte, error) {
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return nil, fmt.Errorf("encode %T: %w", rec, err)
+	}
+	return b, nil
+}
+
+// Text is the form people read (events.Text): one line, plus indented
+// why/fix lines for a diagnosed failure.
+func Text(rec any) ([]byte, error) { return []byte(events.Text(rec)), nil }
+
+// FormNamed is the form called name by --format.
+func FormNamed(name string) (Form, error) {
+	switch name {
+	case events.FormatJSON:
+		return JSON, nil
+	case events.FormatText:
+		return Text, nil
+	}
+	return nil, fmt.Errorf("unknown format %q (hint: text or json)", name)
+}
+
+// Output is one destination of records. Write fails only for a record
+// that cannot be encoded; a destination that cannot take it (a full
+// disk, a collector away) counts it instead, and tracing goes on.
+type Output interface {
+	Write(rec any) error
+	Close() error
+}
+
+// Stats is what an output could not do.
+type Stats struct {
+	// Output names it: "file", "stdout", "stderr", "syslog".
+	Output string
+	// Errors counts failed writes (a retried write counts each time).
+	Errors uint64
+	// Dropped counts records it could not write.
+	Dropped uint64
+}
+
+// reporter is an output that keeps Stats.
+type reporter interface{ Stats() Stats }
+
+// reopener is an output that SIGHUP reopens.
+type reopener interface{ Reopen() error }
+
+// Set is the outputs of one session: the pipeline writes every record to
+// the set, which hands it to each output in turn.
+type Set struct {
+	outputs []Output
+}
+
+// NewSet returns a set writing to outputs (nil ones are left out).
+func NewSet(outputs ...Output) *Set {
+	s := &Set{}
+	for _, o := range outputs {
+		if o != nil {
+			s.Add(o)
+		}
+	}
+	return s
+}
+
+// Add appends an output to the set.
+func (s *Set) Add(o Output) { s.outputs = append(s.outputs, o) }
+
+// Write hands rec to every output.
+func (s *Set) Write(rec any) error {
+	var errs []error
+	for _, o := range s.outputs {
+		if err := o.Write(rec); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Reopen reopens every output that has something to reopen (the --output
+// file, after logrotate moved or truncated it). A failure is reported by
+// the output and leaves it writing where it was.
+func (s *Set) Reopen() {
+	for _, o := range s.outputs {
+		if r, ok := o.(reopener); ok {
+			r.Reopen()
+		}
+	}
+}
+
+// Stats is what each output that keeps counts could not do.
+func (s *Set) Stats() []Stats {
+	var st []Stats
+	for _, o := range s.outputs {
+		if r, ok := o.(reporter); ok {
+			st = append(st, r.Stats())
+		}
+	}
+	return st
+}
+
+// Close closes every output.
+func (s *Set) Close() error {
+	var errs []error
+	for _, o := range s.outputs {
+		errs = append(errs, o.Close())
+	}
+	return errors.Join(errs...)
+}
