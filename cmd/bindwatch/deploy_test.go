@@ -6,7 +6,6 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -35,21 +34,33 @@ func (r result) String() string {
 // what it printed and its exit status. It fails the test after a minute.
 func bindwatch(t *testing.T, args ...string) result {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bindwatchBin, args...)
+	return runBindwatch(t, exec.Command(bindwatchBin, args...))
+}
+
+// runBindwatch runs cmd (bindwatch, or a command that runs it) as
+// bindwatch does, calling each of started once it has started.
+func runBindwatch(t *testing.T, cmd *exec.Cmd, started ...func()) result {
+	t.Helper()
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	start := time.Now()
-	err := cmd.Run()
+	err := cmd.Start()
+	if err == nil {
+		timer := time.AfterFunc(time.Minute, func() { cmd.Process.Kill() })
+		defer timer.Stop()
+		for _, f := range started {
+			f()
+		}
+		err = cmd.Wait()
+	}
 	res := result{stdout: stdout.String(), stderr: stderr.String(), took: time.Since(start)}
 	var exit *exec.ExitError
 	switch {
 	case err == nil:
-	case errors.As(err, &exit) && ctx.Err() == nil:
+	case errors.As(err, &exit) && res.took < time.Minute:
 		res.code = exit.ExitCode()
 	default:
-		t.Fatalf("bindwatch %q: %v\n%s", args, err, res)
+		t.Fatalf("%q: %v\n%s", cmd.Args, err, res)
 	}
 	return res
 }

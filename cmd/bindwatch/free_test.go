@@ -182,6 +182,66 @@ func TestFreeRefusesItsParent(t *testing.T) {
 	}
 }
 
+// TestFreeRefusesItsGrandparent: the holder is an ancestor further up than
+// bindwatch's parent (this test, running a shell that runs bindwatch).
+func TestFreeRefusesItsGrandparent(t *testing.T) {
+	testenv.RequireRoot(t)
+	port := testenv.FreePort(t)
+	testenv.Hold(t, "tcp", "0.0.0.0", port, testenv.Opts{})
+	// The shell stays bindwatch's parent: a command follows it.
+	cmd := exec.Command("sh", "-c", `"$0" free --format text "$1" --kill --force --grace 200ms; s=$?; exit $s`, bindwatchBin, fmt.Sprintf("%d/tcp", port))
+	res := runBindwatch(t, cmd)
+	if res.code != 1 {
+		t.Fatalf("want exit 1: the port stays held; %s", res)
+	}
+	if !strings.Contains(res.stdout, fmt.Sprintf("pid %d", os.Getpid())) || !strings.Contains(res.stdout, "it is an ancestor of bindwatch") {
+		t.Errorf("the refusal should name this test as an ancestor; %s", res)
+	}
+	if strings.Contains(res.stdout, "sent ") {
+		t.Errorf("a signal was sent; %s", res)
+	}
+}
+
+// TestFreeRefusesItself: bindwatch inherited the listening socket (its
+// parent handed it over and closed its own copy): the only holder is
+// bindwatch itself, which it does not signal.
+func TestFreeRefusesItself(t *testing.T) {
+	testenv.RequireRoot(t)
+	port := testenv.FreePort(t)
+	fd, err := testenv.Socket("tcp", "0.0.0.0", testenv.Opts{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := testenv.Bind(fd, "0.0.0.0", port); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 1); err != nil {
+		t.Fatal(err)
+	}
+	listener := os.NewFile(uintptr(fd), "listener")
+	// The shell waits for a line, so that this test has closed its copy
+	// of the socket before bindwatch (exec'd in its place) looks.
+	cmd := exec.Command("sh", "-c", `read go; exec "$0" free --format text "$1" --kill --force --grace 200ms`, bindwatchBin, fmt.Sprintf("%d/tcp", port))
+	cmd.ExtraFiles = []*os.File{listener}
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := runBindwatch(t, cmd, func() {
+		listener.Close()
+		stdin.Write([]byte("go\n"))
+	})
+	if res.code != 1 {
+		t.Fatalf("want exit 1: the port stays held; %s", res)
+	}
+	if !strings.Contains(res.stdout, fmt.Sprintf("pid %d", cmd.Process.Pid)) || !strings.Contains(res.stdout, "it is bindwatch itself") {
+		t.Errorf("the refusal should name bindwatch itself (pid %d); %s", cmd.Process.Pid, res)
+	}
+	if strings.Contains(res.stdout, "sent ") {
+		t.Errorf("a signal was sent; %s", res)
+	}
+}
+
 // TestFreeRefusesOtherNetns: a process that moved to another network
 // namespace keeps a socket in this one; free refuses to stop it unless
 // --all-netns.
