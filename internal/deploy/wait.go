@@ -22,8 +22,9 @@ type Busy struct {
 	// first; connections and TIME_WAIT sockets only the first few.
 	Holders  []events.Holder
 	TimeWait *events.TimeWait
-	// Diagnosis says why the kernel refused, Hint what to do.
-	Diagnosis, Hint string
+	// Cause, Diagnosis and Hint are the diagnosis: an events.Cause*
+	// value, why the kernel refused, what to do.
+	Cause, Diagnosis, Hint string
 }
 
 // Live returns the holders that are not TIME_WAIT: sockets some process
@@ -81,8 +82,10 @@ func Explain(r *resolve.Resolver, ns resolve.Netns, ref *Refusal) (*Busy, error)
 	// filled in bindwatch's own process (its cgroup, its parent), and a
 	// holder sharing those is no leftover of the program checked for.
 	f.Process = events.Process{PID: os.Getpid(), UID: uint32(os.Geteuid()), Netns: ns.Inode}
-	diagnosis, hint := resolve.Diagnose(&f, resolve.NetnsFacts{}, time.Now())
-	return &Busy{Refusal: ref, Netns: ns, Holders: f.Holders, TimeWait: f.TimeWait, Diagnosis: diagnosis, Hint: hint}, nil
+	facts := resolve.Facts{OwnNetns: ns.Inode == r.OwnNetns().Inode}
+	facts.Ephemeral, _ = r.Ephemeral(ns) // unknown: an outgoing connection is named, not explained
+	v := resolve.Diagnose(&f, facts, time.Now())
+	return &Busy{Refusal: ref, Netns: ns, Holders: f.Holders, TimeWait: f.TimeWait, Cause: v.Cause, Diagnosis: v.Diagnosis, Hint: v.Hint}, nil
 }
 
 // WaitOptions configure WaitFree.

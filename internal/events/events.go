@@ -63,6 +63,9 @@ type Failure struct {
 	// EADDRNOTAVAIL, or EACCES on a free port).
 	Holders  []Holder  `json:"holders"`
 	TimeWait *TimeWait `json:"time_wait,omitempty"`
+	// Cause names why the kernel refused, one of the Cause* values, so
+	// that incidents can be counted by cause; absent when undiagnosed.
+	Cause string `json:"cause,omitempty"`
 	// Diagnosis says in one sentence why the kernel refused; Hint what to do.
 	Diagnosis string `json:"diagnosis,omitempty"`
 	Hint      string `json:"hint,omitempty"`
@@ -108,6 +111,9 @@ type Process struct {
 	// only when that parent has exited since and the process was
 	// reparented to init or a child subreaper.
 	OrigPPID int `json:"orig_ppid,omitempty"`
+	// NSPID is the pid the process has in its own pid namespace, present
+	// when it differs from PID (a container's or a sandbox's pid 1).
+	NSPID int `json:"ns_pid,omitempty"`
 	// CapNetBindService tells whether the process had CAP_NET_BIND_SERVICE
 	// in its effective set when it failed (failing process only).
 	CapNetBindService *bool `json:"cap_net_bind_service,omitempty"`
@@ -150,9 +156,12 @@ type Holder struct {
 	State  string `json:"state"` // "LISTEN", "TIME_WAIT", "BOUND", "ESTABLISHED", "UNCONN", …
 	Addr   string `json:"addr"`
 	Port   uint16 `json:"port"`
-	Inode  uint64 `json:"inode,omitempty"`
-	UID    uint32 `json:"uid"`
-	Netns  uint32 `json:"netns,omitempty"`
+	// PeerAddr and PeerPort are the remote end of a connected socket.
+	PeerAddr string `json:"peer_addr,omitempty"`
+	PeerPort uint16 `json:"peer_port,omitempty"`
+	Inode    uint64 `json:"inode,omitempty"`
+	UID      uint32 `json:"uid"`
+	Netns    uint32 `json:"netns,omitempty"`
 	// ReuseAddr/ReusePort are the holder's SO_REUSEADDR/SO_REUSEPORT, where known.
 	ReuseAddr *bool `json:"reuseaddr,omitempty"`
 	ReusePort *bool `json:"reuseport,omitempty"`
@@ -162,6 +171,9 @@ type Holder struct {
 	// Since is when the address was bound, where bindwatch saw it happen.
 	Since     time.Time `json:"since,omitzero"`
 	Processes []Process `json:"processes"`
+	// FD is the socket's file descriptor in the failing process, present
+	// when that process holds the socket itself (a self-conflict).
+	FD *int `json:"fd,omitempty"`
 	// BoundBy is the process that took the port with this socket (listen()
 	// for TCP, bind() for UDP; recorded by the kernel), present when it has
 	// exited and left the socket to the processes that inherited it: a

@@ -11,35 +11,41 @@ import (
 	"github.com/bindwatch/bindwatch/internal/events"
 )
 
+// Verdict is a diagnosis: the cause (one of the events.Cause* values), why
+// the kernel refused in one sentence, and what to do.
+type Verdict struct {
+	Cause, Diagnosis, Hint string
+}
+
 // Diagnose says why the kernel refused f and what to do, from what has been
 // resolved: f's errno, socket options and process, its holders (already
 // filtered to those whose address overlaps, see Resolver.Resolve) and
-// TimeWait, and facts about its network namespace. It reads nothing else,
-// so every case can be tested with a table.
-func Diagnose(f *events.Failure, facts NetnsFacts, now time.Time) (diagnosis, hint string) {
+// TimeWait, and facts about its network namespace and job. It reads
+// nothing else, so every case can be tested with a table.
+func Diagnose(f *events.Failure, facts Facts, now time.Time) Verdict {
 	switch f.Errno {
 	case "EADDRINUSE":
-		return diagnoseInUse(f, now)
+		return diagnoseInUse(f, facts, now)
 	case "EADDRNOTAVAIL":
 		return diagnoseNotAvail(f, facts)
 	case "EACCES":
 		return diagnoseAccess(f, facts)
 	case "EINVAL":
 		if f.Syscall == "listen" {
-			return "listen() was refused because the socket cannot listen: it is connected, connecting or shut down.",
-				"Call listen() on a fresh socket that is only bound, not on one that has been connected."
+			return Verdict{events.CauseCannotListen, "listen() was refused because the socket cannot listen: it is connected, connecting or shut down.",
+				"Call listen() on a fresh socket that is only bound, not on one that has been connected."}
 		}
-		return fmt.Sprintf("bind() was refused because the socket is already bound (bind() was called twice on one socket, or the address length does not match the %s family).", familyName(f.Family)),
-			"Bind each socket once; to change its address, close it and bind a new socket."
+		return Verdict{events.CauseAlreadyBound, fmt.Sprintf("bind() was refused because the socket is already bound (bind() was called twice on one socket, or the address length does not match the %s family).", familyName(f.Family)),
+			"Bind each socket once; to change its address, close it and bind a new socket."}
 	}
-	return "", ""
+	return Verdict{}
 }
 
-func diagnoseInUse(f *events.Failure, now time.Time) (string, string) {
+func diagnoseInUse(f *events.Failure, facts Facts, now time.Time) Verdict {
 	where := endpoint(f.Addr, f.Port) + "/" + f.Proto
 	if f.Port == 0 {
-		return fmt.Sprintf("No free ephemeral port was left for %s/%s: every port in net.ipv4.ip_local_port_range is in use for that address.", f.Addr, f.Proto),
-			"Widen net.ipv4.ip_local_port_range, close idle sockets, or bind to a fixed port."
+		return Verdict{events.CauseEphemeralExhausted, fmt.Sprintf("No free ephemeral port was left for %s/%s: every port in net.ipv4.ip_local_port_range is in use for that address.", f.Addr, f.Proto),
+			"Widen net.ipv4.ip_local_port_range, close idle sockets, or bind to a fixed port."}
 	}
 	want := bindFlags{reuseAddr: f.Socket.ReuseAddr, reusePort: f.Socket.ReusePort, uid: f.Process.UID}
 	var holding, recorded, timeWait []*events.Holder
@@ -69,20 +75,23 @@ func diagnoseInUse(f *events.Failure, now time.Time) (string, string) {
 	}
 	switch {
 	case h != nil:
-		return diagnoseLiveHolder(f, h, want, now)
+		return diagnoseLiveHolder(f, h, want, facts, now)
 	case len(recorded) > 0:
 		r := recorded[0]
-		return fmt.Sprintf("%s was held at the moment of the failure by %s, which has exited since: a restart race (the new instance started before the old one let go).",
-				where, procsName(r)),
-			"The port is free now: retry bind() with a short backoff, and make restarts wait until the old instance has exited (with systemd, keep KillMode=control-group so that a restart stops every process of the old instance first)."
+		return Verdict{events.CauseRestartRace, fmt.Sprintf("%s was held at the moment of the failure by %s, which has exited since: a restart race (the new instance started before the old one let go).",
+			where, procsName(r)),
+			"The port is free now: retry bind() with a short backoff, and make restarts wait until the old instance has exited (with systemd, keep KillMode=control-group so that a restart stops every process of the old instance first)."}
 	case len(timeWait) > 0:
+		if outgoing(timeWait[0], f.Port, facts.Ephemeral) {
+			return diagnoseEphemeral(f, timeWait[0], facts, now)
+		}
 		return diagnoseTimeWait(f, timeWait)
 	}
-	return fmt.Sprintf("No socket holds %s any more: the holder closed it before bindwatch looked.", where),
-		"The port is free now: retry bind() with a short backoff."
+	return Verdict{events.CauseHolderGone, fmt.Sprintf("No socket holds %s any more: the holder closed it before bindwatch looked.", where),
+		"The port is free now: retry bind() with a short backoff."}
 }
 
-func diagnoseLiveHolder(f *events.Failure, h *events.Holder, want bindFlags, now time.Time) (string, string) {
+func diagnoseLiveHolder(f *events.Failure, h *events.Holder, want bindFlags, facts Facts, now time.Time) Verdict {
 	who := procsName(h)
 	age := holdAge(h, now)
 	// "Port 8080/tcp is held by nginx (pid 42, user www), listening on
@@ -90,40 +99,55 @@ func diagnoseLiveHolder(f *events.Failure, h *events.Holder, want bindFlags, now
 	heldBy := fmt.Sprintf("Port %d/%s is held by %s, %s %s%s", f.Port, f.Proto, who, stateVerb(h), endpoint(h.Addr, h.Port), age)
 	kill := killHint(h)
 
+	if v, ok := diagnoseOwnJob(f, h, facts); ok {
+		return v
+	}
 	if f.Syscall == "listen" {
-		return fmt.Sprintf("listen() failed because %s already listens on %s; both sockets were bound with SO_REUSEADDR, which lets sockets share a port only until one of them listens.", who, endpoint(h.Addr, h.Port)),
-			"Bind a different port; to share one port between listeners, set SO_REUSEPORT on every listening socket (same user); or " + kill + "."
+		return Verdict{events.CauseListenConflict, fmt.Sprintf("listen() failed because %s already listens on %s; both sockets were bound with SO_REUSEADDR, which lets sockets share a port only until one of them listens.", who, endpoint(h.Addr, h.Port)),
+			"Bind a different port; to share one port between listeners, set SO_REUSEPORT on every listening socket (same user); or " + kill + "."}
 	}
 	if p := leftover(f, h); p != nil {
 		return leftoverDiagnosis(f, h, p, age)
+	}
+	if outgoing(h, f.Port, facts.Ephemeral) {
+		return diagnoseEphemeral(f, h, facts, now)
+	}
+	if v, ok := diagnoseManager(f, h, heldBy); ok {
+		return v
 	}
 	holderPort := h.ReusePort != nil && *h.ReusePort
 	if h.State != "TIME_WAIT" && (want.reusePort || holderPort) && !reuseAllows(want, h) {
 		switch {
 		case want.reusePort && h.ReusePort != nil && !holderPort:
-			return heldBy + ", without SO_REUSEPORT; this socket set SO_REUSEPORT, but the kernel shares a port only when every socket on it sets it.",
-				"Set SO_REUSEPORT on the holder's socket too (before its bind()), or " + kill + "."
+			return Verdict{events.CauseReusePortMissing, heldBy + ", without SO_REUSEPORT; this socket set SO_REUSEPORT, but the kernel shares a port only when every socket on it sets it: the holder lacks it.",
+				"Set SO_REUSEPORT on the holder's socket too (before its bind()), or " + kill + "."}
 		case !want.reusePort && holderPort:
-			return heldBy + ", with SO_REUSEPORT, but this socket did not set SO_REUSEPORT: the kernel shares a port only when every socket on it sets it.",
-				"Set SO_REUSEPORT on this socket before bind()."
+			return Verdict{events.CauseReusePortMissing, heldBy + ", with SO_REUSEPORT, but this socket did not set SO_REUSEPORT: the kernel shares a port only when every socket on it sets it, and this one lacks it.",
+				"Set SO_REUSEPORT on this socket before bind()."}
 		case want.reusePort && holderPort && want.uid != h.UID:
-			return heldBy + fmt.Sprintf("; both sockets set SO_REUSEPORT, but the kernel shares a port only between sockets of the same effective uid: the holder's is %d, this process's %d.", h.UID, want.uid),
-				"Run every process that shares the port under the same user, or use different ports."
+			return Verdict{events.CauseReusePortUser, heldBy + fmt.Sprintf("; both sockets set SO_REUSEPORT, but the kernel shares a port only between sockets of the same effective uid: the holder's is %d, this process's %d.", h.UID, want.uid),
+				"Run every process that shares the port under the same user, or use different ports."}
 		}
 	}
-	if o := overlapKind(f, h); o != "" {
-		return fmt.Sprintf("%s/%s conflicts with %s, held by %s%s: %s.", endpoint(f.Addr, f.Port), f.Proto, endpoint(h.Addr, h.Port), who, age, o),
-			overlapHint(f, h, kill)
+	// Only a listener (or a UDP socket) is explained by the overlap of
+	// addresses: a TCP socket that does not listen conflicts on other terms.
+	if o, cause := overlapKind(f, h); o != "" && (h.State == "LISTEN" || f.Proto == "udp") {
+		return Verdict{cause, fmt.Sprintf("%s/%s conflicts with %s, held by %s%s: %s.", endpoint(f.Addr, f.Port), f.Proto, endpoint(h.Addr, h.Port), who, age, o),
+			overlapHint(f, h, kill)}
+	}
+	if h.State == "BOUND" && f.Proto == "tcp" {
+		return Verdict{events.CauseBoundNotListening, heldBy + fmt.Sprintf(": a TCP socket that is not a listener — a client that bound before it connects, or a server stuck between bind() and listen() — still owns the port; it can be shared with a socket that does not listen only when both sockets set SO_REUSEADDR (this one: %s, the holder: %s).", onOff(&want.reuseAddr), onOff(h.ReuseAddr)),
+			"Set SO_REUSEADDR on both sockets before bind() (the bind then succeeds; listen() still fails once the other socket listens), find why the holder never calls listen() or connect(), or " + kill + "."}
 	}
 	if h.State != "LISTEN" && f.Proto == "tcp" {
-		return heldBy + fmt.Sprintf("; a port can be shared with a socket that does not listen only when both sockets set SO_REUSEADDR (this one: %s, the holder: %s).", onOff(&want.reuseAddr), onOff(h.ReuseAddr)),
-			"Set SO_REUSEADDR on both sockets before bind(), or " + kill + "."
+		return Verdict{events.CausePortInUse, heldBy + fmt.Sprintf("; a port can be shared with a socket that does not listen only when both sockets set SO_REUSEADDR (this one: %s, the holder: %s).", onOff(&want.reuseAddr), onOff(h.ReuseAddr)),
+			"Set SO_REUSEADDR on both sockets before bind(), or " + kill + "."}
 	}
 	if f.Proto == "udp" {
-		return heldBy + ".",
-			"Use another port, or " + kill + ". UDP sockets can share a port when all of them set SO_REUSEADDR (or SO_REUSEPORT, same user)."
+		return Verdict{events.CausePortInUse, heldBy + ".",
+			"Use another port, or " + kill + ". UDP sockets can share a port when all of them set SO_REUSEADDR (or SO_REUSEPORT, same user)."}
 	}
-	return heldBy + ".", "Use another port, or " + kill + "."
+	return Verdict{events.CausePortInUse, heldBy + ".", "Use another port, or " + kill + "."}
 }
 
 // leftoverDiagnosis explains a holder that looks like a leftover of a
@@ -133,7 +157,7 @@ func diagnoseLiveHolder(f *events.Failure, h *events.Holder, want bindFlags, now
 // same program proves nothing by itself — every systemd service's main
 // process has ppid 1 — so that case says both, and names the service when
 // the holder's cgroup shows one.
-func leftoverDiagnosis(f *events.Failure, h *events.Holder, p *events.Process, age string) (string, string) {
+func leftoverDiagnosis(f *events.Failure, h *events.Holder, p *events.Process, age string) Verdict {
 	stop := fmt.Sprintf("kill %d (kill -9 only if it ignores SIGTERM)", p.PID)
 	prevent := "To prevent leftovers, have the service manager stop the whole cgroup (systemd: KillMode=control-group, the default), and open listening sockets with SOCK_CLOEXEC or close them in children."
 	took, taking := "listened on it", "started listening"
@@ -142,20 +166,20 @@ func leftoverDiagnosis(f *events.Failure, h *events.Holder, p *events.Process, a
 	}
 	switch {
 	case h.BoundBy != nil:
-		return fmt.Sprintf("Port %d/%s is held by %s (pid %d)%s, a leftover of a previous instance: it inherited the socket from %s (pid %d), which %s and has exited.",
-				f.Port, f.Proto, p.Comm, p.PID, age, h.BoundBy.Comm, h.BoundBy.PID, took),
-			fmt.Sprintf("Stop it: %s. %s", stop, prevent)
+		return Verdict{events.CauseLeftover, fmt.Sprintf("Port %d/%s is held by %s (pid %d)%s, a leftover of a previous instance: it inherited the socket from %s (pid %d), which %s and has exited.",
+			f.Port, f.Proto, p.Comm, p.PID, age, h.BoundBy.Comm, h.BoundBy.PID, took),
+			fmt.Sprintf("Stop it: %s. %s", stop, prevent)}
 	case p.OrigPPID != 0:
-		return fmt.Sprintf("Port %d/%s is held by %s (pid %d)%s, a leftover of a previous instance: its parent (pid %d) has exited since it %s, and it kept running with the socket (its parent is now pid %d).",
-				f.Port, f.Proto, p.Comm, p.PID, age, p.OrigPPID, taking, p.PPID),
-			fmt.Sprintf("Stop it: %s. %s", stop, prevent)
+		return Verdict{events.CauseLeftover, fmt.Sprintf("Port %d/%s is held by %s (pid %d)%s, a leftover of a previous instance: its parent (pid %d) has exited since it %s, and it kept running with the socket (its parent is now pid %d).",
+			f.Port, f.Proto, p.Comm, p.PID, age, p.OrigPPID, taking, p.PPID),
+			fmt.Sprintf("Stop it: %s. %s", stop, prevent)}
 	}
 	diagnosis := fmt.Sprintf("Port %d/%s is held by %s (pid %d)%s, another instance of the same program whose parent is init: the running daemon, or a leftover of a previous instance that kept the socket it inherited when its parent exited.",
 		f.Port, f.Proto, p.Comm, p.PID, age)
 	if unit := serviceUnit(p.Cgroup); unit != "" && p.Cgroup != f.Process.Cgroup {
-		return diagnosis, fmt.Sprintf("It runs in %s: if that service should own the port, do not start a second copy (use systemctl restart %s); if it is a leftover, stop it: %s.", unit, unit, stop)
+		return Verdict{events.CauseLeftover, diagnosis, fmt.Sprintf("It runs in %s: if that service should own the port, do not start a second copy (use systemctl restart %s); if it is a leftover, stop it: %s.", unit, unit, stop)}
 	}
-	return diagnosis, fmt.Sprintf("If it is a leftover, stop it: %s. %s", stop, prevent)
+	return Verdict{events.CauseLeftover, diagnosis, fmt.Sprintf("If it is a leftover, stop it: %s. %s", stop, prevent)}
 }
 
 // serviceUnit is the systemd service a cgroup path belongs to, or "".
@@ -194,12 +218,13 @@ func leftover(f *events.Failure, h *events.Holder) *events.Process {
 }
 
 // overlapKind explains, when the holder's address is not the requested one,
-// how the two still overlap; "" when they are the same address.
-func overlapKind(f *events.Failure, h *events.Holder) string {
+// how the two still overlap, and the cause; "" when they are the same
+// address.
+func overlapKind(f *events.Failure, h *events.Holder) (string, string) {
 	want, err1 := netip.ParseAddr(f.Addr)
 	held, err2 := netip.ParseAddr(h.Addr)
 	if err1 != nil || err2 != nil || want.Unmap() == held.Unmap() {
-		return ""
+		return "", ""
 	}
 	wantV6 := f.Family == "ipv6"
 	heldV6 := held.Is6() && !held.Is4In6()
@@ -207,15 +232,15 @@ func overlapKind(f *events.Failure, h *events.Holder) string {
 	wantDual := want == netip.IPv6Unspecified() && (f.Socket.V6Only == nil || !*f.Socket.V6Only)
 	switch {
 	case !wantV6 && heldDual:
-		return "an IPv6 socket bound to :: without IPV6_V6ONLY is dual-stack and also owns the port on every IPv4 address"
+		return "an IPv6 socket bound to :: without IPV6_V6ONLY is dual-stack and also owns the port on every IPv4 address", events.CauseDualStack
 	case wantDual && !heldV6:
-		return "this IPv6 socket was bound to :: without IPV6_V6ONLY, so it is dual-stack and also claims the port on every IPv4 address"
+		return "this IPv6 socket was bound to :: without IPV6_V6ONLY, so it is dual-stack and also claims the port on every IPv4 address", events.CauseDualStack
 	case want.IsUnspecified():
-		return "the wildcard address covers every address, including the holder's"
+		return "the wildcard address covers every address, including the holder's", events.CauseAddressOverlap
 	case held.IsUnspecified():
-		return "the holder's wildcard address covers every address, including this one"
+		return "the holder's wildcard address covers every address, including this one", events.CauseAddressOverlap
 	}
-	return "the addresses overlap"
+	return "the addresses overlap", events.CauseAddressOverlap
 }
 
 func overlapHint(f *events.Failure, h *events.Holder, kill string) string {
@@ -230,7 +255,7 @@ func overlapHint(f *events.Failure, h *events.Holder, kill string) string {
 	return "On Linux a wildcard and a specific address cannot both hold one TCP port with a listener, whatever SO_REUSEADDR says: bind addresses that do not overlap, share with SO_REUSEPORT on both sockets (same user), or " + kill + "."
 }
 
-func diagnoseTimeWait(f *events.Failure, tw []*events.Holder) (string, string) {
+func diagnoseTimeWait(f *events.Failure, tw []*events.Holder) Verdict {
 	count, maxLeft := len(tw), int64(0)
 	if f.TimeWait != nil {
 		count = max(count, f.TimeWait.Count)
@@ -257,32 +282,32 @@ func diagnoseTimeWait(f *events.Failure, tw []*events.Holder) (string, string) {
 	wait := fmt.Sprintf("or wait %s: TIME_WAIT lasts a fixed 60 s on Linux (net.ipv4.tcp_fin_timeout governs FIN_WAIT_2, not TIME_WAIT, and net.ipv4.tcp_tw_reuse only applies to outgoing connect(), not to bind())", events.Seconds(maxLeft))
 	switch {
 	case !f.Socket.ReuseAddr && known && allReuse:
-		return only + ", and this socket did not set SO_REUSEADDR, which would have allowed the bind (the old sockets had it).",
-			"Set SO_REUSEADDR on the socket before bind(), " + wait + "."
+		return Verdict{events.CauseTimeWait, only + ", and this socket did not set SO_REUSEADDR, which would have allowed the bind (the old sockets had it).",
+			"Set SO_REUSEADDR on the socket before bind(), " + wait + "."}
 	case !f.Socket.ReuseAddr && known:
-		return only + "; neither this socket nor the one that left them set SO_REUSEADDR.",
-			"Set SO_REUSEADDR on the listening socket of every instance — TIME_WAIT sockets keep the flag of the socket they came from, and bind() may reuse the port only when both have it — " + wait + "."
+		return Verdict{events.CauseTimeWait, only + "; neither this socket nor the one that left them set SO_REUSEADDR.",
+			"Set SO_REUSEADDR on the listening socket of every instance — TIME_WAIT sockets keep the flag of the socket they came from, and bind() may reuse the port only when both have it — " + wait + "."}
 	case !f.Socket.ReuseAddr:
-		return only + ", and this socket did not set SO_REUSEADDR.",
-			"Set SO_REUSEADDR on the listening socket of every instance (bind() may reuse a port in TIME_WAIT only when the socket that left it had the flag too), " + wait + "."
+		return Verdict{events.CauseTimeWait, only + ", and this socket did not set SO_REUSEADDR.",
+			"Set SO_REUSEADDR on the listening socket of every instance (bind() may reuse a port in TIME_WAIT only when the socket that left it had the flag too), " + wait + "."}
 	case known:
-		return only + ", left by a socket without SO_REUSEADDR: this socket's SO_REUSEADDR cannot override them, the kernel allows the bind only when both sockets set it.",
-			"Set SO_REUSEADDR in the program that left them (the listener whose connections closed), " + wait + "."
+		return Verdict{events.CauseTimeWait, only + ", left by a socket without SO_REUSEADDR: this socket's SO_REUSEADDR cannot override them, the kernel allows the bind only when both sockets set it.",
+			"Set SO_REUSEADDR in the program that left them (the listener whose connections closed), " + wait + "."}
 	}
-	return only + "; this socket set SO_REUSEADDR, so they were most likely left by a socket without it: the kernel allows the bind only when both sockets set it.",
-		"Set SO_REUSEADDR in the program that left them too, " + wait + "."
+	return Verdict{events.CauseTimeWait, only + "; this socket set SO_REUSEADDR, so they were most likely left by a socket without it: the kernel allows the bind only when both sockets set it.",
+		"Set SO_REUSEADDR in the program that left them too, " + wait + "."}
 }
 
-func diagnoseNotAvail(f *events.Failure, facts NetnsFacts) (string, string) {
+func diagnoseNotAvail(f *events.Failure, facts Facts) Verdict {
 	addr, err := netip.ParseAddr(f.Addr)
 	if err != nil {
-		return fmt.Sprintf("The address %q is not available in the failing process's network namespace.", f.Addr), ""
+		return Verdict{events.CauseAddrNotAvailable, fmt.Sprintf("The address %q is not available in the failing process's network namespace.", f.Addr), ""}
 	}
 	addr = addr.Unmap()
 	for _, a := range facts.Addrs {
 		if a.Addr == addr && a.Tentative {
-			return fmt.Sprintf("%s is assigned to %s but still tentative: IPv6 duplicate address detection has not finished (or found a duplicate), and bind() refuses such an address.", addr, a.Iface),
-				"Retry once DAD is done (about a second), set IP_FREEBIND on the socket (or net.ipv6.ip_nonlocal_bind=1), or disable DAD on the interface (net.ipv6.conf.IFACE.accept_dad=0)."
+			return Verdict{events.CauseAddrTentative, fmt.Sprintf("%s is assigned to %s but still tentative: IPv6 duplicate address detection has not finished (or found a duplicate), and bind() refuses such an address.", addr, a.Iface),
+				"Retry once DAD is done (about a second), set IP_FREEBIND on the socket (or net.ipv6.ip_nonlocal_bind=1), or disable DAD on the interface (net.ipv6.conf.IFACE.accept_dad=0)."}
 		}
 	}
 	ns := "the failing process's network namespace"
@@ -301,11 +326,11 @@ func diagnoseNotAvail(f *events.Failure, facts NetnsFacts) (string, string) {
 	if addr.Is6() {
 		sysctl = "net.ipv6.ip_nonlocal_bind=1"
 	}
-	return fmt.Sprintf("%s is not assigned to any interface in %s; %s.", addr, ns, assigned),
-		fmt.Sprintf("Bind one of those addresses or the wildcard (0.0.0.0 / ::), add the address first (ip addr add … dev …, inside the container when it runs in one), or, for an address that appears later, set IP_FREEBIND on the socket (%s for the whole namespace).", sysctl)
+	return Verdict{events.CauseAddrNotAvailable, fmt.Sprintf("%s is not assigned to any interface in %s; %s.", addr, ns, assigned),
+		fmt.Sprintf("Bind one of those addresses or the wildcard (0.0.0.0 / ::), add the address first (ip addr add … dev …, inside the container when it runs in one), or, for an address that appears later, set IP_FREEBIND on the socket (%s for the whole namespace).", sysctl)}
 }
 
-func diagnoseAccess(f *events.Failure, facts NetnsFacts) (string, string) {
+func diagnoseAccess(f *events.Failure, facts Facts) Verdict {
 	start := facts.UnprivilegedPortStart
 	p := f.Process
 	who := p.Comm
@@ -323,14 +348,14 @@ func diagnoseAccess(f *events.Failure, facts NetnsFacts) (string, string) {
 			lacks = fmt.Sprintf("%s has CAP_NET_BIND_SERVICE, but not in the user namespace that owns this network namespace", who)
 		}
 		hint := fmt.Sprintf("Use a port ≥ %d; or grant the capability (setcap cap_net_bind_service=+ep %s, or AmbientCapabilities=CAP_NET_BIND_SERVICE in its systemd unit); or lower net.ipv4.ip_unprivileged_port_start in that network namespace.", start, orDefault(p.Exe, "EXECUTABLE"))
-		return fmt.Sprintf("Port %d is privileged: it is below net.ipv4.ip_unprivileged_port_start (%d) in the failing process's network namespace, and %s.", f.Port, start, lacks), hint
+		return Verdict{events.CausePrivilegedPort, fmt.Sprintf("Port %d is privileged: it is below net.ipv4.ip_unprivileged_port_start (%d) in the failing process's network namespace, and %s.", f.Port, start, lacks), hint}
 	}
 	if start > 0 {
-		return fmt.Sprintf("bind() was refused with EACCES although port %d is not privileged there (net.ipv4.ip_unprivileged_port_start is %d): a security module (SELinux, AppArmor) or a cgroup BPF program denied it.", f.Port, start),
-			"Check the audit log (ausearch -m avc, journalctl -k) and the policy for this program."
+		return Verdict{events.CauseAccessDenied, fmt.Sprintf("bind() was refused with EACCES although port %d is not privileged there (net.ipv4.ip_unprivileged_port_start is %d): a security module (SELinux, AppArmor) or a cgroup BPF program denied it.", f.Port, start),
+			"Check the audit log (ausearch -m avc, journalctl -k) and the policy for this program."}
 	}
-	return fmt.Sprintf("bind() was refused with EACCES: port %d may be privileged (below net.ipv4.ip_unprivileged_port_start, which bindwatch could not read), or a security module denied it.", f.Port),
-		"Run it with CAP_NET_BIND_SERVICE or use a port ≥ 1024; check the audit log for denials."
+	return Verdict{events.CauseAccessDenied, fmt.Sprintf("bind() was refused with EACCES: port %d may be privileged (below net.ipv4.ip_unprivileged_port_start, which bindwatch could not read), or a security module denied it.", f.Port),
+		"Run it with CAP_NET_BIND_SERVICE or use a port ≥ 1024; check the audit log for denials."}
 }
 
 // procsName names the processes owning a holder: "nginx (pid 42, user www)"

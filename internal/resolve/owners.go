@@ -204,22 +204,14 @@ func scanProcForSockets(inodes []uint32) map[uint32]*socketOwners {
 			continue // exited, or a kernel thread
 		}
 		for _, fd := range fds {
-			target, err := os.Readlink(dir + fd.Name())
-			if err != nil {
+			ino, ok := fdSocketInode(dir + fd.Name())
+			if !ok || !want[ino] {
 				continue
 			}
-			inoStr, ok := strings.CutPrefix(target, "socket:[")
-			if !ok {
-				continue
-			}
-			ino, err := strconv.ParseUint(strings.TrimSuffix(inoStr, "]"), 10, 32)
-			if err != nil || !want[uint32(ino)] {
-				continue
-			}
-			o := out[uint32(ino)]
+			o := out[ino]
 			if o == nil {
 				o = &socketOwners{}
-				out[uint32(ino)] = o
+				out[ino] = o
 			}
 			if !slices.Contains(o.pids, pid) {
 				o.pids = append(o.pids, pid)
@@ -230,3 +222,34 @@ func scanProcForSockets(inodes []uint32) map[uint32]*socketOwners {
 }
 
 func boolPtr(b bool) *bool { return &b }
+
+// fdSocketInode reads the inode of the socket an fd link
+// (/proc/PID/fd/N) points to: "socket:[INODE]".
+func fdSocketInode(link string) (uint32, bool) {
+	target, err := os.Readlink(link)
+	if err != nil {
+		return 0, false
+	}
+	inoStr, ok := strings.CutPrefix(target, "socket:[")
+	if !ok {
+		return 0, false
+	}
+	ino, err := strconv.ParseUint(strings.TrimSuffix(inoStr, "]"), 10, 32)
+	return uint32(ino), err == nil
+}
+
+// socketFD finds the file descriptor of the socket inode in process pid.
+func socketFD(pid int, inode uint64) (int, bool) {
+	dir := procRoot + "/" + strconv.Itoa(pid) + "/fd/"
+	fds, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, false
+	}
+	for _, e := range fds {
+		if ino, ok := fdSocketInode(dir + e.Name()); ok && uint64(ino) == inode {
+			fd, err := strconv.Atoi(e.Name())
+			return fd, err == nil
+		}
+	}
+	return 0, false
+}

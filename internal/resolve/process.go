@@ -74,6 +74,9 @@ func FillProcess(p *events.Process) {
 				}
 				p.GID = &gid
 			}
+			if nspid := parseStatusNSPID(b); nspid != p.PID {
+				p.NSPID = nspid
+			}
 		}
 	}
 	if p.User == "" && (p.GID != nil || p.UID != 0) {
@@ -145,6 +148,21 @@ func parseStatusIDs(b []byte) (uid, gid uint32, ok bool) {
 		}
 	}
 	return uid, gid, haveUID && haveGID
+}
+
+// parseStatusNSPID returns the pid in the process's innermost pid
+// namespace: the last field of /proc/PID/status's NSpid line (4.1+), or 0.
+func parseStatusNSPID(b []byte) int {
+	for line := range bytes.Lines(b) {
+		if rest, ok := bytes.CutPrefix(line, []byte("NSpid:")); ok {
+			f := strings.Fields(string(rest))
+			if len(f) > 0 {
+				n, _ := strconv.Atoi(f[len(f)-1])
+				return n
+			}
+		}
+	}
+	return 0
 }
 
 // cgroupV2Path returns the unified-hierarchy path ("0::/path") from

@@ -71,6 +71,8 @@ type Resolver struct {
 
 	mu    sync.Mutex
 	cache map[portKey]*portEntry
+
+	job *Job // see SetJob
 }
 
 type portKey struct {
@@ -224,18 +226,25 @@ func (r *Resolver) Resolve(f *events.Failure) error {
 			r.describe(&f.Holders[i].Processes[j])
 		}
 	}
-	var facts NetnsFacts
+	facts := Facts{Job: r.job}
 	err := r.resolve(f, &facts)
-	f.Diagnosis, f.Hint = Diagnose(f, facts, time.Now())
+	v := Diagnose(f, facts, time.Now())
+	f.Cause, f.Diagnosis, f.Hint = v.Cause, v.Diagnosis, v.Hint
 	return err
 }
 
-func (r *Resolver) resolve(f *events.Failure, facts *NetnsFacts) error {
+// SetJob tells the resolver that the failures it resolves come from job's
+// process tree (bindwatch run), so that a holder in the same tree is named
+// as a sibling. Call it before the first Resolve.
+func (r *Resolver) SetJob(job *Job) { r.job = job }
+
+func (r *Resolver) resolve(f *events.Failure, facts *Facts) error {
 	h, err := r.netns.acquire("", f.Process.PID, f.Process.Netns)
 	if err != nil {
 		return fmt.Errorf("resolve %s failure of pid %d: %w", f.Errno, f.Process.PID, err)
 	}
 	defer r.netns.release(h)
+	facts.OwnNetns = h.Inode == r.netns.own
 	switch f.Errno {
 	case "EADDRNOTAVAIL":
 		facts.Addrs, err = r.netnsAddrs(h)
@@ -246,6 +255,12 @@ func (r *Resolver) resolve(f *events.Failure, facts *NetnsFacts) error {
 		facts.UnprivilegedPortStart, err = r.unprivilegedPortStart(h)
 		if err != nil {
 			return err
+		}
+	case "EADDRINUSE":
+		if f.Port != 0 {
+			// Without it, an outgoing connection on the port is
+			// diagnosed as a plain holder: still named, not explained.
+			facts.Ephemeral, _ = r.ephemeralPorts(h)
 		}
 	}
 	if f.Proto != "tcp" && f.Proto != "udp" {
@@ -270,7 +285,23 @@ func (r *Resolver) resolve(f *events.Failure, facts *NetnsFacts) error {
 	}
 	merged := mergeRecorded(live, f.Holders)
 	f.Holders, f.TimeWait = listHolders(merged)
+	noteOwnFD(f)
 	return nil
+}
+
+// noteOwnFD finds, for a holder the failing process owns itself, the
+// socket's file descriptor in it (a self-conflict: which of its sockets
+// is in the way).
+func noteOwnFD(f *events.Failure) {
+	for i := range f.Holders {
+		h := &f.Holders[i]
+		if h.Inode == 0 || !slices.ContainsFunc(h.Processes, func(p events.Process) bool { return p.PID == f.Process.PID }) {
+			continue
+		}
+		if fd, ok := socketFD(f.Process.PID, h.Inode); ok {
+			h.FD = &fd
+		}
+	}
 }
 
 // failingAddr is the failing socket's address for the conflict check.
@@ -489,6 +520,7 @@ func (r *Resolver) snapshot(h *netnsHandle, proto string, port uint16) (*portSna
 				State:     stateName(proto, s.state),
 				Addr:      s.src.String(),
 				Port:      s.sport,
+				PeerPort:  s.dport,
 				Inode:     uint64(s.inode),
 				UID:       s.uid,
 				Netns:     h.Inode,
@@ -499,6 +531,9 @@ func (r *Resolver) snapshot(h *netnsHandle, proto string, port uint16) (*portSna
 		}
 		if s.v6only != nil {
 			hs.addr.v6only = *s.v6only
+		}
+		if s.dport != 0 {
+			hs.holder.PeerAddr = s.dst.String()
 		}
 		if s.state == tcpTimeWait && proto == "tcp" {
 			hs.holder.RemainingMS = int64(s.expiresMS)

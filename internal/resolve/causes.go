@@ -1,0 +1,215 @@
+package resolve
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/bindwatch/bindwatch/internal/events"
+)
+
+// This file diagnoses the holders that are not "another program listening":
+// an outgoing connection that took the port from the ephemeral range, the
+// failing process itself or a sibling in its job, and the proxies and
+// managers that hold ports on behalf of others.
+
+// outgoing reports whether h is a connection that the kernel gave port as
+// its local port from the ephemeral range: port is in the failing
+// namespace's ip_local_port_range and not reserved, and h is connected (or
+// in TIME_WAIT) to a peer whose port lies outside the range. A connection
+// accepted by a listener on port has a client's port as its peer — itself
+// from some ephemeral range — while a connection made from this side has
+// the service's port as its peer.
+func outgoing(h *events.Holder, port uint16, eph EphemeralPorts) bool {
+	if !eph.Exposed(int(port)) || h.PeerPort == 0 {
+		return false
+	}
+	switch h.State {
+	case "LISTEN", "BOUND", "UNCONN", "CLOSE":
+		return false
+	}
+	return !eph.InRange(int(h.PeerPort))
+}
+
+// diagnoseEphemeral explains an outgoing connection holding the port.
+func diagnoseEphemeral(f *events.Failure, h *events.Holder, facts Facts, now time.Time) Verdict {
+	eph := facts.Ephemeral
+	conn := fmt.Sprintf("an outgoing connection from %s to %s (%s", endpoint(h.Addr, h.Port), endpoint(h.PeerAddr, h.PeerPort), h.State)
+	switch {
+	case h.State == "TIME_WAIT":
+		conn += fmt.Sprintf(", closed; the kernel keeps it %s more)", msDuration(h.RemainingMS))
+	case len(h.Processes) > 0:
+		conn += ") of " + procsName(h) + holdAge(h, now)
+	default:
+		conn += ")"
+	}
+	ns := "this network namespace"
+	if !facts.OwnNetns && f.Process.Netns != 0 {
+		ns = fmt.Sprintf("the failing process's network namespace (%d)", f.Process.Netns)
+	}
+	diagnosis := fmt.Sprintf("Port %d/%s is taken by %s: %d lies in the ephemeral port range of %s (net.ipv4.ip_local_port_range %s) and is not in net.ipv4.ip_local_reserved_ports, so the kernel gave it to a connect() as its local port. Such collisions come and go with outgoing traffic: an intermittent EADDRINUSE.",
+		f.Port, f.Proto, conn, f.Port, ns, eph.RangeText())
+	setting := eph.ReserveSetting(int(f.Port))
+	hint := fmt.Sprintf("Reserve the port so that connect() never picks it: `%s`", sysctlCommand(f, facts, setting))
+	if facts.OwnNetns {
+		hint += " (persist it in /etc/sysctl.d/)"
+	} else {
+		hint += fmt.Sprintf(" (a container sets it at its start: docker run --sysctl %s, or a pod's securityContext.sysctls)", setting)
+	}
+	hint += fmt.Sprintf("; or give the service a port outside %s. The port is free again once that connection closes", eph.RangeText())
+	if h.State != "TIME_WAIT" {
+		hint += " (and its TIME_WAIT, up to 60 s, ends)"
+	}
+	if h.ReuseAddr == nil || !*h.ReuseAddr {
+		hint += "; SO_REUSEADDR on this socket does not help, since the connection's socket does not set it"
+	}
+	return Verdict{events.CauseEphemeralPort, diagnosis, hint + "."}
+}
+
+// sysctlCommand is the command that applies a net sysctl setting in the
+// failing process's network namespace: net sysctls are per namespace.
+func sysctlCommand(f *events.Failure, facts Facts, setting string) string {
+	if facts.OwnNetns || f.Process.PID <= 0 {
+		return "sysctl -w " + setting
+	}
+	return fmt.Sprintf("nsenter --net=/proc/%d/ns/net sysctl -w %s", f.Process.PID, setting)
+}
+
+// diagnoseOwnJob explains a holder that is the failing process itself, or
+// another process started by the same traced command.
+func diagnoseOwnJob(f *events.Failure, h *events.Holder, facts Facts) (Verdict, bool) {
+	self := slices.IndexFunc(h.Processes, func(p events.Process) bool { return p.PID == f.Process.PID }) >= 0
+	if self {
+		fd := ""
+		if h.FD != nil {
+			fd = fmt.Sprintf(" (its fd %d)", *h.FD)
+		}
+		me := fmt.Sprintf("%s (pid %d)", orDefault(f.Process.Comm, "the process"), f.Process.PID)
+		if f.Syscall == "listen" {
+			return Verdict{events.CauseSelfConflict,
+				fmt.Sprintf("listen() failed because this same process, %s, already listens on %s with another socket%s; both were bound with SO_REUSEADDR, which lets sockets share a port only until one of them listens.", me, endpoint(h.Addr, h.Port), fd),
+				"Listen on the port once and share that socket between the parts of the program that need it, or give the second listener another port."}, true
+		}
+		return Verdict{events.CauseSelfConflict,
+			fmt.Sprintf("Port %d/%s is held by this same process, %s, %s %s with another socket%s: it binds the port twice — the port twice in its configuration, overlapping listen addresses, or a library and the application both binding it.", f.Port, f.Proto, me, stateVerb(h), endpoint(h.Addr, h.Port), fd),
+			"Bind the port once and share that socket (look for the port twice in its configuration, and for a library that opens its own listener), or give the second socket another port."}, true
+	}
+	if facts.Job == nil || facts.Job.Contains == nil {
+		return Verdict{}, false
+	}
+	for _, p := range h.Processes {
+		if p.PID == f.Process.PID || !facts.Job.Contains(p.PID) {
+			continue
+		}
+		return Verdict{events.CauseSameJob,
+			fmt.Sprintf("Port %d/%s is held by %s (pid %d), %s %s, started by the same command as this process: %s (pid %d) and %s (pid %d) both run under %s — two parts of one job (two tests of one suite, two services of one setup) want the same port.",
+				f.Port, f.Proto, orDefault(p.Comm, "a process"), p.PID, stateVerb(h), endpoint(h.Addr, h.Port),
+				orDefault(f.Process.Comm, "the process"), f.Process.PID, orDefault(p.Comm, "a process"), p.PID, facts.Job.Command),
+			"Give each part its own port (tests: bind port 0 and read the port back with getsockname(), or derive it from the test's index), or run them one after the other so that the first has exited before the second binds."}, true
+	}
+	return Verdict{}, false
+}
+
+// diagnoseManager explains a holder that holds the port on behalf of
+// others: a container proxy or runtime, kube-proxy, a service manager doing
+// socket activation, sshd, inetd. They are recognised by their comm (and
+// for docker-proxy its arguments), which the holder's owner controls: the
+// diagnosis only ever explains, it never decides what gets stopped.
+func diagnoseManager(f *events.Failure, h *events.Holder, heldBy string) (Verdict, bool) {
+	for i := range h.Processes {
+		p := &h.Processes[i]
+		switch comm := p.Comm; {
+		case comm == "docker-proxy":
+			return dockerProxy(f, p, heldBy), true
+		case strings.HasPrefix(comm, "containerd-shim") || comm == "conmon" || comm == "rootlessport":
+			where := "a container"
+			if p.ContainerID != "" {
+				where = "container " + p.ContainerID[:min(12, len(p.ContainerID))]
+			}
+			return Verdict{events.CauseContainerRuntime,
+				heldBy + fmt.Sprintf(": %s is part of a container runtime (containerd's shim, podman's conmon or its rootless port forwarder) and holds the port for %s — a published port, or a socket the container's process left it.", comm, where),
+				fmt.Sprintf("Find the container: docker ps --filter publish=%d, podman ps --filter publish=%d, or crictl ps; stop it or publish another host port. Do not kill the runtime's process itself while its container runs.", f.Port, f.Port)}, true
+		case comm == "kube-proxy":
+			nodePort := ""
+			if f.Port >= 30000 && f.Port <= 32767 {
+				nodePort = fmt.Sprintf(" (%d lies in the default NodePort range, 30000–32767)", f.Port)
+			}
+			return Verdict{events.CauseKubeProxy,
+				heldBy + fmt.Sprintf(": kube-proxy holds the port open for a Kubernetes NodePort service%s, so that no other program on the node takes it.", nodePort),
+				fmt.Sprintf("Find the service: kubectl get svc -A | grep ':%d/'; change its nodePort, or give this program a port outside the NodePort range (kube-apiserver --service-node-port-range).", f.Port)}, true
+		case comm == "systemd" && (p.PID == 1 || p.NSPID == 1 || userManager(p)):
+			return socketActivation(f, p, heldBy), true
+		case comm == "sshd" || comm == "sshd-session":
+			if p.PPID == 1 || p.NSPID == 1 {
+				return Verdict{events.CauseSSHD, heldBy + ": the SSH daemon listens on this port (its Port or ListenAddress in /etc/ssh/sshd_config).",
+					"Give this program another port, or change sshd's Port/ListenAddress and restart sshd (keep a session open while you do)."}, true
+			}
+			return Verdict{events.CauseSSHD, heldBy + fmt.Sprintf(": a session of the SSH daemon holds it — a port forward that %s asked for (ssh -R %d:… or -L on this host), open while that session lasts.", userOf(p), f.Port),
+				fmt.Sprintf("Ask the user to end the forward, or end that session (kill %d); sshd's AllowTcpForwarding and PermitListen decide who may forward which ports.", p.PID)}, true
+		case comm == "inetd" || comm == "xinetd":
+			return Verdict{events.CauseInetd, heldBy + fmt.Sprintf(": %s listens on the port for a service it starts for each connection.", comm),
+				fmt.Sprintf("Disable that service in %s's configuration (/etc/inetd.conf, /etc/xinetd.d/) and reload it (kill -HUP %d), or give this program another port.", comm, p.PID)}, true
+		}
+	}
+	return Verdict{}, false
+}
+
+// dockerProxy explains a docker-proxy holder, naming the published
+// container port when its arguments say it (-container-ip, -container-port).
+func dockerProxy(f *events.Failure, p *events.Process, heldBy string) Verdict {
+	var ip netip.Addr
+	cport := 0
+	for i := 0; i+1 < len(p.Cmdline); i++ {
+		switch strings.TrimLeft(p.Cmdline[i], "-") {
+		case "container-ip":
+			ip, _ = netip.ParseAddr(p.Cmdline[i+1])
+		case "container-port":
+			cport, _ = strconv.Atoi(p.Cmdline[i+1])
+		}
+	}
+	published := "a container's port on it"
+	if cport > 0 && cport < 65536 {
+		published = fmt.Sprintf("port %d of a container", cport)
+		if ip.IsValid() {
+			published += " (" + ip.String() + ")"
+		}
+		published += fmt.Sprintf(" on it, as docker run -p %d:%d does", f.Port, cport)
+	}
+	return Verdict{events.CauseDockerProxy,
+		heldBy + fmt.Sprintf(": Docker publishes %s.", published),
+		fmt.Sprintf("Find the container: docker ps --filter publish=%d; stop it or publish another host port. docker-proxy is known to outlive its container: if no container publishes %d, restart the Docker daemon (systemctl restart docker) or kill %d.", f.Port, f.Port, p.PID)}
+}
+
+// socketActivation explains systemd holding a listener: a socket unit.
+func socketActivation(f *events.Failure, p *events.Process, heldBy string) Verdict {
+	manager, ctl := "the service manager (pid 1)", "systemctl"
+	switch {
+	case userManager(p):
+		manager = fmt.Sprintf("the service manager of %s (systemd --user)", userOf(p))
+		ctl = "systemctl --user"
+		if p.User != "" {
+			ctl = fmt.Sprintf("systemctl --user -M %s@", p.User)
+		}
+	case p.PID != 1:
+		manager = fmt.Sprintf("the service manager of a container (pid 1 in its own pid namespace)")
+		ctl = fmt.Sprintf("nsenter --target %d --all systemctl", p.PID)
+	}
+	return Verdict{events.CauseSocketActivation,
+		heldBy + fmt.Sprintf(": %s listens on it for a socket unit and starts the unit's service on the first connection (socket activation), so the port stays held while the service is stopped.", manager),
+		fmt.Sprintf("Stop the socket unit, not the service: find it with `%s list-sockets | grep %d`, then `%s stop NAME.socket` (and `%s disable NAME.socket` so that it does not come back); stopping NAME.service alone leaves systemd listening.", ctl, f.Port, ctl, ctl)}
+}
+
+// userManager reports whether p looks like a per-user systemd instance.
+func userManager(p *events.Process) bool {
+	return p.UID != 0 || slices.Contains(p.Cmdline, "--user")
+}
+
+func userOf(p *events.Process) string {
+	if p.User != "" {
+		return "user " + p.User
+	}
+	return fmt.Sprintf("uid %d", p.UID)
+}
