@@ -7,11 +7,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/bindwatch/bindwatch/internal/events"
 	"github.com/bindwatch/bindwatch/internal/testenv"
 )
 
@@ -109,5 +111,36 @@ func TestSchemaRejectsDrift(t *testing.T) {
 	}
 	if err := schema.Validate(doc); err != nil {
 		t.Errorf("schema rejected %s: %v", good, err)
+	}
+}
+
+// Every cause the diagnosis can name is in the schema's enum and has a
+// row in docs/causes.md, and the schema names no other.
+func TestCausesDocumented(t *testing.T) {
+	b, err := os.ReadFile("../../docs/schema.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var schema struct {
+		Defs struct {
+			Cause struct {
+				Enum []string `json:"enum"`
+			} `json:"cause"`
+		} `json:"$defs"`
+	}
+	if err := json.Unmarshal(b, &schema); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(schema.Defs.Cause.Enum, events.Causes) {
+		t.Errorf("docs/schema.json causes %v\nevents.Causes %v", schema.Defs.Cause.Enum, events.Causes)
+	}
+	table, err := os.ReadFile("../../docs/causes.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range events.Causes {
+		if !bytes.Contains(table, []byte("\n| `"+c+"` |")) {
+			t.Errorf("docs/causes.md has no row for %s", c)
+		}
 	}
 }

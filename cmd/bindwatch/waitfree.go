@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -134,6 +135,9 @@ func waitFreeAction(c *cli.Context) error {
 		if waited {
 			fmt.Fprintf(os.Stderr, "bindwatch: %s free after %s\n", portList(ports), time.Since(start).Round(10*time.Millisecond))
 		}
+		for _, note := range ephemeralNotes(r, ports) {
+			fmt.Fprintf(os.Stderr, "bindwatch: note: %s\n", note)
+		}
 		return nil
 	case errors.Is(err, context.DeadlineExceeded):
 		return cli.Exit(heldText(held, timeout, bind), 1)
@@ -175,6 +179,22 @@ func waitFreeJSON(ctx context.Context, out io.Writer, r *resolve.Resolver, ports
 		return cli.Exit("", 1) // the wait_free records say who holds what
 	}
 	return nil
+}
+
+// ephemeralNotes warns about each port (once for both protocols) that
+// outgoing connections may take: free now is no promise for later.
+func ephemeralNotes(r *resolve.Resolver, ports []deploy.Port) []string {
+	eph, err := r.Ephemeral(r.OwnNetns())
+	if err != nil {
+		return nil
+	}
+	var notes []string
+	for _, p := range ports {
+		if n := resolve.EphemeralNote(eph, p.Num); n != "" && !slices.Contains(notes, n) {
+			notes = append(notes, n)
+		}
+	}
+	return notes
 }
 
 // heldText is the message for ports still held when waiting ends.

@@ -95,9 +95,12 @@ func whoAction(c *cli.Context) error {
 	if c.Bool("all-netns") {
 		namespaces = host.ListNetns()
 	}
+	// Outgoing connections may take a port of the ephemeral range at any
+	// time: said for bindwatch's own namespace, held or not.
+	eph, _ := r.Ephemeral(r.OwnNetns())
 	held, warned := false, false
 	for _, q := range queries {
-		rec, err := whoPort(r, namespaces, q)
+		rec, err := whoPort(r, namespaces, q, eph)
 		if err != nil {
 			return err
 		}
@@ -147,8 +150,9 @@ func parsePortArg(arg string) ([]whoQuery, error) {
 
 // whoPort looks up one port in every namespace and merges the answers.
 // A namespace that vanished while being searched is skipped.
-func whoPort(r *resolve.Resolver, namespaces []resolve.Netns, q whoQuery) (*events.Who, error) {
-	rec := &events.Who{Type: events.TypeWho, Version: events.Version, Port: q.port, Proto: q.proto, Holders: []events.Holder{}}
+func whoPort(r *resolve.Resolver, namespaces []resolve.Netns, q whoQuery, eph resolve.EphemeralPorts) (*events.Who, error) {
+	rec := &events.Who{Type: events.TypeWho, Version: events.Version, Port: q.port, Proto: q.proto, Holders: []events.Holder{},
+		EphemeralNote: resolve.EphemeralNote(eph, q.port)}
 	var tw events.TimeWait
 	for _, ns := range namespaces {
 		rep, err := r.Who(ns, q.proto, q.port)

@@ -19,7 +19,7 @@ func portRecord(typ string, now time.Time, host string, p Port, netns uint32) ev
 // holdState is b as a events.HoldState.
 func holdState(b *Busy) events.HoldState {
 	return events.HoldState{Refusal: refusalRecord(b.Refusal), Holders: nonNil(b.Holders), TimeWait: b.TimeWait,
-		Diagnosis: b.Diagnosis, Hint: b.Hint}
+		Cause: b.Cause, Diagnosis: b.Diagnosis, Hint: b.Hint}
 }
 
 // Records says, port by port, what Stop did (dryRun false) or what it
@@ -118,12 +118,14 @@ type WaitRecords struct {
 	bind    BindOptions
 	timeout time.Duration
 	start   time.Time
+	eph     resolve.EphemeralPorts
 }
 
 // NewWaitRecords describes a WaitFree started at start in r's network
 // namespace, with the caller's bind options and timeout.
 func NewWaitRecords(r *resolve.Resolver, bind BindOptions, timeout time.Duration, start time.Time) *WaitRecords {
-	return &WaitRecords{host: hostname(), netns: r.OwnNetns().Inode, bind: bind, timeout: timeout, start: start}
+	eph, _ := r.Ephemeral(r.OwnNetns()) // unknown: no ephemeral_note
+	return &WaitRecords{host: hostname(), netns: r.OwnNetns().Inode, bind: bind, timeout: timeout, start: start, eph: eph}
 }
 
 // Held says who holds b's port while waiting (WaitOptions.Report).
@@ -142,7 +144,8 @@ func (w *WaitRecords) End(ports []Port, held []*Busy, now time.Time) []events.Wa
 		rec := events.WaitFreeRecord{
 			PortRecord: portRecord(events.TypeWaitFree, now, w.host, p, w.netns), Addrs: addrStrings(w.bind), ReuseAddr: w.bind.ReuseAddr,
 			TimeoutMS: w.timeout.Milliseconds(), Free: true, WaitedMS: now.Sub(w.start).Milliseconds(),
-			HoldState: events.HoldState{Holders: []events.Holder{}},
+			HoldState:     events.HoldState{Holders: []events.Holder{}},
+			EphemeralNote: resolve.EphemeralNote(w.eph, p.Num),
 		}
 		if i := slices.IndexFunc(held, func(b *Busy) bool { return b.Port == p }); i >= 0 {
 			b := held[i]

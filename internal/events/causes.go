@@ -38,7 +38,7 @@ const (
 	CauseCannotListen = "cannot_listen" // listen() on a connected or shut-down socket
 )
 
-// Causes lists every cause value, in the order docs/causes.md explains them.
+// Causes lists every cause value (docs/schema.json and docs/causes.md list the same).
 var Causes = []string{
 	CauseEphemeralPort, CauseEphemeralExhausted, CauseSelfConflict, CauseSameJob, CauseLeftover,
 	CauseRestartRace, CauseHolderGone, CauseTimeWait, CauseDualStack, CauseAddressOverlap,

@@ -110,6 +110,7 @@ type HoldState struct {
 	Refusal   *RefusalRecord `json:"refusal,omitempty"`
 	Holders   []Holder       `json:"holders"`
 	TimeWait  *TimeWait      `json:"time_wait,omitempty"`
+	Cause     string         `json:"cause,omitempty"` // one of the Cause* values
 	Diagnosis string         `json:"diagnosis,omitempty"`
 	Hint      string         `json:"hint,omitempty"`
 }
@@ -123,6 +124,9 @@ type WaitFreeRecord struct {
 	TimeoutMS int64    `json:"timeout_ms"`
 	Free      bool     `json:"free"`
 	WaitedMS  int64    `json:"waited_ms"`
+	// EphemeralNote warns that outgoing connections may take the port
+	// (see Who.EphemeralNote), free or not.
+	EphemeralNote string `json:"ephemeral_note,omitempty"`
 	// Who holds it when waiting ended; empty when free.
 	HoldState
 }

@@ -30,12 +30,21 @@ type Who struct {
 	// OwnerLookup: how owners were found, "bpf_iter" or "proc_scan";
 	// absent for a free port.
 	OwnerLookup string `json:"owner_lookup,omitempty"`
+	// EphemeralNote warns that outgoing connections may take the port:
+	// it lies in bindwatch's namespace's ip_local_port_range and is not
+	// reserved. Present whether the port is held or not.
+	EphemeralNote string `json:"ephemeral_note,omitempty"`
 }
 
 // WriteText prints one port as people read it: the port and whether it
 // is held, then a line per socket and a line per owning process (with the
 // network namespace of each socket when showNetns).
 func (rec *Who) WriteText(w io.Writer, showNetns bool, now time.Time) {
+	defer func() {
+		if rec.EphemeralNote != "" {
+			fmt.Fprintf(w, "  note: %s\n", rec.EphemeralNote)
+		}
+	}()
 	if !rec.Held {
 		fmt.Fprintf(w, "%d/%s: free\n", rec.Port, rec.Proto)
 		return

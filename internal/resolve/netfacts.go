@@ -240,3 +240,15 @@ func (r *Resolver) Ephemeral(ns Netns) (EphemeralPorts, error) {
 	defer r.netns.release(h)
 	return r.ephemeralPorts(h)
 }
+
+// EphemeralNote warns, for `who` and `wait-free`, about a port that
+// outgoing connections may take as their local port (in the range, not
+// reserved), held or not: "" when they cannot, or the range is unknown.
+// The sysctl line is for bindwatch's own namespace.
+func EphemeralNote(e EphemeralPorts, port uint16) string {
+	if !e.Exposed(int(port)) {
+		return ""
+	}
+	return fmt.Sprintf("port %d lies in the ephemeral port range (net.ipv4.ip_local_port_range %s) and is not reserved: outgoing connections may take it as their local port at any time; reserve it with `sysctl -w %s`, or use a port outside the range",
+		port, e.RangeText(), e.ReserveSetting(int(port)))
+}
