@@ -40,7 +40,7 @@ func diagnoseEphemeral(f *events.Failure, h *events.Holder, facts Facts, now tim
 	conn := fmt.Sprintf("an outgoing connection from %s to %s (%s", endpoint(h.Addr, h.Port), endpoint(h.PeerAddr, h.PeerPort), h.State)
 	switch {
 	case h.State == "TIME_WAIT":
-		conn += fmt.Sprintf(", closed; the kernel keeps it %s more)", msDuration(h.RemainingMS))
+		conn += fmt.Sprintf(", closed; the kernel keeps it %s more)", events.Seconds(h.RemainingMS))
 	case len(h.Processes) > 0:
 		conn += ") of " + procsName(h) + holdAge(h, now)
 	default:
@@ -194,7 +194,7 @@ func socketActivation(f *events.Failure, p *events.Process, heldBy string) Verdi
 			ctl = fmt.Sprintf("systemctl --user -M %s@", p.User)
 		}
 	case p.PID != 1:
-		manager = fmt.Sprintf("the service manager of a container (pid 1 in its own pid namespace)")
+		manager = "the service manager of a container (pid 1 in its own pid namespace)"
 		ctl = fmt.Sprintf("nsenter --target %d --all systemctl", p.PID)
 	}
 	return Verdict{events.CauseSocketActivation,
