@@ -107,6 +107,12 @@ func spawnHelper(job string, prefix, args []string) (*HelperProc, error) {
 	argv = append(argv, args...)
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), helperEnv+"="+job)
+	return spawn(cmd, job)
+}
+
+// spawn starts cmd, a helper doing job (directly or in a container), and
+// waits up to 10 s for its first line.
+func spawn(cmd *exec.Cmd, job string) (*HelperProc, error) {
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {

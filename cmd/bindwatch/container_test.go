@@ -1,0 +1,76 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/bindwatch/bindwatch/internal/events"
+	"github.com/bindwatch/bindwatch/internal/testenv"
+)
+
+// Real podman containers: a host process fails on a port a container
+// holds (host network), and a process in one container fails on a port
+// another container holds in their shared network namespace. Both sides
+// are named by container name, image and runtime, in JSON and in text.
+func TestContainerNames(t *testing.T) {
+	testenv.RequirePodman(t)
+	suffix := strconv.Itoa(syscall.Getpid())
+	hostHolder, nsHolder, nsFailer := "bw-host-holder-"+suffix, "bw-ns-holder-"+suffix, "bw-ns-failer-"+suffix
+	port, nsPort := testenv.FreePort(t), testenv.FreePort(t)
+
+	var failerStatus int
+	lines := runTrace(t, func() {
+		testenv.StartContainer(t, hostHolder, fmt.Sprintf("hold tcp 0.0.0.0 %d", port), "--network=host")
+		testenv.FailBind(t, "tcp", "0.0.0.0", port, testenv.Opts{}, syscall.EADDRINUSE)
+
+		testenv.StartContainer(t, nsHolder, fmt.Sprintf("hold tcp 0.0.0.0 %d", nsPort), "--network=none")
+		failerStatus = testenv.RunContainer(t, nsFailer, fmt.Sprintf("bind tcp 0.0.0.0 %d", nsPort), "--network=container:"+nsHolder)
+	}, "--port", strconv.Itoa(port), "--port", strconv.Itoa(nsPort), "--fold", "0")
+	if failerStatus != int(syscall.EADDRINUSE) {
+		t.Fatalf("the bind in container %s exited %d, want EADDRINUSE (%d)", nsFailer, failerStatus, syscall.EADDRINUSE)
+	}
+
+	failures := map[uint16]*events.Failure{}
+	for _, line := range lines {
+		var f events.Failure
+		if json.Unmarshal(line, &f) == nil && f.Type == events.TypeFailure {
+			failures[f.Port] = &f
+		}
+	}
+	want := func(p *events.Process, name, what string) {
+		t.Helper()
+		c := p.Container
+		if c.Runtime != "podman" || c.Name != name || c.Image != testenv.HelperImage || len(c.ID) != 64 || p.ContainerID != c.ID {
+			t.Errorf("%s: container %+v (container_id %q), want podman container %s of image %s", what, c, p.ContainerID, name, testenv.HelperImage)
+		}
+	}
+	host := failures[uint16(port)]
+	if host == nil || len(host.Holders) == 0 || len(host.Holders[0].Processes) == 0 {
+		t.Fatalf("no failure with a holder process on port %d in %s", port, lines)
+	}
+	if host.Process.Container != (events.Container{}) {
+		t.Errorf("the host process is said to be in a container: %+v", host.Process.Container)
+	}
+	want(&host.Holders[0].Processes[0], hostHolder, "holder of the host failure")
+	if text := events.Text(host); !strings.Contains(text, "in container "+hostHolder) || !strings.Contains(text, "container "+hostHolder) {
+		t.Errorf("text line does not name the holder's container:\n%s", text)
+	}
+
+	ns := failures[uint16(nsPort)]
+	if ns == nil || len(ns.Holders) == 0 || len(ns.Holders[0].Processes) == 0 {
+		t.Fatalf("no failure with a holder process on port %d in %s", nsPort, lines)
+	}
+	want(&ns.Process, nsFailer, "failing process in a container")
+	want(&ns.Holders[0].Processes[0], nsHolder, "holder in a container")
+	text := events.Text(ns)
+	t.Logf("%s\n%s", events.Text(host), text)
+	for _, name := range []string{nsFailer, nsHolder} {
+		if !strings.Contains(text, "container "+name) {
+			t.Errorf("text does not name container %s:\n%s", name, text)
+		}
+	}
+}

@@ -1,0 +1,107 @@
+package testenv
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// HelperImage is the container image of the static test helper
+// (internal/testenv/testhelper), FROM scratch: nothing from a registry.
+const HelperImage = "localhost/bindwatch-testhelper:latest"
+
+// PodmanRun is how podman starts a container on the test machines: the
+// runc runtime (crun is not installed), and ulimits that runc can set
+// under the VM's hard limits (without them it refuses to start).
+var PodmanRun = []string{"podman", "--runtime", "runc", "run", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"}
+
+var helperImage struct {
+	once sync.Once
+	err  error
+}
+
+// RequirePodman skips the test when podman is not installed (BINDWATCH_
+// REQUIRE_BPF=1 runs turn a skip into a failure) and builds HelperImage
+// once per test binary.
+func RequirePodman(t testing.TB) {
+	t.Helper()
+	RequireRoot(t)
+	if _, err := exec.LookPath("podman"); err != nil {
+		t.Skip("podman not installed (hint: apt-get install podman runc; .ci/run installs it)")
+	}
+	helperImage.once.Do(func() { helperImage.err = buildHelperImage() })
+	if helperImage.err != nil {
+		t.Fatal(helperImage.err)
+	}
+}
+
+func buildHelperImage() error {
+	dir, err := os.MkdirTemp("", "bindwatch-image-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	build := exec.Command("go", "build", "-o", filepath.Join(dir, "testhelper"), "github.com/bindwatch/bindwatch/internal/testenv/testhelper")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		return fmt.Errorf("build the static test helper: %v\n%s", err, out)
+	}
+	containerfile := "FROM scratch\nCOPY testhelper /testhelper\nENTRYPOINT [\"/testhelper\"]\n"
+	if err := os.WriteFile(filepath.Join(dir, "Containerfile"), []byte(containerfile), 0o644); err != nil {
+		return err
+	}
+	if out, err := exec.Command("podman", "build", "-q", "-t", HelperImage, dir).CombinedOutput(); err != nil {
+		return fmt.Errorf("podman build %s: %v\n%s", HelperImage, err, out)
+	}
+	return nil
+}
+
+// StartContainer runs a helper doing job in a new podman container named
+// name, with podmanArgs added to podman run's options (--network=none,
+// --network=container:OTHER, ...). It waits for the helper's first line,
+// sets PID to the helper's pid on the host, and removes the container
+// when the test ends.
+func StartContainer(t testing.TB, name, job string, podmanArgs ...string) *HelperProc {
+	t.Helper()
+	RequirePodman(t)
+	args := append(append([]string{}, PodmanRun[1:]...), "--rm", "-i", "--name", name, "-e", helperEnv+"="+job)
+	args = append(append(args, podmanArgs...), HelperImage)
+	t.Cleanup(func() { exec.Command("podman", "rm", "-f", "-t", "0", name).Run() })
+	h, err := spawn(exec.Command(PodmanRun[0], args...), job)
+	if err != nil {
+		t.Fatalf("container %s: %v", name, err)
+	}
+	t.Cleanup(h.Stop)
+	out, err := exec.Command("podman", "inspect", "-f", "{{.State.Pid}}", name).Output()
+	if err != nil {
+		t.Fatalf("podman inspect %s: %v", name, err)
+	}
+	if h.PID, err = strconv.Atoi(strings.TrimSpace(string(out))); err != nil {
+		t.Fatalf("podman inspect %s: pid %q", name, out)
+	}
+	return h
+}
+
+// RunContainer runs a helper doing job in a new podman container to the
+// end and returns its exit status (a bind job's errno).
+func RunContainer(t testing.TB, name, job string, podmanArgs ...string) int {
+	t.Helper()
+	RequirePodman(t)
+	args := append(append([]string{}, PodmanRun[1:]...), "--rm", "--name", name, "-e", helperEnv+"="+job)
+	args = append(append(args, podmanArgs...), HelperImage)
+	cmd := exec.Command(PodmanRun[0], args...)
+	cmd.Stderr = os.Stderr
+	err := cmd.Run()
+	if ee, ok := err.(*exec.ExitError); ok {
+		return ee.ExitCode()
+	}
+	if err != nil {
+		t.Fatalf("container %s: %v", name, err)
+	}
+	return 0
+}
