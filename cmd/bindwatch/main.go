@@ -37,10 +37,21 @@ Examples:
   sudo bindwatch --comm nginx --errno EADDRINUSE
   sudo bindwatch --pid 4242 --follow-children  # one service and its children
 
+Every tracing flag can also be set from the environment, as systemd units
+and containers configure daemons: BINDWATCH_ and the flag's name in capitals
+([$BINDWATCH_OUTPUT] below; lists comma-separated: BINDWATCH_PORT=80,443).
+A flag on the command line wins.
+
+Logs that run for months: SIGHUP reopens --output (logrotate's postrotate
+kill -HUP; create and copytruncate both work), or --output-max-size rotates
+it. A write that fails (full disk, reader gone) never stops tracing: what
+could not be written is counted and said in the output (output_lost) once
+writing works again.
+
 Exit status: 0 after a clean stop (Ctrl-C, SIGTERM), 1 when tracing cannot
 start (the message says why: privileges, BTF, kernel, backend), 2 for a
 mistake in the command line.`,
-		Flags:           traceFlags(),
+		Flags:           withEnv(traceFlags()),
 		Action:          traceAction,
 		Commands:        commands(),
 		HideHelpCommand: true,

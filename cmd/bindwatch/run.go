@@ -48,7 +48,7 @@ Examples:
   sudo bindwatch run --port 8080 --errno EADDRINUSE -- docker compose up
   sudo bindwatch run --format json --output binds.jsonl -- make e2e
   sudo bindwatch run -- sh -c 'nginx; ./app --port 8080'`,
-		Flags:           runFlags(),
+		Flags:           withEnv(runFlags()),
 		Action:          runAction,
 		HideHelpCommand: true,
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error {

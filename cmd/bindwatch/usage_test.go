@@ -66,3 +66,33 @@ func TestNotRoot(t *testing.T) {
 		t.Errorf("unprivileged bindwatch: exit %d, stderr %q; want exit 1 and one line saying it needs root", code, stderr)
 	}
 }
+
+// Tracing flags can be set from the environment (BINDWATCH_ and the flag's
+// name), for bindwatch and bindwatch run alike; values from there are
+// checked like flags.
+func TestFlagsFromEnvironment(t *testing.T) {
+	for _, c := range []struct {
+		env  string
+		args []string
+		want string
+	}{
+		{"BINDWATCH_PORT=80,70000", nil, `"70000" is not a port`},
+		{"BINDWATCH_FORMAT=xml", nil, `--format "xml"`},
+		{"BINDWATCH_OUTPUT_MAX_SIZE=1K", []string{"--output", "/dev/null"}, "too small"},
+		{"BINDWATCH_RING_SIZE=abc", nil, "BINDWATCH_RING_SIZE"},
+		{"BINDWATCH_FORMAT=yaml", []string{"run", "--", "true"}, `--format "yaml"`},
+	} {
+		cmd := exec.Command(bindwatchBin, c.args...)
+		cmd.Env = append(os.Environ(), c.env)
+		code, stderr := run(t, cmd)
+		if code != 2 || !strings.Contains(stderr, c.want) {
+			t.Errorf("%s bindwatch %v: exit %d, stderr %q; want exit 2 and %q", c.env, c.args, code, stderr, c.want)
+		}
+	}
+	out, _ := exec.Command(bindwatchBin, "--help").Output()
+	for _, env := range []string{"$BINDWATCH_OUTPUT", "$BINDWATCH_OUTPUT_MAX_SIZE", "$BINDWATCH_PORT"} {
+		if !strings.Contains(string(out), env) {
+			t.Errorf("--help does not name %s", env)
+		}
+	}
+}
