@@ -109,6 +109,7 @@ const enum bw_hook *unused_hook __attribute__((unused));
 const enum bw_syscall *unused_syscall __attribute__((unused));
 const enum bw_sock_flag *unused_sock_flag __attribute__((unused));
 const enum bw_errno_bit *unused_errno_bit __attribute__((unused));
+const enum bw_args_len *unused_args_len __attribute__((unused));
 
 /*
  * Before 6.6 the inet bool options were bitfields of struct inet_sock; 6.6
@@ -352,13 +353,46 @@ static __always_inline void attach_holder(struct event *e, struct sock *failing)
 	e->has_holder = 1;
 }
 
+/*
+ * The failing process's argv, captured now because it may exit (or exec)
+ * before user space reads /proc. The kernel keeps argv, as execve() laid
+ * it out, in the process's own memory between mm->arg_start and
+ * mm->arg_end (what /proc/PID/cmdline reads; a process may rewrite it, as
+ * setproctitle() does). A kernel thread has no mm: both read as 0. The
+ * buffer is bounded: an argv that does not fit keeps its first
+ * BW_ARGS_HEAD and last BW_ARGS_TAIL bytes, and args_total says how long
+ * it really is. The reads cannot sleep, so a page of argv swapped out
+ * leaves that part empty (args_len or args_tail_len 0). Called only for a
+ * failure being reported, never on a successful bind().
+ */
+static __always_inline void fill_args(struct event *e, struct task_struct *task)
+{
+	unsigned long arg_start = BPF_CORE_READ(task, mm, arg_start);
+	unsigned long arg_end = BPF_CORE_READ(task, mm, arg_end);
+	unsigned long total;
+	__u32 len;
+
+	if (arg_end <= arg_start)
+		return;
+	total = arg_end - arg_start;
+	e->args_total = total > 0xffffffff ? 0xffffffff : total;
+	if (total <= BW_ARGS_LEN) {
+		len = total;
+		if (bpf_probe_read_user(e->args, len, (void *)arg_start) == 0)
+			e->args_len = len;
+		return;
+	}
+	if (bpf_probe_read_user(e->args, BW_ARGS_HEAD, (void *)arg_start) == 0)
+		e->args_len = BW_ARGS_HEAD;
+	if (bpf_probe_read_user(e->args + BW_ARGS_HEAD, BW_ARGS_TAIL, (void *)(arg_end - BW_ARGS_TAIL)) == 0)
+		e->args_tail_len = BW_ARGS_TAIL;
+}
+
 static __always_inline void fill_process(struct event *e)
 {
 	struct task_struct *task = current_task();
 	__u64 uid_gid = bpf_get_current_uid_gid();
 	const struct cred *cred;
-	unsigned long arg_start, arg_end;
-	__u32 len;
 
 	e->tid = (__u32)bpf_get_current_pid_tgid();
 	e->uid = (__u32)uid_gid;
@@ -372,14 +406,7 @@ static __always_inline void fill_process(struct event *e)
 	cred = BPF_CORE_READ(task, cred);
 	bpf_core_read(&e->cap_effective, sizeof(e->cap_effective), &cred->cap_effective);
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
-
-	arg_start = BPF_CORE_READ(task, mm, arg_start);
-	arg_end = BPF_CORE_READ(task, mm, arg_end);
-	len = arg_end - arg_start;
-	if (len > BW_ARGS_LEN)
-		len = BW_ARGS_LEN;
-	if (bpf_probe_read_user(e->args, len, (void *)arg_start) == 0)
-		e->args_len = len;
+	fill_args(e, task);
 }
 
 static __always_inline void fill_socket(struct event *e, struct sock *sk)
@@ -447,6 +474,8 @@ static __always_inline int emit_failure(struct sock *sk, struct bind_req *req, _
 	__builtin_memcpy(e->addr, req->addr, sizeof(e->addr));
 	e->has_holder = 0;
 	e->args_len = 0;
+	e->args_tail_len = 0;
+	e->args_total = 0;
 	fill_socket(e, sk);
 	fill_process(e);
 	attach_holder(e, sk);

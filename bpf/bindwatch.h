@@ -8,7 +8,6 @@
 #define BINDWATCH_H
 
 #define BW_COMM_LEN 16
-#define BW_ARGS_LEN 256
 #define BW_MAX_PORT_RANGES 16
 
 /* Which syscall failed. */
@@ -40,6 +39,18 @@ enum bw_errno_bit {
 	BW_ERR_EADDRNOTAVAIL = 1 << 1,
 	BW_ERR_EACCES = 1 << 2,
 	BW_ERR_EINVAL = 1 << 3,
+};
+
+/*
+ * How much of a failing process's argv an event carries: its first
+ * BW_ARGS_HEAD bytes and, when it is longer than the buffer, its last
+ * BW_ARGS_TAIL bytes — a long Java command line keeps both its start and
+ * its main class and flags. Go gets these as constants.
+ */
+enum bw_args_len {
+	BW_ARGS_HEAD = 256,
+	BW_ARGS_TAIL = 256,
+	BW_ARGS_LEN = BW_ARGS_HEAD + BW_ARGS_TAIL,
 };
 
 /* Inclusive port range for the in-kernel --port filter. */
@@ -122,6 +133,7 @@ struct event {
 	__u32 err;   /* positive errno */
 	__s32 bound_dev_if;
 	__u32 sock_hint; /* fold_key.sock_hint, so user space can name the key */
+	__u32 args_total; /* length of the whole argv (mm->arg_end - mm->arg_start) */
 	__u16 family;
 	__u16 sock_type;
 	__u16 protocol;
@@ -130,12 +142,16 @@ struct event {
 	__u8 hook;
 	__u8 sock_flags;
 	__u8 has_holder;
-	__u16 args_len;
-	__u16 pad;
+	__u16 args_len;      /* bytes of argv's head at args[0] */
+	__u16 args_tail_len; /* bytes of argv's tail at args[BW_ARGS_HEAD] (0: none) */
 	__u8 addr[16];
 	char comm[BW_COMM_LEN];
 	struct holder_rec holder;
-	char args[BW_ARGS_LEN]; /* argv, NUL-separated, args_len bytes */
+	/*
+	 * argv, NUL-separated: the whole of it when args_total fits here
+	 * (args_len == args_total), else its head and its tail.
+	 */
+	char args[BW_ARGS_LEN];
 };
 
 #endif /* BINDWATCH_H */

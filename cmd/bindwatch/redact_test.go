@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -159,4 +160,44 @@ func TestNoSecretSurvives(t *testing.T) {
 			t.Errorf("--redact pattern not applied:\n%.300s", res.stdout)
 		}
 	})
+}
+
+// A failing process with a 10 KB Java-like command line that is still
+// running when bindwatch resolves the failure is reported with its whole
+// command line, read from /proc: cmdline_truncated absent.
+func TestLongCommandLineCompletedFromProc(t *testing.T) {
+	testenv.RequireRoot(t)
+	port := testenv.FreePort(t)
+	p := strconv.Itoa(port)
+	classpath := strings.Repeat("/opt/app/lib/some-library-1.2.3.jar:", 280)
+	argv := []string{"-cp", classpath, "com.example.Main", "--server.port=8080"}
+	lines := runTrace(t, func() {
+		testenv.Hold(t, "tcp", "127.0.0.1", port, testenv.Opts{})
+		// trybind reports its errno and stays until the test ends.
+		h := testenv.StartHelperArgs(t, "trybind tcp 127.0.0.1 "+p, argv...)
+		if h.Line[1] != strconv.Itoa(int(syscall.EADDRINUSE)) {
+			t.Fatalf("helper said %q, want errno %d", h.Line, syscall.EADDRINUSE)
+		}
+	}, "--port", p, "--format", "json")
+	found := false
+	for _, l := range lines {
+		var f struct {
+			Type    string
+			Process struct {
+				Cmdline          []string
+				CmdlineTruncated bool `json:"cmdline_truncated"`
+			}
+		}
+		if json.Unmarshal(l, &f) != nil || f.Type != "bind_failure" {
+			continue
+		}
+		found = true
+		want := append([]string{"-test.run=^$"}, argv...)
+		if got := f.Process.Cmdline; len(got) != len(want)+1 || !slices.Equal(got[1:], want) || f.Process.CmdlineTruncated {
+			t.Errorf("cmdline %.300q (truncated %v), want the whole command line", got, f.Process.CmdlineTruncated)
+		}
+	}
+	if !found {
+		t.Fatalf("no bind_failure among %d lines", len(lines))
+	}
 }

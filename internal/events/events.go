@@ -28,6 +28,11 @@ const (
 	TypeOutputLost = "output_lost"
 )
 
+// CmdlineGap stands, in a Process's Cmdline, for the arguments between the
+// head and the tail of a command line too long for the kernel to capture
+// whole (Process.CmdlineTruncated is set).
+const CmdlineGap = "…"
+
 // Holder sources: how bindwatch knows a holder.
 const (
 	// SeenLive: the socket was still there when bindwatch looked (sock_diag).

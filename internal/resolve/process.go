@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,7 +26,8 @@ const startTimeTolerance = 50 * time.Millisecond
 
 // FillProcess completes p from /proc/PID: exe, cmdline, comm, ppid, uid,
 // gid, user, start time, cgroup, container id and network namespace. It only
-// fills fields that are empty, because what the kernel captured at the
+// fills fields that are empty — and a truncated command line, with the
+// whole one, when it is still the one the kernel captured — because what the kernel captured at the
 // moment of the failure is authoritative and the process may have changed
 // (exec'd) or exited since. A process that is gone leaves its fields empty,
 // and so does one whose start time differs from a captured StartTime (its
@@ -59,9 +61,14 @@ func FillProcess(p *events.Process) {
 			p.Exe = exe
 		}
 	}
-	if len(p.Cmdline) == 0 {
+	if len(p.Cmdline) == 0 || p.CmdlineTruncated {
 		if b, err := os.ReadFile(dir + "/cmdline"); err == nil {
-			p.Cmdline = host.SplitArgs(b)
+			full := host.SplitArgs(b)
+			if len(p.Cmdline) == 0 {
+				p.Cmdline = full
+			} else if completes(full, p.Cmdline) {
+				p.Cmdline, p.CmdlineTruncated = full, false
+			}
 		}
 	}
 	// UID 0 is both root and "not captured"; a GID means the ids were
@@ -95,6 +102,26 @@ func FillProcess(p *events.Process) {
 			p.Netns = ino
 		}
 	}
+}
+
+// completes tells whether full, a process's command line now, is the
+// whole of captured, the head and tail the kernel captured at the failure
+// (events.CmdlineGap between them). The same pid and start time are not
+// enough: exec() keeps both and replaces argv, and a process may rewrite
+// its argv (setproctitle). So full must begin with the captured head and
+// end with the captured tail, with at least one argument between them
+// (the gap always stands for one, cut or whole).
+func completes(full, captured []string) bool {
+	for i, a := range captured {
+		if a != events.CmdlineGap {
+			continue
+		}
+		head, tail := captured[:i], captured[i+1:]
+		if len(full) > len(head)+len(tail) && slices.Equal(full[:len(head)], head) && slices.Equal(full[len(full)-len(tail):], tail) {
+			return true
+		}
+	}
+	return false
 }
 
 // describe is how the resolver produces every process it reports: the

@@ -1,13 +1,17 @@
 package resolve
 
 import (
+	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/bindwatch/bindwatch/internal/events"
+	"github.com/bindwatch/bindwatch/internal/host"
+	"github.com/bindwatch/bindwatch/internal/testenv"
 )
 
 func TestContainerID(t *testing.T) {
@@ -105,5 +109,46 @@ func TestFillProcessReusedPID(t *testing.T) {
 	FillProcess(&q)
 	if q.Exe != self.Exe {
 		t.Errorf("a matching start time was refused: %+v", q)
+	}
+}
+
+// A command line the kernel captured in part is completed from /proc only
+// while it is still the same: not after the process exec'd (which keeps
+// its pid and its start time).
+func TestFillProcessCompletesOnlyTheSameCommandLine(t *testing.T) {
+	execNow := filepath.Join(t.TempDir(), "exec")
+	argv := []string{"-cp", strings.Repeat("/opt/app/lib/some-library-1.2.3.jar:", 280), "com.example.Main", "--server.port=8080"}
+	h := testenv.StartHelperArgs(t, "execwhen "+execNow, argv...)
+	full := append([]string{os.Args[0], "-test.run=^$"}, argv...)
+	// What the kernel captured, decoded: head and tail around the gap.
+	captured := []string{os.Args[0], "-test.run=^$", "-cp", events.CmdlineGap, "com.example.Main", "--server.port=8080"}
+	st, err := host.ReadStat(h.PID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := events.Process{PID: h.PID, StartTime: st.Started(), Cmdline: captured, CmdlineTruncated: true}
+	FillProcess(&p)
+	if !slices.Equal(p.Cmdline, full) || p.CmdlineTruncated {
+		t.Errorf("still running: cmdline %.200q (truncated %v), want the whole one from /proc", p.Cmdline, p.CmdlineTruncated)
+	}
+
+	if err := os.WriteFile(execNow, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", h.PID)); strings.Contains(string(b), "exec'd") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the helper did not exec")
+		}
+	}
+	if st2, err := host.ReadStat(h.PID); err != nil || !st2.Started().Equal(st.Started()) {
+		t.Fatalf("after exec: start %v (%v), want the same %v", st2.Started(), err, st.Started())
+	}
+	q := events.Process{PID: h.PID, StartTime: st.Started(), Cmdline: captured, CmdlineTruncated: true}
+	FillProcess(&q)
+	if !slices.Equal(q.Cmdline, captured) || !q.CmdlineTruncated {
+		t.Errorf("after exec: cmdline %q (truncated %v), want the kernel's capture kept, truncated", q.Cmdline, q.CmdlineTruncated)
 	}
 }

@@ -264,11 +264,14 @@ func (h *HelperProc) Stop() {
 //	subreaper JOB...                  become a child subreaper, run JOB as a child,
 //	                                  reap every orphan until none is left
 //	fdhog N                           open N fds (sockets, pipes) → "ready PID"
+//	execwhen FILE                     → "ready PID"; once FILE exists, exec itself
+//	                                  with another command line (same pid and
+//	                                  start time), as fdhog 0
 //	trybind PROTO ADDR PORT [reuseaddr] → "errno N PID" (0: bound)
 //	autobind                          see exhaustAutobind (own netns only)
 func runJob(args []string) error {
 	wait := func() { io.Copy(io.Discard, os.Stdin) }
-	need := map[string]int{"bind": 4, "storm": 5, "hold": 4, "inherit": 3, "keep": 1, "fdhog": 2, "trybind": 4, "autobind": 1, "orphan": 4, "subreaper": 2}
+	need := map[string]int{"bind": 4, "storm": 5, "hold": 4, "inherit": 3, "keep": 1, "fdhog": 2, "trybind": 4, "autobind": 1, "orphan": 4, "subreaper": 2, "execwhen": 2}
 	if len(args) == 0 || len(args) < need[args[0]] || need[args[0]] == 0 {
 		return fmt.Errorf("bad job %q", args)
 	}
@@ -340,6 +343,16 @@ func runJob(args []string) error {
 		fmt.Printf("ready %d\n", os.Getpid())
 		wait()
 		return nil
+	case "execwhen":
+		fmt.Printf("ready %d\n", os.Getpid())
+		for {
+			if _, err := os.Stat(args[1]); err == nil {
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		env := append(os.Environ(), helperEnv+"=fdhog 0")
+		return syscall.Exec(os.Args[0], []string{os.Args[0], "-test.run=^$", "exec'd", "into", "another", "command", "line"}, env)
 	case "trybind":
 		fd, err := Socket(args[1], args[2], Opts{ReuseAddr: len(args) > 4 && args[4] == "reuseaddr"})
 		if err != nil {

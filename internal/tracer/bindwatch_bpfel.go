@@ -13,6 +13,14 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type BindwatchBwArgsLen uint32
+
+const (
+	BindwatchBwArgsLenBW_ARGS_HEAD BindwatchBwArgsLen = 256
+	BindwatchBwArgsLenBW_ARGS_TAIL BindwatchBwArgsLen = 256
+	BindwatchBwArgsLenBW_ARGS_LEN  BindwatchBwArgsLen = 512
+)
+
 type BindwatchBwErrnoBit uint32
 
 const (
@@ -69,6 +77,7 @@ type BindwatchEvent struct {
 	Err          uint32
 	BoundDevIf   int32
 	SockHint     uint32
+	ArgsTotal    uint32
 	Family       uint16
 	SockType     uint16
 	Protocol     uint16
@@ -78,12 +87,11 @@ type BindwatchEvent struct {
 	SockFlags    uint8
 	HasHolder    uint8
 	ArgsLen      uint16
-	Pad          uint16
+	ArgsTailLen  uint16
 	Addr         [16]uint8
 	Comm         [16]int8
-	_            [4]byte
 	Holder       BindwatchHolderRec
-	Args         [256]int8
+	Args         [512]int8
 }
 
 type BindwatchFoldKey struct {
@@ -174,6 +182,7 @@ const (
 	BindwatchVarN_portRanges         = "n_port_ranges"
 	BindwatchVarPortRanges           = "port_ranges"
 	BindwatchVarRecordHolders        = "record_holders"
+	BindwatchVarUnusedArgsLen        = "unused_args_len"
 	BindwatchVarUnusedErrnoBit       = "unused_errno_bit"
 	BindwatchVarUnusedEvent          = "unused_event"
 	BindwatchVarUnusedHook           = "unused_hook"
@@ -268,6 +277,7 @@ type BindwatchVariableSpecs struct {
 	N_portRanges   *ebpf.VariableSpec `ebpf:"n_port_ranges"`
 	PortRanges     *ebpf.VariableSpec `ebpf:"port_ranges"`
 	RecordHolders  *ebpf.VariableSpec `ebpf:"record_holders"`
+	UnusedArgsLen  *ebpf.VariableSpec `ebpf:"unused_args_len"`
 	UnusedErrnoBit *ebpf.VariableSpec `ebpf:"unused_errno_bit"`
 	UnusedEvent    *ebpf.VariableSpec `ebpf:"unused_event"`
 	UnusedHook     *ebpf.VariableSpec `ebpf:"unused_hook"`
@@ -330,6 +340,7 @@ type BindwatchVariables struct {
 	N_portRanges   *ebpf.Variable `ebpf:"n_port_ranges"`
 	PortRanges     *ebpf.Variable `ebpf:"port_ranges"`
 	RecordHolders  *ebpf.Variable `ebpf:"record_holders"`
+	UnusedArgsLen  *ebpf.Variable `ebpf:"unused_args_len"`
 	UnusedErrnoBit *ebpf.Variable `ebpf:"unused_errno_bit"`
 	UnusedEvent    *ebpf.Variable `ebpf:"unused_event"`
 	UnusedHook     *ebpf.Variable `ebpf:"unused_hook"`

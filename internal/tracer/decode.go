@@ -164,6 +164,7 @@ const capNetBindService = 10
 func decodeProcess(ev *BindwatchEvent, clock bootClock) events.Process {
 	gid := ev.Gid
 	canBind := ev.CapEffective&(1<<capNetBindService) != 0
+	cmdline, truncated := capturedArgs(ev)
 	return events.Process{
 		PID:               int(ev.Pid),
 		TID:               int(ev.Tid),
@@ -171,7 +172,8 @@ func decodeProcess(ev *BindwatchEvent, clock bootClock) events.Process {
 		UID:               ev.Uid,
 		GID:               &gid,
 		Comm:              cString(ev.Comm[:]),
-		Cmdline:           host.SplitArgs(int8Bytes(ev.Args[:min(int(ev.ArgsLen), len(ev.Args))])),
+		Cmdline:           cmdline,
+		CmdlineTruncated:  truncated,
 		CgroupID:          ev.CgroupId,
 		Netns:             ev.Netns,
 		StartTime:         clock(ev.StartNs),
@@ -207,6 +209,37 @@ func decodeHolder(rec *BindwatchHolderRec, proto string, netns uint32, clock boo
 			StartTime: clock(rec.StartNs),
 		}},
 	}
+}
+
+// capturedArgs decodes the argv the kernel captured: all of it, or — when
+// it did not fit — its head and its tail with one events.CmdlineGap
+// argument between them (truncated). An argument cut by either edge is left
+// out: a part of an argument cannot be told apart from a secret's value
+// (the name that marks it may be in the part not captured), and the
+// redaction rules must see whole arguments.
+func capturedArgs(ev *BindwatchEvent) (args []string, truncated bool) {
+	const head, tail = int(BindwatchBwArgsLenBW_ARGS_HEAD), int(BindwatchBwArgsLenBW_ARGS_TAIL)
+	raw := int8Bytes(ev.Args[:])
+	h := raw[:min(int(ev.ArgsLen), head+tail)]
+	if uint32(len(h)) >= ev.ArgsTotal {
+		return host.SplitArgs(h), false
+	}
+	// Cut: the head's last argument is whole only if it ends in its NUL.
+	if i := bytes.LastIndexByte(h, 0); i >= 0 {
+		h = h[:i+1]
+	} else {
+		h = nil
+	}
+	args = append(host.SplitArgs(h), events.CmdlineGap)
+	if n := min(int(ev.ArgsTailLen), tail); n > 0 {
+		// The tail begins inside an argument, unless by chance at its
+		// start: everything up to the first NUL is left out either way.
+		t := raw[head : head+n]
+		if i := bytes.IndexByte(t, 0); i >= 0 {
+			args = append(args, host.SplitArgs(t[i+1:])...)
+		}
+	}
+	return args, true
 }
 
 func cString(c []int8) string {

@@ -2,6 +2,7 @@ package tracer
 
 import (
 	"slices"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -85,5 +86,50 @@ func TestFromKernelRecordedHolder(t *testing.T) {
 	ev.Holder.BoundNs = 0 // seeded at start: listen time unknown
 	if f := fromKernel(&ev, "tracepoint", testClock); !f.Holders[0].Since.IsZero() {
 		t.Errorf("seeded holder has since %v, want none", f.Holders[0].Since)
+	}
+}
+
+// argvEvent is what the kernel captures of argv (fill_args): all of it
+// when it fits, else its head and its tail.
+func argvEvent(argv []string) BindwatchEvent {
+	const head, tail = int(BindwatchBwArgsLenBW_ARGS_HEAD), int(BindwatchBwArgsLenBW_ARGS_TAIL)
+	var ev BindwatchEvent
+	b := []byte(strings.Join(argv, "\x00") + "\x00")
+	ev.ArgsTotal = uint32(len(b))
+	put := func(at int, p []byte) {
+		for i, c := range p {
+			ev.Args[at+i] = int8(c)
+		}
+	}
+	if len(b) <= head+tail {
+		put(0, b)
+		ev.ArgsLen = uint16(len(b))
+		return ev
+	}
+	put(0, b[:head])
+	put(head, b[len(b)-tail:])
+	ev.ArgsLen, ev.ArgsTailLen = uint16(head), uint16(tail)
+	return ev
+}
+
+func TestCapturedArgs(t *testing.T) {
+	classpath := strings.Repeat("/opt/app/lib/some-library-1.2.3.jar:", 280) // ~10 KB
+	for _, c := range []struct {
+		name          string
+		argv, want    []string
+		wantTruncated bool
+	}{
+		{"fits", []string{"nginx", "-g", "daemon off;"}, []string{"nginx", "-g", "daemon off;"}, false},
+		{"java", []string{"java", "-Xmx1g", "-cp", classpath, "com.example.Main", "--server.port=8080"},
+			[]string{"java", "-Xmx1g", "-cp", events.CmdlineGap, "com.example.Main", "--server.port=8080"}, true},
+		// A secret cut by either edge is left out, not shown in part.
+		{"cut secrets", []string{"app", strings.Repeat("a", 240), "--password=" + strings.Repeat("s", 600)},
+			[]string{"app", strings.Repeat("a", 240), events.CmdlineGap}, true},
+	} {
+		ev := argvEvent(c.argv)
+		got, truncated := capturedArgs(&ev)
+		if !slices.Equal(got, c.want) || truncated != c.wantTruncated {
+			t.Errorf("%s: capturedArgs = %q (truncated %v), want %q (%v)", c.name, got, truncated, c.want, c.wantTruncated)
+		}
 	}
 }

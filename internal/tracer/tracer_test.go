@@ -1,12 +1,15 @@
 package tracer
 
 import (
+	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/bindwatch/bindwatch/internal/events"
 	"github.com/bindwatch/bindwatch/internal/testenv"
 )
 
@@ -71,5 +74,55 @@ func TestUnknownBackend(t *testing.T) {
 	_, err := Open(Config{Backend: "ebpf-magic"})
 	if err == nil || !strings.Contains(err.Error(), "tracepoint") {
 		t.Fatalf("Open(ebpf-magic) = %v, want an error naming the backends", err)
+	}
+}
+
+// The kernel captures the head and the tail of a long command line: a
+// Java service with 10 KB of classpath keeps its main class and flags, and
+// the record says what it holds is not the whole thing. A short one is
+// captured whole.
+func TestLongCommandLineKeepsHeadAndTail(t *testing.T) {
+	testenv.RequireRoot(t)
+	port := testenv.FreePort(t)
+	tr, err := Open(Config{Backend: testenv.Backend(), Ports: []PortRange{{uint16(port), uint16(port)}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	testenv.Hold(t, "tcp", "127.0.0.1", port, testenv.Opts{})
+	classpath := strings.Repeat("/opt/app/lib/some-library-1.2.3.jar:", 280) // ~10 KB
+	for _, c := range []struct {
+		name          string
+		args          []string
+		wantTail      []string
+		wantTruncated bool
+	}{
+		{"java", []string{"-Xmx1g", "-cp", classpath, "com.example.Main", "--server.port=8080"},
+			[]string{"-cp", events.CmdlineGap, "com.example.Main", "--server.port=8080"}, true},
+		{"short", []string{"--server.port=8080"}, []string{"-test.run=^$", "--server.port=8080"}, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cmd := testenv.Helper(fmt.Sprintf("bind tcp 127.0.0.1 %d", port))
+			cmd.Args = append(cmd.Args, c.args...)
+			if err := cmd.Run(); cmd.ProcessState.ExitCode() != int(syscall.EADDRINUSE) {
+				t.Fatalf("helper: %v, want exit %d (EADDRINUSE)", err, syscall.EADDRINUSE)
+			}
+			for {
+				ev := readFailure(t, tr, port)
+				if int(ev.Pid) != cmd.Process.Pid {
+					continue
+				}
+				p := decodeProcess(&ev, tr.Time)
+				if p.Cmdline[0] != os.Args[0] || !slices.Equal(p.Cmdline[len(p.Cmdline)-len(c.wantTail):], c.wantTail) ||
+					p.CmdlineTruncated != c.wantTruncated {
+					t.Errorf("cmdline %q (truncated %v), want %s … %q (truncated %v)",
+						p.Cmdline, p.CmdlineTruncated, os.Args[0], c.wantTail, c.wantTruncated)
+				}
+				if want := len(strings.Join(cmd.Args, " ")) + 1; int(ev.ArgsTotal) != want {
+					t.Errorf("args_total %d, want %d", ev.ArgsTotal, want)
+				}
+				break
+			}
+		})
 	}
 }
