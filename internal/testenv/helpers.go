@@ -267,11 +267,13 @@ func (h *HelperProc) Stop() {
 //	execwhen FILE                     → "ready PID"; once FILE exists, exec itself
 //	                                  with another command line (same pid and
 //	                                  start time), as fdhog 0
-//	trybind PROTO ADDR PORT [reuseaddr] → "errno N PID" (0: bound)
+//	trybind PROTO ADDR PORT [options] → "errno N PID" (0: bound)
+//	connect ADDR PORT                 connect a TCP socket (the kernel picks its local
+//	                                  port) → "ready PID INODE", or "errno N PID"
 //	autobind                          see exhaustAutobind (own netns only)
 func runJob(args []string) error {
 	wait := func() { io.Copy(io.Discard, os.Stdin) }
-	need := map[string]int{"bind": 4, "storm": 5, "hold": 4, "inherit": 3, "keep": 1, "fdhog": 2, "trybind": 4, "autobind": 1, "orphan": 4, "subreaper": 2, "execwhen": 2}
+	need := map[string]int{"bind": 4, "storm": 5, "hold": 4, "inherit": 3, "keep": 1, "fdhog": 2, "trybind": 4, "connect": 3, "autobind": 1, "orphan": 4, "subreaper": 2, "execwhen": 2}
 	if len(args) == 0 || len(args) < need[args[0]] || need[args[0]] == 0 {
 		return fmt.Errorf("bad job %q", args)
 	}
@@ -354,7 +356,11 @@ func runJob(args []string) error {
 		env := append(os.Environ(), helperEnv+"=fdhog 0")
 		return syscall.Exec(os.Args[0], []string{os.Args[0], "-test.run=^$", "exec'd", "into", "another", "command", "line"}, env)
 	case "trybind":
-		fd, err := Socket(args[1], args[2], Opts{ReuseAddr: len(args) > 4 && args[4] == "reuseaddr"})
+		opts, err := parseOpts(args[4:])
+		if err != nil {
+			return err
+		}
+		fd, err := Socket(args[1], args[2], opts)
 		if err != nil {
 			return err
 		}
@@ -364,6 +370,20 @@ func runJob(args []string) error {
 			errno = int(err.(syscall.Errno))
 		}
 		fmt.Printf("errno %d %d\n", errno, os.Getpid())
+		wait()
+		return nil
+	case "connect":
+		fd, err := Socket("tcp", args[1], Opts{})
+		if err != nil {
+			return err
+		}
+		port, _ := strconv.Atoi(args[2])
+		if err := unix.Connect(fd, sockaddr(args[1], port)); err != nil {
+			errno, _ := err.(syscall.Errno)
+			fmt.Printf("errno %d %d\n", int(errno), os.Getpid())
+		} else {
+			fmt.Printf("ready %d %d\n", os.Getpid(), socketInode(fd))
+		}
 		wait()
 		return nil
 	case "autobind":
@@ -432,11 +452,20 @@ func parseOpts(words []string) (Opts, error) {
 }
 
 // holdSocket makes the socket of a hold job: PROTO ADDR PORT [options]
-// [nolisten].
+// [nolisten] [comm=NAME]. comm=NAME renames the process first, as a
+// docker-proxy or a systemd would be named.
 func holdSocket(args []string) (int, error) {
 	listen := args[0] == "tcp"
 	if i := slices.Index(args, "nolisten"); i >= 3 {
 		listen = false
+		args = slices.Delete(slices.Clone(args), i, i+1)
+	}
+	if i := slices.IndexFunc(args, func(a string) bool { return strings.HasPrefix(a, "comm=") }); i >= 3 {
+		// /proc/self/comm is the thread group leader's: the name ps,
+		// /proc/PID/stat and bindwatch show.
+		if err := os.WriteFile("/proc/self/comm", []byte(strings.TrimPrefix(args[i], "comm=")), 0); err != nil {
+			return -1, fmt.Errorf("rename the process: %w", err)
+		}
 		args = slices.Delete(slices.Clone(args), i, i+1)
 	}
 	opts, err := parseOpts(args[3:])

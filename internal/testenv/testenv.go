@@ -9,8 +9,10 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"os/exec"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -105,11 +107,16 @@ func Socket(proto, addr string, opts Opts) (int, error) {
 
 // Bind binds fd to addr:port.
 func Bind(fd int, addr string, port int) error {
+	return unix.Bind(fd, sockaddr(addr, port))
+}
+
+// sockaddr is addr:port for bind() and connect().
+func sockaddr(addr string, port int) unix.Sockaddr {
 	a := netip.MustParseAddr(addr)
 	if a.Is6() {
-		return unix.Bind(fd, &unix.SockaddrInet6{Addr: a.As16(), Port: port})
+		return &unix.SockaddrInet6{Addr: a.As16(), Port: port}
 	}
-	return unix.Bind(fd, &unix.SockaddrInet4{Addr: a.As4(), Port: port})
+	return &unix.SockaddrInet4{Addr: a.As4(), Port: port}
 }
 
 // Hold binds (and for TCP listens on) a socket and returns its fd.
@@ -201,12 +208,7 @@ func LeaveTimeWait(t testing.TB, addr string, port int, listenerReuse bool) {
 		t.Fatal(err)
 	}
 	defer unix.Close(cl)
-	a := netip.MustParseAddr(addr)
-	var sa unix.Sockaddr = &unix.SockaddrInet4{Addr: a.As4(), Port: port}
-	if a.Is6() {
-		sa = &unix.SockaddrInet6{Addr: a.As16(), Port: port}
-	}
-	if err := unix.Connect(cl, sa); err != nil {
+	if err := unix.Connect(cl, sockaddr(addr, port)); err != nil {
 		t.Fatalf("connect %s:%d: %v", addr, port, err)
 	}
 	srv, _, err := unix.Accept(ln)
@@ -338,4 +340,41 @@ func cgroup2Mount(t testing.TB) (mount, root string) {
 	}
 	t.Fatal("no cgroup2 hierarchy mounted (/proc/self/mountinfo)")
 	return "", ""
+}
+
+// NewNetns makes a network namespace of its own for one test (`ip netns
+// add`, loopback up), removed when the test ends. It returns its name, for
+// `ip netns exec NAME` as a helper's prefix, and its inode.
+func NewNetns(t testing.TB) (name string, inode uint32) {
+	t.Helper()
+	RequireRoot(t)
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Skip("ip (iproute2) is not installed")
+	}
+	name = fmt.Sprintf("bwtest%d-%d", os.Getpid(), netnsSeq.Add(1))
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
+	if out, err := exec.Command("ip", "-n", name, "link", "set", "lo", "up").CombinedOutput(); err != nil {
+		t.Fatalf("ip link set lo up: %v: %s", err, out)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat("/run/netns/"+name, &st); err != nil {
+		t.Fatal(err)
+	}
+	return name, uint32(st.Ino)
+}
+
+var netnsSeq atomic.Int32
+
+// SetNetnsSysctl writes a net sysctl (key as in /proc/sys, e.g.
+// "net/ipv4/ip_local_port_range") inside the network namespace name: net
+// sysctls belong to the namespace of whoever opens them.
+func SetNetnsSysctl(t testing.TB, name, key, value string) {
+	t.Helper()
+	script := fmt.Sprintf("echo %q > /proc/sys/%s", value, key)
+	if out, err := exec.Command("ip", "netns", "exec", name, "sh", "-c", script).CombinedOutput(); err != nil {
+		t.Fatalf("set %s=%s in netns %s: %v: %s", key, value, name, err, out)
+	}
 }
