@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"os/signal"
 	"strconv"
@@ -21,6 +22,8 @@ func outputFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "output-max-size", Usage: "rotate the --output file before it passes `SIZE` (bytes, or with K, M, G: 100M): FILE becomes FILE.1, FILE.1 FILE.2, … (for hosts without logrotate; with logrotate, send SIGHUP in postrotate instead)"},
 		&cli.IntFlag{Name: "output-max-files", Value: defaultMaxFiles, Usage: "with --output-max-size: keep `N` rotated files, removing older ones"},
+		&cli.StringFlag{Name: "metrics-addr", Usage: "serve Prometheus metrics on `HOST:PORT` (/metrics; /healthz): bindwatch_bind_failures_total{syscall,errno,proto} (folded failures included), bindwatch_events_lost_total, bindwatch_output_errors_total, … (no per-process labels)"},
+		&cli.BoolFlag{Name: "metrics-port-label", Usage: "with --metrics-addr and --port: label bind_failures_total with the --port argument each failure matched (one value per --port, so the series stay few)"},
 	}
 }
 
@@ -66,6 +69,10 @@ func openOutputs(c *cli.Context, std *os.File, stdName, streamFormat string) (*s
 		signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 	}
 	set := sink.NewSet(out)
+	if err := addMetrics(c, set); err != nil {
+		set.Close()
+		return nil, "", err
+	}
 	format := c.String("format")
 	if format == "" && c.String("output") == "" && streamFormat != "" {
 		format = streamFormat
@@ -84,6 +91,39 @@ func openOutputs(c *cli.Context, std *os.File, stdName, streamFormat string) (*s
 	}
 	out.SetForm(form)
 	return set, format, nil
+}
+
+// addMetrics adds the Prometheus output (--metrics-addr) to set.
+func addMetrics(c *cli.Context, set *sink.Set) error {
+	addr := c.String("metrics-addr")
+	if addr == "" {
+		if c.Bool("metrics-port-label") {
+			return usagef("--metrics-port-label needs --metrics-addr")
+		}
+		return nil
+	}
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		return usagef("--metrics-addr %s: %v (write HOST:PORT, e.g. 127.0.0.1:9851)", addr, err)
+	}
+	opts := sink.MetricsOptions{Addr: addr, Version: version, Outputs: set.Stats}
+	if c.Bool("metrics-port-label") {
+		if len(c.StringSlice("port")) == 0 {
+			return usagef("--metrics-port-label needs --port: only the ports given there become label values")
+		}
+		for _, p := range c.StringSlice("port") {
+			r, err := parsePortRange(p)
+			if err != nil {
+				return usagef("--port %s: %v", p, err)
+			}
+			opts.PortLabels = append(opts.PortLabels, sink.PortLabel{Lo: r.Lo, Hi: r.Hi})
+		}
+	}
+	m, err := sink.ListenMetrics(opts)
+	if err != nil {
+		return err
+	}
+	set.Add(m)
+	return nil
 }
 
 // reopenOnHangup makes SIGHUP reopen the outputs (logrotate's postrotate

@@ -39,6 +39,12 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"--comm", "a-very-long-command-name"}, "15 bytes"},
 		{[]string{"--no-such-flag"}, "no-such-flag"},
 		{[]string{"8080"}, "unexpected argument"},
+		{[]string{"--metrics-port-label"}, "needs --metrics-addr"},
+		{[]string{"--metrics-addr", "127.0.0.1:9851", "--metrics-port-label"}, "needs --port"},
+		{[]string{"--metrics-addr", "9851"}, "HOST:PORT"},
+		{[]string{"--output-max-size", "10M"}, "needs --output"},
+		{[]string{"--output", "/dev/null", "--output-max-size", "ten"}, "not a size"},
+		{[]string{"--output", "/dev/null", "--output-max-files", "3"}, "needs --output-max-size"},
 	} {
 		code, stderr := run(t, exec.Command(bindwatchBin, c.args...))
 		if code != 2 || !strings.Contains(stderr, c.want) {

@@ -1,0 +1,156 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/bindwatch/bindwatch/internal/testenv"
+)
+
+func httpGet(t *testing.T, u string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(u)
+	if err != nil {
+		t.Fatalf("GET %s: %v", u, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// startPrometheus starts the real prometheus server on a loopback port
+// with its own config and storage, scraping target every second, and
+// returns its base URL.
+func startPrometheus(t *testing.T, target string) string {
+	t.Helper()
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "prometheus.yml")
+	os.WriteFile(conf, []byte(fmt.Sprintf(`global:
+  scrape_interval: 1s
+  evaluation_interval: 1s
+scrape_configs:
+  - job_name: bindwatch
+    static_configs:
+      - targets: [%q]
+`, target)), 0o644)
+	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	cmd := exec.Command("prometheus", "--config.file="+conf, "--storage.tsdb.path="+filepath.Join(dir, "data"),
+		"--web.listen-address="+addr, "--web.console.templates="+dir, "--web.console.libraries="+dir)
+	var log testenv.SyncBuffer
+	cmd.Stdout, cmd.Stderr = &log, &log
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start prometheus: %v", err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("prometheus log:\n%s", log.String())
+		}
+	})
+	base := "http://" + addr
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		if resp, err := http.Get(base + "/-/ready"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return base
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("prometheus not ready after 30s:\n%s", log.String())
+		}
+	}
+}
+
+// promQuery returns the value of a scalar PromQL query, or -1 when it has
+// no result yet.
+func promQuery(t *testing.T, base, query string) float64 {
+	t.Helper()
+	_, body := httpGet(t, base+"/api/v1/query?query="+url.QueryEscape(query))
+	var r struct {
+		Status string
+		Data   struct {
+			Result []struct {
+				Value [2]any
+			}
+		}
+	}
+	if err := json.Unmarshal([]byte(body), &r); err != nil || r.Status != "success" {
+		t.Fatalf("query %s: %v: %s", query, err, body)
+	}
+	if len(r.Data.Result) == 0 {
+		return -1
+	}
+	v, _ := strconv.ParseFloat(r.Data.Result[0].Value[1].(string), 64)
+	return v
+}
+
+// A real prometheus server scraping bindwatch --metrics-addr counts every
+// failure the test provoked, folded ones included; the exposition passes
+// promtool check metrics; labels stay low-cardinality (with
+// --metrics-port-label, the --port argument and nothing else).
+func TestMetricsScrapedByPrometheus(t *testing.T) {
+	port := testenv.FreePort(t)
+	metricsAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	// The metrics address comes from the environment, as in a systemd unit.
+	t.Setenv("BINDWATCH_METRICS_ADDR", metricsAddr)
+	tr := startTracing(t, "--output", filepath.Join(t.TempDir(), "out.jsonl"), "--port", strconv.Itoa(port), "--metrics-port-label")
+	testenv.Hold(t, "tcp", "127.0.0.1", port, testenv.Opts{})
+	const provoked = 40 // one reported, the rest folded in the kernel
+	for range provoked {
+		testenv.FailBind(t, "tcp", "127.0.0.1", port, testenv.Opts{}, syscall.EADDRINUSE)
+	}
+	prom := startPrometheus(t, metricsAddr)
+	query := fmt.Sprintf(`sum(bindwatch_bind_failures_total{syscall="bind",errno="EADDRINUSE",proto="tcp",port="%d"})`, port)
+	var got float64
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(500 * time.Millisecond) {
+		if got = promQuery(t, prom, query); got == provoked {
+			break
+		}
+		if time.Now().After(deadline) {
+			_, m := httpGet(t, "http://"+metricsAddr+"/metrics")
+			t.Fatalf("prometheus says %v failures, the test provoked %d; bindwatch's /metrics:\n%s\nstderr: %s", got, provoked, m, tr.stderr.String())
+		}
+	}
+	if v := promQuery(t, prom, `bindwatch_build_info{backend!=""}`); v != 1 {
+		t.Errorf("bindwatch_build_info = %v, want 1", v)
+	}
+	if v := promQuery(t, prom, `bindwatch_holder_lookups_total{result="live"}`); v != 1 {
+		t.Errorf(`holder_lookups_total{result="live"} = %v, want 1 (one reported failure, its holder seen live)`, v)
+	}
+
+	code, body := httpGet(t, "http://"+metricsAddr+"/metrics")
+	if code != 200 {
+		t.Fatalf("/metrics: %d", code)
+	}
+	check := exec.Command("promtool", "check", "metrics")
+	check.Stdin = strings.NewReader(body)
+	if out, err := check.CombinedOutput(); err != nil {
+		t.Errorf("promtool check metrics: %v\n%s", err, out)
+	}
+	for _, want := range []string{"bindwatch_events_lost_total 0", "bindwatch_last_failure_timestamp_seconds ", `bindwatch_output_errors_total{output="file"} 0`, "go_goroutines "} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	labels := regexp.MustCompile(`(?m)^bindwatch_bind_failures_total\{(.*)\} `).FindAllStringSubmatch(body, -1)
+	if len(labels) != 1 || labels[0][1] != fmt.Sprintf(`errno="EADDRINUSE",port="%d",proto="tcp",syscall="bind"`, port) {
+		t.Errorf("bind_failures_total series %v, want one with syscall, errno, proto and the --port label only", labels)
+	}
+	if code, body := httpGet(t, "http://"+metricsAddr+"/healthz"); code != 200 || body != "ok\n" {
+		t.Errorf("/healthz: %d %q", code, body)
+	}
+	tr.stop(t)
+}

@@ -1,0 +1,199 @@
+package sink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/bindwatch/bindwatch/internal/events"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// PortLabel is one --port argument that gets its own value of the port
+// label (--metrics-port-label): a port, or a range as written ("9000-9100").
+type PortLabel struct {
+	Lo, Hi uint16
+}
+
+func (p PortLabel) String() string {
+	if p.Lo == p.Hi {
+		return strconv.Itoa(int(p.Lo))
+	}
+	return fmt.Sprintf("%d-%d", p.Lo, p.Hi)
+}
+
+// MetricsOptions configure Metrics.
+type MetricsOptions struct {
+	// Addr is where to serve /metrics and /healthz (HOST:PORT).
+	Addr string
+	// Version is bindwatch's version, for bindwatch_build_info.
+	Version string
+	// PortLabels, if not empty, add a port label to
+	// bindwatch_bind_failures_total, with one value per --port argument:
+	// cardinality stays what the operator asked for.
+	PortLabels []PortLabel
+	// Outputs reports what the other outputs could not write, for
+	// bindwatch_output_errors_total and bindwatch_output_dropped_records_total.
+	Outputs func() []Stats
+}
+
+// Metrics is the Prometheus output: counts from the records, served over
+// HTTP. Labels are few and bounded — no pid, comm, container or (unless
+// asked for) port — so a host under a storm cannot blow up the series
+// count.
+type Metrics struct {
+	failures      *prometheus.CounterVec
+	eventsLost    prometheus.Counter
+	holderLookups *prometheus.CounterVec
+	lastFailure   prometheus.Gauge
+	buildInfo     *prometheus.GaugeVec
+	ports         []PortLabel
+	version       string
+
+	srv  *http.Server
+	done chan struct{}
+}
+
+// ListenMetrics starts serving metrics on opts.Addr; an address that
+// cannot be listened on is an error now, not later.
+func ListenMetrics(opts MetricsOptions) (*Metrics, error) {
+	ln, err := net.Listen("tcp", opts.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("--metrics-addr %s: %w (hint: give a free HOST:PORT, e.g. 127.0.0.1:9851)", opts.Addr, err)
+	}
+	labels := []string{"syscall", "errno", "proto"}
+	if len(opts.PortLabels) > 0 {
+		labels = append(labels, "port")
+	}
+	m := &Metrics{
+		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bindwatch_bind_failures_total",
+			Help: "Failed bind()/listen() calls seen by the kernel, reported or folded.",
+		}, labels),
+		eventsLost: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bindwatch_events_lost_total",
+			Help: "Failures the kernel counted but could not hand over (ring buffer full).",
+		}),
+		holderLookups: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bindwatch_holder_lookups_total",
+			Help: "Holder lookups for reported failures, by result: live (a holder seen live), recorded (only holders recorded in the kernel, gone since), none.",
+		}, []string{"result"}),
+		lastFailure: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "bindwatch_last_failure_timestamp_seconds",
+			Help: "When the last failure was reported (Unix time).",
+		}),
+		buildInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "bindwatch_build_info",
+			Help: "1, labelled with bindwatch's version, the kernel hook backend and the kernel release.",
+		}, []string{"version", "backend", "kernel"}),
+		ports:   opts.PortLabels,
+		version: opts.Version,
+		done:    make(chan struct{}),
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(m.failures, m.eventsLost, m.holderLookups, m.lastFailure, m.buildInfo,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		&outputCollector{stats: opts.Outputs})
+	for _, r := range []string{"live", "recorded", "none"} {
+		m.holderLookups.WithLabelValues(r)
+	}
+
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Write([]byte("ok\n"))
+	})
+	m.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		defer close(m.done)
+		m.srv.Serve(ln)
+	}()
+	return m, nil
+}
+
+// Write counts one record.
+func (m *Metrics) Write(rec any) error {
+	switch r := rec.(type) {
+	case *events.Start:
+		m.buildInfo.WithLabelValues(m.version, r.Backend, r.Kernel).Set(1)
+	case *events.Failure:
+		m.failures.WithLabelValues(m.labels(r.Syscall, r.Errno, r.Proto, r.Port)...).Inc()
+		m.holderLookups.WithLabelValues(lookupResult(r)).Inc()
+		m.lastFailure.Set(float64(r.Time.UnixNano()) / 1e9)
+	case *events.Repeats:
+		m.failures.WithLabelValues(m.labels(r.Syscall, r.Errno, r.Proto, r.Port)...).Add(float64(r.Count))
+	case *events.Lost:
+		m.eventsLost.Add(float64(r.Count))
+	}
+	return nil
+}
+
+func (m *Metrics) labels(syscall, errno, proto string, port uint16) []string {
+	l := []string{syscall, errno, proto}
+	if len(m.ports) == 0 {
+		return l
+	}
+	for _, p := range m.ports {
+		if port >= p.Lo && port <= p.Hi {
+			return append(l, p.String())
+		}
+	}
+	return append(l, "other")
+}
+
+func lookupResult(f *events.Failure) string {
+	if len(f.Holders) == 0 {
+		return "none"
+	}
+	for _, h := range f.Holders {
+		if h.Source != events.Recorded {
+			return "live"
+		}
+	}
+	return "recorded"
+}
+
+// Close stops serving.
+func (m *Metrics) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	err := m.srv.Shutdown(ctx)
+	<-m.done
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// outputCollector reads the other outputs' counts at scrape time.
+type outputCollector struct {
+	stats func() []Stats
+}
+
+var (
+	outputErrorsDesc = prometheus.NewDesc("bindwatch_output_errors_total",
+		"Writes an output (file, stdout, stderr, syslog) failed: a full disk, an I/O error, a reader or collector gone.", []string{"output"}, nil)
+	outputDroppedDesc = prometheus.NewDesc("bindwatch_output_dropped_records_total",
+		"Records an output could not write (counted in-band in output_lost records).", []string{"output"}, nil)
+)
+
+func (c *outputCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- outputErrorsDesc
+	ch <- outputDroppedDesc
+}
+
+func (c *outputCollector) Collect(ch chan<- prometheus.Metric) {
+	if c.stats == nil {
+		return
+	}
+	for _, s := range c.stats() {
+		ch <- prometheus.MustNewConstMetric(outputErrorsDesc, prometheus.CounterValue, float64(s.Errors), s.Output)
+		ch <- prometheus.MustNewConstMetric(outputDroppedDesc, prometheus.CounterValue, float64(s.Dropped), s.Output)
+	}
+}
