@@ -560,25 +560,28 @@ func TestDiagnose(t *testing.T) {
 	}
 }
 
+// reuseCases is reuseAllows's truth table: checked as a table here, and
+// row by row against real binds in TestReuseAllowsMatchesKernel.
+var reuseCases = []struct {
+	name  string
+	want  bindFlags
+	held  events.Holder
+	allow bool
+}{
+	{"reuseaddr both, bound", bindFlags{reuseAddr: true}, events.Holder{Proto: "tcp", State: "BOUND", ReuseAddr: boolPtr(true)}, true},
+	{"reuseaddr both, listening", bindFlags{reuseAddr: true}, events.Holder{Proto: "tcp", State: "LISTEN", ReuseAddr: boolPtr(true)}, false},
+	{"reuseaddr both, TIME_WAIT", bindFlags{reuseAddr: true}, events.Holder{Proto: "tcp", State: "TIME_WAIT", ReuseAddr: boolPtr(true)}, true},
+	{"reuseaddr new only, TIME_WAIT", bindFlags{reuseAddr: true}, events.Holder{Proto: "tcp", State: "TIME_WAIT", ReuseAddr: boolPtr(false)}, false},
+	{"reuseaddr unknown counts as off", bindFlags{reuseAddr: true}, events.Holder{Proto: "tcp", State: "BOUND"}, false},
+	{"udp reuseaddr both", bindFlags{reuseAddr: true}, events.Holder{Proto: "udp", State: "UNCONN", ReuseAddr: boolPtr(true)}, true},
+	{"reuseport both, same uid", bindFlags{reusePort: true, uid: 7}, events.Holder{Proto: "tcp", State: "LISTEN", ReusePort: boolPtr(true), UID: 7}, true},
+	{"reuseport both, other uid", bindFlags{reusePort: true, uid: 7}, events.Holder{Proto: "tcp", State: "LISTEN", ReusePort: boolPtr(true), UID: 8}, false},
+	{"reuseport both, other uid, TIME_WAIT", bindFlags{reusePort: true, uid: 7}, events.Holder{Proto: "tcp", State: "TIME_WAIT", ReusePort: boolPtr(true), UID: 0}, true},
+	{"reuseport new only", bindFlags{reusePort: true}, events.Holder{Proto: "tcp", State: "LISTEN", ReusePort: boolPtr(false)}, false},
+}
+
 func TestReuseAllows(t *testing.T) {
-	on, off := boolPtr(true), boolPtr(false)
-	for _, c := range []struct {
-		name  string
-		want  bindFlags
-		held  events.Holder
-		allow bool
-	}{
-		{"reuseaddr both, bound", bindFlags{reuseAddr: true}, events.Holder{Proto: "tcp", State: "BOUND", ReuseAddr: on}, true},
-		{"reuseaddr both, listening", bindFlags{reuseAddr: true}, events.Holder{Proto: "tcp", State: "LISTEN", ReuseAddr: on}, false},
-		{"reuseaddr both, TIME_WAIT", bindFlags{reuseAddr: true}, events.Holder{Proto: "tcp", State: "TIME_WAIT", ReuseAddr: on}, true},
-		{"reuseaddr new only, TIME_WAIT", bindFlags{reuseAddr: true}, events.Holder{Proto: "tcp", State: "TIME_WAIT", ReuseAddr: off}, false},
-		{"reuseaddr unknown counts as off", bindFlags{reuseAddr: true}, events.Holder{Proto: "tcp", State: "BOUND"}, false},
-		{"udp reuseaddr both", bindFlags{reuseAddr: true}, events.Holder{Proto: "udp", State: "UNCONN", ReuseAddr: on}, true},
-		{"reuseport both, same uid", bindFlags{reusePort: true, uid: 7}, events.Holder{Proto: "tcp", State: "LISTEN", ReusePort: on, UID: 7}, true},
-		{"reuseport both, other uid", bindFlags{reusePort: true, uid: 7}, events.Holder{Proto: "tcp", State: "LISTEN", ReusePort: on, UID: 8}, false},
-		{"reuseport both, other uid, TIME_WAIT", bindFlags{reusePort: true, uid: 7}, events.Holder{Proto: "tcp", State: "TIME_WAIT", ReusePort: on, UID: 0}, true},
-		{"reuseport new only", bindFlags{reusePort: true}, events.Holder{Proto: "tcp", State: "LISTEN", ReusePort: off}, false},
-	} {
+	for _, c := range reuseCases {
 		if got := reuseAllows(c.want, &c.held); got != c.allow {
 			t.Errorf("%s: reuseAllows = %v, want %v", c.name, got, c.allow)
 		}

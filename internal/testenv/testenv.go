@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -192,7 +193,15 @@ func Netns(t testing.TB) uint32 {
 // kernel lists the socket as TIME_WAIT.
 func LeaveTimeWait(t testing.TB, addr string, port int, listenerReuse bool) {
 	t.Helper()
-	ln, err := Socket("tcp", addr, Opts{ReuseAddr: listenerReuse})
+	LeaveTimeWaitOpts(t, addr, port, Opts{ReuseAddr: listenerReuse})
+}
+
+// LeaveTimeWaitOpts is LeaveTimeWait with the listener's options (the
+// TIME_WAIT socket keeps SO_REUSEADDR and SO_REUSEPORT). It works in the
+// network namespace of the calling thread (see InPrivateNetns).
+func LeaveTimeWaitOpts(t testing.TB, addr string, port int, opts Opts) {
+	t.Helper()
+	ln, err := Socket("tcp", addr, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -225,11 +234,11 @@ func LeaveTimeWait(t testing.TB, addr string, port int, listenerReuse bool) {
 	}
 }
 
-// hasTimeWait finds a TIME_WAIT socket (state 06) on local port in
-// /proc/net/tcp or tcp6.
+// hasTimeWait finds a TIME_WAIT socket (state 06) on local port in the
+// calling thread's network namespace's /proc/net/tcp or tcp6.
 func hasTimeWait(port int) bool {
 	suffix := fmt.Sprintf(":%04X", port)
-	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+	for _, f := range []string{"/proc/thread-self/net/tcp", "/proc/thread-self/net/tcp6"} {
 		b, _ := os.ReadFile(f)
 		for _, line := range strings.Split(string(b), "\n") {
 			fields := strings.Fields(line)
@@ -376,5 +385,61 @@ func SetNetnsSysctl(t testing.TB, name, key, value string) {
 	script := fmt.Sprintf("echo %q > /proc/sys/%s", value, key)
 	if out, err := exec.Command("ip", "netns", "exec", name, "sh", "-c", script).CombinedOutput(); err != nil {
 		t.Fatalf("set %s=%s in netns %s: %v: %s", key, value, name, err, out)
+	}
+}
+
+// PrivateNetns is NewNetns opened, to run code in with InPrivateNetns:
+// ports, port ranges and sysctls there touch nothing else on the host.
+func PrivateNetns(t testing.TB) *os.File {
+	t.Helper()
+	name, _ := NewNetns(t)
+	f, err := os.Open("/run/netns/" + name)
+	if err != nil {
+		t.Fatalf("open network namespace %s: %v", name, err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
+}
+
+// InPrivateNetns runs fn on a thread inside ns (from PrivateNetns): the
+// sockets it makes, the /proc/sys/net and /proc/thread-self/net files it
+// opens, and the processes it starts are in ns. fn may call t.Fatal. (Not
+// host.InNetns: a t.Fatal inside would end its goroutine before it
+// answers.) The thread never leaves ns: it ends with fn, and Go discards
+// it.
+func InPrivateNetns(t testing.TB, ns *os.File, fn func()) {
+	t.Helper()
+	var panicked any
+	returned := make(chan bool, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
+		ok := false
+		defer func() {
+			if !ok {
+				panicked = recover()
+			}
+			returned <- ok
+		}()
+		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
+			t.Errorf("enter the test's network namespace: %v", err)
+			return
+		}
+		fn()
+		ok = true
+	}()
+	if !<-returned {
+		if panicked != nil {
+			panic(panicked)
+		}
+		t.FailNow() // fn called t.FailNow (or Setns failed)
+	}
+}
+
+// Sysctl writes a /proc/sys file (e.g. "net/ipv4/tcp_tw_reuse") in the
+// calling thread's namespaces.
+func Sysctl(t testing.TB, name, value string) {
+	t.Helper()
+	if err := os.WriteFile("/proc/sys/"+name, []byte(value), 0); err != nil {
+		t.Fatalf("sysctl %s=%s: %v", strings.ReplaceAll(name, "/", "."), value, err)
 	}
 }
