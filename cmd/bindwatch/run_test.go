@@ -141,6 +141,15 @@ exit 7
 	if len(f.Holders) == 0 || len(f.Holders[0].Processes) == 0 || f.Holders[0].Processes[0].PID != holderPID {
 		t.Errorf("holders %+v: want the first server, pid %d", f.Holders, holderPID)
 	}
+	// Two siblings of one job: both are named, and so is the command.
+	if f.Cause != events.CauseSameJob {
+		t.Errorf("cause %q, want %q: %s", f.Cause, events.CauseSameJob, f.Diagnosis)
+	}
+	for _, want := range []string{"started by the same command", fmt.Sprintf("python3 (pid %d) and python3 (pid %d) both run under `sh /", f.Process.PID, holderPID)} {
+		if !strings.Contains(f.Diagnosis, want) {
+			t.Errorf("diagnosis %q\n lacks %q", f.Diagnosis, want)
+		}
+	}
 	summary := stderr.String()
 	for _, want := range []string{"1 bind()/listen() call failed in the process tree of `sh /", "exit status 7",
 		fmt.Sprintf("%d/tcp", port), "1× EADDRINUSE", fmt.Sprintf("held by pid %d (python3)", holderPID),
@@ -262,7 +271,11 @@ func TestRunTracesOnlyItsTree(t *testing.T) {
 	}
 	fs := failuresIn(t, out)
 	if len(fs) != 1 || fs[0].Process.PID == os.Getpid() || int(fs[0].Port) != port {
-		t.Errorf("want exactly the tree's failure on port %d (not this test's, pid %d); got %+v", port, os.Getpid(), fs)
+		t.Fatalf("want exactly the tree's failure on port %d (not this test's, pid %d); got %+v", port, os.Getpid(), fs)
+	}
+	// The holder, this test, is not in the tree: no sibling of the job.
+	if fs[0].Cause == events.CauseSameJob {
+		t.Errorf("a holder outside the traced tree named a sibling: %s", fs[0].Diagnosis)
 	}
 }
 

@@ -92,7 +92,8 @@ func Run(opts RunOptions) (*RunResult, error) {
 	cfg.PIDs = []uint32{uint32(os.Getpid())}
 	cfg.FollowChildren = true
 	sink := &recordSink{out: opts.Out, text: opts.Text, ports: map[Port]*portTally{}, incidents: incident.NewBuilder()}
-	session, err := watch.Start(watch.Options{Tracer: cfg, Out: sink, ReadyFile: opts.ReadyFile, Redact: opts.Redact})
+	session, err := watch.Start(watch.Options{Tracer: cfg, Out: sink, ReadyFile: opts.ReadyFile, Redact: opts.Redact,
+		Job: commandText(opts.Argv)})
 	if err != nil {
 		return nil, fmt.Errorf("start tracing: %w", err)
 	}

@@ -242,6 +242,14 @@ func (t *Tracer) TracePID(pid uint32) error {
 	return nil
 }
 
+// Traced reports whether pid is in the --pid filter; with FollowChildren,
+// whether it is in a traced process's tree (forked from it since tracing
+// began, daemons that double-forked included).
+func (t *Tracer) Traced(pid int) bool {
+	var v uint8
+	return pid > 0 && t.maps.TracedPids.Lookup(uint32(pid), &v) == nil
+}
+
 // SetDeadline makes a blocked Read return os.ErrDeadlineExceeded at t, so
 // the caller can do periodic work. A zero time blocks forever.
 func (t *Tracer) SetDeadline(d time.Time) { t.reader.SetDeadline(d) }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/bindwatch/bindwatch/internal/events"
 	"github.com/bindwatch/bindwatch/internal/redact"
+	"github.com/bindwatch/bindwatch/internal/resolve"
 	"github.com/bindwatch/bindwatch/internal/tracer"
 	"golang.org/x/sys/unix"
 )
@@ -37,6 +38,10 @@ type Options struct {
 	// Redact removes secrets from every process reported; nil is the
 	// default rules.
 	Redact *redact.Rules
+	// Job is the command whose process tree is traced (bindwatch run:
+	// Tracer.PIDs is bindwatch itself, with FollowChildren). A holder in
+	// that tree is named as started by the same command.
+	Job string
 }
 
 // Session is an attached tracer and the state of what it has reported.
@@ -64,6 +69,10 @@ func Start(opts Options) (*Session, error) {
 	if err != nil {
 		t.Close()
 		return nil, err
+	}
+	if opts.Job != "" && opts.Tracer.FollowChildren {
+		self := os.Getpid()
+		enrich.r.SetJob(&resolve.Job{Command: opts.Job, Contains: func(pid int) bool { return pid != self && t.Traced(pid) }})
 	}
 	s := &Session{opts: opts, tracer: t, enrich: enrich, host: host, started: time.Now(), folds: foldBook{}}
 	if s.opts.Tick == 0 {
