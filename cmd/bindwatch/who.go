@@ -34,6 +34,9 @@ them, when a socket is shared by pre-forked workers or inherited by a
 child), their user, command line, cgroup and container. A PORT without
 /tcp or /udp is looked up for both.
 
+A port inside the ephemeral range (net.ipv4.ip_local_port_range) that is
+not reserved gets a note, held or not: outgoing connections may take it.
+
 Exit status: 0 when any of the ports is held (TIME_WAIT counts), 1 when
 all are free, 2 on a usage error.
 

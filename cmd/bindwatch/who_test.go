@@ -59,3 +59,44 @@ func TestWhoAgreesWithSS(t *testing.T) {
 		t.Errorf("who on a free port: %v, want exit 1", err)
 	}
 }
+
+// who and wait-free warn about a port that outgoing connections may take
+// — inside the namespace's ephemeral range, not reserved — even when
+// nothing holds it now; not about a reserved port or one outside the
+// range. Run in a namespace of its own, whose range the test sets.
+func TestEphemeralPortNote(t *testing.T) {
+	schema, err := testenv.LoadSchema("../../docs/schema.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	name, _ := testenv.NewNetns(t)
+	testenv.SetNetnsSysctl(t, name, "net/ipv4/ip_local_port_range", "40000 40100")
+	testenv.SetNetnsSysctl(t, name, "net/ipv4/ip_local_reserved_ports", "40050")
+	inNS := func(args ...string) result {
+		return runBindwatch(t, exec.Command("ip", append([]string{"netns", "exec", name, bindwatchBin}, args...)...))
+	}
+	note := "note: port 40010 lies in the ephemeral port range (net.ipv4.ip_local_port_range 40000–40100) and is not reserved: outgoing connections may take it as their local port at any time; reserve it with `sysctl -w net.ipv4.ip_local_reserved_ports=40050,40010`"
+	if res := inNS("who", "40010/tcp", "--format", "text"); res.code != 1 || !strings.Contains(res.stdout, "40010/tcp: free\n  "+note) {
+		t.Errorf("who on a free port in the range: want exit 1 and\n%s\ngot %s", note, res)
+	}
+	for _, port := range []string{"40050", "5000"} {
+		if res := inNS("who", port+"/tcp", "--format", "text"); strings.Contains(res.stdout, "note:") {
+			t.Errorf("who %s (reserved, or outside the range) warns: %s", port, res)
+		}
+	}
+	res := inNS("wait-free", "40010/tcp", "--timeout", "0", "--format", "text")
+	if res.code != 0 || !strings.Contains(res.stderr, "bindwatch: "+note) {
+		t.Errorf("wait-free on a free port in the range: want exit 0 and the note\ngot %s", res)
+	}
+	res = inNS("wait-free", "40010/tcp", "--timeout", "0", "--format", "json")
+	var doc map[string]any
+	if err := json.Unmarshal([]byte(res.stdout), &doc); err != nil {
+		t.Fatalf("wait-free JSON: %v\n%s", err, res)
+	}
+	if err := schema.Validate(any(doc)); err != nil {
+		t.Errorf("wait_free record does not match docs/schema.json: %v\n%s", err, res.stdout)
+	}
+	if n, _ := doc["ephemeral_note"].(string); !strings.Contains(n, strings.TrimPrefix(note, "note: ")) {
+		t.Errorf("ephemeral_note %q, want the note", n)
+	}
+}

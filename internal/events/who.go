@@ -57,6 +57,9 @@ func (rec *Who) WriteText(w io.Writer, showNetns bool, now time.Time) {
 			continue
 		}
 		line := fmt.Sprintf("  %-11s %s", h.State, HostPort(h.Addr, h.Port))
+		if h.PeerPort != 0 {
+			line += " -> " + HostPort(h.PeerAddr, h.PeerPort)
+		}
 		if h.Inode != 0 {
 			line += fmt.Sprintf("  inode %d", h.Inode)
 		}
