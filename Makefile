@@ -10,12 +10,20 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 VM_TEST_PKGS ?= ./internal/tracer,./internal/watch,./internal/vmtest/testdata/smoke
 TEST_LOG := .cache/test.log
 
-.PHONY: all build generate check-generated vmlinux test deps gotest vmtest bench lint fmt clean
+.PHONY: image all build generate check-generated vmlinux test deps gotest vmtest bench lint fmt clean
 
 all: build
 
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BINARY) ./cmd/bindwatch
+
+# The container image (Containerfile): the static binary FROM scratch, as
+# localhost/bindwatch:$(VERSION) and localhost/bindwatch:dev.
+IMAGE ?= localhost/bindwatch
+image:
+	@mkdir -p .cache/image
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o .cache/image/bindwatch ./cmd/bindwatch
+	podman build -q -f Containerfile --build-arg VERSION=$(VERSION) -t $(IMAGE):$(VERSION) -t $(IMAGE):dev .cache/image
 
 # Regenerate the BPF objects and their Go bindings (needs clang-19).
 generate:

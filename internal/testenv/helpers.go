@@ -75,6 +75,18 @@ func HelperAsUser(t testing.TB, job string, uid uint32) *exec.Cmd {
 	return cmd
 }
 
+// StartHelperAsUser is StartHelper for HelperAsUser: a helper of another
+// user, whose /proc entries root without CAP_SYS_PTRACE cannot all read.
+func StartHelperAsUser(t testing.TB, job string, uid uint32) *HelperProc {
+	t.Helper()
+	h, err := spawn(HelperAsUser(t, job, uid), job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.Stop)
+	return h
+}
+
 // HelperInNetns is Helper run in a new network namespace of its own.
 func HelperInNetns(job string) *exec.Cmd {
 	cmd := Helper(job)

@@ -20,6 +20,43 @@ const HelperImage = "localhost/bindwatch-testhelper:latest"
 // under the VM's hard limits (without them it refuses to start).
 var PodmanRun = []string{"podman", "--runtime", "runc", "run", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"}
 
+// ImageCaps is the capability set the bindwatch image runs with (podman
+// --cap-drop=all --cap-add=..., the DaemonSet, the systemd unit), found
+// by experiment on Linux 6.18 with Debian 12's podman and runc, dropping
+// one at a time from a set that worked:
+//
+//   - CAP_SYS_ADMIN: the default seccomp profile of Debian's podman (and
+//     docker's before 20.10) allows bpf() and perf_event_open() only with
+//     it; mounting tracefs where the host has not; setns() into another
+//     network namespace to look for a container's holders. With CAP_BPF
+//     and CAP_PERFMON instead, a seccomp profile that allows bpf() and a
+//     host tracefs mounted in, tracing works, but a holder in another
+//     network namespace is no longer looked up live (setns is refused):
+//     CAP_SYS_ADMIN is needed, and with it CAP_BPF and CAP_PERFMON add
+//     nothing.
+//   - CAP_SYS_PTRACE: /proc/PID/exe and /proc/PID/ns/net of processes of
+//     other users (a holder's executable, its namespace).
+//
+// Not needed: CAP_NET_ADMIN (sock_diag dumps need none), CAP_DAC_READ_
+// SEARCH (the runtime state bindwatch reads is root's own), CAP_KILL
+// (only `free --kill`). --privileged is not needed.
+var ImageCaps = []string{"CAP_SYS_ADMIN", "CAP_SYS_PTRACE"}
+
+// ImageRunArgs are podman run's options for the bindwatch image, as
+// README.md gives them: the host's pid, network and cgroup namespaces (to
+// see every process, socket and cgroup), only ImageCaps, and read-only the
+// container runtime's state (container names) and /etc/passwd (user
+// names).
+func ImageRunArgs() []string {
+	args := []string{"--pid=host", "--network=host", "--cgroupns=host", "--cap-drop=all"}
+	for _, c := range ImageCaps {
+		args = append(args, "--cap-add="+c)
+	}
+	return append(args,
+		"-v", "/var/lib/containers/storage/overlay-containers:/var/lib/containers/storage/overlay-containers:ro",
+		"-v", "/etc/passwd:/etc/passwd:ro")
+}
+
 var helperImage struct {
 	once sync.Once
 	err  error
