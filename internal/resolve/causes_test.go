@@ -239,3 +239,65 @@ func TestCauseBoundNotListening(t *testing.T) {
 		[]string{"Set SO_REUSEADDR on both sockets"})
 	bindOK(t, "tcp", "127.0.0.1", port, testenv.Opts{ReuseAddr: true}, "SO_REUSEADDR on both sockets")
 }
+
+// Wildcard against specific address, and listen() on a port shared by
+// SO_REUSEADDR binds: the hints' claims, checked.
+func TestCauseOverlapAndListenHints(t *testing.T) {
+	r := newTestResolver(t, Options{})
+	t.Run("tcp: SO_REUSEADDR does not help, SO_REUSEPORT on both does", func(t *testing.T) {
+		port := testenv.FreePort(t)
+		testenv.StartHelper(t, fmt.Sprintf("hold tcp 127.0.0.1 %d reuseaddr", port))
+		f := failure(t, "tcp", "0.0.0.0", port, testenv.Opts{ReuseAddr: true}, unix.EADDRINUSE)
+		wantCause(t, r, f, events.CauseAddressOverlap, []string{"the wildcard address covers every address"},
+			[]string{"whatever SO_REUSEADDR says", "SO_REUSEPORT on both sockets (same user)"})
+		port2 := testenv.FreePort(t)
+		testenv.StartHelper(t, fmt.Sprintf("hold tcp 127.0.0.1 %d reuseport", port2))
+		bindOK(t, "tcp", "0.0.0.0", port2, testenv.Opts{ReusePort: true}, "SO_REUSEPORT on both sockets")
+	})
+	t.Run("udp: SO_REUSEADDR on both", func(t *testing.T) {
+		port := testenv.FreePort(t)
+		testenv.StartHelper(t, fmt.Sprintf("hold udp 0.0.0.0 %d", port))
+		f := failure(t, "udp", "127.0.0.1", port, testenv.Opts{}, unix.EADDRINUSE)
+		wantCause(t, r, f, events.CauseAddressOverlap, []string{"the holder's wildcard address covers every address"},
+			[]string{"Set SO_REUSEADDR on both sockets (UDP"})
+		port2 := testenv.FreePort(t)
+		testenv.StartHelper(t, fmt.Sprintf("hold udp 0.0.0.0 %d reuseaddr", port2))
+		bindOK(t, "udp", "127.0.0.1", port2, testenv.Opts{ReuseAddr: true}, "SO_REUSEADDR on both UDP sockets")
+	})
+	t.Run("listen: SO_REUSEPORT on every listener", func(t *testing.T) {
+		for _, reusePort := range []bool{false, true} {
+			port := testenv.FreePort(t)
+			job := fmt.Sprintf("hold tcp 127.0.0.1 %d reuseaddr nolisten", port)
+			if reusePort {
+				job += " reuseport"
+			}
+			h := testenv.StartHelper(t, job)
+			opts := testenv.Opts{ReuseAddr: true, ReusePort: reusePort}
+			fd, err := testenv.Socket("tcp", "127.0.0.1", opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer unix.Close(fd)
+			if err := testenv.Bind(fd, "127.0.0.1", port); err != nil {
+				t.Fatalf("bind beside a bound socket, both SO_REUSEADDR: %v", err)
+			}
+			if answer, err := h.Say("listen"); err != nil || answer != "listening" {
+				t.Fatalf("holder listen: %q, %v", answer, err)
+			}
+			err = unix.Listen(fd, 1)
+			if reusePort {
+				if err != nil {
+					t.Errorf("listen with SO_REUSEPORT on both listeners (the hint): %v, want success", err)
+				}
+				continue
+			}
+			if err != unix.EADDRINUSE {
+				t.Fatalf("second listen: %v, want EADDRINUSE", err)
+			}
+			f := &events.Failure{Syscall: "listen", Errno: "EADDRINUSE", Proto: "tcp", Family: "ipv4", Addr: "127.0.0.1", Port: uint16(port),
+				Socket: events.Socket{ReuseAddr: true}, Process: events.Process{PID: os.Getpid(), Netns: testenv.Netns(t)}}
+			wantCause(t, r, f, events.CauseListenConflict, []string{fmt.Sprintf("(pid %d", h.PID), "only until one of them listens"},
+				[]string{"set SO_REUSEPORT on every listening socket (same user)"})
+		}
+	})
+}

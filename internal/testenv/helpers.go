@@ -267,7 +267,8 @@ func (h *HelperProc) Stop() {
 //	hold PROTO ADDR PORT [options] [nolisten]
 //	                                  bind (and listen, for tcp) → "ready PID INODE";
 //	                                  then answers "close" (closes the socket, keeps
-//	                                  running) with "closed", "ping" with "pong"
+//	                                  running) with "closed", "listen" (a nolisten
+//	                                  socket) with "listening", "ping" with "pong"
 //	inherit ADDR PORT                 listen on tcp ADDR:PORT, start a child ("keep")
 //	                                  inheriting it as fd 3, exit at once
 //	keep                              → "ready PID INODE" of fd 3
@@ -329,6 +330,11 @@ func runJob(args []string) error {
 			case "close":
 				unix.Close(fd)
 				fmt.Println("closed")
+			case "listen":
+				if err := unix.Listen(fd, 64); err != nil {
+					return fmt.Errorf("hold: listen: %w", err)
+				}
+				fmt.Println("listening")
 			case "ping":
 				fmt.Println("pong")
 			default:
