@@ -506,22 +506,31 @@ func TestEADDRNOTAVAILListsAddresses(t *testing.T) {
 	}
 }
 
+// EACCES below ip_unprivileged_port_start, in a network namespace of the
+// test's own with the sysctl at 700 (not the default 1024): the diagnosis
+// must read it in the failing socket's namespace.
 func TestEACCESPrivilegedPort(t *testing.T) {
 	r := newTestResolver(t, Options{})
-	const nobody = 65534
-	cmd := testenv.HelperAsUser(t, "bind tcp 0.0.0.0 81", nobody)
-	err := cmd.Run()
+	const nobody, port = 65534, 650
+	name, nsIno := testenv.NewNetns(t)
+	testenv.SetNetnsSysctl(t, name, "net/ipv4/ip_unprivileged_port_start", "700")
+	ns, err := os.Open("/run/netns/" + name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	cmd := testenv.HelperAsUser(t, fmt.Sprintf("bind tcp 0.0.0.0 %d", port), nobody)
+	testenv.InPrivateNetns(t, ns, func() { err = cmd.Run() })
 	if ee, ok := err.(*exec.ExitError); !ok || syscall.Errno(ee.ExitCode()) != unix.EACCES {
-		t.Fatalf("bind port 81 as uid %d: %v, want exit status %d (EACCES)", nobody, err, unix.EACCES)
+		t.Fatalf("bind port %d as uid %d: %v, want exit status %d (EACCES)", port, nobody, err, unix.EACCES)
 	}
 	no := false
-	f := &events.Failure{Syscall: "bind", Errno: "EACCES", Proto: "tcp", Family: "ipv4", Addr: "0.0.0.0", Port: 81,
-		Process: events.Process{PID: cmd.Process.Pid, UID: nobody, Comm: "helper", Netns: testenv.Netns(t), CapNetBindService: &no}}
+	f := &events.Failure{Syscall: "bind", Errno: "EACCES", Proto: "tcp", Family: "ipv4", Addr: "0.0.0.0", Port: port,
+		Process: events.Process{PID: cmd.Process.Pid, UID: nobody, Comm: "helper", Netns: nsIno, CapNetBindService: &no}}
 	if err := r.Resolve(f); err != nil {
 		t.Fatal(err)
 	}
-	start, _ := os.ReadFile("/proc/sys/net/ipv4/ip_unprivileged_port_start")
-	want := fmt.Sprintf("below net.ipv4.ip_unprivileged_port_start (%s)", strings.TrimSpace(string(start)))
+	want := "below net.ipv4.ip_unprivileged_port_start (700)"
 	if !strings.Contains(f.Diagnosis, want) || !strings.Contains(f.Diagnosis, "does not have CAP_NET_BIND_SERVICE") {
 		t.Errorf("diagnosis %q, want %q and the missing capability", f.Diagnosis, want)
 	}

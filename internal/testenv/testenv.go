@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"os/exec"
 	"runtime"
 	"strings"
 	"sync"
@@ -351,25 +350,48 @@ func cgroup2Mount(t testing.TB) (mount, root string) {
 	return "", ""
 }
 
-// NewNetns makes a network namespace of its own for one test (`ip netns
-// add`, loopback up), removed when the test ends. It returns its name, for
-// `ip netns exec NAME` as a helper's prefix, and its inode.
+// NewNetns makes a network namespace of its own for one test, with lo up
+// (so 127.0.0.1 and ::1 exist) and the kernel's default sysctls, removed
+// when the test ends. Like `ip netns add` it is bind-mounted at
+// /run/netns/NAME — so `ip netns exec NAME` works as a helper's prefix, and
+// bindwatch finds it with no process in it — but it needs no iproute2 (a
+// bare VM has none). It returns its name and inode.
 func NewNetns(t testing.TB) (name string, inode uint32) {
 	t.Helper()
 	RequireRoot(t)
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("ip (iproute2) is not installed")
-	}
 	name = fmt.Sprintf("bwtest%d-%d", os.Getpid(), netnsSeq.Add(1))
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add: %v: %s", err, out)
+	path := "/run/netns/" + name
+	if err := os.MkdirAll("/run/netns", 0o755); err != nil {
+		t.Fatal(err)
 	}
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
-	if out, err := exec.Command("ip", "-n", name, "link", "set", "lo", "up").CombinedOutput(); err != nil {
-		t.Fatalf("ip link set lo up: %v: %s", err, out)
+	if err := os.WriteFile(path, nil, 0o444); err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() {
+		// This goroutine's thread moves to the new namespace and never
+		// comes back: it exits locked, and Go discards the thread.
+		runtime.LockOSThread()
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("unshare(CLONE_NEWNET): %w", err)
+			return
+		}
+		if err := linkUp("lo"); err != nil {
+			errc <- err
+			return
+		}
+		errc <- unix.Mount("/proc/thread-self/ns/net", path, "", unix.MS_BIND, "")
+	}()
+	err := <-errc
+	t.Cleanup(func() {
+		unix.Unmount(path, unix.MNT_DETACH)
+		os.Remove(path)
+	})
+	if err != nil {
+		t.Fatalf("new network namespace %s: %v", name, err)
 	}
 	var st unix.Stat_t
-	if err := unix.Stat("/run/netns/"+name, &st); err != nil {
+	if err := unix.Stat(path, &st); err != nil {
 		t.Fatal(err)
 	}
 	return name, uint32(st.Ino)
@@ -382,10 +404,12 @@ var netnsSeq atomic.Int32
 // sysctls belong to the namespace of whoever opens them.
 func SetNetnsSysctl(t testing.TB, name, key, value string) {
 	t.Helper()
-	script := fmt.Sprintf("echo %q > /proc/sys/%s", value, key)
-	if out, err := exec.Command("ip", "netns", "exec", name, "sh", "-c", script).CombinedOutput(); err != nil {
-		t.Fatalf("set %s=%s in netns %s: %v: %s", key, value, name, err, out)
+	ns, err := os.Open("/run/netns/" + name)
+	if err != nil {
+		t.Fatal(err)
 	}
+	defer ns.Close()
+	InPrivateNetns(t, ns, func() { Sysctl(t, key, value) })
 }
 
 // PrivateNetns is NewNetns opened, to run code in with InPrivateNetns:
@@ -442,4 +466,26 @@ func Sysctl(t testing.TB, name, value string) {
 	if err := os.WriteFile("/proc/sys/"+name, []byte(value), 0); err != nil {
 		t.Fatalf("sysctl %s=%s: %v", strings.ReplaceAll(name, "/", "."), value, err)
 	}
+}
+
+// linkUp sets an interface up (SIOCSIFFLAGS) in the calling thread's
+// network namespace.
+func linkUp(name string) error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		return err
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("get %s flags: %w", name, err)
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("set %s up: %w", name, err)
+	}
+	return nil
 }

@@ -131,12 +131,19 @@ func ptrString(b *bool) string {
 	return "false"
 }
 
-// EACCES: an unprivileged uid binding below ip_unprivileged_port_start.
+// EACCES: an unprivileged uid binding below ip_unprivileged_port_start —
+// in a network namespace of the test's own, where the sysctl is set here
+// (it is per namespace), whatever the host's is.
 func TestPrivilegedPort(t *testing.T) {
-	port := 1000 + os.Getpid()%20
+	const port = 987
 	s := startSession(t, onlyPort(port))
+	ns := testenv.PrivateNetns(t)
 	cmd := testenv.HelperAsUser(t, "bind tcp 127.0.0.1 "+strconv.Itoa(port), 65534)
-	err := cmd.Run()
+	var err error
+	testenv.InPrivateNetns(t, ns, func() {
+		testenv.Sysctl(t, "net/ipv4/ip_unprivileged_port_start", "1024")
+		err = cmd.Run()
+	})
 	if code := cmd.ProcessState.ExitCode(); code != int(syscall.EACCES) {
 		t.Fatalf("helper bind exit %d (%v), want EACCES", code, err)
 	}

@@ -108,22 +108,26 @@ func TestNoHoldersRecordsNothing(t *testing.T) {
 // A host that binds UDP ports by the thousand (a DNS resolver randomizing
 // its source ports) must not push the TCP listeners out of the kernel's
 // record: the listener here listened before 50,000 UDP binds, then exits at
-// once after the failure, and is still named.
+// once after the failure, and is still named. The churn runs in a network
+// namespace of its own, where it takes no port another test may want: the
+// kernel's record is one for the whole host.
 func TestListenerRecordSurvivesUDPChurn(t *testing.T) {
 	port := testenv.FreePort(t)
 	s := attachSession(t, onlyPort(port))
 	holder := holderProcess(t, "tcp", port)
 	bound := 0
-	for p := 10000; p < 60000; p++ {
-		fd, err := testenv.Socket("udp", "127.0.0.1", testenv.Opts{})
-		if err != nil {
-			t.Fatal(err)
+	testenv.InPrivateNetns(t, testenv.PrivateNetns(t), func() {
+		for p := 10000; p < 60000; p++ {
+			fd, err := testenv.Socket("udp", "127.0.0.1", testenv.Opts{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if testenv.Bind(fd, "127.0.0.1", p) == nil {
+				bound++
+			}
+			syscall.Close(fd)
 		}
-		if testenv.Bind(fd, "127.0.0.1", p) == nil {
-			bound++
-		}
-		syscall.Close(fd)
-	}
+	})
 	if bound < 2*16384 {
 		t.Fatalf("only %d UDP binds succeeded: not enough to churn the registry", bound)
 	}
