@@ -23,6 +23,8 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define AF_INET6 10
 #define IPPROTO_TCP 6
 #define IPPROTO_MPTCP 262
+#define E2BIG 7
+#define EEXIST 17
 #define EACCES 13
 #define EINVAL 22
 #define EADDRINUSE 98
@@ -57,13 +59,53 @@ struct {
 	__type(value, struct stats);
 } session_stats SEC(".maps");
 
-/* Fold state per (process, errno, port, syscall); LRU so it never fills. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 8192);
+/*
+ * The fold table: per (process, errno, port, syscall, socket), how many
+ * failures were counted instead of reported. Two generations of it,
+ * folds0 and folds1: the programs write the one fold_gen names, and Go
+ * flips fold_gen every tick, then — a whole tick later, when no program
+ * that read the old fold_gen can still be running (a program runs for
+ * microseconds, under RCU) — reads and empties the other one with batch
+ * lookup-and-delete. So user space never reads a map the kernel is
+ * writing: iterating a hash map while programs insert and delete can
+ * abort, and deleting an entry a program is incrementing loses the
+ * increment. Every folded failure is harvested exactly once.
+ *
+ * A plain hash, not LRU: an LRU map evicts entries, and their counts with
+ * them, behind user space's back. A full table makes nothing fail: a
+ * failure that finds no room for its key is reported on its own — or, the
+ * ring buffer full too, counted as lost — and counted in stats.fold_full.
+ * A failure that finds the ring buffer full is folded (fold_undelivered):
+ * the entry names who failed, so its repeats record reports it.
+ *
+ * Size, from a measurement on 6.18 (TestHarvestFullFoldTable,
+ * BenchmarkHarvestFolds; a 5 s storm as uid 65534 over 40,000 keys):
+ * preallocated, an entry costs 120 bytes of kernel memory, 1.9 MiB per
+ * generation of 16,384; harvesting a full generation takes ~11 ms, once a
+ * tick. The storm fills a generation within its first tick whatever the
+ * size — 1.24 M failures: 534 k folded into 96 k repeats records, 700 k
+ * lost, all counted — so a bigger table only buys memory; a host's own
+ * services fold a few keys a second.
+ */
+#define BW_FOLD_ENTRIES 16384
+
+struct fold_map {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, BW_FOLD_ENTRIES);
 	__type(key, struct fold_key);
 	__type(value, struct fold_val);
-} folds SEC(".maps");
+};
+
+struct fold_map folds0 SEC(".maps");
+struct fold_map folds1 SEC(".maps");
+
+/* Which fold map the programs write: folds0 when even. Go flips it. */
+volatile __u32 fold_gen;
+
+static __always_inline void *fold_map_of(__u32 gen)
+{
+	return gen & 1 ? (void *)&folds1 : (void *)&folds0;
+}
 
 /*
  * Holder registry: the last socket to take each (netns, proto, port) — a
@@ -110,6 +152,7 @@ const enum bw_syscall *unused_syscall __attribute__((unused));
 const enum bw_sock_flag *unused_sock_flag __attribute__((unused));
 const enum bw_errno_bit *unused_errno_bit __attribute__((unused));
 const enum bw_args_len *unused_args_len __attribute__((unused));
+const enum bw_mark *unused_mark __attribute__((unused));
 
 /*
  * Before 6.6 the inet bool options were bitfields of struct inet_sock; 6.6
@@ -120,7 +163,7 @@ struct inet_sock___old {
 	__u8 transparent : 1;
 } __attribute__((preserve_access_index));
 
-enum stat_field { STAT_FOLDED, STAT_LOST };
+enum stat_field { STAT_FAILURES, STAT_LOST, STAT_FOLD_FULL };
 
 static __always_inline void count_stat(enum stat_field field)
 {
@@ -130,10 +173,17 @@ static __always_inline void count_stat(enum stat_field field)
 	if (!s)
 		return;
 	/* Per-CPU, but a preempted program can share the slot: stay atomic. */
-	if (field == STAT_FOLDED)
-		__sync_fetch_and_add(&s->folded, 1);
-	else
+	switch (field) {
+	case STAT_FAILURES:
+		__sync_fetch_and_add(&s->failures, 1);
+		break;
+	case STAT_LOST:
 		__sync_fetch_and_add(&s->lost, 1);
+		break;
+	case STAT_FOLD_FULL:
+		__sync_fetch_and_add(&s->fold_full, 1);
+		break;
+	}
 }
 
 static __always_inline bool errno_wanted(__u32 err)
@@ -288,30 +338,75 @@ static __always_inline int read_sockaddr(struct bind_req *req, const void *uaddr
 }
 
 /*
- * Folding: should this failure be reported, or only counted? Each key
- * keeps a monotonic count of what it folded; events carry it, so user space
- * reports exactly the folded failures (lost events do not count as folded).
+ * Folding: count this failure into the fold table instead of reporting it?
+ * Yes when its key reported a failure less than fold_ns ago. A key found
+ * only in the previous generation carries its window over into the current
+ * one, so a flip neither splits a storm nor reports it twice.
  */
-static __always_inline bool fold_emit(struct fold_key *key, __u64 now, __u64 *folded)
+static __always_inline bool fold(struct fold_key *key, __u64 now)
 {
-	struct fold_val *v, init = { .last_emit_ns = now };
+	__u32 gen = fold_gen;
+	struct fold_val *v, *prev, carry;
 
-	if (!fold_ns) {
-		*folded = 0;
-		return true;
-	}
-	v = bpf_map_lookup_elem(&folds, key);
-	if (!v) {
-		bpf_map_update_elem(&folds, key, &init, BPF_ANY);
-		*folded = 0;
-		return true;
-	}
-	if (now - v->last_emit_ns < fold_ns) {
-		__sync_fetch_and_add(&v->folded, 1);
+	if (!fold_ns)
+		return false;
+	v = bpf_map_lookup_elem(fold_map_of(gen), key);
+	if (v) {
+		if (now - v->last_emit_ns < fold_ns) {
+			__sync_fetch_and_add(&v->folded, 1);
+			return true;
+		}
+		v->last_emit_ns = now; /* reported: a new window starts */
 		return false;
 	}
-	v->last_emit_ns = now;
-	*folded = v->folded;
+	prev = bpf_map_lookup_elem(fold_map_of(gen + 1), key);
+	if (!prev || now - prev->last_emit_ns >= fold_ns)
+		return false;
+	carry = *prev;
+	carry.folded = 1;
+	/* Full (or just made by another CPU): this one is reported instead. */
+	return bpf_map_update_elem(fold_map_of(gen), key, &carry, BPF_NOEXIST) == 0;
+}
+
+/*
+ * Make key's entry in the current generation, with folded failures so far.
+ * Returns 0, -EEXIST (another CPU made it, or its window just restarted:
+ * see fold()) or -E2BIG (no room: counted in stats.fold_full).
+ */
+static __always_inline long fold_start(void *map, struct fold_key *key, __u64 now, __u16 protocol, __u64 folded)
+{
+	struct fold_val v = { .folded = folded, .last_emit_ns = now, .protocol = protocol };
+	long err;
+
+	bpf_get_current_comm(v.comm, sizeof(v.comm));
+	err = bpf_map_update_elem(map, key, &v, BPF_NOEXIST);
+	if (err == -E2BIG)
+		count_stat(STAT_FOLD_FULL);
+	return err;
+}
+
+/*
+ * The ring buffer is full: fold the failure instead — the fold names who
+ * failed, so its repeats record reports it. False when it cannot be
+ * folded either (folding off, or the fold table full): it is lost.
+ */
+static __always_inline bool fold_undelivered(struct fold_key *key, __u64 now, __u16 protocol)
+{
+	void *map = fold_map_of(fold_gen);
+	struct fold_val *v;
+	long err;
+
+	if (!fold_ns)
+		return false;
+	v = bpf_map_lookup_elem(map, key);
+	if (!v) {
+		err = fold_start(map, key, now, protocol, 1);
+		if (err == 0)
+			return true;
+		if (err != -EEXIST || !(v = bpf_map_lookup_elem(map, key)))
+			return false;
+	}
+	__sync_fetch_and_add(&v->folded, 1);
 	return true;
 }
 
@@ -435,37 +530,44 @@ static __always_inline void fill_socket(struct event *e, struct sock *sk)
  * nothing but the request. Only a failure to be reported pays for
  * emit_failure()'s capture of the socket and the process.
  */
-static __always_inline bool fold_or_report(__u32 err, __u8 syscall, __u16 port, __u32 sock_hint, __u64 now, __u64 *folded)
+static __always_inline bool fold_or_report(struct fold_key *key, __u32 err, __u8 syscall, __u16 port, __u32 sock_hint, __u64 now)
 {
-	struct fold_key key = {
-		.tgid = bpf_get_current_pid_tgid() >> 32,
-		.err = err,
-		.port = port,
-		.syscall = syscall,
-		.sock_hint = sock_hint,
-	};
+	key->tgid = bpf_get_current_pid_tgid() >> 32;
+	key->err = err;
+	key->port = port;
+	key->syscall = syscall;
+	key->sock_hint = sock_hint;
 
 	if (!port_wanted(port) || !comm_wanted())
 		return false;
-	if (!fold_emit(&key, now, folded)) {
-		count_stat(STAT_FOLDED);
+	if (fold(key, now)) {
+		count_stat(STAT_FAILURES);
 		return false;
 	}
 	return true;
 }
 
-static __always_inline int emit_failure(struct sock *sk, struct bind_req *req, __u8 syscall, __u8 hook, __u32 err,
-					__u32 sock_hint, __u64 now, __u64 folded)
+/* bindwatch's own test binds (wait-free, free) mark their sockets. */
+static __always_inline bool is_probe(struct sock *sk)
 {
-	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	return BPF_CORE_READ(sk, sk_mark) == BW_PROBE_MARK;
+}
 
+static __always_inline int emit_failure(struct sock *sk, struct bind_req *req, __u8 syscall, __u8 hook, __u32 err,
+					struct fold_key *key, __u64 now)
+{
+	struct event *e;
+
+	if (is_probe(sk))
+		return 0;
+	count_stat(STAT_FAILURES);
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
-		count_stat(STAT_LOST);
+		if (!fold_undelivered(key, now, BPF_CORE_READ(sk, sk_protocol)))
+			count_stat(STAT_LOST);
 		return 0;
 	}
 	e->ts_ns = now;
-	e->folded = folded;
-	e->sock_hint = sock_hint;
 	e->pid = bpf_get_current_pid_tgid() >> 32;
 	e->err = err;
 	e->syscall = syscall;
@@ -479,6 +581,9 @@ static __always_inline int emit_failure(struct sock *sk, struct bind_req *req, _
 	fill_socket(e, sk);
 	fill_process(e);
 	attach_holder(e, sk);
+	/* Later failures of this key fold into this entry (see fold()). */
+	if (fold_ns)
+		fold_start(fold_map_of(fold_gen), key, now, e->protocol, 0);
 	/* Default flags: the kernel wakes the reader only when it has caught
 	 * up, so a storm costs one wakeup per drained batch, not per event. */
 	bpf_ringbuf_submit(e, 0);
@@ -497,7 +602,8 @@ static __always_inline bool is_inet(struct sock *sk)
 static __always_inline int report_sock_failure(struct sock *sk, struct bind_req *req, __u8 syscall, __u8 hook, __u32 err)
 {
 	struct bind_req local = {};
-	__u64 now = bpf_ktime_get_boot_ns(), folded;
+	struct fold_key key = {};
+	__u64 now = bpf_ktime_get_boot_ns();
 	__u32 protocol;
 
 	if (!is_inet(sk))
@@ -507,9 +613,9 @@ static __always_inline int report_sock_failure(struct sock *sk, struct bind_req 
 		req = &local;
 	}
 	protocol = BPF_CORE_READ(sk, sk_protocol);
-	if (!fold_or_report(err, syscall, req->port, protocol, now, &folded))
+	if (!fold_or_report(&key, err, syscall, req->port, protocol, now))
 		return 0;
-	return emit_failure(sk, req, syscall, hook, err, protocol, now, folded);
+	return emit_failure(sk, req, syscall, hook, err, &key, now);
 }
 
 /* The registry's protocol for sk: TCP (MPTCP shares its ports), UDP, or 0. */
@@ -681,8 +787,9 @@ int tp_exit_bind(struct trace_event_raw_sys_exit *ctx)
 	long ret = ctx->ret;
 	struct call_args a = {};
 	struct bind_req req = {};
+	struct fold_key key = {};
 	struct sock *sk;
-	__u64 now, folded;
+	__u64 now;
 	int fd;
 
 	if (!args_in_regs && !pop_args(&a))
@@ -701,12 +808,12 @@ int tp_exit_bind(struct trace_event_raw_sys_exit *ctx)
 	if (read_sockaddr(&req, (void *)a.arg[1], a.arg[2], true))
 		return 0;
 	now = bpf_ktime_get_boot_ns();
-	if (!fold_or_report(-ret, BW_SYSCALL_BIND, req.port, fd, now, &folded))
+	if (!fold_or_report(&key, -ret, BW_SYSCALL_BIND, req.port, fd, now))
 		return 0;
 	sk = sock_from_fd(fd);
 	if (!sk || !is_inet(sk))
 		return 0;
-	return emit_failure(sk, &req, BW_SYSCALL_BIND, BW_HOOK_TP_EXIT_BIND, -ret, fd, now, folded);
+	return emit_failure(sk, &req, BW_SYSCALL_BIND, BW_HOOK_TP_EXIT_BIND, -ret, &key, now);
 }
 
 SEC("tracepoint/syscalls/sys_exit_listen")

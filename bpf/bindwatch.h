@@ -102,19 +102,39 @@ struct fold_key {
 	__u32 sock_hint;
 };
 
+/*
+ * A fold: failures of one key counted in one generation of the fold table
+ * (see the folds maps in bindwatch.bpf.c). It names who failed, so the
+ * repeats record needs nothing else — not even the key's event, which user
+ * space may not have read yet.
+ */
 struct fold_val {
-	__u64 folded;       /* failures of this key folded, ever (monotonic) */
-	__u64 last_emit_ns; /* when one was last handed to user space */
+	__u64 folded;       /* failures folded into this entry (this generation) */
+	__u64 last_emit_ns; /* when this key's last failure was reported */
+	char comm[BW_COMM_LEN];
+	__u16 protocol; /* the failing socket's IPPROTO_* */
+	__u16 pad[3];
 };
 
 /*
- * Per-CPU session counters, summed by Go. Every failure that passes the
- * filters is exactly one of: an event, folded, or lost — so Go derives the
- * total and the hot path pays for no third counter.
+ * Per-CPU session counters, summed by Go. failures is counted on its own,
+ * so the stop record's failures = reported + folded + lost + unread is a
+ * measurement: reported is what user space read, folded what it harvested
+ * from the fold tables, unread what was left in the ring buffer.
  */
 struct stats {
-	__u64 folded; /* counted into a fold instead of an event */
-	__u64 lost;   /* ring buffer full: counted, not delivered */
+	__u64 failures;  /* every failure that passed the filters */
+	__u64 lost;      /* ring buffer full: counted, not delivered */
+	__u64 fold_full; /* reported one by one: the fold table was full */
+};
+
+/*
+ * SO_MARK of bindwatch's own test binds (wait-free, free): failures of
+ * such sockets are not traced. Setting SO_MARK needs CAP_NET_ADMIN (or CAP_NET_RAW), so an
+ * unprivileged process cannot use it to hide its failures.
+ */
+enum bw_mark {
+	BW_PROBE_MARK = 0x62776174, /* "bwat" */
 };
 
 /* One failed bind()/listen(), captured at the moment of failure. */
@@ -123,7 +143,6 @@ struct event {
 	__u64 cgroup_id;
 	__u64 start_ns; /* process start, CLOCK_BOOTTIME */
 	__u64 cap_effective;
-	__u64 folded; /* fold_val.folded when this event was emitted */
 	__u32 pid;        /* thread group id */
 	__u32 tid;
 	__u32 ppid;
@@ -132,7 +151,6 @@ struct event {
 	__u32 netns; /* inode of the socket's network namespace */
 	__u32 err;   /* positive errno */
 	__s32 bound_dev_if;
-	__u32 sock_hint; /* fold_key.sock_hint, so user space can name the key */
 	__u32 args_total; /* length of the whole argv (mm->arg_end - mm->arg_start) */
 	__u16 family;
 	__u16 sock_type;

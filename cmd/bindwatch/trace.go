@@ -61,13 +61,51 @@ func traceAction(c *cli.Context) error {
 		return err
 	}
 	defer reopenOnHangup(out)()
-	s, err := watch.Start(watch.Options{Tracer: cfg, Out: out, ReadyFile: c.String("ready-file"), Redact: rules})
+	// Caught before anything a script can see (the start record, the
+	// ready file): a signal at any moment from here on ends in a stop record.
+	ctx, hurry, release := stopOnSignals()
+	defer release()
+	s, err := watch.Start(watch.Options{
+		Tracer: cfg, Out: out, ReadyFile: c.String("ready-file"), Redact: rules, StopWithin: stopBudget, Hurry: hurry,
+	})
 	if err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	return s.Run(ctx)
+}
+
+// stopBudget is how long a stop goes on reporting failures still queued
+// in the ring buffer: with the detaching, the last folds and the stop
+// record, SIGTERM or Ctrl-C ends tracing within a second whatever the
+// backlog. What is left is counted as unread in the stop record.
+const stopBudget = 500 * time.Millisecond
+
+// stopOnSignals catches SIGINT and SIGTERM: the first ends ctx (a stop
+// within stopBudget), a second closes hurry (stop reporting at once; the
+// stop record is still written). release lets the signals go.
+func stopOnSignals() (ctx context.Context, hurry <-chan struct{}, release func()) {
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	ctx, cancel := context.WithCancel(context.Background())
+	hurryCh, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		select {
+		case <-sigs:
+			cancel()
+		case <-done:
+			return
+		}
+		select {
+		case <-sigs:
+			close(hurryCh)
+		case <-done:
+		}
+	}()
+	return ctx, hurryCh, func() {
+		signal.Stop(sigs)
+		close(done)
+		cancel()
+	}
 }
 
 func commandNames(app *cli.App) string {

@@ -246,7 +246,15 @@ type Stop struct {
 	Reported uint64 `json:"reported"`
 	// Folded is how many were counted into repeats records instead.
 	Folded uint64 `json:"folded"`
-	Lost   uint64 `json:"lost"`
+	// Lost is how many found the ring buffer full (in lost records).
+	Lost uint64 `json:"lost"`
+	// Unread is how many were still queued in the ring buffer when
+	// bindwatch stopped: a stop does not wait for a backlog to be
+	// resolved. Failures = Reported + Folded + Lost + Unread.
+	Unread uint64 `json:"unread"`
+	// Unfolded is how many of the reported, lost or unread failures were
+	// not folded because the fold table was full.
+	Unfolded uint64 `json:"unfolded"`
 	// DurationMS is how long tracing was live.
 	DurationMS int64 `json:"duration_ms"`
 	// OutputLost is how many records this output (the file, standard

@@ -85,6 +85,12 @@ func Text(rec any) string {
 	case *Stop:
 		s := fmt.Sprintf("%s bindwatch stopped after %s: %d failure%s, %d reported, %d folded, %d lost",
 			clock(r.Time), (time.Duration(r.DurationMS) * time.Millisecond).String(), r.Failures, Plural(r.Failures), r.Reported, r.Folded, r.Lost)
+		if r.Unread > 0 {
+			s += fmt.Sprintf(", %d unread (still queued when it stopped)", r.Unread)
+		}
+		if r.Unfolded > 0 {
+			s += fmt.Sprintf("; %d not folded: the fold table was full", r.Unfolded)
+		}
 		if r.OutputLost > 0 {
 			s += fmt.Sprintf("; %d record%s (%d failure%s) could not be written here", r.OutputLost, Plural(r.OutputLost), r.OutputLostFailures, Plural(r.OutputLostFailures))
 		}

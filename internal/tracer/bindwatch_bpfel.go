@@ -40,6 +40,12 @@ const (
 	BindwatchBwHookBW_HOOK_INET_LISTEN    BindwatchBwHook = 5
 )
 
+type BindwatchBwMark uint32
+
+const (
+	BindwatchBwMarkBW_PROBE_MARK BindwatchBwMark = 1651990900
+)
+
 type BindwatchBwSockFlag uint32
 
 const (
@@ -67,7 +73,6 @@ type BindwatchEvent struct {
 	CgroupId     uint64
 	StartNs      uint64
 	CapEffective uint64
-	Folded       uint64
 	Pid          uint32
 	Tid          uint32
 	Ppid         uint32
@@ -76,7 +81,6 @@ type BindwatchEvent struct {
 	Netns        uint32
 	Err          uint32
 	BoundDevIf   int32
-	SockHint     uint32
 	ArgsTotal    uint32
 	Family       uint16
 	SockType     uint16
@@ -90,6 +94,7 @@ type BindwatchEvent struct {
 	ArgsTailLen  uint16
 	Addr         [16]uint8
 	Comm         [16]int8
+	_            [4]byte
 	Holder       BindwatchHolderRec
 	Args         [512]int8
 }
@@ -108,6 +113,9 @@ type BindwatchFoldVal struct {
 	_          structs.HostLayout
 	Folded     uint64
 	LastEmitNs uint64
+	Comm       [16]int8
+	Protocol   uint16
+	Pad        [3]uint16
 }
 
 type BindwatchHolderKey struct {
@@ -140,9 +148,10 @@ type BindwatchPortRange struct {
 }
 
 type BindwatchStats struct {
-	_      structs.HostLayout
-	Folded uint64
-	Lost   uint64
+	_        structs.HostLayout
+	Failures uint64
+	Lost     uint64
+	FoldFull uint64
 }
 
 // Names of all BPF objects in the ELF.
@@ -150,7 +159,8 @@ type BindwatchStats struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	BindwatchMapEvents               = "events"
-	BindwatchMapFolds                = "folds"
+	BindwatchMapFolds0               = "folds0"
+	BindwatchMapFolds1               = "folds1"
 	BindwatchMapInflight             = "inflight"
 	BindwatchMapSessionStats         = "session_stats"
 	BindwatchMapTcpHolders           = "tcp_holders"
@@ -177,6 +187,7 @@ const (
 	BindwatchVarFilterComm           = "filter_comm"
 	BindwatchVarFilterCommLen        = "filter_comm_len"
 	BindwatchVarFilterPids           = "filter_pids"
+	BindwatchVarFoldGen              = "fold_gen"
 	BindwatchVarFoldNs               = "fold_ns"
 	BindwatchVarFollowChildren       = "follow_children"
 	BindwatchVarN_portRanges         = "n_port_ranges"
@@ -186,6 +197,7 @@ const (
 	BindwatchVarUnusedErrnoBit       = "unused_errno_bit"
 	BindwatchVarUnusedEvent          = "unused_event"
 	BindwatchVarUnusedHook           = "unused_hook"
+	BindwatchVarUnusedMark           = "unused_mark"
 	BindwatchVarUnusedSockFlag       = "unused_sock_flag"
 	BindwatchVarUnusedSyscall        = "unused_syscall"
 )
@@ -255,7 +267,8 @@ type BindwatchProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type BindwatchMapSpecs struct {
 	Events       *ebpf.MapSpec `ebpf:"events"`
-	Folds        *ebpf.MapSpec `ebpf:"folds"`
+	Folds0       *ebpf.MapSpec `ebpf:"folds0"`
+	Folds1       *ebpf.MapSpec `ebpf:"folds1"`
 	Inflight     *ebpf.MapSpec `ebpf:"inflight"`
 	SessionStats *ebpf.MapSpec `ebpf:"session_stats"`
 	TcpHolders   *ebpf.MapSpec `ebpf:"tcp_holders"`
@@ -272,6 +285,7 @@ type BindwatchVariableSpecs struct {
 	FilterComm     *ebpf.VariableSpec `ebpf:"filter_comm"`
 	FilterCommLen  *ebpf.VariableSpec `ebpf:"filter_comm_len"`
 	FilterPids     *ebpf.VariableSpec `ebpf:"filter_pids"`
+	FoldGen        *ebpf.VariableSpec `ebpf:"fold_gen"`
 	FoldNs         *ebpf.VariableSpec `ebpf:"fold_ns"`
 	FollowChildren *ebpf.VariableSpec `ebpf:"follow_children"`
 	N_portRanges   *ebpf.VariableSpec `ebpf:"n_port_ranges"`
@@ -281,6 +295,7 @@ type BindwatchVariableSpecs struct {
 	UnusedErrnoBit *ebpf.VariableSpec `ebpf:"unused_errno_bit"`
 	UnusedEvent    *ebpf.VariableSpec `ebpf:"unused_event"`
 	UnusedHook     *ebpf.VariableSpec `ebpf:"unused_hook"`
+	UnusedMark     *ebpf.VariableSpec `ebpf:"unused_mark"`
 	UnusedSockFlag *ebpf.VariableSpec `ebpf:"unused_sock_flag"`
 	UnusedSyscall  *ebpf.VariableSpec `ebpf:"unused_syscall"`
 }
@@ -306,7 +321,8 @@ func (o *BindwatchObjects) Close() error {
 // It can be passed to LoadBindwatchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type BindwatchMaps struct {
 	Events       *ebpf.Map `ebpf:"events"`
-	Folds        *ebpf.Map `ebpf:"folds"`
+	Folds0       *ebpf.Map `ebpf:"folds0"`
+	Folds1       *ebpf.Map `ebpf:"folds1"`
 	Inflight     *ebpf.Map `ebpf:"inflight"`
 	SessionStats *ebpf.Map `ebpf:"session_stats"`
 	TcpHolders   *ebpf.Map `ebpf:"tcp_holders"`
@@ -317,7 +333,8 @@ type BindwatchMaps struct {
 func (m *BindwatchMaps) Close() error {
 	return _BindwatchClose(
 		m.Events,
-		m.Folds,
+		m.Folds0,
+		m.Folds1,
 		m.Inflight,
 		m.SessionStats,
 		m.TcpHolders,
@@ -335,6 +352,7 @@ type BindwatchVariables struct {
 	FilterComm     *ebpf.Variable `ebpf:"filter_comm"`
 	FilterCommLen  *ebpf.Variable `ebpf:"filter_comm_len"`
 	FilterPids     *ebpf.Variable `ebpf:"filter_pids"`
+	FoldGen        *ebpf.Variable `ebpf:"fold_gen"`
 	FoldNs         *ebpf.Variable `ebpf:"fold_ns"`
 	FollowChildren *ebpf.Variable `ebpf:"follow_children"`
 	N_portRanges   *ebpf.Variable `ebpf:"n_port_ranges"`
@@ -344,6 +362,7 @@ type BindwatchVariables struct {
 	UnusedErrnoBit *ebpf.Variable `ebpf:"unused_errno_bit"`
 	UnusedEvent    *ebpf.Variable `ebpf:"unused_event"`
 	UnusedHook     *ebpf.Variable `ebpf:"unused_hook"`
+	UnusedMark     *ebpf.Variable `ebpf:"unused_mark"`
 	UnusedSockFlag *ebpf.Variable `ebpf:"unused_sock_flag"`
 	UnusedSyscall  *ebpf.Variable `ebpf:"unused_syscall"`
 }

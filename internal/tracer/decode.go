@@ -80,36 +80,14 @@ func formatAddr(family uint16, addr [16]uint8) string {
 }
 
 // Record is one kernel failure record, decoded: the failure as the kernel
-// captured it, and how it was folded. Nothing above the tracer sees the
-// kernel's own layout.
+// captured it. Nothing above the tracer sees the kernel's own layout.
 type Record struct {
 	Failure events.Failure
-	// Fold is the key the kernel counts this failure's repeats under.
-	Fold FoldKey
-	// Folded is how many failures of that key the kernel had folded (counted
-	// without an event) this session when it wrote this one.
-	Folded uint64
-}
-
-// FoldKey is what makes two failures "the same" for folding (struct
-// fold_key in bpf/bindwatch.h): one process, one error, one port, one
-// syscall, and a socket hint the backend chose.
-type FoldKey struct {
-	PID      int
-	Errno    syscall.Errno
-	Port     uint16
-	Syscall  string // "bind" or "listen"
-	sockHint uint32
-}
-
-func foldKey(k *BindwatchFoldKey) FoldKey {
-	return FoldKey{PID: int(k.Tgid), Errno: syscall.Errno(k.Err), Port: k.Port, Syscall: syscallName(k.Syscall), sockHint: k.SockHint}
 }
 
 // decode turns the kernel's event into a Record.
 func decode(ev *BindwatchEvent, backend string, clock bootClock) Record {
-	k := BindwatchFoldKey{Tgid: ev.Pid, Err: ev.Err, Port: ev.Port, Syscall: ev.Syscall, SockHint: ev.SockHint}
-	return Record{Failure: fromKernel(ev, backend, clock), Fold: foldKey(&k), Folded: ev.Folded}
+	return Record{Failure: fromKernel(ev, backend, clock)}
 }
 
 // bootClock turns the kernel's CLOCK_BOOTTIME nanoseconds into wall time.

@@ -27,6 +27,8 @@ type Tracer struct {
 	reader  *ringbuf.Reader
 	backend string
 	skipped map[string]string
+	// foldGen is the fold table generation the programs write (fold_gen).
+	foldGen uint32
 }
 
 // Open loads the BPF object configured by cfg and attaches it with the
@@ -254,6 +256,13 @@ func (t *Tracer) Traced(pid int) bool {
 // the caller can do periodic work. A zero time blocks forever.
 func (t *Tracer) SetDeadline(d time.Time) { t.reader.SetDeadline(d) }
 
+// Flush makes a blocked Read (or the next one) return ErrFlushed. Unlike
+// SetDeadline, it may be called while another goroutine is in Read.
+func (t *Tracer) Flush() { t.reader.Flush() }
+
+// ErrFlushed is returned by a Read that Flush woke up.
+var ErrFlushed = ringbuf.ErrFlushed
+
 // Read blocks until the kernel reports a failure, and decodes it into rec.
 func (t *Tracer) Read(rec *Record) error {
 	var ev BindwatchEvent
@@ -279,11 +288,17 @@ func (t *Tracer) readEvent(ev *BindwatchEvent) error {
 	return nil
 }
 
-// Stats are the kernel's counters for this session. Every failure that
-// passed the filters is an event, folded or lost: the caller adds the
-// events it read to get the total.
+// Stats are the kernel's counters for this session.
 type Stats struct {
-	Folded, Lost uint64
+	// Failures is every failure that passed the filters: each one is read
+	// from the ring buffer, folded, lost, or still in the ring buffer.
+	Failures uint64
+	// Lost is how many found the ring buffer full (and could not be
+	// folded instead).
+	Lost uint64
+	// FoldFull is how many found the fold table full (they are among
+	// those read, lost or still queued).
+	FoldFull uint64
 }
 
 // Stats sums the per-CPU counters.
@@ -294,26 +309,33 @@ func (t *Tracer) Stats() (Stats, error) {
 	}
 	var s Stats
 	for _, c := range per {
-		s.Folded += c.Folded
+		s.Failures += c.Failures
 		s.Lost += c.Lost
+		s.FoldFull += c.FoldFull
 	}
 	return s, nil
 }
 
-// Folded returns, for every fold key, how many failures the kernel folded
-// (counted without an event) this session.
-func (t *Tracer) Folded() (map[FoldKey]uint64, error) {
-	out := map[FoldKey]uint64{}
-	var k BindwatchFoldKey
-	var v BindwatchFoldVal
-	it := t.maps.Folds.Iterate()
-	for it.Next(&k, &v) {
-		out[foldKey(&k)] = v.Folded
+// Unread is how many failure records wait in the ring buffer, unread.
+func (t *Tracer) Unread() uint64 {
+	return uint64(t.reader.AvailableBytes()) / recordSize
+}
+
+// recordSize is a failure record's size in the ring buffer: the event and
+// the kernel's 8-byte header, rounded up to 8 bytes (BPF_RINGBUF_HDR_SZ).
+const recordSize = (8 + uint64(unsafe.Sizeof(BindwatchEvent{})) + 7) &^ 7
+
+// Detach detaches the programs, so that the counters, the fold table and
+// the ring buffer stop changing; they stay readable until Close. A program
+// already running when its hook is detached still finishes (in
+// microseconds): Detach gives it a few milliseconds.
+func (t *Tracer) Detach() {
+	if t.links == nil {
+		return
 	}
-	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("read fold counts: %w", err)
-	}
-	return out, nil
+	closeLinks(t.links)
+	t.links = nil
+	time.Sleep(5 * time.Millisecond)
 }
 
 // Close detaches the programs and frees the ring buffer; a blocked Read

@@ -30,11 +30,21 @@ type Options struct {
 	Tracer tracer.Config
 	// Out receives the records.
 	Out Sink
-	// ReadyFile, if set, is created once tracing is live.
+	// ReadyFile, if set, is created once tracing is live (and the start
+	// record written), and removed when the session ends. It must not
+	// exist: it is created exclusively and never through a symlink.
 	ReadyFile string
 	// Tick is how often folded repeats and lost counts are reported; 0
 	// means the fold window, or one second.
 	Tick time.Duration
+	// StopWithin bounds the stop: once Run's context is done, failures
+	// still queued in the ring buffer are reported for at most this long;
+	// the rest are counted as unread in the stop record. 0 reports them
+	// all (bindwatch run, whose command has exited).
+	StopWithin time.Duration
+	// Hurry, when closed, ends the stop's draining at once (a second
+	// Ctrl-C): what is still queued is counted as unread.
+	Hurry <-chan struct{}
 	// Redact removes secrets from every process reported; nil is the
 	// default rules.
 	Redact *redact.Rules
@@ -51,15 +61,21 @@ type Session struct {
 	enrich  *enricher
 	host    string
 	started time.Time
+	ready   *readyFile
 
-	reported uint64
-	lost     uint64
-	folds    foldBook
+	reported uint64 // bind_failure records written
+	folded   uint64 // failures in repeats records written
+	lost     uint64 // failures in lost records written
 }
 
 // Start attaches the tracer and writes the start record: from its return
 // on, every failure is caught.
 func Start(opts Options) (*Session, error) {
+	if opts.ReadyFile != "" {
+		if err := checkReadyFile(opts.ReadyFile); err != nil {
+			return nil, err
+		}
+	}
 	t, err := tracer.Open(opts.Tracer)
 	if err != nil {
 		return nil, err
@@ -74,7 +90,7 @@ func Start(opts Options) (*Session, error) {
 		self := os.Getpid()
 		enrich.r.SetJob(&resolve.Job{Command: opts.Job, Contains: func(pid int) bool { return pid != self && t.Traced(pid) }})
 	}
-	s := &Session{opts: opts, tracer: t, enrich: enrich, host: host, started: time.Now(), folds: foldBook{}}
+	s := &Session{opts: opts, tracer: t, enrich: enrich, host: host, started: time.Now()}
 	if s.opts.Tick == 0 {
 		s.opts.Tick = max(opts.Tracer.Fold, time.Second)
 	}
@@ -91,9 +107,14 @@ func Start(opts Options) (*Session, error) {
 		return nil, fmt.Errorf("write start record: %w", err)
 	}
 	if opts.ReadyFile != "" {
-		if err := os.WriteFile(opts.ReadyFile, []byte(t.Backend()+"\n"), 0o644); err != nil {
+		if s.ready, err = createReadyFile(opts.ReadyFile, t.Backend()); err != nil {
+			// The start record is out: end the session as every session ends.
+			s.opts.StopWithin = time.Nanosecond
+			if stopErr := s.stop(); stopErr != nil {
+				err = errors.Join(err, stopErr)
+			}
 			s.close()
-			return nil, fmt.Errorf("write ready file %s: %w", opts.ReadyFile, err)
+			return nil, err
 		}
 	}
 	return s, nil
@@ -102,21 +123,23 @@ func Start(opts Options) (*Session, error) {
 // Tracer gives access to the attached tracer (to add pids to follow).
 func (s *Session) Tracer() *tracer.Tracer { return s.tracer }
 
-// Run reports failures until ctx is done, then drains what the kernel
-// already handed over, writes the stop record and detaches.
+// Run reports failures until ctx is done, then stops: see stop.
 func (s *Session) Run(ctx context.Context) error {
 	defer s.close()
+	// A Read waiting for the kernel returns at once when ctx ends.
+	unblock := context.AfterFunc(ctx, func() { s.tracer.Flush() })
+	defer unblock()
 	var rec tracer.Record
 	next := time.Now().Add(s.opts.Tick)
 	for ctx.Err() == nil {
-		s.tracer.SetDeadline(minTime(next, time.Now().Add(100*time.Millisecond)))
+		s.tracer.SetDeadline(next)
 		err := s.tracer.Read(&rec)
 		switch {
 		case err == nil:
 			if err := s.report(&rec); err != nil {
 				return err
 			}
-		case errors.Is(err, os.ErrDeadlineExceeded):
+		case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, tracer.ErrFlushed):
 		default:
 			return fmt.Errorf("read ring buffer: %w", err)
 		}
@@ -130,34 +153,42 @@ func (s *Session) Run(ctx context.Context) error {
 	return s.stop()
 }
 
-// report writes one failure, after any repeats folded before it.
+// report writes one failure.
 func (s *Session) report(rec *tracer.Record) error {
 	f := new(events.Failure) // a sink may keep it; rec is read into again
 	*f = rec.Failure
 	f.Host = s.host
-	if r := s.folds.seen(rec); r != nil {
-		r.Host = s.host
-		if err := s.opts.Out.Write(r); err != nil {
-			return err
-		}
-	}
 	s.enrich.failure(f)
 	s.reported++
 	return s.opts.Out.Write(f)
 }
 
-// tick reports repeats folded since their last report, and lost records.
+// tick reports the repeats folded in the fold table generation that rested
+// since the last tick, and failures lost since the last lost record.
 func (s *Session) tick() error {
-	folded, err := s.tracer.Folded()
-	if err != nil {
+	// An error leaves the generation unharvested: the next tick tries it
+	// again, and the stop record still counts every failure.
+	folds, _ := s.tracer.HarvestFolds()
+	if err := s.writeRepeats(folds); err != nil {
 		return err
 	}
-	for _, r := range s.folds.pending(folded, time.Now()) {
-		r.Host = s.host
+	return s.writeLost()
+}
+
+func (s *Session) writeRepeats(folds []events.Repeats) error {
+	now := time.Now()
+	for i := range folds {
+		r := &folds[i]
+		r.Time, r.Host = now, s.host
+		s.folded += r.Count
 		if err := s.opts.Out.Write(r); err != nil {
 			return err
 		}
 	}
+	return nil
+}
+
+func (s *Session) writeLost() error {
 	st, err := s.tracer.Stats()
 	if err != nil {
 		return err
@@ -170,20 +201,49 @@ func (s *Session) tick() error {
 	return nil
 }
 
-// stop drains the ring buffer, reports what is still pending and writes
-// the stop record.
+// stop detaches the programs, so the counts stop moving, then reports the
+// failures still queued in the ring buffer for at most StopWithin (or
+// until Hurry), the folds of both fold table generations and what was
+// lost, and writes the stop record. Every count in it is measured on its
+// own: failures by the kernel, reported and folded by what was written,
+// lost by the kernel, unread from what is left in the ring buffer — so
+// failures = reported + folded + lost + unread checks them all.
 func (s *Session) stop() error {
+	s.tracer.Detach()
+	var deadline <-chan time.Time
+	if s.opts.StopWithin > 0 {
+		deadline = time.After(s.opts.StopWithin)
+	}
 	var rec tracer.Record
+	s.tracer.SetDeadline(time.Now()) // read what is queued, wait for nothing
+drain:
 	for {
-		s.tracer.SetDeadline(time.Now())
-		if err := s.tracer.Read(&rec); err != nil {
+		select {
+		case <-deadline:
+			break drain
+		case <-s.opts.Hurry:
+			break drain
+		default:
+		}
+		err := s.tracer.Read(&rec)
+		if errors.Is(err, tracer.ErrFlushed) {
+			continue // Run's wake-up, not the end of the queue
+		}
+		if err != nil {
 			break
 		}
 		if err := s.report(&rec); err != nil {
 			return err
 		}
 	}
-	if err := s.tick(); err != nil {
+	folds, err := s.tracer.HarvestAllFolds()
+	if werr := s.writeRepeats(folds); werr != nil {
+		return werr
+	}
+	if err != nil {
+		return err
+	}
+	if err := s.writeLost(); err != nil {
 		return err
 	}
 	st, err := s.tracer.Stats()
@@ -193,7 +253,8 @@ func (s *Session) stop() error {
 	now := time.Now()
 	return s.opts.Out.Write(&events.Stop{
 		Type: events.TypeStop, Version: events.Version, Time: now, Host: s.host,
-		Failures: s.reported + st.Folded + st.Lost, Reported: s.reported, Folded: st.Folded, Lost: st.Lost,
+		Failures: st.Failures, Reported: s.reported, Folded: s.folded, Lost: s.lost,
+		Unread: s.tracer.Unread(), Unfolded: st.FoldFull,
 		DurationMS: now.Sub(s.started).Milliseconds(),
 	})
 }
@@ -201,6 +262,7 @@ func (s *Session) stop() error {
 func (s *Session) close() {
 	s.tracer.Close()
 	s.enrich.close()
+	s.ready.remove()
 }
 
 func kernelRelease() string {
@@ -209,11 +271,4 @@ func kernelRelease() string {
 		return ""
 	}
 	return unix.ByteSliceToString(u.Release[:])
-}
-
-func minTime(a, b time.Time) time.Time {
-	if a.Before(b) {
-		return a
-	}
-	return b
 }

@@ -1,0 +1,121 @@
+package tracer
+
+import (
+	"errors"
+	"fmt"
+	"syscall"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/bindwatch/bindwatch/internal/events"
+)
+
+// FoldEntries is how many keys each generation of the fold table holds
+// (BW_FOLD_ENTRIES in bpf/bindwatch.bpf.c).
+func (t *Tracer) FoldEntries() int { return int(t.maps.Folds0.MaxEntries()) }
+
+// HarvestFolds empties the fold table generation the programs stopped
+// writing at the previous call, a tick ago, and returns its folds as
+// repeats records (without time and host); then it
+// flips, so the programs write the emptied generation and the one they
+// wrote until now rests for a tick before it is harvested. Between two
+// calls at least a program's run time must pass (any tick will do): only
+// a map no program writes is read, so the read cannot be disturbed.
+//
+// On an error nothing is flipped: the next call harvests the same
+// generation again, and what it already read is not returned twice (it
+// was deleted as it was read).
+func (t *Tracer) HarvestFolds() ([]events.Repeats, error) {
+	rest := t.foldGen + 1
+	folds, err := harvest(t.foldMap(rest), nil)
+	if err != nil {
+		return folds, err
+	}
+	if err := t.coll.Variables[BindwatchVarFoldGen].Set(rest); err != nil {
+		return folds, fmt.Errorf("flip the fold table: %w", err)
+	}
+	t.foldGen = rest
+	return folds, nil
+}
+
+// HarvestAllFolds empties both generations of the fold table. Call it
+// after Detach, when no program writes either.
+func (t *Tracer) HarvestAllFolds() ([]events.Repeats, error) {
+	folds, err := harvest(t.foldMap(t.foldGen+1), nil)
+	if err != nil {
+		return folds, err
+	}
+	return harvest(t.foldMap(t.foldGen), folds)
+}
+
+func (t *Tracer) foldMap(gen uint32) *ebpf.Map {
+	if gen&1 == 1 {
+		return t.maps.Folds1
+	}
+	return t.maps.Folds0
+}
+
+// harvestBatch is how many entries one batch syscall moves.
+const harvestBatch = 1024
+
+// harvest reads and deletes every entry of m, appending the folds that
+// counted anything to out.
+func harvest(m *ebpf.Map, out []events.Repeats) ([]events.Repeats, error) {
+	keys := make([]BindwatchFoldKey, harvestBatch)
+	vals := make([]BindwatchFoldVal, harvestBatch)
+	var cursor ebpf.MapBatchCursor
+	for {
+		n, err := m.BatchLookupAndDelete(&cursor, keys, vals, nil)
+		for i := range n {
+			out = appendFold(out, &keys[i], &vals[i])
+		}
+		switch {
+		case errors.Is(err, ebpf.ErrKeyNotExist):
+			return out, nil
+		case errors.Is(err, ebpf.ErrNotSupported):
+			return harvestOneByOne(m, out)
+		case err != nil:
+			return out, fmt.Errorf("harvest fold table: %w", err)
+		}
+	}
+}
+
+// harvestOneByOne is harvest for kernels without batch operations (before
+// 5.6): the map is not written while it is read, so walking it is safe.
+func harvestOneByOne(m *ebpf.Map, out []events.Repeats) ([]events.Repeats, error) {
+	var keys []BindwatchFoldKey
+	var k BindwatchFoldKey
+	var v BindwatchFoldVal
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		keys = append(keys, k)
+	}
+	if err := it.Err(); err != nil {
+		return out, fmt.Errorf("walk fold table: %w", err)
+	}
+	for i := range keys {
+		if err := m.Lookup(&keys[i], &v); err != nil {
+			continue
+		}
+		if err := m.Delete(&keys[i]); err != nil {
+			return out, fmt.Errorf("empty fold table: %w", err)
+		}
+		out = appendFold(out, &keys[i], &v)
+	}
+	return out, nil
+}
+
+// appendFold decodes one fold table entry into a repeats record (its time
+// and host are the caller's). Each entry names its process itself (struct
+// fold_val), so a fold is reported even when the failure that started it
+// is still queued in the ring buffer, or was never delivered.
+func appendFold(out []events.Repeats, k *BindwatchFoldKey, v *BindwatchFoldVal) []events.Repeats {
+	if v.Folded == 0 {
+		return out
+	}
+	return append(out, events.Repeats{
+		Type: events.TypeRepeats, Version: events.Version, Count: v.Folded,
+		PID: int(k.Tgid), Comm: cString(v.Comm[:]), Syscall: syscallName(k.Syscall),
+		Errno: events.ErrnoName(syscall.Errno(k.Err)), Proto: protoName(v.Protocol), Port: k.Port,
+	})
+}

@@ -1,0 +1,76 @@
+package tracer
+
+import (
+	"testing"
+	"time"
+
+	"github.com/bindwatch/bindwatch/internal/testenv"
+)
+
+// fillResting fills the fold table generation HarvestFolds reads next with
+// n entries, as a storm of n distinct keys would.
+func fillResting(t testing.TB, tr *Tracer, n int) {
+	t.Helper()
+	m := tr.foldMap(tr.foldGen + 1)
+	for i := range n {
+		k := BindwatchFoldKey{Tgid: uint32(1 + i/1000), Err: 98, Port: uint16(i % 1000), Syscall: 1, SockHint: 3}
+		v := BindwatchFoldVal{Folded: uint64(i + 1), Protocol: 6}
+		if err := m.Put(&k, &v); err != nil {
+			t.Fatalf("fill fold table entry %d: %v", i, err)
+		}
+	}
+}
+
+// A full fold table generation is harvested whole, exactly once, and
+// emptied; the flip leaves the programs writing the emptied generation.
+func TestHarvestFullFoldTable(t *testing.T) {
+	testenv.RequireRoot(t)
+	tr, err := Open(Config{Backend: testenv.Backend(), Fold: time.Second, Ports: []PortRange{{Lo: 1, Hi: 1}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	n := tr.FoldEntries()
+	fillResting(t, tr, n)
+	before := tr.foldGen
+	folds, err := tr.HarvestFolds()
+	if err != nil {
+		t.Fatalf("harvest a full fold table: %v", err)
+	}
+	var sum, want uint64
+	for _, f := range folds {
+		sum += f.Count
+	}
+	for i := range n {
+		want += uint64(i + 1)
+	}
+	if len(folds) != n || sum != want {
+		t.Errorf("harvested %d folds counting %d, want %d counting %d", len(folds), sum, n, want)
+	}
+	if tr.foldGen == before {
+		t.Error("fold table not flipped")
+	}
+	if again, _ := tr.HarvestAllFolds(); len(again) != 0 {
+		t.Errorf("%d folds harvested twice", len(again))
+	}
+}
+
+// BenchmarkHarvestFolds is the cost of reading and emptying one full
+// generation of the fold table (the measurement behind its size).
+func BenchmarkHarvestFolds(b *testing.B) {
+	testenv.RequireRoot(b)
+	tr, err := Open(Config{Backend: testenv.Backend(), Fold: time.Second, Ports: []PortRange{{Lo: 1, Hi: 1}}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer tr.Close()
+	for b.Loop() {
+		b.StopTimer()
+		fillResting(b, tr, tr.FoldEntries())
+		b.StartTimer()
+		if _, err := tr.HarvestFolds(); err != nil {
+			b.Fatal(err)
+		}
+		tr.HarvestFolds() // flip back: the next fill targets the same generation
+	}
+}
