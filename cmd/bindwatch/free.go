@@ -120,8 +120,8 @@ func freeAction(c *cli.Context) error {
 	}
 	defer plan.Close()
 	out := c.App.Writer
-	if format == events.FormatJSON {
-		return freeJSON(plan, out, kill)
+	if format != events.FormatText {
+		return freeJSON(plan, out, kill, format)
 	}
 	if !kill {
 		plan.WriteDryRun(out, time.Now())
@@ -147,8 +147,8 @@ func freeAction(c *cli.Context) error {
 
 // freeJSON does what freeAction does (a dry run unless kill) and writes
 // a free record per port at the end, in place of the text lines.
-func freeJSON(plan *deploy.Plan, out io.Writer, kill bool) error {
-	w, err := events.NewWriter(out, events.FormatJSON)
+func freeJSON(plan *deploy.Plan, out io.Writer, kill bool, format string) error {
+	write, err := recordWriter(out, format)
 	if err != nil {
 		return err
 	}
@@ -159,7 +159,7 @@ func freeJSON(plan *deploy.Plan, out io.Writer, kill bool) error {
 		}
 	}
 	for _, rec := range plan.Records(!kill, time.Now()) {
-		if err := w.Write(rec); err != nil {
+		if err := write(&rec); err != nil {
 			return fmt.Errorf("write free records: %w (hint: is standard output closed?)", err)
 		}
 	}

@@ -1,9 +1,11 @@
 package main
 
 import (
+	"io"
 	"os"
 
 	"github.com/bindwatch/bindwatch/internal/events"
+	"github.com/bindwatch/bindwatch/internal/sink"
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
 )
@@ -24,11 +26,30 @@ func outputFormatFor(c *cli.Context, terminal bool) (string, error) {
 			return events.FormatText, nil
 		}
 		return events.FormatJSON, nil
-	case events.FormatText, events.FormatJSON:
+	case events.FormatText, events.FormatJSON, events.FormatECS:
 		return format, nil
 	default:
-		return "", usagef("--format %q: use text or json", format)
+		return "", usagef("--format %q: use text, json or ecs", format)
 	}
+}
+
+// recordWriter writes whole records in format (json or ecs, as
+// sink.FormNamed encodes them), one line and one Write each: the
+// one-shot commands' (who, free, wait-free, report) way to write what the
+// tracer writes through its sink.
+func recordWriter(w io.Writer, format string) (func(rec any) error, error) {
+	form, err := sink.FormNamed(format)
+	if err != nil {
+		return nil, usagef("--format %s: %v", format, err)
+	}
+	return func(rec any) error {
+		b, err := form(rec)
+		if err != nil {
+			return err
+		}
+		_, err = w.Write(append(b, '\n'))
+		return err
+	}, nil
 }
 
 func isTerminal(f *os.File) bool {

@@ -47,7 +47,7 @@ error.`,
 			&cli.StringSliceFlag{Name: "port", Aliases: []string{"p"}, Usage: "only incidents on `PORT` or range LO-HI (repeatable)"},
 			&cli.StringFlag{Name: "since", Usage: "only incidents still going on at or after `TIME` (RFC 3339, \"2006-01-02 15:04:05\" local, or a duration ago: 2h)"},
 			&cli.StringFlag{Name: "until", Usage: "only incidents that began at or before `TIME` (as --since)"},
-			&cli.StringFlag{Name: "format", Usage: "output `FORMAT`: text (one block per incident) or json (one incident record per line; docs/schema.md). Default: text on a terminal, json otherwise"},
+			&cli.StringFlag{Name: "format", Usage: "output `FORMAT`: text (one block per incident), json (one incident record per line; docs/schema.md) or ecs (the same as Elastic Common Schema documents). Default: text on a terminal, json otherwise"},
 			&cli.StringFlag{Name: "html", Usage: "also write one self-contained page with a timeline picture per incident to `FILE`"},
 		},
 		Action:          reportAction,
@@ -106,10 +106,13 @@ func reportAction(c *cli.Context) error {
 			return cli.Exit(err.Error(), 1)
 		}
 	}
-	if format == events.FormatJSON {
-		w, _ := events.NewWriter(os.Stdout, format)
+	if format != events.FormatText {
+		write, err := recordWriter(os.Stdout, format)
+		if err != nil {
+			return err
+		}
 		for _, in := range incidents {
-			if err := w.Write(in); err != nil {
+			if err := write(in); err != nil {
 				return err
 			}
 		}

@@ -24,7 +24,7 @@ func commands() []*cli.Command {
 // traceFlags are the flags of tracing (bindwatch itself, and bindwatch run).
 func traceFlags() []cli.Flag {
 	return append([]cli.Flag{
-		&cli.StringFlag{Name: "format", Usage: "output `FORMAT`: text (one readable line per failure) or json (one object per line; fields in docs/schema.md). Default: text on a terminal, json otherwise"},
+		&cli.StringFlag{Name: "format", Usage: "output `FORMAT`: text (one readable line per failure), json (one object per line; fields in docs/schema.md) or ecs (one Elastic Common Schema document per line; docs/ecs.md). Default: text on a terminal, json otherwise"},
 		&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "append records to `FILE` (created 0640; never through a symlink) instead of standard output; SIGHUP reopens it (logrotate)"},
 		&cli.StringSliceFlag{Name: "port", Aliases: []string{"p"}, Usage: "only failures on `PORT` or range LO-HI (repeatable, filtered in the kernel)"},
 		&cli.StringSliceFlag{Name: "errno", Usage: "only failures with `ERRNO`: EADDRINUSE, EADDRNOTAVAIL, EACCES or EINVAL (repeatable; default all)"},

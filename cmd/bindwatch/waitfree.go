@@ -66,7 +66,7 @@ Examples:
 
 // formatFlag is --format of wait-free and free.
 func formatFlag() cli.Flag {
-	return &cli.StringFlag{Name: "format", Usage: "output `FORMAT`: text (for people) or json (one object per line per port on standard output; fields in docs/schema.md). Default: text on a terminal, json otherwise"}
+	return &cli.StringFlag{Name: "format", Usage: "output `FORMAT`: text (for people), json (one object per line per port on standard output; fields in docs/schema.md) or ecs (the same as Elastic Common Schema documents). Default: text on a terminal, json otherwise"}
 }
 
 // bindFlags say how the caller's program will bind (wait-free and free).
@@ -107,8 +107,8 @@ func waitFreeAction(c *cli.Context) error {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	start := time.Now()
-	if format == events.FormatJSON {
-		return waitFreeJSON(ctx, c.App.Writer, r, ports, bind, timeout, start)
+	if format != events.FormatText {
+		return waitFreeJSON(ctx, c.App.Writer, format, r, ports, bind, timeout, start)
 	}
 	waited := false
 	report := func(b *deploy.Busy) {
@@ -148,8 +148,8 @@ func waitFreeAction(c *cli.Context) error {
 // waitFreeJSON waits as waitFreeAction does, writing a held record each
 // time the text mode would say who holds a port, and a wait_free record
 // per port at the end. Only errors go to standard error.
-func waitFreeJSON(ctx context.Context, out io.Writer, r *resolve.Resolver, ports []deploy.Port, bind deploy.BindOptions, timeout time.Duration, start time.Time) error {
-	w, err := events.NewWriter(out, events.FormatJSON)
+func waitFreeJSON(ctx context.Context, out io.Writer, format string, r *resolve.Resolver, ports []deploy.Port, bind deploy.BindOptions, timeout time.Duration, start time.Time) error {
+	write, err := recordWriter(out, format)
 	if err != nil {
 		return err
 	}
@@ -158,7 +158,8 @@ func waitFreeJSON(ctx context.Context, out io.Writer, r *resolve.Resolver, ports
 	opts := deploy.WaitOptions{Bind: bind}
 	if timeout > 0 { // checked once: the wait_free record says who holds it
 		opts.Report = func(b *deploy.Busy) {
-			if err := w.Write(records.Held(b, time.Now())); err != nil && writeErr == nil {
+			held := records.Held(b, time.Now())
+			if err := write(&held); err != nil && writeErr == nil {
 				writeErr = err
 			}
 		}
@@ -168,7 +169,7 @@ func waitFreeJSON(ctx context.Context, out io.Writer, r *resolve.Resolver, ports
 		return waitErr
 	}
 	for _, rec := range records.End(ports, held, time.Now()) {
-		if err := w.Write(rec); err != nil && writeErr == nil {
+		if err := write(&rec); err != nil && writeErr == nil {
 			writeErr = err
 		}
 	}

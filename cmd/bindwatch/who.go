@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"runtime/debug"
@@ -47,7 +46,7 @@ Examples:
   sudo bindwatch who 5432 --all-netns     # also inside containers and ip netns
   bindwatch who 8080 && echo "8080 is taken"`,
 		Flags: append([]cli.Flag{
-			&cli.StringFlag{Name: "format", Usage: "output `FORMAT`: text or json (one object per line per port and protocol). Default: text on a terminal, json otherwise"},
+			&cli.StringFlag{Name: "format", Usage: "output `FORMAT`: text, json (one object per line per port and protocol) or ecs (the same as Elastic Common Schema documents). Default: text on a terminal, json otherwise"},
 			&cli.BoolFlag{Name: "all-netns", Usage: "look in every network namespace on the host (containers, ip netns), not only bindwatch's own"},
 			&cli.BoolFlag{Name: "proc-scan", Usage: "find socket owners by reading /proc/*/fd instead of with the BPF iterator (slower; the fallback when BPF is unavailable)"},
 		}, redactFlags()...),
@@ -101,6 +100,12 @@ func whoAction(c *cli.Context) error {
 	// Outgoing connections may take a port of the ephemeral range at any
 	// time: said for bindwatch's own namespace, held or not.
 	eph, _ := r.Ephemeral(r.OwnNetns())
+	var write func(any) error
+	if format != events.FormatText {
+		if write, err = recordWriter(c.App.Writer, format); err != nil {
+			return err
+		}
+	}
 	held, warned := false, false
 	for _, q := range queries {
 		rec, err := whoPort(r, namespaces, q, eph)
@@ -118,8 +123,8 @@ func whoAction(c *cli.Context) error {
 			rec.OwnerLookup = method
 		}
 		held = held || rec.Held
-		if format == "json" {
-			if err := json.NewEncoder(c.App.Writer).Encode(rec); err != nil {
+		if write != nil {
+			if err := write(rec); err != nil {
 				return err
 			}
 		} else {

@@ -16,6 +16,9 @@ import (
 const (
 	FormatText = "text"
 	FormatJSON = "json"
+	// FormatECS is each record as an Elastic Common Schema document; the
+	// form lives in internal/sink (sink.ECS).
+	FormatECS = "ecs"
 )
 
 // Writer writes records as whole lines, each with a single Write call, so a

@@ -41,8 +41,10 @@ func FormNamed(name string) (Form, error) {
 		return JSON, nil
 	case events.FormatText:
 		return Text, nil
+	case events.FormatECS:
+		return ECS, nil
 	}
-	return nil, fmt.Errorf("unknown format %q (hint: text or json)", name)
+	return nil, fmt.Errorf("unknown format %q (hint: text, json or ecs)", name)
 }
 
 // Output is one destination of records. Write fails only for a record
