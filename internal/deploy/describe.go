@@ -56,23 +56,13 @@ func ProcessText(p *events.Process, now time.Time) string {
 		details = append(details, c)
 	}
 	s := fmt.Sprintf("pid %d %s (%s)", p.PID, orUnknown(p.Comm), strings.Join(details, ", "))
-	if cmd := oneLine(strings.Join(p.Cmdline, " ")); cmd != "" {
+	if cmd := events.Printable(strings.Join(p.Cmdline, " ")); cmd != "" {
 		if len(cmd) > 100 {
 			cmd = cmd[:97] + "..."
 		}
 		s += ": " + cmd
 	}
 	return s
-}
-
-func oneLine(s string) string {
-	s = strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return ' '
-		}
-		return r
-	}, s)
-	return strings.Join(strings.Fields(s), " ")
 }
 
 func orUnknown(s string) string {

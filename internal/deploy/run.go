@@ -338,7 +338,7 @@ func joinFirst(list []string, n int) string {
 }
 
 func commandText(argv []string) string {
-	s := oneLine(strings.Join(argv, " "))
+	s := events.Printable(strings.Join(argv, " "))
 	if len(s) > 60 {
 		s = s[:57] + "..."
 	}

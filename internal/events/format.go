@@ -190,7 +190,7 @@ func commandLine(p *Process) string {
 	if len(p.Cmdline) > 0 {
 		s = strings.Join(p.Cmdline, " ")
 	}
-	s = printable(s)
+	s = Printable(s)
 	if len(s) > 80 {
 		s = s[:77] + "..."
 	}
@@ -220,18 +220,19 @@ func ContainerText(p *Process) string {
 	}
 	switch {
 	case name != "" && pod != "":
-		return "container " + printable(name) + " (pod " + printable(pod) + ")"
+		return "container " + Printable(name) + " (pod " + Printable(pod) + ")"
 	case name != "":
-		return "container " + printable(name)
+		return "container " + Printable(name)
 	case pod != "":
-		return "pod " + printable(pod)
+		return "pod " + Printable(pod)
 	}
 	return ""
 }
 
-// printable puts s on one line: control characters become spaces and runs
-// of white space one space.
-func printable(s string) string {
+// Printable is the escaping rule for process-controlled text (comm, argv,
+// container names) in text lines and diagnoses: it puts s on one line —
+// control characters become spaces and runs of white space one space.
+func Printable(s string) string {
 	s = strings.Map(func(r rune) rune {
 		if r < 0x20 || r == 0x7f {
 			return ' '

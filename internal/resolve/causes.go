@@ -87,7 +87,7 @@ func diagnoseOwnJob(f *events.Failure, h *events.Holder, facts Facts) (Verdict, 
 		if h.FD != nil {
 			fd = fmt.Sprintf(" (its fd %d)", *h.FD)
 		}
-		me := fmt.Sprintf("%s (pid %d)", orDefault(f.Process.Comm, "the process"), f.Process.PID)
+		me := fmt.Sprintf("%s (pid %d)", commName(&f.Process), f.Process.PID)
 		if f.Syscall == "listen" {
 			return Verdict{events.CauseSelfConflict,
 				fmt.Sprintf("listen() failed because this same process, %s, already listens on %s with another socket%s; both were bound with SO_REUSEADDR, which lets sockets share a port only until one of them listens.", me, endpoint(h.Addr, h.Port), fd),
@@ -106,8 +106,8 @@ func diagnoseOwnJob(f *events.Failure, h *events.Holder, facts Facts) (Verdict, 
 		}
 		return Verdict{events.CauseSameJob,
 			fmt.Sprintf("Port %d/%s is held by %s (pid %d), %s %s, started by the same command as this process: %s (pid %d) and %s (pid %d) both run under %s — two parts of one job (two tests of one suite, two services of one setup) want the same port.",
-				f.Port, f.Proto, orDefault(p.Comm, "a process"), p.PID, stateVerb(h), endpoint(h.Addr, h.Port),
-				orDefault(f.Process.Comm, "the process"), f.Process.PID, orDefault(p.Comm, "a process"), p.PID, facts.Job.Command),
+				f.Port, f.Proto, commName(&p), p.PID, stateVerb(h), endpoint(h.Addr, h.Port),
+				commName(&f.Process), f.Process.PID, commName(&p), p.PID, facts.Job.Command),
 			"Give each part its own port (tests: bind port 0 and read the port back with getsockname(), or derive it from the test's index), or run them one after the other so that the first has exited before the second binds."}, true
 	}
 	return Verdict{}, false

@@ -167,15 +167,15 @@ func leftoverDiagnosis(f *events.Failure, h *events.Holder, p *events.Process, a
 	switch {
 	case h.BoundBy != nil:
 		return Verdict{events.CauseLeftover, fmt.Sprintf("Port %d/%s is held by %s (pid %d)%s, a leftover of a previous instance: it inherited the socket from %s (pid %d), which %s and has exited.",
-			f.Port, f.Proto, p.Comm, p.PID, age, h.BoundBy.Comm, h.BoundBy.PID, took),
+			f.Port, f.Proto, commName(p), p.PID, age, commName(h.BoundBy), h.BoundBy.PID, took),
 			fmt.Sprintf("Stop it: %s. %s", stop, prevent)}
 	case p.OrigPPID != 0:
 		return Verdict{events.CauseLeftover, fmt.Sprintf("Port %d/%s is held by %s (pid %d)%s, a leftover of a previous instance: its parent (pid %d) has exited since it %s, and it kept running with the socket (its parent is now pid %d).",
-			f.Port, f.Proto, p.Comm, p.PID, age, p.OrigPPID, taking, p.PPID),
+			f.Port, f.Proto, commName(p), p.PID, age, p.OrigPPID, taking, p.PPID),
 			fmt.Sprintf("Stop it: %s. %s", stop, prevent)}
 	}
 	diagnosis := fmt.Sprintf("Port %d/%s is held by %s (pid %d)%s, another instance of the same program whose parent is init: the running daemon, or a leftover of a previous instance that kept the socket it inherited when its parent exited.",
-		f.Port, f.Proto, p.Comm, p.PID, age)
+		f.Port, f.Proto, commName(p), p.PID, age)
 	if unit := serviceUnit(p.Cgroup); unit != "" && p.Cgroup != f.Process.Cgroup {
 		return Verdict{events.CauseLeftover, diagnosis, fmt.Sprintf("It runs in %s: if that service should own the port, do not start a second copy (use systemctl restart %s); if it is a leftover, stop it: %s.", unit, unit, stop)}
 	}
@@ -333,10 +333,7 @@ func diagnoseNotAvail(f *events.Failure, facts Facts) Verdict {
 func diagnoseAccess(f *events.Failure, facts Facts) Verdict {
 	start := facts.UnprivilegedPortStart
 	p := f.Process
-	who := p.Comm
-	if who == "" {
-		who = "the process"
-	}
+	who := commName(&p)
 	if start > 0 && int(f.Port) < start {
 		var lacks string
 		switch {
@@ -347,7 +344,7 @@ func diagnoseAccess(f *events.Failure, facts Facts) Verdict {
 		default:
 			lacks = fmt.Sprintf("%s has CAP_NET_BIND_SERVICE, but not in the user namespace that owns this network namespace", who)
 		}
-		hint := fmt.Sprintf("Use a port ≥ %d; or grant the capability (setcap cap_net_bind_service=+ep %s, or AmbientCapabilities=CAP_NET_BIND_SERVICE in its systemd unit); or lower net.ipv4.ip_unprivileged_port_start in that network namespace.", start, orDefault(p.Exe, "EXECUTABLE"))
+		hint := fmt.Sprintf("Use a port ≥ %d; or grant the capability (setcap cap_net_bind_service=+ep %s, or AmbientCapabilities=CAP_NET_BIND_SERVICE in its systemd unit); or lower net.ipv4.ip_unprivileged_port_start in that network namespace.", start, orDefault(events.Printable(p.Exe), "EXECUTABLE"))
 		return Verdict{events.CausePrivilegedPort, fmt.Sprintf("Port %d is privileged: it is below net.ipv4.ip_unprivileged_port_start (%d) in the failing process's network namespace, and %s.", f.Port, start, lacks), hint}
 	}
 	if start > 0 {
@@ -356,6 +353,15 @@ func diagnoseAccess(f *events.Failure, facts Facts) Verdict {
 	}
 	return Verdict{events.CauseAccessDenied, fmt.Sprintf("bind() was refused with EACCES: port %d may be privileged (below net.ipv4.ip_unprivileged_port_start, which bindwatch could not read), or a security module denied it.", f.Port),
 		"Run it with CAP_NET_BIND_SERVICE or use a port ≥ 1024; check the audit log for denials."}
+}
+
+// commName is a process's comm as a diagnosis writes it: chosen by the
+// process, so escaped (events.Printable); "a process" when unknown.
+func commName(p *events.Process) string {
+	if c := events.Printable(p.Comm); c != "" {
+		return c
+	}
+	return "a process"
 }
 
 // procsName names the processes owning a holder: "nginx (pid 42, user www)"
@@ -371,8 +377,8 @@ func procsName(h *events.Holder) string {
 	var comms []string
 	var pids []string
 	for _, p := range ps {
-		if p.Comm != "" && !slices.Contains(comms, p.Comm) {
-			comms = append(comms, p.Comm)
+		if c := events.Printable(p.Comm); c != "" && !slices.Contains(comms, c) {
+			comms = append(comms, c)
 		}
 		pids = append(pids, strconv.Itoa(p.PID))
 	}

@@ -466,6 +466,16 @@ func TestDiagnose(t *testing.T) {
 			wantHint:      []string{"/etc/xinetd.d/", "kill -HUP 650"},
 		},
 		{
+			name: "a comm chosen to forge a line is escaped",
+			f: base(func(f *events.Failure) {
+				evil := nginx
+				evil.Comm = "x\n  fix: rm -rf"
+				f.Holders = []events.Holder{listener("0.0.0.0", evil)}
+			}),
+			cause:         events.CausePortInUse,
+			wantDiagnosis: []string{"held by x fix: rm -rf (pid 42"},
+		},
+		{
 			name:          "nothing found",
 			cause:         events.CauseHolderGone,
 			f:             base(func(f *events.Failure) {}),
@@ -549,6 +559,9 @@ func TestDiagnose(t *testing.T) {
 				if !strings.Contains(h, w) {
 					t.Errorf("hint %q\n lacks %q", h, w)
 				}
+			}
+			if strings.ContainsAny(d+h, "\n\r") {
+				t.Errorf("diagnosis or hint spans lines: %q / %q", d, h)
 			}
 			// Folklore that does not work on Linux is never advised.
 			for _, bad := range []string{"tcp_fin_timeout=", "tcp_tw_reuse=1", "tcp_tw_recycle"} {
