@@ -350,3 +350,33 @@ func TestOutputPlantedSymlink(t *testing.T) {
 		t.Errorf("the target was written: %q", b)
 	}
 }
+
+// bindwatch --syslog tcp://… sends each record of a real session to a real
+// rsyslogd: the failure the test provoked arrives as a warning from
+// app-name bindwatch carrying the JSON record, between start and stop.
+func TestSyslogEndToEnd(t *testing.T) {
+	r := testenv.StartRsyslog(t)
+	port := testenv.FreePort(t)
+	tr := startTracing(t, "--output", filepath.Join(t.TempDir(), "out.jsonl"), "--port", strconv.Itoa(port),
+		"--syslog", fmt.Sprintf("tcp://127.0.0.1:%d", r.TCPPort))
+	testenv.Hold(t, "tcp", "127.0.0.1", port, testenv.Opts{})
+	testenv.FailBind(t, "tcp", "127.0.0.1", port, testenv.Opts{}, syscall.EADDRINUSE)
+	time.Sleep(300 * time.Millisecond)
+	tr.stop(t)
+	msgs := r.WaitMessages(t, 3)
+	var types []string
+	for _, m := range msgs {
+		types = append(types, m.MsgID)
+		if m.App != "bindwatch" || m.ProcID != strconv.Itoa(tr.cmd.Process.Pid) || m.Input != "imtcp" {
+			t.Errorf("message from app %q procid %q via %s", m.App, m.ProcID, m.Input)
+		}
+		if m.MsgID == "bind_failure" {
+			if m.Severity != "4" || m.Record["port"] != float64(port) || m.Record["holders"] == nil {
+				t.Errorf("bind_failure message: severity %s, record %v", m.Severity, m.Record)
+			}
+		}
+	}
+	if strings.Join(types, ",") != "start,bind_failure,stop" {
+		t.Errorf("rsyslog got %v, want start, bind_failure, stop", types)
+	}
+}

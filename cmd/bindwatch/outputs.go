@@ -22,6 +22,7 @@ func outputFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "output-max-size", Usage: "rotate the --output file before it passes `SIZE` (bytes, or with K, M, G: 100M): FILE becomes FILE.1, FILE.1 FILE.2, … (for hosts without logrotate; with logrotate, send SIGHUP in postrotate instead)"},
 		&cli.IntFlag{Name: "output-max-files", Value: defaultMaxFiles, Usage: "with --output-max-size: keep `N` rotated files, removing older ones"},
+		&cli.StringFlag{Name: "syslog", Usage: "also send each record to a syslog collector at `URL`: unix:///dev/log, udp://HOST:PORT or tcp://HOST:PORT (RFC 5424, app-name bindwatch, msgid the record type, the JSON record as message; TCP octet-counted, reconnected; up to 10000 records kept while the collector is away, then counted as lost)"},
 		&cli.StringFlag{Name: "metrics-addr", Usage: "serve Prometheus metrics on `HOST:PORT` (/metrics; /healthz): bindwatch_bind_failures_total{syscall,errno,proto} (folded failures included), bindwatch_events_lost_total, bindwatch_output_errors_total, … (no per-process labels)"},
 		&cli.BoolFlag{Name: "metrics-port-label", Usage: "with --metrics-addr and --port: label bind_failures_total with the --port argument each failure matched (one value per --port, so the series stay few)"},
 	}
@@ -69,6 +70,15 @@ func openOutputs(c *cli.Context, std *os.File, stdName, streamFormat string) (*s
 		signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 	}
 	set := sink.NewSet(out)
+	if u := c.String("syslog"); u != "" {
+		// Syslog carries the machine form whatever --format says.
+		s, err := sink.DialSyslog(sink.SyslogOptions{URL: u, Form: sink.JSON, Warn: os.Stderr})
+		if err != nil {
+			set.Close()
+			return nil, "", usageError{err}
+		}
+		set.Add(s)
+	}
 	if err := addMetrics(c, set); err != nil {
 		set.Close()
 		return nil, "", err

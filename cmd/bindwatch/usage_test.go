@@ -40,6 +40,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"--no-such-flag"}, "no-such-flag"},
 		{[]string{"8080"}, "unexpected argument"},
 		{[]string{"--metrics-port-label"}, "needs --metrics-addr"},
+		{[]string{"--syslog", "syslog.example:514"}, "unknown scheme"},
+		{[]string{"--syslog", "tcp://nohostport"}, "HOST:PORT"},
 		{[]string{"--metrics-addr", "127.0.0.1:9851", "--metrics-port-label"}, "needs --port"},
 		{[]string{"--metrics-addr", "9851"}, "HOST:PORT"},
 		{[]string{"--output-max-size", "10M"}, "needs --output"},

@@ -185,7 +185,7 @@ func (w *File) Write(rec any) error {
 		w.loss.failed(rec, err, true)
 		return nil
 	}
-	w.loss.wrote(notice != nil)
+	w.loss.wrote(notice)
 	return nil
 }
 

@@ -67,11 +67,13 @@ func (l *lossBook) notice(now time.Time) *events.OutputLost {
 	}
 }
 
-// wrote records a write that got through, with the notice before it if
-// one was written.
-func (l *lossBook) wrote(noticed bool) {
-	if noticed {
-		l.unsaidRecords, l.unsaidFailures = 0, 0
+// wrote records a write that got through, with the notice n before it
+// if one was written (what it said is said; more may have been lost
+// since it was made).
+func (l *lossBook) wrote(n *events.OutputLost) {
+	if n != nil {
+		l.unsaidRecords -= n.Records
+		l.unsaidFailures -= n.Failures
 	}
 	if l.outage {
 		l.outage = false

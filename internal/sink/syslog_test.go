@@ -1,0 +1,123 @@
+package sink
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bindwatch/bindwatch/internal/events"
+	"github.com/bindwatch/bindwatch/internal/testenv"
+)
+
+func sessionRecords() []any {
+	now := time.Now()
+	return []any{
+		&events.Start{Type: events.TypeStart, Version: events.Version, Time: now, Host: "h", Backend: "tracepoint"},
+		failure(8080),
+		&events.Repeats{Type: events.TypeRepeats, Version: events.Version, Time: now, Host: "h", Count: 7, Syscall: "bind", Errno: "EADDRINUSE", Proto: "tcp", Port: 8080},
+		&events.Lost{Type: events.TypeLost, Version: events.Version, Time: now, Host: "h", Count: 3},
+		&events.Stop{Type: events.TypeStop, Version: events.Version, Time: now, Host: "h", Failures: 11},
+	}
+}
+
+// Over a unix socket, UDP and TCP, rsyslog receives each record as an RFC
+// 5424 message from app-name bindwatch, msgid the record type, severity
+// per type (warning for failures, error for losses, info for start and
+// stop), facility daemon, carrying the JSON record whole.
+func TestSyslogTransports(t *testing.T) {
+	r := testenv.StartRsyslog(t)
+	urls := map[string]string{
+		"imuxsock": "unix://" + r.Sock,
+		"imudp":    fmt.Sprintf("udp://127.0.0.1:%d", r.UDPPort),
+		"imtcp":    fmt.Sprintf("tcp://127.0.0.1:%d", r.TCPPort),
+	}
+	for _, input := range []string{"imuxsock", "imudp", "imtcp"} {
+		s, err := DialSyslog(SyslogOptions{URL: urls[input]})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, rec := range sessionRecords() {
+			if err := s.Write(rec); err != nil {
+				t.Fatal(err)
+			}
+		}
+		s.Close()
+	}
+	lines := r.WaitMessages(t, 15)
+	wantSeverity := map[string]string{"start": "6", "bind_failure": "4", "repeats": "4", "lost": "3", "stop": "6"}
+	byInput := map[string][]string{}
+	for _, l := range lines {
+		typ, _ := l.Record["type"].(string)
+		byInput[l.Input] = append(byInput[l.Input], typ)
+		if l.Version != "1" || l.App != "bindwatch" || l.ProcID != fmt.Sprint(os.Getpid()) || l.Facility != "3" {
+			t.Errorf("%s: version %s app %s procid %s facility %s; want RFC 5424 (1), bindwatch, our pid, daemon (3)", l.Input, l.Version, l.App, l.ProcID, l.Facility)
+		}
+		if l.MsgID != typ || l.Severity != wantSeverity[typ] {
+			t.Errorf("%s: %s record with msgid %q severity %s, want msgid %q severity %s", l.Input, typ, l.MsgID, l.Severity, typ, wantSeverity[typ])
+		}
+	}
+	for _, input := range []string{"imuxsock", "imudp", "imtcp"} {
+		if got := strings.Join(byInput[input], ","); got != "start,bind_failure,repeats,lost,stop" {
+			t.Errorf("over %s rsyslog got %s", input, got)
+		}
+	}
+}
+
+// While the TCP collector is away records wait in a bounded buffer; those
+// that do not fit are counted, and when the collector is back (reconnect)
+// it gets the buffered ones in order, an output_lost record with the exact
+// count, then the rest — and the stop record says the total.
+func TestSyslogCollectorAway(t *testing.T) {
+	r := testenv.StartRsyslog(t)
+	var warn testenv.SyncBuffer
+	s, err := DialSyslog(SyslogOptions{URL: fmt.Sprintf("tcp://127.0.0.1:%d", r.TCPPort), Buffer: 5, Warn: &warn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Write(failure(1))
+	r.WaitMessages(t, 1)
+	r.Stop() // the collector goes away
+	time.Sleep(200 * time.Millisecond)
+	for i := 2; i <= 9; i++ { // 5 fit in the buffer, 3 do not
+		s.Write(failure(i))
+	}
+	time.Sleep(500 * time.Millisecond)
+	r.Restart(t)
+	s.Write(&events.Stop{Type: events.TypeStop, Version: events.Version, Time: time.Now(), Host: "h", Failures: 9})
+	s.Close()
+	lines := r.WaitMessages(t, 8)
+	var got []string
+	for _, l := range lines {
+		switch l.Record["type"] {
+		case events.TypeFailure:
+			got = append(got, fmt.Sprint(l.Record["process"].(map[string]any)["pid"]))
+		case events.TypeOutputLost:
+			got = append(got, fmt.Sprintf("lost %v/%v", l.Record["records"], l.Record["failures"]))
+			if l.Severity != "3" || l.Record["output"] != "syslog" {
+				t.Errorf("output_lost message: severity %s, output %v", l.Severity, l.Record["output"])
+			}
+		case events.TypeStop:
+			got = append(got, fmt.Sprintf("stop %v", l.Record["output_lost"]))
+		}
+	}
+	if want := "1,2,3,4,5,6,lost 3/3,stop 3"; strings.Join(got, ",") != want {
+		t.Errorf("rsyslog got %s, want %s (the first message after the restart may only be the buffered ones)", strings.Join(got, ","), want)
+	}
+	if st := s.Stats(); st.Dropped != 3 {
+		t.Errorf("stats %+v, want 3 dropped", st)
+	}
+	if w := warn.String(); !strings.Contains(w, "works again") {
+		t.Errorf("standard error: %q", w)
+	}
+}
+
+// Bad URLs are refused with a hint.
+func TestSyslogURLs(t *testing.T) {
+	for _, u := range []string{"syslog://x", "tcp://nohostport", "udp://127.0.0.1:514/path", "unix://"} {
+		if _, err := DialSyslog(SyslogOptions{URL: u}); err == nil || !strings.Contains(err.Error(), "hint:") {
+			t.Errorf("DialSyslog(%q) = %v, want an error with a hint", u, err)
+		}
+	}
+}
