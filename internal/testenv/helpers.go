@@ -264,6 +264,10 @@ func (h *HelperProc) Stop() {
 //	bind PROTO ADDR PORT [options]    bind once; exit status is the errno (0: bound);
 //	                                  options as parseOpts reads them
 //	storm PROTO ADDR PORT N           bind N fresh sockets, ignoring errors
+//	keystorm ADDR LO HI SOCKETS SECS  for SECS seconds, bind each of SOCKETS tcp
+//	                                  sockets to each port LO..HI of ADDR: as many
+//	                                  distinct fold keys as SOCKETS×ports → "failed N"
+//	                                  (the EADDRINUSE count)
 //	hold PROTO ADDR PORT [options] [nolisten]
 //	                                  bind (and listen, for tcp) → "ready PID INODE";
 //	                                  then answers "close" (closes the socket, keeps
@@ -286,7 +290,7 @@ func (h *HelperProc) Stop() {
 //	autobind                          see exhaustAutobind (own netns only)
 func runJob(args []string) error {
 	wait := func() { io.Copy(io.Discard, os.Stdin) }
-	need := map[string]int{"bind": 4, "storm": 5, "hold": 4, "inherit": 3, "keep": 1, "fdhog": 2, "trybind": 4, "connect": 3, "autobind": 1, "orphan": 4, "subreaper": 2, "execwhen": 2}
+	need := map[string]int{"bind": 4, "storm": 5, "keystorm": 6, "hold": 4, "inherit": 3, "keep": 1, "fdhog": 2, "trybind": 4, "connect": 3, "autobind": 1, "orphan": 4, "subreaper": 2, "execwhen": 2}
 	if len(args) == 0 || len(args) < need[args[0]] || need[args[0]] == 0 {
 		return fmt.Errorf("bad job %q", args)
 	}
@@ -306,6 +310,8 @@ func runJob(args []string) error {
 			os.Exit(int(errno))
 		}
 		return err
+	case "keystorm":
+		return keyStorm(args[1:])
 	case "storm":
 		port, _ := strconv.Atoi(args[3])
 		n, _ := strconv.Atoi(args[4])
@@ -577,5 +583,34 @@ func exhaustAutobind() error {
 	if err := unix.Listen(fd, 1); err != syscall.EADDRINUSE {
 		return fmt.Errorf("listen without bind = %v, want EADDRINUSE (ephemeral ports used up)", err)
 	}
+	return nil
+}
+
+// keyStorm is the keystorm job: ADDR LO HI SOCKETS SECS. A failed bind
+// leaves its socket unbound, so each socket fails again on the next port.
+func keyStorm(args []string) error {
+	lo, _ := strconv.Atoi(args[1])
+	hi, _ := strconv.Atoi(args[2])
+	n, _ := strconv.Atoi(args[3])
+	secs, _ := strconv.Atoi(args[4])
+	fds := make([]int, n)
+	for i := range fds {
+		fd, err := Socket("tcp", args[0], Opts{})
+		if err != nil {
+			return fmt.Errorf("socket %d: %w", i, err)
+		}
+		fds[i] = fd
+	}
+	failed := 0
+	for end := time.Now().Add(time.Duration(secs) * time.Second); time.Now().Before(end); {
+		for port := lo; port <= hi; port++ {
+			for _, fd := range fds {
+				if Bind(fd, args[0], port) == unix.EADDRINUSE {
+					failed++
+				}
+			}
+		}
+	}
+	fmt.Printf("failed %d\n", failed)
 	return nil
 }
