@@ -16,7 +16,7 @@ import (
 )
 
 // secrets are in hostileArgv; none may appear in any output.
-var secrets = []string{"hunter2", "s3cretpw", "tok3n-abc", "k3y-value", "tailsecret1"}
+var secrets = []string{"hunter2", "s3cretpw", "tok3n-abc", "k3y-value", "tailsecret1", "s3cret-tok"}
 
 // hostileArgv is a command line as hostile as processes make them:
 // secrets in every form redaction knows, terminal escapes, invalid UTF-8,
@@ -93,7 +93,7 @@ func TestNoSecretSurvives(t *testing.T) {
 		}
 	}
 
-	for _, format := range []string{"json", "text"} {
+	for _, format := range []string{"json", "text", "ecs"} {
 		t.Run("trace "+format, func(t *testing.T) {
 			lines := runTrace(t, fail, "--port", p, "--format", format)
 			var out strings.Builder
@@ -101,7 +101,7 @@ func TestNoSecretSurvives(t *testing.T) {
 				out.Write(l)
 				out.WriteByte('\n')
 			}
-			if format == "json" {
+			if format != "text" {
 				checkRedactedJSON(t, "trace", out.String())
 			} else {
 				checkNoSecret(t, "trace", out.String())
@@ -114,7 +114,7 @@ func TestNoSecretSurvives(t *testing.T) {
 			t.Run(args[0]+" "+format, func(t *testing.T) {
 				res := bindwatch(t, append(args, "--format", format)...)
 				checkNoSecret(t, args[0]+" stderr", res.stderr)
-				if format == "json" {
+				if format != "text" {
 					checkRedactedJSON(t, args[0], res.stdout)
 				} else {
 					checkNoSecret(t, args[0], res.stdout)
@@ -140,13 +140,38 @@ func TestNoSecretSurvives(t *testing.T) {
 			if !strings.Contains(string(stderr), "EADDRINUSE") {
 				t.Errorf("run's summary names no failure:\n%s", stderr)
 			}
-			if format == "json" {
+			if format != "text" {
 				checkRedactedJSON(t, "run", string(b))
 			} else {
 				checkNoSecret(t, "run", string(b))
 			}
 		})
 	}
+
+	// A log written with --no-redact holds the secrets; report does not
+	// repeat them.
+	t.Run("report", func(t *testing.T) {
+		lines := runTrace(t, fail, "--port", p, "--format", "json", "--no-redact")
+		log := filepath.Join(t.TempDir(), "bindwatch.jsonl")
+		var b strings.Builder
+		for _, l := range lines {
+			b.Write(l)
+			b.WriteByte('\n')
+		}
+		if !strings.Contains(b.String(), "hunter2") {
+			t.Fatalf("--no-redact log holds no secret:\n%.1000s", b.String())
+		}
+		if err := os.WriteFile(log, []byte(b.String()), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		for _, format := range []string{"text", "json", "ecs"} {
+			res := bindwatch(t, "report", log, "--format", format)
+			if !strings.Contains(res.stdout, p) {
+				t.Errorf("report --format %s: no incident on port %s; %s", format, p, res)
+			}
+			checkNoSecret(t, "report --format "+format, res.stdout+res.stderr)
+		}
+	})
 
 	t.Run("no-redact", func(t *testing.T) {
 		res := bindwatch(t, "who", p+"/tcp", "--format", "json", "--no-redact")

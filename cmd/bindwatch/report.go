@@ -43,13 +43,13 @@ Examples:
 Exit status: 0 (also when there was no incident, or lines were skipped), 1
 when a file cannot be read or --html cannot be written, 2 for a usage
 error.`,
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.StringSliceFlag{Name: "port", Aliases: []string{"p"}, Usage: "only incidents on `PORT` or range LO-HI (repeatable)"},
 			&cli.StringFlag{Name: "since", Usage: "only incidents still going on at or after `TIME` (RFC 3339, \"2006-01-02 15:04:05\" local, or a duration ago: 2h)"},
 			&cli.StringFlag{Name: "until", Usage: "only incidents that began at or before `TIME` (as --since)"},
 			&cli.StringFlag{Name: "format", Usage: "output `FORMAT`: text (one block per incident), json (one incident record per line; docs/schema.md) or ecs (the same as Elastic Common Schema documents). Default: text on a terminal, json otherwise"},
 			&cli.StringFlag{Name: "html", Usage: "also write one self-contained page with a timeline picture per incident to `FILE`"},
-		},
+		}, redactFlags()...),
 		Action:          reportAction,
 		HideHelpCommand: true,
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
@@ -80,8 +80,17 @@ func reportAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	rules, err := redactRules(c)
+	if err != nil {
+		return err
+	}
 	files := c.Args().Slice()
 	log := incident.ReadFiles(files, os.Stdin)
+	// A log written with --no-redact (or by an older bindwatch) may hold
+	// secrets: the report does not repeat them.
+	for _, rec := range log.Records {
+		rules.Record(rec)
+	}
 	wanted := func(port uint16) bool {
 		if len(ports) == 0 {
 			return true

@@ -11,6 +11,9 @@
 //     `-auth-token X`), unless that argument is itself a flag;
 //   - the password of a URL (`scheme://user:password@host`).
 //
+// An argument that is itself a command line (`sh -c "app --password X"`)
+// has the same rules applied to its whitespace-separated words.
+//
 // A KEY or flag names a secret when it contains, in any case, one of
 // SecretWords. Rules built with extra patterns (--redact REGEX) also
 // replace what each pattern matches in an argument (its capture groups,
@@ -24,6 +27,7 @@ package redact
 import (
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/bindwatch/bindwatch/internal/events"
@@ -81,6 +85,30 @@ func (r *Rules) Args(args []string) ([]string, []string) {
 	if !r.Enabled() || len(args) == 0 {
 		return args, nil
 	}
+	out, removed := r.list(args)
+	out = slices.Clone(out) // list returns args itself when it changed nothing
+	// An argument may itself be a command line (sh -c "app --password
+	// X", su -c, ssh host …): the same rules apply to its words.
+	for i, a := range out {
+		if strings.ContainsAny(a, " \t\n") {
+			var gone []string
+			out[i], gone = r.words(a)
+			removed = append(removed, gone...)
+		}
+	}
+	if len(removed) == 0 {
+		return args, nil
+	}
+	// A value removed in one place is removed wherever it is repeated.
+	for i := range out {
+		out[i] = Scrub(out[i], removed)
+	}
+	return out, removed
+}
+
+// list applies the rules to a list of arguments (or of the words of one),
+// returning it as is when nothing was removed.
+func (r *Rules) list(args []string) ([]string, []string) {
 	var out []string // copied on the first change
 	var removed []string
 	set := func(i int, s string) {
@@ -96,7 +124,8 @@ func (r *Rules) Args(args []string) ([]string, []string) {
 		}
 		a, gone := r.replaceIn(a)
 		removed = append(removed, gone...)
-		if name, value, ok := strings.Cut(a, "="); ok && namesSecret(name) {
+		// KEY=value: a KEY with a space in it is words (see words), not a name.
+		if name, value, ok := strings.Cut(a, "="); ok && !strings.ContainsAny(name, " \t\n") && namesSecret(name) {
 			if value != "" && value != Mask {
 				removed = append(removed, value)
 				a = name + "=" + Mask
@@ -112,13 +141,36 @@ func (r *Rules) Args(args []string) ([]string, []string) {
 		}
 	}
 	if out == nil {
-		return args, nil
-	}
-	// A value removed in one place is removed wherever it is repeated.
-	for i := range out {
-		out[i] = Scrub(out[i], removed)
+		return args, removed
 	}
 	return out, removed
+}
+
+// wordPattern finds the words of an argument that is a command line.
+var wordPattern = regexp.MustCompile(`\S+`)
+
+// words applies the rules to the whitespace-separated words of a, keeping
+// the whitespace. Quoting is not parsed: a quoted value with spaces in it
+// loses only its first word.
+func (r *Rules) words(a string) (string, []string) {
+	spans := wordPattern.FindAllStringIndex(a, -1)
+	ws := make([]string, len(spans))
+	for i, sp := range spans {
+		ws[i] = a[sp[0]:sp[1]]
+	}
+	out, removed := r.list(ws)
+	if len(removed) == 0 {
+		return a, nil
+	}
+	var b strings.Builder
+	last := 0
+	for i, sp := range spans {
+		b.WriteString(a[last:sp[0]])
+		b.WriteString(out[i])
+		last = sp[1]
+	}
+	b.WriteString(a[last:])
+	return b.String(), removed
 }
 
 // replaceIn applies the URL rule and the extra patterns to one argument.
@@ -198,17 +250,53 @@ func Scrub(s string, removed []string) string {
 // Process redacts p's command line and removes what it took out from the
 // rest of p (executable, command name, cgroup). It sets CmdlineRedacted
 // when anything changed.
-func (r *Rules) Process(p *events.Process) {
+func (r *Rules) Process(p *events.Process) { r.process(p) }
+
+// process is Process, returning what it removed.
+func (r *Rules) process(p *events.Process) []string {
 	if p == nil || !r.Enabled() {
-		return
+		return nil
 	}
 	args, removed := r.Args(p.Cmdline)
 	if len(removed) == 0 {
-		return
+		return nil
 	}
 	p.Cmdline = args
 	p.Exe = Scrub(p.Exe, removed)
 	p.Comm = Scrub(p.Comm, removed)
 	p.Cgroup = Scrub(p.Cgroup, removed)
 	p.CmdlineRedacted = true
+	return removed
+}
+
+// Record redacts every process of a record read back from a log (bindwatch
+// report), which may have been written by a bindwatch that did not redact
+// (--no-redact, or an older version): the processes, and the diagnosis and
+// hint made from them. Records bindwatch makes are redacted where their
+// processes are described, and come out of this unchanged.
+func (r *Rules) Record(rec any) {
+	if !r.Enabled() {
+		return
+	}
+	switch rec := rec.(type) {
+	case *events.Failure:
+		removed := r.process(&rec.Process)
+		for i := range rec.Holders {
+			h := &rec.Holders[i]
+			for j := range h.Processes {
+				removed = append(removed, r.process(&h.Processes[j])...)
+			}
+			removed = append(removed, r.process(h.BoundBy)...)
+		}
+		rec.Diagnosis = Scrub(rec.Diagnosis, removed)
+		rec.Hint = Scrub(rec.Hint, removed)
+	case *events.Released:
+		r.process(rec.Holder)
+		r.process(rec.Closer)
+	case *events.Signal:
+		r.process(&rec.Sender)
+		r.process(&rec.Target)
+	case *events.Recovered:
+		r.process(&rec.Process)
+	}
 }

@@ -31,6 +31,9 @@ func TestArgs(t *testing.T) {
 		// A removed value is removed wherever it is repeated.
 		{[]string{"app", "--token", "s3cr3t-value", "--log", "/var/log/s3cr3t-value.log"},
 			[]string{"app", "--token", Mask, "--log", "/var/log/" + Mask + ".log"}},
+		// An argument that is a command line: its words follow the same rules.
+		{[]string{"sh", "-c", "exec app --password hunter2 --db=postgres://u:pw@db/x\tTOKEN=t0k"},
+			[]string{"sh", "-c", "exec app --password " + Mask + " --db=postgres://u:" + Mask + "@db/x\tTOKEN=" + Mask}},
 		{nil, nil},
 	} {
 		got, removed := (*Rules)(nil).Args(c.in)
