@@ -117,6 +117,9 @@ func TestRunReportsConflictWithHolder(t *testing.T) {
 python3 -c '%[1]s' %[2]d first.pid &
 while [ ! -s first.pid ]; do sleep 0.02; done
 python3 -c '%[1]s' %[2]d second.pid 2>/dev/null && exit 99
+# Keep the first server until bindwatch has reported the failure: then
+# it was resolved while its holder, the sibling, was still there.
+i=0; while ! grep -q bind_failure out.jsonl && [ $i -lt 500 ]; do sleep 0.02; i=$((i+1)); done
 kill $(cat first.pid)
 exit 7
 `, serverPy, port))

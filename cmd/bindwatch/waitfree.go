@@ -41,6 +41,10 @@ SO_REUSEADDR: a port left in TIME_WAIT by a socket that also had it is then
 free at once. TIME_WAIT lasts a fixed 60 s on Linux; tcp_fin_timeout does
 not shorten it.
 
+A port inside the ephemeral range (net.ipv4.ip_local_port_range) that is
+not reserved gets a note even when free: outgoing connections may take it
+before your program binds it.
+
 Exit status: 0 when every port can be bound, 1 when one is still held at
 --timeout (with who holds it and why) or cannot be bound at all (EACCES,
 EADDRNOTAVAIL), 2 on a usage error.

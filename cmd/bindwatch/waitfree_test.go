@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"regexp"
 	"slices"
@@ -10,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/bindwatch/bindwatch/internal/events"
 	"github.com/bindwatch/bindwatch/internal/testenv"
@@ -177,8 +180,9 @@ func TestWaitFreeUsageErrors(t *testing.T) {
 			t.Errorf("bindwatch %q: want exit 2 saying %q; %s", c.args, c.want, res)
 		}
 	}
-	// Flags may follow the ports.
-	port := testenv.FreePort(t)
+	// Flags may follow the ports. (A port outside the ephemeral range:
+	// one inside gets a note, see TestEphemeralPortNote.)
+	port := freePortOutsideEphemeralRange(t)
 	if res := bindwatch(t, "wait-free", "--format", "text", strconv.Itoa(port), "--timeout", "0", "--addr", "127.0.0.1", "--reuseaddr"); res.code != 0 || res.stderr != "" {
 		t.Errorf("a free port checked once: want exit 0, silent; %s", res)
 	}
@@ -256,4 +260,31 @@ func TestWaitFreeJSONReturnsWhenHolderExits(t *testing.T) {
 	if end := ended[0]; !end.Free || len(end.Holders) != 0 || end.WaitedMS < 1000 || end.WaitedMS > 5000 {
 		t.Errorf("want free, no holders, after the holder exited at 1s; %s", res)
 	}
+}
+
+// freePortOutsideEphemeralRange returns a port below
+// net.ipv4.ip_local_port_range that is free for TCP and UDP right now.
+func freePortOutsideEphemeralRange(t *testing.T) int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lo, _ := strconv.Atoi(strings.Fields(string(b))[0])
+	for port := 20000 + os.Getpid()%1000; port < lo; port++ {
+		free := true
+		for _, c := range []struct{ proto, addr string }{{"tcp", "0.0.0.0"}, {"udp", "::"}} {
+			fd, err := testenv.Socket(c.proto, c.addr, testenv.Opts{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			free = free && testenv.Bind(fd, c.addr, port) == nil
+			unix.Close(fd)
+		}
+		if free {
+			return port
+		}
+	}
+	t.Fatalf("no free port below the ephemeral range (%d)", lo)
+	return 0
 }
