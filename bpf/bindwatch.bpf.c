@@ -692,6 +692,118 @@ static __always_inline void record_bound(struct sock *sk)
 		record_holder_of(current_task(), sk, IPPROTO_UDP, false);
 }
 
+/* ---- incidents: released, signal, recovered -------------------------------
+ *
+ * An incident is open on a port from its first reported failure until
+ * someone takes the port again. User space keeps these maps: the ports
+ * with an open incident, and the processes that hold them. The hooks below
+ * fire for every TCP state change, every signal and every successful
+ * bind()/listen() of the host, so each returns at its first comparison for
+ * everything else, and nothing is recorded for ports without an incident.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, BW_MAX_INCIDENTS);
+	__type(key, struct holder_key);
+	__type(value, __u8);
+} incident_ports SEC(".maps");
+
+/* Holders of ports with an open incident: their pid -> the port. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, BW_MAX_INCIDENT_HOLDERS);
+	__type(key, __u32);
+	__type(value, struct holder_key);
+} incident_holders SEC(".maps");
+
+/*
+ * How many ports have an open incident (user space writes it): lets a
+ * successful bind() skip the hash lookup while there is none. An array
+ * lookup the verifier inlines.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} incident_count SEC(".maps");
+
+/* Incident records have their own ring: a failure storm cannot crowd them out. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 << 10);
+} incident_events SEC(".maps");
+
+const struct incident_event *unused_incident_event __attribute__((unused));
+const enum bw_incident_kind *unused_incident_kind __attribute__((unused));
+
+static __always_inline bool incidents_open(void)
+{
+	__u32 zero = 0, *n = bpf_map_lookup_elem(&incident_count, &zero);
+
+	return n && *n;
+}
+
+/* Reserve an incident record and fill in the current task as its actor. */
+static __always_inline struct incident_event *incident_reserve(__u32 kind)
+{
+	struct task_struct *task = current_task();
+	struct incident_event *e = bpf_ringbuf_reserve(&incident_events, sizeof(*e), 0);
+	unsigned long arg_start, arg_end;
+	__u32 len;
+
+	if (!e)
+		return NULL;
+	__builtin_memset(e, 0, sizeof(*e) - sizeof(e->args));
+	e->kind = kind;
+	e->ts_ns = bpf_ktime_get_boot_ns();
+	e->pid = bpf_get_current_pid_tgid() >> 32;
+	e->tid = (__u32)bpf_get_current_pid_tgid();
+	e->uid = (__u32)bpf_get_current_uid_gid();
+	e->ppid = BPF_CORE_READ(task, real_parent, tgid);
+	e->start_ns = BPF_CORE_READ(task, group_leader, start_boottime);
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	/* An exiting task may have no mm left: then no argv. */
+	arg_start = BPF_CORE_READ(task, mm, arg_start);
+	arg_end = BPF_CORE_READ(task, mm, arg_end);
+	len = arg_end - arg_start;
+	if (len > BW_ARGS_LEN)
+		len = BW_ARGS_LEN;
+	if (arg_start && bpf_probe_read_user(e->args, len, (void *)arg_start) == 0)
+		e->args_len = len;
+	return e;
+}
+
+/*
+ * A bind() (UDP) or listen() (TCP) that just succeeded: if its port has an
+ * open incident, this is the recovery.
+ */
+static __always_inline void note_taken(struct sock *sk, __u8 proto, __u8 syscall)
+{
+	struct holder_key key = { .proto = proto };
+	struct incident_event *e;
+	__u16 family;
+
+	if (!incidents_open() || holder_proto(sk) != proto)
+		return;
+	family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (family != AF_INET && family != AF_INET6)
+		return;
+	key.netns = sock_netns(sk);
+	key.port = BPF_CORE_READ(sk, __sk_common.skc_num);
+	if (!bpf_map_lookup_elem(&incident_ports, &key))
+		return;
+	e = incident_reserve(BW_INCIDENT_RECOVERED);
+	if (!e)
+		return;
+	e->netns = key.netns;
+	e->proto = proto;
+	e->syscall = syscall;
+	e->family = family;
+	sock_local_addr(sk, family, e->addr, &e->port);
+	bpf_ringbuf_submit(e, 0);
+}
+
 /*
  * Hooks that see a call's return but not its arguments (kretprobes; syscall
  * exit tracepoints on kernels before 5.15, which lack bpf_task_pt_regs)
@@ -795,9 +907,11 @@ int tp_exit_bind(struct trace_event_raw_sys_exit *ctx)
 	if (!args_in_regs && !pop_args(&a))
 		return 0;
 	if (ret == 0) {
-		/* Only the holder registry has work on success. */
-		if (record_holders && (sk = call_sock(&a)))
+		/* Only the holder registry and open incidents have work on success. */
+		if ((record_holders || incidents_open()) && (sk = call_sock(&a))) {
 			record_bound(sk);
+			note_taken(sk, IPPROTO_UDP, BW_SYSCALL_BIND);
+		}
 		return 0;
 	}
 	if (!errno_wanted(-ret) || !pid_wanted(bpf_get_current_pid_tgid() >> 32))
@@ -826,8 +940,10 @@ int tp_exit_listen(struct trace_event_raw_sys_exit *ctx)
 	if (!args_in_regs && !pop_args(&a))
 		return 0;
 	if (ret == 0) {
-		if (record_holders && (sk = call_sock(&a)))
+		if ((record_holders || incidents_open()) && (sk = call_sock(&a))) {
 			record_listener(sk);
+			note_taken(sk, IPPROTO_TCP, BW_SYSCALL_LISTEN);
+		}
 		return 0;
 	}
 	if (!errno_wanted(-ret) || !pid_wanted(bpf_get_current_pid_tgid() >> 32))
@@ -878,8 +994,10 @@ static __always_inline int bind_returned(struct socket *sock, void *uaddr, int a
 	struct sock *sk;
 
 	if (ret == 0) {
-		if (record_holders && (sk = BPF_CORE_READ(sock, sk)))
+		if ((record_holders || incidents_open()) && (sk = BPF_CORE_READ(sock, sk))) {
 			record_bound(sk);
+			note_taken(sk, IPPROTO_UDP, BW_SYSCALL_BIND);
+		}
 		return 0;
 	}
 	if (ret > 0 || !errno_wanted(-ret) || !pid_wanted(bpf_get_current_pid_tgid() >> 32))
@@ -898,6 +1016,7 @@ static __always_inline int listen_returned(struct socket *sock, int ret)
 		return 0;
 	if (ret == 0) {
 		record_listener(sk);
+		note_taken(sk, IPPROTO_TCP, BW_SYSCALL_LISTEN);
 		return 0;
 	}
 	if (!errno_wanted(-ret) || !pid_wanted(bpf_get_current_pid_tgid() >> 32))
@@ -1010,5 +1129,95 @@ int seed_listeners(struct bpf_iter__task_file *ctx)
 	if ((proto == IPPROTO_TCP && state == TCP_LISTEN) ||
 	    (proto == IPPROTO_UDP && state == TCP_CLOSE && BPF_CORE_READ(sk, __sk_common.skc_num)))
 		record_holder_of(task, sk, proto, true);
+	return 0;
+}
+
+/* ---- incidents: the kernel's view of a port with an open incident -------- */
+
+#define PF_EXITING 0x00000004 /* include/linux/sched.h; a macro, so not in BTF */
+
+/*
+ * sock:inet_sock_set_state fires on every TCP state change, in the context
+ * of the task that caused it. A listener that closes goes LISTEN -> CLOSE
+ * (tcp_close / inet_csk_listen_stop): from close() in the program, from
+ * the file's last fput in an exiting task. A listen() that fails passes
+ * LISTEN -> CLOSE too (inet_csk_listen_start marks the socket LISTEN
+ * before it takes the port), so only the registry's socket counts as the
+ * holder letting go.
+ */
+SEC("tracepoint/sock/inet_sock_set_state")
+int incident_sock_state(struct trace_event_raw_inet_sock_set_state *ctx)
+{
+	struct holder_key key = { .proto = IPPROTO_TCP };
+	struct task_struct *task;
+	struct incident_event *e;
+	struct holder_rec *rec;
+	struct sock *sk;
+
+	if (ctx->oldstate != TCP_LISTEN)
+		return 0;
+	if (ctx->newstate != TCP_CLOSE || !incidents_open())
+		return 0;
+	sk = (struct sock *)ctx->skaddr;
+	key.netns = sock_netns(sk);
+	key.port = ctx->sport;
+	if (!bpf_map_lookup_elem(&incident_ports, &key))
+		return 0;
+	rec = bpf_map_lookup_elem(&tcp_holders, &key);
+	if (!rec || rec->sk != (__u64)sk)
+		return 0;
+	e = incident_reserve(BW_INCIDENT_RELEASED);
+	if (!e)
+		return 0;
+	e->netns = key.netns;
+	e->proto = IPPROTO_TCP;
+	e->port = key.port;
+	e->family = rec->family;
+	__builtin_memcpy(e->addr, rec->addr, sizeof(e->addr));
+	__builtin_memcpy(&e->holder, rec, sizeof(*rec));
+	e->has_holder = 1;
+	task = current_task();
+	/* do_exit() sets PF_EXITING and exit_code before it closes the files. */
+	if (BPF_CORE_READ(task, flags) & PF_EXITING) {
+		e->exiting = 1;
+		e->exit_code = BPF_CORE_READ(task, exit_code);
+	}
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+/* The stop signals a postmortem asks about: HUP, INT, QUIT, KILL, USR2, TERM. */
+#define BW_STOP_SIGNALS ((1ULL << 1) | (1ULL << 2) | (1ULL << 3) | (1ULL << 9) | (1ULL << 12) | (1ULL << 15))
+
+/*
+ * signal:signal_generate fires for every signal sent, in the sender's
+ * context; pid is the target task's. Only a stop signal to a process that
+ * holds a port with an open incident is recorded.
+ */
+SEC("tracepoint/signal/signal_generate")
+int incident_signal(struct trace_event_raw_signal_generate *ctx)
+{
+	struct incident_event *e;
+	struct holder_key *key;
+	__u32 target;
+
+	if (!((BW_STOP_SIGNALS >> (ctx->sig & 63)) & 1))
+		return 0;
+	target = ctx->pid;
+	key = bpf_map_lookup_elem(&incident_holders, &target);
+	if (!key)
+		return 0;
+	e = incident_reserve(BW_INCIDENT_SIGNAL);
+	if (!e)
+		return 0;
+	e->netns = key->netns;
+	e->proto = key->proto;
+	e->port = key->port;
+	e->sig = ctx->sig;
+	e->result = ctx->result;
+	e->target = target;
+	/* Through a helper: the verifier refuses loads at a moved ctx pointer. */
+	bpf_probe_read_kernel(e->target_comm, sizeof(e->target_comm), ctx->comm);
+	bpf_ringbuf_submit(e, 0);
 	return 0;
 }

@@ -172,4 +172,51 @@ struct event {
 	char args[BW_ARGS_LEN];
 };
 
+/* ---- incidents: records for ports with an open incident only ---------- */
+
+/* How many ports may have an open incident at once (user space caps it). */
+#define BW_MAX_INCIDENTS 1024
+/* How many processes holding such ports are watched for signals. */
+#define BW_MAX_INCIDENT_HOLDERS 4096
+
+/* What an incident_event says. */
+enum bw_incident_kind {
+	BW_INCIDENT_RELEASED = 1,  /* the registry's TCP listener closed */
+	BW_INCIDENT_SIGNAL = 2,    /* a holder was sent a stop signal */
+	BW_INCIDENT_RECOVERED = 3, /* someone bound (UDP) / listened (TCP) on the port */
+};
+
+/*
+ * One incident record. The actor is the current task: the one that closed
+ * the socket (released), sent the signal (signal), or took the port
+ * (recovered).
+ */
+struct incident_event {
+	__u64 ts_ns;    /* CLOCK_BOOTTIME */
+	__u64 start_ns; /* actor's process start, CLOCK_BOOTTIME */
+	__u32 kind;     /* enum bw_incident_kind */
+	__u32 netns;
+	__u32 pid; /* actor's thread group */
+	__u32 tid;
+	__u32 ppid;
+	__u32 uid;
+	__u32 exit_code; /* released: the actor's task->exit_code, when exiting */
+	__s32 sig;       /* signal: the signal */
+	__s32 result;    /* signal: the kernel's TRACE_SIGNAL_* result */
+	__u32 target;    /* signal: the target task's pid */
+	__u16 port;
+	__u16 family;
+	__u8 proto;   /* holder_key.proto: IPPROTO_TCP or IPPROTO_UDP */
+	__u8 syscall; /* recovered: enum bw_syscall */
+	__u8 exiting; /* released: the actor is exiting (PF_EXITING) */
+	__u8 has_holder;
+	__u16 args_len;
+	__u16 pad;
+	__u8 addr[16];
+	char comm[BW_COMM_LEN];        /* actor's */
+	char target_comm[BW_COMM_LEN]; /* signal: the target's */
+	struct holder_rec holder;      /* released: the registry's record of the holder */
+	char args[BW_ARGS_LEN];        /* actor's argv, NUL-separated */
+};
+
 #endif /* BINDWATCH_H */

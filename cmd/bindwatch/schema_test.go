@@ -144,3 +144,47 @@ func TestCausesDocumented(t *testing.T) {
 		}
 	}
 }
+
+// The incident records of the real binary — a signal to the holder, its
+// release, the recovery — match the schema too.
+func TestIncidentRecordsMatchSchema(t *testing.T) {
+	schema, err := testenv.LoadSchema("../../docs/schema.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := testenv.FreePort(t)
+	lines := runTrace(t, func() {
+		holder := exec.Command("python3", "-c", `import socket, sys, time
+s = socket.socket()
+s.bind(("127.0.0.1", int(sys.argv[1])))
+s.listen()
+print("ready", flush=True)
+time.sleep(60)`, strconv.Itoa(port))
+		out, _ := holder.StdoutPipe()
+		if err := holder.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer holder.Process.Kill()
+		bufio.NewReader(out).ReadString('\n')
+		testenv.FailBind(t, "tcp", "127.0.0.1", port, testenv.Opts{}, syscall.EADDRINUSE)
+		time.Sleep(300 * time.Millisecond) // the failure opens the incident
+		holder.Process.Signal(syscall.SIGTERM)
+		holder.Wait()
+		testenv.Hold(t, "tcp", "127.0.0.1", port, testenv.Opts{})
+	}, "--port", strconv.Itoa(port), "--fold", "0")
+
+	seen := map[string]int{}
+	for _, line := range lines {
+		var doc any
+		if err := json.Unmarshal(line, &doc); err != nil {
+			t.Fatalf("not JSON: %v: %s", err, line)
+		}
+		if err := schema.Validate(doc); err != nil {
+			t.Errorf("line does not match docs/schema.json: %v\n%s", err, line)
+		}
+		seen[doc.(map[string]any)["type"].(string)]++
+	}
+	if seen["signal"] != 1 || seen["released"] != 1 || seen["recovered"] != 1 {
+		t.Errorf("record types %v, want 1 signal, 1 released, 1 recovered", seen)
+	}
+}

@@ -60,8 +60,13 @@ func (b *Builder) Add(rec any) {
 		k := Key{r.Host, r.Netns, r.Proto, r.Port}
 		if in := b.open[k]; in != nil {
 			in.Recovered = r
+			// The tracer counted the failures folded up to the recovery.
+			in.Attempts = max(in.Attempts, r.Attempts)
 			in.State = events.IncidentRecovered
 			b.mark(in, r.Time, events.MarkRecovered, r.Process.PID, 0, recoveredLine(in, r))
+			// Repeats reported at the recovery are stamped after it; the
+			// outage ends with the recovery all the same.
+			in.End = r.Time
 			b.end(k, in, r.Time)
 		}
 	case *events.Start:
@@ -232,7 +237,9 @@ func (b *Builder) mark(in *events.Incident, t time.Time, kind string, pid int, c
 
 func (b *Builder) end(k Key, in *events.Incident, t time.Time) {
 	delete(b.open, k)
-	in.End = maxTime(in.End, t)
+	if in.State == events.IncidentOpen {
+		in.End = maxTime(in.End, t)
+	}
 	in.OutageMS = in.End.Sub(in.Start).Milliseconds()
 	if in.State == events.IncidentOpen {
 		b.mark(in, in.End, events.MarkEnd, 0, 0, "trace ended; the port had not recovered")
@@ -291,4 +298,12 @@ func Select(incidents []*events.Incident, port func(uint16) bool, since, until t
 		out = append(out, in)
 	}
 	return out
+}
+
+// Started is when the open incident on k began (its first failure).
+func (b *Builder) Started(k Key) time.Time {
+	if in := b.open[k]; in != nil {
+		return in.Start
+	}
+	return time.Time{}
 }

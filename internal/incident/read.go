@@ -22,7 +22,8 @@ import (
 const maxLine = 1 << 20
 
 // Log is what was read back from bindwatch's JSON lines: the records an
-// incident is built from, in time order, and what had to be skipped.
+// incident is built from, in the order they were written, and what had to
+// be skipped.
 type Log struct {
 	Records []any
 	Skipped Skipped
@@ -91,7 +92,9 @@ func ReadFiles(paths []string, stdin io.Reader) *Log {
 			l.Skipped.Unreadable = append(l.Skipped.Unreadable, err.Error())
 		}
 	}
-	sort.SliceStable(l.Records, func(i, j int) bool { return recordTime(l.Records[i]).Before(recordTime(l.Records[j])) })
+	// Records stay in the order they were written (rotated parts oldest
+	// first): a repeats record is stamped when it was reported, after
+	// failures it may precede in causal order, so time is no sort key.
 	return l
 }
 

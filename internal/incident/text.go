@@ -44,11 +44,11 @@ func signalLine(s *events.Signal) string {
 }
 
 func releasedLine(r *events.Released) string {
-	s := "released"
+	s := "the " + r.State + " socket"
 	if r.Holder != nil {
-		s += " by " + events.ProcessShort(r.Holder)
+		s = events.ProcessShort(r.Holder)
 	}
-	s += ": " + events.ReleaseHow(r)
+	s += " let go of the port: " + events.ReleaseHow(r)
 	if r.HeldMS > 0 {
 		s += ", held " + events.Millis(r.HeldMS)
 	}
@@ -63,7 +63,7 @@ func recoveredLine(in *events.Incident, r *events.Recovered) string {
 	if r.SameProcess {
 		who = "the same process, retrying"
 	}
-	return fmt.Sprintf("recovered: %s by %s (%s) after %d attempt%s; outage %s", r.Syscall,
+	return fmt.Sprintf("%s by %s (%s) after %d attempt%s; outage %s", r.Syscall,
 		events.ProcessShort(&r.Process), who, r.Attempts, events.Plural(r.Attempts), events.Millis(r.OutageMS))
 }
 
@@ -134,6 +134,9 @@ func WriteText(w io.Writer, incidents []*events.Incident) error {
 		for _, e := range in.Timeline {
 			fmt.Fprintf(&b, "  %9s  %-9s %s\n", Offset(e.AtMS), e.Kind, e.Text)
 		}
+		if note := timeWaitNote(in); note != "" {
+			b.WriteString("  " + note + "\n")
+		}
 		if in.Diagnosis != "" {
 			b.WriteString("  why: " + in.Diagnosis + "\n")
 		}
@@ -169,3 +172,24 @@ func Offset(ms int64) string {
 }
 
 func stamp(t time.Time) string { return t.Local().Format("2006-01-02 15:04:05.000") }
+
+// timeWaitNote explains how a TIME_WAIT incident ended: the sockets
+// expired, or a socket that could reuse the address took the port first.
+func timeWaitNote(in *events.Incident) string {
+	tw := false
+	for _, h := range in.Holders {
+		tw = tw || h.State == "TIME_WAIT"
+	}
+	if !tw {
+		return ""
+	}
+	for _, r := range in.Released {
+		if r.How == events.HowExpired {
+			return "TIME_WAIT: the sockets expired (the kernel keeps them 60 s), and then the port was free"
+		}
+	}
+	if in.Recovered != nil {
+		return "TIME_WAIT: recovered before the TIME_WAIT expired: the new socket could reuse the address (SO_REUSEADDR on it and on the old socket)"
+	}
+	return "TIME_WAIT: the sockets had not expired when the trace ended"
+}

@@ -40,6 +40,14 @@ const (
 	BindwatchBwHookBW_HOOK_INET_LISTEN    BindwatchBwHook = 5
 )
 
+type BindwatchBwIncidentKind uint32
+
+const (
+	BindwatchBwIncidentKindBW_INCIDENT_RELEASED  BindwatchBwIncidentKind = 1
+	BindwatchBwIncidentKindBW_INCIDENT_SIGNAL    BindwatchBwIncidentKind = 2
+	BindwatchBwIncidentKindBW_INCIDENT_RECOVERED BindwatchBwIncidentKind = 3
+)
+
 type BindwatchBwMark uint32
 
 const (
@@ -141,6 +149,36 @@ type BindwatchHolderRec struct {
 	Comm    [16]int8
 }
 
+type BindwatchIncidentEvent struct {
+	_          structs.HostLayout
+	TsNs       uint64
+	StartNs    uint64
+	Kind       uint32
+	Netns      uint32
+	Pid        uint32
+	Tid        uint32
+	Ppid       uint32
+	Uid        uint32
+	ExitCode   uint32
+	Sig        int32
+	Result     int32
+	Target     uint32
+	Port       uint16
+	Family     uint16
+	Proto      uint8
+	Syscall    uint8
+	Exiting    uint8
+	HasHolder  uint8
+	ArgsLen    uint16
+	Pad        uint16
+	Addr       [16]uint8
+	Comm       [16]int8
+	TargetComm [16]int8
+	_          [4]byte
+	Holder     BindwatchHolderRec
+	Args       [512]int8
+}
+
 type BindwatchPortRange struct {
 	_  structs.HostLayout
 	Lo uint16
@@ -161,6 +199,10 @@ const (
 	BindwatchMapEvents               = "events"
 	BindwatchMapFolds0               = "folds0"
 	BindwatchMapFolds1               = "folds1"
+	BindwatchMapIncidentCount        = "incident_count"
+	BindwatchMapIncidentEvents       = "incident_events"
+	BindwatchMapIncidentHolders      = "incident_holders"
+	BindwatchMapIncidentPorts        = "incident_ports"
 	BindwatchMapInflight             = "inflight"
 	BindwatchMapSessionStats         = "session_stats"
 	BindwatchMapTcpHolders           = "tcp_holders"
@@ -171,6 +213,8 @@ const (
 	BindwatchProgFexitInetListen     = "fexit_inet_listen"
 	BindwatchProgFollowExit          = "follow_exit"
 	BindwatchProgFollowFork          = "follow_fork"
+	BindwatchProgIncidentSignal      = "incident_signal"
+	BindwatchProgIncidentSockState   = "incident_sock_state"
 	BindwatchProgKprobeInet6Bind     = "kprobe_inet6_bind"
 	BindwatchProgKprobeInetBind      = "kprobe_inet_bind"
 	BindwatchProgKprobeInetListen    = "kprobe_inet_listen"
@@ -197,6 +241,8 @@ const (
 	BindwatchVarUnusedErrnoBit       = "unused_errno_bit"
 	BindwatchVarUnusedEvent          = "unused_event"
 	BindwatchVarUnusedHook           = "unused_hook"
+	BindwatchVarUnusedIncidentEvent  = "unused_incident_event"
+	BindwatchVarUnusedIncidentKind   = "unused_incident_kind"
 	BindwatchVarUnusedMark           = "unused_mark"
 	BindwatchVarUnusedSockFlag       = "unused_sock_flag"
 	BindwatchVarUnusedSyscall        = "unused_syscall"
@@ -249,6 +295,8 @@ type BindwatchProgramSpecs struct {
 	FexitInetListen     *ebpf.ProgramSpec `ebpf:"fexit_inet_listen"`
 	FollowExit          *ebpf.ProgramSpec `ebpf:"follow_exit"`
 	FollowFork          *ebpf.ProgramSpec `ebpf:"follow_fork"`
+	IncidentSignal      *ebpf.ProgramSpec `ebpf:"incident_signal"`
+	IncidentSockState   *ebpf.ProgramSpec `ebpf:"incident_sock_state"`
 	KprobeInet6Bind     *ebpf.ProgramSpec `ebpf:"kprobe_inet6_bind"`
 	KprobeInetBind      *ebpf.ProgramSpec `ebpf:"kprobe_inet_bind"`
 	KprobeInetListen    *ebpf.ProgramSpec `ebpf:"kprobe_inet_listen"`
@@ -266,38 +314,44 @@ type BindwatchProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type BindwatchMapSpecs struct {
-	Events       *ebpf.MapSpec `ebpf:"events"`
-	Folds0       *ebpf.MapSpec `ebpf:"folds0"`
-	Folds1       *ebpf.MapSpec `ebpf:"folds1"`
-	Inflight     *ebpf.MapSpec `ebpf:"inflight"`
-	SessionStats *ebpf.MapSpec `ebpf:"session_stats"`
-	TcpHolders   *ebpf.MapSpec `ebpf:"tcp_holders"`
-	TracedPids   *ebpf.MapSpec `ebpf:"traced_pids"`
-	UdpHolders   *ebpf.MapSpec `ebpf:"udp_holders"`
+	Events          *ebpf.MapSpec `ebpf:"events"`
+	Folds0          *ebpf.MapSpec `ebpf:"folds0"`
+	Folds1          *ebpf.MapSpec `ebpf:"folds1"`
+	IncidentCount   *ebpf.MapSpec `ebpf:"incident_count"`
+	IncidentEvents  *ebpf.MapSpec `ebpf:"incident_events"`
+	IncidentHolders *ebpf.MapSpec `ebpf:"incident_holders"`
+	IncidentPorts   *ebpf.MapSpec `ebpf:"incident_ports"`
+	Inflight        *ebpf.MapSpec `ebpf:"inflight"`
+	SessionStats    *ebpf.MapSpec `ebpf:"session_stats"`
+	TcpHolders      *ebpf.MapSpec `ebpf:"tcp_holders"`
+	TracedPids      *ebpf.MapSpec `ebpf:"traced_pids"`
+	UdpHolders      *ebpf.MapSpec `ebpf:"udp_holders"`
 }
 
 // BindwatchVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type BindwatchVariableSpecs struct {
-	ArgsInRegs     *ebpf.VariableSpec `ebpf:"args_in_regs"`
-	ErrnoMask      *ebpf.VariableSpec `ebpf:"errno_mask"`
-	FilterComm     *ebpf.VariableSpec `ebpf:"filter_comm"`
-	FilterCommLen  *ebpf.VariableSpec `ebpf:"filter_comm_len"`
-	FilterPids     *ebpf.VariableSpec `ebpf:"filter_pids"`
-	FoldGen        *ebpf.VariableSpec `ebpf:"fold_gen"`
-	FoldNs         *ebpf.VariableSpec `ebpf:"fold_ns"`
-	FollowChildren *ebpf.VariableSpec `ebpf:"follow_children"`
-	N_portRanges   *ebpf.VariableSpec `ebpf:"n_port_ranges"`
-	PortRanges     *ebpf.VariableSpec `ebpf:"port_ranges"`
-	RecordHolders  *ebpf.VariableSpec `ebpf:"record_holders"`
-	UnusedArgsLen  *ebpf.VariableSpec `ebpf:"unused_args_len"`
-	UnusedErrnoBit *ebpf.VariableSpec `ebpf:"unused_errno_bit"`
-	UnusedEvent    *ebpf.VariableSpec `ebpf:"unused_event"`
-	UnusedHook     *ebpf.VariableSpec `ebpf:"unused_hook"`
-	UnusedMark     *ebpf.VariableSpec `ebpf:"unused_mark"`
-	UnusedSockFlag *ebpf.VariableSpec `ebpf:"unused_sock_flag"`
-	UnusedSyscall  *ebpf.VariableSpec `ebpf:"unused_syscall"`
+	ArgsInRegs          *ebpf.VariableSpec `ebpf:"args_in_regs"`
+	ErrnoMask           *ebpf.VariableSpec `ebpf:"errno_mask"`
+	FilterComm          *ebpf.VariableSpec `ebpf:"filter_comm"`
+	FilterCommLen       *ebpf.VariableSpec `ebpf:"filter_comm_len"`
+	FilterPids          *ebpf.VariableSpec `ebpf:"filter_pids"`
+	FoldGen             *ebpf.VariableSpec `ebpf:"fold_gen"`
+	FoldNs              *ebpf.VariableSpec `ebpf:"fold_ns"`
+	FollowChildren      *ebpf.VariableSpec `ebpf:"follow_children"`
+	N_portRanges        *ebpf.VariableSpec `ebpf:"n_port_ranges"`
+	PortRanges          *ebpf.VariableSpec `ebpf:"port_ranges"`
+	RecordHolders       *ebpf.VariableSpec `ebpf:"record_holders"`
+	UnusedArgsLen       *ebpf.VariableSpec `ebpf:"unused_args_len"`
+	UnusedErrnoBit      *ebpf.VariableSpec `ebpf:"unused_errno_bit"`
+	UnusedEvent         *ebpf.VariableSpec `ebpf:"unused_event"`
+	UnusedHook          *ebpf.VariableSpec `ebpf:"unused_hook"`
+	UnusedIncidentEvent *ebpf.VariableSpec `ebpf:"unused_incident_event"`
+	UnusedIncidentKind  *ebpf.VariableSpec `ebpf:"unused_incident_kind"`
+	UnusedMark          *ebpf.VariableSpec `ebpf:"unused_mark"`
+	UnusedSockFlag      *ebpf.VariableSpec `ebpf:"unused_sock_flag"`
+	UnusedSyscall       *ebpf.VariableSpec `ebpf:"unused_syscall"`
 }
 
 // BindwatchObjects contains all objects after they have been loaded into the kernel.
@@ -320,14 +374,18 @@ func (o *BindwatchObjects) Close() error {
 //
 // It can be passed to LoadBindwatchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type BindwatchMaps struct {
-	Events       *ebpf.Map `ebpf:"events"`
-	Folds0       *ebpf.Map `ebpf:"folds0"`
-	Folds1       *ebpf.Map `ebpf:"folds1"`
-	Inflight     *ebpf.Map `ebpf:"inflight"`
-	SessionStats *ebpf.Map `ebpf:"session_stats"`
-	TcpHolders   *ebpf.Map `ebpf:"tcp_holders"`
-	TracedPids   *ebpf.Map `ebpf:"traced_pids"`
-	UdpHolders   *ebpf.Map `ebpf:"udp_holders"`
+	Events          *ebpf.Map `ebpf:"events"`
+	Folds0          *ebpf.Map `ebpf:"folds0"`
+	Folds1          *ebpf.Map `ebpf:"folds1"`
+	IncidentCount   *ebpf.Map `ebpf:"incident_count"`
+	IncidentEvents  *ebpf.Map `ebpf:"incident_events"`
+	IncidentHolders *ebpf.Map `ebpf:"incident_holders"`
+	IncidentPorts   *ebpf.Map `ebpf:"incident_ports"`
+	Inflight        *ebpf.Map `ebpf:"inflight"`
+	SessionStats    *ebpf.Map `ebpf:"session_stats"`
+	TcpHolders      *ebpf.Map `ebpf:"tcp_holders"`
+	TracedPids      *ebpf.Map `ebpf:"traced_pids"`
+	UdpHolders      *ebpf.Map `ebpf:"udp_holders"`
 }
 
 func (m *BindwatchMaps) Close() error {
@@ -335,6 +393,10 @@ func (m *BindwatchMaps) Close() error {
 		m.Events,
 		m.Folds0,
 		m.Folds1,
+		m.IncidentCount,
+		m.IncidentEvents,
+		m.IncidentHolders,
+		m.IncidentPorts,
 		m.Inflight,
 		m.SessionStats,
 		m.TcpHolders,
@@ -347,24 +409,26 @@ func (m *BindwatchMaps) Close() error {
 //
 // It can be passed to LoadBindwatchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type BindwatchVariables struct {
-	ArgsInRegs     *ebpf.Variable `ebpf:"args_in_regs"`
-	ErrnoMask      *ebpf.Variable `ebpf:"errno_mask"`
-	FilterComm     *ebpf.Variable `ebpf:"filter_comm"`
-	FilterCommLen  *ebpf.Variable `ebpf:"filter_comm_len"`
-	FilterPids     *ebpf.Variable `ebpf:"filter_pids"`
-	FoldGen        *ebpf.Variable `ebpf:"fold_gen"`
-	FoldNs         *ebpf.Variable `ebpf:"fold_ns"`
-	FollowChildren *ebpf.Variable `ebpf:"follow_children"`
-	N_portRanges   *ebpf.Variable `ebpf:"n_port_ranges"`
-	PortRanges     *ebpf.Variable `ebpf:"port_ranges"`
-	RecordHolders  *ebpf.Variable `ebpf:"record_holders"`
-	UnusedArgsLen  *ebpf.Variable `ebpf:"unused_args_len"`
-	UnusedErrnoBit *ebpf.Variable `ebpf:"unused_errno_bit"`
-	UnusedEvent    *ebpf.Variable `ebpf:"unused_event"`
-	UnusedHook     *ebpf.Variable `ebpf:"unused_hook"`
-	UnusedMark     *ebpf.Variable `ebpf:"unused_mark"`
-	UnusedSockFlag *ebpf.Variable `ebpf:"unused_sock_flag"`
-	UnusedSyscall  *ebpf.Variable `ebpf:"unused_syscall"`
+	ArgsInRegs          *ebpf.Variable `ebpf:"args_in_regs"`
+	ErrnoMask           *ebpf.Variable `ebpf:"errno_mask"`
+	FilterComm          *ebpf.Variable `ebpf:"filter_comm"`
+	FilterCommLen       *ebpf.Variable `ebpf:"filter_comm_len"`
+	FilterPids          *ebpf.Variable `ebpf:"filter_pids"`
+	FoldGen             *ebpf.Variable `ebpf:"fold_gen"`
+	FoldNs              *ebpf.Variable `ebpf:"fold_ns"`
+	FollowChildren      *ebpf.Variable `ebpf:"follow_children"`
+	N_portRanges        *ebpf.Variable `ebpf:"n_port_ranges"`
+	PortRanges          *ebpf.Variable `ebpf:"port_ranges"`
+	RecordHolders       *ebpf.Variable `ebpf:"record_holders"`
+	UnusedArgsLen       *ebpf.Variable `ebpf:"unused_args_len"`
+	UnusedErrnoBit      *ebpf.Variable `ebpf:"unused_errno_bit"`
+	UnusedEvent         *ebpf.Variable `ebpf:"unused_event"`
+	UnusedHook          *ebpf.Variable `ebpf:"unused_hook"`
+	UnusedIncidentEvent *ebpf.Variable `ebpf:"unused_incident_event"`
+	UnusedIncidentKind  *ebpf.Variable `ebpf:"unused_incident_kind"`
+	UnusedMark          *ebpf.Variable `ebpf:"unused_mark"`
+	UnusedSockFlag      *ebpf.Variable `ebpf:"unused_sock_flag"`
+	UnusedSyscall       *ebpf.Variable `ebpf:"unused_syscall"`
 }
 
 // BindwatchPrograms contains all programs after they have been loaded into the kernel.
@@ -376,6 +440,8 @@ type BindwatchPrograms struct {
 	FexitInetListen     *ebpf.Program `ebpf:"fexit_inet_listen"`
 	FollowExit          *ebpf.Program `ebpf:"follow_exit"`
 	FollowFork          *ebpf.Program `ebpf:"follow_fork"`
+	IncidentSignal      *ebpf.Program `ebpf:"incident_signal"`
+	IncidentSockState   *ebpf.Program `ebpf:"incident_sock_state"`
 	KprobeInet6Bind     *ebpf.Program `ebpf:"kprobe_inet6_bind"`
 	KprobeInetBind      *ebpf.Program `ebpf:"kprobe_inet_bind"`
 	KprobeInetListen    *ebpf.Program `ebpf:"kprobe_inet_listen"`
@@ -396,6 +462,8 @@ func (p *BindwatchPrograms) Close() error {
 		p.FexitInetListen,
 		p.FollowExit,
 		p.FollowFork,
+		p.IncidentSignal,
+		p.IncidentSockState,
 		p.KprobeInet6Bind,
 		p.KprobeInetBind,
 		p.KprobeInetListen,

@@ -7,4 +7,4 @@
 // spec before loading, so one kernel never verifies programs it cannot run.
 package tracer
 
-//go:generate go tool bpf2go -tags linux -cc clang-19 -cflags "-O2 -g -Wall -Werror -D__TARGET_ARCH_x86" -target bpfel -type event -type holder_key -type holder_rec -type fold_key -type fold_val -type stats -type bw_hook -type bw_syscall -type bw_sock_flag -type bw_errno_bit -type bw_args_len -type bw_mark -type call_args Bindwatch ../../bpf/bindwatch.bpf.c -- -I../.. -I../../bpf
+//go:generate go tool bpf2go -tags linux -cc clang-19 -cflags "-O2 -g -Wall -Werror -D__TARGET_ARCH_x86" -target bpfel -type event -type holder_key -type holder_rec -type fold_key -type fold_val -type stats -type bw_hook -type bw_syscall -type bw_sock_flag -type bw_errno_bit -type bw_args_len -type bw_mark -type call_args -type incident_event -type bw_incident_kind Bindwatch ../../bpf/bindwatch.bpf.c -- -I../.. -I../../bpf

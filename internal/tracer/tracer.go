@@ -21,12 +21,17 @@ import (
 
 // Tracer is attached BPF programs and the ring buffer they report into.
 type Tracer struct {
-	coll    *ebpf.Collection
-	maps    BindwatchMaps
-	links   []link.Link
-	reader  *ringbuf.Reader
-	backend string
-	skipped map[string]string
+	coll   *ebpf.Collection
+	maps   BindwatchMaps
+	links  []link.Link
+	reader *ringbuf.Reader
+	// incidents reads the incident records; watched are the ports the
+	// kernel reports them for.
+	incidents *ringbuf.Reader
+	watched   map[PortKey]bool
+	noHolders bool
+	backend   string
+	skipped   map[string]string
 	// foldGen is the fold table generation the programs write (fold_gen).
 	foldGen uint32
 }
@@ -98,6 +103,9 @@ func openBackend(cfg Config, b Backend) (*Tracer, error) {
 	if !cfg.NoHolders {
 		keep[seedProgram] = true
 	}
+	for _, tp := range incidentTracepoints {
+		keep[tp.prog] = true
+	}
 	for name := range spec.Programs {
 		if !keep[name] {
 			delete(spec.Programs, name)
@@ -127,7 +135,7 @@ func openBackend(cfg Config, b Backend) (*Tracer, error) {
 	if err != nil {
 		return nil, loadError(err, cfg.Debug)
 	}
-	t := &Tracer{coll: coll, backend: b.Name()}
+	t := &Tracer{coll: coll, backend: b.Name(), watched: map[PortKey]bool{}, noHolders: cfg.NoHolders}
 	if err := coll.Assign(&t.maps); err != nil {
 		t.Close()
 		return nil, fmt.Errorf("BPF object lacks a map: %w (hint: run make generate)", err)
@@ -150,9 +158,19 @@ func openBackend(cfg Config, b Backend) (*Tracer, error) {
 		}
 		t.links = append(t.links, fl...)
 	}
+	il, err := attachIncidents(coll)
+	if err != nil {
+		t.Close()
+		return nil, err
+	}
+	t.links = append(t.links, il...)
 	if t.reader, err = ringbuf.NewReader(t.maps.Events); err != nil {
 		t.Close()
 		return nil, fmt.Errorf("open ring buffer: %w", err)
+	}
+	if t.incidents, err = ringbuf.NewReader(t.maps.IncidentEvents); err != nil {
+		t.Close()
+		return nil, fmt.Errorf("open incident ring buffer: %w", err)
 	}
 	if !cfg.NoHolders {
 		// After attaching, so no listener falls between snapshot and hooks.
@@ -343,6 +361,9 @@ func (t *Tracer) Detach() {
 func (t *Tracer) Close() error {
 	if t.reader != nil {
 		t.reader.Close()
+	}
+	if t.incidents != nil {
+		t.incidents.Close()
 	}
 	closeLinks(t.links)
 	t.links = nil

@@ -66,6 +66,8 @@ type Session struct {
 	reported uint64 // bind_failure records written
 	folded   uint64 // failures in repeats records written
 	lost     uint64 // failures in lost records written
+	// incidents sees every record on its way out (it wraps opts.Out).
+	incidents *incidents
 }
 
 // Start attaches the tracer and writes the start record: from its return
@@ -91,6 +93,8 @@ func Start(opts Options) (*Session, error) {
 		enrich.r.SetJob(&resolve.Job{Command: opts.Job, Contains: func(pid int) bool { return pid != self && t.Traced(pid) }})
 	}
 	s := &Session{opts: opts, tracer: t, enrich: enrich, host: host, started: time.Now()}
+	s.incidents = newIncidents(opts.Out, t, enrich, host)
+	s.opts.Out = s.incidents
 	if s.opts.Tick == 0 {
 		s.opts.Tick = max(opts.Tracer.Fold, time.Second)
 	}
@@ -102,7 +106,7 @@ func Start(opts Options) (*Session, error) {
 	if len(start.Skipped) == 0 {
 		start.Skipped = nil
 	}
-	if err := opts.Out.Write(start); err != nil {
+	if err := s.opts.Out.Write(start); err != nil {
 		s.close()
 		return nil, fmt.Errorf("write start record: %w", err)
 	}
@@ -132,7 +136,8 @@ func (s *Session) Run(ctx context.Context) error {
 	var rec tracer.Record
 	next := time.Now().Add(s.opts.Tick)
 	for ctx.Err() == nil {
-		s.tracer.SetDeadline(next)
+		// Wake at least every incidentStep for the incidents' records and polls.
+		s.tracer.SetDeadline(minTime(next, time.Now().Add(incidentStep)))
 		err := s.tracer.Read(&rec)
 		switch {
 		case err == nil:
@@ -148,6 +153,9 @@ func (s *Session) Run(ctx context.Context) error {
 				return err
 			}
 			next = time.Now().Add(s.opts.Tick)
+		}
+		if err := s.incidents.step(s.flushFolds); err != nil {
+			return err
 		}
 	}
 	return s.stop()
@@ -173,6 +181,23 @@ func (s *Session) tick() error {
 		return err
 	}
 	return s.writeLost()
+}
+
+// flushFolds reports every failure folded so far, so that a recovery's
+// attempts count them: it harvests the resting generation of the fold
+// table, flips, and once the programs have certainly moved on (a program
+// runs for microseconds) harvests the other.
+func (s *Session) flushFolds() error {
+	for i := range 2 {
+		if i == 1 {
+			time.Sleep(time.Millisecond)
+		}
+		folds, _ := s.tracer.HarvestFolds()
+		if err := s.writeRepeats(folds); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (s *Session) writeRepeats(folds []events.Repeats) error {
@@ -243,6 +268,10 @@ drain:
 	if err != nil {
 		return err
 	}
+	// The programs are detached: what they reported is in the ring.
+	if err := s.incidents.step(func() error { return nil }); err != nil {
+		return err
+	}
 	if err := s.writeLost(); err != nil {
 		return err
 	}
@@ -271,4 +300,11 @@ func kernelRelease() string {
 		return ""
 	}
 	return unix.ByteSliceToString(u.Release[:])
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
 }

@@ -1,0 +1,216 @@
+package tracer
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+	"golang.org/x/sys/unix"
+
+	"github.com/bindwatch/bindwatch/internal/events"
+	"github.com/bindwatch/bindwatch/internal/host"
+)
+
+// Incident programs: every backend attaches them (they use tracepoints
+// that exist wherever tracefs does, 5.10 included). They record nothing
+// until user space names a port with an open incident (WatchPort).
+var incidentTracepoints = []struct{ group, event, prog string }{
+	{"sock", "inet_sock_set_state", "incident_sock_state"},
+	{"signal", "signal_generate", "incident_signal"},
+}
+
+// MaxIncidents is how many ports the kernel watches at once (struct
+// incident_ports); more incidents are still told from their failures.
+const MaxIncidents = 1024
+
+// PortKey names a port in the kernel's incident maps.
+type PortKey struct {
+	Netns uint32
+	Proto string // "tcp" or "udp"
+	Port  uint16
+}
+
+func (k PortKey) kernel() (BindwatchHolderKey, bool) {
+	hk := BindwatchHolderKey{Netns: k.Netns, Port: k.Port}
+	switch k.Proto {
+	case "tcp", "mptcp":
+		hk.Proto = syscall.IPPROTO_TCP
+	case "udp":
+		hk.Proto = syscall.IPPROTO_UDP
+	default:
+		return hk, false
+	}
+	return hk, true
+}
+
+func attachIncidents(coll *ebpf.Collection) ([]link.Link, error) {
+	if err := host.EnsureTracefs(); err != nil {
+		return nil, err
+	}
+	var links []link.Link
+	for _, tp := range incidentTracepoints {
+		l, err := link.Tracepoint(tp.group, tp.event, coll.Programs[tp.prog], nil)
+		if err != nil {
+			closeLinks(links)
+			return nil, fmt.Errorf("attach tracepoint %s:%s (incident records): %w", tp.group, tp.event, err)
+		}
+		links = append(links, l)
+	}
+	return links, nil
+}
+
+// NoHolders tells whether the holder registry is off (--no-holders): then
+// the kernel cannot tell a listener's close from a failed listen(), and
+// releases are only polled.
+func (t *Tracer) NoHolders() bool { return t.noHolders }
+
+// WatchPort makes the kernel report released, signal and recovered
+// records for the port, and signals sent to the processes pids (its
+// holders). It returns false when the kernel's map is full.
+func (t *Tracer) WatchPort(k PortKey, pids []int) (bool, error) {
+	hk, ok := k.kernel()
+	if !ok {
+		return false, nil
+	}
+	if !t.watched[k] {
+		if len(t.watched) >= MaxIncidents {
+			return false, nil
+		}
+		if err := t.maps.IncidentPorts.Put(hk, uint8(1)); err != nil {
+			return false, fmt.Errorf("watch port %d/%s: %w", k.Port, k.Proto, err)
+		}
+		t.watched[k] = true
+		if err := t.maps.IncidentCount.Put(uint32(0), uint32(len(t.watched))); err != nil {
+			return false, fmt.Errorf("watch port %d/%s: %w", k.Port, k.Proto, err)
+		}
+	}
+	for _, pid := range pids {
+		// A full map leaves that holder's signals unseen, nothing else.
+		t.maps.IncidentHolders.Put(uint32(pid), hk)
+	}
+	return true, nil
+}
+
+// UnwatchPort stops the kernel's records for the port and forgets its
+// holders.
+func (t *Tracer) UnwatchPort(k PortKey, pids []int) error {
+	hk, ok := k.kernel()
+	if !ok || !t.watched[k] {
+		return nil
+	}
+	delete(t.watched, k)
+	t.maps.IncidentPorts.Delete(hk)
+	for _, pid := range pids {
+		var have BindwatchHolderKey
+		if t.maps.IncidentHolders.Lookup(uint32(pid), &have) == nil && have == hk {
+			t.maps.IncidentHolders.Delete(uint32(pid))
+		}
+	}
+	return t.maps.IncidentCount.Put(uint32(0), uint32(len(t.watched)))
+}
+
+// ReadIncident returns the next incident record the kernel wrote, without
+// blocking: a *events.Released, *events.Signal or *events.Recovered, with
+// what the kernel knows (the caller adds host, attempts and outage). It
+// returns nil when there is none.
+func (t *Tracer) ReadIncident() (any, error) {
+	var rec ringbuf.Record
+	t.incidents.SetDeadline(time.Now())
+	if err := t.incidents.ReadInto(&rec); err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("read incident ring buffer: %w", err)
+	}
+	var ev BindwatchIncidentEvent
+	if len(rec.RawSample) < int(unsafe.Sizeof(ev)) {
+		return nil, fmt.Errorf("short incident record: %d bytes, want %d (hint: the BPF object and the binary disagree; run make generate)", len(rec.RawSample), unsafe.Sizeof(ev))
+	}
+	ev = *(*BindwatchIncidentEvent)(unsafe.Pointer(&rec.RawSample[0]))
+	return decodeIncident(&ev, t.Time), nil
+}
+
+func decodeIncident(ev *BindwatchIncidentEvent, clock bootClock) any {
+	at := clock(ev.TsNs)
+	proto := protoName(uint16(ev.Proto))
+	actor := events.Process{
+		PID: int(ev.Pid), TID: int(ev.Tid), PPID: int(ev.Ppid), UID: ev.Uid,
+		Comm:      cString(ev.Comm[:]),
+		Cmdline:   host.SplitArgs(int8Bytes(ev.Args[:min(int(ev.ArgsLen), len(ev.Args))])),
+		StartTime: clock(ev.StartNs),
+	}
+	switch BindwatchBwIncidentKind(ev.Kind) {
+	case BindwatchBwIncidentKindBW_INCIDENT_RELEASED:
+		r := &events.Released{
+			Type: events.TypeReleased, Version: events.Version, Time: at, Source: events.SourceKernel,
+			Proto: proto, Netns: ev.Netns, Addr: formatAddr(ev.Family, ev.Addr), Port: ev.Port,
+			State: "LISTEN", How: events.HowClose, Closer: &actor,
+		}
+		if ev.Exiting != 0 {
+			r.How = events.HowExit
+			// task->exit_code as wait(2) reports it: a killing signal in
+			// the low 7 bits, or the exit status above them.
+			if sig := ev.ExitCode & 0x7f; sig != 0 {
+				r.KilledBy = signalName(int(sig))
+			} else {
+				code := int(ev.ExitCode>>8) & 0xff
+				r.ExitCode = &code
+			}
+		}
+		if ev.HasHolder != 0 {
+			h := &ev.Holder
+			r.Holder = &events.Process{PID: int(h.Tgid), PPID: int(h.Ppid), UID: h.Uid, Comm: cString(h.Comm[:])}
+			if h.StartNs != 0 {
+				r.Holder.StartTime = clock(h.StartNs)
+			}
+			if h.BoundNs != 0 && ev.TsNs > h.BoundNs {
+				r.HeldMS = int64(ev.TsNs-h.BoundNs) / int64(time.Millisecond)
+			}
+		}
+		return r
+	case BindwatchBwIncidentKindBW_INCIDENT_SIGNAL:
+		return &events.Signal{
+			Type: events.TypeSignal, Version: events.Version, Time: at, Signal: signalName(int(ev.Sig)),
+			Sender: actor, Target: events.Process{PID: int(ev.Target), Comm: cString(ev.TargetComm[:])},
+			Result: signalResult(ev.Result), Proto: proto, Netns: ev.Netns, Port: ev.Port,
+		}
+	default:
+		return &events.Recovered{
+			Type: events.TypeRecovered, Version: events.Version, Time: at, Source: events.SourceKernel,
+			Syscall: syscallName(ev.Syscall), Proto: proto, Netns: ev.Netns,
+			Addr: formatAddr(ev.Family, ev.Addr), Port: ev.Port, Process: actor,
+		}
+	}
+}
+
+func signalName(sig int) string {
+	if name := unix.SignalName(syscall.Signal(sig)); name != "" {
+		return name
+	}
+	return "signal " + strconv.Itoa(sig)
+}
+
+// signalResult names the kernel's enum trace_signal_deliver result
+// (include/trace/events/signal.h).
+func signalResult(r int32) string {
+	switch r {
+	case 0:
+		return "delivered"
+	case 1:
+		return "ignored"
+	case 2:
+		return "already_pending"
+	case 3:
+		return "overflow"
+	case 4:
+		return "lose_info"
+	}
+	return "result " + strconv.Itoa(int(r))
+}

@@ -1,0 +1,245 @@
+package watch
+
+import (
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/bindwatch/bindwatch/internal/events"
+	"github.com/bindwatch/bindwatch/internal/host"
+	"github.com/bindwatch/bindwatch/internal/incident"
+	"github.com/bindwatch/bindwatch/internal/resolve"
+	"github.com/bindwatch/bindwatch/internal/tracer"
+)
+
+// pollInterval is how often the sockets the kernel cannot report on (UDP
+// holders, TIME_WAIT) are looked at while their port has an open
+// incident: the precision of a poll's released record.
+const pollInterval = 100 * time.Millisecond
+
+// incidentStep is how often a session hands over the kernel's incident
+// records and polls.
+const incidentStep = pollInterval
+
+// incidents follows the session's incidents. It sees every record the
+// session writes (it wraps the sink), opens and closes them in the
+// kernel's maps — so the kernel reports released, signal and recovered
+// for those ports only — completes the kernel's records with what user
+// space knows (attempts, outage, process details), and polls, for ports
+// with an open incident only, what no kernel hook here reports: a UDP
+// holder or TIME_WAIT socket going away.
+type incidents struct {
+	out     Sink
+	tracer  *tracer.Tracer
+	enrich  *enricher
+	host    string
+	builder *incident.Builder
+	ports   map[incident.Key]*watchedPort
+}
+
+// watchedPort is one open incident's kernel and poll state.
+type watchedPort struct {
+	key  tracer.PortKey
+	pids []int // holders given to the kernel, for signals
+	// netns opens the port's network namespace for the poll: a failing
+	// process's.
+	netns host.Netns
+	// polled are holder sockets (inode -> state) whose release only a poll
+	// sees; timeWait that the port had TIME_WAIT sockets when it failed.
+	polled   map[uint64]*events.Holder
+	timeWait bool
+	addr     string // the failure's address
+	lastPoll time.Time
+}
+
+func newIncidents(out Sink, t *tracer.Tracer, e *enricher, host string) *incidents {
+	return &incidents{out: out, tracer: t, enrich: e, host: host, builder: incident.NewBuilder(), ports: map[incident.Key]*watchedPort{}}
+}
+
+// Write passes a record on and accounts for it.
+func (in *incidents) Write(rec any) error {
+	err := in.out.Write(rec)
+	in.builder.Add(rec)
+	if f, ok := rec.(*events.Failure); ok {
+		in.failed(f)
+	}
+	return err
+}
+
+// failed opens (or widens) the kernel's watch of the failure's port.
+func (in *incidents) failed(f *events.Failure) {
+	k := incident.Key{Host: f.Host, Netns: f.Process.Netns, Proto: f.Proto, Port: f.Port}
+	if !in.builder.IsOpen(k) {
+		return
+	}
+	w := in.ports[k]
+	if w == nil {
+		w = &watchedPort{
+			key:    tracer.PortKey{Netns: f.Process.Netns, Proto: f.Proto, Port: f.Port},
+			netns:  host.Netns{Inode: f.Process.Netns, Path: "/proc/" + strconv.Itoa(f.Process.PID) + "/ns/net"},
+			polled: map[uint64]*events.Holder{},
+			addr:   f.Addr,
+		}
+		if f.Process.Netns == in.enrich.r.OwnNetns().Inode {
+			w.netns = in.enrich.r.OwnNetns()
+		}
+		in.ports[k] = w
+	}
+	for i := range f.Holders {
+		h := &f.Holders[i]
+		for _, p := range h.Processes {
+			if !slices.Contains(w.pids, p.PID) {
+				w.pids = append(w.pids, p.PID)
+			}
+		}
+		// A TCP listener's close is the kernel's to report (when the
+		// registry records it: see incident_sock_state); the rest —
+		// UDP sockets, bound TCP sockets, TIME_WAIT — is polled.
+		if h.Inode != 0 && (h.State != "LISTEN" || in.tracer.NoHolders()) {
+			w.polled[h.Inode] = h
+		}
+		if h.State == "TIME_WAIT" {
+			w.timeWait = true
+		}
+	}
+	if f.TimeWait != nil {
+		w.timeWait = true
+	}
+	in.tracer.WatchPort(w.key, w.pids)
+}
+
+// step hands over what the kernel reported for open incidents and polls
+// what it cannot see. flushFolds writes the repeats still folded in the
+// kernel, so that a recovery's attempts count them.
+func (in *incidents) step(flushFolds func() error) error {
+	for {
+		rec, err := in.tracer.ReadIncident()
+		if err != nil {
+			return err
+		}
+		if rec == nil {
+			break
+		}
+		if err := in.kernelRecord(rec, flushFolds); err != nil {
+			return err
+		}
+	}
+	return in.poll(time.Now())
+}
+
+func (in *incidents) kernelRecord(rec any, flushFolds func() error) error {
+	switch r := rec.(type) {
+	case *events.Released:
+		r.Host = in.host
+		if r.Closer != nil {
+			in.enrich.r.Describe(r.Closer)
+		}
+		if r.Holder != nil {
+			in.enrich.r.Describe(r.Holder)
+		}
+		if w := in.ports[in.key(r.Netns, r.Proto, r.Port)]; w != nil {
+			w.lastPoll = time.Time{}
+		}
+	case *events.Signal:
+		r.Host = in.host
+		in.enrich.r.Describe(&r.Sender)
+		in.enrich.r.Describe(&r.Target)
+	case *events.Recovered:
+		r.Host = in.host
+		if err := flushFolds(); err != nil {
+			return err
+		}
+		k := in.key(r.Netns, r.Proto, r.Port)
+		if !in.builder.IsOpen(k) {
+			return nil // a second taker, after the recovery
+		}
+		attempts, pids := in.builder.Attempts(k)
+		r.Attempts = attempts
+		r.SameProcess = slices.Contains(pids, r.Process.PID)
+		r.OutageMS = r.Time.Sub(in.builder.Started(k)).Milliseconds()
+		in.enrich.r.Describe(&r.Process)
+		if err := in.Write(r); err != nil {
+			return err
+		}
+		in.close(k)
+		return nil
+	}
+	return in.Write(rec)
+}
+
+func (in *incidents) key(netns uint32, proto string, port uint16) incident.Key {
+	return incident.Key{Host: in.host, Netns: netns, Proto: proto, Port: port}
+}
+
+func (in *incidents) close(k incident.Key) {
+	if w := in.ports[k]; w != nil {
+		in.tracer.UnwatchPort(w.key, w.pids)
+		delete(in.ports, k)
+	}
+}
+
+// poll looks, every pollInterval, at the ports whose holders only a poll
+// can see go: a UDP socket, a TIME_WAIT socket, a TCP socket not in the
+// kernel's registry.
+func (in *incidents) poll(now time.Time) error {
+	for k, w := range in.ports {
+		if !in.builder.IsOpen(k) { // ended: a stop record, or recovered by poll's eyes
+			in.close(k)
+			continue
+		}
+		if len(w.polled) == 0 && !w.timeWait {
+			continue
+		}
+		if now.Sub(w.lastPoll) < pollInterval {
+			continue
+		}
+		precision := pollInterval
+		if !w.lastPoll.IsZero() {
+			precision = now.Sub(w.lastPoll)
+		}
+		w.lastPoll = now
+		socks, err := in.enrich.r.Sockets(w.netns, w.key.Proto, w.key.Port)
+		if err != nil {
+			continue // the namespace is gone: nothing more to see
+		}
+		for inode, h := range w.polled {
+			if _, ok := socks.Inodes[inode]; ok {
+				continue
+			}
+			delete(w.polled, inode)
+			r := &events.Released{
+				Type: events.TypeReleased, Version: events.Version, Time: now, Host: in.host,
+				Source: events.SourcePoll, PrecisionMS: precision.Milliseconds(),
+				Proto: w.key.Proto, Netns: w.key.Netns, Addr: h.Addr, Port: w.key.Port, State: h.State, How: events.HowGone,
+			}
+			if len(h.Processes) > 0 {
+				p := h.Processes[0]
+				r.Holder = &p
+				// The socket is gone; whether its owner is says how.
+				if resolve.Running(p) {
+					r.How = events.HowClose
+				} else {
+					r.How = events.HowExit
+				}
+			}
+			if !h.Since.IsZero() {
+				r.HeldMS = now.Sub(h.Since).Milliseconds()
+			}
+			if err := in.Write(r); err != nil {
+				return err
+			}
+		}
+		if w.timeWait && socks.TimeWait == 0 {
+			w.timeWait = false
+			r := &events.Released{
+				Type: events.TypeReleased, Version: events.Version, Time: now, Host: in.host,
+				Source: events.SourcePoll, PrecisionMS: precision.Milliseconds(),
+				Proto: w.key.Proto, Netns: w.key.Netns, Addr: w.addr, Port: w.key.Port, State: "TIME_WAIT", How: events.HowExpired,
+			}
+			if err := in.Write(r); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}

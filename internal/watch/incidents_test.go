@@ -1,0 +1,403 @@
+package watch
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/bindwatch/bindwatch/internal/events"
+	"github.com/bindwatch/bindwatch/internal/incident"
+	"github.com/bindwatch/bindwatch/internal/testenv"
+)
+
+// Real servers for the incident tests, in Python (a test dependency).
+const (
+	// serverPy PORT PIDFILE GRACE: listens (SO_REUSEADDR), writes its pid
+	// once listening, and on SIGTERM exits after GRACE seconds without
+	// closing its socket (the kernel closes it on exit).
+	serverPy = `import os, signal, socket, sys, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1])))
+s.listen()
+def term(*_):
+    time.sleep(float(sys.argv[3]))
+    os._exit(0)
+signal.signal(signal.SIGTERM, term)
+open(sys.argv[2] + ".tmp", "w").write(str(os.getpid()))
+os.rename(sys.argv[2] + ".tmp", sys.argv[2])
+while True:
+    time.sleep(1)
+`
+	// retryPy PORT [STARTED]: binds (SO_REUSEADDR) and listens, retrying
+	// every 100 ms until it can; then holds the port for half a second.
+	// It creates the file STARTED just before its first attempt.
+	retryPy = `import socket, sys, time
+if len(sys.argv) > 2:
+    open(sys.argv[2], "w").close()
+while True:
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        s.bind(("127.0.0.1", int(sys.argv[1])))
+        s.listen()
+        break
+    except OSError:
+        s.close()
+        time.sleep(0.1)
+time.sleep(0.5)
+`
+	// forkingServerPy PORT PIDFILE: listens, then forks a child that
+	// inherits the socket and sleeps; writes the child's pid, and exits at
+	// once on SIGTERM, leaving the child with the socket.
+	forkingServerPy = `import os, signal, socket, sys, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1])))
+s.listen()
+child = os.fork()
+if child == 0:
+    while True:
+        time.sleep(1)
+signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+open(sys.argv[2] + ".tmp", "w").write(str(child))
+os.rename(sys.argv[2] + ".tmp", sys.argv[2])
+while True:
+    time.sleep(1)
+`
+	// udpPy PORT PIDFILE: binds a UDP socket and waits to be killed.
+	udpPy = `import os, socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", int(sys.argv[1])))
+open(sys.argv[2] + ".tmp", "w").write(str(os.getpid()))
+os.rename(sys.argv[2] + ".tmp", sys.argv[2])
+while True:
+    time.sleep(1)
+`
+)
+
+// story is a session's incident records, decoded.
+type story struct {
+	failures  []*events.Failure
+	repeats   []*events.Repeats
+	signals   []*events.Signal
+	released  []*events.Released
+	recovered []*events.Recovered
+	all       []any
+}
+
+func (s *session) story(port int) story {
+	s.t.Helper()
+	var st story
+	for _, r := range s.out.records(s.t) {
+		b, _ := json.Marshal(r)
+		rec, _ := incident.Decode(b)
+		if rec == nil {
+			continue
+		}
+		st.all = append(st.all, rec)
+		switch v := rec.(type) {
+		case *events.Failure:
+			if int(v.Port) == port {
+				st.failures = append(st.failures, v)
+			}
+		case *events.Repeats:
+			if int(v.Port) == port {
+				st.repeats = append(st.repeats, v)
+			}
+		case *events.Signal:
+			if int(v.Port) == port {
+				st.signals = append(st.signals, v)
+			}
+		case *events.Released:
+			if int(v.Port) == port {
+				st.released = append(st.released, v)
+			}
+		case *events.Recovered:
+			if int(v.Port) == port {
+				st.recovered = append(st.recovered, v)
+			}
+		}
+	}
+	return st
+}
+
+// waitRecovered waits until the port's recovered record is written.
+func (s *session) waitRecovered(port int, within time.Duration) story {
+	s.t.Helper()
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
+		if st := s.story(port); len(st.recovered) > 0 {
+			return st
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	s.t.Fatalf("no recovered record on port %d within %s; output:\n%s", port, within, s.out.String())
+	return story{}
+}
+
+func python(t *testing.T, dir, script string, args ...string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command("python3", append([]string{"-c", script}, args...)...)
+	cmd.Dir = dir
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start python3: %v", err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	return cmd
+}
+
+// readPIDFile waits for a pid file written (atomically) by a helper.
+func readPIDFile(t *testing.T, path string) int {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if b, err := os.ReadFile(path); err == nil {
+			pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+			if err == nil {
+				return pid
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("%s was not written", path)
+	return 0
+}
+
+func within(t *testing.T, what string, got, lo, hi int64) {
+	t.Helper()
+	if got < lo || got > hi {
+		t.Errorf("%s = %d, want %d..%d", what, got, lo, hi)
+	}
+}
+
+// A rolling restart: v1 listens; the deploy script starts v2, which
+// retries bind() every 100 ms; after a second the script SIGTERMs v1, which
+// exits 300 ms later. The records tell it: v2's failures folded into
+// repeats, the script's SIGTERM, v1's exit releasing the port after
+// holding it, and v2's recovery after ~13 attempts and ~1.3 s.
+func TestIncidentRollingRestart(t *testing.T) {
+	port := testenv.FreePort(t)
+	cfg := onlyPort(port)
+	cfg.Fold = time.Second
+	s := startSession(t, cfg)
+	dir := t.TempDir()
+	script := filepath.Join(dir, "deploy.sh")
+	os.WriteFile(script, []byte(fmt.Sprintf(`
+python3 -c '%[1]s' %[3]d v1.pid 0.3 &
+v1=$!
+while [ ! -e v1.pid ]; do sleep 0.01; done
+python3 -c '%[2]s' %[3]d v2.started &
+v2=$!
+echo $v2 > v2.pid
+while [ ! -e v2.started ]; do sleep 0.01; done
+sleep 1
+kill -TERM $v1
+wait $v2
+`, serverPy, retryPy, port)), 0o755)
+	deploy := exec.Command("sh", script)
+	deploy.Dir = dir
+	if out, err := deploy.CombinedOutput(); err != nil {
+		t.Fatalf("deploy script: %v\n%s", err, out)
+	}
+	v1 := readPIDFile(t, filepath.Join(dir, "v1.pid"))
+	v2 := readPIDFile(t, filepath.Join(dir, "v2.pid"))
+	st := s.waitRecovered(port, 5*time.Second)
+
+	if len(st.failures) == 0 || st.failures[0].Process.PID != v2 {
+		t.Fatalf("failures %v: want v2's (pid %d)", st.failures, v2)
+	}
+	if len(st.repeats) == 0 {
+		t.Errorf("v2's retries were not folded into repeats records (fold 1s)")
+	}
+	if len(st.signals) != 1 {
+		t.Fatalf("signals %+v: want the script's one SIGTERM", st.signals)
+	}
+	sig := st.signals[0]
+	if sig.Signal != "SIGTERM" || sig.Sender.PID != deploy.Process.Pid || sig.Target.PID != v1 || sig.Result != "delivered" {
+		t.Errorf("signal %+v: want SIGTERM from the script (pid %d) to v1 (pid %d), delivered", sig, deploy.Process.Pid, v1)
+	}
+	if !strings.Contains(strings.Join(sig.Sender.Cmdline, " "), "deploy.sh") {
+		t.Errorf("signal sender's cmdline %q does not name the script", sig.Sender.Cmdline)
+	}
+	if len(st.released) != 1 {
+		t.Fatalf("released %+v: want one", st.released)
+	}
+	rel := st.released[0]
+	if rel.Source != events.SourceKernel || rel.How != events.HowExit || rel.ExitCode == nil || *rel.ExitCode != 0 ||
+		rel.Holder == nil || rel.Holder.PID != v1 || rel.Closer == nil || rel.Closer.PID != v1 {
+		t.Errorf("released %+v: want v1 (pid %d) exiting with status 0, seen by the kernel", rel, v1)
+	}
+	within(t, "released.held_ms", rel.HeldMS, 1300, 10000) // 1.3 s and v2's start-up
+	within(t, "release after SIGTERM (ms)", rel.Time.Sub(sig.Time).Milliseconds(), 280, 600)
+	rec := st.recovered[0]
+	if rec.Process.PID != v2 || !rec.SameProcess || rec.Syscall != "listen" || rec.Source != events.SourceKernel {
+		t.Errorf("recovered %+v: want v2 (pid %d), the same process, by listen()", rec, v2)
+	}
+	t.Logf("recovered after %d attempts, outage %d ms; v1 held the port %d ms", rec.Attempts, rec.OutageMS, rel.HeldMS)
+	// v2 starts trying 1.3 s before the release and retries every 100 ms
+	// (plus its own run time): ~13 attempts.
+	within(t, "recovered.attempts", int64(rec.Attempts), 11, 15)
+	within(t, "recovered.outage_ms", rec.OutageMS, 1250, 1700)
+	within(t, "recovery after the release (ms)", rec.Time.Sub(rel.Time).Milliseconds(), 0, 300)
+	if first := st.failures[0].Time; rec.OutageMS != rec.Time.Sub(first).Milliseconds() {
+		t.Errorf("outage_ms %d, but the first failure was %s before the recovery", rec.OutageMS, rec.Time.Sub(first))
+	}
+
+	// The incident built from these records says the same.
+	ins := incident.Build(st.all)
+	var in *events.Incident
+	for _, i := range ins {
+		if int(i.Port) == port {
+			in = i
+		}
+	}
+	if in == nil || in.State != events.IncidentRecovered || in.Attempts != rec.Attempts || in.OutageMS != rec.OutageMS {
+		t.Fatalf("incident %+v: want recovered with %d attempts, %d ms", in, rec.Attempts, rec.OutageMS)
+	}
+	kinds := map[string]int{}
+	for _, e := range in.Timeline {
+		kinds[e.Kind]++
+	}
+	if kinds[events.MarkFailure] == 0 || kinds[events.MarkRepeats] == 0 || kinds[events.MarkSignal] != 1 || kinds[events.MarkReleased] != 1 || kinds[events.MarkRecovered] != 1 {
+		t.Errorf("timeline kinds %v", kinds)
+	}
+}
+
+// A leftover child: v1 forks a child that inherits its listen socket, then
+// exits on SIGTERM. v2 fails against the child; nothing signals the child
+// until the test kills it a second later; then v2 recovers. The child is
+// the holder, a leftover; the only signal recorded is the kill.
+func TestIncidentLeftoverChild(t *testing.T) {
+	port := testenv.FreePort(t)
+	s := startSession(t, onlyPort(port))
+	dir := t.TempDir()
+	v1 := python(t, dir, forkingServerPy, strconv.Itoa(port), "child.pid")
+	child := readPIDFile(t, filepath.Join(dir, "child.pid"))
+	t.Cleanup(func() { syscall.Kill(child, syscall.SIGKILL) })
+	v1.Process.Signal(syscall.SIGTERM)
+	v1.Wait()
+	v2 := python(t, dir, retryPy, strconv.Itoa(port))
+	s.waitFailure(port)
+	time.Sleep(time.Second)
+	killedAt := time.Now()
+	syscall.Kill(child, syscall.SIGKILL)
+	st := s.waitRecovered(port, 5*time.Second)
+
+	h := heldBy(*st.failures[0], child)
+	if h == nil {
+		t.Fatalf("failure holders %+v: want the child (pid %d)", st.failures[0].Holders, child)
+	}
+	if kind := incident.HolderKind(h, &st.failures[0].Process); kind != "leftover child" {
+		t.Errorf("holder kind %q, want leftover child (holder %+v)", kind, h)
+	}
+	if len(st.signals) != 1 || st.signals[0].Signal != "SIGKILL" || st.signals[0].Target.PID != child || st.signals[0].Sender.PID != os.Getpid() {
+		t.Errorf("signals %+v: want only the test's SIGKILL to the child", st.signals)
+	}
+	if len(st.released) != 1 || st.released[0].How != events.HowExit || st.released[0].KilledBy != "SIGKILL" ||
+		st.released[0].Closer == nil || st.released[0].Closer.PID != child ||
+		st.released[0].Holder == nil || st.released[0].Holder.PID != v1.Process.Pid {
+		t.Fatalf("released %+v: want the child killed by SIGKILL, v1 (pid %d) as who listened", st.released, v1.Process.Pid)
+	}
+	within(t, "release after the kill (ms)", st.released[0].Time.Sub(killedAt).Milliseconds(), -50, 500)
+	if rec := st.recovered[0]; rec.Process.PID != v2.Process.Pid || !rec.SameProcess {
+		t.Errorf("recovered %+v: want v2 (pid %d) retrying", rec, v2.Process.Pid)
+	}
+	var b strings.Builder
+	incident.WriteText(&b, incident.Build(st.all))
+	for _, want := range []string{"leftover child", "SIGKILL to pid " + strconv.Itoa(child), "killed by SIGKILL"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, b.String())
+		}
+	}
+}
+
+// Recovery by a different process — a supervisor's fresh instance after
+// the failed one gave up — is told apart from a retry loop's.
+func TestIncidentRecoveredByNewProcess(t *testing.T) {
+	port := testenv.FreePort(t)
+	s := startSession(t, onlyPort(port))
+	dir := t.TempDir()
+	v1 := python(t, dir, serverPy, strconv.Itoa(port), "v1.pid", "0")
+	readPIDFile(t, filepath.Join(dir, "v1.pid"))
+	failed := exec.Command("python3", "-c", `import socket, sys
+s = socket.socket()
+try:
+    s.bind(("127.0.0.1", int(sys.argv[1])))
+except OSError:
+    sys.exit(1)`, strconv.Itoa(port))
+	if err := failed.Run(); err == nil {
+		t.Fatal("the failing instance bound the port")
+	}
+	s.waitFailure(port)
+	v1.Process.Signal(syscall.SIGTERM)
+	v1.Wait()
+	fresh := python(t, dir, retryPy, strconv.Itoa(port))
+	st := s.waitRecovered(port, 5*time.Second)
+	if rec := st.recovered[0]; rec.Process.PID != fresh.Process.Pid || rec.SameProcess || rec.Attempts != 1 {
+		t.Errorf("recovered %+v: want the fresh instance (pid %d), not the same process, after 1 attempt", rec, fresh.Process.Pid)
+	}
+}
+
+// A UDP holder has no kernel hook here for its release: the poll sees it
+// go and says so (source poll, with its precision); the new bind() is the
+// kernel's recovery.
+func TestIncidentUDPHolder(t *testing.T) {
+	port := testenv.FreePort(t)
+	s := startSession(t, onlyPort(port))
+	dir := t.TempDir()
+	holder := python(t, dir, udpPy, strconv.Itoa(port), "udp.pid")
+	readPIDFile(t, filepath.Join(dir, "udp.pid"))
+	testenv.FailBind(t, "udp", "127.0.0.1", port, testenv.Opts{}, syscall.EADDRINUSE)
+	s.waitFailure(port)
+	time.Sleep(300 * time.Millisecond)
+	holder.Process.Kill()
+	holder.Wait()
+	deadline := time.Now().Add(3 * time.Second)
+	for len(s.story(port).released) == 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	testenv.Hold(t, "udp", "127.0.0.1", port, testenv.Opts{})
+	st := s.waitRecovered(port, 5*time.Second)
+	if len(st.released) != 1 {
+		t.Fatalf("released %+v: want one, by poll", st.released)
+	}
+	rel := st.released[0]
+	if rel.Source != events.SourcePoll || rel.PrecisionMS <= 0 || rel.PrecisionMS > 1000 || rel.How != events.HowExit ||
+		rel.Holder == nil || rel.Holder.PID != holder.Process.Pid || rel.State != "UNCONN" {
+		t.Errorf("released %+v: want the poll's, with its precision, the holder (pid %d) gone", rel, holder.Process.Pid)
+	}
+	if rec := st.recovered[0]; rec.Syscall != "bind" || rec.Proto != "udp" || rec.Process.PID != os.Getpid() || rec.Source != events.SourceKernel {
+		t.Errorf("recovered %+v: want this process's UDP bind()", rec)
+	}
+}
+
+// A TIME_WAIT holder: a socket that can reuse it (SO_REUSEADDR on both)
+// recovers the port long before the 60 s expire; the report says so.
+func TestIncidentTimeWaitRecoveredSooner(t *testing.T) {
+	port := testenv.FreePort(t)
+	s := startSession(t, onlyPort(port))
+	testenv.LeaveTimeWait(t, "127.0.0.1", port, true)
+	testenv.FailBind(t, "tcp", "127.0.0.1", port, testenv.Opts{}, syscall.EADDRINUSE)
+	s.waitFailure(port)
+	time.Sleep(200 * time.Millisecond)
+	testenv.Hold(t, "tcp", "127.0.0.1", port, testenv.Opts{ReuseAddr: true})
+	st := s.waitRecovered(port, 5*time.Second)
+	if len(st.released) != 0 {
+		t.Errorf("released %+v: the TIME_WAIT socket cannot have expired yet", st.released)
+	}
+	var b strings.Builder
+	incident.WriteText(&b, incident.Build(st.all))
+	for _, want := range []string{"TIME_WAIT", "recovered before the TIME_WAIT expired"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, b.String())
+		}
+	}
+}
