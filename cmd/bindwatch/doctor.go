@@ -35,6 +35,9 @@ Example:
 }
 
 func doctorAction(c *cli.Context) error {
+	if c.Args().Present() {
+		return usagef("doctor takes no arguments, got %q (it checks this whole host: bindwatch doctor [--format json])", c.Args().First())
+	}
 	format := c.String("format")
 	if format != "text" && format != "json" {
 		return usagef("--format %s: text or json", format)

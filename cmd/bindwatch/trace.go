@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -144,12 +145,18 @@ func tracerConfig(c *cli.Context) (tracer.Config, error) {
 	}
 	for _, pid := range c.IntSlice("pid") {
 		if pid <= 0 || pid > 1<<22 {
-			return cfg, usagef("--pid %d: not a process id", pid)
+			return cfg, usagef("--pid %d: not a process id (a positive number up to %d)", pid, 1<<22)
+		}
+		if err := unix.Kill(pid, 0); errors.Is(err, unix.ESRCH) {
+			return cfg, usagef("--pid %d: no such process (hint: it must be running when tracing starts; ps -p %d)", pid, pid)
 		}
 		cfg.PIDs = append(cfg.PIDs, uint32(pid))
 	}
 	if cfg.FollowChildren && len(cfg.PIDs) == 0 {
 		return cfg, usagef("--follow-children needs --pid")
+	}
+	if c.IsSet("ring-size") && cfg.RingSize == 0 {
+		return cfg, usagef("--ring-size 0: the ring buffer cannot be empty (want a power of two from %d to %d bytes; without the flag it is %d)", os.Getpagesize(), tracer.MaxRingSize, tracer.DefaultRingSize)
 	}
 	if err := cfg.Validate(); err != nil {
 		return cfg, usageError{err}
@@ -159,7 +166,13 @@ func tracerConfig(c *cli.Context) (tracer.Config, error) {
 
 // parsePortRange parses "8080" or "8000-8100".
 func parsePortRange(s string) (tracer.PortRange, error) {
+	if strings.HasPrefix(s, "-") {
+		return tracer.PortRange{}, errors.New("a port is never negative (want 0-65535, or a range LO-HI such as 8000-8100)")
+	}
 	lo, hi, isRange := strings.Cut(s, "-")
+	if isRange && strings.TrimSpace(hi) == "" {
+		return tracer.PortRange{}, errors.New("the range has no high port (want LO-HI, such as 8000-8100)")
+	}
 	a, err := parsePort(lo)
 	if err != nil {
 		return tracer.PortRange{}, err

@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -25,6 +26,10 @@ func run(t *testing.T, cmd *exec.Cmd) (int, string) {
 // Mistakes in how bindwatch is called exit 2 with a message naming the
 // mistake, before anything is loaded into the kernel.
 func TestUsageErrors(t *testing.T) {
+	noPID := 999999 // issue 8's example, or the next pid nothing has
+	for syscall.Kill(noPID, 0) != syscall.ESRCH {
+		noPID++
+	}
 	for _, c := range []struct {
 		args []string
 		want string
@@ -36,6 +41,17 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"--backend", "magic"}, "unknown backend"},
 		{[]string{"--follow-children"}, "needs --pid"},
 		{[]string{"--ring-size", "1000"}, "power of two"},
+		// Issue 8, item 7: each bad value says what is wrong with it.
+		{[]string{"--ring-size", "4294967296"}, "more than the 268435456 (256 MiB)"},
+		{[]string{"--ring-size", "2147483648"}, "more than the 268435456 (256 MiB)"},
+		{[]string{"--ring-size", "0"}, "--ring-size 0: the ring buffer cannot be empty"},
+		{[]string{"--port", "-1"}, "--port -1: a port is never negative"},
+		{[]string{"--port", "80-"}, "--port 80-: the range has no high port"},
+		{[]string{"--fold", "abc"}, "--fold abc: not understood (want a duration"},
+		{[]string{"--backend", "bogus"}, `unknown backend "bogus" (want one of auto, fentry, kprobe, tracepoint)`},
+		{[]string{"--pid", strconv.Itoa(noPID)}, "--pid " + strconv.Itoa(noPID) + ": no such process"},
+		{[]string{"--pid", "abc"}, "--pid abc: not understood (want a process id"},
+		{[]string{"doctor", "bogus"}, `doctor takes no arguments, got "bogus"`},
 		{[]string{"--comm", "a-very-long-command-name"}, "15 bytes"},
 		{[]string{"--no-such-flag"}, "no-such-flag"},
 		{[]string{"8080"}, "unexpected argument"},

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
@@ -146,7 +147,7 @@ func BackendNamed(name string) (Backend, error) {
 		}
 		names = append(names, b.Name())
 	}
-	return nil, fmt.Errorf("unknown backend %q (hint: one of auto, %v)", name, names)
+	return nil, fmt.Errorf("unknown backend %q (want one of auto, %s)", name, strings.Join(names, ", "))
 }
 
 // tracepointBackend uses the syscalls:sys_exit_bind and sys_exit_listen

@@ -46,6 +46,11 @@ type Config struct {
 	Debug bool
 }
 
+// MaxRingSize caps the ring buffer: it is kernel memory, pinned for as
+// long as tracing runs, and the kernel's own limit is far above what any
+// host could spare.
+const MaxRingSize = 256 << 20
+
 // DefaultRingSize holds ~2,000 events: a second of a heavy storm without
 // folding, while user space resolves holders.
 const DefaultRingSize = 1 << 20
@@ -74,8 +79,11 @@ func (c *Config) Validate() error {
 	}
 	if c.RingSize != 0 {
 		page := os.Getpagesize()
+		if c.RingSize > MaxRingSize {
+			return fmt.Errorf("ring size %d bytes is more than the %d (256 MiB) bindwatch pins in the kernel: that already holds ~350,000 failures (hint: narrow with --port or --pid; --fold counts repeats without filling it)", c.RingSize, MaxRingSize)
+		}
 		if c.RingSize < page || c.RingSize&(c.RingSize-1) != 0 {
-			return fmt.Errorf("ring size %d is not a power of two of at least %d bytes", c.RingSize, page)
+			return fmt.Errorf("ring size %d is not a power of two of at least %d bytes (such as 1048576, 16777216)", c.RingSize, page)
 		}
 	}
 	for _, e := range c.Errnos {
