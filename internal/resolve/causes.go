@@ -113,6 +113,26 @@ func diagnoseOwnJob(f *events.Failure, h *events.Holder, facts Facts) (Verdict, 
 	return Verdict{}, false
 }
 
+// diagnoseJobGone explains a holder the kernel recorded at the failure
+// that has exited since, when it was part of the same traced command: it
+// has left the command's tree, but its parent (when it took the port) is
+// still in it.
+func diagnoseJobGone(f *events.Failure, h *events.Holder, facts Facts) (Verdict, bool) {
+	if facts.Job == nil || facts.Job.Contains == nil {
+		return Verdict{}, false
+	}
+	for _, p := range h.Processes {
+		if p.PID == f.Process.PID || !(facts.Job.Contains(p.PID) || (p.PPID > 1 && facts.Job.Contains(p.PPID))) {
+			continue
+		}
+		return Verdict{events.CauseSameJob,
+			fmt.Sprintf("%s/%s was held at the moment of the failure by %s (pid %d), started by the same command as this process (%s, under %s), which has exited since: one part of the job had not let go of the port when the next bound it.",
+				endpoint(f.Addr, f.Port), f.Proto, commName(&p), p.PID, commName(&f.Process), facts.Job.Command),
+			"Make each part wait until the previous one has exited (and closed its sockets) before binding, or give each part its own port (tests: bind port 0 and read the port back with getsockname())."}, true
+	}
+	return Verdict{}, false
+}
+
 // diagnoseManager explains a holder that holds the port on behalf of
 // others: a container proxy or runtime, kube-proxy, a service manager doing
 // socket activation, sshd, inetd. They are recognised by their comm (and

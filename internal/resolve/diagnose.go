@@ -78,6 +78,9 @@ func diagnoseInUse(f *events.Failure, facts Facts, now time.Time) Verdict {
 		return diagnoseLiveHolder(f, h, want, facts, now)
 	case len(recorded) > 0:
 		r := recorded[0]
+		if v, ok := diagnoseJobGone(f, r, facts); ok {
+			return v
+		}
 		return Verdict{events.CauseRestartRace, fmt.Sprintf("%s was held at the moment of the failure by %s, which has exited since: a restart race (the new instance started before the old one let go).",
 			where, procsName(r)),
 			"The port is free now: retry bind() with a short backoff, and make restarts wait until the old instance has exited (with systemd, keep KillMode=control-group so that a restart stops every process of the old instance first)."}

@@ -375,6 +375,20 @@ func TestDiagnose(t *testing.T) {
 			wantHint:      []string{"its own port", "getsockname()"},
 		},
 		{
+			name: "a sibling that exited since the failure",
+			f: base(func(f *events.Failure) {
+				sib := nginx
+				sib.Comm, sib.PID, sib.PPID = "python3", 43, 400
+				h := listener("0.0.0.0", sib)
+				h.Source = events.Recorded
+				f.Holders = []events.Holder{h}
+			}),
+			facts:         Facts{Job: &Job{Command: "`sh suite.sh`", Contains: func(pid int) bool { return pid == 400 || pid == 500 }}},
+			cause:         events.CauseSameJob,
+			wantDiagnosis: []string{"held at the moment of the failure by python3 (pid 43), started by the same command as this process (myapp, under `sh suite.sh`), which has exited since"},
+			wantHint:      []string{"wait until the previous one has exited"},
+		},
+		{
 			name: "docker-proxy publishing a container port",
 			f: base(func(f *events.Failure) {
 				dp := events.Process{PID: 61, PPID: 900, Comm: "docker-proxy", Cmdline: []string{"/usr/bin/docker-proxy", "-proto", "tcp", "-host-ip", "0.0.0.0",
