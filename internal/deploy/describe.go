@@ -2,8 +2,6 @@ package deploy
 
 import (
 	"fmt"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/bindwatch/bindwatch/internal/events"
@@ -30,7 +28,7 @@ func (b *Busy) Describe(now time.Time) []string {
 			continue
 		}
 		for _, p := range h.Processes {
-			lines = append(lines, sock+": "+ProcessText(&p, now))
+			lines = append(lines, sock+": "+events.ProcessText(&p, now))
 		}
 	}
 	if tw := b.TimeWait; tw != nil {
@@ -38,31 +36,6 @@ func (b *Busy) Describe(now time.Time) []string {
 			tw.Count, events.Plural(tw.Count), events.Seconds(tw.MaxRemainingMS)))
 	}
 	return lines
-}
-
-// ProcessText names one process: "pid 42 python3 (user root, up 3s):
-// python3 -m http.server 8080".
-func ProcessText(p *events.Process, now time.Time) string {
-	var details []string
-	if p.User != "" {
-		details = append(details, "user "+p.User)
-	} else {
-		details = append(details, "uid "+strconv.Itoa(int(p.UID)))
-	}
-	if !p.StartTime.IsZero() {
-		details = append(details, "up "+now.Sub(p.StartTime).Round(100*time.Millisecond).String())
-	}
-	if c := events.ContainerText(p); c != "" {
-		details = append(details, c)
-	}
-	s := fmt.Sprintf("pid %d %s (%s)", p.PID, orUnknown(p.Comm), strings.Join(details, ", "))
-	if cmd := events.Printable(strings.Join(p.Cmdline, " ")); cmd != "" {
-		if len(cmd) > 100 {
-			cmd = cmd[:97] + "..."
-		}
-		s += ": " + cmd
-	}
-	return s
 }
 
 func orUnknown(s string) string {

@@ -234,7 +234,7 @@ func (s *recordSink) count(rec any) {
 		t := s.tally(Port{r.Port, r.Proto})
 		t.count++
 		addOnce(&t.errnos, r.Errno)
-		addOnce(&t.failing, fmt.Sprintf("%s (pid %d)", orUnknown(r.Process.Comm), r.Process.PID))
+		addOnce(&t.failing, fmt.Sprintf("%s (pid %d)", orUnknown(events.Escape(r.Process.Comm)), r.Process.PID))
 		for _, h := range r.Holders {
 			addOnce(&t.holders, holderSummary(&h))
 		}
@@ -338,11 +338,7 @@ func joinFirst(list []string, n int) string {
 }
 
 func commandText(argv []string) string {
-	s := events.Printable(strings.Join(argv, " "))
-	if len(s) > 60 {
-		s = s[:57] + "..."
-	}
-	return "`" + s + "`"
+	return "`" + events.EscapeCut(strings.Join(argv, " "), 60) + "`"
 }
 
 func exitText(st *os.ProcessState) string {

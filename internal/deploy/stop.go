@@ -319,7 +319,7 @@ func (pl *Plan) signal(t *Target, sig syscall.Signal, pp *PortPlan, log func(str
 		return
 	}
 	t.Sent = append(t.Sent, sig)
-	log(fmt.Sprintf("%s: sent %s to %s", pp.label(pl.own), SignalName(sig), ProcessText(&t.Process, time.Now())))
+	log(fmt.Sprintf("%s: sent %s to %s", pp.label(pl.own), SignalName(sig), events.ProcessText(&t.Process, time.Now())))
 }
 
 // wait checks the ports until each is free, or all its holders are gone
@@ -407,9 +407,9 @@ func (pl *Plan) Close() {
 	}
 }
 
-// shortProcess is "pid 42 (python3)".
+// shortProcess is "pid 42 (python3)": the process by its comm, escaped.
 func shortProcess(p *events.Process) string {
-	return fmt.Sprintf("pid %d (%s)", p.PID, orUnknown(p.Comm))
+	return fmt.Sprintf("pid %d (%s)", p.PID, orUnknown(events.Escape(p.Comm)))
 }
 
 // holdsSocket reports whether pid has one of the socket inodes open.
@@ -483,7 +483,7 @@ func (pl *Plan) WriteDryRun(w io.Writer, now time.Time) {
 		case pp.Stoppable():
 			fmt.Fprintf(w, "%s: held; --kill would send %s to:\n", label, SignalName(pl.opts.Signal))
 			for _, t := range pp.Targets {
-				fmt.Fprintf(w, "  %s  [%s]\n", ProcessText(&t.Process, now), strings.Join(t.Sockets, ", "))
+				fmt.Fprintf(w, "  %s  [%s]\n", events.ProcessText(&t.Process, now), strings.Join(t.Sockets, ", "))
 			}
 		default:
 			fmt.Fprintf(w, "%s: held; nothing to stop: %s\n", label, pp.Blocked)

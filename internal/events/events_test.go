@@ -19,7 +19,7 @@ func TestTextFailure(t *testing.T) {
 	f.Diagnosis, f.Hint = "port 8080 is held by nginx.", "Stop nginx."
 	got := Text(&f)
 	line, rest, _ := strings.Cut(got, "\n")
-	want := epoch.Local().Format("15:04:05.000") + " EADDRINUSE bind tcp 0.0.0.0:8080 pid 4242 (python3 -c import x run()) uid 1000 reuseaddr=on <- held by pid 4000 (nginx: master process) LISTEN 0.0.0.0:8080 +1 process"
+	want := epoch.Local().Format("15:04:05.000") + " EADDRINUSE bind tcp 0.0.0.0:8080 pid 4242 (python3 -c import x\\x0arun()) uid 1000 reuseaddr=on <- held by pid 4000 (nginx: master process) LISTEN 0.0.0.0:8080 +1 process"
 	if line != want {
 		t.Errorf("text line\n got %q\nwant %q", line, want)
 	}

@@ -1,7 +1,6 @@
 package events
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/netip"
@@ -43,9 +42,9 @@ func NewWriter(w io.Writer, format string) (*Writer, error) {
 func (w *Writer) Write(rec any) error {
 	var line []byte
 	if w.format == FormatJSON {
-		b, err := json.Marshal(rec)
+		b, err := MarshalJSON(rec)
 		if err != nil {
-			return fmt.Errorf("encode %T: %w", rec, err)
+			return err
 		}
 		line = append(b, '\n')
 	} else {
@@ -76,7 +75,7 @@ func Text(rec any) string {
 		return s
 	case *Repeats:
 		return fmt.Sprintf("%s %s %s %s :%d pid %d (%s) failed the same way %d more time%s (folded in the kernel)",
-			clock(r.Time), r.Errno, r.Syscall, r.Proto, r.Port, r.PID, r.Comm, r.Count, Plural(r.Count))
+			clock(r.Time), r.Errno, r.Syscall, r.Proto, r.Port, r.PID, Escape(r.Comm), r.Count, Plural(r.Count))
 	case *Lost:
 		return fmt.Sprintf("%s LOST %d failure%s: the ring buffer was full (hint: raise --ring-size, or narrow with --port/--pid)", clock(r.Time), r.Count, Plural(r.Count))
 	case *Released:
@@ -101,7 +100,7 @@ func Text(rec any) string {
 	case *OutputLost:
 		return fmt.Sprintf("%s OUTPUT LOST %d record%s (%d failure%s) could not be written to %s: %s", clock(r.Time), r.Records, Plural(r.Records), r.Failures, Plural(r.Failures), r.Output, r.Error)
 	}
-	b, _ := json.Marshal(rec)
+	b, _ := MarshalJSON(rec)
 	return string(b)
 }
 
@@ -117,7 +116,7 @@ func failureText(f *Failure) string {
 		fmt.Fprintf(&b, " v6only=%s", OnOff(*f.Socket.V6Only))
 	}
 	if f.Socket.BoundDev != "" {
-		fmt.Fprintf(&b, " dev=%s", f.Socket.BoundDev)
+		fmt.Fprintf(&b, " dev=%s", Escape(f.Socket.BoundDev))
 	}
 	if c := ContainerText(&f.Process); c != "" {
 		b.WriteString(" in " + c)
@@ -183,24 +182,20 @@ func ProcessShort(p *Process) string {
 	return fmt.Sprintf("pid %d (%s)", p.PID, commandLine(p))
 }
 
-// commandLine is the process's argv (or its comm), on one line: control
-// characters escaped, cut at 80 bytes.
+// commandLine is the process's argv (or its comm), on one line, escaped
+// (Escape) and cut at 80 bytes.
 func commandLine(p *Process) string {
 	s := p.Comm
 	if len(p.Cmdline) > 0 {
 		s = strings.Join(p.Cmdline, " ")
 	}
-	s = Printable(s)
-	if len(s) > 80 {
-		s = s[:77] + "..."
-	}
-	return s
+	return EscapeCut(s, 80)
 }
 
 // ContainerText names the container a process runs in, for text lines:
 // "container web (pod shop/web-7d9f-abc)", "container 3f2a1b9c0d4e" when
 // only its id is known, "" for a process in no container. Names are
-// whatever the container's creator chose, so they are made printable.
+// whatever the container's creator chose, so they are escaped.
 func ContainerText(p *Process) string {
 	c := p.Container
 	name := c.Name
@@ -220,26 +215,13 @@ func ContainerText(p *Process) string {
 	}
 	switch {
 	case name != "" && pod != "":
-		return "container " + Printable(name) + " (pod " + Printable(pod) + ")"
+		return "container " + Escape(name) + " (pod " + Escape(pod) + ")"
 	case name != "":
-		return "container " + Printable(name)
+		return "container " + Escape(name)
 	case pod != "":
-		return "pod " + Printable(pod)
+		return "pod " + Escape(pod)
 	}
 	return ""
-}
-
-// Printable is the escaping rule for process-controlled text (comm, argv,
-// container names) in text lines and diagnoses: it puts s on one line —
-// control characters become spaces and runs of white space one space.
-func Printable(s string) string {
-	s = strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return ' '
-		}
-		return r
-	}, s)
-	return strings.Join(strings.Fields(s), " ")
 }
 
 func clock(t time.Time) string { return t.Local().Format("15:04:05.000") }

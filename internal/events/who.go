@@ -100,11 +100,15 @@ func (rec *Who) timeWaitCount() int {
 	return rec.TimeWait.Count
 }
 
-// ProcessText is one owning process: "pid 42 nginx (user root, up 3h12m): nginx -g daemon off;".
+// ProcessText is the one line that names a process for people, with what
+// tells it apart: "pid 42 nginx (user root, ppid 1, up 3h12m, container
+// web): nginx -g daemon off;". Everything the process controls is escaped
+// (Escape); its command line is cut at 100 bytes. ProcessShort is the short
+// form of failure lines.
 func ProcessText(p *Process, now time.Time) string {
 	var details []string
 	if p.User != "" {
-		details = append(details, "user "+p.User)
+		details = append(details, "user "+Escape(p.User))
 	} else {
 		details = append(details, fmt.Sprintf("uid %d", p.UID))
 	}
@@ -112,19 +116,29 @@ func ProcessText(p *Process, now time.Time) string {
 		details = append(details, fmt.Sprintf("ppid %d", p.PPID))
 	}
 	if !p.StartTime.IsZero() {
-		details = append(details, "up "+now.Sub(p.StartTime).Round(time.Second).String())
+		details = append(details, "up "+age(now.Sub(p.StartTime)))
 	}
 	if c := ContainerText(p); c != "" {
 		details = append(details, c)
 	} else if p.Cgroup != "" && p.Cgroup != "/" {
-		details = append(details, "cgroup "+p.Cgroup)
+		details = append(details, "cgroup "+Escape(p.Cgroup))
 	}
-	s := fmt.Sprintf("pid %d %s (%s)", p.PID, p.Comm, strings.Join(details, ", "))
+	comm := Escape(p.Comm)
+	if comm == "" {
+		comm = "?"
+	}
+	s := fmt.Sprintf("pid %d %s (%s)", p.PID, comm, strings.Join(details, ", "))
 	if cmd := strings.Join(p.Cmdline, " "); cmd != "" {
-		if len(cmd) > 100 {
-			cmd = cmd[:97] + "..."
-		}
-		s += ": " + cmd
+		s += ": " + EscapeCut(cmd, 100)
 	}
 	return s
+}
+
+// age is how long a process has run: to 100 ms under a minute (restarts
+// race in milliseconds), to the second beyond.
+func age(d time.Duration) string {
+	if d < time.Minute {
+		return d.Round(100 * time.Millisecond).String()
+	}
+	return d.Round(time.Second).String()
 }

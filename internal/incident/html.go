@@ -251,7 +251,7 @@ func holderLabel(h *events.IncidentHolder) string {
 }
 
 func processLabel(p *events.Process) string {
-	s := fmt.Sprintf("%d %s", p.PID, p.Comm)
+	s := fmt.Sprintf("%d %s", p.PID, events.Escape(p.Comm))
 	if len(s) > 24 {
 		s = s[:24]
 	}

@@ -35,7 +35,7 @@ func holderLine(h *events.Holder) string {
 }
 
 func repeatsLine(r *events.Repeats) string {
-	return fmt.Sprintf("%d more %s %s by pid %d (%s), folded", r.Count, r.Errno, r.Syscall, r.PID, r.Comm)
+	return fmt.Sprintf("%d more %s %s by pid %d (%s), folded", r.Count, r.Errno, r.Syscall, r.PID, events.Escape(r.Comm))
 }
 
 func signalLine(s *events.Signal) string {

@@ -211,7 +211,7 @@ func socketActivation(f *events.Failure, p *events.Process, heldBy string) Verdi
 		manager = fmt.Sprintf("the service manager of %s (systemd --user)", userOf(p))
 		ctl = "systemctl --user"
 		if p.User != "" {
-			ctl = fmt.Sprintf("systemctl --user -M %s@", p.User)
+			ctl = fmt.Sprintf("systemctl --user -M %s@", events.Escape(p.User))
 		}
 	case p.PID != 1:
 		manager = "the service manager of a container (pid 1 in its own pid namespace)"
@@ -229,7 +229,7 @@ func userManager(p *events.Process) bool {
 
 func userOf(p *events.Process) string {
 	if p.User != "" {
-		return "user " + p.User
+		return "user " + events.Escape(p.User)
 	}
 	return fmt.Sprintf("uid %d", p.UID)
 }

@@ -179,7 +179,7 @@ func leftoverDiagnosis(f *events.Failure, h *events.Holder, p *events.Process, a
 	}
 	diagnosis := fmt.Sprintf("Port %d/%s is held by %s (pid %d)%s, another instance of the same program whose parent is init: the running daemon, or a leftover of a previous instance that kept the socket it inherited when its parent exited.",
 		f.Port, f.Proto, commName(p), p.PID, age)
-	if unit := serviceUnit(p.Cgroup); unit != "" && p.Cgroup != f.Process.Cgroup {
+	if unit := events.Escape(serviceUnit(p.Cgroup)); unit != "" && p.Cgroup != f.Process.Cgroup {
 		return Verdict{events.CauseLeftover, diagnosis, fmt.Sprintf("It runs in %s: if that service should own the port, do not start a second copy (use systemctl restart %s); if it is a leftover, stop it: %s.", unit, unit, stop)}
 	}
 	return Verdict{events.CauseLeftover, diagnosis, fmt.Sprintf("If it is a leftover, stop it: %s. %s", stop, prevent)}
@@ -347,7 +347,7 @@ func diagnoseAccess(f *events.Failure, facts Facts) Verdict {
 		default:
 			lacks = fmt.Sprintf("%s has CAP_NET_BIND_SERVICE, but not in the user namespace that owns this network namespace", who)
 		}
-		hint := fmt.Sprintf("Use a port ≥ %d; or grant the capability (setcap cap_net_bind_service=+ep %s, or AmbientCapabilities=CAP_NET_BIND_SERVICE in its systemd unit); or lower net.ipv4.ip_unprivileged_port_start in that network namespace.", start, orDefault(events.Printable(p.Exe), "EXECUTABLE"))
+		hint := fmt.Sprintf("Use a port ≥ %d; or grant the capability (setcap cap_net_bind_service=+ep %s, or AmbientCapabilities=CAP_NET_BIND_SERVICE in its systemd unit); or lower net.ipv4.ip_unprivileged_port_start in that network namespace.", start, orDefault(events.Escape(p.Exe), "EXECUTABLE"))
 		return Verdict{events.CausePrivilegedPort, fmt.Sprintf("Port %d is privileged: it is below net.ipv4.ip_unprivileged_port_start (%d) in the failing process's network namespace, and %s.", f.Port, start, lacks), hint}
 	}
 	if start > 0 {
@@ -359,9 +359,12 @@ func diagnoseAccess(f *events.Failure, facts Facts) Verdict {
 }
 
 // commName is a process's comm as a diagnosis writes it: chosen by the
-// process, so escaped (events.Printable); "a process" when unknown.
+// process, so escaped (events.Escape); "a process" when unknown.
+// Diagnoses and hints are sentences for people, in text and JSON alike:
+// every name in them that a process controls (comm, exe, user, cgroup)
+// goes in through events.Escape, the one rule for showing such strings.
 func commName(p *events.Process) string {
-	if c := events.Printable(p.Comm); c != "" {
+	if c := events.Escape(p.Comm); c != "" {
 		return c
 	}
 	return "a process"
@@ -380,7 +383,7 @@ func procsName(h *events.Holder) string {
 	var comms []string
 	var pids []string
 	for _, p := range ps {
-		if c := events.Printable(p.Comm); c != "" && !slices.Contains(comms, c) {
+		if c := events.Escape(p.Comm); c != "" && !slices.Contains(comms, c) {
 			comms = append(comms, c)
 		}
 		pids = append(pids, strconv.Itoa(p.PID))
@@ -399,7 +402,7 @@ func procsName(h *events.Holder) string {
 	p := ps[0]
 	detail := "pid " + pids[0]
 	if p.User != "" {
-		detail += ", user " + p.User
+		detail += ", user " + events.Escape(p.User)
 	} else {
 		detail += fmt.Sprintf(", uid %d", p.UID)
 	}

@@ -11,7 +11,6 @@
 package sink
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -22,13 +21,7 @@ import (
 type Form func(rec any) ([]byte, error)
 
 // JSON is the form of --format json: one object per record (docs/schema.md).
-func JSON(rec any) ([]byte, error) {
-	b, err := json.Marshal(rec)
-	if err != nil {
-		return nil, fmt.Errorf("encode %T: %w", rec, err)
-	}
-	return b, nil
-}
+func JSON(rec any) ([]byte, error) { return events.MarshalJSON(rec) }
 
 // Text is the form people read (events.Text): one line, plus indented
 // why/fix lines for a diagnosed failure.

@@ -2,17 +2,20 @@ package testenv
 
 import (
 	"bufio"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -23,6 +26,14 @@ import (
 
 // helperEnv carries a helper's job from the test to the re-executed binary.
 const helperEnv = "BINDWATCH_TEST_HELPER"
+
+// A helper's main goroutine stays on the process's main thread, so that a
+// job's per-thread state (the comm "named" sets) is the process's own.
+func init() {
+	if os.Getenv(helperEnv) != "" {
+		runtime.LockOSThread()
+	}
+}
 
 // RunHelperIfAsked must be called first in TestMain: in a helper process
 // it does the helper's job and exits.
@@ -290,11 +301,28 @@ func (h *HelperProc) Stop() {
 //	autobind                          see exhaustAutobind (own netns only)
 func runJob(args []string) error {
 	wait := func() { io.Copy(io.Discard, os.Stdin) }
-	need := map[string]int{"bind": 4, "storm": 5, "keystorm": 6, "hold": 4, "inherit": 3, "keep": 1, "fdhog": 2, "trybind": 4, "connect": 3, "autobind": 1, "orphan": 4, "subreaper": 2, "execwhen": 2}
+	need := map[string]int{"named": 3, "bind": 4, "storm": 5, "keystorm": 6, "hold": 4, "inherit": 3, "keep": 1, "fdhog": 2, "trybind": 4, "connect": 3, "autobind": 1, "orphan": 4, "subreaper": 2, "execwhen": 2}
 	if len(args) == 0 || len(args) < need[args[0]] || need[args[0]] == 0 {
 		return fmt.Errorf("bad job %q", args)
 	}
 	switch args[0] {
+	case "named":
+		// named HEXNAME JOB...: JOB, by a process whose comm is set to the
+		// hex-encoded name with prctl(PR_SET_NAME), as any process can.
+		name, err := hex.DecodeString(args[1])
+		if err != nil {
+			return fmt.Errorf("named: %w", err)
+		}
+		if unix.Gettid() != os.Getpid() {
+			return fmt.Errorf("named: not on the main thread")
+		}
+		cname := append(name, 0)
+		err = unix.Prctl(unix.PR_SET_NAME, uintptr(unsafe.Pointer(&cname[0])), 0, 0, 0)
+		runtime.KeepAlive(cname)
+		if err != nil {
+			return fmt.Errorf("named: PR_SET_NAME: %w", err)
+		}
+		return runJob(args[2:])
 	case "bind":
 		opts, err := parseOpts(args[4:])
 		if err != nil {
