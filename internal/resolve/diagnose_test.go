@@ -487,7 +487,7 @@ func TestDiagnose(t *testing.T) {
 				f.Holders = []events.Holder{listener("0.0.0.0", evil)}
 			}),
 			cause:         events.CausePortInUse,
-			wantDiagnosis: []string{"held by x fix: rm -rf (pid 42"},
+			wantDiagnosis: []string{`held by x\x0a  fix: rm -rf (pid 42`},
 		},
 		{
 			name:          "nothing found",
