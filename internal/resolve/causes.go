@@ -50,7 +50,7 @@ func diagnoseEphemeral(f *events.Failure, h *events.Holder, facts Facts, now tim
 	if !facts.OwnNetns && f.Process.Netns != 0 {
 		ns = fmt.Sprintf("the failing process's network namespace (%d)", f.Process.Netns)
 	}
-	diagnosis := fmt.Sprintf("Port %d/%s is taken by %s: %d lies in the ephemeral port range of %s (net.ipv4.ip_local_port_range %s) and is not in net.ipv4.ip_local_reserved_ports, so the kernel gave it to a connect() as its local port. Such collisions come and go with outgoing traffic: an intermittent EADDRINUSE.",
+	diagnosis := fmt.Sprintf("Port %d/%s is taken by %s: %d lies in the ephemeral port range of %s, net.ipv4.ip_local_port_range %s, and is not in net.ipv4.ip_local_reserved_ports, so the kernel gave it to a connect() as its local port. Such collisions come and go with outgoing traffic: an intermittent EADDRINUSE.",
 		f.Port, f.Proto, conn, f.Port, ns, eph.RangeText())
 	setting := eph.ReserveSetting(int(f.Port))
 	hint := fmt.Sprintf("Reserve the port so that connect() never picks it: `%s`", sysctlCommand(f, facts, setting))

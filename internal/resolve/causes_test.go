@@ -82,7 +82,7 @@ func TestCauseEphemeralPort(t *testing.T) {
 		Socket: events.Socket{ReuseAddr: true}, Process: events.Process{PID: tryPID, Netns: nsIno}}
 	wantCause(t, r, f, events.CauseEphemeralPort,
 		[]string{fmt.Sprintf("is taken by an outgoing connection from 127.0.0.1:%d to 127.0.0.1:%d (ESTABLISHED) of", port, service),
-			fmt.Sprintf("pid %d", client.PID), fmt.Sprintf("(net.ipv4.ip_local_port_range %d)", port), fmt.Sprintf("network namespace (%d)", nsIno)},
+			fmt.Sprintf("pid %d", client.PID), fmt.Sprintf(", net.ipv4.ip_local_port_range %d, and is not in net.ipv4.ip_local_reserved_ports", port), fmt.Sprintf("network namespace (%d)", nsIno)},
 		[]string{fmt.Sprintf("`nsenter --net=/proc/%d/ns/net sysctl -w net.ipv4.ip_local_reserved_ports=%d`", tryPID, port),
 			"SO_REUSEADDR on this socket does not help"})
 	h := findHolder(f.Holders, "ESTABLISHED")

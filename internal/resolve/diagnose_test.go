@@ -313,7 +313,7 @@ func TestDiagnose(t *testing.T) {
 			facts: Facts{OwnNetns: true, Ephemeral: EphemeralPorts{Lo: 32768, Hi: 60999, Reserved: "9000"}},
 			cause: events.CauseEphemeralPort,
 			wantDiagnosis: []string{"Port 40123/tcp is taken by an outgoing connection from 10.0.0.2:40123 to 93.184.216.34:443 (ESTABLISHED) of curl (pid 77",
-				"ephemeral port range of this network namespace (net.ipv4.ip_local_port_range 32768–60999)", "intermittent"},
+				"ephemeral port range of this network namespace, net.ipv4.ip_local_port_range 32768–60999, and is not", "intermittent"},
 			wantHint: []string{"`sysctl -w net.ipv4.ip_local_reserved_ports=9000,40123`", "/etc/sysctl.d/", "outside 32768–60999", "SO_REUSEADDR on this socket does not help"},
 		},
 		{
