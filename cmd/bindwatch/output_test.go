@@ -155,14 +155,14 @@ func tallyFiles(t *testing.T, files ...string) tally {
 }
 
 // accounted checks that every provoked failure is in the files: as a
-// record, or counted in one (repeats, lost, output_lost), and that the
-// one stop record says so.
+// record, or counted in one (repeats, lost, output_lost, the stop's
+// unread), and that the one stop record says so.
 func (tl tally) accounted(t *testing.T, provoked uint64) map[string]any {
 	t.Helper()
 	if tl.starts != 1 || len(tl.stops) != 1 {
 		t.Fatalf("%d start and %d stop records, want one each (records: %v)", tl.starts, len(tl.stops), tl.recordsByTyp)
 	}
-	t.Logf("provoked %d; records %v; output_lost failures %d", provoked, tl.recordsByTyp, tl.outputLost)
+	t.Logf("provoked %d; records %v; output_lost failures %d; stop %v", provoked, tl.recordsByTyp, tl.outputLost, tl.stops)
 	stop := tl.stops[0]
 	if f := uint64(stop["failures"].(float64)); f != provoked {
 		t.Errorf("stop says %d failures, the test provoked %d", f, provoked)
@@ -212,19 +212,21 @@ func logrotate(t *testing.T, path, mode string, pid int) {
 	}
 }
 
-// logrotate's usual postrotate `kill -HUP` reopens the output (it used to
-// kill bindwatch): with `create`, rotated every 200 ms during a storm of
-// failures, every failure is accounted across the rotated files and every
-// line is whole.
+// A week of logrotate compressed: logrotate's usual postrotate `kill -HUP`
+// (it used to kill bindwatch) reopens the output, with `create`, every
+// second for 30 s during a storm of failures. Every failure is accounted
+// across the rotated files, every line is whole, no file is empty.
 func TestLogrotateCreate(t *testing.T) {
 	dir := t.TempDir()
 	out := filepath.Join(dir, "bindwatch.jsonl")
 	port := testenv.FreePort(t)
 	tr := startTracing(t, "--output", out, "--fold", "0", "--port", strconv.Itoa(port))
-	st := startStorm(t, port, 2000)
-	const rotations = 10
+	st := startStorm(t, port, 1000)
+	const rotations = 30
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
 	for range rotations {
-		time.Sleep(200 * time.Millisecond)
+		<-tick.C
 		logrotate(t, out, "create", tr.cmd.Process.Pid)
 	}
 	provoked := st.stop()
@@ -247,6 +249,31 @@ func TestLogrotateCreate(t *testing.T) {
 	if strings.TrimSpace(tr.stderr.String()) != "" {
 		t.Errorf("bindwatch said on stderr: %s", tr.stderr.String())
 	}
+}
+
+// --output-max-size rotates during a storm: every failure is accounted
+// across the files, none is over the size, every line is whole.
+func TestOutputMaxSize(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "bindwatch.jsonl")
+	port := testenv.FreePort(t)
+	tr := startTracing(t, "--output", out, "--fold", "0", "--port", strconv.Itoa(port),
+		"--output-max-size", "256K", "--output-max-files", "100")
+	st := startStorm(t, port, 1000)
+	time.Sleep(3 * time.Second)
+	provoked := st.stop()
+	time.Sleep(300 * time.Millisecond)
+	tr.stop(t)
+	files := rotatedFiles(out)
+	if len(files) < 3 {
+		t.Errorf("only %d files: the output was not rotated", len(files))
+	}
+	for _, f := range files {
+		if st, _ := os.Stat(f); st.Size() > 256<<10 {
+			t.Errorf("%s has %d bytes, over --output-max-size", f, st.Size())
+		}
+	}
+	tallyFiles(t, files...).accounted(t, provoked)
 }
 
 // With `copytruncate` logrotate copies the file and truncates it in place:

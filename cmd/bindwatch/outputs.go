@@ -137,22 +137,16 @@ func addMetrics(c *cli.Context, set *sink.Set) error {
 }
 
 // reopenOnHangup makes SIGHUP reopen the outputs (logrotate's postrotate
-// `kill -HUP`), from now until the returned function is called.
-func reopenOnHangup(set *sink.Set) (stop func()) {
+// `kill -HUP`) for the rest of the process's life: a SIGHUP while the
+// stop record is being written must not kill it either.
+func reopenOnHangup(set *sink.Set) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
-	done := make(chan struct{})
 	go func() {
-		for {
-			select {
-			case <-hup:
-				set.Reopen()
-			case <-done:
-				return
-			}
+		for range hup {
+			set.Reopen()
 		}
 	}()
-	return func() { signal.Stop(hup); close(done) }
 }
 
 // parseSize parses a size in bytes, with an optional K, M or G (powers of

@@ -61,7 +61,7 @@ func traceAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	defer reopenOnHangup(out)()
+	reopenOnHangup(out)
 	// Caught before anything a script can see (the start record, the
 	// ready file): a signal at any moment from here on ends in a stop record.
 	ctx, hurry, release := stopOnSignals()
