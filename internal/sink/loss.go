@@ -28,6 +28,11 @@ type lossBook struct {
 	unsaidFailures    uint64
 	lastErr           error
 	outage            bool // failing since the last write that got through
+	// said: the current outage was said on standard error; saidAt: when
+	// an outage last was. A disk that is nearly full lets a small record
+	// through now and then: one minute of such flapping is one message.
+	said   bool
+	saidAt time.Time
 }
 
 func newLossBook(output, name string, warn io.Writer) lossBook {
@@ -42,8 +47,9 @@ func newLossBook(output, name string, warn io.Writer) lossBook {
 func (l *lossBook) failed(rec any, err error, givenUp bool) {
 	l.errors++
 	l.lastErr = err
-	if !l.outage {
-		l.outage = true
+	l.outage = true
+	if !l.said && (l.saidAt.IsZero() || time.Since(l.saidAt) > time.Minute) {
+		l.said, l.saidAt = true, time.Now()
 		fmt.Fprintf(l.warn, "bindwatch: writing to %s failed: %s; tracing goes on, and records that cannot be written are counted and reported there (an output_lost record) once writing works again (hint: %s)\n",
 			l.name, errText(err), errHint(err))
 	}
@@ -77,6 +83,10 @@ func (l *lossBook) wrote(n *events.OutputLost) {
 	}
 	if l.outage {
 		l.outage = false
+		if !l.said {
+			return
+		}
+		l.said = false
 		if l.records > 0 {
 			fmt.Fprintf(l.warn, "bindwatch: writing to %s works again; %d record%s (%d failure%s) could not be written so far this session, as output_lost records there say\n",
 				l.name, l.records, events.Plural(l.records), l.failures, events.Plural(l.failures))
