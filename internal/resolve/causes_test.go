@@ -108,6 +108,28 @@ func TestCauseEphemeralPort(t *testing.T) {
 	}
 }
 
+// A connected UDP socket takes its local port from the same range.
+func TestCauseEphemeralPortUDP(t *testing.T) {
+	r := newTestResolver(t, Options{})
+	name, nsIno := testenv.NewNetns(t)
+	const port, service = 40123, 53
+	testenv.SetNetnsSysctl(t, name, "net/ipv4/ip_local_port_range", fmt.Sprintf("%d %d", port, port))
+	inNS := []string{"ip", "netns", "exec", name}
+	if c := testenv.StartHelper(t, fmt.Sprintf("connect 127.0.0.1 %d udp", service), inNS...); c.Line[0] != "ready" {
+		t.Fatalf("UDP client: %q, want it connected", c.Line)
+	}
+	try := testenv.StartHelper(t, fmt.Sprintf("trybind udp 0.0.0.0 %d", port), inNS...)
+	if try.Line[0] != "errno" || try.Line[1] != strconv.Itoa(int(unix.EADDRINUSE)) {
+		t.Fatalf("server bind beside the client's socket: %q, want EADDRINUSE", try.Line)
+	}
+	tryPID, _ := strconv.Atoi(try.Line[2])
+	f := &events.Failure{Syscall: "bind", Errno: "EADDRINUSE", Proto: "udp", Family: "ipv4", Addr: "0.0.0.0", Port: port,
+		Process: events.Process{PID: tryPID, Netns: nsIno}}
+	wantCause(t, r, f, events.CauseEphemeralPort,
+		[]string{fmt.Sprintf("Port %d/udp is taken by an outgoing connection from 127.0.0.1:%d to 127.0.0.1:%d", port, port, service)},
+		[]string{"net.ipv4.ip_local_reserved_ports=40123"})
+}
+
 // A process that binds one port twice holds it itself.
 func TestCauseSelfConflict(t *testing.T) {
 	r := newTestResolver(t, Options{})

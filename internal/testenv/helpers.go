@@ -296,8 +296,8 @@ func (h *HelperProc) Stop() {
 //	                                  with another command line (same pid and
 //	                                  start time), as fdhog 0
 //	trybind PROTO ADDR PORT [options] → "errno N PID" (0: bound)
-//	connect ADDR PORT                 connect a TCP socket (the kernel picks its local
-//	                                  port) → "ready PID INODE", or "errno N PID"
+//	connect ADDR PORT [udp]           connect a TCP (or UDP) socket (the kernel picks
+//	                                  its local port) → "ready PID INODE", or "errno N PID"
 //	autobind                          see exhaustAutobind (own netns only)
 func runJob(args []string) error {
 	wait := func() { io.Copy(io.Discard, os.Stdin) }
@@ -425,7 +425,11 @@ func runJob(args []string) error {
 		wait()
 		return nil
 	case "connect":
-		fd, err := Socket("tcp", args[1], Opts{})
+		proto := "tcp"
+		if len(args) > 3 && args[3] == "udp" {
+			proto = "udp"
+		}
+		fd, err := Socket(proto, args[1], Opts{})
 		if err != nil {
 			return err
 		}
