@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"runtime"
@@ -70,6 +71,9 @@ func doctorAction(c *cli.Context) error {
 	if res, err := resolve.New(resolve.Options{}); err == nil {
 		method, why := res.OwnerLookup()
 		r.Owners = method
+		if why != nil && tracer.CheckPrivileges() != nil {
+			why = errors.New("BPF iterators need root; without it only this user's own processes are found")
+		}
 		if why != nil {
 			r.Owners += " (" + why.Error() + ")"
 		}
@@ -102,6 +106,9 @@ func lockdown() string {
 		b, err = readWithSecurityfs()
 	}
 	if err != nil {
+		if os.Geteuid() != 0 {
+			return "unknown (securityfs is not mounted, and mounting it to look needs root)"
+		}
 		return "unknown (" + err.Error() + ")"
 	}
 	// The active mode is bracketed: "none [integrity] confidentiality".

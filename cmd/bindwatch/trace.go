@@ -210,17 +210,8 @@ func errnoNamed(name string) (syscall.Errno, bool) {
 // requireRoot explains in one sentence why tracing cannot start without
 // privileges, instead of letting the first bpf() call fail obscurely.
 func requireRoot() error {
-	if os.Geteuid() == 0 {
-		return nil
+	if err := tracer.CheckPrivileges(); err != nil {
+		return cli.Exit(err.Error(), 1)
 	}
-	const capBPF, capPerfmon = 39, 38
-	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
-	var data [2]unix.CapUserData
-	if err := unix.Capget(&hdr, &data[0]); err == nil {
-		has := func(c uint) bool { return data[c/32].Effective&(1<<(c%32)) != 0 }
-		if has(capBPF) && has(capPerfmon) && has(unix.CAP_SYS_ADMIN) {
-			return nil
-		}
-	}
-	return cli.Exit("tracing needs root (or CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN): run it with sudo", 1)
+	return nil
 }

@@ -73,21 +73,62 @@ func TestUsageErrors(t *testing.T) {
 
 // Without privileges tracing does not start: one sentence, exit 1.
 func TestNotRoot(t *testing.T) {
+	code, stderr := run(t, unprivileged(t, "--format", "json"))
+	if code != 1 || !strings.Contains(stderr, "needs root") || strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
+		t.Errorf("unprivileged bindwatch: exit %d, stderr %q; want exit 1 and one line saying it needs root", code, stderr)
+	}
+}
+
+// unprivileged is the bindwatch binary run as uid 65534 with args, from a
+// copy that user can execute (go test builds it where only root may go).
+func unprivileged(t *testing.T, args ...string) *exec.Cmd {
+	t.Helper()
 	testenv.RequireRoot(t) // to drop to an unprivileged user
 	dir, err := os.MkdirTemp("", "bindwatch-unpriv-")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer os.RemoveAll(dir)
+	t.Cleanup(func() { os.RemoveAll(dir) })
 	os.Chmod(dir, 0o755)
 	bin := dir + "/bindwatch"
 	b, _ := os.ReadFile(bindwatchBin)
 	os.WriteFile(bin, b, 0o755)
-	cmd := exec.Command(bin, "--format", "json")
+	cmd := exec.Command(bin, args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	return cmd
+}
+
+// doctor as a user blames the missing privileges, not the kernel (issue 8:
+// "this kernel, before 5.11" on 6.18).
+func TestDoctorNotRoot(t *testing.T) {
+	cmd := unprivileged(t, "doctor")
+	var stdout strings.Builder
+	cmd.Stdout = &stdout
 	code, stderr := run(t, cmd)
-	if code != 1 || !strings.Contains(stderr, "needs root") || strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
-		t.Errorf("unprivileged bindwatch: exit %d, stderr %q; want exit 1 and one line saying it needs root", code, stderr)
+	out := stdout.String() + stderr
+	if code != 1 || strings.Contains(out, "5.11") || strings.Count(out, "tracing needs root") < 3 {
+		t.Errorf("unprivileged doctor: exit %d; want exit 1, every backend saying it needs root, no kernel blamed:\n%s", code, out)
+	}
+}
+
+// who as a user does not say "no process has it open" of a socket root's
+// process has open: it says it cannot see other users' processes.
+func TestWhoNotRoot(t *testing.T) {
+	port := testenv.FreePort(t)
+	testenv.Hold(t, "tcp", "127.0.0.1", port, testenv.Opts{})
+	cmd := unprivileged(t, "who", strconv.Itoa(port)+"/tcp", "--format", "text")
+	var stdout strings.Builder
+	cmd.Stdout = &stdout
+	code, _ := run(t, cmd)
+	if code != 0 || strings.Contains(stdout.String(), "no process has it open") || !strings.Contains(stdout.String(), "visible only to root") {
+		t.Errorf("unprivileged who on root's port: exit %d; want exit 0, saying other users' processes are visible only to root:\n%s", code, stdout.String())
+	}
+	cmd = unprivileged(t, "who", strconv.Itoa(port)+"/tcp", "--format", "json")
+	stdout.Reset()
+	cmd.Stdout = &stdout
+	run(t, cmd)
+	if !strings.Contains(stdout.String(), `"partial_view":true`) {
+		t.Errorf("unprivileged who --format json: no partial_view: %s", stdout.String())
 	}
 }
 

@@ -160,7 +160,7 @@ func parsePortArg(arg string) ([]whoQuery, error) {
 // A namespace that vanished while being searched is skipped.
 func whoPort(r *resolve.Resolver, namespaces []resolve.Netns, q whoQuery, eph resolve.EphemeralPorts) (*events.Who, error) {
 	rec := &events.Who{Type: events.TypeWho, Version: events.Version, Port: q.port, Proto: q.proto, Holders: []events.Holder{},
-		EphemeralNote: resolve.EphemeralNote(eph, q.port)}
+		EphemeralNote: resolve.EphemeralNote(eph, q.port), PartialView: os.Geteuid() != 0}
 	var tw events.TimeWait
 	for _, ns := range namespaces {
 		rep, err := r.Who(ns, q.proto, q.port)

@@ -30,6 +30,10 @@ type Who struct {
 	// OwnerLookup: how owners were found, "bpf_iter" or "proc_scan";
 	// absent for a free port.
 	OwnerLookup string `json:"owner_lookup,omitempty"`
+	// PartialView says bindwatch ran without root: other users' processes
+	// are invisible to it, so a socket listed without processes may still
+	// be open in one of theirs.
+	PartialView bool `json:"partial_view,omitempty"`
 	// EphemeralNote warns that outgoing connections may take the port:
 	// it lies in bindwatch's namespace's ip_local_port_range and is not
 	// reserved. Present whether the port is held or not.
@@ -77,7 +81,11 @@ func (rec *Who) WriteText(w io.Writer, showNetns bool, now time.Time) {
 			line += fmt.Sprintf("  netns %d", h.Netns)
 		}
 		fmt.Fprintln(w, line)
-		if len(h.Processes) == 0 {
+		switch {
+		case len(h.Processes) > 0:
+		case rec.PartialView:
+			fmt.Fprintln(w, "              no process of this user has it open; other users' processes are visible only to root (run with sudo)")
+		default:
 			fmt.Fprintln(w, "              no process has it open")
 		}
 		for _, p := range h.Processes {

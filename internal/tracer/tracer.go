@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"sync"
 	"time"
 	"unsafe"
@@ -223,8 +224,32 @@ func loadError(err error, debug bool) error {
 // parse costs ~10 ms, and the backend checks and CO-RE all need it.
 var kernelSpec = sync.OnceValues(btf.LoadKernelSpec)
 
+// ErrNotPrivileged is why an unprivileged user cannot trace.
+var ErrNotPrivileged = errors.New("tracing needs root (or CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN): run it with sudo")
+
+// CheckPrivileges says, before any bpf() call fails obscurely (or blames
+// the kernel), whether this process may load and attach BPF programs.
+func CheckPrivileges() error {
+	if os.Geteuid() == 0 {
+		return nil
+	}
+	const capBPF, capPerfmon = 39, 38
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err == nil {
+		has := func(c uint) bool { return data[c/32].Effective&(1<<(c%32)) != 0 }
+		if has(capBPF) && has(capPerfmon) && has(unix.CAP_SYS_ADMIN) {
+			return nil
+		}
+	}
+	return ErrNotPrivileged
+}
+
 // preflight turns the common reasons BPF cannot work into one sentence each.
 func preflight() error {
+	if err := CheckPrivileges(); err != nil {
+		return err
+	}
 	// Before 5.11 BPF memory counts against RLIMIT_MEMLOCK (64 KiB by
 	// default); RemoveMemlock raises it only on such kernels.
 	if err := rlimit.RemoveMemlock(); err != nil {
