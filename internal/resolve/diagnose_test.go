@@ -554,6 +554,16 @@ func TestDiagnose(t *testing.T) {
 			wantDiagnosis: []string{"cannot listen"},
 		},
 	}
+	// Every cause has a case here.
+	covered := map[string]bool{}
+	for _, c := range cases {
+		covered[c.cause] = true
+	}
+	for _, cause := range events.Causes {
+		if !covered[cause] {
+			t.Errorf("no case diagnoses cause %s", cause)
+		}
+	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			v := Diagnose(c.f, c.facts, now)
