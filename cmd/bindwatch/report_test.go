@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"compress/gzip"
 	"encoding/json"
@@ -11,24 +12,55 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/bindwatch/bindwatch/internal/testenv"
 )
 
-// realIncidentLog traces two ports with failures against real holders and
-// returns the JSON lines bindwatch wrote: two incidents, open at the end.
+// realIncidentLog traces two ports and returns the JSON lines bindwatch
+// wrote: on the first, three failures against a holder that stays (an
+// incident still open at the end); on the second, three failures against
+// a real server that is then sent SIGTERM, and the port taken again (a
+// recovered incident, with its signal and release).
 func realIncidentLog(t *testing.T) (lines [][]byte, ports [2]int) {
 	t.Helper()
-	ports = [2]int{testenv.FreePort(t), testenv.FreePort(t)}
+	ports[0] = testenv.FreePort(t)
+	for ports[1] = testenv.FreePort(t); ports[1] == ports[0]; ports[1] = testenv.FreePort(t) {
+	}
 	lines = runTrace(t, func() {
-		for _, p := range ports {
-			testenv.Hold(t, "tcp", "127.0.0.1", p, testenv.Opts{})
-			for range 3 {
-				testenv.FailBind(t, "tcp", "127.0.0.1", p, testenv.Opts{}, syscall.EADDRINUSE)
-			}
+		testenv.Hold(t, "tcp", "127.0.0.1", ports[0], testenv.Opts{})
+		for range 3 {
+			testenv.FailBind(t, "tcp", "127.0.0.1", ports[0], testenv.Opts{}, syscall.EADDRINUSE)
 		}
+		server := startServer(t, ports[1])
+		for range 3 {
+			testenv.FailBind(t, "tcp", "127.0.0.1", ports[1], testenv.Opts{}, syscall.EADDRINUSE)
+		}
+		time.Sleep(300 * time.Millisecond) // the failures open the incident
+		server.Process.Signal(syscall.SIGTERM)
+		server.Wait()
+		testenv.Hold(t, "tcp", "127.0.0.1", ports[1], testenv.Opts{})
 	}, "--port", strconv.Itoa(ports[0]), "--port", strconv.Itoa(ports[1]))
 	return lines, ports
+}
+
+// startServer starts a real server listening on port and returns once it
+// listens.
+func startServer(t *testing.T, port int) *exec.Cmd {
+	t.Helper()
+	server := exec.Command("python3", "-c", `import socket, sys, time
+s = socket.socket()
+s.bind(("127.0.0.1", int(sys.argv[1])))
+s.listen()
+print("ready", flush=True)
+time.sleep(60)`, strconv.Itoa(port))
+	out, _ := server.StdoutPipe()
+	if err := server.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { server.Process.Kill(); server.Wait() })
+	bufio.NewReader(out).ReadString('\n')
+	return server
 }
 
 func report(t *testing.T, args ...string) (stdout, stderr string) {
@@ -73,8 +105,9 @@ func TestReportSurvivesDamagedLogs(t *testing.T) {
 		t.Fatalf("clean log: %d incidents, want 2 (one per port):\n%s", len(incidents), want)
 	}
 	for i, in := range incidents {
-		if int(in["port"].(float64)) != ports[i] || in["attempts"].(float64) != 3 || in["state"] != "open" {
-			t.Errorf("incident %d: port %v attempts %v state %v, want port %d, 3 attempts, open", i, in["port"], in["attempts"], in["state"], ports[i])
+		state := []string{"open", "recovered"}[i]
+		if int(in["port"].(float64)) != ports[i] || in["attempts"].(float64) != 3 || in["state"] != state {
+			t.Errorf("incident %d: port %v attempts %v state %v, want port %d, 3 attempts, %s", i, in["port"], in["attempts"], in["state"], ports[i], state)
 		}
 	}
 
@@ -190,6 +223,18 @@ func TestReportHTMLInBrowser(t *testing.T) {
 		}
 		if failures < 1 || failures+folded != 3 {
 			t.Errorf("section %d: %d failure marks + %d folded, want 3 attempts", i, failures, folded)
+		}
+		// The second incident's holder was sent SIGTERM, died of it, and
+		// the port was taken again: a mark each, on the holder's lane
+		// (signal, release) and the kernel's (recovery).
+		want := map[string]int{"signal": 0, "released": 0, "recovered": 0}
+		if i == 1 {
+			want = map[string]int{"signal": 1, "released": 1, "recovered": 1}
+		}
+		for kind, n := range want {
+			if got := strings.Count(s, `class="mark `+kind+`"`); got != n {
+				t.Errorf("section %d: %d %s marks, want %d", i, got, kind, n)
+			}
 		}
 	}
 	shot := filepath.Join(dir, "shot.png")

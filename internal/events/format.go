@@ -179,7 +179,10 @@ func HostPort(addr string, port uint16) string {
 // -m http.server)", its command line escaped and cut (ProcessText is the
 // long form, with user, age and cgroup).
 func ProcessShort(p *Process) string {
-	return fmt.Sprintf("pid %d (%s)", p.PID, commandLine(p))
+	if cmd := commandLine(p); cmd != "" {
+		return fmt.Sprintf("pid %d (%s)", p.PID, cmd)
+	}
+	return fmt.Sprintf("pid %d", p.PID)
 }
 
 // commandLine is the process's argv (or its comm), on one line, escaped

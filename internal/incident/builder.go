@@ -64,8 +64,13 @@ func (b *Builder) Add(rec any) {
 			in.Attempts = max(in.Attempts, r.Attempts)
 			in.State = events.IncidentRecovered
 			b.mark(in, r.Time, events.MarkRecovered, r.Process.PID, 0, recoveredLine(in, r))
-			// Repeats reported at the recovery are stamped after it; the
-			// outage ends with the recovery all the same.
+			// Repeats harvested for the recovery are stamped when they
+			// were reported, just after it; they were folded before it.
+			for i := range in.Timeline {
+				if e := &in.Timeline[i]; e.Kind == events.MarkRepeats && e.Time.After(r.Time) {
+					e.Time, e.AtMS = r.Time, r.Time.Sub(in.Start).Milliseconds()
+				}
+			}
 			in.End = r.Time
 			b.end(k, in, r.Time)
 		}

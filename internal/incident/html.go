@@ -63,11 +63,17 @@ type bar struct {
 type mark struct {
 	Kind  string // failure, repeats, signal, released, recovered
 	X     float64
+	W     float64 // repeats: the band's width
+	Mid   float64 // and its middle
 	AtMS  int64
 	Count uint64
 	Label string // drawn next to the mark: "×9", "SIGTERM"
 	Title string // the full line, shown on hover
 }
+
+// markTook is the recovery on the lane of the process that took the
+// port; the kernel's lane carries the recovery mark itself.
+const markTook = "took"
 
 type tick struct {
 	X     float64
@@ -96,7 +102,10 @@ func (s scale) x(ms float64) float64 {
 func picture(i int, in *events.Incident) htmlIncident {
 	span := math.Max(float64(in.OutageMS), 1)
 	pad := math.Max(span*0.06, 1)
-	sc := scale{lo: -pad, hi: span + pad}
+	if in.Recovered != nil {
+		pad = math.Max(span*0.15, 1) // room to show the port held again
+	}
+	sc := scale{lo: -span * 0.06, hi: span + pad}
 	at := func(t time.Time) float64 { return sc.x(float64(t.Sub(in.Start).Milliseconds())) }
 	out := htmlIncident{
 		ID: fmt.Sprintf("incident-%d", i+1), Title: Title(in), Proto: in.Proto, Port: in.Port,
@@ -152,6 +161,11 @@ func picture(i int, in *events.Incident) htmlIncident {
 			break
 		}
 		l := lane{Kind: "failing", Label: fmt.Sprintf("failing: %s ×%d", processLabel(&f.Process), f.Attempts)}
+		// A repeats record says N failures were folded since the
+		// process's previous repeats (or its first failure): drawn as a
+		// band over that window, as the kernel knows no closer.
+		since := f.First
+		var band *mark
 		for _, e := range in.Timeline {
 			if e.PID != f.Process.PID {
 				continue
@@ -160,18 +174,29 @@ func picture(i int, in *events.Incident) htmlIncident {
 			case events.MarkFailure:
 				l.Marks = append(l.Marks, mark{Kind: e.Kind, X: at(e.Time), AtMS: e.AtMS, Count: 1, Title: e.Text})
 			case events.MarkRepeats:
-				l.Marks = append(l.Marks, mark{Kind: e.Kind, X: at(e.Time), AtMS: e.AtMS, Count: e.Count, Label: fmt.Sprintf("×%d", e.Count), Title: e.Text})
+				if band != nil && band.AtMS == e.AtMS { // harvested together: one band
+					band.Count += e.Count
+					band.Label = fmt.Sprintf("×%d", band.Count)
+					band.Title += "; " + e.Text
+					band.W = math.Max(at(e.Time)-band.X, 4)
+					band.Mid = band.W / 2
+					continue
+				}
+				x0 := at(since)
+				l.Marks = append(l.Marks, mark{Kind: e.Kind, X: x0, W: math.Max(at(e.Time)-x0, 4), Mid: math.Max(at(e.Time)-x0, 4) / 2, AtMS: e.AtMS, Count: e.Count, Label: fmt.Sprintf("×%d", e.Count), Title: e.Text})
+				band = &l.Marks[len(l.Marks)-1] // no append follows until the next band
+				since = e.Time
 			}
 		}
 		if r := in.Recovered; r != nil && r.Process.PID == f.Process.PID {
-			l.Marks = append(l.Marks, mark{Kind: events.MarkRecovered, X: at(r.Time), AtMS: ms(in, r.Time), Label: "got it", Title: recoveredLineOf(in)})
+			l.Marks = append(l.Marks, mark{Kind: markTook, X: at(r.Time), AtMS: ms(in, r.Time), Label: "got it", Title: recoveredLineOf(in)})
 			recoveredShown = true
 		}
 		lanes = append(lanes, l)
 	}
 	if r := in.Recovered; r != nil && !recoveredShown {
 		l := lane{Kind: "failing", Label: "new: " + processLabel(&r.Process)}
-		l.Marks = append(l.Marks, mark{Kind: events.MarkRecovered, X: at(r.Time), AtMS: ms(in, r.Time), Label: "got it", Title: recoveredLineOf(in)})
+		l.Marks = append(l.Marks, mark{Kind: markTook, X: at(r.Time), AtMS: ms(in, r.Time), Label: "got it", Title: recoveredLineOf(in)})
 		lanes = append(lanes, l)
 	}
 
@@ -193,8 +218,8 @@ func picture(i int, in *events.Incident) htmlIncident {
 		freeFrom = freeTo // released unseen: held until recovered, by someone
 	}
 	if r := in.Recovered; r != nil {
-		k.Bars = append(k.Bars, bar{Class: "held again", X: freeTo, W: right - freeTo, Label: "held again"})
-		k.Marks = append(k.Marks, mark{Kind: events.MarkRecovered, X: at(r.Time), AtMS: ms(in, r.Time), Label: "recovered", Title: recoveredLineOf(in)})
+		k.Bars = append(k.Bars, bar{Class: "held again", X: freeTo, W: right - freeTo, Label: "   held again"})
+		k.Marks = append(k.Marks, mark{Kind: events.MarkRecovered, X: at(r.Time), AtMS: ms(in, r.Time), Title: recoveredLineOf(in)})
 	}
 	lanes = append(lanes, k)
 
@@ -291,10 +316,10 @@ svg text { font: 11px system-ui, sans-serif; fill: #1d2330; }
 .bar.held { fill: #9bb7e0; } .bar.free { fill: #f2a7a0; } .bar.held.again { fill: #98d4a6; }
 .bar-label { fill: #1d2330; font-size: 10px; }
 .mark.failure circle { fill: #d33a2c; }
-.mark.repeats rect { fill: #d33a2c; opacity: .75; }
+.mark.repeats rect { fill: #d33a2c; opacity: .25; }
 .mark.signal path { fill: #e0a100; }
 .mark.released line { stroke: #1d2330; stroke-width: 2; }
-.mark.recovered path { fill: #1e8e3e; }
+.mark.recovered path, .mark.took path { fill: #1e8e3e; }
 .axis line { stroke: #9aa3b2; } .axis text { fill: #5b6475; }
 ol.events { font: 12px ui-monospace, monospace; padding-left: 1.5em; }
 ol.events .at { display: inline-block; min-width: 6em; color: #5b6475; }
@@ -314,7 +339,7 @@ ol.events .at { display: inline-block; min-width: 6em; color: #5b6475; }
 {{$y := .Y}}{{range .Bars}}<rect class="bar {{.Class}}" x="{{.X}}" y="{{$y}}" width="{{.W}}" height="22" rx="3"></rect><text class="bar-label" x="{{.X}}" y="{{$y}}" dx="4" dy="15">{{.Label}}</text>
 {{end}}{{range .Marks}}<g class="mark {{.Kind}}" data-kind="{{.Kind}}" data-at-ms="{{.AtMS}}"{{if .Count}} data-count="{{.Count}}"{{end}} transform="translate({{.X}} {{$y}})"><title>{{.Title}}</title>
 {{if eq .Kind "failure"}}<circle cx="0" cy="11" r="5"></circle>
-{{else if eq .Kind "repeats"}}<rect x="-3" y="3" width="6" height="16"></rect><text x="5" y="-1">{{.Label}}</text>
+{{else if eq .Kind "repeats"}}<rect x="0" y="3" width="{{.W}}" height="16" rx="3"></rect><text x="{{.Mid}}" y="15" text-anchor="middle">{{.Label}}</text>
 {{else if eq .Kind "signal"}}<path d="M0 12 L7 0 L-7 0 Z"></path><text x="8" y="-1">{{.Label}}</text>
 {{else if eq .Kind "released"}}<line x1="0" x2="0" y1="-3" y2="26"></line><text x="4" y="32">{{.Label}}</text>
 {{else}}<path d="M0 3 L8 11 L0 19 L-8 11 Z"></path><text x="10" y="15">{{.Label}}</text>
