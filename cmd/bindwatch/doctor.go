@@ -1,12 +1,8 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
-	"fmt"
 	"os"
-	"runtime"
-	"strings"
 
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
@@ -29,7 +25,7 @@ Example:
   sudo bindwatch doctor
   sudo bindwatch doctor --format json`,
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "format", Value: "text", Usage: "text or json"},
+			&cli.StringFlag{Name: "format", Usage: "output `FORMAT`: text or json (one object). Default: text on a terminal, json otherwise"},
 		},
 		Action: doctorAction,
 	}
@@ -39,9 +35,9 @@ func doctorAction(c *cli.Context) error {
 	if c.Args().Present() {
 		return usagef("doctor takes no arguments, got %q (it checks this whole host: bindwatch doctor [--format json])", c.Args().First())
 	}
-	format := c.String("format")
-	if format != "text" && format != "json" {
-		return usagef("--format %s: text or json", format)
+	format, err := outputFormat(c, os.Stdout)
+	if err != nil {
+		return err
 	}
 	var u unix.Utsname
 	unix.Uname(&u)
@@ -79,9 +75,12 @@ func doctorAction(c *cli.Context) error {
 		}
 		res.Close()
 	}
-	if format == "json" {
-		b, _ := json.MarshalIndent(r, "", "  ")
-		fmt.Println(string(b))
+	if format == events.FormatJSON {
+		b, err := events.MarshalJSON(&r)
+		if err != nil {
+			return err
+		}
+		os.Stdout.Write(append(b, '\n'))
 	} else {
 		r.WriteText(os.Stdout)
 	}
@@ -98,63 +97,16 @@ func fileState(path, yes, no string) string {
 	return no
 }
 
-const lockdownPath = "/sys/kernel/security/lockdown"
-
+// lockdown is the kernel's lockdown mode, as doctor says it.
 func lockdown() string {
-	b, err := os.ReadFile(lockdownPath)
-	if err != nil {
-		b, err = readWithSecurityfs()
-	}
+	mode, err := host.Lockdown()
 	if err != nil {
 		if os.Geteuid() != 0 {
 			return "unknown (securityfs is not mounted, and mounting it to look needs root)"
 		}
 		return "unknown (" + err.Error() + ")"
 	}
-	// The active mode is bracketed: "none [integrity] confidentiality".
-	s := string(b)
-	if i := strings.IndexByte(s, '['); i >= 0 {
-		if j := strings.IndexByte(s[i:], ']'); j > 0 {
-			return s[i+1 : i+j]
-		}
-	}
-	return strings.TrimSpace(s)
-}
-
-// readWithSecurityfs reads the lockdown mode where securityfs is not
-// mounted, by mounting it in a private mount namespace of a thread that
-// then exits: the host's mounts are never touched.
-func readWithSecurityfs() ([]byte, error) {
-	type result struct {
-		b   []byte
-		err error
-	}
-	ch := make(chan result)
-	go func() {
-		// Never unlocked: when this goroutine ends, Go discards the thread
-		// (or, were it the main thread, wedges it unused), so no other
-		// goroutine ever runs in the private mount namespace.
-		runtime.LockOSThread()
-		if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
-			ch <- result{nil, fmt.Errorf("unshare mount namespace: %w", err)}
-			return
-		}
-		if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
-			ch <- result{nil, fmt.Errorf("make mounts private: %w", err)}
-			return
-		}
-		if err := unix.Mount("securityfs", "/sys/kernel/security", "securityfs", 0, ""); err != nil {
-			ch <- result{nil, fmt.Errorf("mount securityfs: %w", err)}
-			return
-		}
-		b, err := os.ReadFile(lockdownPath)
-		if err != nil {
-			err = fmt.Errorf("no lockdown LSM in this kernel: %w", err)
-		}
-		ch <- result{b, err}
-	}()
-	r := <-ch
-	return r.b, r.err
+	return mode
 }
 
 func tracefsState() string {

@@ -108,10 +108,11 @@ func whoAction(c *cli.Context) error {
 	}
 	held, warned := false, false
 	for _, q := range queries {
-		rec, err := whoPort(r, namespaces, q, eph)
+		rec, err := r.WhoRecord(namespaces, q.proto, q.port, eph)
 		if err != nil {
 			return err
 		}
+		rec.PartialView = os.Geteuid() != 0
 		if rec.Held {
 			// Asked only now: a free port does not wait for the BPF
 			// iterator to load.
@@ -154,33 +155,4 @@ func parsePortArg(arg string) ([]whoQuery, error) {
 		return nil, fmt.Errorf("%q: protocol %q is not supported (use /tcp or /udp)", arg, proto)
 	}
 	return []whoQuery{{port, proto}}, nil
-}
-
-// whoPort looks up one port in every namespace and merges the answers.
-// A namespace that vanished while being searched is skipped.
-func whoPort(r *resolve.Resolver, namespaces []resolve.Netns, q whoQuery, eph resolve.EphemeralPorts) (*events.Who, error) {
-	rec := &events.Who{Type: events.TypeWho, Version: events.Version, Port: q.port, Proto: q.proto, Holders: []events.Holder{},
-		EphemeralNote: resolve.EphemeralNote(eph, q.port), PartialView: os.Geteuid() != 0}
-	var tw events.TimeWait
-	for _, ns := range namespaces {
-		rep, err := r.Who(ns, q.proto, q.port)
-		if err != nil {
-			if len(namespaces) == 1 {
-				return nil, err
-			}
-			continue
-		}
-		rec.Netns = append(rec.Netns, rep.Netns.Inode)
-		rec.Sockets += rep.Sockets
-		rec.Holders = append(rec.Holders, rep.Holders...)
-		if rep.TimeWait != nil {
-			tw.Count += rep.TimeWait.Count
-			tw.MaxRemainingMS = max(tw.MaxRemainingMS, rep.TimeWait.MaxRemainingMS)
-		}
-	}
-	if tw.Count > 0 {
-		rec.TimeWait = &tw
-	}
-	rec.Held = rec.Sockets > 0
-	return rec, nil
 }
