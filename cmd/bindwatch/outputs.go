@@ -9,6 +9,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/bindwatch/bindwatch/internal/events"
 	"github.com/bindwatch/bindwatch/internal/sink"
 	"github.com/urfave/cli/v2"
 )
@@ -22,43 +23,48 @@ func outputFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "output-max-size", Usage: "rotate the --output file before it passes `SIZE` (bytes, or with K, M, G: 100M): FILE becomes FILE.1, FILE.1 FILE.2, … (for hosts without logrotate; with logrotate, send SIGHUP in postrotate instead)"},
 		&cli.IntFlag{Name: "output-max-files", Value: defaultMaxFiles, Usage: "with --output-max-size: keep `N` rotated files, removing older ones"},
-		&cli.StringFlag{Name: "syslog", Usage: "also send each record to a syslog collector at `URL`: unix:///dev/log, udp://HOST:PORT or tcp://HOST:PORT (RFC 5424, app-name bindwatch, msgid the record type, the JSON record as message; TCP octet-counted, reconnected; up to 10000 records kept while the collector is away, then counted as lost)"},
+		&cli.StringFlag{Name: "syslog", Usage: "also send each record to a syslog collector at `URL`: unix:///dev/log, udp://HOST:PORT or tcp://HOST:PORT (RFC 5424, app-name bindwatch, msgid the record type, the JSON (or, with --format ecs, ECS) record as message; TCP octet-counted, reconnected; up to 10000 records kept while the collector is away, then counted as lost)"},
 		&cli.StringFlag{Name: "metrics-addr", Usage: "serve Prometheus metrics on `HOST:PORT` (/metrics; /healthz): bindwatch_bind_failures_total{syscall,errno,proto} (folded failures included), bindwatch_events_lost_total, bindwatch_output_errors_total, … (no per-process labels)"},
 		&cli.BoolFlag{Name: "metrics-port-label", Usage: "with --metrics-addr and --port: label bind_failures_total with the --port argument each failure matched (one value per --port, so the series stay few)"},
 	}
 }
 
 // openOutputs opens where a session's records go: --output, or the stream
-// std (called stdName, "stdout" or "stderr"). The format is --format, or
-// streamFormat on the stream if not empty, or else text for a terminal
-// and JSON otherwise. It returns the set and the format chosen.
+// std (called stdName, "stdout" or "stderr"), and --syslog and
+// --metrics-addr. The format is --format, or streamFormat on the stream if
+// not empty, or else text for a terminal and JSON otherwise. It returns
+// the set and the format chosen. Every usage error comes before a file is
+// created.
 func openOutputs(c *cli.Context, std *os.File, stdName, streamFormat string) (*sink.Set, string, error) {
 	if c.String("format") != "" {
 		if _, err := outputFormatFor(c, false); err != nil {
-			return nil, "", err // before creating any file
+			return nil, "", err
 		}
 	}
-	opts := sink.FileOptions{Warn: os.Stderr}
-	if s := c.String("output-max-size"); s != "" {
-		n, err := parseSize(s)
+	opts, err := fileOptions(c)
+	if err != nil {
+		return nil, "", err
+	}
+	if err := checkMetricsFlags(c); err != nil {
+		return nil, "", err
+	}
+	set := sink.NewSet()
+	if u := c.String("syslog"); u != "" {
+		// Syslog carries a machine form: ECS with --format ecs, else JSON.
+		form := sink.JSON
+		if c.String("format") == events.FormatECS {
+			form = sink.ECS
+		}
+		s, err := sink.DialSyslog(sink.SyslogOptions{URL: u, Form: form, Warn: os.Stderr})
 		if err != nil {
-			return nil, "", usagef("--output-max-size %s: %v", s, err)
+			return nil, "", usageError{err}
 		}
-		if c.String("output") == "" {
-			return nil, "", usagef("--output-max-size needs --output (rotation is of a file)")
-		}
-		opts.MaxSize = n
-		opts.MaxFiles = c.Int("output-max-files")
-		if opts.MaxFiles < 1 {
-			return nil, "", usagef("--output-max-files %d: keep at least 1 rotated file", opts.MaxFiles)
-		}
-	} else if c.IsSet("output-max-files") {
-		return nil, "", usagef("--output-max-files needs --output-max-size (how large a file grows before it is rotated)")
+		set.Add(s)
 	}
 	var out *sink.File
 	if path := c.String("output"); path != "" {
-		var err error
 		if out, err = sink.OpenFile(path, opts); err != nil {
+			set.Close()
 			return nil, "", err
 		}
 	} else {
@@ -69,26 +75,12 @@ func openOutputs(c *cli.Context, std *os.File, stdName, streamFormat string) (*s
 		// programs bindwatch run starts.
 		signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 	}
-	set := sink.NewSet(out)
-	if u := c.String("syslog"); u != "" {
-		// Syslog carries the machine form whatever --format says.
-		s, err := sink.DialSyslog(sink.SyslogOptions{URL: u, Form: sink.JSON, Warn: os.Stderr})
-		if err != nil {
-			set.Close()
-			return nil, "", usageError{err}
-		}
-		set.Add(s)
-	}
-	if err := addMetrics(c, set); err != nil {
-		set.Close()
-		return nil, "", err
-	}
+	set.Add(out)
 	format := c.String("format")
 	if format == "" && c.String("output") == "" && streamFormat != "" {
 		format = streamFormat
 	}
 	if format == "" {
-		var err error
 		if format, err = outputFormatFor(c, out.Terminal()); err != nil {
 			set.Close()
 			return nil, "", err
@@ -100,11 +92,37 @@ func openOutputs(c *cli.Context, std *os.File, stdName, streamFormat string) (*s
 		return nil, "", err
 	}
 	out.SetForm(form)
+	if err := addMetrics(c, set); err != nil {
+		set.Close()
+		return nil, "", err
+	}
 	return set, format, nil
 }
 
-// addMetrics adds the Prometheus output (--metrics-addr) to set.
-func addMetrics(c *cli.Context, set *sink.Set) error {
+// fileOptions are --output-max-size and --output-max-files.
+func fileOptions(c *cli.Context) (sink.FileOptions, error) {
+	opts := sink.FileOptions{Warn: os.Stderr}
+	if s := c.String("output-max-size"); s != "" {
+		n, err := parseSize(s)
+		if err != nil {
+			return opts, usagef("--output-max-size %s: %v", s, err)
+		}
+		if c.String("output") == "" {
+			return opts, usagef("--output-max-size needs --output (rotation is of a file)")
+		}
+		opts.MaxSize = n
+		opts.MaxFiles = c.Int("output-max-files")
+		if opts.MaxFiles < 1 {
+			return opts, usagef("--output-max-files %d: keep at least 1 rotated file", opts.MaxFiles)
+		}
+	} else if c.IsSet("output-max-files") {
+		return opts, usagef("--output-max-files needs --output-max-size (how large a file grows before it is rotated)")
+	}
+	return opts, nil
+}
+
+// checkMetricsFlags checks --metrics-addr and --metrics-port-label.
+func checkMetricsFlags(c *cli.Context) error {
 	addr := c.String("metrics-addr")
 	if addr == "" {
 		if c.Bool("metrics-port-label") {
@@ -115,11 +133,21 @@ func addMetrics(c *cli.Context, set *sink.Set) error {
 	if _, _, err := net.SplitHostPort(addr); err != nil {
 		return usagef("--metrics-addr %s: %v (write HOST:PORT, e.g. 127.0.0.1:9851)", addr, err)
 	}
+	if c.Bool("metrics-port-label") && len(c.StringSlice("port")) == 0 {
+		return usagef("--metrics-port-label needs --port: only the ports given there become label values")
+	}
+	return nil
+}
+
+// addMetrics adds the Prometheus output (--metrics-addr) to set, once the
+// other outputs are in it (their counts are served).
+func addMetrics(c *cli.Context, set *sink.Set) error {
+	addr := c.String("metrics-addr")
+	if addr == "" {
+		return nil
+	}
 	opts := sink.MetricsOptions{Addr: addr, Version: version, Outputs: set.Stats}
 	if c.Bool("metrics-port-label") {
-		if len(c.StringSlice("port")) == 0 {
-			return usagef("--metrics-port-label needs --port: only the ports given there become label values")
-		}
 		for _, p := range c.StringSlice("port") {
 			r, err := parsePortRange(p)
 			if err != nil {

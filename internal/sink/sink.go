@@ -13,6 +13,7 @@ package sink
 import (
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/bindwatch/bindwatch/internal/events"
 )
@@ -67,6 +68,10 @@ type reopener interface{ Reopen() error }
 // Set is the outputs of one session: the pipeline writes every record to
 // the set, which hands it to each output in turn.
 type Set struct {
+	// mu guards outputs against Add while the metrics output reads Stats
+	// from its HTTP server. Write does not take it: outputs are all added
+	// before the first record.
+	mu      sync.Mutex
 	outputs []Output
 }
 
@@ -82,7 +87,11 @@ func NewSet(outputs ...Output) *Set {
 }
 
 // Add appends an output to the set.
-func (s *Set) Add(o Output) { s.outputs = append(s.outputs, o) }
+func (s *Set) Add(o Output) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.outputs = append(s.outputs, o)
+}
 
 // Write hands rec to every output.
 func (s *Set) Write(rec any) error {
@@ -99,6 +108,8 @@ func (s *Set) Write(rec any) error {
 // file, after logrotate moved or truncated it). A failure is reported by
 // the output and leaves it writing where it was.
 func (s *Set) Reopen() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	for _, o := range s.outputs {
 		if r, ok := o.(reopener); ok {
 			r.Reopen()
@@ -108,6 +119,8 @@ func (s *Set) Reopen() {
 
 // Stats is what each output that keeps counts could not do.
 func (s *Set) Stats() []Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	var st []Stats
 	for _, o := range s.outputs {
 		if r, ok := o.(reporter); ok {
@@ -119,8 +132,11 @@ func (s *Set) Stats() []Stats {
 
 // Close closes every output.
 func (s *Set) Close() error {
+	s.mu.Lock()
+	outputs := s.outputs // not held while closing: a scrape may read Stats
+	s.mu.Unlock()
 	var errs []error
-	for _, o := range s.outputs {
+	for _, o := range outputs {
 		errs = append(errs, o.Close())
 	}
 	return errors.Join(errs...)
