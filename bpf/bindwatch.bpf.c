@@ -547,10 +547,21 @@ static __always_inline bool fold_or_report(struct fold_key *key, __u32 err, __u8
 	return true;
 }
 
-/* bindwatch's own test binds (wait-free, free) mark their sockets. */
+/*
+ * bindwatch's own test binds (wait-free, free) mark their sockets with
+ * SO_MARK, and their failures are not failures to report. The kernel lets
+ * a task set SO_MARK only with CAP_NET_ADMIN or CAP_NET_RAW over the user
+ * namespace owning the socket's network namespace (sk_setsockopt), so the
+ * mark is honoured only in network namespaces owned by the initial user
+ * namespace (level 0): there only root could have set it. A user in a
+ * user namespace of their own can set marks in its network namespaces —
+ * their failures there are reported whatever the mark.
+ */
 static __always_inline bool is_probe(struct sock *sk)
 {
-	return BPF_CORE_READ(sk, sk_mark) == BW_PROBE_MARK;
+	if (BPF_CORE_READ(sk, sk_mark) != BW_PROBE_MARK)
+		return false;
+	return BPF_CORE_READ(sk, __sk_common.skc_net.net, user_ns, level) == 0;
 }
 
 static __always_inline int emit_failure(struct sock *sk, struct bind_req *req, __u8 syscall, __u8 hook, __u32 err,

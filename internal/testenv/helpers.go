@@ -275,6 +275,9 @@ func (h *HelperProc) Stop() {
 //	bind PROTO ADDR PORT [options]    bind once; exit status is the errno (0: bound);
 //	                                  options as parseOpts reads them
 //	storm PROTO ADDR PORT N           bind N fresh sockets, ignoring errors
+//	markedfail PORT MARK              listen on tcp 0.0.0.0:PORT, then bind a second
+//	                                  socket with SO_MARK MARK there → "errno N"
+//	                                  (run it in a network namespace of its own)
 //	keystorm ADDR LO HI SOCKETS SECS  for SECS seconds, bind each of SOCKETS tcp
 //	                                  sockets to each port LO..HI of ADDR: as many
 //	                                  distinct fold keys as SOCKETS×ports → "failed N"
@@ -301,7 +304,7 @@ func (h *HelperProc) Stop() {
 //	autobind                          see exhaustAutobind (own netns only)
 func runJob(args []string) error {
 	wait := func() { io.Copy(io.Discard, os.Stdin) }
-	need := map[string]int{"named": 3, "bind": 4, "storm": 5, "keystorm": 6, "hold": 4, "inherit": 3, "keep": 1, "fdhog": 2, "trybind": 4, "connect": 3, "autobind": 1, "orphan": 4, "subreaper": 2, "execwhen": 2}
+	need := map[string]int{"named": 3, "bind": 4, "storm": 5, "keystorm": 6, "markedfail": 3, "hold": 4, "inherit": 3, "keep": 1, "fdhog": 2, "trybind": 4, "connect": 3, "autobind": 1, "orphan": 4, "subreaper": 2, "execwhen": 2}
 	if len(args) == 0 || len(args) < need[args[0]] || need[args[0]] == 0 {
 		return fmt.Errorf("bad job %q", args)
 	}
@@ -338,6 +341,23 @@ func runJob(args []string) error {
 			os.Exit(int(errno))
 		}
 		return err
+	case "markedfail":
+		port, _ := strconv.Atoi(args[1])
+		mark, _ := strconv.Atoi(args[2])
+		if _, err := holdSocket([]string{"tcp", "0.0.0.0", args[1]}); err != nil {
+			return err
+		}
+		fd, err := Socket("tcp", "0.0.0.0", Opts{})
+		if err != nil {
+			return err
+		}
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_MARK, mark); err != nil {
+			return fmt.Errorf("set SO_MARK: %w", err)
+		}
+		err = Bind(fd, "0.0.0.0", port)
+		errno, _ := err.(syscall.Errno)
+		fmt.Printf("errno %d\n", int(errno))
+		return nil
 	case "keystorm":
 		return keyStorm(args[1:])
 	case "storm":
