@@ -335,7 +335,8 @@ func TestOutputFullDisk(t *testing.T) {
 	}
 	out := filepath.Join(dir, "bindwatch.jsonl")
 	port := testenv.FreePort(t)
-	tr := startTracing(t, "--output", out, "--fold", "0", "--port", strconv.Itoa(port))
+	metrics := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	tr := startTracing(t, "--output", out, "--fold", "0", "--port", strconv.Itoa(port), "--metrics-addr", metrics)
 	st := startStorm(t, port, 1000)
 	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(tr.stderr.String(), "no space left"); time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
@@ -347,9 +348,13 @@ func TestOutputFullDisk(t *testing.T) {
 	time.Sleep(500 * time.Millisecond)
 	provoked := st.stop()
 	time.Sleep(300 * time.Millisecond)
+	_, exposition := httpGet(t, "http://"+metrics+"/metrics")
 	tr.stop(t)
 	tl := tallyFiles(t, out)
 	stop := tl.accounted(t, provoked)
+	if want := fmt.Sprintf(`bindwatch_output_dropped_records_total{output="file"} %d`, tl.lostRecords); !strings.Contains(exposition, want) {
+		t.Errorf("/metrics lacks %q", want)
+	}
 	if tl.outputLost == 0 || tl.recordsByTyp["output_lost"] == 0 {
 		t.Errorf("no output_lost record although the disk was full (records %v)", tl.recordsByTyp)
 	}
@@ -407,5 +412,40 @@ func TestSyslogEndToEnd(t *testing.T) {
 	}
 	if strings.Join(types, ",") != "start,bind_failure,stop" {
 		t.Errorf("rsyslog got %v, want start, bind_failure, stop", types)
+	}
+}
+
+// The reader of standard output goes away (bindwatch | head -1): tracing
+// goes on, standard error says so once, and the stop comes on SIGINT with
+// exit 0 — not death by SIGPIPE.
+func TestStdoutReaderGone(t *testing.T) {
+	testenv.RequireRoot(t)
+	port := testenv.FreePort(t)
+	testenv.Hold(t, "tcp", "127.0.0.1", port, testenv.Opts{})
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ready := filepath.Join(t.TempDir(), "ready")
+	cmd := exec.Command(bindwatchBin, "--format", "json", "--port", strconv.Itoa(port), "--fold", "0", "--backend", testenv.Backend(), "--ready-file", ready)
+	var stderr testenv.SyncBuffer
+	cmd.Stdout, cmd.Stderr = w, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	w.Close()
+	testenv.WaitForFile(t, ready, 10*time.Second, stderr.String)
+	r.Close() // the reader goes
+	for range 5 {
+		testenv.FailBind(t, "tcp", "127.0.0.1", port, testenv.Opts{}, syscall.EADDRINUSE)
+	}
+	time.Sleep(300 * time.Millisecond)
+	cmd.Process.Signal(syscall.SIGINT)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("bindwatch exited with %v after its reader went: %s", err, stderr.String())
+	}
+	if s := stderr.String(); strings.Count(s, "broken pipe") != 1 || !strings.Contains(s, "standard output") {
+		t.Errorf("standard error: %q, want one line saying standard output's reader is gone", s)
 	}
 }

@@ -19,8 +19,10 @@ import (
 )
 
 // Sink receives the session's records, one call each: *events.Start,
-// *events.Failure, *events.Repeats, *events.Lost, *events.Stop. An
-// *events.Writer is one; bindwatch run tallies them for its summary.
+// *events.Failure, *events.Repeats, *events.Lost, *events.Stop. A
+// sink.Set is one (the file or standard output, syslog, metrics: it
+// counts what it cannot write instead of failing, so tracing never stops
+// for its output); bindwatch run tallies them for its summary.
 type Sink interface {
 	Write(rec any) error
 }
