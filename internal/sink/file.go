@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/bindwatch/bindwatch/internal/events"
 	"golang.org/x/sys/unix"
 )
 
@@ -183,6 +184,10 @@ func (w *File) Write(rec any) error {
 	}
 	if err != nil {
 		w.loss.failed(rec, err, true)
+		if st, ok := rec.(*events.Stop); ok {
+			// The last word: nothing comes after it to carry the count.
+			fmt.Fprintf(w.warnOut(), "bindwatch: the stop record could not be written to %s (%s): %s\n", w.loss.name, errText(err), events.Text(st))
+		}
 		return nil
 	}
 	w.loss.wrote(notice)

@@ -188,8 +188,12 @@ func TestFileFullDisk(t *testing.T) {
 	if len(written)+int(st.Dropped) != n {
 		t.Errorf("%d written + %d dropped != %d", len(written), st.Dropped, n)
 	}
-	if got := strings.Count(warn.String(), "\n"); got != 1 || !strings.Contains(warn.String(), "no space left on device") {
+	if got := strings.Count(warn.String(), "no space left on device"); got != 1 {
 		t.Errorf("standard error during the outage: %q, want one line naming the error", warn.String())
+	}
+	f.Write(&events.Stop{Type: events.TypeStop, Version: events.Version, Failures: 7})
+	if !strings.Contains(warn.String(), "the stop record could not be written") {
+		t.Errorf("a stop record lost to a full disk is not said on standard error: %q", warn.String())
 	}
 	os.Remove(filler)
 	f.Write(failure(n))
@@ -211,13 +215,13 @@ func TestFileFullDisk(t *testing.T) {
 			stop = r
 		}
 	}
-	if lostRecords != st.Dropped || lostFailures != st.Dropped {
-		t.Errorf("output_lost says %d records, %d failures; %d were dropped", lostRecords, lostFailures, st.Dropped)
+	if lostRecords != st.Dropped+1 || lostFailures != st.Dropped {
+		t.Errorf("output_lost says %d records, %d failures; %d failures and a stop record were dropped", lostRecords, lostFailures, st.Dropped)
 	}
 	if failures+lostFailures != n+1 {
 		t.Errorf("%d failures written + %d lost != %d", failures, lostFailures, n+1)
 	}
-	if stop == nil || num(stop, "output_lost") != st.Dropped || num(stop, "output_lost_failures") != st.Dropped {
+	if stop == nil || num(stop, "output_lost") != st.Dropped+1 || num(stop, "output_lost_failures") != st.Dropped {
 		t.Errorf("stop record %v, want output_lost %d", stop, st.Dropped)
 	}
 	if !strings.Contains(warn.String(), "works again") {
