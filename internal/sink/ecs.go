@@ -31,7 +31,8 @@ func ECS(rec any) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	b, err := json.Marshal(d)
+	// The one JSON rule: no raw control character (DEL, C1) in a line.
+	b, err := events.MarshalJSON(d)
 	if err != nil {
 		return nil, fmt.Errorf("encode %T as ECS: %w", rec, err)
 	}
