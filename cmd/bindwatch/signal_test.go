@@ -184,3 +184,27 @@ func TestReadyFilePlantedSymlink(t *testing.T) {
 		t.Errorf("tracing started although the ready file could not be made: %s", res.stdout)
 	}
 }
+
+// bindwatch run catches signals before its ready file too: SIGTERM at that
+// moment reaches the command, and the session still ends in a stop record.
+func TestRunSIGTERMAtReady(t *testing.T) {
+	testenv.RequireRoot(t)
+	for i := range 10 {
+		dir := t.TempDir()
+		ready, out := filepath.Join(dir, "ready"), filepath.Join(dir, "out.jsonl")
+		cmd := exec.Command(bindwatchBin, "run", "--backend", testenv.Backend(), "--ready-file", ready, "--output", out, "--", "sleep", "30")
+		var stderr testenv.SyncBuffer
+		cmd.Stderr = &stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		waitCreated(t, dir, "ready", 10*time.Second, stderr.String)
+		cmd.Process.Signal(syscall.SIGTERM)
+		err := cmd.Wait()
+		if code := cmd.ProcessState.ExitCode(); code != 128+int(syscall.SIGTERM) {
+			t.Fatalf("run %d: bindwatch run exited %d (%v) on SIGTERM at its ready file, want %d (sleep killed by SIGTERM): %s",
+				i, code, err, 128+int(syscall.SIGTERM), stderr.String())
+		}
+		lastStop(t, out)
+	}
+}

@@ -92,6 +92,12 @@ func Run(opts RunOptions) (*RunResult, error) {
 	cfg.PIDs = []uint32{uint32(os.Getpid())}
 	cfg.FollowChildren = true
 	sink := &recordSink{out: opts.Out, text: opts.Text, ports: map[Port]*portTally{}, incidents: incident.NewBuilder()}
+	// Catch the signals before anything a script can see (the start
+	// record, the ready file) and before the command exists, so none kills
+	// bindwatch instead of reaching the command.
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, unix.SIGINT, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT)
+	defer signal.Stop(sigs)
 	session, err := watch.Start(watch.Options{Tracer: cfg, Out: sink, ReadyFile: opts.ReadyFile, Redact: opts.Redact,
 		Job: commandText(opts.Argv)})
 	if err != nil {
@@ -100,12 +106,6 @@ func Run(opts RunOptions) (*RunResult, error) {
 	ctx, stopTracing := context.WithCancel(context.Background())
 	traced := make(chan error, 1)
 	go func() { traced <- session.Run(ctx) }()
-
-	// Catch the signals before the command exists, so none kills
-	// bindwatch instead of reaching it.
-	sigs := make(chan os.Signal, 8)
-	signal.Notify(sigs, unix.SIGINT, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT)
-	defer signal.Stop(sigs)
 
 	started := time.Now()
 	cmd := exec.Command(opts.Argv[0], opts.Argv[1:]...)

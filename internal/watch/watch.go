@@ -263,31 +263,26 @@ drain:
 			return err
 		}
 	}
-	folds, err := s.tracer.HarvestAllFolds()
-	if werr := s.writeRepeats(folds); werr != nil {
-		return werr
-	}
-	if err != nil {
+	// A fold table or counter that cannot be read leaves its counts out of
+	// the stop record (which then does not add up), never the record itself.
+	folds, harvestErr := s.tracer.HarvestAllFolds()
+	if err := s.writeRepeats(folds); err != nil {
 		return err
 	}
 	// The programs are detached: what they reported is in the ring.
 	if err := s.incidents.step(func() error { return nil }); err != nil {
 		return err
 	}
-	if err := s.writeLost(); err != nil {
-		return err
-	}
-	st, err := s.tracer.Stats()
-	if err != nil {
-		return err
-	}
+	lostErr := s.writeLost()
+	st, statsErr := s.tracer.Stats()
 	now := time.Now()
-	return s.opts.Out.Write(&events.Stop{
+	err := s.opts.Out.Write(&events.Stop{
 		Type: events.TypeStop, Version: events.Version, Time: now, Host: s.host,
 		Failures: st.Failures, Reported: s.reported, Folded: s.folded, Lost: s.lost,
 		Unread: s.tracer.Unread(), Unfolded: st.FoldFull,
 		DurationMS: now.Sub(s.started).Milliseconds(),
 	})
+	return errors.Join(err, harvestErr, lostErr, statsErr)
 }
 
 func (s *Session) close() {
