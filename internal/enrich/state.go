@@ -208,3 +208,16 @@ func kubeLabels(l map[string]string, c *events.Container, pod *events.Pod) {
 		c.Name = ""
 	}
 }
+
+// StateDirs are the host directories bindwatch reads container and pod
+// names from: a deployment that runs it in a container mounts each
+// read-only at the same path (deploy/kubernetes checks that it does).
+func StateDirs() []string {
+	dirs := []string{dockerContainers}
+	dirs = append(dirs, containerdTasks...)
+	dirs = append(dirs, storageRunContainers, storageGraphContainers, podLogs, containerLogs)
+	for i, d := range dirs {
+		dirs[i] = "/" + d
+	}
+	return dirs
+}
