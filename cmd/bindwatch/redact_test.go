@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/bindwatch/bindwatch/internal/testenv"
 )
@@ -142,6 +144,44 @@ func TestNoSecretSurvives(t *testing.T) {
 				checkRedactedJSON(t, "run", string(b))
 			} else {
 				checkNoSecret(t, "run", string(b))
+			}
+		})
+	}
+
+	// The syslog output carries the same records: a collector on a unix
+	// datagram socket of the test's own reads what bindwatch sends.
+	for _, format := range []string{"json", "ecs"} {
+		t.Run("syslog "+format, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "log")
+			conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			got := make(chan string, 1)
+			go func() {
+				var all strings.Builder
+				buf := make([]byte, 1<<20)
+				for {
+					conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+					n, err := conn.Read(buf)
+					if err != nil {
+						got <- all.String()
+						return
+					}
+					all.Write(buf[:n])
+					all.WriteByte('\n')
+				}
+			}()
+			runTrace(t, fail, "--port", p, "--format", format, "--syslog", "unix://"+path)
+			conn.SetReadDeadline(time.Now()) // what was sent has been read by now
+			msgs := <-got
+			if !strings.Contains(msgs, "bind_failure") {
+				t.Fatalf("the collector got no bind_failure:\n%.2000s", msgs)
+			}
+			checkNoSecret(t, "syslog", msgs)
+			if !strings.Contains(msgs, `"cmdline_redacted":true`) {
+				t.Errorf("syslog: no process says cmdline_redacted:\n%.2000s", msgs)
 			}
 		})
 	}
