@@ -34,9 +34,9 @@ func traceFlags() []cli.Flag {
 		&cli.StringFlag{Name: "comm", Usage: "only failures of processes whose command name (as ps -o comm shows it) is `NAME`"},
 		&cli.StringFlag{Name: "backend", Value: "auto", Usage: "kernel hook `BACKEND`: auto, fentry, kprobe or tracepoint (auto takes the first that works here; bindwatch doctor says which do)"},
 		&cli.DurationFlag{Name: "fold", Value: time.Second, Usage: "report repeats of one process's failure on one port within `WINDOW` as a count, not each (0: report every failure)"},
-		&cli.IntFlag{Name: "ring-size", Value: tracer.DefaultRingSize, Usage: "kernel ring buffer `BYTES` (power of two); failures that do not fit are counted as lost"},
+		&cli.IntFlag{Name: "ring-size", Value: tracer.DefaultRingSize, Usage: "kernel ring buffer `BYTES` (a power of two, at most 256 MiB); failures that find it full are folded, or counted as lost"},
 		&cli.BoolFlag{Name: "no-holders", Usage: "do not keep the in-kernel record of who holds each port (TCP listeners, bound UDP sockets): holders are then found only by looking after the failure, and one that exits at once goes unnamed; successful bind()s cost a little less"},
-		&cli.StringFlag{Name: "ready-file", Usage: "create `FILE` once tracing is live (for scripts)"},
+		&cli.StringFlag{Name: "ready-file", Usage: "create `FILE` once tracing is live (for scripts); it must not exist, is never written through a symlink, and is removed on exit"},
 		&cli.BoolFlag{Name: "debug", Usage: "print the whole BPF verifier log when loading fails"},
 	}, append(outputFlags(), redactFlags()...)...)
 }

@@ -209,7 +209,9 @@ type Start struct {
 }
 
 // Repeats reports failures folded in the kernel: the same process failed the
-// same way on the same port Count more times since its last reported failure.
+// same way on the same port Count more times, counted instead of reported
+// one by one — within the fold window of a reported failure, or while the
+// ring buffer was full.
 type Repeats struct {
 	Type    string    `json:"type"`
 	Version int       `json:"version"`
