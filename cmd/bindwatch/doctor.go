@@ -25,7 +25,7 @@ Example:
   sudo bindwatch doctor
   sudo bindwatch doctor --format json`,
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "format", Usage: "output `FORMAT`: text or json (one object). Default: text on a terminal, json otherwise"},
+			&cli.StringFlag{Name: "format", Usage: "output `FORMAT`: text, json (one object) or ecs (an Elastic Common Schema document). Default: text on a terminal, json otherwise"},
 		},
 		Action: doctorAction,
 	}
@@ -75,12 +75,14 @@ func doctorAction(c *cli.Context) error {
 		}
 		res.Close()
 	}
-	if format == events.FormatJSON {
-		b, err := events.MarshalJSON(&r)
+	if format != events.FormatText {
+		write, err := recordWriter(os.Stdout, format)
 		if err != nil {
 			return err
 		}
-		os.Stdout.Write(append(b, '\n'))
+		if err := write(&r); err != nil {
+			return err
+		}
 	} else {
 		r.WriteText(os.Stdout)
 	}

@@ -329,6 +329,13 @@ func TestECSOutputMatchesECS(t *testing.T) {
 		}
 	})
 
+	t.Run("doctor", func(t *testing.T) {
+		res := bindwatch(t, "doctor", "--format", "ecs")
+		if docs := ecsDocs(t, s, "doctor", res.stdout); len(docs["doctor"]) != 1 {
+			t.Errorf("doctor --format ecs: want one doctor document; %s", res)
+		}
+	})
+
 	for _, args := range [][]string{{"who", p + "/tcp"}, {"free", p + "/tcp"}, {"wait-free", p + "/tcp", "--timeout", "0"}} {
 		t.Run(args[0], func(t *testing.T) {
 			res := bindwatch(t, append(args, "--format", "ecs")...)

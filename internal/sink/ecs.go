@@ -153,6 +153,12 @@ func ecsDoc(rec any) (doc, error) {
 		d.set("event.duration", r.DurationMS*int64(time.Millisecond))
 		d.set("bindwatch.stop", jsonValue(r))
 		return d, nil
+	case *events.Doctor:
+		d := event(time.Now(), "", "doctor", "state", "host-check", "", []string{"host"}, []string{"info"})
+		d.set("host.os.kernel", r.Kernel)
+		d.set("host.architecture", r.Arch)
+		d.set("bindwatch.doctor", jsonValue(r))
+		return d, nil
 	case *events.Who:
 		d := event(time.Now(), "", r.Type, "state", "port-lookup", "", []string{"network"}, []string{"info"})
 		d.set("network.transport", r.Proto)
