@@ -10,7 +10,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 VM_TEST_PKGS ?= ./internal/tracer,./internal/watch,./internal/vmtest/testdata/smoke
 TEST_LOG := .cache/test.log
 
-.PHONY: image all build generate check-generated vmlinux test deps gotest vmtest bench lint fmt clean
+.PHONY: image dist all build generate check-generated vmlinux test deps gotest vmtest bench lint fmt clean
 
 all: build
 
@@ -24,6 +24,18 @@ image:
 	@mkdir -p .cache/image
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o .cache/image/bindwatch ./cmd/bindwatch
 	podman build -q -f Containerfile --build-arg VERSION=$(VERSION) -t $(IMAGE):$(VERSION) -t $(IMAGE):dev .cache/image
+
+# Release files in dist/: static binaries for amd64 and arm64 with the
+# version stamped, the image saved as an archive, and their SHA-256 sums.
+DIST_ARCHES ?= amd64 arm64
+dist: image
+	rm -rf dist && mkdir -p dist
+	for arch in $(DIST_ARCHES); do \
+		CGO_ENABLED=0 GOARCH=$$arch $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" \
+			-o dist/$(BINARY)-$(VERSION)-linux-$$arch ./cmd/bindwatch || exit 1; \
+	done
+	podman save -q --format oci-archive -o dist/$(BINARY)-$(VERSION)-image.tar $(IMAGE):$(VERSION)
+	cd dist && sha256sum -- * > SHA256SUMS
 
 # Regenerate the BPF objects and their Go bindings (needs clang-19).
 generate:
@@ -94,3 +106,4 @@ fmt:
 
 clean:
 	rm -f $(BINARY)
+	rm -rf dist
