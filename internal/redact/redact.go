@@ -131,7 +131,9 @@ func (r *Rules) list(args []string) ([]string, []string) {
 				a = name + "=" + Mask
 			}
 		} else if !ok && strings.HasPrefix(a, "-") && namesSecret(a) && i+1 < len(args) && !strings.HasPrefix(args[i+1], "-") {
-			if next := args[i+1]; next != "" && next != Mask {
+			// The gap of a truncated command line is no value: the
+			// value was cut out with it.
+			if next := args[i+1]; next != "" && next != Mask && next != events.CmdlineGap {
 				removed = append(removed, next)
 				set(i+1, Mask)
 			}
@@ -232,6 +234,22 @@ func namesSecret(name string) bool {
 	for _, w := range SecretWords {
 		if strings.Contains(name, w) {
 			return true
+		}
+	}
+	return false
+}
+
+// MayEndSecretName tells whether s, the end of an argument whose start
+// was cut off (the kernel's capture of a long command line keeps only its
+// tail), may be the end of a flag that names a secret ("…ssword" of
+// "--password"): then the argument after it may be that secret's value.
+func MayEndSecretName(s string) bool {
+	s = strings.ToLower(s)
+	for _, w := range SecretWords {
+		for _, name := range []string{w, w + "s"} {
+			if strings.HasSuffix(s, name) || strings.HasSuffix(name, s) {
+				return true
+			}
 		}
 	}
 	return false

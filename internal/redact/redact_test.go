@@ -34,6 +34,8 @@ func TestArgs(t *testing.T) {
 		// An argument that is a command line: its words follow the same rules.
 		{[]string{"sh", "-c", "exec app --password hunter2 --db=postgres://u:pw@db/x\tTOKEN=t0k"},
 			[]string{"sh", "-c", "exec app --password " + Mask + " --db=postgres://u:" + Mask + "@db/x\tTOKEN=" + Mask}},
+		// A truncated command line's gap is not a value.
+		{[]string{"app", "--password", "…", "tail"}, []string{"app", "--password", "…", "tail"}},
 		{nil, nil},
 	} {
 		got, removed := (*Rules)(nil).Args(c.in)

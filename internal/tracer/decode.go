@@ -3,11 +3,13 @@ package tracer
 import (
 	"bytes"
 	"net/netip"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/bindwatch/bindwatch/internal/events"
 	"github.com/bindwatch/bindwatch/internal/host"
+	"github.com/bindwatch/bindwatch/internal/redact"
 )
 
 // hookNames name the kernel hooks as users can find them in the kernel:
@@ -214,7 +216,13 @@ func capturedArgs(ev *BindwatchEvent) (args []string, truncated bool) {
 		// start: everything up to the first NUL is left out either way.
 		t := raw[head : head+n]
 		if i := bytes.IndexByte(t, 0); i >= 0 {
-			args = append(args, host.SplitArgs(t[i+1:])...)
+			tailArgs := host.SplitArgs(t[i+1:])
+			// The part left out may be the end of --password (say),
+			// making the first whole argument its value: that goes too.
+			if len(tailArgs) > 0 && !strings.HasPrefix(tailArgs[0], "-") && redact.MayEndSecretName(string(t[:i])) {
+				tailArgs = tailArgs[1:]
+			}
+			args = append(args, tailArgs...)
 		}
 	}
 	return args, true

@@ -125,6 +125,12 @@ func TestCapturedArgs(t *testing.T) {
 		// A secret cut by either edge is left out, not shown in part.
 		{"cut secrets", []string{"app", strings.Repeat("a", 240), "--password=" + strings.Repeat("s", 600)},
 			[]string{"app", strings.Repeat("a", 240), events.CmdlineGap}, true},
+		// The tail begins inside --password: its value goes with it.
+		{"tail cuts a secret flag", []string{"app", strings.Repeat("a", 600), "--password", "hunter2", strings.Repeat("b", 236)},
+			[]string{"app", events.CmdlineGap, strings.Repeat("b", 236)}, true},
+		// The head ends with --password: its value is in the gap.
+		{"head ends with a secret flag", []string{"app", strings.Repeat("a", 240), "--password", "hunter2" + strings.Repeat("s", 600), "tail"},
+			[]string{"app", strings.Repeat("a", 240), "--password", events.CmdlineGap, "tail"}, true},
 	} {
 		ev := argvEvent(c.argv)
 		got, truncated := capturedArgs(&ev)
