@@ -13,25 +13,11 @@
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_endian.h>
+#include "uapi.h"
 #include "bindwatch.h"
 
 /* Probe-read helpers and tracing programs need a GPL-compatible licence. */
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
-
-/* uapi constants that vmlinux.h (BTF) cannot carry: they are #defines. */
-#define AF_INET 2
-#define AF_INET6 10
-#define IPPROTO_TCP 6
-#define IPPROTO_MPTCP 262
-#define E2BIG 7
-#define EEXIST 17
-#define EACCES 13
-#define EINVAL 22
-#define EADDRINUSE 98
-#define EADDRNOTAVAIL 99
-#define S_IFMT 00170000
-#define S_IFSOCK 0140000
-#define TCP_LISTEN 10
 
 /*
  * Configuration, written by Go into .rodata before load. Being constants
@@ -45,7 +31,7 @@ volatile const char filter_comm[BW_COMM_LEN];
 volatile const __u32 n_port_ranges; /* 0: all ports */
 volatile const struct port_range port_ranges[BW_MAX_PORT_RANGES];
 volatile const __u64 fold_ns;        /* 0: report every failure */
-volatile const __u8 record_holders;  /* keep the listener registry */
+volatile const __u8 record_holders;  /* keep the holder registry */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -870,25 +856,37 @@ static __always_inline bool pop_args(struct call_args *out)
  */
 volatile const __u8 args_in_regs = 1;
 
-/* The syscall's first three arguments, at its exit. */
-static __always_inline bool syscall_args(struct call_args *a)
+/*
+ * The one place that decides where a syscall's first three arguments come
+ * from at its exit. Every exit program calls exit_args() first: paired, it
+ * takes (and so always removes) the stash the enter program left, and
+ * false means there is none (the call began before tracing did). With
+ * registers it does nothing yet: syscall_args() reads them only once there
+ * is work to do, which the success path mostly has not.
+ */
+static __always_inline bool exit_args(struct call_args *a)
+{
+	return args_in_regs || pop_args(a);
+}
+
+/* The arguments exit_args() made available: from the stash, or now from
+ * the task's saved user registers. */
+static __always_inline void syscall_args(struct call_args *a)
 {
 	struct pt_regs *regs;
 
 	if (!args_in_regs)
-		return pop_args(a);
+		return;
 	regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
 	a->arg[0] = PT_REGS_PARM1_CORE_SYSCALL(regs);
 	a->arg[1] = PT_REGS_PARM2_CORE_SYSCALL(regs);
 	a->arg[2] = PT_REGS_PARM3_CORE_SYSCALL(regs);
-	return true;
 }
 
 /* The socket behind the call's fd (its first argument), at its exit. */
 static __always_inline struct sock *call_sock(struct call_args *a)
 {
-	if (args_in_regs && !syscall_args(a))
-		return NULL;
+	syscall_args(a);
 	return sock_from_fd(a->arg[0]);
 }
 
@@ -915,7 +913,7 @@ int tp_exit_bind(struct trace_event_raw_sys_exit *ctx)
 	__u64 now;
 	int fd;
 
-	if (!args_in_regs && !pop_args(&a))
+	if (!exit_args(&a))
 		return 0;
 	if (ret == 0) {
 		/* Only the holder registry and open incidents have work on success. */
@@ -927,8 +925,7 @@ int tp_exit_bind(struct trace_event_raw_sys_exit *ctx)
 	}
 	if (!errno_wanted(-ret) || !pid_wanted(bpf_get_current_pid_tgid() >> 32))
 		return 0;
-	if (args_in_regs && !syscall_args(&a))
-		return 0;
+	syscall_args(&a);
 	fd = a.arg[0];
 	if (read_sockaddr(&req, (void *)a.arg[1], a.arg[2], true))
 		return 0;
@@ -948,7 +945,7 @@ int tp_exit_listen(struct trace_event_raw_sys_exit *ctx)
 	struct call_args a = {};
 	struct sock *sk;
 
-	if (!args_in_regs && !pop_args(&a))
+	if (!exit_args(&a))
 		return 0;
 	if (ret == 0) {
 		if ((record_holders || incidents_open()) && (sk = call_sock(&a))) {
@@ -1117,7 +1114,7 @@ int BPF_KRETPROBE(kretprobe_inet_listen, int ret)
  * snapshot.
  */
 SEC("iter/task_file")
-int seed_listeners(struct bpf_iter__task_file *ctx)
+int seed_holders(struct bpf_iter__task_file *ctx)
 {
 	struct task_struct *task = ctx->task;
 	struct file *file = ctx->file;
@@ -1144,8 +1141,6 @@ int seed_listeners(struct bpf_iter__task_file *ctx)
 }
 
 /* ---- incidents: the kernel's view of a port with an open incident -------- */
-
-#define PF_EXITING 0x00000004 /* include/linux/sched.h; a macro, so not in BTF */
 
 /*
  * sock:inet_sock_set_state fires on every TCP state change, in the context

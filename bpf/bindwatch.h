@@ -60,9 +60,11 @@ struct port_range {
 };
 
 /*
- * A TCP listener as recorded when its listen() succeeded: the holder
- * registry's value, and what a failure event carries when the registry
- * names a still-bound holder of the failing port.
+ * A holder of a port as the registry recorded it: a TCP socket when its
+ * listen() succeeded, a UDP socket when its bind() did (or either as
+ * seed_holders found it at start). The registry's value, and what a
+ * failure event carries when the registry names a still-bound holder of
+ * the failing port.
  */
 struct holder_rec {
 	__u64 sk;       /* kernel socket address: an identity only, never read by Go */

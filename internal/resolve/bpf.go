@@ -1,3 +1,5 @@
 package resolve
 
-//go:generate go tool bpf2go -tags linux -cc clang-19 -cflags "-O2 -g -Wall -Werror" -target bpfel -type socket_owner -type timewait_socket Holders ../../bpf/holders.bpf.c -- -I../.. -I../../bpf
+// The iterators (bpf/iters.bpf.c) read no registers: one generic
+// little-endian object serves every such architecture.
+//go:generate go tool bpf2go -tags linux -cc clang-19 -cflags "-O2 -g -Wall -Werror" -target bpfel -type socket_owner -type timewait_socket Iters ../../bpf/iters.bpf.c -- -I../.. -I../../bpf

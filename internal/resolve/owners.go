@@ -46,19 +46,19 @@ type timewaitReuse struct {
 	reuseAddr, reusePort bool
 }
 
-// holdersIterators are the loaded BPF iterators of bpf/holders.bpf.c. One
+// iterators are the loaded BPF iterators of bpf/iters.bpf.c. One
 // user at a time: the maps are the iterators' input.
-type holdersIterators struct {
+type iterators struct {
 	mu        sync.Mutex
-	objs      HoldersObjects
+	objs      ItersObjects
 	owners    *link.Iter
 	timewait  *link.Iter
 	lastWants []uint64 // inodes left in wanted_inodes by the last run
 }
 
-func loadHoldersIterators() (*holdersIterators, error) {
-	it := &holdersIterators{}
-	if err := LoadHoldersObjects(&it.objs, nil); err != nil {
+func loadIterators() (*iterators, error) {
+	it := &iterators{}
+	if err := LoadItersObjects(&it.objs, nil); err != nil {
 		return nil, fmt.Errorf("load BPF iterators: %w", err)
 	}
 	var err error
@@ -76,7 +76,7 @@ func loadHoldersIterators() (*holdersIterators, error) {
 	return it, nil
 }
 
-func (it *holdersIterators) close() {
+func (it *iterators) close() {
 	it.timewait.Close()
 	it.owners.Close()
 	it.objs.Close()
@@ -84,7 +84,7 @@ func (it *holdersIterators) close() {
 
 // socketOwners runs the task iterator over every process and returns
 // the owners of the given socket inodes.
-func (it *holdersIterators) socketOwners(inodes []uint32) (map[uint32]*socketOwners, error) {
+func (it *iterators) socketOwners(inodes []uint32) (map[uint32]*socketOwners, error) {
 	it.mu.Lock()
 	defer it.mu.Unlock()
 	for _, ino := range it.lastWants {
@@ -111,10 +111,10 @@ func (it *holdersIterators) socketOwners(inodes []uint32) (map[uint32]*socketOwn
 	if err != nil {
 		return nil, fmt.Errorf("read task iterator: %w", err)
 	}
-	const size = int(unsafe.Sizeof(HoldersSocketOwner{}))
+	const size = int(unsafe.Sizeof(ItersSocketOwner{}))
 	out := make(map[uint32]*socketOwners)
 	for len(data) >= size {
-		var rec HoldersSocketOwner
+		var rec ItersSocketOwner
 		if _, err := binary.Decode(data[:size], binary.NativeEndian, &rec); err != nil {
 			return nil, fmt.Errorf("decode task iterator record: %w", err)
 		}
@@ -140,7 +140,7 @@ func (it *holdersIterators) socketOwners(inodes []uint32) (map[uint32]*socketOwn
 
 // timewaitFlags runs the tcp iterator in h's network namespace and returns
 // SO_REUSEADDR/SO_REUSEPORT of the TIME_WAIT sockets on port.
-func (it *holdersIterators) timewaitFlags(h *netnsHandle, own uint32, port uint16) (map[timewaitKey]timewaitReuse, error) {
+func (it *iterators) timewaitFlags(h *netnsHandle, own uint32, port uint16) (map[timewaitKey]timewaitReuse, error) {
 	it.mu.Lock()
 	defer it.mu.Unlock()
 	if err := it.objs.WantedPorts.Update(port, uint8(1), ebpf.UpdateAny); err != nil {
@@ -161,10 +161,10 @@ func (it *holdersIterators) timewaitFlags(h *netnsHandle, own uint32, port uint1
 	if err != nil {
 		return nil, err
 	}
-	const size = int(unsafe.Sizeof(HoldersTimewaitSocket{}))
+	const size = int(unsafe.Sizeof(ItersTimewaitSocket{}))
 	out := make(map[timewaitKey]timewaitReuse)
 	for len(data) >= size {
-		var rec HoldersTimewaitSocket
+		var rec ItersTimewaitSocket
 		if _, err := binary.Decode(data[:size], binary.NativeEndian, &rec); err != nil {
 			return nil, fmt.Errorf("decode tcp iterator record: %w", err)
 		}

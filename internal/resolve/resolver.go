@@ -65,7 +65,7 @@ type Resolver struct {
 	// asks sock_diag; a lookup that finds no socket to own never waits.
 	itersLoaded chan struct{}
 	itersMu     sync.Mutex        // guards iters and closed across load and Close
-	iters       *holdersIterators // nil: owners come from a /proc scan
+	iters       *iterators // nil: owners come from a /proc scan
 	iterErr     error             // why iters is nil
 	closed      bool
 
@@ -122,7 +122,7 @@ func New(opts Options) (*Resolver, error) {
 		close(r.itersLoaded)
 	} else {
 		go func() {
-			it, err := loadHoldersIterators()
+			it, err := loadIterators()
 			r.itersMu.Lock()
 			if r.closed && it != nil { // closed while loading: nobody will use them
 				it.close()
@@ -138,7 +138,7 @@ func New(opts Options) (*Resolver, error) {
 
 // ownerIterators waits for the BPF iterators to load and returns them, or
 // nil when they could not be (the /proc scan is used then).
-func (r *Resolver) ownerIterators() *holdersIterators {
+func (r *Resolver) ownerIterators() *iterators {
 	<-r.itersLoaded
 	r.itersMu.Lock()
 	defer r.itersMu.Unlock()

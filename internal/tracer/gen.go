@@ -7,4 +7,11 @@
 // spec before loading, so one kernel never verifies programs it cannot run.
 package tracer
 
-//go:generate go tool bpf2go -tags linux -cc clang-19 -cflags "-O2 -g -Wall -Werror -D__TARGET_ARCH_x86" -target bpfel -type event -type holder_key -type holder_rec -type fold_key -type fold_val -type stats -type bw_hook -type bw_syscall -type bw_sock_flag -type bw_errno_bit -type bw_args_len -type bw_mark -type call_args -type incident_event -type bw_incident_kind Bindwatch ../../bpf/bindwatch.bpf.c -- -I../.. -I../../bpf
+// One BPF object per architecture: the tracepoint backend reads syscall
+// arguments from the task's saved registers, whose layout is the
+// architecture's (bpf2go defines __TARGET_ARCH_x86 for -target amd64). Each
+// generated file is built for its GOARCH only (-tags linux,GOARCH; bpf2go
+// alone would tag amd64's for 386 too), and arch_unsupported.go stops a
+// build for any other. Another architecture adds its line here and its
+// name there.
+//go:generate go tool bpf2go -tags linux,amd64 -cc clang-19 -cflags "-O2 -g -Wall -Werror" -target amd64 -type event -type holder_key -type holder_rec -type fold_key -type fold_val -type stats -type bw_hook -type bw_syscall -type bw_sock_flag -type bw_errno_bit -type bw_args_len -type bw_mark -type call_args -type incident_event -type bw_incident_kind Bindwatch ../../bpf/bindwatch.bpf.c -- -I../.. -I../../bpf

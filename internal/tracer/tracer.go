@@ -183,23 +183,24 @@ func openBackend(cfg Config, b Backend) (*Tracer, error) {
 	return t, nil
 }
 
-// seedProgram records the listeners that exist before tracing starts.
-const seedProgram = "seed_listeners"
+// seedProgram records the holders (TCP listeners, bound UDP sockets) that
+// exist before tracing starts.
+const seedProgram = "seed_holders"
 
 // seedHolders runs the seeding iterator once, to its end.
 func seedHolders(prog *ebpf.Program) error {
 	it, err := link.AttachIter(link.IterOptions{Program: prog})
 	if err != nil {
-		return fmt.Errorf("attach iter/task_file (seed listener registry): %w (hint: --no-holders runs without the registry)", err)
+		return fmt.Errorf("attach iter/task_file (seed the holder registry): %w (hint: --no-holders runs without the registry)", err)
 	}
 	defer it.Close()
 	rd, err := it.Open()
 	if err != nil {
-		return fmt.Errorf("open listener seeding iterator: %w", err)
+		return fmt.Errorf("open holder seeding iterator: %w", err)
 	}
 	defer rd.Close()
 	if _, err := io.Copy(io.Discard, rd); err != nil {
-		return fmt.Errorf("run listener seeding iterator: %w", err)
+		return fmt.Errorf("run holder seeding iterator: %w", err)
 	}
 	return nil
 }

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * Holder lookup helpers for internal/resolve, run on demand as BPF
- * iterators (no hooks, nothing attached while idle):
+ * Socket lookups for internal/resolve, run on demand as BPF iterators (no
+ * hooks, nothing attached while idle). Not to be confused with the holder
+ * registry of bindwatch.bpf.c, which records holders as they bind:
  *
  *  - socket_owners (iter/task) walks the fd table of every process in the
  *    kernel and reports the sockets whose inode user space asked about, so
@@ -17,7 +18,8 @@
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_endian.h>
-#include "holders.h"
+#include "uapi.h"
+#include "iters.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -25,9 +27,6 @@ char LICENSE[] SEC("license") = "GPL";
  * are locals that -O2 keeps in registers: bpf2go's -type looks them up. */
 const struct socket_owner *unused_socket_owner __attribute__((unused));
 const struct timewait_socket *unused_timewait_socket __attribute__((unused));
-
-#define AF_INET 2
-#define AF_INET6 10
 
 /* Socket inodes to report owners of, filled by user space before each read
  * of the socket_owners iterator. The value is unused. */
@@ -48,9 +47,6 @@ struct {
 
 /* Casts a kernel pointer read as a number to a typed, read-only pointer. */
 extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
-
-#define S_IFMT 00170000
-#define S_IFSOCK 0140000
 
 /* State of one process's fd-table walk, shared with the bpf_loop callback. */
 struct fd_walk {

@@ -1,11 +1,11 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * Records that bpf/holders.bpf.c writes into its iterators' seq_files, read
+ * Records that bpf/iters.bpf.c writes into its iterators' seq_files, read
  * by internal/resolve. Go sees them through bpf2go's -type, so the layout is
  * explicit: fixed-width fields, no implicit padding.
  */
-#ifndef BINDWATCH_HOLDERS_H
-#define BINDWATCH_HOLDERS_H
+#ifndef BINDWATCH_ITERS_H
+#define BINDWATCH_ITERS_H
 
 /*
  * socket_owner: one open file of one task that is a socket whose inode is in
@@ -41,4 +41,4 @@ struct timewait_socket {
 	__u8 daddr[16];
 };
 
-#endif /* BINDWATCH_HOLDERS_H */
+#endif /* BINDWATCH_ITERS_H */
