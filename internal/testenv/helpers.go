@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -302,9 +303,18 @@ func (h *HelperProc) Stop() {
 //	connect ADDR PORT [udp]           connect a TCP (or UDP) socket (the kernel picks
 //	                                  its local port) → "ready PID INODE", or "errno N PID"
 //	autobind                          see exhaustAutobind (own netns only)
+//	serve PROTO ADDR PORT GRACE_MS    a server: hold PROTO ADDR:PORT (SO_REUSEADDR)
+//	                                  → "ready PID INODE"; on SIGTERM exit GRACE_MS
+//	                                  later without closing it (the kernel does, at
+//	                                  exit); needs no stdin (runs in the background
+//	                                  of a shell script)
+//	retry PROTO ADDR PORT EVERY_MS HOLD_MS
+//	                                  "ready PID"; then bind (and listen, for tcp)
+//	                                  with SO_REUSEADDR, retrying every EVERY_MS
+//	                                  until it can; hold the port HOLD_MS, exit
 func runJob(args []string) error {
 	wait := func() { io.Copy(io.Discard, os.Stdin) }
-	need := map[string]int{"named": 3, "bind": 4, "storm": 5, "keystorm": 6, "markedfail": 3, "hold": 4, "inherit": 3, "keep": 1, "fdhog": 2, "trybind": 4, "connect": 3, "autobind": 1, "orphan": 4, "subreaper": 2, "execwhen": 2}
+	need := map[string]int{"serve": 5, "retry": 6, "named": 3, "bind": 4, "storm": 5, "keystorm": 6, "markedfail": 3, "hold": 4, "inherit": 3, "keep": 1, "fdhog": 2, "trybind": 4, "connect": 3, "autobind": 1, "orphan": 4, "subreaper": 2, "execwhen": 2}
 	if len(args) == 0 || len(args) < need[args[0]] || need[args[0]] == 0 {
 		return fmt.Errorf("bad job %q", args)
 	}
@@ -464,6 +474,43 @@ func runJob(args []string) error {
 		return nil
 	case "autobind":
 		return exhaustAutobind()
+	case "serve":
+		term := make(chan os.Signal, 1)
+		signal.Notify(term, syscall.SIGTERM)
+		fd, err := holdSocket(append(args[1:4:4], "reuseaddr"))
+		if err != nil {
+			return err
+		}
+		fmt.Printf("ready %d %d\n", os.Getpid(), socketInode(fd))
+		grace, _ := strconv.Atoi(args[4])
+		select {
+		case <-term:
+			time.Sleep(time.Duration(grace) * time.Millisecond)
+			os.Exit(0) // the socket still open: the kernel closes it
+		case <-time.After(time.Minute):
+		}
+		return nil
+	case "retry":
+		port, _ := strconv.Atoi(args[3])
+		every, _ := strconv.Atoi(args[4])
+		hold, _ := strconv.Atoi(args[5])
+		fmt.Printf("ready %d\n", os.Getpid())
+		for {
+			fd, err := Socket(args[1], args[2], Opts{ReuseAddr: true})
+			if err != nil {
+				return err
+			}
+			err = Bind(fd, args[2], port)
+			if err == nil && args[1] == "tcp" {
+				err = unix.Listen(fd, 64)
+			}
+			if err == nil {
+				time.Sleep(time.Duration(hold) * time.Millisecond)
+				return nil
+			}
+			unix.Close(fd)
+			time.Sleep(time.Duration(every) * time.Millisecond)
+		}
 	case "orphan":
 		child := Helper("hold " + strings.Join(args[1:4], " "))
 		child.Stdin = os.Stdin

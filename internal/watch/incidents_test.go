@@ -13,74 +13,9 @@ import (
 	"time"
 
 	"github.com/bindwatch/bindwatch/internal/events"
+	"github.com/bindwatch/bindwatch/internal/host"
 	"github.com/bindwatch/bindwatch/internal/incident"
 	"github.com/bindwatch/bindwatch/internal/testenv"
-)
-
-// Real servers for the incident tests, in Python (a test dependency).
-const (
-	// serverPy PORT PIDFILE GRACE: listens (SO_REUSEADDR), writes its pid
-	// once listening, and on SIGTERM exits after GRACE seconds without
-	// closing its socket (the kernel closes it on exit).
-	serverPy = `import os, signal, socket, sys, time
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("127.0.0.1", int(sys.argv[1])))
-s.listen()
-def term(*_):
-    time.sleep(float(sys.argv[3]))
-    os._exit(0)
-signal.signal(signal.SIGTERM, term)
-open(sys.argv[2] + ".tmp", "w").write(str(os.getpid()))
-os.rename(sys.argv[2] + ".tmp", sys.argv[2])
-while True:
-    time.sleep(1)
-`
-	// retryPy PORT [STARTED]: binds (SO_REUSEADDR) and listens, retrying
-	// every 100 ms until it can; then holds the port for half a second.
-	// It creates the file STARTED just before its first attempt.
-	retryPy = `import socket, sys, time
-if len(sys.argv) > 2:
-    open(sys.argv[2], "w").close()
-while True:
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        s.bind(("127.0.0.1", int(sys.argv[1])))
-        s.listen()
-        break
-    except OSError:
-        s.close()
-        time.sleep(0.1)
-time.sleep(0.5)
-`
-	// forkingServerPy PORT PIDFILE: listens, then forks a child that
-	// inherits the socket and sleeps; writes the child's pid, and exits at
-	// once on SIGTERM, leaving the child with the socket.
-	forkingServerPy = `import os, signal, socket, sys, time
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("127.0.0.1", int(sys.argv[1])))
-s.listen()
-child = os.fork()
-if child == 0:
-    while True:
-        time.sleep(1)
-signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
-open(sys.argv[2] + ".tmp", "w").write(str(child))
-os.rename(sys.argv[2] + ".tmp", sys.argv[2])
-while True:
-    time.sleep(1)
-`
-	// udpPy PORT PIDFILE: binds a UDP socket and waits to be killed.
-	udpPy = `import os, socket, sys, time
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("127.0.0.1", int(sys.argv[1])))
-open(sys.argv[2] + ".tmp", "w").write(str(os.getpid()))
-os.rename(sys.argv[2] + ".tmp", sys.argv[2])
-while True:
-    time.sleep(1)
-`
 )
 
 // story is a session's incident records, decoded.
@@ -143,32 +78,33 @@ func (s *session) waitRecovered(port int, within time.Duration) story {
 	return story{}
 }
 
-func python(t *testing.T, dir, script string, args ...string) *exec.Cmd {
-	t.Helper()
-	cmd := exec.Command("python3", append([]string{"-c", script}, args...)...)
-	cmd.Dir = dir
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start python3: %v", err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	return cmd
-}
-
-// readPIDFile waits for a pid file written (atomically) by a helper.
-func readPIDFile(t *testing.T, path string) int {
+// readReadyPID waits for a helper's "ready PID ..." line in a file.
+func readReadyPID(t *testing.T, path string) int {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
 		if b, err := os.ReadFile(path); err == nil {
-			pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-			if err == nil {
-				return pid
+			if f := strings.Fields(string(b)); len(f) >= 2 && f[0] == "ready" {
+				if pid, err := strconv.Atoi(f[1]); err == nil {
+					return pid
+				}
 			}
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	t.Fatalf("%s was not written", path)
+	t.Fatalf("%s has no ready line", path)
 	return 0
+}
+
+// waitExited waits until pid has exited (a zombie, or gone).
+func waitExited(t *testing.T, pid int) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if st, err := host.ReadStat(pid); err != nil || st.Exited() {
+			return
+		}
+	}
+	t.Fatalf("pid %d did not exit", pid)
 }
 
 func within(t *testing.T, what string, got, lo, hi int64) {
@@ -190,25 +126,26 @@ func TestIncidentRollingRestart(t *testing.T) {
 	s := startSession(t, cfg)
 	dir := t.TempDir()
 	script := filepath.Join(dir, "deploy.sh")
+	// The servers are helper processes (the test binary, re-executed).
 	os.WriteFile(script, []byte(fmt.Sprintf(`
-python3 -c '%[1]s' %[3]d v1.pid 0.3 &
+helper() { BINDWATCH_TEST_HELPER="$1" exec "%[1]s" -test.run='^$'; }
+helper "serve tcp 127.0.0.1 %[2]d 300" > v1.out &
 v1=$!
-while [ ! -e v1.pid ]; do sleep 0.01; done
-python3 -c '%[2]s' %[3]d v2.started &
+until [ -s v1.out ]; do sleep 0.01; done
+helper "retry tcp 127.0.0.1 %[2]d 100 500" > v2.out &
 v2=$!
-echo $v2 > v2.pid
-while [ ! -e v2.started ]; do sleep 0.01; done
+until [ -s v2.out ]; do sleep 0.01; done
 sleep 1
 kill -TERM $v1
 wait $v2
-`, serverPy, retryPy, port)), 0o755)
+`, os.Args[0], port)), 0o755)
 	deploy := exec.Command("sh", script)
 	deploy.Dir = dir
 	if out, err := deploy.CombinedOutput(); err != nil {
 		t.Fatalf("deploy script: %v\n%s", err, out)
 	}
-	v1 := readPIDFile(t, filepath.Join(dir, "v1.pid"))
-	v2 := readPIDFile(t, filepath.Join(dir, "v2.pid"))
+	v1 := readReadyPID(t, filepath.Join(dir, "v1.out"))
+	v2 := readReadyPID(t, filepath.Join(dir, "v2.out"))
 	st := s.waitRecovered(port, 5*time.Second)
 
 	if len(st.failures) == 0 || st.failures[0].Process.PID != v2 {
@@ -278,13 +215,12 @@ wait $v2
 func TestIncidentLeftoverChild(t *testing.T) {
 	port := testenv.FreePort(t)
 	s := startSession(t, onlyPort(port))
-	dir := t.TempDir()
-	v1 := python(t, dir, forkingServerPy, strconv.Itoa(port), "child.pid")
-	child := readPIDFile(t, filepath.Join(dir, "child.pid"))
+	// v1 listens, starts a child that inherits the socket, and exits.
+	v1 := testenv.StartHelper(t, fmt.Sprintf("inherit 127.0.0.1 %d", port))
+	child := v1.PID
 	t.Cleanup(func() { syscall.Kill(child, syscall.SIGKILL) })
-	v1.Process.Signal(syscall.SIGTERM)
-	v1.Wait()
-	v2 := python(t, dir, retryPy, strconv.Itoa(port))
+	waitExited(t, v1.Cmd.Process.Pid) // not Wait: that would close the child's stdin
+	v2 := testenv.StartHelper(t, fmt.Sprintf("retry tcp 127.0.0.1 %d 100 500", port))
 	s.waitFailure(port)
 	time.Sleep(time.Second)
 	killedAt := time.Now()
@@ -303,12 +239,12 @@ func TestIncidentLeftoverChild(t *testing.T) {
 	}
 	if len(st.released) != 1 || st.released[0].How != events.HowExit || st.released[0].KilledBy != "SIGKILL" ||
 		st.released[0].Closer == nil || st.released[0].Closer.PID != child ||
-		st.released[0].Holder == nil || st.released[0].Holder.PID != v1.Process.Pid {
-		t.Fatalf("released %+v: want the child killed by SIGKILL, v1 (pid %d) as who listened", st.released, v1.Process.Pid)
+		st.released[0].Holder == nil || st.released[0].Holder.PID != v1.Cmd.Process.Pid {
+		t.Fatalf("released %+v: want the child killed by SIGKILL, v1 (pid %d) as who listened", st.released, v1.Cmd.Process.Pid)
 	}
 	within(t, "release after the kill (ms)", st.released[0].Time.Sub(killedAt).Milliseconds(), -50, 500)
-	if rec := st.recovered[0]; rec.Process.PID != v2.Process.Pid || !rec.SameProcess {
-		t.Errorf("recovered %+v: want v2 (pid %d) retrying", rec, v2.Process.Pid)
+	if rec := st.recovered[0]; rec.Process.PID != v2.PID || !rec.SameProcess {
+		t.Errorf("recovered %+v: want v2 (pid %d) retrying", rec, v2.PID)
 	}
 	var b strings.Builder
 	incident.WriteText(&b, incident.Build(st.all))
@@ -324,25 +260,19 @@ func TestIncidentLeftoverChild(t *testing.T) {
 func TestIncidentRecoveredByNewProcess(t *testing.T) {
 	port := testenv.FreePort(t)
 	s := startSession(t, onlyPort(port))
-	dir := t.TempDir()
-	v1 := python(t, dir, serverPy, strconv.Itoa(port), "v1.pid", "0")
-	readPIDFile(t, filepath.Join(dir, "v1.pid"))
-	failed := exec.Command("python3", "-c", `import socket, sys
-s = socket.socket()
-try:
-    s.bind(("127.0.0.1", int(sys.argv[1])))
-except OSError:
-    sys.exit(1)`, strconv.Itoa(port))
-	if err := failed.Run(); err == nil {
+	v1 := testenv.StartHelper(t, fmt.Sprintf("serve tcp 127.0.0.1 %d 0", port))
+	// The first instance fails once and gives up.
+	if err := testenv.Helper(fmt.Sprintf("bind tcp 127.0.0.1 %d", port)).Run(); err == nil {
 		t.Fatal("the failing instance bound the port")
 	}
 	s.waitFailure(port)
-	v1.Process.Signal(syscall.SIGTERM)
-	v1.Wait()
-	fresh := python(t, dir, retryPy, strconv.Itoa(port))
+	v1.Cmd.Process.Signal(syscall.SIGTERM)
+	v1.Cmd.Wait()
+	// The supervisor starts a fresh one.
+	fresh := testenv.StartHelper(t, fmt.Sprintf("retry tcp 127.0.0.1 %d 100 500", port))
 	st := s.waitRecovered(port, 5*time.Second)
-	if rec := st.recovered[0]; rec.Process.PID != fresh.Process.Pid || rec.SameProcess || rec.Attempts != 1 {
-		t.Errorf("recovered %+v: want the fresh instance (pid %d), not the same process, after 1 attempt", rec, fresh.Process.Pid)
+	if rec := st.recovered[0]; rec.Process.PID != fresh.PID || rec.SameProcess || rec.Attempts != 1 {
+		t.Errorf("recovered %+v: want the fresh instance (pid %d), not the same process, after 1 attempt", rec, fresh.PID)
 	}
 }
 
@@ -352,14 +282,12 @@ except OSError:
 func TestIncidentUDPHolder(t *testing.T) {
 	port := testenv.FreePort(t)
 	s := startSession(t, onlyPort(port))
-	dir := t.TempDir()
-	holder := python(t, dir, udpPy, strconv.Itoa(port), "udp.pid")
-	readPIDFile(t, filepath.Join(dir, "udp.pid"))
+	holder := testenv.StartHelper(t, fmt.Sprintf("hold udp 127.0.0.1 %d", port))
 	testenv.FailBind(t, "udp", "127.0.0.1", port, testenv.Opts{}, syscall.EADDRINUSE)
 	s.waitFailure(port)
 	time.Sleep(300 * time.Millisecond)
-	holder.Process.Kill()
-	holder.Wait()
+	holder.Cmd.Process.Kill()
+	holder.Cmd.Wait()
 	deadline := time.Now().Add(3 * time.Second)
 	for len(s.story(port).released) == 0 && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
@@ -371,8 +299,8 @@ func TestIncidentUDPHolder(t *testing.T) {
 	}
 	rel := st.released[0]
 	if rel.Source != events.SourcePoll || rel.PrecisionMS <= 0 || rel.PrecisionMS > 1000 || rel.How != events.HowExit ||
-		rel.Holder == nil || rel.Holder.PID != holder.Process.Pid || rel.State != "UNCONN" {
-		t.Errorf("released %+v: want the poll's, with its precision, the holder (pid %d) gone", rel, holder.Process.Pid)
+		rel.Holder == nil || rel.Holder.PID != holder.PID || rel.State != "UNCONN" {
+		t.Errorf("released %+v: want the poll's, with its precision, the holder (pid %d) gone", rel, holder.PID)
 	}
 	if rec := st.recovered[0]; rec.Syscall != "bind" || rec.Proto != "udp" || rec.Process.PID != os.Getpid() || rec.Source != events.SourceKernel {
 		t.Errorf("recovered %+v: want this process's UDP bind()", rec)
