@@ -74,6 +74,10 @@ type Failure struct {
 	// Diagnosis says in one sentence why the kernel refused; Hint what to do.
 	Diagnosis string `json:"diagnosis,omitempty"`
 	Hint      string `json:"hint,omitempty"`
+	// ResolveError says why user space could not add its live view (the
+	// holders from sock_diag, process details from /proc): the record then
+	// holds what the kernel captured, and a diagnosis made from that alone.
+	ResolveError string `json:"resolve_error,omitempty"`
 }
 
 // Socket is the failing socket's options at the moment of failure.
@@ -257,6 +261,9 @@ type Stop struct {
 	// Unfolded is how many of the reported, lost or unread failures were
 	// not folded because the fold table was full.
 	Unfolded uint64 `json:"unfolded"`
+	// Unresolved is how many of the reported failures could not be
+	// resolved (their records say why, in resolve_error).
+	Unresolved uint64 `json:"unresolved"`
 	// DurationMS is how long tracing was live.
 	DurationMS int64 `json:"duration_ms"`
 	// OutputLost is how many records this output (the file, standard

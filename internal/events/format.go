@@ -93,6 +93,9 @@ func Text(rec any) string {
 		if r.Unfolded > 0 {
 			s += fmt.Sprintf("; %d not folded: the fold table was full", r.Unfolded)
 		}
+		if r.Unresolved > 0 {
+			s += fmt.Sprintf("; %d could not be resolved (kernel's view only)", r.Unresolved)
+		}
 		if r.OutputLost > 0 {
 			s += fmt.Sprintf("; %d record%s (%d failure%s) could not be written here", r.OutputLost, Plural(r.OutputLost), r.OutputLostFailures, Plural(r.OutputLostFailures))
 		}
@@ -137,6 +140,9 @@ func failureText(f *Failure) string {
 	}
 	if f.Hint != "" {
 		b.WriteString("\n  fix: " + f.Hint)
+	}
+	if f.ResolveError != "" {
+		b.WriteString("\n  unresolved: " + Escape(f.ResolveError))
 	}
 	return b.String()
 }

@@ -30,9 +30,12 @@ func newEnricher(rules *redact.Rules) (*enricher, error) {
 
 // failure enriches f. A lookup that fails (the failing process's
 // namespace is gone, say) leaves what the kernel captured and a diagnosis
-// made from it: the failure is reported either way.
-func (e *enricher) failure(f *events.Failure) {
-	e.r.Resolve(f)
+// made from it, and says why in f.ResolveError: the failure is reported
+// either way. It reports whether the lookup worked.
+func (e *enricher) failure(f *events.Failure) bool {
+	if err := e.r.Resolve(f); err != nil {
+		f.ResolveError = err.Error()
+	}
 	if i := f.Socket.BoundDevIndex; i > 0 && f.Socket.BoundDev == "" {
 		// Interface indexes are per network namespace: only name it when
 		// the socket is in ours.
@@ -42,6 +45,7 @@ func (e *enricher) failure(f *events.Failure) {
 			}
 		}
 	}
+	return f.ResolveError == ""
 }
 
 func (e *enricher) close() { e.r.Close() }

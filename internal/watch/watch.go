@@ -65,9 +65,10 @@ type Session struct {
 	started time.Time
 	ready   *readyFile
 
-	reported uint64 // bind_failure records written
-	folded   uint64 // failures in repeats records written
-	lost     uint64 // failures in lost records written
+	reported   uint64 // bind_failure records written
+	unresolved uint64 // of those, failures resolve could not look up
+	folded     uint64 // failures in repeats records written
+	lost       uint64 // failures in lost records written
 	// incidents sees every record on its way out (it wraps opts.Out).
 	incidents *incidents
 }
@@ -168,7 +169,9 @@ func (s *Session) report(rec *tracer.Record) error {
 	f := new(events.Failure) // a sink may keep it; rec is read into again
 	*f = rec.Failure
 	f.Host = s.host
-	s.enrich.failure(f)
+	if !s.enrich.failure(f) {
+		s.unresolved++
+	}
 	s.reported++
 	return s.opts.Out.Write(f)
 }
@@ -279,7 +282,7 @@ drain:
 	err := s.opts.Out.Write(&events.Stop{
 		Type: events.TypeStop, Version: events.Version, Time: now, Host: s.host,
 		Failures: st.Failures, Reported: s.reported, Folded: s.folded, Lost: s.lost,
-		Unread: s.tracer.Unread(), Unfolded: st.FoldFull,
+		Unread: s.tracer.Unread(), Unfolded: st.FoldFull, Unresolved: s.unresolved,
 		DurationMS: now.Sub(s.started).Milliseconds(),
 	})
 	return errors.Join(err, harvestErr, lostErr, statsErr)
