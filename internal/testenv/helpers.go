@@ -303,6 +303,7 @@ func (h *HelperProc) Stop() {
 //	connect ADDR PORT [udp]           connect a TCP (or UDP) socket (the kernel picks
 //	                                  its local port) → "ready PID INODE", or "errno N PID"
 //	autobind                          see exhaustAutobind (own netns only)
+//	spread PROTO ADDR LO PORTS N      see spreadFailures → "failed F"
 //	serve PROTO ADDR PORT GRACE_MS    a server: hold PROTO ADDR:PORT (SO_REUSEADDR)
 //	                                  → "ready PID INODE"; on SIGTERM exit GRACE_MS
 //	                                  later without closing it (the kernel does, at
@@ -314,7 +315,7 @@ func (h *HelperProc) Stop() {
 //	                                  until it can; hold the port HOLD_MS, exit
 func runJob(args []string) error {
 	wait := func() { io.Copy(io.Discard, os.Stdin) }
-	need := map[string]int{"serve": 5, "retry": 6, "named": 3, "bind": 4, "storm": 5, "keystorm": 6, "markedfail": 3, "hold": 4, "inherit": 3, "keep": 1, "fdhog": 2, "trybind": 4, "connect": 3, "autobind": 1, "orphan": 4, "subreaper": 2, "execwhen": 2}
+	need := map[string]int{"serve": 5, "retry": 6, "named": 3, "bind": 4, "storm": 5, "keystorm": 6, "spread": 6, "markedfail": 3, "hold": 4, "inherit": 3, "keep": 1, "fdhog": 2, "trybind": 4, "connect": 3, "autobind": 1, "orphan": 4, "subreaper": 2, "execwhen": 2}
 	if len(args) == 0 || len(args) < need[args[0]] || need[args[0]] == 0 {
 		return fmt.Errorf("bad job %q", args)
 	}
@@ -370,6 +371,8 @@ func runJob(args []string) error {
 		return nil
 	case "keystorm":
 		return keyStorm(args[1:])
+	case "spread":
+		return spreadFailures(args[1:])
 	case "storm":
 		port, _ := strconv.Atoi(args[3])
 		n, _ := strconv.Atoi(args[4])
@@ -708,6 +711,28 @@ func keyStorm(args []string) error {
 					failed++
 				}
 			}
+		}
+	}
+	fmt.Printf("failed %d\n", failed)
+	return nil
+}
+
+// spreadFailures: spread PROTO ADDR LO PORTS N — N failing binds of one
+// socket to ADDR (an address the host does not have: EADDRNOTAVAIL, no
+// holder needed) spread evenly over PORTS ports from LO; prints
+// "failed F".
+func spreadFailures(args []string) error {
+	lo, _ := strconv.Atoi(args[2])
+	ports, _ := strconv.Atoi(args[3])
+	n, _ := strconv.Atoi(args[4])
+	fd, err := Socket(args[0], args[1], Opts{})
+	if err != nil {
+		return err
+	}
+	failed := 0
+	for i := range n {
+		if Bind(fd, args[1], lo+i%ports) == unix.EADDRNOTAVAIL {
+			failed++
 		}
 	}
 	fmt.Printf("failed %d\n", failed)
