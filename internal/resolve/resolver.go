@@ -64,9 +64,9 @@ type Resolver struct {
 	// kernel's BTF for them takes ~10 ms of CPU), while the first lookup
 	// asks sock_diag; a lookup that finds no socket to own never waits.
 	itersLoaded chan struct{}
-	itersMu     sync.Mutex        // guards iters and closed across load and Close
+	itersMu     sync.Mutex // guards iters and closed across load and Close
 	iters       *iterators // nil: owners come from a /proc scan
-	iterErr     error             // why iters is nil
+	iterErr     error      // why iters is nil
 	closed      bool
 
 	mu    sync.Mutex
