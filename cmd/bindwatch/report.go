@@ -85,12 +85,13 @@ func reportAction(c *cli.Context) error {
 		return err
 	}
 	files := c.Args().Slice()
-	log := incident.ReadFiles(files, os.Stdin)
-	// A log written with --no-redact (or by an older bindwatch) may hold
-	// secrets: the report does not repeat them.
-	for _, rec := range log.Records {
+	builder := incident.NewBuilder()
+	log := incident.ReadFiles(files, os.Stdin, func(rec any) {
+		// A log written with --no-redact (or by an older bindwatch) may
+		// hold secrets: the report does not repeat them.
 		rules.Record(rec)
-	}
+		builder.Add(rec)
+	})
 	wanted := func(port uint16) bool {
 		if len(ports) == 0 {
 			return true
@@ -102,7 +103,7 @@ func reportAction(c *cli.Context) error {
 		}
 		return false
 	}
-	incidents := incident.Select(incident.Build(log.Records), wanted, since, until)
+	incidents := incident.Select(builder.Finish(log.Last), wanted, since, until)
 	sources := "standard input"
 	if len(files) > 0 {
 		sources = strings.Join(incident.Files(files), ", ")
@@ -126,7 +127,7 @@ func reportAction(c *cli.Context) error {
 			}
 		}
 	} else if len(incidents) == 0 {
-		fmt.Printf("no incident in %s (%d record%s read)\n", sources, len(log.Records), events.Plural(len(log.Records)))
+		fmt.Printf("no incident in %s (%d record%s read)\n", sources, log.Read, events.Plural(log.Read))
 	} else if err := incident.WriteText(os.Stdout, incidents); err != nil {
 		return err
 	}

@@ -141,6 +141,9 @@ type Incident struct {
 	Recovered *Recovered `json:"recovered,omitempty"`
 	// Timeline lists what happened, at times relative to Start.
 	Timeline []TimelineEntry `json:"timeline"`
+	// TimelineOmitted counts failure and repeats entries left out of a
+	// timeline that reached its cap (they still count in Attempts).
+	TimelineOmitted int `json:"timeline_omitted,omitempty"`
 	// Diagnosis and Hint are the first failure's.
 	Diagnosis string `json:"diagnosis,omitempty"`
 	Hint      string `json:"hint,omitempty"`

@@ -24,16 +24,37 @@ type Key struct {
 	Port  uint16
 }
 
-// Builder groups records into incidents. Records must come in time order
-// (as a session writes them); it is not safe for concurrent use.
+// Builder groups records into incidents. Records must come in the order a
+// session writes them; it is not safe for concurrent use.
 type Builder struct {
 	open map[Key]*events.Incident
 	all  []*events.Incident
+	live bool
+	// Untracked counts failures on ports that could not get an incident
+	// of their own: MaxOpen were open already (live builders only).
+	Untracked uint64
 }
 
-// NewBuilder returns an empty Builder.
+// MaxTimeline caps an incident's timeline: a port that fails for days
+// keeps counting attempts, but its timeline keeps its first entries and
+// its signals, releases and recovery.
+const MaxTimeline = 1000
+
+// MaxOpen caps the incidents a live builder keeps open: an unprivileged
+// user can fail binds on every port of as many network namespaces as it
+// can create.
+const MaxOpen = 4096
+
+// NewBuilder returns an empty Builder that keeps every incident, for a
+// report or a run's summary.
 func NewBuilder() *Builder {
 	return &Builder{open: map[Key]*events.Incident{}}
+}
+
+// NewLiveBuilder returns a Builder for a tracer that runs for months: it
+// forgets incidents once they end, and keeps at most MaxOpen open.
+func NewLiveBuilder() *Builder {
+	return &Builder{open: map[Key]*events.Incident{}, live: true}
 }
 
 // Add accounts for one record: *events.Failure, *events.Repeats,
@@ -120,6 +141,10 @@ func (b *Builder) Finish(t time.Time) []*events.Incident {
 func (b *Builder) failure(f *events.Failure) {
 	k := Key{f.Host, f.Process.Netns, f.Proto, f.Port}
 	in := b.open[k]
+	if in == nil && b.live && len(b.open) >= MaxOpen {
+		b.Untracked++
+		return
+	}
 	if in == nil {
 		in = &events.Incident{
 			Type: events.TypeIncident, Version: events.Version, Host: f.Host, Proto: f.Proto,
@@ -129,7 +154,9 @@ func (b *Builder) failure(f *events.Failure) {
 			Signals: []*events.Signal{}, Released: []*events.Released{},
 		}
 		b.open[k] = in
-		b.all = append(b.all, in)
+		if !b.live {
+			b.all = append(b.all, in)
+		}
 	}
 	in.Attempts++
 	p := failingProcess(in, &f.Process, f.Time)
@@ -235,6 +262,10 @@ func HolderKind(h *events.Holder, failing *events.Process) string {
 func (b *Builder) mark(in *events.Incident, t time.Time, kind string, pid int, count uint64, text string) {
 	in.End = maxTime(in.End, t)
 	in.OutageMS = in.End.Sub(in.Start).Milliseconds()
+	if len(in.Timeline) >= MaxTimeline && (kind == events.MarkFailure || kind == events.MarkRepeats) {
+		in.TimelineOmitted++
+		return
+	}
 	in.Timeline = append(in.Timeline, events.TimelineEntry{
 		AtMS: t.Sub(in.Start).Milliseconds(), Time: t, Kind: kind, PID: pid, Count: count, Text: text,
 	})

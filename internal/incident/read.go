@@ -21,12 +21,14 @@ import (
 // maxLine bounds one record; longer lines are counted as malformed.
 const maxLine = 1 << 20
 
-// Log is what was read back from bindwatch's JSON lines: the records an
-// incident is built from, in the order they were written, and what had to
-// be skipped.
+// Log is what reading bindwatch's JSON lines back found: how many records
+// incidents are built from, the time of the last, and what had to be
+// skipped.
 type Log struct {
-	Records []any
+	Read    int
+	Last    time.Time
 	Skipped Skipped
+	emit    func(rec any)
 }
 
 // Files lists the files to read for the paths given: each path, preceded
@@ -79,11 +81,13 @@ func globEscape(p string) string {
 	return r.Replace(p)
 }
 
-// ReadFiles reads the files (see Files), or stdin when there are none.
-// Nothing is fatal: a file that cannot be read is listed in
-// Skipped.Unreadable, and the rest is read.
-func ReadFiles(paths []string, stdin io.Reader) *Log {
-	l := &Log{}
+// ReadFiles reads the files (see Files), or stdin when there are none, and
+// hands each record incidents are built from to emit, in the order they
+// were written: a log is streamed, never held whole. Nothing is fatal: a
+// file that cannot be read is listed in Skipped.Unreadable, and the rest
+// is read.
+func ReadFiles(paths []string, stdin io.Reader, emit func(rec any)) *Log {
+	l := &Log{emit: emit}
 	if len(paths) == 0 {
 		l.read(stdin)
 	}
@@ -133,7 +137,9 @@ func (l *Log) read(r io.Reader) {
 			rec, bad := Decode(line)
 			switch {
 			case rec != nil:
-				l.Records = append(l.Records, rec)
+				l.Read++
+				l.Last = maxTime(l.Last, recordTime(rec))
+				l.emit(rec)
 			case err != nil && bad == badMalformed:
 				truncated = true // the last line, cut off
 			default:

@@ -53,7 +53,7 @@ type watchedPort struct {
 }
 
 func newIncidents(out Sink, t *tracer.Tracer, e *enricher, host string) *incidents {
-	return &incidents{out: out, tracer: t, enrich: e, host: host, builder: incident.NewBuilder(), ports: map[incident.Key]*watchedPort{}}
+	return &incidents{out: out, tracer: t, enrich: e, host: host, builder: incident.NewLiveBuilder(), ports: map[incident.Key]*watchedPort{}}
 }
 
 // Write passes a record on and accounts for it.

@@ -1,0 +1,64 @@
+package incident
+
+import (
+	"testing"
+	"time"
+
+	"github.com/bindwatch/bindwatch/internal/events"
+)
+
+func failure(at time.Time, port uint16, pid int) *events.Failure {
+	return &events.Failure{Type: events.TypeFailure, Version: 1, Time: at, Host: "h", Proto: "tcp", Port: port,
+		Errno: "EADDRINUSE", Process: events.Process{PID: pid, Netns: 1}}
+}
+
+// A port that fails for days keeps counting attempts, but its timeline
+// stops growing; a live builder forgets ended incidents and caps the open
+// ones.
+func TestBuilderBounds(t *testing.T) {
+	t0 := time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC)
+	b := NewLiveBuilder()
+	for i := range MaxTimeline + 500 {
+		b.Add(failure(t0.Add(time.Duration(i)*time.Second), 80, 7))
+	}
+	b.Add(&events.Repeats{Type: events.TypeRepeats, Version: 1, Time: t0.Add(time.Hour), Host: "h", Count: 40, PID: 7, Proto: "tcp", Port: 80})
+	k := Key{"h", 1, "tcp", 80}
+	attempts, pids := b.Attempts(k)
+	if attempts != MaxTimeline+540 || len(pids) != 1 || pids[0] != 7 {
+		t.Errorf("attempts %d by %v, want %d by [7]", attempts, pids, MaxTimeline+540)
+	}
+	if in := b.open[k]; len(in.Timeline) != MaxTimeline || in.TimelineOmitted != 501 {
+		t.Errorf("timeline %d entries, %d omitted; want %d and 501", len(in.Timeline), in.TimelineOmitted, MaxTimeline)
+	}
+	b.Add(&events.Recovered{Type: events.TypeRecovered, Version: 1, Time: t0.Add(2 * time.Hour), Host: "h", Proto: "tcp", Netns: 1, Port: 80})
+	if b.IsOpen(k) || len(b.Finish(t0.Add(3*time.Hour))) != 0 {
+		t.Errorf("a live builder keeps an ended incident")
+	}
+	for p := range MaxOpen + 10 {
+		b.Add(failure(t0, uint16(1000+p), 7))
+	}
+	if len(b.Open()) != MaxOpen || b.Untracked != 10 {
+		t.Errorf("%d open, %d untracked; want %d and 10", len(b.Open()), b.Untracked, MaxOpen)
+	}
+}
+
+// Records of another port, another namespace or another host stay out of
+// an incident; a stop record ends the incidents of its host only.
+func TestBuilderKeys(t *testing.T) {
+	t0 := time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC)
+	b := NewBuilder()
+	b.Add(failure(t0, 80, 7))
+	other := failure(t0, 80, 8)
+	other.Process.Netns = 2
+	b.Add(other)
+	b.Add(&events.Signal{Type: events.TypeSignal, Version: 1, Time: t0.Add(time.Second), Host: "h", Signal: "SIGTERM", Proto: "tcp", Netns: 2, Port: 80})
+	b.Add(&events.Stop{Type: events.TypeStop, Version: 1, Time: t0.Add(2 * time.Second), Host: "elsewhere"})
+	if len(b.Open()) != 2 {
+		t.Fatalf("%d open, want 2 (one per namespace; another host's stop ends neither)", len(b.Open()))
+	}
+	b.Add(&events.Stop{Type: events.TypeStop, Version: 1, Time: t0.Add(3 * time.Second), Host: "h"})
+	all := b.Finish(t0.Add(time.Hour))
+	if len(all) != 2 || len(all[0].Signals) != 0 || len(all[1].Signals) != 1 || all[0].State != events.IncidentOpen || all[0].OutageMS != 3000 {
+		t.Errorf("incidents %+v", all)
+	}
+}
