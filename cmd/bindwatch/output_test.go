@@ -417,7 +417,8 @@ func TestSyslogEndToEnd(t *testing.T) {
 
 // The reader of standard output goes away (bindwatch | head -1): tracing
 // goes on, standard error says so once, and the stop comes on SIGINT with
-// exit 0 — not death by SIGPIPE.
+// exit 0 — not death by SIGPIPE — said on standard error, as it cannot be
+// written where it belongs.
 func TestStdoutReaderGone(t *testing.T) {
 	testenv.RequireRoot(t)
 	port := testenv.FreePort(t)
@@ -445,7 +446,11 @@ func TestStdoutReaderGone(t *testing.T) {
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("bindwatch exited with %v after its reader went: %s", err, stderr.String())
 	}
-	if s := stderr.String(); strings.Count(s, "broken pipe") != 1 || !strings.Contains(s, "standard output") {
+	s := stderr.String()
+	if strings.Count(s, "failed: broken pipe") != 1 || !strings.Contains(s, "standard output") {
 		t.Errorf("standard error: %q, want one line saying standard output's reader is gone", s)
+	}
+	if !strings.Contains(s, "the stop record could not be written") || !strings.Contains(s, "5 failures") {
+		t.Errorf("standard error: %q, want the stop record that could not be written", s)
 	}
 }
