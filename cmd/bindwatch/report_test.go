@@ -143,6 +143,13 @@ func TestReportSurvivesDamagedLogs(t *testing.T) {
 			t.Errorf("report did not say %q: %q", s, stderr)
 		}
 	}
+	// --since and --until select by the incident's window.
+	if out, _ := report(t, "--format", "text", "--until", "2000-01-01", clean); !strings.HasPrefix(out, "no incident in ") {
+		t.Errorf("--until 2000-01-01 kept incidents:\n%s", out)
+	}
+	if out, _ := report(t, "--format", "json", "--since", "1h", clean); out != want {
+		t.Errorf("--since 1h dropped incidents:\n%s", out)
+	}
 	// Text mode reads the same log.
 	text, _ := report(t, "--format", "text", "--port", strconv.Itoa(ports[1]), damaged)
 	if strings.Count(text, "incident on tcp") != 1 || !strings.Contains(text, "3 failed attempts") || !strings.Contains(text, ":"+strconv.Itoa(ports[1])) {
