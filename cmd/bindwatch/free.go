@@ -50,6 +50,7 @@ Examples:
   sudo bindwatch free 8080/tcp --kill --force  # then SIGKILL what survives
   sudo bindwatch free 8080/tcp --kill --signal INT --grace 30s
   sudo bindwatch free 5432/tcp --kill --all-netns   # also inside containers
+  sudo bindwatch free 8080/tcp --kill --netns web   # inside container web only
   sudo bindwatch free 8080/tcp --kill && ./server --port 8080
   sudo bindwatch free 8080/tcp --kill --format json >> audit.jsonl`,
 		Flags: append([]cli.Flag{
@@ -57,6 +58,7 @@ Examples:
 			&cli.StringFlag{Name: "signal", Value: "TERM", Usage: "first `SIGNAL` to send: a name (TERM, INT, HUP, QUIT) or a number"},
 			&cli.DurationFlag{Name: "grace", Value: 10 * time.Second, Usage: "wait up to `DURATION` for the ports to be released"},
 			&cli.BoolFlag{Name: "force", Usage: "with --kill: send SIGKILL to holders still running after --grace"},
+			netnsFlag,
 			&cli.BoolFlag{Name: "all-netns", Usage: "free the ports in every network namespace, and signal processes outside bindwatch's (containers)"},
 			formatFlag(),
 		}, append(bindFlags(), redactFlags()...)...),
@@ -99,6 +101,10 @@ func freeAction(c *cli.Context) error {
 	if c.Bool("all-netns") && os.Geteuid() != 0 {
 		return cli.Exit("--all-netns needs root (entering other network namespaces takes CAP_SYS_ADMIN): run it with sudo", 1)
 	}
+	netns, err := netnsOption(c)
+	if err != nil {
+		return err
+	}
 	rules, err := redactRules(c)
 	if err != nil {
 		return err
@@ -114,6 +120,7 @@ func freeAction(c *cli.Context) error {
 
 	plan, err := deploy.PlanFree(r, ports, deploy.StopOptions{
 		Bind: bind, Signal: sig, Grace: grace, Force: c.Bool("force"), AllNetns: c.Bool("all-netns"),
+		Netns: netns,
 	})
 	if err != nil {
 		return err

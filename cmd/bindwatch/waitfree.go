@@ -55,9 +55,11 @@ Examples:
   bindwatch wait-free 8080/tcp --reuseaddr         # the server sets SO_REUSEADDR
   bindwatch wait-free 5353/udp --addr 127.0.0.1
   bindwatch wait-free 8080/tcp --timeout 0          # check once, do not wait
-  bindwatch wait-free 8080/tcp --format json >> deploy.jsonl`,
+  bindwatch wait-free 8080/tcp --format json >> deploy.jsonl
+  sudo bindwatch wait-free 8080/tcp --netns web    # inside container web`,
 		Flags: append([]cli.Flag{
 			&cli.DurationFlag{Name: "timeout", Value: 30 * time.Second, Usage: "give up after `DURATION` (0: check once)"},
+			netnsFlag,
 			formatFlag(),
 		}, append(bindFlags(), redactFlags()...)...),
 		Action:          waitFreeAction,
@@ -98,6 +100,10 @@ func waitFreeAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	ns, err := netnsOption(c) // zero: bindwatch's own
+	if err != nil {
+		return err
+	}
 	rules, err := redactRules(c)
 	if err != nil {
 		return err
@@ -112,7 +118,7 @@ func waitFreeAction(c *cli.Context) error {
 	defer cancel()
 	start := time.Now()
 	if format != events.FormatText {
-		return waitFreeJSON(ctx, c.App.Writer, format, r, ports, bind, timeout, start)
+		return waitFreeJSON(ctx, c.App.Writer, format, r, ns, ports, bind, timeout, start)
 	}
 	waited := false
 	report := func(b *deploy.Busy) {
@@ -133,13 +139,13 @@ func waitFreeAction(c *cli.Context) error {
 	if timeout == 0 {
 		report = nil // checked once: the answer says who holds it
 	}
-	held, err := deploy.WaitFree(ctx, r, ports, deploy.WaitOptions{Bind: bind, Report: report})
+	held, err := deploy.WaitFree(ctx, r, ports, deploy.WaitOptions{Bind: bind, Netns: ns, Report: report})
 	switch {
 	case err == nil:
 		if waited {
 			fmt.Fprintf(os.Stderr, "bindwatch: %s free after %s\n", portList(ports), time.Since(start).Round(10*time.Millisecond))
 		}
-		for _, note := range ephemeralNotes(r, ports) {
+		for _, note := range ephemeralNotes(r, ns, ports) {
 			fmt.Fprintf(os.Stderr, "bindwatch: note: %s\n", note)
 		}
 		return nil
@@ -152,14 +158,14 @@ func waitFreeAction(c *cli.Context) error {
 // waitFreeJSON waits as waitFreeAction does, writing a held record each
 // time the text mode would say who holds a port, and a wait_free record
 // per port at the end. Only errors go to standard error.
-func waitFreeJSON(ctx context.Context, out io.Writer, format string, r *resolve.Resolver, ports []deploy.Port, bind deploy.BindOptions, timeout time.Duration, start time.Time) error {
+func waitFreeJSON(ctx context.Context, out io.Writer, format string, r *resolve.Resolver, ns resolve.Netns, ports []deploy.Port, bind deploy.BindOptions, timeout time.Duration, start time.Time) error {
 	write, err := recordWriter(out, format)
 	if err != nil {
 		return err
 	}
-	records := deploy.NewWaitRecords(r, bind, timeout, start)
+	records := deploy.NewWaitRecords(r, ns, bind, timeout, start)
 	var writeErr error
-	opts := deploy.WaitOptions{Bind: bind}
+	opts := deploy.WaitOptions{Bind: bind, Netns: ns}
 	if timeout > 0 { // checked once: the wait_free record says who holds it
 		opts.Report = func(b *deploy.Busy) {
 			held := records.Held(b, time.Now())
@@ -187,9 +193,13 @@ func waitFreeJSON(ctx context.Context, out io.Writer, format string, r *resolve.
 }
 
 // ephemeralNotes warns about each port (once for both protocols) that
-// outgoing connections may take: free now is no promise for later.
-func ephemeralNotes(r *resolve.Resolver, ports []deploy.Port) []string {
-	eph, err := r.Ephemeral(r.OwnNetns())
+// outgoing connections may take: free now is no promise for later. ns is
+// where (the zero value: bindwatch's own namespace).
+func ephemeralNotes(r *resolve.Resolver, ns resolve.Netns, ports []deploy.Port) []string {
+	if ns.Inode == 0 {
+		ns = r.OwnNetns()
+	}
+	eph, err := r.Ephemeral(ns)
 	if err != nil {
 		return nil
 	}

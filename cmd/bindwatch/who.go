@@ -44,9 +44,11 @@ Examples:
   sudo bindwatch who 80/tcp 443/tcp 53/udp
   sudo bindwatch who 8080 --format json   # one JSON object per port and protocol
   sudo bindwatch who 5432 --all-netns     # also inside containers and ip netns
+  sudo bindwatch who 8080 --netns web     # inside container web (or a pid, /run/netns/NAME)
   bindwatch who 8080 && echo "8080 is taken"`,
 		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "format", Usage: "output `FORMAT`: text, json (one object per line per port and protocol) or ecs (the same as Elastic Common Schema documents). Default: text on a terminal, json otherwise"},
+			netnsFlag,
 			&cli.BoolFlag{Name: "all-netns", Usage: "look in every network namespace on the host (containers, ip netns), not only bindwatch's own"},
 			&cli.BoolFlag{Name: "proc-scan", Usage: "find socket owners by reading /proc/*/fd instead of with the BPF iterator (slower; the fallback when BPF is unavailable)"},
 		}, redactFlags()...),
@@ -79,6 +81,10 @@ func whoAction(c *cli.Context) error {
 	if c.Bool("all-netns") && os.Geteuid() != 0 {
 		return fmt.Errorf("--all-netns needs root (entering other network namespaces takes CAP_SYS_ADMIN): run it with sudo")
 	}
+	netns, err := netnsOption(c)
+	if err != nil {
+		return err
+	}
 
 	rules, err := redactRules(c)
 	if err != nil {
@@ -97,9 +103,13 @@ func whoAction(c *cli.Context) error {
 	if c.Bool("all-netns") {
 		namespaces = host.ListNetns()
 	}
+	if netns.Inode != 0 {
+		namespaces = []resolve.Netns{netns}
+	}
 	// Outgoing connections may take a port of the ephemeral range at any
-	// time: said for bindwatch's own namespace, held or not.
-	eph, _ := r.Ephemeral(r.OwnNetns())
+	// time: said for the namespace looked in (bindwatch's own with
+	// --all-netns), held or not.
+	eph, _ := r.Ephemeral(namespaces[0])
 	var write func(any) error
 	if format != events.FormatText {
 		if write, err = recordWriter(c.App.Writer, format); err != nil {
@@ -129,7 +139,7 @@ func whoAction(c *cli.Context) error {
 				return err
 			}
 		} else {
-			rec.WriteText(c.App.Writer, len(namespaces) > 1, time.Now())
+			rec.WriteText(c.App.Writer, len(namespaces) > 1 || netns.Inode != 0, time.Now())
 		}
 	}
 	if !held {

@@ -121,11 +121,15 @@ type WaitRecords struct {
 	eph     resolve.EphemeralPorts
 }
 
-// NewWaitRecords describes a WaitFree started at start in r's network
-// namespace, with the caller's bind options and timeout.
-func NewWaitRecords(r *resolve.Resolver, bind BindOptions, timeout time.Duration, start time.Time) *WaitRecords {
-	eph, _ := r.Ephemeral(r.OwnNetns()) // unknown: no ephemeral_note
-	return &WaitRecords{host: hostname(), netns: r.OwnNetns().Inode, bind: bind, timeout: timeout, start: start, eph: eph}
+// NewWaitRecords describes a WaitFree started at start in network
+// namespace ns (the zero value: r's own), with the caller's bind options
+// and timeout.
+func NewWaitRecords(r *resolve.Resolver, ns resolve.Netns, bind BindOptions, timeout time.Duration, start time.Time) *WaitRecords {
+	if ns.Inode == 0 {
+		ns = r.OwnNetns()
+	}
+	eph, _ := r.Ephemeral(ns) // unknown: no ephemeral_note
+	return &WaitRecords{host: hostname(), netns: ns.Inode, bind: bind, timeout: timeout, start: start, eph: eph}
 }
 
 // Held says who holds b's port while waiting (WaitOptions.Report).

@@ -33,6 +33,9 @@ type StopOptions struct {
 	// AllNetns frees the ports in every network namespace, and allows
 	// signalling processes outside bindwatch's.
 	AllNetns bool
+	// Netns, if set, frees the ports in that network namespace only, and
+	// allows signalling the processes in it (--netns).
+	Netns resolve.Netns
 	// Interval between checks; 0 means 100ms.
 	Interval time.Duration
 }
@@ -103,16 +106,20 @@ type Plan struct {
 }
 
 // PlanFree finds, for each port, who keeps it from being bound (in
-// bindwatch's network namespace; with AllNetns in every one where it is
-// held) and which of those processes may be signalled.
+// bindwatch's network namespace, or opts.Netns; with AllNetns in every one
+// where it is held) and which of those processes may be signalled.
 func PlanFree(r *resolve.Resolver, ports []Port, opts StopOptions) (*Plan, error) {
 	opts.defaults()
 	own := r.OwnNetns()
 	namespaces := []resolve.Netns{own}
-	if opts.AllNetns {
-		namespaces = host.ListNetns()
-	}
 	g := newGuard(own.Inode, opts.AllNetns)
+	switch {
+	case opts.AllNetns:
+		namespaces = host.ListNetns()
+	case opts.Netns.Inode != 0:
+		namespaces = []resolve.Netns{opts.Netns}
+		g = newGuard(opts.Netns.Inode, false)
+	}
 	pl := &Plan{opts: opts, own: own.Inode}
 	byPID := map[int]*Target{}
 	for _, p := range ports {

@@ -1,0 +1,86 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+	"golang.org/x/sys/unix"
+
+	"github.com/bindwatch/bindwatch/internal/enrich"
+	"github.com/bindwatch/bindwatch/internal/events"
+	"github.com/bindwatch/bindwatch/internal/host"
+)
+
+// netnsFlag is --netns, shared by who, free and wait-free: the runbook's
+// `nsenter -t PID -n lsof -i :PORT` as one flag.
+var netnsFlag = &cli.StringFlag{Name: "netns", Usage: "look in the network namespace of `PID|PATH|CONTAINER`: a process, a namespace file (/run/netns/NAME or just NAME, /proc/PID/ns/net), or a running container by name or id prefix (docker, containerd, CRI-O, podman; a pod's container also as NAMESPACE/POD/CONTAINER)"}
+
+// netnsArg finds the network namespace --netns names. A number is a pid;
+// a path is a namespace file; a name is an `ip netns` namespace
+// (/run/netns/NAME), else a container. The result's Path opens it (and
+// Netns.Open checks it is still the same namespace).
+func netnsArg(arg string) (host.Netns, error) {
+	nsFile := func(path, what string) (host.Netns, error) {
+		f, ino, err := host.OpenNetnsFile(path)
+		if err != nil {
+			return host.Netns{}, fmt.Errorf("--netns %s: %s: %w", arg, what, err)
+		}
+		defer f.Close()
+		var fs unix.Statfs_t
+		if err := unix.Fstatfs(int(f.Fd()), &fs); err != nil || fs.Type != unix.NSFS_MAGIC {
+			return host.Netns{}, fmt.Errorf("--netns %s: %s is not a namespace file (hint: /run/netns/NAME or /proc/PID/ns/net)", arg, path)
+		}
+		return host.Netns{Inode: ino, Path: path}, nil
+	}
+	if pid, err := strconv.Atoi(arg); err == nil && pid > 0 {
+		return nsFile(fmt.Sprintf("/proc/%d/ns/net", pid), fmt.Sprintf("no process %d (hint: a pid as ps shows it on this host)", pid))
+	}
+	if strings.Contains(arg, "/") && !strings.HasPrefix(arg, "/") && strings.Count(arg, "/") != 2 {
+		arg = "./" + arg // a relative path, not NAMESPACE/POD/CONTAINER
+	}
+	if strings.HasPrefix(arg, "/") || strings.HasPrefix(arg, "./") {
+		return nsFile(arg, "cannot open it")
+	}
+	if !strings.Contains(arg, "/") {
+		if _, err := os.Lstat("/run/netns/" + arg); err == nil {
+			return nsFile("/run/netns/"+arg, "ip netns "+arg)
+		}
+	}
+	found := enrich.New(enrich.Options{}).FindContainers(arg)
+	switch len(found) {
+	case 0:
+		return host.Netns{}, fmt.Errorf("--netns %s: no process, namespace file, ip netns or running container by that name or id prefix (hint: `ip netns list`, `podman ps`, `crictl ps`, or a pid)", arg)
+	case 1:
+		return nsFile(fmt.Sprintf("/proc/%d/ns/net", found[0].PID), "container "+arg+" stopped")
+	}
+	var names []string
+	for _, f := range found {
+		p := events.Process{Container: f.Container, Pod: f.Pod}
+		names = append(names, events.ContainerText(&p)+" "+f.Container.ID[:12])
+	}
+	return host.Netns{}, fmt.Errorf("--netns %s: %d containers match: %s (hint: give more of the id)", arg, len(found), strings.Join(names, "; "))
+}
+
+// netnsOption reads --netns (with --all-netns, if the command has it, as
+// the alternative): the namespace to look in, or the zero Netns for
+// bindwatch's own.
+func netnsOption(c *cli.Context) (host.Netns, error) {
+	arg := c.String("netns")
+	if arg == "" {
+		return host.Netns{}, nil
+	}
+	if c.Bool("all-netns") {
+		return host.Netns{}, usagef("--netns and --all-netns: give one (--netns looks in one namespace, --all-netns in every one)")
+	}
+	if os.Geteuid() != 0 {
+		return host.Netns{}, cli.Exit("--netns needs root (entering another network namespace takes CAP_SYS_ADMIN): run it with sudo", 1)
+	}
+	ns, err := netnsArg(arg)
+	if err != nil {
+		return host.Netns{}, cli.Exit(err.Error(), 1)
+	}
+	return ns, nil
+}
