@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/bindwatch/bindwatch/internal/events"
+	"github.com/bindwatch/bindwatch/internal/sink"
 	"github.com/bindwatch/bindwatch/internal/testenv"
 )
 
@@ -71,6 +72,21 @@ func TestContainerNames(t *testing.T) {
 	for _, name := range []string{nsFailer, nsHolder} {
 		if !strings.Contains(text, "container "+name) {
 			t.Errorf("text does not name container %s:\n%s", name, text)
+		}
+	}
+
+	// As an ECS document (--format ecs), the failing process's container
+	// is in container.*.
+	b, err := sink.ECS(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc map[string]any
+	json.Unmarshal(b, &doc)
+	for name, want := range map[string]any{"container.id": ns.Process.Container.ID, "container.name": nsFailer,
+		"container.runtime": "podman", "container.image.name": testenv.HelperImage} {
+		if got := field(doc, name); got != want {
+			t.Errorf("ECS %s = %v, want %v", name, got, want)
 		}
 	}
 }
