@@ -109,10 +109,16 @@ type pipeline struct {
 	out    *testenv.SyncBuffer
 }
 
-func attach(b *testing.B, noHolders bool) *pipeline {
+// attach starts the pipeline; with port set, it counts only failures on
+// that port (another process's failures on this shared host would add to
+// the stop record's count).
+func attach(b *testing.B, noHolders bool, port int) *pipeline {
 	p := &pipeline{out: &testenv.SyncBuffer{}, done: make(chan error, 1)}
 	w, _ := events.NewWriter(p.out, events.FormatJSON)
 	cfg := tracer.Config{Backend: testenv.Backend(), Fold: time.Second, NoHolders: noHolders}
+	if port != 0 {
+		cfg.Ports = []tracer.PortRange{{Lo: uint16(port), Hi: uint16(port)}}
+	}
 	s, err := watch.Start(watch.Options{Tracer: cfg, Out: w})
 	if err != nil {
 		b.Fatalf("attach bindwatch: %v", err)
@@ -178,7 +184,7 @@ func BenchmarkFailingBind(b *testing.B) {
 			alternate(r, func() {
 				untraced = append(untraced, failingBinds(b, port, callsPerPhase))
 			}, func() {
-				p := attach(b, false)
+				p := attach(b, false, port)
 				traced = append(traced, failingBinds(b, port, callsPerPhase))
 				if stop := p.detach(b); stop.Failures != callsPerPhase {
 					b.Fatalf("stop record %+v: want all %d failures counted (reported+folded+lost)", stop, callsPerPhase)
@@ -218,7 +224,7 @@ func BenchmarkSucceedingBind(b *testing.B) {
 					alternate(r, func() {
 						untraced = append(untraced, succeedingBinds(b, c.sotype, port, n))
 					}, func() {
-						p := attach(b, c.noHolders)
+						p := attach(b, c.noHolders, 0)
 						traced = append(traced, succeedingBinds(b, c.sotype, port, n))
 						p.detach(b)
 					})

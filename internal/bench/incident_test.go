@@ -52,7 +52,7 @@ func BenchmarkConnectChurn(b *testing.B) {
 			alternate(r, func() {
 				untraced = append(untraced, churnConnections(b, ln, port, n))
 			}, func() {
-				p := attach(b, false)
+				p := attach(b, false, 0)
 				traced = append(traced, churnConnections(b, ln, port, n))
 				p.detach(b)
 			})
@@ -98,7 +98,7 @@ func BenchmarkSignalStorm(b *testing.B) {
 					alternate(r, func() {
 						untraced = append(untraced, signalStorm(b, target.Process.Pid, c.sig, n))
 					}, func() {
-						p := attach(b, false)
+						p := attach(b, false, 0)
 						traced = append(traced, signalStorm(b, target.Process.Pid, c.sig, n))
 						p.detach(b)
 					})
