@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -64,11 +65,27 @@ func checkRedactedJSON(t *testing.T, what, out string) {
 				redacted++
 			}
 		})
+		// JSON records (not ECS documents) are as docs/schema.json says,
+		// cmdline_redacted and hostile bytes included.
+		if _, ecs := doc.(map[string]any)["ecs"]; !ecs {
+			if err := recordSchema().Validate(doc); err != nil {
+				t.Errorf("%s: a line does not match docs/schema.json: %v\n%.1000s", what, err, line)
+			}
+		}
 	}
 	if redacted == 0 {
 		t.Errorf("%s: no process says cmdline_redacted:\n%.5000s", what, out)
 	}
 }
+
+// recordSchema is docs/schema.json, loaded once.
+var recordSchema = sync.OnceValue(func() *testenv.Schema {
+	s, err := testenv.LoadSchema("../../docs/schema.json")
+	if err != nil {
+		panic(err)
+	}
+	return s
+})
 
 func walkJSON(v any, visit func(map[string]any)) {
 	switch v := v.(type) {
