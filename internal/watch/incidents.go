@@ -108,6 +108,16 @@ func (in *incidents) failed(f *events.Failure) {
 	in.tracer.WatchPort(w.key, w.pids)
 }
 
+// deadline is when the session must wake next: at next, or within an
+// incidentStep while an incident is open (its records and polls). A host
+// without incidents wakes no more often than before.
+func (in *incidents) deadline(next time.Time) time.Time {
+	if len(in.ports) == 0 {
+		return next
+	}
+	return minTime(next, time.Now().Add(incidentStep))
+}
+
 // step hands over what the kernel reported for open incidents and polls
 // what it cannot see. flushFolds writes the repeats still folded in the
 // kernel, so that a recovery's attempts count them.

@@ -139,8 +139,7 @@ func (s *Session) Run(ctx context.Context) error {
 	var rec tracer.Record
 	next := time.Now().Add(s.opts.Tick)
 	for ctx.Err() == nil {
-		// Wake at least every incidentStep for the incidents' records and polls.
-		s.tracer.SetDeadline(minTime(next, time.Now().Add(incidentStep)))
+		s.tracer.SetDeadline(s.incidents.deadline(next))
 		err := s.tracer.Read(&rec)
 		switch {
 		case err == nil:
