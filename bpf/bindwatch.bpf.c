@@ -28,6 +28,7 @@ volatile const __u8 filter_pids;     /* only tgids in traced_pids */
 volatile const __u8 follow_children; /* children of traced tgids are traced */
 volatile const __u8 filter_comm_len; /* 0: no comm filter */
 volatile const char filter_comm[BW_COMM_LEN];
+volatile const __u32 filter_netns;  /* 0: every network namespace */
 volatile const __u32 n_port_ranges; /* 0: all ports */
 volatile const struct port_range port_ranges[BW_MAX_PORT_RANGES];
 volatile const __u64 fold_ns;        /* 0: report every failure */
@@ -231,6 +232,19 @@ static __always_inline bool comm_wanted(void)
 static __always_inline struct task_struct *current_task(void)
 {
 	return (struct task_struct *)bpf_get_current_task();
+}
+
+/*
+ * --netns: failures of tasks in one network namespace. The task's, not the
+ * socket's: a socket is made in its creator's namespace, and the filter
+ * runs before the socket is looked up (a socket passed in from another
+ * namespace is reported by where its user is).
+ */
+static __always_inline bool netns_wanted(void)
+{
+	if (!filter_netns)
+		return true;
+	return BPF_CORE_READ(current_task(), nsproxy, net_ns, ns.inum) == filter_netns;
 }
 
 /* The struct sock behind a file descriptor of the current task. */
@@ -524,7 +538,7 @@ static __always_inline bool fold_or_report(struct fold_key *key, __u32 err, __u8
 	key->syscall = syscall;
 	key->sock_hint = sock_hint;
 
-	if (!port_wanted(port) || !comm_wanted())
+	if (!port_wanted(port) || !comm_wanted() || !netns_wanted())
 		return false;
 	if (fold(key, now)) {
 		count_stat(STAT_FAILURES);

@@ -32,6 +32,7 @@ func traceFlags() []cli.Flag {
 		&cli.IntSliceFlag{Name: "pid", Usage: "only failures of process `PID` (repeatable)"},
 		&cli.BoolFlag{Name: "follow-children", Usage: "with --pid: also trace every process they fork from now on"},
 		&cli.StringFlag{Name: "comm", Usage: "only failures of processes whose command name (as ps -o comm shows it) is `NAME`"},
+		&cli.StringFlag{Name: "netns", Usage: "only failures of processes in the network namespace of `PID|PATH|CONTAINER` (a pid, /run/netns/NAME or NAME, a container's name or id prefix; filtered in the kernel)"},
 		&cli.StringFlag{Name: "backend", Value: "auto", Usage: "kernel hook `BACKEND`: auto, fentry, kprobe or tracepoint (auto takes the first that works here; bindwatch doctor says which do)"},
 		&cli.DurationFlag{Name: "fold", Value: time.Second, Usage: "report repeats of one process's failure on one port within `WINDOW` as a count, not each (0: report every failure)"},
 		&cli.IntFlag{Name: "ring-size", Value: tracer.DefaultRingSize, Usage: "kernel ring buffer `BYTES` (a power of two, at most 256 MiB); failures that find it full are folded, or counted as lost"},
@@ -128,6 +129,13 @@ func tracerConfig(c *cli.Context) (tracer.Config, error) {
 		RingSize:       c.Int("ring-size"),
 		Debug:          c.Bool("debug"),
 		NoHolders:      c.Bool("no-holders"),
+	}
+	if arg := c.String("netns"); arg != "" {
+		ns, err := netnsArg(arg)
+		if err != nil {
+			return cfg, err
+		}
+		cfg.Netns = ns.Inode
 	}
 	for _, p := range c.StringSlice("port") {
 		r, err := parsePortRange(p)

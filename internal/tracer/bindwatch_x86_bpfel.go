@@ -230,6 +230,7 @@ const (
 	BindwatchVarErrnoMask            = "errno_mask"
 	BindwatchVarFilterComm           = "filter_comm"
 	BindwatchVarFilterCommLen        = "filter_comm_len"
+	BindwatchVarFilterNetns          = "filter_netns"
 	BindwatchVarFilterPids           = "filter_pids"
 	BindwatchVarFoldGen              = "fold_gen"
 	BindwatchVarFoldNs               = "fold_ns"
@@ -336,6 +337,7 @@ type BindwatchVariableSpecs struct {
 	ErrnoMask           *ebpf.VariableSpec `ebpf:"errno_mask"`
 	FilterComm          *ebpf.VariableSpec `ebpf:"filter_comm"`
 	FilterCommLen       *ebpf.VariableSpec `ebpf:"filter_comm_len"`
+	FilterNetns         *ebpf.VariableSpec `ebpf:"filter_netns"`
 	FilterPids          *ebpf.VariableSpec `ebpf:"filter_pids"`
 	FoldGen             *ebpf.VariableSpec `ebpf:"fold_gen"`
 	FoldNs              *ebpf.VariableSpec `ebpf:"fold_ns"`
@@ -413,6 +415,7 @@ type BindwatchVariables struct {
 	ErrnoMask           *ebpf.Variable `ebpf:"errno_mask"`
 	FilterComm          *ebpf.Variable `ebpf:"filter_comm"`
 	FilterCommLen       *ebpf.Variable `ebpf:"filter_comm_len"`
+	FilterNetns         *ebpf.Variable `ebpf:"filter_netns"`
 	FilterPids          *ebpf.Variable `ebpf:"filter_pids"`
 	FoldGen             *ebpf.Variable `ebpf:"fold_gen"`
 	FoldNs              *ebpf.Variable `ebpf:"fold_ns"`

@@ -33,6 +33,9 @@ type Config struct {
 	FollowChildren bool
 	// Comm narrows to processes whose comm (at most 15 bytes) equals it.
 	Comm string
+	// Netns narrows to processes in the network namespace of this inode;
+	// 0: every one.
+	Netns uint32
 	// Fold counts, instead of reporting, repeats of one process's failure
 	// on one port within this window. 0 reports every failure.
 	Fold time.Duration
@@ -143,6 +146,7 @@ func (c *Config) set(spec *ebpf.CollectionSpec) error {
 		{"follow_children", boolByte(c.FollowChildren)},
 		{"filter_comm_len", uint8(len(c.Comm))},
 		{"filter_comm", comm},
+		{"filter_netns", c.Netns},
 		{"n_port_ranges", uint32(len(c.Ports))},
 		{"port_ranges", ranges},
 		{"fold_ns", uint64(c.Fold.Nanoseconds())},

@@ -201,3 +201,24 @@ func TestLostReported(t *testing.T) {
 		t.Errorf("stop %v with %v bind_failure records: want failures 5000 = reported + lost", c.stop, c.failures)
 	}
 }
+
+// --netns: a failure in the named network namespace is reported, the same
+// failure in bindwatch's own is not (filtered in the kernel by the task's
+// namespace).
+func TestNetnsFilter(t *testing.T) {
+	port := testenv.FreePort(t)
+	name, inode := testenv.NewNetns(t)
+	s := startSession(t, tracer.Config{Netns: inode, Ports: []tracer.PortRange{{Lo: uint16(port), Hi: uint16(port)}}})
+	testenv.Hold(t, "udp", "127.0.0.1", port, testenv.Opts{})
+	testenv.FailBind(t, "udp", "127.0.0.1", port, testenv.Opts{}, syscall.EADDRINUSE)
+	inNS := []string{"ip", "netns", "exec", name}
+	testenv.StartHelper(t, "hold udp 127.0.0.1 "+strconv.Itoa(port), inNS...)
+	try := testenv.StartHelper(t, "trybind udp 127.0.0.1 "+strconv.Itoa(port), inNS...)
+	tryPID, _ := strconv.Atoi(try.Line[2])
+	s.waitFailure(port)
+	for _, f := range s.failures() {
+		if f.Process.PID != tryPID || f.Process.Netns != inode {
+			t.Errorf("failure of pid %d in netns %d reported; want only pid %d's, in netns %d", f.Process.PID, f.Process.Netns, tryPID, inode)
+		}
+	}
+}
