@@ -13,6 +13,7 @@ import (
 	"sync"
 	"unsafe"
 
+	"github.com/bindwatch/bindwatch/internal/host"
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
@@ -58,7 +59,7 @@ type iterators struct {
 
 func loadIterators() (*iterators, error) {
 	it := &iterators{}
-	if err := LoadItersObjects(&it.objs, nil); err != nil {
+	if err := LoadItersObjects(&it.objs, &ebpf.CollectionOptions{Cache: host.KernelBTF}); err != nil {
 		return nil, fmt.Errorf("load BPF iterators: %w", err)
 	}
 	var err error

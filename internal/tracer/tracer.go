@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"sync"
 	"time"
 	"unsafe"
 
@@ -125,10 +124,7 @@ func openBackend(cfg Config, b Backend) (*Tracer, error) {
 		spec.Maps["events"].MaxEntries = DefaultRingSize
 	}
 
-	var opts ebpf.CollectionOptions
-	if spec, err := kernelSpec(); err == nil {
-		opts.Programs.KernelTypes = spec
-	}
+	opts := ebpf.CollectionOptions{Cache: host.KernelBTF}
 	if cfg.Debug {
 		opts.Programs.LogLevel = ebpf.LogLevelInstruction
 	}
@@ -221,9 +217,9 @@ func loadError(err error, debug bool) error {
 	return fmt.Errorf("load BPF programs: %w", err)
 }
 
-// kernelSpec is the running kernel's BTF, parsed once per process: each
-// parse costs ~10 ms, and the backend checks and CO-RE all need it.
-var kernelSpec = sync.OnceValues(btf.LoadKernelSpec)
+// kernelSpec is the running kernel's BTF (host.KernelBTF, decoded once per
+// process): the backend checks, CO-RE and attach points all need it.
+func kernelSpec() (*btf.Spec, error) { return host.KernelBTF.Kernel() }
 
 // ErrNotPrivileged is why an unprivileged user cannot trace.
 var ErrNotPrivileged = errors.New("tracing needs root (or CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN): run it with sudo")
