@@ -56,19 +56,24 @@ func FillProcess(p *events.Process) {
 	if p.StartTime.IsZero() {
 		p.StartTime = started
 	}
-	if p.Exe == "" {
-		if exe, err := os.Readlink(dir + "/exe"); err == nil {
-			p.Exe = exe
+	// A command line the kernel captured tells whether the process still
+	// runs the program it failed in: exec() keeps pid and start time but
+	// not argv. If it does not, /proc's exe would name the new program.
+	sameProgram := true
+	if b, err := os.ReadFile(dir + "/cmdline"); err == nil {
+		full := host.SplitArgs(b)
+		switch {
+		case len(p.Cmdline) == 0:
+			p.Cmdline = full
+		case p.CmdlineTruncated && completes(full, p.Cmdline):
+			p.Cmdline, p.CmdlineTruncated = full, false
+		case p.CmdlineTruncated || !slices.Equal(full, p.Cmdline):
+			sameProgram = false
 		}
 	}
-	if len(p.Cmdline) == 0 || p.CmdlineTruncated {
-		if b, err := os.ReadFile(dir + "/cmdline"); err == nil {
-			full := host.SplitArgs(b)
-			if len(p.Cmdline) == 0 {
-				p.Cmdline = full
-			} else if completes(full, p.Cmdline) {
-				p.Cmdline, p.CmdlineTruncated = full, false
-			}
+	if p.Exe == "" && sameProgram {
+		if exe, err := os.Readlink(dir + "/exe"); err == nil {
+			p.Exe = exe
 		}
 	}
 	// UID 0 is both root and "not captured"; a GID means the ids were

@@ -128,8 +128,8 @@ func TestFillProcessCompletesOnlyTheSameCommandLine(t *testing.T) {
 	}
 	p := events.Process{PID: h.PID, StartTime: st.Started(), Cmdline: captured, CmdlineTruncated: true}
 	FillProcess(&p)
-	if !slices.Equal(p.Cmdline, full) || p.CmdlineTruncated {
-		t.Errorf("still running: cmdline %.200q (truncated %v), want the whole one from /proc", p.Cmdline, p.CmdlineTruncated)
+	if !slices.Equal(p.Cmdline, full) || p.CmdlineTruncated || p.Exe == "" {
+		t.Errorf("still running: cmdline %.200q (truncated %v), exe %q, want the whole one and the exe from /proc", p.Cmdline, p.CmdlineTruncated, p.Exe)
 	}
 
 	if err := os.WriteFile(execNow, nil, 0o600); err != nil {
@@ -150,5 +150,12 @@ func TestFillProcessCompletesOnlyTheSameCommandLine(t *testing.T) {
 	FillProcess(&q)
 	if !slices.Equal(q.Cmdline, captured) || !q.CmdlineTruncated {
 		t.Errorf("after exec: cmdline %q (truncated %v), want the kernel's capture kept, truncated", q.Cmdline, q.CmdlineTruncated)
+	}
+	// Nor is its executable taken for the one that failed; the same holds
+	// for a command line captured whole.
+	short := events.Process{PID: h.PID, StartTime: st.Started(), Cmdline: []string{os.Args[0], "-test.run=^$", "--short"}}
+	FillProcess(&short)
+	if q.Exe != "" || short.Exe != "" {
+		t.Errorf("after exec: exe %q and %q, want none (the process runs another command line)", q.Exe, short.Exe)
 	}
 }
