@@ -3,8 +3,10 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -251,29 +253,51 @@ func TestLogrotateCreate(t *testing.T) {
 	}
 }
 
-// --output-max-size rotates during a storm: every failure is accounted
-// across the files, none is over the size, every line is whole.
+// --output-max-size rotates during a storm, and --output-compress gzips
+// the rotated files: every failure is accounted across the files, none is
+// over the size, every line is whole.
 func TestOutputMaxSize(t *testing.T) {
 	dir := t.TempDir()
 	out := filepath.Join(dir, "bindwatch.jsonl")
 	port := testenv.FreePort(t)
 	tr := startTracing(t, "--output", out, "--fold", "0", "--port", strconv.Itoa(port),
-		"--output-max-size", "256K", "--output-max-files", "100")
+		"--output-max-size", "256K", "--output-max-files", "100", "--output-compress")
 	st := startStorm(t, port, 1000)
 	time.Sleep(3 * time.Second)
 	provoked := st.stop()
 	time.Sleep(300 * time.Millisecond)
 	tr.stop(t)
-	files := rotatedFiles(out)
-	if len(files) < 3 {
-		t.Errorf("only %d files: the output was not rotated", len(files))
-	}
-	for _, f := range files {
-		if st, _ := os.Stat(f); st.Size() > 256<<10 {
-			t.Errorf("%s has %d bytes, over --output-max-size", f, st.Size())
+	// Rotated files are gzipped: read them back as plain files.
+	var files []string
+	for i := 100; i >= 1; i-- {
+		gz := fmt.Sprintf("%s.%d.gz", out, i)
+		zf, err := os.Open(gz)
+		if err != nil {
+			continue
 		}
+		zr, err := gzip.NewReader(zf)
+		if err != nil {
+			t.Fatalf("%s: %v", gz, err)
+		}
+		b, err := io.ReadAll(zr)
+		zf.Close()
+		if err != nil {
+			t.Fatalf("%s: %v", gz, err)
+		}
+		if len(b) > 256<<10 {
+			t.Errorf("%s holds %d bytes, over --output-max-size", gz, len(b))
+		}
+		plain := filepath.Join(t.TempDir(), filepath.Base(gz)+".plain")
+		os.WriteFile(plain, b, 0o600)
+		files = append(files, plain)
 	}
-	tallyFiles(t, files...).accounted(t, provoked)
+	if len(files) < 2 {
+		t.Errorf("only %d rotated files: the output was not rotated and compressed", len(files))
+	}
+	if left, _ := filepath.Glob(out + ".[0-9]*[0-9]"); len(left) > 0 {
+		t.Errorf("rotated files left uncompressed: %v", left)
+	}
+	tallyFiles(t, append(files, out)...).accounted(t, provoked)
 }
 
 // With `copytruncate` logrotate copies the file and truncates it in place:

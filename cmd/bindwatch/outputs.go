@@ -23,6 +23,7 @@ func outputFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "output-max-size", Usage: "rotate the --output file before it passes `SIZE` (bytes, or with K, M, G: 100M): FILE becomes FILE.1, FILE.1 FILE.2, … (for hosts without logrotate; with logrotate, send SIGHUP in postrotate instead)"},
 		&cli.IntFlag{Name: "output-max-files", Value: defaultMaxFiles, Usage: "with --output-max-size: keep `N` rotated files, removing older ones"},
+		&cli.BoolFlag{Name: "output-compress", Usage: "with --output-max-size: gzip each rotated file (FILE.1.gz, …) in the background"},
 		&cli.StringFlag{Name: "syslog", Usage: "also send each record to a syslog collector at `URL`: unix:///dev/log, udp://HOST:PORT or tcp://HOST:PORT (RFC 5424, app-name bindwatch, msgid the record type, the JSON (or, with --format ecs, ECS) record as message; TCP octet-counted, reconnected; up to 10000 records kept while the collector is away, then counted as lost)"},
 		&cli.StringFlag{Name: "metrics-addr", Usage: "serve Prometheus metrics on `HOST:PORT` (/metrics; /healthz): bindwatch_bind_failures_total{syscall,errno,proto} (folded failures included), bindwatch_events_lost_total, bindwatch_output_errors_total, … (no per-process labels)"},
 		&cli.BoolFlag{Name: "metrics-port-label", Usage: "with --metrics-addr and --port: label bind_failures_total with the --port argument each failure matched (one value per --port, so the series stay few)"},
@@ -115,8 +116,9 @@ func fileOptions(c *cli.Context) (sink.FileOptions, error) {
 		if opts.MaxFiles < 1 {
 			return opts, usagef("--output-max-files %d: keep at least 1 rotated file", opts.MaxFiles)
 		}
-	} else if c.IsSet("output-max-files") {
-		return opts, usagef("--output-max-files needs --output-max-size (how large a file grows before it is rotated)")
+		opts.Compress = c.Bool("output-compress")
+	} else if c.IsSet("output-max-files") || c.Bool("output-compress") {
+		return opts, usagef("--output-max-files and --output-compress need --output-max-size (how large a file grows before it is rotated)")
 	}
 	return opts, nil
 }

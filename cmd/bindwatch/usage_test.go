@@ -62,7 +62,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"--metrics-addr", "9851"}, "HOST:PORT"},
 		{[]string{"--output-max-size", "10M"}, "needs --output"},
 		{[]string{"--output", "/dev/null", "--output-max-size", "ten"}, "not a size"},
-		{[]string{"--output", "/dev/null", "--output-max-files", "3"}, "needs --output-max-size"},
+		{[]string{"--output", "/dev/null", "--output-max-files", "3"}, "need --output-max-size"},
+		{[]string{"--output", "/dev/null", "--output-compress"}, "need --output-max-size"},
 	} {
 		code, stderr := run(t, exec.Command(bindwatchBin, c.args...))
 		if code != 2 || !strings.Contains(stderr, c.want) {

@@ -24,6 +24,8 @@ type FileOptions struct {
 	// MaxFiles rotated files (at least 1).
 	MaxSize  int64
 	MaxFiles int
+	// Compress gzips each rotated file (FILE.1.gz, …).
+	Compress bool
 	// Warn receives the one-line messages of an outage and of a
 	// tightened file mode (standard error).
 	Warn io.Writer
@@ -52,8 +54,9 @@ type File struct {
 	// torn: a short write could not be truncated back, so the file ends in
 	// part of a line, which the next write ends first.
 	torn        bool
-	rotateAfter time.Time // after a failed rotation, when to try again
-	reopenAfter time.Time // after a failed write, when reopening may help again
+	rotateAfter time.Time      // after a failed rotation, when to try again
+	compressing sync.WaitGroup // the background gzip of FILE.1
+	reopenAfter time.Time      // after a failed write, when reopening may help again
 }
 
 // OpenFile opens path for appending records (created 0640), or says in one
@@ -106,7 +109,7 @@ func (w *File) open() (*os.File, error) {
 	fd, err := unix.Openat(int(w.dir.Fd()), w.base, unix.O_WRONLY|unix.O_APPEND|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NOCTTY, 0o640)
 	if errors.Is(err, unix.ELOOP) {
 		target, _ := os.Readlink(w.path)
-		return nil, fmt.Errorf("open --output %s: it is a symbolic link (to %s), and bindwatch does not follow symlinks for what it writes: in a shared directory one may have been planted to make root overwrite another file (hint: give the real path, or remove the link)", w.path, target)
+		return nil, fmt.Errorf("open --output %s: it is a symbolic link (to %s), and bindwatch does not follow symlinks for what it writes: in a shared directory one may have been planted to make root overwrite another file (hint: give the real path, or remove the link; without --output records go to standard output)", w.path, target)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("open --output %s: %w (hint: check that the directory is writable)", w.path, err)
@@ -289,18 +292,33 @@ func (w *File) reopenLocked() error {
 
 // rotate moves FILE.N-1 to FILE.N, …, FILE to FILE.1 within the file's
 // directory and opens a new FILE. renameat moves a planted symlink, never
-// its target; what was FILE.MaxFiles is replaced. If the new FILE cannot
-// be opened, writing goes on to the old one (now FILE.1) and rotation is
-// tried again a minute later.
+// its target; what was FILE.MaxFiles is removed. With Compress, FILE.1 is
+// then gzipped to FILE.1.gz in the background (rotated files are FILE.N or
+// FILE.N.gz: one whose compression failed stays plain). If the new FILE
+// cannot be opened, writing goes on to the old one (now FILE.1) and
+// rotation is tried again a minute later.
 func (w *File) rotate() {
 	if time.Now().Before(w.rotateAfter) {
 		return
 	}
+	w.compressing.Wait() // the last rotation's FILE.1 is read until then
+	var src *os.File
+	if w.opts.Compress {
+		src = w.sameFileForReading()
+	}
 	dir := int(w.dir.Fd())
+	for _, sfx := range []string{"", gzSuffix} {
+		unix.Unlinkat(dir, w.rotated(w.opts.MaxFiles)+sfx, 0)
+	}
 	for i := w.opts.MaxFiles - 1; i >= 1; i-- {
-		unix.Renameat(dir, w.rotated(i), dir, w.rotated(i+1))
+		for _, sfx := range []string{"", gzSuffix} {
+			unix.Renameat(dir, w.rotated(i)+sfx, dir, w.rotated(i+1)+sfx)
+		}
 	}
 	if err := unix.Renameat(dir, w.base, dir, w.rotated(1)); err != nil {
+		if src != nil {
+			src.Close()
+		}
 		w.rotateAfter = time.Now().Add(time.Minute)
 		fmt.Fprintf(w.warnOut(), "bindwatch: rotate --output %s: %v; writing on to it (tried again in a minute)\n", w.path, err)
 		return
@@ -308,6 +326,17 @@ func (w *File) rotate() {
 	if err := w.reopenLocked(); err != nil {
 		w.rotateAfter = time.Now().Add(time.Minute)
 		fmt.Fprintf(w.warnOut(), "bindwatch: rotate: %v; writing on to %s.1 (tried again in a minute)\n", err, w.path)
+		if src != nil {
+			src.Close()
+		}
+		return
+	}
+	if src != nil {
+		w.compressing.Add(1)
+		go func() {
+			defer w.compressing.Done()
+			w.compress(src, w.rotated(1))
+		}()
 	}
 }
 
@@ -325,6 +354,7 @@ func (w *File) Close() error {
 	if w.path == "" {
 		return nil
 	}
+	w.compressing.Wait()
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.dir.Close()

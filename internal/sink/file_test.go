@@ -3,8 +3,10 @@ package sink
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -337,5 +339,67 @@ func TestFileReopen(t *testing.T) {
 	}
 	if _, err := os.Stat(victim); err == nil {
 		t.Error("the symlink's target was created")
+	}
+}
+
+// With Compress, rotated files are gzipped (FILE.N.gz) and hold whole
+// lines, in order, with none missing; a symlink planted at the
+// temporary name of a gzip is removed, not written through.
+func TestFileRotationCompressed(t *testing.T) {
+	dir := sharedDir(t)
+	path := filepath.Join(dir, "out.jsonl")
+	victim := filepath.Join(t.TempDir(), "victim")
+	os.WriteFile(victim, []byte("precious\n"), 0o600)
+	os.Symlink(victim, path+".1.gz.tmp")
+	f, err := OpenFile(path, FileOptions{MaxSize: 8 << 10, MaxFiles: 50, Compress: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 100
+	for i := range n {
+		f.Write(failure(i))
+	}
+	f.Close()
+	if b, _ := os.ReadFile(victim); string(b) != "precious\n" {
+		t.Errorf("compression wrote through a planted symlink: %q", b)
+	}
+	var pids []int
+	for i := 50; i >= 1; i-- {
+		name := fmt.Sprintf("%s.%d", path, i)
+		if _, err := os.Stat(name); err == nil {
+			t.Errorf("%s left uncompressed", name)
+		}
+		zf, err := os.Open(name + ".gz")
+		if err != nil {
+			continue
+		}
+		zr, err := gzip.NewReader(zf)
+		if err != nil {
+			t.Fatalf("%s.gz: %v", name, err)
+		}
+		plain := filepath.Join(t.TempDir(), "plain")
+		b, err := io.ReadAll(zr)
+		zf.Close()
+		if err != nil {
+			t.Fatalf("%s.gz: %v", name, err)
+		}
+		os.WriteFile(plain, b, 0o600)
+		for _, r := range records(t, plain) {
+			pids = append(pids, int(r["process"].(map[string]any)["pid"].(float64)))
+		}
+	}
+	for _, r := range records(t, path) {
+		pids = append(pids, int(r["process"].(map[string]any)["pid"].(float64)))
+	}
+	if len(pids) != n {
+		t.Fatalf("%d records across the files, want %d", len(pids), n)
+	}
+	for i, pid := range pids {
+		if pid != i {
+			t.Fatalf("record %d is pid %d: out of order or missing", i, pid)
+		}
+	}
+	if _, err := os.Lstat(path + ".1.gz.tmp"); err == nil {
+		t.Error("a temporary file is left behind")
 	}
 }
