@@ -9,6 +9,7 @@
  * the same failure yields the same event whichever hook saw it.
  */
 #include "vmlinux.h"
+#include "arch.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_tracing.h>
