@@ -90,6 +90,13 @@ struct fold_map folds1 SEC(".maps");
 /* Which fold map the programs write: folds0 when even. Go flips it. */
 volatile __u32 fold_gen;
 
+/*
+ * Set by Go when tracing stops: from then on no failure is counted, so the
+ * counters hold still at once, while detaching the programs (which waits
+ * for RCU grace periods: ~0.1-0.3 s) goes on beside the last reports.
+ */
+volatile __u8 paused;
+
 static __always_inline void *fold_map_of(__u32 gen)
 {
 	return gen & 1 ? (void *)&folds1 : (void *)&folds0;
@@ -539,7 +546,7 @@ static __always_inline bool fold_or_report(struct fold_key *key, __u32 err, __u8
 	key->syscall = syscall;
 	key->sock_hint = sock_hint;
 
-	if (!port_wanted(port) || !comm_wanted() || !netns_wanted())
+	if (paused || !port_wanted(port) || !comm_wanted() || !netns_wanted())
 		return false;
 	if (fold(key, now)) {
 		count_stat(STAT_FAILURES);
@@ -570,7 +577,7 @@ static __always_inline int emit_failure(struct sock *sk, struct bind_req *req, _
 {
 	struct event *e;
 
-	if (is_probe(sk))
+	if (paused || is_probe(sk))
 		return 0;
 	count_stat(STAT_FAILURES);
 	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);

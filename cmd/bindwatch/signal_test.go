@@ -112,7 +112,7 @@ func TestSecondSignalStopsAtOnce(t *testing.T) {
 		t.Fatalf("storm helper: %v", err)
 	}
 	cmd.Process.Signal(syscall.SIGINT)
-	time.Sleep(50 * time.Millisecond)
+	time.Sleep(10 * time.Millisecond)
 	sent := time.Now()
 	cmd.Process.Signal(syscall.SIGINT)
 	if err := cmd.Wait(); err != nil {
@@ -120,9 +120,9 @@ func TestSecondSignalStopsAtOnce(t *testing.T) {
 	}
 	took := time.Since(sent)
 	t.Logf("exited %v after the second SIGINT", took)
-	// At once is ~0.1 s here; without the second signal the stop would
-	// report the backlog for its whole 0.5 s.
-	if took > 300*time.Millisecond {
+	// At once is 0.1-0.25 s here (loaded); without the second signal the
+	// stop would report the backlog for its whole 0.5 s.
+	if took > 400*time.Millisecond {
 		t.Errorf("bindwatch took %v to exit after a second SIGINT, want at once", took)
 	}
 	if stop := lastStop(t, out); stop.Unread == 0 || stop.Failures != 20000 {

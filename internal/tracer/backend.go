@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
@@ -223,8 +224,12 @@ func attachFollow(coll *ebpf.Collection) ([]link.Link, error) {
 	return links, nil
 }
 
+// closeLinks detaches links side by side: each waits for RCU grace
+// periods of its own (tens of milliseconds on a loaded host).
 func closeLinks(links []link.Link) {
+	var wg sync.WaitGroup
 	for _, l := range links {
-		l.Close()
+		wg.Go(func() { l.Close() })
 	}
+	wg.Wait()
 }

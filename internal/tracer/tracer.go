@@ -34,6 +34,8 @@ type Tracer struct {
 	skipped   map[string]string
 	// foldGen is the fold table generation the programs write (fold_gen).
 	foldGen uint32
+	// detached is closed once Detach's detaching is done.
+	detached chan struct{}
 }
 
 // Open loads the BPF object configured by cfg and attaches it with the
@@ -365,16 +367,23 @@ func (t *Tracer) Unread() uint64 {
 // the kernel's 8-byte header, rounded up to 8 bytes (BPF_RINGBUF_HDR_SZ).
 const recordSize = (8 + uint64(unsafe.Sizeof(BindwatchEvent{})) + 7) &^ 7
 
-// Detach detaches the programs, so that the counters, the fold table and
-// the ring buffer stop changing; they stay readable until Close. A program
-// already running when its hook is detached still finishes (in
-// microseconds): Detach gives it a few milliseconds.
+// Detach stops counting at once — the counters, the fold table and the
+// ring buffer hold still from its return on, and stay readable until Close
+// — and detaches the programs in the background: detaching waits for RCU
+// grace periods (0.1-0.3 s on a loaded host), which a stop need not wait
+// for. Close waits for it.
 func (t *Tracer) Detach() {
-	if t.links == nil {
+	if t.detached != nil {
 		return
 	}
-	closeLinks(t.links)
-	t.links = nil
+	t.coll.Variables[BindwatchVarPaused].Set(uint8(1))
+	links, done := t.links, make(chan struct{})
+	t.links, t.detached = nil, done
+	go func() {
+		closeLinks(links)
+		close(done)
+	}()
+	// A program already past the check finishes within microseconds.
 	time.Sleep(5 * time.Millisecond)
 }
 
@@ -389,6 +398,9 @@ func (t *Tracer) Close() error {
 	}
 	closeLinks(t.links)
 	t.links = nil
+	if t.detached != nil {
+		<-t.detached
+	}
 	if t.coll != nil {
 		t.coll.Close()
 	}
