@@ -10,7 +10,7 @@ import (
 // processes: their secrets are removed by default.
 func redactFlags() []cli.Flag {
 	return []cli.Flag{
-		&cli.StringSliceFlag{Name: "redact", Usage: "also replace with *** what the regular expression `REGEX` matches in a command-line argument (its capture groups if it has any; repeatable). Secrets are always removed: values of --password X, --password=X, KEY=value where the name holds password, passwd, secret, token, key, credential or auth, and URL passwords"},
+		&cli.StringSliceFlag{Name: "redact", Usage: "also replace with *** what the regular expression `REGEX` matches in a command-line argument (its capture groups if it has any; repeatable). Secrets are removed by default (--no-redact keeps them): values of --password X, --password=X, KEY=value where the name holds password, passwd, secret, token, key, credential or auth, and URL passwords"},
 		&cli.BoolFlag{Name: "no-redact", Usage: "report command lines as they are, secrets included (records are often read by many)"},
 	}
 }

@@ -50,16 +50,16 @@ func traceAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	rules, err := redactRules(c)
+	if err != nil {
+		return err
+	}
 	out, _, err := openOutputs(c, os.Stdout, "stdout", "")
 	if err != nil {
 		return err
 	}
 	defer out.Close()
 	if err := requireRoot(); err != nil {
-		return err
-	}
-	rules, err := redactRules(c)
-	if err != nil {
 		return err
 	}
 	reopenOnHangup(out)
