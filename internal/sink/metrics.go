@@ -161,7 +161,7 @@ func lookupResult(f *events.Failure) string {
 
 // Close stops serving.
 func (m *Metrics) Close() error {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	err := m.srv.Shutdown(ctx)
 	<-m.done

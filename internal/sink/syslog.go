@@ -77,6 +77,7 @@ type Syslog struct {
 	closing      bool
 	wake         chan struct{}
 	quit         chan struct{} // Close gave up waiting for the collector
+	closingCh    chan struct{} // closed by Close: a backoff ends early
 	done         chan struct{}
 }
 
@@ -94,7 +95,7 @@ func DialSyslog(opts SyslogOptions) (*Syslog, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--syslog %s: %v (hint: unix:///dev/log, udp://HOST:PORT or tcp://HOST:PORT)", opts.URL, err)
 	}
-	s := &Syslog{form: opts.Form, max: opts.Buffer, pid: strconv.Itoa(os.Getpid()), wake: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
+	s := &Syslog{form: opts.Form, max: opts.Buffer, pid: strconv.Itoa(os.Getpid()), wake: make(chan struct{}, 1), quit: make(chan struct{}), closingCh: make(chan struct{}), done: make(chan struct{})}
 	switch u.Scheme {
 	case "unix":
 		s.network, s.addr = "unixgram", u.Path
@@ -259,10 +260,19 @@ func (s *Syslog) send() {
 			}
 			select {
 			case <-time.After(backoff):
+				backoff = min(2*backoff, 2*time.Second)
+			case <-s.closingCh:
+				// Closing: try again soon while Close waits, not after a
+				// long backoff.
+				backoff = 50 * time.Millisecond
+				select {
+				case <-time.After(backoff):
+				case <-s.quit:
+					return
+				}
 			case <-s.quit:
 				return
 			}
-			backoff = min(2*backoff, 2*time.Second)
 		}
 	}
 }
@@ -317,22 +327,26 @@ func (s *Syslog) Stats() Stats {
 	return s.loss.stats()
 }
 
-// Close sends what is queued — the stop record — waiting up to 3 seconds
-// for the collector, then stops; what is left is counted and said on
-// standard error.
+// closeWait is how long Close waits for the queue to drain: a stop must
+// not wait on an absent collector (bindwatch stops within a second).
+const closeWait = 500 * time.Millisecond
+
+// Close sends what is queued — the stop record — waiting up to closeWait
+// for the collector, then stops; what is left is said on standard error.
 func (s *Syslog) Close() error {
 	s.mu.Lock()
 	s.closing = true
 	s.mu.Unlock()
+	close(s.closingCh)
 	s.poke()
 	select {
 	case <-s.done:
-	case <-time.After(3 * time.Second):
+	case <-time.After(closeWait):
 		close(s.quit)
 		s.mu.Lock()
 		n := len(s.queue)
 		s.mu.Unlock()
-		fmt.Fprintf(s.loss.warn, "bindwatch: %s: %d record%s could not be sent before exit\n", s.loss.name, n, events.Plural(n))
+		fmt.Fprintf(s.loss.warn, "bindwatch: %s: %d record%s could not be sent before exit (the collector is away)\n", s.loss.name, n, events.Plural(n))
 	}
 	return nil
 }

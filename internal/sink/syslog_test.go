@@ -121,3 +121,24 @@ func TestSyslogURLs(t *testing.T) {
 		}
 	}
 }
+
+// With the collector away, Close gives up within a second (a stop does
+// not wait on it) and says what could not be sent.
+func TestSyslogCloseCollectorAway(t *testing.T) {
+	var warn testenv.SyncBuffer
+	s, err := DialSyslog(SyslogOptions{URL: fmt.Sprintf("tcp://127.0.0.1:%d", testenv.FreePort(t)), Warn: &warn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Write(failure(1))
+	s.Write(&events.Stop{Type: events.TypeStop, Version: events.Version, Time: time.Now(), Host: "h"})
+	time.Sleep(300 * time.Millisecond) // into a backoff
+	start := time.Now()
+	s.Close()
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("Close took %v with the collector away", took)
+	}
+	if w := warn.String(); !strings.Contains(w, "connection refused") || !strings.Contains(w, "2 records could not be sent before exit") {
+		t.Errorf("standard error: %q", w)
+	}
+}
