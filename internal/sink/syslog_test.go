@@ -1,8 +1,12 @@
 package sink
 
 import (
+	"bytes"
 	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -140,5 +144,43 @@ func TestSyslogCloseCollectorAway(t *testing.T) {
 	}
 	if w := warn.String(); !strings.Contains(w, "connection refused") || !strings.Contains(w, "2 records could not be sent before exit") {
 		t.Errorf("standard error: %q", w)
+	}
+}
+
+// A stream socket at a unix:// path (syslog-ng's unix-stream) gets
+// octet-counted messages: here socat listens and hands on the bytes.
+func TestSyslogUnixStream(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "stream.sock")
+	var got testenv.SyncBuffer
+	socat := exec.Command("socat", "-u", "UNIX-LISTEN:"+sock, "STDOUT")
+	socat.Stdout = &got
+	if err := socat.Start(); err != nil {
+		t.Fatalf("socat: %v", err)
+	}
+	defer socat.Process.Kill()
+	testenv.WaitForFile(t, sock, 5*time.Second, nil)
+	s, err := DialSyslog(SyslogOptions{URL: "unix://" + sock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Write(failure(1))
+	s.Write(&events.Stop{Type: events.TypeStop, Version: events.Version, Time: time.Now(), Host: "h"})
+	s.Close()
+	socat.Wait() // socat ends when bindwatch closes the connection
+	b := got.Bytes()
+	for _, want := range []string{"bind_failure", "stop"} {
+		sp := bytes.IndexByte(b, ' ')
+		n, err := strconv.Atoi(string(b[:max(sp, 0)]))
+		if sp < 0 || err != nil || len(b) < sp+1+n {
+			t.Fatalf("not an octet-counted frame: %q", b)
+		}
+		msg := b[sp+1 : sp+1+n]
+		if !bytes.HasPrefix(msg, []byte("<")) || !bytes.Contains(msg, []byte(" bindwatch ")) || !bytes.Contains(msg, []byte(" "+want+" - {")) {
+			t.Errorf("frame %q, want an RFC 5424 %s message", msg, want)
+		}
+		b = b[sp+1+n:]
+	}
+	if len(b) != 0 {
+		t.Errorf("left over: %q", b)
 	}
 }
