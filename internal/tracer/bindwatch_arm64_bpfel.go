@@ -236,6 +236,7 @@ const (
 	BindwatchVarFoldNs               = "fold_ns"
 	BindwatchVarFollowChildren       = "follow_children"
 	BindwatchVarN_portRanges         = "n_port_ranges"
+	BindwatchVarPaused               = "paused"
 	BindwatchVarPortRanges           = "port_ranges"
 	BindwatchVarRecordHolders        = "record_holders"
 	BindwatchVarUnusedArgsLen        = "unused_args_len"
@@ -343,6 +344,7 @@ type BindwatchVariableSpecs struct {
 	FoldNs              *ebpf.VariableSpec `ebpf:"fold_ns"`
 	FollowChildren      *ebpf.VariableSpec `ebpf:"follow_children"`
 	N_portRanges        *ebpf.VariableSpec `ebpf:"n_port_ranges"`
+	Paused              *ebpf.VariableSpec `ebpf:"paused"`
 	PortRanges          *ebpf.VariableSpec `ebpf:"port_ranges"`
 	RecordHolders       *ebpf.VariableSpec `ebpf:"record_holders"`
 	UnusedArgsLen       *ebpf.VariableSpec `ebpf:"unused_args_len"`
@@ -421,6 +423,7 @@ type BindwatchVariables struct {
 	FoldNs              *ebpf.Variable `ebpf:"fold_ns"`
 	FollowChildren      *ebpf.Variable `ebpf:"follow_children"`
 	N_portRanges        *ebpf.Variable `ebpf:"n_port_ranges"`
+	Paused              *ebpf.Variable `ebpf:"paused"`
 	PortRanges          *ebpf.Variable `ebpf:"port_ranges"`
 	RecordHolders       *ebpf.Variable `ebpf:"record_holders"`
 	UnusedArgsLen       *ebpf.Variable `ebpf:"unused_args_len"`

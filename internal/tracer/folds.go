@@ -15,17 +15,19 @@ import (
 func (t *Tracer) FoldEntries() int { return int(t.maps.Folds0.MaxEntries()) }
 
 // HarvestFolds empties the fold table generation the programs stopped
-// writing at the previous call, a tick ago, and returns its folds as
-// repeats records (without time and host); then it
-// flips, so the programs write the emptied generation and the one they
-// wrote until now rests for a tick before it is harvested. Between two
-// calls at least a program's run time must pass (any tick will do): only
-// a map no program writes is read, so the read cannot be disturbed.
+// writing at the previous call and returns its folds as repeats records
+// (without time and host); then it flips, so the programs write the
+// emptied generation while the one they wrote until now rests until the
+// next call. It first waits until no program can still be writing the
+// generation it reads (WaitForPrograms: one that read fold_gen before the
+// previous flip is done), so the read cannot be disturbed and no increment
+// is lost; called once a tick, that wait is over at once.
 //
 // On an error nothing is flipped: the next call harvests the same
 // generation again, and what it already read is not returned twice (it
 // was deleted as it was read).
 func (t *Tracer) HarvestFolds() ([]events.Repeats, error) {
+	WaitForPrograms()
 	rest := t.foldGen + 1
 	folds, err := harvest(t.foldMap(rest), nil)
 	if err != nil {

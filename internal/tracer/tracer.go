@@ -383,8 +383,22 @@ func (t *Tracer) Detach() {
 		closeLinks(links)
 		close(done)
 	}()
-	// A program already past the check finishes within microseconds.
-	time.Sleep(5 * time.Millisecond)
+	// A program that read paused before it was set is done after this.
+	WaitForPrograms()
+}
+
+// WaitForPrograms returns once every BPF program running when it was
+// called has finished, so that one which read a variable (fold_gen,
+// paused) before Go changed it cannot write after this returns. BPF
+// programs run inside RCU read-side critical sections, and
+// membarrier(MEMBARRIER_CMD_GLOBAL) waits for an RCU grace period
+// (synchronize_rcu; ~15 ms here). Where it is refused (nohz_full
+// kernels) a pause far longer than any program runs stands in.
+func WaitForPrograms() {
+	const membarrierCmdGlobal = 1
+	if _, _, errno := unix.Syscall(unix.SYS_MEMBARRIER, membarrierCmdGlobal, 0, 0); errno != 0 {
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // Close detaches the programs and frees the ring buffer; a blocked Read

@@ -189,13 +189,10 @@ func (s *Session) tick() error {
 
 // flushFolds reports every failure folded so far, so that a recovery's
 // attempts count them: it harvests the resting generation of the fold
-// table, flips, and once the programs have certainly moved on (a program
-// runs for microseconds) harvests the other.
+// table, flips, and harvests the other (HarvestFolds waits until the
+// programs have certainly moved on).
 func (s *Session) flushFolds() error {
-	for i := range 2 {
-		if i == 1 {
-			time.Sleep(time.Millisecond)
-		}
+	for range 2 {
 		folds, _ := s.tracer.HarvestFolds()
 		if err := s.writeRepeats(folds); err != nil {
 			return err
