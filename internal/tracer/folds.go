@@ -30,6 +30,7 @@ func (t *Tracer) HarvestFolds() ([]events.Repeats, error) {
 	WaitForPrograms()
 	rest := t.foldGen + 1
 	folds, err := harvest(t.foldMap(rest), nil)
+	folds = mergeRepeats(folds)
 	if err != nil {
 		return folds, err
 	}
@@ -44,10 +45,37 @@ func (t *Tracer) HarvestFolds() ([]events.Repeats, error) {
 // after Detach, when no program writes either.
 func (t *Tracer) HarvestAllFolds() ([]events.Repeats, error) {
 	folds, err := harvest(t.foldMap(t.foldGen+1), nil)
-	if err != nil {
-		return folds, err
+	if err == nil {
+		folds, err = harvest(t.foldMap(t.foldGen), folds)
 	}
-	return harvest(t.foldMap(t.foldGen), folds)
+	return mergeRepeats(folds), err
+}
+
+// repeatsKey is what a repeats record says a failure was: the kernel's
+// fold key also tells a process's sockets apart (sock_hint), the record
+// does not.
+type repeatsKey struct {
+	pid                         int
+	comm, syscall, errno, proto string
+	port                        uint16
+}
+
+// mergeRepeats sums the folds that make the same repeats record, so that
+// one process failing on one port from 600 sockets is one record a tick,
+// not 600 — however many keys a storm spreads itself over.
+func mergeRepeats(folds []events.Repeats) []events.Repeats {
+	at := make(map[repeatsKey]int, len(folds))
+	out := folds[:0]
+	for _, r := range folds {
+		k := repeatsKey{r.PID, r.Comm, r.Syscall, r.Errno, r.Proto, r.Port}
+		if i, ok := at[k]; ok {
+			out[i].Count += r.Count
+			continue
+		}
+		at[k] = len(out)
+		out = append(out, r)
+	}
+	return out
 }
 
 func (t *Tracer) foldMap(gen uint32) *ebpf.Map {

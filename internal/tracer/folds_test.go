@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bindwatch/bindwatch/internal/events"
 	"github.com/bindwatch/bindwatch/internal/testenv"
 )
 
@@ -72,5 +73,22 @@ func BenchmarkHarvestFolds(b *testing.B) {
 			b.Fatal(err)
 		}
 		tr.HarvestFolds() // flip back: the next fill targets the same generation
+	}
+}
+
+// Folds of one process on one port from many sockets are one record.
+func TestMergeRepeats(t *testing.T) {
+	r := func(pid int, port uint16, n uint64) events.Repeats {
+		return events.Repeats{PID: pid, Comm: "storm", Syscall: "bind", Errno: "EADDRINUSE", Proto: "tcp", Port: port, Count: n}
+	}
+	got := mergeRepeats([]events.Repeats{r(1, 80, 2), r(1, 81, 1), r(1, 80, 3), r(2, 80, 1), r(1, 81, 4)})
+	want := []events.Repeats{r(1, 80, 5), r(1, 81, 5), r(2, 80, 1)}
+	if len(got) != len(want) {
+		t.Fatalf("merged into %+v, want %+v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("record %d: %+v, want %+v", i, got[i], want[i])
+		}
 	}
 }
