@@ -322,7 +322,7 @@ func (s *recordSink) writeSummary(w io.Writer, argv []string, st *os.ProcessStat
 		fmt.Fprintln(w, line)
 	}
 	if s.lost > 0 {
-		fmt.Fprintf(w, "  %d more lost: the ring buffer was full, their ports are unknown (hint: raise --ring-size, or narrow with --port)\n", s.lost)
+		fmt.Fprintf(w, "  %d more lost: the ring buffer and the fold table were full, their ports are unknown (hint: raise --ring-size, or narrow with --port)\n", s.lost)
 	}
 	if incidents := s.incidents.Finish(time.Now()); len(incidents) > 0 {
 		fmt.Fprintln(w)

@@ -230,8 +230,9 @@ type Repeats struct {
 	Port    uint16    `json:"port"`
 }
 
-// Lost reports failures the kernel counted but could not hand over because
-// the ring buffer was full. They are counted, never silently dropped.
+// Lost reports failures the kernel counted but could neither hand over nor
+// fold: the ring buffer was full, and the fold table too (or folding is
+// off). They are counted, never silently dropped.
 type Lost struct {
 	Type    string    `json:"type"`
 	Version int       `json:"version"`
