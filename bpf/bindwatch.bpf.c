@@ -1165,6 +1165,38 @@ int seed_holders(struct bpf_iter__task_file *ctx)
 /* ---- incidents: the kernel's view of a port with an open incident -------- */
 
 /*
+ * A released record: sk, on key's port, stopped holding it, in the current
+ * task's context; rec is the registry's record of who took the port with
+ * it, if it has one.
+ */
+static __always_inline int emit_released(struct holder_key *key, struct sock *sk, struct holder_rec *rec)
+{
+	struct task_struct *task = current_task();
+	struct incident_event *e = incident_reserve(BW_INCIDENT_RELEASED);
+	__u16 family;
+
+	if (!e)
+		return 0;
+	e->netns = key->netns;
+	e->proto = key->proto;
+	family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	e->family = family;
+	sock_local_addr(sk, family, e->addr, &e->port);
+	e->port = key->port;
+	if (rec) {
+		__builtin_memcpy(&e->holder, rec, sizeof(*rec));
+		e->has_holder = 1;
+	}
+	/* do_exit() sets PF_EXITING and exit_code before it closes the files. */
+	if (BPF_CORE_READ(task, flags) & PF_EXITING) {
+		e->exiting = 1;
+		e->exit_code = BPF_CORE_READ(task, exit_code);
+	}
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+/*
  * sock:inet_sock_set_state fires on every TCP state change, in the context
  * of the task that caused it. A listener that closes goes LISTEN -> CLOSE
  * (tcp_close / inet_csk_listen_stop): from close() in the program, from
@@ -1177,8 +1209,6 @@ SEC("tracepoint/sock/inet_sock_set_state")
 int incident_sock_state(struct trace_event_raw_inet_sock_set_state *ctx)
 {
 	struct holder_key key = { .proto = IPPROTO_TCP };
-	struct task_struct *task;
-	struct incident_event *e;
 	struct holder_rec *rec;
 	struct sock *sk;
 
@@ -1194,24 +1224,44 @@ int incident_sock_state(struct trace_event_raw_inet_sock_set_state *ctx)
 	rec = bpf_map_lookup_elem(&tcp_holders, &key);
 	if (!rec || rec->sk != (__u64)sk)
 		return 0;
-	e = incident_reserve(BW_INCIDENT_RELEASED);
-	if (!e)
+	return emit_released(&key, sk, rec);
+}
+
+/*
+ * fentry/kprobe backends: udp_lib_unhash is every UDP socket's unhash op
+ * (IPv4, IPv6, UDP-Lite), called when it closes (sk_common_release) in the
+ * closing task's context, before its port is forgotten. The tracepoint
+ * backend has no hook here: a poll sees UDP holders go.
+ */
+static __always_inline int udp_unhashed(struct sock *sk)
+{
+	struct holder_key key = { .proto = IPPROTO_UDP };
+	struct holder_rec *rec;
+
+	if (!incidents_open())
 		return 0;
-	e->netns = key.netns;
-	e->proto = IPPROTO_TCP;
-	e->port = key.port;
-	e->family = rec->family;
-	__builtin_memcpy(e->addr, rec->addr, sizeof(e->addr));
-	__builtin_memcpy(&e->holder, rec, sizeof(*rec));
-	e->has_holder = 1;
-	task = current_task();
-	/* do_exit() sets PF_EXITING and exit_code before it closes the files. */
-	if (BPF_CORE_READ(task, flags) & PF_EXITING) {
-		e->exiting = 1;
-		e->exit_code = BPF_CORE_READ(task, exit_code);
-	}
-	bpf_ringbuf_submit(e, 0);
-	return 0;
+	key.port = BPF_CORE_READ(sk, __sk_common.skc_num);
+	if (!key.port) /* never bound: a failed bind()'s socket */
+		return 0;
+	key.netns = sock_netns(sk);
+	if (!bpf_map_lookup_elem(&incident_ports, &key))
+		return 0;
+	rec = bpf_map_lookup_elem(&udp_holders, &key);
+	if (rec && rec->sk != (__u64)sk)
+		rec = NULL; /* another socket on the port: no record of who bound it */
+	return emit_released(&key, sk, rec);
+}
+
+SEC("fentry/udp_lib_unhash")
+int BPF_PROG(fentry_udp_lib_unhash, struct sock *sk)
+{
+	return udp_unhashed(sk);
+}
+
+SEC("kprobe/udp_lib_unhash")
+int BPF_KPROBE(kprobe_udp_lib_unhash, struct sock *sk)
+{
+	return udp_unhashed(sk);
 }
 
 /* The stop signals a postmortem asks about: HUP, INT, QUIT, KILL, USR2, TERM. */

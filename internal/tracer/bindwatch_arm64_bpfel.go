@@ -208,6 +208,7 @@ const (
 	BindwatchMapTcpHolders           = "tcp_holders"
 	BindwatchMapTracedPids           = "traced_pids"
 	BindwatchMapUdpHolders           = "udp_holders"
+	BindwatchProgFentryUdpLibUnhash  = "fentry_udp_lib_unhash"
 	BindwatchProgFexitInet6Bind      = "fexit_inet6_bind"
 	BindwatchProgFexitInetBind       = "fexit_inet_bind"
 	BindwatchProgFexitInetListen     = "fexit_inet_listen"
@@ -218,6 +219,7 @@ const (
 	BindwatchProgKprobeInet6Bind     = "kprobe_inet6_bind"
 	BindwatchProgKprobeInetBind      = "kprobe_inet_bind"
 	BindwatchProgKprobeInetListen    = "kprobe_inet_listen"
+	BindwatchProgKprobeUdpLibUnhash  = "kprobe_udp_lib_unhash"
 	BindwatchProgKretprobeInet6Bind  = "kretprobe_inet6_bind"
 	BindwatchProgKretprobeInetBind   = "kretprobe_inet_bind"
 	BindwatchProgKretprobeInetListen = "kretprobe_inet_listen"
@@ -292,6 +294,7 @@ type BindwatchSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type BindwatchProgramSpecs struct {
+	FentryUdpLibUnhash  *ebpf.ProgramSpec `ebpf:"fentry_udp_lib_unhash"`
 	FexitInet6Bind      *ebpf.ProgramSpec `ebpf:"fexit_inet6_bind"`
 	FexitInetBind       *ebpf.ProgramSpec `ebpf:"fexit_inet_bind"`
 	FexitInetListen     *ebpf.ProgramSpec `ebpf:"fexit_inet_listen"`
@@ -302,6 +305,7 @@ type BindwatchProgramSpecs struct {
 	KprobeInet6Bind     *ebpf.ProgramSpec `ebpf:"kprobe_inet6_bind"`
 	KprobeInetBind      *ebpf.ProgramSpec `ebpf:"kprobe_inet_bind"`
 	KprobeInetListen    *ebpf.ProgramSpec `ebpf:"kprobe_inet_listen"`
+	KprobeUdpLibUnhash  *ebpf.ProgramSpec `ebpf:"kprobe_udp_lib_unhash"`
 	KretprobeInet6Bind  *ebpf.ProgramSpec `ebpf:"kretprobe_inet6_bind"`
 	KretprobeInetBind   *ebpf.ProgramSpec `ebpf:"kretprobe_inet_bind"`
 	KretprobeInetListen *ebpf.ProgramSpec `ebpf:"kretprobe_inet_listen"`
@@ -441,6 +445,7 @@ type BindwatchVariables struct {
 //
 // It can be passed to LoadBindwatchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type BindwatchPrograms struct {
+	FentryUdpLibUnhash  *ebpf.Program `ebpf:"fentry_udp_lib_unhash"`
 	FexitInet6Bind      *ebpf.Program `ebpf:"fexit_inet6_bind"`
 	FexitInetBind       *ebpf.Program `ebpf:"fexit_inet_bind"`
 	FexitInetListen     *ebpf.Program `ebpf:"fexit_inet_listen"`
@@ -451,6 +456,7 @@ type BindwatchPrograms struct {
 	KprobeInet6Bind     *ebpf.Program `ebpf:"kprobe_inet6_bind"`
 	KprobeInetBind      *ebpf.Program `ebpf:"kprobe_inet_bind"`
 	KprobeInetListen    *ebpf.Program `ebpf:"kprobe_inet_listen"`
+	KprobeUdpLibUnhash  *ebpf.Program `ebpf:"kprobe_udp_lib_unhash"`
 	KretprobeInet6Bind  *ebpf.Program `ebpf:"kretprobe_inet6_bind"`
 	KretprobeInetBind   *ebpf.Program `ebpf:"kretprobe_inet_bind"`
 	KretprobeInetListen *ebpf.Program `ebpf:"kretprobe_inet_listen"`
@@ -463,6 +469,7 @@ type BindwatchPrograms struct {
 
 func (p *BindwatchPrograms) Close() error {
 	return _BindwatchClose(
+		p.FentryUdpLibUnhash,
 		p.FexitInet6Bind,
 		p.FexitInetBind,
 		p.FexitInetListen,
@@ -473,6 +480,7 @@ func (p *BindwatchPrograms) Close() error {
 		p.KprobeInet6Bind,
 		p.KprobeInetBind,
 		p.KprobeInetListen,
+		p.KprobeUdpLibUnhash,
 		p.KretprobeInet6Bind,
 		p.KretprobeInetBind,
 		p.KretprobeInetListen,

@@ -50,7 +50,30 @@ func (k PortKey) kernel() (BindwatchHolderKey, bool) {
 	return hk, true
 }
 
-func attachIncidents(coll *ebpf.Collection) ([]link.Link, error) {
+// udpUnhash is the kernel function every UDP socket leaves its port
+// through; the fentry and kprobe backends hook it to see a UDP holder's
+// release (the tracepoint backend has no such hook, and polls).
+const udpUnhash = "udp_lib_unhash"
+
+// incidentPrograms names the incident programs the backend loads.
+func incidentPrograms(backend string) []string {
+	var p []string
+	for _, tp := range incidentTracepoints {
+		p = append(p, tp.prog)
+	}
+	switch backend {
+	case "fentry":
+		p = append(p, "fentry_"+udpUnhash)
+	case "kprobe":
+		p = append(p, "kprobe_"+udpUnhash)
+	}
+	return p
+}
+
+// attachIncidents attaches the incident programs. The UDP release hook is
+// optional: without it (a kernel that inlined or renamed the function) a
+// poll sees UDP holders go, as on the tracepoint backend.
+func (t *Tracer) attachIncidents(coll *ebpf.Collection) ([]link.Link, error) {
 	if err := host.EnsureTracefs(); err != nil {
 		return nil, err
 	}
@@ -63,8 +86,26 @@ func attachIncidents(coll *ebpf.Collection) ([]link.Link, error) {
 		}
 		links = append(links, l)
 	}
+	var l link.Link
+	var err error
+	switch t.backend {
+	case "fentry":
+		l, err = link.AttachTracing(link.TracingOptions{Program: coll.Programs["fentry_"+udpUnhash]})
+	case "kprobe":
+		l, err = link.Kprobe(udpUnhash, coll.Programs["kprobe_"+udpUnhash], nil)
+	default:
+		return links, nil
+	}
+	if err == nil {
+		links = append(links, l)
+		t.udpReleases = true
+	}
 	return links, nil
 }
+
+// SeesUDPReleases tells whether the kernel reports a UDP holder's release
+// (fentry and kprobe backends); otherwise only a poll sees it.
+func (t *Tracer) SeesUDPReleases() bool { return t.udpReleases }
 
 // NoHolders tells whether the holder registry is off (--no-holders): then
 // the kernel cannot tell a listener's close from a failed listen(), and
@@ -152,6 +193,9 @@ func decodeIncident(ev *BindwatchIncidentEvent, clock bootClock) any {
 			Type: events.TypeReleased, Version: events.Version, Time: at, Source: events.SourceKernel,
 			Proto: proto, Netns: ev.Netns, Addr: formatAddr(ev.Family, ev.Addr), Port: ev.Port,
 			State: "LISTEN", How: events.HowClose, Closer: &actor,
+		}
+		if proto == "udp" {
+			r.State = "UNCONN"
 		}
 		if ev.Exiting != 0 {
 			r.How = events.HowExit

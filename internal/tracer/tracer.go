@@ -30,8 +30,10 @@ type Tracer struct {
 	incidents *ringbuf.Reader
 	watched   map[PortKey]bool
 	noHolders bool
-	backend   string
-	skipped   map[string]string
+	// udpReleases: the kernel reports UDP holders' releases (udp_lib_unhash).
+	udpReleases bool
+	backend     string
+	skipped     map[string]string
 	// foldGen is the fold table generation the programs write (fold_gen).
 	foldGen uint32
 	// detached is closed once Detach's detaching is done.
@@ -105,8 +107,8 @@ func openBackend(cfg Config, b Backend) (*Tracer, error) {
 	if !cfg.NoHolders {
 		keep[seedProgram] = true
 	}
-	for _, tp := range incidentTracepoints {
-		keep[tp.prog] = true
+	for _, p := range incidentPrograms(b.Name()) {
+		keep[p] = true
 	}
 	for name := range spec.Programs {
 		if !keep[name] {
@@ -157,7 +159,7 @@ func openBackend(cfg Config, b Backend) (*Tracer, error) {
 		}
 		t.links = append(t.links, fl...)
 	}
-	il, err := attachIncidents(coll)
+	il, err := t.attachIncidents(coll)
 	if err != nil {
 		t.Close()
 		return nil, err

@@ -92,10 +92,8 @@ func (in *incidents) failed(f *events.Failure) {
 				w.pids = append(w.pids, p.PID)
 			}
 		}
-		// A TCP listener's close is the kernel's to report (when the
-		// registry records it: see incident_sock_state); the rest —
-		// UDP sockets, bound TCP sockets, TIME_WAIT — is polled.
-		if h.Inode != 0 && (h.State != "LISTEN" || in.tracer.NoHolders()) {
+		// What the kernel reports going (kernelSees) is not polled.
+		if h.Inode != 0 && !in.kernelSees(h) {
 			w.polled[h.Inode] = h
 		}
 		if h.State == "TIME_WAIT" {
@@ -116,6 +114,20 @@ func (in *incidents) deadline(next time.Time) time.Time {
 		return next
 	}
 	return minTime(next, time.Now().Add(incidentStep))
+}
+
+// kernelSees tells whether the kernel reports h's release: a TCP
+// listener's close when the registry records it (incident_sock_state), a
+// UDP socket's where udp_lib_unhash is hooked. The rest — bound TCP
+// sockets, TIME_WAIT, UDP on the tracepoint backend — is polled.
+func (in *incidents) kernelSees(h *events.Holder) bool {
+	switch {
+	case h.Proto == "udp":
+		return in.tracer.SeesUDPReleases()
+	case h.State == "LISTEN":
+		return !in.tracer.NoHolders()
+	}
+	return false
 }
 
 // step hands over what the kernel reported for open incidents and polls
