@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"os/exec"
 	"regexp"
 	"strconv"
@@ -11,20 +12,19 @@ import (
 	"github.com/bindwatch/bindwatch/internal/testenv"
 )
 
-// who, driven as a user would: it names the process holding a port, agrees
-// with ss, matches the documented schema, and exits 0 held / 1 free.
-func TestWhoAgreesWithSS(t *testing.T) {
-	testenv.RequireRoot(t)
+// whoJSON runs `bindwatch who ARG --format json`, checks the record
+// against the schema, and returns the pids of its holders and its exit
+// status.
+func whoJSON(t *testing.T, arg string) (pids []int, code int) {
+	t.Helper()
 	schema, err := testenv.LoadSchema("../../docs/schema.json")
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := testenv.FreePort(t)
-	holder := testenv.StartHelper(t, "hold tcp 0.0.0.0 "+strconv.Itoa(port)).Cmd
-
-	out, err := exec.Command(bindwatchBin, "who", strconv.Itoa(port)+"/tcp", "--format", "json").Output()
-	if err != nil {
-		t.Fatalf("who %d/tcp: %v (want exit 0: the port is held)", port, err)
+	cmd := exec.Command(bindwatchBin, "who", arg, "--format", "json")
+	out, err := cmd.Output()
+	if err != nil && cmd.ProcessState.ExitCode() < 0 {
+		t.Fatalf("who %s: %v", arg, err)
 	}
 	var doc map[string]any
 	if err := json.Unmarshal(out, &doc); err != nil {
@@ -33,13 +33,38 @@ func TestWhoAgreesWithSS(t *testing.T) {
 	if err := schema.Validate(any(doc)); err != nil {
 		t.Errorf("who output does not match docs/schema.json: %v\n%s", err, out)
 	}
-	var pids []int
 	for _, h := range doc["holders"].([]any) {
 		for _, p := range h.(map[string]any)["processes"].([]any) {
 			pids = append(pids, int(p.(map[string]any)["pid"].(float64)))
 		}
 	}
+	return pids, cmd.ProcessState.ExitCode()
+}
 
+// who, driven as a user would: it names the process holding a TCP or UDP
+// port, matches the documented schema, and exits 0 held / 1 free.
+func TestWhoNamesTheHolder(t *testing.T) {
+	testenv.RequireRoot(t)
+	for _, proto := range []string{"tcp", "udp"} {
+		port := testenv.FreePort(t)
+		holder := testenv.StartHelper(t, fmt.Sprintf("hold %s 0.0.0.0 %d", proto, port))
+		pids, code := whoJSON(t, fmt.Sprintf("%d/%s", port, proto))
+		if code != 0 || len(pids) != 1 || pids[0] != holder.PID {
+			t.Errorf("who %d/%s: exit %d, pids %v; want exit 0 and the holder %d", port, proto, code, pids, holder.PID)
+		}
+	}
+	free := testenv.FreePort(t)
+	if pids, code := whoJSON(t, strconv.Itoa(free)+"/tcp"); code != 1 || len(pids) != 0 {
+		t.Errorf("who on a free port: exit %d, pids %v; want exit 1, none", code, pids)
+	}
+}
+
+// who agrees with ss on who holds a port.
+func TestWhoAgreesWithSS(t *testing.T) {
+	testenv.RequireRoot(t)
+	port := testenv.FreePort(t)
+	holder := testenv.StartHelper(t, "hold tcp 0.0.0.0 "+strconv.Itoa(port)).Cmd
+	pids, _ := whoJSON(t, strconv.Itoa(port)+"/tcp")
 	ss, err := exec.Command("ss", "-Htlnp", "sport = :"+strconv.Itoa(port)).Output()
 	if err != nil {
 		t.Fatalf("ss: %v", err)
@@ -52,18 +77,8 @@ func TestWhoAgreesWithSS(t *testing.T) {
 	if len(pids) != 1 || pids[0] != holder.Process.Pid || len(ssPids) != 1 || ssPids[0] != pids[0] {
 		t.Errorf("who says pids %v, ss says %v (%s), the holder is %d", pids, ssPids, strings.TrimSpace(string(ss)), holder.Process.Pid)
 	}
-
-	free := testenv.FreePort(t)
-	cmd := exec.Command(bindwatchBin, "who", strconv.Itoa(free), "--format", "json")
-	if err := cmd.Run(); cmd.ProcessState.ExitCode() != 1 {
-		t.Errorf("who on a free port: %v, want exit 1", err)
-	}
 }
 
-// who and wait-free warn about a port that outgoing connections may take
-// — inside the namespace's ephemeral range, not reserved — even when
-// nothing holds it now; not about a reserved port or one outside the
-// range. Run in a namespace of its own, whose range the test sets.
 func TestEphemeralPortNote(t *testing.T) {
 	schema, err := testenv.LoadSchema("../../docs/schema.json")
 	if err != nil {
