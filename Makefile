@@ -6,8 +6,16 @@ GO      ?= go
 CLANG   ?= clang-19
 BINARY  ?= bindwatch
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-# Packages whose integration tests also run inside the qemu kernel matrix.
-VM_TEST_PKGS ?= ./internal/tracer,./internal/watch,./internal/vmtest/testdata/smoke
+# Packages whose integration tests also run inside the qemu kernel matrix:
+# VM_TEST_PKGS once per backend (they trace), VM_ONCE_PKGS once per kernel.
+# PKG=REGEXP runs only those tests, PKG!REGEXP all but those: the guest is
+# a bare busybox, and tests that need python3, ss or iproute2's netns run
+# on the host only. cmd/bindwatch's tests drive the real binary.
+VM_CMD_TRACING := ^(TestRunTracesOnlyItsTree|TestRunExitStatus|TestRunForwardsSIGTERM|TestJSONOutputMatchesSchema|TestDoctor)$$
+VM_CMD_ONCE := ^(TestWhoNamesTheHolder|TestFree(RefusesItsParent|RefusesItsGrandparent|RefusesItself|TimeWaitIsExplained|JSONRefusesItsParent|JSONTimeWait|UsageErrors)|TestWaitFree(ReturnsWhenHolderExits|TimeWait|BindsOncePerChange|JSONReturnsWhenHolderExits))$$
+VM_RESOLVE_SKIP := ^(TestCauseEphemeralPort|TestCauseManagers|TestTentativeIPv6Address|TestWhoAgreesWithSS|TestResolveRealServers|TestResolveInNetns)$$
+VM_TEST_PKGS ?= ./internal/tracer,./internal/watch,./internal/vmtest/testdata/smoke,./cmd/bindwatch=$(VM_CMD_TRACING)
+VM_ONCE_PKGS ?= ./internal/resolve!$(VM_RESOLVE_SKIP),./internal/deploy,./cmd/bindwatch=$(VM_CMD_ONCE)
 TEST_LOG := .cache/test.log
 
 .PHONY: image dist all build generate check-generated vmlinux test deps gotest vmtest bench lint fmt clean
@@ -84,8 +92,9 @@ gotest:
 	echo "$$(grep -c -- '--- PASS' $(TEST_LOG)) passed, $$(grep -c -- '--- FAIL' $(TEST_LOG)) failed, $$(grep -c -- '--- SKIP' $(TEST_LOG)) skipped"
 
 # Boot Debian kernels under qemu and run the integration tests in each.
+# VM_FLAGS narrows it while developing: VM_FLAGS='-kernels 6.12 -backends fentry'.
 vmtest:
-	$(GO) run ./internal/vmtest -pkgs $(VM_TEST_PKGS) -timeout 6m
+	$(GO) run ./internal/vmtest -pkgs '$(VM_TEST_PKGS)' -once-pkgs '$(VM_ONCE_PKGS)' -timeout 12m $(VM_FLAGS)
 
 # Speed targets (README): ns per bind() untraced vs traced, failing and
 # succeeding, on this kernel and for every backend in each qemu kernel

@@ -30,30 +30,56 @@ type testPackage struct {
 	dir        string // source directory, whose testdata goes along
 	name       string // import path within the module, for reports
 	binary     string // compiled test binary on the host
+	run        string // the tests to run (-test.run); "" for all
+	skip       string // the tests not to run (-test.skip)
+	once       bool   // run once per kernel, not once per backend
 }
 
-// fileName is name flattened into one path element.
-func (p testPackage) fileName() string { return strings.ReplaceAll(p.name, "/", "_") }
+// label names the package in reports: its name, with "@once" for a
+// package run once per kernel (one package may be in both lists, with
+// different tests).
+func (p testPackage) label() string {
+	if p.once {
+		return p.name + "@once"
+	}
+	return p.name
+}
+
+// fileName is the label flattened into one path element.
+func (p testPackage) fileName() string { return strings.ReplaceAll(p.label(), "/", "_") }
 
 // buildTests compiles the tests of the packages matching patterns into
-// outDir as static binaries.
-func buildTests(ctx context.Context, mod module, patterns []string, outDir string) ([]testPackage, error) {
-	args := append([]string{"list", "-f", "{{.ImportPath}}\t{{.Dir}}"}, patterns...)
-	out, err := output(exec.CommandContext(ctx, "go", args...))
-	if err != nil {
-		return nil, fmt.Errorf("list test packages: %w (check -pkgs)", err)
-	}
+// outDir as static binaries. A pattern may end in =REGEXP: only the tests
+// it matches run in the guest; or in !REGEXP: those it matches do not.
+func buildTests(ctx context.Context, mod module, patterns []string, once bool, outDir string) ([]testPackage, error) {
 	var pkgs []testPackage
-	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		importPath, dir, _ := strings.Cut(line, "\t")
-		p := testPackage{importPath: importPath, dir: dir, name: strings.TrimPrefix(importPath, mod.path+"/")}
-		p.binary = filepath.Join(outDir, p.fileName()+".test")
-		if err := buildTest(ctx, p); err != nil {
-			return nil, err
+	for _, pattern := range patterns {
+		pattern, run, _ := strings.Cut(pattern, "=")
+		pattern, skip, _ := strings.Cut(pattern, "!")
+		out, err := output(exec.CommandContext(ctx, "go", "list", "-f", "{{.ImportPath}}\t{{.Dir}}", pattern))
+		if err != nil {
+			return nil, fmt.Errorf("list test packages %s: %w (check -pkgs and -once-pkgs)", pattern, err)
 		}
-		pkgs = append(pkgs, p)
+		for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+			importPath, dir, _ := strings.Cut(line, "\t")
+			p := testPackage{importPath: importPath, dir: dir, name: strings.TrimPrefix(importPath, mod.path+"/"), run: run, skip: skip, once: once}
+			p.binary = filepath.Join(outDir, p.fileName()+".test")
+			if err := buildTest(ctx, p); err != nil {
+				return nil, err
+			}
+			pkgs = append(pkgs, p)
+		}
 	}
 	return pkgs, nil
+}
+
+// buildBindwatch compiles the bindwatch command for the guest, for the
+// tests that drive it (cmd/bindwatch: the guest has no Go to build it).
+func buildBindwatch(ctx context.Context, mod module, outDir string) error {
+	if err := goBuild(ctx, "build", "-o", filepath.Join(outDir, "bindwatch"), mod.path+"/cmd/bindwatch"); err != nil {
+		return fmt.Errorf("compile bindwatch: %w", err)
+	}
+	return nil
 }
 
 func buildTest(ctx context.Context, p testPackage) error {

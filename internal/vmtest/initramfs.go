@@ -17,7 +17,10 @@ import (
 // Where the tests live in the guest.
 const (
 	guestBinDir = "/vmtest/bin" // test binaries
-	guestPkgDir = "/vmtest/pkg" // one working directory per package, with its testdata
+	// guestSrcDir mirrors the module: each package's working directory,
+	// with its testdata, at its path in the module, and the module's docs
+	// (the schema test reads ../../docs/schema.json).
+	guestSrcDir = "/vmtest/src"
 )
 
 // guestEtc is the least /etc that name resolution and os/user need.
@@ -35,22 +38,30 @@ func newPlan(pkgs []testPackage, kernels []kernel, backends, args []string) prot
 		plan.Modules[k.Release()] = k.modules
 	}
 	for _, p := range pkgs {
-		plan.Tests = append(plan.Tests, protocol.Test{
-			Name:   p.name,
+		t := protocol.Test{
+			Name:   p.label(),
 			Binary: path.Join(guestBinDir, p.fileName()+".test"),
-			Dir:    path.Join(guestPkgDir, p.fileName()),
-		})
+			Dir:    path.Join(guestSrcDir, p.name),
+			Run:    p.run,
+			Skip:   p.skip,
+		}
+		if p.once {
+			t.Backends = backends[:1]
+		}
+		plan.Tests = append(plan.Tests, t)
 	}
 	return plan
 }
 
 // initramfs is everything that goes into the guest's root filesystem.
 type initramfs struct {
-	init    string // host path of the guest init
-	busybox string // host path of a static busybox
-	pkgs    []testPackage
-	kernels []kernel
-	plan    protocol.Plan // from newPlan: plan.Tests[i] is pkgs[i]
+	init      string // host path of the guest init
+	bindwatch string // host path of the bindwatch command built for the guest
+	docs      string // host path of the module's docs directory
+	busybox   string // host path of a static busybox
+	pkgs      []testPackage
+	kernels   []kernel
+	plan      protocol.Plan // from newPlan: plan.Tests[i] is pkgs[i]
 }
 
 // write builds the newc archive at name.
@@ -128,6 +139,12 @@ func (r initramfs) writeBusybox(ctx context.Context, c *cpioWriter) error {
 }
 
 func (r initramfs) writeTests(c *cpioWriter) error {
+	if err := addHostFile(c, protocol.BindwatchPath, r.bindwatch, 0o755); err != nil {
+		return err
+	}
+	if err := addTree(c, r.docs, path.Join(guestSrcDir, "docs")); err != nil {
+		return err
+	}
 	for i, p := range r.pkgs {
 		test := r.plan.Tests[i]
 		if err := addHostFile(c, test.Binary, p.binary, 0o755); err != nil {

@@ -43,7 +43,8 @@ var requiredConfig = []string{
 }
 
 // guestModules, in load order, are sock_diag for inet sockets, which
-// bindwatch uses to find who holds an address. Debian builds them as
+// bindwatch uses to find who holds an address, and veth, for the tests
+// that give an interface a tentative IPv6 address. Debian builds them as
 // modules that a real host loads on demand; the guest has no modprobe, so
 // it loads them at boot. Each must be built in or a module.
 var guestModules = []struct{ name, config string }{
@@ -51,6 +52,7 @@ var guestModules = []struct{ name, config string }{
 	{"tcp_diag", "CONFIG_INET_TCP_DIAG"},
 	{"udp_diag", "CONFIG_INET_UDP_DIAG"},
 	{"raw_diag", "CONFIG_INET_RAW_DIAG"},
+	{"veth", "CONFIG_VETH"},
 }
 
 // checkKernelDir checks that the kernel unpacked in dir can run the tests

@@ -33,18 +33,18 @@ func goodConfig() []string {
 		config = append(config, name+"=y")
 	}
 	return append(config,
-		"CONFIG_INET_DIAG=m", "CONFIG_INET_TCP_DIAG=m", "CONFIG_INET_UDP_DIAG=m", "CONFIG_INET_RAW_DIAG=y",
+		"CONFIG_INET_DIAG=m", "CONFIG_INET_TCP_DIAG=m", "CONFIG_INET_UDP_DIAG=m", "CONFIG_INET_RAW_DIAG=y", "CONFIG_VETH=m",
 		`CONFIG_MODPROBE_PATH="/sbin/modprobe"`, "# CONFIG_UNUSED is not set")
 }
 
 func TestCheckKernelDir(t *testing.T) {
-	dir := kernelDir(t, goodConfig(), "udp_diag.ko.xz", "inet_diag.ko.xz", "tcp_diag.ko.xz")
+	dir := kernelDir(t, goodConfig(), "udp_diag.ko.xz", "veth.ko.xz", "inet_diag.ko.xz", "tcp_diag.ko.xz")
 	modules, err := checkKernelDir(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Load order follows guestModules; raw_diag is built in.
-	if want := []string{"inet_diag.ko.xz", "tcp_diag.ko.xz", "udp_diag.ko.xz"}; !reflect.DeepEqual(modules, want) {
+	if want := []string{"inet_diag.ko.xz", "tcp_diag.ko.xz", "udp_diag.ko.xz", "veth.ko.xz"}; !reflect.DeepEqual(modules, want) {
 		t.Errorf("modules = %q, want %q", modules, want)
 	}
 }
@@ -61,7 +61,7 @@ func TestCheckKernelDirConfig(t *testing.T) {
 	config = strings.Replace(config, "CONFIG_IPV6=y", "CONFIG_IPV6=m", 1)
 	config = strings.Replace(config, "CONFIG_DEBUG_INFO_BTF=y", "# CONFIG_DEBUG_INFO_BTF is not set", 1)
 	config = strings.Replace(config, "CONFIG_INET_RAW_DIAG=y", "", 1)
-	dir := kernelDir(t, strings.Split(config, "\n"), "inet_diag.ko", "tcp_diag.ko", "udp_diag.ko")
+	dir := kernelDir(t, strings.Split(config, "\n"), "inet_diag.ko", "tcp_diag.ko", "udp_diag.ko", "veth.ko")
 	_, err := checkKernelDir(dir)
 	if err == nil || !strings.Contains(err.Error(), "lacks CONFIG_IPV6, CONFIG_DEBUG_INFO_BTF, CONFIG_INET_RAW_DIAG") {
 		t.Errorf("checkKernelDir = %v, want it to name IPV6, DEBUG_INFO_BTF and INET_RAW_DIAG", err)

@@ -33,7 +33,8 @@ import (
 )
 
 type options struct {
-	pkgs     []string
+	pkgs     []string // per backend; "PKG=REGEXP" runs only those tests
+	oncePkgs []string // once per kernel, under the first backend
 	backends []string
 	kernels  []string
 	run      string
@@ -46,7 +47,8 @@ type options struct {
 
 func parseFlags(args []string) (options, error) {
 	fs := flag.NewFlagSet("vmtest", flag.ContinueOnError)
-	pkgs := fs.String("pkgs", "./internal/tracer", "comma-separated packages whose tests run in the guests")
+	pkgs := fs.String("pkgs", "./internal/tracer", "comma-separated packages whose tests run in the guests, once per backend; PKG=REGEXP runs only the tests REGEXP matches (-test.run), PKG!REGEXP all but those (-test.skip)")
+	oncePkgs := fs.String("once-pkgs", "", "like -pkgs, for packages that trace nothing: their tests run once per kernel (under the first backend), not once per backend")
 	backends := fs.String("backends", "fentry,kprobe,tracepoint", "comma-separated backends to test in every kernel; each must work there")
 	kernels := fs.String("kernels", "5.10,6.1,6.12", "comma-separated kernel series to boot")
 	var o options
@@ -62,7 +64,7 @@ func parseFlags(args []string) (options, error) {
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected arguments %q (all options are flags)", fs.Args())
 	}
-	o.pkgs, o.backends, o.kernels = splitList(*pkgs), splitList(*backends), splitList(*kernels)
+	o.pkgs, o.oncePkgs, o.backends, o.kernels = splitList(*pkgs), splitList(*oncePkgs), splitList(*backends), splitList(*kernels)
 	if len(o.pkgs) == 0 || len(o.backends) == 0 || len(o.kernels) == 0 || o.parallel < 1 {
 		return o, errors.New("-pkgs, -backends and -kernels must not be empty, -parallel must be at least 1")
 	}
@@ -120,7 +122,7 @@ func runMatrix(ctx context.Context, o options) ([]kernelOutcome, error) {
 	if err != nil {
 		return nil, err
 	}
-	ramfs := initramfs{busybox: busybox}
+	ramfs := initramfs{busybox: busybox, docs: filepath.Join(mod.dir, "docs"), bindwatch: filepath.Join(o.cache, "build", "bindwatch")}
 	if ramfs.pkgs, ramfs.init, err = buildGuest(ctx, o, mod); err != nil {
 		return nil, err
 	}
@@ -156,8 +158,16 @@ func buildGuest(ctx context.Context, o options, mod module) ([]testPackage, stri
 			return nil, "", err
 		}
 	}
-	pkgs, err := buildTests(ctx, mod, o.pkgs, dir)
+	pkgs, err := buildTests(ctx, mod, o.pkgs, false, dir)
 	if err != nil {
+		return nil, "", err
+	}
+	once, err := buildTests(ctx, mod, o.oncePkgs, true, dir)
+	if err != nil {
+		return nil, "", err
+	}
+	pkgs = append(pkgs, once...)
+	if err := buildBindwatch(ctx, mod, dir); err != nil {
 		return nil, "", err
 	}
 	init, err := buildGuestInit(ctx, dir)

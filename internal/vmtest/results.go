@@ -78,7 +78,9 @@ func notRun(plan protocol.Plan, reason string) guestReport {
 	for _, backend := range plan.Backends {
 		res := backendResult{backend: backend}
 		for _, t := range plan.Tests {
-			res.problems = append(res.problems, t.Name+": "+reason)
+			if t.RunsOn(backend) {
+				res.problems = append(res.problems, t.Name+": "+reason)
+			}
 		}
 		rep.backends = append(rep.backends, res)
 	}
@@ -138,6 +140,9 @@ func (b *binaryRun) count(line string) {
 func judge(backend string, tests []protocol.Test, runs map[[2]string]*binaryRun) backendResult {
 	res := backendResult{backend: backend}
 	for _, t := range tests {
+		if !t.RunsOn(backend) {
+			continue
+		}
 		run := runs[[2]string{backend, t.Name}]
 		if run == nil || !run.ended {
 			res.problems = append(res.problems, t.Name+": no result (the guest stopped before the test binary finished)")

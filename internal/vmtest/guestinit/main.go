@@ -1,8 +1,9 @@
-// Command guestinit is the /init of vmtest's initramfs. It mounts the
+// Command guestinit is the /init of vmtest's initramfs. Its child mounts the
 // pseudo-filesystems the tests need, brings the loopback interface up,
 // loads the kernel modules the plan lists for the running kernel, runs
 // every test binary of the plan once per backend with its output and marker
-// lines on the serial console, and powers the machine off.
+// lines on the serial console; init itself reaps orphans meanwhile, and
+// powers the machine off.
 //
 // It must be built with CGO_ENABLED=0: the initramfs has no libc.
 package main
@@ -21,9 +22,33 @@ import (
 	"github.com/bindwatch/bindwatch/internal/vmtest/protocol"
 )
 
+// runnerEnv marks the child that runs the plan.
+const runnerEnv = "VMTEST_RUNNER"
+
+// main, as pid 1, runs the plan in a child process and reaps every orphan
+// until that child is done: the tests then have an ordinary parent, not
+// init (bindwatch treats pid 1 specially, and the tests check it).
 func main() {
-	if err := run(); err != nil {
-		fmt.Println(protocol.ErrorLine(err.Error()))
+	if os.Getenv(runnerEnv) == "1" {
+		if err := run(); err != nil {
+			fmt.Println(protocol.ErrorLine(err.Error()))
+			os.Exit(1)
+		}
+		return
+	}
+	runner := exec.Command(os.Args[0]) // "/init"
+	runner.Env = []string{runnerEnv + "=1"}
+	runner.Stdout, runner.Stderr = os.Stdout, os.Stdout
+	if err := runner.Start(); err != nil {
+		fmt.Println(protocol.ErrorLine(fmt.Sprintf("start the runner: %v", err)))
+		powerOff()
+	}
+	for {
+		var ws unix.WaitStatus
+		pid, err := unix.Wait4(-1, &ws, 0, nil)
+		if pid == runner.Process.Pid || err == unix.ECHILD {
+			break
+		}
 	}
 	powerOff()
 }
@@ -48,7 +73,9 @@ func run() error {
 	}
 	for _, backend := range plan.Backends {
 		for _, test := range plan.Tests {
-			runTest(plan, backend, test)
+			if test.RunsOn(backend) {
+				runTest(plan, backend, test)
+			}
 		}
 	}
 	fmt.Println(protocol.DoneLine())
@@ -177,7 +204,7 @@ func loadModule(name string) error {
 // code.
 func runTest(plan protocol.Plan, backend string, test protocol.Test) {
 	fmt.Println(protocol.BeginLine(backend, test.Name))
-	cmd := exec.Command(test.Binary, plan.Args...)
+	cmd := exec.Command(test.Binary, test.Args(plan)...)
 	cmd.Dir = test.Dir
 	cmd.Env = testEnv(backend)
 	cmd.Stdout = os.Stdout
@@ -201,6 +228,7 @@ func testEnv(backend string) []string {
 		"TMPDIR=/tmp",
 		protocol.EnvBackend + "=" + backend,
 		protocol.EnvRequireBPF + "=1",
+		protocol.EnvBindwatch + "=" + protocol.BindwatchPath,
 	}
 }
 

@@ -5,6 +5,7 @@ package protocol
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -38,7 +39,42 @@ type Test struct {
 	Name   string `json:"name"`   // display name, e.g. internal/tracer
 	Binary string `json:"binary"` // absolute path in the guest
 	Dir    string `json:"dir"`    // working directory, holds the package's testdata
+	// Run, if set, is this binary's -test.run (after the plan's Args):
+	// the tests of a package that can run in a bare guest.
+	Run string `json:"run,omitempty"`
+	// Skip, if set, is its -test.skip: tests that need what a bare guest
+	// lacks (python3, iproute2's netns, ss).
+	Skip string `json:"skip,omitempty"`
+	// Backends, if set, are the only backends of the plan it runs under:
+	// a package that traces nothing runs once per kernel, not once per
+	// backend.
+	Backends []string `json:"backends,omitempty"`
 }
+
+// RunsOn reports whether the test runs under backend.
+func (t Test) RunsOn(backend string) bool {
+	return len(t.Backends) == 0 || slices.Contains(t.Backends, backend)
+}
+
+// Args are the test binary's arguments: the plan's, then its own Run and
+// Skip.
+func (t Test) Args(plan Plan) []string {
+	args := slices.Clone(plan.Args)
+	if t.Run != "" {
+		args = append(args, "-test.run="+t.Run)
+	}
+	if t.Skip != "" {
+		args = append(args, "-test.skip="+t.Skip)
+	}
+	return args
+}
+
+// EnvBindwatch names the bindwatch binary in the guest, for the tests that
+// drive the real command (cmd/bindwatch).
+const EnvBindwatch = "BINDWATCH_BIN"
+
+// BindwatchPath is where the bindwatch binary lives in the guest.
+const BindwatchPath = "/vmtest/bin/bindwatch"
 
 // prefix starts every marker; unlikely in test output, found anywhere in a
 // line so that console noise in front of it does not hide it.
