@@ -38,10 +38,11 @@ func bindwatch(t *testing.T, args ...string) result {
 }
 
 // runBindwatch runs cmd (bindwatch, or a command that runs it) as
-// bindwatch does, calling each of started once it has started.
-func runBindwatch(t *testing.T, cmd *exec.Cmd, started ...func()) result {
+// bindwatch does, calling each of started, with what it has written so
+// far, once it has started.
+func runBindwatch(t *testing.T, cmd *exec.Cmd, started ...func(stdout, stderr *testenv.SyncBuffer)) result {
 	t.Helper()
-	var stdout, stderr bytes.Buffer
+	var stdout, stderr testenv.SyncBuffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	start := time.Now()
 	err := cmd.Start()
@@ -49,7 +50,7 @@ func runBindwatch(t *testing.T, cmd *exec.Cmd, started ...func()) result {
 		timer := time.AfterFunc(time.Minute, func() { cmd.Process.Kill() })
 		defer timer.Stop()
 		for _, f := range started {
-			f()
+			f(&stdout, &stderr)
 		}
 		err = cmd.Wait()
 	}
@@ -63,6 +64,27 @@ func runBindwatch(t *testing.T, cmd *exec.Cmd, started ...func()) result {
 		t.Fatalf("%q: %v\n%s", cmd.Args, err, res)
 	}
 	return res
+}
+
+// releaseWhenSaid is a started function for runBindwatch: once what the
+// command wrote (to stdout if json, else stderr) contains said, it closes
+// h's stdin (a helper then lets go of its port and exits), and stores when
+// into *at. It fails the test if the command exits or 30 s pass first.
+func releaseWhenSaid(t *testing.T, cmd *exec.Cmd, h *holder, json bool, said string, at *time.Time) func(stdout, stderr *testenv.SyncBuffer) {
+	return func(stdout, stderr *testenv.SyncBuffer) {
+		out := stderr
+		if json {
+			out = stdout
+		}
+		for deadline := time.Now().Add(30 * time.Second); !strings.Contains(out.String(), said); time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) || cmd.ProcessState != nil {
+				t.Errorf("%q did not say %q before the holder let go; stdout:\n%s\nstderr:\n%s", cmd.Args, said, stdout, stderr)
+				break
+			}
+		}
+		*at = time.Now()
+		h.stdin.Close()
+	}
 }
 
 // holder is a process holding a port for a test.

@@ -227,7 +227,7 @@ func TestFreeRefusesItself(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res := runBindwatch(t, cmd, func() {
+	res := runBindwatch(t, cmd, func(_, _ *testenv.SyncBuffer) {
 		listener.Close()
 		stdin.Write([]byte("go\n"))
 	})

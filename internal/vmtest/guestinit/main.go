@@ -38,7 +38,7 @@ func main() {
 	}
 	runner := exec.Command(os.Args[0]) // "/init"
 	runner.Env = []string{runnerEnv + "=1"}
-	runner.Stdout, runner.Stderr = os.Stdout, os.Stdout
+	runner.Stdin, runner.Stdout, runner.Stderr = os.Stdin, os.Stdout, os.Stdout // no /dev/null before devtmpfs
 	if err := runner.Start(); err != nil {
 		fmt.Println(protocol.ErrorLine(fmt.Sprintf("start the runner: %v", err)))
 		powerOff()
