@@ -1,8 +1,7 @@
 package resolve
 
 import (
-	"os/exec"
-	"strings"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -170,12 +169,15 @@ func TestFreebindBindsNonLocalAddress(t *testing.T) {
 func TestTentativeIPv6Address(t *testing.T) {
 	ns := testenv.PrivateNetns(t)
 	testenv.InPrivateNetns(t, ns, func() {
-		ip(t, "link", "add", "bw0", "type", "veth", "peer", "name", "bw1")
-		ip(t, "link", "set", "bw1", "up")
-		ip(t, "link", "set", "bw0", "up")
-		ip(t, "addr", "add", "2001:db8::1/64", "dev", "bw0")
-		if !strings.Contains(ip(t, "-6", "addr", "show", "dev", "bw0"), "tentative") {
-			t.Fatal("the new address is not tentative")
+		if err := testenv.AddVethPair("bw0", "bw1"); err != nil {
+			t.Fatal(err)
+		}
+		first, second := netip.MustParsePrefix("2001:db8::1/64"), netip.MustParsePrefix("2001:db8::2/64")
+		if err := testenv.AddAddr("bw0", first); err != nil {
+			t.Fatal(err)
+		}
+		if tentative, err := testenv.Tentative(first.Addr()); err != nil || !tentative {
+			t.Fatalf("the new address is not tentative (%v)", err)
 		}
 		if err := tryBind(t, "tcp", "2001:db8::1", 8080, testenv.Opts{}); err != unix.EADDRNOTAVAIL {
 			t.Errorf("bind a tentative address = %v, want EADDRNOTAVAIL", err)
@@ -183,30 +185,41 @@ func TestTentativeIPv6Address(t *testing.T) {
 		if err := tryBind(t, "tcp", "2001:db8::1", 8080, testenv.Opts{FreeBind: true}); err != nil {
 			t.Errorf("bind a tentative address with IP_FREEBIND = %v, want success", err)
 		}
-		for deadline := time.Now().Add(10 * time.Second); strings.Contains(ip(t, "-6", "addr", "show", "dev", "bw0"), "tentative"); time.Sleep(50 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatal("the address is still tentative after 10s")
-			}
-		}
+		dad := waitNotTentative(t, first.Addr())
 		if err := tryBind(t, "tcp", "2001:db8::1", 8080, testenv.Opts{}); err != nil {
 			t.Errorf("bind after DAD = %v, want success", err)
 		}
-		// accept_dad=0: a new address is usable at once.
+		// accept_dad=0: no detection; the address is usable once the
+		// kernel's address work has run, well before a DAD round.
 		testenv.Sysctl(t, "net/ipv6/conf/bw0/accept_dad", "0")
-		ip(t, "addr", "add", "2001:db8::2/64", "dev", "bw0")
+		if err := testenv.AddAddr("bw0", second); err != nil {
+			t.Fatal(err)
+		}
+		if noDAD := waitNotTentative(t, second.Addr()); noDAD > dad/2 {
+			t.Errorf("with accept_dad=0 the address was tentative for %s, with DAD %s", noDAD, dad)
+		}
 		if err := tryBind(t, "tcp", "2001:db8::2", 8080, testenv.Opts{}); err != nil {
 			t.Errorf("bind with accept_dad=0 = %v, want success", err)
 		}
 	})
 }
 
-// ip runs the ip command (iproute2) in the calling thread's network
-// namespace and returns its output.
-func ip(t *testing.T, args ...string) string {
+// waitNotTentative waits up to 10 s for addr to stop being tentative and
+// returns how long that took.
+func waitNotTentative(t *testing.T, addr netip.Addr) time.Duration {
 	t.Helper()
-	out, err := exec.Command("ip", args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
+	start := time.Now()
+	for {
+		tentative, err := testenv.Tentative(addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !tentative {
+			return time.Since(start)
+		}
+		if time.Since(start) > 10*time.Second {
+			t.Fatalf("%s is still tentative after 10s", addr)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
-	return string(out)
 }
