@@ -52,9 +52,10 @@ struct {
  * failures were counted instead of reported. Two generations of it,
  * folds0 and folds1: the programs write the one fold_gen names, and Go
  * flips fold_gen every tick, then — a tick later, once no program that
- * read the old fold_gen can still be running (programs run under RCU, and
- * Go waits for a grace period with membarrier) — reads and empties the
- * other one with batch lookup-and-delete. So user space never reads a map the kernel is
+ * read the old fold_gen can still be running (programs run for
+ * microseconds, under RCU: for a shorter rest Go waits for a grace period
+ * with membarrier) — reads and empties the other one with batch
+ * lookup-and-delete. So user space never reads a map the kernel is
  * writing: iterating a hash map while programs insert and delete can
  * abort, and deleting an entry a program is incrementing loses the
  * increment. Every folded failure is harvested exactly once.

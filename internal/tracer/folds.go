@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"syscall"
+	"time"
 
 	"github.com/cilium/ebpf"
 
@@ -18,16 +19,19 @@ func (t *Tracer) FoldEntries() int { return int(t.maps.Folds0.MaxEntries()) }
 // writing at the previous call and returns its folds as repeats records
 // (without time and host); then it flips, so the programs write the
 // emptied generation while the one they wrote until now rests until the
-// next call. It first waits until no program can still be writing the
-// generation it reads (WaitForPrograms: one that read fold_gen before the
-// previous flip is done), so the read cannot be disturbed and no increment
-// is lost; called once a tick, that wait is over at once.
+// next call. The generation it reads must be one no program can still be
+// writing (one that read fold_gen before the previous flip must be done),
+// so the read cannot be disturbed and no increment is lost: a program
+// runs for microseconds, so one that rested restedEnough has; one flipped
+// away from more recently is waited for (WaitForPrograms, ~15 ms).
 //
 // On an error nothing is flipped: the next call harvests the same
 // generation again, and what it already read is not returned twice (it
 // was deleted as it was read).
 func (t *Tracer) HarvestFolds() ([]events.Repeats, error) {
-	WaitForPrograms()
+	if time.Since(t.flipped) < restedEnough {
+		WaitForPrograms()
+	}
 	rest := t.foldGen + 1
 	folds, err := harvest(t.foldMap(rest), nil)
 	folds = mergeRepeats(folds)
@@ -37,7 +41,7 @@ func (t *Tracer) HarvestFolds() ([]events.Repeats, error) {
 	if err := t.coll.Variables[BindwatchVarFoldGen].Set(rest); err != nil {
 		return folds, fmt.Errorf("flip the fold table: %w", err)
 	}
-	t.foldGen = rest
+	t.foldGen, t.flipped = rest, time.Now()
 	return folds, nil
 }
 
@@ -84,6 +88,13 @@ func (t *Tracer) foldMap(gen uint32) *ebpf.Map {
 	}
 	return t.maps.Folds0
 }
+
+// restedEnough is how long after a flip no program is taken to be still
+// writing the generation flipped away from: thousands of times the
+// microseconds a program runs. Only one preempted mid-run for longer (a
+// preemptible kernel under extreme load) could; a shorter rest is made
+// certain with WaitForPrograms instead.
+const restedEnough = 50 * time.Millisecond
 
 // harvestBatch is how many entries one batch syscall moves.
 const harvestBatch = 1024

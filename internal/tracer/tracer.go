@@ -36,6 +36,7 @@ type Tracer struct {
 	skipped     map[string]string
 	// foldGen is the fold table generation the programs write (fold_gen).
 	foldGen uint32
+	flipped time.Time // when foldGen last changed
 	// detached is closed once Detach's detaching is done.
 	detached chan struct{}
 }
