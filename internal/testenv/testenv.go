@@ -6,6 +6,7 @@ package testenv
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -369,18 +370,35 @@ func NewNetns(t testing.TB) (name string, inode uint32) {
 	}
 	errc := make(chan error, 1)
 	go func() {
-		// This goroutine's thread moves to the new namespace and never
-		// comes back: it exits locked, and Go discards the thread.
+		// This goroutine's thread moves to the new namespace and back. It
+		// must come back: a goroutine that exits locked has its thread
+		// discarded, unless it is the main thread, which Go keeps, parked,
+		// in the new namespace — and /proc/self/ns/net, which bindwatch
+		// and Netns read, is the main thread's. If it cannot come back, it
+		// stays locked and its thread is never used again.
 		runtime.LockOSThread()
-		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("unshare(CLONE_NEWNET): %w", err)
-			return
-		}
-		if err := linkUp("lo"); err != nil {
+		orig, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			runtime.UnlockOSThread()
 			errc <- err
 			return
 		}
-		errc <- unix.Mount("/proc/thread-self/ns/net", path, "", unix.MS_BIND, "")
+		defer orig.Close()
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("unshare(CLONE_NEWNET): %w", err)
+			return
+		}
+		err = linkUp("lo")
+		if err == nil {
+			err = unix.Mount("/proc/thread-self/ns/net", path, "", unix.MS_BIND, "")
+		}
+		if back := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); back != nil {
+			errc <- errors.Join(err, fmt.Errorf("return to the test's network namespace: %w", back))
+			return
+		}
+		runtime.UnlockOSThread()
+		errc <- err
 	}()
 	err := <-errc
 	t.Cleanup(func() {
