@@ -69,6 +69,10 @@ func traceAction(c *cli.Context) error {
 	defer release()
 	s, err := watch.Start(watch.Options{
 		Tracer: cfg, Out: out, ReadyFile: c.String("ready-file"), Redact: rules, StopWithin: stopBudget, Hurry: hurry,
+		Stopping: func(queued uint64) {
+			fmt.Fprintf(os.Stderr, "bindwatch: stopping: %d failure%s still queued, reported for up to %v (a second Ctrl-C or SIGTERM stops at once; the rest is counted as unread)\n",
+				queued, events.Plural(queued), stopBudget)
+		},
 	})
 	if err != nil {
 		return err

@@ -47,6 +47,10 @@ type Options struct {
 	// Hurry, when closed, ends the stop's draining at once (a second
 	// Ctrl-C): what is still queued is counted as unread.
 	Hurry <-chan struct{}
+	// Stopping, if set, is told when a bounded stop (StopWithin) begins
+	// with failures still queued: how many, so that a person can be told a
+	// second Ctrl-C ends the wait.
+	Stopping func(queued uint64)
 	// Redact removes secrets from every process reported; nil is the
 	// default rules.
 	Redact *redact.Rules
@@ -239,6 +243,9 @@ func (s *Session) stop() error {
 	var deadline <-chan time.Time
 	if s.opts.StopWithin > 0 {
 		deadline = time.After(s.opts.StopWithin)
+		if queued := s.tracer.Unread(); queued > 0 && s.opts.Stopping != nil {
+			s.opts.Stopping(queued)
+		}
 	}
 	var rec tracer.Record
 	s.tracer.SetDeadline(time.Now()) // read what is queued, wait for nothing
