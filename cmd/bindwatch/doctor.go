@@ -42,7 +42,9 @@ func doctorAction(c *cli.Context) error {
 	var u unix.Utsname
 	unix.Uname(&u)
 	r := events.Doctor{
-		Version:    version,
+		Type:       events.TypeDoctor,
+		Version:    events.Version,
+		Bindwatch:  version,
 		Kernel:     unix.ByteSliceToString(u.Release[:]),
 		Arch:       unix.ByteSliceToString(u.Machine[:]),
 		BTF:        fileState("/sys/kernel/btf/vmlinux", "present", "missing: CO-RE needs CONFIG_DEBUG_INFO_BTF=y"),

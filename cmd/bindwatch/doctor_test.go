@@ -17,9 +17,19 @@ func TestDoctor(t *testing.T) {
 	if err != nil {
 		t.Fatalf("doctor: %v\n%s", err, out)
 	}
+	var doc any
+	if err := json.Unmarshal(out, &doc); err != nil {
+		t.Fatalf("doctor JSON: %v\n%s", err, out)
+	}
+	if err := recordSchema().Validate(doc); err != nil {
+		t.Errorf("doctor's record does not match docs/schema.json: %v\n%s", err, out)
+	}
 	var r events.Doctor
 	if err := json.Unmarshal(out, &r); err != nil {
 		t.Fatalf("doctor JSON: %v\n%s", err, out)
+	}
+	if r.Type != events.TypeDoctor || r.Version != events.Version || r.Bindwatch == "" {
+		t.Errorf("type %q, version %d, bindwatch %q: want doctor, %d and the binary's version", r.Type, r.Version, r.Bindwatch, events.Version)
 	}
 	if len(r.Backends) != 3 || r.Auto == "" || r.Backends[r.Auto] != "ok" {
 		t.Errorf("backends %v, auto %q: want all three probed and auto one that works", r.Backends, r.Auto)

@@ -5,9 +5,15 @@ import (
 	"io"
 )
 
+// TypeDoctor is the type of `bindwatch doctor`'s record.
+const TypeDoctor = "doctor"
+
 // Doctor is what `bindwatch doctor` found on this host, field by field.
 type Doctor struct {
-	Version    string            `json:"version"`
+	Type    string `json:"type"`    // "doctor"
+	Version int    `json:"version"` // the schema version, as in every record
+	// Bindwatch is the version of the bindwatch binary that checked.
+	Bindwatch  string            `json:"bindwatch"`
 	Kernel     string            `json:"kernel"`
 	Arch       string            `json:"arch"`
 	BTF        string            `json:"btf"`
@@ -25,7 +31,7 @@ type Doctor struct {
 // per backend in the order auto tries them, and what auto uses.
 func (r *Doctor) WriteText(w io.Writer) {
 	row := func(k, v string) { fmt.Fprintf(w, "%-13s %s\n", k, v) }
-	row("bindwatch", r.Version)
+	row("bindwatch", r.Bindwatch)
 	row("kernel", r.Kernel+" "+r.Arch)
 	row("BTF", r.BTF)
 	row("lockdown", r.Lockdown)

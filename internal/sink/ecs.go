@@ -154,7 +154,7 @@ func ecsDoc(rec any) (doc, error) {
 		d.set("bindwatch.stop", jsonValue(r))
 		return d, nil
 	case *events.Doctor:
-		d := event(time.Now(), "", "doctor", "state", "host-check", "", []string{"host"}, []string{"info"})
+		d := event(time.Now(), "", r.Type, "state", "host-check", "", []string{"host"}, []string{"info"})
 		d.set("host.os.kernel", r.Kernel)
 		d.set("host.architecture", r.Arch)
 		d.set("bindwatch.doctor", jsonValue(r))
