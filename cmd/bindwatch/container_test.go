@@ -35,8 +35,19 @@ func TestContainerNames(t *testing.T) {
 		t.Fatalf("the bind in container %s exited %d, want EADDRINUSE (%d)", nsFailer, failerStatus, syscall.EADDRINUSE)
 	}
 
+	schema, err := testenv.LoadSchema("../../docs/schema.json")
+	if err != nil {
+		t.Fatal(err)
+	}
 	failures := map[uint16]*events.Failure{}
 	for _, line := range lines {
+		var doc any
+		if err := json.Unmarshal(line, &doc); err != nil {
+			t.Fatalf("not JSON: %v: %s", err, line)
+		}
+		if err := schema.Validate(doc); err != nil {
+			t.Errorf("line does not match docs/schema.json: %v\n%s", err, line)
+		}
 		var f events.Failure
 		if json.Unmarshal(line, &f) == nil && f.Type == events.TypeFailure {
 			failures[f.Port] = &f
