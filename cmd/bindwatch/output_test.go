@@ -478,3 +478,65 @@ func TestStdoutReaderGone(t *testing.T) {
 		t.Errorf("standard error: %q, want the stop record that could not be written", s)
 	}
 }
+
+// --output -, /dev/stdout and /dev/stderr are the standard streams, taken
+// as they are: /dev/stdout is a symlink the file rule would refuse, and a
+// socket (systemd's journal stream) cannot even be reopened through it.
+// Each stream gets the whole session (start, the failure, stop), the
+// other stream none of it, and no file is created.
+func TestOutputStandardStreams(t *testing.T) {
+	testenv.RequireRoot(t)
+	port := testenv.FreePort(t)
+	testenv.Hold(t, "tcp", "127.0.0.1", port, testenv.Opts{})
+	for _, c := range []struct{ output, stream string }{
+		{"-", "stdout"}, {"/dev/stdout", "stdout"}, {"/dev/stderr", "stderr"},
+	} {
+		t.Run(c.output, func(t *testing.T) {
+			// Standard output is a socket, as under systemd: opening
+			// /dev/stdout would fail (ENXIO), writing to it works.
+			fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ours, theirs := os.NewFile(uintptr(fds[0]), "ours"), os.NewFile(uintptr(fds[1]), "theirs")
+			defer ours.Close()
+			dir := t.TempDir()
+			ready := filepath.Join(dir, "ready")
+			cmd := exec.Command(bindwatchBin, "--output", c.output, "--format", "json", "--port", strconv.Itoa(port), "--fold", "0", "--backend", testenv.Backend(), "--ready-file", ready)
+			cmd.Dir = dir
+			var stderr testenv.SyncBuffer
+			cmd.Stdout, cmd.Stderr = theirs, &stderr
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer cmd.Process.Kill()
+			theirs.Close()
+			stdout := make(chan string)
+			go func() { b, _ := io.ReadAll(ours); stdout <- string(b) }()
+			testenv.WaitForFile(t, ready, 10*time.Second, stderr.String)
+			testenv.FailBind(t, "tcp", "127.0.0.1", port, testenv.Opts{}, syscall.EADDRINUSE)
+			cmd.Process.Signal(syscall.SIGINT)
+			if err := cmd.Wait(); err != nil {
+				t.Fatalf("bindwatch --output %s: %v: %s", c.output, err, stderr.String())
+			}
+			streams := map[string]string{"stdout": <-stdout, "stderr": stderr.String()}
+			for name, s := range streams {
+				full := strings.Contains(s, `"type":"start"`) && strings.Contains(s, `"type":"bind_failure"`) && strings.Contains(s, `"type":"stop"`)
+				if name == c.stream && !full {
+					t.Errorf("--output %s: standard %s lacks start, bind_failure or stop:\n%s", c.output, name, s)
+				}
+				if name != c.stream && strings.Contains(s, `"type":`) {
+					t.Errorf("--output %s: records on standard %s too:\n%s", c.output, name, s)
+				}
+			}
+			if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+				t.Errorf("--output %s created %s in the working directory", c.output, entries[0].Name())
+			}
+		})
+	}
+	// A stream cannot be rotated: a usage error, not a file named "-".
+	code, stderr := run(t, exec.Command(bindwatchBin, "--output", "/dev/stdout", "--output-max-size", "1M"))
+	if code != 2 || !strings.Contains(stderr, "cannot be rotated") {
+		t.Errorf("--output /dev/stdout --output-max-size 1M: exit %d, %q; want exit 2 saying a stream cannot be rotated", code, stderr)
+	}
+}

@@ -63,7 +63,12 @@ func openOutputs(c *cli.Context, std *os.File, stdName, streamFormat string) (*s
 		set.Add(s)
 	}
 	var out *sink.File
-	if path := c.String("output"); path != "" {
+	path := c.String("output")
+	if f, name, ok := standardStream(path); ok {
+		std, stdName = f, name
+		path = ""
+	}
+	if path != "" {
 		if out, err = sink.OpenFile(path, opts); err != nil {
 			set.Close()
 			return nil, "", err
@@ -78,7 +83,7 @@ func openOutputs(c *cli.Context, std *os.File, stdName, streamFormat string) (*s
 	}
 	set.Add(out)
 	format := c.String("format")
-	if format == "" && c.String("output") == "" && streamFormat != "" {
+	if format == "" && path == "" && streamFormat != "" {
 		format = streamFormat
 	}
 	if format == "" {
@@ -100,6 +105,23 @@ func openOutputs(c *cli.Context, std *os.File, stdName, streamFormat string) (*s
 	return set, format, nil
 }
 
+// standardStream is the standard stream an --output value names, if it
+// names one: "-" and /dev/stdout are standard output, /dev/stderr standard
+// error (called "stdout" and "stderr" in output_lost records). They are
+// bindwatch's own descriptors, not paths: nothing is resolved or opened,
+// so the rule that refuses a symlink for a file (/dev/stdout is one, to
+// /proc/self/fd/1) does not refuse what containers and systemd units
+// commonly pass. Every other path is a file.
+func standardStream(path string) (*os.File, string, bool) {
+	switch path {
+	case "-", "/dev/stdout":
+		return os.Stdout, "stdout", true
+	case "/dev/stderr":
+		return os.Stderr, "stderr", true
+	}
+	return nil, "", false
+}
+
 // fileOptions are --output-max-size and --output-max-files.
 func fileOptions(c *cli.Context) (sink.FileOptions, error) {
 	opts := sink.FileOptions{Warn: os.Stderr}
@@ -108,8 +130,10 @@ func fileOptions(c *cli.Context) (sink.FileOptions, error) {
 		if err != nil {
 			return opts, usagef("--output-max-size %s: %v", s, err)
 		}
-		if c.String("output") == "" {
+		if path := c.String("output"); path == "" {
 			return opts, usagef("--output-max-size needs --output (rotation is of a file)")
+		} else if _, name, ok := standardStream(path); ok {
+			return opts, usagef("--output-max-size needs --output FILE: --output %s is standard %s, which cannot be rotated", path, map[string]string{"stdout": "output", "stderr": "error"}[name])
 		}
 		opts.MaxSize = n
 		opts.MaxFiles = c.Int("output-max-files")

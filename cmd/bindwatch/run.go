@@ -69,7 +69,7 @@ func runFlags() []cli.Flag {
 			flags = append(flags, &cli.StringFlag{Name: "format", Usage: "output `FORMAT`: text (readable lines), json (one object per line, start and stop records included) or ecs (the same records as Elastic Common Schema documents). Default: text on standard error, json in an --output file"})
 			continue
 		case "output":
-			flags = append(flags, &cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "append records to `FILE` (created 0640) instead of standard error; the summary stays on standard error"})
+			flags = append(flags, &cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "append records to `FILE` (created 0640; never through a symlink) instead of standard error; the summary stays on standard error. -, /dev/stdout and /dev/stderr are the standard streams themselves"})
 			continue
 		}
 		flags = append(flags, f)

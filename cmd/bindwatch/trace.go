@@ -26,7 +26,7 @@ func commands() []*cli.Command {
 func traceFlags() []cli.Flag {
 	return append([]cli.Flag{
 		&cli.StringFlag{Name: "format", Usage: "output `FORMAT`: text (one readable line per failure), json (one object per line; fields in docs/schema.md) or ecs (one Elastic Common Schema document per line; docs/ecs.md). Default: text on a terminal, json otherwise"},
-		&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "append records to `FILE` (created 0640; never through a symlink) instead of standard output; SIGHUP reopens it (logrotate)"},
+		&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "append records to `FILE` (created 0640; never through a symlink) instead of standard output; SIGHUP reopens it (logrotate). -, /dev/stdout and /dev/stderr are the standard streams themselves"},
 		&cli.StringSliceFlag{Name: "port", Aliases: []string{"p"}, Usage: "only failures on `PORT` or range LO-HI (repeatable, filtered in the kernel)"},
 		&cli.StringSliceFlag{Name: "errno", Usage: "only failures with `ERRNO`: EADDRINUSE, EADDRNOTAVAIL, EACCES or EINVAL (repeatable; default all)"},
 		&cli.IntSliceFlag{Name: "pid", Usage: "only failures of process `PID` (repeatable)"},
