@@ -496,8 +496,11 @@ func TestFreeJSONDryRun(t *testing.T) {
 	if want := fmt.Sprintf("%d SIGTERM dry_run", h.pid()); actionsText(tcp.Actions) != want {
 		t.Errorf("tcp actions %q, want %q; %s", actionsText(tcp.Actions), want, res)
 	}
-	if udp.Proto != "udp" || !udp.Free || len(udp.Holders) != 0 || len(udp.Actions) != 0 || udp.Refusal != nil {
-		t.Errorf("udp: want free, no holders, no actions; %s", res)
+	if tcp.Cause != events.CauseAddressOverlap {
+		t.Errorf("tcp: cause %q, want %s (the test bind of 0.0.0.0 overlaps the holder's 127.0.0.1); %s", tcp.Cause, events.CauseAddressOverlap, res)
+	}
+	if udp.Proto != "udp" || !udp.Free || len(udp.Holders) != 0 || len(udp.Actions) != 0 || udp.Refusal != nil || udp.Cause != "" {
+		t.Errorf("udp: want free, no holders, no actions, no cause; %s", res)
 	}
 	time.Sleep(100 * time.Millisecond)
 	if !h.running() {
@@ -570,6 +573,9 @@ func TestFreeJSONTimeWait(t *testing.T) {
 	}
 	if rec.TimeWait == nil || rec.TimeWait.Count != 1 || rec.TimeWaitAfter == nil {
 		t.Errorf("want one TIME_WAIT socket before and still after; %s", res)
+	}
+	if rec.Cause != events.CauseTimeWait {
+		t.Errorf("cause %q, want %s; %s", rec.Cause, events.CauseTimeWait, res)
 	}
 	for _, want := range []string{"only TIME_WAIT sockets remain", "which no process holds", "--reuseaddr"} {
 		if !strings.Contains(rec.Blocked, want) {

@@ -39,6 +39,7 @@ func (pl *Plan) Records(dryRun bool, now time.Time) []events.FreeRecord {
 			rec.Refusal = refusalRecord(pp.found.Refusal)
 			rec.Holders = nonNil(pp.found.Holders)
 			rec.TimeWait = pp.found.TimeWait
+			rec.Cause = pp.found.Cause
 		}
 		for _, t := range pp.Targets {
 			rec.Actions = append(rec.Actions, pl.actions(t, pp, dryRun)...)

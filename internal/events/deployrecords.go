@@ -64,6 +64,9 @@ type FreeRecord struct {
 	Refusal  *RefusalRecord `json:"refusal,omitempty"`
 	Holders  []Holder       `json:"holders"`
 	TimeWait *TimeWait      `json:"time_wait,omitempty"`
+	// Cause is why the kernel refused that test bind, one of the Cause*
+	// values, as in held and wait_free records; "" when it was free.
+	Cause string `json:"cause,omitempty"`
 	// Blocked says why signalling cannot free the port (only TIME_WAIT, a
 	// holder bindwatch will not signal, a socket with no visible process).
 	Blocked string `json:"blocked,omitempty"`
