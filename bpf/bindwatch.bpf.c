@@ -1282,6 +1282,8 @@ int incident_signal(struct trace_event_raw_signal_generate *ctx)
 
 	if (!((BW_STOP_SIGNALS >> (ctx->sig & 63)) & 1))
 		return 0;
+	if (!incidents_open())
+		return 0;
 	target = ctx->pid;
 	key = bpf_map_lookup_elem(&incident_holders, &target);
 	if (!key)
