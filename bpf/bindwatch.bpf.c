@@ -1205,21 +1205,29 @@ static __always_inline int emit_released(struct holder_key *key, struct sock *sk
  * LISTEN -> CLOSE too (inet_csk_listen_start marks the socket LISTEN
  * before it takes the port), so only the registry's socket counts as the
  * holder letting go.
+ *
+ * Attached as a raw tracepoint (4.17+, no tracefs, allowed wherever
+ * tracepoints are): the program gets the tracepoint's arguments as they
+ * are, without the kernel first assembling the event record the classic
+ * tracepoint would — which every connection's every state change would pay.
  */
-SEC("tracepoint/sock/inet_sock_set_state")
-int incident_sock_state(struct trace_event_raw_inet_sock_set_state *ctx)
+SEC("raw_tp/inet_sock_set_state")
+int incident_sock_state(struct bpf_raw_tracepoint_args *ctx)
 {
 	struct holder_key key = { .proto = IPPROTO_TCP };
 	struct holder_rec *rec;
 	struct sock *sk;
 
-	if (ctx->oldstate != TCP_LISTEN)
+	/* TP_PROTO(const struct sock *sk, const int oldstate, const int newstate) */
+	if ((int)ctx->args[1] != TCP_LISTEN)
 		return 0;
-	if (ctx->newstate != TCP_CLOSE || !incidents_open())
+	if ((int)ctx->args[2] != TCP_CLOSE || !incidents_open())
 		return 0;
-	sk = (struct sock *)ctx->skaddr;
+	sk = (struct sock *)ctx->args[0];
 	key.netns = sock_netns(sk);
-	key.port = ctx->sport;
+	/* inet_sport, not skc_num: a port released at close is already zeroed
+	 * there (__inet_put_port) when the state changes. */
+	key.port = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
 	if (!bpf_map_lookup_elem(&incident_ports, &key))
 		return 0;
 	rec = bpf_map_lookup_elem(&tcp_holders, &key);
@@ -1270,21 +1278,27 @@ int BPF_KPROBE(kprobe_udp_lib_unhash, struct sock *sk)
 
 /*
  * signal:signal_generate fires for every signal sent, in the sender's
- * context; pid is the target task's. Only a stop signal to a process that
- * holds a port with an open incident is recorded.
+ * context. Only a stop signal to a process that holds a port with an open
+ * incident is recorded. A raw tracepoint, as above: no event record is
+ * assembled for the signals of the rest of the host.
  */
-SEC("tracepoint/signal/signal_generate")
-int incident_signal(struct trace_event_raw_signal_generate *ctx)
+SEC("raw_tp/signal_generate")
+int incident_signal(struct bpf_raw_tracepoint_args *ctx)
 {
+	/* TP_PROTO(int sig, struct kernel_siginfo *info, struct task_struct *task,
+	 *          int group, int result) */
+	int sig = ctx->args[0];
+	struct task_struct *task;
 	struct incident_event *e;
 	struct holder_key *key;
 	__u32 target;
 
-	if (!((BW_STOP_SIGNALS >> (ctx->sig & 63)) & 1))
+	if (!((BW_STOP_SIGNALS >> (sig & 63)) & 1))
 		return 0;
 	if (!incidents_open())
 		return 0;
-	target = ctx->pid;
+	task = (struct task_struct *)ctx->args[2];
+	target = BPF_CORE_READ(task, tgid);
 	key = bpf_map_lookup_elem(&incident_holders, &target);
 	if (!key)
 		return 0;
@@ -1294,11 +1308,10 @@ int incident_signal(struct trace_event_raw_signal_generate *ctx)
 	e->netns = key->netns;
 	e->proto = key->proto;
 	e->port = key->port;
-	e->sig = ctx->sig;
-	e->result = ctx->result;
+	e->sig = sig;
+	e->result = ctx->args[4];
 	e->target = target;
-	/* Through a helper: the verifier refuses loads at a moved ctx pointer. */
-	bpf_probe_read_kernel(e->target_comm, sizeof(e->target_comm), ctx->comm);
+	BPF_CORE_READ_STR_INTO(&e->target_comm, task, group_leader, comm);
 	bpf_ringbuf_submit(e, 0);
 	return 0;
 }

@@ -18,9 +18,9 @@ import (
 	"github.com/bindwatch/bindwatch/internal/host"
 )
 
-// Incident programs: every backend attaches them (they use tracepoints
-// that exist wherever tracefs does, 5.10 included). They record nothing
-// until user space names a port with an open incident (WatchPort).
+// Incident programs: every backend attaches them, as raw tracepoints
+// (4.17+; 5.10 has both tracepoints). They record nothing until user space
+// names a port with an open incident (WatchPort).
 var incidentTracepoints = []struct{ group, event, prog string }{
 	{"sock", "inet_sock_set_state", "incident_sock_state"},
 	{"signal", "signal_generate", "incident_signal"},
@@ -74,15 +74,12 @@ func incidentPrograms(backend string) []string {
 // optional: without it (a kernel that inlined or renamed the function) a
 // poll sees UDP holders go, as on the tracepoint backend.
 func (t *Tracer) attachIncidents(coll *ebpf.Collection) ([]link.Link, error) {
-	if err := host.EnsureTracefs(); err != nil {
-		return nil, err
-	}
 	var links []link.Link
 	for _, tp := range incidentTracepoints {
-		l, err := link.Tracepoint(tp.group, tp.event, coll.Programs[tp.prog], nil)
+		l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: tp.event, Program: coll.Programs[tp.prog]})
 		if err != nil {
 			closeLinks(links)
-			return nil, fmt.Errorf("attach tracepoint %s:%s (incident records): %w", tp.group, tp.event, err)
+			return nil, fmt.Errorf("attach raw tracepoint %s:%s (incident records): %w", tp.group, tp.event, err)
 		}
 		links = append(links, l)
 	}
