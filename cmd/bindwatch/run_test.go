@@ -155,7 +155,7 @@ exit 7
 	}
 	summary := stderr.String()
 	for _, want := range []string{"1 bind()/listen() call failed in the process tree of `sh /", "exit status 7",
-		fmt.Sprintf("%d/tcp", port), "1× EADDRINUSE", fmt.Sprintf("held by pid %d (python3)", holderPID),
+		fmt.Sprintf("%d/tcp", port), "1× EADDRINUSE", fmt.Sprintf("held by pid %d (", holderPID),
 		// The incident summary, as bindwatch report writes it.
 		fmt.Sprintf("incident on tcp 0.0.0.0:%d", port), "1 failed attempt", fmt.Sprintf("holder:  pid %d (", holderPID)} {
 		if !strings.Contains(summary, want) {

@@ -37,10 +37,3 @@ func (b *Busy) Describe(now time.Time) []string {
 	}
 	return lines
 }
-
-func orUnknown(s string) string {
-	if s == "" {
-		return "?"
-	}
-	return s
-}

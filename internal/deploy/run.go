@@ -234,7 +234,7 @@ func (s *recordSink) count(rec any) {
 		t := s.tally(Port{r.Port, r.Proto})
 		t.count++
 		addOnce(&t.errnos, r.Errno)
-		addOnce(&t.failing, fmt.Sprintf("%s (pid %d)", orUnknown(events.Escape(r.Process.Comm)), r.Process.PID))
+		addOnce(&t.failing, events.ProcessShort(&r.Process))
 		for _, h := range r.Holders {
 			addOnce(&t.holders, holderSummary(&h))
 		}
@@ -277,7 +277,7 @@ func holderSummary(h *events.Holder) string {
 	}
 	var names []string
 	for _, p := range h.Processes {
-		names = append(names, shortProcess(&p))
+		names = append(names, events.ProcessShort(&p))
 	}
 	s := strings.Join(names, ", ")
 	if h.Source == events.Recorded {

@@ -199,7 +199,7 @@ func (pl *Plan) plan(pp *PortPlan, others []events.Holder, g guard, byPID map[in
 	}
 	for _, t := range pp.Targets {
 		if t.Refused != "" {
-			pp.Blocked = fmt.Sprintf("it is held by %s, which bindwatch will not stop: %s", shortProcess(&t.Process), t.Refused)
+			pp.Blocked = fmt.Sprintf("it is held by %s, which bindwatch will not stop: %s", events.ProcessShort(&t.Process), t.Refused)
 			return
 		}
 	}
@@ -290,12 +290,12 @@ func (pl *Plan) signal(t *Target, sig syscall.Signal, pp *PortPlan, log func(str
 		fd, err := unix.PidfdOpen(t.Process.PID, 0)
 		if errors.Is(err, unix.ESRCH) {
 			t.Exited = true
-			log(fmt.Sprintf("%s: %s has already exited", pp.label(pl.own), shortProcess(&t.Process)))
+			log(fmt.Sprintf("%s: %s has already exited", pp.label(pl.own), events.ProcessShort(&t.Process)))
 			return
 		}
 		if err != nil {
 			t.SignalErr = fmt.Errorf("pidfd_open: %w", err)
-			log(fmt.Sprintf("%s: cannot signal %s: %v", pp.label(pl.own), shortProcess(&t.Process), t.SignalErr))
+			log(fmt.Sprintf("%s: cannot signal %s: %v", pp.label(pl.own), events.ProcessShort(&t.Process), t.SignalErr))
 			return
 		}
 		t.pidfd = fd
@@ -305,7 +305,7 @@ func (pl *Plan) signal(t *Target, sig syscall.Signal, pp *PortPlan, log func(str
 				why = fmt.Sprintf("cannot check it still has the socket open: %v (hint: run with sudo)", err)
 			}
 			t.SignalErr = errors.New(why)
-			log(fmt.Sprintf("%s: not signalling %s: %s", pp.label(pl.own), shortProcess(&t.Process), why))
+			log(fmt.Sprintf("%s: not signalling %s: %s", pp.label(pl.own), events.ProcessShort(&t.Process), why))
 			return
 		}
 	}
@@ -322,7 +322,7 @@ func (pl *Plan) signal(t *Target, sig syscall.Signal, pp *PortPlan, log func(str
 		if errors.Is(err, unix.EPERM) {
 			hint = " (hint: it belongs to another user: run with sudo)"
 		}
-		log(fmt.Sprintf("%s: cannot signal %s: %v%s", pp.label(pl.own), shortProcess(&t.Process), t.SignalErr, hint))
+		log(fmt.Sprintf("%s: cannot signal %s: %v%s", pp.label(pl.own), events.ProcessShort(&t.Process), t.SignalErr, hint))
 		return
 	}
 	t.Sent = append(t.Sent, sig)
@@ -412,11 +412,6 @@ func (pl *Plan) Close() {
 			t.pidfd = -1
 		}
 	}
-}
-
-// shortProcess is "pid 42 (python3)": the process by its comm, escaped.
-func shortProcess(p *events.Process) string {
-	return fmt.Sprintf("pid %d (%s)", p.PID, orUnknown(events.Escape(p.Comm)))
 }
 
 // holdsSocket reports whether pid has one of the socket inodes open.
@@ -543,9 +538,9 @@ func (pl *Plan) stillHeldHint(pp *PortPlan) string {
 	for _, t := range pp.Targets {
 		switch {
 		case t.SignalErr != nil:
-			unsent = append(unsent, fmt.Sprintf("%s: %v", shortProcess(&t.Process), t.SignalErr))
+			unsent = append(unsent, fmt.Sprintf("%s: %v", events.ProcessShort(&t.Process), t.SignalErr))
 		case !t.Exited:
-			survived = append(survived, shortProcess(&t.Process))
+			survived = append(survived, events.ProcessShort(&t.Process))
 		}
 	}
 	var parts []string
@@ -579,7 +574,7 @@ func exitedText(targets []*Target) string {
 	var exited []string
 	for _, t := range targets {
 		if t.Exited && len(t.Sent) > 0 {
-			exited = append(exited, fmt.Sprintf("%s exited after %s", shortProcess(&t.Process), SignalName(t.Sent[len(t.Sent)-1])))
+			exited = append(exited, fmt.Sprintf("%s exited after %s", events.ProcessShort(&t.Process), SignalName(t.Sent[len(t.Sent)-1])))
 		}
 	}
 	if len(exited) == 0 {
