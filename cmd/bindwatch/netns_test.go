@@ -68,7 +68,7 @@ func TestNetnsIPNetns(t *testing.T) {
 	testenv.RequireRoot(t)
 	port := testenv.FreePort(t)
 	nsName, _ := testenv.NewNetns(t)
-	h := testenv.StartHelper(t, fmt.Sprintf("hold tcp 0.0.0.0 %d", port), "ip", "netns", "exec", nsName)
+	h := testenv.StartHelper(t, fmt.Sprintf("hold tcp 0.0.0.0 %d", port), testenv.InNetns(nsName)...)
 	arg := fmt.Sprintf("%d/tcp", port)
 	if res, recs := whoRecords(t, arg, "--netns", "/run/netns/"+nsName); res.code != 0 || len(recs) != 1 || holderPIDs(recs[0].Holders)[0] != h.PID {
 		t.Fatalf("who --netns /run/netns/%s: want pid %d; %s", nsName, h.PID, res)

@@ -88,7 +88,8 @@ func TestEphemeralPortNote(t *testing.T) {
 	testenv.SetNetnsSysctl(t, name, "net/ipv4/ip_local_port_range", "40000 40100")
 	testenv.SetNetnsSysctl(t, name, "net/ipv4/ip_local_reserved_ports", "40050")
 	inNS := func(args ...string) result {
-		return runBindwatch(t, exec.Command("ip", append([]string{"netns", "exec", name, bindwatchBin}, args...)...))
+		argv := append(append(testenv.InNetns(name), bindwatchBin), args...)
+		return runBindwatch(t, exec.Command(argv[0], argv[1:]...))
 	}
 	note := "note: port 40010 lies in the ephemeral port range (net.ipv4.ip_local_port_range 40000–40100) and is not reserved: outgoing connections may take it as their local port at any time; reserve it with `sysctl -w net.ipv4.ip_local_reserved_ports=40050,40010`"
 	if res := inNS("who", "40010/tcp", "--format", "text"); res.code != 1 || !strings.Contains(res.stdout, "40010/tcp: free\n  "+note) {

@@ -61,7 +61,7 @@ func TestCauseEphemeralPort(t *testing.T) {
 	name, nsIno := testenv.NewNetns(t)
 	const port, service = 40123, 5000
 	testenv.SetNetnsSysctl(t, name, "net/ipv4/ip_local_port_range", fmt.Sprintf("%d %d", port, port))
-	inNS := []string{"ip", "netns", "exec", name}
+	inNS := testenv.InNetns(name)
 	testenv.StartHelper(t, fmt.Sprintf("hold tcp 127.0.0.1 %d", service), inNS...)
 	client := testenv.StartHelper(t, fmt.Sprintf("connect 127.0.0.1 %d", service), inNS...)
 	if client.Line[0] != "ready" {
@@ -114,7 +114,7 @@ func TestCauseEphemeralPortUDP(t *testing.T) {
 	name, nsIno := testenv.NewNetns(t)
 	const port, service = 40123, 53
 	testenv.SetNetnsSysctl(t, name, "net/ipv4/ip_local_port_range", fmt.Sprintf("%d %d", port, port))
-	inNS := []string{"ip", "netns", "exec", name}
+	inNS := testenv.InNetns(name)
 	if c := testenv.StartHelper(t, fmt.Sprintf("connect 127.0.0.1 %d udp", service), inNS...); c.Line[0] != "ready" {
 		t.Fatalf("UDP client: %q, want it connected", c.Line)
 	}

@@ -16,7 +16,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/bindwatch/bindwatch/internal/events"
-	"github.com/bindwatch/bindwatch/internal/host"
 	"github.com/bindwatch/bindwatch/internal/testenv"
 )
 
@@ -541,24 +540,10 @@ func TestEACCESPrivilegedPort(t *testing.T) {
 
 func TestResolveInNetns(t *testing.T) {
 	testenv.RequireRoot(t)
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("ip (iproute2) is not installed")
-	}
 	r := newTestResolver(t, Options{})
-	name := fmt.Sprintf("bwresolve%d", os.Getpid())
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add: %v: %s", err, out)
-	}
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
-	if out, err := exec.Command("ip", "-n", name, "link", "set", "lo", "up").CombinedOutput(); err != nil {
-		t.Fatalf("ip link set lo up: %v: %s", err, out)
-	}
-	nsIno, err := host.NetnsInode("/run/netns/" + name)
-	if err != nil {
-		t.Fatal(err)
-	}
+	name, nsIno := testenv.NewNetns(t)
 	port := testenv.FreePort(t)
-	inNS := []string{"ip", "netns", "exec", name}
+	inNS := testenv.InNetns(name)
 	holder := testenv.StartHelper(t, fmt.Sprintf("hold tcp 0.0.0.0 %d", port), inNS...)
 	try := testenv.StartHelper(t, fmt.Sprintf("trybind tcp 127.0.0.1 %d", port), inNS...)
 	if try.Line[0] != "errno" || try.Line[1] != strconv.Itoa(int(unix.EADDRINUSE)) {

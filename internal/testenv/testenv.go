@@ -6,7 +6,6 @@ package testenv
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -368,39 +367,15 @@ func NewNetns(t testing.TB) (name string, inode uint32) {
 	if err := os.WriteFile(path, nil, 0o444); err != nil {
 		t.Fatal(err)
 	}
-	errc := make(chan error, 1)
-	go func() {
-		// This goroutine's thread moves to the new namespace and back. It
-		// must come back: a goroutine that exits locked has its thread
-		// discarded, unless it is the main thread, which Go keeps, parked,
-		// in the new namespace — and /proc/self/ns/net, which bindwatch
-		// and Netns read, is the main thread's. If it cannot come back, it
-		// stays locked and its thread is never used again.
-		runtime.LockOSThread()
-		orig, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer orig.Close()
+	err := onThreadIn(nil, func() error {
 		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("unshare(CLONE_NEWNET): %w", err)
-			return
+			return fmt.Errorf("unshare(CLONE_NEWNET): %w", err)
 		}
-		err = linkUp("lo")
-		if err == nil {
-			err = unix.Mount("/proc/thread-self/ns/net", path, "", unix.MS_BIND, "")
+		if err := linkUp("lo"); err != nil {
+			return err
 		}
-		if back := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); back != nil {
-			errc <- errors.Join(err, fmt.Errorf("return to the test's network namespace: %w", back))
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- err
-	}()
-	err := <-errc
+		return unix.Mount("/proc/thread-self/ns/net", path, "", unix.MS_BIND, "")
+	})
 	t.Cleanup(func() {
 		unix.Unmount(path, unix.MNT_DETACH)
 		os.Remove(path)
@@ -430,6 +405,13 @@ func SetNetnsSysctl(t testing.TB, name, key, value string) {
 	InPrivateNetns(t, ns, func() { Sysctl(t, key, value) })
 }
 
+// InNetns is the command prefix that runs a command in the network
+// namespace name (from NewNetns): nsenter, which busybox has too, where
+// `ip netns exec` needs iproute2.
+func InNetns(name string) []string {
+	return []string{"nsenter", "--net=/run/netns/" + name}
+}
+
 // PrivateNetns is NewNetns opened, to run code in with InPrivateNetns:
 // ports, port ranges and sysctls there touch nothing else on the host.
 func PrivateNetns(t testing.TB) *os.File {
@@ -447,34 +429,67 @@ func PrivateNetns(t testing.TB) *os.File {
 // sockets it makes, the /proc/sys/net and /proc/thread-self/net files it
 // opens, and the processes it starts are in ns. fn may call t.Fatal. (Not
 // host.InNetns: a t.Fatal inside would end its goroutine before it
-// answers.) The thread never leaves ns: it ends with fn, and Go discards
-// it.
+// answers.)
 func InPrivateNetns(t testing.TB, ns *os.File, fn func()) {
 	t.Helper()
 	var panicked any
-	returned := make(chan bool, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
-		ok := false
+	returned := false
+	err := onThreadIn(ns, func() error {
 		defer func() {
-			if !ok {
+			if !returned {
 				panicked = recover()
 			}
-			returned <- ok
 		}()
-		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
-			t.Errorf("enter the test's network namespace: %v", err)
-			return
-		}
 		fn()
-		ok = true
-	}()
-	if !<-returned {
+		returned = true
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !returned {
 		if panicked != nil {
 			panic(panicked)
 		}
-		t.FailNow() // fn called t.FailNow (or Setns failed)
+		t.FailNow() // fn called t.FailNow
 	}
+}
+
+// onThreadIn runs fn on a locked OS thread that has entered the network
+// namespace ns (nil: stays where it is, for fn to unshare), and returns the
+// thread to its own namespace afterwards — also when fn ends its goroutine
+// (t.FailNow). It must return: the thread may be the process's main one,
+// whose namespace /proc/self/ns/net shows, and which Go never discards.
+// Only if it cannot return does the goroutine end still locked.
+func onThreadIn(ns *os.File, fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- err
+			return
+		}
+		defer orig.Close()
+		var fnErr error
+		defer func() {
+			if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
+				errc <- fmt.Errorf("return to the test's network namespace: %w", err)
+				return // locked: Go ends this thread
+			}
+			runtime.UnlockOSThread()
+			errc <- fnErr
+		}()
+		if ns != nil {
+			if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
+				fnErr = fmt.Errorf("enter network namespace %s: %w", ns.Name(), err)
+				return
+			}
+		}
+		fnErr = fn()
+	}()
+	return <-errc
 }
 
 // Sysctl writes a /proc/sys file (e.g. "net/ipv4/tcp_tw_reuse") in the

@@ -41,7 +41,7 @@ func TestEphemeralCollisionReported(t *testing.T) {
 	s := startSession(t, onlyPort(port))
 	name, _ := testenv.NewNetns(t)
 	testenv.SetNetnsSysctl(t, name, "net/ipv4/ip_local_port_range", fmt.Sprintf("%d %d", port, port))
-	inNS := []string{"ip", "netns", "exec", name}
+	inNS := testenv.InNetns(name)
 	testenv.StartHelper(t, fmt.Sprintf("hold tcp 127.0.0.1 %d", service), inNS...)
 	if c := testenv.StartHelper(t, fmt.Sprintf("connect 127.0.0.1 %d", service), inNS...); c.Line[0] != "ready" {
 		t.Fatalf("client: %q, want it connected", c.Line)

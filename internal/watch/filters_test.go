@@ -211,7 +211,7 @@ func TestNetnsFilter(t *testing.T) {
 	s := startSession(t, tracer.Config{Netns: inode, Ports: []tracer.PortRange{{Lo: uint16(port), Hi: uint16(port)}}})
 	testenv.Hold(t, "udp", "127.0.0.1", port, testenv.Opts{})
 	testenv.FailBind(t, "udp", "127.0.0.1", port, testenv.Opts{}, syscall.EADDRINUSE)
-	inNS := []string{"nsenter", "--net=/run/netns/" + name} // busybox has nsenter, not ip netns
+	inNS := testenv.InNetns(name)
 	testenv.StartHelper(t, "hold udp 127.0.0.1 "+strconv.Itoa(port), inNS...)
 	try := testenv.StartHelper(t, "trybind udp 127.0.0.1 "+strconv.Itoa(port), inNS...)
 	tryPID, _ := strconv.Atoi(try.Line[2])
