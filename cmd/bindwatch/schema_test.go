@@ -19,7 +19,18 @@ import (
 
 // runTrace starts `bindwatch ARGS...` writing JSON to a file, waits for its
 // ready file, runs provoke, then stops it with SIGINT and returns the lines.
+// It gives bindwatch 300 ms to write what provoke caused: on SIGINT it
+// stops promptly, counting what it had not read yet (the stop record's
+// unread) rather than writing it. Callers that know what to expect should
+// use runTraceUntil.
 func runTrace(t *testing.T, provoke func(), args ...string) [][]byte {
+	t.Helper()
+	return runTraceUntil(t, provoke, nil, args...)
+}
+
+// runTraceUntil is runTrace that, instead of 300 ms, waits (up to 10 s)
+// until the lines written so far satisfy done.
+func runTraceUntil(t *testing.T, provoke func(), done func(lines [][]byte) bool, args ...string) [][]byte {
 	t.Helper()
 	testenv.RequireRoot(t)
 	dir := t.TempDir()
@@ -34,7 +45,15 @@ func runTrace(t *testing.T, provoke func(), args ...string) [][]byte {
 	defer cmd.Process.Kill()
 	testenv.WaitForFile(t, ready, 10*time.Second, stderr.String)
 	provoke()
-	// No wait: on SIGINT bindwatch drains what the kernel already holds.
+	if done == nil {
+		time.Sleep(300 * time.Millisecond)
+	}
+	for deadline := time.Now().Add(10 * time.Second); done != nil && !done(readLines(out)); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Errorf("bindwatch did not write what was expected within 10s; so far:\n%s", bytes.Join(readLines(out), []byte("\n")))
+			break
+		}
+	}
 	cmd.Process.Signal(syscall.SIGINT)
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("bindwatch exited with %v after SIGINT: %s", err, stderr.String())
@@ -42,7 +61,12 @@ func runTrace(t *testing.T, provoke func(), args ...string) [][]byte {
 	if st, err := os.Stat(out); err != nil || st.Mode().Perm() != 0o640 {
 		t.Errorf("--output file mode %v (%v), want 0640", st.Mode().Perm(), err)
 	}
-	b, _ := os.ReadFile(out)
+	return readLines(out)
+}
+
+// readLines returns the lines of a file written so far.
+func readLines(path string) [][]byte {
+	b, _ := os.ReadFile(path)
 	var lines [][]byte
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	sc.Buffer(nil, 16<<20) // a record with a 100 KB command line is one line
@@ -60,12 +84,21 @@ func TestJSONOutputMatchesSchema(t *testing.T) {
 		t.Fatal(err)
 	}
 	port := testenv.FreePort(t)
-	lines := runTrace(t, func() {
+	threeFailures := func(lines [][]byte) bool {
+		n := 0
+		for _, l := range lines {
+			if bytes.Contains(l, []byte(`"type":"bind_failure"`)) {
+				n++
+			}
+		}
+		return n == 3
+	}
+	lines := runTraceUntil(t, func() {
 		testenv.Hold(t, "tcp", "::", port, testenv.Opts{})
 		testenv.FailBind(t, "tcp", "::", port, testenv.Opts{}, syscall.EADDRINUSE)
 		testenv.FailBind(t, "tcp", "127.0.0.1", port, testenv.Opts{}, syscall.EADDRINUSE)
 		testenv.FailBind(t, "udp", "203.0.113.1", port, testenv.Opts{}, syscall.EADDRNOTAVAIL)
-	}, "--port", strconv.Itoa(port), "--fold", "0")
+	}, threeFailures, "--port", strconv.Itoa(port), "--fold", "0")
 
 	seen := map[string]int{}
 	for _, line := range lines {

@@ -16,6 +16,7 @@ import (
 	"github.com/bindwatch/bindwatch/internal/host"
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 )
 
@@ -58,6 +59,12 @@ type iterators struct {
 }
 
 func loadIterators() (*iterators, error) {
+	// Before 5.11 BPF maps count against RLIMIT_MEMLOCK (64 KiB by
+	// default), and who, wait-free and free load no tracer to raise it;
+	// RemoveMemlock does so only on such kernels.
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("raise RLIMIT_MEMLOCK for the BPF iterators (this kernel, before 5.11, charges BPF maps to it): %w", err)
+	}
 	it := &iterators{}
 	if err := LoadItersObjects(&it.objs, &ebpf.CollectionOptions{Cache: host.KernelBTF}); err != nil {
 		return nil, fmt.Errorf("load BPF iterators: %w", err)
