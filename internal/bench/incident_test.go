@@ -45,7 +45,7 @@ func BenchmarkConnectChurn(b *testing.B) {
 	testenv.RequireRoot(b)
 	port := testenv.FreePort(b)
 	ln := testenv.Hold(b, "tcp", "127.0.0.1", port, testenv.Opts{})
-	const n = 2000
+	const n = 1000
 	for i := 0; i < b.N; i++ {
 		var untraced, traced []time.Duration
 		for r := 0; r < rounds; r++ {
@@ -86,7 +86,7 @@ func BenchmarkSignalStorm(b *testing.B) {
 	}
 	defer func() { target.Process.Kill(); target.Wait() }()
 	time.Sleep(200 * time.Millisecond) // the traps are set
-	const n = 20000
+	const n = 10000
 	for _, c := range []struct {
 		name string
 		sig  unix.Signal

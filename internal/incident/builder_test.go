@@ -1,6 +1,7 @@
 package incident
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -60,5 +61,27 @@ func TestBuilderKeys(t *testing.T) {
 	all := b.Finish(t0.Add(time.Hour))
 	if len(all) != 2 || len(all[0].Signals) != 0 || len(all[1].Signals) != 1 || all[0].State != events.IncidentOpen || all[0].OutageMS != 3000 {
 		t.Errorf("incidents %+v", all)
+	}
+}
+
+// A crafted log cannot steer the terminal of whoever reads the report:
+// control characters in any field come out escaped.
+func TestTextIsTerminalSafe(t *testing.T) {
+	t0 := time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC)
+	f := failure(t0, 80, 7)
+	f.Errno = "EADDRINUSE\x1b[2J"
+	f.Diagnosis = "held\x9b31m by \x07x"
+	f.Process.Comm = "evil\rname"
+	rep := &events.Repeats{Type: events.TypeRepeats, Version: 1, Time: t0.Add(time.Second), Host: "h", Count: 2, PID: 7, Comm: "x\x1b]0;pwned\x07", Proto: "tcp", Port: 80}
+	var b strings.Builder
+	WriteText(&b, Build([]any{f, rep}))
+	out := b.String()
+	if strings.ContainsAny(out, "\x1b\x07\r\u009b") {
+		t.Errorf("raw control characters in the report:\n%q", out)
+	}
+	for _, want := range []string{`EADDRINUSE\x1b[2J`, `\x1b]0;pwned\x07`, `held\x9b31m`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("report lacks %s:\n%s", want, out)
+		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"io"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/bindwatch/bindwatch/internal/events"
 )
@@ -144,9 +145,26 @@ func WriteText(w io.Writer, incidents []*events.Incident) error {
 			b.WriteString("  fix: " + in.Hint + "\n")
 		}
 	}
-	_, err := io.WriteString(w, b.String())
+	_, err := io.WriteString(w, terminalSafe(b.String()))
 	return err
 }
+
+// terminalSafe passes text whose lines bindwatch composed from escaped
+// fields unchanged, and escapes (events.Escape) any line that still holds
+// a control character or invalid UTF-8: report reads logs anyone may have
+// written, and a crafted field must not steer the reader's terminal.
+func terminalSafe(text string) string {
+	lines := strings.SplitAfter(text, "\n")
+	for i, l := range lines {
+		body := strings.TrimSuffix(l, "\n")
+		if !utf8.ValidString(body) || strings.IndexFunc(body, isControl) >= 0 {
+			lines[i] = events.Escape(body) + l[len(body):]
+		}
+	}
+	return strings.Join(lines, "")
+}
+
+func isControl(r rune) bool { return r < 0x20 || (r >= 0x7f && r <= 0x9f) }
 
 func holderSummary(h *events.IncidentHolder) string {
 	if len(h.Processes) == 0 {
