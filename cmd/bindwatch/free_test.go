@@ -385,17 +385,13 @@ type jsonLine struct {
 // object matching docs/schema.json, and returns the lines.
 func jsonOutput(t *testing.T, res result) []jsonLine {
 	t.Helper()
-	schema, err := testenv.LoadSchema("../../docs/schema.json")
-	if err != nil {
-		t.Fatal(err)
-	}
 	var lines []jsonLine
 	for _, raw := range strings.Split(strings.TrimSuffix(res.stdout, "\n"), "\n") {
 		var doc map[string]any
 		if err := json.Unmarshal([]byte(raw), &doc); err != nil {
 			t.Fatalf("stdout line is not a JSON object: %v: %q; %s", err, raw, res)
 		}
-		if err := schema.Validate(any(doc)); err != nil {
+		if err := recordSchema().Validate(any(doc)); err != nil {
 			t.Errorf("line does not match docs/schema.json: %v\n%s", err, raw)
 		}
 		typ, _ := doc["type"].(string)

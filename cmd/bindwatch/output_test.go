@@ -113,7 +113,8 @@ type tally struct {
 }
 
 // tallyFiles reads files as JSON lines: every line must be one whole
-// record, with no NUL bytes (a hole left by writing past a truncation).
+// record matching docs/schema.json (the first 100 of each type), with no
+// NUL bytes (a hole left by writing past a truncation).
 func tallyFiles(t *testing.T, files ...string) tally {
 	t.Helper()
 	tl := tally{recordsByTyp: map[string]int{}}
@@ -136,7 +137,11 @@ func tallyFiles(t *testing.T, files ...string) tally {
 				t.Fatalf("%s: a line is not a whole record (%v): %q", name, err, sc.Text())
 			}
 			typ, _ := r["type"].(string)
-			tl.recordsByTyp[typ]++
+			if tl.recordsByTyp[typ]++; tl.recordsByTyp[typ] <= 100 { // a storm's records are alike
+				if err := recordSchema().Validate(any(r)); err != nil {
+					t.Errorf("%s: a line does not match docs/schema.json: %v\n%.2000s", name, err, sc.Text())
+				}
+			}
 			count := func(k string) uint64 { f, _ := r[k].(float64); return uint64(f) }
 			switch typ {
 			case "bind_failure":
