@@ -255,3 +255,69 @@ func signalResult(r int32) string {
 	}
 	return "result " + strconv.Itoa(int(r))
 }
+
+// IncidentHooks are the incident programs alone, attached and detached at
+// will: make bench measures what they add to every TCP state change and
+// every signal of a host, in many short rounds (attaching the whole
+// tracer per round would drown them in noise).
+type IncidentHooks struct {
+	coll  *ebpf.Collection
+	links []link.Link
+}
+
+// OpenIncidentHooks loads the incident programs, with one incident open
+// (incident_count 1) so that they go as far as they do on a host with an
+// outage under way somewhere.
+func OpenIncidentHooks() (*IncidentHooks, error) {
+	spec, err := LoadBindwatch()
+	if err != nil {
+		return nil, fmt.Errorf("parse embedded BPF object: %w", err)
+	}
+	keep := map[string]bool{}
+	for _, tp := range incidentTracepoints {
+		keep[tp.prog] = true
+	}
+	for name := range spec.Programs {
+		if !keep[name] {
+			delete(spec.Programs, name)
+		}
+	}
+	var opts ebpf.CollectionOptions
+	if ks, err := kernelSpec(); err == nil {
+		opts.Programs.KernelTypes = ks
+	}
+	coll, err := ebpf.NewCollectionWithOptions(spec, opts)
+	if err != nil {
+		return nil, fmt.Errorf("load incident programs: %w", err)
+	}
+	if err := coll.Maps[BindwatchMapIncidentCount].Put(uint32(0), uint32(1)); err != nil {
+		coll.Close()
+		return nil, err
+	}
+	return &IncidentHooks{coll: coll}, nil
+}
+
+// Attach attaches the programs to their raw tracepoints.
+func (h *IncidentHooks) Attach() error {
+	for _, tp := range incidentTracepoints {
+		l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: tp.event, Program: h.coll.Programs[tp.prog]})
+		if err != nil {
+			h.Detach()
+			return fmt.Errorf("attach raw tracepoint %s: %w", tp.event, err)
+		}
+		h.links = append(h.links, l)
+	}
+	return nil
+}
+
+// Detach detaches them.
+func (h *IncidentHooks) Detach() {
+	closeLinks(h.links)
+	h.links = nil
+}
+
+// Close detaches and unloads them.
+func (h *IncidentHooks) Close() {
+	h.Detach()
+	h.coll.Close()
+}
