@@ -337,3 +337,22 @@ func TestIncidentTimeWaitRecoveredSooner(t *testing.T) {
 		}
 	}
 }
+
+// Filters keep their meaning: a failure the filters drop opens no
+// incident, so its port gets no signal, released or recovered records.
+func TestIncidentFollowsFilters(t *testing.T) {
+	port := testenv.FreePort(t)
+	cfg := onlyPort(port)
+	cfg.PIDs = []uint32{1} // init: never this test's failures
+	s := startSession(t, cfg)
+	holder := testenv.StartHelper(t, fmt.Sprintf("serve tcp 127.0.0.1 %d 0", port))
+	testenv.FailBind(t, "tcp", "127.0.0.1", port, testenv.Opts{}, syscall.EADDRINUSE)
+	time.Sleep(300 * time.Millisecond)
+	holder.Cmd.Process.Signal(syscall.SIGTERM)
+	holder.Cmd.Wait()
+	testenv.Hold(t, "tcp", "127.0.0.1", port, testenv.Opts{})
+	time.Sleep(300 * time.Millisecond)
+	if st := s.story(port); len(st.failures)+len(st.signals)+len(st.released)+len(st.recovered) != 0 {
+		t.Errorf("filtered out, yet: %d failures, %d signals, %d released, %d recovered", len(st.failures), len(st.signals), len(st.released), len(st.recovered))
+	}
+}
