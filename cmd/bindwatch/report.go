@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -137,12 +138,15 @@ func reportAction(c *cli.Context) error {
 	return nil
 }
 
-// writeHTML writes the page to path, replacing a regular file but never
-// following a symlink planted there.
+// writeHTML writes the page to path, replacing a regular file of bindwatch's
+// user (report often runs as root, and the page often goes to /tmp), but
+// never through a symlink, into a FIFO (which would block), into a file
+// with other hard links, or into a file another user owns: in a shared
+// directory any of them may have been planted.
 func writeHTML(path string, incidents []*events.Incident, sources string, skipped incident.Skipped) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|unix.O_NOFOLLOW, 0o644)
+	f, err := openPage(path)
 	if err != nil {
-		return fmt.Errorf("write --html %s: %w (hint: check the directory exists and is writable, and the path is not a symlink)", path, err)
+		return err
 	}
 	if err := incident.WriteHTML(f, incidents, sources, skipped); err != nil {
 		f.Close()
@@ -152,6 +156,46 @@ func writeHTML(path string, incidents []*events.Incident, sources string, skippe
 		return fmt.Errorf("write --html %s: %w", path, err)
 	}
 	return nil
+}
+
+// openPage opens path for writeHTML, truncated once it is known to be a
+// file bindwatch may replace.
+func openPage(path string) (*os.File, error) {
+	const hint = "hint: give a path in a directory only you can write, or remove what is there"
+	fd, err := unix.Open(path, unix.O_WRONLY|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0o644)
+	if errors.Is(err, unix.ELOOP) {
+		return nil, fmt.Errorf("write --html %s: it is a symbolic link, and bindwatch does not follow symlinks for what it writes (%s)", path, hint)
+	}
+	if errors.Is(err, unix.ENXIO) { // O_NONBLOCK: a FIFO no one reads
+		return nil, fmt.Errorf("write --html %s: refusing to replace it: it is not a regular file (a FIFO) (%s)", path, hint)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("write --html %s: %w (hint: check the directory exists and is writable)", path, err)
+	}
+	f := os.NewFile(uintptr(fd), path)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("write --html %s: %w", path, err)
+	}
+	why := ""
+	switch {
+	case st.Mode&unix.S_IFMT != unix.S_IFREG:
+		why = "it is not a regular file"
+	case st.Nlink > 1:
+		why = fmt.Sprintf("it has %d hard links: it may be linked to a file bindwatch must not write", st.Nlink)
+	case int(st.Uid) != os.Geteuid():
+		why = fmt.Sprintf("uid %d owns it", st.Uid)
+	}
+	if why != "" {
+		f.Close()
+		return nil, fmt.Errorf("write --html %s: refusing to replace it: %s (%s)", path, why, hint)
+	}
+	if err := unix.Ftruncate(fd, 0); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("write --html %s: %w", path, err)
+	}
+	return f, nil
 }
 
 // parseWhen reads --since/--until: RFC 3339, a local "2006-01-02

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/bindwatch/bindwatch/internal/testenv"
+	"golang.org/x/sys/unix"
 )
 
 // realIncidentLog traces two ports and returns the JSON lines bindwatch
@@ -248,5 +249,66 @@ func TestReportHTMLInBrowser(t *testing.T) {
 	chromium(t, "--screenshot="+shot, "--window-size=1100,700", "file://"+page)
 	if b, err := os.ReadFile(shot); err != nil || !bytes.HasPrefix(b, []byte("\x89PNG")) {
 		t.Errorf("no screenshot: %v", err)
+	}
+}
+
+// report --html FILE in a shared directory replaces only a regular file of
+// its own user: a planted symlink, hard link, FIFO or another user's file
+// is refused (exit 1, one sentence), the target untouched, and nothing
+// blocks on the FIFO.
+func TestReportHTMLRefusesPlantedFiles(t *testing.T) {
+	testenv.RequireRoot(t)
+	shared := t.TempDir()
+	os.Chmod(shared, 0o1777)
+	log := filepath.Join(t.TempDir(), "empty.jsonl")
+	os.WriteFile(log, nil, 0o644)
+	victim := filepath.Join(t.TempDir(), "victim")
+	os.WriteFile(victim, []byte("precious\n"), 0o644)
+	for _, c := range []struct {
+		name, want string
+		plant      func(path string) error
+	}{
+		{"symlink", "symbolic link", func(p string) error { return os.Symlink(victim, p) }},
+		{"hard link", "2 hard links", func(p string) error { return os.Link(victim, p) }},
+		{"fifo", "not a regular file", func(p string) error { return unix.Mkfifo(p, 0o666) }},
+		{"another user's file", "uid 65534 owns it", func(p string) error {
+			if err := os.WriteFile(p, []byte("theirs\n"), 0o644); err != nil {
+				return err
+			}
+			return os.Chown(p, 65534, 65534)
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			page := filepath.Join(shared, strings.ReplaceAll(c.name, " ", "_")+".html")
+			if err := c.plant(page); err != nil {
+				t.Fatal(err)
+			}
+			var before []byte
+			if c.name != "fifo" { // reading it would block
+				before, _ = os.ReadFile(page)
+			}
+			cmd := exec.Command(bindwatchBin, "report", "--html", page, log)
+			done := time.AfterFunc(10*time.Second, func() { cmd.Process.Kill() })
+			code, stderr := run(t, cmd)
+			done.Stop()
+			if code != 1 || !strings.Contains(stderr, c.want) || strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
+				t.Errorf("exit %d, stderr %q; want exit 1 and one sentence saying %q", code, stderr, c.want)
+			}
+			if b, _ := os.ReadFile(victim); string(b) != "precious\n" {
+				t.Errorf("the link's target was written: %q", b)
+			}
+			if c.name == "another user's file" {
+				if after, _ := os.ReadFile(page); !bytes.Equal(after, before) {
+					t.Errorf("another user's file was written: %q", after)
+				}
+			}
+		})
+	}
+	// A regular file of its own is replaced, whole.
+	page := filepath.Join(shared, "own.html")
+	os.WriteFile(page, bytes.Repeat([]byte("old page\n"), 10000), 0o644)
+	report(t, "--html", page, log)
+	if b, _ := os.ReadFile(page); !bytes.HasPrefix(b, []byte("<!DOCTYPE html>")) || bytes.Contains(b, []byte("old page")) {
+		t.Errorf("own page not replaced whole: %.200q", b)
 	}
 }
