@@ -49,11 +49,15 @@ if [ ! -e /usr/sbin/policy-rc.d ]; then
 	created_policy=1
 fi
 status=0
-apt-get install -y -qq --no-install-recommends "${missing[@]}" >/tmp/bindwatch-test-deps.log 2>&1 || status=$?
+# The log is a fresh file (mktemp): a fixed name in /tmp could be a symlink
+# planted there to make root overwrite another file.
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >"$log" 2>&1 || status=$?
 [ $created_policy = 1 ] && rm -f /usr/sbin/policy-rc.d
 if [ $status != 0 ]; then
 	echo "test-deps: apt-get install failed (exit $status); its log:" >&2
-	tail -20 /tmp/bindwatch-test-deps.log >&2
+	tail -20 "$log" >&2
 	exit $status
 fi
 echo "test-deps: installed ${missing[*]}"
