@@ -17,10 +17,15 @@ import (
 // aptIndex is a private apt state in dir: its own sources list, package
 // lists and cache, so that apt-get update for another release never touches
 // the host's.
-type aptIndex struct{ dir string }
+type aptIndex struct {
+	dir  string
+	arch string // Debian architecture of the packages: amd64, arm64
+}
 
 func (a aptIndex) options() []string {
 	return []string{
+		"-o", "APT::Architecture=" + a.arch,
+		"-o", "APT::Architectures=" + a.arch,
 		"-o", "Dir::Etc::sourcelist=" + filepath.Join(a.dir, "sources.list"),
 		"-o", "Dir::Etc::sourceparts=/dev/null",
 		"-o", "Dir::Etc::preferences=/dev/null",
@@ -121,9 +126,14 @@ func debVersionNewer(ctx context.Context, a, b string) (bool, error) {
 	return true, nil
 }
 
-// download fetches pkg=version into dir and returns the .deb's path.
+// download fetches pkg=version (version "": the candidate) into dir and
+// returns the .deb's path.
 func (a aptIndex) download(ctx context.Context, pkg, version, dir string) (string, error) {
-	cmd := exec.CommandContext(ctx, "apt-get", append(a.options(), "-q", "download", pkg+"="+version)...)
+	want := pkg
+	if version != "" {
+		want += "=" + version
+	}
+	cmd := exec.CommandContext(ctx, "apt-get", append(a.options(), "-q", "download", want)...)
 	cmd.Dir = dir
 	if _, err := output(cmd); err != nil {
 		return "", err

@@ -30,7 +30,7 @@ linux-image-6.1.0-9-amd64:
 }
 
 func TestCommandLine(t *testing.T) {
-	args := append([]string{"apt-get"}, aptIndex{dir: "/c"}.options()...)
+	args := append([]string{"apt-get"}, aptIndex{dir: "/c", arch: "amd64"}.options()...)
 	if got, want := commandLine(append(args, "-q", "update")), "apt-get -q update"; got != want {
 		t.Errorf("commandLine = %q, want %q", got, want)
 	}

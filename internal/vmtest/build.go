@@ -51,7 +51,7 @@ func (p testPackage) fileName() string { return strings.ReplaceAll(p.label(), "/
 // buildTests compiles the tests of the packages matching patterns into
 // outDir as static binaries. A pattern may end in =REGEXP: only the tests
 // it matches run in the guest; or in !REGEXP: those it matches do not.
-func buildTests(ctx context.Context, mod module, patterns []string, once bool, outDir string) ([]testPackage, error) {
+func buildTests(ctx context.Context, mod module, patterns []string, once bool, outDir, goarch string) ([]testPackage, error) {
 	var pkgs []testPackage
 	for _, pattern := range patterns {
 		pattern, run, _ := strings.Cut(pattern, "=")
@@ -64,7 +64,7 @@ func buildTests(ctx context.Context, mod module, patterns []string, once bool, o
 			importPath, dir, _ := strings.Cut(line, "\t")
 			p := testPackage{importPath: importPath, dir: dir, name: strings.TrimPrefix(importPath, mod.path+"/"), run: run, skip: skip, once: once}
 			p.binary = filepath.Join(outDir, p.fileName()+".test")
-			if err := buildTest(ctx, p); err != nil {
+			if err := buildTest(ctx, p, goarch); err != nil {
 				return nil, err
 			}
 			pkgs = append(pkgs, p)
@@ -75,18 +75,18 @@ func buildTests(ctx context.Context, mod module, patterns []string, once bool, o
 
 // buildBindwatch compiles the bindwatch command for the guest, for the
 // tests that drive it (cmd/bindwatch: the guest has no Go to build it).
-func buildBindwatch(ctx context.Context, mod module, outDir string) error {
-	if err := goBuild(ctx, "build", "-o", filepath.Join(outDir, "bindwatch"), mod.path+"/cmd/bindwatch"); err != nil {
+func buildBindwatch(ctx context.Context, mod module, outDir, goarch string) error {
+	if err := goBuild(ctx, goarch, "build", "-o", filepath.Join(outDir, "bindwatch"), mod.path+"/cmd/bindwatch"); err != nil {
 		return fmt.Errorf("compile bindwatch: %w", err)
 	}
 	return nil
 }
 
-func buildTest(ctx context.Context, p testPackage) error {
+func buildTest(ctx context.Context, p testPackage, goarch string) error {
 	if err := os.Remove(p.binary); err != nil && !os.IsNotExist(err) {
 		return err
 	}
-	if err := goBuild(ctx, "test", "-c", "-o", p.binary, p.importPath); err != nil {
+	if err := goBuild(ctx, goarch, "test", "-c", "-o", p.binary, p.importPath); err != nil {
 		return fmt.Errorf("compile tests of %s: %w", p.name, err)
 	}
 	if _, err := os.Stat(p.binary); err != nil {
@@ -96,18 +96,19 @@ func buildTest(ctx context.Context, p testPackage) error {
 }
 
 // buildGuestInit compiles the guest's /init into outDir.
-func buildGuestInit(ctx context.Context, outDir string) (string, error) {
+func buildGuestInit(ctx context.Context, outDir, goarch string) (string, error) {
 	bin := filepath.Join(outDir, "init")
-	if err := goBuild(ctx, "build", "-o", bin, guestInitPkg); err != nil {
+	if err := goBuild(ctx, goarch, "build", "-o", bin, guestInitPkg); err != nil {
 		return "", fmt.Errorf("compile guest init: %w", err)
 	}
 	return bin, nil
 }
 
-// goBuild runs a go command that produces a static binary for the guest.
-func goBuild(ctx context.Context, args ...string) error {
+// goBuild runs a go command that produces a static binary for the guest's
+// architecture.
+func goBuild(ctx context.Context, goarch string, args ...string) error {
 	cmd := exec.CommandContext(ctx, "go", args...)
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+goarch)
 	_, err := output(cmd)
 	return err
 }

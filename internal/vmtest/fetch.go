@@ -19,17 +19,19 @@ type kernelSpec struct {
 	pattern *regexp.Regexp
 }
 
-var kernelSpecs = []kernelSpec{
-	{"5.10", "bullseye", regexp.MustCompile(`^linux-image-5\.10\.0-[0-9]+-amd64$`)},
-	{"6.1", "bookworm", regexp.MustCompile(`^linux-image-6\.1\.0-[0-9]+-amd64$`)},
-	{"6.12", "bookworm", regexp.MustCompile(`^linux-image-6\.12\.[0-9]+\+deb12-amd64$`)},
+// kernelSpecs name the image packages without their architecture suffix,
+// which lookupKernelSpec appends.
+var kernelSpecs = []struct{ series, release, pattern string }{
+	{"5.10", "bullseye", `^linux-image-5\.10\.0-[0-9]+-`},
+	{"6.1", "bookworm", `^linux-image-6\.1\.0-[0-9]+-`},
+	{"6.12", "bookworm", `^linux-image-6\.12\.[0-9]+\+deb12-`},
 }
 
-func lookupKernelSpec(series string) (kernelSpec, error) {
+func lookupKernelSpec(series string, arch guestArch) (kernelSpec, error) {
 	var known []string
 	for _, s := range kernelSpecs {
 		if s.series == series {
-			return s, nil
+			return kernelSpec{s.series, s.release, regexp.MustCompile(s.pattern + regexp.QuoteMeta(arch.name) + "$")}, nil
 		}
 		known = append(known, s.series)
 	}
@@ -44,12 +46,13 @@ const archiveKeyring = "/usr/share/keyrings/debian-archive-keyring.gpg"
 // neither needed nor touched.
 type fetcher struct {
 	cache   string
+	arch    guestArch
 	mirrors mirrors
 	updated map[string]bool
 	log     io.Writer
 }
 
-func newFetcher(cache string, log io.Writer) (*fetcher, error) {
+func newFetcher(cache string, arch guestArch, log io.Writer) (*fetcher, error) {
 	if _, err := os.Stat(archiveKeyring); err != nil {
 		return nil, fmt.Errorf("debian archive keyring: %w (apt-get install debian-archive-keyring)", err)
 	}
@@ -57,18 +60,18 @@ func newFetcher(cache string, log io.Writer) (*fetcher, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &fetcher{cache: cache, mirrors: m, updated: map[string]bool{}, log: log}, nil
+	return &fetcher{cache: cache, arch: arch, mirrors: m, updated: map[string]bool{}, log: log}, nil
 }
 
 // fetch returns the cached kernel for spec, downloading the newest matching
 // package first if there is none or refresh is set.
 func (f *fetcher) fetch(ctx context.Context, spec kernelSpec, refresh bool) (kernel, error) {
 	dir := filepath.Join(f.cache, "kernels", spec.series)
-	cached, cacheErr := loadKernel(dir)
+	cached, cacheErr := loadKernel(dir, f.arch)
 	if cacheErr == nil && !refresh {
 		return cached, nil
 	}
-	idx := aptIndex{dir: filepath.Join(f.cache, "apt", spec.release)}
+	idx := f.index(spec.release)
 	if err := f.update(ctx, idx, spec.release); err != nil {
 		return kernel{}, err
 	}
@@ -84,7 +87,12 @@ func (f *fetcher) fetch(ctx context.Context, spec kernelSpec, refresh bool) (ker
 	if err := f.install(ctx, idx, k); err != nil {
 		return kernel{}, err
 	}
-	return loadKernel(dir)
+	return loadKernel(dir, f.arch)
+}
+
+// index is the apt index of release for the guests' architecture.
+func (f *fetcher) index(release string) aptIndex {
+	return aptIndex{dir: filepath.Join(f.cache, "apt", release), arch: f.arch.name}
 }
 
 func (f *fetcher) update(ctx context.Context, idx aptIndex, release string) error {
@@ -117,7 +125,7 @@ func (f *fetcher) install(ctx context.Context, idx aptIndex, k kernel) error {
 	if err := extractKernel(ctx, deb, staged); err != nil {
 		return err
 	}
-	if _, err := checkKernelDir(staged); err != nil {
+	if _, err := checkKernelDir(staged, f.arch); err != nil {
 		return fmt.Errorf("%s: %w", k, err)
 	}
 	meta, err := json.Marshal(k)
@@ -133,7 +141,7 @@ func (f *fetcher) install(ctx context.Context, idx aptIndex, k kernel) error {
 	return os.Rename(staged, k.dir)
 }
 
-func loadKernel(dir string) (kernel, error) {
+func loadKernel(dir string, arch guestArch) (kernel, error) {
 	var k kernel
 	data, err := os.ReadFile(filepath.Join(dir, "kernel.json"))
 	if err != nil {
@@ -146,6 +154,6 @@ func loadKernel(dir string) (kernel, error) {
 	if _, err := os.Stat(k.vmlinuz()); err != nil {
 		return k, err
 	}
-	k.modules, err = checkKernelDir(dir)
+	k.modules, err = checkKernelDir(dir, arch)
 	return k, err
 }

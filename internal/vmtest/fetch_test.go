@@ -17,7 +17,7 @@ func TestKernelPatterns(t *testing.T) {
 		"linux-image-6.12.117+deb12-amd64-unsigned", "linux-image-5.10.0-46-cloud-amd64",
 	}
 	for series, matching := range tests {
-		spec, err := lookupKernelSpec(series)
+		spec, err := lookupKernelSpec(series, guestArches["amd64"])
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -32,7 +32,11 @@ func TestKernelPatterns(t *testing.T) {
 			}
 		}
 	}
-	if _, err := lookupKernelSpec("4.19"); err == nil || !strings.Contains(err.Error(), "known: 5.10, 6.1, 6.12") {
+	arm64, err := lookupKernelSpec("6.1", guestArches["arm64"])
+	if err != nil || !arm64.pattern.MatchString("linux-image-6.1.0-50-arm64") || arm64.pattern.MatchString("linux-image-6.1.0-50-amd64") || arm64.pattern.MatchString("linux-image-6.1.0-50-rt-arm64") {
+		t.Errorf("arm64 6.1 pattern %v (%v): want linux-image-6.1.0-N-arm64 only", arm64.pattern, err)
+	}
+	if _, err := lookupKernelSpec("4.19", guestArches["amd64"]); err == nil || !strings.Contains(err.Error(), "known: 5.10, 6.1, 6.12") {
 		t.Errorf("lookupKernelSpec(4.19) = %v, want an error listing the known kernels", err)
 	}
 }

@@ -58,7 +58,8 @@ type initramfs struct {
 	init      string // host path of the guest init
 	bindwatch string // host path of the bindwatch command built for the guest
 	docs      string // host path of the module's docs directory
-	busybox   string // host path of a static busybox
+	busybox   string // host path of a static busybox for the guest
+	applets   string // host path of a busybox to run for the applet list
 	pkgs      []testPackage
 	kernels   []kernel
 	plan      protocol.Plan // from newPlan: plan.Tests[i] is pkgs[i]
@@ -115,7 +116,7 @@ func (r initramfs) writeSkeleton(c *cpioWriter) error {
 // writeBusybox installs busybox as /bin with every applet, and makes
 // /sbin, /usr/bin and /usr/sbin point there, so tests can shell out.
 func (r initramfs) writeBusybox(ctx context.Context, c *cpioWriter) error {
-	out, err := output(exec.CommandContext(ctx, r.busybox, "--list"))
+	out, err := output(exec.CommandContext(ctx, r.applets, "--list"))
 	if err != nil {
 		return fmt.Errorf("list busybox applets: %w", err)
 	}

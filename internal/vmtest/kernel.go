@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 )
 
@@ -32,14 +33,15 @@ func (k kernel) module(file string) string { return filepath.Join(k.dir, "module
 
 func (k kernel) String() string { return k.Package + " " + k.Version }
 
-// requiredConfig must be built in (=y): the guest has no modprobe, and
-// loads only guestModules.
+// requiredConfig must be built in (=y), with the architecture's own
+// (guestArch.config): the guest has no modprobe, and loads only
+// guestModules.
 var requiredConfig = []string{
-	"CONFIG_BLK_DEV_INITRD", "CONFIG_DEVTMPFS", "CONFIG_SERIAL_8250_CONSOLE",
+	"CONFIG_BLK_DEV_INITRD", "CONFIG_DEVTMPFS",
 	"CONFIG_INET", "CONFIG_IPV6", "CONFIG_CGROUPS",
 	"CONFIG_BPF_SYSCALL", "CONFIG_BPF_JIT", "CONFIG_DEBUG_INFO_BTF", "CONFIG_BPF_EVENTS",
 	"CONFIG_KPROBES", "CONFIG_KPROBE_EVENTS", "CONFIG_TRACEPOINTS",
-	"CONFIG_FTRACE", "CONFIG_FUNCTION_TRACER", "CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS",
+	"CONFIG_FTRACE", "CONFIG_FUNCTION_TRACER",
 }
 
 // guestModules, in load order, are sock_diag for inet sockets, which
@@ -57,14 +59,14 @@ var guestModules = []struct{ name, config string }{
 
 // checkKernelDir checks that the kernel unpacked in dir can run the tests
 // and returns the module files the guest must load, in order.
-func checkKernelDir(dir string) ([]string, error) {
+func checkKernelDir(dir string, arch guestArch) ([]string, error) {
 	data, err := os.ReadFile(filepath.Join(dir, "config"))
 	if err != nil {
 		return nil, err
 	}
 	config := parseConfig(string(data))
 	var missing, modules []string
-	for _, name := range requiredConfig {
+	for _, name := range append(slices.Clone(requiredConfig), arch.config...) {
 		if config[name] != "y" {
 			missing = append(missing, name)
 		}

@@ -29,7 +29,7 @@ func kernelDir(t *testing.T, config []string, modules ...string) string {
 
 func goodConfig() []string {
 	var config []string
-	for _, name := range requiredConfig {
+	for _, name := range append(requiredConfig, guestArches["amd64"].config...) {
 		config = append(config, name+"=y")
 	}
 	return append(config,
@@ -39,7 +39,7 @@ func goodConfig() []string {
 
 func TestCheckKernelDir(t *testing.T) {
 	dir := kernelDir(t, goodConfig(), "udp_diag.ko.xz", "veth.ko.xz", "inet_diag.ko.xz", "tcp_diag.ko.xz")
-	modules, err := checkKernelDir(dir)
+	modules, err := checkKernelDir(dir, guestArches["amd64"])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,7 +51,7 @@ func TestCheckKernelDir(t *testing.T) {
 
 func TestCheckKernelDirMissingModule(t *testing.T) {
 	dir := kernelDir(t, goodConfig(), "inet_diag.ko", "tcp_diag.ko")
-	if _, err := checkKernelDir(dir); err == nil || !strings.Contains(err.Error(), "module udp_diag") {
+	if _, err := checkKernelDir(dir, guestArches["amd64"]); err == nil || !strings.Contains(err.Error(), "module udp_diag") {
 		t.Errorf("checkKernelDir without udp_diag.ko = %v, want an error naming it", err)
 	}
 }
@@ -62,7 +62,7 @@ func TestCheckKernelDirConfig(t *testing.T) {
 	config = strings.Replace(config, "CONFIG_DEBUG_INFO_BTF=y", "# CONFIG_DEBUG_INFO_BTF is not set", 1)
 	config = strings.Replace(config, "CONFIG_INET_RAW_DIAG=y", "", 1)
 	dir := kernelDir(t, strings.Split(config, "\n"), "inet_diag.ko", "tcp_diag.ko", "udp_diag.ko", "veth.ko")
-	_, err := checkKernelDir(dir)
+	_, err := checkKernelDir(dir, guestArches["amd64"])
 	if err == nil || !strings.Contains(err.Error(), "lacks CONFIG_IPV6, CONFIG_DEBUG_INFO_BTF, CONFIG_INET_RAW_DIAG") {
 		t.Errorf("checkKernelDir = %v, want it to name IPV6, DEBUG_INFO_BTF and INET_RAW_DIAG", err)
 	}

@@ -43,13 +43,15 @@ type options struct {
 	parallel int
 	cache    string
 	refresh  bool
+	arch     guestArch
 }
 
 func parseFlags(args []string) (options, error) {
 	fs := flag.NewFlagSet("vmtest", flag.ContinueOnError)
 	pkgs := fs.String("pkgs", "./internal/tracer", "comma-separated packages whose tests run in the guests, once per backend; PKG=REGEXP runs only the tests REGEXP matches (-test.run), PKG!REGEXP all but those (-test.skip)")
 	oncePkgs := fs.String("once-pkgs", "", "like -pkgs, for packages that trace nothing: their tests run once per kernel (under the first backend), not once per backend")
-	backends := fs.String("backends", "fentry,kprobe,tracepoint", "comma-separated backends to test in every kernel; each must work there")
+	backends := fs.String("backends", "", "comma-separated backends to test in every kernel; each must work there (default: the architecture's, fentry,kprobe,tracepoint on amd64)")
+	arch := fs.String("arch", hostArch, "architecture of the guests: amd64, or arm64 (emulated, slower; default -kernels 6.1)")
 	kernels := fs.String("kernels", "5.10,6.1,6.12", "comma-separated kernel series to boot")
 	var o options
 	fs.StringVar(&o.run, "run", "", "only run tests matching this regexp (passed as -test.run)")
@@ -64,11 +66,28 @@ func parseFlags(args []string) (options, error) {
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected arguments %q (all options are flags)", fs.Args())
 	}
+	var err error
+	if o.arch, err = lookupArch(*arch); err != nil {
+		return o, err
+	}
+	if *backends == "" {
+		*backends = o.arch.backends
+	}
+	if o.arch.name != hostArch && !setFlags(fs)["kernels"] {
+		*kernels = "6.1"
+	}
 	o.pkgs, o.oncePkgs, o.backends, o.kernels = splitList(*pkgs), splitList(*oncePkgs), splitList(*backends), splitList(*kernels)
 	if len(o.pkgs) == 0 || len(o.backends) == 0 || len(o.kernels) == 0 || o.parallel < 1 {
 		return o, errors.New("-pkgs, -backends and -kernels must not be empty, -parallel must be at least 1")
 	}
 	return o, nil
+}
+
+// setFlags names the flags given on the command line.
+func setFlags(fs *flag.FlagSet) map[string]bool {
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	return set
 }
 
 func splitList(s string) []string {
@@ -107,7 +126,7 @@ func main() {
 // the kernels. Errors it returns are setup errors; kernel failures, fetch
 // failures included, are in the outcomes.
 func runMatrix(ctx context.Context, o options) ([]kernelOutcome, error) {
-	specs, err := lookupKernelSpecs(o.kernels)
+	specs, err := lookupKernelSpecs(o.kernels, o.arch)
 	if err != nil {
 		return nil, err
 	}
@@ -118,15 +137,26 @@ func runMatrix(ctx context.Context, o options) ([]kernelOutcome, error) {
 	if o.cache == "" {
 		o.cache = filepath.Join(mod.dir, ".cache", "vmtest")
 	}
-	busybox, err := ensureTools(ctx, os.Stderr)
+	if o.arch.name != hostArch { // its own kernels, apt indexes, builds and logs
+		o.cache = filepath.Join(o.cache, o.arch.name)
+	}
+	busybox, err := ensureTools(ctx, o.arch, os.Stderr)
 	if err != nil {
 		return nil, err
 	}
-	ramfs := initramfs{busybox: busybox, docs: filepath.Join(mod.dir, "docs"), bindwatch: filepath.Join(o.cache, "build", "bindwatch")}
+	f, err := newFetcher(o.cache, o.arch, os.Stderr)
+	if err != nil {
+		return nil, err
+	}
+	guestBusybox, err := f.guestBusybox(ctx, busybox)
+	if err != nil {
+		return nil, err
+	}
+	ramfs := initramfs{busybox: guestBusybox, applets: busybox, docs: filepath.Join(mod.dir, "docs"), bindwatch: filepath.Join(o.cache, "build", "bindwatch")}
 	if ramfs.pkgs, ramfs.init, err = buildGuest(ctx, o, mod); err != nil {
 		return nil, err
 	}
-	outcomes := fetchKernels(ctx, o, specs)
+	outcomes := fetchKernels(ctx, o, f, specs)
 	ramfs.kernels = fetched(outcomes)
 	ramfs.plan = newPlan(ramfs.pkgs, ramfs.kernels, o.backends, testArgs(o))
 	initrd := filepath.Join(o.cache, "build", "initramfs.cpio")
@@ -137,10 +167,10 @@ func runMatrix(ctx context.Context, o options) ([]kernelOutcome, error) {
 	return outcomes, nil
 }
 
-func lookupKernelSpecs(series []string) ([]kernelSpec, error) {
+func lookupKernelSpecs(series []string, arch guestArch) ([]kernelSpec, error) {
 	var specs []kernelSpec
 	for _, s := range series {
-		spec, err := lookupKernelSpec(s)
+		spec, err := lookupKernelSpec(s, arch)
 		if err != nil {
 			return nil, fmt.Errorf("-kernels: %w", err)
 		}
@@ -158,19 +188,19 @@ func buildGuest(ctx context.Context, o options, mod module) ([]testPackage, stri
 			return nil, "", err
 		}
 	}
-	pkgs, err := buildTests(ctx, mod, o.pkgs, false, dir)
+	pkgs, err := buildTests(ctx, mod, o.pkgs, false, dir, o.arch.name)
 	if err != nil {
 		return nil, "", err
 	}
-	once, err := buildTests(ctx, mod, o.oncePkgs, true, dir)
+	once, err := buildTests(ctx, mod, o.oncePkgs, true, dir, o.arch.name)
 	if err != nil {
 		return nil, "", err
 	}
 	pkgs = append(pkgs, once...)
-	if err := buildBindwatch(ctx, mod, dir); err != nil {
+	if err := buildBindwatch(ctx, mod, dir, o.arch.name); err != nil {
 		return nil, "", err
 	}
-	init, err := buildGuestInit(ctx, dir)
+	init, err := buildGuestInit(ctx, dir, o.arch.name)
 	return pkgs, init, err
 }
 
@@ -191,15 +221,12 @@ func testArgs(o options) []string {
 
 // fetchKernels fetches the kernels one after the other (they share apt
 // indexes). A kernel that cannot be fetched is a failed outcome.
-func fetchKernels(ctx context.Context, o options, specs []kernelSpec) []kernelOutcome {
+func fetchKernels(ctx context.Context, o options, f *fetcher, specs []kernelSpec) []kernelOutcome {
 	outcomes := make([]kernelOutcome, len(specs))
-	f, setupErr := newFetcher(o.cache, os.Stderr)
 	for i, spec := range specs {
 		out := &outcomes[i]
-		out.series, out.err = spec.series, setupErr
-		if setupErr == nil {
-			out.kernel, out.err = f.fetch(ctx, spec, o.refresh)
-		}
+		out.series = spec.series
+		out.kernel, out.err = f.fetch(ctx, spec, o.refresh)
 		if out.err != nil {
 			out.err = fmt.Errorf("fetch kernel %s: %w", spec.series, out.err)
 		}
@@ -241,7 +268,7 @@ func runKernels(ctx context.Context, o options, outcomes []kernelOutcome, initrd
 func runKernel(ctx context.Context, o options, out *kernelOutcome, initrd string, plan protocol.Plan) {
 	fmt.Fprintf(os.Stderr, "vmtest: booting %s (%s)\n", out.kernel, out.series)
 	start := time.Now()
-	bootErr := boot(ctx, out.kernel, initrd, out.log, o.timeout)
+	bootErr := boot(ctx, o.arch, out.kernel, initrd, out.log, o.timeout)
 	out.wall = time.Since(start)
 	var readErr error
 	out.report, readErr = readReport(out.log, plan)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"time"
 )
@@ -20,24 +21,24 @@ const (
 // kernelCmdline puts the console, with every kernel message, on the first
 // serial port, and turns a panic (init exiting included) into a reboot,
 // which -no-reboot turns into qemu exiting.
-const kernelCmdline = "console=ttyS0 panic=-1"
+func kernelCmdline(arch guestArch) string { return "console=" + arch.console + " panic=-1" }
 
 // qemuArgs boots vmlinuz with initrd under TCG (KVM is not usable on the CI
 // machines), with the serial console on stdout and nothing else attached.
-func qemuArgs(vmlinuz, initrd string) []string {
-	return []string{
+func qemuArgs(arch guestArch, vmlinuz, initrd string) []string {
+	return append(slices.Clone(arch.machine),
 		"-accel", "tcg", "-cpu", "max",
 		"-m", guestMemory, "-smp", guestCPUs,
 		"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
 		"-serial", "stdio",
 		"-kernel", vmlinuz, "-initrd", initrd,
-		"-append", kernelCmdline,
-	}
+		"-append", kernelCmdline(arch),
+	)
 }
 
 // boot runs k with initrd until the guest powers off, writing its serial
 // console to logPath; it gives up after timeout.
-func boot(ctx context.Context, k kernel, initrd, logPath string, timeout time.Duration) error {
+func boot(ctx context.Context, arch guestArch, k kernel, initrd, logPath string, timeout time.Duration) error {
 	log, err := os.Create(logPath)
 	if err != nil {
 		return fmt.Errorf("serial log: %w", err)
@@ -45,7 +46,7 @@ func boot(ctx context.Context, k kernel, initrd, logPath string, timeout time.Du
 	defer log.Close()
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "qemu-system-x86_64", qemuArgs(k.vmlinuz(), initrd)...)
+	cmd := exec.CommandContext(ctx, arch.qemu, qemuArgs(arch, k.vmlinuz(), initrd)...)
 	cmd.Stdout = log
 	var stderr strings.Builder
 	cmd.Stderr = &stderr

@@ -11,30 +11,31 @@ import (
 )
 
 // hostTools are the programs the harness needs beyond Go and apt, with the
-// Debian packages that provide them.
-var hostTools = []struct{ bin, pkg string }{
-	{"qemu-system-x86_64", "qemu-system-x86"},
-	{"busybox", "busybox-static"}, // must be static: the initramfs has no libc
+// Debian packages that provide them: the guests' emulator, and a static
+// busybox (the initramfs has no libc; for another architecture's guests,
+// the host's lists the applets).
+func hostTools(arch guestArch) []struct{ bin, pkg string } {
+	return []struct{ bin, pkg string }{{arch.qemu, arch.qemuPkg}, {"busybox", "busybox-static"}}
 }
 
 // ensureTools installs the missing host tools with apt-get and returns the
-// path of the static busybox.
-func ensureTools(ctx context.Context, log io.Writer) (busybox string, err error) {
-	missing := missingTools()
+// path of the host's static busybox.
+func ensureTools(ctx context.Context, arch guestArch, log io.Writer) (busybox string, err error) {
+	missing := missingTools(arch)
 	if len(missing) > 0 {
 		if err := aptInstall(ctx, log, missing); err != nil {
 			return "", err
 		}
-		if still := missingTools(); len(still) > 0 {
-			return "", fmt.Errorf("apt-get installed %s, but they are still unusable (need qemu-system-x86_64 and a static busybox on PATH)", strings.Join(still, " "))
+		if still := missingTools(arch); len(still) > 0 {
+			return "", fmt.Errorf("apt-get installed %s, but they are still unusable (need %s and a static busybox on PATH)", strings.Join(still, " "), arch.qemu)
 		}
 	}
 	return exec.LookPath("busybox")
 }
 
-func missingTools() []string {
+func missingTools(arch guestArch) []string {
 	var missing []string
-	for _, t := range hostTools {
+	for _, t := range hostTools(arch) {
 		path, err := exec.LookPath(t.bin)
 		if err != nil || (t.bin == "busybox" && !isStatic(path)) {
 			missing = append(missing, t.pkg)
