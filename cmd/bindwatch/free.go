@@ -12,7 +12,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/bindwatch/bindwatch/internal/deploy"
-	"github.com/bindwatch/bindwatch/internal/enrich"
 	"github.com/bindwatch/bindwatch/internal/events"
 	"github.com/bindwatch/bindwatch/internal/resolve"
 )
@@ -98,18 +97,11 @@ func freeAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if c.Bool("all-netns") && os.Geteuid() != 0 {
-		return cli.Exit("--all-netns needs root (entering other network namespaces takes CAP_SYS_ADMIN): run it with sudo", 1)
-	}
 	netns, err := netnsOption(c)
 	if err != nil {
 		return err
 	}
-	rules, err := redactRules(c)
-	if err != nil {
-		return err
-	}
-	r, err := resolve.New(resolve.Options{CacheTTL: -1, Redact: rules, Names: enrich.New(enrich.Options{}).Process})
+	r, err := commandResolver(c, resolve.Options{CacheTTL: -1})
 	if err != nil {
 		return err
 	}

@@ -65,15 +65,18 @@ func netnsArg(arg string) (host.Netns, error) {
 }
 
 // netnsOption reads --netns (with --all-netns, if the command has it, as
-// the alternative): the namespace to look in, or the zero Netns for
-// bindwatch's own.
+// the alternative, which needs root): the namespace to look in, or the
+// zero Netns for bindwatch's own (or, with --all-netns, every one).
 func netnsOption(c *cli.Context) (host.Netns, error) {
 	arg := c.String("netns")
+	if arg != "" && c.Bool("all-netns") {
+		return host.Netns{}, usagef("--netns and --all-netns: give one (--netns looks in one namespace, --all-netns in every one)")
+	}
+	if c.Bool("all-netns") && os.Geteuid() != 0 {
+		return host.Netns{}, cli.Exit("--all-netns needs root (entering other network namespaces takes CAP_SYS_ADMIN): run it with sudo", 1)
+	}
 	if arg == "" {
 		return host.Netns{}, nil
-	}
-	if c.Bool("all-netns") {
-		return host.Netns{}, usagef("--netns and --all-netns: give one (--netns looks in one namespace, --all-netns in every one)")
 	}
 	if os.Geteuid() != 0 {
 		return host.Netns{}, cli.Exit("--netns needs root (entering another network namespace takes CAP_SYS_ADMIN): run it with sudo", 1)

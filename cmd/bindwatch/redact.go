@@ -3,7 +3,9 @@ package main
 import (
 	"github.com/urfave/cli/v2"
 
+	"github.com/bindwatch/bindwatch/internal/enrich"
 	"github.com/bindwatch/bindwatch/internal/redact"
+	"github.com/bindwatch/bindwatch/internal/resolve"
 )
 
 // redactFlags are --redact and --no-redact, on every command that reports
@@ -30,4 +32,17 @@ func redactRules(c *cli.Context) (*redact.Rules, error) {
 		return nil, usageError{err}
 	}
 	return r, nil
+}
+
+// commandResolver is the resolver of who, free and wait-free: opts, with
+// --redact's rules for every process it describes and container and pod
+// names from enrich.
+func commandResolver(c *cli.Context, opts resolve.Options) (*resolve.Resolver, error) {
+	rules, err := redactRules(c)
+	if err != nil {
+		return nil, err
+	}
+	opts.Redact = rules
+	opts.Names = enrich.New(enrich.Options{}).Process
+	return resolve.New(opts)
 }

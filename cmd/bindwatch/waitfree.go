@@ -14,7 +14,6 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/bindwatch/bindwatch/internal/deploy"
-	"github.com/bindwatch/bindwatch/internal/enrich"
 	"github.com/bindwatch/bindwatch/internal/events"
 	"github.com/bindwatch/bindwatch/internal/resolve"
 )
@@ -104,11 +103,7 @@ func waitFreeAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	rules, err := redactRules(c)
-	if err != nil {
-		return err
-	}
-	r, err := resolve.New(resolve.Options{CacheTTL: -1, Redact: rules, Names: enrich.New(enrich.Options{}).Process})
+	r, err := commandResolver(c, resolve.Options{CacheTTL: -1})
 	if err != nil {
 		return err
 	}

@@ -10,7 +10,6 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/bindwatch/bindwatch/internal/enrich"
 	"github.com/bindwatch/bindwatch/internal/events"
 	"github.com/bindwatch/bindwatch/internal/host"
 	"github.com/bindwatch/bindwatch/internal/resolve"
@@ -78,19 +77,12 @@ func whoAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if c.Bool("all-netns") && os.Geteuid() != 0 {
-		return fmt.Errorf("--all-netns needs root (entering other network namespaces takes CAP_SYS_ADMIN): run it with sudo")
-	}
 	netns, err := netnsOption(c)
 	if err != nil {
 		return err
 	}
 
-	rules, err := redactRules(c)
-	if err != nil {
-		return err
-	}
-	r, err := resolve.New(resolve.Options{NoBPF: c.Bool("proc-scan"), Redact: rules, Names: enrich.New(enrich.Options{}).Process})
+	r, err := commandResolver(c, resolve.Options{NoBPF: c.Bool("proc-scan")})
 	if err != nil {
 		return err
 	}
