@@ -17,6 +17,10 @@ import (
 // incident: the precision of a poll's released record.
 const pollInterval = 100 * time.Millisecond
 
+// maxWatchedPIDs caps the holders of one port watched for signals: a
+// port shared by a forking server's workers has many.
+const maxWatchedPIDs = 64
+
 // incidentStep is how often a session hands over the kernel's incident
 // records and polls.
 const incidentStep = pollInterval
@@ -88,7 +92,7 @@ func (in *incidents) failed(f *events.Failure) {
 	for i := range f.Holders {
 		h := &f.Holders[i]
 		for _, p := range h.Processes {
-			if !slices.Contains(w.pids, p.PID) {
+			if !slices.Contains(w.pids, p.PID) && len(w.pids) < maxWatchedPIDs {
 				w.pids = append(w.pids, p.PID)
 			}
 		}
@@ -103,6 +107,8 @@ func (in *incidents) failed(f *events.Failure) {
 	if f.TimeWait != nil {
 		w.timeWait = true
 	}
+	// A full kernel map (tracer.MaxIncidents ports) leaves this port
+	// without kernel records; its failures still tell the incident.
 	in.tracer.WatchPort(w.key, w.pids)
 }
 
