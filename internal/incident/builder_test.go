@@ -1,6 +1,7 @@
 package incident
 
 import (
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -83,5 +84,23 @@ func TestTextIsTerminalSafe(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("report lacks %s:\n%s", want, out)
 		}
+	}
+}
+
+// A lane's label cuts a long escaped comm between escapes, never inside
+// one ("\x1" would read as a different byte).
+func TestHTMLLabelCutsBetweenEscapes(t *testing.T) {
+	f := failure(time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC), 80, 41943)
+	f.Process.Comm = strings.Repeat("\x1b", 7)
+	var b strings.Builder
+	if err := WriteHTML(&b, Build([]any{f}), "test", Skipped{}); err != nil {
+		t.Fatal(err)
+	}
+	page := b.String()
+	if bad := regexp.MustCompile(`\\x(?:[0-9a-f][^0-9a-f]|[^0-9a-f])`).FindString(page); bad != "" {
+		t.Errorf("an escape cut short in the page: %q", bad)
+	}
+	if !strings.Contains(page, `failing: 41943 \x1b\x1b\x1b...`) {
+		t.Errorf("the failing lane's label is not the cut comm:\n%s", page)
 	}
 }

@@ -275,12 +275,12 @@ func holderLabel(h *events.IncidentHolder) string {
 	return processLabel(&h.Processes[0])
 }
 
+// processLabel is a lane's short name for a process, "4242 nginx", at
+// most 24 bytes: the comm cut by the escaping rule's cut, never inside an
+// escape.
 func processLabel(p *events.Process) string {
-	s := fmt.Sprintf("%d %s", p.PID, events.Escape(p.Comm))
-	if len(s) > 24 {
-		s = s[:24]
-	}
-	return s
+	pid := fmt.Sprintf("%d ", p.PID)
+	return pid + events.EscapeCut(p.Comm, max(24-len(pid), 4))
 }
 
 // ticks are 4–8 round offsets from 0 to span.
