@@ -36,7 +36,7 @@ func holderLine(h *events.Holder) string {
 }
 
 func repeatsLine(r *events.Repeats) string {
-	return fmt.Sprintf("%d more %s %s by pid %d (%s), folded", r.Count, r.Errno, r.Syscall, r.PID, events.Escape(r.Comm))
+	return fmt.Sprintf("%d more %s %s by %s, folded", r.Count, r.Errno, r.Syscall, events.ProcessShort(&events.Process{PID: r.PID, Comm: r.Comm}))
 }
 
 func signalLine(s *events.Signal) string {
