@@ -94,7 +94,7 @@ gotest:
 # Boot Debian kernels under qemu and run the integration tests in each.
 # VM_FLAGS narrows it while developing: VM_FLAGS='-kernels 6.12 -backends fentry'.
 vmtest:
-	$(GO) run ./internal/vmtest -pkgs '$(VM_TEST_PKGS)' -once-pkgs '$(VM_ONCE_PKGS)' -timeout 12m $(VM_FLAGS)
+	$(GO) run ./internal/vmtest -pkgs '$(VM_TEST_PKGS)' -once-pkgs '$(VM_ONCE_PKGS)' -timeout 20m $(VM_FLAGS)
 
 # The tracer's integration tests in Debian's arm64 kernel (6.1), under
 # qemu-system-aarch64 with TCG: the arm64 BPF object, built with
