@@ -545,3 +545,40 @@ func TestOutputStandardStreams(t *testing.T) {
 		t.Errorf("--output /dev/stdout --output-max-size 1M: exit %d, %q; want exit 2 saying a stream cannot be rotated", code, stderr)
 	}
 }
+
+// A directory reached through another user's symlink — /tmp/logs -> a
+// directory of the planter's choosing — is refused for every file
+// bindwatch writes (--output, --ready-file, report --html): exit 1, one
+// sentence, nothing created where the link points.
+func TestPlantedDirectorySymlink(t *testing.T) {
+	testenv.RequireRoot(t)
+	shared := t.TempDir()
+	os.Chmod(shared, 0o1777)
+	target := t.TempDir()
+	link := filepath.Join(shared, "logs")
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Lchown(link, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	log := filepath.Join(t.TempDir(), "empty.jsonl")
+	os.WriteFile(log, nil, 0o644)
+	for _, args := range [][]string{
+		{"--output", filepath.Join(link, "out.jsonl")},
+		{"--ready-file", filepath.Join(link, "ready")},
+		{"report", "--html", filepath.Join(link, "page.html"), log},
+	} {
+		cmd := exec.Command(bindwatchBin, args...)
+		// Were the link followed, tracing would start and run on.
+		timer := time.AfterFunc(10*time.Second, func() { cmd.Process.Kill() })
+		code, stderr := run(t, cmd)
+		timer.Stop()
+		if code != 1 || !strings.Contains(stderr, "uid 65534 owns") || strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
+			t.Errorf("%v: exit %d, stderr %q; want exit 1 and one sentence about the other user's link", args, code, stderr)
+		}
+	}
+	if entries, _ := os.ReadDir(target); len(entries) != 0 {
+		t.Errorf("a file was created through the planted link: %s", entries[0].Name())
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/bindwatch/bindwatch/internal/events"
+	"github.com/bindwatch/bindwatch/internal/host"
 	"github.com/bindwatch/bindwatch/internal/incident"
 	"github.com/bindwatch/bindwatch/internal/tracer"
 )
@@ -162,6 +164,9 @@ func writeHTML(path string, incidents []*events.Incident, sources string, skippe
 // file bindwatch may replace.
 func openPage(path string) (*os.File, error) {
 	const hint = "hint: give a path in a directory only you can write, or remove what is there"
+	if err := host.CheckDirLinks(filepath.Dir(path)); err != nil {
+		return nil, fmt.Errorf("write --html %s: %w", path, err)
+	}
 	fd, err := unix.Open(path, unix.O_WRONLY|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0o644)
 	if errors.Is(err, unix.ELOOP) {
 		return nil, fmt.Errorf("write --html %s: it is a symbolic link, and bindwatch does not follow symlinks for what it writes (%s)", path, hint)

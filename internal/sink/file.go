@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/bindwatch/bindwatch/internal/events"
+	"github.com/bindwatch/bindwatch/internal/host"
 	"golang.org/x/sys/unix"
 )
 
@@ -63,6 +64,9 @@ type File struct {
 // sentence why not: a symlink, a directory that is not there, a file
 // others may write or that has other hard links.
 func OpenFile(path string, opts FileOptions) (*File, error) {
+	if err := host.CheckDirLinks(filepath.Dir(path)); err != nil {
+		return nil, fmt.Errorf("open --output %s: %w", path, err)
+	}
 	dir, err := os.Open(filepath.Dir(path))
 	if err != nil {
 		return nil, fmt.Errorf("open --output %s: %w (hint: check that the directory exists)", path, err)

@@ -4,8 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/bindwatch/bindwatch/internal/host"
 )
 
 // readyFile is a --ready-file this session created, to remove at its end.
@@ -17,6 +20,9 @@ type readyFile struct {
 // checkReadyFile refuses a ready file that exists already, before anything
 // is loaded: scripts would take a leftover for the new session's.
 func checkReadyFile(path string) error {
+	if err := host.CheckDirLinks(filepath.Dir(path)); err != nil {
+		return fmt.Errorf("ready file %s: %w", path, err)
+	}
 	if _, err := os.Lstat(path); err == nil {
 		return fmt.Errorf("ready file %s exists already (hint: remove it first — a previous run's, or one planted there: bindwatch never writes through an existing file or symlink)", path)
 	}
