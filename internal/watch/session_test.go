@@ -53,7 +53,14 @@ type session struct {
 // and returns once tracing is live.
 func startSession(t testing.TB, cfg tracer.Config) *session {
 	t.Helper()
-	s := attachSession(t, cfg)
+	return startSessionTick(t, cfg, 100*time.Millisecond)
+}
+
+// startSessionTick is startSession harvesting the fold table and writing
+// lost records every tick.
+func startSessionTick(t testing.TB, cfg tracer.Config, tick time.Duration) *session {
+	t.Helper()
+	s := attachSessionTick(t, cfg, tick)
 	s.run()
 	return s
 }
@@ -62,11 +69,16 @@ func startSession(t testing.TB, cfg tracer.Config) *session {
 // failures wait in the kernel until run.
 func attachSession(t testing.TB, cfg tracer.Config) *session {
 	t.Helper()
+	return attachSessionTick(t, cfg, 100*time.Millisecond)
+}
+
+func attachSessionTick(t testing.TB, cfg tracer.Config, tick time.Duration) *session {
+	t.Helper()
 	testenv.RequireRoot(t)
 	cfg.Backend = testenv.Backend()
 	out := &lines{}
 	w, _ := events.NewWriter(out, events.FormatJSON)
-	s, err := Start(Options{Tracer: cfg, Out: w, Tick: 100 * time.Millisecond})
+	s, err := Start(Options{Tracer: cfg, Out: w, Tick: tick})
 	if err != nil {
 		t.Fatalf("start bindwatch: %v", err)
 	}
