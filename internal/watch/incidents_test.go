@@ -179,10 +179,20 @@ wait $v2
 		t.Errorf("recovered %+v: want v2 (pid %d), the same process, by listen()", rec, v2)
 	}
 	t.Logf("recovered after %d attempts, outage %d ms; v1 held the port %d ms", rec.Attempts, rec.OutageMS, rel.HeldMS)
-	// v2 starts trying 1.3 s before the release and retries every 100 ms
-	// (plus its own run time): ~13 attempts.
-	within(t, "recovered.attempts", int64(rec.Attempts), 10, 16)
-	within(t, "recovered.outage_ms", rec.OutageMS, 1250, 2000)
+	// Every failure of v2 is an attempt: those reported and those folded.
+	failed := uint64(len(st.failures))
+	for _, r := range st.repeats {
+		failed += r.Count
+	}
+	if rec.Attempts != failed {
+		t.Errorf("recovered.attempts = %d, but %d failures were reported and folded", rec.Attempts, failed)
+	}
+	// v2 starts trying 1.3 s (the script's sleep and v1's grace) before
+	// the release, and no sooner than v1 held the port; it retries every
+	// 100 ms plus its own run time: ~13 attempts on this host, fewer on a
+	// slow emulated one, never more than one per 100 ms.
+	within(t, "recovered.outage_ms", rec.OutageMS, 1250, rel.HeldMS+rec.Time.Sub(rel.Time).Milliseconds()+1)
+	within(t, "recovered.attempts", int64(rec.Attempts), 3, rec.OutageMS/100+1)
 	within(t, "recovery after the release (ms)", rec.Time.Sub(rel.Time).Milliseconds(), 0, 300)
 	if first := st.failures[0].Time; rec.OutageMS != rec.Time.Sub(first).Milliseconds() {
 		t.Errorf("outage_ms %d, but the first failure was %s before the recovery", rec.OutageMS, rec.Time.Sub(first))
