@@ -300,6 +300,10 @@ func (h *HelperProc) Stop() {
 //	execwhen FILE                     → "ready PID"; once FILE exists, exec itself
 //	                                  with another command line (same pid and
 //	                                  start time), as fdhog 0
+//	nonetadmin PROG ARGS...           drop CAP_NET_ADMIN and CAP_NET_RAW from the
+//	                                  capability bounding set, then exec PROG (root
+//	                                  without them; util-linux's `setpriv
+//	                                  --bounding-set`, which busybox's lacks)
 //	trybind PROTO ADDR PORT [options] → "errno N PID" (0: bound)
 //	connect ADDR PORT [udp]           connect a TCP (or UDP) socket (the kernel picks
 //	                                  its local port) → "ready PID INODE", or "errno N PID"
@@ -316,7 +320,7 @@ func (h *HelperProc) Stop() {
 //	                                  until it can; hold the port HOLD_MS, exit
 func runJob(args []string) error {
 	wait := func() { io.Copy(io.Discard, os.Stdin) }
-	need := map[string]int{"serve": 5, "retry": 6, "named": 3, "bind": 4, "storm": 5, "keystorm": 6, "spread": 6, "markedfail": 3, "hold": 4, "inherit": 3, "keep": 1, "fdhog": 2, "trybind": 4, "connect": 3, "autobind": 1, "orphan": 4, "subreaper": 2, "execwhen": 2}
+	need := map[string]int{"serve": 5, "retry": 6, "named": 3, "bind": 4, "storm": 5, "keystorm": 6, "spread": 6, "markedfail": 3, "hold": 4, "inherit": 3, "keep": 1, "fdhog": 2, "trybind": 4, "connect": 3, "autobind": 1, "orphan": 4, "subreaper": 2, "execwhen": 2, "nonetadmin": 2}
 	if len(args) == 0 || len(args) < need[args[0]] || need[args[0]] == 0 {
 		return fmt.Errorf("bad job %q", args)
 	}
@@ -441,6 +445,14 @@ func runJob(args []string) error {
 		}
 		env := append(os.Environ(), helperEnv+"=fdhog 0")
 		return syscall.Exec(os.Args[0], []string{os.Args[0], "-test.run=^$", "exec'd", "into", "another", "command", "line"}, env)
+	case "nonetadmin":
+		for _, c := range []uintptr{unix.CAP_NET_ADMIN, unix.CAP_NET_RAW} {
+			if err := unix.Prctl(unix.PR_CAPBSET_DROP, c, 0, 0, 0); err != nil {
+				return fmt.Errorf("drop capability %d from the bounding set: %w", c, err)
+			}
+		}
+		env := slices.DeleteFunc(os.Environ(), func(v string) bool { return strings.HasPrefix(v, helperEnv+"=") })
+		return syscall.Exec(args[1], args[1:], env)
 	case "trybind":
 		opts, err := parseOpts(args[4:])
 		if err != nil {
