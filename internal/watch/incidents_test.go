@@ -173,12 +173,15 @@ wait $v2
 		t.Errorf("released %+v: want v1 (pid %d) exiting with status 0, seen by the kernel", rel, v1)
 	}
 	within(t, "released.held_ms", rel.HeldMS, 1300, 10000) // 1.3 s and v2's start-up
-	within(t, "release after SIGTERM (ms)", rel.Time.Sub(sig.Time).Milliseconds(), 280, 600)
 	rec := st.recovered[0]
 	if rec.Process.PID != v2 || !rec.SameProcess || rec.Syscall != "listen" || rec.Source != events.SourceKernel {
 		t.Errorf("recovered %+v: want v2 (pid %d), the same process, by listen()", rec, v2)
 	}
 	t.Logf("recovered after %d attempts, outage %d ms; v1 held the port %d ms", rec.Attempts, rec.OutageMS, rel.HeldMS)
+	// v1 exits 300 ms after the SIGTERM, and v2's next retry recovers:
+	// the release falls between the two (how late after the grace depends
+	// on the machine: 2.1 s in a stalled emulated guest).
+	within(t, "release after SIGTERM (ms)", rel.Time.Sub(sig.Time).Milliseconds(), 280, rec.Time.Sub(sig.Time).Milliseconds())
 	// Every failure of v2 is an attempt: those reported and those folded.
 	failed := uint64(len(st.failures))
 	for _, r := range st.repeats {
@@ -193,7 +196,8 @@ wait $v2
 	// slow emulated one, never more than one per 100 ms.
 	within(t, "recovered.outage_ms", rec.OutageMS, 1250, rel.HeldMS+rec.Time.Sub(rel.Time).Milliseconds()+1)
 	within(t, "recovered.attempts", int64(rec.Attempts), 3, rec.OutageMS/100+1)
-	within(t, "recovery after the release (ms)", rec.Time.Sub(rel.Time).Milliseconds(), 0, 300)
+	// One 100 ms retry, however slow the machine, is far less than a second.
+	within(t, "recovery after the release (ms)", rec.Time.Sub(rel.Time).Milliseconds(), 0, 1000)
 	if first := st.failures[0].Time; rec.OutageMS != rec.Time.Sub(first).Milliseconds() {
 		t.Errorf("outage_ms %d, but the first failure was %s before the recovery", rec.OutageMS, rec.Time.Sub(first))
 	}
