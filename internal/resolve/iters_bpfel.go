@@ -44,6 +44,7 @@ const (
 	ItersMapWantedInodes         = "wanted_inodes"
 	ItersMapWantedPorts          = "wanted_ports"
 	ItersProgSocketOwners        = "socket_owners"
+	ItersProgSocketOwnersPerFile = "socket_owners_per_file"
 	ItersProgTimewaitSockets     = "timewait_sockets"
 	ItersVarUnusedSocketOwner    = "unused_socket_owner"
 	ItersVarUnusedTimewaitSocket = "unused_timewait_socket"
@@ -91,8 +92,9 @@ type ItersSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type ItersProgramSpecs struct {
-	SocketOwners    *ebpf.ProgramSpec `ebpf:"socket_owners"`
-	TimewaitSockets *ebpf.ProgramSpec `ebpf:"timewait_sockets"`
+	SocketOwners        *ebpf.ProgramSpec `ebpf:"socket_owners"`
+	SocketOwnersPerFile *ebpf.ProgramSpec `ebpf:"socket_owners_per_file"`
+	TimewaitSockets     *ebpf.ProgramSpec `ebpf:"timewait_sockets"`
 }
 
 // ItersMapSpecs contains maps before they are loaded into the kernel.
@@ -154,13 +156,15 @@ type ItersVariables struct {
 //
 // It can be passed to LoadItersObjects or ebpf.CollectionSpec.LoadAndAssign.
 type ItersPrograms struct {
-	SocketOwners    *ebpf.Program `ebpf:"socket_owners"`
-	TimewaitSockets *ebpf.Program `ebpf:"timewait_sockets"`
+	SocketOwners        *ebpf.Program `ebpf:"socket_owners"`
+	SocketOwnersPerFile *ebpf.Program `ebpf:"socket_owners_per_file"`
+	TimewaitSockets     *ebpf.Program `ebpf:"timewait_sockets"`
 }
 
 func (p *ItersPrograms) Close() error {
 	return _ItersClose(
 		p.SocketOwners,
+		p.SocketOwnersPerFile,
 		p.TimewaitSockets,
 	)
 }

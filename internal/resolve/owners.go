@@ -51,43 +51,91 @@ type timewaitReuse struct {
 // iterators are the loaded BPF iterators of bpf/iters.bpf.c. One
 // user at a time: the maps are the iterators' input.
 type iterators struct {
-	mu        sync.Mutex
-	objs      ItersObjects
-	owners    *link.Iter
-	timewait  *link.Iter
-	lastWants []uint64 // inodes left in wanted_inodes by the last run
+	mu           sync.Mutex
+	coll         *ebpf.Collection
+	wantedInodes *ebpf.Map
+	wantedPorts  *ebpf.Map
+	ownersProg   string // the socket-owner variant loaded (ownerVariants)
+	owners       *link.Iter
+	timewait     *link.Iter
+	lastWants    []uint64 // inodes left in wanted_inodes by the last run
 }
 
-func loadIterators() (*iterators, error) {
+// ownerVariants are the programs of bpf/iters.bpf.c that report socket
+// owners, fastest first. One is loaded, the first the kernel supports; the
+// others are removed from the spec before loading.
+var ownerVariants = []string{
+	// iter/task with bpf_rdonly_cast (6.2) and bpf_loop (5.17).
+	ItersProgSocketOwners,
+	// iter/task_file with bpf_probe_read_kernel (5.8).
+	ItersProgSocketOwnersPerFile,
+}
+
+// loadIterators loads the tcp iterator and the first of variants (names in
+// ownerVariants) that this kernel supports.
+func loadIterators(variants []string) (*iterators, error) {
 	// Before 5.11 BPF maps count against RLIMIT_MEMLOCK (64 KiB by
 	// default), and who, wait-free and free load no tracer to raise it;
 	// RemoveMemlock does so only on such kernels.
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("raise RLIMIT_MEMLOCK for the BPF iterators (this kernel, before 5.11, charges BPF maps to it): %w", err)
 	}
-	it := &iterators{}
-	if err := LoadItersObjects(&it.objs, &ebpf.CollectionOptions{Cache: host.KernelBTF}); err != nil {
-		return nil, fmt.Errorf("load BPF iterators: %w", err)
-	}
-	var err error
-	it.owners, err = link.AttachIter(link.IterOptions{Program: it.objs.SocketOwners})
+	spec, err := LoadIters()
 	if err != nil {
-		it.objs.Close()
-		return nil, fmt.Errorf("attach task iterator: %w", err)
+		return nil, fmt.Errorf("parse embedded BPF iterators: %w", err)
 	}
-	it.timewait, err = link.AttachIter(link.IterOptions{Program: it.objs.TimewaitSockets})
+	var coll *ebpf.Collection
+	var owner string
+	var tried []string
+	for _, owner = range variants {
+		coll, err = loadOwnerVariant(spec, owner)
+		if err == nil {
+			break
+		}
+		tried = append(tried, fmt.Sprintf("%s: %v", owner, err))
+		// A kfunc or helper the kernel lacks is reported as
+		// ErrNotSupported (a missing kfunc before anything is loaded):
+		// try the next variant. Any other error is not this kernel's age.
+		if !errors.Is(err, ebpf.ErrNotSupported) {
+			break
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load BPF iterators (%s): %w", strings.Join(tried, "; "), err)
+	}
+	it := &iterators{coll: coll, ownersProg: owner,
+		wantedInodes: coll.Maps[ItersMapWantedInodes], wantedPorts: coll.Maps[ItersMapWantedPorts]}
+	it.owners, err = link.AttachIter(link.IterOptions{Program: coll.Programs[owner]})
+	if err != nil {
+		coll.Close()
+		return nil, fmt.Errorf("attach task iterator %s: %w", owner, err)
+	}
+	it.timewait, err = link.AttachIter(link.IterOptions{Program: coll.Programs[ItersProgTimewaitSockets]})
 	if err != nil {
 		it.owners.Close()
-		it.objs.Close()
+		coll.Close()
 		return nil, fmt.Errorf("attach tcp iterator: %w", err)
 	}
 	return it, nil
 }
 
+// loadOwnerVariant loads the iterators' maps, the tcp iterator and the
+// socket-owner program owner, the other variants removed from a copy of
+// spec.
+func loadOwnerVariant(spec *ebpf.CollectionSpec, owner string) (*ebpf.Collection, error) {
+	spec = spec.Copy()
+	for _, other := range ownerVariants {
+		if other != owner {
+			delete(spec.Programs, other)
+		}
+	}
+	return ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{Cache: host.KernelBTF})
+}
+
 func (it *iterators) close() {
 	it.timewait.Close()
 	it.owners.Close()
-	it.objs.Close()
+	it.coll.Close()
 }
 
 // socketOwners runs the task iterator over every process and returns
@@ -96,14 +144,14 @@ func (it *iterators) socketOwners(inodes []uint32) (map[uint32]*socketOwners, er
 	it.mu.Lock()
 	defer it.mu.Unlock()
 	for _, ino := range it.lastWants {
-		if err := it.objs.WantedInodes.Delete(ino); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		if err := it.wantedInodes.Delete(ino); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			return nil, fmt.Errorf("clear wanted_inodes: %w", err)
 		}
 	}
 	it.lastWants = it.lastWants[:0]
 	for _, ino := range inodes {
 		key := uint64(ino)
-		if err := it.objs.WantedInodes.Update(key, uint8(1), ebpf.UpdateAny); err != nil {
+		if err := it.wantedInodes.Update(key, uint8(1), ebpf.UpdateAny); err != nil {
 			// A full map (more than its 4096 entries) loses owners of
 			// the rest; the holders are still reported, without processes.
 			break
@@ -151,10 +199,10 @@ func (it *iterators) socketOwners(inodes []uint32) (map[uint32]*socketOwners, er
 func (it *iterators) timewaitFlags(h *netnsHandle, own uint32, port uint16) (map[timewaitKey]timewaitReuse, error) {
 	it.mu.Lock()
 	defer it.mu.Unlock()
-	if err := it.objs.WantedPorts.Update(port, uint8(1), ebpf.UpdateAny); err != nil {
+	if err := it.wantedPorts.Update(port, uint8(1), ebpf.UpdateAny); err != nil {
 		return nil, fmt.Errorf("set wanted_ports: %w", err)
 	}
-	defer it.objs.WantedPorts.Delete(port)
+	defer it.wantedPorts.Delete(port)
 	var data []byte
 	// The tcp iterator walks the namespace of the thread that opens it.
 	err := inNetns(h, own, func() error {

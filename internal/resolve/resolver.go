@@ -122,7 +122,7 @@ func New(opts Options) (*Resolver, error) {
 		close(r.itersLoaded)
 	} else {
 		go func() {
-			it, err := loadIterators()
+			it, err := loadIterators(ownerVariants)
 			r.itersMu.Lock()
 			if r.closed && it != nil { // closed while loading: nobody will use them
 				it.close()

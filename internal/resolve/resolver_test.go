@@ -1,6 +1,7 @@
 package resolve
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
 	"github.com/bindwatch/bindwatch/internal/events"
@@ -659,6 +661,46 @@ func TestProcScanMatchesBPFIter(t *testing.T) {
 		}
 		if b.Holders[0].ReuseAddr != nil {
 			t.Errorf("%s: the /proc scan cannot know reuseaddr, got %v", proto, *b.Holders[0].ReuseAddr)
+		}
+	}
+}
+
+// TestOwnerVariantsAgree loads each socket-owner program of
+// bpf/iters.bpf.c on its own and checks that it reports the owner and the
+// socket flags of real sockets. The per-file variant must load on every
+// kernel the matrix runs (5.10 up), the kfunc one from 6.2.
+func TestOwnerVariantsAgree(t *testing.T) {
+	testenv.RequireRoot(t)
+	port := testenv.FreePort(t)
+	tcp := testenv.StartHelper(t, fmt.Sprintf("hold tcp :: %d reuseaddr v6only", port))
+	udp := testenv.StartHelper(t, fmt.Sprintf("hold udp 0.0.0.0 %d reuseport", port))
+	for _, variant := range ownerVariants {
+		it, err := loadIterators([]string{variant})
+		if variant == ItersProgSocketOwners && errors.Is(err, ebpf.ErrNotSupported) && !testenv.KernelAtLeast(t, 6, 2) {
+			t.Logf("%s: not on this kernel (before 6.2): %v", variant, err)
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", variant, err)
+		}
+		owners, err := it.socketOwners([]uint32{uint32(tcp.Inode), uint32(udp.Inode)})
+		it.close()
+		if err != nil {
+			t.Fatalf("%s: %v", variant, err)
+		}
+		for _, c := range []struct {
+			h                          *testenv.HelperProc
+			reuseAddr, reusePort, v6on bool
+		}{{tcp, true, false, true}, {udp, false, true, false}} {
+			o := owners[uint32(c.h.Inode)]
+			if o == nil || !slices.Equal(o.pids, []int{c.h.PID}) || o.reuseAddr == nil {
+				t.Errorf("%s: inode %d: owners %+v, want pid %d with flags", variant, c.h.Inode, o, c.h.PID)
+				continue
+			}
+			if *o.reuseAddr != c.reuseAddr || *o.reusePort != c.reusePort || *o.v6only != c.v6on {
+				t.Errorf("%s: inode %d: reuseaddr %v reuseport %v v6only %v, want %v %v %v", variant, c.h.Inode,
+					*o.reuseAddr, *o.reusePort, *o.v6only, c.reuseAddr, c.reusePort, c.v6on)
+			}
 		}
 	}
 }
