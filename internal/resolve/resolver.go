@@ -271,9 +271,10 @@ func (r *Resolver) resolve(f *events.Failure, facts *Facts) error {
 		return err
 	}
 	want, ok := failingAddr(f)
+	quirks := bindQuirksFor(f.Proto)
 	var live []events.Holder
 	for _, s := range snap.sockets {
-		if ok && !addrsOverlap(want, s.addr) {
+		if ok && !addrsOverlap(want, s.addr, quirks) {
 			continue
 		}
 		// listen() fails only against a listener: a socket merely bound
