@@ -101,7 +101,10 @@ func loadIterators(variants []string) (*iterators, error) {
 		}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("load BPF iterators (%s): %w", strings.Join(tried, "; "), err)
+		if len(tried) > 1 { // say why the faster variants did not load either
+			return nil, fmt.Errorf("load BPF iterators: %w (before that, %s)", err, strings.Join(tried[:len(tried)-1], "; "))
+		}
+		return nil, fmt.Errorf("load BPF iterators: %w", err)
 	}
 	it := &iterators{coll: coll, ownersProg: owner,
 		wantedInodes: coll.Maps[ItersMapWantedInodes], wantedPorts: coll.Maps[ItersMapWantedPorts]}
