@@ -42,6 +42,17 @@ struct {
 	__type(value, __u8);
 } wanted_inodes SEC(".maps");
 
+/* (network namespace inode << 16 | port) whose bound-only TCP sockets the
+ * socket-owner programs report even when their inode was not asked for:
+ * before 6.8 sock_diag does not list them, so user space cannot know their
+ * inodes. The value is unused. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, __u64);
+	__type(value, __u8);
+} wanted_bound SEC(".maps");
+
 /* Local ports (host order) whose TIME_WAIT sockets timewait_sockets reports. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -53,26 +64,54 @@ struct {
 /* Casts a kernel pointer read as a number to a typed, read-only pointer. */
 extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
 
-/* Writes the socket_owner record of file, a socket file whose inode (ino)
- * user space asked about, open as fd in process tgid. */
+/* Writes the socket_owner record of file, a socket file with inode number
+ * ino open as fd in process tgid, if user space asked about that inode or
+ * it is a bound-only TCP socket on a (netns, port) in wanted_bound. */
 static __always_inline void report_owner(struct seq_file *seq, struct file *file,
 					 __u64 ino, __u32 tgid, __u32 fd)
 {
 	struct socket_owner rec = {};
 	struct socket *sock;
 	struct sock *sk;
+	__u64 bound_key;
 
-	rec.inode = ino;
-	rec.tgid = tgid;
-	rec.fd = fd;
 	/* A socket file's private_data is its struct socket. */
 	sock = BPF_CORE_READ(file, private_data);
 	sk = BPF_CORE_READ(sock, sk);
+	if (!bpf_map_lookup_elem(&wanted_inodes, &ino)) {
+		if (!sk)
+			return;
+		/* A TCP socket that keeps its port while CLOSE was bound by
+		 * the user: tcp_set_state() releases the port of the others
+		 * (inet_put_port, which zeroes skc_num). */
+		if (BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol) != IPPROTO_TCP ||
+		    BPF_CORE_READ(sk, __sk_common.skc_state) != TCP_CLOSE)
+			return;
+		bound_key = (__u64)BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum) << 16 |
+			    BPF_CORE_READ(sk, __sk_common.skc_num);
+		if (!(bound_key & 0xffff) || !bpf_map_lookup_elem(&wanted_bound, &bound_key))
+			return;
+		rec.bound_only = 1;
+	}
+	rec.inode = ino;
+	rec.tgid = tgid;
+	rec.fd = fd;
 	if (sk) {
 		rec.has_sock = 1;
 		rec.reuseaddr = BPF_CORE_READ_BITFIELD_PROBED(sk, __sk_common.skc_reuse) != 0;
 		rec.reuseport = BPF_CORE_READ_BITFIELD_PROBED(sk, __sk_common.skc_reuseport);
 		rec.v6only = BPF_CORE_READ_BITFIELD_PROBED(sk, __sk_common.skc_ipv6only);
+		rec.family = BPF_CORE_READ(sk, __sk_common.skc_family);
+		rec.port = BPF_CORE_READ(sk, __sk_common.skc_num);
+		rec.bound_dev_if = BPF_CORE_READ(sk, __sk_common.skc_bound_dev_if);
+		rec.uid = BPF_CORE_READ(sk, sk_uid.val);
+		if (rec.family == AF_INET6) {
+			BPF_CORE_READ_INTO(&rec.saddr, sk, __sk_common.skc_v6_rcv_saddr);
+		} else {
+			__be32 saddr = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
+
+			__builtin_memcpy(rec.saddr, &saddr, sizeof(saddr));
+		}
 	}
 	bpf_seq_write(seq, &rec, sizeof(rec));
 }
@@ -123,8 +162,6 @@ static long check_fd(__u64 i, void *data)
 	if (!inode || (inode->i_mode & S_IFMT) != S_IFSOCK)
 		return 0;
 	ino = inode->i_ino;
-	if (!bpf_map_lookup_elem(&wanted_inodes, &ino))
-		return 0;
 	report_owner(w->seq, file, ino, w->tgid, i);
 	return 0;
 }
@@ -188,8 +225,6 @@ int socket_owners_per_file(struct bpf_iter__task_file *ctx)
 	if (!inode || (BPF_CORE_READ(inode, i_mode) & S_IFMT) != S_IFSOCK)
 		return 0;
 	ino = BPF_CORE_READ(inode, i_ino);
-	if (!bpf_map_lookup_elem(&wanted_inodes, &ino))
-		return 0;
 	report_owner(ctx->meta->seq, file, ino, BPF_CORE_READ(task, tgid), ctx->fd);
 	return 0;
 }

@@ -9,7 +9,9 @@
 
 /*
  * socket_owner: one open file of one task that is a socket whose inode is in
- * the wanted_inodes map. Go dedupes by (tgid, inode).
+ * the wanted_inodes map, or (bound_only) a TCP socket bound to a port but
+ * neither listening nor connected whose (netns, port) is in wanted_bound.
+ * Go dedupes by (tgid, inode).
  */
 struct socket_owner {
 	__u64 inode;
@@ -21,7 +23,15 @@ struct socket_owner {
 	__u8 reuseport;
 	__u8 v6only;
 	__u8 has_sock;
-	__u32 pad;
+	/* The socket's own address, filled when has_sock: sock_diag lists
+	 * bound-only TCP sockets only from 6.8, so before that these are all
+	 * that is known of them. */
+	__u8 family;
+	__u8 bound_only;
+	__u16 port;         /* host order */
+	__u32 bound_dev_if; /* SO_BINDTODEVICE */
+	__u32 uid;          /* sk_uid */
+	__u8 saddr[16];     /* IPv4 in the first 4 bytes */
 };
 
 /*

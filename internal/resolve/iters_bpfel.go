@@ -14,15 +14,20 @@ import (
 )
 
 type ItersSocketOwner struct {
-	_         structs.HostLayout
-	Inode     uint64
-	Tgid      uint32
-	Fd        uint32
-	Reuseaddr uint8
-	Reuseport uint8
-	V6only    uint8
-	HasSock   uint8
-	Pad       uint32
+	_          structs.HostLayout
+	Inode      uint64
+	Tgid       uint32
+	Fd         uint32
+	Reuseaddr  uint8
+	Reuseport  uint8
+	V6only     uint8
+	HasSock    uint8
+	Family     uint8
+	BoundOnly  uint8
+	Port       uint16
+	BoundDevIf uint32
+	Uid        uint32
+	Saddr      [16]uint8
 }
 
 type ItersTimewaitSocket struct {
@@ -41,6 +46,7 @@ type ItersTimewaitSocket struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	ItersMapWantedBound          = "wanted_bound"
 	ItersMapWantedInodes         = "wanted_inodes"
 	ItersMapWantedPorts          = "wanted_ports"
 	ItersProgSocketOwners        = "socket_owners"
@@ -101,6 +107,7 @@ type ItersProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type ItersMapSpecs struct {
+	WantedBound  *ebpf.MapSpec `ebpf:"wanted_bound"`
 	WantedInodes *ebpf.MapSpec `ebpf:"wanted_inodes"`
 	WantedPorts  *ebpf.MapSpec `ebpf:"wanted_ports"`
 }
@@ -133,12 +140,14 @@ func (o *ItersObjects) Close() error {
 //
 // It can be passed to LoadItersObjects or ebpf.CollectionSpec.LoadAndAssign.
 type ItersMaps struct {
+	WantedBound  *ebpf.Map `ebpf:"wanted_bound"`
 	WantedInodes *ebpf.Map `ebpf:"wanted_inodes"`
 	WantedPorts  *ebpf.Map `ebpf:"wanted_ports"`
 }
 
 func (m *ItersMaps) Close() error {
 	return _ItersClose(
+		m.WantedBound,
 		m.WantedInodes,
 		m.WantedPorts,
 	)

@@ -54,6 +54,7 @@ type iterators struct {
 	mu           sync.Mutex
 	coll         *ebpf.Collection
 	wantedInodes *ebpf.Map
+	wantedBound  *ebpf.Map
 	wantedPorts  *ebpf.Map
 	ownersProg   string // the socket-owner variant loaded (ownerVariants)
 	owners       *link.Iter
@@ -107,7 +108,8 @@ func loadIterators(variants []string) (*iterators, error) {
 		return nil, fmt.Errorf("load BPF iterators: %w", err)
 	}
 	it := &iterators{coll: coll, ownersProg: owner,
-		wantedInodes: coll.Maps[ItersMapWantedInodes], wantedPorts: coll.Maps[ItersMapWantedPorts]}
+		wantedInodes: coll.Maps[ItersMapWantedInodes], wantedBound: coll.Maps[ItersMapWantedBound],
+		wantedPorts: coll.Maps[ItersMapWantedPorts]}
 	it.owners, err = link.AttachIter(link.IterOptions{Program: coll.Programs[owner]})
 	if err != nil {
 		coll.Close()
@@ -141,14 +143,23 @@ func (it *iterators) close() {
 	it.coll.Close()
 }
 
-// socketOwners runs the task iterator over every process and returns
-// the owners of the given socket inodes.
-func (it *iterators) socketOwners(inodes []uint32) (map[uint32]*socketOwners, error) {
+// boundQuery asks the socket-owner iterator for the TCP sockets bound to
+// port in the network namespace netns (an inode) that neither listen nor
+// connect: sock_diag lists them only from Linux 6.8.
+type boundQuery struct {
+	netns uint32
+	port  uint16
+}
+
+// socketOwners runs the task iterator over every process and returns the
+// owners of the given socket inodes, and, with bound set, the bound-only
+// TCP sockets of that netns and port (with their owners in the map).
+func (it *iterators) socketOwners(inodes []uint32, bound *boundQuery) (map[uint32]*socketOwners, []diagSocket, error) {
 	it.mu.Lock()
 	defer it.mu.Unlock()
 	for _, ino := range it.lastWants {
 		if err := it.wantedInodes.Delete(ino); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return nil, fmt.Errorf("clear wanted_inodes: %w", err)
+			return nil, nil, fmt.Errorf("clear wanted_inodes: %w", err)
 		}
 	}
 	it.lastWants = it.lastWants[:0]
@@ -161,27 +172,38 @@ func (it *iterators) socketOwners(inodes []uint32) (map[uint32]*socketOwners, er
 		}
 		it.lastWants = append(it.lastWants, key)
 	}
+	if bound != nil {
+		key := uint64(bound.netns)<<16 | uint64(bound.port)
+		if err := it.wantedBound.Update(key, uint8(1), ebpf.UpdateAny); err != nil {
+			return nil, nil, fmt.Errorf("set wanted_bound: %w", err)
+		}
+		defer it.wantedBound.Delete(key)
+	}
 	r, err := it.owners.Open()
 	if err != nil {
-		return nil, fmt.Errorf("open task iterator: %w", err)
+		return nil, nil, fmt.Errorf("open task iterator: %w", err)
 	}
 	defer r.Close()
 	data, err := io.ReadAll(r)
 	if err != nil {
-		return nil, fmt.Errorf("read task iterator: %w", err)
+		return nil, nil, fmt.Errorf("read task iterator: %w", err)
 	}
 	const size = int(unsafe.Sizeof(ItersSocketOwner{}))
 	out := make(map[uint32]*socketOwners)
+	var boundOnly []diagSocket
 	for len(data) >= size {
 		var rec ItersSocketOwner
 		if _, err := binary.Decode(data[:size], binary.NativeEndian, &rec); err != nil {
-			return nil, fmt.Errorf("decode task iterator record: %w", err)
+			return nil, nil, fmt.Errorf("decode task iterator record: %w", err)
 		}
 		data = data[size:]
 		o := out[uint32(rec.Inode)]
 		if o == nil {
 			o = &socketOwners{}
 			out[uint32(rec.Inode)] = o
+			if rec.BoundOnly != 0 { // once per socket, whatever its owners
+				boundOnly = append(boundOnly, boundOnlySocket(&rec))
+			}
 		}
 		o.pids = append(o.pids, int(rec.Tgid))
 		if rec.HasSock != 0 && o.reuseAddr == nil {
@@ -194,7 +216,21 @@ func (it *iterators) socketOwners(inodes []uint32) (map[uint32]*socketOwners, er
 		slices.Sort(o.pids)
 		o.pids = slices.Compact(o.pids)
 	}
-	return out, nil
+	return out, boundOnly, nil
+}
+
+// boundOnlySocket is a bound-only TCP socket reported by the task iterator,
+// as sock_diag would list it from 6.8 (state CLOSE, no peer).
+func boundOnlySocket(rec *ItersSocketOwner) diagSocket {
+	s := diagSocket{proto: "tcp", family: int(rec.Family), state: tcpClose, sport: rec.Port,
+		ifindex: rec.BoundDevIf, uid: rec.Uid, inode: uint32(rec.Inode)}
+	if s.family == unix.AF_INET6 {
+		s.src, s.dst = netip.AddrFrom16(rec.Saddr), netip.IPv6Unspecified()
+		s.v6only = boolPtr(rec.V6only != 0)
+	} else {
+		s.src, s.dst = netip.AddrFrom4([4]byte(rec.Saddr[:4])), netip.IPv4Unspecified()
+	}
+	return s
 }
 
 // timewaitFlags runs the tcp iterator in h's network namespace and returns

@@ -491,10 +491,24 @@ func (r *Resolver) snapshot(h *netnsHandle, proto string, port uint16) (*portSna
 		hasTimeWait = hasTimeWait || (proto == "tcp" && s.state == tcpTimeWait)
 	}
 	owners := map[uint32]*socketOwners{}
-	if len(inodes) > 0 {
+	it := r.ownerIterators()
+	// A TCP socket bound but neither listening nor connected is in no
+	// table sock_diag walks before 6.8 (which added its bound-inactive
+	// pseudo-state): the task iterator finds it among the open files.
+	if len(inodes) > 0 || (it != nil && proto == "tcp") {
 		var err error
-		if it := r.ownerIterators(); it != nil {
-			owners, err = it.socketOwners(inodes)
+		if it != nil {
+			var bound *boundQuery
+			if proto == "tcp" {
+				bound = &boundQuery{netns: h.Inode, port: port}
+			}
+			var boundOnly []diagSocket
+			owners, boundOnly, err = it.socketOwners(inodes, bound)
+			for _, s := range boundOnly {
+				if !slices.Contains(inodes, s.inode) { // listed by sock_diag from 6.8
+					diag = append(diag, s)
+				}
+			}
 		} else {
 			owners = scanProcForSockets(inodes)
 		}

@@ -683,6 +683,13 @@ func TestOwnerVariantsAgree(t *testing.T) {
 	port := testenv.FreePort(t)
 	tcp := testenv.StartHelper(t, fmt.Sprintf("hold tcp :: %d reuseaddr v6only", port))
 	udp := testenv.StartHelper(t, fmt.Sprintf("hold udp 0.0.0.0 %d reuseport", port))
+	// A bound-only TCP socket, not asked for by inode: found by port.
+	boundPort := testenv.FreePort(t)
+	bound := testenv.StartHelper(t, fmt.Sprintf("hold tcp 127.0.0.1 %d reuseaddr nolisten", boundPort))
+	var ns unix.Stat_t
+	if err := unix.Stat("/proc/self/ns/net", &ns); err != nil {
+		t.Fatal(err)
+	}
 	for _, variant := range ownerVariants {
 		it, err := loadIterators([]string{variant})
 		if variant == ItersProgSocketOwners && errors.Is(err, ebpf.ErrNotSupported) && !testenv.KernelAtLeast(t, 6, 2) {
@@ -692,10 +699,18 @@ func TestOwnerVariantsAgree(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", variant, err)
 		}
-		owners, err := it.socketOwners([]uint32{uint32(tcp.Inode), uint32(udp.Inode)})
+		owners, boundOnly, err := it.socketOwners([]uint32{uint32(tcp.Inode), uint32(udp.Inode)},
+			&boundQuery{netns: uint32(ns.Ino), port: uint16(boundPort)})
 		it.close()
 		if err != nil {
 			t.Fatalf("%s: %v", variant, err)
+		}
+		if len(boundOnly) != 1 || boundOnly[0].inode != uint32(bound.Inode) ||
+			boundOnly[0].src != netip.MustParseAddr("127.0.0.1") || boundOnly[0].sport != uint16(boundPort) {
+			t.Errorf("%s: bound-only sockets %+v, want inode %d on 127.0.0.1:%d", variant, boundOnly, bound.Inode, boundPort)
+		}
+		if o := owners[uint32(bound.Inode)]; o == nil || !slices.Equal(o.pids, []int{bound.PID}) {
+			t.Errorf("%s: owners of the bound-only socket %+v, want pid %d", variant, o, bound.PID)
 		}
 		for _, c := range []struct {
 			h                          *testenv.HelperProc
