@@ -100,8 +100,9 @@ vmtest:
 # qemu-system-aarch64 with TCG: the arm64 BPF object, built with
 # bpf/arch.h, loaded and run by every backend that kernel has (kprobe,
 # tracepoint). Emulated arm64 is slow, so only the tracing packages,
-# without the test that needs iproute2's `ip netns exec` and the storm
-# that emulation cannot make fast enough to fill the fold table.
+# without the ephemeral-port collision test (left out when it needed
+# iproute2; it uses nsenter now, not yet tried here) and the storm
+# (147,456 failing binds: 11-45 s per backend in emulated x86-64).
 vmtest-arm64:
 	$(GO) run ./internal/vmtest -arch arm64 -pkgs './internal/tracer,./internal/watch!^(TestEphemeralCollisionReported|TestUnprivilegedKeyStorm)$$' -timeout 45m $(VM_FLAGS)
 
