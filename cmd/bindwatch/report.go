@@ -27,11 +27,17 @@ FILE with its rotated siblings FILE.1, FILE.2.gz… (oldest first), or
 standard input when no FILE is given — and groups them into incidents: one
 per port (network namespace, protocol, port) from its first failed bind() or
 listen() until someone who wanted the port held it again, or the trace
-ended. For each it prints the window and the outage, the failing processes
+ended; kept apart per host. For each it prints the window and the outage, the failing processes
 with their attempts (folded ones included), each holder and what it was
 (leftover child, orphan, another service, TIME_WAIT), a timeline relative
 to the first failure — failures, signals sent to the holder and by whom,
 when the port was released and how, when it recovered — and the diagnosis.
+
+Logs merged from several hosts (records carry host): the report first
+names the incidents seen on several hosts — the same protocol, port, cause,
+failing program and holder program, e.g. a port clash rolled out with a
+deployment — with the hosts and when it began on the first and last (with
+--format json: one spread record each, after the incidents).
 
 Malformed lines, records of a newer schema version and files cut off
 mid-record are counted and reported on standard error, never fatal.
@@ -126,6 +132,11 @@ func reportAction(c *cli.Context) error {
 		}
 		for _, in := range incidents {
 			if err := write(in); err != nil {
+				return err
+			}
+		}
+		for _, s := range incident.Spreads(incidents) {
+			if err := write(s); err != nil {
 				return err
 			}
 		}

@@ -17,6 +17,7 @@ const (
 	TypeSignal    = "signal"
 	TypeRecovered = "recovered"
 	TypeIncident  = "incident"
+	TypeSpread    = "spread"
 )
 
 // Sources of released and recovered records.
@@ -144,7 +145,8 @@ type Incident struct {
 	// TimelineOmitted counts failure and repeats entries left out of a
 	// timeline that reached its cap (they still count in Attempts).
 	TimelineOmitted int `json:"timeline_omitted,omitempty"`
-	// Diagnosis and Hint are the first failure's.
+	// Cause, Diagnosis and Hint are the first failure's.
+	Cause     string `json:"cause,omitempty"`
 	Diagnosis string `json:"diagnosis,omitempty"`
 	Hint      string `json:"hint,omitempty"`
 }
@@ -266,4 +268,33 @@ func recoveredText(r *Recovered) string {
 // Millis renders a millisecond count as a duration: "1.312s", "300ms".
 func Millis(ms int64) string {
 	return (time.Duration(ms) * time.Millisecond).String()
+}
+
+// Spread says the same incident happened on several hosts: the same
+// protocol, port, cause, failing program and holder program (a port clash
+// rolled out with a deployment shows on every node it reached). bindwatch
+// report writes one per such group, after the incidents.
+type Spread struct {
+	Type    string `json:"type"`
+	Version int    `json:"version"`
+	Proto   string `json:"proto"`
+	Port    uint16 `json:"port"`
+	Cause   string `json:"cause,omitempty"`
+	// Failing and Holder are the comm of the first failing process and of
+	// the first holder's first process, where known.
+	Failing string `json:"failing,omitempty"`
+	Holder  string `json:"holder,omitempty"`
+	// Hosts had the incident, in the order it began on them (each host
+	// once: its first such incident).
+	Hosts []SpreadHost `json:"hosts"`
+	First time.Time    `json:"first"` // the first host's first failure
+	Last  time.Time    `json:"last"`  // the last host's first failure
+}
+
+// SpreadHost is one host's incident of a Spread.
+type SpreadHost struct {
+	Host     string    `json:"host"`
+	Start    time.Time `json:"start"`
+	State    string    `json:"state"`
+	OutageMS int64     `json:"outage_ms"`
 }

@@ -149,7 +149,7 @@ func (b *Builder) failure(f *events.Failure) {
 		in = &events.Incident{
 			Type: events.TypeIncident, Version: events.Version, Host: f.Host, Proto: f.Proto,
 			Netns: f.Process.Netns, Port: f.Port, Addr: f.Addr, Start: f.Time, End: f.Time,
-			State: events.IncidentOpen, Diagnosis: f.Diagnosis, Hint: f.Hint,
+			State: events.IncidentOpen, Cause: f.Cause, Diagnosis: f.Diagnosis, Hint: f.Hint,
 			Failing: []events.IncidentProcess{}, Holders: []events.IncidentHolder{},
 			Signals: []*events.Signal{}, Released: []*events.Released{},
 		}
@@ -172,6 +172,9 @@ func (b *Builder) failure(f *events.Failure) {
 	}
 	if in.Diagnosis == "" {
 		in.Diagnosis, in.Hint = f.Diagnosis, f.Hint
+	}
+	if in.Cause == "" {
+		in.Cause = f.Cause
 	}
 	b.mark(in, f.Time, events.MarkFailure, f.Process.PID, 1, failureLine(f))
 }

@@ -28,6 +28,7 @@ type page struct {
 	Generated string
 	Sources   string
 	Skipped   string
+	Spreads   []string // SpreadLine of each incident seen on several hosts
 	Incidents []htmlIncident
 }
 
@@ -85,6 +86,9 @@ func WriteHTML(w io.Writer, incidents []*events.Incident, sources string, skippe
 	p := page{Generated: time.Now().UTC().Format(time.RFC3339), Sources: sources}
 	if skipped.Any() {
 		p.Skipped = skipped.String()
+	}
+	for _, s := range Spreads(incidents) {
+		p.Spreads = append(p.Spreads, SpreadLine(s))
 	}
 	for i, in := range incidents {
 		p.Incidents = append(p.Incidents, picture(i, in))
@@ -330,6 +334,9 @@ ol.events .at { display: inline-block; min-width: 6em; color: #5b6475; }
 <h1>bindwatch incidents</h1>
 <p class="meta">{{len .Incidents}} incident(s) from {{.Sources}}; generated {{.Generated}}.</p>
 {{if .Skipped}}<p class="skipped">Skipped: {{.Skipped}}</p>{{end}}
+{{if .Spreads}}<section class="spreads"><h2>Same incident on several hosts</h2>
+<ul>{{range .Spreads}}<li class="spread">{{.}}</li>
+{{end}}</ul></section>{{end}}
 {{range .Incidents}}
 <section class="incident" id="{{.ID}}" data-proto="{{.Proto}}" data-port="{{.Port}}" data-state="{{.State}}">
 <h2>{{.Title}}</h2>

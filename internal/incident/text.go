@@ -109,14 +109,22 @@ func Title(in *events.Incident) string {
 	if in.State == events.IncidentOpen {
 		outcome = fmt.Sprintf("not recovered when the trace ended, %s after the first failure", events.Millis(in.OutageMS))
 	}
-	return fmt.Sprintf("incident on %s, host %s: %d failed attempt%s, %s", where, in.Host, in.Attempts, events.Plural(in.Attempts), outcome)
+	return fmt.Sprintf("incident on %s, host %s: %d failed attempt%s, %s", where, events.Escape(in.Host), in.Attempts, events.Plural(in.Attempts), outcome)
 }
 
 // WriteText writes one block per incident: the port and window, the
 // failing processes, the holders and what they were, a timeline relative
-// to the first failure, and the diagnosis.
+// to the first failure, and the diagnosis. Logs merged from several hosts
+// first get a block naming the incidents seen on several of them (Spreads).
 func WriteText(w io.Writer, incidents []*events.Incident) error {
 	var b strings.Builder
+	if spreads := Spreads(incidents); len(spreads) > 0 {
+		b.WriteString("same incident on several hosts:\n")
+		for _, s := range spreads {
+			b.WriteString("  " + SpreadLine(s) + "\n")
+		}
+		b.WriteString("\n")
+	}
 	for i, in := range incidents {
 		if i > 0 {
 			b.WriteString("\n")
