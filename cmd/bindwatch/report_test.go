@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -310,5 +311,122 @@ func TestReportHTMLRefusesPlantedFiles(t *testing.T) {
 	report(t, "--html", page, log)
 	if b, _ := os.ReadFile(page); !bytes.HasPrefix(b, []byte("<!DOCTYPE html>")) || bytes.Contains(b, []byte("old page")) {
 		t.Errorf("own page not replaced whole: %.200q", b)
+	}
+}
+
+// withHost rewrites the host of every record of a real log: what the logs
+// of several nodes look like once merged.
+func withHost(t *testing.T, lines [][]byte, host string) []byte {
+	t.Helper()
+	var out []byte
+	for _, l := range lines {
+		var rec map[string]any
+		if err := json.Unmarshal(l, &rec); err != nil {
+			t.Fatalf("not a JSON record: %v: %s", err, l)
+		}
+		if _, ok := rec["host"]; ok {
+			rec["host"] = host
+		}
+		b, err := json.Marshal(rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(append(out, b...), '\n')
+	}
+	return out
+}
+
+// report on logs merged from several hosts keeps each host's incidents
+// apart and names the incidents seen on several hosts — in text, JSON
+// (spread records, valid against the schema) and HTML — with hostile host
+// names escaped; a host with another incident on the same port (another
+// holder program) is not counted among them.
+func TestReportSpreadAcrossHosts(t *testing.T) {
+	lines, ports := realIncidentLog(t)
+	// node-d: the same port as the second incident, held by another
+	// program: this test's process, which took it back in realIncidentLog,
+	// instead of the python server.
+	other := runTrace(t, func() {
+		for range 2 {
+			testenv.FailBind(t, "tcp", "127.0.0.1", ports[1], testenv.Opts{}, syscall.EADDRINUSE)
+		}
+	}, "--port", strconv.Itoa(ports[1]))
+	const evil = "<b>node-c\x1b[31m"
+	var merged []byte
+	for _, h := range []string{"node-a", "node-b", evil} {
+		merged = append(merged, withHost(t, lines, h)...)
+	}
+	merged = append(merged, withHost(t, other, "node-d")...)
+	log := filepath.Join(t.TempDir(), "merged.jsonl")
+	if err := os.WriteFile(log, merged, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	// JSON: 2 incidents on each of 3 hosts + node-d's, and one spread per
+	// port of the first three hosts.
+	out, _ := report(t, "--format", "json", log)
+	var jsonLines [][]byte
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		jsonLines = append(jsonLines, []byte(l))
+	}
+	if seen := schemaLines(t, jsonLines); seen["incident"] != 7 || seen["spread"] != 2 {
+		t.Fatalf("record types %v, want 7 incident and 2 spread:\n%s", seen, out)
+	}
+	for _, l := range jsonLines {
+		var s struct {
+			Type  string
+			Port  int
+			Hosts []struct{ Host string }
+		}
+		json.Unmarshal(l, &s)
+		if s.Type != "spread" {
+			continue
+		}
+		var hosts []string
+		for _, h := range s.Hosts {
+			hosts = append(hosts, h.Host)
+		}
+		if got := strings.Join(hosts, ","); got != "node-a,node-b,"+evil {
+			t.Errorf("spread of port %d on hosts %q, want node-a,node-b,%q (node-d had another incident)", s.Port, got, evil)
+		}
+	}
+
+	// Text: the block, the hostile name escaped, node-d's incident apart.
+	text, _ := report(t, "--format", "text", log)
+	if strings.ContainsRune(text, 0x1b) {
+		t.Errorf("text report holds a raw ESC:\n%q", text)
+	}
+	escaped := `<b>node-c\x1b[31m`
+	for _, p := range ports {
+		want := fmt.Sprintf("port %d/tcp, ", p)
+		line := ""
+		for _, l := range strings.Split(text, "\n") {
+			if strings.HasPrefix(l, "  "+want) {
+				line = l
+			}
+		}
+		if !strings.Contains(line, ": on 3 hosts (node-a, node-b, "+escaped+"), first at ") {
+			t.Errorf("no spread line for port %d in:\n%s", p, text)
+		}
+	}
+	nodeD := false
+	for _, l := range strings.Split(text, "\n") {
+		nodeD = nodeD || strings.HasPrefix(l, fmt.Sprintf("incident on tcp 127.0.0.1:%d ", ports[1])) && strings.Contains(l, ", host node-d:")
+	}
+	if !strings.HasPrefix(text, "same incident on several hosts:\n") || strings.Count(text, "\nincident on ") != 7 || !nodeD {
+		t.Errorf("text report:\n%s", text)
+	}
+
+	// HTML: a short section, the name escaped by the rule, then by html/template.
+	page := filepath.Join(t.TempDir(), "page.html")
+	report(t, "--html", page, log)
+	b, err := os.ReadFile(page)
+	if err != nil {
+		t.Fatal(err)
+	}
+	html := string(b)
+	if strings.Count(html, `<li class="spread">`) != 2 || !strings.Contains(html, `on 3 hosts (node-a, node-b, &lt;b&gt;node-c\x1b[31m)`) ||
+		strings.Contains(html, "<b>node-c") || strings.ContainsRune(html, 0x1b) {
+		t.Errorf("html spreads section wrong:\n%s", html)
 	}
 }
