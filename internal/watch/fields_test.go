@@ -1,6 +1,8 @@
 package watch
 
 import (
+	"bufio"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -103,15 +105,25 @@ func TestCapturedProcess(t *testing.T) {
 			s := startSession(t, onlyPort(port))
 			testenv.Hold(t, "tcp", "127.0.0.1", port, testenv.Opts{})
 			cg := testenv.NewCgroup(t)
-			cmd := testenv.HelperAsUser(t, "bind tcp 127.0.0.1 "+strconv.Itoa(port), 65534)
+			// trybind stays until its stdin closes: alive while its
+			// failure is read, however slow the machine, so that its
+			// cgroup's path is still in /proc.
+			cmd := testenv.HelperAsUser(t, "trybind tcp 127.0.0.1 "+strconv.Itoa(port), 65534)
 			cmd.Args = append(cmd.Args, argv...)
 			cmd.SysProcAttr.UseCgroupFD, cmd.SysProcAttr.CgroupFD = true, cg.FD
 			if c.cap {
 				cmd.SysProcAttr.AmbientCaps = []uintptr{unix.CAP_NET_BIND_SERVICE}
 			}
-			cmd.Run()
-			if code := cmd.ProcessState.ExitCode(); code != int(syscall.EADDRINUSE) {
-				t.Fatalf("helper exit %d, want EADDRINUSE", code)
+			stdin, _ := cmd.StdinPipe()
+			stdout, _ := cmd.StdoutPipe()
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer cmd.Wait()
+			defer stdin.Close()
+			line, _ := bufio.NewReader(stdout).ReadString('\n')
+			if want := fmt.Sprintf("errno %d %d\n", syscall.EADDRINUSE, cmd.Process.Pid); line != want {
+				t.Fatalf("helper said %q, want %q", line, want)
 			}
 			p := s.waitFailure(port).Process
 			if p.PID != cmd.Process.Pid || p.PPID != os.Getpid() || p.UID != 65534 || p.GID == nil || *p.GID != 65534 {
@@ -120,9 +132,8 @@ func TestCapturedProcess(t *testing.T) {
 			if p.CapNetBindService == nil || *p.CapNetBindService != c.cap {
 				t.Errorf("cap_net_bind_service = %s, want %v", ptrString(p.CapNetBindService), c.cap)
 			}
-			// The id is the kernel's; the path is looked up in /proc, and
-			// the helper may have exited by then.
-			if p.CgroupID != cg.ID || (p.Cgroup != "" && p.Cgroup != cg.Path) {
+			// The id is the kernel's; the path is looked up in /proc.
+			if p.CgroupID != cg.ID || p.Cgroup != cg.Path {
 				t.Errorf("cgroup %q id %d, want %q id %d", p.Cgroup, p.CgroupID, cg.Path, cg.ID)
 			}
 			if comm := filepath.Base(cmd.Path); p.Comm != comm[:min(len(comm), 15)] {
