@@ -52,7 +52,11 @@ func (s *session) story(port int) story {
 				st.signals = append(st.signals, v)
 			}
 		case *events.Released:
-			if int(v.Port) == port {
+			// Only the releases up to the recovery: the recovering
+			// process's own release (a retry helper holds the port
+			// 500 ms) can be queued in the kernel before the recovery
+			// unwatches the port, when a slow machine reads late.
+			if int(v.Port) == port && len(st.recovered) == 0 {
 				st.released = append(st.released, v)
 			}
 		case *events.Recovered:
@@ -254,7 +258,8 @@ func TestIncidentLeftoverChild(t *testing.T) {
 	if len(st.released) != 1 || st.released[0].How != events.HowExit || st.released[0].KilledBy != "SIGKILL" ||
 		st.released[0].Closer == nil || st.released[0].Closer.PID != child ||
 		st.released[0].Holder == nil || st.released[0].Holder.PID != v1.Cmd.Process.Pid {
-		t.Fatalf("released %+v: want the child killed by SIGKILL, v1 (pid %d) as who listened", st.released, v1.Cmd.Process.Pid)
+		rel, _ := json.Marshal(st.released)
+		t.Fatalf("released %s: want the child killed by SIGKILL, v1 (pid %d) as who listened", rel, v1.Cmd.Process.Pid)
 	}
 	within(t, "release after the kill (ms)", st.released[0].Time.Sub(killedAt).Milliseconds(), -50, 500)
 	if rec := st.recovered[0]; rec.Process.PID != v2.PID || !rec.SameProcess {
