@@ -68,6 +68,9 @@ func TestContainerNames(t *testing.T) {
 		t.Errorf("the host process is said to be in a container: %+v", host.Process.Container)
 	}
 	want(&host.Holders[0].Processes[0], hostHolder, "holder of the host failure")
+	if stop := "podman stop " + hostHolder; !strings.Contains(host.Hint, stop) {
+		t.Errorf("hint %q does not say %q", host.Hint, stop)
+	}
 	if text := events.Text(host); !strings.Contains(text, "in container "+hostHolder) || !strings.Contains(text, "container "+hostHolder) {
 		t.Errorf("text line does not name the holder's container:\n%s", text)
 	}

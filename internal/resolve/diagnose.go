@@ -162,6 +162,9 @@ func diagnoseLiveHolder(f *events.Failure, h *events.Holder, want bindFlags, fac
 // the holder's cgroup shows one.
 func leftoverDiagnosis(f *events.Failure, h *events.Holder, p *events.Process, age string) Verdict {
 	stop := fmt.Sprintf("kill %d (kill -9 only if it ignores SIGTERM)", p.PID)
+	if c := containerStop(p); c != "" {
+		stop = c
+	}
 	prevent := "To prevent leftovers, have the service manager stop the whole cgroup (systemd: KillMode=control-group, the default), and open listening sockets with SOCK_CLOEXEC or close them in children."
 	took, taking := "listened on it", "started listening"
 	if h.Proto == "udp" {
@@ -446,11 +449,65 @@ func killHint(h *events.Holder) string {
 	if len(h.Processes) == 0 {
 		return "wait for the socket to close"
 	}
+	for i := range h.Processes {
+		if stop := containerStop(&h.Processes[i]); stop != "" {
+			return "stop the holder's container: " + stop
+		}
+	}
 	var pids []string
 	for _, p := range h.Processes {
 		pids = append(pids, strconv.Itoa(p.PID))
 	}
 	return "stop the holder (its service, or kill " + strings.Join(pids, " ") + ")"
+}
+
+// containerStop is the command that stops the container p runs in, as its
+// runtime spells it, or "" outside a known container: a process killed in a
+// container is restarted by its runtime or its pod's controller, and the
+// port is held again. Names are bytes whoever named the container chose:
+// shown by the escaping rule, and quoted for a shell when they hold more
+// than a runtime's own name characters.
+func containerStop(p *events.Process) string {
+	c := &p.Container
+	if p.Pod.Name != "" {
+		ns := p.Pod.Namespace
+		if ns == "" {
+			ns = "default"
+		}
+		return fmt.Sprintf("kubectl -n %s delete pod %s (pid %d runs in it; a Deployment or other controller that owns the pod starts a new one: scale that down to stop it for good, or change the port in its spec)",
+			shellWord(ns), shellWord(p.Pod.Name), p.PID)
+	}
+	name := c.Name
+	if name == "" {
+		name = c.ID
+	}
+	if name == "" {
+		return ""
+	}
+	switch c.Runtime {
+	case "podman", "docker":
+		return fmt.Sprintf("%s stop %s (pid %d runs in it)", c.Runtime, shellWord(name), p.PID)
+	case "cri-o", "containerd":
+		if c.ID == "" {
+			return ""
+		}
+		return fmt.Sprintf("crictl stop %s (pid %d runs in it)", shellWord(c.ID), p.PID)
+	}
+	return ""
+}
+
+// shellWord is s escaped (events.Escape) and, unless it is made only of
+// the characters container runtimes allow in names, single-quoted for a
+// shell: a hint is copied into terminals.
+func shellWord(s string) string {
+	e := events.Escape(s)
+	safe := e != "" && strings.IndexFunc(e, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '.' || r == '-')
+	}) < 0
+	if safe && e[0] != '-' {
+		return e
+	}
+	return "'" + strings.ReplaceAll(e, "'", `'\''`) + "'"
 }
 
 // endpoint writes addr:port, IPv6 in brackets.
