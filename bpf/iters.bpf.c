@@ -53,6 +53,16 @@ struct {
 	__type(value, __u8);
 } wanted_bound SEC(".maps");
 
+/* Entry 0 is 1 while wanted_bound is in use: without it, the socket of a
+ * file nobody asked about is not read at all (that read doubled the
+ * iterator's time on a host with 50,000 open sockets). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} bound_lookup SEC(".maps");
+
 /* Local ports (host order) whose TIME_WAIT sockets timewait_sockets reports. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -74,11 +84,20 @@ static __always_inline void report_owner(struct seq_file *seq, struct file *file
 	struct socket *sock;
 	struct sock *sk;
 	__u64 bound_key;
+	__u32 zero = 0;
+	__u32 *bound_on;
+	bool wanted;
 
+	wanted = bpf_map_lookup_elem(&wanted_inodes, &ino) != NULL;
+	if (!wanted) {
+		bound_on = bpf_map_lookup_elem(&bound_lookup, &zero);
+		if (!bound_on || !*bound_on)
+			return;
+	}
 	/* A socket file's private_data is its struct socket. */
 	sock = BPF_CORE_READ(file, private_data);
 	sk = BPF_CORE_READ(sock, sk);
-	if (!bpf_map_lookup_elem(&wanted_inodes, &ino)) {
+	if (!wanted) {
 		if (!sk)
 			return;
 		/* A TCP socket that keeps its port while CLOSE was bound by

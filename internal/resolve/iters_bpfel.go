@@ -46,6 +46,7 @@ type ItersTimewaitSocket struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	ItersMapBoundLookup          = "bound_lookup"
 	ItersMapWantedBound          = "wanted_bound"
 	ItersMapWantedInodes         = "wanted_inodes"
 	ItersMapWantedPorts          = "wanted_ports"
@@ -107,6 +108,7 @@ type ItersProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type ItersMapSpecs struct {
+	BoundLookup  *ebpf.MapSpec `ebpf:"bound_lookup"`
 	WantedBound  *ebpf.MapSpec `ebpf:"wanted_bound"`
 	WantedInodes *ebpf.MapSpec `ebpf:"wanted_inodes"`
 	WantedPorts  *ebpf.MapSpec `ebpf:"wanted_ports"`
@@ -140,6 +142,7 @@ func (o *ItersObjects) Close() error {
 //
 // It can be passed to LoadItersObjects or ebpf.CollectionSpec.LoadAndAssign.
 type ItersMaps struct {
+	BoundLookup  *ebpf.Map `ebpf:"bound_lookup"`
 	WantedBound  *ebpf.Map `ebpf:"wanted_bound"`
 	WantedInodes *ebpf.Map `ebpf:"wanted_inodes"`
 	WantedPorts  *ebpf.Map `ebpf:"wanted_ports"`
@@ -147,6 +150,7 @@ type ItersMaps struct {
 
 func (m *ItersMaps) Close() error {
 	return _ItersClose(
+		m.BoundLookup,
 		m.WantedBound,
 		m.WantedInodes,
 		m.WantedPorts,

@@ -55,6 +55,7 @@ type iterators struct {
 	coll         *ebpf.Collection
 	wantedInodes *ebpf.Map
 	wantedBound  *ebpf.Map
+	boundLookup  *ebpf.Map
 	wantedPorts  *ebpf.Map
 	ownersProg   string // the socket-owner variant loaded (ownerVariants)
 	owners       *link.Iter
@@ -109,6 +110,7 @@ func loadIterators(variants []string) (*iterators, error) {
 	}
 	it := &iterators{coll: coll, ownersProg: owner,
 		wantedInodes: coll.Maps[ItersMapWantedInodes], wantedBound: coll.Maps[ItersMapWantedBound],
+		boundLookup: coll.Maps[ItersMapBoundLookup],
 		wantedPorts: coll.Maps[ItersMapWantedPorts]}
 	it.owners, err = link.AttachIter(link.IterOptions{Program: coll.Programs[owner]})
 	if err != nil {
@@ -178,6 +180,10 @@ func (it *iterators) socketOwners(inodes []uint32, bound *boundQuery) (map[uint3
 			return nil, nil, fmt.Errorf("set wanted_bound: %w", err)
 		}
 		defer it.wantedBound.Delete(key)
+		if err := it.boundLookup.Put(uint32(0), uint32(1)); err != nil {
+			return nil, nil, fmt.Errorf("set bound_lookup: %w", err)
+		}
+		defer it.boundLookup.Put(uint32(0), uint32(0))
 	}
 	r, err := it.owners.Open()
 	if err != nil {

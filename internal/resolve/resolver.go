@@ -495,11 +495,12 @@ func (r *Resolver) snapshot(h *netnsHandle, proto string, port uint16) (*portSna
 	// A TCP socket bound but neither listening nor connected is in no
 	// table sock_diag walks before 6.8 (which added its bound-inactive
 	// pseudo-state): the task iterator finds it among the open files.
-	if len(inodes) > 0 || (it != nil && proto == "tcp") {
+	findBound := it != nil && proto == "tcp" && !probedDiagListsBoundOnly()
+	if len(inodes) > 0 || findBound {
 		var err error
 		if it != nil {
 			var bound *boundQuery
-			if proto == "tcp" {
+			if findBound {
 				bound = &boundQuery{netns: h.Inode, port: port}
 			}
 			var boundOnly []diagSocket

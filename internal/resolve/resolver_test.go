@@ -729,6 +729,16 @@ func TestOwnerVariantsAgree(t *testing.T) {
 	}
 }
 
+// TestDiagListsBoundOnlyProbe: the probe finds sock_diag's bound-inactive
+// dump exactly on the kernels that have it (6.8 on), so that bound-only
+// TCP sockets are looked for by the task iterator on all the others.
+func TestDiagListsBoundOnlyProbe(t *testing.T) {
+	testenv.RequireRoot(t)
+	if got, want := probeDiagListsBoundOnly(), testenv.KernelAtLeast(t, 6, 8); got != want {
+		t.Errorf("sock_diag lists a bound-only TCP socket: %v, want %v on this kernel", got, want)
+	}
+}
+
 // TestStormCostsOneResolution: failures on one port within the cache window
 // share one snapshot. (A window of an hour: 100 failures take longer than
 // a second in an emulated guest.)
