@@ -12,7 +12,6 @@ import (
 	"github.com/bindwatch/bindwatch/internal/events"
 	"github.com/bindwatch/bindwatch/internal/host"
 	"github.com/bindwatch/bindwatch/internal/resolve"
-	"github.com/bindwatch/bindwatch/internal/tracer"
 )
 
 // DefaultAddrs are the addresses a port is checked on when none is given:
@@ -124,7 +123,7 @@ func bindOnce(netns *os.File, p Port, addr netip.Addr, reuseAddr bool) (*Refusal
 	// Mark the test bind, so that a running tracer does not report it as a
 	// failure of bindwatch. Setting the mark takes CAP_NET_ADMIN: run as a
 	// user, the test bind is that user's and reported like any other.
-	unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_MARK, tracer.ProbeMark)
+	host.MarkProbe(fd)
 	if reuseAddr {
 		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
 			return nil, fmt.Errorf("check %s on %s: set SO_REUSEADDR: %w", p, addr, err)

@@ -7,6 +7,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/bindwatch/bindwatch/internal/events"
+	"github.com/bindwatch/bindwatch/internal/host"
 )
 
 // boundAddr is a socket's local address as the kernel's bind-conflict check
@@ -115,8 +116,10 @@ func bindQuirksFor(proto string) bindQuirks {
 
 // probeMappedAnyMissed binds a TCP socket to ::ffff:0.0.0.0 on a port the
 // kernel picks, then another to ::ffff:127.0.0.1 on the same port, and
-// reports whether the second bind succeeded. Neither listens, and both are
-// closed at once: the port, one of the ephemeral range no server binds on
+// reports whether the second bind succeeded. Both are marked as
+// bindwatch's own probes (host.MarkProbe), so a running tracer does not
+// report the second bind's failure, which is the upstream outcome. Neither
+// listens, and both are closed at once: the port, one of the ephemeral range no server binds on
 // purpose, is held for a few microseconds. Anything else going wrong (no
 // IPv6, no loopback address) reports no quirk: the upstream rule.
 func probeMappedAnyMissed() bool {
@@ -125,6 +128,7 @@ func probeMappedAnyMissed() bool {
 		if err != nil {
 			return -1, err
 		}
+		host.MarkProbe(fd)
 		// A v4-mapped address needs a dual-stack socket, whatever
 		// net.ipv6.bindv6only makes the default.
 		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 0); err != nil {

@@ -49,11 +49,9 @@ type Config struct {
 	Debug bool
 }
 
-// ProbeMark is the SO_MARK of bindwatch's own test binds (wait-free,
-// free): the tracer does not report their failures. Only a process with
-// CAP_NET_ADMIN or CAP_NET_RAW can set it, and the tracer honours it only
-// in network namespaces of the initial user namespace (see is_probe in
-// bpf/bindwatch.bpf.c), so no unprivileged user can hide a failure with it.
+// ProbeMark is the SO_MARK of bindwatch's own test binds, whose failures
+// the tracer does not report: host.ProbeMark, which every prober sets
+// (host.MarkProbe), is this value.
 const ProbeMark = int(BindwatchBwMarkBW_PROBE_MARK)
 
 // MaxRingSize caps the ring buffer: it is kernel memory, pinned for as

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/bindwatch/bindwatch/internal/events"
+	"github.com/bindwatch/bindwatch/internal/host"
 )
 
 var epoch = time.Date(2026, 11, 25, 10, 31, 2, 113_000_000, time.UTC)
@@ -137,5 +138,13 @@ func TestCapturedArgs(t *testing.T) {
 		if !slices.Equal(got, c.want) || truncated != c.wantTruncated {
 			t.Errorf("%s: capturedArgs = %q (truncated %v), want %q (%v)", c.name, got, truncated, c.want, c.wantTruncated)
 		}
+	}
+}
+
+// The mark every prober sets (host.ProbeMark) is the one the BPF programs
+// skip (BW_PROBE_MARK).
+func TestProbeMarkMatchesBPF(t *testing.T) {
+	if ProbeMark != host.ProbeMark {
+		t.Fatalf("BW_PROBE_MARK is %#x, host.ProbeMark %#x: change them together", ProbeMark, host.ProbeMark)
 	}
 }
