@@ -159,6 +159,13 @@ func (in *incidents) kernelRecord(rec any, flushFolds func() error) error {
 	switch r := rec.(type) {
 	case *events.Released:
 		r.Host = in.host
+		if !in.builder.IsOpen(in.key(r.Netns, r.Proto, r.Port)) {
+			// Queued in the kernel before the port was unwatched: the
+			// release of whoever took the port after the recovery, or of
+			// a holder after the trace ended its incident — not this
+			// incident's story.
+			return nil
+		}
 		if r.Closer != nil {
 			in.enrich.r.Describe(r.Closer)
 		}
@@ -170,6 +177,9 @@ func (in *incidents) kernelRecord(rec any, flushFolds func() error) error {
 		}
 	case *events.Signal:
 		r.Host = in.host
+		if !in.builder.IsOpen(in.key(r.Netns, r.Proto, r.Port)) {
+			return nil // likewise queued before the port was unwatched
+		}
 		in.enrich.r.Describe(&r.Sender)
 		in.enrich.r.Describe(&r.Target)
 	case *events.Recovered:
