@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"os/exec"
 	"strings"
@@ -15,40 +14,7 @@ import (
 	"github.com/bindwatch/bindwatch/internal/events"
 	"github.com/bindwatch/bindwatch/internal/testenv"
 	"github.com/bindwatch/bindwatch/internal/tracer"
-	"golang.org/x/sys/unix"
 )
-
-// holdPortBlock listens on n consecutive TCP ports of 127.0.0.1, below the
-// ephemeral range (where FreePort's ports are), and returns the first.
-func holdPortBlock(t *testing.T, n int) int {
-	t.Helper()
-	for try := 0; try < 20; try++ {
-		lo := 10000 + rand.IntN(20000)
-		var fds []int
-		ok := true
-		for p := lo; p < lo+n && ok; p++ {
-			fd, err := testenv.Socket("tcp", "127.0.0.1", testenv.Opts{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			fds = append(fds, fd)
-			ok = testenv.Bind(fd, "127.0.0.1", p) == nil && unix.Listen(fd, 1) == nil
-		}
-		if ok {
-			t.Cleanup(func() {
-				for _, fd := range fds {
-					unix.Close(fd)
-				}
-			})
-			return lo
-		}
-		for _, fd := range fds {
-			unix.Close(fd)
-		}
-	}
-	t.Fatalf("no block of %d free ports found", n)
-	return 0
-}
 
 // An unprivileged user fails binds over more than twice as many distinct
 // (process, port, errno, socket) keys as the fold table holds, every key
@@ -70,8 +36,15 @@ func holdPortBlock(t *testing.T, n int) int {
 func TestUnprivilegedKeyStorm(t *testing.T) {
 	testenv.RequireRoot(t)
 	const procs, ports, passes = 3, 24576, 2
-	const stormLo, stormHi = 32768, 32768 + ports - 1
-	real := holdPortBlock(t, 1) // for the real failure, below the storm's ports
+	// The storm's ports lie below the ephemeral range, where no other
+	// package's test picks a port (testenv.FreePort's come from the
+	// ephemeral range): the tests of other packages, running at the same
+	// time with tracers of their own on such ports, must not count the
+	// storm's failures (a metrics test once did). uid 65534 may bind
+	// from 1024 on.
+	const stormLo, stormHi = 1024, 1024 + ports - 1
+	real := testenv.FreePort(t) // for the real failure, outside the storm's ports
+	testenv.Hold(t, "tcp", "127.0.0.1", real, testenv.Opts{})
 	// A small ring buffer, so that the backlog after the storm is read in
 	// a second, not in a minute of holder lookups.
 	cfg := tracer.Config{
