@@ -23,16 +23,19 @@ func TestContainerNames(t *testing.T) {
 	hostHolder, nsHolder, nsFailer := "bw-host-holder-"+suffix, "bw-ns-holder-"+suffix, "bw-ns-failer-"+suffix
 	port, nsPort := testenv.FreePort(t), testenv.FreePort(t)
 
-	var failerStatus int
+	var failer *testenv.HelperProc
 	lines := runTrace(t, func() {
 		testenv.StartContainer(t, hostHolder, fmt.Sprintf("hold tcp 0.0.0.0 %d", port), "--network=host")
 		testenv.FailBind(t, "tcp", "0.0.0.0", port, testenv.Opts{}, syscall.EADDRINUSE)
 
 		testenv.StartContainer(t, nsHolder, fmt.Sprintf("hold tcp 0.0.0.0 %d", nsPort), "--network=none")
-		failerStatus = testenv.RunContainer(t, nsFailer, fmt.Sprintf("bind tcp 0.0.0.0 %d", nsPort), "--network=container:"+nsHolder)
+		// The failer stays (trybind waits for its stdin) until the test
+		// ends: a container run with --rm that exits at once is gone,
+		// state and cgroup, before a loaded machine resolves its failure.
+		failer = testenv.StartContainer(t, nsFailer, fmt.Sprintf("trybind tcp 0.0.0.0 %d", nsPort), "--network=container:"+nsHolder)
 	}, "--port", strconv.Itoa(port), "--port", strconv.Itoa(nsPort), "--fold", "0")
-	if failerStatus != int(syscall.EADDRINUSE) {
-		t.Fatalf("the bind in container %s exited %d, want EADDRINUSE (%d)", nsFailer, failerStatus, syscall.EADDRINUSE)
+	if len(failer.Line) < 2 || failer.Line[1] != strconv.Itoa(int(syscall.EADDRINUSE)) {
+		t.Fatalf("the bind in container %s said %q, want errno %d (EADDRINUSE)", nsFailer, failer.Line, syscall.EADDRINUSE)
 	}
 
 	schema, err := testenv.LoadSchema("../../docs/schema.json")

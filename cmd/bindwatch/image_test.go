@@ -92,8 +92,11 @@ func TestImage(t *testing.T) {
 
 	nsHolder, nsFailer := "bw-image-holder-"+suffix, "bw-image-failer-"+suffix
 	testenv.StartContainer(t, nsHolder, fmt.Sprintf("hold tcp 0.0.0.0 %d", nsPort), "--network=none")
-	if st := testenv.RunContainer(t, nsFailer, fmt.Sprintf("bind tcp 0.0.0.0 %d", nsPort), "--network=container:"+nsHolder); st != int(syscall.EADDRINUSE) {
-		t.Fatalf("bind in container %s exited %d, want EADDRINUSE", nsFailer, st)
+	// The failer stays (trybind waits for its stdin) until the test ends:
+	// a container run with --rm that exits at once is gone, state and
+	// cgroup, before a loaded machine resolves its failure.
+	if f := testenv.StartContainer(t, nsFailer, fmt.Sprintf("trybind tcp 0.0.0.0 %d", nsPort), "--network=container:"+nsHolder); len(f.Line) < 2 || f.Line[1] != strconv.Itoa(int(syscall.EADDRINUSE)) {
+		t.Fatalf("bind in container %s said %q, want errno %d (EADDRINUSE)", nsFailer, f.Line, syscall.EADDRINUSE)
 	}
 	ns := failure(t, next("container bind_failure"))
 	if ns.Port != uint16(nsPort) || len(ns.Holders) == 0 || len(ns.Holders[0].Processes) == 0 || ns.Holders[0].Source != events.SeenLive {

@@ -124,21 +124,3 @@ func StartContainer(t testing.TB, name, job string, podmanArgs ...string) *Helpe
 	return h
 }
 
-// RunContainer runs a helper doing job in a new podman container to the
-// end and returns its exit status (a bind job's errno).
-func RunContainer(t testing.TB, name, job string, podmanArgs ...string) int {
-	t.Helper()
-	RequirePodman(t)
-	args := append(append([]string{}, PodmanRun[1:]...), "--rm", "--name", name, "-e", helperEnv+"="+job)
-	args = append(append(args, podmanArgs...), HelperImage)
-	cmd := exec.Command(PodmanRun[0], args...)
-	cmd.Stderr = os.Stderr
-	err := cmd.Run()
-	if ee, ok := err.(*exec.ExitError); ok {
-		return ee.ExitCode()
-	}
-	if err != nil {
-		t.Fatalf("container %s: %v", name, err)
-	}
-	return 0
-}
