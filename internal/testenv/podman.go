@@ -123,4 +123,3 @@ func StartContainer(t testing.TB, name, job string, podmanArgs ...string) *Helpe
 	}
 	return h
 }
-
