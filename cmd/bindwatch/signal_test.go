@@ -46,26 +46,9 @@ func waitCreated(t *testing.T, dir, name string, timeout time.Duration, context 
 // within a second, and the stop record counts what it had no time to
 // report as unread — still adding up to every failure provoked.
 func TestSIGTERMWithBacklog(t *testing.T) {
-	testenv.RequireRoot(t)
-	port := testenv.FreePort(t)
-	dir := t.TempDir()
-	ready, out := filepath.Join(dir, "ready"), filepath.Join(dir, "out.jsonl")
-	cmd := exec.Command(bindwatchBin, "--backend", testenv.Backend(), "--port", strconv.Itoa(port), "--fold", "0",
-		"--ring-size", strconv.Itoa(16<<20), "--ready-file", ready, "--output", out)
-	var stderr testenv.SyncBuffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
-	testenv.WaitForFile(t, ready, 10*time.Second, stderr.String)
-
 	// ~30,000 records fill 16 MiB; resolving each takes milliseconds.
 	const provoked = 40000
-	testenv.Hold(t, "udp", "127.0.0.1", port, testenv.Opts{})
-	if err := testenv.Helper("storm udp 127.0.0.1 " + strconv.Itoa(port) + " " + strconv.Itoa(provoked)).Run(); err != nil {
-		t.Fatalf("storm helper: %v", err)
-	}
+	cmd, stderr, ready, out := tracerWithBacklog(t, provoked)
 	sent := time.Now()
 	cmd.Process.Signal(syscall.SIGTERM)
 	err := cmd.Wait()
@@ -94,23 +77,7 @@ func TestSIGTERMWithBacklog(t *testing.T) {
 // A second SIGINT stops at once — nothing more is reported — and the stop
 // record is still written.
 func TestSecondSignalStopsAtOnce(t *testing.T) {
-	testenv.RequireRoot(t)
-	port := testenv.FreePort(t)
-	dir := t.TempDir()
-	ready, out := filepath.Join(dir, "ready"), filepath.Join(dir, "out.jsonl")
-	cmd := exec.Command(bindwatchBin, "--backend", testenv.Backend(), "--port", strconv.Itoa(port), "--fold", "0",
-		"--ring-size", strconv.Itoa(16<<20), "--ready-file", ready, "--output", out)
-	var stderr testenv.SyncBuffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
-	testenv.WaitForFile(t, ready, 10*time.Second, stderr.String)
-	testenv.Hold(t, "udp", "127.0.0.1", port, testenv.Opts{})
-	if err := testenv.Helper("storm udp 127.0.0.1 " + strconv.Itoa(port) + " 20000").Run(); err != nil {
-		t.Fatalf("storm helper: %v", err)
-	}
+	cmd, stderr, _, out := tracerWithBacklog(t, 20000)
 	cmd.Process.Signal(syscall.SIGINT)
 	// The second signal once the first is handled: two SIGINTs close
 	// together merge into one (a standard signal is pending or not).
@@ -224,4 +191,30 @@ func TestRunSIGTERMAtReady(t *testing.T) {
 		}
 		lastStop(t, out)
 	}
+}
+
+// tracerWithBacklog starts the real tracer with a 16 MiB ring buffer on a
+// port of its own, waits for its ready file, and makes n failures on that
+// port (a held UDP port, folding off): a backlog it is still reading when
+// this returns. The process is killed at the test's end if still running.
+func tracerWithBacklog(t *testing.T, n int) (cmd *exec.Cmd, stderr *testenv.SyncBuffer, ready, out string) {
+	t.Helper()
+	testenv.RequireRoot(t)
+	port := testenv.FreePort(t)
+	dir := t.TempDir()
+	ready, out = filepath.Join(dir, "ready"), filepath.Join(dir, "out.jsonl")
+	cmd = exec.Command(bindwatchBin, "--backend", testenv.Backend(), "--port", strconv.Itoa(port), "--fold", "0",
+		"--ring-size", strconv.Itoa(16<<20), "--ready-file", ready, "--output", out)
+	stderr = &testenv.SyncBuffer{}
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill() })
+	testenv.WaitForFile(t, ready, 10*time.Second, stderr.String)
+	testenv.Hold(t, "udp", "127.0.0.1", port, testenv.Opts{})
+	if err := testenv.Helper("storm udp 127.0.0.1 " + strconv.Itoa(port) + " " + strconv.Itoa(n)).Run(); err != nil {
+		t.Fatalf("storm helper: %v", err)
+	}
+	return cmd, stderr, ready, out
 }
