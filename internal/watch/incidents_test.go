@@ -83,6 +83,20 @@ func (s *session) waitRecovered(port int, within time.Duration) story {
 	return story{}
 }
 
+// waitReleased waits until a released record on the port is written.
+func (s *session) waitReleased(port int, within time.Duration) story {
+	s.t.Helper()
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
+		if st := s.story(port); len(st.released) > 0 {
+			return st
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	s.t.Fatalf("no released record on port %d within %s; output:\n%s", port, within, s.out.String())
+	return story{}
+}
+
 // readReadyPID waits for a helper's "ready PID ..." line in a file.
 func readReadyPID(t *testing.T, path string) int {
 	t.Helper()
@@ -309,10 +323,7 @@ func TestIncidentUDPHolder(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	holder.Cmd.Process.Kill()
 	holder.Cmd.Wait()
-	deadline := time.Now().Add(3 * time.Second)
-	for len(s.story(port).released) == 0 && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
+	s.waitReleased(port, 3*time.Second)
 	testenv.Hold(t, "udp", "127.0.0.1", port, testenv.Opts{})
 	st := s.waitRecovered(port, 5*time.Second)
 	if len(st.released) != 1 {
