@@ -14,6 +14,7 @@ import (
 	"unsafe"
 
 	"github.com/bindwatch/bindwatch/internal/host"
+	"github.com/bindwatch/bindwatch/internal/iterload"
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
@@ -58,6 +59,7 @@ type iterators struct {
 	boundLookup  *ebpf.Map
 	wantedPorts  *ebpf.Map
 	ownersProg   string // the socket-owner variant loaded (ownerVariants)
+	iterloadErr  error  // why iterload did not load them (cilium/ebpf did), or nil
 	owners       *link.Iter
 	timewait     *link.Iter
 	lastWants    []uint64 // inodes left in wanted_inodes by the last run
@@ -89,8 +91,9 @@ func loadIterators(variants []string) (*iterators, error) {
 	var coll *ebpf.Collection
 	var owner string
 	var tried []string
+	var fallback error
 	for _, owner = range variants {
-		coll, err = loadOwnerVariant(spec, owner)
+		coll, fallback, err = loadOwnerVariant(spec, owner)
 		if err == nil {
 			break
 		}
@@ -108,7 +111,7 @@ func loadIterators(variants []string) (*iterators, error) {
 		}
 		return nil, fmt.Errorf("load BPF iterators: %w", err)
 	}
-	it := &iterators{coll: coll, ownersProg: owner,
+	it := &iterators{coll: coll, ownersProg: owner, iterloadErr: fallback,
 		wantedInodes: coll.Maps[ItersMapWantedInodes], wantedBound: coll.Maps[ItersMapWantedBound],
 		boundLookup: coll.Maps[ItersMapBoundLookup],
 		wantedPorts: coll.Maps[ItersMapWantedPorts]}
@@ -127,16 +130,27 @@ func loadIterators(variants []string) (*iterators, error) {
 }
 
 // loadOwnerVariant loads the iterators' maps, the tcp iterator and the
-// socket-owner program owner, the other variants removed from a copy of
-// spec.
-func loadOwnerVariant(spec *ebpf.CollectionSpec, owner string) (*ebpf.Collection, error) {
+// socket-owner program owner. fallback is why iterload could not, when
+// cilium/ebpf loaded them instead (a copy of spec without the other
+// variants).
+func loadOwnerVariant(spec *ebpf.CollectionSpec, owner string) (coll *ebpf.Collection, fallback, err error) {
+	// First against only the kernel types the iterators read: ~6 ms,
+	// where decoding the kernel's whole BTF for cilium/ebpf costs ~20 ms
+	// more, most of a one-shot `who`. A kernel without the variant's
+	// attach point or kfunc cannot load it either way; anything else
+	// iterload does not handle is left to cilium/ebpf.
+	coll, fallback = iterload.Load(spec, []string{owner, ItersProgTimewaitSockets})
+	if fallback == nil || errors.Is(fallback, iterload.ErrNotInKernel) {
+		return coll, nil, fallback
+	}
 	spec = spec.Copy()
 	for _, other := range ownerVariants {
 		if other != owner {
 			delete(spec.Programs, other)
 		}
 	}
-	return ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{Cache: host.KernelBTF})
+	coll, err = ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{Cache: host.KernelBTF})
+	return coll, fallback, err
 }
 
 func (it *iterators) close() {

@@ -677,7 +677,8 @@ func TestProcScanMatchesBPFIter(t *testing.T) {
 // TestOwnerVariantsAgree loads each socket-owner program of
 // bpf/iters.bpf.c on its own and checks that it reports the owner and the
 // socket flags of real sockets. The per-file variant must load on every
-// kernel the matrix runs (5.10 up), the kfunc one from 6.2.
+// kernel the matrix runs (5.10 up), the kfunc one from 6.2 — both by
+// iterload, against only the kernel types they read.
 func TestOwnerVariantsAgree(t *testing.T) {
 	testenv.RequireRoot(t)
 	port := testenv.FreePort(t)
@@ -698,6 +699,9 @@ func TestOwnerVariantsAgree(t *testing.T) {
 		}
 		if err != nil {
 			t.Fatalf("%s: %v", variant, err)
+		}
+		if it.iterloadErr != nil {
+			t.Errorf("%s: iterload could not load it (cilium/ebpf did, decoding the whole kernel BTF): %v", variant, it.iterloadErr)
 		}
 		owners, boundOnly, err := it.socketOwners([]uint32{uint32(tcp.Inode), uint32(udp.Inode)},
 			&boundQuery{netns: uint32(ns.Ino), port: uint16(boundPort)})

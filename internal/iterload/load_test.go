@@ -1,0 +1,101 @@
+package iterload_test
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/bindwatch/bindwatch/internal/iterload"
+	"github.com/bindwatch/bindwatch/internal/resolve"
+	"github.com/bindwatch/bindwatch/internal/testenv"
+	"github.com/cilium/ebpf"
+)
+
+// TestSameProgramsAsCilium loads resolve's iterators both ways — iterload
+// against the few kernel types they read, cilium/ebpf against the whole
+// kernel BTF — and compares the kernel's tags of the loaded programs: the
+// tag hashes the instructions the kernel was given, so equal tags mean the
+// same CO-RE offsets, bitfield shifts, type IDs and kfunc IDs. A variant
+// this kernel lacks must be refused by both.
+func TestSameProgramsAsCilium(t *testing.T) {
+	testenv.RequireRoot(t)
+	spec, err := resolve.LoadIters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	loaded := 0
+	for _, owner := range []string{resolve.ItersProgSocketOwners, resolve.ItersProgSocketOwnersPerFile} {
+		names := []string{owner, resolve.ItersProgTimewaitSockets}
+		fast, err := iterload.Load(spec, names)
+		if errors.Is(err, iterload.ErrNotInKernel) {
+			t.Logf("%s: %v", owner, err)
+			if slow, err := loadWithCilium(spec, names); !errors.Is(err, ebpf.ErrNotSupported) {
+				slow.Close()
+				t.Errorf("%s: iterload says the kernel lacks it, cilium/ebpf: %v", owner, err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%s: iterload: %v", owner, err)
+		}
+		slow, err := loadWithCilium(spec, names)
+		if err != nil {
+			fast.Close()
+			t.Fatalf("%s: cilium/ebpf: %v", owner, err)
+		}
+		for _, name := range names {
+			if got, want := tag(t, fast.Programs[name]), tag(t, slow.Programs[name]); got != want {
+				t.Errorf("%s: iterload's program has tag %s, cilium/ebpf's %s: the instructions differ", name, got, want)
+			}
+		}
+		if len(fast.Maps) == 0 {
+			t.Errorf("%s: no maps created", owner)
+		}
+		fast.Close()
+		slow.Close()
+		loaded++
+	}
+	if loaded == 0 {
+		t.Fatal("no socket-owner variant loaded")
+	}
+}
+
+func loadWithCilium(spec *ebpf.CollectionSpec, names []string) (*ebpf.Collection, error) {
+	spec = spec.Copy()
+	for name := range spec.Programs {
+		if !strings.Contains(strings.Join(names, " "), name) {
+			delete(spec.Programs, name)
+		}
+	}
+	return ebpf.NewCollection(spec)
+}
+
+func tag(t *testing.T, p *ebpf.Program) string {
+	t.Helper()
+	if p == nil {
+		t.Fatal("program not loaded")
+	}
+	info, err := p.Info()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.Tag
+}
+
+// TestRefusesWhatItDoesNotHandle: a program that is not an iterator is an
+// error (the caller loads it the usual way), not a wrong load.
+func TestRefusesWhatItDoesNotHandle(t *testing.T) {
+	spec, err := resolve.LoadIters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec = spec.Copy()
+	spec.Programs[resolve.ItersProgTimewaitSockets].AttachType = ebpf.AttachTraceFEntry
+	if coll, err := iterload.Load(spec, []string{resolve.ItersProgTimewaitSockets}); err == nil {
+		coll.Close()
+		t.Fatal("loaded an fentry program as an iterator")
+	}
+	if _, err := iterload.Load(spec, []string{"no_such_program"}); err == nil {
+		t.Fatal("loaded a program that is not in the collection")
+	}
+}
