@@ -77,8 +77,8 @@ extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
 /* Writes the socket_owner record of file, a socket file with inode number
  * ino open as fd in process tgid, if user space asked about that inode or
  * it is a bound-only TCP socket on a (netns, port) in wanted_bound. */
-static __always_inline void report_owner(struct seq_file *seq, struct file *file,
-					 __u64 ino, __u32 tgid, __u32 fd)
+static __noinline void report_owner(struct seq_file *seq, struct file *file,
+				    __u64 ino, __u32 tgid, __u32 fd)
 {
 	struct socket_owner rec = {};
 	struct socket *sock;
@@ -140,48 +140,58 @@ struct fd_walk {
 	struct seq_file *seq;
 	struct file **fds;
 	unsigned long *open_fds;
-	unsigned long open_word; /* open_fds word of the current fd */
-	struct file *batch[8];   /* fds[batch_at] .. fds[batch_at + 7] */
-	__u64 batch_at;          /* ~0 until the first batch is read */
+	unsigned long open_word; /* open_fds word of the current batch */
 	__u32 tgid;
 };
 
-static long check_fd(__u64 i, void *data)
+/* Checks fds 8 * batch .. 8 * batch + 7. Every open file and its inode are
+ * read, most of them cold in the cache: the loads are issued in passes,
+ * first every file's f_inode, then every inode's mode and number, so that
+ * the loads of one pass, which do not depend on each other, overlap their
+ * cache misses instead of paying them one fd after the other. */
+static long check_fds(__u64 batch, void *data)
 {
 	struct fd_walk *w = data;
-	struct file *file = NULL;
-	struct inode *inode;
-	__u64 ino;
+	struct file *files[8];
+	struct inode *inodes[8];
+	__u64 first = batch * 8;
+	umode_t modes[8];
+	__u64 inos[8];
+	__u8 open;
+	int k;
 
 	/* open_fds has a bit per fd: one read per 64 fds skips closed ones
-	 * without touching the fd array. */
-	if ((i & 63) == 0 &&
-	    bpf_probe_read_kernel(&w->open_word, sizeof(w->open_word), &w->open_fds[i / 64]))
+	 * without touching the fd array. max_fds is a multiple of 64
+	 * (BITS_PER_LONG), so a batch never reads past the array. */
+	if ((first & 63) == 0 &&
+	    bpf_probe_read_kernel(&w->open_word, sizeof(w->open_word), &w->open_fds[first / 64]))
 		return 1;
-	if (!(w->open_word & (1UL << (i & 63))))
+	open = w->open_word >> (first & 63);
+	if (!open)
 		return 0;
-	/* Fd pointers are read 8 at a time: one helper call instead of 8.
-	 * max_fds is a multiple of 64 (BITS_PER_LONG), so a batch never
-	 * reads past the array. */
-	if ((i & ~7ULL) != w->batch_at) {
-		w->batch_at = i & ~7ULL;
-		if (bpf_probe_read_kernel(w->batch, sizeof(w->batch), &w->fds[w->batch_at]))
-			__builtin_memset(w->batch, 0, sizeof(w->batch));
+	if (bpf_probe_read_kernel(files, sizeof(files), &w->fds[first]))
+		return 0;
+	/* Typed as kernel structs, the pointers are dereferenced with plain
+	 * (fault-checked, CO-RE-relocated) loads instead of a
+	 * bpf_probe_read_kernel() call per field. A closed fd's NULL reads
+	 * as zeroes: no branch, so the verifier sees one path. */
+#pragma unroll
+	for (k = 0; k < 8; k++) {
+		files[k] = bpf_rdonly_cast(files[k], bpf_core_type_id_kernel(struct file));
+		inodes[k] = files[k]->f_inode;
 	}
-	if (!w->batch[i & 7])
-		return 0;
-	/* Typed as a kernel struct file, the pointer is dereferenced with
-	 * plain (fault-checked, CO-RE-relocated) loads instead of a
-	 * bpf_probe_read_kernel() call per field: this runs for every open
-	 * fd on the host, and the helper calls were most of its cost. */
-	file = bpf_rdonly_cast(w->batch[i & 7], bpf_core_type_id_kernel(struct file));
-	inode = file->f_inode;
-	/* Socket inode numbers come from sockfs' own counter and may equal
-	 * a regular file's on another filesystem: check the type first. */
-	if (!inode || (inode->i_mode & S_IFMT) != S_IFSOCK)
-		return 0;
-	ino = inode->i_ino;
-	report_owner(w->seq, file, ino, w->tgid, i);
+#pragma unroll
+	for (k = 0; k < 8; k++) {
+		modes[k] = inodes[k]->i_mode;
+		inos[k] = inodes[k]->i_ino;
+	}
+	for (k = 0; k < 8; k++) {
+		/* Socket inode numbers come from sockfs' own counter and may
+		 * equal a regular file's on another filesystem: check the
+		 * type first. */
+		if ((open & (1 << k)) && (modes[k] & S_IFMT) == S_IFSOCK)
+			report_owner(w->seq, files[k], inos[k], w->tgid, first + k);
+	}
 	return 0;
 }
 
@@ -215,8 +225,7 @@ int socket_owners(struct bpf_iter__task *ctx)
 	w.fds = BPF_CORE_READ(fdt, fd);
 	w.open_fds = BPF_CORE_READ(fdt, open_fds);
 	w.tgid = BPF_CORE_READ(task, tgid);
-	w.batch_at = ~0ULL;
-	bpf_loop(BPF_CORE_READ(fdt, max_fds), check_fd, &w, 0);
+	bpf_loop(BPF_CORE_READ(fdt, max_fds) / 8, check_fds, &w, 0);
 	return 0;
 }
 
@@ -240,7 +249,7 @@ int socket_owners_per_file(struct bpf_iter__task_file *ctx)
 	if (!file || !task)
 		return 0;
 	inode = BPF_CORE_READ(file, f_inode);
-	/* As in check_fd: only a socket inode's number is a socket's. */
+	/* As in check_fds: only a socket inode's number is a socket's. */
 	if (!inode || (BPF_CORE_READ(inode, i_mode) & S_IFMT) != S_IFSOCK)
 		return 0;
 	ino = BPF_CORE_READ(inode, i_ino);
