@@ -135,28 +135,50 @@ static __noinline void report_owner(struct seq_file *seq, struct file *file,
 	bpf_seq_write(seq, &rec, sizeof(rec));
 }
 
-/* State of one process's fd-table walk, shared with the bpf_loop callback. */
+/* State of one process's fd-table walk, shared with the bpf_loop callbacks. */
 struct fd_walk {
 	struct seq_file *seq;
 	struct file **fds;
 	unsigned long *open_fds;
 	unsigned long open_word; /* open_fds word of the current batch */
+	__u64 first;             /* the current batch's first fd */
+	__u64 files[8];          /* its struct file pointers, as numbers */
+	__u64 inos[8];           /* their inode numbers */
+	__u32 sockets;           /* bit k: fd first + k is an open socket */
 	__u32 tgid;
 };
+
+/* Reports socket first + k of the batch if it was asked about. A
+ * callback, so the verifier checks report_owner once, not once per fd of
+ * the batch. */
+static long report_socket(__u64 k, void *data)
+{
+	struct fd_walk *w = data;
+	struct file *file;
+
+	if (k >= 8)
+		return 1;
+	if (!(w->sockets & (1U << k)))
+		return 0;
+	file = bpf_rdonly_cast((void *)w->files[k], bpf_core_type_id_kernel(struct file));
+	report_owner(w->seq, file, w->inos[k], w->tgid, w->first + k);
+	return 0;
+}
 
 /* Checks fds 8 * batch .. 8 * batch + 7. Every open file and its inode are
  * read, most of them cold in the cache: the loads are issued in passes,
  * first every file's f_inode, then every inode's mode and number, so that
  * the loads of one pass, which do not depend on each other, overlap their
- * cache misses instead of paying them one fd after the other. */
+ * cache misses instead of paying them one fd after the other. Nothing in
+ * the passes branches (a branch per fd would give the verifier 2^8 paths
+ * to walk): a closed fd's NULL reads as zeroes, and the socket test is
+ * arithmetic. */
 static long check_fds(__u64 batch, void *data)
 {
 	struct fd_walk *w = data;
-	struct file *files[8];
 	struct inode *inodes[8];
 	__u64 first = batch * 8;
-	umode_t modes[8];
-	__u64 inos[8];
+	__u32 sockets = 0;
 	__u8 open;
 	int k;
 
@@ -169,28 +191,32 @@ static long check_fds(__u64 batch, void *data)
 	open = w->open_word >> (first & 63);
 	if (!open)
 		return 0;
-	if (bpf_probe_read_kernel(files, sizeof(files), &w->fds[first]))
+	if (bpf_probe_read_kernel(w->files, sizeof(w->files), &w->fds[first]))
 		return 0;
 	/* Typed as kernel structs, the pointers are dereferenced with plain
 	 * (fault-checked, CO-RE-relocated) loads instead of a
-	 * bpf_probe_read_kernel() call per field. A closed fd's NULL reads
-	 * as zeroes: no branch, so the verifier sees one path. */
+	 * bpf_probe_read_kernel() call per field. */
 #pragma unroll
 	for (k = 0; k < 8; k++) {
-		files[k] = bpf_rdonly_cast(files[k], bpf_core_type_id_kernel(struct file));
-		inodes[k] = files[k]->f_inode;
+		struct file *file = bpf_rdonly_cast((void *)w->files[k], bpf_core_type_id_kernel(struct file));
+
+		inodes[k] = file->f_inode;
 	}
 #pragma unroll
-	for (k = 0; k < 8; k++) {
-		modes[k] = inodes[k]->i_mode;
-		inos[k] = inodes[k]->i_ino;
-	}
 	for (k = 0; k < 8; k++) {
 		/* Socket inode numbers come from sockfs' own counter and may
-		 * equal a regular file's on another filesystem: check the
-		 * type first. */
-		if ((open & (1 << k)) && (modes[k] & S_IFMT) == S_IFSOCK)
-			report_owner(w->seq, files[k], inos[k], w->tgid, first + k);
+		 * equal a regular file's on another filesystem: the type says
+		 * which. not_sock is 0 for a socket, at most S_IFMT else, so
+		 * not_sock - 1 has its top bit set for a socket only. */
+		__u64 not_sock = (inodes[k]->i_mode & S_IFMT) ^ S_IFSOCK;
+
+		sockets |= ((not_sock - 1) >> 63) << k;
+		w->inos[k] = inodes[k]->i_ino;
+	}
+	w->sockets = sockets & open;
+	if (w->sockets) {
+		w->first = first;
+		bpf_loop(8, report_socket, w, 0);
 	}
 	return 0;
 }
