@@ -55,9 +55,9 @@ type relocation struct {
 }
 
 // Load loads the named tracing iterator programs of spec, with the maps
-// they reference, and returns them as one Collection (its Maps hold only
-// those maps).
-func Load(spec *ebpf.CollectionSpec, names []string) (*ebpf.Collection, error) {
+// they reference, against the kernel's BTF k, and returns them as one
+// Collection (its Maps hold only those maps).
+func Load(k *Kernel, spec *ebpf.CollectionSpec, names []string) (*ebpf.Collection, error) {
 	var progs []*program
 	var composites, funcs []string
 	for _, name := range names {
@@ -75,11 +75,7 @@ func Load(spec *ebpf.CollectionSpec, names []string) (*ebpf.Collection, error) {
 		}
 	}
 
-	k, found, err := openKernelBTF(map[int][]string{kindFunc: funcs, kindStruct: composites, kindUnion: composites})
-	if err != nil {
-		return nil, err
-	}
-	defer k.Close()
+	found := k.find(map[int][]string{kindFunc: funcs, kindStruct: composites, kindUnion: composites})
 	funcIDs := found
 	target, kernelIDs, err := reducedSpec(k, composites, found)
 	if err != nil {
@@ -184,7 +180,7 @@ func describe(relo *btf.CORERelocation) (kind string, localID btf.TypeID, err er
 // they hold by value) into a Spec for CO-RE, and returns with it each
 // name's kernel type ID, for type-ID relocations, which must carry the
 // kernel's numbering.
-func reducedSpec(k *kernelBTF, names []string, ids map[string][]btf.TypeID) (*btf.Spec, map[string]btf.TypeID, error) {
+func reducedSpec(k *Kernel, names []string, ids map[string][]btf.TypeID) (*btf.Spec, map[string]btf.TypeID, error) {
 	c := &copier{k: k, done: map[btf.TypeID]btf.Type{}}
 	var roots []btf.Type
 	kernelIDs := map[string]btf.TypeID{}

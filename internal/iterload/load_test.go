@@ -28,10 +28,15 @@ func TestSameProgramsAsCilium(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	k, err := iterload.OpenKernel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k.Close()
 	loaded := 0
 	for _, owner := range []string{resolve.ItersProgSocketOwners, resolve.ItersProgSocketOwnersPerFile} {
 		names := []string{owner, resolve.ItersProgTimewaitSockets}
-		fast, err := iterload.Load(spec, names)
+		fast, err := iterload.Load(k, spec, names)
 		if errors.Is(err, iterload.ErrNotInKernel) {
 			t.Logf("%s: %v", owner, err)
 			if slow, err := loadWithCilium(spec, names); !errors.Is(err, ebpf.ErrNotSupported) {
@@ -96,13 +101,18 @@ func TestRefusesWhatItDoesNotHandle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	k, err := iterload.OpenKernel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k.Close()
 	spec = spec.Copy()
 	spec.Programs[resolve.ItersProgTimewaitSockets].AttachType = ebpf.AttachTraceFEntry
-	if coll, err := iterload.Load(spec, []string{resolve.ItersProgTimewaitSockets}); err == nil {
+	if coll, err := iterload.Load(k, spec, []string{resolve.ItersProgTimewaitSockets}); err == nil {
 		coll.Close()
 		t.Fatal("loaded an fentry program as an iterator")
 	}
-	if _, err := iterload.Load(spec, []string{"no_such_program"}); err == nil {
+	if _, err := iterload.Load(k, spec, []string{"no_such_program"}); err == nil {
 		t.Fatal("loaded a program that is not in the collection")
 	}
 }

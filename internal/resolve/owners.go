@@ -84,7 +84,22 @@ func loadIterators(variants []string) (*iterators, error) {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("raise RLIMIT_MEMLOCK for the BPF iterators (this kernel, before 5.11, charges BPF maps to it): %w", err)
 	}
+	// The kernel's BTF is indexed while the programs are parsed: each
+	// takes ~2 ms, and a one-shot who waits for both.
+	type opened struct {
+		k   *iterload.Kernel
+		err error
+	}
+	kernel := make(chan opened, 1)
+	go func() {
+		k, err := iterload.OpenKernel()
+		kernel <- opened{k, err}
+	}()
 	spec, err := LoadIters()
+	kb := <-kernel
+	if kb.k != nil {
+		defer kb.k.Close()
+	}
 	if err != nil {
 		return nil, fmt.Errorf("parse embedded BPF iterators: %w", err)
 	}
@@ -93,7 +108,7 @@ func loadIterators(variants []string) (*iterators, error) {
 	var tried []string
 	var fallback error
 	for _, owner = range variants {
-		coll, fallback, err = loadOwnerVariant(spec, owner)
+		coll, fallback, err = loadOwnerVariant(kb.k, kb.err, spec, owner)
 		if err == nil {
 			break
 		}
@@ -130,18 +145,21 @@ func loadIterators(variants []string) (*iterators, error) {
 }
 
 // loadOwnerVariant loads the iterators' maps, the tcp iterator and the
-// socket-owner program owner. fallback is why iterload could not, when
-// cilium/ebpf loaded them instead (a copy of spec without the other
-// variants).
-func loadOwnerVariant(spec *ebpf.CollectionSpec, owner string) (coll *ebpf.Collection, fallback, err error) {
+// socket-owner program owner, by iterload against kernel (or, when the
+// kernel's BTF could not be opened, kernelErr). fallback is why iterload
+// could not, when cilium/ebpf loaded them instead (a copy of spec without
+// the other variants).
+func loadOwnerVariant(kernel *iterload.Kernel, kernelErr error, spec *ebpf.CollectionSpec, owner string) (coll *ebpf.Collection, fallback, err error) {
 	// First against only the kernel types the iterators read: ~6 ms,
 	// where decoding the kernel's whole BTF for cilium/ebpf costs ~20 ms
 	// more, most of a one-shot `who`. A kernel without the variant's
 	// attach point or kfunc cannot load it either way; anything else
 	// iterload does not handle is left to cilium/ebpf.
-	coll, fallback = iterload.Load(spec, []string{owner, ItersProgTimewaitSockets})
-	if fallback == nil || errors.Is(fallback, iterload.ErrNotInKernel) {
-		return coll, nil, fallback
+	if fallback = kernelErr; kernel != nil {
+		coll, fallback = iterload.Load(kernel, spec, []string{owner, ItersProgTimewaitSockets})
+		if fallback == nil || errors.Is(fallback, iterload.ErrNotInKernel) {
+			return coll, nil, fallback
+		}
 	}
 	spec = spec.Copy()
 	for _, other := range ownerVariants {
