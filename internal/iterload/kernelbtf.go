@@ -154,26 +154,35 @@ func (k *Kernel) index() error {
 	return nil
 }
 
-// find returns the IDs of the types named in want (kind → names): one pass
-// over the type headers, comparing names only for the kinds asked about,
-// and only with the names that start with the same byte.
-func (k *Kernel) find(want map[int][]string) map[string][]btf.TypeID {
+// find returns the IDs of the functions named in funcs and of the structs
+// and unions named in composites (a name may be both, like
+// bpf_iter_task): one pass over the type headers, comparing names only
+// for those kinds, and only with the names that start with the same byte.
+func (k *Kernel) find(funcs, composites []string) (funcIDs, compositeIDs map[string][]btf.TypeID) {
+	funcIDs, compositeIDs = map[string][]btf.TypeID{}, map[string][]btf.TypeID{}
 	var byKind [32]*[256][]string
-	for kind, names := range want {
-		seen := map[string]bool{}
+	var into [32]map[string][]btf.TypeID
+	for _, c := range []struct {
+		names []string
+		kinds []int
+		found map[string][]btf.TypeID
+	}{{funcs, []int{kindFunc}, funcIDs}, {composites, []int{kindStruct, kindUnion}, compositeIDs}} {
 		byFirst := new([256][]string)
-		for _, n := range names {
+		seen := map[string]bool{}
+		for _, n := range c.names {
 			if n != "" && !seen[n] {
 				seen[n] = true
 				byFirst[n[0]] = append(byFirst[n[0]], n)
 			}
 		}
-		byKind[kind&31] = byFirst
+		for _, kind := range c.kinds {
+			byKind[kind], into[kind] = byFirst, c.found
+		}
 	}
-	found := make(map[string][]btf.TypeID)
 	for id := 1; id < len(k.offsets); id++ {
 		t := k.types[k.offsets[id]:]
-		byFirst := byKind[(k.bo.Uint32(t[4:])>>24)&0x1f]
+		kind := (k.bo.Uint32(t[4:]) >> 24) & 0x1f
+		byFirst := byKind[kind]
 		if byFirst == nil {
 			continue
 		}
@@ -183,11 +192,11 @@ func (k *Kernel) find(want map[int][]string) map[string][]btf.TypeID {
 		}
 		for _, n := range byFirst[k.strings[nameOff]] {
 			if k.nameIs(nameOff, n) {
-				found[n] = append(found[n], btf.TypeID(id))
+				into[kind][n] = append(into[kind][n], btf.TypeID(id))
 			}
 		}
 	}
-	return found
+	return funcIDs, compositeIDs
 }
 
 // header returns the name offset, kind, vlen, kind_flag and size_or_type

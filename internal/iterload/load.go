@@ -75,9 +75,8 @@ func Load(k *Kernel, spec *ebpf.CollectionSpec, names []string) (*ebpf.Collectio
 		}
 	}
 
-	found := k.find(map[int][]string{kindFunc: funcs, kindStruct: composites, kindUnion: composites})
-	funcIDs := found
-	target, kernelIDs, err := reducedSpec(k, composites, found)
+	funcIDs, compositeIDs := k.find(funcs, composites)
+	target, kernelIDs, err := reducedSpec(k, composites, compositeIDs)
 	if err != nil {
 		return nil, err
 	}
