@@ -275,26 +275,27 @@ func (c *copier) copy(id btf.TypeID) (btf.Type, error) {
 		if a.Type, err = c.copy(btf.TypeID(c.k.bo.Uint32(data))); err == nil {
 			a.Index, err = c.copy(btf.TypeID(c.k.bo.Uint32(data[4:])))
 		}
-	case kindTypedef:
-		t := &btf.Typedef{Name: name}
-		c.done[id] = t
-		t.Type, err = c.copy(btf.TypeID(sizeType))
-	case kindVolatile:
-		t := &btf.Volatile{}
-		c.done[id] = t
-		t.Type, err = c.copy(btf.TypeID(sizeType))
-	case kindConst:
-		t := &btf.Const{}
-		c.done[id] = t
-		t.Type, err = c.copy(btf.TypeID(sizeType))
-	case kindRestrict:
-		t := &btf.Restrict{}
-		c.done[id] = t
-		t.Type, err = c.copy(btf.TypeID(sizeType))
-	case kindTypeTag:
-		t := &btf.TypeTag{Value: name}
-		c.done[id] = t
-		t.Type, err = c.copy(btf.TypeID(sizeType))
+	case kindTypedef, kindVolatile, kindConst, kindRestrict, kindTypeTag:
+		// A name or qualifier of another type: copied with it.
+		var inner *btf.Type
+		switch kind {
+		case kindTypedef:
+			t := &btf.Typedef{Name: name}
+			c.done[id], inner = t, &t.Type
+		case kindVolatile:
+			t := &btf.Volatile{}
+			c.done[id], inner = t, &t.Type
+		case kindConst:
+			t := &btf.Const{}
+			c.done[id], inner = t, &t.Type
+		case kindRestrict:
+			t := &btf.Restrict{}
+			c.done[id], inner = t, &t.Type
+		default:
+			t := &btf.TypeTag{Value: name}
+			c.done[id], inner = t, &t.Type
+		}
+		*inner, err = c.copy(btf.TypeID(sizeType))
 	case kindStruct, kindUnion:
 		members := make([]btf.Member, vlen)
 		if kind == kindStruct {

@@ -24,15 +24,7 @@ func TestSameProgramsAsCilium(t *testing.T) {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		t.Fatal(err)
 	}
-	spec, err := resolve.LoadIters()
-	if err != nil {
-		t.Fatal(err)
-	}
-	k, err := iterload.OpenKernel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer k.Close()
+	spec, k := itersAndKernel(t)
 	loaded := 0
 	for _, owner := range []string{resolve.ItersProgSocketOwners, resolve.ItersProgSocketOwnersPerFile} {
 		names := []string{owner, resolve.ItersProgTimewaitSockets}
@@ -97,15 +89,7 @@ func tag(t *testing.T, p *ebpf.Program) string {
 // TestRefusesWhatItDoesNotHandle: a program that is not an iterator is an
 // error (the caller loads it the usual way), not a wrong load.
 func TestRefusesWhatItDoesNotHandle(t *testing.T) {
-	spec, err := resolve.LoadIters()
-	if err != nil {
-		t.Fatal(err)
-	}
-	k, err := iterload.OpenKernel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer k.Close()
+	spec, k := itersAndKernel(t)
 	spec = spec.Copy()
 	spec.Programs[resolve.ItersProgTimewaitSockets].AttachType = ebpf.AttachTraceFEntry
 	if coll, err := iterload.Load(k, spec, []string{resolve.ItersProgTimewaitSockets}); err == nil {
@@ -115,4 +99,20 @@ func TestRefusesWhatItDoesNotHandle(t *testing.T) {
 	if _, err := iterload.Load(k, spec, []string{"no_such_program"}); err == nil {
 		t.Fatal("loaded a program that is not in the collection")
 	}
+}
+
+// itersAndKernel returns resolve's iterator programs and the running
+// kernel's BTF, closed when the test ends.
+func itersAndKernel(t *testing.T) (*ebpf.CollectionSpec, *iterload.Kernel) {
+	t.Helper()
+	spec, err := resolve.LoadIters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := iterload.OpenKernel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(k.Close)
+	return spec, k
 }
