@@ -72,28 +72,27 @@ func (s *session) story(port int) story {
 // waitRecovered waits until the port's recovered record is written.
 func (s *session) waitRecovered(port int, within time.Duration) story {
 	s.t.Helper()
-	deadline := time.Now().Add(within)
-	for time.Now().Before(deadline) {
-		if st := s.story(port); len(st.recovered) > 0 {
-			return st
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	s.t.Fatalf("no recovered record on port %d within %s; output:\n%s", port, within, s.out.String())
-	return story{}
+	return s.waitStory(port, within, "recovered", func(st story) bool { return len(st.recovered) > 0 })
 }
 
 // waitReleased waits until a released record on the port is written.
 func (s *session) waitReleased(port int, within time.Duration) story {
 	s.t.Helper()
+	return s.waitStory(port, within, "released", func(st story) bool { return len(st.released) > 0 })
+}
+
+// waitStory waits until the port's story has what done looks for (a
+// record of type what).
+func (s *session) waitStory(port int, within time.Duration, what string, done func(story) bool) story {
+	s.t.Helper()
 	deadline := time.Now().Add(within)
 	for time.Now().Before(deadline) {
-		if st := s.story(port); len(st.released) > 0 {
+		if st := s.story(port); done(st) {
 			return st
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	s.t.Fatalf("no released record on port %d within %s; output:\n%s", port, within, s.out.String())
+	s.t.Fatalf("no %s record on port %d within %s; output:\n%s", what, port, within, s.out.String())
 	return story{}
 }
 
