@@ -110,7 +110,7 @@ vmtest:
 # iproute2; it uses nsenter now, not yet tried here) and the storm
 # (147,456 failing binds: 11-45 s per backend in emulated x86-64).
 vmtest-arm64:
-	$(GO) run ./internal/vmtest -arch arm64 -pkgs './internal/tracer,./internal/watch!^(TestEphemeralCollisionReported|TestUnprivilegedKeyStorm)$$' -timeout 45m $(VM_FLAGS)
+	$(GO) run ./internal/vmtest -arch arm64 -pkgs './internal/tracer,./internal/watch!^(TestEphemeralCollisionReported|TestUnprivilegedKeyStorm)$$' -once-pkgs './internal/iterload,./internal/resolve=^TestOwnerVariantsAgree$$' -timeout 45m $(VM_FLAGS)
 
 # Speed targets (README): ns per bind() untraced vs traced, failing and
 # succeeding, on this kernel and for every backend in each qemu kernel
