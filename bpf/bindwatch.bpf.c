@@ -1206,24 +1206,23 @@ static __always_inline int emit_released(struct holder_key *key, struct sock *sk
  * before it takes the port), so only the registry's socket counts as the
  * holder letting go.
  *
- * Attached as a raw tracepoint (4.17+, no tracefs, allowed wherever
- * tracepoints are): the program gets the tracepoint's arguments as they
- * are, without the kernel first assembling the event record the classic
- * tracepoint would — which every connection's every state change would pay.
+ * Attached as a BTF-typed raw tracepoint (tp_btf, 5.5+; no tracefs,
+ * allowed under lockdown, like follow_fork): the program gets the
+ * tracepoint's arguments as they are, without the kernel first assembling
+ * the event record the classic tracepoint would — which every connection's
+ * every state change would pay.
  */
-SEC("raw_tp/inet_sock_set_state")
-int incident_sock_state(struct bpf_raw_tracepoint_args *ctx)
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(incident_sock_state, const struct sock *csk, const int oldstate, const int newstate)
 {
 	struct holder_key key = { .proto = IPPROTO_TCP };
+	struct sock *sk = (struct sock *)csk;
 	struct holder_rec *rec;
-	struct sock *sk;
 
-	/* TP_PROTO(const struct sock *sk, const int oldstate, const int newstate) */
-	if ((int)ctx->args[1] != TCP_LISTEN)
+	if (oldstate != TCP_LISTEN)
 		return 0;
-	if ((int)ctx->args[2] != TCP_CLOSE || !incidents_open())
+	if (newstate != TCP_CLOSE || !incidents_open())
 		return 0;
-	sk = (struct sock *)ctx->args[0];
 	key.netns = sock_netns(sk);
 	/* inet_sport, not skc_num: a port released at close is already zeroed
 	 * there (__inet_put_port) when the state changes. */
@@ -1279,16 +1278,15 @@ int BPF_KPROBE(kprobe_udp_lib_unhash, struct sock *sk)
 /*
  * signal:signal_generate fires for every signal sent, in the sender's
  * context. Only a stop signal to a process that holds a port with an open
- * incident is recorded. A raw tracepoint, as above: no event record is
- * assembled for the signals of the rest of the host.
+ * incident is recorded. A tp_btf program, as above: no event record is
+ * assembled for the signals of the rest of the host, and the target's
+ * tgid is a direct load through the typed pointer — a probe-read helper
+ * call there cost each stop signal about as much as the hash lookup after
+ * it (BenchmarkSignalStorm).
  */
-SEC("raw_tp/signal_generate")
-int incident_signal(struct bpf_raw_tracepoint_args *ctx)
+SEC("tp_btf/signal_generate")
+int BPF_PROG(incident_signal, int sig, struct kernel_siginfo *info, struct task_struct *task, int group, int result)
 {
-	/* TP_PROTO(int sig, struct kernel_siginfo *info, struct task_struct *task,
-	 *          int group, int result) */
-	int sig = ctx->args[0];
-	struct task_struct *task;
 	struct incident_event *e;
 	struct holder_key *key;
 	__u32 target;
@@ -1297,8 +1295,7 @@ int incident_signal(struct bpf_raw_tracepoint_args *ctx)
 		return 0;
 	if (!incidents_open())
 		return 0;
-	task = (struct task_struct *)ctx->args[2];
-	target = BPF_CORE_READ(task, tgid);
+	target = task->tgid;
 	key = bpf_map_lookup_elem(&incident_holders, &target);
 	if (!key)
 		return 0;
@@ -1309,7 +1306,7 @@ int incident_signal(struct bpf_raw_tracepoint_args *ctx)
 	e->proto = key->proto;
 	e->port = key->port;
 	e->sig = sig;
-	e->result = ctx->args[4];
+	e->result = result;
 	e->target = target;
 	BPF_CORE_READ_STR_INTO(&e->target_comm, task, group_leader, comm);
 	bpf_ringbuf_submit(e, 0);

@@ -10,6 +10,7 @@ import (
 	"unsafe"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
 	"golang.org/x/sys/unix"
@@ -18,9 +19,9 @@ import (
 	"github.com/bindwatch/bindwatch/internal/host"
 )
 
-// Incident programs: every backend attaches them, as raw tracepoints
-// (4.17+; 5.10 has both tracepoints). They record nothing until user space
-// names a port with an open incident (WatchPort).
+// Incident programs: every backend attaches them, as BTF-typed raw
+// tracepoints (tp_btf, 5.5+; 5.10 has both tracepoints). They record
+// nothing until user space names a port with an open incident (WatchPort).
 var incidentTracepoints = []struct{ group, event, prog string }{
 	{"sock", "inet_sock_set_state", "incident_sock_state"},
 	{"signal", "signal_generate", "incident_signal"},
@@ -76,10 +77,10 @@ func incidentPrograms(backend string) []string {
 func (t *Tracer) attachIncidents(coll *ebpf.Collection) ([]link.Link, error) {
 	var links []link.Link
 	for _, tp := range incidentTracepoints {
-		l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: tp.event, Program: coll.Programs[tp.prog]})
+		l, err := link.AttachTracing(link.TracingOptions{Program: coll.Programs[tp.prog]})
 		if err != nil {
 			closeLinks(links)
-			return nil, fmt.Errorf("attach raw tracepoint %s:%s (incident records): %w", tp.group, tp.event, err)
+			return nil, fmt.Errorf("attach tp_btf %s:%s (incident records): %w (hint: needs a kernel with BTF and tp_btf, 5.5+)", tp.group, tp.event, err)
 		}
 		links = append(links, l)
 	}
@@ -261,7 +262,8 @@ func signalResult(r int32) string {
 // every signal of a host, in many short rounds (attaching the whole
 // tracer per round would drown them in noise).
 type IncidentHooks struct {
-	coll  *ebpf.Collection
+	progs []*ebpf.Program  // one per incidentTracepoints entry, in its order
+	coll  *ebpf.Collection // nil for the empty programs
 	links []link.Link
 }
 
@@ -269,6 +271,9 @@ type IncidentHooks struct {
 // (incident_count 1) so that they go as far as they do on a host with an
 // outage under way somewhere.
 func OpenIncidentHooks() (*IncidentHooks, error) {
+	if err := preflight(); err != nil {
+		return nil, err
+	}
 	spec, err := LoadBindwatch()
 	if err != nil {
 		return nil, fmt.Errorf("parse embedded BPF object: %w", err)
@@ -294,16 +299,47 @@ func OpenIncidentHooks() (*IncidentHooks, error) {
 		coll.Close()
 		return nil, err
 	}
-	return &IncidentHooks{coll: coll}, nil
+	h := &IncidentHooks{coll: coll}
+	for _, tp := range incidentTracepoints {
+		h.progs = append(h.progs, coll.Programs[tp.prog])
+	}
+	return h, nil
 }
 
-// Attach attaches the programs to their raw tracepoints.
-func (h *IncidentHooks) Attach() error {
+// OpenEmptyIncidentHooks loads, for each tracepoint the incident programs
+// hook, a program that returns at once: what the kernel charges for
+// running any BPF program there, the floor under the incident programs'
+// own cost.
+func OpenEmptyIncidentHooks() (*IncidentHooks, error) {
+	if err := preflight(); err != nil {
+		return nil, err
+	}
+	var opts ebpf.ProgramOptions
+	if ks, err := kernelSpec(); err == nil {
+		opts.KernelTypes = ks
+	}
+	h := &IncidentHooks{}
 	for _, tp := range incidentTracepoints {
-		l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: tp.event, Program: h.coll.Programs[tp.prog]})
+		p, err := ebpf.NewProgramWithOptions(&ebpf.ProgramSpec{
+			Name: "empty", Type: ebpf.Tracing, AttachType: ebpf.AttachTraceRawTp, AttachTo: tp.event,
+			License: "GPL", Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
+		}, opts)
+		if err != nil {
+			h.Close()
+			return nil, fmt.Errorf("load an empty tp_btf program for %s:%s: %w", tp.group, tp.event, err)
+		}
+		h.progs = append(h.progs, p)
+	}
+	return h, nil
+}
+
+// Attach attaches the programs to their tracepoints.
+func (h *IncidentHooks) Attach() error {
+	for i, p := range h.progs {
+		l, err := link.AttachTracing(link.TracingOptions{Program: p})
 		if err != nil {
 			h.Detach()
-			return fmt.Errorf("attach raw tracepoint %s: %w", tp.event, err)
+			return fmt.Errorf("attach tp_btf %s: %w", incidentTracepoints[i].event, err)
 		}
 		h.links = append(h.links, l)
 	}
@@ -319,5 +355,11 @@ func (h *IncidentHooks) Detach() {
 // Close detaches and unloads them.
 func (h *IncidentHooks) Close() {
 	h.Detach()
-	h.coll.Close()
+	if h.coll != nil {
+		h.coll.Close()
+		return
+	}
+	for _, p := range h.progs {
+		p.Close()
+	}
 }
