@@ -32,6 +32,7 @@ char LICENSE[] SEC("license") = "GPL";
  * are locals that -O2 keeps in registers: bpf2go's -type looks them up. */
 const struct socket_owner *unused_socket_owner __attribute__((unused));
 const struct timewait_socket *unused_timewait_socket __attribute__((unused));
+const struct inode_filter *unused_inode_filter __attribute__((unused));
 
 /* Socket inodes to report owners of, filled by user space before each read
  * of the socket_owners iterator. The value is unused. */
@@ -62,6 +63,15 @@ struct {
 	__type(key, __u32);
 	__type(value, __u32);
 } bound_lookup SEC(".maps");
+
+/* Entry 0 is the socket_owners walk's first test of a socket (see struct
+ * inode_filter), filled by user space with wanted_inodes. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct inode_filter);
+} wanted_filter SEC(".maps");
 
 /* Local ports (host order) whose TIME_WAIT sockets timewait_sockets reports. */
 struct {
@@ -144,8 +154,9 @@ struct fd_walk {
 	__u64 first;             /* the current batch's first fd */
 	__u64 files[8];          /* its struct file pointers, as numbers */
 	__u64 inos[8];           /* their inode numbers */
-	__u32 sockets;           /* bit k: fd first + k is an open socket */
+	__u32 sockets;           /* bit k: fd first + k is an open socket that may be wanted */
 	__u32 tgid;
+	struct inode_filter *filter;
 };
 
 /* Reports socket first + k of the batch if it was asked about. A
@@ -209,9 +220,11 @@ static long check_fds(__u64 batch, void *data)
 		 * which. not_sock is 0 for a socket, at most S_IFMT else, so
 		 * not_sock - 1 has its top bit set for a socket only. */
 		__u64 not_sock = (inodes[k]->i_mode & S_IFMT) ^ S_IFSOCK;
+		__u64 ino = inodes[k]->i_ino;
+		__u64 maybe = w->filter->bits[(ino / 64) % (INODE_FILTER_BITS / 64)] >> (ino % 64);
 
-		sockets |= ((not_sock - 1) >> 63) << k;
-		w->inos[k] = inodes[k]->i_ino;
+		sockets |= ((not_sock - 1) >> 63 & maybe & 1) << k;
+		w->inos[k] = ino;
 	}
 	w->sockets = sockets & open;
 	if (w->sockets) {
@@ -234,6 +247,7 @@ int socket_owners(struct bpf_iter__task *ctx)
 	struct files_struct *files;
 	struct fdtable *fdt;
 	struct fd_walk w = {};
+	__u32 zero = 0;
 
 	if (!task)
 		return 0;
@@ -251,6 +265,9 @@ int socket_owners(struct bpf_iter__task *ctx)
 	w.fds = BPF_CORE_READ(fdt, fd);
 	w.open_fds = BPF_CORE_READ(fdt, open_fds);
 	w.tgid = BPF_CORE_READ(task, tgid);
+	w.filter = bpf_map_lookup_elem(&wanted_filter, &zero);
+	if (!w.filter)
+		return 0;
 	bpf_loop(BPF_CORE_READ(fdt, max_fds) / 8, check_fds, &w, 0);
 	return 0;
 }

@@ -51,4 +51,16 @@ struct timewait_socket {
 	__u8 daddr[16];
 };
 
+/*
+ * inode_filter: a first, cheap test of a socket inode before the
+ * wanted_inodes lookup, so that the thousands of sockets nobody asked about
+ * cost one load each instead of a hash lookup. Bit (inode % 4096) is set
+ * for every inode in wanted_inodes, and every bit while bound-only sockets
+ * are looked for (their inodes are not known).
+ */
+#define INODE_FILTER_BITS 4096
+struct inode_filter {
+	__u64 bits[INODE_FILTER_BITS / 64];
+};
+
 #endif /* BINDWATCH_ITERS_H */

@@ -13,6 +13,11 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type ItersInodeFilter struct {
+	_    structs.HostLayout
+	Bits [64]uint64
+}
+
 type ItersSocketOwner struct {
 	_          structs.HostLayout
 	Inode      uint64
@@ -48,11 +53,13 @@ type ItersTimewaitSocket struct {
 const (
 	ItersMapBoundLookup          = "bound_lookup"
 	ItersMapWantedBound          = "wanted_bound"
+	ItersMapWantedFilter         = "wanted_filter"
 	ItersMapWantedInodes         = "wanted_inodes"
 	ItersMapWantedPorts          = "wanted_ports"
 	ItersProgSocketOwners        = "socket_owners"
 	ItersProgSocketOwnersPerFile = "socket_owners_per_file"
 	ItersProgTimewaitSockets     = "timewait_sockets"
+	ItersVarUnusedInodeFilter    = "unused_inode_filter"
 	ItersVarUnusedSocketOwner    = "unused_socket_owner"
 	ItersVarUnusedTimewaitSocket = "unused_timewait_socket"
 )
@@ -110,6 +117,7 @@ type ItersProgramSpecs struct {
 type ItersMapSpecs struct {
 	BoundLookup  *ebpf.MapSpec `ebpf:"bound_lookup"`
 	WantedBound  *ebpf.MapSpec `ebpf:"wanted_bound"`
+	WantedFilter *ebpf.MapSpec `ebpf:"wanted_filter"`
 	WantedInodes *ebpf.MapSpec `ebpf:"wanted_inodes"`
 	WantedPorts  *ebpf.MapSpec `ebpf:"wanted_ports"`
 }
@@ -118,6 +126,7 @@ type ItersMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type ItersVariableSpecs struct {
+	UnusedInodeFilter    *ebpf.VariableSpec `ebpf:"unused_inode_filter"`
 	UnusedSocketOwner    *ebpf.VariableSpec `ebpf:"unused_socket_owner"`
 	UnusedTimewaitSocket *ebpf.VariableSpec `ebpf:"unused_timewait_socket"`
 }
@@ -144,6 +153,7 @@ func (o *ItersObjects) Close() error {
 type ItersMaps struct {
 	BoundLookup  *ebpf.Map `ebpf:"bound_lookup"`
 	WantedBound  *ebpf.Map `ebpf:"wanted_bound"`
+	WantedFilter *ebpf.Map `ebpf:"wanted_filter"`
 	WantedInodes *ebpf.Map `ebpf:"wanted_inodes"`
 	WantedPorts  *ebpf.Map `ebpf:"wanted_ports"`
 }
@@ -152,6 +162,7 @@ func (m *ItersMaps) Close() error {
 	return _ItersClose(
 		m.BoundLookup,
 		m.WantedBound,
+		m.WantedFilter,
 		m.WantedInodes,
 		m.WantedPorts,
 	)
@@ -161,6 +172,7 @@ func (m *ItersMaps) Close() error {
 //
 // It can be passed to LoadItersObjects or ebpf.CollectionSpec.LoadAndAssign.
 type ItersVariables struct {
+	UnusedInodeFilter    *ebpf.Variable `ebpf:"unused_inode_filter"`
 	UnusedSocketOwner    *ebpf.Variable `ebpf:"unused_socket_owner"`
 	UnusedTimewaitSocket *ebpf.Variable `ebpf:"unused_timewait_socket"`
 }

@@ -55,6 +55,7 @@ type iterators struct {
 	mu           sync.Mutex
 	coll         *ebpf.Collection
 	wantedInodes *ebpf.Map
+	wantedFilter *ebpf.Map // nil with the per-file variant
 	wantedBound  *ebpf.Map
 	boundLookup  *ebpf.Map
 	wantedPorts  *ebpf.Map
@@ -127,7 +128,8 @@ func loadIterators(variants []string) (*iterators, error) {
 		return nil, fmt.Errorf("load BPF iterators: %w", err)
 	}
 	it := &iterators{coll: coll, ownersProg: owner, iterloadErr: fallback,
-		wantedInodes: coll.Maps[ItersMapWantedInodes], wantedBound: coll.Maps[ItersMapWantedBound],
+		wantedInodes: coll.Maps[ItersMapWantedInodes], wantedFilter: coll.Maps[ItersMapWantedFilter],
+		wantedBound: coll.Maps[ItersMapWantedBound],
 		boundLookup: coll.Maps[ItersMapBoundLookup],
 		wantedPorts: coll.Maps[ItersMapWantedPorts]}
 	it.owners, err = link.AttachIter(link.IterOptions{Program: coll.Programs[owner]})
@@ -197,6 +199,7 @@ func (it *iterators) socketOwners(inodes []uint32, bound *boundQuery) (map[uint3
 		}
 	}
 	it.lastWants = it.lastWants[:0]
+	var filter ItersInodeFilter
 	for _, ino := range inodes {
 		key := uint64(ino)
 		if err := it.wantedInodes.Update(key, uint8(1), ebpf.UpdateAny); err != nil {
@@ -205,6 +208,20 @@ func (it *iterators) socketOwners(inodes []uint32, bound *boundQuery) (map[uint3
 			break
 		}
 		it.lastWants = append(it.lastWants, key)
+		bit := key % uint64(len(filter.Bits)*64)
+		filter.Bits[bit/64] |= 1 << (bit % 64)
+	}
+	if bound != nil { // bound-only sockets' inodes are not known: let all through
+		for i := range filter.Bits {
+			filter.Bits[i] = ^uint64(0)
+		}
+	}
+	// Only socket_owners reads it (the per-file variant does not, and
+	// iterload creates only the maps a program uses).
+	if it.wantedFilter != nil {
+		if err := it.wantedFilter.Put(uint32(0), &filter); err != nil {
+			return nil, nil, fmt.Errorf("set wanted_filter: %w", err)
+		}
 	}
 	if bound != nil {
 		key := uint64(bound.netns)<<16 | uint64(bound.port)
