@@ -19,9 +19,13 @@ import (
 	"github.com/bindwatch/bindwatch/internal/host"
 )
 
-// Incident programs: every backend attaches them, as BTF-typed raw
-// tracepoints (tp_btf, 5.5+; 5.10 has both tracepoints). They record
-// nothing until user space names a port with an open incident (WatchPort).
+// Incident programs: every backend loads them, as BTF-typed raw
+// tracepoints (tp_btf, 5.5+; 5.10 has both tracepoints), and attaches them
+// only while the kernel watches a port with an open incident (WatchPort
+// to HooksLinger after the last UnwatchPort). They fire for every TCP state change and every
+// signal of the host, and even a program that returns at once costs an
+// ignored signal 5-9% (the tracepoint's own machinery, BenchmarkIncidentFloor):
+// a host without an outage should not pay that.
 var incidentTracepoints = []struct{ group, event, prog string }{
 	{"sock", "inet_sock_set_state", "incident_sock_state"},
 	{"signal", "signal_generate", "incident_signal"},
@@ -71,10 +75,35 @@ func incidentPrograms(backend string) []string {
 	return p
 }
 
-// attachIncidents attaches the incident programs. The UDP release hook is
-// optional: without it (a kernel that inlined or renamed the function) a
-// poll sees UDP holders go, as on the tracepoint backend.
+// attachIncidents checks that the incident tracepoint programs attach
+// (and detaches them again: WatchPort attaches them when an incident
+// opens), and attaches the UDP release hook. That hook is optional:
+// without it (a kernel that inlined or renamed the function) a poll sees
+// UDP holders go, as on the tracepoint backend.
 func (t *Tracer) attachIncidents(coll *ebpf.Collection) ([]link.Link, error) {
+	hooks, err := attachIncidentHooks(coll)
+	if err != nil {
+		return nil, err
+	}
+	closeLinks(hooks)
+	var l link.Link
+	switch t.backend {
+	case "fentry":
+		l, err = link.AttachTracing(link.TracingOptions{Program: coll.Programs["fentry_"+udpUnhash]})
+	case "kprobe":
+		l, err = link.Kprobe(udpUnhash, coll.Programs["kprobe_"+udpUnhash], nil)
+	default:
+		return nil, nil
+	}
+	if err != nil {
+		return nil, nil
+	}
+	t.udpReleases = true
+	return []link.Link{l}, nil
+}
+
+// attachIncidentHooks attaches the incident tracepoint programs.
+func attachIncidentHooks(coll *ebpf.Collection) ([]link.Link, error) {
 	var links []link.Link
 	for _, tp := range incidentTracepoints {
 		l, err := link.AttachTracing(link.TracingOptions{Program: coll.Programs[tp.prog]})
@@ -84,21 +113,16 @@ func (t *Tracer) attachIncidents(coll *ebpf.Collection) ([]link.Link, error) {
 		}
 		links = append(links, l)
 	}
-	var l link.Link
-	var err error
-	switch t.backend {
-	case "fentry":
-		l, err = link.AttachTracing(link.TracingOptions{Program: coll.Programs["fentry_"+udpUnhash]})
-	case "kprobe":
-		l, err = link.Kprobe(udpUnhash, coll.Programs["kprobe_"+udpUnhash], nil)
-	default:
-		return links, nil
-	}
-	if err == nil {
-		links = append(links, l)
-		t.udpReleases = true
-	}
 	return links, nil
+}
+
+// IncidentHooksAttached tells whether the incident tracepoint programs are
+// attached: from the first WatchPort to HooksLinger after the last
+// UnwatchPort.
+func (t *Tracer) IncidentHooksAttached() bool {
+	t.hooksMu.Lock()
+	defer t.hooksMu.Unlock()
+	return t.incidentHooks != nil
 }
 
 // SeesUDPReleases tells whether the kernel reports a UDP holder's release
@@ -129,6 +153,17 @@ func (t *Tracer) WatchPort(k PortKey, pids []int) (bool, error) {
 		if err := t.maps.IncidentCount.Put(uint32(0), uint32(len(t.watched))); err != nil {
 			return false, fmt.Errorf("watch port %d/%s: %w", k.Port, k.Proto, err)
 		}
+		// After the maps: attached, the programs report for the port.
+		t.hooksMu.Lock()
+		defer t.hooksMu.Unlock()
+		t.hooksWatching++
+		if t.incidentHooks == nil && t.detached == nil {
+			hooks, err := attachIncidentHooks(t.coll)
+			if err != nil {
+				return false, fmt.Errorf("watch port %d/%s: %w", k.Port, k.Proto, err)
+			}
+			t.incidentHooks = hooks
+		}
 	}
 	for _, pid := range pids {
 		// A full map leaves that holder's signals unseen, nothing else.
@@ -152,8 +187,31 @@ func (t *Tracer) UnwatchPort(k PortKey, pids []int) error {
 			t.maps.IncidentHolders.Delete(uint32(pid))
 		}
 	}
+	t.hooksMu.Lock()
+	t.hooksWatching--
+	if t.hooksWatching == 0 {
+		// No incident open: after HooksLinger, unless one opens again,
+		// the host's signals and TCP state changes go back to costing
+		// nothing. (Attaching takes 5-30 ms of text patching: a restart
+		// storm should not pay it per incident.)
+		t.hooksIdle++
+		idle := t.hooksIdle
+		time.AfterFunc(t.HooksLinger, func() {
+			t.hooksMu.Lock()
+			defer t.hooksMu.Unlock()
+			if t.hooksIdle == idle && t.hooksWatching == 0 {
+				closeLinks(t.incidentHooks)
+				t.incidentHooks = nil
+			}
+		})
+	}
+	t.hooksMu.Unlock()
 	return t.maps.IncidentCount.Put(uint32(0), uint32(len(t.watched)))
 }
+
+// DefaultHooksLinger is how long the incident tracepoint programs stay
+// attached after the last incident closed.
+const DefaultHooksLinger = 30 * time.Second
 
 // ReadIncident returns the next incident record the kernel wrote, without
 // blocking: a *events.Released, *events.Signal or *events.Recovered, with

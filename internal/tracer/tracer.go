@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 	"time"
 	"unsafe"
 
@@ -39,6 +40,17 @@ type Tracer struct {
 	flipped time.Time // when foldGen last changed
 	// detached is closed once Detach's detaching is done.
 	detached chan struct{}
+	// incidentHooks are the incident tracepoint programs' links, attached
+	// while the kernel watches a port (WatchPort) and HooksLinger after;
+	// hooksWatching counts the watched ports, hooksIdle the times it fell
+	// to zero. Under hooksMu (the linger timer runs on its own).
+	incidentHooks []link.Link
+	hooksWatching int
+	hooksIdle     int
+	hooksMu       sync.Mutex
+	// HooksLinger is how long the incident programs stay attached after
+	// the last incident closed (DefaultHooksLinger).
+	HooksLinger time.Duration
 }
 
 // Open loads the BPF object configured by cfg and attaches it with the
@@ -137,7 +149,7 @@ func openBackend(cfg Config, b Backend) (*Tracer, error) {
 	if err != nil {
 		return nil, loadError(err, cfg.Debug)
 	}
-	t := &Tracer{coll: coll, backend: b.Name(), watched: map[PortKey]bool{}, noHolders: cfg.NoHolders}
+	t := &Tracer{coll: coll, backend: b.Name(), watched: map[PortKey]bool{}, noHolders: cfg.NoHolders, HooksLinger: DefaultHooksLinger}
 	if err := coll.Assign(&t.maps); err != nil {
 		t.Close()
 		return nil, fmt.Errorf("BPF object lacks a map: %w (hint: run make generate)", err)
@@ -380,8 +392,10 @@ func (t *Tracer) Detach() {
 		return
 	}
 	t.coll.Variables[BindwatchVarPaused].Set(uint8(1))
-	links, done := t.links, make(chan struct{})
-	t.links, t.detached = nil, done
+	t.hooksMu.Lock()
+	links, done := append(t.links, t.incidentHooks...), make(chan struct{})
+	t.links, t.incidentHooks, t.detached = nil, nil, done
+	t.hooksMu.Unlock()
 	go func() {
 		closeLinks(links)
 		close(done)
@@ -413,8 +427,10 @@ func (t *Tracer) Close() error {
 	if t.incidents != nil {
 		t.incidents.Close()
 	}
-	closeLinks(t.links)
-	t.links = nil
+	t.hooksMu.Lock()
+	closeLinks(append(t.links, t.incidentHooks...))
+	t.links, t.incidentHooks = nil, nil
+	t.hooksMu.Unlock()
 	if t.detached != nil {
 		<-t.detached
 	}
