@@ -44,8 +44,12 @@ type Kernel struct {
 	types   []byte // the type section
 	strings []byte // the string section
 	offsets []uint32
-	bo      binary.ByteOrder
 }
+
+// le reads the kernel's BTF, which is in the machine's byte order: the
+// architectures bindwatch builds for (amd64, arm64) are little-endian, and
+// a concrete type lets the compiler inline the hot loops' reads.
+var le = binary.LittleEndian
 
 // btfHeader is struct btf_header (include/uapi/linux/btf.h).
 type btfHeader struct {
@@ -108,15 +112,11 @@ func (k *Kernel) index() error {
 	if len(k.raw) < binary.Size(h) {
 		return errors.New("too short")
 	}
-	k.bo = binary.LittleEndian
-	if binary.LittleEndian.Uint16(k.raw) != btfMagic {
-		k.bo = binary.BigEndian
-	}
-	if _, err := binary.Decode(k.raw, k.bo, &h); err != nil {
+	if _, err := binary.Decode(k.raw, le, &h); err != nil {
 		return err
 	}
 	if h.Magic != btfMagic {
-		return fmt.Errorf("bad magic %#x", h.Magic)
+		return fmt.Errorf("bad magic %#x (not little-endian BTF?)", h.Magic)
 	}
 	typeStart := uint64(h.HdrLen) + uint64(h.TypeOff)
 	strStart := uint64(h.HdrLen) + uint64(h.StrOff)
@@ -134,7 +134,7 @@ func (k *Kernel) index() error {
 			return fmt.Errorf("type %d truncated", len(k.offsets))
 		}
 		k.offsets = append(k.offsets, uint32(off))
-		info := k.bo.Uint32(types[off+4:])
+		info := le.Uint32(types[off+4:])
 		kind, vlen := int(info>>24)&0x1f, int(info&0xffff)
 		off += 12
 		switch kind {
@@ -181,12 +181,12 @@ func (k *Kernel) find(funcs, composites []string) (funcIDs, compositeIDs map[str
 	}
 	for id := 1; id < len(k.offsets); id++ {
 		t := k.types[k.offsets[id]:]
-		kind := (k.bo.Uint32(t[4:]) >> 24) & 0x1f
+		kind := (le.Uint32(t[4:]) >> 24) & 0x1f
 		byFirst := byKind[kind]
 		if byFirst == nil {
 			continue
 		}
-		nameOff := k.bo.Uint32(t)
+		nameOff := le.Uint32(t)
 		if nameOff == 0 || uint64(nameOff) >= uint64(len(k.strings)) {
 			continue
 		}
@@ -203,14 +203,15 @@ func (k *Kernel) find(funcs, composites []string) (funcIDs, compositeIDs map[str
 // of the struct btf_type at byte offset off of the type section.
 func (k *Kernel) header(off int) (name uint32, kind, vlen int, kflag bool, sizeType uint32) {
 	t := k.types[off:]
-	info := k.bo.Uint32(t[4:])
-	return k.bo.Uint32(t), int(info>>24) & 0x1f, int(info & 0xffff), info>>31 != 0, k.bo.Uint32(t[8:])
+	info := le.Uint32(t[4:])
+	return le.Uint32(t), int(info>>24) & 0x1f, int(info & 0xffff), info>>31 != 0, le.Uint32(t[8:])
 }
 
-// nameIs reports whether the string at off is name, without copying it.
+// nameIs reports whether the string at off is name, without copying it:
+// the terminator first, which rejects most other names in one load.
 func (k *Kernel) nameIs(off uint32, name string) bool {
 	end := uint64(off) + uint64(len(name))
-	return end < uint64(len(k.strings)) && string(k.strings[off:end]) == name && k.strings[end] == 0
+	return end < uint64(len(k.strings)) && k.strings[end] == 0 && string(k.strings[off:end]) == name
 }
 
 // name copies the string at off.
@@ -254,7 +255,7 @@ func (c *copier) copy(id btf.TypeID) (btf.Type, error) {
 	var err error
 	switch kind {
 	case kindInt:
-		enc := btf.IntEncoding((c.k.bo.Uint32(data) >> 24) & 0xf)
+		enc := btf.IntEncoding((le.Uint32(data) >> 24) & 0xf)
 		c.done[id] = &btf.Int{Name: name, Size: sizeType, Encoding: enc}
 	case kindFloat:
 		c.done[id] = &btf.Float{Name: name, Size: sizeType}
@@ -270,10 +271,10 @@ func (c *copier) copy(id btf.TypeID) (btf.Type, error) {
 		// Members of enum type are compared by name only.
 		c.done[id] = &btf.Enum{Name: name, Size: sizeType, Signed: kflag}
 	case kindArray:
-		a := &btf.Array{Nelems: c.k.bo.Uint32(data[8:])}
+		a := &btf.Array{Nelems: le.Uint32(data[8:])}
 		c.done[id] = a
-		if a.Type, err = c.copy(btf.TypeID(c.k.bo.Uint32(data))); err == nil {
-			a.Index, err = c.copy(btf.TypeID(c.k.bo.Uint32(data[4:])))
+		if a.Type, err = c.copy(btf.TypeID(le.Uint32(data))); err == nil {
+			a.Index, err = c.copy(btf.TypeID(le.Uint32(data[4:])))
 		}
 	case kindTypedef, kindVolatile, kindConst, kindRestrict, kindTypeTag:
 		// A name or qualifier of another type: copied with it.
@@ -305,14 +306,14 @@ func (c *copier) copy(id btf.TypeID) (btf.Type, error) {
 		}
 		for i := range members {
 			m := data[12*i:]
-			members[i].Name = c.k.name(c.k.bo.Uint32(m))
-			offset := c.k.bo.Uint32(m[8:])
+			members[i].Name = c.k.name(le.Uint32(m))
+			offset := le.Uint32(m[8:])
 			if kflag { // bitfield size in the top 8 bits
 				members[i].BitfieldSize = btf.Bits(offset >> 24)
 				offset &= 0xffffff
 			}
 			members[i].Offset = btf.Bits(offset)
-			if members[i].Type, err = c.copy(btf.TypeID(c.k.bo.Uint32(m[4:]))); err != nil {
+			if members[i].Type, err = c.copy(btf.TypeID(le.Uint32(m[4:]))); err != nil {
 				break
 			}
 		}
