@@ -3,12 +3,14 @@ package iterload_test
 import (
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/bindwatch/bindwatch/internal/iterload"
 	"github.com/bindwatch/bindwatch/internal/resolve"
 	"github.com/bindwatch/bindwatch/internal/testenv"
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/rlimit"
 )
 
@@ -115,4 +117,43 @@ func itersAndKernel(t *testing.T) (*ebpf.CollectionSpec, *iterload.Kernel) {
 	}
 	t.Cleanup(k.Close)
 	return spec, k
+}
+
+// TestDescribe pins what describe reads from cilium/ebpf's String() of a
+// CO-RE relocation: for every relocation of resolve's iterators, a kind
+// Load handles and the local type, a named struct or union.
+func TestDescribe(t *testing.T) {
+	spec, err := resolve.LoadIters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for name, p := range spec.Programs {
+		for i := range p.Instructions {
+			relo := btf.CORERelocationMetadata(&p.Instructions[i])
+			if relo == nil {
+				continue
+			}
+			n++
+			kind, id, err := iterload.Describe(relo)
+			if err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			typ, err := spec.Types.TypeByID(id)
+			if err != nil {
+				t.Fatalf("%s: %v: local type %d: %v", name, relo, id, err)
+			}
+			switch btf.UnderlyingType(typ).(type) {
+			case *btf.Struct, *btf.Union:
+			default:
+				t.Errorf("%s: %v: local type %v is not a struct or union", name, relo, typ)
+			}
+			if !strings.Contains(relo.String(), kind) || typ.TypeName() == "" {
+				t.Errorf("%s: %v: described as %s on %q", name, relo, kind, typ.TypeName())
+			}
+		}
+	}
+	if n < 20 {
+		t.Fatalf("only %d CO-RE relocations in resolve's iterators", n)
+	}
 }
