@@ -159,7 +159,7 @@ struct inet_sock___old {
 	__u8 transparent : 1;
 } __attribute__((preserve_access_index));
 
-enum stat_field { STAT_FAILURES, STAT_LOST, STAT_FOLD_FULL };
+enum stat_field { STAT_FAILURES, STAT_LOST, STAT_FOLD_FULL, STAT_UNFOLLOWED };
 
 static __always_inline void count_stat(enum stat_field field)
 {
@@ -178,6 +178,9 @@ static __always_inline void count_stat(enum stat_field field)
 		break;
 	case STAT_FOLD_FULL:
 		__sync_fetch_and_add(&s->fold_full, 1);
+		break;
+	case STAT_UNFOLLOWED:
+		__sync_fetch_and_add(&s->unfollowed, 1);
 		break;
 	}
 }
@@ -996,7 +999,11 @@ int BPF_PROG(follow_fork, struct task_struct *parent, struct task_struct *child)
 	/* New threads share the tgid: nothing to add. */
 	if (ptgid == ctgid || !bpf_map_lookup_elem(&traced_pids, &ptgid))
 		return 0;
-	bpf_map_update_elem(&traced_pids, &ctgid, &one, BPF_ANY);
+	/* A full map (a tree of more than its entries alive at once, which
+	 * the traced program controls) loses the child: counted, so that
+	 * the stop record says so. */
+	if (bpf_map_update_elem(&traced_pids, &ctgid, &one, BPF_ANY))
+		count_stat(STAT_UNFOLLOWED);
 	return 0;
 }
 

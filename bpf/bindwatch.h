@@ -128,6 +128,7 @@ struct stats {
 	__u64 failures;  /* every failure that passed the filters */
 	__u64 lost;      /* ring buffer full: counted, not delivered */
 	__u64 fold_full; /* reported one by one: the fold table was full */
+	__u64 unfollowed; /* new processes of a followed tree left out: traced_pids was full */
 };
 
 /*

@@ -265,6 +265,11 @@ type Stop struct {
 	// Unresolved is how many of the reported failures could not be
 	// resolved (their records say why, in resolve_error).
 	Unresolved uint64 `json:"unresolved"`
+	// Unfollowed is how many new processes of a followed tree (bindwatch
+	// run, --follow-children) were not followed, so their failures were
+	// not traced: more processes of the tree were alive at once than the
+	// table of followed processes holds.
+	Unfollowed uint64 `json:"unfollowed"`
 	// DurationMS is how long tracing was live.
 	DurationMS int64 `json:"duration_ms"`
 	// OutputLost is how many records this output (the file, standard

@@ -96,6 +96,9 @@ func Text(rec any) string {
 		if r.Unresolved > 0 {
 			s += fmt.Sprintf("; %d could not be resolved (kernel's view only)", r.Unresolved)
 		}
+		if r.Unfollowed > 0 {
+			s += fmt.Sprintf("; %d new process(es) of the traced tree not followed (their failures were not traced): the table of followed processes was full", r.Unfollowed)
+		}
 		if r.OutputLost > 0 {
 			s += fmt.Sprintf("; %d record%s (%d failure%s) could not be written here", r.OutputLost, Plural(r.OutputLost), r.OutputLostFailures, Plural(r.OutputLostFailures))
 		}

@@ -186,10 +186,11 @@ type BindwatchPortRange struct {
 }
 
 type BindwatchStats struct {
-	_        structs.HostLayout
-	Failures uint64
-	Lost     uint64
-	FoldFull uint64
+	_          structs.HostLayout
+	Failures   uint64
+	Lost       uint64
+	FoldFull   uint64
+	Unfollowed uint64
 }
 
 // Names of all BPF objects in the ELF.

@@ -356,6 +356,9 @@ type Stats struct {
 	// FoldFull is how many found the fold table full (they are among
 	// those read, lost or still queued).
 	FoldFull uint64
+	// Unfollowed is how many new processes of a followed tree were not
+	// followed: the table of traced processes was full.
+	Unfollowed uint64
 }
 
 // Stats sums the per-CPU counters.
@@ -369,6 +372,7 @@ func (t *Tracer) Stats() (Stats, error) {
 		s.Failures += c.Failures
 		s.Lost += c.Lost
 		s.FoldFull += c.FoldFull
+		s.Unfollowed += c.Unfollowed
 	}
 	return s, nil
 }

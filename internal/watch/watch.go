@@ -285,7 +285,7 @@ drain:
 	err := s.opts.Out.Write(&events.Stop{
 		Type: events.TypeStop, Version: events.Version, Time: now, Host: s.host,
 		Failures: st.Failures, Reported: s.reported, Folded: s.folded, Lost: s.lost,
-		Unread: s.tracer.Unread(), Unfolded: st.FoldFull, Unresolved: s.unresolved,
+		Unread: s.tracer.Unread(), Unfolded: st.FoldFull, Unresolved: s.unresolved, Unfollowed: st.Unfollowed,
 		DurationMS: now.Sub(s.started).Milliseconds(),
 	})
 	return errors.Join(err, harvestErr, lostErr, statsErr)
