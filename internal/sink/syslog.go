@@ -166,6 +166,10 @@ func (s *Syslog) message(rec any, now time.Time) ([]byte, error) {
 	typ := recordType(rec)
 	head := fmt.Sprintf("<%d>1 %s %s bindwatch %s %s - ", facilityLog*8+severity(typ),
 		now.UTC().Format("2006-01-02T15:04:05.000000Z"), s.host, s.pid, typ)
+	if s.network != "tcp" {
+		// One datagram: a record too large for it is shortened, not lost.
+		body = fitJSON(body, maxDatagram-len(head))
+	}
 	return append([]byte(head), body...), nil
 }
 

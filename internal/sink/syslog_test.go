@@ -2,6 +2,7 @@ package sink
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -182,5 +183,71 @@ func TestSyslogUnixStream(t *testing.T) {
 	}
 	if len(b) != 0 {
 		t.Errorf("left over: %q", b)
+	}
+}
+
+// A process controls its command line: one of ~100 KB (and a holder with
+// the same) must not keep its failure from a datagram collector. Over a
+// unix socket and UDP, rsyslog gets the bind_failure, shortened to fit one
+// datagram around "…", with its head and tail, and — as JSON — still a
+// record of docs/schema.json that says cmdline_truncated.
+func TestSyslogLongCommandLine(t *testing.T) {
+	schema, err := testenv.LoadSchema("../../docs/schema.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := testenv.StartRsyslog(t)
+	argv := []string{"java"}
+	for i := range 100 {
+		argv = append(argv, fmt.Sprintf("/opt/lib/filler-%03d-%s.jar", i, strings.Repeat("x", 1000)))
+	}
+	argv = append(argv, "com.example.Main", "--server.port=8080")
+	long := failure(8080)
+	long.Backend, long.Hook = "tracepoint", "tp_exit_bind"
+	long.Process.Cmdline = argv
+	long.Holders = []events.Holder{{Source: events.SeenLive, Proto: "tcp", State: "LISTEN", Addr: "0.0.0.0", Port: 8080,
+		Processes: []events.Process{{PID: 7, Comm: "java", Cmdline: argv}}}}
+	b, _ := JSON(long)
+	if len(b) < 200<<10 {
+		t.Fatalf("the record is only %d bytes: not a test of the datagram limit", len(b))
+	}
+	var whole any
+	if err := json.Unmarshal(b, &whole); err != nil || schema.Validate(whole) != nil {
+		t.Fatalf("the test's record is not one of docs/schema.json: %v %v", err, schema.Validate(whole))
+	}
+	for _, c := range []struct {
+		form Form
+		name string
+	}{{JSON, "json"}, {ECS, "ecs"}} {
+		for _, url := range []string{"unix://" + r.Sock, fmt.Sprintf("udp://127.0.0.1:%d", r.UDPPort)} {
+			s, err := DialSyslog(SyslogOptions{URL: url, Form: c.form})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Write(long); err != nil {
+				t.Fatal(err)
+			}
+			s.Close()
+		}
+	}
+	lines := r.WaitMessages(t, 4)
+	for _, l := range lines {
+		if l.MsgID != events.TypeFailure {
+			t.Errorf("%s: got a %s message, want the bind_failure (it was counted as lost?)", l.Input, l.MsgID)
+			continue
+		}
+		raw, _ := json.Marshal(l.Record)
+		if len(raw) > maxDatagram || !strings.Contains(string(raw), "com.example.Main") || !strings.Contains(string(raw), "filler-000") || !strings.Contains(string(raw), events.CmdlineGap) {
+			t.Errorf("%s: %d bytes, want ≤ %d with the command line's head and tail around %q: %.300s", l.Input, len(raw), maxDatagram, events.CmdlineGap, raw)
+		}
+		if _, ecs := l.Record["ecs"]; ecs {
+			continue
+		}
+		if err := schema.Validate(l.Record); err != nil {
+			t.Errorf("%s: the shortened record is not one of docs/schema.json: %v", l.Input, err)
+		}
+		if p := l.Record["process"].(map[string]any); p["cmdline_truncated"] != true {
+			t.Errorf("%s: process %v does not say cmdline_truncated", l.Input, p["cmdline_truncated"])
+		}
 	}
 }
