@@ -56,9 +56,9 @@ Examples:
 }
 
 func whoAction(c *cli.Context) error {
-	// A one-shot lookup lives ~25 ms and stays near 16 MB, most of it
-	// decoding the kernel's BTF to load the owner iterator: collecting
-	// garbage on the way costs ~4 ms and frees next to nothing. The memory
+	// A one-shot lookup lives ~25 ms and stays near 17 MB, most of it the
+	// binary and loading the owner iterator (internal/iterload): collecting
+	// garbage on the way would cost milliseconds and free next to nothing. The memory
 	// limit still bounds it should a host make it allocate much more.
 	debug.SetGCPercent(-1)
 	debug.SetMemoryLimit(256 << 20)
