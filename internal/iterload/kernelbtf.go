@@ -129,7 +129,8 @@ func (k *Kernel) index() error {
 	// Type IDs start at 1; offsets[0] stands for void.
 	k.offsets = make([]uint32, 1, len(k.types)/32)
 	types := k.types
-	for off := 0; off < len(types); {
+	off := 0
+	for off < len(types) {
 		if off+12 > len(types) {
 			return fmt.Errorf("type %d truncated", len(k.offsets))
 		}
@@ -150,6 +151,9 @@ func (k *Kernel) index() error {
 		default:
 			return fmt.Errorf("type %d: unknown kind %d", len(k.offsets)-1, kind)
 		}
+	}
+	if off != len(types) { // the copier reads a type's members unchecked
+		return fmt.Errorf("type %d runs past the type section", len(k.offsets)-1)
 	}
 	return nil
 }

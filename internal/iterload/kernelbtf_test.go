@@ -1,6 +1,7 @@
 package iterload
 
 import (
+	"encoding/binary"
 	"fmt"
 	"testing"
 
@@ -92,4 +93,30 @@ func sameShape(want, got btf.Type) bool {
 		return w.Nelems == got.(*btf.Array).Nelems && sameShape(w.Type, got.(*btf.Array).Type)
 	}
 	return true
+}
+
+// TestTruncatedBTFRefused: a type section that ends inside a type's
+// members is an error, not a copy that reads past it.
+func TestTruncatedBTFRefused(t *testing.T) {
+	k, err := OpenKernel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := append([]byte(nil), k.raw...)
+	_, ids := k.find(nil, []string{"task_struct"})
+	cut := k.offsets[ids["task_struct"][0]] + 12 // its header, none of its members
+	k.Close()
+	var h btfHeader
+	if _, err := binary.Decode(raw, le, &h); err != nil {
+		t.Fatal(err)
+	}
+	le.PutUint32(raw[12:], cut) // btf_header.type_len
+	bad := &Kernel{raw: raw}
+	if err := bad.index(); err == nil {
+		t.Fatal("indexed a type section that ends inside task_struct's members")
+	}
+	le.PutUint32(raw[12:], h.TypeLen)
+	if err := bad.index(); err != nil {
+		t.Fatalf("the whole copy does not index: %v", err)
+	}
 }

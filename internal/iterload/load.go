@@ -21,7 +21,9 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"maps"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"unsafe"
@@ -76,7 +78,7 @@ func Load(k *Kernel, spec *ebpf.CollectionSpec, names []string) (*ebpf.Collectio
 	}
 
 	funcIDs, compositeIDs := k.find(funcs, composites)
-	target, kernelIDs, err := reducedSpec(k, composites, compositeIDs)
+	target, kernelIDs, err := reducedSpec(k, compositeIDs)
 	if err != nil {
 		return nil, err
 	}
@@ -175,19 +177,16 @@ func describe(relo *btf.CORERelocation) (kind string, localID btf.TypeID, err er
 	return kind, btf.TypeID(id), nil
 }
 
-// reducedSpec copies the kernel's composites of the given names (and what
-// they hold by value) into a Spec for CO-RE, and returns with it each
-// name's kernel type ID, for type-ID relocations, which must carry the
-// kernel's numbering.
-func reducedSpec(k *Kernel, names []string, ids map[string][]btf.TypeID) (*btf.Spec, map[string]btf.TypeID, error) {
+// reducedSpec copies the kernel's composites ids (by name; and what they
+// hold by value) into a Spec for CO-RE, and returns with it each name's
+// kernel type ID where there is one, for type-ID relocations, which must
+// carry the kernel's numbering.
+func reducedSpec(k *Kernel, ids map[string][]btf.TypeID) (*btf.Spec, map[string]btf.TypeID, error) {
 	c := &copier{k: k, done: map[btf.TypeID]btf.Type{}}
 	var roots []btf.Type
 	kernelIDs := map[string]btf.TypeID{}
-	for _, name := range names {
+	for _, name := range slices.Sorted(maps.Keys(ids)) {
 		list := ids[name]
-		if _, ok := kernelIDs[name]; ok || len(list) == 0 {
-			continue
-		}
 		if len(list) == 1 {
 			kernelIDs[name] = list[0]
 		}
