@@ -156,7 +156,7 @@ func (t *Tracer) WatchPort(k PortKey, pids []int) (bool, error) {
 		// After the maps: attached, the programs report for the port.
 		t.hooksMu.Lock()
 		defer t.hooksMu.Unlock()
-		t.hooksWatching++
+		t.hooksGen++ // a linger timer set before this must not detach
 		if t.incidentHooks == nil && t.detached == nil {
 			hooks, err := attachIncidentHooks(t.coll)
 			if err != nil {
@@ -187,25 +187,24 @@ func (t *Tracer) UnwatchPort(k PortKey, pids []int) error {
 			t.maps.IncidentHolders.Delete(uint32(pid))
 		}
 	}
-	t.hooksMu.Lock()
-	t.hooksWatching--
-	if t.hooksWatching == 0 {
+	if len(t.watched) == 0 {
 		// No incident open: after HooksLinger, unless one opens again,
 		// the host's signals and TCP state changes go back to costing
 		// nothing. (Attaching takes 5-30 ms of text patching: a restart
 		// storm should not pay it per incident.)
-		t.hooksIdle++
-		idle := t.hooksIdle
+		t.hooksMu.Lock()
+		t.hooksGen++
+		gen := t.hooksGen
+		t.hooksMu.Unlock()
 		time.AfterFunc(t.HooksLinger, func() {
 			t.hooksMu.Lock()
 			defer t.hooksMu.Unlock()
-			if t.hooksIdle == idle && t.hooksWatching == 0 {
+			if t.hooksGen == gen { // nothing watched since
 				closeLinks(t.incidentHooks)
 				t.incidentHooks = nil
 			}
 		})
 	}
-	t.hooksMu.Unlock()
 	return t.maps.IncidentCount.Put(uint32(0), uint32(len(t.watched)))
 }
 

@@ -41,12 +41,12 @@ type Tracer struct {
 	// detached is closed once Detach's detaching is done.
 	detached chan struct{}
 	// incidentHooks are the incident tracepoint programs' links, attached
-	// while the kernel watches a port (WatchPort) and HooksLinger after;
-	// hooksWatching counts the watched ports, hooksIdle the times it fell
-	// to zero. Under hooksMu (the linger timer runs on its own).
+	// while the kernel watches a port (WatchPort) and HooksLinger after.
+	// hooksGen changes when a port is newly watched or the last one
+	// unwatched: a linger timer detaches only if it has not changed since
+	// it was set. Both under hooksMu (the timer runs on its own).
 	incidentHooks []link.Link
-	hooksWatching int
-	hooksIdle     int
+	hooksGen      int
 	hooksMu       sync.Mutex
 	// HooksLinger is how long the incident programs stay attached after
 	// the last incident closed (DefaultHooksLinger).
