@@ -3,6 +3,7 @@
 # installs. Every package here is used by a test that starts the real program:
 #   clang-19 llvm-19 libbpf-dev bpftool  rebuild the BPF objects (check-generated)
 #   socat nginx python3 lsof psmisc      real holders, and the tools `who` is compared with
+#   redis-server haproxy memcached        real daemons of the restart corpus (internal/corpus)
 #   iproute2                              network namespaces for tests with their own sysctls
 #   qemu-system-x86 busybox-static cpio   the kernel matrix (Debian kernels under qemu)
 #   logrotate rsyslog prometheus          real collectors for the output sinks
@@ -17,6 +18,7 @@ set -euo pipefail
 packages=(
 	clang-19 llvm-19 libbpf-dev bpftool
 	socat nginx python3 lsof psmisc
+	redis-server haproxy memcached
 	iproute2
 	qemu-system-x86 busybox-static cpio
 	logrotate rsyslog prometheus
