@@ -170,8 +170,10 @@ type IncidentProcess struct {
 // IncidentHolder is a socket that held the port during an incident, and
 // what it was.
 type IncidentHolder struct {
-	// Kind says what it was: "leftover child", "orphan", "same program",
-	// "another service", "TIME_WAIT".
+	// Kind says what it was, by the diagnosis's rules
+	// (diagnose.HolderKind): "leftover child", "same program", "another
+	// service", "TIME_WAIT"; "orphan" only in logs of versions that
+	// called any process under init so.
 	Kind   string    `json:"kind"`
 	State  string    `json:"state"`
 	Addr   string    `json:"addr"`

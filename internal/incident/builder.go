@@ -13,6 +13,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/bindwatch/bindwatch/internal/diagnose"
 	"github.com/bindwatch/bindwatch/internal/events"
 )
 
@@ -232,34 +233,11 @@ func samePIDs(a, b []events.Process) bool {
 	return slices.EqualFunc(a, b, func(x, y events.Process) bool { return x.PID == y.PID })
 }
 
-// HolderKind says what a holder was, from what the kernel recorded: a
-// TIME_WAIT socket; a leftover child that inherited the socket of a
-// process that has exited (bound_by) or whose parent exited (orig_ppid);
-// an orphan (its parent is init); another instance of the failing program;
-// or another service.
+// HolderKind says what a holder was: the diagnosis's rule
+// (diagnose.HolderKind), the one home for telling a leftover from the
+// running instance.
 func HolderKind(h *events.Holder, failing *events.Process) string {
-	if h.State == "TIME_WAIT" {
-		return "TIME_WAIT"
-	}
-	if h.BoundBy != nil {
-		return "leftover child"
-	}
-	for _, p := range h.Processes {
-		if p.OrigPPID != 0 {
-			return "leftover child"
-		}
-	}
-	for _, p := range h.Processes {
-		if p.PPID == 1 {
-			return "orphan"
-		}
-	}
-	for _, p := range h.Processes {
-		if failing != nil && p.Comm == failing.Comm && p.Comm != "" {
-			return "same program"
-		}
-	}
-	return "another service"
+	return diagnose.HolderKind(h, failing)
 }
 
 func (b *Builder) mark(in *events.Incident, t time.Time, kind string, pid int, count uint64, text string) {
