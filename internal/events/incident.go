@@ -16,6 +16,7 @@ const (
 	TypeReleased  = "released"
 	TypeSignal    = "signal"
 	TypeRecovered = "recovered"
+	TypePortFree  = "port_free"
 	TypeIncident  = "incident"
 	TypeSpread    = "spread"
 )
@@ -116,6 +117,27 @@ type Recovered struct {
 	OutageMS int64 `json:"outage_ms"`
 }
 
+// PortFree says that a process bound (UDP) or listened on (TCP) a port
+// with an open incident and let go of it at once: the port was free at
+// that moment, but nobody holds it. bindwatch's own checks do this
+// (wait-free, free: a marked test bind+listen, closed at once), as do
+// other port probes. It is not a recovery: the incident goes on until
+// someone holds the port, and the recovery is theirs.
+type PortFree struct {
+	Type    string    `json:"type"`
+	Version int       `json:"version"`
+	Time    time.Time `json:"time"`
+	Host    string    `json:"host"`
+	Source  string    `json:"source"` // SourceKernel
+	Syscall string    `json:"syscall"`
+	Proto   string    `json:"proto"`
+	Netns   uint32    `json:"netns,omitempty"`
+	Addr    string    `json:"addr"`
+	Port    uint16    `json:"port"`
+	// Process took the port and let go of it.
+	Process Process `json:"process"`
+}
+
 // Incident is the story of one port's outage, built from the records above
 // and the failures (bindwatch report, and the end of bindwatch run).
 type Incident struct {
@@ -189,7 +211,9 @@ const (
 	MarkSignal    = "signal"
 	MarkReleased  = "released"
 	MarkRecovered = "recovered"
-	MarkEnd       = "end"
+	// MarkPortFree: someone took the port and let go at once (PortFree).
+	MarkPortFree = "port_free"
+	MarkEnd      = "end"
 )
 
 // TimelineEntry is one moment of an incident.
@@ -253,6 +277,11 @@ func sourceText(source string, precisionMS int64) string {
 func signalText(s *Signal) string {
 	return fmt.Sprintf("%s SIGNAL %s to %s, holder of %s :%d, from %s uid %d: %s",
 		clock(s.Time), s.Signal, ProcessShort(&s.Target), s.Proto, s.Port, ProcessShort(&s.Sender), s.Sender.UID, s.Result)
+}
+
+func portFreeText(r *PortFree) string {
+	return fmt.Sprintf("%s PORT FREE %s %s: %s by %s, which let go of it at once (a check such as bindwatch wait-free; not a recovery)",
+		clock(r.Time), r.Proto, HostPort(r.Addr, r.Port), r.Syscall, ProcessShort(&r.Process))
 }
 
 func recoveredText(r *Recovered) string {

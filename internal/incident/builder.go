@@ -58,7 +58,7 @@ func NewLiveBuilder() *Builder {
 }
 
 // Add accounts for one record: *events.Failure, *events.Repeats,
-// *events.Signal, *events.Released, *events.Recovered, *events.Start or
+// *events.Signal, *events.Released, *events.PortFree, *events.Recovered, *events.Start or
 // *events.Stop; others are ignored. A start or stop record ends the
 // incidents still open (a session's trace ended).
 func (b *Builder) Add(rec any) {
@@ -76,6 +76,12 @@ func (b *Builder) Add(rec any) {
 		if in := b.open[Key{r.Host, r.Netns, r.Proto, r.Port}]; in != nil {
 			in.Released = append(in.Released, r)
 			b.mark(in, r.Time, events.MarkReleased, holderPID(r), 0, releasedLine(r))
+		}
+	case *events.PortFree:
+		// A check (wait-free, free) or a probe saw the port free: a note,
+		// never the recovery, nor a failing or new process.
+		if in := b.open[Key{r.Host, r.Netns, r.Proto, r.Port}]; in != nil {
+			b.mark(in, r.Time, events.MarkPortFree, 0, 0, portFreeLine(r))
 		}
 	case *events.Recovered:
 		k := Key{r.Host, r.Netns, r.Proto, r.Port}

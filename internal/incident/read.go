@@ -218,6 +218,8 @@ func Decode(line []byte) (any, badKind) {
 		rec = &events.Released{}
 	case events.TypeRecovered:
 		rec = &events.Recovered{}
+	case events.TypePortFree:
+		rec = &events.PortFree{}
 	case events.TypeStart:
 		rec = &events.Start{}
 	case events.TypeStop:
@@ -242,6 +244,8 @@ func recordTime(rec any) time.Time {
 	case *events.Released:
 		return r.Time
 	case *events.Recovered:
+		return r.Time
+	case *events.PortFree:
 		return r.Time
 	case *events.Start:
 		return r.Time

@@ -59,6 +59,11 @@ func releasedLine(r *events.Released) string {
 	return s
 }
 
+func portFreeLine(r *events.PortFree) string {
+	return fmt.Sprintf("port free: %s by %s, which let go of it at once (a check such as bindwatch wait-free; not the recovery)",
+		r.Syscall, events.ProcessShort(&r.Process))
+}
+
 func recoveredLine(in *events.Incident, r *events.Recovered) string {
 	who := "a new process"
 	if r.SameProcess {

@@ -1,0 +1,224 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/bindwatch/bindwatch/internal/events"
+	"github.com/bindwatch/bindwatch/internal/incident"
+	"github.com/bindwatch/bindwatch/internal/sink"
+	"github.com/bindwatch/bindwatch/internal/testenv"
+)
+
+// typed decodes an --output file's records the way report does.
+func typed(t *testing.T, path string) []any {
+	t.Helper()
+	var out []any
+	for _, m := range records(t, path) {
+		b, _ := json.Marshal(m)
+		if rec, _ := incident.Decode(b); rec != nil {
+			out = append(out, rec)
+		}
+	}
+	return out
+}
+
+// ofType keeps the records of type T on port.
+func ofType[T any](recs []any, port int) []*T {
+	var out []*T
+	for _, r := range recs {
+		if v, ok := r.(*T); ok && recordPort(r) == port {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+func recordPort(r any) int {
+	switch v := r.(type) {
+	case *events.Failure:
+		return int(v.Port)
+	case *events.Repeats:
+		return int(v.Port)
+	case *events.Signal:
+		return int(v.Port)
+	case *events.Released:
+		return int(v.Port)
+	case *events.Recovered:
+		return int(v.Port)
+	case *events.PortFree:
+		return int(v.Port)
+	}
+	return -1
+}
+
+// waitRecords waits (up to 20 s) until the --output file's records
+// satisfy done, and returns them.
+func waitRecords(t *testing.T, path, what string, done func([]any) bool) []any {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		recs := typed(t, path)
+		if done(recs) {
+			return recs
+		}
+		if time.Now().After(deadline) {
+			b, _ := os.ReadFile(path)
+			t.Fatalf("no %s within 20s; output:\n%s", what, b)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// checkECS checks the ECS form of records against ECS 9.4.0.
+func checkECS(t *testing.T, what string, recs []any) {
+	t.Helper()
+	s := loadECSSchema(t)
+	var out strings.Builder
+	for _, r := range recs {
+		b, err := sink.ECS(r)
+		if err != nil {
+			t.Fatalf("%s: ECS form of %T: %v", what, r, err)
+		}
+		out.Write(b)
+		out.WriteByte('\n')
+	}
+	ecsDocs(t, s, what, out.String())
+}
+
+// checkReportForms checks report's JSON (against docs/schema.json) and
+// ECS forms (against ECS) of a log's incidents.
+func checkReportForms(t *testing.T, log string) {
+	t.Helper()
+	res := bindwatch(t, "report", "--format", "json", log)
+	var lines [][]byte
+	for l := range strings.Lines(res.stdout) {
+		lines = append(lines, []byte(strings.TrimSuffix(l, "\n")))
+	}
+	if seen := schemaLines(t, lines); seen["incident"] == 0 {
+		t.Errorf("report --format json: no incident: %s", res)
+	}
+	ecs := bindwatch(t, "report", "--format", "ecs", log)
+	if docs := ecsDocs(t, loadECSSchema(t), "report", ecs.stdout); len(docs["incident"]) == 0 {
+		t.Errorf("report --format ecs: no incident document: %s", ecs)
+	}
+}
+
+// reportJSON runs bindwatch report --format json on a log and returns its
+// incidents.
+func reportJSON(t *testing.T, args ...string) []events.Incident {
+	t.Helper()
+	res := bindwatch(t, append([]string{"report", "--format", "json"}, args...)...)
+	if res.code != 0 {
+		t.Fatalf("report: %s", res)
+	}
+	var out []events.Incident
+	for _, l := range strings.Split(strings.TrimSpace(res.stdout), "\n") {
+		if !strings.Contains(l, `"type":"incident"`) {
+			continue
+		}
+		var in events.Incident
+		if err := json.Unmarshal([]byte(l), &in); err != nil {
+			t.Fatalf("report line is not an incident: %v: %s", err, l)
+		}
+		out = append(out, in)
+	}
+	return out
+}
+
+// bindwatch's own checks — free --kill waiting for the port, wait-free
+// before a deploy starts the successor — bind and listen on the port
+// for an instant: the port was free, and they say so, but they are not
+// the recovery, nor a holder. The recovery is the successor's, even when
+// wait-free's check and the successor's listen() are a few microseconds
+// apart (wait-free && exec successor).
+func TestIncidentProbesAreNotTheRecovery(t *testing.T) {
+	port := testenv.FreePort(t)
+	p := strconv.Itoa(port)
+	out := filepath.Join(t.TempDir(), "bw.jsonl")
+	tr := startTracing(t, "--port", p, "--fold", "0", "--format", "json", "--output", out)
+	old := startHelper(t, fmt.Sprintf("serve tcp 127.0.0.1 %d 0", port))
+	// This test process fails, and stays: nobody gives up.
+	testenv.FailBind(t, "tcp", "127.0.0.1", port, testenv.Opts{}, syscall.EADDRINUSE)
+	waitRecords(t, out, "failure", func(recs []any) bool { return len(ofType[events.Failure](recs, port)) > 0 })
+
+	if res := bindwatch(t, "free", p+"/tcp", "--kill", "--format", "json"); res.code != 0 {
+		t.Fatalf("free --kill: %s", res)
+	}
+	old.wait(t, 5*time.Second)
+	// The deploy: check the port, then exec the new server at once.
+	succ := testenv.Helper(fmt.Sprintf("serve tcp 127.0.0.1 %d 0", port))
+	succ.Args = []string{"sh", "-c", fmt.Sprintf(`"%s" wait-free %d/tcp --timeout 10s >/dev/null && exec "%s" -test.run='^$'`, bindwatchBin, port, os.Args[0])}
+	succ.Path = "/bin/sh"
+	successor := startHolder(t, succ)
+	waitRecords(t, out, "recovered", func(recs []any) bool { return len(ofType[events.Recovered](recs, port)) > 0 })
+	time.Sleep(300 * time.Millisecond) // anything the tracer would write after the recovery
+	tr.stop(t)
+	recs := typed(t, out)
+	if seen := schemaLines(t, readLines(out)); seen["port_free"] == 0 {
+		t.Errorf("record types %v: no port_free", seen)
+	}
+	checkECS(t, "trace", recs)
+
+	frees := ofType[events.PortFree](recs, port)
+	if len(frees) < 2 {
+		t.Errorf("port_free records %+v: want free's and wait-free's checks (2 or more)", frees)
+	}
+	checkers := map[int]bool{}
+	for _, f := range frees {
+		checkers[f.Process.PID] = true
+		if f.Process.Comm != "bindwatch" || f.Syscall != "listen" {
+			t.Errorf("port_free %+v: want a listen() by bindwatch", f)
+		}
+	}
+	recovered := ofType[events.Recovered](recs, port)
+	if len(recovered) != 1 || recovered[0].Process.PID != successor.pid() || recovered[0].SameProcess {
+		t.Fatalf("recovered %+v: want one, the successor's (pid %d), a new process", recovered, successor.pid())
+	}
+	for _, r := range ofType[events.Released](recs, port) {
+		if r.Holder == nil || r.Holder.PID != old.pid() {
+			t.Errorf("released %+v: want only the old server's (pid %d), never a check's socket", r, old.pid())
+		}
+	}
+
+	// The report tells the same: a note where the port was seen free,
+	// the successor's recovery, no lane for a check.
+	ins := reportJSON(t, out)
+	checkReportForms(t, out)
+	if len(ins) != 1 || ins[0].Recovered == nil || ins[0].Recovered.Process.PID != successor.pid() {
+		t.Fatalf("report: incidents %+v: want one, recovered by the successor (pid %d)", ins, successor.pid())
+	}
+	notes := 0
+	for _, e := range ins[0].Timeline {
+		if e.Kind == events.MarkPortFree {
+			notes++
+		}
+	}
+	if notes != len(frees) {
+		t.Errorf("report timeline has %d port_free notes, want %d", notes, len(frees))
+	}
+	text := bindwatch(t, "report", "--format", "text", out)
+	if !strings.Contains(text.stdout, "port free: listen by pid") {
+		t.Errorf("text report lacks the port-free note:\n%s", text.stdout)
+	}
+	page := filepath.Join(t.TempDir(), "r.html")
+	if res := bindwatch(t, "report", "--html", page, "--format", "json", out); res.code != 0 {
+		t.Fatalf("report --html: %s", res)
+	}
+	html, _ := os.ReadFile(page)
+	for pid := range checkers {
+		if strings.Contains(string(html), fmt.Sprintf("new: %d ", pid)) || strings.Contains(string(html), fmt.Sprintf("holder: %d ", pid)) {
+			t.Errorf("the page has a lane for bindwatch's check (pid %d)", pid)
+		}
+	}
+	if !strings.Contains(string(html), fmt.Sprintf("new: %d ", successor.pid())) {
+		t.Errorf("the page has no lane for the successor (pid %d)", successor.pid())
+	}
+}
