@@ -55,6 +55,8 @@ func recordPort(r any) int {
 		return int(v.Port)
 	case *events.PortFree:
 		return int(v.Port)
+	case *events.Abandoned:
+		return int(v.Port)
 	}
 	return -1
 }
@@ -221,4 +223,80 @@ func TestIncidentProbesAreNotTheRecovery(t *testing.T) {
 	if !strings.Contains(string(html), fmt.Sprintf("new: %d ", successor.pid())) {
 		t.Errorf("the page has no lane for the successor (pid %d)", successor.pid())
 	}
+}
+
+// An incident ends when nobody tries any more. Two attempts further apart
+// than the quiet gap (--incident-quiet, scaled down from 10 s) are two
+// incidents, the first abandoned; a failing process that exits while the
+// holder lives abandons its incident once the exit grace has passed, long
+// before the quiet gap, and the port is no longer watched: a signal to
+// its holder afterwards is no incident's.
+func TestIncidentAbandoned(t *testing.T) {
+	t.Run("quiet", func(t *testing.T) {
+		port := testenv.FreePort(t)
+		out := filepath.Join(t.TempDir(), "bw.jsonl")
+		tr := startTracing(t, "--port", strconv.Itoa(port), "--fold", "0", "--incident-quiet", "1s", "--format", "json", "--output", out)
+		testenv.Hold(t, "tcp", "127.0.0.1", port, testenv.Opts{})
+		// This test process fails, and lives on: only the gap ends it.
+		testenv.FailBind(t, "tcp", "127.0.0.1", port, testenv.Opts{}, syscall.EADDRINUSE)
+		recs := waitRecords(t, out, "abandoned", func(recs []any) bool { return len(ofType[events.Abandoned](recs, port)) > 0 })
+		first := ofType[events.Failure](recs, port)[0]
+		a := ofType[events.Abandoned](recs, port)[0]
+		if a.Reason != events.AbandonedQuiet || !a.Start.Equal(first.Time) || a.Attempts != 1 || a.QuietMS != 1000 {
+			t.Errorf("abandoned %+v: want the first incident's (start %s), quiet for 1s, after 1 attempt", a, first.Time)
+		}
+		if gap := a.Time.Sub(first.Time); gap < time.Second || gap > 10*time.Second {
+			t.Errorf("abandoned %s after the last attempt, want just over the 1s gap", gap)
+		}
+		testenv.FailBind(t, "tcp", "127.0.0.1", port, testenv.Opts{}, syscall.EADDRINUSE)
+		waitRecords(t, out, "second failure", func(recs []any) bool { return len(ofType[events.Failure](recs, port)) == 2 })
+		tr.stop(t)
+		if seen := schemaLines(t, readLines(out)); seen["abandoned"] != 1 || seen["start"] != 1 {
+			t.Errorf("record types %v: want one abandoned", seen)
+		}
+		checkECS(t, "trace", typed(t, out))
+		checkReportForms(t, out)
+		ins := reportJSON(t, out)
+		if len(ins) != 2 || ins[0].State != events.IncidentAbandoned || ins[0].AbandonedReason != events.AbandonedQuiet || ins[0].Attempts != 1 ||
+			ins[1].State != events.IncidentOpen || ins[1].Attempts != 1 {
+			t.Fatalf("report: %+v: want two incidents of one attempt each, the first abandoned (quiet), the second open at the trace's end", ins)
+		}
+		text := bindwatch(t, "report", "--format", "text", out).stdout
+		if !strings.Contains(text, "abandoned, not recovered: nobody tried any more") || !strings.Contains(text, "abandoned: nobody tried for 1s") {
+			t.Errorf("text report does not say the first was abandoned:\n%s", text)
+		}
+	})
+	t.Run("exited", func(t *testing.T) {
+		port := testenv.FreePort(t)
+		out := filepath.Join(t.TempDir(), "bw.jsonl")
+		tr := startTracing(t, "--port", strconv.Itoa(port), "--fold", "0", "--incident-quiet", "60s", "--format", "json", "--output", out)
+		holder := testenv.StartHelper(t, fmt.Sprintf("serve tcp 127.0.0.1 %d 0", port))
+		failing := testenv.Helper(fmt.Sprintf("bind tcp 127.0.0.1 %d", port))
+		if err := failing.Run(); err == nil {
+			t.Fatal("the failing process bound the port")
+		}
+		exited := time.Now()
+		recs := waitRecords(t, out, "abandoned", func(recs []any) bool { return len(ofType[events.Abandoned](recs, port)) > 0 })
+		a := ofType[events.Abandoned](recs, port)[0]
+		if a.Reason != events.AbandonedExited || a.Attempts != 1 {
+			t.Errorf("abandoned %+v: want every failing process exited, after 1 attempt", a)
+		}
+		if d := a.Time.Sub(exited); d < time.Second || d > 15*time.Second {
+			t.Errorf("abandoned %s after the failing process exited; want after the 2s grace, long before the 60s gap", d)
+		}
+		// The port is no longer watched: the holder's end is no one's story.
+		holder.Cmd.Process.Signal(syscall.SIGTERM)
+		holder.Cmd.Wait()
+		time.Sleep(500 * time.Millisecond)
+		tr.stop(t)
+		recs = typed(t, out)
+		if n := len(ofType[events.Signal](recs, port)) + len(ofType[events.Released](recs, port)); n != 0 {
+			t.Errorf("%d signal or released records after the incident was abandoned", n)
+		}
+		schemaLines(t, readLines(out))
+		ins := reportJSON(t, out)
+		if len(ins) != 1 || ins[0].State != events.IncidentAbandoned || ins[0].AbandonedReason != events.AbandonedExited {
+			t.Fatalf("report: %+v: want one incident, abandoned (its failing process exited)", ins)
+		}
+	})
 }

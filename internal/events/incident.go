@@ -17,6 +17,7 @@ const (
 	TypeSignal    = "signal"
 	TypeRecovered = "recovered"
 	TypePortFree  = "port_free"
+	TypeAbandoned = "abandoned"
 	TypeIncident  = "incident"
 	TypeSpread    = "spread"
 )
@@ -138,6 +139,53 @@ type PortFree struct {
 	Process Process `json:"process"`
 }
 
+// Why an incident was abandoned.
+const (
+	// AbandonedQuiet: no failing process tried for the quiet gap.
+	AbandonedQuiet = "quiet"
+	// AbandonedExited: every failing process has exited (and none tried
+	// for the exit grace since).
+	AbandonedExited = "exited"
+)
+
+// Abandoned ends an incident that did not recover because nobody tries
+// any more: no failing process has tried for the quiet gap, or every one
+// of them has exited. The port is no longer watched; a later failure
+// opens a new incident.
+type Abandoned struct {
+	Type    string    `json:"type"`
+	Version int       `json:"version"`
+	Time    time.Time `json:"time"`
+	Host    string    `json:"host"`
+	Proto   string    `json:"proto"`
+	Netns   uint32    `json:"netns,omitempty"`
+	Addr    string    `json:"addr"`
+	Port    uint16    `json:"port"`
+	// Start is the incident's first failure (which incident of the port
+	// this ends), LastAttempt its last.
+	Start       time.Time `json:"start"`
+	LastAttempt time.Time `json:"last_attempt"`
+	Reason      string    `json:"reason"` // AbandonedQuiet or AbandonedExited
+	Attempts    uint64    `json:"attempts"`
+	// QuietMS is the quiet gap in force.
+	QuietMS int64 `json:"quiet_ms"`
+}
+
+// AbandonedWhy says why, for people: "nobody tried for 10s", "every
+// failing process exited".
+func AbandonedWhy(reason string, quietMS int64) string {
+	if reason == AbandonedExited {
+		return "every failing process has exited"
+	}
+	return "nobody tried for " + Millis(quietMS)
+}
+
+func abandonedText(r *Abandoned) string {
+	return fmt.Sprintf("%s ABANDONED %s %s: %s (last attempt %s, %d attempt%s since %s); the port did not recover, its incident is over",
+		clock(r.Time), r.Proto, HostPort(r.Addr, r.Port), AbandonedWhy(r.Reason, r.QuietMS), clock(r.LastAttempt),
+		r.Attempts, Plural(r.Attempts), clock(r.Start))
+}
+
 // Incident is the story of one port's outage, built from the records above
 // and the failures (bindwatch report, and the end of bindwatch run).
 type Incident struct {
@@ -150,8 +198,10 @@ type Incident struct {
 	Addr    string    `json:"addr"`
 	Start   time.Time `json:"start"` // the first failure
 	End     time.Time `json:"end"`   // recovered, or the trace's end
-	// State is "recovered", or "open" when the trace ended first.
-	State string `json:"state"`
+	// State is "recovered"; "abandoned" when nobody tried any more
+	// (AbandonedReason says why); or "open" when the trace ended first.
+	State           string `json:"state"`
+	AbandonedReason string `json:"abandoned_reason,omitempty"`
 	// OutageMS is Start to End: how long the port went unserved (at
 	// least, while State is "open").
 	OutageMS int64             `json:"outage_ms"`
@@ -177,6 +227,7 @@ type Incident struct {
 const (
 	IncidentRecovered = "recovered"
 	IncidentOpen      = "open"
+	IncidentAbandoned = "abandoned"
 )
 
 // IncidentProcess is a process that failed in an incident.
@@ -212,8 +263,9 @@ const (
 	MarkReleased  = "released"
 	MarkRecovered = "recovered"
 	// MarkPortFree: someone took the port and let go at once (PortFree).
-	MarkPortFree = "port_free"
-	MarkEnd      = "end"
+	MarkPortFree  = "port_free"
+	MarkAbandoned = "abandoned"
+	MarkEnd       = "end"
 )
 
 // TimelineEntry is one moment of an incident.

@@ -220,6 +220,8 @@ func Decode(line []byte) (any, badKind) {
 		rec = &events.Recovered{}
 	case events.TypePortFree:
 		rec = &events.PortFree{}
+	case events.TypeAbandoned:
+		rec = &events.Abandoned{}
 	case events.TypeStart:
 		rec = &events.Start{}
 	case events.TypeStop:
@@ -246,6 +248,8 @@ func recordTime(rec any) time.Time {
 	case *events.Recovered:
 		return r.Time
 	case *events.PortFree:
+		return r.Time
+	case *events.Abandoned:
 		return r.Time
 	case *events.Start:
 		return r.Time

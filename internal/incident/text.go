@@ -111,8 +111,15 @@ func Title(in *events.Incident) string {
 		where += fmt.Sprintf(" (netns %d)", in.Netns)
 	}
 	outcome := fmt.Sprintf("recovered after %s", events.Millis(in.OutageMS))
-	if in.State == events.IncidentOpen {
+	switch in.State {
+	case events.IncidentOpen:
 		outcome = fmt.Sprintf("not recovered when the trace ended, %s after the first failure", events.Millis(in.OutageMS))
+	case events.IncidentAbandoned:
+		why := "nobody tried any more"
+		if in.AbandonedReason == events.AbandonedExited {
+			why = "every failing process exited"
+		}
+		outcome = fmt.Sprintf("abandoned, not recovered: %s (the last attempt %s after the first)", why, events.Millis(in.OutageMS))
 	}
 	return fmt.Sprintf("incident on %s, host %s: %d failed attempt%s, %s", where, events.Escape(in.Host), in.Attempts, events.Plural(in.Attempts), outcome)
 }

@@ -59,12 +59,23 @@ type watchedPort struct {
 	letGo []int
 }
 
-func newIncidents(out Sink, t *tracer.Tracer, e *enricher, host string) *incidents {
-	return &incidents{out: out, tracer: t, enrich: e, host: host, builder: incident.NewLiveBuilder(), ports: map[incident.Key]*watchedPort{}}
+func newIncidents(out Sink, t *tracer.Tracer, e *enricher, host string, quiet time.Duration) *incidents {
+	b := incident.NewLiveBuilder()
+	if quiet > 0 {
+		b.Quiet = quiet
+	}
+	return &incidents{out: out, tracer: t, enrich: e, host: host, builder: b, ports: map[incident.Key]*watchedPort{}}
 }
 
-// Write passes a record on and accounts for it.
+// Write passes a record on and accounts for it. Before a failure, the
+// incidents nobody tries any more are abandoned: the failure may open
+// the port's next incident.
 func (in *incidents) Write(rec any) error {
+	if f, ok := rec.(*events.Failure); ok {
+		if err := in.expire(f.Time); err != nil {
+			return err
+		}
+	}
 	err := in.out.Write(rec)
 	in.builder.Add(rec)
 	if f, ok := rec.(*events.Failure); ok {
@@ -159,7 +170,24 @@ func (in *incidents) step(flushFolds func() error) error {
 			return err
 		}
 	}
+	if err := in.expire(time.Now()); err != nil {
+		return err
+	}
 	return in.poll(time.Now())
+}
+
+// expire abandons the incidents nobody tries any more at now (the
+// builder's rule): an abandoned record each, and the kernel stops
+// watching their ports.
+func (in *incidents) expire(now time.Time) error {
+	for _, a := range in.builder.Expire(now, resolve.Running) {
+		k := in.key(a.Netns, a.Proto, a.Port)
+		if err := in.Write(a); err != nil {
+			return err
+		}
+		in.close(k)
+	}
+	return nil
 }
 
 // readBatch appends what the kernel has queued to batch, up to
@@ -233,9 +261,7 @@ func (in *incidents) kernelRecord(batch []any, i int, flushFolds func() error) (
 				Syscall: r.Syscall, Proto: r.Proto, Netns: r.Netns, Addr: r.Addr, Port: r.Port, Process: r.Process,
 			})
 		}
-		attempts, pids := in.builder.Attempts(k)
-		r.Attempts = attempts
-		r.SameProcess = slices.Contains(pids, r.Process.PID)
+		r.Attempts, r.SameProcess = in.builder.Attempts(k, r.Process.PID)
 		r.OutageMS = r.Time.Sub(in.builder.Started(k)).Milliseconds()
 		if err := in.Write(r); err != nil {
 			return batch, err
