@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -299,4 +300,120 @@ func TestIncidentAbandoned(t *testing.T) {
 			t.Fatalf("report: %+v: want one incident, abandoned (its failing process exited)", ins)
 		}
 	})
+}
+
+// readyPID waits for a helper's "ready PID ..." line in a file.
+func readyPID(t *testing.T, path string) int {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if b, err := os.ReadFile(path); err == nil {
+			if f := strings.Fields(string(b)); len(f) >= 2 && f[0] == "ready" {
+				if pid, err := strconv.Atoi(f[1]); err == nil {
+					return pid
+				}
+			}
+		}
+	}
+	t.Fatalf("%s has no ready line", path)
+	return 0
+}
+
+// A rolling restart as deploy scripts do it: v1 serves; v2 starts and
+// retries bind() every 100 ms; the script SIGTERMs v1, which drains for
+// 0.6 s before it exits. The three figures tell it apart: drain_ms is
+// v1's drain, unserved_ms (the outage: nothing listened) is the gap
+// between v1's exit and v2's next retry, far less than contention_ms
+// (v2's first failure to its recovery). Text and HTML say "outage" for
+// unserved_ms only; JSON keeps outage_ms as contention_ms.
+func TestIncidentRollingRestartDurations(t *testing.T) {
+	port := testenv.FreePort(t)
+	out := filepath.Join(t.TempDir(), "bw.jsonl")
+	tr := startTracing(t, "--port", strconv.Itoa(port), "--fold", "1s", "--format", "json", "--output", out)
+	dir := t.TempDir()
+	script := filepath.Join(dir, "deploy.sh")
+	os.WriteFile(script, []byte(fmt.Sprintf(`
+helper() { BINDWATCH_TEST_HELPER="$1" exec "%[1]s" -test.run='^$'; }
+helper "serve tcp 127.0.0.1 %[2]d 600" > v1.out &
+v1=$!
+until [ -s v1.out ]; do sleep 0.01; done
+helper "retry tcp 127.0.0.1 %[2]d 100 2000" > v2.out &
+v2=$!
+until [ -s v2.out ]; do sleep 0.01; done
+sleep 0.5
+kill -TERM $v1
+wait $v2
+`, os.Args[0], port)), 0o755)
+	deploy := exec.Command("sh", script)
+	deploy.Dir = dir
+	if b, err := deploy.CombinedOutput(); err != nil {
+		t.Fatalf("deploy script: %v\n%s", err, b)
+	}
+	v1, v2 := readyPID(t, filepath.Join(dir, "v1.out")), readyPID(t, filepath.Join(dir, "v2.out"))
+	waitRecords(t, out, "recovered", func(recs []any) bool { return len(ofType[events.Recovered](recs, port)) > 0 })
+	tr.stop(t)
+	recs := typed(t, out)
+	schemaLines(t, readLines(out))
+	checkECS(t, "trace", recs)
+
+	signals, released := ofType[events.Signal](recs, port), ofType[events.Released](recs, port)
+	if len(signals) != 1 || signals[0].Target.PID != v1 || len(released) != 1 || released[0].Holder == nil || released[0].Holder.PID != v1 {
+		t.Fatalf("signals %+v, released %+v: want the script's SIGTERM to v1 (pid %d) and v1's release", signals, released, v1)
+	}
+	rec := ofType[events.Recovered](recs, port)[0]
+	if rec.Process.PID != v2 || !rec.SameProcess {
+		t.Errorf("recovered %+v: want v2 (pid %d), retrying", rec, v2)
+	}
+	if rec.DrainMS == nil || rec.UnservedMS == nil {
+		t.Fatalf("recovered %+v: want drain_ms and unserved_ms", rec)
+	}
+	drain, unserved := *rec.DrainMS, *rec.UnservedMS
+	t.Logf("contention %d ms, unserved %d ms, drain %d ms", rec.ContentionMS, unserved, drain)
+	if want := released[0].Time.Sub(signals[0].Time).Milliseconds(); drain != want {
+		t.Errorf("drain_ms %d, but v1 was released %d ms after the SIGTERM", drain, want)
+	}
+	// v1 sleeps 600 ms after the SIGTERM; exiting takes a little more.
+	if drain < 600 || drain > 2000 {
+		t.Errorf("drain_ms %d, want v1's 600 ms drain", drain)
+	}
+	// v2 retries every 100 ms (and a busy machine runs it late).
+	if unserved < 0 || unserved > 1000 || unserved >= rec.ContentionMS {
+		t.Errorf("unserved_ms %d, want a retry's gap, below contention_ms %d", unserved, rec.ContentionMS)
+	}
+	if first := ofType[events.Failure](recs, port)[0]; rec.ContentionMS != rec.Time.Sub(first.Time).Milliseconds() || rec.OutageMS != rec.ContentionMS {
+		t.Errorf("contention_ms %d, outage_ms %d: want both the first failure to the recovery (%s)", rec.ContentionMS, rec.OutageMS, rec.Time.Sub(first.Time))
+	}
+	if rec.ContentionMS < 1000 {
+		t.Errorf("contention_ms %d: v2 tried for 0.5 s and v1's 0.6 s drain at least", rec.ContentionMS)
+	}
+
+	checkReportForms(t, out)
+	ins := reportJSON(t, out)
+	if len(ins) != 1 {
+		t.Fatalf("report: %d incidents, want 1", len(ins))
+	}
+	in := ins[0]
+	if in.ContentionMS != rec.ContentionMS || in.OutageMS != rec.ContentionMS || in.UnservedMS == nil || *in.UnservedMS != unserved ||
+		in.DrainMS == nil || *in.DrainMS != drain {
+		t.Errorf("report's incident: contention %d, outage_ms %d, unserved %v, drain %v; want %d, %d, %d, %d", in.ContentionMS, in.OutageMS, in.UnservedMS, in.DrainMS,
+			rec.ContentionMS, rec.ContentionMS, unserved, drain)
+	}
+	text := bindwatch(t, "report", "--format", "text", out).stdout
+	for _, want := range []string{
+		"recovered: contention " + events.Millis(rec.ContentionMS) + ", outage " + events.Millis(unserved) + " (nothing listened), drain " + events.Millis(drain),
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("text report lacks %q:\n%s", want, text)
+		}
+	}
+	if strings.Contains(text, "outage "+events.Millis(rec.ContentionMS)) {
+		t.Errorf("text report calls the contention an outage:\n%s", text)
+	}
+	page := filepath.Join(t.TempDir(), "r.html")
+	if res := bindwatch(t, "report", "--html", page, "--format", "json", out); res.code != 0 {
+		t.Fatalf("report --html: %s", res)
+	}
+	html, _ := os.ReadFile(page)
+	if !strings.Contains(string(html), ">outage "+events.Millis(unserved)+"<") || strings.Contains(string(html), "outage "+events.Millis(rec.ContentionMS)) {
+		t.Errorf("the page's kernel lane does not call the unserved gap (only) the outage")
+	}
 }

@@ -114,8 +114,36 @@ type Recovered struct {
 	SameProcess bool `json:"same_process"`
 	// Attempts counts the incident's failures, folded ones included.
 	Attempts uint64 `json:"attempts"`
-	// OutageMS is the time from the first failure to this record.
+	Durations
+	// OutageMS is ContentionMS, under the name it had first (logs already
+	// out there are read by it): not the outage, which is UnservedMS.
 	OutageMS int64 `json:"outage_ms"`
+}
+
+// Durations are an incident's three figures. ContentionMS runs from the
+// first failure to the recovery (or the incident's end): how long someone
+// could not get the port. UnservedMS runs from the last holder's release
+// to the recovery: how long nothing listened — the outage users saw.
+// DrainMS runs from the first signal to a holder to that holder's
+// release: how long the old instance took to drain. The last two are
+// absent where what they start or end from was not seen.
+type Durations struct {
+	ContentionMS int64  `json:"contention_ms"`
+	UnservedMS   *int64 `json:"unserved_ms,omitempty"`
+	DrainMS      *int64 `json:"drain_ms,omitempty"`
+}
+
+// DurationsText says them for people: "contention 1.418s, outage 49ms
+// (nothing listened), drain 603ms". The word outage means UnservedMS.
+func DurationsText(d Durations) string {
+	s := "contention " + Millis(d.ContentionMS)
+	if d.UnservedMS != nil {
+		s += ", outage " + Millis(*d.UnservedMS) + " (nothing listened)"
+	}
+	if d.DrainMS != nil {
+		s += ", drain " + Millis(*d.DrainMS)
+	}
+	return s
 }
 
 // PortFree says that a process bound (UDP) or listened on (TCP) a port
@@ -202,8 +230,10 @@ type Incident struct {
 	// (AbandonedReason says why); or "open" when the trace ended first.
 	State           string `json:"state"`
 	AbandonedReason string `json:"abandoned_reason,omitempty"`
-	// OutageMS is Start to End: how long the port went unserved (at
-	// least, while State is "open").
+	// Durations: ContentionMS is Start to End; UnservedMS (recovered
+	// only) and DrainMS as in Durations.
+	Durations
+	// OutageMS is ContentionMS, under its first name.
 	OutageMS int64             `json:"outage_ms"`
 	Attempts uint64            `json:"attempts"`
 	Failing  []IncidentProcess `json:"failing"`
@@ -342,9 +372,9 @@ func recoveredText(r *Recovered) string {
 	if r.SameProcess {
 		who = "the same process that failed"
 	}
-	return fmt.Sprintf("%s RECOVERED %s %s: %s by %s, %s, after %d attempt%s; outage %s",
+	return fmt.Sprintf("%s RECOVERED %s %s: %s by %s, %s, after %d attempt%s; %s",
 		clock(r.Time), r.Proto, HostPort(r.Addr, r.Port), r.Syscall, ProcessShort(&r.Process), who,
-		r.Attempts, Plural(r.Attempts), Millis(r.OutageMS))
+		r.Attempts, Plural(r.Attempts), DurationsText(r.Durations))
 }
 
 // Millis renders a millisecond count as a duration: "1.312s", "300ms".

@@ -141,6 +141,7 @@ func (b *Builder) Add(rec any) {
 			// The tracer counted the failures folded up to the recovery.
 			in.Attempts = max(in.Attempts, r.Attempts)
 			in.State = events.IncidentRecovered
+			in.Durations = figures(in, r.Time, true)
 			b.mark(in, r.Time, events.MarkRecovered, r.Process.PID, 0, recoveredLine(in, r))
 			// Repeats harvested for the recovery are stamped when they
 			// were reported, just after it; they were folded before it.
@@ -401,7 +402,8 @@ func HolderKind(h *events.Holder, failing *events.Process) string {
 
 func (b *Builder) mark(in *events.Incident, t time.Time, kind string, pid int, count uint64, text string) {
 	in.End = maxTime(in.End, t)
-	in.OutageMS = in.End.Sub(in.Start).Milliseconds()
+	in.ContentionMS = in.End.Sub(in.Start).Milliseconds()
+	in.OutageMS = in.ContentionMS
 	if len(in.Timeline) >= MaxTimeline && (kind == events.MarkFailure || kind == events.MarkRepeats) {
 		in.TimelineOmitted++
 		return
@@ -416,10 +418,11 @@ func (b *Builder) end(k Key, in *events.Incident, t time.Time) {
 	if in.State == events.IncidentOpen {
 		in.End = maxTime(in.End, t)
 	}
-	in.OutageMS = in.End.Sub(in.Start).Milliseconds()
 	if in.State == events.IncidentOpen {
 		b.mark(in, in.End, events.MarkEnd, 0, 0, "trace ended; the port had not recovered")
 	}
+	in.Durations = figures(in, in.End, in.State == events.IncidentRecovered)
+	in.OutageMS = in.ContentionMS
 	sort.SliceStable(in.Timeline, func(i, j int) bool { return in.Timeline[i].AtMS < in.Timeline[j].AtMS })
 }
 
@@ -430,6 +433,64 @@ func (b *Builder) endAll(host string, t time.Time) {
 		}
 	}
 }
+
+// Durations are the open incident on k's figures were it to recover at
+// t: the live tracer completes a recovered record with them.
+func (b *Builder) Durations(k Key, t time.Time) events.Durations {
+	if o := b.open[k]; o != nil {
+		return figures(o.in, t, true)
+	}
+	return events.Durations{}
+}
+
+// figures are in's durations at t: contention from the first failure;
+// unserved (only when recovered at t) from the last release before t;
+// drain from the first signal to a holder until that holder's release —
+// the release of the process signalled, or with a single holder the
+// first release after the signal.
+func figures(in *events.Incident, t time.Time, recovered bool) events.Durations {
+	d := events.Durations{ContentionMS: t.Sub(in.Start).Milliseconds()}
+	var last *events.Released
+	for _, r := range in.Released {
+		if !r.Time.After(t) && (last == nil || r.Time.After(last.Time)) {
+			last = r
+		}
+	}
+	if recovered && last != nil {
+		d.UnservedMS = ptr(max(t.Sub(last.Time).Milliseconds(), 0))
+	}
+	var first *events.Signal
+	for _, s := range in.Signals {
+		if !s.Time.After(t) && (first == nil || s.Time.Before(first.Time)) {
+			first = s
+		}
+	}
+	if first == nil {
+		return d
+	}
+	var drained, after *events.Released
+	for _, r := range in.Released {
+		if r.Time.Before(first.Time) || r.Time.After(t) {
+			continue
+		}
+		if after == nil || r.Time.Before(after.Time) {
+			after = r
+		}
+		by := (r.Holder != nil && r.Holder.PID == first.Target.PID) || (r.Closer != nil && r.Closer.PID == first.Target.PID)
+		if by && (drained == nil || r.Time.Before(drained.Time)) {
+			drained = r
+		}
+	}
+	if drained == nil && len(in.Holders) <= 1 {
+		drained = after
+	}
+	if drained != nil {
+		d.DrainMS = ptr(drained.Time.Sub(first.Time).Milliseconds())
+	}
+	return d
+}
+
+func ptr[T any](v T) *T { return &v }
 
 func holderPID(r *events.Released) int {
 	if r.Holder != nil {

@@ -105,7 +105,7 @@ func (s scale) x(ms float64) float64 {
 }
 
 func picture(i int, in *events.Incident) htmlIncident {
-	span := math.Max(float64(in.OutageMS), 1)
+	span := math.Max(float64(in.ContentionMS), 1)
 	pad := math.Max(span*0.06, 1)
 	if in.Recovered != nil {
 		pad = math.Max(span*0.15, 1) // room to show the port held again
@@ -218,7 +218,11 @@ func picture(i int, in *events.Incident) htmlIncident {
 		freeTo = at(r.Time)
 	}
 	if release != nil {
-		k.Bars = append(k.Bars, bar{Class: "free", X: freeFrom, W: math.Max(freeTo-freeFrom, 0), Label: "free"})
+		label := "free"
+		if in.UnservedMS != nil { // "outage" means this, and only this
+			label = "outage " + events.Millis(*in.UnservedMS)
+		}
+		k.Bars = append(k.Bars, bar{Class: "free", X: freeFrom, W: math.Max(freeTo-freeFrom, 0), Label: label})
 	} else if in.Recovered != nil {
 		freeFrom = freeTo // released unseen: held until recovered, by someone
 	}

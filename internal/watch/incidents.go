@@ -262,7 +262,8 @@ func (in *incidents) kernelRecord(batch []any, i int, flushFolds func() error) (
 			})
 		}
 		r.Attempts, r.SameProcess = in.builder.Attempts(k, r.Process.PID)
-		r.OutageMS = r.Time.Sub(in.builder.Started(k)).Milliseconds()
+		r.Durations = in.builder.Durations(k, r.Time)
+		r.OutageMS = r.ContentionMS
 		if err := in.Write(r); err != nil {
 			return batch, err
 		}
