@@ -417,3 +417,38 @@ wait $v2
 		t.Errorf("the page's kernel lane does not call the unserved gap (only) the outage")
 	}
 }
+
+// A postmortem does not tell its reader to kill a holder that is gone:
+// the failure's hint said "kill PID" while the holder held the port; the
+// report of the recovered incident gives the rest of it as advice for
+// next time, in text and in HTML.
+func TestReportAdviceAfterRecovery(t *testing.T) {
+	port := testenv.FreePort(t)
+	out := filepath.Join(t.TempDir(), "bw.jsonl")
+	tr := startTracing(t, "--port", strconv.Itoa(port), "--fold", "0", "--format", "json", "--output", out)
+	holder := startPython(t, holdTCP, strconv.Itoa(port))
+	testenv.FailBind(t, "tcp", "127.0.0.1", port, testenv.Opts{}, syscall.EADDRINUSE)
+	recs := waitRecords(t, out, "failure", func(recs []any) bool { return len(ofType[events.Failure](recs, port)) > 0 })
+	kill := fmt.Sprintf("kill %d", holder.pid())
+	if hint := ofType[events.Failure](recs, port)[0].Hint; !strings.Contains(hint, kill) {
+		t.Fatalf("the failure's hint %q does not say %q: nothing for the report to leave out", hint, kill)
+	}
+	holder.cmd.Process.Signal(syscall.SIGTERM)
+	holder.wait(t, 5*time.Second)
+	testenv.Hold(t, "tcp", "127.0.0.1", port, testenv.Opts{})
+	waitRecords(t, out, "recovered", func(recs []any) bool { return len(ofType[events.Recovered](recs, port)) > 0 })
+	tr.stop(t)
+
+	text := bindwatch(t, "report", "--format", "text", out).stdout
+	if strings.Contains(text, kill) || strings.Contains(text, "  fix: ") || !strings.Contains(text, "  next time: ") {
+		t.Errorf("the report of the recovered incident still says %q, or has no advice for next time:\n%s", kill, text)
+	}
+	page := filepath.Join(t.TempDir(), "r.html")
+	if res := bindwatch(t, "report", "--html", page, "--format", "json", out); res.code != 0 {
+		t.Fatalf("report --html: %s", res)
+	}
+	html, _ := os.ReadFile(page)
+	if strings.Contains(string(html), kill) || !strings.Contains(string(html), "<b>next time:</b>") {
+		t.Errorf("the page still says %q, or has no advice for next time", kill)
+	}
+}

@@ -46,6 +46,7 @@ type htmlIncident struct {
 	Timeline []events.TimelineEntry
 	Offsets  []string
 	Why, Fix string
+	FixLabel string // "fix", or "next time" once the holder let go
 }
 
 type lane struct {
@@ -114,8 +115,9 @@ func picture(i int, in *events.Incident) htmlIncident {
 	at := func(t time.Time) float64 { return sc.x(float64(t.Sub(in.Start).Milliseconds())) }
 	out := htmlIncident{
 		ID: fmt.Sprintf("incident-%d", i+1), Title: Title(in), Proto: in.Proto, Port: in.Port,
-		State: in.State, Timeline: in.Timeline, Why: in.Diagnosis, Fix: in.Hint,
+		State: in.State, Timeline: in.Timeline, Why: in.Diagnosis,
 	}
+	out.FixLabel, out.Fix = Advice(in)
 	for _, e := range in.Timeline {
 		out.Offsets = append(out.Offsets, Offset(e.AtMS))
 	}
@@ -380,7 +382,7 @@ ol.events .at { display: inline-block; min-width: 6em; color: #5b6475; }
 {{$offs := .Offsets}}{{range $i, $e := .Timeline}}<li class="event {{$e.Kind}}"><span class="at">{{index $offs $i}}</span> <b>{{$e.Kind}}</b> {{$e.Text}}</li>
 {{end}}</ol>
 {{if .Why}}<p class="why"><b>why:</b> {{.Why}}</p>{{end}}
-{{if .Fix}}<p class="fix"><b>fix:</b> {{.Fix}}</p>{{end}}
+{{if .Fix}}<p class="fix"><b>{{.FixLabel}}:</b> {{.Fix}}</p>{{end}}
 </section>
 {{end}}
 </body>

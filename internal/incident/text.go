@@ -164,8 +164,8 @@ func WriteText(w io.Writer, incidents []*events.Incident) error {
 		if in.Diagnosis != "" {
 			b.WriteString("  why: " + in.Diagnosis + "\n")
 		}
-		if in.Hint != "" {
-			b.WriteString("  fix: " + in.Hint + "\n")
+		if label, advice := Advice(in); advice != "" {
+			b.WriteString("  " + label + ": " + advice + "\n")
 		}
 	}
 	_, err := io.WriteString(w, terminalSafe(b.String()))
