@@ -84,6 +84,10 @@ func Text(rec any) string {
 		return signalText(r)
 	case *Recovered:
 		return recoveredText(r)
+	case *PortFree:
+		return portFreeText(r)
+	case *Abandoned:
+		return abandonedText(r)
 	case *Stop:
 		s := fmt.Sprintf("%s bindwatch stopped after %s: %d failure%s, %d reported, %d folded, %d lost",
 			clock(r.Time), (time.Duration(r.DurationMS) * time.Millisecond).String(), r.Failures, Plural(r.Failures), r.Reported, r.Folded, r.Lost)

@@ -53,7 +53,7 @@ func (s *session) story(port int) story {
 			}
 		case *events.Released:
 			// Every release of the port: the recovering process's own
-			// (a retry helper holds the port 500 ms), queued in the
+			// (a retry helper holds the port 2 s), queued in the
 			// kernel before the recovery unwatches the port when a slow
 			// machine reads late, must not be written (the incident has
 			// ended), so the tests' "exactly one" holds.
@@ -150,7 +150,7 @@ helper() { BINDWATCH_TEST_HELPER="$1" exec "%[1]s" -test.run='^$'; }
 helper "serve tcp 127.0.0.1 %[2]d 300" > v1.out &
 v1=$!
 until [ -s v1.out ]; do sleep 0.01; done
-helper "retry tcp 127.0.0.1 %[2]d 100 500" > v2.out &
+helper "retry tcp 127.0.0.1 %[2]d 100 2000" > v2.out &
 v2=$!
 until [ -s v2.out ]; do sleep 0.01; done
 sleep 1
@@ -252,7 +252,7 @@ func TestIncidentLeftoverChild(t *testing.T) {
 	child := v1.PID
 	t.Cleanup(func() { syscall.Kill(child, syscall.SIGKILL) })
 	waitExited(t, v1.Cmd.Process.Pid) // not Wait: that would close the child's stdin
-	v2 := testenv.StartHelper(t, fmt.Sprintf("retry tcp 127.0.0.1 %d 100 500", port))
+	v2 := testenv.StartHelper(t, fmt.Sprintf("retry tcp 127.0.0.1 %d 100 2000", port))
 	s.waitFailure(port)
 	time.Sleep(time.Second)
 	killedAt := time.Now()
@@ -302,7 +302,7 @@ func TestIncidentRecoveredByNewProcess(t *testing.T) {
 	v1.Cmd.Process.Signal(syscall.SIGTERM)
 	v1.Cmd.Wait()
 	// The supervisor starts a fresh one.
-	fresh := testenv.StartHelper(t, fmt.Sprintf("retry tcp 127.0.0.1 %d 100 500", port))
+	fresh := testenv.StartHelper(t, fmt.Sprintf("retry tcp 127.0.0.1 %d 100 2000", port))
 	st := s.waitRecovered(port, 5*time.Second)
 	if rec := st.recovered[0]; rec.Process.PID != fresh.PID || rec.SameProcess || rec.Attempts != 1 {
 		t.Errorf("recovered %+v: want the fresh instance (pid %d), not the same process, after 1 attempt", rec, fresh.PID)

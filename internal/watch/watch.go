@@ -55,6 +55,9 @@ type Options struct {
 	// Redact removes secrets from every process reported; nil is the
 	// default rules.
 	Redact *redact.Rules
+	// IncidentQuiet is how long after its last attempt an incident nobody
+	// tries any more is abandoned; 0 means incident.DefaultQuiet.
+	IncidentQuiet time.Duration
 	// Job is the command whose process tree is traced (bindwatch run:
 	// Tracer.PIDs is bindwatch itself, with FollowChildren). A holder in
 	// that tree is named as started by the same command.
@@ -101,7 +104,7 @@ func Start(opts Options) (*Session, error) {
 		enrich.r.SetJob(&diagnose.Job{Command: opts.Job, Contains: func(pid int) bool { return pid != self && t.Traced(pid) }})
 	}
 	s := &Session{opts: opts, tracer: t, enrich: enrich, host: host, started: time.Now()}
-	s.incidents = newIncidents(opts.Out, t, enrich, host)
+	s.incidents = newIncidents(opts.Out, t, enrich, host, opts.IncidentQuiet)
 	s.opts.Out = s.incidents
 	if s.opts.Tick == 0 {
 		s.opts.Tick = max(opts.Tracer.Fold, time.Second)
@@ -109,7 +112,7 @@ func Start(opts Options) (*Session, error) {
 	start := &events.Start{
 		Type: events.TypeStart, Version: events.Version, Time: s.started, Host: host,
 		Kernel: kernelRelease(), Backend: t.Backend(), Skipped: t.Skipped(),
-		PID: os.Getpid(), FoldMS: opts.Tracer.Fold.Milliseconds(),
+		PID: os.Getpid(), FoldMS: opts.Tracer.Fold.Milliseconds(), IncidentQuietMS: s.incidents.builder.Quiet.Milliseconds(),
 	}
 	if len(start.Skipped) == 0 {
 		start.Skipped = nil
