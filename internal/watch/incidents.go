@@ -39,6 +39,8 @@ type incidents struct {
 	host    string
 	builder *incident.Builder
 	ports   map[incident.Key]*watchedPort
+	// peeked is the kernel's next record, read (next) but not yet handled.
+	peeked any
 }
 
 // watchedPort is one open incident's kernel and poll state.
@@ -116,6 +118,9 @@ func (in *incidents) failed(f *events.Failure) {
 // incidentStep while an incident is open (its records and polls). A host
 // without incidents wakes no more often than before.
 func (in *incidents) deadline(next time.Time) time.Time {
+	if in.peeked != nil {
+		return time.Now()
+	}
 	if len(in.ports) == 0 {
 		return next
 	}
@@ -139,23 +144,61 @@ func (in *incidents) kernelSees(h *events.Holder) bool {
 // step hands over what the kernel reported for open incidents and polls
 // what it cannot see. flushFolds writes the repeats still folded in the
 // kernel, so that a recovery's attempts count them.
-func (in *incidents) step(flushFolds func() error) error {
+func (in *incidents) step(flushFolds func(at time.Time) error) error {
 	for {
-		rec, err := in.tracer.ReadIncident()
+		rec, _, err := in.next()
 		if err != nil {
 			return err
 		}
 		if rec == nil {
 			break
 		}
-		if err := in.kernelRecord(rec, flushFolds); err != nil {
+		if err := in.handleNext(flushFolds); err != nil {
 			return err
 		}
 	}
 	return in.poll(time.Now())
 }
 
-func (in *incidents) kernelRecord(rec any, flushFolds func() error) error {
+// next returns the kernel's next incident record and its time, without
+// handling it: the session first writes the failures that happened
+// before it (two ring buffers, one story in time order). It stays next
+// until handleNext; nil means there is none now.
+func (in *incidents) next() (any, time.Time, error) {
+	if in.peeked == nil {
+		rec, err := in.tracer.ReadIncident()
+		if err != nil || rec == nil {
+			return nil, time.Time{}, err
+		}
+		in.peeked = rec
+	}
+	return in.peeked, kernelRecordTime(in.peeked), nil
+}
+
+// kernelRecordTime is when the kernel saw what rec reports.
+func kernelRecordTime(rec any) time.Time {
+	switch r := rec.(type) {
+	case *events.Released:
+		return r.Time
+	case *events.Signal:
+		return r.Time
+	case *events.Recovered:
+		return r.Time
+	}
+	return time.Time{}
+}
+
+// handleNext handles the record next returned.
+func (in *incidents) handleNext(flushFolds func(at time.Time) error) error {
+	rec := in.peeked
+	in.peeked = nil
+	if rec == nil {
+		return nil
+	}
+	return in.kernelRecord(rec, flushFolds)
+}
+
+func (in *incidents) kernelRecord(rec any, flushFolds func(at time.Time) error) error {
 	switch r := rec.(type) {
 	case *events.Released:
 		r.Host = in.host
@@ -184,7 +227,7 @@ func (in *incidents) kernelRecord(rec any, flushFolds func() error) error {
 		in.enrich.r.Describe(&r.Target)
 	case *events.Recovered:
 		r.Host = in.host
-		if err := flushFolds(); err != nil {
+		if err := flushFolds(r.Time); err != nil {
 			return err
 		}
 		k := in.key(r.Netns, r.Proto, r.Port)
