@@ -6,6 +6,8 @@ import (
 	"net"
 	"os"
 	"strconv"
+
+	"golang.org/x/sys/unix"
 )
 
 // runAttackJob does the jobs that replay attacks of hostile users (run
@@ -16,6 +18,11 @@ import (
 //	                    sending one GET /healthz and then staying idle
 //	                    (never reading) → "ready PID CONNECTED"; holds
 //	                    them until stdin closes
+//	failbinds ADDR PORT N
+//	                    bind N fresh sockets to ADDR:PORT (ADDR one the
+//	                    host does not have: EADDRNOTAVAIL) → "ready PID
+//	                    FAILED"; stays alive (its command line readable
+//	                    in /proc) until stdin closes
 func runAttackJob(args []string) (bool, error) {
 	if len(args) == 0 {
 		return false, nil
@@ -37,6 +44,26 @@ func runAttackJob(args []string) (bool, error) {
 			io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: bindwatch\r\n\r\n")
 		}
 		fmt.Printf("ready %d %d\n", os.Getpid(), len(conns))
+		io.Copy(io.Discard, os.Stdin)
+		return true, nil
+	case "failbinds":
+		if len(args) != 4 {
+			return true, fmt.Errorf("failbinds ADDR PORT N, not %q", args)
+		}
+		port, _ := strconv.Atoi(args[2])
+		n, _ := strconv.Atoi(args[3])
+		failed := 0
+		for range n {
+			fd, err := Socket("tcp", args[1], Opts{})
+			if err != nil {
+				return true, err
+			}
+			if Bind(fd, args[1], port) != nil {
+				failed++
+			}
+			unix.Close(fd)
+		}
+		fmt.Printf("ready %d %d\n", os.Getpid(), failed)
 		io.Copy(io.Discard, os.Stdin)
 		return true, nil
 	}
