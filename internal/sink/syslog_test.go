@@ -153,6 +153,7 @@ func TestSyslogCloseCollectorAway(t *testing.T) {
 // A stream socket at a unix:// path (syslog-ng's unix-stream) gets
 // octet-counted messages: here socat listens and hands on the bytes.
 func TestSyslogUnixStream(t *testing.T) {
+	testenv.RequireCommand(t, "socat is the stream collector", "socat")
 	sock := filepath.Join(t.TempDir(), "stream.sock")
 	var got testenv.SyncBuffer
 	socat := exec.Command("socat", "-u", "UNIX-LISTEN:"+sock, "STDOUT")
