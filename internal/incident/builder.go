@@ -33,6 +33,10 @@ type Builder struct {
 	// Untracked counts failures on ports that could not get an incident
 	// of their own: MaxOpen were open already (live builders only).
 	Untracked uint64
+	// index finds an open incident's failing processes, holders and
+	// signals without a scan: a report stays linear in the pids of an
+	// incident (40,000 of them in a storm).
+	index map[*events.Incident]*incidentIndex
 }
 
 // MaxTimeline caps an incident's timeline: a port that fails for days
@@ -69,8 +73,7 @@ func (b *Builder) Add(rec any) {
 		b.repeats(r)
 	case *events.Signal:
 		if in := b.open[Key{r.Host, r.Netns, r.Proto, r.Port}]; in != nil {
-			in.Signals = append(in.Signals, r)
-			b.mark(in, r.Time, events.MarkSignal, r.Target.PID, 0, signalLine(r))
+			b.signal(in, r)
 		}
 	case *events.Released:
 		if in := b.open[Key{r.Host, r.Netns, r.Proto, r.Port}]; in != nil {
@@ -159,16 +162,16 @@ func (b *Builder) failure(f *events.Failure) {
 		}
 	}
 	in.Attempts++
-	p := failingProcess(in, &f.Process, f.Time)
+	p := b.failingProcess(in, &f.Process, f.Time)
 	p.Attempts++
 	if !slices.Contains(p.Errnos, f.Errno) {
 		p.Errnos = append(p.Errnos, f.Errno)
 	}
 	for _, h := range f.Holders {
-		addHolder(in, &h, &f.Process)
+		b.addHolder(in, &h, &f.Process)
 	}
 	if f.TimeWait != nil && len(f.Holders) == 0 {
-		addHolder(in, &events.Holder{State: "TIME_WAIT", Addr: f.Addr, Port: f.Port, Processes: []events.Process{}}, &f.Process)
+		b.addHolder(in, &events.Holder{State: "TIME_WAIT", Addr: f.Addr, Port: f.Port, Processes: []events.Process{}}, &f.Process)
 	}
 	if in.Diagnosis == "" {
 		in.Diagnosis, in.Hint = f.Diagnosis, f.Hint
@@ -187,7 +190,7 @@ func (b *Builder) repeats(r *events.Repeats) {
 		if k.Host != r.Host || k.Proto != r.Proto || k.Port != r.Port {
 			continue
 		}
-		if in == nil || slices.ContainsFunc(cand.Failing, func(p events.IncidentProcess) bool { return p.Process.PID == r.PID }) {
+		if _, failed := b.indexOf(cand).failing[r.PID]; in == nil || failed {
 			in = cand
 		}
 	}
@@ -195,41 +198,41 @@ func (b *Builder) repeats(r *events.Repeats) {
 		return
 	}
 	in.Attempts += r.Count
-	p := failingProcess(in, &events.Process{PID: r.PID, Comm: r.Comm}, r.Time)
+	p := b.failingProcess(in, &events.Process{PID: r.PID, Comm: r.Comm}, r.Time)
 	p.Attempts += r.Count
 	b.mark(in, r.Time, events.MarkRepeats, r.PID, r.Count, repeatsLine(r))
 }
 
-func failingProcess(in *events.Incident, p *events.Process, t time.Time) *events.IncidentProcess {
-	for i := range in.Failing {
-		if in.Failing[i].Process.PID == p.PID {
-			in.Failing[i].Last = maxTime(in.Failing[i].Last, t)
-			return &in.Failing[i]
-		}
+func (b *Builder) failingProcess(in *events.Incident, p *events.Process, t time.Time) *events.IncidentProcess {
+	x := b.indexOf(in)
+	if i, ok := x.failing[p.PID]; ok {
+		in.Failing[i].Last = maxTime(in.Failing[i].Last, t)
+		return &in.Failing[i]
 	}
+	x.failing[p.PID] = len(in.Failing)
 	in.Failing = append(in.Failing, events.IncidentProcess{Process: *p, Errnos: []string{}, First: t, Last: t})
 	return &in.Failing[len(in.Failing)-1]
 }
 
-func addHolder(in *events.Incident, h *events.Holder, failing *events.Process) {
-	for _, have := range in.Holders {
-		if have.State == h.State && have.Addr == h.Addr && (h.Inode == 0 || have.Inode == h.Inode) &&
-			samePIDs(have.Processes, h.Processes) {
-			return
-		}
+// addHolder adds h to the incident's holders unless it is there: the same
+// state, address and processes, and the same socket (inode) when h names
+// one.
+func (b *Builder) addHolder(in *events.Incident, h *events.Holder, failing *events.Process) {
+	x := b.indexOf(in)
+	anyInode := holderKey(h.State, h.Addr, 0, h.Processes)
+	if x.holders[anyInode] && (h.Inode == 0 || x.holders[holderKey(h.State, h.Addr, h.Inode, h.Processes)]) {
+		return
 	}
 	procs := h.Processes
 	if procs == nil {
 		procs = []events.Process{}
 	}
+	x.holders[anyInode] = true
+	x.holders[holderKey(h.State, h.Addr, h.Inode, h.Processes)] = true
 	in.Holders = append(in.Holders, events.IncidentHolder{
 		Kind: HolderKind(h, failing), State: h.State, Addr: h.Addr, Inode: h.Inode, Since: h.Since,
 		Source: h.Source, Processes: procs, BoundBy: h.BoundBy,
 	})
-}
-
-func samePIDs(a, b []events.Process) bool {
-	return slices.EqualFunc(a, b, func(x, y events.Process) bool { return x.PID == y.PID })
 }
 
 // HolderKind says what a holder was, from what the kernel recorded: a
@@ -276,6 +279,7 @@ func (b *Builder) mark(in *events.Incident, t time.Time, kind string, pid int, c
 
 func (b *Builder) end(k Key, in *events.Incident, t time.Time) {
 	delete(b.open, k)
+	delete(b.index, in)
 	if in.State == events.IncidentOpen {
 		in.End = maxTime(in.End, t)
 	}
