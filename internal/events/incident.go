@@ -247,6 +247,10 @@ type Incident struct {
 	// TimelineOmitted counts failure and repeats entries left out of a
 	// timeline that reached its cap (they still count in Attempts).
 	TimelineOmitted int `json:"timeline_omitted,omitempty"`
+	// SignalsFolded counts the signal records not listed in Signals:
+	// repeats of a listed kind, counted in its folded timeline entry, and
+	// kinds beyond the cap (incident.MaxSignalKinds).
+	SignalsFolded uint64 `json:"signals_folded,omitempty"`
 	// Cause, Confidence, Diagnosis and Hint are the first failure's.
 	Cause      string `json:"cause,omitempty"`
 	Confidence string `json:"confidence,omitempty"`

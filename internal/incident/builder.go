@@ -49,6 +49,10 @@ type Builder struct {
 	// Untracked counts failures on ports that could not get an incident
 	// of their own: MaxOpen were open already (live builders only).
 	Untracked uint64
+	// index finds an open incident's holders and signal kinds without a
+	// scan: a report stays linear in the pids of an incident (40,000 of
+	// them in a storm). Its failing processes are in openIncident.
+	index map[*events.Incident]*incidentIndex
 }
 
 // openIncident is an open incident and what ending it needs.
@@ -120,8 +124,7 @@ func (b *Builder) Add(rec any) {
 		b.repeats(r)
 	case *events.Signal:
 		if o := b.at(Key{r.Host, r.Netns, r.Proto, r.Port}, r.Time); o != nil {
-			o.in.Signals = append(o.in.Signals, r)
-			b.mark(o.in, r.Time, events.MarkSignal, r.Target.PID, 0, signalLine(r))
+			b.signal(o.in, r)
 		}
 	case *events.Released:
 		if o := b.at(Key{r.Host, r.Netns, r.Proto, r.Port}, r.Time); o != nil {
@@ -297,10 +300,10 @@ func (b *Builder) failure(f *events.Failure) {
 		p.Errnos = append(p.Errnos, f.Errno)
 	}
 	for _, h := range f.Holders {
-		addHolder(in, &h, &f.Process)
+		b.addHolder(in, &h, &f.Process)
 	}
 	if f.TimeWait != nil && len(f.Holders) == 0 {
-		addHolder(in, &events.Holder{State: "TIME_WAIT", Addr: f.Addr, Port: f.Port, Processes: []events.Process{}}, &f.Process)
+		b.addHolder(in, &events.Holder{State: "TIME_WAIT", Addr: f.Addr, Port: f.Port, Processes: []events.Process{}}, &f.Process)
 	}
 	if in.Diagnosis == "" {
 		in.Diagnosis, in.Hint = f.Diagnosis, f.Hint
@@ -350,25 +353,25 @@ func (o *openIncident) failingProcess(p *events.Process, t time.Time) *events.In
 	return &in.Failing[len(in.Failing)-1]
 }
 
-func addHolder(in *events.Incident, h *events.Holder, failing *events.Process) {
-	for _, have := range in.Holders {
-		if have.State == h.State && have.Addr == h.Addr && (h.Inode == 0 || have.Inode == h.Inode) &&
-			samePIDs(have.Processes, h.Processes) {
-			return
-		}
+// addHolder adds h to the incident's holders unless it is there: the same
+// state, address and processes, and the same socket (inode) when h names
+// one.
+func (b *Builder) addHolder(in *events.Incident, h *events.Holder, failing *events.Process) {
+	x := b.indexOf(in)
+	anyInode := holderKey(h.State, h.Addr, 0, h.Processes)
+	if x.holders[anyInode] && (h.Inode == 0 || x.holders[holderKey(h.State, h.Addr, h.Inode, h.Processes)]) {
+		return
 	}
 	procs := h.Processes
 	if procs == nil {
 		procs = []events.Process{}
 	}
+	x.holders[anyInode] = true
+	x.holders[holderKey(h.State, h.Addr, h.Inode, h.Processes)] = true
 	in.Holders = append(in.Holders, events.IncidentHolder{
 		Kind: HolderKind(h, failing), State: h.State, Addr: h.Addr, Inode: h.Inode, Since: h.Since,
 		Source: h.Source, Processes: procs, BoundBy: h.BoundBy,
 	})
-}
-
-func samePIDs(a, b []events.Process) bool {
-	return slices.EqualFunc(a, b, func(x, y events.Process) bool { return x.PID == y.PID })
 }
 
 // HolderKind says what a holder was: the diagnosis's rule
@@ -393,6 +396,7 @@ func (b *Builder) mark(in *events.Incident, t time.Time, kind string, pid int, c
 
 func (b *Builder) end(k Key, in *events.Incident, t time.Time) {
 	delete(b.open, k)
+	delete(b.index, in)
 	if in.State == events.IncidentOpen {
 		in.End = maxTime(in.End, t)
 	}

@@ -158,6 +158,9 @@ func WriteText(w io.Writer, incidents []*events.Incident) error {
 		for _, e := range in.Timeline {
 			fmt.Fprintf(&b, "  %9s  %-9s %s\n", Offset(e.AtMS), e.Kind, e.Text)
 		}
+		if o := OmittedLine(in); o != "" {
+			b.WriteString("  " + o + "\n")
+		}
 		if note := timeWaitNote(in); note != "" {
 			b.WriteString("  " + note + "\n")
 		}
@@ -205,6 +208,15 @@ func holderSummary(h *events.IncidentHolder) string {
 		s += ", bound at " + stamp(h.Since)
 	}
 	return s
+}
+
+// OmittedLine says what the timeline does not list, or "".
+func OmittedLine(in *events.Incident) string {
+	if in.TimelineOmitted == 0 {
+		return ""
+	}
+	return fmt.Sprintf("… and %d more entr%s not listed (a timeline keeps its first %d failures and %d kinds of signal; attempts and signals_folded count them all)",
+		in.TimelineOmitted, map[bool]string{true: "y", false: "ies"}[in.TimelineOmitted == 1], MaxTimeline, MaxSignalKinds)
 }
 
 // Offset renders a time relative to the first failure: "+1.300s".
