@@ -3,7 +3,9 @@ package events
 import (
 	"fmt"
 	"io"
+	"maps"
 	"net/netip"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -71,6 +73,9 @@ func Text(rec any) string {
 			}
 			sort.Strings(names)
 			s += fmt.Sprintf("; %s not usable here (bindwatch doctor says why)", strings.Join(names, ", "))
+		}
+		for _, name := range slices.Sorted(maps.Keys(r.Limits)) {
+			s += fmt.Sprintf("; limit: %s", Escape(r.Limits[name]))
 		}
 		return s
 	case *Repeats:

@@ -118,7 +118,7 @@ func Start(opts Options) (*Session, error) {
 	}
 	start := &events.Start{
 		Type: events.TypeStart, Version: events.Version, Time: s.started, Host: host,
-		Kernel: kernelRelease(), Backend: t.Backend(), Skipped: t.Skipped(),
+		Kernel: kernelRelease(), Backend: t.Backend(), Skipped: t.Skipped(), Limits: t.Limits(),
 		PID: os.Getpid(), FoldMS: opts.Tracer.Fold.Milliseconds(), IncidentQuietMS: s.incidents.builder.Quiet.Milliseconds(),
 	}
 	if len(start.Skipped) == 0 {
