@@ -1074,7 +1074,7 @@ static __always_inline void uring_calibrate(struct io_async_msghdr *io, int len)
 }
 
 SEC("tp_btf/io_uring_complete")
-int BPF_PROG(uring_complete, void *ring, void *request, struct io_uring_cqe *cqe)
+int BPF_PROG(uring_complete, void *ring, void *request)
 {
 	struct io_kiocb *req = request;
 	__u8 op = BPF_CORE_READ(req, opcode);
@@ -1095,7 +1095,9 @@ int BPF_PROG(uring_complete, void *ring, void *request, struct io_uring_cqe *cqe
 	sk = sock ? BPF_CORE_READ(sock, sk) : NULL;
 	if (!sk || !is_inet(sk))
 		return 0;
-	res = BPF_CORE_READ(cqe, res);
+	/* The request's own result (io_req_set_res): the tracepoint's third
+	 * argument is the CQE only since 6.16 (before, its user_data). */
+	res = BPF_CORE_READ(req, cqe.res);
 	if (op == bpf_core_enum_value(enum io_uring_op, IORING_OP_BIND) && uring_calib_tgid &&
 	    (bpf_get_current_pid_tgid() >> 32) == uring_calib_tgid) {
 		io = BPF_CORE_READ(req, async_data);
