@@ -452,3 +452,113 @@ func TestReportAdviceAfterRecovery(t *testing.T) {
 		t.Errorf("the page still says %q, or has no advice for next time", kill)
 	}
 }
+
+// The attack of issue 19: uid 65534 fails one bind on each of 1,200 ports
+// it holds, closes the holders and waits (its incidents stay open: the
+// quiet gap here is a minute). Per-user quotas keep the kernel's table of
+// watched ports (1,024) and the incident table (4,096) from being filled
+// by one user: root's outage afterwards — a holder, a failure, kill -TERM
+// of the holder, a new listener — is told whole (signal, released,
+// recovered). What the tables refused is said in-band (incident_untracked),
+// counted in stop and in /metrics, and report says of those incidents
+// that they were not tracked, never "none sent" or "not recovered".
+func TestIncidentQuotaAttack(t *testing.T) {
+	const ports = 1200
+	out := filepath.Join(t.TempDir(), "bw.jsonl")
+	metrics := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	tr := startTracing(t, "--fold", "0", "--incident-quiet", "60s", "--ring-size", strconv.Itoa(16<<20),
+		"--metrics-addr", metrics, "--format", "json", "--output", out)
+	attacker := testenv.StartHelperAsUser(t, "holdfail 127.0.0.1 "+strconv.Itoa(ports), 65534)
+	if n, _ := strconv.Atoi(attacker.Line[2]); n != ports {
+		t.Fatalf("the attacker failed %d binds, want %d", n, ports)
+	}
+	byAttacker := func(recs []any) (failures int, untracked map[string]int) {
+		untracked = map[string]int{}
+		for _, r := range recs {
+			switch v := r.(type) {
+			case *events.Failure:
+				if v.Process.PID == attacker.PID {
+					failures++
+				}
+			case *events.IncidentUntracked:
+				if v.UID == 65534 {
+					untracked[v.Table+"/"+v.Reason]++
+				}
+			}
+		}
+		return failures, untracked
+	}
+	waitRecords(t, out, "the attacker's failures", func(recs []any) bool {
+		n, _ := byAttacker(recs)
+		return n == ports
+	})
+
+	// Root's outage.
+	port := testenv.FreePort(t)
+	old := testenv.StartHelper(t, fmt.Sprintf("serve tcp 127.0.0.1 %d 0", port))
+	testenv.FailBind(t, "tcp", "127.0.0.1", port, testenv.Opts{}, syscall.EADDRINUSE)
+	waitRecords(t, out, "root's failure", func(recs []any) bool { return len(ofType[events.Failure](recs, port)) > 0 })
+	old.Cmd.Process.Signal(syscall.SIGTERM)
+	old.Cmd.Wait()
+	testenv.Hold(t, "tcp", "127.0.0.1", port, testenv.Opts{})
+	waitRecords(t, out, "root's recovery", func(recs []any) bool { return len(ofType[events.Recovered](recs, port)) > 0 })
+	_, page := httpGet(t, "http://"+metrics+"/metrics")
+	tr.stop(t)
+
+	recs := typed(t, out)
+	if s, r := ofType[events.Signal](recs, port), ofType[events.Released](recs, port); len(s) != 1 || s[0].Signal != "SIGTERM" || len(r) != 1 {
+		t.Errorf("root's incident: signals %+v, released %+v: want the SIGTERM and the release", s, r)
+	}
+	for _, u := range ofType[events.IncidentUntracked](recs, port) {
+		t.Errorf("root's port was refused: %+v", u)
+	}
+	_, untracked := byAttacker(recs)
+	if untracked["kernel/user_quota"] != 256-64 || untracked["incidents/user_quota"] != ports-256 {
+		t.Errorf("the attacker's untracked incidents %v: want %d refused by the kernel table's quota (64 of its 256 incidents watched) and %d by the incident table's (256)",
+			untracked, 256-64, ports-256)
+	}
+	stop := lastStop(t, out)
+	if want := uint64(ports - 64); stop.IncidentsUntracked < want {
+		t.Errorf("stop: incidents_untracked %d, want at least the attacker's %d", stop.IncidentsUntracked, want)
+	}
+	for _, want := range []string{
+		`bindwatch_incidents_untracked_total{reason="user_quota",table="incidents"} ` + strconv.Itoa(ports-256),
+		`bindwatch_incidents_untracked_total{reason="user_quota",table="kernel"} ` + strconv.Itoa(256-64),
+	} {
+		if !strings.Contains(page, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	schemaLines(t, readLines(out))
+
+	// The report: root's incident whole; the refused ones "not tracked".
+	ins := reportJSON(t, out)
+	states := map[string]int{}
+	for _, in := range ins {
+		if int(in.Port) == port {
+			if in.State != events.IncidentRecovered || len(in.Signals) != 1 {
+				t.Errorf("report: root's incident %s with %d signals, want recovered with the SIGTERM", in.State, len(in.Signals))
+			}
+			continue
+		}
+		if len(in.Failing) > 0 && in.Failing[0].Process.PID == attacker.PID {
+			states[in.State+"/"+in.Untracked]++
+		}
+	}
+	if states["untracked/kernel"] != 256-64 || states["untracked/incidents"] != ports-256 || states["open/"] != 64 {
+		t.Errorf("report: the attacker's incidents by state/table %v: want %d untracked by the kernel table, %d by the incident table, 64 open", states, 256-64, ports-256)
+	}
+	text := bindwatch(t, "report", "--format", "text", out).stdout
+	for _, block := range strings.Split(text, "\n\n") {
+		if !strings.Contains(block, "not tracked:") {
+			continue
+		}
+		if strings.Contains(block, "signals: none sent") || strings.Contains(block, "not recovered") {
+			t.Errorf("an untracked incident is told as if tracked:\n%s", block)
+			break
+		}
+	}
+	if !strings.Contains(text, "not tracked: the incident table was full for this user (its quota)") {
+		t.Errorf("the text report never says an incident was not tracked")
+	}
+}

@@ -290,6 +290,9 @@ type Stop struct {
 	// Unresolved is how many of the reported failures could not be
 	// resolved (their records say why, in resolve_error).
 	Unresolved uint64 `json:"unresolved"`
+	// IncidentsUntracked is how many incident_untracked records were
+	// written: ports whose incident a full table or a user's quota refused.
+	IncidentsUntracked uint64 `json:"incidents_untracked"`
 	// Unfollowed is how many new processes of a followed tree (bindwatch
 	// run, --follow-children) were not followed, so their failures were
 	// not traced: more processes of the tree were alive at once than the

@@ -45,9 +45,16 @@ type Builder struct {
 	// it; DefaultQuiet unless set.
 	Quiet time.Duration
 	quiet map[string]time.Duration // per host, from its start record
-	// Untracked counts failures on ports that could not get an incident
-	// of their own: MaxOpen were open already (live builders only).
-	Untracked uint64
+	// Protected tells whether a port is one the trace was asked to watch
+	// (--port): its incidents may use the room kept for root's.
+	Protected func(port uint16) bool
+	// perUID counts the open incidents of each user (live builders).
+	perUID map[uint32]int
+	// refused are the ports refused an incident (live builders), with
+	// when it was said: said again only after a quiet gap.
+	refused map[Key]time.Time
+	// untracked are the incident_untracked records not yet taken.
+	untracked []*events.IncidentUntracked
 }
 
 // openIncident is an open incident and what ending it needs.
@@ -59,6 +66,7 @@ type openIncident struct {
 	failing map[int]int
 	// aliveAt is when Expire last found a failing process alive.
 	aliveAt time.Time
+	uid     uint32 // whose incident it is: the first failing process's user
 }
 
 // DefaultQuiet is how long an incident stays open after its last attempt
@@ -81,13 +89,21 @@ const MaxTimeline = 1000
 
 // MaxOpen caps the incidents a live builder keeps open: an unprivileged
 // user can fail binds on every port of as many network namespaces as it
-// can create.
-const MaxOpen = 4096
+// can create. No user but root may have more than MaxOpenPerUser of them
+// open, and ReservedOpen of the table are kept for root's incidents and
+// those on the --port ports: no user's incidents crowd out another's,
+// and root's always have room. An incident that ends frees its place.
+const (
+	MaxOpen        = 4096
+	MaxOpenPerUser = 256
+	ReservedOpen   = 1024
+)
 
 // NewBuilder returns an empty Builder that keeps every incident, for a
 // report or a run's summary.
 func NewBuilder() *Builder {
-	return &Builder{open: map[Key]*openIncident{}, Quiet: DefaultQuiet, quiet: map[string]time.Duration{}}
+	return &Builder{open: map[Key]*openIncident{}, Quiet: DefaultQuiet, quiet: map[string]time.Duration{},
+		perUID: map[uint32]int{}, refused: map[Key]time.Time{}}
 }
 
 // NewLiveBuilder returns a Builder for a tracer that runs for months: it
@@ -152,6 +168,13 @@ func (b *Builder) Add(rec any) {
 			}
 			in.End = r.Time
 			b.end(k, in, r.Time)
+		}
+	case *events.IncidentUntracked:
+		// The incident a report builds from the failures was not tracked
+		// live: its signals, release and recovery are not known.
+		if o := b.open[Key{r.Host, r.Netns, r.Proto, r.Port}]; o != nil && o.in.Untracked == "" {
+			o.in.Untracked, o.in.UntrackedReason = r.Table, r.Reason
+			b.mark(o.in, r.Time, events.MarkUntracked, 0, 0, "not tracked: "+events.UntrackedWhy(r.Table, r.Reason)+"; "+untrackedLoss(r.Table))
 		}
 	case *events.Abandoned:
 		k := Key{r.Host, r.Netns, r.Proto, r.Port}
@@ -231,6 +254,61 @@ func (b *Builder) Expire(now time.Time, alive func(events.Process) bool) []*even
 	return out
 }
 
+// admit tells whether a live builder has room for f's new incident, and
+// if not, why and the limit reached.
+func (b *Builder) admit(f *events.Failure) (reason string, limit int) {
+	uid := f.Process.UID
+	if uid == 0 {
+		if len(b.open) >= MaxOpen {
+			return events.UntrackedFull, MaxOpen
+		}
+		return "", 0
+	}
+	if b.perUID[uid] >= MaxOpenPerUser {
+		return events.UntrackedUserQuota, MaxOpenPerUser
+	}
+	limit = MaxOpen - ReservedOpen
+	if b.Protected != nil && b.Protected(f.Port) {
+		limit = MaxOpen
+	}
+	if len(b.open) >= limit {
+		return events.UntrackedFull, limit
+	}
+	return "", 0
+}
+
+// refuse notes that f's port got no incident: an incident_untracked
+// record, unless one was said for the port within the quiet gap (the
+// ports said are bounded too: past MaxOpen of them, the oldest go).
+func (b *Builder) refuse(k Key, f *events.Failure, reason string, limit int) {
+	q := b.quietFor(k.Host)
+	if said, ok := b.refused[k]; ok && f.Time.Sub(said) <= q {
+		b.refused[k] = f.Time
+		return
+	}
+	if len(b.refused) >= MaxOpen {
+		for rk, said := range b.refused {
+			if f.Time.Sub(said) > q || len(b.refused) >= MaxOpen {
+				delete(b.refused, rk)
+			}
+		}
+	}
+	b.refused[k] = f.Time
+	b.untracked = append(b.untracked, &events.IncidentUntracked{
+		Type: events.TypeUntracked, Version: events.Version, Time: f.Time, Host: f.Host, Proto: f.Proto,
+		Netns: f.Process.Netns, Addr: f.Addr, Port: f.Port, UID: f.Process.UID,
+		Table: events.UntrackedIncidents, Reason: reason, Limit: limit,
+	})
+}
+
+// TakeUntracked returns the incident_untracked records of the failures
+// added since the last call (live builders), for the tracer to write.
+func (b *Builder) TakeUntracked() []*events.IncidentUntracked {
+	out := b.untracked
+	b.untracked = nil
+	return out
+}
+
 // Open lists the ports with an open incident.
 func (b *Builder) Open() []Key {
 	keys := make([]Key, 0, len(b.open))
@@ -269,9 +347,11 @@ func (b *Builder) Finish(t time.Time) []*events.Incident {
 func (b *Builder) failure(f *events.Failure) {
 	k := Key{f.Host, f.Process.Netns, f.Proto, f.Port}
 	o := b.at(k, f.Time)
-	if o == nil && b.live && len(b.open) >= MaxOpen {
-		b.Untracked++
-		return
+	if o == nil && b.live {
+		if reason, limit := b.admit(f); reason != "" {
+			b.refuse(k, f, reason, limit)
+			return
+		}
 	}
 	if o == nil {
 		in := &events.Incident{
@@ -281,8 +361,9 @@ func (b *Builder) failure(f *events.Failure) {
 			Failing: []events.IncidentProcess{}, Holders: []events.IncidentHolder{},
 			Signals: []*events.Signal{}, Released: []*events.Released{},
 		}
-		o = &openIncident{in: in, last: f.Time, failing: map[int]int{}}
+		o = &openIncident{in: in, last: f.Time, failing: map[int]int{}, uid: f.Process.UID}
 		b.open[k] = o
+		b.perUID[o.uid]++
 		if !b.live {
 			b.all = append(b.all, in)
 		}
@@ -414,7 +495,15 @@ func (b *Builder) mark(in *events.Incident, t time.Time, kind string, pid int, c
 }
 
 func (b *Builder) end(k Key, in *events.Incident, t time.Time) {
+	if o := b.open[k]; o != nil {
+		if b.perUID[o.uid]--; b.perUID[o.uid] <= 0 {
+			delete(b.perUID, o.uid)
+		}
+	}
 	delete(b.open, k)
+	if in.Untracked != "" && in.State != events.IncidentRecovered {
+		in.State = events.IncidentNotTracked
+	}
 	if in.State == events.IncidentOpen {
 		in.End = maxTime(in.End, t)
 	}

@@ -40,8 +40,62 @@ func TestBuilderBounds(t *testing.T) {
 	for p := range MaxOpen + 10 {
 		b.Add(failure(t0, uint16(1000+p), 7))
 	}
-	if len(b.Open()) != MaxOpen || b.Untracked != 10 {
-		t.Errorf("%d open, %d untracked; want %d and 10", len(b.Open()), b.Untracked, MaxOpen)
+	if u := b.TakeUntracked(); len(b.Open()) != MaxOpen || len(u) != 10 || u[0].Reason != events.UntrackedFull || u[0].Table != events.UntrackedIncidents {
+		t.Errorf("%d open, %d untracked (%+v); want %d and 10, the table full", len(b.Open()), len(u), u, MaxOpen)
+	}
+}
+
+// No user crowds out another: a user gets MaxOpenPerUser incidents, the
+// next are refused (once per port, until the quiet gap), users together
+// leave ReservedOpen to root, and the --port ports may use it; an
+// incident that ends frees its place.
+func TestBuilderQuotas(t *testing.T) {
+	t0 := time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC)
+	b := NewLiveBuilder()
+	b.Protected = func(port uint16) bool { return port == 80 }
+	as := func(uid uint32, port uint16, at time.Time) *events.Failure {
+		f := failure(at, port, int(uid)+1)
+		f.Process.UID = uid
+		return f
+	}
+	for p := range MaxOpenPerUser + 5 {
+		b.Add(as(65534, uint16(10000+p), t0))
+	}
+	b.Add(as(65534, 10000+MaxOpenPerUser, t0.Add(time.Second))) // said already
+	u := b.TakeUntracked()
+	if len(b.Open()) != MaxOpenPerUser || len(u) != 5 || u[0].Reason != events.UntrackedUserQuota || u[0].UID != 65534 || u[0].Limit != MaxOpenPerUser {
+		t.Fatalf("%d open, untracked %+v: want %d open and 5 refused for the user's quota", len(b.Open()), u, MaxOpenPerUser)
+	}
+	// Other users fill the table but the reserve.
+	port := uint16(20000)
+	for uid := uint32(1); len(b.Open()) < MaxOpen-ReservedOpen; uid++ {
+		for range MaxOpenPerUser {
+			if len(b.Open()) < MaxOpen-ReservedOpen {
+				b.Add(as(uid, port, t0))
+				port++
+			}
+		}
+	}
+	b.Add(as(999, 30000, t0))
+	b.Add(as(999, 80, t0))
+	b.Add(as(0, 30001, t0))
+	u = b.TakeUntracked()
+	if len(u) != 1 || u[0].Port != 30000 || u[0].Reason != events.UntrackedFull || u[0].Limit != MaxOpen-ReservedOpen {
+		t.Errorf("untracked %+v: want only user 999's port 30000 refused, the table full but for the reserve", u)
+	}
+	for _, port := range []uint16{80, 30001} {
+		if !b.IsOpen(Key{"h", 1, "tcp", port}) {
+			t.Errorf("port %d (root's, or a --port port) has no incident", port)
+		}
+	}
+	// The quiet gap ends the first user's incidents: room again.
+	later := t0.Add(time.Minute)
+	for _, a := range b.Expire(later, nil) {
+		b.Add(a)
+	}
+	b.Add(as(65534, 40000, later))
+	if u := b.TakeUntracked(); len(u) != 0 || !b.IsOpen(Key{"h", 1, "tcp", 40000}) {
+		t.Errorf("after the quiet gap the user's new incident was refused: %+v", u)
 	}
 }
 

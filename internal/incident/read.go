@@ -222,6 +222,8 @@ func Decode(line []byte) (any, badKind) {
 		rec = &events.PortFree{}
 	case events.TypeAbandoned:
 		rec = &events.Abandoned{}
+	case events.TypeUntracked:
+		rec = &events.IncidentUntracked{}
 	case events.TypeStart:
 		rec = &events.Start{}
 	case events.TypeStop:
@@ -250,6 +252,8 @@ func recordTime(rec any) time.Time {
 	case *events.PortFree:
 		return r.Time
 	case *events.Abandoned:
+		return r.Time
+	case *events.IncidentUntracked:
 		return r.Time
 	case *events.Start:
 		return r.Time

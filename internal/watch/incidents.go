@@ -25,6 +25,19 @@ const maxWatchedPIDs = 64
 // records and polls.
 const incidentStep = pollInterval
 
+// The kernel watches at most tracer.MaxIncidents ports. As in the
+// builder's table, no user but root may have more than maxWatchedPerUser
+// of them watched, nor their holders give the kernel more than
+// maxHolderPIDsPerUser pids (of its incident_holders' 4096), and
+// reservedWatched of the ports are kept for root's incidents and those
+// of the --port ports. A port refused is said in an incident_untracked
+// record (table kernel).
+const (
+	maxWatchedPerUser    = 64
+	reservedWatched      = 256
+	maxHolderPIDsPerUser = 512
+)
+
 // incidents follows the session's incidents. It sees every record the
 // session writes (it wraps the sink), opens and closes them in the
 // kernel's maps — so the kernel reports released, signal and recovered
@@ -39,6 +52,15 @@ type incidents struct {
 	host    string
 	builder *incident.Builder
 	ports   map[incident.Key]*watchedPort
+	// protected tells whether a port is one of --port's.
+	protected func(port uint16) bool
+	// watched counts the ports the kernel watches, in all and per user;
+	// holderPIDs the holder pids given to it per user.
+	watched       int
+	watchedPerUID map[uint32]int
+	holderPIDs    map[uint32]int
+	// untracked counts the incident_untracked records written.
+	untracked uint64
 }
 
 // watchedPort is one open incident's kernel and poll state.
@@ -57,14 +79,28 @@ type watchedPort struct {
 	// letGo are the pids that took the port and let go at once (PortFree):
 	// their socket's close is no holder's release.
 	letGo []int
+	// uid is the incident's user (its first failing process's); kernel
+	// whether the kernel watches the port (its quota let it).
+	uid    uint32
+	kernel bool
 }
 
-func newIncidents(out Sink, t *tracer.Tracer, e *enricher, host string, quiet time.Duration) *incidents {
+func newIncidents(out Sink, t *tracer.Tracer, e *enricher, host string, quiet time.Duration, ports []tracer.PortRange) *incidents {
 	b := incident.NewLiveBuilder()
 	if quiet > 0 {
 		b.Quiet = quiet
 	}
-	return &incidents{out: out, tracer: t, enrich: e, host: host, builder: b, ports: map[incident.Key]*watchedPort{}}
+	protected := func(port uint16) bool {
+		for _, r := range ports {
+			if port >= r.Lo && port <= r.Hi {
+				return true
+			}
+		}
+		return false
+	}
+	b.Protected = protected
+	return &incidents{out: out, tracer: t, enrich: e, host: host, builder: b, ports: map[incident.Key]*watchedPort{},
+		protected: protected, watchedPerUID: map[uint32]int{}, holderPIDs: map[uint32]int{}}
 }
 
 // Write passes a record on and accounts for it. Before a failure, the
@@ -78,17 +114,49 @@ func (in *incidents) Write(rec any) error {
 	}
 	err := in.out.Write(rec)
 	in.builder.Add(rec)
+	if u, ok := rec.(*events.IncidentUntracked); ok && u.Host == in.host {
+		in.untracked++
+	}
 	if f, ok := rec.(*events.Failure); ok {
-		in.failed(f)
+		for _, u := range in.builder.TakeUntracked() {
+			if err := in.Write(u); err != nil {
+				return err
+			}
+		}
+		if err := in.failed(f); err != nil {
+			return err
+		}
 	}
 	return err
 }
 
+// admitKernel tells whether the kernel may watch one more port of uid's,
+// and if not, why and the limit reached.
+func (in *incidents) admitKernel(uid uint32, port uint16) (reason string, limit int) {
+	if uid == 0 {
+		if in.watched >= tracer.MaxIncidents {
+			return events.UntrackedFull, tracer.MaxIncidents
+		}
+		return "", 0
+	}
+	if in.watchedPerUID[uid] >= maxWatchedPerUser {
+		return events.UntrackedUserQuota, maxWatchedPerUser
+	}
+	limit = tracer.MaxIncidents - reservedWatched
+	if in.protected(port) {
+		limit = tracer.MaxIncidents
+	}
+	if in.watched >= limit {
+		return events.UntrackedFull, limit
+	}
+	return "", 0
+}
+
 // failed opens (or widens) the kernel's watch of the failure's port.
-func (in *incidents) failed(f *events.Failure) {
+func (in *incidents) failed(f *events.Failure) error {
 	k := incident.Key{Host: f.Host, Netns: f.Process.Netns, Proto: f.Proto, Port: f.Port}
 	if !in.builder.IsOpen(k) {
-		return
+		return nil
 	}
 	w := in.ports[k]
 	if w == nil {
@@ -97,18 +165,49 @@ func (in *incidents) failed(f *events.Failure) {
 			netns:  host.Netns{Inode: f.Process.Netns, Path: "/proc/" + strconv.Itoa(f.Process.PID) + "/ns/net"},
 			polled: map[uint64]*events.Holder{},
 			addr:   f.Addr,
+			uid:    f.Process.UID,
 		}
 		if f.Process.Netns == in.enrich.r.OwnNetns().Inode {
 			w.netns = in.enrich.r.OwnNetns()
 		}
 		in.ports[k] = w
+		reason, limit := in.admitKernel(w.uid, f.Port)
+		if reason == "" {
+			// The tracer's map has MaxIncidents entries: what admitKernel
+			// counts. Only an error refuses it now.
+			ok, err := in.tracer.WatchPort(w.key, nil)
+			if err != nil || !ok {
+				reason, limit = events.UntrackedFull, tracer.MaxIncidents
+			}
+		}
+		if reason != "" {
+			// Its failures still tell the incident; no kernel record will.
+			return in.Write(&events.IncidentUntracked{
+				Type: events.TypeUntracked, Version: events.Version, Time: f.Time, Host: f.Host, Proto: f.Proto,
+				Netns: f.Process.Netns, Addr: f.Addr, Port: f.Port, UID: f.Process.UID,
+				Table: events.UntrackedKernel, Reason: reason, Limit: limit,
+			})
+		}
+		w.kernel = true
+		in.watched++
+		in.watchedPerUID[w.uid]++
 	}
+	if !w.kernel {
+		return nil
+	}
+	var added []int
 	for i := range f.Holders {
 		h := &f.Holders[i]
 		for _, p := range h.Processes {
-			if !slices.Contains(w.pids, p.PID) && len(w.pids) < maxWatchedPIDs {
-				w.pids = append(w.pids, p.PID)
+			if slices.Contains(w.pids, p.PID) || len(w.pids) >= maxWatchedPIDs {
+				continue
 			}
+			if w.uid != 0 && in.holderPIDs[w.uid] >= maxHolderPIDsPerUser {
+				break // its signals go unseen; nothing else does
+			}
+			w.pids = append(w.pids, p.PID)
+			added = append(added, p.PID)
+			in.holderPIDs[w.uid]++
 		}
 		// What the kernel reports going (kernelSees) is not polled.
 		if h.Inode != 0 && !in.kernelSees(h) {
@@ -121,9 +220,12 @@ func (in *incidents) failed(f *events.Failure) {
 	if f.TimeWait != nil {
 		w.timeWait = true
 	}
-	// A full kernel map (tracer.MaxIncidents ports) leaves this port
-	// without kernel records; its failures still tell the incident.
-	in.tracer.WatchPort(w.key, w.pids)
+	if len(added) > 0 {
+		if _, err := in.tracer.WatchPort(w.key, added); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // deadline is when the session must wake next: at next, or within an
@@ -324,9 +426,21 @@ func (in *incidents) key(netns uint32, proto string, port uint16) incident.Key {
 }
 
 func (in *incidents) close(k incident.Key) {
-	if w := in.ports[k]; w != nil {
-		in.tracer.UnwatchPort(w.key, w.pids)
-		delete(in.ports, k)
+	w := in.ports[k]
+	if w == nil {
+		return
+	}
+	delete(in.ports, k)
+	if !w.kernel {
+		return
+	}
+	in.tracer.UnwatchPort(w.key, w.pids)
+	in.watched--
+	if in.watchedPerUID[w.uid]--; in.watchedPerUID[w.uid] <= 0 {
+		delete(in.watchedPerUID, w.uid)
+	}
+	if in.holderPIDs[w.uid] -= len(w.pids); in.holderPIDs[w.uid] <= 0 {
+		delete(in.holderPIDs, w.uid)
 	}
 }
 
@@ -339,7 +453,9 @@ func (in *incidents) poll(now time.Time) error {
 			in.close(k)
 			continue
 		}
-		if len(w.polled) == 0 && !w.timeWait {
+		// A port the kernel does not watch gets no released record from
+		// the poll either: its story is its failures (incident_untracked).
+		if !w.kernel || len(w.polled) == 0 && !w.timeWait {
 			continue
 		}
 		if now.Sub(w.lastPoll) < pollInterval {

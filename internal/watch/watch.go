@@ -104,7 +104,7 @@ func Start(opts Options) (*Session, error) {
 		enrich.r.SetJob(&diagnose.Job{Command: opts.Job, Contains: func(pid int) bool { return pid != self && t.Traced(pid) }})
 	}
 	s := &Session{opts: opts, tracer: t, enrich: enrich, host: host, started: time.Now()}
-	s.incidents = newIncidents(opts.Out, t, enrich, host, opts.IncidentQuiet)
+	s.incidents = newIncidents(opts.Out, t, enrich, host, opts.IncidentQuiet, opts.Tracer.Ports)
 	s.opts.Out = s.incidents
 	if s.opts.Tick == 0 {
 		s.opts.Tick = max(opts.Tracer.Fold, time.Second)
@@ -290,7 +290,8 @@ drain:
 		Type: events.TypeStop, Version: events.Version, Time: now, Host: s.host,
 		Failures: st.Failures, Reported: s.reported, Folded: s.folded, Lost: s.lost,
 		Unread: s.tracer.Unread(), Unfolded: st.FoldFull, Unresolved: s.unresolved, Unfollowed: st.Unfollowed,
-		DurationMS: now.Sub(s.started).Milliseconds(),
+		IncidentsUntracked: s.incidents.untracked,
+		DurationMS:         now.Sub(s.started).Milliseconds(),
 	})
 	return errors.Join(err, harvestErr, lostErr, statsErr)
 }
