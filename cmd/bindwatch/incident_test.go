@@ -58,6 +58,8 @@ func recordPort(r any) int {
 		return int(v.Port)
 	case *events.Abandoned:
 		return int(v.Port)
+	case *events.SignalRepeats:
+		return int(v.Port)
 	}
 	return -1
 }
@@ -560,5 +562,100 @@ func TestIncidentQuotaAttack(t *testing.T) {
 	}
 	if !strings.Contains(text, "not tracked: the incident table was full for this user (its quota)") {
 		t.Errorf("the text report never says an incident was not tracked")
+	}
+}
+
+// The flood of issue 19: uid 65534's holder ignores SIGHUP, and the user
+// floods it with SIGHUP (3,400 a second, as measured there) during its
+// port's incident, while root SIGTERMs the holder of another port. Root's
+// SIGTERM and that holder's release and recovery are recorded; the flood
+// is recorded a few signals a second and folded into signal_repeats
+// counts, which add up with the ones recorded to what the kernel saw,
+// and the stop record says how many were folded.
+func TestIncidentSignalFlood(t *testing.T) {
+	const rate, floodMS = 3400, 4000
+	portA, portB := testenv.FreePort(t), testenv.FreePort(t)
+	out := filepath.Join(t.TempDir(), "bw.jsonl")
+	tr := startTracing(t, "--port", strconv.Itoa(portA), "--port", strconv.Itoa(portB), "--fold", "0", "--incident-quiet", "60s",
+		"--format", "json", "--output", out)
+	victim := testenv.StartHelperAsUser(t, fmt.Sprintf("hupproof tcp 127.0.0.1 %d", portA), 65534)
+	holderB := testenv.StartHelper(t, fmt.Sprintf("serve tcp 127.0.0.1 %d 0", portB))
+	testenv.FailBind(t, "tcp", "127.0.0.1", portA, testenv.Opts{}, syscall.EADDRINUSE)
+	testenv.FailBind(t, "tcp", "127.0.0.1", portB, testenv.Opts{}, syscall.EADDRINUSE)
+	waitRecords(t, out, "both failures", func(recs []any) bool {
+		return len(ofType[events.Failure](recs, portA)) > 0 && len(ofType[events.Failure](recs, portB)) > 0
+	})
+
+	flood := testenv.HelperAsUser(t, fmt.Sprintf("sigflood %d %d %d %d", victim.PID, syscall.SIGHUP, rate, floodMS), 65534)
+	var floodOut strings.Builder
+	flood.Stdout = &floodOut
+	if err := flood.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(floodMS / 2 * time.Millisecond)
+	termAt := time.Now()
+	holderB.Cmd.Process.Signal(syscall.SIGTERM)
+	holderB.Cmd.Wait()
+	testenv.Hold(t, "tcp", "127.0.0.1", portB, testenv.Opts{})
+	if err := flood.Wait(); err != nil {
+		t.Fatalf("the flood: %v", err)
+	}
+	var sent int
+	fmt.Sscanf(floodOut.String(), "sent %d", &sent)
+	waitRecords(t, out, "root's recovery", func(recs []any) bool { return len(ofType[events.Recovered](recs, portB)) > 0 })
+	time.Sleep(1500 * time.Millisecond) // the last second's folds
+	tr.stop(t)
+	recs := typed(t, out)
+
+	sigB := ofType[events.Signal](recs, portB)
+	if len(sigB) != 1 || sigB[0].Signal != "SIGTERM" || sigB[0].Sender.PID != os.Getpid() || sigB[0].Target.PID != holderB.PID {
+		t.Errorf("port %d: signals %+v: want root's SIGTERM to its holder (pid %d)", portB, sigB, holderB.PID)
+	} else if d := sigB[0].Time.Sub(termAt); d < -time.Second || d > time.Second {
+		t.Errorf("root's SIGTERM recorded at %s, sent at %s", sigB[0].Time, termAt)
+	}
+	if r := ofType[events.Released](recs, portB); len(r) != 1 || r[0].Holder == nil || r[0].Holder.PID != holderB.PID {
+		t.Errorf("port %d: released %+v: want its holder's", portB, r)
+	}
+	one := 0
+	for _, s := range ofType[events.Signal](recs, portA) {
+		if s.Signal == "SIGHUP" && s.Target.PID == victim.PID {
+			one++
+		}
+	}
+	var folded uint64
+	repeats := ofType[events.SignalRepeats](recs, portA)
+	for _, r := range repeats {
+		if r.Signal != "SIGHUP" || r.Sender.UID != 65534 || r.Target.PID != victim.PID || r.First.After(r.Last) {
+			t.Errorf("signal_repeats %+v: want the flooder's SIGHUPs to the victim", r)
+		}
+		folded += r.Count
+	}
+	t.Logf("the flood: %d sent, %d recorded one by one, %d folded in %d signal_repeats records", sent, one, folded, len(repeats))
+	seconds := floodMS/1000 + 2
+	if one > seconds*events.SignalBurst || len(repeats) > seconds+1 {
+		t.Errorf("%d SIGHUP records and %d signal_repeats: want at most %d a second and one fold a second", one, len(repeats), events.SignalBurst)
+	}
+	// The kernel drops what its ring cannot hold (not counted there yet):
+	// nearly all must be accounted for, and none twice.
+	if got := uint64(one) + folded; got > uint64(sent) || got < uint64(sent)*9/10 {
+		t.Errorf("recorded %d + folded %d = %d of %d sent", one, folded, got, sent)
+	}
+	if stop := lastStop(t, out); stop.SignalsFolded != folded {
+		t.Errorf("stop: signals_folded %d, want %d", stop.SignalsFolded, folded)
+	}
+	schemaLines(t, readLines(out))
+	checkECS(t, "trace", recs)
+	checkReportForms(t, out)
+	for _, in := range reportJSON(t, out) {
+		if int(in.Port) != portA {
+			continue
+		}
+		var n uint64
+		for _, f := range in.SignalFolds {
+			n += f.Count
+		}
+		if len(in.Signals) != one || n != folded {
+			t.Errorf("report: port %d's incident lists %d signals and folds %d; want %d and %d", portA, len(in.Signals), n, one, folded)
+		}
 	}
 }

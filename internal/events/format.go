@@ -90,6 +90,8 @@ func Text(rec any) string {
 		return abandonedText(r)
 	case *IncidentUntracked:
 		return untrackedText(r)
+	case *SignalRepeats:
+		return signalRepeatsText(r)
 	case *Stop:
 		s := fmt.Sprintf("%s bindwatch stopped after %s: %d failure%s, %d reported, %d folded, %d lost",
 			clock(r.Time), (time.Duration(r.DurationMS) * time.Millisecond).String(), r.Failures, Plural(r.Failures), r.Reported, r.Folded, r.Lost)

@@ -18,6 +18,9 @@ const (
 	TypeRecovered = "recovered"
 	TypePortFree  = "port_free"
 	TypeAbandoned = "abandoned"
+	// TypeSignalRepeats folds signals beyond the rate a port and a sender
+	// may have recorded one by one.
+	TypeSignalRepeats = "signal_repeats"
 	// TypeUntracked says a port's incident is not (fully) tracked.
 	TypeUntracked = "incident_untracked"
 	TypeIncident  = "incident"
@@ -95,6 +98,53 @@ type Signal struct {
 	Proto  string `json:"proto"`
 	Netns  uint32 `json:"netns,omitempty"`
 	Port   uint16 `json:"port"`
+}
+
+// SignalRepeats counts signals of one sender to the holders of one port
+// that were not recorded one by one: past SignalBurst a second per port
+// and sender (SignalPortBurst per port), a flood is folded, the way
+// failures fold. Each sender's first signal in a second is recorded
+// whatever the port's rate: a flood does not hide another sender's kill.
+type SignalRepeats struct {
+	Type    string    `json:"type"`
+	Version int       `json:"version"`
+	Time    time.Time `json:"time"`
+	Host    string    `json:"host"`
+	Proto   string    `json:"proto"`
+	Netns   uint32    `json:"netns,omitempty"`
+	Port    uint16    `json:"port"`
+	Signal  string    `json:"signal"`
+	// Sender sent them (pid 0: senders past the bound on how many are
+	// followed, together); Target got the first of them.
+	Sender Process   `json:"sender"`
+	Target Process   `json:"target"`
+	Count  uint64    `json:"count"`
+	First  time.Time `json:"first"`
+	Last   time.Time `json:"last"`
+}
+
+// Signal rates: see SignalRepeats.
+const (
+	SignalBurst     = 5
+	SignalPortBurst = 50
+)
+
+// SignalFold is an incident's count of one sender's signals of one kind
+// that it does not list one by one (signal_repeats records, and signals
+// past its cap).
+type SignalFold struct {
+	Signal string    `json:"signal"`
+	Sender Process   `json:"sender"`
+	Target Process   `json:"target"`
+	Count  uint64    `json:"count"`
+	First  time.Time `json:"first"`
+	Last   time.Time `json:"last"`
+}
+
+func signalRepeatsText(r *SignalRepeats) string {
+	return fmt.Sprintf("%s SIGNALS %d more %s to %s, holder of %s :%d, from %s uid %d, %s to %s (folded)",
+		clock(r.Time), r.Count, r.Signal, ProcessShort(&r.Target), r.Proto, r.Port, ProcessShort(&r.Sender), r.Sender.UID,
+		clock(r.First), clock(r.Last))
 }
 
 // Recovered is the first successful bind() (UDP) or listen() (TCP) on a
@@ -308,9 +358,20 @@ type Incident struct {
 	OutageMS int64             `json:"outage_ms"`
 	Attempts uint64            `json:"attempts"`
 	Failing  []IncidentProcess `json:"failing"`
-	Holders  []IncidentHolder  `json:"holders"`
-	Signals  []*Signal         `json:"signals"`
-	Released []*Released       `json:"released"`
+	// FailingOmitted counts failing processes past the incident's cap
+	// (their failures still count in Attempts).
+	FailingOmitted int              `json:"failing_omitted,omitempty"`
+	Holders        []IncidentHolder `json:"holders"`
+	// HoldersOmitted counts holders past the incident's cap.
+	HoldersOmitted int       `json:"holders_omitted,omitempty"`
+	Signals        []*Signal `json:"signals"`
+	// SignalFolds count the signals not in Signals: folded by the tracer
+	// (signal_repeats), or past the incident's cap; at most MaxSignalFolds
+	// senders and kinds, the rest under sender pid 0.
+	SignalFolds []SignalFold `json:"signal_folds,omitempty"`
+	Released    []*Released  `json:"released"`
+	// ReleasedOmitted counts released records past the incident's cap.
+	ReleasedOmitted int `json:"released_omitted,omitempty"`
 	// Recovered is absent while State is "open".
 	Recovered *Recovered `json:"recovered,omitempty"`
 	// Timeline lists what happened, at times relative to Start.

@@ -66,7 +66,10 @@ type openIncident struct {
 	failing map[int]int
 	// aliveAt is when Expire last found a failing process alive.
 	aliveAt time.Time
-	uid     uint32 // whose incident it is: the first failing process's user
+	// failureMarks and otherMarks count the timeline's entries of each
+	// budget (MaxTimeline).
+	failureMarks, otherMarks int
+	uid                      uint32 // whose incident it is: the first failing process's user
 }
 
 // DefaultQuiet is how long an incident stays open after its last attempt
@@ -83,9 +86,25 @@ const DefaultQuiet = 10 * time.Second
 const ExitGrace = 2 * time.Second
 
 // MaxTimeline caps an incident's timeline: a port that fails for days
-// keeps counting attempts, but its timeline keeps its first entries and
-// its signals, releases and recovery.
+// keeps counting attempts, but its timeline keeps its first entries — up
+// to MaxTimeline failures and repeats, and as many other marks (signals,
+// releases, notes) — and its end.
 const MaxTimeline = 1000
+
+// Each incident keeps at most MaxSignals signals one by one (the rest
+// are counted in at most MaxSignalFolds folds: sender and signal),
+// MaxReleased releases, MaxHolders holders and MaxFailing failing
+// processes (the rest counted): a user who floods a holder with signals
+// or fails from thousands of processes makes counts grow, not memory. A
+// live builder keeps no timeline and no command lines at all (it only
+// decides; report tells).
+const (
+	MaxSignals     = 100
+	MaxSignalFolds = 64
+	MaxReleased    = 256
+	MaxHolders     = 64
+	MaxFailing     = 1024
+)
 
 // MaxOpen caps the incidents a live builder keeps open: an unprivileged
 // user can fail binds on every port of as many network namespaces as it
@@ -135,13 +154,38 @@ func (b *Builder) Add(rec any) {
 		b.repeats(r)
 	case *events.Signal:
 		if o := b.at(Key{r.Host, r.Netns, r.Proto, r.Port}, r.Time); o != nil {
-			o.in.Signals = append(o.in.Signals, r)
-			b.mark(o.in, r.Time, events.MarkSignal, r.Target.PID, 0, signalLine(r))
+			in := o.in
+			if len(in.Signals) >= MaxSignals {
+				b.foldSignal(in, r.Signal, &r.Sender, &r.Target, 1, r.Time, r.Time)
+				return
+			}
+			if b.live {
+				c := *r
+				c.Sender, c.Target = trimmed(&r.Sender), trimmed(&r.Target)
+				r = &c
+			}
+			in.Signals = append(in.Signals, r)
+			b.mark(in, r.Time, events.MarkSignal, r.Target.PID, 0, signalLine(r))
+		}
+	case *events.SignalRepeats:
+		if o := b.at(Key{r.Host, r.Netns, r.Proto, r.Port}, r.Time); o != nil {
+			b.foldSignal(o.in, r.Signal, &r.Sender, &r.Target, r.Count, r.First, r.Last)
+			b.mark(o.in, r.Time, events.MarkSignal, r.Target.PID, r.Count, signalRepeatsLine(r))
 		}
 	case *events.Released:
 		if o := b.at(Key{r.Host, r.Netns, r.Proto, r.Port}, r.Time); o != nil {
-			o.in.Released = append(o.in.Released, r)
-			b.mark(o.in, r.Time, events.MarkReleased, holderPID(r), 0, releasedLine(r))
+			in := o.in
+			if len(in.Released) >= MaxReleased {
+				in.ReleasedOmitted++
+				return
+			}
+			if b.live {
+				c := *r
+				c.Holder, c.Closer = trimmedPtr(r.Holder), trimmedPtr(r.Closer)
+				r = &c
+			}
+			in.Released = append(in.Released, r)
+			b.mark(in, r.Time, events.MarkReleased, holderPID(r), 0, releasedLine(r))
 		}
 	case *events.PortFree:
 		// A check (wait-free, free) or a probe saw the port free: a note,
@@ -371,16 +415,17 @@ func (b *Builder) failure(f *events.Failure) {
 	in := o.in
 	o.last = maxTime(o.last, f.Time)
 	in.Attempts++
-	p := o.failingProcess(&f.Process, f.Time)
-	p.Attempts++
-	if !slices.Contains(p.Errnos, f.Errno) {
-		p.Errnos = append(p.Errnos, f.Errno)
+	if p := o.failingProcess(&f.Process, f.Time, b.live); p != nil {
+		p.Attempts++
+		if !slices.Contains(p.Errnos, f.Errno) && len(p.Errnos) < 8 {
+			p.Errnos = append(p.Errnos, f.Errno)
+		}
 	}
 	for _, h := range f.Holders {
-		addHolder(in, &h, &f.Process)
+		b.addHolder(in, &h, &f.Process)
 	}
 	if f.TimeWait != nil && len(f.Holders) == 0 {
-		addHolder(in, &events.Holder{State: "TIME_WAIT", Addr: f.Addr, Port: f.Port, Processes: []events.Process{}}, &f.Process)
+		b.addHolder(in, &events.Holder{State: "TIME_WAIT", Addr: f.Addr, Port: f.Port, Processes: []events.Process{}}, &f.Process)
 	}
 	if in.Diagnosis == "" {
 		in.Diagnosis, in.Hint = f.Diagnosis, f.Hint
@@ -412,38 +457,100 @@ func (b *Builder) repeats(r *events.Repeats) {
 	in := o.in
 	o.last = maxTime(o.last, r.Time)
 	in.Attempts += r.Count
-	p := o.failingProcess(&events.Process{PID: r.PID, Comm: r.Comm}, r.Time)
-	p.Attempts += r.Count
+	if p := o.failingProcess(&events.Process{PID: r.PID, Comm: r.Comm}, r.Time, b.live); p != nil {
+		p.Attempts += r.Count
+	}
 	b.mark(in, r.Time, events.MarkRepeats, r.PID, r.Count, repeatsLine(r))
 }
 
 // failingProcess is p's entry among the incident's failing processes,
 // added if new.
-func (o *openIncident) failingProcess(p *events.Process, t time.Time) *events.IncidentProcess {
+// failingProcess is p's entry among the incident's failing processes,
+// added if new; past MaxFailing of them, nil (counted in FailingOmitted).
+func (o *openIncident) failingProcess(p *events.Process, t time.Time, live bool) *events.IncidentProcess {
 	in := o.in
 	if i, ok := o.failing[p.PID]; ok {
 		in.Failing[i].Last = maxTime(in.Failing[i].Last, t)
 		return &in.Failing[i]
 	}
+	if len(in.Failing) >= MaxFailing {
+		in.FailingOmitted++
+		return nil
+	}
+	kept := *p
+	if live {
+		kept = trimmed(p)
+	}
 	o.failing[p.PID] = len(in.Failing)
-	in.Failing = append(in.Failing, events.IncidentProcess{Process: *p, Errnos: []string{}, First: t, Last: t})
+	in.Failing = append(in.Failing, events.IncidentProcess{Process: kept, Errnos: []string{}, First: t, Last: t})
 	return &in.Failing[len(in.Failing)-1]
 }
 
-func addHolder(in *events.Incident, h *events.Holder, failing *events.Process) {
+// trimmed is what a live builder keeps of a process: who it is, not its
+// command line (which its user makes as long as they like).
+func trimmed(p *events.Process) events.Process {
+	return events.Process{PID: p.PID, TID: p.TID, PPID: p.PPID, UID: p.UID, Comm: p.Comm, Netns: p.Netns,
+		StartTime: p.StartTime, OrigPPID: p.OrigPPID}
+}
+
+func trimmedPtr(p *events.Process) *events.Process {
+	if p == nil {
+		return nil
+	}
+	t := trimmed(p)
+	return &t
+}
+
+// foldSignal counts signals the incident does not list one by one, per
+// sender and signal (past MaxSignalFolds of those, under sender pid 0).
+func (b *Builder) foldSignal(in *events.Incident, sig string, sender, target *events.Process, count uint64, first, last time.Time) {
+	i := slices.IndexFunc(in.SignalFolds, func(f events.SignalFold) bool { return f.Signal == sig && f.Sender.PID == sender.PID })
+	if i < 0 && len(in.SignalFolds) >= MaxSignalFolds {
+		i = slices.IndexFunc(in.SignalFolds, func(f events.SignalFold) bool { return f.Signal == sig && f.Sender.PID == 0 })
+		sender = &events.Process{}
+	}
+	if i < 0 {
+		s, t := *sender, *target
+		if b.live {
+			s, t = trimmed(sender), trimmed(target)
+		}
+		in.SignalFolds = append(in.SignalFolds, events.SignalFold{Signal: sig, Sender: s, Target: t, First: first, Last: last})
+		i = len(in.SignalFolds) - 1
+	}
+	f := &in.SignalFolds[i]
+	f.Count += count
+	if first.Before(f.First) {
+		f.First = first
+	}
+	f.Last = maxTime(f.Last, last)
+}
+
+func (b *Builder) addHolder(in *events.Incident, h *events.Holder, failing *events.Process) {
 	for _, have := range in.Holders {
 		if have.State == h.State && have.Addr == h.Addr && (h.Inode == 0 || have.Inode == h.Inode) &&
 			samePIDs(have.Processes, h.Processes) {
 			return
 		}
 	}
+	if len(in.Holders) >= MaxHolders {
+		in.HoldersOmitted++
+		return
+	}
 	procs := h.Processes
 	if procs == nil {
 		procs = []events.Process{}
 	}
+	boundBy := h.BoundBy
+	if b.live {
+		procs = make([]events.Process, 0, min(len(h.Processes), 16))
+		for i := range h.Processes[:min(len(h.Processes), 16)] {
+			procs = append(procs, trimmed(&h.Processes[i]))
+		}
+		boundBy = trimmedPtr(h.BoundBy)
+	}
 	in.Holders = append(in.Holders, events.IncidentHolder{
 		Kind: HolderKind(h, failing), State: h.State, Addr: h.Addr, Inode: h.Inode, Since: h.Since,
-		Source: h.Source, Processes: procs, BoundBy: h.BoundBy,
+		Source: h.Source, Processes: procs, BoundBy: boundBy,
 	})
 }
 
@@ -485,9 +592,26 @@ func (b *Builder) mark(in *events.Incident, t time.Time, kind string, pid int, c
 	in.End = maxTime(in.End, t)
 	in.ContentionMS = in.End.Sub(in.Start).Milliseconds()
 	in.OutageMS = in.ContentionMS
-	if len(in.Timeline) >= MaxTimeline && (kind == events.MarkFailure || kind == events.MarkRepeats) {
-		in.TimelineOmitted++
+	if b.live {
 		return
+	}
+	switch kind {
+	case events.MarkRecovered, events.MarkAbandoned, events.MarkUntracked, events.MarkEnd:
+		// Once each: the incident's end.
+	default:
+		o := b.open[Key{in.Host, in.Netns, in.Proto, in.Port}]
+		if o == nil || o.in != in {
+			break
+		}
+		n := &o.otherMarks
+		if kind == events.MarkFailure || kind == events.MarkRepeats {
+			n = &o.failureMarks
+		}
+		if *n >= MaxTimeline {
+			in.TimelineOmitted++
+			return
+		}
+		*n++
 	}
 	in.Timeline = append(in.Timeline, events.TimelineEntry{
 		AtMS: t.Sub(in.Start).Milliseconds(), Time: t, Kind: kind, PID: pid, Count: count, Text: text,

@@ -15,24 +15,56 @@ func failure(at time.Time, port uint16, pid int) *events.Failure {
 }
 
 // A port that fails for days keeps counting attempts, but its timeline
-// stops growing; a live builder forgets ended incidents and caps the open
-// ones.
+// stops growing; a flood of signals and releases makes counts grow, not
+// lists; a live builder keeps no timeline, forgets ended incidents and
+// caps the open ones.
 func TestBuilderBounds(t *testing.T) {
 	t0 := time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC)
+	k := Key{"h", 1, "tcp", 80}
+	for _, b := range []*Builder{NewBuilder(), NewLiveBuilder()} {
+		b.Quiet = 24 * time.Hour
+		for i := range MaxTimeline + 500 {
+			b.Add(failure(t0.Add(time.Duration(i)*time.Second), 80, 7))
+		}
+		b.Add(&events.Repeats{Type: events.TypeRepeats, Version: 1, Time: t0.Add(time.Hour), Host: "h", Count: 40, PID: 7, Proto: "tcp", Port: 80})
+		for i := range 3 * MaxTimeline {
+			at := t0.Add(time.Hour + time.Duration(i)*time.Millisecond)
+			b.Add(&events.Signal{Type: events.TypeSignal, Version: 1, Time: at, Host: "h", Signal: "SIGHUP", Proto: "tcp", Netns: 1, Port: 80,
+				Sender: events.Process{PID: 100 + i%(2*MaxSignalFolds), Cmdline: []string{strings.Repeat("A", 60000)}}, Target: events.Process{PID: 9}})
+			b.Add(&events.Released{Type: events.TypeReleased, Version: 1, Time: at, Host: "h", Proto: "tcp", Netns: 1, Port: 80, Holder: &events.Process{PID: 9}})
+		}
+		for p := range MaxFailing + 5 {
+			f := failure(t0.Add(time.Hour+time.Second), 80, 1000+p)
+			f.Process.Cmdline = []string{strings.Repeat("B", 60000)}
+			b.Add(f)
+		}
+		attempts, failed := b.Attempts(k, 7)
+		if _, other := b.Attempts(k, 8); attempts != MaxTimeline+540+MaxFailing+5 || !failed || other {
+			t.Errorf("attempts %d (pid 7 failed: %v, pid 8: %v), want %d by pid 7", attempts, failed, other, MaxTimeline+540)
+		}
+		in := b.open[k].in
+		folded := uint64(0)
+		for _, f := range in.SignalFolds {
+			folded += f.Count
+		}
+		if len(in.Signals) != MaxSignals || len(in.SignalFolds) != MaxSignalFolds+1 || folded != 3*MaxTimeline-MaxSignals ||
+			len(in.Released) != MaxReleased || in.ReleasedOmitted != 3*MaxTimeline-MaxReleased || len(in.Failing) != MaxFailing || in.FailingOmitted != 6 {
+			t.Errorf("live %v: %d signals, %d folds of %d, %d released (%d omitted), %d failing (%d omitted)", b.live, len(in.Signals), len(in.SignalFolds), folded,
+				len(in.Released), in.ReleasedOmitted, len(in.Failing), in.FailingOmitted)
+		}
+		if b.live {
+			if len(in.Timeline) != 0 || len(in.Failing[1].Process.Cmdline) != 0 || len(in.Signals[0].Sender.Cmdline) != 0 {
+				t.Errorf("a live builder keeps a timeline (%d) or command lines", len(in.Timeline))
+			}
+		} else if want := MaxTimeline + MaxSignals + MaxReleased; len(in.Timeline) != want || in.TimelineOmitted != 1500+1+MaxFailing+5-MaxTimeline {
+			// Failures past the cap are omitted; signals and releases
+			// past theirs are folded and counted, not marked.
+			t.Errorf("timeline %d entries, %d omitted; want %d and %d", len(in.Timeline), in.TimelineOmitted, want, 1500+1+MaxFailing+5-MaxTimeline)
+		}
+	}
 	b := NewLiveBuilder()
 	b.Quiet = 24 * time.Hour
-	for i := range MaxTimeline + 500 {
-		b.Add(failure(t0.Add(time.Duration(i)*time.Second), 80, 7))
-	}
-	b.Add(&events.Repeats{Type: events.TypeRepeats, Version: 1, Time: t0.Add(time.Hour), Host: "h", Count: 40, PID: 7, Proto: "tcp", Port: 80})
-	k := Key{"h", 1, "tcp", 80}
-	attempts, failed := b.Attempts(k, 7)
-	if _, other := b.Attempts(k, 8); attempts != MaxTimeline+540 || !failed || other {
-		t.Errorf("attempts %d (pid 7 failed: %v, pid 8: %v), want %d by pid 7", attempts, failed, other, MaxTimeline+540)
-	}
-	if in := b.open[k].in; len(in.Timeline) != MaxTimeline || in.TimelineOmitted != 501 {
-		t.Errorf("timeline %d entries, %d omitted; want %d and 501", len(in.Timeline), in.TimelineOmitted, MaxTimeline)
-	}
+	b.Add(failure(t0, 80, 7))
 	b.Add(&events.Recovered{Type: events.TypeRecovered, Version: 1, Time: t0.Add(2 * time.Hour), Host: "h", Proto: "tcp", Netns: 1, Port: 80})
 	if b.IsOpen(k) || len(b.Finish(t0.Add(3*time.Hour))) != 0 {
 		t.Errorf("a live builder keeps an ended incident")

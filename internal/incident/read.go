@@ -224,6 +224,8 @@ func Decode(line []byte) (any, badKind) {
 		rec = &events.Abandoned{}
 	case events.TypeUntracked:
 		rec = &events.IncidentUntracked{}
+	case events.TypeSignalRepeats:
+		rec = &events.SignalRepeats{}
 	case events.TypeStart:
 		rec = &events.Start{}
 	case events.TypeStop:
@@ -254,6 +256,8 @@ func recordTime(rec any) time.Time {
 	case *events.Abandoned:
 		return r.Time
 	case *events.IncidentUntracked:
+		return r.Time
+	case *events.SignalRepeats:
 		return r.Time
 	case *events.Start:
 		return r.Time

@@ -44,6 +44,11 @@ func signalLine(s *events.Signal) string {
 		events.ProcessShort(&s.Sender), s.Sender.UID, s.Result)
 }
 
+func signalRepeatsLine(r *events.SignalRepeats) string {
+	return fmt.Sprintf("%d more %s to %s from %s uid %d, folded (%s to %s)", r.Count, r.Signal, events.ProcessShort(&r.Target),
+		events.ProcessShort(&r.Sender), r.Sender.UID, stamp(r.First), stamp(r.Last))
+}
+
 func releasedLine(r *events.Released) string {
 	s := "the " + r.State + " socket"
 	if r.Holder != nil {
@@ -160,10 +165,26 @@ func WriteText(w io.Writer, incidents []*events.Incident) error {
 		for _, f := range in.Failing {
 			fmt.Fprintf(&b, "  failing: %s: %d attempt%s (%s)\n", events.ProcessShort(&f.Process), f.Attempts, events.Plural(f.Attempts), strings.Join(f.Errnos, "/"))
 		}
+		if in.FailingOmitted > 0 {
+			fmt.Fprintf(&b, "  failing: %d more process%s, not listed\n", in.FailingOmitted, map[bool]string{true: "", false: "es"}[in.FailingOmitted == 1])
+		}
 		for _, h := range in.Holders {
 			fmt.Fprintf(&b, "  holder:  %s — %s\n", holderSummary(&h), h.Kind)
 		}
-		if len(in.Holders) > 0 && len(in.Signals) == 0 && in.Untracked == "" {
+		if in.HoldersOmitted > 0 {
+			fmt.Fprintf(&b, "  holder:  %d more, not listed\n", in.HoldersOmitted)
+		}
+		for _, f := range in.SignalFolds {
+			from := "other senders"
+			if f.Sender.PID != 0 {
+				from = fmt.Sprintf("%s uid %d", events.ProcessShort(&f.Sender), f.Sender.UID)
+			}
+			fmt.Fprintf(&b, "  signals: %d %s to %s from %s, folded (%s → %s)\n", f.Count, f.Signal, events.ProcessShort(&f.Target), from, stamp(f.First), stamp(f.Last))
+		}
+		if in.ReleasedOmitted > 0 {
+			fmt.Fprintf(&b, "  released: %d more, not listed\n", in.ReleasedOmitted)
+		}
+		if len(in.Holders) > 0 && len(in.Signals) == 0 && len(in.SignalFolds) == 0 && in.Untracked == "" {
 			b.WriteString("  signals: none sent to the holder while the incident was open\n")
 		}
 		for _, e := range in.Timeline {

@@ -369,9 +369,13 @@ func (h *HelperProc) Stop() {
 //	                                  with SO_REUSEADDR, retrying every EVERY_MS
 //	                                  until it can; hold the port HOLD_MS, exit
 //	holdfail ADDR N                   see holdFail → "ready PID PORTS"
+//	hupproof PROTO ADDR PORT          hold PROTO ADDR:PORT ignoring SIGHUP
+//	                                  → "ready PID INODE"; until stdin closes
+//	sigflood PID SIG RATE MS          send signal SIG to PID RATE times a second
+//	                                  for MS milliseconds → "sent N"
 func runJob(args []string) error {
 	wait := func() { io.Copy(io.Discard, os.Stdin) }
-	need := map[string]int{"serve": 5, "retry": 6, "named": 3, "bind": 4, "storm": 5, "keystorm": 6, "spread": 6, "markedfail": 3, "hold": 4, "inherit": 3, "keep": 1, "fdhog": 2, "trybind": 4, "connect": 3, "autobind": 1, "orphan": 4, "subreaper": 2, "execwhen": 2, "nonetadmin": 2, "holdfail": 3}
+	need := map[string]int{"serve": 5, "retry": 6, "named": 3, "bind": 4, "storm": 5, "keystorm": 6, "spread": 6, "markedfail": 3, "hold": 4, "inherit": 3, "keep": 1, "fdhog": 2, "trybind": 4, "connect": 3, "autobind": 1, "orphan": 4, "subreaper": 2, "execwhen": 2, "nonetadmin": 2, "holdfail": 3, "hupproof": 4, "sigflood": 5}
 	if len(args) == 0 || len(args) < need[args[0]] || need[args[0]] == 0 {
 		return fmt.Errorf("bad job %q", args)
 	}
@@ -424,6 +428,33 @@ func runJob(args []string) error {
 		err = Bind(fd, "0.0.0.0", port)
 		errno, _ := err.(syscall.Errno)
 		fmt.Printf("errno %d\n", int(errno))
+		return nil
+	case "hupproof":
+		signal.Ignore(syscall.SIGHUP)
+		fd, err := holdSocket(args[1:])
+		if err != nil {
+			return err
+		}
+		fmt.Printf("ready %d %d\n", os.Getpid(), socketInode(fd))
+		wait()
+		return nil
+	case "sigflood":
+		pid, _ := strconv.Atoi(args[1])
+		sig, _ := strconv.Atoi(args[2])
+		rate, _ := strconv.Atoi(args[3])
+		ms, _ := strconv.Atoi(args[4])
+		sent := 0
+		start := time.Now()
+		for d := time.Duration(ms) * time.Millisecond; time.Since(start) < d; {
+			// Catch up to RATE a second, in bursts as the scheduler allows.
+			for due := int(time.Since(start).Seconds() * float64(rate)); sent < due; sent++ {
+				if err := syscall.Kill(pid, syscall.Signal(sig)); err != nil {
+					return fmt.Errorf("sigflood: kill %d: %w", pid, err)
+				}
+			}
+			time.Sleep(time.Millisecond)
+		}
+		fmt.Printf("sent %d\n", sent)
 		return nil
 	case "holdfail":
 		n, err := holdFail(args[1], args[2])

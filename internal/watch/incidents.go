@@ -61,6 +61,8 @@ type incidents struct {
 	holderPIDs    map[uint32]int
 	// untracked counts the incident_untracked records written.
 	untracked uint64
+	// pump reads the kernel's incident records as they come.
+	pump *pump
 }
 
 // watchedPort is one open incident's kernel and poll state.
@@ -99,8 +101,10 @@ func newIncidents(out Sink, t *tracer.Tracer, e *enricher, host string, quiet ti
 		return false
 	}
 	b.Protected = protected
-	return &incidents{out: out, tracer: t, enrich: e, host: host, builder: b, ports: map[incident.Key]*watchedPort{},
-		protected: protected, watchedPerUID: map[uint32]int{}, holderPIDs: map[uint32]int{}}
+	in := &incidents{out: out, tracer: t, enrich: e, host: host, builder: b, ports: map[incident.Key]*watchedPort{},
+		protected: protected, watchedPerUID: map[uint32]int{}, holderPIDs: map[uint32]int{}, pump: newPump(t)}
+	in.pump.start()
+	return in
 }
 
 // Write passes a record on and accounts for it. Before a failure, the
@@ -252,16 +256,11 @@ func (in *incidents) kernelSees(h *events.Holder) bool {
 	return false
 }
 
-// maxIncidentBatch bounds the kernel records one step hands over: a
-// signal flood must not keep a step reading forever (the rest waits in
-// the ring for the next step).
-const maxIncidentBatch = 4096
-
 // step hands over what the kernel reported for open incidents and polls
 // what it cannot see. flushFolds writes the repeats still folded in the
 // kernel, so that a recovery's attempts count them.
 func (in *incidents) step(flushFolds func() error) error {
-	batch, err := in.readBatch(nil)
+	batch, err := in.pump.take()
 	if err != nil {
 		return err
 	}
@@ -290,22 +289,6 @@ func (in *incidents) expire(now time.Time) error {
 		in.close(k)
 	}
 	return nil
-}
-
-// readBatch appends what the kernel has queued to batch, up to
-// maxIncidentBatch records.
-func (in *incidents) readBatch(batch []any) ([]any, error) {
-	for len(batch) < maxIncidentBatch {
-		rec, err := in.tracer.ReadIncident()
-		if err != nil {
-			return batch, err
-		}
-		if rec == nil {
-			break
-		}
-		batch = append(batch, rec)
-	}
-	return batch, nil
 }
 
 // kernelRecord hands over batch[i], and returns the batch (which may have
@@ -340,6 +323,14 @@ func (in *incidents) kernelRecord(batch []any, i int, flushFolds func() error) (
 		}
 		in.enrich.r.Describe(&r.Sender)
 		in.enrich.r.Describe(&r.Target)
+	case *events.SignalRepeats:
+		r.Host = in.host
+		if !in.builder.IsOpen(in.key(r.Netns, r.Proto, r.Port)) {
+			return batch, nil
+		}
+		if r.Sender.PID != 0 {
+			in.enrich.r.Describe(&r.Sender)
+		}
 	case *events.Recovered:
 		r.Host = in.host
 		if err := flushFolds(); err != nil {
@@ -418,7 +409,8 @@ func (in *incidents) letGo(k incident.Key, r *events.Recovered, batch []any, i i
 	}
 	// The port is held, but not by the taker: a taker that listened
 	// after the batch was read may be what holds it.
-	batch, _ = in.readBatch(batch)
+	more, _ := in.pump.take()
+	batch = append(batch, more...)
 	return batch, later()
 }
 func (in *incidents) key(netns uint32, proto string, port uint16) incident.Key {

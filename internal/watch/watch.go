@@ -280,9 +280,14 @@ drain:
 		return err
 	}
 	// The programs are detached: what they reported is in the ring.
+	s.incidents.pump.close()
+	if err := s.incidents.pump.drain(); err != nil {
+		return err
+	}
 	if err := s.incidents.step(func() error { return nil }); err != nil {
 		return err
 	}
+	signalsFolded, incidentLost := s.incidents.pump.counts()
 	lostErr := s.writeLost()
 	st, statsErr := s.tracer.Stats()
 	now := time.Now()
@@ -290,8 +295,8 @@ drain:
 		Type: events.TypeStop, Version: events.Version, Time: now, Host: s.host,
 		Failures: st.Failures, Reported: s.reported, Folded: s.folded, Lost: s.lost,
 		Unread: s.tracer.Unread(), Unfolded: st.FoldFull, Unresolved: s.unresolved, Unfollowed: st.Unfollowed,
-		IncidentsUntracked: s.incidents.untracked,
-		DurationMS:         now.Sub(s.started).Milliseconds(),
+		IncidentsUntracked: s.incidents.untracked, SignalsFolded: signalsFolded, IncidentRecordsLost: incidentLost,
+		DurationMS: now.Sub(s.started).Milliseconds(),
 	})
 	return errors.Join(err, harvestErr, lostErr, statsErr)
 }
