@@ -1,6 +1,7 @@
 package watch
 
 import (
+	"errors"
 	"slices"
 	"strconv"
 	"time"
@@ -438,8 +439,19 @@ func (in *incidents) close(k incident.Key) {
 
 // poll looks, every pollInterval, at the ports whose holders only a poll
 // can see go: a UDP socket, a TIME_WAIT socket, a TCP socket not in the
-// kernel's registry.
+// kernel's registry. The ports of one network namespace and protocol are
+// looked at in one sock_diag dump (per address family): the poll's cost
+// does not grow with the number of incidents.
 func (in *incidents) poll(now time.Time) error {
+	type groupKey struct {
+		netns uint32
+		proto string
+	}
+	type group struct {
+		ports []uint16
+		keys  []incident.Key
+	}
+	groups := map[groupKey]*group{}
 	for k, w := range in.ports {
 		if !in.builder.IsOpen(k) { // ended: a stop record, or recovered by poll's eyes
 			in.close(k)
@@ -453,52 +465,88 @@ func (in *incidents) poll(now time.Time) error {
 		if now.Sub(w.lastPoll) < pollInterval {
 			continue
 		}
-		precision := pollInterval
-		if !w.lastPoll.IsZero() {
-			precision = now.Sub(w.lastPoll)
+		gk := groupKey{w.key.Netns, w.key.Proto}
+		g := groups[gk]
+		if g == nil {
+			g = &group{}
+			groups[gk] = g
 		}
-		w.lastPoll = now
-		socks, err := in.enrich.r.Sockets(w.netns, w.key.Proto, w.key.Port)
+		g.ports = append(g.ports, w.key.Port)
+		g.keys = append(g.keys, k)
+	}
+	for _, g := range groups {
+		// Any failing process's namespace path will do; one may be gone.
+		var socks map[uint16]*resolve.PortSockets
+		err := errors.New("no namespace")
+		tried := map[string]bool{}
+		for _, k := range g.keys {
+			ns := in.ports[k].netns
+			if tried[ns.Path] {
+				continue
+			}
+			tried[ns.Path] = true
+			if socks, err = in.enrich.r.SocketsOn(ns, k.Proto, g.ports); err == nil {
+				break
+			}
+		}
 		if err != nil {
 			continue // the namespace is gone: nothing more to see
 		}
-		for inode, h := range w.polled {
-			if _, ok := socks.Inodes[inode]; ok {
-				continue
-			}
-			delete(w.polled, inode)
-			r := &events.Released{
-				Type: events.TypeReleased, Version: events.Version, Time: now, Host: in.host,
-				Source: events.SourcePoll, PrecisionMS: precision.Milliseconds(),
-				Proto: w.key.Proto, Netns: w.key.Netns, Addr: h.Addr, Port: w.key.Port, State: h.State, How: events.HowGone,
-			}
-			if len(h.Processes) > 0 {
-				p := h.Processes[0]
-				r.Holder = &p
-				// The socket is gone; whether its owner is says how.
-				if resolve.Running(p) {
-					r.How = events.HowClose
-				} else {
-					r.How = events.HowExit
-				}
-			}
-			if !h.Since.IsZero() {
-				r.HeldMS = now.Sub(h.Since).Milliseconds()
-			}
-			if err := in.Write(r); err != nil {
+		for _, k := range g.keys {
+			if err := in.polled(in.ports[k], socks[k.Port], now); err != nil {
 				return err
 			}
 		}
-		if w.timeWait && socks.TimeWait == 0 {
-			w.timeWait = false
-			r := &events.Released{
-				Type: events.TypeReleased, Version: events.Version, Time: now, Host: in.host,
-				Source: events.SourcePoll, PrecisionMS: precision.Milliseconds(),
-				Proto: w.key.Proto, Netns: w.key.Netns, Addr: w.addr, Port: w.key.Port, State: "TIME_WAIT", How: events.HowExpired,
+	}
+	return nil
+}
+
+// polled writes what one poll of w's port found gone.
+func (in *incidents) polled(w *watchedPort, socks *resolve.PortSockets, now time.Time) error {
+	if socks == nil {
+		return nil
+	}
+	precision := pollInterval
+	if !w.lastPoll.IsZero() {
+		precision = now.Sub(w.lastPoll)
+	}
+	w.lastPoll = now
+	for inode, h := range w.polled {
+		if _, ok := socks.Inodes[inode]; ok {
+			continue
+		}
+		delete(w.polled, inode)
+		r := &events.Released{
+			Type: events.TypeReleased, Version: events.Version, Time: now, Host: in.host,
+			Source: events.SourcePoll, PrecisionMS: precision.Milliseconds(),
+			Proto: w.key.Proto, Netns: w.key.Netns, Addr: h.Addr, Port: w.key.Port, State: h.State, How: events.HowGone,
+		}
+		if len(h.Processes) > 0 {
+			p := h.Processes[0]
+			r.Holder = &p
+			// The socket is gone; whether its owner is says how.
+			if resolve.Running(p) {
+				r.How = events.HowClose
+			} else {
+				r.How = events.HowExit
 			}
-			if err := in.Write(r); err != nil {
-				return err
-			}
+		}
+		if !h.Since.IsZero() {
+			r.HeldMS = now.Sub(h.Since).Milliseconds()
+		}
+		if err := in.Write(r); err != nil {
+			return err
+		}
+	}
+	if w.timeWait && socks.TimeWait == 0 {
+		w.timeWait = false
+		r := &events.Released{
+			Type: events.TypeReleased, Version: events.Version, Time: now, Host: in.host,
+			Source: events.SourcePoll, PrecisionMS: precision.Milliseconds(),
+			Proto: w.key.Proto, Netns: w.key.Netns, Addr: w.addr, Port: w.key.Port, State: "TIME_WAIT", How: events.HowExpired,
+		}
+		if err := in.Write(r); err != nil {
+			return err
 		}
 	}
 	return nil
