@@ -63,9 +63,6 @@ error.`,
 		}, redactFlags()...),
 		Action:          reportAction,
 		HideHelpCommand: true,
-		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
-			return usageError{err}
-		},
 	}
 }
 

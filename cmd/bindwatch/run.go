@@ -51,9 +51,6 @@ Examples:
 		Flags:           withEnv(runFlags()),
 		Action:          runAction,
 		HideHelpCommand: true,
-		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
-			return usagef("%v (hint: put the command after --: bindwatch run [flags] -- CMD [ARGS...])", err)
-		},
 	}
 }
 

@@ -46,7 +46,7 @@ func traceFlags() []cli.Flag {
 
 func traceAction(c *cli.Context) error {
 	if c.Args().Present() {
-		return usagef("unexpected argument %q (commands: %s)", c.Args().First(), commandNames(c.App))
+		return unexpectedArgument(c.App, c.Args().First())
 	}
 	cfg, err := tracerConfig(c)
 	if err != nil {
@@ -117,14 +117,6 @@ func stopOnSignals() (ctx context.Context, hurry <-chan struct{}, release func()
 	}
 }
 
-func commandNames(app *cli.App) string {
-	var names []string
-	for _, c := range app.Commands {
-		names = append(names, c.Name)
-	}
-	return strings.Join(names, ", ")
-}
-
 // tracerConfig turns the trace flags into a tracer configuration, or a
 // usage error saying which flag is wrong.
 func tracerConfig(c *cli.Context) (tracer.Config, error) {
@@ -177,7 +169,7 @@ func tracerConfig(c *cli.Context) (tracer.Config, error) {
 		return cfg, usagef("--ring-size 0: the ring buffer cannot be empty (want a power of two from %d to %d bytes; without the flag it is %d)", os.Getpagesize(), tracer.MaxRingSize, tracer.DefaultRingSize)
 	}
 	if err := cfg.Validate(); err != nil {
-		return cfg, usageError{err}
+		return cfg, usageError{err: err}
 	}
 	return cfg, nil
 }

@@ -228,7 +228,11 @@ type Start struct {
 	Backend string    `json:"backend"`
 	// Skipped says why each better backend was not used.
 	Skipped map[string]string `json:"skipped,omitempty"`
-	PID     int               `json:"pid"`
+	// Limits says what this session cannot see or know, and why: "lineage"
+	// (how listeners end, the evidence of a leftover), "io_uring_addr"
+	// (the address of an io_uring bind). Absent when nothing is missing.
+	Limits map[string]string `json:"limits,omitempty"`
+	PID    int               `json:"pid"`
 	// Fold is the in-kernel folding window: repeats of one process's
 	// failure on one port within it are counted, not each reported.
 	FoldMS int64 `json:"fold_ms"`

@@ -116,8 +116,11 @@ type SignalRepeats struct {
 	Signal  string    `json:"signal"`
 	// Sender sent them (pid 0: senders past the bound on how many are
 	// followed, together); Target got the first of them.
-	Sender Process   `json:"sender"`
-	Target Process   `json:"target"`
+	Sender Process `json:"sender"`
+	Target Process `json:"target"`
+	// Result is the kernel's, as in a signal record: a flood's signals
+	// are folded per sender, signal and result.
+	Result string    `json:"result"`
 	Count  uint64    `json:"count"`
 	First  time.Time `json:"first"`
 	Last   time.Time `json:"last"`
@@ -128,18 +131,6 @@ const (
 	SignalBurst     = 5
 	SignalPortBurst = 50
 )
-
-// SignalFold is an incident's count of one sender's signals of one kind
-// that it does not list one by one (signal_repeats records, and signals
-// past its cap).
-type SignalFold struct {
-	Signal string    `json:"signal"`
-	Sender Process   `json:"sender"`
-	Target Process   `json:"target"`
-	Count  uint64    `json:"count"`
-	First  time.Time `json:"first"`
-	Last   time.Time `json:"last"`
-}
 
 func signalRepeatsText(r *SignalRepeats) string {
 	return fmt.Sprintf("%s SIGNALS %d more %s to %s, holder of %s :%d, from %s uid %d, %s to %s (folded)",
@@ -363,13 +354,9 @@ type Incident struct {
 	FailingOmitted int              `json:"failing_omitted,omitempty"`
 	Holders        []IncidentHolder `json:"holders"`
 	// HoldersOmitted counts holders past the incident's cap.
-	HoldersOmitted int       `json:"holders_omitted,omitempty"`
-	Signals        []*Signal `json:"signals"`
-	// SignalFolds count the signals not in Signals: folded by the tracer
-	// (signal_repeats), or past the incident's cap; at most MaxSignalFolds
-	// senders and kinds, the rest under sender pid 0.
-	SignalFolds []SignalFold `json:"signal_folds,omitempty"`
-	Released    []*Released  `json:"released"`
+	HoldersOmitted int         `json:"holders_omitted,omitempty"`
+	Signals        []*Signal   `json:"signals"`
+	Released       []*Released `json:"released"`
 	// ReleasedOmitted counts released records past the incident's cap.
 	ReleasedOmitted int `json:"released_omitted,omitempty"`
 	// Recovered is absent while State is "open".
@@ -379,6 +366,10 @@ type Incident struct {
 	// TimelineOmitted counts failure and repeats entries left out of a
 	// timeline that reached its cap (they still count in Attempts).
 	TimelineOmitted int `json:"timeline_omitted,omitempty"`
+	// SignalsFolded counts the signal records not listed in Signals:
+	// repeats of a listed kind, counted in its folded timeline entry, and
+	// kinds beyond the cap (incident.MaxSignalKinds).
+	SignalsFolded uint64 `json:"signals_folded,omitempty"`
 	// Cause, Confidence, Diagnosis and Hint are the first failure's.
 	Cause      string `json:"cause,omitempty"`
 	Confidence string `json:"confidence,omitempty"`
@@ -406,8 +397,10 @@ type IncidentProcess struct {
 // IncidentHolder is a socket that held the port during an incident, and
 // what it was.
 type IncidentHolder struct {
-	// Kind says what it was: "leftover child", "orphan", "same program",
-	// "another service", "TIME_WAIT".
+	// Kind says what it was, by the diagnosis's rules
+	// (diagnose.HolderKind): "leftover child", "same program", "another
+	// service", "TIME_WAIT"; "orphan" only in logs of versions that
+	// called any process under init so.
 	Kind   string    `json:"kind"`
 	State  string    `json:"state"`
 	Addr   string    `json:"addr"`

@@ -14,6 +14,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/bindwatch/bindwatch/internal/diagnose"
 	"github.com/bindwatch/bindwatch/internal/events"
 )
 
@@ -55,6 +56,10 @@ type Builder struct {
 	refused map[Key]time.Time
 	// untracked are the incident_untracked records not yet taken.
 	untracked []*events.IncidentUntracked
+	// index finds an open incident's holders and signal kinds without a
+	// scan: a report stays linear in the pids of an incident (40,000 of
+	// them in a storm). Its failing processes are in openIncident.
+	index map[*events.Incident]*incidentIndex
 }
 
 // openIncident is an open incident and what ending it needs.
@@ -91,19 +96,16 @@ const ExitGrace = 2 * time.Second
 // releases, notes) — and its end.
 const MaxTimeline = 1000
 
-// Each incident keeps at most MaxSignals signals one by one (the rest
-// are counted in at most MaxSignalFolds folds: sender and signal),
-// MaxReleased releases, MaxHolders holders and MaxFailing failing
-// processes (the rest counted): a user who floods a holder with signals
-// or fails from thousands of processes makes counts grow, not memory. A
-// live builder keeps no timeline and no command lines at all (it only
-// decides; report tells).
+// Each incident keeps at most MaxSignalKinds signals (one per kind, the
+// rest counted), MaxReleased releases, MaxHolders holders and MaxFailing
+// failing processes (the rest counted): a user who floods a holder with
+// signals or fails from thousands of processes makes counts grow, not
+// memory. A live builder keeps no timeline and no command lines at all
+// (it only decides; report tells).
 const (
-	MaxSignals     = 100
-	MaxSignalFolds = 64
-	MaxReleased    = 256
-	MaxHolders     = 64
-	MaxFailing     = 1024
+	MaxReleased = 256
+	MaxHolders  = 64
+	MaxFailing  = 1024
 )
 
 // MaxOpen caps the incidents a live builder keeps open: an unprivileged
@@ -154,23 +156,11 @@ func (b *Builder) Add(rec any) {
 		b.repeats(r)
 	case *events.Signal:
 		if o := b.at(Key{r.Host, r.Netns, r.Proto, r.Port}, r.Time); o != nil {
-			in := o.in
-			if len(in.Signals) >= MaxSignals {
-				b.foldSignal(in, r.Signal, &r.Sender, &r.Target, 1, r.Time, r.Time)
-				return
-			}
-			if b.live {
-				c := *r
-				c.Sender, c.Target = trimmed(&r.Sender), trimmed(&r.Target)
-				r = &c
-			}
-			in.Signals = append(in.Signals, r)
-			b.mark(in, r.Time, events.MarkSignal, r.Target.PID, 0, signalLine(r))
+			b.signal(o.in, r)
 		}
 	case *events.SignalRepeats:
 		if o := b.at(Key{r.Host, r.Netns, r.Proto, r.Port}, r.Time); o != nil {
-			b.foldSignal(o.in, r.Signal, &r.Sender, &r.Target, r.Count, r.First, r.Last)
-			b.mark(o.in, r.Time, events.MarkSignal, r.Target.PID, r.Count, signalRepeatsLine(r))
+			b.signalRepeats(o.in, r)
 		}
 	case *events.Released:
 		if o := b.at(Key{r.Host, r.Netns, r.Proto, r.Port}, r.Time); o != nil {
@@ -501,36 +491,14 @@ func trimmedPtr(p *events.Process) *events.Process {
 	return &t
 }
 
-// foldSignal counts signals the incident does not list one by one, per
-// sender and signal (past MaxSignalFolds of those, under sender pid 0).
-func (b *Builder) foldSignal(in *events.Incident, sig string, sender, target *events.Process, count uint64, first, last time.Time) {
-	i := slices.IndexFunc(in.SignalFolds, func(f events.SignalFold) bool { return f.Signal == sig && f.Sender.PID == sender.PID })
-	if i < 0 && len(in.SignalFolds) >= MaxSignalFolds {
-		i = slices.IndexFunc(in.SignalFolds, func(f events.SignalFold) bool { return f.Signal == sig && f.Sender.PID == 0 })
-		sender = &events.Process{}
-	}
-	if i < 0 {
-		s, t := *sender, *target
-		if b.live {
-			s, t = trimmed(sender), trimmed(target)
-		}
-		in.SignalFolds = append(in.SignalFolds, events.SignalFold{Signal: sig, Sender: s, Target: t, First: first, Last: last})
-		i = len(in.SignalFolds) - 1
-	}
-	f := &in.SignalFolds[i]
-	f.Count += count
-	if first.Before(f.First) {
-		f.First = first
-	}
-	f.Last = maxTime(f.Last, last)
-}
-
+// addHolder adds h to the incident's holders unless it is there: the same
+// state, address and processes, and the same socket (inode) when h names
+// one. Past MaxHolders, it is counted (HoldersOmitted).
 func (b *Builder) addHolder(in *events.Incident, h *events.Holder, failing *events.Process) {
-	for _, have := range in.Holders {
-		if have.State == h.State && have.Addr == h.Addr && (h.Inode == 0 || have.Inode == h.Inode) &&
-			samePIDs(have.Processes, h.Processes) {
-			return
-		}
+	x := b.indexOf(in)
+	anyInode := holderKey(h.State, h.Addr, 0, h.Processes)
+	if x.holders[anyInode] && (h.Inode == 0 || x.holders[holderKey(h.State, h.Addr, h.Inode, h.Processes)]) {
+		return
 	}
 	if len(in.Holders) >= MaxHolders {
 		in.HoldersOmitted++
@@ -540,6 +508,8 @@ func (b *Builder) addHolder(in *events.Incident, h *events.Holder, failing *even
 	if procs == nil {
 		procs = []events.Process{}
 	}
+	x.holders[anyInode] = true
+	x.holders[holderKey(h.State, h.Addr, h.Inode, h.Processes)] = true
 	boundBy := h.BoundBy
 	if b.live {
 		procs = make([]events.Process, 0, min(len(h.Processes), 16))
@@ -554,46 +524,19 @@ func (b *Builder) addHolder(in *events.Incident, h *events.Holder, failing *even
 	})
 }
 
-func samePIDs(a, b []events.Process) bool {
-	return slices.EqualFunc(a, b, func(x, y events.Process) bool { return x.PID == y.PID })
-}
-
-// HolderKind says what a holder was, from what the kernel recorded: a
-// TIME_WAIT socket; a leftover child that inherited the socket of a
-// process that has exited (bound_by) or whose parent exited (orig_ppid);
-// an orphan (its parent is init); another instance of the failing program;
-// or another service.
+// HolderKind says what a holder was: the diagnosis's rule
+// (diagnose.HolderKind), the one home for telling a leftover from the
+// running instance.
 func HolderKind(h *events.Holder, failing *events.Process) string {
-	if h.State == "TIME_WAIT" {
-		return "TIME_WAIT"
-	}
-	if h.BoundBy != nil {
-		return "leftover child"
-	}
-	for _, p := range h.Processes {
-		if p.OrigPPID != 0 {
-			return "leftover child"
-		}
-	}
-	for _, p := range h.Processes {
-		if p.PPID == 1 {
-			return "orphan"
-		}
-	}
-	for _, p := range h.Processes {
-		if failing != nil && p.Comm == failing.Comm && p.Comm != "" {
-			return "same program"
-		}
-	}
-	return "another service"
+	return diagnose.HolderKind(h, failing)
 }
 
-func (b *Builder) mark(in *events.Incident, t time.Time, kind string, pid int, count uint64, text string) {
-	in.End = maxTime(in.End, t)
-	in.ContentionMS = in.End.Sub(in.Start).Milliseconds()
-	in.OutageMS = in.ContentionMS
+// mark adds a timeline entry, and says whether it did (a live builder
+// keeps none; past its budget, an entry is counted in TimelineOmitted).
+func (b *Builder) mark(in *events.Incident, t time.Time, kind string, pid int, count uint64, text string) bool {
+	b.extend(in, t)
 	if b.live {
-		return
+		return false
 	}
 	switch kind {
 	case events.MarkRecovered, events.MarkAbandoned, events.MarkUntracked, events.MarkEnd:
@@ -609,13 +552,21 @@ func (b *Builder) mark(in *events.Incident, t time.Time, kind string, pid int, c
 		}
 		if *n >= MaxTimeline {
 			in.TimelineOmitted++
-			return
+			return false
 		}
 		*n++
 	}
 	in.Timeline = append(in.Timeline, events.TimelineEntry{
 		AtMS: t.Sub(in.Start).Milliseconds(), Time: t, Kind: kind, PID: pid, Count: count, Text: text,
 	})
+	return true
+}
+
+// extend makes the incident last until t at least.
+func (b *Builder) extend(in *events.Incident, t time.Time) {
+	in.End = maxTime(in.End, t)
+	in.ContentionMS = in.End.Sub(in.Start).Milliseconds()
+	in.OutageMS = in.ContentionMS
 }
 
 func (b *Builder) end(k Key, in *events.Incident, t time.Time) {
@@ -625,6 +576,7 @@ func (b *Builder) end(k Key, in *events.Incident, t time.Time) {
 		}
 	}
 	delete(b.open, k)
+	delete(b.index, in)
 	if in.Untracked != "" && in.State != events.IncidentRecovered {
 		in.State = events.IncidentNotTracked
 	}

@@ -30,7 +30,7 @@ func TestBuilderBounds(t *testing.T) {
 		for i := range 3 * MaxTimeline {
 			at := t0.Add(time.Hour + time.Duration(i)*time.Millisecond)
 			b.Add(&events.Signal{Type: events.TypeSignal, Version: 1, Time: at, Host: "h", Signal: "SIGHUP", Proto: "tcp", Netns: 1, Port: 80,
-				Sender: events.Process{PID: 100 + i%(2*MaxSignalFolds), Cmdline: []string{strings.Repeat("A", 60000)}}, Target: events.Process{PID: 9}})
+				Sender: events.Process{PID: 100 + i%128, Cmdline: []string{strings.Repeat("A", 60000)}}, Target: events.Process{PID: 9}})
 			b.Add(&events.Released{Type: events.TypeReleased, Version: 1, Time: at, Host: "h", Proto: "tcp", Netns: 1, Port: 80, Holder: &events.Process{PID: 9}})
 		}
 		for p := range MaxFailing + 5 {
@@ -43,22 +43,20 @@ func TestBuilderBounds(t *testing.T) {
 			t.Errorf("attempts %d (pid 7 failed: %v, pid 8: %v), want %d by pid 7", attempts, failed, other, MaxTimeline+540)
 		}
 		in := b.open[k].in
-		folded := uint64(0)
-		for _, f := range in.SignalFolds {
-			folded += f.Count
-		}
-		if len(in.Signals) != MaxSignals || len(in.SignalFolds) != MaxSignalFolds+1 || folded != 3*MaxTimeline-MaxSignals ||
+		// One kind of signal: listed once, the rest folded.
+		if len(in.Signals) != 1 || in.SignalsFolded != 3*MaxTimeline-1 ||
 			len(in.Released) != MaxReleased || in.ReleasedOmitted != 3*MaxTimeline-MaxReleased || len(in.Failing) != MaxFailing || in.FailingOmitted != 6 {
-			t.Errorf("live %v: %d signals, %d folds of %d, %d released (%d omitted), %d failing (%d omitted)", b.live, len(in.Signals), len(in.SignalFolds), folded,
+			t.Errorf("live %v: %d signals, %d folded, %d released (%d omitted), %d failing (%d omitted)", b.live, len(in.Signals), in.SignalsFolded,
 				len(in.Released), in.ReleasedOmitted, len(in.Failing), in.FailingOmitted)
 		}
 		if b.live {
 			if len(in.Timeline) != 0 || len(in.Failing[1].Process.Cmdline) != 0 || len(in.Signals[0].Sender.Cmdline) != 0 {
 				t.Errorf("a live builder keeps a timeline (%d) or command lines", len(in.Timeline))
 			}
-		} else if want := MaxTimeline + MaxSignals + MaxReleased; len(in.Timeline) != want || in.TimelineOmitted != 1500+1+MaxFailing+5-MaxTimeline {
-			// Failures past the cap are omitted; signals and releases
-			// past theirs are folded and counted, not marked.
+		} else if want := MaxTimeline + 2 + MaxReleased; len(in.Timeline) != want || in.TimelineOmitted != 1500+1+MaxFailing+5-MaxTimeline {
+			// Failures past the cap are omitted; the signal is listed
+			// once and folded in one entry; releases past their cap
+			// are counted, not marked.
 			t.Errorf("timeline %d entries, %d omitted; want %d and %d", len(in.Timeline), in.TimelineOmitted, want, 1500+1+MaxFailing+5-MaxTimeline)
 		}
 	}

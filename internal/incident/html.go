@@ -45,6 +45,7 @@ type htmlIncident struct {
 	AxisY    int
 	Timeline []events.TimelineEntry
 	Offsets  []string
+	Omitted  string // OmittedLine
 	Why, Fix string
 	FixLabel string // "fix", or "next time" once the holder let go
 }
@@ -115,7 +116,7 @@ func picture(i int, in *events.Incident) htmlIncident {
 	at := func(t time.Time) float64 { return sc.x(float64(t.Sub(in.Start).Milliseconds())) }
 	out := htmlIncident{
 		ID: fmt.Sprintf("incident-%d", i+1), Title: Title(in), Proto: in.Proto, Port: in.Port,
-		State: in.State, Timeline: in.Timeline, Why: in.Diagnosis,
+		State: in.State, Timeline: in.Timeline, Omitted: OmittedLine(in), Why: in.Diagnosis,
 	}
 	out.FixLabel, out.Fix = Advice(in)
 	for _, e := range in.Timeline {
@@ -381,6 +382,7 @@ ol.events .at { display: inline-block; min-width: 6em; color: #5b6475; }
 <ol class="events">
 {{$offs := .Offsets}}{{range $i, $e := .Timeline}}<li class="event {{$e.Kind}}"><span class="at">{{index $offs $i}}</span> <b>{{$e.Kind}}</b> {{$e.Text}}</li>
 {{end}}</ol>
+{{if .Omitted}}<p class="omitted">{{.Omitted}}</p>{{end}}
 {{if .Why}}<p class="why"><b>why:</b> {{.Why}}</p>{{end}}
 {{if .Fix}}<p class="fix"><b>{{.FixLabel}}:</b> {{.Fix}}</p>{{end}}
 </section>

@@ -44,11 +44,6 @@ func signalLine(s *events.Signal) string {
 		events.ProcessShort(&s.Sender), s.Sender.UID, s.Result)
 }
 
-func signalRepeatsLine(r *events.SignalRepeats) string {
-	return fmt.Sprintf("%d more %s to %s from %s uid %d, folded (%s to %s)", r.Count, r.Signal, events.ProcessShort(&r.Target),
-		events.ProcessShort(&r.Sender), r.Sender.UID, stamp(r.First), stamp(r.Last))
-}
-
 func releasedLine(r *events.Released) string {
 	s := "the " + r.State + " socket"
 	if r.Holder != nil {
@@ -174,21 +169,17 @@ func WriteText(w io.Writer, incidents []*events.Incident) error {
 		if in.HoldersOmitted > 0 {
 			fmt.Fprintf(&b, "  holder:  %d more, not listed\n", in.HoldersOmitted)
 		}
-		for _, f := range in.SignalFolds {
-			from := "other senders"
-			if f.Sender.PID != 0 {
-				from = fmt.Sprintf("%s uid %d", events.ProcessShort(&f.Sender), f.Sender.UID)
-			}
-			fmt.Fprintf(&b, "  signals: %d %s to %s from %s, folded (%s → %s)\n", f.Count, f.Signal, events.ProcessShort(&f.Target), from, stamp(f.First), stamp(f.Last))
-		}
 		if in.ReleasedOmitted > 0 {
 			fmt.Fprintf(&b, "  released: %d more, not listed\n", in.ReleasedOmitted)
 		}
-		if len(in.Holders) > 0 && len(in.Signals) == 0 && len(in.SignalFolds) == 0 && in.Untracked == "" {
+		if len(in.Holders) > 0 && len(in.Signals) == 0 && in.SignalsFolded == 0 && in.Untracked == "" {
 			b.WriteString("  signals: none sent to the holder while the incident was open\n")
 		}
 		for _, e := range in.Timeline {
 			fmt.Fprintf(&b, "  %9s  %-9s %s\n", Offset(e.AtMS), e.Kind, e.Text)
+		}
+		if o := OmittedLine(in); o != "" {
+			b.WriteString("  " + o + "\n")
 		}
 		if note := timeWaitNote(in); note != "" {
 			b.WriteString("  " + note + "\n")
@@ -237,6 +228,15 @@ func holderSummary(h *events.IncidentHolder) string {
 		s += ", bound at " + stamp(h.Since)
 	}
 	return s
+}
+
+// OmittedLine says what the timeline does not list, or "".
+func OmittedLine(in *events.Incident) string {
+	if in.TimelineOmitted == 0 {
+		return ""
+	}
+	return fmt.Sprintf("… and %d more entr%s not listed (a timeline keeps its first %d failures and %d kinds of signal; attempts and signals_folded count them all)",
+		in.TimelineOmitted, map[bool]string{true: "y", false: "ies"}[in.TimelineOmitted == 1], MaxTimeline, MaxSignalKinds)
 }
 
 // Offset renders a time relative to the first failure: "+1.300s".

@@ -44,6 +44,7 @@ type signalKey struct {
 	port   portID
 	sender int
 	signal string
+	result string
 }
 
 // pump reads the kernel's incident records on its own goroutine.
@@ -135,6 +136,13 @@ func (p *pump) take() ([]any, error) {
 	return q, err
 }
 
+// pending tells whether records wait to be taken.
+func (p *pump) pending() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.queue) > 0
+}
+
 // counts are the signals folded and the records lost so far.
 func (p *pump) counts() (folded, lost uint64) {
 	p.mu.Lock()
@@ -170,7 +178,7 @@ func (p *pump) accept(rec any, now time.Time) {
 // hide another sender's kill — and while the queue has room.
 func (p *pump) admit(s *events.Signal) bool {
 	port := portID{s.Netns, s.Proto, s.Port}
-	k := signalKey{port, s.Sender.PID, s.Signal}
+	k := signalKey{port, s.Sender.PID, s.Signal, s.Result}
 	n, known := p.perKey[k]
 	if !known && len(p.perKey) >= maxSignalKeys {
 		return false
@@ -187,7 +195,7 @@ func (p *pump) admit(s *events.Signal) bool {
 // together, as sender pid 0).
 func (p *pump) fold(s *events.Signal) {
 	p.folded++
-	k := signalKey{portID{s.Netns, s.Proto, s.Port}, s.Sender.PID, s.Signal}
+	k := signalKey{portID{s.Netns, s.Proto, s.Port}, s.Sender.PID, s.Signal, s.Result}
 	f := p.folds[k]
 	if f == nil && len(p.folds) >= maxSignalKeys {
 		k.sender = 0
@@ -200,7 +208,7 @@ func (p *pump) fold(s *events.Signal) {
 		}
 		f = &events.SignalRepeats{
 			Type: events.TypeSignalRepeats, Version: events.Version, Proto: s.Proto, Netns: s.Netns, Port: s.Port,
-			Signal: s.Signal, Sender: sender, Target: s.Target, First: s.Time,
+			Signal: s.Signal, Sender: sender, Target: s.Target, Result: s.Result, First: s.Time,
 		}
 		p.folds[k] = f
 		p.foldOrder = append(p.foldOrder, k)

@@ -64,6 +64,10 @@ type incidents struct {
 	untracked uint64
 	// pump reads the kernel's incident records as they come.
 	pump *pump
+	// queue holds the kernel's records taken from the pump (next) but not
+	// yet handed over: the session writes the failures that came before
+	// the first one first, and a recovery looks at the ones behind it.
+	queue []any
 }
 
 // watchedPort is one open incident's kernel and poll state.
@@ -237,6 +241,9 @@ func (in *incidents) failed(f *events.Failure) error {
 // incidentStep while an incident is open (its records and polls). A host
 // without incidents wakes no more often than before.
 func (in *incidents) deadline(next time.Time) time.Time {
+	if len(in.queue) > 0 || in.pump.pending() {
+		return time.Now()
+	}
 	if len(in.ports) == 0 {
 		return next
 	}
@@ -257,25 +264,80 @@ func (in *incidents) kernelSees(h *events.Holder) bool {
 	return false
 }
 
+// maxIncidentBatch bounds the kernel records one step hands over.
+const maxIncidentBatch = 4096
+
 // step hands over what the kernel reported for open incidents and polls
 // what it cannot see. flushFolds writes the repeats still folded in the
-// kernel, so that a recovery's attempts count them.
-func (in *incidents) step(flushFolds func() error) error {
-	batch, err := in.pump.take()
-	if err != nil {
-		return err
-	}
-	// A record may look at the ones queued after it (a recovery at the
-	// ones that follow): the batch grows while it is handed over.
-	for i := 0; i < len(batch); i++ {
-		if batch, err = in.kernelRecord(batch, i, flushFolds); err != nil {
+// kernel, so that a recovery's attempts count them. The session's running
+// loop hands records over one by one instead (next, handleNext), in time
+// order with the failures; step serves the stop.
+func (in *incidents) step(flushFolds func(at time.Time) error) error {
+	for n := 0; n < maxIncidentBatch; n++ {
+		rec, _, err := in.next()
+		if err != nil {
+			return err
+		}
+		if rec == nil {
+			break
+		}
+		if err := in.handleNext(flushFolds); err != nil {
 			return err
 		}
 	}
-	if err := in.expire(time.Now()); err != nil {
+	return in.idle(time.Now())
+}
+
+// idle does what does not wait for a kernel record: it abandons the
+// incidents nobody tries any more, and polls what the kernel cannot see.
+func (in *incidents) idle(now time.Time) error {
+	if err := in.expire(now); err != nil {
 		return err
 	}
-	return in.poll(time.Now())
+	return in.poll(now)
+}
+
+// next returns the kernel's next incident record and its time, without
+// handling it: the session first writes the failures that happened
+// before it (two ring buffers, one story in time order). It stays next
+// until handleNext; nil means there is none now.
+func (in *incidents) next() (any, time.Time, error) {
+	if len(in.queue) == 0 {
+		var err error
+		if in.queue, err = in.pump.take(); err != nil || len(in.queue) == 0 {
+			return nil, time.Time{}, err
+		}
+	}
+	return in.queue[0], kernelRecordTime(in.queue[0]), nil
+}
+
+// kernelRecordTime is when the kernel saw what rec reports.
+func kernelRecordTime(rec any) time.Time {
+	switch r := rec.(type) {
+	case *events.Released:
+		return r.Time
+	case *events.Signal:
+		return r.Time
+	case *events.Recovered:
+		return r.Time
+	case *events.SignalRepeats:
+		return r.Last
+	}
+	return time.Time{}
+}
+
+// handleNext hands over the record next returned.
+func (in *incidents) handleNext(flushFolds func(at time.Time) error) error {
+	if len(in.queue) == 0 {
+		return nil
+	}
+	var err error
+	in.queue, err = in.kernelRecord(in.queue, 0, flushFolds)
+	if len(in.queue) > 0 {
+		in.queue[0] = nil // let it go
+		in.queue = in.queue[1:]
+	}
+	return err
 }
 
 // expire abandons the incidents nobody tries any more at now (the
@@ -294,7 +356,7 @@ func (in *incidents) expire(now time.Time) error {
 
 // kernelRecord hands over batch[i], and returns the batch (which may have
 // grown: a recovery looks again at what the kernel queued).
-func (in *incidents) kernelRecord(batch []any, i int, flushFolds func() error) ([]any, error) {
+func (in *incidents) kernelRecord(batch []any, i int, flushFolds func(at time.Time) error) ([]any, error) {
 	switch r := batch[i].(type) {
 	case *events.Released:
 		r.Host = in.host
@@ -334,7 +396,7 @@ func (in *incidents) kernelRecord(batch []any, i int, flushFolds func() error) (
 		}
 	case *events.Recovered:
 		r.Host = in.host
-		if err := flushFolds(); err != nil {
+		if err := flushFolds(r.Time); err != nil {
 			return batch, err
 		}
 		k := in.key(r.Netns, r.Proto, r.Port)

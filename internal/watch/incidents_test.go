@@ -242,14 +242,14 @@ wait $v2
 }
 
 // A leftover child: v1 forks a child that inherits its listen socket, then
-// exits on SIGTERM. v2 fails against the child; nothing signals the child
+// is killed (SIGKILL): an instance that is gone, as the kernel saw it. v2 fails against the child; nothing signals the child
 // until the test kills it a second later; then v2 recovers. The child is
 // the holder, a leftover; the only signal recorded is the kill.
 func TestIncidentLeftoverChild(t *testing.T) {
 	port := testenv.FreePort(t)
 	s := startSession(t, onlyPort(port))
-	// v1 listens, starts a child that inherits the socket, and exits.
-	v1 := testenv.StartHelper(t, fmt.Sprintf("inherit 127.0.0.1 %d", port))
+	// v1 listens, starts a child that inherits the socket, and is killed.
+	v1 := testenv.StartHelper(t, fmt.Sprintf("inherit 127.0.0.1 %d killed", port))
 	child := v1.PID
 	t.Cleanup(func() { syscall.Kill(child, syscall.SIGKILL) })
 	waitExited(t, v1.Cmd.Process.Pid) // not Wait: that would close the child's stdin
