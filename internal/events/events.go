@@ -294,6 +294,15 @@ type Stop struct {
 	// Unresolved is how many of the reported failures could not be
 	// resolved (their records say why, in resolve_error).
 	Unresolved uint64 `json:"unresolved"`
+	// SignalsFolded is how many signals to incidents' holders were counted
+	// in signal_repeats records instead of recorded one by one;
+	// IncidentRecordsLost how many kernel incident records (signal,
+	// released, recovered) the tracer had no room to queue.
+	SignalsFolded       uint64 `json:"signals_folded"`
+	IncidentRecordsLost uint64 `json:"incident_records_lost"`
+	// IncidentsUntracked is how many incident_untracked records were
+	// written: ports whose incident a full table or a user's quota refused.
+	IncidentsUntracked uint64 `json:"incidents_untracked"`
 	// Unfollowed is how many new processes of a followed tree (bindwatch
 	// run, --follow-children) were not followed, so their failures were
 	// not traced: more processes of the tree were alive at once than the

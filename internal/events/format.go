@@ -93,6 +93,10 @@ func Text(rec any) string {
 		return portFreeText(r)
 	case *Abandoned:
 		return abandonedText(r)
+	case *IncidentUntracked:
+		return untrackedText(r)
+	case *SignalRepeats:
+		return signalRepeatsText(r)
 	case *Stop:
 		s := fmt.Sprintf("%s bindwatch stopped after %s: %d failure%s, %d reported, %d folded, %d lost",
 			clock(r.Time), (time.Duration(r.DurationMS) * time.Millisecond).String(), r.Failures, Plural(r.Failures), r.Reported, r.Folded, r.Lost)
@@ -104,6 +108,9 @@ func Text(rec any) string {
 		}
 		if r.Unresolved > 0 {
 			s += fmt.Sprintf("; %d could not be resolved (kernel's view only)", r.Unresolved)
+		}
+		if r.IncidentsUntracked > 0 {
+			s += fmt.Sprintf("; %d incident%s not tracked: the incident tables were full, or their users at their quota (incident_untracked records)", r.IncidentsUntracked, Plural(r.IncidentsUntracked))
 		}
 		if r.Unfollowed > 0 {
 			s += fmt.Sprintf("; %d new process(es) of the traced tree not followed (their failures were not traced): the table of followed processes was full", r.Unfollowed)

@@ -222,6 +222,10 @@ func Decode(line []byte) (any, badKind) {
 		rec = &events.PortFree{}
 	case events.TypeAbandoned:
 		rec = &events.Abandoned{}
+	case events.TypeUntracked:
+		rec = &events.IncidentUntracked{}
+	case events.TypeSignalRepeats:
+		rec = &events.SignalRepeats{}
 	case events.TypeStart:
 		rec = &events.Start{}
 	case events.TypeStop:
@@ -250,6 +254,10 @@ func recordTime(rec any) time.Time {
 	case *events.PortFree:
 		return r.Time
 	case *events.Abandoned:
+		return r.Time
+	case *events.IncidentUntracked:
+		return r.Time
+	case *events.SignalRepeats:
 		return r.Time
 	case *events.Start:
 		return r.Time

@@ -59,6 +59,14 @@ func releasedLine(r *events.Released) string {
 	return s
 }
 
+// untrackedLoss says what an untracked incident's story lacks.
+func untrackedLoss(table string) string {
+	if table == events.UntrackedKernel {
+		return "its signals, release and recovery were not recorded"
+	}
+	return "only its failures were recorded"
+}
+
 func portFreeLine(r *events.PortFree) string {
 	return fmt.Sprintf("port free: %s by %s, which let go of it at once (a check such as bindwatch wait-free; not the recovery)",
 		r.Syscall, events.ProcessShort(&r.Process))
@@ -117,6 +125,9 @@ func Title(in *events.Incident) string {
 	switch in.State {
 	case events.IncidentOpen:
 		outcome = fmt.Sprintf("not recovered when the trace ended, %s after the first failure", events.Millis(in.ContentionMS))
+	case events.IncidentNotTracked:
+		outcome = fmt.Sprintf("not tracked: %s (%s); %s after the first failure", events.UntrackedWhy(in.Untracked, in.UntrackedReason),
+			untrackedLoss(in.Untracked), events.Millis(in.ContentionMS))
 	case events.IncidentAbandoned:
 		why := "nobody tried any more"
 		if in.AbandonedReason == events.AbandonedExited {
@@ -149,10 +160,19 @@ func WriteText(w io.Writer, incidents []*events.Incident) error {
 		for _, f := range in.Failing {
 			fmt.Fprintf(&b, "  failing: %s: %d attempt%s (%s)\n", events.ProcessShort(&f.Process), f.Attempts, events.Plural(f.Attempts), strings.Join(f.Errnos, "/"))
 		}
+		if in.FailingOmitted > 0 {
+			fmt.Fprintf(&b, "  failing: %d more process%s, not listed\n", in.FailingOmitted, map[bool]string{true: "", false: "es"}[in.FailingOmitted == 1])
+		}
 		for _, h := range in.Holders {
 			fmt.Fprintf(&b, "  holder:  %s — %s\n", holderSummary(&h), h.Kind)
 		}
-		if len(in.Holders) > 0 && len(in.Signals) == 0 {
+		if in.HoldersOmitted > 0 {
+			fmt.Fprintf(&b, "  holder:  %d more, not listed\n", in.HoldersOmitted)
+		}
+		if in.ReleasedOmitted > 0 {
+			fmt.Fprintf(&b, "  released: %d more, not listed\n", in.ReleasedOmitted)
+		}
+		if len(in.Holders) > 0 && len(in.Signals) == 0 && in.SignalsFolded == 0 && in.Untracked == "" {
 			b.WriteString("  signals: none sent to the holder while the incident was open\n")
 		}
 		for _, e := range in.Timeline {

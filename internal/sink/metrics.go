@@ -50,6 +50,7 @@ type MetricsOptions struct {
 type Metrics struct {
 	failures      *prometheus.CounterVec
 	eventsLost    prometheus.Counter
+	untracked     *prometheus.CounterVec
 	holderLookups *prometheus.CounterVec
 	lastFailure   prometheus.Gauge
 	buildInfo     *prometheus.GaugeVec
@@ -82,6 +83,10 @@ func ListenMetrics(opts MetricsOptions) (*Metrics, error) {
 			Name: "bindwatch_events_lost_total",
 			Help: "Failures the kernel counted but could not hand over (ring buffer full).",
 		}),
+		untracked: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bindwatch_incidents_untracked_total",
+			Help: "Ports whose incident was not tracked (incident_untracked records), by table: incidents (no incident kept), kernel (no signal, release or recovery records); reason: full, user_quota.",
+		}, []string{"table", "reason"}),
 		holderLookups: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bindwatch_holder_lookups_total",
 			Help: "Holder lookups for reported failures, by result: live (a holder seen live), recorded (only holders recorded in the kernel, gone since), none.",
@@ -100,11 +105,16 @@ func ListenMetrics(opts MetricsOptions) (*Metrics, error) {
 		done:    make(chan struct{}),
 	}
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(m.failures, m.eventsLost, m.holderLookups, m.lastFailure, m.buildInfo,
+	reg.MustRegister(m.failures, m.eventsLost, m.untracked, m.holderLookups, m.lastFailure, m.buildInfo,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&outputCollector{stats: opts.Outputs}, conns)
 	for _, r := range []string{"live", "recorded", "none"} {
 		m.holderLookups.WithLabelValues(r)
+	}
+	for _, table := range []string{events.UntrackedIncidents, events.UntrackedKernel} {
+		for _, reason := range []string{events.UntrackedFull, events.UntrackedUserQuota} {
+			m.untracked.WithLabelValues(table, reason)
+		}
 	}
 
 	mux := http.NewServeMux()
@@ -141,6 +151,11 @@ func (m *Metrics) Write(rec any) error {
 		m.failures.WithLabelValues(m.labels(r.Syscall, r.Errno, r.Proto, r.Port)...).Add(float64(r.Count))
 	case *events.Lost:
 		m.eventsLost.Add(float64(r.Count))
+	case *events.IncidentUntracked:
+		if (r.Table == events.UntrackedIncidents || r.Table == events.UntrackedKernel) &&
+			(r.Reason == events.UntrackedFull || r.Reason == events.UntrackedUserQuota) {
+			m.untracked.WithLabelValues(r.Table, r.Reason).Inc()
+		}
 	}
 	return nil
 }

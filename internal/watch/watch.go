@@ -111,7 +111,7 @@ func Start(opts Options) (*Session, error) {
 		enrich.r.SetJob(&diagnose.Job{Command: opts.Job, Contains: func(pid int) bool { return pid != self && t.Traced(pid) }})
 	}
 	s := &Session{opts: opts, tracer: t, enrich: enrich, host: host, started: time.Now(), caughtUp: true}
-	s.incidents = newIncidents(opts.Out, t, enrich, host, opts.IncidentQuiet)
+	s.incidents = newIncidents(opts.Out, t, enrich, host, opts.IncidentQuiet, opts.Tracer.Ports)
 	s.opts.Out = s.incidents
 	if s.opts.Tick == 0 {
 		s.opts.Tick = max(opts.Tracer.Fold, time.Second)
@@ -382,9 +382,14 @@ drain:
 		return err
 	}
 	// The programs are detached: what they reported is in the ring.
+	s.incidents.pump.close()
+	if err := s.incidents.pump.drain(); err != nil {
+		return err
+	}
 	if err := s.incidents.step(func(time.Time) error { return nil }); err != nil {
 		return err
 	}
+	signalsFolded, incidentLost := s.incidents.pump.counts()
 	lostErr := s.writeLost()
 	st, statsErr := s.tracer.Stats()
 	unread := s.tracer.Unread()
@@ -396,6 +401,7 @@ drain:
 		Type: events.TypeStop, Version: events.Version, Time: now, Host: s.host,
 		Failures: st.Failures, Reported: s.reported, Folded: s.folded, Lost: s.lost,
 		Unread: unread, Unfolded: st.FoldFull, Unresolved: s.unresolved, Unfollowed: st.Unfollowed,
+		IncidentsUntracked: s.incidents.untracked, SignalsFolded: signalsFolded, IncidentRecordsLost: incidentLost,
 		DurationMS: now.Sub(s.started).Milliseconds(),
 	})
 	return errors.Join(err, harvestErr, lostErr, statsErr)
