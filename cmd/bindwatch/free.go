@@ -13,6 +13,7 @@ import (
 
 	"github.com/bindwatch/bindwatch/internal/deploy"
 	"github.com/bindwatch/bindwatch/internal/events"
+	"github.com/bindwatch/bindwatch/internal/host"
 	"github.com/bindwatch/bindwatch/internal/resolve"
 )
 
@@ -103,8 +104,12 @@ func freeAction(c *cli.Context) error {
 		return err
 	}
 	defer r.Close()
-	if os.Geteuid() != 0 {
-		fmt.Fprintln(os.Stderr, "bindwatch: not root: processes of other users are not found or cannot be signalled (run with sudo)")
+	needed := []int{host.CapDACReadSearch, host.CapSysPtrace}
+	if kill {
+		needed = append(needed, host.CapKill)
+	}
+	if missing := host.MissingCaps(needed...); missing != "" {
+		fmt.Fprintf(os.Stderr, "bindwatch: without %s (root has them), processes of other users cannot be checked or signalled (run with sudo)\n", missing)
 	}
 
 	plan, err := deploy.PlanFree(r, ports, deploy.StopOptions{
