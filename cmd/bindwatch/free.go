@@ -25,8 +25,11 @@ func freeCommand() *cli.Command {
 		Description: `Finds the processes that keep each PORT from being bound (checked as
 wait-free does, by binding it) and, with --kill, stops them: --signal
 (SIGTERM) to each, a wait of up to --grace for the port to be released,
-then — only with --force — SIGKILL to those still running. Without --kill
-it only shows what it would do. A PORT without /tcp or /udp means both.
+then — only with --force — SIGKILL to those still running. A process that
+ignores the signal, or blocks it in every thread (SigIgn, SigBlk in
+/proc/PID/status), is named up front and not waited for: --force sends it
+SIGKILL at once. Without --kill it only shows what it would do. A PORT
+without /tcp or /udp means both.
 
 It never signals pid 1, bindwatch itself, its parent or any of its
 ancestors (the script running it), kernel threads, or — unless
