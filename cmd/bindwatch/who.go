@@ -109,8 +109,13 @@ func whoAction(c *cli.Context) error {
 			return err
 		}
 	}
+	// The ephemeral note is said once per port, after its last protocol.
+	lastOf := map[uint16]int{}
+	for i, q := range queries {
+		lastOf[q.port] = i
+	}
 	held, warned := false, false
-	for _, q := range queries {
+	for i, q := range queries {
 		rec, err := r.WhoRecord(namespaces, q.proto, q.port, eph)
 		if err != nil {
 			return err
@@ -134,6 +139,9 @@ func whoAction(c *cli.Context) error {
 				return err
 			}
 		} else {
+			if lastOf[q.port] != i {
+				rec.EphemeralNote = ""
+			}
 			rec.WriteText(c.App.Writer, len(namespaces) > 1 || netns.Inode != 0, time.Now())
 		}
 	}

@@ -95,6 +95,14 @@ func TestEphemeralPortNote(t *testing.T) {
 	if res := inNS("who", "40010/tcp", "--format", "text"); res.code != 1 || !strings.Contains(res.stdout, "40010/tcp: free\n  "+note) {
 		t.Errorf("who on a free port in the range: want exit 1 and\n%s\ngot %s", note, res)
 	}
+	// Once per port, whatever the protocols (issue 20: twice, tcp and udp).
+	if res := inNS("who", "40010", "40011/udp", "40010/udp", "--format", "text"); strings.Count(res.stdout, "note: port 40010 ") != 1 || strings.Count(res.stdout, "note: port 40011 ") != 1 ||
+		!strings.HasSuffix(res.stdout, "40010/udp: free\n  "+note+", or use a port outside the range\n") {
+		t.Errorf("who 40010 40011/udp 40010/udp: want one note per port, after its last protocol; got %s", res)
+	}
+	if res := inNS("wait-free", "40010", "--timeout", "0", "--format", "text"); strings.Count(res.stderr, "note:") != 1 {
+		t.Errorf("wait-free 40010 (tcp and udp): want one note; got %s", res)
+	}
 	for _, port := range []string{"40050", "5000"} {
 		if res := inNS("who", port+"/tcp", "--format", "text"); strings.Contains(res.stdout, "note:") {
 			t.Errorf("who %s (reserved, or outside the range) warns: %s", port, res)
