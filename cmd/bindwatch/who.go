@@ -114,12 +114,14 @@ func whoAction(c *cli.Context) error {
 	for i, q := range queries {
 		lastOf[q.port] = i
 	}
+	hostname, _ := os.Hostname()
 	held, warned := false, false
 	for i, q := range queries {
 		rec, err := r.WhoRecord(namespaces, q.proto, q.port, eph)
 		if err != nil {
 			return err
 		}
+		rec.Time, rec.Host = time.Now(), hostname
 		if rec.Held {
 			// Asked only now: a free port does not wait for the BPF
 			// iterator to load.

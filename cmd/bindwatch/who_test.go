@@ -3,11 +3,13 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"os"
 	"os/exec"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/bindwatch/bindwatch/internal/testenv"
 )
@@ -32,6 +34,11 @@ func whoJSON(t *testing.T, arg string) (pids []int, code int) {
 	}
 	if err := schema.Validate(any(doc)); err != nil {
 		t.Errorf("who output does not match docs/schema.json: %v\n%s", err, out)
+	}
+	// Issue 20: time and host, as every other record has them.
+	hostname, _ := os.Hostname()
+	if at, err := time.Parse(time.RFC3339Nano, fmt.Sprint(doc["time"])); err != nil || time.Since(at) > time.Minute || time.Since(at) < 0 || doc["host"] != hostname {
+		t.Errorf("who record: time %v, host %v; want now and %q", doc["time"], doc["host"], hostname)
 	}
 	for _, h := range doc["holders"].([]any) {
 		for _, p := range h.(map[string]any)["processes"].([]any) {
