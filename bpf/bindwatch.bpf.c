@@ -141,6 +141,47 @@ struct {
 	__type(value, __u8);
 } traced_pids SEC(".maps");
 
+/*
+ * Lineage: how the processes that took a TCP port ended, and their parents
+ * at that moment. A recorded listener outlives its process, and what became
+ * of that process is what tells a running daemon from a leftover: a
+ * daemon's launcher listens, forks and exits with status 0 at once, while a
+ * leftover's instance was killed, failed, or exited long after it left its
+ * socket to a child. record_holder_of() notes the listener and its parent;
+ * lineage_exit() writes when and how each ended; attach_holder() copies
+ * both into a failure. LRU: a user who listens on thousands of ports evicts
+ * entries, and the diagnosis then lacks the evidence — it never calls a
+ * holder a leftover without it. UDP binds are not noted: they are frequent
+ * (a resolver's every query), and this would cost each of them.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct lineage_val);
+} lineage SEC(".maps");
+
+static __always_inline void note_lineage(__u32 tgid, __u64 start_ns)
+{
+	struct lineage_val v = { .start_ns = start_ns }, *old;
+
+	if (tgid <= 1) /* init never exits */
+		return;
+	old = bpf_map_lookup_elem(&lineage, &tgid);
+	if (old && old->start_ns == start_ns && !old->exit_ns)
+		return;
+	bpf_map_update_elem(&lineage, &tgid, &v, BPF_ANY);
+}
+
+/* Copy tgid's lineage entry into out when it is the process that started at start_ns. */
+static __always_inline void copy_lineage(struct lineage_val *out, __u32 tgid, __u64 start_ns)
+{
+	struct lineage_val *v = bpf_map_lookup_elem(&lineage, &tgid);
+
+	if (v && v->exit_ns && (!start_ns || v->start_ns == start_ns))
+		__builtin_memcpy(out, v, sizeof(*out));
+}
+
 /* Keep these types in BTF (no map names them) so bpf2go generates Go for them. */
 const struct event *unused_event __attribute__((unused));
 const enum bw_hook *unused_hook __attribute__((unused));
@@ -458,6 +499,8 @@ static __always_inline void attach_holder(struct event *e, struct sock *failing)
 	__builtin_memcpy(&e->holder, rec, sizeof(*rec));
 	e->holder.inode = inode;
 	e->has_holder = 1;
+	copy_lineage(&e->holder_exit, rec->tgid, rec->start_ns);
+	copy_lineage(&e->parent_exit, rec->ppid, 0);
 }
 
 /*
@@ -691,6 +734,10 @@ static __always_inline void record_holder_of(struct task_struct *task, struct so
 		rec.inode = sock_inode(sk);
 	rec.start_ns = BPF_CORE_READ(task, group_leader, start_boottime);
 	rec.ppid = BPF_CORE_READ(task, real_parent, tgid);
+	if (proto == IPPROTO_TCP) {
+		note_lineage(rec.tgid, rec.start_ns);
+		note_lineage(rec.ppid, BPF_CORE_READ(task, real_parent, group_leader, start_boottime));
+	}
 
 	/* Overwrite an existing entry in place: no LRU node to allocate. */
 	map = holder_map_of(proto);
@@ -988,6 +1035,103 @@ int tp_exit_listen(struct trace_event_raw_sys_exit *ctx)
 	return report_sock_failure(sk, NULL, BW_SYSCALL_LISTEN, BW_HOOK_TP_EXIT_LISTEN, -ret);
 }
 
+/* ---- io_uring: IORING_OP_BIND and IORING_OP_LISTEN (Linux 6.11+) ---------
+ *
+ * io_uring binds and listens without the bind and listen syscalls, so the
+ * syscall tracepoints above never see them; the kernel-function backends
+ * do (inet_bind, inet_listen). For the tracepoint backend this program
+ * reads each completion: a bind or listen request's result is its CQE's,
+ * its socket the request's file, and a bind's address the kernel's copy of
+ * it in the request's async data (io_bind_prep). It returns at its first
+ * comparison for every other opcode. Loaded only where the kernel has
+ * IORING_OP_BIND (struct io_bind in its BTF). A request with
+ * IOSQE_CQE_SKIP_SUCCESS posts no completion when it succeeds: such a
+ * listen is not recorded as a holder (a failure always posts one).
+ */
+/*
+ * Where io_bind_prep() left the address in the request's async data: a
+ * struct io_async_msghdr's addr (6.11's layout), or a sockaddr_storage at
+ * its start (later kernels, and stable kernels the change was backported
+ * to — so no version tells). Go finds out once, at start, with an io_uring
+ * bind of its own to a port it names (uring_calib_tgid, uring_calib_port):
+ * 0 not known (io_uring binds are then reported without their address),
+ * URING_ADDR_STORAGE or URING_ADDR_MSGHDR.
+ */
+enum { URING_ADDR_STORAGE = 1, URING_ADDR_MSGHDR = 2 };
+volatile __u8 uring_addr_at;
+volatile __u32 uring_calib_tgid;
+volatile __u16 uring_calib_port;
+
+/* The calibrating bind: which place holds the port Go named. */
+static __always_inline void uring_calibrate(struct io_async_msghdr *io, int len)
+{
+	struct bind_req a = {}, b = {};
+
+	if (!read_sockaddr(&a, io, len, false) && a.port == uring_calib_port)
+		uring_addr_at = URING_ADDR_STORAGE;
+	else if (!read_sockaddr(&b, &io->addr, len, false) && b.port == uring_calib_port)
+		uring_addr_at = URING_ADDR_MSGHDR;
+}
+
+SEC("tp_btf/io_uring_complete")
+int BPF_PROG(uring_complete, void *ring, void *request, struct io_uring_cqe *cqe)
+{
+	struct io_kiocb *req = request;
+	__u8 op = BPF_CORE_READ(req, opcode);
+	struct io_async_msghdr *io;
+	struct bind_req breq = {};
+	struct socket *sock;
+	struct file *file;
+	struct sock *sk;
+	__s32 res;
+
+	if (op != bpf_core_enum_value(enum io_uring_op, IORING_OP_BIND) &&
+	    op != bpf_core_enum_value(enum io_uring_op, IORING_OP_LISTEN))
+		return 0;
+	file = BPF_CORE_READ(req, file);
+	if (!file || (BPF_CORE_READ(file, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
+		return 0;
+	sock = BPF_CORE_READ(file, private_data);
+	sk = sock ? BPF_CORE_READ(sock, sk) : NULL;
+	if (!sk || !is_inet(sk))
+		return 0;
+	res = BPF_CORE_READ(cqe, res);
+	if (op == bpf_core_enum_value(enum io_uring_op, IORING_OP_BIND) && uring_calib_tgid &&
+	    (bpf_get_current_pid_tgid() >> 32) == uring_calib_tgid) {
+		io = BPF_CORE_READ(req, async_data);
+		if (io)
+			uring_calibrate(io, BPF_CORE_READ((struct io_bind *)req, addr_len));
+		return 0;
+	}
+	if (op == bpf_core_enum_value(enum io_uring_op, IORING_OP_LISTEN)) {
+		if (res == 0) {
+			record_listener(sk);
+			note_taken(sk, IPPROTO_TCP, BW_SYSCALL_LISTEN);
+			return 0;
+		}
+		if (res > 0 || !errno_wanted(-res) || !pid_wanted(bpf_get_current_pid_tgid() >> 32))
+			return 0;
+		return report_sock_failure(sk, NULL, BW_SYSCALL_LISTEN, BW_HOOK_IOURING_LISTEN, -res);
+	}
+	if (res == 0) {
+		if (record_holders || incidents_open()) {
+			record_bound(sk);
+			note_taken(sk, IPPROTO_UDP, BW_SYSCALL_BIND);
+		}
+		return 0;
+	}
+	if (res > 0 || !errno_wanted(-res) || !pid_wanted(bpf_get_current_pid_tgid() >> 32))
+		return 0;
+	io = BPF_CORE_READ(req, async_data);
+	if (io && uring_addr_at) {
+		void *addr = uring_addr_at == URING_ADDR_STORAGE ? (void *)io : (void *)&io->addr;
+
+		if (read_sockaddr(&breq, addr, BPF_CORE_READ((struct io_bind *)req, addr_len), false))
+			return 0;
+	}
+	return report_sock_failure(sk, &breq, BW_SYSCALL_BIND, BW_HOOK_IOURING_BIND, -res);
+}
+
 /* ---- process tree following (--pid --follow-children, bindwatch run) ---- */
 
 SEC("tp_btf/sched_process_fork")
@@ -1015,6 +1159,25 @@ int BPF_PROG(follow_exit, struct task_struct *task)
 	/* Forget a process when its leader exits, so a recycled pid is not traced. */
 	if (task->pid == tgid)
 		bpf_map_delete_elem(&traced_pids, &tgid);
+	return 0;
+}
+
+/* A process in the lineage map has ended: note when and how (see lineage). */
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(lineage_exit, struct task_struct *task)
+{
+	__u32 tgid = task->tgid;
+	struct lineage_val *v = bpf_map_lookup_elem(&lineage, &tgid);
+
+	if (!v || v->exit_ns)
+		return 0;
+	/* Only the process's last thread: do_exit() has counted it off signal->live. */
+	if (BPF_CORE_READ(task, signal, live.counter) != 0)
+		return 0;
+	if (v->start_ns != BPF_CORE_READ(task, group_leader, start_boottime))
+		return 0;
+	v->exit_code = BPF_CORE_READ(task, exit_code);
+	v->exit_ns = bpf_ktime_get_boot_ns();
 	return 0;
 }
 

@@ -100,7 +100,7 @@ func runAction(c *cli.Context) error {
 	}
 	res, err := deploy.Run(deploy.RunOptions{
 		Argv: argv, Tracer: cfg, Out: out, Text: text, Summary: os.Stderr, ReadyFile: c.String("ready-file"),
-		Redact: rules,
+		Redact: rules, IncidentQuiet: c.Duration("incident-quiet"),
 	})
 	var startErr *deploy.StartError
 	switch {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/bindwatch/bindwatch/internal/diagnose"
 	"github.com/bindwatch/bindwatch/internal/events"
 	"github.com/bindwatch/bindwatch/internal/resolve"
 )
@@ -24,7 +25,7 @@ type Busy struct {
 	TimeWait *events.TimeWait
 	// Cause, Diagnosis and Hint are the diagnosis: an events.Cause*
 	// value, why the kernel refused, what to do.
-	Cause, Diagnosis, Hint string
+	Cause, Confidence, Diagnosis, Hint string
 }
 
 // Live returns the holders that are not TIME_WAIT: sockets some process
@@ -82,10 +83,10 @@ func Explain(r *resolve.Resolver, ns resolve.Netns, ref *Refusal) (*Busy, error)
 	// filled in bindwatch's own process (its cgroup, its parent), and a
 	// holder sharing those is no leftover of the program checked for.
 	f.Process = events.Process{PID: os.Getpid(), UID: uint32(os.Geteuid()), Netns: ns.Inode}
-	facts := resolve.Facts{OwnNetns: ns.Inode == r.OwnNetns().Inode}
+	facts := diagnose.Facts{OwnNetns: ns.Inode == r.OwnNetns().Inode}
 	facts.Ephemeral, _ = r.Ephemeral(ns) // unknown: an outgoing connection is named, not explained
-	v := resolve.Diagnose(&f, facts, time.Now())
-	return &Busy{Refusal: ref, Netns: ns, Holders: f.Holders, TimeWait: f.TimeWait, Cause: v.Cause, Diagnosis: v.Diagnosis, Hint: v.Hint}, nil
+	v := diagnose.Diagnose(&f, facts, time.Now())
+	return &Busy{Refusal: ref, Netns: ns, Holders: f.Holders, TimeWait: f.TimeWait, Cause: v.Cause, Confidence: v.Confidence, Diagnosis: v.Diagnosis, Hint: v.Hint}, nil
 }
 
 // WaitOptions configure WaitFree.

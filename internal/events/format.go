@@ -3,7 +3,9 @@ package events
 import (
 	"fmt"
 	"io"
+	"maps"
 	"net/netip"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -72,6 +74,9 @@ func Text(rec any) string {
 			sort.Strings(names)
 			s += fmt.Sprintf("; %s not usable here (bindwatch doctor says why)", strings.Join(names, ", "))
 		}
+		for _, name := range slices.Sorted(maps.Keys(r.Limits)) {
+			s += fmt.Sprintf("; limit: %s", Escape(r.Limits[name]))
+		}
 		return s
 	case *Repeats:
 		return fmt.Sprintf("%s %s %s %s port %d pid %d (%s) failed the same way %d more time%s (folded in the kernel)",
@@ -84,6 +89,10 @@ func Text(rec any) string {
 		return signalText(r)
 	case *Recovered:
 		return recoveredText(r)
+	case *PortFree:
+		return portFreeText(r)
+	case *Abandoned:
+		return abandonedText(r)
 	case *Stop:
 		s := fmt.Sprintf("%s bindwatch stopped after %s: %d failure%s, %d reported, %d folded, %d lost",
 			clock(r.Time), (time.Duration(r.DurationMS) * time.Millisecond).String(), r.Failures, Plural(r.Failures), r.Reported, r.Folded, r.Lost)

@@ -38,6 +38,8 @@ const (
 	BindwatchBwHookBW_HOOK_INET_BIND      BindwatchBwHook = 3
 	BindwatchBwHookBW_HOOK_INET6BIND      BindwatchBwHook = 4
 	BindwatchBwHookBW_HOOK_INET_LISTEN    BindwatchBwHook = 5
+	BindwatchBwHookBW_HOOK_IOURING_BIND   BindwatchBwHook = 6
+	BindwatchBwHookBW_HOOK_IOURING_LISTEN BindwatchBwHook = 7
 )
 
 type BindwatchBwIncidentKind uint32
@@ -104,6 +106,8 @@ type BindwatchEvent struct {
 	Comm         [16]int8
 	_            [4]byte
 	Holder       BindwatchHolderRec
+	HolderExit   BindwatchLineageVal
+	ParentExit   BindwatchLineageVal
 	Args         [512]int8
 }
 
@@ -179,6 +183,14 @@ type BindwatchIncidentEvent struct {
 	Args       [512]int8
 }
 
+type BindwatchLineageVal struct {
+	_        structs.HostLayout
+	StartNs  uint64
+	ExitNs   uint64
+	ExitCode uint32
+	Pad      uint32
+}
+
 type BindwatchPortRange struct {
 	_  structs.HostLayout
 	Lo uint16
@@ -205,6 +217,7 @@ const (
 	BindwatchMapIncidentHolders      = "incident_holders"
 	BindwatchMapIncidentPorts        = "incident_ports"
 	BindwatchMapInflight             = "inflight"
+	BindwatchMapLineage              = "lineage"
 	BindwatchMapSessionStats         = "session_stats"
 	BindwatchMapTcpHolders           = "tcp_holders"
 	BindwatchMapTracedPids           = "traced_pids"
@@ -224,11 +237,13 @@ const (
 	BindwatchProgKretprobeInet6Bind  = "kretprobe_inet6_bind"
 	BindwatchProgKretprobeInetBind   = "kretprobe_inet_bind"
 	BindwatchProgKretprobeInetListen = "kretprobe_inet_listen"
+	BindwatchProgLineageExit         = "lineage_exit"
 	BindwatchProgSeedHolders         = "seed_holders"
 	BindwatchProgTpEnterBind         = "tp_enter_bind"
 	BindwatchProgTpEnterListen       = "tp_enter_listen"
 	BindwatchProgTpExitBind          = "tp_exit_bind"
 	BindwatchProgTpExitListen        = "tp_exit_listen"
+	BindwatchProgUringComplete       = "uring_complete"
 	BindwatchVarArgsInRegs           = "args_in_regs"
 	BindwatchVarErrnoMask            = "errno_mask"
 	BindwatchVarFilterComm           = "filter_comm"
@@ -251,6 +266,9 @@ const (
 	BindwatchVarUnusedMark           = "unused_mark"
 	BindwatchVarUnusedSockFlag       = "unused_sock_flag"
 	BindwatchVarUnusedSyscall        = "unused_syscall"
+	BindwatchVarUringAddrAt          = "uring_addr_at"
+	BindwatchVarUringCalibPort       = "uring_calib_port"
+	BindwatchVarUringCalibTgid       = "uring_calib_tgid"
 )
 
 // LoadBindwatch returns the embedded CollectionSpec for Bindwatch.
@@ -310,11 +328,13 @@ type BindwatchProgramSpecs struct {
 	KretprobeInet6Bind  *ebpf.ProgramSpec `ebpf:"kretprobe_inet6_bind"`
 	KretprobeInetBind   *ebpf.ProgramSpec `ebpf:"kretprobe_inet_bind"`
 	KretprobeInetListen *ebpf.ProgramSpec `ebpf:"kretprobe_inet_listen"`
+	LineageExit         *ebpf.ProgramSpec `ebpf:"lineage_exit"`
 	SeedHolders         *ebpf.ProgramSpec `ebpf:"seed_holders"`
 	TpEnterBind         *ebpf.ProgramSpec `ebpf:"tp_enter_bind"`
 	TpEnterListen       *ebpf.ProgramSpec `ebpf:"tp_enter_listen"`
 	TpExitBind          *ebpf.ProgramSpec `ebpf:"tp_exit_bind"`
 	TpExitListen        *ebpf.ProgramSpec `ebpf:"tp_exit_listen"`
+	UringComplete       *ebpf.ProgramSpec `ebpf:"uring_complete"`
 }
 
 // BindwatchMapSpecs contains maps before they are loaded into the kernel.
@@ -329,6 +349,7 @@ type BindwatchMapSpecs struct {
 	IncidentHolders *ebpf.MapSpec `ebpf:"incident_holders"`
 	IncidentPorts   *ebpf.MapSpec `ebpf:"incident_ports"`
 	Inflight        *ebpf.MapSpec `ebpf:"inflight"`
+	Lineage         *ebpf.MapSpec `ebpf:"lineage"`
 	SessionStats    *ebpf.MapSpec `ebpf:"session_stats"`
 	TcpHolders      *ebpf.MapSpec `ebpf:"tcp_holders"`
 	TracedPids      *ebpf.MapSpec `ebpf:"traced_pids"`
@@ -361,6 +382,9 @@ type BindwatchVariableSpecs struct {
 	UnusedMark          *ebpf.VariableSpec `ebpf:"unused_mark"`
 	UnusedSockFlag      *ebpf.VariableSpec `ebpf:"unused_sock_flag"`
 	UnusedSyscall       *ebpf.VariableSpec `ebpf:"unused_syscall"`
+	UringAddrAt         *ebpf.VariableSpec `ebpf:"uring_addr_at"`
+	UringCalibPort      *ebpf.VariableSpec `ebpf:"uring_calib_port"`
+	UringCalibTgid      *ebpf.VariableSpec `ebpf:"uring_calib_tgid"`
 }
 
 // BindwatchObjects contains all objects after they have been loaded into the kernel.
@@ -391,6 +415,7 @@ type BindwatchMaps struct {
 	IncidentHolders *ebpf.Map `ebpf:"incident_holders"`
 	IncidentPorts   *ebpf.Map `ebpf:"incident_ports"`
 	Inflight        *ebpf.Map `ebpf:"inflight"`
+	Lineage         *ebpf.Map `ebpf:"lineage"`
 	SessionStats    *ebpf.Map `ebpf:"session_stats"`
 	TcpHolders      *ebpf.Map `ebpf:"tcp_holders"`
 	TracedPids      *ebpf.Map `ebpf:"traced_pids"`
@@ -407,6 +432,7 @@ func (m *BindwatchMaps) Close() error {
 		m.IncidentHolders,
 		m.IncidentPorts,
 		m.Inflight,
+		m.Lineage,
 		m.SessionStats,
 		m.TcpHolders,
 		m.TracedPids,
@@ -440,6 +466,9 @@ type BindwatchVariables struct {
 	UnusedMark          *ebpf.Variable `ebpf:"unused_mark"`
 	UnusedSockFlag      *ebpf.Variable `ebpf:"unused_sock_flag"`
 	UnusedSyscall       *ebpf.Variable `ebpf:"unused_syscall"`
+	UringAddrAt         *ebpf.Variable `ebpf:"uring_addr_at"`
+	UringCalibPort      *ebpf.Variable `ebpf:"uring_calib_port"`
+	UringCalibTgid      *ebpf.Variable `ebpf:"uring_calib_tgid"`
 }
 
 // BindwatchPrograms contains all programs after they have been loaded into the kernel.
@@ -461,11 +490,13 @@ type BindwatchPrograms struct {
 	KretprobeInet6Bind  *ebpf.Program `ebpf:"kretprobe_inet6_bind"`
 	KretprobeInetBind   *ebpf.Program `ebpf:"kretprobe_inet_bind"`
 	KretprobeInetListen *ebpf.Program `ebpf:"kretprobe_inet_listen"`
+	LineageExit         *ebpf.Program `ebpf:"lineage_exit"`
 	SeedHolders         *ebpf.Program `ebpf:"seed_holders"`
 	TpEnterBind         *ebpf.Program `ebpf:"tp_enter_bind"`
 	TpEnterListen       *ebpf.Program `ebpf:"tp_enter_listen"`
 	TpExitBind          *ebpf.Program `ebpf:"tp_exit_bind"`
 	TpExitListen        *ebpf.Program `ebpf:"tp_exit_listen"`
+	UringComplete       *ebpf.Program `ebpf:"uring_complete"`
 }
 
 func (p *BindwatchPrograms) Close() error {
@@ -485,11 +516,13 @@ func (p *BindwatchPrograms) Close() error {
 		p.KretprobeInet6Bind,
 		p.KretprobeInetBind,
 		p.KretprobeInetListen,
+		p.LineageExit,
 		p.SeedHolders,
 		p.TpEnterBind,
 		p.TpEnterListen,
 		p.TpExitBind,
 		p.TpExitListen,
+		p.UringComplete,
 	)
 }
 

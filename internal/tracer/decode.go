@@ -21,12 +21,21 @@ var hookNames = map[BindwatchBwHook]string{
 	BindwatchBwHookBW_HOOK_INET_BIND:      "inet_bind",
 	BindwatchBwHookBW_HOOK_INET6BIND:      "inet6_bind",
 	BindwatchBwHookBW_HOOK_INET_LISTEN:    "inet_listen",
+	BindwatchBwHookBW_HOOK_IOURING_BIND:   ioUringHook,
+	BindwatchBwHookBW_HOOK_IOURING_LISTEN: ioUringHook,
 }
+
+// ioUringHook names the tracepoint backend's io_uring hook: the completion
+// of an IORING_OP_BIND or IORING_OP_LISTEN request.
+const ioUringHook = "tp_btf/io_uring_complete"
 
 // hookName is the hook as "KIND/NAME": "fexit/inet_bind",
 // "kretprobe/inet_listen", "tracepoint/syscalls/sys_exit_bind".
 func hookName(backend string, hook uint8) string {
 	name := hookNames[BindwatchBwHook(hook)]
+	if name == ioUringHook {
+		return name
+	}
 	switch backend {
 	case "fentry":
 		return "fexit/" + name
@@ -118,7 +127,10 @@ func fromKernel(ev *BindwatchEvent, backend string, clock bootClock) events.Fail
 		Holders:   []events.Holder{},
 	}
 	if ev.HasHolder != 0 {
-		f.Holders = append(f.Holders, decodeHolder(&ev.Holder, f.Proto, ev.Netns, clock))
+		h := decodeHolder(&ev.Holder, f.Proto, ev.Netns, clock)
+		h.Processes[0].Exit = decodeExit(&ev.HolderExit, clock)
+		h.Processes[0].OrigParentExit = decodeExit(&ev.ParentExit, clock)
+		f.Holders = append(f.Holders, h)
 	}
 	return f
 }
@@ -189,6 +201,23 @@ func decodeHolder(rec *BindwatchHolderRec, proto string, netns uint32, clock boo
 			StartTime: clock(rec.StartNs),
 		}},
 	}
+}
+
+// decodeExit is how a process of a holder's lineage ended, nil when the
+// kernel did not see it end. The code is the exiting thread's exit_code:
+// the status in bits 8-15, or the killing signal in bits 0-6.
+func decodeExit(v *BindwatchLineageVal, clock bootClock) *events.Exit {
+	if v.ExitNs == 0 {
+		return nil
+	}
+	e := &events.Exit{Time: clock(v.ExitNs)}
+	if sig := int(v.ExitCode & 0x7f); sig != 0 {
+		e.Signal = signalName(sig)
+	} else {
+		code := int(v.ExitCode>>8) & 0xff
+		e.Code = &code
+	}
+	return e
 }
 
 // capturedArgs decodes the argv the kernel captured: all of it, or — when

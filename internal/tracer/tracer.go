@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"time"
 	"unsafe"
@@ -50,6 +51,12 @@ type Tracer struct {
 	// HooksLinger is how long the incident programs stay attached after
 	// the last incident closed (DefaultHooksLinger).
 	HooksLinger time.Duration
+	// LineageErr says why how listeners end is not seen (lineage_exit
+	// could not attach); nil when it is, or with --no-holders.
+	LineageErr error
+	// IOUringErr says why io_uring binds seen by the tracepoint backend
+	// come without their address (calibrateIOUring); nil when they do.
+	IOUringErr error
 }
 
 // Open loads the BPF object configured by cfg and attaches it with the
@@ -118,6 +125,7 @@ func openBackend(cfg Config, b Backend) (*Tracer, error) {
 	}
 	if !cfg.NoHolders {
 		keep[seedProgram] = true
+		keep[lineageProgram] = true
 	}
 	for _, p := range incidentPrograms(b.Name()) {
 		keep[p] = true
@@ -163,6 +171,11 @@ func openBackend(cfg Config, b Backend) (*Tracer, error) {
 		t.Close()
 		return nil, err
 	}
+	if slices.Contains(b.Programs(), ioUringProgram) {
+		if err := calibrateIOUring(coll); err != nil {
+			t.IOUringErr = fmt.Errorf("io_uring binds are reported without their address: %w", err)
+		}
+	}
 	if cfg.FollowChildren {
 		fl, err := attachFollow(coll)
 		if err != nil {
@@ -170,6 +183,16 @@ func openBackend(cfg Config, b Backend) (*Tracer, error) {
 			return nil, err
 		}
 		t.links = append(t.links, fl...)
+	}
+	if !cfg.NoHolders {
+		// The lineage is evidence for the diagnosis, not the failure
+		// itself: a kernel that refuses it still traces, and the
+		// diagnosis says it does not know how a listener ended.
+		if l, err := link.AttachTracing(link.TracingOptions{Program: coll.Programs[lineageProgram]}); err == nil {
+			t.links = append(t.links, l)
+		} else {
+			t.LineageErr = fmt.Errorf("attach tp_btf sched_process_exit (how listeners end): %w", err)
+		}
 	}
 	il, err := t.attachIncidents(coll)
 	if err != nil {
@@ -194,6 +217,10 @@ func openBackend(cfg Config, b Backend) (*Tracer, error) {
 	}
 	return t, nil
 }
+
+// lineageProgram notes how the processes that took a port, and their
+// parents, ended (bpf: the lineage map).
+const lineageProgram = "lineage_exit"
 
 // seedProgram records the holders (TCP listeners, bound UDP sockets) that
 // exist before tracing starts.
@@ -281,6 +308,21 @@ func (t *Tracer) Backend() string { return t.backend }
 
 // Skipped says why each better backend was not used (auto only).
 func (t *Tracer) Skipped() map[string]string { return t.skipped }
+
+// Limits says what this session cannot see or know, and why (the start
+// record's limits); nil when nothing is missing.
+func (t *Tracer) Limits() map[string]string {
+	var l map[string]string
+	for name, err := range map[string]error{"lineage": t.LineageErr, "io_uring_addr": t.IOUringErr} {
+		if err != nil {
+			if l == nil {
+				l = map[string]string{}
+			}
+			l[name] = err.Error()
+		}
+	}
+	return l
+}
 
 // Time converts a CLOCK_BOOTTIME timestamp from the kernel to wall time.
 func (t *Tracer) Time(bootNS uint64) time.Time {

@@ -11,11 +11,12 @@ import (
 	"os"
 	"time"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/bindwatch/bindwatch/internal/diagnose"
 	"github.com/bindwatch/bindwatch/internal/events"
 	"github.com/bindwatch/bindwatch/internal/redact"
-	"github.com/bindwatch/bindwatch/internal/resolve"
 	"github.com/bindwatch/bindwatch/internal/tracer"
-	"golang.org/x/sys/unix"
 )
 
 // Sink receives the session's records, one call each: *events.Start,
@@ -54,6 +55,9 @@ type Options struct {
 	// Redact removes secrets from every process reported; nil is the
 	// default rules.
 	Redact *redact.Rules
+	// IncidentQuiet is how long after its last attempt an incident nobody
+	// tries any more is abandoned; 0 means incident.DefaultQuiet.
+	IncidentQuiet time.Duration
 	// Job is the command whose process tree is traced (bindwatch run:
 	// Tracer.PIDs is bindwatch itself, with FollowChildren). A holder in
 	// that tree is named as started by the same command.
@@ -104,18 +108,18 @@ func Start(opts Options) (*Session, error) {
 	}
 	if opts.Job != "" && opts.Tracer.FollowChildren {
 		self := os.Getpid()
-		enrich.r.SetJob(&resolve.Job{Command: opts.Job, Contains: func(pid int) bool { return pid != self && t.Traced(pid) }})
+		enrich.r.SetJob(&diagnose.Job{Command: opts.Job, Contains: func(pid int) bool { return pid != self && t.Traced(pid) }})
 	}
 	s := &Session{opts: opts, tracer: t, enrich: enrich, host: host, started: time.Now(), caughtUp: true}
-	s.incidents = newIncidents(opts.Out, t, enrich, host)
+	s.incidents = newIncidents(opts.Out, t, enrich, host, opts.IncidentQuiet)
 	s.opts.Out = s.incidents
 	if s.opts.Tick == 0 {
 		s.opts.Tick = max(opts.Tracer.Fold, time.Second)
 	}
 	start := &events.Start{
 		Type: events.TypeStart, Version: events.Version, Time: s.started, Host: host,
-		Kernel: kernelRelease(), Backend: t.Backend(), Skipped: t.Skipped(),
-		PID: os.Getpid(), FoldMS: opts.Tracer.Fold.Milliseconds(),
+		Kernel: kernelRelease(), Backend: t.Backend(), Skipped: t.Skipped(), Limits: t.Limits(),
+		PID: os.Getpid(), FoldMS: opts.Tracer.Fold.Milliseconds(), IncidentQuietMS: s.incidents.builder.Quiet.Milliseconds(),
 	}
 	if len(start.Skipped) == 0 {
 		start.Skipped = nil
@@ -172,8 +176,9 @@ func (s *Session) Run(ctx context.Context) error {
 			next = time.Now().Add(s.opts.Tick)
 		}
 		// The kernel's incident records were written by catchUp, in
-		// order with the failures; what only a poll sees is looked at now.
-		if err := s.incidents.poll(time.Now()); err != nil {
+		// order with the failures; what only a poll sees, and incidents
+		// nobody tries any more, are looked at now.
+		if err := s.incidents.idle(time.Now()); err != nil {
 			return err
 		}
 	}
