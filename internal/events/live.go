@@ -30,7 +30,7 @@ const maxLiveKeys = 4096
 // time, in the order they are written. A retry loop does not flood the
 // terminal: the first failure of a failing program on a port, for one
 // cause, is written in full with its why and fix; the next ones, until
-// the port's incident ends (its recovered record) or the program has not
+// the port's incident ends (its recovered or abandoned record) or the program has not
 // failed there for LiveQuietGap, get one short line each, with the
 // address, as do folded repeats. It is not safe for concurrent use (a
 // sink.File calls it under its lock).
@@ -84,6 +84,11 @@ func (l *LiveText) Text(rec any) (text string, ok bool) {
 	case *Repeats:
 		return l.repeats(r), true
 	case *Recovered:
+		l.ended(r.Netns, r.Proto, r.Port)
+		if l.opts.Quiet {
+			return "", false
+		}
+	case *Abandoned:
 		l.ended(r.Netns, r.Proto, r.Port)
 		if l.opts.Quiet {
 			return "", false
