@@ -2,6 +2,7 @@ package events
 
 import (
 	"fmt"
+	"hash/fnv"
 	"strings"
 	"time"
 )
@@ -47,7 +48,7 @@ type blockKey struct {
 	netns   uint32
 	proto   string
 	port    uint16
-	program string
+	program uint64 // a hash: a command line may be 100 KB long
 	cause   string
 }
 
@@ -220,13 +221,20 @@ func (l *LiveText) forget(now time.Time) {
 // program is what makes two failing processes the same program for the
 // live text: the executable and the command line (a supervisor's
 // restarts of one service are one program; two scripts of one
-// interpreter are two).
-func program(p *Process) string {
+// interpreter are two), hashed, so that what a table of maxLiveKeys
+// holds stays small whatever the command lines.
+func program(p *Process) uint64 {
+	h := fnv.New64a()
 	exe := p.Exe
 	if exe == "" {
 		exe = p.Comm
 	}
-	return exe + "\x00" + strings.Join(p.Cmdline, "\x00")
+	h.Write([]byte(exe))
+	for _, a := range p.Cmdline {
+		h.Write([]byte{0})
+		h.Write([]byte(a))
+	}
+	return h.Sum64()
 }
 
 // commOf is a process's escaped comm, or "?" .
