@@ -13,6 +13,7 @@ import (
 
 	"github.com/bindwatch/bindwatch/internal/deploy"
 	"github.com/bindwatch/bindwatch/internal/events"
+	"github.com/bindwatch/bindwatch/internal/host"
 	"github.com/bindwatch/bindwatch/internal/resolve"
 )
 
@@ -24,8 +25,11 @@ func freeCommand() *cli.Command {
 		Description: `Finds the processes that keep each PORT from being bound (checked as
 wait-free does, by binding it) and, with --kill, stops them: --signal
 (SIGTERM) to each, a wait of up to --grace for the port to be released,
-then — only with --force — SIGKILL to those still running. Without --kill
-it only shows what it would do. A PORT without /tcp or /udp means both.
+then — only with --force — SIGKILL to those still running. A process that
+ignores the signal, or blocks it in every thread (SigIgn, SigBlk in
+/proc/PID/status), is named up front and not waited for: --force sends it
+SIGKILL at once. Without --kill it only shows what it would do. A PORT
+without /tcp or /udp means both.
 
 It never signals pid 1, bindwatch itself, its parent or any of its
 ancestors (the script running it), kernel threads, or — unless
@@ -103,8 +107,12 @@ func freeAction(c *cli.Context) error {
 		return err
 	}
 	defer r.Close()
-	if os.Geteuid() != 0 {
-		fmt.Fprintln(os.Stderr, "bindwatch: not root: processes of other users are not found or cannot be signalled (run with sudo)")
+	needed := []int{host.CapDACReadSearch, host.CapSysPtrace}
+	if kill {
+		needed = append(needed, host.CapKill)
+	}
+	if missing := host.MissingCaps(needed...); missing != "" {
+		fmt.Fprintf(os.Stderr, "bindwatch: without %s (root has them), processes of other users cannot be checked or signalled (run with sudo)\n", missing)
 	}
 
 	plan, err := deploy.PlanFree(r, ports, deploy.StopOptions{

@@ -131,44 +131,69 @@ func TestFreeKillStopsSIGTERMHolder(t *testing.T) {
 	testenv.Hold(t, "tcp", "0.0.0.0", port, testenv.Opts{}) // really free
 }
 
-// TestFreeForceEscalates: a holder that ignores SIGTERM survives --kill
-// (exit 1, with the advice to add --force), and only --force sends SIGKILL.
+// blockTERM holds a TCP port and blocks SIGTERM (its only thread).
+const blockTERM = `import signal, socket, sys, time
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+s = socket.socket()
+s.bind(("0.0.0.0", int(sys.argv[1])))
+s.listen()
+print("ready", flush=True)
+time.sleep(120)`
+
+// TestFreeForceEscalates: a holder that ignores SIGTERM, or blocks it,
+// survives --kill (exit 1), and only --force sends SIGKILL. free reads
+// that from /proc/PID/status (SigIgn, SigBlk) and says so up front, with
+// the advice to add --force — the dry run too — instead of waiting out
+// the grace period first (issue 20); with --force, SIGKILL follows at once.
 func TestFreeForceEscalates(t *testing.T) {
 	testenv.RequireRoot(t)
-	port := testenv.FreePort(t)
-	h := startPython(t, ignoreTERM, strconv.Itoa(port))
-	arg := fmt.Sprintf("%d/tcp", port)
+	for _, c := range []struct{ code, deaf string }{{ignoreTERM, "ignores SIGTERM"}, {blockTERM, "blocks SIGTERM in every thread"}} {
+		t.Run(c.deaf, func(t *testing.T) {
+			port := testenv.FreePort(t)
+			h := startPython(t, c.code, strconv.Itoa(port))
+			arg := fmt.Sprintf("%d/tcp", port)
+			const grace = 40 * time.Second // never waited out
 
-	res := bindwatch(t, "free", "--format", "text", arg, "--kill", "--grace", "700ms")
-	if res.code != 1 {
-		t.Fatalf("SIGTERM ignored, no --force: want exit 1; %s", res)
-	}
-	if res.took < 700*time.Millisecond {
-		t.Errorf("gave up after %s, before --grace 700ms", res.took)
-	}
-	for _, want := range []string{"sent SIGTERM", arg + ": still held", "add --force"} {
-		if !strings.Contains(res.stdout, want) {
-			t.Errorf("stdout lacks %q; %s", want, res)
-		}
-	}
-	if want := fmt.Sprintf(`pid %d \([^)]*python3 -c import signal, socket[^)]*\) still running after SIGTERM`, h.pid()); !regexp.MustCompile(want).MatchString(res.stdout) {
-		t.Errorf("stdout does not match %q; %s", want, res)
-	}
-	if strings.Contains(res.stdout, "SIGKILL to pid") || !h.running() {
-		t.Fatalf("SIGKILL without --force; %s", res)
-	}
+			res := bindwatch(t, "free", "--format", "text", arg)
+			if want := "it " + c.deaf + ": --kill alone will not stop it; --kill --force sends it SIGKILL at once"; !strings.Contains(res.stdout, want) {
+				t.Errorf("dry run: stdout lacks %q; %s", want, res)
+			}
+			res = bindwatch(t, "free", "--format", "text", arg, "--kill", "--grace", grace.String())
+			if res.code != 1 {
+				t.Fatalf("SIGTERM %s, no --force: want exit 1; %s", c.deaf, res)
+			}
+			if res.took >= grace {
+				t.Errorf("waited out the %s grace period (%s) for a holder that %s", grace, res.took, c.deaf)
+			}
+			upFront := fmt.Sprintf("%s (/proc/%d/status): it will not exit on it; add --force", c.deaf, h.pid())
+			i, j := strings.Index(res.stdout, upFront), strings.Index(res.stdout, arg+": still held")
+			if i < 0 || j < 0 || i > j {
+				t.Errorf("stdout does not say %q before the port is still held; %s", upFront, res)
+			}
+			if want := fmt.Sprintf(`pid %d \([^)]*python3 -c import signal, socket[^)]*\), which %s, still running after SIGTERM \(hint: add --force`, h.pid(), c.deaf); !regexp.MustCompile(want).MatchString(res.stdout) {
+				t.Errorf("stdout does not match %q; %s", want, res)
+			}
+			if strings.Contains(res.stdout, "SIGKILL to pid") || !h.running() {
+				t.Fatalf("SIGKILL without --force; %s", res)
+			}
+			_, recs := freeRecords(t, arg, "--kill", "--grace", grace.String())
+			if len(recs) != 1 || len(recs[0].Actions) != 1 || recs[0].Actions[0].Reason != "it "+c.deaf {
+				t.Errorf("JSON: want one still_running action whose reason is %q; %+v", "it "+c.deaf, recs)
+			}
 
-	res = bindwatch(t, "free", "--format", "text", arg, "--kill", "--grace", "700ms", "--force")
-	if res.code != 0 {
-		t.Fatalf("with --force: want exit 0; %s", res)
-	}
-	if err := h.wait(t, 5*time.Second); !killedBy(err, syscall.SIGKILL) {
-		t.Errorf("holder ended with %v, want killed by SIGKILL", err)
-	}
-	for _, want := range []string{"sent SIGTERM", fmt.Sprintf("sent SIGKILL to pid %d", h.pid()), arg + ": free (released after", "exited after SIGKILL"} {
-		if !strings.Contains(res.stdout, want) {
-			t.Errorf("stdout lacks %q; %s", want, res)
-		}
+			res = bindwatch(t, "free", "--format", "text", arg, "--kill", "--grace", grace.String(), "--force")
+			if res.code != 0 || res.took >= grace {
+				t.Fatalf("with --force: want exit 0, without waiting out the grace period; %s", res)
+			}
+			if err := h.wait(t, 5*time.Second); !killedBy(err, syscall.SIGKILL) {
+				t.Errorf("holder ended with %v, want killed by SIGKILL", err)
+			}
+			for _, want := range []string{"sent SIGTERM", "sending SIGKILL without waiting the grace period", fmt.Sprintf("sent SIGKILL to pid %d", h.pid()), arg + ": free (released after", "exited after SIGKILL"} {
+				if !strings.Contains(res.stdout, want) {
+					t.Errorf("stdout lacks %q; %s", want, res)
+				}
+			}
+		})
 	}
 }
 

@@ -72,13 +72,13 @@ func netnsOption(c *cli.Context) (host.Netns, error) {
 	if arg != "" && c.Bool("all-netns") {
 		return host.Netns{}, usagef("--netns and --all-netns: give one (--netns looks in one namespace, --all-netns in every one)")
 	}
-	if c.Bool("all-netns") && os.Geteuid() != 0 {
+	if c.Bool("all-netns") && !host.HasCap(host.CapSysAdmin) {
 		return host.Netns{}, cli.Exit("--all-netns needs root (entering other network namespaces takes CAP_SYS_ADMIN): run it with sudo", 1)
 	}
 	if arg == "" {
 		return host.Netns{}, nil
 	}
-	if os.Geteuid() != 0 {
+	if !host.HasCap(host.CapSysAdmin) {
 		return host.Netns{}, cli.Exit("--netns needs root (entering another network namespace takes CAP_SYS_ADMIN): run it with sudo", 1)
 	}
 	ns, err := netnsArg(arg)

@@ -3,11 +3,13 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"os"
 	"os/exec"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/bindwatch/bindwatch/internal/testenv"
 )
@@ -32,6 +34,11 @@ func whoJSON(t *testing.T, arg string) (pids []int, code int) {
 	}
 	if err := schema.Validate(any(doc)); err != nil {
 		t.Errorf("who output does not match docs/schema.json: %v\n%s", err, out)
+	}
+	// Issue 20: time and host, as every other record has them.
+	hostname, _ := os.Hostname()
+	if at, err := time.Parse(time.RFC3339Nano, fmt.Sprint(doc["time"])); err != nil || time.Since(at) > time.Minute || time.Since(at) < 0 || doc["host"] != hostname {
+		t.Errorf("who record: time %v, host %v; want now and %q", doc["time"], doc["host"], hostname)
 	}
 	for _, h := range doc["holders"].([]any) {
 		for _, p := range h.(map[string]any)["processes"].([]any) {
@@ -94,6 +101,14 @@ func TestEphemeralPortNote(t *testing.T) {
 	note := "note: port 40010 lies in the ephemeral port range (net.ipv4.ip_local_port_range 40000–40100) and is not reserved: outgoing connections may take it as their local port at any time; reserve it with `sysctl -w net.ipv4.ip_local_reserved_ports=40050,40010`"
 	if res := inNS("who", "40010/tcp", "--format", "text"); res.code != 1 || !strings.Contains(res.stdout, "40010/tcp: free\n  "+note) {
 		t.Errorf("who on a free port in the range: want exit 1 and\n%s\ngot %s", note, res)
+	}
+	// Once per port, whatever the protocols (issue 20: twice, tcp and udp).
+	if res := inNS("who", "40010", "40011/udp", "40010/udp", "--format", "text"); strings.Count(res.stdout, "note: port 40010 ") != 1 || strings.Count(res.stdout, "note: port 40011 ") != 1 ||
+		!strings.HasSuffix(res.stdout, "40010/udp: free\n  "+note+", or use a port outside the range\n") {
+		t.Errorf("who 40010 40011/udp 40010/udp: want one note per port, after its last protocol; got %s", res)
+	}
+	if res := inNS("wait-free", "40010", "--timeout", "0", "--format", "text"); strings.Count(res.stderr, "note:") != 1 {
+		t.Errorf("wait-free 40010 (tcp and udp): want one note; got %s", res)
 	}
 	for _, port := range []string{"40050", "5000"} {
 		if res := inNS("who", port+"/tcp", "--format", "text"); strings.Contains(res.stdout, "note:") {

@@ -74,11 +74,14 @@ func (pl *Plan) actions(t *Target, pp *PortPlan, dryRun bool) []events.FreeActio
 	}
 	var out []events.FreeAction
 	for i, sig := range t.Sent {
-		result := events.ResultStillRunning
+		result, reason := events.ResultStillRunning, ""
 		if i == len(t.Sent)-1 && t.Exited {
 			result = events.ResultExited
 		}
-		out = append(out, action(sig, result, ""))
+		if i == 0 && t.Deaf != "" && result == events.ResultStillRunning {
+			reason = "it " + t.Deaf
+		}
+		out = append(out, action(sig, result, reason))
 	}
 	if t.SignalErr != nil {
 		// Stop sends SIGKILL only after the first signal went out.
@@ -97,7 +100,11 @@ func (pl *Plan) actions(t *Target, pp *PortPlan, dryRun bool) []events.FreeActio
 	case t.Refused != "":
 		return []events.FreeAction{action(pl.opts.Signal, events.ResultRefused, t.Refused)}
 	case dryRun && pl.wouldSignal(t):
-		return []events.FreeAction{action(pl.opts.Signal, events.ResultDryRun, "")}
+		reason := ""
+		if t.Deaf != "" {
+			reason = "it " + t.Deaf + ": --kill alone will not stop it"
+		}
+		return []events.FreeAction{action(pl.opts.Signal, events.ResultDryRun, reason)}
 	}
 	return []events.FreeAction{action(pl.opts.Signal, events.ResultSkipped, "signalling it cannot free the port: "+pp.Blocked)}
 }

@@ -63,6 +63,10 @@ type Target struct {
 	Sockets []string
 	// Refused says why bindwatch will not signal it; "" when it may.
 	Refused string
+	// Deaf says, read from /proc/PID/status before any signal, that it
+	// will not exit on the first signal: "ignores SIGTERM", "blocks
+	// SIGTERM in every thread"; "" when it may.
+	Deaf string
 
 	inodes []uint64
 	pidfd  int // -1 until opened
@@ -178,7 +182,7 @@ func (pl *Plan) plan(pp *PortPlan, others []events.Holder, g guard, byPID map[in
 		for _, p := range h.Processes {
 			t := byPID[p.PID]
 			if t == nil {
-				t = &Target{Process: p, pidfd: -1, Refused: g.refusal(&p)}
+				t = &Target{Process: p, pidfd: -1, Refused: g.refusal(&p), Deaf: deafTo(p.PID, pl.opts.Signal)}
 				byPID[p.PID] = t
 				pl.Targets = append(pl.Targets, t)
 			}
@@ -203,6 +207,18 @@ func (pl *Plan) plan(pp *PortPlan, others []events.Holder, g guard, byPID map[in
 			return
 		}
 	}
+}
+
+// deafTo says whether process pid ignores or blocks sig, so that it will
+// not exit on it: "ignores SIGTERM", or "".
+func deafTo(pid int, sig syscall.Signal) string {
+	switch ignored, blocked := host.SignalDisposition(pid, int(sig)); {
+	case ignored:
+		return "ignores " + SignalName(sig)
+	case blocked:
+		return "blocks " + SignalName(sig) + " in every thread"
+	}
+	return ""
 }
 
 // timeWaitText explains a port held only by TIME_WAIT sockets: there is
@@ -245,6 +261,14 @@ func (pl *Plan) Stop(ctx context.Context, log func(string)) error {
 			}
 			signalled[t] = true
 			pl.signal(t, pl.opts.Signal, pp, log)
+			if t.Deaf != "" && len(t.Sent) > 0 {
+				// Said now, not after the grace period: waiting will not help.
+				next := fmt.Sprintf("add --force to send it SIGKILL (bindwatch does not wait the %s grace period for it)", pl.opts.Grace)
+				if pl.opts.Force {
+					next = "sending SIGKILL without waiting the grace period for it"
+				}
+				log(fmt.Sprintf("%s: %s %s (/proc/%d/status): it will not exit on it; %s", pp.label(pl.own), events.ProcessShort(&t.Process), t.Deaf, t.Process.PID, next))
+			}
 		}
 	}
 	waitErr := pl.wait(ctx, stoppable, pl.opts.Grace)
@@ -330,8 +354,9 @@ func (pl *Plan) signal(t *Target, sig syscall.Signal, pp *PortPlan, log func(str
 }
 
 // wait checks the ports until each is free, or all its holders are gone
-// (what is left, TIME_WAIT or another process, will not go by waiting
-// here), or until d has passed.
+// or deaf to the signal (what is left, TIME_WAIT, another process or one
+// that ignores the signal, will not go by waiting here), or until d has
+// passed.
 func (pl *Plan) wait(ctx context.Context, ports []*PortPlan, d time.Duration) error {
 	deadline := time.Now().Add(d)
 	for {
@@ -367,7 +392,8 @@ func (pl *Plan) wait(ctx context.Context, ports []*PortPlan, d time.Duration) er
 
 func (pp *PortPlan) allExited() bool {
 	for _, t := range pp.Targets {
-		if !t.Exited && t.SignalErr == nil {
+		// One deaf to the signal is not waited for: it will not exit.
+		if !t.Exited && t.SignalErr == nil && t.Deaf == "" {
 			return false
 		}
 	}
@@ -486,6 +512,9 @@ func (pl *Plan) WriteDryRun(w io.Writer, now time.Time) {
 			fmt.Fprintf(w, "%s: held; --kill would send %s to:\n", label, SignalName(pl.opts.Signal))
 			for _, t := range pp.Targets {
 				fmt.Fprintf(w, "  %s  [%s]\n", events.ProcessText(&t.Process, now), strings.Join(t.Sockets, ", "))
+				if t.Deaf != "" {
+					fmt.Fprintf(w, "    it %s: --kill alone will not stop it; --kill --force sends it SIGKILL at once\n", t.Deaf)
+				}
 			}
 		default:
 			fmt.Fprintf(w, "%s: held; nothing to stop: %s\n", label, pp.Blocked)
@@ -539,6 +568,8 @@ func (pl *Plan) stillHeldHint(pp *PortPlan) string {
 		switch {
 		case t.SignalErr != nil:
 			unsent = append(unsent, fmt.Sprintf("%s: %v", events.ProcessShort(&t.Process), t.SignalErr))
+		case !t.Exited && t.Deaf != "" && len(t.Sent) == 1:
+			survived = append(survived, events.ProcessShort(&t.Process)+", which "+t.Deaf+",")
 		case !t.Exited:
 			survived = append(survived, events.ProcessShort(&t.Process))
 		}

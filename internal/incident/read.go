@@ -29,6 +29,10 @@ type Log struct {
 	Last    time.Time
 	Skipped Skipped
 	emit    func(rec any)
+	// others counts bindwatch records incidents are not built from (who,
+	// free, …); firstOther is the first line that is none (NoRecord).
+	others     int
+	firstOther []byte
 }
 
 // Files lists the files to read for the paths given: each path, preceded
@@ -142,7 +146,11 @@ func (l *Log) read(r io.Reader) {
 				l.emit(rec)
 			case err != nil && bad == badMalformed:
 				truncated = true // the last line, cut off
+				l.sniff(line)
 			default:
+				if bad == badMalformed {
+					l.sniff(line)
+				}
 				l.count(bad)
 			}
 		}
@@ -190,6 +198,9 @@ func (l *Log) count(b badKind) {
 		l.Skipped.Malformed++
 	case badNewer:
 		l.Skipped.Newer++
+		l.others++
+	case badIgnored:
+		l.others++
 	}
 }
 
