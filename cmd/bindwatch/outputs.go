@@ -56,7 +56,7 @@ func openOutputs(c *cli.Context, std *os.File, stdName, streamFormat string) (*s
 		if c.String("format") == events.FormatECS {
 			form = sink.ECS
 		}
-		s, err := sink.DialSyslog(sink.SyslogOptions{URL: u, Form: form, Warn: os.Stderr})
+		s, err := sink.DialSyslog(sink.SyslogOptions{URL: u, Form: sink.Fitted(form), Warn: os.Stderr})
 		if err != nil {
 			return nil, "", usageError{err}
 		}
@@ -96,6 +96,10 @@ func openOutputs(c *cli.Context, std *os.File, stdName, streamFormat string) (*s
 	if err != nil {
 		set.Close()
 		return nil, "", err
+	}
+	if format != events.FormatText {
+		// No record larger than bindwatch report reads.
+		form = sink.Fitted(form)
 	}
 	out.SetForm(form)
 	if err := addMetrics(c, set); err != nil {

@@ -40,7 +40,12 @@ deployment — with the hosts and when it began on the first and last (with
 --format json: one spread record each, after the incidents).
 
 Malformed lines, records of a newer schema version and files cut off
-mid-record are counted and reported on standard error, never fatal.
+mid-record are counted and reported on standard error, never fatal. A
+rotated sibling is read only when it is a regular file (no FIFO, device or
+symlink) owned by the log's owner or root and not writable by every user:
+in a shared directory anyone may plant one. Each one refused is named on
+standard error; name it on the command line to read it anyway. Records
+are read up to 1 MiB, the most the tracer writes.
 
 Examples:
   bindwatch report /var/log/bindwatch.jsonl
@@ -115,10 +120,14 @@ func reportAction(c *cli.Context) error {
 	incidents := incident.Select(builder.Finish(log.Last), wanted, since, until)
 	sources := "standard input"
 	if len(files) > 0 {
-		sources = strings.Join(incident.Files(files), ", ")
+		sources = strings.Join(log.Files, ", ")
 	}
-	if log.Skipped.Any() {
-		fmt.Fprintf(os.Stderr, "bindwatch report: skipped %s\n", log.Skipped)
+	for _, r := range log.Skipped.Refused {
+		fmt.Fprintf(os.Stderr, "bindwatch report: not reading %s (hint: a rotated file beside a log is read only when it is a regular file of the log's owner or root, not writable by every user; name it on the command line to read it anyway)\n", events.Escape(r))
+	}
+	if others := log.Skipped; others.Malformed+others.Newer+others.Truncated+len(others.Unreadable) > 0 {
+		others.Refused = nil // said above
+		fmt.Fprintf(os.Stderr, "bindwatch report: skipped %s\n", events.Escape(others.String()))
 	}
 	if path := c.String("html"); path != "" {
 		if err := writeHTML(path, incidents, sources, log.Skipped); err != nil {

@@ -15,6 +15,13 @@ import (
 // field changes meaning or disappears; adding a field does not bump it.
 const Version = 1
 
+// MaxRecordBytes is the most bytes a JSON record the tracer writes takes
+// (its newline aside), and what bindwatch report reads: a process
+// controls its command line (up to 2 MB) and can share a socket with
+// thousands of processes, so the tracer shortens a record that would be
+// larger (sink.Fitted), and report reads every record up to it.
+const MaxRecordBytes = 1 << 20
+
 // Record types, the "type" field of every JSON line.
 const (
 	TypeStart   = "start"
