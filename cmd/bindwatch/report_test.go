@@ -583,3 +583,75 @@ func TestReportReadsWhatTheTracerWrites(t *testing.T) {
 		t.Errorf("report skipped something: %s", stderr)
 	}
 }
+
+// countType counts the records of type typ in a JSON-lines file.
+func countType(path, typ string) int {
+	n := 0
+	for _, l := range readLines(path) {
+		if bytes.Contains(l, []byte(`"type":"`+typ+`"`)) {
+			n++
+		}
+	}
+	return n
+}
+
+// uid 65534's holder ignores SIGHUP, and uid 65534 floods it with SIGHUPs
+// during root's outage on its port; then root's SIGTERM ends it. The
+// report folds the flood into one counted line, keeps root's SIGTERM, and
+// the page stays small (issue 19: 200,000 signals made a 78 MB page).
+func TestReportFoldsASignalFlood(t *testing.T) {
+	port := testenv.FreePort(t)
+	p := strconv.Itoa(port)
+	out := filepath.Join(t.TempDir(), "bw.jsonl")
+	tr := startTracing(t, "--port", p, "--format", "json", "--output", out)
+	holder := testenv.StartHelperAsUser(t, "deafhold tcp 127.0.0.1 "+p, 65534)
+	testenv.FailBind(t, "tcp", "127.0.0.1", port, testenv.Opts{}, syscall.EADDRINUSE)
+	for deadline := time.Now().Add(10 * time.Second); countType(out, "bind_failure") == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no bind_failure within 10s: %s", tr.stderr.String())
+		}
+	}
+	const flood = 200
+	if b, err := testenv.HelperAsUser(t, fmt.Sprintf("sighup %d %d", holder.PID, flood), 65534).Output(); err != nil || string(b) != fmt.Sprintf("sent %d\n", flood) {
+		t.Fatalf("flood: %v %q", err, b)
+	}
+	if err := syscall.Kill(holder.PID, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(60 * time.Second); countType(out, "released") == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no released record within 60s (%d signal records): %s", countType(out, "signal"), tr.stderr.String())
+		}
+	}
+	tr.stop(t)
+	hups := 0
+	for _, l := range readLines(out) {
+		if bytes.Contains(l, []byte(`"signal":"SIGHUP"`)) {
+			hups++
+		}
+	}
+	t.Logf("%d SIGHUP records written", hups)
+	if hups < 3 {
+		t.Fatalf("%d SIGHUP records: the flood was not seen, nothing to fold", hups)
+	}
+
+	page := filepath.Join(t.TempDir(), "page.html")
+	text, stderr := report(t, "--format", "text", "--html", page, out)
+	var lines []string
+	for _, l := range strings.Split(text, "\n") {
+		if strings.Contains(l, "  signal ") {
+			lines = append(lines, strings.TrimSpace(l))
+		}
+	}
+	// The first SIGHUP, the rest folded, root's SIGTERM; then the Go
+	// runtime's own SIGTERM to itself, raised again to die of it.
+	folded := fmt.Sprintf("%d more SIGHUP to pid %d (helper) from helper uid 65534", hups-1, holder.PID)
+	rootTerm := fmt.Sprintf("SIGTERM to pid %d (helper) from pid %d ", holder.PID, os.Getpid())
+	if len(lines) < 3 || len(lines) > 5 || !strings.Contains(lines[0], "SIGHUP") || !strings.Contains(lines[1], folded) ||
+		!strings.Contains(lines[2], rootTerm) || !strings.Contains(lines[2], "uid 0: delivered") {
+		t.Errorf("signal lines of the report:\n%s\nwant the first SIGHUP, %q… folded, and %q… uid 0\nstderr: %s", strings.Join(lines, "\n"), folded, rootTerm, stderr)
+	}
+	if st, err := os.Stat(page); err != nil || st.Size() > 200<<10 {
+		t.Errorf("the page: %v, %d bytes; want under 200 KiB", err, st.Size())
+	}
+}

@@ -5,7 +5,9 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/signal"
 	"strconv"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -23,6 +25,10 @@ import (
 //	                    host does not have: EADDRNOTAVAIL) → "ready PID
 //	                    FAILED"; stays alive (its command line readable
 //	                    in /proc) until stdin closes
+//	deafhold PROTO ADDR PORT
+//	                    hold (as the hold job) ignoring SIGHUP → "ready
+//	                    PID INODE"; exits on SIGTERM or when stdin closes
+//	sighup PID N        send N SIGHUPs to PID → "sent N"
 func runAttackJob(args []string) (bool, error) {
 	if len(args) == 0 {
 		return false, nil
@@ -45,6 +51,31 @@ func runAttackJob(args []string) (bool, error) {
 		}
 		fmt.Printf("ready %d %d\n", os.Getpid(), len(conns))
 		io.Copy(io.Discard, os.Stdin)
+		return true, nil
+	case "deafhold":
+		if len(args) != 4 {
+			return true, fmt.Errorf("deafhold PROTO ADDR PORT, not %q", args)
+		}
+		signal.Ignore(syscall.SIGHUP)
+		fd, err := holdSocket(args[1:])
+		if err != nil {
+			return true, err
+		}
+		fmt.Printf("ready %d %d\n", os.Getpid(), socketInode(fd))
+		io.Copy(io.Discard, os.Stdin)
+		return true, nil
+	case "sighup":
+		if len(args) != 3 {
+			return true, fmt.Errorf("sighup PID N, not %q", args)
+		}
+		pid, _ := strconv.Atoi(args[1])
+		n, _ := strconv.Atoi(args[2])
+		for i := range n {
+			if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
+				return true, fmt.Errorf("SIGHUP %d to pid %d: %w", i, pid, err)
+			}
+		}
+		fmt.Printf("sent %d\n", n)
 		return true, nil
 	case "failbinds":
 		if len(args) != 4 {
