@@ -171,8 +171,8 @@ func (pl *Plan) plan(pp *PortPlan, others []events.Holder, g guard, byPID map[in
 	}
 	for _, h := range live {
 		if len(h.Processes) == 0 {
-			pp.Blocked = fmt.Sprintf("%s %s is open in no process bindwatch can see (a socket of the kernel, or of a process bindwatch may not inspect: run with sudo); there is nothing to signal",
-				h.State, events.HostPort(h.Addr, h.Port))
+			pp.Blocked = fmt.Sprintf("%s %s: %s; there is nothing to signal",
+				h.State, events.HostPort(h.Addr, h.Port), events.UnownedText(&h))
 			continue
 		}
 		for _, p := range h.Processes {
