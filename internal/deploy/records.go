@@ -73,12 +73,16 @@ func (pl *Plan) actions(t *Target, pp *PortPlan, dryRun bool) []events.FreeActio
 		}
 	}
 	var out []events.FreeAction
+	forced := ""
+	if t.HandedOver != "" {
+		forced = "with --force, although " + t.HandedOver
+	}
 	for i, sig := range t.Sent {
 		result := events.ResultStillRunning
 		if i == len(t.Sent)-1 && t.Exited {
 			result = events.ResultExited
 		}
-		out = append(out, action(sig, result, ""))
+		out = append(out, action(sig, result, forced))
 	}
 	if t.SignalErr != nil {
 		// Stop sends SIGKILL only after the first signal went out.
@@ -97,7 +101,7 @@ func (pl *Plan) actions(t *Target, pp *PortPlan, dryRun bool) []events.FreeActio
 	case t.Refused != "":
 		return []events.FreeAction{action(pl.opts.Signal, events.ResultRefused, t.Refused)}
 	case dryRun && pl.wouldSignal(t):
-		return []events.FreeAction{action(pl.opts.Signal, events.ResultDryRun, "")}
+		return []events.FreeAction{action(pl.opts.Signal, events.ResultDryRun, forced)}
 	}
 	return []events.FreeAction{action(pl.opts.Signal, events.ResultSkipped, "signalling it cannot free the port: "+pp.Blocked)}
 }
