@@ -23,6 +23,8 @@ enum bw_hook {
 	BW_HOOK_INET_BIND = 3,
 	BW_HOOK_INET6_BIND = 4,
 	BW_HOOK_INET_LISTEN = 5,
+	BW_HOOK_IOURING_BIND = 6,   /* tp_btf/io_uring_complete, IORING_OP_BIND */
+	BW_HOOK_IOURING_LISTEN = 7, /* tp_btf/io_uring_complete, IORING_OP_LISTEN */
 };
 
 /* Bits of event.sock_flags: the failing socket's options. */

@@ -67,9 +67,6 @@ Examples:
 		}, append(bindFlags(), redactFlags()...)...),
 		Action:          freeAction,
 		HideHelpCommand: true,
-		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
-			return usageError{err}
-		},
 	}
 }
 

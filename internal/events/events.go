@@ -266,10 +266,17 @@ type Start struct {
 	Backend string    `json:"backend"`
 	// Skipped says why each better backend was not used.
 	Skipped map[string]string `json:"skipped,omitempty"`
-	PID     int               `json:"pid"`
+	// Limits says what this session cannot see or know, and why: "lineage"
+	// (how listeners end, the evidence of a leftover), "io_uring_addr"
+	// (the address of an io_uring bind). Absent when nothing is missing.
+	Limits map[string]string `json:"limits,omitempty"`
+	PID    int               `json:"pid"`
 	// Fold is the in-kernel folding window: repeats of one process's
 	// failure on one port within it are counted, not each reported.
 	FoldMS int64 `json:"fold_ms"`
+	// IncidentQuietMS is the quiet gap after which an incident nobody
+	// tries any more is abandoned (bindwatch report uses it too).
+	IncidentQuietMS int64 `json:"incident_quiet_ms,omitempty"`
 }
 
 // Repeats reports failures folded in the kernel: the same process failed the

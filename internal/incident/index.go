@@ -11,7 +11,6 @@ import (
 // incidentIndex is what the Builder knows of one open incident beyond the
 // record itself.
 type incidentIndex struct {
-	failing map[int]int     // pid → its place in Failing
 	holders map[string]bool // holderKey of each holder (with and without its inode)
 	signals map[signalKey]*signalFold
 }
@@ -22,7 +21,7 @@ func (b *Builder) indexOf(in *events.Incident) *incidentIndex {
 	}
 	x := b.index[in]
 	if x == nil {
-		x = &incidentIndex{failing: map[int]int{}, holders: map[string]bool{}, signals: map[signalKey]*signalFold{}}
+		x = &incidentIndex{holders: map[string]bool{}, signals: map[signalKey]*signalFold{}}
 		b.index[in] = x
 	}
 	return x

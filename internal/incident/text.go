@@ -59,13 +59,18 @@ func releasedLine(r *events.Released) string {
 	return s
 }
 
+func portFreeLine(r *events.PortFree) string {
+	return fmt.Sprintf("port free: %s by %s, which let go of it at once (a check such as bindwatch wait-free; not the recovery)",
+		r.Syscall, events.ProcessShort(&r.Process))
+}
+
 func recoveredLine(in *events.Incident, r *events.Recovered) string {
 	who := "a new process"
 	if r.SameProcess {
 		who = "the same process, retrying"
 	}
-	return fmt.Sprintf("%s by %s (%s) after %d attempt%s; outage %s", r.Syscall,
-		events.ProcessShort(&r.Process), who, r.Attempts, events.Plural(r.Attempts), events.Millis(r.OutageMS))
+	return fmt.Sprintf("%s by %s (%s) after %d attempt%s; %s", r.Syscall,
+		events.ProcessShort(&r.Process), who, r.Attempts, events.Plural(r.Attempts), events.DurationsText(in.Durations))
 }
 
 // Skipped counts what a report could not use.
@@ -110,9 +115,19 @@ func Title(in *events.Incident) string {
 	if in.Netns != 0 {
 		where += fmt.Sprintf(" (netns %d)", in.Netns)
 	}
-	outcome := fmt.Sprintf("recovered after %s", events.Millis(in.OutageMS))
-	if in.State == events.IncidentOpen {
-		outcome = fmt.Sprintf("not recovered when the trace ended, %s after the first failure", events.Millis(in.OutageMS))
+	outcome := "recovered: " + events.DurationsText(in.Durations)
+	if in.UnservedMS == nil {
+		outcome += " (its release was not seen: the outage is not known)"
+	}
+	switch in.State {
+	case events.IncidentOpen:
+		outcome = fmt.Sprintf("not recovered when the trace ended, %s after the first failure", events.Millis(in.ContentionMS))
+	case events.IncidentAbandoned:
+		why := "nobody tried any more"
+		if in.AbandonedReason == events.AbandonedExited {
+			why = "every failing process exited"
+		}
+		outcome = fmt.Sprintf("abandoned, not recovered: %s (the last attempt %s after the first)", why, events.Millis(in.ContentionMS))
 	}
 	return fmt.Sprintf("incident on %s, host %s: %d failed attempt%s, %s", where, events.Escape(in.Host), in.Attempts, events.Plural(in.Attempts), outcome)
 }
@@ -157,8 +172,8 @@ func WriteText(w io.Writer, incidents []*events.Incident) error {
 		if in.Diagnosis != "" {
 			b.WriteString("  why: " + in.Diagnosis + "\n")
 		}
-		if in.Hint != "" {
-			b.WriteString("  fix: " + in.Hint + "\n")
+		if label, advice := Advice(in); advice != "" {
+			b.WriteString("  " + label + ": " + advice + "\n")
 		}
 	}
 	_, err := io.WriteString(w, terminalSafe(b.String()))

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sync"
 	"time"
 	"unsafe"
@@ -54,6 +55,9 @@ type Tracer struct {
 	// LineageErr says why how listeners end is not seen (lineage_exit
 	// could not attach); nil when it is, or with --no-holders.
 	LineageErr error
+	// IOUringErr says why io_uring binds seen by the tracepoint backend
+	// come without their address (calibrateIOUring); nil when they do.
+	IOUringErr error
 }
 
 // Open loads the BPF object configured by cfg and attaches it with the
@@ -167,6 +171,11 @@ func openBackend(cfg Config, b Backend) (*Tracer, error) {
 	if t.links, err = b.Attach(coll); err != nil {
 		t.Close()
 		return nil, err
+	}
+	if slices.Contains(b.Programs(), ioUringProgram) {
+		if err := calibrateIOUring(coll); err != nil {
+			t.IOUringErr = fmt.Errorf("io_uring binds are reported without their address: %w", err)
+		}
 	}
 	if cfg.FollowChildren {
 		fl, err := attachFollow(coll)
@@ -304,6 +313,21 @@ func (t *Tracer) Backend() string { return t.backend }
 
 // Skipped says why each better backend was not used (auto only).
 func (t *Tracer) Skipped() map[string]string { return t.skipped }
+
+// Limits says what this session cannot see or know, and why (the start
+// record's limits); nil when nothing is missing.
+func (t *Tracer) Limits() map[string]string {
+	var l map[string]string
+	for name, err := range map[string]error{"lineage": t.LineageErr, "io_uring_addr": t.IOUringErr} {
+		if err != nil {
+			if l == nil {
+				l = map[string]string{}
+			}
+			l[name] = err.Error()
+		}
+	}
+	return l
+}
 
 // Time converts a CLOCK_BOOTTIME timestamp from the kernel to wall time.
 func (t *Tracer) Time(bootNS uint64) time.Time {
