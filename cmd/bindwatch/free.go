@@ -35,7 +35,11 @@ It never signals pid 1, bindwatch itself, its parent or any of its
 ancestors (the script running it), kernel threads, or — unless
 --all-netns — processes in another network namespace (containers). A
 process is signalled through a pidfd, after checking it still has the
-socket open, so a pid reused in the meantime is never hit. TIME_WAIT
+socket open, so a pid reused in the meantime is never hit. Nor, without
+--force, a process holding a socket that belongs to another user (not
+root): it did not create it, another user's process handed it over
+(SCM_RIGHTS) — a user cannot make root's daemon a target that way; free
+names both and says so. TIME_WAIT
 sockets have no process: they are explained, not "killed" (they last a
 fixed 60 s; --reuseaddr checks as a program with SO_REUSEADDR binds).
 
@@ -60,7 +64,7 @@ Examples:
 			&cli.BoolFlag{Name: "kill", Usage: "really signal the holders (without it: a dry run)"},
 			&cli.StringFlag{Name: "signal", Value: "TERM", Usage: "first `SIGNAL` to send: a name (TERM, INT, HUP, QUIT) or a number"},
 			&cli.DurationFlag{Name: "grace", Value: 10 * time.Second, Usage: "wait up to `DURATION` for the ports to be released"},
-			&cli.BoolFlag{Name: "force", Usage: "with --kill: send SIGKILL to holders still running after --grace"},
+			&cli.BoolFlag{Name: "force", Usage: "with --kill: send SIGKILL to holders still running after --grace, and signal a holder whose socket another user handed it (SCM_RIGHTS; refused without --force)"},
 			netnsFlag,
 			&cli.BoolFlag{Name: "all-netns", Usage: "free the ports in every network namespace, and signal processes outside bindwatch's (containers)"},
 			formatFlag(),

@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -611,5 +613,77 @@ func TestFreeJSONTimeWait(t *testing.T) {
 		if !strings.Contains(rec.Blocked, want) {
 			t.Errorf("blocked lacks %q; %s", want, res)
 		}
+	}
+}
+
+// keeperHolding starts a root daemon that keeps the fd it is handed, has
+// uid 65534 listen on port and hand it the socket (SCM_RIGHTS), closing
+// its own copy, and returns the daemon, now the socket's only holder.
+func keeperHolding(t *testing.T, port int) *holder {
+	t.Helper()
+	name := fmt.Sprintf("bw-keeper-%d-%d", os.Getpid(), port)
+	cmd := testenv.Helper("keeper " + name)
+	stdin, _ := cmd.StdinPipe()
+	out, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	h := &holder{cmd: cmd, stdin: stdin, done: make(chan error, 1)}
+	t.Cleanup(func() { cmd.Process.Kill(); h.wait(t, 5*time.Second) })
+	lines := bufio.NewReader(out)
+	if l, _ := lines.ReadString('\n'); !strings.HasPrefix(l, "listening ") {
+		t.Fatalf("keeper said %q", l)
+	}
+	sent, err := testenv.HelperAsUser(t, fmt.Sprintf("handover %s tcp 127.0.0.1 %d", name, port), 65534).Output()
+	if err != nil {
+		t.Fatalf("uid 65534 could not hand its socket over: %v", err)
+	}
+	l, _ := lines.ReadString('\n')
+	if f := strings.Fields(l); len(f) != 3 || f[0] != "ready" || "sent "+f[2] != strings.TrimSpace(string(sent)) {
+		t.Fatalf("keeper said %q after uid 65534 said %q", l, sent)
+	}
+	go func() {
+		io.Copy(io.Discard, out)
+		h.done <- cmd.Wait()
+	}()
+	return h
+}
+
+// uid 65534 hands its listening socket to a root daemon that keeps the fds
+// it receives, and closes its own copy. free --kill refuses to signal the
+// daemon — it did not create the socket — naming both the socket's user
+// and the daemon; only --force signals it, and says so.
+func TestFreeRefusesAHandedOverSocket(t *testing.T) {
+	testenv.RequireRoot(t)
+	port := testenv.FreePort(t)
+	arg := strconv.Itoa(port) + "/tcp"
+	keeper := keeperHolding(t, port)
+	pid := keeper.pid()
+
+	res := bindwatch(t, "free", arg, "--kill", "--format", "text")
+	for _, want := range []string{
+		fmt.Sprintf("belongs to uid 65534 (nobody), but pid %d (", pid),
+		") runs as uid 0 (root): it did not create the socket, another user's process handed it over (SCM_RIGHTS)",
+		"(--kill --force signals it anyway)",
+	} {
+		if !strings.Contains(res.stdout, want) {
+			t.Errorf("free --kill does not say %q: %s", want, res)
+		}
+	}
+	if res.code != 1 || !keeper.running() {
+		t.Fatalf("free --kill signalled the root daemon holding uid 65534's socket (exit %d, running %v): %s", res.code, keeper.running(), res)
+	}
+	res, recs := freeRecords(t, arg, "--kill")
+	if len(recs) != 1 || len(recs[0].Actions) != 1 || recs[0].Actions[0].Result != events.ResultRefused ||
+		recs[0].Actions[0].PID != pid || !strings.Contains(recs[0].Actions[0].Reason, "belongs to uid 65534 (nobody)") || !keeper.running() {
+		t.Fatalf("free --kill --format json: %s; want pid %d refused, saying why", res, pid)
+	}
+
+	res = bindwatch(t, "free", arg, "--kill", "--force", "--format", "text")
+	if res.code != 0 || !strings.Contains(res.stdout, fmt.Sprintf("--force: signalling pid %d (", pid)) || !strings.Contains(res.stdout, "although the socket") {
+		t.Errorf("free --kill --force: %s; want the daemon signalled, and said so", res)
+	}
+	if err := keeper.wait(t, 5*time.Second); !killedBy(err, syscall.SIGTERM) {
+		t.Errorf("keeper: %v, want killed by SIGTERM", err)
 	}
 }

@@ -49,6 +49,11 @@ it is (bindwatch's text output, say: record with --format json or
 --output FILE). With no FILE and a terminal on standard input, report
 says so instead of waiting. With --html, the page is the output: standard
 output stays quiet unless --format asks for the records there too.
+A rotated sibling is read only when it is a regular file (no FIFO, device
+or symlink) owned by the log's owner or root and not writable by every
+user: in a shared directory anyone may plant one. Each one refused is
+named on standard error; name it on the command line to read it anyway.
+Records are read up to 1 MiB, the most the tracer writes.
 
 Examples:
   bindwatch report /var/log/bindwatch.jsonl
@@ -104,7 +109,7 @@ func reportAction(c *cli.Context) error {
 		return usagef("no FILE, and standard input is a terminal: report reads JSON lines from standard input; give a file or pipe a log (bindwatch report /var/log/bindwatch.jsonl; journalctl -o cat -u bindwatch | bindwatch report)")
 	}
 	for _, f := range files {
-		if _, err := os.Stat(f); errors.Is(err, fs.ErrNotExist) && len(incident.Files([]string{f})) == 1 {
+		if _, err := os.Stat(f); errors.Is(err, fs.ErrNotExist) && len(incident.Rotated(f)) == 0 {
 			return cli.Exit(fmt.Sprintf("report: %s: no such file, nor rotated parts of it (hint: give the file bindwatch writes with --output, e.g. /var/log/bindwatch/bindwatch.jsonl)", f), 1)
 		}
 	}
@@ -129,7 +134,10 @@ func reportAction(c *cli.Context) error {
 	incidents := incident.Select(builder.Finish(log.Last), wanted, since, until)
 	sources := "standard input"
 	if len(files) > 0 {
-		sources = strings.Join(incident.Files(files), ", ")
+		sources = strings.Join(log.Files, ", ")
+	}
+	for _, r := range log.Skipped.Refused {
+		fmt.Fprintf(os.Stderr, "bindwatch report: not reading %s (hint: a rotated file beside a log is read only when it is a regular file of the log's owner or root, not writable by every user; name it on the command line to read it anyway)\n", events.Escape(r))
 	}
 	if what := log.NoRecord(); what != "" {
 		return cli.Exit(fmt.Sprintf("report: %s: %s", sources, what), 1)
@@ -137,8 +145,9 @@ func reportAction(c *cli.Context) error {
 	unreadable := log.Skipped.Unreadable
 	skipped := log.Skipped
 	skipped.Unreadable = nil // said once, at the end
+	skipped.Refused = nil    // said above
 	if skipped.Any() {
-		fmt.Fprintf(os.Stderr, "bindwatch report: skipped %s\n", skipped)
+		fmt.Fprintf(os.Stderr, "bindwatch report: skipped %s\n", events.Escape(skipped.String()))
 	}
 	html := c.String("html")
 	if html != "" {

@@ -3,6 +3,7 @@ package deploy
 import (
 	"os"
 	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -73,13 +74,17 @@ func (pl *Plan) actions(t *Target, pp *PortPlan, dryRun bool) []events.FreeActio
 		}
 	}
 	var out []events.FreeAction
+	forced := ""
+	if t.HandedOver != "" {
+		forced = "with --force, although " + t.HandedOver
+	}
 	for i, sig := range t.Sent {
-		result, reason := events.ResultStillRunning, ""
+		result, reason := events.ResultStillRunning, forced
 		if i == len(t.Sent)-1 && t.Exited {
 			result = events.ResultExited
 		}
 		if i == 0 && t.Deaf != "" && result == events.ResultStillRunning {
-			reason = "it " + t.Deaf
+			reason = strings.TrimPrefix(strings.Join([]string{forced, "it " + t.Deaf}, "; "), "; ")
 		}
 		out = append(out, action(sig, result, reason))
 	}
@@ -100,9 +105,9 @@ func (pl *Plan) actions(t *Target, pp *PortPlan, dryRun bool) []events.FreeActio
 	case t.Refused != "":
 		return []events.FreeAction{action(pl.opts.Signal, events.ResultRefused, t.Refused)}
 	case dryRun && pl.wouldSignal(t):
-		reason := ""
+		reason := forced
 		if t.Deaf != "" {
-			reason = "it " + t.Deaf + ": --kill alone will not stop it"
+			reason = strings.TrimPrefix(strings.Join([]string{forced, "it " + t.Deaf + ": --kill alone will not stop it"}, "; "), "; ")
 		}
 		return []events.FreeAction{action(pl.opts.Signal, events.ResultDryRun, reason)}
 	}

@@ -67,6 +67,9 @@ type Target struct {
 	// will not exit on the first signal: "ignores SIGTERM", "blocks
 	// SIGTERM in every thread"; "" when it may.
 	Deaf string
+	// HandedOver says it holds a socket another user's process handed it
+	// (handedOver), when --force lets it be signalled anyway.
+	HandedOver string
 
 	inodes []uint64
 	pidfd  int // -1 until opened
@@ -175,8 +178,8 @@ func (pl *Plan) plan(pp *PortPlan, others []events.Holder, g guard, byPID map[in
 	}
 	for _, h := range live {
 		if len(h.Processes) == 0 {
-			pp.Blocked = fmt.Sprintf("%s %s is open in no process bindwatch can see (a socket of the kernel, or of a process bindwatch may not inspect: run with sudo); there is nothing to signal",
-				h.State, events.HostPort(h.Addr, h.Port))
+			pp.Blocked = fmt.Sprintf("%s %s: %s; there is nothing to signal",
+				h.State, events.HostPort(h.Addr, h.Port), events.UnownedText(&h))
 			continue
 		}
 		for _, p := range h.Processes {
@@ -185,6 +188,13 @@ func (pl *Plan) plan(pp *PortPlan, others []events.Holder, g guard, byPID map[in
 				t = &Target{Process: p, pidfd: -1, Refused: g.refusal(&p), Deaf: deafTo(p.PID, pl.opts.Signal)}
 				byPID[p.PID] = t
 				pl.Targets = append(pl.Targets, t)
+			}
+			if why := handedOver(&h, &p); why != "" && t.Refused == "" && t.HandedOver == "" {
+				if pl.opts.Force {
+					t.HandedOver = why
+				} else {
+					t.Refused = why + " (--kill --force signals it anyway)"
+				}
 			}
 			sock := fmt.Sprintf("%s %s/%s", h.State, events.HostPort(h.Addr, h.Port), h.Proto)
 			if !slices.Contains(t.Sockets, sock) {
@@ -219,6 +229,33 @@ func deafTo(pid int, sig syscall.Signal) string {
 		return "blocks " + SignalName(sig) + " in every thread"
 	}
 	return ""
+}
+
+// handedOver says why p must not be signalled for h without --force, or
+// "": the socket belongs to a user other than p's, and not to root. Its
+// owner is the user that created it; p did not, and was handed it — a
+// user's process passes its listening socket over a unix socket
+// (SCM_RIGHTS) to a daemon that keeps what it receives, then closes its
+// own copy — so signalling p would stop another user's process (often
+// root's) for that user's socket. A socket of root's in a process of
+// another user (nginx's workers, a daemon that bound as root and dropped
+// privileges) is the normal way round, and no reason to refuse.
+func handedOver(h *events.Holder, p *events.Process) string {
+	if h.UID == p.UID || h.UID == 0 {
+		return ""
+	}
+	user := func(uid uint32, name string) string {
+		if name == "" {
+			name = resolve.UserName(uid)
+		}
+		if name == "" {
+			return fmt.Sprintf("uid %d", uid)
+		}
+		return fmt.Sprintf("uid %d (%s)", uid, events.Escape(name))
+	}
+	return fmt.Sprintf("the socket %s %s/%s belongs to %s, but %s runs as %s: it did not create the socket, another user's process handed it over (SCM_RIGHTS), and signalling it would stop %s's process for %s's socket",
+		h.State, events.HostPort(h.Addr, h.Port), h.Proto, user(h.UID, ""), events.ProcessShort(p), user(p.UID, p.User),
+		user(p.UID, p.User), user(h.UID, ""))
 }
 
 // timeWaitText explains a port held only by TIME_WAIT sockets: there is
@@ -335,6 +372,9 @@ func (pl *Plan) signal(t *Target, sig syscall.Signal, pp *PortPlan, log func(str
 	}
 	if t.Exited || t.SignalErr != nil {
 		return
+	}
+	if t.HandedOver != "" && len(t.Sent) == 0 {
+		log(fmt.Sprintf("%s: --force: signalling %s although %s", pp.label(pl.own), events.ProcessShort(&t.Process), t.HandedOver))
 	}
 	if err := unix.PidfdSendSignal(t.pidfd, sig, nil, 0); err != nil {
 		if errors.Is(err, unix.ESRCH) {
@@ -514,6 +554,9 @@ func (pl *Plan) WriteDryRun(w io.Writer, now time.Time) {
 				fmt.Fprintf(w, "  %s  [%s]\n", events.ProcessText(&t.Process, now), strings.Join(t.Sockets, ", "))
 				if t.Deaf != "" {
 					fmt.Fprintf(w, "    it %s: --kill alone will not stop it; --kill --force sends it SIGKILL at once\n", t.Deaf)
+				}
+				if t.HandedOver != "" {
+					fmt.Fprintf(w, "    (with --force, although %s)\n", t.HandedOver)
 				}
 			}
 		default:

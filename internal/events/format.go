@@ -172,6 +172,9 @@ func holderText(h *Holder) string {
 		if h.State == "TIME_WAIT" {
 			return s + fmt.Sprintf(" (no process, %dms left)", h.RemainingMS)
 		}
+		if h.Unowned == UnownedNoFDTable {
+			return s + " (held by no process's fd table: in flight in a unix socket's queue?)"
+		}
 		return s + " (no process)"
 	}
 	p := h.Processes[0]
@@ -188,6 +191,9 @@ func holderText(h *Holder) string {
 	}
 	if h.Source == Recorded {
 		s += " [exited since]"
+	}
+	if h.Unowned == UnownedNoFDTable {
+		s += " [in no process's fd table now: in flight in a unix socket's queue?]"
 	}
 	return s
 }

@@ -88,11 +88,13 @@ type Skipped struct {
 	Truncated int `json:"truncated"` // a file cut off mid-record
 	// Unreadable lists files that could not be opened or read at all.
 	Unreadable []string `json:"unreadable,omitempty"`
+	// Refused lists rotated siblings not read, and why (ReadFiles).
+	Refused []string `json:"refused,omitempty"`
 }
 
 // Any tells whether anything was skipped.
 func (s Skipped) Any() bool {
-	return s.Malformed+s.Newer+s.Truncated+len(s.Unreadable) > 0
+	return s.Malformed+s.Newer+s.Truncated+len(s.Unreadable)+len(s.Refused) > 0
 }
 
 func (s Skipped) String() string {
@@ -108,6 +110,9 @@ func (s Skipped) String() string {
 	}
 	for _, u := range s.Unreadable {
 		parts = append(parts, "unreadable: "+u)
+	}
+	for _, r := range s.Refused {
+		parts = append(parts, "not trusted: "+r)
 	}
 	return strings.Join(parts, "; ")
 }

@@ -493,6 +493,10 @@ func (r *Resolver) snapshot(h *netnsHandle, proto string, port uint16) (*portSna
 		hasTimeWait = hasTimeWait || (proto == "tcp" && s.state == tcpTimeWait)
 	}
 	owners := map[uint32]*socketOwners{}
+	// complete: every process's fd table was searched (the task iterator
+	// sees them all; a /proc scan, those it may read), so a socket none
+	// has is held by no fd table.
+	complete := false
 	// A TCP socket bound but neither listening nor connected is in no
 	// table sock_diag walks before 6.8 (which added its bound-inactive
 	// pseudo-state): the task iterator finds it among the open files.
@@ -510,13 +514,14 @@ func (r *Resolver) snapshot(h *netnsHandle, proto string, port uint16) (*portSna
 			}
 			var boundOnly []diagSocket
 			owners, boundOnly, err = it.socketOwners(inodes, bound)
+			complete = true
 			for _, s := range boundOnly {
 				if !slices.Contains(inodes, s.inode) { // listed by sock_diag from 6.8
 					diag = append(diag, s)
 				}
 			}
 		} else {
-			owners = scanProcForSockets(inodes)
+			owners, complete = scanProcForSockets(inodes)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("find owners of sockets on port %d: %w", port, err)
@@ -573,6 +578,12 @@ func (r *Resolver) snapshot(h *netnsHandle, proto string, port uint16) (*portSna
 					procs[pid] = p
 				}
 				hs.holder.Processes = append(hs.holder.Processes, p)
+			}
+		}
+		if len(hs.holder.Processes) == 0 && s.inode != 0 {
+			hs.holder.Unowned = events.UnownedHidden
+			if complete {
+				hs.holder.Unowned = events.UnownedNoFDTable
 			}
 		}
 		snap.sockets = append(snap.sockets, hs)
