@@ -8,6 +8,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/bindwatch/bindwatch/internal/diagnose"
 	"github.com/bindwatch/bindwatch/internal/events"
 	"github.com/bindwatch/bindwatch/internal/resolve"
 )
@@ -119,7 +120,7 @@ type WaitRecords struct {
 	bind    BindOptions
 	timeout time.Duration
 	start   time.Time
-	eph     resolve.EphemeralPorts
+	eph     diagnose.EphemeralPorts
 }
 
 // NewWaitRecords describes a WaitFree started at start in network

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/bindwatch/bindwatch/internal/diagnose"
 	"github.com/bindwatch/bindwatch/internal/events"
 	"github.com/bindwatch/bindwatch/internal/resolve"
 )
@@ -82,9 +83,9 @@ func Explain(r *resolve.Resolver, ns resolve.Netns, ref *Refusal) (*Busy, error)
 	// filled in bindwatch's own process (its cgroup, its parent), and a
 	// holder sharing those is no leftover of the program checked for.
 	f.Process = events.Process{PID: os.Getpid(), UID: uint32(os.Geteuid()), Netns: ns.Inode}
-	facts := resolve.Facts{OwnNetns: ns.Inode == r.OwnNetns().Inode}
+	facts := diagnose.Facts{OwnNetns: ns.Inode == r.OwnNetns().Inode}
 	facts.Ephemeral, _ = r.Ephemeral(ns) // unknown: an outgoing connection is named, not explained
-	v := resolve.Diagnose(&f, facts, time.Now())
+	v := diagnose.Diagnose(&f, facts, time.Now())
 	return &Busy{Refusal: ref, Netns: ns, Holders: f.Holders, TimeWait: f.TimeWait, Cause: v.Cause, Diagnosis: v.Diagnosis, Hint: v.Hint}, nil
 }
 

@@ -10,109 +10,14 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/bindwatch/bindwatch/internal/diagnose"
+
 	"golang.org/x/sys/unix"
 )
 
-// Facts is what a diagnosis needs to know besides the failure itself:
-// about the failing socket's network namespace, and the job it runs in.
-type Facts struct {
-	// Addrs are the addresses assigned to its interfaces (EADDRNOTAVAIL).
-	Addrs []LocalAddr
-	// UnprivilegedPortStart is net.ipv4.ip_unprivileged_port_start there
-	// (EACCES); 0 when unknown (a real 0 makes EACCES impossible anyway).
-	UnprivilegedPortStart int
-	// Ephemeral is the namespace's ephemeral port range (EADDRINUSE);
-	// the zero value when unknown.
-	Ephemeral EphemeralPorts
-	// OwnNetns: the failing socket is in bindwatch's own network
-	// namespace, where a plain sysctl command applies.
-	OwnNetns bool
-	// Job is the traced command the failing process belongs to (bindwatch
-	// run), nil when none.
-	Job *Job
-}
-
-// Job is a command whose whole process tree is traced.
-type Job struct {
-	// Command is the command line, as the user typed it.
-	Command string
-	// Contains reports whether pid is in the command's process tree.
-	Contains func(pid int) bool
-}
-
-// EphemeralPorts is a network namespace's range of local ports that
-// connect() (and bind() to port 0) pick from, less the reserved ones.
-// Both sysctls are per network namespace: a container has its own.
-type EphemeralPorts struct {
-	// Lo and Hi are net.ipv4.ip_local_port_range (it applies to IPv6
-	// too); 0 when unknown.
-	Lo, Hi int
-	// Reserved is net.ipv4.ip_local_reserved_ports as the kernel prints
-	// it: "", "8080", "8080,9000-9010".
-	Reserved string
-}
-
-// Known reports whether the range could be read.
-func (e EphemeralPorts) Known() bool { return e.Lo > 0 && e.Hi >= e.Lo }
-
-// InRange reports whether port lies in ip_local_port_range.
-func (e EphemeralPorts) InRange(port int) bool { return e.Known() && port >= e.Lo && port <= e.Hi }
-
-// IsReserved reports whether port is in ip_local_reserved_ports.
-func (e EphemeralPorts) IsReserved(port int) bool {
-	for _, part := range strings.Split(e.Reserved, ",") {
-		lo, hi, isRange := strings.Cut(strings.TrimSpace(part), "-")
-		l, err := strconv.Atoi(lo)
-		if err != nil {
-			continue
-		}
-		h := l
-		if isRange {
-			if h, err = strconv.Atoi(hi); err != nil {
-				continue
-			}
-		}
-		if port >= l && port <= h {
-			return true
-		}
-	}
-	return false
-}
-
-// Exposed reports whether outgoing connections may take port as their
-// local port: it is in the range and not reserved.
-func (e EphemeralPorts) Exposed(port int) bool { return e.InRange(port) && !e.IsReserved(port) }
-
-// ReserveSetting is the sysctl setting that adds port to the reserved
-// ports, keeping those already reserved.
-func (e EphemeralPorts) ReserveSetting(port int) string {
-	list := strconv.Itoa(port)
-	if r := strings.TrimSpace(e.Reserved); r != "" {
-		list = r + "," + list
-	}
-	return "net.ipv4.ip_local_reserved_ports=" + list
-}
-
-// RangeText is the range as the diagnosis writes it: "32768–60999".
-func (e EphemeralPorts) RangeText() string {
-	if e.Lo == e.Hi {
-		return strconv.Itoa(e.Lo)
-	}
-	return fmt.Sprintf("%d–%d", e.Lo, e.Hi)
-}
-
-// LocalAddr is one address assigned to an interface.
-type LocalAddr struct {
-	Addr  netip.Addr
-	Iface string
-	// Tentative: an IPv6 address whose duplicate address detection has not
-	// finished (or failed); bind() refuses it with EADDRNOTAVAIL.
-	Tentative bool
-}
-
 // netnsAddrs lists the addresses of every interface in h's namespace.
-func (r *Resolver) netnsAddrs(h *netnsHandle) ([]LocalAddr, error) {
-	var out []LocalAddr
+func (r *Resolver) netnsAddrs(h *netnsHandle) ([]diagnose.LocalAddr, error) {
+	var out []diagnose.LocalAddr
 	err := inNetns(h, r.netns.own, func() error {
 		// Go's net package asks the kernel over a NETLINK_ROUTE socket
 		// (RTM_GETLINK, RTM_GETADDR) opened on this thread, so in this netns.
@@ -138,7 +43,7 @@ func (r *Resolver) netnsAddrs(h *netnsHandle) ([]LocalAddr, error) {
 				if ip.Is4In6() {
 					ip = ip.Unmap()
 				}
-				out = append(out, LocalAddr{Addr: ip, Iface: ifc.Name, Tentative: tentative[ip]})
+				out = append(out, diagnose.LocalAddr{Addr: ip, Iface: ifc.Name, Tentative: tentative[ip]})
 			}
 		}
 		return nil
@@ -202,8 +107,8 @@ func (r *Resolver) unprivilegedPortStart(h *netnsHandle) (int, error) {
 
 // ephemeralPorts reads net.ipv4.ip_local_port_range and
 // ip_local_reserved_ports of h's namespace.
-func (r *Resolver) ephemeralPorts(h *netnsHandle) (EphemeralPorts, error) {
-	var e EphemeralPorts
+func (r *Resolver) ephemeralPorts(h *netnsHandle) (diagnose.EphemeralPorts, error) {
+	var e diagnose.EphemeralPorts
 	err := inNetns(h, r.netns.own, func() error {
 		b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
 		if err != nil {
@@ -220,11 +125,11 @@ func (r *Resolver) ephemeralPorts(h *netnsHandle) (EphemeralPorts, error) {
 		}
 		// Absent before 2.6.35; the range alone still says a lot.
 		res, _ := os.ReadFile("/proc/sys/net/ipv4/ip_local_reserved_ports")
-		e = EphemeralPorts{Lo: lo, Hi: hi, Reserved: strings.TrimSpace(string(res))}
+		e = diagnose.EphemeralPorts{Lo: lo, Hi: hi, Reserved: strings.TrimSpace(string(res))}
 		return nil
 	})
 	if err != nil {
-		return EphemeralPorts{}, fmt.Errorf("read net.ipv4.ip_local_port_range in network namespace %d: %w", h.Inode, err)
+		return diagnose.EphemeralPorts{}, fmt.Errorf("read net.ipv4.ip_local_port_range in network namespace %d: %w", h.Inode, err)
 	}
 	return e, nil
 }
@@ -232,10 +137,10 @@ func (r *Resolver) ephemeralPorts(h *netnsHandle) (EphemeralPorts, error) {
 // Ephemeral returns the ephemeral port range of the network namespace ns,
 // for `who` and `wait-free` to warn about a port that outgoing connections
 // may take.
-func (r *Resolver) Ephemeral(ns Netns) (EphemeralPorts, error) {
+func (r *Resolver) Ephemeral(ns Netns) (diagnose.EphemeralPorts, error) {
 	h, err := r.netns.acquire(ns.Path, 0, ns.Inode)
 	if err != nil {
-		return EphemeralPorts{}, err
+		return diagnose.EphemeralPorts{}, err
 	}
 	defer r.netns.release(h)
 	return r.ephemeralPorts(h)
@@ -245,7 +150,7 @@ func (r *Resolver) Ephemeral(ns Netns) (EphemeralPorts, error) {
 // outgoing connections may take as their local port (in the range, not
 // reserved), held or not: "" when they cannot, or the range is unknown.
 // The sysctl line is for bindwatch's own namespace.
-func EphemeralNote(e EphemeralPorts, port uint16) string {
+func EphemeralNote(e diagnose.EphemeralPorts, port uint16) string {
 	if !e.Exposed(int(port)) {
 		return ""
 	}

@@ -13,12 +13,13 @@ import (
 	"sync"
 	"unsafe"
 
-	"github.com/bindwatch/bindwatch/internal/host"
-	"github.com/bindwatch/bindwatch/internal/iterload"
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
+
+	"github.com/bindwatch/bindwatch/internal/host"
+	"github.com/bindwatch/bindwatch/internal/iterload"
 )
 
 // How socket owners were found, reported by Resolver.OwnerLookup and in

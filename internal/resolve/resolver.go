@@ -2,9 +2,9 @@
 // hold the address in the failing socket's network namespace (sock_diag
 // netlink, filtered by port in the kernel), the processes that own them (a
 // BPF task iterator walking every fd table, or a /proc scan when BPF is
-// unavailable), the details of any process from /proc, and a diagnosis of
-// why the kernel refused and what to do. It also answers `bindwatch who`: who holds a port
-// right now.
+// unavailable), the details of any process from /proc, and the facts about
+// the failing socket's network namespace that internal/diagnose judges
+// from. It also answers `bindwatch who`: who holds a port right now.
 package resolve
 
 import (
@@ -18,6 +18,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/bindwatch/bindwatch/internal/diagnose"
 	"github.com/bindwatch/bindwatch/internal/events"
 	"github.com/bindwatch/bindwatch/internal/redact"
 )
@@ -72,7 +73,7 @@ type Resolver struct {
 	mu    sync.Mutex
 	cache map[portKey]*portEntry
 
-	job *Job // see SetJob
+	job *diagnose.Job // see SetJob
 }
 
 type portKey struct {
@@ -226,9 +227,9 @@ func (r *Resolver) Resolve(f *events.Failure) error {
 			r.describe(&f.Holders[i].Processes[j])
 		}
 	}
-	facts := Facts{Job: r.job}
+	facts := diagnose.Facts{Job: r.job}
 	err := r.resolve(f, &facts)
-	v := Diagnose(f, facts, time.Now())
+	v := diagnose.Diagnose(f, facts, time.Now())
 	f.Cause, f.Diagnosis, f.Hint = v.Cause, v.Diagnosis, v.Hint
 	return err
 }
@@ -236,9 +237,9 @@ func (r *Resolver) Resolve(f *events.Failure) error {
 // SetJob tells the resolver that the failures it resolves come from job's
 // process tree (bindwatch run), so that a holder in the same tree is named
 // as a sibling. Call it before the first Resolve.
-func (r *Resolver) SetJob(job *Job) { r.job = job }
+func (r *Resolver) SetJob(job *diagnose.Job) { r.job = job }
 
-func (r *Resolver) resolve(f *events.Failure, facts *Facts) error {
+func (r *Resolver) resolve(f *events.Failure, facts *diagnose.Facts) error {
 	h, err := r.netns.acquire("", f.Process.PID, f.Process.Netns)
 	if err != nil {
 		return fmt.Errorf("resolve %s failure of pid %d: %w", f.Errno, f.Process.PID, err)

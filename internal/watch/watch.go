@@ -11,11 +11,12 @@ import (
 	"os"
 	"time"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/bindwatch/bindwatch/internal/diagnose"
 	"github.com/bindwatch/bindwatch/internal/events"
 	"github.com/bindwatch/bindwatch/internal/redact"
-	"github.com/bindwatch/bindwatch/internal/resolve"
 	"github.com/bindwatch/bindwatch/internal/tracer"
-	"golang.org/x/sys/unix"
 )
 
 // Sink receives the session's records, one call each: *events.Start,
@@ -97,7 +98,7 @@ func Start(opts Options) (*Session, error) {
 	}
 	if opts.Job != "" && opts.Tracer.FollowChildren {
 		self := os.Getpid()
-		enrich.r.SetJob(&resolve.Job{Command: opts.Job, Contains: func(pid int) bool { return pid != self && t.Traced(pid) }})
+		enrich.r.SetJob(&diagnose.Job{Command: opts.Job, Contains: func(pid int) bool { return pid != self && t.Traced(pid) }})
 	}
 	s := &Session{opts: opts, tracer: t, enrich: enrich, host: host, started: time.Now()}
 	s.incidents = newIncidents(opts.Out, t, enrich, host)
