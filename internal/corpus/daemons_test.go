@@ -43,10 +43,10 @@ func TestRedis(t *testing.T) {
 		if !alive(running) {
 			t.Fatalf("the running redis-server (pid %d) exited", running)
 		}
-		recs := tr.stop(t)
-		for _, f := range failuresOf(recs, second) {
+		for _, f := range tr.failed(t, second, "the second redis-server") {
 			alreadyRunning(t, f, running)
 		}
+		tr.gaveUp(t, port, "already_running", running)
 	})
 }
 
@@ -80,10 +80,10 @@ func TestMemcached(t *testing.T) {
 		if !alive(running) {
 			t.Fatalf("the running memcached (pid %d) exited", running)
 		}
-		recs := tr.stop(t)
-		for _, f := range failuresOf(recs, second) {
+		for _, f := range tr.failed(t, second, "the second memcached") {
 			alreadyRunning(t, f, running)
 		}
+		tr.gaveUp(t, port, "already_running", running)
 	})
 }
 

@@ -272,6 +272,37 @@ func (tr *trace) stop(t *testing.T) []record {
 	return recs
 }
 
+// failed stops bindwatch and returns the bind_failure records of pid,
+// failing the test when there is none.
+func (tr *trace) failed(t *testing.T, pid int, who string) []record {
+	t.Helper()
+	fs := failuresOf(tr.stop(t), pid)
+	if len(fs) == 0 {
+		t.Fatalf("no bind_failure of %s (pid %d)", who, pid)
+	}
+	return fs
+}
+
+// gaveUp checks the report on an incident whose failing program gave up
+// and exited while bindwatch traced (the running instance served on):
+// nobody tries any more, so it ends abandoned — not open, not recovered;
+// its cause is the failures'; and its hint kills none of live.
+func (tr *trace) gaveUp(t *testing.T, port int, cause string, live ...int) {
+	t.Helper()
+	inc := incidentOn(t, tr.report(t), port)
+	if inc.str("state") != "abandoned" {
+		t.Errorf("the incident on port %d is %q, want abandoned: its failing program gave up and exited", port, inc.str("state"))
+	}
+	if inc.str("cause") != cause {
+		t.Errorf("the incident's cause is %q, want %q", inc.str("cause"), cause)
+	}
+	for _, pid := range live {
+		if killsPID(inc.str("hint"), pid) {
+			t.Errorf("the incident's hint kills pid %d, which serves: %s", pid, inc.str("hint"))
+		}
+	}
+}
+
 // report runs `bindwatch report --format json` on the trace's file, once
 // bindwatch has stopped, and returns its records.
 func (tr *trace) report(t *testing.T) []record {

@@ -133,22 +133,11 @@ func TestNginx(t *testing.T) {
 			t.Errorf("the second nginx failed for another reason:\n%s", p.output())
 		}
 		httpOK(t, port)
-		recs := tr.stop(t)
-		fs := failuresOf(recs, p.pid())
-		if len(fs) == 0 {
-			t.Fatalf("no bind_failure of the second nginx (pid %d)", p.pid())
-		}
-		for _, f := range fs {
+		for _, f := range tr.failed(t, p.pid(), "the second nginx") {
 			alreadyRunning(t, f, master, workers...)
 			hintHas(t, f, "nginx -s reload")
 		}
-		inc := incidentOn(t, tr.report(t), port)
-		if inc.str("state") != "abandoned" {
-			t.Errorf("the incident is %q, want abandoned (the second nginx gave up and exited; the first served throughout)", inc.str("state"))
-		}
-		if inc.str("cause") == "leftover" || killsPID(inc.str("hint"), master) {
-			t.Errorf("the report's incident calls the running nginx a leftover, or kills it: cause %q, hint %q", inc.str("cause"), inc.str("hint"))
-		}
+		tr.gaveUp(t, port, "already_running", append(workers, master)...)
 	})
 
 	// A reload onto a port another program (socat) holds: the master
@@ -267,16 +256,12 @@ func TestNginx(t *testing.T) {
 		if code := p.wait(t, 30*time.Second); code == 0 {
 			t.Fatalf("nginx started with two listeners on port %d:\n%s", port, p.output())
 		}
-		recs := tr.stop(t)
-		fs := failuresOf(recs, p.pid())
-		if len(fs) == 0 {
-			t.Fatalf("no bind_failure of nginx (pid %d)", p.pid())
-		}
-		for _, f := range fs {
+		for _, f := range tr.failed(t, p.pid(), "nginx") {
 			wantCause(t, f, "self_conflict", "")
 			holds(t, f, p.pid())
 			hintHas(t, f, "ipv6only=on")
 		}
+		tr.gaveUp(t, port, "self_conflict")
 	})
 }
 

@@ -42,14 +42,10 @@ func TestPython(t *testing.T) {
 		if code := second.wait(t, 30*time.Second); code == 0 {
 			t.Fatalf("the second http.server exited 0:\n%s", second.output())
 		}
-		recs := tr.stop(t)
-		fs := failuresOf(recs, second.pid())
-		if len(fs) == 0 {
-			t.Fatalf("no bind_failure of the second http.server (pid %d)", second.pid())
-		}
-		for _, f := range fs {
+		for _, f := range tr.failed(t, second.pid(), "the second http.server") {
 			alreadyRunning(t, f, running.pid())
 		}
+		tr.gaveUp(t, port, "already_running", running.pid())
 	})
 
 	// A rolling restart: app_v2.py starts and retries bind() every 100 ms
@@ -99,6 +95,9 @@ func TestPython(t *testing.T) {
 		}
 		if c := fmt.Sprint(inc.get("recovered", "process", "cmdline")); !strings.Contains(c, "app_v2.py") {
 			t.Errorf("the incident's recovery is %s, want app_v2.py", c)
+		}
+		if killsPID(inc.str("hint"), v1.pid()) {
+			t.Errorf("the report's fix kills app_v1.py (pid %d), which its timeline shows let go: a recovered incident's fix is advice for next time: %s", v1.pid(), inc.str("hint"))
 		}
 		contention, okC := inc.num("contention_ms")
 		unserved, okU := inc.num("unserved_ms")
@@ -152,12 +151,7 @@ func TestPython(t *testing.T) {
 		if code := again.wait(t, 30*time.Second); code == 0 {
 			t.Fatalf("prefork.py started again while its workers hold the port:\n%s", again.output())
 		}
-		recs := tr.stop(t)
-		fs := failuresOf(recs, again.pid())
-		if len(fs) == 0 {
-			t.Fatalf("no bind_failure of prefork.py started again (pid %d)", again.pid())
-		}
-		for _, f := range fs {
+		for _, f := range tr.failed(t, again.pid(), "prefork.py started again") {
 			wantCause(t, f, "leftover", "certain")
 			for _, w := range workers {
 				holds(t, f, w)
@@ -167,6 +161,7 @@ func TestPython(t *testing.T) {
 				t.Errorf("the hint advises SOCK_CLOEXEC, but the workers never exec'd:\n%s", f)
 			}
 		}
+		tr.gaveUp(t, port, "leftover")
 	})
 
 	// A double-fork daemon (bind, fork, setsid, fork; both parents exit 0
@@ -184,13 +179,9 @@ func TestPython(t *testing.T) {
 		if code := second.wait(t, 30*time.Second); code == 0 {
 			t.Fatalf("the second daemon.py exited 0:\n%s", second.output())
 		}
-		recs := tr.stop(t)
-		fs := failuresOf(recs, second.pid())
-		if len(fs) == 0 {
-			t.Fatalf("no bind_failure of the second daemon.py (pid %d)", second.pid())
-		}
-		for _, f := range fs {
+		for _, f := range tr.failed(t, second.pid(), "the second daemon.py") {
 			alreadyRunning(t, f, running)
 		}
+		tr.gaveUp(t, port, "already_running", running)
 	})
 }

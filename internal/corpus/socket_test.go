@@ -38,15 +38,11 @@ func TestSocat(t *testing.T) {
 			if code := failer.wait(t, 30*time.Second); code == 0 {
 				t.Fatalf("the second socat exited 0:\n%s", failer.output())
 			}
-			recs := tr.stop(t)
-			fs := failuresOf(recs, failer.pid())
-			if len(fs) == 0 {
-				t.Fatalf("no bind_failure of the second socat (pid %d):\n%s", failer.pid(), failer.output())
-			}
-			for _, f := range fs {
+			for _, f := range tr.failed(t, failer.pid(), "the second socat") {
 				wantCause(t, f, "dual_stack", "")
 				holds(t, f, holder.pid())
 			}
+			tr.gaveUp(t, port, "dual_stack")
 		})
 	}
 }
@@ -68,15 +64,11 @@ func TestSocketActivate(t *testing.T) {
 		if code := service.wait(t, 30*time.Second); code == 0 {
 			t.Fatalf("http.server exited 0:\n%s", service.output())
 		}
-		recs := tr.stop(t)
-		fs := failuresOf(recs, service.pid())
-		if len(fs) == 0 {
-			t.Fatalf("no bind_failure of http.server (pid %d)", service.pid())
-		}
-		for _, f := range fs {
+		for _, f := range tr.failed(t, service.pid(), "http.server") {
 			wantCause(t, f, "socket_activation", "")
 			holds(t, f, activator.pid())
 		}
+		tr.gaveUp(t, port, "socket_activation")
 	})
 }
 
@@ -108,14 +100,10 @@ func TestGoServer(t *testing.T) {
 		if !strings.Contains(second.output(), "address already in use") {
 			t.Errorf("the second Go server failed for another reason:\n%s", second.output())
 		}
-		recs := tr.stop(t)
-		fs := failuresOf(recs, second.pid())
-		if len(fs) == 0 {
-			t.Fatalf("no bind_failure of the second Go server (pid %d)", second.pid())
-		}
-		for _, f := range fs {
+		for _, f := range tr.failed(t, second.pid(), "the second Go server") {
 			alreadyRunning(t, f, running.pid())
 		}
+		tr.gaveUp(t, port, "already_running", running.pid())
 	})
 }
 
@@ -174,9 +162,7 @@ func TestConnectFirst(t *testing.T) {
 		tr.failureBy(t, p.pid())
 		stdin.Close()
 		p.wait(t, 10*time.Second)
-		recs := tr.stop(t)
-		fs := failuresOf(recs, p.pid())
-		for _, f := range fs {
+		for _, f := range tr.failed(t, p.pid(), "the client") {
 			wantCause(t, f, "ephemeral_port", "")
 			holds(t, f, p.pid())
 			if lo <= port && port <= hi {
@@ -186,5 +172,6 @@ func TestConnectFirst(t *testing.T) {
 				}
 			}
 		}
+		tr.gaveUp(t, port, "ephemeral_port")
 	})
 }
