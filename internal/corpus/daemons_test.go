@@ -43,6 +43,7 @@ func TestRedis(t *testing.T) {
 		if !alive(running) {
 			t.Fatalf("the running redis-server (pid %d) exited", running)
 		}
+		tr.awaitAbandoned(t, port)
 		for _, f := range tr.failed(t, second, "the second redis-server") {
 			alreadyRunning(t, f, running)
 		}
@@ -80,6 +81,7 @@ func TestMemcached(t *testing.T) {
 		if !alive(running) {
 			t.Fatalf("the running memcached (pid %d) exited", running)
 		}
+		tr.awaitAbandoned(t, port)
 		for _, f := range tr.failed(t, second, "the second memcached") {
 			alreadyRunning(t, f, running)
 		}

@@ -283,6 +283,22 @@ func (tr *trace) failed(t *testing.T, pid int, who string) []record {
 	return fs
 }
 
+// awaitAbandoned waits for the abandoned record that ends the incident
+// on port once its failing programs have all exited (the tracer writes it
+// a short grace after their last attempt). Its absence is an error, not
+// the end of the test: the checks of the failures still run.
+func (tr *trace) awaitAbandoned(t *testing.T, port int) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		for _, r := range tr.records(t) {
+			if r.str("type") == "abandoned" && r.pid("port") == port {
+				return
+			}
+		}
+	}
+	t.Errorf("no abandoned record for port %d within 10s: every failing process has exited, so nobody tries any more and its incident is over", port)
+}
+
 // gaveUp checks the report on an incident whose failing program gave up
 // and exited while bindwatch traced (the running instance served on):
 // nobody tries any more, so it ends abandoned — not open, not recovered;

@@ -1,6 +1,7 @@
 package corpus
 
 import (
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -40,6 +41,15 @@ func TestMain(m *testing.M) {
 		os.Exit(0)
 	}
 	testenv.RunHelperIfAsked()
+	// Scenarios mostly wait — on daemons' own retry delays, on the
+	// tracer's grace before an incident is over — rather than compute:
+	// four at a time, unless -test.parallel says otherwise.
+	flag.Parse()
+	parallelSet := false
+	flag.Visit(func(f *flag.Flag) { parallelSet = parallelSet || f.Name == "test.parallel" })
+	if !parallelSet {
+		flag.Set("test.parallel", "4")
+	}
 	dir, err := os.MkdirTemp("", "bindwatch-corpus-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -133,6 +133,7 @@ func TestNginx(t *testing.T) {
 			t.Errorf("the second nginx failed for another reason:\n%s", p.output())
 		}
 		httpOK(t, port)
+		tr.awaitAbandoned(t, port)
 		for _, f := range tr.failed(t, p.pid(), "the second nginx") {
 			alreadyRunning(t, f, master, workers...)
 			hintHas(t, f, "nginx -s reload")
@@ -256,6 +257,7 @@ func TestNginx(t *testing.T) {
 		if code := p.wait(t, 30*time.Second); code == 0 {
 			t.Fatalf("nginx started with two listeners on port %d:\n%s", port, p.output())
 		}
+		tr.awaitAbandoned(t, port)
 		for _, f := range tr.failed(t, p.pid(), "nginx") {
 			wantCause(t, f, "self_conflict", "")
 			holds(t, f, p.pid())

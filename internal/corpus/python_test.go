@@ -42,6 +42,7 @@ func TestPython(t *testing.T) {
 		if code := second.wait(t, 30*time.Second); code == 0 {
 			t.Fatalf("the second http.server exited 0:\n%s", second.output())
 		}
+		tr.awaitAbandoned(t, port)
 		for _, f := range tr.failed(t, second.pid(), "the second http.server") {
 			alreadyRunning(t, f, running.pid())
 		}
@@ -151,6 +152,7 @@ func TestPython(t *testing.T) {
 		if code := again.wait(t, 30*time.Second); code == 0 {
 			t.Fatalf("prefork.py started again while its workers hold the port:\n%s", again.output())
 		}
+		tr.awaitAbandoned(t, port)
 		for _, f := range tr.failed(t, again.pid(), "prefork.py started again") {
 			wantCause(t, f, "leftover", "certain")
 			for _, w := range workers {
@@ -179,6 +181,7 @@ func TestPython(t *testing.T) {
 		if code := second.wait(t, 30*time.Second); code == 0 {
 			t.Fatalf("the second daemon.py exited 0:\n%s", second.output())
 		}
+		tr.awaitAbandoned(t, port)
 		for _, f := range tr.failed(t, second.pid(), "the second daemon.py") {
 			alreadyRunning(t, f, running)
 		}

@@ -38,6 +38,7 @@ func TestSocat(t *testing.T) {
 			if code := failer.wait(t, 30*time.Second); code == 0 {
 				t.Fatalf("the second socat exited 0:\n%s", failer.output())
 			}
+			tr.awaitAbandoned(t, port)
 			for _, f := range tr.failed(t, failer.pid(), "the second socat") {
 				wantCause(t, f, "dual_stack", "")
 				holds(t, f, holder.pid())
@@ -64,6 +65,7 @@ func TestSocketActivate(t *testing.T) {
 		if code := service.wait(t, 30*time.Second); code == 0 {
 			t.Fatalf("http.server exited 0:\n%s", service.output())
 		}
+		tr.awaitAbandoned(t, port)
 		for _, f := range tr.failed(t, service.pid(), "http.server") {
 			wantCause(t, f, "socket_activation", "")
 			holds(t, f, activator.pid())
@@ -100,6 +102,7 @@ func TestGoServer(t *testing.T) {
 		if !strings.Contains(second.output(), "address already in use") {
 			t.Errorf("the second Go server failed for another reason:\n%s", second.output())
 		}
+		tr.awaitAbandoned(t, port)
 		for _, f := range tr.failed(t, second.pid(), "the second Go server") {
 			alreadyRunning(t, f, running.pid())
 		}
@@ -162,6 +165,7 @@ func TestConnectFirst(t *testing.T) {
 		tr.failureBy(t, p.pid())
 		stdin.Close()
 		p.wait(t, 10*time.Second)
+		tr.awaitAbandoned(t, port)
 		for _, f := range tr.failed(t, p.pid(), "the client") {
 			wantCause(t, f, "ephemeral_port", "")
 			holds(t, f, p.pid())
