@@ -141,6 +141,47 @@ struct {
 	__type(value, __u8);
 } traced_pids SEC(".maps");
 
+/*
+ * Lineage: how the processes that took a TCP port ended, and their parents
+ * at that moment. A recorded listener outlives its process, and what became
+ * of that process is what tells a running daemon from a leftover: a
+ * daemon's launcher listens, forks and exits with status 0 at once, while a
+ * leftover's instance was killed, failed, or exited long after it left its
+ * socket to a child. record_holder_of() notes the listener and its parent;
+ * lineage_exit() writes when and how each ended; attach_holder() copies
+ * both into a failure. LRU: a user who listens on thousands of ports evicts
+ * entries, and the diagnosis then lacks the evidence — it never calls a
+ * holder a leftover without it. UDP binds are not noted: they are frequent
+ * (a resolver's every query), and this would cost each of them.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct lineage_val);
+} lineage SEC(".maps");
+
+static __always_inline void note_lineage(__u32 tgid, __u64 start_ns)
+{
+	struct lineage_val v = { .start_ns = start_ns }, *old;
+
+	if (tgid <= 1) /* init never exits */
+		return;
+	old = bpf_map_lookup_elem(&lineage, &tgid);
+	if (old && old->start_ns == start_ns && !old->exit_ns)
+		return;
+	bpf_map_update_elem(&lineage, &tgid, &v, BPF_ANY);
+}
+
+/* Copy tgid's lineage entry into out when it is the process that started at start_ns. */
+static __always_inline void copy_lineage(struct lineage_val *out, __u32 tgid, __u64 start_ns)
+{
+	struct lineage_val *v = bpf_map_lookup_elem(&lineage, &tgid);
+
+	if (v && v->exit_ns && (!start_ns || v->start_ns == start_ns))
+		__builtin_memcpy(out, v, sizeof(*out));
+}
+
 /* Keep these types in BTF (no map names them) so bpf2go generates Go for them. */
 const struct event *unused_event __attribute__((unused));
 const enum bw_hook *unused_hook __attribute__((unused));
@@ -458,6 +499,8 @@ static __always_inline void attach_holder(struct event *e, struct sock *failing)
 	__builtin_memcpy(&e->holder, rec, sizeof(*rec));
 	e->holder.inode = inode;
 	e->has_holder = 1;
+	copy_lineage(&e->holder_exit, rec->tgid, rec->start_ns);
+	copy_lineage(&e->parent_exit, rec->ppid, 0);
 }
 
 /*
@@ -691,6 +734,10 @@ static __always_inline void record_holder_of(struct task_struct *task, struct so
 		rec.inode = sock_inode(sk);
 	rec.start_ns = BPF_CORE_READ(task, group_leader, start_boottime);
 	rec.ppid = BPF_CORE_READ(task, real_parent, tgid);
+	if (proto == IPPROTO_TCP) {
+		note_lineage(rec.tgid, rec.start_ns);
+		note_lineage(rec.ppid, BPF_CORE_READ(task, real_parent, group_leader, start_boottime));
+	}
 
 	/* Overwrite an existing entry in place: no LRU node to allocate. */
 	map = holder_map_of(proto);
@@ -1015,6 +1062,25 @@ int BPF_PROG(follow_exit, struct task_struct *task)
 	/* Forget a process when its leader exits, so a recycled pid is not traced. */
 	if (task->pid == tgid)
 		bpf_map_delete_elem(&traced_pids, &tgid);
+	return 0;
+}
+
+/* A process in the lineage map has ended: note when and how (see lineage). */
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(lineage_exit, struct task_struct *task)
+{
+	__u32 tgid = task->tgid;
+	struct lineage_val *v = bpf_map_lookup_elem(&lineage, &tgid);
+
+	if (!v || v->exit_ns)
+		return 0;
+	/* Only the process's last thread: do_exit() has counted it off signal->live. */
+	if (BPF_CORE_READ(task, signal, live.counter) != 0)
+		return 0;
+	if (v->start_ns != BPF_CORE_READ(task, group_leader, start_boottime))
+		return 0;
+	v->exit_code = BPF_CORE_READ(task, exit_code);
+	v->exit_ns = bpf_ktime_get_boot_ns();
 	return 0;
 }
 

@@ -80,6 +80,17 @@ struct holder_rec {
 	char comm[BW_COMM_LEN];
 };
 
+/*
+ * How a process that took a port (or its parent at that moment) ended, as
+ * lineage_exit() saw it: see the lineage map in bindwatch.bpf.c.
+ */
+struct lineage_val {
+	__u64 start_ns;  /* the process's start, CLOCK_BOOTTIME: a reused pid is another process */
+	__u64 exit_ns;   /* when its last thread exited, CLOCK_BOOTTIME; 0 while it runs */
+	__u32 exit_code; /* that thread's task->exit_code: status << 8, or the killing signal */
+	__u32 pad;
+};
+
 /* Registry key: one recorded listener per port in each network namespace. */
 struct holder_key {
 	__u32 netns;
@@ -168,6 +179,14 @@ struct event {
 	__u8 addr[16];
 	char comm[BW_COMM_LEN];
 	struct holder_rec holder;
+	/*
+	 * With the holder: how the process that took the port ended
+	 * (holder_exit, for holder.tgid) and how its parent at that moment
+	 * ended (parent_exit, for holder.ppid), where lineage_exit() saw it;
+	 * exit_ns 0 when it runs still or was not seen.
+	 */
+	struct lineage_val holder_exit;
+	struct lineage_val parent_exit;
 	/*
 	 * argv, NUL-separated: the whole of it when args_total fits here
 	 * (args_len == args_total), else its head and its tail.

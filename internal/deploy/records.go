@@ -20,7 +20,7 @@ func portRecord(typ string, now time.Time, host string, p Port, netns uint32) ev
 // holdState is b as a events.HoldState.
 func holdState(b *Busy) events.HoldState {
 	return events.HoldState{Refusal: refusalRecord(b.Refusal), Holders: nonNil(b.Holders), TimeWait: b.TimeWait,
-		Cause: b.Cause, Diagnosis: b.Diagnosis, Hint: b.Hint}
+		Cause: b.Cause, Confidence: b.Confidence, Diagnosis: b.Diagnosis, Hint: b.Hint}
 }
 
 // Records says, port by port, what Stop did (dryRun false) or what it
@@ -40,7 +40,7 @@ func (pl *Plan) Records(dryRun bool, now time.Time) []events.FreeRecord {
 			rec.Refusal = refusalRecord(pp.found.Refusal)
 			rec.Holders = nonNil(pp.found.Holders)
 			rec.TimeWait = pp.found.TimeWait
-			rec.Cause = pp.found.Cause
+			rec.Cause, rec.Confidence = pp.found.Cause, pp.found.Confidence
 		}
 		for _, t := range pp.Targets {
 			rec.Actions = append(rec.Actions, pl.actions(t, pp, dryRun)...)

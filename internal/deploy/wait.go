@@ -25,7 +25,7 @@ type Busy struct {
 	TimeWait *events.TimeWait
 	// Cause, Diagnosis and Hint are the diagnosis: an events.Cause*
 	// value, why the kernel refused, what to do.
-	Cause, Diagnosis, Hint string
+	Cause, Confidence, Diagnosis, Hint string
 }
 
 // Live returns the holders that are not TIME_WAIT: sockets some process
@@ -86,7 +86,7 @@ func Explain(r *resolve.Resolver, ns resolve.Netns, ref *Refusal) (*Busy, error)
 	facts := diagnose.Facts{OwnNetns: ns.Inode == r.OwnNetns().Inode}
 	facts.Ephemeral, _ = r.Ephemeral(ns) // unknown: an outgoing connection is named, not explained
 	v := diagnose.Diagnose(&f, facts, time.Now())
-	return &Busy{Refusal: ref, Netns: ns, Holders: f.Holders, TimeWait: f.TimeWait, Cause: v.Cause, Diagnosis: v.Diagnosis, Hint: v.Hint}, nil
+	return &Busy{Refusal: ref, Netns: ns, Holders: f.Holders, TimeWait: f.TimeWait, Cause: v.Cause, Confidence: v.Confidence, Diagnosis: v.Diagnosis, Hint: v.Hint}, nil
 }
 
 // WaitOptions configure WaitFree.

@@ -3,6 +3,7 @@ package diagnose
 import (
 	"fmt"
 	"net/netip"
+	"path"
 	"slices"
 	"strconv"
 	"strings"
@@ -66,7 +67,7 @@ func diagnoseEphemeral(f *events.Failure, h *events.Holder, facts Facts, now tim
 	if h.ReuseAddr == nil || !*h.ReuseAddr {
 		hint += "; SO_REUSEADDR on this socket does not help, since the connection's socket does not set it"
 	}
-	return Verdict{events.CauseEphemeralPort, diagnosis, hint + "."}
+	return verdict(events.CauseEphemeralPort, diagnosis, hint+".")
 }
 
 // sysctlCommand is the command that applies a net sysctl setting in the
@@ -80,8 +81,13 @@ func sysctlCommand(f *events.Failure, facts Facts, setting string) string {
 
 // diagnoseOwnJob explains a holder that is the failing process itself, or
 // another process started by the same traced command.
-func diagnoseOwnJob(f *events.Failure, h *events.Holder, facts Facts) (Verdict, bool) {
+func diagnoseOwnJob(f *events.Failure, h *events.Holder, facts Facts, now time.Time) (Verdict, bool) {
 	self := slices.IndexFunc(h.Processes, func(p events.Process) bool { return p.PID == f.Process.PID }) >= 0
+	if self && outgoing(h, f.Port, facts.Ephemeral) {
+		// Its own connect() took the port from the ephemeral range before
+		// it listened: binding it once would not help, reserving it does.
+		return diagnoseEphemeral(f, h, facts, now), true
+	}
 	if self {
 		fd := ""
 		if h.FD != nil {
@@ -89,13 +95,18 @@ func diagnoseOwnJob(f *events.Failure, h *events.Holder, facts Facts) (Verdict, 
 		}
 		me := fmt.Sprintf("%s (pid %d)", commName(&f.Process), f.Process.PID)
 		if f.Syscall == "listen" {
-			return Verdict{events.CauseSelfConflict,
+			return verdict(events.CauseSelfConflict,
 				fmt.Sprintf("listen() failed because this same process, %s, already listens on %s with another socket%s; both were bound with SO_REUSEADDR, which lets sockets share a port only until one of them listens.", me, endpoint(h.Addr, h.Port), fd),
-				"Listen on the port once and share that socket between the parts of the program that need it, or give the second listener another port."}, true
+				"Listen on the port once and share that socket between the parts of the program that need it, or give the second listener another port."), true
 		}
-		return Verdict{events.CauseSelfConflict,
+		if o, cause := overlapKind(f, h); cause == events.CauseDualStack && f.Syscall == "bind" {
+			return verdict(events.CauseSelfConflict,
+				fmt.Sprintf("%s/%s conflicts with %s, which this same process, %s, holds with another socket%s: %s.", endpoint(f.Addr, f.Port), f.Proto, endpoint(h.Addr, h.Port), me, fd, o),
+				fmt.Sprintf("Set IPV6_V6ONLY=1 on the IPv6 socket before bind() so that the two sockets can coexist (nginx: `listen [::]:%d ipv6only=on;`, the default; sysctl net.ipv6.bindv6only sets the system default), or keep only the dual-stack [::] socket, which serves IPv4 too.", f.Port)), true
+		}
+		return verdict(events.CauseSelfConflict,
 			fmt.Sprintf("Port %d/%s is held by this same process, %s, %s %s with another socket%s: it binds the port twice — the port twice in its configuration, overlapping listen addresses, or a library and the application both binding it.", f.Port, f.Proto, me, stateVerb(h), endpoint(h.Addr, h.Port), fd),
-			"Bind the port once and share that socket (look for the port twice in its configuration, and for a library that opens its own listener), or give the second socket another port."}, true
+			"Bind the port once and share that socket (look for the port twice in its configuration, and for a library that opens its own listener), or give the second socket another port."), true
 	}
 	if facts.Job == nil || facts.Job.Contains == nil {
 		return Verdict{}, false
@@ -104,11 +115,11 @@ func diagnoseOwnJob(f *events.Failure, h *events.Holder, facts Facts) (Verdict, 
 		if p.PID == f.Process.PID || !facts.Job.Contains(p.PID) {
 			continue
 		}
-		return Verdict{events.CauseSameJob,
+		return verdict(events.CauseSameJob,
 			fmt.Sprintf("Port %d/%s is held by %s (pid %d), %s %s, started by the same command as this process: %s (pid %d) and %s (pid %d) both run under %s — two parts of one job (two tests of one suite, two services of one setup) want the same port.",
 				f.Port, f.Proto, commName(&p), p.PID, stateVerb(h), endpoint(h.Addr, h.Port),
 				commName(&f.Process), f.Process.PID, commName(&p), p.PID, facts.Job.Command),
-			"Give each part its own port (tests: bind port 0 and read the port back with getsockname(), or derive it from the test's index), or run them one after the other so that the first has exited before the second binds."}, true
+			"Give each part its own port (tests: bind port 0 and read the port back with getsockname(), or derive it from the test's index), or run them one after the other so that the first has exited before the second binds."), true
 	}
 	return Verdict{}, false
 }
@@ -125,10 +136,10 @@ func diagnoseJobGone(f *events.Failure, h *events.Holder, facts Facts) (Verdict,
 		if p.PID == f.Process.PID || !(facts.Job.Contains(p.PID) || (p.PPID > 1 && facts.Job.Contains(p.PPID))) {
 			continue
 		}
-		return Verdict{events.CauseSameJob,
+		return verdict(events.CauseSameJob,
 			fmt.Sprintf("%s/%s was held at the moment of the failure by %s (pid %d), started by the same command as this process (%s, under %s), which has exited since: one part of the job had not let go of the port when the next bound it.",
 				endpoint(f.Addr, f.Port), f.Proto, commName(&p), p.PID, commName(&f.Process), facts.Job.Command),
-			"Make each part wait until the previous one has exited (and closed its sockets) before binding, or give each part its own port (tests: bind port 0 and read the port back with getsockname())."}, true
+			"Make each part wait until the previous one has exited (and closed its sockets) before binding, or give each part its own port (tests: bind port 0 and read the port back with getsockname())."), true
 	}
 	return Verdict{}, false
 }
@@ -138,9 +149,27 @@ func diagnoseJobGone(f *events.Failure, h *events.Holder, facts Facts) (Verdict,
 // socket activation, sshd, inetd. They are recognised by their comm (and
 // for docker-proxy its arguments), which the holder's owner controls: the
 // diagnosis only ever explains, it never decides what gets stopped.
+//
+// The comm decides, and the executable confirms: a verdict whose holder's
+// executable is not the manager's own program is only likely.
 func diagnoseManager(f *events.Failure, h *events.Holder, heldBy string) (Verdict, bool) {
 	for i := range h.Processes {
 		p := &h.Processes[i]
+		v, ok := managerVerdict(f, p, heldBy)
+		if !ok {
+			continue
+		}
+		exe := path.Base(strings.TrimSuffix(p.Exe, " (deleted)"))
+		if p.Exe == "" || !strings.HasPrefix(exe, strings.TrimSuffix(p.Comm, "-")) && exe != "init" {
+			v = likely(v)
+		}
+		return v, true
+	}
+	return Verdict{}, false
+}
+
+func managerVerdict(f *events.Failure, p *events.Process, heldBy string) (Verdict, bool) {
+	{
 		switch comm := p.Comm; {
 		case comm == "docker-proxy":
 			return dockerProxy(f, p, heldBy), true
@@ -149,29 +178,34 @@ func diagnoseManager(f *events.Failure, h *events.Holder, heldBy string) (Verdic
 			if p.ContainerID != "" {
 				where = "container " + p.ContainerID[:min(12, len(p.ContainerID))]
 			}
-			return Verdict{events.CauseContainerRuntime,
-				heldBy + fmt.Sprintf(": %s is part of a container runtime (containerd's shim, podman's conmon or its rootless port forwarder) and holds the port for %s — a published port, or a socket the container's process left it.", comm, where),
-				fmt.Sprintf("Find the container: docker ps --filter publish=%d, podman ps --filter publish=%d, or crictl ps; stop it or publish another host port. Do not kill the runtime's process itself while its container runs.", f.Port, f.Port)}, true
+			return verdict(events.CauseContainerRuntime,
+				heldBy+fmt.Sprintf(": %s is part of a container runtime (containerd's shim, podman's conmon or its rootless port forwarder) and holds the port for %s — a published port, or a socket the container's process left it.", comm, where),
+				fmt.Sprintf("Find the container: docker ps --filter publish=%d, podman ps --filter publish=%d, or crictl ps; stop it or publish another host port. Do not kill the runtime's process itself while its container runs.", f.Port, f.Port)), true
 		case comm == "kube-proxy":
 			nodePort := ""
 			if f.Port >= 30000 && f.Port <= 32767 {
 				nodePort = fmt.Sprintf(" (%d lies in the default NodePort range, 30000–32767)", f.Port)
 			}
-			return Verdict{events.CauseKubeProxy,
-				heldBy + fmt.Sprintf(": kube-proxy holds the port open for a Kubernetes NodePort service%s, so that no other program on the node takes it.", nodePort),
-				fmt.Sprintf("Find the service: kubectl get svc -A | grep ':%d/'; change its nodePort, or give this program a port outside the NodePort range (kube-apiserver --service-node-port-range).", f.Port)}, true
+			return verdict(events.CauseKubeProxy,
+				heldBy+fmt.Sprintf(": kube-proxy holds the port open for a Kubernetes NodePort service%s, so that no other program on the node takes it.", nodePort),
+				fmt.Sprintf("Find the service: kubectl get svc -A | grep ':%d/'; change its nodePort, or give this program a port outside the NodePort range (kube-apiserver --service-node-port-range).", f.Port)), true
 		case comm == "systemd" && (p.PID == 1 || p.NSPID == 1 || userManager(p)):
 			return socketActivation(f, p, heldBy), true
 		case comm == "sshd" || comm == "sshd-session":
 			if p.PPID == 1 || p.NSPID == 1 {
-				return Verdict{events.CauseSSHD, heldBy + ": the SSH daemon listens on this port (its Port or ListenAddress in /etc/ssh/sshd_config).",
-					"Give this program another port, or change sshd's Port/ListenAddress and restart sshd (keep a session open while you do)."}, true
+				return verdict(events.CauseSSHD, heldBy+": the SSH daemon listens on this port (its Port or ListenAddress in /etc/ssh/sshd_config).",
+					"Give this program another port, or change sshd's Port/ListenAddress and restart sshd (keep a session open while you do)."), true
 			}
-			return Verdict{events.CauseSSHD, heldBy + fmt.Sprintf(": a session of the SSH daemon holds it — a port forward that %s asked for (ssh -R %d:… or -L on this host), open while that session lasts.", userOf(p), f.Port),
-				fmt.Sprintf("Ask the user to end the forward, or end that session (kill %d); sshd's AllowTcpForwarding and PermitListen decide who may forward which ports.", p.PID)}, true
+			return verdict(events.CauseSSHD, heldBy+fmt.Sprintf(": a session of the SSH daemon holds it — a port forward that %s asked for (ssh -R %d:… or -L on this host), open while that session lasts.", userOf(p), f.Port),
+				fmt.Sprintf("Ask the user to end the forward, or end that session (kill %d); sshd's AllowTcpForwarding and PermitListen decide who may forward which ports.", p.PID)), true
 		case comm == "inetd" || comm == "xinetd":
-			return Verdict{events.CauseInetd, heldBy + fmt.Sprintf(": %s listens on the port for a service it starts for each connection.", comm),
-				fmt.Sprintf("Disable that service in %s's configuration (/etc/inetd.conf, /etc/xinetd.d/) and reload it (kill -HUP %d), or give this program another port.", comm, p.PID)}, true
+			return verdict(events.CauseInetd, heldBy+fmt.Sprintf(": %s listens on the port for a service it starts for each connection.", comm),
+				fmt.Sprintf("Disable that service in %s's configuration (/etc/inetd.conf, /etc/xinetd.d/) and reload it (kill -HUP %d), or give this program another port.", comm, p.PID)), true
+		case comm == "systemd-socket-" || path.Base(p.Exe) == "systemd-socket-activate":
+			// The kernel keeps 15 bytes of a comm: systemd-socket-activate.
+			return verdict(events.CauseSocketActivation,
+				heldBy+": systemd-socket-activate listens on it and passes the socket to the program it starts (socket activation, by hand rather than by a .socket unit), so the port stays held while that program is not running.",
+				fmt.Sprintf("Stop that systemd-socket-activate (pid %d; it belongs to no unit: SIGTERM it), or give this program another port; a program meant to serve the port should take the socket it passes (LISTEN_FDS, sd_listen_fds()) instead of binding it.", p.PID)), true
 		}
 	}
 	return Verdict{}, false
@@ -198,9 +232,9 @@ func dockerProxy(f *events.Failure, p *events.Process, heldBy string) Verdict {
 		}
 		published += fmt.Sprintf(" on it, as docker run -p %d:%d does", f.Port, cport)
 	}
-	return Verdict{events.CauseDockerProxy,
-		heldBy + fmt.Sprintf(": Docker publishes %s.", published),
-		fmt.Sprintf("Find the container: docker ps --filter publish=%d; stop it or publish another host port. docker-proxy is known to outlive its container: if no container publishes %d, restart the Docker daemon (systemctl restart docker) or kill %d.", f.Port, f.Port, p.PID)}
+	return verdict(events.CauseDockerProxy,
+		heldBy+fmt.Sprintf(": Docker publishes %s.", published),
+		fmt.Sprintf("Find the container: docker ps --filter publish=%d; stop it or publish another host port. docker-proxy is known to outlive its container: if no container publishes %d, restart the Docker daemon (systemctl restart docker) or kill %d.", f.Port, f.Port, p.PID))
 }
 
 // socketActivation explains systemd holding a listener: a socket unit.
@@ -217,9 +251,9 @@ func socketActivation(f *events.Failure, p *events.Process, heldBy string) Verdi
 		manager = "the service manager of a container (pid 1 in its own pid namespace)"
 		ctl = fmt.Sprintf("nsenter --target %d --all systemctl", p.PID)
 	}
-	return Verdict{events.CauseSocketActivation,
-		heldBy + fmt.Sprintf(": %s listens on it for a socket unit and starts the unit's service on the first connection (socket activation), so the port stays held while the service is stopped.", manager),
-		fmt.Sprintf("Stop the socket unit, not the service: find it with `%s list-sockets | grep %d`, then `%s stop NAME.socket` (and `%s disable NAME.socket` so that it does not come back); stopping NAME.service alone leaves systemd listening.", ctl, f.Port, ctl, ctl)}
+	return verdict(events.CauseSocketActivation,
+		heldBy+fmt.Sprintf(": %s listens on it for a socket unit and starts the unit's service on the first connection (socket activation), so the port stays held while the service is stopped.", manager),
+		fmt.Sprintf("Stop the socket unit, not the service: find it with `%s list-sockets | grep %d`, then `%s stop NAME.socket` (and `%s disable NAME.socket` so that it does not come back); stopping NAME.service alone leaves systemd listening.", ctl, f.Port, ctl, ctl))
 }
 
 // userManager reports whether p looks like a per-user systemd instance.

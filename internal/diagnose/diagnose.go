@@ -1,3 +1,45 @@
+// Package diagnose judges a failed bind() or listen(): from the failure,
+// the sockets that hold its address and facts about the failing process's
+// network namespace, it says why the kernel refused (the cause, one word a
+// SIEM counts by), how sure that is, in one sentence why, and what to do.
+// It is pure — facts in, verdict out: it imports only events and reads
+// nothing from the host, so every rule is tested with a table.
+//
+// The rules, in order; the first that matches decides. docs/causes.md lists
+// the same, with the evidence each needs and what its hint advises.
+//
+//	EADDRNOTAVAIL   addr_tentative (IPv6 DAD), else addr_not_available
+//	EACCES          privileged_port (below ip_unprivileged_port_start), else access_denied
+//	EINVAL          cannot_listen (listen), already_bound (bind)
+//	EADDRINUSE
+//	 1. port 0                                              ephemeral_exhausted
+//	    The blocking holder is the first live one whose flags do not let the
+//	    new socket share the port (else the first live one). With one:
+//	 2. the failing process's own outgoing connection       ephemeral_port
+//	 3. the failing process itself                          self_conflict (dual-stack: the v6only fix)
+//	 4. a process of the same traced command                same_job
+//	 5. listen() beside another listener (SO_REUSEADDR)     listen_conflict
+//	 6. another outgoing connection from the ephemeral range ephemeral_port
+//	 7. IPv4 meets a dual-stack :: socket, either side      dual_stack
+//	 8. a manager holding it for others                     docker_proxy, container_runtime,
+//	                                                        kube_proxy, socket_activation, sshd, inetd
+//	 9. a leftover, with the kernel's evidence that the     leftover
+//	    instance it belonged to is gone (lineage.go)
+//	10. the same program, running (program.go)              already_running
+//	11. SO_REUSEPORT on one side, or under two users        reuseport_missing, reuseport_user
+//	12. a wildcard and a specific address                   address_overlap
+//	13. a TCP socket bound but not listening                bound_not_listening
+//	14. anything else live                                  port_in_use
+//	    With no live holder:
+//	15. one the kernel recorded at the failure, gone since  same_job, else restart_race
+//	16. only TIME_WAIT: an outgoing connection's            ephemeral_port
+//	                    else                                time_wait
+//	17. nothing                                             holder_gone
+//
+// Confidence is certain unless the rule says likely: where the evidence is
+// a name the process chose (a manager's comm), a program told by its comm
+// alone, or an orphan whose parent's end the kernel saw but whose instance
+// may still be wanted.
 package diagnose
 
 import (
@@ -11,10 +53,22 @@ import (
 	"github.com/bindwatch/bindwatch/internal/events"
 )
 
-// Verdict is a diagnosis: the cause (one of the events.Cause* values), why
-// the kernel refused in one sentence, and what to do.
+// Verdict is a diagnosis: the cause (one of the events.Cause* values), how
+// sure it is (events.ConfidenceCertain or ConfidenceLikely), why the kernel
+// refused in one sentence, and what to do.
 type Verdict struct {
-	Cause, Diagnosis, Hint string
+	Cause, Confidence, Diagnosis, Hint string
+}
+
+// verdict is a certain verdict.
+func verdict(cause, diagnosis, hint string) Verdict {
+	return Verdict{Cause: cause, Confidence: events.ConfidenceCertain, Diagnosis: diagnosis, Hint: hint}
+}
+
+// likely is v, hedged: the evidence supports it without proving it.
+func likely(v Verdict) Verdict {
+	v.Confidence = events.ConfidenceLikely
+	return v
 }
 
 // Diagnose says why the kernel refused f and what to do, from what has been
@@ -32,11 +86,11 @@ func Diagnose(f *events.Failure, facts Facts, now time.Time) Verdict {
 		return diagnoseAccess(f, facts)
 	case "EINVAL":
 		if f.Syscall == "listen" {
-			return Verdict{events.CauseCannotListen, "listen() was refused because the socket cannot listen: it is connected, connecting or shut down.",
-				"Call listen() on a fresh socket that is only bound, not on one that has been connected."}
+			return verdict(events.CauseCannotListen, "listen() was refused because the socket cannot listen: it is connected, connecting or shut down.",
+				"Call listen() on a fresh socket that is only bound, not on one that has been connected.")
 		}
-		return Verdict{events.CauseAlreadyBound, fmt.Sprintf("bind() was refused because the socket is already bound (bind() was called twice on one socket, or the address length does not match the %s family).", familyName(f.Family)),
-			"Bind each socket once; to change its address, close it and bind a new socket."}
+		return verdict(events.CauseAlreadyBound, fmt.Sprintf("bind() was refused because the socket is already bound (bind() was called twice on one socket, or the address length does not match the %s family).", familyName(f.Family)),
+			"Bind each socket once; to change its address, close it and bind a new socket.")
 	}
 	return Verdict{}
 }
@@ -44,8 +98,8 @@ func Diagnose(f *events.Failure, facts Facts, now time.Time) Verdict {
 func diagnoseInUse(f *events.Failure, facts Facts, now time.Time) Verdict {
 	where := endpoint(f.Addr, f.Port) + "/" + f.Proto
 	if f.Port == 0 {
-		return Verdict{events.CauseEphemeralExhausted, fmt.Sprintf("No free ephemeral port was left for %s/%s: every port in net.ipv4.ip_local_port_range is in use for that address.", f.Addr, f.Proto),
-			"Widen net.ipv4.ip_local_port_range, close idle sockets, or bind to a fixed port."}
+		return verdict(events.CauseEphemeralExhausted, fmt.Sprintf("No free ephemeral port was left for %s/%s: every port in net.ipv4.ip_local_port_range is in use for that address.", f.Addr, f.Proto),
+			"Widen net.ipv4.ip_local_port_range, close idle sockets, or bind to a fixed port.")
 	}
 	want := bindFlags{reuseAddr: f.Socket.ReuseAddr, reusePort: f.Socket.ReusePort, uid: f.Process.UID}
 	var holding, recorded, timeWait []*events.Holder
@@ -81,17 +135,17 @@ func diagnoseInUse(f *events.Failure, facts Facts, now time.Time) Verdict {
 		if v, ok := diagnoseJobGone(f, r, facts); ok {
 			return v
 		}
-		return Verdict{events.CauseRestartRace, fmt.Sprintf("%s was held at the moment of the failure by %s, which has exited since: a restart race (the new instance started before the old one let go).",
+		return verdict(events.CauseRestartRace, fmt.Sprintf("%s was held at the moment of the failure by %s, which has exited since: a restart race (the new instance started before the old one let go).",
 			where, procsName(r)),
-			"The port is free now: retry bind() with a short backoff, and make restarts wait until the old instance has exited (with systemd, keep KillMode=control-group so that a restart stops every process of the old instance first)."}
+			"The port is free now: retry bind() with a short backoff, and make restarts wait until the old instance has exited (with systemd, keep KillMode=control-group so that a restart stops every process of the old instance first).")
 	case len(timeWait) > 0:
 		if outgoing(timeWait[0], f.Port, facts.Ephemeral) {
 			return diagnoseEphemeral(f, timeWait[0], facts, now)
 		}
 		return diagnoseTimeWait(f, timeWait)
 	}
-	return Verdict{events.CauseHolderGone, fmt.Sprintf("No socket holds %s any more: the holder closed it before bindwatch looked.", where),
-		"The port is free now: retry bind() with a short backoff."}
+	return verdict(events.CauseHolderGone, fmt.Sprintf("No socket holds %s any more: the holder closed it before bindwatch looked.", where),
+		"The port is free now: retry bind() with a short backoff.")
 }
 
 func diagnoseLiveHolder(f *events.Failure, h *events.Holder, want bindFlags, facts Facts, now time.Time) Verdict {
@@ -102,125 +156,66 @@ func diagnoseLiveHolder(f *events.Failure, h *events.Holder, want bindFlags, fac
 	heldBy := fmt.Sprintf("Port %d/%s is held by %s, %s %s%s", f.Port, f.Proto, who, stateVerb(h), endpoint(h.Addr, h.Port), age)
 	kill := killHint(h)
 
-	if v, ok := diagnoseOwnJob(f, h, facts); ok {
+	if v, ok := diagnoseOwnJob(f, h, facts, now); ok {
 		return v
 	}
 	if f.Syscall == "listen" {
-		return Verdict{events.CauseListenConflict, fmt.Sprintf("listen() failed because %s already listens on %s; both sockets were bound with SO_REUSEADDR, which lets sockets share a port only until one of them listens.", who, endpoint(h.Addr, h.Port)),
-			"Bind a different port; to share one port between listeners, set SO_REUSEPORT on every listening socket (same user); or " + kill + "."}
-	}
-	if p := leftover(f, h); p != nil {
-		return leftoverDiagnosis(f, h, p, age)
+		return verdict(events.CauseListenConflict, fmt.Sprintf("listen() failed because %s already listens on %s; both sockets were bound with SO_REUSEADDR, which lets sockets share a port only until one of them listens.", who, endpoint(h.Addr, h.Port)),
+			"Bind a different port; to share one port between listeners, set SO_REUSEPORT on every listening socket (same user); or "+kill+".")
 	}
 	if outgoing(h, f.Port, facts.Ephemeral) {
 		return diagnoseEphemeral(f, h, facts, now)
 	}
+	overlap, overlapCause := overlapKind(f, h)
+	// Only a listener (or a UDP socket) is explained by the overlap of
+	// addresses: a TCP socket that does not listen conflicts on other terms.
+	overlaps := overlap != "" && (h.State == "LISTEN" || f.Proto == "udp")
+	if overlaps && overlapCause == events.CauseDualStack {
+		return verdict(overlapCause, fmt.Sprintf("%s/%s conflicts with %s, held by %s%s: %s.", endpoint(f.Addr, f.Port), f.Proto, endpoint(h.Addr, h.Port), who, age, overlap),
+			overlapHint(f, h, kill))
+	}
 	if v, ok := diagnoseManager(f, h, heldBy); ok {
+		return v
+	}
+	if v, ok := diagnoseLeftover(f, h, age); ok {
+		return v
+	}
+	if v, ok := diagnoseAlreadyRunning(f, h, now); ok {
 		return v
 	}
 	holderPort := h.ReusePort != nil && *h.ReusePort
 	if h.State != "TIME_WAIT" && (want.reusePort || holderPort) && !reuseAllows(want, h) {
 		switch {
 		case want.reusePort && h.ReusePort != nil && !holderPort:
-			return Verdict{events.CauseReusePortMissing, heldBy + ", without SO_REUSEPORT; this socket set SO_REUSEPORT, but the kernel shares a port only when every socket on it sets it: the holder lacks it.",
-				"Set SO_REUSEPORT on the holder's socket too (before its bind()), or " + kill + "."}
+			return verdict(events.CauseReusePortMissing, heldBy+", without SO_REUSEPORT; this socket set SO_REUSEPORT, but the kernel shares a port only when every socket on it sets it: the holder lacks it.",
+				"Set SO_REUSEPORT on the holder's socket too (before its bind()), or "+kill+".")
 		case !want.reusePort && holderPort:
-			return Verdict{events.CauseReusePortMissing, heldBy + ", with SO_REUSEPORT, but this socket did not set SO_REUSEPORT: the kernel shares a port only when every socket on it sets it, and this one lacks it.",
-				"Set SO_REUSEPORT on this socket before bind()."}
+			return verdict(events.CauseReusePortMissing, heldBy+", with SO_REUSEPORT, but this socket did not set SO_REUSEPORT: the kernel shares a port only when every socket on it sets it, and this one lacks it.",
+				"Set SO_REUSEPORT on this socket before bind().")
 		case want.reusePort && holderPort && want.uid != h.UID:
-			return Verdict{events.CauseReusePortUser, heldBy + fmt.Sprintf("; both sockets set SO_REUSEPORT, but the kernel shares a port only between sockets of the same effective uid: the holder's is %d, this process's %d.", h.UID, want.uid),
-				"Run every process that shares the port under the same user, or use different ports."}
+			return verdict(events.CauseReusePortUser, heldBy+fmt.Sprintf("; both sockets set SO_REUSEPORT, but the kernel shares a port only between sockets of the same effective uid: the holder's is %d, this process's %d.", h.UID, want.uid),
+				"Run every process that shares the port under the same user, or use different ports.")
 		}
 	}
 	// Only a listener (or a UDP socket) is explained by the overlap of
 	// addresses: a TCP socket that does not listen conflicts on other terms.
-	if o, cause := overlapKind(f, h); o != "" && (h.State == "LISTEN" || f.Proto == "udp") {
-		return Verdict{cause, fmt.Sprintf("%s/%s conflicts with %s, held by %s%s: %s.", endpoint(f.Addr, f.Port), f.Proto, endpoint(h.Addr, h.Port), who, age, o),
-			overlapHint(f, h, kill)}
+	if overlaps {
+		return verdict(overlapCause, fmt.Sprintf("%s/%s conflicts with %s, held by %s%s: %s.", endpoint(f.Addr, f.Port), f.Proto, endpoint(h.Addr, h.Port), who, age, overlap),
+			overlapHint(f, h, kill))
 	}
 	if h.State == "BOUND" && f.Proto == "tcp" {
-		return Verdict{events.CauseBoundNotListening, heldBy + fmt.Sprintf(": a TCP socket that is not a listener — a client that bound before it connects, or a server stuck between bind() and listen() — still owns the port; it can be shared with a socket that does not listen only when both sockets set SO_REUSEADDR (this one: %s, the holder: %s).", onOff(&want.reuseAddr), onOff(h.ReuseAddr)),
-			"Set SO_REUSEADDR on both sockets before bind() (the bind then succeeds; listen() still fails once the other socket listens), find why the holder never calls listen() or connect(), or " + kill + "."}
+		return verdict(events.CauseBoundNotListening, heldBy+fmt.Sprintf(": a TCP socket that is not a listener — a client that bound before it connects, or a server stuck between bind() and listen() — still owns the port; it can be shared with a socket that does not listen only when both sockets set SO_REUSEADDR (this one: %s, the holder: %s).", onOff(&want.reuseAddr), onOff(h.ReuseAddr)),
+			"Set SO_REUSEADDR on both sockets before bind() (the bind then succeeds; listen() still fails once the other socket listens), find why the holder never calls listen() or connect(), or "+kill+".")
 	}
 	if h.State != "LISTEN" && f.Proto == "tcp" {
-		return Verdict{events.CausePortInUse, heldBy + fmt.Sprintf("; a port can be shared with a socket that does not listen only when both sockets set SO_REUSEADDR (this one: %s, the holder: %s).", onOff(&want.reuseAddr), onOff(h.ReuseAddr)),
-			"Set SO_REUSEADDR on both sockets before bind(), or " + kill + "."}
+		return verdict(events.CausePortInUse, heldBy+fmt.Sprintf("; a port can be shared with a socket that does not listen only when both sockets set SO_REUSEADDR (this one: %s, the holder: %s).", onOff(&want.reuseAddr), onOff(h.ReuseAddr)),
+			"Set SO_REUSEADDR on both sockets before bind(), or "+kill+".")
 	}
 	if f.Proto == "udp" {
-		return Verdict{events.CausePortInUse, heldBy + ".",
-			"Use another port, or " + kill + ". UDP sockets can share a port when all of them set SO_REUSEADDR (or SO_REUSEPORT, same user)."}
+		return verdict(events.CausePortInUse, heldBy+".",
+			"Use another port, or "+kill+". UDP sockets can share a port when all of them set SO_REUSEADDR (or SO_REUSEPORT, same user).")
 	}
-	return Verdict{events.CausePortInUse, heldBy + ".", "Use another port, or " + kill + "."}
-}
-
-// leftoverDiagnosis explains a holder that looks like a leftover of a
-// previous instance. When the kernel's record proves it (the process that
-// took the port exited and left the socket to a child, or the holder's parent
-// exited since it listened) it says so. A holder under init running the
-// same program proves nothing by itself — every systemd service's main
-// process has ppid 1 — so that case says both, and names the service when
-// the holder's cgroup shows one.
-func leftoverDiagnosis(f *events.Failure, h *events.Holder, p *events.Process, age string) Verdict {
-	stop := fmt.Sprintf("kill %d (kill -9 only if it ignores SIGTERM)", p.PID)
-	if c := containerStop(p); c != "" {
-		stop = c
-	}
-	prevent := "To prevent leftovers, have the service manager stop the whole cgroup (systemd: KillMode=control-group, the default), and open listening sockets with SOCK_CLOEXEC or close them in children."
-	took, taking := "listened on it", "started listening"
-	if h.Proto == "udp" {
-		took, taking = "bound it", "bound the port"
-	}
-	switch {
-	case h.BoundBy != nil:
-		return Verdict{events.CauseLeftover, fmt.Sprintf("Port %d/%s is held by %s (pid %d)%s, a leftover of a previous instance: it inherited the socket from %s (pid %d), which %s and has exited.",
-			f.Port, f.Proto, commName(p), p.PID, age, commName(h.BoundBy), h.BoundBy.PID, took),
-			fmt.Sprintf("Stop it: %s. %s", stop, prevent)}
-	case p.OrigPPID != 0:
-		return Verdict{events.CauseLeftover, fmt.Sprintf("Port %d/%s is held by %s (pid %d)%s, a leftover of a previous instance: its parent (pid %d) has exited since it %s, and it kept running with the socket (its parent is now pid %d).",
-			f.Port, f.Proto, commName(p), p.PID, age, p.OrigPPID, taking, p.PPID),
-			fmt.Sprintf("Stop it: %s. %s", stop, prevent)}
-	}
-	diagnosis := fmt.Sprintf("Port %d/%s is held by %s (pid %d)%s, another instance of the same program whose parent is init: the running daemon, or a leftover of a previous instance that kept the socket it inherited when its parent exited.",
-		f.Port, f.Proto, commName(p), p.PID, age)
-	if unit := events.Escape(serviceUnit(p.Cgroup)); unit != "" && p.Cgroup != f.Process.Cgroup {
-		return Verdict{events.CauseLeftover, diagnosis, fmt.Sprintf("It runs in %s: if that service should own the port, do not start a second copy (use systemctl restart %s); if it is a leftover, stop it: %s.", unit, unit, stop)}
-	}
-	return Verdict{events.CauseLeftover, diagnosis, fmt.Sprintf("If it is a leftover, stop it: %s. %s", stop, prevent)}
-}
-
-// serviceUnit is the systemd service a cgroup path belongs to, or "".
-func serviceUnit(cgroup string) string {
-	for _, part := range strings.Split(cgroup, "/") {
-		if strings.HasSuffix(part, ".service") {
-			return part
-		}
-	}
-	return ""
-}
-
-// leftover returns the holder's process that looks like a leftover child of
-// a previous instance of the failing program: orphaned (its parent is init,
-// its parent exited since it listened, or the process that listened exited
-// and left it the socket) and running the same executable or command, or in
-// the same cgroup, as the failing process (or as the exited listener).
-func leftover(f *events.Failure, h *events.Holder) *events.Process {
-	related := func(p *events.Process) bool {
-		sameExe := p.Exe != "" && p.Exe == f.Process.Exe
-		sameComm := p.Comm != "" && p.Comm == f.Process.Comm
-		sameCgroup := p.Cgroup != "" && p.Cgroup != "/" && p.Cgroup == f.Process.Cgroup
-		return sameExe || sameComm || sameCgroup
-	}
-	for i := range h.Processes {
-		p := &h.Processes[i]
-		if p.PID == f.Process.PID {
-			continue
-		}
-		orphaned := p.PPID == 1 || p.OrigPPID != 0 || h.BoundBy != nil
-		if orphaned && (related(p) || (h.BoundBy != nil && related(h.BoundBy))) {
-			return p
-		}
-	}
-	return nil
+	return verdict(events.CausePortInUse, heldBy+".", "Use another port, or "+kill+".")
 }
 
 // overlapKind explains, when the holder's address is not the requested one,
@@ -288,32 +283,32 @@ func diagnoseTimeWait(f *events.Failure, tw []*events.Holder) Verdict {
 	wait := fmt.Sprintf("or wait %s: TIME_WAIT lasts a fixed 60 s on Linux (net.ipv4.tcp_fin_timeout governs FIN_WAIT_2, not TIME_WAIT, and net.ipv4.tcp_tw_reuse only applies to outgoing connect(), not to bind())", events.Seconds(maxLeft))
 	switch {
 	case !f.Socket.ReuseAddr && known && allReuse:
-		return Verdict{events.CauseTimeWait, only + ", and this socket did not set SO_REUSEADDR, which would have allowed the bind (the old sockets had it).",
-			"Set SO_REUSEADDR on the socket before bind(), " + wait + "."}
+		return verdict(events.CauseTimeWait, only+", and this socket did not set SO_REUSEADDR, which would have allowed the bind (the old sockets had it).",
+			"Set SO_REUSEADDR on the socket before bind(), "+wait+".")
 	case !f.Socket.ReuseAddr && known:
-		return Verdict{events.CauseTimeWait, only + "; neither this socket nor the one that left them set SO_REUSEADDR.",
-			"Set SO_REUSEADDR on the listening socket of every instance — TIME_WAIT sockets keep the flag of the socket they came from, and bind() may reuse the port only when both have it — " + wait + "."}
+		return verdict(events.CauseTimeWait, only+"; neither this socket nor the one that left them set SO_REUSEADDR.",
+			"Set SO_REUSEADDR on the listening socket of every instance — TIME_WAIT sockets keep the flag of the socket they came from, and bind() may reuse the port only when both have it — "+wait+".")
 	case !f.Socket.ReuseAddr:
-		return Verdict{events.CauseTimeWait, only + ", and this socket did not set SO_REUSEADDR.",
-			"Set SO_REUSEADDR on the listening socket of every instance (bind() may reuse a port in TIME_WAIT only when the socket that left it had the flag too), " + wait + "."}
+		return verdict(events.CauseTimeWait, only+", and this socket did not set SO_REUSEADDR.",
+			"Set SO_REUSEADDR on the listening socket of every instance (bind() may reuse a port in TIME_WAIT only when the socket that left it had the flag too), "+wait+".")
 	case known:
-		return Verdict{events.CauseTimeWait, only + ", left by a socket without SO_REUSEADDR: this socket's SO_REUSEADDR cannot override them, the kernel allows the bind only when both sockets set it.",
-			"Set SO_REUSEADDR in the program that left them (the listener whose connections closed), " + wait + "."}
+		return verdict(events.CauseTimeWait, only+", left by a socket without SO_REUSEADDR: this socket's SO_REUSEADDR cannot override them, the kernel allows the bind only when both sockets set it.",
+			"Set SO_REUSEADDR in the program that left them (the listener whose connections closed), "+wait+".")
 	}
-	return Verdict{events.CauseTimeWait, only + "; this socket set SO_REUSEADDR, so they were most likely left by a socket without it: the kernel allows the bind only when both sockets set it.",
-		"Set SO_REUSEADDR in the program that left them too, " + wait + "."}
+	return verdict(events.CauseTimeWait, only+"; this socket set SO_REUSEADDR, so they were most likely left by a socket without it: the kernel allows the bind only when both sockets set it.",
+		"Set SO_REUSEADDR in the program that left them too, "+wait+".")
 }
 
 func diagnoseNotAvail(f *events.Failure, facts Facts) Verdict {
 	addr, err := netip.ParseAddr(f.Addr)
 	if err != nil {
-		return Verdict{events.CauseAddrNotAvailable, fmt.Sprintf("The address %q is not available in the failing process's network namespace.", f.Addr), ""}
+		return verdict(events.CauseAddrNotAvailable, fmt.Sprintf("The address %q is not available in the failing process's network namespace.", f.Addr), "")
 	}
 	addr = addr.Unmap()
 	for _, a := range facts.Addrs {
 		if a.Addr == addr && a.Tentative {
-			return Verdict{events.CauseAddrTentative, fmt.Sprintf("%s is assigned to %s but still tentative: IPv6 duplicate address detection has not finished (or found a duplicate), and bind() refuses such an address.", addr, a.Iface),
-				"Retry once DAD is done (about a second), set IP_FREEBIND on the socket (or net.ipv6.ip_nonlocal_bind=1), or disable DAD on the interface (net.ipv6.conf.IFACE.accept_dad=0)."}
+			return verdict(events.CauseAddrTentative, fmt.Sprintf("%s is assigned to %s but still tentative: IPv6 duplicate address detection has not finished (or found a duplicate), and bind() refuses such an address.", addr, a.Iface),
+				"Retry once DAD is done (about a second), set IP_FREEBIND on the socket (or net.ipv6.ip_nonlocal_bind=1), or disable DAD on the interface (net.ipv6.conf.IFACE.accept_dad=0).")
 		}
 	}
 	ns := "the failing process's network namespace"
@@ -332,8 +327,8 @@ func diagnoseNotAvail(f *events.Failure, facts Facts) Verdict {
 	if addr.Is6() {
 		sysctl = "net.ipv6.ip_nonlocal_bind=1"
 	}
-	return Verdict{events.CauseAddrNotAvailable, fmt.Sprintf("%s is not assigned to any interface in %s; %s.", addr, ns, assigned),
-		fmt.Sprintf("Bind one of those addresses or the wildcard (0.0.0.0 / ::), add the address first (ip addr add … dev …, inside the container when it runs in one), or, for an address that appears later, set IP_FREEBIND on the socket (%s for the whole namespace).", sysctl)}
+	return verdict(events.CauseAddrNotAvailable, fmt.Sprintf("%s is not assigned to any interface in %s; %s.", addr, ns, assigned),
+		fmt.Sprintf("Bind one of those addresses or the wildcard (0.0.0.0 / ::), add the address first (ip addr add … dev …, inside the container when it runs in one), or, for an address that appears later, set IP_FREEBIND on the socket (%s for the whole namespace).", sysctl))
 }
 
 func diagnoseAccess(f *events.Failure, facts Facts) Verdict {
@@ -351,14 +346,14 @@ func diagnoseAccess(f *events.Failure, facts Facts) Verdict {
 			lacks = fmt.Sprintf("%s has CAP_NET_BIND_SERVICE, but not in the user namespace that owns this network namespace", who)
 		}
 		hint := fmt.Sprintf("Use a port ≥ %d; or grant the capability (setcap cap_net_bind_service=+ep %s, or AmbientCapabilities=CAP_NET_BIND_SERVICE in its systemd unit); or lower net.ipv4.ip_unprivileged_port_start in that network namespace.", start, orDefault(events.Escape(p.Exe), "EXECUTABLE"))
-		return Verdict{events.CausePrivilegedPort, fmt.Sprintf("Port %d is privileged: it is below net.ipv4.ip_unprivileged_port_start (%d) in the failing process's network namespace, and %s.", f.Port, start, lacks), hint}
+		return verdict(events.CausePrivilegedPort, fmt.Sprintf("Port %d is privileged: it is below net.ipv4.ip_unprivileged_port_start (%d) in the failing process's network namespace, and %s.", f.Port, start, lacks), hint)
 	}
 	if start > 0 {
-		return Verdict{events.CauseAccessDenied, fmt.Sprintf("bind() was refused with EACCES although port %d is not privileged there (net.ipv4.ip_unprivileged_port_start is %d): a security module (SELinux, AppArmor) or a cgroup BPF program denied it.", f.Port, start),
-			"Check the audit log (ausearch -m avc, journalctl -k) and the policy for this program."}
+		return verdict(events.CauseAccessDenied, fmt.Sprintf("bind() was refused with EACCES although port %d is not privileged there (net.ipv4.ip_unprivileged_port_start is %d): a security module (SELinux, AppArmor) or a cgroup BPF program denied it.", f.Port, start),
+			"Check the audit log (ausearch -m avc, journalctl -k) and the policy for this program.")
 	}
-	return Verdict{events.CauseAccessDenied, fmt.Sprintf("bind() was refused with EACCES: port %d may be privileged (below net.ipv4.ip_unprivileged_port_start, which bindwatch could not read), or a security module denied it.", f.Port),
-		"Run it with CAP_NET_BIND_SERVICE or use a port ≥ 1024; check the audit log for denials."}
+	return verdict(events.CauseAccessDenied, fmt.Sprintf("bind() was refused with EACCES: port %d may be privileged (below net.ipv4.ip_unprivileged_port_start, which bindwatch could not read), or a security module denied it.", f.Port),
+		"Run it with CAP_NET_BIND_SERVICE or use a port ≥ 1024; check the audit log for denials.")
 }
 
 // commName is a process's comm as a diagnosis writes it: chosen by the

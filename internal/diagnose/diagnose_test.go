@@ -36,8 +36,11 @@ func TestDiagnose(t *testing.T) {
 		f             *events.Failure
 		facts         Facts
 		cause         string
+		confidence    string // checked when set
 		wantDiagnosis []string
 		wantHint      []string
+		notDiagnosis  []string
+		notHint       []string
 	}{
 		{
 			name:          "live listener",
@@ -78,65 +81,247 @@ func TestDiagnose(t *testing.T) {
 			wantHint:      []string{"kill 42 43 44"},
 		},
 		{
-			name:  "leftover child of a previous instance",
-			cause: events.CauseLeftover,
+			name:       "a second copy of a daemon under init is already running, not a leftover",
+			cause:      events.CauseAlreadyRunning,
+			confidence: events.ConfidenceCertain,
 			f: base(func(f *events.Failure) {
 				f.Process.Exe, f.Process.Comm = "/usr/sbin/nginx", "nginx"
 				f.Holders = []events.Holder{listener("0.0.0.0", orphan)}
 			}),
-			wantDiagnosis: []string{"held by nginx (pid 42)", "the running daemon, or a leftover of a previous instance"},
-			wantHint:      []string{"kill 42", "KillMode=control-group", "SOCK_CLOEXEC"},
+			wantDiagnosis: []string{"held by nginx (pid 42)", "runs the same program as this process (/usr/sbin/nginx)", "second copy"},
+			wantHint:      []string{"nginx (pid 42) has been serving this port since 2025-06-01T09:00:00Z", "`nginx -s reload`", "do not start a second copy"},
+			notHint:       []string{"kill 42", "leftover"},
 		},
 		{
-			name:  "the same program as a systemd service is not called a leftover outright",
-			cause: events.CauseLeftover,
+			name:       "a systemd service's main process (parent 1) is already running: reload through its unit",
+			cause:      events.CauseAlreadyRunning,
+			confidence: events.ConfidenceCertain,
 			f: base(func(f *events.Failure) {
 				f.Process.Exe, f.Process.Comm, f.Process.Cgroup = "/usr/sbin/nginx", "nginx", "/user.slice/user-0.slice/session-3.scope"
 				svc := orphan
 				svc.Cgroup = "/system.slice/nginx.service"
 				f.Holders = []events.Holder{listener("0.0.0.0", svc)}
 			}),
-			wantDiagnosis: []string{"held by nginx (pid 42)", "the running daemon"},
-			wantHint:      []string{"It runs in nginx.service", "systemctl restart nginx.service", "kill 42"},
+			wantDiagnosis: []string{"held by nginx (pid 42)"},
+			wantHint:      []string{"systemctl reload nginx.service", "systemctl stop nginx.service"},
+			notHint:       []string{"kill 42"},
 		},
 		{
-			name:  "leftover under a child subreaper: the listener exited and left the socket to its child",
-			cause: events.CauseLeftover,
+			name:       "a daemonized master: its launcher took the port and exited 0 at once",
+			cause:      events.CauseAlreadyRunning,
+			confidence: events.ConfidenceCertain,
+			f: base(func(f *events.Failure) {
+				f.Process.Exe, f.Process.Comm = "/usr/sbin/nginx", "nginx"
+				master, worker := orphan, orphan
+				worker.PID, worker.PPID = 43, 42
+				h := listener("0.0.0.0", master, worker)
+				h.BoundBy = &events.Process{PID: 41, PPID: 7, Comm: "nginx", StartTime: now.Add(-3*time.Hour - time.Second),
+					Exit: &events.Exit{Time: master.StartTime.Add(2 * time.Millisecond), Code: intPtr(0)}}
+				f.Holders = []events.Holder{h}
+			}),
+			wantDiagnosis: []string{"held by nginx (pid 42)", "It is the running daemon", "inherited the socket from nginx (pid 41), which listened on it and exited with status 0 right after starting it"},
+			wantHint:      []string{"nginx (pid 42) has been serving this port"},
+			notHint:       []string{"kill"},
+		},
+		{
+			name:       "prefork workers whose master was killed are a leftover",
+			cause:      events.CauseLeftover,
+			confidence: events.ConfidenceCertain,
+			f: base(func(f *events.Failure) {
+				f.Process.Exe, f.Process.Comm = "/usr/bin/python3.11", "python3"
+				f.Process.Cmdline = []string{"python3", "server.py"}
+				w1 := events.Process{PID: 43, PPID: 1, Comm: "python3", Exe: "/usr/bin/python3.11", Cmdline: []string{"python3", "server.py"}, StartTime: now.Add(-time.Hour)}
+				w2 := w1
+				w2.PID = 44
+				h := listener("0.0.0.0", w1, w2)
+				h.BoundBy = &events.Process{PID: 42, PPID: 7, Comm: "python3", StartTime: now.Add(-time.Hour - time.Second),
+					Exit: &events.Exit{Time: now.Add(-time.Minute), Signal: "SIGKILL"}}
+				f.Holders = []events.Holder{h}
+			}),
+			wantDiagnosis: []string{"a leftover of a previous instance", "python3 (pids 43, 44), running for 1h0m, inherited the socket from python3 (pid 42), which listened on it and was killed by SIGKILL"},
+			wantHint:      []string{"Stop it: kill 43 44", "close the listening socket in children", "KillMode=control-group"},
+			notHint:       []string{"SOCK_CLOEXEC"},
+		},
+		{
+			name:       "a child that exec'd another program after inheriting the socket: SOCK_CLOEXEC applies",
+			cause:      events.CauseLeftover,
+			confidence: events.ConfidenceCertain,
 			f: base(func(f *events.Failure) {
 				worker := nginx
 				worker.PID, worker.PPID, worker.Comm, worker.Exe = 43, 900, "worker", "/opt/worker"
 				h := listener("0.0.0.0", worker)
-				h.BoundBy = &events.Process{PID: 42, PPID: 900, Comm: "myapp"}
+				h.BoundBy = &events.Process{PID: 42, PPID: 900, Comm: "myapp", StartTime: now.Add(-4 * time.Hour),
+					Exit: &events.Exit{Time: now.Add(-time.Hour), Code: intPtr(1)}}
 				f.Holders = []events.Holder{h}
 			}),
-			wantDiagnosis: []string{"held by worker (pid 43)", "a leftover of a previous instance: it inherited the socket from myapp (pid 42), which listened on it and has exited"},
+			wantDiagnosis: []string{"inherited the socket from myapp (pid 42), which listened on it and exited with status 1"},
 			wantHint:      []string{"Stop it: kill 43", "SOCK_CLOEXEC"},
 		},
 		{
-			name:  "UDP leftover: the process that bound the socket exited",
-			cause: events.CauseLeftover,
+			name:       "UDP leftover: the process that bound the socket exited long after starting its child",
+			cause:      events.CauseLeftover,
+			confidence: events.ConfidenceCertain,
 			f: base(func(f *events.Failure) {
 				f.Proto = "udp"
 				worker := nginx
-				worker.PID, worker.PPID, worker.Comm, worker.Exe = 43, 900, "worker", "/opt/worker"
+				worker.PID, worker.PPID, worker.Comm, worker.Exe = 43, 900, "myapp", "/opt/myapp"
 				h := listener("0.0.0.0", worker)
 				h.Proto, h.State = "udp", "UNCONN"
-				h.BoundBy = &events.Process{PID: 42, PPID: 900, Comm: "myapp"}
+				h.BoundBy = &events.Process{PID: 42, PPID: 900, Comm: "myapp", StartTime: now.Add(-4 * time.Hour),
+					Exit: &events.Exit{Time: now.Add(-time.Hour), Code: intPtr(0)}}
 				f.Holders = []events.Holder{h}
 			}),
-			wantDiagnosis: []string{"Port 8080/udp is held by worker (pid 43)", "inherited the socket from myapp (pid 42), which bound it and has exited"},
+			wantDiagnosis: []string{"Port 8080/udp is held by a leftover", "inherited the socket from myapp (pid 42), which bound it and exited (status 0) 2h0m after starting it"},
 			wantHint:      []string{"Stop it: kill 43"},
 		},
 		{
-			name:  "leftover under a child subreaper: its parent exited after it listened",
-			cause: events.CauseLeftover,
+			name:       "an exited listener whose end the kernel did not see is no evidence",
+			cause:      events.CausePortInUse,
+			confidence: events.ConfidenceCertain,
+			f: base(func(f *events.Failure) {
+				worker := nginx
+				worker.PID, worker.PPID, worker.Comm, worker.Exe = 43, 900, "worker", "/opt/worker"
+				h := listener("0.0.0.0", worker)
+				h.BoundBy = &events.Process{PID: 42, PPID: 900, Comm: "myapp"}
+				f.Holders = []events.Holder{h}
+			}),
+			wantDiagnosis: []string{"held by worker (pid 43"},
+		},
+		{
+			name:       "a worker older than the exited listener did not inherit from it (a reload's old worker)",
+			cause:      events.CauseAlreadyRunning,
+			confidence: events.ConfidenceCertain,
+			f: base(func(f *events.Failure) {
+				f.Process.Exe, f.Process.Comm = "/usr/sbin/nginx", "nginx"
+				h := listener("0.0.0.0", orphan)
+				h.BoundBy = &events.Process{PID: 50, PPID: 42, Comm: "nginx", StartTime: now.Add(-time.Hour),
+					Exit: &events.Exit{Time: now.Add(-time.Minute), Code: intPtr(0)}}
+				f.Holders = []events.Holder{h}
+			}),
+			notDiagnosis: []string{"leftover"},
+		},
+		{
+			name:       "its parent was killed after it listened: likely a leftover",
+			cause:      events.CauseLeftover,
+			confidence: events.ConfidenceLikely,
 			f: base(func(f *events.Failure) {
 				child := nginx
 				child.Comm, child.Exe, child.PPID, child.OrigPPID = "myapp", "/opt/myapp", 900, 41
+				child.OrigParentExit = &events.Exit{Time: now.Add(-time.Hour), Signal: "SIGKILL"}
 				f.Holders = []events.Holder{listener("0.0.0.0", child)}
 			}),
-			wantDiagnosis: []string{"held by myapp (pid 42)", "its parent (pid 41) has exited since it started listening", "its parent is now pid 900"},
-			wantHint:      []string{"Stop it: kill 42"},
+			wantDiagnosis: []string{"held by a leftover", "its parent then (pid 41) was killed by SIGKILL", "its parent is now pid 900", "may still be wanted"},
+			wantHint:      []string{"If it should not run, stop it: kill 42"},
+		},
+		{
+			name:       "its parent exited 0 right after starting it: it daemonized (redis --daemonize)",
+			cause:      events.CauseAlreadyRunning,
+			confidence: events.ConfidenceCertain,
+			f: base(func(f *events.Failure) {
+				child := nginx
+				child.Comm, child.Exe, child.PPID, child.OrigPPID = "myapp", "/opt/myapp", 1, 41
+				child.OrigParentExit = &events.Exit{Time: child.StartTime.Add(time.Millisecond), Code: intPtr(0)}
+				f.Holders = []events.Holder{listener("0.0.0.0", child)}
+			}),
+			wantDiagnosis: []string{"It is the running daemon", "it daemonized"},
+			notHint:       []string{"kill"},
+		},
+		{
+			name:  "two python scripts are two programs",
+			cause: events.CausePortInUse,
+			f: base(func(f *events.Failure) {
+				f.Process.Exe, f.Process.Comm, f.Process.Cmdline = "/usr/bin/python3.11", "python3", []string{"python3", "app_v2.py"}
+				v1 := orphan
+				v1.Exe, v1.Comm, v1.Cmdline = "/usr/bin/python3.11", "python3", []string{"python3", "-u", "app_v1.py"}
+				f.Holders = []events.Holder{listener("0.0.0.0", v1)}
+			}),
+			notDiagnosis: []string{"same program", "leftover"},
+		},
+		{
+			name:       "python -m http.server twice is the same program",
+			cause:      events.CauseAlreadyRunning,
+			confidence: events.ConfidenceCertain,
+			f: base(func(f *events.Failure) {
+				f.Process.Exe, f.Process.Comm, f.Process.Cmdline = "/usr/bin/python3.11", "python3", []string{"python3", "-m", "http.server", "8080"}
+				h := orphan
+				h.Exe, h.Comm, h.Cmdline = "/usr/bin/python3.11", "python3", []string{"/usr/bin/python3", "-m", "http.server", "8080", "--bind", "0.0.0.0"}
+				f.Holders = []events.Holder{listener("0.0.0.0", h)}
+			}),
+			wantDiagnosis: []string{"same program as this process (python -m http.server)"},
+		},
+		{
+			name:       "the same comm without an executable is only likely the same program",
+			cause:      events.CauseAlreadyRunning,
+			confidence: events.ConfidenceLikely,
+			f: base(func(f *events.Failure) {
+				f.Process.Exe, f.Process.Comm = "", "nginx"
+				f.Holders = []events.Holder{listener("0.0.0.0", orphan)}
+			}),
+			wantDiagnosis: []string{"by its name only"},
+		},
+		{
+			name:  "an interpreter's comm alone is no evidence of the same program",
+			cause: events.CausePortInUse,
+			f: base(func(f *events.Failure) {
+				f.Process.Exe, f.Process.Comm = "", "python3"
+				h := orphan
+				h.Exe, h.Comm = "", "python3"
+				f.Holders = []events.Holder{listener("0.0.0.0", h)}
+			}),
+		},
+		{
+			name:       "dual-stack beats the same program",
+			cause:      events.CauseDualStack,
+			confidence: events.ConfidenceCertain,
+			f: base(func(f *events.Failure) {
+				f.Process.Exe, f.Process.Comm = "/usr/bin/socat", "socat"
+				h := listener("::", events.Process{PID: 42, PPID: 1, Comm: "socat", Exe: "/usr/bin/socat"})
+				h.V6Only = off
+				f.Holders = []events.Holder{h}
+			}),
+			wantHint: []string{"IPV6_V6ONLY=1"},
+		},
+		{
+			name:       "a process binding 0.0.0.0 and a dual-stack [::] itself: the v6only fix",
+			cause:      events.CauseSelfConflict,
+			confidence: events.ConfidenceCertain,
+			f: base(func(f *events.Failure) {
+				f.Family, f.Addr, f.Socket.V6Only = "ipv6", "::", off
+				f.Process.PID = 42
+				f.Holders = []events.Holder{listener("0.0.0.0", nginx)}
+			}),
+			wantDiagnosis: []string{"this same process", "dual-stack"},
+			wantHint:      []string{"IPV6_V6ONLY=1", "listen [::]:8080 ipv6only=on;"},
+		},
+		{
+			name:       "its own outgoing connection took the port: ephemeral_port, not self_conflict",
+			cause:      events.CauseEphemeralPort,
+			confidence: events.ConfidenceCertain,
+			f: base(func(f *events.Failure) {
+				f.Port = 40000
+				f.Holders = []events.Holder{{Source: events.SeenLive, Proto: "tcp", State: "ESTABLISHED", Addr: "10.0.0.5", Port: 40000,
+					PeerAddr: "10.0.0.9", PeerPort: 5432, Processes: []events.Process{f.Process}}}
+			}),
+			facts:    Facts{Ephemeral: EphemeralPorts{Lo: 32768, Hi: 60999}, OwnNetns: true},
+			wantHint: []string{"sysctl -w net.ipv4.ip_local_reserved_ports=40000"},
+		},
+		{
+			name:       "systemd-socket-activate holding the port",
+			cause:      events.CauseSocketActivation,
+			confidence: events.ConfidenceCertain,
+			f: base(func(f *events.Failure) {
+				f.Holders = []events.Holder{listener("0.0.0.0", events.Process{PID: 77, PPID: 5, Comm: "systemd-socket-", Exe: "/usr/bin/systemd-socket-activate"})}
+			}),
+			wantDiagnosis: []string{"systemd-socket-activate listens on it"},
+			wantHint:      []string{"pid 77", "LISTEN_FDS"},
+		},
+		{
+			name:       "a manager told by its comm alone is likely",
+			cause:      events.CauseDockerProxy,
+			confidence: events.ConfidenceLikely,
+			f: base(func(f *events.Failure) {
+				f.Holders = []events.Holder{listener("0.0.0.0", events.Process{PID: 77, PPID: 1, Comm: "docker-proxy", Exe: "/tmp/evil"})}
+			}),
 		},
 		{
 			name:  "a socket handed over by a live process is not a leftover",
@@ -583,6 +768,22 @@ func TestDiagnose(t *testing.T) {
 					t.Errorf("hint %q\n lacks %q", h, w)
 				}
 			}
+			for _, w := range c.notDiagnosis {
+				if strings.Contains(d, w) {
+					t.Errorf("diagnosis %q\n has %q", d, w)
+				}
+			}
+			for _, w := range c.notHint {
+				if strings.Contains(h, w) {
+					t.Errorf("hint %q\n has %q", h, w)
+				}
+			}
+			if c.confidence != "" && v.Confidence != c.confidence {
+				t.Errorf("confidence %q, want %q", v.Confidence, c.confidence)
+			}
+			if v.Confidence != events.ConfidenceCertain && v.Confidence != events.ConfidenceLikely {
+				t.Errorf("confidence %q: want certain or likely", v.Confidence)
+			}
 			if strings.ContainsAny(d+h, "\n\r") {
 				t.Errorf("diagnosis or hint spans lines: %q / %q", d, h)
 			}
@@ -625,3 +826,5 @@ func TestReuseAllows(t *testing.T) {
 }
 
 func boolPtr(b bool) *bool { return &b }
+
+func intPtr(i int) *int { return &i }

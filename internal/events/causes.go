@@ -10,7 +10,8 @@ const (
 	CauseEphemeralExhausted = "ephemeral_exhausted" // port 0: no free port left in ip_local_port_range
 	CauseSelfConflict       = "self_conflict"       // the failing process holds the port itself
 	CauseSameJob            = "same_job"            // another process of the same traced command holds it
-	CauseLeftover           = "leftover"            // an orphaned child of a previous instance holds it
+	CauseLeftover           = "leftover"            // a process left over from an instance that is gone holds it
+	CauseAlreadyRunning     = "already_running"     // the same program is running and serving the port
 	CauseRestartRace        = "restart_race"        // the holder exited right after the failure
 	CauseHolderGone         = "holder_gone"         // nothing holds it any more
 	CauseTimeWait           = "time_wait"           // only TIME_WAIT sockets, and SO_REUSEADDR is missing
@@ -40,10 +41,22 @@ const (
 
 // Causes lists every cause value (docs/schema.json and docs/causes.md list the same).
 var Causes = []string{
-	CauseEphemeralPort, CauseEphemeralExhausted, CauseSelfConflict, CauseSameJob, CauseLeftover,
+	CauseEphemeralPort, CauseEphemeralExhausted, CauseSelfConflict, CauseSameJob, CauseLeftover, CauseAlreadyRunning,
 	CauseRestartRace, CauseHolderGone, CauseTimeWait, CauseDualStack, CauseAddressOverlap,
 	CauseReusePortMissing, CauseReusePortUser, CauseBoundNotListening, CauseListenConflict,
 	CauseDockerProxy, CauseContainerRuntime, CauseKubeProxy, CauseSocketActivation, CauseSSHD,
 	CauseInetd, CausePortInUse, CauseAddrTentative, CauseAddrNotAvailable, CausePrivilegedPort,
 	CauseAccessDenied, CauseAlreadyBound, CauseCannotListen,
 }
+
+// Confidences: the Failure.Confidence values, how firmly the evidence
+// supports the cause.
+const (
+	// ConfidenceCertain: the kernel's own facts decide it (socket states,
+	// options, addresses, which process took the port and how it ended).
+	ConfidenceCertain = "certain"
+	// ConfidenceLikely: the evidence supports the cause without proving
+	// it — a name the process chose itself (comm), or an orphan whose
+	// instance may still be wanted. The diagnosis says what is not known.
+	ConfidenceLikely = "likely"
+)

@@ -67,6 +67,8 @@ type FreeRecord struct {
 	// Cause is why the kernel refused that test bind, one of the Cause*
 	// values, as in held and wait_free records; "" when it was free.
 	Cause string `json:"cause,omitempty"`
+	// Confidence is how firmly the evidence supports Cause (Confidence*).
+	Confidence string `json:"confidence,omitempty"`
 	// Blocked says why signalling cannot free the port (only TIME_WAIT, a
 	// holder bindwatch will not signal, a socket with no visible process).
 	Blocked string `json:"blocked,omitempty"`
@@ -110,12 +112,13 @@ type RefusalRecord struct {
 // HoldState is who holds a port and why the kernel refused it, as held
 // and wait_free records say it.
 type HoldState struct {
-	Refusal   *RefusalRecord `json:"refusal,omitempty"`
-	Holders   []Holder       `json:"holders"`
-	TimeWait  *TimeWait      `json:"time_wait,omitempty"`
-	Cause     string         `json:"cause,omitempty"` // one of the Cause* values
-	Diagnosis string         `json:"diagnosis,omitempty"`
-	Hint      string         `json:"hint,omitempty"`
+	Refusal    *RefusalRecord `json:"refusal,omitempty"`
+	Holders    []Holder       `json:"holders"`
+	TimeWait   *TimeWait      `json:"time_wait,omitempty"`
+	Cause      string         `json:"cause,omitempty"`      // one of the Cause* values
+	Confidence string         `json:"confidence,omitempty"` // one of the Confidence* values
+	Diagnosis  string         `json:"diagnosis,omitempty"`
+	Hint       string         `json:"hint,omitempty"`
 }
 
 // WaitFreeRecord is the last word of `bindwatch wait-free --format json`

@@ -71,6 +71,9 @@ type Failure struct {
 	// Cause names why the kernel refused, one of the Cause* values, so
 	// that incidents can be counted by cause; absent when undiagnosed.
 	Cause string `json:"cause,omitempty"`
+	// Confidence is how firmly the evidence supports Cause:
+	// ConfidenceCertain or ConfidenceLikely; absent when undiagnosed.
+	Confidence string `json:"confidence,omitempty"`
 	// Diagnosis says in one sentence why the kernel refused; Hint what to do.
 	Diagnosis string `json:"diagnosis,omitempty"`
 	Hint      string `json:"hint,omitempty"`
@@ -120,6 +123,13 @@ type Process struct {
 	// only when that parent has exited since and the process was
 	// reparented to init or a child subreaper.
 	OrigPPID int `json:"orig_ppid,omitempty"`
+	// OrigParentExit is how that parent (OrigPPID) ended, where the kernel
+	// saw it: a daemon's launcher exits with status 0 moments after it
+	// forks, a supervisor that was killed leaves an orphan.
+	OrigParentExit *Exit `json:"orig_parent_exit,omitempty"`
+	// Exit is how the process ended, where the kernel saw it: set on a
+	// holder's BoundBy, the process that took the port and has exited.
+	Exit *Exit `json:"exit,omitempty"`
 	// NSPID is the pid the process has in its own pid namespace, present
 	// when it differs from PID (a container's or a sandbox's pid 1).
 	NSPID int `json:"ns_pid,omitempty"`
@@ -136,6 +146,18 @@ type Process struct {
 	// and it could not be completed from /proc (the process had exited or
 	// no longer had the same command line).
 	CmdlineTruncated bool `json:"cmdline_truncated,omitempty"`
+}
+
+// Exit is how a process ended, as the kernel saw it when its last thread
+// exited.
+type Exit struct {
+	Time time.Time `json:"time"`
+	// Code is the exit status it gave (exit(), a return from main);
+	// absent when a signal killed it.
+	Code *int `json:"code,omitempty"`
+	// Signal is the signal that killed it, "SIGKILL"; absent when it
+	// exited by itself.
+	Signal string `json:"signal,omitempty"`
 }
 
 // Container is the container a process runs in. Every field is as the

@@ -145,10 +145,11 @@ type Incident struct {
 	// TimelineOmitted counts failure and repeats entries left out of a
 	// timeline that reached its cap (they still count in Attempts).
 	TimelineOmitted int `json:"timeline_omitted,omitempty"`
-	// Cause, Diagnosis and Hint are the first failure's.
-	Cause     string `json:"cause,omitempty"`
-	Diagnosis string `json:"diagnosis,omitempty"`
-	Hint      string `json:"hint,omitempty"`
+	// Cause, Confidence, Diagnosis and Hint are the first failure's.
+	Cause      string `json:"cause,omitempty"`
+	Confidence string `json:"confidence,omitempty"`
+	Diagnosis  string `json:"diagnosis,omitempty"`
+	Hint       string `json:"hint,omitempty"`
 }
 
 // Incident states.

@@ -149,7 +149,7 @@ func (b *Builder) failure(f *events.Failure) {
 		in = &events.Incident{
 			Type: events.TypeIncident, Version: events.Version, Host: f.Host, Proto: f.Proto,
 			Netns: f.Process.Netns, Port: f.Port, Addr: f.Addr, Start: f.Time, End: f.Time,
-			State: events.IncidentOpen, Cause: f.Cause, Diagnosis: f.Diagnosis, Hint: f.Hint,
+			State: events.IncidentOpen, Cause: f.Cause, Confidence: f.Confidence, Diagnosis: f.Diagnosis, Hint: f.Hint,
 			Failing: []events.IncidentProcess{}, Holders: []events.IncidentHolder{},
 			Signals: []*events.Signal{}, Released: []*events.Released{},
 		}

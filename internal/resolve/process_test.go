@@ -119,9 +119,9 @@ func TestFillProcessCompletesOnlyTheSameCommandLine(t *testing.T) {
 	execNow := filepath.Join(t.TempDir(), "exec")
 	argv := []string{"-cp", strings.Repeat("/opt/app/lib/some-library-1.2.3.jar:", 280), "com.example.Main", "--server.port=8080"}
 	h := testenv.StartHelperArgs(t, "execwhen "+execNow, argv...)
-	full := append([]string{os.Args[0], "-test.run=^$"}, argv...)
+	full := append([]string{testenv.HelperBinary(), "-test.run=^$"}, argv...)
 	// What the kernel captured, decoded: head and tail around the gap.
-	captured := []string{os.Args[0], "-test.run=^$", "-cp", events.CmdlineGap, "com.example.Main", "--server.port=8080"}
+	captured := []string{testenv.HelperBinary(), "-test.run=^$", "-cp", events.CmdlineGap, "com.example.Main", "--server.port=8080"}
 	st, err := host.ReadStat(h.PID)
 	if err != nil {
 		t.Fatal(err)
@@ -153,7 +153,7 @@ func TestFillProcessCompletesOnlyTheSameCommandLine(t *testing.T) {
 	}
 	// Nor is its executable taken for the one that failed; the same holds
 	// for a command line captured whole.
-	short := events.Process{PID: h.PID, StartTime: st.Started(), Cmdline: []string{os.Args[0], "-test.run=^$", "--short"}}
+	short := events.Process{PID: h.PID, StartTime: st.Started(), Cmdline: []string{testenv.HelperBinary(), "-test.run=^$", "--short"}}
 	FillProcess(&short)
 	if q.Exe != "" || short.Exe != "" {
 		t.Errorf("after exec: exe %q and %q, want none (the process runs another command line)", q.Exe, short.Exe)

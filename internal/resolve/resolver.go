@@ -230,7 +230,7 @@ func (r *Resolver) Resolve(f *events.Failure) error {
 	facts := diagnose.Facts{Job: r.job}
 	err := r.resolve(f, &facts)
 	v := diagnose.Diagnose(f, facts, time.Now())
-	f.Cause, f.Diagnosis, f.Hint = v.Cause, v.Diagnosis, v.Hint
+	f.Cause, f.Confidence, f.Diagnosis, f.Hint = v.Cause, v.Confidence, v.Diagnosis, v.Hint
 	return err
 }
 
@@ -371,6 +371,7 @@ func noteLineage(live *events.Holder, rec events.Holder) {
 		}
 		if listener.PPID > 0 && p.PPID > 0 && p.PPID != listener.PPID {
 			p.OrigPPID = listener.PPID
+			p.OrigParentExit = listener.OrigParentExit
 		}
 		return
 	}

@@ -86,9 +86,9 @@ func TestWhoGoListener(t *testing.T) {
 		t.Fatalf("processes = %v, want [%d]", holderPIDs(got), h.PID)
 	}
 	p := got.Processes[0]
-	exe, _ := os.Executable()
-	if p.Exe != exe || p.PPID != os.Getpid() || p.User != "root" || len(p.Cmdline) == 0 || p.Cmdline[0] != os.Args[0] {
-		t.Errorf("process = %+v, want exe %s, ppid %d, user root, cmdline %s", p, exe, os.Getpid(), os.Args[0])
+	exe := testenv.HelperBinary()
+	if p.Exe != exe || p.PPID != os.Getpid() || p.User != "root" || len(p.Cmdline) == 0 || p.Cmdline[0] != exe {
+		t.Errorf("process = %+v, want exe %s, ppid %d, user root, cmdline %s", p, exe, os.Getpid(), exe)
 	}
 	if age := time.Since(p.StartTime); age < 0 || age > time.Minute {
 		t.Errorf("start time %v is %v ago, want within the last minute", p.StartTime, age)
@@ -357,15 +357,17 @@ http { access_log off; client_body_temp_path %[1]s; proxy_temp_path %[1]s; fastc
 	})
 }
 
-// TestLeftoverChild: a server forks a child that inherits its listening
-// socket, then exits; the child (now a child of init) keeps the port.
-func TestLeftoverChild(t *testing.T) {
+// TestOrphanIsNotALeftoverWithoutEvidence: a server forks a child that
+// inherits its listening socket, then exits; the child (now a child of
+// init) keeps the port. With no kernel record of how the server ended
+// (no tracer here), that is a daemon's shape: the child is the running
+// instance of the same program, and no hint kills it.
+func TestOrphanIsNotALeftoverWithoutEvidence(t *testing.T) {
 	r := newTestResolver(t, Options{})
 	port := testenv.FreePort(t)
 	child := startOrphan(t, port)
 	f := failure(t, "tcp", "127.0.0.1", port, testenv.Opts{ReuseAddr: true}, unix.EADDRINUSE)
-	exe, _ := os.Executable()
-	f.Process.Exe = exe // what the tracer captured: the same program
+	f.Process.Exe = testenv.HelperBinary() // what the tracer captured: the same program
 	if err := r.Resolve(f); err != nil {
 		t.Fatal(err)
 	}
@@ -373,8 +375,8 @@ func TestLeftoverChild(t *testing.T) {
 	if h == nil || !slices.Equal(holderPIDs(*h), []int{child.PID}) || h.Processes[0].PPID != 1 {
 		t.Fatalf("holders = %+v, want only the orphan %d", f.Holders, child.PID)
 	}
-	if !strings.Contains(f.Diagnosis, "a leftover of a previous instance") || !strings.Contains(f.Hint, fmt.Sprintf("kill %d", child.PID)) {
-		t.Errorf("diagnosis %q / hint %q, want the leftover case naming pid %d", f.Diagnosis, f.Hint, child.PID)
+	if f.Cause != events.CauseAlreadyRunning || strings.Contains(f.Diagnosis, "leftover") || strings.Contains(f.Hint, fmt.Sprintf("kill %d", child.PID)) {
+		t.Errorf("cause %s, diagnosis %q / hint %q: want already_running, no leftover, no kill %d", f.Cause, f.Diagnosis, f.Hint, child.PID)
 	}
 }
 

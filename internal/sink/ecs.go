@@ -252,6 +252,7 @@ func failureDoc(f *events.Failure) doc {
 	d.set("bindwatch.holders", jsonValue(f.Holders))
 	d.set("bindwatch.time_wait", jsonValue(f.TimeWait))
 	d.set("bindwatch.cause", f.Cause)
+	d.set("bindwatch.confidence", f.Confidence)
 	d.set("bindwatch.diagnosis", f.Diagnosis)
 	d.set("bindwatch.hint", f.Hint)
 	processExtras(d, "bindwatch.process", &f.Process)

@@ -3,6 +3,7 @@ package testenv
 import (
 	"bufio"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -52,11 +54,53 @@ func RunHelperIfAsked() {
 
 // Helper returns a command re-executing the test binary as a helper that
 // does job (see runJob).
+//
+// A helper runs from a hard link of the test binary (HelperBinary), so that
+// it is another program than the test process itself, as the processes a
+// user's test would start are: the diagnosis tells programs apart by their
+// executable, and a holder that ran the test binary would be "a second
+// copy of the same program" to every failure the test provokes itself.
+// SameProgramHelper runs the test binary itself.
 func Helper(job string) *exec.Cmd {
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd := exec.Command(HelperBinary(), "-test.run=^$")
 	cmd.Env = append(os.Environ(), helperEnv+"="+job)
 	cmd.Stderr = os.Stderr
 	return cmd
+}
+
+// SameProgramHelper is Helper running the test binary itself: the same
+// program as the test process, as a second copy of a service is.
+func SameProgramHelper(job string) *exec.Cmd {
+	cmd := Helper(job)
+	cmd.Path, cmd.Args[0] = os.Args[0], os.Args[0]
+	return cmd
+}
+
+var (
+	helperOnce sync.Once
+	helperPath string
+)
+
+// HelperBinary is a hard link of the test binary in a directory "helper"
+// beside it, in go test's own build directory (removed with it), or the
+// test binary itself where no link can be made there.
+func HelperBinary() string {
+	helperOnce.Do(func() {
+		helperPath = os.Args[0]
+		dir := filepath.Join(filepath.Dir(os.Args[0]), "helper")
+		if filepath.Base(filepath.Dir(os.Args[0])) == "helper" {
+			return // a helper starting helpers: the same program as itself
+		}
+		// The same name in a directory of its own: the same comm.
+		if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+			return
+		}
+		link := filepath.Join(dir, filepath.Base(os.Args[0]))
+		if err := os.Link(os.Args[0], link); err == nil || errors.Is(err, os.ErrExist) {
+			helperPath = link
+		}
+	})
+	return helperPath
 }
 
 // HelperAsUser is Helper run as an unprivileged uid (and gid of the same
@@ -127,7 +171,11 @@ func SpawnHelper(job string, prefix ...string) (*HelperProc, error) {
 // spawnHelper is SpawnHelper with args added to the helper's command line
 // (which the job ignores): what its argv looks like to others.
 func spawnHelper(job string, prefix, args []string) (*HelperProc, error) {
-	argv := append(append([]string{}, prefix...), os.Args[0], "-test.run=^$")
+	bin := HelperBinary()
+	if len(prefix) > 0 {
+		bin = os.Args[0] // run by another program (a container, nsenter) where only it may be seen
+	}
+	argv := append(append([]string{}, prefix...), bin, "-test.run=^$")
 	argv = append(argv, args...)
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), helperEnv+"="+job)
@@ -289,11 +337,13 @@ func (h *HelperProc) Stop() {
 //	                                  then answers "close" (closes the socket, keeps
 //	                                  running) with "closed", "listen" (a nolisten
 //	                                  socket) with "listening", "ping" with "pong"
-//	inherit ADDR PORT                 listen on tcp ADDR:PORT, start a child ("keep")
-//	                                  inheriting it as fd 3, exit at once
+//	inherit ADDR PORT [killed]        listen on tcp ADDR:PORT, start a child ("keep")
+//	                                  inheriting it as fd 3, exit at once with status 0
+//	                                  (a daemon's launcher), or be killed by SIGKILL
 //	keep                              → "ready PID INODE" of fd 3
-//	orphan PROTO ADDR PORT            start a child holding PROTO ADDR:PORT ("hold"),
-//	                                  pass on its ready line, exit at once
+//	orphan PROTO ADDR PORT [killed]   start a child holding PROTO ADDR:PORT ("hold"),
+//	                                  pass on its ready line, exit at once (or be
+//	                                  killed by SIGKILL)
 //	subreaper JOB...                  become a child subreaper, run JOB as a child,
 //	                                  reap every orphan until none is left
 //	fdhog N                           open N fds (sockets, pipes) → "ready PID"
@@ -422,7 +472,10 @@ func runJob(args []string) error {
 		child := Helper("keep")
 		child.ExtraFiles = []*os.File{os.NewFile(uintptr(fd), "listener")}
 		child.Stdin, child.Stdout = os.Stdin, os.Stdout
-		return child.Start() // and exit: the child is orphaned
+		if err := child.Start(); err != nil {
+			return err
+		}
+		return exitOrDie(args[3:]) // the child is orphaned
 	case "keep":
 		fmt.Printf("ready %d %d\n", os.Getpid(), socketInode(3))
 		wait()
@@ -544,7 +597,7 @@ func runJob(args []string) error {
 			return fmt.Errorf("orphan: child said nothing: %w", err)
 		}
 		fmt.Print(line)
-		return nil // and exit: the child is orphaned
+		return exitOrDie(args[4:]) // the child is orphaned
 	case "subreaper":
 		if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 			return fmt.Errorf("PR_SET_CHILD_SUBREAPER: %w", err)
@@ -562,6 +615,17 @@ func runJob(args []string) error {
 		}
 	}
 	return fmt.Errorf("unknown job %q", args)
+}
+
+// exitOrDie ends a job that leaves an orphan behind: a plain exit with
+// status 0 (the way a daemon's launcher exits), or with "killed", by
+// SIGKILL (an instance that is gone, leaving its child a leftover).
+func exitOrDie(words []string) error {
+	if slices.Contains(words, "killed") {
+		unix.Kill(os.Getpid(), unix.SIGKILL)
+		select {}
+	}
+	return nil
 }
 
 // parseOpts reads a job's socket options: reuseaddr, reuseport, v6only,

@@ -104,6 +104,8 @@ type BindwatchEvent struct {
 	Comm         [16]int8
 	_            [4]byte
 	Holder       BindwatchHolderRec
+	HolderExit   BindwatchLineageVal
+	ParentExit   BindwatchLineageVal
 	Args         [512]int8
 }
 
@@ -179,6 +181,14 @@ type BindwatchIncidentEvent struct {
 	Args       [512]int8
 }
 
+type BindwatchLineageVal struct {
+	_        structs.HostLayout
+	StartNs  uint64
+	ExitNs   uint64
+	ExitCode uint32
+	Pad      uint32
+}
+
 type BindwatchPortRange struct {
 	_  structs.HostLayout
 	Lo uint16
@@ -205,6 +215,7 @@ const (
 	BindwatchMapIncidentHolders      = "incident_holders"
 	BindwatchMapIncidentPorts        = "incident_ports"
 	BindwatchMapInflight             = "inflight"
+	BindwatchMapLineage              = "lineage"
 	BindwatchMapSessionStats         = "session_stats"
 	BindwatchMapTcpHolders           = "tcp_holders"
 	BindwatchMapTracedPids           = "traced_pids"
@@ -224,6 +235,7 @@ const (
 	BindwatchProgKretprobeInet6Bind  = "kretprobe_inet6_bind"
 	BindwatchProgKretprobeInetBind   = "kretprobe_inet_bind"
 	BindwatchProgKretprobeInetListen = "kretprobe_inet_listen"
+	BindwatchProgLineageExit         = "lineage_exit"
 	BindwatchProgSeedHolders         = "seed_holders"
 	BindwatchProgTpEnterBind         = "tp_enter_bind"
 	BindwatchProgTpEnterListen       = "tp_enter_listen"
@@ -310,6 +322,7 @@ type BindwatchProgramSpecs struct {
 	KretprobeInet6Bind  *ebpf.ProgramSpec `ebpf:"kretprobe_inet6_bind"`
 	KretprobeInetBind   *ebpf.ProgramSpec `ebpf:"kretprobe_inet_bind"`
 	KretprobeInetListen *ebpf.ProgramSpec `ebpf:"kretprobe_inet_listen"`
+	LineageExit         *ebpf.ProgramSpec `ebpf:"lineage_exit"`
 	SeedHolders         *ebpf.ProgramSpec `ebpf:"seed_holders"`
 	TpEnterBind         *ebpf.ProgramSpec `ebpf:"tp_enter_bind"`
 	TpEnterListen       *ebpf.ProgramSpec `ebpf:"tp_enter_listen"`
@@ -329,6 +342,7 @@ type BindwatchMapSpecs struct {
 	IncidentHolders *ebpf.MapSpec `ebpf:"incident_holders"`
 	IncidentPorts   *ebpf.MapSpec `ebpf:"incident_ports"`
 	Inflight        *ebpf.MapSpec `ebpf:"inflight"`
+	Lineage         *ebpf.MapSpec `ebpf:"lineage"`
 	SessionStats    *ebpf.MapSpec `ebpf:"session_stats"`
 	TcpHolders      *ebpf.MapSpec `ebpf:"tcp_holders"`
 	TracedPids      *ebpf.MapSpec `ebpf:"traced_pids"`
@@ -391,6 +405,7 @@ type BindwatchMaps struct {
 	IncidentHolders *ebpf.Map `ebpf:"incident_holders"`
 	IncidentPorts   *ebpf.Map `ebpf:"incident_ports"`
 	Inflight        *ebpf.Map `ebpf:"inflight"`
+	Lineage         *ebpf.Map `ebpf:"lineage"`
 	SessionStats    *ebpf.Map `ebpf:"session_stats"`
 	TcpHolders      *ebpf.Map `ebpf:"tcp_holders"`
 	TracedPids      *ebpf.Map `ebpf:"traced_pids"`
@@ -407,6 +422,7 @@ func (m *BindwatchMaps) Close() error {
 		m.IncidentHolders,
 		m.IncidentPorts,
 		m.Inflight,
+		m.Lineage,
 		m.SessionStats,
 		m.TcpHolders,
 		m.TracedPids,
@@ -461,6 +477,7 @@ type BindwatchPrograms struct {
 	KretprobeInet6Bind  *ebpf.Program `ebpf:"kretprobe_inet6_bind"`
 	KretprobeInetBind   *ebpf.Program `ebpf:"kretprobe_inet_bind"`
 	KretprobeInetListen *ebpf.Program `ebpf:"kretprobe_inet_listen"`
+	LineageExit         *ebpf.Program `ebpf:"lineage_exit"`
 	SeedHolders         *ebpf.Program `ebpf:"seed_holders"`
 	TpEnterBind         *ebpf.Program `ebpf:"tp_enter_bind"`
 	TpEnterListen       *ebpf.Program `ebpf:"tp_enter_listen"`
@@ -485,6 +502,7 @@ func (p *BindwatchPrograms) Close() error {
 		p.KretprobeInet6Bind,
 		p.KretprobeInetBind,
 		p.KretprobeInetListen,
+		p.LineageExit,
 		p.SeedHolders,
 		p.TpEnterBind,
 		p.TpEnterListen,

@@ -118,7 +118,10 @@ func fromKernel(ev *BindwatchEvent, backend string, clock bootClock) events.Fail
 		Holders:   []events.Holder{},
 	}
 	if ev.HasHolder != 0 {
-		f.Holders = append(f.Holders, decodeHolder(&ev.Holder, f.Proto, ev.Netns, clock))
+		h := decodeHolder(&ev.Holder, f.Proto, ev.Netns, clock)
+		h.Processes[0].Exit = decodeExit(&ev.HolderExit, clock)
+		h.Processes[0].OrigParentExit = decodeExit(&ev.ParentExit, clock)
+		f.Holders = append(f.Holders, h)
 	}
 	return f
 }
@@ -189,6 +192,23 @@ func decodeHolder(rec *BindwatchHolderRec, proto string, netns uint32, clock boo
 			StartTime: clock(rec.StartNs),
 		}},
 	}
+}
+
+// decodeExit is how a process of a holder's lineage ended, nil when the
+// kernel did not see it end. The code is the exiting thread's exit_code:
+// the status in bits 8-15, or the killing signal in bits 0-6.
+func decodeExit(v *BindwatchLineageVal, clock bootClock) *events.Exit {
+	if v.ExitNs == 0 {
+		return nil
+	}
+	e := &events.Exit{Time: clock(v.ExitNs)}
+	if sig := int(v.ExitCode & 0x7f); sig != 0 {
+		e.Signal = signalName(sig)
+	} else {
+		code := int(v.ExitCode>>8) & 0xff
+		e.Code = &code
+	}
+	return e
 }
 
 // capturedArgs decodes the argv the kernel captured: all of it, or — when

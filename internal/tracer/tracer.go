@@ -51,6 +51,9 @@ type Tracer struct {
 	// HooksLinger is how long the incident programs stay attached after
 	// the last incident closed (DefaultHooksLinger).
 	HooksLinger time.Duration
+	// LineageErr says why how listeners end is not seen (lineage_exit
+	// could not attach); nil when it is, or with --no-holders.
+	LineageErr error
 }
 
 // Open loads the BPF object configured by cfg and attaches it with the
@@ -119,6 +122,7 @@ func openBackend(cfg Config, b Backend) (*Tracer, error) {
 	}
 	if !cfg.NoHolders {
 		keep[seedProgram] = true
+		keep[lineageProgram] = true
 	}
 	for _, p := range incidentPrograms(b.Name()) {
 		keep[p] = true
@@ -172,6 +176,16 @@ func openBackend(cfg Config, b Backend) (*Tracer, error) {
 		}
 		t.links = append(t.links, fl...)
 	}
+	if !cfg.NoHolders {
+		// The lineage is evidence for the diagnosis, not the failure
+		// itself: a kernel that refuses it still traces, and the
+		// diagnosis says it does not know how a listener ended.
+		if l, err := link.AttachTracing(link.TracingOptions{Program: coll.Programs[lineageProgram]}); err == nil {
+			t.links = append(t.links, l)
+		} else {
+			t.LineageErr = fmt.Errorf("attach tp_btf sched_process_exit (how listeners end): %w", err)
+		}
+	}
 	il, err := t.attachIncidents(coll)
 	if err != nil {
 		t.Close()
@@ -195,6 +209,10 @@ func openBackend(cfg Config, b Backend) (*Tracer, error) {
 	}
 	return t, nil
 }
+
+// lineageProgram notes how the processes that took a port, and their
+// parents, ended (bpf: the lineage map).
+const lineageProgram = "lineage_exit"
 
 // seedProgram records the holders (TCP listeners, bound UDP sockets) that
 // exist before tracing starts.

@@ -113,10 +113,10 @@ func TestLongCommandLineKeepsHeadAndTail(t *testing.T) {
 					continue
 				}
 				p := decodeProcess(&ev, tr.Time)
-				if p.Cmdline[0] != os.Args[0] || !slices.Equal(p.Cmdline[len(p.Cmdline)-len(c.wantTail):], c.wantTail) ||
+				if p.Cmdline[0] != testenv.HelperBinary() || !slices.Equal(p.Cmdline[len(p.Cmdline)-len(c.wantTail):], c.wantTail) ||
 					p.CmdlineTruncated != c.wantTruncated {
 					t.Errorf("cmdline %q (truncated %v), want %s … %q (truncated %v)",
-						p.Cmdline, p.CmdlineTruncated, os.Args[0], c.wantTail, c.wantTruncated)
+						p.Cmdline, p.CmdlineTruncated, testenv.HelperBinary(), c.wantTail, c.wantTruncated)
 				}
 				if want := len(strings.Join(cmd.Args, " ")) + 1; int(ev.ArgsTotal) != want {
 					t.Errorf("args_total %d, want %d", ev.ArgsTotal, want)
