@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -11,12 +12,22 @@ import (
 // urfave/cli stops reading flags at the first argument. Everything after
 // "--" is left alone (it is a command line for `bindwatch run`).
 func permuteArgs(app *cli.App, args []string) []string {
+	out, _ := permute(app, args)
+	return out
+}
+
+// permute is permuteArgs, and the usage error of a flag left without its
+// value at the end of a command's arguments (`who 8080 --format`), which
+// moved ahead of them would take an argument for its value.
+func permute(app *cli.App, args []string) ([]string, error) {
 	if len(args) == 0 {
-		return args
+		return args, nil
 	}
 	out := []string{args[0]}
 	flags, cmds := app.Flags, app.Commands
 	rest := args[1:]
+	cmd := ""
+	var dangling error
 	for {
 		var opts, pos []string
 		var sub *cli.Command
@@ -28,7 +39,13 @@ func permuteArgs(app *cli.App, args []string) []string {
 			}
 			if strings.HasPrefix(a, "-") && len(a) > 1 {
 				opts = append(opts, a)
-				if takesValue(flags, a) && !strings.Contains(a, "=") && i+1 < len(rest) {
+				if takesValue(flags, a) && !strings.Contains(a, "=") {
+					if i+1 == len(rest) || rest[i+1] == "--" {
+						if dangling == nil {
+							dangling = usageError{err: fmt.Errorf("%s needs a value", a), cmd: cmd}
+						}
+						continue
+					}
 					i++
 					opts = append(opts, rest[i])
 				}
@@ -46,10 +63,11 @@ func permuteArgs(app *cli.App, args []string) []string {
 		if sub != nil {
 			out = append(out, rest[i])
 			flags, cmds, rest = sub.Flags, sub.Subcommands, rest[i+1:]
+			cmd = sub.Name
 			continue
 		}
 		out = append(out, pos...)
-		return append(out, rest[i:]...)
+		return append(out, rest[i:]...), dangling
 	}
 }
 

@@ -63,9 +63,6 @@ Examples:
 		}, append(bindFlags(), redactFlags()...)...),
 		Action:          freeAction,
 		HideHelpCommand: true,
-		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
-			return usageError{err}
-		},
 	}
 }
 

@@ -340,6 +340,7 @@ func TestFreeUsageErrors(t *testing.T) {
 		if res.code != 2 || !strings.Contains(res.stderr, c.want) {
 			t.Errorf("bindwatch %q: want exit 2 saying %q; %s", c.args, c.want, res)
 		}
+		checkUsageError(t, c.args, res.stderr)
 	}
 	if res := bindwatch(t, "free", "--help"); res.code != 0 || !strings.Contains(res.stdout, "Examples:") || !strings.Contains(res.stdout, "Exit status") {
 		t.Errorf("free --help: want examples and exit statuses; %s", res)

@@ -18,19 +18,25 @@ var version = "dev"
 
 func main() {
 	app := newApp()
-	err := app.Run(permuteArgs(app, os.Args))
+	args, err := permute(app, os.Args)
+	if err == nil {
+		err = app.Run(args)
+	}
 	os.Exit(exitCode(err))
 }
 
 func newApp() *cli.App {
-	return &cli.App{
+	app := &cli.App{
 		Name:    "bindwatch",
 		Usage:   "catch failed bind()/listen() calls and name who holds the address",
 		Version: version,
 		Description: `With no command, bindwatch traces every failed bind() and listen() on this
 host (EADDRINUSE, EADDRNOTAVAIL, EACCES, EINVAL) until Ctrl-C, printing one
 line per failure: the process that failed, what it asked for, and who holds
-the address — captured in the kernel at the moment of failure.
+the address — captured in the kernel at the moment of failure. The first
+failure of a program on a port says why and how to fix it; a retry loop's
+next failures get one short line each (--quiet: failures only; --no-hints:
+no fix lines).
 
 Examples:
   sudo bindwatch                               # watch everything, readable lines
@@ -57,21 +63,10 @@ mistake in the command line.`,
 		Action:          traceAction,
 		Commands:        commands(),
 		HideHelpCommand: true,
-		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
-			return usageError{err}
-		},
-		ExitErrHandler: func(*cli.Context, error) {}, // main decides exit codes
+		ExitErrHandler:  func(*cli.Context, error) {}, // main decides exit codes
 	}
-}
-
-// usageError is a mistake in how bindwatch was called: exit code 2.
-type usageError struct{ err error }
-
-func (u usageError) Error() string { return u.err.Error() }
-func (u usageError) Unwrap() error { return u.err }
-
-func usagef(format string, args ...any) error {
-	return usageError{fmt.Errorf(format, args...)}
+	usageErrors(app)
+	return app
 }
 
 // exitCode prints err, if any, and chooses the exit code: 2 for usage
@@ -82,7 +77,8 @@ func exitCode(err error) int {
 	}
 	var ue usageError
 	if errors.As(err, &ue) {
-		fmt.Fprintf(os.Stderr, "bindwatch: %v\nRun 'bindwatch --help' for usage.\n", explainFlagValue(ue.err))
+		msg := strings.NewReplacer("\r", " ", "\n", " ").Replace(explainFlagValue(ue.err).Error()) // one line
+		fmt.Fprintf(os.Stderr, "%s: %s\nsee `%s --help`\n", commandLine(ue.cmd), msg, commandLine(ue.cmd))
 		return 2
 	}
 	var ec cli.ExitCoder

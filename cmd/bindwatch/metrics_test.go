@@ -154,3 +154,79 @@ func TestMetricsScrapedByPrometheus(t *testing.T) {
 	}
 	tr.stop(t)
 }
+
+// A user (uid 65534) opens thousands of keep-alive connections to
+// --metrics-addr and leaves them idle — the attack of issue 19 that took
+// the tracer to its fd limit. With the fd limit of a container (1,024),
+// the tracer keeps at most its connection cap, /healthz (the readiness
+// probe) still answers, and a genuine failure is still resolved with its
+// holder's exe (holder lookups need fds).
+func TestMetricsIdleConnectionsFromAUser(t *testing.T) {
+	testenv.RequireRoot(t)
+	port := testenv.FreePort(t)
+	p := strconv.Itoa(port)
+	metricsAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	out := filepath.Join(t.TempDir(), "out.jsonl")
+	tr := startTracingIn(t, []string{"prlimit", "--nofile=1024:1024", "--"},
+		"--output", out, "--port", p, "--metrics-addr", metricsAddr)
+	pid := tr.cmd.Process.Pid // prlimit execs bindwatch
+	fds := func() int {
+		ents, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+		return len(ents)
+	}
+	before := fds()
+
+	const crowd = 3000
+	attacker := testenv.StartHelperAsUser(t, fmt.Sprintf("idleconns %s %d", metricsAddr, crowd), 65534)
+	if len(attacker.Line) < 3 {
+		t.Fatalf("attacker said %q", attacker.Line)
+	}
+	t.Logf("uid 65534 opened %s idle connections; bindwatch had %d fds before", attacker.Line[2], before)
+
+	// /healthz answers through the crowd: the tracer has got through the
+	// attacker's connections waiting to be accepted.
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 5 * time.Second}
+	var lastErr error
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		resp, err := client.Get("http://" + metricsAddr + "/healthz")
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == 200 && string(b) == "ok\n" {
+				break
+			}
+			err = fmt.Errorf("%d %q", resp.StatusCode, b)
+		}
+		lastErr = err
+		if time.Now().After(deadline) {
+			t.Fatalf("/healthz does not answer with %d idle connections of uid 65534 open (bindwatch has %d fds): %v\nstderr: %s",
+				crowd, fds(), lastErr, tr.stderr.String())
+		}
+	}
+	if n := fds(); n > before+64+8 {
+		t.Errorf("bindwatch has %d fds with the crowd open, %d before: more than its connection cap (64) allows", n, before)
+	}
+
+	// A genuine failure: its holder (root) is named with its exe.
+	startHelper(t, "hold tcp 127.0.0.1 "+p)
+	testenv.FailBind(t, "tcp", "127.0.0.1", port, testenv.Opts{}, syscall.EADDRINUSE)
+	exe, err := filepath.EvalSymlinks(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if fs := failuresIn(t, out); len(fs) > 0 {
+			f := fs[0]
+			if len(f.Holders) == 0 || len(f.Holders[0].Processes) == 0 || f.Holders[0].Processes[0].Exe != exe {
+				t.Errorf("the failure's holder is not named with its exe %s: cause %s, holders %+v, resolve error %q",
+					exe, f.Cause, f.Holders, f.ResolveError)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no bind_failure within 30s with the crowd open\nstderr: %s", tr.stderr.String())
+		}
+	}
+	attacker.Stop()
+	tr.stop(t)
+}

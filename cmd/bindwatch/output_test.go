@@ -31,9 +31,17 @@ type tracing struct {
 // is there.
 func startTracing(t *testing.T, args ...string) *tracing {
 	t.Helper()
+	return startTracingIn(t, nil, args...)
+}
+
+// startTracingIn is startTracing for `PREFIX... bindwatch ARGS...`, where
+// prefix is a command that execs its arguments (prlimit, setpriv).
+func startTracingIn(t *testing.T, prefix []string, args ...string) *tracing {
+	t.Helper()
 	testenv.RequireRoot(t)
 	ready := filepath.Join(t.TempDir(), "ready")
-	cmd := exec.Command(bindwatchBin, append(args, "--backend", testenv.Backend(), "--ready-file", ready)...)
+	argv := append(append(append([]string{}, prefix...), bindwatchBin), append(args, "--backend", testenv.Backend(), "--ready-file", ready)...)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	tr := &tracing{cmd: cmd, stderr: &testenv.SyncBuffer{}}
 	cmd.Stderr = tr.stderr
 	if err := cmd.Start(); err != nil {

@@ -24,8 +24,10 @@ func outputFlags() []cli.Flag {
 		&cli.StringFlag{Name: "output-max-size", Usage: "rotate the --output file before it passes `SIZE` (bytes, or with K, M, G: 100M): FILE becomes FILE.1, FILE.1 FILE.2, … (for hosts without logrotate; with logrotate, send SIGHUP in postrotate instead)"},
 		&cli.IntFlag{Name: "output-max-files", Value: defaultMaxFiles, Usage: "with --output-max-size: keep `N` rotated files, removing older ones"},
 		&cli.BoolFlag{Name: "output-compress", Usage: "with --output-max-size: gzip each rotated file (FILE.1.gz, …) in the background"},
-		&cli.StringFlag{Name: "syslog", Usage: "also send each record to a syslog collector at `URL`: unix:///dev/log, udp://HOST:PORT or tcp://HOST:PORT (RFC 5424, app-name bindwatch, msgid the record type, the JSON (or, with --format ecs, ECS) record as message; TCP octet-counted, reconnected; up to 10000 records kept while the collector is away, then counted as lost)"},
+		&cli.StringFlag{Name: "syslog", Usage: "also send each record to a syslog collector at `URL`: unix:///dev/log, udp://HOST:PORT or tcp://HOST:PORT (RFC 5424, app-name bindwatch, msgid the record type, the JSON (or, with --format ecs, ECS) record as message; TCP octet-counted, reconnected; up to 10000 records, and 8 MiB, kept while the collector is away or not reading, then counted as lost)"},
 		&cli.StringFlag{Name: "metrics-addr", Usage: "serve Prometheus metrics on `HOST:PORT` (/metrics; /healthz): bindwatch_bind_failures_total{syscall,errno,proto} (folded failures included), bindwatch_events_lost_total, bindwatch_output_errors_total, … (no per-process labels)"},
+		&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "text format: write failures only (each failure's line, folded repeats, losses), without why/fix and without the start, stop and incident lines (JSON and ECS always carry every record)"},
+		&cli.BoolFlag{Name: "no-hints", Usage: "text format: leave out the fix lines (why stays; JSON and ECS keep the hint field)"},
 		&cli.BoolFlag{Name: "metrics-port-label", Usage: "with --metrics-addr and --port: label bind_failures_total with the --port argument each failure matched (one value per --port, so the series stay few)"},
 	}
 }
@@ -58,7 +60,7 @@ func openOutputs(c *cli.Context, std *os.File, stdName, streamFormat string) (*s
 		}
 		s, err := sink.DialSyslog(sink.SyslogOptions{URL: u, Form: form, Warn: os.Stderr})
 		if err != nil {
-			return nil, "", usageError{err}
+			return nil, "", usageError{err: err}
 		}
 		set.Add(s)
 	}
@@ -96,6 +98,9 @@ func openOutputs(c *cli.Context, std *os.File, stdName, streamFormat string) (*s
 	if err != nil {
 		set.Close()
 		return nil, "", err
+	}
+	if format == events.FormatText {
+		form = sink.LiveText(events.LiveOptions{Quiet: c.Bool("quiet"), NoHints: c.Bool("no-hints")})
 	}
 	out.SetForm(form)
 	if err := addMetrics(c, set); err != nil {

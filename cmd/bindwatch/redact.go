@@ -29,7 +29,7 @@ func redactRules(c *cli.Context) (*redact.Rules, error) {
 	}
 	r, err := redact.New(patterns)
 	if err != nil {
-		return nil, usageError{err}
+		return nil, usageError{err: err}
 	}
 	return r, nil
 }

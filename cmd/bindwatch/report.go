@@ -26,8 +26,10 @@ func reportCommand() *cli.Command {
 FILE with its rotated siblings FILE.1, FILE.2.gz… (oldest first), or
 standard input when no FILE is given — and groups them into incidents: one
 per port (network namespace, protocol, port) from its first failed bind() or
-listen() until someone who wanted the port held it again, or the trace
-ended; kept apart per host. For each it prints the window and the outage, the failing processes
+listen() until someone who wanted the port held it again, nobody tried
+any more (abandoned: no failing process tried for the session's
+--incident-quiet gap, 10s unless its start record says otherwise, or all
+of them exited), or the trace ended; kept apart per host. For each it prints the window and the outage, the failing processes
 with their attempts (folded ones included), each holder and what it was
 (leftover child, orphan, another service, TIME_WAIT), a timeline relative
 to the first failure — failures, signals sent to the holder and by whom,
@@ -61,9 +63,6 @@ error.`,
 		}, redactFlags()...),
 		Action:          reportAction,
 		HideHelpCommand: true,
-		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
-			return usageError{err}
-		},
 	}
 }
 

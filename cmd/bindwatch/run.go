@@ -51,9 +51,6 @@ Examples:
 		Flags:           withEnv(runFlags()),
 		Action:          runAction,
 		HideHelpCommand: true,
-		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
-			return usagef("%v (hint: put the command after --: bindwatch run [flags] -- CMD [ARGS...])", err)
-		},
 	}
 }
 
@@ -103,7 +100,7 @@ func runAction(c *cli.Context) error {
 	}
 	res, err := deploy.Run(deploy.RunOptions{
 		Argv: argv, Tracer: cfg, Out: out, Text: text, Summary: os.Stderr, ReadyFile: c.String("ready-file"),
-		Redact: rules,
+		Redact: rules, IncidentQuiet: c.Duration("incident-quiet"),
 	})
 	var startErr *deploy.StartError
 	switch {

@@ -383,7 +383,7 @@ func TestRunArguments(t *testing.T) {
 	}{
 		{[]string{"run"}, "run needs a command"},
 		{[]string{"run", "ls", "-l"}, "put the command after --"},
-		{[]string{"run", "--pid", "1", "--", "true"}, "flag provided but not defined: -pid"},
+		{[]string{"run", "--pid", "1", "--", "true"}, "--pid is a flag of `bindwatch`, not of `bindwatch run`"},
 		{[]string{"run", "--port", "http", "--", "true"}, "--port http"},
 		{[]string{"run", "--format", "yaml", "--", "true"}, `--format "yaml"`},
 	} {
@@ -391,6 +391,7 @@ func TestRunArguments(t *testing.T) {
 		if res.code != 2 || !strings.Contains(res.stderr, c.want) {
 			t.Errorf("bindwatch %q: want exit 2 saying %q; %s", c.args, c.want, res)
 		}
+		checkUsageError(t, c.args, res.stderr)
 	}
 	if res := bindwatch(t, "run", "--help"); res.code != 0 || !strings.Contains(res.stdout, "Examples:") || !strings.Contains(res.stdout, "Exit status") {
 		t.Errorf("run --help: want examples and exit statuses; %s", res)

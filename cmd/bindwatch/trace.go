@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/bindwatch/bindwatch/internal/events"
+	"github.com/bindwatch/bindwatch/internal/incident"
 	"github.com/bindwatch/bindwatch/internal/tracer"
 	"github.com/bindwatch/bindwatch/internal/watch"
 	"github.com/urfave/cli/v2"
@@ -38,13 +39,14 @@ func traceFlags() []cli.Flag {
 		&cli.IntFlag{Name: "ring-size", Value: tracer.DefaultRingSize, Usage: "kernel ring buffer `BYTES` (a power of two, at most 256 MiB); failures that find it full are folded, or counted as lost"},
 		&cli.BoolFlag{Name: "no-holders", Usage: "do not keep the in-kernel record of who holds each port (TCP listeners, bound UDP sockets): holders are then found only by looking after the failure, and one that exits at once goes unnamed; successful bind()s cost a little less"},
 		&cli.StringFlag{Name: "ready-file", Usage: "create `FILE` once tracing is live (for scripts); it must not exist, is never written through a symlink, and is removed on exit"},
+		&cli.DurationFlag{Name: "incident-quiet", Value: incident.DefaultQuiet, Usage: "end an incident as abandoned when none of its failing processes has tried for `GAP` (or all of them have exited and none tried for 2s, at most GAP); a later failure opens a new incident"},
 		&cli.BoolFlag{Name: "debug", Usage: "print the whole BPF verifier log when loading fails"},
 	}, append(outputFlags(), redactFlags()...)...)
 }
 
 func traceAction(c *cli.Context) error {
 	if c.Args().Present() {
-		return usagef("unexpected argument %q (commands: %s)", c.Args().First(), commandNames(c.App))
+		return unexpectedArgument(c.App, c.Args().First())
 	}
 	cfg, err := tracerConfig(c)
 	if err != nil {
@@ -69,6 +71,7 @@ func traceAction(c *cli.Context) error {
 	defer release()
 	s, err := watch.Start(watch.Options{
 		Tracer: cfg, Out: out, ReadyFile: c.String("ready-file"), Redact: rules, StopWithin: stopBudget, Hurry: hurry,
+		IncidentQuiet: c.Duration("incident-quiet"),
 		Stopping: func(queued uint64) {
 			fmt.Fprintf(os.Stderr, "bindwatch: stopping: %d failure%s still queued, reported for up to %v (a second Ctrl-C or SIGTERM stops at once; the rest is counted as unread)\n",
 				queued, events.Plural(queued), stopBudget)
@@ -114,14 +117,6 @@ func stopOnSignals() (ctx context.Context, hurry <-chan struct{}, release func()
 	}
 }
 
-func commandNames(app *cli.App) string {
-	var names []string
-	for _, c := range app.Commands {
-		names = append(names, c.Name)
-	}
-	return strings.Join(names, ", ")
-}
-
 // tracerConfig turns the trace flags into a tracer configuration, or a
 // usage error saying which flag is wrong.
 func tracerConfig(c *cli.Context) (tracer.Config, error) {
@@ -164,6 +159,9 @@ func tracerConfig(c *cli.Context) (tracer.Config, error) {
 		}
 		cfg.PIDs = append(cfg.PIDs, uint32(pid))
 	}
+	if q := c.Duration("incident-quiet"); q < 100*time.Millisecond {
+		return cfg, usagef("--incident-quiet %s: too short to tell a retry from giving up (want 100ms or more; the default is %s)", q, incident.DefaultQuiet)
+	}
 	if cfg.FollowChildren && len(cfg.PIDs) == 0 {
 		return cfg, usagef("--follow-children needs --pid")
 	}
@@ -171,7 +169,7 @@ func tracerConfig(c *cli.Context) (tracer.Config, error) {
 		return cfg, usagef("--ring-size 0: the ring buffer cannot be empty (want a power of two from %d to %d bytes; without the flag it is %d)", os.Getpagesize(), tracer.MaxRingSize, tracer.DefaultRingSize)
 	}
 	if err := cfg.Validate(); err != nil {
-		return cfg, usageError{err}
+		return cfg, usageError{err: err}
 	}
 	return cfg, nil
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -58,7 +59,23 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"doctor", "bogus"}, `doctor takes no arguments, got "bogus"`},
 		{[]string{"--comm", "a-very-long-command-name"}, "15 bytes"},
 		{[]string{"--no-such-flag"}, "no-such-flag"},
-		{[]string{"8080"}, "unexpected argument"},
+		// Issue 20: every usage error is one line and where to read more,
+		// unknown flags of commands, flags of another command included.
+		{[]string{"8080"}, "to trace failures on port 8080, `bindwatch --port 8080`; to see who holds it, `bindwatch who 8080`"},
+		{[]string{"8080/tcp"}, "`bindwatch who 8080/tcp`"},
+		{[]string{"whos"}, "did you mean `bindwatch who`?"},
+		{[]string{"--format", "json", "wait-fre", "80"}, "did you mean `bindwatch wait-free`?"},
+		{[]string{"nosuchcommand"}, `unknown command "nosuchcommand" (commands: who, run`},
+		{[]string{"who", "8080", "--kill"}, "--kill is a flag of `bindwatch free`, not of `bindwatch who`"},
+		{[]string{"who", "--kill", "8080"}, "--kill is a flag of `bindwatch free`, not of `bindwatch who`"},
+		{[]string{"free", "8080", "--timeout", "5s"}, "--timeout is a flag of `bindwatch wait-free`, not of `bindwatch free`"},
+		{[]string{"who", "8080", "--port", "80"}, "--port is a flag of `bindwatch`, `bindwatch run` and `bindwatch report`, not of `bindwatch who`"},
+		{[]string{"--kill"}, "--kill is a flag of `bindwatch free`, not of `bindwatch`"},
+		{[]string{"report", "--nope"}, "unknown flag --nope"},
+		{[]string{"--prot", "80"}, "unknown flag --prot (did you mean --port?)"},
+		{[]string{"who", "8080", "--format"}, "--format needs a value"},
+		{[]string{"--port"}, "--port needs a value"},
+		{[]string{"doctor", "--format"}, "--format needs a value"},
 		{[]string{"--metrics-port-label"}, "needs --metrics-addr"},
 		{[]string{"--syslog", "syslog.example:514"}, "unknown scheme"},
 		{[]string{"--syslog", "tcp://nohostport"}, "HOST:PORT"},
@@ -72,6 +89,43 @@ func TestUsageErrors(t *testing.T) {
 		code, stderr := run(t, exec.Command(bindwatchBin, c.args...))
 		if code != 2 || !strings.Contains(stderr, c.want) {
 			t.Errorf("bindwatch %v: exit %d, stderr %q; want exit 2 and %q", c.args, code, stderr, c.want)
+		}
+		checkUsageError(t, c.args, stderr)
+	}
+}
+
+// checkUsageError checks that a usage error is written as one line, then
+// where to read how the command is used: "see `bindwatch who --help`".
+func checkUsageError(t *testing.T, args []string, stderr string) {
+	t.Helper()
+	cmd := "bindwatch"
+	for _, a := range args {
+		if slices.Contains([]string{"who", "run", "wait-free", "free", "doctor", "report"}, a) {
+			cmd += " " + a
+			break
+		}
+	}
+	lines := strings.Split(strings.TrimSuffix(stderr, "\n"), "\n")
+	if len(lines) != 2 || !strings.HasPrefix(lines[0], cmd+": ") || lines[1] != "see `"+cmd+" --help`" {
+		t.Errorf("bindwatch %v: stderr %q; want one line \"%s: …\", then \"see `%s --help`\"", args, stderr, cmd, cmd)
+	}
+}
+
+// Flags may come before or after the arguments, and a usage error is
+// never the help page.
+func TestFlagsAnywhere(t *testing.T) {
+	port := strconv.Itoa(testenv.FreePort(t))
+	for _, args := range [][]string{
+		{"who", port + "/tcp", "--format", "json"},
+		{"who", "--format", "json", port + "/tcp"},
+		{"who", "--format=json", port + "/tcp"},
+	} {
+		cmd := exec.Command(bindwatchBin, args...)
+		var stdout strings.Builder
+		cmd.Stdout = &stdout
+		code, stderr := run(t, cmd)
+		if code != 1 || !strings.HasPrefix(stdout.String(), `{"type":"who"`) || strings.Contains(stderr, "USAGE") {
+			t.Errorf("bindwatch %v: exit %d, stdout %q, stderr %q; want exit 1 (free) and a JSON who record", args, code, stdout.String(), stderr)
 		}
 	}
 }

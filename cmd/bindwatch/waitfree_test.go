@@ -175,13 +175,14 @@ func TestWaitFreeUsageErrors(t *testing.T) {
 		{[]string{"wait-free", "8080/sctp"}, "not supported"},
 		{[]string{"wait-free", "8080", "--timeout", "-1s"}, "must not be negative"},
 		{[]string{"wait-free", "8080", "--addr", "localhost"}, "not an IP address"},
-		{[]string{"wait-free", "8080", "--bogus"}, "flag provided but not defined"},
+		{[]string{"wait-free", "8080", "--bogus"}, "unknown flag --bogus"},
 		{[]string{"wait-free", "8080", "--format", "xml"}, `--format "xml"`},
 	} {
 		res := bindwatch(t, c.args...)
 		if res.code != 2 || !strings.Contains(res.stderr, c.want) {
 			t.Errorf("bindwatch %q: want exit 2 saying %q; %s", c.args, c.want, res)
 		}
+		checkUsageError(t, c.args, res.stderr)
 	}
 	// Flags may follow the ports. (A port outside the ephemeral range:
 	// one inside gets a note, see TestEphemeralPortNote.)

@@ -44,6 +44,9 @@ type RunOptions struct {
 	// Redact removes secrets from every process reported; nil is the
 	// default rules.
 	Redact *redact.Rules
+	// IncidentQuiet is the quiet gap that abandons an incident nobody
+	// tries any more (0: incident.DefaultQuiet).
+	IncidentQuiet time.Duration
 }
 
 // RunResult is how the command ended and what was caught.
@@ -99,7 +102,7 @@ func Run(opts RunOptions) (*RunResult, error) {
 	signal.Notify(sigs, unix.SIGINT, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT)
 	defer signal.Stop(sigs)
 	session, err := watch.Start(watch.Options{Tracer: cfg, Out: sink, ReadyFile: opts.ReadyFile, Redact: opts.Redact,
-		Job: commandText(opts.Argv)})
+		Job: commandText(opts.Argv), IncidentQuiet: opts.IncidentQuiet})
 	if err != nil {
 		return nil, fmt.Errorf("start tracing: %w", err)
 	}

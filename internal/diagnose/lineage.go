@@ -247,3 +247,36 @@ func serviceUnit(cgroup string) string {
 	}
 	return ""
 }
+
+// Holder kinds, as an incident names its holders (HolderKind).
+const (
+	KindTimeWait       = "TIME_WAIT"
+	KindLeftover       = "leftover child"
+	KindSameProgram    = "same program"
+	KindAnotherService = "another service"
+)
+
+// HolderKind says what a holder was to the failing process, by the same
+// rules as the diagnosis: a TIME_WAIT socket; a leftover of an instance the
+// kernel saw end; the same program (a second copy, or a daemon's running
+// instance); or another service.
+func HolderKind(h *events.Holder, failing *events.Process) string {
+	pid := 0
+	if failing != nil {
+		pid = failing.PID
+	}
+	switch {
+	case h.State == "TIME_WAIT":
+		return KindTimeWait
+	case judgeLineage(h, pid).leftover:
+		return KindLeftover
+	}
+	for i := range h.Processes {
+		if failing != nil {
+			if same, _ := sameProgram(&h.Processes[i], failing); same {
+				return KindSameProgram
+			}
+		}
+	}
+	return KindAnotherService
+}

@@ -232,6 +232,9 @@ type Start struct {
 	// Fold is the in-kernel folding window: repeats of one process's
 	// failure on one port within it are counted, not each reported.
 	FoldMS int64 `json:"fold_ms"`
+	// IncidentQuietMS is the quiet gap after which an incident nobody
+	// tries any more is abandoned (bindwatch report uses it too).
+	IncidentQuietMS int64 `json:"incident_quiet_ms,omitempty"`
 }
 
 // Repeats reports failures folded in the kernel: the same process failed the

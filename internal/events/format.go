@@ -74,7 +74,7 @@ func Text(rec any) string {
 		}
 		return s
 	case *Repeats:
-		return fmt.Sprintf("%s %s %s %s :%d pid %d (%s) failed the same way %d more time%s (folded in the kernel)",
+		return fmt.Sprintf("%s %s %s %s port %d pid %d (%s) failed the same way %d more time%s (folded in the kernel)",
 			clock(r.Time), r.Errno, r.Syscall, r.Proto, r.Port, r.PID, Escape(r.Comm), r.Count, Plural(r.Count))
 	case *Lost:
 		return fmt.Sprintf("%s LOST %d failure%s: the ring buffer was full, and the fold table too (or --fold 0) (hint: raise --ring-size, or narrow with --port/--pid)", clock(r.Time), r.Count, Plural(r.Count))
@@ -84,6 +84,10 @@ func Text(rec any) string {
 		return signalText(r)
 	case *Recovered:
 		return recoveredText(r)
+	case *PortFree:
+		return portFreeText(r)
+	case *Abandoned:
+		return abandonedText(r)
 	case *Stop:
 		s := fmt.Sprintf("%s bindwatch stopped after %s: %d failure%s, %d reported, %d folded, %d lost",
 			clock(r.Time), (time.Duration(r.DurationMS) * time.Millisecond).String(), r.Failures, Plural(r.Failures), r.Reported, r.Folded, r.Lost)

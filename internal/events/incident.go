@@ -16,6 +16,8 @@ const (
 	TypeReleased  = "released"
 	TypeSignal    = "signal"
 	TypeRecovered = "recovered"
+	TypePortFree  = "port_free"
+	TypeAbandoned = "abandoned"
 	TypeIncident  = "incident"
 	TypeSpread    = "spread"
 )
@@ -112,8 +114,104 @@ type Recovered struct {
 	SameProcess bool `json:"same_process"`
 	// Attempts counts the incident's failures, folded ones included.
 	Attempts uint64 `json:"attempts"`
-	// OutageMS is the time from the first failure to this record.
+	Durations
+	// OutageMS is ContentionMS, under the name it had first (logs already
+	// out there are read by it): not the outage, which is UnservedMS.
 	OutageMS int64 `json:"outage_ms"`
+}
+
+// Durations are an incident's three figures. ContentionMS runs from the
+// first failure to the recovery (or the incident's end): how long someone
+// could not get the port. UnservedMS runs from the last holder's release
+// to the recovery: how long nothing listened — the outage users saw.
+// DrainMS runs from the first signal to a holder to that holder's
+// release: how long the old instance took to drain. The last two are
+// absent where what they start or end from was not seen.
+type Durations struct {
+	ContentionMS int64  `json:"contention_ms"`
+	UnservedMS   *int64 `json:"unserved_ms,omitempty"`
+	DrainMS      *int64 `json:"drain_ms,omitempty"`
+}
+
+// DurationsText says them for people: "contention 1.418s, outage 49ms
+// (nothing listened), drain 603ms". The word outage means UnservedMS.
+func DurationsText(d Durations) string {
+	s := "contention " + Millis(d.ContentionMS)
+	if d.UnservedMS != nil {
+		s += ", outage " + Millis(*d.UnservedMS) + " (nothing listened)"
+	}
+	if d.DrainMS != nil {
+		s += ", drain " + Millis(*d.DrainMS)
+	}
+	return s
+}
+
+// PortFree says that a process bound (UDP) or listened on (TCP) a port
+// with an open incident and let go of it at once: the port was free at
+// that moment, but nobody holds it. bindwatch's own checks do this
+// (wait-free, free: a marked test bind+listen, closed at once), as do
+// other port probes. It is not a recovery: the incident goes on until
+// someone holds the port, and the recovery is theirs.
+type PortFree struct {
+	Type    string    `json:"type"`
+	Version int       `json:"version"`
+	Time    time.Time `json:"time"`
+	Host    string    `json:"host"`
+	Source  string    `json:"source"` // SourceKernel
+	Syscall string    `json:"syscall"`
+	Proto   string    `json:"proto"`
+	Netns   uint32    `json:"netns,omitempty"`
+	Addr    string    `json:"addr"`
+	Port    uint16    `json:"port"`
+	// Process took the port and let go of it.
+	Process Process `json:"process"`
+}
+
+// Why an incident was abandoned.
+const (
+	// AbandonedQuiet: no failing process tried for the quiet gap.
+	AbandonedQuiet = "quiet"
+	// AbandonedExited: every failing process has exited (and none tried
+	// for the exit grace since).
+	AbandonedExited = "exited"
+)
+
+// Abandoned ends an incident that did not recover because nobody tries
+// any more: no failing process has tried for the quiet gap, or every one
+// of them has exited. The port is no longer watched; a later failure
+// opens a new incident.
+type Abandoned struct {
+	Type    string    `json:"type"`
+	Version int       `json:"version"`
+	Time    time.Time `json:"time"`
+	Host    string    `json:"host"`
+	Proto   string    `json:"proto"`
+	Netns   uint32    `json:"netns,omitempty"`
+	Addr    string    `json:"addr"`
+	Port    uint16    `json:"port"`
+	// Start is the incident's first failure (which incident of the port
+	// this ends), LastAttempt its last.
+	Start       time.Time `json:"start"`
+	LastAttempt time.Time `json:"last_attempt"`
+	Reason      string    `json:"reason"` // AbandonedQuiet or AbandonedExited
+	Attempts    uint64    `json:"attempts"`
+	// QuietMS is the quiet gap in force.
+	QuietMS int64 `json:"quiet_ms"`
+}
+
+// AbandonedWhy says why, for people: "nobody tried for 10s", "every
+// failing process exited".
+func AbandonedWhy(reason string, quietMS int64) string {
+	if reason == AbandonedExited {
+		return "every failing process has exited"
+	}
+	return "nobody tried for " + Millis(quietMS)
+}
+
+func abandonedText(r *Abandoned) string {
+	return fmt.Sprintf("%s ABANDONED %s %s: %s (last attempt %s, %d attempt%s since %s); the port did not recover, its incident is over",
+		clock(r.Time), r.Proto, HostPort(r.Addr, r.Port), AbandonedWhy(r.Reason, r.QuietMS), clock(r.LastAttempt),
+		r.Attempts, Plural(r.Attempts), clock(r.Start))
 }
 
 // Incident is the story of one port's outage, built from the records above
@@ -128,10 +226,14 @@ type Incident struct {
 	Addr    string    `json:"addr"`
 	Start   time.Time `json:"start"` // the first failure
 	End     time.Time `json:"end"`   // recovered, or the trace's end
-	// State is "recovered", or "open" when the trace ended first.
-	State string `json:"state"`
-	// OutageMS is Start to End: how long the port went unserved (at
-	// least, while State is "open").
+	// State is "recovered"; "abandoned" when nobody tried any more
+	// (AbandonedReason says why); or "open" when the trace ended first.
+	State           string `json:"state"`
+	AbandonedReason string `json:"abandoned_reason,omitempty"`
+	// Durations: ContentionMS is Start to End; UnservedMS (recovered
+	// only) and DrainMS as in Durations.
+	Durations
+	// OutageMS is ContentionMS, under its first name.
 	OutageMS int64             `json:"outage_ms"`
 	Attempts uint64            `json:"attempts"`
 	Failing  []IncidentProcess `json:"failing"`
@@ -145,6 +247,10 @@ type Incident struct {
 	// TimelineOmitted counts failure and repeats entries left out of a
 	// timeline that reached its cap (they still count in Attempts).
 	TimelineOmitted int `json:"timeline_omitted,omitempty"`
+	// SignalsFolded counts the signal records not listed in Signals:
+	// repeats of a listed kind, counted in its folded timeline entry, and
+	// kinds beyond the cap (incident.MaxSignalKinds).
+	SignalsFolded uint64 `json:"signals_folded,omitempty"`
 	// Cause, Confidence, Diagnosis and Hint are the first failure's.
 	Cause      string `json:"cause,omitempty"`
 	Confidence string `json:"confidence,omitempty"`
@@ -156,6 +262,7 @@ type Incident struct {
 const (
 	IncidentRecovered = "recovered"
 	IncidentOpen      = "open"
+	IncidentAbandoned = "abandoned"
 )
 
 // IncidentProcess is a process that failed in an incident.
@@ -170,8 +277,10 @@ type IncidentProcess struct {
 // IncidentHolder is a socket that held the port during an incident, and
 // what it was.
 type IncidentHolder struct {
-	// Kind says what it was: "leftover child", "orphan", "same program",
-	// "another service", "TIME_WAIT".
+	// Kind says what it was, by the diagnosis's rules
+	// (diagnose.HolderKind): "leftover child", "same program", "another
+	// service", "TIME_WAIT"; "orphan" only in logs of versions that
+	// called any process under init so.
 	Kind   string    `json:"kind"`
 	State  string    `json:"state"`
 	Addr   string    `json:"addr"`
@@ -190,6 +299,9 @@ const (
 	MarkSignal    = "signal"
 	MarkReleased  = "released"
 	MarkRecovered = "recovered"
+	// MarkPortFree: someone took the port and let go at once (PortFree).
+	MarkPortFree  = "port_free"
+	MarkAbandoned = "abandoned"
 	MarkEnd       = "end"
 )
 
@@ -256,14 +368,19 @@ func signalText(s *Signal) string {
 		clock(s.Time), s.Signal, ProcessShort(&s.Target), s.Proto, s.Port, ProcessShort(&s.Sender), s.Sender.UID, s.Result)
 }
 
+func portFreeText(r *PortFree) string {
+	return fmt.Sprintf("%s PORT FREE %s %s: %s by %s, which let go of it at once (a check such as bindwatch wait-free; not a recovery)",
+		clock(r.Time), r.Proto, HostPort(r.Addr, r.Port), r.Syscall, ProcessShort(&r.Process))
+}
+
 func recoveredText(r *Recovered) string {
 	who := "a new process"
 	if r.SameProcess {
 		who = "the same process that failed"
 	}
-	return fmt.Sprintf("%s RECOVERED %s %s: %s by %s, %s, after %d attempt%s; outage %s",
+	return fmt.Sprintf("%s RECOVERED %s %s: %s by %s, %s, after %d attempt%s; %s",
 		clock(r.Time), r.Proto, HostPort(r.Addr, r.Port), r.Syscall, ProcessShort(&r.Process), who,
-		r.Attempts, Plural(r.Attempts), Millis(r.OutageMS))
+		r.Attempts, Plural(r.Attempts), DurationsText(r.Durations))
 }
 
 // Millis renders a millisecond count as a duration: "1.312s", "300ms".

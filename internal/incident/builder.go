@@ -9,10 +9,12 @@
 package incident
 
 import (
+	"fmt"
 	"slices"
 	"sort"
 	"time"
 
+	"github.com/bindwatch/bindwatch/internal/diagnose"
 	"github.com/bindwatch/bindwatch/internal/events"
 )
 
@@ -26,14 +28,56 @@ type Key struct {
 
 // Builder groups records into incidents. Records must come in the order a
 // session writes them; it is not safe for concurrent use.
+//
+// An incident ends when the port recovers (a recovered record); when
+// nobody tries any more — no failing process has tried for the quiet gap
+// (Quiet, or what the session's start record says), or, for the live
+// tracer, every failing process has exited and none tried for ExitGrace
+// (an abandoned record, which the tracer writes and report reads back); or
+// when the trace ends (state open). A failure after that opens a new
+// incident. The rule lives here, once: the live tracer asks Expire which
+// incidents to abandon, and report and bindwatch run's summary apply the
+// quiet gap to the records' own times.
 type Builder struct {
-	open map[Key]*events.Incident
+	open map[Key]*openIncident
 	all  []*events.Incident
 	live bool
+	// Quiet is the quiet gap for hosts whose start record does not say
+	// it; DefaultQuiet unless set.
+	Quiet time.Duration
+	quiet map[string]time.Duration // per host, from its start record
 	// Untracked counts failures on ports that could not get an incident
 	// of their own: MaxOpen were open already (live builders only).
 	Untracked uint64
+	// index finds an open incident's holders and signal kinds without a
+	// scan: a report stays linear in the pids of an incident (40,000 of
+	// them in a storm). Its failing processes are in openIncident.
+	index map[*events.Incident]*incidentIndex
 }
+
+// openIncident is an open incident and what ending it needs.
+type openIncident struct {
+	in *events.Incident
+	// last is the last attempt (a failure, or a repeats record's harvest).
+	last time.Time
+	// failing indexes in.Failing by pid.
+	failing map[int]int
+	// aliveAt is when Expire last found a failing process alive.
+	aliveAt time.Time
+}
+
+// DefaultQuiet is how long an incident stays open after its last attempt
+// when nothing else ends it (--incident-quiet): long enough for a retry
+// loop's or a supervisor's back-off, short enough that the next deploy's
+// failures are a new incident.
+const DefaultQuiet = 10 * time.Second
+
+// ExitGrace is how long after the last attempt an incident whose failing
+// processes have all exited is abandoned (at most the quiet gap): a
+// supervisor restarts a failed service within it (systemd's RestartSec
+// is 100 ms by default), and a shell loop that starts a new process per
+// attempt keeps one incident.
+const ExitGrace = 2 * time.Second
 
 // MaxTimeline caps an incident's timeline: a port that fails for days
 // keeps counting attempts, but its timeline keeps its first entries and
@@ -48,19 +92,30 @@ const MaxOpen = 4096
 // NewBuilder returns an empty Builder that keeps every incident, for a
 // report or a run's summary.
 func NewBuilder() *Builder {
-	return &Builder{open: map[Key]*events.Incident{}}
+	return &Builder{open: map[Key]*openIncident{}, Quiet: DefaultQuiet, quiet: map[string]time.Duration{}}
 }
 
 // NewLiveBuilder returns a Builder for a tracer that runs for months: it
 // forgets incidents once they end, and keeps at most MaxOpen open.
 func NewLiveBuilder() *Builder {
-	return &Builder{open: map[Key]*events.Incident{}, live: true}
+	b := NewBuilder()
+	b.live = true
+	return b
+}
+
+// quietFor is the quiet gap of host's session.
+func (b *Builder) quietFor(host string) time.Duration {
+	if q, ok := b.quiet[host]; ok {
+		return q
+	}
+	return b.Quiet
 }
 
 // Add accounts for one record: *events.Failure, *events.Repeats,
-// *events.Signal, *events.Released, *events.Recovered, *events.Start or
-// *events.Stop; others are ignored. A start or stop record ends the
-// incidents still open (a session's trace ended).
+// *events.Signal, *events.Released, *events.PortFree, *events.Recovered,
+// *events.Abandoned, *events.Start or *events.Stop; others are ignored. A
+// start or stop record ends the incidents still open (a session's trace
+// ended).
 func (b *Builder) Add(rec any) {
 	switch r := rec.(type) {
 	case *events.Failure:
@@ -68,22 +123,29 @@ func (b *Builder) Add(rec any) {
 	case *events.Repeats:
 		b.repeats(r)
 	case *events.Signal:
-		if in := b.open[Key{r.Host, r.Netns, r.Proto, r.Port}]; in != nil {
-			in.Signals = append(in.Signals, r)
-			b.mark(in, r.Time, events.MarkSignal, r.Target.PID, 0, signalLine(r))
+		if o := b.at(Key{r.Host, r.Netns, r.Proto, r.Port}, r.Time); o != nil {
+			b.signal(o.in, r)
 		}
 	case *events.Released:
-		if in := b.open[Key{r.Host, r.Netns, r.Proto, r.Port}]; in != nil {
-			in.Released = append(in.Released, r)
-			b.mark(in, r.Time, events.MarkReleased, holderPID(r), 0, releasedLine(r))
+		if o := b.at(Key{r.Host, r.Netns, r.Proto, r.Port}, r.Time); o != nil {
+			o.in.Released = append(o.in.Released, r)
+			b.mark(o.in, r.Time, events.MarkReleased, holderPID(r), 0, releasedLine(r))
+		}
+	case *events.PortFree:
+		// A check (wait-free, free) or a probe saw the port free: a note,
+		// never the recovery, nor a failing or new process.
+		if o := b.at(Key{r.Host, r.Netns, r.Proto, r.Port}, r.Time); o != nil {
+			b.mark(o.in, r.Time, events.MarkPortFree, 0, 0, portFreeLine(r))
 		}
 	case *events.Recovered:
 		k := Key{r.Host, r.Netns, r.Proto, r.Port}
-		if in := b.open[k]; in != nil {
+		if o := b.at(k, r.Time); o != nil {
+			in := o.in
 			in.Recovered = r
 			// The tracer counted the failures folded up to the recovery.
 			in.Attempts = max(in.Attempts, r.Attempts)
 			in.State = events.IncidentRecovered
+			in.Durations = figures(in, r.Time, true)
 			b.mark(in, r.Time, events.MarkRecovered, r.Process.PID, 0, recoveredLine(in, r))
 			// Repeats harvested for the recovery are stamped when they
 			// were reported, just after it; they were folded before it.
@@ -95,11 +157,82 @@ func (b *Builder) Add(rec any) {
 			in.End = r.Time
 			b.end(k, in, r.Time)
 		}
+	case *events.Abandoned:
+		k := Key{r.Host, r.Netns, r.Proto, r.Port}
+		if o := b.open[k]; o != nil && o.in.Start.Equal(r.Start) {
+			b.abandon(k, o, r.Reason, r.Time, time.Duration(r.QuietMS)*time.Millisecond)
+		}
 	case *events.Start:
 		b.endAll(r.Host, r.Time)
+		if r.IncidentQuietMS > 0 {
+			b.quiet[r.Host] = time.Duration(r.IncidentQuietMS) * time.Millisecond
+		} else {
+			delete(b.quiet, r.Host)
+		}
 	case *events.Stop:
 		b.endAll(r.Host, r.Time)
 	}
+}
+
+// at is the open incident on k at time t: none when nobody had tried for
+// the quiet gap before t (the incident is then abandoned).
+func (b *Builder) at(k Key, t time.Time) *openIncident {
+	o := b.open[k]
+	if o == nil {
+		return nil
+	}
+	if q := b.quietFor(k.Host); t.Sub(o.last) > q {
+		b.abandon(k, o, events.AbandonedQuiet, o.last.Add(q), q)
+		return nil
+	}
+	return o
+}
+
+// abandon ends o: nobody tries any more (reason), seen at t.
+func (b *Builder) abandon(k Key, o *openIncident, reason string, t time.Time, quiet time.Duration) {
+	in := o.in
+	in.State, in.AbandonedReason = events.IncidentAbandoned, reason
+	b.mark(in, t, events.MarkAbandoned, 0, 0, fmt.Sprintf("abandoned: %s; the port did not recover", events.AbandonedWhy(reason, quiet.Milliseconds())))
+	// The incident lasted while someone tried: until the last attempt.
+	in.End = maxTime(in.Start, o.last)
+	b.end(k, in, in.End)
+}
+
+// Expire lists the open incidents nobody tries any more at now, as the
+// abandoned records that end them (Add ends them): no attempt for the
+// quiet gap, or — when alive is given (the live tracer) — every failing
+// process has exited and none tried for ExitGrace. alive is asked at most
+// once a second per incident.
+func (b *Builder) Expire(now time.Time, alive func(events.Process) bool) []*events.Abandoned {
+	var out []*events.Abandoned
+	for k, o := range b.open {
+		q := b.quietFor(k.Host)
+		since := now.Sub(o.last)
+		reason := ""
+		switch {
+		case since > q:
+			reason = events.AbandonedQuiet
+		case alive != nil && since >= min(ExitGrace, q) && now.Sub(o.aliveAt) >= time.Second:
+			reason = events.AbandonedExited
+			for _, f := range o.in.Failing {
+				if alive(f.Process) {
+					reason, o.aliveAt = "", now
+					break
+				}
+			}
+		}
+		if reason == "" {
+			continue
+		}
+		in := o.in
+		out = append(out, &events.Abandoned{
+			Type: events.TypeAbandoned, Version: events.Version, Time: now, Host: k.Host, Proto: k.Proto,
+			Netns: k.Netns, Addr: in.Addr, Port: k.Port, Start: in.Start, LastAttempt: o.last, Reason: reason,
+			Attempts: in.Attempts, QuietMS: q.Milliseconds(),
+		})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Start.Before(out[j].Start) })
+	return out
 }
 
 // Open lists the ports with an open incident.
@@ -115,60 +248,62 @@ func (b *Builder) Open() []Key {
 func (b *Builder) IsOpen(k Key) bool { return b.open[k] != nil }
 
 // Attempts is how many failures the open incident on k has counted so far
-// (folded ones included), and the pids that failed in it.
-func (b *Builder) Attempts(k Key) (uint64, []int) {
-	in := b.open[k]
-	if in == nil {
-		return 0, nil
+// (folded ones included), and whether pid failed in it.
+func (b *Builder) Attempts(k Key, pid int) (attempts uint64, failed bool) {
+	o := b.open[k]
+	if o == nil {
+		return 0, false
 	}
-	pids := make([]int, 0, len(in.Failing))
-	for _, f := range in.Failing {
-		pids = append(pids, f.Process.PID)
-	}
-	return in.Attempts, pids
+	_, failed = o.failing[pid]
+	return o.in.Attempts, failed
 }
 
 // Finish ends the incidents still open at t (the trace ended without a
 // stop record, or is ending now) and returns every incident, in the order
-// they opened.
+// they opened: abandoned if nobody had tried for the quiet gap, else open.
 func (b *Builder) Finish(t time.Time) []*events.Incident {
-	for k, in := range b.open {
-		b.end(k, in, maxTime(t, in.End))
+	for k, o := range b.open {
+		if b.at(k, t) != nil {
+			b.end(k, o.in, maxTime(t, o.in.End))
+		}
 	}
 	return b.all
 }
 
 func (b *Builder) failure(f *events.Failure) {
 	k := Key{f.Host, f.Process.Netns, f.Proto, f.Port}
-	in := b.open[k]
-	if in == nil && b.live && len(b.open) >= MaxOpen {
+	o := b.at(k, f.Time)
+	if o == nil && b.live && len(b.open) >= MaxOpen {
 		b.Untracked++
 		return
 	}
-	if in == nil {
-		in = &events.Incident{
+	if o == nil {
+		in := &events.Incident{
 			Type: events.TypeIncident, Version: events.Version, Host: f.Host, Proto: f.Proto,
 			Netns: f.Process.Netns, Port: f.Port, Addr: f.Addr, Start: f.Time, End: f.Time,
 			State: events.IncidentOpen, Cause: f.Cause, Confidence: f.Confidence, Diagnosis: f.Diagnosis, Hint: f.Hint,
 			Failing: []events.IncidentProcess{}, Holders: []events.IncidentHolder{},
 			Signals: []*events.Signal{}, Released: []*events.Released{},
 		}
-		b.open[k] = in
+		o = &openIncident{in: in, last: f.Time, failing: map[int]int{}}
+		b.open[k] = o
 		if !b.live {
 			b.all = append(b.all, in)
 		}
 	}
+	in := o.in
+	o.last = maxTime(o.last, f.Time)
 	in.Attempts++
-	p := failingProcess(in, &f.Process, f.Time)
+	p := o.failingProcess(&f.Process, f.Time)
 	p.Attempts++
 	if !slices.Contains(p.Errnos, f.Errno) {
 		p.Errnos = append(p.Errnos, f.Errno)
 	}
 	for _, h := range f.Holders {
-		addHolder(in, &h, &f.Process)
+		b.addHolder(in, &h, &f.Process)
 	}
 	if f.TimeWait != nil && len(f.Holders) == 0 {
-		addHolder(in, &events.Holder{State: "TIME_WAIT", Addr: f.Addr, Port: f.Port, Processes: []events.Process{}}, &f.Process)
+		b.addHolder(in, &events.Holder{State: "TIME_WAIT", Addr: f.Addr, Port: f.Port, Processes: []events.Process{}}, &f.Process)
 	}
 	if in.Diagnosis == "" {
 		in.Diagnosis, in.Hint = f.Diagnosis, f.Hint
@@ -182,89 +317,74 @@ func (b *Builder) failure(f *events.Failure) {
 // repeats adds folded failures to the open incident their process failed
 // in (a repeats record names no network namespace).
 func (b *Builder) repeats(r *events.Repeats) {
-	var in *events.Incident
+	var o *openIncident
 	for k, cand := range b.open {
 		if k.Host != r.Host || k.Proto != r.Proto || k.Port != r.Port {
 			continue
 		}
-		if in == nil || slices.ContainsFunc(cand.Failing, func(p events.IncidentProcess) bool { return p.Process.PID == r.PID }) {
-			in = cand
+		if _, failed := cand.failing[r.PID]; o == nil || failed {
+			o = cand
 		}
 	}
-	if in == nil {
+	if o == nil {
 		return
 	}
+	// Folded failures happened before the repeats record was written, by
+	// up to the tick: they may still belong to an incident the quiet gap
+	// is about to end.
+	in := o.in
+	o.last = maxTime(o.last, r.Time)
 	in.Attempts += r.Count
-	p := failingProcess(in, &events.Process{PID: r.PID, Comm: r.Comm}, r.Time)
+	p := o.failingProcess(&events.Process{PID: r.PID, Comm: r.Comm}, r.Time)
 	p.Attempts += r.Count
 	b.mark(in, r.Time, events.MarkRepeats, r.PID, r.Count, repeatsLine(r))
 }
 
-func failingProcess(in *events.Incident, p *events.Process, t time.Time) *events.IncidentProcess {
-	for i := range in.Failing {
-		if in.Failing[i].Process.PID == p.PID {
-			in.Failing[i].Last = maxTime(in.Failing[i].Last, t)
-			return &in.Failing[i]
-		}
+// failingProcess is p's entry among the incident's failing processes,
+// added if new.
+func (o *openIncident) failingProcess(p *events.Process, t time.Time) *events.IncidentProcess {
+	in := o.in
+	if i, ok := o.failing[p.PID]; ok {
+		in.Failing[i].Last = maxTime(in.Failing[i].Last, t)
+		return &in.Failing[i]
 	}
+	o.failing[p.PID] = len(in.Failing)
 	in.Failing = append(in.Failing, events.IncidentProcess{Process: *p, Errnos: []string{}, First: t, Last: t})
 	return &in.Failing[len(in.Failing)-1]
 }
 
-func addHolder(in *events.Incident, h *events.Holder, failing *events.Process) {
-	for _, have := range in.Holders {
-		if have.State == h.State && have.Addr == h.Addr && (h.Inode == 0 || have.Inode == h.Inode) &&
-			samePIDs(have.Processes, h.Processes) {
-			return
-		}
+// addHolder adds h to the incident's holders unless it is there: the same
+// state, address and processes, and the same socket (inode) when h names
+// one.
+func (b *Builder) addHolder(in *events.Incident, h *events.Holder, failing *events.Process) {
+	x := b.indexOf(in)
+	anyInode := holderKey(h.State, h.Addr, 0, h.Processes)
+	if x.holders[anyInode] && (h.Inode == 0 || x.holders[holderKey(h.State, h.Addr, h.Inode, h.Processes)]) {
+		return
 	}
 	procs := h.Processes
 	if procs == nil {
 		procs = []events.Process{}
 	}
+	x.holders[anyInode] = true
+	x.holders[holderKey(h.State, h.Addr, h.Inode, h.Processes)] = true
 	in.Holders = append(in.Holders, events.IncidentHolder{
 		Kind: HolderKind(h, failing), State: h.State, Addr: h.Addr, Inode: h.Inode, Since: h.Since,
 		Source: h.Source, Processes: procs, BoundBy: h.BoundBy,
 	})
 }
 
-func samePIDs(a, b []events.Process) bool {
-	return slices.EqualFunc(a, b, func(x, y events.Process) bool { return x.PID == y.PID })
-}
-
-// HolderKind says what a holder was, from what the kernel recorded: a
-// TIME_WAIT socket; a leftover child that inherited the socket of a
-// process that has exited (bound_by) or whose parent exited (orig_ppid);
-// an orphan (its parent is init); another instance of the failing program;
-// or another service.
+// HolderKind says what a holder was: the diagnosis's rule
+// (diagnose.HolderKind), the one home for telling a leftover from the
+// running instance.
 func HolderKind(h *events.Holder, failing *events.Process) string {
-	if h.State == "TIME_WAIT" {
-		return "TIME_WAIT"
-	}
-	if h.BoundBy != nil {
-		return "leftover child"
-	}
-	for _, p := range h.Processes {
-		if p.OrigPPID != 0 {
-			return "leftover child"
-		}
-	}
-	for _, p := range h.Processes {
-		if p.PPID == 1 {
-			return "orphan"
-		}
-	}
-	for _, p := range h.Processes {
-		if failing != nil && p.Comm == failing.Comm && p.Comm != "" {
-			return "same program"
-		}
-	}
-	return "another service"
+	return diagnose.HolderKind(h, failing)
 }
 
 func (b *Builder) mark(in *events.Incident, t time.Time, kind string, pid int, count uint64, text string) {
 	in.End = maxTime(in.End, t)
-	in.OutageMS = in.End.Sub(in.Start).Milliseconds()
+	in.ContentionMS = in.End.Sub(in.Start).Milliseconds()
+	in.OutageMS = in.ContentionMS
 	if len(in.Timeline) >= MaxTimeline && (kind == events.MarkFailure || kind == events.MarkRepeats) {
 		in.TimelineOmitted++
 		return
@@ -276,23 +396,83 @@ func (b *Builder) mark(in *events.Incident, t time.Time, kind string, pid int, c
 
 func (b *Builder) end(k Key, in *events.Incident, t time.Time) {
 	delete(b.open, k)
+	delete(b.index, in)
 	if in.State == events.IncidentOpen {
 		in.End = maxTime(in.End, t)
 	}
-	in.OutageMS = in.End.Sub(in.Start).Milliseconds()
 	if in.State == events.IncidentOpen {
 		b.mark(in, in.End, events.MarkEnd, 0, 0, "trace ended; the port had not recovered")
 	}
+	in.Durations = figures(in, in.End, in.State == events.IncidentRecovered)
+	in.OutageMS = in.ContentionMS
 	sort.SliceStable(in.Timeline, func(i, j int) bool { return in.Timeline[i].AtMS < in.Timeline[j].AtMS })
 }
 
 func (b *Builder) endAll(host string, t time.Time) {
-	for k, in := range b.open {
-		if k.Host == host {
-			b.end(k, in, t)
+	for k, o := range b.open {
+		if k.Host == host && b.at(k, t) != nil {
+			b.end(k, o.in, t)
 		}
 	}
 }
+
+// Durations are the open incident on k's figures were it to recover at
+// t: the live tracer completes a recovered record with them.
+func (b *Builder) Durations(k Key, t time.Time) events.Durations {
+	if o := b.open[k]; o != nil {
+		return figures(o.in, t, true)
+	}
+	return events.Durations{}
+}
+
+// figures are in's durations at t: contention from the first failure;
+// unserved (only when recovered at t) from the last release before t;
+// drain from the first signal to a holder until that holder's release —
+// the release of the process signalled, or with a single holder the
+// first release after the signal.
+func figures(in *events.Incident, t time.Time, recovered bool) events.Durations {
+	d := events.Durations{ContentionMS: t.Sub(in.Start).Milliseconds()}
+	var last *events.Released
+	for _, r := range in.Released {
+		if !r.Time.After(t) && (last == nil || r.Time.After(last.Time)) {
+			last = r
+		}
+	}
+	if recovered && last != nil {
+		d.UnservedMS = ptr(max(t.Sub(last.Time).Milliseconds(), 0))
+	}
+	var first *events.Signal
+	for _, s := range in.Signals {
+		if !s.Time.After(t) && (first == nil || s.Time.Before(first.Time)) {
+			first = s
+		}
+	}
+	if first == nil {
+		return d
+	}
+	var drained, after *events.Released
+	for _, r := range in.Released {
+		if r.Time.Before(first.Time) || r.Time.After(t) {
+			continue
+		}
+		if after == nil || r.Time.Before(after.Time) {
+			after = r
+		}
+		by := (r.Holder != nil && r.Holder.PID == first.Target.PID) || (r.Closer != nil && r.Closer.PID == first.Target.PID)
+		if by && (drained == nil || r.Time.Before(drained.Time)) {
+			drained = r
+		}
+	}
+	if drained == nil && len(in.Holders) <= 1 {
+		drained = after
+	}
+	if drained != nil {
+		d.DrainMS = ptr(drained.Time.Sub(first.Time).Milliseconds())
+	}
+	return d
+}
+
+func ptr[T any](v T) *T { return &v }
 
 func holderPID(r *events.Released) int {
 	if r.Holder != nil {
@@ -341,8 +521,8 @@ func Select(incidents []*events.Incident, port func(uint16) bool, since, until t
 
 // Started is when the open incident on k began (its first failure).
 func (b *Builder) Started(k Key) time.Time {
-	if in := b.open[k]; in != nil {
-		return in.Start
+	if o := b.open[k]; o != nil {
+		return o.in.Start
 	}
 	return time.Time{}
 }

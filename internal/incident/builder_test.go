@@ -20,16 +20,17 @@ func failure(at time.Time, port uint16, pid int) *events.Failure {
 func TestBuilderBounds(t *testing.T) {
 	t0 := time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC)
 	b := NewLiveBuilder()
+	b.Quiet = 24 * time.Hour
 	for i := range MaxTimeline + 500 {
 		b.Add(failure(t0.Add(time.Duration(i)*time.Second), 80, 7))
 	}
 	b.Add(&events.Repeats{Type: events.TypeRepeats, Version: 1, Time: t0.Add(time.Hour), Host: "h", Count: 40, PID: 7, Proto: "tcp", Port: 80})
 	k := Key{"h", 1, "tcp", 80}
-	attempts, pids := b.Attempts(k)
-	if attempts != MaxTimeline+540 || len(pids) != 1 || pids[0] != 7 {
-		t.Errorf("attempts %d by %v, want %d by [7]", attempts, pids, MaxTimeline+540)
+	attempts, failed := b.Attempts(k, 7)
+	if _, other := b.Attempts(k, 8); attempts != MaxTimeline+540 || !failed || other {
+		t.Errorf("attempts %d (pid 7 failed: %v, pid 8: %v), want %d by pid 7", attempts, failed, other, MaxTimeline+540)
 	}
-	if in := b.open[k]; len(in.Timeline) != MaxTimeline || in.TimelineOmitted != 501 {
+	if in := b.open[k].in; len(in.Timeline) != MaxTimeline || in.TimelineOmitted != 501 {
 		t.Errorf("timeline %d entries, %d omitted; want %d and 501", len(in.Timeline), in.TimelineOmitted, MaxTimeline)
 	}
 	b.Add(&events.Recovered{Type: events.TypeRecovered, Version: 1, Time: t0.Add(2 * time.Hour), Host: "h", Proto: "tcp", Netns: 1, Port: 80})
@@ -41,6 +42,44 @@ func TestBuilderBounds(t *testing.T) {
 	}
 	if len(b.Open()) != MaxOpen || b.Untracked != 10 {
 		t.Errorf("%d open, %d untracked; want %d and 10", len(b.Open()), b.Untracked, MaxOpen)
+	}
+}
+
+// Nobody tries any more: two attempts further apart than the quiet gap
+// are two incidents, the first abandoned when its last attempt was; the
+// gap is the one the session's start record says; the tracer's abandoned
+// record ends only the incident it names; an incident whose trace goes
+// on quiet past the gap ends abandoned, not open.
+func TestBuilderQuietGap(t *testing.T) {
+	t0 := time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC)
+	all := Build([]any{
+		&events.Start{Type: events.TypeStart, Version: 1, Time: t0, Host: "h", IncidentQuietMS: 5000},
+		failure(t0.Add(time.Second), 80, 7),
+		failure(t0.Add(4*time.Second), 80, 7), // 3 s: the same incident
+		failure(t0.Add(24*time.Second), 80, 8),
+		&events.Stop{Type: events.TypeStop, Version: 1, Time: t0.Add(60 * time.Second), Host: "h"},
+	})
+	if len(all) != 2 {
+		t.Fatalf("%d incidents, want 2", len(all))
+	}
+	if a := all[0]; a.State != events.IncidentAbandoned || a.AbandonedReason != events.AbandonedQuiet || a.Attempts != 2 || a.OutageMS != 3000 {
+		t.Errorf("first incident: state %s (%s), %d attempts, %d ms; want abandoned (quiet) after 2 attempts in 3000 ms", a.State, a.AbandonedReason, a.Attempts, a.OutageMS)
+	}
+	if b := all[1]; b.State != events.IncidentAbandoned || b.Attempts != 1 || b.Failing[0].Process.PID != 8 {
+		t.Errorf("second incident: state %s, %d attempts; want abandoned at the stop, quiet for 36 s", b.State, b.Attempts)
+	}
+
+	b := NewBuilder()
+	b.Add(failure(t0, 80, 7))
+	b.Add(&events.Abandoned{Type: events.TypeAbandoned, Version: 1, Time: t0.Add(3 * time.Second), Host: "h", Proto: "tcp", Netns: 1, Port: 80,
+		Start: t0.Add(-time.Hour), Reason: events.AbandonedExited})
+	if !b.IsOpen(Key{"h", 1, "tcp", 80}) {
+		t.Errorf("an abandoned record of another incident (an earlier start) ended this one")
+	}
+	b.Add(&events.Abandoned{Type: events.TypeAbandoned, Version: 1, Time: t0.Add(3 * time.Second), Host: "h", Proto: "tcp", Netns: 1, Port: 80,
+		Start: t0, LastAttempt: t0, Reason: events.AbandonedExited, QuietMS: 10000})
+	if got := b.Finish(t0.Add(5 * time.Second)); len(got) != 1 || got[0].State != events.IncidentAbandoned || got[0].AbandonedReason != events.AbandonedExited {
+		t.Errorf("incidents %+v: want one, abandoned because its processes exited", got)
 	}
 }
 

@@ -45,7 +45,9 @@ type htmlIncident struct {
 	AxisY    int
 	Timeline []events.TimelineEntry
 	Offsets  []string
+	Omitted  string // OmittedLine
 	Why, Fix string
+	FixLabel string // "fix", or "next time" once the holder let go
 }
 
 type lane struct {
@@ -105,7 +107,7 @@ func (s scale) x(ms float64) float64 {
 }
 
 func picture(i int, in *events.Incident) htmlIncident {
-	span := math.Max(float64(in.OutageMS), 1)
+	span := math.Max(float64(in.ContentionMS), 1)
 	pad := math.Max(span*0.06, 1)
 	if in.Recovered != nil {
 		pad = math.Max(span*0.15, 1) // room to show the port held again
@@ -114,8 +116,9 @@ func picture(i int, in *events.Incident) htmlIncident {
 	at := func(t time.Time) float64 { return sc.x(float64(t.Sub(in.Start).Milliseconds())) }
 	out := htmlIncident{
 		ID: fmt.Sprintf("incident-%d", i+1), Title: Title(in), Proto: in.Proto, Port: in.Port,
-		State: in.State, Timeline: in.Timeline, Why: in.Diagnosis, Fix: in.Hint,
+		State: in.State, Timeline: in.Timeline, Omitted: OmittedLine(in), Why: in.Diagnosis,
 	}
+	out.FixLabel, out.Fix = Advice(in)
 	for _, e := range in.Timeline {
 		out.Offsets = append(out.Offsets, Offset(e.AtMS))
 	}
@@ -218,9 +221,20 @@ func picture(i int, in *events.Incident) htmlIncident {
 		freeTo = at(r.Time)
 	}
 	if release != nil {
-		k.Bars = append(k.Bars, bar{Class: "free", X: freeFrom, W: math.Max(freeTo-freeFrom, 0), Label: "free"})
+		label := "free"
+		if in.UnservedMS != nil { // "outage" means this, and only this
+			label = "outage " + events.Millis(*in.UnservedMS)
+		}
+		k.Bars = append(k.Bars, bar{Class: "free", X: freeFrom, W: math.Max(freeTo-freeFrom, 0), Label: label})
 	} else if in.Recovered != nil {
 		freeFrom = freeTo // released unseen: held until recovered, by someone
+	}
+	// Checks that saw the port free (port_free): notes on the port's lane,
+	// never a process's.
+	for _, e := range in.Timeline {
+		if e.Kind == events.MarkPortFree {
+			k.Marks = append(k.Marks, mark{Kind: e.Kind, X: at(e.Time), AtMS: e.AtMS, Label: "free", Title: e.Text})
+		}
 	}
 	if r := in.Recovered; r != nil {
 		k.Bars = append(k.Bars, bar{Class: "held again", X: freeTo, W: right - freeTo, Label: "   held again"})
@@ -330,6 +344,7 @@ svg text { font: 11px system-ui, sans-serif; fill: #1d2330; }
 .mark.repeats rect { fill: #d33a2c; opacity: .25; }
 .mark.signal path { fill: #e0a100; }
 .mark.released line { stroke: #1d2330; stroke-width: 2; }
+.mark.port_free line { stroke: #5b6475; stroke-width: 1; stroke-dasharray: 2 2; }
 .mark.recovered path, .mark.took path { fill: #1e8e3e; }
 .axis line { stroke: #9aa3b2; } .axis text { fill: #5b6475; }
 ol.events { font: 12px ui-monospace, monospace; padding-left: 1.5em; }
@@ -356,6 +371,7 @@ ol.events .at { display: inline-block; min-width: 6em; color: #5b6475; }
 {{else if eq .Kind "repeats"}}<rect x="0" y="3" width="{{.W}}" height="16" rx="3"></rect><text x="{{.Mid}}" y="15" text-anchor="middle">{{.Label}}</text>
 {{else if eq .Kind "signal"}}<path d="M0 12 L7 0 L-7 0 Z"></path><text x="8" y="-1">{{.Label}}</text>
 {{else if eq .Kind "released"}}<line x1="0" x2="0" y1="-3" y2="26"></line><text x="4" y="32">{{.Label}}</text>
+{{else if eq .Kind "port_free"}}<line x1="0" x2="0" y1="2" y2="20"></line><text x="3" y="-1">{{.Label}}</text>
 {{else}}<path d="M0 3 L8 11 L0 19 L-8 11 Z"></path><text x="10" y="15">{{.Label}}</text>
 {{end}}</g>
 {{end}}</g>
@@ -366,8 +382,9 @@ ol.events .at { display: inline-block; min-width: 6em; color: #5b6475; }
 <ol class="events">
 {{$offs := .Offsets}}{{range $i, $e := .Timeline}}<li class="event {{$e.Kind}}"><span class="at">{{index $offs $i}}</span> <b>{{$e.Kind}}</b> {{$e.Text}}</li>
 {{end}}</ol>
+{{if .Omitted}}<p class="omitted">{{.Omitted}}</p>{{end}}
 {{if .Why}}<p class="why"><b>why:</b> {{.Why}}</p>{{end}}
-{{if .Fix}}<p class="fix"><b>fix:</b> {{.Fix}}</p>{{end}}
+{{if .Fix}}<p class="fix"><b>{{.FixLabel}}:</b> {{.Fix}}</p>{{end}}
 </section>
 {{end}}
 </body>

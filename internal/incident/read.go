@@ -218,6 +218,10 @@ func Decode(line []byte) (any, badKind) {
 		rec = &events.Released{}
 	case events.TypeRecovered:
 		rec = &events.Recovered{}
+	case events.TypePortFree:
+		rec = &events.PortFree{}
+	case events.TypeAbandoned:
+		rec = &events.Abandoned{}
 	case events.TypeStart:
 		rec = &events.Start{}
 	case events.TypeStop:
@@ -242,6 +246,10 @@ func recordTime(rec any) time.Time {
 	case *events.Released:
 		return r.Time
 	case *events.Recovered:
+		return r.Time
+	case *events.PortFree:
+		return r.Time
+	case *events.Abandoned:
 		return r.Time
 	case *events.Start:
 		return r.Time

@@ -59,13 +59,18 @@ func releasedLine(r *events.Released) string {
 	return s
 }
 
+func portFreeLine(r *events.PortFree) string {
+	return fmt.Sprintf("port free: %s by %s, which let go of it at once (a check such as bindwatch wait-free; not the recovery)",
+		r.Syscall, events.ProcessShort(&r.Process))
+}
+
 func recoveredLine(in *events.Incident, r *events.Recovered) string {
 	who := "a new process"
 	if r.SameProcess {
 		who = "the same process, retrying"
 	}
-	return fmt.Sprintf("%s by %s (%s) after %d attempt%s; outage %s", r.Syscall,
-		events.ProcessShort(&r.Process), who, r.Attempts, events.Plural(r.Attempts), events.Millis(r.OutageMS))
+	return fmt.Sprintf("%s by %s (%s) after %d attempt%s; %s", r.Syscall,
+		events.ProcessShort(&r.Process), who, r.Attempts, events.Plural(r.Attempts), events.DurationsText(in.Durations))
 }
 
 // Skipped counts what a report could not use.
@@ -105,9 +110,19 @@ func Title(in *events.Incident) string {
 	if in.Netns != 0 {
 		where += fmt.Sprintf(" (netns %d)", in.Netns)
 	}
-	outcome := fmt.Sprintf("recovered after %s", events.Millis(in.OutageMS))
-	if in.State == events.IncidentOpen {
-		outcome = fmt.Sprintf("not recovered when the trace ended, %s after the first failure", events.Millis(in.OutageMS))
+	outcome := "recovered: " + events.DurationsText(in.Durations)
+	if in.UnservedMS == nil {
+		outcome += " (its release was not seen: the outage is not known)"
+	}
+	switch in.State {
+	case events.IncidentOpen:
+		outcome = fmt.Sprintf("not recovered when the trace ended, %s after the first failure", events.Millis(in.ContentionMS))
+	case events.IncidentAbandoned:
+		why := "nobody tried any more"
+		if in.AbandonedReason == events.AbandonedExited {
+			why = "every failing process exited"
+		}
+		outcome = fmt.Sprintf("abandoned, not recovered: %s (the last attempt %s after the first)", why, events.Millis(in.ContentionMS))
 	}
 	return fmt.Sprintf("incident on %s, host %s: %d failed attempt%s, %s", where, events.Escape(in.Host), in.Attempts, events.Plural(in.Attempts), outcome)
 }
@@ -143,14 +158,17 @@ func WriteText(w io.Writer, incidents []*events.Incident) error {
 		for _, e := range in.Timeline {
 			fmt.Fprintf(&b, "  %9s  %-9s %s\n", Offset(e.AtMS), e.Kind, e.Text)
 		}
+		if o := OmittedLine(in); o != "" {
+			b.WriteString("  " + o + "\n")
+		}
 		if note := timeWaitNote(in); note != "" {
 			b.WriteString("  " + note + "\n")
 		}
 		if in.Diagnosis != "" {
 			b.WriteString("  why: " + in.Diagnosis + "\n")
 		}
-		if in.Hint != "" {
-			b.WriteString("  fix: " + in.Hint + "\n")
+		if label, advice := Advice(in); advice != "" {
+			b.WriteString("  " + label + ": " + advice + "\n")
 		}
 	}
 	_, err := io.WriteString(w, terminalSafe(b.String()))
@@ -190,6 +208,15 @@ func holderSummary(h *events.IncidentHolder) string {
 		s += ", bound at " + stamp(h.Since)
 	}
 	return s
+}
+
+// OmittedLine says what the timeline does not list, or "".
+func OmittedLine(in *events.Incident) string {
+	if in.TimelineOmitted == 0 {
+		return ""
+	}
+	return fmt.Sprintf("… and %d more entr%s not listed (a timeline keeps its first %d failures and %d kinds of signal; attempts and signals_folded count them all)",
+		in.TimelineOmitted, map[bool]string{true: "y", false: "ies"}[in.TimelineOmitted == 1], MaxTimeline, MaxSignalKinds)
 }
 
 // Offset renders a time relative to the first failure: "+1.300s".

@@ -1,6 +1,9 @@
 package resolve
 
 import (
+	"os"
+	"strconv"
+
 	"golang.org/x/sys/unix"
 
 	"github.com/bindwatch/bindwatch/internal/events"
@@ -48,3 +51,36 @@ func (r *Resolver) Sockets(ns Netns, proto string, port uint16) (*PortSockets, e
 // Running tells whether p (pid and, where known, start time) is still
 // alive.
 func Running(p events.Process) bool { return running(p) }
+
+// maxOwnerFDs bounds how many fds Owns reads of one process: a process
+// anyone runs may open a million.
+const maxOwnerFDs = 1 << 16
+
+// Owns tells whether p (still running) has one of the socket inodes open
+// among its first maxOwnerFDs fds.
+func Owns(p events.Process, inodes map[uint64]string) bool {
+	if len(inodes) == 0 || !running(p) {
+		return false
+	}
+	dir := procRoot + "/" + strconv.Itoa(p.PID) + "/fd/"
+	d, err := os.Open(dir)
+	if err != nil {
+		return false
+	}
+	defer d.Close()
+	for seen := 0; seen < maxOwnerFDs; {
+		names, err := d.Readdirnames(1024)
+		for _, name := range names {
+			if ino, ok := fdSocketInode(dir + name); ok {
+				if _, held := inodes[uint64(ino)]; held {
+					return true
+				}
+			}
+		}
+		seen += len(names)
+		if err != nil {
+			return false
+		}
+	}
+	return false
+}

@@ -177,6 +177,33 @@ func ecsDoc(rec any) (doc, error) {
 		holdState(d, &r.HoldState)
 		d.set("bindwatch.wait_free", jsonValue(r))
 		return d, nil
+	case *events.Recovered:
+		d := event(r.Time, r.Host, r.Type, "event", "port-recovered", "success", []string{"network"}, []string{"start"})
+		d.set("message", events.Text(r))
+		d.set("event.duration", r.ContentionMS*int64(time.Millisecond))
+		portOf(d, r.Proto, r.Addr, r.Port)
+		process(d, "process", &r.Process)
+		d.set("bindwatch.recovered", jsonValue(r))
+		return d, nil
+	case *events.Incident:
+		// The incident as a whole: from its first failure (@timestamp,
+		// event.start) to its end; event.duration is the contention (the
+		// outage, unserved_ms, is under bindwatch.incident).
+		outcome := "unknown"
+		switch r.State {
+		case events.IncidentRecovered:
+			outcome = "success"
+		case events.IncidentAbandoned:
+			outcome = "failure"
+		}
+		d := event(r.Start, r.Host, r.Type, "event", "port-incident", outcome, []string{"network"}, []string{"info"})
+		d.set("message", incidentMessage(r))
+		d.set("event.start", r.Start.UTC().Format(time.RFC3339Nano))
+		d.set("event.end", r.End.UTC().Format(time.RFC3339Nano))
+		d.set("event.duration", r.ContentionMS*int64(time.Millisecond))
+		portOf(d, r.Proto, r.Addr, r.Port)
+		d.set("bindwatch.incident", jsonValue(r))
+		return d, nil
 	case *events.FreeRecord:
 		action, category, typ := "port-free-dry-run", []string{"process"}, []string{"info"}
 		if !r.DryRun {
@@ -315,6 +342,28 @@ func containerOf(d doc, p *events.Process) {
 		d.set("orchestrator.resource.name", p.Pod.Name)
 		d.set("orchestrator.resource.id", p.Pod.UID)
 	}
+}
+
+// portOf maps the port of an incident record as the server side.
+func portOf(d doc, proto, addr string, port uint16) {
+	d.set("network.transport", proto)
+	d.set("network.iana_number", ianaNumber(proto))
+	if a, err := netip.ParseAddr(addr); err == nil {
+		d.set("server.ip", a.String())
+		d.set("server.address", a.String())
+	}
+	d.set("server.port", port)
+}
+
+// incidentMessage is an incident's one line: its port, its end and its
+// durations ("outage" is unserved_ms only).
+func incidentMessage(in *events.Incident) string {
+	s := fmt.Sprintf("incident on %s %s: %s after %d attempt%s; %s", in.Proto, events.HostPort(in.Addr, in.Port), in.State,
+		in.Attempts, events.Plural(in.Attempts), events.DurationsText(in.Durations))
+	if in.AbandonedReason != "" {
+		s += " (" + in.AbandonedReason + ")"
+	}
+	return s
 }
 
 // portDoc is the common part of free, held and wait_free documents: the

@@ -172,6 +172,9 @@ func (w *File) Write(rec any) error {
 	if err != nil {
 		return err
 	}
+	if line == nil { // the form leaves it out (--quiet)
+		return nil
+	}
 	notice := w.loss.notice(time.Now())
 	if notice != nil {
 		n, err := w.encode(notice)
@@ -207,7 +210,7 @@ func (w *File) encode(rec any) ([]byte, error) {
 		form = JSON
 	}
 	b, err := form(rec)
-	if err != nil {
+	if err != nil || b == nil {
 		return nil, err
 	}
 	return append(b, '\n'), nil

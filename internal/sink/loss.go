@@ -45,6 +45,12 @@ func newLossBook(output, name string, warn io.Writer) lossBook {
 
 // failed counts one failed write, of rec if it is now given up.
 func (l *lossBook) failed(rec any, err error, givenUp bool) {
+	l.failedCarrying(failuresIn(rec), err, givenUp)
+}
+
+// failedCarrying is failed for a record that carried failures failures
+// (kept in place of the record itself, which a queue need not hold).
+func (l *lossBook) failedCarrying(failures uint64, err error, givenUp bool) {
 	l.errors++
 	l.lastErr = err
 	l.outage = true
@@ -55,9 +61,9 @@ func (l *lossBook) failed(rec any, err error, givenUp bool) {
 	}
 	if givenUp {
 		l.records++
-		l.failures += failuresIn(rec)
+		l.failures += failures
 		l.unsaidRecords++
-		l.unsaidFailures += failuresIn(rec)
+		l.unsaidFailures += failures
 	}
 }
 
@@ -139,6 +145,8 @@ func errText(err error) string {
 
 func errHint(err error) string {
 	switch {
+	case errors.Is(err, errBufferFull):
+		return "the collector is away or does not read; it gets an output_lost record with the count once it reads again"
 	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
 		return "free space there: writing resumes by itself"
 	case errors.Is(err, syscall.EPIPE):

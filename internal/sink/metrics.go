@@ -56,8 +56,9 @@ type Metrics struct {
 	ports         []PortLabel
 	version       string
 
-	srv  *http.Server
-	done chan struct{}
+	srv   *http.Server
+	conns *connLimiter
+	done  chan struct{}
 }
 
 // ListenMetrics starts serving metrics on opts.Addr; an address that
@@ -67,6 +68,7 @@ func ListenMetrics(opts MetricsOptions) (*Metrics, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--metrics-addr %s: %w (hint: give a free HOST:PORT, e.g. 127.0.0.1:9851)", opts.Addr, err)
 	}
+	conns := newConnLimiter(ln, MetricsMaxConns())
 	labels := []string{"syscall", "errno", "proto"}
 	if len(opts.PortLabels) > 0 {
 		labels = append(labels, "port")
@@ -94,12 +96,13 @@ func ListenMetrics(opts MetricsOptions) (*Metrics, error) {
 		}, []string{"version", "backend", "kernel"}),
 		ports:   opts.PortLabels,
 		version: opts.Version,
+		conns:   conns,
 		done:    make(chan struct{}),
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(m.failures, m.eventsLost, m.holderLookups, m.lastFailure, m.buildInfo,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		&outputCollector{stats: opts.Outputs})
+		&outputCollector{stats: opts.Outputs}, conns)
 	for _, r := range []string{"live", "recorded", "none"} {
 		m.holderLookups.WithLabelValues(r)
 	}
@@ -109,10 +112,18 @@ func ListenMetrics(opts MetricsOptions) (*Metrics, error) {
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Write([]byte("ok\n"))
 	})
-	m.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	m.srv = &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: metricsReadHeaderTimeout,
+		ReadTimeout:       metricsReadTimeout,
+		WriteTimeout:      metricsWriteTimeout,
+		IdleTimeout:       metricsIdleTimeout,
+		MaxHeaderBytes:    16 << 10,
+		ConnState:         conns.connState,
+	}
 	go func() {
 		defer close(m.done)
-		m.srv.Serve(ln)
+		m.srv.Serve(conns)
 	}()
 	return m, nil
 }

@@ -18,7 +18,8 @@ import (
 	"github.com/bindwatch/bindwatch/internal/events"
 )
 
-// Form turns one record into its bytes, without a trailing newline.
+// Form turns one record into its bytes, without a trailing newline; nil
+// bytes (and no error) leave the record out of that output.
 type Form func(rec any) ([]byte, error)
 
 // JSON is the form of --format json: one object per record (docs/schema.md).
@@ -27,6 +28,21 @@ func JSON(rec any) ([]byte, error) { return events.MarshalJSON(rec) }
 // Text is the form people read (events.Text): one line, plus indented
 // why/fix lines for a diagnosed failure.
 func Text(rec any) ([]byte, error) { return []byte(events.Text(rec)), nil }
+
+// LiveText is the text form of a tracer's output (events.LiveText):
+// one why/fix per failing program, port and cause, short lines after it,
+// and what opts leave out left out. Each call makes a new one, with its
+// own memory of what it wrote; it must be used by one output only.
+func LiveText(opts events.LiveOptions) Form {
+	l := events.NewLiveText(opts)
+	return func(rec any) ([]byte, error) {
+		s, ok := l.Text(rec)
+		if !ok {
+			return nil, nil
+		}
+		return []byte(s), nil
+	}
+}
 
 // FormNamed is the form called name by --format.
 func FormNamed(name string) (Form, error) {

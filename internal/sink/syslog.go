@@ -48,8 +48,10 @@ type SyslogOptions struct {
 	// Form encodes the record carried as the message (JSON by default).
 	Form Form
 	// Buffer is how many messages are kept while the collector is away
-	// (default 10000); records beyond are dropped and counted.
-	Buffer int
+	// (default 10000), and BufferBytes how many bytes they may take
+	// (default 8 MiB); records beyond either are dropped and counted.
+	Buffer      int
+	BufferBytes int
 	// Warn receives the one-line messages of an outage.
 	Warn io.Writer
 }
@@ -65,13 +67,14 @@ type SyslogOptions struct {
 type Syslog struct {
 	network, addr string
 	form          Form
-	max           int
+	max, maxBytes int
 	host          string
 	pid           string
 
-	mu    sync.Mutex
-	queue []syslogMsg
-	loss  lossBook
+	mu         sync.Mutex
+	queue      []syslogMsg
+	queueBytes int // the messages' bytes in queue
+	loss       lossBook
 	// noticeQueued: an output_lost notice waits in the queue.
 	noticeQueued bool
 	closing      bool
@@ -82,10 +85,11 @@ type Syslog struct {
 }
 
 // syslogMsg is a queued message, or the place of an output_lost notice.
+// It does not keep the record: the queue's memory is its messages' bytes.
 type syslogMsg struct {
-	b      []byte // the whole message, header included
-	rec    any
-	notice bool
+	b        []byte // the whole message, header included
+	failures uint64 // the failures the record carried (failuresIn)
+	notice   *events.OutputLost
 }
 
 // DialSyslog checks url and starts the sending goroutine. It does not wait
@@ -95,7 +99,7 @@ func DialSyslog(opts SyslogOptions) (*Syslog, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--syslog %s: %v (hint: unix:///dev/log, udp://HOST:PORT or tcp://HOST:PORT)", opts.URL, err)
 	}
-	s := &Syslog{form: opts.Form, max: opts.Buffer, pid: strconv.Itoa(os.Getpid()), wake: make(chan struct{}, 1), quit: make(chan struct{}), closingCh: make(chan struct{}), done: make(chan struct{})}
+	s := &Syslog{form: opts.Form, max: opts.Buffer, maxBytes: opts.BufferBytes, pid: strconv.Itoa(os.Getpid()), wake: make(chan struct{}, 1), quit: make(chan struct{}), closingCh: make(chan struct{}), done: make(chan struct{})}
 	switch u.Scheme {
 	case "unix":
 		s.network, s.addr = "unixgram", u.Path
@@ -114,7 +118,10 @@ func DialSyslog(opts SyslogOptions) (*Syslog, error) {
 		s.form = JSON
 	}
 	if s.max <= 0 {
-		s.max = 10000
+		s.max = DefaultSyslogBuffer
+	}
+	if s.maxBytes <= 0 {
+		s.maxBytes = DefaultSyslogBufferBytes
 	}
 	s.host, _ = os.Hostname()
 	if s.host == "" {
@@ -125,8 +132,18 @@ func DialSyslog(opts SyslogOptions) (*Syslog, error) {
 	return s, nil
 }
 
-// Write queues rec for the collector; when the buffer is full it is
-// dropped and counted.
+// errBufferFull: as many messages wait for the collector as may.
+var errBufferFull = errors.New("buffer full")
+
+// The defaults of SyslogOptions.Buffer and BufferBytes.
+const (
+	DefaultSyslogBuffer      = 10000
+	DefaultSyslogBufferBytes = 8 << 20
+)
+
+// Write queues rec for the collector; when the buffer is full (in
+// messages or in bytes) it is dropped and counted. The stop record is
+// always queued.
 func (s *Syslog) Write(rec any) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -135,18 +152,36 @@ func (s *Syslog) Write(rec any) error {
 	if err != nil {
 		return err
 	}
-	if _, stop := rec.(*events.Stop); len(s.queue) >= s.max && !stop {
-		s.loss.failed(rec, fmt.Errorf("%d messages waiting for the collector: buffer full", len(s.queue)), true)
+	if _, stop := rec.(*events.Stop); !stop && (len(s.queue) >= s.max || s.queueBytes+len(msg) > s.maxBytes) {
+		s.loss.failed(rec, fmt.Errorf("%d messages (%d bytes) waiting for the collector: %w", len(s.queue), s.queueBytes, errBufferFull), true)
 		return nil
 	}
 	if s.loss.unsaidRecords > 0 && !s.noticeQueued {
 		// Say what was lost here, in order: the notice is made when sent.
-		s.queue = append(s.queue, syslogMsg{notice: true})
+		s.queue = append(s.queue, syslogMsg{notice: &events.OutputLost{}})
 		s.noticeQueued = true
 	}
-	s.queue = append(s.queue, syslogMsg{b: msg, rec: rec})
+	s.queue = append(s.queue, syslogMsg{b: msg, failures: failuresIn(rec)})
+	s.queueBytes += len(msg)
 	s.poke()
 	return nil
+}
+
+// QueueBytes is how many bytes of messages wait for the collector.
+func (s *Syslog) QueueBytes() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.queueBytes
+}
+
+// pop removes the queue's first message.
+func (s *Syslog) pop() {
+	s.queueBytes -= len(s.queue[0].b)
+	s.queue[0] = syslogMsg{} // no reference left for the collector
+	s.queue = s.queue[1:]
+	if len(s.queue) == 0 {
+		s.queue = nil // the array behind it goes too
+	}
 }
 
 func (s *Syslog) poke() {
@@ -214,16 +249,16 @@ func (s *Syslog) send() {
 			return
 		}
 		head := s.queue[0]
-		if head.notice {
+		if head.notice != nil {
 			n := s.loss.notice(time.Now())
 			if n == nil { // said already
-				s.queue = s.queue[1:]
+				s.pop()
 				s.noticeQueued = false
 				s.mu.Unlock()
 				continue
 			}
 			head.b, _ = s.message(n, n.Time)
-			head.rec = n
+			head.notice = n
 		}
 		s.mu.Unlock()
 
@@ -241,20 +276,18 @@ func (s *Syslog) send() {
 		s.mu.Lock()
 		switch {
 		case err == nil:
-			s.queue = s.queue[1:]
-			if n, ok := head.rec.(*events.OutputLost); ok && head.notice {
+			s.pop()
+			if head.notice != nil {
 				s.noticeQueued = false
-				s.loss.wrote(n)
-			} else {
-				s.loss.wrote(nil)
 			}
+			s.loss.wrote(head.notice)
 			backoff = 100 * time.Millisecond
-		case errors.Is(err, syscall.EMSGSIZE) && !head.notice:
+		case errors.Is(err, syscall.EMSGSIZE) && head.notice == nil:
 			// Too large for a datagram: retrying will not help.
-			s.queue = s.queue[1:]
-			s.loss.failed(head.rec, err, true)
+			s.pop()
+			s.loss.failedCarrying(head.failures, err, true)
 		default:
-			s.loss.failed(head.rec, err, false)
+			s.loss.failedCarrying(head.failures, err, false)
 		}
 		s.mu.Unlock()
 		if err != nil && !errors.Is(err, syscall.EMSGSIZE) {
@@ -281,11 +314,15 @@ func (s *Syslog) send() {
 	}
 }
 
+// dial connects to the collector. It runs in the sending goroutine, the
+// only one that changes s.network (under s.mu: Write reads it).
 func (s *Syslog) dial() (net.Conn, error) {
 	conn, err := net.DialTimeout(s.network, s.addr, 2*time.Second)
 	if err != nil && s.network == "unixgram" && errors.Is(err, syscall.EPROTOTYPE) {
+		s.mu.Lock()
 		s.network = "unix" // a stream socket at the path
-		conn, err = net.DialTimeout(s.network, s.addr, 2*time.Second)
+		s.mu.Unlock()
+		conn, err = net.DialTimeout("unix", s.addr, 2*time.Second)
 	}
 	return conn, err
 }

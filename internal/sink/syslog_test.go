@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -151,6 +153,7 @@ func TestSyslogCloseCollectorAway(t *testing.T) {
 // A stream socket at a unix:// path (syslog-ng's unix-stream) gets
 // octet-counted messages: here socat listens and hands on the bytes.
 func TestSyslogUnixStream(t *testing.T) {
+	testenv.RequireCommand(t, "socat is the stream collector", "socat")
 	sock := filepath.Join(t.TempDir(), "stream.sock")
 	var got testenv.SyncBuffer
 	socat := exec.Command("socat", "-u", "UNIX-LISTEN:"+sock, "STDOUT")
@@ -249,5 +252,96 @@ func TestSyslogLongCommandLine(t *testing.T) {
 		if p := l.Record["process"].(map[string]any); p["cmdline_truncated"] != true {
 			t.Errorf("%s: process %v does not say cmdline_truncated", l.Input, p["cmdline_truncated"])
 		}
+	}
+}
+
+// A TCP collector that accepts and never reads: the messages waiting for
+// it are bounded in bytes, whatever their number; the rest are counted.
+func TestSyslogQueueBytes(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		var held []net.Conn // accepted, never read
+		defer func() {
+			for _, c := range held {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c)
+		}
+	}()
+	var warn testenv.SyncBuffer
+	const limit = 256 << 10
+	s, err := DialSyslog(SyslogOptions{URL: "tcp://" + ln.Addr().String(), BufferBytes: limit, Warn: &warn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := failure(8080)
+	f.Process.Cmdline = []string{"x", strings.Repeat("A", 100<<10)}
+	const n = 400 // 40 MB: more than the kernel's socket buffers take
+	for range n {
+		if err := s.Write(f); err != nil {
+			t.Fatal(err)
+		}
+		if q := s.QueueBytes(); q > limit {
+			t.Fatalf("%d bytes queued, more than the %d allowed", q, limit)
+		}
+	}
+	st := s.Stats()
+	if st.Dropped == 0 || st.Dropped >= n {
+		t.Errorf("dropped %d of %d records, want some (what the collector's buffers and the queue could not take)", st.Dropped, n)
+	}
+	s.Close()
+	if w := warn.String(); !strings.Contains(w, "buffer full") || !strings.Contains(w, "does not read") {
+		t.Errorf("standard error does not say the buffer is full, with a hint: %q", w)
+	}
+}
+
+// Records written while the sender finds out that a unix:// path is a
+// stream socket (and switches to octet counting): run with -race, this
+// catches the sender changing the network Write reads without the lock.
+func TestSyslogUnixStreamWhileWriting(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "stream.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	got, connected := make(chan int, 1), make(chan struct{})
+	go func() {
+		c, err := ln.Accept()
+		close(connected)
+		if err != nil {
+			got <- -1
+			return
+		}
+		b, _ := io.ReadAll(c)
+		got <- bytes.Count(b, []byte(" bind_failure - {"))
+	}()
+	s, err := DialSyslog(SyslogOptions{URL: "unix://" + sock, Buffer: 1 << 20, BufferBytes: 1 << 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Writing until the sender has connected, and some more.
+	n := 0
+	for more := 100; more > 0; n++ {
+		s.Write(failure(1))
+		select {
+		case <-connected:
+			more--
+		default:
+		}
+	}
+	s.Close()
+	if m := <-got; m != n {
+		t.Errorf("the stream collector got %d of %d messages", m, n)
 	}
 }

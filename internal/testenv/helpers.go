@@ -369,6 +369,9 @@ func (h *HelperProc) Stop() {
 //	                                  with SO_REUSEADDR, retrying every EVERY_MS
 //	                                  until it can; hold the port HOLD_MS, exit
 func runJob(args []string) error {
+	if ok, err := runAttackJob(args); ok {
+		return err
+	}
 	wait := func() { io.Copy(io.Discard, os.Stdin) }
 	need := map[string]int{"serve": 5, "retry": 6, "named": 3, "bind": 4, "storm": 5, "keystorm": 6, "spread": 6, "markedfail": 3, "hold": 4, "inherit": 3, "keep": 1, "fdhog": 2, "trybind": 4, "connect": 3, "autobind": 1, "orphan": 4, "subreaper": 2, "execwhen": 2, "nonetadmin": 2}
 	if len(args) == 0 || len(args) < need[args[0]] || need[args[0]] == 0 {
@@ -706,11 +709,7 @@ func socketInode(fd int) uint64 {
 // openFDs opens n file descriptors — TCP and UDP sockets and pipes — for a
 // crowd of fds to measure against, raising RLIMIT_NOFILE as far as allowed.
 func openFDs(n int) error {
-	var lim unix.Rlimit
-	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err == nil && lim.Cur < uint64(n+64) {
-		lim.Cur = min(lim.Max, uint64(n+64))
-		unix.Setrlimit(unix.RLIMIT_NOFILE, &lim)
-	}
+	raiseNoFile(n + 64)
 	for opened := 0; opened < n; {
 		switch opened % 3 {
 		case 0:
@@ -732,6 +731,15 @@ func openFDs(n int) error {
 		}
 	}
 	return nil
+}
+
+// raiseNoFile raises RLIMIT_NOFILE to n fds, or as far as allowed.
+func raiseNoFile(n int) {
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err == nil && lim.Cur < uint64(n) {
+		lim.Cur = min(lim.Max, uint64(n))
+		unix.Setrlimit(unix.RLIMIT_NOFILE, &lim)
+	}
 }
 
 // exhaustAutobind shrinks this network namespace's ephemeral range to two

@@ -31,6 +31,7 @@ type Rsyslog struct {
 func StartRsyslog(t *testing.T) *Rsyslog {
 	t.Helper()
 	RequireRoot(t)
+	RequireCommand(t, "the syslog tests send to a real rsyslogd", "rsyslogd")
 	dir := t.TempDir()
 	udpPort, tcpPort := FreePort(t), FreePort(t)
 	r := &Rsyslog{dir: dir, Sock: filepath.Join(dir, "log.sock"), out: filepath.Join(dir, "messages"), UDPPort: udpPort, TCPPort: tcpPort}

@@ -38,7 +38,9 @@ const (
 // file-name order, so the minute starts early.
 func TestIncidentTimeWaitExpired(t *testing.T) {
 	port := testenv.FreePort(t)
-	s := startSession(t, onlyPort(port))
+	// One attempt, then nobody tries while the minute passes: a quiet gap
+	// longer than that keeps the incident open (10 s would abandon it).
+	s := startSessionQuiet(t, onlyPort(port), 3*time.Minute)
 	before := time.Now()
 	testenv.LeaveTimeWait(t, "127.0.0.1", port, false)
 	left := time.Now()

@@ -39,6 +39,10 @@ type incidents struct {
 	host    string
 	builder *incident.Builder
 	ports   map[incident.Key]*watchedPort
+	// queue holds the kernel's records read (next, readBatch) but not
+	// yet handed over: the session writes the failures that came before
+	// the first one first, and a recovery looks at the ones behind it.
+	queue []any
 }
 
 // watchedPort is one open incident's kernel and poll state.
@@ -54,14 +58,28 @@ type watchedPort struct {
 	timeWait bool
 	addr     string // the failure's address
 	lastPoll time.Time
+	// letGo are the pids that took the port and let go at once (PortFree):
+	// their socket's close is no holder's release.
+	letGo []int
 }
 
-func newIncidents(out Sink, t *tracer.Tracer, e *enricher, host string) *incidents {
-	return &incidents{out: out, tracer: t, enrich: e, host: host, builder: incident.NewLiveBuilder(), ports: map[incident.Key]*watchedPort{}}
+func newIncidents(out Sink, t *tracer.Tracer, e *enricher, host string, quiet time.Duration) *incidents {
+	b := incident.NewLiveBuilder()
+	if quiet > 0 {
+		b.Quiet = quiet
+	}
+	return &incidents{out: out, tracer: t, enrich: e, host: host, builder: b, ports: map[incident.Key]*watchedPort{}}
 }
 
-// Write passes a record on and accounts for it.
+// Write passes a record on and accounts for it. Before a failure, the
+// incidents nobody tries any more are abandoned: the failure may open
+// the port's next incident.
 func (in *incidents) Write(rec any) error {
+	if f, ok := rec.(*events.Failure); ok {
+		if err := in.expire(f.Time); err != nil {
+			return err
+		}
+	}
 	err := in.out.Write(rec)
 	in.builder.Add(rec)
 	if f, ok := rec.(*events.Failure); ok {
@@ -116,6 +134,9 @@ func (in *incidents) failed(f *events.Failure) {
 // incidentStep while an incident is open (its records and polls). A host
 // without incidents wakes no more often than before.
 func (in *incidents) deadline(next time.Time) time.Time {
+	if len(in.queue) > 0 {
+		return time.Now()
+	}
 	if len(in.ports) == 0 {
 		return next
 	}
@@ -136,27 +157,116 @@ func (in *incidents) kernelSees(h *events.Holder) bool {
 	return false
 }
 
+// maxIncidentBatch bounds the kernel records one step hands over: a
+// signal flood must not keep a step reading forever (the rest waits in
+// the ring for the next step).
+const maxIncidentBatch = 4096
+
 // step hands over what the kernel reported for open incidents and polls
 // what it cannot see. flushFolds writes the repeats still folded in the
-// kernel, so that a recovery's attempts count them.
-func (in *incidents) step(flushFolds func() error) error {
-	for {
-		rec, err := in.tracer.ReadIncident()
+// kernel, so that a recovery's attempts count them. The session's running
+// loop hands records over one by one instead (next, handleNext), in time
+// order with the failures; step serves the stop.
+func (in *incidents) step(flushFolds func(at time.Time) error) error {
+	for n := 0; n < maxIncidentBatch; n++ {
+		rec, _, err := in.next()
 		if err != nil {
 			return err
 		}
 		if rec == nil {
 			break
 		}
-		if err := in.kernelRecord(rec, flushFolds); err != nil {
+		if err := in.handleNext(flushFolds); err != nil {
 			return err
 		}
 	}
-	return in.poll(time.Now())
+	return in.idle(time.Now())
 }
 
-func (in *incidents) kernelRecord(rec any, flushFolds func() error) error {
+// idle does what does not wait for a kernel record: it abandons the
+// incidents nobody tries any more, and polls what the kernel cannot see.
+func (in *incidents) idle(now time.Time) error {
+	if err := in.expire(now); err != nil {
+		return err
+	}
+	return in.poll(now)
+}
+
+// next returns the kernel's next incident record and its time, without
+// handling it: the session first writes the failures that happened
+// before it (two ring buffers, one story in time order). It stays next
+// until handleNext; nil means there is none now.
+func (in *incidents) next() (any, time.Time, error) {
+	if len(in.queue) == 0 {
+		var err error
+		if in.queue, err = in.readBatch(in.queue); err != nil || len(in.queue) == 0 {
+			return nil, time.Time{}, err
+		}
+	}
+	return in.queue[0], kernelRecordTime(in.queue[0]), nil
+}
+
+// kernelRecordTime is when the kernel saw what rec reports.
+func kernelRecordTime(rec any) time.Time {
 	switch r := rec.(type) {
+	case *events.Released:
+		return r.Time
+	case *events.Signal:
+		return r.Time
+	case *events.Recovered:
+		return r.Time
+	}
+	return time.Time{}
+}
+
+// handleNext hands over the record next returned.
+func (in *incidents) handleNext(flushFolds func(at time.Time) error) error {
+	if len(in.queue) == 0 {
+		return nil
+	}
+	var err error
+	in.queue, err = in.kernelRecord(in.queue, 0, flushFolds)
+	if len(in.queue) > 0 {
+		in.queue[0] = nil // let it go
+		in.queue = in.queue[1:]
+	}
+	return err
+}
+
+// expire abandons the incidents nobody tries any more at now (the
+// builder's rule): an abandoned record each, and the kernel stops
+// watching their ports.
+func (in *incidents) expire(now time.Time) error {
+	for _, a := range in.builder.Expire(now, resolve.Running) {
+		k := in.key(a.Netns, a.Proto, a.Port)
+		if err := in.Write(a); err != nil {
+			return err
+		}
+		in.close(k)
+	}
+	return nil
+}
+
+// readBatch appends what the kernel has queued to batch, up to
+// maxIncidentBatch records.
+func (in *incidents) readBatch(batch []any) ([]any, error) {
+	for len(batch) < maxIncidentBatch {
+		rec, err := in.tracer.ReadIncident()
+		if err != nil {
+			return batch, err
+		}
+		if rec == nil {
+			break
+		}
+		batch = append(batch, rec)
+	}
+	return batch, nil
+}
+
+// kernelRecord hands over batch[i], and returns the batch (which may have
+// grown: a recovery looks again at what the kernel queued).
+func (in *incidents) kernelRecord(batch []any, i int, flushFolds func(at time.Time) error) ([]any, error) {
+	switch r := batch[i].(type) {
 	case *events.Released:
 		r.Host = in.host
 		if !in.builder.IsOpen(in.key(r.Netns, r.Proto, r.Port)) {
@@ -164,7 +274,10 @@ func (in *incidents) kernelRecord(rec any, flushFolds func() error) error {
 			// release of whoever took the port after the recovery, or of
 			// a holder after the trace ended its incident — not this
 			// incident's story.
-			return nil
+			return batch, nil
+		}
+		if w := in.ports[in.key(r.Netns, r.Proto, r.Port)]; w != nil && r.Holder != nil && slices.Contains(w.letGo, r.Holder.PID) {
+			return batch, nil // a check's own socket, said in its port_free record
 		}
 		if r.Closer != nil {
 			in.enrich.r.Describe(r.Closer)
@@ -178,33 +291,91 @@ func (in *incidents) kernelRecord(rec any, flushFolds func() error) error {
 	case *events.Signal:
 		r.Host = in.host
 		if !in.builder.IsOpen(in.key(r.Netns, r.Proto, r.Port)) {
-			return nil // likewise queued before the port was unwatched
+			return batch, nil // likewise queued before the port was unwatched
 		}
 		in.enrich.r.Describe(&r.Sender)
 		in.enrich.r.Describe(&r.Target)
 	case *events.Recovered:
 		r.Host = in.host
-		if err := flushFolds(); err != nil {
-			return err
+		if err := flushFolds(r.Time); err != nil {
+			return batch, err
 		}
 		k := in.key(r.Netns, r.Proto, r.Port)
 		if !in.builder.IsOpen(k) {
-			return nil // a second taker, after the recovery
+			return batch, nil // a second taker, after the recovery
 		}
-		attempts, pids := in.builder.Attempts(k)
-		r.Attempts = attempts
-		r.SameProcess = slices.Contains(pids, r.Process.PID)
-		r.OutageMS = r.Time.Sub(in.builder.Started(k)).Milliseconds()
 		in.enrich.r.Describe(&r.Process)
+		var free bool
+		if batch, free = in.letGo(k, r, batch, i); free {
+			if w := in.ports[k]; w != nil {
+				if len(w.letGo) == maxWatchedPIDs { // the oldest check is long closed
+					w.letGo = w.letGo[1:]
+				}
+				w.letGo = append(w.letGo, r.Process.PID)
+			}
+			return batch, in.Write(&events.PortFree{
+				Type: events.TypePortFree, Version: events.Version, Time: r.Time, Host: r.Host, Source: r.Source,
+				Syscall: r.Syscall, Proto: r.Proto, Netns: r.Netns, Addr: r.Addr, Port: r.Port, Process: r.Process,
+			})
+		}
+		r.Attempts, r.SameProcess = in.builder.Attempts(k, r.Process.PID)
+		r.Durations = in.builder.Durations(k, r.Time)
+		r.OutageMS = r.ContentionMS
 		if err := in.Write(r); err != nil {
-			return err
+			return batch, err
 		}
 		in.close(k)
-		return nil
+		return batch, nil
 	}
-	return in.Write(rec)
+	return batch, in.Write(batch[i])
 }
 
+// letGo tells whether the taker of a recovery let go of the port at once
+// — bindwatch's own checks (wait-free, free) bind and listen with a
+// marked socket and close it; so do other port probes — so that the
+// recovery is not theirs but that of whoever holds the port next. It is
+// so when nothing holds the port now, or when a later taker is queued
+// behind it (or arrives while it looks) and the taker has no socket on
+// the port. A daemon whose parent listened and exited (nginx, redis
+// --daemonize) holds the port through its child: nothing follows it, and
+// its recovery stands.
+func (in *incidents) letGo(k incident.Key, r *events.Recovered, batch []any, i int) ([]any, bool) {
+	w := in.ports[k]
+	if w == nil {
+		return batch, false
+	}
+	socks, err := in.enrich.r.Sockets(w.netns, w.key.Proto, w.key.Port)
+	if err != nil {
+		return batch, false // the namespace is gone: take the kernel's word
+	}
+	held := map[uint64]string{}
+	for inode, state := range socks.Inodes {
+		if w.key.Proto == "udp" || state == "LISTEN" {
+			held[inode] = state
+		}
+	}
+	if len(held) == 0 {
+		return batch, true
+	}
+	if resolve.Owns(r.Process, held) {
+		return batch, false
+	}
+	later := func() bool {
+		for _, rec := range batch[i+1:] {
+			if o, ok := rec.(*events.Recovered); ok && o.Netns == r.Netns && o.Proto == r.Proto && o.Port == r.Port {
+				return true
+			}
+		}
+		return false
+	}
+	if later() {
+		return batch, true
+	}
+	// The port is held, but not by the taker: a taker that listened
+	// after the batch was read may be what holds it.
+	batch, _ = in.readBatch(batch)
+	return batch, later()
+}
 func (in *incidents) key(netns uint32, proto string, port uint16) incident.Key {
 	return incident.Key{Host: in.host, Netns: netns, Proto: proto, Port: port}
 }

@@ -53,7 +53,7 @@ func (s *session) story(port int) story {
 			}
 		case *events.Released:
 			// Every release of the port: the recovering process's own
-			// (a retry helper holds the port 500 ms), queued in the
+			// (a retry helper holds the port 2 s), queued in the
 			// kernel before the recovery unwatches the port when a slow
 			// machine reads late, must not be written (the incident has
 			// ended), so the tests' "exactly one" holds.
@@ -150,7 +150,7 @@ helper() { BINDWATCH_TEST_HELPER="$1" exec "%[1]s" -test.run='^$'; }
 helper "serve tcp 127.0.0.1 %[2]d 300" > v1.out &
 v1=$!
 until [ -s v1.out ]; do sleep 0.01; done
-helper "retry tcp 127.0.0.1 %[2]d 100 500" > v2.out &
+helper "retry tcp 127.0.0.1 %[2]d 100 2000" > v2.out &
 v2=$!
 until [ -s v2.out ]; do sleep 0.01; done
 sleep 1
@@ -241,18 +241,18 @@ wait $v2
 }
 
 // A leftover child: v1 forks a child that inherits its listen socket, then
-// exits on SIGTERM. v2 fails against the child; nothing signals the child
+// is killed (SIGKILL): an instance that is gone, as the kernel saw it. v2 fails against the child; nothing signals the child
 // until the test kills it a second later; then v2 recovers. The child is
 // the holder, a leftover; the only signal recorded is the kill.
 func TestIncidentLeftoverChild(t *testing.T) {
 	port := testenv.FreePort(t)
 	s := startSession(t, onlyPort(port))
-	// v1 listens, starts a child that inherits the socket, and exits.
-	v1 := testenv.StartHelper(t, fmt.Sprintf("inherit 127.0.0.1 %d", port))
+	// v1 listens, starts a child that inherits the socket, and is killed.
+	v1 := testenv.StartHelper(t, fmt.Sprintf("inherit 127.0.0.1 %d killed", port))
 	child := v1.PID
 	t.Cleanup(func() { syscall.Kill(child, syscall.SIGKILL) })
 	waitExited(t, v1.Cmd.Process.Pid) // not Wait: that would close the child's stdin
-	v2 := testenv.StartHelper(t, fmt.Sprintf("retry tcp 127.0.0.1 %d 100 500", port))
+	v2 := testenv.StartHelper(t, fmt.Sprintf("retry tcp 127.0.0.1 %d 100 2000", port))
 	s.waitFailure(port)
 	time.Sleep(time.Second)
 	killedAt := time.Now()
@@ -302,7 +302,7 @@ func TestIncidentRecoveredByNewProcess(t *testing.T) {
 	v1.Cmd.Process.Signal(syscall.SIGTERM)
 	v1.Cmd.Wait()
 	// The supervisor starts a fresh one.
-	fresh := testenv.StartHelper(t, fmt.Sprintf("retry tcp 127.0.0.1 %d 100 500", port))
+	fresh := testenv.StartHelper(t, fmt.Sprintf("retry tcp 127.0.0.1 %d 100 2000", port))
 	st := s.waitRecovered(port, 5*time.Second)
 	if rec := st.recovered[0]; rec.Process.PID != fresh.PID || rec.SameProcess || rec.Attempts != 1 {
 		t.Errorf("recovered %+v: want the fresh instance (pid %d), not the same process, after 1 attempt", rec, fresh.PID)

@@ -74,11 +74,26 @@ func attachSession(t testing.TB, cfg tracer.Config) *session {
 
 func attachSessionTick(t testing.TB, cfg tracer.Config, tick time.Duration) *session {
 	t.Helper()
+	return attachSessionOpts(t, Options{Tracer: cfg, Tick: tick})
+}
+
+// startSessionQuiet is startSession with an incident quiet gap of quiet.
+func startSessionQuiet(t testing.TB, cfg tracer.Config, quiet time.Duration) *session {
+	t.Helper()
+	s := attachSessionOpts(t, Options{Tracer: cfg, Tick: 100 * time.Millisecond, IncidentQuiet: quiet})
+	s.run()
+	return s
+}
+
+// attachSessionOpts attaches bindwatch with opts, writing JSON into memory.
+func attachSessionOpts(t testing.TB, opts Options) *session {
+	t.Helper()
 	testenv.RequireRoot(t)
-	cfg.Backend = testenv.Backend()
+	opts.Tracer.Backend = testenv.Backend()
 	out := &lines{}
 	w, _ := events.NewWriter(out, events.FormatJSON)
-	s, err := Start(Options{Tracer: cfg, Out: w, Tick: tick})
+	opts.Out = w
+	s, err := Start(opts)
 	if err != nil {
 		t.Fatalf("start bindwatch: %v", err)
 	}

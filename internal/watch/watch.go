@@ -55,6 +55,9 @@ type Options struct {
 	// Redact removes secrets from every process reported; nil is the
 	// default rules.
 	Redact *redact.Rules
+	// IncidentQuiet is how long after its last attempt an incident nobody
+	// tries any more is abandoned; 0 means incident.DefaultQuiet.
+	IncidentQuiet time.Duration
 	// Job is the command whose process tree is traced (bindwatch run:
 	// Tracer.PIDs is bindwatch itself, with FollowChildren). A holder in
 	// that tree is named as started by the same command.
@@ -76,6 +79,13 @@ type Session struct {
 	lost       uint64 // failures in lost records written
 	// incidents sees every record on its way out (it wraps opts.Out).
 	incidents *incidents
+	// pending is a failure read from the ring buffer (into pendingBuf)
+	// and not yet reported: an incident record before it goes first.
+	pending    *tracer.Record
+	pendingBuf tracer.Record
+	// caughtUp: the last catchUp emptied both ring buffers, so Run may
+	// wait for the kernel.
+	caughtUp bool
 }
 
 // Start attaches the tracer and writes the start record: from its return
@@ -100,8 +110,8 @@ func Start(opts Options) (*Session, error) {
 		self := os.Getpid()
 		enrich.r.SetJob(&diagnose.Job{Command: opts.Job, Contains: func(pid int) bool { return pid != self && t.Traced(pid) }})
 	}
-	s := &Session{opts: opts, tracer: t, enrich: enrich, host: host, started: time.Now()}
-	s.incidents = newIncidents(opts.Out, t, enrich, host)
+	s := &Session{opts: opts, tracer: t, enrich: enrich, host: host, started: time.Now(), caughtUp: true}
+	s.incidents = newIncidents(opts.Out, t, enrich, host, opts.IncidentQuiet)
 	s.opts.Out = s.incidents
 	if s.opts.Tick == 0 {
 		s.opts.Tick = max(opts.Tracer.Fold, time.Second)
@@ -109,7 +119,7 @@ func Start(opts Options) (*Session, error) {
 	start := &events.Start{
 		Type: events.TypeStart, Version: events.Version, Time: s.started, Host: host,
 		Kernel: kernelRelease(), Backend: t.Backend(), Skipped: t.Skipped(),
-		PID: os.Getpid(), FoldMS: opts.Tracer.Fold.Milliseconds(),
+		PID: os.Getpid(), FoldMS: opts.Tracer.Fold.Milliseconds(), IncidentQuietMS: s.incidents.builder.Quiet.Milliseconds(),
 	}
 	if len(start.Skipped) == 0 {
 		start.Skipped = nil
@@ -141,19 +151,23 @@ func (s *Session) Run(ctx context.Context) error {
 	// A Read waiting for the kernel returns at once when ctx ends.
 	unblock := context.AfterFunc(ctx, func() { s.tracer.Flush() })
 	defer unblock()
-	var rec tracer.Record
 	next := time.Now().Add(s.opts.Tick)
 	for ctx.Err() == nil {
-		s.tracer.SetDeadline(s.incidents.deadline(next))
-		err := s.tracer.Read(&rec)
-		switch {
-		case err == nil:
-			if err := s.report(&rec); err != nil {
-				return err
+		if s.caughtUp && s.pending == nil {
+			// Wait for the kernel.
+			s.tracer.SetDeadline(s.incidents.deadline(next))
+			err := s.tracer.Read(&s.pendingBuf)
+			switch {
+			case err == nil:
+				s.pending = &s.pendingBuf
+			case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, tracer.ErrFlushed):
+			default:
+				return fmt.Errorf("read ring buffer: %w", err)
 			}
-		case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, tracer.ErrFlushed):
-		default:
-			return fmt.Errorf("read ring buffer: %w", err)
+		}
+		var err error
+		if s.caughtUp, err = s.catchUp(catchUpBatch); err != nil {
+			return err
 		}
 		if time.Now().After(next) {
 			if err := s.tick(); err != nil {
@@ -161,11 +175,77 @@ func (s *Session) Run(ctx context.Context) error {
 			}
 			next = time.Now().Add(s.opts.Tick)
 		}
-		if err := s.incidents.step(s.flushFolds); err != nil {
+		// The kernel's incident records were written by catchUp, in
+		// order with the failures; what only a poll sees, and incidents
+		// nobody tries any more, are looked at now.
+		if err := s.incidents.idle(time.Now()); err != nil {
 			return err
 		}
 	}
 	return s.stop()
+}
+
+// catchUpBatch is how many records catchUp writes before the session
+// looks at its clock (the tick, a stop) again.
+const catchUpBatch = 256
+
+// catchUp writes what the two ring buffers hold now — failures, and the
+// kernel's incident records — merged in time order, so that a recovery is
+// never written before the failure that came before it (nor does that
+// failure then open a second incident), up to n records. It says whether
+// both are empty. A failure read but later than the next incident record
+// waits in s.pending.
+func (s *Session) catchUp(n int) (bool, error) {
+	for ; n > 0; n-- {
+		if s.pending == nil {
+			ok, err := s.readNow()
+			if err != nil {
+				return false, err
+			}
+			if ok {
+				s.pending = &s.pendingBuf
+			}
+		}
+		rec, at, err := s.incidents.next()
+		if err != nil {
+			return false, err
+		}
+		switch {
+		case s.pending == nil && rec == nil:
+			return true, nil
+		case rec == nil || (s.pending != nil && !s.pending.Failure.Time.After(at)):
+			f := s.pending
+			s.pending = nil
+			if err := s.report(f); err != nil {
+				return false, err
+			}
+		default:
+			if err := s.incidents.handleNext(s.flushFolds); err != nil {
+				return false, err
+			}
+		}
+	}
+	return false, nil
+}
+
+// readNow reads a failure into s.pendingBuf if one is queued, without
+// waiting.
+func (s *Session) readNow() (bool, error) {
+	s.tracer.SetDeadline(time.Now())
+	for range 2 { // a Flush (Run's wake-up) is not the end of the queue
+		err := s.tracer.Read(&s.pendingBuf)
+		switch {
+		case err == nil:
+			return true, nil
+		case errors.Is(err, tracer.ErrFlushed):
+			continue
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			return false, nil
+		default:
+			return false, fmt.Errorf("read ring buffer: %w", err)
+		}
+	}
+	return false, nil
 }
 
 // report writes one failure.
@@ -186,7 +266,7 @@ func (s *Session) tick() error {
 	// An error leaves the generation unharvested: the next tick tries it
 	// again, and the stop record still counts every failure.
 	folds, _ := s.tracer.HarvestFolds()
-	if err := s.writeRepeats(folds); err != nil {
+	if err := s.writeRepeats(folds, time.Time{}); err != nil {
 		return err
 	}
 	return s.writeLost()
@@ -195,22 +275,52 @@ func (s *Session) tick() error {
 // flushFolds reports every failure folded so far, so that a recovery's
 // attempts count them: it harvests the resting generation of the fold
 // table, flips, and harvests the other (HarvestFolds waits until the
-// programs have certainly moved on).
-func (s *Session) flushFolds() error {
+// programs have certainly moved on). The repeats records carry the time
+// of the recovery at (their failures came before it, and are written
+// before it); a zero at is now.
+func (s *Session) flushFolds(at time.Time) error {
+	var all []events.Repeats
 	for range 2 {
 		folds, _ := s.tracer.HarvestFolds()
-		if err := s.writeRepeats(folds); err != nil {
-			return err
-		}
+		all = mergeRepeats(all, folds)
 	}
-	return nil
+	return s.writeRepeats(all, at)
 }
 
-func (s *Session) writeRepeats(folds []events.Repeats) error {
+// mergeRepeats adds folds to into, summing those that make the same
+// record: one process's failures are one repeats record per harvest, not
+// one per fold table generation.
+func mergeRepeats(into, folds []events.Repeats) []events.Repeats {
+	type key struct {
+		pid                         int
+		comm, syscall, errno, proto string
+		port                        uint16
+	}
+	at := make(map[key]int, len(into))
+	for i, r := range into {
+		at[key{r.PID, r.Comm, r.Syscall, r.Errno, r.Proto, r.Port}] = i
+	}
+	for _, r := range folds {
+		k := key{r.PID, r.Comm, r.Syscall, r.Errno, r.Proto, r.Port}
+		if i, ok := at[k]; ok {
+			into[i].Count += r.Count
+			continue
+		}
+		at[k] = len(into)
+		into = append(into, r)
+	}
+	return into
+}
+
+// writeRepeats writes folds, stamped at (or now, if at is zero or later).
+func (s *Session) writeRepeats(folds []events.Repeats, at time.Time) error {
 	now := time.Now()
+	if at.IsZero() || at.After(now) {
+		at = now
+	}
 	for i := range folds {
 		r := &folds[i]
-		r.Time, r.Host = now, s.host
+		r.Time, r.Host = at, s.host
 		s.folded += r.Count
 		if err := s.opts.Out.Write(r); err != nil {
 			return err
@@ -248,8 +358,6 @@ func (s *Session) stop() error {
 			s.opts.Stopping(queued)
 		}
 	}
-	var rec tracer.Record
-	s.tracer.SetDeadline(time.Now()) // read what is queued, wait for nothing
 drain:
 	for {
 		select {
@@ -259,34 +367,35 @@ drain:
 			break drain
 		default:
 		}
-		err := s.tracer.Read(&rec)
-		if errors.Is(err, tracer.ErrFlushed) {
-			continue // Run's wake-up, not the end of the queue
-		}
+		done, err := s.catchUp(16)
 		if err != nil {
-			break
-		}
-		if err := s.report(&rec); err != nil {
 			return err
+		}
+		if done {
+			break
 		}
 	}
 	// A fold table or counter that cannot be read leaves its counts out of
 	// the stop record (which then does not add up), never the record itself.
 	folds, harvestErr := s.tracer.HarvestAllFolds()
-	if err := s.writeRepeats(folds); err != nil {
+	if err := s.writeRepeats(folds, time.Time{}); err != nil {
 		return err
 	}
 	// The programs are detached: what they reported is in the ring.
-	if err := s.incidents.step(func() error { return nil }); err != nil {
+	if err := s.incidents.step(func(time.Time) error { return nil }); err != nil {
 		return err
 	}
 	lostErr := s.writeLost()
 	st, statsErr := s.tracer.Stats()
+	unread := s.tracer.Unread()
+	if s.pending != nil { // read, but the stop's time was up
+		unread++
+	}
 	now := time.Now()
 	err := s.opts.Out.Write(&events.Stop{
 		Type: events.TypeStop, Version: events.Version, Time: now, Host: s.host,
 		Failures: st.Failures, Reported: s.reported, Folded: s.folded, Lost: s.lost,
-		Unread: s.tracer.Unread(), Unfolded: st.FoldFull, Unresolved: s.unresolved, Unfollowed: st.Unfollowed,
+		Unread: unread, Unfolded: st.FoldFull, Unresolved: s.unresolved, Unfollowed: st.Unfollowed,
 		DurationMS: now.Sub(s.started).Milliseconds(),
 	})
 	return errors.Join(err, harvestErr, lostErr, statsErr)

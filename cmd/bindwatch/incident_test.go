@@ -1,0 +1,454 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/bindwatch/bindwatch/internal/events"
+	"github.com/bindwatch/bindwatch/internal/incident"
+	"github.com/bindwatch/bindwatch/internal/sink"
+	"github.com/bindwatch/bindwatch/internal/testenv"
+)
+
+// typed decodes an --output file's records the way report does.
+func typed(t *testing.T, path string) []any {
+	t.Helper()
+	var out []any
+	for _, m := range records(t, path) {
+		b, _ := json.Marshal(m)
+		if rec, _ := incident.Decode(b); rec != nil {
+			out = append(out, rec)
+		}
+	}
+	return out
+}
+
+// ofType keeps the records of type T on port.
+func ofType[T any](recs []any, port int) []*T {
+	var out []*T
+	for _, r := range recs {
+		if v, ok := r.(*T); ok && recordPort(r) == port {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+func recordPort(r any) int {
+	switch v := r.(type) {
+	case *events.Failure:
+		return int(v.Port)
+	case *events.Repeats:
+		return int(v.Port)
+	case *events.Signal:
+		return int(v.Port)
+	case *events.Released:
+		return int(v.Port)
+	case *events.Recovered:
+		return int(v.Port)
+	case *events.PortFree:
+		return int(v.Port)
+	case *events.Abandoned:
+		return int(v.Port)
+	}
+	return -1
+}
+
+// waitRecords waits (up to 20 s) until the --output file's records
+// satisfy done, and returns them.
+func waitRecords(t *testing.T, path, what string, done func([]any) bool) []any {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		recs := typed(t, path)
+		if done(recs) {
+			return recs
+		}
+		if time.Now().After(deadline) {
+			b, _ := os.ReadFile(path)
+			t.Fatalf("no %s within 20s; output:\n%s", what, b)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// checkECS checks the ECS form of records against ECS 9.4.0.
+func checkECS(t *testing.T, what string, recs []any) {
+	t.Helper()
+	s := loadECSSchema(t)
+	var out strings.Builder
+	for _, r := range recs {
+		b, err := sink.ECS(r)
+		if err != nil {
+			t.Fatalf("%s: ECS form of %T: %v", what, r, err)
+		}
+		out.Write(b)
+		out.WriteByte('\n')
+	}
+	ecsDocs(t, s, what, out.String())
+}
+
+// checkReportForms checks report's JSON (against docs/schema.json) and
+// ECS forms (against ECS) of a log's incidents.
+func checkReportForms(t *testing.T, log string) {
+	t.Helper()
+	res := bindwatch(t, "report", "--format", "json", log)
+	var lines [][]byte
+	for l := range strings.Lines(res.stdout) {
+		lines = append(lines, []byte(strings.TrimSuffix(l, "\n")))
+	}
+	if seen := schemaLines(t, lines); seen["incident"] == 0 {
+		t.Errorf("report --format json: no incident: %s", res)
+	}
+	ecs := bindwatch(t, "report", "--format", "ecs", log)
+	if docs := ecsDocs(t, loadECSSchema(t), "report", ecs.stdout); len(docs["incident"]) == 0 {
+		t.Errorf("report --format ecs: no incident document: %s", ecs)
+	}
+}
+
+// reportJSON runs bindwatch report --format json on a log and returns its
+// incidents.
+func reportJSON(t *testing.T, args ...string) []events.Incident {
+	t.Helper()
+	res := bindwatch(t, append([]string{"report", "--format", "json"}, args...)...)
+	if res.code != 0 {
+		t.Fatalf("report: %s", res)
+	}
+	var out []events.Incident
+	for _, l := range strings.Split(strings.TrimSpace(res.stdout), "\n") {
+		if !strings.Contains(l, `"type":"incident"`) {
+			continue
+		}
+		var in events.Incident
+		if err := json.Unmarshal([]byte(l), &in); err != nil {
+			t.Fatalf("report line is not an incident: %v: %s", err, l)
+		}
+		out = append(out, in)
+	}
+	return out
+}
+
+// bindwatch's own checks — free --kill waiting for the port, wait-free
+// before a deploy starts the successor — bind and listen on the port
+// for an instant: the port was free, and they say so, but they are not
+// the recovery, nor a holder. The recovery is the successor's, even when
+// wait-free's check and the successor's listen() are a few microseconds
+// apart (wait-free && exec successor).
+func TestIncidentProbesAreNotTheRecovery(t *testing.T) {
+	port := testenv.FreePort(t)
+	p := strconv.Itoa(port)
+	out := filepath.Join(t.TempDir(), "bw.jsonl")
+	tr := startTracing(t, "--port", p, "--fold", "0", "--format", "json", "--output", out)
+	old := startHelper(t, fmt.Sprintf("serve tcp 127.0.0.1 %d 0", port))
+	// This test process fails, and stays: nobody gives up.
+	testenv.FailBind(t, "tcp", "127.0.0.1", port, testenv.Opts{}, syscall.EADDRINUSE)
+	waitRecords(t, out, "failure", func(recs []any) bool { return len(ofType[events.Failure](recs, port)) > 0 })
+
+	if res := bindwatch(t, "free", p+"/tcp", "--kill", "--format", "json"); res.code != 0 {
+		t.Fatalf("free --kill: %s", res)
+	}
+	old.wait(t, 5*time.Second)
+	// The deploy: check the port, then exec the new server at once.
+	succ := testenv.Helper(fmt.Sprintf("serve tcp 127.0.0.1 %d 0", port))
+	succ.Args = []string{"sh", "-c", fmt.Sprintf(`"%s" wait-free %d/tcp --timeout 10s >/dev/null && exec "%s" -test.run='^$'`, bindwatchBin, port, os.Args[0])}
+	succ.Path = "/bin/sh"
+	successor := startHolder(t, succ)
+	waitRecords(t, out, "recovered", func(recs []any) bool { return len(ofType[events.Recovered](recs, port)) > 0 })
+	time.Sleep(300 * time.Millisecond) // anything the tracer would write after the recovery
+	tr.stop(t)
+	recs := typed(t, out)
+	if seen := schemaLines(t, readLines(out)); seen["port_free"] == 0 {
+		t.Errorf("record types %v: no port_free", seen)
+	}
+	checkECS(t, "trace", recs)
+
+	frees := ofType[events.PortFree](recs, port)
+	if len(frees) < 2 {
+		t.Errorf("port_free records %+v: want free's and wait-free's checks (2 or more)", frees)
+	}
+	checkers := map[int]bool{}
+	for _, f := range frees {
+		checkers[f.Process.PID] = true
+		if f.Process.Comm != "bindwatch" || f.Syscall != "listen" {
+			t.Errorf("port_free %+v: want a listen() by bindwatch", f)
+		}
+	}
+	recovered := ofType[events.Recovered](recs, port)
+	if len(recovered) != 1 || recovered[0].Process.PID != successor.pid() || recovered[0].SameProcess {
+		t.Fatalf("recovered %+v: want one, the successor's (pid %d), a new process", recovered, successor.pid())
+	}
+	for _, r := range ofType[events.Released](recs, port) {
+		if r.Holder == nil || r.Holder.PID != old.pid() {
+			t.Errorf("released %+v: want only the old server's (pid %d), never a check's socket", r, old.pid())
+		}
+	}
+
+	// The report tells the same: a note where the port was seen free,
+	// the successor's recovery, no lane for a check.
+	ins := reportJSON(t, out)
+	checkReportForms(t, out)
+	if len(ins) != 1 || ins[0].Recovered == nil || ins[0].Recovered.Process.PID != successor.pid() {
+		t.Fatalf("report: incidents %+v: want one, recovered by the successor (pid %d)", ins, successor.pid())
+	}
+	notes := 0
+	for _, e := range ins[0].Timeline {
+		if e.Kind == events.MarkPortFree {
+			notes++
+		}
+	}
+	if notes != len(frees) {
+		t.Errorf("report timeline has %d port_free notes, want %d", notes, len(frees))
+	}
+	text := bindwatch(t, "report", "--format", "text", out)
+	if !strings.Contains(text.stdout, "port free: listen by pid") {
+		t.Errorf("text report lacks the port-free note:\n%s", text.stdout)
+	}
+	page := filepath.Join(t.TempDir(), "r.html")
+	if res := bindwatch(t, "report", "--html", page, "--format", "json", out); res.code != 0 {
+		t.Fatalf("report --html: %s", res)
+	}
+	html, _ := os.ReadFile(page)
+	for pid := range checkers {
+		if strings.Contains(string(html), fmt.Sprintf("new: %d ", pid)) || strings.Contains(string(html), fmt.Sprintf("holder: %d ", pid)) {
+			t.Errorf("the page has a lane for bindwatch's check (pid %d)", pid)
+		}
+	}
+	if !strings.Contains(string(html), fmt.Sprintf("new: %d ", successor.pid())) {
+		t.Errorf("the page has no lane for the successor (pid %d)", successor.pid())
+	}
+}
+
+// An incident ends when nobody tries any more. Two attempts further apart
+// than the quiet gap (--incident-quiet, scaled down from 10 s) are two
+// incidents, the first abandoned; a failing process that exits while the
+// holder lives abandons its incident once the exit grace has passed, long
+// before the quiet gap, and the port is no longer watched: a signal to
+// its holder afterwards is no incident's.
+func TestIncidentAbandoned(t *testing.T) {
+	t.Run("quiet", func(t *testing.T) {
+		port := testenv.FreePort(t)
+		out := filepath.Join(t.TempDir(), "bw.jsonl")
+		tr := startTracing(t, "--port", strconv.Itoa(port), "--fold", "0", "--incident-quiet", "1s", "--format", "json", "--output", out)
+		testenv.Hold(t, "tcp", "127.0.0.1", port, testenv.Opts{})
+		// This test process fails, and lives on: only the gap ends it.
+		testenv.FailBind(t, "tcp", "127.0.0.1", port, testenv.Opts{}, syscall.EADDRINUSE)
+		recs := waitRecords(t, out, "abandoned", func(recs []any) bool { return len(ofType[events.Abandoned](recs, port)) > 0 })
+		first := ofType[events.Failure](recs, port)[0]
+		a := ofType[events.Abandoned](recs, port)[0]
+		if a.Reason != events.AbandonedQuiet || !a.Start.Equal(first.Time) || a.Attempts != 1 || a.QuietMS != 1000 {
+			t.Errorf("abandoned %+v: want the first incident's (start %s), quiet for 1s, after 1 attempt", a, first.Time)
+		}
+		if gap := a.Time.Sub(first.Time); gap < time.Second || gap > 10*time.Second {
+			t.Errorf("abandoned %s after the last attempt, want just over the 1s gap", gap)
+		}
+		testenv.FailBind(t, "tcp", "127.0.0.1", port, testenv.Opts{}, syscall.EADDRINUSE)
+		waitRecords(t, out, "second failure", func(recs []any) bool { return len(ofType[events.Failure](recs, port)) == 2 })
+		tr.stop(t)
+		if seen := schemaLines(t, readLines(out)); seen["abandoned"] != 1 || seen["start"] != 1 {
+			t.Errorf("record types %v: want one abandoned", seen)
+		}
+		checkECS(t, "trace", typed(t, out))
+		checkReportForms(t, out)
+		ins := reportJSON(t, out)
+		if len(ins) != 2 || ins[0].State != events.IncidentAbandoned || ins[0].AbandonedReason != events.AbandonedQuiet || ins[0].Attempts != 1 ||
+			ins[1].State != events.IncidentOpen || ins[1].Attempts != 1 {
+			t.Fatalf("report: %+v: want two incidents of one attempt each, the first abandoned (quiet), the second open at the trace's end", ins)
+		}
+		text := bindwatch(t, "report", "--format", "text", out).stdout
+		if !strings.Contains(text, "abandoned, not recovered: nobody tried any more") || !strings.Contains(text, "abandoned: nobody tried for 1s") {
+			t.Errorf("text report does not say the first was abandoned:\n%s", text)
+		}
+	})
+	t.Run("exited", func(t *testing.T) {
+		port := testenv.FreePort(t)
+		out := filepath.Join(t.TempDir(), "bw.jsonl")
+		tr := startTracing(t, "--port", strconv.Itoa(port), "--fold", "0", "--incident-quiet", "60s", "--format", "json", "--output", out)
+		holder := testenv.StartHelper(t, fmt.Sprintf("serve tcp 127.0.0.1 %d 0", port))
+		failing := testenv.Helper(fmt.Sprintf("bind tcp 127.0.0.1 %d", port))
+		if err := failing.Run(); err == nil {
+			t.Fatal("the failing process bound the port")
+		}
+		exited := time.Now()
+		recs := waitRecords(t, out, "abandoned", func(recs []any) bool { return len(ofType[events.Abandoned](recs, port)) > 0 })
+		a := ofType[events.Abandoned](recs, port)[0]
+		if a.Reason != events.AbandonedExited || a.Attempts != 1 {
+			t.Errorf("abandoned %+v: want every failing process exited, after 1 attempt", a)
+		}
+		if d := a.Time.Sub(exited); d < time.Second || d > 15*time.Second {
+			t.Errorf("abandoned %s after the failing process exited; want after the 2s grace, long before the 60s gap", d)
+		}
+		// The port is no longer watched: the holder's end is no one's story.
+		holder.Cmd.Process.Signal(syscall.SIGTERM)
+		holder.Cmd.Wait()
+		time.Sleep(500 * time.Millisecond)
+		tr.stop(t)
+		recs = typed(t, out)
+		if n := len(ofType[events.Signal](recs, port)) + len(ofType[events.Released](recs, port)); n != 0 {
+			t.Errorf("%d signal or released records after the incident was abandoned", n)
+		}
+		schemaLines(t, readLines(out))
+		ins := reportJSON(t, out)
+		if len(ins) != 1 || ins[0].State != events.IncidentAbandoned || ins[0].AbandonedReason != events.AbandonedExited {
+			t.Fatalf("report: %+v: want one incident, abandoned (its failing process exited)", ins)
+		}
+	})
+}
+
+// readyPID waits for a helper's "ready PID ..." line in a file.
+func readyPID(t *testing.T, path string) int {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if b, err := os.ReadFile(path); err == nil {
+			if f := strings.Fields(string(b)); len(f) >= 2 && f[0] == "ready" {
+				if pid, err := strconv.Atoi(f[1]); err == nil {
+					return pid
+				}
+			}
+		}
+	}
+	t.Fatalf("%s has no ready line", path)
+	return 0
+}
+
+// A rolling restart as deploy scripts do it: v1 serves; v2 starts and
+// retries bind() every 100 ms; the script SIGTERMs v1, which drains for
+// 0.6 s before it exits. The three figures tell it apart: drain_ms is
+// v1's drain, unserved_ms (the outage: nothing listened) is the gap
+// between v1's exit and v2's next retry, far less than contention_ms
+// (v2's first failure to its recovery). Text and HTML say "outage" for
+// unserved_ms only; JSON keeps outage_ms as contention_ms.
+func TestIncidentRollingRestartDurations(t *testing.T) {
+	port := testenv.FreePort(t)
+	out := filepath.Join(t.TempDir(), "bw.jsonl")
+	tr := startTracing(t, "--port", strconv.Itoa(port), "--fold", "1s", "--format", "json", "--output", out)
+	dir := t.TempDir()
+	script := filepath.Join(dir, "deploy.sh")
+	os.WriteFile(script, []byte(fmt.Sprintf(`
+helper() { BINDWATCH_TEST_HELPER="$1" exec "%[1]s" -test.run='^$'; }
+helper "serve tcp 127.0.0.1 %[2]d 600" > v1.out &
+v1=$!
+until [ -s v1.out ]; do sleep 0.01; done
+helper "retry tcp 127.0.0.1 %[2]d 100 2000" > v2.out &
+v2=$!
+until [ -s v2.out ]; do sleep 0.01; done
+sleep 0.5
+kill -TERM $v1
+wait $v2
+`, os.Args[0], port)), 0o755)
+	deploy := exec.Command("sh", script)
+	deploy.Dir = dir
+	if b, err := deploy.CombinedOutput(); err != nil {
+		t.Fatalf("deploy script: %v\n%s", err, b)
+	}
+	v1, v2 := readyPID(t, filepath.Join(dir, "v1.out")), readyPID(t, filepath.Join(dir, "v2.out"))
+	waitRecords(t, out, "recovered", func(recs []any) bool { return len(ofType[events.Recovered](recs, port)) > 0 })
+	tr.stop(t)
+	recs := typed(t, out)
+	schemaLines(t, readLines(out))
+	checkECS(t, "trace", recs)
+
+	signals, released := ofType[events.Signal](recs, port), ofType[events.Released](recs, port)
+	if len(signals) != 1 || signals[0].Target.PID != v1 || len(released) != 1 || released[0].Holder == nil || released[0].Holder.PID != v1 {
+		t.Fatalf("signals %+v, released %+v: want the script's SIGTERM to v1 (pid %d) and v1's release", signals, released, v1)
+	}
+	rec := ofType[events.Recovered](recs, port)[0]
+	if rec.Process.PID != v2 || !rec.SameProcess {
+		t.Errorf("recovered %+v: want v2 (pid %d), retrying", rec, v2)
+	}
+	if rec.DrainMS == nil || rec.UnservedMS == nil {
+		t.Fatalf("recovered %+v: want drain_ms and unserved_ms", rec)
+	}
+	drain, unserved := *rec.DrainMS, *rec.UnservedMS
+	t.Logf("contention %d ms, unserved %d ms, drain %d ms", rec.ContentionMS, unserved, drain)
+	if want := released[0].Time.Sub(signals[0].Time).Milliseconds(); drain != want {
+		t.Errorf("drain_ms %d, but v1 was released %d ms after the SIGTERM", drain, want)
+	}
+	// v1 sleeps 600 ms after the SIGTERM; exiting takes a little more.
+	if drain < 600 || drain > 2000 {
+		t.Errorf("drain_ms %d, want v1's 600 ms drain", drain)
+	}
+	// v2 retries every 100 ms (and a busy machine runs it late).
+	if unserved < 0 || unserved > 1000 || unserved >= rec.ContentionMS {
+		t.Errorf("unserved_ms %d, want a retry's gap, below contention_ms %d", unserved, rec.ContentionMS)
+	}
+	if first := ofType[events.Failure](recs, port)[0]; rec.ContentionMS != rec.Time.Sub(first.Time).Milliseconds() || rec.OutageMS != rec.ContentionMS {
+		t.Errorf("contention_ms %d, outage_ms %d: want both the first failure to the recovery (%s)", rec.ContentionMS, rec.OutageMS, rec.Time.Sub(first.Time))
+	}
+	if rec.ContentionMS < 1000 {
+		t.Errorf("contention_ms %d: v2 tried for 0.5 s and v1's 0.6 s drain at least", rec.ContentionMS)
+	}
+
+	checkReportForms(t, out)
+	ins := reportJSON(t, out)
+	if len(ins) != 1 {
+		t.Fatalf("report: %d incidents, want 1", len(ins))
+	}
+	in := ins[0]
+	if in.ContentionMS != rec.ContentionMS || in.OutageMS != rec.ContentionMS || in.UnservedMS == nil || *in.UnservedMS != unserved ||
+		in.DrainMS == nil || *in.DrainMS != drain {
+		t.Errorf("report's incident: contention %d, outage_ms %d, unserved %v, drain %v; want %d, %d, %d, %d", in.ContentionMS, in.OutageMS, in.UnservedMS, in.DrainMS,
+			rec.ContentionMS, rec.ContentionMS, unserved, drain)
+	}
+	text := bindwatch(t, "report", "--format", "text", out).stdout
+	for _, want := range []string{
+		"recovered: contention " + events.Millis(rec.ContentionMS) + ", outage " + events.Millis(unserved) + " (nothing listened), drain " + events.Millis(drain),
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("text report lacks %q:\n%s", want, text)
+		}
+	}
+	if strings.Contains(text, "outage "+events.Millis(rec.ContentionMS)) {
+		t.Errorf("text report calls the contention an outage:\n%s", text)
+	}
+	page := filepath.Join(t.TempDir(), "r.html")
+	if res := bindwatch(t, "report", "--html", page, "--format", "json", out); res.code != 0 {
+		t.Fatalf("report --html: %s", res)
+	}
+	html, _ := os.ReadFile(page)
+	if !strings.Contains(string(html), ">outage "+events.Millis(unserved)+"<") || strings.Contains(string(html), "outage "+events.Millis(rec.ContentionMS)) {
+		t.Errorf("the page's kernel lane does not call the unserved gap (only) the outage")
+	}
+}
+
+// A postmortem does not tell its reader to kill a holder that is gone:
+// the failure's hint said "kill PID" while the holder held the port; the
+// report of the recovered incident gives the rest of it as advice for
+// next time, in text and in HTML.
+func TestReportAdviceAfterRecovery(t *testing.T) {
+	port := testenv.FreePort(t)
+	out := filepath.Join(t.TempDir(), "bw.jsonl")
+	tr := startTracing(t, "--port", strconv.Itoa(port), "--fold", "0", "--format", "json", "--output", out)
+	holder := startPython(t, holdTCP, strconv.Itoa(port))
+	testenv.FailBind(t, "tcp", "127.0.0.1", port, testenv.Opts{}, syscall.EADDRINUSE)
+	recs := waitRecords(t, out, "failure", func(recs []any) bool { return len(ofType[events.Failure](recs, port)) > 0 })
+	kill := fmt.Sprintf("kill %d", holder.pid())
+	if hint := ofType[events.Failure](recs, port)[0].Hint; !strings.Contains(hint, kill) {
+		t.Fatalf("the failure's hint %q does not say %q: nothing for the report to leave out", hint, kill)
+	}
+	holder.cmd.Process.Signal(syscall.SIGTERM)
+	holder.wait(t, 5*time.Second)
+	testenv.Hold(t, "tcp", "127.0.0.1", port, testenv.Opts{})
+	waitRecords(t, out, "recovered", func(recs []any) bool { return len(ofType[events.Recovered](recs, port)) > 0 })
+	tr.stop(t)
+
+	text := bindwatch(t, "report", "--format", "text", out).stdout
+	if strings.Contains(text, kill) || strings.Contains(text, "  fix: ") || !strings.Contains(text, "  next time: ") {
+		t.Errorf("the report of the recovered incident still says %q, or has no advice for next time:\n%s", kill, text)
+	}
+	page := filepath.Join(t.TempDir(), "r.html")
+	if res := bindwatch(t, "report", "--html", page, "--format", "json", out); res.code != 0 {
+		t.Fatalf("report --html: %s", res)
+	}
+	html, _ := os.ReadFile(page)
+	if strings.Contains(string(html), kill) || !strings.Contains(string(html), "<b>next time:</b>") {
+		t.Errorf("the page still says %q, or has no advice for next time", kill)
+	}
+}
