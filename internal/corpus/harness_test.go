@@ -334,6 +334,18 @@ func (tr *trace) report(t *testing.T) []record {
 	return recs
 }
 
+// reportText is `bindwatch report --format text` on the trace's file.
+func (tr *trace) reportText(t *testing.T) string {
+	t.Helper()
+	cmd := exec.Command(bindwatchBin, "report", "--format", "text", tr.path)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("bindwatch report --format text %s: %v\n%s", tr.path, err, errb.String())
+	}
+	return out.String()
+}
+
 func recordsText(recs []record) string {
 	var b strings.Builder
 	for _, r := range recs {
