@@ -748,10 +748,11 @@ static __always_inline void record_holder_of(struct task_struct *task, struct so
 		bpf_map_update_elem(map, &key, &rec, seeding ? BPF_NOEXIST : BPF_ANY);
 }
 
-/* A listen() that just succeeded: the newest TCP listener owns the entry. */
+/* A listen() that just succeeded: the newest TCP listener owns the entry
+ * (bindwatch's own checks, which let go at once, are no holder). */
 static __always_inline void record_listener(struct sock *sk)
 {
-	if (record_holders && holder_proto(sk) == IPPROTO_TCP)
+	if (record_holders && holder_proto(sk) == IPPROTO_TCP && !is_probe(sk))
 		record_holder_of(current_task(), sk, IPPROTO_TCP, false);
 }
 
@@ -862,6 +863,10 @@ static __always_inline void note_taken(struct sock *sk, __u8 proto, __u8 syscall
 	key.netns = sock_netns(sk);
 	key.port = BPF_CORE_READ(sk, __sk_common.skc_num);
 	if (!bpf_map_lookup_elem(&incident_ports, &key))
+		return;
+	/* bindwatch's own checks (wait-free, free) take the port and let go
+	 * at once: never the recovery. */
+	if (is_probe(sk))
 		return;
 	e = incident_reserve(BW_INCIDENT_RECOVERED);
 	if (!e)

@@ -264,15 +264,22 @@ func (r *Resolver) resolve(f *events.Failure, facts *diagnose.Facts) error {
 			facts.Ephemeral, _ = r.ephemeralPorts(h)
 		}
 	}
-	if f.Proto != "tcp" && f.Proto != "udp" {
+	// MPTCP takes its ports from TCP's table (Go's net listens with
+	// MPTCP by default where net.mptcp.enabled is on): its holders are
+	// TCP sockets, MPTCP or not.
+	space := f.Proto
+	if space == "mptcp" {
+		space = "tcp"
+	}
+	if space != "tcp" && space != "udp" {
 		return nil
 	}
-	snap, err := r.portSnapshot(h, f.Proto, f.Port)
+	snap, err := r.portSnapshot(h, space, f.Port)
 	if err != nil {
 		return err
 	}
 	want, ok := failingAddr(f)
-	quirks := bindQuirksFor(f.Proto)
+	quirks := bindQuirksFor(space)
 	var live []events.Holder
 	for _, s := range snap.sockets {
 		if ok && !addrsOverlap(want, s.addr, quirks) {
