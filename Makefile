@@ -14,7 +14,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 VM_CMD_TRACING := ^(TestRunTracesOnlyItsTree|TestRunExitStatus|TestRunForwardsSIGTERM|TestJSONOutputMatchesSchema|TestDoctor)$$
 VM_CMD_ONCE := ^(TestWhoNamesTheHolder|TestFree(RefusesItsParent|RefusesItsGrandparent|RefusesItself|TimeWaitIsExplained|JSONRefusesItsParent|JSONTimeWait|UsageErrors)|TestWaitFree(ReturnsWhenHolderExits|TimeWait|BindsOncePerChange|JSONReturnsWhenHolderExits))$$
 VM_RESOLVE_SKIP := ^(TestCauseManagers|TestWhoAgreesWithSS|TestResolveRealServers)$$
-VM_TEST_PKGS ?= ./internal/tracer,./internal/watch,./internal/vmtest/testdata/smoke,./cmd/bindwatch=$(VM_CMD_TRACING)
+VM_TEST_PKGS ?= ./internal/tracer,./internal/watch,./internal/vmtest/testdata/smoke,./cmd/bindwatch=$(VM_CMD_TRACING),./internal/corpus=^(TestGoServer|TestConnectFirst)$$
 VM_ONCE_PKGS ?= ./internal/resolve!$(VM_RESOLVE_SKIP),./internal/diagnose,./internal/iterload,./internal/deploy,./cmd/bindwatch=$(VM_CMD_ONCE)
 TEST_LOG := .cache/test.log
 

@@ -864,13 +864,12 @@ static __always_inline void note_taken(struct sock *sk, __u8 proto, __u8 syscall
 	key.port = BPF_CORE_READ(sk, __sk_common.skc_num);
 	if (!bpf_map_lookup_elem(&incident_ports, &key))
 		return;
-	/* bindwatch's own checks (wait-free, free) take the port and let go
-	 * at once: never the recovery. */
-	if (is_probe(sk))
-		return;
 	e = incident_reserve(BW_INCIDENT_RECOVERED);
 	if (!e)
 		return;
+	/* bindwatch's own checks (wait-free, free) take the port and let go
+	 * at once: never the recovery, a note that the port was free. */
+	e->probe = is_probe(sk);
 	e->netns = key.netns;
 	e->proto = proto;
 	e->syscall = syscall;

@@ -235,7 +235,8 @@ struct incident_event {
 	__u8 exiting; /* released: the actor is exiting (PF_EXITING) */
 	__u8 has_holder;
 	__u16 args_len;
-	__u16 pad;
+	__u8 probe; /* recovered: bindwatch's own check took the port (SO_MARK), and lets go at once */
+	__u8 pad;
 	__u8 addr[16];
 	char comm[BW_COMM_LEN];        /* actor's */
 	char target_comm[BW_COMM_LEN]; /* signal: the target's */

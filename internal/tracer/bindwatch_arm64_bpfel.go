@@ -174,7 +174,8 @@ type BindwatchIncidentEvent struct {
 	Exiting    uint8
 	HasHolder  uint8
 	ArgsLen    uint16
-	Pad        uint16
+	Probe      uint8
+	Pad        uint8
 	Addr       [16]uint8
 	Comm       [16]int8
 	TargetComm [16]int8

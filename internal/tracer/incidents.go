@@ -288,6 +288,13 @@ func decodeIncident(ev *BindwatchIncidentEvent, clock bootClock) any {
 			Result: signalResult(ev.Result), Proto: proto, Netns: ev.Netns, Port: ev.Port,
 		}
 	default:
+		if ev.Probe != 0 {
+			return &events.PortFree{
+				Type: events.TypePortFree, Version: events.Version, Time: at, Source: events.SourceKernel,
+				Syscall: syscallName(ev.Syscall), Proto: proto, Netns: ev.Netns,
+				Addr: formatAddr(ev.Family, ev.Addr), Port: ev.Port, Process: actor,
+			}
+		}
 		return &events.Recovered{
 			Type: events.TypeRecovered, Version: events.Version, Time: at, Source: events.SourceKernel,
 			Syscall: syscallName(ev.Syscall), Proto: proto, Netns: ev.Netns,

@@ -320,6 +320,8 @@ func kernelRecordTime(rec any) time.Time {
 		return r.Time
 	case *events.Recovered:
 		return r.Time
+	case *events.PortFree:
+		return r.Time
 	case *events.SignalRepeats:
 		return r.Last
 	}
@@ -358,6 +360,14 @@ func (in *incidents) expire(now time.Time) error {
 // grown: a recovery looks again at what the kernel queued).
 func (in *incidents) kernelRecord(batch []any, i int, flushFolds func(at time.Time) error) ([]any, error) {
 	switch r := batch[i].(type) {
+	case *events.PortFree:
+		// The kernel saw bindwatch's own marked check take the port: a
+		// note that it was free then, never the recovery.
+		r.Host = in.host
+		if !in.builder.IsOpen(in.key(r.Netns, r.Proto, r.Port)) {
+			return batch, nil
+		}
+		in.enrich.r.Describe(&r.Process)
 	case *events.Released:
 		r.Host = in.host
 		if !in.builder.IsOpen(in.key(r.Netns, r.Proto, r.Port)) {
