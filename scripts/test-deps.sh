@@ -11,6 +11,7 @@
 #   chromium                              the report's HTML page in a real browser
 #   tmux                                  text output on a real terminal
 #   man-db                                the man page rendered without warnings (man -l)
+#   gcc                                   cgo for go test -race (make gorace)
 # As root, missing packages are installed with apt-get. Otherwise it lists
 # what is missing and what that means, and exits 0: the tests that need root
 # skip (and fail under BINDWATCH_REQUIRE_BPF=1, as CI sets it).
@@ -27,6 +28,7 @@ packages=(
 	chromium
 	tmux
 	man-db
+	gcc
 )
 
 missing=()
