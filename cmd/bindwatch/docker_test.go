@@ -45,7 +45,10 @@ func startDocker(t *testing.T) *realDocker {
 
 	ctdSock := filepath.Join(dir, "containerd.sock")
 	ctdConfig := filepath.Join(dir, "containerd.toml")
-	if err := os.WriteFile(ctdConfig, nil, 0o600); err != nil {
+	// Only what dockerd uses: no CRI plugin (no CNI, no pause image), and
+	// the opt plugin's directory (/opt/containerd) in dir.
+	config := fmt.Sprintf("version = 2\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[plugins.\"io.containerd.internal.v1.opt\"]\n  path = %q\n", filepath.Join(dir, "opt"))
+	if err := os.WriteFile(ctdConfig, []byte(config), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	startDaemon(t, dir, "containerd", "--config", ctdConfig, "--root", filepath.Join(dir, "containerd-root"),
