@@ -241,11 +241,37 @@ func managedBy(p *events.Process) string {
 	unit := events.Escape(p.Unit)
 	switch restart {
 	case "":
-		return fmt.Sprintf("it runs in systemd unit %s, which may start it again after the signal (its Restart= could not be read): `%s` stops it for good", unit, stop)
+		return fmt.Sprintf("systemd unit %s, which may start the service again after the signal (its Restart= could not be read): `%s` stops it for good", unit, stop)
 	case "no":
-		return fmt.Sprintf("it runs in systemd unit %s (Restart=no: systemd will not start it again, but the unit is left failed or inactive): `%s` stops it through systemd", unit, stop)
+		return fmt.Sprintf("systemd unit %s (Restart=no: systemd will not start it again, but the unit is left failed or inactive): `%s` stops it through systemd", unit, stop)
 	}
-	return fmt.Sprintf("it runs in systemd unit %s, whose Restart=%s may start it again after the signal, and take the port back: `%s` stops it for good", unit, events.Escape(restart), stop)
+	return fmt.Sprintf("systemd unit %s, whose Restart=%s may start the service again after the signal, and take the port back: `%s` stops it for good", unit, events.Escape(restart), stop)
+}
+
+// unitNotes says, once per unit, which of targets run in a systemd
+// service and what systemd may do: "pids 42, 43 run in systemd unit …".
+// With sent, only the targets that were signalled.
+func unitNotes(targets []*Target, sent bool) []string {
+	var order []string
+	pids := map[string][]string{}
+	for _, t := range targets {
+		if t.Managed == "" || sent && len(t.Sent) == 0 {
+			continue
+		}
+		if _, ok := pids[t.Managed]; !ok {
+			order = append(order, t.Managed)
+		}
+		pids[t.Managed] = append(pids[t.Managed], strconv.Itoa(t.Process.PID))
+	}
+	var notes []string
+	for _, m := range order {
+		who := "pid " + pids[m][0] + " runs"
+		if len(pids[m]) > 1 {
+			who = "pids " + strings.Join(pids[m], ", ") + " run"
+		}
+		notes = append(notes, who+" in "+m)
+	}
+	return notes
 }
 
 // deafTo says whether process pid ignores or blocks sig, so that it will
@@ -587,9 +613,9 @@ func (pl *Plan) WriteDryRun(w io.Writer, now time.Time) {
 				if t.HandedOver != "" {
 					fmt.Fprintf(w, "    (with --force, although %s)\n", t.HandedOver)
 				}
-				if t.Managed != "" {
-					fmt.Fprintf(w, "    but %s\n", t.Managed)
-				}
+			}
+			for _, note := range unitNotes(pp.Targets, false) {
+				fmt.Fprintf(w, "  note: %s\n", note)
 			}
 		default:
 			fmt.Fprintf(w, "%s: held; nothing to stop: %s\n", label, pp.Blocked)
@@ -607,10 +633,8 @@ func (pl *Plan) WriteDryRun(w io.Writer, now time.Time) {
 func (pl *Plan) WriteResult(w io.Writer, now time.Time) {
 	for _, pp := range pl.Ports {
 		pl.writeResult(w, pp, now)
-		for _, t := range pp.Targets {
-			if t.Managed != "" && len(t.Sent) > 0 {
-				fmt.Fprintf(w, "  note: %s was signalled, but %s\n", events.ProcessShort(&t.Process), t.Managed)
-			}
+		for _, note := range unitNotes(pp.Targets, true) {
+			fmt.Fprintf(w, "  note: the signalled %s\n", note)
 		}
 	}
 }
