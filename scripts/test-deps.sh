@@ -8,6 +8,7 @@
 #   qemu-system-x86 busybox-static cpio   the kernel matrix (Debian kernels under qemu)
 #   logrotate rsyslog prometheus          real collectors for the output sinks
 #   podman runc systemd                   the container image, the systemd unit
+#   mmdebstrap systemd-container          units under a real systemd as pid 1 (a Debian rootfs, nspawn -b)
 #   chromium                              the report's HTML page in a real browser
 #   tmux                                  text output on a real terminal
 #   man-db                                the man page rendered without warnings (man -l)
@@ -24,6 +25,7 @@ packages=(
 	qemu-system-x86 busybox-static cpio
 	logrotate rsyslog prometheus
 	podman runc systemd
+	mmdebstrap systemd-container
 	chromium
 	tmux
 	man-db
