@@ -119,8 +119,8 @@ func TestUnitsUnderRealSystemd(t *testing.T) {
 	port := testenv.FreePort(t)
 	p := strconv.Itoa(port)
 	files := map[string]string{
-		"etc/nginx/bwtest.conf": "pid /run/bwtest.pid;\nerror_log stderr;\nevents {}\nhttp { access_log off; server { listen 127.0.0.1:" + p + "; } }\n",
-		"etc/nginx/bwfail.conf": "pid /run/bwfail.pid;\nerror_log stderr;\nevents {}\nhttp { access_log off; server { listen 127.0.0.1:" + p + "; } }\n",
+		"etc/nginx/bwtest.conf":             "pid /run/bwtest.pid;\nerror_log stderr;\nevents {}\nhttp { access_log off; server { listen 127.0.0.1:" + p + "; } }\n",
+		"etc/nginx/bwfail.conf":             "pid /run/bwfail.pid;\nerror_log stderr;\nevents {}\nhttp { access_log off; server { listen 127.0.0.1:" + p + "; } }\n",
 		"etc/systemd/system/bwtest.service": "[Service]\nType=forking\nPIDFile=/run/bwtest.pid\nExecStart=/usr/sbin/nginx -c /etc/nginx/bwtest.conf\nRestart=always\n",
 	}
 	for rel, text := range files {
