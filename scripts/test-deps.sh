@@ -9,6 +9,7 @@
 #   logrotate rsyslog prometheus          real collectors for the output sinks
 #   podman runc systemd                   the container image, the systemd unit
 #   docker.io containerd                  real docker: the test starts its own dockerd and containerd
+#   mmdebstrap systemd-container          units under a real systemd as pid 1 (a Debian rootfs, nspawn -b)
 #   chromium                              the report's HTML page in a real browser
 #   tmux                                  text output on a real terminal
 #   man-db                                the man page rendered without warnings (man -l)
@@ -27,6 +28,7 @@ packages=(
 	logrotate rsyslog prometheus
 	podman runc systemd
 	docker.io containerd
+	mmdebstrap systemd-container
 	chromium
 	tmux
 	man-db

@@ -93,7 +93,8 @@ func New(opts Options) *Namer {
 	return &Namer{root: root, dockerDir: strings.TrimPrefix(dockerRoot(opts.DockerRoot), "/") + "/containers", byPath: make(map[string]named), ids: cgroupIndex{mount: opts.CgroupRoot}}
 }
 
-// Process fills p.Container and p.Pod (and p.ContainerID) for a process
+// Process fills p.Container and p.Pod (and p.ContainerID), and p.Unit
+// (UnitOf), for a process
 // whose details resolve.FillProcess has read: from its cgroup path, or,
 // when that names no container, from its cgroup id (a process that has
 // exited) or its cgroup v1 paths (a v1 or hybrid host).
@@ -105,16 +106,29 @@ func (n *Namer) Process(p *events.Process) {
 		p.PublishesFor = n.dockerPublisher(p.Cmdline)
 	}
 	path := p.Cgroup
-	if parseCgroup(path).id == "" && p.CgroupID != 0 {
+	if (path == "" || parseCgroup(path).id == "") && p.CgroupID != 0 {
 		if byID := n.ids.path(p.CgroupID); byID != "" {
 			path = byID
 		}
 	}
+	var procCgroup string
 	if parseCgroup(path).id == "" && p.PID > 0 {
 		if b, err := os.ReadFile("/proc/" + strconv.Itoa(p.PID) + "/cgroup"); err == nil {
-			if v1 := bestCgroupPath(string(b)); v1 != "" {
+			procCgroup = string(b)
+			if v1 := bestCgroupPath(procCgroup); v1 != "" {
 				path = v1
 			}
+		}
+	}
+	if p.Unit == "" {
+		unitPath := p.Cgroup
+		if unitPath == "" {
+			unitPath = path
+		}
+		p.Unit, p.UnitManager = UnitOf(unitPath)
+		if p.Unit == "" && (unitPath == "" || unitPath == "/") {
+			// A v1 or hybrid host where the unified path says nothing.
+			p.Unit, p.UnitManager = UnitOf(systemdV1Path(procCgroup))
 		}
 	}
 	if path == "" {

@@ -129,7 +129,7 @@ func ProcessText(p *Process, now time.Time) string {
 	if !p.StartTime.IsZero() {
 		details = append(details, "up "+age(now.Sub(p.StartTime)))
 	}
-	if c := ContainerText(p); c != "" {
+	if c := PlaceText(p); c != "" {
 		details = append(details, c)
 	} else if p.Cgroup != "" && p.Cgroup != "/" {
 		details = append(details, "cgroup "+Escape(p.Cgroup))

@@ -270,6 +270,7 @@ func failureDoc(f *events.Failure) doc {
 		d.set("process.group.id", strconv.FormatUint(uint64(*f.Process.GID), 10))
 	}
 	containerOf(d, &f.Process)
+	d.set("service.name", f.Process.Unit)
 
 	d.set("bindwatch.backend", f.Backend)
 	d.set("bindwatch.hook", f.Hook)
@@ -316,6 +317,7 @@ func processExtras(d doc, prefix string, p *events.Process) {
 		d.set(prefix+".cmdline_truncated", true)
 	}
 	d.set(prefix+".cgroup", p.Cgroup)
+	d.set(prefix+".unit_manager", p.UnitManager)
 	if p.CgroupID != 0 {
 		d.set(prefix+".cgroup_id", p.CgroupID)
 	}
