@@ -1057,13 +1057,14 @@ int tp_exit_listen(struct trace_event_raw_sys_exit *ctx)
  * struct io_async_msghdr's addr (6.11's layout), or a sockaddr_storage at
  * its start (later kernels, and stable kernels the change was backported
  * to — so no version tells). Go finds out once, at start, with an io_uring
- * bind of its own to a port it names (uring_calib_tgid, uring_calib_port):
+ * bind of its own socket (uring_calib_ino: its inode, which names it in
+ * any pid namespace) to a port it names (uring_calib_port):
  * 0 not known (io_uring binds are then reported without their address),
  * URING_ADDR_STORAGE or URING_ADDR_MSGHDR.
  */
 enum { URING_ADDR_STORAGE = 1, URING_ADDR_MSGHDR = 2 };
 volatile __u8 uring_addr_at;
-volatile __u32 uring_calib_tgid;
+volatile __u64 uring_calib_ino;
 volatile __u16 uring_calib_port;
 
 /* The calibrating bind: which place holds the port Go named. */
@@ -1102,8 +1103,8 @@ int BPF_PROG(uring_complete, void *ring, void *request)
 	/* The request's own result (io_req_set_res): the tracepoint's third
 	 * argument is the CQE only since 6.16 (before, its user_data). */
 	res = BPF_CORE_READ(req, cqe.res);
-	if (op == bpf_core_enum_value(enum io_uring_op, IORING_OP_BIND) && uring_calib_tgid &&
-	    (bpf_get_current_pid_tgid() >> 32) == uring_calib_tgid) {
+	if (op == bpf_core_enum_value(enum io_uring_op, IORING_OP_BIND) && uring_calib_ino &&
+	    sock_inode(sk) == uring_calib_ino) {
 		io = BPF_CORE_READ(req, async_data);
 		if (io)
 			uring_calibrate(io, BPF_CORE_READ((struct io_bind *)req, addr_len));

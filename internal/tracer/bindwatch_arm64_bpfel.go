@@ -268,8 +268,8 @@ const (
 	BindwatchVarUnusedSockFlag       = "unused_sock_flag"
 	BindwatchVarUnusedSyscall        = "unused_syscall"
 	BindwatchVarUringAddrAt          = "uring_addr_at"
+	BindwatchVarUringCalibIno        = "uring_calib_ino"
 	BindwatchVarUringCalibPort       = "uring_calib_port"
-	BindwatchVarUringCalibTgid       = "uring_calib_tgid"
 )
 
 // LoadBindwatch returns the embedded CollectionSpec for Bindwatch.
@@ -384,8 +384,8 @@ type BindwatchVariableSpecs struct {
 	UnusedSockFlag      *ebpf.VariableSpec `ebpf:"unused_sock_flag"`
 	UnusedSyscall       *ebpf.VariableSpec `ebpf:"unused_syscall"`
 	UringAddrAt         *ebpf.VariableSpec `ebpf:"uring_addr_at"`
+	UringCalibIno       *ebpf.VariableSpec `ebpf:"uring_calib_ino"`
 	UringCalibPort      *ebpf.VariableSpec `ebpf:"uring_calib_port"`
-	UringCalibTgid      *ebpf.VariableSpec `ebpf:"uring_calib_tgid"`
 }
 
 // BindwatchObjects contains all objects after they have been loaded into the kernel.
@@ -468,8 +468,8 @@ type BindwatchVariables struct {
 	UnusedSockFlag      *ebpf.Variable `ebpf:"unused_sock_flag"`
 	UnusedSyscall       *ebpf.Variable `ebpf:"unused_syscall"`
 	UringAddrAt         *ebpf.Variable `ebpf:"uring_addr_at"`
+	UringCalibIno       *ebpf.Variable `ebpf:"uring_calib_ino"`
 	UringCalibPort      *ebpf.Variable `ebpf:"uring_calib_port"`
-	UringCalibTgid      *ebpf.Variable `ebpf:"uring_calib_tgid"`
 }
 
 // BindwatchPrograms contains all programs after they have been loaded into the kernel.
