@@ -322,6 +322,8 @@ func kernelRecordTime(rec any) time.Time {
 		return r.Time
 	case *events.PortFree:
 		return r.Time
+	case *events.PortShared:
+		return r.Time
 	case *events.SignalRepeats:
 		return r.Last
 	}
@@ -396,6 +398,11 @@ func (in *incidents) kernelRecord(batch []any, i int, flushFolds func(at time.Ti
 		}
 		in.enrich.r.Describe(&r.Sender)
 		in.enrich.r.Describe(&r.Target)
+	case *events.PortShared:
+		r.Host = in.host
+		if !in.shared(r) {
+			return batch, nil // the same program handing over, or its own
+		}
 	case *events.SignalRepeats:
 		r.Host = in.host
 		if !in.builder.IsOpen(in.key(r.Netns, r.Proto, r.Port)) {

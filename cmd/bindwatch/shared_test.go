@@ -1,0 +1,202 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/bindwatch/bindwatch/internal/events"
+	"github.com/bindwatch/bindwatch/internal/testenv"
+)
+
+// reusePortServer is a python3 TCP server on 127.0.0.1:port with
+// SO_REUSEPORT; it returns once the socket listens.
+const reusePortServer = `import socket, sys, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+s.bind(("127.0.0.1", int(sys.argv[1])))
+s.listen()
+print("ready", flush=True)
+time.sleep(600)
+`
+
+func startReusePortServer(t *testing.T, port int) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command("python3", "-c", reusePortServer, strconv.Itoa(port))
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("python3 is needed for this test: %v", err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	if line, err := bufio.NewReader(out).ReadString('\n'); err != nil || line != "ready\n" {
+		t.Fatalf("python3 reuseport server: %q, %v", line, err)
+	}
+	return cmd
+}
+
+// portShared returns the port_shared records of port among lines.
+func portShared(t *testing.T, lines [][]byte, port int) []events.PortShared {
+	t.Helper()
+	var out []events.PortShared
+	for _, l := range lines {
+		var r events.PortShared
+		if json.Unmarshal(l, &r) == nil && r.Type == events.TypePortShared && int(r.Port) == port {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// Two different programs in one SO_REUSEPORT group — a python3 server and
+// socat joining it — get a port_shared record naming both, with the
+// group's size; it matches the schema and the ECS form. The same program
+// joining its own group from the same cgroup (two copies of one python3
+// script: a hand-over cannot be told from a second copy) gets none.
+func TestPortSharedTwoPrograms(t *testing.T) {
+	testenv.RequireRoot(t)
+	if _, err := exec.LookPath("socat"); err != nil {
+		t.Fatalf("socat is needed for this test (scripts/test-deps.sh installs it): %v", err)
+	}
+	port := testenv.FreePort(t)
+	p := strconv.Itoa(port)
+	var holder, same *exec.Cmd
+	var joiner *exec.Cmd
+	lines := runTraceUntil(t, func() {
+		holder = startReusePortServer(t, port)
+		// The same script again: its own group, not flagged.
+		same = startReusePortServer(t, port)
+		joiner = exec.Command("socat", "TCP-LISTEN:"+p+",bind=127.0.0.1,reuseport,fork", "SYSTEM:true")
+		if err := joiner.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { joiner.Process.Kill(); joiner.Wait() })
+	}, func(lines [][]byte) bool { return len(portShared(t, lines, port)) > 0 }, "--port", p)
+	recs := portShared(t, lines, port)
+	if len(recs) != 1 {
+		t.Fatalf("%d port_shared records of port %d, want 1 (socat joining python3):\n%s", len(recs), port, joinLines(lines))
+	}
+	r := recs[0]
+	if r.Joiner.PID != joiner.Process.Pid || (r.Holder.PID != holder.Process.Pid && r.Holder.PID != same.Process.Pid) {
+		t.Errorf("joiner pid %d, holder pid %d; want socat %d joining python3 %d or %d", r.Joiner.PID, r.Holder.PID,
+			joiner.Process.Pid, holder.Process.Pid, same.Process.Pid)
+	}
+	if r.Why != events.SharedProgram || r.Proto != "tcp" || r.Syscall != "listen" || r.Addr != "127.0.0.1" || r.Source != events.SourceKernel {
+		t.Errorf("port_shared %+v: want why program, tcp listen on 127.0.0.1, from the kernel", r)
+	}
+	if r.GroupSize != 3 || r.Programs != 2 {
+		t.Errorf("group_size %d, programs %d; want 3 sockets of 2 programs", r.GroupSize, r.Programs)
+	}
+	if !strings.HasSuffix(r.Joiner.Exe, "socat") || !strings.Contains(r.Holder.Exe, "python3") {
+		t.Errorf("joiner exe %q, holder exe %q: want socat and python3", r.Joiner.Exe, r.Holder.Exe)
+	}
+	schema, err := testenv.LoadSchema("../../docs/schema.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range lines {
+		if strings.Contains(string(l), `"port_shared"`) {
+			var doc any
+			if err := json.Unmarshal(l, &doc); err != nil {
+				t.Fatal(err)
+			}
+			if err := schema.Validate(doc); err != nil {
+				t.Errorf("port_shared does not match docs/schema.json: %v\n%s", err, l)
+			}
+		}
+	}
+	// The text and ECS forms of the same record.
+	text := events.Text(&r)
+	for _, want := range []string{"PORT SHARED", "socat", "python3", "about 1/3 each"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("text %q lacks %q", text, want)
+		}
+	}
+	s := loadECSSchema(t)
+	ecs := runTraceUntil(t, func() {
+		// A new session seeds its registry with one of the group's
+		// sockets (python3's or socat's): a third program joins.
+		testenv.StartHelper(t, "hold tcp 127.0.0.1 "+p+" reuseport")
+	}, func(lines [][]byte) bool {
+		for _, l := range lines {
+			if strings.Contains(string(l), "port-shared") {
+				return true
+			}
+		}
+		return false
+	}, "--port", p, "--format", "ecs")
+	var out strings.Builder
+	for _, l := range ecs {
+		out.Write(l)
+		out.WriteByte('\n')
+	}
+	docs := ecsDocs(t, s, "port_shared", out.String())
+	if len(docs["port_shared"]) != 1 {
+		t.Fatalf("%d port_shared ECS documents, want 1:\n%s", len(docs["port_shared"]), out.String())
+	}
+	d := docs["port_shared"][0]
+	if field(d, "event.kind") != "alert" || field(d, "server.port") != float64(port) || field(d, "bindwatch.port_shared.why") != "program" {
+		t.Errorf("ECS port_shared: event.kind %v, server.port %v, why %v", field(d, "event.kind"), field(d, "server.port"), field(d, "bindwatch.port_shared.why"))
+	}
+}
+
+// nginx's binary upgrade (USR2 to the master: a new master, the same
+// program, takes the listening sockets over) is no silent sharing, even
+// with reuseport listeners: no port_shared record.
+func TestPortSharedNotNginxUpgrade(t *testing.T) {
+	testenv.RequireRoot(t)
+	dir := t.TempDir()
+	port := testenv.FreePort(t)
+	conf := nginxConf(t, dir, "up", port)
+	b, _ := os.ReadFile(conf)
+	os.WriteFile(conf, []byte(strings.Replace(string(b), "listen 127.0.0.1:"+strconv.Itoa(port)+";", "listen 127.0.0.1:"+strconv.Itoa(port)+" reuseport;", 1)), 0o644)
+	var master int
+	lines := runTraceUntil(t, func() {
+		master = startNginx(t, dir, "up", port)
+		if err := syscall.Kill(master, syscall.SIGUSR2); err != nil {
+			t.Fatal(err)
+		}
+		// The new master writes up.pid, the old one renames its own.
+		testenv.WaitForFile(t, filepath.Join(dir, "up.pid.oldbin"), 10*time.Second, func() string { return "" })
+		newPID := waitNewMaster(t, filepath.Join(dir, "up.pid"), master)
+		t.Cleanup(func() { syscall.Kill(newPID, syscall.SIGKILL) })
+		// The upgrade's end: the old master goes (QUIT), the new serves.
+		syscall.Kill(master, syscall.SIGQUIT)
+	}, func(lines [][]byte) bool {
+		return syscall.Kill(master, 0) != nil // the old master is gone
+	}, "--port", strconv.Itoa(port))
+	if recs := portShared(t, lines, port); len(recs) != 0 {
+		t.Errorf("nginx's binary upgrade got %d port_shared records, want none:\n%s", len(recs), joinLines(lines))
+	}
+}
+
+// waitNewMaster waits until the pid file names a master other than old.
+func waitNewMaster(t *testing.T, pidFile string, old int) int {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		b, _ := os.ReadFile(pidFile)
+		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid != old {
+			return pid
+		}
+	}
+	t.Fatalf("no new nginx master in %s", pidFile)
+	return 0
+}
+
+func joinLines(lines [][]byte) string {
+	var b strings.Builder
+	for _, l := range lines {
+		b.Write(l)
+		b.WriteByte('\n')
+	}
+	return b.String()
+}
