@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -199,4 +200,52 @@ func joinLines(lines [][]byte) string {
 		b.WriteByte('\n')
 	}
 	return b.String()
+}
+
+// `who` shows a SO_REUSEPORT group and its members: python3 and socat
+// sharing a port are one group of 2 sockets of 2 programs.
+func TestWhoShowsReusePortGroup(t *testing.T) {
+	testenv.RequireRoot(t)
+	port := testenv.FreePort(t)
+	p := strconv.Itoa(port)
+	py := startReusePortServer(t, port)
+	sc := exec.Command("socat", "TCP-LISTEN:"+p+",bind=127.0.0.1,reuseport,fork", "SYSTEM:true")
+	if err := sc.Start(); err != nil {
+		t.Fatalf("socat is needed for this test: %v", err)
+	}
+	t.Cleanup(func() { sc.Process.Kill(); sc.Wait() })
+	var rec events.Who
+	var raw string
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		res := bindwatch(t, "who", p+"/tcp", "--format", "json")
+		rec, raw = events.Who{}, res.stdout
+		if err := json.Unmarshal([]byte(res.stdout), &rec); err != nil {
+			t.Fatalf("who --format json: %v; %s", err, res)
+		}
+		if len(rec.ReusePortGroups) > 0 || time.Now().After(deadline) {
+			break
+		}
+	}
+	if len(rec.ReusePortGroups) != 1 {
+		t.Fatalf("reuseport_groups %+v, want one group of python3 and socat", rec.ReusePortGroups)
+	}
+	schema, err := testenv.LoadSchema("../../docs/schema.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc any
+	if err := json.Unmarshal([]byte(raw), &doc); err != nil {
+		t.Fatal(err)
+	}
+	if err := schema.Validate(doc); err != nil {
+		t.Errorf("who with reuseport_groups does not match docs/schema.json: %v\n%s", err, raw)
+	}
+	g := rec.ReusePortGroups[0]
+	if g.Addr != "127.0.0.1" || g.Sockets != 2 || g.Programs != 2 || !slices.Contains(g.PIDs, py.Process.Pid) || !slices.Contains(g.PIDs, sc.Process.Pid) {
+		t.Errorf("group %+v: want 127.0.0.1, 2 sockets of 2 programs, pids %d and %d", g, py.Process.Pid, sc.Process.Pid)
+	}
+	res := bindwatch(t, "who", p+"/tcp", "--format", "text")
+	if want := "SO_REUSEPORT group on 127.0.0.1:" + p + ": 2 sockets of 2 different programs"; !strings.Contains(res.stdout, want) {
+		t.Errorf("who text lacks %q:\n%s", want, res.stdout)
+	}
 }
