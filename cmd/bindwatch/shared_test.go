@@ -3,6 +3,8 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -72,6 +74,8 @@ func TestPortSharedTwoPrograms(t *testing.T) {
 	p := strconv.Itoa(port)
 	var holder, same *exec.Cmd
 	var joiner *exec.Cmd
+	metricsAddr := "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t))
+	counted := false
 	lines := runTraceUntil(t, func() {
 		holder = startReusePortServer(t, port)
 		// The same script again: its own group, not flagged.
@@ -81,7 +85,23 @@ func TestPortSharedTwoPrograms(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { joiner.Process.Kill(); joiner.Wait() })
-	}, func(lines [][]byte) bool { return len(portShared(t, lines, port)) > 0 }, "--port", p)
+	}, func(lines [][]byte) bool {
+		// Written, and counted in /metrics.
+		if len(portShared(t, lines, port)) == 0 {
+			return false
+		}
+		resp, err := http.Get("http://" + metricsAddr + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		counted = strings.Contains(string(b), `bindwatch_port_shared_total{proto="tcp",why="program"} 1`)
+		return counted
+	}, "--port", p, "--metrics-addr", metricsAddr)
+	if !counted {
+		t.Errorf("bindwatch_port_shared_total{proto=tcp,why=program} is not 1")
+	}
 	recs := portShared(t, lines, port)
 	if len(recs) != 1 {
 		t.Fatalf("%d port_shared records of port %d, want 1 (socat joining python3):\n%s", len(recs), port, joinLines(lines))
