@@ -19,20 +19,29 @@ import (
 	"github.com/bindwatch/bindwatch/internal/testenv"
 )
 
-// reusePortServer is a python3 TCP server on 127.0.0.1:port with
-// SO_REUSEPORT; it returns once the socket listens.
+// reusePortServer is a python3 server on 127.0.0.1:port with
+// SO_REUSEPORT, TCP (listening) or UDP (bound), by its second argument;
+// it says ready once the socket holds the port.
 const reusePortServer = `import socket, sys, time
-s = socket.socket()
+udp = sys.argv[2] == "udp"
+s = socket.socket(type=socket.SOCK_DGRAM if udp else socket.SOCK_STREAM)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
 s.bind(("127.0.0.1", int(sys.argv[1])))
-s.listen()
+if not udp:
+    s.listen()
 print("ready", flush=True)
 time.sleep(600)
 `
 
 func startReusePortServer(t *testing.T, port int) *exec.Cmd {
 	t.Helper()
-	cmd := exec.Command("python3", "-c", reusePortServer, strconv.Itoa(port))
+	return startReusePort(t, exec.Command("python3", "-c", reusePortServer, strconv.Itoa(port), "tcp"))
+}
+
+// startReusePort starts cmd (a reusePortServer) and waits for it to hold
+// its port.
+func startReusePort(t *testing.T, cmd *exec.Cmd) *exec.Cmd {
+	t.Helper()
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -267,5 +276,31 @@ func TestWhoShowsReusePortGroup(t *testing.T) {
 	res := bindwatch(t, "who", p+"/tcp", "--format", "text")
 	if want := "SO_REUSEPORT group on 127.0.0.1:" + p + ": 2 sockets of 2 different programs"; !strings.Contains(res.stdout, want) {
 		t.Errorf("who text lacks %q:\n%s", want, res.stdout)
+	}
+}
+
+// The same program joining from another cgroup (another service,
+// container or session) is flagged as unit; on UDP too, where bind() is
+// holding.
+func TestPortSharedOtherUnitUDP(t *testing.T) {
+	testenv.RequireRoot(t)
+	port := testenv.FreePort(t)
+	p := strconv.Itoa(port)
+	cg := testenv.NewCgroup(t)
+	var holder, joiner *exec.Cmd
+	lines := runTraceUntil(t, func() {
+		holder = startReusePort(t, exec.Command("python3", "-c", reusePortServer, p, "udp"))
+		joiner = exec.Command("python3", "-c", reusePortServer, p, "udp")
+		joiner.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: cg.FD}
+		startReusePort(t, joiner)
+	}, func(lines [][]byte) bool { return len(portShared(t, lines, port)) > 0 }, "--port", p)
+	recs := portShared(t, lines, port)
+	if len(recs) != 1 {
+		t.Fatalf("%d port_shared records, want 1:\n%s", len(recs), joinLines(lines))
+	}
+	r := recs[0]
+	if r.Why != events.SharedUnit || r.Proto != "udp" || r.Syscall != "bind" || r.Joiner.PID != joiner.Process.Pid ||
+		r.Holder.PID != holder.Process.Pid || r.Joiner.Cgroup != cg.Path || r.GroupSize != 2 {
+		t.Errorf("port_shared %+v: want why unit, udp bind, joiner %d in %s, holder %d, group of 2", r, joiner.Process.Pid, cg.Path, holder.Process.Pid)
 	}
 }
