@@ -893,8 +893,9 @@ static __always_inline void note_taken(struct sock *sk, __u8 proto, __u8 syscall
 
 /*
  * Silent sharing: one port_shared record per (port, pair of processes)
- * per BW_SHARED_INTERVAL_NS; the joins in between are counted in the
- * entry and carried by the next record. LRU: a user who makes pairs by
+ * per BW_SHARED_INTERVAL_NS, and at most BW_SHARED_PORT_BURST per port;
+ * the joins in between are counted in the pair's entry and carried by its
+ * next record. LRU: a user who makes pairs by
  * the thousand evicts entries, and then gets more records, which the
  * incident ring bounds (a full ring drops them).
  */
@@ -905,6 +906,14 @@ struct {
 	__type(value, struct shared_val);
 } shared_pairs SEC(".maps");
 
+/* Each port's budget of port_shared records (BW_SHARED_PORT_BURST). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, BW_SHARED_PAIRS);
+	__type(key, struct holder_key);
+	__type(value, struct shared_budget);
+} shared_ports SEC(".maps");
+
 /*
  * sk (SO_REUSEPORT) was just bound (UDP) or put to listen (TCP) on the port
  * the registry says old holds, for another process: if old is still bound
@@ -914,6 +923,7 @@ static __always_inline void note_shared(struct sock *sk, struct holder_key *key,
 {
 	struct shared_key sk_key = {};
 	struct shared_val *v, nv = {};
+	struct shared_budget *b, nb = {};
 	struct incident_event *e;
 	struct sock *held = (struct sock *)old->sk;
 	__u64 now, inode;
@@ -934,11 +944,30 @@ static __always_inline void note_shared(struct sock *sk, struct holder_key *key,
 	sk_key.joiner = rec->tgid;
 	now = bpf_ktime_get_boot_ns();
 	v = bpf_map_lookup_elem(&shared_pairs, &sk_key);
-	if (v) {
-		if (now - v->last_ns < BW_SHARED_INTERVAL_NS) {
-			__sync_fetch_and_add(&v->repeats, 1);
+	if (v && now - v->last_ns < BW_SHARED_INTERVAL_NS) {
+		__sync_fetch_and_add(&v->repeats, 1);
+		return;
+	}
+	/* The port's budget: past it, the join waits in its pair's count
+	 * (last_ns kept, so the pair's next join past the window is written). */
+	b = bpf_map_lookup_elem(&shared_ports, key);
+	if (b && now - b->start_ns < BW_SHARED_INTERVAL_NS) {
+		if (b->count >= BW_SHARED_PORT_BURST) {
+			if (v) {
+				__sync_fetch_and_add(&v->repeats, 1);
+			} else {
+				nv.repeats = 1;
+				bpf_map_update_elem(&shared_pairs, &sk_key, &nv, BPF_ANY);
+			}
 			return;
 		}
+		__sync_fetch_and_add(&b->count, 1);
+	} else {
+		nb.start_ns = now;
+		nb.count = 1;
+		bpf_map_update_elem(&shared_ports, key, &nb, BPF_ANY);
+	}
+	if (v) {
 		repeats = v->repeats;
 		v->repeats = 0;
 		v->last_ns = now;

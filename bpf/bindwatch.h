@@ -216,6 +216,17 @@ enum bw_incident_kind {
 #define BW_SHARED_INTERVAL_NS (60ULL * 1000000000ULL)
 /* How many (port, pair) rate entries the kernel keeps (LRU). */
 #define BW_SHARED_PAIRS 4096
+/* At most this many port_shared records per port per BW_SHARED_INTERVAL_NS,
+ * whatever the pairs: a user forking joiners (each a new pair) cannot
+ * flood; the joins past it are counted in their pair's next record. */
+#define BW_SHARED_PORT_BURST 8
+
+/* A port's port_shared budget: records written in the current window. */
+struct shared_budget {
+	__u64 start_ns;
+	__u32 count;
+	__u32 pad;
+};
 
 /* Key of the port_shared rate limit: a port and the pair of processes. */
 struct shared_key {

@@ -304,3 +304,28 @@ func TestPortSharedOtherUnitUDP(t *testing.T) {
 		t.Errorf("port_shared %+v: want why unit, udp bind, joiner %d in %s, holder %d, group of 2", r, joiner.Process.Pid, cg.Path, holder.Process.Pid)
 	}
 }
+
+// A port gets at most 8 port_shared records a minute, whatever the pairs:
+// ten joins by new processes, each a different program from the one
+// before, write 8; a join on another port afterwards (the kernel's ring
+// keeps order) shows that the rest were not merely late.
+func TestPortSharedPortBudget(t *testing.T) {
+	testenv.RequireRoot(t)
+	port, other := testenv.FreePort(t), testenv.FreePort(t)
+	for other == port {
+		other = testenv.FreePort(t)
+	}
+	p, o := strconv.Itoa(port), strconv.Itoa(other)
+	scripts := []string{reusePortServer, reusePortServer + "# another program\n"}
+	lines := runTraceUntil(t, func() {
+		startReusePort(t, exec.Command("python3", "-c", scripts[0], p, "tcp"))
+		for i := 1; i <= 10; i++ {
+			startReusePort(t, exec.Command("python3", "-c", scripts[i%2], p, "tcp"))
+		}
+		startReusePort(t, exec.Command("python3", "-c", scripts[0], o, "tcp"))
+		startReusePort(t, exec.Command("python3", "-c", scripts[1], o, "tcp"))
+	}, func(lines [][]byte) bool { return len(portShared(t, lines, other)) > 0 }, "--port", p, "--port", o)
+	if n := len(portShared(t, lines, port)); n != 8 {
+		t.Errorf("%d port_shared records for 10 joins of port %d within a minute, want 8 (the port's budget):\n%s", n, port, joinLines(lines))
+	}
+}

@@ -201,6 +201,13 @@ type BindwatchPortRange struct {
 	Hi uint16
 }
 
+type BindwatchSharedBudget struct {
+	_       structs.HostLayout
+	StartNs uint64
+	Count   uint32
+	Pad     uint32
+}
+
 type BindwatchSharedKey struct {
 	_      structs.HostLayout
 	Port   BindwatchHolderKey
@@ -238,6 +245,7 @@ const (
 	BindwatchMapLineage              = "lineage"
 	BindwatchMapSessionStats         = "session_stats"
 	BindwatchMapSharedPairs          = "shared_pairs"
+	BindwatchMapSharedPorts          = "shared_ports"
 	BindwatchMapTcpHolders           = "tcp_holders"
 	BindwatchMapTracedPids           = "traced_pids"
 	BindwatchMapUdpHolders           = "udp_holders"
@@ -371,6 +379,7 @@ type BindwatchMapSpecs struct {
 	Lineage         *ebpf.MapSpec `ebpf:"lineage"`
 	SessionStats    *ebpf.MapSpec `ebpf:"session_stats"`
 	SharedPairs     *ebpf.MapSpec `ebpf:"shared_pairs"`
+	SharedPorts     *ebpf.MapSpec `ebpf:"shared_ports"`
 	TcpHolders      *ebpf.MapSpec `ebpf:"tcp_holders"`
 	TracedPids      *ebpf.MapSpec `ebpf:"traced_pids"`
 	UdpHolders      *ebpf.MapSpec `ebpf:"udp_holders"`
@@ -438,6 +447,7 @@ type BindwatchMaps struct {
 	Lineage         *ebpf.Map `ebpf:"lineage"`
 	SessionStats    *ebpf.Map `ebpf:"session_stats"`
 	SharedPairs     *ebpf.Map `ebpf:"shared_pairs"`
+	SharedPorts     *ebpf.Map `ebpf:"shared_ports"`
 	TcpHolders      *ebpf.Map `ebpf:"tcp_holders"`
 	TracedPids      *ebpf.Map `ebpf:"traced_pids"`
 	UdpHolders      *ebpf.Map `ebpf:"udp_holders"`
@@ -456,6 +466,7 @@ func (m *BindwatchMaps) Close() error {
 		m.Lineage,
 		m.SessionStats,
 		m.SharedPairs,
+		m.SharedPorts,
 		m.TcpHolders,
 		m.TracedPids,
 		m.UdpHolders,

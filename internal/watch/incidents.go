@@ -64,6 +64,10 @@ type incidents struct {
 	untracked uint64
 	// pump reads the kernel's incident records as they come.
 	pump *pump
+	// sharedWindow and sharedLookups bound the group lookups of
+	// port_shared records (maxSharedLookups a minute).
+	sharedWindow  time.Time
+	sharedLookups int
 	// queue holds the kernel's records taken from the pump (next) but not
 	// yet handed over: the session writes the failures that came before
 	// the first one first, and a recovery looks at the ones behind it.
