@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -72,8 +73,8 @@ func portShared(t *testing.T, lines [][]byte, port int) []events.PortShared {
 // Two different programs in one SO_REUSEPORT group — a python3 server and
 // socat joining it — get a port_shared record naming both, with the
 // group's size; it matches the schema and the ECS form. The same program
-// joining its own group from the same cgroup (two copies of one python3
-// script: a hand-over cannot be told from a second copy) gets none.
+// joining from the same cgroup (a second copy of one python3 script) gets
+// one too, why copy, once both still hold the port after the grace.
 func TestPortSharedTwoPrograms(t *testing.T) {
 	testenv.RequireRoot(t)
 	if _, err := exec.LookPath("socat"); err != nil {
@@ -87,7 +88,7 @@ func TestPortSharedTwoPrograms(t *testing.T) {
 	counted := false
 	lines := runTraceUntil(t, func() {
 		holder = startReusePortServer(t, port)
-		// The same script again: its own group, not flagged.
+		// The same script again: a copy, written after the grace.
 		same = startReusePortServer(t, port)
 		joiner = exec.Command("socat", "TCP-LISTEN:"+p+",bind=127.0.0.1,reuseport,fork", "SYSTEM:true")
 		if err := joiner.Start(); err != nil {
@@ -96,7 +97,7 @@ func TestPortSharedTwoPrograms(t *testing.T) {
 		t.Cleanup(func() { joiner.Process.Kill(); joiner.Wait() })
 	}, func(lines [][]byte) bool {
 		// Written, and counted in /metrics.
-		if len(portShared(t, lines, port)) == 0 {
+		if len(portShared(t, lines, port)) < 2 {
 			return false
 		}
 		resp, err := http.Get("http://" + metricsAddr + "/metrics")
@@ -112,11 +113,14 @@ func TestPortSharedTwoPrograms(t *testing.T) {
 		t.Errorf("bindwatch_port_shared_total{proto=tcp,why=program} is not 1")
 	}
 	recs := portShared(t, lines, port)
-	if len(recs) != 1 {
-		t.Fatalf("%d port_shared records of port %d, want 1 (socat joining python3):\n%s", len(recs), port, joinLines(lines))
+	if len(recs) != 2 {
+		t.Fatalf("%d port_shared records of port %d, want 2 (socat joining python3, then the copy):\n%s", len(recs), port, joinLines(lines))
+	}
+	if c := recs[1]; c.Why != events.SharedCopy || c.Joiner.PID != same.Process.Pid || c.Holder.PID != holder.Process.Pid {
+		t.Errorf("second record %+v: want the python3 copy %d joining %d, why copy", c, same.Process.Pid, holder.Process.Pid)
 	}
 	r := recs[0]
-	if r.Joiner.PID != joiner.Process.Pid || (r.Holder.PID != holder.Process.Pid && r.Holder.PID != same.Process.Pid) {
+	if r.Joiner.PID != joiner.Process.Pid || r.Holder.PID != same.Process.Pid {
 		t.Errorf("joiner pid %d, holder pid %d; want socat %d joining python3 %d or %d", r.Joiner.PID, r.Holder.PID,
 			joiner.Process.Pid, holder.Process.Pid, same.Process.Pid)
 	}
@@ -328,4 +332,62 @@ func TestPortSharedPortBudget(t *testing.T) {
 	if n := len(portShared(t, lines, port)); n != 8 {
 		t.Errorf("%d port_shared records for 10 joins of port %d within a minute, want 8 (the port's budget):\n%s", n, port, joinLines(lines))
 	}
+}
+
+// haproxy -sf is a hand-over: the new process binds its own reuseport
+// listener, then tells the old one, which lets go. No port_shared record.
+// Two python3 copies on another port, started after it, are the
+// sentinel: their copy record comes after the haproxy join's grace.
+func TestPortSharedNotHaproxyReload(t *testing.T) {
+	testenv.RequireRoot(t)
+	path, err := exec.LookPath("haproxy")
+	if err != nil {
+		t.Fatalf("haproxy is needed for this test (scripts/test-deps.sh installs it): %v", err)
+	}
+	port, other := testenv.FreePort(t), testenv.FreePort(t)
+	for other == port {
+		other = testenv.FreePort(t)
+	}
+	p, o := strconv.Itoa(port), strconv.Itoa(other)
+	cfg := filepath.Join(t.TempDir(), "haproxy.cfg")
+	os.WriteFile(cfg, []byte("defaults\n\tmode tcp\n\ttimeout connect 1s\n\ttimeout client 1s\n\ttimeout server 1s\n"+
+		"frontend f\n\tbind 127.0.0.1:"+p+"\n\tdefault_backend b\nbackend b\n\tserver s 127.0.0.1:9\n"), 0o644)
+	start := func(args ...string) *exec.Cmd {
+		cmd := exec.Command(path, append([]string{"-db", "-f", cfg}, args...)...)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		return cmd
+	}
+	var old, reload *exec.Cmd
+	lines := runTraceUntil(t, func() {
+		old = start()
+		waitListening(t, port, 1)
+		reload = start("-sf", strconv.Itoa(old.Process.Pid))
+		if err := old.Wait(); err != nil {
+			t.Logf("old haproxy: %v", err)
+		}
+		startReusePort(t, exec.Command("python3", "-c", reusePortServer, o, "tcp"))
+		startReusePort(t, exec.Command("python3", "-c", reusePortServer, o, "tcp"))
+	}, func(lines [][]byte) bool { return len(portShared(t, lines, other)) > 0 }, "--port", p, "--port", o)
+	if recs := portShared(t, lines, port); len(recs) != 0 {
+		t.Errorf("haproxy -sf got %d port_shared records, want none:\n%s", len(recs), joinLines(lines))
+	}
+	if syscall.Kill(reload.Process.Pid, 0) != nil {
+		t.Errorf("the reloaded haproxy is not running")
+	}
+}
+
+// waitListening waits until n sockets listen on 127.0.0.1:port.
+func waitListening(t *testing.T, port, n int) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		b, _ := os.ReadFile("/proc/net/tcp")
+		want := fmt.Sprintf("0100007F:%04X 00000000:0000 0A", port)
+		if strings.Count(string(b), want) >= n {
+			return
+		}
+	}
+	t.Fatalf("nothing listens on 127.0.0.1:%d", port)
 }

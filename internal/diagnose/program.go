@@ -114,9 +114,9 @@ func ProgramID(p *events.Process) string {
 
 // Sharing decides whether joiner's socket joining holder's SO_REUSEPORT
 // group is silent sharing: "" when it is the same program in the same
-// cgroup (a hand-over — nginx's binary upgrade, haproxy -sf, envoy's hot
-// restart — a program's own workers, or the same program started twice
-// in one unit, which bindwatch cannot tell from a hand-over under way);
+// cgroup — a hand-over (haproxy -sf, envoy's hot restart), a program's own
+// workers, or the same program started twice in one unit, which only time
+// tells apart (the caller waits to see whether the holder lets go);
 // events.SharedProgram when another program joined; events.SharedUnit
 // when the same program joined from another cgroup (another service,
 // container or user session).

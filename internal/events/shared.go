@@ -41,8 +41,10 @@ type PortShared struct {
 	// their owners were found (at least 2).
 	Programs int `json:"programs,omitempty"`
 	// Why says what tells the two sides apart: "program" (a different
-	// executable or script) or "unit" (the same program in a different
-	// cgroup: another service, container or user session).
+	// executable or script), "unit" (the same program in a different
+	// cgroup: another service, container or user session) or "copy" (the
+	// same program in the same cgroup, and both still hold the address
+	// after a grace: not a hand-over).
 	Why string `json:"why"`
 	// Repeats counts earlier joins of the same pair of processes on this
 	// port that were not recorded (one record a minute per pair).
@@ -53,6 +55,9 @@ type PortShared struct {
 const (
 	SharedProgram = "program"
 	SharedUnit    = "unit"
+	// SharedCopy: the same program in the same cgroup, started again, and
+	// both still hold the address after a grace (5 s): no hand-over.
+	SharedCopy = "copy"
 )
 
 func portSharedText(r *PortShared) string {
@@ -61,8 +66,11 @@ func portSharedText(r *PortShared) string {
 		split = fmt.Sprintf("the kernel splits new connections among %d sockets, about 1/%d each", r.GroupSize, r.GroupSize)
 	}
 	why := "a different program"
-	if r.Why == SharedUnit {
+	switch r.Why {
+	case SharedUnit:
 		why = "the same program in a different cgroup (unit, container or session)"
+	case SharedCopy:
+		why = "a second copy of the same program, and the first still holds the port (no hand-over)"
 	}
 	s := fmt.Sprintf("%s PORT SHARED %s %s: %s by %s joined the SO_REUSEPORT group of %s, %s; %s",
 		clock(r.Time), r.Proto, HostPort(r.Addr, r.Port), r.Syscall, ProcessShort(&r.Joiner), ProcessShort(&r.Holder), why, split)

@@ -94,7 +94,7 @@ func ListenMetrics(opts MetricsOptions) (*Metrics, error) {
 		}, []string{"result"}),
 		shared: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bindwatch_port_shared_total",
-			Help: "Successful SO_REUSEPORT binds/listens that joined a port another program holds (port_shared records, with the joins each folds), by proto and why: program (another executable or script), unit (the same program in another cgroup).",
+			Help: "Successful SO_REUSEPORT binds/listens that joined a port another program holds (port_shared records, with the joins each folds), by proto and why: program (another executable or script), unit (the same program in another cgroup), copy (the same program started again, no hand-over).",
 		}, []string{"proto", "why"}),
 		lastFailure: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "bindwatch_last_failure_timestamp_seconds",
@@ -117,7 +117,7 @@ func ListenMetrics(opts MetricsOptions) (*Metrics, error) {
 		m.holderLookups.WithLabelValues(r)
 	}
 	for _, proto := range []string{"tcp", "udp"} {
-		for _, why := range []string{events.SharedProgram, events.SharedUnit} {
+		for _, why := range []string{events.SharedProgram, events.SharedUnit, events.SharedCopy} {
 			m.shared.WithLabelValues(proto, why)
 		}
 	}
@@ -162,7 +162,7 @@ func (m *Metrics) Write(rec any) error {
 	case *events.Lost:
 		m.eventsLost.Add(float64(r.Count))
 	case *events.PortShared:
-		if (r.Proto == "tcp" || r.Proto == "udp") && (r.Why == events.SharedProgram || r.Why == events.SharedUnit) {
+		if (r.Proto == "tcp" || r.Proto == "udp") && (r.Why == events.SharedProgram || r.Why == events.SharedUnit || r.Why == events.SharedCopy) {
 			m.shared.WithLabelValues(r.Proto, r.Why).Add(1 + float64(r.Repeats))
 		}
 	case *events.IncidentUntracked:

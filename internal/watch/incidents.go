@@ -68,6 +68,8 @@ type incidents struct {
 	// port_shared records (maxSharedLookups a minute).
 	sharedWindow  time.Time
 	sharedLookups int
+	// sharedPending are same-program joins waiting out sharedGrace.
+	sharedPending []pendingShared
 	// queue holds the kernel's records taken from the pump (next) but not
 	// yet handed over: the session writes the failures that came before
 	// the first one first, and a recovery looks at the ones behind it.
@@ -248,6 +250,9 @@ func (in *incidents) deadline(next time.Time) time.Time {
 	if len(in.queue) > 0 || in.pump.pending() {
 		return time.Now()
 	}
+	if len(in.sharedPending) > 0 {
+		next = minTime(next, in.sharedPending[0].due)
+	}
 	if len(in.ports) == 0 {
 		return next
 	}
@@ -296,6 +301,9 @@ func (in *incidents) step(flushFolds func(at time.Time) error) error {
 // incidents nobody tries any more, and polls what the kernel cannot see.
 func (in *incidents) idle(now time.Time) error {
 	if err := in.expire(now); err != nil {
+		return err
+	}
+	if err := in.sharedDue(now); err != nil {
 		return err
 	}
 	return in.poll(now)
