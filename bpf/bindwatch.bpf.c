@@ -929,7 +929,10 @@ static __always_inline void note_shared(struct sock *sk, struct holder_key *key,
 	__u64 now, inode;
 	__u32 repeats = 0;
 
-	if (is_probe(sk) || !port_wanted(key->port))
+	/* The tracing filters: --port, --netns (the joiner's), and --pid
+	 * (bindwatch run: its tree on either side). */
+	if (is_probe(sk) || !port_wanted(key->port) || !netns_wanted() ||
+	    (!pid_wanted(rec->tgid) && !pid_wanted(old->tgid)))
 		return;
 	/* Still bound: as in attach_holder(). Same address: a group. */
 	if (BPF_CORE_READ(held, __sk_common.skc_num) != key->port)

@@ -391,3 +391,25 @@ func waitListening(t *testing.T, port, n int) {
 	}
 	t.Fatalf("nothing listens on 127.0.0.1:%d", port)
 }
+
+// --pid keeps the port_shared records with a traced process on either
+// side: a join outside the traced processes, before the traced holder's
+// port is joined (the kernel's ring keeps order), is not written.
+func TestPortSharedPidFilter(t *testing.T) {
+	testenv.RequireRoot(t)
+	port, other := testenv.FreePort(t), testenv.FreePort(t)
+	for other == port {
+		other = testenv.FreePort(t)
+	}
+	p, o := strconv.Itoa(port), strconv.Itoa(other)
+	traced := startReusePort(t, exec.Command("python3", "-c", reusePortServer, p, "tcp"))
+	startReusePort(t, exec.Command("python3", "-c", reusePortServer, o, "tcp"))
+	lines := runTraceUntil(t, func() {
+		testenv.StartHelper(t, "hold tcp 127.0.0.1 "+o+" reuseport")
+		testenv.StartHelper(t, "hold tcp 127.0.0.1 "+p+" reuseport")
+	}, func(lines [][]byte) bool { return len(portShared(t, lines, port)) > 0 },
+		"--port", p, "--port", o, "--pid", strconv.Itoa(traced.Process.Pid))
+	if n := len(portShared(t, lines, other)); n != 0 {
+		t.Errorf("%d port_shared records of a port no traced process holds, want none:\n%s", n, joinLines(lines))
+	}
+}
