@@ -123,8 +123,13 @@ type Process struct {
 	// path and the container runtime's state on disk (internal/enrich).
 	Container Container `json:"container,omitzero"`
 	Pod       Pod       `json:"pod,omitzero"`
-	Netns     uint32    `json:"netns,omitempty"`
-	StartTime time.Time `json:"start_time,omitzero"`
+	// PublishesFor is, for a docker-proxy, the running container whose
+	// port it publishes: the one docker's state gives the proxy's
+	// -container-ip and -container-port, published on its -host-port
+	// (internal/enrich). The proxy itself runs on the host, not in it.
+	PublishesFor *Container `json:"publishes_for,omitempty"`
+	Netns        uint32     `json:"netns,omitempty"`
+	StartTime    time.Time  `json:"start_time,omitzero"`
 	// OrigPPID is the parent a holder's process had when it took the port
 	// (listen() for TCP, bind() for UDP; recorded by the kernel), present
 	// only when that parent has exited since and the process was

@@ -334,6 +334,9 @@ func processExtras(d doc, prefix string, p *events.Process) {
 		d.set(prefix+".netns", p.Netns)
 	}
 	d.set(prefix+".cap_net_bind_service", p.CapNetBindService)
+	if p.PublishesFor != nil {
+		d.set(prefix+".publishes_for", jsonValue(p.PublishesFor))
+	}
 }
 
 // containerOf maps the process's container and Kubernetes pod.
