@@ -91,6 +91,8 @@ func Text(rec any) string {
 		return recoveredText(r)
 	case *PortFree:
 		return portFreeText(r)
+	case *PortShared:
+		return portSharedText(r)
 	case *Abandoned:
 		return abandonedText(r)
 	case *IncidentUntracked:

@@ -185,6 +185,17 @@ func ecsDoc(rec any) (doc, error) {
 		process(d, "process", &r.Process)
 		d.set("bindwatch.recovered", jsonValue(r))
 		return d, nil
+	case *events.PortShared:
+		// Silent sharing: nothing failed, which is the point; an alert
+		// for a SIEM (a same-user process taking a share of a port).
+		d := event(r.Time, r.Host, r.Type, "alert", "port-shared", "success", []string{"network"}, []string{"connection", "info"})
+		d.set("message", events.Text(r))
+		portOf(d, r.Proto, r.Addr, r.Port)
+		process(d, "process", &r.Joiner)
+		processExtras(d, "bindwatch.process", &r.Joiner)
+		relate(d, r.Addr, nil, r.Joiner, r.Holder)
+		d.set("bindwatch.port_shared", jsonValue(r))
+		return d, nil
 	case *events.Incident:
 		// The incident as a whole: from its first failure (@timestamp,
 		// event.start) to its end; event.duration is the contention (the
