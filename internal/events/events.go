@@ -253,6 +253,14 @@ type Repeats struct {
 	Errno   string    `json:"errno"`
 	Proto   string    `json:"proto"`
 	Port    uint16    `json:"port"`
+	// First and Last bound the span the folded failures happened in. The
+	// kernel counts them without their times: the span is that of the
+	// fold table generation they were counted in (a tick: the fold
+	// window, at least 1 s), ending no later than a fold window after the
+	// last failure of theirs that was reported. Absent in logs of
+	// versions before them.
+	First time.Time `json:"first,omitzero"`
+	Last  time.Time `json:"last,omitzero"`
 }
 
 // Lost reports failures the kernel counted but could neither hand over nor

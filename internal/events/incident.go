@@ -314,6 +314,11 @@ type TimelineEntry struct {
 	// Count is how many failures a failure (1) or repeats mark stands for.
 	Count uint64 `json:"count,omitempty"`
 	Text  string `json:"text"`
+	// First and Last (repeats) bound the span its folded failures
+	// happened in: the repeats record's first and last (absent in logs
+	// of versions before them).
+	First time.Time `json:"first,omitzero"`
+	Last  time.Time `json:"last,omitzero"`
 }
 
 func releasedText(r *Released) string {

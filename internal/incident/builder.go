@@ -337,7 +337,12 @@ func (b *Builder) repeats(r *events.Repeats) {
 	in.Attempts += r.Count
 	p := o.failingProcess(&events.Process{PID: r.PID, Comm: r.Comm}, r.Time)
 	p.Attempts += r.Count
-	b.mark(in, r.Time, events.MarkRepeats, r.PID, r.Count, repeatsLine(r))
+	n := len(in.Timeline)
+	b.mark(in, r.Time, events.MarkRepeats, r.PID, r.Count, repeatsLine(r, in.Start, p.First))
+	if len(in.Timeline) > n { // listed: with the span its failures happened in
+		e := &in.Timeline[n]
+		e.First, e.Last = r.First, r.Last
+	}
 }
 
 // failingProcess is p's entry among the incident's failing processes,

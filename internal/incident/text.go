@@ -35,8 +35,36 @@ func holderLine(h *events.Holder) string {
 	return s
 }
 
-func repeatsLine(r *events.Repeats) string {
-	return fmt.Sprintf("%d more %s %s by %s, folded", r.Count, r.Errno, r.Syscall, events.ProcessShort(&events.Process{PID: r.PID, Comm: r.Comm}))
+// repeatsLine says a repeats record, with the span its failures happened
+// in (relative to the incident's start) where the record says it: no
+// earlier than the process's first failure in the incident (from), since
+// a fold follows a reported failure.
+func repeatsLine(r *events.Repeats, start, from time.Time) string {
+	s := fmt.Sprintf("%d more %s %s by %s, folded", r.Count, r.Errno, r.Syscall, events.ProcessShort(&events.Process{PID: r.PID, Comm: r.Comm}))
+	if first, last, ok := RepeatsSpan(r.First, r.Last, from, r.Time); ok {
+		s += fmt.Sprintf(", between %s and %s", Offset(first.Sub(start).Milliseconds()), Offset(last.Sub(start).Milliseconds()))
+	}
+	return s
+}
+
+// RepeatsSpan is the span a repeats mark covers: its record's first and
+// last, within [from, at] (the process's first failure, and the record's
+// time, which a recovery's folds are stamped with). ok is false for a
+// record without a span (logs of versions before it).
+func RepeatsSpan(first, last, from, at time.Time) (time.Time, time.Time, bool) {
+	if first.IsZero() || last.IsZero() {
+		return time.Time{}, time.Time{}, false
+	}
+	if first.Before(from) {
+		first = from
+	}
+	if last.After(at) {
+		last = at
+	}
+	if last.Before(first) {
+		last = first
+	}
+	return first, last, true
 }
 
 func signalLine(s *events.Signal) string {

@@ -288,8 +288,8 @@ func (s *Session) flushFolds(at time.Time) error {
 }
 
 // mergeRepeats adds folds to into, summing those that make the same
-// record: one process's failures are one repeats record per harvest, not
-// one per fold table generation.
+// record (and covering their spans): one process's failures are one
+// repeats record per harvest, not one per fold table generation.
 func mergeRepeats(into, folds []events.Repeats) []events.Repeats {
 	type key struct {
 		pid                         int
@@ -303,7 +303,7 @@ func mergeRepeats(into, folds []events.Repeats) []events.Repeats {
 	for _, r := range folds {
 		k := key{r.PID, r.Comm, r.Syscall, r.Errno, r.Proto, r.Port}
 		if i, ok := at[k]; ok {
-			into[i].Count += r.Count
+			tracer.MergeSpan(&into[i], &r)
 			continue
 		}
 		at[k] = len(into)
