@@ -290,7 +290,15 @@ type IncidentHolder struct {
 	// Processes own the socket; BoundBy took the port with it and exited.
 	Processes []Process `json:"processes"`
 	BoundBy   *Process  `json:"bound_by,omitempty"`
+	// Expires (TIME_WAIT) is when the last of its sockets expires, as the
+	// failures saw their time left; each entered TIME_WAIT TimeWaitLen
+	// before it expires.
+	Expires time.Time `json:"expires,omitzero"`
 }
+
+// TimeWaitLen is how long a TCP socket stays in TIME_WAIT on Linux
+// (TCP_TIMEWAIT_LEN): a fixed 60 s, whatever tcp_fin_timeout says.
+const TimeWaitLen = 60 * time.Second
 
 // Timeline entry kinds.
 const (

@@ -155,6 +155,37 @@ func Title(in *events.Incident) string {
 	return fmt.Sprintf("incident on %s, host %s: %d failed attempt%s, %s", where, events.Escape(in.Host), in.Attempts, events.Plural(in.Attempts), outcome)
 }
 
+// SummaryRow is an incident in a line, as the summary of a report of
+// several incidents says it (text and HTML alike).
+type SummaryRow struct {
+	Host, Port, State, Cause string
+	// Netns is the port's network namespace, "" for none known.
+	Netns    string
+	Attempts uint64
+	// Contention and Unserved (the outage: nothing listened) are
+	// durations, or "-" where not known.
+	Contention, Unserved string
+	Start                string
+}
+
+// Summarize is in's summary row.
+func Summarize(in *events.Incident) SummaryRow {
+	r := SummaryRow{
+		Host: events.Escape(in.Host), Port: in.Proto + " " + events.HostPort(in.Addr, in.Port), State: in.State,
+		Cause: in.Cause, Attempts: in.Attempts, Contention: events.Millis(in.ContentionMS), Unserved: "-", Start: stamp(in.Start),
+	}
+	if in.Netns != 0 {
+		r.Netns = fmt.Sprintf("netns %d", in.Netns)
+	}
+	if r.Cause == "" {
+		r.Cause = "-"
+	}
+	if in.UnservedMS != nil {
+		r.Unserved = events.Millis(*in.UnservedMS)
+	}
+	return r
+}
+
 // WriteText writes one block per incident: the port and window, the
 // failing processes, the holders and what they were, a timeline relative
 // to the first failure, and the diagnosis. Logs merged from several hosts
