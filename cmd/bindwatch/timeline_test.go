@@ -469,6 +469,15 @@ func chartTexts(l layout) map[string][]string {
 	return out
 }
 
+// texts1400 are the chart texts of a page at 1400 px.
+func texts1400(t *testing.T, page string) []string {
+	var all []string
+	for _, ts := range chartTexts(measure(t, page, 1400, false)) {
+		all = append(all, ts...)
+	}
+	return all
+}
+
 func anyHas(texts []string, re string) bool {
 	r := regexp.MustCompile(re)
 	for _, s := range texts {
@@ -576,6 +585,47 @@ func TestReportTimelineLayout(t *testing.T) {
 	}
 	if !regexp.MustCompile(`class="mark repeats" [^>]*data-first-ms="\d+" data-last-ms="\d+"`).MatchString(html) {
 		t.Errorf("no folded retries' band with its span")
+	}
+
+	// The text report says the same durations in the same words: a
+	// summary first, then each incident with its durations line, where
+	// "outage" is only ever the unserved time (release to recovery).
+	text, _ := report(t, "--format", "text", log)
+	type incidentRecord struct {
+		Port       int
+		UnservedMS *int64 `json:"unserved_ms"`
+		DrainMS    *int64 `json:"drain_ms"`
+	}
+	var incidents []incidentRecord
+	for _, r := range records {
+		var in incidentRecord
+		json.Unmarshal(r, &in)
+		incidents = append(incidents, in)
+	}
+	if !strings.HasPrefix(text, fmt.Sprintf("%d incidents, each told below in this order:\n", len(incidents))) {
+		t.Errorf("the text report of %d incidents does not begin with their summary:\n%.2000s", len(incidents), text)
+	}
+	blocks := strings.Split(text, "\nincident on ")[1:]
+	if len(blocks) != len(incidents) {
+		t.Fatalf("%d text blocks, %d incident records", len(blocks), len(incidents))
+	}
+	outage := regexp.MustCompile(`outage (\d[^\s,)]*)`)
+	for i, b := range blocks {
+		in := incidents[i]
+		if !strings.Contains(b, "\n  durations: contention ") {
+			t.Errorf("incident %d (port %d): no durations line:\n%s", i+1, in.Port, b)
+		}
+		for _, m := range outage.FindAllStringSubmatch(b, -1) {
+			if in.UnservedMS == nil || m[1] != (time.Duration(*in.UnservedMS)*time.Millisecond).String() {
+				t.Errorf("incident %d (port %d): %q, but its unserved_ms is %v", i+1, in.Port, m[0], in.UnservedMS)
+			}
+		}
+		if in.DrainMS != nil && !strings.Contains(b, "drain "+(time.Duration(*in.DrainMS)*time.Millisecond).String()+" (first signal to release)") {
+			t.Errorf("incident %d (port %d): its drain %dms is not said as the page says it:\n%s", i+1, in.Port, *in.DrainMS, b)
+		}
+		if in.Port == rolling && !anyHas(texts1400(t, one), `^drain `+regexp.QuoteMeta((time.Duration(*in.DrainMS)*time.Millisecond).String())+`$`) {
+			t.Errorf("the page's drain of the rolling restart is not the text's, %dms", *in.DrainMS)
+		}
 	}
 
 	if os.Getenv("BINDWATCH_UPDATE_SCREENSHOT") == "1" {

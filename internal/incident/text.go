@@ -192,6 +192,9 @@ func Summarize(in *events.Incident) SummaryRow {
 // first get a block naming the incidents seen on several of them (Spreads).
 func WriteText(w io.Writer, incidents []*events.Incident) error {
 	var b strings.Builder
+	if len(incidents) > 1 {
+		writeSummary(&b, incidents)
+	}
 	if spreads := Spreads(incidents); len(spreads) > 0 {
 		b.WriteString("same incident on several hosts:\n")
 		for _, s := range spreads {
@@ -214,6 +217,7 @@ func WriteText(w io.Writer, incidents []*events.Incident) error {
 		if len(in.Holders) > 0 && len(in.Signals) == 0 {
 			b.WriteString("  signals: none sent to the holder while the incident was open\n")
 		}
+		b.WriteString("  " + durationsLine(in) + "\n")
 		for _, e := range in.Timeline {
 			fmt.Fprintf(&b, "  %9s  %-9s %s\n", Offset(e.AtMS), e.Kind, e.Text)
 		}
@@ -232,6 +236,68 @@ func WriteText(w io.Writer, incidents []*events.Incident) error {
 	}
 	_, err := io.WriteString(w, terminalSafe(b.String()))
 	return err
+}
+
+// durationsLine says an incident's durations in the words of the
+// timeline page's spans: contention (first failure to recovery: someone
+// could not get the port), outage (release to recovery: nothing
+// listened) — the only duration called so — and drain (first signal to
+// release).
+func durationsLine(in *events.Incident) string {
+	parts := []string{"contention " + events.Millis(in.ContentionMS) + " (first failure to recovery: someone could not get the port)"}
+	if in.State != events.IncidentRecovered {
+		parts[0] = "contention " + events.Millis(in.ContentionMS) + " (first failure to last attempt; not recovered)"
+	}
+	switch {
+	case in.UnservedMS != nil:
+		parts = append(parts, "outage "+events.Millis(*in.UnservedMS)+" (release to recovery: nothing listened)")
+	case in.State == events.IncidentRecovered:
+		parts = append(parts, "outage not known (the holder's release was not seen)")
+	}
+	if in.DrainMS != nil {
+		parts = append(parts, "drain "+events.Millis(*in.DrainMS)+" (first signal to release)")
+	}
+	return "durations: " + strings.Join(parts, ", ")
+}
+
+// writeSummary writes the table a report of several incidents begins
+// with: a row each, in the order of the blocks below, with the columns
+// of the timeline page's summary.
+func writeSummary(b *strings.Builder, incidents []*events.Incident) {
+	header := []string{"#", "host", "port", "state", "cause", "attempts", "contention", "unserved (outage)"}
+	rows := [][]string{header}
+	for i, in := range incidents {
+		r := Summarize(in)
+		port := r.Port
+		if r.Netns != "" {
+			port += " (" + r.Netns + ")"
+		}
+		rows = append(rows, []string{fmt.Sprint(i + 1), events.EscapeCut(in.Host, 24), port, r.State, r.Cause,
+			fmt.Sprint(r.Attempts), r.Contention, r.Unserved})
+	}
+	width := make([]int, len(header))
+	for _, row := range rows {
+		for c, cell := range row {
+			width[c] = max(width[c], utf8.RuneCountInString(cell))
+		}
+	}
+	fmt.Fprintf(b, "%d incidents, each told below in this order:\n", len(incidents))
+	for _, row := range rows {
+		b.WriteString(" ")
+		for c, cell := range row {
+			pad := strings.Repeat(" ", width[c]-utf8.RuneCountInString(cell))
+			if c == 0 || c >= 5 { // numbers, right-aligned
+				b.WriteString(" " + pad + cell)
+			} else {
+				b.WriteString(" " + cell + pad)
+			}
+			if c < len(row)-1 {
+				b.WriteString(" ")
+			}
+		}
+		b.WriteString("\n")
+	}
+	b.WriteString("\n")
 }
 
 // terminalSafe passes text whose lines bindwatch composed from escaped
@@ -295,13 +361,21 @@ func timeWaitNote(in *events.Incident) string {
 	if !tw {
 		return ""
 	}
+	// When the TIME_WAIT began and ends, as the timeline page draws it.
+	when := ""
+	for _, h := range in.Holders {
+		if h.State == "TIME_WAIT" && !h.Expires.IsZero() {
+			when = fmt.Sprintf(" (TIME_WAIT since %s, expires at %s)", signedOffset(h.Expires.Add(-events.TimeWaitLen).Sub(in.Start).Milliseconds()),
+				signedOffset(h.Expires.Sub(in.Start).Milliseconds()))
+		}
+	}
 	for _, r := range in.Released {
 		if r.How == events.HowExpired {
-			return "TIME_WAIT: the sockets expired (the kernel keeps them 60 s), and then the port was free"
+			return fmt.Sprintf("TIME_WAIT: the sockets expired (the kernel keeps them 60 s), and then the port was free (at %s)", Offset(r.Time.Sub(in.Start).Milliseconds()))
 		}
 	}
 	if in.Recovered != nil {
-		return "TIME_WAIT: recovered before the TIME_WAIT expired: the new socket could reuse the address (SO_REUSEADDR on it and on the old socket)"
+		return "TIME_WAIT: recovered before the TIME_WAIT expired: the new socket could reuse the address (SO_REUSEADDR on it and on the old socket)" + when
 	}
-	return "TIME_WAIT: the sockets had not expired when the trace ended"
+	return "TIME_WAIT: the sockets had not expired when the trace ended" + when
 }

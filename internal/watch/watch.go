@@ -77,6 +77,9 @@ type Session struct {
 	unresolved uint64 // of those, failures resolve could not look up
 	folded     uint64 // failures in repeats records written
 	lost       uint64 // failures in lost records written
+	// heldFolds are folds harvested for another port's recovery, written
+	// at the next tick (flushFolds).
+	heldFolds []events.Repeats
 	// incidents sees every record on its way out (it wraps opts.Out).
 	incidents *incidents
 	// pending is a failure read from the ring buffer (into pendingBuf)
@@ -266,25 +269,39 @@ func (s *Session) tick() error {
 	// An error leaves the generation unharvested: the next tick tries it
 	// again, and the stop record still counts every failure.
 	folds, _ := s.tracer.HarvestFolds()
+	folds = mergeRepeats(s.heldFolds, folds)
+	s.heldFolds = nil
 	if err := s.writeRepeats(folds, time.Time{}); err != nil {
 		return err
 	}
 	return s.writeLost()
 }
 
-// flushFolds reports every failure folded so far, so that a recovery's
-// attempts count them: it harvests the resting generation of the fold
-// table, flips, and harvests the other (HarvestFolds waits until the
-// programs have certainly moved on). The repeats records carry the time
-// of the recovery at (their failures came before it, and are written
-// before it); a zero at is now.
-func (s *Session) flushFolds(at time.Time) error {
-	var all []events.Repeats
+// flushFolds reports every failure folded so far on the port of a
+// recovery, so that its attempts count them: it harvests the resting
+// generation of the fold table, flips, and harvests the other
+// (HarvestFolds waits until the programs have certainly moved on). Those
+// repeats records carry the time of the recovery (their failures came
+// before it, and are written before it). The folds of other ports are
+// held for the next tick: stamped with this recovery's time, which may
+// be before they happened, they would say their failures were counted
+// before they were made.
+func (s *Session) flushFolds(r *events.Recovered) error {
+	all := s.heldFolds
 	for range 2 {
 		folds, _ := s.tracer.HarvestFolds()
 		all = mergeRepeats(all, folds)
 	}
-	return s.writeRepeats(all, at)
+	var port []events.Repeats
+	s.heldFolds = nil
+	for _, f := range all {
+		if f.Proto == r.Proto && f.Port == r.Port {
+			port = append(port, f)
+		} else {
+			s.heldFolds = append(s.heldFolds, f)
+		}
+	}
+	return s.writeRepeats(port, r.Time)
 }
 
 // mergeRepeats adds folds to into, summing those that make the same
@@ -378,11 +395,13 @@ drain:
 	// A fold table or counter that cannot be read leaves its counts out of
 	// the stop record (which then does not add up), never the record itself.
 	folds, harvestErr := s.tracer.HarvestAllFolds()
+	folds = mergeRepeats(s.heldFolds, folds)
+	s.heldFolds = nil
 	if err := s.writeRepeats(folds, time.Time{}); err != nil {
 		return err
 	}
 	// The programs are detached: what they reported is in the ring.
-	if err := s.incidents.step(func(time.Time) error { return nil }); err != nil {
+	if err := s.incidents.step(func(*events.Recovered) error { return nil }); err != nil {
 		return err
 	}
 	lostErr := s.writeLost()
