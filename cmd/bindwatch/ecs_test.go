@@ -309,6 +309,13 @@ func TestECSOutputMatchesECS(t *testing.T) {
 		if h, _ := field(f, "bindwatch.holders").([]any); len(h) == 0 || !strings.Contains(fmt.Sprint(h), strconv.Itoa(holder.PID)) {
 			t.Errorf("bindwatch.holders %v: want the holder, pid %d", h, holder.PID)
 		}
+		// The start document carries the filters in force.
+		for _, d := range docs["start"] {
+			if ports, _ := field(d, "bindwatch.start.filters.ports").([]any); len(ports) != 1 || ports[0] != p || field(d, "bindwatch.start.holders_recorded") != true {
+				t.Errorf("start document: bindwatch.start.filters.ports %v, holders_recorded %v; want [%s], true",
+					field(d, "bindwatch.start.filters.ports"), field(d, "bindwatch.start.holders_recorded"), p)
+			}
+		}
 		// A repeats document says when its folded failures happened:
 		// event.start and event.end (first and last), in that order,
 		// around its own @timestamp at the latest.

@@ -321,3 +321,59 @@ func TestRepeatsSpanCoversFoldedFailures(t *testing.T) {
 		}
 	}
 }
+
+// The start record says the filters in force — ports, pids, comm,
+// netns, errnos — the backend, and whether holders are recorded, so a
+// SIEM knows what a log with no failure covers; the text form says them
+// too. Without filters, the record says none.
+func TestStartRecordSaysItsFilters(t *testing.T) {
+	ns, err := os.Readlink("/proc/self/ns/net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var netns uint32
+	fmt.Sscanf(ns, "net:[%d]", &netns)
+	start := func(lines [][]byte) map[string]any {
+		for _, l := range lines {
+			var r map[string]any
+			json.Unmarshal(l, &r)
+			if r["type"] == "start" {
+				schemaLines(t, [][]byte{l})
+				return r
+			}
+		}
+		t.Fatalf("no start record in %s", bytes.Join(lines, []byte("\n")))
+		return nil
+	}
+	pid := strconv.Itoa(os.Getpid())
+	r := start(runTrace(t, func() {}, "--port", "8080", "--port", "9000-9100", "--pid", pid, "--comm", "nginx",
+		"--netns", strconv.Itoa(os.Getpid()), "--errno", "EADDRINUSE", "--errno", "EACCES", "--no-holders"))
+	got, _ := json.Marshal(r["filters"])
+	want := fmt.Sprintf(`{"comm":"nginx","errnos":["EADDRINUSE","EACCES"],"netns":%d,"pids":[%s],"ports":["8080","9000-9100"]}`, netns, pid)
+	if backend, _ := r["backend"].(string); string(got) != want || r["holders_recorded"] != false || backend == "" {
+		t.Errorf("start record: filters %s, holders_recorded %v, backend %v; want filters %s, holders not recorded", got, r["holders_recorded"], r["backend"], want)
+	}
+	r = start(runTrace(t, func() {}))
+	if got, _ := json.Marshal(r["filters"]); string(got) != "{}" || r["holders_recorded"] != true {
+		t.Errorf("start record without filters: filters %s, holders_recorded %v; want {} and true", got, r["holders_recorded"])
+	}
+
+	// The text form.
+	dir := t.TempDir()
+	ready, out := filepath.Join(dir, "ready"), filepath.Join(dir, "out.txt")
+	cmd := exec.Command(bindwatchBin, "--port", "8080", "--comm", "nginx", "--no-holders", "--format", "text",
+		"--backend", testenv.Backend(), "--ready-file", ready, "--output", out)
+	var stderr testenv.SyncBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	testenv.WaitForFile(t, ready, 10*time.Second, stderr.String)
+	cmd.Process.Signal(syscall.SIGINT)
+	cmd.Wait()
+	text, _ := os.ReadFile(out)
+	if !bytes.Contains(text, []byte("; only port 8080; comm nginx; holders not recorded in the kernel (--no-holders)")) {
+		t.Errorf("the text start line does not say the filters:\n%s", text)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -123,6 +124,7 @@ func Start(opts Options) (*Session, error) {
 		Type: events.TypeStart, Version: events.Version, Time: s.started, Host: host,
 		Kernel: kernelRelease(), Backend: t.Backend(), Skipped: t.Skipped(),
 		PID: os.Getpid(), FoldMS: opts.Tracer.Fold.Milliseconds(), IncidentQuietMS: s.incidents.builder.Quiet.Milliseconds(),
+		Filters: filters(&opts.Tracer), HoldersRecorded: !opts.Tracer.NoHolders,
 	}
 	if len(start.Skipped) == 0 {
 		start.Skipped = nil
@@ -424,6 +426,22 @@ func (s *Session) close() {
 	s.tracer.Close()
 	s.enrich.close()
 	s.ready.remove()
+}
+
+// filters are the tracer's filters as the start record says them.
+func filters(c *tracer.Config) events.Filters {
+	f := events.Filters{PIDs: c.PIDs, FollowChildren: c.FollowChildren && len(c.PIDs) > 0, Comm: c.Comm, Netns: c.Netns}
+	for _, r := range c.Ports {
+		if r.Lo == r.Hi {
+			f.Ports = append(f.Ports, strconv.Itoa(int(r.Lo)))
+		} else {
+			f.Ports = append(f.Ports, fmt.Sprintf("%d-%d", r.Lo, r.Hi))
+		}
+	}
+	for _, e := range c.Errnos {
+		f.Errnos = append(f.Errnos, events.ErrnoName(e))
+	}
+	return f
 }
 
 func kernelRelease() string {
