@@ -23,6 +23,8 @@ enum bw_hook {
 	BW_HOOK_INET_BIND = 3,
 	BW_HOOK_INET6_BIND = 4,
 	BW_HOOK_INET_LISTEN = 5,
+	BW_HOOK_IOURING_BIND = 6,   /* tp_btf/io_uring_complete, IORING_OP_BIND */
+	BW_HOOK_IOURING_LISTEN = 7, /* tp_btf/io_uring_complete, IORING_OP_LISTEN */
 };
 
 /* Bits of event.sock_flags: the failing socket's options. */
@@ -233,7 +235,8 @@ struct incident_event {
 	__u8 exiting; /* released: the actor is exiting (PF_EXITING) */
 	__u8 has_holder;
 	__u16 args_len;
-	__u16 pad;
+	__u8 probe; /* recovered: bindwatch's own check took the port (SO_MARK), and lets go at once */
+	__u8 pad;
 	__u8 addr[16];
 	char comm[BW_COMM_LEN];        /* actor's */
 	char target_comm[BW_COMM_LEN]; /* signal: the target's */

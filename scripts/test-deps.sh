@@ -10,6 +10,7 @@
 #   podman runc systemd                   the container image, the systemd unit
 #   chromium                              the report's HTML page in a real browser
 #   tmux                                  text output on a real terminal
+#   man-db                                the man page rendered without warnings (man -l)
 # As root, missing packages are installed with apt-get. Otherwise it lists
 # what is missing and what that means, and exits 0: the tests that need root
 # skip (and fail under BINDWATCH_REQUIRE_BPF=1, as CI sets it).
@@ -25,6 +26,7 @@ packages=(
 	podman runc systemd
 	chromium
 	tmux
+	man-db
 )
 
 missing=()

@@ -70,7 +70,7 @@ func doctorAction(c *cli.Context) error {
 		method, why := res.OwnerLookup()
 		r.Owners = method
 		if why != nil && tracer.CheckPrivileges() != nil {
-			why = errors.New("BPF iterators need root; without it only this user's own processes are found")
+			why = errors.New("BPF iterators need CAP_BPF and CAP_PERFMON (root has them); without it only the processes whose fds bindwatch may read are found")
 		}
 		if why != nil {
 			r.Owners += " (" + why.Error() + ")"
@@ -124,8 +124,20 @@ func privileges() string {
 	if err := requireRoot(); err != nil {
 		return "insufficient: " + err.Error()
 	}
-	if os.Geteuid() == 0 {
-		return "root"
+	caps := allCaps
+	if host.HasCap(host.CapSysAdmin) { // stands for CAP_BPF and CAP_PERFMON
+		caps = caps[2:]
 	}
-	return "CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN"
+	missing := host.MissingCaps(caps...)
+	switch {
+	case missing == "" && os.Geteuid() == 0:
+		return "root"
+	case missing == "":
+		return "every capability bindwatch uses"
+	}
+	return "enough to trace; without " + missing + " (README.md, Install, says what each is for)"
 }
+
+// allCaps are the capabilities some command of bindwatch uses (README.md,
+// Install).
+var allCaps = []int{host.CapBPF, host.CapPerfmon, host.CapSysPtrace, host.CapDACReadSearch, host.CapKill, host.CapNetAdmin, host.CapSysAdmin}

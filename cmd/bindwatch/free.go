@@ -13,6 +13,7 @@ import (
 
 	"github.com/bindwatch/bindwatch/internal/deploy"
 	"github.com/bindwatch/bindwatch/internal/events"
+	"github.com/bindwatch/bindwatch/internal/host"
 	"github.com/bindwatch/bindwatch/internal/resolve"
 )
 
@@ -24,14 +25,21 @@ func freeCommand() *cli.Command {
 		Description: `Finds the processes that keep each PORT from being bound (checked as
 wait-free does, by binding it) and, with --kill, stops them: --signal
 (SIGTERM) to each, a wait of up to --grace for the port to be released,
-then — only with --force — SIGKILL to those still running. Without --kill
-it only shows what it would do. A PORT without /tcp or /udp means both.
+then — only with --force — SIGKILL to those still running. A process that
+ignores the signal, or blocks it in every thread (SigIgn, SigBlk in
+/proc/PID/status), is named up front and not waited for: --force sends it
+SIGKILL at once. Without --kill it only shows what it would do. A PORT
+without /tcp or /udp means both.
 
 It never signals pid 1, bindwatch itself, its parent or any of its
 ancestors (the script running it), kernel threads, or — unless
 --all-netns — processes in another network namespace (containers). A
 process is signalled through a pidfd, after checking it still has the
-socket open, so a pid reused in the meantime is never hit. TIME_WAIT
+socket open, so a pid reused in the meantime is never hit. Nor, without
+--force, a process holding a socket that belongs to another user (not
+root): it did not create it, another user's process handed it over
+(SCM_RIGHTS) — a user cannot make root's daemon a target that way; free
+names both and says so. TIME_WAIT
 sockets have no process: they are explained, not "killed" (they last a
 fixed 60 s; --reuseaddr checks as a program with SO_REUSEADDR binds).
 
@@ -56,7 +64,7 @@ Examples:
 			&cli.BoolFlag{Name: "kill", Usage: "really signal the holders (without it: a dry run)"},
 			&cli.StringFlag{Name: "signal", Value: "TERM", Usage: "first `SIGNAL` to send: a name (TERM, INT, HUP, QUIT) or a number"},
 			&cli.DurationFlag{Name: "grace", Value: 10 * time.Second, Usage: "wait up to `DURATION` for the ports to be released"},
-			&cli.BoolFlag{Name: "force", Usage: "with --kill: send SIGKILL to holders still running after --grace"},
+			&cli.BoolFlag{Name: "force", Usage: "with --kill: send SIGKILL to holders still running after --grace, and signal a holder whose socket another user handed it (SCM_RIGHTS; refused without --force)"},
 			netnsFlag,
 			&cli.BoolFlag{Name: "all-netns", Usage: "free the ports in every network namespace, and signal processes outside bindwatch's (containers)"},
 			formatFlag(),
@@ -103,8 +111,12 @@ func freeAction(c *cli.Context) error {
 		return err
 	}
 	defer r.Close()
-	if os.Geteuid() != 0 {
-		fmt.Fprintln(os.Stderr, "bindwatch: not root: processes of other users are not found or cannot be signalled (run with sudo)")
+	needed := []int{host.CapDACReadSearch, host.CapSysPtrace}
+	if kill {
+		needed = append(needed, host.CapKill)
+	}
+	if missing := host.MissingCaps(needed...); missing != "" {
+		fmt.Fprintf(os.Stderr, "bindwatch: without %s (root has them), processes of other users cannot be checked or signalled (run with sudo)\n", missing)
 	}
 
 	plan, err := deploy.PlanFree(r, ports, deploy.StopOptions{

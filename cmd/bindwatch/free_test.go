@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -131,44 +133,69 @@ func TestFreeKillStopsSIGTERMHolder(t *testing.T) {
 	testenv.Hold(t, "tcp", "0.0.0.0", port, testenv.Opts{}) // really free
 }
 
-// TestFreeForceEscalates: a holder that ignores SIGTERM survives --kill
-// (exit 1, with the advice to add --force), and only --force sends SIGKILL.
+// blockTERM holds a TCP port and blocks SIGTERM (its only thread).
+const blockTERM = `import signal, socket, sys, time
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+s = socket.socket()
+s.bind(("0.0.0.0", int(sys.argv[1])))
+s.listen()
+print("ready", flush=True)
+time.sleep(120)`
+
+// TestFreeForceEscalates: a holder that ignores SIGTERM, or blocks it,
+// survives --kill (exit 1), and only --force sends SIGKILL. free reads
+// that from /proc/PID/status (SigIgn, SigBlk) and says so up front, with
+// the advice to add --force — the dry run too — instead of waiting out
+// the grace period first (issue 20); with --force, SIGKILL follows at once.
 func TestFreeForceEscalates(t *testing.T) {
 	testenv.RequireRoot(t)
-	port := testenv.FreePort(t)
-	h := startPython(t, ignoreTERM, strconv.Itoa(port))
-	arg := fmt.Sprintf("%d/tcp", port)
+	for _, c := range []struct{ code, deaf string }{{ignoreTERM, "ignores SIGTERM"}, {blockTERM, "blocks SIGTERM in every thread"}} {
+		t.Run(c.deaf, func(t *testing.T) {
+			port := testenv.FreePort(t)
+			h := startPython(t, c.code, strconv.Itoa(port))
+			arg := fmt.Sprintf("%d/tcp", port)
+			const grace = 40 * time.Second // never waited out
 
-	res := bindwatch(t, "free", "--format", "text", arg, "--kill", "--grace", "700ms")
-	if res.code != 1 {
-		t.Fatalf("SIGTERM ignored, no --force: want exit 1; %s", res)
-	}
-	if res.took < 700*time.Millisecond {
-		t.Errorf("gave up after %s, before --grace 700ms", res.took)
-	}
-	for _, want := range []string{"sent SIGTERM", arg + ": still held", "add --force"} {
-		if !strings.Contains(res.stdout, want) {
-			t.Errorf("stdout lacks %q; %s", want, res)
-		}
-	}
-	if want := fmt.Sprintf(`pid %d \([^)]*python3 -c import signal, socket[^)]*\) still running after SIGTERM`, h.pid()); !regexp.MustCompile(want).MatchString(res.stdout) {
-		t.Errorf("stdout does not match %q; %s", want, res)
-	}
-	if strings.Contains(res.stdout, "SIGKILL to pid") || !h.running() {
-		t.Fatalf("SIGKILL without --force; %s", res)
-	}
+			res := bindwatch(t, "free", "--format", "text", arg)
+			if want := "it " + c.deaf + ": --kill alone will not stop it; --kill --force sends it SIGKILL at once"; !strings.Contains(res.stdout, want) {
+				t.Errorf("dry run: stdout lacks %q; %s", want, res)
+			}
+			res = bindwatch(t, "free", "--format", "text", arg, "--kill", "--grace", grace.String())
+			if res.code != 1 {
+				t.Fatalf("SIGTERM %s, no --force: want exit 1; %s", c.deaf, res)
+			}
+			if res.took >= grace {
+				t.Errorf("waited out the %s grace period (%s) for a holder that %s", grace, res.took, c.deaf)
+			}
+			upFront := fmt.Sprintf("%s (/proc/%d/status): it will not exit on it; add --force", c.deaf, h.pid())
+			i, j := strings.Index(res.stdout, upFront), strings.Index(res.stdout, arg+": still held")
+			if i < 0 || j < 0 || i > j {
+				t.Errorf("stdout does not say %q before the port is still held; %s", upFront, res)
+			}
+			if want := fmt.Sprintf(`pid %d \([^)]*python3 -c import signal, socket[^)]*\), which %s, still running after SIGTERM \(hint: add --force`, h.pid(), c.deaf); !regexp.MustCompile(want).MatchString(res.stdout) {
+				t.Errorf("stdout does not match %q; %s", want, res)
+			}
+			if strings.Contains(res.stdout, "SIGKILL to pid") || !h.running() {
+				t.Fatalf("SIGKILL without --force; %s", res)
+			}
+			_, recs := freeRecords(t, arg, "--kill", "--grace", grace.String())
+			if len(recs) != 1 || len(recs[0].Actions) != 1 || recs[0].Actions[0].Reason != "it "+c.deaf {
+				t.Errorf("JSON: want one still_running action whose reason is %q; %+v", "it "+c.deaf, recs)
+			}
 
-	res = bindwatch(t, "free", "--format", "text", arg, "--kill", "--grace", "700ms", "--force")
-	if res.code != 0 {
-		t.Fatalf("with --force: want exit 0; %s", res)
-	}
-	if err := h.wait(t, 5*time.Second); !killedBy(err, syscall.SIGKILL) {
-		t.Errorf("holder ended with %v, want killed by SIGKILL", err)
-	}
-	for _, want := range []string{"sent SIGTERM", fmt.Sprintf("sent SIGKILL to pid %d", h.pid()), arg + ": free (released after", "exited after SIGKILL"} {
-		if !strings.Contains(res.stdout, want) {
-			t.Errorf("stdout lacks %q; %s", want, res)
-		}
+			res = bindwatch(t, "free", "--format", "text", arg, "--kill", "--grace", grace.String(), "--force")
+			if res.code != 0 || res.took >= grace {
+				t.Fatalf("with --force: want exit 0, without waiting out the grace period; %s", res)
+			}
+			if err := h.wait(t, 5*time.Second); !killedBy(err, syscall.SIGKILL) {
+				t.Errorf("holder ended with %v, want killed by SIGKILL", err)
+			}
+			for _, want := range []string{"sent SIGTERM", "sending SIGKILL without waiting the grace period", fmt.Sprintf("sent SIGKILL to pid %d", h.pid()), arg + ": free (released after", "exited after SIGKILL"} {
+				if !strings.Contains(res.stdout, want) {
+					t.Errorf("stdout lacks %q; %s", want, res)
+				}
+			}
+		})
 	}
 }
 
@@ -586,5 +613,77 @@ func TestFreeJSONTimeWait(t *testing.T) {
 		if !strings.Contains(rec.Blocked, want) {
 			t.Errorf("blocked lacks %q; %s", want, res)
 		}
+	}
+}
+
+// keeperHolding starts a root daemon that keeps the fd it is handed, has
+// uid 65534 listen on port and hand it the socket (SCM_RIGHTS), closing
+// its own copy, and returns the daemon, now the socket's only holder.
+func keeperHolding(t *testing.T, port int) *holder {
+	t.Helper()
+	name := fmt.Sprintf("bw-keeper-%d-%d", os.Getpid(), port)
+	cmd := testenv.Helper("keeper " + name)
+	stdin, _ := cmd.StdinPipe()
+	out, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	h := &holder{cmd: cmd, stdin: stdin, done: make(chan error, 1)}
+	t.Cleanup(func() { cmd.Process.Kill(); h.wait(t, 5*time.Second) })
+	lines := bufio.NewReader(out)
+	if l, _ := lines.ReadString('\n'); !strings.HasPrefix(l, "listening ") {
+		t.Fatalf("keeper said %q", l)
+	}
+	sent, err := testenv.HelperAsUser(t, fmt.Sprintf("handover %s tcp 127.0.0.1 %d", name, port), 65534).Output()
+	if err != nil {
+		t.Fatalf("uid 65534 could not hand its socket over: %v", err)
+	}
+	l, _ := lines.ReadString('\n')
+	if f := strings.Fields(l); len(f) != 3 || f[0] != "ready" || "sent "+f[2] != strings.TrimSpace(string(sent)) {
+		t.Fatalf("keeper said %q after uid 65534 said %q", l, sent)
+	}
+	go func() {
+		io.Copy(io.Discard, out)
+		h.done <- cmd.Wait()
+	}()
+	return h
+}
+
+// uid 65534 hands its listening socket to a root daemon that keeps the fds
+// it receives, and closes its own copy. free --kill refuses to signal the
+// daemon — it did not create the socket — naming both the socket's user
+// and the daemon; only --force signals it, and says so.
+func TestFreeRefusesAHandedOverSocket(t *testing.T) {
+	testenv.RequireRoot(t)
+	port := testenv.FreePort(t)
+	arg := strconv.Itoa(port) + "/tcp"
+	keeper := keeperHolding(t, port)
+	pid := keeper.pid()
+
+	res := bindwatch(t, "free", arg, "--kill", "--format", "text")
+	for _, want := range []string{
+		fmt.Sprintf("belongs to uid 65534 (nobody), but pid %d (", pid),
+		") runs as uid 0 (root): it did not create the socket, another user's process handed it over (SCM_RIGHTS)",
+		"(--kill --force signals it anyway)",
+	} {
+		if !strings.Contains(res.stdout, want) {
+			t.Errorf("free --kill does not say %q: %s", want, res)
+		}
+	}
+	if res.code != 1 || !keeper.running() {
+		t.Fatalf("free --kill signalled the root daemon holding uid 65534's socket (exit %d, running %v): %s", res.code, keeper.running(), res)
+	}
+	res, recs := freeRecords(t, arg, "--kill")
+	if len(recs) != 1 || len(recs[0].Actions) != 1 || recs[0].Actions[0].Result != events.ResultRefused ||
+		recs[0].Actions[0].PID != pid || !strings.Contains(recs[0].Actions[0].Reason, "belongs to uid 65534 (nobody)") || !keeper.running() {
+		t.Fatalf("free --kill --format json: %s; want pid %d refused, saying why", res, pid)
+	}
+
+	res = bindwatch(t, "free", arg, "--kill", "--force", "--format", "text")
+	if res.code != 0 || !strings.Contains(res.stdout, fmt.Sprintf("--force: signalling pid %d (", pid)) || !strings.Contains(res.stdout, "although the socket") {
+		t.Errorf("free --kill --force: %s; want the daemon signalled, and said so", res)
+	}
+	if err := keeper.wait(t, 5*time.Second); !killedBy(err, syscall.SIGTERM) {
+		t.Errorf("keeper: %v, want killed by SIGTERM", err)
 	}
 }

@@ -210,7 +210,7 @@ func TestMetricsIdleConnectionsFromAUser(t *testing.T) {
 	// A genuine failure: its holder (root) is named with its exe.
 	startHelper(t, "hold tcp 127.0.0.1 "+p)
 	testenv.FailBind(t, "tcp", "127.0.0.1", port, testenv.Opts{}, syscall.EADDRINUSE)
-	exe, err := filepath.EvalSymlinks(os.Args[0])
+	exe, err := filepath.EvalSymlinks(testenv.HelperBinary())
 	if err != nil {
 		t.Fatal(err)
 	}

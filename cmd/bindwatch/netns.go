@@ -1,13 +1,13 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
 	"strings"
 
 	"github.com/urfave/cli/v2"
-	"golang.org/x/sys/unix"
 
 	"github.com/bindwatch/bindwatch/internal/enrich"
 	"github.com/bindwatch/bindwatch/internal/events"
@@ -25,14 +25,13 @@ var netnsFlag = &cli.StringFlag{Name: "netns", Usage: "look in the network names
 func netnsArg(arg string) (host.Netns, error) {
 	nsFile := func(path, what string) (host.Netns, error) {
 		f, ino, err := host.OpenNetnsFile(path)
+		if errors.Is(err, host.ErrNotNamespace) {
+			return host.Netns{}, fmt.Errorf("--netns %s: %s (hint: /run/netns/NAME or /proc/PID/ns/net)", events.Escape(arg), events.Escape(err.Error()))
+		}
 		if err != nil {
-			return host.Netns{}, fmt.Errorf("--netns %s: %s: %w", arg, what, err)
+			return host.Netns{}, fmt.Errorf("--netns %s: %s: %s", events.Escape(arg), what, events.Escape(err.Error()))
 		}
-		defer f.Close()
-		var fs unix.Statfs_t
-		if err := unix.Fstatfs(int(f.Fd()), &fs); err != nil || fs.Type != unix.NSFS_MAGIC {
-			return host.Netns{}, fmt.Errorf("--netns %s: %s is not a namespace file (hint: /run/netns/NAME or /proc/PID/ns/net)", arg, path)
-		}
+		f.Close()
 		return host.Netns{Inode: ino, Path: path}, nil
 	}
 	if pid, err := strconv.Atoi(arg); err == nil && pid > 0 {
@@ -72,13 +71,13 @@ func netnsOption(c *cli.Context) (host.Netns, error) {
 	if arg != "" && c.Bool("all-netns") {
 		return host.Netns{}, usagef("--netns and --all-netns: give one (--netns looks in one namespace, --all-netns in every one)")
 	}
-	if c.Bool("all-netns") && os.Geteuid() != 0 {
+	if c.Bool("all-netns") && !host.HasCap(host.CapSysAdmin) {
 		return host.Netns{}, cli.Exit("--all-netns needs root (entering other network namespaces takes CAP_SYS_ADMIN): run it with sudo", 1)
 	}
 	if arg == "" {
 		return host.Netns{}, nil
 	}
-	if os.Geteuid() != 0 {
+	if !host.HasCap(host.CapSysAdmin) {
 		return host.Netns{}, cli.Exit("--netns needs root (entering another network namespace takes CAP_SYS_ADMIN): run it with sudo", 1)
 	}
 	ns, err := netnsArg(arg)

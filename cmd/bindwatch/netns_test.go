@@ -2,7 +2,9 @@ package main
 
 import (
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -109,5 +111,44 @@ func TestNetnsErrors(t *testing.T) {
 		if res.code != tc.code || !strings.Contains(res.stderr, tc.want) {
 			t.Errorf("%q: want exit %d and %q (after %s); %s", tc.args, tc.code, tc.want, time.Since(start), res)
 		}
+	}
+}
+
+// In a shared directory uid 65534 plants a FIFO, a symlink to it and a
+// symlink to a real namespace, and root is asked to look there with
+// --netns PATH: who, free, wait-free and the tracer each refuse at once —
+// "not a namespace file" — instead of hanging on the FIFO or following the
+// links; /proc/PID/ns/net, the kernel's own link, still works.
+func TestNetnsRefusesPlantedFiles(t *testing.T) {
+	testenv.RequireRoot(t)
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o1777); err != nil {
+		t.Fatal(err)
+	}
+	port := strconv.Itoa(testenv.FreePort(t))
+	h := testenv.StartHelper(t, "hold tcp 127.0.0.1 "+port)
+	real := fmt.Sprintf("/proc/%d/ns/net", h.PID)
+	asNobody(t, dir, "mkfifo ns && ln -s ns tofifo && ln -s "+real+" link")
+	for _, tc := range []struct{ path, why string }{
+		{"ns", "not a namespace file: a FIFO"},
+		{"tofifo", "not a namespace file: a symbolic link"},
+		{"link", "not a namespace file: a symbolic link"},
+	} {
+		path := filepath.Join(dir, tc.path)
+		for _, args := range [][]string{
+			{"who", port},
+			{"free", port},
+			{"wait-free", port, "--timeout", "0"},
+			{"--port", port, "--backend", testenv.Backend()},
+		} {
+			res := runBindwatchWithin(t, exec.Command(bindwatchBin, append(args, "--netns", path)...), 10*time.Second)
+			if res.code == 0 || !strings.Contains(res.stderr, "--netns "+path+": "+path+": "+tc.why) {
+				t.Errorf("%q --netns %s: exit %d, stderr %q; want a refusal saying %q", args, tc.path, res.code, res.stderr, tc.why)
+			}
+		}
+	}
+	res := runBindwatchWithin(t, exec.Command(bindwatchBin, "who", port, "--netns", real), 10*time.Second)
+	if res.code != 0 || !strings.Contains(res.stdout, fmt.Sprintf(`"pid":%d,`, h.PID)) {
+		t.Errorf("who --netns %s: %s", real, res)
 	}
 }

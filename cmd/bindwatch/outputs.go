@@ -58,7 +58,7 @@ func openOutputs(c *cli.Context, std *os.File, stdName, streamFormat string) (*s
 		if c.String("format") == events.FormatECS {
 			form = sink.ECS
 		}
-		s, err := sink.DialSyslog(sink.SyslogOptions{URL: u, Form: form, Warn: os.Stderr})
+		s, err := sink.DialSyslog(sink.SyslogOptions{URL: u, Form: sink.Fitted(form), Warn: os.Stderr})
 		if err != nil {
 			return nil, "", usageError{err: err}
 		}
@@ -101,6 +101,9 @@ func openOutputs(c *cli.Context, std *os.File, stdName, streamFormat string) (*s
 	}
 	if format == events.FormatText {
 		form = sink.LiveText(events.LiveOptions{Quiet: c.Bool("quiet"), NoHints: c.Bool("no-hints")})
+	} else {
+		// No record larger than bindwatch report reads.
+		form = sink.Fitted(form)
 	}
 	out.SetForm(form)
 	if err := addMetrics(c, set); err != nil {

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -42,7 +43,17 @@ deployment — with the hosts and when it began on the first and last (with
 --format json: one spread record each, after the incidents).
 
 Malformed lines, records of a newer schema version and files cut off
-mid-record are counted and reported on standard error, never fatal.
+mid-record are counted and reported on standard error, never fatal. Input
+with no bindwatch record at all is refused in one sentence that says what
+it is (bindwatch's text output, say: record with --format json or
+--output FILE). With no FILE and a terminal on standard input, report
+says so instead of waiting. With --html, the page is the output: standard
+output stays quiet unless --format asks for the records there too.
+A rotated sibling is read only when it is a regular file (no FIFO, device
+or symlink) owned by the log's owner or root and not writable by every
+user: in a shared directory anyone may plant one. Each one refused is
+named on standard error; name it on the command line to read it anyway.
+Records are read up to 1 MiB, the most the tracer writes.
 
 Examples:
   bindwatch report /var/log/bindwatch.jsonl
@@ -52,14 +63,14 @@ Examples:
   journalctl -o cat -u bindwatch | bindwatch report
 
 Exit status: 0 (also when there was no incident, or lines were skipped), 1
-when a file cannot be read or --html cannot be written, 2 for a usage
-error.`,
+when a file is missing or cannot be read, holds no bindwatch record, or
+--html cannot be written, 2 for a usage error.`,
 		Flags: append([]cli.Flag{
 			&cli.StringSliceFlag{Name: "port", Aliases: []string{"p"}, Usage: "only incidents on `PORT` or range LO-HI (repeatable)"},
 			&cli.StringFlag{Name: "since", Usage: "only incidents still going on at or after `TIME` (RFC 3339, \"2006-01-02 15:04:05\" local, or a duration ago: 2h)"},
 			&cli.StringFlag{Name: "until", Usage: "only incidents that began at or before `TIME` (as --since)"},
 			&cli.StringFlag{Name: "format", Usage: "output `FORMAT`: text (one block per incident), json (one incident record per line; docs/schema.md) or ecs (the same as Elastic Common Schema documents). Default: text on a terminal, json otherwise"},
-			&cli.StringFlag{Name: "html", Usage: "also write one self-contained page with a timeline picture per incident to `FILE`"},
+			&cli.StringFlag{Name: "html", Usage: "write one self-contained page with a timeline picture per incident to `FILE` (standard output then stays quiet, unless --format asks for the records there too)"},
 		}, redactFlags()...),
 		Action:          reportAction,
 		HideHelpCommand: true,
@@ -93,6 +104,15 @@ func reportAction(c *cli.Context) error {
 		return err
 	}
 	files := c.Args().Slice()
+	if len(files) == 0 && isTerminal(os.Stdin) {
+		// Waiting silently for a log typed in would look hung.
+		return usagef("no FILE, and standard input is a terminal: report reads JSON lines from standard input; give a file or pipe a log (bindwatch report /var/log/bindwatch.jsonl; journalctl -o cat -u bindwatch | bindwatch report)")
+	}
+	for _, f := range files {
+		if _, err := os.Stat(f); errors.Is(err, fs.ErrNotExist) && len(incident.Rotated(f)) == 0 {
+			return cli.Exit(fmt.Sprintf("report: %s: no such file, nor rotated parts of it (hint: give the file bindwatch writes with --output, e.g. /var/log/bindwatch/bindwatch.jsonl)", f), 1)
+		}
+	}
 	builder := incident.NewBuilder()
 	log := incident.ReadFiles(files, os.Stdin, func(rec any) {
 		// A log written with --no-redact (or by an older bindwatch) may
@@ -114,17 +134,32 @@ func reportAction(c *cli.Context) error {
 	incidents := incident.Select(builder.Finish(log.Last), wanted, since, until)
 	sources := "standard input"
 	if len(files) > 0 {
-		sources = strings.Join(incident.Files(files), ", ")
+		sources = strings.Join(log.Files, ", ")
 	}
-	if log.Skipped.Any() {
-		fmt.Fprintf(os.Stderr, "bindwatch report: skipped %s\n", log.Skipped)
+	for _, r := range log.Skipped.Refused {
+		fmt.Fprintf(os.Stderr, "bindwatch report: not reading %s (hint: a rotated file beside a log is read only when it is a regular file of the log's owner or root, not writable by every user; name it on the command line to read it anyway)\n", events.Escape(r))
 	}
-	if path := c.String("html"); path != "" {
-		if err := writeHTML(path, incidents, sources, log.Skipped); err != nil {
+	if what := log.NoRecord(); what != "" {
+		return cli.Exit(fmt.Sprintf("report: %s: %s", sources, what), 1)
+	}
+	unreadable := log.Skipped.Unreadable
+	skipped := log.Skipped
+	skipped.Unreadable = nil // said once, at the end
+	skipped.Refused = nil    // said above
+	if skipped.Any() {
+		fmt.Fprintf(os.Stderr, "bindwatch report: skipped %s\n", events.Escape(skipped.String()))
+	}
+	html := c.String("html")
+	if html != "" {
+		if err := writeHTML(html, incidents, sources, log.Skipped); err != nil {
 			return cli.Exit(err.Error(), 1)
 		}
 	}
-	if format != events.FormatText {
+	switch {
+	case html != "" && c.String("format") == "":
+		// The page is the output: standard output stays quiet unless
+		// --format asks for the records there too.
+	case format != events.FormatText:
 		write, err := recordWriter(os.Stdout, format)
 		if err != nil {
 			return err
@@ -139,13 +174,17 @@ func reportAction(c *cli.Context) error {
 				return err
 			}
 		}
-	} else if len(incidents) == 0 {
+	case len(incidents) == 0 && log.Read == 0 && len(unreadable) > 0:
+		// Nothing was read: the error below says why.
+	case len(incidents) == 0:
 		fmt.Printf("no incident in %s (%d record%s read)\n", sources, log.Read, events.Plural(log.Read))
-	} else if err := incident.WriteText(os.Stdout, incidents); err != nil {
-		return err
+	default:
+		if err := incident.WriteText(os.Stdout, incidents); err != nil {
+			return err
+		}
 	}
-	if len(log.Skipped.Unreadable) > 0 {
-		return cli.Exit(fmt.Sprintf("report: could not read %s (hint: check the path and permissions)", strings.Join(log.Skipped.Unreadable, "; ")), 1)
+	if len(unreadable) > 0 {
+		return cli.Exit(fmt.Sprintf("report: could not read %s (hint: check the path and permissions)", strings.Join(unreadable, "; ")), 1)
 	}
 	return nil
 }

@@ -15,8 +15,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bindwatch/bindwatch/internal/testenv"
 	"golang.org/x/sys/unix"
+
+	"github.com/bindwatch/bindwatch/internal/events"
+	"github.com/bindwatch/bindwatch/internal/testenv"
 )
 
 // realIncidentLog traces two ports and returns the JSON lines bindwatch
@@ -430,5 +432,242 @@ func TestReportSpreadAcrossHosts(t *testing.T) {
 	if strings.Count(html, `<li class="spread">`) != 2 || !strings.Contains(html, `on 3 hosts (node-a, node-b, &lt;b&gt;node-c\x1b[31m)`) ||
 		strings.Contains(html, "<b>node-c") || strings.ContainsRune(html, 0x1b) {
 		t.Errorf("html spreads section wrong:\n%s", html)
+	}
+}
+
+// asNobody runs a shell script as uid 65534 (no groups), as an attacker
+// sharing the machine would.
+func asNobody(t *testing.T, dir, script string) {
+	t.Helper()
+	cmd := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "sh", "-c", script)
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("as uid 65534: %s: %v\n%s", script, err, out)
+	}
+}
+
+// In a shared directory (mode 1777), uid 65534 plants beside root's log a
+// forged rotated part ("port 22 held by /home/alice/backdoor"), a FIFO and
+// a symlink; root's own FIFO is there too. report reads the log and its
+// real rotated part, refuses each planted one — naming it on standard
+// error — and neither hangs nor reports the forgery.
+func TestReportRefusesPlantedSiblings(t *testing.T) {
+	lines, _ := realIncidentLog(t)
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o1777); err != nil {
+		t.Fatal(err)
+	}
+	clean := filepath.Join(t.TempDir(), "clean.jsonl")
+	os.WriteFile(clean, append(bytes.Join(lines, []byte("\n")), '\n'), 0o644)
+	want, _ := report(t, "--format", "json", clean)
+
+	log := filepath.Join(dir, "bw.jsonl")
+	half := len(lines) / 2
+	os.WriteFile(log+".1", append(bytes.Join(lines[:half], []byte("\n")), '\n'), 0o640)
+	os.WriteFile(log, append(bytes.Join(lines[half:], []byte("\n")), '\n'), 0o640)
+	if err := unix.Mkfifo(log+".2", 0o600); err != nil {
+		t.Fatal(err)
+	}
+	forged := `{"type":"bind_failure","version":1,"time":"2026-11-25T10:31:02Z","host":"h","syscall":"bind","errno":"EADDRINUSE","errno_code":98,"proto":"tcp","family":"ipv4","addr":"0.0.0.0","port":22,"socket":{"reuseaddr":false,"reuseport":false,"freebind":false,"bound_dev":""},"process":{"pid":1234,"ppid":1,"uid":0,"comm":"sshd"},"holders":[{"source":"seen_live","proto":"tcp","state":"LISTEN","addr":"0.0.0.0","port":22,"uid":0,"processes":[{"pid":666,"ppid":1,"uid":0,"comm":"backdoor","exe":"/home/alice/backdoor"}]}]}`
+	asNobody(t, dir, "printf '%s\\n' '"+forged+"' > bw.jsonl.9 && mkfifo bw.jsonl.8 && ln -s /etc/shadow bw.jsonl.7 && ln -s "+clean+" bw.jsonl.6")
+
+	cmd := exec.Command(bindwatchBin, "report", "--format", "json", log)
+	res := runBindwatchWithin(t, cmd, 20*time.Second)
+	if res.code != 0 {
+		t.Fatalf("report exited %d:\n%s", res.code, res)
+	}
+	if res.stdout != want {
+		t.Errorf("incidents differ from the log's own:\nwant:\n%s\ngot:\n%s", want, res.stdout)
+	}
+	if strings.Contains(res.stdout, "backdoor") {
+		t.Errorf("the forged part planted by uid 65534 was reported as fact:\n%s", res.stdout)
+	}
+	for _, refused := range []string{
+		log + ".9: owned by uid 65534, not by the log's owner (uid 0) or root",
+		log + ".8: not a regular file (a FIFO)",
+		log + ".7: a symbolic link",
+		log + ".6: a symbolic link",
+		log + ".2: not a regular file (a FIFO)",
+	} {
+		if !strings.Contains(res.stderr, "bindwatch report: not reading "+refused) {
+			t.Errorf("standard error does not say %q:\n%s", refused, res.stderr)
+		}
+	}
+}
+
+// runBindwatchWithin runs cmd, killing it (and failing the test) if it
+// has not exited within d.
+func runBindwatchWithin(t *testing.T, cmd *exec.Cmd, d time.Duration) result {
+	t.Helper()
+	var stdout, stderr testenv.SyncBuffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(d):
+		cmd.Process.Kill()
+		<-done
+		t.Fatalf("%q still running after %v (stdout %q, stderr %q)", cmd.Args, d, stdout.String(), stderr.String())
+	}
+	res := result{stdout: stdout.String(), stderr: stderr.String()}
+	if exit, ok := err.(*exec.ExitError); ok {
+		res.code = exit.ExitCode()
+	}
+	return res
+}
+
+// startAsNobody starts a testenv helper job as uid 65534 with args (its
+// argv, which the job ignores) and returns its first line; it runs until
+// the test ends.
+func startAsNobody(t *testing.T, job string, args ...string) string {
+	t.Helper()
+	cmd := testenv.HelperAsUser(t, job, 65534)
+	cmd.Args = append(cmd.Args, args...)
+	stdin, _ := cmd.StdinPipe()
+	out, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %q as uid 65534: %v", job, err)
+	}
+	t.Cleanup(func() { stdin.Close(); cmd.Process.Kill(); cmd.Wait() })
+	line, _ := bufio.NewReader(out).ReadString('\n')
+	return strings.TrimSpace(line)
+}
+
+// uid 65534 holds a port and fails to bind it again, both processes with a
+// 1.5 MB command line — the attack that made a 3 MB line report skipped
+// as malformed, hiding the incident. The tracer writes no line over
+// 1 MiB (the command lines shortened around "…", cmdline_truncated), and
+// report tells the incident.
+func TestReportReadsWhatTheTracerWrites(t *testing.T) {
+	port := testenv.FreePort(t)
+	p := strconv.Itoa(port)
+	var argv []string
+	for i := range 12 {
+		argv = append(argv, fmt.Sprintf("--arg%02d=%s", i, strings.Repeat("x", 125_000)))
+	}
+	lines := runTraceUntil(t, func() {
+		if l := startAsNobody(t, "hold tcp 127.0.0.1 "+p, argv...); !strings.HasPrefix(l, "ready ") {
+			t.Fatalf("holder said %q", l)
+		}
+		if l := startAsNobody(t, "trybind tcp 127.0.0.1 "+p, argv...); !strings.HasPrefix(l, fmt.Sprintf("errno %d ", syscall.EADDRINUSE)) {
+			t.Fatalf("failing process said %q, want EADDRINUSE", l)
+		}
+	}, func(lines [][]byte) bool {
+		return bytes.Contains(bytes.Join(lines, nil), []byte(`"type":"bind_failure"`))
+	}, "--port", p, "--format", "json")
+	var failure map[string]any
+	for _, l := range lines {
+		if len(l) > 1<<20 {
+			t.Errorf("a %d-byte line, over 1 MiB: %.200s", len(l), l)
+		}
+		if bytes.Contains(l, []byte(`"type":"bind_failure"`)) {
+			json.Unmarshal(l, &failure)
+		}
+	}
+	if failure == nil {
+		t.Fatal("no bind_failure record")
+	}
+	proc := failure["process"].(map[string]any)
+	if proc["uid"] != float64(65534) || proc["cmdline_truncated"] != true || len(proc["cmdline"].([]any)) < 2 {
+		t.Errorf("failing process %.300v, want uid 65534 with its command line shortened (cmdline_truncated)", proc)
+	}
+	log := filepath.Join(t.TempDir(), "bw.jsonl")
+	os.WriteFile(log, append(bytes.Join(lines, []byte("\n")), '\n'), 0o640)
+	out, stderr := report(t, "--format", "json", log)
+	var in map[string]any
+	if err := json.Unmarshal([]byte(out), &in); err != nil || in["port"] != float64(port) || in["attempts"] != float64(1) {
+		t.Errorf("report: %v; want the incident on port %d with 1 attempt:\n%.500s\nstderr: %s", err, port, out, stderr)
+	}
+	if stderr != "" {
+		t.Errorf("report skipped something: %s", stderr)
+	}
+}
+
+// countType counts the records of type typ in a JSON-lines file.
+func countType(path, typ string) int {
+	n := 0
+	for _, l := range readLines(path) {
+		if bytes.Contains(l, []byte(`"type":"`+typ+`"`)) {
+			n++
+		}
+	}
+	return n
+}
+
+// uid 65534's holder ignores SIGHUP, and uid 65534 floods it with SIGHUPs
+// during root's outage on its port; then root's SIGTERM ends it. The
+// report folds the flood into one counted line, keeps root's SIGTERM, and
+// the page stays small (issue 19: 200,000 signals made a 78 MB page).
+func TestReportFoldsASignalFlood(t *testing.T) {
+	port := testenv.FreePort(t)
+	p := strconv.Itoa(port)
+	out := filepath.Join(t.TempDir(), "bw.jsonl")
+	tr := startTracing(t, "--port", p, "--format", "json", "--output", out)
+	holder := testenv.StartHelperAsUser(t, "deafhold tcp 127.0.0.1 "+p, 65534)
+	testenv.FailBind(t, "tcp", "127.0.0.1", port, testenv.Opts{}, syscall.EADDRINUSE)
+	for deadline := time.Now().Add(10 * time.Second); countType(out, "bind_failure") == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no bind_failure within 10s: %s", tr.stderr.String())
+		}
+	}
+	const flood = 200
+	if b, err := testenv.HelperAsUser(t, fmt.Sprintf("sighup %d %d", holder.PID, flood), 65534).Output(); err != nil || string(b) != fmt.Sprintf("sent %d\n", flood) {
+		t.Fatalf("flood: %v %q", err, b)
+	}
+	if err := syscall.Kill(holder.PID, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(60 * time.Second); countType(out, "released") == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no released record within 60s (%d signal records): %s", countType(out, "signal"), tr.stderr.String())
+		}
+	}
+	tr.stop(t)
+	// The SIGHUPs the tracer wrote: signal records, and the counts of the
+	// signal_repeats records it folded the flood's excess into.
+	hups := 0
+	for _, l := range readLines(out) {
+		var r struct {
+			Type, Signal string
+			Count        int
+		}
+		if json.Unmarshal(l, &r) != nil || r.Signal != "SIGHUP" {
+			continue
+		}
+		switch r.Type {
+		case events.TypeSignal:
+			hups++
+		case events.TypeSignalRepeats:
+			hups += r.Count
+		}
+	}
+	t.Logf("%d SIGHUPs recorded", hups)
+	if hups < 3 {
+		t.Fatalf("%d SIGHUPs recorded: the flood was not seen, nothing to fold", hups)
+	}
+
+	page := filepath.Join(t.TempDir(), "page.html")
+	text, stderr := report(t, "--format", "text", "--html", page, out)
+	var lines []string
+	for _, l := range strings.Split(text, "\n") {
+		if strings.Contains(l, "  signal ") {
+			lines = append(lines, strings.TrimSpace(l))
+		}
+	}
+	// The first SIGHUP, the rest folded, root's SIGTERM; then the Go
+	// runtime's own SIGTERM to itself, raised again to die of it.
+	folded := fmt.Sprintf("%d more SIGHUP to pid %d (helper) from helper uid 65534", hups-1, holder.PID)
+	rootTerm := fmt.Sprintf("SIGTERM to pid %d (helper) from pid %d ", holder.PID, os.Getpid())
+	if len(lines) < 3 || len(lines) > 5 || !strings.Contains(lines[0], "SIGHUP") || !strings.Contains(lines[1], folded) ||
+		!strings.Contains(lines[2], rootTerm) || !strings.Contains(lines[2], "uid 0: delivered") {
+		t.Errorf("signal lines of the report:\n%s\nwant the first SIGHUP, %q… folded, and %q… uid 0\nstderr: %s", strings.Join(lines, "\n"), folded, rootTerm, stderr)
+	}
+	if st, err := os.Stat(page); err != nil || st.Size() > 200<<10 {
+		t.Errorf("the page: %v, %d bytes; want under 200 KiB", err, st.Size())
 	}
 }

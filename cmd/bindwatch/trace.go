@@ -20,7 +20,7 @@ import (
 )
 
 func commands() []*cli.Command {
-	return []*cli.Command{whoCommand(), runCommand(), waitFreeCommand(), freeCommand(), doctorCommand(), reportCommand()}
+	return []*cli.Command{whoCommand(), runCommand(), waitFreeCommand(), freeCommand(), doctorCommand(), reportCommand(), completionCommand(), manCommand()}
 }
 
 // traceFlags are the flags of tracing (bindwatch itself, and bindwatch run).

@@ -87,8 +87,9 @@ func whoAction(c *cli.Context) error {
 		return err
 	}
 	defer r.Close()
-	if os.Geteuid() != 0 {
-		fmt.Fprintln(os.Stderr, "bindwatch: not root: sockets of other users' processes are listed without their processes (run with sudo)")
+	iterator := host.BPFCapable() && host.PerfmonCapable()
+	if missing := host.MissingCaps(host.CapDACReadSearch, host.CapSysPtrace); !iterator && missing != "" {
+		fmt.Fprintf(os.Stderr, "bindwatch: without CAP_BPF and CAP_PERFMON (for the BPF iterator), or %s (to read /proc/PID/fd), which root has: sockets of other users' processes are listed without their processes (run with sudo)\n", missing)
 	}
 
 	namespaces := []resolve.Netns{r.OwnNetns()}
@@ -108,18 +109,27 @@ func whoAction(c *cli.Context) error {
 			return err
 		}
 	}
+	// The ephemeral note is said once per port, after its last protocol.
+	lastOf := map[uint16]int{}
+	for i, q := range queries {
+		lastOf[q.port] = i
+	}
+	hostname, _ := os.Hostname()
 	held, warned := false, false
-	for _, q := range queries {
+	for i, q := range queries {
 		rec, err := r.WhoRecord(namespaces, q.proto, q.port, eph)
 		if err != nil {
 			return err
 		}
-		rec.PartialView = os.Geteuid() != 0
+		rec.Time, rec.Host = time.Now(), hostname
 		if rec.Held {
 			// Asked only now: a free port does not wait for the BPF
 			// iterator to load.
 			method, fallback := r.OwnerLookup()
-			if fallback != nil && !warned && !c.Bool("proc-scan") && os.Geteuid() == 0 {
+			// The iterator sees every process; a /proc scan only those
+			// whose fds bindwatch may read.
+			rec.PartialView = method != resolve.OwnersBPFIter && host.MissingCaps(host.CapDACReadSearch, host.CapSysPtrace) != ""
+			if fallback != nil && !warned && !c.Bool("proc-scan") && iterator {
 				fmt.Fprintf(os.Stderr, "bindwatch: BPF iterator unavailable (%v); scanning /proc instead\n", fallback)
 				warned = true
 			}
@@ -131,6 +141,9 @@ func whoAction(c *cli.Context) error {
 				return err
 			}
 		} else {
+			if lastOf[q.port] != i {
+				rec.EphemeralNote = ""
+			}
 			rec.WriteText(c.App.Writer, len(namespaces) > 1 || netns.Inode != 0, time.Now())
 		}
 	}

@@ -1,14 +1,19 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"os"
 	"os/exec"
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
+	"github.com/bindwatch/bindwatch/internal/events"
 	"github.com/bindwatch/bindwatch/internal/testenv"
 )
 
@@ -32,6 +37,11 @@ func whoJSON(t *testing.T, arg string) (pids []int, code int) {
 	}
 	if err := schema.Validate(any(doc)); err != nil {
 		t.Errorf("who output does not match docs/schema.json: %v\n%s", err, out)
+	}
+	// Issue 20: time and host, as every other record has them.
+	hostname, _ := os.Hostname()
+	if at, err := time.Parse(time.RFC3339Nano, fmt.Sprint(doc["time"])); err != nil || time.Since(at) > time.Minute || time.Since(at) < 0 || doc["host"] != hostname {
+		t.Errorf("who record: time %v, host %v; want now and %q", doc["time"], doc["host"], hostname)
 	}
 	for _, h := range doc["holders"].([]any) {
 		for _, p := range h.(map[string]any)["processes"].([]any) {
@@ -95,6 +105,14 @@ func TestEphemeralPortNote(t *testing.T) {
 	if res := inNS("who", "40010/tcp", "--format", "text"); res.code != 1 || !strings.Contains(res.stdout, "40010/tcp: free\n  "+note) {
 		t.Errorf("who on a free port in the range: want exit 1 and\n%s\ngot %s", note, res)
 	}
+	// Once per port, whatever the protocols (issue 20: twice, tcp and udp).
+	if res := inNS("who", "40010", "40011/udp", "40010/udp", "--format", "text"); strings.Count(res.stdout, "note: port 40010 ") != 1 || strings.Count(res.stdout, "note: port 40011 ") != 1 ||
+		!strings.HasSuffix(res.stdout, "40010/udp: free\n  "+note+", or use a port outside the range\n") {
+		t.Errorf("who 40010 40011/udp 40010/udp: want one note per port, after its last protocol; got %s", res)
+	}
+	if res := inNS("wait-free", "40010", "--timeout", "0", "--format", "text"); strings.Count(res.stderr, "note:") != 1 {
+		t.Errorf("wait-free 40010 (tcp and udp): want one note; got %s", res)
+	}
 	for _, port := range []string{"40050", "5000"} {
 		if res := inNS("who", port+"/tcp", "--format", "text"); strings.Contains(res.stdout, "note:") {
 			t.Errorf("who %s (reserved, or outside the range) warns: %s", port, res)
@@ -114,5 +132,52 @@ func TestEphemeralPortNote(t *testing.T) {
 	}
 	if n, _ := doc["ephemeral_note"].(string); !strings.Contains(n, strings.TrimPrefix(note, "note: ")) {
 		t.Errorf("ephemeral_note %q, want the note", n)
+	}
+}
+
+// uid 65534 listens on a port, sends the socket over a unix socket nobody
+// reads and closes its own copy: the socket is held only in flight. who,
+// free and the tracer's failure say so — held by no process's fd table —
+// instead of "no process … run with sudo"; run as a user, who says other
+// users' processes are hidden from it.
+func TestWhoInFlightSocket(t *testing.T) {
+	testenv.RequireRoot(t)
+	port := testenv.FreePort(t)
+	p := strconv.Itoa(port)
+	h := testenv.StartHelperAsUser(t, "inflight tcp 127.0.0.1 "+p, 65534)
+
+	_, recs := whoRecords(t, p+"/tcp")
+	if len(recs) != 1 || len(recs[0].Holders) != 1 || recs[0].Holders[0].Unowned != events.UnownedNoFDTable ||
+		len(recs[0].Holders[0].Processes) != 0 || recs[0].Holders[0].Inode != h.Inode {
+		t.Errorf("who: %+v; want one holder, inode %d, no process, unowned %q", recs, h.Inode, events.UnownedNoFDTable)
+	}
+	const said = "held by no process's fd table: in flight in a unix socket's queue"
+	for _, args := range [][]string{{"who", p + "/tcp"}, {"free", p + "/tcp"}, {"free", p + "/tcp", "--kill"}} {
+		res := bindwatch(t, append(args, "--format", "text")...)
+		if !strings.Contains(res.stdout, said) || strings.Contains(res.stdout+res.stderr, "sudo") {
+			t.Errorf("%q: want %q, no word of sudo:\n%s", args, said, res)
+		}
+	}
+	user := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", bindwatchBin, "who", p+"/tcp", "--format", "text")
+	if out, _ := user.Output(); !strings.Contains(string(out), "other users' processes are visible only to root") {
+		t.Errorf("who as uid 65534:\n%s", out)
+	}
+
+	lines := runTraceUntil(t, func() {
+		testenv.FailBind(t, "tcp", "127.0.0.1", port, testenv.Opts{}, syscall.EADDRINUSE)
+	}, func(lines [][]byte) bool {
+		return bytes.Contains(bytes.Join(lines, nil), []byte(`"type":"bind_failure"`))
+	}, "--port", p, "--format", "json")
+	var f events.Failure
+	for _, l := range lines {
+		if bytes.Contains(l, []byte(`"type":"bind_failure"`)) {
+			json.Unmarshal(l, &f)
+		}
+	}
+	if len(f.Holders) != 1 || f.Holders[0].Unowned != events.UnownedNoFDTable || f.Holders[0].Inode != h.Inode {
+		t.Fatalf("the failure's holders %+v; want inode %d, unowned %q", f.Holders, h.Inode, events.UnownedNoFDTable)
+	}
+	if text := events.Text(&f); !strings.Contains(text, "fd table") || !strings.Contains(text, "in flight") {
+		t.Errorf("the failure's line does not say the socket is in no fd table:\n%s", text)
 	}
 }

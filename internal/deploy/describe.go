@@ -24,7 +24,7 @@ func (b *Busy) Describe(now time.Time) []string {
 			sock += fmt.Sprintf(" netns %d", h.Netns)
 		}
 		if len(h.Processes) == 0 {
-			lines = append(lines, sock+": no process bindwatch can see has it open (a socket of the kernel, or of another user's process: run with sudo)")
+			lines = append(lines, sock+": "+events.UnownedText(&h))
 			continue
 		}
 		for _, p := range h.Processes {

@@ -3,6 +3,7 @@ package deploy
 import (
 	"os"
 	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -73,12 +74,19 @@ func (pl *Plan) actions(t *Target, pp *PortPlan, dryRun bool) []events.FreeActio
 		}
 	}
 	var out []events.FreeAction
+	forced := ""
+	if t.HandedOver != "" {
+		forced = "with --force, although " + t.HandedOver
+	}
 	for i, sig := range t.Sent {
-		result := events.ResultStillRunning
+		result, reason := events.ResultStillRunning, forced
 		if i == len(t.Sent)-1 && t.Exited {
 			result = events.ResultExited
 		}
-		out = append(out, action(sig, result, ""))
+		if i == 0 && t.Deaf != "" && result == events.ResultStillRunning {
+			reason = strings.TrimPrefix(strings.Join([]string{forced, "it " + t.Deaf}, "; "), "; ")
+		}
+		out = append(out, action(sig, result, reason))
 	}
 	if t.SignalErr != nil {
 		// Stop sends SIGKILL only after the first signal went out.
@@ -97,7 +105,11 @@ func (pl *Plan) actions(t *Target, pp *PortPlan, dryRun bool) []events.FreeActio
 	case t.Refused != "":
 		return []events.FreeAction{action(pl.opts.Signal, events.ResultRefused, t.Refused)}
 	case dryRun && pl.wouldSignal(t):
-		return []events.FreeAction{action(pl.opts.Signal, events.ResultDryRun, "")}
+		reason := forced
+		if t.Deaf != "" {
+			reason = strings.TrimPrefix(strings.Join([]string{forced, "it " + t.Deaf + ": --kill alone will not stop it"}, "; "), "; ")
+		}
+		return []events.FreeAction{action(pl.opts.Signal, events.ResultDryRun, reason)}
 	}
 	return []events.FreeAction{action(pl.opts.Signal, events.ResultSkipped, "signalling it cannot free the port: "+pp.Blocked)}
 }

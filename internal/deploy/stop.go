@@ -63,6 +63,13 @@ type Target struct {
 	Sockets []string
 	// Refused says why bindwatch will not signal it; "" when it may.
 	Refused string
+	// Deaf says, read from /proc/PID/status before any signal, that it
+	// will not exit on the first signal: "ignores SIGTERM", "blocks
+	// SIGTERM in every thread"; "" when it may.
+	Deaf string
+	// HandedOver says it holds a socket another user's process handed it
+	// (handedOver), when --force lets it be signalled anyway.
+	HandedOver string
 
 	inodes []uint64
 	pidfd  int // -1 until opened
@@ -171,16 +178,23 @@ func (pl *Plan) plan(pp *PortPlan, others []events.Holder, g guard, byPID map[in
 	}
 	for _, h := range live {
 		if len(h.Processes) == 0 {
-			pp.Blocked = fmt.Sprintf("%s %s is open in no process bindwatch can see (a socket of the kernel, or of a process bindwatch may not inspect: run with sudo); there is nothing to signal",
-				h.State, events.HostPort(h.Addr, h.Port))
+			pp.Blocked = fmt.Sprintf("%s %s: %s; there is nothing to signal",
+				h.State, events.HostPort(h.Addr, h.Port), events.UnownedText(&h))
 			continue
 		}
 		for _, p := range h.Processes {
 			t := byPID[p.PID]
 			if t == nil {
-				t = &Target{Process: p, pidfd: -1, Refused: g.refusal(&p)}
+				t = &Target{Process: p, pidfd: -1, Refused: g.refusal(&p), Deaf: deafTo(p.PID, pl.opts.Signal)}
 				byPID[p.PID] = t
 				pl.Targets = append(pl.Targets, t)
+			}
+			if why := handedOver(&h, &p); why != "" && t.Refused == "" && t.HandedOver == "" {
+				if pl.opts.Force {
+					t.HandedOver = why
+				} else {
+					t.Refused = why + " (--kill --force signals it anyway)"
+				}
 			}
 			sock := fmt.Sprintf("%s %s/%s", h.State, events.HostPort(h.Addr, h.Port), h.Proto)
 			if !slices.Contains(t.Sockets, sock) {
@@ -203,6 +217,45 @@ func (pl *Plan) plan(pp *PortPlan, others []events.Holder, g guard, byPID map[in
 			return
 		}
 	}
+}
+
+// deafTo says whether process pid ignores or blocks sig, so that it will
+// not exit on it: "ignores SIGTERM", or "".
+func deafTo(pid int, sig syscall.Signal) string {
+	switch ignored, blocked := host.SignalDisposition(pid, int(sig)); {
+	case ignored:
+		return "ignores " + SignalName(sig)
+	case blocked:
+		return "blocks " + SignalName(sig) + " in every thread"
+	}
+	return ""
+}
+
+// handedOver says why p must not be signalled for h without --force, or
+// "": the socket belongs to a user other than p's, and not to root. Its
+// owner is the user that created it; p did not, and was handed it — a
+// user's process passes its listening socket over a unix socket
+// (SCM_RIGHTS) to a daemon that keeps what it receives, then closes its
+// own copy — so signalling p would stop another user's process (often
+// root's) for that user's socket. A socket of root's in a process of
+// another user (nginx's workers, a daemon that bound as root and dropped
+// privileges) is the normal way round, and no reason to refuse.
+func handedOver(h *events.Holder, p *events.Process) string {
+	if h.UID == p.UID || h.UID == 0 {
+		return ""
+	}
+	user := func(uid uint32, name string) string {
+		if name == "" {
+			name = resolve.UserName(uid)
+		}
+		if name == "" {
+			return fmt.Sprintf("uid %d", uid)
+		}
+		return fmt.Sprintf("uid %d (%s)", uid, events.Escape(name))
+	}
+	return fmt.Sprintf("the socket %s %s/%s belongs to %s, but %s runs as %s: it did not create the socket, another user's process handed it over (SCM_RIGHTS), and signalling it would stop %s's process for %s's socket",
+		h.State, events.HostPort(h.Addr, h.Port), h.Proto, user(h.UID, ""), events.ProcessShort(p), user(p.UID, p.User),
+		user(p.UID, p.User), user(h.UID, ""))
 }
 
 // timeWaitText explains a port held only by TIME_WAIT sockets: there is
@@ -245,6 +298,14 @@ func (pl *Plan) Stop(ctx context.Context, log func(string)) error {
 			}
 			signalled[t] = true
 			pl.signal(t, pl.opts.Signal, pp, log)
+			if t.Deaf != "" && len(t.Sent) > 0 {
+				// Said now, not after the grace period: waiting will not help.
+				next := fmt.Sprintf("add --force to send it SIGKILL (bindwatch does not wait the %s grace period for it)", pl.opts.Grace)
+				if pl.opts.Force {
+					next = "sending SIGKILL without waiting the grace period for it"
+				}
+				log(fmt.Sprintf("%s: %s %s (/proc/%d/status): it will not exit on it; %s", pp.label(pl.own), events.ProcessShort(&t.Process), t.Deaf, t.Process.PID, next))
+			}
 		}
 	}
 	waitErr := pl.wait(ctx, stoppable, pl.opts.Grace)
@@ -312,6 +373,9 @@ func (pl *Plan) signal(t *Target, sig syscall.Signal, pp *PortPlan, log func(str
 	if t.Exited || t.SignalErr != nil {
 		return
 	}
+	if t.HandedOver != "" && len(t.Sent) == 0 {
+		log(fmt.Sprintf("%s: --force: signalling %s although %s", pp.label(pl.own), events.ProcessShort(&t.Process), t.HandedOver))
+	}
 	if err := unix.PidfdSendSignal(t.pidfd, sig, nil, 0); err != nil {
 		if errors.Is(err, unix.ESRCH) {
 			t.Exited = true
@@ -330,8 +394,9 @@ func (pl *Plan) signal(t *Target, sig syscall.Signal, pp *PortPlan, log func(str
 }
 
 // wait checks the ports until each is free, or all its holders are gone
-// (what is left, TIME_WAIT or another process, will not go by waiting
-// here), or until d has passed.
+// or deaf to the signal (what is left, TIME_WAIT, another process or one
+// that ignores the signal, will not go by waiting here), or until d has
+// passed.
 func (pl *Plan) wait(ctx context.Context, ports []*PortPlan, d time.Duration) error {
 	deadline := time.Now().Add(d)
 	for {
@@ -367,7 +432,8 @@ func (pl *Plan) wait(ctx context.Context, ports []*PortPlan, d time.Duration) er
 
 func (pp *PortPlan) allExited() bool {
 	for _, t := range pp.Targets {
-		if !t.Exited && t.SignalErr == nil {
+		// One deaf to the signal is not waited for: it will not exit.
+		if !t.Exited && t.SignalErr == nil && t.Deaf == "" {
 			return false
 		}
 	}
@@ -486,6 +552,12 @@ func (pl *Plan) WriteDryRun(w io.Writer, now time.Time) {
 			fmt.Fprintf(w, "%s: held; --kill would send %s to:\n", label, SignalName(pl.opts.Signal))
 			for _, t := range pp.Targets {
 				fmt.Fprintf(w, "  %s  [%s]\n", events.ProcessText(&t.Process, now), strings.Join(t.Sockets, ", "))
+				if t.Deaf != "" {
+					fmt.Fprintf(w, "    it %s: --kill alone will not stop it; --kill --force sends it SIGKILL at once\n", t.Deaf)
+				}
+				if t.HandedOver != "" {
+					fmt.Fprintf(w, "    (with --force, although %s)\n", t.HandedOver)
+				}
 			}
 		default:
 			fmt.Fprintf(w, "%s: held; nothing to stop: %s\n", label, pp.Blocked)
@@ -539,6 +611,8 @@ func (pl *Plan) stillHeldHint(pp *PortPlan) string {
 		switch {
 		case t.SignalErr != nil:
 			unsent = append(unsent, fmt.Sprintf("%s: %v", events.ProcessShort(&t.Process), t.SignalErr))
+		case !t.Exited && t.Deaf != "" && len(t.Sent) == 1:
+			survived = append(survived, events.ProcessShort(&t.Process)+", which "+t.Deaf+",")
 		case !t.Exited:
 			survived = append(survived, events.ProcessShort(&t.Process))
 		}

@@ -135,8 +135,15 @@ func diagnoseInUse(f *events.Failure, facts Facts, now time.Time) Verdict {
 		if v, ok := diagnoseJobGone(f, r, facts); ok {
 			return v
 		}
-		return verdict(events.CauseRestartRace, fmt.Sprintf("%s was held at the moment of the failure by %s, which has exited since: a restart race (the new instance started before the old one let go).",
-			where, procsName(r)),
+		// The socket is gone; whether its process is too, the kernel
+		// says only when it saw it exit.
+		since := "which has let go of it since (closed the socket, or exited)"
+		if len(r.Processes) > 0 && r.Processes[0].Exit != nil {
+			how, _ := ended(r.Processes[0].Exit, time.Time{})
+			since = "which has exited since (it " + strings.TrimSuffix(how, " right after starting it") + ")"
+		}
+		return verdict(events.CauseRestartRace, fmt.Sprintf("%s was held at the moment of the failure by %s, %s: a restart race (the new instance started before the old one let go).",
+			where, procsName(r), since),
 			"The port is free now: retry bind() with a short backoff, and make restarts wait until the old instance has exited (with systemd, keep KillMode=control-group so that a restart stops every process of the old instance first).")
 	case len(timeWait) > 0:
 		if outgoing(timeWait[0], f.Port, facts.Ephemeral) {
@@ -375,6 +382,9 @@ func procsName(h *events.Holder) string {
 	if len(ps) == 0 {
 		if h.Inode == 0 {
 			return "a socket no process owns (closed, kept by the kernel)"
+		}
+		if h.Unowned != "" {
+			return fmt.Sprintf("a socket (inode %d) %s", h.Inode, events.UnownedText(h))
 		}
 		return fmt.Sprintf("a socket (inode %d) whose owner could not be found", h.Inode)
 	}

@@ -441,7 +441,20 @@ func TestDiagnose(t *testing.T) {
 				h.Source = events.Recorded
 				f.Holders = []events.Holder{h}
 			}),
-			wantDiagnosis: []string{"was held at the moment of the failure by nginx (pid 42", "has exited since: a restart race"},
+			wantDiagnosis: []string{"was held at the moment of the failure by nginx (pid 42", "has let go of it since (closed the socket, or exited): a restart race"},
+			wantHint:      []string{"retry bind()"},
+		},
+		{
+			name:  "the kernel saw the recorded holder exit: the restart race says how",
+			cause: events.CauseRestartRace,
+			f: base(func(f *events.Failure) {
+				gone := nginx
+				gone.Exit = &events.Exit{Time: now.Add(-time.Second), Signal: "SIGTERM"}
+				h := listener("0.0.0.0", gone)
+				h.Source = events.Recorded
+				f.Holders = []events.Holder{h}
+			}),
+			wantDiagnosis: []string{"was held at the moment of the failure by nginx (pid 42", "which has exited since (it was killed by SIGTERM): a restart race"},
 			wantHint:      []string{"retry bind()"},
 		},
 		{

@@ -18,6 +18,13 @@ import (
 // field changes meaning or disappears; adding a field does not bump it.
 const Version = 1
 
+// MaxRecordBytes is the most bytes a JSON record the tracer writes takes
+// (its newline aside), and what bindwatch report reads: a process
+// controls its command line (up to 2 MB) and can share a socket with
+// thousands of processes, so the tracer shortens a record that would be
+// larger (sink.Fitted), and report reads every record up to it.
+const MaxRecordBytes = 1 << 20
+
 // Record types, the "type" field of every JSON line.
 const (
 	TypeStart   = "start"
@@ -213,6 +220,37 @@ type Holder struct {
 	// exited and left the socket to the processes that inherited it: a
 	// leftover of a previous instance.
 	BoundBy *Process `json:"bound_by,omitempty"`
+	// Unowned says why no process was found with the socket (one with an
+	// inode) open: UnownedHidden or UnownedNoFDTable. Processes may then
+	// still list the process the kernel recorded taking the port.
+	Unowned string `json:"unowned,omitempty"`
+}
+
+// Why a socket lists no process (Holder.Unowned).
+const (
+	// UnownedHidden: bindwatch is not root, and other users' processes
+	// are invisible to it.
+	UnownedHidden = "hidden"
+	// UnownedNoFDTable: every process's fd table was searched and none
+	// has the socket: it is in flight in a unix socket's queue (sent with
+	// SCM_RIGHTS and not received yet), registered with io_uring, or the
+	// kernel's own (an in-kernel server).
+	UnownedNoFDTable = "no_fd_table"
+)
+
+// UnownedText says, for people, why h lists no process: "" when it does,
+// or when it is a TIME_WAIT socket (which no process ever holds).
+func UnownedText(h *Holder) string {
+	if len(h.Processes) > 0 || h.State == "TIME_WAIT" {
+		return ""
+	}
+	switch h.Unowned {
+	case UnownedNoFDTable:
+		return "held by no process's fd table: in flight in a unix socket's queue (sent with SCM_RIGHTS and not received yet), registered with io_uring, or the kernel's own"
+	case UnownedHidden:
+		return "no process of this user has it open; other users' processes are visible only to root (run with sudo)"
+	}
+	return "no process has it open"
 }
 
 // TimeWait summarizes TIME_WAIT sockets on the requested address.
@@ -231,7 +269,11 @@ type Start struct {
 	Backend string    `json:"backend"`
 	// Skipped says why each better backend was not used.
 	Skipped map[string]string `json:"skipped,omitempty"`
-	PID     int               `json:"pid"`
+	// Limits says what this session cannot see or know, and why: "lineage"
+	// (how listeners end, the evidence of a leftover), "io_uring_addr"
+	// (the address of an io_uring bind). Absent when nothing is missing.
+	Limits map[string]string `json:"limits,omitempty"`
+	PID    int               `json:"pid"`
 	// Fold is the in-kernel folding window: repeats of one process's
 	// failure on one port within it are counted, not each reported.
 	FoldMS int64 `json:"fold_ms"`
@@ -357,6 +399,15 @@ type Stop struct {
 	// Unresolved is how many of the reported failures could not be
 	// resolved (their records say why, in resolve_error).
 	Unresolved uint64 `json:"unresolved"`
+	// SignalsFolded is how many signals to incidents' holders were counted
+	// in signal_repeats records instead of recorded one by one;
+	// IncidentRecordsLost how many kernel incident records (signal,
+	// released, recovered) the tracer had no room to queue.
+	SignalsFolded       uint64 `json:"signals_folded"`
+	IncidentRecordsLost uint64 `json:"incident_records_lost"`
+	// IncidentsUntracked is how many incident_untracked records were
+	// written: ports whose incident a full table or a user's quota refused.
+	IncidentsUntracked uint64 `json:"incidents_untracked"`
 	// Unfollowed is how many new processes of a followed tree (bindwatch
 	// run, --follow-children) were not followed, so their failures were
 	// not traced: more processes of the tree were alive at once than the

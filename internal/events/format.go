@@ -3,7 +3,9 @@ package events
 import (
 	"fmt"
 	"io"
+	"maps"
 	"net/netip"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -78,6 +80,9 @@ func Text(rec any) string {
 			sort.Strings(names)
 			s += fmt.Sprintf("; %s not usable here (bindwatch doctor says why)", strings.Join(names, ", "))
 		}
+		for _, name := range slices.Sorted(maps.Keys(r.Limits)) {
+			s += fmt.Sprintf("; limit: %s", Escape(r.Limits[name]))
+		}
 		return s
 	case *Repeats:
 		return fmt.Sprintf("%s %s %s %s port %d pid %d (%s) failed the same way %d more time%s (folded in the kernel)",
@@ -94,6 +99,10 @@ func Text(rec any) string {
 		return portFreeText(r)
 	case *Abandoned:
 		return abandonedText(r)
+	case *IncidentUntracked:
+		return untrackedText(r)
+	case *SignalRepeats:
+		return signalRepeatsText(r)
 	case *Stop:
 		s := fmt.Sprintf("%s bindwatch stopped after %s: %d failure%s, %d reported, %d folded, %d lost",
 			clock(r.Time), (time.Duration(r.DurationMS) * time.Millisecond).String(), r.Failures, Plural(r.Failures), r.Reported, r.Folded, r.Lost)
@@ -105,6 +114,9 @@ func Text(rec any) string {
 		}
 		if r.Unresolved > 0 {
 			s += fmt.Sprintf("; %d could not be resolved (kernel's view only)", r.Unresolved)
+		}
+		if r.IncidentsUntracked > 0 {
+			s += fmt.Sprintf("; %d incident%s not tracked: the incident tables were full, or their users at their quota (incident_untracked records)", r.IncidentsUntracked, Plural(r.IncidentsUntracked))
 		}
 		if r.Unfollowed > 0 {
 			s += fmt.Sprintf("; %d new process(es) of the traced tree not followed (their failures were not traced): the table of followed processes was full", r.Unfollowed)
@@ -166,6 +178,9 @@ func holderText(h *Holder) string {
 		if h.State == "TIME_WAIT" {
 			return s + fmt.Sprintf(" (no process, %dms left)", h.RemainingMS)
 		}
+		if h.Unowned == UnownedNoFDTable {
+			return s + " (held by no process's fd table: in flight in a unix socket's queue?)"
+		}
 		return s + " (no process)"
 	}
 	p := h.Processes[0]
@@ -182,6 +197,9 @@ func holderText(h *Holder) string {
 	}
 	if h.Source == Recorded {
 		s += " [exited since]"
+	}
+	if h.Unowned == UnownedNoFDTable {
+		s += " [in no process's fd table now: in flight in a unix socket's queue?]"
 	}
 	return s
 }

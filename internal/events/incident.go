@@ -18,6 +18,11 @@ const (
 	TypeRecovered = "recovered"
 	TypePortFree  = "port_free"
 	TypeAbandoned = "abandoned"
+	// TypeSignalRepeats folds signals beyond the rate a port and a sender
+	// may have recorded one by one.
+	TypeSignalRepeats = "signal_repeats"
+	// TypeUntracked says a port's incident is not (fully) tracked.
+	TypeUntracked = "incident_untracked"
 	TypeIncident  = "incident"
 	TypeSpread    = "spread"
 )
@@ -93,6 +98,44 @@ type Signal struct {
 	Proto  string `json:"proto"`
 	Netns  uint32 `json:"netns,omitempty"`
 	Port   uint16 `json:"port"`
+}
+
+// SignalRepeats counts signals of one sender to the holders of one port
+// that were not recorded one by one: past SignalBurst a second per port
+// and sender (SignalPortBurst per port), a flood is folded, the way
+// failures fold. Each sender's first signal in a second is recorded
+// whatever the port's rate: a flood does not hide another sender's kill.
+type SignalRepeats struct {
+	Type    string    `json:"type"`
+	Version int       `json:"version"`
+	Time    time.Time `json:"time"`
+	Host    string    `json:"host"`
+	Proto   string    `json:"proto"`
+	Netns   uint32    `json:"netns,omitempty"`
+	Port    uint16    `json:"port"`
+	Signal  string    `json:"signal"`
+	// Sender sent them (pid 0: senders past the bound on how many are
+	// followed, together); Target got the first of them.
+	Sender Process `json:"sender"`
+	Target Process `json:"target"`
+	// Result is the kernel's, as in a signal record: a flood's signals
+	// are folded per sender, signal and result.
+	Result string    `json:"result"`
+	Count  uint64    `json:"count"`
+	First  time.Time `json:"first"`
+	Last   time.Time `json:"last"`
+}
+
+// Signal rates: see SignalRepeats.
+const (
+	SignalBurst     = 5
+	SignalPortBurst = 50
+)
+
+func signalRepeatsText(r *SignalRepeats) string {
+	return fmt.Sprintf("%s SIGNALS %d more %s to %s, holder of %s :%d, from %s uid %d, %s to %s (folded)",
+		clock(r.Time), r.Count, r.Signal, ProcessShort(&r.Target), r.Proto, r.Port, ProcessShort(&r.Sender), r.Sender.UID,
+		clock(r.First), clock(r.Last))
 }
 
 // Recovered is the first successful bind() (UDP) or listen() (TCP) on a
@@ -214,6 +257,69 @@ func abandonedText(r *Abandoned) string {
 		r.Attempts, Plural(r.Attempts), clock(r.Start))
 }
 
+// Tables an incident can be refused a place in.
+const (
+	// UntrackedIncidents: bindwatch keeps no incident for the port; only
+	// its failures tell the story.
+	UntrackedIncidents = "incidents"
+	// UntrackedKernel: the kernel does not watch the port; no signal,
+	// released or recovered record is written for it.
+	UntrackedKernel = "kernel"
+)
+
+// Why a table refused an incident.
+const (
+	// UntrackedUserQuota: the failing process's user has as many
+	// incidents in the table as one user may (root has no quota).
+	UntrackedUserQuota = "user_quota"
+	// UntrackedFull: the table is full (for users other than root, the
+	// part of it kept for root and the --port ports is not theirs).
+	UntrackedFull = "full"
+)
+
+// IncidentUntracked says, in-band, that a failure's port got no incident
+// of its own (Table "incidents") or that the kernel does not watch it
+// (Table "kernel"): every table a user can fill has a bound, a quota per
+// user, and says so when it refuses. Written after the failure that was
+// refused, once per port until its failures pause for the quiet gap.
+type IncidentUntracked struct {
+	Type    string    `json:"type"`
+	Version int       `json:"version"`
+	Time    time.Time `json:"time"`
+	Host    string    `json:"host"`
+	Proto   string    `json:"proto"`
+	Netns   uint32    `json:"netns,omitempty"`
+	Addr    string    `json:"addr"`
+	Port    uint16    `json:"port"`
+	// UID is the failing process's user: quotas are per user.
+	UID    uint32 `json:"uid"`
+	Table  string `json:"table"`  // UntrackedIncidents or UntrackedKernel
+	Reason string `json:"reason"` // UntrackedUserQuota or UntrackedFull
+	// Limit is the quota or the table size that was reached.
+	Limit int `json:"limit"`
+}
+
+// UntrackedWhy says it for people.
+func UntrackedWhy(table, reason string) string {
+	what := "the incident table was full"
+	if table == UntrackedKernel {
+		what = "the kernel's table of watched ports was full"
+	}
+	if reason == UntrackedUserQuota {
+		what += " for this user (its quota)"
+	}
+	return what
+}
+
+func untrackedText(r *IncidentUntracked) string {
+	lost := "only its failures are reported"
+	if r.Table == UntrackedKernel {
+		lost = "no signal, release or recovery is recorded for it"
+	}
+	return fmt.Sprintf("%s INCIDENT NOT TRACKED %s %s (uid %d): %s (limit %d); %s",
+		clock(r.Time), r.Proto, HostPort(r.Addr, r.Port), r.UID, UntrackedWhy(r.Table, r.Reason), r.Limit, lost)
+}
+
 // Incident is the story of one port's outage, built from the records above
 // and the failures (bindwatch report, and the end of bindwatch run).
 type Incident struct {
@@ -230,6 +336,12 @@ type Incident struct {
 	// (AbandonedReason says why); or "open" when the trace ended first.
 	State           string `json:"state"`
 	AbandonedReason string `json:"abandoned_reason,omitempty"`
+	// Untracked (state "untracked") names the table that refused the
+	// incident (an incident_untracked record): its signals, release and
+	// recovery were not recorded — neither "none sent" nor "not
+	// recovered", but not known.
+	Untracked       string `json:"untracked,omitempty"`
+	UntrackedReason string `json:"untracked_reason,omitempty"`
 	// Durations: ContentionMS is Start to End; UnservedMS (recovered
 	// only) and DrainMS as in Durations.
 	Durations
@@ -237,9 +349,16 @@ type Incident struct {
 	OutageMS int64             `json:"outage_ms"`
 	Attempts uint64            `json:"attempts"`
 	Failing  []IncidentProcess `json:"failing"`
-	Holders  []IncidentHolder  `json:"holders"`
-	Signals  []*Signal         `json:"signals"`
-	Released []*Released       `json:"released"`
+	// FailingOmitted counts failing processes past the incident's cap
+	// (their failures still count in Attempts).
+	FailingOmitted int              `json:"failing_omitted,omitempty"`
+	Holders        []IncidentHolder `json:"holders"`
+	// HoldersOmitted counts holders past the incident's cap.
+	HoldersOmitted int         `json:"holders_omitted,omitempty"`
+	Signals        []*Signal   `json:"signals"`
+	Released       []*Released `json:"released"`
+	// ReleasedOmitted counts released records past the incident's cap.
+	ReleasedOmitted int `json:"released_omitted,omitempty"`
 	// Recovered is absent while State is "open".
 	Recovered *Recovered `json:"recovered,omitempty"`
 	// Timeline lists what happened, at times relative to Start.
@@ -260,9 +379,10 @@ type Incident struct {
 
 // Incident states.
 const (
-	IncidentRecovered = "recovered"
-	IncidentOpen      = "open"
-	IncidentAbandoned = "abandoned"
+	IncidentRecovered  = "recovered"
+	IncidentOpen       = "open"
+	IncidentAbandoned  = "abandoned"
+	IncidentNotTracked = "untracked"
 )
 
 // IncidentProcess is a process that failed in an incident.
@@ -310,6 +430,8 @@ const (
 	// MarkPortFree: someone took the port and let go at once (PortFree).
 	MarkPortFree  = "port_free"
 	MarkAbandoned = "abandoned"
+	// MarkUntracked: a table refused the incident (IncidentUntracked).
+	MarkUntracked = "untracked"
 	MarkEnd       = "end"
 )
 

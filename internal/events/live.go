@@ -2,6 +2,7 @@ package events
 
 import (
 	"fmt"
+	"hash/fnv"
 	"strings"
 	"time"
 )
@@ -30,7 +31,7 @@ const maxLiveKeys = 4096
 // time, in the order they are written. A retry loop does not flood the
 // terminal: the first failure of a failing program on a port, for one
 // cause, is written in full with its why and fix; the next ones, until
-// the port's incident ends (its recovered record) or the program has not
+// the port's incident ends (its recovered or abandoned record) or the program has not
 // failed there for LiveQuietGap, get one short line each, with the
 // address, as do folded repeats. It is not safe for concurrent use (a
 // sink.File calls it under its lock).
@@ -47,7 +48,7 @@ type blockKey struct {
 	netns   uint32
 	proto   string
 	port    uint16
-	program string
+	program uint64 // a hash: a command line may be 100 KB long
 	cause   string
 }
 
@@ -84,6 +85,11 @@ func (l *LiveText) Text(rec any) (text string, ok bool) {
 	case *Repeats:
 		return l.repeats(r), true
 	case *Recovered:
+		l.ended(r.Netns, r.Proto, r.Port)
+		if l.opts.Quiet {
+			return "", false
+		}
+	case *Abandoned:
 		l.ended(r.Netns, r.Proto, r.Port)
 		if l.opts.Quiet {
 			return "", false
@@ -215,13 +221,20 @@ func (l *LiveText) forget(now time.Time) {
 // program is what makes two failing processes the same program for the
 // live text: the executable and the command line (a supervisor's
 // restarts of one service are one program; two scripts of one
-// interpreter are two).
-func program(p *Process) string {
+// interpreter are two), hashed, so that what a table of maxLiveKeys
+// holds stays small whatever the command lines.
+func program(p *Process) uint64 {
+	h := fnv.New64a()
 	exe := p.Exe
 	if exe == "" {
 		exe = p.Comm
 	}
-	return exe + "\x00" + strings.Join(p.Cmdline, "\x00")
+	h.Write([]byte(exe))
+	for _, a := range p.Cmdline {
+		h.Write([]byte{0})
+		h.Write([]byte(a))
+	}
+	return h.Sum64()
 }
 
 // commOf is a process's escaped comm, or "?" .

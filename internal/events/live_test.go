@@ -54,8 +54,18 @@ func TestLiveText(t *testing.T) {
 	if !strings.Contains(out[len(out)-1], "why:") {
 		t.Errorf("after a recovery: %q, want the why/fix again", out[len(out)-1])
 	}
+	// An abandoned incident has ended too.
+	write(liveFailure(4500*time.Millisecond, 22, nginx...))
+	if strings.Contains(out[len(out)-1], "why:") {
+		t.Errorf("in the same incident: %q, want a short line", out[len(out)-1])
+	}
+	write(&Abandoned{Time: epoch.Add(5 * time.Second), Netns: 7, Proto: "tcp", Port: 45080})
+	write(liveFailure(6*time.Second, 22, nginx...))
+	if !strings.Contains(out[len(out)-1], "why:") {
+		t.Errorf("after the incident was abandoned: %q, want the why/fix again", out[len(out)-1])
+	}
 	// Quiet for LiveQuietGap: again.
-	write(liveFailure(4*time.Second+LiveQuietGap, 22, nginx...))
+	write(liveFailure(6*time.Second+LiveQuietGap, 22, nginx...))
 	if !strings.Contains(out[len(out)-1], "why:") {
 		t.Errorf("after %v of quiet: %q, want the why/fix again", LiveQuietGap, out[len(out)-1])
 	}
@@ -71,7 +81,7 @@ func TestLiveTextOptions(t *testing.T) {
 	if s, _ := l.Text(f); strings.Contains(s, "why:") || strings.Contains(s, "fix:") || strings.Contains(s, "\n") {
 		t.Errorf("--quiet: %q, want the failure's line only", s)
 	}
-	for _, rec := range []any{&Start{}, &Stop{}, &Signal{}, &Released{}, &Recovered{}} {
+	for _, rec := range []any{&Start{}, &Stop{}, &Signal{}, &Released{}, &Recovered{}, &Abandoned{}, &PortFree{}} {
 		if s, ok := l.Text(rec); ok {
 			t.Errorf("--quiet wrote %T: %q", rec, s)
 		}

@@ -14,8 +14,12 @@ const TypeWho = "who"
 // port of one protocol, in bindwatch's network namespace or, with
 // --all-netns, in all of them (each holder carries its netns).
 type Who struct {
-	Type     string    `json:"type"` // "who"
-	Version  int       `json:"version"`
+	Type    string `json:"type"` // "who"
+	Version int    `json:"version"`
+	// Time is when the port was looked at; Host is the host bindwatch
+	// runs on (as every other record has them).
+	Time     time.Time `json:"time"`
+	Host     string    `json:"host"`
 	Port     uint16    `json:"port"`
 	Proto    string    `json:"proto"`
 	Held     bool      `json:"held"`
@@ -81,12 +85,11 @@ func (rec *Who) WriteText(w io.Writer, showNetns bool, now time.Time) {
 			line += fmt.Sprintf("  netns %d", h.Netns)
 		}
 		fmt.Fprintln(w, line)
-		switch {
-		case len(h.Processes) > 0:
-		case rec.PartialView:
-			fmt.Fprintln(w, "              no process of this user has it open; other users' processes are visible only to root (run with sudo)")
-		default:
-			fmt.Fprintln(w, "              no process has it open")
+		if len(h.Processes) == 0 {
+			if rec.PartialView && h.Unowned == "" {
+				h.Unowned = UnownedHidden
+			}
+			fmt.Fprintln(w, "              "+UnownedText(&h))
 		}
 		for _, p := range h.Processes {
 			fmt.Fprintln(w, "              "+ProcessText(&p, now))

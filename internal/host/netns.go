@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strconv"
 
@@ -30,23 +31,70 @@ func NetnsInode(path string) (uint32, error) {
 	return uint32(st.Ino), nil
 }
 
+// ErrNotNamespace is the error of OpenNetnsFile for a path that is not a
+// namespace file.
+var ErrNotNamespace = errors.New("not a namespace file")
+
+// procNsLink matches /proc's own links to a process's (or thread's)
+// network namespace, which OpenNetnsFile follows: the kernel makes them.
+var procNsLink = regexp.MustCompile(`^/proc/(self|thread-self|[0-9]+)(/task/[0-9]+)?/ns/net$`)
+
 // OpenNetnsFile opens a namespace file and returns it with the inode of
-// the namespace it holds. The open file keeps the namespace alive.
+// the namespace it holds. The open file keeps the namespace alive. A path
+// may come from a user (--netns PATH) and lead into a shared directory, so
+// it is opened without waiting for a FIFO's writer (O_NONBLOCK) and without
+// following a symlink (O_NOFOLLOW) — but for /proc/PID/ns/net, the
+// kernel's own link — and anything but a file of the nsfs filesystem is
+// refused (ErrNotNamespace).
 func OpenNetnsFile(path string) (*os.File, uint32, error) {
-	f, err := os.Open(path)
+	flags := unix.O_RDONLY | unix.O_NONBLOCK | unix.O_NOCTTY | unix.O_CLOEXEC
+	if !procNsLink.MatchString(filepath.Clean(path)) {
+		flags |= unix.O_NOFOLLOW
+	}
+	fd, err := unix.Open(path, flags, 0)
+	if errors.Is(err, unix.ELOOP) {
+		return nil, 0, fmt.Errorf("%s: %w: a symbolic link (bindwatch follows only /proc/PID/ns/net)", path, ErrNotNamespace)
+	}
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	f := os.NewFile(uintptr(fd), path)
+	var fs unix.Statfs_t
+	if err := unix.Fstatfs(fd, &fs); err != nil {
+		f.Close()
+		return nil, 0, &os.PathError{Op: "statfs", Path: path, Err: err}
+	}
+	if fs.Type != unix.NSFS_MAGIC {
+		var st unix.Stat_t
+		unix.Fstat(fd, &st)
+		f.Close()
+		return nil, 0, fmt.Errorf("%s: %w: %s", path, ErrNotNamespace, fileType(st.Mode))
 	}
 	var st unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+	if err := unix.Fstat(fd, &st); err != nil {
 		f.Close()
-		return nil, 0, err
-	}
-	if st.Dev == 0 && st.Ino == 0 {
-		f.Close()
-		return nil, 0, fmt.Errorf("%s: not a namespace", path)
+		return nil, 0, &os.PathError{Op: "stat", Path: path, Err: err}
 	}
 	return f, uint32(st.Ino), nil
+}
+
+// fileType names what a file is, for errors.
+func fileType(mode uint32) string {
+	switch mode & unix.S_IFMT {
+	case unix.S_IFIFO:
+		return "a FIFO"
+	case unix.S_IFCHR:
+		return "a character device"
+	case unix.S_IFBLK:
+		return "a block device"
+	case unix.S_IFSOCK:
+		return "a socket"
+	case unix.S_IFDIR:
+		return "a directory"
+	case unix.S_IFREG:
+		return "a regular file"
+	}
+	return "not a namespace's file"
 }
 
 // Open opens ns through its path, and checks the path still leads to it:

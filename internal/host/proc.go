@@ -91,3 +91,46 @@ func SplitArgs(b []byte) []string {
 	}
 	return strings.Split(string(b), "\x00")
 }
+
+// maxThreadsRead bounds how many threads' status SignalDisposition reads:
+// a process of any user may have many.
+const maxThreadsRead = 4096
+
+// SignalDisposition says whether process pid ignores sig (SigIgn in
+// /proc/PID/status: it is never delivered) or blocks it in every thread
+// (SigBlk of each /proc/PID/task/TID/status: it stays pending until one
+// unblocks it). A process that does either will not exit on sig, however
+// long one waits. Unknown (unreadable) counts as neither.
+func SignalDisposition(pid int, sig int) (ignored, blocked bool) {
+	dir := "/proc/" + strconv.Itoa(pid)
+	if mask, ok := statusMask(dir+"/status", "SigIgn:"); ok && mask&(1<<(sig-1)) != 0 {
+		return true, false
+	}
+	tasks, err := os.ReadDir(dir + "/task")
+	if err != nil || len(tasks) == 0 || len(tasks) > maxThreadsRead {
+		return false, false
+	}
+	for _, t := range tasks {
+		mask, ok := statusMask(dir+"/task/"+t.Name()+"/status", "SigBlk:")
+		if !ok || mask&(1<<(sig-1)) == 0 {
+			return false, false
+		}
+	}
+	return false, true
+}
+
+// statusMask reads the hexadecimal signal mask on the line starting with
+// field of a status file.
+func statusMask(path, field string) (uint64, bool) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, false
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, field); ok {
+			mask, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+			return mask, err == nil
+		}
+	}
+	return 0, false
+}

@@ -32,6 +32,14 @@ func EnsureTracefs() error {
 	if Tracefs() != "" {
 		return nil
 	}
+	for _, p := range tracefsPaths {
+		var st unix.Statfs_t
+		if unix.Statfs(p, &st) == nil && st.Type == unix.TRACEFS_MAGIC {
+			if _, err := os.Stat(p + "/events"); errors.Is(err, os.ErrPermission) {
+				return fmt.Errorf("tracefs at %s may be read by root only: as a user other than root, the tracepoint backend needs CAP_DAC_READ_SEARCH (hint: run it with sudo)", p)
+			}
+		}
+	}
 	err := unix.Mount("tracefs", TracefsPath, "tracefs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "")
 	switch {
 	case err == nil:

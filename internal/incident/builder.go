@@ -46,9 +46,16 @@ type Builder struct {
 	// it; DefaultQuiet unless set.
 	Quiet time.Duration
 	quiet map[string]time.Duration // per host, from its start record
-	// Untracked counts failures on ports that could not get an incident
-	// of their own: MaxOpen were open already (live builders only).
-	Untracked uint64
+	// Protected tells whether a port is one the trace was asked to watch
+	// (--port): its incidents may use the room kept for root's.
+	Protected func(port uint16) bool
+	// perUID counts the open incidents of each user (live builders).
+	perUID map[uint32]int
+	// refused are the ports refused an incident (live builders), with
+	// when it was said: said again only after a quiet gap.
+	refused map[Key]time.Time
+	// untracked are the incident_untracked records not yet taken.
+	untracked []*events.IncidentUntracked
 	// index finds an open incident's holders and signal kinds without a
 	// scan: a report stays linear in the pids of an incident (40,000 of
 	// them in a storm). Its failing processes are in openIncident.
@@ -64,6 +71,10 @@ type openIncident struct {
 	failing map[int]int
 	// aliveAt is when Expire last found a failing process alive.
 	aliveAt time.Time
+	// failureMarks and otherMarks count the timeline's entries of each
+	// budget (MaxTimeline).
+	failureMarks, otherMarks int
+	uid                      uint32 // whose incident it is: the first failing process's user
 }
 
 // DefaultQuiet is how long an incident stays open after its last attempt
@@ -80,19 +91,40 @@ const DefaultQuiet = 10 * time.Second
 const ExitGrace = 2 * time.Second
 
 // MaxTimeline caps an incident's timeline: a port that fails for days
-// keeps counting attempts, but its timeline keeps its first entries and
-// its signals, releases and recovery.
+// keeps counting attempts, but its timeline keeps its first entries — up
+// to MaxTimeline failures and repeats, and as many other marks (signals,
+// releases, notes) — and its end.
 const MaxTimeline = 1000
+
+// Each incident keeps at most MaxSignalKinds signals (one per kind, the
+// rest counted), MaxReleased releases, MaxHolders holders and MaxFailing
+// failing processes (the rest counted): a user who floods a holder with
+// signals or fails from thousands of processes makes counts grow, not
+// memory. A live builder keeps no timeline and no command lines at all
+// (it only decides; report tells).
+const (
+	MaxReleased = 256
+	MaxHolders  = 64
+	MaxFailing  = 1024
+)
 
 // MaxOpen caps the incidents a live builder keeps open: an unprivileged
 // user can fail binds on every port of as many network namespaces as it
-// can create.
-const MaxOpen = 4096
+// can create. No user but root may have more than MaxOpenPerUser of them
+// open, and ReservedOpen of the table are kept for root's incidents and
+// those on the --port ports: no user's incidents crowd out another's,
+// and root's always have room. An incident that ends frees its place.
+const (
+	MaxOpen        = 4096
+	MaxOpenPerUser = 256
+	ReservedOpen   = 1024
+)
 
 // NewBuilder returns an empty Builder that keeps every incident, for a
 // report or a run's summary.
 func NewBuilder() *Builder {
-	return &Builder{open: map[Key]*openIncident{}, Quiet: DefaultQuiet, quiet: map[string]time.Duration{}}
+	return &Builder{open: map[Key]*openIncident{}, Quiet: DefaultQuiet, quiet: map[string]time.Duration{},
+		perUID: map[uint32]int{}, refused: map[Key]time.Time{}}
 }
 
 // NewLiveBuilder returns a Builder for a tracer that runs for months: it
@@ -126,10 +158,24 @@ func (b *Builder) Add(rec any) {
 		if o := b.at(Key{r.Host, r.Netns, r.Proto, r.Port}, r.Time); o != nil {
 			b.signal(o.in, r)
 		}
+	case *events.SignalRepeats:
+		if o := b.at(Key{r.Host, r.Netns, r.Proto, r.Port}, r.Time); o != nil {
+			b.signalRepeats(o.in, r)
+		}
 	case *events.Released:
 		if o := b.at(Key{r.Host, r.Netns, r.Proto, r.Port}, r.Time); o != nil {
-			o.in.Released = append(o.in.Released, r)
-			b.mark(o.in, r.Time, events.MarkReleased, holderPID(r), 0, releasedLine(r))
+			in := o.in
+			if len(in.Released) >= MaxReleased {
+				in.ReleasedOmitted++
+				return
+			}
+			if b.live {
+				c := *r
+				c.Holder, c.Closer = trimmedPtr(r.Holder), trimmedPtr(r.Closer)
+				r = &c
+			}
+			in.Released = append(in.Released, r)
+			b.mark(in, r.Time, events.MarkReleased, holderPID(r), 0, releasedLine(r))
 		}
 	case *events.PortFree:
 		// A check (wait-free, free) or a probe saw the port free: a note,
@@ -156,6 +202,13 @@ func (b *Builder) Add(rec any) {
 			}
 			in.End = r.Time
 			b.end(k, in, r.Time)
+		}
+	case *events.IncidentUntracked:
+		// The incident a report builds from the failures was not tracked
+		// live: its signals, release and recovery are not known.
+		if o := b.open[Key{r.Host, r.Netns, r.Proto, r.Port}]; o != nil && o.in.Untracked == "" {
+			o.in.Untracked, o.in.UntrackedReason = r.Table, r.Reason
+			b.mark(o.in, r.Time, events.MarkUntracked, 0, 0, "not tracked: "+events.UntrackedWhy(r.Table, r.Reason)+"; "+untrackedLoss(r.Table))
 		}
 	case *events.Abandoned:
 		k := Key{r.Host, r.Netns, r.Proto, r.Port}
@@ -235,6 +288,61 @@ func (b *Builder) Expire(now time.Time, alive func(events.Process) bool) []*even
 	return out
 }
 
+// admit tells whether a live builder has room for f's new incident, and
+// if not, why and the limit reached.
+func (b *Builder) admit(f *events.Failure) (reason string, limit int) {
+	uid := f.Process.UID
+	if uid == 0 {
+		if len(b.open) >= MaxOpen {
+			return events.UntrackedFull, MaxOpen
+		}
+		return "", 0
+	}
+	if b.perUID[uid] >= MaxOpenPerUser {
+		return events.UntrackedUserQuota, MaxOpenPerUser
+	}
+	limit = MaxOpen - ReservedOpen
+	if b.Protected != nil && b.Protected(f.Port) {
+		limit = MaxOpen
+	}
+	if len(b.open) >= limit {
+		return events.UntrackedFull, limit
+	}
+	return "", 0
+}
+
+// refuse notes that f's port got no incident: an incident_untracked
+// record, unless one was said for the port within the quiet gap (the
+// ports said are bounded too: past MaxOpen of them, the oldest go).
+func (b *Builder) refuse(k Key, f *events.Failure, reason string, limit int) {
+	q := b.quietFor(k.Host)
+	if said, ok := b.refused[k]; ok && f.Time.Sub(said) <= q {
+		b.refused[k] = f.Time
+		return
+	}
+	if len(b.refused) >= MaxOpen {
+		for rk, said := range b.refused {
+			if f.Time.Sub(said) > q || len(b.refused) >= MaxOpen {
+				delete(b.refused, rk)
+			}
+		}
+	}
+	b.refused[k] = f.Time
+	b.untracked = append(b.untracked, &events.IncidentUntracked{
+		Type: events.TypeUntracked, Version: events.Version, Time: f.Time, Host: f.Host, Proto: f.Proto,
+		Netns: f.Process.Netns, Addr: f.Addr, Port: f.Port, UID: f.Process.UID,
+		Table: events.UntrackedIncidents, Reason: reason, Limit: limit,
+	})
+}
+
+// TakeUntracked returns the incident_untracked records of the failures
+// added since the last call (live builders), for the tracer to write.
+func (b *Builder) TakeUntracked() []*events.IncidentUntracked {
+	out := b.untracked
+	b.untracked = nil
+	return out
+}
+
 // Open lists the ports with an open incident.
 func (b *Builder) Open() []Key {
 	keys := make([]Key, 0, len(b.open))
@@ -273,9 +381,11 @@ func (b *Builder) Finish(t time.Time) []*events.Incident {
 func (b *Builder) failure(f *events.Failure) {
 	k := Key{f.Host, f.Process.Netns, f.Proto, f.Port}
 	o := b.at(k, f.Time)
-	if o == nil && b.live && len(b.open) >= MaxOpen {
-		b.Untracked++
-		return
+	if o == nil && b.live {
+		if reason, limit := b.admit(f); reason != "" {
+			b.refuse(k, f, reason, limit)
+			return
+		}
 	}
 	if o == nil {
 		in := &events.Incident{
@@ -285,8 +395,9 @@ func (b *Builder) failure(f *events.Failure) {
 			Failing: []events.IncidentProcess{}, Holders: []events.IncidentHolder{},
 			Signals: []*events.Signal{}, Released: []*events.Released{},
 		}
-		o = &openIncident{in: in, last: f.Time, failing: map[int]int{}}
+		o = &openIncident{in: in, last: f.Time, failing: map[int]int{}, uid: f.Process.UID}
 		b.open[k] = o
+		b.perUID[o.uid]++
 		if !b.live {
 			b.all = append(b.all, in)
 		}
@@ -294,10 +405,11 @@ func (b *Builder) failure(f *events.Failure) {
 	in := o.in
 	o.last = maxTime(o.last, f.Time)
 	in.Attempts++
-	p := o.failingProcess(&f.Process, f.Time)
-	p.Attempts++
-	if !slices.Contains(p.Errnos, f.Errno) {
-		p.Errnos = append(p.Errnos, f.Errno)
+	if p := o.failingProcess(&f.Process, f.Time, b.live); p != nil {
+		p.Attempts++
+		if !slices.Contains(p.Errnos, f.Errno) && len(p.Errnos) < 8 {
+			p.Errnos = append(p.Errnos, f.Errno)
+		}
 	}
 	for _, h := range f.Holders {
 		b.addHolder(in, &h, &f.Process)
@@ -341,10 +453,13 @@ func (b *Builder) repeats(r *events.Repeats) {
 	in := o.in
 	o.last = maxTime(o.last, r.Time)
 	in.Attempts += r.Count
-	p := o.failingProcess(&events.Process{PID: r.PID, Comm: r.Comm}, r.Time)
-	p.Attempts += r.Count
+	from := in.Start // the process's first failure, where it is known
+	if p := o.failingProcess(&events.Process{PID: r.PID, Comm: r.Comm}, r.Time, b.live); p != nil {
+		p.Attempts += r.Count
+		from = p.First
+	}
 	n := len(in.Timeline)
-	b.mark(in, r.Time, events.MarkRepeats, r.PID, r.Count, repeatsLine(r, in.Start, p.First))
+	b.mark(in, r.Time, events.MarkRepeats, r.PID, r.Count, repeatsLine(r, in.Start, from))
 	if len(in.Timeline) > n { // listed: with the span its failures happened in
 		e := &in.Timeline[n]
 		e.First, e.Last = r.First, r.Last
@@ -353,24 +468,53 @@ func (b *Builder) repeats(r *events.Repeats) {
 
 // failingProcess is p's entry among the incident's failing processes,
 // added if new.
-func (o *openIncident) failingProcess(p *events.Process, t time.Time) *events.IncidentProcess {
+// failingProcess is p's entry among the incident's failing processes,
+// added if new; past MaxFailing of them, nil (counted in FailingOmitted).
+func (o *openIncident) failingProcess(p *events.Process, t time.Time, live bool) *events.IncidentProcess {
 	in := o.in
 	if i, ok := o.failing[p.PID]; ok {
 		in.Failing[i].Last = maxTime(in.Failing[i].Last, t)
 		return &in.Failing[i]
 	}
+	if len(in.Failing) >= MaxFailing {
+		in.FailingOmitted++
+		return nil
+	}
+	kept := *p
+	if live {
+		kept = trimmed(p)
+	}
 	o.failing[p.PID] = len(in.Failing)
-	in.Failing = append(in.Failing, events.IncidentProcess{Process: *p, Errnos: []string{}, First: t, Last: t})
+	in.Failing = append(in.Failing, events.IncidentProcess{Process: kept, Errnos: []string{}, First: t, Last: t})
 	return &in.Failing[len(in.Failing)-1]
+}
+
+// trimmed is what a live builder keeps of a process: who it is, not its
+// command line (which its user makes as long as they like).
+func trimmed(p *events.Process) events.Process {
+	return events.Process{PID: p.PID, TID: p.TID, PPID: p.PPID, UID: p.UID, Comm: p.Comm, Netns: p.Netns,
+		StartTime: p.StartTime, OrigPPID: p.OrigPPID}
+}
+
+func trimmedPtr(p *events.Process) *events.Process {
+	if p == nil {
+		return nil
+	}
+	t := trimmed(p)
+	return &t
 }
 
 // addHolder adds h to the incident's holders unless it is there: the same
 // state, address and processes, and the same socket (inode) when h names
-// one.
+// one. Past MaxHolders, it is counted (HoldersOmitted).
 func (b *Builder) addHolder(in *events.Incident, h *events.Holder, failing *events.Process) {
 	x := b.indexOf(in)
 	anyInode := holderKey(h.State, h.Addr, 0, h.Processes)
 	if x.holders[anyInode] && (h.Inode == 0 || x.holders[holderKey(h.State, h.Addr, h.Inode, h.Processes)]) {
+		return
+	}
+	if len(in.Holders) >= MaxHolders {
+		in.HoldersOmitted++
 		return
 	}
 	procs := h.Processes
@@ -379,9 +523,17 @@ func (b *Builder) addHolder(in *events.Incident, h *events.Holder, failing *even
 	}
 	x.holders[anyInode] = true
 	x.holders[holderKey(h.State, h.Addr, h.Inode, h.Processes)] = true
+	boundBy := h.BoundBy
+	if b.live {
+		procs = make([]events.Process, 0, min(len(h.Processes), 16))
+		for i := range h.Processes[:min(len(h.Processes), 16)] {
+			procs = append(procs, trimmed(&h.Processes[i]))
+		}
+		boundBy = trimmedPtr(h.BoundBy)
+	}
 	in.Holders = append(in.Holders, events.IncidentHolder{
 		Kind: HolderKind(h, failing), State: h.State, Addr: h.Addr, Inode: h.Inode, Since: h.Since,
-		Source: h.Source, Processes: procs, BoundBy: h.BoundBy,
+		Source: h.Source, Processes: procs, BoundBy: boundBy,
 	})
 }
 
@@ -415,22 +567,55 @@ func HolderKind(h *events.Holder, failing *events.Process) string {
 	return diagnose.HolderKind(h, failing)
 }
 
-func (b *Builder) mark(in *events.Incident, t time.Time, kind string, pid int, count uint64, text string) {
-	in.End = maxTime(in.End, t)
-	in.ContentionMS = in.End.Sub(in.Start).Milliseconds()
-	in.OutageMS = in.ContentionMS
-	if len(in.Timeline) >= MaxTimeline && (kind == events.MarkFailure || kind == events.MarkRepeats) {
-		in.TimelineOmitted++
-		return
+// mark adds a timeline entry, and says whether it did (a live builder
+// keeps none; past its budget, an entry is counted in TimelineOmitted).
+func (b *Builder) mark(in *events.Incident, t time.Time, kind string, pid int, count uint64, text string) bool {
+	b.extend(in, t)
+	if b.live {
+		return false
+	}
+	switch kind {
+	case events.MarkRecovered, events.MarkAbandoned, events.MarkUntracked, events.MarkEnd:
+		// Once each: the incident's end.
+	default:
+		o := b.open[Key{in.Host, in.Netns, in.Proto, in.Port}]
+		if o == nil || o.in != in {
+			break
+		}
+		n := &o.otherMarks
+		if kind == events.MarkFailure || kind == events.MarkRepeats {
+			n = &o.failureMarks
+		}
+		if *n >= MaxTimeline {
+			in.TimelineOmitted++
+			return false
+		}
+		*n++
 	}
 	in.Timeline = append(in.Timeline, events.TimelineEntry{
 		AtMS: t.Sub(in.Start).Milliseconds(), Time: t, Kind: kind, PID: pid, Count: count, Text: text,
 	})
+	return true
+}
+
+// extend makes the incident last until t at least.
+func (b *Builder) extend(in *events.Incident, t time.Time) {
+	in.End = maxTime(in.End, t)
+	in.ContentionMS = in.End.Sub(in.Start).Milliseconds()
+	in.OutageMS = in.ContentionMS
 }
 
 func (b *Builder) end(k Key, in *events.Incident, t time.Time) {
+	if o := b.open[k]; o != nil {
+		if b.perUID[o.uid]--; b.perUID[o.uid] <= 0 {
+			delete(b.perUID, o.uid)
+		}
+	}
 	delete(b.open, k)
 	delete(b.index, in)
+	if in.Untracked != "" && in.State != events.IncidentRecovered {
+		in.State = events.IncidentNotTracked
+	}
 	if in.State == events.IncidentOpen {
 		in.End = maxTime(in.End, t)
 	}

@@ -15,24 +15,54 @@ func failure(at time.Time, port uint16, pid int) *events.Failure {
 }
 
 // A port that fails for days keeps counting attempts, but its timeline
-// stops growing; a live builder forgets ended incidents and caps the open
-// ones.
+// stops growing; a flood of signals and releases makes counts grow, not
+// lists; a live builder keeps no timeline, forgets ended incidents and
+// caps the open ones.
 func TestBuilderBounds(t *testing.T) {
 	t0 := time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC)
+	k := Key{"h", 1, "tcp", 80}
+	for _, b := range []*Builder{NewBuilder(), NewLiveBuilder()} {
+		b.Quiet = 24 * time.Hour
+		for i := range MaxTimeline + 500 {
+			b.Add(failure(t0.Add(time.Duration(i)*time.Second), 80, 7))
+		}
+		b.Add(&events.Repeats{Type: events.TypeRepeats, Version: 1, Time: t0.Add(time.Hour), Host: "h", Count: 40, PID: 7, Proto: "tcp", Port: 80})
+		for i := range 3 * MaxTimeline {
+			at := t0.Add(time.Hour + time.Duration(i)*time.Millisecond)
+			b.Add(&events.Signal{Type: events.TypeSignal, Version: 1, Time: at, Host: "h", Signal: "SIGHUP", Proto: "tcp", Netns: 1, Port: 80,
+				Sender: events.Process{PID: 100 + i%128, Cmdline: []string{strings.Repeat("A", 60000)}}, Target: events.Process{PID: 9}})
+			b.Add(&events.Released{Type: events.TypeReleased, Version: 1, Time: at, Host: "h", Proto: "tcp", Netns: 1, Port: 80, Holder: &events.Process{PID: 9}})
+		}
+		for p := range MaxFailing + 5 {
+			f := failure(t0.Add(time.Hour+time.Second), 80, 1000+p)
+			f.Process.Cmdline = []string{strings.Repeat("B", 60000)}
+			b.Add(f)
+		}
+		attempts, failed := b.Attempts(k, 7)
+		if _, other := b.Attempts(k, 8); attempts != MaxTimeline+540+MaxFailing+5 || !failed || other {
+			t.Errorf("attempts %d (pid 7 failed: %v, pid 8: %v), want %d by pid 7", attempts, failed, other, MaxTimeline+540)
+		}
+		in := b.open[k].in
+		// One kind of signal: listed once, the rest folded.
+		if len(in.Signals) != 1 || in.SignalsFolded != 3*MaxTimeline-1 ||
+			len(in.Released) != MaxReleased || in.ReleasedOmitted != 3*MaxTimeline-MaxReleased || len(in.Failing) != MaxFailing || in.FailingOmitted != 6 {
+			t.Errorf("live %v: %d signals, %d folded, %d released (%d omitted), %d failing (%d omitted)", b.live, len(in.Signals), in.SignalsFolded,
+				len(in.Released), in.ReleasedOmitted, len(in.Failing), in.FailingOmitted)
+		}
+		if b.live {
+			if len(in.Timeline) != 0 || len(in.Failing[1].Process.Cmdline) != 0 || len(in.Signals[0].Sender.Cmdline) != 0 {
+				t.Errorf("a live builder keeps a timeline (%d) or command lines", len(in.Timeline))
+			}
+		} else if want := MaxTimeline + 2 + MaxReleased; len(in.Timeline) != want || in.TimelineOmitted != 1500+1+MaxFailing+5-MaxTimeline {
+			// Failures past the cap are omitted; the signal is listed
+			// once and folded in one entry; releases past their cap
+			// are counted, not marked.
+			t.Errorf("timeline %d entries, %d omitted; want %d and %d", len(in.Timeline), in.TimelineOmitted, want, 1500+1+MaxFailing+5-MaxTimeline)
+		}
+	}
 	b := NewLiveBuilder()
 	b.Quiet = 24 * time.Hour
-	for i := range MaxTimeline + 500 {
-		b.Add(failure(t0.Add(time.Duration(i)*time.Second), 80, 7))
-	}
-	b.Add(&events.Repeats{Type: events.TypeRepeats, Version: 1, Time: t0.Add(time.Hour), Host: "h", Count: 40, PID: 7, Proto: "tcp", Port: 80})
-	k := Key{"h", 1, "tcp", 80}
-	attempts, failed := b.Attempts(k, 7)
-	if _, other := b.Attempts(k, 8); attempts != MaxTimeline+540 || !failed || other {
-		t.Errorf("attempts %d (pid 7 failed: %v, pid 8: %v), want %d by pid 7", attempts, failed, other, MaxTimeline+540)
-	}
-	if in := b.open[k].in; len(in.Timeline) != MaxTimeline || in.TimelineOmitted != 501 {
-		t.Errorf("timeline %d entries, %d omitted; want %d and 501", len(in.Timeline), in.TimelineOmitted, MaxTimeline)
-	}
+	b.Add(failure(t0, 80, 7))
 	b.Add(&events.Recovered{Type: events.TypeRecovered, Version: 1, Time: t0.Add(2 * time.Hour), Host: "h", Proto: "tcp", Netns: 1, Port: 80})
 	if b.IsOpen(k) || len(b.Finish(t0.Add(3*time.Hour))) != 0 {
 		t.Errorf("a live builder keeps an ended incident")
@@ -40,8 +70,62 @@ func TestBuilderBounds(t *testing.T) {
 	for p := range MaxOpen + 10 {
 		b.Add(failure(t0, uint16(1000+p), 7))
 	}
-	if len(b.Open()) != MaxOpen || b.Untracked != 10 {
-		t.Errorf("%d open, %d untracked; want %d and 10", len(b.Open()), b.Untracked, MaxOpen)
+	if u := b.TakeUntracked(); len(b.Open()) != MaxOpen || len(u) != 10 || u[0].Reason != events.UntrackedFull || u[0].Table != events.UntrackedIncidents {
+		t.Errorf("%d open, %d untracked (%+v); want %d and 10, the table full", len(b.Open()), len(u), u, MaxOpen)
+	}
+}
+
+// No user crowds out another: a user gets MaxOpenPerUser incidents, the
+// next are refused (once per port, until the quiet gap), users together
+// leave ReservedOpen to root, and the --port ports may use it; an
+// incident that ends frees its place.
+func TestBuilderQuotas(t *testing.T) {
+	t0 := time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC)
+	b := NewLiveBuilder()
+	b.Protected = func(port uint16) bool { return port == 80 }
+	as := func(uid uint32, port uint16, at time.Time) *events.Failure {
+		f := failure(at, port, int(uid)+1)
+		f.Process.UID = uid
+		return f
+	}
+	for p := range MaxOpenPerUser + 5 {
+		b.Add(as(65534, uint16(10000+p), t0))
+	}
+	b.Add(as(65534, 10000+MaxOpenPerUser, t0.Add(time.Second))) // said already
+	u := b.TakeUntracked()
+	if len(b.Open()) != MaxOpenPerUser || len(u) != 5 || u[0].Reason != events.UntrackedUserQuota || u[0].UID != 65534 || u[0].Limit != MaxOpenPerUser {
+		t.Fatalf("%d open, untracked %+v: want %d open and 5 refused for the user's quota", len(b.Open()), u, MaxOpenPerUser)
+	}
+	// Other users fill the table but the reserve.
+	port := uint16(20000)
+	for uid := uint32(1); len(b.Open()) < MaxOpen-ReservedOpen; uid++ {
+		for range MaxOpenPerUser {
+			if len(b.Open()) < MaxOpen-ReservedOpen {
+				b.Add(as(uid, port, t0))
+				port++
+			}
+		}
+	}
+	b.Add(as(999, 30000, t0))
+	b.Add(as(999, 80, t0))
+	b.Add(as(0, 30001, t0))
+	u = b.TakeUntracked()
+	if len(u) != 1 || u[0].Port != 30000 || u[0].Reason != events.UntrackedFull || u[0].Limit != MaxOpen-ReservedOpen {
+		t.Errorf("untracked %+v: want only user 999's port 30000 refused, the table full but for the reserve", u)
+	}
+	for _, port := range []uint16{80, 30001} {
+		if !b.IsOpen(Key{"h", 1, "tcp", port}) {
+			t.Errorf("port %d (root's, or a --port port) has no incident", port)
+		}
+	}
+	// The quiet gap ends the first user's incidents: room again.
+	later := t0.Add(time.Minute)
+	for _, a := range b.Expire(later, nil) {
+		b.Add(a)
+	}
+	b.Add(as(65534, 40000, later))
+	if u := b.TakeUntracked(); len(u) != 0 || !b.IsOpen(Key{"h", 1, "tcp", 40000}) {
+		t.Errorf("after the quiet gap the user's new incident was refused: %+v", u)
 	}
 }
 

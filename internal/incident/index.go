@@ -66,7 +66,7 @@ type signalKey struct {
 
 // signalFold is what was folded of one kind of signal.
 type signalFold struct {
-	entry   int // its folded entry's place in Timeline; -1: none yet
+	entry   int // its folded entry's place in Timeline; -1: none yet; -2: none to be
 	count   uint64
 	senders map[int]bool // the pids that sent them, up to maxFoldSenders
 	more    bool         // more senders than that
@@ -75,16 +75,20 @@ type signalFold struct {
 const maxFoldSenders = 64
 
 // signal adds a signal to an open incident: listed if it is the first of
-// its kind, else folded and counted.
+// its kind, else folded and counted. A live builder keeps no command line.
 func (b *Builder) signal(in *events.Incident, r *events.Signal) {
+	if b.live {
+		c := *r
+		c.Sender, c.Target = trimmed(&r.Sender), trimmed(&r.Target)
+		r = &c
+	}
 	x := b.indexOf(in)
 	k := signalKey{r.Signal, r.Result, r.Target.PID, r.Sender.UID, r.Sender.Comm}
 	f := x.signals[k]
 	if f == nil && len(x.signals) >= MaxSignalKinds {
 		in.SignalsFolded++
 		in.TimelineOmitted++
-		in.End = maxTime(in.End, r.Time)
-		in.OutageMS = in.End.Sub(in.Start).Milliseconds()
+		b.extend(in, r.Time)
 		return
 	}
 	if f == nil {
@@ -93,19 +97,56 @@ func (b *Builder) signal(in *events.Incident, r *events.Signal) {
 		b.mark(in, r.Time, events.MarkSignal, r.Target.PID, 0, signalLine(r))
 		return
 	}
-	in.SignalsFolded++
-	f.count++
+	b.foldSignals(in, f, r, 1)
+}
+
+// signalRepeats adds the signals the tracer folded (signal_repeats) to
+// their kind's count, as if each had come.
+func (b *Builder) signalRepeats(in *events.Incident, r *events.SignalRepeats) {
+	s := &events.Signal{Type: events.TypeSignal, Version: r.Version, Time: r.Last, Host: r.Host, Signal: r.Signal,
+		Sender: r.Sender, Target: r.Target, Result: r.Result, Proto: r.Proto, Netns: r.Netns, Port: r.Port}
+	if b.live {
+		s.Sender, s.Target = trimmed(&r.Sender), trimmed(&r.Target)
+	}
+	x := b.indexOf(in)
+	k := signalKey{s.Signal, s.Result, s.Target.PID, s.Sender.UID, s.Sender.Comm}
+	f := x.signals[k]
+	if f == nil && len(x.signals) >= MaxSignalKinds {
+		in.SignalsFolded += r.Count
+		in.TimelineOmitted++
+		b.extend(in, r.Last)
+		return
+	}
+	if f == nil {
+		f = &signalFold{entry: -1, senders: map[int]bool{}}
+		x.signals[k] = f
+	}
+	b.foldSignals(in, f, s, r.Count)
+}
+
+// foldSignals counts n more signals of f's kind, the last of them r: in
+// the kind's one timeline entry (made at the first fold), and in
+// SignalsFolded.
+func (b *Builder) foldSignals(in *events.Incident, f *signalFold, r *events.Signal, n uint64) {
+	in.SignalsFolded += n
+	f.count += n
 	if len(f.senders) < maxFoldSenders {
 		f.senders[r.Sender.PID] = true
 	} else if !f.senders[r.Sender.PID] {
 		f.more = true
 	}
-	if f.entry < 0 {
-		b.mark(in, r.Time, events.MarkSignal, r.Target.PID, 0, "")
+	switch {
+	case f.entry == -1:
+		if !b.mark(in, r.Time, events.MarkSignal, r.Target.PID, 0, "") {
+			f.entry = -2 // no entry (a live builder, or past the timeline's budget): counted only
+			return
+		}
 		f.entry = len(in.Timeline) - 1
-	} else {
-		in.End = maxTime(in.End, r.Time)
-		in.OutageMS = in.End.Sub(in.Start).Milliseconds()
+	case f.entry == -2:
+		b.extend(in, r.Time)
+		return
+	default:
+		b.extend(in, r.Time)
 	}
 	e := &in.Timeline[f.entry]
 	e.Count = f.count

@@ -15,45 +15,59 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/bindwatch/bindwatch/internal/events"
 )
 
-// maxLine bounds one record; longer lines are counted as malformed.
-const maxLine = 1 << 20
+// maxLine bounds one record, with its newline: the tracer writes none
+// larger (events.MaxRecordBytes); longer lines are counted as malformed.
+const maxLine = events.MaxRecordBytes + 1
 
 // Log is what reading bindwatch's JSON lines back found: how many records
-// incidents are built from, the time of the last, and what had to be
-// skipped.
+// incidents are built from, the time of the last, the files read, and
+// what had to be skipped.
 type Log struct {
 	Read    int
 	Last    time.Time
+	Files   []string
 	Skipped Skipped
 	emit    func(rec any)
+	// others counts bindwatch records incidents are not built from (who,
+	// free, …); firstOther is the first line that is none (NoRecord).
+	others     int
+	firstOther []byte
 }
 
-// Files lists the files to read for the paths given: each path, preceded
+// logFile is one file to read: a path given, or a rotated sibling of one.
+type logFile struct {
+	path    string
+	sibling string // for a sibling: the path it was found beside
+}
+
+// files lists the files to read for the paths given: each path, preceded
 // by its rotated siblings (PATH.N and PATH.N.gz, oldest — highest N —
 // first), once each.
-func Files(paths []string) []string {
+func files(paths []string) []logFile {
 	seen := map[string]bool{}
-	var out []string
-	add := func(p string) {
-		if !seen[p] {
-			seen[p] = true
-			out = append(out, p)
+	var out []logFile
+	add := func(f logFile) {
+		if !seen[f.path] {
+			seen[f.path] = true
+			out = append(out, f)
 		}
 	}
 	for _, p := range paths {
-		for _, s := range rotated(p) {
-			add(s)
+		for _, s := range Rotated(p) {
+			add(logFile{path: s, sibling: p})
 		}
-		add(p)
+		add(logFile{path: p})
 	}
 	return out
 }
 
-// rotated lists PATH.N and PATH.N.gz (logrotate's names), oldest first.
-func rotated(path string) []string {
+// Rotated lists PATH.N and PATH.N.gz (logrotate's names), oldest first.
+func Rotated(path string) []string {
 	matches, _ := filepath.Glob(globEscape(path) + ".*")
 	type sib struct {
 		n    int
@@ -86,14 +100,32 @@ func globEscape(p string) string {
 // were written: a log is streamed, never held whole. Nothing is fatal: a
 // file that cannot be read is listed in Skipped.Unreadable, and the rest
 // is read.
+//
+// A rotated sibling is found, not named: it is read only when it is a
+// regular file owned by the log's owner or by root and not writable by
+// every user — anyone may plant a FIFO or a forged log beside a log in a
+// shared directory. A refused one is listed in Skipped.Refused. A path
+// given is read whatever it is (a pipe from a shell's <(…) too).
 func ReadFiles(paths []string, stdin io.Reader, emit func(rec any)) *Log {
 	l := &Log{emit: emit}
 	if len(paths) == 0 {
 		l.read(stdin)
 	}
-	for _, p := range Files(paths) {
-		if err := l.readFile(p); err != nil {
+	for _, f := range files(paths) {
+		var err error
+		if f.sibling != "" {
+			err = l.readSibling(f.path, f.sibling)
+		} else {
+			err = l.readFile(f.path)
+		}
+		var refused refusedError
+		switch {
+		case errors.As(err, &refused):
+			l.Skipped.Refused = append(l.Skipped.Refused, err.Error())
+		case err != nil:
 			l.Skipped.Unreadable = append(l.Skipped.Unreadable, err.Error())
+		default:
+			l.Files = append(l.Files, f.path)
 		}
 	}
 	// Records stay in the order they were written (rotated parts oldest
@@ -107,6 +139,72 @@ func (l *Log) readFile(path string) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
+	return l.readOpen(f)
+}
+
+// refusedError is a rotated sibling report does not trust.
+type refusedError struct{ path, why string }
+
+func (e refusedError) Error() string { return e.path + ": " + e.why }
+
+// readSibling reads path, a rotated sibling of log, if it may be trusted
+// (see ReadFiles): it is opened without following a symlink or waiting
+// for a FIFO's writer, and checked on the file opened.
+func (l *Log) readSibling(path, log string) error {
+	owner := uint32(os.Geteuid()) // of a log that is not there (yet): whoever reads it
+	var lst unix.Stat_t
+	if err := unix.Stat(log, &lst); err == nil {
+		owner = lst.Uid
+	}
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOFOLLOW|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.ELOOP) {
+		return refusedError{path, "a symbolic link"}
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	f := os.NewFile(uintptr(fd), path)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		f.Close()
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	why := ""
+	switch {
+	case st.Mode&unix.S_IFMT != unix.S_IFREG:
+		why = "not a regular file (" + fileKind(st.Mode) + ")"
+	case st.Uid != owner && st.Uid != 0:
+		why = fmt.Sprintf("owned by uid %d, not by the log's owner (uid %d) or root", st.Uid, owner)
+	case st.Mode&0o002 != 0:
+		why = "writable by every user"
+	}
+	if why != "" {
+		f.Close()
+		return refusedError{path, why}
+	}
+	return l.readOpen(f)
+}
+
+func fileKind(mode uint32) string {
+	switch mode & unix.S_IFMT {
+	case unix.S_IFIFO:
+		return "a FIFO"
+	case unix.S_IFCHR:
+		return "a character device"
+	case unix.S_IFBLK:
+		return "a block device"
+	case unix.S_IFSOCK:
+		return "a socket"
+	case unix.S_IFDIR:
+		return "a directory"
+	}
+	return fmt.Sprintf("mode %#o", mode&unix.S_IFMT)
+}
+
+// readOpen reads an open file (gzip-compressed if its name ends in .gz)
+// and closes it.
+func (l *Log) readOpen(f *os.File) error {
+	path := f.Name()
 	defer f.Close()
 	var r io.Reader = bufio.NewReader(f)
 	if strings.HasSuffix(path, ".gz") {
@@ -142,7 +240,11 @@ func (l *Log) read(r io.Reader) {
 				l.emit(rec)
 			case err != nil && bad == badMalformed:
 				truncated = true // the last line, cut off
+				l.sniff(line)
 			default:
+				if bad == badMalformed {
+					l.sniff(line)
+				}
 				l.count(bad)
 			}
 		}
@@ -190,6 +292,9 @@ func (l *Log) count(b badKind) {
 		l.Skipped.Malformed++
 	case badNewer:
 		l.Skipped.Newer++
+		l.others++
+	case badIgnored:
+		l.others++
 	}
 }
 
@@ -222,6 +327,10 @@ func Decode(line []byte) (any, badKind) {
 		rec = &events.PortFree{}
 	case events.TypeAbandoned:
 		rec = &events.Abandoned{}
+	case events.TypeUntracked:
+		rec = &events.IncidentUntracked{}
+	case events.TypeSignalRepeats:
+		rec = &events.SignalRepeats{}
 	case events.TypeStart:
 		rec = &events.Start{}
 	case events.TypeStop:
@@ -250,6 +359,10 @@ func recordTime(rec any) time.Time {
 	case *events.PortFree:
 		return r.Time
 	case *events.Abandoned:
+		return r.Time
+	case *events.IncidentUntracked:
+		return r.Time
+	case *events.SignalRepeats:
 		return r.Time
 	case *events.Start:
 		return r.Time

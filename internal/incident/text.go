@@ -87,6 +87,14 @@ func releasedLine(r *events.Released) string {
 	return s
 }
 
+// untrackedLoss says what an untracked incident's story lacks.
+func untrackedLoss(table string) string {
+	if table == events.UntrackedKernel {
+		return "its signals, release and recovery were not recorded"
+	}
+	return "only its failures were recorded"
+}
+
 func portFreeLine(r *events.PortFree) string {
 	return fmt.Sprintf("port free: %s by %s, which let go of it at once (a check such as bindwatch wait-free; not the recovery)",
 		r.Syscall, events.ProcessShort(&r.Process))
@@ -108,11 +116,13 @@ type Skipped struct {
 	Truncated int `json:"truncated"` // a file cut off mid-record
 	// Unreadable lists files that could not be opened or read at all.
 	Unreadable []string `json:"unreadable,omitempty"`
+	// Refused lists rotated siblings not read, and why (ReadFiles).
+	Refused []string `json:"refused,omitempty"`
 }
 
 // Any tells whether anything was skipped.
 func (s Skipped) Any() bool {
-	return s.Malformed+s.Newer+s.Truncated+len(s.Unreadable) > 0
+	return s.Malformed+s.Newer+s.Truncated+len(s.Unreadable)+len(s.Refused) > 0
 }
 
 func (s Skipped) String() string {
@@ -128,6 +138,9 @@ func (s Skipped) String() string {
 	}
 	for _, u := range s.Unreadable {
 		parts = append(parts, "unreadable: "+u)
+	}
+	for _, r := range s.Refused {
+		parts = append(parts, "not trusted: "+r)
 	}
 	return strings.Join(parts, "; ")
 }
@@ -145,6 +158,9 @@ func Title(in *events.Incident) string {
 	switch in.State {
 	case events.IncidentOpen:
 		outcome = fmt.Sprintf("not recovered when the trace ended, %s after the first failure", events.Millis(in.ContentionMS))
+	case events.IncidentNotTracked:
+		outcome = fmt.Sprintf("not tracked: %s (%s); %s after the first failure", events.UntrackedWhy(in.Untracked, in.UntrackedReason),
+			untrackedLoss(in.Untracked), events.Millis(in.ContentionMS))
 	case events.IncidentAbandoned:
 		why := "nobody tried any more"
 		if in.AbandonedReason == events.AbandonedExited {
@@ -211,10 +227,19 @@ func WriteText(w io.Writer, incidents []*events.Incident) error {
 		for _, f := range in.Failing {
 			fmt.Fprintf(&b, "  failing: %s: %d attempt%s (%s)\n", events.ProcessShort(&f.Process), f.Attempts, events.Plural(f.Attempts), strings.Join(f.Errnos, "/"))
 		}
+		if in.FailingOmitted > 0 {
+			fmt.Fprintf(&b, "  failing: %d more process%s, not listed\n", in.FailingOmitted, map[bool]string{true: "", false: "es"}[in.FailingOmitted == 1])
+		}
 		for _, h := range in.Holders {
 			fmt.Fprintf(&b, "  holder:  %s — %s\n", holderSummary(&h), h.Kind)
 		}
-		if len(in.Holders) > 0 && len(in.Signals) == 0 {
+		if in.HoldersOmitted > 0 {
+			fmt.Fprintf(&b, "  holder:  %d more, not listed\n", in.HoldersOmitted)
+		}
+		if in.ReleasedOmitted > 0 {
+			fmt.Fprintf(&b, "  released: %d more, not listed\n", in.ReleasedOmitted)
+		}
+		if len(in.Holders) > 0 && len(in.Signals) == 0 && in.SignalsFolded == 0 && in.Untracked == "" {
 			b.WriteString("  signals: none sent to the holder while the incident was open\n")
 		}
 		b.WriteString("  " + durationsLine(in) + "\n")

@@ -2,6 +2,7 @@ package resolve
 
 import (
 	"os"
+	"slices"
 	"strconv"
 
 	"golang.org/x/sys/unix"
@@ -24,24 +25,44 @@ type PortSockets struct {
 
 // Sockets lists the sockets on proto/port in the network namespace ns.
 func (r *Resolver) Sockets(ns Netns, proto string, port uint16) (*PortSockets, error) {
+	all, err := r.SocketsOn(ns, proto, []uint16{port})
+	if err != nil {
+		return nil, err
+	}
+	return all[port], nil
+}
+
+// SocketsOn lists the sockets on each of the ports (proto) in the network
+// namespace ns: one sock_diag dump per address family and 1024 ports,
+// however many ports — what the incident poll asks every 100 ms for all
+// the ports it watches there, so that its cost does not grow with them.
+func (r *Resolver) SocketsOn(ns Netns, proto string, ports []uint16) (map[uint16]*PortSockets, error) {
 	h, err := r.netns.acquire(ns.Path, 0, ns.Inode)
 	if err != nil {
 		return nil, err
 	}
 	defer r.netns.release(h)
-	out := &PortSockets{Inodes: map[uint64]string{}}
+	out := make(map[uint16]*PortSockets, len(ports))
+	for _, p := range ports {
+		out[p] = &PortSockets{Inodes: map[uint64]string{}}
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	for _, family := range []int{unix.AF_INET, unix.AF_INET6} {
-		socks, err := dumpPort(h.diagFD, family, proto, port)
-		if err != nil {
-			return nil, err
-		}
-		for _, s := range socks {
-			if proto == "tcp" && s.state == tcpTimeWait {
-				out.TimeWait++
-			} else if s.inode != 0 {
-				out.Inodes[uint64(s.inode)] = stateName(proto, s.state)
+	for chunk := range slices.Chunk(ports, maxFilterPorts) {
+		for _, family := range []int{unix.AF_INET, unix.AF_INET6} {
+			socks, err := dumpPorts(h.diagFD, family, proto, chunk)
+			if err != nil {
+				return nil, err
+			}
+			for _, s := range socks {
+				ps := out[s.sport]
+				switch {
+				case ps == nil: // not asked (the filter said otherwise)
+				case proto == "tcp" && s.state == tcpTimeWait:
+					ps.TimeWait++
+				case s.inode != 0:
+					ps.Inodes[uint64(s.inode)] = stateName(proto, s.state)
+				}
 			}
 		}
 	}

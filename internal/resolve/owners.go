@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/netip"
 	"os"
 	"slices"
@@ -333,8 +334,9 @@ func (it *iterators) timewaitFlags(h *netnsHandle, own uint32, port uint16) (map
 
 // scanProcForSockets finds the owners of socket inodes by reading every
 // /proc/PID/fd link. Slow on a busy host (a readlink per open fd), hence
-// only the fallback.
-func scanProcForSockets(inodes []uint32) map[uint32]*socketOwners {
+// only the fallback. complete says every process's fd table could be
+// read (none refused: bindwatch may inspect them all).
+func scanProcForSockets(inodes []uint32) (owners map[uint32]*socketOwners, complete bool) {
 	want := make(map[uint32]bool, len(inodes))
 	for _, ino := range inodes {
 		want[ino] = true
@@ -342,8 +344,9 @@ func scanProcForSockets(inodes []uint32) map[uint32]*socketOwners {
 	out := make(map[uint32]*socketOwners)
 	procs, err := os.ReadDir(procRoot)
 	if err != nil {
-		return out
+		return out, false
 	}
+	complete = true
 	for _, p := range procs {
 		pid, err := strconv.Atoi(p.Name())
 		if err != nil {
@@ -352,6 +355,9 @@ func scanProcForSockets(inodes []uint32) map[uint32]*socketOwners {
 		dir := procRoot + "/" + p.Name() + "/fd/"
 		fds, err := os.ReadDir(dir)
 		if err != nil {
+			if errors.Is(err, fs.ErrPermission) {
+				complete = false
+			}
 			continue // exited, or a kernel thread
 		}
 		for _, fd := range fds {
@@ -369,7 +375,7 @@ func scanProcForSockets(inodes []uint32) map[uint32]*socketOwners {
 			}
 		}
 	}
-	return out
+	return out, complete
 }
 
 func boolPtr(b bool) *bool { return &b }

@@ -236,6 +236,9 @@ var passwd struct {
 // passwdPath is a variable only so that tests can use a fixture file.
 var passwdPath = "/etc/passwd"
 
+// UserName returns the name of uid from /etc/passwd, or "" (userName).
+func UserName(uid uint32) string { return userName(uid) }
+
 // userName returns the name of uid from /etc/passwd, parsed directly (no
 // cgo, no NSS: users only known to LDAP/sssd stay unnamed), or "".
 func userName(uid uint32) string {

@@ -264,15 +264,22 @@ func (r *Resolver) resolve(f *events.Failure, facts *diagnose.Facts) error {
 			facts.Ephemeral, _ = r.ephemeralPorts(h)
 		}
 	}
-	if f.Proto != "tcp" && f.Proto != "udp" {
+	// MPTCP takes its ports from TCP's table (Go's net listens with
+	// MPTCP by default where net.mptcp.enabled is on): its holders are
+	// TCP sockets, MPTCP or not.
+	space := f.Proto
+	if space == "mptcp" {
+		space = "tcp"
+	}
+	if space != "tcp" && space != "udp" {
 		return nil
 	}
-	snap, err := r.portSnapshot(h, f.Proto, f.Port)
+	snap, err := r.portSnapshot(h, space, f.Port)
 	if err != nil {
 		return err
 	}
 	want, ok := failingAddr(f)
-	quirks := bindQuirksFor(f.Proto)
+	quirks := bindQuirksFor(space)
 	var live []events.Holder
 	for _, s := range snap.sockets {
 		if ok && !addrsOverlap(want, s.addr, quirks) {
@@ -493,6 +500,10 @@ func (r *Resolver) snapshot(h *netnsHandle, proto string, port uint16) (*portSna
 		hasTimeWait = hasTimeWait || (proto == "tcp" && s.state == tcpTimeWait)
 	}
 	owners := map[uint32]*socketOwners{}
+	// complete: every process's fd table was searched (the task iterator
+	// sees them all; a /proc scan, those it may read), so a socket none
+	// has is held by no fd table.
+	complete := false
 	// A TCP socket bound but neither listening nor connected is in no
 	// table sock_diag walks before 6.8 (which added its bound-inactive
 	// pseudo-state): the task iterator finds it among the open files.
@@ -510,13 +521,14 @@ func (r *Resolver) snapshot(h *netnsHandle, proto string, port uint16) (*portSna
 			}
 			var boundOnly []diagSocket
 			owners, boundOnly, err = it.socketOwners(inodes, bound)
+			complete = true
 			for _, s := range boundOnly {
 				if !slices.Contains(inodes, s.inode) { // listed by sock_diag from 6.8
 					diag = append(diag, s)
 				}
 			}
 		} else {
-			owners = scanProcForSockets(inodes)
+			owners, complete = scanProcForSockets(inodes)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("find owners of sockets on port %d: %w", port, err)
@@ -573,6 +585,12 @@ func (r *Resolver) snapshot(h *netnsHandle, proto string, port uint16) (*portSna
 					procs[pid] = p
 				}
 				hs.holder.Processes = append(hs.holder.Processes, p)
+			}
+		}
+		if len(hs.holder.Processes) == 0 && s.inode != 0 {
+			hs.holder.Unowned = events.UnownedHidden
+			if complete {
+				hs.holder.Unowned = events.UnownedNoFDTable
 			}
 		}
 		snap.sockets = append(snap.sockets, hs)

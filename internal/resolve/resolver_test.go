@@ -639,7 +639,7 @@ func TestRecordedHolders(t *testing.T) {
 	if len(f.Holders) != 1 || f.Holders[0].Source != events.Recorded || f.Holders[0].Processes[0].PID != h.PID {
 		t.Fatalf("holders = %+v, want the recorded holder pid %d", f.Holders, h.PID)
 	}
-	if !strings.Contains(f.Diagnosis, "has exited since: a restart race") {
+	if !strings.Contains(f.Diagnosis, "has let go of it since (closed the socket, or exited): a restart race") {
 		t.Errorf("diagnosis %q, want the restart race", f.Diagnosis)
 	}
 }

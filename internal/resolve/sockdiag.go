@@ -19,6 +19,7 @@ const (
 
 	inetDiagReqBytecode = 1  // INET_DIAG_REQ_BYTECODE request attribute
 	inetDiagBCSEq       = 11 // INET_DIAG_BC_S_EQ: local port == op[1].no
+	inetDiagBCJmp       = 1  // INET_DIAG_BC_JMP: always "no"
 	inetDiagSKV6Only    = 11 // INET_DIAG_SKV6ONLY reply attribute (u8)
 
 	tcpTimeWait = 6
@@ -77,18 +78,52 @@ func openSockDiag() (int, error) {
 // returns only the few on that port. One S_EQ op (its operand is the next
 // op's "no" field): on match jump 8 bytes to the end (accept); otherwise 12,
 // past the end (reject).
-func portFilter(port uint16) []byte {
-	bc := make([]byte, 8)
-	bc[0] = inetDiagBCSEq
-	bc[1] = 8                                   // yes
-	binary.NativeEndian.PutUint16(bc[2:], 8+4)  // no
-	binary.NativeEndian.PutUint16(bc[6:], port) // op[1].no = port
+func portFilter(port uint16) []byte { return portsFilter([]uint16{port}) }
+
+// portsFilter is portFilter for any of ports: an S_EQ op per port, OR'ed
+// as ss(8) compiles "sport = :a or sport = :b": each S_EQ but the last is
+// followed by a JMP op, which the S_EQ's match falls onto (yes, 8) and
+// which jumps to the end (accept); a mismatch jumps over the JMP (no, 12)
+// to the next S_EQ, the last one's past the end (reject). The kernel's
+// audit follows yes jumps, so every op must be on that chain: a match
+// cannot jump straight to the end.
+func portsFilter(ports []uint16) []byte {
+	const eq, jmp = 8, 4
+	bc := make([]byte, 0, len(ports)*(eq+jmp))
+	ne := binary.NativeEndian
+	for i, port := range ports {
+		op := make([]byte, eq)
+		op[0] = inetDiagBCSEq
+		op[1] = eq                   // yes: onto the JMP (or the end)
+		ne.PutUint16(op[2:], eq+jmp) // no: over the JMP (or past the end)
+		ne.PutUint16(op[6:], port)   // op[1].no = port
+		bc = append(bc, op...)
+		if i < len(ports)-1 {
+			rest := (len(ports)-1-i)*(eq+jmp) - jmp // the ops after this JMP
+			j := make([]byte, jmp)
+			j[0] = inetDiagBCJmp
+			j[1] = jmp                            // yes: the next op (the audit's chain)
+			ne.PutUint16(j[2:], uint16(rest+jmp)) // no: to the end, accept
+			bc = append(bc, j...)
+		}
+	}
 	return bc
 }
+
+// maxFilterPorts is how many ports one dump's filter names: its JMP
+// offsets are 16 bits.
+const maxFilterPorts = 1024
 
 // dumpPort returns the sockets of one family and protocol bound to port in
 // the network namespace of the netlink socket fd.
 func dumpPort(fd int, family int, proto string, port uint16) ([]diagSocket, error) {
+	return dumpPorts(fd, family, proto, []uint16{port})
+}
+
+// dumpPorts returns the sockets of one family and protocol bound to any of
+// ports (at most maxFilterPorts) in the network namespace of the netlink
+// socket fd: one dump, however many ports.
+func dumpPorts(fd int, family int, proto string, ports []uint16) ([]diagSocket, error) {
 	var protocol uint8
 	var states uint32
 	switch proto {
@@ -99,7 +134,10 @@ func dumpPort(fd int, family int, proto string, port uint16) ([]diagSocket, erro
 	default:
 		return nil, fmt.Errorf("sock_diag: protocol %q is not supported (tcp or udp)", proto)
 	}
-	bc := portFilter(port)
+	if len(ports) == 0 || len(ports) > maxFilterPorts {
+		return nil, fmt.Errorf("sock_diag: %d ports in one filter (1 to %d)", len(ports), maxFilterPorts)
+	}
+	bc := portsFilter(ports)
 	seq := netlinkSeq.Add(1)
 	attrLen := unix.SizeofRtAttr + len(bc)
 	msg := make([]byte, unix.NLMSG_HDRLEN+inetDiagReqV2Size+attrLen)
@@ -146,7 +184,7 @@ func dumpPort(fd int, family int, proto string, port uint16) ([]diagSocket, erro
 			case unix.NLMSG_ERROR:
 				if len(data) >= 4 {
 					if code := int32(ne.Uint32(data)); code != 0 {
-						return nil, fmt.Errorf("sock_diag %s port %d: %w", proto, port, unix.Errno(-code))
+						return nil, fmt.Errorf("sock_diag %s port %d: %w", proto, ports[0], unix.Errno(-code))
 					}
 				}
 				return out, nil

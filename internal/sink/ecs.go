@@ -109,7 +109,7 @@ func event(t time.Time, host, typ, kind, action, outcome string, category, event
 	d.set("event.outcome", outcome)
 	d.set("event.module", "bindwatch")
 	d.set("event.dataset", "bindwatch."+typ)
-	if host == "" { // who's records: the host bindwatch runs on
+	if host == "" { // doctor's record: the host bindwatch runs on
 		host, _ = os.Hostname()
 	}
 	d.set("host.name", host)
@@ -167,7 +167,7 @@ func ecsDoc(rec any) (doc, error) {
 		d.set("bindwatch.doctor", jsonValue(r))
 		return d, nil
 	case *events.Who:
-		d := event(time.Now(), "", r.Type, "state", "port-lookup", "", []string{"network"}, []string{"info"})
+		d := event(r.Time, r.Host, r.Type, "state", "port-lookup", "", []string{"network"}, []string{"info"})
 		d.set("network.transport", r.Proto)
 		d.set("network.iana_number", ianaNumber(r.Proto))
 		d.set("server.port", r.Port)

@@ -3,6 +3,7 @@ package sink
 import (
 	"bytes"
 	"encoding/json"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/bindwatch/bindwatch/internal/events"
@@ -13,13 +14,29 @@ import (
 // buffer (~208 KiB by default).
 const maxDatagram = 60 << 10
 
-// fitJSON shortens the longest strings, and arrays of strings, of a JSON
-// document until it fits in max bytes, keeping the head and tail of each
-// around events.CmdlineGap; an object whose "cmdline" was shortened says
-// "cmdline_truncated": true. A process controls its command line, and a
-// 100 KB one must not keep its failure from a datagram collector (where
-// it would only be counted as lost). doc is returned as it is when it
-// fits, or when it cannot be made to.
+// Fitted is form (JSON or ECS) with each record shortened, if need be,
+// to events.MaxRecordBytes (see fitJSON): the tracer's file, standard
+// output and TCP syslog write no record that bindwatch report cannot read.
+func Fitted(form Form) Form {
+	return func(rec any) ([]byte, error) {
+		b, err := form(rec)
+		if err != nil {
+			return nil, err
+		}
+		return fitJSON(b, events.MaxRecordBytes), nil
+	}
+}
+
+// fitJSON shortens the longest strings, and arrays, of a JSON document
+// until it fits in max bytes, keeping the head and tail of each: a string
+// and an array of strings around events.CmdlineGap, and an array of
+// objects (a socket's processes, a failure's holders) without the middle,
+// counted in "KEY_omitted" beside it. An object whose "cmdline" was
+// shortened says "cmdline_truncated": true. A process controls its command
+// line, and a 100 KB one must not keep its failure from a datagram
+// collector (where it would only be counted as lost), nor a 2 MB one, or
+// a socket shared by thousands of processes, from bindwatch report. doc is
+// returned as it is when it fits, or when it cannot be made to.
 func fitJSON(doc []byte, max int) []byte {
 	if len(doc) <= max {
 		return doc
@@ -30,7 +47,13 @@ func fitJSON(doc []byte, max int) []byte {
 	if err := d.Decode(&v); err != nil {
 		return doc
 	}
-	for limit := 4096; limit >= 32; limit /= 2 {
+	// Strings are first cut to a 16th of the room (at least 4 KiB), then
+	// to half that, and so on.
+	start := 4096
+	for start < max/16 {
+		start *= 2
+	}
+	for limit := start; limit >= 32; limit /= 2 {
 		short, _ := shorten(v, limit)
 		// The one JSON rule again: no raw control character.
 		out, err := events.MarshalJSON(short)
@@ -44,9 +67,9 @@ func fitJSON(doc []byte, max int) []byte {
 	return doc
 }
 
-// shorten returns v with strings longer than limit bytes, and arrays of
-// more than limit/32 strings, cut in the middle; changed says whether it
-// cut anything.
+// shorten returns v with strings longer than limit bytes, arrays of more
+// than 2×limit/64+1 strings, and arrays of more than 2×max(1, limit/64)
+// objects, cut in the middle; changed says whether it cut anything.
 func shorten(v any, limit int) (out any, changed bool) {
 	switch t := v.(type) {
 	case string:
@@ -56,7 +79,7 @@ func shorten(v any, limit int) (out any, changed bool) {
 		return cutString(t, limit), true
 	case []any:
 		keep := t
-		if n := limit / 64; len(t) > 2*n+1 && allStrings(t) {
+		if n := limit / 64; len(t) > 2*n+1 && all[string](t) {
 			keep = append(append(append(make([]any, 0, 2*n+1), t[:n]...), events.CmdlineGap), t[len(t)-n:]...)
 			changed = true
 		}
@@ -70,7 +93,22 @@ func shorten(v any, limit int) (out any, changed bool) {
 	case map[string]any:
 		short := make(map[string]any, len(t)+1)
 		for k, e := range t {
+			if a, ok := e.([]any); ok && all[map[string]any](a) {
+				if n := max(1, limit/64); len(a) > 2*n {
+					e = append(append(make([]any, 0, 2*n), a[:n]...), a[len(a)-n:]...)
+					omitted := int64(len(a) - 2*n)
+					if was, ok := t[k+"_omitted"].(json.Number); ok {
+						before, _ := was.Int64()
+						omitted += before
+					}
+					short[k+"_omitted"] = omitted
+					changed = true
+				}
+			}
 			var c bool
+			if _, set := short[k]; set && strings.HasSuffix(k, "_omitted") {
+				continue // counted again above
+			}
 			short[k], c = shorten(e, limit)
 			changed = changed || c
 			if c && k == "cmdline" {
@@ -82,9 +120,10 @@ func shorten(v any, limit int) (out any, changed bool) {
 	return v, false
 }
 
-func allStrings(a []any) bool {
+// all tells whether every element of a is a T.
+func all[T any](a []any) bool {
 	for _, e := range a {
-		if _, ok := e.(string); !ok {
+		if _, ok := e.(T); !ok {
 			return false
 		}
 	}

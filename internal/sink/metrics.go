@@ -52,6 +52,7 @@ type MetricsOptions struct {
 type Metrics struct {
 	failures      *prometheus.CounterVec
 	eventsLost    prometheus.Counter
+	untracked     *prometheus.CounterVec
 	holderLookups *prometheus.CounterVec
 	lastFailure   prometheus.Gauge
 	buildInfo     *prometheus.GaugeVec
@@ -67,6 +68,10 @@ type Metrics struct {
 	contention prometheus.Histogram
 	mu         sync.Mutex
 	open       map[incidentKey]string
+	// notOpen are ports whose failures the tracer gave no incident (its
+	// table or the user's quota was full: an incident_untracked record),
+	// at most maxOpenIncidents: their failures open none here either.
+	notOpen map[incidentKey]bool
 
 	srv   *http.Server
 	conns *connLimiter
@@ -94,6 +99,10 @@ func ListenMetrics(opts MetricsOptions) (*Metrics, error) {
 			Name: "bindwatch_events_lost_total",
 			Help: "Failures the kernel counted but could not hand over (ring buffer full).",
 		}),
+		untracked: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bindwatch_incidents_untracked_total",
+			Help: "Ports whose incident was not tracked (incident_untracked records), by table: incidents (no incident kept), kernel (no signal, release or recovery records); reason: full, user_quota.",
+		}, []string{"table", "reason"}),
 		holderLookups: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bindwatch_holder_lookups_total",
 			Help: "Holder lookups for reported failures, by result: live (a holder seen live), recorded (only holders recorded in the kernel, gone since), none.",
@@ -121,6 +130,7 @@ func ListenMetrics(opts MetricsOptions) (*Metrics, error) {
 			Buckets: incidentBuckets,
 		}),
 		open:    map[incidentKey]string{},
+		notOpen: map[incidentKey]bool{},
 		ports:   opts.PortLabels,
 		version: opts.Version,
 		conns:   conns,
@@ -128,11 +138,16 @@ func ListenMetrics(opts MetricsOptions) (*Metrics, error) {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(m.incidents, m.unserved, m.contention)
-	reg.MustRegister(m.failures, m.eventsLost, m.holderLookups, m.lastFailure, m.buildInfo,
+	reg.MustRegister(m.failures, m.eventsLost, m.untracked, m.holderLookups, m.lastFailure, m.buildInfo,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&outputCollector{stats: opts.Outputs}, conns)
 	for _, r := range []string{"live", "recorded", "none"} {
 		m.holderLookups.WithLabelValues(r)
+	}
+	for _, table := range []string{events.UntrackedIncidents, events.UntrackedKernel} {
+		for _, reason := range []string{events.UntrackedFull, events.UntrackedUserQuota} {
+			m.untracked.WithLabelValues(table, reason)
+		}
 	}
 
 	mux := http.NewServeMux()
@@ -201,6 +216,7 @@ func (m *Metrics) Write(rec any) error {
 		m.buildInfo.WithLabelValues(m.version, r.Backend, r.Kernel).Set(1)
 		m.mu.Lock()
 		clear(m.open)
+		clear(m.notOpen)
 		m.mu.Unlock()
 	case *events.Failure:
 		m.failures.WithLabelValues(m.labels(r.Syscall, r.Errno, r.Proto, r.Port)...).Inc()
@@ -226,7 +242,16 @@ func (m *Metrics) Write(rec any) error {
 			m.incidents.WithLabelValues(cause, stateOpen).Inc()
 			delete(m.open, k)
 		}
+		clear(m.notOpen)
 		m.mu.Unlock()
+	case *events.IncidentUntracked:
+		if (r.Table == events.UntrackedIncidents || r.Table == events.UntrackedKernel) &&
+			(r.Reason == events.UntrackedFull || r.Reason == events.UntrackedUserQuota) {
+			m.untracked.WithLabelValues(r.Table, r.Reason).Inc()
+		}
+		if r.Table == events.UntrackedIncidents { // the failure before it opened no incident
+			m.notTracked(incidentKey{r.Netns, r.Proto, r.Port})
+		}
 	}
 	return nil
 }
@@ -239,10 +264,21 @@ func (m *Metrics) failed(f *events.Failure) {
 	defer m.mu.Unlock()
 	cause, ok := m.open[k]
 	switch {
+	case m.notOpen[k]:
 	case !ok && len(m.open) < maxOpenIncidents:
 		m.open[k] = causeLabel(f.Cause)
 	case ok && cause == "unknown" && f.Cause != "":
 		m.open[k] = causeLabel(f.Cause)
+	}
+}
+
+// notTracked notes that the tracer gave the failures on k no incident.
+func (m *Metrics) notTracked(k incidentKey) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.open, k)
+	if len(m.notOpen) < maxOpenIncidents {
+		m.notOpen[k] = true
 	}
 }
 
@@ -251,6 +287,7 @@ func (m *Metrics) ended(k incidentKey, state string) {
 	m.mu.Lock()
 	cause, ok := m.open[k]
 	delete(m.open, k)
+	delete(m.notOpen, k)
 	m.mu.Unlock()
 	if !ok {
 		cause = "unknown" // opened beyond the bound

@@ -368,12 +368,17 @@ func (h *HelperProc) Stop() {
 //	                                  "ready PID"; then bind (and listen, for tcp)
 //	                                  with SO_REUSEADDR, retrying every EVERY_MS
 //	                                  until it can; hold the port HOLD_MS, exit
+//	holdfail ADDR N                   see holdFail → "ready PID PORTS"
+//	hupproof PROTO ADDR PORT          hold PROTO ADDR:PORT ignoring SIGHUP
+//	                                  → "ready PID INODE"; until stdin closes
+//	sigflood PID SIG RATE MS          send signal SIG to PID RATE times a second
+//	                                  for MS milliseconds → "sent N"
 func runJob(args []string) error {
 	if ok, err := runAttackJob(args); ok {
 		return err
 	}
 	wait := func() { io.Copy(io.Discard, os.Stdin) }
-	need := map[string]int{"serve": 5, "retry": 6, "named": 3, "bind": 4, "storm": 5, "keystorm": 6, "spread": 6, "markedfail": 3, "hold": 4, "inherit": 3, "keep": 1, "fdhog": 2, "trybind": 4, "connect": 3, "autobind": 1, "orphan": 4, "subreaper": 2, "execwhen": 2, "nonetadmin": 2}
+	need := map[string]int{"serve": 5, "retry": 6, "named": 3, "bind": 4, "storm": 5, "keystorm": 6, "spread": 6, "markedfail": 3, "hold": 4, "inherit": 3, "keep": 1, "fdhog": 2, "trybind": 4, "connect": 3, "autobind": 1, "orphan": 4, "subreaper": 2, "execwhen": 2, "nonetadmin": 2, "holdfail": 3, "hupproof": 4, "sigflood": 5}
 	if len(args) == 0 || len(args) < need[args[0]] || need[args[0]] == 0 {
 		return fmt.Errorf("bad job %q", args)
 	}
@@ -426,6 +431,41 @@ func runJob(args []string) error {
 		err = Bind(fd, "0.0.0.0", port)
 		errno, _ := err.(syscall.Errno)
 		fmt.Printf("errno %d\n", int(errno))
+		return nil
+	case "hupproof":
+		signal.Ignore(syscall.SIGHUP)
+		fd, err := holdSocket(args[1:])
+		if err != nil {
+			return err
+		}
+		fmt.Printf("ready %d %d\n", os.Getpid(), socketInode(fd))
+		wait()
+		return nil
+	case "sigflood":
+		pid, _ := strconv.Atoi(args[1])
+		sig, _ := strconv.Atoi(args[2])
+		rate, _ := strconv.Atoi(args[3])
+		ms, _ := strconv.Atoi(args[4])
+		sent := 0
+		start := time.Now()
+		for d := time.Duration(ms) * time.Millisecond; time.Since(start) < d; {
+			// Catch up to RATE a second, in bursts as the scheduler allows.
+			for due := int(time.Since(start).Seconds() * float64(rate)); sent < due; sent++ {
+				if err := syscall.Kill(pid, syscall.Signal(sig)); err != nil {
+					return fmt.Errorf("sigflood: kill %d: %w", pid, err)
+				}
+			}
+			time.Sleep(time.Millisecond)
+		}
+		fmt.Printf("sent %d\n", sent)
+		return nil
+	case "holdfail":
+		n, err := holdFail(args[1], args[2])
+		if err != nil {
+			return err
+		}
+		fmt.Printf("ready %d %d\n", os.Getpid(), n)
+		wait()
 		return nil
 	case "keystorm":
 		return keyStorm(args[1:])
@@ -824,4 +864,52 @@ func spreadFailures(args []string) error {
 	}
 	fmt.Printf("failed %d\n", failed)
 	return nil
+}
+
+// holdFail takes n TCP ports on addr (listening on port 0), fails one
+// bind() on each with another socket, then closes the listeners: n
+// incidents opened and left, the port free, nobody retrying — the way
+// any user can open many incidents at once. It returns how many failed.
+func holdFail(addr, count string) (int, error) {
+	n, _ := strconv.Atoi(count)
+	var listeners []int
+	defer func() {
+		for _, fd := range listeners {
+			unix.Close(fd)
+		}
+	}()
+	failed := 0
+	for range n {
+		fd, err := Socket("tcp", addr, Opts{})
+		if err != nil {
+			return failed, err
+		}
+		listeners = append(listeners, fd)
+		if err := Bind(fd, addr, 0); err != nil {
+			return failed, err
+		}
+		if err := unix.Listen(fd, 1); err != nil {
+			return failed, err
+		}
+		sa, err := unix.Getsockname(fd)
+		if err != nil {
+			return failed, err
+		}
+		var port int
+		switch a := sa.(type) {
+		case *unix.SockaddrInet4:
+			port = a.Port
+		case *unix.SockaddrInet6:
+			port = a.Port
+		}
+		other, err := Socket("tcp", addr, Opts{})
+		if err != nil {
+			return failed, err
+		}
+		if Bind(other, addr, port) != nil {
+			failed++
+		}
+		unix.Close(other)
+	}
+	return failed, nil
 }

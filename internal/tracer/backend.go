@@ -167,10 +167,30 @@ var argsInRegs = func() bool {
 }
 
 func (tracepointBackend) Programs() []string {
+	progs := []string{"tp_enter_bind", "tp_enter_listen", "tp_exit_bind", "tp_exit_listen"}
 	if argsInRegs() {
-		return []string{"tp_exit_bind", "tp_exit_listen"}
+		progs = progs[2:]
 	}
-	return []string{"tp_enter_bind", "tp_enter_listen", "tp_exit_bind", "tp_exit_listen"}
+	if haveIOUringBind() {
+		progs = append(progs, ioUringProgram)
+	}
+	return progs
+}
+
+// ioUringProgram sees io_uring's binds and listens, which pass no syscall
+// (bpf: uring_complete).
+const ioUringProgram = "uring_complete"
+
+// haveIOUringBind says whether the kernel has IORING_OP_BIND (6.11+):
+// its request type is in the kernel's BTF. A variable so tests can force
+// the answer.
+var haveIOUringBind = func() bool {
+	spec, err := kernelSpec()
+	if err != nil {
+		return false
+	}
+	var bind *btf.Struct
+	return spec.TypeByName("io_bind", &bind) == nil
 }
 
 func (tracepointBackend) configure(spec *ebpf.CollectionSpec) error {
@@ -187,6 +207,15 @@ func (tracepointBackend) Check() error {
 func (b tracepointBackend) Attach(coll *ebpf.Collection) ([]link.Link, error) {
 	var links []link.Link
 	for _, name := range b.Programs() {
+		if name == ioUringProgram {
+			l, err := link.AttachTracing(link.TracingOptions{Program: coll.Programs[name]})
+			if err != nil {
+				closeLinks(links)
+				return nil, fmt.Errorf("attach tp_btf io_uring_complete (io_uring's binds): %w (hint: --backend kprobe or fentry see them through inet_bind where the kernel allows)", err)
+			}
+			links = append(links, l)
+			continue
+		}
 		event := "sys_" + name[len("tp_"):] // tp_exit_bind -> sys_exit_bind
 		l, err := link.Tracepoint("syscalls", event, coll.Programs[name], nil)
 		if err != nil {

@@ -38,6 +38,8 @@ const (
 	BindwatchBwHookBW_HOOK_INET_BIND      BindwatchBwHook = 3
 	BindwatchBwHookBW_HOOK_INET6BIND      BindwatchBwHook = 4
 	BindwatchBwHookBW_HOOK_INET_LISTEN    BindwatchBwHook = 5
+	BindwatchBwHookBW_HOOK_IOURING_BIND   BindwatchBwHook = 6
+	BindwatchBwHookBW_HOOK_IOURING_LISTEN BindwatchBwHook = 7
 )
 
 type BindwatchBwIncidentKind uint32
@@ -172,7 +174,8 @@ type BindwatchIncidentEvent struct {
 	Exiting    uint8
 	HasHolder  uint8
 	ArgsLen    uint16
-	Pad        uint16
+	Probe      uint8
+	Pad        uint8
 	Addr       [16]uint8
 	Comm       [16]int8
 	TargetComm [16]int8
@@ -241,6 +244,7 @@ const (
 	BindwatchProgTpEnterListen       = "tp_enter_listen"
 	BindwatchProgTpExitBind          = "tp_exit_bind"
 	BindwatchProgTpExitListen        = "tp_exit_listen"
+	BindwatchProgUringComplete       = "uring_complete"
 	BindwatchVarArgsInRegs           = "args_in_regs"
 	BindwatchVarErrnoMask            = "errno_mask"
 	BindwatchVarFilterComm           = "filter_comm"
@@ -263,6 +267,9 @@ const (
 	BindwatchVarUnusedMark           = "unused_mark"
 	BindwatchVarUnusedSockFlag       = "unused_sock_flag"
 	BindwatchVarUnusedSyscall        = "unused_syscall"
+	BindwatchVarUringAddrAt          = "uring_addr_at"
+	BindwatchVarUringCalibPort       = "uring_calib_port"
+	BindwatchVarUringCalibTgid       = "uring_calib_tgid"
 )
 
 // LoadBindwatch returns the embedded CollectionSpec for Bindwatch.
@@ -328,6 +335,7 @@ type BindwatchProgramSpecs struct {
 	TpEnterListen       *ebpf.ProgramSpec `ebpf:"tp_enter_listen"`
 	TpExitBind          *ebpf.ProgramSpec `ebpf:"tp_exit_bind"`
 	TpExitListen        *ebpf.ProgramSpec `ebpf:"tp_exit_listen"`
+	UringComplete       *ebpf.ProgramSpec `ebpf:"uring_complete"`
 }
 
 // BindwatchMapSpecs contains maps before they are loaded into the kernel.
@@ -375,6 +383,9 @@ type BindwatchVariableSpecs struct {
 	UnusedMark          *ebpf.VariableSpec `ebpf:"unused_mark"`
 	UnusedSockFlag      *ebpf.VariableSpec `ebpf:"unused_sock_flag"`
 	UnusedSyscall       *ebpf.VariableSpec `ebpf:"unused_syscall"`
+	UringAddrAt         *ebpf.VariableSpec `ebpf:"uring_addr_at"`
+	UringCalibPort      *ebpf.VariableSpec `ebpf:"uring_calib_port"`
+	UringCalibTgid      *ebpf.VariableSpec `ebpf:"uring_calib_tgid"`
 }
 
 // BindwatchObjects contains all objects after they have been loaded into the kernel.
@@ -456,6 +467,9 @@ type BindwatchVariables struct {
 	UnusedMark          *ebpf.Variable `ebpf:"unused_mark"`
 	UnusedSockFlag      *ebpf.Variable `ebpf:"unused_sock_flag"`
 	UnusedSyscall       *ebpf.Variable `ebpf:"unused_syscall"`
+	UringAddrAt         *ebpf.Variable `ebpf:"uring_addr_at"`
+	UringCalibPort      *ebpf.Variable `ebpf:"uring_calib_port"`
+	UringCalibTgid      *ebpf.Variable `ebpf:"uring_calib_tgid"`
 }
 
 // BindwatchPrograms contains all programs after they have been loaded into the kernel.
@@ -483,6 +497,7 @@ type BindwatchPrograms struct {
 	TpEnterListen       *ebpf.Program `ebpf:"tp_enter_listen"`
 	TpExitBind          *ebpf.Program `ebpf:"tp_exit_bind"`
 	TpExitListen        *ebpf.Program `ebpf:"tp_exit_listen"`
+	UringComplete       *ebpf.Program `ebpf:"uring_complete"`
 }
 
 func (p *BindwatchPrograms) Close() error {
@@ -508,6 +523,7 @@ func (p *BindwatchPrograms) Close() error {
 		p.TpEnterListen,
 		p.TpExitBind,
 		p.TpExitListen,
+		p.UringComplete,
 	)
 }
 

@@ -21,12 +21,21 @@ var hookNames = map[BindwatchBwHook]string{
 	BindwatchBwHookBW_HOOK_INET_BIND:      "inet_bind",
 	BindwatchBwHookBW_HOOK_INET6BIND:      "inet6_bind",
 	BindwatchBwHookBW_HOOK_INET_LISTEN:    "inet_listen",
+	BindwatchBwHookBW_HOOK_IOURING_BIND:   ioUringHook,
+	BindwatchBwHookBW_HOOK_IOURING_LISTEN: ioUringHook,
 }
+
+// ioUringHook names the tracepoint backend's io_uring hook: the completion
+// of an IORING_OP_BIND or IORING_OP_LISTEN request.
+const ioUringHook = "tp_btf/io_uring_complete"
 
 // hookName is the hook as "KIND/NAME": "fexit/inet_bind",
 // "kretprobe/inet_listen", "tracepoint/syscalls/sys_exit_bind".
 func hookName(backend string, hook uint8) string {
 	name := hookNames[BindwatchBwHook(hook)]
+	if name == ioUringHook {
+		return name
+	}
 	switch backend {
 	case "fentry":
 		return "fexit/" + name

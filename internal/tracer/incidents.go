@@ -217,8 +217,15 @@ const DefaultHooksLinger = 30 * time.Second
 // what the kernel knows (the caller adds host, attempts and outage). It
 // returns nil when there is none.
 func (t *Tracer) ReadIncident() (any, error) {
+	return t.WaitIncident(time.Now())
+}
+
+// WaitIncident is ReadIncident waiting until `until` for a record (nil
+// then). One goroutine at a time may read; Close ends a wait with
+// os.ErrClosed.
+func (t *Tracer) WaitIncident(until time.Time) (any, error) {
 	var rec ringbuf.Record
-	t.incidents.SetDeadline(time.Now())
+	t.incidents.SetDeadline(until)
 	if err := t.incidents.ReadInto(&rec); err != nil {
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			return nil, nil
@@ -281,6 +288,13 @@ func decodeIncident(ev *BindwatchIncidentEvent, clock bootClock) any {
 			Result: signalResult(ev.Result), Proto: proto, Netns: ev.Netns, Port: ev.Port,
 		}
 	default:
+		if ev.Probe != 0 {
+			return &events.PortFree{
+				Type: events.TypePortFree, Version: events.Version, Time: at, Source: events.SourceKernel,
+				Syscall: syscallName(ev.Syscall), Proto: proto, Netns: ev.Netns,
+				Addr: formatAddr(ev.Family, ev.Addr), Port: ev.Port, Process: actor,
+			}
+		}
 		return &events.Recovered{
 			Type: events.TypeRecovered, Version: events.Version, Time: at, Source: events.SourceKernel,
 			Syscall: syscallName(ev.Syscall), Proto: proto, Netns: ev.Netns,

@@ -4,7 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
+	"slices"
 	"sync"
 	"time"
 	"unsafe"
@@ -59,6 +59,9 @@ type Tracer struct {
 	// LineageErr says why how listeners end is not seen (lineage_exit
 	// could not attach); nil when it is, or with --no-holders.
 	LineageErr error
+	// IOUringErr says why io_uring binds seen by the tracepoint backend
+	// come without their address (calibrateIOUring); nil when they do.
+	IOUringErr error
 }
 
 // Open loads the BPF object configured by cfg and attaches it with the
@@ -174,6 +177,11 @@ func openBackend(cfg Config, b Backend) (*Tracer, error) {
 		t.Close()
 		return nil, err
 	}
+	if slices.Contains(b.Programs(), ioUringProgram) {
+		if err := calibrateIOUring(coll); err != nil {
+			t.IOUringErr = fmt.Errorf("io_uring binds are reported without their address: %w", err)
+		}
+	}
 	if cfg.FollowChildren {
 		fl, err := attachFollow(coll)
 		if err != nil {
@@ -262,25 +270,21 @@ func loadError(err error, debug bool) error {
 // process): the backend checks, CO-RE and attach points all need it.
 func kernelSpec() (*btf.Spec, error) { return host.KernelBTF.Kernel() }
 
-// ErrNotPrivileged is why an unprivileged user cannot trace.
-var ErrNotPrivileged = errors.New("tracing needs root (or CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN): run it with sudo")
+// ErrNotPrivileged is why a process without the capabilities cannot
+// trace (CheckPrivileges wraps it with what it lacks).
+var ErrNotPrivileged = errors.New("tracing needs root, or the capabilities CAP_BPF, CAP_PERFMON and CAP_SYS_PTRACE (CAP_SYS_ADMIN may stand for the first two, and also lets bindwatch look into containers' network namespaces; a user other than root also needs CAP_DAC_READ_SEARCH, for tracefs)")
 
 // CheckPrivileges says, before any bpf() call fails obscurely (or blames
-// the kernel), whether this process may load and attach BPF programs.
+// the kernel), whether this process may load and attach BPF programs: it
+// must have CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN, in its effective
+// set — root whose capabilities a systemd unit or a container dropped
+// included. README.md ("Install") lists what each command needs, as
+// cmd/bindwatch's TestCapabilities finds it.
 func CheckPrivileges() error {
-	if os.Geteuid() == 0 {
+	if host.BPFCapable() && host.PerfmonCapable() {
 		return nil
 	}
-	const capBPF, capPerfmon = 39, 38
-	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
-	var data [2]unix.CapUserData
-	if err := unix.Capget(&hdr, &data[0]); err == nil {
-		has := func(c uint) bool { return data[c/32].Effective&(1<<(c%32)) != 0 }
-		if has(capBPF) && has(capPerfmon) && has(unix.CAP_SYS_ADMIN) {
-			return nil
-		}
-	}
-	return ErrNotPrivileged
+	return fmt.Errorf("%w: this process lacks %s (hint: run it with sudo; a systemd unit or container grants them with CapabilityBoundingSet/AmbientCapabilities or --cap-add)", ErrNotPrivileged, host.MissingCaps(host.CapBPF, host.CapPerfmon))
 }
 
 // preflight turns the common reasons BPF cannot work into one sentence each.
@@ -300,7 +304,7 @@ func preflight() error {
 		if errors.Is(err, ebpf.ErrNotSupported) {
 			return fmt.Errorf("this kernel has no BPF ring buffer: bindwatch needs Linux 5.8 or newer")
 		}
-		return fmt.Errorf("probe BPF support: %w (hint: run as root, or with CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN)", err)
+		return fmt.Errorf("probe BPF support: %w (hint: run as root, or with CAP_BPF and CAP_PERFMON)", err)
 	}
 	return nil
 }
@@ -310,6 +314,21 @@ func (t *Tracer) Backend() string { return t.backend }
 
 // Skipped says why each better backend was not used (auto only).
 func (t *Tracer) Skipped() map[string]string { return t.skipped }
+
+// Limits says what this session cannot see or know, and why (the start
+// record's limits); nil when nothing is missing.
+func (t *Tracer) Limits() map[string]string {
+	var l map[string]string
+	for name, err := range map[string]error{"lineage": t.LineageErr, "io_uring_addr": t.IOUringErr} {
+		if err != nil {
+			if l == nil {
+				l = map[string]string{}
+			}
+			l[name] = err.Error()
+		}
+	}
+	return l
+}
 
 // Time converts a CLOCK_BOOTTIME timestamp from the kernel to wall time.
 func (t *Tracer) Time(bootNS uint64) time.Time {

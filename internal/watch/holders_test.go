@@ -77,7 +77,7 @@ func holderThatExitsAtOnce(t *testing.T, proto string, before bool) {
 	if before != h.Since.IsZero() {
 		t.Errorf("holder since %v: want it known exactly when bindwatch saw the bind (bound after start: %v)", h.Since, !before)
 	}
-	if !strings.Contains(f.Diagnosis, "which has exited since") || f.Hint == "" {
+	if !strings.Contains(f.Diagnosis, "which has let go of it since") || !strings.Contains(f.Diagnosis, "a restart race") || f.Hint == "" {
 		t.Errorf("diagnosis %q / hint %q: want the restart race", f.Diagnosis, f.Hint)
 	}
 }

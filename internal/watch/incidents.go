@@ -1,6 +1,7 @@
 package watch
 
 import (
+	"errors"
 	"slices"
 	"strconv"
 	"time"
@@ -25,6 +26,19 @@ const maxWatchedPIDs = 64
 // records and polls.
 const incidentStep = pollInterval
 
+// The kernel watches at most tracer.MaxIncidents ports. As in the
+// builder's table, no user but root may have more than maxWatchedPerUser
+// of them watched, nor their holders give the kernel more than
+// maxHolderPIDsPerUser pids (of its incident_holders' 4096), and
+// reservedWatched of the ports are kept for root's incidents and those
+// of the --port ports. A port refused is said in an incident_untracked
+// record (table kernel).
+const (
+	maxWatchedPerUser    = 64
+	reservedWatched      = 256
+	maxHolderPIDsPerUser = 512
+)
+
 // incidents follows the session's incidents. It sees every record the
 // session writes (it wraps the sink), opens and closes them in the
 // kernel's maps — so the kernel reports released, signal and recovered
@@ -39,7 +53,18 @@ type incidents struct {
 	host    string
 	builder *incident.Builder
 	ports   map[incident.Key]*watchedPort
-	// queue holds the kernel's records read (next, readBatch) but not
+	// protected tells whether a port is one of --port's.
+	protected func(port uint16) bool
+	// watched counts the ports the kernel watches, in all and per user;
+	// holderPIDs the holder pids given to it per user.
+	watched       int
+	watchedPerUID map[uint32]int
+	holderPIDs    map[uint32]int
+	// untracked counts the incident_untracked records written.
+	untracked uint64
+	// pump reads the kernel's incident records as they come.
+	pump *pump
+	// queue holds the kernel's records taken from the pump (next) but not
 	// yet handed over: the session writes the failures that came before
 	// the first one first, and a recovery looks at the ones behind it.
 	queue []any
@@ -61,14 +86,30 @@ type watchedPort struct {
 	// letGo are the pids that took the port and let go at once (PortFree):
 	// their socket's close is no holder's release.
 	letGo []int
+	// uid is the incident's user (its first failing process's); kernel
+	// whether the kernel watches the port (its quota let it).
+	uid    uint32
+	kernel bool
 }
 
-func newIncidents(out Sink, t *tracer.Tracer, e *enricher, host string, quiet time.Duration) *incidents {
+func newIncidents(out Sink, t *tracer.Tracer, e *enricher, host string, quiet time.Duration, ports []tracer.PortRange) *incidents {
 	b := incident.NewLiveBuilder()
 	if quiet > 0 {
 		b.Quiet = quiet
 	}
-	return &incidents{out: out, tracer: t, enrich: e, host: host, builder: b, ports: map[incident.Key]*watchedPort{}}
+	protected := func(port uint16) bool {
+		for _, r := range ports {
+			if port >= r.Lo && port <= r.Hi {
+				return true
+			}
+		}
+		return false
+	}
+	b.Protected = protected
+	in := &incidents{out: out, tracer: t, enrich: e, host: host, builder: b, ports: map[incident.Key]*watchedPort{},
+		protected: protected, watchedPerUID: map[uint32]int{}, holderPIDs: map[uint32]int{}, pump: newPump(t)}
+	in.pump.start()
+	return in
 }
 
 // Write passes a record on and accounts for it. Before a failure, the
@@ -82,17 +123,49 @@ func (in *incidents) Write(rec any) error {
 	}
 	err := in.out.Write(rec)
 	in.builder.Add(rec)
+	if u, ok := rec.(*events.IncidentUntracked); ok && u.Host == in.host {
+		in.untracked++
+	}
 	if f, ok := rec.(*events.Failure); ok {
-		in.failed(f)
+		for _, u := range in.builder.TakeUntracked() {
+			if err := in.Write(u); err != nil {
+				return err
+			}
+		}
+		if err := in.failed(f); err != nil {
+			return err
+		}
 	}
 	return err
 }
 
+// admitKernel tells whether the kernel may watch one more port of uid's,
+// and if not, why and the limit reached.
+func (in *incidents) admitKernel(uid uint32, port uint16) (reason string, limit int) {
+	if uid == 0 {
+		if in.watched >= tracer.MaxIncidents {
+			return events.UntrackedFull, tracer.MaxIncidents
+		}
+		return "", 0
+	}
+	if in.watchedPerUID[uid] >= maxWatchedPerUser {
+		return events.UntrackedUserQuota, maxWatchedPerUser
+	}
+	limit = tracer.MaxIncidents - reservedWatched
+	if in.protected(port) {
+		limit = tracer.MaxIncidents
+	}
+	if in.watched >= limit {
+		return events.UntrackedFull, limit
+	}
+	return "", 0
+}
+
 // failed opens (or widens) the kernel's watch of the failure's port.
-func (in *incidents) failed(f *events.Failure) {
+func (in *incidents) failed(f *events.Failure) error {
 	k := incident.Key{Host: f.Host, Netns: f.Process.Netns, Proto: f.Proto, Port: f.Port}
 	if !in.builder.IsOpen(k) {
-		return
+		return nil
 	}
 	w := in.ports[k]
 	if w == nil {
@@ -101,18 +174,49 @@ func (in *incidents) failed(f *events.Failure) {
 			netns:  host.Netns{Inode: f.Process.Netns, Path: "/proc/" + strconv.Itoa(f.Process.PID) + "/ns/net"},
 			polled: map[uint64]*events.Holder{},
 			addr:   f.Addr,
+			uid:    f.Process.UID,
 		}
 		if f.Process.Netns == in.enrich.r.OwnNetns().Inode {
 			w.netns = in.enrich.r.OwnNetns()
 		}
 		in.ports[k] = w
+		reason, limit := in.admitKernel(w.uid, f.Port)
+		if reason == "" {
+			// The tracer's map has MaxIncidents entries: what admitKernel
+			// counts. Only an error refuses it now.
+			ok, err := in.tracer.WatchPort(w.key, nil)
+			if err != nil || !ok {
+				reason, limit = events.UntrackedFull, tracer.MaxIncidents
+			}
+		}
+		if reason != "" {
+			// Its failures still tell the incident; no kernel record will.
+			return in.Write(&events.IncidentUntracked{
+				Type: events.TypeUntracked, Version: events.Version, Time: f.Time, Host: f.Host, Proto: f.Proto,
+				Netns: f.Process.Netns, Addr: f.Addr, Port: f.Port, UID: f.Process.UID,
+				Table: events.UntrackedKernel, Reason: reason, Limit: limit,
+			})
+		}
+		w.kernel = true
+		in.watched++
+		in.watchedPerUID[w.uid]++
 	}
+	if !w.kernel {
+		return nil
+	}
+	var added []int
 	for i := range f.Holders {
 		h := &f.Holders[i]
 		for _, p := range h.Processes {
-			if !slices.Contains(w.pids, p.PID) && len(w.pids) < maxWatchedPIDs {
-				w.pids = append(w.pids, p.PID)
+			if slices.Contains(w.pids, p.PID) || len(w.pids) >= maxWatchedPIDs {
+				continue
 			}
+			if w.uid != 0 && in.holderPIDs[w.uid] >= maxHolderPIDsPerUser {
+				break // its signals go unseen; nothing else does
+			}
+			w.pids = append(w.pids, p.PID)
+			added = append(added, p.PID)
+			in.holderPIDs[w.uid]++
 		}
 		// What the kernel reports going (kernelSees) is not polled.
 		if h.Inode != 0 && !in.kernelSees(h) {
@@ -125,16 +229,19 @@ func (in *incidents) failed(f *events.Failure) {
 	if f.TimeWait != nil {
 		w.timeWait = true
 	}
-	// A full kernel map (tracer.MaxIncidents ports) leaves this port
-	// without kernel records; its failures still tell the incident.
-	in.tracer.WatchPort(w.key, w.pids)
+	if len(added) > 0 {
+		if _, err := in.tracer.WatchPort(w.key, added); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // deadline is when the session must wake next: at next, or within an
 // incidentStep while an incident is open (its records and polls). A host
 // without incidents wakes no more often than before.
 func (in *incidents) deadline(next time.Time) time.Time {
-	if len(in.queue) > 0 {
+	if len(in.queue) > 0 || in.pump.pending() {
 		return time.Now()
 	}
 	if len(in.ports) == 0 {
@@ -157,9 +264,7 @@ func (in *incidents) kernelSees(h *events.Holder) bool {
 	return false
 }
 
-// maxIncidentBatch bounds the kernel records one step hands over: a
-// signal flood must not keep a step reading forever (the rest waits in
-// the ring for the next step).
+// maxIncidentBatch bounds the kernel records one step hands over.
 const maxIncidentBatch = 4096
 
 // step hands over what the kernel reported for open incidents and polls
@@ -199,7 +304,7 @@ func (in *incidents) idle(now time.Time) error {
 func (in *incidents) next() (any, time.Time, error) {
 	if len(in.queue) == 0 {
 		var err error
-		if in.queue, err = in.readBatch(in.queue); err != nil || len(in.queue) == 0 {
+		if in.queue, err = in.pump.take(); err != nil || len(in.queue) == 0 {
 			return nil, time.Time{}, err
 		}
 	}
@@ -215,6 +320,10 @@ func kernelRecordTime(rec any) time.Time {
 		return r.Time
 	case *events.Recovered:
 		return r.Time
+	case *events.PortFree:
+		return r.Time
+	case *events.SignalRepeats:
+		return r.Last
 	}
 	return time.Time{}
 }
@@ -247,26 +356,18 @@ func (in *incidents) expire(now time.Time) error {
 	return nil
 }
 
-// readBatch appends what the kernel has queued to batch, up to
-// maxIncidentBatch records.
-func (in *incidents) readBatch(batch []any) ([]any, error) {
-	for len(batch) < maxIncidentBatch {
-		rec, err := in.tracer.ReadIncident()
-		if err != nil {
-			return batch, err
-		}
-		if rec == nil {
-			break
-		}
-		batch = append(batch, rec)
-	}
-	return batch, nil
-}
-
 // kernelRecord hands over batch[i], and returns the batch (which may have
 // grown: a recovery looks again at what the kernel queued).
 func (in *incidents) kernelRecord(batch []any, i int, flushFolds func(r *events.Recovered) error) ([]any, error) {
 	switch r := batch[i].(type) {
+	case *events.PortFree:
+		// The kernel saw bindwatch's own marked check take the port: a
+		// note that it was free then, never the recovery.
+		r.Host = in.host
+		if !in.builder.IsOpen(in.key(r.Netns, r.Proto, r.Port)) {
+			return batch, nil
+		}
+		in.enrich.r.Describe(&r.Process)
 	case *events.Released:
 		r.Host = in.host
 		if !in.builder.IsOpen(in.key(r.Netns, r.Proto, r.Port)) {
@@ -295,6 +396,14 @@ func (in *incidents) kernelRecord(batch []any, i int, flushFolds func(r *events.
 		}
 		in.enrich.r.Describe(&r.Sender)
 		in.enrich.r.Describe(&r.Target)
+	case *events.SignalRepeats:
+		r.Host = in.host
+		if !in.builder.IsOpen(in.key(r.Netns, r.Proto, r.Port)) {
+			return batch, nil
+		}
+		if r.Sender.PID != 0 {
+			in.enrich.r.Describe(&r.Sender)
+		}
 	case *events.Recovered:
 		r.Host = in.host
 		if err := flushFolds(r); err != nil {
@@ -373,7 +482,8 @@ func (in *incidents) letGo(k incident.Key, r *events.Recovered, batch []any, i i
 	}
 	// The port is held, but not by the taker: a taker that listened
 	// after the batch was read may be what holds it.
-	batch, _ = in.readBatch(batch)
+	more, _ := in.pump.take()
+	batch = append(batch, more...)
 	return batch, later()
 }
 func (in *incidents) key(netns uint32, proto string, port uint16) incident.Key {
@@ -381,73 +491,134 @@ func (in *incidents) key(netns uint32, proto string, port uint16) incident.Key {
 }
 
 func (in *incidents) close(k incident.Key) {
-	if w := in.ports[k]; w != nil {
-		in.tracer.UnwatchPort(w.key, w.pids)
-		delete(in.ports, k)
+	w := in.ports[k]
+	if w == nil {
+		return
+	}
+	delete(in.ports, k)
+	if !w.kernel {
+		return
+	}
+	in.tracer.UnwatchPort(w.key, w.pids)
+	in.watched--
+	if in.watchedPerUID[w.uid]--; in.watchedPerUID[w.uid] <= 0 {
+		delete(in.watchedPerUID, w.uid)
+	}
+	if in.holderPIDs[w.uid] -= len(w.pids); in.holderPIDs[w.uid] <= 0 {
+		delete(in.holderPIDs, w.uid)
 	}
 }
 
 // poll looks, every pollInterval, at the ports whose holders only a poll
 // can see go: a UDP socket, a TIME_WAIT socket, a TCP socket not in the
-// kernel's registry.
+// kernel's registry. The ports of one network namespace and protocol are
+// looked at in one sock_diag dump (per address family): the poll's cost
+// does not grow with the number of incidents.
 func (in *incidents) poll(now time.Time) error {
+	type groupKey struct {
+		netns uint32
+		proto string
+	}
+	type group struct {
+		ports []uint16
+		keys  []incident.Key
+	}
+	groups := map[groupKey]*group{}
 	for k, w := range in.ports {
 		if !in.builder.IsOpen(k) { // ended: a stop record, or recovered by poll's eyes
 			in.close(k)
 			continue
 		}
-		if len(w.polled) == 0 && !w.timeWait {
+		// A port the kernel does not watch gets no released record from
+		// the poll either: its story is its failures (incident_untracked).
+		if !w.kernel || len(w.polled) == 0 && !w.timeWait {
 			continue
 		}
 		if now.Sub(w.lastPoll) < pollInterval {
 			continue
 		}
-		precision := pollInterval
-		if !w.lastPoll.IsZero() {
-			precision = now.Sub(w.lastPoll)
+		gk := groupKey{w.key.Netns, w.key.Proto}
+		g := groups[gk]
+		if g == nil {
+			g = &group{}
+			groups[gk] = g
 		}
-		w.lastPoll = now
-		socks, err := in.enrich.r.Sockets(w.netns, w.key.Proto, w.key.Port)
+		g.ports = append(g.ports, w.key.Port)
+		g.keys = append(g.keys, k)
+	}
+	for _, g := range groups {
+		// Any failing process's namespace path will do; one may be gone.
+		var socks map[uint16]*resolve.PortSockets
+		err := errors.New("no namespace")
+		tried := map[string]bool{}
+		for _, k := range g.keys {
+			ns := in.ports[k].netns
+			if tried[ns.Path] {
+				continue
+			}
+			tried[ns.Path] = true
+			if socks, err = in.enrich.r.SocketsOn(ns, k.Proto, g.ports); err == nil {
+				break
+			}
+		}
 		if err != nil {
 			continue // the namespace is gone: nothing more to see
 		}
-		for inode, h := range w.polled {
-			if _, ok := socks.Inodes[inode]; ok {
-				continue
-			}
-			delete(w.polled, inode)
-			r := &events.Released{
-				Type: events.TypeReleased, Version: events.Version, Time: now, Host: in.host,
-				Source: events.SourcePoll, PrecisionMS: precision.Milliseconds(),
-				Proto: w.key.Proto, Netns: w.key.Netns, Addr: h.Addr, Port: w.key.Port, State: h.State, How: events.HowGone,
-			}
-			if len(h.Processes) > 0 {
-				p := h.Processes[0]
-				r.Holder = &p
-				// The socket is gone; whether its owner is says how.
-				if resolve.Running(p) {
-					r.How = events.HowClose
-				} else {
-					r.How = events.HowExit
-				}
-			}
-			if !h.Since.IsZero() {
-				r.HeldMS = now.Sub(h.Since).Milliseconds()
-			}
-			if err := in.Write(r); err != nil {
+		for _, k := range g.keys {
+			if err := in.polled(in.ports[k], socks[k.Port], now); err != nil {
 				return err
 			}
 		}
-		if w.timeWait && socks.TimeWait == 0 {
-			w.timeWait = false
-			r := &events.Released{
-				Type: events.TypeReleased, Version: events.Version, Time: now, Host: in.host,
-				Source: events.SourcePoll, PrecisionMS: precision.Milliseconds(),
-				Proto: w.key.Proto, Netns: w.key.Netns, Addr: w.addr, Port: w.key.Port, State: "TIME_WAIT", How: events.HowExpired,
+	}
+	return nil
+}
+
+// polled writes what one poll of w's port found gone.
+func (in *incidents) polled(w *watchedPort, socks *resolve.PortSockets, now time.Time) error {
+	if socks == nil {
+		return nil
+	}
+	precision := pollInterval
+	if !w.lastPoll.IsZero() {
+		precision = now.Sub(w.lastPoll)
+	}
+	w.lastPoll = now
+	for inode, h := range w.polled {
+		if _, ok := socks.Inodes[inode]; ok {
+			continue
+		}
+		delete(w.polled, inode)
+		r := &events.Released{
+			Type: events.TypeReleased, Version: events.Version, Time: now, Host: in.host,
+			Source: events.SourcePoll, PrecisionMS: precision.Milliseconds(),
+			Proto: w.key.Proto, Netns: w.key.Netns, Addr: h.Addr, Port: w.key.Port, State: h.State, How: events.HowGone,
+		}
+		if len(h.Processes) > 0 {
+			p := h.Processes[0]
+			r.Holder = &p
+			// The socket is gone; whether its owner is says how.
+			if resolve.Running(p) {
+				r.How = events.HowClose
+			} else {
+				r.How = events.HowExit
 			}
-			if err := in.Write(r); err != nil {
-				return err
-			}
+		}
+		if !h.Since.IsZero() {
+			r.HeldMS = now.Sub(h.Since).Milliseconds()
+		}
+		if err := in.Write(r); err != nil {
+			return err
+		}
+	}
+	if w.timeWait && socks.TimeWait == 0 {
+		w.timeWait = false
+		r := &events.Released{
+			Type: events.TypeReleased, Version: events.Version, Time: now, Host: in.host,
+			Source: events.SourcePoll, PrecisionMS: precision.Milliseconds(),
+			Proto: w.key.Proto, Netns: w.key.Netns, Addr: w.addr, Port: w.key.Port, State: "TIME_WAIT", How: events.HowExpired,
+		}
+		if err := in.Write(r); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -16,6 +16,7 @@ import (
 	"github.com/bindwatch/bindwatch/internal/host"
 	"github.com/bindwatch/bindwatch/internal/incident"
 	"github.com/bindwatch/bindwatch/internal/testenv"
+	"github.com/bindwatch/bindwatch/internal/tracer"
 )
 
 // story is a session's incident records, decoded.
@@ -384,5 +385,47 @@ func TestIncidentFollowsFilters(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	if st := s.story(port); len(st.failures)+len(st.signals)+len(st.released)+len(st.recovered) != 0 {
 		t.Errorf("filtered out, yet: %d failures, %d signals, %d released, %d recovered", len(st.failures), len(st.signals), len(st.released), len(st.recovered))
+	}
+}
+
+// Several UDP holders in one namespace, each with an incident, all let go
+// at once: one poll (one sock_diag dump per address family for all the
+// ports, on the tracepoint backend; the kernel's hook elsewhere) sees
+// each go, names each holder, and each port recovers on its own.
+func TestIncidentUDPHoldersPolledTogether(t *testing.T) {
+	const n = 5
+	var cfg tracer.Config
+	ports := make([]int, n)
+	holders := make([]*testenv.HelperProc, n)
+	for i := range ports {
+		ports[i] = testenv.FreePort(t)
+		cfg.Ports = append(cfg.Ports, tracer.PortRange{Lo: uint16(ports[i]), Hi: uint16(ports[i])})
+	}
+	s := startSession(t, cfg)
+	for i, port := range ports {
+		holders[i] = testenv.StartHelper(t, fmt.Sprintf("hold udp 127.0.0.1 %d", port))
+		testenv.FailBind(t, "udp", "127.0.0.1", port, testenv.Opts{}, syscall.EADDRINUSE)
+		s.waitFailure(port)
+	}
+	time.Sleep(300 * time.Millisecond)
+	for _, h := range holders {
+		h.Cmd.Process.Kill()
+	}
+	for _, h := range holders {
+		h.Cmd.Wait()
+	}
+	for i, port := range ports {
+		st := s.waitReleased(port, 5*time.Second)
+		rel := st.released[0]
+		if len(st.released) != 1 || rel.Holder == nil || rel.Holder.PID != holders[i].PID || rel.How != events.HowExit {
+			t.Errorf("port %d: released %+v: want its holder (pid %d) gone by exit", port, st.released, holders[i].PID)
+		}
+		if !s.s.Tracer().SeesUDPReleases() && (rel.Source != events.SourcePoll || rel.PrecisionMS <= 0 || rel.PrecisionMS > 1000) {
+			t.Errorf("port %d: released %+v: want the poll's, with its precision", port, rel)
+		}
+		testenv.Hold(t, "udp", "127.0.0.1", port, testenv.Opts{})
+		if rec := s.waitRecovered(port, 5*time.Second).recovered[0]; rec.Process.PID != os.Getpid() {
+			t.Errorf("port %d: recovered %+v: want this process's bind()", port, rec)
+		}
 	}
 }

@@ -115,14 +115,14 @@ func Start(opts Options) (*Session, error) {
 		enrich.r.SetJob(&diagnose.Job{Command: opts.Job, Contains: func(pid int) bool { return pid != self && t.Traced(pid) }})
 	}
 	s := &Session{opts: opts, tracer: t, enrich: enrich, host: host, started: time.Now(), caughtUp: true}
-	s.incidents = newIncidents(opts.Out, t, enrich, host, opts.IncidentQuiet)
+	s.incidents = newIncidents(opts.Out, t, enrich, host, opts.IncidentQuiet, opts.Tracer.Ports)
 	s.opts.Out = s.incidents
 	if s.opts.Tick == 0 {
 		s.opts.Tick = max(opts.Tracer.Fold, time.Second)
 	}
 	start := &events.Start{
 		Type: events.TypeStart, Version: events.Version, Time: s.started, Host: host,
-		Kernel: kernelRelease(), Backend: t.Backend(), Skipped: t.Skipped(),
+		Kernel: kernelRelease(), Backend: t.Backend(), Skipped: t.Skipped(), Limits: t.Limits(),
 		PID: os.Getpid(), FoldMS: opts.Tracer.Fold.Milliseconds(), IncidentQuietMS: s.incidents.builder.Quiet.Milliseconds(),
 		Filters: filters(&opts.Tracer), HoldersRecorded: !opts.Tracer.NoHolders,
 	}
@@ -403,9 +403,14 @@ drain:
 		return err
 	}
 	// The programs are detached: what they reported is in the ring.
+	s.incidents.pump.close()
+	if err := s.incidents.pump.drain(); err != nil {
+		return err
+	}
 	if err := s.incidents.step(func(*events.Recovered) error { return nil }); err != nil {
 		return err
 	}
+	signalsFolded, incidentLost := s.incidents.pump.counts()
 	lostErr := s.writeLost()
 	st, statsErr := s.tracer.Stats()
 	unread := s.tracer.Unread()
@@ -417,6 +422,7 @@ drain:
 		Type: events.TypeStop, Version: events.Version, Time: now, Host: s.host,
 		Failures: st.Failures, Reported: s.reported, Folded: s.folded, Lost: s.lost,
 		Unread: unread, Unfolded: st.FoldFull, Unresolved: s.unresolved, Unfollowed: st.Unfollowed,
+		IncidentsUntracked: s.incidents.untracked, SignalsFolded: signalsFolded, IncidentRecordsLost: incidentLost,
 		DurationMS: now.Sub(s.started).Milliseconds(),
 	})
 	return errors.Join(err, harvestErr, lostErr, statsErr)
