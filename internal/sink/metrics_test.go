@@ -250,3 +250,23 @@ func grepLines(s, sub string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// A port the tracer gave no incident (its table or the user's quota was
+// full: an incident_untracked record) is no incident here either: its
+// failures open none, and the stop counts it in no state.
+func TestMetricsIncidentsUntracked(t *testing.T) {
+	m, err := ListenMetrics(MetricsOptions{Addr: "127.0.0.1:0", Version: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	fail := &events.Failure{Type: events.TypeFailure, Proto: "tcp", Port: 9, Process: events.Process{Netns: 1}, Cause: events.CausePortInUse}
+	m.Write(fail)
+	m.Write(&events.IncidentUntracked{Type: events.TypeUntracked, Proto: "tcp", Netns: 1, Port: 9,
+		Table: events.UntrackedIncidents, Reason: events.UntrackedUserQuota})
+	m.Write(fail)
+	m.Write(&events.Stop{Type: events.TypeStop})
+	if body := scrape(t, m.conns.Addr().String()); strings.Contains(body, "bindwatch_incidents_total{") {
+		t.Errorf("an untracked port counted as an incident:\n%s", grepLines(body, "bindwatch_incidents_total"))
+	}
+}
