@@ -309,6 +309,27 @@ func TestECSOutputMatchesECS(t *testing.T) {
 		if h, _ := field(f, "bindwatch.holders").([]any); len(h) == 0 || !strings.Contains(fmt.Sprint(h), strconv.Itoa(holder.PID)) {
 			t.Errorf("bindwatch.holders %v: want the holder, pid %d", h, holder.PID)
 		}
+		// The start document carries the filters in force.
+		for _, d := range docs["start"] {
+			if ports, _ := field(d, "bindwatch.start.filters.ports").([]any); len(ports) != 1 || ports[0] != p || field(d, "bindwatch.start.holders_recorded") != true {
+				t.Errorf("start document: bindwatch.start.filters.ports %v, holders_recorded %v; want [%s], true",
+					field(d, "bindwatch.start.filters.ports"), field(d, "bindwatch.start.holders_recorded"), p)
+			}
+		}
+		// A repeats document says when its folded failures happened:
+		// event.start and event.end (first and last), in that order,
+		// around its own @timestamp at the latest.
+		for _, d := range docs["repeats"] {
+			start, _ := field(d, "event.start").(string)
+			end, _ := field(d, "event.end").(string)
+			at, _ := field(d, "@timestamp").(string)
+			ts, err1 := time.Parse(time.RFC3339Nano, start)
+			te, err2 := time.Parse(time.RFC3339Nano, end)
+			tat, err3 := time.Parse(time.RFC3339Nano, at)
+			if err1 != nil || err2 != nil || err3 != nil || te.Before(ts) || ts.After(tat) {
+				t.Errorf("repeats document: event.start %q, event.end %q, @timestamp %q: want first <= last, first <= @timestamp", start, end, at)
+			}
+		}
 	})
 
 	t.Run("lost", func(t *testing.T) {

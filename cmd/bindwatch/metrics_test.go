@@ -230,3 +230,55 @@ func TestMetricsIdleConnectionsFromAUser(t *testing.T) {
 	attacker.Stop()
 	tr.stop(t)
 }
+
+// Real incidents counted on --metrics-addr: a server sent SIGTERM and its
+// port taken again (recovered, with its outage and contention observed),
+// and a failure against a holder that stays (this test's own socket),
+// nobody trying again within the quiet gap (abandoned), each under its
+// cause; promtool check metrics passes.
+func TestMetricsCountIncidents(t *testing.T) {
+	ports := ports(t, 2)
+	metricsAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	tr := startTracing(t, "--output", filepath.Join(t.TempDir(), "out.jsonl"), "--port", strconv.Itoa(ports[0]), "--port", strconv.Itoa(ports[1]),
+		"--metrics-addr", metricsAddr, "--incident-quiet", "1s")
+	server := startServer(t, ports[0])
+	testenv.FailBind(t, "tcp", "127.0.0.1", ports[0], testenv.Opts{}, syscall.EADDRINUSE)
+	testenv.Hold(t, "tcp", "127.0.0.1", ports[1], testenv.Opts{})
+	testenv.FailBind(t, "tcp", "127.0.0.1", ports[1], testenv.Opts{}, syscall.EADDRINUSE)
+	// The failure opened the incident: the kernel then reports the
+	// signal and the release; the port is taken again.
+	time.Sleep(300 * time.Millisecond)
+	server.Process.Signal(syscall.SIGTERM)
+	server.Wait()
+	testenv.Hold(t, "tcp", "127.0.0.1", ports[0], testenv.Opts{})
+
+	want := []string{
+		`bindwatch_incidents_total{cause="port_in_use",state="recovered"} 1`,
+		`bindwatch_incidents_total{cause="self_conflict",state="abandoned"} 1`, // this test holds it
+		"bindwatch_incident_unserved_seconds_count 1",
+		"bindwatch_incident_contention_seconds_count 2",
+	}
+	var body string
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		_, body = httpGet(t, "http://"+metricsAddr+"/metrics")
+		missing := ""
+		for _, w := range want {
+			if !strings.Contains(body, w+"\n") {
+				missing = w
+			}
+		}
+		if missing == "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/metrics lacks %q after 30s:\n%s\nstderr: %s", missing, body, tr.stderr.String())
+		}
+	}
+	testenv.RequireCommand(t, "checks the exposition", "promtool")
+	check := exec.Command("promtool", "check", "metrics")
+	check.Stdin = strings.NewReader(body)
+	if out, err := check.CombinedOutput(); err != nil {
+		t.Errorf("promtool check metrics: %v\n%s", err, out)
+	}
+	tr.stop(t)
+}

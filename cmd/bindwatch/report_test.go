@@ -415,7 +415,9 @@ func TestReportSpreadAcrossHosts(t *testing.T) {
 	for _, l := range strings.Split(text, "\n") {
 		nodeD = nodeD || strings.HasPrefix(l, fmt.Sprintf("incident on tcp 127.0.0.1:%d ", ports[1])) && strings.Contains(l, ", host node-d:")
 	}
-	if !strings.HasPrefix(text, "same incident on several hosts:\n") || strings.Count(text, "\nincident on ") != 7 || !nodeD {
+	// The summary of the 7 incidents first, then the spreads, then each.
+	if !strings.HasPrefix(text, "7 incidents, each told below in this order:\n") || !strings.Contains(text, "\n\nsame incident on several hosts:\n") ||
+		strings.Count(text, "\nincident on ") != 7 || !nodeD {
 		t.Errorf("text report:\n%s", text)
 	}
 

@@ -243,3 +243,137 @@ func TestFoldAndLossRecordsMatchSchema(t *testing.T) {
 		}
 	})
 }
+
+// A repeats record's first and last bound when its folded failures
+// happened: every failure the real binary folded lies within the span of
+// a repeats record, each span lies within the trace and is no wider than
+// two fold table generations (ticks), and its records match the schema.
+func TestRepeatsSpanCoversFoldedFailures(t *testing.T) {
+	port := testenv.FreePort(t)
+	testenv.Hold(t, "tcp", "127.0.0.1", port, testenv.Opts{})
+	type attempt struct{ before, after time.Time }
+	var attempts []attempt
+	const n, every = 16, 150 * time.Millisecond // 2.4 s: three ticks of the 1 s fold window
+	var began time.Time
+	lines := runTrace(t, func() {
+		// One socket: the kernel folds one socket's repeated failures.
+		fd, err := testenv.Socket("tcp", "127.0.0.1", testenv.Opts{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer syscall.Close(fd)
+		began = time.Now()
+		for i := range n {
+			time.Sleep(time.Until(began.Add(time.Duration(i) * every)))
+			a := attempt{before: time.Now()}
+			if err := testenv.Bind(fd, "127.0.0.1", port); err != syscall.EADDRINUSE {
+				t.Fatalf("bind %d: %v, want EADDRINUSE", i, err)
+			}
+			a.after = time.Now()
+			attempts = append(attempts, a)
+		}
+	}, "--port", strconv.Itoa(port), "--fold", "1s")
+	seen := schemaLines(t, lines)
+	type span struct{ first, last time.Time }
+	var reported []time.Time
+	var spans []span
+	var folded uint64
+	var started time.Time // the start record's: the fold table is written from then on
+	for _, l := range lines {
+		var r struct {
+			Type              string
+			Time, First, Last time.Time
+			Count             uint64
+		}
+		json.Unmarshal(l, &r)
+		switch r.Type {
+		case "start":
+			started = r.Time
+		case "bind_failure":
+			reported = append(reported, r.Time)
+		case "repeats":
+			folded += r.Count
+			spans = append(spans, span{r.First, r.Last})
+			if r.Last.Before(r.First) || r.First.Before(started.Add(-time.Second)) || r.Last.Sub(r.First) > 2*time.Second+500*time.Millisecond {
+				t.Errorf("repeats span %s → %s: want first <= last, within the trace (started %s), at most two 1 s ticks wide", r.First, r.Last, started)
+			}
+		}
+	}
+	if seen["bind_failure"]+int(folded) != n || folded == 0 {
+		t.Fatalf("%d failures reported and %d folded, want %d in all, some folded:\n%s", seen["bind_failure"], folded, n, bytes.Join(lines, []byte("\n")))
+	}
+	// The attempts not reported one by one are each within a span.
+	const slack = 2 * time.Millisecond // the boot clock's conversion to wall time
+	for i, a := range attempts {
+		isReported := false
+		for _, r := range reported {
+			isReported = isReported || (!r.Before(a.before.Add(-slack)) && !r.After(a.after.Add(slack)))
+		}
+		if isReported {
+			continue
+		}
+		within := false
+		for _, s := range spans {
+			within = within || (!s.first.After(a.after.Add(slack)) && !s.last.Before(a.before.Add(-slack)))
+		}
+		if !within {
+			t.Errorf("folded attempt %d at +%s is in no repeats span: %v", i, a.before.Sub(began), spans)
+		}
+	}
+}
+
+// The start record says the filters in force — ports, pids, comm,
+// netns, errnos — the backend, and whether holders are recorded, so a
+// SIEM knows what a log with no failure covers; the text form says them
+// too. Without filters, the record says none.
+func TestStartRecordSaysItsFilters(t *testing.T) {
+	ns, err := os.Readlink("/proc/self/ns/net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var netns uint32
+	fmt.Sscanf(ns, "net:[%d]", &netns)
+	start := func(lines [][]byte) map[string]any {
+		for _, l := range lines {
+			var r map[string]any
+			json.Unmarshal(l, &r)
+			if r["type"] == "start" {
+				schemaLines(t, [][]byte{l})
+				return r
+			}
+		}
+		t.Fatalf("no start record in %s", bytes.Join(lines, []byte("\n")))
+		return nil
+	}
+	pid := strconv.Itoa(os.Getpid())
+	r := start(runTrace(t, func() {}, "--port", "8080", "--port", "9000-9100", "--pid", pid, "--comm", "nginx",
+		"--netns", strconv.Itoa(os.Getpid()), "--errno", "EADDRINUSE", "--errno", "EACCES", "--no-holders"))
+	got, _ := json.Marshal(r["filters"])
+	want := fmt.Sprintf(`{"comm":"nginx","errnos":["EADDRINUSE","EACCES"],"netns":%d,"pids":[%s],"ports":["8080","9000-9100"]}`, netns, pid)
+	if backend, _ := r["backend"].(string); string(got) != want || r["holders_recorded"] != false || backend == "" {
+		t.Errorf("start record: filters %s, holders_recorded %v, backend %v; want filters %s, holders not recorded", got, r["holders_recorded"], r["backend"], want)
+	}
+	r = start(runTrace(t, func() {}))
+	if got, _ := json.Marshal(r["filters"]); string(got) != "{}" || r["holders_recorded"] != true {
+		t.Errorf("start record without filters: filters %s, holders_recorded %v; want {} and true", got, r["holders_recorded"])
+	}
+
+	// The text form.
+	dir := t.TempDir()
+	ready, out := filepath.Join(dir, "ready"), filepath.Join(dir, "out.txt")
+	cmd := exec.Command(bindwatchBin, "--port", "8080", "--comm", "nginx", "--no-holders", "--format", "text",
+		"--backend", testenv.Backend(), "--ready-file", ready, "--output", out)
+	var stderr testenv.SyncBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	testenv.WaitForFile(t, ready, 10*time.Second, stderr.String)
+	cmd.Process.Signal(syscall.SIGINT)
+	cmd.Wait()
+	text, _ := os.ReadFile(out)
+	if !bytes.Contains(text, []byte("; only port 8080; comm nginx; holders not recorded in the kernel (--no-holders)")) {
+		t.Errorf("the text start line does not say the filters:\n%s", text)
+	}
+}

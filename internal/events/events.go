@@ -8,6 +8,9 @@
 package events
 
 import (
+	"fmt"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -288,6 +291,62 @@ type Start struct {
 	// IncidentQuietMS is the quiet gap after which an incident nobody
 	// tries any more is abandoned (bindwatch report uses it too).
 	IncidentQuietMS int64 `json:"incident_quiet_ms,omitempty"`
+	// Filters are the filters in force: what a log with no failure in it
+	// covers.
+	Filters Filters `json:"filters"`
+	// HoldersRecorded says the kernel records who takes each port, so a
+	// holder that exits at once is still named (false with --no-holders:
+	// holders are only looked up after the failure).
+	HoldersRecorded bool `json:"holders_recorded"`
+}
+
+// Filters are a session's filters; each is absent when it does not
+// narrow (every port, every process, …). All of them must pass for a
+// failure to be traced.
+type Filters struct {
+	// Ports are the --port arguments: "8080", "9000-9100".
+	Ports []string `json:"ports,omitempty"`
+	// PIDs are the processes traced (--pid; bindwatch run: bindwatch
+	// itself), with FollowChildren everything they fork from then on.
+	PIDs           []uint32 `json:"pids,omitempty"`
+	FollowChildren bool     `json:"follow_children,omitempty"`
+	// Comm is --comm: only processes with this command name.
+	Comm string `json:"comm,omitempty"`
+	// Netns is --netns: only processes in the network namespace of this
+	// inode.
+	Netns uint32 `json:"netns,omitempty"`
+	// Errnos are --errno: only these errors.
+	Errnos []string `json:"errnos,omitempty"`
+}
+
+// FiltersText says the filters for people: "port 8080, 9000-9100; comm
+// nginx", or "" when nothing is filtered.
+func FiltersText(f Filters) string {
+	var parts []string
+	if len(f.Ports) > 0 {
+		parts = append(parts, "port "+strings.Join(f.Ports, ", "))
+	}
+	if len(f.PIDs) > 0 {
+		pids := make([]string, len(f.PIDs))
+		for i, p := range f.PIDs {
+			pids[i] = strconv.FormatUint(uint64(p), 10)
+		}
+		s := "pid " + strings.Join(pids, ", ")
+		if f.FollowChildren {
+			s += " and the processes they fork"
+		}
+		parts = append(parts, s)
+	}
+	if f.Comm != "" {
+		parts = append(parts, "comm "+Escape(f.Comm))
+	}
+	if f.Netns != 0 {
+		parts = append(parts, fmt.Sprintf("netns %d", f.Netns))
+	}
+	if len(f.Errnos) > 0 {
+		parts = append(parts, strings.Join(f.Errnos, ", "))
+	}
+	return strings.Join(parts, "; ")
 }
 
 // Repeats reports failures folded in the kernel: the same process failed the
@@ -306,6 +365,14 @@ type Repeats struct {
 	Errno   string    `json:"errno"`
 	Proto   string    `json:"proto"`
 	Port    uint16    `json:"port"`
+	// First and Last bound the span the folded failures happened in. The
+	// kernel counts them without their times: the span is that of the
+	// fold table generation they were counted in (a tick: the fold
+	// window, at least 1 s), ending no later than a fold window after the
+	// last failure of theirs that was reported. Absent in logs of
+	// versions before them.
+	First time.Time `json:"first,omitzero"`
+	Last  time.Time `json:"last,omitzero"`
 }
 
 // Lost reports failures the kernel counted but could neither hand over nor

@@ -66,6 +66,12 @@ func Text(rec any) string {
 		return failureText(r)
 	case *Start:
 		s := fmt.Sprintf("%s bindwatch on %s: tracing failed bind()/listen() with the %s backend (kernel %s)", clock(r.Time), r.Host, r.Backend, r.Kernel)
+		if f := FiltersText(r.Filters); f != "" {
+			s += "; only " + f
+		}
+		if !r.HoldersRecorded {
+			s += "; holders not recorded in the kernel (--no-holders): looked up after each failure"
+		}
 		if len(r.Skipped) > 0 {
 			names := make([]string, 0, len(r.Skipped))
 			for name := range r.Skipped {

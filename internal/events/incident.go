@@ -410,7 +410,15 @@ type IncidentHolder struct {
 	// Processes own the socket; BoundBy took the port with it and exited.
 	Processes []Process `json:"processes"`
 	BoundBy   *Process  `json:"bound_by,omitempty"`
+	// Expires (TIME_WAIT) is when the last of its sockets expires, as the
+	// failures saw their time left; each entered TIME_WAIT TimeWaitLen
+	// before it expires.
+	Expires time.Time `json:"expires,omitzero"`
 }
+
+// TimeWaitLen is how long a TCP socket stays in TIME_WAIT on Linux
+// (TCP_TIMEWAIT_LEN): a fixed 60 s, whatever tcp_fin_timeout says.
+const TimeWaitLen = 60 * time.Second
 
 // Timeline entry kinds.
 const (
@@ -436,6 +444,11 @@ type TimelineEntry struct {
 	// Count is how many failures a failure (1) or repeats mark stands for.
 	Count uint64 `json:"count,omitempty"`
 	Text  string `json:"text"`
+	// First and Last (repeats) bound the span its folded failures
+	// happened in: the repeats record's first and last (absent in logs
+	// of versions before them).
+	First time.Time `json:"first,omitzero"`
+	Last  time.Time `json:"last,omitzero"`
 }
 
 func releasedText(r *Released) string {

@@ -413,9 +413,15 @@ func (b *Builder) failure(f *events.Failure) {
 	}
 	for _, h := range f.Holders {
 		b.addHolder(in, &h, &f.Process)
+		if h.State == "TIME_WAIT" && h.RemainingMS > 0 {
+			b.timeWaitExpires(in, h.Addr, f.Time.Add(time.Duration(h.RemainingMS)*time.Millisecond))
+		}
 	}
 	if f.TimeWait != nil && len(f.Holders) == 0 {
 		b.addHolder(in, &events.Holder{State: "TIME_WAIT", Addr: f.Addr, Port: f.Port, Processes: []events.Process{}}, &f.Process)
+		if f.TimeWait.MaxRemainingMS > 0 {
+			b.timeWaitExpires(in, f.Addr, f.Time.Add(time.Duration(f.TimeWait.MaxRemainingMS)*time.Millisecond))
+		}
 	}
 	if in.Diagnosis == "" {
 		in.Diagnosis, in.Hint = f.Diagnosis, f.Hint
@@ -447,10 +453,17 @@ func (b *Builder) repeats(r *events.Repeats) {
 	in := o.in
 	o.last = maxTime(o.last, r.Time)
 	in.Attempts += r.Count
+	from := in.Start // the process's first failure, where it is known
 	if p := o.failingProcess(&events.Process{PID: r.PID, Comm: r.Comm}, r.Time, b.live); p != nil {
 		p.Attempts += r.Count
+		from = p.First
 	}
-	b.mark(in, r.Time, events.MarkRepeats, r.PID, r.Count, repeatsLine(r))
+	n := len(in.Timeline)
+	b.mark(in, r.Time, events.MarkRepeats, r.PID, r.Count, repeatsLine(r, in.Start, from))
+	if len(in.Timeline) > n { // listed: with the span its failures happened in
+		e := &in.Timeline[n]
+		e.First, e.Last = r.First, r.Last
+	}
 }
 
 // failingProcess is p's entry among the incident's failing processes,
@@ -522,6 +535,29 @@ func (b *Builder) addHolder(in *events.Incident, h *events.Holder, failing *even
 		Kind: HolderKind(h, failing), State: h.State, Addr: h.Addr, Inode: h.Inode, Since: h.Since,
 		Source: h.Source, Processes: procs, BoundBy: boundBy,
 	})
+}
+
+// timeWaitExpires notes when the TIME_WAIT sockets on addr expire, as a
+// failure saw them: the last to expire is when the port is free of them.
+func (b *Builder) timeWaitExpires(in *events.Incident, addr string, at time.Time) {
+	x := b.indexOf(in)
+	i, ok := x.timeWait[addr]
+	if !ok {
+		i = -1
+		for j := len(in.Holders) - 1; j >= 0; j-- { // just added: found at once
+			if h := &in.Holders[j]; h.State == "TIME_WAIT" && h.Addr == addr {
+				i = j
+				break
+			}
+		}
+		if i < 0 {
+			return
+		}
+		x.timeWait[addr] = i
+	}
+	if h := &in.Holders[i]; at.After(h.Expires) {
+		h.Expires = at
+	}
 }
 
 // HolderKind says what a holder was: the diagnosis's rule

@@ -13,6 +13,9 @@ import (
 type incidentIndex struct {
 	holders map[string]bool // holderKey of each holder (with and without its inode)
 	signals map[signalKey]*signalFold
+	// timeWait is the place in Holders of the TIME_WAIT holder of each
+	// address (timeWaitExpires).
+	timeWait map[string]int
 }
 
 func (b *Builder) indexOf(in *events.Incident) *incidentIndex {
@@ -21,7 +24,7 @@ func (b *Builder) indexOf(in *events.Incident) *incidentIndex {
 	}
 	x := b.index[in]
 	if x == nil {
-		x = &incidentIndex{holders: map[string]bool{}, signals: map[signalKey]*signalFold{}}
+		x = &incidentIndex{holders: map[string]bool{}, signals: map[signalKey]*signalFold{}, timeWait: map[string]int{}}
 		b.index[in] = x
 	}
 	return x

@@ -35,8 +35,36 @@ func holderLine(h *events.Holder) string {
 	return s
 }
 
-func repeatsLine(r *events.Repeats) string {
-	return fmt.Sprintf("%d more %s %s by %s, folded", r.Count, r.Errno, r.Syscall, events.ProcessShort(&events.Process{PID: r.PID, Comm: r.Comm}))
+// repeatsLine says a repeats record, with the span its failures happened
+// in (relative to the incident's start) where the record says it: no
+// earlier than the process's first failure in the incident (from), since
+// a fold follows a reported failure.
+func repeatsLine(r *events.Repeats, start, from time.Time) string {
+	s := fmt.Sprintf("%d more %s %s by %s, folded", r.Count, r.Errno, r.Syscall, events.ProcessShort(&events.Process{PID: r.PID, Comm: r.Comm}))
+	if first, last, ok := RepeatsSpan(r.First, r.Last, from, r.Time); ok {
+		s += fmt.Sprintf(", between %s and %s", Offset(first.Sub(start).Milliseconds()), Offset(last.Sub(start).Milliseconds()))
+	}
+	return s
+}
+
+// RepeatsSpan is the span a repeats mark covers: its record's first and
+// last, within [from, at] (the process's first failure, and the record's
+// time, which a recovery's folds are stamped with). ok is false for a
+// record without a span (logs of versions before it).
+func RepeatsSpan(first, last, from, at time.Time) (time.Time, time.Time, bool) {
+	if first.IsZero() || last.IsZero() {
+		return time.Time{}, time.Time{}, false
+	}
+	if first.Before(from) {
+		first = from
+	}
+	if last.After(at) {
+		last = at
+	}
+	if last.Before(first) {
+		last = first
+	}
+	return first, last, true
 }
 
 func signalLine(s *events.Signal) string {
@@ -143,12 +171,46 @@ func Title(in *events.Incident) string {
 	return fmt.Sprintf("incident on %s, host %s: %d failed attempt%s, %s", where, events.Escape(in.Host), in.Attempts, events.Plural(in.Attempts), outcome)
 }
 
+// SummaryRow is an incident in a line, as the summary of a report of
+// several incidents says it (text and HTML alike).
+type SummaryRow struct {
+	Host, Port, State, Cause string
+	// Netns is the port's network namespace, "" for none known.
+	Netns    string
+	Attempts uint64
+	// Contention and Unserved (the outage: nothing listened) are
+	// durations, or "-" where not known.
+	Contention, Unserved string
+	Start                string
+}
+
+// Summarize is in's summary row.
+func Summarize(in *events.Incident) SummaryRow {
+	r := SummaryRow{
+		Host: events.Escape(in.Host), Port: in.Proto + " " + events.HostPort(in.Addr, in.Port), State: in.State,
+		Cause: in.Cause, Attempts: in.Attempts, Contention: events.Millis(in.ContentionMS), Unserved: "-", Start: stamp(in.Start),
+	}
+	if in.Netns != 0 {
+		r.Netns = fmt.Sprintf("netns %d", in.Netns)
+	}
+	if r.Cause == "" {
+		r.Cause = "-"
+	}
+	if in.UnservedMS != nil {
+		r.Unserved = events.Millis(*in.UnservedMS)
+	}
+	return r
+}
+
 // WriteText writes one block per incident: the port and window, the
 // failing processes, the holders and what they were, a timeline relative
 // to the first failure, and the diagnosis. Logs merged from several hosts
 // first get a block naming the incidents seen on several of them (Spreads).
 func WriteText(w io.Writer, incidents []*events.Incident) error {
 	var b strings.Builder
+	if len(incidents) > 1 {
+		writeSummary(&b, incidents)
+	}
 	if spreads := Spreads(incidents); len(spreads) > 0 {
 		b.WriteString("same incident on several hosts:\n")
 		for _, s := range spreads {
@@ -180,6 +242,7 @@ func WriteText(w io.Writer, incidents []*events.Incident) error {
 		if len(in.Holders) > 0 && len(in.Signals) == 0 && in.SignalsFolded == 0 && in.Untracked == "" {
 			b.WriteString("  signals: none sent to the holder while the incident was open\n")
 		}
+		b.WriteString("  " + durationsLine(in) + "\n")
 		for _, e := range in.Timeline {
 			fmt.Fprintf(&b, "  %9s  %-9s %s\n", Offset(e.AtMS), e.Kind, e.Text)
 		}
@@ -198,6 +261,68 @@ func WriteText(w io.Writer, incidents []*events.Incident) error {
 	}
 	_, err := io.WriteString(w, terminalSafe(b.String()))
 	return err
+}
+
+// durationsLine says an incident's durations in the words of the
+// timeline page's spans: contention (first failure to recovery: someone
+// could not get the port), outage (release to recovery: nothing
+// listened) — the only duration called so — and drain (first signal to
+// release).
+func durationsLine(in *events.Incident) string {
+	parts := []string{"contention " + events.Millis(in.ContentionMS) + " (first failure to recovery: someone could not get the port)"}
+	if in.State != events.IncidentRecovered {
+		parts[0] = "contention " + events.Millis(in.ContentionMS) + " (first failure to last attempt; not recovered)"
+	}
+	switch {
+	case in.UnservedMS != nil:
+		parts = append(parts, "outage "+events.Millis(*in.UnservedMS)+" (release to recovery: nothing listened)")
+	case in.State == events.IncidentRecovered:
+		parts = append(parts, "outage not known (the holder's release was not seen)")
+	}
+	if in.DrainMS != nil {
+		parts = append(parts, "drain "+events.Millis(*in.DrainMS)+" (first signal to release)")
+	}
+	return "durations: " + strings.Join(parts, ", ")
+}
+
+// writeSummary writes the table a report of several incidents begins
+// with: a row each, in the order of the blocks below, with the columns
+// of the timeline page's summary.
+func writeSummary(b *strings.Builder, incidents []*events.Incident) {
+	header := []string{"#", "host", "port", "state", "cause", "attempts", "contention", "unserved (outage)"}
+	rows := [][]string{header}
+	for i, in := range incidents {
+		r := Summarize(in)
+		port := r.Port
+		if r.Netns != "" {
+			port += " (" + r.Netns + ")"
+		}
+		rows = append(rows, []string{fmt.Sprint(i + 1), events.EscapeCut(in.Host, 24), port, r.State, r.Cause,
+			fmt.Sprint(r.Attempts), r.Contention, r.Unserved})
+	}
+	width := make([]int, len(header))
+	for _, row := range rows {
+		for c, cell := range row {
+			width[c] = max(width[c], utf8.RuneCountInString(cell))
+		}
+	}
+	fmt.Fprintf(b, "%d incidents, each told below in this order:\n", len(incidents))
+	for _, row := range rows {
+		b.WriteString(" ")
+		for c, cell := range row {
+			pad := strings.Repeat(" ", width[c]-utf8.RuneCountInString(cell))
+			if c == 0 || c >= 5 { // numbers, right-aligned
+				b.WriteString(" " + pad + cell)
+			} else {
+				b.WriteString(" " + cell + pad)
+			}
+			if c < len(row)-1 {
+				b.WriteString(" ")
+			}
+		}
+		b.WriteString("\n")
+	}
+	b.WriteString("\n")
 }
 
 // terminalSafe passes text whose lines bindwatch composed from escaped
@@ -261,13 +386,21 @@ func timeWaitNote(in *events.Incident) string {
 	if !tw {
 		return ""
 	}
+	// When the TIME_WAIT began and ends, as the timeline page draws it.
+	when := ""
+	for _, h := range in.Holders {
+		if h.State == "TIME_WAIT" && !h.Expires.IsZero() {
+			when = fmt.Sprintf(" (TIME_WAIT since %s, expires at %s)", signedOffset(h.Expires.Add(-events.TimeWaitLen).Sub(in.Start).Milliseconds()),
+				signedOffset(h.Expires.Sub(in.Start).Milliseconds()))
+		}
+	}
 	for _, r := range in.Released {
 		if r.How == events.HowExpired {
-			return "TIME_WAIT: the sockets expired (the kernel keeps them 60 s), and then the port was free"
+			return fmt.Sprintf("TIME_WAIT: the sockets expired (the kernel keeps them 60 s), and then the port was free (at %s)", Offset(r.Time.Sub(in.Start).Milliseconds()))
 		}
 	}
 	if in.Recovered != nil {
-		return "TIME_WAIT: recovered before the TIME_WAIT expired: the new socket could reuse the address (SO_REUSEADDR on it and on the old socket)"
+		return "TIME_WAIT: recovered before the TIME_WAIT expired: the new socket could reuse the address (SO_REUSEADDR on it and on the old socket)" + when
 	}
-	return "TIME_WAIT: the sockets had not expired when the trace ended"
+	return "TIME_WAIT: the sockets had not expired when the trace ended" + when
 }

@@ -133,6 +133,13 @@ func ecsDoc(rec any) (doc, error) {
 		d.set("server.port", r.Port)
 		d.set("bindwatch.syscall", r.Syscall)
 		d.set("bindwatch.repeats.count", r.Count)
+		// When the folded failures happened: first and last bound them.
+		if !r.First.IsZero() {
+			d.set("event.start", r.First.UTC().Format(time.RFC3339Nano))
+		}
+		if !r.Last.IsZero() {
+			d.set("event.end", r.Last.UTC().Format(time.RFC3339Nano))
+		}
 		return d, nil
 	case *events.Lost:
 		d := event(r.Time, r.Host, r.Type, "event", "failures-lost", "unknown", []string{"network"}, []string{"info"})

@@ -6,13 +6,16 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
+	"sync"
 	"time"
 
-	"github.com/bindwatch/bindwatch/internal/events"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/bindwatch/bindwatch/internal/events"
 )
 
 // PortLabel is one --port argument that gets its own value of the port
@@ -57,6 +60,20 @@ type Metrics struct {
 	buildInfo     *prometheus.GaugeVec
 	ports         []PortLabel
 	version       string
+
+	// Incidents, by how they ended: incidents counts them by cause and
+	// state, unserved and contention observe their durations; open holds
+	// the incidents still open (at most maxOpenIncidents), with their
+	// cause, which the records that end them do not repeat.
+	incidents  *prometheus.CounterVec
+	unserved   prometheus.Histogram
+	contention prometheus.Histogram
+	mu         sync.Mutex
+	open       map[incidentKey]string
+	// notOpen are ports whose failures the tracer gave no incident (its
+	// table or the user's quota was full: an incident_untracked record),
+	// at most maxOpenIncidents: their failures open none here either.
+	notOpen map[incidentKey]bool
 
 	srv   *http.Server
 	conns *connLimiter
@@ -104,12 +121,29 @@ func ListenMetrics(opts MetricsOptions) (*Metrics, error) {
 			Name: "bindwatch_build_info",
 			Help: "1, labelled with bindwatch's version, the kernel hook backend and the kernel release.",
 		}, []string{"version", "backend", "kernel"}),
+		incidents: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bindwatch_incidents_total",
+			Help: "Port incidents (a port's failures from the first until it is held again), by the cause of the first failure and how they ended: recovered, abandoned (nobody tried any more), or open when tracing stopped.",
+		}, []string{"cause", "state"}),
+		unserved: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "bindwatch_incident_unserved_seconds",
+			Help:    "The outage of each recovered incident: from the last holder's release to the recovery, while nothing listened (only where the release was seen).",
+			Buckets: incidentBuckets,
+		}),
+		contention: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "bindwatch_incident_contention_seconds",
+			Help:    "How long someone could not get the port, for each incident that ended: from its first failure to the recovery, or to the last attempt of an abandoned one.",
+			Buckets: incidentBuckets,
+		}),
+		open:    map[incidentKey]string{},
+		notOpen: map[incidentKey]bool{},
 		ports:   opts.PortLabels,
 		version: opts.Version,
 		conns:   conns,
 		done:    make(chan struct{}),
 	}
 	reg := prometheus.NewRegistry()
+	reg.MustRegister(m.incidents, m.unserved, m.contention)
 	reg.MustRegister(m.failures, m.eventsLost, m.untracked, m.holderLookups, m.shared, m.lastFailure, m.buildInfo,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&outputCollector{stats: opts.Outputs}, conns)
@@ -148,15 +182,58 @@ func ListenMetrics(opts MetricsOptions) (*Metrics, error) {
 	return m, nil
 }
 
+// incidentBuckets are the histograms' buckets, in seconds: from a
+// handover of a few milliseconds to a port lost for ten minutes.
+var incidentBuckets = []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 600}
+
+// incidentKey is the port of an incident, as the live tracer keys it
+// (its host is the tracer's).
+type incidentKey struct {
+	netns uint32
+	proto string
+	port  uint16
+}
+
+// maxOpenIncidents bounds the incidents the metrics follow at once: the
+// live tracer's own bound (incident.MaxOpen), which no more get
+// incidents beyond.
+const maxOpenIncidents = 4096
+
+// Incident states, the values of bindwatch_incidents_total's state.
+const (
+	stateRecovered = "recovered"
+	stateAbandoned = "abandoned"
+	stateOpen      = "open"
+)
+
+// causeLabel is the cause label of an incident: one of events.Causes,
+// "unknown" when the failure was not diagnosed, "other" for any other
+// value (a record of a newer bindwatch), so the label's values stay the
+// documented few.
+func causeLabel(cause string) string {
+	switch {
+	case cause == "":
+		return "unknown"
+	case slices.Contains(events.Causes, cause):
+		return cause
+	}
+	return "other"
+}
+
 // Write counts one record.
 func (m *Metrics) Write(rec any) error {
 	switch r := rec.(type) {
 	case *events.Start:
 		m.buildInfo.WithLabelValues(m.version, r.Backend, r.Kernel).Set(1)
+		m.mu.Lock()
+		clear(m.open)
+		clear(m.notOpen)
+		m.mu.Unlock()
 	case *events.Failure:
 		m.failures.WithLabelValues(m.labels(r.Syscall, r.Errno, r.Proto, r.Port)...).Inc()
 		m.holderLookups.WithLabelValues(lookupResult(r)).Inc()
 		m.lastFailure.Set(float64(r.Time.UnixNano()) / 1e9)
+		m.failed(r)
 	case *events.Repeats:
 		m.failures.WithLabelValues(m.labels(r.Syscall, r.Errno, r.Proto, r.Port)...).Add(float64(r.Count))
 	case *events.Lost:
@@ -165,13 +242,72 @@ func (m *Metrics) Write(rec any) error {
 		if (r.Proto == "tcp" || r.Proto == "udp") && (r.Why == events.SharedProgram || r.Why == events.SharedUnit || r.Why == events.SharedCopy) {
 			m.shared.WithLabelValues(r.Proto, r.Why).Add(1 + float64(r.Repeats))
 		}
+	case *events.Recovered:
+		m.ended(incidentKey{r.Netns, r.Proto, r.Port}, stateRecovered)
+		m.contention.Observe(float64(r.ContentionMS) / 1000)
+		if r.UnservedMS != nil {
+			m.unserved.Observe(float64(*r.UnservedMS) / 1000)
+		}
+	case *events.Abandoned:
+		m.ended(incidentKey{r.Netns, r.Proto, r.Port}, stateAbandoned)
+		m.contention.Observe(max(r.LastAttempt.Sub(r.Start), 0).Seconds())
+	case *events.Stop:
+		m.mu.Lock()
+		for k, cause := range m.open {
+			m.incidents.WithLabelValues(cause, stateOpen).Inc()
+			delete(m.open, k)
+		}
+		clear(m.notOpen)
+		m.mu.Unlock()
 	case *events.IncidentUntracked:
 		if (r.Table == events.UntrackedIncidents || r.Table == events.UntrackedKernel) &&
 			(r.Reason == events.UntrackedFull || r.Reason == events.UntrackedUserQuota) {
 			m.untracked.WithLabelValues(r.Table, r.Reason).Inc()
 		}
+		if r.Table == events.UntrackedIncidents { // the failure before it opened no incident
+			m.notTracked(incidentKey{r.Netns, r.Proto, r.Port})
+		}
 	}
 	return nil
+}
+
+// failed notes the incident a failure opens, or the cause of the one it
+// is part of (the first diagnosed failure's, as the report says it).
+func (m *Metrics) failed(f *events.Failure) {
+	k := incidentKey{f.Process.Netns, f.Proto, f.Port}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	cause, ok := m.open[k]
+	switch {
+	case m.notOpen[k]:
+	case !ok && len(m.open) < maxOpenIncidents:
+		m.open[k] = causeLabel(f.Cause)
+	case ok && cause == "unknown" && f.Cause != "":
+		m.open[k] = causeLabel(f.Cause)
+	}
+}
+
+// notTracked notes that the tracer gave the failures on k no incident.
+func (m *Metrics) notTracked(k incidentKey) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.open, k)
+	if len(m.notOpen) < maxOpenIncidents {
+		m.notOpen[k] = true
+	}
+}
+
+// ended counts the incident on k as ended in state.
+func (m *Metrics) ended(k incidentKey, state string) {
+	m.mu.Lock()
+	cause, ok := m.open[k]
+	delete(m.open, k)
+	delete(m.notOpen, k)
+	m.mu.Unlock()
+	if !ok {
+		cause = "unknown" // opened beyond the bound
+	}
+	m.incidents.WithLabelValues(cause, state).Inc()
 }
 
 func (m *Metrics) labels(syscall, errno, proto string, port uint16) []string {

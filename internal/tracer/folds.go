@@ -9,6 +9,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/bindwatch/bindwatch/internal/events"
+	"github.com/bindwatch/bindwatch/internal/host"
 )
 
 // FoldEntries is how many keys each generation of the fold table holds
@@ -33,26 +34,64 @@ func (t *Tracer) HarvestFolds() ([]events.Repeats, error) {
 		WaitForPrograms()
 	}
 	rest := t.foldGen + 1
-	folds, err := harvest(t.foldMap(rest), nil)
+	folds, err := harvest(t.foldMap(rest), t.restingSpan(), nil)
 	folds = mergeRepeats(folds)
 	if err != nil {
 		return folds, err
 	}
+	from := time.Now() // the programs write rest from the Set on
 	if err := t.coll.Variables[BindwatchVarFoldGen].Set(rest); err != nil {
 		return folds, fmt.Errorf("flip the fold table: %w", err)
 	}
 	t.foldGen, t.flipped = rest, time.Now()
+	t.genFrom[rest&1] = from
 	return folds, nil
 }
 
 // HarvestAllFolds empties both generations of the fold table. Call it
 // after Detach, when no program writes either.
 func (t *Tracer) HarvestAllFolds() ([]events.Repeats, error) {
-	folds, err := harvest(t.foldMap(t.foldGen+1), nil)
+	folds, err := harvest(t.foldMap(t.foldGen+1), t.restingSpan(), nil)
 	if err == nil {
-		folds, err = harvest(t.foldMap(t.foldGen), folds)
+		folds, err = harvest(t.foldMap(t.foldGen), foldSpan{from: t.genFrom[t.foldGen&1], to: time.Now(), fold: t.fold}, folds)
 	}
 	return mergeRepeats(folds), err
+}
+
+// foldSpan is when the failures of a fold table generation were counted:
+// from when the programs began writing it until they stopped (a flip, or
+// the harvest of a generation still written), and no later than the fold
+// window after a key's last reported failure (fold_val.last_emit_ns).
+type foldSpan struct {
+	from, to time.Time
+	fold     time.Duration
+}
+
+// restingSpan is the span of the generation the programs stopped writing
+// at the last flip. Before any flip it was never written; what a test
+// put there is stamped with now.
+func (t *Tracer) restingSpan() foldSpan {
+	rest := t.foldGen + 1
+	if t.flipped.IsZero() {
+		now := time.Now()
+		return foldSpan{from: now, to: now, fold: t.fold}
+	}
+	return foldSpan{from: t.genFrom[rest&1], to: t.flipped, fold: t.fold}
+}
+
+// bounds are the first and last moments a fold of this span, whose key
+// last reported a failure at lastEmit, can have been counted.
+func (s foldSpan) bounds(lastEmit time.Time) (first, last time.Time) {
+	first, last = s.from, s.to
+	if s.fold > 0 && !lastEmit.IsZero() {
+		if end := lastEmit.Add(s.fold); end.Before(last) {
+			last = end
+		}
+	}
+	if last.Before(first) { // the boot and wall clocks disagree by a hair
+		last = first
+	}
+	return first, last
 }
 
 // repeatsKey is what a repeats record says a failure was: the kernel's
@@ -66,14 +105,15 @@ type repeatsKey struct {
 
 // mergeRepeats sums the folds that make the same repeats record, so that
 // one process failing on one port from 600 sockets is one record a tick,
-// not 600 — however many keys a storm spreads itself over.
+// not 600 — however many keys a storm spreads itself over. The record's
+// span covers theirs.
 func mergeRepeats(folds []events.Repeats) []events.Repeats {
 	at := make(map[repeatsKey]int, len(folds))
 	out := folds[:0]
 	for _, r := range folds {
 		k := repeatsKey{r.PID, r.Comm, r.Syscall, r.Errno, r.Proto, r.Port}
 		if i, ok := at[k]; ok {
-			out[i].Count += r.Count
+			MergeSpan(&out[i], &r)
 			continue
 		}
 		at[k] = len(out)
@@ -99,22 +139,34 @@ const restedEnough = 50 * time.Millisecond
 // harvestBatch is how many entries one batch syscall moves.
 const harvestBatch = 1024
 
+// MergeSpan adds r's count to into, and widens into's span (first, last)
+// to cover r's.
+func MergeSpan(into, r *events.Repeats) {
+	into.Count += r.Count
+	if !r.First.IsZero() && (into.First.IsZero() || r.First.Before(into.First)) {
+		into.First = r.First
+	}
+	if r.Last.After(into.Last) {
+		into.Last = r.Last
+	}
+}
+
 // harvest reads and deletes every entry of m, appending the folds that
-// counted anything to out.
-func harvest(m *ebpf.Map, out []events.Repeats) ([]events.Repeats, error) {
+// counted anything to out, within span.
+func harvest(m *ebpf.Map, span foldSpan, out []events.Repeats) ([]events.Repeats, error) {
 	keys := make([]BindwatchFoldKey, harvestBatch)
 	vals := make([]BindwatchFoldVal, harvestBatch)
 	var cursor ebpf.MapBatchCursor
 	for {
 		n, err := m.BatchLookupAndDelete(&cursor, keys, vals, nil)
 		for i := range n {
-			out = appendFold(out, &keys[i], &vals[i])
+			out = appendFold(out, &keys[i], &vals[i], span)
 		}
 		switch {
 		case errors.Is(err, ebpf.ErrKeyNotExist):
 			return out, nil
 		case errors.Is(err, ebpf.ErrNotSupported):
-			return harvestOneByOne(m, out)
+			return harvestOneByOne(m, span, out)
 		case err != nil:
 			return out, fmt.Errorf("harvest fold table: %w", err)
 		}
@@ -123,7 +175,7 @@ func harvest(m *ebpf.Map, out []events.Repeats) ([]events.Repeats, error) {
 
 // harvestOneByOne is harvest for kernels without batch operations (before
 // 5.6): the map is not written while it is read, so walking it is safe.
-func harvestOneByOne(m *ebpf.Map, out []events.Repeats) ([]events.Repeats, error) {
+func harvestOneByOne(m *ebpf.Map, span foldSpan, out []events.Repeats) ([]events.Repeats, error) {
 	var keys []BindwatchFoldKey
 	var k BindwatchFoldKey
 	var v BindwatchFoldVal
@@ -141,22 +193,29 @@ func harvestOneByOne(m *ebpf.Map, out []events.Repeats) ([]events.Repeats, error
 		if err := m.Delete(&keys[i]); err != nil {
 			return out, fmt.Errorf("empty fold table: %w", err)
 		}
-		out = appendFold(out, &keys[i], &v)
+		out = appendFold(out, &keys[i], &v, span)
 	}
 	return out, nil
 }
 
 // appendFold decodes one fold table entry into a repeats record (its time
-// and host are the caller's). Each entry names its process itself (struct
-// fold_val), so a fold is reported even when the failure that started it
-// is still queued in the ring buffer, or was never delivered.
-func appendFold(out []events.Repeats, k *BindwatchFoldKey, v *BindwatchFoldVal) []events.Repeats {
+// and host are the caller's), with the span its failures happened in.
+// Each entry names its process itself (struct fold_val), so a fold is
+// reported even when the failure that started it is still queued in the
+// ring buffer, or was never delivered.
+func appendFold(out []events.Repeats, k *BindwatchFoldKey, v *BindwatchFoldVal, span foldSpan) []events.Repeats {
 	if v.Folded == 0 {
 		return out
 	}
+	var lastEmit time.Time
+	if v.LastEmitNs != 0 {
+		lastEmit = host.BootTime(v.LastEmitNs)
+	}
+	first, last := span.bounds(lastEmit)
 	return append(out, events.Repeats{
 		Type: events.TypeRepeats, Version: events.Version, Count: v.Folded,
 		PID: int(k.Tgid), Comm: cString(v.Comm[:]), Syscall: syscallName(k.Syscall),
 		Errno: events.ErrnoName(syscall.Errno(k.Err)), Proto: protoName(v.Protocol), Port: k.Port,
+		First: first, Last: last,
 	})
 }

@@ -92,3 +92,22 @@ func TestMergeRepeats(t *testing.T) {
 		}
 	}
 }
+
+// A merged record's span covers the spans of the folds it sums.
+func TestMergeRepeatsSpans(t *testing.T) {
+	at := func(ms int) time.Time { return time.Unix(1000, 0).Add(time.Duration(ms) * time.Millisecond) }
+	r := func(first, last int) events.Repeats {
+		return events.Repeats{PID: 1, Comm: "c", Syscall: "bind", Errno: "EADDRINUSE", Proto: "tcp", Port: 80, Count: 1, First: at(first), Last: at(last)}
+	}
+	got := mergeRepeats([]events.Repeats{r(200, 300), r(100, 250), r(150, 400)})
+	if len(got) != 1 || got[0].Count != 3 || !got[0].First.Equal(at(100)) || !got[0].Last.Equal(at(400)) {
+		t.Errorf("merged %+v, want one record of 3 from +100ms to +400ms", got)
+	}
+	s := foldSpan{from: at(0), to: at(1000), fold: 300 * time.Millisecond}
+	if first, last := s.bounds(at(500)); !first.Equal(at(0)) || !last.Equal(at(800)) {
+		t.Errorf("bounds after a report at +500ms: %v → %v, want +0 → +800ms (the fold window after it)", first, last)
+	}
+	if first, last := s.bounds(at(900)); !first.Equal(at(0)) || !last.Equal(at(1000)) {
+		t.Errorf("bounds after a report at +900ms: %v → %v, want +0 → +1000ms (the generation's end)", first, last)
+	}
+}

@@ -38,6 +38,11 @@ type Tracer struct {
 	// foldGen is the fold table generation the programs write (fold_gen).
 	foldGen uint32
 	flipped time.Time // when foldGen last changed
+	// genFrom is when each generation last became the one the programs
+	// write, and fold the fold window: the span a harvested fold's
+	// failures happened in (foldSpan).
+	genFrom [2]time.Time
+	fold    time.Duration
 	// detached is closed once Detach's detaching is done.
 	detached chan struct{}
 	// incidentHooks are the incident tracepoint programs' links, attached
@@ -156,7 +161,7 @@ func openBackend(cfg Config, b Backend) (*Tracer, error) {
 	if err != nil {
 		return nil, loadError(err, cfg.Debug)
 	}
-	t := &Tracer{coll: coll, backend: b.Name(), watched: map[PortKey]bool{}, noHolders: cfg.NoHolders, HooksLinger: DefaultHooksLinger}
+	t := &Tracer{coll: coll, backend: b.Name(), watched: map[PortKey]bool{}, noHolders: cfg.NoHolders, HooksLinger: DefaultHooksLinger, fold: cfg.Fold}
 	if err := coll.Assign(&t.maps); err != nil {
 		t.Close()
 		return nil, fmt.Errorf("BPF object lacks a map: %w (hint: run make generate)", err)
@@ -167,6 +172,7 @@ func openBackend(cfg Config, b Backend) (*Tracer, error) {
 			return nil, err
 		}
 	}
+	t.genFrom[0] = time.Now() // the programs write generation 0 from their attach on
 	if t.links, err = b.Attach(coll); err != nil {
 		t.Close()
 		return nil, err

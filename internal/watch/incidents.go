@@ -281,7 +281,7 @@ const maxIncidentBatch = 4096
 // kernel, so that a recovery's attempts count them. The session's running
 // loop hands records over one by one instead (next, handleNext), in time
 // order with the failures; step serves the stop.
-func (in *incidents) step(flushFolds func(at time.Time) error) error {
+func (in *incidents) step(flushFolds func(r *events.Recovered) error) error {
 	for n := 0; n < maxIncidentBatch; n++ {
 		rec, _, err := in.next()
 		if err != nil {
@@ -343,7 +343,7 @@ func kernelRecordTime(rec any) time.Time {
 }
 
 // handleNext hands over the record next returned.
-func (in *incidents) handleNext(flushFolds func(at time.Time) error) error {
+func (in *incidents) handleNext(flushFolds func(r *events.Recovered) error) error {
 	if len(in.queue) == 0 {
 		return nil
 	}
@@ -372,7 +372,7 @@ func (in *incidents) expire(now time.Time) error {
 
 // kernelRecord hands over batch[i], and returns the batch (which may have
 // grown: a recovery looks again at what the kernel queued).
-func (in *incidents) kernelRecord(batch []any, i int, flushFolds func(at time.Time) error) ([]any, error) {
+func (in *incidents) kernelRecord(batch []any, i int, flushFolds func(r *events.Recovered) error) ([]any, error) {
 	switch r := batch[i].(type) {
 	case *events.PortFree:
 		// The kernel saw bindwatch's own marked check take the port: a
@@ -425,7 +425,7 @@ func (in *incidents) kernelRecord(batch []any, i int, flushFolds func(at time.Ti
 		}
 	case *events.Recovered:
 		r.Host = in.host
-		if err := flushFolds(r.Time); err != nil {
+		if err := flushFolds(r); err != nil {
 			return batch, err
 		}
 		k := in.key(r.Netns, r.Proto, r.Port)

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -91,6 +92,9 @@ type Session struct {
 	// and which were not, for the repeats the kernel folds (they carry a
 	// pid, not a cgroup). Bounded: past maxUnitPIDs it starts over.
 	inUnit map[int]bool
+	// heldFolds are folds harvested for another port's recovery, written
+	// at the next tick (flushFolds).
+	heldFolds []events.Repeats
 	// incidents sees every record on its way out (it wraps opts.Out).
 	incidents *incidents
 	// pending is a failure read from the ring buffer (into pendingBuf)
@@ -134,6 +138,7 @@ func Start(opts Options) (*Session, error) {
 		Type: events.TypeStart, Version: events.Version, Time: s.started, Host: host,
 		Kernel: kernelRelease(), Backend: t.Backend(), Skipped: t.Skipped(), Limits: t.Limits(),
 		PID: os.Getpid(), FoldMS: opts.Tracer.Fold.Milliseconds(), IncidentQuietMS: s.incidents.builder.Quiet.Milliseconds(),
+		Filters: filters(&opts.Tracer), HoldersRecorded: !opts.Tracer.NoHolders,
 	}
 	if len(start.Skipped) == 0 {
 		start.Skipped = nil
@@ -292,30 +297,44 @@ func (s *Session) tick() error {
 	// An error leaves the generation unharvested: the next tick tries it
 	// again, and the stop record still counts every failure.
 	folds, _ := s.tracer.HarvestFolds()
+	folds = mergeRepeats(s.heldFolds, folds)
+	s.heldFolds = nil
 	if err := s.writeRepeats(folds, time.Time{}); err != nil {
 		return err
 	}
 	return s.writeLost()
 }
 
-// flushFolds reports every failure folded so far, so that a recovery's
-// attempts count them: it harvests the resting generation of the fold
-// table, flips, and harvests the other (HarvestFolds waits until the
-// programs have certainly moved on). The repeats records carry the time
-// of the recovery at (their failures came before it, and are written
-// before it); a zero at is now.
-func (s *Session) flushFolds(at time.Time) error {
-	var all []events.Repeats
+// flushFolds reports every failure folded so far on the port of a
+// recovery, so that its attempts count them: it harvests the resting
+// generation of the fold table, flips, and harvests the other
+// (HarvestFolds waits until the programs have certainly moved on). Those
+// repeats records carry the time of the recovery (their failures came
+// before it, and are written before it). The folds of other ports are
+// held for the next tick: stamped with this recovery's time, which may
+// be before they happened, they would say their failures were counted
+// before they were made.
+func (s *Session) flushFolds(r *events.Recovered) error {
+	all := s.heldFolds
 	for range 2 {
 		folds, _ := s.tracer.HarvestFolds()
 		all = mergeRepeats(all, folds)
 	}
-	return s.writeRepeats(all, at)
+	var port []events.Repeats
+	s.heldFolds = nil
+	for _, f := range all {
+		if f.Proto == r.Proto && f.Port == r.Port {
+			port = append(port, f)
+		} else {
+			s.heldFolds = append(s.heldFolds, f)
+		}
+	}
+	return s.writeRepeats(port, r.Time)
 }
 
 // mergeRepeats adds folds to into, summing those that make the same
-// record: one process's failures are one repeats record per harvest, not
-// one per fold table generation.
+// record (and covering their spans): one process's failures are one
+// repeats record per harvest, not one per fold table generation.
 func mergeRepeats(into, folds []events.Repeats) []events.Repeats {
 	type key struct {
 		pid                         int
@@ -329,7 +348,7 @@ func mergeRepeats(into, folds []events.Repeats) []events.Repeats {
 	for _, r := range folds {
 		k := key{r.PID, r.Comm, r.Syscall, r.Errno, r.Proto, r.Port}
 		if i, ok := at[k]; ok {
-			into[i].Count += r.Count
+			tracer.MergeSpan(&into[i], &r)
 			continue
 		}
 		at[k] = len(into)
@@ -410,6 +429,8 @@ drain:
 	// A fold table or counter that cannot be read leaves its counts out of
 	// the stop record (which then does not add up), never the record itself.
 	folds, harvestErr := s.tracer.HarvestAllFolds()
+	folds = mergeRepeats(s.heldFolds, folds)
+	s.heldFolds = nil
 	if err := s.writeRepeats(folds, time.Time{}); err != nil {
 		return err
 	}
@@ -418,7 +439,7 @@ drain:
 	if err := s.incidents.pump.drain(); err != nil {
 		return err
 	}
-	if err := s.incidents.step(func(time.Time) error { return nil }); err != nil {
+	if err := s.incidents.step(func(*events.Recovered) error { return nil }); err != nil {
 		return err
 	}
 	signalsFolded, incidentLost := s.incidents.pump.counts()
@@ -457,6 +478,22 @@ func (s *Session) close() {
 	s.tracer.Close()
 	s.enrich.close()
 	s.ready.remove()
+}
+
+// filters are the tracer's filters as the start record says them.
+func filters(c *tracer.Config) events.Filters {
+	f := events.Filters{PIDs: c.PIDs, FollowChildren: c.FollowChildren && len(c.PIDs) > 0, Comm: c.Comm, Netns: c.Netns}
+	for _, r := range c.Ports {
+		if r.Lo == r.Hi {
+			f.Ports = append(f.Ports, strconv.Itoa(int(r.Lo)))
+		} else {
+			f.Ports = append(f.Ports, fmt.Sprintf("%d-%d", r.Lo, r.Hi))
+		}
+	}
+	for _, e := range c.Errnos {
+		f.Errnos = append(f.Errnos, events.ErrnoName(e))
+	}
+	return f
 }
 
 func kernelRelease() string {
