@@ -415,7 +415,7 @@ wait $v2
 		t.Fatalf("report --html: %s", res)
 	}
 	html, _ := os.ReadFile(page)
-	if !strings.Contains(string(html), ">outage "+events.Millis(unserved)+"<") || strings.Contains(string(html), "outage "+events.Millis(rec.ContentionMS)) {
+	if !strings.Contains(string(html), ">outage "+events.Millis(unserved)+" (nothing listened)<") || strings.Contains(string(html), "outage "+events.Millis(rec.ContentionMS)) {
 		t.Errorf("the page's kernel lane does not call the unserved gap (only) the outage")
 	}
 }

@@ -614,9 +614,11 @@ func durationsLane(sc scale, in *events.Incident, release *events.Released) *spa
 		sb.spans = append(sb.spans, pendingSpan{span: svgSpan{Kind: kind, X: p0.X(), W: pct(math.Max(p1.pct-p0.pct, 0)), MS: ms, Title: hover}, label: pl, b: b})
 	}
 	contention := "contention " + events.Millis(in.ContentionMS)
-	switch in.State {
-	case events.IncidentRecovered:
+	switch {
+	case in.State == events.IncidentRecovered:
 		contention += ": someone could not get the port"
+	case in.Untracked != "":
+		contention += ", recovery not tracked"
 	default:
 		contention += ", not recovered"
 	}

@@ -270,7 +270,11 @@ func WriteText(w io.Writer, incidents []*events.Incident) error {
 // release).
 func durationsLine(in *events.Incident) string {
 	parts := []string{"contention " + events.Millis(in.ContentionMS) + " (first failure to recovery: someone could not get the port)"}
-	if in.State != events.IncidentRecovered {
+	switch {
+	case in.Untracked != "":
+		// Its recovery, if any, was not watched: never "not recovered".
+		parts[0] = "contention " + events.Millis(in.ContentionMS) + " (first failure to last attempt; its recovery was not tracked)"
+	case in.State != events.IncidentRecovered:
 		parts[0] = "contention " + events.Millis(in.ContentionMS) + " (first failure to last attempt; not recovered)"
 	}
 	switch {
