@@ -694,6 +694,8 @@ static __always_inline __u8 holder_proto(struct sock *sk)
 	return port_space(protocol) == IPPROTO_TCP ? IPPROTO_TCP : 0;
 }
 
+static __always_inline void note_shared(struct sock *sk, struct holder_key *key, struct holder_rec *old, struct holder_rec *rec);
+
 /* Record task's holding socket sk (of protocol proto) for attach_holder(). */
 static __always_inline void record_holder_of(struct task_struct *task, struct sock *sk, __u8 proto, bool seeding)
 {
@@ -742,8 +744,19 @@ static __always_inline void record_holder_of(struct task_struct *task, struct so
 	/* Overwrite an existing entry in place: no LRU node to allocate. */
 	map = holder_map_of(proto);
 	old = seeding ? NULL : bpf_map_lookup_elem(map, &key);
-	if (old)
+	if (old) {
+		/*
+		 * Another process's socket joins the port: silent sharing when
+		 * the kernel let it in through SO_REUSEPORT. The pid compare
+		 * comes first (a process re-listening, or a forking server's
+		 * own sockets, stops there), then the flag, so a bind() or
+		 * listen() without SO_REUSEPORT pays nothing more than it did.
+		 */
+		if (old->tgid != rec.tgid && old->sk != rec.sk &&
+		    BPF_CORE_READ_BITFIELD_PROBED(sk, __sk_common.skc_reuseport))
+			note_shared(sk, &key, old, &rec);
 		__builtin_memcpy(old, &rec, sizeof(rec));
+	}
 	else
 		bpf_map_update_elem(map, &key, &rec, seeding ? BPF_NOEXIST : BPF_ANY);
 }
@@ -875,6 +888,109 @@ static __always_inline void note_taken(struct sock *sk, __u8 proto, __u8 syscall
 	e->syscall = syscall;
 	e->family = family;
 	sock_local_addr(sk, family, e->addr, &e->port);
+	bpf_ringbuf_submit(e, 0);
+}
+
+/*
+ * Silent sharing: one port_shared record per (port, pair of processes)
+ * per BW_SHARED_INTERVAL_NS, and at most BW_SHARED_PORT_BURST per port;
+ * the joins in between are counted in the pair's entry and carried by its
+ * next record. LRU: a user who makes pairs by
+ * the thousand evicts entries, and then gets more records, which the
+ * incident ring bounds (a full ring drops them).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, BW_SHARED_PAIRS);
+	__type(key, struct shared_key);
+	__type(value, struct shared_val);
+} shared_pairs SEC(".maps");
+
+/* Each port's budget of port_shared records (BW_SHARED_PORT_BURST). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, BW_SHARED_PAIRS);
+	__type(key, struct holder_key);
+	__type(value, struct shared_budget);
+} shared_ports SEC(".maps");
+
+/*
+ * sk (SO_REUSEPORT) was just bound (UDP) or put to listen (TCP) on the port
+ * the registry says old holds, for another process: if old is still bound
+ * there on the same address, the two share the port's connections.
+ */
+static __always_inline void note_shared(struct sock *sk, struct holder_key *key, struct holder_rec *old, struct holder_rec *rec)
+{
+	struct shared_key sk_key = {};
+	struct shared_val *v, nv = {};
+	struct shared_budget *b, nb = {};
+	struct incident_event *e;
+	struct sock *held = (struct sock *)old->sk;
+	__u64 now, inode;
+	__u32 repeats = 0;
+
+	/* The tracing filters: --port, --netns (the joiner's), and --pid
+	 * (bindwatch run: its tree on either side). */
+	if (is_probe(sk) || !port_wanted(key->port) || !netns_wanted() ||
+	    (!pid_wanted(rec->tgid) && !pid_wanted(old->tgid)))
+		return;
+	/* Still bound: as in attach_holder(). Same address: a group. */
+	if (BPF_CORE_READ(held, __sk_common.skc_num) != key->port)
+		return;
+	inode = sock_inode(held);
+	if (!inode || (old->inode && inode != old->inode))
+		return;
+	if (old->family != rec->family || __builtin_memcmp(old->addr, rec->addr, sizeof(rec->addr)))
+		return;
+	sk_key.port = *key;
+	sk_key.holder = old->tgid;
+	sk_key.joiner = rec->tgid;
+	now = bpf_ktime_get_boot_ns();
+	v = bpf_map_lookup_elem(&shared_pairs, &sk_key);
+	if (v && now - v->last_ns < BW_SHARED_INTERVAL_NS) {
+		__sync_fetch_and_add(&v->repeats, 1);
+		return;
+	}
+	/* The port's budget: past it, the join waits in its pair's count
+	 * (last_ns kept, so the pair's next join past the window is written). */
+	b = bpf_map_lookup_elem(&shared_ports, key);
+	if (b && now - b->start_ns < BW_SHARED_INTERVAL_NS) {
+		if (b->count >= BW_SHARED_PORT_BURST) {
+			if (v) {
+				__sync_fetch_and_add(&v->repeats, 1);
+			} else {
+				nv.repeats = 1;
+				bpf_map_update_elem(&shared_pairs, &sk_key, &nv, BPF_ANY);
+			}
+			return;
+		}
+		__sync_fetch_and_add(&b->count, 1);
+	} else {
+		nb.start_ns = now;
+		nb.count = 1;
+		bpf_map_update_elem(&shared_ports, key, &nb, BPF_ANY);
+	}
+	if (v) {
+		repeats = v->repeats;
+		v->repeats = 0;
+		v->last_ns = now;
+	} else {
+		nv.last_ns = now;
+		bpf_map_update_elem(&shared_pairs, &sk_key, &nv, BPF_ANY);
+	}
+	e = incident_reserve(BW_INCIDENT_SHARED);
+	if (!e)
+		return;
+	e->netns = key->netns;
+	e->proto = key->proto;
+	e->syscall = key->proto == IPPROTO_UDP ? BW_SYSCALL_BIND : BW_SYSCALL_LISTEN;
+	e->family = rec->family;
+	e->port = rec->port;
+	__builtin_memcpy(e->addr, rec->addr, sizeof(e->addr));
+	e->repeats = repeats;
+	__builtin_memcpy(&e->holder, old, sizeof(*old));
+	e->holder.inode = inode;
+	e->has_holder = 1;
 	bpf_ringbuf_submit(e, 0);
 }
 
@@ -1057,13 +1173,14 @@ int tp_exit_listen(struct trace_event_raw_sys_exit *ctx)
  * struct io_async_msghdr's addr (6.11's layout), or a sockaddr_storage at
  * its start (later kernels, and stable kernels the change was backported
  * to — so no version tells). Go finds out once, at start, with an io_uring
- * bind of its own to a port it names (uring_calib_tgid, uring_calib_port):
+ * bind of its own socket (uring_calib_ino: its inode, which names it in
+ * any pid namespace) to a port it names (uring_calib_port):
  * 0 not known (io_uring binds are then reported without their address),
  * URING_ADDR_STORAGE or URING_ADDR_MSGHDR.
  */
 enum { URING_ADDR_STORAGE = 1, URING_ADDR_MSGHDR = 2 };
 volatile __u8 uring_addr_at;
-volatile __u32 uring_calib_tgid;
+volatile __u64 uring_calib_ino;
 volatile __u16 uring_calib_port;
 
 /* The calibrating bind: which place holds the port Go named. */
@@ -1102,8 +1219,8 @@ int BPF_PROG(uring_complete, void *ring, void *request)
 	/* The request's own result (io_req_set_res): the tracepoint's third
 	 * argument is the CQE only since 6.16 (before, its user_data). */
 	res = BPF_CORE_READ(req, cqe.res);
-	if (op == bpf_core_enum_value(enum io_uring_op, IORING_OP_BIND) && uring_calib_tgid &&
-	    (bpf_get_current_pid_tgid() >> 32) == uring_calib_tgid) {
+	if (op == bpf_core_enum_value(enum io_uring_op, IORING_OP_BIND) && uring_calib_ino &&
+	    sock_inode(sk) == uring_calib_ino) {
 		io = BPF_CORE_READ(req, async_data);
 		if (io)
 			uring_calibrate(io, BPF_CORE_READ((struct io_bind *)req, addr_len));

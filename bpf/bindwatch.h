@@ -208,6 +208,37 @@ enum bw_incident_kind {
 	BW_INCIDENT_RELEASED = 1,  /* the registry's TCP listener closed */
 	BW_INCIDENT_SIGNAL = 2,    /* a holder was sent a stop signal */
 	BW_INCIDENT_RECOVERED = 3, /* someone bound (UDP) / listened (TCP) on the port */
+	BW_INCIDENT_SHARED = 4,    /* a SO_REUSEPORT socket joined another process's port */
+};
+
+/* One port_shared record per (port, pair of processes) this often; the
+ * rest are counted in the next one (incident_event.repeats). */
+#define BW_SHARED_INTERVAL_NS (60ULL * 1000000000ULL)
+/* How many (port, pair) rate entries the kernel keeps (LRU). */
+#define BW_SHARED_PAIRS 4096
+/* At most this many port_shared records per port per BW_SHARED_INTERVAL_NS,
+ * whatever the pairs: a user forking joiners (each a new pair) cannot
+ * flood; the joins past it are counted in their pair's next record. */
+#define BW_SHARED_PORT_BURST 8
+
+/* A port's port_shared budget: records written in the current window. */
+struct shared_budget {
+	__u64 start_ns;
+	__u32 count;
+	__u32 pad;
+};
+
+/* Key of the port_shared rate limit: a port and the pair of processes. */
+struct shared_key {
+	struct holder_key port;
+	__u32 holder; /* the registry's holder's tgid */
+	__u32 joiner; /* the new socket's tgid */
+};
+
+struct shared_val {
+	__u64 last_ns; /* when the last record for the key was written */
+	__u32 repeats; /* joins since, not recorded */
+	__u32 pad;
 };
 
 /*
@@ -228,6 +259,8 @@ struct incident_event {
 	__s32 sig;       /* signal: the signal */
 	__s32 result;    /* signal: the kernel's TRACE_SIGNAL_* result */
 	__u32 target;    /* signal: the target task's pid */
+	__u32 repeats;   /* shared: joins of this pair not recorded since the last record */
+	__u32 pad2;
 	__u16 port;
 	__u16 family;
 	__u8 proto;   /* holder_key.proto: IPPROTO_TCP or IPPROTO_UDP */
@@ -240,7 +273,7 @@ struct incident_event {
 	__u8 addr[16];
 	char comm[BW_COMM_LEN];        /* actor's */
 	char target_comm[BW_COMM_LEN]; /* signal: the target's */
-	struct holder_rec holder;      /* released: the registry's record of the holder */
+	struct holder_rec holder;      /* released, shared: the registry's record of the holder */
 	char args[BW_ARGS_LEN];        /* actor's argv, NUL-separated */
 };
 

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"testing"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/bindwatch/bindwatch/internal/enrich"
 	"github.com/bindwatch/bindwatch/internal/testenv"

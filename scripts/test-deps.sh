@@ -8,9 +8,12 @@
 #   qemu-system-x86 busybox-static cpio   the kernel matrix (Debian kernels under qemu)
 #   logrotate rsyslog prometheus          real collectors for the output sinks
 #   podman runc systemd                   the container image, the systemd unit
+#   docker.io containerd                  real docker: the test starts its own dockerd and containerd
+#   mmdebstrap systemd-container          units under a real systemd as pid 1 (a Debian rootfs, nspawn -b)
 #   chromium                              the report's HTML page in a real browser
 #   tmux                                  text output on a real terminal
 #   man-db                                the man page rendered without warnings (man -l)
+#   gcc                                   cgo for go test -race (make gorace)
 # As root, missing packages are installed with apt-get. Otherwise it lists
 # what is missing and what that means, and exits 0: the tests that need root
 # skip (and fail under BINDWATCH_REQUIRE_BPF=1, as CI sets it).
@@ -24,9 +27,12 @@ packages=(
 	qemu-system-x86 busybox-static cpio
 	logrotate rsyslog prometheus
 	podman runc systemd
+	docker.io containerd
+	mmdebstrap systemd-container
 	chromium
 	tmux
 	man-db
+	gcc
 )
 
 missing=()
@@ -44,8 +50,9 @@ fi
 echo "test-deps: installing ${missing[*]} (apt-get)"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
-# Services in these packages (nginx, rsyslog, prometheus) must not start on
-# their own: the tests start their own instances on private ports and files.
+# Services in these packages (nginx, rsyslog, prometheus, docker, containerd)
+# must not start on their own: the tests start their own instances on private
+# ports, sockets and state directories.
 created_policy=0
 if [ ! -e /usr/sbin/policy-rc.d ]; then
 	printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d

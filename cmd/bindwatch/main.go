@@ -50,6 +50,11 @@ and containers configure daemons: BINDWATCH_ and the flag's name in capitals
 ([$BINDWATCH_OUTPUT] below; lists comma-separated: BINDWATCH_PORT=80,443).
 A flag on the command line wins.
 
+Containers are named from their runtime's state on disk, read-only. A
+dockerd run with its own --data-root (not /var/lib/docker) is read there
+with BINDWATCH_DOCKER_ROOT=DIR, for every command (who, free, wait-free and
+--netns NAME too).
+
 Logs that run for months: SIGHUP reopens --output (logrotate's postrotate
 kill -HUP; create and copytruncate both work), or --output-max-size rotates
 it. A write that fails (full disk, reader gone) never stops tracing: what

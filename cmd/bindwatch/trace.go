@@ -33,6 +33,7 @@ func traceFlags() []cli.Flag {
 		&cli.IntSliceFlag{Name: "pid", Usage: "only failures of process `PID` (repeatable)"},
 		&cli.BoolFlag{Name: "follow-children", Usage: "with --pid: also trace every process they fork from now on"},
 		&cli.StringFlag{Name: "comm", Usage: "only failures of processes whose command name (as ps -o comm shows it) is `NAME`"},
+		&cli.StringFlag{Name: "unit", Usage: "only failures of processes in systemd unit `NAME` (nginx or nginx.service, a .scope or .socket; a user's unit as user@UID.service/NAME), the children it starts included: filtered in user space by each failure's cgroup (the kernel's cgroup id at the failure, so a process that has exited is still placed), not in the kernel — every failure is still read and resolved, and those of other units are counted in the stop record (other_units)"},
 		&cli.StringFlag{Name: "netns", Usage: "only failures of processes in the network namespace of `PID|PATH|CONTAINER` (a pid, /run/netns/NAME or NAME, a container's name or id prefix; filtered in the kernel)"},
 		&cli.StringFlag{Name: "backend", Value: "auto", Usage: "kernel hook `BACKEND`: auto, fentry, kprobe or tracepoint (auto takes the first that works here; bindwatch doctor says which do)"},
 		&cli.DurationFlag{Name: "fold", Value: time.Second, Usage: "report repeats of one process's failure on one port within `WINDOW` as a count, not each (0: report every failure)"},
@@ -49,6 +50,10 @@ func traceAction(c *cli.Context) error {
 		return unexpectedArgument(c.App, c.Args().First())
 	}
 	cfg, err := tracerConfig(c)
+	if err != nil {
+		return err
+	}
+	unit, err := unitArg(c.String("unit"))
 	if err != nil {
 		return err
 	}
@@ -70,7 +75,7 @@ func traceAction(c *cli.Context) error {
 	ctx, hurry, release := stopOnSignals()
 	defer release()
 	s, err := watch.Start(watch.Options{
-		Tracer: cfg, Out: out, ReadyFile: c.String("ready-file"), Redact: rules, StopWithin: stopBudget, Hurry: hurry,
+		Tracer: cfg, Out: out, ReadyFile: c.String("ready-file"), Redact: rules, StopWithin: stopBudget, Hurry: hurry, Unit: unit,
 		IncidentQuiet: c.Duration("incident-quiet"),
 		Stopping: func(queued uint64) {
 			fmt.Fprintf(os.Stderr, "bindwatch: stopping: %d failure%s still queued, reported for up to %v (a second Ctrl-C or SIGTERM stops at once; the rest is counted as unread)\n",
@@ -224,4 +229,40 @@ func requireRoot() error {
 		return cli.Exit(err.Error(), 1)
 	}
 	return nil
+}
+
+// unitArg checks --unit's NAME and spells it as records name units
+// (watch.Options.Unit): a bare name is a service ("nginx" is
+// nginx.service), as systemctl takes it.
+func unitArg(arg string) (string, error) {
+	if arg == "" {
+		return "", nil
+	}
+	manager, name, user := strings.Cut(arg, "/")
+	if !user {
+		manager, name = "", arg
+	}
+	bad := func(why string) error {
+		return usagef("--unit %s: %s (hint: a unit as systemctl status names it, e.g. nginx.service, or user@1000.service/app.service for a user's; systemd-cgls shows them)", events.Escape(arg), why)
+	}
+	if user {
+		uid, ok := strings.CutPrefix(manager, "user@")
+		uid, ok2 := strings.CutSuffix(uid, ".service")
+		if _, err := strconv.ParseUint(uid, 10, 32); !ok || !ok2 || err != nil {
+			return "", bad("a user's unit is user@UID.service/NAME")
+		}
+	}
+	if name == "" || strings.ContainsAny(name, "/") || name == "." || name == ".." || strings.IndexFunc(name, func(r rune) bool { return r < 0x20 || r == 0x7f }) >= 0 {
+		return "", bad("not a unit name")
+	}
+	if !strings.HasSuffix(name, ".service") && !strings.HasSuffix(name, ".scope") && !strings.HasSuffix(name, ".socket") {
+		if strings.HasSuffix(name, ".slice") || strings.HasSuffix(name, ".target") || strings.HasSuffix(name, ".timer") || strings.HasSuffix(name, ".mount") {
+			return "", bad("only a service, scope or socket has processes of its own")
+		}
+		name += ".service"
+	}
+	if user {
+		return manager + "/" + name, nil
+	}
+	return name, nil
 }

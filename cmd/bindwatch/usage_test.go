@@ -58,6 +58,9 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"--pid", "abc"}, "--pid abc: not understood (want a process id"},
 		{[]string{"doctor", "bogus"}, `doctor takes no arguments, got "bogus"`},
 		{[]string{"--comm", "a-very-long-command-name"}, "15 bytes"},
+		{[]string{"--unit", "system.slice"}, "--unit system.slice: only a service, scope or socket has processes"},
+		{[]string{"--unit", "a/b.service"}, "--unit a/b.service: a user's unit is user@UID.service/NAME"},
+		{[]string{"--unit", "user@1000.service/x\x1b.service"}, `not a unit name`},
 		{[]string{"--no-such-flag"}, "no-such-flag"},
 		// Issue 20: every usage error is one line and where to read more,
 		// unknown flags of commands, flags of another command included.

@@ -14,6 +14,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/bindwatch/bindwatch/internal/diagnose"
+	"github.com/bindwatch/bindwatch/internal/enrich"
 	"github.com/bindwatch/bindwatch/internal/events"
 	"github.com/bindwatch/bindwatch/internal/host"
 	"github.com/bindwatch/bindwatch/internal/resolve"
@@ -67,6 +69,10 @@ type Target struct {
 	// will not exit on the first signal: "ignores SIGTERM", "blocks
 	// SIGTERM in every thread"; "" when it may.
 	Deaf string
+	// Managed says, for a process of a systemd service, that its unit may
+	// start it again after a signal, and the systemctl command that stops
+	// it for good; "" for any other process.
+	Managed string
 	// HandedOver says it holds a socket another user's process handed it
 	// (handedOver), when --force lets it be signalled anyway.
 	HandedOver string
@@ -185,7 +191,7 @@ func (pl *Plan) plan(pp *PortPlan, others []events.Holder, g guard, byPID map[in
 		for _, p := range h.Processes {
 			t := byPID[p.PID]
 			if t == nil {
-				t = &Target{Process: p, pidfd: -1, Refused: g.refusal(&p), Deaf: deafTo(p.PID, pl.opts.Signal)}
+				t = &Target{Process: p, pidfd: -1, Refused: g.refusal(&p), Deaf: deafTo(p.PID, pl.opts.Signal), Managed: managedBy(&p)}
 				byPID[p.PID] = t
 				pl.Targets = append(pl.Targets, t)
 			}
@@ -217,6 +223,55 @@ func (pl *Plan) plan(pp *PortPlan, others []events.Holder, g guard, byPID map[in
 			return
 		}
 	}
+}
+
+// managedBy says what systemd may do when p, a process of a service, is
+// signalled: its unit's Restart= (read from the system's unit files, not
+// asked over D-Bus; unknown for a user's unit or a transient one) and the
+// systemctl command that stops the unit instead. "" outside a service.
+func managedBy(p *events.Process) string {
+	stop := diagnose.ServiceStop(p)
+	if stop == "" {
+		return ""
+	}
+	restart := ""
+	if p.UnitManager == "" {
+		restart = enrich.UnitRestart("/", p.Unit)
+	}
+	unit := events.Escape(p.Unit)
+	switch restart {
+	case "":
+		return fmt.Sprintf("systemd unit %s, which may start the service again after the signal (its Restart= could not be read): `%s` stops it for good", unit, stop)
+	case "no":
+		return fmt.Sprintf("systemd unit %s (Restart=no: systemd will not start it again, but the unit is left failed or inactive): `%s` stops it through systemd", unit, stop)
+	}
+	return fmt.Sprintf("systemd unit %s, whose Restart=%s may start the service again after the signal, and take the port back: `%s` stops it for good", unit, events.Escape(restart), stop)
+}
+
+// unitNotes says, once per unit, which of targets run in a systemd
+// service and what systemd may do: "pids 42, 43 run in systemd unit …".
+// With sent, only the targets that were signalled.
+func unitNotes(targets []*Target, sent bool) []string {
+	var order []string
+	pids := map[string][]string{}
+	for _, t := range targets {
+		if t.Managed == "" || sent && len(t.Sent) == 0 {
+			continue
+		}
+		if _, ok := pids[t.Managed]; !ok {
+			order = append(order, t.Managed)
+		}
+		pids[t.Managed] = append(pids[t.Managed], strconv.Itoa(t.Process.PID))
+	}
+	var notes []string
+	for _, m := range order {
+		who := "pid " + pids[m][0] + " runs"
+		if len(pids[m]) > 1 {
+			who = "pids " + strings.Join(pids[m], ", ") + " run"
+		}
+		notes = append(notes, who+" in "+m)
+	}
+	return notes
 }
 
 // deafTo says whether process pid ignores or blocks sig, so that it will
@@ -559,6 +614,9 @@ func (pl *Plan) WriteDryRun(w io.Writer, now time.Time) {
 					fmt.Fprintf(w, "    (with --force, although %s)\n", t.HandedOver)
 				}
 			}
+			for _, note := range unitNotes(pp.Targets, false) {
+				fmt.Fprintf(w, "  note: %s\n", note)
+			}
 		default:
 			fmt.Fprintf(w, "%s: held; nothing to stop: %s\n", label, pp.Blocked)
 			if !pp.Busy.OnlyTimeWait() { // else the line above says it all
@@ -574,27 +632,35 @@ func (pl *Plan) WriteDryRun(w io.Writer, now time.Time) {
 // which holders exited), or still held (by whom, why, and what to do).
 func (pl *Plan) WriteResult(w io.Writer, now time.Time) {
 	for _, pp := range pl.Ports {
-		label := pp.label(pl.own)
-		if pp.Busy == nil {
-			if pp.FreedAfter > 0 {
-				fmt.Fprintf(w, "%s: free (released after %s%s)\n", label, pp.FreedAfter.Round(time.Millisecond), exitedText(pp.Targets))
-			} else {
-				fmt.Fprintf(w, "%s: free\n", label)
-			}
-			continue
+		pl.writeResult(w, pp, now)
+		for _, note := range unitNotes(pp.Targets, true) {
+			fmt.Fprintf(w, "  note: the signalled %s\n", note)
 		}
-		hint := pl.stillHeldHint(pp)
-		if pp.Busy.OnlyTimeWait() {
-			fmt.Fprintf(w, "%s: still held: %s\n", label, hint)
-			continue
+	}
+}
+
+// writeResult says how Stop ended for one port.
+func (pl *Plan) writeResult(w io.Writer, pp *PortPlan, now time.Time) {
+	label := pp.label(pl.own)
+	if pp.Busy == nil {
+		if pp.FreedAfter > 0 {
+			fmt.Fprintf(w, "%s: free (released after %s%s)\n", label, pp.FreedAfter.Round(time.Millisecond), exitedText(pp.Targets))
+		} else {
+			fmt.Fprintf(w, "%s: free\n", label)
 		}
-		fmt.Fprintf(w, "%s: still held\n", label)
-		for _, line := range pp.Busy.Describe(now) {
-			fmt.Fprintf(w, "  %s\n", line)
-		}
-		if hint != "" {
-			fmt.Fprintf(w, "  %s\n", hint)
-		}
+		return
+	}
+	hint := pl.stillHeldHint(pp)
+	if pp.Busy.OnlyTimeWait() {
+		fmt.Fprintf(w, "%s: still held: %s\n", label, hint)
+		return
+	}
+	fmt.Fprintf(w, "%s: still held\n", label)
+	for _, line := range pp.Busy.Describe(now) {
+		fmt.Fprintf(w, "  %s\n", line)
+	}
+	if hint != "" {
+		fmt.Fprintf(w, "  %s\n", hint)
 	}
 }
 

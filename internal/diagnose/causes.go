@@ -232,6 +232,19 @@ func dockerProxy(f *events.Failure, p *events.Process, heldBy string) Verdict {
 		}
 		published += fmt.Sprintf(" on it, as docker run -p %d:%d does", f.Port, cport)
 	}
+	if c := p.PublishesFor; c != nil && (c.Name != "" || c.ID != "") {
+		name := c.Name
+		if name == "" {
+			name = c.ID
+		}
+		of := "container " + events.Escape(name)
+		if c.Image != "" {
+			of += " (image " + events.Escape(c.Image) + ")"
+		}
+		return verdict(events.CauseDockerProxy,
+			heldBy+fmt.Sprintf(": Docker publishes port %d of %s on it, as docker run -p %d:%d does.", cport, of, f.Port, cport),
+			fmt.Sprintf("Stop the container: docker stop %s, or publish it on another host port (docker run -p); do not kill docker-proxy while its container runs.", shellWord(name)))
+	}
 	return verdict(events.CauseDockerProxy,
 		heldBy+fmt.Sprintf(": Docker publishes %s.", published),
 		fmt.Sprintf("Find the container: docker ps --filter publish=%d; stop it or publish another host port. docker-proxy is known to outlive its container: if no container publishes %d, restart the Docker daemon (systemctl restart docker) or kill %d.", f.Port, f.Port, p.PID))

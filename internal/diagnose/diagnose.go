@@ -414,7 +414,7 @@ func procsName(h *events.Holder) string {
 	} else {
 		detail += fmt.Sprintf(", uid %d", p.UID)
 	}
-	if c := events.ContainerText(&p); c != "" {
+	if c := events.PlaceText(&p); c != "" {
 		detail += ", " + c
 	}
 	return fmt.Sprintf("%s (%s)", name, detail)
@@ -459,6 +459,11 @@ func killHint(h *events.Holder) string {
 			return "stop the holder's container: " + stop
 		}
 	}
+	for i := range h.Processes {
+		if stop := unitStop(&h.Processes[i]); stop != "" {
+			return "stop the holder's unit: " + stop
+		}
+	}
 	var pids []string
 	for _, p := range h.Processes {
 		pids = append(pids, strconv.Itoa(p.PID))
@@ -499,6 +504,52 @@ func containerStop(p *events.Process) string {
 		return fmt.Sprintf("crictl stop %s (pid %d runs in it)", shellWord(c.ID), p.PID)
 	}
 	return ""
+}
+
+// unitStop is the command that stops the systemd service p runs in, or ""
+// when p runs in none: systemd restarts a killed main process when its
+// unit says Restart=, and a unit's other processes are its to stop. A
+// scope (a login session's, a container's) is no service: stopping it
+// would end the whole session, so its processes get no systemctl hint.
+func unitStop(p *events.Process) string {
+	stop := ServiceStop(p)
+	if stop == "" {
+		return ""
+	}
+	return fmt.Sprintf("%s (pid %d runs in it; do not kill its main process: systemd may start it again)", stop, p.PID)
+}
+
+// ServiceStop is the command that stops the systemd service p runs in,
+// "systemctl stop nginx.service", or "" when p runs in no service (see
+// unitStop). The unit's name is escaped and quoted for a shell.
+func ServiceStop(p *events.Process) string {
+	if unit := serviceUnit(p); unit != "" {
+		return Systemctl(p) + " stop " + unit
+	}
+	return ""
+}
+
+// serviceUnit is the systemd service p runs in, shell-quoted, or "": a
+// service, not a user's service manager itself (user@UID.service of the
+// system), nor a scope.
+func serviceUnit(p *events.Process) string {
+	if !strings.HasSuffix(p.Unit, ".service") || strings.HasPrefix(p.Unit, "user@") && p.UnitManager == "" {
+		return ""
+	}
+	return shellWord(p.Unit)
+}
+
+// Systemctl is the systemctl command that manages p's unit: "systemctl"
+// for the system's manager, "systemctl --user -M 1000@" for a user's.
+func Systemctl(p *events.Process) string {
+	if p.UnitManager == "" {
+		return "systemctl"
+	}
+	uid := strings.TrimSuffix(strings.TrimPrefix(p.UnitManager, "user@"), ".service")
+	if _, err := strconv.ParseUint(uid, 10, 32); err != nil {
+		return "systemctl --user"
+	}
+	return "systemctl --user -M " + uid + "@"
 }
 
 // shellWord is s escaped (events.Escape) and, unless it is made only of

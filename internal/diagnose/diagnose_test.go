@@ -99,7 +99,7 @@ func TestDiagnose(t *testing.T) {
 			f: base(func(f *events.Failure) {
 				f.Process.Exe, f.Process.Comm, f.Process.Cgroup = "/usr/sbin/nginx", "nginx", "/user.slice/user-0.slice/session-3.scope"
 				svc := orphan
-				svc.Cgroup = "/system.slice/nginx.service"
+				svc.Cgroup, svc.Unit = "/system.slice/nginx.service", "nginx.service" // Unit: as enrich.UnitOf names it
 				f.Holders = []events.Holder{listener("0.0.0.0", svc)}
 			}),
 			wantDiagnosis: []string{"held by nginx (pid 42)"},

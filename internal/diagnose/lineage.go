@@ -204,7 +204,8 @@ func reloadAdvice(p *events.Process) string {
 	if c := containerStop(p); c != "" {
 		return "To change it, redeploy its container, or stop it first: " + c + "; do not start a second copy beside it."
 	}
-	unit := events.Escape(serviceUnit(p.Cgroup))
+	unit := serviceUnit(p)
+	ctl := Systemctl(p)
 	reload, stop := "", ""
 	switch exe := strings.TrimSuffix(p.Exe, " (deleted)"); {
 	case strings.HasSuffix(exe, "/nginx"):
@@ -219,9 +220,9 @@ func reloadAdvice(p *events.Process) string {
 	var parts []string
 	switch {
 	case unit != "" && reload != "":
-		parts = append(parts, fmt.Sprintf("Reload it to apply a new configuration (%s, or systemctl reload %s)", reload, unit))
+		parts = append(parts, fmt.Sprintf("Reload it to apply a new configuration (%s, or %s reload %s)", reload, ctl, unit))
 	case unit != "":
-		parts = append(parts, fmt.Sprintf("Reload or restart it through its unit (systemctl reload %s, or systemctl restart %s)", unit, unit))
+		parts = append(parts, fmt.Sprintf("Reload or restart it through its unit (%s reload %s, or %s restart %s)", ctl, unit, ctl, unit))
 	case reload != "":
 		parts = append(parts, "Reload it to apply a new configuration ("+reload+")")
 	default:
@@ -229,23 +230,13 @@ func reloadAdvice(p *events.Process) string {
 	}
 	switch {
 	case unit != "":
-		parts = append(parts, fmt.Sprintf("or stop it first (systemctl stop %s) before starting another", unit))
+		parts = append(parts, fmt.Sprintf("or stop it first (%s stop %s) before starting another", ctl, unit))
 	case stop != "":
 		parts = append(parts, fmt.Sprintf("or stop it first (%s, or SIGTERM to pid %d) before starting another", stop, p.PID))
 	default:
 		parts = append(parts, fmt.Sprintf("or stop it first (SIGTERM to pid %d) before starting another", p.PID))
 	}
 	return strings.Join(parts, ", ") + "; do not start a second copy beside it."
-}
-
-// serviceUnit is the systemd service a cgroup path belongs to, or "".
-func serviceUnit(cgroup string) string {
-	for _, part := range strings.Split(cgroup, "/") {
-		if strings.HasSuffix(part, ".service") {
-			return part
-		}
-	}
-	return ""
 }
 
 // Holder kinds, as an incident names its holders (HolderKind).

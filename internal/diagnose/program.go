@@ -100,6 +100,36 @@ func firstWord(s string) string {
 	return s
 }
 
+// SameProgram is the diagnosis's identity rule for others: whether a and b
+// run the same program (executable, or interpreter and script), and
+// whether that is exact; see sameProgram.
+func SameProgram(a, b *events.Process) (same, exact bool) { return sameProgram(a, b) }
+
+// ProgramID names the program p runs ("" when nothing is known): the key
+// SameProgram compares.
+func ProgramID(p *events.Process) string {
+	id, _ := programID(p)
+	return id
+}
+
+// Sharing decides whether joiner's socket joining holder's SO_REUSEPORT
+// group is silent sharing: "" when it is the same program in the same
+// cgroup — a hand-over (haproxy -sf, envoy's hot restart), a program's own
+// workers, or the same program started twice in one unit, which only time
+// tells apart (the caller waits to see whether the holder lets go);
+// events.SharedProgram when another program joined; events.SharedUnit
+// when the same program joined from another cgroup (another service,
+// container or user session).
+func Sharing(joiner, holder *events.Process) string {
+	if same, _ := sameProgram(joiner, holder); !same {
+		return events.SharedProgram
+	}
+	if joiner.Cgroup != "" && holder.Cgroup != "" && joiner.Cgroup != holder.Cgroup {
+		return events.SharedUnit
+	}
+	return ""
+}
+
 // sameProgram reports whether a and b run the same program, and whether
 // that is exact (both known by executable and arguments) or likely (a comm
 // shared by both, when one side's executable is unknown; never the comm of

@@ -44,13 +44,33 @@ type Options struct {
 	// CgroupRoot is the cgroup v2 mount, where a cgroup id is looked up
 	// when a process has exited; "" finds it in /proc/self/mountinfo.
 	CgroupRoot string
+	// DockerRoot is dockerd's --data-root (its "data-root" in
+	// daemon.json), under Root; "" takes $BINDWATCH_DOCKER_ROOT, and
+	// without it /var/lib/docker.
+	DockerRoot string
+}
+
+// DockerRootEnv names the environment variable that tells where dockerd
+// keeps its state when it runs with another --data-root.
+const DockerRootEnv = "BINDWATCH_DOCKER_ROOT"
+
+// dockerRoot is the data root Options and the environment name.
+func dockerRoot(opt string) string {
+	if opt == "" {
+		opt = os.Getenv(DockerRootEnv)
+	}
+	if opt == "" || !filepath.IsAbs(opt) {
+		opt = "/var/lib/docker"
+	}
+	return filepath.Clean(opt)
 }
 
 // Namer names containers and pods. It is safe for concurrent use.
 type Namer struct {
-	root    string
-	storage storageIndex
-	ids     cgroupIndex
+	root      string
+	dockerDir string // docker's containers directory, relative to root
+	storage   storageIndex
+	ids       cgroupIndex
 
 	mu     sync.Mutex
 	byPath map[string]named
@@ -70,25 +90,45 @@ func New(opts Options) *Namer {
 	if root == "" {
 		root = "/"
 	}
-	return &Namer{root: root, byPath: make(map[string]named), ids: cgroupIndex{mount: opts.CgroupRoot}}
+	return &Namer{root: root, dockerDir: strings.TrimPrefix(dockerRoot(opts.DockerRoot), "/") + "/containers", byPath: make(map[string]named), ids: cgroupIndex{mount: opts.CgroupRoot}}
 }
 
-// Process fills p.Container and p.Pod (and p.ContainerID) for a process
+// Process fills p.Container and p.Pod (and p.ContainerID), and p.Unit
+// (UnitOf), for a process
 // whose details resolve.FillProcess has read: from its cgroup path, or,
 // when that names no container, from its cgroup id (a process that has
 // exited) or its cgroup v1 paths (a v1 or hybrid host).
+//
+// For a docker-proxy (root's), it also fills p.PublishesFor: the container
+// whose port the proxy publishes, from docker's state.
 func (n *Namer) Process(p *events.Process) {
+	if p.Comm == "docker-proxy" && p.UID == 0 && p.PublishesFor == nil {
+		p.PublishesFor = n.dockerPublisher(p.Cmdline)
+	}
 	path := p.Cgroup
-	if parseCgroup(path).id == "" && p.CgroupID != 0 {
+	if (path == "" || parseCgroup(path).id == "") && p.CgroupID != 0 {
 		if byID := n.ids.path(p.CgroupID); byID != "" {
 			path = byID
 		}
 	}
+	var procCgroup string
 	if parseCgroup(path).id == "" && p.PID > 0 {
 		if b, err := os.ReadFile("/proc/" + strconv.Itoa(p.PID) + "/cgroup"); err == nil {
-			if v1 := bestCgroupPath(string(b)); v1 != "" {
+			procCgroup = string(b)
+			if v1 := bestCgroupPath(procCgroup); v1 != "" {
 				path = v1
 			}
+		}
+	}
+	if p.Unit == "" {
+		unitPath := p.Cgroup
+		if unitPath == "" {
+			unitPath = path
+		}
+		p.Unit, p.UnitManager = UnitOf(unitPath)
+		if p.Unit == "" && (unitPath == "" || unitPath == "/") {
+			// A v1 or hybrid host where the unified path says nothing.
+			p.Unit, p.UnitManager = UnitOf(systemdV1Path(procCgroup))
 		}
 	}
 	if path == "" {

@@ -1,6 +1,7 @@
 package enrich
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -260,5 +261,57 @@ func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A docker-proxy (root's) is given the running container whose port it
+// publishes, from the state under dockerd's data root (Options.DockerRoot,
+// else $BINDWATCH_DOCKER_ROOT): not a stopped container that had the same
+// address, nor one publishing the container port on another host port.
+func TestDockerPublisher(t *testing.T) {
+	root := t.TempDir()
+	write := func(id, name string, running bool, ip, hostPort string) {
+		t.Helper()
+		dir := filepath.Join(root, "srv/docker/containers", id)
+		must(t, os.MkdirAll(dir, 0o755))
+		cfg := fmt.Sprintf(`{"ID":%q,"Name":"/%s","Config":{"Image":"web:1"},"State":{"Running":%t},
+			"NetworkSettings":{"Networks":{"appnet":{"IPAddress":%q}},"Ports":{"80/tcp":[{"HostIp":"127.0.0.1","HostPort":%q}]}}}`,
+			id, name, running, ip, hostPort)
+		must(t, os.WriteFile(filepath.Join(dir, "config.v2.json"), []byte(cfg), 0o644))
+	}
+	write(strings.Repeat("1", 64), "stopped-web", false, "172.18.0.2", "8080")
+	write(strings.Repeat("2", 64), "other-port", true, "172.18.0.2", "9090")
+	write(strings.Repeat("3", 64), "web", true, "172.18.0.2", "8080")
+	proxy := func() events.Process {
+		return events.Process{Comm: "docker-proxy", Cgroup: "/system.slice/docker.service",
+			Cmdline: []string{"/usr/sbin/docker-proxy", "-proto", "tcp", "-host-ip", "127.0.0.1", "-host-port", "8080", "-container-ip", "172.18.0.2", "-container-port", "80"}}
+	}
+	p := proxy()
+	New(Options{Root: root, DockerRoot: "/srv/docker", CgroupRoot: t.TempDir()}).Process(&p)
+	want := events.Container{Runtime: Docker, ID: strings.Repeat("3", 64), Name: "web", Image: "web:1"}
+	if p.PublishesFor == nil || *p.PublishesFor != want {
+		t.Errorf("publishes_for = %+v, want %+v", p.PublishesFor, want)
+	}
+	if p.Container != (events.Container{}) {
+		t.Errorf("the proxy, on the host, is said to run in %+v", p.Container)
+	}
+	t.Setenv(DockerRootEnv, "/srv/docker")
+	p = proxy()
+	New(Options{Root: root, CgroupRoot: t.TempDir()}).Process(&p)
+	if p.PublishesFor == nil || *p.PublishesFor != want {
+		t.Errorf("with $%s: publishes_for = %+v, want %+v", DockerRootEnv, p.PublishesFor, want)
+	}
+	p = proxy()
+	p.UID = 1000 // anyone can name a process docker-proxy
+	New(Options{Root: root, CgroupRoot: t.TempDir()}).Process(&p)
+	if p.PublishesFor != nil {
+		t.Errorf("a user's docker-proxy was given a container: %+v", p.PublishesFor)
+	}
+	p = proxy()
+	p.Cmdline[7] = "-container-ip=172.18.0.9"
+	p.Cmdline = append(p.Cmdline[:8], p.Cmdline[9:]...)
+	New(Options{Root: root, CgroupRoot: t.TempDir()}).Process(&p)
+	if p.PublishesFor != nil {
+		t.Errorf("a proxy for an address no running container has was given %+v", p.PublishesFor)
 	}
 }

@@ -10,7 +10,6 @@ import (
 
 // Where the runtimes keep their state, relative to Options.Root.
 var (
-	dockerContainers = "var/lib/docker/containers"
 	// containerd's task bundles, one directory per containerd namespace
 	// ("k8s.io" for the CRI plugin, "moby" for docker); k3s and rke2 run
 	// their own containerd under /run/k3s.
@@ -79,11 +78,12 @@ func (n *Namer) fromState(f cgroupFacts, c *events.Container, pod *events.Pod) {
 	}
 }
 
-// docker reads /var/lib/docker/containers/<id>/config.v2.json: the
+// docker reads /var/lib/docker/containers/<id>/config.v2.json (under
+// dockerd's data root, Options.DockerRoot): the
 // container's name, image, and for a pod's container run by cri-dockerd
 // the kubelet's labels.
 func (n *Namer) docker(id string, c *events.Container, pod *events.Pod) bool {
-	b, err := readBeneath(n.path(dockerContainers), filepath.Join(id, "config.v2.json"), maxConfigSize)
+	b, err := readBeneath(n.path(n.dockerDir), filepath.Join(id, "config.v2.json"), maxConfigSize)
 	if err != nil {
 		return false
 	}
@@ -213,7 +213,7 @@ func kubeLabels(l map[string]string, c *events.Container, pod *events.Pod) {
 // names from: a deployment that runs it in a container mounts each
 // read-only at the same path (deploy/kubernetes checks that it does).
 func StateDirs() []string {
-	dirs := []string{dockerContainers}
+	dirs := []string{strings.TrimPrefix(dockerRoot(""), "/") + "/containers"}
 	dirs = append(dirs, containerdTasks...)
 	dirs = append(dirs, storageRunContainers, storageGraphContainers, podLogs, containerLogs)
 	for i, d := range dirs {

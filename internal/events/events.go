@@ -126,8 +126,19 @@ type Process struct {
 	// path and the container runtime's state on disk (internal/enrich).
 	Container Container `json:"container,omitzero"`
 	Pod       Pod       `json:"pod,omitzero"`
-	Netns     uint32    `json:"netns,omitempty"`
-	StartTime time.Time `json:"start_time,omitzero"`
+	// PublishesFor is, for a docker-proxy, the running container whose
+	// port it publishes: the one docker's state gives the proxy's
+	// -container-ip and -container-port, published on its -host-port
+	// (internal/enrich). The proxy itself runs on the host, not in it.
+	PublishesFor *Container `json:"publishes_for,omitempty"`
+	// Unit is the systemd unit the process runs in, from its cgroup path
+	// (internal/enrich.UnitOf): "nginx.service", "session-3.scope".
+	// UnitManager is the user's service manager a user unit belongs to,
+	// "user@1000.service"; "" for a unit of the system's manager.
+	Unit        string    `json:"unit,omitempty"`
+	UnitManager string    `json:"unit_manager,omitempty"`
+	Netns       uint32    `json:"netns,omitempty"`
+	StartTime   time.Time `json:"start_time,omitzero"`
 	// OrigPPID is the parent a holder's process had when it took the port
 	// (listen() for TCP, bind() for UDP; recorded by the kernel), present
 	// only when that parent has exited since and the process was
@@ -391,7 +402,8 @@ type Stop struct {
 	Lost uint64 `json:"lost"`
 	// Unread is how many were still queued in the ring buffer when
 	// bindwatch stopped: a stop does not wait for a backlog to be
-	// resolved. Failures = Reported + Folded + Lost + Unread.
+	// resolved. Failures = Reported + Folded + Lost + Unread (+ OtherUnits
+	// under --unit).
 	Unread uint64 `json:"unread"`
 	// Unfolded is how many of the reported, lost or unread failures were
 	// not folded because the fold table was full.
@@ -413,6 +425,10 @@ type Stop struct {
 	// not traced: more processes of the tree were alive at once than the
 	// table of followed processes holds.
 	Unfollowed uint64 `json:"unfollowed"`
+	// OtherUnits is how many failures (reported in the kernel's count, or
+	// folded there) were of processes outside the unit --unit names:
+	// read, resolved and left out. Present only with --unit.
+	OtherUnits uint64 `json:"other_units,omitempty"`
 	// DurationMS is how long tracing was live.
 	DurationMS int64 `json:"duration_ms"`
 	// OutputLost is how many records this output (the file, standard

@@ -97,6 +97,8 @@ func Text(rec any) string {
 		return recoveredText(r)
 	case *PortFree:
 		return portFreeText(r)
+	case *PortShared:
+		return portSharedText(r)
 	case *Abandoned:
 		return abandonedText(r)
 	case *IncidentUntracked:
@@ -108,6 +110,9 @@ func Text(rec any) string {
 			clock(r.Time), (time.Duration(r.DurationMS) * time.Millisecond).String(), r.Failures, Plural(r.Failures), r.Reported, r.Folded, r.Lost)
 		if r.Unread > 0 {
 			s += fmt.Sprintf(", %d unread (still queued when it stopped)", r.Unread)
+		}
+		if r.OtherUnits > 0 {
+			s += fmt.Sprintf(", %d of other units (left out by --unit)", r.OtherUnits)
 		}
 		if r.Unfolded > 0 {
 			s += fmt.Sprintf("; %d not folded: the fold table was full", r.Unfolded)
@@ -146,7 +151,7 @@ func failureText(f *Failure) string {
 	if f.Socket.BoundDev != "" {
 		fmt.Fprintf(&b, " dev=%s", Escape(f.Socket.BoundDev))
 	}
-	if c := ContainerText(&f.Process); c != "" {
+	if c := PlaceText(&f.Process); c != "" {
 		b.WriteString(" in " + c)
 	}
 	for i, h := range f.Holders {
@@ -192,7 +197,7 @@ func holderText(h *Holder) string {
 			s += fmt.Sprintf(" +%d processes", more)
 		}
 	}
-	if c := ContainerText(&p); c != "" {
+	if c := PlaceText(&p); c != "" {
 		s += " in " + c
 	}
 	if h.Source == Recorded {
@@ -230,6 +235,28 @@ func commandLine(p *Process) string {
 		s = strings.Join(p.Cmdline, " ")
 	}
 	return EscapeCut(s, 80)
+}
+
+// PlaceText is where a process runs, for text lines: its container
+// (ContainerText), else its systemd unit (UnitText), else "".
+func PlaceText(p *Process) string {
+	if c := ContainerText(p); c != "" {
+		return c
+	}
+	return UnitText(p)
+}
+
+// UnitText names the systemd unit a process runs in: "unit nginx.service",
+// "unit foo.service of user@1000.service" for a user's unit, "" outside
+// any. A user may name the cgroups of its own units: escaped.
+func UnitText(p *Process) string {
+	switch {
+	case p.Unit == "":
+		return ""
+	case p.UnitManager != "":
+		return "unit " + Escape(p.Unit) + " of " + Escape(p.UnitManager)
+	}
+	return "unit " + Escape(p.Unit)
 }
 
 // ContainerText names the container a process runs in, for text lines:

@@ -3,6 +3,7 @@ package events
 import (
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -42,6 +43,23 @@ type Who struct {
 	// it lies in bindwatch's namespace's ip_local_port_range and is not
 	// reserved. Present whether the port is held or not.
 	EphemeralNote string `json:"ephemeral_note,omitempty"`
+	// ReusePortGroups are the SO_REUSEPORT groups on the port: two or more
+	// listening (TCP) or bound (UDP) sockets with reuseport on one address,
+	// among which the kernel splits new connections.
+	ReusePortGroups []ReusePortGroup `json:"reuseport_groups,omitempty"`
+}
+
+// ReusePortGroup is one SO_REUSEPORT group of a who record.
+type ReusePortGroup struct {
+	Netns   uint32 `json:"netns,omitempty"`
+	Addr    string `json:"addr"`
+	Sockets int    `json:"sockets"`
+	// PIDs own the group's sockets (the first of each socket's owners);
+	// Programs is how many different programs they run (program and
+	// cgroup, the diagnosis's identity rule): more than one is silent
+	// sharing (port_shared).
+	PIDs     []int `json:"pids"`
+	Programs int   `json:"programs"`
 }
 
 // WriteText prints one port as people read it: the port and whether it
@@ -99,6 +117,13 @@ func (rec *Who) WriteText(w io.Writer, showNetns bool, now time.Time) {
 		fmt.Fprintf(w, "  TIME_WAIT   %d socket%s, the last expires in %.1fs (no process: the kernel keeps them 60 s after a close)\n",
 			rec.TimeWait.Count, Plural(rec.TimeWait.Count), float64(rec.TimeWait.MaxRemainingMS)/1000)
 	}
+	for _, g := range rec.ReusePortGroups {
+		line := fmt.Sprintf("  SO_REUSEPORT group on %s: %d sockets", HostPort(g.Addr, rec.Port), g.Sockets)
+		if g.Programs > 1 {
+			line += fmt.Sprintf(" of %d different programs (shared: see port_shared)", g.Programs)
+		}
+		fmt.Fprintf(w, "%s, pids %s; the kernel splits new connections among them, about 1/%d each\n", line, joinInts(g.PIDs), g.Sockets)
+	}
 	if hidden := rec.Sockets - len(rec.Holders) - (rec.timeWaitCount() - listedTW); hidden > 0 {
 		fmt.Fprintf(w, "  … and %d more connection%s (--format json lists the first few)\n", hidden, Plural(hidden))
 	}
@@ -129,7 +154,7 @@ func ProcessText(p *Process, now time.Time) string {
 	if !p.StartTime.IsZero() {
 		details = append(details, "up "+age(now.Sub(p.StartTime)))
 	}
-	if c := ContainerText(p); c != "" {
+	if c := PlaceText(p); c != "" {
 		details = append(details, c)
 	} else if p.Cgroup != "" && p.Cgroup != "/" {
 		details = append(details, "cgroup "+Escape(p.Cgroup))
@@ -152,4 +177,12 @@ func age(d time.Duration) string {
 		return d.Round(100 * time.Millisecond).String()
 	}
 	return d.Round(time.Second).String()
+}
+
+func joinInts(n []int) string {
+	s := make([]string, len(n))
+	for i, v := range n {
+		s[i] = strconv.Itoa(v)
+	}
+	return strings.Join(s, ", ")
 }

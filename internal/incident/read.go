@@ -325,6 +325,8 @@ func Decode(line []byte) (any, badKind) {
 		rec = &events.Recovered{}
 	case events.TypePortFree:
 		rec = &events.PortFree{}
+	case events.TypePortShared:
+		rec = &events.PortShared{}
 	case events.TypeAbandoned:
 		rec = &events.Abandoned{}
 	case events.TypeUntracked:
@@ -357,6 +359,8 @@ func recordTime(rec any) time.Time {
 	case *events.Recovered:
 		return r.Time
 	case *events.PortFree:
+		return r.Time
+	case *events.PortShared:
 		return r.Time
 	case *events.Abandoned:
 		return r.Time

@@ -283,6 +283,8 @@ func (r *Rules) process(p *events.Process) []string {
 	p.Exe = Scrub(p.Exe, removed)
 	p.Comm = Scrub(p.Comm, removed)
 	p.Cgroup = Scrub(p.Cgroup, removed)
+	p.Unit = Scrub(p.Unit, removed)
+	p.UnitManager = Scrub(p.UnitManager, removed)
 	p.CmdlineRedacted = true
 	return removed
 }

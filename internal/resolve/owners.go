@@ -159,6 +159,11 @@ func loadOwnerVariant(kernel *iterload.Kernel, kernelErr error, spec *ebpf.Colle
 	// more, most of a one-shot `who`. A kernel without the variant's
 	// attach point or kfunc cannot load it either way; anything else
 	// iterload does not handle is left to cilium/ebpf.
+	// BINDWATCH_ITERLOAD=0 forces cilium/ebpf's path: a way round a
+	// kernel iterload mis-reads, without a new build (README).
+	if os.Getenv("BINDWATCH_ITERLOAD") == "0" {
+		kernel, kernelErr = nil, errors.New("BINDWATCH_ITERLOAD=0: iterload switched off")
+	}
 	if fallback = kernelErr; kernel != nil {
 		coll, fallback = iterload.Load(kernel, spec, []string{owner, ItersProgTimewaitSockets})
 		if fallback == nil || errors.Is(fallback, iterload.ErrNotInKernel) {

@@ -776,3 +776,18 @@ func TestStormCostsOneResolution(t *testing.T) {
 		t.Error("callers share the cached holders' processes")
 	}
 }
+
+// BINDWATCH_ITERLOAD=0 switches iterload off: the iterators load through
+// cilium/ebpf, and say why.
+func TestIterloadSwitch(t *testing.T) {
+	testenv.RequireRoot(t)
+	t.Setenv("BINDWATCH_ITERLOAD", "0")
+	it, err := loadIterators([]string{ItersProgSocketOwnersPerFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer it.close()
+	if it.iterloadErr == nil || !strings.Contains(it.iterloadErr.Error(), "BINDWATCH_ITERLOAD=0") {
+		t.Errorf("iterload error %v: want the switch named", it.iterloadErr)
+	}
+}

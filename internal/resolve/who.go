@@ -1,6 +1,8 @@
 package resolve
 
 import (
+	"slices"
+
 	"github.com/bindwatch/bindwatch/internal/diagnose"
 	"github.com/bindwatch/bindwatch/internal/events"
 )
@@ -34,5 +36,47 @@ func (r *Resolver) WhoRecord(namespaces []Netns, proto string, port uint16, eph 
 		rec.TimeWait = &tw
 	}
 	rec.Held = rec.Sockets > 0
+	rec.ReusePortGroups = ReusePortGroups(rec.Holders)
 	return rec, nil
+}
+
+// ReusePortGroups finds the SO_REUSEPORT groups among a port's holders:
+// the listening (TCP) or bound (UDP) sockets with reuseport on, two or
+// more on one address of one network namespace.
+func ReusePortGroups(holders []events.Holder) []events.ReusePortGroup {
+	type key struct {
+		netns uint32
+		addr  string
+	}
+	var order []key
+	groups := map[key]*events.ReusePortGroup{}
+	programs := map[key]map[string]bool{}
+	for _, h := range holders {
+		if h.ReusePort == nil || !*h.ReusePort || (h.State != "LISTEN" && h.State != "UNCONN") {
+			continue
+		}
+		k := key{h.Netns, h.Addr}
+		g := groups[k]
+		if g == nil {
+			g = &events.ReusePortGroup{Netns: h.Netns, Addr: h.Addr, PIDs: []int{}}
+			groups[k], programs[k] = g, map[string]bool{}
+			order = append(order, k)
+		}
+		g.Sockets++
+		if len(h.Processes) > 0 {
+			p := &h.Processes[0]
+			if !slices.Contains(g.PIDs, p.PID) {
+				g.PIDs = append(g.PIDs, p.PID)
+			}
+			programs[k][diagnose.ProgramID(p)+"\x00"+p.Cgroup] = true
+		}
+	}
+	var out []events.ReusePortGroup
+	for _, k := range order {
+		if g := groups[k]; g.Sockets > 1 {
+			g.Programs = len(programs[k])
+			out = append(out, *g)
+		}
+	}
+	return out
 }

@@ -192,6 +192,17 @@ func ecsDoc(rec any) (doc, error) {
 		process(d, "process", &r.Process)
 		d.set("bindwatch.recovered", jsonValue(r))
 		return d, nil
+	case *events.PortShared:
+		// Silent sharing: nothing failed, which is the point; an alert
+		// for a SIEM (a same-user process taking a share of a port).
+		d := event(r.Time, r.Host, r.Type, "alert", "port-shared", "success", []string{"network"}, []string{"connection", "info"})
+		d.set("message", events.Text(r))
+		portOf(d, r.Proto, r.Addr, r.Port)
+		process(d, "process", &r.Joiner)
+		processExtras(d, "bindwatch.process", &r.Joiner)
+		relate(d, r.Addr, nil, r.Joiner, r.Holder)
+		d.set("bindwatch.port_shared", jsonValue(r))
+		return d, nil
 	case *events.Incident:
 		// The incident as a whole: from its first failure (@timestamp,
 		// event.start) to its end; event.duration is the contention (the
@@ -277,6 +288,7 @@ func failureDoc(f *events.Failure) doc {
 		d.set("process.group.id", strconv.FormatUint(uint64(*f.Process.GID), 10))
 	}
 	containerOf(d, &f.Process)
+	d.set("service.name", f.Process.Unit)
 
 	d.set("bindwatch.backend", f.Backend)
 	d.set("bindwatch.hook", f.Hook)
@@ -323,6 +335,7 @@ func processExtras(d doc, prefix string, p *events.Process) {
 		d.set(prefix+".cmdline_truncated", true)
 	}
 	d.set(prefix+".cgroup", p.Cgroup)
+	d.set(prefix+".unit_manager", p.UnitManager)
 	if p.CgroupID != 0 {
 		d.set(prefix+".cgroup_id", p.CgroupID)
 	}
@@ -330,6 +343,9 @@ func processExtras(d doc, prefix string, p *events.Process) {
 		d.set(prefix+".netns", p.Netns)
 	}
 	d.set(prefix+".cap_net_bind_service", p.CapNetBindService)
+	if p.PublishesFor != nil {
+		d.set(prefix+".publishes_for", jsonValue(p.PublishesFor))
+	}
 }
 
 // containerOf maps the process's container and Kubernetes pod.

@@ -11,10 +11,11 @@ import (
 	"sync"
 	"time"
 
-	"github.com/bindwatch/bindwatch/internal/events"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/bindwatch/bindwatch/internal/events"
 )
 
 // PortLabel is one --port argument that gets its own value of the port
@@ -54,6 +55,7 @@ type Metrics struct {
 	eventsLost    prometheus.Counter
 	untracked     *prometheus.CounterVec
 	holderLookups *prometheus.CounterVec
+	shared        *prometheus.CounterVec
 	lastFailure   prometheus.Gauge
 	buildInfo     *prometheus.GaugeVec
 	ports         []PortLabel
@@ -107,6 +109,10 @@ func ListenMetrics(opts MetricsOptions) (*Metrics, error) {
 			Name: "bindwatch_holder_lookups_total",
 			Help: "Holder lookups for reported failures, by result: live (a holder seen live), recorded (only holders recorded in the kernel, gone since), none.",
 		}, []string{"result"}),
+		shared: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bindwatch_port_shared_total",
+			Help: "Successful SO_REUSEPORT binds/listens that joined a port another program holds (port_shared records, with the joins each folds), by proto and why: program (another executable or script), unit (the same program in another cgroup), copy (the same program started again, no hand-over).",
+		}, []string{"proto", "why"}),
 		lastFailure: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "bindwatch_last_failure_timestamp_seconds",
 			Help: "When the last failure was reported (Unix time).",
@@ -138,11 +144,16 @@ func ListenMetrics(opts MetricsOptions) (*Metrics, error) {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(m.incidents, m.unserved, m.contention)
-	reg.MustRegister(m.failures, m.eventsLost, m.untracked, m.holderLookups, m.lastFailure, m.buildInfo,
+	reg.MustRegister(m.failures, m.eventsLost, m.untracked, m.holderLookups, m.shared, m.lastFailure, m.buildInfo,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&outputCollector{stats: opts.Outputs}, conns)
 	for _, r := range []string{"live", "recorded", "none"} {
 		m.holderLookups.WithLabelValues(r)
+	}
+	for _, proto := range []string{"tcp", "udp"} {
+		for _, why := range []string{events.SharedProgram, events.SharedUnit, events.SharedCopy} {
+			m.shared.WithLabelValues(proto, why)
+		}
 	}
 	for _, table := range []string{events.UntrackedIncidents, events.UntrackedKernel} {
 		for _, reason := range []string{events.UntrackedFull, events.UntrackedUserQuota} {
@@ -227,6 +238,10 @@ func (m *Metrics) Write(rec any) error {
 		m.failures.WithLabelValues(m.labels(r.Syscall, r.Errno, r.Proto, r.Port)...).Add(float64(r.Count))
 	case *events.Lost:
 		m.eventsLost.Add(float64(r.Count))
+	case *events.PortShared:
+		if (r.Proto == "tcp" || r.Proto == "udp") && (r.Why == events.SharedProgram || r.Why == events.SharedUnit || r.Why == events.SharedCopy) {
+			m.shared.WithLabelValues(r.Proto, r.Why).Add(1 + float64(r.Repeats))
+		}
 	case *events.Recovered:
 		m.ended(incidentKey{r.Netns, r.Proto, r.Port}, stateRecovered)
 		m.contention.Observe(float64(r.ContentionMS) / 1000)

@@ -913,3 +913,19 @@ func holdFail(addr, count string) (int, error) {
 	}
 	return failed, nil
 }
+
+// StartHelperInCgroup is StartHelper whose helper starts in the cgroup v2
+// directory open at cgroupFD (clone3's CLONE_INTO_CGROUP): a process of a
+// unit, as systemd starts one.
+func StartHelperInCgroup(t testing.TB, job string, cgroupFD int) *HelperProc {
+	t.Helper()
+	cmd := exec.Command(HelperBinary(), "-test.run=^$")
+	cmd.Env = append(os.Environ(), helperEnv+"="+job)
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: cgroupFD}
+	h, err := spawn(cmd, job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.Stop)
+	return h
+}

@@ -48,6 +48,7 @@ const (
 	BindwatchBwIncidentKindBW_INCIDENT_RELEASED  BindwatchBwIncidentKind = 1
 	BindwatchBwIncidentKindBW_INCIDENT_SIGNAL    BindwatchBwIncidentKind = 2
 	BindwatchBwIncidentKindBW_INCIDENT_RECOVERED BindwatchBwIncidentKind = 3
+	BindwatchBwIncidentKindBW_INCIDENT_SHARED    BindwatchBwIncidentKind = 4
 )
 
 type BindwatchBwMark uint32
@@ -167,6 +168,8 @@ type BindwatchIncidentEvent struct {
 	Sig        int32
 	Result     int32
 	Target     uint32
+	Repeats    uint32
+	Pad2       uint32
 	Port       uint16
 	Family     uint16
 	Proto      uint8
@@ -198,6 +201,27 @@ type BindwatchPortRange struct {
 	Hi uint16
 }
 
+type BindwatchSharedBudget struct {
+	_       structs.HostLayout
+	StartNs uint64
+	Count   uint32
+	Pad     uint32
+}
+
+type BindwatchSharedKey struct {
+	_      structs.HostLayout
+	Port   BindwatchHolderKey
+	Holder uint32
+	Joiner uint32
+}
+
+type BindwatchSharedVal struct {
+	_       structs.HostLayout
+	LastNs  uint64
+	Repeats uint32
+	Pad     uint32
+}
+
 type BindwatchStats struct {
 	_          structs.HostLayout
 	Failures   uint64
@@ -220,6 +244,8 @@ const (
 	BindwatchMapInflight             = "inflight"
 	BindwatchMapLineage              = "lineage"
 	BindwatchMapSessionStats         = "session_stats"
+	BindwatchMapSharedPairs          = "shared_pairs"
+	BindwatchMapSharedPorts          = "shared_ports"
 	BindwatchMapTcpHolders           = "tcp_holders"
 	BindwatchMapTracedPids           = "traced_pids"
 	BindwatchMapUdpHolders           = "udp_holders"
@@ -268,8 +294,8 @@ const (
 	BindwatchVarUnusedSockFlag       = "unused_sock_flag"
 	BindwatchVarUnusedSyscall        = "unused_syscall"
 	BindwatchVarUringAddrAt          = "uring_addr_at"
+	BindwatchVarUringCalibIno        = "uring_calib_ino"
 	BindwatchVarUringCalibPort       = "uring_calib_port"
-	BindwatchVarUringCalibTgid       = "uring_calib_tgid"
 )
 
 // LoadBindwatch returns the embedded CollectionSpec for Bindwatch.
@@ -352,6 +378,8 @@ type BindwatchMapSpecs struct {
 	Inflight        *ebpf.MapSpec `ebpf:"inflight"`
 	Lineage         *ebpf.MapSpec `ebpf:"lineage"`
 	SessionStats    *ebpf.MapSpec `ebpf:"session_stats"`
+	SharedPairs     *ebpf.MapSpec `ebpf:"shared_pairs"`
+	SharedPorts     *ebpf.MapSpec `ebpf:"shared_ports"`
 	TcpHolders      *ebpf.MapSpec `ebpf:"tcp_holders"`
 	TracedPids      *ebpf.MapSpec `ebpf:"traced_pids"`
 	UdpHolders      *ebpf.MapSpec `ebpf:"udp_holders"`
@@ -384,8 +412,8 @@ type BindwatchVariableSpecs struct {
 	UnusedSockFlag      *ebpf.VariableSpec `ebpf:"unused_sock_flag"`
 	UnusedSyscall       *ebpf.VariableSpec `ebpf:"unused_syscall"`
 	UringAddrAt         *ebpf.VariableSpec `ebpf:"uring_addr_at"`
+	UringCalibIno       *ebpf.VariableSpec `ebpf:"uring_calib_ino"`
 	UringCalibPort      *ebpf.VariableSpec `ebpf:"uring_calib_port"`
-	UringCalibTgid      *ebpf.VariableSpec `ebpf:"uring_calib_tgid"`
 }
 
 // BindwatchObjects contains all objects after they have been loaded into the kernel.
@@ -418,6 +446,8 @@ type BindwatchMaps struct {
 	Inflight        *ebpf.Map `ebpf:"inflight"`
 	Lineage         *ebpf.Map `ebpf:"lineage"`
 	SessionStats    *ebpf.Map `ebpf:"session_stats"`
+	SharedPairs     *ebpf.Map `ebpf:"shared_pairs"`
+	SharedPorts     *ebpf.Map `ebpf:"shared_ports"`
 	TcpHolders      *ebpf.Map `ebpf:"tcp_holders"`
 	TracedPids      *ebpf.Map `ebpf:"traced_pids"`
 	UdpHolders      *ebpf.Map `ebpf:"udp_holders"`
@@ -435,6 +465,8 @@ func (m *BindwatchMaps) Close() error {
 		m.Inflight,
 		m.Lineage,
 		m.SessionStats,
+		m.SharedPairs,
+		m.SharedPorts,
 		m.TcpHolders,
 		m.TracedPids,
 		m.UdpHolders,
@@ -468,8 +500,8 @@ type BindwatchVariables struct {
 	UnusedSockFlag      *ebpf.Variable `ebpf:"unused_sock_flag"`
 	UnusedSyscall       *ebpf.Variable `ebpf:"unused_syscall"`
 	UringAddrAt         *ebpf.Variable `ebpf:"uring_addr_at"`
+	UringCalibIno       *ebpf.Variable `ebpf:"uring_calib_ino"`
 	UringCalibPort      *ebpf.Variable `ebpf:"uring_calib_port"`
-	UringCalibTgid      *ebpf.Variable `ebpf:"uring_calib_tgid"`
 }
 
 // BindwatchPrograms contains all programs after they have been loaded into the kernel.

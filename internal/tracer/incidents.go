@@ -287,6 +287,18 @@ func decodeIncident(ev *BindwatchIncidentEvent, clock bootClock) any {
 			Sender: actor, Target: events.Process{PID: int(ev.Target), Comm: cString(ev.TargetComm[:])},
 			Result: signalResult(ev.Result), Proto: proto, Netns: ev.Netns, Port: ev.Port,
 		}
+	case BindwatchBwIncidentKindBW_INCIDENT_SHARED:
+		h := &ev.Holder
+		r := &events.PortShared{
+			Type: events.TypePortShared, Version: events.Version, Time: at, Source: events.SourceKernel,
+			Syscall: syscallName(ev.Syscall), Proto: proto, Netns: ev.Netns,
+			Addr: formatAddr(ev.Family, ev.Addr), Port: ev.Port, Joiner: actor, Repeats: ev.Repeats,
+			Holder: events.Process{PID: int(h.Tgid), PPID: int(h.Ppid), UID: h.Uid, Comm: cString(h.Comm[:])},
+		}
+		if h.StartNs != 0 {
+			r.Holder.StartTime = clock(h.StartNs)
+		}
+		return r
 	default:
 		if ev.Probe != 0 {
 			return &events.PortFree{

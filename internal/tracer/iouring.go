@@ -3,7 +3,6 @@ package tracer
 import (
 	"errors"
 	"fmt"
-	"os"
 	"runtime"
 	"unsafe"
 
@@ -14,8 +13,10 @@ import (
 )
 
 // calibratePort is the port of the calibrating io_uring bind: any port
-// does, since the bind never happens (the socket is bound already).
-const calibratePort = 9
+// does, since the bind never happens (the socket is bound already); one
+// above 1023, so that a bindwatch without CAP_NET_BIND_SERVICE is refused
+// for the socket being bound (EINVAL), not for the port (EACCES).
+const calibratePort = 4099
 
 // calibrateIOUring finds where this kernel keeps an io_uring bind's
 // address (bpf: uring_addr_at), with one io_uring bind of its own: a
@@ -29,21 +30,27 @@ func calibrateIOUring(coll *ebpf.Collection) error {
 	if err := vars[BindwatchVarUringCalibPort].Set(uint16(calibratePort)); err != nil {
 		return err
 	}
-	if err := vars[BindwatchVarUringCalibTgid].Set(uint32(os.Getpid())); err != nil {
-		return err
-	}
-	defer vars[BindwatchVarUringCalibTgid].Set(uint32(0))
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return err
 	}
 	defer unix.Close(fd)
+	// The socket names the calibrating bind: bindwatch's pid is another
+	// in its own pid namespace (a container, the systemd unit's).
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return err
+	}
+	if err := vars[BindwatchVarUringCalibIno].Set(st.Ino); err != nil {
+		return err
+	}
+	defer vars[BindwatchVarUringCalibIno].Set(uint64(0))
 	host.MarkProbe(fd)
 	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
 		return fmt.Errorf("bind the calibrating socket: %w", err)
 	}
 	// struct sockaddr_in: family, port (network order), address.
-	sa := [16]byte{unix.AF_INET, 0, calibratePort >> 8, calibratePort & 0xff, 127, 0, 0, 1}
+	sa := [16]byte{unix.AF_INET, 0, byte(calibratePort >> 8), byte(calibratePort & 0xff), 127, 0, 0, 1}
 	err = host.IOUringDo(host.IOUringSQE{Opcode: host.IOUringOpBind, Fd: int32(fd), Addr: uint64(uintptr(unsafe.Pointer(&sa[0]))), Addr2: uint64(len(sa))})
 	runtime.KeepAlive(&sa)
 	if err != nil && !errors.Is(err, unix.EINVAL) {

@@ -64,6 +64,12 @@ type incidents struct {
 	untracked uint64
 	// pump reads the kernel's incident records as they come.
 	pump *pump
+	// sharedWindow and sharedLookups bound the group lookups of
+	// port_shared records (maxSharedLookups a minute).
+	sharedWindow  time.Time
+	sharedLookups int
+	// sharedPending are same-program joins waiting out sharedGrace.
+	sharedPending []pendingShared
 	// queue holds the kernel's records taken from the pump (next) but not
 	// yet handed over: the session writes the failures that came before
 	// the first one first, and a recovery looks at the ones behind it.
@@ -244,6 +250,9 @@ func (in *incidents) deadline(next time.Time) time.Time {
 	if len(in.queue) > 0 || in.pump.pending() {
 		return time.Now()
 	}
+	if len(in.sharedPending) > 0 {
+		next = minTime(next, in.sharedPending[0].due)
+	}
 	if len(in.ports) == 0 {
 		return next
 	}
@@ -294,6 +303,9 @@ func (in *incidents) idle(now time.Time) error {
 	if err := in.expire(now); err != nil {
 		return err
 	}
+	if err := in.sharedDue(now); err != nil {
+		return err
+	}
 	return in.poll(now)
 }
 
@@ -321,6 +333,8 @@ func kernelRecordTime(rec any) time.Time {
 	case *events.Recovered:
 		return r.Time
 	case *events.PortFree:
+		return r.Time
+	case *events.PortShared:
 		return r.Time
 	case *events.SignalRepeats:
 		return r.Last
@@ -396,6 +410,11 @@ func (in *incidents) kernelRecord(batch []any, i int, flushFolds func(r *events.
 		}
 		in.enrich.r.Describe(&r.Sender)
 		in.enrich.r.Describe(&r.Target)
+	case *events.PortShared:
+		r.Host = in.host
+		if !in.shared(r) {
+			return batch, nil // the same program handing over, or its own
+		}
 	case *events.SignalRepeats:
 		r.Host = in.host
 		if !in.builder.IsOpen(in.key(r.Netns, r.Proto, r.Port)) {

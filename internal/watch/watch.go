@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -63,6 +64,14 @@ type Options struct {
 	// Tracer.PIDs is bindwatch itself, with FollowChildren). A holder in
 	// that tree is named as started by the same command.
 	Job string
+	// Unit, if set, reports only the failures of processes in that systemd
+	// unit (events.Process.Unit): a system unit, "nginx.service", or a
+	// user's, "user@1000.service/app.service". The tracer still reads
+	// every failure: the filter is applied here, after resolving each
+	// one's cgroup (the kernel's cgroup id of the failing process, so that
+	// one that has exited is still placed), and the left-out failures are
+	// counted in the stop record (other_units).
+	Unit string
 }
 
 // Session is an attached tracer and the state of what it has reported.
@@ -78,6 +87,11 @@ type Session struct {
 	unresolved uint64 // of those, failures resolve could not look up
 	folded     uint64 // failures in repeats records written
 	lost       uint64 // failures in lost records written
+	otherUnits uint64 // failures left out by Unit
+	// inUnit remembers, under Unit, which pids' failures were in the unit
+	// and which were not, for the repeats the kernel folds (they carry a
+	// pid, not a cgroup). Bounded: past maxUnitPIDs it starts over.
+	inUnit map[int]bool
 	// heldFolds are folds harvested for another port's recovery, written
 	// at the next tick (flushFolds).
 	heldFolds []events.Repeats
@@ -258,7 +272,19 @@ func (s *Session) report(rec *tracer.Record) error {
 	f := new(events.Failure) // a sink may keep it; rec is read into again
 	*f = rec.Failure
 	f.Host = s.host
-	if !s.enrich.failure(f) {
+	resolved := s.enrich.failure(f)
+	if s.opts.Unit != "" {
+		in := UnitMatches(s.opts.Unit, &f.Process)
+		if s.inUnit == nil || len(s.inUnit) >= maxUnitPIDs {
+			s.inUnit = make(map[int]bool)
+		}
+		s.inUnit[f.Process.PID] = in
+		if !in {
+			s.otherUnits++
+			return nil
+		}
+	}
+	if !resolved {
 		s.unresolved++
 	}
 	s.reported++
@@ -339,6 +365,12 @@ func (s *Session) writeRepeats(folds []events.Repeats, at time.Time) error {
 	}
 	for i := range folds {
 		r := &folds[i]
+		if s.opts.Unit != "" && !s.inUnit[r.PID] {
+			// A pid whose reported failure was not in the unit, or one
+			// forgotten since: left out, as its failures are.
+			s.otherUnits += r.Count
+			continue
+		}
 		r.Time, r.Host = at, s.host
 		s.folded += r.Count
 		if err := s.opts.Out.Write(r); err != nil {
@@ -421,11 +453,25 @@ drain:
 	err := s.opts.Out.Write(&events.Stop{
 		Type: events.TypeStop, Version: events.Version, Time: now, Host: s.host,
 		Failures: st.Failures, Reported: s.reported, Folded: s.folded, Lost: s.lost,
-		Unread: unread, Unfolded: st.FoldFull, Unresolved: s.unresolved, Unfollowed: st.Unfollowed,
+		Unread: unread, OtherUnits: s.otherUnits, Unfolded: st.FoldFull, Unresolved: s.unresolved, Unfollowed: st.Unfollowed,
 		IncidentsUntracked: s.incidents.untracked, SignalsFolded: signalsFolded, IncidentRecordsLost: incidentLost,
 		DurationMS: now.Sub(s.started).Milliseconds(),
 	})
 	return errors.Join(err, harvestErr, lostErr, statsErr)
+}
+
+// maxUnitPIDs bounds Session.inUnit.
+const maxUnitPIDs = 16384
+
+// UnitMatches tells whether p runs in unit: "NAME" is a unit of the
+// system's manager, "user@UID.service/NAME" one of a user's (a user names
+// its own units: its "nginx.service" is not the system's).
+func UnitMatches(unit string, p *events.Process) bool {
+	manager, name, ok := strings.Cut(unit, "/")
+	if !ok {
+		manager, name = "", unit
+	}
+	return p.Unit == name && p.UnitManager == manager
 }
 
 func (s *Session) close() {
