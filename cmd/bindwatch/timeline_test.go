@@ -112,11 +112,21 @@ func newScenarios(t *testing.T) *scenarios {
 	return &scenarios{t: t, dir: dir}
 }
 
+// proc is a program of the scenarios; done is closed once it exited
+// (one goroutine waits for it).
+type proc struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// pid is the program's pid, as an argument.
+func (p *proc) pid() string { return strconv.Itoa(p.cmd.Process.Pid) }
+
 // start starts a program of the scenarios and returns it — once it
 // printed a line that starts with waitFor, unless that is empty. It is
 // killed when the test ends. On an error it says so and returns nil (it
 // runs on the scenarios' goroutines).
-func (s *scenarios) start(waitFor, name string, args ...string) *exec.Cmd {
+func (s *scenarios) start(waitFor, name string, args ...string) *proc {
 	var cmd *exec.Cmd
 	if strings.HasSuffix(name, ".py") {
 		cmd = exec.Command("python3", append([]string{filepath.Join(s.dir, name)}, args...)...)
@@ -128,19 +138,27 @@ func (s *scenarios) start(waitFor, name string, args ...string) *exec.Cmd {
 		s.fail("start %s %v: %v", name, args, err)
 		return nil
 	}
-	s.t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	p := &proc{cmd: cmd, done: make(chan struct{})}
+	lines := bufio.NewReader(out)
+	ready := make(chan struct{})
+	go func() {
+		<-ready // Wait closes the pipe: not before the reading below is done
+		cmd.Wait()
+		close(p.done)
+	}()
+	s.t.Cleanup(func() { cmd.Process.Kill(); <-p.done })
+	defer close(ready)
 	if waitFor == "" {
-		return cmd
+		return p
 	}
 	// A program that does not say it within 20 s is killed (its output
 	// ends).
 	stop := time.AfterFunc(20*time.Second, func() { cmd.Process.Kill() })
 	defer stop.Stop()
-	lines := bufio.NewReader(out)
 	for {
 		l, err := lines.ReadString('\n')
 		if strings.HasPrefix(l, waitFor) {
-			return cmd
+			return p
 		}
 		if err != nil || (waitFor == "fail" && strings.HasPrefix(l, "serving")) {
 			s.fail("%s %v: %q before a line %q (%v)", name, args, l, waitFor, err)
@@ -171,12 +189,10 @@ func (s *scenarios) wait() {
 	}
 }
 
-// waitExit waits for cmd to exit, at most within.
-func waitExit(cmd *exec.Cmd, within time.Duration) bool {
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
+// waitExit waits for p to exit, at most within.
+func waitExit(p *proc, within time.Duration) bool {
 	select {
-	case <-done:
+	case <-p.done:
 		return true
 	case <-time.After(within):
 		return false
@@ -235,7 +251,7 @@ func timelineLogs(t *testing.T) (lines [][]byte, rolling int) {
 			if old == nil || s.start("fail", "retry.py", "tcp", port(0), "0.1", "200") == nil {
 				return
 			}
-			s.start("", "deploy.sh", "1", "TERM", strconv.Itoa(old.Process.Pid))
+			s.start("", "deploy.sh", "1", "TERM", old.pid())
 			if !waitExit(old, 10*time.Second) {
 				s.fail("rolling restart: the old instance did not exit")
 			}
@@ -246,7 +262,7 @@ func timelineLogs(t *testing.T) (lines [][]byte, rolling int) {
 			if old == nil || s.start("fail", "retry.py", "tcp", port(1), "0.01", "2000") == nil {
 				return
 			}
-			s.start("", "deploy.sh", "0.3", "TERM", strconv.Itoa(old.Process.Pid))
+			s.start("", "deploy.sh", "0.3", "TERM", old.pid())
 			waitExit(old, 10*time.Second)
 		})
 		// TIME_WAIT.
@@ -271,7 +287,7 @@ func timelineLogs(t *testing.T) (lines [][]byte, rolling int) {
 			if old == nil || s.start("fail", "retry.py", "tcp", port(5), "30", "2") == nil {
 				return
 			}
-			s.start("", "deploy.sh", "0.2", "KILL", strconv.Itoa(old.Process.Pid))
+			s.start("", "deploy.sh", "0.2", "KILL", old.pid())
 			waitExit(old, 10*time.Second)
 			s.start("ready", "hold.py", "tcp", port(5), "0")
 		})
@@ -282,7 +298,7 @@ func timelineLogs(t *testing.T) (lines [][]byte, rolling int) {
 			if old == nil || s.start("fail", "retry.py", "tcp", port(6), "30", "2") == nil {
 				return
 			}
-			s.start("", "deploy.sh", "0.2", "TERM", strconv.Itoa(old.Process.Pid))
+			s.start("", "deploy.sh", "0.2", "TERM", old.pid())
 			wf := exec.Command(bindwatchBin, "wait-free", port(6)+"/tcp", "--timeout", "20s")
 			if out, err := wf.CombinedOutput(); err != nil {
 				s.fail("wait-free %d: %v\n%s", p[6], err, out)
@@ -297,7 +313,7 @@ func timelineLogs(t *testing.T) (lines [][]byte, rolling int) {
 			if old == nil {
 				return
 			}
-			var racers []*exec.Cmd
+			var racers []*proc
 			for range 3 {
 				r := s.start("fail", "retry.py", "tcp", port(7), "0.15", "12")
 				if r == nil {
@@ -305,7 +321,7 @@ func timelineLogs(t *testing.T) (lines [][]byte, rolling int) {
 				}
 				racers = append(racers, r)
 			}
-			s.start("", "deploy.sh", "0.3", "INT", strconv.Itoa(old.Process.Pid))
+			s.start("", "deploy.sh", "0.3", "INT", old.pid())
 			gaveUp := 0
 			for _, r := range racers {
 				if waitExit(r, 10*time.Second) {
@@ -322,7 +338,7 @@ func timelineLogs(t *testing.T) (lines [][]byte, rolling int) {
 			if old == nil || s.start("fail", "retry.py", "udp", port(8), "0.1", "200") == nil {
 				return
 			}
-			s.start("", "deploy.sh", "0.3", "TERM", strconv.Itoa(old.Process.Pid))
+			s.start("", "deploy.sh", "0.3", "TERM", old.pid())
 			waitExit(old, 10*time.Second)
 		})
 		s.wait()

@@ -669,6 +669,9 @@ func axisTicks(sc scale, in *events.Incident, y float64) []axisTick {
 	var r rows
 	for _, t := range ticks(span) {
 		p := sc.at(t)
+		if p.pct > sc.right().pct { // the last round offset can lie past the end
+			continue
+		}
 		text := Offset(int64(t))
 		at, anchor, w := centeredAt(p, text, tickPX)
 		b := box{parts: [][2]pos{textBox(at, anchor, w)}}

@@ -198,7 +198,8 @@ func labelAt(p pos, text string, px float64) (pos, string, string, float64) {
 
 // centeredAt anchors a label in the middle of p — or starting at it, or
 // ending at it, when centred it would run off the chart's left or right
-// edge at its narrowest.
+// edge at its narrowest. p must lie within the chart (0–100%): then what
+// fits at the narrowest fits at every width.
 func centeredAt(p pos, text string, px float64) (pos, string, float64) {
 	w := textWidth(text, px, false)
 	switch {
