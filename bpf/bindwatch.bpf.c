@@ -850,10 +850,18 @@ static __always_inline struct incident_event *incident_reserve(__u32 kind)
 	/* An exiting task may have no mm left: then no argv. */
 	arg_start = BPF_CORE_READ(task, mm, arg_start);
 	arg_end = BPF_CORE_READ(task, mm, arg_end);
+	/* Bounded so that older verifiers (5.10, 6.1) see it even when the
+	 * compiler spills len: a constant size, or a masked one. */
 	len = arg_end - arg_start;
-	if (len > BW_ARGS_LEN)
-		len = BW_ARGS_LEN;
-	if (arg_start && bpf_probe_read_user(e->args, len, (void *)arg_start) == 0)
+	if (!arg_start)
+		return e;
+	if (len >= BW_ARGS_LEN) {
+		if (bpf_probe_read_user(e->args, BW_ARGS_LEN, (void *)arg_start) == 0)
+			e->args_len = BW_ARGS_LEN;
+		return e;
+	}
+	len &= BW_ARGS_LEN - 1;
+	if (bpf_probe_read_user(e->args, len, (void *)arg_start) == 0)
 		e->args_len = len;
 	return e;
 }
