@@ -104,6 +104,12 @@ type bindQuirks struct {
 // probedMappedAnyMissed is probeMappedAnyMissed's answer, asked once.
 var probedMappedAnyMissed = sync.OnceValue(probeMappedAnyMissed)
 
+// ProbeKernel asks the kernel, now, what resolving a failure will need to
+// know of it (its bind quirks: two test binds). The tracer calls it before
+// it attaches: its probes are then never traced, even where bindwatch runs
+// without CAP_NET_ADMIN and cannot mark them (the shipped unit and image).
+func ProbeKernel() { probedMappedAnyMissed() }
+
 // bindQuirksFor returns the running kernel's bind quirks for proto ("tcp"
 // or "udp"); UDP's check (udp_lib_lport_inuse) has none known.
 func bindQuirksFor(proto string) bindQuirks {

@@ -64,3 +64,11 @@ func onOff(b *bool) string {
 	}
 	return "off"
 }
+
+// A failure whose holders are all gone still lists them as a list, never
+// null: the schema requires it.
+func TestListHoldersNeverNil(t *testing.T) {
+	if got, _ := listHolders(nil); got == nil {
+		t.Error("listHolders(nil) = nil, want an empty list")
+	}
+}

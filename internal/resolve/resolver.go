@@ -415,7 +415,12 @@ func listHolders(all []events.Holder) ([]events.Holder, *events.TimeWait) {
 		return cmp.Compare(b.RemainingMS, a.RemainingMS)
 	})
 	var tw *events.TimeWait
+	// Never nil: a failure's holders are a list, empty when none was
+	// found (the schema requires it).
 	out := all[:0]
+	if out == nil {
+		out = []events.Holder{}
+	}
 	connected := 0
 	for _, h := range all {
 		switch rank(h) {

@@ -18,6 +18,7 @@ import (
 	"github.com/bindwatch/bindwatch/internal/diagnose"
 	"github.com/bindwatch/bindwatch/internal/events"
 	"github.com/bindwatch/bindwatch/internal/redact"
+	"github.com/bindwatch/bindwatch/internal/resolve"
 	"github.com/bindwatch/bindwatch/internal/tracer"
 )
 
@@ -114,6 +115,7 @@ func Start(opts Options) (*Session, error) {
 			return nil, err
 		}
 	}
+	resolve.ProbeKernel()
 	t, err := tracer.Open(opts.Tracer)
 	if err != nil {
 		return nil, err
