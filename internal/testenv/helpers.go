@@ -143,6 +143,28 @@ func StartHelperAsUser(t testing.TB, job string, uid uint32) *HelperProc {
 	return h
 }
 
+// StartHelperAsUserIn is StartHelperAsUser in the network namespace name
+// (from NewNetns): nsenter joins it, then setpriv drops to uid (and gid of
+// the same number) with no supplementary groups, as an attacker's shell
+// would be.
+func StartHelperAsUserIn(t testing.TB, job string, uid uint32, name string) *HelperProc {
+	t.Helper()
+	cmd := HelperAsUser(t, job, uid)
+	id := strconv.Itoa(int(uid))
+	argv := append(append(InNetns(name), "setpriv", "--reuid="+id, "--regid="+id, "--clear-groups", cmd.Path), cmd.Args[1:]...)
+	path, err := exec.LookPath(argv[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Path, cmd.Args, cmd.SysProcAttr = path, argv, nil
+	h, err := spawn(cmd, job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.Stop)
+	return h
+}
+
 // HelperInNetns is Helper run in a new network namespace of its own.
 func HelperInNetns(job string) *exec.Cmd {
 	cmd := Helper(job)
