@@ -347,7 +347,7 @@ func (h *HelperProc) Stop() {
 //	                                  options as parseOpts reads them
 //	storm PROTO ADDR PORT N           bind N fresh sockets, ignoring errors
 //	markedfail PORT MARK              listen on tcp 0.0.0.0:PORT, then bind a second
-//	                                  socket with SO_MARK MARK there → "errno N"
+//	                                  socket with SO_MARK MARK (0: none) there → "errno N"
 //	                                  (run it in a network namespace of its own)
 //	keystorm ADDR LO HI SOCKETS PASSES
 //	                                  PASSES times, bind each of SOCKETS tcp sockets
@@ -447,8 +447,10 @@ func runJob(args []string) error {
 		if err != nil {
 			return err
 		}
-		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_MARK, mark); err != nil {
-			return fmt.Errorf("set SO_MARK: %w", err)
+		if mark != 0 {
+			if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_MARK, mark); err != nil {
+				return fmt.Errorf("set SO_MARK: %w", err)
+			}
 		}
 		err = Bind(fd, "0.0.0.0", port)
 		errno, _ := err.(syscall.Errno)

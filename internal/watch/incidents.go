@@ -96,6 +96,8 @@ type watchedPort struct {
 	// whether the kernel watches the port (its quota let it).
 	uid    uint32
 	kernel bool
+	// cookie is the namespace's cookie (events.Process.NetnsCookie).
+	cookie uint64
 }
 
 func newIncidents(out Sink, t *tracer.Tracer, e *enricher, host string, quiet time.Duration, ports []tracer.PortRange) *incidents {
@@ -125,6 +127,15 @@ func (in *incidents) Write(rec any) error {
 	if f, ok := rec.(*events.Failure); ok {
 		if err := in.expire(f.Time); err != nil {
 			return err
+		}
+		// A failure in a new namespace that got a dead one's inode: the
+		// dead one's incident ends (its processes are gone) before this
+		// one opens.
+		if a := in.builder.NetnsGone(f); a != nil {
+			if err := in.Write(a); err != nil {
+				return err
+			}
+			in.close(in.key(a.Netns, a.Proto, a.Port))
 		}
 	}
 	err := in.out.Write(rec)
@@ -181,6 +192,7 @@ func (in *incidents) failed(f *events.Failure) error {
 			polled: map[uint64]*events.Holder{},
 			addr:   f.Addr,
 			uid:    f.Process.UID,
+			cookie: f.Process.NetnsCookie,
 		}
 		if f.Process.Netns == in.enrich.r.OwnNetns().Inode {
 			w.netns = in.enrich.r.OwnNetns()
@@ -190,7 +202,7 @@ func (in *incidents) failed(f *events.Failure) error {
 		if reason == "" {
 			// The tracer's map has MaxIncidents entries: what admitKernel
 			// counts. Only an error refuses it now.
-			ok, err := in.tracer.WatchPort(w.key, nil)
+			ok, err := in.tracer.WatchPort(w.key, w.cookie, nil)
 			if err != nil || !ok {
 				reason, limit = events.UntrackedFull, tracer.MaxIncidents
 			}
@@ -236,7 +248,7 @@ func (in *incidents) failed(f *events.Failure) error {
 		w.timeWait = true
 	}
 	if len(added) > 0 {
-		if _, err := in.tracer.WatchPort(w.key, added); err != nil {
+		if _, err := in.tracer.WatchPort(w.key, w.cookie, added); err != nil {
 			return err
 		}
 	}
