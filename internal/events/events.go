@@ -135,9 +135,9 @@ type Process struct {
 	// (internal/enrich.UnitOf): "nginx.service", "session-3.scope".
 	// UnitManager is the user's service manager a user unit belongs to,
 	// "user@1000.service"; "" for a unit of the system's manager.
-	Unit        string    `json:"unit,omitempty"`
-	UnitManager string    `json:"unit_manager,omitempty"`
-	Netns       uint32    `json:"netns,omitempty"`
+	Unit        string `json:"unit,omitempty"`
+	UnitManager string `json:"unit_manager,omitempty"`
+	Netns       uint32 `json:"netns,omitempty"`
 	// NetnsCookie is the kernel's cookie of that network namespace, on a
 	// failing process (Linux 5.12+; absent before): the kernel reuses a
 	// freed namespace's inode (Netns), never its cookie, so a failure in
