@@ -53,14 +53,21 @@ func TestNetnsInodeReuseNeverRecovers(t *testing.T) {
 		t.Fatalf("%d namespaces, none with an inode of another: the kernel reused none, the attack did not happen", made)
 	}
 	st := s.story(port)
-	for _, r := range st.recovered {
-		t.Errorf("recovered in namespace %d by pid %d: no incident here ever recovered (every namespace's listener came before its failure)", r.Netns, r.Process.PID)
-	}
 	var limits map[string]any
 	for _, r := range s.out.records(t) {
 		if r["type"] == events.TypeStart {
 			limits, _ = r["limits"].(map[string]any)
 		}
+	}
+	_, noCookies := limits["netns_cookie"]
+	for _, r := range st.recovered {
+		if noCookies {
+			// The documented limit of kernels before 5.12 (5.10 here): the
+			// start record said so, and this is what it means.
+			t.Logf("recovered in namespace %d by pid %d: a namespace with a dead one's inode, which this kernel cannot tell apart", r.Netns, r.Process.PID)
+			continue
+		}
+		t.Errorf("recovered in namespace %d by pid %d: no incident here ever recovered (every namespace's listener came before its failure)", r.Netns, r.Process.PID)
 	}
 	cookies := 0
 	for _, f := range st.failures {
@@ -68,7 +75,7 @@ func TestNetnsInodeReuseNeverRecovers(t *testing.T) {
 			cookies++
 		}
 	}
-	if _, none := limits["netns_cookie"]; none {
+	if noCookies {
 		t.Logf("this kernel has no namespace cookies: %v", limits["netns_cookie"])
 	} else if cookies != len(st.failures) {
 		t.Errorf("%d of %d failures carry their namespace's cookie; the start record says nothing is missing", cookies, len(st.failures))
