@@ -1,6 +1,7 @@
 package watch
 
 import (
+	"cmp"
 	"errors"
 	"slices"
 	"strconv"
@@ -138,22 +139,32 @@ func (in *incidents) Write(rec any) error {
 			in.close(in.key(a.Netns, a.Proto, a.Port))
 		}
 	}
-	err := in.out.Write(rec)
-	in.builder.Add(rec)
-	if u, ok := rec.(*events.IncidentUntracked); ok && u.Host == in.host {
-		in.untracked++
-	}
-	if f, ok := rec.(*events.Failure); ok {
-		for _, u := range in.builder.TakeUntracked() {
-			if err := in.Write(u); err != nil {
-				return err
-			}
+	f, failure := rec.(*events.Failure)
+	if !failure {
+		err := in.out.Write(rec)
+		in.builder.Add(rec)
+		if u, ok := rec.(*events.IncidentUntracked); ok && u.Host == in.host {
+			in.untracked++
 		}
-		if err := in.failed(f); err != nil {
+		return err
+	}
+	// The kernel watches the port before anyone reads the failure: a
+	// holder killed (and a new listener started) by whoever reads it at
+	// once is told, not missed.
+	in.builder.Add(rec)
+	refused, werr := in.failed(f)
+	err := in.out.Write(rec)
+	for _, u := range in.builder.TakeUntracked() {
+		if err := in.Write(u); err != nil {
 			return err
 		}
 	}
-	return err
+	if refused != nil {
+		if err := in.Write(refused); err != nil {
+			return err
+		}
+	}
+	return cmp.Or(werr, err)
 }
 
 // admitKernel tells whether the kernel may watch one more port of uid's,
@@ -178,11 +189,13 @@ func (in *incidents) admitKernel(uid uint32, port uint16) (reason string, limit 
 	return "", 0
 }
 
-// failed opens (or widens) the kernel's watch of the failure's port.
-func (in *incidents) failed(f *events.Failure) error {
+// failed opens (or widens) the kernel's watch of the failure's port, and
+// returns the incident_untracked record to write after the failure when
+// the kernel may not watch it.
+func (in *incidents) failed(f *events.Failure) (refused *events.IncidentUntracked, err error) {
 	k := incident.Key{Host: f.Host, Netns: f.Process.Netns, Proto: f.Proto, Port: f.Port}
 	if !in.builder.IsOpen(k) {
-		return nil
+		return nil, nil
 	}
 	w := in.ports[k]
 	if w == nil {
@@ -209,18 +222,18 @@ func (in *incidents) failed(f *events.Failure) error {
 		}
 		if reason != "" {
 			// Its failures still tell the incident; no kernel record will.
-			return in.Write(&events.IncidentUntracked{
+			return &events.IncidentUntracked{
 				Type: events.TypeUntracked, Version: events.Version, Time: f.Time, Host: f.Host, Proto: f.Proto,
 				Netns: f.Process.Netns, Addr: f.Addr, Port: f.Port, UID: f.Process.UID,
 				Table: events.UntrackedKernel, Reason: reason, Limit: limit,
-			})
+			}, nil
 		}
 		w.kernel = true
 		in.watched++
 		in.watchedPerUID[w.uid]++
 	}
 	if !w.kernel {
-		return nil
+		return nil, nil
 	}
 	var added []int
 	for i := range f.Holders {
@@ -249,10 +262,10 @@ func (in *incidents) failed(f *events.Failure) error {
 	}
 	if len(added) > 0 {
 		if _, err := in.tracer.WatchPort(w.key, w.cookie, added); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	return nil
+	return nil, nil
 }
 
 // deadline is when the session must wake next: at next, or within an
