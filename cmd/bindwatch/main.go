@@ -52,8 +52,9 @@ A flag on the command line wins.
 
 Containers are named from their runtime's state on disk, read-only. A
 dockerd run with its own --data-root (not /var/lib/docker) is read there
-with BINDWATCH_DOCKER_ROOT=DIR, for every command (who, free, wait-free and
---netns NAME too).
+with BINDWATCH_DOCKER_ROOT=DIR, a containerd run with its own --state (not
+/run/containerd) with BINDWATCH_CONTAINERD_STATE=DIR, for every command (who,
+free, wait-free and --netns NAME too).
 
 Logs that run for months: SIGHUP reopens --output (logrotate's postrotate
 kill -HUP; create and copytruncate both work), or --output-max-size rotates

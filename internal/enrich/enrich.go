@@ -48,6 +48,28 @@ type Options struct {
 	// daemon.json), under Root; "" takes $BINDWATCH_DOCKER_ROOT, and
 	// without it /var/lib/docker.
 	DockerRoot string
+	// ContainerdState is a containerd's --state directory (its "state"
+	// in config.toml), under Root, looked at before containerd's default
+	// ones; "" takes $BINDWATCH_CONTAINERD_STATE.
+	ContainerdState string
+}
+
+// ContainerdStateEnv names the environment variable that tells where a
+// containerd keeps its task bundles when it runs with another --state.
+const ContainerdStateEnv = "BINDWATCH_CONTAINERD_STATE"
+
+// containerdTaskDirs are the task bundle directories to look in, relative
+// to root: those of a containerd with --state opt (or
+// $BINDWATCH_CONTAINERD_STATE) first, then the default ones.
+func containerdTaskDirs(opt string) []string {
+	if opt == "" {
+		opt = os.Getenv(ContainerdStateEnv)
+	}
+	if opt == "" || !filepath.IsAbs(opt) {
+		return containerdTasks
+	}
+	state := strings.TrimPrefix(filepath.Clean(opt), "/")
+	return append([]string{state + "/io.containerd.runtime.v2.task", state + "/io.containerd.runtime.v1.linux"}, containerdTasks...)
 }
 
 // DockerRootEnv names the environment variable that tells where dockerd
@@ -68,7 +90,8 @@ func dockerRoot(opt string) string {
 // Namer names containers and pods. It is safe for concurrent use.
 type Namer struct {
 	root      string
-	dockerDir string // docker's containers directory, relative to root
+	dockerDir string   // docker's containers directory, relative to root
+	taskDirs  []string // containerd's task bundle directories, relative to root
 	storage   storageIndex
 	ids       cgroupIndex
 
@@ -90,7 +113,7 @@ func New(opts Options) *Namer {
 	if root == "" {
 		root = "/"
 	}
-	return &Namer{root: root, dockerDir: strings.TrimPrefix(dockerRoot(opts.DockerRoot), "/") + "/containers", byPath: make(map[string]named), ids: cgroupIndex{mount: opts.CgroupRoot}}
+	return &Namer{root: root, dockerDir: strings.TrimPrefix(dockerRoot(opts.DockerRoot), "/") + "/containers", taskDirs: containerdTaskDirs(opts.ContainerdState), byPath: make(map[string]named), ids: cgroupIndex{mount: opts.CgroupRoot}}
 }
 
 // Process fills p.Container and p.Pod (and p.ContainerID), and p.Unit

@@ -315,3 +315,23 @@ func TestDockerPublisher(t *testing.T) {
 		t.Errorf("a proxy for an address no running container has was given %+v", p.PublishesFor)
 	}
 }
+
+// A containerd with a --state of its own ($BINDWATCH_CONTAINERD_STATE):
+// its task bundles name the pod; without the variable they are not found.
+func TestContainerdStateDir(t *testing.T) {
+	root := t.TempDir()
+	rel := "run/containerd/io.containerd.runtime.v2.task/k8s.io/" + containerdWeb + "/config.json"
+	copyFile(t, "testdata/host/"+rel, filepath.Join(root, "srv/ctd-state/io.containerd.runtime.v2.task/k8s.io", containerdWeb, "config.json"))
+	cgroup := "/kubepods/besteffort/pod0d9b2a3e-6f1c-4b7a-9e2d-5c8f1a2b3c4d/" + containerdWeb
+	p := events.Process{Cgroup: cgroup}
+	New(Options{Root: root, CgroupRoot: t.TempDir()}).Process(&p)
+	if p.Container.Name != "" || p.Pod.Name != "" {
+		t.Errorf("named without the state directory: %+v %+v", p.Container, p.Pod)
+	}
+	t.Setenv(ContainerdStateEnv, "/srv/ctd-state")
+	p = events.Process{Cgroup: cgroup}
+	New(Options{Root: root, CgroupRoot: t.TempDir()}).Process(&p)
+	if p.Container.Runtime != Containerd || p.Container.Name != "web" || p.Pod.Name == "" || p.Pod.UID == "" {
+		t.Errorf("with $%s: got %+v %+v", ContainerdStateEnv, p.Container, p.Pod)
+	}
+}

@@ -108,7 +108,7 @@ func (n *Namer) docker(id string, c *events.Container, pod *events.Pod) bool {
 // from, in whichever containerd namespace has it. Docker's containers are
 // in namespace "moby", and docker's own config names them better.
 func (n *Namer) containerd(id string, c *events.Container, pod *events.Pod) bool {
-	for _, tasks := range containerdTasks {
+	for _, tasks := range n.taskDirs {
 		dir := n.path(tasks)
 		namespaces, err := listDir(dir)
 		if err != nil {
