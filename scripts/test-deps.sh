@@ -9,6 +9,7 @@
 #   logrotate rsyslog prometheus          real collectors for the output sinks
 #   podman runc systemd                   the container image, the systemd unit
 #   docker.io containerd                  real docker: the test starts its own dockerd and containerd
+#   containernetworking-plugins           real containerd through CRI: a pod's own network (bridge, host-local)
 #   mmdebstrap systemd-container          units under a real systemd as pid 1 (a Debian rootfs, nspawn -b)
 #   chromium                              the report's HTML page in a real browser
 #   tmux                                  text output on a real terminal
@@ -28,6 +29,7 @@ packages=(
 	logrotate rsyslog prometheus
 	podman runc systemd
 	docker.io containerd
+	containernetworking-plugins
 	mmdebstrap systemd-container
 	chromium
 	tmux
