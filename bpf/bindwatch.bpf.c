@@ -324,6 +324,26 @@ static __always_inline __u32 sock_netns(struct sock *sk)
 	return BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
 }
 
+/*
+ * The socket's network namespace's cookie: the kernel reuses a freed
+ * namespace's inode, never its cookie, so the two name one namespace for
+ * good. struct net's u64 net_cookie is set when the namespace is made
+ * (5.12+); before, it was an atomic64 set on first ask, and 0 here (the
+ * inode alone then, as user space says in the start record's limits).
+ */
+struct net___cookie {
+	__u64 net_cookie;
+} __attribute__((preserve_access_index));
+
+static __always_inline __u64 sock_netns_cookie(struct sock *sk)
+{
+	struct net___cookie *net = (void *)BPF_CORE_READ(sk, __sk_common.skc_net.net);
+
+	if (!bpf_core_field_exists(net->net_cookie))
+		return 0;
+	return BPF_CORE_READ(net, net_cookie);
+}
+
 /* The socket's inode number, as /proc/PID/fd and sock_diag show it. */
 static __always_inline __u64 sock_inode(struct sock *sk)
 {
@@ -568,6 +588,7 @@ static __always_inline void fill_socket(struct event *e, struct sock *sk)
 	e->protocol = BPF_CORE_READ(sk, sk_protocol);
 	e->bound_dev_if = BPF_CORE_READ(sk, __sk_common.skc_bound_dev_if);
 	e->netns = sock_netns(sk);
+	e->netns_cookie = sock_netns_cookie(sk);
 	if (BPF_CORE_READ_BITFIELD_PROBED(sk, __sk_common.skc_reuse))
 		flags |= BW_SOCK_REUSEADDR;
 	if (BPF_CORE_READ_BITFIELD_PROBED(sk, __sk_common.skc_reuseport))
@@ -789,8 +810,22 @@ struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, BW_MAX_INCIDENTS);
 	__type(key, struct holder_key);
-	__type(value, __u8);
+	__type(value, __u64); /* the failure's netns cookie (0: not known) */
 } incident_ports SEC(".maps");
+
+/*
+ * Whether key's port has an open incident in sk's network namespace: the
+ * same inode and, where the kernel has cookies, the same cookie — a new
+ * namespace that got a dead one's inode never recovers its incident.
+ */
+static __always_inline bool incident_port_of(struct holder_key *key, struct sock *sk)
+{
+	__u64 *cookie = bpf_map_lookup_elem(&incident_ports, key);
+
+	if (!cookie)
+		return false;
+	return !*cookie || *cookie == sock_netns_cookie(sk);
+}
 
 /* Holders of ports with an open incident: their pid -> the port. */
 struct {
@@ -883,7 +918,7 @@ static __always_inline void note_taken(struct sock *sk, __u8 proto, __u8 syscall
 		return;
 	key.netns = sock_netns(sk);
 	key.port = BPF_CORE_READ(sk, __sk_common.skc_num);
-	if (!bpf_map_lookup_elem(&incident_ports, &key))
+	if (!incident_port_of(&key, sk))
 		return;
 	e = incident_reserve(BW_INCIDENT_RECOVERED);
 	if (!e)
@@ -1528,7 +1563,7 @@ int BPF_PROG(incident_sock_state, const struct sock *csk, const int oldstate, co
 	/* inet_sport, not skc_num: a port released at close is already zeroed
 	 * there (__inet_put_port) when the state changes. */
 	key.port = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
-	if (!bpf_map_lookup_elem(&incident_ports, &key))
+	if (!incident_port_of(&key, sk))
 		return 0;
 	rec = bpf_map_lookup_elem(&tcp_holders, &key);
 	if (!rec || rec->sk != (__u64)sk)
@@ -1553,7 +1588,7 @@ static __always_inline int udp_unhashed(struct sock *sk)
 	if (!key.port) /* never bound: a failed bind()'s socket */
 		return 0;
 	key.netns = sock_netns(sk);
-	if (!bpf_map_lookup_elem(&incident_ports, &key))
+	if (!incident_port_of(&key, sk))
 		return 0;
 	rec = bpf_map_lookup_elem(&udp_holders, &key);
 	if (rec && rec->sk != (__u64)sk)

@@ -159,6 +159,7 @@ struct event {
 	__u64 cgroup_id;
 	__u64 start_ns; /* process start, CLOCK_BOOTTIME */
 	__u64 cap_effective;
+	__u64 netns_cookie; /* the socket's network namespace's cookie (0: not known) */
 	__u32 pid;        /* thread group id */
 	__u32 tid;
 	__u32 ppid;

@@ -68,15 +68,27 @@ func startNginx(t *testing.T, dir, name string, port int) int {
 	if err != nil {
 		t.Fatalf("nginx pid file %s: %q", pidFile, b)
 	}
-	t.Cleanup(func() {
-		syscall.Kill(pid, syscall.SIGQUIT)
-		for deadline := time.Now().Add(5 * time.Second); syscall.Kill(pid, 0) == nil; time.Sleep(20 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				syscall.Kill(pid, syscall.SIGKILL)
-			}
-		}
-	})
+	t.Cleanup(func() { stopNginx(pid) })
 	return pid
+}
+
+// stopNginx stops the nginx master pid as its users do (QUIT: the workers
+// finish and exit), and kills it after 5 s; workers it leaves behind (a
+// master killed outright orphans them, still holding the port) are killed
+// too, so no test leaves a listener on the machine.
+func stopNginx(pid int) {
+	workers := testenv.ChildPIDs(pid)
+	syscall.Kill(pid, syscall.SIGQUIT)
+	for deadline := time.Now().Add(5 * time.Second); syscall.Kill(pid, 0) == nil; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+	for _, w := range workers {
+		if testenv.Comm(w) == "nginx" {
+			syscall.Kill(w, syscall.SIGKILL)
+		}
+	}
 }
 
 // liveEntry is one record of the text output: its first line, and the

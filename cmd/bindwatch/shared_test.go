@@ -202,7 +202,7 @@ func TestPortSharedNotNginxUpgrade(t *testing.T) {
 		// The new master writes up.pid, the old one renames its own.
 		testenv.WaitForFile(t, filepath.Join(dir, "up.pid.oldbin"), 10*time.Second, func() string { return "" })
 		newPID := waitNewMaster(t, filepath.Join(dir, "up.pid"), master)
-		t.Cleanup(func() { syscall.Kill(newPID, syscall.SIGKILL) })
+		t.Cleanup(func() { stopNginx(newPID) })
 		// The upgrade's end: the old master goes (QUIT), the new serves.
 		syscall.Kill(master, syscall.SIGQUIT)
 	}, func(lines [][]byte) bool {

@@ -135,9 +135,14 @@ type Process struct {
 	// (internal/enrich.UnitOf): "nginx.service", "session-3.scope".
 	// UnitManager is the user's service manager a user unit belongs to,
 	// "user@1000.service"; "" for a unit of the system's manager.
-	Unit        string    `json:"unit,omitempty"`
-	UnitManager string    `json:"unit_manager,omitempty"`
-	Netns       uint32    `json:"netns,omitempty"`
+	Unit        string `json:"unit,omitempty"`
+	UnitManager string `json:"unit_manager,omitempty"`
+	Netns       uint32 `json:"netns,omitempty"`
+	// NetnsCookie is the kernel's cookie of that network namespace, on a
+	// failing process (Linux 5.12+; absent before): the kernel reuses a
+	// freed namespace's inode (Netns), never its cookie, so a failure in
+	// a new namespace with a dead one's inode is another incident.
+	NetnsCookie uint64    `json:"netns_cookie,omitempty"`
 	StartTime   time.Time `json:"start_time,omitzero"`
 	// OrigPPID is the parent a holder's process had when it took the port
 	// (listen() for TCP, bind() for UDP; recorded by the kernel), present
@@ -281,7 +286,8 @@ type Start struct {
 	// Skipped says why each better backend was not used.
 	Skipped map[string]string `json:"skipped,omitempty"`
 	// Limits says what this session cannot see or know, and why: "lineage"
-	// (how listeners end, the evidence of a leftover), "io_uring_addr"
+	// (how listeners end, the evidence of a leftover), "netns_cookie"
+	// (namespaces told apart by inode alone, before 5.12), "io_uring_addr"
 	// (the address of an io_uring bind). Absent when nothing is missing.
 	Limits map[string]string `json:"limits,omitempty"`
 	PID    int               `json:"pid"`

@@ -75,6 +75,7 @@ type openIncident struct {
 	// budget (MaxTimeline).
 	failureMarks, otherMarks int
 	uid                      uint32 // whose incident it is: the first failing process's user
+	cookie                   uint64 // its network namespace's cookie (0: not known)
 }
 
 // DefaultQuiet is how long an incident stays open after its last attempt
@@ -288,6 +289,26 @@ func (b *Builder) Expire(now time.Time, alive func(events.Process) bool) []*even
 	return out
 }
 
+// NetnsGone returns the abandoned record that ends the open incident at
+// f's port when f's network namespace is another than the incident's
+// with the same inode (their cookies differ): the kernel reuses a freed
+// namespace's inode, and a namespace is freed only when no process is
+// left in it, so the incident's failing processes have all exited. Nil
+// otherwise, or where either cookie is not known.
+func (b *Builder) NetnsGone(f *events.Failure) *events.Abandoned {
+	k := Key{f.Host, f.Process.Netns, f.Proto, f.Port}
+	o := b.open[k]
+	if o == nil || o.cookie == 0 || f.Process.NetnsCookie == 0 || o.cookie == f.Process.NetnsCookie {
+		return nil
+	}
+	in := o.in
+	return &events.Abandoned{
+		Type: events.TypeAbandoned, Version: events.Version, Time: f.Time, Host: k.Host, Proto: k.Proto,
+		Netns: k.Netns, Addr: in.Addr, Port: k.Port, Start: in.Start, LastAttempt: o.last, Reason: events.AbandonedExited,
+		Attempts: in.Attempts, QuietMS: b.quietFor(k.Host).Milliseconds(),
+	}
+}
+
 // admit tells whether a live builder has room for f's new incident, and
 // if not, why and the limit reached.
 func (b *Builder) admit(f *events.Failure) (reason string, limit int) {
@@ -395,7 +416,7 @@ func (b *Builder) failure(f *events.Failure) {
 			Failing: []events.IncidentProcess{}, Holders: []events.IncidentHolder{},
 			Signals: []*events.Signal{}, Released: []*events.Released{},
 		}
-		o = &openIncident{in: in, last: f.Time, failing: map[int]int{}, uid: f.Process.UID}
+		o = &openIncident{in: in, last: f.Time, failing: map[int]int{}, uid: f.Process.UID, cookie: f.Process.NetnsCookie}
 		b.open[k] = o
 		b.perUID[o.uid]++
 		if !b.live {

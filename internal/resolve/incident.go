@@ -2,7 +2,6 @@ package resolve
 
 import (
 	"os"
-	"slices"
 	"strconv"
 
 	"golang.org/x/sys/unix"
@@ -48,21 +47,19 @@ func (r *Resolver) SocketsOn(ns Netns, proto string, ports []uint16) (map[uint16
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	for chunk := range slices.Chunk(ports, maxFilterPorts) {
-		for _, family := range []int{unix.AF_INET, unix.AF_INET6} {
-			socks, err := dumpPorts(h.diagFD, family, proto, chunk)
-			if err != nil {
-				return nil, err
-			}
-			for _, s := range socks {
-				ps := out[s.sport]
-				switch {
-				case ps == nil: // not asked (the filter said otherwise)
-				case proto == "tcp" && s.state == tcpTimeWait:
-					ps.TimeWait++
-				case s.inode != 0:
-					ps.Inodes[uint64(s.inode)] = stateName(proto, s.state)
-				}
+	for _, family := range []int{unix.AF_INET, unix.AF_INET6} {
+		socks, err := dumpPorts(h.diagFD, family, proto, ports)
+		if err != nil {
+			return nil, err
+		}
+		for _, s := range socks {
+			ps := out[s.sport]
+			switch {
+			case ps == nil: // not asked: in the range the filter kept
+			case proto == "tcp" && s.state == tcpTimeWait:
+				ps.TimeWait++
+			case s.inode != 0:
+				ps.Inodes[uint64(s.inode)] = stateName(proto, s.state)
 			}
 		}
 	}

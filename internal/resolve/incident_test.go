@@ -85,3 +85,22 @@ func socketInode(t *testing.T, fd int) uint64 {
 	}
 	return st.Ino
 }
+
+// Past maxListedPorts ports the filter is their range, two comparisons a
+// socket whatever the number of ports (TestSocketsOnManyPorts runs it in
+// the kernel with sockets in the range that were not asked for).
+func TestManyPortsFilterIsARange(t *testing.T) {
+	ne := binary.NativeEndian
+	ports := make([]uint16, maxListedPorts+1)
+	for i := range ports {
+		ports[i] = uint16(9000 - 3*i)
+	}
+	bc := portsOrRange(ports)
+	if len(bc) != 16 || bc[0] != inetDiagBCSGe || ne.Uint16(bc[6:]) != ports[len(ports)-1] ||
+		bc[8] != inetDiagBCSLe || ne.Uint16(bc[14:]) != 9000 || ne.Uint16(bc[2:]) != 20 || ne.Uint16(bc[10:]) != 12 {
+		t.Errorf("filter of %d ports = %v, want S_GE %d (no: 20) and S_LE 9000 (no: 12)", len(ports), bc, ports[len(ports)-1])
+	}
+	if got := portsOrRange(ports[:maxListedPorts]); len(got) != maxListedPorts*12-4 {
+		t.Errorf("%d ports: %d bytes of filter, want each listed", maxListedPorts, len(got))
+	}
+}

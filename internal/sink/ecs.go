@@ -342,6 +342,9 @@ func processExtras(d doc, prefix string, p *events.Process) {
 	if p.Netns != 0 {
 		d.set(prefix+".netns", p.Netns)
 	}
+	if p.NetnsCookie != 0 {
+		d.set(prefix+".netns_cookie", p.NetnsCookie)
+	}
 	d.set(prefix+".cap_net_bind_service", p.CapNetBindService)
 	if p.PublishesFor != nil {
 		d.set(prefix+".publishes_for", jsonValue(p.PublishesFor))

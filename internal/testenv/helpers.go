@@ -347,7 +347,7 @@ func (h *HelperProc) Stop() {
 //	                                  options as parseOpts reads them
 //	storm PROTO ADDR PORT N           bind N fresh sockets, ignoring errors
 //	markedfail PORT MARK              listen on tcp 0.0.0.0:PORT, then bind a second
-//	                                  socket with SO_MARK MARK there → "errno N"
+//	                                  socket with SO_MARK MARK (0: none) there → "errno N"
 //	                                  (run it in a network namespace of its own)
 //	keystorm ADDR LO HI SOCKETS PASSES
 //	                                  PASSES times, bind each of SOCKETS tcp sockets
@@ -390,7 +390,8 @@ func (h *HelperProc) Stop() {
 //	                                  "ready PID"; then bind (and listen, for tcp)
 //	                                  with SO_REUSEADDR, retrying every EVERY_MS
 //	                                  until it can; hold the port HOLD_MS, exit
-//	holdfail ADDR N                   see holdFail → "ready PID PORTS"
+//	holdfail ADDR N [udp] [keep]      see holdFail → "ready PID PORTS" (tcp unless udp;
+//	                                  the holders closed unless keep)
 //	hupproof PROTO ADDR PORT          hold PROTO ADDR:PORT ignoring SIGHUP
 //	                                  → "ready PID INODE"; until stdin closes
 //	sigflood PID SIG RATE MS          send signal SIG to PID RATE times a second
@@ -447,8 +448,10 @@ func runJob(args []string) error {
 		if err != nil {
 			return err
 		}
-		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_MARK, mark); err != nil {
-			return fmt.Errorf("set SO_MARK: %w", err)
+		if mark != 0 {
+			if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_MARK, mark); err != nil {
+				return fmt.Errorf("set SO_MARK: %w", err)
+			}
 		}
 		err = Bind(fd, "0.0.0.0", port)
 		errno, _ := err.(syscall.Errno)
@@ -482,12 +485,25 @@ func runJob(args []string) error {
 		fmt.Printf("sent %d\n", sent)
 		return nil
 	case "holdfail":
-		n, err := holdFail(args[1], args[2])
+		proto, keep := "tcp", false
+		for _, a := range args[3:] {
+			switch a {
+			case "udp":
+				proto = "udp"
+			case "keep":
+				keep = true
+			}
+		}
+		n, holders, err := holdFail(proto, args[1], args[2])
+		if !keep {
+			closeAll(holders)
+		}
 		if err != nil {
 			return err
 		}
 		fmt.Printf("ready %d %d\n", os.Getpid(), n)
 		wait()
+		closeAll(holders)
 		return nil
 	case "keystorm":
 		return keyStorm(args[1:])
@@ -888,34 +904,32 @@ func spreadFailures(args []string) error {
 	return nil
 }
 
-// holdFail takes n TCP ports on addr (listening on port 0), fails one
-// bind() on each with another socket, then closes the listeners: n
-// incidents opened and left, the port free, nobody retrying — the way
-// any user can open many incidents at once. It returns how many failed.
-func holdFail(addr, count string) (int, error) {
+// holdFail takes n ports of proto on addr (binding port 0, and listening
+// for tcp) and fails one bind() on each with another socket: n incidents
+// opened. It returns how many failed, and the holders' fds: closed, the
+// incidents are left with the port free and nobody retrying — the way any
+// user can open many incidents at once; kept, n holders stay to poll.
+func holdFail(proto, addr, count string) (int, []int, error) {
 	n, _ := strconv.Atoi(count)
 	var listeners []int
-	defer func() {
-		for _, fd := range listeners {
-			unix.Close(fd)
-		}
-	}()
 	failed := 0
 	for range n {
-		fd, err := Socket("tcp", addr, Opts{})
+		fd, err := Socket(proto, addr, Opts{})
 		if err != nil {
-			return failed, err
+			return failed, listeners, err
 		}
 		listeners = append(listeners, fd)
 		if err := Bind(fd, addr, 0); err != nil {
-			return failed, err
+			return failed, listeners, err
 		}
-		if err := unix.Listen(fd, 1); err != nil {
-			return failed, err
+		if proto == "tcp" {
+			if err := unix.Listen(fd, 1); err != nil {
+				return failed, listeners, err
+			}
 		}
 		sa, err := unix.Getsockname(fd)
 		if err != nil {
-			return failed, err
+			return failed, listeners, err
 		}
 		var port int
 		switch a := sa.(type) {
@@ -924,16 +938,22 @@ func holdFail(addr, count string) (int, error) {
 		case *unix.SockaddrInet6:
 			port = a.Port
 		}
-		other, err := Socket("tcp", addr, Opts{})
+		other, err := Socket(proto, addr, Opts{})
 		if err != nil {
-			return failed, err
+			return failed, listeners, err
 		}
 		if Bind(other, addr, port) != nil {
 			failed++
 		}
 		unix.Close(other)
 	}
-	return failed, nil
+	return failed, listeners, nil
+}
+
+func closeAll(fds []int) {
+	for _, fd := range fds {
+		unix.Close(fd)
+	}
 }
 
 // StartHelperInCgroup is StartHelper whose helper starts in the cgroup v2

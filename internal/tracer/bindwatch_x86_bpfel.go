@@ -84,6 +84,7 @@ type BindwatchEvent struct {
 	CgroupId     uint64
 	StartNs      uint64
 	CapEffective uint64
+	NetnsCookie  uint64
 	Pid          uint32
 	Tid          uint32
 	Ppid         uint32

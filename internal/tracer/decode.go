@@ -168,6 +168,7 @@ func decodeProcess(ev *BindwatchEvent, clock bootClock) events.Process {
 		CmdlineTruncated:  truncated,
 		CgroupID:          ev.CgroupId,
 		Netns:             ev.Netns,
+		NetnsCookie:       ev.NetnsCookie,
 		StartTime:         clock(ev.StartNs),
 		CapNetBindService: &canBind,
 	}

@@ -64,7 +64,7 @@ func TestIncidentHooksOnlyDuringIncidents(t *testing.T) {
 		t.Fatal(err)
 	}
 	key := PortKey{Netns: ns, Proto: "tcp", Port: 1}
-	if ok, err := tr.WatchPort(key, nil); !ok || err != nil {
+	if ok, err := tr.WatchPort(key, 0, nil); !ok || err != nil {
 		t.Fatalf("WatchPort: %v %v", ok, err)
 	}
 	if n := signals(); n < 100 || !tr.IncidentHooksAttached() {
@@ -78,7 +78,7 @@ func TestIncidentHooksOnlyDuringIncidents(t *testing.T) {
 	}
 	// Reopened and closed within the linger: the first timer must not
 	// detach what the second incident uses.
-	if ok, err := tr.WatchPort(key, nil); !ok || err != nil {
+	if ok, err := tr.WatchPort(key, 0, nil); !ok || err != nil {
 		t.Fatalf("WatchPort: %v %v", ok, err)
 	}
 	time.Sleep(300 * time.Millisecond)

@@ -136,8 +136,10 @@ func (t *Tracer) NoHolders() bool { return t.noHolders }
 
 // WatchPort makes the kernel report released, signal and recovered
 // records for the port, and signals sent to the processes pids (its
-// holders). It returns false when the kernel's map is full.
-func (t *Tracer) WatchPort(k PortKey, pids []int) (bool, error) {
+// holders); cookie is the port's network namespace's (the failure's
+// netns_cookie, 0 where the kernel has none). It returns false when the
+// kernel's map is full.
+func (t *Tracer) WatchPort(k PortKey, cookie uint64, pids []int) (bool, error) {
 	hk, ok := k.kernel()
 	if !ok {
 		return false, nil
@@ -146,7 +148,10 @@ func (t *Tracer) WatchPort(k PortKey, pids []int) (bool, error) {
 		if len(t.watched) >= MaxIncidents {
 			return false, nil
 		}
-		if err := t.maps.IncidentPorts.Put(hk, uint8(1)); err != nil {
+		// The value is the namespace's cookie (0: not known): the kernel
+		// reports only for sockets of that namespace, not of a new one
+		// that got its inode.
+		if err := t.maps.IncidentPorts.Put(hk, cookie); err != nil {
 			return false, fmt.Errorf("watch port %d/%s: %w", k.Port, k.Proto, err)
 		}
 		t.watched[k] = true

@@ -62,6 +62,9 @@ type Tracer struct {
 	// IOUringErr says why io_uring binds seen by the tracepoint backend
 	// come without their address (calibrateIOUring); nil when they do.
 	IOUringErr error
+	// NetnsCookieErr says why incidents are told apart by their network
+	// namespace's inode only (netnsCookies); nil where cookies are read.
+	NetnsCookieErr error
 }
 
 // Open loads the BPF object configured by cfg and attaches it with the
@@ -182,6 +185,7 @@ func openBackend(cfg Config, b Backend) (*Tracer, error) {
 			t.IOUringErr = fmt.Errorf("io_uring binds are reported without their address: %w", err)
 		}
 	}
+	t.NetnsCookieErr = netnsCookies()
 	if cfg.FollowChildren {
 		fl, err := attachFollow(coll)
 		if err != nil {
@@ -319,7 +323,7 @@ func (t *Tracer) Skipped() map[string]string { return t.skipped }
 // record's limits); nil when nothing is missing.
 func (t *Tracer) Limits() map[string]string {
 	var l map[string]string
-	for name, err := range map[string]error{"lineage": t.LineageErr, "io_uring_addr": t.IOUringErr} {
+	for name, err := range map[string]error{"lineage": t.LineageErr, "io_uring_addr": t.IOUringErr, "netns_cookie": t.NetnsCookieErr} {
 		if err != nil {
 			if l == nil {
 				l = map[string]string{}
@@ -328,6 +332,27 @@ func (t *Tracer) Limits() map[string]string {
 		}
 	}
 	return l
+}
+
+// netnsCookies says whether the kernel gives each network namespace a
+// cookie when it is made (struct net's u64 net_cookie, Linux 5.12+), which
+// the programs read beside the namespace's inode (sock_netns_cookie);
+// nil if it does, else why not.
+func netnsCookies() error {
+	spec, err := kernelSpec()
+	if err != nil {
+		return err
+	}
+	var net *btf.Struct
+	if err := spec.TypeByName("net", &net); err != nil {
+		return fmt.Errorf("no struct net in the kernel's BTF: %w", err)
+	}
+	for _, m := range net.Members {
+		if _, ok := btf.UnderlyingType(m.Type).(*btf.Int); ok && m.Name == "net_cookie" {
+			return nil
+		}
+	}
+	return errors.New("this kernel (before 5.12) gives a network namespace no cookie when it is made: incidents are told apart by the namespace's inode alone, which the kernel reuses once a namespace is freed")
 }
 
 // Time converts a CLOCK_BOOTTIME timestamp from the kernel to wall time.

@@ -1,6 +1,7 @@
 package watch
 
 import (
+	"cmp"
 	"errors"
 	"slices"
 	"strconv"
@@ -96,6 +97,8 @@ type watchedPort struct {
 	// whether the kernel watches the port (its quota let it).
 	uid    uint32
 	kernel bool
+	// cookie is the namespace's cookie (events.Process.NetnsCookie).
+	cookie uint64
 }
 
 func newIncidents(out Sink, t *tracer.Tracer, e *enricher, host string, quiet time.Duration, ports []tracer.PortRange) *incidents {
@@ -126,23 +129,42 @@ func (in *incidents) Write(rec any) error {
 		if err := in.expire(f.Time); err != nil {
 			return err
 		}
-	}
-	err := in.out.Write(rec)
-	in.builder.Add(rec)
-	if u, ok := rec.(*events.IncidentUntracked); ok && u.Host == in.host {
-		in.untracked++
-	}
-	if f, ok := rec.(*events.Failure); ok {
-		for _, u := range in.builder.TakeUntracked() {
-			if err := in.Write(u); err != nil {
+		// A failure in a new namespace that got a dead one's inode: the
+		// dead one's incident ends (its processes are gone) before this
+		// one opens.
+		if a := in.builder.NetnsGone(f); a != nil {
+			if err := in.Write(a); err != nil {
 				return err
 			}
+			in.close(in.key(a.Netns, a.Proto, a.Port))
 		}
-		if err := in.failed(f); err != nil {
+	}
+	f, failure := rec.(*events.Failure)
+	if !failure {
+		err := in.out.Write(rec)
+		in.builder.Add(rec)
+		if u, ok := rec.(*events.IncidentUntracked); ok && u.Host == in.host {
+			in.untracked++
+		}
+		return err
+	}
+	// The kernel watches the port before anyone reads the failure: a
+	// holder killed (and a new listener started) by whoever reads it at
+	// once is told, not missed.
+	in.builder.Add(rec)
+	refused, werr := in.failed(f)
+	err := in.out.Write(rec)
+	for _, u := range in.builder.TakeUntracked() {
+		if err := in.Write(u); err != nil {
 			return err
 		}
 	}
-	return err
+	if refused != nil {
+		if err := in.Write(refused); err != nil {
+			return err
+		}
+	}
+	return cmp.Or(werr, err)
 }
 
 // admitKernel tells whether the kernel may watch one more port of uid's,
@@ -167,11 +189,13 @@ func (in *incidents) admitKernel(uid uint32, port uint16) (reason string, limit 
 	return "", 0
 }
 
-// failed opens (or widens) the kernel's watch of the failure's port.
-func (in *incidents) failed(f *events.Failure) error {
+// failed opens (or widens) the kernel's watch of the failure's port, and
+// returns the incident_untracked record to write after the failure when
+// the kernel may not watch it.
+func (in *incidents) failed(f *events.Failure) (refused *events.IncidentUntracked, err error) {
 	k := incident.Key{Host: f.Host, Netns: f.Process.Netns, Proto: f.Proto, Port: f.Port}
 	if !in.builder.IsOpen(k) {
-		return nil
+		return nil, nil
 	}
 	w := in.ports[k]
 	if w == nil {
@@ -181,6 +205,7 @@ func (in *incidents) failed(f *events.Failure) error {
 			polled: map[uint64]*events.Holder{},
 			addr:   f.Addr,
 			uid:    f.Process.UID,
+			cookie: f.Process.NetnsCookie,
 		}
 		if f.Process.Netns == in.enrich.r.OwnNetns().Inode {
 			w.netns = in.enrich.r.OwnNetns()
@@ -190,25 +215,25 @@ func (in *incidents) failed(f *events.Failure) error {
 		if reason == "" {
 			// The tracer's map has MaxIncidents entries: what admitKernel
 			// counts. Only an error refuses it now.
-			ok, err := in.tracer.WatchPort(w.key, nil)
+			ok, err := in.tracer.WatchPort(w.key, w.cookie, nil)
 			if err != nil || !ok {
 				reason, limit = events.UntrackedFull, tracer.MaxIncidents
 			}
 		}
 		if reason != "" {
 			// Its failures still tell the incident; no kernel record will.
-			return in.Write(&events.IncidentUntracked{
+			return &events.IncidentUntracked{
 				Type: events.TypeUntracked, Version: events.Version, Time: f.Time, Host: f.Host, Proto: f.Proto,
 				Netns: f.Process.Netns, Addr: f.Addr, Port: f.Port, UID: f.Process.UID,
 				Table: events.UntrackedKernel, Reason: reason, Limit: limit,
-			})
+			}, nil
 		}
 		w.kernel = true
 		in.watched++
 		in.watchedPerUID[w.uid]++
 	}
 	if !w.kernel {
-		return nil
+		return nil, nil
 	}
 	var added []int
 	for i := range f.Holders {
@@ -236,11 +261,11 @@ func (in *incidents) failed(f *events.Failure) error {
 		w.timeWait = true
 	}
 	if len(added) > 0 {
-		if _, err := in.tracer.WatchPort(w.key, added); err != nil {
-			return err
+		if _, err := in.tracer.WatchPort(w.key, w.cookie, added); err != nil {
+			return nil, err
 		}
 	}
-	return nil
+	return nil, nil
 }
 
 // deadline is when the session must wake next: at next, or within an
