@@ -2,7 +2,10 @@ package main
 
 import (
 	"encoding/json"
+	"net"
+	"os"
 	"os/exec"
+	"strings"
 	"testing"
 
 	"github.com/bindwatch/bindwatch/internal/events"
@@ -39,5 +42,73 @@ func TestDoctor(t *testing.T) {
 	}
 	if r.Kernel == "" || r.BTF == "" || r.Tracefs == "" || r.Lockdown == "" || r.Privileges != "root" {
 		t.Errorf("report incomplete: %+v", r)
+	}
+}
+
+// doctor checks the ephemeral range of its network namespace: in a private
+// one whose range (30000–30010) overlaps the NodePort range and holds a
+// fixed listener, it names the listener and the overlap, and leaves out a
+// reserved port; the defaults of a fresh namespace draw no advice.
+func TestDoctorEphemeralRange(t *testing.T) {
+	testenv.RequireRoot(t)
+	doctor := func(name string) events.Doctor {
+		t.Helper()
+		argv := append(testenv.InNetns(name), bindwatchBin, "doctor", "--format", "json")
+		out, err := exec.Command(argv[0], argv[1:]...).Output()
+		if err != nil {
+			t.Fatalf("doctor: %v\n%s", err, out)
+		}
+		var doc any
+		if err := json.Unmarshal(out, &doc); err != nil {
+			t.Fatalf("doctor JSON: %v\n%s", err, out)
+		}
+		if err := recordSchema().Validate(doc); err != nil {
+			t.Errorf("doctor's record does not match docs/schema.json: %v\n%s", err, out)
+		}
+		var r events.Doctor
+		if err := json.Unmarshal(out, &r); err != nil {
+			t.Fatal(err)
+		}
+		if r.Ephemeral == nil || r.Ephemeral.Error != "" {
+			t.Fatalf("ephemeral_range %+v: want it checked\n%s", r.Ephemeral, out)
+		}
+		return r
+	}
+
+	fresh, _ := testenv.NewNetns(t)
+	if e := doctor(fresh).Ephemeral; len(e.Advice) != 0 || len(e.Listeners) != 0 || e.NodePortOverlap != "" || e.Lo != 32768 || e.Hi != 60999 {
+		t.Errorf("fresh namespace: %+v: want the kernel's default range 32768–60999 and no advice", e)
+	}
+
+	name, _ := testenv.NewNetns(t)
+	testenv.SetNetnsSysctl(t, name, "net/ipv4/ip_local_port_range", "30000 30010")
+	testenv.SetNetnsSysctl(t, name, "net/ipv4/ip_local_reserved_ports", "30007")
+	ns, err := os.Open("/run/netns/" + name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	testenv.InPrivateNetns(t, ns, func() {
+		for _, addr := range []string{"127.0.0.1:30005", "[::]:30007", "127.0.0.1:40000"} {
+			l, err := net.Listen("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { l.Close() })
+		}
+	})
+	e := doctor(name).Ephemeral
+	if e.Lo != 30000 || e.Hi != 30010 || e.Reserved != "30007" {
+		t.Errorf("range %d–%d reserved %q: want 30000–30010, 30007", e.Lo, e.Hi, e.Reserved)
+	}
+	if len(e.Listeners) != 1 || e.Listeners[0] != 30005 {
+		t.Errorf("listeners_in_range %v: want [30005] (30007 is reserved, 40000 outside)", e.Listeners)
+	}
+	if e.NodePortOverlap != "30000–30010" {
+		t.Errorf("nodeport_overlap %q: want 30000–30010", e.NodePortOverlap)
+	}
+	if len(e.Advice) != 2 || !strings.Contains(e.Advice[0], "net.ipv4.ip_local_reserved_ports=30007,30005") ||
+		!strings.Contains(e.Advice[1], `net.ipv4.ip_local_port_range="32768 60999"`) || strings.Contains(e.Advice[1], "reserved_ports=") {
+		t.Errorf("advice %q: want the listener reserved (keeping 30007), and the range moved above the NodePorts — not the NodePorts reserved, which would leave connect() no port", e.Advice)
 	}
 }

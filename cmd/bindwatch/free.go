@@ -106,6 +106,11 @@ func freeAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := host.ProcPidNamespace(); err != nil {
+		// A pid the kernel gave is another process here, or none: never
+		// signal by it.
+		return fmt.Errorf("free: refusing to look for holders to stop: %w", err)
+	}
 	r, err := commandResolver(c, resolve.Options{CacheTTL: -1})
 	if err != nil {
 		return err

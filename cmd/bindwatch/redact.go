@@ -44,5 +44,6 @@ func commandResolver(c *cli.Context, opts resolve.Options) (*resolve.Resolver, e
 	}
 	opts.Redact = rules
 	opts.Names = enrich.New(enrich.Options{}).Process
+	warnPidNamespace()
 	return resolve.New(opts)
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/bindwatch/bindwatch/internal/events"
+	"github.com/bindwatch/bindwatch/internal/host"
 	"github.com/bindwatch/bindwatch/internal/incident"
 	"github.com/bindwatch/bindwatch/internal/tracer"
 	"github.com/bindwatch/bindwatch/internal/watch"
@@ -228,7 +229,16 @@ func requireRoot() error {
 	if err := tracer.CheckPrivileges(); err != nil {
 		return cli.Exit(err.Error(), 1)
 	}
+	warnPidNamespace()
 	return nil
+}
+
+// warnPidNamespace says on stderr, once, when /proc is not the host's
+// pid namespace's (the start record says it too, as limits.pid_namespace).
+func warnPidNamespace() {
+	if err := host.ProcPidNamespace(); err != nil {
+		fmt.Fprintf(os.Stderr, "bindwatch: warning: %v\n", err)
+	}
 }
 
 // unitArg checks --unit's NAME and spells it as records name units

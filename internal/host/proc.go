@@ -134,3 +134,21 @@ func statusMask(path, field string) (uint64, bool) {
 	}
 	return 0, false
 }
+
+// initPidNS is the inode of the host's (initial) pid namespace,
+// PROC_PID_INIT_INO in the kernel: the same on every Linux since 3.8.
+const initPidNS = 0xEFFFFFFC
+
+// ProcPidNamespace says, when /proc shows the processes of a pid
+// namespace other than the host's, why that matters; nil when it is the
+// host's (or cannot be told: pid 1's namespace unreadable). The kernel —
+// the BPF programs and iterators — names processes by their host pid; a
+// /proc of a container's own pid namespace has other processes under
+// those numbers, or none.
+func ProcPidNamespace() error {
+	link, err := os.Readlink("/proc/1/ns/pid")
+	if err != nil || link == fmt.Sprintf("pid:[%d]", initPidNS) {
+		return nil
+	}
+	return fmt.Errorf("/proc shows a pid namespace of its own (%s, not the host's pid:[%d]): the kernel names processes by their host pid, which this /proc does not show, so holders go unnamed and a pid may be another process here (hint: run bindwatch in the host's pid namespace: docker run --pid=host, Kubernetes hostPID: true, a systemd service on the host)", link, initPidNS)
+}

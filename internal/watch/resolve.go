@@ -5,6 +5,7 @@ import (
 
 	"github.com/bindwatch/bindwatch/internal/enrich"
 	"github.com/bindwatch/bindwatch/internal/events"
+	"github.com/bindwatch/bindwatch/internal/host"
 	"github.com/bindwatch/bindwatch/internal/redact"
 	"github.com/bindwatch/bindwatch/internal/resolve"
 )
@@ -49,3 +50,7 @@ func (e *enricher) failure(f *events.Failure) bool {
 }
 
 func (e *enricher) close() { e.r.Close() }
+
+// procPidNamespace is host.ProcPidNamespace (watch.go's host is the host
+// name).
+func procPidNamespace() error { return host.ProcPidNamespace() }

@@ -145,6 +145,14 @@ func Start(opts Options) (*Session, error) {
 	if len(start.Skipped) == 0 {
 		start.Skipped = nil
 	}
+	if err := procPidNamespace(); err != nil {
+		// Traced all the same: the kernel's record of the failing
+		// process and the port stands; the names from /proc do not.
+		if start.Limits == nil {
+			start.Limits = map[string]string{}
+		}
+		start.Limits["pid_namespace"] = err.Error()
+	}
 	if err := s.opts.Out.Write(start); err != nil {
 		s.close()
 		return nil, fmt.Errorf("write start record: %w", err)
