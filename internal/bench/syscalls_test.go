@@ -6,6 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
 	"github.com/bindwatch/bindwatch/internal/host"
@@ -53,7 +56,9 @@ func pipeReads(b *testing.B, n int) time.Duration {
 // BenchmarkOtherSyscalls: getppid and a pipe's 1-byte read with bindwatch
 // tracing (the backend under test, nothing to report) against none, 101
 // alternating rounds; "floor" enables sys_exit_bind through tracefs
-// instead of attaching bindwatch. Target ≤ 1.03× on every backend; on
+// instead of attaching bindwatch, and "emptybpf" attaches a BPF program
+// that returns at once to sys_exit_bind: the kernel's slow path plus the
+// BPF dispatch, with no work of bindwatch's. Target ≤ 1.03× on every backend; on
 // the tracepoint backend the floor shows how much of it the kernel
 // imposes whatever the program does.
 func BenchmarkOtherSyscalls(b *testing.B) {
@@ -100,6 +105,31 @@ func BenchmarkOtherSyscalls(b *testing.B) {
 						set("1")
 						traced = append(traced, ph.run(ph.n))
 						set("0")
+					})
+				}
+				report(b, untraced, traced, ph.n)
+			}
+		})
+		b.Run(ph.name+"/emptybpf", func(b *testing.B) {
+			prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+				Type:         ebpf.TracePoint,
+				License:      "GPL",
+				Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
+			})
+			if err != nil {
+				b.Fatalf("loading an empty tracepoint program: %v (hint: needs root and a kernel with BPF)", err)
+			}
+			defer prog.Close()
+			for i := 0; i < b.N; i++ {
+				var untraced, traced []time.Duration
+				for r := 0; r < syscallRounds; r++ {
+					alternate(r, func() { untraced = append(untraced, ph.run(ph.n)) }, func() {
+						l, err := link.Tracepoint("syscalls", "sys_exit_bind", prog, nil)
+						if err != nil {
+							b.Fatalf("attaching to sys_exit_bind: %v (hint: a kernel without CONFIG_FTRACE_SYSCALLS has no syscall tracepoints)", err)
+						}
+						traced = append(traced, ph.run(ph.n))
+						l.Close()
 					})
 				}
 				report(b, untraced, traced, ph.n)
