@@ -219,8 +219,9 @@ func TestUnitsUnderRealSystemd(t *testing.T) {
 	// The shipped unit under this systemd: systemctl start writes the
 	// start record, a failure in another unit is logged with that unit,
 	// systemctl stop leaves a stop record — with its hardening directives.
-	// (In the container's pid namespace it cannot read the host pids the
-	// kernel reports in /proc: the holder is not named there.)
+	// In the container's pid namespace, its /proc does not show the host
+	// pids the kernel reports: holders are named among the processes it
+	// shows, by their pids there.
 	in("systemctl", "start", "bindwatch.service")
 	logged := func(want string) [][]byte {
 		t.Helper()
