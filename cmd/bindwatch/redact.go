@@ -44,6 +44,7 @@ func commandResolver(c *cli.Context, opts resolve.Options) (*resolve.Resolver, e
 	}
 	opts.Redact = rules
 	opts.Names = enrich.New(enrich.Options{}).Process
+	opts.SocketUnit = enrich.NewSocketUnits().Holder
 	warnPidNamespace()
 	return resolve.New(opts)
 }

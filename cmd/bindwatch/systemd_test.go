@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bindwatch/bindwatch/internal/events"
 	"github.com/bindwatch/bindwatch/internal/testenv"
 )
 
@@ -115,13 +116,29 @@ func bootSystemd(t *testing.T, rootfs string) int {
 // both units; the holder is the running instance of its unit, not a
 // leftover, and the hint reloads or stops it through systemctl. bindwatch
 // runs on the host, as the container shares its network.
+//
+// Then the shipped bindwatch.service runs in the container, and names the
+// same holder the same way from there (its /proc, its pids). A real
+// socket unit holds another port (ListenStream=127.0.0.1:PORT): a bind
+// there fails, and the record names the .socket unit (socket_unit, from
+// the container's own systemd, asked by bindwatch in the container) and
+// stops it by name. bindwatch on the host, seeing that systemd as a
+// container's manager, does not ask it.
 func TestUnitsUnderRealSystemd(t *testing.T) {
 	testenv.RequireRoot(t)
 	testenv.RequireCommand(t, "a Debian rootfs booted with systemd as pid 1", "mmdebstrap", "systemd-nspawn", "nsenter")
 	rootfs := systemdRootfs(t)
 	port := testenv.FreePort(t)
 	p := strconv.Itoa(port)
+	sockPort := testenv.FreePort(t)
+	for sockPort == port {
+		sockPort = testenv.FreePort(t)
+	}
+	sp := strconv.Itoa(sockPort)
 	files := map[string]string{
+		"etc/nginx/bwsockfail.conf":         "pid /run/bwsockfail.pid;\nerror_log stderr;\nevents {}\nhttp { access_log off; server { listen 127.0.0.1:" + sp + "; } }\n",
+		"etc/systemd/system/bwsock.socket":  "[Socket]\nListenStream=127.0.0.1:" + sp + "\n",
+		"etc/systemd/system/bwsock.service": "[Service]\nExecStart=/bin/sleep infinity\n",
 		"etc/nginx/bwtest.conf":             "pid /run/bwtest.pid;\nerror_log stderr;\nevents {}\nhttp { access_log off; server { listen 127.0.0.1:" + p + "; } }\n",
 		"etc/nginx/bwfail.conf":             "pid /run/bwfail.pid;\nerror_log stderr;\nevents {}\nhttp { access_log off; server { listen 127.0.0.1:" + p + "; } }\n",
 		"etc/systemd/system/bwtest.service": "[Service]\nType=forking\nPIDFile=/run/bwtest.pid\nExecStart=/usr/sbin/nginx -c /etc/nginx/bwtest.conf\nRestart=always\n",
@@ -202,8 +219,9 @@ func TestUnitsUnderRealSystemd(t *testing.T) {
 	// The shipped unit under this systemd: systemctl start writes the
 	// start record, a failure in another unit is logged with that unit,
 	// systemctl stop leaves a stop record — with its hardening directives.
-	// (In the container's pid namespace it cannot read the host pids the
-	// kernel reports in /proc: the holder is not named there.)
+	// In the container's pid namespace, its /proc does not show the host
+	// pids the kernel reports: holders are named among the processes it
+	// shows, by their pids there.
 	in("systemctl", "start", "bindwatch.service")
 	logged := func(want string) [][]byte {
 		t.Helper()
@@ -221,18 +239,63 @@ func TestUnitsUnderRealSystemd(t *testing.T) {
 	}
 	logged(`"type":"start"`)
 	in("systemd-run", "--no-block", "--unit=bwfail2", "/usr/sbin/nginx", "-c", "/etc/nginx/bwfail.conf", "-g", "daemon off;")
-	logged(`"unit":"bwfail2.service"`)
-	in("systemctl", "stop", "bindwatch.service")
-	var startStop [][]byte
-	for _, l := range logged(`"type":"stop"`) {
-		// Only these: in a pid namespace of its own, bindwatch writes
-		// failures with "holders":null, which the schema refuses (found
-		// here; not fixed in this change).
-		if bytes.HasPrefix(l, []byte(`{"type":"start"`)) || bytes.HasPrefix(l, []byte(`{"type":"stop"`)) {
-			startStop = append(startStop, l)
+	inside := failureOf(t, logged(`"unit":"bwfail2.service"`), "bwfail2.service")
+	// From inside, the holder is named by its pid there: the Type=forking
+	// service's main process, told as its unit's, not as a leftover.
+	held = false
+	for _, h := range inside.Holders {
+		for _, hp := range h.Processes {
+			held = held || hp.Unit == "bwtest.service" && hp.Comm == "nginx"
 		}
 	}
-	if seen := schemaLines(t, startStop); seen["start"] != 1 || seen["stop"] != 1 {
+	if !held || inside.Cause != "already_running" || !strings.Contains(inside.Hint, "systemctl stop bwtest.service") {
+		t.Errorf("in the container: failure %+v: want cause already_running, held by nginx of unit bwtest.service, stopped with systemctl", inside)
+	}
+
+	// A socket unit holds a port; a bind on it fails. bindwatch in the
+	// container asks its systemd, through its own systemctl, under the
+	// shipped unit's hardening.
+	in("systemctl", "start", "bwsock.socket")
+	in("systemd-run", "--no-block", "--unit=bwsockfail", "/usr/sbin/nginx", "-c", "/etc/nginx/bwsockfail.conf", "-g", "daemon off;")
+	sockLines := logged(`"unit":"bwsockfail.service"`)
+	sf := failureOf(t, sockLines, "bwsockfail.service")
+	named := false
+	for _, h := range sf.Holders {
+		for _, hp := range h.Processes {
+			named = named || hp.PID == 1 && hp.Comm == "systemd" && hp.SocketUnit == "bwsock.socket"
+		}
+	}
+	if !named || sf.Cause != "socket_activation" {
+		t.Errorf("in the container: failure %+v: want cause socket_activation, held by pid 1 with socket_unit bwsock.socket", sf)
+	}
+	for _, want := range []string{"systemctl stop bwsock.socket", "systemctl disable bwsock.socket"} {
+		if !strings.Contains(sf.Hint, want) {
+			t.Errorf("in the container: hint %q: want %q", sf.Hint, want)
+		}
+	}
+	for _, l := range sockLines {
+		if bytes.Contains(l, []byte(`"unit":"bwsockfail.service"`)) {
+			schemaLines(t, [][]byte{l})
+			t.Logf("in the container, socket unit: %s", l)
+			break
+		}
+	}
+	in("systemctl", "stop", "bindwatch.service")
+	// Every record it wrote matches the schema, failures with their
+	// holders (named from its own /proc) included.
+	if seen := schemaLines(t, logged(`"type":"stop"`)); seen["start"] != 1 || seen["stop"] != 1 {
 		t.Errorf("bindwatch.service wrote %v, want one start and one stop record", seen)
 	}
+}
+
+// failureOf is the first failure among lines of a process in unit.
+func failureOf(t *testing.T, lines [][]byte, unit string) events.Failure {
+	t.Helper()
+	for _, f := range failures(t, lines) {
+		if f.Process.Unit == unit {
+			return f
+		}
+	}
+	t.Fatalf("no failure of unit %s among:\n%s", unit, bytes.Join(lines, []byte("\n")))
+	return events.Failure{}
 }

@@ -152,10 +152,10 @@ func diagnoseJobGone(f *events.Failure, h *events.Holder, facts Facts) (Verdict,
 //
 // The comm decides, and the executable confirms: a verdict whose holder's
 // executable is not the manager's own program is only likely.
-func diagnoseManager(f *events.Failure, h *events.Holder, heldBy string) (Verdict, bool) {
+func diagnoseManager(f *events.Failure, h *events.Holder, heldBy string, facts Facts) (Verdict, bool) {
 	for i := range h.Processes {
 		p := &h.Processes[i]
-		v, ok := managerVerdict(f, p, heldBy)
+		v, ok := managerVerdict(f, p, heldBy, facts)
 		if !ok {
 			continue
 		}
@@ -168,7 +168,7 @@ func diagnoseManager(f *events.Failure, h *events.Holder, heldBy string) (Verdic
 	return Verdict{}, false
 }
 
-func managerVerdict(f *events.Failure, p *events.Process, heldBy string) (Verdict, bool) {
+func managerVerdict(f *events.Failure, p *events.Process, heldBy string, facts Facts) (Verdict, bool) {
 	{
 		switch comm := p.Comm; {
 		case comm == "docker-proxy":
@@ -190,7 +190,7 @@ func managerVerdict(f *events.Failure, p *events.Process, heldBy string) (Verdic
 				heldBy+fmt.Sprintf(": kube-proxy holds the port open for a Kubernetes NodePort service%s, so that no other program on the node takes it.", nodePort),
 				fmt.Sprintf("Find the service: kubectl get svc -A | grep ':%d/'; change its nodePort, or give this program a port outside the NodePort range (kube-apiserver --service-node-port-range).", f.Port)), true
 		case comm == "systemd" && (p.PID == 1 || p.NSPID == 1 || userManager(p)):
-			return socketActivation(f, p, heldBy), true
+			return socketActivation(f, p, heldBy, facts.SocketUnitNote), true
 		case comm == "sshd" || comm == "sshd-session":
 			if p.PPID == 1 || p.NSPID == 1 {
 				return verdict(events.CauseSSHD, heldBy+": the SSH daemon listens on this port (its Port or ListenAddress in /etc/ssh/sshd_config).",
@@ -250,8 +250,10 @@ func dockerProxy(f *events.Failure, p *events.Process, heldBy string) Verdict {
 		fmt.Sprintf("Find the container: docker ps --filter publish=%d; stop it or publish another host port. docker-proxy is known to outlive its container: if no container publishes %d, restart the Docker daemon (systemctl restart docker) or kill %d.", f.Port, f.Port, p.PID))
 }
 
-// socketActivation explains systemd holding a listener: a socket unit.
-func socketActivation(f *events.Failure, p *events.Process, heldBy string) Verdict {
+// socketActivation explains systemd holding a listener: a socket unit,
+// named when the manager said which (p.SocketUnit, internal/enrich), or
+// else found by the user, with note saying why bindwatch did not name it.
+func socketActivation(f *events.Failure, p *events.Process, heldBy, note string) Verdict {
 	manager, ctl := "the service manager (pid 1)", "systemctl"
 	switch {
 	case userManager(p):
@@ -264,8 +266,18 @@ func socketActivation(f *events.Failure, p *events.Process, heldBy string) Verdi
 		manager = "the service manager of a container (pid 1 in its own pid namespace)"
 		ctl = fmt.Sprintf("nsenter --target %d --all systemctl", p.PID)
 	}
+	if unit := p.SocketUnit; unit != "" && p.PID == 1 && !userManager(p) {
+		u := shellWord(unit)
+		return verdict(events.CauseSocketActivation,
+			heldBy+fmt.Sprintf(": %s listens on it for %s and starts that unit's service on the first connection (socket activation), so the port stays held while the service is stopped.", manager, events.Escape(unit)),
+			fmt.Sprintf("Stop the socket unit, not the service: %s stop %s (and %s disable %s so that it does not come back); stopping its service alone leaves systemd listening.", ctl, u, ctl, u))
+	}
+	why := ""
+	if note != "" {
+		why = " (bindwatch could not name the unit: " + strings.TrimSuffix(note, ".") + ".)"
+	}
 	return verdict(events.CauseSocketActivation,
-		heldBy+fmt.Sprintf(": %s listens on it for a socket unit and starts the unit's service on the first connection (socket activation), so the port stays held while the service is stopped.", manager),
+		heldBy+fmt.Sprintf(": %s listens on it for a socket unit and starts the unit's service on the first connection (socket activation), so the port stays held while the service is stopped.%s", manager, why),
 		fmt.Sprintf("Stop the socket unit, not the service: find it with `%s list-sockets | grep %d`, then `%s stop NAME.socket` (and `%s disable NAME.socket` so that it does not come back); stopping NAME.service alone leaves systemd listening.", ctl, f.Port, ctl, ctl))
 }
 

@@ -181,7 +181,7 @@ func diagnoseLiveHolder(f *events.Failure, h *events.Holder, want bindFlags, fac
 		return verdict(overlapCause, fmt.Sprintf("%s/%s conflicts with %s, held by %s%s: %s.", endpoint(f.Addr, f.Port), f.Proto, endpoint(h.Addr, h.Port), who, age, overlap),
 			overlapHint(f, h, kill))
 	}
-	if v, ok := diagnoseManager(f, h, heldBy); ok {
+	if v, ok := diagnoseManager(f, h, heldBy, facts); ok {
 		return v
 	}
 	if v, ok := diagnoseLeftover(f, h, age); ok {

@@ -24,6 +24,10 @@ type Facts struct {
 	// Job is the traced command the failing process belongs to (bindwatch
 	// run), nil when none.
 	Job *Job
+	// SocketUnitNote says why the socket unit a service manager holds the
+	// port for is not named (no holder's SocketUnit): the manager could
+	// not be asked, or did not say. "" when it was named, or not asked.
+	SocketUnitNote string
 }
 
 // Job is a command whose whole process tree is traced.

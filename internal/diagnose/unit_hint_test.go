@@ -50,3 +50,52 @@ func TestReloadAdviceUsesUnit(t *testing.T) {
 		t.Errorf("reloadAdvice = %q: a unit's main process is not to be signalled", got)
 	}
 }
+
+// Socket activation: a socket unit the service manager named is stopped
+// by name; without it, the hint says how to find it, and the diagnosis
+// why bindwatch could not name it. A container's or a user's manager is
+// never taken at its word, even with a name on the record.
+func TestSocketActivationNamesUnit(t *testing.T) {
+	for _, c := range []struct {
+		name            string
+		proc            events.Process
+		note            string
+		want, not, diag []string
+	}{
+		{"named", events.Process{PID: 1, Comm: "systemd", SocketUnit: "nginx-test.socket"}, "",
+			[]string{"systemctl stop nginx-test.socket", "systemctl disable nginx-test.socket"}, []string{"NAME.socket", "list-sockets"}, []string{"for nginx-test.socket"}},
+		{"hostile name", events.Process{PID: 1, Comm: "systemd", SocketUnit: "a;b\x1b.socket"}, "",
+			[]string{`systemctl stop 'a;b\x1b.socket'`}, []string{"\x1b"}, nil},
+		{"not named", events.Process{PID: 1, Comm: "systemd"}, "ask the service manager which socket unit it is: /usr/bin/systemctl list-sockets: exit status 1: Failed to connect to bus",
+			[]string{"systemctl list-sockets | grep 8080", "systemctl stop NAME.socket"}, nil, []string{"(bindwatch could not name the unit: ask the service manager", "Failed to connect to bus.)"}},
+		{"container's manager", events.Process{PID: 4321, NSPID: 1, Comm: "systemd", SocketUnit: "evil.socket"}, "",
+			[]string{"nsenter --target 4321 --all systemctl stop NAME.socket"}, []string{"evil"}, nil},
+		{"user's manager", events.Process{PID: 4000, UID: 1000, User: "alice", Comm: "systemd", Cmdline: []string{"/lib/systemd/systemd", "--user"}, SocketUnit: "evil.socket"}, "",
+			[]string{"systemctl --user -M alice@ stop NAME.socket"}, []string{"evil"}, nil},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			f := &events.Failure{Errno: "EADDRINUSE", Syscall: "bind", Proto: "tcp", Family: "inet", Addr: "127.0.0.1", Port: 8080,
+				Process: events.Process{PID: 7, Comm: "nginx"},
+				Holders: []events.Holder{{Source: events.SeenLive, Proto: "tcp", State: "LISTEN", Addr: "127.0.0.1", Port: 8080, Processes: []events.Process{c.proc}}}}
+			v := Diagnose(f, Facts{SocketUnitNote: c.note}, time.Now())
+			if v.Cause != events.CauseSocketActivation {
+				t.Errorf("cause %s, want %s", v.Cause, events.CauseSocketActivation)
+			}
+			for _, w := range c.want {
+				if !strings.Contains(v.Hint, w) {
+					t.Errorf("hint %q: want %q", v.Hint, w)
+				}
+			}
+			for _, n := range c.not {
+				if strings.Contains(v.Hint, n) || strings.Contains(v.Diagnosis, n) {
+					t.Errorf("verdict %q / %q: want no %q", v.Diagnosis, v.Hint, n)
+				}
+			}
+			for _, d := range c.diag {
+				if !strings.Contains(v.Diagnosis, d) {
+					t.Errorf("diagnosis %q: want %q", v.Diagnosis, d)
+				}
+			}
+		})
+	}
+}

@@ -137,7 +137,12 @@ type Process struct {
 	// "user@1000.service"; "" for a unit of the system's manager.
 	Unit        string `json:"unit,omitempty"`
 	UnitManager string `json:"unit_manager,omitempty"`
-	Netns       uint32 `json:"netns,omitempty"`
+	// SocketUnit is, for the system's service manager (pid 1) holding a
+	// socket, the socket unit it listens on that address for
+	// ("nginx.socket"), as that manager answered (systemctl
+	// list-sockets) when the failure was resolved.
+	SocketUnit string `json:"socket_unit,omitempty"`
+	Netns      uint32 `json:"netns,omitempty"`
 	// NetnsCookie is the kernel's cookie of that network namespace, on a
 	// failing process (Linux 5.12+; absent before): the kernel reuses a
 	// freed namespace's inode (Netns), never its cookie, so a failure in

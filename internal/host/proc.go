@@ -150,5 +150,5 @@ func ProcPidNamespace() error {
 	if err != nil || link == fmt.Sprintf("pid:[%d]", initPidNS) {
 		return nil
 	}
-	return fmt.Errorf("/proc shows a pid namespace of its own (%s, not the host's pid:[%d]): the kernel names processes by their host pid, which this /proc does not show, so holders go unnamed and a pid may be another process here (hint: run bindwatch in the host's pid namespace: docker run --pid=host, Kubernetes hostPID: true, a systemd service on the host)", link, initPidNS)
+	return fmt.Errorf("/proc shows a pid namespace of its own (%s, not the host's pid:[%d]): the kernel names processes by their host pid, which this /proc does not show: holders are named only among the processes it shows (by their pids here, from their open files), and a pid the kernel reports (the failing process's) may be another process here (hint: run bindwatch in the host's pid namespace: docker run --pid=host, Kubernetes hostPID: true, a systemd service on the host)", link, initPidNS)
 }

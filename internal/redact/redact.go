@@ -285,6 +285,7 @@ func (r *Rules) process(p *events.Process) []string {
 	p.Cgroup = Scrub(p.Cgroup, removed)
 	p.Unit = Scrub(p.Unit, removed)
 	p.UnitManager = Scrub(p.UnitManager, removed)
+	p.SocketUnit = Scrub(p.SocketUnit, removed)
 	p.CmdlineRedacted = true
 	return removed
 }

@@ -37,7 +37,7 @@ func TestMergeRecorded(t *testing.T) {
 		{Source: events.Recorded, Inode: 5, Since: since, Processes: []events.Process{{PID: 9}}},
 		{Source: events.Recorded, Inode: 6, Processes: []events.Process{{PID: 10}}},
 	}
-	got := mergeRecorded(live, given)
+	got := mergeRecorded(live, given, true)
 	if len(got) != 2 || got[0].Source != events.SeenLive || !got[0].Since.Equal(since) || got[0].Processes[0].PID != 9 {
 		t.Fatalf("merged = %+v, want the live holder with the recorded process and time", got)
 	}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/bindwatch/bindwatch/internal/diagnose"
 	"github.com/bindwatch/bindwatch/internal/events"
+	"github.com/bindwatch/bindwatch/internal/host"
 	"github.com/bindwatch/bindwatch/internal/redact"
 )
 
@@ -51,6 +52,12 @@ type Options struct {
 	// its details are read from /proc (enrich.Namer.Process), so that
 	// holders carry them and the diagnosis can use them.
 	Names func(*events.Process)
+	// SocketUnit, if set, is asked about every process of a live holder
+	// of a failure before the diagnosis (enrich.SocketUnits.Holder): it
+	// fills p.SocketUnit when p is the service manager holding h for a
+	// socket unit, and returns why it could not ("" when it could, or
+	// when p is no manager it asks).
+	SocketUnit func(h *events.Holder, p *events.Process) (note string)
 }
 
 // Resolver finds the holders of ports and diagnoses failures. It is safe for
@@ -60,6 +67,12 @@ type Resolver struct {
 	cacheTTL time.Duration
 	redact   *redact.Rules
 	names    func(*events.Process)
+	sockUnit func(*events.Holder, *events.Process) string
+	// ownPidNS: /proc shows a pid namespace of bindwatch's own (a
+	// container's), not the host's whose pids the kernel reports. Owners
+	// of sockets are then the processes this /proc shows holding them,
+	// under their pids here (see snapshot).
+	ownPidNS bool
 
 	// The BPF iterators load in the background from New on (decoding the
 	// kernel's BTF for them takes ~10 ms of CPU), while the first lookup
@@ -114,7 +127,8 @@ func New(opts Options) (*Resolver, error) {
 		return nil, err
 	}
 	r := &Resolver{netns: nc, cacheTTL: opts.CacheTTL, cache: make(map[portKey]*portEntry),
-		itersLoaded: make(chan struct{}), redact: opts.Redact, names: opts.Names}
+		itersLoaded: make(chan struct{}), redact: opts.Redact, names: opts.Names, sockUnit: opts.SocketUnit,
+		ownPidNS: host.ProcPidNamespace() != nil}
 	if r.cacheTTL == 0 {
 		r.cacheTTL = DefaultCacheTTL
 	}
@@ -292,9 +306,22 @@ func (r *Resolver) resolve(f *events.Failure, facts *diagnose.Facts) error {
 		}
 		live = append(live, copyHolder(s.holder))
 	}
-	merged := mergeRecorded(live, f.Holders)
+	merged := mergeRecorded(live, f.Holders, !r.ownPidNS)
 	f.Holders, f.TimeWait = listHolders(merged)
 	noteOwnFD(f)
+	if r.sockUnit != nil {
+		for i := range f.Holders {
+			h := &f.Holders[i]
+			if h.Source != events.SeenLive {
+				continue
+			}
+			for j := range h.Processes {
+				if note := r.sockUnit(h, &h.Processes[j]); note != "" {
+					facts.SocketUnitNote = note
+				}
+			}
+		}
+	}
 	return nil
 }
 
@@ -334,7 +361,11 @@ func failingAddr(f *events.Failure) (boundAddr, bool) {
 // SeenLive holder (keeping the recorded process when the live scan found no
 // owner, and when it was bound); one not found live stays Recorded — it
 // exited since, the restart race.
-func mergeRecorded(live []events.Holder, given []events.Holder) []events.Holder {
+//
+// lineage is false when bindwatch's /proc is of a pid namespace of its
+// own: the kernel's record names host pids, the live holders this /proc's,
+// and comparing them would call every holder a leftover.
+func mergeRecorded(live []events.Holder, given []events.Holder, lineage bool) []events.Holder {
 	out := live
 	for _, rec := range given {
 		if rec.Source != events.Recorded {
@@ -349,7 +380,7 @@ func mergeRecorded(live []events.Holder, given []events.Holder) []events.Holder 
 		}
 		if len(out[i].Processes) == 0 {
 			out[i].Processes = rec.Processes
-		} else {
+		} else if lineage {
 			noteLineage(&out[i], rec)
 		}
 		if out[i].Since.IsZero() {
@@ -538,6 +569,22 @@ func (r *Resolver) snapshot(h *netnsHandle, proto string, port uint16) (*portSna
 		if err != nil {
 			return nil, fmt.Errorf("find owners of sockets on port %d: %w", port, err)
 		}
+		if r.ownPidNS && it != nil {
+			// The iterator names owners by their host pids, which this
+			// /proc shows as other processes or none: take the owners
+			// this /proc shows instead (its pids, the ones kill and
+			// systemctl take here), with the flags the iterator read.
+			// A socket held only outside this pid namespace goes
+			// unnamed (hidden).
+			here, _ := scanProcForSockets(inodes)
+			for ino, o := range owners {
+				if h := here[ino]; h != nil {
+					h.reuseAddr, h.reusePort, h.v6only = o.reuseAddr, o.reusePort, o.v6only
+				}
+			}
+			owners = here
+		}
+		complete = complete && !r.ownPidNS
 	}
 	var twFlags map[timewaitKey]timewaitReuse
 	if hasTimeWait {

@@ -336,6 +336,7 @@ func processExtras(d doc, prefix string, p *events.Process) {
 	}
 	d.set(prefix+".cgroup", p.Cgroup)
 	d.set(prefix+".unit_manager", p.UnitManager)
+	d.set(prefix+".socket_unit", p.SocketUnit)
 	if p.CgroupID != 0 {
 		d.set(prefix+".cgroup_id", p.CgroupID)
 	}

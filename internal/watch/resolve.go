@@ -12,7 +12,8 @@ import (
 
 // enricher adds to a decoded failure what only user space can find: process
 // details from /proc, the container and pod names of every process
-// (internal/enrich), the holders and the diagnosis (internal/resolve), and
+// (internal/enrich), the holders and the diagnosis (internal/resolve) with
+// the socket unit a service manager holds one for (enrich.SocketUnits), and
 // the name of the SO_BINDTODEVICE interface.
 type enricher struct {
 	r *resolve.Resolver
@@ -21,7 +22,7 @@ type enricher struct {
 // newEnricher returns once the resolver is ready: its owner iterator loads
 // in the background, and a session is not live until it could resolve.
 func newEnricher(rules *redact.Rules) (*enricher, error) {
-	r, err := resolve.New(resolve.Options{Redact: rules, Names: enrich.New(enrich.Options{}).Process})
+	r, err := resolve.New(resolve.Options{Redact: rules, Names: enrich.New(enrich.Options{}).Process, SocketUnit: enrich.NewSocketUnits().Holder})
 	if err != nil {
 		return nil, err
 	}
