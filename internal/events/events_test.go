@@ -32,7 +32,8 @@ func TestHostPort(t *testing.T) {
 	for _, c := range []struct {
 		addr string
 		want string
-	}{{"0.0.0.0", "0.0.0.0:80"}, {"::", "[::]:80"}, {"::ffff:10.0.0.1", "[::ffff:10.0.0.1]:80"}} {
+	}{{"0.0.0.0", "0.0.0.0:80"}, {"::", "[::]:80"}, {"::ffff:10.0.0.1", "[::ffff:10.0.0.1]:80"},
+		{"fe80::1%eth0", "[fe80::1%eth0]:80"}, {"not:an:address", "[not:an:address]:80"}, {"", ":80"}} {
 		if got := HostPort(c.addr, 80); got != c.want {
 			t.Errorf("HostPort(%s) = %s, want %s", c.addr, got, c.want)
 		}

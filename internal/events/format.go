@@ -209,10 +209,14 @@ func holderText(h *Holder) string {
 	return s
 }
 
-// HostPort renders addr:port, bracketing IPv6 addresses.
+// HostPort renders addr:port, bracketing IPv6 addresses (and anything
+// else with a colon in it): bindwatch's one addr:port formatter.
 func HostPort(addr string, port uint16) string {
 	if a, err := netip.ParseAddr(addr); err == nil {
 		return netip.AddrPortFrom(a, port).String()
+	}
+	if strings.Contains(addr, ":") {
+		return fmt.Sprintf("[%s]:%d", addr, port)
 	}
 	return fmt.Sprintf("%s:%d", addr, port)
 }
