@@ -300,6 +300,24 @@ func TestECSOutputMatchesECS(t *testing.T) {
 				t.Errorf("%s = %v, want %v", name, got, want)
 			}
 		}
+		// The UDP failure: its own transport and IANA number.
+		var u map[string]any
+		for _, d := range docs["bind_failure"] {
+			if field(d, "error.code") == "EADDRNOTAVAIL" {
+				u = d
+			}
+		}
+		if u == nil {
+			t.Errorf("no EADDRNOTAVAIL failure of the UDP bind:\n%s", out.String())
+		}
+		for name, want := range map[string]any{
+			"network.transport": "udp", "network.type": "ipv4", "network.iana_number": "17",
+			"server.ip": "203.0.113.1", "server.port": float64(port),
+		} {
+			if got := field(u, name); u != nil && got != want {
+				t.Errorf("UDP failure: %s = %v, want %v", name, got, want)
+			}
+		}
 		for _, name := range []string{"@timestamp", "host.name", "process.name", "process.args",
 			"process.start", "related.ip", "related.user", "bindwatch.holders", "bindwatch.diagnosis", "bindwatch.hint", "bindwatch.socket"} {
 			if field(f, name) == nil {

@@ -46,6 +46,9 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"--backend", "magic"}, "unknown backend"},
 		{[]string{"--follow-children"}, "needs --pid"},
 		{[]string{"--ring-size", "1000"}, "power of two"},
+		// A power of two, but under a page: the kernel's ring buffer
+		// holds at least one.
+		{[]string{"--ring-size", strconv.Itoa(os.Getpagesize() / 2)}, "power of two of at least " + strconv.Itoa(os.Getpagesize()) + " bytes"},
 		// Issue 8, item 7: each bad value says what is wrong with it.
 		{[]string{"--ring-size", "4294967296"}, "more than the 268435456 (256 MiB)"},
 		{[]string{"--ring-size", "2147483648"}, "more than the 268435456 (256 MiB)"},

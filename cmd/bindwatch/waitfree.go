@@ -15,6 +15,7 @@ import (
 
 	"github.com/bindwatch/bindwatch/internal/deploy"
 	"github.com/bindwatch/bindwatch/internal/events"
+	"github.com/bindwatch/bindwatch/internal/host"
 	"github.com/bindwatch/bindwatch/internal/resolve"
 )
 
@@ -150,7 +151,7 @@ func waitFreeAction(c *cli.Context) error {
 // waitFreeJSON waits as waitFreeAction does, writing a held record each
 // time the text mode would say who holds a port, and a wait_free record
 // per port at the end. Only errors go to standard error.
-func waitFreeJSON(ctx context.Context, out io.Writer, format string, r *resolve.Resolver, ns resolve.Netns, ports []deploy.Port, bind deploy.BindOptions, timeout time.Duration, start time.Time) error {
+func waitFreeJSON(ctx context.Context, out io.Writer, format string, r *resolve.Resolver, ns host.Netns, ports []deploy.Port, bind deploy.BindOptions, timeout time.Duration, start time.Time) error {
 	write, err := recordWriter(out, format)
 	if err != nil {
 		return err
@@ -187,7 +188,7 @@ func waitFreeJSON(ctx context.Context, out io.Writer, format string, r *resolve.
 // ephemeralNotes warns about each port (once for both protocols) that
 // outgoing connections may take: free now is no promise for later. ns is
 // where (the zero value: bindwatch's own namespace).
-func ephemeralNotes(r *resolve.Resolver, ns resolve.Netns, ports []deploy.Port) []string {
+func ephemeralNotes(r *resolve.Resolver, ns host.Netns, ports []deploy.Port) []string {
 	if ns.Inode == 0 {
 		ns = r.OwnNetns()
 	}

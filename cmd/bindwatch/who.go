@@ -92,12 +92,12 @@ func whoAction(c *cli.Context) error {
 		fmt.Fprintf(os.Stderr, "bindwatch: without CAP_BPF and CAP_PERFMON (for the BPF iterator), or %s (to read /proc/PID/fd), which root has: sockets of other users' processes are listed without their processes (run with sudo)\n", missing)
 	}
 
-	namespaces := []resolve.Netns{r.OwnNetns()}
+	namespaces := []host.Netns{r.OwnNetns()}
 	if c.Bool("all-netns") {
 		namespaces = host.ListNetns()
 	}
 	if netns.Inode != 0 {
-		namespaces = []resolve.Netns{netns}
+		namespaces = []host.Netns{netns}
 	}
 	// Outgoing connections may take a port of the ephemeral range at any
 	// time: said for the namespace looked in (bindwatch's own with

@@ -11,7 +11,6 @@ import (
 
 	"github.com/bindwatch/bindwatch/internal/events"
 	"github.com/bindwatch/bindwatch/internal/host"
-	"github.com/bindwatch/bindwatch/internal/resolve"
 )
 
 // DefaultAddrs are the addresses a port is checked on when none is given:
@@ -179,7 +178,7 @@ func socketIn(netns *os.File, family, typ int) (int, error) {
 // openNetns opens ns to check ports in it, nil for bindwatch's own
 // (own). The open file keeps the namespace alive: a port whose last
 // process has exited is then found free, not gone.
-func openNetns(ns resolve.Netns, own uint32) (*os.File, error) {
+func openNetns(ns host.Netns, own uint32) (*os.File, error) {
 	if ns.Inode == own {
 		return nil, nil
 	}

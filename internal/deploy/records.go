@@ -11,6 +11,7 @@ import (
 
 	"github.com/bindwatch/bindwatch/internal/diagnose"
 	"github.com/bindwatch/bindwatch/internal/events"
+	"github.com/bindwatch/bindwatch/internal/host"
 	"github.com/bindwatch/bindwatch/internal/resolve"
 )
 
@@ -138,7 +139,7 @@ type WaitRecords struct {
 // NewWaitRecords describes a WaitFree started at start in network
 // namespace ns (the zero value: r's own), with the caller's bind options
 // and timeout.
-func NewWaitRecords(r *resolve.Resolver, ns resolve.Netns, bind BindOptions, timeout time.Duration, start time.Time) *WaitRecords {
+func NewWaitRecords(r *resolve.Resolver, ns host.Netns, bind BindOptions, timeout time.Duration, start time.Time) *WaitRecords {
 	if ns.Inode == 0 {
 		ns = r.OwnNetns()
 	}

@@ -239,10 +239,10 @@ func (s *recordSink) count(rec any) {
 		addOnce(&t.errnos, r.Errno)
 		addOnce(&t.failing, events.ProcessShort(&r.Process))
 		for _, h := range r.Holders {
-			addOnce(&t.holders, holderSummary(&h))
+			addOnce(&t.holders, events.HolderLine(&h, false))
 		}
 		if r.TimeWait != nil && len(r.Holders) == 0 {
-			addOnce(&t.holders, "TIME_WAIT")
+			addOnce(&t.holders, "TIME_WAIT (no process)")
 		}
 	case *events.Repeats:
 		t := s.tally(Port{r.Port, r.Proto})
@@ -269,24 +269,6 @@ func addOnce(list *[]string, s string) {
 	if s != "" && !slices.Contains(*list, s) {
 		*list = append(*list, s)
 	}
-}
-
-func holderSummary(h *events.Holder) string {
-	if h.State == "TIME_WAIT" {
-		return "TIME_WAIT"
-	}
-	if len(h.Processes) == 0 {
-		return h.State + " " + events.HostPort(h.Addr, h.Port) + " (no process)"
-	}
-	var names []string
-	for _, p := range h.Processes {
-		names = append(names, events.ProcessShort(&p))
-	}
-	s := strings.Join(names, ", ")
-	if h.Source == events.Recorded {
-		s += " [exited since]"
-	}
-	return s
 }
 
 // failures is every failure the kernel counted this session.

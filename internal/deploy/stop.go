@@ -37,7 +37,7 @@ type StopOptions struct {
 	AllNetns bool
 	// Netns, if set, frees the ports in that network namespace only, and
 	// allows signalling the processes in it (--netns).
-	Netns resolve.Netns
+	Netns host.Netns
 	// Interval between checks; 0 means 100ms.
 	Interval time.Duration
 }
@@ -93,7 +93,7 @@ type Target struct {
 // by which processes and whether signalling them can free it.
 type PortPlan struct {
 	Port  Port
-	Netns resolve.Netns
+	Netns host.Netns
 	// Busy is who holds it; nil when it is free.
 	Busy    *Busy
 	Targets []*Target
@@ -124,13 +124,13 @@ type Plan struct {
 func PlanFree(r *resolve.Resolver, ports []Port, opts StopOptions) (*Plan, error) {
 	opts.defaults()
 	own := r.OwnNetns()
-	namespaces := []resolve.Netns{own}
+	namespaces := []host.Netns{own}
 	g := newGuard(own.Inode, opts.AllNetns)
 	switch {
 	case opts.AllNetns:
 		namespaces = host.ListNetns()
 	case opts.Netns.Inode != 0:
-		namespaces = []resolve.Netns{opts.Netns}
+		namespaces = []host.Netns{opts.Netns}
 		g = newGuard(opts.Netns.Inode, false)
 	}
 	pl := &Plan{opts: opts, own: own.Inode}

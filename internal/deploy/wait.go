@@ -11,13 +11,14 @@ import (
 
 	"github.com/bindwatch/bindwatch/internal/diagnose"
 	"github.com/bindwatch/bindwatch/internal/events"
+	"github.com/bindwatch/bindwatch/internal/host"
 	"github.com/bindwatch/bindwatch/internal/resolve"
 )
 
 // Busy is a port the caller cannot bind, and who holds it.
 type Busy struct {
 	*Refusal
-	Netns resolve.Netns
+	Netns host.Netns
 	// Holders are the sockets on the port whose address overlaps the
 	// refused one (as the kernel's conflict check sees it), listeners
 	// first; connections and TIME_WAIT sockets only the first few.
@@ -65,7 +66,7 @@ func (b *Busy) key() string {
 // ns: the resolver lists the port's sockets whose address overlaps the
 // refused one, and diagnoses the refusal as if a program with the
 // checked options had failed.
-func Explain(r *resolve.Resolver, ns resolve.Netns, ref *Refusal) (*Busy, error) {
+func Explain(r *resolve.Resolver, ns host.Netns, ref *Refusal) (*Busy, error) {
 	f := events.Failure{
 		Type: events.TypeFailure, Version: events.Version,
 		Syscall: ref.Syscall, Errno: errnoName(ref.Errno), ErrnoCode: int(ref.Errno),
@@ -93,7 +94,7 @@ func Explain(r *resolve.Resolver, ns resolve.Netns, ref *Refusal) (*Busy, error)
 type WaitOptions struct {
 	Bind BindOptions
 	// Netns is where to check; the zero value is bindwatch's own.
-	Netns resolve.Netns
+	Netns host.Netns
 	// Interval between checks; 0 means 100ms.
 	Interval time.Duration
 	// Report, if set, is called with a port that is still held: the first
@@ -175,7 +176,7 @@ const recheckEvery = time.Second
 // tracing this host reports, and one per change says enough.
 type portCheck struct {
 	r     *resolve.Resolver
-	ns    resolve.Netns
+	ns    host.Netns
 	netns *os.File // nil: bindwatch's own
 	port  Port
 	opts  BindOptions
@@ -185,7 +186,7 @@ type portCheck struct {
 	bound   time.Time // when Bindable last ran
 }
 
-func newPortCheck(r *resolve.Resolver, ns resolve.Netns, p Port, opts BindOptions) (*portCheck, error) {
+func newPortCheck(r *resolve.Resolver, ns host.Netns, p Port, opts BindOptions) (*portCheck, error) {
 	f, err := openNetns(ns, r.OwnNetns().Inode)
 	if err != nil {
 		return nil, err
@@ -255,7 +256,7 @@ func (c *portCheck) otherHolders(busy *Busy) []events.Holder {
 // socketsKey is every socket on the port as sock_diag lists it: if it is
 // the same as when the port was refused, binding again would be refused
 // again.
-func socketsKey(r *resolve.Resolver, ns resolve.Netns, p Port) (string, error) {
+func socketsKey(r *resolve.Resolver, ns host.Netns, p Port) (string, error) {
 	rep, err := r.Who(ns, p.Proto, p.Num)
 	if err != nil {
 		return "", err

@@ -38,7 +38,7 @@ func outgoing(h *events.Holder, port uint16, eph EphemeralPorts) bool {
 // diagnoseEphemeral explains an outgoing connection holding the port.
 func diagnoseEphemeral(f *events.Failure, h *events.Holder, facts Facts, now time.Time) Verdict {
 	eph := facts.Ephemeral
-	conn := fmt.Sprintf("an outgoing connection from %s to %s (%s", endpoint(h.Addr, h.Port), endpoint(h.PeerAddr, h.PeerPort), h.State)
+	conn := fmt.Sprintf("an outgoing connection from %s to %s (%s", events.HostPort(h.Addr, h.Port), events.HostPort(h.PeerAddr, h.PeerPort), h.State)
 	switch {
 	case h.State == "TIME_WAIT":
 		conn += fmt.Sprintf(", closed; the kernel keeps it %s more)", events.Seconds(h.RemainingMS))
@@ -96,16 +96,16 @@ func diagnoseOwnJob(f *events.Failure, h *events.Holder, facts Facts, now time.T
 		me := fmt.Sprintf("%s (pid %d)", commName(&f.Process), f.Process.PID)
 		if f.Syscall == "listen" {
 			return verdict(events.CauseSelfConflict,
-				fmt.Sprintf("listen() failed because this same process, %s, already listens on %s with another socket%s; both were bound with SO_REUSEADDR, which lets sockets share a port only until one of them listens.", me, endpoint(h.Addr, h.Port), fd),
+				fmt.Sprintf("listen() failed because this same process, %s, already listens on %s with another socket%s; both were bound with SO_REUSEADDR, which lets sockets share a port only until one of them listens.", me, events.HostPort(h.Addr, h.Port), fd),
 				"Listen on the port once and share that socket between the parts of the program that need it, or give the second listener another port."), true
 		}
 		if o, cause := overlapKind(f, h); cause == events.CauseDualStack && f.Syscall == "bind" {
 			return verdict(events.CauseSelfConflict,
-				fmt.Sprintf("%s/%s conflicts with %s, which this same process, %s, holds with another socket%s: %s.", endpoint(f.Addr, f.Port), f.Proto, endpoint(h.Addr, h.Port), me, fd, o),
+				fmt.Sprintf("%s/%s conflicts with %s, which this same process, %s, holds with another socket%s: %s.", events.HostPort(f.Addr, f.Port), f.Proto, events.HostPort(h.Addr, h.Port), me, fd, o),
 				fmt.Sprintf("Set IPV6_V6ONLY=1 on the IPv6 socket before bind() so that the two sockets can coexist (nginx: `listen [::]:%d ipv6only=on;`, the default; sysctl net.ipv6.bindv6only sets the system default), or keep only the dual-stack [::] socket, which serves IPv4 too.", f.Port)), true
 		}
 		return verdict(events.CauseSelfConflict,
-			fmt.Sprintf("Port %d/%s is held by this same process, %s, %s %s with another socket%s: it binds the port twice — the port twice in its configuration, overlapping listen addresses, or a library and the application both binding it.", f.Port, f.Proto, me, stateVerb(h), endpoint(h.Addr, h.Port), fd),
+			fmt.Sprintf("Port %d/%s is held by this same process, %s, %s %s with another socket%s: it binds the port twice — the port twice in its configuration, overlapping listen addresses, or a library and the application both binding it.", f.Port, f.Proto, me, stateVerb(h), events.HostPort(h.Addr, h.Port), fd),
 			"Bind the port once and share that socket (look for the port twice in its configuration, and for a library that opens its own listener), or give the second socket another port."), true
 	}
 	if facts.Job == nil || facts.Job.Contains == nil {
@@ -117,7 +117,7 @@ func diagnoseOwnJob(f *events.Failure, h *events.Holder, facts Facts, now time.T
 		}
 		return verdict(events.CauseSameJob,
 			fmt.Sprintf("Port %d/%s is held by %s (pid %d), %s %s, started by the same command as this process: %s (pid %d) and %s (pid %d) both run under %s — two parts of one job (two tests of one suite, two services of one setup) want the same port.",
-				f.Port, f.Proto, commName(&p), p.PID, stateVerb(h), endpoint(h.Addr, h.Port),
+				f.Port, f.Proto, commName(&p), p.PID, stateVerb(h), events.HostPort(h.Addr, h.Port),
 				commName(&f.Process), f.Process.PID, commName(&p), p.PID, facts.Job.Command),
 			"Give each part its own port (tests: bind port 0 and read the port back with getsockname(), or derive it from the test's index), or run them one after the other so that the first has exited before the second binds."), true
 	}
@@ -138,7 +138,7 @@ func diagnoseJobGone(f *events.Failure, h *events.Holder, facts Facts) (Verdict,
 		}
 		return verdict(events.CauseSameJob,
 			fmt.Sprintf("%s/%s was held at the moment of the failure by %s (pid %d), started by the same command as this process (%s, under %s), which has exited since: one part of the job had not let go of the port when the next bound it.",
-				endpoint(f.Addr, f.Port), f.Proto, commName(&p), p.PID, commName(&f.Process), facts.Job.Command),
+				events.HostPort(f.Addr, f.Port), f.Proto, commName(&p), p.PID, commName(&f.Process), facts.Job.Command),
 			"Make each part wait until the previous one has exited (and closed its sockets) before binding, or give each part its own port (tests: bind port 0 and read the port back with getsockname())."), true
 	}
 	return Verdict{}, false

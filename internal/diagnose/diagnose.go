@@ -96,7 +96,7 @@ func Diagnose(f *events.Failure, facts Facts, now time.Time) Verdict {
 }
 
 func diagnoseInUse(f *events.Failure, facts Facts, now time.Time) Verdict {
-	where := endpoint(f.Addr, f.Port) + "/" + f.Proto
+	where := events.HostPort(f.Addr, f.Port) + "/" + f.Proto
 	if f.Port == 0 {
 		return verdict(events.CauseEphemeralExhausted, fmt.Sprintf("No free ephemeral port was left for %s/%s: every port in net.ipv4.ip_local_port_range is in use for that address.", f.Addr, f.Proto),
 			"Widen net.ipv4.ip_local_port_range, close idle sockets, or bind to a fixed port.")
@@ -160,14 +160,14 @@ func diagnoseLiveHolder(f *events.Failure, h *events.Holder, want bindFlags, fac
 	age := holdAge(h, now)
 	// "Port 8080/tcp is held by nginx (pid 42, user www), listening on
 	// 0.0.0.0:8080, running for 3h0m"
-	heldBy := fmt.Sprintf("Port %d/%s is held by %s, %s %s%s", f.Port, f.Proto, who, stateVerb(h), endpoint(h.Addr, h.Port), age)
+	heldBy := fmt.Sprintf("Port %d/%s is held by %s, %s %s%s", f.Port, f.Proto, who, stateVerb(h), events.HostPort(h.Addr, h.Port), age)
 	kill := killHint(h)
 
 	if v, ok := diagnoseOwnJob(f, h, facts, now); ok {
 		return v
 	}
 	if f.Syscall == "listen" {
-		return verdict(events.CauseListenConflict, fmt.Sprintf("listen() failed because %s already listens on %s; both sockets were bound with SO_REUSEADDR, which lets sockets share a port only until one of them listens.", who, endpoint(h.Addr, h.Port)),
+		return verdict(events.CauseListenConflict, fmt.Sprintf("listen() failed because %s already listens on %s; both sockets were bound with SO_REUSEADDR, which lets sockets share a port only until one of them listens.", who, events.HostPort(h.Addr, h.Port)),
 			"Bind a different port; to share one port between listeners, set SO_REUSEPORT on every listening socket (same user); or "+kill+".")
 	}
 	if outgoing(h, f.Port, facts.Ephemeral) {
@@ -178,7 +178,7 @@ func diagnoseLiveHolder(f *events.Failure, h *events.Holder, want bindFlags, fac
 	// addresses: a TCP socket that does not listen conflicts on other terms.
 	overlaps := overlap != "" && (h.State == "LISTEN" || f.Proto == "udp")
 	if overlaps && overlapCause == events.CauseDualStack {
-		return verdict(overlapCause, fmt.Sprintf("%s/%s conflicts with %s, held by %s%s: %s.", endpoint(f.Addr, f.Port), f.Proto, endpoint(h.Addr, h.Port), who, age, overlap),
+		return verdict(overlapCause, fmt.Sprintf("%s/%s conflicts with %s, held by %s%s: %s.", events.HostPort(f.Addr, f.Port), f.Proto, events.HostPort(h.Addr, h.Port), who, age, overlap),
 			overlapHint(f, h, kill))
 	}
 	if v, ok := diagnoseManager(f, h, heldBy, facts); ok {
@@ -207,7 +207,7 @@ func diagnoseLiveHolder(f *events.Failure, h *events.Holder, want bindFlags, fac
 	// Only a listener (or a UDP socket) is explained by the overlap of
 	// addresses: a TCP socket that does not listen conflicts on other terms.
 	if overlaps {
-		return verdict(overlapCause, fmt.Sprintf("%s/%s conflicts with %s, held by %s%s: %s.", endpoint(f.Addr, f.Port), f.Proto, endpoint(h.Addr, h.Port), who, age, overlap),
+		return verdict(overlapCause, fmt.Sprintf("%s/%s conflicts with %s, held by %s%s: %s.", events.HostPort(f.Addr, f.Port), f.Proto, events.HostPort(h.Addr, h.Port), who, age, overlap),
 			overlapHint(f, h, kill))
 	}
 	if h.State == "BOUND" && f.Proto == "tcp" {
@@ -564,14 +564,6 @@ func shellWord(s string) string {
 		return e
 	}
 	return "'" + strings.ReplaceAll(e, "'", `'\''`) + "'"
-}
-
-// endpoint writes addr:port, IPv6 in brackets.
-func endpoint(addr string, port uint16) string {
-	if strings.Contains(addr, ":") {
-		return "[" + addr + "]:" + strconv.Itoa(int(port))
-	}
-	return addr + ":" + strconv.Itoa(int(port))
 }
 
 func familyName(f string) string {

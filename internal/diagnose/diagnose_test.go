@@ -394,6 +394,20 @@ func TestDiagnose(t *testing.T) {
 			wantHint:      []string{"IPV6_V6ONLY=1"},
 		},
 		{
+			// An IPv6 address meets the dual-stack :: on its IPv6 side: the
+			// wildcard overlap, not the IPv4 one.
+			name:  "IPv6 ::1 against a dual-stack :: is a wildcard overlap",
+			cause: events.CauseAddressOverlap,
+			f: base(func(f *events.Failure) {
+				f.Family, f.Addr = "ipv6", "::1"
+				h := listener("::", nginx)
+				h.V6Only = off
+				f.Holders = []events.Holder{h}
+			}),
+			wantDiagnosis: []string{"[::1]:8080/tcp conflicts with [::]:8080", "the holder's wildcard address covers every address"},
+			notDiagnosis:  []string{"dual-stack"},
+		},
+		{
 			name:          "wildcard against a specific TCP listener",
 			cause:         events.CauseAddressOverlap,
 			f:             base(func(f *events.Failure) { f.Holders = []events.Holder{listener("127.0.0.1", nginx)} }),
@@ -456,6 +470,22 @@ func TestDiagnose(t *testing.T) {
 			}),
 			wantDiagnosis: []string{"was held at the moment of the failure by nginx (pid 42", "which has exited since (it was killed by SIGTERM): a restart race"},
 			wantHint:      []string{"retry bind()"},
+		},
+		{
+			// The recorded holder held the port at the failure; the
+			// TIME_WAIT sockets beside it did not block it then.
+			name:  "an exited recorded holder outranks TIME_WAIT: the restart race",
+			cause: events.CauseRestartRace,
+			f: base(func(f *events.Failure) {
+				gone := nginx
+				gone.Exit = &events.Exit{Time: now.Add(-time.Second), Signal: "SIGTERM"}
+				h := listener("0.0.0.0", gone)
+				h.Source = events.Recorded
+				f.Holders = []events.Holder{timeWait(on, 30_000), h}
+				f.TimeWait = &events.TimeWait{Count: 1, MaxRemainingMS: 30_000}
+			}),
+			wantDiagnosis: []string{"which has exited since (it was killed by SIGTERM): a restart race"},
+			notDiagnosis:  []string{"TIME_WAIT"},
 		},
 		{
 			name:  "TIME_WAIT, neither side set SO_REUSEADDR",

@@ -184,7 +184,7 @@ func diagnoseAlreadyRunning(f *events.Failure, h *events.Holder, now time.Time) 
 	}
 	name := commName(main)
 	diagnosis := fmt.Sprintf("Port %d/%s is held by %s (pid %d), %s %s%s: it runs the same program as this process (%s) and is serving the port, so this is a second copy started while the first still runs.",
-		f.Port, f.Proto, name, main.PID, stateVerb(h), endpoint(h.Addr, h.Port), since, programName(main))
+		f.Port, f.Proto, name, main.PID, stateVerb(h), events.HostPort(h.Addr, h.Port), since, programName(main))
 	if lin := judgeLineage(h, f.Process.PID); lin.handoff {
 		diagnosis += " It is the running daemon: " + lin.who + " " + lin.story + "."
 	}

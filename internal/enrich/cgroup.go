@@ -26,6 +26,16 @@ type cgroupFacts struct {
 // "/docker/<id>", and of the kubelet, "/kubepods/<qos>/pod<uid>/<id>").
 var scopeID = regexp.MustCompile(`^(?:(docker|cri-containerd|crio|libpod)-)?([0-9a-f]{64})(?:\.scope)?$`)
 
+// cgroupsPathID matches a systemd cgroupsPath, "<slice>:<prefix>:<id>",
+// taken as one directory's name by a runtime on the cgroupfs driver (a
+// kubelet on the systemd driver over containerd without SystemdCgroup).
+var cgroupsPathID = regexp.MustCompile(`^([^:]*):(docker|cri-containerd|crio|libpod):([0-9a-f]{64})$`)
+
+// anyID finds a 64-hex-digit id anywhere in a path component, between
+// bytes that are not hex digits: another runtime's layout, named by its id
+// alone (no runtime).
+var anyID = regexp.MustCompile(`(?:^|[^0-9a-f])([0-9a-f]{64})(?:[^0-9a-f]|$)`)
+
 // podComponent matches the kubelet's pod cgroup: "pod<uid>" (cgroupfs
 // driver) or "kubepods[-<qos>]-pod<uid>.slice" (systemd driver, where the
 // uid's dashes are underscores because "-" separates slice levels).
@@ -37,11 +47,16 @@ var runtimeOfPrefix = map[string]string{
 
 // parseCgroup reads the container and pod a cgroup path names, for the
 // layouts of docker, containerd, CRI-O and podman under the systemd and
-// cgroupfs drivers, on cgroup v1 and v2. The innermost container wins: a
-// nested runtime's cgroup (podman's "libpod-<id>.scope/container", a
-// container in a container) is below its parent's. Runtime helper scopes
-// (conmon, "crio-conmon-<id>.scope", "libpod-conmon-<id>.scope") are not
-// containers and do not match.
+// cgroupfs drivers, on cgroup v1 and v2; another runtime's container is
+// known by its id alone, a component holding 64 hex digits. The innermost
+// container wins: a nested runtime's cgroup (podman's
+// "libpod-<id>.scope/container", a container in a container) is below its
+// parent's. Runtime helper scopes (conmon, "crio-conmon-<id>.scope",
+// "libpod-conmon-<id>.scope") are not containers and do not match: conmon
+// watches a container from outside it.
+//
+// It is bindwatch's one rule for a process's container: Process fills
+// container.id and container_id from it alike.
 func parseCgroup(path string) cgroupFacts {
 	var f cgroupFacts
 	parts := strings.Split(path, "/")
@@ -55,6 +70,13 @@ func parseCgroup(path string) cgroupFacts {
 				}
 				continue
 			}
+			if m := cgroupsPathID.FindStringSubmatch(part); m != nil {
+				f.id, f.runtime = m[3], runtimeOfPrefix[m[2]]
+				part = m[1] // the slice may be the pod's
+			} else if id := otherID(part); id != "" {
+				f.id = id
+				continue
+			}
 		}
 		if m := podComponent.FindStringSubmatch(part); m != nil {
 			f.podUID = m[1]
@@ -65,6 +87,21 @@ func parseCgroup(path string) cgroupFacts {
 		}
 	}
 	return f
+}
+
+// otherID is the id a component of another runtime's layout holds (the
+// last run of 64 hex digits), or "" when it holds none or is a runtime
+// helper's scope (conmon).
+func otherID(part string) string {
+	m := anyID.FindAllStringSubmatchIndex(part, -1)
+	if len(m) == 0 {
+		return ""
+	}
+	start, end := m[len(m)-1][2], m[len(m)-1][3]
+	if strings.HasSuffix(strings.TrimRight(part[:start], "-_:."), "conmon") {
+		return ""
+	}
+	return part[start:end]
 }
 
 // bestCgroupPath picks, from /proc/PID/cgroup, the path that names a

@@ -116,7 +116,8 @@ func New(opts Options) *Namer {
 	return &Namer{root: root, dockerDir: strings.TrimPrefix(dockerRoot(opts.DockerRoot), "/") + "/containers", taskDirs: containerdTaskDirs(opts.ContainerdState), byPath: make(map[string]named), ids: cgroupIndex{mount: opts.CgroupRoot}}
 }
 
-// Process fills p.Container and p.Pod (and p.ContainerID), and p.Unit
+// Process fills p.Container and p.Pod (and p.ContainerID, the same id as
+// p.Container.ID: parseCgroup is the one rule for both), and p.Unit
 // (UnitOf), for a process
 // whose details resolve.FillProcess has read: from its cgroup path, or,
 // when that names no container, from its cgroup id (a process that has
@@ -159,9 +160,7 @@ func (n *Namer) Process(p *events.Process) {
 	}
 	r := n.lookup(path)
 	p.Container, p.Pod = r.container, r.pod
-	if p.ContainerID == "" {
-		p.ContainerID = r.container.ID
-	}
+	p.ContainerID = r.container.ID // container_id: the same id, by the same rule
 }
 
 // lookup returns the cached result for a cgroup path, looking it up when

@@ -27,6 +27,7 @@ func TestParseCgroup(t *testing.T) {
 		path            string
 		runtime, podUID string
 		noID            bool
+		other           string // the id wanted instead of id
 	}{
 		// systemd driver
 		{path: "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod0d9b2a3e_6f1c_4b7a_9e2d_5c8f1a2b3c4d.slice/cri-containerd-" + id + ".scope", runtime: Containerd, podUID: "0d9b2a3e-6f1c-4b7a-9e2d-5c8f1a2b3c4d"},
@@ -41,17 +42,26 @@ func TestParseCgroup(t *testing.T) {
 		{path: "/kubepods/pod0d9b2a3e-6f1c-4b7a-9e2d-5c8f1a2b3c4d/crio-" + id, runtime: CRIO, podUID: "0d9b2a3e-6f1c-4b7a-9e2d-5c8f1a2b3c4d"},
 		{path: "/docker/" + id, runtime: Docker},
 		{path: "/libpod_parent/libpod-" + id, runtime: Podman},
+		// a kubelet's systemd cgroupsPath taken as one directory's name
+		{path: "/system.slice/containerd.service/kubepods-besteffort-pod0d9b2a3e_6f1c_4b7a_9e2d_5c8f1a2b3c4d.slice:cri-containerd:" + id, runtime: Containerd, podUID: "0d9b2a3e-6f1c-4b7a-9e2d-5c8f1a2b3c4d"},
+		// nested: the innermost
+		{path: "/docker/" + dockerPlain + "/docker/" + id, runtime: Docker},
+		// another runtime: the id alone
+		{path: "/system.slice/nerdctl-" + id + ".scope"},
+		{path: "/actions_job/" + id},
 		// not containers
 		{path: "/system.slice/ssh.service", noID: true},
 		{path: "/machine.slice/libpod-conmon-" + id + ".scope", noID: true},
 		{path: "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod0d9b2a3e_6f1c_4b7a_9e2d_5c8f1a2b3c4d.slice/crio-conmon-" + id + ".scope", noID: true, podUID: "0d9b2a3e-6f1c-4b7a-9e2d-5c8f1a2b3c4d"},
+		{path: "/docker/" + dockerPlain + "/machine.slice/libpod-conmon-" + id + ".scope", noID: true, other: dockerPlain, runtime: Docker}, // conmon in a docker container: that container's
+		{path: "/x/" + id + "0", noID: true}, // 65 hex digits: not an id
 		{path: "/", noID: true},
 		{path: "", noID: true},
 	} {
 		f := parseCgroup(tc.path)
 		wantID := id
 		if tc.noID {
-			wantID = ""
+			wantID = tc.other
 		}
 		if f.id != wantID || f.runtime != tc.runtime || f.podUID != tc.podUID {
 			t.Errorf("parseCgroup(%q) = %+v, want id %q runtime %q pod uid %q", tc.path, f, wantID, tc.runtime, tc.podUID)
@@ -119,6 +129,10 @@ func TestNamesFromRuntimeState(t *testing.T) {
 			cgroup: "/system.slice/docker-" + dockerPlain + ".scope",
 			want:   events.Container{Runtime: Docker, ID: dockerPlain, Name: "billing-api", Image: "registry.example.com/billing/api:2.4.1"},
 			text:   "container billing-api",
+		},
+		{
+			name:   "podman's conmon watches a container from outside it",
+			cgroup: "/machine.slice/libpod-conmon-" + dockerPlain + ".scope",
 		},
 		{
 			name:   "kubelet log directories only (runtime state not readable)",

@@ -9,9 +9,10 @@ import (
 
 // hostile holds what any process can put in its comm or argv to steer a
 // terminal: clear screen, an OSC title, CR/LF forging a new line, C1 CSI
-// as UTF-8, a raw 8-bit CSI (invalid UTF-8), DEL, NUL and a backslash.
+// as UTF-8, a raw 8-bit CSI (invalid UTF-8), the first and last C1
+// controls (U+0080, U+009F), DEL, NUL and a backslash.
 var hostile = []string{
-	"\x1b[2J\x1b[H", "\x1b]0;owned\x07", "ok\r\nforged line", "\xc2\x9b31m", "\x9b31m",
+	"\x1b[2J\x1b[H", "\x1b]0;owned\x07", "ok\r\nforged line", "\xc2\x9b31m", "\x9b31m", "\u0080pad", "apc\u009f",
 	"del\x7f", "nul\x00", `back\slash`, "tab\there", "\xff\xfe", "naïve ✓",
 }
 
@@ -23,6 +24,8 @@ func TestEscape(t *testing.T) {
 		"a\r\nb":           `a\x0d\x0ab`,
 		"\xc2\x9b31m":      `\xc2\x9b31m`,
 		"\x9b":             `\x9b`,
+		"\u0080":           `\xc2\x80`, // the first C1 control
+		"\u009f":           `\xc2\x9f`, // the last (APC)
 		"\x7f":             `\x7f`,
 		`C:\x1b`:           `C:\\x1b`,
 		"\xe2\x82":         `\xe2\x82`, // a character cut short

@@ -32,7 +32,8 @@ func TestHostPort(t *testing.T) {
 	for _, c := range []struct {
 		addr string
 		want string
-	}{{"0.0.0.0", "0.0.0.0:80"}, {"::", "[::]:80"}, {"::ffff:10.0.0.1", "[::ffff:10.0.0.1]:80"}} {
+	}{{"0.0.0.0", "0.0.0.0:80"}, {"::", "[::]:80"}, {"::ffff:10.0.0.1", "[::ffff:10.0.0.1]:80"},
+		{"fe80::1%eth0", "[fe80::1%eth0]:80"}, {"not:an:address", "[not:an:address]:80"}, {"", ":80"}} {
 		if got := HostPort(c.addr, 80); got != c.want {
 			t.Errorf("HostPort(%s) = %s, want %s", c.addr, got, c.want)
 		}
@@ -63,5 +64,32 @@ func TestWriterJSON(t *testing.T) {
 	}
 	if _, err := NewWriter(&b, "yaml"); err == nil {
 		t.Error("NewWriter accepted format yaml")
+	}
+}
+
+// One line for a holder: full where the line has not named the port, brief
+// where it has.
+func TestHolderLine(t *testing.T) {
+	nginx := Process{PID: 42, Comm: "nginx", Cmdline: []string{"nginx: master"}, Unit: "nginx.service"}
+	worker := Process{PID: 43, Comm: "nginx"}
+	for _, c := range []struct {
+		h           Holder
+		full, brief string
+	}{
+		{Holder{State: "LISTEN", Addr: "::", Port: 80, Processes: []Process{nginx, worker, worker}},
+			"pid 42 (nginx: master) LISTEN [::]:80 +2 processes in unit nginx.service", "pid 42 (nginx: master) LISTEN +2 processes"},
+		{Holder{State: "LISTEN", Addr: "0.0.0.0", Port: 80, Source: Recorded, Processes: []Process{nginx, worker}},
+			"pid 42 (nginx: master) LISTEN 0.0.0.0:80 +1 process in unit nginx.service [exited since]", "pid 42 (nginx: master) LISTEN +1 process [exited since]"},
+		{Holder{State: "TIME_WAIT", Addr: "127.0.0.1", Port: 80, RemainingMS: 1500},
+			"TIME_WAIT 127.0.0.1:80 (no process, 1500ms left)", "TIME_WAIT (no process)"},
+		{Holder{State: "LISTEN", Addr: "127.0.0.1", Port: 80, Unowned: UnownedNoFDTable},
+			"LISTEN 127.0.0.1:80 (held by no process's fd table: in flight in a unix socket's queue?)", "LISTEN (no process)"},
+	} {
+		if got := HolderLine(&c.h, true); got != c.full {
+			t.Errorf("full:  %q\n want %q", got, c.full)
+		}
+		if got := HolderLine(&c.h, false); got != c.brief {
+			t.Errorf("brief: %q\n want %q", got, c.brief)
+		}
 	}
 }

@@ -163,7 +163,7 @@ func failureText(f *Failure) string {
 		if i == 0 {
 			sep = " <- held by "
 		}
-		b.WriteString(sep + holderText(&h))
+		b.WriteString(sep + HolderLine(&h, true))
 	}
 	if f.Diagnosis != "" {
 		b.WriteString("\n  why: " + f.Diagnosis)
@@ -177,13 +177,24 @@ func failureText(f *Failure) string {
 	return b.String()
 }
 
-func holderText(h *Holder) string {
-	s := fmt.Sprintf("%s %s", h.State, HostPort(h.Addr, h.Port))
+// HolderLine is bindwatch's one line for a holder. Full, for a line that
+// has not named the port, it gives the address, where the first process
+// runs, and what is known of the socket's end: "pid 42 (nginx: master)
+// LISTEN 0.0.0.0:8080 +1 process in container web". Brief, for a line that
+// has (an incident's failure line, a run's summary): "pid 42 (nginx:
+// master) LISTEN +1 process", "TIME_WAIT (no process)". A holder recorded
+// by the kernel at the failure and gone since says "[exited since]" in
+// either.
+func HolderLine(h *Holder, full bool) string {
+	s := h.State
+	if full {
+		s += " " + HostPort(h.Addr, h.Port)
+	}
 	if len(h.Processes) == 0 {
-		if h.State == "TIME_WAIT" {
+		switch {
+		case full && h.State == "TIME_WAIT":
 			return s + fmt.Sprintf(" (no process, %dms left)", h.RemainingMS)
-		}
-		if h.Unowned == UnownedNoFDTable {
+		case full && h.Unowned == UnownedNoFDTable:
 			return s + " (held by no process's fd table: in flight in a unix socket's queue?)"
 		}
 		return s + " (no process)"
@@ -197,22 +208,28 @@ func holderText(h *Holder) string {
 			s += fmt.Sprintf(" +%d processes", more)
 		}
 	}
-	if c := PlaceText(&p); c != "" {
-		s += " in " + c
+	if full {
+		if c := PlaceText(&p); c != "" {
+			s += " in " + c
+		}
 	}
 	if h.Source == Recorded {
 		s += " [exited since]"
 	}
-	if h.Unowned == UnownedNoFDTable {
+	if full && h.Unowned == UnownedNoFDTable {
 		s += " [in no process's fd table now: in flight in a unix socket's queue?]"
 	}
 	return s
 }
 
-// HostPort renders addr:port, bracketing IPv6 addresses.
+// HostPort renders addr:port, bracketing IPv6 addresses (and anything
+// else with a colon in it): bindwatch's one addr:port formatter.
 func HostPort(addr string, port uint16) string {
 	if a, err := netip.ParseAddr(addr); err == nil {
 		return netip.AddrPortFrom(a, port).String()
+	}
+	if strings.Contains(addr, ":") {
+		return fmt.Sprintf("[%s]:%d", addr, port)
 	}
 	return fmt.Sprintf("%s:%d", addr, port)
 }

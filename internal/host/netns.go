@@ -145,12 +145,15 @@ func ListNetns() []Netns {
 // InNetns runs fn on an OS thread that has entered the network namespace
 // ns (an open namespace file), for what binds to the caller's namespace at
 // creation: sockets, netlink sockets, BPF iterators over sockets,
-// /proc/sys/net files. The thread is locked for fn's whole run, and no other
-// goroutine ever runs in the namespace.
+// /proc/sys/net files. With ns nil the thread stays in the caller's
+// namespace, for fn to unshare one of its own. The thread is locked for
+// fn's whole run and returned to its namespace afterwards, also when fn
+// ends its goroutine (runtime.Goexit, as a test's t.FailNow does; the
+// error then says fn did not return). If it cannot return, the goroutine
+// exits still locked and Go discards the thread (or parks it, the main
+// thread) instead of running other goroutines in the wrong namespace: no
+// other goroutine ever runs in the namespace.
 func InNetns(ns *os.File, fn func() error) error {
-	// A fresh goroutine locked to its thread: if the thread cannot return
-	// to its namespace, the goroutine exits still locked and Go discards
-	// the thread instead of running other goroutines in the wrong netns.
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
@@ -161,18 +164,26 @@ func InNetns(ns *os.File, fn func() error) error {
 			return
 		}
 		defer orig.Close()
-		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
+		where := "the network namespace it unshared"
+		if ns != nil {
+			where = "network namespace " + ns.Name()
+		}
+		fnErr := fmt.Errorf("the function run in %s did not return (it ended its goroutine)", where)
+		defer func() {
+			if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
+				errc <- errors.Join(fnErr, fmt.Errorf("return from %s: %w", where, err))
+				return // still locked: Go discards the thread
+			}
 			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("enter network namespace %s: %w (hint: bindwatch needs CAP_SYS_ADMIN there: run it as root)", ns.Name(), err)
-			return
+			errc <- fnErr
+		}()
+		if ns != nil {
+			if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
+				fnErr = fmt.Errorf("enter network namespace %s: %w (hint: bindwatch needs CAP_SYS_ADMIN there: run it as root)", ns.Name(), err)
+				return
+			}
 		}
-		fnErr := fn()
-		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-			errc <- errors.Join(fnErr, fmt.Errorf("return from network namespace %s: %w", ns.Name(), err))
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- fnErr
+		fnErr = fn()
 	}()
 	return <-errc
 }

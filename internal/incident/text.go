@@ -17,20 +17,9 @@ func failureLine(f *events.Failure) string {
 	s := fmt.Sprintf("%s %s by %s", f.Errno, f.Syscall, events.ProcessShort(&f.Process))
 	if len(f.Holders) > 0 {
 		h := &f.Holders[0]
-		s += " <- held by " + holderLine(h)
+		s += " <- held by " + events.HolderLine(h, false)
 	} else if f.TimeWait != nil {
 		s += fmt.Sprintf(" <- %d TIME_WAIT socket%s", f.TimeWait.Count, events.Plural(f.TimeWait.Count))
-	}
-	return s
-}
-
-func holderLine(h *events.Holder) string {
-	if len(h.Processes) == 0 {
-		return h.State + " (no process)"
-	}
-	s := events.ProcessShort(&h.Processes[0]) + " " + h.State
-	if n := len(h.Processes) - 1; n > 0 {
-		s += fmt.Sprintf(" +%d process%s", n, map[bool]string{true: "", false: "es"}[n == 1])
 	}
 	return s
 }

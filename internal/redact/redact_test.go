@@ -108,3 +108,38 @@ func TestProcessScrubsEveryField(t *testing.T) {
 		t.Error("CmdlineRedacted set on a command line with no secret")
 	}
 }
+
+// A removed value of three bytes is searched for in the rest of the record;
+// a shorter one, which would match all over paths and names, is not.
+func TestScrubShortestValue(t *testing.T) {
+	got := Scrub("/srv/abc/xy/app", []string{"abc", "xy"})
+	if want := "/srv/" + Mask + "/xy/app"; got != want {
+		t.Errorf("Scrub = %q, want %q (values of 3 bytes or more removed, shorter kept)", got, want)
+	}
+	p := events.Process{Exe: "/opt/pw1/app", Cmdline: []string{"/opt/pw1/app", "--password", "pw1"}}
+	(*Rules)(nil).Process(&p)
+	if strings.Contains(p.Exe, "pw1") {
+		t.Errorf("a 3-byte secret survived in the executable: %q", p.Exe)
+	}
+}
+
+// A record read back from a log written without redaction: its processes
+// are redacted, and the diagnosis and hint made from them scrubbed of what
+// was removed.
+func TestRecordScrubsDiagnosisAndHint(t *testing.T) {
+	f := &events.Failure{
+		Process:   events.Process{Comm: "app", Cmdline: []string{"app", "--password", "hunter2"}},
+		Holders:   []events.Holder{{Processes: []events.Process{{Comm: "old", Cmdline: []string{"old", "--token=t0ken-old"}}}}},
+		Diagnosis: "Port 80/tcp is held by old (old --token=t0ken-old); app (app --password hunter2) failed.",
+		Hint:      "Stop `old --token=t0ken-old`, then run `app --password hunter2` again.",
+	}
+	(*Rules)(nil).Record(f)
+	for _, s := range []string{f.Diagnosis, f.Hint, strings.Join(f.Process.Cmdline, " "), strings.Join(f.Holders[0].Processes[0].Cmdline, " ")} {
+		if strings.Contains(s, "hunter2") || strings.Contains(s, "t0ken-old") {
+			t.Errorf("a secret survived Record: %q", s)
+		}
+	}
+	if !strings.Contains(f.Diagnosis, "--token="+Mask) || !strings.Contains(f.Hint, "--password "+Mask) {
+		t.Errorf("diagnosis %q / hint %q: want the secrets masked in place", f.Diagnosis, f.Hint)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/bindwatch/bindwatch/internal/events"
+	"github.com/bindwatch/bindwatch/internal/host"
 )
 
 // Describe fills in a process from /proc and removes its secrets, as every
@@ -23,7 +24,7 @@ type PortSockets struct {
 }
 
 // Sockets lists the sockets on proto/port in the network namespace ns.
-func (r *Resolver) Sockets(ns Netns, proto string, port uint16) (*PortSockets, error) {
+func (r *Resolver) Sockets(ns host.Netns, proto string, port uint16) (*PortSockets, error) {
 	all, err := r.SocketsOn(ns, proto, []uint16{port})
 	if err != nil {
 		return nil, err
@@ -35,7 +36,7 @@ func (r *Resolver) Sockets(ns Netns, proto string, port uint16) (*PortSockets, e
 // namespace ns: one sock_diag dump per address family and 1024 ports,
 // however many ports — what the incident poll asks every 100 ms for all
 // the ports it watches there, so that its cost does not grow with them.
-func (r *Resolver) SocketsOn(ns Netns, proto string, ports []uint16) (map[uint16]*PortSockets, error) {
+func (r *Resolver) SocketsOn(ns host.Netns, proto string, ports []uint16) (map[uint16]*PortSockets, error) {
 	h, err := r.netns.acquire(ns.Path, 0, ns.Inode)
 	if err != nil {
 		return nil, err

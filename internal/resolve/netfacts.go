@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/bindwatch/bindwatch/internal/diagnose"
+	"github.com/bindwatch/bindwatch/internal/host"
 
 	"golang.org/x/sys/unix"
 )
@@ -137,7 +138,7 @@ func (r *Resolver) ephemeralPorts(h *netnsHandle) (diagnose.EphemeralPorts, erro
 // Ephemeral returns the ephemeral port range of the network namespace ns,
 // for `who` and `wait-free` to warn about a port that outgoing connections
 // may take.
-func (r *Resolver) Ephemeral(ns Netns) (diagnose.EphemeralPorts, error) {
+func (r *Resolver) Ephemeral(ns host.Netns) (diagnose.EphemeralPorts, error) {
 	h, err := r.netns.acquire(ns.Path, 0, ns.Inode)
 	if err != nil {
 		return diagnose.EphemeralPorts{}, err

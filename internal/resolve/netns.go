@@ -13,9 +13,6 @@ import (
 	"github.com/bindwatch/bindwatch/internal/host"
 )
 
-// Netns names one network namespace: its inode and the path that opens it.
-type Netns = host.Netns
-
 // netnsIdleTimeout is how long an open namespace stays cached unused. The
 // cache holds a reference that keeps the namespace alive, so a container's
 // namespace must not be pinned long after the container is gone.
@@ -25,7 +22,7 @@ const netnsIdleTimeout = time.Minute
 // bindwatch created inside it. A netlink socket stays bound to the
 // namespace it was created in, so queries need no setns() once it exists.
 type netnsHandle struct {
-	Netns
+	host.Netns
 	file     *os.File
 	diagFD   int // NETLINK_SOCK_DIAG
 	mu       sync.Mutex
@@ -130,10 +127,10 @@ func (c *netnsCache) closeAll() {
 
 // openNetns opens the namespace: through path or pid if they lead to it,
 // else by searching every process and every `ip netns` mount for it.
-func openNetns(path string, pid int, inode uint32) (Netns, *os.File, error) {
+func openNetns(path string, pid int, inode uint32) (host.Netns, *os.File, error) {
 	if path != "" && inode != 0 {
 		if f, ino, err := host.OpenNetnsFile(path); err == nil && ino == inode {
-			return Netns{Inode: ino, Path: path}, f, nil
+			return host.Netns{Inode: ino, Path: path}, f, nil
 		} else if err == nil {
 			f.Close()
 		}
@@ -142,17 +139,17 @@ func openNetns(path string, pid int, inode uint32) (Netns, *os.File, error) {
 		path := "/proc/" + strconv.Itoa(pid) + "/ns/net"
 		f, ino, err := host.OpenNetnsFile(path)
 		if err == nil && (inode == 0 || ino == inode) {
-			return Netns{Inode: ino, Path: path}, f, nil
+			return host.Netns{Inode: ino, Path: path}, f, nil
 		}
 		if err == nil {
 			f.Close()
 		}
 		if inode == 0 {
-			return Netns{}, nil, fmt.Errorf("open network namespace of pid %d: %w (the process may have exited)", pid, err)
+			return host.Netns{}, nil, fmt.Errorf("open network namespace of pid %d: %w (the process may have exited)", pid, err)
 		}
 	}
 	if inode == 0 {
-		return Netns{}, nil, errors.New("open network namespace: neither a pid nor a namespace inode was given")
+		return host.Netns{}, nil, errors.New("open network namespace: neither a pid nor a namespace inode was given")
 	}
 	for _, ns := range host.ListNetns() {
 		if ns.Inode != inode {
@@ -164,7 +161,7 @@ func openNetns(path string, pid int, inode uint32) (Netns, *os.File, error) {
 			f.Close()
 		}
 	}
-	return Netns{}, nil, fmt.Errorf("network namespace %d not found: no process and no /run/netns mount is in it any more (it was destroyed, or bindwatch runs in a different pid namespace)", inode)
+	return host.Netns{}, nil, fmt.Errorf("network namespace %d not found: no process and no /run/netns mount is in it any more (it was destroyed, or bindwatch runs in a different pid namespace)", inode)
 }
 
 // inNetns runs fn inside h's network namespace (host.InNetns), or

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"fmt"
 	"os"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -25,7 +24,8 @@ const procRoot = "/proc"
 const startTimeTolerance = 50 * time.Millisecond
 
 // FillProcess completes p from /proc/PID: exe, cmdline, comm, ppid, uid,
-// gid, user, start time, cgroup, container id and network namespace. It only
+// gid, user, start time, cgroup and network namespace (the container, from
+// the cgroup, is enrich.Namer.Process's, Options.Names). It only
 // fills fields that are empty — and a truncated command line, with the
 // whole one, when it is still the one the kernel captured — because what the kernel captured at the
 // moment of the failure is authoritative and the process may have changed
@@ -98,9 +98,6 @@ func FillProcess(p *events.Process) {
 		if b, err := os.ReadFile(dir + "/cgroup"); err == nil {
 			p.Cgroup = cgroupV2Path(b)
 		}
-	}
-	if p.ContainerID == "" {
-		p.ContainerID = ContainerID(p.Cgroup)
 	}
 	if p.Netns == 0 {
 		if ino, err := host.NetnsInode(dir + "/ns/net"); err == nil {
@@ -207,22 +204,6 @@ func cgroupV2Path(b []byte) string {
 		}
 	}
 	return ""
-}
-
-// containerIDPattern is a 64-hex-digit container id as runtimes put it in
-// cgroup paths: docker-<id>.scope, cri-containerd-<id>.scope,
-// crio-<id>.scope, libpod-<id>.scope, /docker/<id>, /kubepods/.../<id>.
-var containerIDPattern = regexp.MustCompile(`(?:^|[^0-9a-f])([0-9a-f]{64})(?:[^0-9a-f]|$)`)
-
-// ContainerID extracts the container id from a cgroup path, or "" when the
-// path has none. With nested ids the innermost (last) one wins: that is the
-// container the process runs in.
-func ContainerID(cgroupPath string) string {
-	m := containerIDPattern.FindAllStringSubmatch(cgroupPath, -1)
-	if len(m) == 0 {
-		return ""
-	}
-	return m[len(m)-1][1]
 }
 
 // passwd caches /etc/passwd's uid→name map, reloaded when the file changes.

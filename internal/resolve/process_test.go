@@ -14,30 +14,6 @@ import (
 	"github.com/bindwatch/bindwatch/internal/testenv"
 )
 
-func TestContainerID(t *testing.T) {
-	const id = "4f2a6c0d9b1e8a7f3c5d2e1b0a9f8e7d6c5b4a3f2e1d0c9b8a7f6e5d4c3b2a10"
-	const id2 = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
-	for _, c := range []struct{ path, want string }{
-		{"/system.slice/docker-" + id + ".scope", id},
-		{"/system.slice/containerd.service/kubepods-besteffort-pod1.slice:cri-containerd:" + id, id},
-		{"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-podabc.slice/cri-containerd-" + id + ".scope", id},
-		{"/machine.slice/libpod-" + id + ".scope/container", id},
-		{"/kubepods/besteffort/pod0a1b/" + id, id},
-		{"/docker/" + id, id},
-		{"/system.slice/crio-" + id + ".scope", id},
-		{"/docker/" + id2 + "/docker/" + id, id}, // nested: the innermost
-		{"/user.slice/user-1000.slice/session-3.scope", ""},
-		{"/system.slice/nginx.service", ""},
-		{"/", ""},
-		{"/x/" + id + "0", ""}, // 65 hex digits: not an id
-		{"", ""},
-	} {
-		if got := ContainerID(c.path); got != c.want {
-			t.Errorf("ContainerID(%q) = %q, want %q", c.path, got, c.want)
-		}
-	}
-}
-
 func TestCgroupV2Path(t *testing.T) {
 	in := "12:cpu,cpuacct:/legacy\n0::/system.slice/nginx.service\n"
 	if got := cgroupV2Path([]byte(in)); got != "/system.slice/nginx.service" {

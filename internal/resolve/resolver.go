@@ -107,7 +107,7 @@ type portEntry struct {
 // portSnapshot is every socket on one port in one network namespace, with
 // owners and process details, at one moment.
 type portSnapshot struct {
-	netns   Netns
+	netns   host.Netns
 	sockets []heldSocket
 }
 
@@ -186,13 +186,13 @@ func (r *Resolver) OwnerLookup() (method string, fallbackReason error) {
 }
 
 // OwnNetns is bindwatch's own network namespace.
-func (r *Resolver) OwnNetns() Netns {
-	return Netns{Inode: r.netns.own, Path: "/proc/self/ns/net"}
+func (r *Resolver) OwnNetns() host.Netns {
+	return host.Netns{Inode: r.netns.own, Path: "/proc/self/ns/net"}
 }
 
 // PortReport is who holds one port in one network namespace.
 type PortReport struct {
-	Netns Netns
+	Netns host.Netns
 	Proto string
 	Port  uint16
 	// Holders: every socket bound to the port (listeners and bound
@@ -207,7 +207,7 @@ type PortReport struct {
 func (p *PortReport) Held() bool { return p.Sockets > 0 }
 
 // Who reports every socket bound to proto/port in the network namespace ns.
-func (r *Resolver) Who(ns Netns, proto string, port uint16) (*PortReport, error) {
+func (r *Resolver) Who(ns host.Netns, proto string, port uint16) (*PortReport, error) {
 	if proto != "tcp" && proto != "udp" {
 		return nil, fmt.Errorf("protocol %q: bindwatch resolves tcp and udp ports", proto)
 	}

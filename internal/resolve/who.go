@@ -5,6 +5,7 @@ import (
 
 	"github.com/bindwatch/bindwatch/internal/diagnose"
 	"github.com/bindwatch/bindwatch/internal/events"
+	"github.com/bindwatch/bindwatch/internal/host"
 )
 
 // WhoRecord is `bindwatch who`'s answer for proto/port: every socket on it
@@ -12,7 +13,7 @@ import (
 // netns). A namespace that vanished while being searched is skipped,
 // unless it is the only one. eph is bindwatch's own namespace's ephemeral
 // range, for the note on a port that outgoing connections may take.
-func (r *Resolver) WhoRecord(namespaces []Netns, proto string, port uint16, eph diagnose.EphemeralPorts) (*events.Who, error) {
+func (r *Resolver) WhoRecord(namespaces []host.Netns, proto string, port uint16, eph diagnose.EphemeralPorts) (*events.Who, error) {
 	rec := &events.Who{Type: events.TypeWho, Version: events.Version, Port: port, Proto: proto, Holders: []events.Holder{},
 		EphemeralNote: EphemeralNote(eph, port)}
 	var tw events.TimeWait

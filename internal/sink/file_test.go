@@ -128,6 +128,17 @@ func TestFileModeAndLinks(t *testing.T) {
 			f.Close()
 		}
 	}
+	// Group-writable is enough: the group's members could forge records.
+	groupW := filepath.Join(dir, "theirs-group")
+	os.WriteFile(groupW, nil, 0o664)
+	os.Chmod(groupW, 0o664)
+	os.Chown(groupW, 65534, 65534)
+	if f, err := OpenFile(groupW, FileOptions{}); err == nil || !strings.Contains(err.Error(), "uid 65534 owns") || !strings.Contains(err.Error(), "mode 0664") {
+		t.Errorf("someone else's group-writable file: err %v, want refused", err)
+		if f != nil {
+			f.Close()
+		}
+	}
 
 	victim := filepath.Join(t.TempDir(), "victim")
 	os.WriteFile(victim, []byte("precious\n"), 0o600)

@@ -400,302 +400,376 @@ func runJob(args []string) error {
 	if ok, err := runAttackJob(args); ok {
 		return err
 	}
-	wait := func() { io.Copy(io.Discard, os.Stdin) }
-	need := map[string]int{"serve": 5, "retry": 6, "named": 3, "bind": 4, "storm": 5, "keystorm": 6, "spread": 6, "markedfail": 3, "hold": 4, "inherit": 3, "keep": 1, "fdhog": 2, "trybind": 4, "connect": 3, "autobind": 1, "orphan": 4, "subreaper": 2, "execwhen": 2, "nonetadmin": 2, "holdfail": 3, "hupproof": 4, "sigflood": 5}
-	if len(args) == 0 || len(args) < need[args[0]] || need[args[0]] == 0 {
+	if len(args) == 0 {
 		return fmt.Errorf("bad job %q", args)
 	}
-	switch args[0] {
-	case "named":
-		// named HEXNAME JOB...: JOB, by a process whose comm is set to the
-		// hex-encoded name with prctl(PR_SET_NAME), as any process can.
-		name, err := hex.DecodeString(args[1])
-		if err != nil {
-			return fmt.Errorf("named: %w", err)
-		}
-		if unix.Gettid() != os.Getpid() {
-			return fmt.Errorf("named: not on the main thread")
-		}
-		cname := append(name, 0)
-		err = unix.Prctl(unix.PR_SET_NAME, uintptr(unsafe.Pointer(&cname[0])), 0, 0, 0)
-		runtime.KeepAlive(cname)
-		if err != nil {
-			return fmt.Errorf("named: PR_SET_NAME: %w", err)
-		}
-		return runJob(args[2:])
-	case "bind":
-		opts, err := parseOpts(args[4:])
-		if err != nil {
-			return err
-		}
-		fd, err := Socket(args[1], args[2], opts)
-		if err != nil {
-			return err
-		}
-		port, _ := strconv.Atoi(args[3])
-		err = Bind(fd, args[2], port)
-		if errno, ok := err.(syscall.Errno); ok {
-			os.Exit(int(errno))
-		}
+	j, ok := jobs[args[0]]
+	if !ok || len(args) < j.words {
+		return fmt.Errorf("bad job %q", args)
+	}
+	return j.run(args)
+}
+
+// job is one helper job: how many words it needs at least, its name
+// included, and what it does with them.
+type job struct {
+	words int
+	run   func(args []string) error
+}
+
+// jobs are the helper jobs runJob dispatches, by name (filled in init:
+// named runs runJob in turn).
+var jobs map[string]job
+
+func init() {
+	jobs = map[string]job{
+		"named":      {3, jobNamed},
+		"bind":       {4, jobBind},
+		"markedfail": {3, jobMarkedFail},
+		"hupproof":   {4, jobHupProof},
+		"sigflood":   {5, jobSigFlood},
+		"holdfail":   {3, jobHoldFail},
+		"keystorm":   {6, func(args []string) error { return keyStorm(args[1:]) }},
+		"spread":     {6, func(args []string) error { return spreadFailures(args[1:]) }},
+		"storm":      {5, jobStorm},
+		"hold":       {4, jobHold},
+		"inherit":    {3, jobInherit},
+		"keep":       {1, jobKeep},
+		"fdhog":      {2, jobFDHog},
+		"execwhen":   {2, jobExecWhen},
+		"nonetadmin": {2, jobNoNetAdmin},
+		"trybind":    {4, jobTryBind},
+		"connect":    {3, jobConnect},
+		"autobind":   {1, func(args []string) error { return exhaustAutobind() }},
+		"serve":      {5, jobServe},
+		"retry":      {6, jobRetry},
+		"orphan":     {4, jobOrphan},
+		"subreaper":  {2, jobSubreaper},
+	}
+}
+
+// waitStdin waits until stdin closes: how a job that holds something
+// knows the test is done with it.
+func waitStdin() { io.Copy(io.Discard, os.Stdin) }
+
+// named HEXNAME JOB...: JOB, by a process whose comm is set to the
+// hex-encoded name with prctl(PR_SET_NAME), as any process can.
+func jobNamed(args []string) error {
+	name, err := hex.DecodeString(args[1])
+	if err != nil {
+		return fmt.Errorf("named: %w", err)
+	}
+	if unix.Gettid() != os.Getpid() {
+		return fmt.Errorf("named: not on the main thread")
+	}
+	cname := append(name, 0)
+	err = unix.Prctl(unix.PR_SET_NAME, uintptr(unsafe.Pointer(&cname[0])), 0, 0, 0)
+	runtime.KeepAlive(cname)
+	if err != nil {
+		return fmt.Errorf("named: PR_SET_NAME: %w", err)
+	}
+	return runJob(args[2:])
+}
+
+func jobBind(args []string) error {
+	opts, err := parseOpts(args[4:])
+	if err != nil {
 		return err
-	case "markedfail":
-		port, _ := strconv.Atoi(args[1])
-		mark, _ := strconv.Atoi(args[2])
-		if _, err := holdSocket([]string{"tcp", "0.0.0.0", args[1]}); err != nil {
-			return err
-		}
-		fd, err := Socket("tcp", "0.0.0.0", Opts{})
-		if err != nil {
-			return err
-		}
-		if mark != 0 {
-			if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_MARK, mark); err != nil {
-				return fmt.Errorf("set SO_MARK: %w", err)
-			}
-		}
-		err = Bind(fd, "0.0.0.0", port)
-		errno, _ := err.(syscall.Errno)
-		fmt.Printf("errno %d\n", int(errno))
-		return nil
-	case "hupproof":
-		signal.Ignore(syscall.SIGHUP)
-		fd, err := holdSocket(args[1:])
-		if err != nil {
-			return err
-		}
-		fmt.Printf("ready %d %d\n", os.Getpid(), socketInode(fd))
-		wait()
-		return nil
-	case "sigflood":
-		pid, _ := strconv.Atoi(args[1])
-		sig, _ := strconv.Atoi(args[2])
-		rate, _ := strconv.Atoi(args[3])
-		ms, _ := strconv.Atoi(args[4])
-		sent := 0
-		start := time.Now()
-		for d := time.Duration(ms) * time.Millisecond; time.Since(start) < d; {
-			// Catch up to RATE a second, in bursts as the scheduler allows.
-			for due := int(time.Since(start).Seconds() * float64(rate)); sent < due; sent++ {
-				if err := syscall.Kill(pid, syscall.Signal(sig)); err != nil {
-					return fmt.Errorf("sigflood: kill %d: %w", pid, err)
-				}
-			}
-			time.Sleep(time.Millisecond)
-		}
-		fmt.Printf("sent %d\n", sent)
-		return nil
-	case "holdfail":
-		proto, keep := "tcp", false
-		for _, a := range args[3:] {
-			switch a {
-			case "udp":
-				proto = "udp"
-			case "keep":
-				keep = true
-			}
-		}
-		n, holders, err := holdFail(proto, args[1], args[2])
-		if !keep {
-			closeAll(holders)
-		}
-		if err != nil {
-			return err
-		}
-		fmt.Printf("ready %d %d\n", os.Getpid(), n)
-		wait()
-		closeAll(holders)
-		return nil
-	case "keystorm":
-		return keyStorm(args[1:])
-	case "spread":
-		return spreadFailures(args[1:])
-	case "storm":
-		port, _ := strconv.Atoi(args[3])
-		n, _ := strconv.Atoi(args[4])
-		for i := 0; i < n; i++ {
-			fd, err := Socket(args[1], args[2], Opts{})
-			if err != nil {
-				return err
-			}
-			Bind(fd, args[2], port)
-			unix.Close(fd)
-		}
-		return nil
-	case "hold":
-		fd, err := holdSocket(args[1:])
-		if err != nil {
-			return err
-		}
-		fmt.Printf("ready %d %d\n", os.Getpid(), socketInode(fd))
-		sc := bufio.NewScanner(os.Stdin)
-		for sc.Scan() {
-			switch sc.Text() {
-			case "close":
-				unix.Close(fd)
-				fmt.Println("closed")
-			case "listen":
-				if err := unix.Listen(fd, 64); err != nil {
-					return fmt.Errorf("hold: listen: %w", err)
-				}
-				fmt.Println("listening")
-			case "ping":
-				fmt.Println("pong")
-			default:
-				return fmt.Errorf("hold: unknown command %q", sc.Text())
-			}
-		}
-		return nil
-	case "inherit":
-		fd, err := holdSocket([]string{"tcp", args[1], args[2]})
-		if err != nil {
-			return err
-		}
-		child := Helper("keep")
-		child.ExtraFiles = []*os.File{os.NewFile(uintptr(fd), "listener")}
-		child.Stdin, child.Stdout = os.Stdin, os.Stdout
-		if err := child.Start(); err != nil {
-			return err
-		}
-		return exitOrDie(args[3:]) // the child is orphaned
-	case "keep":
-		fmt.Printf("ready %d %d\n", os.Getpid(), socketInode(3))
-		wait()
-		return nil
-	case "fdhog":
-		n, _ := strconv.Atoi(args[1])
-		if err := openFDs(n); err != nil {
-			return err
-		}
-		fmt.Printf("ready %d\n", os.Getpid())
-		wait()
-		return nil
-	case "execwhen":
-		fmt.Printf("ready %d\n", os.Getpid())
-		for {
-			if _, err := os.Stat(args[1]); err == nil {
-				break
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-		env := append(os.Environ(), helperEnv+"=fdhog 0")
-		return syscall.Exec(os.Args[0], []string{os.Args[0], "-test.run=^$", "exec'd", "into", "another", "command", "line"}, env)
-	case "nonetadmin":
-		for _, c := range []uintptr{unix.CAP_NET_ADMIN, unix.CAP_NET_RAW} {
-			if err := unix.Prctl(unix.PR_CAPBSET_DROP, c, 0, 0, 0); err != nil {
-				return fmt.Errorf("drop capability %d from the bounding set: %w", c, err)
-			}
-		}
-		env := slices.DeleteFunc(os.Environ(), func(v string) bool { return strings.HasPrefix(v, helperEnv+"=") })
-		return syscall.Exec(args[1], args[1:], env)
-	case "trybind":
-		opts, err := parseOpts(args[4:])
-		if err != nil {
-			return err
-		}
-		fd, err := Socket(args[1], args[2], opts)
-		if err != nil {
-			return err
-		}
-		port, _ := strconv.Atoi(args[3])
-		errno := 0
-		if err := Bind(fd, args[2], port); err != nil {
-			errno = int(err.(syscall.Errno))
-		}
-		fmt.Printf("errno %d %d\n", errno, os.Getpid())
-		wait()
-		return nil
-	case "connect":
-		proto := "tcp"
-		if len(args) > 3 && args[3] == "udp" {
-			proto = "udp"
-		}
-		fd, err := Socket(proto, args[1], Opts{})
-		if err != nil {
-			return err
-		}
-		port, _ := strconv.Atoi(args[2])
-		if err := unix.Connect(fd, sockaddr(args[1], port)); err != nil {
-			errno, _ := err.(syscall.Errno)
-			fmt.Printf("errno %d %d\n", int(errno), os.Getpid())
-		} else {
-			fmt.Printf("ready %d %d\n", os.Getpid(), socketInode(fd))
-		}
-		wait()
-		return nil
-	case "autobind":
-		return exhaustAutobind()
-	case "serve":
-		term := make(chan os.Signal, 1)
-		signal.Notify(term, syscall.SIGTERM)
-		fd, err := holdSocket(append(args[1:4:4], "reuseaddr"))
-		if err != nil {
-			return err
-		}
-		fmt.Printf("ready %d %d\n", os.Getpid(), socketInode(fd))
-		grace, _ := strconv.Atoi(args[4])
-		select {
-		case <-term:
-			time.Sleep(time.Duration(grace) * time.Millisecond)
-			os.Exit(0) // the socket still open: the kernel closes it
-		case <-time.After(time.Minute):
-		}
-		return nil
-	case "retry":
-		port, _ := strconv.Atoi(args[3])
-		every, _ := strconv.Atoi(args[4])
-		hold, _ := strconv.Atoi(args[5])
-		fmt.Printf("ready %d\n", os.Getpid())
-		for {
-			fd, err := Socket(args[1], args[2], Opts{ReuseAddr: true})
-			if err != nil {
-				return err
-			}
-			err = Bind(fd, args[2], port)
-			if err == nil && args[1] == "tcp" {
-				err = unix.Listen(fd, 64)
-			}
-			if err == nil {
-				time.Sleep(time.Duration(hold) * time.Millisecond)
-				return nil
-			}
-			unix.Close(fd)
-			time.Sleep(time.Duration(every) * time.Millisecond)
-		}
-	case "orphan":
-		child := Helper("hold " + strings.Join(args[1:4], " "))
-		child.Stdin = os.Stdin
-		out, err := child.StdoutPipe()
-		if err != nil {
-			return err
-		}
-		if err := child.Start(); err != nil {
-			return err
-		}
-		// Exit only once the child listens, so that its parent at
-		// listen() time is this process.
-		line, err := bufio.NewReader(out).ReadString('\n')
-		if err != nil {
-			return fmt.Errorf("orphan: child said nothing: %w", err)
-		}
-		fmt.Print(line)
-		return exitOrDie(args[4:]) // the child is orphaned
-	case "subreaper":
-		if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
-			return fmt.Errorf("PR_SET_CHILD_SUBREAPER: %w", err)
-		}
-		child := Helper(strings.Join(args[1:], " "))
-		child.Stdin, child.Stdout = os.Stdin, os.Stdout
-		if err := child.Start(); err != nil {
-			return err
-		}
-		for {
-			var ws unix.WaitStatus
-			if _, err := unix.Wait4(-1, &ws, 0, nil); err == unix.ECHILD {
-				return nil
-			}
+	}
+	fd, err := Socket(args[1], args[2], opts)
+	if err != nil {
+		return err
+	}
+	port, _ := strconv.Atoi(args[3])
+	err = Bind(fd, args[2], port)
+	if errno, ok := err.(syscall.Errno); ok {
+		os.Exit(int(errno))
+	}
+	return err
+}
+
+func jobMarkedFail(args []string) error {
+	port, _ := strconv.Atoi(args[1])
+	mark, _ := strconv.Atoi(args[2])
+	if _, err := holdSocket([]string{"tcp", "0.0.0.0", args[1]}); err != nil {
+		return err
+	}
+	fd, err := Socket("tcp", "0.0.0.0", Opts{})
+	if err != nil {
+		return err
+	}
+	if mark != 0 {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_MARK, mark); err != nil {
+			return fmt.Errorf("set SO_MARK: %w", err)
 		}
 	}
-	return fmt.Errorf("unknown job %q", args)
+	err = Bind(fd, "0.0.0.0", port)
+	errno, _ := err.(syscall.Errno)
+	fmt.Printf("errno %d\n", int(errno))
+	return nil
+}
+
+func jobHupProof(args []string) error {
+	signal.Ignore(syscall.SIGHUP)
+	fd, err := holdSocket(args[1:])
+	if err != nil {
+		return err
+	}
+	fmt.Printf("ready %d %d\n", os.Getpid(), socketInode(fd))
+	waitStdin()
+	return nil
+}
+
+func jobSigFlood(args []string) error {
+	pid, _ := strconv.Atoi(args[1])
+	sig, _ := strconv.Atoi(args[2])
+	rate, _ := strconv.Atoi(args[3])
+	ms, _ := strconv.Atoi(args[4])
+	sent := 0
+	start := time.Now()
+	for d := time.Duration(ms) * time.Millisecond; time.Since(start) < d; {
+		// Catch up to RATE a second, in bursts as the scheduler allows.
+		for due := int(time.Since(start).Seconds() * float64(rate)); sent < due; sent++ {
+			if err := syscall.Kill(pid, syscall.Signal(sig)); err != nil {
+				return fmt.Errorf("sigflood: kill %d: %w", pid, err)
+			}
+		}
+		time.Sleep(time.Millisecond)
+	}
+	fmt.Printf("sent %d\n", sent)
+	return nil
+}
+
+func jobHoldFail(args []string) error {
+	proto, keep := "tcp", false
+	for _, a := range args[3:] {
+		switch a {
+		case "udp":
+			proto = "udp"
+		case "keep":
+			keep = true
+		}
+	}
+	n, holders, err := holdFail(proto, args[1], args[2])
+	if !keep {
+		closeAll(holders)
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Printf("ready %d %d\n", os.Getpid(), n)
+	waitStdin()
+	closeAll(holders)
+	return nil
+}
+
+func jobStorm(args []string) error {
+	port, _ := strconv.Atoi(args[3])
+	n, _ := strconv.Atoi(args[4])
+	for i := 0; i < n; i++ {
+		fd, err := Socket(args[1], args[2], Opts{})
+		if err != nil {
+			return err
+		}
+		Bind(fd, args[2], port)
+		unix.Close(fd)
+	}
+	return nil
+}
+
+func jobHold(args []string) error {
+	fd, err := holdSocket(args[1:])
+	if err != nil {
+		return err
+	}
+	fmt.Printf("ready %d %d\n", os.Getpid(), socketInode(fd))
+	sc := bufio.NewScanner(os.Stdin)
+	for sc.Scan() {
+		switch sc.Text() {
+		case "close":
+			unix.Close(fd)
+			fmt.Println("closed")
+		case "listen":
+			if err := unix.Listen(fd, 64); err != nil {
+				return fmt.Errorf("hold: listen: %w", err)
+			}
+			fmt.Println("listening")
+		case "ping":
+			fmt.Println("pong")
+		default:
+			return fmt.Errorf("hold: unknown command %q", sc.Text())
+		}
+	}
+	return nil
+}
+
+func jobInherit(args []string) error {
+	fd, err := holdSocket([]string{"tcp", args[1], args[2]})
+	if err != nil {
+		return err
+	}
+	child := Helper("keep")
+	child.ExtraFiles = []*os.File{os.NewFile(uintptr(fd), "listener")}
+	child.Stdin, child.Stdout = os.Stdin, os.Stdout
+	if err := child.Start(); err != nil {
+		return err
+	}
+	return exitOrDie(args[3:]) // the child is orphaned
+}
+
+func jobKeep(args []string) error {
+	fmt.Printf("ready %d %d\n", os.Getpid(), socketInode(3))
+	waitStdin()
+	return nil
+}
+
+func jobFDHog(args []string) error {
+	n, _ := strconv.Atoi(args[1])
+	if err := openFDs(n); err != nil {
+		return err
+	}
+	fmt.Printf("ready %d\n", os.Getpid())
+	waitStdin()
+	return nil
+}
+
+func jobExecWhen(args []string) error {
+	fmt.Printf("ready %d\n", os.Getpid())
+	for {
+		if _, err := os.Stat(args[1]); err == nil {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	env := append(os.Environ(), helperEnv+"=fdhog 0")
+	return syscall.Exec(os.Args[0], []string{os.Args[0], "-test.run=^$", "exec'd", "into", "another", "command", "line"}, env)
+}
+
+func jobNoNetAdmin(args []string) error {
+	for _, c := range []uintptr{unix.CAP_NET_ADMIN, unix.CAP_NET_RAW} {
+		if err := unix.Prctl(unix.PR_CAPBSET_DROP, c, 0, 0, 0); err != nil {
+			return fmt.Errorf("drop capability %d from the bounding set: %w", c, err)
+		}
+	}
+	env := slices.DeleteFunc(os.Environ(), func(v string) bool { return strings.HasPrefix(v, helperEnv+"=") })
+	return syscall.Exec(args[1], args[1:], env)
+}
+
+func jobTryBind(args []string) error {
+	opts, err := parseOpts(args[4:])
+	if err != nil {
+		return err
+	}
+	fd, err := Socket(args[1], args[2], opts)
+	if err != nil {
+		return err
+	}
+	port, _ := strconv.Atoi(args[3])
+	errno := 0
+	if err := Bind(fd, args[2], port); err != nil {
+		errno = int(err.(syscall.Errno))
+	}
+	fmt.Printf("errno %d %d\n", errno, os.Getpid())
+	waitStdin()
+	return nil
+}
+
+func jobConnect(args []string) error {
+	proto := "tcp"
+	if len(args) > 3 && args[3] == "udp" {
+		proto = "udp"
+	}
+	fd, err := Socket(proto, args[1], Opts{})
+	if err != nil {
+		return err
+	}
+	port, _ := strconv.Atoi(args[2])
+	if err := unix.Connect(fd, sockaddr(args[1], port)); err != nil {
+		errno, _ := err.(syscall.Errno)
+		fmt.Printf("errno %d %d\n", int(errno), os.Getpid())
+	} else {
+		fmt.Printf("ready %d %d\n", os.Getpid(), socketInode(fd))
+	}
+	waitStdin()
+	return nil
+}
+
+func jobServe(args []string) error {
+	term := make(chan os.Signal, 1)
+	signal.Notify(term, syscall.SIGTERM)
+	fd, err := holdSocket(append(args[1:4:4], "reuseaddr"))
+	if err != nil {
+		return err
+	}
+	fmt.Printf("ready %d %d\n", os.Getpid(), socketInode(fd))
+	grace, _ := strconv.Atoi(args[4])
+	select {
+	case <-term:
+		time.Sleep(time.Duration(grace) * time.Millisecond)
+		os.Exit(0) // the socket still open: the kernel closes it
+	case <-time.After(time.Minute):
+	}
+	return nil
+}
+
+func jobRetry(args []string) error {
+	port, _ := strconv.Atoi(args[3])
+	every, _ := strconv.Atoi(args[4])
+	hold, _ := strconv.Atoi(args[5])
+	fmt.Printf("ready %d\n", os.Getpid())
+	for {
+		fd, err := Socket(args[1], args[2], Opts{ReuseAddr: true})
+		if err != nil {
+			return err
+		}
+		err = Bind(fd, args[2], port)
+		if err == nil && args[1] == "tcp" {
+			err = unix.Listen(fd, 64)
+		}
+		if err == nil {
+			time.Sleep(time.Duration(hold) * time.Millisecond)
+			return nil
+		}
+		unix.Close(fd)
+		time.Sleep(time.Duration(every) * time.Millisecond)
+	}
+}
+
+func jobOrphan(args []string) error {
+	child := Helper("hold " + strings.Join(args[1:4], " "))
+	child.Stdin = os.Stdin
+	out, err := child.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	if err := child.Start(); err != nil {
+		return err
+	}
+	// Exit only once the child listens, so that its parent at
+	// listen() time is this process.
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		return fmt.Errorf("orphan: child said nothing: %w", err)
+	}
+	fmt.Print(line)
+	return exitOrDie(args[4:]) // the child is orphaned
+}
+
+func jobSubreaper(args []string) error {
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		return fmt.Errorf("PR_SET_CHILD_SUBREAPER: %w", err)
+	}
+	child := Helper(strings.Join(args[1:], " "))
+	child.Stdin, child.Stdout = os.Stdin, os.Stdout
+	if err := child.Start(); err != nil {
+		return err
+	}
+	for {
+		var ws unix.WaitStatus
+		if _, err := unix.Wait4(-1, &ws, 0, nil); err == unix.ECHILD {
+			return nil
+		}
+	}
 }
 
 // exitOrDie ends a job that leaves an orphan behind: a plain exit with

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,6 +18,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/bindwatch/bindwatch/internal/host"
 )
 
 // RequireRoot skips a test that needs root — unless BINDWATCH_REQUIRE_BPF=1
@@ -368,7 +369,7 @@ func NewNetns(t testing.TB) (name string, inode uint32) {
 	if err := os.WriteFile(path, nil, 0o444); err != nil {
 		t.Fatal(err)
 	}
-	err := onThreadIn(nil, func() error {
+	err := host.InNetns(nil, func() error {
 		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
 			return fmt.Errorf("unshare(CLONE_NEWNET): %w", err)
 		}
@@ -426,16 +427,16 @@ func PrivateNetns(t testing.TB) *os.File {
 	return f
 }
 
-// InPrivateNetns runs fn on a thread inside ns (from PrivateNetns): the
-// sockets it makes, the /proc/sys/net and /proc/thread-self/net files it
-// opens, and the processes it starts are in ns. fn may call t.Fatal. (Not
-// host.InNetns: a t.Fatal inside would end its goroutine before it
-// answers.)
+// InPrivateNetns runs fn on a thread inside ns (from PrivateNetns), with
+// host.InNetns: the sockets it makes, the /proc/sys/net and
+// /proc/thread-self/net files it opens, and the processes it starts are in
+// ns. fn may call t.Fatal, and may panic: the thread returns to the test's
+// namespace either way, and the test fails (or panics) here.
 func InPrivateNetns(t testing.TB, ns *os.File, fn func()) {
 	t.Helper()
 	var panicked any
 	returned := false
-	err := onThreadIn(ns, func() error {
+	err := host.InNetns(ns, func() error {
 		defer func() {
 			if !returned {
 				panicked = recover()
@@ -445,52 +446,15 @@ func InPrivateNetns(t testing.TB, ns *os.File, fn func()) {
 		returned = true
 		return nil
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !returned {
+	if !returned { // err says only that fn did not return
 		if panicked != nil {
 			panic(panicked)
 		}
 		t.FailNow() // fn called t.FailNow
 	}
-}
-
-// onThreadIn runs fn on a locked OS thread that has entered the network
-// namespace ns (nil: stays where it is, for fn to unshare), and returns the
-// thread to its own namespace afterwards — also when fn ends its goroutine
-// (t.FailNow). It must return: the thread may be the process's main one,
-// whose namespace /proc/self/ns/net shows, and which Go never discards.
-// Only if it cannot return does the goroutine end still locked.
-func onThreadIn(ns *os.File, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		var fnErr error
-		defer func() {
-			if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-				errc <- fmt.Errorf("return to the test's network namespace: %w", err)
-				return // locked: Go ends this thread
-			}
-			runtime.UnlockOSThread()
-			errc <- fnErr
-		}()
-		if ns != nil {
-			if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
-				fnErr = fmt.Errorf("enter network namespace %s: %w", ns.Name(), err)
-				return
-			}
-		}
-		fnErr = fn()
-	}()
-	return <-errc
+	if err != nil {
+		t.Fatal(err)
+	}
 }
 
 // Sysctl writes a /proc/sys file (e.g. "net/ipv4/tcp_tw_reuse") in the
