@@ -48,9 +48,7 @@ func unitFile(t *testing.T, path string) map[string]map[string][]string {
 // ExecStart says), with not even a warning, and the unit has the sandbox
 // and capabilities the README promises.
 func TestSystemdUnit(t *testing.T) {
-	if _, err := exec.LookPath("systemd-analyze"); err != nil {
-		t.Skip("systemd-analyze not installed (hint: apt-get install systemd; scripts/test-deps.sh installs it)")
-	}
+	testenv.Require(t, "systemd-analyze", "checks the unit file (apt-get install systemd)")
 	unit := unitFile(t, "systemd/bindwatch.service")
 	svc := unit["Service"]
 	want := map[string]string{
@@ -93,9 +91,7 @@ func TestSystemdUnit(t *testing.T) {
 // logrotate reads the snippet: it rotates the unit's log file and signals
 // the service to reopen it.
 func TestLogrotateSnippet(t *testing.T) {
-	if _, err := exec.LookPath("logrotate"); err != nil {
-		t.Skip("logrotate not installed (hint: apt-get install logrotate; scripts/test-deps.sh installs it)")
-	}
+	testenv.Require(t, "logrotate", "checks the logrotate config (apt-get install logrotate)")
 	text, err := os.ReadFile("systemd/bindwatch.logrotate")
 	if err != nil {
 		t.Fatal(err)

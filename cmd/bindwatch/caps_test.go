@@ -42,9 +42,7 @@ var commandCaps = []struct {
 
 func TestCapabilities(t *testing.T) {
 	testenv.RequireRoot(t)
-	if _, err := exec.LookPath("setpriv"); err != nil {
-		t.Fatalf("setpriv (util-linux) is needed for this test: %v", err)
-	}
+	testenv.Require(t, "setpriv", "runs bindwatch with chosen capabilities (util-linux)")
 	for _, c := range commandCaps {
 		t.Run(c.name, func(t *testing.T) {
 			withCaps := func(caps []string) func(args ...string) *exec.Cmd { return rootWithCaps(bindwatchBin, caps) }

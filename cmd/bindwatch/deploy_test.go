@@ -99,9 +99,7 @@ type holder struct {
 // the test.
 func startPython(t *testing.T, code string, args ...string) *holder {
 	t.Helper()
-	if _, err := exec.LookPath("python3"); err != nil {
-		t.Fatalf("python3 is needed for this test (.ci/run installs it): %v", err)
-	}
+	testenv.Require(t, "python3", "a real server holding the port")
 	return startHolder(t, exec.Command("python3", append([]string{"-c", code}, args...)...))
 }
 

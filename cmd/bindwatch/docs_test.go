@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bindwatch/bindwatch/internal/testenv"
 	"golang.org/x/sys/unix"
 )
 
@@ -28,9 +29,7 @@ func TestManPage(t *testing.T) {
 	if in, _ := os.ReadFile(page); !bytes.Equal(in, made) {
 		t.Errorf("docs/bindwatch.1 is not what `bindwatch man` makes from the command definitions (hint: make man)")
 	}
-	if _, err := exec.LookPath("man"); err != nil {
-		t.Fatalf("man (man-db) is needed for this test (scripts/test-deps.sh installs it): %v", err)
-	}
+	testenv.Require(t, "man", "renders the man page (apt-get install man-db)")
 	cmd := exec.Command("man", "--warnings", "-l", page)
 	cmd.Env = append(os.Environ(), "MANWIDTH=250", "MANPAGER=cat", "PAGER=cat")
 	var stdout, stderr bytes.Buffer

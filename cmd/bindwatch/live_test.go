@@ -45,9 +45,10 @@ http {
 // nginxCmd is the packaged nginx started with conf, its prefix dir.
 func nginxCmd(t *testing.T, dir, conf string) *exec.Cmd {
 	t.Helper()
+	testenv.Require(t, "nginx", "a real nginx holds the port")
 	path, err := exec.LookPath("nginx")
 	if err != nil {
-		t.Fatalf("nginx is needed for this test (scripts/test-deps.sh installs it): %v", err)
+		t.Fatal(err)
 	}
 	return exec.Command(path, "-p", dir, "-c", conf)
 }

@@ -102,6 +102,7 @@ func promQuery(t *testing.T, base, query string) float64 {
 // promtool check metrics; labels stay low-cardinality (with
 // --metrics-port-label, the --port argument and nothing else).
 func TestMetricsScrapedByPrometheus(t *testing.T) {
+	testenv.RequireCommand(t, "a real Prometheus scrapes the endpoint", "prometheus", "promtool")
 	port := testenv.FreePort(t)
 	metricsAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	// The metrics address comes from the environment, as in a systemd unit.

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -131,6 +132,23 @@ func TestSchemaRejectsDrift(t *testing.T) {
 	}
 	if err := schema.Validate(doc); err != nil {
 		t.Errorf("schema rejected %s: %v", good, err)
+	}
+}
+
+// docs/schema.json is a valid 2020-12 schema: LoadSchema checks it against
+// the 2020-12 metaschema, and refuses one that is not.
+func TestSchemaIsDraft2020(t *testing.T) {
+	b, err := os.ReadFile("../../docs/schema.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), `"$schema": "https://json-schema.org/draft/2020-12/schema"`) {
+		t.Errorf("docs/schema.json does not declare draft 2020-12")
+	}
+	bad := filepath.Join(t.TempDir(), "bad.json")
+	os.WriteFile(bad, []byte(`{"$schema":"https://json-schema.org/draft/2020-12/schema","type":"record","required":"type"}`), 0o644)
+	if _, err := testenv.LoadSchema(bad); err == nil {
+		t.Errorf("a schema with type \"record\" and a string for required was accepted")
 	}
 }
 

@@ -77,9 +77,7 @@ func portShared(t *testing.T, lines [][]byte, port int) []events.PortShared {
 // one too, why copy, once both still hold the port after the grace.
 func TestPortSharedTwoPrograms(t *testing.T) {
 	testenv.RequireRoot(t)
-	if _, err := exec.LookPath("socat"); err != nil {
-		t.Fatalf("socat is needed for this test (scripts/test-deps.sh installs it): %v", err)
-	}
+	testenv.RequireCommand(t, "the programs sharing the port", "socat", "python3")
 	port := testenv.FreePort(t)
 	p := strconv.Itoa(port)
 	var holder, same *exec.Cmd
@@ -340,9 +338,10 @@ func TestPortSharedPortBudget(t *testing.T) {
 // sentinel: their copy record comes after the haproxy join's grace.
 func TestPortSharedNotHaproxyReload(t *testing.T) {
 	testenv.RequireRoot(t)
+	testenv.RequireCommand(t, "haproxy -sf hands its port over", "haproxy", "python3")
 	path, err := exec.LookPath("haproxy")
 	if err != nil {
-		t.Fatalf("haproxy is needed for this test (scripts/test-deps.sh installs it): %v", err)
+		t.Fatal(err)
 	}
 	port, other := testenv.FreePort(t), testenv.FreePort(t)
 	for other == port {

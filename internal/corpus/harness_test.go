@@ -400,14 +400,7 @@ func newScene(t *testing.T, programs ...string) *scene {
 // test must run (BINDWATCH_REQUIRE_BPF=1).
 func need(t *testing.T, program string) {
 	t.Helper()
-	if _, err := exec.LookPath(program); err == nil {
-		return
-	}
-	msg := fmt.Sprintf("%s is not installed (hint: scripts/test-deps.sh installs what the corpus runs; make test runs it)", program)
-	if os.Getenv("BINDWATCH_REQUIRE_BPF") == "1" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
+	testenv.Require(t, program, "a program of the corpus")
 }
 
 // command is a command run in the scene: in its directory and cgroup.

@@ -65,6 +65,14 @@ type btfHeader struct {
 
 const btfMagic = 0xeb9f
 
+// btfInfoMask is the bits of btf_type.info that mean something: vlen
+// (0-15), kind (24-28), kind_flag (31). The kernel checks the others are
+// 0 (BTF_INFO_MASK, kernel/bpf/btf.c).
+const btfInfoMask = 0x9f00ffff
+
+// errReservedInfo: a type's info has bits set outside btfInfoMask.
+var errReservedInfo = errors.New("reserved bits set (the kernel refuses such BTF)")
+
 // OpenKernel maps (or reads) the kernel's BTF and indexes where each type
 // starts: one pass over the type headers. It does not depend on the
 // programs, so a caller can run it while it parses them.
@@ -127,7 +135,7 @@ func (k *Kernel) index() error {
 	k.strings = k.raw[strStart : strStart+uint64(h.StrLen)]
 
 	// Type IDs start at 1; offsets[0] stands for void.
-	k.offsets = make([]uint32, 1, len(k.types)/32)
+	k.offsets = make([]uint32, 1, 1+len(k.types)/32)
 	types := k.types
 	off := 0
 	for off < len(types) {
@@ -136,6 +144,9 @@ func (k *Kernel) index() error {
 		}
 		k.offsets = append(k.offsets, uint32(off))
 		info := le.Uint32(types[off+4:])
+		if info&^btfInfoMask != 0 { // what the kernel refuses too ("Invalid btf_info")
+			return fmt.Errorf("type %d: info %#x: %w", len(k.offsets)-1, info, errReservedInfo)
+		}
 		kind, vlen := int(info>>24)&0x1f, int(info&0xffff)
 		off += 12
 		switch kind {

@@ -15,6 +15,12 @@
 // Load covers what bindwatch's iterators use: CO-RE field and type-ID
 // relocations, kfunc calls into vmlinux, maps. Anything else is an error,
 // and the caller loads the usual way.
+//
+// BINDWATCH_ITERLOAD=0 in the environment makes resolve skip this package
+// and load the iterators through cilium/ebpf: a way round a kernel whose
+// BTF this package misreads, without a new build (resolve's
+// TestIterloadSwitch shows that path taken). The BTF reader is fuzzed
+// (FuzzKernelBTF; make fuzz, run by make test).
 package iterload
 
 import (

@@ -161,9 +161,7 @@ func TestCauseManagers(t *testing.T) {
 			[]string{fmt.Sprintf("docker ps --filter publish=%d", port), fmt.Sprintf("kill %d", h.PID)})
 	})
 	t.Run("systemd as pid 1 of a pid namespace", func(t *testing.T) {
-		if _, err := os.Stat("/usr/bin/unshare"); err != nil {
-			t.Skip("unshare (util-linux) is not installed")
-		}
+		testenv.Require(t, "unshare", "a pid namespace of its own (util-linux)")
 		port := testenv.FreePort(t)
 		h := testenv.StartHelper(t, fmt.Sprintf("hold tcp 0.0.0.0 %d comm=systemd", port), "unshare", "--pid", "--fork", "--kill-child")
 		if h.PID != 1 {

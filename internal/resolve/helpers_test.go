@@ -22,9 +22,10 @@ func TestMain(m *testing.M) {
 // not installed (.ci/run installs python3, socat and nginx, so CI runs them).
 func startProgram(t *testing.T, name string, args ...string) *exec.Cmd {
 	t.Helper()
+	testenv.Require(t, name, "a real server program")
 	path, err := exec.LookPath(name)
 	if err != nil {
-		t.Skipf("%s is not installed", name)
+		t.Fatal(err)
 	}
 	cmd := exec.Command(path, args...)
 	cmd.Stdout, cmd.Stderr = io.Discard, os.Stderr

@@ -112,9 +112,7 @@ func TestWhoGoListener(t *testing.T) {
 // those are checked on their own. The owning processes are also checked
 // against lsof -i.
 func TestWhoAgreesWithSS(t *testing.T) {
-	if _, err := exec.LookPath("ss"); err != nil {
-		t.Skip("ss (iproute2) is not installed")
-	}
+	testenv.Require(t, "ss", "who is compared with ss (iproute2)")
 	r := newTestResolver(t, Options{})
 	port := testenv.FreePort(t)
 	testenv.StartHelper(t, fmt.Sprintf("hold tcp 127.0.0.1 %d reuseaddr", port))

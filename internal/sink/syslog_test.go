@@ -308,7 +308,19 @@ func TestSyslogQueueBytes(t *testing.T) {
 // Records written while the sender finds out that a unix:// path is a
 // stream socket (and switches to octet counting): run with -race, this
 // catches the sender changing the network Write reads without the lock.
+// The window is the sender's two dials, a few microseconds, so the
+// scenario is played many times (one round caught the race about once in
+// 30 runs; 300 rounds catch it every time).
 func TestSyslogUnixStreamWhileWriting(t *testing.T) {
+	for round := range 300 {
+		if !syslogStreamRound(t) {
+			t.Fatalf("round %d failed", round)
+		}
+	}
+}
+
+func syslogStreamRound(t *testing.T) bool {
+	t.Helper()
 	sock := filepath.Join(t.TempDir(), "stream.sock")
 	ln, err := net.Listen("unix", sock)
 	if err != nil {
@@ -332,7 +344,7 @@ func TestSyslogUnixStreamWhileWriting(t *testing.T) {
 	}
 	// Writing until the sender has connected, and some more.
 	n := 0
-	for more := 100; more > 0; n++ {
+	for more := 10; more > 0; n++ {
 		s.Write(failure(1))
 		select {
 		case <-connected:
@@ -343,5 +355,7 @@ func TestSyslogUnixStreamWhileWriting(t *testing.T) {
 	s.Close()
 	if m := <-got; m != n {
 		t.Errorf("the stream collector got %d of %d messages", m, n)
+		return false
 	}
+	return true
 }

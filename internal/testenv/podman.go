@@ -68,9 +68,7 @@ var helperImage struct {
 func RequirePodman(t testing.TB) {
 	t.Helper()
 	RequireRoot(t)
-	if _, err := exec.LookPath("podman"); err != nil {
-		t.Skip("podman not installed (hint: apt-get install podman runc; .ci/run installs it)")
-	}
+	RequireCommand(t, "containers started by podman (apt-get install podman runc)", "podman", "runc")
 	helperImage.once.Do(func() { helperImage.err = buildHelperImage() })
 	if helperImage.err != nil {
 		t.Fatal(helperImage.err)

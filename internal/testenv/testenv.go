@@ -30,10 +30,7 @@ func RequireRoot(t testing.TB) {
 	if os.Geteuid() == 0 {
 		return
 	}
-	if os.Getenv("BINDWATCH_REQUIRE_BPF") == "1" {
-		t.Fatal("BINDWATCH_REQUIRE_BPF=1 but not running as root: the BPF tests cannot run")
-	}
-	t.Skip("needs root to load BPF programs (run with sudo; CI sets BINDWATCH_REQUIRE_BPF=1)")
+	Missing(t, "needs root (BPF programs, network namespaces, other users' processes; run with sudo)")
 }
 
 // Backend is the backend under test: BINDWATCH_TEST_BACKEND, or "auto".
