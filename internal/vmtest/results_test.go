@@ -152,7 +152,7 @@ func TestBenchmarkLines(t *testing.T) {
 	if len(b.benchmarks) != 1 || b.benchmarks[0] != "BenchmarkFailingBind-2 1 1.898 ratio 436.6 traced-ns/call" {
 		t.Errorf("benchmarks = %q", b.benchmarks)
 	}
-	if p := b.problem(); p != "" {
+	if p := b.problem(0); p != "" {
 		t.Errorf("a benchmark-only run is reported as %q", p)
 	}
 }
