@@ -82,7 +82,7 @@ func whoAction(c *cli.Context) error {
 		return err
 	}
 
-	r, err := commandResolver(c, resolve.Options{NoBPF: c.Bool("proc-scan")})
+	r, err := commandResolver(c, resolve.Options{NoBPF: c.Bool("proc-scan"), OneShot: true})
 	if err != nil {
 		return err
 	}

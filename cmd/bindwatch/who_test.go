@@ -20,13 +20,13 @@ import (
 // whoJSON runs `bindwatch who ARG --format json`, checks the record
 // against the schema, and returns the pids of its holders and its exit
 // status.
-func whoJSON(t *testing.T, arg string) (pids []int, code int) {
+func whoJSON(t *testing.T, arg string, flags ...string) (pids []int, code int) {
 	t.Helper()
 	schema, err := testenv.LoadSchema("../../docs/schema.json")
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bindwatchBin, "who", arg, "--format", "json")
+	cmd := exec.Command(bindwatchBin, append([]string{"who", arg, "--format", "json"}, flags...)...)
 	out, err := cmd.Output()
 	if err != nil && cmd.ProcessState.ExitCode() < 0 {
 		t.Fatalf("who %s: %v", arg, err)
@@ -69,12 +69,20 @@ func TestWhoNamesTheHolder(t *testing.T) {
 	}
 }
 
-// who agrees with ss on who holds a port.
+// who agrees with ss on who holds a port, whichever way it finds the
+// owners: by default (a /proc scan on a small host such as the test's,
+// the BPF iterator on a large one) and with --proc-scan.
 func TestWhoAgreesWithSS(t *testing.T) {
 	testenv.RequireRoot(t)
+	for _, flags := range [][]string{nil, {"--proc-scan"}} {
+		t.Run(strings.Join(append([]string{"default"}, flags...), ""), func(t *testing.T) { whoAgreesWithSS(t, flags...) })
+	}
+}
+
+func whoAgreesWithSS(t *testing.T, flags ...string) {
 	port := testenv.FreePort(t)
 	holder := testenv.StartHelper(t, "hold tcp 0.0.0.0 "+strconv.Itoa(port)).Cmd
-	pids, _ := whoJSON(t, strconv.Itoa(port)+"/tcp")
+	pids, _ := whoJSON(t, strconv.Itoa(port)+"/tcp", flags...)
 	ss, err := exec.Command("ss", "-Htlnp", "sport = :"+strconv.Itoa(port)).Output()
 	if err != nil {
 		t.Fatalf("ss: %v", err)

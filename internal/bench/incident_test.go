@@ -37,7 +37,7 @@ func openHooks(b *testing.B, open func() (*tracer.IncidentHooks, error)) *tracer
 func hooked(b *testing.B, h *tracer.IncidentHooks, n int, phase func() time.Duration) {
 	for i := 0; i < b.N; i++ {
 		var untraced, traced []time.Duration
-		for r := 0; r < hookRounds; r++ {
+		for r := 0; moreRounds(b, r, hookRounds); r++ {
 			alternate(r, func() {
 				untraced = append(untraced, phase())
 			}, func() {

@@ -78,7 +78,7 @@ func BenchmarkOtherSyscalls(b *testing.B) {
 		b.Run(ph.name+"/bindwatch", func(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				var untraced, traced []time.Duration
-				for r := 0; r < syscallRounds; r++ {
+				for r := 0; moreRounds(b, r, syscallRounds); r++ {
 					alternate(r, func() { untraced = append(untraced, ph.run(ph.n)) }, func() {
 						p := attach(b, false, port)
 						traced = append(traced, ph.run(ph.n))
@@ -100,7 +100,7 @@ func BenchmarkOtherSyscalls(b *testing.B) {
 			}
 			for i := 0; i < b.N; i++ {
 				var untraced, traced []time.Duration
-				for r := 0; r < syscallRounds; r++ {
+				for r := 0; moreRounds(b, r, syscallRounds); r++ {
 					alternate(r, func() { untraced = append(untraced, ph.run(ph.n)) }, func() {
 						set("1")
 						traced = append(traced, ph.run(ph.n))
@@ -122,7 +122,7 @@ func BenchmarkOtherSyscalls(b *testing.B) {
 			defer prog.Close()
 			for i := 0; i < b.N; i++ {
 				var untraced, traced []time.Duration
-				for r := 0; r < syscallRounds; r++ {
+				for r := 0; moreRounds(b, r, syscallRounds); r++ {
 					alternate(r, func() { untraced = append(untraced, ph.run(ph.n)) }, func() {
 						l, err := link.Tracepoint("syscalls", "sys_exit_bind", prog, nil)
 						if err != nil {

@@ -111,6 +111,76 @@ func medianOf(d []time.Duration) float64 {
 	return float64(d[len(d)/2].Microseconds()) / 1000
 }
 
+// smallHostProcs is the small host of issue 24: most hosts run about a
+// hundred processes.
+const smallHostProcs = 100
+
+// BenchmarkWhoSmallHost times the one-shot `bindwatch who PORT` (with
+// BINDWATCH_BIN; where the fds are few it scans /proc rather than load the
+// BPF iterators) against ss -ltnp, fuser and lsof, 10 runs each
+// interleaved, on a host of ~100 processes: the host's own plus idle
+// helpers. It must run before BenchmarkWho, which starts ~270 fd-heavy
+// processes (source order does it). Target: who ≤ 1.2× ss -ltnp.
+func BenchmarkWhoSmallHost(b *testing.B) {
+	testenv.RequireRoot(b)
+	if len(benchFleet.helpers) > 0 {
+		b.Fatal("BenchmarkWho's 270 processes are running: run BenchmarkWhoSmallHost on its own or first")
+	}
+	bin := os.Getenv("BINDWATCH_BIN")
+	if bin == "" {
+		b.Skip("BINDWATCH_BIN not set: run make bench")
+	}
+	port := testenv.FreePort(b)
+	holder := testenv.StartHelper(b, fmt.Sprintf("hold tcp 0.0.0.0 %d", port))
+	for _, procs := countOpenFDs(); procs < smallHostProcs; procs++ {
+		testenv.StartHelper(b, "fdhog 4")
+	}
+	fds, procs := countOpenFDs()
+	for b.Loop() {
+	}
+	b.ReportMetric(float64(fds), "fds")
+	b.ReportMetric(float64(procs), "procs")
+	// Interleaved, one run of each per round, so a neighbour's burst
+	// hits them alike.
+	const runs = 10
+	tools := []struct {
+		name string
+		argv []string
+	}{
+		{"who", []string{bin, "who", fmt.Sprintf("%d/tcp", port), "--format", "json"}},
+		{"ss", []string{"ss", "-ltnp"}},
+		{"fuser", []string{"fuser", fmt.Sprintf("%d/tcp", port)}},
+		{"lsof", []string{"lsof", "-nP", "-i", fmt.Sprintf(":%d", port)}},
+	}
+	wall := make([][]time.Duration, len(tools))
+	for range runs {
+		for i, tool := range tools {
+			if _, err := exec.LookPath(tool.argv[0]); err != nil {
+				continue
+			}
+			cmd := exec.Command(tool.argv[0], tool.argv[1:]...)
+			start := time.Now()
+			out, _ := cmd.CombinedOutput()
+			wall[i] = append(wall[i], time.Since(start))
+			if !strings.Contains(string(out), strconv.Itoa(holder.PID)) {
+				b.Fatalf("%s did not name the holder %d: %s", strings.Join(tool.argv, " "), holder.PID, out)
+			}
+		}
+	}
+	for i, tool := range tools {
+		if len(wall[i]) == 0 {
+			b.Logf("%s is not installed: not timed", tool.argv[0])
+			continue
+		}
+		b.ReportMetric(medianOf(wall[i]), tool.name+"-ms")
+		b.ReportMetric(float64(wall[i][0].Microseconds())/1000, tool.name+"-min-ms")
+		b.ReportMetric(float64(wall[i][len(wall[i])-1].Microseconds())/1000, tool.name+"-max-ms")
+	}
+	if len(wall[1]) > 0 {
+		b.ReportMetric(medianOf(wall[0])/medianOf(wall[1]), "who/ss")
+	}
+}
+
 // BenchmarkWho measures `who PORT` on a host with ~50,000 open fds across
 // ~270 processes, and in the same run the tools people use for it: ns/op
 // and who-ms are one lookup with the resolver ready (as in a running

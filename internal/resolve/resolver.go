@@ -45,6 +45,14 @@ type Options struct {
 	CacheTTL time.Duration
 	// NoBPF skips the BPF iterators and scans /proc for socket owners.
 	NoBPF bool
+	// OneShot is for a command that makes one lookup and exits (who):
+	// the BPF iterators load only when a lookup needs them, and a host
+	// with few open fds is scanned through /proc instead (smallHostFDs),
+	// which then costs less than loading them; the answer is the same.
+	OneShot bool
+	// ScanMaxFDs, with OneShot, is the most open fds on the host for
+	// which the /proc scan is chosen; 0 means smallHostFDs.
+	ScanMaxFDs int
 	// Redact removes secrets from every process the resolver describes;
 	// nil is the default rules (redact.Off() turns it off).
 	Redact *redact.Rules
@@ -82,6 +90,13 @@ type Resolver struct {
 	iters       *iterators // nil: owners come from a /proc scan
 	iterErr     error      // why iters is nil
 	closed      bool
+	loadIters   sync.Once // starts the load (at once, or with OneShot on demand)
+
+	oneShot    bool
+	scanMaxFDs int
+	// scanned says the last lookup's owners came from a /proc scan that
+	// OneShot chose (guarded by itersMu).
+	scanned bool
 
 	mu    sync.Mutex
 	cache map[portKey]*portEntry
@@ -128,14 +143,25 @@ func New(opts Options) (*Resolver, error) {
 	}
 	r := &Resolver{netns: nc, cacheTTL: opts.CacheTTL, cache: make(map[portKey]*portEntry),
 		itersLoaded: make(chan struct{}), redact: opts.Redact, names: opts.Names, sockUnit: opts.SocketUnit,
-		ownPidNS: host.ProcPidNamespace() != nil}
+		ownPidNS: host.ProcPidNamespace() != nil,
+		oneShot:  opts.OneShot, scanMaxFDs: cmp.Or(opts.ScanMaxFDs, smallHostFDs)}
 	if r.cacheTTL == 0 {
 		r.cacheTTL = DefaultCacheTTL
 	}
 	if opts.NoBPF {
-		r.iterErr = errors.New("disabled by option")
-		close(r.itersLoaded)
-	} else {
+		r.loadIters.Do(func() {
+			r.iterErr = errors.New("disabled by option")
+			close(r.itersLoaded)
+		})
+	} else if !opts.OneShot {
+		r.startIterators()
+	}
+	return r, nil
+}
+
+// startIterators starts loading the BPF iterators in the background, once.
+func (r *Resolver) startIterators() {
+	r.loadIters.Do(func() {
 		go func() {
 			it, err := loadIterators(ownerVariants)
 			r.itersMu.Lock()
@@ -147,13 +173,13 @@ func New(opts Options) (*Resolver, error) {
 			r.itersMu.Unlock()
 			close(r.itersLoaded)
 		}()
-	}
-	return r, nil
+	})
 }
 
 // ownerIterators waits for the BPF iterators to load and returns them, or
 // nil when they could not be (the /proc scan is used then).
 func (r *Resolver) ownerIterators() *iterators {
+	r.startIterators()
 	<-r.itersLoaded
 	r.itersMu.Lock()
 	defer r.itersMu.Unlock()
@@ -177,6 +203,12 @@ func (r *Resolver) Close() error {
 // OwnerLookup returns how socket owners are found (OwnersBPFIter or
 // OwnersProcScan) and, for the /proc scan, why the iterator is not used.
 func (r *Resolver) OwnerLookup() (method string, fallbackReason error) {
+	r.itersMu.Lock()
+	scanned := r.scanned
+	r.itersMu.Unlock()
+	if scanned {
+		return OwnersProcScan, nil
+	}
 	if r.ownerIterators() != nil {
 		return OwnersBPFIter, nil
 	}
@@ -540,34 +572,54 @@ func (r *Resolver) snapshot(h *netnsHandle, proto string, port uint16) (*portSna
 	// sees them all; a /proc scan, those it may read), so a socket none
 	// has is held by no fd table.
 	complete := false
-	// A TCP socket bound but neither listening nor connected is in no
-	// table sock_diag walks before 6.8 (which added its bound-inactive
-	// pseudo-state): the task iterator finds it among the open files.
-	// Probed (once, ~1.4 ms: a sock_diag walk) before waiting for the
-	// iterators, while a one-shot lookup still loads them.
-	diagMissesBound := proto == "tcp" && !probedDiagListsBoundOnly()
-	it := r.ownerIterators()
-	findBound := it != nil && diagMissesBound
-	if len(inodes) > 0 || findBound {
-		var err error
-		if it != nil {
-			var bound *boundQuery
-			if findBound {
-				bound = &boundQuery{netns: h.Inode, port: port}
-			}
-			var boundOnly []diagSocket
-			owners, boundOnly, err = it.socketOwners(inodes, bound)
-			complete = true
-			for _, s := range boundOnly {
-				if !slices.Contains(inodes, s.inode) { // listed by sock_diag from 6.8
-					diag = append(diag, s)
-				}
-			}
-		} else {
-			owners, complete = scanProcForSockets(inodes)
+	// A one-shot lookup on a small host scans /proc: loading the
+	// iterators would cost more. It gives up (and the iterators answer)
+	// when it cannot give the same answer.
+	scanned := len(inodes) > 0 && r.scanIsCheaper(proto, hasTimeWait)
+	if scanned {
+		owners, complete = scanProcForSockets(inodes)
+		scanned = complete && readReuseFlags(owners) == nil
+	}
+	r.itersMu.Lock()
+	r.scanned = scanned
+	r.itersMu.Unlock()
+	if !scanned {
+		if r.oneShot && len(inodes) > 0 {
+			r.startIterators() // before the probe, which it overlaps
 		}
-		if err != nil {
-			return nil, fmt.Errorf("find owners of sockets on port %d: %w", port, err)
+		// A TCP socket bound but neither listening nor connected is in
+		// no table sock_diag walks before 6.8 (which added its
+		// bound-inactive pseudo-state): the task iterator finds it among
+		// the open files. Probed (once, ~1.4 ms: a sock_diag walk)
+		// before waiting for the iterators, while a one-shot lookup
+		// still loads them.
+		diagMissesBound := proto == "tcp" && !probedDiagListsBoundOnly()
+		var it *iterators
+		if len(inodes) > 0 || diagMissesBound {
+			it = r.ownerIterators()
+		}
+		findBound := it != nil && diagMissesBound
+		if len(inodes) > 0 || findBound {
+			var err error
+			if it != nil {
+				var bound *boundQuery
+				if findBound {
+					bound = &boundQuery{netns: h.Inode, port: port}
+				}
+				var boundOnly []diagSocket
+				owners, boundOnly, err = it.socketOwners(inodes, bound)
+				complete = true
+				for _, s := range boundOnly {
+					if !slices.Contains(inodes, s.inode) { // listed by sock_diag from 6.8
+						diag = append(diag, s)
+					}
+				}
+			} else {
+				owners, complete = scanProcForSockets(inodes)
+			}
+			if err != nil {
+				return nil, fmt.Errorf("find owners of sockets on port %d: %w", port, err)
+			}
 		}
 		if r.ownPidNS && it != nil {
 			// The iterator names owners by their host pids, which this

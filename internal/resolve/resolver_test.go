@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,7 +18,9 @@ import (
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
+	"github.com/bindwatch/bindwatch/internal/diagnose"
 	"github.com/bindwatch/bindwatch/internal/events"
+	"github.com/bindwatch/bindwatch/internal/host"
 	"github.com/bindwatch/bindwatch/internal/testenv"
 )
 
@@ -787,5 +790,65 @@ func TestIterloadSwitch(t *testing.T) {
 	defer it.close()
 	if it.iterloadErr == nil || !strings.Contains(it.iterloadErr.Error(), "BINDWATCH_ITERLOAD=0") {
 		t.Errorf("iterload error %v: want the switch named", it.iterloadErr)
+	}
+}
+
+// A one-shot lookup (who) on a small host scans /proc instead of loading
+// the iterators, and must answer the same: the same holders, processes
+// and SO_REUSEADDR/SO_REUSEPORT flags (read through pidfd_getfd), so the
+// same SO_REUSEPORT groups. A TIME_WAIT socket's flags only the tcp
+// iterator reads: with one on the port the iterators answer. So do they
+// on a host past ScanMaxFDs.
+func TestOneShotScanAgreesWithIterator(t *testing.T) {
+	testenv.RequireRoot(t)
+	if !releaseAtLeast(6, 2) {
+		t.Skip("before 6.2 stat() does not count a /proc/PID/fd directory's fds: one-shot lookups always load the iterators")
+	}
+	iter := newTestResolver(t, Options{})
+	port := testenv.FreePort(t)
+	testenv.StartHelper(t, fmt.Sprintf("hold tcp 127.0.0.1 %d reuseaddr", port))
+	testenv.StartHelper(t, fmt.Sprintf("hold tcp ::1 %d reuseport v6only", port))
+	testenv.StartHelper(t, fmt.Sprintf("hold tcp ::1 %d reuseport v6only", port))
+	testenv.StartHelper(t, fmt.Sprintf("hold udp :: %d dualstack reuseaddr", port))
+	lookup := func(r *Resolver, proto string) (*events.Who, string) {
+		t.Helper()
+		rec, err := r.WhoRecord([]host.Netns{r.OwnNetns()}, proto, uint16(port), diagnose.EphemeralPorts{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		method, why := r.OwnerLookup()
+		if why != nil {
+			t.Fatalf("owner lookup: %v", why)
+		}
+		return rec, method
+	}
+	oneShot := func(opts Options) *Resolver {
+		opts.OneShot, opts.CacheTTL = true, -1
+		r, err := New(opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { r.Close() })
+		return r
+	}
+	for _, proto := range []string{"tcp", "udp"} {
+		want, _ := lookup(iter, proto)
+		got, method := lookup(oneShot(Options{}), proto)
+		if method != OwnersProcScan {
+			t.Errorf("%s: one-shot lookup on a small host used %s, want %s", proto, method, OwnersProcScan)
+		}
+		if !reflect.DeepEqual(got.Holders, want.Holders) || !reflect.DeepEqual(got.ReusePortGroups, want.ReusePortGroups) {
+			t.Errorf("%s: /proc scan says\n%+v\n%+v\niterator says\n%+v\n%+v", proto, got.Holders, got.ReusePortGroups, want.Holders, want.ReusePortGroups)
+		}
+		if _, method := lookup(oneShot(Options{ScanMaxFDs: 1}), proto); method != OwnersBPFIter {
+			t.Errorf("%s: one-shot lookup past ScanMaxFDs used %s, want %s", proto, method, OwnersBPFIter)
+		}
+	}
+	if want, _ := lookup(iter, "tcp"); len(want.ReusePortGroups) != 1 {
+		t.Errorf("reuseport groups %+v, want the two ::1 listeners", want.ReusePortGroups)
+	}
+	testenv.LeaveTimeWait(t, "127.0.0.2", port, false)
+	if _, method := lookup(oneShot(Options{}), "tcp"); method != OwnersBPFIter {
+		t.Errorf("one-shot lookup with a TIME_WAIT socket used %s, want %s (its flags)", method, OwnersBPFIter)
 	}
 }

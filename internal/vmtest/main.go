@@ -21,7 +21,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strings"
@@ -159,6 +161,9 @@ func runMatrix(ctx context.Context, o options) ([]kernelOutcome, error) {
 	outcomes := fetchKernels(ctx, o, f, specs)
 	ramfs.kernels = fetched(outcomes)
 	ramfs.plan = newPlan(ramfs.pkgs, ramfs.kernels, o.backends, testArgs(o))
+	if o.bench != "" {
+		planBenchmarks(ctx, o, &ramfs.plan, ramfs.pkgs)
+	}
 	initrd := filepath.Join(o.cache, "build", "initramfs.cpio")
 	if err := ramfs.write(ctx, initrd); err != nil {
 		return nil, err
@@ -219,6 +224,45 @@ func testArgs(o options) []string {
 	return args
 }
 
+// planBenchmarks sizes a bench run to the per-kernel timeout. Every test
+// binary gets an equal share of 7/8 of it (the rest is for booting), after
+// which the guest stops it (plan.BinaryTimeout: -test.timeout does not
+// cover benchmarks), so that one slow backend cannot take the others'
+// time; the report keeps what it finished. Each
+// top-level benchmark gets an equal share of 3/4 of that as its budget
+// (protocol.EnvBenchBudget), when the binaries run on this machine to be
+// counted; otherwise the binary's whole share.
+func planBenchmarks(ctx context.Context, o options, plan *protocol.Plan, pkgs []testPackage) {
+	runs := 0
+	for _, b := range plan.Backends {
+		for _, t := range plan.Tests {
+			if t.RunsOn(b) {
+				runs++
+			}
+		}
+	}
+	perBinary := (o.timeout - o.timeout/8) / time.Duration(max(runs, 1))
+	plan.BinaryTimeout = perBinary.Round(time.Second)
+	top, _, _ := strings.Cut(o.bench, "/")
+	for i := range plan.Tests {
+		t := &plan.Tests[i]
+		if o.arch.name == hostArch {
+			out, err := exec.CommandContext(ctx, pkgs[i].binary, "-test.list", top).Output()
+			if err == nil {
+				for _, name := range strings.Fields(string(out)) {
+					if strings.HasPrefix(name, "Benchmark") {
+						t.Benchmarks++
+					}
+				}
+			}
+		}
+		budget := (perBinary * 3 / 4 / time.Duration(max(t.Benchmarks, 1))).Round(time.Second)
+		t.Env = append(t.Env, protocol.EnvBenchBudget+"="+budget.String())
+		fmt.Fprintf(os.Stderr, "vmtest: %s: %d benchmarks, %s each, %s in all per backend (-timeout %s for %d binaries)\n",
+			t.Name, t.Benchmarks, budget, perBinary.Round(time.Second), o.timeout, runs)
+	}
+}
+
 // fetchKernels fetches the kernels one after the other (they share apt
 // indexes). A kernel that cannot be fetched is a failed outcome.
 func fetchKernels(ctx context.Context, o options, f *fetcher, specs []kernelSpec) []kernelOutcome {
@@ -268,7 +312,11 @@ func runKernels(ctx context.Context, o options, outcomes []kernelOutcome, initrd
 func runKernel(ctx context.Context, o options, out *kernelOutcome, initrd string, plan protocol.Plan) {
 	fmt.Fprintf(os.Stderr, "vmtest: booting %s (%s)\n", out.kernel, out.series)
 	start := time.Now()
-	bootErr := boot(ctx, o.arch, out.kernel, initrd, out.log, o.timeout)
+	var live io.Writer
+	if o.bench != "" { // a kernel that runs out of time has shown what it finished
+		live = &benchProgress{w: os.Stderr, kernel: out.series}
+	}
+	bootErr := boot(ctx, o.arch, out.kernel, initrd, out.log, o.timeout, live)
 	out.wall = time.Since(start)
 	var readErr error
 	out.report, readErr = readReport(out.log, plan)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"slices"
@@ -37,8 +38,8 @@ func qemuArgs(arch guestArch, vmlinuz, initrd string) []string {
 }
 
 // boot runs k with initrd until the guest powers off, writing its serial
-// console to logPath; it gives up after timeout.
-func boot(ctx context.Context, arch guestArch, k kernel, initrd, logPath string, timeout time.Duration) error {
+// console to logPath, and to live when not nil; it gives up after timeout.
+func boot(ctx context.Context, arch guestArch, k kernel, initrd, logPath string, timeout time.Duration, live io.Writer) error {
 	log, err := os.Create(logPath)
 	if err != nil {
 		return fmt.Errorf("serial log: %w", err)
@@ -48,6 +49,9 @@ func boot(ctx context.Context, arch guestArch, k kernel, initrd, logPath string,
 	defer cancel()
 	cmd := exec.CommandContext(ctx, arch.qemu, qemuArgs(arch, k.vmlinuz(), initrd)...)
 	cmd.Stdout = log
+	if live != nil {
+		cmd.Stdout = io.MultiWriter(log, live)
+	}
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	cmd.WaitDelay = 5 * time.Second

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"regexp"
@@ -44,13 +45,18 @@ type binaryRun struct {
 	exit                    int
 	elapsed                 time.Duration
 	benchmarks              []string
+	// started are the top-level benchmarks in the order they started
+	// (-test.v prints a benchmark's bare name as it starts); the last one
+	// may have been cut short.
+	started []string
 }
 
 var (
 	resultLine  = regexp.MustCompile(`^\s*--- (PASS|FAIL|SKIP): `)
 	panicLine   = regexp.MustCompile(`^panic: `)
-	timeoutLine = regexp.MustCompile(`^panic: test timed out after `)
+	timeoutLine = regexp.MustCompile(`^(panic: test timed out after |vmtest: \S+ ran out of its )`)
 	benchLine   = regexp.MustCompile(`^Benchmark\S+\s+\d+\s+`)
+	benchStart  = regexp.MustCompile(`^(Benchmark[^/\s]+)$`)
 )
 
 // parseSerial reads the guest's serial console and judges every
@@ -133,6 +139,9 @@ func (b *binaryRun) count(line string) {
 	if benchLine.MatchString(line) {
 		b.benchmarks = append(b.benchmarks, strings.Join(strings.Fields(line), " "))
 	}
+	if m := benchStart.FindStringSubmatch(line); m != nil {
+		b.started = append(b.started, m[1])
+	}
 	b.timedOut = b.timedOut || timeoutLine.MatchString(line)
 	b.panicked = b.panicked || panicLine.MatchString(line)
 }
@@ -144,6 +153,15 @@ func judge(backend string, tests []protocol.Test, runs map[[2]string]*binaryRun)
 			continue
 		}
 		run := runs[[2]string{backend, t.Name}]
+		if run != nil && !run.ended && len(run.started) > 0 {
+			// Cut off (the kernel's time ran out): what finished is kept.
+			res.passed += run.passed
+			res.failed += run.failed
+			res.skipped += run.skipped
+			res.benchmarks = append(res.benchmarks, run.benchmarks...)
+			res.problems = append(res.problems, t.Name+": "+run.cutShort(t.Benchmarks, "the guest was stopped"))
+			continue
+		}
 		if run == nil || !run.ended {
 			res.problems = append(res.problems, t.Name+": no result (the guest stopped before the test binary finished)")
 			continue
@@ -153,7 +171,7 @@ func judge(backend string, tests []protocol.Test, runs map[[2]string]*binaryRun)
 		res.skipped += run.skipped
 		res.elapsed += run.elapsed
 		res.benchmarks = append(res.benchmarks, run.benchmarks...)
-		if problem := run.problem(); problem != "" {
+		if problem := run.problem(t.Benchmarks); problem != "" {
 			res.problems = append(res.problems, t.Name+": "+problem)
 		}
 	}
@@ -162,8 +180,10 @@ func judge(backend string, tests []protocol.Test, runs map[[2]string]*binaryRun)
 
 // problem describes what is wrong with a finished run beyond its failed
 // tests, or returns "".
-func (b *binaryRun) problem() string {
+func (b *binaryRun) problem(planned int) string {
 	switch {
+	case b.timedOut && len(b.started) > 0:
+		return b.cutShort(planned, "its share of -timeout ran out")
 	case b.timedOut:
 		return "timed out (see the goroutine dump in the serial log)"
 	case b.panicked:
@@ -176,4 +196,48 @@ func (b *binaryRun) problem() string {
 		return "no tests ran"
 	}
 	return ""
+}
+
+// cutShort describes a benchmark run that was stopped before it finished:
+// how many of its benchmarks (of planned, when known) finished, and which
+// one was cut; the results of that one's finished sub-benchmarks are kept.
+func (b *binaryRun) cutShort(planned int, why string) string {
+	done := len(b.started) - 1
+	of := ""
+	if planned > 0 {
+		of = fmt.Sprintf(" of %d", planned)
+	}
+	return fmt.Sprintf("timed out after %d%s benchmarks (%s; %s was cut short, %d result lines kept)",
+		done, of, why, b.started[done], len(b.benchmarks))
+}
+
+// benchProgress passes the guest's benchmark results on as they come, one
+// line each, named by kernel and backend: a bench run on a slow or busy
+// machine shows what it has measured before the report.
+type benchProgress struct {
+	w       io.Writer
+	kernel  string
+	backend string
+	partial []byte // an unfinished line
+}
+
+func (p *benchProgress) Write(data []byte) (int, error) {
+	p.partial = append(p.partial, data...)
+	for {
+		i := bytes.IndexByte(p.partial, '\n')
+		if i < 0 {
+			break
+		}
+		line := strings.TrimRight(string(p.partial[:i]), "\r")
+		p.partial = p.partial[i+1:]
+		if m, ok := protocol.Parse(line); ok && m.Kind == protocol.KindBegin {
+			p.backend = m.Backend
+		} else if benchLine.MatchString(line) {
+			fmt.Fprintf(p.w, "vmtest: %s %s: %s\n", p.kernel, p.backend, strings.Join(strings.Fields(line), " "))
+		}
+	}
+	if len(p.partial) > 64*1024 { // console noise without newlines
+		p.partial = p.partial[:0]
+	}
+	return len(data), nil
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"os"
 	"reflect"
 	"strings"
 	"testing"
@@ -152,7 +153,38 @@ func TestBenchmarkLines(t *testing.T) {
 	if len(b.benchmarks) != 1 || b.benchmarks[0] != "BenchmarkFailingBind-2 1 1.898 ratio 436.6 traced-ns/call" {
 		t.Errorf("benchmarks = %q", b.benchmarks)
 	}
-	if p := b.problem(); p != "" {
+	if p := b.problem(0); p != "" {
 		t.Errorf("a benchmark-only run is reported as %q", p)
+	}
+}
+
+// The same with every binary held to its share of -timeout (a real log:
+// the guest stopped each backend's binary with SIGQUIT when its share ran
+// out, and both backends report what they finished).
+func TestParseSerialBenchShares(t *testing.T) {
+	f, err := os.Open("testdata/bench/shares-6.12.log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	plan := protocol.Plan{Backends: []string{"fentry", "tracepoint"}, Tests: []protocol.Test{{Name: "internal/bench", Benchmarks: 11}}}
+	rep, err := parseSerial(f, plan)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.done {
+		t.Error("the guest's plan is not done")
+	}
+	want := map[string]string{
+		"fentry":     "internal/bench: timed out after 5 of 11 benchmarks (its share of -timeout ran out; BenchmarkConnectChurn was cut short, 5 result lines kept)",
+		"tracepoint": "internal/bench: timed out after 8 of 11 benchmarks (its share of -timeout ran out; BenchmarkReport was cut short, 10 result lines kept)",
+	}
+	for _, b := range rep.backends {
+		if len(b.problems) != 1 || b.problems[0] != want[b.backend] || b.ok() {
+			t.Errorf("%s: problems %q, want %q", b.backend, b.problems, want[b.backend])
+		}
+	}
+	if n := len(rep.backends[1].benchmarks); n != 10 {
+		t.Errorf("tracepoint: %d results, want 10", n)
 	}
 }

@@ -206,11 +206,22 @@ func runTest(plan protocol.Plan, backend string, test protocol.Test) {
 	fmt.Println(protocol.BeginLine(backend, test.Name))
 	cmd := exec.Command(test.Binary, test.Args(plan)...)
 	cmd.Dir = test.Dir
-	cmd.Env = testEnv(backend)
+	cmd.Env = append(testEnv(backend), test.Env...)
 	cmd.Stdout = os.Stdout
 	cmd.Stderr = os.Stdout
 	start := time.Now()
-	err := cmd.Run()
+	err := cmd.Start()
+	if err == nil {
+		if plan.BinaryTimeout > 0 {
+			quit := time.AfterFunc(plan.BinaryTimeout, func() {
+				fmt.Printf("\nvmtest: %s ran out of its %s, sending SIGQUIT\n", test.Name, plan.BinaryTimeout)
+				cmd.Process.Signal(unix.SIGQUIT)
+				time.AfterFunc(5*time.Second, func() { cmd.Process.Kill() })
+			})
+			defer quit.Stop()
+		}
+		err = cmd.Wait()
+	}
 	elapsed := time.Since(start).Round(time.Millisecond)
 	var exitErr *exec.ExitError
 	if err != nil && !errors.As(err, &exitErr) {

@@ -18,6 +18,11 @@ const PlanPath = "/vmtest/plan.json"
 const (
 	EnvBackend    = "BINDWATCH_TEST_BACKEND"
 	EnvRequireBPF = "BINDWATCH_REQUIRE_BPF"
+	// EnvBenchBudget, in bench mode, is how long each top-level benchmark
+	// may take (a Go duration; its sub-benchmarks share it): internal/bench
+	// takes fewer rounds once it is spent, so that a slow emulated kernel
+	// still gets through every benchmark before the harness's timeout.
+	EnvBenchBudget = "BINDWATCH_BENCH_BUDGET"
 )
 
 // Plan tells the guest what to run: every test in Tests once per backend in
@@ -26,6 +31,10 @@ type Plan struct {
 	Backends []string `json:"backends"`
 	Tests    []Test   `json:"tests"`
 	Args     []string `json:"args"`
+	// BinaryTimeout, if set, is how long each test binary may run: the
+	// guest then sends it SIGQUIT (a goroutine dump), and kills it 5 s
+	// later. -test.timeout does not cover benchmarks.
+	BinaryTimeout time.Duration `json:"binary_timeout,omitempty"`
 	// Modules lists, by kernel release, the module files in
 	// ModuleDir(release) to load before the tests, in order.
 	Modules map[string][]string `json:"modules"`
@@ -49,6 +58,12 @@ type Test struct {
 	// a package that traces nothing runs once per kernel, not once per
 	// backend.
 	Backends []string `json:"backends,omitempty"`
+	// Benchmarks is how many top-level benchmarks the binary runs with
+	// the plan's -test.bench, when the harness could list them (0: not
+	// known); the guest does not use it.
+	Benchmarks int `json:"benchmarks,omitempty"`
+	// Env is added to the binary's environment (NAME=VALUE).
+	Env []string `json:"env,omitempty"`
 }
 
 // RunsOn reports whether the test runs under backend.
