@@ -1606,8 +1606,9 @@ int BPF_KRETPROBE(kretprobe_inet_listen, int ret)
  * it fails). UDP: inet_dgram_connect (connect) and inet_sendmsg /
  * inet6_sendmsg (sendto, sendmsg) run inet_autobind; their destination is
  * their sockaddr argument (the kernel's copy). The fentry backend hooks
- * their returns; the kprobe backend TCP's only (a kprobe pair on every
- * send would stash on each: UDP's are left to the other backends).
+ * their returns; the kprobe backend the two connects only (a kprobe pair
+ * on every send would stash on each: UDP sends are left to the other
+ * backends).
  */
 static __always_inline int hash_connect_returned(struct sock *sk, int ret)
 {
@@ -1687,6 +1688,23 @@ int BPF_KRETPROBE(kretprobe_inet_hash_connect, int ret)
 	if (!pop_args(&a))
 		return 0;
 	return hash_connect_returned((struct sock *)a.arg[0], ret);
+}
+
+SEC("kprobe/inet_dgram_connect")
+int BPF_KPROBE(kprobe_inet_dgram_connect, struct socket *sock, struct sockaddr *uaddr, int addr_len)
+{
+	return stash_args((__u64)sock, (__u64)uaddr, addr_len);
+}
+
+SEC("kretprobe/inet_dgram_connect")
+int BPF_KRETPROBE(kretprobe_inet_dgram_connect, int ret)
+{
+	struct call_args a;
+
+	if (!pop_args(&a))
+		return 0;
+	return udp_autobind_returned((struct socket *)a.arg[0], (void *)a.arg[1], a.arg[2], ret, BW_SYSCALL_CONNECT,
+				     BW_HOOK_INET_DGRAM_CONNECT);
 }
 
 /* ---- registry seeding ----------------------------------------------------- */

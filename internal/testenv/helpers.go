@@ -379,6 +379,9 @@ func (h *HelperProc) Stop() {
 //	trybind PROTO ADDR PORT [options] → "errno N PID" (0: bound)
 //	connect ADDR PORT [udp]           connect a TCP (or UDP) socket (the kernel picks
 //	                                  its local port) → "ready PID INODE", or "errno N PID"
+//	sendto ADDR PORT [sendmsg]        send a datagram from a fresh unbound UDP socket
+//	                                  with sendto() (or sendmsg()): the kernel picks its
+//	                                  local port → "ready PID", or "errno N PID"
 //	autobind                          see exhaustAutobind (own netns only)
 //	spread PROTO ADDR LO PORTS N      see spreadFailures → "failed F"
 //	serve PROTO ADDR PORT GRACE_MS    a server: hold PROTO ADDR:PORT (SO_REUSEADDR)
@@ -401,7 +404,7 @@ func runJob(args []string) error {
 		return err
 	}
 	wait := func() { io.Copy(io.Discard, os.Stdin) }
-	need := map[string]int{"serve": 5, "retry": 6, "named": 3, "bind": 4, "storm": 5, "keystorm": 6, "spread": 6, "markedfail": 3, "hold": 4, "inherit": 3, "keep": 1, "fdhog": 2, "trybind": 4, "connect": 3, "autobind": 1, "orphan": 4, "subreaper": 2, "execwhen": 2, "nonetadmin": 2, "holdfail": 3, "hupproof": 4, "sigflood": 5}
+	need := map[string]int{"serve": 5, "retry": 6, "named": 3, "bind": 4, "storm": 5, "keystorm": 6, "spread": 6, "markedfail": 3, "hold": 4, "inherit": 3, "keep": 1, "fdhog": 2, "trybind": 4, "connect": 3, "sendto": 3, "autobind": 1, "orphan": 4, "subreaper": 2, "execwhen": 2, "nonetadmin": 2, "holdfail": 3, "hupproof": 4, "sigflood": 5}
 	if len(args) == 0 || len(args) < need[args[0]] || need[args[0]] == 0 {
 		return fmt.Errorf("bad job %q", args)
 	}
@@ -619,6 +622,26 @@ func runJob(args []string) error {
 			fmt.Printf("errno %d %d\n", int(errno), os.Getpid())
 		} else {
 			fmt.Printf("ready %d %d\n", os.Getpid(), socketInode(fd))
+		}
+		wait()
+		return nil
+	case "sendto":
+		fd, err := Socket("udp", args[1], Opts{})
+		if err != nil {
+			return err
+		}
+		port, _ := strconv.Atoi(args[2])
+		to := sockaddr(args[1], port)
+		if len(args) > 3 && args[3] == "sendmsg" {
+			_, err = unix.SendmsgN(fd, []byte("x"), nil, to, 0)
+		} else {
+			err = unix.Sendto(fd, []byte("x"), 0, to)
+		}
+		if err != nil {
+			errno, _ := err.(syscall.Errno)
+			fmt.Printf("errno %d %d\n", int(errno), os.Getpid())
+		} else {
+			fmt.Printf("ready %d\n", os.Getpid())
 		}
 		wait()
 		return nil

@@ -45,12 +45,13 @@ var kernelFuncs = []string{"inet_bind", "inet6_bind", "inet_listen"}
 // sendto()/sendmsg()'s inet_sendmsg and inet6_sendmsg (inet_autobind is
 // static, inlined into them). The fentry backend hooks those the kernel's
 // BTF has (inet6_sendmsg is in a module where IPv6 is one: its UDP sends
-// are then not seen); the kprobe backend inet_hash_connect only.
+// are then not seen); the kprobe backend the connects only.
 var implicitFuncs = []string{"inet_hash_connect", "inet_dgram_connect", "inet_sendmsg", "inet6_sendmsg"}
 
 // kprobeImplicitFuncs: a kprobe pair stashes on every call, so the kprobe
-// backend hooks only connect()'s port pick, not every send.
-var kprobeImplicitFuncs = []string{"inet_hash_connect"}
+// backend hooks only the connects, not every send (a UDP sendto() that
+// finds no port is not seen there).
+var kprobeImplicitFuncs = []string{"inet_hash_connect", "inet_dgram_connect"}
 
 // haveKernelFunc says whether the kernel's BTF has function fn.
 func haveKernelFunc(fn string) bool {

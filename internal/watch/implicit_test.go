@@ -22,13 +22,27 @@ import (
 // range and the 4 holders.
 func TestImplicitBindExhausted(t *testing.T) {
 	for _, tc := range []struct {
-		proto, errno string
-		code         int
+		name, proto, errno string
+		code               int
+		fifth              string // the failing call's helper job
+		syscall            string // as the tracepoint backend names it
 	}{
-		{"tcp", "EADDRNOTAVAIL", 99},
-		{"udp", "EAGAIN", 11},
+		{"tcp", "tcp", "EADDRNOTAVAIL", 99, "connect 127.0.0.1 9000", "connect"},
+		{"udp", "udp", "EAGAIN", 11, "connect 127.0.0.1 9000 udp", "connect"},
+		{"udp sendto", "udp", "EAGAIN", 11, "sendto 127.0.0.1 9000", "sendto"},
+		{"udp sendmsg", "udp", "EAGAIN", 11, "sendto 127.0.0.1 9000 sendmsg", "sendmsg"},
 	} {
-		t.Run(tc.proto, func(t *testing.T) {
+		t.Run(tc.name, func(t *testing.T) {
+			backend := testenv.Backend()
+			if tc.syscall != "connect" && backend == "kprobe" {
+				// Documented: a kprobe pair on every send would cost
+				// each a map update (bpf: kprobeImplicitFuncs).
+				t.Skip("the kprobe backend does not hook UDP sends (docs/causes.md)")
+			}
+			wantSyscall := tc.syscall
+			if tc.syscall == "sendto" && backend == "fentry" {
+				wantSyscall = "sendmsg" // inet_sendmsg cannot tell
+			}
 			const dport = 9000
 			name, inode := testenv.NewNetns(t)
 			s := startSession(t, tracer.Config{Ports: []tracer.PortRange{{Lo: 0, Hi: 0}}, Netns: inode})
@@ -48,15 +62,14 @@ func TestImplicitBindExhausted(t *testing.T) {
 				}
 				holders = append(holders, c.PID)
 			}
-			c := testenv.StartHelper(t, fmt.Sprintf("connect 127.0.0.1 %d%s", dport, udp), inNS...)
+			c := testenv.StartHelper(t, tc.fifth, inNS...)
 			if len(c.Line) < 3 || c.Line[0] != "errno" || c.Line[1] != strconv.Itoa(tc.code) {
 				t.Fatalf("fifth connect(): %q, want errno %d (%s)", c.Line, tc.code, tc.errno)
 			}
 			pid, _ := strconv.Atoi(c.Line[2])
 			f := s.waitImplicit(pid)
-			t.Logf("%s", events.Text(&f))
-			if f.Syscall != "connect" || f.Errno != tc.errno || f.Proto != tc.proto || f.Cause != events.CauseEphemeralExhausted || f.Confidence != events.ConfidenceCertain {
-				t.Errorf("got %s %s %s, cause %q (%s), want connect %s %s, ephemeral_exhausted, certain", f.Syscall, f.Errno, f.Proto, f.Cause, f.Confidence, tc.errno, tc.proto)
+			if f.Syscall != wantSyscall || f.Errno != tc.errno || f.Proto != tc.proto || f.Cause != events.CauseEphemeralExhausted || f.Confidence != events.ConfidenceCertain {
+				t.Errorf("got %s %s %s, cause %q (%s), want %s %s %s, ephemeral_exhausted, certain", f.Syscall, f.Errno, f.Proto, f.Cause, f.Confidence, wantSyscall, tc.errno, tc.proto)
 			}
 			if f.Destination == nil || f.Destination.IP != "127.0.0.1" || f.Destination.Port != dport {
 				t.Errorf("destination %+v, want 127.0.0.1:%d", f.Destination, dport)
@@ -70,7 +83,7 @@ func TestImplicitBindExhausted(t *testing.T) {
 			}
 			var owners []int
 			for _, o := range lp.Owners {
-				if len(o.PIDs) != 1 || o.Ports != 1 || o.States[map[string]string{"tcp": "ESTABLISHED", "udp": "ESTABLISHED"}[tc.proto]] != 1 {
+				if len(o.PIDs) != 1 || o.Ports != 1 || o.States["ESTABLISHED"] != 1 {
 					t.Errorf("owner %+v, want one pid holding one ESTABLISHED port", o)
 					continue
 				}
