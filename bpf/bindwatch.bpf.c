@@ -1258,7 +1258,9 @@ int tp_exit_listen(struct trace_event_raw_sys_exit *ctx)
  * connect(), sendto(), sendmsg(): only their failures that may be an
  * autobind's are looked at. With bpf_task_pt_regs (5.15+) nothing runs on
  * entry; before, the enter programs stash the fd and the address the exit
- * needs (sendmsg: its user msghdr, read only on failure).
+ * needs: every connect(), a sendto() only when it names an address, and
+ * sendmsg() not at all (Go leaves its programs out: which one names an
+ * address is in user memory, and every send would pay a stash).
  */
 SEC("tracepoint/syscalls/sys_enter_connect")
 int tp_enter_connect(struct trace_event_raw_sys_enter *ctx)
@@ -1269,7 +1271,11 @@ int tp_enter_connect(struct trace_event_raw_sys_enter *ctx)
 SEC("tracepoint/syscalls/sys_enter_sendto")
 int tp_enter_sendto(struct trace_event_raw_sys_enter *ctx)
 {
-	/* sendto(fd, buf, len, flags, addr, addrlen): the exit needs fd and addr. */
+	/* sendto(fd, buf, len, flags, addr, addrlen): the exit needs fd and
+	 * addr. Without an address (send(), a connected socket) there is no
+	 * autobind to report: nothing is stored. */
+	if (!ctx->args[4])
+		return 0;
 	return stash_args(ctx->args[0], ctx->args[4], ctx->args[5]);
 }
 

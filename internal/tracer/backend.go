@@ -195,9 +195,13 @@ var argsInRegs = func() bool {
 }
 
 func (tracepointBackend) Programs() []string {
-	progs := []string{"tp_exit_bind", "tp_exit_listen", "tp_exit_connect", "tp_exit_sendto", "tp_exit_sendmsg"}
-	if !argsInRegs() {
-		progs = append(progs, "tp_enter_bind", "tp_enter_listen", "tp_enter_connect", "tp_enter_sendto", "tp_enter_sendmsg")
+	progs := []string{"tp_exit_bind", "tp_exit_listen", "tp_exit_connect", "tp_exit_sendto"}
+	if argsInRegs() {
+		progs = append(progs, "tp_exit_sendmsg")
+	} else {
+		// Paired (before 5.15): sendmsg()'s address is in user memory, so
+		// its enter would stash on every send; its failures go unseen.
+		progs = append(progs, "tp_enter_bind", "tp_enter_listen", "tp_enter_connect", "tp_enter_sendto")
 	}
 	if haveIOUringBind() {
 		progs = append(progs, ioUringProgram)
@@ -289,4 +293,20 @@ func closeLinks(links []link.Link) {
 		wg.Go(func() { l.Close() })
 	}
 	wg.Wait()
+}
+
+// UDPSendsSeen says which of a UDP socket's sends whose autobind finds no
+// port the backend named reports ("sendto", "sendmsg"): the kprobe backend
+// none (a kprobe pair would stash on every send), the tracepoint backend
+// before 5.15 sendto() only (see tracepointBackend.Programs).
+func UDPSendsSeen(backend string) []string {
+	switch backend {
+	case "kprobe":
+		return nil
+	case "tracepoint":
+		if !argsInRegs() {
+			return []string{"sendto"}
+		}
+	}
+	return []string{"sendto", "sendmsg"}
 }

@@ -33,19 +33,18 @@ func TestImplicitBindExhausted(t *testing.T) {
 		{"udp sendmsg", "udp", "EAGAIN", 11, "sendto 127.0.0.1 9000 sendmsg", "sendmsg"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			backend := testenv.Backend()
-			if tc.syscall != "connect" && backend == "kprobe" {
-				// Documented: a kprobe pair on every send would cost
-				// each a map update (bpf: kprobeImplicitFuncs).
-				t.Skip("the kprobe backend does not hook UDP sends (docs/causes.md)")
-			}
+			const dport = 9000
+			name, inode := testenv.NewNetns(t)
+			s := startSession(t, tracer.Config{Ports: []tracer.PortRange{{Lo: 0, Hi: 0}}, Netns: inode})
+			backend := s.s.tracer.Backend()
+			// Documented (docs/causes.md): where seeing them would stash
+			// on every send, UDP sends are not hooked. Then the failure
+			// happens and no record is written: that is checked instead.
+			seen := tc.syscall == "connect" || slices.Contains(tracer.UDPSendsSeen(backend), tc.syscall)
 			wantSyscall := tc.syscall
 			if tc.syscall == "sendto" && backend == "fentry" {
 				wantSyscall = "sendmsg" // inet_sendmsg cannot tell
 			}
-			const dport = 9000
-			name, inode := testenv.NewNetns(t)
-			s := startSession(t, tracer.Config{Ports: []tracer.PortRange{{Lo: 0, Hi: 0}}, Netns: inode})
 			testenv.SetNetnsSysctl(t, name, "net/ipv4/ip_local_port_range", "40000 40003")
 			inNS := testenv.InNetns(name)
 			udp := ""
@@ -67,6 +66,13 @@ func TestImplicitBindExhausted(t *testing.T) {
 				t.Fatalf("fifth connect(): %q, want errno %d (%s)", c.Line, tc.code, tc.errno)
 			}
 			pid, _ := strconv.Atoi(c.Line[2])
+			if !seen {
+				time.Sleep(500 * time.Millisecond)
+				if fs := s.failures(); len(fs) != 0 {
+					t.Errorf("the %s backend reported %d failures, though it does not hook UDP %s() (UDPSendsSeen): update the docs and this test:\n%s", backend, len(fs), tc.syscall, s.out.String())
+				}
+				return
+			}
 			f := s.waitImplicit(pid)
 			if f.Syscall != wantSyscall || f.Errno != tc.errno || f.Proto != tc.proto || f.Cause != events.CauseEphemeralExhausted || f.Confidence != events.ConfidenceCertain {
 				t.Errorf("got %s %s %s, cause %q (%s), want %s %s %s, ephemeral_exhausted, certain", f.Syscall, f.Errno, f.Proto, f.Cause, f.Confidence, wantSyscall, tc.errno, tc.proto)
