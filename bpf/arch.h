@@ -34,7 +34,11 @@ struct user_pt_regs {
 	__u64 pc;
 	__u64 pstate;
 } __attribute__((preserve_access_index));
-#elif !defined(__TARGET_ARCH_x86)
+/* A syscall's sixth argument (libbpf 1.1's bpf_tracing.h stops at the fifth). */
+#define BW_SYSCALL_PARM6_CORE(x) BPF_CORE_READ((struct user_pt_regs *)(x), regs[5])
+#elif defined(__TARGET_ARCH_x86)
+#define BW_SYSCALL_PARM6_CORE(x) BPF_CORE_READ((struct pt_regs *)(x), r9)
+#else
 #error "bindwatch's BPF programs are built for x86 and arm64 only (see bpf/arch.h)"
 #endif
 

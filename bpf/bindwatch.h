@@ -14,6 +14,10 @@
 enum bw_syscall {
 	BW_SYSCALL_BIND = 1,
 	BW_SYSCALL_LISTEN = 2,
+	/* Implicit binds: the kernel picks a local port itself (autobind). */
+	BW_SYSCALL_CONNECT = 3,
+	BW_SYSCALL_SENDTO = 4,
+	BW_SYSCALL_SENDMSG = 5,
 };
 
 /* Which kernel hook saw the failure; Go names them. */
@@ -25,6 +29,13 @@ enum bw_hook {
 	BW_HOOK_INET_LISTEN = 5,
 	BW_HOOK_IOURING_BIND = 6,   /* tp_btf/io_uring_complete, IORING_OP_BIND */
 	BW_HOOK_IOURING_LISTEN = 7, /* tp_btf/io_uring_complete, IORING_OP_LISTEN */
+	BW_HOOK_TP_EXIT_CONNECT = 8,
+	BW_HOOK_TP_EXIT_SENDTO = 9,
+	BW_HOOK_TP_EXIT_SENDMSG = 10,
+	BW_HOOK_INET_HASH_CONNECT = 11,  /* TCP connect()'s autobind */
+	BW_HOOK_INET_DGRAM_CONNECT = 12, /* UDP connect()'s autobind */
+	BW_HOOK_INET_SENDMSG = 13,       /* UDP sendto()/sendmsg()'s autobind, IPv4 */
+	BW_HOOK_INET6_SENDMSG = 14,      /* the same, IPv6 */
 };
 
 /* Bits of event.sock_flags: the failing socket's options. */
@@ -41,6 +52,9 @@ enum bw_errno_bit {
 	BW_ERR_EADDRNOTAVAIL = 1 << 1,
 	BW_ERR_EACCES = 1 << 2,
 	BW_ERR_EINVAL = 1 << 3,
+	/* connect()/sendto() of a UDP socket whose autobind found no port
+	 * (inet_autobind returns EAGAIN); TCP's says EADDRNOTAVAIL. */
+	BW_ERR_EAGAIN = 1 << 4,
 };
 
 /*
@@ -180,6 +194,14 @@ struct event {
 	__u16 args_len;      /* bytes of argv's head at args[0] */
 	__u16 args_tail_len; /* bytes of argv's tail at args[BW_ARGS_HEAD] (0: none) */
 	__u8 addr[16];
+	/*
+	 * Implicit binds (connect, sendto, sendmsg): where the call was going,
+	 * from its sockaddr argument. dfamily 0: no destination (bind, listen).
+	 */
+	__u8 daddr[16];
+	__u16 dport; /* host order */
+	__u16 dfamily;
+	__u32 pad_dest;
 	char comm[BW_COMM_LEN];
 	struct holder_rec holder;
 	/*

@@ -13,6 +13,7 @@
 
 /* include/uapi/asm-generic/errno-base.h, errno.h */
 #define E2BIG 7
+#define EAGAIN 11
 #define EACCES 13
 #define EEXIST 17
 #define EINVAL 22

@@ -66,7 +66,7 @@ Examples:
 var flagValues = map[string]string{
 	"format":  "text json ecs",
 	"backend": "auto fentry kprobe tracepoint",
-	"errno":   "EADDRINUSE EADDRNOTAVAIL EACCES EINVAL",
+	"errno":   "EADDRINUSE EADDRNOTAVAIL EACCES EINVAL EAGAIN",
 	"signal":  "TERM INT HUP QUIT KILL USR1 USR2",
 }
 

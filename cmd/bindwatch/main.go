@@ -31,7 +31,9 @@ func newApp() *cli.App {
 		Usage:   "catch failed bind()/listen() calls and name who holds the address",
 		Version: version,
 		Description: `With no command, bindwatch traces every failed bind() and listen() on this
-host (EADDRINUSE, EADDRNOTAVAIL, EACCES, EINVAL) until Ctrl-C, printing one
+host (EADDRINUSE, EADDRNOTAVAIL, EACCES, EINVAL), and every connect() or
+sendto() that found no local port left (EADDRNOTAVAIL, UDP's EAGAIN: the
+ephemeral range used up, with who holds it), until Ctrl-C, printing one
 line per failure: the process that failed, what it asked for, and who holds
 the address — captured in the kernel at the moment of failure. The first
 failure of a program on a port says why and how to fix it; a retry loop's

@@ -395,3 +395,63 @@ func TestStartRecordSaysItsFilters(t *testing.T) {
 		t.Errorf("the text start line does not say the filters:\n%s", text)
 	}
 }
+
+// exhaustConnect, in the network namespace name (testenv.NewNetns), uses up
+// a 4-port range toward 127.0.0.1:9000 with 4 connections and makes a
+// fifth connect() fail with EADDRNOTAVAIL: an implicit bind's failure.
+func exhaustConnect(t *testing.T, name string) {
+	t.Helper()
+	testenv.SetNetnsSysctl(t, name, "net/ipv4/ip_local_port_range", "40000 40003")
+	in := testenv.InNetns(name)
+	testenv.StartHelper(t, "hold tcp 127.0.0.1 9000", in...)
+	for range 4 {
+		testenv.StartHelper(t, "connect 127.0.0.1 9000", in...)
+	}
+	if c := testenv.StartHelper(t, "connect 127.0.0.1 9000", in...); c.Line[0] != "errno" || c.Line[1] != "99" {
+		t.Fatalf("fifth connect() with a 4-port range: %q, want errno 99 (EADDRNOTAVAIL)", c.Line)
+	}
+}
+
+// An implicit bind's failure (issue 22: connect() found no local port)
+// matches the schema in JSON, destination and local_ports included, and
+// ECS's fields in ECS (destination.ip, destination.port).
+func TestImplicitBindRecordsMatchSchema(t *testing.T) {
+	failed := func(lines [][]byte) bool {
+		for _, l := range lines {
+			if bytes.Contains(l, []byte(`"local_ports"`)) {
+				return true
+			}
+		}
+		return false
+	}
+	t.Run("json", func(t *testing.T) {
+		name, _ := testenv.NewNetns(t)
+		lines := runTraceUntil(t, func() { exhaustConnect(t, name) }, failed, "--port", "0", "--netns", name, "--fold", "0")
+		seen := schemaLines(t, lines)
+		if seen["bind_failure"] != 1 {
+			t.Errorf("record types %v, want 1 bind_failure", seen)
+		}
+	})
+	t.Run("ecs", func(t *testing.T) {
+		s := loadECSSchema(t)
+		name, _ := testenv.NewNetns(t)
+		lines := runTraceUntil(t, func() { exhaustConnect(t, name) }, failed, "--port", "0", "--netns", name, "--fold", "0", "--format", "ecs")
+		docs := ecsDocs(t, s, "trace", string(bytes.Join(lines, []byte("\n")))+"\n")
+		if len(docs["bind_failure"]) != 1 {
+			t.Fatalf("%d bind_failure documents, want 1", len(docs["bind_failure"]))
+		}
+		d := docs["bind_failure"][0]
+		for name, want := range map[string]any{
+			"event.action": "connect-failed", "error.code": "EADDRNOTAVAIL", "destination.ip": "127.0.0.1",
+			"destination.port": float64(9000), "source.ip": "0.0.0.0", "bindwatch.cause": "ephemeral_exhausted",
+			"bindwatch.local_ports.in_use": float64(4),
+		} {
+			if got := field(d, name); got != want {
+				t.Errorf("%s = %v, want %v", name, got, want)
+			}
+		}
+		if field(d, "server.port") != nil {
+			t.Errorf("server.port = %v in a connect() failure: the failing side is the client", field(d, "server.port"))
+		}
+	})
+}

@@ -30,7 +30,7 @@ func traceFlags() []cli.Flag {
 		&cli.StringFlag{Name: "format", Usage: "output `FORMAT`: text (one readable line per failure), json (one object per line; fields in docs/schema.md) or ecs (one Elastic Common Schema document per line; docs/ecs.md). Default: text on a terminal, json otherwise"},
 		&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "append records to `FILE` (created 0640; never through a symlink) instead of standard output; SIGHUP reopens it (logrotate). -, /dev/stdout and /dev/stderr are the standard streams themselves"},
 		&cli.StringSliceFlag{Name: "port", Aliases: []string{"p"}, Usage: "only failures on `PORT` or range LO-HI (repeatable, filtered in the kernel)"},
-		&cli.StringSliceFlag{Name: "errno", Usage: "only failures with `ERRNO`: EADDRINUSE, EADDRNOTAVAIL, EACCES or EINVAL (repeatable; default all)"},
+		&cli.StringSliceFlag{Name: "errno", Usage: "only failures with `ERRNO`: EADDRINUSE, EADDRNOTAVAIL, EACCES, EINVAL or EAGAIN (a UDP autobind; repeatable; default all)"},
 		&cli.IntSliceFlag{Name: "pid", Usage: "only failures of process `PID` (repeatable)"},
 		&cli.BoolFlag{Name: "follow-children", Usage: "with --pid: also trace every process they fork from now on"},
 		&cli.StringFlag{Name: "comm", Usage: "only failures of processes whose command name (as ps -o comm shows it) is `NAME`"},
@@ -152,7 +152,7 @@ func tracerConfig(c *cli.Context) (tracer.Config, error) {
 	for _, name := range c.StringSlice("errno") {
 		e, ok := errnoNamed(name)
 		if !ok {
-			return cfg, usagef("--errno %s: unknown error (one of EADDRINUSE, EADDRNOTAVAIL, EACCES, EINVAL)", name)
+			return cfg, usagef("--errno %s: unknown error (one of EADDRINUSE, EADDRNOTAVAIL, EACCES, EINVAL, EAGAIN)", name)
 		}
 		cfg.Errnos = append(cfg.Errnos, e)
 	}

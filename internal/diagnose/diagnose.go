@@ -8,6 +8,9 @@
 // The rules, in order; the first that matches decides. docs/causes.md lists
 // the same, with the evidence each needs and what its hint advises.
 //
+//	connect(), sendto(), sendmsg() (implicit.go: the kernel found no local port)
+//	                ephemeral_exhausted; addr_not_available when no port of
+//	                the range is in use toward the destination (TCP)
 //	EADDRNOTAVAIL   addr_tentative (IPv6 DAD), else addr_not_available
 //	EACCES          privileged_port (below ip_unprivileged_port_start), else access_denied
 //	EINVAL          cannot_listen (listen), already_bound (bind)
@@ -77,6 +80,9 @@ func likely(v Verdict) Verdict {
 // TimeWait, and facts about its network namespace and job. It reads
 // nothing else, so every case can be tested with a table.
 func Diagnose(f *events.Failure, facts Facts, now time.Time) Verdict {
+	if isImplicit(f) {
+		return diagnoseImplicit(f, facts)
+	}
 	switch f.Errno {
 	case "EADDRINUSE":
 		return diagnoseInUse(f, facts, now)

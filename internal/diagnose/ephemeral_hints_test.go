@@ -165,3 +165,65 @@ func TestEphemeralExhaustedHints(t *testing.T) {
 		})
 	})
 }
+
+// udpConnect connects a fresh UDP socket to 127.0.0.1:port: its autobind
+// takes a port of the range.
+func udpConnect(t *testing.T, port int) (int, error) {
+	t.Helper()
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	return fd, unix.Connect(fd, &unix.SockaddrInet4{Port: port, Addr: [4]byte{127, 0, 0, 1}})
+}
+
+// exhaustUDP uses up the 4-port range with 4 UDP sockets and checks that
+// a fifth UDP connect() fails with EAGAIN (inet_autobind).
+func exhaustUDP(t *testing.T) (socks []int) {
+	t.Helper()
+	testenv.Sysctl(t, "net/ipv4/ip_local_port_range", "40000 40003")
+	for i := 0; i < exhaustHi-exhaustLo+1; i++ {
+		fd, err := udpConnect(t, exhaustDstPort)
+		if err != nil {
+			t.Fatalf("UDP socket %d of 4: %v", i+1, err)
+		}
+		socks = append(socks, fd)
+	}
+	if _, err := udpConnect(t, exhaustDstPort); !errors.Is(err, unix.EAGAIN) {
+		t.Fatalf("fifth UDP connect() with a 4-port range: %v, want EAGAIN", err)
+	}
+	return socks
+}
+
+// The UDP side of the ephemeral_exhausted hint: UDP's autobind needs a
+// port no socket has, so widening the range or closing a socket lets
+// connect() (and sendto()) succeed, whatever the destination.
+func TestEphemeralExhaustedUDPHints(t *testing.T) {
+	t.Run("widen the range", func(t *testing.T) {
+		testenv.InPrivateNetns(t, testenv.PrivateNetns(t), func() {
+			exhaustUDP(t)
+			testenv.Sysctl(t, "net/ipv4/ip_local_port_range", "40000 40005")
+			if _, err := udpConnect(t, exhaustDstPort); err != nil {
+				t.Errorf("UDP connect() with the range widened by two ports: %v, want success", err)
+			}
+		})
+	})
+	t.Run("close unused sockets", func(t *testing.T) {
+		testenv.InPrivateNetns(t, testenv.PrivateNetns(t), func() {
+			socks := exhaustUDP(t)
+			unix.Close(socks[0])
+			if _, err := udpConnect(t, exhaustDstPort); err != nil {
+				t.Errorf("UDP connect() after closing one socket: %v, want success", err)
+			}
+		})
+	})
+	t.Run("not per destination", func(t *testing.T) {
+		testenv.InPrivateNetns(t, testenv.PrivateNetns(t), func() {
+			exhaustUDP(t)
+			if _, err := udpConnect(t, exhaustDstPort+1); !errors.Is(err, unix.EAGAIN) {
+				t.Errorf("UDP connect() to another port: %v, want EAGAIN (a UDP socket takes its port for every destination)", err)
+			}
+		})
+	})
+}

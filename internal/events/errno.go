@@ -16,6 +16,8 @@ func ErrnoName(e syscall.Errno) string {
 		return "EACCES"
 	case syscall.EINVAL:
 		return "EINVAL"
+	case syscall.EAGAIN:
+		return "EAGAIN"
 	}
 	return "E" + strings.ToUpper(strings.ReplaceAll(e.Error(), " ", "_"))
 }

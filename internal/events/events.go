@@ -62,8 +62,11 @@ type Failure struct {
 	Backend string    `json:"backend"`
 	// Hook names the kernel hook that saw the failure, e.g.
 	// "tracepoint/syscalls/sys_exit_bind" or "fexit/inet_csk_get_port".
-	Hook      string  `json:"hook"`
-	Syscall   string  `json:"syscall"`    // "bind" or "listen"
+	Hook string `json:"hook"`
+	// Syscall is "bind" or "listen", or — an implicit bind, the kernel
+	// picking a local port itself — "connect", "sendto" or "sendmsg"
+	// (the kernel-function backends see a UDP sendto() as "sendmsg").
+	Syscall   string  `json:"syscall"`
 	Errno     string  `json:"errno"`      // "EADDRINUSE"
 	ErrnoCode int     `json:"errno_code"` // 98
 	Proto     string  `json:"proto"`      // "tcp", "udp", "sctp", "raw", …
@@ -72,6 +75,13 @@ type Failure struct {
 	Port      uint16  `json:"port"`       // requested port (host order)
 	Socket    Socket  `json:"socket"`
 	Process   Process `json:"process"`
+	// Destination is where an implicit bind's call was going (connect,
+	// sendto, sendmsg); absent for bind() and listen().
+	Destination *Destination `json:"destination,omitempty"`
+	// LocalPorts is, for an implicit bind, how the namespace's ephemeral
+	// range was used when bindwatch looked: toward the destination (TCP),
+	// or at all (UDP, whose autobind needs a port no socket has).
+	LocalPorts *LocalPorts `json:"local_ports,omitempty"`
 
 	// Holders are the sockets that conflict with the requested address, with
 	// the processes that own them. Empty when none was found (for example
@@ -91,6 +101,49 @@ type Failure struct {
 	// holders from sock_diag, process details from /proc): the record then
 	// holds what the kernel captured, and a diagnosis made from that alone.
 	ResolveError string `json:"resolve_error,omitempty"`
+}
+
+// Destination is the remote end of a connect() or sendto() whose local
+// port the kernel could not pick.
+type Destination struct {
+	IP   string `json:"ip"`
+	Port uint16 `json:"port"`
+}
+
+// LocalPorts is the use of a network namespace's ephemeral port range
+// that an implicit bind found used up.
+type LocalPorts struct {
+	// Range is net.ipv4.ip_local_port_range, "40000–40003".
+	Range string `json:"range"`
+	// Reserved is net.ipv4.ip_local_reserved_ports as the kernel prints
+	// it; absent when none.
+	Reserved string `json:"reserved,omitempty"`
+	// Usable counts the ports of the range not reserved.
+	Usable int `json:"usable"`
+	// InUse counts the usable ports held: toward the destination by a
+	// connection (any state, TIME_WAIT included) or by a listening or
+	// bound socket, which no connect() may share (TCP); by any socket (UDP).
+	InUse int `json:"in_use"`
+	// Owners hold them, the most ports first, at most LocalPortOwnersMax.
+	Owners []PortOwner `json:"owners"`
+	// MoreOwners counts the owners not listed.
+	MoreOwners int `json:"more_owners,omitempty"`
+}
+
+// LocalPortOwnersMax bounds LocalPorts.Owners.
+const LocalPortOwnersMax = 8
+
+// PortOwner is who holds some of the ports of LocalPorts: the processes
+// that have the sockets open, or none (TIME_WAIT, a socket no process has).
+type PortOwner struct {
+	// PIDs have the sockets open (a socket shared after fork() names
+	// each); empty for sockets of no process.
+	PIDs []int  `json:"pids"`
+	Comm string `json:"comm,omitempty"`
+	Unit string `json:"unit,omitempty"`
+	// Ports counts the ports they hold, States how many are in each state.
+	Ports  int            `json:"ports"`
+	States map[string]int `json:"states"`
 }
 
 // Socket is the failing socket's options at the moment of failure.

@@ -141,6 +141,9 @@ func failureText(f *Failure) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s %s %s %s %s pid %d (%s) uid %d", clock(f.Time), f.Errno, f.Syscall, f.Proto,
 		HostPort(f.Addr, f.Port), f.Process.PID, commandLine(&f.Process), f.Process.UID)
+	if d := f.Destination; d != nil {
+		b.WriteString(" to " + HostPort(d.IP, d.Port))
+	}
 	fmt.Fprintf(&b, " reuseaddr=%s", OnOff(f.Socket.ReuseAddr))
 	if f.Socket.ReusePort {
 		b.WriteString(" reuseport=on")

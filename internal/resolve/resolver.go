@@ -292,6 +292,9 @@ func (r *Resolver) resolve(f *events.Failure, facts *diagnose.Facts) error {
 	}
 	defer r.netns.release(h)
 	facts.OwnNetns = h.Inode == r.netns.own
+	if f.Destination != nil {
+		return r.resolveImplicit(f, h, facts)
+	}
 	switch f.Errno {
 	case "EADDRNOTAVAIL":
 		facts.Addrs, err = r.netnsAddrs(h)

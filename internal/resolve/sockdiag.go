@@ -157,6 +157,16 @@ func dumpPort(fd int, family int, proto string, port uint16) ([]diagSocket, erro
 // maxListedPorts of them, to other ports in their range, which the caller
 // drops: one dump, however many ports.
 func dumpPorts(fd int, family int, proto string, ports []uint16) ([]diagSocket, error) {
+	if len(ports) == 0 {
+		return nil, fmt.Errorf("sock_diag: no port to filter on")
+	}
+	return dumpFiltered(fd, family, proto, portsOrRange(ports), fmt.Sprintf("port %d", ports[0]))
+}
+
+// dumpFiltered returns the sockets of one family and protocol that the
+// inet_diag bytecode bc keeps, in the network namespace of the netlink
+// socket fd; what names the filter in errors.
+func dumpFiltered(fd int, family int, proto string, bc []byte, what string) ([]diagSocket, error) {
 	var protocol uint8
 	var states uint32
 	switch proto {
@@ -167,10 +177,6 @@ func dumpPorts(fd int, family int, proto string, ports []uint16) ([]diagSocket, 
 	default:
 		return nil, fmt.Errorf("sock_diag: protocol %q is not supported (tcp or udp)", proto)
 	}
-	if len(ports) == 0 {
-		return nil, fmt.Errorf("sock_diag: no port to filter on")
-	}
-	bc := portsOrRange(ports)
 	seq := netlinkSeq.Add(1)
 	attrLen := unix.SizeofRtAttr + len(bc)
 	msg := make([]byte, unix.NLMSG_HDRLEN+inetDiagReqV2Size+attrLen)
@@ -217,7 +223,7 @@ func dumpPorts(fd int, family int, proto string, ports []uint16) ([]diagSocket, 
 			case unix.NLMSG_ERROR:
 				if len(data) >= 4 {
 					if code := int32(ne.Uint32(data)); code != 0 {
-						return nil, fmt.Errorf("sock_diag %s port %d: %w", proto, ports[0], unix.Errno(-code))
+						return nil, fmt.Errorf("sock_diag %s %s: %w", proto, what, unix.Errno(-code))
 					}
 				}
 				return out, nil

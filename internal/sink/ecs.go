@@ -267,18 +267,39 @@ func outcome(ok bool) string {
 // user and container, the request as the server side of the network
 // event, and the error.
 func failureDoc(f *events.Failure) doc {
-	d := event(f.Time, f.Host, f.Type, "event", f.Syscall+"-failed", "failure", []string{"network"}, []string{"start"})
+	// An implicit bind (connect, sendto) is a client's connection that
+	// could not start: its local side is the source, its peer the
+	// destination. bind() and listen() are a server's start.
+	implicit := f.Destination != nil
+	eventType := "start"
+	if implicit {
+		eventType = "connection"
+	}
+	d := event(f.Time, f.Host, f.Type, "event", f.Syscall+"-failed", "failure", []string{"network"}, []string{eventType})
 	d.set("message", events.Text(f))
 	d.set("error.code", f.Errno)
 	d.set("error.message", syscall.Errno(f.ErrnoCode).Error())
 	d.set("network.transport", f.Proto)
 	d.set("network.type", f.Family)
 	d.set("network.iana_number", ianaNumber(f.Proto))
-	if a, err := netip.ParseAddr(f.Addr); err == nil {
-		d.set("server.ip", a.String())
-		d.set("server.address", a.String())
+	if implicit {
+		if a, err := netip.ParseAddr(f.Addr); err == nil {
+			d.set("source.ip", a.String())
+			d.set("source.address", a.String())
+		}
+		if a, err := netip.ParseAddr(f.Destination.IP); err == nil {
+			d.set("destination.ip", a.String())
+			d.set("destination.address", a.String())
+		}
+		d.set("destination.port", f.Destination.Port)
+		d.set("bindwatch.local_ports", jsonValue(f.LocalPorts))
+	} else {
+		if a, err := netip.ParseAddr(f.Addr); err == nil {
+			d.set("server.ip", a.String())
+			d.set("server.address", a.String())
+		}
+		d.set("server.port", f.Port)
 	}
-	d.set("server.port", f.Port)
 	process(d, "process", &f.Process)
 	d.set("process.thread.id", f.Process.TID)
 	d.set("user.id", strconv.FormatUint(uint64(f.Process.UID), 10))

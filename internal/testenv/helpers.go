@@ -379,6 +379,9 @@ func (h *HelperProc) Stop() {
 //	trybind PROTO ADDR PORT [options] → "errno N PID" (0: bound)
 //	connect ADDR PORT [udp]           connect a TCP (or UDP) socket (the kernel picks
 //	                                  its local port) → "ready PID INODE", or "errno N PID"
+//	sendto ADDR PORT [sendmsg]        send a datagram from a fresh unbound UDP socket
+//	                                  with sendto() (or sendmsg()): the kernel picks its
+//	                                  local port → "ready PID", or "errno N PID"
 //	autobind                          see exhaustAutobind (own netns only)
 //	spread PROTO ADDR LO PORTS N      see spreadFailures → "failed F"
 //	serve PROTO ADDR PORT GRACE_MS    a server: hold PROTO ADDR:PORT (SO_REUSEADDR)
@@ -440,6 +443,7 @@ func init() {
 		"nonetadmin": {2, jobNoNetAdmin},
 		"trybind":    {4, jobTryBind},
 		"connect":    {3, jobConnect},
+		"sendto":     {3, jobSendto},
 		"autobind":   {1, func(args []string) error { return exhaustAutobind() }},
 		"serve":      {5, jobServe},
 		"retry":      {6, jobRetry},
@@ -1044,4 +1048,27 @@ func StartHelperInCgroup(t testing.TB, job string, cgroupFD int) *HelperProc {
 	}
 	t.Cleanup(h.Stop)
 	return h
+}
+
+// sendto ADDR PORT [sendmsg]: a datagram from a fresh unbound UDP socket.
+func jobSendto(args []string) error {
+	fd, err := Socket("udp", args[1], Opts{})
+	if err != nil {
+		return err
+	}
+	port, _ := strconv.Atoi(args[2])
+	to := sockaddr(args[1], port)
+	if len(args) > 3 && args[3] == "sendmsg" {
+		_, err = unix.SendmsgN(fd, []byte("x"), nil, to, 0)
+	} else {
+		err = unix.Sendto(fd, []byte("x"), 0, to)
+	}
+	if err != nil {
+		errno, _ := err.(syscall.Errno)
+		fmt.Printf("errno %d %d\n", int(errno), os.Getpid())
+	} else {
+		fmt.Printf("ready %d\n", os.Getpid())
+	}
+	waitStdin()
+	return nil
 }

@@ -40,6 +40,29 @@ func Backends() []Backend {
 // 5.10 to 6.18 (6.7 added inet_bind_sk beneath inet_bind, not instead).
 var kernelFuncs = []string{"inet_bind", "inet6_bind", "inet_listen"}
 
+// implicitFuncs are where the kernel picks a local port by itself: TCP
+// connect()'s inet_hash_connect, UDP connect()'s inet_dgram_connect and
+// sendto()/sendmsg()'s inet_sendmsg and inet6_sendmsg (inet_autobind is
+// static, inlined into them). The fentry backend hooks those the kernel's
+// BTF has (inet6_sendmsg is in a module where IPv6 is one: its UDP sends
+// are then not seen); the kprobe backend the connects only.
+var implicitFuncs = []string{"inet_hash_connect", "inet_dgram_connect", "inet_sendmsg", "inet6_sendmsg"}
+
+// kprobeImplicitFuncs: a kprobe pair stashes on every call, so the kprobe
+// backend hooks only the connects, not every send (a UDP sendto() that
+// finds no port is not seen there).
+var kprobeImplicitFuncs = []string{"inet_hash_connect", "inet_dgram_connect"}
+
+// haveKernelFunc says whether the kernel's BTF has function fn.
+func haveKernelFunc(fn string) bool {
+	spec, err := kernelSpec()
+	if err != nil {
+		return false
+	}
+	var f *btf.Func
+	return spec.TypeByName(fn, &f) == nil
+}
+
 // fentryBackend hooks the functions' returns with fexit programs: arguments
 // and return value in one program, the cheapest hook there is. Lockdown
 // (integrity) refuses to load them on some kernels.
@@ -51,6 +74,11 @@ func (fentryBackend) Programs() []string {
 	var p []string
 	for _, fn := range kernelFuncs {
 		p = append(p, "fexit_"+fn)
+	}
+	for _, fn := range implicitFuncs {
+		if haveKernelFunc(fn) {
+			p = append(p, "fexit_"+fn)
+		}
 	}
 	return p
 }
@@ -103,7 +131,7 @@ func (kprobeBackend) Name() string { return "kprobe" }
 
 func (kprobeBackend) Programs() []string {
 	var p []string
-	for _, fn := range kernelFuncs {
+	for _, fn := range append(kernelFuncs, kprobeImplicitFuncs...) {
 		p = append(p, "kprobe_"+fn, "kretprobe_"+fn)
 	}
 	return p
@@ -121,7 +149,7 @@ func (kprobeBackend) Check() error {
 
 func (kprobeBackend) Attach(coll *ebpf.Collection) ([]link.Link, error) {
 	var links []link.Link
-	for _, fn := range kernelFuncs {
+	for _, fn := range append(kernelFuncs, kprobeImplicitFuncs...) {
 		entry, err := link.Kprobe(fn, coll.Programs["kprobe_"+fn], nil)
 		if err == nil {
 			links = append(links, entry)
@@ -167,9 +195,13 @@ var argsInRegs = func() bool {
 }
 
 func (tracepointBackend) Programs() []string {
-	progs := []string{"tp_enter_bind", "tp_enter_listen", "tp_exit_bind", "tp_exit_listen"}
+	progs := []string{"tp_exit_bind", "tp_exit_listen", "tp_exit_connect", "tp_exit_sendto"}
 	if argsInRegs() {
-		progs = progs[2:]
+		progs = append(progs, "tp_exit_sendmsg")
+	} else {
+		// Paired (before 5.15): sendmsg()'s address is in user memory, so
+		// its enter would stash on every send; its failures go unseen.
+		progs = append(progs, "tp_enter_bind", "tp_enter_listen", "tp_enter_connect", "tp_enter_sendto")
 	}
 	if haveIOUringBind() {
 		progs = append(progs, ioUringProgram)
@@ -261,4 +293,20 @@ func closeLinks(links []link.Link) {
 		wg.Go(func() { l.Close() })
 	}
 	wg.Wait()
+}
+
+// UDPSendsSeen says which of a UDP socket's sends whose autobind finds no
+// port the backend named reports ("sendto", "sendmsg"): the kprobe backend
+// none (a kprobe pair would stash on every send), the tracepoint backend
+// before 5.15 sendto() only (see tracepointBackend.Programs).
+func UDPSendsSeen(backend string) []string {
+	switch backend {
+	case "kprobe":
+		return nil
+	case "tracepoint":
+		if !argsInRegs() {
+			return []string{"sendto"}
+		}
+	}
+	return []string{"sendto", "sendmsg"}
 }

@@ -28,18 +28,26 @@ const (
 	BindwatchBwErrnoBitBW_ERR_EADDRNOTAVAIL BindwatchBwErrnoBit = 2
 	BindwatchBwErrnoBitBW_ERR_EACCES        BindwatchBwErrnoBit = 4
 	BindwatchBwErrnoBitBW_ERR_EINVAL        BindwatchBwErrnoBit = 8
+	BindwatchBwErrnoBitBW_ERR_EAGAIN        BindwatchBwErrnoBit = 16
 )
 
 type BindwatchBwHook uint32
 
 const (
-	BindwatchBwHookBW_HOOK_TP_EXIT_BIND   BindwatchBwHook = 1
-	BindwatchBwHookBW_HOOK_TP_EXIT_LISTEN BindwatchBwHook = 2
-	BindwatchBwHookBW_HOOK_INET_BIND      BindwatchBwHook = 3
-	BindwatchBwHookBW_HOOK_INET6BIND      BindwatchBwHook = 4
-	BindwatchBwHookBW_HOOK_INET_LISTEN    BindwatchBwHook = 5
-	BindwatchBwHookBW_HOOK_IOURING_BIND   BindwatchBwHook = 6
-	BindwatchBwHookBW_HOOK_IOURING_LISTEN BindwatchBwHook = 7
+	BindwatchBwHookBW_HOOK_TP_EXIT_BIND       BindwatchBwHook = 1
+	BindwatchBwHookBW_HOOK_TP_EXIT_LISTEN     BindwatchBwHook = 2
+	BindwatchBwHookBW_HOOK_INET_BIND          BindwatchBwHook = 3
+	BindwatchBwHookBW_HOOK_INET6BIND          BindwatchBwHook = 4
+	BindwatchBwHookBW_HOOK_INET_LISTEN        BindwatchBwHook = 5
+	BindwatchBwHookBW_HOOK_IOURING_BIND       BindwatchBwHook = 6
+	BindwatchBwHookBW_HOOK_IOURING_LISTEN     BindwatchBwHook = 7
+	BindwatchBwHookBW_HOOK_TP_EXIT_CONNECT    BindwatchBwHook = 8
+	BindwatchBwHookBW_HOOK_TP_EXIT_SENDTO     BindwatchBwHook = 9
+	BindwatchBwHookBW_HOOK_TP_EXIT_SENDMSG    BindwatchBwHook = 10
+	BindwatchBwHookBW_HOOK_INET_HASH_CONNECT  BindwatchBwHook = 11
+	BindwatchBwHookBW_HOOK_INET_DGRAM_CONNECT BindwatchBwHook = 12
+	BindwatchBwHookBW_HOOK_INET_SENDMSG       BindwatchBwHook = 13
+	BindwatchBwHookBW_HOOK_INET6SENDMSG       BindwatchBwHook = 14
 )
 
 type BindwatchBwIncidentKind uint32
@@ -69,8 +77,11 @@ const (
 type BindwatchBwSyscall uint32
 
 const (
-	BindwatchBwSyscallBW_SYSCALL_BIND   BindwatchBwSyscall = 1
-	BindwatchBwSyscallBW_SYSCALL_LISTEN BindwatchBwSyscall = 2
+	BindwatchBwSyscallBW_SYSCALL_BIND    BindwatchBwSyscall = 1
+	BindwatchBwSyscallBW_SYSCALL_LISTEN  BindwatchBwSyscall = 2
+	BindwatchBwSyscallBW_SYSCALL_CONNECT BindwatchBwSyscall = 3
+	BindwatchBwSyscallBW_SYSCALL_SENDTO  BindwatchBwSyscall = 4
+	BindwatchBwSyscallBW_SYSCALL_SENDMSG BindwatchBwSyscall = 5
 )
 
 type BindwatchCallArgs struct {
@@ -105,6 +116,10 @@ type BindwatchEvent struct {
 	ArgsLen      uint16
 	ArgsTailLen  uint16
 	Addr         [16]uint8
+	Daddr        [16]uint8
+	Dport        uint16
+	Dfamily      uint16
+	PadDest      uint32
 	Comm         [16]int8
 	_            [4]byte
 	Holder       BindwatchHolderRec
@@ -235,68 +250,82 @@ type BindwatchStats struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	BindwatchMapEvents               = "events"
-	BindwatchMapFolds0               = "folds0"
-	BindwatchMapFolds1               = "folds1"
-	BindwatchMapIncidentCount        = "incident_count"
-	BindwatchMapIncidentEvents       = "incident_events"
-	BindwatchMapIncidentHolders      = "incident_holders"
-	BindwatchMapIncidentPorts        = "incident_ports"
-	BindwatchMapInflight             = "inflight"
-	BindwatchMapLineage              = "lineage"
-	BindwatchMapSessionStats         = "session_stats"
-	BindwatchMapSharedPairs          = "shared_pairs"
-	BindwatchMapSharedPorts          = "shared_ports"
-	BindwatchMapTcpHolders           = "tcp_holders"
-	BindwatchMapTracedPids           = "traced_pids"
-	BindwatchMapUdpHolders           = "udp_holders"
-	BindwatchProgFentryUdpLibUnhash  = "fentry_udp_lib_unhash"
-	BindwatchProgFexitInet6Bind      = "fexit_inet6_bind"
-	BindwatchProgFexitInetBind       = "fexit_inet_bind"
-	BindwatchProgFexitInetListen     = "fexit_inet_listen"
-	BindwatchProgFollowExit          = "follow_exit"
-	BindwatchProgFollowFork          = "follow_fork"
-	BindwatchProgIncidentSignal      = "incident_signal"
-	BindwatchProgIncidentSockState   = "incident_sock_state"
-	BindwatchProgKprobeInet6Bind     = "kprobe_inet6_bind"
-	BindwatchProgKprobeInetBind      = "kprobe_inet_bind"
-	BindwatchProgKprobeInetListen    = "kprobe_inet_listen"
-	BindwatchProgKprobeUdpLibUnhash  = "kprobe_udp_lib_unhash"
-	BindwatchProgKretprobeInet6Bind  = "kretprobe_inet6_bind"
-	BindwatchProgKretprobeInetBind   = "kretprobe_inet_bind"
-	BindwatchProgKretprobeInetListen = "kretprobe_inet_listen"
-	BindwatchProgLineageExit         = "lineage_exit"
-	BindwatchProgSeedHolders         = "seed_holders"
-	BindwatchProgTpEnterBind         = "tp_enter_bind"
-	BindwatchProgTpEnterListen       = "tp_enter_listen"
-	BindwatchProgTpExitBind          = "tp_exit_bind"
-	BindwatchProgTpExitListen        = "tp_exit_listen"
-	BindwatchProgUringComplete       = "uring_complete"
-	BindwatchVarArgsInRegs           = "args_in_regs"
-	BindwatchVarErrnoMask            = "errno_mask"
-	BindwatchVarFilterComm           = "filter_comm"
-	BindwatchVarFilterCommLen        = "filter_comm_len"
-	BindwatchVarFilterNetns          = "filter_netns"
-	BindwatchVarFilterPids           = "filter_pids"
-	BindwatchVarFoldGen              = "fold_gen"
-	BindwatchVarFoldNs               = "fold_ns"
-	BindwatchVarFollowChildren       = "follow_children"
-	BindwatchVarN_portRanges         = "n_port_ranges"
-	BindwatchVarPaused               = "paused"
-	BindwatchVarPortRanges           = "port_ranges"
-	BindwatchVarRecordHolders        = "record_holders"
-	BindwatchVarUnusedArgsLen        = "unused_args_len"
-	BindwatchVarUnusedErrnoBit       = "unused_errno_bit"
-	BindwatchVarUnusedEvent          = "unused_event"
-	BindwatchVarUnusedHook           = "unused_hook"
-	BindwatchVarUnusedIncidentEvent  = "unused_incident_event"
-	BindwatchVarUnusedIncidentKind   = "unused_incident_kind"
-	BindwatchVarUnusedMark           = "unused_mark"
-	BindwatchVarUnusedSockFlag       = "unused_sock_flag"
-	BindwatchVarUnusedSyscall        = "unused_syscall"
-	BindwatchVarUringAddrAt          = "uring_addr_at"
-	BindwatchVarUringCalibIno        = "uring_calib_ino"
-	BindwatchVarUringCalibPort       = "uring_calib_port"
+	BindwatchMapEvents                     = "events"
+	BindwatchMapFolds0                     = "folds0"
+	BindwatchMapFolds1                     = "folds1"
+	BindwatchMapIncidentCount              = "incident_count"
+	BindwatchMapIncidentEvents             = "incident_events"
+	BindwatchMapIncidentHolders            = "incident_holders"
+	BindwatchMapIncidentPorts              = "incident_ports"
+	BindwatchMapInflight                   = "inflight"
+	BindwatchMapLineage                    = "lineage"
+	BindwatchMapSessionStats               = "session_stats"
+	BindwatchMapSharedPairs                = "shared_pairs"
+	BindwatchMapSharedPorts                = "shared_ports"
+	BindwatchMapTcpHolders                 = "tcp_holders"
+	BindwatchMapTracedPids                 = "traced_pids"
+	BindwatchMapUdpHolders                 = "udp_holders"
+	BindwatchProgFentryUdpLibUnhash        = "fentry_udp_lib_unhash"
+	BindwatchProgFexitInet6Bind            = "fexit_inet6_bind"
+	BindwatchProgFexitInet6Sendmsg         = "fexit_inet6_sendmsg"
+	BindwatchProgFexitInetBind             = "fexit_inet_bind"
+	BindwatchProgFexitInetDgramConnect     = "fexit_inet_dgram_connect"
+	BindwatchProgFexitInetHashConnect      = "fexit_inet_hash_connect"
+	BindwatchProgFexitInetListen           = "fexit_inet_listen"
+	BindwatchProgFexitInetSendmsg          = "fexit_inet_sendmsg"
+	BindwatchProgFollowExit                = "follow_exit"
+	BindwatchProgFollowFork                = "follow_fork"
+	BindwatchProgIncidentSignal            = "incident_signal"
+	BindwatchProgIncidentSockState         = "incident_sock_state"
+	BindwatchProgKprobeInet6Bind           = "kprobe_inet6_bind"
+	BindwatchProgKprobeInetBind            = "kprobe_inet_bind"
+	BindwatchProgKprobeInetDgramConnect    = "kprobe_inet_dgram_connect"
+	BindwatchProgKprobeInetHashConnect     = "kprobe_inet_hash_connect"
+	BindwatchProgKprobeInetListen          = "kprobe_inet_listen"
+	BindwatchProgKprobeUdpLibUnhash        = "kprobe_udp_lib_unhash"
+	BindwatchProgKretprobeInet6Bind        = "kretprobe_inet6_bind"
+	BindwatchProgKretprobeInetBind         = "kretprobe_inet_bind"
+	BindwatchProgKretprobeInetDgramConnect = "kretprobe_inet_dgram_connect"
+	BindwatchProgKretprobeInetHashConnect  = "kretprobe_inet_hash_connect"
+	BindwatchProgKretprobeInetListen       = "kretprobe_inet_listen"
+	BindwatchProgLineageExit               = "lineage_exit"
+	BindwatchProgSeedHolders               = "seed_holders"
+	BindwatchProgTpEnterBind               = "tp_enter_bind"
+	BindwatchProgTpEnterConnect            = "tp_enter_connect"
+	BindwatchProgTpEnterListen             = "tp_enter_listen"
+	BindwatchProgTpEnterSendmsg            = "tp_enter_sendmsg"
+	BindwatchProgTpEnterSendto             = "tp_enter_sendto"
+	BindwatchProgTpExitBind                = "tp_exit_bind"
+	BindwatchProgTpExitConnect             = "tp_exit_connect"
+	BindwatchProgTpExitListen              = "tp_exit_listen"
+	BindwatchProgTpExitSendmsg             = "tp_exit_sendmsg"
+	BindwatchProgTpExitSendto              = "tp_exit_sendto"
+	BindwatchProgUringComplete             = "uring_complete"
+	BindwatchVarArgsInRegs                 = "args_in_regs"
+	BindwatchVarErrnoMask                  = "errno_mask"
+	BindwatchVarFilterComm                 = "filter_comm"
+	BindwatchVarFilterCommLen              = "filter_comm_len"
+	BindwatchVarFilterNetns                = "filter_netns"
+	BindwatchVarFilterPids                 = "filter_pids"
+	BindwatchVarFoldGen                    = "fold_gen"
+	BindwatchVarFoldNs                     = "fold_ns"
+	BindwatchVarFollowChildren             = "follow_children"
+	BindwatchVarN_portRanges               = "n_port_ranges"
+	BindwatchVarPaused                     = "paused"
+	BindwatchVarPortRanges                 = "port_ranges"
+	BindwatchVarRecordHolders              = "record_holders"
+	BindwatchVarUnusedArgsLen              = "unused_args_len"
+	BindwatchVarUnusedErrnoBit             = "unused_errno_bit"
+	BindwatchVarUnusedEvent                = "unused_event"
+	BindwatchVarUnusedHook                 = "unused_hook"
+	BindwatchVarUnusedIncidentEvent        = "unused_incident_event"
+	BindwatchVarUnusedIncidentKind         = "unused_incident_kind"
+	BindwatchVarUnusedMark                 = "unused_mark"
+	BindwatchVarUnusedSockFlag             = "unused_sock_flag"
+	BindwatchVarUnusedSyscall              = "unused_syscall"
+	BindwatchVarUringAddrAt                = "uring_addr_at"
+	BindwatchVarUringCalibIno              = "uring_calib_ino"
+	BindwatchVarUringCalibPort             = "uring_calib_port"
 )
 
 // LoadBindwatch returns the embedded CollectionSpec for Bindwatch.
@@ -341,28 +370,42 @@ type BindwatchSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type BindwatchProgramSpecs struct {
-	FentryUdpLibUnhash  *ebpf.ProgramSpec `ebpf:"fentry_udp_lib_unhash"`
-	FexitInet6Bind      *ebpf.ProgramSpec `ebpf:"fexit_inet6_bind"`
-	FexitInetBind       *ebpf.ProgramSpec `ebpf:"fexit_inet_bind"`
-	FexitInetListen     *ebpf.ProgramSpec `ebpf:"fexit_inet_listen"`
-	FollowExit          *ebpf.ProgramSpec `ebpf:"follow_exit"`
-	FollowFork          *ebpf.ProgramSpec `ebpf:"follow_fork"`
-	IncidentSignal      *ebpf.ProgramSpec `ebpf:"incident_signal"`
-	IncidentSockState   *ebpf.ProgramSpec `ebpf:"incident_sock_state"`
-	KprobeInet6Bind     *ebpf.ProgramSpec `ebpf:"kprobe_inet6_bind"`
-	KprobeInetBind      *ebpf.ProgramSpec `ebpf:"kprobe_inet_bind"`
-	KprobeInetListen    *ebpf.ProgramSpec `ebpf:"kprobe_inet_listen"`
-	KprobeUdpLibUnhash  *ebpf.ProgramSpec `ebpf:"kprobe_udp_lib_unhash"`
-	KretprobeInet6Bind  *ebpf.ProgramSpec `ebpf:"kretprobe_inet6_bind"`
-	KretprobeInetBind   *ebpf.ProgramSpec `ebpf:"kretprobe_inet_bind"`
-	KretprobeInetListen *ebpf.ProgramSpec `ebpf:"kretprobe_inet_listen"`
-	LineageExit         *ebpf.ProgramSpec `ebpf:"lineage_exit"`
-	SeedHolders         *ebpf.ProgramSpec `ebpf:"seed_holders"`
-	TpEnterBind         *ebpf.ProgramSpec `ebpf:"tp_enter_bind"`
-	TpEnterListen       *ebpf.ProgramSpec `ebpf:"tp_enter_listen"`
-	TpExitBind          *ebpf.ProgramSpec `ebpf:"tp_exit_bind"`
-	TpExitListen        *ebpf.ProgramSpec `ebpf:"tp_exit_listen"`
-	UringComplete       *ebpf.ProgramSpec `ebpf:"uring_complete"`
+	FentryUdpLibUnhash        *ebpf.ProgramSpec `ebpf:"fentry_udp_lib_unhash"`
+	FexitInet6Bind            *ebpf.ProgramSpec `ebpf:"fexit_inet6_bind"`
+	FexitInet6Sendmsg         *ebpf.ProgramSpec `ebpf:"fexit_inet6_sendmsg"`
+	FexitInetBind             *ebpf.ProgramSpec `ebpf:"fexit_inet_bind"`
+	FexitInetDgramConnect     *ebpf.ProgramSpec `ebpf:"fexit_inet_dgram_connect"`
+	FexitInetHashConnect      *ebpf.ProgramSpec `ebpf:"fexit_inet_hash_connect"`
+	FexitInetListen           *ebpf.ProgramSpec `ebpf:"fexit_inet_listen"`
+	FexitInetSendmsg          *ebpf.ProgramSpec `ebpf:"fexit_inet_sendmsg"`
+	FollowExit                *ebpf.ProgramSpec `ebpf:"follow_exit"`
+	FollowFork                *ebpf.ProgramSpec `ebpf:"follow_fork"`
+	IncidentSignal            *ebpf.ProgramSpec `ebpf:"incident_signal"`
+	IncidentSockState         *ebpf.ProgramSpec `ebpf:"incident_sock_state"`
+	KprobeInet6Bind           *ebpf.ProgramSpec `ebpf:"kprobe_inet6_bind"`
+	KprobeInetBind            *ebpf.ProgramSpec `ebpf:"kprobe_inet_bind"`
+	KprobeInetDgramConnect    *ebpf.ProgramSpec `ebpf:"kprobe_inet_dgram_connect"`
+	KprobeInetHashConnect     *ebpf.ProgramSpec `ebpf:"kprobe_inet_hash_connect"`
+	KprobeInetListen          *ebpf.ProgramSpec `ebpf:"kprobe_inet_listen"`
+	KprobeUdpLibUnhash        *ebpf.ProgramSpec `ebpf:"kprobe_udp_lib_unhash"`
+	KretprobeInet6Bind        *ebpf.ProgramSpec `ebpf:"kretprobe_inet6_bind"`
+	KretprobeInetBind         *ebpf.ProgramSpec `ebpf:"kretprobe_inet_bind"`
+	KretprobeInetDgramConnect *ebpf.ProgramSpec `ebpf:"kretprobe_inet_dgram_connect"`
+	KretprobeInetHashConnect  *ebpf.ProgramSpec `ebpf:"kretprobe_inet_hash_connect"`
+	KretprobeInetListen       *ebpf.ProgramSpec `ebpf:"kretprobe_inet_listen"`
+	LineageExit               *ebpf.ProgramSpec `ebpf:"lineage_exit"`
+	SeedHolders               *ebpf.ProgramSpec `ebpf:"seed_holders"`
+	TpEnterBind               *ebpf.ProgramSpec `ebpf:"tp_enter_bind"`
+	TpEnterConnect            *ebpf.ProgramSpec `ebpf:"tp_enter_connect"`
+	TpEnterListen             *ebpf.ProgramSpec `ebpf:"tp_enter_listen"`
+	TpEnterSendmsg            *ebpf.ProgramSpec `ebpf:"tp_enter_sendmsg"`
+	TpEnterSendto             *ebpf.ProgramSpec `ebpf:"tp_enter_sendto"`
+	TpExitBind                *ebpf.ProgramSpec `ebpf:"tp_exit_bind"`
+	TpExitConnect             *ebpf.ProgramSpec `ebpf:"tp_exit_connect"`
+	TpExitListen              *ebpf.ProgramSpec `ebpf:"tp_exit_listen"`
+	TpExitSendmsg             *ebpf.ProgramSpec `ebpf:"tp_exit_sendmsg"`
+	TpExitSendto              *ebpf.ProgramSpec `ebpf:"tp_exit_sendto"`
+	UringComplete             *ebpf.ProgramSpec `ebpf:"uring_complete"`
 }
 
 // BindwatchMapSpecs contains maps before they are loaded into the kernel.
@@ -509,53 +552,81 @@ type BindwatchVariables struct {
 //
 // It can be passed to LoadBindwatchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type BindwatchPrograms struct {
-	FentryUdpLibUnhash  *ebpf.Program `ebpf:"fentry_udp_lib_unhash"`
-	FexitInet6Bind      *ebpf.Program `ebpf:"fexit_inet6_bind"`
-	FexitInetBind       *ebpf.Program `ebpf:"fexit_inet_bind"`
-	FexitInetListen     *ebpf.Program `ebpf:"fexit_inet_listen"`
-	FollowExit          *ebpf.Program `ebpf:"follow_exit"`
-	FollowFork          *ebpf.Program `ebpf:"follow_fork"`
-	IncidentSignal      *ebpf.Program `ebpf:"incident_signal"`
-	IncidentSockState   *ebpf.Program `ebpf:"incident_sock_state"`
-	KprobeInet6Bind     *ebpf.Program `ebpf:"kprobe_inet6_bind"`
-	KprobeInetBind      *ebpf.Program `ebpf:"kprobe_inet_bind"`
-	KprobeInetListen    *ebpf.Program `ebpf:"kprobe_inet_listen"`
-	KprobeUdpLibUnhash  *ebpf.Program `ebpf:"kprobe_udp_lib_unhash"`
-	KretprobeInet6Bind  *ebpf.Program `ebpf:"kretprobe_inet6_bind"`
-	KretprobeInetBind   *ebpf.Program `ebpf:"kretprobe_inet_bind"`
-	KretprobeInetListen *ebpf.Program `ebpf:"kretprobe_inet_listen"`
-	LineageExit         *ebpf.Program `ebpf:"lineage_exit"`
-	SeedHolders         *ebpf.Program `ebpf:"seed_holders"`
-	TpEnterBind         *ebpf.Program `ebpf:"tp_enter_bind"`
-	TpEnterListen       *ebpf.Program `ebpf:"tp_enter_listen"`
-	TpExitBind          *ebpf.Program `ebpf:"tp_exit_bind"`
-	TpExitListen        *ebpf.Program `ebpf:"tp_exit_listen"`
-	UringComplete       *ebpf.Program `ebpf:"uring_complete"`
+	FentryUdpLibUnhash        *ebpf.Program `ebpf:"fentry_udp_lib_unhash"`
+	FexitInet6Bind            *ebpf.Program `ebpf:"fexit_inet6_bind"`
+	FexitInet6Sendmsg         *ebpf.Program `ebpf:"fexit_inet6_sendmsg"`
+	FexitInetBind             *ebpf.Program `ebpf:"fexit_inet_bind"`
+	FexitInetDgramConnect     *ebpf.Program `ebpf:"fexit_inet_dgram_connect"`
+	FexitInetHashConnect      *ebpf.Program `ebpf:"fexit_inet_hash_connect"`
+	FexitInetListen           *ebpf.Program `ebpf:"fexit_inet_listen"`
+	FexitInetSendmsg          *ebpf.Program `ebpf:"fexit_inet_sendmsg"`
+	FollowExit                *ebpf.Program `ebpf:"follow_exit"`
+	FollowFork                *ebpf.Program `ebpf:"follow_fork"`
+	IncidentSignal            *ebpf.Program `ebpf:"incident_signal"`
+	IncidentSockState         *ebpf.Program `ebpf:"incident_sock_state"`
+	KprobeInet6Bind           *ebpf.Program `ebpf:"kprobe_inet6_bind"`
+	KprobeInetBind            *ebpf.Program `ebpf:"kprobe_inet_bind"`
+	KprobeInetDgramConnect    *ebpf.Program `ebpf:"kprobe_inet_dgram_connect"`
+	KprobeInetHashConnect     *ebpf.Program `ebpf:"kprobe_inet_hash_connect"`
+	KprobeInetListen          *ebpf.Program `ebpf:"kprobe_inet_listen"`
+	KprobeUdpLibUnhash        *ebpf.Program `ebpf:"kprobe_udp_lib_unhash"`
+	KretprobeInet6Bind        *ebpf.Program `ebpf:"kretprobe_inet6_bind"`
+	KretprobeInetBind         *ebpf.Program `ebpf:"kretprobe_inet_bind"`
+	KretprobeInetDgramConnect *ebpf.Program `ebpf:"kretprobe_inet_dgram_connect"`
+	KretprobeInetHashConnect  *ebpf.Program `ebpf:"kretprobe_inet_hash_connect"`
+	KretprobeInetListen       *ebpf.Program `ebpf:"kretprobe_inet_listen"`
+	LineageExit               *ebpf.Program `ebpf:"lineage_exit"`
+	SeedHolders               *ebpf.Program `ebpf:"seed_holders"`
+	TpEnterBind               *ebpf.Program `ebpf:"tp_enter_bind"`
+	TpEnterConnect            *ebpf.Program `ebpf:"tp_enter_connect"`
+	TpEnterListen             *ebpf.Program `ebpf:"tp_enter_listen"`
+	TpEnterSendmsg            *ebpf.Program `ebpf:"tp_enter_sendmsg"`
+	TpEnterSendto             *ebpf.Program `ebpf:"tp_enter_sendto"`
+	TpExitBind                *ebpf.Program `ebpf:"tp_exit_bind"`
+	TpExitConnect             *ebpf.Program `ebpf:"tp_exit_connect"`
+	TpExitListen              *ebpf.Program `ebpf:"tp_exit_listen"`
+	TpExitSendmsg             *ebpf.Program `ebpf:"tp_exit_sendmsg"`
+	TpExitSendto              *ebpf.Program `ebpf:"tp_exit_sendto"`
+	UringComplete             *ebpf.Program `ebpf:"uring_complete"`
 }
 
 func (p *BindwatchPrograms) Close() error {
 	return _BindwatchClose(
 		p.FentryUdpLibUnhash,
 		p.FexitInet6Bind,
+		p.FexitInet6Sendmsg,
 		p.FexitInetBind,
+		p.FexitInetDgramConnect,
+		p.FexitInetHashConnect,
 		p.FexitInetListen,
+		p.FexitInetSendmsg,
 		p.FollowExit,
 		p.FollowFork,
 		p.IncidentSignal,
 		p.IncidentSockState,
 		p.KprobeInet6Bind,
 		p.KprobeInetBind,
+		p.KprobeInetDgramConnect,
+		p.KprobeInetHashConnect,
 		p.KprobeInetListen,
 		p.KprobeUdpLibUnhash,
 		p.KretprobeInet6Bind,
 		p.KretprobeInetBind,
+		p.KretprobeInetDgramConnect,
+		p.KretprobeInetHashConnect,
 		p.KretprobeInetListen,
 		p.LineageExit,
 		p.SeedHolders,
 		p.TpEnterBind,
+		p.TpEnterConnect,
 		p.TpEnterListen,
+		p.TpEnterSendmsg,
+		p.TpEnterSendto,
 		p.TpExitBind,
+		p.TpExitConnect,
 		p.TpExitListen,
+		p.TpExitSendmsg,
+		p.TpExitSendto,
 		p.UringComplete,
 	)
 }

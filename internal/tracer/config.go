@@ -16,7 +16,9 @@ type PortRange struct{ Lo, Hi uint16 }
 const MaxPortRanges = 16
 
 // Errnos are the errors bindwatch traces, in the order of their filter bits.
-var Errnos = []syscall.Errno{syscall.EADDRINUSE, syscall.EADDRNOTAVAIL, syscall.EACCES, syscall.EINVAL}
+// EAGAIN is a UDP connect()'s or sendto()'s autobind finding no port
+// (only such failures are traced: see bpf report_implicit).
+var Errnos = []syscall.Errno{syscall.EADDRINUSE, syscall.EADDRNOTAVAIL, syscall.EACCES, syscall.EINVAL, syscall.EAGAIN}
 
 // Config says what to trace and how. The zero value traces every covered
 // failure on every port with no folding, using the best backend.
@@ -96,7 +98,7 @@ func (c *Config) Validate() error {
 	}
 	for _, e := range c.Errnos {
 		if errnoBit(e) == 0 {
-			return fmt.Errorf("errno %v is not traced (hint: one of EADDRINUSE, EADDRNOTAVAIL, EACCES, EINVAL)", e)
+			return fmt.Errorf("errno %v is not traced (hint: one of EADDRINUSE, EADDRNOTAVAIL, EACCES, EINVAL, EAGAIN)", e)
 		}
 	}
 	return nil
@@ -112,6 +114,8 @@ func errnoBit(e syscall.Errno) uint32 {
 		return uint32(BindwatchBwErrnoBitBW_ERR_EACCES)
 	case syscall.EINVAL:
 		return uint32(BindwatchBwErrnoBitBW_ERR_EINVAL)
+	case syscall.EAGAIN:
+		return uint32(BindwatchBwErrnoBitBW_ERR_EAGAIN)
 	}
 	return 0
 }

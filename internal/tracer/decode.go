@@ -16,13 +16,20 @@ import (
 // tracepoints by their tracefs path, kernel functions by name (the
 // backend says whether fexit or a kretprobe saw it).
 var hookNames = map[BindwatchBwHook]string{
-	BindwatchBwHookBW_HOOK_TP_EXIT_BIND:   "tracepoint/syscalls/sys_exit_bind",
-	BindwatchBwHookBW_HOOK_TP_EXIT_LISTEN: "tracepoint/syscalls/sys_exit_listen",
-	BindwatchBwHookBW_HOOK_INET_BIND:      "inet_bind",
-	BindwatchBwHookBW_HOOK_INET6BIND:      "inet6_bind",
-	BindwatchBwHookBW_HOOK_INET_LISTEN:    "inet_listen",
-	BindwatchBwHookBW_HOOK_IOURING_BIND:   ioUringHook,
-	BindwatchBwHookBW_HOOK_IOURING_LISTEN: ioUringHook,
+	BindwatchBwHookBW_HOOK_TP_EXIT_BIND:       "tracepoint/syscalls/sys_exit_bind",
+	BindwatchBwHookBW_HOOK_TP_EXIT_LISTEN:     "tracepoint/syscalls/sys_exit_listen",
+	BindwatchBwHookBW_HOOK_INET_BIND:          "inet_bind",
+	BindwatchBwHookBW_HOOK_INET6BIND:          "inet6_bind",
+	BindwatchBwHookBW_HOOK_INET_LISTEN:        "inet_listen",
+	BindwatchBwHookBW_HOOK_IOURING_BIND:       ioUringHook,
+	BindwatchBwHookBW_HOOK_IOURING_LISTEN:     ioUringHook,
+	BindwatchBwHookBW_HOOK_TP_EXIT_CONNECT:    "tracepoint/syscalls/sys_exit_connect",
+	BindwatchBwHookBW_HOOK_TP_EXIT_SENDTO:     "tracepoint/syscalls/sys_exit_sendto",
+	BindwatchBwHookBW_HOOK_TP_EXIT_SENDMSG:    "tracepoint/syscalls/sys_exit_sendmsg",
+	BindwatchBwHookBW_HOOK_INET_HASH_CONNECT:  "inet_hash_connect",
+	BindwatchBwHookBW_HOOK_INET_DGRAM_CONNECT: "inet_dgram_connect",
+	BindwatchBwHookBW_HOOK_INET_SENDMSG:       "inet_sendmsg",
+	BindwatchBwHookBW_HOOK_INET6SENDMSG:       "inet6_sendmsg",
 }
 
 // ioUringHook names the tracepoint backend's io_uring hook: the completion
@@ -46,8 +53,11 @@ func hookName(backend string, hook uint8) string {
 }
 
 var syscallNames = map[BindwatchBwSyscall]string{
-	BindwatchBwSyscallBW_SYSCALL_BIND:   "bind",
-	BindwatchBwSyscallBW_SYSCALL_LISTEN: "listen",
+	BindwatchBwSyscallBW_SYSCALL_BIND:    "bind",
+	BindwatchBwSyscallBW_SYSCALL_LISTEN:  "listen",
+	BindwatchBwSyscallBW_SYSCALL_CONNECT: "connect",
+	BindwatchBwSyscallBW_SYSCALL_SENDTO:  "sendto",
+	BindwatchBwSyscallBW_SYSCALL_SENDMSG: "sendmsg",
 }
 
 // syscallName names the kernel's syscall code: "bind" or "listen".
@@ -125,6 +135,9 @@ func fromKernel(ev *BindwatchEvent, backend string, clock bootClock) events.Fail
 		Socket:    decodeSocket(ev),
 		Process:   decodeProcess(ev, clock),
 		Holders:   []events.Holder{},
+	}
+	if ev.Dfamily != 0 {
+		f.Destination = &events.Destination{IP: formatAddr(ev.Dfamily, ev.Daddr), Port: ev.Dport}
 	}
 	if ev.HasHolder != 0 {
 		h := decodeHolder(&ev.Holder, f.Proto, ev.Netns, clock)

@@ -125,6 +125,12 @@ func newIncidents(out Sink, t *tracer.Tracer, e *enricher, host string, quiet ti
 // incidents nobody tries any more are abandoned: the failure may open
 // the port's next incident.
 func (in *incidents) Write(rec any) error {
+	// An implicit bind's failure (connect, sendto: no local port left)
+	// is about the ephemeral range, not a port someone serves: it opens
+	// no incident.
+	if f, ok := rec.(*events.Failure); ok && f.Destination != nil {
+		return in.out.Write(rec)
+	}
 	if f, ok := rec.(*events.Failure); ok {
 		if err := in.expire(f.Time); err != nil {
 			return err
