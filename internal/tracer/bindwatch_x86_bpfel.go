@@ -155,6 +155,13 @@ type BindwatchHolderRec struct {
 	Comm    [16]int8
 }
 
+type BindwatchImpactCount struct {
+	_       structs.HostLayout
+	Count   uint64
+	FirstNs uint64
+	LastNs  uint64
+}
+
 type BindwatchIncidentEvent struct {
 	_          structs.HostLayout
 	TsNs       uint64
@@ -241,6 +248,7 @@ const (
 	BindwatchMapIncidentCount        = "incident_count"
 	BindwatchMapIncidentEvents       = "incident_events"
 	BindwatchMapIncidentHolders      = "incident_holders"
+	BindwatchMapIncidentImpact       = "incident_impact"
 	BindwatchMapIncidentPorts        = "incident_ports"
 	BindwatchMapInflight             = "inflight"
 	BindwatchMapLineage              = "lineage"
@@ -256,6 +264,7 @@ const (
 	BindwatchProgFexitInetListen     = "fexit_inet_listen"
 	BindwatchProgFollowExit          = "follow_exit"
 	BindwatchProgFollowFork          = "follow_fork"
+	BindwatchProgIncidentNoskbDrop   = "incident_noskb_drop"
 	BindwatchProgIncidentSignal      = "incident_signal"
 	BindwatchProgIncidentSockState   = "incident_sock_state"
 	BindwatchProgKprobeInet6Bind     = "kprobe_inet6_bind"
@@ -347,6 +356,7 @@ type BindwatchProgramSpecs struct {
 	FexitInetListen     *ebpf.ProgramSpec `ebpf:"fexit_inet_listen"`
 	FollowExit          *ebpf.ProgramSpec `ebpf:"follow_exit"`
 	FollowFork          *ebpf.ProgramSpec `ebpf:"follow_fork"`
+	IncidentNoskbDrop   *ebpf.ProgramSpec `ebpf:"incident_noskb_drop"`
 	IncidentSignal      *ebpf.ProgramSpec `ebpf:"incident_signal"`
 	IncidentSockState   *ebpf.ProgramSpec `ebpf:"incident_sock_state"`
 	KprobeInet6Bind     *ebpf.ProgramSpec `ebpf:"kprobe_inet6_bind"`
@@ -375,6 +385,7 @@ type BindwatchMapSpecs struct {
 	IncidentCount   *ebpf.MapSpec `ebpf:"incident_count"`
 	IncidentEvents  *ebpf.MapSpec `ebpf:"incident_events"`
 	IncidentHolders *ebpf.MapSpec `ebpf:"incident_holders"`
+	IncidentImpact  *ebpf.MapSpec `ebpf:"incident_impact"`
 	IncidentPorts   *ebpf.MapSpec `ebpf:"incident_ports"`
 	Inflight        *ebpf.MapSpec `ebpf:"inflight"`
 	Lineage         *ebpf.MapSpec `ebpf:"lineage"`
@@ -443,6 +454,7 @@ type BindwatchMaps struct {
 	IncidentCount   *ebpf.Map `ebpf:"incident_count"`
 	IncidentEvents  *ebpf.Map `ebpf:"incident_events"`
 	IncidentHolders *ebpf.Map `ebpf:"incident_holders"`
+	IncidentImpact  *ebpf.Map `ebpf:"incident_impact"`
 	IncidentPorts   *ebpf.Map `ebpf:"incident_ports"`
 	Inflight        *ebpf.Map `ebpf:"inflight"`
 	Lineage         *ebpf.Map `ebpf:"lineage"`
@@ -462,6 +474,7 @@ func (m *BindwatchMaps) Close() error {
 		m.IncidentCount,
 		m.IncidentEvents,
 		m.IncidentHolders,
+		m.IncidentImpact,
 		m.IncidentPorts,
 		m.Inflight,
 		m.Lineage,
@@ -515,6 +528,7 @@ type BindwatchPrograms struct {
 	FexitInetListen     *ebpf.Program `ebpf:"fexit_inet_listen"`
 	FollowExit          *ebpf.Program `ebpf:"follow_exit"`
 	FollowFork          *ebpf.Program `ebpf:"follow_fork"`
+	IncidentNoskbDrop   *ebpf.Program `ebpf:"incident_noskb_drop"`
 	IncidentSignal      *ebpf.Program `ebpf:"incident_signal"`
 	IncidentSockState   *ebpf.Program `ebpf:"incident_sock_state"`
 	KprobeInet6Bind     *ebpf.Program `ebpf:"kprobe_inet6_bind"`
@@ -541,6 +555,7 @@ func (p *BindwatchPrograms) Close() error {
 		p.FexitInetListen,
 		p.FollowExit,
 		p.FollowFork,
+		p.IncidentNoskbDrop,
 		p.IncidentSignal,
 		p.IncidentSockState,
 		p.KprobeInet6Bind,
