@@ -335,13 +335,18 @@ struct net___cookie {
 	__u64 net_cookie;
 } __attribute__((preserve_access_index));
 
-static __always_inline __u64 sock_netns_cookie(struct sock *sk)
+static __always_inline __u64 net_cookie(struct net *n)
 {
-	struct net___cookie *net = (void *)BPF_CORE_READ(sk, __sk_common.skc_net.net);
+	struct net___cookie *net = (void *)n;
 
 	if (!bpf_core_field_exists(net->net_cookie))
 		return 0;
 	return BPF_CORE_READ(net, net_cookie);
+}
+
+static __always_inline __u64 sock_netns_cookie(struct sock *sk)
+{
+	return net_cookie(BPF_CORE_READ(sk, __sk_common.skc_net.net));
 }
 
 /* The socket's inode number, as /proc/PID/fd and sock_diag show it. */
@@ -1678,6 +1683,8 @@ int BPF_PROG(incident_noskb_drop, struct sk_buff *skb, void *location, int reaso
 	struct holder_key key = {};
 	struct impact_count *c, init = {};
 	unsigned char *head;
+	struct net *net;
+	__u64 *cookie;
 	__u16 th, nh, proto, dport;
 	__u8 l4;
 	__u64 now;
@@ -1708,10 +1715,25 @@ int BPF_PROG(incident_noskb_drop, struct sk_buff *skb, void *location, int reaso
 	/* Both headers start with the source and destination ports. */
 	if (bpf_probe_read_kernel(&dport, sizeof(dport), head + th + 2))
 		return 0;
+	/* TCP: only a connection attempt (SYN without ACK) is refused; the
+	 * other segments of dead connections meet no socket too. */
+	if (l4 == IPPROTO_TCP) {
+		__u8 flags;
+
+		if (bpf_probe_read_kernel(&flags, sizeof(flags), head + th + 13))
+			return 0;
+		if ((flags & 0x12) != 0x02) /* SYN, not ACK */
+			return 0;
+	}
 	key.proto = l4;
 	key.port = bpf_ntohs(dport);
-	key.netns = BPF_CORE_READ(skb, dev, nd_net.net, ns.inum);
-	if (!bpf_map_lookup_elem(&incident_ports, &key))
+	net = BPF_CORE_READ(skb, dev, nd_net.net);
+	if (!net)
+		return 0;
+	key.netns = BPF_CORE_READ(net, ns.inum);
+	/* The same namespace, not a new one that got a dead one's inode. */
+	cookie = bpf_map_lookup_elem(&incident_ports, &key);
+	if (!cookie || (*cookie && *cookie != net_cookie(net)))
 		return 0;
 	now = bpf_ktime_get_boot_ns();
 	c = bpf_map_lookup_elem(&incident_impact, &key);

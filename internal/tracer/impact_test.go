@@ -4,6 +4,7 @@ import (
 	"errors"
 	"testing"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -34,13 +35,20 @@ func TestImpactCountsWhatClientsMet(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const port, other = 8081, 8082
+	var cookie uint64
+	testenv.InPrivateNetns(t, ns, func() { cookie = netnsCookie(t) })
+	const port, other, stranger = 8081, 8082, 8083
 	tcp := PortKey{Netns: inode, Proto: "tcp", Port: port}
 	udp := PortKey{Netns: inode, Proto: "udp", Port: port}
 	for _, k := range []PortKey{tcp, udp} {
-		if ok, err := tr.WatchPort(k, nil); !ok || err != nil {
+		if ok, err := tr.WatchPort(k, cookie, nil); !ok || err != nil {
 			t.Fatalf("WatchPort %v: %v %v", k, ok, err)
 		}
+	}
+	// An incident of another namespace that had this inode (another
+	// cookie): what clients meet here is not its impact.
+	if ok, err := tr.WatchPort(PortKey{Netns: inode, Proto: "tcp", Port: stranger}, cookie+1, nil); !ok || err != nil {
+		t.Fatalf("WatchPort %d: %v %v", stranger, ok, err)
 	}
 	var refused, served, sent int
 	testenv.InPrivateNetns(t, ns, func() {
@@ -63,8 +71,10 @@ func TestImpactCountsWhatClientsMet(t *testing.T) {
 				case err != nil:
 					t.Fatalf("connect to the closed port: %v, want ECONNREFUSED", err)
 				}
-				if err := connect(other); !errors.Is(err, unix.ECONNREFUSED) {
-					t.Fatalf("connect to the other closed port: %v, want ECONNREFUSED", err)
+				for _, p := range []int{other, stranger} {
+					if err := connect(p); !errors.Is(err, unix.ECONNREFUSED) {
+						t.Fatalf("connect to the other closed port %d: %v, want ECONNREFUSED", p, err)
+					}
 				}
 			}
 			l, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
@@ -121,6 +131,10 @@ func TestImpactCountsWhatClientsMet(t *testing.T) {
 	if err != nil || oc.Count != 0 {
 		t.Errorf("a port without an incident: count %d (%v), want 0", oc.Count, err)
 	}
+	sc, err := tr.Impact(PortKey{Netns: inode, Proto: "tcp", Port: stranger})
+	if err != nil || sc.Count != 0 {
+		t.Errorf("a port with an incident of another namespace (cookie): count %d (%v), want 0", sc.Count, err)
+	}
 	// Unwatched, the count is gone: the next incident starts from zero.
 	if err := tr.UnwatchPort(tcp, nil); err != nil {
 		t.Fatal(err)
@@ -128,4 +142,22 @@ func TestImpactCountsWhatClientsMet(t *testing.T) {
 	if c, err := tr.Impact(tcp); err != nil || c.Count != 0 {
 		t.Errorf("after UnwatchPort: count %d (%v), want 0", c.Count, err)
 	}
+}
+
+// netnsCookie is the calling thread's network namespace's cookie
+// (SO_NETNS_COOKIE, 5.14+: every kernel that counts client impact has it).
+func netnsCookie(t *testing.T) uint64 {
+	t.Helper()
+	const soNetnsCookie = 71
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	var c uint64
+	l := uint32(unsafe.Sizeof(c))
+	if _, _, errno := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.SOL_SOCKET, soNetnsCookie, uintptr(unsafe.Pointer(&c)), uintptr(unsafe.Pointer(&l)), 0); errno != 0 {
+		t.Fatalf("getsockopt SO_NETNS_COOKIE: %v (hint: needs Linux 5.14+)", errno)
+	}
+	return c
 }
