@@ -189,6 +189,7 @@ func (b *Builder) Add(rec any) {
 		if o := b.at(k, r.Time); o != nil {
 			in := o.in
 			in.Recovered = r
+			in.ClientImpact = r.ClientImpact
 			// The tracer counted the failures folded up to the recovery.
 			in.Attempts = max(in.Attempts, r.Attempts)
 			in.State = events.IncidentRecovered
@@ -214,6 +215,7 @@ func (b *Builder) Add(rec any) {
 	case *events.Abandoned:
 		k := Key{r.Host, r.Netns, r.Proto, r.Port}
 		if o := b.open[k]; o != nil && o.in.Start.Equal(r.Start) {
+			o.in.ClientImpact = r.ClientImpact
 			b.abandon(k, o, r.Reason, r.Time, time.Duration(r.QuietMS)*time.Millisecond)
 		}
 	case *events.Start:

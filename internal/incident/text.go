@@ -105,8 +105,12 @@ func recoveredLine(in *events.Incident, r *events.Recovered) string {
 	if r.SameProcess {
 		who = "the same process, retrying"
 	}
-	return fmt.Sprintf("%s by %s (%s) after %d attempt%s; %s", r.Syscall,
+	s := fmt.Sprintf("%s by %s (%s) after %d attempt%s; %s", r.Syscall,
 		events.ProcessShort(&r.Process), who, r.Attempts, events.Plural(r.Attempts), events.DurationsText(in.Durations))
+	if t := events.ImpactText(r.ClientImpact, in.UnservedMS); t != "" {
+		s += "; " + t
+	}
+	return s
 }
 
 // Skipped counts what a report could not use.
@@ -243,6 +247,9 @@ func WriteText(w io.Writer, incidents []*events.Incident) error {
 			b.WriteString("  signals: none sent to the holder while the incident was open\n")
 		}
 		b.WriteString("  " + durationsLine(in) + "\n")
+		if c := clientsLine(in); c != "" {
+			b.WriteString("  " + c + "\n")
+		}
 		for _, e := range in.Timeline {
 			fmt.Fprintf(&b, "  %9s  %-9s %s\n", Offset(e.AtMS), e.Kind, e.Text)
 		}
@@ -287,6 +294,20 @@ func durationsLine(in *events.Incident) string {
 		parts = append(parts, "drain "+events.Millis(*in.DrainMS)+" (first signal to release)")
 	}
 	return "durations: " + strings.Join(parts, ", ")
+}
+
+// clientsLine says what clients met during the gap, as the kernel
+// counted it: "clients: 37 connection attempts refused during the 49ms
+// gap"; that it was not measured where the record has no count (a
+// kernel before 5.17); "" for an incident not tracked or still open.
+func clientsLine(in *events.Incident) string {
+	if t := events.ImpactText(in.ClientImpact, in.UnservedMS); t != "" {
+		return "clients: " + t
+	}
+	if in.Untracked != "" || (in.State != events.IncidentRecovered && in.State != events.IncidentAbandoned) {
+		return ""
+	}
+	return "clients: refused connections and dropped datagrams not measured (a kernel before 5.17, or the log of a bindwatch that did not count them)"
 }
 
 // writeSummary writes the table a report of several incidents begins

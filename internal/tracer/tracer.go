@@ -338,6 +338,12 @@ func (t *Tracer) Limits() map[string]string {
 			l[name] = err.Error()
 		}
 	}
+	if t.impactSource == "" {
+		if l == nil {
+			l = map[string]string{}
+		}
+		l["client_impact"] = "this kernel's skb:kfree_skb has no drop reason (Linux 5.17+): the connection attempts refused and datagrams dropped at a port with an open incident are not measured, and recovered, abandoned and incident records carry no refused_connections or dropped_datagrams"
+	}
 	return l
 }
 

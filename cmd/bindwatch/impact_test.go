@@ -1,0 +1,110 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"os/exec"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/bindwatch/bindwatch/internal/events"
+	"github.com/bindwatch/bindwatch/internal/testenv"
+)
+
+// TestRecoveredCountsRefusedConnections: a restart told from the client's
+// side. A real server (python) holds the port, a second instance fails to
+// bind it (the incident opens), the old one is stopped with SIGTERM, and a
+// client connects while nothing listens, counting the ECONNREFUSED it
+// gets itself; then the new instance listens. The recovered record's
+// refused_connections must match what the client saw — or, on a kernel
+// that cannot count them, be absent with the start record saying so.
+func TestRecoveredCountsRefusedConnections(t *testing.T) {
+	port := testenv.FreePort(t)
+	refused := 0
+	lines := runTraceUntil(t, func() {
+		holder := exec.Command("python3", "-c", `import socket, sys, time
+s = socket.socket()
+s.bind(("127.0.0.1", int(sys.argv[1])))
+s.listen()
+print("ready", flush=True)
+time.sleep(60)`, strconv.Itoa(port))
+		out, _ := holder.StdoutPipe()
+		if err := holder.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer holder.Process.Kill()
+		bufio.NewReader(out).ReadString('\n')
+		testenv.FailBind(t, "tcp", "127.0.0.1", port, testenv.Opts{}, syscall.EADDRINUSE)
+		time.Sleep(300 * time.Millisecond) // the failure opens the incident
+		holder.Process.Signal(syscall.SIGTERM)
+		holder.Wait()
+		to := &unix.SockaddrInet4{Port: port, Addr: [4]byte{127, 0, 0, 1}}
+		for range 7 {
+			fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = unix.Connect(fd, to)
+			unix.Close(fd)
+			switch {
+			case errors.Is(err, unix.ECONNREFUSED):
+				refused++
+			case err != nil:
+				t.Fatalf("connect while nothing listens: %v, want ECONNREFUSED", err)
+			default:
+				t.Fatal("connect while nothing listens succeeded")
+			}
+		}
+		testenv.Hold(t, "tcp", "127.0.0.1", port, testenv.Opts{})
+	}, func(lines [][]byte) bool {
+		for _, l := range lines {
+			var r struct{ Type string }
+			if json.Unmarshal(l, &r) == nil && r.Type == events.TypeRecovered {
+				return true
+			}
+		}
+		return false
+	}, "--port", strconv.Itoa(port), "--fold", "0")
+	schemaLines(t, lines)
+	var start events.Start
+	var rec *events.Recovered
+	for _, l := range lines {
+		var r struct{ Type string }
+		json.Unmarshal(l, &r)
+		switch r.Type {
+		case events.TypeStart:
+			json.Unmarshal(l, &start)
+		case events.TypeRecovered:
+			rec = &events.Recovered{}
+			json.Unmarshal(l, rec)
+		}
+	}
+	if rec == nil {
+		t.Fatal("no recovered record")
+	}
+	if why, ok := start.Limits["client_impact"]; ok {
+		if rec.RefusedConnections != nil {
+			t.Errorf("the start record says client impact is not measured (%s), the recovered record counts %+v", why, rec.RefusedConnections)
+		}
+		if !testenv.KernelAtLeast(t, 5, 17) {
+			return
+		}
+		t.Fatalf("kernel 5.17+ but client impact not measured: %s", why)
+	}
+	if rec.DroppedDatagrams != nil {
+		t.Errorf("a TCP port's recovery counts dropped datagrams: %+v", rec.DroppedDatagrams)
+	}
+	c := rec.RefusedConnections
+	t.Logf("the client saw %d ECONNREFUSED; recovered: refused_connections %+v", refused, c)
+	if c == nil || c.Count != uint64(refused) {
+		t.Fatalf("recovered: refused_connections %+v, the client saw %d ECONNREFUSED", c, refused)
+	}
+	if c.First.IsZero() || c.Last.Before(c.First) || c.Last.After(rec.Time) {
+		t.Errorf("refused_connections: first %v, last %v, recovered at %v", c.First, c.Last, rec.Time)
+	}
+}
