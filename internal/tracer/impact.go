@@ -39,6 +39,16 @@ func impactSource() string {
 	return "tp_btf/kfree_skb (drop reason NO_SOCKET)"
 }
 
+// ClientImpact says, for doctor, whether this kernel counts the
+// connections refused and datagrams dropped at a port with an open
+// incident, and by which hook.
+func ClientImpact() string {
+	if s := impactSource(); s != "" {
+		return "measured by " + s + ": refused connections (TCP) and dropped datagrams (UDP) while a port has an open incident"
+	}
+	return "not measured on this kernel: skb:kfree_skb has no drop reason before Linux 5.17 (recovered and incident records carry no refused_connections or dropped_datagrams)"
+}
+
 // ImpactSource says which kernel hook counts a port's refused connections
 // and dropped datagrams during an incident, or "" when this kernel cannot
 // (kfree_skb without a drop reason, before 5.17).
