@@ -28,7 +28,14 @@ func TestImpactCountsWhatClientsMet(t *testing.T) {
 		if _, err := tr.Impact(PortKey{Proto: "tcp", Port: 1}); !errors.Is(err, ErrImpactNotMeasured) {
 			t.Fatalf("no impact hook on this kernel, Impact says %v, want ErrImpactNotMeasured", err)
 		}
-		t.Skip("client impact not measured on this kernel (kfree_skb without a drop reason)")
+		if testenv.KernelAtLeast(t, 5, 17) {
+			t.Fatal("kernel 5.17+ (kfree_skb with a drop reason), but no client impact hook")
+		}
+		if _, ok := tr.Limits()["client_impact"]; !ok {
+			t.Errorf("client impact not measured, and the start record's limits do not say so: %v", tr.Limits())
+		}
+		t.Log("client impact not measured on this kernel (kfree_skb without a drop reason), as it says")
+		return
 	}
 	ns := testenv.PrivateNetns(t)
 	inode, err := host.NetnsInode(ns.Name())
