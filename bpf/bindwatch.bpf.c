@@ -1511,7 +1511,7 @@ int seed_holders(struct bpf_iter__task_file *ctx)
  * task's context; rec is the registry's record of who took the port with
  * it, if it has one.
  */
-static __always_inline int emit_released(struct holder_key *key, struct sock *sk, struct holder_rec *rec)
+static __always_inline int emit_released(struct holder_key *key, struct sock *sk, struct holder_rec *rec, __u32 queued)
 {
 	struct task_struct *task = current_task();
 	struct incident_event *e = incident_reserve(BW_INCIDENT_RELEASED);
@@ -1525,6 +1525,7 @@ static __always_inline int emit_released(struct holder_key *key, struct sock *sk
 	e->family = family;
 	sock_local_addr(sk, family, e->addr, &e->port);
 	e->port = key->port;
+	e->queued = queued;
 	if (rec) {
 		__builtin_memcpy(&e->holder, rec, sizeof(*rec));
 		e->has_holder = 1;
@@ -1573,7 +1574,10 @@ int BPF_PROG(incident_sock_state, const struct sock *csk, const int oldstate, co
 	rec = bpf_map_lookup_elem(&tcp_holders, &key);
 	if (!rec || rec->sk != (__u64)sk)
 		return 0;
-	return emit_released(&key, sk, rec);
+	/* tcp_close() sets CLOSE before inet_csk_listen_stop() resets each
+	 * connection still in the accept queue: the backlog is what the
+	 * kernel accepted for the program and the program never served. */
+	return emit_released(&key, sk, rec, BPF_CORE_READ(sk, sk_ack_backlog));
 }
 
 /*
@@ -1598,7 +1602,7 @@ static __always_inline int udp_unhashed(struct sock *sk)
 	rec = bpf_map_lookup_elem(&udp_holders, &key);
 	if (rec && rec->sk != (__u64)sk)
 		rec = NULL; /* another socket on the port: no record of who bound it */
-	return emit_released(&key, sk, rec);
+	return emit_released(&key, sk, rec, 0);
 }
 
 SEC("fentry/udp_lib_unhash")

@@ -18,14 +18,17 @@ import (
 
 // TestRecoveredCountsRefusedConnections: a restart told from the client's
 // side. A real server (python) holds the port, a second instance fails to
-// bind it (the incident opens), the old one is stopped with SIGTERM, and a
-// client connects while nothing listens, counting the ECONNREFUSED it
-// gets itself; then the new instance listens. The recovered record's
-// refused_connections must match what the client saw — or, on a kernel
-// that cannot count them, be absent with the start record saying so.
+// bind it (the incident opens), clients connect to the old one, which
+// never accepts them, the old one is stopped with SIGTERM (the kernel
+// resets the connections in its queue), and a client connects while
+// nothing listens, counting the ECONNREFUSED it gets itself; then the new
+// instance listens. The released record's reset_connections must match
+// the ECONNRESETs the clients saw, and the recovered record's
+// refused_connections the ECONNREFUSEDs — or, on a kernel that cannot
+// count those, be absent with the start record saying so.
 func TestRecoveredCountsRefusedConnections(t *testing.T) {
 	port := testenv.FreePort(t)
-	refused := 0
+	refused, reset := 0, 0
 	lines := runTraceUntil(t, func() {
 		holder := exec.Command("python3", "-c", `import socket, sys, time
 s = socket.socket()
@@ -41,9 +44,31 @@ time.sleep(60)`, strconv.Itoa(port))
 		bufio.NewReader(out).ReadString('\n')
 		testenv.FailBind(t, "tcp", "127.0.0.1", port, testenv.Opts{}, syscall.EADDRINUSE)
 		time.Sleep(300 * time.Millisecond) // the failure opens the incident
+		to := &unix.SockaddrInet4{Port: port, Addr: [4]byte{127, 0, 0, 1}}
+		// Connections the kernel accepts into the old server's queue,
+		// which the server (asleep) never accepts.
+		var queued []int
+		for range 3 {
+			fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer unix.Close(fd)
+			if err := unix.Connect(fd, to); err != nil {
+				t.Fatalf("connect to the old server: %v", err)
+			}
+			queued = append(queued, fd)
+		}
 		holder.Process.Signal(syscall.SIGTERM)
 		holder.Wait()
-		to := &unix.SockaddrInet4{Port: port, Addr: [4]byte{127, 0, 0, 1}}
+		buf := make([]byte, 1)
+		for _, fd := range queued {
+			if _, err := unix.Read(fd, buf); errors.Is(err, unix.ECONNRESET) {
+				reset++
+			} else {
+				t.Errorf("read on a connection in the old server's queue after it exited: %v, want ECONNRESET", err)
+			}
+		}
 		for range 7 {
 			fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
 			if err != nil {
@@ -73,19 +98,29 @@ time.sleep(60)`, strconv.Itoa(port))
 	schemaLines(t, lines)
 	var start events.Start
 	var rec *events.Recovered
+	var rel *events.Released
 	for _, l := range lines {
 		var r struct{ Type string }
 		json.Unmarshal(l, &r)
 		switch r.Type {
 		case events.TypeStart:
 			json.Unmarshal(l, &start)
+		case events.TypeReleased:
+			rel = &events.Released{}
+			json.Unmarshal(l, rel)
 		case events.TypeRecovered:
 			rec = &events.Recovered{}
 			json.Unmarshal(l, rec)
 		}
 	}
-	if rec == nil {
-		t.Fatal("no recovered record")
+	if rec == nil || rel == nil {
+		t.Fatalf("recovered %v, released %v: want both", rec, rel)
+	}
+	// The kernel reads the old listener's accept queue as it closes:
+	// every kernel with tp_btf measures it.
+	t.Logf("the clients saw %d ECONNRESET; released: reset_connections %+v", reset, rel.ResetConnections)
+	if c := rel.ResetConnections; c == nil || c.Count != uint64(reset) || !c.First.Equal(rel.Time) {
+		t.Errorf("released: reset_connections %+v, the clients saw %d ECONNRESET", c, reset)
 	}
 	if why, ok := start.Limits["client_impact"]; ok {
 		if rec.RefusedConnections != nil {

@@ -78,6 +78,12 @@ type Released struct {
 	// HeldMS is how long the socket held the port, where its bind or
 	// listen was seen.
 	HeldMS int64 `json:"held_ms,omitempty"`
+	// ResetConnections (a TCP listener's close, seen by the kernel) are
+	// the connections the kernel had accepted into the listener's queue
+	// and the program never accepted: the kernel reset them at the close
+	// (their clients got ECONNRESET). Absent where not measured (a poll's
+	// release, UDP).
+	ResetConnections *ImpactCount `json:"reset_connections,omitempty"`
 }
 
 // Signal is a signal sent to a process that holds a port with an open
@@ -386,6 +392,9 @@ type Incident struct {
 	// ClientImpact (recovered or abandoned): the recovery's or the
 	// abandonment's counts.
 	ClientImpact
+	// ResetConnections sums the released records' (the first and the
+	// last of them); absent when none measured it.
+	ResetConnections *ImpactCount `json:"reset_connections,omitempty"`
 	// OutageMS is ContentionMS, under its first name.
 	OutageMS int64             `json:"outage_ms"`
 	Attempts uint64            `json:"attempts"`
@@ -501,6 +510,9 @@ func releasedText(r *Released) string {
 	b.WriteString(" " + ReleaseHow(r))
 	if r.HeldMS > 0 {
 		fmt.Fprintf(&b, " after holding it %s", Millis(r.HeldMS))
+	}
+	if c := r.ResetConnections; c != nil && c.Count > 0 {
+		fmt.Fprintf(&b, "; %d connection%s in its queue reset", c.Count, Plural(c.Count))
 	}
 	b.WriteString(sourceText(r.Source, r.PrecisionMS))
 	return b.String()

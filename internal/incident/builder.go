@@ -166,6 +166,9 @@ func (b *Builder) Add(rec any) {
 	case *events.Released:
 		if o := b.at(Key{r.Host, r.Netns, r.Proto, r.Port}, r.Time); o != nil {
 			in := o.in
+			if c := r.ResetConnections; c != nil {
+				in.ResetConnections = addImpact(in.ResetConnections, c)
+			}
 			if len(in.Released) >= MaxReleased {
 				in.ReleasedOmitted++
 				return
@@ -767,4 +770,21 @@ func (b *Builder) Started(k Key) time.Time {
 		return o.in.Start
 	}
 	return time.Time{}
+}
+
+// addImpact adds c to sum (nil: none yet): counts add up, first and last
+// span both.
+func addImpact(sum, c *events.ImpactCount) *events.ImpactCount {
+	out := &events.ImpactCount{}
+	if sum != nil {
+		*out = *sum
+	}
+	out.Count += c.Count
+	if !c.First.IsZero() && (out.First.IsZero() || c.First.Before(out.First)) {
+		out.First = c.First
+	}
+	if c.Last.After(out.Last) {
+		out.Last = c.Last
+	}
+	return out
 }

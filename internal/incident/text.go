@@ -81,6 +81,9 @@ func releasedLine(r *events.Released) string {
 	if r.HeldMS > 0 {
 		s += ", held " + events.Millis(r.HeldMS)
 	}
+	if c := r.ResetConnections; c != nil && c.Count > 0 {
+		s += fmt.Sprintf("; %d connection%s in its queue reset", c.Count, events.Plural(c.Count))
+	}
 	if r.Source == events.SourcePoll {
 		s += fmt.Sprintf(" (seen by poll, within %dms)", r.PrecisionMS)
 	}
@@ -301,7 +304,14 @@ func durationsLine(in *events.Incident) string {
 // gap"; that it was not measured where the record has no count (a
 // kernel before 5.17); "" for an incident not tracked or still open.
 func clientsLine(in *events.Incident) string {
-	if t := events.ImpactText(in.ClientImpact, in.UnservedMS); t != "" {
+	t := events.ImpactText(in.ClientImpact, in.UnservedMS)
+	if r := in.ResetConnections; r != nil && r.Count > 0 {
+		if t != "" {
+			t += "; "
+		}
+		t += fmt.Sprintf("%d connection%s in the old listener's queue reset at release", r.Count, events.Plural(r.Count))
+	}
+	if t != "" {
 		return "clients: " + t
 	}
 	if in.Untracked != "" || (in.State != events.IncidentRecovered && in.State != events.IncidentAbandoned) {

@@ -177,7 +177,7 @@ type BindwatchIncidentEvent struct {
 	Result     int32
 	Target     uint32
 	Repeats    uint32
-	Pad2       uint32
+	Queued     uint32
 	Port       uint16
 	Family     uint16
 	Proto      uint8

@@ -275,6 +275,11 @@ func decodeIncident(ev *BindwatchIncidentEvent, clock bootClock) any {
 		}
 		if proto == "udp" {
 			r.State = "UNCONN"
+		} else {
+			r.ResetConnections = &events.ImpactCount{Count: uint64(ev.Queued)}
+			if ev.Queued > 0 {
+				r.ResetConnections.First, r.ResetConnections.Last = at, at
+			}
 		}
 		if ev.Exiting != 0 {
 			r.How = events.HowExit
