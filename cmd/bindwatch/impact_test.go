@@ -2,10 +2,15 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -141,5 +146,20 @@ time.sleep(60)`, strconv.Itoa(port))
 	}
 	if c.First.IsZero() || c.Last.Before(c.First) || c.Last.After(rec.Time) {
 		t.Errorf("refused_connections: first %v, last %v, recovered at %v", c.First, c.Last, rec.Time)
+	}
+	// The report says it in one line.
+	log := filepath.Join(t.TempDir(), "trace.jsonl")
+	if err := os.WriteFile(log, append(bytes.Join(lines, []byte("\n")), '\n'), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(bindwatchBin, "report", "--format", "text", log).CombinedOutput()
+	if err != nil {
+		t.Fatalf("report: %v\n%s", err, out)
+	}
+	want := fmt.Sprintf("clients: %d connection attempts refused during the ", refused)
+	want2 := fmt.Sprintf("gap; %d connections in the old listener's queue reset at release", reset)
+	t.Logf("report:\n%s", out)
+	if !strings.Contains(string(out), want) || !strings.Contains(string(out), want2) {
+		t.Errorf("report does not say %q ... %q:\n%s", want, want2, out)
 	}
 }
