@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
@@ -22,7 +21,7 @@ import (
 )
 
 // TestRecoveredCountsRefusedConnections: a restart told from the client's
-// side. A real server (python) holds the port, a second instance fails to
+// side. A real server (a helper process listening as servers do) holds the port, a second instance fails to
 // bind it (the incident opens), clients connect to the old one, which
 // never accepts them, the old one is stopped with SIGTERM (the kernel
 // resets the connections in its queue), and a client connects while
@@ -35,18 +34,9 @@ func TestRecoveredCountsRefusedConnections(t *testing.T) {
 	port := testenv.FreePort(t)
 	refused, reset := 0, 0
 	lines := runTraceUntil(t, func() {
-		holder := exec.Command("python3", "-c", `import socket, sys, time
-s = socket.socket()
-s.bind(("127.0.0.1", int(sys.argv[1])))
-s.listen()
-print("ready", flush=True)
-time.sleep(60)`, strconv.Itoa(port))
-		out, _ := holder.StdoutPipe()
-		if err := holder.Start(); err != nil {
-			t.Fatal(err)
-		}
-		defer holder.Process.Kill()
-		bufio.NewReader(out).ReadString('\n')
+		// A server as a program's main loop is: listens, never accepts
+		// here, exits on SIGTERM (the kernel closes its listener).
+		holder := testenv.StartHelper(t, fmt.Sprintf("serve tcp 127.0.0.1 %d 0", port))
 		testenv.FailBind(t, "tcp", "127.0.0.1", port, testenv.Opts{}, syscall.EADDRINUSE)
 		time.Sleep(300 * time.Millisecond) // the failure opens the incident
 		to := &unix.SockaddrInet4{Port: port, Addr: [4]byte{127, 0, 0, 1}}
@@ -64,8 +54,8 @@ time.sleep(60)`, strconv.Itoa(port))
 			}
 			queued = append(queued, fd)
 		}
-		holder.Process.Signal(syscall.SIGTERM)
-		holder.Wait()
+		syscall.Kill(holder.PID, syscall.SIGTERM)
+		holder.Cmd.Wait()
 		buf := make([]byte, 1)
 		for _, fd := range queued {
 			if _, err := unix.Read(fd, buf); errors.Is(err, unix.ECONNRESET) {
