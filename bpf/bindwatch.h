@@ -283,7 +283,7 @@ struct incident_event {
 	__s32 result;    /* signal: the kernel's TRACE_SIGNAL_* result */
 	__u32 target;    /* signal: the target task's pid */
 	__u32 repeats;   /* shared: joins of this pair not recorded since the last record */
-	__u32 pad2;
+	__u32 queued;    /* released (TCP): connections in the listener's accept queue the program never accepted: the kernel resets them */
 	__u16 port;
 	__u16 family;
 	__u8 proto;   /* holder_key.proto: IPPROTO_TCP or IPPROTO_UDP */

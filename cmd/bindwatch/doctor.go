@@ -78,6 +78,7 @@ func doctorAction(c *cli.Context) error {
 		}
 	}
 	r.Ephemeral = ephemeralCheck()
+	r.ClientImpact = tracer.ClientImpact()
 	r.Tracefs = tracefsState() // after Probe: the tracepoint backend mounts it if absent
 	if res, err := resolve.New(resolve.Options{}); err == nil {
 		method, why := res.OwnerLookup()

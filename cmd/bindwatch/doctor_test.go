@@ -43,6 +43,12 @@ func TestDoctor(t *testing.T) {
 	if r.Kernel == "" || r.BTF == "" || r.Tracefs == "" || r.Lockdown == "" || r.Privileges != "root" {
 		t.Errorf("report incomplete: %+v", r)
 	}
+	// Client impact: measured from 5.17 on (kfree_skb's drop reason), and
+	// the hook named; before, said not measured.
+	measured := strings.HasPrefix(r.ClientImpact, "measured by tp_btf/kfree_skb")
+	if want := testenv.KernelAtLeast(t, 5, 17); measured != want || !measured && !strings.HasPrefix(r.ClientImpact, "not measured on this kernel") {
+		t.Errorf("client_impact %q on kernel %s: want measured %v", r.ClientImpact, r.Kernel, want)
+	}
 }
 
 // doctor checks the ephemeral range of its network namespace: in a private

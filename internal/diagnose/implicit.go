@@ -25,7 +25,7 @@ func isImplicit(f *events.Failure) bool {
 
 func diagnoseImplicit(f *events.Failure, facts Facts) Verdict {
 	call := f.Syscall + "()"
-	dst := endpoint(f.Destination.IP, f.Destination.Port)
+	dst := events.HostPort(f.Destination.IP, f.Destination.Port)
 	udp := f.Proto == "udp"
 	eph := facts.Ephemeral
 	lp := f.LocalPorts

@@ -23,6 +23,10 @@ type Doctor struct {
 	Backends   map[string]string `json:"backends"` // name -> "ok" or why not
 	Auto       string            `json:"auto"`     // what --backend auto picks, "" if none
 	Owners     string            `json:"owner_lookup"`
+	// ClientImpact says whether this kernel counts what clients met
+	// during an incident (refused connections, dropped datagrams), and by
+	// which hook.
+	ClientImpact string `json:"client_impact"`
 	// Ephemeral checks this network namespace's ephemeral port range
 	// against its fixed listeners and the Kubernetes NodePort range.
 	Ephemeral *DoctorEphemeral `json:"ephemeral_range,omitempty"`
@@ -41,6 +45,7 @@ func (r *Doctor) WriteText(w io.Writer) {
 	row("tracefs", r.Tracefs)
 	row("privileges", r.Privileges)
 	row("owner lookup", r.Owners)
+	row("client impact", r.ClientImpact)
 	if e := r.Ephemeral; e != nil {
 		switch {
 		case e.Error != "":

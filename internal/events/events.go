@@ -346,7 +346,9 @@ type Start struct {
 	// Limits says what this session cannot see or know, and why: "lineage"
 	// (how listeners end, the evidence of a leftover), "netns_cookie"
 	// (namespaces told apart by inode alone, before 5.12), "io_uring_addr"
-	// (the address of an io_uring bind). Absent when nothing is missing.
+	// (the address of an io_uring bind), "client_impact" (refused
+	// connections and dropped datagrams, before 5.17). Absent when nothing
+	// is missing.
 	Limits map[string]string `json:"limits,omitempty"`
 	PID    int               `json:"pid"`
 	// Fold is the in-kernel folding window: repeats of one process's

@@ -78,6 +78,12 @@ type Released struct {
 	// HeldMS is how long the socket held the port, where its bind or
 	// listen was seen.
 	HeldMS int64 `json:"held_ms,omitempty"`
+	// ResetConnections (a TCP listener's close, seen by the kernel) are
+	// the connections the kernel had accepted into the listener's queue
+	// and the program never accepted: the kernel reset them at the close
+	// (their clients got ECONNRESET). Absent where not measured (a poll's
+	// release, UDP).
+	ResetConnections *ImpactCount `json:"reset_connections,omitempty"`
 }
 
 // Signal is a signal sent to a process that holds a port with an open
@@ -161,6 +167,43 @@ type Recovered struct {
 	// OutageMS is ContentionMS, under the name it had first (logs already
 	// out there are read by it): not the outage, which is UnservedMS.
 	OutageMS int64 `json:"outage_ms"`
+	ClientImpact
+}
+
+// ClientImpact is what clients met at the port during the incident,
+// counted in the kernel: connection attempts refused (TCP: a SYN the
+// kernel answered with a RST, the client got ECONNREFUSED) and datagrams
+// dropped (UDP: ICMP port unreachable) because nothing held the port.
+// A kind is absent where the kernel cannot count it (skb:kfree_skb's drop
+// reason, Linux 5.17+; the start record's limits.client_impact says so)
+// or the port is not its protocol's: absent never means 0.
+type ClientImpact struct {
+	RefusedConnections *ImpactCount `json:"refused_connections,omitempty"`
+	DroppedDatagrams   *ImpactCount `json:"dropped_datagrams,omitempty"`
+}
+
+// ImpactCount is how many, and when the first and last were (absent at 0).
+type ImpactCount struct {
+	Count uint64    `json:"count"`
+	First time.Time `json:"first,omitzero"`
+	Last  time.Time `json:"last,omitzero"`
+}
+
+// ImpactText says it in one line, for people: "37 connection attempts
+// refused during the 49ms gap"; "" when nothing was measured.
+func ImpactText(c ClientImpact, unservedMS *int64) string {
+	var parts []string
+	gap := ""
+	if unservedMS != nil {
+		gap = " during the " + Millis(*unservedMS) + " gap"
+	}
+	if r := c.RefusedConnections; r != nil {
+		parts = append(parts, fmt.Sprintf("%d connection attempt%s refused%s", r.Count, Plural(r.Count), gap))
+	}
+	if d := c.DroppedDatagrams; d != nil {
+		parts = append(parts, fmt.Sprintf("%d datagram%s dropped for no socket%s", d.Count, Plural(d.Count), gap))
+	}
+	return strings.Join(parts, "; ")
 }
 
 // Durations are an incident's three figures. ContentionMS runs from the
@@ -240,6 +283,7 @@ type Abandoned struct {
 	Attempts    uint64    `json:"attempts"`
 	// QuietMS is the quiet gap in force.
 	QuietMS int64 `json:"quiet_ms"`
+	ClientImpact
 }
 
 // AbandonedWhy says why, for people: "nobody tried for 10s", "every
@@ -345,6 +389,12 @@ type Incident struct {
 	// Durations: ContentionMS is Start to End; UnservedMS (recovered
 	// only) and DrainMS as in Durations.
 	Durations
+	// ClientImpact (recovered or abandoned): the recovery's or the
+	// abandonment's counts.
+	ClientImpact
+	// ResetConnections sums the released records' (the first and the
+	// last of them); absent when none measured it.
+	ResetConnections *ImpactCount `json:"reset_connections,omitempty"`
 	// OutageMS is ContentionMS, under its first name.
 	OutageMS int64             `json:"outage_ms"`
 	Attempts uint64            `json:"attempts"`
@@ -461,6 +511,9 @@ func releasedText(r *Released) string {
 	if r.HeldMS > 0 {
 		fmt.Fprintf(&b, " after holding it %s", Millis(r.HeldMS))
 	}
+	if c := r.ResetConnections; c != nil && c.Count > 0 {
+		fmt.Fprintf(&b, "; %d connection%s in its queue reset", c.Count, Plural(c.Count))
+	}
 	b.WriteString(sourceText(r.Source, r.PrecisionMS))
 	return b.String()
 }
@@ -513,9 +566,13 @@ func recoveredText(r *Recovered) string {
 	if r.SameProcess {
 		who = "the same process that failed"
 	}
-	return fmt.Sprintf("%s RECOVERED %s %s: %s by %s, %s, after %d attempt%s; %s",
+	s := fmt.Sprintf("%s RECOVERED %s %s: %s by %s, %s, after %d attempt%s; %s",
 		clock(r.Time), r.Proto, HostPort(r.Addr, r.Port), r.Syscall, ProcessShort(&r.Process), who,
 		r.Attempts, Plural(r.Attempts), DurationsText(r.Durations))
+	if t := ImpactText(r.ClientImpact, r.UnservedMS); t != "" {
+		s += "; " + t
+	}
+	return s
 }
 
 // Millis renders a millisecond count as a duration: "1.312s", "300ms".

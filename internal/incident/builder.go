@@ -166,6 +166,9 @@ func (b *Builder) Add(rec any) {
 	case *events.Released:
 		if o := b.at(Key{r.Host, r.Netns, r.Proto, r.Port}, r.Time); o != nil {
 			in := o.in
+			if c := r.ResetConnections; c != nil {
+				in.ResetConnections = addImpact(in.ResetConnections, c)
+			}
 			if len(in.Released) >= MaxReleased {
 				in.ReleasedOmitted++
 				return
@@ -189,6 +192,7 @@ func (b *Builder) Add(rec any) {
 		if o := b.at(k, r.Time); o != nil {
 			in := o.in
 			in.Recovered = r
+			in.ClientImpact = r.ClientImpact
 			// The tracer counted the failures folded up to the recovery.
 			in.Attempts = max(in.Attempts, r.Attempts)
 			in.State = events.IncidentRecovered
@@ -214,6 +218,7 @@ func (b *Builder) Add(rec any) {
 	case *events.Abandoned:
 		k := Key{r.Host, r.Netns, r.Proto, r.Port}
 		if o := b.open[k]; o != nil && o.in.Start.Equal(r.Start) {
+			o.in.ClientImpact = r.ClientImpact
 			b.abandon(k, o, r.Reason, r.Time, time.Duration(r.QuietMS)*time.Millisecond)
 		}
 	case *events.Start:
@@ -765,4 +770,21 @@ func (b *Builder) Started(k Key) time.Time {
 		return o.in.Start
 	}
 	return time.Time{}
+}
+
+// addImpact adds c to sum (nil: none yet): counts add up, first and last
+// span both.
+func addImpact(sum, c *events.ImpactCount) *events.ImpactCount {
+	out := &events.ImpactCount{}
+	if sum != nil {
+		*out = *sum
+	}
+	out.Count += c.Count
+	if !c.First.IsZero() && (out.First.IsZero() || c.First.Before(out.First)) {
+		out.First = c.First
+	}
+	if c.Last.After(out.Last) {
+		out.Last = c.Last
+	}
+	return out
 }

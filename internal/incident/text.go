@@ -70,6 +70,9 @@ func releasedLine(r *events.Released) string {
 	if r.HeldMS > 0 {
 		s += ", held " + events.Millis(r.HeldMS)
 	}
+	if c := r.ResetConnections; c != nil && c.Count > 0 {
+		s += fmt.Sprintf("; %d connection%s in its queue reset", c.Count, events.Plural(c.Count))
+	}
 	if r.Source == events.SourcePoll {
 		s += fmt.Sprintf(" (seen by poll, within %dms)", r.PrecisionMS)
 	}
@@ -94,8 +97,12 @@ func recoveredLine(in *events.Incident, r *events.Recovered) string {
 	if r.SameProcess {
 		who = "the same process, retrying"
 	}
-	return fmt.Sprintf("%s by %s (%s) after %d attempt%s; %s", r.Syscall,
+	s := fmt.Sprintf("%s by %s (%s) after %d attempt%s; %s", r.Syscall,
 		events.ProcessShort(&r.Process), who, r.Attempts, events.Plural(r.Attempts), events.DurationsText(in.Durations))
+	if t := events.ImpactText(r.ClientImpact, in.UnservedMS); t != "" {
+		s += "; " + t
+	}
+	return s
 }
 
 // Skipped counts what a report could not use.
@@ -232,6 +239,9 @@ func WriteText(w io.Writer, incidents []*events.Incident) error {
 			b.WriteString("  signals: none sent to the holder while the incident was open\n")
 		}
 		b.WriteString("  " + durationsLine(in) + "\n")
+		if c := clientsLine(in); c != "" {
+			b.WriteString("  " + c + "\n")
+		}
 		for _, e := range in.Timeline {
 			fmt.Fprintf(&b, "  %9s  %-9s %s\n", Offset(e.AtMS), e.Kind, e.Text)
 		}
@@ -276,6 +286,27 @@ func durationsLine(in *events.Incident) string {
 		parts = append(parts, "drain "+events.Millis(*in.DrainMS)+" (first signal to release)")
 	}
 	return "durations: " + strings.Join(parts, ", ")
+}
+
+// clientsLine says what clients met during the gap, as the kernel
+// counted it: "clients: 37 connection attempts refused during the 49ms
+// gap"; that it was not measured where the record has no count (a
+// kernel before 5.17); "" for an incident not tracked or still open.
+func clientsLine(in *events.Incident) string {
+	t := events.ImpactText(in.ClientImpact, in.UnservedMS)
+	if r := in.ResetConnections; r != nil && r.Count > 0 {
+		if t != "" {
+			t += "; "
+		}
+		t += fmt.Sprintf("%d connection%s in the old listener's queue reset at release", r.Count, events.Plural(r.Count))
+	}
+	if t != "" {
+		return "clients: " + t
+	}
+	if in.Untracked != "" || (in.State != events.IncidentRecovered && in.State != events.IncidentAbandoned) {
+		return ""
+	}
+	return "clients: refused connections and dropped datagrams not measured (a kernel before 5.17, or the log of a bindwatch that did not count them)"
 }
 
 // writeSummary writes the table a report of several incidents begins

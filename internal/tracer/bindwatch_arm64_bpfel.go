@@ -170,6 +170,13 @@ type BindwatchHolderRec struct {
 	Comm    [16]int8
 }
 
+type BindwatchImpactCount struct {
+	_       structs.HostLayout
+	Count   uint64
+	FirstNs uint64
+	LastNs  uint64
+}
+
 type BindwatchIncidentEvent struct {
 	_          structs.HostLayout
 	TsNs       uint64
@@ -185,7 +192,7 @@ type BindwatchIncidentEvent struct {
 	Result     int32
 	Target     uint32
 	Repeats    uint32
-	Pad2       uint32
+	Queued     uint32
 	Port       uint16
 	Family     uint16
 	Proto      uint8
@@ -256,6 +263,7 @@ const (
 	BindwatchMapIncidentCount              = "incident_count"
 	BindwatchMapIncidentEvents             = "incident_events"
 	BindwatchMapIncidentHolders            = "incident_holders"
+	BindwatchMapIncidentImpact             = "incident_impact"
 	BindwatchMapIncidentPorts              = "incident_ports"
 	BindwatchMapInflight                   = "inflight"
 	BindwatchMapLineage                    = "lineage"
@@ -275,6 +283,7 @@ const (
 	BindwatchProgFexitInetSendmsg          = "fexit_inet_sendmsg"
 	BindwatchProgFollowExit                = "follow_exit"
 	BindwatchProgFollowFork                = "follow_fork"
+	BindwatchProgIncidentNoskbDrop         = "incident_noskb_drop"
 	BindwatchProgIncidentSignal            = "incident_signal"
 	BindwatchProgIncidentSockState         = "incident_sock_state"
 	BindwatchProgKprobeInet6Bind           = "kprobe_inet6_bind"
@@ -380,6 +389,7 @@ type BindwatchProgramSpecs struct {
 	FexitInetSendmsg          *ebpf.ProgramSpec `ebpf:"fexit_inet_sendmsg"`
 	FollowExit                *ebpf.ProgramSpec `ebpf:"follow_exit"`
 	FollowFork                *ebpf.ProgramSpec `ebpf:"follow_fork"`
+	IncidentNoskbDrop         *ebpf.ProgramSpec `ebpf:"incident_noskb_drop"`
 	IncidentSignal            *ebpf.ProgramSpec `ebpf:"incident_signal"`
 	IncidentSockState         *ebpf.ProgramSpec `ebpf:"incident_sock_state"`
 	KprobeInet6Bind           *ebpf.ProgramSpec `ebpf:"kprobe_inet6_bind"`
@@ -418,6 +428,7 @@ type BindwatchMapSpecs struct {
 	IncidentCount   *ebpf.MapSpec `ebpf:"incident_count"`
 	IncidentEvents  *ebpf.MapSpec `ebpf:"incident_events"`
 	IncidentHolders *ebpf.MapSpec `ebpf:"incident_holders"`
+	IncidentImpact  *ebpf.MapSpec `ebpf:"incident_impact"`
 	IncidentPorts   *ebpf.MapSpec `ebpf:"incident_ports"`
 	Inflight        *ebpf.MapSpec `ebpf:"inflight"`
 	Lineage         *ebpf.MapSpec `ebpf:"lineage"`
@@ -486,6 +497,7 @@ type BindwatchMaps struct {
 	IncidentCount   *ebpf.Map `ebpf:"incident_count"`
 	IncidentEvents  *ebpf.Map `ebpf:"incident_events"`
 	IncidentHolders *ebpf.Map `ebpf:"incident_holders"`
+	IncidentImpact  *ebpf.Map `ebpf:"incident_impact"`
 	IncidentPorts   *ebpf.Map `ebpf:"incident_ports"`
 	Inflight        *ebpf.Map `ebpf:"inflight"`
 	Lineage         *ebpf.Map `ebpf:"lineage"`
@@ -505,6 +517,7 @@ func (m *BindwatchMaps) Close() error {
 		m.IncidentCount,
 		m.IncidentEvents,
 		m.IncidentHolders,
+		m.IncidentImpact,
 		m.IncidentPorts,
 		m.Inflight,
 		m.Lineage,
@@ -562,6 +575,7 @@ type BindwatchPrograms struct {
 	FexitInetSendmsg          *ebpf.Program `ebpf:"fexit_inet_sendmsg"`
 	FollowExit                *ebpf.Program `ebpf:"follow_exit"`
 	FollowFork                *ebpf.Program `ebpf:"follow_fork"`
+	IncidentNoskbDrop         *ebpf.Program `ebpf:"incident_noskb_drop"`
 	IncidentSignal            *ebpf.Program `ebpf:"incident_signal"`
 	IncidentSockState         *ebpf.Program `ebpf:"incident_sock_state"`
 	KprobeInet6Bind           *ebpf.Program `ebpf:"kprobe_inet6_bind"`
@@ -602,6 +616,7 @@ func (p *BindwatchPrograms) Close() error {
 		p.FexitInetSendmsg,
 		p.FollowExit,
 		p.FollowFork,
+		p.IncidentNoskbDrop,
 		p.IncidentSignal,
 		p.IncidentSockState,
 		p.KprobeInet6Bind,

@@ -113,6 +113,15 @@ func attachIncidentHooks(coll *ebpf.Collection) ([]link.Link, error) {
 		}
 		links = append(links, l)
 	}
+	// The client impact counter: loaded only where the kernel has it.
+	if p := coll.Programs[impactProgram]; p != nil {
+		l, err := link.AttachTracing(link.TracingOptions{Program: p})
+		if err != nil {
+			closeLinks(links)
+			return nil, fmt.Errorf("attach tp_btf skb:kfree_skb (client impact): %w (hint: needs a kernel with BTF and tp_btf, 5.17+)", err)
+		}
+		links = append(links, l)
+	}
 	return links, nil
 }
 
@@ -148,6 +157,8 @@ func (t *Tracer) WatchPort(k PortKey, cookie uint64, pids []int) (bool, error) {
 		if len(t.watched) >= MaxIncidents {
 			return false, nil
 		}
+		// A new incident's client impact counts from zero.
+		t.maps.IncidentImpact.Delete(hk)
 		// The value is the namespace's cookie (0: not known): the kernel
 		// reports only for sockets of that namespace, not of a new one
 		// that got its inode.
@@ -186,6 +197,7 @@ func (t *Tracer) UnwatchPort(k PortKey, pids []int) error {
 	}
 	delete(t.watched, k)
 	t.maps.IncidentPorts.Delete(hk)
+	t.maps.IncidentImpact.Delete(hk)
 	for _, pid := range pids {
 		var have BindwatchHolderKey
 		if t.maps.IncidentHolders.Lookup(uint32(pid), &have) == nil && have == hk {
@@ -263,6 +275,11 @@ func decodeIncident(ev *BindwatchIncidentEvent, clock bootClock) any {
 		}
 		if proto == "udp" {
 			r.State = "UNCONN"
+		} else {
+			r.ResetConnections = &events.ImpactCount{Count: uint64(ev.Queued)}
+			if ev.Queued > 0 {
+				r.ResetConnections.First, r.ResetConnections.Last = at, at
+			}
 		}
 		if ev.Exiting != 0 {
 			r.How = events.HowExit

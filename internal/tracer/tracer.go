@@ -33,8 +33,11 @@ type Tracer struct {
 	noHolders bool
 	// udpReleases: the kernel reports UDP holders' releases (udp_lib_unhash).
 	udpReleases bool
-	backend     string
-	skipped     map[string]string
+	// impactSource: the hook counting refused connections and dropped
+	// datagrams at watched ports ("" when this kernel has none).
+	impactSource string
+	backend      string
+	skipped      map[string]string
 	// foldGen is the fold table generation the programs write (fold_gen).
 	foldGen uint32
 	flipped time.Time // when foldGen last changed
@@ -138,6 +141,10 @@ func openBackend(cfg Config, b Backend) (*Tracer, error) {
 	for _, p := range incidentPrograms(b.Name()) {
 		keep[p] = true
 	}
+	impact := impactSource()
+	if impact != "" {
+		keep[impactProgram] = true
+	}
 	for name := range spec.Programs {
 		if !keep[name] {
 			delete(spec.Programs, name)
@@ -164,7 +171,7 @@ func openBackend(cfg Config, b Backend) (*Tracer, error) {
 	if err != nil {
 		return nil, loadError(err, cfg.Debug)
 	}
-	t := &Tracer{coll: coll, backend: b.Name(), watched: map[PortKey]bool{}, noHolders: cfg.NoHolders, HooksLinger: DefaultHooksLinger, fold: cfg.Fold}
+	t := &Tracer{coll: coll, backend: b.Name(), watched: map[PortKey]bool{}, noHolders: cfg.NoHolders, impactSource: impact, HooksLinger: DefaultHooksLinger, fold: cfg.Fold}
 	if err := coll.Assign(&t.maps); err != nil {
 		t.Close()
 		return nil, fmt.Errorf("BPF object lacks a map: %w (hint: run make generate)", err)
@@ -330,6 +337,12 @@ func (t *Tracer) Limits() map[string]string {
 			}
 			l[name] = err.Error()
 		}
+	}
+	if t.impactSource == "" {
+		if l == nil {
+			l = map[string]string{}
+		}
+		l["client_impact"] = "this kernel's skb:kfree_skb has no drop reason (Linux 5.17+): the connection attempts refused and datagrams dropped at a port with an open incident are not measured, and recovered, abandoned and incident records carry no refused_connections or dropped_datagrams"
 	}
 	return l
 }

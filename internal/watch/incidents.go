@@ -393,6 +393,7 @@ func (in *incidents) handleNext(flushFolds func(r *events.Recovered) error) erro
 func (in *incidents) expire(now time.Time) error {
 	for _, a := range in.builder.Expire(now, resolve.Running) {
 		k := in.key(a.Netns, a.Proto, a.Port)
+		a.ClientImpact = in.impact(k)
 		if err := in.Write(a); err != nil {
 			return err
 		}
@@ -480,6 +481,7 @@ func (in *incidents) kernelRecord(batch []any, i int, flushFolds func(r *events.
 		r.Attempts, r.SameProcess = in.builder.Attempts(k, r.Process.PID)
 		r.Durations = in.builder.Durations(k, r.Time)
 		r.OutageMS = r.ContentionMS
+		r.ClientImpact = in.impact(k)
 		if err := in.Write(r); err != nil {
 			return batch, err
 		}
@@ -536,6 +538,33 @@ func (in *incidents) letGo(k incident.Key, r *events.Recovered, batch []any, i i
 	batch = append(batch, more...)
 	return batch, later()
 }
+
+// impact is what clients met at k's port since its incident opened, as
+// the kernel counted it: absent where it cannot (before 5.17, or a port
+// it does not watch), never 0 for not known.
+func (in *incidents) impact(k incident.Key) events.ClientImpact {
+	var c events.ClientImpact
+	w := in.ports[k]
+	if w == nil || !w.kernel {
+		return c
+	}
+	n, err := in.tracer.Impact(w.key)
+	if err != nil {
+		return c
+	}
+	ic := &events.ImpactCount{Count: n.Count}
+	if n.Count > 0 {
+		ic.First, ic.Last = n.First, n.Last
+	}
+	switch w.key.Proto {
+	case "tcp":
+		c.RefusedConnections = ic
+	case "udp":
+		c.DroppedDatagrams = ic
+	}
+	return c
+}
+
 func (in *incidents) key(netns uint32, proto string, port uint16) incident.Key {
 	return incident.Key{Host: in.host, Netns: netns, Proto: proto, Port: port}
 }
