@@ -152,4 +152,15 @@ func TestRecoveredCountsRefusedConnections(t *testing.T) {
 	if !strings.Contains(string(out), want) || !strings.Contains(string(out), want2) {
 		t.Errorf("report does not say %q ... %q:\n%s", want, want2, out)
 	}
+	// The page says it too, in the incident's block.
+	page := filepath.Join(t.TempDir(), "report.html")
+	if out, err := exec.Command(bindwatchBin, "report", "--html", page, log).CombinedOutput(); err != nil {
+		t.Fatalf("report --html: %v\n%s", err, out)
+	}
+	html, _ := os.ReadFile(page)
+	want = fmt.Sprintf("<b>clients:</b> %d connection attempts refused during the ", refused)
+	want2 = strings.ReplaceAll(want2, "'", "&#39;") // html/template's escape
+	if !strings.Contains(string(html), want) || !strings.Contains(string(html), want2) {
+		t.Errorf("the report page does not say %q ... %q", want, want2)
+	}
 }

@@ -70,6 +70,7 @@ type htmlIncident struct {
 	Omitted  string // OmittedLine
 	Why, Fix string
 	FixLabel string // "fix", or "next time" once the holder let go
+	Clients  string // what clients met, clientsLine without its label
 }
 
 // chart is one incident's picture.
@@ -260,6 +261,7 @@ func picture(i int, in *events.Incident) htmlIncident {
 		State: in.State, Timeline: in.Timeline, Omitted: OmittedLine(in), Why: in.Diagnosis,
 	}
 	out.FixLabel, out.Fix = Advice(in)
+	out.Clients = strings.TrimPrefix(clientsLine(in), "clients: ")
 	for _, e := range in.Timeline {
 		out.Offsets = append(out.Offsets, Offset(e.AtMS))
 	}
@@ -810,7 +812,7 @@ svg text.tick { font-size: 11px; fill: #5b6475; }
 .axis line { stroke: #9aa3b2; }
 ol.events { font: 12px ui-monospace, monospace; padding-left: 1.5em; }
 ol.events .at { display: inline-block; min-width: 6em; color: #5b6475; }
-.why, .fix { max-width: 60em; }
+.why, .fix, .clients { max-width: 60em; }
 @media print {
   body { margin: 0; font-size: 10pt; }
   * { -webkit-print-color-adjust: exact; print-color-adjust: exact; }
@@ -876,6 +878,7 @@ ol.events .at { display: inline-block; min-width: 6em; color: #5b6475; }
 {{$offs := .Offsets}}{{range $i, $e := .Timeline}}<li class="event {{$e.Kind}}"><span class="at">{{index $offs $i}}</span> <b>{{$e.Kind}}</b> {{$e.Text}}</li>
 {{end}}</ol>
 {{if .Omitted}}<p class="omitted">{{.Omitted}}</p>{{end}}
+{{if .Clients}}<p class="clients"><b>clients:</b> {{.Clients}}</p>{{end}}
 {{if .Why}}<p class="why"><b>why:</b> {{.Why}}</p>{{end}}
 {{if .Fix}}<p class="fix"><b>{{.FixLabel}}:</b> {{.Fix}}</p>{{end}}
 </section>
