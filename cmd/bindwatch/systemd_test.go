@@ -16,19 +16,29 @@ import (
 	"github.com/bindwatch/bindwatch/internal/testenv"
 )
 
-// systemdRootfs is a Debian rootfs with systemd and nginx, made once with
-// mmdebstrap from Debian's packages and kept in the temp directory.
+// systemdRootfs is a Debian rootfs with systemd, nginx and logrotate, made
+// once with mmdebstrap from Debian's packages and kept in the temp
+// directory. One made before it had logrotate is made again.
 func systemdRootfs(t *testing.T) string {
 	t.Helper()
 	dir := filepath.Join(os.TempDir(), "bindwatch-systemd-rootfs")
-	if _, err := os.Stat(filepath.Join(dir, "usr/lib/systemd/systemd")); err == nil {
+	complete := true
+	for _, f := range []string{"usr/lib/systemd/systemd", "usr/sbin/logrotate"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			complete = false
+		}
+	}
+	if complete {
 		return dir
 	}
 	tmp := dir + ".new"
 	os.RemoveAll(tmp)
-	out, err := exec.Command("mmdebstrap", "--variant=apt", "--include=systemd,systemd-sysv,dbus,nginx-light", "bookworm", tmp).CombinedOutput()
+	out, err := exec.Command("mmdebstrap", "--variant=apt", "--include=systemd,systemd-sysv,dbus,nginx-light,logrotate", "bookworm", tmp).CombinedOutput()
 	if err != nil {
 		t.Fatalf("mmdebstrap bookworm: %v\n%s", err, out)
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
 	}
 	if err := os.Rename(tmp, dir); err != nil {
 		t.Fatal(err)
@@ -124,6 +134,11 @@ func bootSystemd(t *testing.T, rootfs string) int {
 // the container's own systemd, asked by bindwatch in the container) and
 // stops it by name. bindwatch on the host, seeing that systemd as a
 // container's manager, does not ask it.
+//
+// Then the shipped logrotate snippet, as /etc/logrotate.d/bindwatch, is
+// run by the container's logrotate (forced): the rotated file keeps the
+// records written before, and the next failure lands in the new file, as
+// the postrotate's systemctl kill --signal=HUP made the service reopen it.
 func TestUnitsUnderRealSystemd(t *testing.T) {
 	testenv.RequireRoot(t)
 	testenv.RequireCommand(t, "a Debian rootfs booted with systemd as pid 1", "mmdebstrap", "systemd-nspawn", "nsenter")
@@ -163,8 +178,24 @@ func TestUnitsUnderRealSystemd(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(rootfs, "usr/local/bin/bindwatch"), bin, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	// The shipped logrotate snippet.
+	snippet, err := os.ReadFile("../../deploy/systemd/bindwatch.logrotate")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(rootfs, "etc/logrotate.d/bindwatch"), snippet, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	logFile := filepath.Join(rootfs, "var/log/bindwatch/bindwatch.jsonl")
-	os.Remove(logFile)
+	old, _ := filepath.Glob(logFile + "*")
+	for _, f := range append(old, filepath.Join(rootfs, "var/lib/logrotate/status")) {
+		os.Remove(f)
+	}
+	// Only the test rotates, not Debian's daily logrotate.timer.
+	os.Remove(filepath.Join(rootfs, "etc/systemd/system/logrotate.timer"))
+	if err := os.Symlink("/dev/null", filepath.Join(rootfs, "etc/systemd/system/logrotate.timer")); err != nil {
+		t.Fatal(err)
+	}
 	// Debian's own nginx.service would take the host's port 80.
 	os.Remove(filepath.Join(rootfs, "etc/systemd/system/nginx.service"))
 	if err := os.Symlink("/dev/null", filepath.Join(rootfs, "etc/systemd/system/nginx.service")); err != nil {
@@ -280,11 +311,58 @@ func TestUnitsUnderRealSystemd(t *testing.T) {
 			break
 		}
 	}
+
+	// The shipped logrotate snippet, run by the container's logrotate:
+	// the file is renamed to .1 (delaycompress), a new one created, and
+	// the postrotate signals the service to reopen it. bindwatch on the
+	// host sees every failure on it: the records before the rotation are
+	// those logged up to now, and maybe a few more.
+	before := readLines(logFile)
+	in("logrotate", "-f", "/etc/logrotate.d/bindwatch")
+	in("systemd-run", "--no-block", "--unit=bwfail3", "/usr/sbin/nginx", "-c", "/etc/nginx/bwfail.conf", "-g", "daemon off;")
+	after := logged(`"unit":"bwfail3.service"`)
+	rotated := readLines(logFile + ".1")
+	if len(rotated) < len(before) {
+		t.Fatalf("after logrotate, %s.1 has %d records, want the %d written before", logFile, len(rotated), len(before))
+	}
+	for i, l := range before {
+		if !bytes.Equal(rotated[i], l) {
+			t.Fatalf("after logrotate, %s.1 record %d is %s, want %s", logFile, i, rotated[i], l)
+		}
+	}
+	for _, l := range rotated {
+		if bytes.Contains(l, []byte(`"unit":"bwfail3.service"`)) {
+			t.Errorf("the failure after logrotate went to the rotated file: %s", l)
+		}
+	}
+	// (The nginx of bwfail2 and bwsockfail retry their binds for a few
+	// seconds: their later failures may be in either file, each once.)
+	inRotated := map[string]bool{}
+	for _, l := range rotated {
+		inRotated[string(l)] = true
+	}
+	for _, l := range after {
+		if bytes.Contains(l, []byte(`"type":"start"`)) || inRotated[string(l)] {
+			t.Errorf("a record from before logrotate is in the new file too: %s", l)
+		}
+	}
+	failureOf(t, after, "bwfail3.service")
+	if !bytes.Contains(rotated[0], []byte(`"type":"start"`)) {
+		t.Errorf("%s.1 does not start with the start record", logFile)
+	}
+
 	in("systemctl", "stop", "bindwatch.service")
 	// Every record it wrote matches the schema, failures with their
-	// holders (named from its own /proc) included.
-	if seen := schemaLines(t, logged(`"type":"stop"`)); seen["start"] != 1 || seen["stop"] != 1 {
+	// holders (named from its own /proc) included; the rotated file and
+	// the new one together hold one start and one stop record, nothing
+	// lost between them.
+	logged(`"type":"stop"`)
+	all := append(readLines(logFile+".1"), readLines(logFile)...)
+	if seen := schemaLines(t, all); seen["start"] != 1 || seen["stop"] != 1 {
 		t.Errorf("bindwatch.service wrote %v, want one start and one stop record", seen)
+	}
+	for _, unit := range []string{"bwfail2.service", "bwsockfail.service", "bwfail3.service"} {
+		failureOf(t, all, unit)
 	}
 }
 
