@@ -74,7 +74,7 @@ func (l *lossBook) notice(now time.Time) *events.OutputLost {
 		return nil
 	}
 	return &events.OutputLost{
-		Type: events.TypeOutputLost, Version: events.Version, Time: now, Host: l.host,
+		Header: events.Header{Type: events.TypeOutputLost, Version: events.Version, Time: now, Host: l.host},
 		Output: l.output, Records: l.unsaidRecords, Failures: l.unsaidFailures, Error: errText(l.lastErr),
 	}
 }

@@ -207,7 +207,7 @@ func (p *pump) fold(s *events.Signal) {
 			sender = events.Process{}
 		}
 		f = &events.SignalRepeats{
-			Type: events.TypeSignalRepeats, Version: events.Version, Proto: s.Proto, Netns: s.Netns, Port: s.Port,
+			Header: events.Header{Type: events.TypeSignalRepeats, Version: events.Version}, Proto: s.Proto, Netns: s.Netns, Port: s.Port,
 			Signal: s.Signal, Sender: sender, Target: s.Target, Result: s.Result, First: s.Time,
 		}
 		p.folds[k] = f

@@ -229,7 +229,7 @@ func (in *incidents) failed(f *events.Failure) (refused *events.IncidentUntracke
 		if reason != "" {
 			// Its failures still tell the incident; no kernel record will.
 			return &events.IncidentUntracked{
-				Type: events.TypeUntracked, Version: events.Version, Time: f.Time, Host: f.Host, Proto: f.Proto,
+				Header: events.Header{Type: events.TypeUntracked, Version: events.Version, Time: f.Time, Host: f.Host}, Proto: f.Proto,
 				Netns: f.Process.Netns, Addr: f.Addr, Port: f.Port, UID: f.Process.UID,
 				Table: events.UntrackedKernel, Reason: reason, Limit: limit,
 			}, nil
@@ -474,7 +474,7 @@ func (in *incidents) kernelRecord(batch []any, i int, flushFolds func(r *events.
 				w.letGo = append(w.letGo, r.Process.PID)
 			}
 			return batch, in.Write(&events.PortFree{
-				Type: events.TypePortFree, Version: events.Version, Time: r.Time, Host: r.Host, Source: r.Source,
+				Header: events.Header{Type: events.TypePortFree, Version: events.Version, Time: r.Time, Host: r.Host}, Source: r.Source,
 				Syscall: r.Syscall, Proto: r.Proto, Netns: r.Netns, Addr: r.Addr, Port: r.Port, Process: r.Process,
 			})
 		}
@@ -668,7 +668,7 @@ func (in *incidents) polled(w *watchedPort, socks *resolve.PortSockets, now time
 		}
 		delete(w.polled, inode)
 		r := &events.Released{
-			Type: events.TypeReleased, Version: events.Version, Time: now, Host: in.host,
+			Header: events.Header{Type: events.TypeReleased, Version: events.Version, Time: now, Host: in.host},
 			Source: events.SourcePoll, PrecisionMS: precision.Milliseconds(),
 			Proto: w.key.Proto, Netns: w.key.Netns, Addr: h.Addr, Port: w.key.Port, State: h.State, How: events.HowGone,
 		}
@@ -692,7 +692,7 @@ func (in *incidents) polled(w *watchedPort, socks *resolve.PortSockets, now time
 	if w.timeWait && socks.TimeWait == 0 {
 		w.timeWait = false
 		r := &events.Released{
-			Type: events.TypeReleased, Version: events.Version, Time: now, Host: in.host,
+			Header: events.Header{Type: events.TypeReleased, Version: events.Version, Time: now, Host: in.host},
 			Source: events.SourcePoll, PrecisionMS: precision.Milliseconds(),
 			Proto: w.key.Proto, Netns: w.key.Netns, Addr: w.addr, Port: w.key.Port, State: "TIME_WAIT", How: events.HowExpired,
 		}
