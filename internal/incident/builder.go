@@ -735,12 +735,12 @@ func maxTime(a, b time.Time) time.Time {
 
 // Build groups the records of a log into incidents; incidents still open
 // at the log's end end with its last record.
-func Build(records []any) []*events.Incident {
+func Build(records []events.Record) []*events.Incident {
 	b := NewBuilder()
 	var last time.Time
 	for _, r := range records {
 		b.Add(r)
-		last = maxTime(last, recordTime(r))
+		last = maxTime(last, events.TimeOf(r))
 	}
 	return b.Finish(last)
 }

@@ -136,7 +136,7 @@ func TestBuilderQuotas(t *testing.T) {
 // on quiet past the gap ends abandoned, not open.
 func TestBuilderQuietGap(t *testing.T) {
 	t0 := time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC)
-	all := Build([]any{
+	all := Build([]events.Record{
 		&events.Start{Header: events.Header{Type: events.TypeStart, Version: 1, Time: t0, Host: "h"}, IncidentQuietMS: 5000},
 		failure(t0.Add(time.Second), 80, 7),
 		failure(t0.Add(4*time.Second), 80, 7), // 3 s: the same incident
@@ -198,7 +198,7 @@ func TestTextIsTerminalSafe(t *testing.T) {
 	f.Process.Comm = "evil\rname"
 	rep := &events.Repeats{Header: events.Header{Type: events.TypeRepeats, Version: 1, Time: t0.Add(time.Second), Host: "h"}, Count: 2, PID: 7, Comm: "x\x1b]0;pwned\x07", Proto: "tcp", Port: 80}
 	var b strings.Builder
-	WriteText(&b, Build([]any{f, rep}))
+	WriteText(&b, Build([]events.Record{f, rep}))
 	out := b.String()
 	if strings.ContainsAny(out, "\x1b\x07\r\u009b") {
 		t.Errorf("raw control characters in the report:\n%q", out)
@@ -216,7 +216,7 @@ func TestHTMLLabelCutsBetweenEscapes(t *testing.T) {
 	f := failure(time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC), 80, 41943)
 	f.Process.Comm = strings.Repeat("\x1b", 7)
 	var b strings.Builder
-	if err := WriteHTML(&b, Build([]any{f}), "test", Skipped{}); err != nil {
+	if err := WriteHTML(&b, Build([]events.Record{f}), "test", Skipped{}); err != nil {
 		t.Fatal(err)
 	}
 	page := b.String()

@@ -60,7 +60,7 @@ func rollingRestart(span, gap time.Duration, tw, recovers bool) *events.Incident
 	if tw {
 		f.Holders = []events.Holder{{State: "TIME_WAIT", Addr: "0.0.0.0", Port: 80, RemainingMS: 59000, Processes: []events.Process{}}}
 	}
-	recs := []any{f}
+	recs := []events.Record{f}
 	for i := 1; i < 4; i++ {
 		recs = append(recs, &events.Repeats{Header: events.Header{Type: events.TypeRepeats, Version: 1, Time: at(span * time.Duration(i) / 5), Host: "h"}, Count: uint64(i), PID: 7, Comm: "app",
 			Proto: "tcp", Port: 80, First: at(span * time.Duration(i-1) / 5), Last: at(span * time.Duration(i) / 5)})

@@ -233,14 +233,14 @@ const DefaultHooksLinger = 30 * time.Second
 // blocking: a *events.Released, *events.Signal or *events.Recovered, with
 // what the kernel knows (the caller adds host, attempts and outage). It
 // returns nil when there is none.
-func (t *Tracer) ReadIncident() (any, error) {
+func (t *Tracer) ReadIncident() (events.Record, error) {
 	return t.WaitIncident(time.Now())
 }
 
 // WaitIncident is ReadIncident waiting until `until` for a record (nil
 // then). One goroutine at a time may read; Close ends a wait with
 // os.ErrClosed.
-func (t *Tracer) WaitIncident(until time.Time) (any, error) {
+func (t *Tracer) WaitIncident(until time.Time) (events.Record, error) {
 	var rec ringbuf.Record
 	t.incidents.SetDeadline(until)
 	if err := t.incidents.ReadInto(&rec); err != nil {
@@ -257,7 +257,7 @@ func (t *Tracer) WaitIncident(until time.Time) (any, error) {
 	return decodeIncident(&ev, t.Time), nil
 }
 
-func decodeIncident(ev *BindwatchIncidentEvent, clock bootClock) any {
+func decodeIncident(ev *BindwatchIncidentEvent, clock bootClock) events.Record {
 	at := clock(ev.TsNs)
 	proto := protoName(uint16(ev.Proto))
 	actor := events.Process{

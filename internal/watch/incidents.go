@@ -74,7 +74,7 @@ type incidents struct {
 	// queue holds the kernel's records taken from the pump (next) but not
 	// yet handed over: the session writes the failures that came before
 	// the first one first, and a recovery looks at the ones behind it.
-	queue []any
+	queue []events.Record
 }
 
 // watchedPort is one open incident's kernel and poll state.
@@ -344,7 +344,7 @@ func (in *incidents) idle(now time.Time) error {
 // handling it: the session first writes the failures that happened
 // before it (two ring buffers, one story in time order). It stays next
 // until handleNext; nil means there is none now.
-func (in *incidents) next() (any, time.Time, error) {
+func (in *incidents) next() (events.Record, time.Time, error) {
 	if len(in.queue) == 0 {
 		var err error
 		if in.queue, err = in.pump.take(); err != nil || len(in.queue) == 0 {
@@ -354,23 +354,13 @@ func (in *incidents) next() (any, time.Time, error) {
 	return in.queue[0], kernelRecordTime(in.queue[0]), nil
 }
 
-// kernelRecordTime is when the kernel saw what rec reports.
-func kernelRecordTime(rec any) time.Time {
-	switch r := rec.(type) {
-	case *events.Released:
-		return r.Time
-	case *events.Signal:
-		return r.Time
-	case *events.Recovered:
-		return r.Time
-	case *events.PortFree:
-		return r.Time
-	case *events.PortShared:
-		return r.Time
-	case *events.SignalRepeats:
+// kernelRecordTime is when the kernel saw what rec reports (a fold of
+// signals: its last one).
+func kernelRecordTime(rec events.Record) time.Time {
+	if r, ok := rec.(*events.SignalRepeats); ok {
 		return r.Last
 	}
-	return time.Time{}
+	return events.TimeOf(rec)
 }
 
 // handleNext hands over the record next returned.
@@ -404,7 +394,7 @@ func (in *incidents) expire(now time.Time) error {
 
 // kernelRecord hands over batch[i], and returns the batch (which may have
 // grown: a recovery looks again at what the kernel queued).
-func (in *incidents) kernelRecord(batch []any, i int, flushFolds func(r *events.Recovered) error) ([]any, error) {
+func (in *incidents) kernelRecord(batch []events.Record, i int, flushFolds func(r *events.Recovered) error) ([]events.Record, error) {
 	switch r := batch[i].(type) {
 	case *events.PortFree:
 		// The kernel saw bindwatch's own marked check take the port: a
@@ -500,7 +490,7 @@ func (in *incidents) kernelRecord(batch []any, i int, flushFolds func(r *events.
 // the port. A daemon whose parent listened and exited (nginx, redis
 // --daemonize) holds the port through its child: nothing follows it, and
 // its recovery stands.
-func (in *incidents) letGo(k incident.Key, r *events.Recovered, batch []any, i int) ([]any, bool) {
+func (in *incidents) letGo(k incident.Key, r *events.Recovered, batch []events.Record, i int) ([]events.Record, bool) {
 	w := in.ports[k]
 	if w == nil {
 		return batch, false
