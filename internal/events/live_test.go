@@ -20,7 +20,7 @@ func liveFailure(at time.Duration, pid int, cmdline ...string) *Failure {
 func TestLiveText(t *testing.T) {
 	l := NewLiveText(LiveOptions{})
 	var out []string
-	write := func(rec any) {
+	write := func(rec Record) {
 		if s, ok := l.Text(rec); ok {
 			out = append(out, s)
 		}
@@ -81,12 +81,12 @@ func TestLiveTextOptions(t *testing.T) {
 	if s, _ := l.Text(f); strings.Contains(s, "why:") || strings.Contains(s, "fix:") || strings.Contains(s, "\n") {
 		t.Errorf("--quiet: %q, want the failure's line only", s)
 	}
-	for _, rec := range []any{&Start{}, &Stop{}, &Signal{}, &Released{}, &Recovered{}, &Abandoned{}, &PortFree{}} {
+	for _, rec := range []Record{&Start{}, &Stop{}, &Signal{}, &Released{}, &Recovered{}, &Abandoned{}, &PortFree{}} {
 		if s, ok := l.Text(rec); ok {
 			t.Errorf("--quiet wrote %T: %q", rec, s)
 		}
 	}
-	for _, rec := range []any{&Repeats{Count: 2}, &Lost{Count: 1}} {
+	for _, rec := range []Record{&Repeats{Count: 2}, &Lost{Count: 1}} {
 		if _, ok := l.Text(rec); !ok {
 			t.Errorf("--quiet left out %T", rec)
 		}

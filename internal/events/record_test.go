@@ -72,3 +72,14 @@ func TestRegistryMatchesSchema(t *testing.T) {
 		t.Errorf("record types\n registry %v\n   schema %v\n(hint: a record type goes into events.registry and docs/schema.json's oneOf)", got, documented)
 	}
 }
+
+// Text has a line for every record type: a type added to the registry
+// fails here until text says it (or lists it with those written as JSON).
+func TestTextKnowsEveryRecord(t *testing.T) {
+	for _, typ := range RecordTypes() {
+		s, ok := text(sampleRecord(t, typ))
+		if !ok || s == "" {
+			t.Errorf("%s: no text line (hint: add a case for it to text in internal/events/format.go)", typ)
+		}
+	}
+}

@@ -149,7 +149,7 @@ func (b *Builder) quietFor(host string) time.Duration {
 // *events.Abandoned, *events.Start or *events.Stop; others are ignored. A
 // start or stop record ends the incidents still open (a session's trace
 // ended).
-func (b *Builder) Add(rec any) {
+func (b *Builder) Add(rec events.Record) {
 	switch r := rec.(type) {
 	case *events.Failure:
 		b.failure(r)

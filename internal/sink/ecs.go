@@ -26,7 +26,7 @@ const ECSVersion = "9.4.0"
 // bindwatch.*, in the same shape as the JSON form. A record type without a
 // mapping of its own still becomes a document: the common fields, and the
 // whole JSON record under bindwatch.<type>.
-func ECS(rec any) ([]byte, error) {
+func ECS(rec events.Record) ([]byte, error) {
 	d, err := ecsDoc(rec)
 	if err != nil {
 		return nil, err
@@ -118,7 +118,7 @@ func event(t time.Time, host, typ, kind, action, outcome string, category, event
 	return d
 }
 
-func ecsDoc(rec any) (doc, error) {
+func ecsDoc(rec events.Record) (doc, error) {
 	switch r := rec.(type) {
 	case *events.Failure:
 		return failureDoc(r), nil

@@ -44,7 +44,7 @@ func newLossBook(output, name string, warn io.Writer) lossBook {
 }
 
 // failed counts one failed write, of rec if it is now given up.
-func (l *lossBook) failed(rec any, err error, givenUp bool) {
+func (l *lossBook) failed(rec events.Record, err error, givenUp bool) {
 	l.failedCarrying(failuresIn(rec), err, givenUp)
 }
 
@@ -104,7 +104,7 @@ func (l *lossBook) wrote(n *events.OutputLost) {
 
 // stamp fills this output's counts into a stop record (a copy: every
 // output says its own).
-func (l *lossBook) stamp(rec any) any {
+func (l *lossBook) stamp(rec events.Record) events.Record {
 	st, ok := rec.(*events.Stop)
 	if !ok {
 		return rec
@@ -119,7 +119,7 @@ func (l *lossBook) stats() Stats {
 }
 
 // failuresIn is how many failed bind()/listen() calls a record stands for.
-func failuresIn(rec any) uint64 {
+func failuresIn(rec events.Record) uint64 {
 	switch r := rec.(type) {
 	case *events.Failure:
 		return 1

@@ -221,7 +221,7 @@ func causeLabel(cause string) string {
 }
 
 // Write counts one record.
-func (m *Metrics) Write(rec any) error {
+func (m *Metrics) Write(rec events.Record) error {
 	switch r := rec.(type) {
 	case *events.Start:
 		m.buildInfo.WithLabelValues(m.version, r.Backend, r.Kernel).Set(1)

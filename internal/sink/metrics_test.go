@@ -176,7 +176,7 @@ func TestMetricsIncidents(t *testing.T) {
 			Process: events.Process{PID: 7, Netns: 1}, Cause: cause}
 	}
 	unserved := int64(40)
-	for _, rec := range []any{
+	for _, rec := range []events.Record{
 		&events.Start{Header: events.Header{Type: events.TypeStart, Time: t0}, Backend: "tracepoint"},
 		fail(80, 0, ""), fail(80, 100, events.CausePortInUse), // the first diagnosed failure names the cause
 		&events.Recovered{Header: events.Header{Type: events.TypeRecovered, Time: at(1500)}, Proto: "tcp", Netns: 1, Port: 80,

@@ -18,9 +18,9 @@ import (
 	"github.com/bindwatch/bindwatch/internal/testenv"
 )
 
-func sessionRecords() []any {
+func sessionRecords() []events.Record {
 	now := time.Now()
-	return []any{
+	return []events.Record{
 		&events.Start{Header: events.Header{Type: events.TypeStart, Version: events.Version, Time: now, Host: "h"}, Backend: "tracepoint"},
 		failure(8080),
 		&events.Repeats{Header: events.Header{Type: events.TypeRepeats, Version: events.Version, Time: now, Host: "h"}, Count: 7, Syscall: "bind", Errno: "EADDRINUSE", Proto: "tcp", Port: 8080},

@@ -124,7 +124,7 @@ func newIncidents(out Sink, t *tracer.Tracer, e *enricher, host string, quiet ti
 // Write passes a record on and accounts for it. Before a failure, the
 // incidents nobody tries any more are abandoned: the failure may open
 // the port's next incident.
-func (in *incidents) Write(rec any) error {
+func (in *incidents) Write(rec events.Record) error {
 	// An implicit bind's failure (connect, sendto: no local port left)
 	// is about the ephemeral range, not a port someone serves: it opens
 	// no incident.

@@ -23,12 +23,13 @@ import (
 )
 
 // Sink receives the session's records, one call each: *events.Start,
-// *events.Failure, *events.Repeats, *events.Lost, *events.Stop. A
+// *events.Failure, *events.Repeats, *events.Lost, the incidents' records,
+// *events.Stop. A
 // sink.Set is one (the file or standard output, syslog, metrics: it
 // counts what it cannot write instead of failing, so tracing never stops
 // for its output); bindwatch run tallies them for its summary.
 type Sink interface {
-	Write(rec any) error
+	Write(rec events.Record) error
 }
 
 // Options configure a Session.
