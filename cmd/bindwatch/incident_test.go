@@ -19,9 +19,9 @@ import (
 )
 
 // typed decodes an --output file's records the way report does.
-func typed(t *testing.T, path string) []any {
+func typed(t *testing.T, path string) []events.Record {
 	t.Helper()
-	var out []any
+	var out []events.Record
 	for _, m := range records(t, path) {
 		b, _ := json.Marshal(m)
 		if rec, _ := incident.Decode(b); rec != nil {
@@ -32,10 +32,10 @@ func typed(t *testing.T, path string) []any {
 }
 
 // ofType keeps the records of type T on port.
-func ofType[T any](recs []any, port int) []*T {
+func ofType[T any](recs []events.Record, port int) []*T {
 	var out []*T
 	for _, r := range recs {
-		if v, ok := r.(*T); ok && recordPort(r) == port {
+		if v, ok := any(r).(*T); ok && recordPort(r) == port {
 			out = append(out, v)
 		}
 	}
@@ -66,7 +66,7 @@ func recordPort(r any) int {
 
 // waitRecords waits (up to 20 s) until the --output file's records
 // satisfy done, and returns them.
-func waitRecords(t *testing.T, path, what string, done func([]any) bool) []any {
+func waitRecords(t *testing.T, path, what string, done func([]events.Record) bool) []events.Record {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -83,7 +83,7 @@ func waitRecords(t *testing.T, path, what string, done func([]any) bool) []any {
 }
 
 // checkECS checks the ECS form of records against ECS 9.4.0.
-func checkECS(t *testing.T, what string, recs []any) {
+func checkECS(t *testing.T, what string, recs []events.Record) {
 	t.Helper()
 	s := loadECSSchema(t)
 	var out strings.Builder
@@ -152,7 +152,7 @@ func TestIncidentProbesAreNotTheRecovery(t *testing.T) {
 	old := startHelper(t, fmt.Sprintf("serve tcp 127.0.0.1 %d 0", port))
 	// This test process fails, and stays: nobody gives up.
 	testenv.FailBind(t, "tcp", "127.0.0.1", port, testenv.Opts{}, syscall.EADDRINUSE)
-	waitRecords(t, out, "failure", func(recs []any) bool { return len(ofType[events.Failure](recs, port)) > 0 })
+	waitRecords(t, out, "failure", func(recs []events.Record) bool { return len(ofType[events.Failure](recs, port)) > 0 })
 
 	if res := bindwatch(t, "free", p+"/tcp", "--kill", "--format", "json"); res.code != 0 {
 		t.Fatalf("free --kill: %s", res)
@@ -163,7 +163,7 @@ func TestIncidentProbesAreNotTheRecovery(t *testing.T) {
 	succ.Args = []string{"sh", "-c", fmt.Sprintf(`"%s" wait-free %d/tcp --timeout 10s >/dev/null && exec "%s" -test.run='^$'`, bindwatchBin, port, os.Args[0])}
 	succ.Path = "/bin/sh"
 	successor := startHolder(t, succ)
-	waitRecords(t, out, "recovered", func(recs []any) bool { return len(ofType[events.Recovered](recs, port)) > 0 })
+	waitRecords(t, out, "recovered", func(recs []events.Record) bool { return len(ofType[events.Recovered](recs, port)) > 0 })
 	time.Sleep(300 * time.Millisecond) // anything the tracer would write after the recovery
 	tr.stop(t)
 	recs := typed(t, out)
@@ -242,7 +242,7 @@ func TestIncidentAbandoned(t *testing.T) {
 		testenv.Hold(t, "tcp", "127.0.0.1", port, testenv.Opts{})
 		// This test process fails, and lives on: only the gap ends it.
 		testenv.FailBind(t, "tcp", "127.0.0.1", port, testenv.Opts{}, syscall.EADDRINUSE)
-		recs := waitRecords(t, out, "abandoned", func(recs []any) bool { return len(ofType[events.Abandoned](recs, port)) > 0 })
+		recs := waitRecords(t, out, "abandoned", func(recs []events.Record) bool { return len(ofType[events.Abandoned](recs, port)) > 0 })
 		first := ofType[events.Failure](recs, port)[0]
 		a := ofType[events.Abandoned](recs, port)[0]
 		if a.Reason != events.AbandonedQuiet || !a.Start.Equal(first.Time) || a.Attempts != 1 || a.QuietMS != 1000 {
@@ -252,7 +252,7 @@ func TestIncidentAbandoned(t *testing.T) {
 			t.Errorf("abandoned %s after the last attempt, want just over the 1s gap", gap)
 		}
 		testenv.FailBind(t, "tcp", "127.0.0.1", port, testenv.Opts{}, syscall.EADDRINUSE)
-		waitRecords(t, out, "second failure", func(recs []any) bool { return len(ofType[events.Failure](recs, port)) == 2 })
+		waitRecords(t, out, "second failure", func(recs []events.Record) bool { return len(ofType[events.Failure](recs, port)) == 2 })
 		tr.stop(t)
 		if seen := schemaLines(t, readLines(out)); seen["abandoned"] != 1 || seen["start"] != 1 {
 			t.Errorf("record types %v: want one abandoned", seen)
@@ -279,7 +279,7 @@ func TestIncidentAbandoned(t *testing.T) {
 			t.Fatal("the failing process bound the port")
 		}
 		exited := time.Now()
-		recs := waitRecords(t, out, "abandoned", func(recs []any) bool { return len(ofType[events.Abandoned](recs, port)) > 0 })
+		recs := waitRecords(t, out, "abandoned", func(recs []events.Record) bool { return len(ofType[events.Abandoned](recs, port)) > 0 })
 		a := ofType[events.Abandoned](recs, port)[0]
 		if a.Reason != events.AbandonedExited || a.Attempts != 1 {
 			t.Errorf("abandoned %+v: want every failing process exited, after 1 attempt", a)
@@ -351,7 +351,7 @@ wait $v2
 		t.Fatalf("deploy script: %v\n%s", err, b)
 	}
 	v1, v2 := readyPID(t, filepath.Join(dir, "v1.out")), readyPID(t, filepath.Join(dir, "v2.out"))
-	waitRecords(t, out, "recovered", func(recs []any) bool { return len(ofType[events.Recovered](recs, port)) > 0 })
+	waitRecords(t, out, "recovered", func(recs []events.Record) bool { return len(ofType[events.Recovered](recs, port)) > 0 })
 	tr.stop(t)
 	recs := typed(t, out)
 	schemaLines(t, readLines(out))
@@ -430,7 +430,7 @@ func TestReportAdviceAfterRecovery(t *testing.T) {
 	tr := startTracing(t, "--port", strconv.Itoa(port), "--fold", "0", "--format", "json", "--output", out)
 	holder := startPython(t, holdTCP, strconv.Itoa(port))
 	testenv.FailBind(t, "tcp", "127.0.0.1", port, testenv.Opts{}, syscall.EADDRINUSE)
-	recs := waitRecords(t, out, "failure", func(recs []any) bool { return len(ofType[events.Failure](recs, port)) > 0 })
+	recs := waitRecords(t, out, "failure", func(recs []events.Record) bool { return len(ofType[events.Failure](recs, port)) > 0 })
 	kill := fmt.Sprintf("kill %d", holder.pid())
 	if hint := ofType[events.Failure](recs, port)[0].Hint; !strings.Contains(hint, kill) {
 		t.Fatalf("the failure's hint %q does not say %q: nothing for the report to leave out", hint, kill)
@@ -438,7 +438,7 @@ func TestReportAdviceAfterRecovery(t *testing.T) {
 	holder.cmd.Process.Signal(syscall.SIGTERM)
 	holder.wait(t, 5*time.Second)
 	testenv.Hold(t, "tcp", "127.0.0.1", port, testenv.Opts{})
-	waitRecords(t, out, "recovered", func(recs []any) bool { return len(ofType[events.Recovered](recs, port)) > 0 })
+	waitRecords(t, out, "recovered", func(recs []events.Record) bool { return len(ofType[events.Recovered](recs, port)) > 0 })
 	tr.stop(t)
 
 	text := bindwatch(t, "report", "--format", "text", out).stdout
@@ -488,7 +488,7 @@ func TestIncidentQuotaAttack(t *testing.T) {
 	if n, _ := strconv.Atoi(attacker.Line[2]); n != ports {
 		t.Fatalf("the attacker failed %d binds, want %d", n, ports)
 	}
-	byAttacker := func(recs []any) (failures int, untracked map[string]int) {
+	byAttacker := func(recs []events.Record) (failures int, untracked map[string]int) {
 		untracked = map[string]int{}
 		for _, r := range recs {
 			switch v := r.(type) {
@@ -504,7 +504,7 @@ func TestIncidentQuotaAttack(t *testing.T) {
 		}
 		return failures, untracked
 	}
-	waitRecords(t, out, "the attacker's failures", func(recs []any) bool {
+	waitRecords(t, out, "the attacker's failures", func(recs []events.Record) bool {
 		n, _ := byAttacker(recs)
 		return n == ports
 	})
@@ -515,13 +515,13 @@ func TestIncidentQuotaAttack(t *testing.T) {
 	testenv.InPrivateNetns(t, ns, func() {
 		testenv.FailBind(t, "tcp", "127.0.0.1", port, testenv.Opts{}, syscall.EADDRINUSE)
 	})
-	waitRecords(t, out, "root's failure", func(recs []any) bool { return len(ofType[events.Failure](recs, port)) > 0 })
+	waitRecords(t, out, "root's failure", func(recs []events.Record) bool { return len(ofType[events.Failure](recs, port)) > 0 })
 	old.Cmd.Process.Signal(syscall.SIGTERM)
 	old.Cmd.Wait()
 	testenv.InPrivateNetns(t, ns, func() {
 		testenv.Hold(t, "tcp", "127.0.0.1", port, testenv.Opts{})
 	})
-	waitRecords(t, out, "root's recovery", func(recs []any) bool { return len(ofType[events.Recovered](recs, port)) > 0 })
+	waitRecords(t, out, "root's recovery", func(recs []events.Record) bool { return len(ofType[events.Recovered](recs, port)) > 0 })
 	_, page := httpGet(t, "http://"+metrics+"/metrics")
 	tr.stop(t)
 
@@ -607,7 +607,7 @@ func TestIncidentSignalFlood(t *testing.T) {
 	holderB := testenv.StartHelper(t, fmt.Sprintf("serve tcp 127.0.0.1 %d 0", portB))
 	testenv.FailBind(t, "tcp", "127.0.0.1", portA, testenv.Opts{}, syscall.EADDRINUSE)
 	testenv.FailBind(t, "tcp", "127.0.0.1", portB, testenv.Opts{}, syscall.EADDRINUSE)
-	waitRecords(t, out, "both failures", func(recs []any) bool {
+	waitRecords(t, out, "both failures", func(recs []events.Record) bool {
 		return len(ofType[events.Failure](recs, portA)) > 0 && len(ofType[events.Failure](recs, portB)) > 0
 	})
 
@@ -627,7 +627,7 @@ func TestIncidentSignalFlood(t *testing.T) {
 	}
 	var sent int
 	fmt.Sscanf(floodOut.String(), "sent %d", &sent)
-	waitRecords(t, out, "root's recovery", func(recs []any) bool { return len(ofType[events.Recovered](recs, portB)) > 0 })
+	waitRecords(t, out, "root's recovery", func(recs []events.Record) bool { return len(ofType[events.Recovered](recs, portB)) > 0 })
 	time.Sleep(1500 * time.Millisecond) // the last second's folds
 	tr.stop(t)
 	recs := typed(t, out)

@@ -37,12 +37,12 @@ func outputFormatFor(c *cli.Context, terminal bool) (string, error) {
 // sink.FormNamed encodes them), one line and one Write each: the
 // one-shot commands' (who, free, wait-free, report) way to write what the
 // tracer writes through its sink.
-func recordWriter(w io.Writer, format string) (func(rec any) error, error) {
+func recordWriter(w io.Writer, format string) (func(rec events.Record) error, error) {
 	form, err := sink.FormNamed(format)
 	if err != nil {
 		return nil, usagef("--format %s: %v", format, err)
 	}
-	return func(rec any) error {
+	return func(rec events.Record) error {
 		b, err := form(rec)
 		if err != nil {
 			return err

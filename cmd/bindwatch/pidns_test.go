@@ -49,7 +49,7 @@ func TestOwnPidNamespaceIsSaid(t *testing.T) {
 	defer cmd.Process.Kill()
 	testenv.WaitForFile(t, ready, 10*time.Second, stderr.String)
 	testenv.FailBind(t, "tcp", "127.0.0.1", port, testenv.Opts{}, syscall.EADDRINUSE)
-	recs := waitRecords(t, out, "the failure", func(recs []any) bool { return len(ofType[events.Failure](recs, port)) > 0 })
+	recs := waitRecords(t, out, "the failure", func(recs []events.Record) bool { return len(ofType[events.Failure](recs, port)) > 0 })
 	// unshare ignores SIGTERM while it waits: stop bindwatch itself.
 	for _, pid := range testenv.ChildPIDs(cmd.Process.Pid) {
 		syscall.Kill(pid, syscall.SIGTERM)

@@ -114,7 +114,7 @@ func reportAction(c *cli.Context) error {
 		}
 	}
 	builder := incident.NewBuilder()
-	log := incident.ReadFiles(files, os.Stdin, func(rec any) {
+	log := incident.ReadFiles(files, os.Stdin, func(rec events.Record) {
 		// A log written with --no-redact (or by an older bindwatch) may
 		// hold secrets: the report does not repeat them.
 		rules.Record(rec)

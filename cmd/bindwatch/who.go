@@ -103,7 +103,7 @@ func whoAction(c *cli.Context) error {
 	// time: said for the namespace looked in (bindwatch's own with
 	// --all-netns), held or not.
 	eph, _ := r.Ephemeral(namespaces[0])
-	var write func(any) error
+	var write func(events.Record) error
 	if format != events.FormatText {
 		if write, err = recordWriter(c.App.Writer, format); err != nil {
 			return err

@@ -29,19 +29,19 @@ func writeLog(b *testing.B, path string, pids, signals int) {
 		}
 		w.Write(append(line, '\n'))
 	}
-	put(&events.Start{Type: events.TypeStart, Version: events.Version, Time: t0, Host: "h", Backend: "tracepoint"})
+	put(&events.Start{Header: events.Header{Type: events.TypeStart, Version: events.Version, Time: t0, Host: "h"}, Backend: "tracepoint"})
 	holder := events.Process{PID: 7, PPID: 1, Comm: "old", Cmdline: []string{"old", "--port", "8080"}}
 	at := t0
 	for i := range pids {
 		at = at.Add(time.Millisecond)
-		put(&events.Failure{Type: events.TypeFailure, Version: events.Version, Time: at, Host: "h", Syscall: "bind",
+		put(&events.Failure{Header: events.Header{Type: events.TypeFailure, Version: events.Version, Time: at, Host: "h"}, Syscall: "bind",
 			Errno: "EADDRINUSE", ErrnoCode: 98, Proto: "tcp", Family: "ipv4", Addr: "0.0.0.0", Port: 8080,
 			Process: events.Process{PID: 100000 + i, PPID: 1, Comm: "srv", Cmdline: []string{"srv", "--port", "8080"}, Netns: 1},
 			Holders: []events.Holder{{Source: events.SeenLive, Proto: "tcp", State: "LISTEN", Addr: "0.0.0.0", Port: 8080, Inode: 5, Processes: []events.Process{holder}}}})
 	}
 	for range signals {
 		at = at.Add(50 * time.Microsecond)
-		put(&events.Signal{Type: events.TypeSignal, Version: events.Version, Time: at, Host: "h", Signal: "SIGHUP",
+		put(&events.Signal{Header: events.Header{Type: events.TypeSignal, Version: events.Version, Time: at, Host: "h"}, Signal: "SIGHUP",
 			Sender: events.Process{PID: 9, PPID: 1, UID: 65534, Comm: "flood"}, Target: holder, Result: "delivered",
 			Proto: "tcp", Netns: 1, Port: 8080})
 	}

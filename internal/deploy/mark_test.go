@@ -19,10 +19,10 @@ import (
 // recorder keeps a session's records.
 type recorder struct {
 	mu   sync.Mutex
-	recs []any
+	recs []events.Record
 }
 
-func (r *recorder) Write(rec any) error {
+func (r *recorder) Write(rec events.Record) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.recs = append(r.recs, rec)
@@ -31,7 +31,7 @@ func (r *recorder) Write(rec any) error {
 
 // startRecording starts a tracer on port, recording its records; stop
 // ends it and returns them.
-func startRecording(t *testing.T, port int) (stop func() []any) {
+func startRecording(t *testing.T, port int) (stop func() []events.Record) {
 	t.Helper()
 	testenv.RequireRoot(t)
 	rec := &recorder{}
@@ -45,7 +45,7 @@ func startRecording(t *testing.T, port int) (stop func() []any) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
-	return func() []any {
+	return func() []events.Record {
 		time.Sleep(200 * time.Millisecond)
 		cancel()
 		if err := <-done; err != nil {
@@ -58,7 +58,7 @@ func startRecording(t *testing.T, port int) (stop func() []any) {
 }
 
 // failuresIn counts the bind_failure records and returns the stop record.
-func failuresIn(recs []any) (failures int, stop *events.Stop) {
+func failuresIn(recs []events.Record) (failures int, stop *events.Stop) {
 	for _, r := range recs {
 		switch r := r.(type) {
 		case *events.Failure:

@@ -16,7 +16,7 @@ import (
 )
 
 func portRecord(typ string, now time.Time, host string, p Port, netns uint32) events.PortRecord {
-	return events.PortRecord{Type: typ, Version: events.Version, Time: now, Host: host, Port: p.Num, Proto: p.Proto, Netns: netns}
+	return events.PortRecord{Header: events.Header{Type: typ, Version: events.Version, Time: now, Host: host}, Port: p.Num, Proto: p.Proto, Netns: netns}
 }
 
 // holdState is b as a events.HoldState.

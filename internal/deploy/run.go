@@ -217,7 +217,7 @@ type portTally struct {
 
 // Write tallies one record of the session and passes it on in the user's
 // format; in text, start and stop are left to the summary.
-func (s *recordSink) Write(rec any) error {
+func (s *recordSink) Write(rec events.Record) error {
 	s.count(rec)
 	switch rec.(type) {
 	case *events.Start, *events.Stop:
@@ -228,7 +228,7 @@ func (s *recordSink) Write(rec any) error {
 	return s.out.Write(rec)
 }
 
-func (s *recordSink) count(rec any) {
+func (s *recordSink) count(rec events.Record) {
 	s.incidents.Add(rec)
 	switch r := rec.(type) {
 	case *events.Start:

@@ -68,7 +68,7 @@ func (b *Busy) key() string {
 // checked options had failed.
 func Explain(r *resolve.Resolver, ns host.Netns, ref *Refusal) (*Busy, error) {
 	f := events.Failure{
-		Type: events.TypeFailure, Version: events.Version,
+		Header:  events.Header{Type: events.TypeFailure, Version: events.Version},
 		Syscall: ref.Syscall, Errno: errnoName(ref.Errno), ErrnoCode: int(ref.Errno),
 		Proto: ref.Port.Proto, Family: "ipv4", Addr: ref.Addr.String(), Port: ref.Port.Num,
 		Socket:  events.Socket{ReuseAddr: ref.ReuseAddr, V6Only: ref.V6Only},

@@ -36,13 +36,10 @@ const (
 // it is, when and where, and which port of which protocol in which network
 // namespace it is about.
 type PortRecord struct {
-	Type    string    `json:"type"` // TypeFree, TypeHeld or TypeWaitFree
-	Version int       `json:"version"`
-	Time    time.Time `json:"time"`
-	Host    string    `json:"host"`
-	Port    uint16    `json:"port"`
-	Proto   string    `json:"proto"`
-	Netns   uint32    `json:"netns"`
+	Header
+	Port  uint16 `json:"port"`
+	Proto string `json:"proto"`
+	Netns uint32 `json:"netns"`
 }
 
 // FreeRecord is one line of `bindwatch free --format json`: the audit

@@ -38,6 +38,18 @@ const (
 	TypeOutputLost = "output_lost"
 )
 
+// Header is how a record starts: its type (one of the Type constants),
+// the schema version, when it happened and the host it happened on. Each
+// record type embeds it, so its JSON fields come first, in this order.
+// Incident, Spread and Doctor, which have no single time (or host), carry
+// their own Type and Version instead.
+type Header struct {
+	Type    string    `json:"type"`
+	Version int       `json:"version"`
+	Time    time.Time `json:"time"`
+	Host    string    `json:"host"`
+}
+
 // CmdlineGap stands, in a Process's Cmdline, for the arguments between the
 // head and the tail of a command line too long for the kernel to capture
 // whole (Process.CmdlineTruncated is set).
@@ -55,11 +67,8 @@ const (
 // Failure is one failed bind() or listen(): who failed, on what, and — once
 // resolved — who holds the address and what to do about it.
 type Failure struct {
-	Type    string    `json:"type"`
-	Version int       `json:"version"`
-	Time    time.Time `json:"time"`
-	Host    string    `json:"host"`
-	Backend string    `json:"backend"`
+	Header
+	Backend string `json:"backend"`
 	// Hook names the kernel hook that saw the failure, e.g.
 	// "tracepoint/syscalls/sys_exit_bind" or "fexit/inet_csk_get_port".
 	Hook string `json:"hook"`
@@ -335,12 +344,9 @@ type TimeWait struct {
 
 // Start is written once, when tracing is live.
 type Start struct {
-	Type    string    `json:"type"`
-	Version int       `json:"version"`
-	Time    time.Time `json:"time"`
-	Host    string    `json:"host"`
-	Kernel  string    `json:"kernel"`
-	Backend string    `json:"backend"`
+	Header
+	Kernel  string `json:"kernel"`
+	Backend string `json:"backend"`
 	// Skipped says why each better backend was not used.
 	Skipped map[string]string `json:"skipped,omitempty"`
 	// Limits says what this session cannot see or know, and why: "lineage"
@@ -420,17 +426,14 @@ func FiltersText(f Filters) string {
 // one by one — within the fold window of a reported failure, or while the
 // ring buffer was full.
 type Repeats struct {
-	Type    string    `json:"type"`
-	Version int       `json:"version"`
-	Time    time.Time `json:"time"`
-	Host    string    `json:"host"`
-	Count   uint64    `json:"count"`
-	PID     int       `json:"pid"`
-	Comm    string    `json:"comm"`
-	Syscall string    `json:"syscall"`
-	Errno   string    `json:"errno"`
-	Proto   string    `json:"proto"`
-	Port    uint16    `json:"port"`
+	Header
+	Count   uint64 `json:"count"`
+	PID     int    `json:"pid"`
+	Comm    string `json:"comm"`
+	Syscall string `json:"syscall"`
+	Errno   string `json:"errno"`
+	Proto   string `json:"proto"`
+	Port    uint16 `json:"port"`
 	// First and Last bound the span the folded failures happened in. The
 	// kernel counts them without their times: the span is that of the
 	// fold table generation they were counted in (a tick: the fold
@@ -445,19 +448,13 @@ type Repeats struct {
 // fold: the ring buffer was full, and the fold table too (or folding is
 // off). They are counted, never silently dropped.
 type Lost struct {
-	Type    string    `json:"type"`
-	Version int       `json:"version"`
-	Time    time.Time `json:"time"`
-	Host    string    `json:"host"`
-	Count   uint64    `json:"count"`
+	Header
+	Count uint64 `json:"count"`
 }
 
 // Stop is written once, on a clean exit, with the session's counts.
 type Stop struct {
-	Type    string    `json:"type"`
-	Version int       `json:"version"`
-	Time    time.Time `json:"time"`
-	Host    string    `json:"host"`
+	Header
 	// Failures is every failure the kernel saw (after filters).
 	Failures uint64 `json:"failures"`
 	// Reported is how many bind_failure records were written.
@@ -512,10 +509,7 @@ type Stop struct {
 // failures those records carried (a bind_failure one, repeats and lost
 // their count), so that failures still add up across an outage.
 type OutputLost struct {
-	Type    string    `json:"type"`
-	Version int       `json:"version"`
-	Time    time.Time `json:"time"`
-	Host    string    `json:"host"`
+	Header
 	// Output names the output: "file", "stdout", "stderr" or "syslog".
 	Output   string `json:"output"`
 	Records  uint64 `json:"records"`

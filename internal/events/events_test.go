@@ -10,7 +10,7 @@ import (
 var epoch = time.Date(2026, 11, 25, 10, 31, 2, 113_000_000, time.UTC)
 
 func TestTextFailure(t *testing.T) {
-	f := Failure{Time: epoch, Errno: "EADDRINUSE", Syscall: "bind", Proto: "tcp", Addr: "0.0.0.0", Port: 8080,
+	f := Failure{Header: Header{Time: epoch}, Errno: "EADDRINUSE", Syscall: "bind", Proto: "tcp", Addr: "0.0.0.0", Port: 8080,
 		Socket:  Socket{ReuseAddr: true},
 		Process: Process{PID: 4242, UID: 1000, Comm: "python3"}}
 	f.Process.Cmdline = []string{"python3", "-c", "import x\nrun()"}
@@ -47,8 +47,8 @@ func TestWriterJSON(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.Write(&Lost{Type: TypeLost, Version: Version, Time: epoch, Host: "h", Count: 3})
-	w.Write(&Stop{Type: TypeStop, Version: Version, Time: epoch, Host: "h", Failures: 5, Reported: 1, Folded: 1, Lost: 3})
+	w.Write(&Lost{Header: Header{Type: TypeLost, Version: Version, Time: epoch, Host: "h"}, Count: 3})
+	w.Write(&Stop{Header: Header{Type: TypeStop, Version: Version, Time: epoch, Host: "h"}, Failures: 5, Reported: 1, Folded: 1, Lost: 3})
 	lines := strings.Split(strings.TrimSuffix(b.String(), "\n"), "\n")
 	if len(lines) != 2 {
 		t.Fatalf("%d lines: %q", len(lines), b.String())

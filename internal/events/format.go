@@ -39,9 +39,8 @@ func NewWriter(w io.Writer, format string) (*Writer, error) {
 	return &Writer{w: w, format: format}, nil
 }
 
-// Write formats one record: *Start, *Failure, *Repeats, *Lost or *Stop (or
-// any JSON-marshallable record in JSON mode).
-func (w *Writer) Write(rec any) error {
+// Write formats one record.
+func (w *Writer) Write(rec Record) error {
 	var line []byte
 	if w.format == FormatJSON {
 		b, err := MarshalJSON(rec)
@@ -59,11 +58,26 @@ func (w *Writer) Write(rec any) error {
 }
 
 // Text renders a record for people: one line, plus indented "why"/"fix"
-// lines for a failure that has been diagnosed.
-func Text(rec any) string {
+// lines for a failure that has been diagnosed. A record with a text of
+// its own elsewhere (Who.WriteText, Doctor.WriteText, the report's
+// incidents) is its JSON form here.
+func Text(rec Record) string {
+	if s, ok := text(rec); ok {
+		return s
+	}
+	b, _ := MarshalJSON(rec)
+	return string(b)
+}
+
+// text is Text's line for rec; ok is false for a record type it does not
+// know, which TestTextKnowsEveryRecord catches.
+func text(rec Record) (string, bool) {
 	switch r := rec.(type) {
+	case *Who, *Doctor, *FreeRecord, *HeldRecord, *WaitFreeRecord, *Incident, *Spread:
+		b, _ := MarshalJSON(rec)
+		return string(b), true
 	case *Failure:
-		return failureText(r)
+		return failureText(r), true
 	case *Start:
 		s := fmt.Sprintf("%s bindwatch on %s: tracing failed bind()/listen() with the %s backend (kernel %s)", clock(r.Time), r.Host, r.Backend, r.Kernel)
 		if f := FiltersText(r.Filters); f != "" {
@@ -83,28 +97,28 @@ func Text(rec any) string {
 		for _, name := range slices.Sorted(maps.Keys(r.Limits)) {
 			s += fmt.Sprintf("; limit: %s", Escape(r.Limits[name]))
 		}
-		return s
+		return s, true
 	case *Repeats:
 		return fmt.Sprintf("%s %s %s %s port %d pid %d (%s) failed the same way %d more time%s (folded in the kernel)",
-			clock(r.Time), r.Errno, r.Syscall, r.Proto, r.Port, r.PID, Escape(r.Comm), r.Count, Plural(r.Count))
+			clock(r.Time), r.Errno, r.Syscall, r.Proto, r.Port, r.PID, Escape(r.Comm), r.Count, Plural(r.Count)), true
 	case *Lost:
-		return fmt.Sprintf("%s LOST %d failure%s: the ring buffer was full, and the fold table too (or --fold 0) (hint: raise --ring-size, or narrow with --port/--pid)", clock(r.Time), r.Count, Plural(r.Count))
+		return fmt.Sprintf("%s LOST %d failure%s: the ring buffer was full, and the fold table too (or --fold 0) (hint: raise --ring-size, or narrow with --port/--pid)", clock(r.Time), r.Count, Plural(r.Count)), true
 	case *Released:
-		return releasedText(r)
+		return releasedText(r), true
 	case *Signal:
-		return signalText(r)
+		return signalText(r), true
 	case *Recovered:
-		return recoveredText(r)
+		return recoveredText(r), true
 	case *PortFree:
-		return portFreeText(r)
+		return portFreeText(r), true
 	case *PortShared:
-		return portSharedText(r)
+		return portSharedText(r), true
 	case *Abandoned:
-		return abandonedText(r)
+		return abandonedText(r), true
 	case *IncidentUntracked:
-		return untrackedText(r)
+		return untrackedText(r), true
 	case *SignalRepeats:
-		return signalRepeatsText(r)
+		return signalRepeatsText(r), true
 	case *Stop:
 		s := fmt.Sprintf("%s bindwatch stopped after %s: %d failure%s, %d reported, %d folded, %d lost",
 			clock(r.Time), (time.Duration(r.DurationMS) * time.Millisecond).String(), r.Failures, Plural(r.Failures), r.Reported, r.Folded, r.Lost)
@@ -129,12 +143,11 @@ func Text(rec any) string {
 		if r.OutputLost > 0 {
 			s += fmt.Sprintf("; %d record%s (%d failure%s) could not be written here", r.OutputLost, Plural(r.OutputLost), r.OutputLostFailures, Plural(r.OutputLostFailures))
 		}
-		return s
+		return s, true
 	case *OutputLost:
-		return fmt.Sprintf("%s OUTPUT LOST %d record%s (%d failure%s) could not be written to %s: %s", clock(r.Time), r.Records, Plural(r.Records), r.Failures, Plural(r.Failures), r.Output, r.Error)
+		return fmt.Sprintf("%s OUTPUT LOST %d record%s (%d failure%s) could not be written to %s: %s", clock(r.Time), r.Records, Plural(r.Records), r.Failures, Plural(r.Failures), r.Output, r.Error), true
 	}
-	b, _ := MarshalJSON(rec)
-	return string(b)
+	return "", false
 }
 
 func failureText(f *Failure) string {

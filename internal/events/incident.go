@@ -52,10 +52,7 @@ const (
 // Released says the socket that held a port with an open incident stopped
 // holding it.
 type Released struct {
-	Type    string    `json:"type"`
-	Version int       `json:"version"`
-	Time    time.Time `json:"time"`
-	Host    string    `json:"host"`
+	Header
 	// Source is SourceKernel or SourcePoll; a poll's record happened within
 	// PrecisionMS before Time.
 	Source      string `json:"source"`
@@ -89,11 +86,8 @@ type Released struct {
 // Signal is a signal sent to a process that holds a port with an open
 // incident: who sent what to whom, and what became of it.
 type Signal struct {
-	Type    string    `json:"type"`
-	Version int       `json:"version"`
-	Time    time.Time `json:"time"`
-	Host    string    `json:"host"`
-	Signal  string    `json:"signal"` // "SIGTERM"
+	Header
+	Signal string `json:"signal"` // "SIGTERM"
 	// Sender is the task that sent it (the kernel's own signals — a
 	// SIGKILL of the OOM killer — come from whatever task was running).
 	Sender Process `json:"sender"`
@@ -112,14 +106,11 @@ type Signal struct {
 // failures fold. Each sender's first signal in a second is recorded
 // whatever the port's rate: a flood does not hide another sender's kill.
 type SignalRepeats struct {
-	Type    string    `json:"type"`
-	Version int       `json:"version"`
-	Time    time.Time `json:"time"`
-	Host    string    `json:"host"`
-	Proto   string    `json:"proto"`
-	Netns   uint32    `json:"netns,omitempty"`
-	Port    uint16    `json:"port"`
-	Signal  string    `json:"signal"`
+	Header
+	Proto  string `json:"proto"`
+	Netns  uint32 `json:"netns,omitempty"`
+	Port   uint16 `json:"port"`
+	Signal string `json:"signal"`
 	// Sender sent them (pid 0: senders past the bound on how many are
 	// followed, together); Target got the first of them.
 	Sender Process `json:"sender"`
@@ -147,17 +138,14 @@ func signalRepeatsText(r *SignalRepeats) string {
 // Recovered is the first successful bind() (UDP) or listen() (TCP) on a
 // port after its incident opened.
 type Recovered struct {
-	Type    string    `json:"type"`
-	Version int       `json:"version"`
-	Time    time.Time `json:"time"`
-	Host    string    `json:"host"`
-	Source  string    `json:"source"` // SourceKernel
-	Syscall string    `json:"syscall"`
-	Proto   string    `json:"proto"`
-	Netns   uint32    `json:"netns,omitempty"`
-	Addr    string    `json:"addr"`
-	Port    uint16    `json:"port"`
-	Process Process   `json:"process"`
+	Header
+	Source  string  `json:"source"` // SourceKernel
+	Syscall string  `json:"syscall"`
+	Proto   string  `json:"proto"`
+	Netns   uint32  `json:"netns,omitempty"`
+	Addr    string  `json:"addr"`
+	Port    uint16  `json:"port"`
+	Process Process `json:"process"`
 	// SameProcess: a process that failed in the incident got the port (a
 	// retry loop); otherwise a new one did (a supervisor's restart).
 	SameProcess bool `json:"same_process"`
@@ -239,16 +227,13 @@ func DurationsText(d Durations) string {
 // other port probes. It is not a recovery: the incident goes on until
 // someone holds the port, and the recovery is theirs.
 type PortFree struct {
-	Type    string    `json:"type"`
-	Version int       `json:"version"`
-	Time    time.Time `json:"time"`
-	Host    string    `json:"host"`
-	Source  string    `json:"source"` // SourceKernel
-	Syscall string    `json:"syscall"`
-	Proto   string    `json:"proto"`
-	Netns   uint32    `json:"netns,omitempty"`
-	Addr    string    `json:"addr"`
-	Port    uint16    `json:"port"`
+	Header
+	Source  string `json:"source"` // SourceKernel
+	Syscall string `json:"syscall"`
+	Proto   string `json:"proto"`
+	Netns   uint32 `json:"netns,omitempty"`
+	Addr    string `json:"addr"`
+	Port    uint16 `json:"port"`
 	// Process took the port and let go of it.
 	Process Process `json:"process"`
 }
@@ -267,14 +252,11 @@ const (
 // of them has exited. The port is no longer watched; a later failure
 // opens a new incident.
 type Abandoned struct {
-	Type    string    `json:"type"`
-	Version int       `json:"version"`
-	Time    time.Time `json:"time"`
-	Host    string    `json:"host"`
-	Proto   string    `json:"proto"`
-	Netns   uint32    `json:"netns,omitempty"`
-	Addr    string    `json:"addr"`
-	Port    uint16    `json:"port"`
+	Header
+	Proto string `json:"proto"`
+	Netns uint32 `json:"netns,omitempty"`
+	Addr  string `json:"addr"`
+	Port  uint16 `json:"port"`
 	// Start is the incident's first failure (which incident of the port
 	// this ends), LastAttempt its last.
 	Start       time.Time `json:"start"`
@@ -327,14 +309,11 @@ const (
 // user, and says so when it refuses. Written after the failure that was
 // refused, once per port until its failures pause for the quiet gap.
 type IncidentUntracked struct {
-	Type    string    `json:"type"`
-	Version int       `json:"version"`
-	Time    time.Time `json:"time"`
-	Host    string    `json:"host"`
-	Proto   string    `json:"proto"`
-	Netns   uint32    `json:"netns,omitempty"`
-	Addr    string    `json:"addr"`
-	Port    uint16    `json:"port"`
+	Header
+	Proto string `json:"proto"`
+	Netns uint32 `json:"netns,omitempty"`
+	Addr  string `json:"addr"`
+	Port  uint16 `json:"port"`
 	// UID is the failing process's user: quotas are per user.
 	UID    uint32 `json:"uid"`
 	Table  string `json:"table"`  // UntrackedIncidents or UntrackedKernel

@@ -78,7 +78,7 @@ func NewLiveText(opts LiveOptions) *LiveText {
 
 // Text renders rec; ok is false when nothing is to be written for it
 // (Quiet leaves all but failures out).
-func (l *LiveText) Text(rec any) (text string, ok bool) {
+func (l *LiveText) Text(rec Record) (text string, ok bool) {
 	switch r := rec.(type) {
 	case *Failure:
 		return l.failure(r), true

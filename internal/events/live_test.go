@@ -8,7 +8,7 @@ import (
 
 func liveFailure(at time.Duration, pid int, cmdline ...string) *Failure {
 	return &Failure{
-		Time: epoch.Add(at), Errno: "EADDRINUSE", Syscall: "bind", Proto: "tcp", Addr: "127.0.0.1", Port: 45080,
+		Header: Header{Time: epoch.Add(at)}, Errno: "EADDRINUSE", Syscall: "bind", Proto: "tcp", Addr: "127.0.0.1", Port: 45080,
 		Process: Process{PID: pid, Comm: "nginx", Exe: "/usr/sbin/nginx", Cmdline: cmdline, Netns: 7},
 		Holders: []Holder{{State: "LISTEN", Addr: "127.0.0.1", Port: 45080, Processes: []Process{{PID: 10, Comm: "nginx"}}}},
 		Cause:   "already_running", Diagnosis: "nginx (pid 10) serves this port.", Hint: "Reload it.",
@@ -20,7 +20,7 @@ func liveFailure(at time.Duration, pid int, cmdline ...string) *Failure {
 func TestLiveText(t *testing.T) {
 	l := NewLiveText(LiveOptions{})
 	var out []string
-	write := func(rec any) {
+	write := func(rec Record) {
 		if s, ok := l.Text(rec); ok {
 			out = append(out, s)
 		}
@@ -28,7 +28,7 @@ func TestLiveText(t *testing.T) {
 	nginx := []string{"nginx", "-c", "/tmp/b.conf"}
 	write(liveFailure(0, 20, nginx...))
 	write(liveFailure(500*time.Millisecond, 20, nginx...))
-	write(&Repeats{Time: epoch.Add(time.Second), PID: 20, Comm: "nginx", Syscall: "bind", Errno: "EADDRINUSE", Proto: "tcp", Port: 45080, Count: 2})
+	write(&Repeats{Header: Header{Time: epoch.Add(time.Second)}, PID: 20, Comm: "nginx", Syscall: "bind", Errno: "EADDRINUSE", Proto: "tcp", Port: 45080, Count: 2})
 	// The same program again, as a new process (a supervisor's restart).
 	write(liveFailure(2*time.Second, 21, nginx...))
 	// Another program on the port: its own why/fix.
@@ -49,7 +49,7 @@ func TestLiveText(t *testing.T) {
 	}
 
 	// The port recovers: its incident has ended, the next failure is new.
-	write(&Recovered{Time: epoch.Add(3 * time.Second), Netns: 7, Proto: "tcp", Port: 45080, Process: Process{PID: 20}})
+	write(&Recovered{Header: Header{Time: epoch.Add(3 * time.Second)}, Netns: 7, Proto: "tcp", Port: 45080, Process: Process{PID: 20}})
 	write(liveFailure(4*time.Second, 22, nginx...))
 	if !strings.Contains(out[len(out)-1], "why:") {
 		t.Errorf("after a recovery: %q, want the why/fix again", out[len(out)-1])
@@ -59,7 +59,7 @@ func TestLiveText(t *testing.T) {
 	if strings.Contains(out[len(out)-1], "why:") {
 		t.Errorf("in the same incident: %q, want a short line", out[len(out)-1])
 	}
-	write(&Abandoned{Time: epoch.Add(5 * time.Second), Netns: 7, Proto: "tcp", Port: 45080})
+	write(&Abandoned{Header: Header{Time: epoch.Add(5 * time.Second)}, Netns: 7, Proto: "tcp", Port: 45080})
 	write(liveFailure(6*time.Second, 22, nginx...))
 	if !strings.Contains(out[len(out)-1], "why:") {
 		t.Errorf("after the incident was abandoned: %q, want the why/fix again", out[len(out)-1])
@@ -81,12 +81,12 @@ func TestLiveTextOptions(t *testing.T) {
 	if s, _ := l.Text(f); strings.Contains(s, "why:") || strings.Contains(s, "fix:") || strings.Contains(s, "\n") {
 		t.Errorf("--quiet: %q, want the failure's line only", s)
 	}
-	for _, rec := range []any{&Start{}, &Stop{}, &Signal{}, &Released{}, &Recovered{}, &Abandoned{}, &PortFree{}} {
+	for _, rec := range []Record{&Start{}, &Stop{}, &Signal{}, &Released{}, &Recovered{}, &Abandoned{}, &PortFree{}} {
 		if s, ok := l.Text(rec); ok {
 			t.Errorf("--quiet wrote %T: %q", rec, s)
 		}
 	}
-	for _, rec := range []any{&Repeats{Count: 2}, &Lost{Count: 1}} {
+	for _, rec := range []Record{&Repeats{Count: 2}, &Lost{Count: 1}} {
 		if _, ok := l.Text(rec); !ok {
 			t.Errorf("--quiet left out %T", rec)
 		}

@@ -1,9 +1,6 @@
 package events
 
-import (
-	"fmt"
-	"time"
-)
+import "fmt"
 
 // TypePortShared is a port_shared record.
 const TypePortShared = "port_shared"
@@ -19,16 +16,13 @@ const TypePortShared = "port_shared"
 // haproxy -sf) is the same program on both sides, and is not recorded
 // (see docs/causes.md, "Silent sharing").
 type PortShared struct {
-	Type    string    `json:"type"`
-	Version int       `json:"version"`
-	Time    time.Time `json:"time"`
-	Host    string    `json:"host"`
-	Source  string    `json:"source"`  // SourceKernel
-	Syscall string    `json:"syscall"` // "listen" (TCP) or "bind" (UDP)
-	Proto   string    `json:"proto"`
-	Netns   uint32    `json:"netns,omitempty"`
-	Addr    string    `json:"addr"`
-	Port    uint16    `json:"port"`
+	Header
+	Source  string `json:"source"`  // SourceKernel
+	Syscall string `json:"syscall"` // "listen" (TCP) or "bind" (UDP)
+	Proto   string `json:"proto"`
+	Netns   uint32 `json:"netns,omitempty"`
+	Addr    string `json:"addr"`
+	Port    uint16 `json:"port"`
 	// Joiner is the process whose socket joined; Holder the process of
 	// the socket that held the address before (the kernel's record of it).
 	Joiner Process `json:"joiner"`

@@ -15,12 +15,8 @@ const TypeWho = "who"
 // port of one protocol, in bindwatch's network namespace or, with
 // --all-netns, in all of them (each holder carries its netns).
 type Who struct {
-	Type    string `json:"type"` // "who"
-	Version int    `json:"version"`
-	// Time is when the port was looked at; Host is the host bindwatch
-	// runs on (as every other record has them).
-	Time     time.Time `json:"time"`
-	Host     string    `json:"host"`
+	// Header's Time is when the port was looked at.
+	Header
 	Port     uint16    `json:"port"`
 	Proto    string    `json:"proto"`
 	Held     bool      `json:"held"`

@@ -149,7 +149,7 @@ func (b *Builder) quietFor(host string) time.Duration {
 // *events.Abandoned, *events.Start or *events.Stop; others are ignored. A
 // start or stop record ends the incidents still open (a session's trace
 // ended).
-func (b *Builder) Add(rec any) {
+func (b *Builder) Add(rec events.Record) {
 	switch r := rec.(type) {
 	case *events.Failure:
 		b.failure(r)
@@ -285,7 +285,7 @@ func (b *Builder) Expire(now time.Time, alive func(events.Process) bool) []*even
 		}
 		in := o.in
 		out = append(out, &events.Abandoned{
-			Type: events.TypeAbandoned, Version: events.Version, Time: now, Host: k.Host, Proto: k.Proto,
+			Header: events.Header{Type: events.TypeAbandoned, Version: events.Version, Time: now, Host: k.Host}, Proto: k.Proto,
 			Netns: k.Netns, Addr: in.Addr, Port: k.Port, Start: in.Start, LastAttempt: o.last, Reason: reason,
 			Attempts: in.Attempts, QuietMS: q.Milliseconds(),
 		})
@@ -308,7 +308,7 @@ func (b *Builder) NetnsGone(f *events.Failure) *events.Abandoned {
 	}
 	in := o.in
 	return &events.Abandoned{
-		Type: events.TypeAbandoned, Version: events.Version, Time: f.Time, Host: k.Host, Proto: k.Proto,
+		Header: events.Header{Type: events.TypeAbandoned, Version: events.Version, Time: f.Time, Host: k.Host}, Proto: k.Proto,
 		Netns: k.Netns, Addr: in.Addr, Port: k.Port, Start: in.Start, LastAttempt: o.last, Reason: events.AbandonedExited,
 		Attempts: in.Attempts, QuietMS: b.quietFor(k.Host).Milliseconds(),
 	}
@@ -355,7 +355,7 @@ func (b *Builder) refuse(k Key, f *events.Failure, reason string, limit int) {
 	}
 	b.refused[k] = f.Time
 	b.untracked = append(b.untracked, &events.IncidentUntracked{
-		Type: events.TypeUntracked, Version: events.Version, Time: f.Time, Host: f.Host, Proto: f.Proto,
+		Header: events.Header{Type: events.TypeUntracked, Version: events.Version, Time: f.Time, Host: f.Host}, Proto: f.Proto,
 		Netns: f.Process.Netns, Addr: f.Addr, Port: f.Port, UID: f.Process.UID,
 		Table: events.UntrackedIncidents, Reason: reason, Limit: limit,
 	})
@@ -735,12 +735,12 @@ func maxTime(a, b time.Time) time.Time {
 
 // Build groups the records of a log into incidents; incidents still open
 // at the log's end end with its last record.
-func Build(records []any) []*events.Incident {
+func Build(records []events.Record) []*events.Incident {
 	b := NewBuilder()
 	var last time.Time
 	for _, r := range records {
 		b.Add(r)
-		last = maxTime(last, recordTime(r))
+		last = maxTime(last, events.TimeOf(r))
 	}
 	return b.Finish(last)
 }

@@ -10,7 +10,7 @@ import (
 )
 
 func failure(at time.Time, port uint16, pid int) *events.Failure {
-	return &events.Failure{Type: events.TypeFailure, Version: 1, Time: at, Host: "h", Proto: "tcp", Port: port,
+	return &events.Failure{Header: events.Header{Type: events.TypeFailure, Version: 1, Time: at, Host: "h"}, Proto: "tcp", Port: port,
 		Errno: "EADDRINUSE", Process: events.Process{PID: pid, Netns: 1}}
 }
 
@@ -26,12 +26,12 @@ func TestBuilderBounds(t *testing.T) {
 		for i := range MaxTimeline + 500 {
 			b.Add(failure(t0.Add(time.Duration(i)*time.Second), 80, 7))
 		}
-		b.Add(&events.Repeats{Type: events.TypeRepeats, Version: 1, Time: t0.Add(time.Hour), Host: "h", Count: 40, PID: 7, Proto: "tcp", Port: 80})
+		b.Add(&events.Repeats{Header: events.Header{Type: events.TypeRepeats, Version: 1, Time: t0.Add(time.Hour), Host: "h"}, Count: 40, PID: 7, Proto: "tcp", Port: 80})
 		for i := range 3 * MaxTimeline {
 			at := t0.Add(time.Hour + time.Duration(i)*time.Millisecond)
-			b.Add(&events.Signal{Type: events.TypeSignal, Version: 1, Time: at, Host: "h", Signal: "SIGHUP", Proto: "tcp", Netns: 1, Port: 80,
+			b.Add(&events.Signal{Header: events.Header{Type: events.TypeSignal, Version: 1, Time: at, Host: "h"}, Signal: "SIGHUP", Proto: "tcp", Netns: 1, Port: 80,
 				Sender: events.Process{PID: 100 + i%128, Cmdline: []string{strings.Repeat("A", 60000)}}, Target: events.Process{PID: 9}})
-			b.Add(&events.Released{Type: events.TypeReleased, Version: 1, Time: at, Host: "h", Proto: "tcp", Netns: 1, Port: 80, Holder: &events.Process{PID: 9}})
+			b.Add(&events.Released{Header: events.Header{Type: events.TypeReleased, Version: 1, Time: at, Host: "h"}, Proto: "tcp", Netns: 1, Port: 80, Holder: &events.Process{PID: 9}})
 		}
 		for p := range MaxFailing + 5 {
 			f := failure(t0.Add(time.Hour+time.Second), 80, 1000+p)
@@ -63,7 +63,7 @@ func TestBuilderBounds(t *testing.T) {
 	b := NewLiveBuilder()
 	b.Quiet = 24 * time.Hour
 	b.Add(failure(t0, 80, 7))
-	b.Add(&events.Recovered{Type: events.TypeRecovered, Version: 1, Time: t0.Add(2 * time.Hour), Host: "h", Proto: "tcp", Netns: 1, Port: 80})
+	b.Add(&events.Recovered{Header: events.Header{Type: events.TypeRecovered, Version: 1, Time: t0.Add(2 * time.Hour), Host: "h"}, Proto: "tcp", Netns: 1, Port: 80})
 	if b.IsOpen(k) || len(b.Finish(t0.Add(3*time.Hour))) != 0 {
 		t.Errorf("a live builder keeps an ended incident")
 	}
@@ -136,12 +136,12 @@ func TestBuilderQuotas(t *testing.T) {
 // on quiet past the gap ends abandoned, not open.
 func TestBuilderQuietGap(t *testing.T) {
 	t0 := time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC)
-	all := Build([]any{
-		&events.Start{Type: events.TypeStart, Version: 1, Time: t0, Host: "h", IncidentQuietMS: 5000},
+	all := Build([]events.Record{
+		&events.Start{Header: events.Header{Type: events.TypeStart, Version: 1, Time: t0, Host: "h"}, IncidentQuietMS: 5000},
 		failure(t0.Add(time.Second), 80, 7),
 		failure(t0.Add(4*time.Second), 80, 7), // 3 s: the same incident
 		failure(t0.Add(24*time.Second), 80, 8),
-		&events.Stop{Type: events.TypeStop, Version: 1, Time: t0.Add(60 * time.Second), Host: "h"},
+		&events.Stop{Header: events.Header{Type: events.TypeStop, Version: 1, Time: t0.Add(60 * time.Second), Host: "h"}},
 	})
 	if len(all) != 2 {
 		t.Fatalf("%d incidents, want 2", len(all))
@@ -155,12 +155,12 @@ func TestBuilderQuietGap(t *testing.T) {
 
 	b := NewBuilder()
 	b.Add(failure(t0, 80, 7))
-	b.Add(&events.Abandoned{Type: events.TypeAbandoned, Version: 1, Time: t0.Add(3 * time.Second), Host: "h", Proto: "tcp", Netns: 1, Port: 80,
+	b.Add(&events.Abandoned{Header: events.Header{Type: events.TypeAbandoned, Version: 1, Time: t0.Add(3 * time.Second), Host: "h"}, Proto: "tcp", Netns: 1, Port: 80,
 		Start: t0.Add(-time.Hour), Reason: events.AbandonedExited})
 	if !b.IsOpen(Key{"h", 1, "tcp", 80}) {
 		t.Errorf("an abandoned record of another incident (an earlier start) ended this one")
 	}
-	b.Add(&events.Abandoned{Type: events.TypeAbandoned, Version: 1, Time: t0.Add(3 * time.Second), Host: "h", Proto: "tcp", Netns: 1, Port: 80,
+	b.Add(&events.Abandoned{Header: events.Header{Type: events.TypeAbandoned, Version: 1, Time: t0.Add(3 * time.Second), Host: "h"}, Proto: "tcp", Netns: 1, Port: 80,
 		Start: t0, LastAttempt: t0, Reason: events.AbandonedExited, QuietMS: 10000})
 	if got := b.Finish(t0.Add(5 * time.Second)); len(got) != 1 || got[0].State != events.IncidentAbandoned || got[0].AbandonedReason != events.AbandonedExited {
 		t.Errorf("incidents %+v: want one, abandoned because its processes exited", got)
@@ -176,12 +176,12 @@ func TestBuilderKeys(t *testing.T) {
 	other := failure(t0, 80, 8)
 	other.Process.Netns = 2
 	b.Add(other)
-	b.Add(&events.Signal{Type: events.TypeSignal, Version: 1, Time: t0.Add(time.Second), Host: "h", Signal: "SIGTERM", Proto: "tcp", Netns: 2, Port: 80})
-	b.Add(&events.Stop{Type: events.TypeStop, Version: 1, Time: t0.Add(2 * time.Second), Host: "elsewhere"})
+	b.Add(&events.Signal{Header: events.Header{Type: events.TypeSignal, Version: 1, Time: t0.Add(time.Second), Host: "h"}, Signal: "SIGTERM", Proto: "tcp", Netns: 2, Port: 80})
+	b.Add(&events.Stop{Header: events.Header{Type: events.TypeStop, Version: 1, Time: t0.Add(2 * time.Second), Host: "elsewhere"}})
 	if len(b.Open()) != 2 {
 		t.Fatalf("%d open, want 2 (one per namespace; another host's stop ends neither)", len(b.Open()))
 	}
-	b.Add(&events.Stop{Type: events.TypeStop, Version: 1, Time: t0.Add(3 * time.Second), Host: "h"})
+	b.Add(&events.Stop{Header: events.Header{Type: events.TypeStop, Version: 1, Time: t0.Add(3 * time.Second), Host: "h"}})
 	all := b.Finish(t0.Add(time.Hour))
 	if len(all) != 2 || len(all[0].Signals) != 0 || len(all[1].Signals) != 1 || all[0].State != events.IncidentOpen || all[0].OutageMS != 3000 {
 		t.Errorf("incidents %+v", all)
@@ -196,9 +196,9 @@ func TestTextIsTerminalSafe(t *testing.T) {
 	f.Errno = "EADDRINUSE\x1b[2J"
 	f.Diagnosis = "held\x9b31m by \x07x"
 	f.Process.Comm = "evil\rname"
-	rep := &events.Repeats{Type: events.TypeRepeats, Version: 1, Time: t0.Add(time.Second), Host: "h", Count: 2, PID: 7, Comm: "x\x1b]0;pwned\x07", Proto: "tcp", Port: 80}
+	rep := &events.Repeats{Header: events.Header{Type: events.TypeRepeats, Version: 1, Time: t0.Add(time.Second), Host: "h"}, Count: 2, PID: 7, Comm: "x\x1b]0;pwned\x07", Proto: "tcp", Port: 80}
 	var b strings.Builder
-	WriteText(&b, Build([]any{f, rep}))
+	WriteText(&b, Build([]events.Record{f, rep}))
 	out := b.String()
 	if strings.ContainsAny(out, "\x1b\x07\r\u009b") {
 		t.Errorf("raw control characters in the report:\n%q", out)
@@ -216,7 +216,7 @@ func TestHTMLLabelCutsBetweenEscapes(t *testing.T) {
 	f := failure(time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC), 80, 41943)
 	f.Process.Comm = strings.Repeat("\x1b", 7)
 	var b strings.Builder
-	if err := WriteHTML(&b, Build([]any{f}), "test", Skipped{}); err != nil {
+	if err := WriteHTML(&b, Build([]events.Record{f}), "test", Skipped{}); err != nil {
 		t.Fatal(err)
 	}
 	page := b.String()

@@ -103,7 +103,7 @@ func (b *Builder) signal(in *events.Incident, r *events.Signal) {
 // signalRepeats adds the signals the tracer folded (signal_repeats) to
 // their kind's count, as if each had come.
 func (b *Builder) signalRepeats(in *events.Incident, r *events.SignalRepeats) {
-	s := &events.Signal{Type: events.TypeSignal, Version: r.Version, Time: r.Last, Host: r.Host, Signal: r.Signal,
+	s := &events.Signal{Header: events.Header{Type: events.TypeSignal, Version: r.Version, Time: r.Last, Host: r.Host}, Signal: r.Signal,
 		Sender: r.Sender, Target: r.Target, Result: r.Result, Proto: r.Proto, Netns: r.Netns, Port: r.Port}
 	if b.live {
 		s.Sender, s.Target = trimmed(&r.Sender), trimmed(&r.Target)

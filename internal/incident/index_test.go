@@ -9,7 +9,7 @@ import (
 )
 
 func signal(at time.Time, sig string, from events.Process, to int) *events.Signal {
-	return &events.Signal{Type: events.TypeSignal, Version: 1, Time: at, Host: "h", Signal: sig, Sender: from,
+	return &events.Signal{Header: events.Header{Type: events.TypeSignal, Version: 1, Time: at, Host: "h"}, Signal: sig, Sender: from,
 		Target: events.Process{PID: to, Comm: "holder"}, Result: "delivered", Proto: "tcp", Netns: 1, Port: 80}
 }
 

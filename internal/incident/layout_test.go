@@ -60,18 +60,18 @@ func rollingRestart(span, gap time.Duration, tw, recovers bool) *events.Incident
 	if tw {
 		f.Holders = []events.Holder{{State: "TIME_WAIT", Addr: "0.0.0.0", Port: 80, RemainingMS: 59000, Processes: []events.Process{}}}
 	}
-	recs := []any{f}
+	recs := []events.Record{f}
 	for i := 1; i < 4; i++ {
-		recs = append(recs, &events.Repeats{Type: events.TypeRepeats, Version: 1, Time: at(span * time.Duration(i) / 5), Host: "h", Count: uint64(i), PID: 7, Comm: "app",
+		recs = append(recs, &events.Repeats{Header: events.Header{Type: events.TypeRepeats, Version: 1, Time: at(span * time.Duration(i) / 5), Host: "h"}, Count: uint64(i), PID: 7, Comm: "app",
 			Proto: "tcp", Port: 80, First: at(span * time.Duration(i-1) / 5), Last: at(span * time.Duration(i) / 5)})
 	}
 	recs = append(recs,
-		&events.Signal{Type: events.TypeSignal, Version: 1, Time: at(span * 6 / 10), Host: "h", Signal: "SIGTERM", Result: "delivered", Proto: "tcp", Netns: 1, Port: 80,
+		&events.Signal{Header: events.Header{Type: events.TypeSignal, Version: 1, Time: at(span * 6 / 10), Host: "h"}, Signal: "SIGTERM", Result: "delivered", Proto: "tcp", Netns: 1, Port: 80,
 			Sender: events.Process{PID: 999, Comm: "deploy-with-a-long-name"}, Target: holder},
-		&events.PortFree{Type: events.TypePortFree, Version: 1, Time: at(span - gap/2), Host: "h", Proto: "tcp", Netns: 1, Port: 80, Process: events.Process{PID: 55, Comm: "bindwatch"}},
-		&events.Released{Type: events.TypeReleased, Version: 1, Time: at(span - gap), Host: "h", Proto: "tcp", Netns: 1, Port: 80, How: events.HowExit, KilledBy: "SIGTERM", Holder: &holder})
+		&events.PortFree{Header: events.Header{Type: events.TypePortFree, Version: 1, Time: at(span - gap/2), Host: "h"}, Proto: "tcp", Netns: 1, Port: 80, Process: events.Process{PID: 55, Comm: "bindwatch"}},
+		&events.Released{Header: events.Header{Type: events.TypeReleased, Version: 1, Time: at(span - gap), Host: "h"}, Proto: "tcp", Netns: 1, Port: 80, How: events.HowExit, KilledBy: "SIGTERM", Holder: &holder})
 	if recovers {
-		recs = append(recs, &events.Recovered{Type: events.TypeRecovered, Version: 1, Time: at(span), Host: "h", Proto: "tcp", Netns: 1, Port: 80, Process: events.Process{PID: 7, Comm: "app"}})
+		recs = append(recs, &events.Recovered{Header: events.Header{Type: events.TypeRecovered, Version: 1, Time: at(span), Host: "h"}, Proto: "tcp", Netns: 1, Port: 80, Process: events.Process{PID: 7, Comm: "app"}})
 	} else {
 		recs = append(recs, failure(at(span), 80, 7))
 	}

@@ -32,7 +32,7 @@ type Log struct {
 	Last    time.Time
 	Files   []string
 	Skipped Skipped
-	emit    func(rec any)
+	emit    func(rec events.Record)
 	// others counts bindwatch records incidents are not built from (who,
 	// free, …); firstOther is the first line that is none (NoRecord).
 	others     int
@@ -106,7 +106,7 @@ func globEscape(p string) string {
 // every user — anyone may plant a FIFO or a forged log beside a log in a
 // shared directory. A refused one is listed in Skipped.Refused. A path
 // given is read whatever it is (a pipe from a shell's <(…) too).
-func ReadFiles(paths []string, stdin io.Reader, emit func(rec any)) *Log {
+func ReadFiles(paths []string, stdin io.Reader, emit func(rec events.Record)) *Log {
 	l := &Log{emit: emit}
 	if len(paths) == 0 {
 		l.read(stdin)
@@ -236,7 +236,7 @@ func (l *Log) read(r io.Reader) {
 			switch {
 			case rec != nil:
 				l.Read++
-				l.Last = maxTime(l.Last, recordTime(rec))
+				l.Last = maxTime(l.Last, events.TimeOf(rec))
 				l.emit(rec)
 			case err != nil && bad == badMalformed:
 				truncated = true // the last line, cut off
@@ -298,9 +298,17 @@ func (l *Log) count(b badKind) {
 	}
 }
 
+// used are the record types incidents are built from (Builder.Add), and
+// a session's start and stop; Decode ignores the others.
+var used = map[string]bool{
+	events.TypeFailure: true, events.TypeRepeats: true, events.TypeSignal: true, events.TypeReleased: true,
+	events.TypeRecovered: true, events.TypePortFree: true, events.TypePortShared: true, events.TypeAbandoned: true,
+	events.TypeUntracked: true, events.TypeSignalRepeats: true, events.TypeStart: true, events.TypeStop: true,
+}
+
 // Decode turns one JSON line into the record incidents are built from, or
 // says why it is not one.
-func Decode(line []byte) (any, badKind) {
+func Decode(line []byte) (events.Record, badKind) {
 	var head struct {
 		Type    string `json:"type"`
 		Version int    `json:"version"`
@@ -311,67 +319,12 @@ func Decode(line []byte) (any, badKind) {
 	if head.Version > events.Version {
 		return nil, badNewer
 	}
-	var rec any
-	switch head.Type {
-	case events.TypeFailure:
-		rec = &events.Failure{}
-	case events.TypeRepeats:
-		rec = &events.Repeats{}
-	case events.TypeSignal:
-		rec = &events.Signal{}
-	case events.TypeReleased:
-		rec = &events.Released{}
-	case events.TypeRecovered:
-		rec = &events.Recovered{}
-	case events.TypePortFree:
-		rec = &events.PortFree{}
-	case events.TypePortShared:
-		rec = &events.PortShared{}
-	case events.TypeAbandoned:
-		rec = &events.Abandoned{}
-	case events.TypeUntracked:
-		rec = &events.IncidentUntracked{}
-	case events.TypeSignalRepeats:
-		rec = &events.SignalRepeats{}
-	case events.TypeStart:
-		rec = &events.Start{}
-	case events.TypeStop:
-		rec = &events.Stop{}
-	default:
+	if !used[head.Type] {
 		return nil, badIgnored
 	}
-	if err := json.Unmarshal(line, rec); err != nil || recordTime(rec).IsZero() {
+	rec := events.NewRecord(head.Type)
+	if err := json.Unmarshal(line, rec); err != nil || events.TimeOf(rec).IsZero() {
 		return nil, badMalformed
 	}
 	return rec, badNone
-}
-
-func recordTime(rec any) time.Time {
-	switch r := rec.(type) {
-	case *events.Failure:
-		return r.Time
-	case *events.Repeats:
-		return r.Time
-	case *events.Signal:
-		return r.Time
-	case *events.Released:
-		return r.Time
-	case *events.Recovered:
-		return r.Time
-	case *events.PortFree:
-		return r.Time
-	case *events.PortShared:
-		return r.Time
-	case *events.Abandoned:
-		return r.Time
-	case *events.IncidentUntracked:
-		return r.Time
-	case *events.SignalRepeats:
-		return r.Time
-	case *events.Start:
-		return r.Time
-	case *events.Stop:
-		return r.Time
-	}
-	return time.Time{}
 }

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+
+	"github.com/bindwatch/bindwatch/internal/events"
 )
 
 // Rotated parts are read oldest first — the highest number, compared as a
@@ -33,7 +35,7 @@ func TestReadFilesOldestFirst(t *testing.T) {
 	if got := Rotated(log); !slices.Equal(got, want) {
 		t.Errorf("Rotated = %q, want %q (oldest first, by number)", got, want)
 	}
-	l := ReadFiles([]string{log}, nil, func(any) {})
+	l := ReadFiles([]string{log}, nil, func(events.Record) {})
 	if want := append(want, log); !slices.Equal(l.Files, want) {
 		t.Errorf("read %q, want %q; skipped %+v", l.Files, want, l.Skipped)
 	}

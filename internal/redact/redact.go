@@ -294,8 +294,10 @@ func (r *Rules) process(p *events.Process) []string {
 // report), which may have been written by a bindwatch that did not redact
 // (--no-redact, or an older version): the processes, and the diagnosis and
 // hint made from them. Records bindwatch makes are redacted where their
-// processes are described, and come out of this unchanged.
-func (r *Rules) Record(rec any) {
+// processes are described, and come out of this unchanged. Records report
+// does not read (who, free, held, wait_free, doctor) and those it makes
+// (incident, spread) are left as they are.
+func (r *Rules) Record(rec events.Record) {
 	if !r.Enabled() {
 		return
 	}
@@ -319,5 +321,13 @@ func (r *Rules) Record(rec any) {
 		r.process(&rec.Target)
 	case *events.Recovered:
 		r.process(&rec.Process)
+	case *events.PortFree:
+		r.process(&rec.Process)
+	case *events.SignalRepeats:
+		r.process(&rec.Sender)
+		r.process(&rec.Target)
+	case *events.PortShared:
+		r.process(&rec.Joiner)
+		r.process(&rec.Holder)
 	}
 }

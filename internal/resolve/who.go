@@ -14,7 +14,7 @@ import (
 // unless it is the only one. eph is bindwatch's own namespace's ephemeral
 // range, for the note on a port that outgoing connections may take.
 func (r *Resolver) WhoRecord(namespaces []host.Netns, proto string, port uint16, eph diagnose.EphemeralPorts) (*events.Who, error) {
-	rec := &events.Who{Type: events.TypeWho, Version: events.Version, Port: port, Proto: proto, Holders: []events.Holder{},
+	rec := &events.Who{Header: events.Header{Type: events.TypeWho, Version: events.Version}, Port: port, Proto: proto, Holders: []events.Holder{},
 		EphemeralNote: EphemeralNote(eph, port)}
 	var tw events.TimeWait
 	for _, ns := range namespaces {

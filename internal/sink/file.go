@@ -164,7 +164,7 @@ func (w *File) warnOut() io.Writer {
 // Write writes rec as one line (its stop record with this output's
 // counts), after an output_lost notice if records were lost before it.
 // It fails only if rec cannot be encoded.
-func (w *File) Write(rec any) error {
+func (w *File) Write(rec events.Record) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	rec = w.loss.stamp(rec)
@@ -204,7 +204,7 @@ func (w *File) Write(rec any) error {
 	return nil
 }
 
-func (w *File) encode(rec any) ([]byte, error) {
+func (w *File) encode(rec events.Record) ([]byte, error) {
 	form := w.opts.Form
 	if form == nil {
 		form = JSON

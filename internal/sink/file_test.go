@@ -20,7 +20,7 @@ import (
 
 func failure(i int) *events.Failure {
 	return &events.Failure{
-		Type: events.TypeFailure, Version: events.Version, Time: time.Now(), Host: "h",
+		Header:  events.Header{Type: events.TypeFailure, Version: events.Version, Time: time.Now(), Host: "h"},
 		Syscall: "bind", Errno: "EADDRINUSE", ErrnoCode: 98, Proto: "tcp", Family: "ipv4",
 		Addr: "127.0.0.1", Port: uint16(i % 65536),
 		Process: events.Process{PID: i, Comm: "storm", Cmdline: []string{"storm", strings.Repeat("x", 200)}},
@@ -204,13 +204,13 @@ func TestFileFullDisk(t *testing.T) {
 	if got := strings.Count(warn.String(), "no space left on device"); got != 1 {
 		t.Errorf("standard error during the outage: %q, want one line naming the error", warn.String())
 	}
-	f.Write(&events.Stop{Type: events.TypeStop, Version: events.Version, Failures: 7})
+	f.Write(&events.Stop{Header: events.Header{Type: events.TypeStop, Version: events.Version}, Failures: 7})
 	if !strings.Contains(warn.String(), "the stop record could not be written") {
 		t.Errorf("a stop record lost to a full disk is not said on standard error: %q", warn.String())
 	}
 	os.Remove(filler)
 	f.Write(failure(n))
-	f.Write(&events.Stop{Type: events.TypeStop, Version: events.Version, Failures: n + 1})
+	f.Write(&events.Stop{Header: events.Header{Type: events.TypeStop, Version: events.Version}, Failures: n + 1})
 	recs := records(t, path)
 	var failures, lostFailures, lostRecords uint64
 	var stop map[string]any

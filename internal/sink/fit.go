@@ -18,7 +18,7 @@ const maxDatagram = 60 << 10
 // to events.MaxRecordBytes (see fitJSON): the tracer's file, standard
 // output and TCP syslog write no record that bindwatch report cannot read.
 func Fitted(form Form) Form {
-	return func(rec any) ([]byte, error) {
+	return func(rec events.Record) ([]byte, error) {
 		b, err := form(rec)
 		if err != nil {
 			return nil, err

@@ -172,20 +172,20 @@ func TestMetricsIncidents(t *testing.T) {
 	t0 := time.Now()
 	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
 	fail := func(port uint16, ms int, cause string) *events.Failure {
-		return &events.Failure{Type: events.TypeFailure, Time: at(ms), Syscall: "bind", Errno: "EADDRINUSE", Proto: "tcp", Port: port,
+		return &events.Failure{Header: events.Header{Type: events.TypeFailure, Time: at(ms)}, Syscall: "bind", Errno: "EADDRINUSE", Proto: "tcp", Port: port,
 			Process: events.Process{PID: 7, Netns: 1}, Cause: cause}
 	}
 	unserved := int64(40)
-	for _, rec := range []any{
-		&events.Start{Type: events.TypeStart, Time: t0, Backend: "tracepoint"},
+	for _, rec := range []events.Record{
+		&events.Start{Header: events.Header{Type: events.TypeStart, Time: t0}, Backend: "tracepoint"},
 		fail(80, 0, ""), fail(80, 100, events.CausePortInUse), // the first diagnosed failure names the cause
-		&events.Recovered{Type: events.TypeRecovered, Time: at(1500), Proto: "tcp", Netns: 1, Port: 80,
+		&events.Recovered{Header: events.Header{Type: events.TypeRecovered, Time: at(1500)}, Proto: "tcp", Netns: 1, Port: 80,
 			Durations: events.Durations{ContentionMS: 1500, UnservedMS: &unserved}},
 		fail(81, 0, events.CauseTimeWait),
-		&events.Abandoned{Type: events.TypeAbandoned, Time: at(12000), Proto: "tcp", Netns: 1, Port: 81, Start: at(0), LastAttempt: at(300)},
+		&events.Abandoned{Header: events.Header{Type: events.TypeAbandoned, Time: at(12000)}, Proto: "tcp", Netns: 1, Port: 81, Start: at(0), LastAttempt: at(300)},
 		fail(82, 0, "a cause of a newer bindwatch"),
 		fail(83, 0, events.CausePortInUse),
-		&events.Stop{Type: events.TypeStop, Time: at(13000)},
+		&events.Stop{Header: events.Header{Type: events.TypeStop, Time: at(13000)}},
 	} {
 		m.Write(rec)
 	}
@@ -207,7 +207,7 @@ func TestMetricsIncidents(t *testing.T) {
 		}
 	}
 	// Open is said once, at the stop: a second stop counts nothing more.
-	m.Write(&events.Stop{Type: events.TypeStop, Time: at(14000)})
+	m.Write(&events.Stop{Header: events.Header{Type: events.TypeStop, Time: at(14000)}})
 	if body := scrape(t, addr); !strings.Contains(body, `bindwatch_incidents_total{cause="port_in_use",state="open"} 1`+"\n") {
 		t.Errorf("a second stop counted open incidents again:\n%s", grepLines(body, "bindwatch_incidents_total"))
 	}
@@ -229,12 +229,12 @@ func TestMetricsIncidentsBounded(t *testing.T) {
 	}
 	defer m.Close()
 	for p := range maxOpenIncidents + 100 {
-		m.Write(&events.Failure{Type: events.TypeFailure, Proto: "udp", Port: uint16(p + 1), Cause: events.CausePortInUse})
+		m.Write(&events.Failure{Header: events.Header{Type: events.TypeFailure}, Proto: "udp", Port: uint16(p + 1), Cause: events.CausePortInUse})
 	}
 	if n := len(m.open); n != maxOpenIncidents {
 		t.Errorf("%d incidents followed, want at most %d", n, maxOpenIncidents)
 	}
-	m.Write(&events.Recovered{Type: events.TypeRecovered, Proto: "udp", Port: maxOpenIncidents + 50})
+	m.Write(&events.Recovered{Header: events.Header{Type: events.TypeRecovered}, Proto: "udp", Port: maxOpenIncidents + 50})
 	body := scrape(t, m.conns.Addr().String())
 	if !strings.Contains(body, `bindwatch_incidents_total{cause="unknown",state="recovered"} 1`+"\n") {
 		t.Errorf("the recovery of an incident beyond the bound:\n%s", grepLines(body, "bindwatch_incidents_total"))
@@ -260,12 +260,12 @@ func TestMetricsIncidentsUntracked(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.Close()
-	fail := &events.Failure{Type: events.TypeFailure, Proto: "tcp", Port: 9, Process: events.Process{Netns: 1}, Cause: events.CausePortInUse}
+	fail := &events.Failure{Header: events.Header{Type: events.TypeFailure}, Proto: "tcp", Port: 9, Process: events.Process{Netns: 1}, Cause: events.CausePortInUse}
 	m.Write(fail)
-	m.Write(&events.IncidentUntracked{Type: events.TypeUntracked, Proto: "tcp", Netns: 1, Port: 9,
+	m.Write(&events.IncidentUntracked{Header: events.Header{Type: events.TypeUntracked}, Proto: "tcp", Netns: 1, Port: 9,
 		Table: events.UntrackedIncidents, Reason: events.UntrackedUserQuota})
 	m.Write(fail)
-	m.Write(&events.Stop{Type: events.TypeStop})
+	m.Write(&events.Stop{Header: events.Header{Type: events.TypeStop}})
 	if body := scrape(t, m.conns.Addr().String()); strings.Contains(body, "bindwatch_incidents_total{") {
 		t.Errorf("an untracked port counted as an incident:\n%s", grepLines(body, "bindwatch_incidents_total"))
 	}

@@ -20,14 +20,14 @@ import (
 
 // Form turns one record into its bytes, without a trailing newline; nil
 // bytes (and no error) leave the record out of that output.
-type Form func(rec any) ([]byte, error)
+type Form func(rec events.Record) ([]byte, error)
 
 // JSON is the form of --format json: one object per record (docs/schema.md).
-func JSON(rec any) ([]byte, error) { return events.MarshalJSON(rec) }
+func JSON(rec events.Record) ([]byte, error) { return events.MarshalJSON(rec) }
 
 // Text is the form people read (events.Text): one line, plus indented
 // why/fix lines for a diagnosed failure.
-func Text(rec any) ([]byte, error) { return []byte(events.Text(rec)), nil }
+func Text(rec events.Record) ([]byte, error) { return []byte(events.Text(rec)), nil }
 
 // LiveText is the text form of a tracer's output (events.LiveText):
 // one why/fix per failing program, port and cause, short lines after it,
@@ -35,7 +35,7 @@ func Text(rec any) ([]byte, error) { return []byte(events.Text(rec)), nil }
 // own memory of what it wrote; it must be used by one output only.
 func LiveText(opts events.LiveOptions) Form {
 	l := events.NewLiveText(opts)
-	return func(rec any) ([]byte, error) {
+	return func(rec events.Record) ([]byte, error) {
 		s, ok := l.Text(rec)
 		if !ok {
 			return nil, nil
@@ -61,7 +61,7 @@ func FormNamed(name string) (Form, error) {
 // that cannot be encoded; a destination that cannot take it (a full
 // disk, a collector away) counts it instead, and tracing goes on.
 type Output interface {
-	Write(rec any) error
+	Write(rec events.Record) error
 	Close() error
 }
 
@@ -110,7 +110,7 @@ func (s *Set) Add(o Output) {
 }
 
 // Write hands rec to every output.
-func (s *Set) Write(rec any) error {
+func (s *Set) Write(rec events.Record) error {
 	var errs []error
 	for _, o := range s.outputs {
 		if err := o.Write(rec); err != nil {

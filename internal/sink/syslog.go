@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/url"
 	"os"
-	"reflect"
 	"strconv"
 	"sync"
 	"syscall"
@@ -144,7 +143,7 @@ const (
 // Write queues rec for the collector; when the buffer is full (in
 // messages or in bytes) it is dropped and counted. The stop record is
 // always queued.
-func (s *Syslog) Write(rec any) error {
+func (s *Syslog) Write(rec events.Record) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	rec = s.loss.stamp(rec)
@@ -193,12 +192,15 @@ func (s *Syslog) poke() {
 
 // message is rec as an RFC 5424 message:
 // <PRI>1 TIMESTAMP HOSTNAME bindwatch PROCID MSGID - MSG.
-func (s *Syslog) message(rec any, now time.Time) ([]byte, error) {
+func (s *Syslog) message(rec events.Record, now time.Time) ([]byte, error) {
 	body, err := s.form(rec)
 	if err != nil {
 		return nil, err
 	}
-	typ := recordType(rec)
+	typ := rec.RecordType()
+	if typ == "" {
+		typ = "-" // RFC 5424's nil value
+	}
 	head := fmt.Sprintf("<%d>1 %s %s bindwatch %s %s - ", facilityLog*8+severity(typ),
 		now.UTC().Format("2006-01-02T15:04:05.000000Z"), s.host, s.pid, typ)
 	if s.network != "tcp" {
@@ -206,20 +208,6 @@ func (s *Syslog) message(rec any, now time.Time) ([]byte, error) {
 		body = fitJSON(body, maxDatagram-len(head))
 	}
 	return append([]byte(head), body...), nil
-}
-
-// recordType is the type field of a record ("bind_failure").
-func recordType(rec any) string {
-	v := reflect.ValueOf(rec)
-	if v.Kind() == reflect.Pointer {
-		v = v.Elem()
-	}
-	if v.Kind() == reflect.Struct {
-		if f := v.FieldByName("Type"); f.IsValid() && f.Kind() == reflect.String && f.String() != "" {
-			return f.String()
-		}
-	}
-	return "-"
 }
 
 // send delivers queued messages in order until Close, reconnecting with

@@ -18,14 +18,14 @@ import (
 	"github.com/bindwatch/bindwatch/internal/testenv"
 )
 
-func sessionRecords() []any {
+func sessionRecords() []events.Record {
 	now := time.Now()
-	return []any{
-		&events.Start{Type: events.TypeStart, Version: events.Version, Time: now, Host: "h", Backend: "tracepoint"},
+	return []events.Record{
+		&events.Start{Header: events.Header{Type: events.TypeStart, Version: events.Version, Time: now, Host: "h"}, Backend: "tracepoint"},
 		failure(8080),
-		&events.Repeats{Type: events.TypeRepeats, Version: events.Version, Time: now, Host: "h", Count: 7, Syscall: "bind", Errno: "EADDRINUSE", Proto: "tcp", Port: 8080},
-		&events.Lost{Type: events.TypeLost, Version: events.Version, Time: now, Host: "h", Count: 3},
-		&events.Stop{Type: events.TypeStop, Version: events.Version, Time: now, Host: "h", Failures: 11},
+		&events.Repeats{Header: events.Header{Type: events.TypeRepeats, Version: events.Version, Time: now, Host: "h"}, Count: 7, Syscall: "bind", Errno: "EADDRINUSE", Proto: "tcp", Port: 8080},
+		&events.Lost{Header: events.Header{Type: events.TypeLost, Version: events.Version, Time: now, Host: "h"}, Count: 3},
+		&events.Stop{Header: events.Header{Type: events.TypeStop, Version: events.Version, Time: now, Host: "h"}, Failures: 11},
 	}
 }
 
@@ -92,7 +92,7 @@ func TestSyslogCollectorAway(t *testing.T) {
 	}
 	time.Sleep(500 * time.Millisecond)
 	r.Restart(t)
-	s.Write(&events.Stop{Type: events.TypeStop, Version: events.Version, Time: time.Now(), Host: "h", Failures: 9})
+	s.Write(&events.Stop{Header: events.Header{Type: events.TypeStop, Version: events.Version, Time: time.Now(), Host: "h"}, Failures: 9})
 	s.Close()
 	lines := r.WaitMessages(t, 8)
 	var got []string
@@ -138,7 +138,7 @@ func TestSyslogCloseCollectorAway(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.Write(failure(1))
-	s.Write(&events.Stop{Type: events.TypeStop, Version: events.Version, Time: time.Now(), Host: "h"})
+	s.Write(&events.Stop{Header: events.Header{Type: events.TypeStop, Version: events.Version, Time: time.Now(), Host: "h"}})
 	time.Sleep(300 * time.Millisecond) // into a backoff
 	start := time.Now()
 	s.Close()
@@ -168,7 +168,7 @@ func TestSyslogUnixStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.Write(failure(1))
-	s.Write(&events.Stop{Type: events.TypeStop, Version: events.Version, Time: time.Now(), Host: "h"})
+	s.Write(&events.Stop{Header: events.Header{Type: events.TypeStop, Version: events.Version, Time: time.Now(), Host: "h"}})
 	s.Close()
 	socat.Wait() // socat ends when bindwatch closes the connection
 	b := got.Bytes()

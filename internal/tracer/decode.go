@@ -120,9 +120,7 @@ type bootClock func(bootNS uint64) time.Time
 func fromKernel(ev *BindwatchEvent, backend string, clock bootClock) events.Failure {
 	err := syscall.Errno(ev.Err)
 	f := events.Failure{
-		Type:      events.TypeFailure,
-		Version:   events.Version,
-		Time:      clock(ev.TsNs),
+		Header:    events.Header{Type: events.TypeFailure, Version: events.Version, Time: clock(ev.TsNs)},
 		Backend:   backend,
 		Hook:      hookName(backend, ev.Hook),
 		Syscall:   syscallName(ev.Syscall),

@@ -213,7 +213,7 @@ func appendFold(out []events.Repeats, k *BindwatchFoldKey, v *BindwatchFoldVal, 
 	}
 	first, last := span.bounds(lastEmit)
 	return append(out, events.Repeats{
-		Type: events.TypeRepeats, Version: events.Version, Count: v.Folded,
+		Header: events.Header{Type: events.TypeRepeats, Version: events.Version}, Count: v.Folded,
 		PID: int(k.Tgid), Comm: cString(v.Comm[:]), Syscall: syscallName(k.Syscall),
 		Errno: events.ErrnoName(syscall.Errno(k.Err)), Proto: protoName(v.Protocol), Port: k.Port,
 		First: first, Last: last,

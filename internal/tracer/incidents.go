@@ -233,14 +233,14 @@ const DefaultHooksLinger = 30 * time.Second
 // blocking: a *events.Released, *events.Signal or *events.Recovered, with
 // what the kernel knows (the caller adds host, attempts and outage). It
 // returns nil when there is none.
-func (t *Tracer) ReadIncident() (any, error) {
+func (t *Tracer) ReadIncident() (events.Record, error) {
 	return t.WaitIncident(time.Now())
 }
 
 // WaitIncident is ReadIncident waiting until `until` for a record (nil
 // then). One goroutine at a time may read; Close ends a wait with
 // os.ErrClosed.
-func (t *Tracer) WaitIncident(until time.Time) (any, error) {
+func (t *Tracer) WaitIncident(until time.Time) (events.Record, error) {
 	var rec ringbuf.Record
 	t.incidents.SetDeadline(until)
 	if err := t.incidents.ReadInto(&rec); err != nil {
@@ -257,7 +257,7 @@ func (t *Tracer) WaitIncident(until time.Time) (any, error) {
 	return decodeIncident(&ev, t.Time), nil
 }
 
-func decodeIncident(ev *BindwatchIncidentEvent, clock bootClock) any {
+func decodeIncident(ev *BindwatchIncidentEvent, clock bootClock) events.Record {
 	at := clock(ev.TsNs)
 	proto := protoName(uint16(ev.Proto))
 	actor := events.Process{
@@ -269,7 +269,7 @@ func decodeIncident(ev *BindwatchIncidentEvent, clock bootClock) any {
 	switch BindwatchBwIncidentKind(ev.Kind) {
 	case BindwatchBwIncidentKindBW_INCIDENT_RELEASED:
 		r := &events.Released{
-			Type: events.TypeReleased, Version: events.Version, Time: at, Source: events.SourceKernel,
+			Header: events.Header{Type: events.TypeReleased, Version: events.Version, Time: at}, Source: events.SourceKernel,
 			Proto: proto, Netns: ev.Netns, Addr: formatAddr(ev.Family, ev.Addr), Port: ev.Port,
 			State: "LISTEN", How: events.HowClose, Closer: &actor,
 		}
@@ -305,14 +305,14 @@ func decodeIncident(ev *BindwatchIncidentEvent, clock bootClock) any {
 		return r
 	case BindwatchBwIncidentKindBW_INCIDENT_SIGNAL:
 		return &events.Signal{
-			Type: events.TypeSignal, Version: events.Version, Time: at, Signal: signalName(int(ev.Sig)),
+			Header: events.Header{Type: events.TypeSignal, Version: events.Version, Time: at}, Signal: signalName(int(ev.Sig)),
 			Sender: actor, Target: events.Process{PID: int(ev.Target), Comm: cString(ev.TargetComm[:])},
 			Result: signalResult(ev.Result), Proto: proto, Netns: ev.Netns, Port: ev.Port,
 		}
 	case BindwatchBwIncidentKindBW_INCIDENT_SHARED:
 		h := &ev.Holder
 		r := &events.PortShared{
-			Type: events.TypePortShared, Version: events.Version, Time: at, Source: events.SourceKernel,
+			Header: events.Header{Type: events.TypePortShared, Version: events.Version, Time: at}, Source: events.SourceKernel,
 			Syscall: syscallName(ev.Syscall), Proto: proto, Netns: ev.Netns,
 			Addr: formatAddr(ev.Family, ev.Addr), Port: ev.Port, Joiner: actor, Repeats: ev.Repeats,
 			Holder: events.Process{PID: int(h.Tgid), PPID: int(h.Ppid), UID: h.Uid, Comm: cString(h.Comm[:])},
@@ -324,13 +324,13 @@ func decodeIncident(ev *BindwatchIncidentEvent, clock bootClock) any {
 	default:
 		if ev.Probe != 0 {
 			return &events.PortFree{
-				Type: events.TypePortFree, Version: events.Version, Time: at, Source: events.SourceKernel,
+				Header: events.Header{Type: events.TypePortFree, Version: events.Version, Time: at}, Source: events.SourceKernel,
 				Syscall: syscallName(ev.Syscall), Proto: proto, Netns: ev.Netns,
 				Addr: formatAddr(ev.Family, ev.Addr), Port: ev.Port, Process: actor,
 			}
 		}
 		return &events.Recovered{
-			Type: events.TypeRecovered, Version: events.Version, Time: at, Source: events.SourceKernel,
+			Header: events.Header{Type: events.TypeRecovered, Version: events.Version, Time: at}, Source: events.SourceKernel,
 			Syscall: syscallName(ev.Syscall), Proto: proto, Netns: ev.Netns,
 			Addr: formatAddr(ev.Family, ev.Addr), Port: ev.Port, Process: actor,
 		}

@@ -87,7 +87,7 @@ func TestIncidentTimeWaitExpired(t *testing.T) {
 	if !rec.Time.After(rel.Time) {
 		t.Errorf("recovered at %s, not after the release at %s", rec.Time, rel.Time)
 	}
-	if i, j := slices.Index(st.all, any(rel)), slices.Index(st.all, any(rec)); i < 0 || j < i {
+	if i, j := slices.Index(st.all, events.Record(rel)), slices.Index(st.all, events.Record(rec)); i < 0 || j < i {
 		t.Errorf("the recovered record (#%d) was written before the released one (#%d)", j, i)
 	}
 	within(t, "recovered.outage_ms", rec.OutageMS, rel.Time.Sub(f.Time).Milliseconds(), rec.Time.Sub(f.Time).Milliseconds())

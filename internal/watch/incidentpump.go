@@ -52,7 +52,7 @@ type pump struct {
 	t *tracer.Tracer
 
 	mu        sync.Mutex
-	queue     []any
+	queue     []events.Record
 	err       error // why reading stopped, other than Close
 	lost      uint64
 	folded    uint64
@@ -127,7 +127,7 @@ func (p *pump) drain() error {
 
 // take returns the queued records, in the kernel's order, and why the
 // pump stopped reading if it did.
-func (p *pump) take() ([]any, error) {
+func (p *pump) take() ([]events.Record, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.flush(time.Now(), false)
@@ -152,7 +152,7 @@ func (p *pump) counts() (folded, lost uint64) {
 
 // accept queues rec, or folds it (a signal past its rates), or counts it
 // lost (nil: a quiet wait, which only lets folds be flushed).
-func (p *pump) accept(rec any, now time.Time) {
+func (p *pump) accept(rec events.Record, now time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.flush(now, false)
@@ -207,7 +207,7 @@ func (p *pump) fold(s *events.Signal) {
 			sender = events.Process{}
 		}
 		f = &events.SignalRepeats{
-			Type: events.TypeSignalRepeats, Version: events.Version, Proto: s.Proto, Netns: s.Netns, Port: s.Port,
+			Header: events.Header{Type: events.TypeSignalRepeats, Version: events.Version}, Proto: s.Proto, Netns: s.Netns, Port: s.Port,
 			Signal: s.Signal, Sender: sender, Target: s.Target, Result: s.Result, First: s.Time,
 		}
 		p.folds[k] = f

@@ -74,7 +74,7 @@ type incidents struct {
 	// queue holds the kernel's records taken from the pump (next) but not
 	// yet handed over: the session writes the failures that came before
 	// the first one first, and a recovery looks at the ones behind it.
-	queue []any
+	queue []events.Record
 }
 
 // watchedPort is one open incident's kernel and poll state.
@@ -124,7 +124,7 @@ func newIncidents(out Sink, t *tracer.Tracer, e *enricher, host string, quiet ti
 // Write passes a record on and accounts for it. Before a failure, the
 // incidents nobody tries any more are abandoned: the failure may open
 // the port's next incident.
-func (in *incidents) Write(rec any) error {
+func (in *incidents) Write(rec events.Record) error {
 	// An implicit bind's failure (connect, sendto: no local port left)
 	// is about the ephemeral range, not a port someone serves: it opens
 	// no incident.
@@ -229,7 +229,7 @@ func (in *incidents) failed(f *events.Failure) (refused *events.IncidentUntracke
 		if reason != "" {
 			// Its failures still tell the incident; no kernel record will.
 			return &events.IncidentUntracked{
-				Type: events.TypeUntracked, Version: events.Version, Time: f.Time, Host: f.Host, Proto: f.Proto,
+				Header: events.Header{Type: events.TypeUntracked, Version: events.Version, Time: f.Time, Host: f.Host}, Proto: f.Proto,
 				Netns: f.Process.Netns, Addr: f.Addr, Port: f.Port, UID: f.Process.UID,
 				Table: events.UntrackedKernel, Reason: reason, Limit: limit,
 			}, nil
@@ -344,7 +344,7 @@ func (in *incidents) idle(now time.Time) error {
 // handling it: the session first writes the failures that happened
 // before it (two ring buffers, one story in time order). It stays next
 // until handleNext; nil means there is none now.
-func (in *incidents) next() (any, time.Time, error) {
+func (in *incidents) next() (events.Record, time.Time, error) {
 	if len(in.queue) == 0 {
 		var err error
 		if in.queue, err = in.pump.take(); err != nil || len(in.queue) == 0 {
@@ -354,23 +354,13 @@ func (in *incidents) next() (any, time.Time, error) {
 	return in.queue[0], kernelRecordTime(in.queue[0]), nil
 }
 
-// kernelRecordTime is when the kernel saw what rec reports.
-func kernelRecordTime(rec any) time.Time {
-	switch r := rec.(type) {
-	case *events.Released:
-		return r.Time
-	case *events.Signal:
-		return r.Time
-	case *events.Recovered:
-		return r.Time
-	case *events.PortFree:
-		return r.Time
-	case *events.PortShared:
-		return r.Time
-	case *events.SignalRepeats:
+// kernelRecordTime is when the kernel saw what rec reports (a fold of
+// signals: its last one).
+func kernelRecordTime(rec events.Record) time.Time {
+	if r, ok := rec.(*events.SignalRepeats); ok {
 		return r.Last
 	}
-	return time.Time{}
+	return events.TimeOf(rec)
 }
 
 // handleNext hands over the record next returned.
@@ -404,7 +394,7 @@ func (in *incidents) expire(now time.Time) error {
 
 // kernelRecord hands over batch[i], and returns the batch (which may have
 // grown: a recovery looks again at what the kernel queued).
-func (in *incidents) kernelRecord(batch []any, i int, flushFolds func(r *events.Recovered) error) ([]any, error) {
+func (in *incidents) kernelRecord(batch []events.Record, i int, flushFolds func(r *events.Recovered) error) ([]events.Record, error) {
 	switch r := batch[i].(type) {
 	case *events.PortFree:
 		// The kernel saw bindwatch's own marked check take the port: a
@@ -474,7 +464,7 @@ func (in *incidents) kernelRecord(batch []any, i int, flushFolds func(r *events.
 				w.letGo = append(w.letGo, r.Process.PID)
 			}
 			return batch, in.Write(&events.PortFree{
-				Type: events.TypePortFree, Version: events.Version, Time: r.Time, Host: r.Host, Source: r.Source,
+				Header: events.Header{Type: events.TypePortFree, Version: events.Version, Time: r.Time, Host: r.Host}, Source: r.Source,
 				Syscall: r.Syscall, Proto: r.Proto, Netns: r.Netns, Addr: r.Addr, Port: r.Port, Process: r.Process,
 			})
 		}
@@ -500,7 +490,7 @@ func (in *incidents) kernelRecord(batch []any, i int, flushFolds func(r *events.
 // the port. A daemon whose parent listened and exited (nginx, redis
 // --daemonize) holds the port through its child: nothing follows it, and
 // its recovery stands.
-func (in *incidents) letGo(k incident.Key, r *events.Recovered, batch []any, i int) ([]any, bool) {
+func (in *incidents) letGo(k incident.Key, r *events.Recovered, batch []events.Record, i int) ([]events.Record, bool) {
 	w := in.ports[k]
 	if w == nil {
 		return batch, false
@@ -668,7 +658,7 @@ func (in *incidents) polled(w *watchedPort, socks *resolve.PortSockets, now time
 		}
 		delete(w.polled, inode)
 		r := &events.Released{
-			Type: events.TypeReleased, Version: events.Version, Time: now, Host: in.host,
+			Header: events.Header{Type: events.TypeReleased, Version: events.Version, Time: now, Host: in.host},
 			Source: events.SourcePoll, PrecisionMS: precision.Milliseconds(),
 			Proto: w.key.Proto, Netns: w.key.Netns, Addr: h.Addr, Port: w.key.Port, State: h.State, How: events.HowGone,
 		}
@@ -692,7 +682,7 @@ func (in *incidents) polled(w *watchedPort, socks *resolve.PortSockets, now time
 	if w.timeWait && socks.TimeWait == 0 {
 		w.timeWait = false
 		r := &events.Released{
-			Type: events.TypeReleased, Version: events.Version, Time: now, Host: in.host,
+			Header: events.Header{Type: events.TypeReleased, Version: events.Version, Time: now, Host: in.host},
 			Source: events.SourcePoll, PrecisionMS: precision.Milliseconds(),
 			Proto: w.key.Proto, Netns: w.key.Netns, Addr: w.addr, Port: w.key.Port, State: "TIME_WAIT", How: events.HowExpired,
 		}

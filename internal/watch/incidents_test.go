@@ -26,7 +26,7 @@ type story struct {
 	signals   []*events.Signal
 	released  []*events.Released
 	recovered []*events.Recovered
-	all       []any
+	all       []events.Record
 }
 
 func (s *session) story(port int) story {

@@ -23,12 +23,13 @@ import (
 )
 
 // Sink receives the session's records, one call each: *events.Start,
-// *events.Failure, *events.Repeats, *events.Lost, *events.Stop. A
+// *events.Failure, *events.Repeats, *events.Lost, the incidents' records,
+// *events.Stop. A
 // sink.Set is one (the file or standard output, syslog, metrics: it
 // counts what it cannot write instead of failing, so tracing never stops
 // for its output); bindwatch run tallies them for its summary.
 type Sink interface {
-	Write(rec any) error
+	Write(rec events.Record) error
 }
 
 // Options configure a Session.
@@ -137,7 +138,7 @@ func Start(opts Options) (*Session, error) {
 		s.opts.Tick = max(opts.Tracer.Fold, time.Second)
 	}
 	start := &events.Start{
-		Type: events.TypeStart, Version: events.Version, Time: s.started, Host: host,
+		Header: events.Header{Type: events.TypeStart, Version: events.Version, Time: s.started, Host: host},
 		Kernel: kernelRelease(), Backend: t.Backend(), Skipped: t.Skipped(), Limits: t.Limits(),
 		PID: os.Getpid(), FoldMS: opts.Tracer.Fold.Milliseconds(), IncidentQuietMS: s.incidents.builder.Quiet.Milliseconds(),
 		Filters: filters(&opts.Tracer), HoldersRecorded: !opts.Tracer.NoHolders,
@@ -396,7 +397,7 @@ func (s *Session) writeLost() error {
 		return err
 	}
 	if st.Lost > s.lost {
-		lost := &events.Lost{Type: events.TypeLost, Version: events.Version, Time: time.Now(), Host: s.host, Count: st.Lost - s.lost}
+		lost := &events.Lost{Header: events.Header{Type: events.TypeLost, Version: events.Version, Time: time.Now(), Host: s.host}, Count: st.Lost - s.lost}
 		s.lost = st.Lost
 		return s.opts.Out.Write(lost)
 	}
@@ -461,7 +462,7 @@ drain:
 	}
 	now := time.Now()
 	err := s.opts.Out.Write(&events.Stop{
-		Type: events.TypeStop, Version: events.Version, Time: now, Host: s.host,
+		Header:   events.Header{Type: events.TypeStop, Version: events.Version, Time: now, Host: s.host},
 		Failures: st.Failures, Reported: s.reported, Folded: s.folded, Lost: s.lost,
 		Unread: unread, OtherUnits: s.otherUnits, Unfolded: st.FoldFull, Unresolved: s.unresolved, Unfollowed: st.Unfollowed,
 		IncidentsUntracked: s.incidents.untracked, SignalsFolded: signalsFolded, IncidentRecordsLost: incidentLost,
