@@ -20,10 +20,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-func commands() []*cli.Command {
-	return []*cli.Command{whoCommand(), runCommand(), waitFreeCommand(), freeCommand(), doctorCommand(), reportCommand(), completionCommand(), manCommand()}
-}
-
 // traceFlags are the flags of tracing (bindwatch itself, and bindwatch run).
 func traceFlags() []cli.Flag {
 	return append([]cli.Flag{
@@ -178,40 +174,6 @@ func tracerConfig(c *cli.Context) (tracer.Config, error) {
 		return cfg, usageError{err: err}
 	}
 	return cfg, nil
-}
-
-// parsePortRange parses "8080" or "8000-8100".
-func parsePortRange(s string) (tracer.PortRange, error) {
-	if strings.HasPrefix(s, "-") {
-		return tracer.PortRange{}, errors.New("a port is never negative (want 0-65535, or a range LO-HI such as 8000-8100)")
-	}
-	lo, hi, isRange := strings.Cut(s, "-")
-	if isRange && strings.TrimSpace(hi) == "" {
-		return tracer.PortRange{}, errors.New("the range has no high port (want LO-HI, such as 8000-8100)")
-	}
-	a, err := parsePort(lo)
-	if err != nil {
-		return tracer.PortRange{}, err
-	}
-	if !isRange {
-		return tracer.PortRange{Lo: a, Hi: a}, nil
-	}
-	b, err := parsePort(hi)
-	if err != nil {
-		return tracer.PortRange{}, err
-	}
-	if a > b {
-		return tracer.PortRange{}, fmt.Errorf("range %d-%d is empty (write the low port first)", a, b)
-	}
-	return tracer.PortRange{Lo: a, Hi: b}, nil
-}
-
-func parsePort(s string) (uint16, error) {
-	n, err := strconv.ParseUint(strings.TrimSpace(s), 10, 32)
-	if err != nil || n > 65535 {
-		return 0, fmt.Errorf("%q is not a port (0-65535)", s)
-	}
-	return uint16(n), nil
 }
 
 func errnoNamed(name string) (syscall.Errno, bool) {

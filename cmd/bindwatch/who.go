@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"os"
 	"runtime/debug"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -14,12 +12,6 @@ import (
 	"github.com/bindwatch/bindwatch/internal/host"
 	"github.com/bindwatch/bindwatch/internal/resolve"
 )
-
-// whoQuery is one PORT[/PROTO] argument, expanded to one protocol.
-type whoQuery struct {
-	port  uint16
-	proto string
-}
 
 func whoCommand() *cli.Command {
 	return &cli.Command{
@@ -151,23 +143,4 @@ func whoAction(c *cli.Context) error {
 		return cli.Exit("", 1)
 	}
 	return nil
-}
-
-// parsePortArg reads "8080", "8080/tcp" or "53/udp"; a bare port means
-// both protocols.
-func parsePortArg(arg string) ([]whoQuery, error) {
-	portStr, proto, hasProto := strings.Cut(arg, "/")
-	n, err := strconv.Atoi(portStr)
-	if err != nil || n < 1 || n > 65535 {
-		return nil, fmt.Errorf("port %q: want a number from 1 to 65535, optionally with /tcp or /udp (e.g. 8080/tcp)", portStr)
-	}
-	port := uint16(n)
-	if !hasProto {
-		return []whoQuery{{port, "tcp"}, {port, "udp"}}, nil
-	}
-	proto = strings.ToLower(proto)
-	if proto != "tcp" && proto != "udp" {
-		return nil, fmt.Errorf("%q: protocol %q is not supported (use /tcp or /udp)", arg, proto)
-	}
-	return []whoQuery{{port, proto}}, nil
 }
