@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/bindwatch/bindwatch/internal/events"
-	"github.com/bindwatch/bindwatch/internal/host"
 	"github.com/bindwatch/bindwatch/internal/incident"
 	"github.com/bindwatch/bindwatch/internal/tracer"
 	"github.com/bindwatch/bindwatch/internal/watch"
@@ -46,26 +45,12 @@ func traceAction(c *cli.Context) error {
 	if c.Args().Present() {
 		return unexpectedArgument(c.App, c.Args().First())
 	}
-	cfg, err := tracerConfig(c)
+	env, err := newCommandEnv(c, setup{redact: true, trace: &traceSetup{unit: true, stream: os.Stdout, streamName: "stdout"}})
 	if err != nil {
 		return err
 	}
-	unit, err := unitArg(c.String("unit"))
-	if err != nil {
-		return err
-	}
-	rules, err := redactRules(c)
-	if err != nil {
-		return err
-	}
-	out, _, err := openOutputs(c, os.Stdout, "stdout", "")
-	if err != nil {
-		return err
-	}
-	defer out.Close()
-	if err := requireRoot(); err != nil {
-		return err
-	}
+	defer env.Close()
+	cfg, unit, rules, out := env.tracer, env.unit, env.redact, env.out
 	reopenOnHangup(out)
 	// Caught before anything a script can see (the start record, the
 	// ready file): a signal at any moment from here on ends in a stop record.
@@ -183,24 +168,6 @@ func errnoNamed(name string) (syscall.Errno, bool) {
 		}
 	}
 	return 0, false
-}
-
-// requireRoot explains in one sentence why tracing cannot start without
-// privileges, instead of letting the first bpf() call fail obscurely.
-func requireRoot() error {
-	if err := tracer.CheckPrivileges(); err != nil {
-		return cli.Exit(err.Error(), 1)
-	}
-	warnPidNamespace()
-	return nil
-}
-
-// warnPidNamespace says on stderr, once, when /proc is not the host's
-// pid namespace's (the start record says it too, as limits.pid_namespace).
-func warnPidNamespace() {
-	if err := host.ProcPidNamespace(); err != nil {
-		fmt.Fprintf(os.Stderr, "bindwatch: warning: %v\n", err)
-	}
 }
 
 // unitArg checks --unit's NAME and spells it as records name units

@@ -79,19 +79,12 @@ func waitFreeAction(c *cli.Context) error {
 	if timeout < 0 {
 		return usagef("--timeout %v: must not be negative (0 checks once)", timeout)
 	}
-	format, err := outputFormat(c, os.Stdout)
+	env, err := newCommandEnv(c, setup{netns: true, resolver: &resolve.Options{CacheTTL: -1}})
 	if err != nil {
 		return err
 	}
-	ns, err := netnsOption(c) // zero: bindwatch's own
-	if err != nil {
-		return err
-	}
-	r, err := commandResolver(c, resolve.Options{CacheTTL: -1})
-	if err != nil {
-		return err
-	}
-	defer r.Close()
+	defer env.Close()
+	format, ns, r := env.format, env.netns, env.resolver // ns zero: bindwatch's own
 
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()

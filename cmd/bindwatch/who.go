@@ -65,24 +65,22 @@ func whoAction(c *cli.Context) error {
 		}
 		queries = append(queries, q...)
 	}
-	format, err := outputFormat(c, os.Stdout)
-	if err != nil {
-		return err
-	}
-	netns, err := netnsOption(c)
-	if err != nil {
-		return err
-	}
-
-	r, err := commandResolver(c, resolve.Options{NoBPF: c.Bool("proc-scan"), OneShot: true})
-	if err != nil {
-		return err
-	}
-	defer r.Close()
 	iterator := host.BPFCapable() && host.PerfmonCapable()
-	if missing := host.MissingCaps(host.CapDACReadSearch, host.CapSysPtrace); !iterator && missing != "" {
-		fmt.Fprintf(os.Stderr, "bindwatch: without CAP_BPF and CAP_PERFMON (for the BPF iterator), or %s (to read /proc/PID/fd), which root has: sockets of other users' processes are listed without their processes (run with sudo)\n", missing)
+	env, err := newCommandEnv(c, setup{
+		netns:    true,
+		resolver: &resolve.Options{NoBPF: c.Bool("proc-scan"), OneShot: true},
+		unprivileged: func() string {
+			if missing := host.MissingCaps(host.CapDACReadSearch, host.CapSysPtrace); !iterator && missing != "" {
+				return fmt.Sprintf("without CAP_BPF and CAP_PERFMON (for the BPF iterator), or %s (to read /proc/PID/fd), which root has: sockets of other users' processes are listed without their processes", missing)
+			}
+			return ""
+		},
+	})
+	if err != nil {
+		return err
 	}
+	defer env.Close()
+	format, netns, r := env.format, env.netns, env.resolver
 
 	namespaces := []host.Netns{r.OwnNetns()}
 	if c.Bool("all-netns") {
