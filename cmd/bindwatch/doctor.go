@@ -47,10 +47,11 @@ func doctorAction(c *cli.Context) error {
 	if c.Args().Present() {
 		return usagef("doctor takes no arguments, got %q (it checks this whole host: bindwatch doctor [--format json])", c.Args().First())
 	}
-	format, err := outputFormat(c, os.Stdout)
+	env, err := newCommandEnv(c, setup{})
 	if err != nil {
 		return err
 	}
+	format := env.format
 	var u unix.Utsname
 	unix.Uname(&u)
 	r := events.Doctor{

@@ -98,33 +98,28 @@ func freeAction(c *cli.Context) error {
 	if c.Bool("force") && !kill {
 		return usagef("--force needs --kill (without --kill, free only shows what it would do)")
 	}
-	format, err := outputFormat(c, os.Stdout)
+	env, err := newCommandEnv(c, setup{
+		netns:    true,
+		ownPids:  true, // holders are signalled by pid
+		resolver: &resolve.Options{CacheTTL: -1},
+		unprivileged: func() string {
+			needed := []int{host.CapDACReadSearch, host.CapSysPtrace}
+			if kill {
+				needed = append(needed, host.CapKill)
+			}
+			if missing := host.MissingCaps(needed...); missing != "" {
+				return fmt.Sprintf("without %s (root has them), processes of other users cannot be checked or signalled", missing)
+			}
+			return ""
+		},
+	})
 	if err != nil {
 		return err
 	}
-	netns, err := netnsOption(c)
-	if err != nil {
-		return err
-	}
-	if err := host.ProcPidNamespace(); err != nil {
-		// A pid the kernel gave is another process here, or none: never
-		// signal by it.
-		return fmt.Errorf("free: refusing to look for holders to stop: %w", err)
-	}
-	r, err := commandResolver(c, resolve.Options{CacheTTL: -1})
-	if err != nil {
-		return err
-	}
-	defer r.Close()
-	needed := []int{host.CapDACReadSearch, host.CapSysPtrace}
-	if kill {
-		needed = append(needed, host.CapKill)
-	}
-	if missing := host.MissingCaps(needed...); missing != "" {
-		fmt.Fprintf(os.Stderr, "bindwatch: without %s (root has them), processes of other users cannot be checked or signalled (run with sudo)\n", missing)
-	}
+	defer env.Close()
+	format, netns := env.format, env.netns
 
-	plan, err := deploy.PlanFree(r, ports, deploy.StopOptions{
+	plan, err := deploy.PlanFree(env.resolver, ports, deploy.StopOptions{
 		Bind: bind, Signal: sig, Grace: grace, Force: c.Bool("force"), AllNetns: c.Bool("all-netns"),
 		Netns: netns,
 	})

@@ -3,9 +3,7 @@ package main
 import (
 	"github.com/urfave/cli/v2"
 
-	"github.com/bindwatch/bindwatch/internal/enrich"
 	"github.com/bindwatch/bindwatch/internal/redact"
-	"github.com/bindwatch/bindwatch/internal/resolve"
 )
 
 // redactFlags are --redact and --no-redact, on every command that reports
@@ -32,19 +30,4 @@ func redactRules(c *cli.Context) (*redact.Rules, error) {
 		return nil, usageError{err: err}
 	}
 	return r, nil
-}
-
-// commandResolver is the resolver of who, free and wait-free: opts, with
-// --redact's rules for every process it describes and container and pod
-// names from enrich.
-func commandResolver(c *cli.Context, opts resolve.Options) (*resolve.Resolver, error) {
-	rules, err := redactRules(c)
-	if err != nil {
-		return nil, err
-	}
-	opts.Redact = rules
-	opts.Names = enrich.New(enrich.Options{}).Process
-	opts.SocketUnit = enrich.NewSocketUnits().Holder
-	warnPidNamespace()
-	return resolve.New(opts)
 }

@@ -95,14 +95,11 @@ func reportAction(c *cli.Context) error {
 	if err != nil {
 		return usagef("--until: %v", err)
 	}
-	format, err := outputFormat(c, os.Stdout)
+	env, err := newCommandEnv(c, setup{redact: true})
 	if err != nil {
 		return err
 	}
-	rules, err := redactRules(c)
-	if err != nil {
-		return err
-	}
+	format, rules := env.format, env.redact
 	files := c.Args().Slice()
 	if len(files) == 0 && isTerminal(os.Stdin) {
 		// Waiting silently for a log typed in would look hung.

@@ -79,25 +79,19 @@ func runAction(c *cli.Context) error {
 	if len(argv) == 0 {
 		return usagef("run needs a command: bindwatch run [flags] -- CMD [ARGS...]")
 	}
-	cfg, err := tracerConfig(c)
-	if err != nil {
-		return err
-	}
-	rules, err := redactRules(c)
-	if err != nil {
-		return err
-	}
 	// Records go to standard error by default (text: they are read there
 	// among CMD's own messages), JSON in an --output file.
-	out, format, err := openOutputs(c, os.Stderr, "stderr", events.FormatText)
+	env, err := newCommandEnv(c, setup{redact: true, trace: &traceSetup{stream: os.Stderr, streamName: "stderr", streamFormat: events.FormatText}})
+	var notRoot notRootError
+	if errors.As(err, &notRoot) {
+		return cli.Exit(fmt.Sprintf("%v; %s was not run", err, argv[0]), exitRunFailed)
+	}
 	if err != nil {
 		return err
 	}
-	defer out.Close()
-	text := format == events.FormatText
-	if err := requireRoot(); err != nil {
-		return cli.Exit(fmt.Sprintf("%v; %s was not run", err, argv[0]), exitRunFailed)
-	}
+	defer env.Close()
+	cfg, rules, out := env.tracer, env.redact, env.out
+	text := env.format == events.FormatText
 	res, err := deploy.Run(deploy.RunOptions{
 		Argv: argv, Tracer: cfg, Out: out, Text: text, Summary: os.Stderr, ReadyFile: c.String("ready-file"),
 		Redact: rules, IncidentQuiet: c.Duration("incident-quiet"),

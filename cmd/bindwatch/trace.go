@@ -12,17 +12,12 @@ import (
 	"time"
 
 	"github.com/bindwatch/bindwatch/internal/events"
-	"github.com/bindwatch/bindwatch/internal/host"
 	"github.com/bindwatch/bindwatch/internal/incident"
 	"github.com/bindwatch/bindwatch/internal/tracer"
 	"github.com/bindwatch/bindwatch/internal/watch"
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
 )
-
-func commands() []*cli.Command {
-	return []*cli.Command{whoCommand(), runCommand(), waitFreeCommand(), freeCommand(), doctorCommand(), reportCommand(), completionCommand(), manCommand()}
-}
 
 // traceFlags are the flags of tracing (bindwatch itself, and bindwatch run).
 func traceFlags() []cli.Flag {
@@ -50,26 +45,12 @@ func traceAction(c *cli.Context) error {
 	if c.Args().Present() {
 		return unexpectedArgument(c.App, c.Args().First())
 	}
-	cfg, err := tracerConfig(c)
+	env, err := newCommandEnv(c, setup{redact: true, trace: &traceSetup{unit: true, stream: os.Stdout, streamName: "stdout"}})
 	if err != nil {
 		return err
 	}
-	unit, err := unitArg(c.String("unit"))
-	if err != nil {
-		return err
-	}
-	rules, err := redactRules(c)
-	if err != nil {
-		return err
-	}
-	out, _, err := openOutputs(c, os.Stdout, "stdout", "")
-	if err != nil {
-		return err
-	}
-	defer out.Close()
-	if err := requireRoot(); err != nil {
-		return err
-	}
+	defer env.Close()
+	cfg, unit, rules, out := env.tracer, env.unit, env.redact, env.out
 	reopenOnHangup(out)
 	// Caught before anything a script can see (the start record, the
 	// ready file): a signal at any moment from here on ends in a stop record.
@@ -180,40 +161,6 @@ func tracerConfig(c *cli.Context) (tracer.Config, error) {
 	return cfg, nil
 }
 
-// parsePortRange parses "8080" or "8000-8100".
-func parsePortRange(s string) (tracer.PortRange, error) {
-	if strings.HasPrefix(s, "-") {
-		return tracer.PortRange{}, errors.New("a port is never negative (want 0-65535, or a range LO-HI such as 8000-8100)")
-	}
-	lo, hi, isRange := strings.Cut(s, "-")
-	if isRange && strings.TrimSpace(hi) == "" {
-		return tracer.PortRange{}, errors.New("the range has no high port (want LO-HI, such as 8000-8100)")
-	}
-	a, err := parsePort(lo)
-	if err != nil {
-		return tracer.PortRange{}, err
-	}
-	if !isRange {
-		return tracer.PortRange{Lo: a, Hi: a}, nil
-	}
-	b, err := parsePort(hi)
-	if err != nil {
-		return tracer.PortRange{}, err
-	}
-	if a > b {
-		return tracer.PortRange{}, fmt.Errorf("range %d-%d is empty (write the low port first)", a, b)
-	}
-	return tracer.PortRange{Lo: a, Hi: b}, nil
-}
-
-func parsePort(s string) (uint16, error) {
-	n, err := strconv.ParseUint(strings.TrimSpace(s), 10, 32)
-	if err != nil || n > 65535 {
-		return 0, fmt.Errorf("%q is not a port (0-65535)", s)
-	}
-	return uint16(n), nil
-}
-
 func errnoNamed(name string) (syscall.Errno, bool) {
 	for _, e := range tracer.Errnos {
 		if strings.EqualFold(events.ErrnoName(e), name) {
@@ -221,24 +168,6 @@ func errnoNamed(name string) (syscall.Errno, bool) {
 		}
 	}
 	return 0, false
-}
-
-// requireRoot explains in one sentence why tracing cannot start without
-// privileges, instead of letting the first bpf() call fail obscurely.
-func requireRoot() error {
-	if err := tracer.CheckPrivileges(); err != nil {
-		return cli.Exit(err.Error(), 1)
-	}
-	warnPidNamespace()
-	return nil
-}
-
-// warnPidNamespace says on stderr, once, when /proc is not the host's
-// pid namespace's (the start record says it too, as limits.pid_namespace).
-func warnPidNamespace() {
-	if err := host.ProcPidNamespace(); err != nil {
-		fmt.Fprintf(os.Stderr, "bindwatch: warning: %v\n", err)
-	}
 }
 
 // unitArg checks --unit's NAME and spells it as records name units

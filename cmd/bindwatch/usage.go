@@ -200,3 +200,37 @@ func unexpectedArgument(app *cli.App, arg string) error {
 	}
 	return usagef("unknown command %q (commands: %s)", arg, strings.Join(names, ", "))
 }
+
+// flagValueError is how Go's flag package words a value it cannot parse.
+var flagValueError = regexp.MustCompile(`^invalid value "(.*)" for flag -([\w-]+): (.*)$`)
+
+// flagValueWants says, for each flag whose value the flag package parses,
+// what a good value looks like.
+var flagValueWants = map[string]string{
+	"fold":             "a duration such as 500ms, 1s or 2m; 0 reports every failure",
+	"grace":            "a duration such as 500ms, 5s or 1m",
+	"timeout":          "a duration such as 500ms, 30s or 5m",
+	"ring-size":        "a number of bytes, a power of two such as 1048576 (1 MiB)",
+	"output-max-files": "a whole number of files",
+	"pid":              "a process id: a positive whole number",
+}
+
+// explainFlagValue rewrites the flag package's "invalid value ... parse
+// error" into what is wrong with the value and what a good one looks like.
+func explainFlagValue(err error) error {
+	m := flagValueError.FindStringSubmatch(err.Error())
+	if m == nil {
+		return err
+	}
+	value, name, why := m[1], m[2], m[3]
+	switch {
+	case why == "parse error", strings.HasSuffix(why, "invalid syntax"):
+		why = "not understood"
+	case strings.HasSuffix(why, "value out of range"):
+		why = "out of range"
+	}
+	if want, ok := flagValueWants[name]; ok {
+		return fmt.Errorf("--%s %s: %s (want %s)", name, value, why, want)
+	}
+	return fmt.Errorf("--%s %s: %s", name, value, why)
+}

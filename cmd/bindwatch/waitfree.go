@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/netip"
 	"os"
 	"slices"
 	"strings"
@@ -67,19 +66,6 @@ Examples:
 	}
 }
 
-// formatFlag is --format of wait-free and free.
-func formatFlag() cli.Flag {
-	return &cli.StringFlag{Name: "format", Usage: "output `FORMAT`: text (for people), json (one object per line per port on standard output; fields in docs/schema.md) or ecs (the same as Elastic Common Schema documents). Default: text on a terminal, json otherwise"}
-}
-
-// bindFlags say how the caller's program will bind (wait-free and free).
-func bindFlags() []cli.Flag {
-	return []cli.Flag{
-		&cli.BoolFlag{Name: "reuseaddr", Usage: "check with SO_REUSEADDR set, as your program does before bind()"},
-		&cli.StringSliceFlag{Name: "addr", Usage: "check on `ADDR` only, the address your program binds (repeatable; default 0.0.0.0 and ::)"},
-	}
-}
-
 func waitFreeAction(c *cli.Context) error {
 	ports, err := portArgs(c)
 	if err != nil {
@@ -93,19 +79,12 @@ func waitFreeAction(c *cli.Context) error {
 	if timeout < 0 {
 		return usagef("--timeout %v: must not be negative (0 checks once)", timeout)
 	}
-	format, err := outputFormat(c, os.Stdout)
+	env, err := newCommandEnv(c, setup{netns: true, resolver: &resolve.Options{CacheTTL: -1}})
 	if err != nil {
 		return err
 	}
-	ns, err := netnsOption(c) // zero: bindwatch's own
-	if err != nil {
-		return err
-	}
-	r, err := commandResolver(c, resolve.Options{CacheTTL: -1})
-	if err != nil {
-		return err
-	}
-	defer r.Close()
+	defer env.Close()
+	format, ns, r := env.format, env.netns, env.resolver // ns zero: bindwatch's own
 
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
@@ -233,46 +212,4 @@ func heldText(held []*deploy.Busy, waited time.Duration, bind deploy.BindOptions
 		}
 	}
 	return sb.String()
-}
-
-// portArgs reads the PORT[/tcp|/udp] arguments (as `bindwatch who` does).
-func portArgs(c *cli.Context) ([]deploy.Port, error) {
-	if !c.Args().Present() {
-		return nil, usagef("%s needs at least one PORT, e.g. `bindwatch %s 8080/tcp`", c.Command.Name, c.Command.Name)
-	}
-	var ports []deploy.Port
-	for _, arg := range c.Args().Slice() {
-		qs, err := parsePortArg(arg)
-		if err != nil {
-			return nil, usagef("%v", err)
-		}
-		for _, q := range qs {
-			ports = append(ports, deploy.Port{Num: q.port, Proto: q.proto})
-		}
-	}
-	return ports, nil
-}
-
-// bindOptions reads --addr and --reuseaddr.
-func bindOptions(c *cli.Context) (deploy.BindOptions, error) {
-	opts := deploy.BindOptions{ReuseAddr: c.Bool("reuseaddr")}
-	for _, s := range c.StringSlice("addr") {
-		a, err := netip.ParseAddr(strings.Trim(s, "[]"))
-		if err != nil || a.Zone() != "" {
-			return opts, usagef("--addr %q: not an IP address (e.g. 0.0.0.0, ::, 127.0.0.1, ::1)", s)
-		}
-		if a.Is4In6() {
-			a = a.Unmap()
-		}
-		opts.Addrs = append(opts.Addrs, a)
-	}
-	return opts, nil
-}
-
-func portList(ports []deploy.Port) string {
-	var s []string
-	for _, p := range ports {
-		s = append(s, p.String())
-	}
-	return strings.Join(s, ", ")
 }

@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"os"
 	"runtime/debug"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -14,12 +12,6 @@ import (
 	"github.com/bindwatch/bindwatch/internal/host"
 	"github.com/bindwatch/bindwatch/internal/resolve"
 )
-
-// whoQuery is one PORT[/PROTO] argument, expanded to one protocol.
-type whoQuery struct {
-	port  uint16
-	proto string
-}
 
 func whoCommand() *cli.Command {
 	return &cli.Command{
@@ -73,24 +65,22 @@ func whoAction(c *cli.Context) error {
 		}
 		queries = append(queries, q...)
 	}
-	format, err := outputFormat(c, os.Stdout)
-	if err != nil {
-		return err
-	}
-	netns, err := netnsOption(c)
-	if err != nil {
-		return err
-	}
-
-	r, err := commandResolver(c, resolve.Options{NoBPF: c.Bool("proc-scan"), OneShot: true})
-	if err != nil {
-		return err
-	}
-	defer r.Close()
 	iterator := host.BPFCapable() && host.PerfmonCapable()
-	if missing := host.MissingCaps(host.CapDACReadSearch, host.CapSysPtrace); !iterator && missing != "" {
-		fmt.Fprintf(os.Stderr, "bindwatch: without CAP_BPF and CAP_PERFMON (for the BPF iterator), or %s (to read /proc/PID/fd), which root has: sockets of other users' processes are listed without their processes (run with sudo)\n", missing)
+	env, err := newCommandEnv(c, setup{
+		netns:    true,
+		resolver: &resolve.Options{NoBPF: c.Bool("proc-scan"), OneShot: true},
+		unprivileged: func() string {
+			if missing := host.MissingCaps(host.CapDACReadSearch, host.CapSysPtrace); !iterator && missing != "" {
+				return fmt.Sprintf("without CAP_BPF and CAP_PERFMON (for the BPF iterator), or %s (to read /proc/PID/fd), which root has: sockets of other users' processes are listed without their processes", missing)
+			}
+			return ""
+		},
+	})
+	if err != nil {
+		return err
 	}
+	defer env.Close()
+	format, netns, r := env.format, env.netns, env.resolver
 
 	namespaces := []host.Netns{r.OwnNetns()}
 	if c.Bool("all-netns") {
@@ -151,23 +141,4 @@ func whoAction(c *cli.Context) error {
 		return cli.Exit("", 1)
 	}
 	return nil
-}
-
-// parsePortArg reads "8080", "8080/tcp" or "53/udp"; a bare port means
-// both protocols.
-func parsePortArg(arg string) ([]whoQuery, error) {
-	portStr, proto, hasProto := strings.Cut(arg, "/")
-	n, err := strconv.Atoi(portStr)
-	if err != nil || n < 1 || n > 65535 {
-		return nil, fmt.Errorf("port %q: want a number from 1 to 65535, optionally with /tcp or /udp (e.g. 8080/tcp)", portStr)
-	}
-	port := uint16(n)
-	if !hasProto {
-		return []whoQuery{{port, "tcp"}, {port, "udp"}}, nil
-	}
-	proto = strings.ToLower(proto)
-	if proto != "tcp" && proto != "udp" {
-		return nil, fmt.Errorf("%q: protocol %q is not supported (use /tcp or /udp)", arg, proto)
-	}
-	return []whoQuery{{port, proto}}, nil
 }

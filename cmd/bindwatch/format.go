@@ -56,3 +56,8 @@ func isTerminal(f *os.File) bool {
 	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
 	return err == nil
 }
+
+// formatFlag is --format of wait-free and free.
+func formatFlag() cli.Flag {
+	return &cli.StringFlag{Name: "format", Usage: "output `FORMAT`: text (for people), json (one object per line per port on standard output; fields in docs/schema.md) or ecs (the same as Elastic Common Schema documents). Default: text on a terminal, json otherwise"}
+}
