@@ -35,7 +35,18 @@ func netnsArg(arg string) (host.Netns, error) {
 		return host.Netns{Inode: ino, Path: path}, nil
 	}
 	if pid, err := strconv.Atoi(arg); err == nil && pid > 0 {
-		return nsFile(fmt.Sprintf("/proc/%d/ns/net", pid), fmt.Sprintf("no process %d (hint: a pid as ps shows it on this host)", pid))
+		// A number is a pid, unless no such process runs and a container's
+		// id begins with it (ids are hex: "12345678" is a valid prefix).
+		// Both at once is ambiguous and said so, never guessed.
+		_, noPid := os.Stat(fmt.Sprintf("/proc/%d", pid))
+		found := enrich.New(enrich.Options{}).FindContainers(arg)
+		switch {
+		case len(found) == 0:
+			return nsFile(fmt.Sprintf("/proc/%d/ns/net", pid), fmt.Sprintf("no process %d (hint: a pid as ps shows it on this host)", pid))
+		case noPid == nil:
+			return host.Netns{}, fmt.Errorf("--netns %s: both process %d and container %s match (hint: /proc/%d/ns/net for the process, or more of the container's id)", arg, pid, found[0].Container.ID[:12], pid)
+		}
+		return containerNetns(arg, found, nsFile)
 	}
 	if strings.Contains(arg, "/") && !strings.HasPrefix(arg, "/") && strings.Count(arg, "/") != 2 {
 		arg = "./" + arg // a relative path, not NAMESPACE/POD/CONTAINER
@@ -48,7 +59,12 @@ func netnsArg(arg string) (host.Netns, error) {
 			return nsFile("/run/netns/"+arg, "ip netns "+arg)
 		}
 	}
-	found := enrich.New(enrich.Options{}).FindContainers(arg)
+	return containerNetns(arg, enrich.New(enrich.Options{}).FindContainers(arg), nsFile)
+}
+
+// containerNetns is the namespace of the one running container found by
+// name or id prefix arg, or an error that lists them all.
+func containerNetns(arg string, found []enrich.Found, nsFile func(path, what string) (host.Netns, error)) (host.Netns, error) {
 	switch len(found) {
 	case 0:
 		return host.Netns{}, fmt.Errorf("--netns %s: no process, namespace file, ip netns or running container by that name or id prefix (hint: `ip netns list`, `podman ps`, `crictl ps`, or a pid)", arg)

@@ -54,13 +54,13 @@ Examples:
 	}
 }
 
-// runFlags are the trace flags, less --pid and --follow-children (run
-// traces CMD's tree), plus --fail-on-conflict.
+// runFlags are the trace flags, less --pid, --follow-children and --unit
+// (run traces CMD's tree, whatever unit it is in), plus --fail-on-conflict.
 func runFlags() []cli.Flag {
 	var flags []cli.Flag
 	for _, f := range traceFlags() {
 		switch f.Names()[0] {
-		case "pid", "follow-children":
+		case "pid", "follow-children", "unit":
 			continue
 		case "format":
 			flags = append(flags, &cli.StringFlag{Name: "format", Usage: "output `FORMAT`: text (readable lines), json (one object per line, start and stop records included) or ecs (the same records as Elastic Common Schema documents). Default: text on standard error, json in an --output file"})

@@ -384,6 +384,7 @@ func TestRunArguments(t *testing.T) {
 		{[]string{"run"}, "run needs a command"},
 		{[]string{"run", "ls", "-l"}, "put the command after --"},
 		{[]string{"run", "--pid", "1", "--", "true"}, "--pid is a flag of `bindwatch`, not of `bindwatch run`"},
+		{[]string{"run", "--unit", "nginx", "--", "true"}, "--unit is a flag of `bindwatch`, not of `bindwatch run`"},
 		{[]string{"run", "--port", "http", "--", "true"}, "--port http"},
 		{[]string{"run", "--format", "yaml", "--", "true"}, `--format "yaml"`},
 	} {
