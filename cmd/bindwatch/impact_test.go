@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -14,73 +13,64 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/bindwatch/bindwatch/internal/events"
 	"github.com/bindwatch/bindwatch/internal/testenv"
 )
 
-// TestRecoveredCountsRefusedConnections: a restart told from the client's
-// side. A real server (a helper process listening as servers do) holds the port, a second instance fails to
-// bind it (the incident opens), clients connect to the old one, which
-// never accepts them, the old one is stopped with SIGTERM (the kernel
-// resets the connections in its queue), and a client connects while
-// nothing listens, counting the ECONNREFUSED it gets itself; then the new
-// instance listens. The released record's reset_connections must match
-// the ECONNRESETs the clients saw, and the recovered record's
-// refused_connections the ECONNREFUSEDs — or, on a kernel that cannot
-// count those, be absent with the start record saying so.
+// TestRecoveredCountsRefusedConnections: a rolling restart told from the
+// side of a client hammering the port, in a private network namespace. A
+// server (a helper process listening as servers do, never accepting)
+// holds the port, a second instance fails to bind it (the incident
+// opens), and a client of 4 goroutines connects in a tight loop: its
+// connections pile up in the old server's queue; the old server is
+// stopped with SIGTERM (the kernel resets the connections in its queue)
+// while they keep connecting, are refused while nothing listens, and
+// reach the new instance once it listens. The released record's
+// reset_connections must equal the ECONNRESETs the client saw, and the
+// recovered record's refused_connections its ECONNREFUSEDs — or, on a
+// kernel that cannot count those, be absent with the start record
+// saying so. The report says them in one line, and its page draws them
+// on the kernel's lane.
 func TestRecoveredCountsRefusedConnections(t *testing.T) {
+	testenv.RequireRoot(t)
+	ns, inode := testenv.NewNetns(t)
+	in := testenv.InNetns(ns)
 	port := testenv.FreePort(t)
-	refused, reset := 0, 0
-	lines := runTraceUntil(t, func() {
-		// A server as a program's main loop is: listens, never accepts
-		// here, exits on SIGTERM (the kernel closes its listener).
-		holder := testenv.StartHelper(t, fmt.Sprintf("serve tcp 127.0.0.1 %d 0", port))
-		testenv.FailBind(t, "tcp", "127.0.0.1", port, testenv.Opts{}, syscall.EADDRINUSE)
-		time.Sleep(300 * time.Millisecond) // the failure opens the incident
-		to := &unix.SockaddrInet4{Port: port, Addr: [4]byte{127, 0, 0, 1}}
-		// Connections the kernel accepts into the old server's queue,
-		// which the server (asleep) never accepts.
-		var queued []int
-		for range 3 {
-			fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer unix.Close(fd)
-			if err := unix.Connect(fd, to); err != nil {
-				t.Fatalf("connect to the old server: %v", err)
-			}
-			queued = append(queued, fd)
+	var refused, reset int
+	lines := runTraceOut(t, func(out string) {
+		// The old server: a backlog room enough for the hammering.
+		old := testenv.StartHelper(t, fmt.Sprintf("serveq 127.0.0.1 %d 4096", port), in...)
+		second := testenv.StartHelper(t, fmt.Sprintf("trybind tcp 127.0.0.1 %d", port), in...)
+		if second.Line[1] != strconv.Itoa(int(syscall.EADDRINUSE)) {
+			t.Fatalf("the second instance's bind: %q, want errno EADDRINUSE", second.Line)
 		}
-		syscall.Kill(holder.PID, syscall.SIGTERM)
-		holder.Cmd.Wait()
-		buf := make([]byte, 1)
-		for _, fd := range queued {
-			if _, err := unix.Read(fd, buf); errors.Is(err, unix.ECONNRESET) {
-				reset++
-			} else {
-				t.Errorf("read on a connection in the old server's queue after it exited: %v, want ECONNRESET", err)
+		waitFor(t, "the bind failure's record (the incident opens)", func() bool {
+			for _, l := range readLines(out) {
+				var f events.Failure
+				if json.Unmarshal(l, &f) == nil && f.Type == events.TypeFailure && f.Port == uint16(port) && f.Process.Netns == inode {
+					return true
+				}
 			}
+			return false
+		})
+		hammer := testenv.StartHelper(t, fmt.Sprintf("hammer 127.0.0.1 %d 4", port), in...)
+		hammerStats(t, hammer, "connections in the old server's queue", func(est, _ int) bool { return est >= 50 })
+		syscall.Kill(old.PID, syscall.SIGTERM)
+		old.Cmd.Wait()
+		hammerStats(t, hammer, "refusals while nothing listens", func(_, ref int) bool { return ref >= 200 })
+		testenv.StartHelper(t, fmt.Sprintf("serveq 127.0.0.1 %d 4096", port), in...)
+		done, err := hammer.Say("stop")
+		if err != nil {
+			t.Fatal(err)
 		}
-		for range 7 {
-			fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			err = unix.Connect(fd, to)
-			unix.Close(fd)
-			switch {
-			case errors.Is(err, unix.ECONNREFUSED):
-				refused++
-			case err != nil:
-				t.Fatalf("connect while nothing listens: %v, want ECONNREFUSED", err)
-			default:
-				t.Fatal("connect while nothing listens succeeded")
-			}
+		var alive, other int
+		if _, err := fmt.Sscanf(done, "done %d %d %d %d", &refused, &reset, &alive, &other); err != nil {
+			t.Fatalf("hammer said %q: %v", done, err)
 		}
-		testenv.Hold(t, "tcp", "127.0.0.1", port, testenv.Opts{})
+		t.Logf("the client: %d ECONNREFUSED, %d ECONNRESET, %d connections alive, %d other errors", refused, reset, alive, other)
+		if other != 0 || refused == 0 || reset == 0 {
+			t.Fatalf("the client: %d other errors, %d refused, %d reset: want no other error and some of each", other, refused, reset)
+		}
 	}, func(lines [][]byte) bool {
 		for _, l := range lines {
 			var r struct{ Type string }
@@ -163,4 +153,38 @@ func TestRecoveredCountsRefusedConnections(t *testing.T) {
 	if !strings.Contains(string(html), want) || !strings.Contains(string(html), want2) {
 		t.Errorf("the report page does not say %q ... %q", want, want2)
 	}
+	// And draws them on the kernel's lane.
+	for _, want := range []string{`class="mark refused" data-kind="refused" data-at-ms=`, fmt.Sprintf(`data-count="%d"`, refused),
+		fmt.Sprintf(">%d refused</text>", refused), `class="mark reset"`, fmt.Sprintf(">%d reset</text>", reset)} {
+		if !strings.Contains(string(html), want) {
+			t.Errorf("the report page's kernel lane does not draw %q", want)
+		}
+	}
+}
+
+// waitFor waits (up to 20 s) until cond holds, polling.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s within 20s", what)
+		}
+	}
+}
+
+// hammerStats waits until the hammer's counts (connections established,
+// attempts refused) satisfy cond.
+func hammerStats(t *testing.T, h *testenv.HelperProc, what string, cond func(established, refused int) bool) {
+	t.Helper()
+	waitFor(t, what, func() bool {
+		l, err := h.Say("stats")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var est, ref int
+		if _, err := fmt.Sscanf(l, "stats %d %d", &est, &ref); err != nil {
+			t.Fatalf("hammer said %q: %v", l, err)
+		}
+		return cond(est, ref)
+	})
 }
