@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -12,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/bindwatch/bindwatch/internal/events"
 	"github.com/bindwatch/bindwatch/internal/testenv"
@@ -35,7 +38,9 @@ func TestRecoveredCountsRefusedConnections(t *testing.T) {
 	testenv.RequireRoot(t)
 	ns, inode := testenv.NewNetns(t)
 	in := testenv.InNetns(ns)
-	port := testenv.FreePort(t)
+	// Below the ephemeral range: a client's own port is never the
+	// server's (a connect to itself would succeed while nothing listens).
+	const port = 18022
 	var refused, reset int
 	lines := runTraceOut(t, func(out string) {
 		// The old server: a backlog room enough for the hammering.
@@ -63,18 +68,21 @@ func TestRecoveredCountsRefusedConnections(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var alive, other int
-		if _, err := fmt.Sscanf(done, "done %d %d %d %d", &refused, &reset, &alive, &other); err != nil {
+		var alive, eof, other int
+		if _, err := fmt.Sscanf(done, "done %d %d %d %d %d", &refused, &reset, &alive, &eof, &other); err != nil {
 			t.Fatalf("hammer said %q: %v", done, err)
 		}
-		t.Logf("the client: %d ECONNREFUSED, %d ECONNRESET, %d connections alive, %d other errors", refused, reset, alive, other)
-		if other != 0 || refused == 0 || reset == 0 {
-			t.Fatalf("the client: %d other errors, %d refused, %d reset: want no other error and some of each", other, refused, reset)
+		t.Logf("the client: %d ECONNREFUSED, %d ECONNRESET, %d connections alive, %d closed, %d other errors", refused, reset, alive, eof, other)
+		if other != 0 || eof != 0 || refused == 0 || reset == 0 {
+			t.Errorf("the client: %d other errors, %d closed, %d refused, %d reset: want no other error or close, and some of each", other, eof, refused, reset)
 		}
 	}, func(lines [][]byte) bool {
 		for _, l := range lines {
-			var r struct{ Type string }
-			if json.Unmarshal(l, &r) == nil && r.Type == events.TypeRecovered {
+			var r struct {
+				Type  string
+				Netns uint32
+			}
+			if json.Unmarshal(l, &r) == nil && r.Type == events.TypeRecovered && r.Netns == inode {
 				return true
 			}
 		}
@@ -91,11 +99,13 @@ func TestRecoveredCountsRefusedConnections(t *testing.T) {
 		case events.TypeStart:
 			json.Unmarshal(l, &start)
 		case events.TypeReleased:
-			rel = &events.Released{}
-			json.Unmarshal(l, rel)
+			if r := (&events.Released{}); json.Unmarshal(l, r) == nil && r.Netns == inode {
+				rel = r
+			}
 		case events.TypeRecovered:
-			rec = &events.Recovered{}
-			json.Unmarshal(l, rec)
+			if r := (&events.Recovered{}); json.Unmarshal(l, r) == nil && r.Netns == inode {
+				rec = r
+			}
 		}
 	}
 	if rec == nil || rel == nil {
@@ -187,4 +197,126 @@ func hammerStats(t *testing.T, h *testenv.HelperProc, what string, cond func(est
 		}
 		return cond(est, ref)
 	})
+}
+
+// TestReleasedResetsUnknownWhenQueueMayMigrate: with
+// net.ipv4.tcp_migrate_req set and another listener in the closing
+// listener's SO_REUSEPORT group, the kernel moves the connections in its
+// queue to that listener instead of resetting them, so the release does
+// not claim resets (reset_connections absent, reset_connections_unknown
+// says why) — and the clients saw none; with the sysctl unset, the same
+// restart's resets are counted, as many as the clients saw. Each in a
+// private network namespace, with its own sysctl.
+func TestReleasedResetsUnknownWhenQueueMayMigrate(t *testing.T) {
+	testenv.RequireRoot(t)
+	if !testenv.KernelAtLeast(t, 5, 14) {
+		t.Log("before 5.14 the kernel never migrates a listener's queue: the release counts its resets (TestRecoveredCountsRefusedConnections)")
+	}
+	port := testenv.FreePort(t)
+	type run struct {
+		migrate      bool
+		inode        uint32
+		reset, alive int
+	}
+	runs := []*run{{migrate: true}, {migrate: false}}
+	released := func(lines [][]byte, inode uint32) *events.Released {
+		for _, l := range lines {
+			var r events.Released
+			if json.Unmarshal(l, &r) == nil && r.Type == events.TypeReleased && r.Netns == inode && r.Port == uint16(port) {
+				return &r
+			}
+		}
+		return nil
+	}
+	lines := runTraceOut(t, func(out string) {
+		for _, r := range runs {
+			if r.migrate && !testenv.KernelAtLeast(t, 5, 14) {
+				continue
+			}
+			name, inode := testenv.NewNetns(t)
+			r.inode = inode
+			in := testenv.InNetns(name)
+			if r.migrate {
+				testenv.SetNetnsSysctl(t, name, "net/ipv4/tcp_migrate_req", "1")
+			}
+			// Two servers in one SO_REUSEPORT group; the newest is the
+			// holder bindwatch records, and closes.
+			testenv.StartHelper(t, fmt.Sprintf("serveq 127.0.0.1 %d 4096 reuseport", port), in...)
+			newest := testenv.StartHelper(t, fmt.Sprintf("serveq 127.0.0.1 %d 4096 reuseport", port), in...)
+			if l := testenv.StartHelper(t, fmt.Sprintf("trybind tcp 127.0.0.1 %d", port), in...).Line; l[1] != strconv.Itoa(int(syscall.EADDRINUSE)) {
+				t.Fatalf("a bind beside the group: %q, want errno EADDRINUSE", l)
+			}
+			waitFor(t, "the bind failure's record (the incident opens)", func() bool {
+				for _, l := range readLines(out) {
+					var f events.Failure
+					if json.Unmarshal(l, &f) == nil && f.Type == events.TypeFailure && f.Port == uint16(port) && f.Process.Netns == inode {
+						return true
+					}
+				}
+				return false
+			})
+			// Clients: the kernel spreads them over the group by hash.
+			ns, err := os.Open("/run/netns/" + name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ns.Close()
+			var fds []int
+			testenv.InPrivateNetns(t, ns, func() {
+				for range 40 {
+					fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
+					if err != nil {
+						t.Fatal(err)
+					}
+					t.Cleanup(func() { unix.Close(fd) })
+					if err := unix.Connect(fd, &unix.SockaddrInet4{Port: port, Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+						t.Fatalf("connect to the group: %v", err)
+					}
+					fds = append(fds, fd)
+				}
+			})
+			if l, err := newest.Say("close"); err != nil || l != "closed" {
+				t.Fatalf("close the newest listener: %q %v", l, err)
+			}
+			waitFor(t, "the released record", func() bool { return released(readLines(out), inode) != nil })
+			buf := make([]byte, 1)
+			for _, fd := range fds {
+				switch _, _, err := unix.Recvfrom(fd, buf, unix.MSG_DONTWAIT); {
+				case errors.Is(err, unix.ECONNRESET):
+					r.reset++
+				case errors.Is(err, unix.EAGAIN):
+					r.alive++
+				default:
+					t.Errorf("read on a client's connection: %v, want ECONNRESET or EAGAIN", err)
+				}
+			}
+			t.Logf("tcp_migrate_req %v: the clients saw %d ECONNRESET, %d connections alive", r.migrate, r.reset, r.alive)
+		}
+	}, nil, "--port", strconv.Itoa(port), "--fold", "0")
+	schemaLines(t, lines)
+	for _, r := range runs {
+		if r.inode == 0 {
+			continue
+		}
+		rel := released(lines, r.inode)
+		if rel == nil {
+			t.Fatalf("tcp_migrate_req %v: no released record", r.migrate)
+		}
+		t.Logf("tcp_migrate_req %v: released: reset_connections %+v, unknown %q", r.migrate, rel.ResetConnections, rel.ResetUnknown)
+		if r.migrate {
+			if rel.ResetConnections != nil || !strings.Contains(rel.ResetUnknown, "tcp_migrate_req") {
+				t.Errorf("migration on: reset_connections %+v, reset_connections_unknown %q: want it absent, and why", rel.ResetConnections, rel.ResetUnknown)
+			}
+			if r.reset != 0 {
+				t.Errorf("migration on: the clients saw %d ECONNRESET, want 0 (their connections moved to the other listener)", r.reset)
+			}
+			continue
+		}
+		if r.reset == 0 {
+			t.Fatal("migration off: no client connection was reset: none was in the closing listener's queue")
+		}
+		if c := rel.ResetConnections; c == nil || c.Count != uint64(r.reset) || rel.ResetUnknown != "" {
+			t.Errorf("migration off: reset_connections %+v (unknown %q), the clients saw %d ECONNRESET", c, rel.ResetUnknown, r.reset)
+		}
+	}
 }

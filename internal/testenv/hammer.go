@@ -72,9 +72,9 @@ func jobServeQueue(args []string) error {
 // a refusal (it reached the server that came back), or once told "stop".
 // On stdin: "stats" answers "stats ESTABLISHED REFUSED"; "stop" stops
 // every goroutine, then reads each kept connection without waiting, and
-// answers "done REFUSED RESET ALIVE OTHER": RESET the connections the
-// server side reset (ECONNRESET), ALIVE those still open, OTHER errors of
-// connect or read, which a test should want 0 of.
+// answers "done REFUSED RESET ALIVE EOF OTHER": RESET the connections the
+// server side reset (ECONNRESET), ALIVE those still open, EOF those it
+// closed, OTHER errors of connect or read, which a test should want 0 of.
 func jobHammer(args []string) error {
 	addr := args[1]
 	port, _ := strconv.Atoi(args[2])
@@ -127,7 +127,7 @@ func jobHammer(args []string) error {
 		case "stop":
 			stop.Store(true)
 			wg.Wait()
-			var reset, alive int
+			var reset, alive, eof int
 			buf := make([]byte, 1)
 			for _, fd := range kept {
 				// Once: the error is reported to one read, EOF after.
@@ -137,12 +137,15 @@ func jobHammer(args []string) error {
 					reset++
 				case errors.Is(err, unix.EAGAIN):
 					alive++
+				case err == nil:
+					eof++
+					fmt.Fprintf(os.Stderr, "hammer: read: end of file (the server closed, not reset)\n")
 				default:
 					other.Add(1)
 					fmt.Fprintf(os.Stderr, "hammer: read: %v\n", err)
 				}
 			}
-			fmt.Printf("done %d %d %d %d\n", refused.Load(), reset, alive, other.Load())
+			fmt.Printf("done %d %d %d %d %d\n", refused.Load(), reset, alive, eof, other.Load())
 		default:
 			return fmt.Errorf("hammer: unknown command %q", sc.Text())
 		}
