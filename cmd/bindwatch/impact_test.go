@@ -320,3 +320,115 @@ func TestReleasedResetsUnknownWhenQueueMayMigrate(t *testing.T) {
 		}
 	}
 }
+
+// TestRealServerRestartUnderHammer: the rolling restart of a real server
+// started as its users start it — python3 -m http.server, which accepts
+// every connection on a thread of its own — with a client hammering it,
+// in a private network namespace: a second instance fails to bind (the
+// incident opens), the first is stopped with SIGTERM while the client
+// connects in a tight loop, and a new one starts. The connections the
+// server had accepted get its close (end of file) as it exits; those
+// still in its queue the kernel's reset; the attempts in the gap are
+// refused. The records' counts must equal the client's ECONNRESETs and
+// ECONNREFUSEDs.
+func TestRealServerRestartUnderHammer(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.Require(t, "python3", "runs the real server (python3 -m http.server)")
+	if !testenv.KernelAtLeast(t, 5, 17) {
+		t.Skip("refused connections are counted from 5.17 (TestRecoveredCountsRefusedConnections checks what older kernels say)")
+	}
+	ns, inode := testenv.NewNetns(t)
+	in := testenv.InNetns(ns)
+	const port = 18023
+	dir := t.TempDir()
+	serve := func() *exec.Cmd {
+		argv := append(append([]string{}, in...), "python3", "-m", "http.server", "--bind", "127.0.0.1", strconv.Itoa(port))
+		cmd := exec.Command(argv[0], argv[1:]...)
+		cmd.Dir = dir
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		return cmd
+	}
+	var refused, reset, eof int
+	lines := runTraceOut(t, func(out string) {
+		old := serve()
+		// The second instance: a bind that fails once the first listens,
+		// by a process that stays (one whose failing processes all exited
+		// would be abandoned 2 s later).
+		waitFor(t, "a bind beside the running server to fail", func() bool {
+			h := testenv.StartHelper(t, fmt.Sprintf("trybind tcp 127.0.0.1 %d", port), in...)
+			if h.Line[1] == strconv.Itoa(int(syscall.EADDRINUSE)) {
+				return true
+			}
+			h.Stop()
+			return false
+		})
+		waitFor(t, "the bind failure's record (the incident opens)", func() bool {
+			for _, l := range readLines(out) {
+				var f events.Failure
+				if json.Unmarshal(l, &f) == nil && f.Type == events.TypeFailure && f.Port == port && f.Process.Netns == inode {
+					return true
+				}
+			}
+			return false
+		})
+		hammer := testenv.StartHelper(t, fmt.Sprintf("hammer 127.0.0.1 %d 4", port), in...)
+		hammerStats(t, hammer, "connections to the running server", func(est, _ int) bool { return est >= 50 })
+		old.Process.Signal(syscall.SIGTERM)
+		old.Wait()
+		hammerStats(t, hammer, "refusals while nothing listens", func(_, ref int) bool { return ref >= 200 })
+		serve()
+		done, err := hammer.Say("stop")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var alive, other int
+		if _, err := fmt.Sscanf(done, "done %d %d %d %d %d", &refused, &reset, &alive, &eof, &other); err != nil {
+			t.Fatalf("hammer said %q: %v", done, err)
+		}
+		t.Logf("the client: %d ECONNREFUSED, %d ECONNRESET, %d closed by the server, %d alive, %d other errors", refused, reset, eof, alive, other)
+		if other != 0 || refused == 0 {
+			t.Errorf("the client: %d other errors, %d refused: want no other error, and refusals", other, refused)
+		}
+	}, func(lines [][]byte) bool {
+		for _, l := range lines {
+			var r events.Recovered
+			if json.Unmarshal(l, &r) == nil && r.Type == events.TypeRecovered && r.Netns == inode {
+				return true
+			}
+		}
+		return false
+	}, "--port", strconv.Itoa(port), "--fold", "0")
+	schemaLines(t, lines)
+	var rel *events.Released
+	var rec *events.Recovered
+	for _, l := range lines {
+		var r struct {
+			Type  string
+			Netns uint32
+		}
+		if json.Unmarshal(l, &r) != nil || r.Netns != inode {
+			continue
+		}
+		switch r.Type {
+		case events.TypeReleased:
+			rel = &events.Released{}
+			json.Unmarshal(l, rel)
+		case events.TypeRecovered:
+			rec = &events.Recovered{}
+			json.Unmarshal(l, rec)
+		}
+	}
+	if rel == nil || rec == nil {
+		t.Fatalf("released %v, recovered %v: want both", rel, rec)
+	}
+	t.Logf("released: reset_connections %+v; recovered: refused_connections %+v", rel.ResetConnections, rec.RefusedConnections)
+	if c := rel.ResetConnections; c == nil || c.Count != uint64(reset) {
+		t.Errorf("released: reset_connections %+v, the client saw %d ECONNRESET", c, reset)
+	}
+	if c := rec.RefusedConnections; c == nil || c.Count != uint64(refused) {
+		t.Errorf("recovered: refused_connections %+v, the client saw %d ECONNREFUSED", c, refused)
+	}
+}

@@ -139,7 +139,6 @@ func jobHammer(args []string) error {
 					alive++
 				case err == nil:
 					eof++
-					fmt.Fprintf(os.Stderr, "hammer: read: end of file (the server closed, not reset)\n")
 				default:
 					other.Add(1)
 					fmt.Fprintf(os.Stderr, "hammer: read: %v\n", err)
