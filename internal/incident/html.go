@@ -591,8 +591,9 @@ const (
 // counted it: the connection attempts it refused (or the datagrams it
 // dropped) while nothing listened, a band from the first to the last
 // labelled "37 refused"; and the connections reset in the old listener's
-// queue at each release, labelled "3 reset" there. Nothing is drawn for
-// a count of 0 or one not measured (the clients line says which).
+// queue at each release, labelled "3 reset" there ("resets not known"
+// where the queue may have migrated). Nothing is drawn for a count of 0
+// or one not measured (the clients line says which).
 func (lb *laneBuilder) clients(sc scale, in *events.Incident) {
 	band := func(kind string, c *events.ImpactCount, word, hover string) {
 		if c == nil || c.Count == 0 || c.First.IsZero() {
@@ -614,6 +615,12 @@ func (lb *laneBuilder) clients(sc scale, in *events.Incident) {
 	band(markRefused, in.RefusedConnections, "refused", "connection attempts refused while nothing listened (the clients got ECONNREFUSED)")
 	band(markDropped, in.DroppedDatagrams, "dropped", "datagrams dropped for no socket (ICMP port unreachable)")
 	for _, r := range in.Released {
+		if r.ResetUnknown != "" { // the queue may have moved to another listener
+			p := sc.time(in, r.Time)
+			lb.lane.Marks = append(lb.lane.Marks, mark(markReset, p, r.Time.Sub(in.Start).Milliseconds(), "resets not known: "+r.ResetUnknown))
+			lb.label(p, "resets not known", "mark-label")
+			continue
+		}
 		c := r.ResetConnections
 		if c == nil || c.Count == 0 {
 			continue

@@ -94,11 +94,14 @@ func TestTimelineLabelsNeverOverlap(t *testing.T) {
 	}
 	for _, span := range spans {
 		for _, gapFrac := range []float64{0, 0.001, 0.02, 0.3} {
-			for _, v := range []struct{ tw, recovers bool }{{false, true}, {true, true}, {false, false}} {
+			for _, v := range []struct{ tw, recovers, resetsUnknown bool }{{false, true, false}, {true, true, false}, {false, false, false}, {false, true, true}} {
 				gap := time.Duration(float64(span) * gapFrac)
 				in := rollingRestart(span, gap, v.tw, v.recovers)
+				if v.resetsUnknown && len(in.Released) > 0 {
+					in.Released[0].ResetConnections, in.Released[0].ResetUnknown = nil, events.ResetMigratable(3)
+				}
 				c := drawChart(in)
-				name := fmt.Sprintf("span %v gap %v time_wait %v recovers %v", span, gap, v.tw, v.recovers)
+				name := fmt.Sprintf("span %v gap %v time_wait %v recovers %v resets unknown %v", span, gap, v.tw, v.recovers, v.resetsUnknown)
 				for _, width := range []float64{minChartPX, 700, 803, 1100, 1358, 2000, maxChartPX} {
 					ls := labels(c, width)
 					for i, a := range ls {
@@ -164,6 +167,18 @@ func TestKernelLaneDrawsClientImpact(t *testing.T) {
 				t.Errorf("a count not measured is drawn: %+v", m)
 			}
 		}
+	}
+	// A queue that may have migrated (tcp_migrate_req): said, not counted.
+	in = rollingRestart(span, gap, false, true)
+	in.Released[0].ResetConnections, in.Released[0].ResetUnknown = nil, events.ResetMigratable(3)
+	found := false
+	for _, l := range drawChart(in).Lanes {
+		for _, tx := range l.Texts {
+			found = found || (l.Kind == "kernel" && tx.Text == "resets not known")
+		}
+	}
+	if !found {
+		t.Error("a release whose resets are not known: the kernel's lane does not say so")
 	}
 	// The page carries them.
 	var b strings.Builder
