@@ -1763,7 +1763,7 @@ int seed_holders(struct bpf_iter__task_file *ctx)
  * task's context; rec is the registry's record of who took the port with
  * it, if it has one.
  */
-static __always_inline int emit_released(struct holder_key *key, struct sock *sk, struct holder_rec *rec, __u32 queued)
+static __always_inline int emit_released(struct holder_key *key, struct sock *sk, struct holder_rec *rec, __u32 queued, __u8 migrate)
 {
 	struct task_struct *task = current_task();
 	struct incident_event *e = incident_reserve(BW_INCIDENT_RELEASED);
@@ -1778,6 +1778,7 @@ static __always_inline int emit_released(struct holder_key *key, struct sock *sk
 	sock_local_addr(sk, family, e->addr, &e->port);
 	e->port = key->port;
 	e->queued = queued;
+	e->may_migrate = migrate;
 	if (rec) {
 		__builtin_memcpy(&e->holder, rec, sizeof(*rec));
 		e->has_holder = 1;
@@ -1789,6 +1790,25 @@ static __always_inline int emit_released(struct holder_key *key, struct sock *sk
 	}
 	bpf_ringbuf_submit(e, 0);
 	return 0;
+}
+
+/*
+ * Whether inet_csk_listen_stop() may migrate the closing listener's queue
+ * to another listener of its SO_REUSEPORT group (5.14+) instead of
+ * resetting it. The state changes after the socket is unhashed, and the
+ * unhash (reuseport_stop_listen_sock) decided: where migration is on —
+ * net.ipv4.tcp_migrate_req in the socket's namespace, or the group's
+ * program attached as SK_REUSEPORT_SELECT_OR_MIGRATE — the socket stays
+ * in its group among the closed ones; otherwise it left the group
+ * (sk_reuseport_cb NULL, as on every kernel before 5.14). It migrates
+ * when the group still has a listener (num_socks no longer counts it);
+ * read before that, num_socks counts it, and the answer errs on "may".
+ */
+static __always_inline __u8 may_migrate(struct sock *sk)
+{
+	struct sock_reuseport *reuse = BPF_CORE_READ(sk, sk_reuseport_cb);
+
+	return reuse && BPF_CORE_READ(reuse, num_socks) > 0;
 }
 
 /*
@@ -1829,7 +1849,7 @@ int BPF_PROG(incident_sock_state, const struct sock *csk, const int oldstate, co
 	/* tcp_close() sets CLOSE before inet_csk_listen_stop() resets each
 	 * connection still in the accept queue: the backlog is what the
 	 * kernel accepted for the program and the program never served. */
-	return emit_released(&key, sk, rec, BPF_CORE_READ(sk, sk_ack_backlog));
+	return emit_released(&key, sk, rec, BPF_CORE_READ(sk, sk_ack_backlog), may_migrate(sk));
 }
 
 /*
@@ -1854,7 +1874,7 @@ static __always_inline int udp_unhashed(struct sock *sk)
 	rec = bpf_map_lookup_elem(&udp_holders, &key);
 	if (rec && rec->sk != (__u64)sk)
 		rec = NULL; /* another socket on the port: no record of who bound it */
-	return emit_released(&key, sk, rec, 0);
+	return emit_released(&key, sk, rec, 0, 0);
 }
 
 SEC("fentry/udp_lib_unhash")

@@ -292,7 +292,7 @@ struct incident_event {
 	__u8 has_holder;
 	__u16 args_len;
 	__u8 probe; /* recovered: bindwatch's own check took the port (SO_MARK), and lets go at once */
-	__u8 pad;
+	__u8 may_migrate; /* released (TCP): the kernel may move the queue to another listener of the SO_REUSEPORT group instead of resetting it */
 	__u8 addr[16];
 	char comm[BW_COMM_LEN];        /* actor's */
 	char target_comm[BW_COMM_LEN]; /* signal: the target's */

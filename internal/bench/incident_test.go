@@ -32,9 +32,16 @@ func openHooks(b *testing.B, open func() (*tracer.IncidentHooks, error)) *tracer
 	return h
 }
 
+// attachable is a set of programs a benchmark attaches and detaches per
+// round: tracer.IncidentHooks, tracer.ImpactHooks.
+type attachable interface {
+	Attach() error
+	Detach()
+}
+
 // hooked runs phase untraced and traced (the incident programs attached)
 // in alternating order, hookRounds times, and reports the ratios.
-func hooked(b *testing.B, h *tracer.IncidentHooks, n int, phase func() time.Duration) {
+func hooked(b *testing.B, h attachable, n int, phase func() time.Duration) {
 	for i := 0; i < b.N; i++ {
 		var untraced, traced []time.Duration
 		for r := 0; moreRounds(b, r, hookRounds); r++ {

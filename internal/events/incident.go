@@ -79,8 +79,22 @@ type Released struct {
 	// the connections the kernel had accepted into the listener's queue
 	// and the program never accepted: the kernel reset them at the close
 	// (their clients got ECONNRESET). Absent where not measured (a poll's
-	// release, UDP).
+	// release, UDP), or not known: ResetUnknown says why.
 	ResetConnections *ImpactCount `json:"reset_connections,omitempty"`
+	// ResetUnknown (a TCP listener's close, seen by the kernel) says why
+	// ResetConnections is absent although the queue was read: the kernel
+	// may have moved the connections to another listener of the socket's
+	// SO_REUSEPORT group instead of resetting them (net.ipv4.tcp_migrate_req,
+	// or a migrating reuseport program, 5.14+).
+	ResetUnknown string `json:"reset_connections_unknown,omitempty"`
+}
+
+// ResetMigratable is ResetUnknown for a listener that closed with queued
+// connections in its accept queue while the kernel could migrate them.
+func ResetMigratable(queued uint64) string {
+	return fmt.Sprintf("%d connection%s in the listener's queue as it closed; the kernel may have moved them to another listener of its SO_REUSEPORT group "+
+		"(net.ipv4.tcp_migrate_req is 1 in its network namespace, or the group's program migrates) instead of resetting them — unless that listener's queue was full — so how many were reset is not known",
+		queued, Plural(queued))
 }
 
 // Signal is a signal sent to a process that holds a port with an open
@@ -374,6 +388,10 @@ type Incident struct {
 	// ResetConnections sums the released records' (the first and the
 	// last of them); absent when none measured it.
 	ResetConnections *ImpactCount `json:"reset_connections,omitempty"`
+	// ResetUnknown is the first released record's of those whose resets
+	// are not known (the queue may have migrated): ResetConnections then
+	// counts only the others.
+	ResetUnknown string `json:"reset_connections_unknown,omitempty"`
 	// OutageMS is ContentionMS, under its first name.
 	OutageMS int64             `json:"outage_ms"`
 	Attempts uint64            `json:"attempts"`
@@ -492,6 +510,9 @@ func releasedText(r *Released) string {
 	}
 	if c := r.ResetConnections; c != nil && c.Count > 0 {
 		fmt.Fprintf(&b, "; %d connection%s in its queue reset", c.Count, Plural(c.Count))
+	}
+	if r.ResetUnknown != "" {
+		b.WriteString("; resets not known: " + r.ResetUnknown)
 	}
 	b.WriteString(sourceText(r.Source, r.PrecisionMS))
 	return b.String()

@@ -169,6 +169,9 @@ func (b *Builder) Add(rec events.Record) {
 			if c := r.ResetConnections; c != nil {
 				in.ResetConnections = addImpact(in.ResetConnections, c)
 			}
+			if r.ResetUnknown != "" && in.ResetUnknown == "" {
+				in.ResetUnknown = r.ResetUnknown
+			}
 			if len(in.Released) >= MaxReleased {
 				in.ReleasedOmitted++
 				return

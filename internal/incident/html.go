@@ -576,7 +576,62 @@ func kernelLane(sc scale, in *events.Incident, release *events.Released) *laneBu
 		lb.lane.Marks = append(lb.lane.Marks, mark(events.MarkRecovered, freeTo, r.Time.Sub(in.Start).Milliseconds(), recoveredLineOf(in)))
 		lb.label(freeTo, "held again", "bar-label")
 	}
+	lb.clients(sc, in)
 	return lb
+}
+
+// Kinds of the client impact's marks on the kernel's lane.
+const (
+	markRefused = "refused" // connection attempts refused: a band from the first to the last
+	markDropped = "dropped" // datagrams dropped for no socket: likewise
+	markReset   = "reset"   // connections in a closing listener's queue reset: at its release
+)
+
+// clients draws on the kernel's lane what clients met, as the kernel
+// counted it: the connection attempts it refused (or the datagrams it
+// dropped) while nothing listened, a band from the first to the last
+// labelled "37 refused"; and the connections reset in the old listener's
+// queue at each release, labelled "3 reset" there ("resets not known"
+// where the queue may have migrated). Nothing is drawn for a count of 0
+// or one not measured (the clients line says which).
+func (lb *laneBuilder) clients(sc scale, in *events.Incident) {
+	band := func(kind string, c *events.ImpactCount, word, hover string) {
+		if c == nil || c.Count == 0 || c.First.IsZero() {
+			return
+		}
+		last := c.Last
+		if last.Before(c.First) {
+			last = c.First
+		}
+		p0, p1 := sc.time(in, c.First), sc.time(in, last)
+		m := svgMark{Kind: kind, X: p0.X(), W: pct(p1.pct - p0.pct), AtMS: c.First.Sub(in.Start).Milliseconds(), Count: c.Count,
+			First: fmt.Sprint(c.First.Sub(in.Start).Milliseconds()), Last: fmt.Sprint(last.Sub(in.Start).Milliseconds()),
+			Title: fmt.Sprintf("%d %s, the first at %s, the last at %s", c.Count, hover, Offset(c.First.Sub(in.Start).Milliseconds()), Offset(last.Sub(in.Start).Milliseconds()))}
+		lb.lane.Marks = append(lb.lane.Marks, m)
+		text := fmt.Sprintf("%d %s", c.Count, word)
+		at, anchor, w := centeredAt(pos{pct: (p0.pct + p1.pct) / 2}, text, labelPX)
+		lb.labels = append(lb.labels, pendingLabel{at: at, anchor: anchor, text: text, class: "mark-label", b: box{parts: [][2]pos{textBox(at, anchor, w)}}})
+	}
+	band(markRefused, in.RefusedConnections, "refused", "connection attempts refused while nothing listened (the clients got ECONNREFUSED)")
+	band(markDropped, in.DroppedDatagrams, "dropped", "datagrams dropped for no socket (ICMP port unreachable)")
+	for _, r := range in.Released {
+		if r.ResetUnknown != "" { // the queue may have moved to another listener
+			p := sc.time(in, r.Time)
+			lb.lane.Marks = append(lb.lane.Marks, mark(markReset, p, r.Time.Sub(in.Start).Milliseconds(), "resets not known: "+r.ResetUnknown))
+			lb.label(p, "resets not known", "mark-label")
+			continue
+		}
+		c := r.ResetConnections
+		if c == nil || c.Count == 0 {
+			continue
+		}
+		p := sc.time(in, r.Time)
+		m := mark(markReset, p, r.Time.Sub(in.Start).Milliseconds(),
+			fmt.Sprintf("%d connection%s in the old listener's queue reset at release (the clients got ECONNRESET)", c.Count, events.Plural(c.Count)))
+		m.Count = c.Count
+		lb.lane.Marks = append(lb.lane.Marks, m)
+		lb.label(p, fmt.Sprintf("%d reset", c.Count), "mark-label")
+	}
 }
 
 // spanBuilder is the durations lane: a bracket per duration, packed in
@@ -807,6 +862,8 @@ svg text.tick { font-size: 11px; fill: #5b6475; }
 .mark.port_free line { stroke: #5b6475; stroke-width: 1.5; stroke-dasharray: 2 2; }
 .mark.abandoned path, .mark.end path { stroke: #5b6475; stroke-width: 2.5; fill: none; }
 .mark.recovered path, .mark.took path { fill: #1e8e3e; }
+.mark.refused rect, .mark.dropped rect { fill: #7a1f16; fill-opacity: .55; } .mark.refused line, .mark.dropped line { stroke: #7a1f16; stroke-width: 1.5; }
+.mark.reset path { fill: #7a1f16; } .mark.reset line { stroke: #7a1f16; stroke-width: 1.5; stroke-dasharray: 3 2; }
 .span line { stroke-width: 2; }
 .span.contention line { stroke: #7a1f16; } .span.drain line { stroke: #b07800; } .span.unserved line { stroke: #d33a2c; }
 .axis line { stroke: #9aa3b2; }
@@ -847,6 +904,8 @@ ol.events .at { display: inline-block; min-width: 6em; color: #5b6475; }
 <li><svg class="mark signal" width="16" height="14" aria-hidden="true"><path d="M8 13 L15 1 L1 1 Z"></path></svg>signal to the holder, and its sender</li>
 <li><svg class="mark released" width="8" height="16" aria-hidden="true"><line x1="4" x2="4" y1="0" y2="16"></line></svg>holder let go</li>
 <li><svg class="mark recovered" width="16" height="16" aria-hidden="true"><path d="M8 0 L16 8 L8 16 L0 8 Z"></path></svg>recovered: the port taken</li>
+<li><svg class="mark refused" width="28" height="12" aria-hidden="true"><rect x="1" y="3" width="26" height="5"></rect><line x1="1" x2="1" y1="1" y2="10"></line><line x1="27" x2="27" y1="1" y2="10"></line></svg>clients refused (or datagrams dropped) while nothing listened: first to last, counted by the kernel</li>
+<li><svg class="mark reset" width="12" height="16" aria-hidden="true"><path d="M6 7 L11 1 L1 1 Z"></path><line x1="6" x2="6" y1="7" y2="16"></line></svg>connections in the old listener's queue reset at its release</li>
 <li><svg class="span contention" width="28" height="10" aria-hidden="true"><line x1="1" x2="27" y1="5" y2="5"></line><line x1="1" x2="1" y1="0" y2="10"></line><line x1="27" x2="27" y1="0" y2="10"></line></svg>contention: first failure to recovery</li>
 <li><svg class="span drain" width="28" height="10" aria-hidden="true"><line x1="1" x2="27" y1="5" y2="5"></line><line x1="1" x2="1" y1="0" y2="10"></line><line x1="27" x2="27" y1="0" y2="10"></line></svg>drain: signal to release</li>
 <li><svg class="span unserved" width="28" height="10" aria-hidden="true"><line x1="1" x2="27" y1="5" y2="5"></line><line x1="1" x2="1" y1="0" y2="10"></line><line x1="27" x2="27" y1="0" y2="10"></line></svg>outage: release to recovery (nothing listened)</li>
@@ -866,6 +925,8 @@ ol.events .at { display: inline-block; min-width: 6em; color: #5b6475; }
 {{else if eq .Kind "released"}}<line x1="0" x2="0" y1="-3" y2="25"></line>
 {{else if eq .Kind "port_free"}}<line x1="0" x2="0" y1="0" y2="22"></line>
 {{else if or (eq .Kind "abandoned") (eq .Kind "end")}}<path d="M-5 6 L5 16 M5 6 L-5 16"></path>
+{{else if or (eq .Kind "refused") (eq .Kind "dropped")}}<rect x="0" y="15" width="100%" height="5"></rect><line x1="0" x2="0" y1="11" y2="22"></line><line x1="100%" x2="100%" y1="11" y2="22"></line>
+{{else if eq .Kind "reset"}}<path d="M0 7 L5 0 L-5 0 Z"></path><line x1="0" x2="0" y1="7" y2="22"></line>
 {{else}}<path d="M0 3 L8 11 L0 19 L-8 11 Z"></path>
 {{end}}</svg>
 {{end}}{{range .Texts}}<text class="{{.Class}}" x="{{.X}}" dx="{{.DX}}" y="{{.Y}}" text-anchor="{{.Anchor}}">{{.Text}}</text>

@@ -73,6 +73,9 @@ func releasedLine(r *events.Released) string {
 	if c := r.ResetConnections; c != nil && c.Count > 0 {
 		s += fmt.Sprintf("; %d connection%s in its queue reset", c.Count, events.Plural(c.Count))
 	}
+	if r.ResetUnknown != "" {
+		s += "; resets not known: " + r.ResetUnknown
+	}
 	if r.Source == events.SourcePoll {
 		s += fmt.Sprintf(" (seen by poll, within %dms)", r.PrecisionMS)
 	}
@@ -299,6 +302,12 @@ func clientsLine(in *events.Incident) string {
 			t += "; "
 		}
 		t += fmt.Sprintf("%d connection%s in the old listener's queue reset at release", r.Count, events.Plural(r.Count))
+	}
+	if in.ResetUnknown != "" {
+		if t != "" {
+			t += "; "
+		}
+		t += "connections reset at release not known: " + in.ResetUnknown
 	}
 	if t != "" {
 		return "clients: " + t

@@ -446,6 +446,8 @@ func init() {
 		"sendto":     {3, jobSendto},
 		"autobind":   {1, func(args []string) error { return exhaustAutobind() }},
 		"serve":      {5, jobServe},
+		"serveq":     {4, jobServeQueue},
+		"hammer":     {4, jobHammer},
 		"retry":      {6, jobRetry},
 		"orphan":     {4, jobOrphan},
 		"subreaper":  {2, jobSubreaper},

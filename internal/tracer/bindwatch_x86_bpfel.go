@@ -201,7 +201,7 @@ type BindwatchIncidentEvent struct {
 	HasHolder  uint8
 	ArgsLen    uint16
 	Probe      uint8
-	Pad        uint8
+	MayMigrate uint8
 	Addr       [16]uint8
 	Comm       [16]int8
 	TargetComm [16]int8

@@ -276,9 +276,14 @@ func decodeIncident(ev *BindwatchIncidentEvent, clock bootClock) events.Record {
 		if proto == "udp" {
 			r.State = "UNCONN"
 		} else {
-			r.ResetConnections = &events.ImpactCount{Count: uint64(ev.Queued)}
-			if ev.Queued > 0 {
-				r.ResetConnections.First, r.ResetConnections.Last = at, at
+			switch {
+			case ev.Queued > 0 && ev.MayMigrate != 0:
+				// Moved to another listener of the group, or reset: not known.
+				r.ResetUnknown = events.ResetMigratable(uint64(ev.Queued))
+			case ev.Queued > 0:
+				r.ResetConnections = &events.ImpactCount{Count: uint64(ev.Queued), First: at, Last: at}
+			default:
+				r.ResetConnections = &events.ImpactCount{}
 			}
 		}
 		if ev.Exiting != 0 {
