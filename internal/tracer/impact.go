@@ -77,7 +77,7 @@ func (t *Tracer) Impact(k PortKey) (ImpactCount, error) {
 	if !ok {
 		return ImpactCount{}, fmt.Errorf("impact of port %d/%s: not a TCP or UDP port", k.Port, k.Proto)
 	}
-	var c BindwatchImpactCount
+	var c bindwatchImpactCount
 	if err := t.maps.IncidentImpact.Lookup(hk, &c); err != nil {
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
 			return ImpactCount{}, nil

@@ -42,8 +42,8 @@ type PortKey struct {
 	Port  uint16
 }
 
-func (k PortKey) kernel() (BindwatchHolderKey, bool) {
-	hk := BindwatchHolderKey{Netns: k.Netns, Port: k.Port}
+func (k PortKey) kernel() (bindwatchHolderKey, bool) {
+	hk := bindwatchHolderKey{Netns: k.Netns, Port: k.Port}
 	switch k.Proto {
 	case "tcp", "mptcp":
 		hk.Proto = syscall.IPPROTO_TCP
@@ -199,7 +199,7 @@ func (t *Tracer) UnwatchPort(k PortKey, pids []int) error {
 	t.maps.IncidentPorts.Delete(hk)
 	t.maps.IncidentImpact.Delete(hk)
 	for _, pid := range pids {
-		var have BindwatchHolderKey
+		var have bindwatchHolderKey
 		if t.maps.IncidentHolders.Lookup(uint32(pid), &have) == nil && have == hk {
 			t.maps.IncidentHolders.Delete(uint32(pid))
 		}
@@ -249,15 +249,15 @@ func (t *Tracer) WaitIncident(until time.Time) (any, error) {
 		}
 		return nil, fmt.Errorf("read incident ring buffer: %w", err)
 	}
-	var ev BindwatchIncidentEvent
+	var ev bindwatchIncidentEvent
 	if len(rec.RawSample) < int(unsafe.Sizeof(ev)) {
 		return nil, fmt.Errorf("short incident record: %d bytes, want %d (hint: the BPF object and the binary disagree; run make generate)", len(rec.RawSample), unsafe.Sizeof(ev))
 	}
-	ev = *(*BindwatchIncidentEvent)(unsafe.Pointer(&rec.RawSample[0]))
+	ev = *(*bindwatchIncidentEvent)(unsafe.Pointer(&rec.RawSample[0]))
 	return decodeIncident(&ev, t.Time), nil
 }
 
-func decodeIncident(ev *BindwatchIncidentEvent, clock bootClock) any {
+func decodeIncident(ev *bindwatchIncidentEvent, clock bootClock) any {
 	at := clock(ev.TsNs)
 	proto := protoName(uint16(ev.Proto))
 	actor := events.Process{
@@ -266,8 +266,8 @@ func decodeIncident(ev *BindwatchIncidentEvent, clock bootClock) any {
 		Cmdline:   host.SplitArgs(int8Bytes(ev.Args[:min(int(ev.ArgsLen), len(ev.Args))])),
 		StartTime: clock(ev.StartNs),
 	}
-	switch BindwatchBwIncidentKind(ev.Kind) {
-	case BindwatchBwIncidentKindBW_INCIDENT_RELEASED:
+	switch bindwatchBwIncidentKind(ev.Kind) {
+	case bindwatchBwIncidentKindBW_INCIDENT_RELEASED:
 		r := &events.Released{
 			Type: events.TypeReleased, Version: events.Version, Time: at, Source: events.SourceKernel,
 			Proto: proto, Netns: ev.Netns, Addr: formatAddr(ev.Family, ev.Addr), Port: ev.Port,
@@ -303,13 +303,13 @@ func decodeIncident(ev *BindwatchIncidentEvent, clock bootClock) any {
 			}
 		}
 		return r
-	case BindwatchBwIncidentKindBW_INCIDENT_SIGNAL:
+	case bindwatchBwIncidentKindBW_INCIDENT_SIGNAL:
 		return &events.Signal{
 			Type: events.TypeSignal, Version: events.Version, Time: at, Signal: signalName(int(ev.Sig)),
 			Sender: actor, Target: events.Process{PID: int(ev.Target), Comm: cString(ev.TargetComm[:])},
 			Result: signalResult(ev.Result), Proto: proto, Netns: ev.Netns, Port: ev.Port,
 		}
-	case BindwatchBwIncidentKindBW_INCIDENT_SHARED:
+	case bindwatchBwIncidentKindBW_INCIDENT_SHARED:
 		h := &ev.Holder
 		r := &events.PortShared{
 			Type: events.TypePortShared, Version: events.Version, Time: at, Source: events.SourceKernel,
@@ -379,7 +379,7 @@ func OpenIncidentHooks() (*IncidentHooks, error) {
 	if err := preflight(); err != nil {
 		return nil, err
 	}
-	spec, err := LoadBindwatch()
+	spec, err := loadBindwatch()
 	if err != nil {
 		return nil, fmt.Errorf("parse embedded BPF object: %w", err)
 	}
@@ -400,7 +400,7 @@ func OpenIncidentHooks() (*IncidentHooks, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load incident programs: %w", err)
 	}
-	if err := coll.Maps[BindwatchMapIncidentCount].Put(uint32(0), uint32(1)); err != nil {
+	if err := coll.Maps[bindwatchMapIncidentCount].Put(uint32(0), uint32(1)); err != nil {
 		coll.Close()
 		return nil, err
 	}

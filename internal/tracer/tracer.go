@@ -23,7 +23,7 @@ import (
 // Tracer is attached BPF programs and the ring buffer they report into.
 type Tracer struct {
 	coll   *ebpf.Collection
-	maps   BindwatchMaps
+	maps   bindwatchMaps
 	links  []link.Link
 	reader *ringbuf.Reader
 	// incidents reads the incident records; watched are the ports the
@@ -121,7 +121,7 @@ func openBackend(cfg Config, b Backend) (*Tracer, error) {
 	if err := b.Check(); err != nil {
 		return nil, err
 	}
-	spec, err := LoadBindwatch()
+	spec, err := loadBindwatch()
 	if err != nil {
 		return nil, fmt.Errorf("parse embedded BPF object: %w (hint: run make generate)", err)
 	}
@@ -403,7 +403,7 @@ var ErrFlushed = ringbuf.ErrFlushed
 
 // Read blocks until the kernel reports a failure, and decodes it into rec.
 func (t *Tracer) Read(rec *Record) error {
-	var ev BindwatchEvent
+	var ev bindwatchEvent
 	if err := t.readEvent(&ev); err != nil {
 		return err
 	}
@@ -412,7 +412,7 @@ func (t *Tracer) Read(rec *Record) error {
 }
 
 // readEvent reads the next kernel event as the kernel wrote it.
-func (t *Tracer) readEvent(ev *BindwatchEvent) error {
+func (t *Tracer) readEvent(ev *bindwatchEvent) error {
 	var rec ringbuf.Record
 	if err := t.reader.ReadInto(&rec); err != nil {
 		return err
@@ -422,7 +422,7 @@ func (t *Tracer) readEvent(ev *BindwatchEvent) error {
 	}
 	// The record is a struct event written by the kernel on this machine,
 	// so it is in host layout already.
-	*ev = *(*BindwatchEvent)(unsafe.Pointer(&rec.RawSample[0]))
+	*ev = *(*bindwatchEvent)(unsafe.Pointer(&rec.RawSample[0]))
 	return nil
 }
 
@@ -444,7 +444,7 @@ type Stats struct {
 
 // Stats sums the per-CPU counters.
 func (t *Tracer) Stats() (Stats, error) {
-	var per []BindwatchStats
+	var per []bindwatchStats
 	if err := t.maps.SessionStats.Lookup(uint32(0), &per); err != nil {
 		return Stats{}, fmt.Errorf("read kernel counters: %w", err)
 	}
@@ -465,7 +465,7 @@ func (t *Tracer) Unread() uint64 {
 
 // recordSize is a failure record's size in the ring buffer: the event and
 // the kernel's 8-byte header, rounded up to 8 bytes (BPF_RINGBUF_HDR_SZ).
-const recordSize = (8 + uint64(unsafe.Sizeof(BindwatchEvent{})) + 7) &^ 7
+const recordSize = (8 + uint64(unsafe.Sizeof(bindwatchEvent{})) + 7) &^ 7
 
 // Detach stops counting at once — the counters, the fold table and the
 // ring buffer hold still from its return on, and stay readable until Close
@@ -476,7 +476,7 @@ func (t *Tracer) Detach() {
 	if t.detached != nil {
 		return
 	}
-	t.coll.Variables[BindwatchVarPaused].Set(uint8(1))
+	t.coll.Variables[bindwatchVarPaused].Set(uint8(1))
 	t.hooksMu.Lock()
 	links, done := append(t.links, t.incidentHooks...), make(chan struct{})
 	t.links, t.incidentHooks, t.detached = nil, nil, done
