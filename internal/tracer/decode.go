@@ -38,18 +38,12 @@ const ioUringHook = "tp_btf/io_uring_complete"
 
 // hookName is the hook as "KIND/NAME": "fexit/inet_bind",
 // "kretprobe/inet_listen", "tracepoint/syscalls/sys_exit_bind".
-func hookName(backend string, hook uint8) string {
+func hookName(b Backend, hook uint8) string {
 	name := hookNames[bindwatchBwHook(hook)]
 	if name == ioUringHook {
 		return name
 	}
-	switch backend {
-	case "fentry":
-		return "fexit/" + name
-	case "kprobe":
-		return "kretprobe/" + name
-	}
-	return name
+	return b.hookKind() + name
 }
 
 var syscallNames = map[bindwatchBwSyscall]string{
@@ -107,7 +101,7 @@ type Record struct {
 }
 
 // decode turns the kernel's event into a Record.
-func decode(ev *bindwatchEvent, backend string, clock bootClock) Record {
+func decode(ev *bindwatchEvent, backend Backend, clock bootClock) Record {
 	return Record{Failure: fromKernel(ev, backend, clock)}
 }
 
@@ -117,13 +111,13 @@ type bootClock func(bootNS uint64) time.Time
 // fromKernel decodes a kernel failure record. Everything it sets was
 // captured in the kernel at the moment of failure; what only /proc or
 // sock_diag can add is left for resolve (and the host name for the caller).
-func fromKernel(ev *bindwatchEvent, backend string, clock bootClock) events.Failure {
+func fromKernel(ev *bindwatchEvent, backend Backend, clock bootClock) events.Failure {
 	err := syscall.Errno(ev.Err)
 	f := events.Failure{
 		Type:      events.TypeFailure,
 		Version:   events.Version,
 		Time:      clock(ev.TsNs),
-		Backend:   backend,
+		Backend:   backend.Name(),
 		Hook:      hookName(backend, ev.Hook),
 		Syscall:   syscallName(ev.Syscall),
 		Errno:     events.ErrnoName(err),

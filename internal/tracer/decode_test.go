@@ -38,7 +38,7 @@ func kernelEvent() bindwatchEvent {
 
 func TestFromKernel(t *testing.T) {
 	ev := kernelEvent()
-	f := fromKernel(&ev, "fentry", testClock)
+	f := fromKernel(&ev, fentryBackend{}, testClock)
 	if f.Type != events.TypeFailure || f.Version != events.Version || f.Backend != "fentry" {
 		t.Errorf("envelope %+v", f)
 	}
@@ -73,7 +73,7 @@ func TestFromKernelRecordedHolder(t *testing.T) {
 	ev.Holder = bindwatchHolderRec{Inode: 99, Tgid: 17, Ppid: 1, Uid: 33, Family: syscall.AF_INET, Port: 8080, BoundNs: uint64(time.Second)}
 	copy(ev.Holder.Addr[:], []byte{10, 0, 0, 1})
 	ev.Holder.Comm[0] = 'x'
-	f := fromKernel(&ev, "tracepoint", testClock)
+	f := fromKernel(&ev, tracepointBackend{}, testClock)
 	if len(f.Holders) != 1 {
 		t.Fatalf("holders = %+v", f.Holders)
 	}
@@ -85,7 +85,7 @@ func TestFromKernelRecordedHolder(t *testing.T) {
 		t.Errorf("since = %v", h.Since)
 	}
 	ev.Holder.BoundNs = 0 // seeded at start: listen time unknown
-	if f := fromKernel(&ev, "tracepoint", testClock); !f.Holders[0].Since.IsZero() {
+	if f := fromKernel(&ev, tracepointBackend{}, testClock); !f.Holders[0].Since.IsZero() {
 		t.Errorf("seeded holder has since %v, want none", f.Holders[0].Since)
 	}
 }

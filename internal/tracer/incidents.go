@@ -60,17 +60,14 @@ func (k PortKey) kernel() (bindwatchHolderKey, bool) {
 // release (the tracepoint backend has no such hook, and polls).
 const udpUnhash = "udp_lib_unhash"
 
-// incidentPrograms names the incident programs the backend loads.
-func incidentPrograms(backend string) []string {
+// incidentPrograms names the incident programs backend b loads.
+func incidentPrograms(b Backend) []string {
 	var p []string
 	for _, tp := range incidentTracepoints {
 		p = append(p, tp.prog)
 	}
-	switch backend {
-	case "fentry":
-		p = append(p, "fentry_"+udpUnhash)
-	case "kprobe":
-		p = append(p, "kprobe_"+udpUnhash)
+	if release := b.udpReleaseProgram(); release != "" {
+		p = append(p, release)
 	}
 	return p
 }
@@ -86,15 +83,10 @@ func (t *Tracer) attachIncidents(coll *ebpf.Collection) ([]link.Link, error) {
 		return nil, err
 	}
 	closeLinks(hooks)
-	var l link.Link
-	switch t.backend {
-	case "fentry":
-		l, err = link.AttachTracing(link.TracingOptions{Program: coll.Programs["fentry_"+udpUnhash]})
-	case "kprobe":
-		l, err = link.Kprobe(udpUnhash, coll.Programs["kprobe_"+udpUnhash], nil)
-	default:
+	if t.backend.udpReleaseProgram() == "" {
 		return nil, nil
 	}
+	l, err := t.backend.attachUDPRelease(coll)
 	if err != nil {
 		return nil, nil
 	}

@@ -36,7 +36,7 @@ type Tracer struct {
 	// impactSource: the hook counting refused connections and dropped
 	// datagrams at watched ports ("" when this kernel has none).
 	impactSource string
-	backend      string
+	backend      Backend
 	skipped      map[string]string
 	// foldGen is the fold table generation the programs write (fold_gen).
 	foldGen uint32
@@ -138,7 +138,7 @@ func openBackend(cfg Config, b Backend) (*Tracer, error) {
 		keep[seedProgram] = true
 		keep[lineageProgram] = true
 	}
-	for _, p := range incidentPrograms(b.Name()) {
+	for _, p := range incidentPrograms(b) {
 		keep[p] = true
 	}
 	impact := impactSource()
@@ -171,7 +171,7 @@ func openBackend(cfg Config, b Backend) (*Tracer, error) {
 	if err != nil {
 		return nil, loadError(err, cfg.Debug)
 	}
-	t := &Tracer{coll: coll, backend: b.Name(), watched: map[PortKey]bool{}, noHolders: cfg.NoHolders, impactSource: impact, HooksLinger: DefaultHooksLinger, fold: cfg.Fold}
+	t := &Tracer{coll: coll, backend: b, watched: map[PortKey]bool{}, noHolders: cfg.NoHolders, impactSource: impact, HooksLinger: DefaultHooksLinger, fold: cfg.Fold}
 	if err := coll.Assign(&t.maps); err != nil {
 		t.Close()
 		return nil, fmt.Errorf("BPF object lacks a map: %w (hint: run make generate)", err)
@@ -321,7 +321,7 @@ func preflight() error {
 }
 
 // Backend names the attached backend.
-func (t *Tracer) Backend() string { return t.backend }
+func (t *Tracer) Backend() string { return t.backend.Name() }
 
 // Skipped says why each better backend was not used (auto only).
 func (t *Tracer) Skipped() map[string]string { return t.skipped }
