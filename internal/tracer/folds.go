@@ -13,7 +13,7 @@ import (
 )
 
 // FoldEntries is how many keys each generation of the fold table holds
-// (BW_FOLD_ENTRIES in bpf/bindwatch.bpf.c).
+// (BW_FOLD_ENTRIES in bpf/bindwatch/folds.h).
 func (t *Tracer) FoldEntries() int { return int(t.maps.Folds0.MaxEntries()) }
 
 // HarvestFolds empties the fold table generation the programs stopped

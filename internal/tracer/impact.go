@@ -10,7 +10,7 @@ import (
 )
 
 // impactProgram counts, in the kernel, the SYNs and datagrams dropped for
-// no socket at a port with an open incident (bpf/bindwatch.bpf.c,
+// no socket at a port with an open incident (bpf/bindwatch/impact.h,
 // "client impact"). It reads skb:kfree_skb's drop reason, which the
 // tracepoint carries from 5.17 on; on older kernels it is not loaded and
 // refused connections are not measured.
