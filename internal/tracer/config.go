@@ -54,7 +54,10 @@ type Config struct {
 // ProbeMark is the SO_MARK of bindwatch's own test binds, whose failures
 // the tracer does not report: host.ProbeMark, which every prober sets
 // (host.MarkProbe), is this value.
-const ProbeMark = int(bindwatchBwMarkBW_PROBE_MARK)
+const ProbeMark = int(probeMark)
+
+// probeMark is BW_PROBE_MARK of bpf/bindwatch.h.
+const probeMark = bindwatchBwMarkBW_PROBE_MARK
 
 // MaxRingSize caps the ring buffer: it is kernel memory, pinned for as
 // long as tracing runs, and the kernel's own limit is far above what any
