@@ -98,7 +98,7 @@ struct holder_rec {
 
 /*
  * How a process that took a port (or its parent at that moment) ended, as
- * lineage_exit() saw it: see the lineage map in bindwatch.bpf.c.
+ * lineage_exit() saw it: see the lineage map in bindwatch/holders.h.
  */
 struct lineage_val {
 	__u64 start_ns;  /* the process's start, CLOCK_BOOTTIME: a reused pid is another process */
@@ -133,7 +133,7 @@ struct fold_key {
 
 /*
  * A fold: failures of one key counted in one generation of the fold table
- * (see the folds maps in bindwatch.bpf.c). It names who failed, so the
+ * (see the folds maps in bindwatch/folds.h). It names who failed, so the
  * repeats record needs nothing else — not even the key's event, which user
  * space may not have read yet.
  */

@@ -16,7 +16,7 @@ import (
 // and lets its launcher exit with status 0 at once; every systemd
 // service's main process has parent 1. What tells a leftover is how the
 // instance the socket belonged to ended, as the kernel saw it (the lineage
-// map in bpf/bindwatch.bpf.c): killed by a signal, failed with a non-zero
+// map in bpf/bindwatch/holders.h): killed by a signal, failed with a non-zero
 // status, or exited long after it forked the holder. Without that evidence
 // a holder is the running instance.
 

@@ -8,7 +8,7 @@ import "golang.org/x/sys/unix"
 // (internal/tracer's tests check it). Only a process with CAP_NET_ADMIN or
 // CAP_NET_RAW can set it, and the tracer honours it only in network
 // namespaces of the initial user namespace (is_probe in
-// bpf/bindwatch.bpf.c), so no unprivileged user can hide a failure with it.
+// bpf/bindwatch/common.h), so no unprivileged user can hide a failure with it.
 const ProbeMark = 0x62776174 // "bwat"
 
 // MarkProbe marks fd as one of bindwatch's own test binds. Without

@@ -1,5 +1,7 @@
-// Package iterload loads BPF iterator programs (iter/task, iter/tcp…)
-// against only the kernel types they read.
+// Package iterload owns bindwatch's BPF iterators (bpf/iters.bpf.c: the
+// owners of sockets, the flags of TIME_WAIT sockets) and loads them against
+// only the kernel types they read. LoadIterators is all resolve calls; the
+// generated types stay in this package.
 //
 // cilium/ebpf finds an iterator's attach point, its kfuncs and its CO-RE
 // targets in the kernel's BTF by decoding the whole of it: indexing its
@@ -14,13 +16,13 @@
 //
 // Load covers what bindwatch's iterators use: CO-RE field and type-ID
 // relocations, kfunc calls into vmlinux, maps. Anything else is an error,
-// and the caller loads the usual way.
+// and LoadIterators loads them the usual way.
 //
-// BINDWATCH_ITERLOAD=0 in the environment makes resolve skip this package
+// BINDWATCH_ITERLOAD=0 in the environment makes LoadIterators skip Load
 // and load the iterators through cilium/ebpf: a way round a kernel whose
-// BTF this package misreads, without a new build (resolve's
-// TestIterloadSwitch shows that path taken). The BTF reader is fuzzed
-// (FuzzKernelBTF; make fuzz, run by make test).
+// BTF this package misreads, without a new build (TestIterloadSwitch shows
+// that path taken). The BTF reader is fuzzed (FuzzKernelBTF; make fuzz,
+// run by make test).
 package iterload
 
 import (

@@ -1,4 +1,4 @@
-package iterload_test
+package iterload
 
 import (
 	"errors"
@@ -6,15 +6,13 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/bindwatch/bindwatch/internal/iterload"
-	"github.com/bindwatch/bindwatch/internal/resolve"
 	"github.com/bindwatch/bindwatch/internal/testenv"
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/rlimit"
 )
 
-// TestSameProgramsAsCilium loads resolve's iterators both ways — iterload
+// TestSameProgramsAsCilium loads the iterators both ways — iterload
 // against the few kernel types they read, cilium/ebpf against the whole
 // kernel BTF — and compares the kernel's tags of the loaded programs: the
 // tag hashes the instructions the kernel was given, so equal tags mean the
@@ -22,16 +20,16 @@ import (
 // this kernel lacks must be refused by both.
 func TestSameProgramsAsCilium(t *testing.T) {
 	testenv.RequireRoot(t)
-	// Before 5.11 maps count against RLIMIT_MEMLOCK (resolve raises it too).
+	// Before 5.11 maps count against RLIMIT_MEMLOCK (LoadIterators raises it too).
 	if err := rlimit.RemoveMemlock(); err != nil {
 		t.Fatal(err)
 	}
 	spec, k := itersAndKernel(t)
 	loaded := 0
-	for _, owner := range []string{resolve.ItersProgSocketOwners, resolve.ItersProgSocketOwnersPerFile} {
-		names := []string{owner, resolve.ItersProgTimewaitSockets}
-		fast, err := iterload.Load(k, spec, names)
-		if errors.Is(err, iterload.ErrNotInKernel) {
+	for _, owner := range []string{SocketOwners, SocketOwnersPerFile} {
+		names := []string{owner, itersProgTimewaitSockets}
+		fast, err := Load(k, spec, names)
+		if errors.Is(err, ErrNotInKernel) {
 			t.Logf("%s: %v", owner, err)
 			if slow, err := loadWithCilium(spec, names); !errors.Is(err, ebpf.ErrNotSupported) {
 				if slow != nil {
@@ -93,25 +91,25 @@ func tag(t *testing.T, p *ebpf.Program) string {
 func TestRefusesWhatItDoesNotHandle(t *testing.T) {
 	spec, k := itersAndKernel(t)
 	spec = spec.Copy()
-	spec.Programs[resolve.ItersProgTimewaitSockets].AttachType = ebpf.AttachTraceFEntry
-	if coll, err := iterload.Load(k, spec, []string{resolve.ItersProgTimewaitSockets}); err == nil {
+	spec.Programs[itersProgTimewaitSockets].AttachType = ebpf.AttachTraceFEntry
+	if coll, err := Load(k, spec, []string{itersProgTimewaitSockets}); err == nil {
 		coll.Close()
 		t.Fatal("loaded an fentry program as an iterator")
 	}
-	if _, err := iterload.Load(k, spec, []string{"no_such_program"}); err == nil {
+	if _, err := Load(k, spec, []string{"no_such_program"}); err == nil {
 		t.Fatal("loaded a program that is not in the collection")
 	}
 }
 
-// itersAndKernel returns resolve's iterator programs and the running
+// itersAndKernel returns the iterator programs (bpf/iters.bpf.c) and the running
 // kernel's BTF, closed when the test ends.
-func itersAndKernel(t *testing.T) (*ebpf.CollectionSpec, *iterload.Kernel) {
+func itersAndKernel(t *testing.T) (*ebpf.CollectionSpec, *Kernel) {
 	t.Helper()
-	spec, err := resolve.LoadIters()
+	spec, err := loadIters()
 	if err != nil {
 		t.Fatal(err)
 	}
-	k, err := iterload.OpenKernel()
+	k, err := OpenKernel()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,10 +118,10 @@ func itersAndKernel(t *testing.T) (*ebpf.CollectionSpec, *iterload.Kernel) {
 }
 
 // TestDescribe pins what describe reads from cilium/ebpf's String() of a
-// CO-RE relocation: for every relocation of resolve's iterators, a kind
+// CO-RE relocation: for every relocation of the iterators, a kind
 // Load handles and the local type, a named struct or union.
 func TestDescribe(t *testing.T) {
-	spec, err := resolve.LoadIters()
+	spec, err := loadIters()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +133,7 @@ func TestDescribe(t *testing.T) {
 				continue
 			}
 			n++
-			kind, id, err := iterload.Describe(relo)
+			kind, id, err := describe(relo)
 			if err != nil {
 				t.Fatalf("%s: %v", name, err)
 			}
@@ -154,6 +152,21 @@ func TestDescribe(t *testing.T) {
 		}
 	}
 	if n < 20 {
-		t.Fatalf("only %d CO-RE relocations in resolve's iterators", n)
+		t.Fatalf("only %d CO-RE relocations in the iterators", n)
+	}
+}
+
+// BINDWATCH_ITERLOAD=0 switches Load off: the iterators load through
+// cilium/ebpf, and say why.
+func TestIterloadSwitch(t *testing.T) {
+	testenv.RequireRoot(t)
+	t.Setenv("BINDWATCH_ITERLOAD", "0")
+	it, err := LoadIterators([]string{SocketOwnersPerFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer it.Close()
+	if it.Fallback == nil || !strings.Contains(it.Fallback.Error(), "BINDWATCH_ITERLOAD=0") {
+		t.Errorf("iterload error %v: want the switch named", it.Fallback)
 	}
 }

@@ -15,11 +15,8 @@ import (
 	"unsafe"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
-	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 
-	"github.com/bindwatch/bindwatch/internal/host"
 	"github.com/bindwatch/bindwatch/internal/iterload"
 )
 
@@ -57,137 +54,26 @@ type timewaitReuse struct {
 // iterators are the loaded BPF iterators of bpf/iters.bpf.c. One
 // user at a time: the maps are the iterators' input.
 type iterators struct {
-	mu           sync.Mutex
-	coll         *ebpf.Collection
-	wantedInodes *ebpf.Map
-	wantedFilter *ebpf.Map // nil with the per-file variant
-	wantedBound  *ebpf.Map
-	boundLookup  *ebpf.Map
-	wantedPorts  *ebpf.Map
-	ownersProg   string // the socket-owner variant loaded (ownerVariants)
-	iterloadErr  error  // why iterload did not load them (cilium/ebpf did), or nil
-	owners       *link.Iter
-	timewait     *link.Iter
-	lastWants    []uint64 // inodes left in wanted_inodes by the last run
+	mu sync.Mutex
+	*iterload.Iterators
+	lastWants []uint64 // inodes left in wanted_inodes by the last run
 }
 
 // ownerVariants are the programs of bpf/iters.bpf.c that report socket
-// owners, fastest first. One is loaded, the first the kernel supports; the
-// others are removed from the spec before loading.
-var ownerVariants = []string{
-	// iter/task with bpf_rdonly_cast (6.2) and bpf_loop (5.17).
-	ItersProgSocketOwners,
-	// iter/task_file with bpf_probe_read_kernel (5.8).
-	ItersProgSocketOwnersPerFile,
-}
+// owners, fastest first.
+var ownerVariants = iterload.OwnerVariants
 
 // loadIterators loads the tcp iterator and the first of variants (names in
 // ownerVariants) that this kernel supports.
 func loadIterators(variants []string) (*iterators, error) {
-	// Before 5.11 BPF maps count against RLIMIT_MEMLOCK (64 KiB by
-	// default), and who, wait-free and free load no tracer to raise it;
-	// RemoveMemlock does so only on such kernels.
-	if err := rlimit.RemoveMemlock(); err != nil {
-		return nil, fmt.Errorf("raise RLIMIT_MEMLOCK for the BPF iterators (this kernel, before 5.11, charges BPF maps to it): %w", err)
-	}
-	// The kernel's BTF is indexed while the programs are parsed: each
-	// takes ~2 ms, and a one-shot who waits for both.
-	type opened struct {
-		k   *iterload.Kernel
-		err error
-	}
-	kernel := make(chan opened, 1)
-	go func() {
-		k, err := iterload.OpenKernel()
-		kernel <- opened{k, err}
-	}()
-	spec, err := LoadIters()
-	kb := <-kernel
-	if kb.k != nil {
-		defer kb.k.Close()
-	}
+	l, err := iterload.LoadIterators(variants)
 	if err != nil {
-		return nil, fmt.Errorf("parse embedded BPF iterators: %w", err)
+		return nil, err
 	}
-	var coll *ebpf.Collection
-	var owner string
-	var tried []string
-	var fallback error
-	for _, owner = range variants {
-		coll, fallback, err = loadOwnerVariant(kb.k, kb.err, spec, owner)
-		if err == nil {
-			break
-		}
-		tried = append(tried, fmt.Sprintf("%s: %v", owner, err))
-		// A kfunc or helper the kernel lacks is reported as
-		// ErrNotSupported (a missing kfunc before anything is loaded):
-		// try the next variant. Any other error is not this kernel's age.
-		if !errors.Is(err, ebpf.ErrNotSupported) {
-			break
-		}
-	}
-	if err != nil {
-		if len(tried) > 1 { // say why the faster variants did not load either
-			return nil, fmt.Errorf("load BPF iterators: %w (before that, %s)", err, strings.Join(tried[:len(tried)-1], "; "))
-		}
-		return nil, fmt.Errorf("load BPF iterators: %w", err)
-	}
-	it := &iterators{coll: coll, ownersProg: owner, iterloadErr: fallback,
-		wantedInodes: coll.Maps[ItersMapWantedInodes], wantedFilter: coll.Maps[ItersMapWantedFilter],
-		wantedBound: coll.Maps[ItersMapWantedBound],
-		boundLookup: coll.Maps[ItersMapBoundLookup],
-		wantedPorts: coll.Maps[ItersMapWantedPorts]}
-	it.owners, err = link.AttachIter(link.IterOptions{Program: coll.Programs[owner]})
-	if err != nil {
-		coll.Close()
-		return nil, fmt.Errorf("attach task iterator %s: %w", owner, err)
-	}
-	it.timewait, err = link.AttachIter(link.IterOptions{Program: coll.Programs[ItersProgTimewaitSockets]})
-	if err != nil {
-		it.owners.Close()
-		coll.Close()
-		return nil, fmt.Errorf("attach tcp iterator: %w", err)
-	}
-	return it, nil
+	return &iterators{Iterators: l}, nil
 }
 
-// loadOwnerVariant loads the iterators' maps, the tcp iterator and the
-// socket-owner program owner, by iterload against kernel (or, when the
-// kernel's BTF could not be opened, kernelErr). fallback is why iterload
-// could not, when cilium/ebpf loaded them instead (a copy of spec without
-// the other variants).
-func loadOwnerVariant(kernel *iterload.Kernel, kernelErr error, spec *ebpf.CollectionSpec, owner string) (coll *ebpf.Collection, fallback, err error) {
-	// First against only the kernel types the iterators read: ~6 ms,
-	// where decoding the kernel's whole BTF for cilium/ebpf costs ~20 ms
-	// more, most of a one-shot `who`. A kernel without the variant's
-	// attach point or kfunc cannot load it either way; anything else
-	// iterload does not handle is left to cilium/ebpf.
-	// BINDWATCH_ITERLOAD=0 forces cilium/ebpf's path: a way round a
-	// kernel iterload mis-reads, without a new build (README).
-	if os.Getenv("BINDWATCH_ITERLOAD") == "0" {
-		kernel, kernelErr = nil, errors.New("BINDWATCH_ITERLOAD=0: iterload switched off")
-	}
-	if fallback = kernelErr; kernel != nil {
-		coll, fallback = iterload.Load(kernel, spec, []string{owner, ItersProgTimewaitSockets})
-		if fallback == nil || errors.Is(fallback, iterload.ErrNotInKernel) {
-			return coll, nil, fallback
-		}
-	}
-	spec = spec.Copy()
-	for _, other := range ownerVariants {
-		if other != owner {
-			delete(spec.Programs, other)
-		}
-	}
-	coll, err = ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{Cache: host.KernelBTF})
-	return coll, fallback, err
-}
-
-func (it *iterators) close() {
-	it.timewait.Close()
-	it.owners.Close()
-	it.coll.Close()
-}
+func (it *iterators) close() { it.Close() }
 
 // boundQuery asks the socket-owner iterator for the TCP sockets bound to
 // port in the network namespace netns (an inode) that neither listen nor
@@ -204,15 +90,15 @@ func (it *iterators) socketOwners(inodes []uint32, bound *boundQuery) (map[uint3
 	it.mu.Lock()
 	defer it.mu.Unlock()
 	for _, ino := range it.lastWants {
-		if err := it.wantedInodes.Delete(ino); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		if err := it.WantedInodes.Delete(ino); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			return nil, nil, fmt.Errorf("clear wanted_inodes: %w", err)
 		}
 	}
 	it.lastWants = it.lastWants[:0]
-	var filter ItersInodeFilter
+	var filter iterload.InodeFilter
 	for _, ino := range inodes {
 		key := uint64(ino)
-		if err := it.wantedInodes.Update(key, uint8(1), ebpf.UpdateAny); err != nil {
+		if err := it.WantedInodes.Update(key, uint8(1), ebpf.UpdateAny); err != nil {
 			// A full map (more than its 4096 entries) loses owners of
 			// the rest; the holders are still reported, without processes.
 			break
@@ -228,23 +114,23 @@ func (it *iterators) socketOwners(inodes []uint32, bound *boundQuery) (map[uint3
 	}
 	// Only socket_owners reads it (the per-file variant does not, and
 	// iterload creates only the maps a program uses).
-	if it.wantedFilter != nil {
-		if err := it.wantedFilter.Put(uint32(0), &filter); err != nil {
+	if it.WantedFilter != nil {
+		if err := it.WantedFilter.Put(uint32(0), &filter); err != nil {
 			return nil, nil, fmt.Errorf("set wanted_filter: %w", err)
 		}
 	}
 	if bound != nil {
 		key := uint64(bound.netns)<<16 | uint64(bound.port)
-		if err := it.wantedBound.Update(key, uint8(1), ebpf.UpdateAny); err != nil {
+		if err := it.WantedBound.Update(key, uint8(1), ebpf.UpdateAny); err != nil {
 			return nil, nil, fmt.Errorf("set wanted_bound: %w", err)
 		}
-		defer it.wantedBound.Delete(key)
-		if err := it.boundLookup.Put(uint32(0), uint32(1)); err != nil {
+		defer it.WantedBound.Delete(key)
+		if err := it.BoundLookup.Put(uint32(0), uint32(1)); err != nil {
 			return nil, nil, fmt.Errorf("set bound_lookup: %w", err)
 		}
-		defer it.boundLookup.Put(uint32(0), uint32(0))
+		defer it.BoundLookup.Put(uint32(0), uint32(0))
 	}
-	r, err := it.owners.Open()
+	r, err := it.Owners.Open()
 	if err != nil {
 		return nil, nil, fmt.Errorf("open task iterator: %w", err)
 	}
@@ -253,11 +139,11 @@ func (it *iterators) socketOwners(inodes []uint32, bound *boundQuery) (map[uint3
 	if err != nil {
 		return nil, nil, fmt.Errorf("read task iterator: %w", err)
 	}
-	const size = int(unsafe.Sizeof(ItersSocketOwner{}))
+	const size = int(unsafe.Sizeof(iterload.SocketOwner{}))
 	out := make(map[uint32]*socketOwners)
 	var boundOnly []diagSocket
 	for len(data) >= size {
-		var rec ItersSocketOwner
+		var rec iterload.SocketOwner
 		if _, err := binary.Decode(data[:size], binary.NativeEndian, &rec); err != nil {
 			return nil, nil, fmt.Errorf("decode task iterator record: %w", err)
 		}
@@ -286,7 +172,7 @@ func (it *iterators) socketOwners(inodes []uint32, bound *boundQuery) (map[uint3
 
 // boundOnlySocket is a bound-only TCP socket reported by the task iterator,
 // as sock_diag would list it from 6.8 (state CLOSE, no peer).
-func boundOnlySocket(rec *ItersSocketOwner) diagSocket {
+func boundOnlySocket(rec *iterload.SocketOwner) diagSocket {
 	s := diagSocket{proto: "tcp", family: int(rec.Family), state: tcpClose, sport: rec.Port,
 		ifindex: rec.BoundDevIf, uid: rec.Uid, inode: uint32(rec.Inode)}
 	if s.family == unix.AF_INET6 {
@@ -303,14 +189,14 @@ func boundOnlySocket(rec *ItersSocketOwner) diagSocket {
 func (it *iterators) timewaitFlags(h *netnsHandle, own uint32, port uint16) (map[timewaitKey]timewaitReuse, error) {
 	it.mu.Lock()
 	defer it.mu.Unlock()
-	if err := it.wantedPorts.Update(port, uint8(1), ebpf.UpdateAny); err != nil {
+	if err := it.WantedPorts.Update(port, uint8(1), ebpf.UpdateAny); err != nil {
 		return nil, fmt.Errorf("set wanted_ports: %w", err)
 	}
-	defer it.wantedPorts.Delete(port)
+	defer it.WantedPorts.Delete(port)
 	var data []byte
 	// The tcp iterator walks the namespace of the thread that opens it.
 	err := inNetns(h, own, func() error {
-		r, err := it.timewait.Open()
+		r, err := it.Timewait.Open()
 		if err != nil {
 			return fmt.Errorf("open tcp iterator: %w", err)
 		}
@@ -321,10 +207,10 @@ func (it *iterators) timewaitFlags(h *netnsHandle, own uint32, port uint16) (map
 	if err != nil {
 		return nil, err
 	}
-	const size = int(unsafe.Sizeof(ItersTimewaitSocket{}))
+	const size = int(unsafe.Sizeof(iterload.TimewaitSocket{}))
 	out := make(map[timewaitKey]timewaitReuse)
 	for len(data) >= size {
-		var rec ItersTimewaitSocket
+		var rec iterload.TimewaitSocket
 		if _, err := binary.Decode(data[:size], binary.NativeEndian, &rec); err != nil {
 			return nil, fmt.Errorf("decode tcp iterator record: %w", err)
 		}

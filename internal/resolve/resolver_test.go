@@ -21,6 +21,7 @@ import (
 	"github.com/bindwatch/bindwatch/internal/diagnose"
 	"github.com/bindwatch/bindwatch/internal/events"
 	"github.com/bindwatch/bindwatch/internal/host"
+	"github.com/bindwatch/bindwatch/internal/iterload"
 	"github.com/bindwatch/bindwatch/internal/testenv"
 )
 
@@ -696,15 +697,15 @@ func TestOwnerVariantsAgree(t *testing.T) {
 	}
 	for _, variant := range ownerVariants {
 		it, err := loadIterators([]string{variant})
-		if variant == ItersProgSocketOwners && errors.Is(err, ebpf.ErrNotSupported) && !testenv.KernelAtLeast(t, 6, 2) {
+		if variant == iterload.SocketOwners && errors.Is(err, ebpf.ErrNotSupported) && !testenv.KernelAtLeast(t, 6, 2) {
 			t.Logf("%s: not on this kernel (before 6.2): %v", variant, err)
 			continue
 		}
 		if err != nil {
 			t.Fatalf("%s: %v", variant, err)
 		}
-		if it.iterloadErr != nil {
-			t.Errorf("%s: iterload could not load it (cilium/ebpf did, decoding the whole kernel BTF): %v", variant, it.iterloadErr)
+		if it.Fallback != nil {
+			t.Errorf("%s: iterload could not load it (cilium/ebpf did, decoding the whole kernel BTF): %v", variant, it.Fallback)
 		}
 		owners, boundOnly, err := it.socketOwners([]uint32{uint32(tcp.Inode), uint32(udp.Inode)},
 			&boundQuery{netns: uint32(ns.Ino), port: uint16(boundPort)})
@@ -775,21 +776,6 @@ func TestStormCostsOneResolution(t *testing.T) {
 	}
 	if c := first.sockets[0].holder.Processes[0].Comm; c == "changed by a caller" {
 		t.Error("callers share the cached holders' processes")
-	}
-}
-
-// BINDWATCH_ITERLOAD=0 switches iterload off: the iterators load through
-// cilium/ebpf, and say why.
-func TestIterloadSwitch(t *testing.T) {
-	testenv.RequireRoot(t)
-	t.Setenv("BINDWATCH_ITERLOAD", "0")
-	it, err := loadIterators([]string{ItersProgSocketOwnersPerFile})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer it.close()
-	if it.iterloadErr == nil || !strings.Contains(it.iterloadErr.Error(), "BINDWATCH_ITERLOAD=0") {
-		t.Errorf("iterload error %v: want the switch named", it.iterloadErr)
 	}
 }
 

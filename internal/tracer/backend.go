@@ -18,7 +18,11 @@ import (
 )
 
 // Backend is one way of hooking the kernel: which programs of the BPF object
-// it needs, whether this kernel can run them, and how to attach them.
+// it needs, whether this kernel can run them, how to attach them, and what
+// differs in what it sees (its hooks' names, its UDP release hook, the UDP
+// sends it reports). Nothing outside a backend's own methods asks for it by
+// name: a new backend is a type here, its programs in bpf/bindwatch/, and
+// its name in Backends.
 type Backend interface {
 	Name() string
 	// Programs names the programs of the BPF object this backend attaches.
@@ -28,6 +32,19 @@ type Backend interface {
 	Check() error
 	// Attach hooks the loaded programs; the links detach them on Close.
 	Attach(coll *ebpf.Collection) ([]link.Link, error)
+
+	// hookKind is how a kernel function's hook is named in a failure's
+	// "hook" field, before the function ("fexit/", "kretprobe/"); ""
+	// where the hooks are tracepoints, named by their tracefs path.
+	hookKind() string
+	// udpReleaseProgram names the incident program that sees a UDP
+	// socket leave its port (udp_lib_unhash), "" when the backend has
+	// none (a poll sees UDP holders go); attachUDPRelease attaches it.
+	udpReleaseProgram() string
+	attachUDPRelease(coll *ebpf.Collection) (link.Link, error)
+	// udpSendsSeen says which of a UDP socket's sends whose autobind
+	// finds no port the backend reports ("sendto", "sendmsg").
+	udpSendsSeen() []string
 }
 
 // Backends in the order --backend auto tries them: lowest overhead first.
@@ -137,6 +154,14 @@ func (kprobeBackend) Programs() []string {
 	return p
 }
 
+func (fentryBackend) hookKind() string          { return "fexit/" }
+func (fentryBackend) udpReleaseProgram() string { return "fentry_" + udpUnhash }
+func (fentryBackend) udpSendsSeen() []string    { return []string{"sendto", "sendmsg"} }
+
+func (b fentryBackend) attachUDPRelease(coll *ebpf.Collection) (link.Link, error) {
+	return link.AttachTracing(link.TracingOptions{Program: coll.Programs[b.udpReleaseProgram()]})
+}
+
 func (kprobeBackend) Check() error {
 	if err := features.HaveProgramType(ebpf.Kprobe); err != nil {
 		return fmt.Errorf("BPF kprobe programs: %w", err)
@@ -164,6 +189,16 @@ func (kprobeBackend) Attach(coll *ebpf.Collection) ([]link.Link, error) {
 		return nil, fmt.Errorf("attach kprobe %s: %w", fn, err)
 	}
 	return links, nil
+}
+
+func (kprobeBackend) hookKind() string          { return "kretprobe/" }
+func (kprobeBackend) udpReleaseProgram() string { return "kprobe_" + udpUnhash }
+
+// udpSendsSeen: none, as a kprobe pair would stash on every send.
+func (kprobeBackend) udpSendsSeen() []string { return nil }
+
+func (b kprobeBackend) attachUDPRelease(coll *ebpf.Collection) (link.Link, error) {
+	return link.Kprobe(udpUnhash, coll.Programs[b.udpReleaseProgram()], nil)
 }
 
 // BackendNamed returns the backend called name, or an error naming the
@@ -223,6 +258,21 @@ var haveIOUringBind = func() bool {
 	}
 	var bind *btf.Struct
 	return spec.TypeByName("io_bind", &bind) == nil
+}
+
+func (tracepointBackend) hookKind() string          { return "" }
+func (tracepointBackend) udpReleaseProgram() string { return "" }
+
+func (tracepointBackend) attachUDPRelease(*ebpf.Collection) (link.Link, error) {
+	return nil, fmt.Errorf("the tracepoint backend has no UDP release hook: %w", ebpf.ErrNotSupported)
+}
+
+// udpSendsSeen: before 5.15 sendto() only (see Programs).
+func (tracepointBackend) udpSendsSeen() []string {
+	if !argsInRegs() {
+		return []string{"sendto"}
+	}
+	return []string{"sendto", "sendmsg"}
 }
 
 func (tracepointBackend) configure(spec *ebpf.CollectionSpec) error {
@@ -298,15 +348,12 @@ func closeLinks(links []link.Link) {
 // UDPSendsSeen says which of a UDP socket's sends whose autobind finds no
 // port the backend named reports ("sendto", "sendmsg"): the kprobe backend
 // none (a kprobe pair would stash on every send), the tracepoint backend
-// before 5.15 sendto() only (see tracepointBackend.Programs).
+// before 5.15 sendto() only (see tracepointBackend.Programs); nil for an
+// unknown backend.
 func UDPSendsSeen(backend string) []string {
-	switch backend {
-	case "kprobe":
+	b, err := BackendNamed(backend)
+	if err != nil {
 		return nil
-	case "tracepoint":
-		if !argsInRegs() {
-			return []string{"sendto"}
-		}
 	}
-	return []string{"sendto", "sendmsg"}
+	return b.udpSendsSeen()
 }

@@ -13,83 +13,83 @@ import (
 	"github.com/cilium/ebpf"
 )
 
-type BindwatchBwArgsLen uint32
+type bindwatchBwArgsLen uint32
 
 const (
-	BindwatchBwArgsLenBW_ARGS_HEAD BindwatchBwArgsLen = 256
-	BindwatchBwArgsLenBW_ARGS_TAIL BindwatchBwArgsLen = 256
-	BindwatchBwArgsLenBW_ARGS_LEN  BindwatchBwArgsLen = 512
+	bindwatchBwArgsLenBW_ARGS_HEAD bindwatchBwArgsLen = 256
+	bindwatchBwArgsLenBW_ARGS_TAIL bindwatchBwArgsLen = 256
+	bindwatchBwArgsLenBW_ARGS_LEN  bindwatchBwArgsLen = 512
 )
 
-type BindwatchBwErrnoBit uint32
+type bindwatchBwErrnoBit uint32
 
 const (
-	BindwatchBwErrnoBitBW_ERR_EADDRINUSE    BindwatchBwErrnoBit = 1
-	BindwatchBwErrnoBitBW_ERR_EADDRNOTAVAIL BindwatchBwErrnoBit = 2
-	BindwatchBwErrnoBitBW_ERR_EACCES        BindwatchBwErrnoBit = 4
-	BindwatchBwErrnoBitBW_ERR_EINVAL        BindwatchBwErrnoBit = 8
-	BindwatchBwErrnoBitBW_ERR_EAGAIN        BindwatchBwErrnoBit = 16
+	bindwatchBwErrnoBitBW_ERR_EADDRINUSE    bindwatchBwErrnoBit = 1
+	bindwatchBwErrnoBitBW_ERR_EADDRNOTAVAIL bindwatchBwErrnoBit = 2
+	bindwatchBwErrnoBitBW_ERR_EACCES        bindwatchBwErrnoBit = 4
+	bindwatchBwErrnoBitBW_ERR_EINVAL        bindwatchBwErrnoBit = 8
+	bindwatchBwErrnoBitBW_ERR_EAGAIN        bindwatchBwErrnoBit = 16
 )
 
-type BindwatchBwHook uint32
+type bindwatchBwHook uint32
 
 const (
-	BindwatchBwHookBW_HOOK_TP_EXIT_BIND       BindwatchBwHook = 1
-	BindwatchBwHookBW_HOOK_TP_EXIT_LISTEN     BindwatchBwHook = 2
-	BindwatchBwHookBW_HOOK_INET_BIND          BindwatchBwHook = 3
-	BindwatchBwHookBW_HOOK_INET6BIND          BindwatchBwHook = 4
-	BindwatchBwHookBW_HOOK_INET_LISTEN        BindwatchBwHook = 5
-	BindwatchBwHookBW_HOOK_IOURING_BIND       BindwatchBwHook = 6
-	BindwatchBwHookBW_HOOK_IOURING_LISTEN     BindwatchBwHook = 7
-	BindwatchBwHookBW_HOOK_TP_EXIT_CONNECT    BindwatchBwHook = 8
-	BindwatchBwHookBW_HOOK_TP_EXIT_SENDTO     BindwatchBwHook = 9
-	BindwatchBwHookBW_HOOK_TP_EXIT_SENDMSG    BindwatchBwHook = 10
-	BindwatchBwHookBW_HOOK_INET_HASH_CONNECT  BindwatchBwHook = 11
-	BindwatchBwHookBW_HOOK_INET_DGRAM_CONNECT BindwatchBwHook = 12
-	BindwatchBwHookBW_HOOK_INET_SENDMSG       BindwatchBwHook = 13
-	BindwatchBwHookBW_HOOK_INET6SENDMSG       BindwatchBwHook = 14
+	bindwatchBwHookBW_HOOK_TP_EXIT_BIND       bindwatchBwHook = 1
+	bindwatchBwHookBW_HOOK_TP_EXIT_LISTEN     bindwatchBwHook = 2
+	bindwatchBwHookBW_HOOK_INET_BIND          bindwatchBwHook = 3
+	bindwatchBwHookBW_HOOK_INET6BIND          bindwatchBwHook = 4
+	bindwatchBwHookBW_HOOK_INET_LISTEN        bindwatchBwHook = 5
+	bindwatchBwHookBW_HOOK_IOURING_BIND       bindwatchBwHook = 6
+	bindwatchBwHookBW_HOOK_IOURING_LISTEN     bindwatchBwHook = 7
+	bindwatchBwHookBW_HOOK_TP_EXIT_CONNECT    bindwatchBwHook = 8
+	bindwatchBwHookBW_HOOK_TP_EXIT_SENDTO     bindwatchBwHook = 9
+	bindwatchBwHookBW_HOOK_TP_EXIT_SENDMSG    bindwatchBwHook = 10
+	bindwatchBwHookBW_HOOK_INET_HASH_CONNECT  bindwatchBwHook = 11
+	bindwatchBwHookBW_HOOK_INET_DGRAM_CONNECT bindwatchBwHook = 12
+	bindwatchBwHookBW_HOOK_INET_SENDMSG       bindwatchBwHook = 13
+	bindwatchBwHookBW_HOOK_INET6SENDMSG       bindwatchBwHook = 14
 )
 
-type BindwatchBwIncidentKind uint32
+type bindwatchBwIncidentKind uint32
 
 const (
-	BindwatchBwIncidentKindBW_INCIDENT_RELEASED  BindwatchBwIncidentKind = 1
-	BindwatchBwIncidentKindBW_INCIDENT_SIGNAL    BindwatchBwIncidentKind = 2
-	BindwatchBwIncidentKindBW_INCIDENT_RECOVERED BindwatchBwIncidentKind = 3
-	BindwatchBwIncidentKindBW_INCIDENT_SHARED    BindwatchBwIncidentKind = 4
+	bindwatchBwIncidentKindBW_INCIDENT_RELEASED  bindwatchBwIncidentKind = 1
+	bindwatchBwIncidentKindBW_INCIDENT_SIGNAL    bindwatchBwIncidentKind = 2
+	bindwatchBwIncidentKindBW_INCIDENT_RECOVERED bindwatchBwIncidentKind = 3
+	bindwatchBwIncidentKindBW_INCIDENT_SHARED    bindwatchBwIncidentKind = 4
 )
 
-type BindwatchBwMark uint32
+type bindwatchBwMark uint32
 
 const (
-	BindwatchBwMarkBW_PROBE_MARK BindwatchBwMark = 1651990900
+	bindwatchBwMarkBW_PROBE_MARK bindwatchBwMark = 1651990900
 )
 
-type BindwatchBwSockFlag uint32
+type bindwatchBwSockFlag uint32
 
 const (
-	BindwatchBwSockFlagBW_SOCK_REUSEADDR BindwatchBwSockFlag = 1
-	BindwatchBwSockFlagBW_SOCK_REUSEPORT BindwatchBwSockFlag = 2
-	BindwatchBwSockFlagBW_SOCK_V6ONLY    BindwatchBwSockFlag = 4
-	BindwatchBwSockFlagBW_SOCK_FREEBIND  BindwatchBwSockFlag = 8
+	bindwatchBwSockFlagBW_SOCK_REUSEADDR bindwatchBwSockFlag = 1
+	bindwatchBwSockFlagBW_SOCK_REUSEPORT bindwatchBwSockFlag = 2
+	bindwatchBwSockFlagBW_SOCK_V6ONLY    bindwatchBwSockFlag = 4
+	bindwatchBwSockFlagBW_SOCK_FREEBIND  bindwatchBwSockFlag = 8
 )
 
-type BindwatchBwSyscall uint32
+type bindwatchBwSyscall uint32
 
 const (
-	BindwatchBwSyscallBW_SYSCALL_BIND    BindwatchBwSyscall = 1
-	BindwatchBwSyscallBW_SYSCALL_LISTEN  BindwatchBwSyscall = 2
-	BindwatchBwSyscallBW_SYSCALL_CONNECT BindwatchBwSyscall = 3
-	BindwatchBwSyscallBW_SYSCALL_SENDTO  BindwatchBwSyscall = 4
-	BindwatchBwSyscallBW_SYSCALL_SENDMSG BindwatchBwSyscall = 5
+	bindwatchBwSyscallBW_SYSCALL_BIND    bindwatchBwSyscall = 1
+	bindwatchBwSyscallBW_SYSCALL_LISTEN  bindwatchBwSyscall = 2
+	bindwatchBwSyscallBW_SYSCALL_CONNECT bindwatchBwSyscall = 3
+	bindwatchBwSyscallBW_SYSCALL_SENDTO  bindwatchBwSyscall = 4
+	bindwatchBwSyscallBW_SYSCALL_SENDMSG bindwatchBwSyscall = 5
 )
 
-type BindwatchCallArgs struct {
+type bindwatchCallArgs struct {
 	_   structs.HostLayout
 	Arg [3]uint64
 }
 
-type BindwatchEvent struct {
+type bindwatchEvent struct {
 	_            structs.HostLayout
 	TsNs         uint64
 	CgroupId     uint64
@@ -122,13 +122,13 @@ type BindwatchEvent struct {
 	PadDest      uint32
 	Comm         [16]int8
 	_            [4]byte
-	Holder       BindwatchHolderRec
-	HolderExit   BindwatchLineageVal
-	ParentExit   BindwatchLineageVal
+	Holder       bindwatchHolderRec
+	HolderExit   bindwatchLineageVal
+	ParentExit   bindwatchLineageVal
 	Args         [512]int8
 }
 
-type BindwatchFoldKey struct {
+type bindwatchFoldKey struct {
 	_        structs.HostLayout
 	Tgid     uint32
 	Err      uint32
@@ -138,7 +138,7 @@ type BindwatchFoldKey struct {
 	SockHint uint32
 }
 
-type BindwatchFoldVal struct {
+type bindwatchFoldVal struct {
 	_          structs.HostLayout
 	Folded     uint64
 	LastEmitNs uint64
@@ -147,7 +147,7 @@ type BindwatchFoldVal struct {
 	Pad        [3]uint16
 }
 
-type BindwatchHolderKey struct {
+type bindwatchHolderKey struct {
 	_     structs.HostLayout
 	Netns uint32
 	Port  uint16
@@ -155,7 +155,7 @@ type BindwatchHolderKey struct {
 	Pad   uint8
 }
 
-type BindwatchHolderRec struct {
+type bindwatchHolderRec struct {
 	_       structs.HostLayout
 	Sk      uint64
 	Inode   uint64
@@ -170,14 +170,14 @@ type BindwatchHolderRec struct {
 	Comm    [16]int8
 }
 
-type BindwatchImpactCount struct {
+type bindwatchImpactCount struct {
 	_       structs.HostLayout
 	Count   uint64
 	FirstNs uint64
 	LastNs  uint64
 }
 
-type BindwatchIncidentEvent struct {
+type bindwatchIncidentEvent struct {
 	_          structs.HostLayout
 	TsNs       uint64
 	StartNs    uint64
@@ -206,11 +206,11 @@ type BindwatchIncidentEvent struct {
 	Comm       [16]int8
 	TargetComm [16]int8
 	_          [4]byte
-	Holder     BindwatchHolderRec
+	Holder     bindwatchHolderRec
 	Args       [512]int8
 }
 
-type BindwatchLineageVal struct {
+type bindwatchLineageVal struct {
 	_        structs.HostLayout
 	StartNs  uint64
 	ExitNs   uint64
@@ -218,34 +218,34 @@ type BindwatchLineageVal struct {
 	Pad      uint32
 }
 
-type BindwatchPortRange struct {
+type bindwatchPortRange struct {
 	_  structs.HostLayout
 	Lo uint16
 	Hi uint16
 }
 
-type BindwatchSharedBudget struct {
+type bindwatchSharedBudget struct {
 	_       structs.HostLayout
 	StartNs uint64
 	Count   uint32
 	Pad     uint32
 }
 
-type BindwatchSharedKey struct {
+type bindwatchSharedKey struct {
 	_      structs.HostLayout
-	Port   BindwatchHolderKey
+	Port   bindwatchHolderKey
 	Holder uint32
 	Joiner uint32
 }
 
-type BindwatchSharedVal struct {
+type bindwatchSharedVal struct {
 	_       structs.HostLayout
 	LastNs  uint64
 	Repeats uint32
 	Pad     uint32
 }
 
-type BindwatchStats struct {
+type bindwatchStats struct {
 	_          structs.HostLayout
 	Failures   uint64
 	Lost       uint64
@@ -257,108 +257,108 @@ type BindwatchStats struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	BindwatchMapEvents                     = "events"
-	BindwatchMapFolds0                     = "folds0"
-	BindwatchMapFolds1                     = "folds1"
-	BindwatchMapIncidentCount              = "incident_count"
-	BindwatchMapIncidentEvents             = "incident_events"
-	BindwatchMapIncidentHolders            = "incident_holders"
-	BindwatchMapIncidentImpact             = "incident_impact"
-	BindwatchMapIncidentPorts              = "incident_ports"
-	BindwatchMapInflight                   = "inflight"
-	BindwatchMapLineage                    = "lineage"
-	BindwatchMapSessionStats               = "session_stats"
-	BindwatchMapSharedPairs                = "shared_pairs"
-	BindwatchMapSharedPorts                = "shared_ports"
-	BindwatchMapTcpHolders                 = "tcp_holders"
-	BindwatchMapTracedPids                 = "traced_pids"
-	BindwatchMapUdpHolders                 = "udp_holders"
-	BindwatchProgFentryUdpLibUnhash        = "fentry_udp_lib_unhash"
-	BindwatchProgFexitInet6Bind            = "fexit_inet6_bind"
-	BindwatchProgFexitInet6Sendmsg         = "fexit_inet6_sendmsg"
-	BindwatchProgFexitInetBind             = "fexit_inet_bind"
-	BindwatchProgFexitInetDgramConnect     = "fexit_inet_dgram_connect"
-	BindwatchProgFexitInetHashConnect      = "fexit_inet_hash_connect"
-	BindwatchProgFexitInetListen           = "fexit_inet_listen"
-	BindwatchProgFexitInetSendmsg          = "fexit_inet_sendmsg"
-	BindwatchProgFollowExit                = "follow_exit"
-	BindwatchProgFollowFork                = "follow_fork"
-	BindwatchProgIncidentNoskbDrop         = "incident_noskb_drop"
-	BindwatchProgIncidentSignal            = "incident_signal"
-	BindwatchProgIncidentSockState         = "incident_sock_state"
-	BindwatchProgKprobeInet6Bind           = "kprobe_inet6_bind"
-	BindwatchProgKprobeInetBind            = "kprobe_inet_bind"
-	BindwatchProgKprobeInetDgramConnect    = "kprobe_inet_dgram_connect"
-	BindwatchProgKprobeInetHashConnect     = "kprobe_inet_hash_connect"
-	BindwatchProgKprobeInetListen          = "kprobe_inet_listen"
-	BindwatchProgKprobeUdpLibUnhash        = "kprobe_udp_lib_unhash"
-	BindwatchProgKretprobeInet6Bind        = "kretprobe_inet6_bind"
-	BindwatchProgKretprobeInetBind         = "kretprobe_inet_bind"
-	BindwatchProgKretprobeInetDgramConnect = "kretprobe_inet_dgram_connect"
-	BindwatchProgKretprobeInetHashConnect  = "kretprobe_inet_hash_connect"
-	BindwatchProgKretprobeInetListen       = "kretprobe_inet_listen"
-	BindwatchProgLineageExit               = "lineage_exit"
-	BindwatchProgSeedHolders               = "seed_holders"
-	BindwatchProgTpEnterBind               = "tp_enter_bind"
-	BindwatchProgTpEnterConnect            = "tp_enter_connect"
-	BindwatchProgTpEnterListen             = "tp_enter_listen"
-	BindwatchProgTpEnterSendmsg            = "tp_enter_sendmsg"
-	BindwatchProgTpEnterSendto             = "tp_enter_sendto"
-	BindwatchProgTpExitBind                = "tp_exit_bind"
-	BindwatchProgTpExitConnect             = "tp_exit_connect"
-	BindwatchProgTpExitListen              = "tp_exit_listen"
-	BindwatchProgTpExitSendmsg             = "tp_exit_sendmsg"
-	BindwatchProgTpExitSendto              = "tp_exit_sendto"
-	BindwatchProgUringComplete             = "uring_complete"
-	BindwatchVarArgsInRegs                 = "args_in_regs"
-	BindwatchVarErrnoMask                  = "errno_mask"
-	BindwatchVarFilterComm                 = "filter_comm"
-	BindwatchVarFilterCommLen              = "filter_comm_len"
-	BindwatchVarFilterNetns                = "filter_netns"
-	BindwatchVarFilterPids                 = "filter_pids"
-	BindwatchVarFoldGen                    = "fold_gen"
-	BindwatchVarFoldNs                     = "fold_ns"
-	BindwatchVarFollowChildren             = "follow_children"
-	BindwatchVarN_portRanges               = "n_port_ranges"
-	BindwatchVarPaused                     = "paused"
-	BindwatchVarPortRanges                 = "port_ranges"
-	BindwatchVarRecordHolders              = "record_holders"
-	BindwatchVarUnusedArgsLen              = "unused_args_len"
-	BindwatchVarUnusedErrnoBit             = "unused_errno_bit"
-	BindwatchVarUnusedEvent                = "unused_event"
-	BindwatchVarUnusedHook                 = "unused_hook"
-	BindwatchVarUnusedIncidentEvent        = "unused_incident_event"
-	BindwatchVarUnusedIncidentKind         = "unused_incident_kind"
-	BindwatchVarUnusedMark                 = "unused_mark"
-	BindwatchVarUnusedSockFlag             = "unused_sock_flag"
-	BindwatchVarUnusedSyscall              = "unused_syscall"
-	BindwatchVarUringAddrAt                = "uring_addr_at"
-	BindwatchVarUringCalibIno              = "uring_calib_ino"
-	BindwatchVarUringCalibPort             = "uring_calib_port"
+	bindwatchMapEvents                     = "events"
+	bindwatchMapFolds0                     = "folds0"
+	bindwatchMapFolds1                     = "folds1"
+	bindwatchMapIncidentCount              = "incident_count"
+	bindwatchMapIncidentEvents             = "incident_events"
+	bindwatchMapIncidentHolders            = "incident_holders"
+	bindwatchMapIncidentImpact             = "incident_impact"
+	bindwatchMapIncidentPorts              = "incident_ports"
+	bindwatchMapInflight                   = "inflight"
+	bindwatchMapLineage                    = "lineage"
+	bindwatchMapSessionStats               = "session_stats"
+	bindwatchMapSharedPairs                = "shared_pairs"
+	bindwatchMapSharedPorts                = "shared_ports"
+	bindwatchMapTcpHolders                 = "tcp_holders"
+	bindwatchMapTracedPids                 = "traced_pids"
+	bindwatchMapUdpHolders                 = "udp_holders"
+	bindwatchProgFentryUdpLibUnhash        = "fentry_udp_lib_unhash"
+	bindwatchProgFexitInet6Bind            = "fexit_inet6_bind"
+	bindwatchProgFexitInet6Sendmsg         = "fexit_inet6_sendmsg"
+	bindwatchProgFexitInetBind             = "fexit_inet_bind"
+	bindwatchProgFexitInetDgramConnect     = "fexit_inet_dgram_connect"
+	bindwatchProgFexitInetHashConnect      = "fexit_inet_hash_connect"
+	bindwatchProgFexitInetListen           = "fexit_inet_listen"
+	bindwatchProgFexitInetSendmsg          = "fexit_inet_sendmsg"
+	bindwatchProgFollowExit                = "follow_exit"
+	bindwatchProgFollowFork                = "follow_fork"
+	bindwatchProgIncidentNoskbDrop         = "incident_noskb_drop"
+	bindwatchProgIncidentSignal            = "incident_signal"
+	bindwatchProgIncidentSockState         = "incident_sock_state"
+	bindwatchProgKprobeInet6Bind           = "kprobe_inet6_bind"
+	bindwatchProgKprobeInetBind            = "kprobe_inet_bind"
+	bindwatchProgKprobeInetDgramConnect    = "kprobe_inet_dgram_connect"
+	bindwatchProgKprobeInetHashConnect     = "kprobe_inet_hash_connect"
+	bindwatchProgKprobeInetListen          = "kprobe_inet_listen"
+	bindwatchProgKprobeUdpLibUnhash        = "kprobe_udp_lib_unhash"
+	bindwatchProgKretprobeInet6Bind        = "kretprobe_inet6_bind"
+	bindwatchProgKretprobeInetBind         = "kretprobe_inet_bind"
+	bindwatchProgKretprobeInetDgramConnect = "kretprobe_inet_dgram_connect"
+	bindwatchProgKretprobeInetHashConnect  = "kretprobe_inet_hash_connect"
+	bindwatchProgKretprobeInetListen       = "kretprobe_inet_listen"
+	bindwatchProgLineageExit               = "lineage_exit"
+	bindwatchProgSeedHolders               = "seed_holders"
+	bindwatchProgTpEnterBind               = "tp_enter_bind"
+	bindwatchProgTpEnterConnect            = "tp_enter_connect"
+	bindwatchProgTpEnterListen             = "tp_enter_listen"
+	bindwatchProgTpEnterSendmsg            = "tp_enter_sendmsg"
+	bindwatchProgTpEnterSendto             = "tp_enter_sendto"
+	bindwatchProgTpExitBind                = "tp_exit_bind"
+	bindwatchProgTpExitConnect             = "tp_exit_connect"
+	bindwatchProgTpExitListen              = "tp_exit_listen"
+	bindwatchProgTpExitSendmsg             = "tp_exit_sendmsg"
+	bindwatchProgTpExitSendto              = "tp_exit_sendto"
+	bindwatchProgUringComplete             = "uring_complete"
+	bindwatchVarArgsInRegs                 = "args_in_regs"
+	bindwatchVarErrnoMask                  = "errno_mask"
+	bindwatchVarFilterComm                 = "filter_comm"
+	bindwatchVarFilterCommLen              = "filter_comm_len"
+	bindwatchVarFilterNetns                = "filter_netns"
+	bindwatchVarFilterPids                 = "filter_pids"
+	bindwatchVarFoldGen                    = "fold_gen"
+	bindwatchVarFoldNs                     = "fold_ns"
+	bindwatchVarFollowChildren             = "follow_children"
+	bindwatchVarN_portRanges               = "n_port_ranges"
+	bindwatchVarPaused                     = "paused"
+	bindwatchVarPortRanges                 = "port_ranges"
+	bindwatchVarRecordHolders              = "record_holders"
+	bindwatchVarUnusedArgsLen              = "unused_args_len"
+	bindwatchVarUnusedErrnoBit             = "unused_errno_bit"
+	bindwatchVarUnusedEvent                = "unused_event"
+	bindwatchVarUnusedHook                 = "unused_hook"
+	bindwatchVarUnusedIncidentEvent        = "unused_incident_event"
+	bindwatchVarUnusedIncidentKind         = "unused_incident_kind"
+	bindwatchVarUnusedMark                 = "unused_mark"
+	bindwatchVarUnusedSockFlag             = "unused_sock_flag"
+	bindwatchVarUnusedSyscall              = "unused_syscall"
+	bindwatchVarUringAddrAt                = "uring_addr_at"
+	bindwatchVarUringCalibIno              = "uring_calib_ino"
+	bindwatchVarUringCalibPort             = "uring_calib_port"
 )
 
-// LoadBindwatch returns the embedded CollectionSpec for Bindwatch.
-func LoadBindwatch() (*ebpf.CollectionSpec, error) {
+// loadBindwatch returns the embedded CollectionSpec for bindwatch.
+func loadBindwatch() (*ebpf.CollectionSpec, error) {
 	reader := bytes.NewReader(_BindwatchBytes)
 	spec, err := ebpf.LoadCollectionSpecFromReader(reader)
 	if err != nil {
-		return nil, fmt.Errorf("can't load Bindwatch: %w", err)
+		return nil, fmt.Errorf("can't load bindwatch: %w", err)
 	}
 
 	return spec, err
 }
 
-// LoadBindwatchObjects loads Bindwatch and converts it into a struct.
+// loadBindwatchObjects loads bindwatch and converts it into a struct.
 //
 // The following types are suitable as obj argument:
 //
-//	*BindwatchObjects
-//	*BindwatchPrograms
-//	*BindwatchMaps
+//	*bindwatchObjects
+//	*bindwatchPrograms
+//	*bindwatchMaps
 //
 // See ebpf.CollectionSpec.LoadAndAssign documentation for details.
-func LoadBindwatchObjects(obj any, opts *ebpf.CollectionOptions) error {
-	spec, err := LoadBindwatch()
+func loadBindwatchObjects(obj any, opts *ebpf.CollectionOptions) error {
+	spec, err := loadBindwatch()
 	if err != nil {
 		return err
 	}
@@ -366,19 +366,19 @@ func LoadBindwatchObjects(obj any, opts *ebpf.CollectionOptions) error {
 	return spec.LoadAndAssign(obj, opts)
 }
 
-// BindwatchSpecs contains maps and programs before they are loaded into the kernel.
+// bindwatchSpecs contains maps and programs before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
-type BindwatchSpecs struct {
-	BindwatchProgramSpecs
-	BindwatchMapSpecs
-	BindwatchVariableSpecs
+type bindwatchSpecs struct {
+	bindwatchProgramSpecs
+	bindwatchMapSpecs
+	bindwatchVariableSpecs
 }
 
-// BindwatchProgramSpecs contains programs before they are loaded into the kernel.
+// bindwatchProgramSpecs contains programs before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
-type BindwatchProgramSpecs struct {
+type bindwatchProgramSpecs struct {
 	FentryUdpLibUnhash        *ebpf.ProgramSpec `ebpf:"fentry_udp_lib_unhash"`
 	FexitInet6Bind            *ebpf.ProgramSpec `ebpf:"fexit_inet6_bind"`
 	FexitInet6Sendmsg         *ebpf.ProgramSpec `ebpf:"fexit_inet6_sendmsg"`
@@ -418,10 +418,10 @@ type BindwatchProgramSpecs struct {
 	UringComplete             *ebpf.ProgramSpec `ebpf:"uring_complete"`
 }
 
-// BindwatchMapSpecs contains maps before they are loaded into the kernel.
+// bindwatchMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
-type BindwatchMapSpecs struct {
+type bindwatchMapSpecs struct {
 	Events          *ebpf.MapSpec `ebpf:"events"`
 	Folds0          *ebpf.MapSpec `ebpf:"folds0"`
 	Folds1          *ebpf.MapSpec `ebpf:"folds1"`
@@ -440,10 +440,10 @@ type BindwatchMapSpecs struct {
 	UdpHolders      *ebpf.MapSpec `ebpf:"udp_holders"`
 }
 
-// BindwatchVariableSpecs contains global variables before they are loaded into the kernel.
+// bindwatchVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
-type BindwatchVariableSpecs struct {
+type bindwatchVariableSpecs struct {
 	ArgsInRegs          *ebpf.VariableSpec `ebpf:"args_in_regs"`
 	ErrnoMask           *ebpf.VariableSpec `ebpf:"errno_mask"`
 	FilterComm          *ebpf.VariableSpec `ebpf:"filter_comm"`
@@ -471,26 +471,26 @@ type BindwatchVariableSpecs struct {
 	UringCalibPort      *ebpf.VariableSpec `ebpf:"uring_calib_port"`
 }
 
-// BindwatchObjects contains all objects after they have been loaded into the kernel.
+// bindwatchObjects contains all objects after they have been loaded into the kernel.
 //
-// It can be passed to LoadBindwatchObjects or ebpf.CollectionSpec.LoadAndAssign.
-type BindwatchObjects struct {
-	BindwatchPrograms
-	BindwatchMaps
-	BindwatchVariables
+// It can be passed to loadBindwatchObjects or ebpf.CollectionSpec.LoadAndAssign.
+type bindwatchObjects struct {
+	bindwatchPrograms
+	bindwatchMaps
+	bindwatchVariables
 }
 
-func (o *BindwatchObjects) Close() error {
+func (o *bindwatchObjects) Close() error {
 	return _BindwatchClose(
-		&o.BindwatchPrograms,
-		&o.BindwatchMaps,
+		&o.bindwatchPrograms,
+		&o.bindwatchMaps,
 	)
 }
 
-// BindwatchMaps contains all maps after they have been loaded into the kernel.
+// bindwatchMaps contains all maps after they have been loaded into the kernel.
 //
-// It can be passed to LoadBindwatchObjects or ebpf.CollectionSpec.LoadAndAssign.
-type BindwatchMaps struct {
+// It can be passed to loadBindwatchObjects or ebpf.CollectionSpec.LoadAndAssign.
+type bindwatchMaps struct {
 	Events          *ebpf.Map `ebpf:"events"`
 	Folds0          *ebpf.Map `ebpf:"folds0"`
 	Folds1          *ebpf.Map `ebpf:"folds1"`
@@ -509,7 +509,7 @@ type BindwatchMaps struct {
 	UdpHolders      *ebpf.Map `ebpf:"udp_holders"`
 }
 
-func (m *BindwatchMaps) Close() error {
+func (m *bindwatchMaps) Close() error {
 	return _BindwatchClose(
 		m.Events,
 		m.Folds0,
@@ -530,10 +530,10 @@ func (m *BindwatchMaps) Close() error {
 	)
 }
 
-// BindwatchVariables contains all global variables after they have been loaded into the kernel.
+// bindwatchVariables contains all global variables after they have been loaded into the kernel.
 //
-// It can be passed to LoadBindwatchObjects or ebpf.CollectionSpec.LoadAndAssign.
-type BindwatchVariables struct {
+// It can be passed to loadBindwatchObjects or ebpf.CollectionSpec.LoadAndAssign.
+type bindwatchVariables struct {
 	ArgsInRegs          *ebpf.Variable `ebpf:"args_in_regs"`
 	ErrnoMask           *ebpf.Variable `ebpf:"errno_mask"`
 	FilterComm          *ebpf.Variable `ebpf:"filter_comm"`
@@ -561,10 +561,10 @@ type BindwatchVariables struct {
 	UringCalibPort      *ebpf.Variable `ebpf:"uring_calib_port"`
 }
 
-// BindwatchPrograms contains all programs after they have been loaded into the kernel.
+// bindwatchPrograms contains all programs after they have been loaded into the kernel.
 //
-// It can be passed to LoadBindwatchObjects or ebpf.CollectionSpec.LoadAndAssign.
-type BindwatchPrograms struct {
+// It can be passed to loadBindwatchObjects or ebpf.CollectionSpec.LoadAndAssign.
+type bindwatchPrograms struct {
 	FentryUdpLibUnhash        *ebpf.Program `ebpf:"fentry_udp_lib_unhash"`
 	FexitInet6Bind            *ebpf.Program `ebpf:"fexit_inet6_bind"`
 	FexitInet6Sendmsg         *ebpf.Program `ebpf:"fexit_inet6_sendmsg"`
@@ -604,7 +604,7 @@ type BindwatchPrograms struct {
 	UringComplete             *ebpf.Program `ebpf:"uring_complete"`
 }
 
-func (p *BindwatchPrograms) Close() error {
+func (p *bindwatchPrograms) Close() error {
 	return _BindwatchClose(
 		p.FentryUdpLibUnhash,
 		p.FexitInet6Bind,

@@ -54,7 +54,10 @@ type Config struct {
 // ProbeMark is the SO_MARK of bindwatch's own test binds, whose failures
 // the tracer does not report: host.ProbeMark, which every prober sets
 // (host.MarkProbe), is this value.
-const ProbeMark = int(BindwatchBwMarkBW_PROBE_MARK)
+const ProbeMark = int(probeMark)
+
+// probeMark is BW_PROBE_MARK of bpf/bindwatch.h.
+const probeMark = bindwatchBwMarkBW_PROBE_MARK
 
 // MaxRingSize caps the ring buffer: it is kernel memory, pinned for as
 // long as tracing runs, and the kernel's own limit is far above what any
@@ -107,15 +110,15 @@ func (c *Config) Validate() error {
 func errnoBit(e syscall.Errno) uint32 {
 	switch e {
 	case syscall.EADDRINUSE:
-		return uint32(BindwatchBwErrnoBitBW_ERR_EADDRINUSE)
+		return uint32(bindwatchBwErrnoBitBW_ERR_EADDRINUSE)
 	case syscall.EADDRNOTAVAIL:
-		return uint32(BindwatchBwErrnoBitBW_ERR_EADDRNOTAVAIL)
+		return uint32(bindwatchBwErrnoBitBW_ERR_EADDRNOTAVAIL)
 	case syscall.EACCES:
-		return uint32(BindwatchBwErrnoBitBW_ERR_EACCES)
+		return uint32(bindwatchBwErrnoBitBW_ERR_EACCES)
 	case syscall.EINVAL:
-		return uint32(BindwatchBwErrnoBitBW_ERR_EINVAL)
+		return uint32(bindwatchBwErrnoBitBW_ERR_EINVAL)
 	case syscall.EAGAIN:
-		return uint32(BindwatchBwErrnoBitBW_ERR_EAGAIN)
+		return uint32(bindwatchBwErrnoBitBW_ERR_EAGAIN)
 	}
 	return 0
 }
@@ -131,9 +134,9 @@ func (c *Config) set(spec *ebpf.CollectionSpec) error {
 			mask |= errnoBit(e)
 		}
 	}
-	var ranges [MaxPortRanges]BindwatchPortRange
+	var ranges [MaxPortRanges]bindwatchPortRange
 	for i, r := range c.Ports {
-		ranges[i] = BindwatchPortRange{Lo: r.Lo, Hi: r.Hi}
+		ranges[i] = bindwatchPortRange{Lo: r.Lo, Hi: r.Hi}
 	}
 	var comm [16]int8
 	for i := 0; i < len(c.Comm); i++ {

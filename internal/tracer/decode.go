@@ -15,21 +15,21 @@ import (
 // hookNames name the kernel hooks as users can find them in the kernel:
 // tracepoints by their tracefs path, kernel functions by name (the
 // backend says whether fexit or a kretprobe saw it).
-var hookNames = map[BindwatchBwHook]string{
-	BindwatchBwHookBW_HOOK_TP_EXIT_BIND:       "tracepoint/syscalls/sys_exit_bind",
-	BindwatchBwHookBW_HOOK_TP_EXIT_LISTEN:     "tracepoint/syscalls/sys_exit_listen",
-	BindwatchBwHookBW_HOOK_INET_BIND:          "inet_bind",
-	BindwatchBwHookBW_HOOK_INET6BIND:          "inet6_bind",
-	BindwatchBwHookBW_HOOK_INET_LISTEN:        "inet_listen",
-	BindwatchBwHookBW_HOOK_IOURING_BIND:       ioUringHook,
-	BindwatchBwHookBW_HOOK_IOURING_LISTEN:     ioUringHook,
-	BindwatchBwHookBW_HOOK_TP_EXIT_CONNECT:    "tracepoint/syscalls/sys_exit_connect",
-	BindwatchBwHookBW_HOOK_TP_EXIT_SENDTO:     "tracepoint/syscalls/sys_exit_sendto",
-	BindwatchBwHookBW_HOOK_TP_EXIT_SENDMSG:    "tracepoint/syscalls/sys_exit_sendmsg",
-	BindwatchBwHookBW_HOOK_INET_HASH_CONNECT:  "inet_hash_connect",
-	BindwatchBwHookBW_HOOK_INET_DGRAM_CONNECT: "inet_dgram_connect",
-	BindwatchBwHookBW_HOOK_INET_SENDMSG:       "inet_sendmsg",
-	BindwatchBwHookBW_HOOK_INET6SENDMSG:       "inet6_sendmsg",
+var hookNames = map[bindwatchBwHook]string{
+	bindwatchBwHookBW_HOOK_TP_EXIT_BIND:       "tracepoint/syscalls/sys_exit_bind",
+	bindwatchBwHookBW_HOOK_TP_EXIT_LISTEN:     "tracepoint/syscalls/sys_exit_listen",
+	bindwatchBwHookBW_HOOK_INET_BIND:          "inet_bind",
+	bindwatchBwHookBW_HOOK_INET6BIND:          "inet6_bind",
+	bindwatchBwHookBW_HOOK_INET_LISTEN:        "inet_listen",
+	bindwatchBwHookBW_HOOK_IOURING_BIND:       ioUringHook,
+	bindwatchBwHookBW_HOOK_IOURING_LISTEN:     ioUringHook,
+	bindwatchBwHookBW_HOOK_TP_EXIT_CONNECT:    "tracepoint/syscalls/sys_exit_connect",
+	bindwatchBwHookBW_HOOK_TP_EXIT_SENDTO:     "tracepoint/syscalls/sys_exit_sendto",
+	bindwatchBwHookBW_HOOK_TP_EXIT_SENDMSG:    "tracepoint/syscalls/sys_exit_sendmsg",
+	bindwatchBwHookBW_HOOK_INET_HASH_CONNECT:  "inet_hash_connect",
+	bindwatchBwHookBW_HOOK_INET_DGRAM_CONNECT: "inet_dgram_connect",
+	bindwatchBwHookBW_HOOK_INET_SENDMSG:       "inet_sendmsg",
+	bindwatchBwHookBW_HOOK_INET6SENDMSG:       "inet6_sendmsg",
 }
 
 // ioUringHook names the tracepoint backend's io_uring hook: the completion
@@ -38,31 +38,25 @@ const ioUringHook = "tp_btf/io_uring_complete"
 
 // hookName is the hook as "KIND/NAME": "fexit/inet_bind",
 // "kretprobe/inet_listen", "tracepoint/syscalls/sys_exit_bind".
-func hookName(backend string, hook uint8) string {
-	name := hookNames[BindwatchBwHook(hook)]
+func hookName(b Backend, hook uint8) string {
+	name := hookNames[bindwatchBwHook(hook)]
 	if name == ioUringHook {
 		return name
 	}
-	switch backend {
-	case "fentry":
-		return "fexit/" + name
-	case "kprobe":
-		return "kretprobe/" + name
-	}
-	return name
+	return b.hookKind() + name
 }
 
-var syscallNames = map[BindwatchBwSyscall]string{
-	BindwatchBwSyscallBW_SYSCALL_BIND:    "bind",
-	BindwatchBwSyscallBW_SYSCALL_LISTEN:  "listen",
-	BindwatchBwSyscallBW_SYSCALL_CONNECT: "connect",
-	BindwatchBwSyscallBW_SYSCALL_SENDTO:  "sendto",
-	BindwatchBwSyscallBW_SYSCALL_SENDMSG: "sendmsg",
+var syscallNames = map[bindwatchBwSyscall]string{
+	bindwatchBwSyscallBW_SYSCALL_BIND:    "bind",
+	bindwatchBwSyscallBW_SYSCALL_LISTEN:  "listen",
+	bindwatchBwSyscallBW_SYSCALL_CONNECT: "connect",
+	bindwatchBwSyscallBW_SYSCALL_SENDTO:  "sendto",
+	bindwatchBwSyscallBW_SYSCALL_SENDMSG: "sendmsg",
 }
 
 // syscallName names the kernel's syscall code: "bind" or "listen".
 func syscallName(code uint8) string {
-	return syscallNames[BindwatchBwSyscall(code)]
+	return syscallNames[bindwatchBwSyscall(code)]
 }
 
 // protoName names an IP protocol number as ss(8) does.
@@ -107,7 +101,7 @@ type Record struct {
 }
 
 // decode turns the kernel's event into a Record.
-func decode(ev *BindwatchEvent, backend string, clock bootClock) Record {
+func decode(ev *bindwatchEvent, backend Backend, clock bootClock) Record {
 	return Record{Failure: fromKernel(ev, backend, clock)}
 }
 
@@ -117,11 +111,11 @@ type bootClock func(bootNS uint64) time.Time
 // fromKernel decodes a kernel failure record. Everything it sets was
 // captured in the kernel at the moment of failure; what only /proc or
 // sock_diag can add is left for resolve (and the host name for the caller).
-func fromKernel(ev *BindwatchEvent, backend string, clock bootClock) events.Failure {
+func fromKernel(ev *bindwatchEvent, backend Backend, clock bootClock) events.Failure {
 	err := syscall.Errno(ev.Err)
 	f := events.Failure{
 		Header:    events.Header{Type: events.TypeFailure, Version: events.Version, Time: clock(ev.TsNs)},
-		Backend:   backend,
+		Backend:   backend.Name(),
 		Hook:      hookName(backend, ev.Hook),
 		Syscall:   syscallName(ev.Syscall),
 		Errno:     events.ErrnoName(err),
@@ -146,16 +140,16 @@ func fromKernel(ev *BindwatchEvent, backend string, clock bootClock) events.Fail
 	return f
 }
 
-func decodeSocket(ev *BindwatchEvent) events.Socket {
-	flag := func(b BindwatchBwSockFlag) bool { return ev.SockFlags&uint8(b) != 0 }
+func decodeSocket(ev *bindwatchEvent) events.Socket {
+	flag := func(b bindwatchBwSockFlag) bool { return ev.SockFlags&uint8(b) != 0 }
 	s := events.Socket{
-		ReuseAddr:     flag(BindwatchBwSockFlagBW_SOCK_REUSEADDR),
-		ReusePort:     flag(BindwatchBwSockFlagBW_SOCK_REUSEPORT),
-		Freebind:      flag(BindwatchBwSockFlagBW_SOCK_FREEBIND),
+		ReuseAddr:     flag(bindwatchBwSockFlagBW_SOCK_REUSEADDR),
+		ReusePort:     flag(bindwatchBwSockFlagBW_SOCK_REUSEPORT),
+		Freebind:      flag(bindwatchBwSockFlagBW_SOCK_FREEBIND),
 		BoundDevIndex: int(ev.BoundDevIf),
 	}
 	if ev.Family == syscall.AF_INET6 {
-		v6only := flag(BindwatchBwSockFlagBW_SOCK_V6ONLY)
+		v6only := flag(bindwatchBwSockFlagBW_SOCK_V6ONLY)
 		s.V6Only = &v6only
 	}
 	return s
@@ -164,7 +158,7 @@ func decodeSocket(ev *BindwatchEvent) events.Socket {
 // capNetBindService is CAP_NET_BIND_SERVICE's bit in a capability set.
 const capNetBindService = 10
 
-func decodeProcess(ev *BindwatchEvent, clock bootClock) events.Process {
+func decodeProcess(ev *bindwatchEvent, clock bootClock) events.Process {
 	gid := ev.Gid
 	canBind := ev.CapEffective&(1<<capNetBindService) != 0
 	cmdline, truncated := capturedArgs(ev)
@@ -185,7 +179,7 @@ func decodeProcess(ev *BindwatchEvent, clock bootClock) events.Process {
 	}
 }
 
-func decodeHolder(rec *BindwatchHolderRec, proto string, netns uint32, clock bootClock) events.Holder {
+func decodeHolder(rec *bindwatchHolderRec, proto string, netns uint32, clock bootClock) events.Holder {
 	var since time.Time
 	if rec.BoundNs != 0 { // 0: seeded at start, listen() time unknown
 		since = clock(rec.BoundNs)
@@ -218,7 +212,7 @@ func decodeHolder(rec *BindwatchHolderRec, proto string, netns uint32, clock boo
 // decodeExit is how a process of a holder's lineage ended, nil when the
 // kernel did not see it end. The code is the exiting thread's exit_code:
 // the status in bits 8-15, or the killing signal in bits 0-6.
-func decodeExit(v *BindwatchLineageVal, clock bootClock) *events.Exit {
+func decodeExit(v *bindwatchLineageVal, clock bootClock) *events.Exit {
 	if v.ExitNs == 0 {
 		return nil
 	}
@@ -238,8 +232,8 @@ func decodeExit(v *BindwatchLineageVal, clock bootClock) *events.Exit {
 // out: a part of an argument cannot be told apart from a secret's value
 // (the name that marks it may be in the part not captured), and the
 // redaction rules must see whole arguments.
-func capturedArgs(ev *BindwatchEvent) (args []string, truncated bool) {
-	const head, tail = int(BindwatchBwArgsLenBW_ARGS_HEAD), int(BindwatchBwArgsLenBW_ARGS_TAIL)
+func capturedArgs(ev *bindwatchEvent) (args []string, truncated bool) {
+	const head, tail = int(bindwatchBwArgsLenBW_ARGS_HEAD), int(bindwatchBwArgsLenBW_ARGS_TAIL)
 	raw := int8Bytes(ev.Args[:])
 	h := raw[:min(int(ev.ArgsLen), head+tail)]
 	if uint32(len(h)) >= ev.ArgsTotal {

@@ -15,13 +15,13 @@ var epoch = time.Date(2026, 11, 25, 10, 31, 2, 113_000_000, time.UTC)
 
 func testClock(ns uint64) time.Time { return epoch.Add(time.Duration(ns)) }
 
-func kernelEvent() BindwatchEvent {
-	ev := BindwatchEvent{
+func kernelEvent() bindwatchEvent {
+	ev := bindwatchEvent{
 		TsNs: 0, StartNs: 0, Pid: 4242, Tid: 4243, Ppid: 1, Uid: 1000, Gid: 1000, Netns: 4026531833,
 		Err: uint32(syscall.EADDRINUSE), Family: syscall.AF_INET6, SockType: syscall.SOCK_STREAM,
-		Protocol: syscall.IPPROTO_TCP, Port: 8080, Syscall: uint8(BindwatchBwSyscallBW_SYSCALL_BIND),
-		Hook:      uint8(BindwatchBwHookBW_HOOK_INET6BIND),
-		SockFlags: uint8(BindwatchBwSockFlagBW_SOCK_REUSEADDR | BindwatchBwSockFlagBW_SOCK_V6ONLY),
+		Protocol: syscall.IPPROTO_TCP, Port: 8080, Syscall: uint8(bindwatchBwSyscallBW_SYSCALL_BIND),
+		Hook:      uint8(bindwatchBwHookBW_HOOK_INET6BIND),
+		SockFlags: uint8(bindwatchBwSockFlagBW_SOCK_REUSEADDR | bindwatchBwSockFlagBW_SOCK_V6ONLY),
 		CgroupId:  77, CapEffective: 1 << 10,
 	}
 	copy(ev.Addr[:], []byte{0x20, 0x01, 0x0d, 0xb8, 15: 1})
@@ -38,7 +38,7 @@ func kernelEvent() BindwatchEvent {
 
 func TestFromKernel(t *testing.T) {
 	ev := kernelEvent()
-	f := fromKernel(&ev, "fentry", testClock)
+	f := fromKernel(&ev, fentryBackend{}, testClock)
 	if f.Type != events.TypeFailure || f.Version != events.Version || f.Backend != "fentry" {
 		t.Errorf("envelope %+v", f)
 	}
@@ -70,10 +70,10 @@ func TestFromKernelRecordedHolder(t *testing.T) {
 	ev := kernelEvent()
 	ev.Family = syscall.AF_INET
 	ev.HasHolder = 1
-	ev.Holder = BindwatchHolderRec{Inode: 99, Tgid: 17, Ppid: 1, Uid: 33, Family: syscall.AF_INET, Port: 8080, BoundNs: uint64(time.Second)}
+	ev.Holder = bindwatchHolderRec{Inode: 99, Tgid: 17, Ppid: 1, Uid: 33, Family: syscall.AF_INET, Port: 8080, BoundNs: uint64(time.Second)}
 	copy(ev.Holder.Addr[:], []byte{10, 0, 0, 1})
 	ev.Holder.Comm[0] = 'x'
-	f := fromKernel(&ev, "tracepoint", testClock)
+	f := fromKernel(&ev, tracepointBackend{}, testClock)
 	if len(f.Holders) != 1 {
 		t.Fatalf("holders = %+v", f.Holders)
 	}
@@ -85,16 +85,16 @@ func TestFromKernelRecordedHolder(t *testing.T) {
 		t.Errorf("since = %v", h.Since)
 	}
 	ev.Holder.BoundNs = 0 // seeded at start: listen time unknown
-	if f := fromKernel(&ev, "tracepoint", testClock); !f.Holders[0].Since.IsZero() {
+	if f := fromKernel(&ev, tracepointBackend{}, testClock); !f.Holders[0].Since.IsZero() {
 		t.Errorf("seeded holder has since %v, want none", f.Holders[0].Since)
 	}
 }
 
 // argvEvent is what the kernel captures of argv (fill_args): all of it
 // when it fits, else its head and its tail.
-func argvEvent(argv []string) BindwatchEvent {
-	const head, tail = int(BindwatchBwArgsLenBW_ARGS_HEAD), int(BindwatchBwArgsLenBW_ARGS_TAIL)
-	var ev BindwatchEvent
+func argvEvent(argv []string) bindwatchEvent {
+	const head, tail = int(bindwatchBwArgsLenBW_ARGS_HEAD), int(bindwatchBwArgsLenBW_ARGS_TAIL)
+	var ev bindwatchEvent
 	b := []byte(strings.Join(argv, "\x00") + "\x00")
 	ev.ArgsTotal = uint32(len(b))
 	put := func(at int, p []byte) {

@@ -13,7 +13,7 @@ import (
 )
 
 // FoldEntries is how many keys each generation of the fold table holds
-// (BW_FOLD_ENTRIES in bpf/bindwatch.bpf.c).
+// (BW_FOLD_ENTRIES in bpf/bindwatch/folds.h).
 func (t *Tracer) FoldEntries() int { return int(t.maps.Folds0.MaxEntries()) }
 
 // HarvestFolds empties the fold table generation the programs stopped
@@ -40,7 +40,7 @@ func (t *Tracer) HarvestFolds() ([]events.Repeats, error) {
 		return folds, err
 	}
 	from := time.Now() // the programs write rest from the Set on
-	if err := t.coll.Variables[BindwatchVarFoldGen].Set(rest); err != nil {
+	if err := t.coll.Variables[bindwatchVarFoldGen].Set(rest); err != nil {
 		return folds, fmt.Errorf("flip the fold table: %w", err)
 	}
 	t.foldGen, t.flipped = rest, time.Now()
@@ -154,8 +154,8 @@ func MergeSpan(into, r *events.Repeats) {
 // harvest reads and deletes every entry of m, appending the folds that
 // counted anything to out, within span.
 func harvest(m *ebpf.Map, span foldSpan, out []events.Repeats) ([]events.Repeats, error) {
-	keys := make([]BindwatchFoldKey, harvestBatch)
-	vals := make([]BindwatchFoldVal, harvestBatch)
+	keys := make([]bindwatchFoldKey, harvestBatch)
+	vals := make([]bindwatchFoldVal, harvestBatch)
 	var cursor ebpf.MapBatchCursor
 	for {
 		n, err := m.BatchLookupAndDelete(&cursor, keys, vals, nil)
@@ -176,9 +176,9 @@ func harvest(m *ebpf.Map, span foldSpan, out []events.Repeats) ([]events.Repeats
 // harvestOneByOne is harvest for kernels without batch operations (before
 // 5.6): the map is not written while it is read, so walking it is safe.
 func harvestOneByOne(m *ebpf.Map, span foldSpan, out []events.Repeats) ([]events.Repeats, error) {
-	var keys []BindwatchFoldKey
-	var k BindwatchFoldKey
-	var v BindwatchFoldVal
+	var keys []bindwatchFoldKey
+	var k bindwatchFoldKey
+	var v bindwatchFoldVal
 	it := m.Iterate()
 	for it.Next(&k, &v) {
 		keys = append(keys, k)
@@ -203,7 +203,7 @@ func harvestOneByOne(m *ebpf.Map, span foldSpan, out []events.Repeats) ([]events
 // Each entry names its process itself (struct fold_val), so a fold is
 // reported even when the failure that started it is still queued in the
 // ring buffer, or was never delivered.
-func appendFold(out []events.Repeats, k *BindwatchFoldKey, v *BindwatchFoldVal, span foldSpan) []events.Repeats {
+func appendFold(out []events.Repeats, k *bindwatchFoldKey, v *bindwatchFoldVal, span foldSpan) []events.Repeats {
 	if v.Folded == 0 {
 		return out
 	}

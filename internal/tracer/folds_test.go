@@ -14,8 +14,8 @@ func fillResting(t testing.TB, tr *Tracer, n int) {
 	t.Helper()
 	m := tr.foldMap(tr.foldGen + 1)
 	for i := range n {
-		k := BindwatchFoldKey{Tgid: uint32(1 + i/1000), Err: 98, Port: uint16(i % 1000), Syscall: 1, SockHint: 3}
-		v := BindwatchFoldVal{Folded: uint64(i + 1), Protocol: 6}
+		k := bindwatchFoldKey{Tgid: uint32(1 + i/1000), Err: 98, Port: uint16(i % 1000), Syscall: 1, SockHint: 3}
+		v := bindwatchFoldVal{Folded: uint64(i + 1), Protocol: 6}
 		if err := m.Put(&k, &v); err != nil {
 			t.Fatalf("fill fold table entry %d: %v", i, err)
 		}

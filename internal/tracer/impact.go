@@ -10,7 +10,7 @@ import (
 )
 
 // impactProgram counts, in the kernel, the SYNs and datagrams dropped for
-// no socket at a port with an open incident (bpf/bindwatch.bpf.c,
+// no socket at a port with an open incident (bpf/bindwatch/impact.h,
 // "client impact"). It reads skb:kfree_skb's drop reason, which the
 // tracepoint carries from 5.17 on; on older kernels it is not loaded and
 // refused connections are not measured.
@@ -77,7 +77,7 @@ func (t *Tracer) Impact(k PortKey) (ImpactCount, error) {
 	if !ok {
 		return ImpactCount{}, fmt.Errorf("impact of port %d/%s: not a TCP or UDP port", k.Port, k.Proto)
 	}
-	var c BindwatchImpactCount
+	var c bindwatchImpactCount
 	if err := t.maps.IncidentImpact.Lookup(hk, &c); err != nil {
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
 			return ImpactCount{}, nil

@@ -17,7 +17,7 @@ type ImpactHooks struct {
 	prog  *ebpf.Program
 	coll  *ebpf.Collection // nil for the empty program
 	links []link.Link
-	key   BindwatchHolderKey
+	key   bindwatchHolderKey
 }
 
 // ErrNoImpactHook: this kernel has no kfree_skb with a drop reason.
@@ -37,7 +37,7 @@ func OpenImpactHooks(k PortKey, cookie uint64) (*ImpactHooks, error) {
 	if !ok {
 		return nil, fmt.Errorf("impact hooks for port %d/%s: not a TCP or UDP port", k.Port, k.Proto)
 	}
-	spec, err := LoadBindwatch()
+	spec, err := loadBindwatch()
 	if err != nil {
 		return nil, fmt.Errorf("parse embedded BPF object: %w", err)
 	}
@@ -55,11 +55,11 @@ func OpenImpactHooks(k PortKey, cookie uint64) (*ImpactHooks, error) {
 		return nil, fmt.Errorf("load the client impact program: %w", err)
 	}
 	h := &ImpactHooks{prog: coll.Programs[impactProgram], coll: coll, key: hk}
-	if err := coll.Maps[BindwatchMapIncidentCount].Put(uint32(0), uint32(1)); err != nil {
+	if err := coll.Maps[bindwatchMapIncidentCount].Put(uint32(0), uint32(1)); err != nil {
 		h.Close()
 		return nil, err
 	}
-	if err := coll.Maps[BindwatchMapIncidentPorts].Put(hk, cookie); err != nil {
+	if err := coll.Maps[bindwatchMapIncidentPorts].Put(hk, cookie); err != nil {
 		h.Close()
 		return nil, err
 	}
@@ -112,8 +112,8 @@ func (h *ImpactHooks) Count() uint64 {
 	if h.coll == nil {
 		return 0
 	}
-	var c BindwatchImpactCount
-	if err := h.coll.Maps[BindwatchMapIncidentImpact].Lookup(h.key, &c); err != nil {
+	var c bindwatchImpactCount
+	if err := h.coll.Maps[bindwatchMapIncidentImpact].Lookup(h.key, &c); err != nil {
 		return 0
 	}
 	return c.Count

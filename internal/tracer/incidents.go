@@ -42,8 +42,8 @@ type PortKey struct {
 	Port  uint16
 }
 
-func (k PortKey) kernel() (BindwatchHolderKey, bool) {
-	hk := BindwatchHolderKey{Netns: k.Netns, Port: k.Port}
+func (k PortKey) kernel() (bindwatchHolderKey, bool) {
+	hk := bindwatchHolderKey{Netns: k.Netns, Port: k.Port}
 	switch k.Proto {
 	case "tcp", "mptcp":
 		hk.Proto = syscall.IPPROTO_TCP
@@ -60,17 +60,14 @@ func (k PortKey) kernel() (BindwatchHolderKey, bool) {
 // release (the tracepoint backend has no such hook, and polls).
 const udpUnhash = "udp_lib_unhash"
 
-// incidentPrograms names the incident programs the backend loads.
-func incidentPrograms(backend string) []string {
+// incidentPrograms names the incident programs backend b loads.
+func incidentPrograms(b Backend) []string {
 	var p []string
 	for _, tp := range incidentTracepoints {
 		p = append(p, tp.prog)
 	}
-	switch backend {
-	case "fentry":
-		p = append(p, "fentry_"+udpUnhash)
-	case "kprobe":
-		p = append(p, "kprobe_"+udpUnhash)
+	if release := b.udpReleaseProgram(); release != "" {
+		p = append(p, release)
 	}
 	return p
 }
@@ -86,15 +83,10 @@ func (t *Tracer) attachIncidents(coll *ebpf.Collection) ([]link.Link, error) {
 		return nil, err
 	}
 	closeLinks(hooks)
-	var l link.Link
-	switch t.backend {
-	case "fentry":
-		l, err = link.AttachTracing(link.TracingOptions{Program: coll.Programs["fentry_"+udpUnhash]})
-	case "kprobe":
-		l, err = link.Kprobe(udpUnhash, coll.Programs["kprobe_"+udpUnhash], nil)
-	default:
+	if t.backend.udpReleaseProgram() == "" {
 		return nil, nil
 	}
+	l, err := t.backend.attachUDPRelease(coll)
 	if err != nil {
 		return nil, nil
 	}
@@ -199,7 +191,7 @@ func (t *Tracer) UnwatchPort(k PortKey, pids []int) error {
 	t.maps.IncidentPorts.Delete(hk)
 	t.maps.IncidentImpact.Delete(hk)
 	for _, pid := range pids {
-		var have BindwatchHolderKey
+		var have bindwatchHolderKey
 		if t.maps.IncidentHolders.Lookup(uint32(pid), &have) == nil && have == hk {
 			t.maps.IncidentHolders.Delete(uint32(pid))
 		}
@@ -249,15 +241,15 @@ func (t *Tracer) WaitIncident(until time.Time) (events.Record, error) {
 		}
 		return nil, fmt.Errorf("read incident ring buffer: %w", err)
 	}
-	var ev BindwatchIncidentEvent
+	var ev bindwatchIncidentEvent
 	if len(rec.RawSample) < int(unsafe.Sizeof(ev)) {
 		return nil, fmt.Errorf("short incident record: %d bytes, want %d (hint: the BPF object and the binary disagree; run make generate)", len(rec.RawSample), unsafe.Sizeof(ev))
 	}
-	ev = *(*BindwatchIncidentEvent)(unsafe.Pointer(&rec.RawSample[0]))
+	ev = *(*bindwatchIncidentEvent)(unsafe.Pointer(&rec.RawSample[0]))
 	return decodeIncident(&ev, t.Time), nil
 }
 
-func decodeIncident(ev *BindwatchIncidentEvent, clock bootClock) events.Record {
+func decodeIncident(ev *bindwatchIncidentEvent, clock bootClock) events.Record {
 	at := clock(ev.TsNs)
 	proto := protoName(uint16(ev.Proto))
 	actor := events.Process{
@@ -266,8 +258,8 @@ func decodeIncident(ev *BindwatchIncidentEvent, clock bootClock) events.Record {
 		Cmdline:   host.SplitArgs(int8Bytes(ev.Args[:min(int(ev.ArgsLen), len(ev.Args))])),
 		StartTime: clock(ev.StartNs),
 	}
-	switch BindwatchBwIncidentKind(ev.Kind) {
-	case BindwatchBwIncidentKindBW_INCIDENT_RELEASED:
+	switch bindwatchBwIncidentKind(ev.Kind) {
+	case bindwatchBwIncidentKindBW_INCIDENT_RELEASED:
 		r := &events.Released{
 			Header: events.Header{Type: events.TypeReleased, Version: events.Version, Time: at}, Source: events.SourceKernel,
 			Proto: proto, Netns: ev.Netns, Addr: formatAddr(ev.Family, ev.Addr), Port: ev.Port,
@@ -308,13 +300,13 @@ func decodeIncident(ev *BindwatchIncidentEvent, clock bootClock) events.Record {
 			}
 		}
 		return r
-	case BindwatchBwIncidentKindBW_INCIDENT_SIGNAL:
+	case bindwatchBwIncidentKindBW_INCIDENT_SIGNAL:
 		return &events.Signal{
 			Header: events.Header{Type: events.TypeSignal, Version: events.Version, Time: at}, Signal: signalName(int(ev.Sig)),
 			Sender: actor, Target: events.Process{PID: int(ev.Target), Comm: cString(ev.TargetComm[:])},
 			Result: signalResult(ev.Result), Proto: proto, Netns: ev.Netns, Port: ev.Port,
 		}
-	case BindwatchBwIncidentKindBW_INCIDENT_SHARED:
+	case bindwatchBwIncidentKindBW_INCIDENT_SHARED:
 		h := &ev.Holder
 		r := &events.PortShared{
 			Header: events.Header{Type: events.TypePortShared, Version: events.Version, Time: at}, Source: events.SourceKernel,
@@ -384,7 +376,7 @@ func OpenIncidentHooks() (*IncidentHooks, error) {
 	if err := preflight(); err != nil {
 		return nil, err
 	}
-	spec, err := LoadBindwatch()
+	spec, err := loadBindwatch()
 	if err != nil {
 		return nil, fmt.Errorf("parse embedded BPF object: %w", err)
 	}
@@ -405,7 +397,7 @@ func OpenIncidentHooks() (*IncidentHooks, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load incident programs: %w", err)
 	}
-	if err := coll.Maps[BindwatchMapIncidentCount].Put(uint32(0), uint32(1)); err != nil {
+	if err := coll.Maps[bindwatchMapIncidentCount].Put(uint32(0), uint32(1)); err != nil {
 		coll.Close()
 		return nil, err
 	}

@@ -27,7 +27,7 @@ const calibratePort = 4099
 // their address; the error says why.
 func calibrateIOUring(coll *ebpf.Collection) error {
 	vars := coll.Variables
-	if err := vars[BindwatchVarUringCalibPort].Set(uint16(calibratePort)); err != nil {
+	if err := vars[bindwatchVarUringCalibPort].Set(uint16(calibratePort)); err != nil {
 		return err
 	}
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
@@ -41,10 +41,10 @@ func calibrateIOUring(coll *ebpf.Collection) error {
 	if err := unix.Fstat(fd, &st); err != nil {
 		return err
 	}
-	if err := vars[BindwatchVarUringCalibIno].Set(st.Ino); err != nil {
+	if err := vars[bindwatchVarUringCalibIno].Set(st.Ino); err != nil {
 		return err
 	}
-	defer vars[BindwatchVarUringCalibIno].Set(uint64(0))
+	defer vars[bindwatchVarUringCalibIno].Set(uint64(0))
 	host.MarkProbe(fd)
 	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
 		return fmt.Errorf("bind the calibrating socket: %w", err)
@@ -57,7 +57,7 @@ func calibrateIOUring(coll *ebpf.Collection) error {
 		return fmt.Errorf("io_uring bind: %w", err)
 	}
 	var at uint8
-	if err := vars[BindwatchVarUringAddrAt].Get(&at); err != nil {
+	if err := vars[bindwatchVarUringAddrAt].Get(&at); err != nil {
 		return err
 	}
 	if at == 0 {

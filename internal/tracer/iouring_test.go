@@ -35,7 +35,7 @@ func TestIOUringBindAddress(t *testing.T) {
 	}
 	defer tr.Close()
 	var at uint8
-	if err := tr.coll.Variables[BindwatchVarUringAddrAt].Get(&at); err != nil {
+	if err := tr.coll.Variables[bindwatchVarUringAddrAt].Get(&at); err != nil {
 		t.Fatal(err)
 	}
 	if tr.IOUringErr != nil || at == 0 {
@@ -52,7 +52,7 @@ func TestIOUringBindAddress(t *testing.T) {
 		t.Fatalf("io_uring bind = %v, want EADDRINUSE", err)
 	}
 	ev := readFailure(t, tr, port)
-	if ev.Hook != uint8(BindwatchBwHookBW_HOOK_IOURING_BIND) || ev.Pid != uint32(os.Getpid()) || ev.Err != uint32(syscall.EADDRINUSE) ||
+	if ev.Hook != uint8(bindwatchBwHookBW_HOOK_IOURING_BIND) || ev.Pid != uint32(os.Getpid()) || ev.Err != uint32(syscall.EADDRINUSE) ||
 		ev.Addr[0] != 127 || ev.Addr[3] != 1 || ev.HasHolder != 1 {
 		t.Errorf("event hook %d pid %d err %d addr %v holder %d (uring_addr_at %d): want the io_uring hook, this process, EADDRINUSE, 127.0.0.1 and the holder",
 			ev.Hook, ev.Pid, ev.Err, ev.Addr[:4], ev.HasHolder, at)

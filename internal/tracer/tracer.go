@@ -23,7 +23,7 @@ import (
 // Tracer is attached BPF programs and the ring buffer they report into.
 type Tracer struct {
 	coll   *ebpf.Collection
-	maps   BindwatchMaps
+	maps   bindwatchMaps
 	links  []link.Link
 	reader *ringbuf.Reader
 	// incidents reads the incident records; watched are the ports the
@@ -36,7 +36,7 @@ type Tracer struct {
 	// impactSource: the hook counting refused connections and dropped
 	// datagrams at watched ports ("" when this kernel has none).
 	impactSource string
-	backend      string
+	backend      Backend
 	skipped      map[string]string
 	// foldGen is the fold table generation the programs write (fold_gen).
 	foldGen uint32
@@ -121,7 +121,7 @@ func openBackend(cfg Config, b Backend) (*Tracer, error) {
 	if err := b.Check(); err != nil {
 		return nil, err
 	}
-	spec, err := LoadBindwatch()
+	spec, err := loadBindwatch()
 	if err != nil {
 		return nil, fmt.Errorf("parse embedded BPF object: %w (hint: run make generate)", err)
 	}
@@ -138,7 +138,7 @@ func openBackend(cfg Config, b Backend) (*Tracer, error) {
 		keep[seedProgram] = true
 		keep[lineageProgram] = true
 	}
-	for _, p := range incidentPrograms(b.Name()) {
+	for _, p := range incidentPrograms(b) {
 		keep[p] = true
 	}
 	impact := impactSource()
@@ -171,7 +171,7 @@ func openBackend(cfg Config, b Backend) (*Tracer, error) {
 	if err != nil {
 		return nil, loadError(err, cfg.Debug)
 	}
-	t := &Tracer{coll: coll, backend: b.Name(), watched: map[PortKey]bool{}, noHolders: cfg.NoHolders, impactSource: impact, HooksLinger: DefaultHooksLinger, fold: cfg.Fold}
+	t := &Tracer{coll: coll, backend: b, watched: map[PortKey]bool{}, noHolders: cfg.NoHolders, impactSource: impact, HooksLinger: DefaultHooksLinger, fold: cfg.Fold}
 	if err := coll.Assign(&t.maps); err != nil {
 		t.Close()
 		return nil, fmt.Errorf("BPF object lacks a map: %w (hint: run make generate)", err)
@@ -321,7 +321,7 @@ func preflight() error {
 }
 
 // Backend names the attached backend.
-func (t *Tracer) Backend() string { return t.backend }
+func (t *Tracer) Backend() string { return t.backend.Name() }
 
 // Skipped says why each better backend was not used (auto only).
 func (t *Tracer) Skipped() map[string]string { return t.skipped }
@@ -403,7 +403,7 @@ var ErrFlushed = ringbuf.ErrFlushed
 
 // Read blocks until the kernel reports a failure, and decodes it into rec.
 func (t *Tracer) Read(rec *Record) error {
-	var ev BindwatchEvent
+	var ev bindwatchEvent
 	if err := t.readEvent(&ev); err != nil {
 		return err
 	}
@@ -412,7 +412,7 @@ func (t *Tracer) Read(rec *Record) error {
 }
 
 // readEvent reads the next kernel event as the kernel wrote it.
-func (t *Tracer) readEvent(ev *BindwatchEvent) error {
+func (t *Tracer) readEvent(ev *bindwatchEvent) error {
 	var rec ringbuf.Record
 	if err := t.reader.ReadInto(&rec); err != nil {
 		return err
@@ -422,7 +422,7 @@ func (t *Tracer) readEvent(ev *BindwatchEvent) error {
 	}
 	// The record is a struct event written by the kernel on this machine,
 	// so it is in host layout already.
-	*ev = *(*BindwatchEvent)(unsafe.Pointer(&rec.RawSample[0]))
+	*ev = *(*bindwatchEvent)(unsafe.Pointer(&rec.RawSample[0]))
 	return nil
 }
 
@@ -444,7 +444,7 @@ type Stats struct {
 
 // Stats sums the per-CPU counters.
 func (t *Tracer) Stats() (Stats, error) {
-	var per []BindwatchStats
+	var per []bindwatchStats
 	if err := t.maps.SessionStats.Lookup(uint32(0), &per); err != nil {
 		return Stats{}, fmt.Errorf("read kernel counters: %w", err)
 	}
@@ -465,7 +465,7 @@ func (t *Tracer) Unread() uint64 {
 
 // recordSize is a failure record's size in the ring buffer: the event and
 // the kernel's 8-byte header, rounded up to 8 bytes (BPF_RINGBUF_HDR_SZ).
-const recordSize = (8 + uint64(unsafe.Sizeof(BindwatchEvent{})) + 7) &^ 7
+const recordSize = (8 + uint64(unsafe.Sizeof(bindwatchEvent{})) + 7) &^ 7
 
 // Detach stops counting at once — the counters, the fold table and the
 // ring buffer hold still from its return on, and stay readable until Close
@@ -476,7 +476,7 @@ func (t *Tracer) Detach() {
 	if t.detached != nil {
 		return
 	}
-	t.coll.Variables[BindwatchVarPaused].Set(uint8(1))
+	t.coll.Variables[bindwatchVarPaused].Set(uint8(1))
 	t.hooksMu.Lock()
 	links, done := append(t.links, t.incidentHooks...), make(chan struct{})
 	t.links, t.incidentHooks, t.detached = nil, nil, done

@@ -19,9 +19,9 @@ func TestMain(m *testing.M) {
 }
 
 // readFailure reads events until one on port arrives.
-func readFailure(t *testing.T, tr *Tracer, port int) BindwatchEvent {
+func readFailure(t *testing.T, tr *Tracer, port int) bindwatchEvent {
 	t.Helper()
-	var ev BindwatchEvent
+	var ev bindwatchEvent
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		tr.SetDeadline(deadline)
@@ -56,14 +56,14 @@ func TestTracepointPairedMode(t *testing.T) {
 	testenv.Hold(t, "tcp", "127.0.0.1", port, testenv.Opts{}) // bind + listen succeed
 	testenv.FailBind(t, "tcp", "127.0.0.1", port, testenv.Opts{ReuseAddr: true}, syscall.EADDRINUSE)
 	ev := readFailure(t, tr, port)
-	if ev.Err != uint32(syscall.EADDRINUSE) || ev.Pid != uint32(os.Getpid()) || ev.SockFlags&uint8(BindwatchBwSockFlagBW_SOCK_REUSEADDR) == 0 {
+	if ev.Err != uint32(syscall.EADDRINUSE) || ev.Pid != uint32(os.Getpid()) || ev.SockFlags&uint8(bindwatchBwSockFlagBW_SOCK_REUSEADDR) == 0 {
 		t.Errorf("event %+v", ev)
 	}
 	if ev.HasHolder != 1 || ev.Holder.Tgid != uint32(os.Getpid()) {
 		t.Errorf("recorded holder %+v (has %d): want this process's listener", ev.Holder, ev.HasHolder)
 	}
 	var k uint32
-	var v BindwatchCallArgs
+	var v bindwatchCallArgs
 	if it := tr.maps.Inflight.Iterate(); it.Next(&k, &v) {
 		t.Errorf("stash not cleaned up: thread %d left %+v", k, v)
 	}
