@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"slices"
-	"sync"
 	"time"
 	"unsafe"
 
@@ -48,14 +47,9 @@ type Tracer struct {
 	fold    time.Duration
 	// detached is closed once Detach's detaching is done.
 	detached chan struct{}
-	// incidentHooks are the incident tracepoint programs' links, attached
-	// while the kernel watches a port (WatchPort) and HooksLinger after.
-	// hooksGen changes when a port is newly watched or the last one
-	// unwatched: a linger timer detaches only if it has not changed since
-	// it was set. Both under hooksMu (the timer runs on its own).
-	incidentHooks []link.Link
-	hooksGen      int
-	hooksMu       sync.Mutex
+	// hooks are the incident tracepoint programs, attached while the
+	// kernel watches a port (WatchPort) and HooksLinger after.
+	hooks *hookLife
 	// HooksLinger is how long the incident programs stay attached after
 	// the last incident closed (DefaultHooksLinger).
 	HooksLinger time.Duration
@@ -171,7 +165,8 @@ func openBackend(cfg Config, b Backend) (*Tracer, error) {
 	if err != nil {
 		return nil, loadError(err, cfg.Debug)
 	}
-	t := &Tracer{coll: coll, backend: b, watched: map[PortKey]bool{}, noHolders: cfg.NoHolders, impactSource: impact, HooksLinger: DefaultHooksLinger, fold: cfg.Fold}
+	t := &Tracer{coll: coll, backend: b, watched: map[PortKey]bool{}, noHolders: cfg.NoHolders, impactSource: impact, HooksLinger: DefaultHooksLinger, fold: cfg.Fold,
+		hooks: &hookLife{coll: coll}}
 	if err := coll.Assign(&t.maps); err != nil {
 		t.Close()
 		return nil, fmt.Errorf("BPF object lacks a map: %w (hint: run make generate)", err)
@@ -477,10 +472,8 @@ func (t *Tracer) Detach() {
 		return
 	}
 	t.coll.Variables[bindwatchVarPaused].Set(uint8(1))
-	t.hooksMu.Lock()
-	links, done := append(t.links, t.incidentHooks...), make(chan struct{})
-	t.links, t.incidentHooks, t.detached = nil, nil, done
-	t.hooksMu.Unlock()
+	links, done := append(t.links, t.hooks.stop()...), make(chan struct{})
+	t.links, t.detached = nil, done
 	go func() {
 		closeLinks(links)
 		close(done)
@@ -512,10 +505,11 @@ func (t *Tracer) Close() error {
 	if t.incidents != nil {
 		t.incidents.Close()
 	}
-	t.hooksMu.Lock()
-	closeLinks(append(t.links, t.incidentHooks...))
-	t.links, t.incidentHooks = nil, nil
-	t.hooksMu.Unlock()
+	if t.hooks != nil {
+		closeLinks(t.hooks.stop())
+	}
+	closeLinks(t.links)
+	t.links = nil
 	if t.detached != nil {
 		<-t.detached
 	}
