@@ -121,9 +121,7 @@ func attachIncidentHooks(coll *ebpf.Collection) ([]link.Link, error) {
 // attached: from the first WatchPort to HooksLinger after the last
 // UnwatchPort.
 func (t *Tracer) IncidentHooksAttached() bool {
-	t.hooksMu.Lock()
-	defer t.hooksMu.Unlock()
-	return t.incidentHooks != nil
+	return t.hooks.attached()
 }
 
 // SeesUDPReleases tells whether the kernel reports a UDP holder's release
@@ -162,15 +160,8 @@ func (t *Tracer) WatchPort(k PortKey, cookie uint64, pids []int) (bool, error) {
 			return false, fmt.Errorf("watch port %d/%s: %w", k.Port, k.Proto, err)
 		}
 		// After the maps: attached, the programs report for the port.
-		t.hooksMu.Lock()
-		defer t.hooksMu.Unlock()
-		t.hooksGen++ // a linger timer set before this must not detach
-		if t.incidentHooks == nil && t.detached == nil {
-			hooks, err := attachIncidentHooks(t.coll)
-			if err != nil {
-				return false, fmt.Errorf("watch port %d/%s: %w", k.Port, k.Proto, err)
-			}
-			t.incidentHooks = hooks
+		if err := t.hooks.watching(); err != nil {
+			return false, fmt.Errorf("watch port %d/%s: %w", k.Port, k.Proto, err)
 		}
 	}
 	for _, pid := range pids {
@@ -201,18 +192,7 @@ func (t *Tracer) UnwatchPort(k PortKey, pids []int) error {
 		// the host's signals and TCP state changes go back to costing
 		// nothing. (Attaching takes 5-30 ms of text patching: a restart
 		// storm should not pay it per incident.)
-		t.hooksMu.Lock()
-		t.hooksGen++
-		gen := t.hooksGen
-		t.hooksMu.Unlock()
-		time.AfterFunc(t.HooksLinger, func() {
-			t.hooksMu.Lock()
-			defer t.hooksMu.Unlock()
-			if t.hooksGen == gen { // nothing watched since
-				closeLinks(t.incidentHooks)
-				t.incidentHooks = nil
-			}
-		})
+		t.hooks.idle(t.HooksLinger)
 	}
 	return t.maps.IncidentCount.Put(uint32(0), uint32(len(t.watched)))
 }

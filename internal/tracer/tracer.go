@@ -5,9 +5,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
-	"sync"
 	"time"
-	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
@@ -22,10 +20,11 @@ import (
 
 // Tracer is attached BPF programs and the ring buffer they report into.
 type Tracer struct {
-	coll   *ebpf.Collection
-	maps   bindwatchMaps
-	links  []link.Link
-	reader *ringbuf.Reader
+	coll  *ebpf.Collection
+	maps  bindwatchMaps
+	links []link.Link
+	// reader reads the failures (failurering.go).
+	reader *failureRing
 	// incidents reads the incident records; watched are the ports the
 	// kernel reports them for.
 	incidents *ringbuf.Reader
@@ -48,14 +47,9 @@ type Tracer struct {
 	fold    time.Duration
 	// detached is closed once Detach's detaching is done.
 	detached chan struct{}
-	// incidentHooks are the incident tracepoint programs' links, attached
-	// while the kernel watches a port (WatchPort) and HooksLinger after.
-	// hooksGen changes when a port is newly watched or the last one
-	// unwatched: a linger timer detaches only if it has not changed since
-	// it was set. Both under hooksMu (the timer runs on its own).
-	incidentHooks []link.Link
-	hooksGen      int
-	hooksMu       sync.Mutex
+	// hooks are the incident tracepoint programs, attached while the
+	// kernel watches a port (WatchPort) and HooksLinger after.
+	hooks *hookLife
 	// HooksLinger is how long the incident programs stay attached after
 	// the last incident closed (DefaultHooksLinger).
 	HooksLinger time.Duration
@@ -171,7 +165,8 @@ func openBackend(cfg Config, b Backend) (*Tracer, error) {
 	if err != nil {
 		return nil, loadError(err, cfg.Debug)
 	}
-	t := &Tracer{coll: coll, backend: b, watched: map[PortKey]bool{}, noHolders: cfg.NoHolders, impactSource: impact, HooksLinger: DefaultHooksLinger, fold: cfg.Fold}
+	t := &Tracer{coll: coll, backend: b, watched: map[PortKey]bool{}, noHolders: cfg.NoHolders, impactSource: impact, HooksLinger: DefaultHooksLinger, fold: cfg.Fold,
+		hooks: &hookLife{coll: coll}}
 	if err := coll.Assign(&t.maps); err != nil {
 		t.Close()
 		return nil, fmt.Errorf("BPF object lacks a map: %w (hint: run make generate)", err)
@@ -217,9 +212,9 @@ func openBackend(cfg Config, b Backend) (*Tracer, error) {
 		return nil, err
 	}
 	t.links = append(t.links, il...)
-	if t.reader, err = ringbuf.NewReader(t.maps.Events); err != nil {
+	if t.reader, err = openFailureRing(t.maps.Events); err != nil {
 		t.Close()
-		return nil, fmt.Errorf("open ring buffer: %w", err)
+		return nil, err
 	}
 	if t.incidents, err = ringbuf.NewReader(t.maps.IncidentEvents); err != nil {
 		t.Close()
@@ -392,11 +387,11 @@ func (t *Tracer) Traced(pid int) bool {
 
 // SetDeadline makes a blocked Read return os.ErrDeadlineExceeded at t, so
 // the caller can do periodic work. A zero time blocks forever.
-func (t *Tracer) SetDeadline(d time.Time) { t.reader.SetDeadline(d) }
+func (t *Tracer) SetDeadline(d time.Time) { t.reader.setDeadline(d) }
 
 // Flush makes a blocked Read (or the next one) return ErrFlushed. Unlike
 // SetDeadline, it may be called while another goroutine is in Read.
-func (t *Tracer) Flush() { t.reader.Flush() }
+func (t *Tracer) Flush() { t.reader.flush() }
 
 // ErrFlushed is returned by a Read that Flush woke up.
 var ErrFlushed = ringbuf.ErrFlushed
@@ -412,19 +407,7 @@ func (t *Tracer) Read(rec *Record) error {
 }
 
 // readEvent reads the next kernel event as the kernel wrote it.
-func (t *Tracer) readEvent(ev *bindwatchEvent) error {
-	var rec ringbuf.Record
-	if err := t.reader.ReadInto(&rec); err != nil {
-		return err
-	}
-	if len(rec.RawSample) < int(unsafe.Sizeof(*ev)) {
-		return fmt.Errorf("short ring buffer record: %d bytes, want %d (hint: the BPF object and the binary disagree; run make generate)", len(rec.RawSample), unsafe.Sizeof(*ev))
-	}
-	// The record is a struct event written by the kernel on this machine,
-	// so it is in host layout already.
-	*ev = *(*bindwatchEvent)(unsafe.Pointer(&rec.RawSample[0]))
-	return nil
-}
+func (t *Tracer) readEvent(ev *bindwatchEvent) error { return t.reader.read(ev) }
 
 // Stats are the kernel's counters for this session.
 type Stats struct {
@@ -460,12 +443,8 @@ func (t *Tracer) Stats() (Stats, error) {
 
 // Unread is how many failure records wait in the ring buffer, unread.
 func (t *Tracer) Unread() uint64 {
-	return uint64(t.reader.AvailableBytes()) / recordSize
+	return t.reader.unread()
 }
-
-// recordSize is a failure record's size in the ring buffer: the event and
-// the kernel's 8-byte header, rounded up to 8 bytes (BPF_RINGBUF_HDR_SZ).
-const recordSize = (8 + uint64(unsafe.Sizeof(bindwatchEvent{})) + 7) &^ 7
 
 // Detach stops counting at once — the counters, the fold table and the
 // ring buffer hold still from its return on, and stay readable until Close
@@ -477,10 +456,8 @@ func (t *Tracer) Detach() {
 		return
 	}
 	t.coll.Variables[bindwatchVarPaused].Set(uint8(1))
-	t.hooksMu.Lock()
-	links, done := append(t.links, t.incidentHooks...), make(chan struct{})
-	t.links, t.incidentHooks, t.detached = nil, nil, done
-	t.hooksMu.Unlock()
+	links, done := append(t.links, t.hooks.stop()...), make(chan struct{})
+	t.links, t.detached = nil, done
 	go func() {
 		closeLinks(links)
 		close(done)
@@ -507,15 +484,16 @@ func WaitForPrograms() {
 // then returns an error.
 func (t *Tracer) Close() error {
 	if t.reader != nil {
-		t.reader.Close()
+		t.reader.close()
 	}
 	if t.incidents != nil {
 		t.incidents.Close()
 	}
-	t.hooksMu.Lock()
-	closeLinks(append(t.links, t.incidentHooks...))
-	t.links, t.incidentHooks = nil, nil
-	t.hooksMu.Unlock()
+	if t.hooks != nil {
+		closeLinks(t.hooks.stop())
+	}
+	closeLinks(t.links)
+	t.links = nil
 	if t.detached != nil {
 		<-t.detached
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/bindwatch/bindwatch/internal/diagnose"
 	"github.com/bindwatch/bindwatch/internal/events"
+	"github.com/bindwatch/bindwatch/internal/incident"
 	"github.com/bindwatch/bindwatch/internal/redact"
 	"github.com/bindwatch/bindwatch/internal/resolve"
 	"github.com/bindwatch/bindwatch/internal/tracer"
@@ -97,8 +98,12 @@ type Session struct {
 	// heldFolds are folds harvested for another port's recovery, written
 	// at the next tick (flushFolds).
 	heldFolds []events.Repeats
-	// incidents sees every record on its way out (it wraps opts.Out).
-	incidents *incidents
+	// out is where the records go (Options.Out). Every record written is
+	// shown to incidents too (write, report): no sink is wrapped.
+	out Sink
+	// incidents follows the incidents (internal/incident): it writes its
+	// own records to out, and has the kernel watch the ports that failed.
+	incidents *incident.Live
 	// pending is a failure read from the ring buffer (into pendingBuf)
 	// and not yet reported: an incident record before it goes first.
 	pending    *tracer.Record
@@ -131,16 +136,17 @@ func Start(opts Options) (*Session, error) {
 		self := os.Getpid()
 		enrich.r.SetJob(&diagnose.Job{Command: opts.Job, Contains: func(pid int) bool { return pid != self && t.Traced(pid) }})
 	}
-	s := &Session{opts: opts, tracer: t, enrich: enrich, host: host, started: time.Now(), caughtUp: true}
-	s.incidents = newIncidents(opts.Out, t, enrich, host, opts.IncidentQuiet, opts.Tracer.Ports)
-	s.opts.Out = s.incidents
+	s := &Session{opts: opts, out: opts.Out, tracer: t, enrich: enrich, host: host, started: time.Now(), caughtUp: true}
+	s.incidents = incident.NewLive(s.out, incidentKernel{t}, incidentResolver{enrich.r}, incident.LiveOptions{
+		Host: host, Quiet: opts.IncidentQuiet, Protected: func(port uint16) bool { return inPorts(opts.Tracer.Ports, port) },
+	})
 	if s.opts.Tick == 0 {
 		s.opts.Tick = max(opts.Tracer.Fold, time.Second)
 	}
 	start := &events.Start{
 		Header: events.Header{Type: events.TypeStart, Version: events.Version, Time: s.started, Host: host},
 		Kernel: kernelRelease(), Backend: t.Backend(), Skipped: t.Skipped(), Limits: t.Limits(),
-		PID: os.Getpid(), FoldMS: opts.Tracer.Fold.Milliseconds(), IncidentQuietMS: s.incidents.builder.Quiet.Milliseconds(),
+		PID: os.Getpid(), FoldMS: opts.Tracer.Fold.Milliseconds(), IncidentQuietMS: s.incidents.Quiet().Milliseconds(),
 		Filters: filters(&opts.Tracer), HoldersRecorded: !opts.Tracer.NoHolders,
 	}
 	if len(start.Skipped) == 0 {
@@ -154,7 +160,7 @@ func Start(opts Options) (*Session, error) {
 		}
 		start.Limits["pid_namespace"] = err.Error()
 	}
-	if err := s.opts.Out.Write(start); err != nil {
+	if err := s.write(start); err != nil {
 		s.close()
 		return nil, fmt.Errorf("write start record: %w", err)
 	}
@@ -185,7 +191,7 @@ func (s *Session) Run(ctx context.Context) error {
 	for ctx.Err() == nil {
 		if s.caughtUp && s.pending == nil {
 			// Wait for the kernel.
-			s.tracer.SetDeadline(s.incidents.deadline(next))
+			s.tracer.SetDeadline(s.incidents.Deadline(next))
 			err := s.tracer.Read(&s.pendingBuf)
 			switch {
 			case err == nil:
@@ -208,7 +214,7 @@ func (s *Session) Run(ctx context.Context) error {
 		// The kernel's incident records were written by catchUp, in
 		// order with the failures; what only a poll sees, and incidents
 		// nobody tries any more, are looked at now.
-		if err := s.incidents.idle(time.Now()); err != nil {
+		if err := s.incidents.Idle(time.Now()); err != nil {
 			return err
 		}
 	}
@@ -236,7 +242,7 @@ func (s *Session) catchUp(n int) (bool, error) {
 				s.pending = &s.pendingBuf
 			}
 		}
-		rec, at, err := s.incidents.next()
+		rec, at, err := s.incidents.Next()
 		if err != nil {
 			return false, err
 		}
@@ -250,7 +256,7 @@ func (s *Session) catchUp(n int) (bool, error) {
 				return false, err
 			}
 		default:
-			if err := s.incidents.handleNext(s.flushFolds); err != nil {
+			if err := s.incidents.HandleNext(s.flushFolds); err != nil {
 				return false, err
 			}
 		}
@@ -299,7 +305,35 @@ func (s *Session) report(rec *tracer.Record) error {
 		s.unresolved++
 	}
 	s.reported++
-	return s.opts.Out.Write(f)
+	if f.Destination != nil {
+		// An implicit bind's failure (connect, sendto: no local port
+		// left) is about the ephemeral range, not a port someone serves:
+		// it opens no incident.
+		return s.out.Write(f)
+	}
+	// The incidents see the failure before it is written: the kernel
+	// watches its port before anyone reads it (a holder killed at once
+	// is told, not missed). What they have to say after it
+	// (incident_untracked) follows it.
+	after, err := s.incidents.Failed(f)
+	if err != nil {
+		return err
+	}
+	err = s.out.Write(f)
+	for _, rec := range after {
+		if werr := s.write(rec); werr != nil {
+			return werr
+		}
+	}
+	return err
+}
+
+// write writes a record other than a failure, and shows it to the
+// incidents (a repeats record counts attempts, the stop record ends them).
+func (s *Session) write(rec events.Record) error {
+	err := s.out.Write(rec)
+	s.incidents.Saw(rec)
+	return err
 }
 
 // tick reports the repeats folded in the fold table generation that rested
@@ -384,7 +418,7 @@ func (s *Session) writeRepeats(folds []events.Repeats, at time.Time) error {
 		}
 		r.Time, r.Host = at, s.host
 		s.folded += r.Count
-		if err := s.opts.Out.Write(r); err != nil {
+		if err := s.write(r); err != nil {
 			return err
 		}
 	}
@@ -399,7 +433,7 @@ func (s *Session) writeLost() error {
 	if st.Lost > s.lost {
 		lost := &events.Lost{Header: events.Header{Type: events.TypeLost, Version: events.Version, Time: time.Now(), Host: s.host}, Count: st.Lost - s.lost}
 		s.lost = st.Lost
-		return s.opts.Out.Write(lost)
+		return s.write(lost)
 	}
 	return nil
 }
@@ -446,14 +480,10 @@ drain:
 		return err
 	}
 	// The programs are detached: what they reported is in the ring.
-	s.incidents.pump.close()
-	if err := s.incidents.pump.drain(); err != nil {
+	if err := s.incidents.Drain(func(*events.Recovered) error { return nil }); err != nil {
 		return err
 	}
-	if err := s.incidents.step(func(*events.Recovered) error { return nil }); err != nil {
-		return err
-	}
-	signalsFolded, incidentLost := s.incidents.pump.counts()
+	signalsFolded, incidentLost := s.incidents.PumpCounts()
 	lostErr := s.writeLost()
 	st, statsErr := s.tracer.Stats()
 	unread := s.tracer.Unread()
@@ -461,11 +491,11 @@ drain:
 		unread++
 	}
 	now := time.Now()
-	err := s.opts.Out.Write(&events.Stop{
+	err := s.write(&events.Stop{
 		Header:   events.Header{Type: events.TypeStop, Version: events.Version, Time: now, Host: s.host},
 		Failures: st.Failures, Reported: s.reported, Folded: s.folded, Lost: s.lost,
 		Unread: unread, OtherUnits: s.otherUnits, Unfolded: st.FoldFull, Unresolved: s.unresolved, Unfollowed: st.Unfollowed,
-		IncidentsUntracked: s.incidents.untracked, SignalsFolded: signalsFolded, IncidentRecordsLost: incidentLost,
+		IncidentsUntracked: s.incidents.Untracked(), SignalsFolded: signalsFolded, IncidentRecordsLost: incidentLost,
 		DurationMS: now.Sub(s.started).Milliseconds(),
 	})
 	return errors.Join(err, harvestErr, lostErr, statsErr)
@@ -515,9 +545,12 @@ func kernelRelease() string {
 	return unix.ByteSliceToString(u.Release[:])
 }
 
-func minTime(a, b time.Time) time.Time {
-	if a.Before(b) {
-		return a
+// inPorts tells whether port is in one of the ranges.
+func inPorts(ranges []tracer.PortRange, port uint16) bool {
+	for _, r := range ranges {
+		if port >= r.Lo && port <= r.Hi {
+			return true
+		}
 	}
-	return b
+	return false
 }

@@ -1,7 +1,6 @@
-package watch
+package incident
 
 import (
-	"cmp"
 	"errors"
 	"slices"
 	"strconv"
@@ -9,9 +8,6 @@ import (
 
 	"github.com/bindwatch/bindwatch/internal/events"
 	"github.com/bindwatch/bindwatch/internal/host"
-	"github.com/bindwatch/bindwatch/internal/incident"
-	"github.com/bindwatch/bindwatch/internal/resolve"
-	"github.com/bindwatch/bindwatch/internal/tracer"
 )
 
 // pollInterval is how often the sockets the kernel cannot report on (UDP
@@ -27,7 +23,7 @@ const maxWatchedPIDs = 64
 // records and polls.
 const incidentStep = pollInterval
 
-// The kernel watches at most tracer.MaxIncidents ports. As in the
+// The kernel watches at most Kernel.MaxPorts ports. As in the
 // builder's table, no user but root may have more than maxWatchedPerUser
 // of them watched, nor their holders give the kernel more than
 // maxHolderPIDsPerUser pids (of its incident_holders' 4096), and
@@ -40,20 +36,21 @@ const (
 	maxHolderPIDsPerUser = 512
 )
 
-// incidents follows the session's incidents. It sees every record the
-// session writes (it wraps the sink), opens and closes them in the
-// kernel's maps — so the kernel reports released, signal and recovered
-// for those ports only — completes the kernel's records with what user
-// space knows (attempts, outage, process details), and polls, for ports
-// with an open incident only, what no kernel hook here reports: a UDP
-// holder or TIME_WAIT socket going away.
-type incidents struct {
+// Live follows a trace's incidents as they happen. The session shows it
+// every record it writes (Failed before a failure, Saw after the others);
+// Live opens and closes the incidents in the kernel's maps — so the kernel
+// reports released, signal and recovered for those ports only — completes
+// the kernel's records with what user space knows (attempts, outage,
+// process details) and writes them, and polls, for ports with an open
+// incident only, what no kernel hook here reports: a UDP holder or
+// TIME_WAIT socket going away.
+type Live struct {
 	out     Sink
-	tracer  *tracer.Tracer
-	enrich  *enricher
+	kernel  Kernel
+	res     Resolver
 	host    string
-	builder *incident.Builder
-	ports   map[incident.Key]*watchedPort
+	builder *Builder
+	ports   map[Key]*watchedPort
 	// protected tells whether a port is one of --port's.
 	protected func(port uint16) bool
 	// watched counts the ports the kernel watches, in all and per user;
@@ -71,7 +68,7 @@ type incidents struct {
 	sharedLookups int
 	// sharedPending are same-program joins waiting out sharedGrace.
 	sharedPending []pendingShared
-	// queue holds the kernel's records taken from the pump (next) but not
+	// queue holds the kernel's records taken from the pump (Next) but not
 	// yet handed over: the session writes the failures that came before
 	// the first one first, and a recovery looks at the ones behind it.
 	queue []events.Record
@@ -79,7 +76,7 @@ type incidents struct {
 
 // watchedPort is one open incident's kernel and poll state.
 type watchedPort struct {
-	key  tracer.PortKey
+	key  Port
 	pids []int // holders given to the kernel, for signals
 	// netns opens the port's network namespace for the poll: a failing
 	// process's.
@@ -101,93 +98,110 @@ type watchedPort struct {
 	cookie uint64
 }
 
-func newIncidents(out Sink, t *tracer.Tracer, e *enricher, host string, quiet time.Duration, ports []tracer.PortRange) *incidents {
-	b := incident.NewLiveBuilder()
-	if quiet > 0 {
-		b.Quiet = quiet
+// LiveOptions configure a Live.
+type LiveOptions struct {
+	// Host is the host name the records carry.
+	Host string
+	// Quiet is how long after its last attempt an incident nobody tries
+	// any more is abandoned; 0 means DefaultQuiet.
+	Quiet time.Duration
+	// Protected tells whether a port is one the trace was asked to watch
+	// (--port): its incidents have the kernel's reserved room.
+	Protected func(port uint16) bool
+}
+
+// NewLive starts following incidents: it writes its records to out, and
+// reads the kernel's incident records (on a goroutine of its own, until
+// Drain or the kernel is closed).
+func NewLive(out Sink, k Kernel, r Resolver, opts LiveOptions) *Live {
+	b := NewLiveBuilder()
+	if opts.Quiet > 0 {
+		b.Quiet = opts.Quiet
 	}
-	protected := func(port uint16) bool {
-		for _, r := range ports {
-			if port >= r.Lo && port <= r.Hi {
-				return true
-			}
-		}
-		return false
+	protected := opts.Protected
+	if protected == nil {
+		protected = func(uint16) bool { return false }
 	}
 	b.Protected = protected
-	in := &incidents{out: out, tracer: t, enrich: e, host: host, builder: b, ports: map[incident.Key]*watchedPort{},
-		protected: protected, watchedPerUID: map[uint32]int{}, holderPIDs: map[uint32]int{}, pump: newPump(t)}
+	in := &Live{out: out, kernel: k, res: r, host: opts.Host, builder: b, ports: map[Key]*watchedPort{},
+		protected: protected, watchedPerUID: map[uint32]int{}, holderPIDs: map[uint32]int{}, pump: newPump(k)}
 	in.pump.start()
 	return in
 }
 
-// Write passes a record on and accounts for it. Before a failure, the
-// incidents nobody tries any more are abandoned: the failure may open
-// the port's next incident.
-func (in *incidents) Write(rec events.Record) error {
-	// An implicit bind's failure (connect, sendto: no local port left)
-	// is about the ephemeral range, not a port someone serves: it opens
-	// no incident.
-	if f, ok := rec.(*events.Failure); ok && f.Destination != nil {
-		return in.out.Write(rec)
+// Quiet is how long after its last attempt an incident is abandoned.
+func (in *Live) Quiet() time.Duration { return in.builder.Quiet }
+
+// Untracked counts the incident_untracked records of this host written.
+func (in *Live) Untracked() uint64 { return in.untracked }
+
+// PumpCounts are the signals folded (signal_repeats) and the kernel's
+// incident records lost so far.
+func (in *Live) PumpCounts() (signalsFolded, lost uint64) { return in.pump.counts() }
+
+// Failed is shown a failure the session is about to write (an explicit
+// bind's or listen's: an implicit bind's failure — connect, sendto: no
+// local port left — is about the ephemeral range, not a port someone
+// serves, and opens no incident). First the incidents nobody tries any
+// more are abandoned (the failure may open the port's next), and a dead
+// namespace's incident whose inode the failure's reuses ends; then the
+// failure counts in its port's incident, and the kernel watches the port
+// before anyone reads the failure: a holder killed (and a new listener
+// started) by whoever reads it at once is told, not missed. It returns
+// the records to write after the failure (incident_untracked), each to
+// be shown to Saw.
+func (in *Live) Failed(f *events.Failure) (after []events.Record, err error) {
+	if err := in.expire(f.Time); err != nil {
+		return nil, err
 	}
-	if f, ok := rec.(*events.Failure); ok {
-		if err := in.expire(f.Time); err != nil {
-			return err
+	if a := in.builder.NetnsGone(f); a != nil {
+		if err := in.write(a); err != nil {
+			return nil, err
 		}
-		// A failure in a new namespace that got a dead one's inode: the
-		// dead one's incident ends (its processes are gone) before this
-		// one opens.
-		if a := in.builder.NetnsGone(f); a != nil {
-			if err := in.Write(a); err != nil {
-				return err
-			}
-			in.close(in.key(a.Netns, a.Proto, a.Port))
-		}
+		in.close(in.key(a.Netns, a.Proto, a.Port))
 	}
-	f, failure := rec.(*events.Failure)
-	if !failure {
-		err := in.out.Write(rec)
-		in.builder.Add(rec)
-		if u, ok := rec.(*events.IncidentUntracked); ok && u.Host == in.host {
-			in.untracked++
-		}
-		return err
-	}
-	// The kernel watches the port before anyone reads the failure: a
-	// holder killed (and a new listener started) by whoever reads it at
-	// once is told, not missed.
-	in.builder.Add(rec)
-	refused, werr := in.failed(f)
-	err := in.out.Write(rec)
+	in.builder.Add(f)
+	refused, err := in.failed(f)
 	for _, u := range in.builder.TakeUntracked() {
-		if err := in.Write(u); err != nil {
-			return err
-		}
+		after = append(after, u)
 	}
 	if refused != nil {
-		if err := in.Write(refused); err != nil {
-			return err
-		}
+		after = append(after, refused)
 	}
-	return cmp.Or(werr, err)
+	return after, err
+}
+
+// Saw is shown every other record the session wrote: a repeats record
+// counts attempts, a stop record ends the incidents.
+func (in *Live) Saw(rec events.Record) {
+	in.builder.Add(rec)
+	if u, ok := rec.(*events.IncidentUntracked); ok && u.Host == in.host {
+		in.untracked++
+	}
+}
+
+// write writes one of Live's own records, and accounts for it.
+func (in *Live) write(rec events.Record) error {
+	err := in.out.Write(rec)
+	in.Saw(rec)
+	return err
 }
 
 // admitKernel tells whether the kernel may watch one more port of uid's,
 // and if not, why and the limit reached.
-func (in *incidents) admitKernel(uid uint32, port uint16) (reason string, limit int) {
+func (in *Live) admitKernel(uid uint32, port uint16) (reason string, limit int) {
 	if uid == 0 {
-		if in.watched >= tracer.MaxIncidents {
-			return events.UntrackedFull, tracer.MaxIncidents
+		if in.watched >= in.kernel.MaxPorts() {
+			return events.UntrackedFull, in.kernel.MaxPorts()
 		}
 		return "", 0
 	}
 	if in.watchedPerUID[uid] >= maxWatchedPerUser {
 		return events.UntrackedUserQuota, maxWatchedPerUser
 	}
-	limit = tracer.MaxIncidents - reservedWatched
+	limit = in.kernel.MaxPorts() - reservedWatched
 	if in.protected(port) {
-		limit = tracer.MaxIncidents
+		limit = in.kernel.MaxPorts()
 	}
 	if in.watched >= limit {
 		return events.UntrackedFull, limit
@@ -198,32 +212,32 @@ func (in *incidents) admitKernel(uid uint32, port uint16) (reason string, limit 
 // failed opens (or widens) the kernel's watch of the failure's port, and
 // returns the incident_untracked record to write after the failure when
 // the kernel may not watch it.
-func (in *incidents) failed(f *events.Failure) (refused *events.IncidentUntracked, err error) {
-	k := incident.Key{Host: f.Host, Netns: f.Process.Netns, Proto: f.Proto, Port: f.Port}
+func (in *Live) failed(f *events.Failure) (refused *events.IncidentUntracked, err error) {
+	k := Key{Host: f.Host, Netns: f.Process.Netns, Proto: f.Proto, Port: f.Port}
 	if !in.builder.IsOpen(k) {
 		return nil, nil
 	}
 	w := in.ports[k]
 	if w == nil {
 		w = &watchedPort{
-			key:    tracer.PortKey{Netns: f.Process.Netns, Proto: f.Proto, Port: f.Port},
+			key:    Port{Netns: f.Process.Netns, Proto: f.Proto, Port: f.Port},
 			netns:  host.Netns{Inode: f.Process.Netns, Path: "/proc/" + strconv.Itoa(f.Process.PID) + "/ns/net"},
 			polled: map[uint64]*events.Holder{},
 			addr:   f.Addr,
 			uid:    f.Process.UID,
 			cookie: f.Process.NetnsCookie,
 		}
-		if f.Process.Netns == in.enrich.r.OwnNetns().Inode {
-			w.netns = in.enrich.r.OwnNetns()
+		if f.Process.Netns == in.res.OwnNetns().Inode {
+			w.netns = in.res.OwnNetns()
 		}
 		in.ports[k] = w
 		reason, limit := in.admitKernel(w.uid, f.Port)
 		if reason == "" {
-			// The tracer's map has MaxIncidents entries: what admitKernel
+			// The kernel's map has MaxPorts entries: what admitKernel
 			// counts. Only an error refuses it now.
-			ok, err := in.tracer.WatchPort(w.key, w.cookie, nil)
+			ok, err := in.kernel.WatchPort(w.key, w.cookie, nil)
 			if err != nil || !ok {
-				reason, limit = events.UntrackedFull, tracer.MaxIncidents
+				reason, limit = events.UntrackedFull, in.kernel.MaxPorts()
 			}
 		}
 		if reason != "" {
@@ -267,17 +281,17 @@ func (in *incidents) failed(f *events.Failure) (refused *events.IncidentUntracke
 		w.timeWait = true
 	}
 	if len(added) > 0 {
-		if _, err := in.tracer.WatchPort(w.key, w.cookie, added); err != nil {
+		if _, err := in.kernel.WatchPort(w.key, w.cookie, added); err != nil {
 			return nil, err
 		}
 	}
 	return nil, nil
 }
 
-// deadline is when the session must wake next: at next, or within an
+// Deadline is when the session must wake next: at next, or within an
 // incidentStep while an incident is open (its records and polls). A host
 // without incidents wakes no more often than before.
-func (in *incidents) deadline(next time.Time) time.Time {
+func (in *Live) Deadline(next time.Time) time.Time {
 	if len(in.queue) > 0 || in.pump.pending() {
 		return time.Now()
 	}
@@ -294,12 +308,12 @@ func (in *incidents) deadline(next time.Time) time.Time {
 // listener's close when the registry records it (incident_sock_state), a
 // UDP socket's where udp_lib_unhash is hooked. The rest — bound TCP
 // sockets, TIME_WAIT, UDP on the tracepoint backend — is polled.
-func (in *incidents) kernelSees(h *events.Holder) bool {
+func (in *Live) kernelSees(h *events.Holder) bool {
 	switch {
 	case h.Proto == "udp":
-		return in.tracer.SeesUDPReleases()
+		return in.kernel.SeesUDPReleases()
 	case h.State == "LISTEN":
-		return !in.tracer.NoHolders()
+		return !in.kernel.NoHolders()
 	}
 	return false
 }
@@ -307,30 +321,35 @@ func (in *incidents) kernelSees(h *events.Holder) bool {
 // maxIncidentBatch bounds the kernel records one step hands over.
 const maxIncidentBatch = 4096
 
-// step hands over what the kernel reported for open incidents and polls
-// what it cannot see. flushFolds writes the repeats still folded in the
-// kernel, so that a recovery's attempts count them. The session's running
-// loop hands records over one by one instead (next, handleNext), in time
-// order with the failures; step serves the stop.
-func (in *incidents) step(flushFolds func(r *events.Recovered) error) error {
+// Drain ends the following: once the kernel's programs are detached, it
+// reads what they reported (the pump stops), hands it over with every
+// fold of signals, and polls what the kernel cannot see. flushFolds
+// writes the repeats still folded in the kernel, so that a recovery's
+// attempts count them. The session's running loop hands records over
+// one by one instead (Next, HandleNext), in time order with the failures.
+func (in *Live) Drain(flushFolds func(r *events.Recovered) error) error {
+	in.pump.close()
+	if err := in.pump.drain(); err != nil {
+		return err
+	}
 	for n := 0; n < maxIncidentBatch; n++ {
-		rec, _, err := in.next()
+		rec, _, err := in.Next()
 		if err != nil {
 			return err
 		}
 		if rec == nil {
 			break
 		}
-		if err := in.handleNext(flushFolds); err != nil {
+		if err := in.HandleNext(flushFolds); err != nil {
 			return err
 		}
 	}
-	return in.idle(time.Now())
+	return in.Idle(time.Now())
 }
 
-// idle does what does not wait for a kernel record: it abandons the
+// Idle does what does not wait for a kernel record: it abandons the
 // incidents nobody tries any more, and polls what the kernel cannot see.
-func (in *incidents) idle(now time.Time) error {
+func (in *Live) Idle(now time.Time) error {
 	if err := in.expire(now); err != nil {
 		return err
 	}
@@ -340,11 +359,11 @@ func (in *incidents) idle(now time.Time) error {
 	return in.poll(now)
 }
 
-// next returns the kernel's next incident record and its time, without
+// Next returns the kernel's next incident record and its time, without
 // handling it: the session first writes the failures that happened
 // before it (two ring buffers, one story in time order). It stays next
-// until handleNext; nil means there is none now.
-func (in *incidents) next() (events.Record, time.Time, error) {
+// until HandleNext; nil means there is none now.
+func (in *Live) Next() (events.Record, time.Time, error) {
 	if len(in.queue) == 0 {
 		var err error
 		if in.queue, err = in.pump.take(); err != nil || len(in.queue) == 0 {
@@ -363,8 +382,8 @@ func kernelRecordTime(rec events.Record) time.Time {
 	return events.TimeOf(rec)
 }
 
-// handleNext hands over the record next returned.
-func (in *incidents) handleNext(flushFolds func(r *events.Recovered) error) error {
+// HandleNext hands over the record Next returned.
+func (in *Live) HandleNext(flushFolds func(r *events.Recovered) error) error {
 	if len(in.queue) == 0 {
 		return nil
 	}
@@ -380,11 +399,11 @@ func (in *incidents) handleNext(flushFolds func(r *events.Recovered) error) erro
 // expire abandons the incidents nobody tries any more at now (the
 // builder's rule): an abandoned record each, and the kernel stops
 // watching their ports.
-func (in *incidents) expire(now time.Time) error {
-	for _, a := range in.builder.Expire(now, resolve.Running) {
+func (in *Live) expire(now time.Time) error {
+	for _, a := range in.builder.Expire(now, in.res.Running) {
 		k := in.key(a.Netns, a.Proto, a.Port)
 		a.ClientImpact = in.impact(k)
-		if err := in.Write(a); err != nil {
+		if err := in.write(a); err != nil {
 			return err
 		}
 		in.close(k)
@@ -394,7 +413,7 @@ func (in *incidents) expire(now time.Time) error {
 
 // kernelRecord hands over batch[i], and returns the batch (which may have
 // grown: a recovery looks again at what the kernel queued).
-func (in *incidents) kernelRecord(batch []events.Record, i int, flushFolds func(r *events.Recovered) error) ([]events.Record, error) {
+func (in *Live) kernelRecord(batch []events.Record, i int, flushFolds func(r *events.Recovered) error) ([]events.Record, error) {
 	switch r := batch[i].(type) {
 	case *events.PortFree:
 		// The kernel saw bindwatch's own marked check take the port: a
@@ -403,7 +422,7 @@ func (in *incidents) kernelRecord(batch []events.Record, i int, flushFolds func(
 		if !in.builder.IsOpen(in.key(r.Netns, r.Proto, r.Port)) {
 			return batch, nil
 		}
-		in.enrich.r.Describe(&r.Process)
+		in.res.Describe(&r.Process)
 	case *events.Released:
 		r.Host = in.host
 		if !in.builder.IsOpen(in.key(r.Netns, r.Proto, r.Port)) {
@@ -417,10 +436,10 @@ func (in *incidents) kernelRecord(batch []events.Record, i int, flushFolds func(
 			return batch, nil // a check's own socket, said in its port_free record
 		}
 		if r.Closer != nil {
-			in.enrich.r.Describe(r.Closer)
+			in.res.Describe(r.Closer)
 		}
 		if r.Holder != nil {
-			in.enrich.r.Describe(r.Holder)
+			in.res.Describe(r.Holder)
 		}
 		if w := in.ports[in.key(r.Netns, r.Proto, r.Port)]; w != nil {
 			w.lastPoll = time.Time{}
@@ -430,8 +449,8 @@ func (in *incidents) kernelRecord(batch []events.Record, i int, flushFolds func(
 		if !in.builder.IsOpen(in.key(r.Netns, r.Proto, r.Port)) {
 			return batch, nil // likewise queued before the port was unwatched
 		}
-		in.enrich.r.Describe(&r.Sender)
-		in.enrich.r.Describe(&r.Target)
+		in.res.Describe(&r.Sender)
+		in.res.Describe(&r.Target)
 	case *events.PortShared:
 		r.Host = in.host
 		if !in.shared(r) {
@@ -443,7 +462,7 @@ func (in *incidents) kernelRecord(batch []events.Record, i int, flushFolds func(
 			return batch, nil
 		}
 		if r.Sender.PID != 0 {
-			in.enrich.r.Describe(&r.Sender)
+			in.res.Describe(&r.Sender)
 		}
 	case *events.Recovered:
 		r.Host = in.host
@@ -454,7 +473,7 @@ func (in *incidents) kernelRecord(batch []events.Record, i int, flushFolds func(
 		if !in.builder.IsOpen(k) {
 			return batch, nil // a second taker, after the recovery
 		}
-		in.enrich.r.Describe(&r.Process)
+		in.res.Describe(&r.Process)
 		var free bool
 		if batch, free = in.letGo(k, r, batch, i); free {
 			if w := in.ports[k]; w != nil {
@@ -463,7 +482,7 @@ func (in *incidents) kernelRecord(batch []events.Record, i int, flushFolds func(
 				}
 				w.letGo = append(w.letGo, r.Process.PID)
 			}
-			return batch, in.Write(&events.PortFree{
+			return batch, in.write(&events.PortFree{
 				Header: events.Header{Type: events.TypePortFree, Version: events.Version, Time: r.Time, Host: r.Host}, Source: r.Source,
 				Syscall: r.Syscall, Proto: r.Proto, Netns: r.Netns, Addr: r.Addr, Port: r.Port, Process: r.Process,
 			})
@@ -472,13 +491,13 @@ func (in *incidents) kernelRecord(batch []events.Record, i int, flushFolds func(
 		r.Durations = in.builder.Durations(k, r.Time)
 		r.OutageMS = r.ContentionMS
 		r.ClientImpact = in.impact(k)
-		if err := in.Write(r); err != nil {
+		if err := in.write(r); err != nil {
 			return batch, err
 		}
 		in.close(k)
 		return batch, nil
 	}
-	return batch, in.Write(batch[i])
+	return batch, in.write(batch[i])
 }
 
 // letGo tells whether the taker of a recovery let go of the port at once
@@ -490,15 +509,16 @@ func (in *incidents) kernelRecord(batch []events.Record, i int, flushFolds func(
 // the port. A daemon whose parent listened and exited (nginx, redis
 // --daemonize) holds the port through its child: nothing follows it, and
 // its recovery stands.
-func (in *incidents) letGo(k incident.Key, r *events.Recovered, batch []events.Record, i int) ([]events.Record, bool) {
+func (in *Live) letGo(k Key, r *events.Recovered, batch []events.Record, i int) ([]events.Record, bool) {
 	w := in.ports[k]
 	if w == nil {
 		return batch, false
 	}
-	socks, err := in.enrich.r.Sockets(w.netns, w.key.Proto, w.key.Port)
+	all, err := in.res.SocketsOn(w.netns, w.key.Proto, []uint16{w.key.Port})
 	if err != nil {
 		return batch, false // the namespace is gone: take the kernel's word
 	}
+	socks := all[w.key.Port]
 	held := map[uint64]string{}
 	for inode, state := range socks.Inodes {
 		if w.key.Proto == "udp" || state == "LISTEN" {
@@ -508,7 +528,7 @@ func (in *incidents) letGo(k incident.Key, r *events.Recovered, batch []events.R
 	if len(held) == 0 {
 		return batch, true
 	}
-	if resolve.Owns(r.Process, held) {
+	if in.res.Owns(r.Process, held) {
 		return batch, false
 	}
 	later := func() bool {
@@ -532,13 +552,13 @@ func (in *incidents) letGo(k incident.Key, r *events.Recovered, batch []events.R
 // impact is what clients met at k's port since its incident opened, as
 // the kernel counted it: absent where it cannot (before 5.17, or a port
 // it does not watch), never 0 for not known.
-func (in *incidents) impact(k incident.Key) events.ClientImpact {
+func (in *Live) impact(k Key) events.ClientImpact {
 	var c events.ClientImpact
 	w := in.ports[k]
 	if w == nil || !w.kernel {
 		return c
 	}
-	n, err := in.tracer.Impact(w.key)
+	n, err := in.kernel.Impact(w.key)
 	if err != nil {
 		return c
 	}
@@ -555,11 +575,11 @@ func (in *incidents) impact(k incident.Key) events.ClientImpact {
 	return c
 }
 
-func (in *incidents) key(netns uint32, proto string, port uint16) incident.Key {
-	return incident.Key{Host: in.host, Netns: netns, Proto: proto, Port: port}
+func (in *Live) key(netns uint32, proto string, port uint16) Key {
+	return Key{Host: in.host, Netns: netns, Proto: proto, Port: port}
 }
 
-func (in *incidents) close(k incident.Key) {
+func (in *Live) close(k Key) {
 	w := in.ports[k]
 	if w == nil {
 		return
@@ -568,7 +588,7 @@ func (in *incidents) close(k incident.Key) {
 	if !w.kernel {
 		return
 	}
-	in.tracer.UnwatchPort(w.key, w.pids)
+	in.kernel.UnwatchPort(w.key, w.pids)
 	in.watched--
 	if in.watchedPerUID[w.uid]--; in.watchedPerUID[w.uid] <= 0 {
 		delete(in.watchedPerUID, w.uid)
@@ -583,14 +603,14 @@ func (in *incidents) close(k incident.Key) {
 // kernel's registry. The ports of one network namespace and protocol are
 // looked at in one sock_diag dump (per address family): the poll's cost
 // does not grow with the number of incidents.
-func (in *incidents) poll(now time.Time) error {
+func (in *Live) poll(now time.Time) error {
 	type groupKey struct {
 		netns uint32
 		proto string
 	}
 	type group struct {
 		ports []uint16
-		keys  []incident.Key
+		keys  []Key
 	}
 	groups := map[groupKey]*group{}
 	for k, w := range in.ports {
@@ -617,7 +637,7 @@ func (in *incidents) poll(now time.Time) error {
 	}
 	for _, g := range groups {
 		// Any failing process's namespace path will do; one may be gone.
-		var socks map[uint16]*resolve.PortSockets
+		var socks map[uint16]*PortSockets
 		err := errors.New("no namespace")
 		tried := map[string]bool{}
 		for _, k := range g.keys {
@@ -626,7 +646,7 @@ func (in *incidents) poll(now time.Time) error {
 				continue
 			}
 			tried[ns.Path] = true
-			if socks, err = in.enrich.r.SocketsOn(ns, k.Proto, g.ports); err == nil {
+			if socks, err = in.res.SocketsOn(ns, k.Proto, g.ports); err == nil {
 				break
 			}
 		}
@@ -643,7 +663,7 @@ func (in *incidents) poll(now time.Time) error {
 }
 
 // polled writes what one poll of w's port found gone.
-func (in *incidents) polled(w *watchedPort, socks *resolve.PortSockets, now time.Time) error {
+func (in *Live) polled(w *watchedPort, socks *PortSockets, now time.Time) error {
 	if socks == nil {
 		return nil
 	}
@@ -666,7 +686,7 @@ func (in *incidents) polled(w *watchedPort, socks *resolve.PortSockets, now time
 			p := h.Processes[0]
 			r.Holder = &p
 			// The socket is gone; whether its owner is says how.
-			if resolve.Running(p) {
+			if in.res.Running(p) {
 				r.How = events.HowClose
 			} else {
 				r.How = events.HowExit
@@ -675,7 +695,7 @@ func (in *incidents) polled(w *watchedPort, socks *resolve.PortSockets, now time
 		if !h.Since.IsZero() {
 			r.HeldMS = now.Sub(h.Since).Milliseconds()
 		}
-		if err := in.Write(r); err != nil {
+		if err := in.write(r); err != nil {
 			return err
 		}
 	}
@@ -686,7 +706,7 @@ func (in *incidents) polled(w *watchedPort, socks *resolve.PortSockets, now time
 			Source: events.SourcePoll, PrecisionMS: precision.Milliseconds(),
 			Proto: w.key.Proto, Netns: w.key.Netns, Addr: w.addr, Port: w.key.Port, State: "TIME_WAIT", How: events.HowExpired,
 		}
-		if err := in.Write(r); err != nil {
+		if err := in.write(r); err != nil {
 			return err
 		}
 	}

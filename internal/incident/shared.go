@@ -1,4 +1,4 @@
-package watch
+package incident
 
 import (
 	"slices"
@@ -39,9 +39,9 @@ type pendingShared struct {
 // not written; two copies still sharing then are. The kernel writes at
 // most 8 records a minute per port, and the group lookups here are
 // bounded (maxSharedLookups).
-func (in *incidents) shared(r *events.PortShared) bool {
-	in.enrich.r.Describe(&r.Joiner)
-	in.enrich.r.Describe(&r.Holder)
+func (in *Live) shared(r *events.PortShared) bool {
+	in.res.Describe(&r.Joiner)
+	in.res.Describe(&r.Holder)
 	r.Why = diagnose.Sharing(&r.Joiner, &r.Holder)
 	if r.Why == "" {
 		if len(in.sharedPending) < maxSharedPending {
@@ -55,7 +55,7 @@ func (in *incidents) shared(r *events.PortShared) bool {
 
 // sharedDue writes the same-program joins whose grace has passed and
 // whose holder and joiner both still hold the address.
-func (in *incidents) sharedDue(now time.Time) error {
+func (in *Live) sharedDue(now time.Time) error {
 	for len(in.sharedPending) > 0 && !now.Before(in.sharedPending[0].due) {
 		r := in.sharedPending[0].rec
 		in.sharedPending[0] = pendingShared{}
@@ -65,7 +65,7 @@ func (in *incidents) sharedDue(now time.Time) error {
 			continue // handed over (or the joiner let go)
 		}
 		r.Why = events.SharedCopy
-		if err := in.Write(r); err != nil {
+		if err := in.write(r); err != nil {
 			return err
 		}
 	}
@@ -75,7 +75,7 @@ func (in *incidents) sharedDue(now time.Time) error {
 // sharedGroup fills in the group as it is now: the sockets on the joined
 // address, in the joiner's network namespace (or the holder's, if the
 // joiner is gone), and returns the pids owning them.
-func (in *incidents) sharedGroup(r *events.PortShared) []int {
+func (in *Live) sharedGroup(r *events.PortShared) []int {
 	now := time.Now()
 	if now.Sub(in.sharedWindow) >= time.Minute {
 		in.sharedWindow, in.sharedLookups = now, 0
@@ -89,11 +89,11 @@ func (in *incidents) sharedGroup(r *events.PortShared) []int {
 	var pids []int
 	for _, pid := range []int{r.Joiner.PID, r.Holder.PID} {
 		ns := host.Netns{Inode: r.Netns, Path: "/proc/" + strconv.Itoa(pid) + "/ns/net"}
-		rep, err := in.enrich.r.Who(ns, r.Proto, r.Port)
+		holders, err := in.res.Holders(ns, r.Proto, r.Port)
 		if err != nil {
 			continue
 		}
-		for _, h := range rep.Holders {
+		for _, h := range holders {
 			if h.Addr != r.Addr || (h.State != "LISTEN" && h.State != "UNCONN") {
 				continue
 			}

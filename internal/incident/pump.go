@@ -1,4 +1,4 @@
-package watch
+package incident
 
 import (
 	"errors"
@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/bindwatch/bindwatch/internal/events"
-	"github.com/bindwatch/bindwatch/internal/tracer"
 )
 
 // The kernel's incident ring holds ~360 records: a flood of signals
@@ -40,7 +39,7 @@ type portID struct {
 	port  uint16
 }
 
-type signalKey struct {
+type pumpSignalKey struct {
 	port   portID
 	sender int
 	signal string
@@ -49,7 +48,7 @@ type signalKey struct {
 
 // pump reads the kernel's incident records on its own goroutine.
 type pump struct {
-	t *tracer.Tracer
+	t Kernel
 
 	mu        sync.Mutex
 	queue     []events.Record
@@ -57,17 +56,17 @@ type pump struct {
 	lost      uint64
 	folded    uint64
 	window    time.Time
-	perKey    map[signalKey]int
+	perKey    map[pumpSignalKey]int
 	perPort   map[portID]int
-	folds     map[signalKey]*events.SignalRepeats
-	foldOrder []signalKey
+	folds     map[pumpSignalKey]*events.SignalRepeats
+	foldOrder []pumpSignalKey
 
 	stop chan struct{}
 	done chan struct{}
 }
 
-func newPump(t *tracer.Tracer) *pump {
-	return &pump{t: t, perKey: map[signalKey]int{}, perPort: map[portID]int{}, folds: map[signalKey]*events.SignalRepeats{}}
+func newPump(t Kernel) *pump {
+	return &pump{t: t, perKey: map[pumpSignalKey]int{}, perPort: map[portID]int{}, folds: map[pumpSignalKey]*events.SignalRepeats{}}
 }
 
 // start runs the pump until close.
@@ -178,7 +177,7 @@ func (p *pump) accept(rec events.Record, now time.Time) {
 // hide another sender's kill — and while the queue has room.
 func (p *pump) admit(s *events.Signal) bool {
 	port := portID{s.Netns, s.Proto, s.Port}
-	k := signalKey{port, s.Sender.PID, s.Signal, s.Result}
+	k := pumpSignalKey{port, s.Sender.PID, s.Signal, s.Result}
 	n, known := p.perKey[k]
 	if !known && len(p.perKey) >= maxSignalKeys {
 		return false
@@ -195,7 +194,7 @@ func (p *pump) admit(s *events.Signal) bool {
 // together, as sender pid 0).
 func (p *pump) fold(s *events.Signal) {
 	p.folded++
-	k := signalKey{portID{s.Netns, s.Proto, s.Port}, s.Sender.PID, s.Signal, s.Result}
+	k := pumpSignalKey{portID{s.Netns, s.Proto, s.Port}, s.Sender.PID, s.Signal, s.Result}
 	f := p.folds[k]
 	if f == nil && len(p.folds) >= maxSignalKeys {
 		k.sender = 0
