@@ -315,17 +315,17 @@ func (s *Session) report(rec *tracer.Record) error {
 	// watches its port before anyone reads it (a holder killed at once
 	// is told, not missed). What they have to say after it
 	// (incident_untracked) follows it.
-	after, err := s.incidents.Failed(f)
-	if err != nil {
-		return err
-	}
-	err = s.out.Write(f)
+	// A failure the incidents could not take (the kernel refused to
+	// watch its holder) is still written before the session ends with
+	// that error: no failure is lost to an incident's fault.
+	after, ierr := s.incidents.Failed(f)
+	err := s.out.Write(f)
 	for _, rec := range after {
-		if werr := s.write(rec); werr != nil {
-			return werr
+		if werr := s.write(rec); werr != nil && err == nil {
+			err = werr
 		}
 	}
-	return err
+	return errors.Join(ierr, err)
 }
 
 // write writes a record other than a failure, and shows it to the
