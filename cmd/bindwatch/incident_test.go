@@ -234,11 +234,16 @@ func TestIncidentProbesAreNotTheRecovery(t *testing.T) {
 // holder lives abandons its incident once the exit grace has passed, long
 // before the quiet gap, and the port is no longer watched: a signal to
 // its holder afterwards is no incident's.
+//
+// Both trace this test's network namespace only: FreePort's port is free
+// here, not in the namespaces of other test programs running at the same
+// time, whose failures on the same number would be incidents of their own
+// (a second abandoned incident, a signal to their holder).
 func TestIncidentAbandoned(t *testing.T) {
 	t.Run("quiet", func(t *testing.T) {
 		port := testenv.FreePort(t)
 		out := filepath.Join(t.TempDir(), "bw.jsonl")
-		tr := startTracing(t, "--port", strconv.Itoa(port), "--fold", "0", "--incident-quiet", "1s", "--format", "json", "--output", out)
+		tr := startTracing(t, "--port", strconv.Itoa(port), "--netns", ownNetns(), "--fold", "0", "--incident-quiet", "1s", "--format", "json", "--output", out)
 		testenv.Hold(t, "tcp", "127.0.0.1", port, testenv.Opts{})
 		// This test process fails, and lives on: only the gap ends it.
 		testenv.FailBind(t, "tcp", "127.0.0.1", port, testenv.Opts{}, syscall.EADDRINUSE)
@@ -272,7 +277,7 @@ func TestIncidentAbandoned(t *testing.T) {
 	t.Run("exited", func(t *testing.T) {
 		port := testenv.FreePort(t)
 		out := filepath.Join(t.TempDir(), "bw.jsonl")
-		tr := startTracing(t, "--port", strconv.Itoa(port), "--fold", "0", "--incident-quiet", "60s", "--format", "json", "--output", out)
+		tr := startTracing(t, "--port", strconv.Itoa(port), "--netns", ownNetns(), "--fold", "0", "--incident-quiet", "60s", "--format", "json", "--output", out)
 		holder := testenv.StartHelper(t, fmt.Sprintf("serve tcp 127.0.0.1 %d 0", port))
 		failing := testenv.Helper(fmt.Sprintf("bind tcp 127.0.0.1 %d", port))
 		if err := failing.Run(); err == nil {
@@ -302,6 +307,13 @@ func TestIncidentAbandoned(t *testing.T) {
 			t.Fatalf("report: %+v: want one incident, abandoned (its failing process exited)", ins)
 		}
 	})
+}
+
+// ownNetns names this test process's network namespace for --netns: a
+// trace of it alone sees none of the failures other test programs, in
+// network namespaces of their own, make on the same port number.
+func ownNetns() string {
+	return fmt.Sprintf("/proc/%d/ns/net", os.Getpid())
 }
 
 // readyPID waits for a helper's "ready PID ..." line in a file.
