@@ -215,7 +215,7 @@ func TestLiveTextRetryLoop(t *testing.T) {
 
 	ready := filepath.Join(t.TempDir(), "ready")
 	out := onTerminal(t, func(cmd *exec.Cmd) {
-		testenv.WaitForFile(t, ready, 10*time.Second, func() string { return "" })
+		testenv.WaitForReady(t, ready, cmd.Process, func() string { return "" })
 		// A second nginx on the port: it tries bind() 5 times, 500 ms
 		// apart, then gives up.
 		second := nginxCmd(t, dir, nginxConf(t, dir, "second", nginxPort))

@@ -48,7 +48,7 @@ func startTracingIn(t *testing.T, prefix []string, args ...string) *tracing {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill() })
-	testenv.WaitForFile(t, ready, 10*time.Second, tr.stderr.String)
+	testenv.WaitForReady(t, ready, cmd.Process, tr.stderr.String)
 	return tr
 }
 
@@ -478,7 +478,7 @@ func TestStdoutReaderGone(t *testing.T) {
 	}
 	defer cmd.Process.Kill()
 	w.Close()
-	testenv.WaitForFile(t, ready, 10*time.Second, stderr.String)
+	testenv.WaitForReady(t, ready, cmd.Process, stderr.String)
 	r.Close() // the reader goes
 	for range 5 {
 		testenv.FailBind(t, "tcp", "127.0.0.1", port, testenv.Opts{}, syscall.EADDRINUSE)
@@ -531,7 +531,7 @@ func TestOutputStandardStreams(t *testing.T) {
 			theirs.Close()
 			stdout := make(chan string)
 			go func() { b, _ := io.ReadAll(ours); stdout <- string(b) }()
-			testenv.WaitForFile(t, ready, 10*time.Second, stderr.String)
+			testenv.WaitForReady(t, ready, cmd.Process, stderr.String)
 			testenv.FailBind(t, "tcp", "127.0.0.1", port, testenv.Opts{}, syscall.EADDRINUSE)
 			cmd.Process.Signal(syscall.SIGINT)
 			if err := cmd.Wait(); err != nil {

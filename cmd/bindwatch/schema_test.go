@@ -45,7 +45,7 @@ func runTraceUntil(t *testing.T, provoke func(), done func(lines [][]byte) bool,
 		t.Fatal(err)
 	}
 	defer cmd.Process.Kill()
-	testenv.WaitForFile(t, ready, 10*time.Second, stderr.String)
+	testenv.WaitForReady(t, ready, cmd.Process, stderr.String)
 	provoke()
 	if done == nil {
 		time.Sleep(300 * time.Millisecond)
@@ -387,7 +387,7 @@ func TestStartRecordSaysItsFilters(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cmd.Process.Kill()
-	testenv.WaitForFile(t, ready, 10*time.Second, stderr.String)
+	testenv.WaitForReady(t, ready, cmd.Process, stderr.String)
 	cmd.Process.Signal(syscall.SIGINT)
 	cmd.Wait()
 	text, _ := os.ReadFile(out)

@@ -313,6 +313,53 @@ func WaitForFile(t testing.TB, path string, timeout time.Duration, context func(
 	}
 }
 
+// StartTimeout bounds how long a process under test may take to say it
+// is ready (its ready file, its first line): loading and verifying the
+// BPF programs takes a second on an idle machine and far longer on a
+// loaded one. It is no measure of speed, only a bound for a process
+// that hangs; one that exits is noticed at once (WaitForReady).
+const StartTimeout = 3 * time.Minute
+
+// WaitForReady waits until path exists, written by p once it is ready:
+// it fails the test as soon as p has exited without writing it, or
+// after StartTimeout, with context() (the process's stderr) either way.
+func WaitForReady(t testing.TB, path string, p *os.Process, context func() string) {
+	t.Helper()
+	for deadline := time.Now().Add(StartTimeout); ; time.Sleep(10 * time.Millisecond) {
+		if _, err := os.Lstat(path); err == nil {
+			return
+		}
+		msg := func() string {
+			if context == nil {
+				return ""
+			}
+			return context()
+		}
+		if Exited(p.Pid) {
+			if _, err := os.Lstat(path); err == nil {
+				return // written just before it exited: the test's to judge
+			}
+			t.Fatalf("pid %d exited without writing %s\n%s", p.Pid, path, msg())
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not appear within %v, pid %d still running\n%s", path, StartTimeout, p.Pid, msg())
+		}
+	}
+}
+
+// Exited says whether the child pid has exited (a zombie not yet
+// waited for, or gone), without waiting for it: the caller's
+// cmd.Wait still reaps it.
+func Exited(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	// The state follows the comm, which may hold spaces and ')'.
+	i := bytes.LastIndexByte(b, ')')
+	return i < 0 || i+2 >= len(b) || b[i+2] == 'Z' || b[i+2] == 'X'
+}
+
 // SyncBuffer is a bytes.Buffer that one goroutine may read while another
 // writes to it: a command's stderr, a session's output.
 type SyncBuffer struct {
