@@ -64,11 +64,12 @@ func recordPort(r any) int {
 	return -1
 }
 
-// waitRecords waits (up to 20 s) until the --output file's records
-// satisfy done, and returns them.
+// waitRecords waits until the --output file's records satisfy done, and
+// returns them. The bound, recordsTimeout, is only for a tracer that
+// never writes them: a loaded machine may take many seconds.
 func waitRecords(t *testing.T, path, what string, done func([]events.Record) bool) []events.Record {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(recordsTimeout)
 	for {
 		recs := typed(t, path)
 		if done(recs) {
@@ -76,11 +77,14 @@ func waitRecords(t *testing.T, path, what string, done func([]events.Record) boo
 		}
 		if time.Now().After(deadline) {
 			b, _ := os.ReadFile(path)
-			t.Fatalf("no %s within 20s; output:\n%s", what, b)
+			t.Fatalf("no %s within %v; output:\n%s", what, recordsTimeout, b)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// recordsTimeout bounds the waits for a tracer's records.
+const recordsTimeout = 2 * time.Minute
 
 // checkECS checks the ECS form of records against ECS 9.4.0.
 func checkECS(t *testing.T, what string, recs []events.Record) {

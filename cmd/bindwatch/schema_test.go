@@ -30,8 +30,8 @@ func runTrace(t *testing.T, provoke func(), args ...string) [][]byte {
 	return runTraceUntil(t, provoke, nil, args...)
 }
 
-// runTraceUntil is runTrace that, instead of 300 ms, waits (up to 10 s)
-// until the lines written so far satisfy done.
+// runTraceUntil is runTrace that, instead of 300 ms, waits (up to
+// recordsTimeout) until the lines written so far satisfy done.
 func runTraceUntil(t *testing.T, provoke func(), done func(lines [][]byte) bool, args ...string) [][]byte {
 	t.Helper()
 	testenv.RequireRoot(t)
@@ -50,9 +50,9 @@ func runTraceUntil(t *testing.T, provoke func(), done func(lines [][]byte) bool,
 	if done == nil {
 		time.Sleep(300 * time.Millisecond)
 	}
-	for deadline := time.Now().Add(10 * time.Second); done != nil && !done(readLines(out)); time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(recordsTimeout); done != nil && !done(readLines(out)); time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Errorf("bindwatch did not write what was expected within 10s; so far:\n%s", bytes.Join(readLines(out), []byte("\n")))
+			t.Errorf("bindwatch did not write what was expected within %v; so far:\n%s", recordsTimeout, bytes.Join(readLines(out), []byte("\n")))
 			break
 		}
 	}
