@@ -34,6 +34,13 @@ func runTrace(t *testing.T, provoke func(), args ...string) [][]byte {
 // recordsTimeout) until the lines written so far satisfy done.
 func runTraceUntil(t *testing.T, provoke func(), done func(lines [][]byte) bool, args ...string) [][]byte {
 	t.Helper()
+	return runTraceOut(t, func(string) { provoke() }, done, args...)
+}
+
+// runTraceOut is runTraceUntil whose provoke is told the --output file,
+// to wait for what the trace wrote so far.
+func runTraceOut(t *testing.T, provoke func(out string), done func(lines [][]byte) bool, args ...string) [][]byte {
+	t.Helper()
 	testenv.RequireRoot(t)
 	dir := t.TempDir()
 	ready, out := filepath.Join(dir, "ready"), filepath.Join(dir, "out.jsonl")
@@ -46,7 +53,7 @@ func runTraceUntil(t *testing.T, provoke func(), done func(lines [][]byte) bool,
 	}
 	defer cmd.Process.Kill()
 	testenv.WaitForReady(t, ready, cmd.Process, stderr.String)
-	provoke()
+	provoke(out)
 	if done == nil {
 		time.Sleep(300 * time.Millisecond)
 	}

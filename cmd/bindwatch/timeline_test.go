@@ -98,9 +98,25 @@ while True:
 type scenarios struct {
 	t    *testing.T
 	dir  string
+	out  string // the trace's --output file
 	wg   sync.WaitGroup
 	mu   sync.Mutex
 	errs []string
+}
+
+// recorded waits until the trace has written a failure on port: its
+// incident is open, and a signal to its holder is the incident's — not,
+// on a loaded machine, sent before the tracer read the failure.
+func (s *scenarios) recorded(port int) {
+	want := fmt.Sprintf(`"port":%d,`, port)
+	for deadline := time.Now().Add(recordsTimeout); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		for _, l := range readLines(s.out) {
+			if bytes.Contains(l, []byte(`"type":"bind_failure"`)) && bytes.Contains(l, []byte(want)) {
+				return
+			}
+		}
+	}
+	s.fail("no failure on port %d recorded within %v", port, recordsTimeout)
 }
 
 func newScenarios(t *testing.T) *scenarios {
@@ -243,7 +259,8 @@ func timelineLogs(t *testing.T) (lines [][]byte, rolling int) {
 		args = append(args, "--port", strconv.Itoa(port))
 	}
 	const wantRecovered, wantAbandoned = 7, 2
-	lines = runTraceUntil(t, func() {
+	lines = runTraceOut(t, func(out string) {
+		s.out = out
 		port := func(i int) string { return strconv.Itoa(p[i]) }
 		// A rolling restart: once the new instance failed, the deploy
 		// script sends the old one SIGTERM a second later.
@@ -252,6 +269,7 @@ func timelineLogs(t *testing.T) (lines [][]byte, rolling int) {
 			if old == nil || s.start("fail", "retry.py", "tcp", port(0), "0.1", "200") == nil {
 				return
 			}
+			s.recorded(p[0]) // the incident is open: the signal is its
 			s.start("", "deploy.sh", "1", "TERM", old.pid())
 			if !waitExit(old, 10*time.Second) {
 				s.fail("rolling restart: the old instance did not exit")
@@ -263,6 +281,7 @@ func timelineLogs(t *testing.T) (lines [][]byte, rolling int) {
 			if old == nil || s.start("fail", "retry.py", "tcp", port(1), "0.01", "2000") == nil {
 				return
 			}
+			s.recorded(p[1]) // the incident is open: the signal is its
 			s.start("", "deploy.sh", "0.3", "TERM", old.pid())
 			waitExit(old, 10*time.Second)
 		})
@@ -275,11 +294,12 @@ func timelineLogs(t *testing.T) (lines [][]byte, rolling int) {
 				s.fail("abandoned: the retry loop did not give up")
 			}
 		})
-		// Open: a try, and a process that waits 30 s for its next: the
-		// trace ends first.
+		// Open: a try, and a process that waits 10 minutes for its
+		// next: the trace ends first, however long a loaded machine
+		// makes it.
 		s.run(func() {
 			s.start("ready", "hold.py", "tcp", port(4), "0")
-			s.start("fail", "retry.py", "tcp", port(4), "30", "2")
+			s.start("fail", "retry.py", "tcp", port(4), "600", "2")
 		})
 		// A supervisor's restart: SIGKILL, and a new process, while the
 		// one that failed waits to try again.
@@ -288,6 +308,7 @@ func timelineLogs(t *testing.T) (lines [][]byte, rolling int) {
 			if old == nil || s.start("fail", "retry.py", "tcp", port(5), "30", "2") == nil {
 				return
 			}
+			s.recorded(p[5]) // the incident is open: the signal is its
 			s.start("", "deploy.sh", "0.2", "KILL", old.pid())
 			waitExit(old, 10*time.Second)
 			s.start("ready", "hold.py", "tcp", port(5), "0")
@@ -299,6 +320,7 @@ func timelineLogs(t *testing.T) (lines [][]byte, rolling int) {
 			if old == nil || s.start("fail", "retry.py", "tcp", port(6), "30", "2") == nil {
 				return
 			}
+			s.recorded(p[6]) // the incident is open: the signal is its
 			s.start("", "deploy.sh", "0.2", "TERM", old.pid())
 			wf := exec.Command(bindwatchBin, "wait-free", port(6)+"/tcp", "--timeout", "20s")
 			if out, err := wf.CombinedOutput(); err != nil {
@@ -322,6 +344,7 @@ func timelineLogs(t *testing.T) (lines [][]byte, rolling int) {
 				}
 				racers = append(racers, r)
 			}
+			s.recorded(p[7]) // the incident is open: the signal is its
 			s.start("", "deploy.sh", "0.3", "INT", old.pid())
 			gaveUp := 0
 			for _, r := range racers {
@@ -339,6 +362,7 @@ func timelineLogs(t *testing.T) (lines [][]byte, rolling int) {
 			if old == nil || s.start("fail", "retry.py", "udp", port(8), "0.1", "200") == nil {
 				return
 			}
+			s.recorded(p[8]) // the incident is open: the signal is its
 			s.start("", "deploy.sh", "0.3", "TERM", old.pid())
 			waitExit(old, 10*time.Second)
 		})
