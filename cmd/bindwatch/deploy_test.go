@@ -142,8 +142,8 @@ func startHolder(t *testing.T, cmd *exec.Cmd) *holder {
 		if !strings.HasPrefix(line, "ready") {
 			t.Fatalf("holder %q did not get ready: %q\n%s", cmd.Args, line, stderr.String())
 		}
-	case <-time.After(10 * time.Second):
-		t.Fatalf("holder %q not ready after 10s\n%s", cmd.Args, stderr.String())
+	case <-time.After(testenv.StartTimeout):
+		t.Fatalf("holder %q not ready after %v\n%s", cmd.Args, testenv.StartTimeout, stderr.String())
 	}
 	return h
 }

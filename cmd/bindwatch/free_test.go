@@ -53,7 +53,8 @@ func killedBy(err error, sig syscall.Signal) bool {
 }
 
 // startHTTPServer runs `python3 -m http.server PORT`, which SIGTERM stops,
-// and waits until it accepts connections.
+// and waits until it accepts connections (or exits; python's start takes
+// seconds on a loaded machine, hence testenv.StartTimeout as the bound).
 func startHTTPServer(t *testing.T, port int) *holder {
 	t.Helper()
 	cmd := exec.Command("python3", "-m", "http.server", strconv.Itoa(port), "--bind", "127.0.0.1")
@@ -66,7 +67,7 @@ func startHTTPServer(t *testing.T, port int) *holder {
 		cmd.Process.Kill()
 		h.wait(t, 5*time.Second)
 	})
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(testenv.StartTimeout); ; time.Sleep(20 * time.Millisecond) {
 		if c, err := net.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port))); err == nil {
 			c.Close()
 			return h

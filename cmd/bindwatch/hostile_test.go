@@ -206,7 +206,7 @@ func TestHostileProcessesCannotWriteToTheTerminal(t *testing.T) {
 	t.Run("trace text", func(t *testing.T) {
 		ready := filepath.Join(t.TempDir(), "ready")
 		out := onTerminal(t, func(cmd *exec.Cmd) {
-			testenv.WaitForFile(t, ready, 10*time.Second, func() string { return "" })
+			testenv.WaitForReady(t, ready, cmd.Process, func() string { return "" })
 			// One process failing again and again: a failure line, then
 			// a repeats line (folded in the kernel), each naming it.
 			if err := hostileCmd("storm tcp 127.0.0.1 " + p + " 5").Run(); err != nil {

@@ -191,12 +191,31 @@ func checkTimeOrder(t *testing.T, what string, es []liveEntry) {
 	}
 }
 
+// waitLive waits until the text outputs in paths each say what cond
+// looks for about port.
+func waitLive(t *testing.T, port int, what string, cond func(portLive) bool, paths ...string) {
+	t.Helper()
+	for deadline := time.Now().Add(recordsTimeout); ; time.Sleep(50 * time.Millisecond) {
+		done := true
+		for _, path := range paths {
+			b, _ := os.ReadFile(path)
+			done = done && cond(livePort(liveEntries(b), port))
+		}
+		if done {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("port %d: no %s in %q within %v", port, what, paths, recordsTimeout)
+		}
+	}
+}
+
 // Issue 18, item 8: a retry loop does not flood the terminal. A real
 // nginx holds a port and a second nginx retries its bind 5 times in 2.5 s;
-// a helper retries every 400 ms, 6 times, until its holder lets go. On a
-// terminal each gets one why/fix, then one short line per failure or fold,
-// each with the address, all in time order (the recovery after the folds
-// it counts). --quiet writes the failures alone; --no-hints no fix lines.
+// a helper retries every 400 ms until its holder lets go (once the
+// tracers saw three of its failures), and keeps the port. On a terminal each gets one why/fix,
+// then one short line per failure or fold, each with the address, all in
+// time order (the recovery after the folds it counts). --quiet writes the failures alone; --no-hints no fix lines.
 func TestLiveTextRetryLoop(t *testing.T) {
 	testenv.RequireRoot(t)
 	nginxPort, helperPort := testenv.FreePort(t), testenv.FreePort(t)
@@ -215,18 +234,23 @@ func TestLiveTextRetryLoop(t *testing.T) {
 
 	ready := filepath.Join(t.TempDir(), "ready")
 	out := onTerminal(t, func(cmd *exec.Cmd) {
-		testenv.WaitForFile(t, ready, 10*time.Second, func() string { return "" })
+		testenv.WaitForReady(t, ready, cmd.Process, func() string { return "" })
 		// A second nginx on the port: it tries bind() 5 times, 500 ms
 		// apart, then gives up.
 		second := nginxCmd(t, dir, nginxConf(t, dir, "second", nginxPort))
 		if out, err := second.CombinedOutput(); err == nil || !bytes.Contains(out, []byte("still could not bind()")) {
 			t.Errorf("second nginx: %v, want it to give up on the port:\n%s", err, out)
 		}
-		retry := startHelper(t, fmt.Sprintf("retry tcp 127.0.0.1 %d 400 100", helperPort))
-		// Six attempts (0 ms, 400 ms, … 2000 ms), then the port is free.
-		time.Sleep(2200 * time.Millisecond)
+		// Attempts every 400 ms; once the tracers have seen three (no
+		// fixed sleep: a loaded machine may run the helper's timer
+		// late), the port is freed and the next attempt takes it, and
+		// holds it until the test ends: a tracer that reads the
+		// listen() only after its taker closed it takes it for a check
+		// (PORT FREE), not the recovery.
+		startHelper(t, fmt.Sprintf("retry tcp 127.0.0.1 %d 400 600000", helperPort))
+		waitLive(t, helperPort, "three failures", func(p portLive) bool { return p.failures >= 3 }, quietOut, noHintsOut)
 		holder.stdin.Close()
-		retry.wait(t, 10*time.Second)
+		waitLive(t, helperPort, "recovery", func(p portLive) bool { return p.recovered >= 0 }, noHintsOut)
 		cmd.Process.Signal(syscall.SIGINT)
 	}, append(ports, "--backend", testenv.Backend(), "--ready-file", ready)...)
 	quiet.stop(t)

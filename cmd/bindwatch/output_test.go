@@ -48,7 +48,7 @@ func startTracingIn(t *testing.T, prefix []string, args ...string) *tracing {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill() })
-	testenv.WaitForFile(t, ready, 10*time.Second, tr.stderr.String)
+	testenv.WaitForReady(t, ready, cmd.Process, tr.stderr.String)
 	return tr
 }
 
@@ -194,6 +194,31 @@ func (tl tally) accounted(t *testing.T, provoked uint64) map[string]any {
 	return stop
 }
 
+// writtenFailures counts the failures JSON-lines files account for so
+// far: one per bind_failure record, count in repeats and lost records.
+func writtenFailures(files []string) uint64 {
+	var n uint64
+	for _, name := range files {
+		b, _ := os.ReadFile(name)
+		for l := range bytes.Lines(b) {
+			var r struct {
+				Type  string
+				Count uint64
+			}
+			if json.Unmarshal(l, &r) != nil {
+				continue
+			}
+			switch r.Type {
+			case "bind_failure":
+				n++
+			case "repeats", "lost":
+				n += r.Count
+			}
+		}
+	}
+	return n
+}
+
 // rotatedFiles lists base.N … base.1, base (oldest first) that exist.
 func rotatedFiles(base string) []string {
 	var files []string
@@ -236,7 +261,9 @@ func TestLogrotateCreate(t *testing.T) {
 	dir := t.TempDir()
 	out := filepath.Join(dir, "bindwatch.jsonl")
 	port := testenv.FreePort(t)
-	tr := startTracing(t, "--output", out, "--fold", "0", "--port", strconv.Itoa(port))
+	// Its own namespace's failures only: the storm counts its own, and
+	// another test program's on the same number elsewhere would be more.
+	tr := startTracing(t, "--output", out, "--fold", "0", "--port", strconv.Itoa(port), "--netns", ownNetns())
 	st := startStorm(t, port, 1000)
 	const rotations = 30
 	tick := time.NewTicker(time.Second)
@@ -244,9 +271,27 @@ func TestLogrotateCreate(t *testing.T) {
 	for range rotations {
 		<-tick.C
 		logrotate(t, out, "create", tr.cmd.Process.Pid)
+		// The next rotation once bindwatch has reopened the file and
+		// written to it (the storm goes on): a loaded machine may take
+		// longer than the tick, and rotating the still empty file again
+		// would leave an empty file no fault of bindwatch's.
+		for deadline := time.Now().Add(recordsTimeout); ; time.Sleep(10 * time.Millisecond) {
+			if st, err := os.Stat(out); err == nil && st.Size() > 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s still empty %v after its rotation: %s", out, recordsTimeout, tr.stderr.String())
+			}
+		}
 	}
 	provoked := st.stop()
-	time.Sleep(300 * time.Millisecond)
+	// Stop once bindwatch has written (or counted as lost) every failure
+	// provoked: a loaded tracer is seconds behind the storm, and stopping
+	// it then says so on stderr (failures still queued), which this test
+	// forbids. Should it never get there, the checks below say why.
+	for deadline := time.Now().Add(recordsTimeout); time.Now().Before(deadline) && writtenFailures(rotatedFiles(out)) < provoked; {
+		time.Sleep(200 * time.Millisecond)
+	}
 	tr.stop(t)
 	files := rotatedFiles(out)
 	if len(files) != rotations+1 {
@@ -325,13 +370,13 @@ func TestLogrotateCopytruncate(t *testing.T) {
 	out := filepath.Join(dir, "bindwatch.jsonl")
 	port := testenv.FreePort(t)
 	testenv.Hold(t, "tcp", "127.0.0.1", port, testenv.Opts{})
-	tr := startTracing(t, "--output", out, "--fold", "0", "--port", strconv.Itoa(port))
+	tr := startTracing(t, "--output", out, "--fold", "0", "--port", strconv.Itoa(port), "--netns", ownNetns())
 	const rounds, perRound = 4, 30
 	for round := range rounds {
 		for range perRound {
 			testenv.FailBind(t, "tcp", "127.0.0.1", port, testenv.Opts{}, syscall.EADDRINUSE)
 		}
-		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		for deadline := time.Now().Add(recordsTimeout); ; time.Sleep(20 * time.Millisecond) {
 			b, _ := os.ReadFile(out)
 			if bytes.Count(b, []byte(`"type":"bind_failure"`)) == perRound {
 				break
@@ -478,7 +523,7 @@ func TestStdoutReaderGone(t *testing.T) {
 	}
 	defer cmd.Process.Kill()
 	w.Close()
-	testenv.WaitForFile(t, ready, 10*time.Second, stderr.String)
+	testenv.WaitForReady(t, ready, cmd.Process, stderr.String)
 	r.Close() // the reader goes
 	for range 5 {
 		testenv.FailBind(t, "tcp", "127.0.0.1", port, testenv.Opts{}, syscall.EADDRINUSE)
@@ -531,7 +576,7 @@ func TestOutputStandardStreams(t *testing.T) {
 			theirs.Close()
 			stdout := make(chan string)
 			go func() { b, _ := io.ReadAll(ours); stdout <- string(b) }()
-			testenv.WaitForFile(t, ready, 10*time.Second, stderr.String)
+			testenv.WaitForReady(t, ready, cmd.Process, stderr.String)
 			testenv.FailBind(t, "tcp", "127.0.0.1", port, testenv.Opts{}, syscall.EADDRINUSE)
 			cmd.Process.Signal(syscall.SIGINT)
 			if err := cmd.Wait(); err != nil {

@@ -47,7 +47,7 @@ func TestOwnPidNamespaceIsSaid(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cmd.Process.Kill()
-	testenv.WaitForFile(t, ready, 10*time.Second, stderr.String)
+	testenv.WaitForReady(t, ready, cmd.Process, stderr.String)
 	testenv.FailBind(t, "tcp", "127.0.0.1", port, testenv.Opts{}, syscall.EADDRINUSE)
 	recs := waitRecords(t, out, "the failure", func(recs []events.Record) bool { return len(ofType[events.Failure](recs, port)) > 0 })
 	// unshare ignores SIGTERM while it waits: stop bindwatch itself.

@@ -31,21 +31,26 @@ func realIncidentLog(t *testing.T) (lines [][]byte, ports [2]int) {
 	ports[0] = testenv.FreePort(t)
 	for ports[1] = testenv.FreePort(t); ports[1] == ports[0]; ports[1] = testenv.FreePort(t) {
 	}
-	lines = runTrace(t, func() {
-		testenv.Hold(t, "tcp", "127.0.0.1", ports[0], testenv.Opts{})
-		for range 3 {
-			testenv.FailBind(t, "tcp", "127.0.0.1", ports[0], testenv.Opts{}, syscall.EADDRINUSE)
-		}
-		server := startServer(t, ports[1])
-		for range 3 {
-			testenv.FailBind(t, "tcp", "127.0.0.1", ports[1], testenv.Opts{}, syscall.EADDRINUSE)
-		}
-		time.Sleep(300 * time.Millisecond) // the failures open the incident
-		server.Process.Signal(syscall.SIGTERM)
-		server.Wait()
-		testenv.Hold(t, "tcp", "127.0.0.1", ports[1], testenv.Opts{})
-	}, "--port", strconv.Itoa(ports[0]), "--port", strconv.Itoa(ports[1]))
-	return lines, ports
+	out := filepath.Join(t.TempDir(), "bw.jsonl")
+	tr := startTracing(t, "--port", strconv.Itoa(ports[0]), "--port", strconv.Itoa(ports[1]), "--output", out)
+	testenv.Hold(t, "tcp", "127.0.0.1", ports[0], testenv.Opts{})
+	for range 3 {
+		testenv.FailBind(t, "tcp", "127.0.0.1", ports[0], testenv.Opts{}, syscall.EADDRINUSE)
+	}
+	server := startServer(t, ports[1])
+	for range 3 {
+		testenv.FailBind(t, "tcp", "127.0.0.1", ports[1], testenv.Opts{}, syscall.EADDRINUSE)
+	}
+	// The signal and the release belong to the incident once its first
+	// failure is recorded (not after a fixed while: under load the
+	// tracer may read it seconds later).
+	waitRecords(t, out, "the second port's failure", func(recs []events.Record) bool { return len(ofType[events.Failure](recs, ports[1])) > 0 })
+	server.Process.Signal(syscall.SIGTERM)
+	server.Wait()
+	testenv.Hold(t, "tcp", "127.0.0.1", ports[1], testenv.Opts{})
+	waitRecords(t, out, "the second port's recovery", func(recs []events.Record) bool { return len(ofType[events.Recovered](recs, ports[1])) > 0 })
+	tr.stop(t)
+	return readLines(out), ports
 }
 
 // startServer starts a real server listening on port and returns once it

@@ -263,7 +263,7 @@ func TestRunTracesOnlyItsTree(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cmd.Process.Kill()
-	testenv.WaitForFile(t, ready, 10*time.Second, stderr.String)
+	testenv.WaitForReady(t, ready, cmd.Process, stderr.String)
 	testenv.FailBind(t, "tcp", "0.0.0.0", port, testenv.Opts{}, syscall.EADDRINUSE) // this test is not in the tree
 	if err := os.WriteFile(goFile, nil, 0o644); err != nil {
 		t.Fatal(err)
@@ -352,7 +352,7 @@ func TestRunForwardsSIGTERM(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cmd.Process.Kill()
-	testenv.WaitForFile(t, trapped, 10*time.Second, stderr.String)
+	testenv.WaitForReady(t, trapped, cmd.Process, stderr.String)
 	cmd.Process.Signal(syscall.SIGTERM)
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
@@ -434,7 +434,7 @@ func TestRunKeyboardInterruptReachesCommandOnce(t *testing.T) {
 	defer cmd.Process.Kill()
 	screen := &testenv.SyncBuffer{}
 	go io.Copy(screen, ptmx)
-	testenv.WaitForFile(t, ready, 10*time.Second, screen.String)
+	testenv.WaitForReady(t, ready, cmd.Process, screen.String)
 	ptmx.Write([]byte{3}) // Ctrl-C
 	// The terminal signals its whole foreground group at once: once the
 	// command has logged its SIGINT, bindwatch has its own pending too. A

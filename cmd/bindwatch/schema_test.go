@@ -30,15 +30,15 @@ func runTrace(t *testing.T, provoke func(), args ...string) [][]byte {
 	return runTraceUntil(t, provoke, nil, args...)
 }
 
-// runTraceUntil is runTrace that, instead of 300 ms, waits (up to 10 s)
-// until the lines written so far satisfy done.
+// runTraceUntil is runTrace that, instead of 300 ms, waits (up to
+// recordsTimeout) until the lines written so far satisfy done.
 func runTraceUntil(t *testing.T, provoke func(), done func(lines [][]byte) bool, args ...string) [][]byte {
 	t.Helper()
 	return runTraceOut(t, func(string) { provoke() }, done, args...)
 }
 
-// runTraceOut is runTraceUntil whose provoke is given the file bindwatch
-// writes to, to wait on what it wrote so far (readLines).
+// runTraceOut is runTraceUntil whose provoke is told the --output file,
+// to wait for what the trace wrote so far.
 func runTraceOut(t *testing.T, provoke func(out string), done func(lines [][]byte) bool, args ...string) [][]byte {
 	t.Helper()
 	testenv.RequireRoot(t)
@@ -52,14 +52,14 @@ func runTraceOut(t *testing.T, provoke func(out string), done func(lines [][]byt
 		t.Fatal(err)
 	}
 	defer cmd.Process.Kill()
-	testenv.WaitForFile(t, ready, 10*time.Second, stderr.String)
+	testenv.WaitForReady(t, ready, cmd.Process, stderr.String)
 	provoke(out)
 	if done == nil {
 		time.Sleep(300 * time.Millisecond)
 	}
-	for deadline := time.Now().Add(10 * time.Second); done != nil && !done(readLines(out)); time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(recordsTimeout); done != nil && !done(readLines(out)); time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Errorf("bindwatch did not write what was expected within 10s; so far:\n%s", bytes.Join(readLines(out), []byte("\n")))
+			t.Errorf("bindwatch did not write what was expected within %v; so far:\n%s", recordsTimeout, bytes.Join(readLines(out), []byte("\n")))
 			break
 		}
 	}
@@ -394,7 +394,7 @@ func TestStartRecordSaysItsFilters(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cmd.Process.Kill()
-	testenv.WaitForFile(t, ready, 10*time.Second, stderr.String)
+	testenv.WaitForReady(t, ready, cmd.Process, stderr.String)
 	cmd.Process.Signal(syscall.SIGINT)
 	cmd.Wait()
 	text, _ := os.ReadFile(out)

@@ -14,9 +14,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// waitCreated returns as soon as name is created in dir (inotify: no
-// polling delay), so a test can act at the very moment it appears.
-func waitCreated(t *testing.T, dir, name string, timeout time.Duration, context func() string) {
+// waitCreated returns as soon as name is created in dir by p (inotify: no
+// polling delay), so a test can act at the very moment it appears. It
+// fails the test once p has exited without creating it, or after
+// testenv.StartTimeout: a start under load may take far longer than idle.
+func waitCreated(t *testing.T, dir, name string, p *os.Process, context func() string) {
 	t.Helper()
 	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
 	if err != nil {
@@ -28,12 +30,18 @@ func waitCreated(t *testing.T, dir, name string, timeout time.Duration, context 
 	}
 	path := filepath.Join(dir, name)
 	buf := make([]byte, 4096)
-	for deadline := time.Now().Add(timeout); ; {
+	for deadline := time.Now().Add(testenv.StartTimeout); ; {
 		if _, err := os.Lstat(path); err == nil {
 			return
 		}
+		if testenv.Exited(p.Pid) {
+			if _, err := os.Lstat(path); err == nil {
+				return
+			}
+			t.Fatalf("pid %d exited without creating %s\n%s", p.Pid, path, context())
+		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s did not appear within %v\n%s", path, timeout, context())
+			t.Fatalf("%s did not appear within %v\n%s", path, testenv.StartTimeout, context())
 		}
 		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
 		unix.Poll(fds, 100)
@@ -126,7 +134,7 @@ func TestSIGTERMAtReady(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		waitCreated(t, dir, "ready", 10*time.Second, stderr.String)
+		waitCreated(t, dir, "ready", cmd.Process, stderr.String)
 		cmd.Process.Signal(syscall.SIGTERM)
 		if err := cmd.Wait(); err != nil {
 			t.Fatalf("run %d: bindwatch exited with %v on SIGTERM at its ready file: %s", i, err, stderr.String())
@@ -182,7 +190,7 @@ func TestRunSIGTERMAtReady(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		waitCreated(t, dir, "ready", 10*time.Second, stderr.String)
+		waitCreated(t, dir, "ready", cmd.Process, stderr.String)
 		cmd.Process.Signal(syscall.SIGTERM)
 		err := cmd.Wait()
 		if code := cmd.ProcessState.ExitCode(); code != 128+int(syscall.SIGTERM) {
@@ -211,7 +219,7 @@ func tracerWithBacklog(t *testing.T, n int) (cmd *exec.Cmd, stderr *testenv.Sync
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill() })
-	testenv.WaitForFile(t, ready, 10*time.Second, stderr.String)
+	testenv.WaitForReady(t, ready, cmd.Process, stderr.String)
 	testenv.Hold(t, "udp", "127.0.0.1", port, testenv.Opts{})
 	if err := testenv.Helper("storm udp 127.0.0.1 " + strconv.Itoa(port) + " " + strconv.Itoa(n)).Run(); err != nil {
 		t.Fatalf("storm helper: %v", err)

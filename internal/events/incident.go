@@ -576,7 +576,14 @@ func recoveredText(r *Recovered) string {
 }
 
 // Millis renders a millisecond count as a duration: "1.312s", "300ms".
+// The counts are measured spans truncated to whole milliseconds, so 0 is
+// a span shorter than one, said "<1ms": "0s" would read as no outage (or
+// no contention, no drain) at all, where one was seen — a release and a
+// recovery a few hundred microseconds apart.
 func Millis(ms int64) string {
+	if ms == 0 {
+		return "<1ms"
+	}
 	return (time.Duration(ms) * time.Millisecond).String()
 }
 

@@ -184,8 +184,8 @@ type HelperProc struct {
 }
 
 // SpawnHelper starts a helper doing job, optionally wrapped in prefix
-// (e.g. "ip", "netns", "exec", NAME), and waits up to 10 s for its first
-// line. The helper runs until Stop.
+// (e.g. "ip", "netns", "exec", NAME), and waits for its first line (up to
+// StartTimeout; a helper that exits first fails at once). The helper runs until Stop.
 func SpawnHelper(job string, prefix ...string) (*HelperProc, error) {
 	return spawnHelper(job, prefix, nil)
 }
@@ -205,7 +205,8 @@ func spawnHelper(job string, prefix, args []string) (*HelperProc, error) {
 }
 
 // spawn starts cmd, a helper doing job (directly or in a container), and
-// waits up to 10 s for its first line.
+// waits for its first line: until it says it, exits (its stdout closes),
+// or StartTimeout passes.
 func spawn(cmd *exec.Cmd, job string) (*HelperProc, error) {
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
@@ -242,9 +243,9 @@ func spawn(cmd *exec.Cmd, job string) (*HelperProc, error) {
 	select {
 	case l := <-h.lines:
 		h.Line = strings.Fields(l)
-	case <-time.After(10 * time.Second):
+	case <-time.After(StartTimeout):
 		h.Stop()
-		return nil, fmt.Errorf("helper %q said nothing in 10s", job)
+		return nil, fmt.Errorf("helper %q said nothing in %v", job, StartTimeout)
 	}
 	if len(h.Line) < 2 {
 		h.Stop()
@@ -284,12 +285,12 @@ func StartHelperArgs(t testing.TB, job string, args ...string) *HelperProc {
 	return h
 }
 
-// WaitForParent waits up to 5 s until pid's parent is ppid: an orphan has
+// WaitForParent waits until pid's parent is ppid (up to StartTimeout): an orphan has
 // been reparented (to init, 1, or to a child subreaper).
 func WaitForParent(t testing.TB, pid, ppid int) {
 	t.Helper()
 	last := -1
-	for deadline := time.Now().Add(5 * time.Second); ; {
+	for deadline := time.Now().Add(StartTimeout); ; {
 		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
 			// Field 4; the comm in field 2 may hold spaces and ')'.
 			if i := strings.LastIndexByte(string(b), ')'); i > 0 {
@@ -309,7 +310,8 @@ func WaitForParent(t testing.TB, pid, ppid int) {
 }
 
 // Say sends a command line to a hold job (see runJob) and returns its
-// answer, waiting up to 5 s: the proof it is alive and did it.
+// answer, waiting until it answers or exits (up to StartTimeout): the
+// proof it is alive and did it.
 func (h *HelperProc) Say(command string) (string, error) {
 	if _, err := io.WriteString(h.stdin, command+"\n"); err != nil {
 		return "", fmt.Errorf("tell helper %q: %w", command, err)
@@ -320,8 +322,8 @@ func (h *HelperProc) Say(command string) (string, error) {
 			return "", fmt.Errorf("helper exited instead of answering %q", command)
 		}
 		return strings.TrimSpace(l), nil
-	case <-time.After(5 * time.Second):
-		return "", fmt.Errorf("helper did not answer %q within 5s", command)
+	case <-time.After(StartTimeout):
+		return "", fmt.Errorf("helper did not answer %q within %v", command, StartTimeout)
 	}
 }
 

@@ -6,7 +6,9 @@ package testenv
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"strconv"
@@ -150,10 +152,18 @@ func FailBind(t testing.TB, proto, addr string, port int, opts Opts, want syscal
 	}
 }
 
-// FreePort returns a port that is free for both TCP and UDP right now.
+// FreePort returns a port that is free for both TCP and UDP right now,
+// and that no other test program using FreePort is given until this test
+// ends. Test programs run at the same time (the packages of one go test,
+// two whole runs at once), each in the host's network namespace or in
+// namespaces of their own: a port free here may be another program's in
+// its namespace, and its tracer sees failures on the number everywhere. A
+// lock on the port's byte of one shared file (an open file description
+// lock, released with the test or the process) keeps each number to one
+// test program at a time.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	for i := 0; i < 50; i++ {
+	for i := 0; i < 200; i++ {
 		fd, err := Socket("tcp", "0.0.0.0", Opts{})
 		if err != nil {
 			t.Fatal(err)
@@ -167,12 +177,48 @@ func FreePort(t testing.TB) int {
 		ufd, _ := Socket("udp", "::", Opts{})
 		err = Bind(ufd, "::", port)
 		unix.Close(ufd)
-		if err == nil {
+		if err == nil && reservePort(t, port) {
 			return port
 		}
 	}
 	t.Fatal("no free port")
 	return 0
+}
+
+var (
+	portLockOnce sync.Once
+	portLock     *os.File // nil: no lock file could be opened; FreePort does without
+)
+
+// portLockFile is the file whose byte N is locked by the test program
+// that was given port N.
+const portLockFile = "/tmp/bindwatch-test-ports.lock"
+
+// reservePort locks port's byte of portLockFile until t ends: false if
+// another test program holds it. Locks of one process do not conflict
+// (one open file description), as two ports of one test never did.
+func reservePort(t testing.TB, port int) bool {
+	portLockOnce.Do(func() {
+		f, err := os.OpenFile(portLockFile, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
+		if err == nil {
+			portLock = f
+		}
+	})
+	if portLock == nil {
+		return true
+	}
+	lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: io.SeekStart, Start: int64(port), Len: 1}
+	switch err := unix.FcntlFlock(portLock.Fd(), unix.F_OFD_SETLK, &lk); {
+	case errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EACCES):
+		return false // another test program's
+	case err != nil:
+		return true // no such locks here (before Linux 3.15): as before them
+	}
+	t.Cleanup(func() {
+		un := unix.Flock_t{Type: unix.F_UNLCK, Whence: io.SeekStart, Start: int64(port), Len: 1}
+		unix.FcntlFlock(portLock.Fd(), unix.F_OFD_SETLK, &un)
+	})
+	return true
 }
 
 // Netns is the inode of this process's network namespace.
@@ -265,6 +311,53 @@ func WaitForFile(t testing.TB, path string, timeout time.Duration, context func(
 			t.Fatalf("%s did not appear within %v\n%s", path, timeout, msg)
 		}
 	}
+}
+
+// StartTimeout bounds how long a process under test may take to say it
+// is ready (its ready file, its first line): loading and verifying the
+// BPF programs takes a second on an idle machine and far longer on a
+// loaded one. It is no measure of speed, only a bound for a process
+// that hangs; one that exits is noticed at once (WaitForReady).
+const StartTimeout = 3 * time.Minute
+
+// WaitForReady waits until path exists, written by p once it is ready:
+// it fails the test as soon as p has exited without writing it, or
+// after StartTimeout, with context() (the process's stderr) either way.
+func WaitForReady(t testing.TB, path string, p *os.Process, context func() string) {
+	t.Helper()
+	for deadline := time.Now().Add(StartTimeout); ; time.Sleep(10 * time.Millisecond) {
+		if _, err := os.Lstat(path); err == nil {
+			return
+		}
+		msg := func() string {
+			if context == nil {
+				return ""
+			}
+			return context()
+		}
+		if Exited(p.Pid) {
+			if _, err := os.Lstat(path); err == nil {
+				return // written just before it exited: the test's to judge
+			}
+			t.Fatalf("pid %d exited without writing %s\n%s", p.Pid, path, msg())
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not appear within %v, pid %d still running\n%s", path, StartTimeout, p.Pid, msg())
+		}
+	}
+}
+
+// Exited says whether the child pid has exited (a zombie not yet
+// waited for, or gone), without waiting for it: the caller's
+// cmd.Wait still reaps it.
+func Exited(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	// The state follows the comm, which may hold spaces and ')'.
+	i := bytes.LastIndexByte(b, ')')
+	return i < 0 || i+2 >= len(b) || b[i+2] == 'Z' || b[i+2] == 'X'
 }
 
 // SyncBuffer is a bytes.Buffer that one goroutine may read while another
