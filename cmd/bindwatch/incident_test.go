@@ -526,7 +526,20 @@ func TestIncidentQuotaAttack(t *testing.T) {
 	})
 
 	// Root's outage.
+	// Root's port is free in the namespace too: FreePort looks on the
+	// host, and the attacker holds 1,200 of the namespace's ports.
 	port := testenv.FreePort(t)
+	for i := 0; ; i++ {
+		try := testenv.StartHelper(t, fmt.Sprintf("trybind tcp 127.0.0.1 %d", port), testenv.InNetns(netns)...)
+		try.Stop()
+		if try.Line[1] == "0" {
+			break
+		}
+		if i == 50 {
+			t.Fatal("no port free both here and in the attacker's namespace")
+		}
+		port = testenv.FreePort(t)
+	}
 	old := testenv.StartHelper(t, fmt.Sprintf("serve tcp 127.0.0.1 %d 0", port), testenv.InNetns(netns)...)
 	testenv.InPrivateNetns(t, ns, func() {
 		testenv.FailBind(t, "tcp", "127.0.0.1", port, testenv.Opts{}, syscall.EADDRINUSE)
