@@ -156,6 +156,7 @@ struct stats {
 	__u64 lost;      /* ring buffer full: counted, not delivered */
 	__u64 fold_full; /* reported one by one: the fold table was full */
 	__u64 unfollowed; /* new processes of a followed tree left out: traced_pids was full */
+	__u64 incident_lost; /* incident records (signal, released, recovered, port_shared) that found their ring buffer full */
 };
 
 /*

@@ -45,7 +45,7 @@ struct inet_sock___old {
 	__u8 transparent : 1;
 } __attribute__((preserve_access_index));
 
-enum stat_field { STAT_FAILURES, STAT_LOST, STAT_FOLD_FULL, STAT_UNFOLLOWED };
+enum stat_field { STAT_FAILURES, STAT_LOST, STAT_FOLD_FULL, STAT_UNFOLLOWED, STAT_INCIDENT_LOST };
 
 static __always_inline void count_stat(enum stat_field field)
 {
@@ -67,6 +67,9 @@ static __always_inline void count_stat(enum stat_field field)
 		break;
 	case STAT_UNFOLLOWED:
 		__sync_fetch_and_add(&s->unfollowed, 1);
+		break;
+	case STAT_INCIDENT_LOST:
+		__sync_fetch_and_add(&s->incident_lost, 1);
 		break;
 	}
 }

@@ -81,8 +81,10 @@ static __always_inline struct incident_event *incident_reserve(__u32 kind)
 	unsigned long arg_start, arg_end;
 	__u32 len;
 
-	if (!e)
+	if (!e) {
+		count_stat(STAT_INCIDENT_LOST); /* said in stop's incident_records_lost */
 		return NULL;
+	}
 	__builtin_memset(e, 0, sizeof(*e) - sizeof(e->args));
 	e->kind = kind;
 	e->ts_ns = bpf_ktime_get_boot_ns();

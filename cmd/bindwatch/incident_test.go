@@ -695,12 +695,15 @@ func TestIncidentSignalFlood(t *testing.T) {
 	if one > windows*events.SignalBurst || len(repeats) > windows {
 		t.Errorf("%d SIGHUP records and %d signal_repeats in %d one-second windows: want at most %d a second and one fold a second", one, len(repeats), windows, events.SignalBurst)
 	}
-	// The kernel drops what its ring cannot hold (not counted there yet):
-	// nearly all must be accounted for, and none twice.
-	if got := uint64(one) + folded; got > uint64(sent) || got < uint64(sent)*9/10 {
-		t.Errorf("recorded %d + folded %d = %d of %d sent", one, folded, got, sent)
+	// What the kernel's incident ring or the tracer's queue could not
+	// hold is counted in stop's incident_records_lost: every signal is
+	// accounted for, none twice. The lost count may also hold a few of
+	// the port's other records (released, recovered), never more.
+	stop := lastStop(t, out)
+	if got := uint64(one) + folded; got > uint64(sent) || got+stop.IncidentRecordsLost < uint64(sent) || got+stop.IncidentRecordsLost > uint64(sent)+4 {
+		t.Errorf("recorded %d + folded %d + lost %d of %d sent", one, folded, stop.IncidentRecordsLost, sent)
 	}
-	if stop := lastStop(t, out); stop.SignalsFolded != folded {
+	if stop.SignalsFolded != folded {
 		t.Errorf("stop: signals_folded %d, want %d", stop.SignalsFolded, folded)
 	}
 	schemaLines(t, readLines(out))

@@ -477,7 +477,8 @@ type Stop struct {
 	// SignalsFolded is how many signals to incidents' holders were counted
 	// in signal_repeats records instead of recorded one by one;
 	// IncidentRecordsLost how many kernel incident records (signal,
-	// released, recovered) the tracer had no room to queue.
+	// released, recovered, port_shared) were lost: the kernel's incident
+	// ring buffer was full, or the tracer had no room to queue them.
 	SignalsFolded       uint64 `json:"signals_folded"`
 	IncidentRecordsLost uint64 `json:"incident_records_lost"`
 	// IncidentsUntracked is how many incident_untracked records were

@@ -246,11 +246,12 @@ type bindwatchSharedVal struct {
 }
 
 type bindwatchStats struct {
-	_          structs.HostLayout
-	Failures   uint64
-	Lost       uint64
-	FoldFull   uint64
-	Unfollowed uint64
+	_            structs.HostLayout
+	Failures     uint64
+	Lost         uint64
+	FoldFull     uint64
+	Unfollowed   uint64
+	IncidentLost uint64
 }
 
 // Names of all BPF objects in the ELF.

@@ -423,6 +423,9 @@ type Stats struct {
 	// Unfollowed is how many new processes of a followed tree were not
 	// followed: the table of traced processes was full.
 	Unfollowed uint64
+	// IncidentLost is how many incident records (signal, released,
+	// recovered, port_shared) found the kernel's incident ring buffer full.
+	IncidentLost uint64
 }
 
 // Stats sums the per-CPU counters.
@@ -437,6 +440,7 @@ func (t *Tracer) Stats() (Stats, error) {
 		s.Lost += c.Lost
 		s.FoldFull += c.FoldFull
 		s.Unfollowed += c.Unfollowed
+		s.IncidentLost += c.IncidentLost
 	}
 	return s, nil
 }

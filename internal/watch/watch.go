@@ -495,7 +495,7 @@ drain:
 		Header:   events.Header{Type: events.TypeStop, Version: events.Version, Time: now, Host: s.host},
 		Failures: st.Failures, Reported: s.reported, Folded: s.folded, Lost: s.lost,
 		Unread: unread, OtherUnits: s.otherUnits, Unfolded: st.FoldFull, Unresolved: s.unresolved, Unfollowed: st.Unfollowed,
-		IncidentsUntracked: s.incidents.Untracked(), SignalsFolded: signalsFolded, IncidentRecordsLost: incidentLost,
+		IncidentsUntracked: s.incidents.Untracked(), SignalsFolded: signalsFolded, IncidentRecordsLost: incidentLost + st.IncidentLost,
 		DurationMS: now.Sub(s.started).Milliseconds(),
 	})
 	return errors.Join(err, harvestErr, lostErr, statsErr)
