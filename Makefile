@@ -153,7 +153,8 @@ bench: build
 # (sink.go, ecs.go, fit.go): its outputs' files are left out. Slow (one
 # test run per mutant, ~25 min on 2 shared cores), so not part of `make
 # test`. One worker; a mutant whose tests take MUTATE_TIMEOUT times as long
-# as the unmutated run is "timed out". MUTATE_PKGS narrows it:
+# as the unmutated run is "timed out" (GOFLAGS=-count=1: a cached
+# unmutated run would time every mutant out). MUTATE_PKGS narrows it:
 # MUTATE_PKGS=./internal/redact make mutate.
 MUTATE_PKGS ?= ./internal/events ./internal/redact ./internal/diagnose ./internal/incident ./internal/sink
 MUTATE_EFFICACY ?= 85
@@ -165,7 +166,7 @@ mutate:
 		name=$$(basename $$pkg); \
 		case $$name in sink) exclude="$(MUTATE_EXCLUDE_sink)";; *) exclude=;; esac; \
 		echo "gremlins unleash $$pkg (log: .cache/mutate/$$name.log)"; \
-		eval $(GO) tool gremlins unleash --workers 1 --timeout-coefficient $(MUTATE_TIMEOUT) \
+		eval GOFLAGS=-count=1 $(GO) tool gremlins unleash --workers 1 --timeout-coefficient $(MUTATE_TIMEOUT) \
 			--threshold-efficacy $(MUTATE_EFFICACY) -o .cache/mutate/$$name.json $$exclude $$pkg \
 			> .cache/mutate/$$name.log 2>&1; status=$$?; \
 		grep -E '^ *LIVED|^(Killed|Timed out|Test efficacy|Mutator coverage):' .cache/mutate/$$name.log; \

@@ -88,8 +88,7 @@ func TestECSFailureServer(t *testing.T) {
 		"process.pid": 4242.0, "process.thread.id": 4243.0, "process.parent.pid": 1.0,
 		"process.name": "srv", "process.executable": "/usr/bin/srv",
 		"process.args": "[srv --port 8080]", "process.args_count": 3.0, "process.command_line": "srv --port 8080",
-		"process.start": "2026-03-01T09:00:00.000000005Z",
-		"user.id": "1000", "process.user.id": "1000", "group.id": "5", "process.group.id": "5",
+		"process.start": "2026-03-01T09:00:00.000000005Z", "user.id": "1000", "process.user.id": "1000", "group.id": "5", "process.group.id": "5",
 		"container.id": "c0ffee", "service.name": "srv.service",
 		"orchestrator.type": "kubernetes", "orchestrator.namespace": "prod",
 		"orchestrator.resource.type": "pod", "orchestrator.resource.name": "srv-7d9", "orchestrator.resource.id": "uid-1",
@@ -131,7 +130,7 @@ func TestECSFailureImplicit(t *testing.T) {
 	checkFields(t, "implicit failure", doc, map[string]any{
 		"event.type": "[connection]", "event.action": "connect-failed",
 		"network.iana_number": "17",
-		"source.ip": "10.0.0.1", "source.address": "10.0.0.1",
+		"source.ip":           "10.0.0.1", "source.address": "10.0.0.1",
 		"destination.ip": "10.0.0.2", "destination.address": "10.0.0.2", "destination.port": 5432.0,
 		"error.message": "cannot assign requested address",
 	}, "server.ip", "server.address", "server.port")
