@@ -97,3 +97,13 @@ func TestEscapeCutExactLimit(t *testing.T) {
 		t.Errorf("EscapeCut(ESC ESC, 7) = %q, want one whole escape then ...", got)
 	}
 }
+
+// The lowest byte that is not ASCII, alone (a UTF-8 continuation byte
+// with no start), is escaped like any invalid byte.
+func TestEscapeLoneContinuationByte(t *testing.T) {
+	for in, want := range map[string]string{"\x80": `\x80`, "a\x80b": `a\x80b`, "\xbf": `\xbf`} {
+		if got := Escape(in); got != want {
+			t.Errorf("Escape(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

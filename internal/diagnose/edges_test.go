@@ -1,0 +1,139 @@
+package diagnose
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bindwatch/bindwatch/internal/events"
+)
+
+// edgeCase is one failure at an edge of a rule (a range's ends, a field
+// unknown, an argument a process cut short), with what its diagnosis and
+// hint must and must not say.
+type edgeCase struct {
+	name                   string
+	port                   uint16
+	pid                    int
+	holder                 events.Holder
+	facts                  Facts
+	cause                  string
+	diagnosis, notDiagnose []string
+	hint, notHint          []string
+}
+
+func checkEdges(t *testing.T, cases []edgeCase) {
+	t.Helper()
+	now := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			pid := c.pid
+			if pid == 0 {
+				pid = 500
+			}
+			if c.pid < 0 {
+				pid = 0
+			}
+			f := &events.Failure{Syscall: "bind", Errno: "EADDRINUSE", Proto: "tcp", Family: "ipv4", Addr: "0.0.0.0", Port: c.port,
+				Process: events.Process{PID: pid, UID: 1000, Comm: "myapp", Exe: "/opt/myapp", Netns: 4026531840}}
+			h := c.holder
+			h.Source, h.Proto, h.Port = events.SeenLive, "tcp", c.port
+			if h.State == "" {
+				h.State, h.Addr = "LISTEN", "0.0.0.0"
+			}
+			f.Holders = []events.Holder{h}
+			v := Diagnose(f, c.facts, now)
+			if v.Cause != c.cause {
+				t.Errorf("cause %q, want %q", v.Cause, c.cause)
+			}
+			for _, w := range c.diagnosis {
+				if !strings.Contains(v.Diagnosis, w) {
+					t.Errorf("diagnosis %q\n lacks %q", v.Diagnosis, w)
+				}
+			}
+			for _, w := range c.notDiagnose {
+				if strings.Contains(v.Diagnosis, w) {
+					t.Errorf("diagnosis %q\n has %q", v.Diagnosis, w)
+				}
+			}
+			for _, w := range c.hint {
+				if !strings.Contains(v.Hint, w) {
+					t.Errorf("hint %q\n lacks %q", v.Hint, w)
+				}
+			}
+			for _, w := range c.notHint {
+				if strings.Contains(v.Hint, w) {
+					t.Errorf("hint %q\n has %q", v.Hint, w)
+				}
+			}
+		})
+	}
+}
+
+// kube-proxy's NodePort note covers the default range's both ends, and
+// only it.
+func TestKubeProxyNodePortRange(t *testing.T) {
+	kp := events.Holder{Processes: []events.Process{{PID: 63, Comm: "kube-proxy"}}}
+	var cases []edgeCase
+	for port, in := range map[uint16]bool{29999: false, 30000: true, 32767: true, 32768: false} {
+		c := edgeCase{name: fmt.Sprint("port ", port), port: port, holder: kp, cause: events.CauseKubeProxy}
+		if in {
+			c.diagnosis = []string{"lies in the default NodePort range"}
+		} else {
+			c.notDiagnose = []string{"NodePort range"}
+		}
+		cases = append(cases, c)
+	}
+	checkEdges(t, cases)
+}
+
+// docker-proxy's arguments are the holder's to write: a container port
+// out of range, or a flag whose value was cut off, names no port; the
+// container it publishes for is named by its name, else its id.
+func TestDockerProxyArgumentEdges(t *testing.T) {
+	dp := func(args ...string) events.Holder {
+		return events.Holder{Processes: []events.Process{{PID: 61, PPID: 900, Comm: "docker-proxy",
+			Cmdline: append([]string{"/usr/bin/docker-proxy", "-host-port", "8080"}, args...)}}}
+	}
+	generic := []string{"Docker publishes a container's port on it."}
+	checkEdges(t, []edgeCase{
+		{name: "container port 0", port: 8080, holder: dp("-container-port", "0"), cause: events.CauseDockerProxy, diagnosis: generic},
+		{name: "container port 65536", port: 8080, holder: dp("-container-port", "65536"), cause: events.CauseDockerProxy, diagnosis: generic},
+		{name: "container port 65535", port: 8080, holder: dp("-container-port", "65535"), cause: events.CauseDockerProxy,
+			diagnosis: []string{"Docker publishes port 65535 of a container on it, as docker run -p 8080:65535 does"}},
+		{name: "value cut off", port: 8080, holder: dp("-container-ip", "172.17.0.2", "-container-port"), cause: events.CauseDockerProxy, diagnosis: generic},
+	})
+	named := func(c events.Container) events.Holder {
+		h := dp("-container-port", "80")
+		h.Processes[0].PublishesFor = &c
+		return h
+	}
+	checkEdges(t, []edgeCase{
+		{name: "publishes for a named container", port: 8080, holder: named(events.Container{Name: "web", ID: "f00d"}), cause: events.CauseDockerProxy,
+			diagnosis: []string{"Docker publishes port 80 of container web on it"}, hint: []string{"docker stop web"}},
+		{name: "publishes for a container known by id", port: 8080, holder: named(events.Container{ID: "f00dcafe"}), cause: events.CauseDockerProxy,
+			diagnosis: []string{"port 80 of container f00dcafe on it"}, hint: []string{"docker stop f00dcafe"}},
+		{name: "publishes for a container known by neither", port: 8080, holder: named(events.Container{Image: "nginx"}), cause: events.CauseDockerProxy,
+			diagnosis: []string{"Docker publishes port 80 of a container on it"}, notHint: []string{"docker stop"}},
+	})
+}
+
+// An outgoing connection's hint says its TIME_WAIT must end too, unless
+// it is already in TIME_WAIT (the diagnosis says how long is left); the
+// sysctl command enters the failing process's namespace only when there
+// is a process to enter by.
+func TestEphemeralHintEdges(t *testing.T) {
+	eph := Facts{Ephemeral: EphemeralPorts{Lo: 32768, Hi: 60999}}
+	conn := events.Holder{State: "ESTABLISHED", Addr: "10.0.0.2", PeerAddr: "93.184.216.34", PeerPort: 443,
+		Processes: []events.Process{{PID: 77, Comm: "curl"}}}
+	tw := events.Holder{State: "TIME_WAIT", Addr: "10.0.0.2", PeerAddr: "93.184.216.34", PeerPort: 443, RemainingMS: 5000, Processes: []events.Process{}}
+	checkEdges(t, []edgeCase{
+		{name: "established", port: 40123, holder: conn, facts: eph, cause: events.CauseEphemeralPort,
+			hint: []string{"(and its TIME_WAIT, up to 60 s, ends)", "nsenter --net=/proc/500/ns/net sysctl -w"}},
+		{name: "time-wait", port: 40123, holder: tw, facts: eph, cause: events.CauseEphemeralPort,
+			notHint: []string{"and its TIME_WAIT"}},
+		{name: "no failing pid", port: 40123, pid: -1, holder: conn, facts: eph, cause: events.CauseEphemeralPort,
+			hint: []string{"`sysctl -w net.ipv4.ip_local_reserved_ports=40123`"}, notHint: []string{"nsenter"}},
+	})
+}
