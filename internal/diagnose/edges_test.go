@@ -137,3 +137,31 @@ func TestEphemeralHintEdges(t *testing.T) {
 			hint: []string{"`sysctl -w net.ipv4.ip_local_reserved_ports=40123`"}, notHint: []string{"nsenter"}},
 	})
 }
+
+// The holder a diagnosis names is the one whose flags do not let the
+// failing socket share the port, even when it is not listed first; when
+// every holder would let it share, the first is still the best guess. A
+// socket the kernel recorded but whose process is not known is said to
+// have let go.
+func TestBlockingHolderChosen(t *testing.T) {
+	now := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
+	on := true
+	sharing := events.Holder{Source: events.SeenLive, Proto: "tcp", State: "BOUND", Addr: "0.0.0.0", Port: 8080, ReuseAddr: &on,
+		Processes: []events.Process{{PID: 41, Comm: "sharer"}}}
+	blocking := events.Holder{Source: events.SeenLive, Proto: "tcp", State: "LISTEN", Addr: "0.0.0.0", Port: 8080, ReuseAddr: &on,
+		Processes: []events.Process{{PID: 42, Comm: "blocker"}}}
+	f := &events.Failure{Syscall: "bind", Errno: "EADDRINUSE", Proto: "tcp", Family: "ipv4", Addr: "0.0.0.0", Port: 8080,
+		Socket: events.Socket{ReuseAddr: true}, Process: events.Process{PID: 500, Comm: "myapp"}}
+	f.Holders = []events.Holder{sharing, blocking}
+	if v := Diagnose(f, Facts{}, now); !strings.Contains(v.Diagnosis, "blocker (pid 42") || strings.Contains(v.Diagnosis, "sharer") {
+		t.Errorf("diagnosis %q: want the listening holder named, not the one it could share with", v.Diagnosis)
+	}
+	f.Holders = []events.Holder{sharing}
+	if v := Diagnose(f, Facts{}, now); !strings.Contains(v.Diagnosis, "sharer (pid 41") {
+		t.Errorf("diagnosis %q: want the only holder named", v.Diagnosis)
+	}
+	f.Holders = []events.Holder{{Source: events.Recorded, Proto: "tcp", State: "LISTEN", Addr: "0.0.0.0", Port: 8080, Processes: []events.Process{}}}
+	if v := Diagnose(f, Facts{}, now); !strings.Contains(v.Diagnosis, "which has let go of it since") {
+		t.Errorf("diagnosis %q: want a recorded holder without a process said to have let go", v.Diagnosis)
+	}
+}

@@ -123,3 +123,89 @@ func TestAdviceHoldersWithoutProcesses(t *testing.T) {
 		t.Errorf("pid 7 never released: %s: %s", label, text)
 	}
 }
+
+// Repeats the tracer harvests for a recovery are reported just after it
+// but were folded before it: the timeline puts them at the recovery, not
+// after it; other marks keep their time.
+func TestRepeatsHarvestedAtRecovery(t *testing.T) {
+	t0 := time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC)
+	b := NewBuilder()
+	b.Add(failure(t0, 80, 7))
+	r := &events.Repeats{Count: 5, PID: 7, Proto: "tcp", Port: 80}
+	r.Time, r.Host = t0.Add(1500*time.Millisecond), "h"
+	b.Add(r)
+	rec := &events.Recovered{Proto: "tcp", Netns: 1, Port: 80, Process: events.Process{PID: 7}}
+	rec.Time, rec.Host = t0.Add(time.Second), "h"
+	b.Add(rec)
+	all := b.Finish(t0.Add(time.Minute))
+	if len(all) != 1 || all[0].State != events.IncidentRecovered {
+		t.Fatalf("incidents %+v: want one, recovered", all)
+	}
+	kinds := map[string]int64{}
+	for _, e := range all[0].Timeline {
+		kinds[e.Kind] = e.AtMS
+		if e.Kind == events.MarkRepeats && !e.Time.Equal(rec.Time) {
+			t.Errorf("repeats mark at %v, want at the recovery %v", e.Time, rec.Time)
+		}
+	}
+	if kinds[events.MarkRepeats] != 1000 || kinds[events.MarkFailure] != 0 || kinds[events.MarkRecovered] != 1000 {
+		t.Errorf("timeline offsets %v: want the failure at 0 ms, the repeats and the recovery at 1000 ms", kinds)
+	}
+}
+
+// A failing process's errnos are listed once each, at most 8, while its
+// attempts all count.
+func TestFailingProcessErrnos(t *testing.T) {
+	t0 := time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC)
+	b := NewBuilder()
+	errnos := []string{"EADDRINUSE", "EACCES", "EADDRNOTAVAIL", "EINVAL", "EPERM", "ENOBUFS", "ENOMEM", "EAFNOSUPPORT", "EOPNOTSUPP", "EISCONN"}
+	for i, e := range append(errnos, errnos[0]) {
+		f := failure(t0.Add(time.Duration(i)*time.Millisecond), 80, 7)
+		f.Errno = e
+		b.Add(f)
+	}
+	all := b.Finish(t0.Add(time.Second))
+	if len(all) != 1 || len(all[0].Failing) != 1 {
+		t.Fatalf("incidents %+v: want one with one failing process", all)
+	}
+	p := all[0].Failing[0]
+	if p.Attempts != 11 || strings.Join(p.Errnos, ",") != strings.Join(errnos[:8], ",") {
+		t.Errorf("failing process: %d attempts, errnos %q; want 11 and the first 8 once each", p.Attempts, p.Errnos)
+	}
+}
+
+// A port refused an incident is said once per quiet gap: again at the gap
+// it is not, past it it is; and the ports said are bounded (MaxOpen),
+// whatever a user makes fail.
+func TestRefusedSaidOncePerGap(t *testing.T) {
+	t0 := time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC)
+	b := NewLiveBuilder()
+	b.Quiet = time.Hour // the user's incidents stay open throughout
+	user := func(at time.Time, port uint16) *events.Failure {
+		f := failure(at, port, 7)
+		f.Process.UID = 65534
+		return f
+	}
+	for p := range MaxOpenPerUser {
+		b.Add(user(t0, uint16(10000+p)))
+	}
+	refused := func(at time.Time, port uint16) int {
+		b.Add(user(at, port))
+		return len(b.TakeUntracked())
+	}
+	if n := refused(t0, 50000); n != 1 {
+		t.Fatalf("%d incident_untracked records for a user over quota, want 1", n)
+	}
+	if n := refused(t0.Add(time.Hour), 50000); n != 0 {
+		t.Errorf("said again at the quiet gap (%d records)", n)
+	}
+	if n := refused(t0.Add(2*time.Hour+time.Millisecond), 50000); n != 1 {
+		t.Errorf("%d records a quiet gap after the last one, want 1", n)
+	}
+	for p := range MaxOpen + 100 {
+		b.Add(user(t0.Add(2*time.Hour), uint16(20000+p)))
+	}
+	if len(b.refused) > MaxOpen {
+		t.Errorf("%d refused ports remembered, want at most %d", len(b.refused), MaxOpen)
+	}
+}
