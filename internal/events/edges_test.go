@@ -32,16 +32,29 @@ func TestLiveTextFullTablesForgetQuiet(t *testing.T) {
 		f.Port = uint16(1000 + i)
 		w.write(f)
 	}
-	f := liveFailure(LiveQuietGap, 7, "nginx")
-	if s := w.write(f); !strings.Contains(s, "why:") {
+	if s := w.write(liveFailure(LiveQuietGap, 7, "nginx")); !strings.Contains(s, "why:") {
 		t.Fatalf("new failure after the quiet gap: %q, want its why/fix", s)
+	}
+	r := &Repeats{Time: epoch.Add(LiveQuietGap), PID: 7, Comm: "nginx", Syscall: "bind", Errno: "EADDRINUSE", Proto: "tcp", Port: 45080, Count: 3}
+	if s := w.write(r); !strings.Contains(s, "tcp 127.0.0.1:45080 pid 7") {
+		t.Errorf("repeats: %q, want the address the failure was remembered with", s)
 	}
 	if s := w.write(liveFailure(LiveQuietGap+time.Millisecond, 7, "nginx")); strings.Contains(s, "why:") {
 		t.Errorf("the same failure again: %q, want the short line (it was remembered)", s)
 	}
-	r := &Repeats{Time: epoch.Add(LiveQuietGap + time.Second), PID: 7, Comm: "nginx", Syscall: "bind", Errno: "EADDRINUSE", Proto: "tcp", Port: 45080, Count: 3}
-	if s := w.write(r); !strings.Contains(s, "tcp 127.0.0.1:45080 pid 7") {
-		t.Errorf("repeats: %q, want the address the failure was remembered with", s)
+
+	// One process and port, as many programs as the table holds (a
+	// process that rewrites its command line): the why/fix table alone
+	// is full, and forgets as well.
+	w = &liveWriter{l: NewLiveText(LiveOptions{})}
+	for i := range maxLiveKeys {
+		w.write(liveFailure(0, 100, "x", string(rune('a'+i%26)), string(rune('a'+i/26%26)), string(rune('a'+i/676))))
+	}
+	if s := w.write(liveFailure(LiveQuietGap, 100, "nginx")); !strings.Contains(s, "why:") {
+		t.Fatalf("new program after the quiet gap: %q, want its why/fix", s)
+	}
+	if s := w.write(liveFailure(LiveQuietGap+time.Millisecond, 100, "nginx")); strings.Contains(s, "why:") {
+		t.Errorf("the same program again: %q, want the short line (it was told)", s)
 	}
 }
 
