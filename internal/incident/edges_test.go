@@ -209,3 +209,216 @@ func TestRefusedSaidOncePerGap(t *testing.T) {
 		t.Errorf("%d refused ports remembered, want at most %d", len(b.refused), MaxOpen)
 	}
 }
+
+// released is a port's release by holder (and closer, when not 0) at t.
+func released(t time.Time, holder, closer int) *events.Released {
+	r := &events.Released{Proto: "tcp", Netns: 1, Port: 80, Holder: &events.Process{PID: holder}}
+	if closer != 0 {
+		r.Closer = &events.Process{PID: closer}
+	}
+	r.Time, r.Host = t, "h"
+	return r
+}
+
+func recovered(t time.Time, pid int) *events.Recovered {
+	r := &events.Recovered{Proto: "tcp", Netns: 1, Port: 80, Process: events.Process{PID: pid}}
+	r.Time, r.Host = t, "h"
+	return r
+}
+
+// TIME_WAIT holders expire when the latest failure says the last of them
+// on their address does: per address, never earlier than already seen;
+// a failure that counted TIME_WAIT sockets without listing them adds one
+// at its own address; a socket in another state has no expiry.
+func TestTimeWaitExpiry(t *testing.T) {
+	t0 := time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC)
+	b := NewBuilder()
+	tw := func(at time.Duration, addr string, left int64) *events.Failure {
+		f := failure(t0.Add(at), 80, 7)
+		f.Holders = []events.Holder{
+			{State: "LISTEN", Addr: "10.0.0.9", Port: 80, RemainingMS: 99_000, Processes: []events.Process{{PID: 9}}},
+			{State: "TIME_WAIT", Addr: addr, Port: 80, RemainingMS: left, Processes: []events.Process{}},
+		}
+		return f
+	}
+	b.Add(tw(0, "10.0.0.1", 5000))
+	b.Add(tw(time.Second, "10.0.0.1", 2000)) // expires earlier: the later time stands
+	b.Add(tw(2*time.Second, "10.0.0.2", 0))  // no time left known
+	b.Add(tw(3*time.Second, "10.0.0.3", 1000))
+	counted := failure(t0.Add(4*time.Second), 80, 7)
+	counted.Addr = "10.0.0.4"
+	counted.TimeWait = &events.TimeWait{Count: 3, MaxRemainingMS: 7000}
+	b.Add(counted)
+	all := b.Finish(t0.Add(time.Minute))
+	if len(all) != 1 {
+		t.Fatalf("%d incidents, want 1", len(all))
+	}
+	want := map[string]time.Time{
+		"LISTEN 10.0.0.9":    {},
+		"TIME_WAIT 10.0.0.1": t0.Add(5 * time.Second),
+		"TIME_WAIT 10.0.0.2": {},
+		"TIME_WAIT 10.0.0.3": t0.Add(4 * time.Second),
+		"TIME_WAIT 10.0.0.4": t0.Add(11 * time.Second),
+	}
+	got := map[string]time.Time{}
+	for _, h := range all[0].Holders {
+		got[h.State+" "+h.Addr] = h.Expires
+	}
+	if len(got) != len(want) {
+		t.Errorf("holders %v, want %v", got, want)
+	}
+	for k, w := range want {
+		if g, ok := got[k]; !ok || !g.Equal(w) {
+			t.Errorf("%s expires %v (listed %v), want %v", k, g, ok, w)
+		}
+	}
+}
+
+// An incident's diagnosis, hint and cause are the first a failure
+// brought; failures without them do not blank them, later ones do not
+// replace them.
+func TestFirstDiagnosisStays(t *testing.T) {
+	t0 := time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC)
+	b := NewBuilder()
+	bare := failure(t0, 80, 7)
+	first := failure(t0.Add(time.Second), 80, 7)
+	first.Cause, first.Diagnosis, first.Hint = events.CausePortInUse, "held by nginx", "stop nginx"
+	later := failure(t0.Add(2*time.Second), 80, 7)
+	later.Cause, later.Diagnosis, later.Hint = events.CauseTimeWait, "TIME_WAIT", "wait"
+	for _, f := range []*events.Failure{bare, first, later, failure(t0.Add(3*time.Second), 80, 7)} {
+		b.Add(f)
+	}
+	in := b.Finish(t0.Add(time.Minute))[0]
+	if in.Cause != events.CausePortInUse || in.Diagnosis != "held by nginx" || in.Hint != "stop nginx" {
+		t.Errorf("cause %q, diagnosis %q, hint %q; want the first failure's that had them", in.Cause, in.Diagnosis, in.Hint)
+	}
+}
+
+// A repeats record names no namespace: its folded failures go to the
+// incident its process failed in, and to that process's attempts.
+func TestRepeatsFindTheirIncident(t *testing.T) {
+	t0 := time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC)
+	b := NewBuilder()
+	b.Add(failure(t0, 80, 7))
+	other := failure(t0, 80, 8)
+	other.Process.Netns = 2
+	b.Add(other)
+	r := &events.Repeats{Count: 40, PID: 8, Proto: "tcp", Port: 80}
+	r.Time, r.Host = t0.Add(time.Second), "h"
+	b.Add(r)
+	for _, in := range b.Finish(t0.Add(2 * time.Second)) {
+		want := uint64(1)
+		if in.Netns == 2 {
+			want = 41
+		}
+		if in.Attempts != want || len(in.Failing) != 1 || in.Failing[0].Attempts != want {
+			t.Errorf("netns %d: %d attempts (%+v), want %d, all by its process", in.Netns, in.Attempts, in.Failing, want)
+		}
+	}
+}
+
+// An incident lists at most MaxHolders holders and counts the rest.
+func TestHoldersCapped(t *testing.T) {
+	t0 := time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC)
+	b := NewBuilder()
+	for i := range MaxHolders + 3 {
+		f := failure(t0.Add(time.Duration(i)*time.Millisecond), 80, 7)
+		f.Holders = []events.Holder{{State: "LISTEN", Addr: "10.0.0.1", Port: 80, Processes: []events.Process{{PID: 1000 + i}}}}
+		b.Add(f)
+	}
+	in := b.Finish(t0.Add(time.Minute))[0]
+	if len(in.Holders) != MaxHolders || in.HoldersOmitted != 3 {
+		t.Errorf("%d holders, %d omitted; want %d and 3", len(in.Holders), in.HoldersOmitted, MaxHolders)
+	}
+}
+
+// An incident that ends gives its user's place back, one place each.
+func TestEndedIncidentFreesOnePlace(t *testing.T) {
+	t0 := time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC)
+	b := NewLiveBuilder()
+	b.Quiet = time.Hour
+	user := func(port uint16) *events.Failure {
+		f := failure(t0, port, 7)
+		f.Process.UID = 65534
+		f.Process.Netns = 1
+		return f
+	}
+	for p := range MaxOpenPerUser {
+		b.Add(user(uint16(10000 + p)))
+	}
+	r := recovered(t0.Add(time.Second), 7)
+	r.Port = 10000
+	b.Add(r)
+	b.Add(user(20000))
+	b.Add(user(20001))
+	if u := b.TakeUntracked(); len(u) != 1 || u[0].Port != 20001 || !b.IsOpen(Key{"h", 1, "tcp", 20000}) {
+		t.Errorf("after one incident ended: untracked %+v; want port 20000 tracked and 20001 refused", u)
+	}
+}
+
+// A port recovered with its incident untracked stays recovered (only an
+// unfinished one is "not tracked"); the outage is told only for a
+// recovery; the timeline keeps marks of one millisecond in their order.
+func TestEndStates(t *testing.T) {
+	t0 := time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC)
+	b := NewBuilder()
+	b.Add(failure(t0, 80, 7))
+	u := &events.IncidentUntracked{Proto: "tcp", Netns: 1, Port: 80, Table: events.UntrackedKernel, Reason: events.UntrackedFull}
+	u.Time, u.Host = t0, "h"
+	b.Add(u)
+	b.Add(released(t0.Add(time.Second), 9, 0))
+	b.Add(recovered(t0.Add(3*time.Second), 7))
+	in := b.Finish(t0.Add(time.Minute))[0]
+	if in.State != events.IncidentRecovered || in.UnservedMS == nil || *in.UnservedMS != 2000 {
+		t.Errorf("state %s, unserved %v; want recovered with 2000 ms unserved", in.State, in.UnservedMS)
+	}
+	if in.Timeline[0].Kind != events.MarkFailure || in.Timeline[1].Kind != events.MarkUntracked {
+		t.Errorf("timeline %+v: want the failure, then the untracked mark of the same millisecond", in.Timeline)
+	}
+	b = NewBuilder()
+	b.Add(failure(t0, 80, 7))
+	b.Add(released(t0.Add(time.Second), 9, 0))
+	open := b.Finish(t0.Add(2 * time.Second))[0]
+	if open.State != events.IncidentOpen || open.UnservedMS != nil {
+		t.Errorf("open incident: state %s, unserved %v; want open, no outage told", open.State, open.UnservedMS)
+	}
+}
+
+// The drain is from the first signal to the release by the process it
+// was sent to; with one holder, the first release after the signal is its
+// drain whoever released; with several, a release by another is not.
+func TestDrainTime(t *testing.T) {
+	t0 := time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC)
+	root := events.Process{PID: 1, Comm: "systemd"}
+	for _, c := range []struct {
+		name    string
+		holders int
+		recs    []any
+		drain   int64 // -1: none
+	}{
+		{"released by the target", 2, []any{released(t0.Add(500*time.Millisecond), 9, 0), signal(t0.Add(time.Second), "SIGTERM", root, 9),
+			released(t0.Add(2*time.Second), 10, 0), released(t0.Add(3*time.Second), 9, 0)}, 2000},
+		{"closed by the target", 2, []any{signal(t0.Add(time.Second), "SIGTERM", root, 9), released(t0.Add(4*time.Second), 11, 9)}, 3000},
+		{"one holder, another released", 1, []any{signal(t0.Add(time.Second), "SIGTERM", root, 9), released(t0.Add(2*time.Second), 10, 0),
+			released(t0.Add(3*time.Second), 12, 0)}, 1000},
+		{"two holders, another released", 2, []any{signal(t0.Add(time.Second), "SIGTERM", root, 9), released(t0.Add(2*time.Second), 10, 0)}, -1},
+	} {
+		b := NewBuilder()
+		f := failure(t0, 80, 7)
+		for i := range c.holders {
+			f.Holders = append(f.Holders, events.Holder{State: "LISTEN", Addr: "0.0.0.0", Port: 80, Processes: []events.Process{{PID: 9 + i}}})
+		}
+		b.Add(f)
+		for _, r := range c.recs {
+			b.Add(r)
+		}
+		b.Add(recovered(t0.Add(5*time.Second), 7))
+		in := b.Finish(t0.Add(time.Minute))[0]
+		switch {
+		case c.drain < 0 && in.DrainMS != nil:
+			t.Errorf("%s: drain %d ms, want none", c.name, *in.DrainMS)
+		case c.drain >= 0 && (in.DrainMS == nil || *in.DrainMS != c.drain):
+			t.Errorf("%s: drain %v, want %d ms", c.name, in.DrainMS, c.drain)
+		}
+	}
+}
