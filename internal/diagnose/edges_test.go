@@ -2,6 +2,7 @@ package diagnose
 
 import (
 	"fmt"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -163,5 +164,54 @@ func TestBlockingHolderChosen(t *testing.T) {
 	f.Holders = []events.Holder{{Source: events.Recorded, Proto: "tcp", State: "LISTEN", Addr: "0.0.0.0", Port: 8080, Processes: []events.Process{}}}
 	if v := Diagnose(f, Facts{}, now); !strings.Contains(v.Diagnosis, "which has let go of it since") {
 		t.Errorf("diagnosis %q: want a recorded holder without a process said to have let go", v.Diagnosis)
+	}
+}
+
+// EACCES: a port is privileged only below ip_unprivileged_port_start
+// (its value itself is not); when the start could not be read, the
+// diagnosis says so rather than guess. EADDRNOTAVAIL names the addresses
+// there, or says it could not list them.
+func TestAccessAndAddressEdges(t *testing.T) {
+	now := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
+	diag := func(errno string, port uint16, facts Facts) Verdict {
+		f := &events.Failure{Syscall: "bind", Errno: errno, Proto: "tcp", Family: "ipv4", Addr: "10.9.9.9", Port: port,
+			Process: events.Process{PID: 500, Comm: "myapp", Exe: "/opt/myapp"}}
+		return Diagnose(f, facts, now)
+	}
+	for _, c := range []struct {
+		port  uint16
+		start int
+		cause string
+		says  string
+	}{
+		{1023, 1024, events.CausePrivilegedPort, "Port 1023 is privileged"},
+		{1024, 1024, events.CauseAccessDenied, "although port 1024 is not privileged there"},
+		{80, 0, events.CauseAccessDenied, "which bindwatch could not read"},
+	} {
+		if v := diag("EACCES", c.port, Facts{UnprivilegedPortStart: c.start}); v.Cause != c.cause || !strings.Contains(v.Diagnosis, c.says) {
+			t.Errorf("EACCES on %d (start %d): %s: %q; want %s saying %q", c.port, c.start, v.Cause, v.Diagnosis, c.cause, c.says)
+		}
+	}
+	if v := diag("EADDRNOTAVAIL", 80, Facts{}); !strings.Contains(v.Diagnosis, "bindwatch could not list the addresses there") {
+		t.Errorf("no addresses known: %q", v.Diagnosis)
+	}
+	lo := Facts{Addrs: []LocalAddr{{Addr: netip.MustParseAddr("127.0.0.1"), Iface: "lo"}}}
+	if v := diag("EADDRNOTAVAIL", 80, lo); !strings.Contains(v.Diagnosis, "the addresses there are 127.0.0.1 (lo)") {
+		t.Errorf("one address known: %q", v.Diagnosis)
+	}
+}
+
+// A word made only of what container runtimes allow in names is given
+// as it is, the range ends included; anything else is quoted.
+func TestShellWordEdges(t *testing.T) {
+	for _, s := range []string{"a", "z", "A", "Z", "0", "9", "web_1.prod-x"} {
+		if got := shellWord(s); got != s {
+			t.Errorf("shellWord(%q) = %q, want it as it is", s, got)
+		}
+	}
+	for _, s := range []string{"a b", "x;y", "`id`", "-rf", "@", "[", "{", "/", ":"} {
+		if got := shellWord(s); got == s {
+			t.Errorf("shellWord(%q) = %q, want it quoted", s, got)
+		}
 	}
 }
