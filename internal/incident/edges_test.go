@@ -1,6 +1,7 @@
 package incident
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -420,5 +421,36 @@ func TestDrainTime(t *testing.T) {
 		case c.drain >= 0 && (in.DrainMS == nil || *in.DrainMS != c.drain):
 			t.Errorf("%s: drain %v, want %d ms", c.name, in.DrainMS, c.drain)
 		}
+	}
+}
+
+// A spread is a group of incidents on two hosts or more, each host once;
+// a group seen on one host is none; incidents without a failing process
+// group by the rest of their key.
+func TestSpreadsNeedTwoHosts(t *testing.T) {
+	t0 := time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC)
+	inc := func(host string, at time.Duration, port uint16, failing string) *events.Incident {
+		in := &events.Incident{Host: host, Proto: "tcp", Port: port, Start: t0.Add(at), Cause: events.CausePortInUse,
+			Holders: []events.IncidentHolder{{Processes: []events.Process{{Comm: "nginx"}}}}}
+		if failing != "" {
+			in.Failing = []events.IncidentProcess{{Process: events.Process{Comm: failing}}}
+		}
+		return in
+	}
+	spreads := Spreads([]*events.Incident{
+		inc("b", 2*time.Second, 80, "app"), inc("a", time.Second, 80, "app"), inc("a", 3*time.Second, 80, "app"),
+		inc("c", 0, 81, "app"),
+		inc("d", 4*time.Second, 82, ""), inc("e", 5*time.Second, 82, ""),
+	})
+	var got []string
+	for _, s := range spreads {
+		var hosts []string
+		for _, h := range s.Hosts {
+			hosts = append(hosts, h.Host)
+		}
+		got = append(got, fmt.Sprintf("%d %q %s", s.Port, s.Failing, strings.Join(hosts, ",")))
+	}
+	if want := []string{`80 "app" a,b`, `82 "" d,e`}; strings.Join(got, "; ") != strings.Join(want, "; ") {
+		t.Errorf("spreads %q, want %q", got, want)
 	}
 }
