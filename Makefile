@@ -152,7 +152,10 @@ bench: build
 # efficacy, killed / (killed + lived)), read from gremlins' summary: its
 # --threshold-efficacy flag is ignored in v0.6.0 (viper hands the float
 # flag over as a string). sink is measured on its forms only (sink.go,
-# ecs.go, fit.go): its outputs' files are left out. Slow (one test run
+# ecs.go, fit.go): its outputs' files are left out; incident without
+# html.go (the report page, whose drawing cmd/bindwatch's tests check in
+# a real browser, which gremlins does not run), reported apart in the
+# README. Slow (one test run
 # per mutant: about an hour for all five on 2 shared cores), so not part
 # of `make test`. One worker; a mutant whose tests take MUTATE_TIMEOUT
 # times as long as the unmutated run is "timed out" (GOFLAGS=-count=1: a
@@ -162,11 +165,12 @@ MUTATE_PKGS ?= ./internal/events ./internal/redact ./internal/diagnose ./interna
 MUTATE_EFFICACY ?= 85
 MUTATE_TIMEOUT ?= 10
 MUTATE_EXCLUDE_sink := -E '(file|syslog|metrics|metricsconn|compress|loss)\.go$$'
+MUTATE_EXCLUDE_incident := -E 'html\.go$$'
 mutate:
 	@mkdir -p .cache/mutate; fail=; \
 	for pkg in $(MUTATE_PKGS); do \
 		name=$$(basename $$pkg); log=.cache/mutate/$$name.log; \
-		case $$name in sink) exclude="$(MUTATE_EXCLUDE_sink)";; *) exclude=;; esac; \
+		case $$name in sink) exclude="$(MUTATE_EXCLUDE_sink)";; incident) exclude="$(MUTATE_EXCLUDE_incident)";; *) exclude=;; esac; \
 		echo "gremlins unleash $$pkg (log: $$log)"; \
 		eval GOFLAGS=-count=1 $(GO) tool gremlins unleash --workers 1 --timeout-coefficient $(MUTATE_TIMEOUT) \
 			-o .cache/mutate/$$name.json $$exclude $$pkg > $$log 2>&1; status=$$?; \
