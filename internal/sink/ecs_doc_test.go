@@ -55,8 +55,6 @@ func checkFields(t *testing.T, name string, doc map[string]string, want map[stri
 	}
 }
 
-const rfc3339 = time.RFC3339Nano
-
 // A server's failed bind: the request as the server side, the failing
 // process with everything known about it in process.*, group.*,
 // container.*, orchestrator.* and bindwatch.process.*, and related.* naming
