@@ -91,3 +91,15 @@ func TestShortenLimits(t *testing.T) {
 		t.Errorf("5 objects: %v (changed %v), want 2 at each end and 1 omitted", m, changed)
 	}
 }
+
+// A string is cut between whole characters: a multi-byte character at
+// either cut is kept whole or left out, never split.
+func TestCutStringWholeRunes(t *testing.T) {
+	s := strings.Repeat("é", 100) // 2 bytes each: limit/2 = 5 lands inside one
+	if got, want := cutString(s, 11), "éé"+events.CmdlineGap+"éé"; got != want {
+		t.Errorf("cutString(é×100, 11) = %q, want %q", got, want)
+	}
+	if got, want := cutString("ab"+s, 11), "abé"+events.CmdlineGap+"éé"; got != want {
+		t.Errorf("cutString(ab é×100, 11) = %q, want %q", got, want)
+	}
+}
