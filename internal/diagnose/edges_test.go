@@ -215,3 +215,34 @@ func TestShellWordEdges(t *testing.T) {
 		}
 	}
 }
+
+// The ephemeral range and the reserved ports include their ends; a range
+// is known only when it was read and is not upside down; the reserved
+// list keeps what it had when a port is added.
+func TestEphemeralPortsEdges(t *testing.T) {
+	e := EphemeralPorts{Lo: 32768, Hi: 60999, Reserved: "8080, 9000-9010,bad,7-x"}
+	for port, want := range map[int]bool{32767: false, 32768: true, 60999: true, 61000: false} {
+		if got := e.InRange(port); got != want {
+			t.Errorf("InRange(%d) = %v, want %v", port, got, want)
+		}
+	}
+	for port, want := range map[int]bool{8079: false, 8080: true, 8081: false, 8999: false, 9000: true, 9010: true, 9011: false, 7: false} {
+		if got := e.IsReserved(port); got != want {
+			t.Errorf("IsReserved(%d) = %v, want %v", port, got, want)
+		}
+	}
+	for _, c := range []struct {
+		e     EphemeralPorts
+		known bool
+	}{{EphemeralPorts{Lo: 1, Hi: 1}, true}, {EphemeralPorts{Lo: 0, Hi: 10}, false}, {EphemeralPorts{Lo: 10, Hi: 9}, false}} {
+		if c.e.Known() != c.known || (c.e.InRange(c.e.Lo) && !c.known) {
+			t.Errorf("%+v: known %v, want %v", c.e, c.e.Known(), c.known)
+		}
+	}
+	if got := (EphemeralPorts{Lo: 5000, Hi: 5000}).RangeText(); got != "5000" {
+		t.Errorf("RangeText of one port = %q", got)
+	}
+	if got := e.ReserveSetting(40000); got != "net.ipv4.ip_local_reserved_ports=8080, 9000-9010,bad,7-x,40000" {
+		t.Errorf("ReserveSetting = %q", got)
+	}
+}
