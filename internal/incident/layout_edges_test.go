@@ -81,3 +81,47 @@ func TestLabelAt(t *testing.T) {
 		t.Errorf("long label at 90%%: %s %q, want it cut to the room before it", anchor, text)
 	}
 }
+
+// A centred label stays on the chart at its narrowest: at the left edge
+// it starts there (moved in by the edge gap), at the right edge it ends
+// there, and in the middle it is centred.
+func TestCenteredAt(t *testing.T) {
+	const text = "recovered" // about 60 px at 12 px
+	w := textWidth(text, 12, false)
+	for _, c := range []struct {
+		p      pos
+		anchor string
+		at     float64 // where the anchor point lands at the narrowest
+	}{
+		{pos{pct: 0}, anchorStart, edgeGap},
+		{pos{pct: 0, off: edgeGap + 1}, anchorStart, edgeGap + 1},
+		{pos{pct: 50}, anchorMiddle, minChartPX / 2},
+		{pos{pct: 100}, anchorEnd, minChartPX - edgeGap},
+		{pos{pct: 100, off: -edgeGap - 1}, anchorEnd, minChartPX - edgeGap - 1},
+	} {
+		p, anchor, gw := centeredAt(c.p, text, 12)
+		if anchor != c.anchor || math.Abs(p.at(minChartPX)-c.at) > 1e-9 || gw != w {
+			t.Errorf("centeredAt(%+v) = %+v (at %v px), %s, %v; want %s at %v px, width %v", c.p, p, p.at(minChartPX), anchor, gw, c.anchor, c.at, w)
+		}
+	}
+}
+
+// Rows take each box in the first row where it overlaps nothing.
+func TestRowsPlace(t *testing.T) {
+	at := func(lo, hi float64) box { return box{parts: [][2]pos{{{0, lo}, {0, hi}}}} }
+	var r rows
+	if !r.fitsFirst(at(0, 10)) {
+		t.Errorf("an empty chart has no room in its first row")
+	}
+	for i, c := range []struct {
+		b   box
+		row int
+	}{{at(0, 10), 0}, {at(5, 15), 1}, {at(10+labelGap, 30), 0}, {at(12, 14), 2}, {at(15+labelGap, 20), 1}} {
+		if got := r.place(c.b); got != c.row {
+			t.Errorf("box %d placed in row %d, want %d", i, got, c.row)
+		}
+	}
+	if r.fitsFirst(at(20, 25)) || !r.fitsFirst(at(30+labelGap, 40)) {
+		t.Errorf("fitsFirst disagrees with the first row's boxes")
+	}
+}
