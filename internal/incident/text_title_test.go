@@ -1,6 +1,7 @@
 package incident
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -109,5 +110,63 @@ func TestTimeWaitNote(t *testing.T) {
 	in.Released = []*events.Released{closed, expired}
 	if got, want := timeWaitNote(in), "TIME_WAIT: the sockets expired (the kernel keeps them 60 s), and then the port was free (at +2.000s)"; got != want {
 		t.Errorf("expired:\n got %q\nwant %q", got, want)
+	}
+}
+
+// Anything skipped, of any kind or several, is something skipped.
+func TestSkippedAny(t *testing.T) {
+	for _, s := range []Skipped{
+		{Malformed: 1, Newer: 1}, {Newer: 1, Truncated: 1}, {Truncated: 1, Unreadable: []string{"a"}},
+		{Unreadable: []string{"a"}, Refused: []string{"b"}}, {Refused: []string{"b"}},
+	} {
+		if !s.Any() {
+			t.Errorf("%+v: Any() = false", s)
+		}
+	}
+	if (Skipped{}).Any() {
+		t.Errorf("nothing skipped: Any() = true")
+	}
+}
+
+// A report's text: one block per incident, a blank line between them and
+// a summary first when there are several; the lines of what was not seen
+// or not listed only when there is such a thing.
+func TestWriteTextBlocks(t *testing.T) {
+	in := incidentIn(events.IncidentRecovered, 1)
+	in.End = in.Start.Add(time.Second)
+	in.Holders = []events.IncidentHolder{{State: "LISTEN", Addr: "0.0.0.0", Processes: []events.Process{{PID: 9, Comm: "old"}}}}
+	in.Diagnosis, in.Hint = "old (pid 9) holds it.", "Use another port."
+	var one strings.Builder
+	if err := WriteText(&one, []*events.Incident{in}); err != nil {
+		t.Fatal(err)
+	}
+	text := one.String()
+	for _, want := range []string{"incident on tcp 0.0.0.0:80", "  signals: none sent to the holder while the incident was open\n",
+		"  clients: refused connections", "  why: old (pid 9) holds it.\n", "  next time: Use another port.\n"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("report lacks %q:\n%s", want, text)
+		}
+	}
+	for _, not := range []string{"more process", "more, not listed", "released:", "TIME_WAIT:", "omitted", "\n\n"} {
+		if strings.Contains(text, not) {
+			t.Errorf("report has %q:\n%s", not, text)
+		}
+	}
+	if !strings.HasPrefix(text, "incident on") {
+		t.Errorf("one incident's report does not begin with it:\n%s", text)
+	}
+	signalled := *in
+	signalled.Host = "g"
+	signalled.Signals = []*events.Signal{{Signal: "SIGTERM"}}
+	var two strings.Builder
+	if err := WriteText(&two, []*events.Incident{in, &signalled}); err != nil {
+		t.Fatal(err)
+	}
+	text = two.String()
+	if strings.HasPrefix(text, "incident on") || !strings.Contains(text, "\n\nincident on tcp 0.0.0.0:80, host g") {
+		t.Errorf("two incidents: want a summary first and a blank line between the blocks:\n%s", text)
+	}
+	if n := strings.Count(text, "signals: none sent"); n != 1 {
+		t.Errorf("%d 'no signals' lines, want 1 (the signalled incident has none):\n%s", n, text)
 	}
 }
