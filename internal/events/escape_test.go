@@ -80,3 +80,30 @@ func TestMarshalJSONControls(t *testing.T) {
 		}
 	}
 }
+
+// EscapeCut uses all of its limit: a string that escapes to exactly limit
+// bytes is kept whole, and a cut one fills the limit, "..." included.
+func TestEscapeCutExactLimit(t *testing.T) {
+	if got := EscapeCut("ten bytes!", 10); got != "ten bytes!" {
+		t.Errorf("EscapeCut of 10 bytes to 10 = %q, want it whole", got)
+	}
+	if got := EscapeCut(`a\b`, 4); got != `a\\b` {
+		t.Errorf(`EscapeCut(a\b, 4) = %q, want its 4-byte escape whole`, got)
+	}
+	if got := EscapeCut("eleven byte", 10); got != "eleven ..." {
+		t.Errorf("EscapeCut of 11 bytes to 10 = %q, want 7 bytes then ...", got)
+	}
+	if got := EscapeCut("\x1b\x1b", 7); got != `\x1b...` {
+		t.Errorf("EscapeCut(ESC ESC, 7) = %q, want one whole escape then ...", got)
+	}
+}
+
+// The lowest byte that is not ASCII, alone (a UTF-8 continuation byte
+// with no start), is escaped like any invalid byte.
+func TestEscapeLoneContinuationByte(t *testing.T) {
+	for in, want := range map[string]string{"\x80": `\x80`, "a\x80b": `a\x80b`, "\xbf": `\xbf`} {
+		if got := Escape(in); got != want {
+			t.Errorf("Escape(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

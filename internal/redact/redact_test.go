@@ -197,3 +197,78 @@ func withSecrets(v reflect.Value) {
 		}
 	}
 }
+
+// A flag that names a secret as the last argument has no value after it:
+// nothing is removed and nothing is read past the end.
+func TestSecretFlagLast(t *testing.T) {
+	for _, in := range [][]string{
+		{"app", "--password"},
+		{"sh", "-c", "app --token"},
+	} {
+		got, removed := (*Rules)(nil).Args(in)
+		if !slices.Equal(got, in) || len(removed) != 0 {
+			t.Errorf("Args(%q) = %q, removed %q; want it unchanged", in, got, removed)
+		}
+	}
+}
+
+// An extra pattern masks every match in an argument, each capture group
+// that took part in the match (the first one even at the argument's
+// start), and not the groups that did not.
+func TestExtraPatternGroups(t *testing.T) {
+	r, err := New([]string{`(ghp_[a-z0-9]+)`, `user=(\w+)(?:,role=(\w+))?;pass=(\w+)`})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		in, want string
+		removed  []string
+	}{
+		{"ghp_abc1,ghp_def2", Mask + "," + Mask, []string{"ghp_abc1", "ghp_def2"}},
+		{"--dsn=user=alice,role=admin;pass=swordfish", "--dsn=user=" + Mask + ",role=" + Mask + ";pass=" + Mask,
+			[]string{"alice", "admin", "swordfish"}},
+		// The optional group did not match: the first and third still do.
+		{"--dsn=user=bob;pass=hunter2", "--dsn=user=" + Mask + ";pass=" + Mask, []string{"bob", "hunter2"}},
+	} {
+		got, removed := r.Args([]string{"app", c.in})
+		if want := []string{"app", c.want}; !slices.Equal(got, want) {
+			t.Errorf("Args(%q) = %q, want %q", c.in, got, want)
+		}
+		slices.Sort(removed)
+		slices.Sort(c.removed)
+		if !slices.Equal(removed, c.removed) {
+			t.Errorf("Args(%q) removed %q, want %q", c.in, removed, c.removed)
+		}
+	}
+}
+
+// A value too short to be scrubbed from the rest of the record is still
+// masked where the pattern found it.
+func TestExtraPatternShortValue(t *testing.T) {
+	r, err := New([]string{`^--pin=(\d+)$`})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, removed := r.Args([]string{"atm", "--pin=42"})
+	if want := []string{"atm", "--pin=" + Mask}; !slices.Equal(got, want) || !slices.Equal(removed, []string{"42"}) {
+		t.Errorf("Args = %q, removed %q; want %q, removed [42]", got, removed, want)
+	}
+}
+
+// The tail of a cut-off argument may end a secret flag's name, plural
+// included; other tails do not.
+func TestMayEndSecretName(t *testing.T) {
+	for s, want := range map[string]bool{
+		"ssword":        true, // …--password
+		"--DB-PASSWORD": true,
+		"entials":       true, // …credentials
+		"tokens":        true,
+		"-api-keys":     true,
+		"rname":         false, // …username
+		"--port":        false,
+	} {
+		if got := MayEndSecretName(s); got != want {
+			t.Errorf("MayEndSecretName(%q) = %v, want %v", s, got, want)
+		}
+	}
+}
