@@ -42,7 +42,16 @@ type LiveText struct {
 	// seen is, per process and port, what its last failure said: the
 	// address and block of its folded repeats (which carry neither).
 	seen map[foldKey]*seenFailure
+	// forgotAt is when forget last walked the tables: a full table is
+	// walked at most once per forgetEvery of the records' time, so that a
+	// storm of new keys cannot make each record pay for a walk.
+	forgotAt time.Time
 }
+
+// forgetEvery is how often full tables are walked for quiet entries. An
+// entry kept up to this long past its quiet gap only makes the text
+// longer (its program's next failure is written in full).
+const forgetEvery = time.Second
 
 type blockKey struct {
 	netns   uint32
@@ -206,6 +215,10 @@ func (l *LiveText) ended(netns uint32, proto string, port uint16) {
 
 // forget drops what has been quiet for LiveQuietGap by now.
 func (l *LiveText) forget(now time.Time) {
+	if !l.forgotAt.IsZero() && now.Sub(l.forgotAt) < forgetEvery && now.Sub(l.forgotAt) >= 0 {
+		return
+	}
+	l.forgotAt = now
 	for k, b := range l.told {
 		if now.Sub(b.last) >= LiveQuietGap {
 			delete(l.told, k)

@@ -96,15 +96,18 @@ func TestLiveTextOptions(t *testing.T) {
 // What a user makes fail cannot grow the tables without bound.
 func TestLiveTextBounded(t *testing.T) {
 	l := NewLiveText(LiveOptions{})
-	// A few hundred keys past the bound: each one past it scans both
-	// full tables (forget), so three times the bound took 4-30 s on a
-	// shared machine, once per mutant under make mutate.
-	for i := range maxLiveKeys + 256 {
+	// Three times the bound within a second: the full tables are walked
+	// for quiet entries once, not once per key past the bound (a storm
+	// of new keys from any user would pay a walk per record).
+	for i := range 3 * maxLiveKeys {
 		f := liveFailure(time.Duration(i)*time.Microsecond, 100+i, "x")
 		f.Port = uint16(i)
 		l.Text(f)
 	}
 	if len(l.told) > maxLiveKeys || len(l.seen) > maxLiveKeys {
 		t.Errorf("tables of %d and %d entries, want at most %d", len(l.told), len(l.seen), maxLiveKeys)
+	}
+	if first := epoch.Add(time.Duration(maxLiveKeys) * time.Microsecond); !l.forgotAt.Equal(first) {
+		t.Errorf("tables last walked at %v, want once, when they filled (%v)", l.forgotAt.Sub(epoch), first.Sub(epoch))
 	}
 }
