@@ -167,7 +167,7 @@ func tryTrace(t *testing.T, capped func(args ...string) *exec.Cmd) error {
 		cmd.Process.Signal(syscall.SIGINT)
 		<-exited
 	}()
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(testenv.StartTimeout); ; time.Sleep(20 * time.Millisecond) {
 		if _, err := os.Stat(ready); err == nil {
 			break
 		}
@@ -182,7 +182,7 @@ func tryTrace(t *testing.T, capped func(args ...string) *exec.Cmd) error {
 		}
 	}
 	testenv.FailBind(t, "tcp", "127.0.0.1", port, testenv.Opts{}, syscall.EADDRINUSE)
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(testenv.StartTimeout); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		for _, line := range readLines(out) {
 			var rec map[string]any
 			if json.Unmarshal(line, &rec) == nil && rec["type"] == "bind_failure" {
@@ -190,7 +190,7 @@ func tryTrace(t *testing.T, capped func(args ...string) *exec.Cmd) error {
 			}
 		}
 	}
-	return errors.New("no bind_failure record within 10s")
+	return errors.New("no bind_failure record within 3m")
 }
 
 // notStarted is tracing that did not start, and what it said.

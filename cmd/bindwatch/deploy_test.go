@@ -76,7 +76,7 @@ func releaseWhenSaid(t *testing.T, cmd *exec.Cmd, h *holder, json bool, said str
 		if json {
 			out = stdout
 		}
-		for deadline := time.Now().Add(30 * time.Second); !strings.Contains(out.String(), said); time.Sleep(5 * time.Millisecond) {
+		for deadline := time.Now().Add(testenv.StartTimeout); !strings.Contains(out.String(), said); time.Sleep(5 * time.Millisecond) {
 			if time.Now().After(deadline) || cmd.ProcessState != nil {
 				t.Errorf("%q did not say %q before the holder let go; stdout:\n%s\nstderr:\n%s", cmd.Args, said, stdout, stderr)
 				break

@@ -102,7 +102,7 @@ func startDaemon(t *testing.T, dir, name string, args ...string) {
 		select {
 		case <-done:
 		case <-time.After(30 * time.Second):
-			t.Errorf("%s (pid %d) did not exit within 30s of SIGTERM: killed", name, cmd.Process.Pid)
+			t.Errorf("%s (pid %d) did not exit within 3m of SIGTERM: killed", name, cmd.Process.Pid)
 			cmd.Process.Kill()
 			<-done
 		}
@@ -290,7 +290,7 @@ func TestRealDocker(t *testing.T) {
 			t.Errorf("line does not match docs/schema.json: %v\n%s", err, line)
 		}
 	}
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+	for deadline := time.Now().Add(testenv.StartTimeout); ; time.Sleep(50 * time.Millisecond) {
 		out := d.run(t, "logs", failName)
 		if strings.Contains(out, strconv.Itoa(int(syscall.EADDRINUSE))) {
 			break

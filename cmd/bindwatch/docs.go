@@ -371,10 +371,12 @@ func manFlags(b *strings.Builder, flags []cli.Flag) {
 	}
 }
 
-// roff escapes text for a roff line: the backslash, and hyphens as minus
-// signs (so flags can be searched and copied).
+// roff escapes text for a roff line: the backslash, hyphens as minus
+// signs (so flags can be searched and copied), and the ellipsis as three
+// dots (a terminal without a UTF-8 locale has no glyph for it, and man
+// warns).
 func roff(s string) string {
-	return strings.NewReplacer(`\`, `\e`, "-", `\-`).Replace(s)
+	return strings.NewReplacer(`\`, `\e`, "-", `\-`, "…", "...").Replace(s)
 }
 
 // roffLine is roff(s), made safe at the start of a line (a leading dot

@@ -323,7 +323,7 @@ func ownNetns() string {
 // readyPID waits for a helper's "ready PID ..." line in a file.
 func readyPID(t *testing.T, path string) int {
 	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(testenv.StartTimeout); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 		if b, err := os.ReadFile(path); err == nil {
 			if f := strings.Fields(string(b)); len(f) >= 2 && f[0] == "ready" {
 				if pid, err := strconv.Atoi(f[1]); err == nil {
@@ -590,6 +590,7 @@ func TestIncidentQuotaAttack(t *testing.T) {
 	// The report: root's incident whole; the refused ones "not tracked".
 	ins := reportJSON(t, out)
 	states := map[string]int{}
+	var others []string
 	for _, in := range ins {
 		if int(in.Port) == port {
 			if in.State != events.IncidentRecovered || len(in.Signals) != 1 {
@@ -599,10 +600,12 @@ func TestIncidentQuotaAttack(t *testing.T) {
 		}
 		if len(in.Failing) > 0 && in.Failing[0].Process.PID == attacker.PID {
 			states[in.State+"/"+in.Untracked]++
+		} else {
+			others = append(others, fmt.Sprintf("port %d %s/%s failing %+v", in.Port, in.State, in.Untracked, in.Failing))
 		}
 	}
 	if states["untracked/kernel"] != 256-64 || states["untracked/incidents"] != ports-256 || states["open/"] != 64 {
-		t.Errorf("report: the attacker's incidents by state/table %v: want %d untracked by the kernel table, %d by the incident table, 64 open", states, 256-64, ports-256)
+		t.Errorf("report: the attacker's incidents by state/table %v: want %d untracked by the kernel table, %d by the incident table, 64 open; other incidents: %q", states, 256-64, ports-256, others)
 	}
 	text := bindwatch(t, "report", "--format", "text", out).stdout
 	for _, block := range strings.Split(text, "\n\n") {

@@ -63,7 +63,7 @@ func startNginx(t *testing.T, dir, name string, port int) int {
 		t.Fatalf("%v: %v\n%s", cmd.Args, err, out)
 	}
 	pidFile := filepath.Join(dir, name+".pid")
-	testenv.WaitForFile(t, pidFile, 10*time.Second, func() string { return "" })
+	testenv.WaitForFile(t, pidFile, 3*time.Minute, func() string { return "" })
 	b, _ := os.ReadFile(pidFile)
 	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
 	if err != nil {

@@ -61,7 +61,7 @@ scrape_configs:
 		}
 	})
 	base := "http://" + addr
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+	for deadline := time.Now().Add(testenv.StartTimeout); ; time.Sleep(200 * time.Millisecond) {
 		if resp, err := http.Get(base + "/-/ready"); err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
@@ -116,7 +116,7 @@ func TestMetricsScrapedByPrometheus(t *testing.T) {
 	prom := startPrometheus(t, metricsAddr)
 	query := fmt.Sprintf(`sum(bindwatch_bind_failures_total{syscall="bind",errno="EADDRINUSE",proto="tcp",port="%d"})`, port)
 	var got float64
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(500 * time.Millisecond) {
+	for deadline := time.Now().Add(testenv.StartTimeout); ; time.Sleep(500 * time.Millisecond) {
 		if got = promQuery(t, prom, query); got == provoked {
 			break
 		}
@@ -215,7 +215,7 @@ func TestMetricsIdleConnectionsFromAUser(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+	for deadline := time.Now().Add(testenv.StartTimeout); ; time.Sleep(50 * time.Millisecond) {
 		if fs := failuresIn(t, out); len(fs) > 0 {
 			f := fs[0]
 			if len(f.Holders) == 0 || len(f.Holders[0].Processes) == 0 || f.Holders[0].Processes[0].Exe != exe {
@@ -225,7 +225,7 @@ func TestMetricsIdleConnectionsFromAUser(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no bind_failure within 30s with the crowd open\nstderr: %s", tr.stderr.String())
+			t.Fatalf("no bind_failure within 3m with the crowd open\nstderr: %s", tr.stderr.String())
 		}
 	}
 	attacker.Stop()
@@ -260,7 +260,7 @@ func TestMetricsCountIncidents(t *testing.T) {
 		"bindwatch_incident_contention_seconds_count 2",
 	}
 	var body string
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+	for deadline := time.Now().Add(testenv.StartTimeout); ; time.Sleep(200 * time.Millisecond) {
 		_, body = httpGet(t, "http://"+metricsAddr+"/metrics")
 		missing := ""
 		for _, w := range want {

@@ -425,7 +425,7 @@ func TestOutputFullDisk(t *testing.T) {
 	metrics := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	tr := startTracing(t, "--output", out, "--fold", "0", "--port", strconv.Itoa(port), "--metrics-addr", metrics)
 	st := startStorm(t, port, 1000)
-	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(tr.stderr.String(), "no space left"); time.Sleep(50 * time.Millisecond) {
+	for deadline := time.Now().Add(testenv.StartTimeout); !strings.Contains(tr.stderr.String(), "no space left"); time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("the filesystem did not fill: %s", tr.stderr.String())
 		}

@@ -55,12 +55,12 @@ func TestReportInput(t *testing.T) {
 		tr := startTracing(t, "--format", "text", "--output", text, "--port", strconv.Itoa(port))
 		testenv.Hold(t, "tcp", "127.0.0.1", port, testenv.Opts{})
 		testenv.FailBind(t, "tcp", "127.0.0.1", port, testenv.Opts{}, syscall.EADDRINUSE)
-		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		for deadline := time.Now().Add(testenv.StartTimeout); ; time.Sleep(20 * time.Millisecond) {
 			if b, _ := os.ReadFile(text); bytes.Contains(b, []byte(" EADDRINUSE bind tcp 127.0.0.1:"+strconv.Itoa(port))) {
 				break
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("no failure line in the text output within 10s")
+				t.Fatalf("no failure line in the text output within 3m")
 			}
 		}
 		tr.stop(t)

@@ -198,7 +198,7 @@ func TestPortSharedNotNginxUpgrade(t *testing.T) {
 			t.Fatal(err)
 		}
 		// The new master writes up.pid, the old one renames its own.
-		testenv.WaitForFile(t, filepath.Join(dir, "up.pid.oldbin"), 10*time.Second, func() string { return "" })
+		testenv.WaitForFile(t, filepath.Join(dir, "up.pid.oldbin"), 3*time.Minute, func() string { return "" }) // a bound for a hang: under load the new master starts slowly
 		newPID := waitNewMaster(t, filepath.Join(dir, "up.pid"), master)
 		t.Cleanup(func() { stopNginx(newPID) })
 		// The upgrade's end: the old master goes (QUIT), the new serves.
@@ -214,7 +214,7 @@ func TestPortSharedNotNginxUpgrade(t *testing.T) {
 // waitNewMaster waits until the pid file names a master other than old.
 func waitNewMaster(t *testing.T, pidFile string, old int) int {
 	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(testenv.StartTimeout); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		b, _ := os.ReadFile(pidFile)
 		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid != old {
 			return pid
@@ -247,7 +247,7 @@ func TestWhoShowsReusePortGroup(t *testing.T) {
 	t.Cleanup(func() { sc.Process.Kill(); sc.Wait() })
 	var rec events.Who
 	var raw string
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(testenv.StartTimeout); ; time.Sleep(20 * time.Millisecond) {
 		res := bindwatch(t, "who", p+"/tcp", "--format", "json")
 		rec, raw = events.Who{}, res.stdout
 		if err := json.Unmarshal([]byte(res.stdout), &rec); err != nil {
@@ -381,7 +381,7 @@ func TestPortSharedNotHaproxyReload(t *testing.T) {
 // waitListening waits until n sockets listen on 127.0.0.1:port.
 func waitListening(t *testing.T, port, n int) {
 	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(testenv.StartTimeout); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		b, _ := os.ReadFile("/proc/net/tcp")
 		want := fmt.Sprintf("0100007F:%04X 00000000:0000 0A", port)
 		if strings.Count(string(b), want) >= n {

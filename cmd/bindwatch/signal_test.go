@@ -89,7 +89,7 @@ func TestSecondSignalStopsAtOnce(t *testing.T) {
 	cmd.Process.Signal(syscall.SIGINT)
 	// The second signal once the first is handled: two SIGINTs close
 	// together merge into one (a standard signal is pending or not).
-	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(stderr.String(), "a second Ctrl-C or SIGTERM stops at once"); time.Sleep(time.Millisecond) {
+	for deadline := time.Now().Add(testenv.StartTimeout); !strings.Contains(stderr.String(), "a second Ctrl-C or SIGTERM stops at once"); time.Sleep(time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("no word of stopping on standard error: %s", stderr.String())
 		}

@@ -161,7 +161,7 @@ func TestSyslogQueueBoundedInBytes(t *testing.T) {
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	testenv.WaitForReady(t, ready, cmd.Process, stderr.String)
-	for deadline := time.Now().Add(10 * time.Second); stdout.n.Load() < 1; time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(testenv.StartTimeout); stdout.n.Load() < 1; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("no start record: %s", stderr.String())
 		}
@@ -199,12 +199,12 @@ func TestSyslogQueueBoundedInBytes(t *testing.T) {
 	// notice, in order, with what was dropped.
 	collector.resume()
 	testenv.FailBind(t, "tcp", "192.0.2.1", port, testenv.Opts{}, syscall.EADDRNOTAVAIL)
-	for deadline := time.Now().Add(30 * time.Second); !collector.has(func(m syslogFrame) bool {
+	for deadline := time.Now().Add(testenv.StartTimeout); !collector.has(func(m syslogFrame) bool {
 		p, _ := m.record["process"].(map[string]any)
 		return m.msgid == "bind_failure" && p["pid"] == float64(os.Getpid())
 	}); time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("the collector, reading again, did not get the new failure within 30s: %s", stderr.String())
+			t.Fatalf("the collector, reading again, did not get the new failure within 3m: %s", stderr.String())
 		}
 	}
 	lost, ok := collector.find("output_lost")

@@ -256,7 +256,7 @@ func TestUnitsUnderRealSystemd(t *testing.T) {
 	in("systemctl", "start", "bindwatch.service")
 	logged := func(want string) [][]byte {
 		t.Helper()
-		for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		for deadline := time.Now().Add(testenv.StartTimeout); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 			lines := readLines(logFile)
 			for _, l := range lines {
 				if bytes.Contains(l, []byte(want)) {
@@ -265,7 +265,7 @@ func TestUnitsUnderRealSystemd(t *testing.T) {
 			}
 		}
 		out, _ := exec.Command("nsenter", "-t", pid1, "-a", "journalctl", "-u", "bindwatch", "--no-pager").CombinedOutput()
-		t.Fatalf("%s: no record with %s within 20s:\n%s\njournal:\n%s", logFile, want, bytes.Join(readLines(logFile), []byte("\n")), out)
+		t.Fatalf("%s: no record with %s within 3m:\n%s\njournal:\n%s", logFile, want, bytes.Join(readLines(logFile), []byte("\n")), out)
 		return nil
 	}
 	logged(`"type":"start"`)

@@ -55,7 +55,7 @@ func unitCgroup(t *testing.T, rel string) int {
 		unix.Close(fd)
 		for i := len(made) - 1; i >= 0; i-- {
 			// A process that has just exited may still be counted.
-			for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			for deadline := time.Now().Add(testenv.StartTimeout); ; time.Sleep(20 * time.Millisecond) {
 				err := unix.Rmdir(made[i])
 				if err == nil || time.Now().After(deadline) {
 					if err != nil {

@@ -140,12 +140,12 @@ func BenchmarkUDPIncidentsCPU(b *testing.B) {
 // waitLine waits up to 10 s for a line holding want in path, and returns
 // how long after since it appeared.
 func waitLine(b *testing.B, path, want string, since time.Time) time.Duration {
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+	for deadline := time.Now().Add(testenv.StartTimeout); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
 		data, _ := os.ReadFile(path)
 		if strings.Contains(string(data), want) {
 			return time.Since(since)
 		}
 	}
-	b.Fatalf("no line with %s in %s within 10s", want, path)
+	b.Fatalf("no line with %s in %s within 3m", want, path)
 	return 0
 }

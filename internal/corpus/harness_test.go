@@ -187,7 +187,7 @@ func startTrace(t *testing.T, ports ...int) *trace {
 			<-tr.done
 		}
 	})
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(testenv.StartTimeout); ; time.Sleep(10 * time.Millisecond) {
 		if _, err := os.Stat(ready); err == nil {
 			break
 		}
@@ -289,14 +289,14 @@ func (tr *trace) failed(t *testing.T, pid int, who string) []record {
 // the end of the test: the checks of the failures still run.
 func (tr *trace) awaitAbandoned(t *testing.T, port int) {
 	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+	for deadline := time.Now().Add(testenv.StartTimeout); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		for _, r := range tr.records(t) {
 			if r.str("type") == "abandoned" && r.pid("port") == port {
 				return
 			}
 		}
 	}
-	t.Errorf("no abandoned record for port %d within 10s: every failing process has exited, so nobody tries any more and its incident is over", port)
+	t.Errorf("no abandoned record for port %d within 3m: every failing process has exited, so nobody tries any more and its incident is over", port)
 }
 
 // gaveUp checks the report on an incident whose failing program gave up
@@ -508,7 +508,7 @@ func (s *scene) runOK(cmd *exec.Cmd) string {
 // beginning with prefix, and returns that line.
 func (p *proc) waitLine(t *testing.T, prefix string) string {
 	t.Helper()
-	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(testenv.StartTimeout); ; time.Sleep(10 * time.Millisecond) {
 		sc := bufio.NewScanner(strings.NewReader(p.output()))
 		for sc.Scan() {
 			if strings.HasPrefix(sc.Text(), prefix) {
@@ -536,7 +536,7 @@ func (s *scene) pids() []int {
 // killAll kills every process in the scene's cgroup until it is empty,
 // and reaps the scene's own children.
 func (s *scene) killAll() {
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(testenv.StartTimeout); ; time.Sleep(10 * time.Millisecond) {
 		pids := s.pids()
 		if len(pids) == 0 {
 			break

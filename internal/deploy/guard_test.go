@@ -71,7 +71,7 @@ func TestGuardOtherNetns(t *testing.T) {
 	}
 	t.Cleanup(func() { other.Process.Kill(); other.Wait() })
 	var p events.Process
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(testenv.StartTimeout); ; time.Sleep(10 * time.Millisecond) {
 		p = process(other.Process.Pid) // unshare execs sleep: same pid, new netns
 		if p.Netns != own && p.Comm == "sleep" {
 			break

@@ -151,7 +151,7 @@ func TestEphemeralExhaustedHints(t *testing.T) {
 			// The kernel reuses a TIME_WAIT port only once its last
 			// timestamp is over a second old (tcp_tw_reuse_delay):
 			// poll, with no bound on how fast it must happen.
-			deadline := time.Now().Add(30 * time.Second)
+			deadline := time.Now().Add(testenv.StartTimeout)
 			var err error
 			for {
 				if _, err = tcpConnect(t, "", exhaustDstPort); err == nil || time.Now().After(deadline) {

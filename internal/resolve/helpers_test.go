@@ -51,7 +51,7 @@ func startProgram(t *testing.T, name string, args ...string) *exec.Cmd {
 // own namespace, as a just-started server binds after a moment.
 func waitHeld(t *testing.T, r *Resolver, proto string, port uint16, state string) *PortReport {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(testenv.StartTimeout)
 	for {
 		rep, err := r.Who(r.OwnNetns(), proto, port)
 		if err != nil {

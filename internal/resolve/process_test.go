@@ -111,7 +111,7 @@ func TestFillProcessCompletesOnlyTheSameCommandLine(t *testing.T) {
 	if err := os.WriteFile(execNow, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+	for deadline := time.Now().Add(testenv.StartTimeout); ; time.Sleep(5 * time.Millisecond) {
 		if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", h.PID)); strings.Contains(string(b), "exec'd") {
 			break
 		}

@@ -75,7 +75,7 @@ func TestMetricsConnectionCap(t *testing.T) {
 			io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
 		} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
-			t.Fatalf("connection %d: no answer and not closed within 20s", i)
+			t.Fatalf("connection %d: no answer and not closed within 3m", i)
 		}
 	}
 	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}

@@ -191,8 +191,9 @@ var (
 )
 
 // portLockFile is the file whose byte N is locked by the test program
-// that was given port N.
-const portLockFile = "/tmp/bindwatch-test-ports.lock"
+// that was given port N: one per user (another user's would be theirs to
+// hold, or not ours to open).
+var portLockFile = fmt.Sprintf("/tmp/bindwatch-test-ports.%d.lock", os.Geteuid())
 
 // reservePort locks port's byte of portLockFile until t ends: false if
 // another test program holds it. Locks of one process do not conflict
@@ -200,9 +201,15 @@ const portLockFile = "/tmp/bindwatch-test-ports.lock"
 func reservePort(t testing.TB, port int) bool {
 	portLockOnce.Do(func() {
 		f, err := os.OpenFile(portLockFile, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
-		if err == nil {
-			portLock = f
+		if err != nil {
+			return
 		}
+		// Planted by another user, its locks would be theirs to hold.
+		if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() || st.Sys().(*syscall.Stat_t).Uid != uint32(os.Geteuid()) {
+			f.Close()
+			return
+		}
+		portLock = f
 	})
 	if portLock == nil {
 		return true

@@ -88,7 +88,7 @@ func TestIncidentHooksOnlyDuringIncidents(t *testing.T) {
 	if err := tr.UnwatchPort(key, nil); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(testenv.StartTimeout)
 	for tr.IncidentHooksAttached() && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}

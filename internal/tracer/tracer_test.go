@@ -22,7 +22,7 @@ func TestMain(m *testing.M) {
 func readFailure(t *testing.T, tr *Tracer, port int) bindwatchEvent {
 	t.Helper()
 	var ev bindwatchEvent
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(testenv.StartTimeout)
 	for {
 		tr.SetDeadline(deadline)
 		if err := tr.readEvent(&ev); err != nil {

@@ -134,7 +134,7 @@ func pidsText(pids []int) []string {
 // waitImplicit waits until pid's implicit bind failure is reported.
 func (s *session) waitImplicit(pid int) events.Failure {
 	s.t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(testenv.StartTimeout)
 	for time.Now().Before(deadline) {
 		for _, f := range s.failures() {
 			if f.Process.PID == pid && f.Destination != nil {
@@ -143,6 +143,6 @@ func (s *session) waitImplicit(pid int) events.Failure {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	s.t.Fatalf("no implicit bind failure of pid %d within 5s; output:\n%s", pid, s.out.String())
+	s.t.Fatalf("no implicit bind failure of pid %d within 3m; output:\n%s", pid, s.out.String())
 	return events.Failure{}
 }

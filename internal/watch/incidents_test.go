@@ -100,7 +100,7 @@ func (s *session) waitStory(port int, within time.Duration, what string, done fu
 // readReadyPID waits for a helper's "ready PID ..." line in a file.
 func readReadyPID(t *testing.T, path string) int {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(testenv.StartTimeout)
 	for time.Now().Before(deadline) {
 		if b, err := os.ReadFile(path); err == nil {
 			if f := strings.Fields(string(b)); len(f) >= 2 && f[0] == "ready" {

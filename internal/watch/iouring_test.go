@@ -86,7 +86,7 @@ func TestIOUringListenHoldsAndRecovers(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer unix.Close(fd)
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(testenv.StartTimeout); ; time.Sleep(10 * time.Millisecond) {
 		if err = testenv.Bind(fd, "127.0.0.1", port); err == nil || time.Now().After(deadline) {
 			break
 		}
@@ -108,7 +108,7 @@ func TestIOUringListenHoldsAndRecovers(t *testing.T) {
 	// The registry recorded it: a later failure names it from the kernel's record.
 	testenv.FailBind(t, "tcp", "127.0.0.1", port, testenv.Opts{}, syscall.EADDRINUSE)
 	var f events.Failure
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(testenv.StartTimeout); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 		fs := s.failures()
 		if f = fs[len(fs)-1]; len(fs) >= 2 && int(f.Port) == port {
 			break

@@ -138,7 +138,7 @@ func TestUnprivilegedKeyStorm(t *testing.T) {
 func waitOwnFailure(t *testing.T, s *session, port int) events.Failure {
 	t.Helper()
 	seen := 0
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+	for deadline := time.Now().Add(testenv.StartTimeout); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
 		out := s.out.Bytes()
 		end := bytes.LastIndexByte(out, '\n') + 1
 		for _, line := range bytes.Split(out[seen:end], []byte("\n")) {
@@ -155,6 +155,6 @@ func waitOwnFailure(t *testing.T, s *session, port int) events.Failure {
 		}
 		seen = end
 	}
-	t.Fatalf("this process's failure on port %d was not reported within 30s", port)
+	t.Fatalf("this process's failure on port %d was not reported within 3m", port)
 	return events.Failure{}
 }
