@@ -359,14 +359,16 @@ func TestRealServerRestartUnderHammer(t *testing.T) {
 		// The second instance: a bind that fails once the first listens,
 		// by a process that stays (one whose failing processes all exited
 		// would be abandoned 2 s later).
-		waitFor(t, "a bind beside the running server to fail", func() bool {
-			h := testenv.StartHelper(t, fmt.Sprintf("trybind tcp 127.0.0.1 %d", port), in...)
-			if h.Line[1] == strconv.Itoa(int(syscall.EADDRINUSE)) {
-				return true
-			}
-			h.Stop()
-			return false
+		// Waited for in the server's own view of its namespace's sockets:
+		// a probe bind could hold the port the moment the server binds.
+		listening := fmt.Sprintf("0100007F:%04X 00000000:0000 0A", port)
+		waitFor(t, "the server to listen", func() bool {
+			b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/net/tcp", old.Process.Pid))
+			return strings.Contains(string(b), listening)
 		})
+		if h := testenv.StartHelper(t, fmt.Sprintf("trybind tcp 127.0.0.1 %d", port), in...); h.Line[1] != strconv.Itoa(int(syscall.EADDRINUSE)) {
+			t.Fatalf("a bind beside the running server: %q, want errno EADDRINUSE", h.Line)
+		}
 		waitFor(t, "the bind failure's record (the incident opens)", func() bool {
 			for _, l := range readLines(out) {
 				var f events.Failure

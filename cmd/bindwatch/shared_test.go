@@ -194,11 +194,24 @@ func TestPortSharedNotNginxUpgrade(t *testing.T) {
 	var master int
 	lines := runTraceUntil(t, func() {
 		master = startNginx(t, dir, "up", port)
-		if err := syscall.Kill(master, syscall.SIGUSR2); err != nil {
-			t.Fatal(err)
-		}
 		// The new master writes up.pid, the old one renames its own.
-		testenv.WaitForFile(t, filepath.Join(dir, "up.pid.oldbin"), 3*time.Minute, func() string { return "" }) // a bound for a hang: under load the new master starts slowly
+		// Once, under two test runs at once, the upgrade never started
+		// (no .oldbin in 3 minutes). USR2 is sent again until it does: a
+		// master already upgrading ignores another ("ignoring" in its
+		// log), and the log is shown if it never starts.
+		oldbin := filepath.Join(dir, "up.pid.oldbin")
+		for deadline := time.Now().Add(testenv.StartTimeout); ; {
+			if err := syscall.Kill(master, syscall.SIGUSR2); err != nil {
+				t.Fatal(err)
+			}
+			if waitFile(oldbin, 2*time.Second) {
+				break
+			}
+			if time.Now().After(deadline) {
+				errs, _ := os.ReadFile(filepath.Join(dir, "up.error.log"))
+				t.Fatalf("%s did not appear; nginx's error log:\n%s", oldbin, errs)
+			}
+		}
 		newPID := waitNewMaster(t, filepath.Join(dir, "up.pid"), master)
 		t.Cleanup(func() { stopNginx(newPID) })
 		// The upgrade's end: the old master goes (QUIT), the new serves.
@@ -411,4 +424,14 @@ func TestPortSharedPidFilter(t *testing.T) {
 	if n := len(portShared(t, lines, other)); n != 0 {
 		t.Errorf("%d port_shared records of a port no traced process holds, want none:\n%s", n, joinLines(lines))
 	}
+}
+
+// waitFile tells whether path exists within d.
+func waitFile(path string, d time.Duration) bool {
+	for deadline := time.Now().Add(d); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if _, err := os.Stat(path); err == nil {
+			return true
+		}
+	}
+	return false
 }
