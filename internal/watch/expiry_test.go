@@ -43,7 +43,11 @@ func TestIncidentTimeWaitExpired(t *testing.T) {
 	// Longer than the package's serial tests too, which run before the
 	// recovery below: in an emulated kernel they took past 3 minutes, and
 	// the incident was abandoned just as the fresh server listened.
-	s := startSessionQuiet(t, onlyPort(port), 15*time.Minute)
+	// Its own network namespace only: a test run beside this one may use
+	// the port number in a namespace of its own.
+	cfg := onlyPort(port)
+	cfg.Netns = testenv.Netns(t)
+	s := startSessionQuiet(t, cfg, 15*time.Minute)
 	before := time.Now()
 	testenv.LeaveTimeWait(t, "127.0.0.1", port, false)
 	left := time.Now()

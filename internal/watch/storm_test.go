@@ -50,6 +50,9 @@ func TestUnprivilegedKeyStorm(t *testing.T) {
 	cfg := tracer.Config{
 		Ports: []tracer.PortRange{{Lo: stormLo, Hi: stormHi}, {Lo: uint16(real), Hi: uint16(real)}},
 		Fold:  time.Second, RingSize: 1 << 16,
+		// Its own network namespace only: tests of a run beside this one
+		// use fixed ports of that range in namespaces of their own.
+		Netns: testenv.Netns(t),
 	}
 	s := startSessionTick(t, cfg, time.Hour)
 	tr := s.s.Tracer()
