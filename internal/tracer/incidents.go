@@ -10,7 +10,6 @@ import (
 	"unsafe"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
 	"golang.org/x/sys/unix"
@@ -26,7 +25,7 @@ import (
 // signal of the host, and even a program that returns at once costs an
 // ignored signal 5-9% (the tracepoint's own machinery, BenchmarkIncidentFloor):
 // a host without an outage should not pay that.
-var incidentTracepoints = []struct{ group, event, prog string }{
+var incidentTracepoints = []tpProg{
 	{"sock", "inet_sock_set_state", "incident_sock_state"},
 	{"signal", "signal_generate", "incident_signal"},
 }
@@ -337,111 +336,4 @@ func signalResult(r int32) string {
 		return "lose_info"
 	}
 	return "result " + strconv.Itoa(int(r))
-}
-
-// IncidentHooks are the incident programs alone, attached and detached at
-// will: make bench measures what they add to every TCP state change and
-// every signal of a host, in many short rounds (attaching the whole
-// tracer per round would drown them in noise).
-type IncidentHooks struct {
-	progs []*ebpf.Program  // one per incidentTracepoints entry, in its order
-	coll  *ebpf.Collection // nil for the empty programs
-	links []link.Link
-}
-
-// OpenIncidentHooks loads the incident programs, with one incident open
-// (incident_count 1) so that they go as far as they do on a host with an
-// outage under way somewhere.
-func OpenIncidentHooks() (*IncidentHooks, error) {
-	if err := preflight(); err != nil {
-		return nil, err
-	}
-	spec, err := loadBindwatch()
-	if err != nil {
-		return nil, fmt.Errorf("parse embedded BPF object: %w", err)
-	}
-	keep := map[string]bool{}
-	for _, tp := range incidentTracepoints {
-		keep[tp.prog] = true
-	}
-	for name := range spec.Programs {
-		if !keep[name] {
-			delete(spec.Programs, name)
-		}
-	}
-	var opts ebpf.CollectionOptions
-	if ks, err := kernelSpec(); err == nil {
-		opts.Programs.KernelTypes = ks
-	}
-	coll, err := ebpf.NewCollectionWithOptions(spec, opts)
-	if err != nil {
-		return nil, fmt.Errorf("load incident programs: %w", err)
-	}
-	if err := coll.Maps[bindwatchMapIncidentCount].Put(uint32(0), uint32(1)); err != nil {
-		coll.Close()
-		return nil, err
-	}
-	h := &IncidentHooks{coll: coll}
-	for _, tp := range incidentTracepoints {
-		h.progs = append(h.progs, coll.Programs[tp.prog])
-	}
-	return h, nil
-}
-
-// OpenEmptyIncidentHooks loads, for each tracepoint the incident programs
-// hook, a program that returns at once: what the kernel charges for
-// running any BPF program there, the floor under the incident programs'
-// own cost.
-func OpenEmptyIncidentHooks() (*IncidentHooks, error) {
-	if err := preflight(); err != nil {
-		return nil, err
-	}
-	var opts ebpf.ProgramOptions
-	if ks, err := kernelSpec(); err == nil {
-		opts.KernelTypes = ks
-	}
-	h := &IncidentHooks{}
-	for _, tp := range incidentTracepoints {
-		p, err := ebpf.NewProgramWithOptions(&ebpf.ProgramSpec{
-			Name: "empty", Type: ebpf.Tracing, AttachType: ebpf.AttachTraceRawTp, AttachTo: tp.event,
-			License: "GPL", Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
-		}, opts)
-		if err != nil {
-			h.Close()
-			return nil, fmt.Errorf("load an empty tp_btf program for %s:%s: %w", tp.group, tp.event, err)
-		}
-		h.progs = append(h.progs, p)
-	}
-	return h, nil
-}
-
-// Attach attaches the programs to their tracepoints.
-func (h *IncidentHooks) Attach() error {
-	for i, p := range h.progs {
-		l, err := link.AttachTracing(link.TracingOptions{Program: p})
-		if err != nil {
-			h.Detach()
-			return fmt.Errorf("attach tp_btf %s: %w", incidentTracepoints[i].event, err)
-		}
-		h.links = append(h.links, l)
-	}
-	return nil
-}
-
-// Detach detaches them.
-func (h *IncidentHooks) Detach() {
-	closeLinks(h.links)
-	h.links = nil
-}
-
-// Close detaches and unloads them.
-func (h *IncidentHooks) Close() {
-	h.Detach()
-	if h.coll != nil {
-		h.coll.Close()
-		return
-	}
-	for _, p := range h.progs {
-		p.Close()
-	}
 }
