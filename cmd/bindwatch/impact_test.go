@@ -49,15 +49,7 @@ func TestRecoveredCountsRefusedConnections(t *testing.T) {
 		if second.Line[1] != strconv.Itoa(int(syscall.EADDRINUSE)) {
 			t.Fatalf("the second instance's bind: %q, want errno EADDRINUSE", second.Line)
 		}
-		waitFor(t, "the bind failure's record (the incident opens)", func() bool {
-			for _, l := range readLines(out) {
-				var f events.Failure
-				if json.Unmarshal(l, &f) == nil && f.Type == events.TypeFailure && f.Port == uint16(port) && f.Process.Netns == inode {
-					return true
-				}
-			}
-			return false
-		})
+		waitFailureIn(t, out, int(port), inode)
 		hammer := testenv.StartHelper(t, fmt.Sprintf("hammer 127.0.0.1 %d 4", port), in...)
 		hammerStats(t, hammer, "connections in the old server's queue", func(est, _ int) bool { return est >= 50 })
 		syscall.Kill(old.PID, syscall.SIGTERM)
@@ -172,6 +164,20 @@ func TestRecoveredCountsRefusedConnections(t *testing.T) {
 	}
 }
 
+// waitFailureIn waits for a bind_failure record of port in the network
+// namespace netns: the incident has opened.
+func waitFailureIn(t *testing.T, out string, port int, netns uint32) {
+	t.Helper()
+	waitRecords(t, out, "the bind failure's record (the incident opens)", func(recs []events.Record) bool {
+		for _, f := range ofType[events.Failure](recs, port) {
+			if f.Process.Netns == netns {
+				return true
+			}
+		}
+		return false
+	})
+}
+
 // waitFor waits until cond holds, polling.
 // The bound is for a hang, not a pace: a loaded machine (another test
 // run beside this one) starts python and bindwatch many times slower.
@@ -248,15 +254,7 @@ func TestReleasedResetsUnknownWhenQueueMayMigrate(t *testing.T) {
 			if l := testenv.StartHelper(t, fmt.Sprintf("trybind tcp 127.0.0.1 %d", port), in...).Line; l[1] != strconv.Itoa(int(syscall.EADDRINUSE)) {
 				t.Fatalf("a bind beside the group: %q, want errno EADDRINUSE", l)
 			}
-			waitFor(t, "the bind failure's record (the incident opens)", func() bool {
-				for _, l := range readLines(out) {
-					var f events.Failure
-					if json.Unmarshal(l, &f) == nil && f.Type == events.TypeFailure && f.Port == uint16(port) && f.Process.Netns == inode {
-						return true
-					}
-				}
-				return false
-			})
+			waitFailureIn(t, out, int(port), inode)
 			// Clients: the kernel spreads them over the group by hash.
 			ns, err := os.Open("/run/netns/" + name)
 			if err != nil {
@@ -369,15 +367,7 @@ func TestRealServerRestartUnderHammer(t *testing.T) {
 		if h := testenv.StartHelper(t, fmt.Sprintf("trybind tcp 127.0.0.1 %d", port), in...); h.Line[1] != strconv.Itoa(int(syscall.EADDRINUSE)) {
 			t.Fatalf("a bind beside the running server: %q, want errno EADDRINUSE", h.Line)
 		}
-		waitFor(t, "the bind failure's record (the incident opens)", func() bool {
-			for _, l := range readLines(out) {
-				var f events.Failure
-				if json.Unmarshal(l, &f) == nil && f.Type == events.TypeFailure && f.Port == port && f.Process.Netns == inode {
-					return true
-				}
-			}
-			return false
-		})
+		waitFailureIn(t, out, int(port), inode)
 		hammer := testenv.StartHelper(t, fmt.Sprintf("hammer 127.0.0.1 %d 4", port), in...)
 		hammerStats(t, hammer, "connections to the running server", func(est, _ int) bool { return est >= 50 })
 		old.Process.Signal(syscall.SIGTERM)
