@@ -15,14 +15,6 @@ type Port struct {
 	Port  uint16
 }
 
-// Impact is what clients met at a watched port, as the kernel counted
-// it: refused connections (TCP) or dropped datagrams (UDP), the first and
-// the last.
-type Impact struct {
-	Count       uint64
-	First, Last time.Time
-}
-
 // Kernel is what Live asks of the tracer (watch adapts *tracer.Tracer to
 // it): watch and unwatch a port, read the kernel's incident records, and
 // count a port's client impact. This package loads no BPF: it never sees
@@ -42,19 +34,12 @@ type Kernel interface {
 	SeesUDPReleases() bool
 	NoHolders() bool
 	// Impact is k's client impact since it was watched.
-	Impact(k Port) (Impact, error)
+	Impact(k Port) (events.ImpactCount, error)
 	// ReadIncident returns the kernel's next incident record, nil if
 	// none is queued; WaitIncident waits for one until then (nil: none
 	// came), and fails with os.ErrClosed once the tracer is closed.
 	ReadIncident() (events.Record, error)
 	WaitIncident(until time.Time) (events.Record, error)
-}
-
-// PortSockets is what sock_diag shows on a port now: the inodes of the
-// sockets bound to it (with their state) and how many are in TIME_WAIT.
-type PortSockets struct {
-	Inodes   map[uint64]string
-	TimeWait int
 }
 
 // Resolver is what Live asks of user space's view of the host (watch
@@ -65,7 +50,7 @@ type Resolver interface {
 	// Describe completes a process the kernel named (from /proc, redacted).
 	Describe(p *events.Process)
 	// SocketsOn lists the sockets on ports of one protocol in ns.
-	SocketsOn(ns host.Netns, proto string, ports []uint16) (map[uint16]*PortSockets, error)
+	SocketsOn(ns host.Netns, proto string, ports []uint16) (map[uint16]*host.PortSockets, error)
 	// Holders are the sockets on a port in ns and their owners.
 	Holders(ns host.Netns, proto string, port uint16) ([]events.Holder, error)
 	// Running tells whether p is still the process it was (not exited,

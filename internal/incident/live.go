@@ -562,15 +562,11 @@ func (in *Live) impact(k Key) events.ClientImpact {
 	if err != nil {
 		return c
 	}
-	ic := &events.ImpactCount{Count: n.Count}
-	if n.Count > 0 {
-		ic.First, ic.Last = n.First, n.Last
-	}
 	switch w.key.Proto {
 	case "tcp":
-		c.RefusedConnections = ic
+		c.RefusedConnections = &n
 	case "udp":
-		c.DroppedDatagrams = ic
+		c.DroppedDatagrams = &n
 	}
 	return c
 }
@@ -637,7 +633,7 @@ func (in *Live) poll(now time.Time) error {
 	}
 	for _, g := range groups {
 		// Any failing process's namespace path will do; one may be gone.
-		var socks map[uint16]*PortSockets
+		var socks map[uint16]*host.PortSockets
 		err := errors.New("no namespace")
 		tried := map[string]bool{}
 		for _, k := range g.keys {
@@ -663,7 +659,7 @@ func (in *Live) poll(now time.Time) error {
 }
 
 // polled writes what one poll of w's port found gone.
-func (in *Live) polled(w *watchedPort, socks *PortSockets, now time.Time) error {
+func (in *Live) polled(w *watchedPort, socks *host.PortSockets, now time.Time) error {
 	if socks == nil {
 		return nil
 	}

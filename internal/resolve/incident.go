@@ -14,17 +14,8 @@ import (
 // process the resolver reports is (a signal's sender, a release's closer).
 func (r *Resolver) Describe(p *events.Process) { r.describe(p) }
 
-// PortSockets is what sock_diag shows on a port right now, without owners:
-// the inodes of the sockets bound to it (with their state) and how many
-// TIME_WAIT sockets it has. The incident poll asks it often, so it is
-// never cached.
-type PortSockets struct {
-	Inodes   map[uint64]string
-	TimeWait int
-}
-
 // Sockets lists the sockets on proto/port in the network namespace ns.
-func (r *Resolver) Sockets(ns host.Netns, proto string, port uint16) (*PortSockets, error) {
+func (r *Resolver) Sockets(ns host.Netns, proto string, port uint16) (*host.PortSockets, error) {
 	all, err := r.SocketsOn(ns, proto, []uint16{port})
 	if err != nil {
 		return nil, err
@@ -36,15 +27,15 @@ func (r *Resolver) Sockets(ns host.Netns, proto string, port uint16) (*PortSocke
 // namespace ns: one sock_diag dump per address family and 1024 ports,
 // however many ports — what the incident poll asks every 100 ms for all
 // the ports it watches there, so that its cost does not grow with them.
-func (r *Resolver) SocketsOn(ns host.Netns, proto string, ports []uint16) (map[uint16]*PortSockets, error) {
+func (r *Resolver) SocketsOn(ns host.Netns, proto string, ports []uint16) (map[uint16]*host.PortSockets, error) {
 	h, err := r.netns.acquire(ns.Path, 0, ns.Inode)
 	if err != nil {
 		return nil, err
 	}
 	defer r.netns.release(h)
-	out := make(map[uint16]*PortSockets, len(ports))
+	out := make(map[uint16]*host.PortSockets, len(ports))
 	for _, p := range ports {
-		out[p] = &PortSockets{Inodes: map[uint64]string{}}
+		out[p] = &host.PortSockets{Inodes: map[uint64]string{}}
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()

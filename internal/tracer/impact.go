@@ -3,8 +3,8 @@ package tracer
 import (
 	"errors"
 	"fmt"
-	"time"
 
+	"github.com/bindwatch/bindwatch/internal/events"
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
 )
@@ -54,14 +54,6 @@ func ClientImpact() string {
 // (kfree_skb without a drop reason, before 5.17).
 func (t *Tracer) ImpactSource() string { return t.impactSource }
 
-// ImpactCount is what clients met at a watched port: how many of their
-// connection attempts (TCP) or datagrams (UDP) the kernel dropped because
-// nothing held the port, and when the first and last were.
-type ImpactCount struct {
-	Count       uint64
-	First, Last time.Time
-}
-
 // ErrImpactNotMeasured: this kernel cannot count a port's refused
 // connections or dropped datagrams (see ImpactSource).
 var ErrImpactNotMeasured = errors.New("client impact not measured on this kernel (hint: needs skb:kfree_skb with its drop reason, Linux 5.17+)")
@@ -69,20 +61,20 @@ var ErrImpactNotMeasured = errors.New("client impact not measured on this kernel
 // Impact returns the refused connections (tcp) or dropped datagrams (udp)
 // counted at the port since it was watched (WatchPort); a zero count when
 // none were. ErrImpactNotMeasured when the kernel cannot count them.
-func (t *Tracer) Impact(k PortKey) (ImpactCount, error) {
+func (t *Tracer) Impact(k PortKey) (events.ImpactCount, error) {
 	if t.impactSource == "" {
-		return ImpactCount{}, ErrImpactNotMeasured
+		return events.ImpactCount{}, ErrImpactNotMeasured
 	}
 	hk, ok := k.kernel()
 	if !ok {
-		return ImpactCount{}, fmt.Errorf("impact of port %d/%s: not a TCP or UDP port", k.Port, k.Proto)
+		return events.ImpactCount{}, fmt.Errorf("impact of port %d/%s: not a TCP or UDP port", k.Port, k.Proto)
 	}
 	var c bindwatchImpactCount
 	if err := t.maps.IncidentImpact.Lookup(hk, &c); err != nil {
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			return ImpactCount{}, nil
+			return events.ImpactCount{}, nil
 		}
-		return ImpactCount{}, fmt.Errorf("impact of port %d/%s: %w", k.Port, k.Proto, err)
+		return events.ImpactCount{}, fmt.Errorf("impact of port %d/%s: %w", k.Port, k.Proto, err)
 	}
-	return ImpactCount{Count: c.Count, First: t.Time(c.FirstNs), Last: t.Time(c.LastNs)}, nil
+	return events.ImpactCount{Count: c.Count, First: t.Time(c.FirstNs), Last: t.Time(c.LastNs)}, nil
 }

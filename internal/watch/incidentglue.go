@@ -33,9 +33,8 @@ func (k incidentKernel) UnwatchPort(p incident.Port, pids []int) error {
 func (k incidentKernel) SeesUDPReleases() bool { return k.t.SeesUDPReleases() }
 func (k incidentKernel) NoHolders() bool       { return k.t.NoHolders() }
 
-func (k incidentKernel) Impact(p incident.Port) (incident.Impact, error) {
-	n, err := k.t.Impact(portKey(p))
-	return incident.Impact{Count: n.Count, First: n.First, Last: n.Last}, err
+func (k incidentKernel) Impact(p incident.Port) (events.ImpactCount, error) {
+	return k.t.Impact(portKey(p))
 }
 
 func (k incidentKernel) ReadIncident() (events.Record, error) { return k.t.ReadIncident() }
@@ -52,20 +51,8 @@ var _ incident.Resolver = incidentResolver{}
 func (r incidentResolver) OwnNetns() host.Netns       { return r.r.OwnNetns() }
 func (r incidentResolver) Describe(p *events.Process) { r.r.Describe(p) }
 
-func (r incidentResolver) SocketsOn(ns host.Netns, proto string, ports []uint16) (map[uint16]*incident.PortSockets, error) {
-	all, err := r.r.SocketsOn(ns, proto, ports)
-	if err != nil {
-		return nil, err
-	}
-	out := make(map[uint16]*incident.PortSockets, len(all))
-	for port, s := range all {
-		if s != nil {
-			out[port] = &incident.PortSockets{Inodes: s.Inodes, TimeWait: s.TimeWait}
-		} else {
-			out[port] = nil
-		}
-	}
-	return out, nil
+func (r incidentResolver) SocketsOn(ns host.Netns, proto string, ports []uint16) (map[uint16]*host.PortSockets, error) {
+	return r.r.SocketsOn(ns, proto, ports)
 }
 
 func (r incidentResolver) Holders(ns host.Netns, proto string, port uint16) ([]events.Holder, error) {
