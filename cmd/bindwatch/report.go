@@ -117,17 +117,7 @@ func reportAction(c *cli.Context) error {
 		rules.Record(rec)
 		builder.Add(rec)
 	})
-	wanted := func(port uint16) bool {
-		if len(ports) == 0 {
-			return true
-		}
-		for _, r := range ports {
-			if port >= r.Lo && port <= r.Hi {
-				return true
-			}
-		}
-		return false
-	}
+	wanted := func(port uint16) bool { return len(ports) == 0 || tracer.InPortRanges(ports, port) }
 	incidents := incident.Select(builder.Finish(log.Last), wanted, since, until)
 	sources := "standard input"
 	if len(files) > 0 {

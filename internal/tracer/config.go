@@ -12,6 +12,16 @@ import (
 // PortRange is an inclusive range of ports for the in-kernel port filter.
 type PortRange struct{ Lo, Hi uint16 }
 
+// InPortRanges tells whether port is in one of ranges.
+func InPortRanges(ranges []PortRange, port uint16) bool {
+	for _, r := range ranges {
+		if port >= r.Lo && port <= r.Hi {
+			return true
+		}
+	}
+	return false
+}
+
 // MaxPortRanges is how many --port ranges the kernel filter holds.
 const MaxPortRanges = 16
 

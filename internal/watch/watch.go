@@ -138,7 +138,7 @@ func Start(opts Options) (*Session, error) {
 	}
 	s := &Session{opts: opts, out: opts.Out, tracer: t, enrich: enrich, host: host, started: time.Now(), caughtUp: true}
 	s.incidents = incident.NewLive(s.out, incidentKernel{t}, incidentResolver{enrich.r}, incident.LiveOptions{
-		Host: host, Quiet: opts.IncidentQuiet, Protected: func(port uint16) bool { return inPorts(opts.Tracer.Ports, port) },
+		Host: host, Quiet: opts.IncidentQuiet, Protected: func(port uint16) bool { return tracer.InPortRanges(opts.Tracer.Ports, port) },
 	})
 	if s.opts.Tick == 0 {
 		s.opts.Tick = max(opts.Tracer.Fold, time.Second)
@@ -545,12 +545,3 @@ func kernelRelease() string {
 	return unix.ByteSliceToString(u.Release[:])
 }
 
-// inPorts tells whether port is in one of the ranges.
-func inPorts(ranges []tracer.PortRange, port uint16) bool {
-	for _, r := range ranges {
-		if port >= r.Lo && port <= r.Hi {
-			return true
-		}
-	}
-	return false
-}
