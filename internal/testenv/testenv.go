@@ -358,13 +358,8 @@ func WaitForReady(t testing.TB, path string, p *os.Process, context func() strin
 // waited for, or gone), without waiting for it: the caller's
 // cmd.Wait still reaps it.
 func Exited(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return true
-	}
-	// The state follows the comm, which may hold spaces and ')'.
-	i := bytes.LastIndexByte(b, ')')
-	return i < 0 || i+2 >= len(b) || b[i+2] == 'Z' || b[i+2] == 'X'
+	st, err := host.ReadStat(pid)
+	return err != nil || st.Exited()
 }
 
 // SyncBuffer is a bytes.Buffer that one goroutine may read while another

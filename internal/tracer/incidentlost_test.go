@@ -1,11 +1,7 @@
 package tracer
 
 import (
-	"fmt"
-	"os"
 	"os/exec"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -35,14 +31,8 @@ func TestIncidentRingLossCounted(t *testing.T) {
 	}
 	defer func() { target.Process.Kill(); target.Wait() }()
 	ignoresHUP := func() bool {
-		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", target.Process.Pid))
-		for _, l := range strings.Split(string(b), "\n") {
-			if v, ok := strings.CutPrefix(l, "SigIgn:\t"); ok {
-				ign, _ := strconv.ParseUint(v, 16, 64)
-				return ign&(1<<(unix.SIGHUP-1)) != 0
-			}
-		}
-		return false
+		ignored, _ := host.SignalDisposition(target.Process.Pid, int(unix.SIGHUP))
+		return ignored
 	}
 	for deadline := time.Now().Add(time.Minute); !ignoresHUP(); time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {

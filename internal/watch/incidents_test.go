@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/bindwatch/bindwatch/internal/events"
-	"github.com/bindwatch/bindwatch/internal/host"
 	"github.com/bindwatch/bindwatch/internal/incident"
 	"github.com/bindwatch/bindwatch/internal/testenv"
 	"github.com/bindwatch/bindwatch/internal/tracer"
@@ -121,7 +120,7 @@ func waitExited(t *testing.T, pid int) {
 	// A bound for a process that never exits, not for how fast a loaded
 	// machine runs a killed one's exit.
 	for deadline := time.Now().Add(2 * time.Minute); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
-		if st, err := host.ReadStat(pid); err != nil || st.Exited() {
+		if testenv.Exited(pid) {
 			return
 		}
 	}
