@@ -104,11 +104,12 @@ gotest:
 
 # The packages with goroutines of their own (syslog's sender, the metrics
 # server, the incident reader, the session's pipeline, free's waits, the
-# resolver's background load, the tracer's reader and linger timers, the
+# resolver's background load, iterload's kernel BTF index built beside
+# the object's parse, the tracer's reader and linger timers, the
 # netns and lockdown helpers' threads) again under the race detector
 # (needs cgo: gcc, from test-deps). Measured on 6.18 as root: resolve 46 s,
 # tracer 5 s, host 1 s under -race.
-RACE_PKGS := ./internal/sink ./internal/incident ./internal/deploy ./internal/watch ./internal/resolve ./internal/tracer ./internal/host
+RACE_PKGS := ./internal/sink ./internal/incident ./internal/deploy ./internal/watch ./internal/resolve ./internal/iterload ./internal/tracer ./internal/host
 gorace:
 	@echo "go test -race $(RACE_PKGS)"
 	@CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 15m $(RACE_PKGS)
