@@ -211,6 +211,12 @@ type pendingLabel struct {
 	b      box
 }
 
+// centeredLabel is a label of text centred on p (kept inside the chart).
+func centeredLabel(p pos, text, class string) pendingLabel {
+	at, anchor, w := centeredAt(p, text, labelPX)
+	return pendingLabel{at: at, anchor: anchor, text: text, class: class, b: box{parts: [][2]pos{textBox(at, anchor, w)}}}
+}
+
 // label adds a label for something at p, after it or before it.
 func (lb *laneBuilder) label(p pos, text, class string) {
 	at, anchor, text, w := labelAt(p, text, labelPX)
@@ -522,10 +528,7 @@ func (lb *laneBuilder) failures(sc scale, in *events.Incident, f *events.Inciden
 			p0, p1 := sc.time(in, bandFirst), sc.time(in, bandLast)
 			band.X, band.W = p0.X(), pct(p1.pct-p0.pct)
 			band.First, band.Last = fmt.Sprint(bandFirst.Sub(in.Start).Milliseconds()), fmt.Sprint(bandLast.Sub(in.Start).Milliseconds())
-			mid := pos{pct: (p0.pct + p1.pct) / 2}
-			at, anchor, w := centeredAt(mid, fmt.Sprintf("×%d folded", band.Count), labelPX)
-			lb.labels[bandLabel] = pendingLabel{at: at, anchor: anchor, text: fmt.Sprintf("×%d folded", band.Count), class: "mark-label",
-				b: box{parts: [][2]pos{textBox(at, anchor, w)}}}
+			lb.labels[bandLabel] = centeredLabel(pos{pct: (p0.pct + p1.pct) / 2}, fmt.Sprintf("×%d folded", band.Count), "mark-label")
 		}
 	}
 }
@@ -608,9 +611,7 @@ func (lb *laneBuilder) clients(sc scale, in *events.Incident) {
 			First: fmt.Sprint(c.First.Sub(in.Start).Milliseconds()), Last: fmt.Sprint(last.Sub(in.Start).Milliseconds()),
 			Title: fmt.Sprintf("%d %s, the first at %s, the last at %s", c.Count, hover, Offset(c.First.Sub(in.Start).Milliseconds()), Offset(last.Sub(in.Start).Milliseconds()))}
 		lb.lane.Marks = append(lb.lane.Marks, m)
-		text := fmt.Sprintf("%d %s", c.Count, word)
-		at, anchor, w := centeredAt(pos{pct: (p0.pct + p1.pct) / 2}, text, labelPX)
-		lb.labels = append(lb.labels, pendingLabel{at: at, anchor: anchor, text: text, class: "mark-label", b: box{parts: [][2]pos{textBox(at, anchor, w)}}})
+		lb.labels = append(lb.labels, centeredLabel(pos{pct: (p0.pct + p1.pct) / 2}, fmt.Sprintf("%d %s", c.Count, word), "mark-label"))
 	}
 	band(markRefused, in.RefusedConnections, "refused", "connection attempts refused while nothing listened (the clients got ECONNREFUSED)")
 	band(markDropped, in.DroppedDatagrams, "dropped", "datagrams dropped for no socket (ICMP port unreachable)")
@@ -658,8 +659,7 @@ func durationsLane(sc scale, in *events.Incident, release *events.Released) *spa
 		w := textWidth(text, labelPX, false)
 		var pl pendingLabel
 		if (p1.pct-p0.pct)/100*minChartPX >= w+8 { // inside the bracket
-			at, anchor, w := centeredAt(mid, text, labelPX)
-			pl = pendingLabel{at: at, anchor: anchor, text: text, class: "span-label", b: box{parts: [][2]pos{textBox(at, anchor, w)}}}
+			pl = centeredLabel(mid, text, "span-label")
 		} else {
 			at, anchor, text, w := labelAt(p1, text, labelPX)
 			if anchor == anchorEnd {
