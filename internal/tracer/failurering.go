@@ -12,9 +12,12 @@ import (
 // failureRing reads the failure ring buffer (the events map): the
 // kernel's failures as it wrote them, one struct event each. The incident
 // records have a ring of their own (incidents.go); the two are merged in
-// time order by the session.
+// time order by the session. One goroutine reads it (Tracer.Read).
 type failureRing struct {
 	r *ringbuf.Reader
+	// rec is reused by every read: its sample buffer is allocated once,
+	// not once per failure.
+	rec ringbuf.Record
 }
 
 func openFailureRing(m *ebpf.Map) (*failureRing, error) {
@@ -30,10 +33,10 @@ func (f *failureRing) flush()                  { f.r.Flush() }
 
 // read reads the next failure as the kernel wrote it.
 func (f *failureRing) read(ev *bindwatchEvent) error {
-	var rec ringbuf.Record
-	if err := f.r.ReadInto(&rec); err != nil {
+	if err := f.r.ReadInto(&f.rec); err != nil {
 		return err
 	}
+	rec := &f.rec
 	if len(rec.RawSample) < int(unsafe.Sizeof(*ev)) {
 		return fmt.Errorf("short ring buffer record: %d bytes, want %d (hint: the BPF object and the binary disagree; run make generate)", len(rec.RawSample), unsafe.Sizeof(*ev))
 	}
