@@ -446,10 +446,14 @@ type Repeats struct {
 
 // Lost reports failures the kernel counted but could neither hand over nor
 // fold: the ring buffer was full, and the fold table too (or folding is
-// off). They are counted, never silently dropped.
+// off). They are counted, never silently dropped. IncidentRecords counts,
+// likewise, the incident records (signal, released, recovered,
+// port_shared) lost since the last lost record: the kernel's incident ring
+// was full, or the tracer had no room to queue them (a signal flood).
 type Lost struct {
 	Header
-	Count uint64 `json:"count"`
+	Count           uint64 `json:"count"`
+	IncidentRecords uint64 `json:"incident_records,omitempty"`
 }
 
 // Stop is written once, on a clean exit, with the session's counts.

@@ -102,7 +102,14 @@ func text(rec Record) (string, bool) {
 		return fmt.Sprintf("%s %s %s %s port %d pid %d (%s) failed the same way %d more time%s (folded in the kernel)",
 			clock(r.Time), r.Errno, r.Syscall, r.Proto, r.Port, r.PID, Escape(r.Comm), r.Count, Plural(r.Count)), true
 	case *Lost:
-		return fmt.Sprintf("%s LOST %d failure%s: the ring buffer was full, and the fold table too (or --fold 0) (hint: raise --ring-size, or narrow with --port/--pid)", clock(r.Time), r.Count, Plural(r.Count)), true
+		if r.Count == 0 {
+			return fmt.Sprintf("%s LOST %d incident record%s (signal, released, recovered, port_shared): the incident ring or queue was full (a signal flood?); incidents may miss them", clock(r.Time), r.IncidentRecords, Plural(r.IncidentRecords)), true
+		}
+		s := fmt.Sprintf("%s LOST %d failure%s: the ring buffer was full, and the fold table too (or --fold 0) (hint: raise --ring-size, or narrow with --port/--pid)", clock(r.Time), r.Count, Plural(r.Count))
+		if r.IncidentRecords > 0 {
+			s += fmt.Sprintf("; and %d incident record%s", r.IncidentRecords, Plural(r.IncidentRecords))
+		}
+		return s, true
 	case *Released:
 		return releasedText(r), true
 	case *Signal:

@@ -159,6 +159,9 @@ func mappedDoc(rec events.Record) (d doc, known bool) {
 		d := event(r.Time, r.Host, r.Type, "event", "failures-lost", "unknown", []string{"network"}, []string{"info"})
 		d.set("message", events.Text(r))
 		d.set("bindwatch.lost.count", r.Count)
+		if r.IncidentRecords > 0 {
+			d.set("bindwatch.lost.incident_records", r.IncidentRecords)
+		}
 		return d, true
 	case *events.Start:
 		d := event(r.Time, r.Host, r.Type, "event", "tracing-started", "success", []string{"process"}, []string{"start"})

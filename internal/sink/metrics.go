@@ -53,6 +53,7 @@ type MetricsOptions struct {
 type Metrics struct {
 	failures      *prometheus.CounterVec
 	eventsLost    prometheus.Counter
+	incidentLost  prometheus.Counter
 	untracked     *prometheus.CounterVec
 	holderLookups *prometheus.CounterVec
 	shared        *prometheus.CounterVec
@@ -101,6 +102,10 @@ func ListenMetrics(opts MetricsOptions) (*Metrics, error) {
 			Name: "bindwatch_events_lost_total",
 			Help: "Failures the kernel counted but could not hand over (ring buffer full).",
 		}),
+		incidentLost: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bindwatch_incident_records_lost_total",
+			Help: "Incident records (signal, released, recovered, port_shared) lost: the kernel's incident ring or the tracer's queue was full.",
+		}),
 		untracked: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bindwatch_incidents_untracked_total",
 			Help: "Ports whose incident was not tracked (incident_untracked records), by table: incidents (no incident kept), kernel (no signal, release or recovery records); reason: full, user_quota.",
@@ -144,7 +149,7 @@ func ListenMetrics(opts MetricsOptions) (*Metrics, error) {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(m.incidents, m.unserved, m.contention)
-	reg.MustRegister(m.failures, m.eventsLost, m.untracked, m.holderLookups, m.shared, m.lastFailure, m.buildInfo,
+	reg.MustRegister(m.failures, m.eventsLost, m.incidentLost, m.untracked, m.holderLookups, m.shared, m.lastFailure, m.buildInfo,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&outputCollector{stats: opts.Outputs}, conns)
 	for _, r := range []string{"live", "recorded", "none"} {
@@ -245,6 +250,7 @@ func (m *Metrics) count(rec events.Record) bool {
 		m.failures.WithLabelValues(m.labels(r.Syscall, r.Errno, r.Proto, r.Port)...).Add(float64(r.Count))
 	case *events.Lost:
 		m.eventsLost.Add(float64(r.Count))
+		m.incidentLost.Add(float64(r.IncidentRecords))
 	case *events.PortShared:
 		if (r.Proto == "tcp" || r.Proto == "udp") && (r.Why == events.SharedProgram || r.Why == events.SharedUnit || r.Why == events.SharedCopy) {
 			m.shared.WithLabelValues(r.Proto, r.Why).Add(1 + float64(r.Repeats))

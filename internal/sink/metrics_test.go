@@ -2,6 +2,7 @@ package sink
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -268,5 +269,49 @@ func TestMetricsIncidentsUntracked(t *testing.T) {
 	m.Write(&events.Stop{Header: events.Header{Type: events.TypeStop}})
 	if body := scrape(t, m.conns.Addr().String()); strings.Contains(body, "bindwatch_incidents_total{") {
 		t.Errorf("an untracked port counted as an incident:\n%s", grepLines(body, "bindwatch_incidents_total"))
+	}
+}
+
+// A lost record of incident records only (the kernel's incident ring was
+// full, a signal flood) is said in every form: its text, its ECS field,
+// the incident_records_lost counter (and not the failures' one), and it is
+// valid against docs/schema.json.
+func TestLostIncidentRecords(t *testing.T) {
+	m, err := ListenMetrics(MetricsOptions{Addr: "127.0.0.1:0", Version: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	lost := &events.Lost{Header: events.Header{Type: events.TypeLost, Version: events.Version, Time: time.Date(2026, 12, 6, 23, 0, 0, 0, time.UTC), Host: "h"},
+		IncidentRecords: 37}
+	m.Write(lost)
+	addr := m.conns.Addr().String()
+	if got := metricValue(t, addr, "bindwatch_incident_records_lost_total"); got != "37" {
+		t.Errorf("bindwatch_incident_records_lost_total %q, want 37", got)
+	}
+	if got := metricValue(t, addr, "bindwatch_events_lost_total"); got != "0" {
+		t.Errorf("bindwatch_events_lost_total %q, want 0: no failure was lost", got)
+	}
+	if text := events.Text(lost); !strings.Contains(text, "LOST 37 incident records") {
+		t.Errorf("text %q does not say the incident records lost", text)
+	}
+	b, err := ECS(lost)
+	if err != nil || !strings.Contains(string(b), `"incident_records":37`) {
+		t.Errorf("ECS %s (%v): want bindwatch.lost.incident_records 37", b, err)
+	}
+	schema, err := testenv.LoadSchema("../../docs/schema.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	line, err := events.MarshalJSON(lost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc any
+	if err := json.Unmarshal(line, &doc); err != nil {
+		t.Fatal(err)
+	}
+	if err := schema.Validate(doc); err != nil {
+		t.Errorf("%s: %v", line, err)
 	}
 }

@@ -90,7 +90,10 @@ type Session struct {
 	unresolved uint64 // of those, failures resolve could not look up
 	folded     uint64 // failures in repeats records written
 	lost       uint64 // failures in lost records written
-	otherUnits uint64 // failures left out by Unit
+	// incidentLost is the incident records lost so far, as lost records
+	// said them (the kernel's incident ring and the pump's queue).
+	incidentLost uint64
+	otherUnits   uint64 // failures left out by Unit
 	// inUnit remembers, under Unit, which pids' failures were in the unit
 	// and which were not, for the repeats the kernel folds (they carry a
 	// pid, not a cgroup). Bounded: past maxUnitPIDs it starts over.
@@ -430,9 +433,12 @@ func (s *Session) writeLost() error {
 	if err != nil {
 		return err
 	}
-	if st.Lost > s.lost {
-		lost := &events.Lost{Header: events.Header{Type: events.TypeLost, Version: events.Version, Time: time.Now(), Host: s.host}, Count: st.Lost - s.lost}
-		s.lost = st.Lost
+	_, pumpLost := s.incidents.PumpCounts()
+	incidentLost := st.IncidentLost + pumpLost
+	if st.Lost > s.lost || incidentLost > s.incidentLost {
+		lost := &events.Lost{Header: events.Header{Type: events.TypeLost, Version: events.Version, Time: time.Now(), Host: s.host},
+			Count: st.Lost - s.lost, IncidentRecords: incidentLost - s.incidentLost}
+		s.lost, s.incidentLost = st.Lost, incidentLost
 		return s.write(lost)
 	}
 	return nil
