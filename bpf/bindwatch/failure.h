@@ -81,7 +81,7 @@ static __always_inline void fill_socket(struct event *e, struct sock *sk)
 	e->sock_type = BPF_CORE_READ(sk, sk_type);
 	e->protocol = BPF_CORE_READ(sk, sk_protocol);
 	e->bound_dev_if = BPF_CORE_READ(sk, __sk_common.skc_bound_dev_if);
-	e->netns = sock_netns(sk);
+	e->netns = sock_netns(sk, false);
 	e->netns_cookie = sock_netns_cookie(sk);
 	if (BPF_CORE_READ_BITFIELD_PROBED(sk, __sk_common.skc_reuse))
 		flags |= BW_SOCK_REUSEADDR;
@@ -122,7 +122,7 @@ static __always_inline int emit_failure(struct sock *sk, struct bind_req *req, s
 {
 	struct event *e;
 
-	if (paused || is_probe(sk))
+	if (paused || is_probe(sk, false))
 		return 0;
 	count_stat(STAT_FAILURES);
 	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
@@ -181,7 +181,7 @@ static __always_inline int report_sock_failure(struct sock *sk, struct bind_req 
 	if (!is_inet(sk))
 		return 0;
 	if (!req) {
-		sock_local_addr(sk, BPF_CORE_READ(sk, __sk_common.skc_family), local.addr, &local.port);
+		sock_local_addr(sk, BPF_CORE_READ(sk, __sk_common.skc_family), local.addr, &local.port, false);
 		req = &local;
 	}
 	protocol = BPF_CORE_READ(sk, sk_protocol);
@@ -224,7 +224,7 @@ static __always_inline int report_implicit(struct sock *sk, struct bind_req *dst
 	if ((err == EAGAIN) != (protocol == IPPROTO_UDP))
 		return 0;
 	family = BPF_CORE_READ(sk, __sk_common.skc_family);
-	sock_local_addr(sk, family, local.addr, &local.port);
+	sock_local_addr(sk, family, local.addr, &local.port, false);
 	local.family = family;
 	now = bpf_ktime_get_boot_ns();
 	if (!fold_or_report(&key, err, syscall, 0, sock_hint, now))

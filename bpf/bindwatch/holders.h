@@ -114,9 +114,9 @@ static __always_inline void attach_holder(struct event *e, struct sock *failing)
 }
 
 /* The registry's protocol for sk: TCP (MPTCP shares its ports), UDP, or 0. */
-static __always_inline __u8 holder_proto(struct sock *sk)
+static __always_inline __u8 holder_proto(struct sock *sk, bool direct)
 {
-	__u16 protocol = BPF_CORE_READ(sk, sk_protocol);
+	__u16 protocol = BW_READ(direct, sk, sk_protocol);
 
 	if (protocol == IPPROTO_UDP)
 		return IPPROTO_UDP;
@@ -125,19 +125,21 @@ static __always_inline __u8 holder_proto(struct sock *sk)
 
 static __always_inline void note_shared(struct sock *sk, struct holder_key *key, struct holder_rec *old, struct holder_rec *rec);
 
-/* Record task's holding socket sk (of protocol proto) for attach_holder(). */
-static __always_inline void record_holder_of(struct task_struct *task, struct sock *sk, __u8 proto, bool seeding)
+/* Record task's holding socket sk (of protocol proto) for attach_holder();
+ * direct: task and sk are typed, for BW_READ. */
+static __always_inline void record_holder_of(struct task_struct *task, struct sock *sk, __u8 proto, bool seeding,
+					     bool direct)
 {
 	struct holder_key key = {};
 	struct holder_rec rec = {}, *old;
 	void *map;
-	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	__u16 family = BW_READ(direct, sk, __sk_common.skc_family);
 
 	if (family != AF_INET && family != AF_INET6)
 		return;
 	rec.family = family;
-	sock_local_addr(sk, family, rec.addr, &rec.port);
-	key.netns = sock_netns(sk);
+	sock_local_addr(sk, family, rec.addr, &rec.port, direct);
+	key.netns = sock_netns(sk, direct);
 	key.port = rec.port;
 	key.proto = proto;
 	/*
@@ -163,8 +165,8 @@ static __always_inline void record_holder_of(struct task_struct *task, struct so
 	 */
 	if (seeding || proto != IPPROTO_UDP)
 		rec.inode = sock_inode(sk);
-	rec.start_ns = BPF_CORE_READ(task, group_leader, start_boottime);
-	rec.ppid = BPF_CORE_READ(task, real_parent, tgid);
+	rec.start_ns = BW_READ2(direct, task, group_leader, start_boottime);
+	rec.ppid = BW_READ2(direct, task, real_parent, tgid);
 	if (proto == IPPROTO_TCP) {
 		note_lineage(rec.tgid, rec.start_ns);
 		note_lineage(rec.ppid, BPF_CORE_READ(task, real_parent, group_leader, start_boottime));
@@ -191,16 +193,17 @@ static __always_inline void record_holder_of(struct task_struct *task, struct so
 }
 
 /* A listen() that just succeeded: the newest TCP listener owns the entry
- * (bindwatch's own checks, which let go at once, are no holder). */
-static __always_inline void record_listener(struct sock *sk)
+ * (bindwatch's own checks, which let go at once, are no holder). direct:
+ * sk is typed, for BW_READ. */
+static __always_inline void record_listener(struct sock *sk, bool direct)
 {
-	if (record_holders && holder_proto(sk) == IPPROTO_TCP && !is_probe(sk))
-		record_holder_of(current_task(), sk, IPPROTO_TCP, false);
+	if (record_holders && holder_proto(sk, direct) == IPPROTO_TCP && !is_probe(sk, direct))
+		record_holder_of(current_task_of(direct), sk, IPPROTO_TCP, false, direct);
 }
 
 /* A bind() that just succeeded: a UDP socket holds its port from now on. */
-static __always_inline void record_bound(struct sock *sk)
+static __always_inline void record_bound(struct sock *sk, bool direct)
 {
-	if (record_holders && holder_proto(sk) == IPPROTO_UDP)
-		record_holder_of(current_task(), sk, IPPROTO_UDP, false);
+	if (record_holders && holder_proto(sk, direct) == IPPROTO_UDP)
+		record_holder_of(current_task_of(direct), sk, IPPROTO_UDP, false, direct);
 }

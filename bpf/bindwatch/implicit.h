@@ -47,7 +47,7 @@ static __always_inline int implicit_failed(int fd, void *uaddr, int addrlen, lon
 		return 0;
 	if (!uaddr || read_sockaddr(&dst, uaddr, addrlen, true))
 		return 0;
-	return report_implicit(sock_from_fd(fd), &dst, syscall, hook, -ret, fd);
+	return report_implicit(sock_from_fd(fd, false), &dst, syscall, hook, -ret, fd);
 }
 
 SEC("tracepoint/syscalls/sys_exit_connect")

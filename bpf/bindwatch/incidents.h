@@ -123,12 +123,12 @@ static __always_inline void note_taken(struct sock *sk, __u8 proto, __u8 syscall
 	struct incident_event *e;
 	__u16 family;
 
-	if (!incidents_open() || holder_proto(sk) != proto)
+	if (!incidents_open() || holder_proto(sk, false) != proto)
 		return;
 	family = BPF_CORE_READ(sk, __sk_common.skc_family);
 	if (family != AF_INET && family != AF_INET6)
 		return;
-	key.netns = sock_netns(sk);
+	key.netns = sock_netns(sk, false);
 	key.port = BPF_CORE_READ(sk, __sk_common.skc_num);
 	if (!incident_port_of(&key, sk))
 		return;
@@ -137,12 +137,12 @@ static __always_inline void note_taken(struct sock *sk, __u8 proto, __u8 syscall
 		return;
 	/* bindwatch's own checks (wait-free, free) take the port and let go
 	 * at once: never the recovery, a note that the port was free. */
-	e->probe = is_probe(sk);
+	e->probe = is_probe(sk, false);
 	e->netns = key.netns;
 	e->proto = proto;
 	e->syscall = syscall;
 	e->family = family;
-	sock_local_addr(sk, family, e->addr, &e->port);
+	sock_local_addr(sk, family, e->addr, &e->port, false);
 	bpf_ringbuf_submit(e, 0);
 }
 
@@ -186,7 +186,7 @@ static __always_inline void note_shared(struct sock *sk, struct holder_key *key,
 
 	/* The tracing filters: --port, --netns (the joiner's), and --pid
 	 * (bindwatch run: its tree on either side). */
-	if (is_probe(sk) || !port_wanted(key->port) || !netns_wanted() ||
+	if (is_probe(sk, false) || !port_wanted(key->port) || !netns_wanted() ||
 	    (!pid_wanted(rec->tgid) && !pid_wanted(old->tgid)))
 		return;
 	/* Still bound: as in attach_holder(). Same address: a group. */
@@ -268,7 +268,7 @@ static __always_inline int emit_released(struct holder_key *key, struct sock *sk
 	e->proto = key->proto;
 	family = BPF_CORE_READ(sk, __sk_common.skc_family);
 	e->family = family;
-	sock_local_addr(sk, family, e->addr, &e->port);
+	sock_local_addr(sk, family, e->addr, &e->port, false);
 	e->port = key->port;
 	e->queued = queued;
 	e->may_migrate = migrate;
@@ -330,7 +330,7 @@ int BPF_PROG(incident_sock_state, const struct sock *csk, const int oldstate, co
 		return 0;
 	if (newstate != TCP_CLOSE || !incidents_open())
 		return 0;
-	key.netns = sock_netns(sk);
+	key.netns = sock_netns(sk, false);
 	/* inet_sport, not skc_num: a port released at close is already zeroed
 	 * there (__inet_put_port) when the state changes. */
 	key.port = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
@@ -361,7 +361,7 @@ static __always_inline int udp_unhashed(struct sock *sk)
 	key.port = BPF_CORE_READ(sk, __sk_common.skc_num);
 	if (!key.port) /* never bound: a failed bind()'s socket */
 		return 0;
-	key.netns = sock_netns(sk);
+	key.netns = sock_netns(sk, false);
 	if (!incident_port_of(&key, sk))
 		return 0;
 	rec = bpf_map_lookup_elem(&udp_holders, &key);

@@ -79,7 +79,7 @@ int BPF_PROG(uring_complete, void *ring, void *request)
 	}
 	if (op == bpf_core_enum_value(enum io_uring_op, IORING_OP_LISTEN)) {
 		if (res == 0) {
-			record_listener(sk);
+			record_listener(sk, false);
 			note_taken(sk, IPPROTO_TCP, BW_SYSCALL_LISTEN);
 			return 0;
 		}
@@ -89,7 +89,7 @@ int BPF_PROG(uring_complete, void *ring, void *request)
 	}
 	if (res == 0) {
 		if (record_holders || incidents_open()) {
-			record_bound(sk);
+			record_bound(sk, false);
 			note_taken(sk, IPPROTO_UDP, BW_SYSCALL_BIND);
 		}
 		return 0;

@@ -15,14 +15,15 @@
  * never pass through the bind() syscall (io_uring's IORING_OP_BIND). Their
  * uaddr is the kernel's copy of the request (move_addr_to_kernel).
  */
-static __always_inline int bind_returned(struct socket *sock, void *uaddr, int addr_len, int ret, __u8 hook)
+static __always_inline int bind_returned(struct socket *sock, void *uaddr, int addr_len, int ret, __u8 hook,
+					 bool direct)
 {
 	struct bind_req req = {};
 	struct sock *sk;
 
 	if (ret == 0) {
-		if ((record_holders || incidents_open()) && (sk = BPF_CORE_READ(sock, sk))) {
-			record_bound(sk);
+		if ((record_holders || incidents_open()) && (sk = BW_READ(direct, sock, sk))) {
+			record_bound(sk, direct);
 			note_taken(sk, IPPROTO_UDP, BW_SYSCALL_BIND);
 		}
 		return 0;
@@ -35,14 +36,14 @@ static __always_inline int bind_returned(struct socket *sock, void *uaddr, int a
 	return report_sock_failure(sk, &req, BW_SYSCALL_BIND, hook, -ret);
 }
 
-static __always_inline int listen_returned(struct socket *sock, int ret)
+static __always_inline int listen_returned(struct socket *sock, int ret, bool direct)
 {
-	struct sock *sk = BPF_CORE_READ(sock, sk);
+	struct sock *sk = BW_READ(direct, sock, sk);
 
 	if (!sk)
 		return 0;
 	if (ret == 0) {
-		record_listener(sk);
+		record_listener(sk, direct);
 		note_taken(sk, IPPROTO_TCP, BW_SYSCALL_LISTEN);
 		return 0;
 	}
@@ -56,19 +57,19 @@ static __always_inline int listen_returned(struct socket *sock, int ret)
 SEC("fexit/inet_bind")
 int BPF_PROG(fexit_inet_bind, struct socket *sock, struct sockaddr *uaddr, int addr_len, int ret)
 {
-	return bind_returned(sock, uaddr, addr_len, ret, BW_HOOK_INET_BIND);
+	return bind_returned(sock, uaddr, addr_len, ret, BW_HOOK_INET_BIND, direct_reads);
 }
 
 SEC("fexit/inet6_bind")
 int BPF_PROG(fexit_inet6_bind, struct socket *sock, struct sockaddr *uaddr, int addr_len, int ret)
 {
-	return bind_returned(sock, uaddr, addr_len, ret, BW_HOOK_INET6_BIND);
+	return bind_returned(sock, uaddr, addr_len, ret, BW_HOOK_INET6_BIND, direct_reads);
 }
 
 SEC("fexit/inet_listen")
 int BPF_PROG(fexit_inet_listen, struct socket *sock, int backlog, int ret)
 {
-	return listen_returned(sock, ret);
+	return listen_returned(sock, ret, direct_reads);
 }
 
 /* kprobe backend: kprobe + kretprobe pairs, arguments stashed between. */
@@ -86,7 +87,7 @@ int BPF_KRETPROBE(kretprobe_inet_bind, int ret)
 
 	if (!pop_args(&a))
 		return 0;
-	return bind_returned((struct socket *)a.arg[0], (void *)a.arg[1], a.arg[2], ret, BW_HOOK_INET_BIND);
+	return bind_returned((struct socket *)a.arg[0], (void *)a.arg[1], a.arg[2], ret, BW_HOOK_INET_BIND, false);
 }
 
 SEC("kprobe/inet6_bind")
@@ -102,7 +103,7 @@ int BPF_KRETPROBE(kretprobe_inet6_bind, int ret)
 
 	if (!pop_args(&a))
 		return 0;
-	return bind_returned((struct socket *)a.arg[0], (void *)a.arg[1], a.arg[2], ret, BW_HOOK_INET6_BIND);
+	return bind_returned((struct socket *)a.arg[0], (void *)a.arg[1], a.arg[2], ret, BW_HOOK_INET6_BIND, false);
 }
 
 SEC("kprobe/inet_listen")
@@ -118,5 +119,5 @@ int BPF_KRETPROBE(kretprobe_inet_listen, int ret)
 
 	if (!pop_args(&a))
 		return 0;
-	return listen_returned((struct socket *)a.arg[0], ret);
+	return listen_returned((struct socket *)a.arg[0], ret, false);
 }

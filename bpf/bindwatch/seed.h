@@ -34,12 +34,12 @@ int seed_holders(struct bpf_iter__task_file *ctx)
 	sk = sock ? BPF_CORE_READ(sock, sk) : NULL;
 	if (!sk)
 		return 0;
-	proto = holder_proto(sk);
+	proto = holder_proto(sk, false);
 	state = BPF_CORE_READ(sk, __sk_common.skc_state);
 	/* What listen()/bind() would have recorded: TCP listeners, and UDP
 	 * sockets bound to a port but not connected (servers, not clients). */
 	if ((proto == IPPROTO_TCP && state == TCP_LISTEN) ||
 	    (proto == IPPROTO_UDP && state == TCP_CLOSE && BPF_CORE_READ(sk, __sk_common.skc_num)))
-		record_holder_of(task, sk, proto, true);
+		record_holder_of(task, sk, proto, true, false);
 	return 0;
 }

@@ -34,7 +34,9 @@ static __always_inline bool exit_args(struct call_args *a)
 }
 
 /* The arguments exit_args() made available: from the stash, or now from
- * the task's saved user registers. */
+ * the task's saved user registers. bpf_task_pt_regs() gives them typed, so
+ * they are plain loads (PT_REGS_PARM*_SYSCALL; on arm64 the first is a
+ * probe read of orig_x0, which libbpf's flavour of pt_regs reads). */
 static __always_inline void syscall_args(struct call_args *a)
 {
 	struct pt_regs *regs;
@@ -42,16 +44,17 @@ static __always_inline void syscall_args(struct call_args *a)
 	if (!args_in_regs)
 		return;
 	regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
-	a->arg[0] = PT_REGS_PARM1_CORE_SYSCALL(regs);
-	a->arg[1] = PT_REGS_PARM2_CORE_SYSCALL(regs);
-	a->arg[2] = PT_REGS_PARM3_CORE_SYSCALL(regs);
+	a->arg[0] = PT_REGS_PARM1_SYSCALL(regs);
+	a->arg[1] = PT_REGS_PARM2_SYSCALL(regs);
+	a->arg[2] = PT_REGS_PARM3_SYSCALL(regs);
 }
 
-/* The socket behind the call's fd (its first argument), at its exit. */
+/* The socket behind the call's fd (its first argument), at its exit: typed
+ * for BW_READ when direct_reads. */
 static __always_inline struct sock *call_sock(struct call_args *a)
 {
 	syscall_args(a);
-	return sock_from_fd(a->arg[0]);
+	return sock_from_fd(a->arg[0], direct_reads);
 }
 
 SEC("tracepoint/syscalls/sys_enter_bind")
@@ -82,7 +85,7 @@ int tp_exit_bind(struct trace_event_raw_sys_exit *ctx)
 	if (ret == 0) {
 		/* Only the holder registry and open incidents have work on success. */
 		if ((record_holders || incidents_open()) && (sk = call_sock(&a))) {
-			record_bound(sk);
+			record_bound(sk, direct_reads);
 			note_taken(sk, IPPROTO_UDP, BW_SYSCALL_BIND);
 		}
 		return 0;
@@ -96,7 +99,7 @@ int tp_exit_bind(struct trace_event_raw_sys_exit *ctx)
 	now = bpf_ktime_get_boot_ns();
 	if (!fold_or_report(&key, -ret, BW_SYSCALL_BIND, req.port, fd, now))
 		return 0;
-	sk = sock_from_fd(fd);
+	sk = sock_from_fd(fd, false);
 	if (!sk || !is_inet(sk))
 		return 0;
 	return emit_failure(sk, &req, NULL, BW_SYSCALL_BIND, BW_HOOK_TP_EXIT_BIND, -ret, &key, now);
@@ -113,7 +116,7 @@ int tp_exit_listen(struct trace_event_raw_sys_exit *ctx)
 		return 0;
 	if (ret == 0) {
 		if ((record_holders || incidents_open()) && (sk = call_sock(&a))) {
-			record_listener(sk);
+			record_listener(sk, direct_reads);
 			note_taken(sk, IPPROTO_TCP, BW_SYSCALL_LISTEN);
 		}
 		return 0;

@@ -229,6 +229,23 @@ var argsInRegs = func() bool {
 	return features.HaveProgramHelper(ebpf.TracePoint, asm.FnTaskPtRegs) == nil
 }
 
+// directReads says whether the hot paths may read kernel structs with
+// plain loads through typed pointers instead of a probe-read helper call per
+// field (bpf/bindwatch/common.h, "Direct reads"): the kernel must have
+// bpf_get_current_task_btf (5.11) and the bpf_rdonly_cast kfunc (6.2). A
+// variable so tests can force the probe-read path on a kernel that has both.
+var directReads = func() bool {
+	if features.HaveProgramHelper(ebpf.TracePoint, asm.FnGetCurrentTaskBtf) != nil {
+		return false
+	}
+	spec, err := kernelSpec()
+	if err != nil {
+		return false
+	}
+	var fn *btf.Func
+	return spec.TypeByName("bpf_rdonly_cast", &fn) == nil
+}
+
 func (tracepointBackend) Programs() []string {
 	progs := []string{"tp_exit_bind", "tp_exit_listen", "tp_exit_connect", "tp_exit_sendto"}
 	if argsInRegs() {

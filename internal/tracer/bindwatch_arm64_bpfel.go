@@ -312,6 +312,7 @@ const (
 	bindwatchProgTpExitSendto              = "tp_exit_sendto"
 	bindwatchProgUringComplete             = "uring_complete"
 	bindwatchVarArgsInRegs                 = "args_in_regs"
+	bindwatchVarDirectReads                = "direct_reads"
 	bindwatchVarErrnoMask                  = "errno_mask"
 	bindwatchVarFilterComm                 = "filter_comm"
 	bindwatchVarFilterCommLen              = "filter_comm_len"
@@ -446,6 +447,7 @@ type bindwatchMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type bindwatchVariableSpecs struct {
 	ArgsInRegs          *ebpf.VariableSpec `ebpf:"args_in_regs"`
+	DirectReads         *ebpf.VariableSpec `ebpf:"direct_reads"`
 	ErrnoMask           *ebpf.VariableSpec `ebpf:"errno_mask"`
 	FilterComm          *ebpf.VariableSpec `ebpf:"filter_comm"`
 	FilterCommLen       *ebpf.VariableSpec `ebpf:"filter_comm_len"`
@@ -536,6 +538,7 @@ func (m *bindwatchMaps) Close() error {
 // It can be passed to loadBindwatchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bindwatchVariables struct {
 	ArgsInRegs          *ebpf.Variable `ebpf:"args_in_regs"`
+	DirectReads         *ebpf.Variable `ebpf:"direct_reads"`
 	ErrnoMask           *ebpf.Variable `ebpf:"errno_mask"`
 	FilterComm          *ebpf.Variable `ebpf:"filter_comm"`
 	FilterCommLen       *ebpf.Variable `ebpf:"filter_comm_len"`

@@ -166,6 +166,7 @@ func (c *Config) set(spec *ebpf.CollectionSpec) error {
 		{"port_ranges", ranges},
 		{"fold_ns", uint64(c.Fold.Nanoseconds())},
 		{"record_holders", boolByte(!c.NoHolders)},
+		{"direct_reads", boolByte(directReads())},
 	}
 	for _, s := range sets {
 		v, ok := spec.Variables[s.name]
