@@ -139,7 +139,8 @@ struct fold_key {
  */
 struct fold_val {
 	__u64 folded;       /* failures folded into this entry (this generation) */
-	__u64 last_emit_ns; /* when this key's last failure was reported */
+	__u64 last_emit_ns; /* when this key's last failure was reported (boot clock) */
+	__u64 window_start; /* when its fold window began, on the fold clock (folds.h) */
 	char comm[BW_COMM_LEN];
 	__u16 protocol; /* the failing socket's IPPROTO_* */
 	__u16 pad[3];

@@ -98,7 +98,8 @@ static __always_inline void fill_socket(struct event *e, struct sock *sk)
  * Every backend's failure goes through these two steps. fold_or_report()
  * is the hot path of a storm: filters, then the fold decision, touching
  * nothing but the request. Only a failure to be reported pays for
- * emit_failure()'s capture of the socket and the process.
+ * emit_failure()'s capture of the socket and the process (and for reading
+ * the boot clock: now is the fold clock's, see folds.h).
  */
 static __always_inline bool fold_or_report(struct fold_key *key, __u32 err, __u8 syscall, __u16 port, __u32 sock_hint, __u64 now)
 {
@@ -131,7 +132,7 @@ static __always_inline int emit_failure(struct sock *sk, struct bind_req *req, s
 			count_stat(STAT_LOST);
 		return 0;
 	}
-	e->ts_ns = now;
+	e->ts_ns = bpf_ktime_get_boot_ns();
 	e->pid = bpf_get_current_pid_tgid() >> 32;
 	e->err = err;
 	e->syscall = syscall;
@@ -155,7 +156,7 @@ static __always_inline int emit_failure(struct sock *sk, struct bind_req *req, s
 	attach_holder(e, sk);
 	/* Later failures of this key fold into this entry (see fold()). */
 	if (fold_ns)
-		fold_start(fold_map_of(fold_gen), key, now, e->protocol, 0);
+		fold_start(fold_map_of(fold_gen), key, now, e->ts_ns, e->protocol, 0);
 	/* Default flags: the kernel wakes the reader only when it has caught
 	 * up, so a storm costs one wakeup per drained batch, not per event. */
 	bpf_ringbuf_submit(e, 0);
@@ -175,7 +176,7 @@ static __always_inline int report_sock_failure(struct sock *sk, struct bind_req 
 {
 	struct bind_req local = {};
 	struct fold_key key = {};
-	__u64 now = bpf_ktime_get_boot_ns();
+	__u64 now = fold_clock();
 	__u32 protocol;
 
 	if (!is_inet(sk))
@@ -226,7 +227,7 @@ static __always_inline int report_implicit(struct sock *sk, struct bind_req *dst
 	family = BPF_CORE_READ(sk, __sk_common.skc_family);
 	sock_local_addr(sk, family, local.addr, &local.port, false);
 	local.family = family;
-	now = bpf_ktime_get_boot_ns();
+	now = fold_clock();
 	if (!fold_or_report(&key, err, syscall, 0, sock_hint, now))
 		return 0;
 	return emit_failure(sk, &local, dst, syscall, hook, err, &key, now);

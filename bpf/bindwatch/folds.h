@@ -58,6 +58,30 @@ volatile __u32 fold_gen;
  */
 volatile __u8 paused;
 
+/*
+ * The fold clock. Every failure of a storm reads the time to learn whether
+ * its key's window is still open, and bpf_ktime_get_boot_ns() reads the
+ * TSC: ~35 ns in a VM on 6.18, a fifth of what tracing a folded failure
+ * cost (perf, README "Speed"). Jiffies cost a load. Where Go knows the
+ * tick rate (CONFIG_HZ) it sets fold_jiffies, the window in ticks, and
+ * windows are timed in jiffies, to within a tick (1-10 ms) of fold_ns;
+ * else (0) on the boot clock, and the verifier prunes the other branch.
+ * Only windows are timed so: an event's time and a fold's last_emit_ns
+ * are on the boot clock, read when a failure is reported.
+ */
+volatile const __u64 fold_jiffies;
+
+static __always_inline __u64 fold_clock(void)
+{
+	return fold_jiffies ? bpf_jiffies64() : bpf_ktime_get_boot_ns();
+}
+
+/* The fold window's length on the fold clock. */
+static __always_inline __u64 fold_window(void)
+{
+	return fold_jiffies ? fold_jiffies : fold_ns;
+}
+
 static __always_inline void *fold_map_of(__u32 gen)
 {
 	return gen & 1 ? (void *)&folds1 : (void *)&folds0;
@@ -78,15 +102,17 @@ static __always_inline bool fold(struct fold_key *key, __u64 now)
 		return false;
 	v = bpf_map_lookup_elem(fold_map_of(gen), key);
 	if (v) {
-		if (now - v->last_emit_ns < fold_ns) {
+		if (now - v->window_start < fold_window()) {
 			__sync_fetch_and_add(&v->folded, 1);
 			return true;
 		}
-		v->last_emit_ns = now; /* reported: a new window starts */
+		/* reported: a new window starts */
+		v->window_start = now;
+		v->last_emit_ns = bpf_ktime_get_boot_ns();
 		return false;
 	}
 	prev = bpf_map_lookup_elem(fold_map_of(gen + 1), key);
-	if (!prev || now - prev->last_emit_ns >= fold_ns)
+	if (!prev || now - prev->window_start >= fold_window())
 		return false;
 	carry = *prev;
 	carry.folded = 1;
@@ -95,13 +121,18 @@ static __always_inline bool fold(struct fold_key *key, __u64 now)
 }
 
 /*
- * Make key's entry in the current generation, with folded failures so far.
+ * Make key's entry in the current generation, with folded failures so far:
+ * its window starts now (the fold clock's), and emitted_ns (the boot
+ * clock's) is when its failure was reported.
  * Returns 0, -EEXIST (another CPU made it, or its window just restarted:
  * see fold()) or -E2BIG (no room: counted in stats.fold_full).
  */
-static __always_inline long fold_start(void *map, struct fold_key *key, __u64 now, __u16 protocol, __u64 folded)
+static __always_inline long fold_start(void *map, struct fold_key *key, __u64 now, __u64 emitted_ns, __u16 protocol,
+				       __u64 folded)
 {
-	struct fold_val v = { .folded = folded, .last_emit_ns = now, .protocol = protocol };
+	struct fold_val v = {
+		.folded = folded, .last_emit_ns = emitted_ns, .window_start = now, .protocol = protocol
+	};
 	long err;
 
 	bpf_get_current_comm(v.comm, sizeof(v.comm));
@@ -126,7 +157,7 @@ static __always_inline bool fold_undelivered(struct fold_key *key, __u64 now, __
 		return false;
 	v = bpf_map_lookup_elem(map, key);
 	if (!v) {
-		err = fold_start(map, key, now, protocol, 1);
+		err = fold_start(map, key, now, bpf_ktime_get_boot_ns(), protocol, 1);
 		if (err == 0)
 			return true;
 		if (err != -EEXIST || !(v = bpf_map_lookup_elem(map, key)))

@@ -96,7 +96,7 @@ int tp_exit_bind(struct trace_event_raw_sys_exit *ctx)
 	fd = a.arg[0];
 	if (read_sockaddr(&req, (void *)a.arg[1], a.arg[2], true))
 		return 0;
-	now = bpf_ktime_get_boot_ns();
+	now = fold_clock();
 	if (!fold_or_report(&key, -ret, BW_SYSCALL_BIND, req.port, fd, now))
 		return 0;
 	sk = sock_from_fd(fd, false);

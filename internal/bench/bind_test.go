@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -79,7 +80,7 @@ func moreRounds(b *testing.B, r, limit int) bool {
 // alike; the median of each is reported.
 const (
 	rounds        = 16
-	callsPerPhase = 20000
+	callsPerPhase = 100000
 )
 
 // alternate runs untraced and traced phase r, in an order that flips
@@ -127,28 +128,32 @@ func failingBinds(b *testing.B, port, n int) time.Duration {
 	return time.Since(start)
 }
 
-// succeedingBinds times n binds that succeed: fresh sockets (made outside
-// the timed loop), each to its own loopback address (127.1.x.y) on one
-// port, so no other program on the host can make one fail.
-func succeedingBinds(b *testing.B, sotype, port, n int) time.Duration {
+// succeedingBinds times batches × n binds that succeed: fresh sockets
+// (made outside the timed loops), each to its own loopback address
+// (127.1.x.y) on one port, so no other program on the host can make one
+// fail.
+func succeedingBinds(b *testing.B, sotype, port, n, batches int) time.Duration {
+	var d time.Duration
 	fds := make([]int, n)
 	sas := make([]unix.RawSockaddrInet4, n)
-	for i := range fds {
-		fd, err := unix.Socket(unix.AF_INET, sotype, 0)
-		if err != nil {
-			b.Fatal(err)
+	for range batches {
+		for i := range fds {
+			fd, err := unix.Socket(unix.AF_INET, sotype, 0)
+			if err != nil {
+				b.Fatal(err)
+			}
+			fds[i], sas[i] = fd, sockaddr([4]byte{127, 1, byte(i >> 8), byte(i)}, port)
 		}
-		fds[i], sas[i] = fd, sockaddr([4]byte{127, 1, byte(i >> 8), byte(i)}, port)
-	}
-	start := time.Now()
-	for i := range fds {
-		if e := rawBind(fds[i], &sas[i]); e != 0 {
-			b.Fatalf("bind %v = %v", sas[i].Addr, e)
+		start := time.Now()
+		for i := range fds {
+			if e := rawBind(fds[i], &sas[i]); e != 0 {
+				b.Fatalf("bind %v = %v", sas[i].Addr, e)
+			}
 		}
-	}
-	d := time.Since(start)
-	for _, fd := range fds {
-		unix.Close(fd)
+		d += time.Since(start)
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
 	}
 	return d
 }
@@ -177,7 +182,19 @@ func attach(b *testing.B, noHolders bool, port int) *pipeline {
 	ctx, cancel := context.WithCancel(context.Background())
 	p.cancel = cancel
 	go func() { p.done <- s.Run(ctx) }()
+	settle()
 	return p
+}
+
+// settle lets what attaching left behind finish before a traced phase is
+// timed: loading the BPF object allocates megabytes (its BTF, the kernel's
+// types), whose garbage collection would otherwise run during the phase,
+// and the session's first steps (seeding the holder registry) run on the
+// other core. The phases measure the steady cost of a call while
+// bindwatch runs; attaching is a one-off, timed by the tests' start-up.
+func settle() {
+	runtime.GC()
+	time.Sleep(50 * time.Millisecond)
 }
 
 // detach stops the pipeline and returns its stop record.
@@ -223,9 +240,9 @@ func report(b *testing.B, untraced, traced []time.Duration, n int) {
 	b.ReportMetric(0, "ns/op")
 }
 
-// BenchmarkFailingBind: a storm of EADDRINUSE from one process. Target:
-// traced ≤ 2× untraced, with every failure counted (repeats are folded in
-// the kernel into one event per second plus a count).
+// BenchmarkFailingBind: a storm of EADDRINUSE from one process. Target
+// (issue 24): traced ≤ 1.4× untraced, with every failure counted (repeats
+// are folded in the kernel into one event per second plus a count).
 func BenchmarkFailingBind(b *testing.B) {
 	testenv.RequireRoot(b)
 	port := testenv.FreePort(b)
@@ -247,8 +264,8 @@ func BenchmarkFailingBind(b *testing.B) {
 	}
 }
 
-// BenchmarkSucceedingBind: binds that succeed. Target: traced within 3% of
-// untraced. On success the kernel programs do no more than the holder
+// BenchmarkSucceedingBind: binds that succeed. Target (issue 24): traced
+// ≤ 1.05× untraced. On success the kernel programs do no more than the holder
 // registry needs: a TCP bind() looks up its socket to learn the protocol,
 // a UDP bind() is recorded (UDP has no listen(): bound is holding), and
 // with --no-holders nothing is read at all.
@@ -259,6 +276,9 @@ func BenchmarkSucceedingBind(b *testing.B) {
 	var lim unix.Rlimit
 	unix.Getrlimit(unix.RLIMIT_NOFILE, &lim)
 	n := min(16000, int(lim.Cur)-256)
+	// Phases of ~50,000 binds: tens of milliseconds, so that a timer
+	// tick or a neighbour's burst is a small part of one.
+	batches := max(1, 50000/n)
 	for _, c := range []struct {
 		name      string
 		sotype    int
@@ -274,14 +294,14 @@ func BenchmarkSucceedingBind(b *testing.B) {
 				var untraced, traced []time.Duration
 				for r := 0; moreRounds(b, r, rounds); r++ {
 					alternate(r, func() {
-						untraced = append(untraced, succeedingBinds(b, c.sotype, port, n))
+						untraced = append(untraced, succeedingBinds(b, c.sotype, port, n, batches))
 					}, func() {
 						p := attach(b, c.noHolders, 0)
-						traced = append(traced, succeedingBinds(b, c.sotype, port, n))
+						traced = append(traced, succeedingBinds(b, c.sotype, port, n, batches))
 						p.detach(b)
 					})
 				}
-				report(b, untraced, traced, n)
+				report(b, untraced, traced, n*batches)
 			}
 		})
 	}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
@@ -244,6 +245,23 @@ var directReads = func() bool {
 	}
 	var fn *btf.Func
 	return spec.TypeByName("bpf_rdonly_cast", &fn) == nil
+}
+
+// foldJiffies is the fold window in jiffies when fold windows are timed by
+// the tick (bpf/bindwatch/folds.h, "The fold clock"), or 0, for the boot
+// clock: the tick rate unknown (host.KernelHZ), no bpf_jiffies64 for
+// tracing programs, or a window under 100 ticks (the tick would time it
+// less closely than to 1%). A variable so tests can force the boot clock.
+var foldJiffies = func(fold time.Duration) uint64 {
+	hz := host.KernelHZ()
+	if hz <= 0 || features.HaveProgramHelper(ebpf.TracePoint, asm.FnJiffies64) != nil {
+		return 0
+	}
+	ticks := (uint64(fold)*uint64(hz) + uint64(time.Second) - 1) / uint64(time.Second)
+	if ticks < 100 {
+		return 0
+	}
+	return ticks
 }
 
 func (tracepointBackend) Programs() []string {

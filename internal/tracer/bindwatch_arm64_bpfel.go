@@ -139,12 +139,13 @@ type bindwatchFoldKey struct {
 }
 
 type bindwatchFoldVal struct {
-	_          structs.HostLayout
-	Folded     uint64
-	LastEmitNs uint64
-	Comm       [16]int8
-	Protocol   uint16
-	Pad        [3]uint16
+	_           structs.HostLayout
+	Folded      uint64
+	LastEmitNs  uint64
+	WindowStart uint64
+	Comm        [16]int8
+	Protocol    uint16
+	Pad         [3]uint16
 }
 
 type bindwatchHolderKey struct {
@@ -319,6 +320,7 @@ const (
 	bindwatchVarFilterNetns                = "filter_netns"
 	bindwatchVarFilterPids                 = "filter_pids"
 	bindwatchVarFoldGen                    = "fold_gen"
+	bindwatchVarFoldJiffies                = "fold_jiffies"
 	bindwatchVarFoldNs                     = "fold_ns"
 	bindwatchVarFollowChildren             = "follow_children"
 	bindwatchVarN_portRanges               = "n_port_ranges"
@@ -454,6 +456,7 @@ type bindwatchVariableSpecs struct {
 	FilterNetns         *ebpf.VariableSpec `ebpf:"filter_netns"`
 	FilterPids          *ebpf.VariableSpec `ebpf:"filter_pids"`
 	FoldGen             *ebpf.VariableSpec `ebpf:"fold_gen"`
+	FoldJiffies         *ebpf.VariableSpec `ebpf:"fold_jiffies"`
 	FoldNs              *ebpf.VariableSpec `ebpf:"fold_ns"`
 	FollowChildren      *ebpf.VariableSpec `ebpf:"follow_children"`
 	N_portRanges        *ebpf.VariableSpec `ebpf:"n_port_ranges"`
@@ -545,6 +548,7 @@ type bindwatchVariables struct {
 	FilterNetns         *ebpf.Variable `ebpf:"filter_netns"`
 	FilterPids          *ebpf.Variable `ebpf:"filter_pids"`
 	FoldGen             *ebpf.Variable `ebpf:"fold_gen"`
+	FoldJiffies         *ebpf.Variable `ebpf:"fold_jiffies"`
 	FoldNs              *ebpf.Variable `ebpf:"fold_ns"`
 	FollowChildren      *ebpf.Variable `ebpf:"follow_children"`
 	N_portRanges        *ebpf.Variable `ebpf:"n_port_ranges"`

@@ -167,6 +167,7 @@ func (c *Config) set(spec *ebpf.CollectionSpec) error {
 		{"fold_ns", uint64(c.Fold.Nanoseconds())},
 		{"record_holders", boolByte(!c.NoHolders)},
 		{"direct_reads", boolByte(directReads())},
+		{"fold_jiffies", foldJiffies(c.Fold)},
 	}
 	for _, s := range sets {
 		v, ok := spec.Variables[s.name]

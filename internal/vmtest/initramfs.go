@@ -78,6 +78,7 @@ func (r initramfs) write(ctx context.Context, name string) error {
 		func(c *cpioWriter) error { return r.writeBusybox(ctx, c) },
 		r.writeTests,
 		r.writeModules,
+		r.writeConfigs,
 		r.writePlan,
 		func(c *cpioWriter) error { return addHostFile(c, "/init", r.init, 0o755) },
 	}
@@ -168,6 +169,18 @@ func (r initramfs) writeModules(c *cpioWriter) error {
 			if err := addHostFile(c, path.Join(protocol.ModuleDir(k.Release()), file), k.module(file), 0o644); err != nil {
 				return err
 			}
+		}
+	}
+	return nil
+}
+
+// writeConfigs puts every kernel's build configuration where Debian
+// installs it, /boot/config-RELEASE: the tracer reads the tick rate there
+// (host.KernelHZ), as it does on an installed system.
+func (r initramfs) writeConfigs(c *cpioWriter) error {
+	for _, k := range r.kernels {
+		if err := addHostFile(c, "/boot/config-"+k.Release(), filepath.Join(k.dir, "config"), 0o644); err != nil {
+			return err
 		}
 	}
 	return nil
