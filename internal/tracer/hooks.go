@@ -61,14 +61,18 @@ const (
 	costTPEnter         = "the syscall slow path on entry too (every syscall's entry is checked); the program stashes the call's arguments for its exit (kernels before 5.15)"
 	costFexit           = "only this function's calls pay, through a BPF trampoline; the program returns at its first comparison unless the call failed with an error it traces"
 	costFexitBind       = "only bind() pays, through a BPF trampoline: a failing bind() 1.50–1.65×, a succeeding UDP bind() 1.51–1.64×, TCP 1.11–1.28× (qemu 5.10–6.12, emulated)"
+	costTPListen        = "the syscall slow path (see the backend's cost); a successful listen() has its socket looked up from the fd and recorded as a holder unless --no-holders (not measured by make bench)"
+	costFexitListen     = "only listen() pays, through a BPF trampoline; a successful one has its socket recorded as a holder unless --no-holders (not measured by make bench)"
+	costKprobeListen    = "only listen() pays, through a kprobe and a kretprobe; a successful one has its socket recorded as a holder unless --no-holders (not measured by make bench)"
 	costFexitSend       = "every send on such a socket pays, through a BPF trampoline; the program returns at its first comparison unless the send failed with EAGAIN (not measured by make bench)"
 	costKprobe          = "only this function's calls pay, each through a kprobe and a kretprobe (the arguments stashed per thread between them), dearer than fexit"
 	costKprobeBind      = "only bind() pays, through a kprobe and a kretprobe: a failing bind() 2.57–3.06×, a succeeding UDP bind() 1.96–2.21×, TCP 1.50–1.62× (qemu 5.10–6.12, emulated)"
 	costUnhash          = "only UDP sockets closing pay: an early return, or while an incident is open a look-up in the incident table (not measured by make bench)"
 	costSockState       = "the host's TCP connections pay during an incident only: a loopback connect/accept/close churn measured 1.03–1.06× (kernel 6.18), an empty program 1.03–1.08× (the kernel's floor); nothing while no incident is open"
 	costSignal          = "the host's signals pay during an incident only: an ignored signal 1.07–1.11×, SIGTERM 1.12–1.16× (kernel 6.18), an empty program 1.05–1.09× (the kernel's floor); nothing while no incident is open"
-	costKfreeSkb        = "during an incident only: a dropped packet pays an early return, one at the incident's port a hash update; a refused connect() under a SYN flood measured within 5% of untraced (kernel 6.18); nothing while no incident is open"
+	costKfreeSkb        = "during an incident only: a dropped packet pays an early return, one at the incident's port a hash update; a refused connect() under a SYN flood measured 1.02–1.05× (medians of three runs, kernel 6.18; an empty program 0.97–1.01×); nothing while no incident is open"
 	costExit            = "every process exit pays a look-up in a hash table (not measured by make bench)"
+	costFollowExit      = "every process exit pays a delete from a hash table (not measured by make bench)"
 	costFork            = "every fork pays a look-up in a hash table (not measured by make bench)"
 	costIOUring         = "every io_uring completion on the host pays a check of its opcode (not measured by make bench)"
 )
@@ -78,7 +82,7 @@ const (
 var hookTexts = map[string]hookText{
 	// tracepoint backend
 	"tp_exit_bind":     {"bind() failures, and successful binds (holders)", "every bind() return", costTPBind},
-	"tp_exit_listen":   {"listen() failures, and successful listens (holders)", "every listen() return", costTPOther},
+	"tp_exit_listen":   {"listen() failures, and successful listens (holders)", "every listen() return", costTPListen},
 	"tp_exit_connect":  {"implicit binds: connect() that found no local port", "every connect() return", costTPOther},
 	"tp_exit_sendto":   {"implicit binds: UDP sendto() that found no local port", "every sendto() return", costTPOther},
 	"tp_exit_sendmsg":  {"implicit binds: UDP sendmsg() that found no local port", "every sendmsg() return", costTPOther},
@@ -91,7 +95,7 @@ var hookTexts = map[string]hookText{
 	// fentry backend
 	"fexit_inet_bind":          {"bind() failures and successful binds of IPv4 sockets (io_uring's too)", "every return of inet_bind", costFexitBind},
 	"fexit_inet6_bind":         {"bind() failures and successful binds of IPv6 sockets (io_uring's too)", "every return of inet6_bind", costFexitBind},
-	"fexit_inet_listen":        {"listen() failures and successful listens", "every return of inet_listen", costFexit},
+	"fexit_inet_listen":        {"listen() failures and successful listens", "every return of inet_listen", costFexitListen},
 	"fexit_inet_hash_connect":  {"implicit binds: TCP connect() that found no local port", "every return of inet_hash_connect (a TCP connect())", costFexit},
 	"fexit_inet_dgram_connect": {"implicit binds: UDP connect() that found no local port", "every return of inet_dgram_connect (a connect() of a datagram socket)", costFexit},
 	"fexit_inet_sendmsg":       {"implicit binds: UDP sendto()/sendmsg() that found no local port (IPv4)", "every return of inet_sendmsg (every send on an IPv4 socket, TCP or UDP)", costFexitSend},
@@ -101,7 +105,7 @@ var hookTexts = map[string]hookText{
 	// kprobe backend: the pairs' kprobe halves, the kretprobes are told with them
 	"kprobe_inet_bind":          {"bind() failures and successful binds of IPv4 sockets (io_uring's too)", "every call of inet_bind", costKprobeBind},
 	"kprobe_inet6_bind":         {"bind() failures and successful binds of IPv6 sockets (io_uring's too)", "every call of inet6_bind", costKprobeBind},
-	"kprobe_inet_listen":        {"listen() failures and successful listens", "every call of inet_listen", costKprobe},
+	"kprobe_inet_listen":        {"listen() failures and successful listens", "every call of inet_listen", costKprobeListen},
 	"kprobe_inet_hash_connect":  {"implicit binds: TCP connect() that found no local port", "every call of inet_hash_connect (a TCP connect())", costKprobe},
 	"kprobe_inet_dgram_connect": {"implicit binds: UDP connect() that found no local port", "every call of inet_dgram_connect (a connect() of a datagram socket)", costKprobe},
 	"kprobe_" + udpUnhash:       {"a UDP holder leaving a port with an open incident (released records)", "every UDP socket's close (udp_lib_unhash)", costUnhash},
@@ -112,7 +116,7 @@ var hookTexts = map[string]hookText{
 	"incident_signal":     {"incident records: stop signals to a port's holder", "every signal sent on the host", costSignal},
 	impactProgram:         {"client impact: connections refused and datagrams dropped at an incident's port", "every packet the kernel drops (kfree_skb)", costKfreeSkb},
 	"follow_fork":         {"--follow-children: a traced process's new children", "every fork", costFork},
-	"follow_exit":         {"--follow-children: forgetting a traced process that exited", "every process exit", costExit},
+	"follow_exit":         {"--follow-children: forgetting a traced process that exited", "every process exit", costFollowExit},
 }
 
 // Hooks says which kernel hooks backend b attaches on this kernel, when,
