@@ -65,8 +65,14 @@ func doctorAction(c *cli.Context) error {
 		Privileges: privileges(),
 		Backends:   map[string]string{},
 	}
+	r.Hooks = map[string]*events.DoctorHooks{}
 	for _, b := range tracer.Backends() {
 		r.Order = append(r.Order, b.Name())
+		h, err := tracer.Hooks(b)
+		if err != nil {
+			h.Error = err.Error()
+		}
+		r.Hooks[b.Name()] = &h
 	}
 	for _, st := range tracer.Probe() {
 		if st.Err == nil {

@@ -118,3 +118,85 @@ func TestDoctorEphemeralRange(t *testing.T) {
 		t.Errorf("advice %q: want the listener reserved (keeping 30007), and the range moved above the NodePorts — not the NodePorts reserved, which would leave connect() no port", e.Advice)
 	}
 }
+
+// doctor says, for every backend, which kernel hooks it attaches and what
+// they cost the host, and the text form shows the auto backend's hooks in
+// full: an SRE reads there, before deploying to every node, that the
+// tracepoint backend puts every syscall on the kernel's slow path.
+func TestDoctorHooks(t *testing.T) {
+	testenv.RequireRoot(t)
+	out, err := exec.Command(bindwatchBin, "doctor", "--format", "json").Output()
+	if err != nil {
+		t.Fatalf("doctor: %v\n%s", err, out)
+	}
+	var doc any
+	if err := json.Unmarshal(out, &doc); err != nil {
+		t.Fatalf("doctor JSON: %v\n%s", err, out)
+	}
+	if err := recordSchema().Validate(doc); err != nil {
+		t.Errorf("doctor's record does not match docs/schema.json: %v\n%s", err, out)
+	}
+	var r events.Doctor
+	if err := json.Unmarshal(out, &r); err != nil {
+		t.Fatal(err)
+	}
+	// The hook each backend needs for bind(), as the kernel names it, and
+	// what its cost must say.
+	want := map[string]struct{ bind, cost string }{
+		"tracepoint": {"tracepoint/syscalls/sys_exit_bind", "every syscall of every task on the host takes the kernel's slow path"},
+		"fentry":     {"fexit/inet_bind", "the host's other syscalls pay nothing"},
+		"kprobe":     {"kprobe/inet_bind + kretprobe", "the host's other syscalls pay nothing"},
+	}
+	if len(r.Hooks) != len(want) {
+		t.Errorf("hooks of %d backends, want %d: %v", len(r.Hooks), len(want), r.Hooks)
+	}
+	for name, w := range want {
+		h := r.Hooks[name]
+		if h == nil || h.Error != "" {
+			t.Errorf("%s: hooks %+v", name, h)
+			continue
+		}
+		if !strings.Contains(h.Cost, w.cost) {
+			t.Errorf("%s: cost %q, want it to say %q", name, h.Cost, w.cost)
+		}
+		seen := map[string]string{}
+		for _, k := range h.Hooks {
+			if k.For == "" || k.Fires == "" || k.Cost == "" {
+				t.Errorf("%s: hook %+v not described", name, k)
+			}
+			seen[k.Hook] = k.Attached
+		}
+		// Every backend: its bind() hook always, the incident hooks only
+		// during incidents.
+		if seen[w.bind] != events.HookAlways || seen["tp_btf/signal_generate"] != events.HookDuringIncidents || seen["tp_btf/inet_sock_set_state"] != events.HookDuringIncidents {
+			t.Errorf("%s: hooks %v: want %s always, signal_generate and inet_sock_set_state during incidents", name, seen, w.bind)
+		}
+		measured := strings.HasPrefix(r.ClientImpact, "measured")
+		if _, ok := seen["tp_btf/kfree_skb"]; ok != measured {
+			t.Errorf("%s: tp_btf/kfree_skb among the hooks: %v, but client_impact %q", name, ok, r.ClientImpact)
+		}
+	}
+
+	text, err := exec.Command(bindwatchBin, "doctor", "--format", "text").Output()
+	if err != nil {
+		t.Fatalf("doctor: %v\n%s", err, text)
+	}
+	auto := r.Hooks[r.Auto]
+	if auto == nil || len(auto.Hooks) == 0 {
+		t.Fatalf("no hooks for auto's backend %q: %v", r.Auto, r.Hooks)
+	}
+	_, after, ok := strings.Cut(string(text), "--backend auto uses: "+r.Auto+"\n  cost: "+auto.Cost+"\n  hooks:\n    "+auto.Hooks[0].Hook+" (always)\n")
+	if !ok {
+		t.Fatalf("doctor's text does not show auto's (%s) cost and hooks after its choice:\n%s", r.Auto, text)
+	}
+	for _, k := range auto.Hooks[1:] {
+		if !strings.Contains(after, "    "+k.Hook+" (") || !strings.Contains(after, "      cost:  "+k.Cost+"\n") {
+			t.Errorf("doctor's text lacks auto's hook %s or its cost:\n%s", k.Hook, text)
+		}
+	}
+	for name := range want {
+		if name != r.Auto && !strings.Contains(after, "\n"+name+" (") {
+			t.Errorf("doctor's text does not say what %s would hook:\n%s", name, text)
+		}
+	}
+}

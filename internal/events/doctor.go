@@ -3,6 +3,7 @@ package events
 import (
 	"fmt"
 	"io"
+	"strings"
 )
 
 // TypeDoctor is the type of `bindwatch doctor`'s record.
@@ -30,6 +31,9 @@ type Doctor struct {
 	// Ephemeral checks this network namespace's ephemeral port range
 	// against its fixed listeners and the Kubernetes NodePort range.
 	Ephemeral *DoctorEphemeral `json:"ephemeral_range,omitempty"`
+	// Hooks says, for each backend (working here or not), which kernel
+	// hooks it attaches on this kernel and what they cost the host.
+	Hooks map[string]*DoctorHooks `json:"hooks"`
 	// Order is the order --backend auto tries the backends in.
 	Order []string `json:"-"`
 }
@@ -68,6 +72,94 @@ func (r *Doctor) WriteText(w io.Writer) {
 		return
 	}
 	fmt.Fprintf(w, "--backend auto uses: %s\n", r.Auto)
+	if h := r.Hooks[r.Auto]; h != nil {
+		h.writeText(w, "  ")
+	}
+	for _, name := range r.Order {
+		h := r.Hooks[name]
+		if name == r.Auto || h == nil {
+			continue
+		}
+		if r.Backends[name] == "ok" {
+			fmt.Fprintf(w, "%s (works here too: --backend %s) hooks:", name, name)
+		} else {
+			fmt.Fprintf(w, "%s (does not work here) would hook:", name)
+		}
+		if h.Error != "" {
+			fmt.Fprintf(w, " unknown: %s\n", h.Error)
+			continue
+		}
+		var always []string
+		for _, k := range h.Hooks {
+			if k.Attached == HookAlways {
+				always = append(always, k.Hook)
+			}
+		}
+		fmt.Fprintf(w, " %s\n  cost: %s\n", strings.Join(always, ", "), h.Cost)
+	}
+}
+
+// writeText prints a backend's cost, then each hook with when it is
+// attached, when it fires, what for and its cost.
+func (h *DoctorHooks) writeText(w io.Writer, indent string) {
+	if h.Error != "" {
+		fmt.Fprintf(w, "%shooks: unknown: %s\n", indent, h.Error)
+		return
+	}
+	fmt.Fprintf(w, "%scost: %s\n%shooks:\n", indent, h.Cost, indent)
+	for _, k := range h.Hooks {
+		fmt.Fprintf(w, "%s  %s (%s)\n", indent, k.Hook, hookWhen[k.Attached])
+		fmt.Fprintf(w, "%s    for:   %s\n", indent, k.For)
+		fmt.Fprintf(w, "%s    fires: %s\n", indent, k.Fires)
+		fmt.Fprintf(w, "%s    cost:  %s\n", indent, k.Cost)
+	}
+}
+
+// DoctorHooks is what one backend hooks in the kernel, and its price for
+// the rest of the host.
+type DoctorHooks struct {
+	// Cost is the backend's price for the host in a sentence: what every
+	// node pays while bindwatch runs with it.
+	Cost string `json:"cost"`
+	// Hooks are its hooks, those that are always attached first; empty
+	// with Error.
+	Hooks []DoctorHook `json:"hooks"`
+	// Error says why the hooks could not be listed.
+	Error string `json:"error,omitempty"`
+}
+
+// DoctorHook is one kernel hook a backend attaches.
+type DoctorHook struct {
+	// Hook is its name as the kernel knows it (the program's section):
+	// "tracepoint/syscalls/sys_exit_bind", "fexit/inet_bind",
+	// "kprobe/inet_bind + kretprobe" for a kprobe pair.
+	Hook string `json:"hook"`
+	// For is what bindwatch learns there.
+	For string `json:"for"`
+	// Attached is when: HookAlways, HookDuringIncidents,
+	// HookUnlessNoHolders or HookFollowChildren.
+	Attached string `json:"attached"`
+	// Fires says on what the program runs.
+	Fires string `json:"fires"`
+	// Cost is what the hook costs the host, from the project's
+	// measurements where there are some.
+	Cost string `json:"cost"`
+}
+
+// When a hook is attached (DoctorHook.Attached).
+const (
+	HookAlways          = "always"            // while bindwatch traces
+	HookDuringIncidents = "during_incidents"  // while a port has an open incident, and 30 s after the last closes
+	HookUnlessNoHolders = "unless_no_holders" // while bindwatch traces, unless --no-holders
+	HookFollowChildren  = "follow_children"   // with --pid --follow-children (and bindwatch run)
+)
+
+// hookWhen says Attached in words.
+var hookWhen = map[string]string{
+	HookAlways:          "always",
+	HookDuringIncidents: "during incidents",
+	HookUnlessNoHolders: "unless --no-holders",
+	HookFollowChildren:  "with --follow-children",
 }
 
 // DoctorEphemeral is doctor's check of the ephemeral port range

@@ -59,18 +59,6 @@ func (k PortKey) kernel() (bindwatchHolderKey, bool) {
 // release (the tracepoint backend has no such hook, and polls).
 const udpUnhash = "udp_lib_unhash"
 
-// incidentPrograms names the incident programs backend b loads.
-func incidentPrograms(b Backend) []string {
-	var p []string
-	for _, tp := range incidentTracepoints {
-		p = append(p, tp.prog)
-	}
-	if release := b.udpReleaseProgram(); release != "" {
-		p = append(p, release)
-	}
-	return p
-}
-
 // attachIncidents checks that the incident tracepoint programs attach
 // (and detaches them again: WatchPort attaches them when an incident
 // opens), and attaches the UDP release hook. That hook is optional:

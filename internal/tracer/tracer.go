@@ -120,24 +120,14 @@ func openBackend(cfg Config, b Backend) (*Tracer, error) {
 		return nil, fmt.Errorf("parse embedded BPF object: %w (hint: run make generate)", err)
 	}
 	keep := map[string]bool{}
-	for _, p := range b.Programs() {
-		keep[p] = true
-	}
-	if cfg.FollowChildren {
-		for _, p := range followPrograms {
-			keep[p] = true
+	impact := impactSource()
+	for _, g := range programGroups(b, impact) { // what doctor's Hooks describes
+		for _, p := range g.progs {
+			keep[p] = keep[p] || loaded(g.when, cfg)
 		}
 	}
 	if !cfg.NoHolders {
 		keep[seedProgram] = true
-		keep[lineageProgram] = true
-	}
-	for _, p := range incidentPrograms(b) {
-		keep[p] = true
-	}
-	impact := impactSource()
-	if impact != "" {
-		keep[impactProgram] = true
 	}
 	for name := range spec.Programs {
 		if !keep[name] {
