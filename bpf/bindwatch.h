@@ -85,7 +85,9 @@ struct port_range {
 struct holder_rec {
 	__u64 sk;       /* kernel socket address: an identity only, never read by Go */
 	__u64 inode;    /* socket inode, as in /proc/PID/fd and sock_diag */
-	__u64 bound_ns; /* CLOCK_BOOTTIME when listen() succeeded */
+	__u64 bound_ns; /* when it took the port: CLOCK_BOOTTIME in an event; in the
+			 * registry, on the holder clock (bindwatch/holders.h); 0:
+			 * seeded at start, not known */
 	__u64 start_ns; /* owner's start, CLOCK_BOOTTIME */
 	__u32 tgid;
 	__u32 ppid;

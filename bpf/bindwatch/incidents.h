@@ -245,6 +245,7 @@ static __always_inline void note_shared(struct sock *sk, struct holder_key *key,
 	e->repeats = repeats;
 	__builtin_memcpy(&e->holder, old, sizeof(*old));
 	e->holder.inode = inode;
+	e->holder.bound_ns = holder_bound_ns(old->bound_ns, e->ts_ns);
 	e->has_holder = 1;
 	bpf_ringbuf_submit(e, 0);
 }
@@ -274,6 +275,7 @@ static __always_inline int emit_released(struct holder_key *key, struct sock *sk
 	e->may_migrate = migrate;
 	if (rec) {
 		__builtin_memcpy(&e->holder, rec, sizeof(*rec));
+		e->holder.bound_ns = holder_bound_ns(rec->bound_ns, e->ts_ns);
 		e->has_holder = 1;
 	}
 	/* do_exit() sets PF_EXITING and exit_code before it closes the files. */

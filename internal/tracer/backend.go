@@ -247,16 +247,25 @@ var directReads = func() bool {
 	return spec.TypeByName("bpf_rdonly_cast", &fn) == nil
 }
 
-// foldJiffies is the fold window in jiffies when fold windows are timed by
-// the tick (bpf/bindwatch/folds.h, "The fold clock"), or 0, for the boot
-// clock: the tick rate unknown (host.KernelHZ), no bpf_jiffies64 for
-// tracing programs, or a window under 100 ticks (the tick would time it
-// less closely than to 1%). A variable so tests can force the boot clock.
-var foldJiffies = func(fold time.Duration) uint64 {
+// tickHZ is the kernel's tick rate where the programs may time things in
+// jiffies (fold windows, bpf/bindwatch/folds.h; when a holder took its
+// port, holders.h), which costs a load where the boot clock costs a TSC
+// read; 0, for the boot clock, when the rate is unknown (host.KernelHZ) or
+// tracing programs lack bpf_jiffies64. A variable so tests can force the
+// boot clock.
+var tickHZ = func() uint32 {
 	hz := host.KernelHZ()
 	if hz <= 0 || features.HaveProgramHelper(ebpf.TracePoint, asm.FnJiffies64) != nil {
 		return 0
 	}
+	return uint32(hz)
+}
+
+// foldJiffies is the fold window in jiffies when the tick times it, or 0,
+// for the boot clock: no tick (tickHZ), or a window under 100 ticks (the
+// tick would time it less closely than to 1%).
+func foldJiffies(fold time.Duration) uint64 {
+	hz := tickHZ()
 	ticks := (uint64(fold)*uint64(hz) + uint64(time.Second) - 1) / uint64(time.Second)
 	if ticks < 100 {
 		return 0

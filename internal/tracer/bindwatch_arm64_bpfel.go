@@ -323,6 +323,7 @@ const (
 	bindwatchVarFoldJiffies                = "fold_jiffies"
 	bindwatchVarFoldNs                     = "fold_ns"
 	bindwatchVarFollowChildren             = "follow_children"
+	bindwatchVarHolderHz                   = "holder_hz"
 	bindwatchVarN_portRanges               = "n_port_ranges"
 	bindwatchVarPaused                     = "paused"
 	bindwatchVarPortRanges                 = "port_ranges"
@@ -459,6 +460,7 @@ type bindwatchVariableSpecs struct {
 	FoldJiffies         *ebpf.VariableSpec `ebpf:"fold_jiffies"`
 	FoldNs              *ebpf.VariableSpec `ebpf:"fold_ns"`
 	FollowChildren      *ebpf.VariableSpec `ebpf:"follow_children"`
+	HolderHz            *ebpf.VariableSpec `ebpf:"holder_hz"`
 	N_portRanges        *ebpf.VariableSpec `ebpf:"n_port_ranges"`
 	Paused              *ebpf.VariableSpec `ebpf:"paused"`
 	PortRanges          *ebpf.VariableSpec `ebpf:"port_ranges"`
@@ -551,6 +553,7 @@ type bindwatchVariables struct {
 	FoldJiffies         *ebpf.Variable `ebpf:"fold_jiffies"`
 	FoldNs              *ebpf.Variable `ebpf:"fold_ns"`
 	FollowChildren      *ebpf.Variable `ebpf:"follow_children"`
+	HolderHz            *ebpf.Variable `ebpf:"holder_hz"`
 	N_portRanges        *ebpf.Variable `ebpf:"n_port_ranges"`
 	Paused              *ebpf.Variable `ebpf:"paused"`
 	PortRanges          *ebpf.Variable `ebpf:"port_ranges"`

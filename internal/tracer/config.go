@@ -168,6 +168,7 @@ func (c *Config) set(spec *ebpf.CollectionSpec) error {
 		{"record_holders", boolByte(!c.NoHolders)},
 		{"direct_reads", boolByte(directReads())},
 		{"fold_jiffies", foldJiffies(c.Fold)},
+		{"holder_hz", tickHZ()},
 	}
 	for _, s := range sets {
 		v, ok := spec.Variables[s.name]

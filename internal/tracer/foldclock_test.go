@@ -1,36 +1,41 @@
 package tracer
 
 import (
+	"os"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/bindwatch/bindwatch/internal/host"
 	"github.com/bindwatch/bindwatch/internal/testenv"
 )
 
-// A fold window lasts the fold whichever clock times it: the tick
-// (jiffies, where the kernel's CONFIG_HZ is known) or the boot clock. A
-// failure is reported, its repeat within the window folded, and a repeat
-// after the window reported again, with the folded one counted.
-func TestFoldWindowOnEitherClock(t *testing.T) {
+// The programs time two things in jiffies where the kernel's tick rate is
+// known, and on the boot clock elsewhere: a fold window, and when a holder
+// took its port. Either way, a failure is reported, its repeat within the
+// window folded, and a repeat after the window reported again with the
+// folded one counted; and the holder's bound time, turned into the boot
+// clock in the event, is when it bound, to within a tick.
+func TestTickTimesLikeTheBootClock(t *testing.T) {
 	testenv.RequireRoot(t)
 	const fold = time.Second
-	clocks := []struct {
-		name    string
-		jiffies func(time.Duration) uint64
+	for _, c := range []struct {
+		name string
+		hz   func() uint32
 	}{
-		{"boot", func(time.Duration) uint64 { return 0 }},
-		{"jiffies", foldJiffies},
-	}
-	for _, c := range clocks {
+		{"boot", func() uint32 { return 0 }},
+		{"jiffies", tickHZ},
+	} {
 		t.Run(c.name, func(t *testing.T) {
-			if c.name == "jiffies" && c.jiffies(fold) == 0 {
-				t.Fatalf("the tick cannot time a %v window here (CONFIG_HZ %d from /boot/config-RELEASE or /proc/config.gz)", fold, host.KernelHZ())
+			hz := c.hz()
+			if c.name == "jiffies" && hz == 0 {
+				t.Fatalf("no tick to time with here (CONFIG_HZ %d from /boot/config-RELEASE or /proc/config.gz)", host.KernelHZ())
 			}
-			forced := foldJiffies
-			foldJiffies = c.jiffies
-			defer func() { foldJiffies = forced }()
+			forced := tickHZ
+			tickHZ = c.hz
+			defer func() { tickHZ = forced }()
 
 			port := testenv.FreePort(t)
 			tr, err := Open(Config{Backend: testenv.Backend(), Fold: fold, Ports: []PortRange{{uint16(port), uint16(port)}}})
@@ -38,12 +43,23 @@ func TestFoldWindowOnEitherClock(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer tr.Close()
-			if got := tr.coll.Variables["fold_jiffies"]; got == nil {
-				t.Fatal("BPF object has no fold_jiffies")
-			}
+			before := bootNow(t)
 			testenv.Hold(t, "udp", "127.0.0.1", port, testenv.Opts{})
+			after := bootNow(t)
+			time.Sleep(300 * time.Millisecond)
 			testenv.FailBind(t, "udp", "127.0.0.1", port, testenv.Opts{}, syscall.EADDRINUSE)
 			first := readFailure(t, tr, port)
+			tick := uint64(0)
+			if hz != 0 {
+				tick = uint64(time.Second) / uint64(hz)
+			}
+			if first.HasHolder != 1 || first.Holder.Tgid != uint32(os.Getpid()) {
+				t.Fatalf("holder %+v (has %d): want this process's socket", first.Holder, first.HasHolder)
+			}
+			if b := first.Holder.BoundNs; b+tick < before || b > after+tick {
+				t.Errorf("holder bound at %d, want between %d and %d (the bind, to within a tick of %v)", b, before, after, time.Duration(tick))
+			}
+
 			testenv.FailBind(t, "udp", "127.0.0.1", port, testenv.Opts{}, syscall.EADDRINUSE) // folded
 			time.Sleep(fold + 200*time.Millisecond)
 			testenv.FailBind(t, "udp", "127.0.0.1", port, testenv.Opts{}, syscall.EADDRINUSE) // a new window
@@ -68,4 +84,13 @@ func TestFoldWindowOnEitherClock(t *testing.T) {
 			}
 		})
 	}
+}
+
+// bootNow is CLOCK_BOOTTIME, bpf_ktime_get_boot_ns()'s clock, in ns.
+func bootNow(t *testing.T) uint64 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		t.Fatal(err)
+	}
+	return uint64(ts.Nano())
 }
