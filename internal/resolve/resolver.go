@@ -550,17 +550,12 @@ func (r *Resolver) portSnapshot(h *netnsHandle, proto string, port uint16) (*por
 // snapshot does one resolution: sock_diag for both families, owners of the
 // sockets, TIME_WAIT flags, process details.
 func (r *Resolver) snapshot(h *netnsHandle, proto string, port uint16) (*portSnapshot, error) {
-	var diag []diagSocket
 	h.mu.Lock()
-	for _, family := range []int{unix.AF_INET, unix.AF_INET6} {
-		socks, err := dumpPort(h.diagFD, family, proto, port)
-		if err != nil {
-			h.mu.Unlock()
-			return nil, fmt.Errorf("list %s sockets on port %d in network namespace %d: %w", proto, port, h.Inode, err)
-		}
-		diag = append(diag, socks...)
-	}
+	diag, err := dumpPortBothFamilies(h.diagFD, proto, port)
 	h.mu.Unlock()
+	if err != nil {
+		return nil, fmt.Errorf("list %s sockets on port %d in network namespace %d: %w", proto, port, h.Inode, err)
+	}
 
 	var inodes []uint32
 	hasTimeWait := false

@@ -1,0 +1,100 @@
+package resolve
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/bindwatch/bindwatch/internal/testenv"
+)
+
+// TestOneDumpListsBothFamilies: the one TCP dump of both families (the
+// compat request, family AF_UNSPEC) lists exactly the sockets the two
+// per-family dumps list, in every state who reports: listeners,
+// connections and TIME_WAIT of IPv4 and IPv6, and (6.8+) a bound-only
+// socket. Real sockets, in a private network namespace.
+func TestOneDumpListsBothFamilies(t *testing.T) {
+	testenv.RequireRoot(t)
+	ns := testenv.PrivateNetns(t)
+	const port = 18080
+	testenv.InPrivateNetns(t, ns, func() {
+		v6only := true
+		for _, addr := range []string{"127.0.0.1", "::1"} {
+			ln := testenv.Hold(t, "tcp", addr, port, testenv.Opts{V6Only: &v6only})
+			// A connection kept open: the accepted side has the port.
+			cl, err := testenv.Socket("tcp", addr, testenv.Opts{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { unix.Close(cl) })
+			sa := &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}, Port: port}
+			var to unix.Sockaddr = sa
+			if addr == "::1" {
+				to = &unix.SockaddrInet6{Addr: [16]byte{15: 1}, Port: port}
+			}
+			if err := unix.Connect(cl, to); err != nil {
+				t.Fatalf("connect %s:%d: %v", addr, port, err)
+			}
+			srv, _, err := unix.Accept(ln)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { unix.Close(srv) })
+		}
+		testenv.LeaveTimeWait(t, "127.0.0.2", port, false)
+		bound, err := testenv.Socket("tcp", "127.0.0.3", testenv.Opts{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { unix.Close(bound) })
+		if err := testenv.Bind(bound, "127.0.0.3", port); err != nil {
+			t.Fatal(err)
+		}
+
+		fd, err := openSockDiag()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Close(fd)
+		one, err := dumpPort(fd, unix.AF_UNSPEC, "tcp", port)
+		if err != nil {
+			t.Fatalf("one dump of both families: %v", err)
+		}
+		var each []diagSocket
+		for _, family := range []int{unix.AF_INET, unix.AF_INET6} {
+			socks, err := dumpPort(fd, family, "tcp", port)
+			if err != nil {
+				t.Fatal(err)
+			}
+			each = append(each, socks...)
+		}
+		render := func(socks []diagSocket) []string {
+			var out []string
+			for _, s := range socks {
+				// TIME_WAIT's time left moves between the dumps.
+				out = append(out, fmt.Sprintf("%d %s %s:%d %s:%d inode %d uid %d v6only %v", s.family, stateName("tcp", s.state),
+					s.src, s.sport, s.dst, s.dport, s.inode, s.uid, s.v6only != nil && *s.v6only))
+			}
+			slices.Sort(out)
+			return out
+		}
+		got, want := render(one), render(each)
+		if !slices.Equal(got, want) {
+			t.Errorf("one dump of both families:\n %q\nper family:\n %q", got, want)
+		}
+		states := map[string]int{}
+		for _, s := range one {
+			states[fmt.Sprintf("%d %s", s.family, stateName("tcp", s.state))]++
+		}
+		for _, w := range []string{"2 LISTEN", "10 LISTEN", "2 ESTABLISHED", "10 ESTABLISHED", "2 TIME_WAIT"} {
+			if states[w] == 0 {
+				t.Errorf("no %s socket (family, state) in the one dump: %q", w, got)
+			}
+		}
+		if releaseAtLeast(6, 8) && states["2 BOUND"] == 0 {
+			t.Errorf("no bound-only socket in the one dump (6.8+ lists them): %q", got)
+		}
+	})
+}
