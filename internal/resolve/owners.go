@@ -235,18 +235,30 @@ func scanProcForSockets(inodes []uint32) (owners map[uint32]*socketOwners, compl
 	for _, ino := range inodes {
 		want[ino] = true
 	}
-	out := make(map[uint32]*socketOwners)
 	procs, err := os.ReadDir(procRoot)
 	if err != nil {
-		return out, false
+		return make(map[uint32]*socketOwners), false
 	}
-	complete = true
+	names := make([]string, 0, len(procs))
 	for _, p := range procs {
-		pid, err := strconv.Atoi(p.Name())
+		names = append(names, p.Name())
+	}
+	return scanFDs(names, func(ino uint32) bool { return want[ino] })
+}
+
+// scanFDs reads the fd links of the processes named (their /proc
+// entries, in that order; other entries are skipped) and returns the
+// owners of the sockets want keeps, and whether every fd table could be
+// read.
+func scanFDs(names []string, want func(uint32) bool) (owners map[uint32]*socketOwners, complete bool) {
+	out := make(map[uint32]*socketOwners)
+	complete = true
+	for _, name := range names {
+		pid, err := strconv.Atoi(name)
 		if err != nil {
 			continue
 		}
-		dir := procRoot + "/" + p.Name() + "/fd/"
+		dir := procRoot + "/" + name + "/fd/"
 		fds, err := os.ReadDir(dir)
 		if err != nil {
 			if errors.Is(err, fs.ErrPermission) {
@@ -256,7 +268,7 @@ func scanProcForSockets(inodes []uint32) (owners map[uint32]*socketOwners, compl
 		}
 		for _, fd := range fds {
 			ino, ok := fdSocketInode(dir + fd.Name())
-			if !ok || !want[ino] {
+			if !ok || !want(ino) {
 				continue
 			}
 			o := out[ino]
@@ -273,6 +285,51 @@ func scanProcForSockets(inodes []uint32) (owners map[uint32]*socketOwners, compl
 	return out, complete
 }
 
+// procScan is a one-shot lookup's /proc scan, started beside the
+// sock_diag dump so that the two overlap: it counts the host's open fds
+// and, when they are few (smallHostFDs), finds the owners of every socket
+// open in a process. The dump then names the sockets on the port.
+type procScan struct {
+	done chan struct{}
+	// small: the host has at most the limit of open fds (known from
+	// 6.2, see processesWithFDs); the rest is filled only then.
+	small bool
+	socks map[uint32]*socketOwners
+	// complete: every process's fd table could be read.
+	complete bool
+}
+
+// startProcScan starts a procScan with limit open fds.
+func startProcScan(limit int) *procScan {
+	ps := &procScan{done: make(chan struct{})}
+	go func() {
+		defer close(ps.done)
+		var names []string
+		if names, ps.small = processesWithFDs(limit); ps.small {
+			ps.socks, ps.complete = scanFDs(names, func(uint32) bool { return true })
+		}
+	}()
+	return ps
+}
+
+// owners returns the owners of inodes, as scanProcForSockets would after
+// the dump. A socket the early scan did not find (made after the scan
+// read its process's fds, or held by no fd table) is looked for again
+// by scanProcForSockets, so that none is said to be held by no process
+// because it came too late.
+func (ps *procScan) owners(inodes []uint32) (map[uint32]*socketOwners, bool) {
+	<-ps.done
+	out := make(map[uint32]*socketOwners, len(inodes))
+	for _, ino := range inodes {
+		o := ps.socks[ino]
+		if o == nil {
+			return scanProcForSockets(inodes)
+		}
+		out[ino] = o
+	}
+	return out, ps.complete
+}
+
 func boolPtr(b bool) *bool { return &b }
 
 // smallHostFDs is the most open fds on the host for which a one-shot
@@ -286,9 +343,10 @@ const smallHostFDs = 2000
 // and gets the same answer that way: the iterators are not loaded yet,
 // no TIME_WAIT socket's flags are needed (only the tcp iterator reads
 // them), sock_diag lists bound-only TCP sockets itself (6.8), and the host
-// has at most r.scanMaxFDs open fds.
-func (r *Resolver) scanIsCheaper(proto string, hasTimeWait bool) bool {
-	if !r.oneShot || hasTimeWait || (proto == "tcp" && !probedDiagListsBoundOnly()) {
+// has at most r.scanMaxFDs open fds (counted by ps, started before the
+// dump; nil: not started, no scan).
+func (r *Resolver) scanIsCheaper(proto string, hasTimeWait bool, ps *procScan) bool {
+	if ps == nil || !r.oneShot || hasTimeWait || (proto == "tcp" && !probedDiagListsBoundOnly()) {
 		return false
 	}
 	select {
@@ -296,38 +354,67 @@ func (r *Resolver) scanIsCheaper(proto string, hasTimeWait bool) bool {
 		return false
 	default:
 	}
-	return openFDsAtMost(r.scanMaxFDs)
+	<-ps.done
+	return ps.small
 }
 
-// openFDsAtMost reports whether the host has at most limit open fds, by
-// the size stat() gives a /proc/PID/fd directory: its number of fds since
-// 6.2 (one stat a process, ~2 µs). Before, the size is 0: not known, false.
-func openFDsAtMost(limit int) bool {
+// mayScan says whether a one-shot lookup of proto sockets may scan /proc
+// (scanIsCheaper), before the dump says what is on the port: then the
+// scan starts beside the dump. Before 6.8 TCP lookups do not scan, and
+// the probe that says so is not made here.
+func (r *Resolver) mayScan(proto string) bool {
+	if !r.oneShot || (proto == "tcp" && !releaseAtLeast(6, 8)) {
+		return false
+	}
+	select {
+	case <-r.itersLoaded:
+		return false
+	default:
+		return true
+	}
+}
+
+// processesWithFDs reports whether the host has at most limit open fds,
+// by the size stat() gives a /proc/PID/fd directory: its number of fds
+// since 6.2 (one stat a process, ~2 µs). Before, the size is 0: not
+// known, false. When true, it also returns the processes to scan (their
+// /proc entries, sorted as os.ReadDir sorts them): all but those with no
+// fd open (kernel threads), which hold no socket and cannot be handed
+// one. One that cannot be stat'ed is scanned, which says why.
+func processesWithFDs(limit int) (names []string, ok bool) {
 	var st unix.Stat_t
 	if err := unix.Stat(procRoot+"/self/fd", &st); err != nil || st.Size == 0 {
-		return false // we have stdin, stdout and stderr at least
+		return nil, false // we have stdin, stdout and stderr at least
 	}
 	f, err := os.Open(procRoot)
 	if err != nil {
-		return false
+		return nil, false
 	}
 	defer f.Close()
-	names, err := f.Readdirnames(-1)
+	all, err := f.Readdirnames(-1)
 	if err != nil {
-		return false
+		return nil, false
 	}
 	total := int64(0)
-	for _, name := range names {
+	for _, name := range all {
 		if name[0] < '1' || name[0] > '9' {
 			continue
 		}
-		if unix.Stat(procRoot+"/"+name+"/fd", &st) == nil {
-			if total += st.Size; total > int64(limit) {
-				return false
+		if err := unix.Stat(procRoot+"/"+name+"/fd", &st); err != nil {
+			if err != unix.ENOENT { // not exited
+				names = append(names, name)
 			}
+			continue
+		}
+		if total += st.Size; total > int64(limit) {
+			return nil, false
+		}
+		if st.Size > 0 {
+			names = append(names, name)
 		}
 	}
-	return true
+	slices.Sort(names)
+	return names, true
 }
 
 // readReuseFlags reads SO_REUSEADDR and SO_REUSEPORT of each owned socket,

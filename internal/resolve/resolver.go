@@ -550,6 +550,12 @@ func (r *Resolver) portSnapshot(h *netnsHandle, proto string, port uint16) (*por
 // snapshot does one resolution: sock_diag for both families, owners of the
 // sockets, TIME_WAIT flags, process details.
 func (r *Resolver) snapshot(h *netnsHandle, proto string, port uint16) (*portSnapshot, error) {
+	// A one-shot lookup that may scan /proc starts the scan now, beside
+	// the dump (~2 ms each on a small host).
+	var ps *procScan
+	if r.mayScan(proto) {
+		ps = startProcScan(r.scanMaxFDs)
+	}
 	h.mu.Lock()
 	diag, err := dumpPortBothFamilies(h.diagFD, proto, port)
 	h.mu.Unlock()
@@ -573,9 +579,9 @@ func (r *Resolver) snapshot(h *netnsHandle, proto string, port uint16) (*portSna
 	// A one-shot lookup on a small host scans /proc: loading the
 	// iterators would cost more. It gives up (and the iterators answer)
 	// when it cannot give the same answer.
-	scanned := len(inodes) > 0 && r.scanIsCheaper(proto, hasTimeWait)
+	scanned := len(inodes) > 0 && r.scanIsCheaper(proto, hasTimeWait, ps)
 	if scanned {
-		owners, complete = scanProcForSockets(inodes)
+		owners, complete = ps.owners(inodes)
 		scanned = complete && readReuseFlags(owners) == nil
 	}
 	r.itersMu.Lock()

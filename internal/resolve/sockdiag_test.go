@@ -2,6 +2,7 @@ package resolve
 
 import (
 	"fmt"
+	"os"
 	"slices"
 	"testing"
 
@@ -97,4 +98,42 @@ func TestOneDumpListsBothFamilies(t *testing.T) {
 			t.Errorf("no bound-only socket in the one dump (6.8+ lists them): %q", got)
 		}
 	})
+}
+
+// TestEarlyProcScanFindsLateSockets: the /proc scan a one-shot lookup
+// starts beside the sock_diag dump may read a process's fds before a
+// socket the dump lists is open there. Such a socket is looked for again,
+// not reported as held by no process.
+func TestEarlyProcScanFindsLateSockets(t *testing.T) {
+	testenv.RequireRoot(t)
+	if !releaseAtLeast(6, 2) {
+		t.Skip("/proc/PID/fd gives its number of fds from Linux 6.2: no one-shot /proc scan before")
+	}
+	early := testenv.Hold(t, "tcp", "127.0.0.1", 0, testenv.Opts{})
+	ps := startProcScan(1 << 30)
+	<-ps.done
+	if !ps.small {
+		t.Fatal("the fd count said more than 2^30 fds")
+	}
+	late := testenv.Hold(t, "tcp", "127.0.0.1", 0, testenv.Opts{})
+	inode := func(fd int) uint32 {
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			t.Fatal(err)
+		}
+		return uint32(st.Ino)
+	}
+	if ps.socks[inode(late)] != nil {
+		t.Fatal("the early scan saw a socket opened after it: the test proves nothing")
+	}
+	owners, complete := ps.owners([]uint32{inode(early), inode(late)})
+	if !complete {
+		t.Fatal("the scan could not read every fd table (as root)")
+	}
+	for _, fd := range []int{early, late} {
+		o := owners[inode(fd)]
+		if o == nil || !slices.Equal(o.pids, []int{os.Getpid()}) || o.fdPID != os.Getpid() || o.fd != fd {
+			t.Errorf("socket fd %d: owners %+v, want this process (%d) by fd %d", fd, o, os.Getpid(), fd)
+		}
+	}
 }
