@@ -19,6 +19,7 @@ func main() {
 	app := newApp()
 	args, err := permute(app, os.Args)
 	if err == nil {
+		leanFor(app, args)
 		err = app.Run(args)
 	}
 	os.Exit(exitCode(err))

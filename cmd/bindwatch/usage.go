@@ -87,7 +87,7 @@ func flagError(app *cli.App, cmd string, err error) error {
 // another command's, or which of cmd's it may have meant.
 func unknownFlag(app *cli.App, cmd, name string) string {
 	var owners []string
-	if cmd != "" && hasFlag(app.Flags, name) {
+	if cmd != "" && hasFlag(globalFlags(app), name) {
 		owners = append(owners, "`bindwatch`")
 	}
 	for _, c := range app.Commands {
@@ -99,7 +99,7 @@ func unknownFlag(app *cli.App, cmd, name string) string {
 		return fmt.Sprintf("%s is a flag of %s, not of `%s`", dashed(name), joinOr(owners), commandLine(cmd))
 	}
 	msg := "unknown flag " + dashed(name)
-	own := app.Flags
+	own := globalFlags(app)
 	if c := findCommand(app.Commands, cmd); c != nil {
 		own = c.Flags
 	}
