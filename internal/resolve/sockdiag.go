@@ -160,21 +160,26 @@ func dumpPort(fd int, family int, proto string, port uint16) ([]diagSocket, erro
 }
 
 // dumpPortBothFamilies returns the IPv4 and IPv6 sockets of proto bound to
-// port in the network namespace of the netlink socket fd. TCP's come from
-// one dump of both families: the kernel's TCP tables hold both, and each
-// dump walks them whole (the established hash alone is 262,144 buckets on
-// a host with a few GB, ~1.5 ms a walk), so asking per family walked them
-// twice. Should the compat request that does it be refused, each family
-// is asked for on its own.
+// port in the network namespace of the netlink socket fd.
 func dumpPortBothFamilies(fd int, proto string, port uint16) ([]diagSocket, error) {
+	return dumpBothFamilies(fd, proto, portFilter(port), fmt.Sprintf("port %d", port))
+}
+
+// dumpBothFamilies is dumpFiltered for IPv4 and IPv6. TCP's sockets come
+// from one dump of both families: the kernel's TCP tables hold both, and
+// each dump walks them whole (the established hash alone is 262,144
+// buckets on a host with a few GB, ~2 ms a walk here), so asking per
+// family walked them twice. Should the compat request that does it be
+// refused, each family is asked for on its own.
+func dumpBothFamilies(fd int, proto string, bc []byte, what string) ([]diagSocket, error) {
 	if proto == "tcp" {
-		if socks, err := dumpPort(fd, unix.AF_UNSPEC, proto, port); err == nil {
+		if socks, err := dumpFiltered(fd, unix.AF_UNSPEC, proto, bc, what); err == nil {
 			return socks, nil
 		}
 	}
 	var out []diagSocket
 	for _, family := range []int{unix.AF_INET, unix.AF_INET6} {
-		socks, err := dumpPort(fd, family, proto, port)
+		socks, err := dumpFiltered(fd, family, proto, bc, what)
 		if err != nil {
 			return nil, err
 		}

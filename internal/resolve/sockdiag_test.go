@@ -59,18 +59,6 @@ func TestOneDumpListsBothFamilies(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer unix.Close(fd)
-		one, err := dumpPort(fd, unix.AF_UNSPEC, "tcp", port)
-		if err != nil {
-			t.Fatalf("one dump of both families: %v", err)
-		}
-		var each []diagSocket
-		for _, family := range []int{unix.AF_INET, unix.AF_INET6} {
-			socks, err := dumpPort(fd, family, "tcp", port)
-			if err != nil {
-				t.Fatal(err)
-			}
-			each = append(each, socks...)
-		}
 		render := func(socks []diagSocket) []string {
 			var out []string
 			for _, s := range socks {
@@ -81,10 +69,29 @@ func TestOneDumpListsBothFamilies(t *testing.T) {
 			slices.Sort(out)
 			return out
 		}
-		got, want := render(one), render(each)
-		if !slices.Equal(got, want) {
-			t.Errorf("one dump of both families:\n %q\nper family:\n %q", got, want)
+		// The filters of who (one port), of the incident poll (a list, or
+		// past maxListedPorts a range) and of an ephemeral-port failure
+		// (a range).
+		var one []diagSocket
+		for _, bc := range [][]byte{portFilter(port), portsFilter([]uint16{port - 1, port}), rangeFilter(port-1, port+1)} {
+			got, err := dumpFiltered(fd, unix.AF_UNSPEC, "tcp", bc, "test")
+			if err != nil {
+				t.Fatalf("one dump of both families: %v", err)
+			}
+			var each []diagSocket
+			for _, family := range []int{unix.AF_INET, unix.AF_INET6} {
+				socks, err := dumpFiltered(fd, family, "tcp", bc, "test")
+				if err != nil {
+					t.Fatal(err)
+				}
+				each = append(each, socks...)
+			}
+			if g, w := render(got), render(each); !slices.Equal(g, w) {
+				t.Errorf("filter %x: one dump of both families:\n %q\nper family:\n %q", bc, g, w)
+			}
+			one = got
 		}
+		got := render(one)
 		states := map[string]int{}
 		for _, s := range one {
 			states[fmt.Sprintf("%d %s", s.family, stateName("tcp", s.state))]++
