@@ -1,16 +1,17 @@
 package resolve
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 	"net/netip"
 	"os"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"unsafe"
 
@@ -253,34 +254,47 @@ func scanProcForSockets(inodes []uint32) (owners map[uint32]*socketOwners, compl
 func scanFDs(names []string, want func(uint32) bool) (owners map[uint32]*socketOwners, complete bool) {
 	out := make(map[uint32]*socketOwners)
 	complete = true
+	var link [64]byte // "socket:[4294967295]" fits; longer targets are no sockets
 	for _, name := range names {
 		pid, err := strconv.Atoi(name)
 		if err != nil {
 			continue
 		}
-		dir := procRoot + "/" + name + "/fd/"
-		fds, err := os.ReadDir(dir)
+		// The links are read relative to the open directory: one path
+		// component each, not /proc/PID/fd/N walked from the root.
+		dir, err := os.Open(procRoot + "/" + name + "/fd")
 		if err != nil {
 			if errors.Is(err, fs.ErrPermission) {
 				complete = false
 			}
-			continue // exited, or a kernel thread
+			continue // exited
 		}
+		fds, err := dir.Readdirnames(-1)
+		if err != nil {
+			dir.Close()
+			continue // exited while read
+		}
+		dirFD := int(dir.Fd())
 		for _, fd := range fds {
-			ino, ok := fdSocketInode(dir + fd.Name())
+			n, err := unix.Readlinkat(dirFD, fd, link[:])
+			if err != nil {
+				continue
+			}
+			ino, ok := socketLinkInode(link[:n])
 			if !ok || !want(ino) {
 				continue
 			}
 			o := out[ino]
 			if o == nil {
 				o = &socketOwners{fdPID: pid, fd: -1}
-				o.fd, _ = strconv.Atoi(fd.Name())
+				o.fd, _ = strconv.Atoi(fd)
 				out[ino] = o
 			}
 			if !slices.Contains(o.pids, pid) {
 				o.pids = append(o.pids, pid)
 			}
 		}
+		dir.Close()
 	}
 	return out, complete
 }
@@ -465,16 +479,35 @@ func socketReuse(pid, fd int, inode uint32) (reuseAddr, reusePort bool, err erro
 // fdSocketInode reads the inode of the socket an fd link
 // (/proc/PID/fd/N) points to: "socket:[INODE]".
 func fdSocketInode(link string) (uint32, bool) {
-	target, err := os.Readlink(link)
+	var target [64]byte
+	n, err := unix.Readlink(link, target[:])
 	if err != nil {
 		return 0, false
 	}
-	inoStr, ok := strings.CutPrefix(target, "socket:[")
+	return socketLinkInode(target[:n])
+}
+
+// socketLinkInode is the inode of an fd link's target "socket:[INODE]";
+// false for any other target.
+func socketLinkInode(target []byte) (uint32, bool) {
+	digits, ok := bytes.CutPrefix(target, []byte("socket:["))
 	if !ok {
 		return 0, false
 	}
-	ino, err := strconv.ParseUint(strings.TrimSuffix(inoStr, "]"), 10, 32)
-	return uint32(ino), err == nil
+	digits = bytes.TrimSuffix(digits, []byte("]"))
+	if len(digits) == 0 {
+		return 0, false
+	}
+	var ino uint64
+	for _, c := range digits {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		if ino = ino*10 + uint64(c-'0'); ino > math.MaxUint32 {
+			return 0, false
+		}
+	}
+	return uint32(ino), true
 }
 
 // socketFD finds the file descriptor of the socket inode in process pid.

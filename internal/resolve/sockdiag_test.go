@@ -144,3 +144,22 @@ func TestEarlyProcScanFindsLateSockets(t *testing.T) {
 		}
 	}
 }
+
+// TestSocketLinkInode: the /proc scan's parse of an fd link's target.
+func TestSocketLinkInode(t *testing.T) {
+	for target, want := range map[string]int64{
+		"socket:[12345]": 12345, "socket:[4294967295]": 4294967295,
+		"socket:[4294967296]": -1, "socket:[]": -1, "socket:[12a]": -1,
+		"pipe:[12345]": -1, "/dev/null": -1, "anon_inode:[eventpoll]": -1,
+	} {
+		ino, ok := socketLinkInode([]byte(target))
+		if got := int64(ino); !ok {
+			got = -1
+		} else if got != want {
+			t.Errorf("%q: inode %d, want %d", target, got, want)
+		}
+		if ok != (want >= 0) {
+			t.Errorf("%q: ok %v, want %v", target, ok, want >= 0)
+		}
+	}
+}
