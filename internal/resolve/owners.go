@@ -313,14 +313,18 @@ type procScan struct {
 	complete bool
 }
 
-// startProcScan starts a procScan with limit open fds.
-func startProcScan(limit int) *procScan {
+// startProcScan starts a procScan with limit open fds. On a host with
+// more, it calls big at once: the lookup will need the iterators, whose
+// load can then overlap the dump too.
+func startProcScan(limit int, big func()) *procScan {
 	ps := &procScan{done: make(chan struct{})}
 	go func() {
 		defer close(ps.done)
 		var names []string
 		if names, ps.small = processesWithFDs(limit); ps.small {
 			ps.socks, ps.complete = scanFDs(names, func(uint32) bool { return true })
+		} else if big != nil {
+			big()
 		}
 	}()
 	return ps

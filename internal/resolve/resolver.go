@@ -551,10 +551,12 @@ func (r *Resolver) portSnapshot(h *netnsHandle, proto string, port uint16) (*por
 // sockets, TIME_WAIT flags, process details.
 func (r *Resolver) snapshot(h *netnsHandle, proto string, port uint16) (*portSnapshot, error) {
 	// A one-shot lookup that may scan /proc starts the scan now, beside
-	// the dump (~2 ms each on a small host).
+	// the dump (~2 ms each on a small host); on a host with too many fds
+	// for it, the iterators start loading instead (~8 ms), beside the
+	// dump too. (Should the port be free, they are not waited for.)
 	var ps *procScan
 	if r.mayScan(proto) {
-		ps = startProcScan(r.scanMaxFDs)
+		ps = startProcScan(r.scanMaxFDs, r.startIterators)
 	}
 	h.mu.Lock()
 	diag, err := dumpPortBothFamilies(h.diagFD, proto, port)
