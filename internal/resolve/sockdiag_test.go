@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"sync/atomic"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -113,15 +114,20 @@ func TestOneDumpListsBothFamilies(t *testing.T) {
 // not reported as held by no process.
 func TestEarlyProcScanFindsLateSockets(t *testing.T) {
 	testenv.RequireRoot(t)
-	if !releaseAtLeast(6, 2) {
-		t.Skip("/proc/PID/fd gives its number of fds from Linux 6.2: no one-shot /proc scan before")
-	}
 	early := testenv.Hold(t, "tcp", "127.0.0.1", 0, testenv.Opts{})
-	ps := startProcScan(1<<30, func() { t.Error("a host of fewer than 2^30 fds called big") })
-	<-ps.done
-	if !ps.small {
-		t.Fatal("the fd count said more than 2^30 fds")
+	// The scan startProcScan makes on a small host (the fd count it
+	// starts with needs 6.2; the scan itself, every kernel).
+	procs, err := os.ReadDir(procRoot)
+	if err != nil {
+		t.Fatal(err)
 	}
+	var names []string
+	for _, p := range procs {
+		names = append(names, p.Name())
+	}
+	ps := &procScan{done: make(chan struct{}), small: true}
+	ps.socks, ps.complete = scanFDs(names, func(uint32) bool { return true })
+	close(ps.done)
 	late := testenv.Hold(t, "tcp", "127.0.0.1", 0, testenv.Opts{})
 	inode := func(fd int) uint32 {
 		var st unix.Stat_t
@@ -161,5 +167,25 @@ func TestSocketLinkInode(t *testing.T) {
 		if ok != (want >= 0) {
 			t.Errorf("%q: ok %v, want %v", target, ok, want >= 0)
 		}
+	}
+}
+
+// TestProcScanCountsFDs: the fd count that starts a one-shot lookup's
+// /proc scan says a host past the limit is big at once (the iterators
+// then start loading beside the dump), and from 6.2, which gives the
+// count, scans a host within it. Before 6.2 every host is big.
+func TestProcScanCountsFDs(t *testing.T) {
+	testenv.RequireRoot(t)
+	var big atomic.Bool
+	ps := startProcScan(1, func() { big.Store(true) })
+	<-ps.done
+	if ps.small || !big.Load() || ps.socks != nil {
+		t.Errorf("limit of 1 fd: small %v, big called %v, %d sockets scanned; want big, no scan", ps.small, big.Load(), len(ps.socks))
+	}
+	big.Store(false)
+	ps = startProcScan(1<<30, func() { big.Store(true) })
+	<-ps.done
+	if want := releaseAtLeast(6, 2); ps.small != want || big.Load() == want || (ps.socks != nil) != want {
+		t.Errorf("limit of 2^30 fds: small %v, big called %v, scanned %v; want small and scanned %v (kernel 6.2+)", ps.small, big.Load(), ps.socks != nil, want)
 	}
 }
