@@ -1,6 +1,9 @@
 package main
 
 import (
+	"flag"
+	"io"
+	"os"
 	"slices"
 
 	"github.com/urfave/cli/v2"
@@ -70,10 +73,21 @@ func commands() []*cli.Command {
 // then, yet the flag parser would build each one, and before running
 // the command look up every one of them among all the others (urfave/cli
 // v2's runFlagActions, quadratic: ~0.5 ms of a one-shot who's ~10). Usage
-// errors still name them (globalFlags).
-func leanFor(app *cli.App, args []string) {
+// errors still name them (globalFlags), and a value the environment sets
+// for one (BINDWATCH_…) is still checked: one that cannot be parsed is
+// the same usage error as before.
+func leanFor(app *cli.App, args []string) error {
 	if len(args) < 2 || args[1] != "who" {
-		return
+		return nil
+	}
+	set := flag.NewFlagSet("bindwatch", flag.ContinueOnError)
+	set.SetOutput(io.Discard)
+	for _, f := range app.Flags {
+		if e, ok := f.(interface{ GetEnvVars() []string }); ok && slices.ContainsFunc(e.GetEnvVars(), inEnv) {
+			if err := f.Apply(set); err != nil {
+				return flagError(app, "", err)
+			}
+		}
 	}
 	if app.Metadata == nil {
 		app.Metadata = map[string]any{}
@@ -88,6 +102,12 @@ func leanFor(app *cli.App, args []string) {
 	}
 	app.Metadata[globalFlagsKey] = flags
 	app.Flags = nil
+	return nil
+}
+
+func inEnv(name string) bool {
+	_, ok := os.LookupEnv(name)
+	return ok
 }
 
 const globalFlagsKey = "bindwatch.flags"

@@ -19,7 +19,9 @@ func main() {
 	app := newApp()
 	args, err := permute(app, os.Args)
 	if err == nil {
-		leanFor(app, args)
+		err = leanFor(app, args)
+	}
+	if err == nil {
 		err = app.Run(args)
 	}
 	os.Exit(exitCode(err))
