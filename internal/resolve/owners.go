@@ -255,26 +255,28 @@ func scanFDs(names []string, want func(uint32) bool) (owners map[uint32]*socketO
 	out := make(map[uint32]*socketOwners)
 	complete = true
 	var link [64]byte // "socket:[4294967295]" fits; longer targets are no sockets
+	dents := make([]byte, 8192)
+	var fds []string
 	for _, name := range names {
 		pid, err := strconv.Atoi(name)
 		if err != nil {
 			continue
 		}
 		// The links are read relative to the open directory: one path
-		// component each, not /proc/PID/fd/N walked from the root.
-		dir, err := os.Open(procRoot + "/" + name + "/fd")
+		// component each, not /proc/PID/fd/N walked from the root. Raw
+		// system calls: os.Open would try to add each directory to the
+		// poller first (five more calls a process).
+		dirFD, err := unix.Open(procRoot+"/"+name+"/fd", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 		if err != nil {
 			if errors.Is(err, fs.ErrPermission) {
 				complete = false
 			}
 			continue // exited
 		}
-		fds, err := dir.Readdirnames(-1)
-		if err != nil {
-			dir.Close()
+		if fds, err = readDirNames(dirFD, dents, fds[:0]); err != nil {
+			unix.Close(dirFD)
 			continue // exited while read
 		}
-		dirFD := int(dir.Fd())
 		for _, fd := range fds {
 			n, err := unix.Readlinkat(dirFD, fd, link[:])
 			if err != nil {
@@ -294,9 +296,27 @@ func scanFDs(names []string, want func(uint32) bool) (owners map[uint32]*socketO
 				o.pids = append(o.pids, pid)
 			}
 		}
-		dir.Close()
+		unix.Close(dirFD)
 	}
 	return out, complete
+}
+
+// readDirNames appends to names those of the open directory fd's
+// entries, read with buf.
+func readDirNames(fd int, buf []byte, names []string) ([]string, error) {
+	for {
+		n, err := unix.Getdents(fd, buf)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return names, err
+		}
+		if n <= 0 {
+			return names, nil
+		}
+		_, _, names = unix.ParseDirent(buf[:n], -1, names)
+	}
 }
 
 // procScan is a one-shot lookup's /proc scan, started beside the
@@ -404,12 +424,12 @@ func processesWithFDs(limit int) (names []string, ok bool) {
 	if err := unix.Stat(procRoot+"/self/fd", &st); err != nil || st.Size == 0 {
 		return nil, false // we have stdin, stdout and stderr at least
 	}
-	f, err := os.Open(procRoot)
+	dir, err := unix.Open(procRoot, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, false
 	}
-	defer f.Close()
-	all, err := f.Readdirnames(-1)
+	all, err := readDirNames(dir, make([]byte, 32<<10), nil)
+	unix.Close(dir)
 	if err != nil {
 		return nil, false
 	}
