@@ -1,6 +1,13 @@
 package main
 
-import "github.com/urfave/cli/v2"
+import (
+	"flag"
+	"io"
+	"os"
+	"slices"
+
+	"github.com/urfave/cli/v2"
+)
 
 // newApp is bindwatch: tracing as its own action, with its flags, and
 // the commands.
@@ -59,4 +66,56 @@ mistake in the command line.`,
 // commands are bindwatch's commands, in the order --help lists them.
 func commands() []*cli.Command {
 	return []*cli.Command{whoCommand(), runCommand(), waitFreeCommand(), freeCommand(), doctorCommand(), reportCommand(), completionCommand(), manCommand()}
+}
+
+// leanFor drops bindwatch's own (tracing) flags from app when args run
+// `bindwatch who` with nothing before it: no tracing flag can be given
+// then, yet the flag parser would build each one, and before running
+// the command look up every one of them among all the others (urfave/cli
+// v2's runFlagActions, quadratic: ~0.5 ms of a one-shot who's ~10). Usage
+// errors still name them (globalFlags), and a value the environment sets
+// for one (BINDWATCH_…) is still checked: one that cannot be parsed is
+// the same usage error as before.
+func leanFor(app *cli.App, args []string) error {
+	if len(args) < 2 || args[1] != "who" {
+		return nil
+	}
+	set := flag.NewFlagSet("bindwatch", flag.ContinueOnError)
+	set.SetOutput(io.Discard)
+	for _, f := range app.Flags {
+		if e, ok := f.(interface{ GetEnvVars() []string }); ok && slices.ContainsFunc(e.GetEnvVars(), inEnv) {
+			if err := f.Apply(set); err != nil {
+				return flagError(app, "", err)
+			}
+		}
+	}
+	if app.Metadata == nil {
+		app.Metadata = map[string]any{}
+	}
+	// The help and version flags, which the app adds as it starts,
+	// are among them.
+	flags := slices.Clone(app.Flags)
+	for _, f := range []cli.Flag{cli.HelpFlag, cli.VersionFlag} {
+		if f != nil {
+			flags = append(flags, f)
+		}
+	}
+	app.Metadata[globalFlagsKey] = flags
+	app.Flags = nil
+	return nil
+}
+
+func inEnv(name string) bool {
+	_, ok := os.LookupEnv(name)
+	return ok
+}
+
+const globalFlagsKey = "bindwatch.flags"
+
+// globalFlags are bindwatch's own flags, also when leanFor dropped them.
+func globalFlags(app *cli.App) []cli.Flag {
+	if f, ok := app.Metadata[globalFlagsKey].([]cli.Flag); ok {
+		return f
+	}
+	return app.Flags
 }

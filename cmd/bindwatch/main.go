@@ -19,6 +19,9 @@ func main() {
 	app := newApp()
 	args, err := permute(app, os.Args)
 	if err == nil {
+		err = leanFor(app, args)
+	}
+	if err == nil {
 		err = app.Run(args)
 	}
 	os.Exit(exitCode(err))

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/urfave/cli/v2"
 )
@@ -66,16 +67,16 @@ func inCommand(cmd string, action cli.ActionFunc) cli.ActionFunc {
 }
 
 var (
-	undefinedFlag = regexp.MustCompile(`^flag provided but not defined: -+(.+)$`)
-	flagNeedsArg  = regexp.MustCompile(`^flag needs an argument: -+(.+)$`)
+	undefinedFlag = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^flag provided but not defined: -+(.+)$`) })
+	flagNeedsArg  = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^flag needs an argument: -+(.+)$`) })
 )
 
 // flagError rewords the flag parser's err for command cmd of app.
 func flagError(app *cli.App, cmd string, err error) error {
 	msg := err.Error()
-	if m := undefinedFlag.FindStringSubmatch(msg); m != nil {
+	if m := undefinedFlag().FindStringSubmatch(msg); m != nil {
 		msg = unknownFlag(app, cmd, m[1])
-	} else if m := flagNeedsArg.FindStringSubmatch(msg); m != nil {
+	} else if m := flagNeedsArg().FindStringSubmatch(msg); m != nil {
 		msg = fmt.Sprintf("%s needs a value", dashed(m[1]))
 	} else {
 		return usageError{err: explainFlagValue(err), cmd: cmd}
@@ -87,7 +88,7 @@ func flagError(app *cli.App, cmd string, err error) error {
 // another command's, or which of cmd's it may have meant.
 func unknownFlag(app *cli.App, cmd, name string) string {
 	var owners []string
-	if cmd != "" && hasFlag(app.Flags, name) {
+	if cmd != "" && hasFlag(globalFlags(app), name) {
 		owners = append(owners, "`bindwatch`")
 	}
 	for _, c := range app.Commands {
@@ -99,7 +100,7 @@ func unknownFlag(app *cli.App, cmd, name string) string {
 		return fmt.Sprintf("%s is a flag of %s, not of `%s`", dashed(name), joinOr(owners), commandLine(cmd))
 	}
 	msg := "unknown flag " + dashed(name)
-	own := app.Flags
+	own := globalFlags(app)
 	if c := findCommand(app.Commands, cmd); c != nil {
 		own = c.Flags
 	}
@@ -202,7 +203,7 @@ func unexpectedArgument(app *cli.App, arg string) error {
 }
 
 // flagValueError is how Go's flag package words a value it cannot parse.
-var flagValueError = regexp.MustCompile(`^invalid value "(.*)" for flag -([\w-]+): (.*)$`)
+var flagValueError = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^invalid value "(.*)" for flag -([\w-]+): (.*)$`) })
 
 // flagValueWants says, for each flag whose value the flag package parses,
 // what a good value looks like.
@@ -218,7 +219,7 @@ var flagValueWants = map[string]string{
 // explainFlagValue rewrites the flag package's "invalid value ... parse
 // error" into what is wrong with the value and what a good one looks like.
 func explainFlagValue(err error) error {
-	m := flagValueError.FindStringSubmatch(err.Error())
+	m := flagValueError().FindStringSubmatch(err.Error())
 	if m == nil {
 		return err
 	}

@@ -211,6 +211,10 @@ func TestFlagsFromEnvironment(t *testing.T) {
 		{"BINDWATCH_OUTPUT_MAX_SIZE=1K", []string{"--output", "/dev/null"}, "too small"},
 		{"BINDWATCH_RING_SIZE=abc", nil, "BINDWATCH_RING_SIZE"},
 		{"BINDWATCH_FORMAT=yaml", []string{"run", "--", "true"}, `--format "yaml"`},
+		// who does not parse the tracing flags (leanFor), but still
+		// refuses a value of theirs it cannot parse, as before.
+		{"BINDWATCH_RING_SIZE=abc", []string{"who", "8080"}, "BINDWATCH_RING_SIZE"},
+		{"BINDWATCH_FOLD=zz", []string{"who", "8080"}, `"zz" as duration value from environment variable "BINDWATCH_FOLD"`},
 	} {
 		cmd := exec.Command(bindwatchBin, c.args...)
 		cmd.Env = append(os.Environ(), c.env)

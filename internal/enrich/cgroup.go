@@ -3,6 +3,7 @@ package enrich
 import (
 	"regexp"
 	"strings"
+	"sync"
 )
 
 // Runtimes, as Container.Runtime names them.
@@ -24,22 +25,32 @@ type cgroupFacts struct {
 // prefix (systemd driver: "<prefix>-<id>.scope"; cgroupfs driver of CRI-O
 // and podman: "<prefix>-<id>") or a bare id (cgroupfs driver of docker,
 // "/docker/<id>", and of the kubelet, "/kubepods/<qos>/pod<uid>/<id>").
-var scopeID = regexp.MustCompile(`^(?:(docker|cri-containerd|crio|libpod)-)?([0-9a-f]{64})(?:\.scope)?$`)
+var scopeID = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`^(?:(docker|cri-containerd|crio|libpod)-)?([0-9a-f]{64})(?:\.scope)?$`)
+})
 
 // cgroupsPathID matches a systemd cgroupsPath, "<slice>:<prefix>:<id>",
 // taken as one directory's name by a runtime on the cgroupfs driver (a
 // kubelet on the systemd driver over containerd without SystemdCgroup).
-var cgroupsPathID = regexp.MustCompile(`^([^:]*):(docker|cri-containerd|crio|libpod):([0-9a-f]{64})$`)
+var cgroupsPathID = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`^([^:]*):(docker|cri-containerd|crio|libpod):([0-9a-f]{64})$`)
+})
 
 // anyID finds a 64-hex-digit id anywhere in a path component, between
 // bytes that are not hex digits: another runtime's layout, named by its id
 // alone (no runtime).
-var anyID = regexp.MustCompile(`(?:^|[^0-9a-f])([0-9a-f]{64})(?:[^0-9a-f]|$)`)
+var anyID = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`(?:^|[^0-9a-f])([0-9a-f]{64})(?:[^0-9a-f]|$)`) })
+
+// minNamingLen is the shortest path component any of scopeID,
+// cgroupsPathID, anyID and podComponent matches: "pod" and a uid of 36.
+const minNamingLen = 3 + 36
 
 // podComponent matches the kubelet's pod cgroup: "pod<uid>" (cgroupfs
 // driver) or "kubepods[-<qos>]-pod<uid>.slice" (systemd driver, where the
 // uid's dashes are underscores because "-" separates slice levels).
-var podComponent = regexp.MustCompile(`^(?:pod([0-9a-f-]{36})|kubepods(?:-[a-z]+)?-pod([0-9a-f_]{36})\.slice)$`)
+var podComponent = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`^(?:pod([0-9a-f-]{36})|kubepods(?:-[a-z]+)?-pod([0-9a-f_]{36})\.slice)$`)
+})
 
 var runtimeOfPrefix = map[string]string{
 	"docker": Docker, "cri-containerd": Containerd, "crio": CRIO, "libpod": Podman,
@@ -62,15 +73,18 @@ func parseCgroup(path string) cgroupFacts {
 	parts := strings.Split(path, "/")
 	for i := len(parts) - 1; i >= 0; i-- {
 		part := parts[i]
+		if len(part) < minNamingLen { // "/", "system.slice", "ssh.service": no regexp to compile
+			continue
+		}
 		if f.id == "" {
-			if m := scopeID.FindStringSubmatch(part); m != nil {
+			if m := scopeID().FindStringSubmatch(part); m != nil {
 				f.id, f.runtime = m[2], runtimeOfPrefix[m[1]]
 				if m[1] == "" && i > 0 && parts[i-1] == "docker" {
 					f.runtime = Docker
 				}
 				continue
 			}
-			if m := cgroupsPathID.FindStringSubmatch(part); m != nil {
+			if m := cgroupsPathID().FindStringSubmatch(part); m != nil {
 				f.id, f.runtime = m[3], runtimeOfPrefix[m[2]]
 				part = m[1] // the slice may be the pod's
 			} else if id := otherID(part); id != "" {
@@ -78,7 +92,7 @@ func parseCgroup(path string) cgroupFacts {
 				continue
 			}
 		}
-		if m := podComponent.FindStringSubmatch(part); m != nil {
+		if m := podComponent().FindStringSubmatch(part); m != nil {
 			f.podUID = m[1]
 			if f.podUID == "" {
 				f.podUID = strings.ReplaceAll(m[2], "_", "-")
@@ -93,7 +107,7 @@ func parseCgroup(path string) cgroupFacts {
 // last run of 64 hex digits), or "" when it holds none or is a runtime
 // helper's scope (conmon).
 func otherID(part string) string {
-	m := anyID.FindAllStringSubmatchIndex(part, -1)
+	m := anyID().FindAllStringSubmatchIndex(part, -1)
 	if len(m) == 0 {
 		return ""
 	}

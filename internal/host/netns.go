@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"runtime"
 	"strconv"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -37,7 +38,9 @@ var ErrNotNamespace = errors.New("not a namespace file")
 
 // procNsLink matches /proc's own links to a process's (or thread's)
 // network namespace, which OpenNetnsFile follows: the kernel makes them.
-var procNsLink = regexp.MustCompile(`^/proc/(self|thread-self|[0-9]+)(/task/[0-9]+)?/ns/net$`)
+var procNsLink = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`^/proc/(self|thread-self|[0-9]+)(/task/[0-9]+)?/ns/net$`)
+})
 
 // OpenNetnsFile opens a namespace file and returns it with the inode of
 // the namespace it holds. The open file keeps the namespace alive. A path
@@ -48,7 +51,7 @@ var procNsLink = regexp.MustCompile(`^/proc/(self|thread-self|[0-9]+)(/task/[0-9
 // refused (ErrNotNamespace).
 func OpenNetnsFile(path string) (*os.File, uint32, error) {
 	flags := unix.O_RDONLY | unix.O_NONBLOCK | unix.O_NOCTTY | unix.O_CLOEXEC
-	if !procNsLink.MatchString(filepath.Clean(path)) {
+	if !procNsLink().MatchString(filepath.Clean(path)) {
 		flags |= unix.O_NOFOLLOW
 	}
 	fd, err := unix.Open(path, flags, 0)

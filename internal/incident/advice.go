@@ -4,6 +4,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/bindwatch/bindwatch/internal/events"
 )
@@ -97,9 +98,13 @@ func markGone(gone map[int]bool, r *events.Released) {
 // SIGTERM)."), a parenthesis ("(its service, or kill 7)", "(kill -HUP 7)")
 // and a last alternative (", or kill 7").
 var (
-	killSentence = regexp.MustCompile(`(?:If it should not run, s|S)top it: kill ((?:\d+ ?)+)(?: \(kill -9 only if it ignores SIGTERM\))?\.\s*`)
-	killParen    = regexp.MustCompile(` ?\((its service, or )?kill (?:-[A-Z0-9]+ )?((?:\d+ ?)+)\)`)
-	killOr       = regexp.MustCompile(`,? or kill ((?:\d+ ?)+)`)
+	killSentence = sync.OnceValue(func() *regexp.Regexp {
+		return regexp.MustCompile(`(?:If it should not run, s|S)top it: kill ((?:\d+ ?)+)(?: \(kill -9 only if it ignores SIGTERM\))?\.\s*`)
+	})
+	killParen = sync.OnceValue(func() *regexp.Regexp {
+		return regexp.MustCompile(` ?\((its service, or )?kill (?:-[A-Z0-9]+ )?((?:\d+ ?)+)\)`)
+	})
+	killOr = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`,? or kill ((?:\d+ ?)+)`) })
 )
 
 // withoutKills removes from hint the commands that kill pids the
@@ -113,14 +118,14 @@ func withoutKills(hint string, gone map[int]bool) string {
 		}
 		return true
 	}
-	hint = killSentence.ReplaceAllStringFunc(hint, func(m string) string {
-		if allGone(killSentence.FindStringSubmatch(m)[1]) {
+	hint = killSentence().ReplaceAllStringFunc(hint, func(m string) string {
+		if allGone(killSentence().FindStringSubmatch(m)[1]) {
 			return ""
 		}
 		return m
 	})
-	hint = killParen.ReplaceAllStringFunc(hint, func(m string) string {
-		sub := killParen.FindStringSubmatch(m)
+	hint = killParen().ReplaceAllStringFunc(hint, func(m string) string {
+		sub := killParen().FindStringSubmatch(m)
 		if !allGone(sub[2]) {
 			return m
 		}
@@ -129,8 +134,8 @@ func withoutKills(hint string, gone map[int]bool) string {
 		}
 		return ""
 	})
-	hint = killOr.ReplaceAllStringFunc(hint, func(m string) string {
-		if allGone(killOr.FindStringSubmatch(m)[1]) {
+	hint = killOr().ReplaceAllStringFunc(hint, func(m string) string {
+		if allGone(killOr().FindStringSubmatch(m)[1]) {
 			return ""
 		}
 		return m

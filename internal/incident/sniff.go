@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"regexp"
+	"sync"
 
 	"github.com/bindwatch/bindwatch/internal/events"
 )
@@ -23,7 +24,9 @@ func (l *Log) sniff(line []byte) {
 
 // textLine is a line of bindwatch's text output: the clock, then the start
 // line or a failure (errno, syscall).
-var textLine = regexp.MustCompile(`^\d\d:\d\d:\d\d\.\d{3} (bindwatch on |E[A-Z]+ (bind|listen) )`)
+var textLine = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`^\d\d:\d\d:\d\d\.\d{3} (bindwatch on |E[A-Z]+ (bind|listen) )`)
+})
 
 // NoRecord says what the input is when it held lines but not one
 // bindwatch record (report reads the JSON form): bindwatch's text output,
@@ -36,7 +39,7 @@ func (l *Log) NoRecord() string {
 	line := bytes.TrimSpace(l.firstOther)
 	var doc map[string]any
 	switch {
-	case textLine.Match(line):
+	case textLine().Match(line):
 		return "this is bindwatch's text output, which report cannot read: record with `--format json` or `--output FILE` (JSON there by default), and report that"
 	case json.Unmarshal(line, &doc) == nil && doc["ecs"] != nil && doc["bindwatch"] != nil:
 		return "this is bindwatch's ECS output (--format ecs), which report cannot read: it reads the JSON records of `--format json`"

@@ -6,8 +6,6 @@ import (
 	"net/netip"
 	"slices"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/bindwatch/bindwatch/internal/diagnose"
 	"github.com/bindwatch/bindwatch/internal/events"
 )
@@ -51,18 +49,13 @@ func (r *Resolver) resolveImplicit(f *events.Failure, h *netnsHandle, facts *dia
 		src = src.Unmap()
 	}
 
-	var diag []diagSocket
 	h.mu.Lock()
-	for _, family := range []int{unix.AF_INET, unix.AF_INET6} {
-		socks, err := dumpFiltered(h.diagFD, family, space, rangeFilter(uint16(eph.Lo), uint16(eph.Hi)),
-			fmt.Sprintf("local ports %s", eph.RangeText()))
-		if err != nil {
-			h.mu.Unlock()
-			return fmt.Errorf("list %s sockets on the ephemeral range %s in network namespace %d: %w", space, eph.RangeText(), h.Inode, err)
-		}
-		diag = append(diag, socks...)
-	}
+	diag, err := dumpBothFamilies(h.diagFD, space, rangeFilter(uint16(eph.Lo), uint16(eph.Hi)),
+		fmt.Sprintf("local ports %s", eph.RangeText()))
 	h.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("list %s sockets on the ephemeral range %s in network namespace %d: %w", space, eph.RangeText(), h.Inode, err)
+	}
 
 	reserved := map[int]bool{}
 	usable := 0

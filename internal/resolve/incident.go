@@ -1,10 +1,9 @@
 package resolve
 
 import (
+	"fmt"
 	"os"
 	"strconv"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/bindwatch/bindwatch/internal/events"
 	"github.com/bindwatch/bindwatch/internal/host"
@@ -24,7 +23,7 @@ func (r *Resolver) Sockets(ns host.Netns, proto string, port uint16) (*host.Port
 }
 
 // SocketsOn lists the sockets on each of the ports (proto) in the network
-// namespace ns: one sock_diag dump per address family and 1024 ports,
+// namespace ns: one sock_diag dump (TCP) or one per address family (UDP),
 // however many ports — what the incident poll asks every 100 ms for all
 // the ports it watches there, so that its cost does not grow with them.
 func (r *Resolver) SocketsOn(ns host.Netns, proto string, ports []uint16) (map[uint16]*host.PortSockets, error) {
@@ -37,22 +36,23 @@ func (r *Resolver) SocketsOn(ns host.Netns, proto string, ports []uint16) (map[u
 	for _, p := range ports {
 		out[p] = &host.PortSockets{Inodes: map[uint64]string{}}
 	}
+	if len(ports) == 0 {
+		return nil, fmt.Errorf("sock_diag: no port to filter on")
+	}
 	h.mu.Lock()
-	defer h.mu.Unlock()
-	for _, family := range []int{unix.AF_INET, unix.AF_INET6} {
-		socks, err := dumpPorts(h.diagFD, family, proto, ports)
-		if err != nil {
-			return nil, err
-		}
-		for _, s := range socks {
-			ps := out[s.sport]
-			switch {
-			case ps == nil: // not asked: in the range the filter kept
-			case proto == "tcp" && s.state == tcpTimeWait:
-				ps.TimeWait++
-			case s.inode != 0:
-				ps.Inodes[uint64(s.inode)] = stateName(proto, s.state)
-			}
+	socks, err := dumpBothFamilies(h.diagFD, proto, portsOrRange(ports), fmt.Sprintf("port %d", ports[0]))
+	h.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range socks {
+		ps := out[s.sport]
+		switch {
+		case ps == nil: // not asked: in the range the filter kept
+		case proto == "tcp" && s.state == tcpTimeWait:
+			ps.TimeWait++
+		case s.inode != 0:
+			ps.Inodes[uint64(s.inode)] = stateName(proto, s.state)
 		}
 	}
 	return out, nil

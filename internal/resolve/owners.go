@@ -1,16 +1,17 @@
 package resolve
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 	"net/netip"
 	"os"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"unsafe"
 
@@ -235,42 +236,136 @@ func scanProcForSockets(inodes []uint32) (owners map[uint32]*socketOwners, compl
 	for _, ino := range inodes {
 		want[ino] = true
 	}
-	out := make(map[uint32]*socketOwners)
 	procs, err := os.ReadDir(procRoot)
 	if err != nil {
-		return out, false
+		return make(map[uint32]*socketOwners), false
 	}
-	complete = true
+	names := make([]string, 0, len(procs))
 	for _, p := range procs {
-		pid, err := strconv.Atoi(p.Name())
+		names = append(names, p.Name())
+	}
+	return scanFDs(names, func(ino uint32) bool { return want[ino] })
+}
+
+// scanFDs reads the fd links of the processes named (their /proc
+// entries, in that order; other entries are skipped) and returns the
+// owners of the sockets want keeps, and whether every fd table could be
+// read.
+func scanFDs(names []string, want func(uint32) bool) (owners map[uint32]*socketOwners, complete bool) {
+	out := make(map[uint32]*socketOwners)
+	complete = true
+	var link [64]byte // "socket:[4294967295]" fits; longer targets are no sockets
+	dents := make([]byte, 8192)
+	var fds []string
+	for _, name := range names {
+		pid, err := strconv.Atoi(name)
 		if err != nil {
 			continue
 		}
-		dir := procRoot + "/" + p.Name() + "/fd/"
-		fds, err := os.ReadDir(dir)
+		// The links are read relative to the open directory: one path
+		// component each, not /proc/PID/fd/N walked from the root. Raw
+		// system calls: os.Open would try to add each directory to the
+		// poller first (five more calls a process).
+		dirFD, err := unix.Open(procRoot+"/"+name+"/fd", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 		if err != nil {
 			if errors.Is(err, fs.ErrPermission) {
 				complete = false
 			}
-			continue // exited, or a kernel thread
+			continue // exited
+		}
+		if fds, err = readDirNames(dirFD, dents, fds[:0]); err != nil {
+			unix.Close(dirFD)
+			continue // exited while read
 		}
 		for _, fd := range fds {
-			ino, ok := fdSocketInode(dir + fd.Name())
-			if !ok || !want[ino] {
+			n, err := unix.Readlinkat(dirFD, fd, link[:])
+			if err != nil {
+				continue
+			}
+			ino, ok := socketLinkInode(link[:n])
+			if !ok || !want(ino) {
 				continue
 			}
 			o := out[ino]
 			if o == nil {
 				o = &socketOwners{fdPID: pid, fd: -1}
-				o.fd, _ = strconv.Atoi(fd.Name())
+				o.fd, _ = strconv.Atoi(fd)
 				out[ino] = o
 			}
 			if !slices.Contains(o.pids, pid) {
 				o.pids = append(o.pids, pid)
 			}
 		}
+		unix.Close(dirFD)
 	}
 	return out, complete
+}
+
+// readDirNames appends to names those of the open directory fd's
+// entries, read with buf.
+func readDirNames(fd int, buf []byte, names []string) ([]string, error) {
+	for {
+		n, err := unix.Getdents(fd, buf)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return names, err
+		}
+		if n <= 0 {
+			return names, nil
+		}
+		_, _, names = unix.ParseDirent(buf[:n], -1, names)
+	}
+}
+
+// procScan is a one-shot lookup's /proc scan, started beside the
+// sock_diag dump so that the two overlap: it counts the host's open fds
+// and, when they are few (smallHostFDs), finds the owners of every socket
+// open in a process. The dump then names the sockets on the port.
+type procScan struct {
+	done chan struct{}
+	// small: the host has at most the limit of open fds (known from
+	// 6.2, see processesWithFDs); the rest is filled only then.
+	small bool
+	socks map[uint32]*socketOwners
+	// complete: every process's fd table could be read.
+	complete bool
+}
+
+// startProcScan starts a procScan with limit open fds. On a host with
+// more, it calls big at once: the lookup will need the iterators, whose
+// load can then overlap the dump too.
+func startProcScan(limit int, big func()) *procScan {
+	ps := &procScan{done: make(chan struct{})}
+	go func() {
+		defer close(ps.done)
+		var names []string
+		if names, ps.small = processesWithFDs(limit); ps.small {
+			ps.socks, ps.complete = scanFDs(names, func(uint32) bool { return true })
+		} else if big != nil {
+			big()
+		}
+	}()
+	return ps
+}
+
+// owners returns the owners of inodes, as scanProcForSockets would after
+// the dump. A socket the early scan did not find (made after the scan
+// read its process's fds, or held by no fd table) is looked for again
+// by scanProcForSockets, so that none is said to be held by no process
+// because it came too late.
+func (ps *procScan) owners(inodes []uint32) (map[uint32]*socketOwners, bool) {
+	<-ps.done
+	out := make(map[uint32]*socketOwners, len(inodes))
+	for _, ino := range inodes {
+		o := ps.socks[ino]
+		if o == nil {
+			return scanProcForSockets(inodes)
+		}
+		out[ino] = o
+	}
+	return out, ps.complete
 }
 
 func boolPtr(b bool) *bool { return &b }
@@ -286,9 +381,10 @@ const smallHostFDs = 2000
 // and gets the same answer that way: the iterators are not loaded yet,
 // no TIME_WAIT socket's flags are needed (only the tcp iterator reads
 // them), sock_diag lists bound-only TCP sockets itself (6.8), and the host
-// has at most r.scanMaxFDs open fds.
-func (r *Resolver) scanIsCheaper(proto string, hasTimeWait bool) bool {
-	if !r.oneShot || hasTimeWait || (proto == "tcp" && !probedDiagListsBoundOnly()) {
+// has at most r.scanMaxFDs open fds (counted by ps, started before the
+// dump; nil: not started, no scan).
+func (r *Resolver) scanIsCheaper(proto string, hasTimeWait bool, ps *procScan) bool {
+	if ps == nil || !r.oneShot || hasTimeWait || (proto == "tcp" && !probedDiagListsBoundOnly()) {
 		return false
 	}
 	select {
@@ -296,38 +392,67 @@ func (r *Resolver) scanIsCheaper(proto string, hasTimeWait bool) bool {
 		return false
 	default:
 	}
-	return openFDsAtMost(r.scanMaxFDs)
+	<-ps.done
+	return ps.small
 }
 
-// openFDsAtMost reports whether the host has at most limit open fds, by
-// the size stat() gives a /proc/PID/fd directory: its number of fds since
-// 6.2 (one stat a process, ~2 µs). Before, the size is 0: not known, false.
-func openFDsAtMost(limit int) bool {
+// mayScan says whether a one-shot lookup of proto sockets may scan /proc
+// (scanIsCheaper), before the dump says what is on the port: then the
+// scan starts beside the dump. Before 6.8 TCP lookups do not scan, and
+// the probe that says so is not made here.
+func (r *Resolver) mayScan(proto string) bool {
+	if !r.oneShot || (proto == "tcp" && !releaseAtLeast(6, 8)) {
+		return false
+	}
+	select {
+	case <-r.itersLoaded:
+		return false
+	default:
+		return true
+	}
+}
+
+// processesWithFDs reports whether the host has at most limit open fds,
+// by the size stat() gives a /proc/PID/fd directory: its number of fds
+// since 6.2 (one stat a process, ~2 µs). Before, the size is 0: not
+// known, false. When true, it also returns the processes to scan (their
+// /proc entries, sorted as os.ReadDir sorts them): all but those with no
+// fd open (kernel threads), which hold no socket and cannot be handed
+// one. One that cannot be stat'ed is scanned, which says why.
+func processesWithFDs(limit int) (names []string, ok bool) {
 	var st unix.Stat_t
 	if err := unix.Stat(procRoot+"/self/fd", &st); err != nil || st.Size == 0 {
-		return false // we have stdin, stdout and stderr at least
+		return nil, false // we have stdin, stdout and stderr at least
 	}
-	f, err := os.Open(procRoot)
+	dir, err := unix.Open(procRoot, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return false
+		return nil, false
 	}
-	defer f.Close()
-	names, err := f.Readdirnames(-1)
+	all, err := readDirNames(dir, make([]byte, 32<<10), nil)
+	unix.Close(dir)
 	if err != nil {
-		return false
+		return nil, false
 	}
 	total := int64(0)
-	for _, name := range names {
+	for _, name := range all {
 		if name[0] < '1' || name[0] > '9' {
 			continue
 		}
-		if unix.Stat(procRoot+"/"+name+"/fd", &st) == nil {
-			if total += st.Size; total > int64(limit) {
-				return false
+		if err := unix.Stat(procRoot+"/"+name+"/fd", &st); err != nil {
+			if err != unix.ENOENT { // not exited
+				names = append(names, name)
 			}
+			continue
+		}
+		if total += st.Size; total > int64(limit) {
+			return nil, false
+		}
+		if st.Size > 0 {
+			names = append(names, name)
 		}
 	}
-	return true
+	slices.Sort(names)
+	return names, true
 }
 
 // readReuseFlags reads SO_REUSEADDR and SO_REUSEPORT of each owned socket,
@@ -378,16 +503,35 @@ func socketReuse(pid, fd int, inode uint32) (reuseAddr, reusePort bool, err erro
 // fdSocketInode reads the inode of the socket an fd link
 // (/proc/PID/fd/N) points to: "socket:[INODE]".
 func fdSocketInode(link string) (uint32, bool) {
-	target, err := os.Readlink(link)
+	var target [64]byte
+	n, err := unix.Readlink(link, target[:])
 	if err != nil {
 		return 0, false
 	}
-	inoStr, ok := strings.CutPrefix(target, "socket:[")
+	return socketLinkInode(target[:n])
+}
+
+// socketLinkInode is the inode of an fd link's target "socket:[INODE]";
+// false for any other target.
+func socketLinkInode(target []byte) (uint32, bool) {
+	digits, ok := bytes.CutPrefix(target, []byte("socket:["))
 	if !ok {
 		return 0, false
 	}
-	ino, err := strconv.ParseUint(strings.TrimSuffix(inoStr, "]"), 10, 32)
-	return uint32(ino), err == nil
+	digits = bytes.TrimSuffix(digits, []byte("]"))
+	if len(digits) == 0 {
+		return 0, false
+	}
+	var ino uint64
+	for _, c := range digits {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		if ino = ino*10 + uint64(c-'0'); ino > math.MaxUint32 {
+			return 0, false
+		}
+	}
+	return uint32(ino), true
 }
 
 // socketFD finds the file descriptor of the socket inode in process pid.

@@ -550,17 +550,20 @@ func (r *Resolver) portSnapshot(h *netnsHandle, proto string, port uint16) (*por
 // snapshot does one resolution: sock_diag for both families, owners of the
 // sockets, TIME_WAIT flags, process details.
 func (r *Resolver) snapshot(h *netnsHandle, proto string, port uint16) (*portSnapshot, error) {
-	var diag []diagSocket
-	h.mu.Lock()
-	for _, family := range []int{unix.AF_INET, unix.AF_INET6} {
-		socks, err := dumpPort(h.diagFD, family, proto, port)
-		if err != nil {
-			h.mu.Unlock()
-			return nil, fmt.Errorf("list %s sockets on port %d in network namespace %d: %w", proto, port, h.Inode, err)
-		}
-		diag = append(diag, socks...)
+	// A one-shot lookup that may scan /proc starts the scan now, beside
+	// the dump (~2 ms each on a small host); on a host with too many fds
+	// for it, the iterators start loading instead (~8 ms), beside the
+	// dump too. (Should the port be free, they are not waited for.)
+	var ps *procScan
+	if r.mayScan(proto) {
+		ps = startProcScan(r.scanMaxFDs, r.startIterators)
 	}
+	h.mu.Lock()
+	diag, err := dumpPortBothFamilies(h.diagFD, proto, port)
 	h.mu.Unlock()
+	if err != nil {
+		return nil, fmt.Errorf("list %s sockets on port %d in network namespace %d: %w", proto, port, h.Inode, err)
+	}
 
 	var inodes []uint32
 	hasTimeWait := false
@@ -578,9 +581,9 @@ func (r *Resolver) snapshot(h *netnsHandle, proto string, port uint16) (*portSna
 	// A one-shot lookup on a small host scans /proc: loading the
 	// iterators would cost more. It gives up (and the iterators answer)
 	// when it cannot give the same answer.
-	scanned := len(inodes) > 0 && r.scanIsCheaper(proto, hasTimeWait)
+	scanned := len(inodes) > 0 && r.scanIsCheaper(proto, hasTimeWait, ps)
 	if scanned {
-		owners, complete = scanProcForSockets(inodes)
+		owners, complete = ps.owners(inodes)
 		scanned = complete && readReuseFlags(owners) == nil
 	}
 	r.itersMu.Lock()
