@@ -55,18 +55,18 @@ type hookText struct{ what, fires, cost string }
 
 // The costs, from README.md's Speed section (make bench).
 const (
-	costSyscallSlowPath = "every syscall of every task on the host takes the kernel's slow path while any syscall tracepoint is attached (one price for all of them), the kernel's floor, not bindwatch's program: getppid() measured 1.04× (p25–p75 1.02–1.06) and a 1-byte pipe read 1.04× with the tracepoint enabled and no program at all, 1.02–1.16× on getppid() with bindwatch running (kernel 6.18)"
-	costTPBind          = "the syscall slow path (see the backend's cost), and on bind() itself: a failing bind() 1.60–1.84×, a succeeding UDP bind() 1.18–1.19× (its fd looked up, the holder recorded), TCP 1.08–1.11×, UDP with --no-holders 1.03–1.06× (kernel 6.18)"
+	costSyscallSlowPath = "every syscall of every task on the host takes the kernel's slow path while any syscall tracepoint is attached (one price for all of them), the kernel's floor, not bindwatch's program: getppid() measured 1.18× and a 1-byte pipe read 1.09× with the tracepoint enabled and no program at all, 1.19–1.20× and 1.11× with bindwatch running (kernel 6.18, 2026-12-07); --backend fentry or kprobe, where the kernel allows them, hook only the calls they trace"
+	costTPBind          = "the syscall slow path (see the backend's cost), and on bind() itself: a failing bind() 1.60–1.63× (its address read from user memory, the storm folded), a succeeding UDP bind() 1.11–1.14× (its holder recorded), TCP 1.08–1.09×, UDP with --no-holders 1.06–1.08× (kernel 6.18)"
 	costTPOther         = "the syscall slow path (see the backend's cost); the program itself returns at its first comparison unless the call failed with an error it traces"
 	costTPEnter         = "the syscall slow path on entry too (every syscall's entry is checked); the program stashes the call's arguments for its exit (kernels before 5.15)"
 	costFexit           = "only this function's calls pay, through a BPF trampoline; the program returns at its first comparison unless the call failed with an error it traces"
-	costFexitBind       = "only bind() pays, through a BPF trampoline: a failing bind() 1.50–1.65×, a succeeding UDP bind() 1.51–1.64×, TCP 1.11–1.28× (qemu 5.10–6.12, emulated)"
+	costFexitBind       = "only bind() pays, through a BPF trampoline: a failing bind() 1.45–1.56×, a succeeding UDP bind() 1.64–2.70×, TCP 1.56–1.78× (qemu 5.10–6.12, emulated by TCG: compares backends, not real CPUs)"
 	costTPListen        = "the syscall slow path (see the backend's cost); a successful listen() has its socket looked up from the fd and recorded as a holder unless --no-holders (not measured by make bench)"
 	costFexitListen     = "only listen() pays, through a BPF trampoline; a successful one has its socket recorded as a holder unless --no-holders (not measured by make bench)"
 	costKprobeListen    = "only listen() pays, through a kprobe and a kretprobe; a successful one has its socket recorded as a holder unless --no-holders (not measured by make bench)"
 	costFexitSend       = "every send on such a socket pays, through a BPF trampoline; the program returns at its first comparison unless the send failed with EAGAIN (not measured by make bench)"
 	costKprobe          = "only this function's calls pay, each through a kprobe and a kretprobe (the arguments stashed per thread between them), dearer than fexit"
-	costKprobeBind      = "only bind() pays, through a kprobe and a kretprobe: a failing bind() 2.57–3.06×, a succeeding UDP bind() 1.96–2.21×, TCP 1.50–1.62× (qemu 5.10–6.12, emulated)"
+	costKprobeBind      = "only bind() pays, through a kprobe and a kretprobe: a failing bind() 2.93–3.00×, a succeeding UDP bind() 2.98–3.69×, TCP 2.01–2.71× (qemu 5.10–6.12, emulated by TCG: compares backends, not real CPUs)"
 	costUnhash          = "only UDP sockets closing pay: an early return, or while an incident is open a look-up in the incident table (not measured by make bench)"
 	costSockState       = "the host's TCP connections pay during an incident only: a loopback connect/accept/close churn measured 1.03–1.06× (kernel 6.18), an empty program 1.03–1.08× (the kernel's floor); nothing while no incident is open"
 	costSignal          = "the host's signals pay during an incident only: an ignored signal 1.07–1.11×, SIGTERM 1.12–1.16× (kernel 6.18), an empty program 1.05–1.09× (the kernel's floor); nothing while no incident is open"
