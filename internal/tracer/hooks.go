@@ -55,7 +55,7 @@ type hookText struct{ what, fires, cost string }
 
 // The costs, from README.md's Speed section (make bench).
 const (
-	costSyscallSlowPath = "every syscall of every task on the host takes the kernel's slow path while any syscall tracepoint is attached (one price for all of them), the kernel's floor, not bindwatch's program: getppid() measured 1.18× and a 1-byte pipe read 1.09× with the tracepoint enabled and no program at all, 1.19–1.20× and 1.11× with bindwatch running (kernel 6.18, 2026-12-07); --backend fentry or kprobe, where the kernel allows them, hook only the calls they trace"
+	costSyscallSlowPath = "every syscall of every task on the host takes the kernel's slow path while any syscall tracepoint is attached (one price for all of them), the kernel's floor, not bindwatch's program: getppid() measured 1.18× and a 1-byte pipe read 1.09× with the tracepoint enabled and no program at all, 1.19–1.20× and 1.11× with bindwatch running (kernel 6.18, 2026-12-07)"
 	costTPBind          = "the syscall slow path (see the backend's cost), and on bind() itself: a failing bind() 1.60–1.63× (its address read from user memory, the storm folded), a succeeding UDP bind() 1.11–1.14× (its holder recorded), TCP 1.08–1.09×, UDP with --no-holders 1.06–1.08× (kernel 6.18)"
 	costTPOther         = "the syscall slow path (see the backend's cost); the program itself returns at its first comparison unless the call failed with an error it traces"
 	costTPEnter         = "the syscall slow path on entry too (every syscall's entry is checked); the program stashes the call's arguments for its exit (kernels before 5.15)"
