@@ -12,11 +12,13 @@ import (
 	"github.com/bindwatch/bindwatch/internal/testenv"
 )
 
-// doctor loads every backend for real; on any kernel CI runs on, at least
-// the backend under test must be reported working, and auto must pick one.
-func TestDoctor(t *testing.T) {
-	testenv.RequireRoot(t)
-	out, err := exec.Command(bindwatchBin, "doctor", "--format", "json").Output()
+// runDoctor runs `bindwatch doctor --format json` (after prefix, a command
+// that runs it: in a namespace), checks its record against
+// docs/schema.json and returns it.
+func runDoctor(t *testing.T, prefix ...string) events.Doctor {
+	t.Helper()
+	argv := append(prefix, bindwatchBin, "doctor", "--format", "json")
+	out, err := exec.Command(argv[0], argv[1:]...).Output()
 	if err != nil {
 		t.Fatalf("doctor: %v\n%s", err, out)
 	}
@@ -31,6 +33,14 @@ func TestDoctor(t *testing.T) {
 	if err := json.Unmarshal(out, &r); err != nil {
 		t.Fatalf("doctor JSON: %v\n%s", err, out)
 	}
+	return r
+}
+
+// doctor loads every backend for real; on any kernel CI runs on, at least
+// the backend under test must be reported working, and auto must pick one.
+func TestDoctor(t *testing.T) {
+	testenv.RequireRoot(t)
+	r := runDoctor(t)
 	if r.Type != events.TypeDoctor || r.Version != events.Version || r.Bindwatch == "" {
 		t.Errorf("type %q, version %d, bindwatch %q: want doctor, %d and the binary's version", r.Type, r.Version, r.Bindwatch, events.Version)
 	}
@@ -59,24 +69,9 @@ func TestDoctorEphemeralRange(t *testing.T) {
 	testenv.RequireRoot(t)
 	doctor := func(name string) events.Doctor {
 		t.Helper()
-		argv := append(testenv.InNetns(name), bindwatchBin, "doctor", "--format", "json")
-		out, err := exec.Command(argv[0], argv[1:]...).Output()
-		if err != nil {
-			t.Fatalf("doctor: %v\n%s", err, out)
-		}
-		var doc any
-		if err := json.Unmarshal(out, &doc); err != nil {
-			t.Fatalf("doctor JSON: %v\n%s", err, out)
-		}
-		if err := recordSchema().Validate(doc); err != nil {
-			t.Errorf("doctor's record does not match docs/schema.json: %v\n%s", err, out)
-		}
-		var r events.Doctor
-		if err := json.Unmarshal(out, &r); err != nil {
-			t.Fatal(err)
-		}
+		r := runDoctor(t, testenv.InNetns(name)...)
 		if r.Ephemeral == nil || r.Ephemeral.Error != "" {
-			t.Fatalf("ephemeral_range %+v: want it checked\n%s", r.Ephemeral, out)
+			t.Fatalf("ephemeral_range %+v: want it checked", r.Ephemeral)
 		}
 		return r
 	}
@@ -125,21 +120,7 @@ func TestDoctorEphemeralRange(t *testing.T) {
 // tracepoint backend puts every syscall on the kernel's slow path.
 func TestDoctorHooks(t *testing.T) {
 	testenv.RequireRoot(t)
-	out, err := exec.Command(bindwatchBin, "doctor", "--format", "json").Output()
-	if err != nil {
-		t.Fatalf("doctor: %v\n%s", err, out)
-	}
-	var doc any
-	if err := json.Unmarshal(out, &doc); err != nil {
-		t.Fatalf("doctor JSON: %v\n%s", err, out)
-	}
-	if err := recordSchema().Validate(doc); err != nil {
-		t.Errorf("doctor's record does not match docs/schema.json: %v\n%s", err, out)
-	}
-	var r events.Doctor
-	if err := json.Unmarshal(out, &r); err != nil {
-		t.Fatal(err)
-	}
+	r := runDoctor(t)
 	// The hook each backend needs for bind(), as the kernel names it, and
 	// what its cost must say.
 	want := map[string]struct{ bind, cost string }{
