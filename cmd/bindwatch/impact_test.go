@@ -50,7 +50,7 @@ func TestRecoveredCountsRefusedConnections(t *testing.T) {
 			t.Fatalf("the second instance's bind: %q, want errno EADDRINUSE", second.Line)
 		}
 		waitFailureIn(t, out, int(port), inode)
-		hammer := testenv.StartHelper(t, fmt.Sprintf("hammer 127.0.0.1 %d 4", port), in...)
+		hammer := testenv.StartHelper(t, fmt.Sprintf("hammer 127.0.0.1 %d %d", port, hammerClients), in...)
 		hammerStats(t, hammer, "connections in the old server's queue", func(est, _ int) bool { return est >= 50 })
 		syscall.Kill(old.PID, syscall.SIGTERM)
 		old.Cmd.Wait()
@@ -65,8 +65,14 @@ func TestRecoveredCountsRefusedConnections(t *testing.T) {
 			t.Fatalf("hammer said %q: %v", done, err)
 		}
 		t.Logf("the client: %d ECONNREFUSED, %d ECONNRESET, %d connections alive, %d closed, %d other errors", refused, reset, alive, eof, other)
-		if other != 0 || eof != 0 || refused == 0 || reset == 0 {
-			t.Errorf("the client: %d other errors, %d closed, %d refused, %d reset: want no other error or close, and some of each", other, eof, refused, reset)
+		// A handshake that completes while the listener closes makes a
+		// child that inherits the closing listener's shutdown: the kernel
+		// sends it a FIN (the client reads EOF), then resets it without
+		// its having been in the queue (traced on 6.18: tcp_shutdown from
+		// tcp_child_process, under load). Each of the client's
+		// goroutines has one handshake in flight at most.
+		if other != 0 || eof > hammerClients || refused == 0 || reset == 0 {
+			t.Errorf("the client: %d other errors, %d closed, %d refused, %d reset: want no other error, at most %d closed (a handshake each that completed as the listener closed), and some of each", other, eof, refused, reset, hammerClients)
 		}
 	}, func(lines [][]byte) bool {
 		for _, l := range lines {
@@ -189,6 +195,9 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 	}
 }
+
+// hammerClients is how many goroutines of the hammer connect at once.
+const hammerClients = 4
 
 // hammerStats waits until the hammer's counts (connections established,
 // attempts refused) satisfy cond.
@@ -368,7 +377,7 @@ func TestRealServerRestartUnderHammer(t *testing.T) {
 			t.Fatalf("a bind beside the running server: %q, want errno EADDRINUSE", h.Line)
 		}
 		waitFailureIn(t, out, int(port), inode)
-		hammer := testenv.StartHelper(t, fmt.Sprintf("hammer 127.0.0.1 %d 4", port), in...)
+		hammer := testenv.StartHelper(t, fmt.Sprintf("hammer 127.0.0.1 %d %d", port, hammerClients), in...)
 		hammerStats(t, hammer, "connections to the running server", func(est, _ int) bool { return est >= 50 })
 		old.Process.Signal(syscall.SIGTERM)
 		old.Wait()
