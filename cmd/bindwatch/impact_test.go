@@ -41,7 +41,7 @@ func TestRecoveredCountsRefusedConnections(t *testing.T) {
 	// Below the ephemeral range: a client's own port is never the
 	// server's (a connect to itself would succeed while nothing listens).
 	const port = 18022
-	var refused, reset int
+	var refused, reset, eof int
 	lines := runTraceOut(t, func(out string) {
 		// The old server: a backlog room enough for the hammering.
 		old := testenv.StartHelper(t, fmt.Sprintf("serveq 127.0.0.1 %d 4096", port), in...)
@@ -60,17 +60,18 @@ func TestRecoveredCountsRefusedConnections(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var alive, eof, other int
+		var alive, other int
 		if _, err := fmt.Sscanf(done, "done %d %d %d %d %d", &refused, &reset, &alive, &eof, &other); err != nil {
 			t.Fatalf("hammer said %q: %v", done, err)
 		}
 		t.Logf("the client: %d ECONNREFUSED, %d ECONNRESET, %d connections alive, %d closed, %d other errors", refused, reset, alive, eof, other)
 		// A handshake that completes while the listener closes makes a
 		// child that inherits the closing listener's shutdown: the kernel
-		// sends it a FIN (the client reads EOF), then resets it without
-		// its having been in the queue (traced on 6.18: tcp_shutdown from
-		// tcp_child_process, under load). Each of the client's
-		// goroutines has one handshake in flight at most.
+		// sends it a FIN at once (traced on 6.18, under load: tcp_shutdown
+		// from tcp_child_process), so its client reads EOF, not the reset
+		// that follows, whether the child made it into the queue (and is
+		// counted) or not. Each of the client's goroutines has one
+		// handshake in flight at most.
 		if other != 0 || eof > hammerClients || refused == 0 || reset == 0 {
 			t.Errorf("the client: %d other errors, %d closed, %d refused, %d reset: want no other error, at most %d closed (a handshake each that completed as the listener closed), and some of each", other, eof, refused, reset, hammerClients)
 		}
@@ -110,11 +111,13 @@ func TestRecoveredCountsRefusedConnections(t *testing.T) {
 		t.Fatalf("recovered %v, released %v: want both", rec, rel)
 	}
 	// The kernel reads the old listener's accept queue as it closes:
-	// every kernel with tp_btf measures it.
-	t.Logf("the clients saw %d ECONNRESET; released: reset_connections %+v", reset, rel.ResetConnections)
-	if c := rel.ResetConnections; c == nil || c.Count != uint64(reset) || !c.First.Equal(rel.Time) {
-		t.Errorf("released: reset_connections %+v, the clients saw %d ECONNRESET", c, reset)
+	// every kernel with tp_btf measures it. A connection closed as the
+	// listener closed (see above) may be in the queue or not.
+	t.Logf("the clients saw %d ECONNRESET and %d closed; released: reset_connections %+v", reset, eof, rel.ResetConnections)
+	if c := rel.ResetConnections; c == nil || c.Count < uint64(reset) || c.Count > uint64(reset+eof) || !c.First.Equal(rel.Time) {
+		t.Fatalf("released: reset_connections %+v, the clients saw %d ECONNRESET and %d connections closed", c, reset, eof)
 	}
+	reset = int(rel.ResetConnections.Count) // what the report must say
 	if why, ok := start.Limits["client_impact"]; ok {
 		if rec.RefusedConnections != nil {
 			t.Errorf("the start record says client impact is not measured (%s), the recovered record counts %+v", why, rec.RefusedConnections)

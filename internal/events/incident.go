@@ -80,7 +80,8 @@ type Released struct {
 	// and the program never accepted: the kernel reset them at the close
 	// (their clients got ECONNRESET). Absent where not measured (a poll's
 	// release, UDP), or not known: ResetUnknown says why. A handshake that
-	// completes during the close is not in the queue and not counted.
+	// completes during the close gets a FIN, then the reset (its client
+	// reads EOF), and is counted only if it reached the queue.
 	ResetConnections *ImpactCount `json:"reset_connections,omitempty"`
 	// ResetUnknown (a TCP listener's close, seen by the kernel) says why
 	// ResetConnections is absent although the queue was read: the kernel
