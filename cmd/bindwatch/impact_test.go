@@ -431,8 +431,12 @@ func TestRealServerRestartUnderHammer(t *testing.T) {
 		t.Fatalf("released %v, recovered %v: want both", rel, rec)
 	}
 	t.Logf("released: reset_connections %+v; recovered: refused_connections %+v", rel.ResetConnections, rec.RefusedConnections)
-	if c := rel.ResetConnections; c == nil || c.Count != uint64(reset) {
-		t.Errorf("released: reset_connections %+v, the client saw %d ECONNRESET", c, reset)
+	// A handshake completing as the listener closes is sent a FIN before
+	// its reset (TestRecoveredCountsRefusedConnections): its client reads
+	// EOF, like the connections the server itself closed, yet the kernel
+	// counts it if it reached the queue. One per client goroutine at most.
+	if c := rel.ResetConnections; c == nil || c.Count < uint64(reset) || c.Count > uint64(reset+min(eof, hammerClients)) {
+		t.Errorf("released: reset_connections %+v, the client saw %d ECONNRESET and %d connections closed", c, reset, eof)
 	}
 	if c := rec.RefusedConnections; c == nil || c.Count != uint64(refused) {
 		t.Errorf("recovered: refused_connections %+v, the client saw %d ECONNREFUSED", c, refused)
