@@ -136,7 +136,10 @@ func TestNginx(t *testing.T) {
 		tr.awaitAbandoned(t, port)
 		for _, f := range tr.failed(t, p.pid(), "the second nginx") {
 			alreadyRunning(t, f, master, workers...)
-			hintHas(t, f, "nginx -s reload")
+			// Started with its own -p and -c, as the test's nginx is:
+			// `nginx -s reload` would signal the default configuration's
+			// master, so the hint names this one by pid.
+			hintHas(t, f, fmt.Sprintf("SIGHUP to its master, pid %d", master), "not `nginx -s reload`", fmt.Sprintf("SIGQUIT to pid %d", master))
 		}
 		tr.gaveUp(t, port, "already_running", append(workers, master)...)
 	})

@@ -193,7 +193,7 @@ func diagnoseLiveHolder(f *events.Failure, h *events.Holder, want bindFlags, fac
 	if v, ok := diagnoseLeftover(f, h, age); ok {
 		return v
 	}
-	if v, ok := diagnoseAlreadyRunning(f, h, now); ok {
+	if v, ok := diagnoseAlreadyRunning(f, h, facts, now); ok {
 		return v
 	}
 	holderPort := h.ReusePort != nil && *h.ReusePort

@@ -2,6 +2,7 @@ package diagnose
 
 import (
 	"fmt"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -153,7 +154,7 @@ func diagnoseLeftover(f *events.Failure, h *events.Holder, age string) (Verdict,
 // failing process, with no evidence that its instance is gone: a second
 // copy was started while the first serves the port. Its hint never kills
 // the serving instance.
-func diagnoseAlreadyRunning(f *events.Failure, h *events.Holder, now time.Time) (Verdict, bool) {
+func diagnoseAlreadyRunning(f *events.Failure, h *events.Holder, facts Facts, now time.Time) (Verdict, bool) {
 	var same []*events.Process
 	exact := true
 	for i := range h.Processes {
@@ -188,7 +189,7 @@ func diagnoseAlreadyRunning(f *events.Failure, h *events.Holder, now time.Time) 
 	if lin := judgeLineage(h, f.Process.PID); lin.handoff {
 		diagnosis += " It is the running daemon: " + lin.who + " " + lin.story + "."
 	}
-	hint := fmt.Sprintf("%s (pid %d) has been serving this port%s. %s", name, main.PID, since, reloadAdvice(main))
+	hint := fmt.Sprintf("%s (pid %d) has been serving this port%s. %s", name, main.PID, since, reloadAdvice(main, h, facts.OwnNetns))
 	v := verdict(events.CauseAlreadyRunning, diagnosis, hint)
 	if !exact {
 		v.Diagnosis += " (bindwatch tells the program by its name only: its executable could not be read.)"
@@ -197,10 +198,12 @@ func diagnoseAlreadyRunning(f *events.Failure, h *events.Holder, now time.Time) 
 	return v, true
 }
 
-// reloadAdvice says how to apply a change to a running instance, or stop
-// it, in the words of its manager: a container's runtime, its systemd
-// unit, or the program's own commands.
-func reloadAdvice(p *events.Process) string {
+// reloadAdvice says how to apply a change to a running instance p, which
+// holds h, or stop it, in the words of its manager: a container's
+// runtime, its systemd unit, or the program's own commands (a client of
+// the port run in p's network namespace unless ownNetns: h is in
+// bindwatch's own).
+func reloadAdvice(p *events.Process, h *events.Holder, ownNetns bool) string {
 	if c := containerStop(p); c != "" {
 		return "To change it, redeploy its container, or stop it first: " + c + "; do not start a second copy beside it."
 	}
@@ -208,14 +211,29 @@ func reloadAdvice(p *events.Process) string {
 	ctl := Systemctl(p)
 	reload, stop := "", ""
 	switch exe := strings.TrimSuffix(p.Exe, " (deleted)"); {
-	case strings.HasSuffix(exe, "/nginx"):
+	case strings.HasSuffix(exe, "/nginx") && nginxDefaultInstance(p):
 		reload, stop = "`nginx -s reload`", "`nginx -s quit`"
+	case strings.HasSuffix(exe, "/nginx") && unit == "":
+		// Its own -s would signal the default configuration's master.
+		// Its options are not repeated: they come from a command line
+		// any process may write, and root would run them.
+		reload = fmt.Sprintf("SIGHUP to its master, pid %d; not `nginx -s reload`, which would signal the nginx of the default configuration: this one was started with its own -c, -p or -g pid", p.PID)
+		stop = fmt.Sprintf("SIGQUIT to pid %d, which lets it finish its requests", p.PID)
 	case strings.HasSuffix(exe, "/haproxy"):
 		reload, stop = fmt.Sprintf("start the new haproxy with `-sf %d` so that it takes over", p.PID), ""
 	case strings.HasSuffix(exe, "/apache2"), strings.HasSuffix(exe, "/httpd"):
 		reload, stop = "`apachectl graceful`", "`apachectl graceful-stop`"
-	case strings.HasSuffix(exe, "/redis-server"):
-		stop = "`redis-cli -p PORT shutdown`"
+	case strings.HasSuffix(exe, "/redis-server"),
+		strings.HasSuffix(exe, "/redis-check-rdb") && p.Comm == "redis-server": // Debian's redis-server is a link to it
+		host := ""
+		if a, err := netip.ParseAddr(h.Addr); err == nil && !a.IsUnspecified() && a != netip.MustParseAddr("127.0.0.1") {
+			host = "-h " + a.String() + " "
+		}
+		enter := ""
+		if !ownNetns {
+			enter = fmt.Sprintf("nsenter --net=/proc/%d/ns/net ", p.PID)
+		}
+		stop = fmt.Sprintf("`%sredis-cli %s-p %d shutdown` (with -a and its password if it has one)", enter, host, h.Port)
 	}
 	var parts []string
 	switch {
@@ -237,6 +255,28 @@ func reloadAdvice(p *events.Process) string {
 		parts = append(parts, fmt.Sprintf("or stop it first (SIGTERM to pid %d) before starting another", p.PID))
 	}
 	return strings.Join(parts, ", ") + "; do not start a second copy beside it."
+}
+
+// nginxDefaultInstance reports whether `nginx -s` would signal nginx
+// master p: it finds the master by the pid file of the default
+// configuration, so p must have been started without -c, -p, or a -g that
+// sets the pid file. A master's command line is its title ("nginx: master
+// process /usr/sbin/nginx -g daemon on; ..."); one that cannot be read
+// is not taken for the default.
+func nginxDefaultInstance(p *events.Process) bool {
+	args := strings.Fields(strings.TrimPrefix(strings.Join(p.Cmdline, " "), "nginx: master process "))
+	if len(args) == 0 {
+		return false
+	}
+	for i, a := range args[1:] {
+		switch {
+		case strings.HasPrefix(a, "-c"), strings.HasPrefix(a, "-p"):
+			return false
+		case strings.HasPrefix(a, "-g") && strings.Contains(strings.Join(args[1+i:], " "), "pid"):
+			return false
+		}
+	}
+	return true
 }
 
 // Holder kinds, as an incident names its holders (HolderKind).

@@ -39,8 +39,9 @@ func TestHintStopsHolderUnit(t *testing.T) {
 // A second copy of a service's program: reload or stop it through its
 // unit, never SIGTERM to its main process.
 func TestReloadAdviceUsesUnit(t *testing.T) {
-	p := events.Process{PID: 42, Comm: "nginx", Exe: "/usr/sbin/nginx", Unit: "nginx.service"}
-	got := reloadAdvice(&p)
+	p := events.Process{PID: 42, Comm: "nginx", Exe: "/usr/sbin/nginx", Unit: "nginx.service",
+		Cmdline: []string{"nginx: master process /usr/sbin/nginx -g daemon on; master_process on;"}} // Debian's unit
+	got := reloadAdvice(&p, &events.Holder{Addr: "0.0.0.0", Port: 80}, true)
 	for _, want := range []string{"nginx -s reload", "systemctl reload nginx.service", "systemctl stop nginx.service"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("reloadAdvice = %q: want %q", got, want)
@@ -95,6 +96,81 @@ func TestSocketActivationNamesUnit(t *testing.T) {
 				if !strings.Contains(v.Diagnosis, d) {
 					t.Errorf("diagnosis %q: want %q", v.Diagnosis, d)
 				}
+			}
+		})
+	}
+}
+
+// nginx's own `nginx -s reload` signals the master of the default
+// configuration (its pid file): for one started with -c, -p or a -g that
+// sets the pid file, the hint says its unit, or SIGHUP to its master, and
+// never repeats the options (a title any process may write, which root
+// would run).
+func TestReloadAdviceNginxOwnConfiguration(t *testing.T) {
+	for _, c := range []struct {
+		name      string
+		cmdline   []string
+		unit      string
+		want, not []string
+	}{
+		{"default, daemonized", []string{"nginx: master process /usr/sbin/nginx"}, "",
+			[]string{"(`nginx -s reload`)", "`nginx -s quit`"}, []string{"SIGHUP"}},
+		{"default, in the foreground", []string{"/usr/sbin/nginx", "-g", "daemon off;"}, "",
+			[]string{"(`nginx -s reload`)"}, []string{"SIGHUP"}},
+		{"its own -c", []string{"nginx: master process nginx -c /srv/site/nginx.conf"}, "",
+			[]string{"SIGHUP to its master, pid 42; not `nginx -s reload`", "SIGQUIT to pid 42"}, []string{"(`nginx -s reload`", "/srv/site", "nginx -s quit"}},
+		{"-c joined to its value", []string{"nginx: master process nginx -c/srv/site/nginx.conf"}, "",
+			[]string{"SIGHUP to its master, pid 42"}, []string{"/srv/site"}},
+		{"its own prefix", []string{"nginx: master process /usr/sbin/nginx -p /srv/site/"}, "",
+			[]string{"SIGHUP to its master, pid 42"}, []string{"/srv/site"}},
+		{"a pid file of its own", []string{"nginx: master process nginx -g pid /run/site.pid;"}, "",
+			[]string{"SIGHUP to its master, pid 42"}, []string{"/run/site.pid"}},
+		{"a hostile title", []string{"nginx: master process nginx -c /tmp/x.conf -g load_module /tmp/evil.so;"}, "",
+			[]string{"SIGHUP to its master, pid 42"}, []string{"/tmp/x.conf", "evil"}},
+		{"unreadable", nil, "",
+			[]string{"SIGHUP to its master, pid 42"}, nil},
+		{"its own -c, in a unit", []string{"nginx: master process /usr/sbin/nginx -c /etc/nginx/site.conf"}, "site.service",
+			[]string{"systemctl reload site.service", "systemctl stop site.service"}, []string{"nginx -s", "SIGHUP", "SIGTERM"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p := events.Process{PID: 42, Comm: "nginx", Exe: "/usr/sbin/nginx", Unit: c.unit, Cmdline: c.cmdline}
+			got := reloadAdvice(&p, &events.Holder{Addr: "0.0.0.0", Port: 80}, true)
+			for _, w := range c.want {
+				if !strings.Contains(got, w) {
+					t.Errorf("reloadAdvice = %q: want %q", got, w)
+				}
+			}
+			for _, n := range c.not {
+				if strings.Contains(got, n) {
+					t.Errorf("reloadAdvice = %q: must not say %q", got, n)
+				}
+			}
+		})
+	}
+}
+
+// redis' own stop names the port it holds (and the address, unless the
+// one redis-cli tries first), in the holder's network namespace when it
+// is not bindwatch's, also as Debian installs it: redis-server is a link
+// to redis-check-rdb, which /proc/PID/exe names.
+func TestReloadAdviceRedisShutdown(t *testing.T) {
+	for _, c := range []struct {
+		name, exe, comm, addr string
+		own                   bool
+		want                  string
+	}{
+		{"Debian", "/usr/bin/redis-check-rdb", "redis-server", "127.0.0.1", true, "`redis-cli -p 16390 shutdown`"},
+		{"built from source", "/usr/local/bin/redis-server", "redis-server", "0.0.0.0", true, "`redis-cli -p 16390 shutdown`"},
+		{"on one address", "/usr/bin/redis-check-rdb", "redis-server", "10.1.2.3", true, "`redis-cli -h 10.1.2.3 -p 16390 shutdown`"},
+		{"IPv6", "/usr/bin/redis-check-rdb", "redis-server", "::1", true, "`redis-cli -h ::1 -p 16390 shutdown`"},
+		{"in another network namespace", "/usr/bin/redis-check-rdb", "redis-server", "127.0.0.1", false, "`nsenter --net=/proc/42/ns/net redis-cli -p 16390 shutdown`"},
+		{"the checker itself is no server", "/usr/bin/redis-check-rdb", "redis-check-rdb", "127.0.0.1", true, "SIGTERM to pid 42"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p := events.Process{PID: 42, Comm: c.comm, Exe: c.exe, Cmdline: []string{"redis-server " + c.addr + ":16390"}}
+			got := reloadAdvice(&p, &events.Holder{Addr: c.addr, Port: 16390}, c.own)
+			if !strings.Contains(got, c.want) || strings.Contains(got, "PORT") {
+				t.Errorf("reloadAdvice = %q: want %q", got, c.want)
 			}
 		})
 	}
