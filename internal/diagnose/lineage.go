@@ -221,8 +221,11 @@ func reloadAdvice(p *events.Process, h *events.Holder, ownNetns bool) string {
 		stop = fmt.Sprintf("SIGQUIT to pid %d, which lets it finish its requests", p.PID)
 	case strings.HasSuffix(exe, "/haproxy"):
 		reload, stop = fmt.Sprintf("start the new haproxy with `-sf %d` so that it takes over", p.PID), ""
-	case strings.HasSuffix(exe, "/apache2"), strings.HasSuffix(exe, "/httpd"):
+	case (strings.HasSuffix(exe, "/apache2") || strings.HasSuffix(exe, "/httpd")) && startedWithDefaults(p, "", "-f", "-d", "-C", "-c"):
 		reload, stop = "`apachectl graceful`", "`apachectl graceful-stop`"
+	case (strings.HasSuffix(exe, "/apache2") || strings.HasSuffix(exe, "/httpd")) && unit == "":
+		reload = fmt.Sprintf("SIGUSR1 to its parent process, pid %d, a graceful restart; not `apachectl graceful`, which would signal the apache of the default configuration: this one was started with its own -f, -d, -C or -c", p.PID)
+		stop = fmt.Sprintf("SIGWINCH to pid %d, a graceful stop", p.PID)
 	case strings.HasSuffix(exe, "/redis-server"),
 		strings.HasSuffix(exe, "/redis-check-rdb") && p.Comm == "redis-server": // Debian's redis-server is a link to it
 		host := ""
@@ -258,22 +261,39 @@ func reloadAdvice(p *events.Process, h *events.Holder, ownNetns bool) string {
 }
 
 // nginxDefaultInstance reports whether `nginx -s` would signal nginx
-// master p: it finds the master by the pid file of the default
-// configuration, so p must have been started without -c, -p, or a -g that
-// sets the pid file. A master's command line is its title ("nginx: master
-// process /usr/sbin/nginx -g daemon on; ..."); one that cannot be read
-// is not taken for the default.
+// master p (startedWithDefaults): not if started with -c, -p, or a -g
+// that sets the pid file. A master's command line is its title ("nginx:
+// master process /usr/sbin/nginx -g daemon on; ...").
 func nginxDefaultInstance(p *events.Process) bool {
-	args := strings.Fields(strings.TrimPrefix(strings.Join(p.Cmdline, " "), "nginx: master process "))
+	if !startedWithDefaults(p, "nginx: master process ", "-c", "-p") {
+		return false
+	}
+	args := strings.Fields(strings.Join(p.Cmdline, " "))
+	for i, a := range args {
+		if strings.HasPrefix(a, "-g") && strings.Contains(strings.Join(args[i:], " "), "pid") {
+			return false
+		}
+	}
+	return true
+}
+
+// startedWithDefaults reports whether a program's own control command
+// (`nginx -s`, `apachectl`) would reach p: such a command finds the
+// running instance by the pid file of the default configuration, so p
+// must have been started with none of opts, the options that choose
+// another (prefixes: "-c/etc/x" counts). title is what the program puts
+// before its arguments when it rewrites its command line. A command line
+// that cannot be read counts as not.
+func startedWithDefaults(p *events.Process, title string, opts ...string) bool {
+	args := strings.Fields(strings.TrimPrefix(strings.Join(p.Cmdline, " "), title))
 	if len(args) == 0 {
 		return false
 	}
-	for i, a := range args[1:] {
-		switch {
-		case strings.HasPrefix(a, "-c"), strings.HasPrefix(a, "-p"):
-			return false
-		case strings.HasPrefix(a, "-g") && strings.Contains(strings.Join(args[1+i:], " "), "pid"):
-			return false
+	for _, a := range args[1:] {
+		for _, o := range opts {
+			if strings.HasPrefix(a, o) {
+				return false
+			}
 		}
 	}
 	return true

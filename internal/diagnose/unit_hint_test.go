@@ -135,16 +135,7 @@ func TestReloadAdviceNginxOwnConfiguration(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			p := events.Process{PID: 42, Comm: "nginx", Exe: "/usr/sbin/nginx", Unit: c.unit, Cmdline: c.cmdline}
 			got := reloadAdvice(&p, &events.Holder{Addr: "0.0.0.0", Port: 80}, true)
-			for _, w := range c.want {
-				if !strings.Contains(got, w) {
-					t.Errorf("reloadAdvice = %q: want %q", got, w)
-				}
-			}
-			for _, n := range c.not {
-				if strings.Contains(got, n) {
-					t.Errorf("reloadAdvice = %q: must not say %q", got, n)
-				}
-			}
+			adviceSays(t, got, c.want, c.not)
 		})
 	}
 }
@@ -173,5 +164,47 @@ func TestReloadAdviceRedisShutdown(t *testing.T) {
 				t.Errorf("reloadAdvice = %q: want %q", got, c.want)
 			}
 		})
+	}
+}
+
+// apachectl, like nginx -s, signals the apache of the default
+// configuration: one started with its own -f, -d, -C or -c is reloaded by
+// a signal to its parent process, its options never repeated.
+func TestReloadAdviceApacheOwnConfiguration(t *testing.T) {
+	for _, c := range []struct {
+		name      string
+		cmdline   []string
+		unit      string
+		want, not []string
+	}{
+		{"default", []string{"/usr/sbin/apache2", "-k", "start"}, "",
+			[]string{"(`apachectl graceful`)", "`apachectl graceful-stop`"}, []string{"SIGUSR1"}},
+		{"its own -f", []string{"/usr/sbin/apache2", "-f", "/srv/site/httpd.conf", "-k", "start"}, "",
+			[]string{"SIGUSR1 to its parent process, pid 42", "SIGWINCH to pid 42"}, []string{"(`apachectl", "/srv/site"}},
+		{"a directive of its own", []string{"/usr/sbin/httpd", "-C", "PidFile /run/site.pid"}, "",
+			[]string{"SIGUSR1 to its parent process, pid 42"}, []string{"/run/site.pid"}},
+		{"its own -f, in a unit", []string{"/usr/sbin/apache2", "-f", "/srv/site/httpd.conf"}, "site.service",
+			[]string{"systemctl reload site.service"}, []string{"apachectl", "SIGUSR1"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p := events.Process{PID: 42, Comm: "apache2", Exe: "/usr/sbin/apache2", Unit: c.unit, Cmdline: c.cmdline}
+			got := reloadAdvice(&p, &events.Holder{Addr: "0.0.0.0", Port: 80}, true)
+			adviceSays(t, got, c.want, c.not)
+		})
+	}
+}
+
+// adviceSays checks that reloadAdvice's text has each of want and none of not.
+func adviceSays(t *testing.T, got string, want, not []string) {
+	t.Helper()
+	for _, w := range want {
+		if !strings.Contains(got, w) {
+			t.Errorf("reloadAdvice = %q: want %q", got, w)
+		}
+	}
+	for _, n := range not {
+		if strings.Contains(got, n) {
+			t.Errorf("reloadAdvice = %q: must not say %q", got, n)
+		}
 	}
 }
