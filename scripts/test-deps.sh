@@ -3,7 +3,8 @@
 # installs. Every package here is used by a test that starts the real program:
 #   clang-19 llvm-19 libbpf-dev bpftool  rebuild the BPF objects (check-generated)
 #   socat nginx python3 lsof psmisc      real holders, and the tools `who` is compared with
-#   redis-server haproxy memcached        real daemons of the restart corpus (internal/corpus)
+#   redis-server haproxy memcached apache2
+#                                         real daemons of the restart corpus (internal/corpus)
 #   iproute2                              network namespaces for tests with their own sysctls
 #   qemu-system-x86 busybox-static cpio   the kernel matrix (Debian kernels under qemu)
 #   logrotate rsyslog prometheus          real collectors for the output sinks
@@ -23,7 +24,7 @@ set -euo pipefail
 packages=(
 	clang-19 llvm-19 libbpf-dev bpftool
 	socat nginx python3 lsof psmisc
-	redis-server haproxy memcached
+	redis-server haproxy memcached apache2
 	iproute2
 	qemu-system-x86 busybox-static cpio
 	logrotate rsyslog prometheus
@@ -52,9 +53,9 @@ fi
 echo "test-deps: installing ${missing[*]} (apt-get)"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
-# Services in these packages (nginx, rsyslog, prometheus, docker, containerd)
-# must not start on their own: the tests start their own instances on private
-# ports, sockets and state directories.
+# Services in these packages (nginx, apache2, rsyslog, prometheus, docker,
+# containerd) must not start on their own: the tests start their own
+# instances on private ports, sockets and state directories.
 created_policy=0
 if [ ! -e /usr/sbin/policy-rc.d ]; then
 	printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
