@@ -81,7 +81,9 @@ type Released struct {
 	// (their clients got ECONNRESET). Absent where not measured (a poll's
 	// release, UDP), or not known: ResetUnknown says why. A handshake that
 	// completes during the close gets a FIN, then the reset (its client
-	// reads EOF), and is counted only if it reached the queue.
+	// reads EOF), and is counted only if it reached the queue. Of an
+	// SO_REUSEPORT group, only the listener seen taking the port is
+	// followed: the other members' closes are not counted.
 	ResetConnections *ImpactCount `json:"reset_connections,omitempty"`
 	// ResetUnknown (a TCP listener's close, seen by the kernel) says why
 	// ResetConnections is absent although the queue was read: the kernel
