@@ -233,9 +233,10 @@ var argsInRegs = func() bool {
 // directReads says whether the hot paths may read kernel structs with
 // plain loads through typed pointers instead of a probe-read helper call per
 // field (bpf/bindwatch/common.h, "Direct reads"): the kernel must have
-// bpf_get_current_task_btf (5.11) and the bpf_rdonly_cast kfunc (6.2). A
-// variable so tests can force the probe-read path on a kernel that has both.
-var directReads = func() bool {
+// bpf_get_current_task_btf (5.11) and the bpf_rdonly_cast kfunc (6.2).
+// The probe-read path is what kernels before 6.2 (5.10 and 6.1 in vmtest)
+// and the kprobe backend run.
+func directReads() bool {
 	if features.HaveProgramHelper(ebpf.TracePoint, asm.FnGetCurrentTaskBtf) != nil {
 		return false
 	}
