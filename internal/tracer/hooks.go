@@ -3,6 +3,7 @@ package tracer
 import (
 	"fmt"
 	"strings"
+	"sync"
 
 	"github.com/bindwatch/bindwatch/internal/events"
 )
@@ -141,8 +142,12 @@ type hook struct {
 	progs []string
 }
 
+// hookSpec is the BPF object hookList reads the sections from: parsed once
+// for all backends (doctor asks for each), and only read.
+var hookSpec = sync.OnceValues(loadBindwatch)
+
 func hookList(b Backend, impact string) ([]hook, error) {
-	spec, err := loadBindwatch()
+	spec, err := hookSpec()
 	if err != nil {
 		return nil, fmt.Errorf("parse embedded BPF object: %w (hint: run make generate)", err)
 	}
