@@ -57,7 +57,10 @@ static __always_inline __u64 holder_bound_ns(__u64 bound, __u64 now_ns)
 
 	if (!holder_hz || !bound)
 		return bound;
-	ago = (bpf_jiffies64() - bound) * 1000000000ULL / holder_hz;
+	ago = bpf_jiffies64() - bound;
+	/* In whole seconds first: ticks * 10^9 overflows after 213 days at
+	 * 1000 Hz, and a holder may have held its port that long. */
+	ago = ago / holder_hz * 1000000000ULL + ago % holder_hz * 1000000000ULL / holder_hz;
 	/* 1, not 0 (which says "not known"), for a time before boot. */
 	return ago < now_ns ? now_ns - ago : 1;
 }
