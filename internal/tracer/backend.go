@@ -266,8 +266,11 @@ var tickHZ = func() uint32 {
 // for the boot clock: no tick (tickHZ), or a window under 100 ticks (the
 // tick would time it less closely than to 1%).
 func foldJiffies(fold time.Duration) uint64 {
-	hz := tickHZ()
-	ticks := (uint64(fold)*uint64(hz) + uint64(time.Second) - 1) / uint64(time.Second)
+	hz := uint64(tickHZ())
+	// Whole seconds first: nanoseconds × hz overflows for a --fold of
+	// months. The rest rounds up to a tick.
+	sec, rest := uint64(fold/time.Second), uint64(fold%time.Second)
+	ticks := sec*hz + (rest*hz+uint64(time.Second)-1)/uint64(time.Second)
 	if ticks < 100 {
 		return 0
 	}

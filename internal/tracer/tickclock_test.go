@@ -94,3 +94,29 @@ func bootNow(t *testing.T) uint64 {
 	}
 	return uint64(ts.Nano())
 }
+
+// foldJiffies: the window in ticks, rounded up, or 0 (the boot clock) when
+// the tick would time it to worse than 1%; a window of years does not wrap.
+func TestFoldJiffies(t *testing.T) {
+	forced := tickHZ
+	defer func() { tickHZ = forced }()
+	for _, c := range []struct {
+		hz   uint32
+		fold time.Duration
+		want uint64
+	}{
+		{1000, time.Second, 1000},
+		{250, time.Second, 250},
+		{250, 1500 * time.Millisecond, 375},
+		{1000, 100*time.Millisecond + time.Nanosecond, 101},
+		{1000, 99 * time.Millisecond, 0},
+		{100, time.Second, 100},
+		{0, time.Second, 0},
+		{1000, 300000 * time.Hour, 300000 * 3600 * 1000},
+	} {
+		tickHZ = func() uint32 { return c.hz }
+		if got := foldJiffies(c.fold); got != c.want {
+			t.Errorf("foldJiffies(%v) at %d Hz = %d, want %d", c.fold, c.hz, got, c.want)
+		}
+	}
+}
