@@ -169,8 +169,8 @@ func succeedingBinds(b *testing.B, sotype, port, n, batches int) time.Duration {
 type pipeline struct {
 	backend string
 	cancel  context.CancelFunc
-	done   chan error
-	out    *testenv.SyncBuffer
+	done    chan error
+	out     *testenv.SyncBuffer
 }
 
 // attach starts the pipeline; with port set, it counts only failures on
