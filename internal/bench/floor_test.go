@@ -15,7 +15,6 @@ import (
 // the README can say how much of a ratio is the hook's dispatch and how
 // much bindwatch's program. attach returns what detaches it.
 type bindFloor struct {
-	progs []*ebpf.Program
 	links func() ([]link.Link, error)
 }
 
