@@ -88,6 +88,21 @@ static __always_inline void *fold_map_of(__u32 gen)
 }
 
 /*
+ * Key's entry in generation gen's table. Each call names its map as a
+ * constant, so the verifier inlines the lookup (a map chosen at run time,
+ * as fold_map_of() gives, costs a storm's every failure a helper call);
+ * the barrier keeps clang from merging the two calls into one on a
+ * selected pointer.
+ */
+static __always_inline struct fold_val *fold_lookup(__u32 gen, struct fold_key *key)
+{
+	if (gen & 1)
+		return bpf_map_lookup_elem(&folds1, key);
+	asm volatile("" ::: "memory");
+	return bpf_map_lookup_elem(&folds0, key);
+}
+
+/*
  * Folding: count this failure into the fold table instead of reporting it?
  * Yes when its key reported a failure less than fold_ns ago. A key found
  * only in the previous generation carries its window over into the current
@@ -100,7 +115,7 @@ static __always_inline bool fold(struct fold_key *key, __u64 now)
 
 	if (!fold_ns)
 		return false;
-	v = bpf_map_lookup_elem(fold_map_of(gen), key);
+	v = fold_lookup(gen, key);
 	if (v) {
 		if (now - v->window_start < fold_window()) {
 			__sync_fetch_and_add(&v->folded, 1);
@@ -111,7 +126,7 @@ static __always_inline bool fold(struct fold_key *key, __u64 now)
 		v->last_emit_ns = bpf_ktime_get_boot_ns();
 		return false;
 	}
-	prev = bpf_map_lookup_elem(fold_map_of(gen + 1), key);
+	prev = fold_lookup(gen + 1, key);
 	if (!prev || now - prev->window_start >= fold_window())
 		return false;
 	carry = *prev;
