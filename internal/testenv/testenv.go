@@ -356,10 +356,33 @@ func WaitForReady(t testing.TB, path string, p *os.Process, context func() strin
 
 // Exited says whether the child pid has exited (a zombie not yet
 // waited for, or gone), without waiting for it: the caller's
-// cmd.Wait still reaps it.
+// cmd.Wait still reaps it. All of it: a killed process's leader shows Z as
+// soon as its own thread is done, while its other threads (a Go helper has
+// several) may still be exiting, and the last of them is what closes the
+// fd table and the sockets in it.
 func Exited(pid int) bool {
 	st, err := host.ReadStat(pid)
-	return err != nil || st.Exited()
+	if err != nil {
+		return true
+	}
+	if !st.Exited() {
+		return false
+	}
+	task := "/proc/" + strconv.Itoa(pid) + "/task/"
+	tids, err := os.ReadDir(task)
+	if err != nil {
+		return true
+	}
+	for _, tid := range tids {
+		b, err := os.ReadFile(task + tid.Name() + "/stat")
+		if err != nil {
+			continue // released
+		}
+		if ts, err := host.ParseStat(b); err == nil && !ts.Exited() {
+			return false
+		}
+	}
+	return true
 }
 
 // SyncBuffer is a bytes.Buffer that one goroutine may read while another
