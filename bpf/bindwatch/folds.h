@@ -90,9 +90,10 @@ static __always_inline void *fold_map_of(__u32 gen)
 /*
  * Key's entry in generation gen's table. Each call names its map as a
  * constant, so the verifier inlines the lookup (a map chosen at run time,
- * as fold_map_of() gives, costs a storm's every failure a helper call);
- * the barrier keeps clang from merging the two calls into one on a
- * selected pointer.
+ * as fold_map_of() gives, costs a storm's every failure a helper call).
+ * clang 19 keeps the two calls apart without the barrier too; it is there
+ * so that a compiler that sinks them into one call on a selected pointer
+ * cannot undo the inlining unseen.
  */
 static __always_inline struct fold_val *fold_lookup(__u32 gen, struct fold_key *key)
 {
