@@ -368,17 +368,14 @@ func Exited(pid int) bool {
 	if !st.Exited() {
 		return false
 	}
-	task := "/proc/" + strconv.Itoa(pid) + "/task/"
-	tids, err := os.ReadDir(task)
+	tids, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/task")
 	if err != nil {
 		return true
 	}
-	for _, tid := range tids {
-		b, err := os.ReadFile(task + tid.Name() + "/stat")
-		if err != nil {
-			continue // released
-		}
-		if ts, err := host.ParseStat(b); err == nil && !ts.Exited() {
+	for _, d := range tids {
+		// /proc/TID/stat is the thread's own state; gone means released.
+		tid, _ := strconv.Atoi(d.Name())
+		if st, err := host.ReadStat(tid); err == nil && !st.Exited() {
 			return false
 		}
 	}
