@@ -567,6 +567,39 @@ func TestFreeJSONForceEscalates(t *testing.T) {
 	}
 }
 
+// slowToDie is ignoreTERM with 512 MiB written to: the kernel frees a
+// killed process's memory before it closes its files, so its port is
+// released tens of milliseconds after SIGKILL (60 ms measured here).
+const slowToDie = `import signal, socket, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+memory = b"x" * (512 << 20)
+s = socket.socket()
+s.bind(("0.0.0.0", int(sys.argv[1])))
+s.listen()
+print("ready", flush=True)
+time.sleep(120)`
+
+// TestFreeJSONForceWaitsForTheKilled: free waits for a holder it sent
+// SIGKILL to, although it was deaf to the first signal, before its last
+// check of the port. (It once checked at once: on a loaded machine, and
+// always with a holder slow to die, the port was still held and free
+// exited 1, with "its holders exited, but the port is held again".)
+func TestFreeJSONForceWaitsForTheKilled(t *testing.T) {
+	testenv.RequireRoot(t)
+	port := testenv.FreePort(t)
+	h := startPython(t, slowToDie, strconv.Itoa(port))
+	res, recs := freeRecords(t, fmt.Sprintf("%d/tcp", port), "--kill", "--grace", "700ms", "--force")
+	if res.code != 0 || len(recs) != 1 || !recs[0].Free {
+		t.Fatalf("want exit 0 and one record saying the port is free; %s", res)
+	}
+	if err := h.wait(t, 5*time.Second); !killedBy(err, syscall.SIGKILL) {
+		t.Errorf("holder ended with %v, want killed by SIGKILL", err)
+	}
+	if want := fmt.Sprintf("%[1]d SIGTERM still_running; %[1]d SIGKILL exited", h.pid()); actionsText(recs[0].Actions) != want {
+		t.Errorf("actions %q, want %q; %s", actionsText(recs[0].Actions), want, res)
+	}
+}
+
 // TestFreeJSONRefusesItsParent: the holder is bindwatch's parent (this
 // test); the record says it was refused, and why, and that the port is
 // still held by it.

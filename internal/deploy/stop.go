@@ -381,10 +381,9 @@ func (pl *Plan) Stop(ctx context.Context, log func(string)) error {
 			waitErr = pl.wait(ctx, stoppable, killWait)
 		}
 	}
-	// The last word, for every port: bound once more.
+	// The last word, for every port.
 	for _, pp := range pl.Ports {
-		pp.check.busy = nil // force a real bind
-		busy, err := pp.check.check()
+		busy, err := pp.lastCheck()
 		if err != nil {
 			return err
 		}
@@ -395,6 +394,18 @@ func (pl *Plan) Stop(ctx context.Context, log func(string)) error {
 	}
 	pl.pollExited()
 	return waitErr
+}
+
+// lastCheck binds the port once more, and once again if the socket that
+// refused it was gone when bindwatch looked: its holder was closing it.
+func (pp *PortPlan) lastCheck() (*Busy, error) {
+	for try := 0; ; try++ {
+		pp.check.busy = nil // force a real bind
+		busy, err := pp.check.check()
+		if err != nil || busy == nil || try == 1 || len(busy.Holders) > 0 || busy.TimeWait != nil {
+			return busy, err
+		}
+	}
 }
 
 // signal sends sig to t through its pidfd, after making sure the pid is
@@ -487,8 +498,11 @@ func (pl *Plan) wait(ctx context.Context, ports []*PortPlan, d time.Duration) er
 
 func (pp *PortPlan) allExited() bool {
 	for _, t := range pp.Targets {
-		// One deaf to the signal is not waited for: it will not exit.
-		if !t.Exited && t.SignalErr == nil && t.Deaf == "" {
+		// One deaf to the signal is not waited for: it will not exit on
+		// it. SIGKILL nothing is deaf to: a killed process is waited
+		// for, or the port is checked before it has died.
+		deaf := t.Deaf != "" && !slices.Contains(t.Sent, unix.SIGKILL)
+		if !t.Exited && t.SignalErr == nil && !deaf {
 			return false
 		}
 	}
