@@ -75,7 +75,7 @@ func TestTickTimesLikeTheBootClock(t *testing.T) {
 				if ev.HasHolder != 1 || ev.Holder.Tgid != uint32(os.Getpid()) {
 					t.Fatalf("holder %+v (has %d): want this process's socket", ev.Holder, ev.HasHolder)
 				}
-				if b := ev.Holder.BoundNs - 2*tick; b+tick < before || b > after+tick {
+				if b := ev.Holder.BoundNs; b+tick < before || b > after+tick {
 					misses = append(misses, fmt.Sprintf("holder bound at %d, want between %d and %d (the bind, to within a tick of %v)", b, before, after, time.Duration(tick)))
 					continue
 				}
