@@ -43,8 +43,9 @@ func TestTickTimesLikeTheBootClock(t *testing.T) {
 			// late (qemu TCG: a holder's bound time once came 4.66 ms early
 			// against a 4 ms tick), so the jiffies clock gets three
 			// holders, each on its own port, and one must be within a
-			// tick. A conversion made a tick early fails it (tried on this host:
-			// 4 runs of 4; two ticks early, 4 of 4).
+			// tick. A conversion two ticks early fails it (tried: 4 runs of
+			// 4 here); one a tick early passes (6 of 6), as a tick is the
+			// precision claimed.
 			attempts := 1
 			tick := uint64(0)
 			if hz != 0 {
