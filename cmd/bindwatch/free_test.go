@@ -548,55 +548,36 @@ func TestFreeJSONDryRun(t *testing.T) {
 	}
 }
 
-// TestFreeJSONForceEscalates: the SIGKILL that follows an ignored SIGTERM
-// is an action of its own.
-func TestFreeJSONForceEscalates(t *testing.T) {
-	testenv.RequireRoot(t)
-	port := testenv.FreePort(t)
-	h := startPython(t, ignoreTERM, strconv.Itoa(port))
-	res, recs := freeRecords(t, fmt.Sprintf("%d/tcp", port), "--kill", "--grace", "700ms", "--force")
-	if res.code != 0 || len(recs) != 1 {
-		t.Fatalf("want exit 0 and one record; %s", res)
-	}
-	if err := h.wait(t, 5*time.Second); !killedBy(err, syscall.SIGKILL) {
-		t.Errorf("holder ended with %v, want killed by SIGKILL", err)
-	}
-	want := fmt.Sprintf("%[1]d SIGTERM still_running; %[1]d SIGKILL exited", h.pid())
-	if got := actionsText(recs[0].Actions); got != want || !recs[0].Force || !recs[0].Free {
-		t.Errorf("actions %q, want %q, with force and free; %s", got, want, res)
-	}
-}
-
 // slowToDie is ignoreTERM with 512 MiB written to: the kernel frees a
 // killed process's memory before it closes its files, so its port is
 // released tens of milliseconds after SIGKILL (60 ms measured here).
-const slowToDie = `import signal, socket, sys, time
-signal.signal(signal.SIGTERM, signal.SIG_IGN)
-memory = b"x" * (512 << 20)
-s = socket.socket()
-s.bind(("0.0.0.0", int(sys.argv[1])))
-s.listen()
-print("ready", flush=True)
-time.sleep(120)`
+const slowToDie = `memory = b"x" * (512 << 20)
+` + ignoreTERM
 
-// TestFreeJSONForceWaitsForTheKilled: free waits for a holder it sent
-// SIGKILL to, although it was deaf to the first signal, before its last
-// check of the port. (It once checked at once: on a loaded machine, and
-// always with a holder slow to die, the port was still held and free
-// exited 1, with "its holders exited, but the port is held again".)
-func TestFreeJSONForceWaitsForTheKilled(t *testing.T) {
+// TestFreeJSONForceEscalates: the SIGKILL that follows an ignored SIGTERM
+// is an action of its own, and free waits for the killed holder to die
+// before its last check of the port, although it was deaf to the first
+// signal. (It once checked at once: on a loaded machine, and always with a
+// holder slow to die, the port was still held and free exited 1, with
+// "its holders exited, but the port is held again".)
+func TestFreeJSONForceEscalates(t *testing.T) {
 	testenv.RequireRoot(t)
-	port := testenv.FreePort(t)
-	h := startPython(t, slowToDie, strconv.Itoa(port))
-	res, recs := freeRecords(t, fmt.Sprintf("%d/tcp", port), "--kill", "--grace", "700ms", "--force")
-	if res.code != 0 || len(recs) != 1 || !recs[0].Free {
-		t.Fatalf("want exit 0 and one record saying the port is free; %s", res)
-	}
-	if err := h.wait(t, 5*time.Second); !killedBy(err, syscall.SIGKILL) {
-		t.Errorf("holder ended with %v, want killed by SIGKILL", err)
-	}
-	if want := fmt.Sprintf("%[1]d SIGTERM still_running; %[1]d SIGKILL exited", h.pid()); actionsText(recs[0].Actions) != want {
-		t.Errorf("actions %q, want %q; %s", actionsText(recs[0].Actions), want, res)
+	for _, c := range []struct{ name, code string }{{"ignores SIGTERM", ignoreTERM}, {"slow to die", slowToDie}} {
+		t.Run(c.name, func(t *testing.T) {
+			port := testenv.FreePort(t)
+			h := startPython(t, c.code, strconv.Itoa(port))
+			res, recs := freeRecords(t, fmt.Sprintf("%d/tcp", port), "--kill", "--grace", "700ms", "--force")
+			if res.code != 0 || len(recs) != 1 {
+				t.Fatalf("want exit 0 and one record; %s", res)
+			}
+			if err := h.wait(t, 5*time.Second); !killedBy(err, syscall.SIGKILL) {
+				t.Errorf("holder ended with %v, want killed by SIGKILL", err)
+			}
+			want := fmt.Sprintf("%[1]d SIGTERM still_running; %[1]d SIGKILL exited", h.pid())
+			if got := actionsText(recs[0].Actions); got != want || !recs[0].Force || !recs[0].Free {
+				t.Errorf("actions %q, want %q, with force and free; %s", got, want, res)
+			}
+		})
 	}
 }
 
