@@ -396,16 +396,17 @@ func (pl *Plan) Stop(ctx context.Context, log func(string)) error {
 	return waitErr
 }
 
-// lastCheck binds the port once more, and once again if the socket that
-// refused it was gone when bindwatch looked: its holder was closing it.
+// lastCheck binds the port once more, and once again if the diagnosis is
+// that the socket that refused it was gone when bindwatch looked: its
+// holder was closing it.
 func (pp *PortPlan) lastCheck() (*Busy, error) {
-	for try := 0; ; try++ {
-		pp.check.busy = nil // force a real bind
-		busy, err := pp.check.check()
-		if err != nil || busy == nil || try == 1 || len(busy.Holders) > 0 || busy.TimeWait != nil {
-			return busy, err
-		}
+	pp.check.busy = nil // force a real bind
+	busy, err := pp.check.check()
+	if err != nil || busy == nil || busy.Cause != events.CauseHolderGone {
+		return busy, err
 	}
+	pp.check.busy = nil
+	return pp.check.check()
 }
 
 // signal sends sig to t through its pidfd, after making sure the pid is
@@ -496,13 +497,18 @@ func (pl *Plan) wait(ctx context.Context, ports []*PortPlan, d time.Duration) er
 	}
 }
 
+// stillDeaf reports whether t will not exit on what it has been sent: it
+// is deaf to the first signal, and no SIGKILL (which nothing is deaf to)
+// has followed. A killed process is waited for, or the port would be
+// checked before it has died.
+func (t *Target) stillDeaf() bool {
+	return t.Deaf != "" && !slices.Contains(t.Sent, unix.SIGKILL)
+}
+
 func (pp *PortPlan) allExited() bool {
 	for _, t := range pp.Targets {
-		// One deaf to the signal is not waited for: it will not exit on
-		// it. SIGKILL nothing is deaf to: a killed process is waited
-		// for, or the port is checked before it has died.
-		deaf := t.Deaf != "" && !slices.Contains(t.Sent, unix.SIGKILL)
-		if !t.Exited && t.SignalErr == nil && !deaf {
+		// One deaf to the signal is not waited for: it will not exit.
+		if !t.Exited && t.SignalErr == nil && !t.stillDeaf() {
 			return false
 		}
 	}
@@ -691,7 +697,7 @@ func (pl *Plan) stillHeldHint(pp *PortPlan) string {
 		switch {
 		case t.SignalErr != nil:
 			unsent = append(unsent, fmt.Sprintf("%s: %v", events.ProcessShort(&t.Process), t.SignalErr))
-		case !t.Exited && t.Deaf != "" && len(t.Sent) == 1:
+		case !t.Exited && t.stillDeaf():
 			survived = append(survived, events.ProcessShort(&t.Process)+", which "+t.Deaf+",")
 		case !t.Exited:
 			survived = append(survived, events.ProcessShort(&t.Process))
