@@ -87,9 +87,13 @@ func doctorAction(c *cli.Context) error {
 	r.Ephemeral = ephemeralCheck()
 	r.ClientImpact = tracer.ClientImpact()
 	r.Tracefs = tracefsState() // after Probe: the tracepoint backend mounts it if absent
-	if res, err := resolve.New(resolve.Options{}); err == nil {
+	// As who, free and wait-free find them.
+	if res, err := resolve.New(resolve.Options{SharedIterators: true}); err == nil {
 		method, why := res.OwnerLookup()
 		r.Owners = method
+		if from := res.SharedIteratorsFrom(); from != "" {
+			r.Owners += " (a running tracer's, shared in " + from + ")"
+		}
 		if why != nil && tracer.CheckPrivileges() != nil {
 			why = errors.New("BPF iterators need CAP_BPF and CAP_PERFMON (root has them); without it only the processes whose fds bindwatch may read are found")
 		}

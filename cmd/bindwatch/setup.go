@@ -145,10 +145,11 @@ func (env *commandEnv) Close() {
 }
 
 // commandResolver is the resolver of who, free and wait-free: opts, with
-// rules for every process it describes and container and pod names from
-// enrich.
+// rules for every process it describes, container and pod names from
+// enrich, and a running tracer's iterators when it shares them.
 func commandResolver(opts resolve.Options, rules *redact.Rules) (*resolve.Resolver, error) {
 	opts.Redact = rules
+	opts.SharedIterators = true
 	opts.Names = enrich.New(enrich.Options{}).Process
 	opts.SocketUnit = enrich.NewSocketUnits().Holder
 	warnPidNamespace()

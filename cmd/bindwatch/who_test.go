@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/bindwatch/bindwatch/internal/events"
+	"github.com/bindwatch/bindwatch/internal/resolve"
 	"github.com/bindwatch/bindwatch/internal/testenv"
 )
 
@@ -187,5 +189,54 @@ func TestWhoInFlightSocket(t *testing.T) {
 	}
 	if text := events.Text(&f); !strings.Contains(text, "fd table") || !strings.Contains(text, "in flight") {
 		t.Errorf("the failure's line does not say the socket is in no fd table:\n%s", text)
+	}
+}
+
+// TestCommandsOpenTheTracersIterators (issue 24): a running tracer shares
+// its BPF iterators under /sys/fs/bpf/bindwatch, and who, free, wait-free
+// and doctor open them instead of loading their own; they are gone when
+// the tracer stops. The port has a TIME_WAIT socket, whose SO_REUSEADDR
+// only the tcp iterator reads: who must still give it.
+func TestCommandsOpenTheTracersIterators(t *testing.T) {
+	testenv.BPFFS(t)
+	port := testenv.FreePort(t)
+	p := strconv.Itoa(port)
+	testenv.LeaveTimeWait(t, "127.0.0.1", port, true)
+	timeWaitReuse := func() *bool {
+		t.Helper()
+		_, recs := whoRecords(t, p+"/tcp")
+		if len(recs) != 1 || len(recs[0].Holders) != 1 || recs[0].Holders[0].State != "TIME_WAIT" {
+			t.Fatalf("who %s/tcp: %+v; want one TIME_WAIT holder", p, recs)
+		}
+		return recs[0].Holders[0].ReuseAddr
+	}
+	if r := timeWaitReuse(); r == nil || !*r {
+		t.Fatalf("who without a tracer: TIME_WAIT reuseaddr %v, want true", r)
+	}
+
+	tr := startTracing(t, "--port", "1", "--format", "json", "--output", filepath.Join(t.TempDir(), "out.json"))
+	var shared string
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if d := runDoctor(t); strings.Contains(d.Owners, "a running tracer's, shared in /sys/fs/bpf/bindwatch/iters-") {
+			shared = d.Owners
+			break
+		}
+	}
+	if shared == "" {
+		t.Fatalf("doctor never said the iterators were a running tracer's: %q; tracer: %s", runDoctor(t).Owners, tr.stderr)
+	}
+	t.Logf("doctor: %s", shared)
+	if r := timeWaitReuse(); r == nil || !*r {
+		t.Errorf("who with the tracer's iterators: TIME_WAIT reuseaddr %v, want true", r)
+	}
+	tr.stop(t)
+	if strings.Contains(tr.stderr.String(), "not sharing") {
+		t.Errorf("the tracer did not share: %s", tr.stderr)
+	}
+	if left, _ := filepath.Glob("/sys/fs/bpf/bindwatch/iters-*"); len(left) != 0 {
+		t.Errorf("left after the tracer stopped: %v", left)
+	}
+	if d := runDoctor(t); d.Owners != resolve.OwnersBPFIter {
+		t.Errorf("doctor after the tracer stopped: %q, want %q", d.Owners, resolve.OwnersBPFIter)
 	}
 }

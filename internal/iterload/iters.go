@@ -36,10 +36,14 @@ type (
 
 // Iterators are bpf/iters.bpf.c loaded and attached: the tcp iterator and
 // one socket-owner variant, and the maps that are their input. Their user
-// serialises runs: the maps are shared.
+// serialises runs, and brackets each with Begin: the maps are shared (with
+// other processes too, when opened by OpenShared).
 type Iterators struct {
 	Owner    string // the socket-owner variant loaded (OwnerVariants)
 	Fallback error  // why iterload did not load them (cilium/ebpf did), or nil
+	// SharedFrom is the directory of a running tracer's copy they were
+	// opened from (OpenShared), or "" when loaded by this process.
+	SharedFrom string
 
 	WantedInodes *ebpf.Map
 	WantedFilter *ebpf.Map // nil with the per-file variant
@@ -50,7 +54,36 @@ type Iterators struct {
 	Owners   *link.Iter // the socket-owner iterator
 	Timewait *link.Iter // the tcp iterator (TIME_WAIT sockets' flags)
 
-	coll *ebpf.Collection
+	coll *ebpf.Collection // nil when shared
+	run  *os.File         // a shared copy's run lock (Begin), or nil
+}
+
+// maps returns the input maps by their names in bpf/iters.bpf.c.
+func (it *Iterators) maps() map[string]*ebpf.Map {
+	out := map[string]*ebpf.Map{}
+	for name, m := range map[string]*ebpf.Map{itersMapWantedInodes: it.WantedInodes, itersMapWantedFilter: it.WantedFilter,
+		itersMapWantedBound: it.WantedBound, itersMapBoundLookup: it.BoundLookup, itersMapWantedPorts: it.WantedPorts} {
+		if m != nil {
+			out[name] = m
+		}
+	}
+	return out
+}
+
+// setMap sets the input map of that name.
+func (it *Iterators) setMap(name string, m *ebpf.Map) {
+	switch name {
+	case itersMapWantedInodes:
+		it.WantedInodes = m
+	case itersMapWantedFilter:
+		it.WantedFilter = m
+	case itersMapWantedBound:
+		it.WantedBound = m
+	case itersMapBoundLookup:
+		it.BoundLookup = m
+	case itersMapWantedPorts:
+		it.WantedPorts = m
+	}
 }
 
 // LoadIterators loads the tcp iterator and the first of variants (names in
@@ -157,9 +190,23 @@ func loadOwnerVariant(kernel *Kernel, kernelErr error, spec *ebpf.CollectionSpec
 	return coll, fallback, err
 }
 
-// Close detaches and unloads the iterators.
+// Close detaches and unloads the iterators (shared ones stay loaded while
+// pinned).
 func (it *Iterators) Close() {
-	it.Timewait.Close()
-	it.Owners.Close()
-	it.coll.Close()
+	if it.Timewait != nil {
+		it.Timewait.Close()
+	}
+	if it.Owners != nil {
+		it.Owners.Close()
+	}
+	if it.coll != nil {
+		it.coll.Close()
+		return
+	}
+	for _, m := range it.maps() {
+		m.Close()
+	}
+	if it.run != nil {
+		it.run.Close()
+	}
 }

@@ -65,8 +65,14 @@ type iterators struct {
 var ownerVariants = iterload.OwnerVariants
 
 // loadIterators loads the tcp iterator and the first of variants (names in
-// ownerVariants) that this kernel supports.
-func loadIterators(variants []string) (*iterators, error) {
+// ownerVariants) that this kernel supports; with shared, it opens those
+// a running tracer shares instead, if it can.
+func loadIterators(variants []string, shared bool) (*iterators, error) {
+	if shared {
+		if l, err := iterload.OpenShared(); err == nil {
+			return &iterators{Iterators: l}, nil
+		}
+	}
 	l, err := iterload.LoadIterators(variants)
 	if err != nil {
 		return nil, err
@@ -90,6 +96,11 @@ type boundQuery struct {
 func (it *iterators) socketOwners(inodes []uint32, bound *boundQuery) (map[uint32]*socketOwners, []diagSocket, error) {
 	it.mu.Lock()
 	defer it.mu.Unlock()
+	end, err := it.Begin()
+	if err != nil {
+		return nil, nil, err
+	}
+	defer end()
 	for _, ino := range it.lastWants {
 		if err := it.WantedInodes.Delete(ino); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			return nil, nil, fmt.Errorf("clear wanted_inodes: %w", err)
@@ -190,13 +201,18 @@ func boundOnlySocket(rec *iterload.SocketOwner) diagSocket {
 func (it *iterators) timewaitFlags(h *netnsHandle, own uint32, port uint16) (map[timewaitKey]timewaitReuse, error) {
 	it.mu.Lock()
 	defer it.mu.Unlock()
+	end, err := it.Begin()
+	if err != nil {
+		return nil, err
+	}
+	defer end()
 	if err := it.WantedPorts.Update(port, uint8(1), ebpf.UpdateAny); err != nil {
 		return nil, fmt.Errorf("set wanted_ports: %w", err)
 	}
 	defer it.WantedPorts.Delete(port)
 	var data []byte
 	// The tcp iterator walks the namespace of the thread that opens it.
-	err := inNetns(h, own, func() error {
+	err = inNetns(h, own, func() error {
 		r, err := it.Timewait.Open()
 		if err != nil {
 			return fmt.Errorf("open tcp iterator: %w", err)

@@ -50,6 +50,12 @@ type Options struct {
 	// with few open fds is scanned through /proc instead (smallHostFDs),
 	// which then costs less than loading them; the answer is the same.
 	OneShot bool
+	// SharedIterators: use the iterators a running tracer shares
+	// (iterload.OpenShared) when there are, instead of loading a copy,
+	// which costs a one-shot command most of its time on a host with
+	// many open fds. For the commands (who, free, wait-free), not for a
+	// tracer's own resolver.
+	SharedIterators bool
 	// ScanMaxFDs, with OneShot, is the most open fds on the host for
 	// which the /proc scan is chosen; 0 means smallHostFDs.
 	ScanMaxFDs int
@@ -93,6 +99,7 @@ type Resolver struct {
 	loadIters   sync.Once // starts the load (at once, or with OneShot on demand)
 
 	oneShot    bool
+	shared     bool // try the iterators a tracer shares first
 	scanMaxFDs int
 	// scanned says the last lookup's owners came from a /proc scan that
 	// OneShot chose (guarded by itersMu).
@@ -144,7 +151,7 @@ func New(opts Options) (*Resolver, error) {
 	r := &Resolver{netns: nc, cacheTTL: opts.CacheTTL, cache: make(map[portKey]*portEntry),
 		itersLoaded: make(chan struct{}), redact: opts.Redact, names: opts.Names, sockUnit: opts.SocketUnit,
 		ownPidNS: host.ProcPidNamespace() != nil,
-		oneShot:  opts.OneShot, scanMaxFDs: cmp.Or(opts.ScanMaxFDs, smallHostFDs)}
+		oneShot:  opts.OneShot, shared: opts.SharedIterators, scanMaxFDs: cmp.Or(opts.ScanMaxFDs, smallHostFDs)}
 	if r.cacheTTL == 0 {
 		r.cacheTTL = DefaultCacheTTL
 	}
@@ -163,7 +170,7 @@ func New(opts Options) (*Resolver, error) {
 func (r *Resolver) startIterators() {
 	r.loadIters.Do(func() {
 		go func() {
-			it, err := loadIterators(ownerVariants)
+			it, err := loadIterators(ownerVariants, r.shared)
 			r.itersMu.Lock()
 			if r.closed && it != nil { // closed while loading: nobody will use them
 				it.close()
@@ -198,6 +205,15 @@ func (r *Resolver) Close() error {
 	r.itersMu.Unlock()
 	r.netns.closeAll()
 	return nil
+}
+
+// SharedIteratorsFrom is where the BPF iterators in use were opened from
+// when they are a running tracer's (Options.SharedIterators), or "".
+func (r *Resolver) SharedIteratorsFrom() string {
+	if it := r.ownerIterators(); it != nil {
+		return it.SharedFrom
+	}
+	return ""
 }
 
 // OwnerLookup returns how socket owners are found (OwnersBPFIter or

@@ -631,3 +631,28 @@ func Comm(pid int) string {
 	b, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm")
 	return strings.TrimSpace(string(b))
 }
+
+// BPFFS makes sure a bpffs is mounted at /sys/fs/bpf, as systemd mounts
+// it at boot (a tracer shares its iterators there): mounted if it is not,
+// and left mounted, under a lock so that test programs running at once
+// mount it once.
+func BPFFS(t testing.TB) {
+	t.Helper()
+	RequireRoot(t)
+	lock, err := os.OpenFile(fmt.Sprintf("/tmp/bindwatch-test-bpffs.%d.lock", os.Geteuid()), os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
+		t.Fatalf("bpffs lock: %v", err)
+	}
+	defer lock.Close()
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
+		t.Fatalf("bpffs lock: %v", err)
+	}
+	var fs unix.Statfs_t
+	if err := unix.Statfs("/sys/fs/bpf", &fs); err == nil && fs.Type == unix.BPF_FS_MAGIC {
+		return
+	}
+	if err := unix.Mount("bpf", "/sys/fs/bpf", "bpf", 0, "mode=0700"); err != nil {
+		t.Fatalf("mount a bpffs at /sys/fs/bpf (as systemd does at boot): %v", err)
+	}
+	t.Log("mounted a bpffs at /sys/fs/bpf (left mounted, as systemd has it)")
+}

@@ -75,6 +75,13 @@ type Options struct {
 	// one that has exited is still placed), and the left-out failures are
 	// counted in the stop record (other_units).
 	Unit string
+	// ShareIterators pins a copy of the resolver's BPF iterators for the
+	// one-shot commands while the session runs (iterload.Share): a
+	// `bindwatch who` then opens them instead of loading its own. Told
+	// to ShareFailed when that cannot be done for a reason other than no
+	// bpffs at /sys/fs/bpf or another tracer sharing already.
+	ShareIterators bool
+	ShareFailed    func(error)
 }
 
 // Session is an attached tracer and the state of what it has reported.
@@ -114,6 +121,9 @@ type Session struct {
 	// caughtUp: the last catchUp emptied both ring buffers, so Run may
 	// wait for the kernel.
 	caughtUp bool
+	// shared is the copy of the iterators pinned for the commands
+	// (Options.ShareIterators), or nil.
+	shared *sharedIterators
 }
 
 // Start attaches the tracer and writes the start record: from its return
@@ -140,6 +150,9 @@ func Start(opts Options) (*Session, error) {
 		enrich.r.SetJob(&diagnose.Job{Command: opts.Job, Contains: func(pid int) bool { return pid != self && t.Traced(pid) }})
 	}
 	s := &Session{opts: opts, out: opts.Out, tracer: t, enrich: enrich, host: host, started: time.Now(), caughtUp: true}
+	if opts.ShareIterators {
+		s.shared = shareIterators(opts.ShareFailed)
+	}
 	s.incidents = incident.NewLive(s.out, incidentKernel{t}, incidentResolver{enrich.r}, incident.LiveOptions{
 		Host: host, Quiet: opts.IncidentQuiet, Protected: func(port uint16) bool { return tracer.InPortRanges(opts.Tracer.Ports, port) },
 	})
@@ -524,6 +537,7 @@ func UnitMatches(unit string, p *events.Process) bool {
 func (s *Session) close() {
 	s.tracer.Close()
 	s.enrich.close()
+	s.shared.close()
 	s.ready.remove()
 }
 
