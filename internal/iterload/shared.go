@@ -322,8 +322,11 @@ func (it *Iterators) Begin() (end func(), err error) {
 		if err == nil {
 			break
 		}
-		if !errors.Is(err, unix.EWOULDBLOCK) || time.Now().After(deadline) {
-			return nil, fmt.Errorf("lock the shared iterators (%s/%s): %w", SharedRoot(), sharedName(), err)
+		if !errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("lock the shared iterators (%s): %w", it.run.Name(), err)
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("the shared iterators are held by another bindwatch command for %v (stopped?): find it with `fuser -v %s`", sharedWait, it.run.Name())
 		}
 		time.Sleep(time.Millisecond)
 	}
@@ -342,7 +345,7 @@ func (it *Iterators) Begin() (end func(), err error) {
 }
 
 // sharedWait bounds Begin's wait for other users of shared iterators.
-const sharedWait = 2 * time.Second
+var sharedWait = 2 * time.Second
 
 // clearHash deletes every key of a hash map.
 func clearHash(m *ebpf.Map) error {

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 	"unsafe"
 
 	"github.com/bindwatch/bindwatch/internal/testenv"
@@ -165,6 +166,29 @@ func TestShareAndOpen(t *testing.T) {
 	if pids := ownersOf(t, it, ino); len(pids) != 1 || pids[0] != os.Getpid() {
 		t.Errorf("owners of the test's listener: %v, want [%d]", pids, os.Getpid())
 	}
+
+	// One run at a time: a second command waits, and one that waits too
+	// long (the first stopped) says how to find the holder.
+	second, err := OpenShared()
+	if err != nil {
+		t.Fatal(err)
+	}
+	end, err := it.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func(d time.Duration) { sharedWait = d }(sharedWait)
+	sharedWait = 100 * time.Millisecond
+	if _, err := second.Begin(); err == nil || !strings.Contains(err.Error(), "fuser -v "+filepath.Join(dir, runLockDir)) {
+		t.Errorf("Begin while another run holds them: %v", err)
+	}
+	go func() { time.Sleep(20 * time.Millisecond); end() }()
+	if end2, err := second.Begin(); err != nil {
+		t.Errorf("Begin once the other run ended: %v", err)
+	} else {
+		end2()
+	}
+	second.Close()
 	it.Close()
 
 	// A map not of the shape this build's programs use is refused.

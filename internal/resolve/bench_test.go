@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -189,7 +190,8 @@ func BenchmarkWhoSmallHost(b *testing.B) {
 // and who-ms are one lookup with the resolver ready (as in a running
 // bindwatch); who-cold-ms includes loading the BPF iterator (as one
 // `bindwatch who` run, less process start); cli-ms is the real binary when
-// BINDWATCH_BIN names it; proc-scan-ms is the fallback without BPF; each
+// BINDWATCH_BIN names it, and cli-shared-ms the same with a tracer running
+// whose iterators it opens (iterload.OpenShared); proc-scan-ms is the fallback without BPF; each
 // command also gets its CPU time (-cpu-ms), which a busy machine does not
 // inflate.
 func BenchmarkWho(b *testing.B) {
@@ -241,10 +243,43 @@ func BenchmarkWho(b *testing.B) {
 
 	if bin := os.Getenv("BINDWATCH_BIN"); bin != "" {
 		timeCommand(b, "cli", holder, benchSelfRepeats, bin, "who", fmt.Sprintf("%d/tcp", port), "--format", "json")
+		// With a tracer running, who opens the iterators it shares.
+		stop := startSharingTracer(b, bin)
+		timeCommand(b, "cli-shared", holder, benchSelfRepeats, bin, "who", fmt.Sprintf("%d/tcp", port), "--format", "json")
+		stop()
 	}
 	timeCommand(b, "ss", holder, benchToolRepeats, "ss", "-tlnp", fmt.Sprintf("sport = :%d", port))
 	timeCommand(b, "fuser", holder, benchToolRepeats, "fuser", fmt.Sprintf("%d/tcp", port))
 	timeCommand(b, "lsof", holder, benchToolRepeats, "lsof", "-nP", "-i", fmt.Sprintf(":%d", port))
+}
+
+// startSharingTracer starts `bindwatch` (bin), which shares its BPF
+// iterators in /sys/fs/bpf/bindwatch, and returns once they are there;
+// stop stops it.
+func startSharingTracer(b *testing.B, bin string) (stop func()) {
+	testenv.BPFFS(b)
+	dir := b.TempDir()
+	ready := dir + "/ready"
+	cmd := exec.Command(bin, "--port", "1", "--format", "json", "--output", dir+"/out.json", "--ready-file", ready)
+	var stderr testenv.SyncBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	stop = func() {
+		cmd.Process.Signal(os.Interrupt)
+		cmd.Wait()
+	}
+	testenv.WaitForReady(b, ready, cmd.Process, stderr.String)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if shared, _ := filepath.Glob("/sys/fs/bpf/bindwatch/iters-*/run"); len(shared) > 0 {
+			return stop
+		}
+		if time.Now().After(deadline) {
+			stop()
+			b.Fatalf("the tracer did not share its iterators within 10s: %s", stderr.String())
+		}
+	}
 }
 
 // medianMS runs fn benchSelfRepeats times and returns the median in ms.
