@@ -92,7 +92,7 @@ func doctorAction(c *cli.Context) error {
 		method, why := res.OwnerLookup()
 		r.Owners = method
 		if from := res.SharedIteratorsFrom(); from != "" {
-			r.Owners += " (a running tracer's, shared in " + from + ")"
+			r.Owners += " (shared by a bindwatch tracer in " + from + ")"
 		}
 		if why != nil && tracer.CheckPrivileges() != nil {
 			why = errors.New("BPF iterators need CAP_BPF and CAP_PERFMON (root has them); without it only the processes whose fds bindwatch may read are found")

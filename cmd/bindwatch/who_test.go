@@ -217,7 +217,7 @@ func TestCommandsOpenTheTracersIterators(t *testing.T) {
 	tr := startTracing(t, "--port", "1", "--format", "json", "--output", filepath.Join(t.TempDir(), "out.json"))
 	var shared string
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if d := runDoctor(t); strings.Contains(d.Owners, "a running tracer's, shared in /sys/fs/bpf/bindwatch/iters-") {
+		if d := runDoctor(t); strings.Contains(d.Owners, "shared by a bindwatch tracer in /sys/fs/bpf/bindwatch/iters-") {
 			shared = d.Owners
 			break
 		}

@@ -65,14 +65,8 @@ type iterators struct {
 var ownerVariants = iterload.OwnerVariants
 
 // loadIterators loads the tcp iterator and the first of variants (names in
-// ownerVariants) that this kernel supports; with shared, it opens those
-// a running tracer shares instead, if it can.
-func loadIterators(variants []string, shared bool) (*iterators, error) {
-	if shared {
-		if l, err := iterload.OpenShared(); err == nil {
-			return &iterators{Iterators: l}, nil
-		}
-	}
+// ownerVariants) that this kernel supports.
+func loadIterators(variants []string) (*iterators, error) {
 	l, err := iterload.LoadIterators(variants)
 	if err != nil {
 		return nil, err

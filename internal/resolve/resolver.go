@@ -21,6 +21,7 @@ import (
 	"github.com/bindwatch/bindwatch/internal/diagnose"
 	"github.com/bindwatch/bindwatch/internal/events"
 	"github.com/bindwatch/bindwatch/internal/host"
+	"github.com/bindwatch/bindwatch/internal/iterload"
 	"github.com/bindwatch/bindwatch/internal/redact"
 )
 
@@ -99,7 +100,6 @@ type Resolver struct {
 	loadIters   sync.Once // starts the load (at once, or with OneShot on demand)
 
 	oneShot    bool
-	shared     bool // try the iterators a tracer shares first
 	scanMaxFDs int
 	// scanned says the last lookup's owners came from a /proc scan that
 	// OneShot chose (guarded by itersMu).
@@ -151,26 +151,44 @@ func New(opts Options) (*Resolver, error) {
 	r := &Resolver{netns: nc, cacheTTL: opts.CacheTTL, cache: make(map[portKey]*portEntry),
 		itersLoaded: make(chan struct{}), redact: opts.Redact, names: opts.Names, sockUnit: opts.SocketUnit,
 		ownPidNS: host.ProcPidNamespace() != nil,
-		oneShot:  opts.OneShot, shared: opts.SharedIterators, scanMaxFDs: cmp.Or(opts.ScanMaxFDs, smallHostFDs)}
+		oneShot:  opts.OneShot, scanMaxFDs: cmp.Or(opts.ScanMaxFDs, smallHostFDs)}
 	if r.cacheTTL == 0 {
 		r.cacheTTL = DefaultCacheTTL
 	}
-	if opts.NoBPF {
+	switch {
+	case opts.NoBPF:
 		r.loadIters.Do(func() {
 			r.iterErr = errors.New("disabled by option")
 			close(r.itersLoaded)
 		})
-	} else if !opts.OneShot {
+	case opts.SharedIterators && r.openShared():
+		// Opened at once (~1 ms): cheaper than a /proc scan of even a
+		// small host, which a one-shot lookup then does not start.
+	case !opts.OneShot:
 		r.startIterators()
 	}
 	return r, nil
+}
+
+// openShared opens the BPF iterators a running tracer shares
+// (iterload.OpenShared) as the resolver's, and reports whether it could.
+func (r *Resolver) openShared() bool {
+	shared, err := iterload.OpenShared()
+	if err != nil {
+		return false
+	}
+	r.loadIters.Do(func() {
+		r.iters = &iterators{Iterators: shared}
+		close(r.itersLoaded)
+	})
+	return true
 }
 
 // startIterators starts loading the BPF iterators in the background, once.
 func (r *Resolver) startIterators() {
 	r.loadIters.Do(func() {
 		go func() {
-			it, err := loadIterators(ownerVariants, r.shared)
+			it, err := loadIterators(ownerVariants)
 			r.itersMu.Lock()
 			if r.closed && it != nil { // closed while loading: nobody will use them
 				it.close()

@@ -696,7 +696,7 @@ func TestOwnerVariantsAgree(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, variant := range ownerVariants {
-		it, err := loadIterators([]string{variant}, false)
+		it, err := loadIterators([]string{variant})
 		if variant == iterload.SocketOwners && errors.Is(err, ebpf.ErrNotSupported) && !testenv.KernelAtLeast(t, 6, 2) {
 			t.Logf("%s: not on this kernel (before 6.2): %v", variant, err)
 			continue
