@@ -12,7 +12,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 # a bare busybox, and tests that need python3, ss or iproute2's netns run
 # on the host only. cmd/bindwatch's tests drive the real binary.
 VM_CMD_TRACING := ^(TestRunTracesOnlyItsTree|TestRunExitStatus|TestRunForwardsSIGTERM|TestJSONOutputMatchesSchema|TestDoctor|TestRecoveredCountsRefusedConnections|TestReleasedResetsUnknownWhenQueueMayMigrate)$$
-VM_CMD_ONCE := ^(TestWhoNamesTheHolder|TestFree(RefusesItsParent|RefusesItsGrandparent|RefusesItself|TimeWaitIsExplained|JSONRefusesItsParent|JSONTimeWait|UsageErrors)|TestWaitFree(ReturnsWhenHolderExits|TimeWait|BindsOncePerChange|JSONReturnsWhenHolderExits))$$
+VM_CMD_ONCE := ^(TestWhoNamesTheHolder|TestCommandsOpenTheTracersIterators|TestFree(RefusesItsParent|RefusesItsGrandparent|RefusesItself|TimeWaitIsExplained|JSONRefusesItsParent|JSONTimeWait|UsageErrors)|TestWaitFree(ReturnsWhenHolderExits|TimeWait|BindsOncePerChange|JSONReturnsWhenHolderExits))$$
 VM_RESOLVE_SKIP := ^(TestCauseManagers|TestWhoAgreesWithSS|TestResolveRealServers)$$
 VM_TEST_PKGS ?= ./internal/tracer,./internal/watch,./internal/vmtest/testdata/smoke,./cmd/bindwatch=$(VM_CMD_TRACING),./internal/corpus=^(TestGoServer|TestConnectFirst)$$
 VM_ONCE_PKGS ?= ./internal/resolve!$(VM_RESOLVE_SKIP),./internal/diagnose,./internal/iterload,./internal/deploy,./cmd/bindwatch=$(VM_CMD_ONCE)
