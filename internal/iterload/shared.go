@@ -308,29 +308,30 @@ func openPinnedIter(dir *os.File, name string, programs []string, ids, used map[
 	return iter, programs[i], nil
 }
 
-// Begin starts one run of the iterators, and end ends it. Shared ones are
-// run by one process at a time: Begin waits for the others (at most
-// sharedWait), then clears the input maps of what a command killed in the
-// middle of a run left there.
+// Begin starts one run of the iterators, and end ends it: every run
+// starts from empty input maps, whatever the last one left there (a
+// command killed in the middle of one, with shared iterators). Shared ones
+// are run by one process at a time: Begin waits for the others first (at
+// most sharedWait).
 func (it *Iterators) Begin() (end func(), err error) {
-	if it.run == nil {
-		return func() {}, nil
+	end = func() {}
+	if it.run != nil {
+		fd := int(it.run.Fd())
+		for deadline := time.Now().Add(sharedWait); ; {
+			err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
+			if err == nil {
+				break
+			}
+			if !errors.Is(err, unix.EWOULDBLOCK) {
+				return nil, fmt.Errorf("lock the shared iterators (%s): %w", it.run.Name(), err)
+			}
+			if time.Now().After(deadline) {
+				return nil, fmt.Errorf("the shared iterators are held by another bindwatch command for %v (stopped?): find it with `fuser -v %s`", sharedWait, it.run.Name())
+			}
+			time.Sleep(time.Millisecond)
+		}
+		end = func() { unix.Flock(fd, unix.LOCK_UN) }
 	}
-	fd := int(it.run.Fd())
-	for deadline := time.Now().Add(sharedWait); ; {
-		err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
-		if err == nil {
-			break
-		}
-		if !errors.Is(err, unix.EWOULDBLOCK) {
-			return nil, fmt.Errorf("lock the shared iterators (%s): %w", it.run.Name(), err)
-		}
-		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("the shared iterators are held by another bindwatch command for %v (stopped?): find it with `fuser -v %s`", sharedWait, it.run.Name())
-		}
-		time.Sleep(time.Millisecond)
-	}
-	end = func() { unix.Flock(fd, unix.LOCK_UN) }
 	for _, m := range []*ebpf.Map{it.WantedInodes, it.WantedBound, it.WantedPorts} {
 		if err := clearHash(m); err != nil {
 			end()

@@ -53,11 +53,11 @@ type timewaitReuse struct {
 }
 
 // iterators are the loaded BPF iterators of bpf/iters.bpf.c. One
-// user at a time: the maps are the iterators' input.
+// user at a time: the maps are the iterators' input (each run empties
+// them first: Iterators.Begin).
 type iterators struct {
 	mu sync.Mutex
 	*iterload.Iterators
-	lastWants []uint64 // inodes left in wanted_inodes by the last run
 }
 
 // ownerVariants are the programs of bpf/iters.bpf.c that report socket
@@ -95,12 +95,6 @@ func (it *iterators) socketOwners(inodes []uint32, bound *boundQuery) (map[uint3
 		return nil, nil, err
 	}
 	defer end()
-	for _, ino := range it.lastWants {
-		if err := it.WantedInodes.Delete(ino); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return nil, nil, fmt.Errorf("clear wanted_inodes: %w", err)
-		}
-	}
-	it.lastWants = it.lastWants[:0]
 	var filter iterload.InodeFilter
 	for _, ino := range inodes {
 		key := uint64(ino)
@@ -109,7 +103,6 @@ func (it *iterators) socketOwners(inodes []uint32, bound *boundQuery) (map[uint3
 			// the rest; the holders are still reported, without processes.
 			break
 		}
-		it.lastWants = append(it.lastWants, key)
 		bit := key % uint64(len(filter.Bits)*64)
 		filter.Bits[bit/64] |= 1 << (bit % 64)
 	}
@@ -130,11 +123,9 @@ func (it *iterators) socketOwners(inodes []uint32, bound *boundQuery) (map[uint3
 		if err := it.WantedBound.Update(key, uint8(1), ebpf.UpdateAny); err != nil {
 			return nil, nil, fmt.Errorf("set wanted_bound: %w", err)
 		}
-		defer it.WantedBound.Delete(key)
 		if err := it.BoundLookup.Put(uint32(0), uint32(1)); err != nil {
 			return nil, nil, fmt.Errorf("set bound_lookup: %w", err)
 		}
-		defer it.BoundLookup.Put(uint32(0), uint32(0))
 	}
 	r, err := it.Owners.Open()
 	if err != nil {
@@ -203,7 +194,6 @@ func (it *iterators) timewaitFlags(h *netnsHandle, own uint32, port uint16) (map
 	if err := it.WantedPorts.Update(port, uint8(1), ebpf.UpdateAny); err != nil {
 		return nil, fmt.Errorf("set wanted_ports: %w", err)
 	}
-	defer it.WantedPorts.Delete(port)
 	var data []byte
 	// The tcp iterator walks the namespace of the thread that opens it.
 	err = inNetns(h, own, func() error {
