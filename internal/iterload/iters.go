@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/cilium/ebpf"
@@ -41,9 +42,6 @@ type (
 type Iterators struct {
 	Owner    string // the socket-owner variant loaded (OwnerVariants)
 	Fallback error  // why iterload did not load them (cilium/ebpf did), or nil
-	// SharedFrom is the directory of a running tracer's copy they were
-	// opened from (OpenShared), or "" when loaded by this process.
-	SharedFrom string
 
 	WantedInodes *ebpf.Map
 	WantedFilter *ebpf.Map // nil with the per-file variant
@@ -58,32 +56,31 @@ type Iterators struct {
 	run  *os.File         // a shared copy's run lock (Begin), or nil
 }
 
-// maps returns the input maps by their names in bpf/iters.bpf.c.
+// mapFields are the input map fields by the maps' names in
+// bpf/iters.bpf.c: the one table loading, pinning and opening use.
+func (it *Iterators) mapFields() map[string]**ebpf.Map {
+	return map[string]**ebpf.Map{itersMapWantedInodes: &it.WantedInodes, itersMapWantedFilter: &it.WantedFilter,
+		itersMapWantedBound: &it.WantedBound, itersMapBoundLookup: &it.BoundLookup, itersMapWantedPorts: &it.WantedPorts}
+}
+
+// maps returns the input maps there are by their names.
 func (it *Iterators) maps() map[string]*ebpf.Map {
 	out := map[string]*ebpf.Map{}
-	for name, m := range map[string]*ebpf.Map{itersMapWantedInodes: it.WantedInodes, itersMapWantedFilter: it.WantedFilter,
-		itersMapWantedBound: it.WantedBound, itersMapBoundLookup: it.BoundLookup, itersMapWantedPorts: it.WantedPorts} {
-		if m != nil {
-			out[name] = m
+	for name, f := range it.mapFields() {
+		if *f != nil {
+			out[name] = *f
 		}
 	}
 	return out
 }
 
-// setMap sets the input map of that name.
-func (it *Iterators) setMap(name string, m *ebpf.Map) {
-	switch name {
-	case itersMapWantedInodes:
-		it.WantedInodes = m
-	case itersMapWantedFilter:
-		it.WantedFilter = m
-	case itersMapWantedBound:
-		it.WantedBound = m
-	case itersMapBoundLookup:
-		it.BoundLookup = m
-	case itersMapWantedPorts:
-		it.WantedPorts = m
+// SharedFrom is the directory of the tracer's copy the iterators were
+// opened from (OpenShared), or "" when this process loaded them.
+func (it *Iterators) SharedFrom() string {
+	if it.run == nil {
+		return ""
 	}
+	return filepath.Dir(it.run.Name())
 }
 
 // LoadIterators loads the tcp iterator and the first of variants (names in
@@ -139,11 +136,10 @@ func LoadIterators(variants []string) (*Iterators, error) {
 		}
 		return nil, fmt.Errorf("load BPF iterators: %w", err)
 	}
-	it := &Iterators{coll: coll, Owner: owner, Fallback: fallback,
-		WantedInodes: coll.Maps[itersMapWantedInodes], WantedFilter: coll.Maps[itersMapWantedFilter],
-		WantedBound: coll.Maps[itersMapWantedBound],
-		BoundLookup: coll.Maps[itersMapBoundLookup],
-		WantedPorts: coll.Maps[itersMapWantedPorts]}
+	it := &Iterators{coll: coll, Owner: owner, Fallback: fallback}
+	for name, f := range it.mapFields() {
+		*f = coll.Maps[name]
+	}
 	it.Owners, err = link.AttachIter(link.IterOptions{Program: coll.Programs[owner]})
 	if err != nil {
 		coll.Close()

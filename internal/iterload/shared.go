@@ -101,7 +101,7 @@ func Share() (*Shared, error) {
 	}
 	s := &Shared{Path: SharedRoot() + "/" + sharedName(), root: root}
 	if err := s.claim(); err != nil {
-		root.Close()
+		s.Close() // and its lock, if it took the directory
 		return nil, err
 	}
 	it, err := LoadIterators(OwnerVariants)
@@ -211,7 +211,7 @@ func OpenShared() (*Iterators, error) {
 	if err != nil {
 		return nil, err
 	}
-	it := &Iterators{run: run, SharedFrom: dir.Name()}
+	it := &Iterators{run: run}
 	if err := it.openPins(dir); err != nil {
 		it.Close()
 		return nil, fmt.Errorf("shared iterators in %s/%s: %w", SharedRoot(), sharedName(), err)
@@ -230,7 +230,7 @@ func (it *Iterators) openPins(dir *os.File) error {
 		if err != nil {
 			return err
 		}
-		it.setMap(name, m)
+		*it.mapFields()[name] = m
 		info, err := m.Info()
 		if err != nil {
 			return fmt.Errorf("map %s: %w", name, err)

@@ -229,7 +229,7 @@ func (r *Resolver) Close() error {
 // when they are a running tracer's (Options.SharedIterators), or "".
 func (r *Resolver) SharedIteratorsFrom() string {
 	if it := r.ownerIterators(); it != nil {
-		return it.SharedFrom
+		return it.SharedFrom()
 	}
 	return ""
 }
