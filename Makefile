@@ -103,7 +103,8 @@ gotest:
 	echo "$$(grep -c -- '--- PASS' $(TEST_LOG)) passed, $$(grep -c -- '--- FAIL' $(TEST_LOG)) failed, $$(grep -c -- '--- SKIP' $(TEST_LOG)) skipped"
 
 # The packages with goroutines of their own (syslog's sender, the metrics
-# server, the incident reader, the session's pipeline, free's waits, the
+# server, the incident reader, the session's pipeline and its iterator
+# sharing, free's waits, the
 # resolver's background load, iterload's kernel BTF index built beside
 # the object's parse, the tracer's reader and linger timers, the
 # netns and lockdown helpers' threads) again under the race detector

@@ -12,7 +12,8 @@ import (
 // the session is live without waiting for it.
 type sharedIterators struct {
 	done   chan struct{}
-	shared *iterload.Shared
+	shared *iterload.Shared // or, once done, err says why not
+	err    error
 }
 
 // shareIterators starts pinning; failed hears why it could not, unless
@@ -22,7 +23,7 @@ func shareIterators(failed func(error)) *sharedIterators {
 	go func() {
 		defer close(x.done)
 		s, err := iterload.Share()
-		x.shared = s
+		x.shared, x.err = s, err
 		if err != nil && failed != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, iterload.ErrSharedElsewhere) {
 			failed(err)
 		}
