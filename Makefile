@@ -95,7 +95,8 @@ gotest:
 	@echo "go test -count=1 -v ./... (full log: $(TEST_LOG))"
 	@$(GO) test -count=1 -v -timeout 15m ./... 2>&1 | tee $(TEST_LOG) | grep -E '^(ok|FAIL|--- FAIL|--- SKIP|panic:|\s+\S+_test\.go:)' ; \
 	status=$${PIPESTATUS[0]}; \
-	if [ "$$status" != 0 ]; then echo "gotest: go test failed (full log: $(TEST_LOG))"; exit $$status; fi; \
+	if [ "$$status" != 0 ]; then echo "gotest: what failed:"; grep -E -- '^\s*--- FAIL|^FAIL|^panic:' $(TEST_LOG) | tail -n 40; \
+		echo "gotest: go test failed (full log: $(TEST_LOG))"; exit $$status; fi; \
 	if [ "$$BINDWATCH_REQUIRE_BPF" = 1 ] && grep -q -- '--- SKIP' $(TEST_LOG); then \
 		echo "gotest: tests were skipped but BINDWATCH_REQUIRE_BPF=1 requires every test to run:"; \
 		grep -B1 -A2 -- '--- SKIP' $(TEST_LOG); exit 1; \

@@ -80,9 +80,32 @@ func printReport(w io.Writer, outcomes []kernelOutcome, wall time.Duration) bool
 	verdict := "PASS"
 	if failed > 0 || !allOK(outcomes) {
 		verdict = "FAIL"
+		printFailures(w, outcomes)
 	}
 	fmt.Fprintf(w, "vmtest: %s %d passed, %d failed (%d kernels, %s)\n", verdict, passed, failed, len(outcomes), wall.Round(time.Second))
 	return verdict == "PASS"
+}
+
+// printFailures lists, last before the verdict, every failed test and
+// every problem by kernel and backend: what a CI log's tail shows.
+func printFailures(w io.Writer, outcomes []kernelOutcome) {
+	fmt.Fprintln(w, "vmtest: what failed:")
+	for _, o := range outcomes {
+		for _, p := range o.problems() {
+			fmt.Fprintf(w, "vmtest:   %s: %s\n", o.name(), p)
+		}
+		for _, b := range o.report.backends {
+			for _, p := range b.problems {
+				fmt.Fprintf(w, "vmtest:   %s %s: %s\n", o.name(), b.backend, p)
+			}
+			for _, f := range b.failures {
+				fmt.Fprintf(w, "vmtest:   %s %s %s: %s\n", o.name(), b.backend, f.binary, f.result)
+				for _, l := range f.logged {
+					fmt.Fprintf(w, "vmtest:       %s\n", l)
+				}
+			}
+		}
+	}
 }
 
 func allOK(outcomes []kernelOutcome) bool {

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/bindwatch/bindwatch/internal/vmtest/protocol"
 )
 
 func TestPrintReport(t *testing.T) {
@@ -76,5 +78,56 @@ func TestReleaseMismatchFails(t *testing.T) {
 	}
 	if o.ok() {
 		t.Errorf("outcome with a different running kernel is ok: %v", o.problems())
+	}
+}
+
+// The end of the report names each failed test by kernel, backend and
+// package, with what it logged last: a CI log shows only its tail.
+func TestReportNamesFailures(t *testing.T) {
+	long := strings.Repeat("x", 2*failureWidth)
+	lines := run("tracepoint", "internal/tracer", 1,
+		"=== RUN   TestA",
+		"    a_test.go:10: started the server",
+		`    a_test.go:11: {"type":"start",`+long+`}`,
+		"        continuation of a dump, not a log line",
+		"    a_test.go:12: incident cause = \"leftover\", want \"already_running\"",
+		"--- FAIL: TestA (1.50s)",
+		"=== RUN   TestB",
+		"=== RUN   TestB/v6",
+		"    b_test.go:7: no record",
+		"--- FAIL: TestB (0.20s)",
+		"    --- FAIL: TestB/v6 (0.10s)",
+		"=== RUN   TestC",
+		"    c_test.go:3: fine",
+		"--- PASS: TestC (0.00s)",
+		"FAIL")
+	lines = append(lines, run("tracepoint", "internal/watch", 0, "--- PASS: TestW (0.00s)", "PASS")...)
+	lines = append(lines, protocol.DoneLine())
+	rep, err := parseSerial(strings.NewReader(serialLog(lines...)), testPlan("tracepoint"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := filepath.Join(t.TempDir(), "6.12.log")
+	if err := os.WriteFile(log, []byte(serialLog(lines...)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rep.release = "6.12.118+deb12-amd64"
+	o := kernelOutcome{series: "6.12", report: rep, log: log,
+		kernel: kernel{Series: "6.12", Package: "linux-image-6.12.118+deb12-amd64", Version: "6.12.118-1"}}
+	var out strings.Builder
+	if printReport(&out, []kernelOutcome{o}, time.Minute) {
+		t.Fatalf("printReport = true with failed tests:\n%s", out.String())
+	}
+	want := "vmtest: what failed:\n" +
+		"vmtest:   6.12.118+deb12-amd64 tracepoint internal/tracer: --- FAIL: TestA (1.50s)\n" +
+		"vmtest:       a_test.go:10: started the server\n" +
+		`vmtest:       a_test.go:11: {"type":"start",` + long[:failureWidth-len(`a_test.go:11: {"type":"start",`)] + "…\n" +
+		"vmtest:       a_test.go:12: incident cause = \"leftover\", want \"already_running\"\n" +
+		"vmtest:   6.12.118+deb12-amd64 tracepoint internal/tracer: --- FAIL: TestB (0.20s)\n" +
+		"vmtest:       b_test.go:7: no record\n" +
+		"vmtest:   6.12.118+deb12-amd64 tracepoint internal/tracer: --- FAIL: TestB/v6 (0.10s)\n" +
+		"vmtest: FAIL 0 passed, 1 failed (1 kernels, 1m0s)\n"
+	if !strings.HasSuffix(out.String(), want) {
+		t.Errorf("report does not end with\n%s\ngot:\n%s", want, out.String())
 	}
 }

@@ -20,6 +20,16 @@ type backendResult struct {
 	elapsed                 time.Duration
 	problems                []string
 	benchmarks              []string // result lines of benchmarks (-bench)
+	failures                []testFailure
+}
+
+// testFailure is one failed test of a backend's run, with the last lines
+// its test binary logged before the failure, so that the end of the
+// report says what failed without the serial log at hand.
+type testFailure struct {
+	binary string   // the plan's test name (a package)
+	result string   // the "--- FAIL: TestX (1.23s)" line, trimmed
+	logged []string // the last t.Log/t.Error lines before it, cut short
 }
 
 // ok is false on any failure and on any skip: the tests run with
@@ -49,7 +59,18 @@ type binaryRun struct {
 	// (-test.v prints a benchmark's bare name as it starts); the last one
 	// may have been cut short.
 	started []string
+	// failures are the failed tests; recent holds the last lines tests
+	// logged since the previous failure, for the next one.
+	failures []testFailure
+	recent   []string
 }
+
+// Of each failed test the report keeps the last failureLines lines logged
+// before it, each cut to failureWidth bytes: tests dump whole records.
+const (
+	failureLines = 6
+	failureWidth = 240
+)
 
 var (
 	resultLine  = regexp.MustCompile(`^\s*--- (PASS|FAIL|SKIP): `)
@@ -57,6 +78,7 @@ var (
 	timeoutLine = regexp.MustCompile(`^(panic: test timed out after |vmtest: \S+ ran out of its )`)
 	benchLine   = regexp.MustCompile(`^Benchmark\S+\s+\d+\s+`)
 	benchStart  = regexp.MustCompile(`^(Benchmark[^/\s]+)$`)
+	loggedLine  = regexp.MustCompile(`^\s+\S+\.go:\d+: `)
 )
 
 // parseSerial reads the guest's serial console and judges every
@@ -132,9 +154,21 @@ func (b *binaryRun) count(line string) {
 			b.passed++
 		case "FAIL":
 			b.failed++
+			b.failures = append(b.failures, testFailure{result: strings.TrimSpace(line), logged: b.recent})
+			b.recent = nil
 		case "SKIP":
 			b.skipped++
 		}
+	}
+	if loggedLine.MatchString(line) {
+		logged := strings.TrimSpace(line)
+		if len(logged) > failureWidth {
+			logged = strings.ToValidUTF8(logged[:failureWidth], "") + "…"
+		}
+		if len(b.recent) == failureLines {
+			b.recent = b.recent[1:]
+		}
+		b.recent = append(b.recent, logged)
 	}
 	if benchLine.MatchString(line) {
 		b.benchmarks = append(b.benchmarks, strings.Join(strings.Fields(line), " "))
@@ -159,6 +193,7 @@ func judge(backend string, tests []protocol.Test, runs map[[2]string]*binaryRun)
 			res.failed += run.failed
 			res.skipped += run.skipped
 			res.benchmarks = append(res.benchmarks, run.benchmarks...)
+			res.failures = append(res.failures, run.failuresOf(t.Name)...)
 			res.problems = append(res.problems, t.Name+": "+run.cutShort(t.Benchmarks, "the guest was stopped"))
 			continue
 		}
@@ -170,12 +205,23 @@ func judge(backend string, tests []protocol.Test, runs map[[2]string]*binaryRun)
 		res.failed += run.failed
 		res.skipped += run.skipped
 		res.elapsed += run.elapsed
+		res.failures = append(res.failures, run.failuresOf(t.Name)...)
 		res.benchmarks = append(res.benchmarks, run.benchmarks...)
 		if problem := run.problem(t.Benchmarks); problem != "" {
 			res.problems = append(res.problems, t.Name+": "+problem)
 		}
 	}
 	return res
+}
+
+// failuresOf names the run's failures by the plan's test (its package).
+func (b *binaryRun) failuresOf(test string) []testFailure {
+	var fs []testFailure
+	for _, f := range b.failures {
+		f.binary = test
+		fs = append(fs, f)
+	}
+	return fs
 }
 
 // problem describes what is wrong with a finished run beyond its failed
