@@ -43,6 +43,7 @@ var commandCaps = []struct {
 func TestCapabilities(t *testing.T) {
 	testenv.RequireRoot(t)
 	testenv.Require(t, "setpriv", "runs bindwatch with chosen capabilities (util-linux)")
+	testenv.Tracefs(t) // the capabilities are those of a booted host, where it is mounted
 	for _, c := range commandCaps {
 		t.Run(c.name, func(t *testing.T) {
 			withCaps := func(caps []string) func(args ...string) *exec.Cmd { return rootWithCaps(bindwatchBin, caps) }

@@ -632,6 +632,19 @@ func Comm(pid int) string {
 	return strings.TrimSpace(string(b))
 }
 
+// Tracefs mounts tracefs at /sys/kernel/tracing when neither of its usual
+// places has it, as systemd does at boot (sys-kernel-tracing.mount), and
+// leaves it mounted: a test of what bindwatch does with fewer privileges
+// than root's starts from a booted host's mounts, not from whichever test
+// ran before it. Without CAP_SYS_ADMIN bindwatch cannot mount it itself.
+func Tracefs(t testing.TB) {
+	t.Helper()
+	RequireRoot(t)
+	if err := host.EnsureTracefs(); err != nil {
+		t.Fatalf("mount tracefs (as systemd does at boot): %v", err)
+	}
+}
+
 // BPFFS makes sure a bpffs is mounted at /sys/fs/bpf, as systemd mounts
 // it at boot (a tracer shares its iterators there): mounted if it is not,
 // and left mounted, under a lock so that test programs running at once
