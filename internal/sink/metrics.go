@@ -1,19 +1,17 @@
 package sink
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"slices"
 	"strconv"
 	"sync"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/bindwatch/bindwatch/internal/events"
 )
@@ -51,24 +49,25 @@ type MetricsOptions struct {
 // asked for) port — so a host under a storm cannot blow up the series
 // count.
 type Metrics struct {
-	failures      *prometheus.CounterVec
-	eventsLost    prometheus.Counter
-	incidentLost  prometheus.Counter
-	untracked     *prometheus.CounterVec
-	holderLookups *prometheus.CounterVec
-	shared        *prometheus.CounterVec
-	lastFailure   prometheus.Gauge
-	buildInfo     *prometheus.GaugeVec
+	failures      *family
+	eventsLost    *family
+	incidentLost  *family
+	untracked     *family
+	holderLookups *family
+	shared        *family
+	lastFailure   *family
+	buildInfo     *family
 	ports         []PortLabel
 	version       string
+	outputs       func() []Stats
 
 	// Incidents, by how they ended: incidents counts them by cause and
 	// state, unserved and contention observe their durations; open holds
 	// the incidents still open (at most maxOpenIncidents), with their
 	// cause, which the records that end them do not repeat.
-	incidents  *prometheus.CounterVec
-	unserved   prometheus.Histogram
-	contention prometheus.Histogram
+	incidents  *family
+	unserved   *histogram
+	contention *histogram
 	mu         sync.Mutex
 	open       map[incidentKey]string
 	// notOpen are ports whose failures the tracer gave no incident (its
@@ -94,80 +93,55 @@ func ListenMetrics(opts MetricsOptions) (*Metrics, error) {
 		labels = append(labels, "port")
 	}
 	m := &Metrics{
-		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "bindwatch_bind_failures_total",
-			Help: "Failed bind()/listen() calls seen by the kernel, reported or folded.",
-		}, labels),
-		eventsLost: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "bindwatch_events_lost_total",
-			Help: "Failures the kernel counted but could not hand over (ring buffer full).",
-		}),
-		incidentLost: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "bindwatch_incident_records_lost_total",
-			Help: "Incident records (signal, released, recovered, port_shared) lost: the kernel's incident ring or the tracer's queue was full.",
-		}),
-		untracked: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "bindwatch_incidents_untracked_total",
-			Help: "Ports whose incident was not tracked (incident_untracked records), by table: incidents (no incident kept), kernel (no signal, release or recovery records); reason: full, user_quota.",
-		}, []string{"table", "reason"}),
-		holderLookups: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "bindwatch_holder_lookups_total",
-			Help: "Holder lookups for reported failures, by result: live (a holder seen live), recorded (only holders recorded in the kernel, gone since), none.",
-		}, []string{"result"}),
-		shared: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "bindwatch_port_shared_total",
-			Help: "Successful SO_REUSEPORT binds/listens that joined a port another program holds (port_shared records, with the joins each folds), by proto and why: program (another executable or script), unit (the same program in another cgroup), copy (the same program started again, no hand-over).",
-		}, []string{"proto", "why"}),
-		lastFailure: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "bindwatch_last_failure_timestamp_seconds",
-			Help: "When the last failure was reported (Unix time).",
-		}),
-		buildInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "bindwatch_build_info",
-			Help: "1, labelled with bindwatch's version, the kernel hook backend and the kernel release.",
-		}, []string{"version", "backend", "kernel"}),
-		incidents: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "bindwatch_incidents_total",
-			Help: "Port incidents (a port's failures from the first until it is held again), by the cause of the first failure and how they ended: recovered, abandoned (nobody tried any more), or open when tracing stopped.",
-		}, []string{"cause", "state"}),
-		unserved: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:    "bindwatch_incident_unserved_seconds",
-			Help:    "The outage of each recovered incident: from the last holder's release to the recovery, while nothing listened (only where the release was seen).",
-			Buckets: incidentBuckets,
-		}),
-		contention: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:    "bindwatch_incident_contention_seconds",
-			Help:    "How long someone could not get the port, for each incident that ended: from its first failure to the recovery, or to the last attempt of an abandoned one.",
-			Buckets: incidentBuckets,
-		}),
+		failures: newFamily(kindCounter, "bindwatch_bind_failures_total",
+			"Failed bind()/listen() calls seen by the kernel, reported or folded.", labels...),
+		eventsLost: newFamily(kindCounter, "bindwatch_events_lost_total",
+			"Failures the kernel counted but could not hand over (ring buffer full)."),
+		incidentLost: newFamily(kindCounter, "bindwatch_incident_records_lost_total",
+			"Incident records (signal, released, recovered, port_shared) lost: the kernel's incident ring or the tracer's queue was full."),
+		untracked: newFamily(kindCounter, "bindwatch_incidents_untracked_total",
+			"Ports whose incident was not tracked (incident_untracked records), by table: incidents (no incident kept), kernel (no signal, release or recovery records); reason: full, user_quota.", "table", "reason"),
+		holderLookups: newFamily(kindCounter, "bindwatch_holder_lookups_total",
+			"Holder lookups for reported failures, by result: live (a holder seen live), recorded (only holders recorded in the kernel, gone since), none.", "result"),
+		shared: newFamily(kindCounter, "bindwatch_port_shared_total",
+			"Successful SO_REUSEPORT binds/listens that joined a port another program holds (port_shared records, with the joins each folds), by proto and why: program (another executable or script), unit (the same program in another cgroup), copy (the same program started again, no hand-over).", "proto", "why"),
+		lastFailure: newFamily(kindGauge, "bindwatch_last_failure_timestamp_seconds",
+			"When the last failure was reported (Unix time)."),
+		buildInfo: newFamily(kindGauge, "bindwatch_build_info",
+			"1, labelled with bindwatch's version, the kernel hook backend and the kernel release.", "version", "backend", "kernel"),
+		incidents: newFamily(kindCounter, "bindwatch_incidents_total",
+			"Port incidents (a port's failures from the first until it is held again), by the cause of the first failure and how they ended: recovered, abandoned (nobody tried any more), or open when tracing stopped.", "cause", "state"),
+		unserved: newHistogram("bindwatch_incident_unserved_seconds",
+			"The outage of each recovered incident: from the last holder's release to the recovery, while nothing listened (only where the release was seen).", incidentBuckets),
+		contention: newHistogram("bindwatch_incident_contention_seconds",
+			"How long someone could not get the port, for each incident that ended: from its first failure to the recovery, or to the last attempt of an abandoned one.", incidentBuckets),
 		open:    map[incidentKey]string{},
 		notOpen: map[incidentKey]bool{},
 		ports:   opts.PortLabels,
 		version: opts.Version,
+		outputs: opts.Outputs,
 		conns:   conns,
 		done:    make(chan struct{}),
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(m.incidents, m.unserved, m.contention)
-	reg.MustRegister(m.failures, m.eventsLost, m.incidentLost, m.untracked, m.holderLookups, m.shared, m.lastFailure, m.buildInfo,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		&outputCollector{stats: opts.Outputs}, conns)
+	m.eventsLost.add(0)
+	m.incidentLost.add(0)
+	m.lastFailure.add(0)
 	for _, r := range []string{"live", "recorded", "none"} {
-		m.holderLookups.WithLabelValues(r)
+		m.holderLookups.add(0, r)
 	}
 	for _, proto := range []string{"tcp", "udp"} {
 		for _, why := range []string{events.SharedProgram, events.SharedUnit, events.SharedCopy} {
-			m.shared.WithLabelValues(proto, why)
+			m.shared.add(0, proto, why)
 		}
 	}
 	for _, table := range []string{events.UntrackedIncidents, events.UntrackedKernel} {
 		for _, reason := range []string{events.UntrackedFull, events.UntrackedUserQuota} {
-			m.untracked.WithLabelValues(table, reason)
+			m.untracked.add(0, table, reason)
 		}
 	}
 
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/metrics", m.serveMetrics)
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Write([]byte("ok\n"))
 	})
@@ -236,38 +210,38 @@ func (m *Metrics) Write(rec events.Record) error {
 func (m *Metrics) count(rec events.Record) bool {
 	switch r := rec.(type) {
 	case *events.Start:
-		m.buildInfo.WithLabelValues(m.version, r.Backend, r.Kernel).Set(1)
+		m.buildInfo.set(1, m.version, r.Backend, r.Kernel)
 		m.mu.Lock()
 		clear(m.open)
 		clear(m.notOpen)
 		m.mu.Unlock()
 	case *events.Failure:
-		m.failures.WithLabelValues(m.labels(r.Syscall, r.Errno, r.Proto, r.Port)...).Inc()
-		m.holderLookups.WithLabelValues(lookupResult(r)).Inc()
-		m.lastFailure.Set(float64(r.Time.UnixNano()) / 1e9)
+		m.failures.add(1, m.labels(r.Syscall, r.Errno, r.Proto, r.Port)...)
+		m.holderLookups.add(1, lookupResult(r))
+		m.lastFailure.set(float64(r.Time.UnixNano()) / 1e9)
 		m.failed(r)
 	case *events.Repeats:
-		m.failures.WithLabelValues(m.labels(r.Syscall, r.Errno, r.Proto, r.Port)...).Add(float64(r.Count))
+		m.failures.add(float64(r.Count), m.labels(r.Syscall, r.Errno, r.Proto, r.Port)...)
 	case *events.Lost:
-		m.eventsLost.Add(float64(r.Count))
-		m.incidentLost.Add(float64(r.IncidentRecords))
+		m.eventsLost.add(float64(r.Count))
+		m.incidentLost.add(float64(r.IncidentRecords))
 	case *events.PortShared:
 		if (r.Proto == "tcp" || r.Proto == "udp") && (r.Why == events.SharedProgram || r.Why == events.SharedUnit || r.Why == events.SharedCopy) {
-			m.shared.WithLabelValues(r.Proto, r.Why).Add(1 + float64(r.Repeats))
+			m.shared.add(1+float64(r.Repeats), r.Proto, r.Why)
 		}
 	case *events.Recovered:
 		m.ended(incidentKey{r.Netns, r.Proto, r.Port}, stateRecovered)
-		m.contention.Observe(float64(r.ContentionMS) / 1000)
+		m.contention.observe(float64(r.ContentionMS) / 1000)
 		if r.UnservedMS != nil {
-			m.unserved.Observe(float64(*r.UnservedMS) / 1000)
+			m.unserved.observe(float64(*r.UnservedMS) / 1000)
 		}
 	case *events.Abandoned:
 		m.ended(incidentKey{r.Netns, r.Proto, r.Port}, stateAbandoned)
-		m.contention.Observe(max(r.LastAttempt.Sub(r.Start), 0).Seconds())
+		m.contention.observe(max(r.LastAttempt.Sub(r.Start), 0).Seconds())
 	case *events.Stop:
 		m.mu.Lock()
 		for k, cause := range m.open {
-			m.incidents.WithLabelValues(cause, stateOpen).Inc()
+			m.incidents.add(1, cause, stateOpen)
 			delete(m.open, k)
 		}
 		clear(m.notOpen)
@@ -275,7 +249,7 @@ func (m *Metrics) count(rec events.Record) bool {
 	case *events.IncidentUntracked:
 		if (r.Table == events.UntrackedIncidents || r.Table == events.UntrackedKernel) &&
 			(r.Reason == events.UntrackedFull || r.Reason == events.UntrackedUserQuota) {
-			m.untracked.WithLabelValues(r.Table, r.Reason).Inc()
+			m.untracked.add(1, r.Table, r.Reason)
 		}
 		if r.Table == events.UntrackedIncidents { // the failure before it opened no incident
 			m.notTracked(incidentKey{r.Netns, r.Proto, r.Port})
@@ -326,7 +300,7 @@ func (m *Metrics) ended(k incidentKey, state string) {
 	if !ok {
 		cause = "unknown" // opened beyond the bound
 	}
-	m.incidents.WithLabelValues(cause, state).Inc()
+	m.incidents.add(1, cause, state)
 }
 
 func (m *Metrics) labels(syscall, errno, proto string, port uint16) []string {
@@ -366,29 +340,47 @@ func (m *Metrics) Close() error {
 	return err
 }
 
-// outputCollector reads the other outputs' counts at scrape time.
-type outputCollector struct {
-	stats func() []Stats
+// serveMetrics writes every series, the families in name order.
+func (m *Metrics) serveMetrics(w http.ResponseWriter, _ *http.Request) {
+	var b bytes.Buffer
+	writers := map[string]func(*bytes.Buffer){
+		"bindwatch_bind_failures_total":            m.failures.write,
+		"bindwatch_build_info":                     m.buildInfo.write,
+		"bindwatch_events_lost_total":              m.eventsLost.write,
+		"bindwatch_holder_lookups_total":           m.holderLookups.write,
+		"bindwatch_incident_contention_seconds":    m.contention.write,
+		"bindwatch_incident_records_lost_total":    m.incidentLost.write,
+		"bindwatch_incident_unserved_seconds":      m.unserved.write,
+		"bindwatch_incidents_total":                m.incidents.write,
+		"bindwatch_incidents_untracked_total":      m.untracked.write,
+		"bindwatch_last_failure_timestamp_seconds": m.lastFailure.write,
+		"bindwatch_metrics_connections":            m.conns.write,
+		"bindwatch_output":                         m.writeOutputs,
+		"bindwatch_port_shared_total":              m.shared.write,
+		"go":                                       writeGoMetrics,
+		"process":                                  writeProcessMetrics,
+	}
+	for _, name := range slices.Sorted(maps.Keys(writers)) {
+		writers[name](&b)
+	}
+	w.Header().Set("Content-Type", expositionType)
+	w.Write(b.Bytes())
 }
 
-var (
-	outputErrorsDesc = prometheus.NewDesc("bindwatch_output_errors_total",
-		"Writes an output (file, stdout, stderr, syslog) failed: a full disk, an I/O error, a reader or collector gone.", []string{"output"}, nil)
-	outputDroppedDesc = prometheus.NewDesc("bindwatch_output_dropped_records_total",
-		"Records an output could not write (counted in-band in output_lost records).", []string{"output"}, nil)
-)
-
-func (c *outputCollector) Describe(ch chan<- *prometheus.Desc) {
-	ch <- outputErrorsDesc
-	ch <- outputDroppedDesc
-}
-
-func (c *outputCollector) Collect(ch chan<- prometheus.Metric) {
-	if c.stats == nil {
+// writeOutputs writes what the other outputs could not write, read now.
+func (m *Metrics) writeOutputs(b *bytes.Buffer) {
+	if m.outputs == nil {
 		return
 	}
-	for _, s := range c.stats() {
-		ch <- prometheus.MustNewConstMetric(outputErrorsDesc, prometheus.CounterValue, float64(s.Errors), s.Output)
-		ch <- prometheus.MustNewConstMetric(outputDroppedDesc, prometheus.CounterValue, float64(s.Dropped), s.Output)
+	stats := m.outputs()
+	writeHeader(b, "bindwatch_output_dropped_records_total",
+		"Records an output could not write (counted in-band in output_lost records).", kindCounter)
+	for _, s := range stats {
+		writeSample(b, "bindwatch_output_dropped_records_total", []string{"output"}, []string{s.Output}, float64(s.Dropped))
+	}
+	writeHeader(b, "bindwatch_output_errors_total",
+		"Writes an output (file, stdout, stderr, syslog) failed: a full disk, an I/O error, a reader or collector gone.", kindCounter)
+	for _, s := range stats {
+		writeSample(b, "bindwatch_output_errors_total", []string{"output"}, []string{s.Output}, float64(s.Errors))
 	}
 }

@@ -1,12 +1,12 @@
 package sink
 
 import (
+	"bytes"
 	"net"
 	"net/http"
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
 )
 
@@ -120,27 +120,19 @@ func (l *connLimiter) connState(c net.Conn, s http.ConnState) {
 	}
 }
 
-var (
-	metricsConnsDesc = prometheus.NewDesc("bindwatch_metrics_connections",
-		"Connections the metrics server holds now (at most bindwatch_metrics_connections_max).", nil, nil)
-	metricsConnsMaxDesc = prometheus.NewDesc("bindwatch_metrics_connections_max",
-		"The most connections the metrics server holds at once: 64, or RLIMIT_NOFILE/16 if less.", nil, nil)
-	metricsConnsClosedDesc = prometheus.NewDesc("bindwatch_metrics_connections_closed_total",
-		"Connections the metrics server closed because it held its most: evicted (idle, to make room for a new one), refused (every place was serving a request).", []string{"reason"}, nil)
-)
-
-func (l *connLimiter) Describe(ch chan<- *prometheus.Desc) {
-	ch <- metricsConnsDesc
-	ch <- metricsConnsMaxDesc
-	ch <- metricsConnsClosedDesc
-}
-
-func (l *connLimiter) Collect(ch chan<- prometheus.Metric) {
+// write writes the server's connection counts.
+func (l *connLimiter) write(b *bytes.Buffer) {
 	l.mu.Lock()
 	n, evicted, refused := len(l.conns), l.evicted, l.refused
 	l.mu.Unlock()
-	ch <- prometheus.MustNewConstMetric(metricsConnsDesc, prometheus.GaugeValue, float64(n))
-	ch <- prometheus.MustNewConstMetric(metricsConnsMaxDesc, prometheus.GaugeValue, float64(l.max))
-	ch <- prometheus.MustNewConstMetric(metricsConnsClosedDesc, prometheus.CounterValue, float64(evicted), "evicted")
-	ch <- prometheus.MustNewConstMetric(metricsConnsClosedDesc, prometheus.CounterValue, float64(refused), "refused")
+	writeHeader(b, "bindwatch_metrics_connections",
+		"Connections the metrics server holds now (at most bindwatch_metrics_connections_max).", kindGauge)
+	writeSample(b, "bindwatch_metrics_connections", nil, nil, float64(n))
+	writeHeader(b, "bindwatch_metrics_connections_closed_total",
+		"Connections the metrics server closed because it held its most: evicted (idle, to make room for a new one), refused (every place was serving a request).", kindCounter)
+	writeSample(b, "bindwatch_metrics_connections_closed_total", []string{"reason"}, []string{"evicted"}, float64(evicted))
+	writeSample(b, "bindwatch_metrics_connections_closed_total", []string{"reason"}, []string{"refused"}, float64(refused))
+	writeHeader(b, "bindwatch_metrics_connections_max",
+		"The most connections the metrics server holds at once: 64, or RLIMIT_NOFILE/16 if less.", kindGauge)
+	writeSample(b, "bindwatch_metrics_connections_max", nil, nil, float64(l.max))
 }
