@@ -15,7 +15,7 @@ VM_CMD_TRACING := ^(TestRunTracesOnlyItsTree|TestRunExitStatus|TestRunForwardsSI
 VM_CMD_ONCE := ^(TestWhoNamesTheHolder|TestCommandsOpenTheTracersIterators|TestFree(RefusesItsParent|RefusesItsGrandparent|RefusesItself|TimeWaitIsExplained|JSONRefusesItsParent|JSONTimeWait|UsageErrors)|TestWaitFree(ReturnsWhenHolderExits|TimeWait|BindsOncePerChange|JSONReturnsWhenHolderExits))$$
 VM_RESOLVE_SKIP := ^(TestCauseManagers|TestWhoAgreesWithSS|TestResolveRealServers)$$
 VM_TEST_PKGS ?= ./internal/tracer,./internal/watch,./internal/vmtest/testdata/smoke,./cmd/bindwatch=$(VM_CMD_TRACING),./internal/corpus=^(TestGoServer|TestConnectFirst)$$
-VM_ONCE_PKGS ?= ./internal/resolve!$(VM_RESOLVE_SKIP),./internal/diagnose,./internal/iterload,./internal/deploy,./cmd/bindwatch=$(VM_CMD_ONCE)
+VM_ONCE_PKGS ?= ./internal/resolve!$(VM_RESOLVE_SKIP),./internal/host=^TestRaiseMemlock$$,./internal/diagnose,./internal/iterload,./internal/deploy,./cmd/bindwatch=$(VM_CMD_ONCE)
 TEST_LOG := .cache/test.log
 
 .PHONY: image dist vmtest-arm64 all build man generate check-generated vmlinux test deps gotest gorace fuzz vmtest bench mutate lint fmt clean

@@ -9,7 +9,6 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
-	"github.com/cilium/ebpf/rlimit"
 
 	"github.com/bindwatch/bindwatch/internal/host"
 )
@@ -90,8 +89,8 @@ func (it *Iterators) SharedFrom() string {
 func LoadIterators(variants []string) (*Iterators, error) {
 	// Before 5.11 BPF maps count against RLIMIT_MEMLOCK (64 KiB by
 	// default), and who, wait-free and free load no tracer to raise it;
-	// RemoveMemlock does so only on such kernels.
-	if err := rlimit.RemoveMemlock(); err != nil {
+	// host.RaiseMemlock does so only on such kernels.
+	if err := host.RaiseMemlock(); err != nil {
 		return nil, fmt.Errorf("raise RLIMIT_MEMLOCK for the BPF iterators (this kernel, before 5.11, charges BPF maps to it): %w", err)
 	}
 	// The kernel's BTF is indexed while the programs are parsed: each

@@ -6,10 +6,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/bindwatch/bindwatch/internal/host"
 	"github.com/bindwatch/bindwatch/internal/testenv"
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
-	"github.com/cilium/ebpf/rlimit"
 )
 
 // TestSameProgramsAsCilium loads the iterators both ways — iterload
@@ -21,7 +21,7 @@ import (
 func TestSameProgramsAsCilium(t *testing.T) {
 	testenv.RequireRoot(t)
 	// Before 5.11 maps count against RLIMIT_MEMLOCK (LoadIterators raises it too).
-	if err := rlimit.RemoveMemlock(); err != nil {
+	if err := host.RaiseMemlock(); err != nil {
 		t.Fatal(err)
 	}
 	spec, k := itersAndKernel(t)

@@ -18,6 +18,7 @@ import (
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
+	"github.com/bindwatch/bindwatch/internal/host"
 	"github.com/bindwatch/bindwatch/internal/iterload"
 )
 
@@ -401,7 +402,7 @@ func (r *Resolver) scanIsCheaper(proto string, hasTimeWait bool, ps *procScan) b
 // scan starts beside the dump. Before 6.8 TCP lookups do not scan, and
 // the probe that says so is not made here.
 func (r *Resolver) mayScan(proto string) bool {
-	if !r.oneShot || (proto == "tcp" && !releaseAtLeast(6, 8)) {
+	if !r.oneShot || (proto == "tcp" && !host.ReleaseAtLeast(6, 8)) {
 		return false
 	}
 	select {

@@ -790,7 +790,7 @@ func TestStormCostsOneResolution(t *testing.T) {
 func TestOneShotScanAgreesWithIterator(t *testing.T) {
 	testenv.RequireRoot(t)
 	smallHost := func(proto string) string {
-		if !releaseAtLeast(6, 2) || (proto == "tcp" && !probedDiagListsBoundOnly()) {
+		if !host.ReleaseAtLeast(6, 2) || (proto == "tcp" && !probedDiagListsBoundOnly()) {
 			return OwnersBPFIter
 		}
 		return OwnersProcScan

@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/bindwatch/bindwatch/internal/host"
 )
 
 // The sock_diag (inet_diag) netlink ABI, from <linux/inet_diag.h>.
@@ -361,7 +363,7 @@ var probedDiagListsBoundOnly = sync.OnceValue(probeDiagListsBoundOnly)
 // The socket is closed at once. Any error reports false: the task iterator
 // then looks for such sockets itself, which is only slower.
 func probeDiagListsBoundOnly() bool {
-	if releaseAtLeast(6, 8) { // no need to ask (the probe is a ~1.5 ms walk)
+	if host.ReleaseAtLeast(6, 8) { // no need to ask (the probe is a ~1.5 ms walk)
 		return true
 	}
 	// A socket, sock_diag's too, belongs to the netns of the thread that
@@ -403,18 +405,4 @@ func probeDiagListsBoundOnly() bool {
 		}
 	}
 	return false
-}
-
-// releaseAtLeast says whether the running kernel's release is at least
-// major.minor; false when it cannot be read.
-func releaseAtLeast(major, minor int) bool {
-	var u unix.Utsname
-	if err := unix.Uname(&u); err != nil {
-		return false
-	}
-	var ma, mi int
-	if _, err := fmt.Sscanf(unix.ByteSliceToString(u.Release[:]), "%d.%d", &ma, &mi); err != nil {
-		return false
-	}
-	return ma > major || ma == major && mi >= minor
 }

@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/bindwatch/bindwatch/internal/host"
 	"github.com/bindwatch/bindwatch/internal/testenv"
 )
 
@@ -102,7 +103,7 @@ func TestOneDumpListsBothFamilies(t *testing.T) {
 				t.Errorf("no %s socket (family, state) in the one dump: %q", w, got)
 			}
 		}
-		if releaseAtLeast(6, 8) && states["2 BOUND"] == 0 {
+		if host.ReleaseAtLeast(6, 8) && states["2 BOUND"] == 0 {
 			t.Errorf("no bound-only socket in the one dump (6.8+ lists them): %q", got)
 		}
 	})
@@ -185,7 +186,7 @@ func TestProcScanCountsFDs(t *testing.T) {
 	big.Store(false)
 	ps = startProcScan(1<<30, func() { big.Store(true) })
 	<-ps.done
-	if want := releaseAtLeast(6, 2); ps.small != want || big.Load() == want || (ps.socks != nil) != want {
+	if want := host.ReleaseAtLeast(6, 2); ps.small != want || big.Load() == want || (ps.socks != nil) != want {
 		t.Errorf("limit of 2^30 fds: small %v, big called %v, scanned %v; want small and scanned %v (kernel 6.2+)", ps.small, big.Load(), ps.socks != nil, want)
 	}
 }

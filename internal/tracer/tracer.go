@@ -12,7 +12,6 @@ import (
 	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
-	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 
 	"github.com/bindwatch/bindwatch/internal/host"
@@ -289,8 +288,8 @@ func preflight() error {
 		return err
 	}
 	// Before 5.11 BPF memory counts against RLIMIT_MEMLOCK (64 KiB by
-	// default); RemoveMemlock raises it only on such kernels.
-	if err := rlimit.RemoveMemlock(); err != nil {
+	// default); host.RaiseMemlock raises it only on such kernels.
+	if err := host.RaiseMemlock(); err != nil {
 		return fmt.Errorf("raise RLIMIT_MEMLOCK for BPF maps (this kernel, before 5.11, charges them to it): %w (hint: run as root, or raise it: ulimit -l unlimited)", err)
 	}
 	if _, err := kernelSpec(); err != nil {
