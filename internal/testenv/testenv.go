@@ -657,6 +657,12 @@ func BPFFS(t testing.TB) {
 		t.Fatalf("bpffs lock: %v", err)
 	}
 	defer lock.Close()
+	// /tmp is everyone's: a lock file another user made first could be
+	// held by them for ever (O_NOFOLLOW already refuses a symlink).
+	var st unix.Stat_t
+	if err := unix.Fstat(int(lock.Fd()), &st); err != nil || st.Uid != uint32(os.Geteuid()) || st.Mode&unix.S_IFMT != unix.S_IFREG {
+		t.Fatalf("bpffs lock %s: not a regular file of uid %d (stat: %v); remove it", lock.Name(), os.Geteuid(), err)
+	}
 	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
 		t.Fatalf("bpffs lock: %v", err)
 	}
