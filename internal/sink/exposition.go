@@ -140,7 +140,7 @@ func writeHeader(b *bytes.Buffer, name, help string, kind metricKind) {
 	b.WriteString("# HELP ")
 	b.WriteString(name)
 	b.WriteByte(' ')
-	b.WriteString(strings.NewReplacer(`\`, `\\`, "\n", `\n`).Replace(help))
+	b.WriteString(helpEscaper.Replace(help))
 	b.WriteString("\n# TYPE ")
 	b.WriteString(name)
 	b.WriteByte(' ')
@@ -148,8 +148,11 @@ func writeHeader(b *bytes.Buffer, name, help string, kind metricKind) {
 	b.WriteByte('\n')
 }
 
-// labelEscaper escapes a label value as the format asks.
-var labelEscaper = strings.NewReplacer(`\`, `\\`, "\n", `\n`, `"`, `\"`)
+// The format's escaping: of a HELP text, and of a label value.
+var (
+	helpEscaper  = strings.NewReplacer(`\`, `\\`, "\n", `\n`)
+	labelEscaper = strings.NewReplacer(`\`, `\\`, "\n", `\n`, `"`, `\"`)
+)
 
 // writeSample writes one sample line: name{label="value",...} v.
 func writeSample(b *bytes.Buffer, name string, labels, values []string, v float64) {

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/bindwatch/bindwatch/internal/host"
 )
 
 // writeGoMetrics writes the Go runtime's series, named as Prometheus'
@@ -89,41 +91,12 @@ func writeProcessMetrics(b *bytes.Buffer) {
 	}
 }
 
-// startTime is this process' start in Unix seconds, from its start time
-// in clock ticks since boot (/proc/self/stat) and the boot time
-// (/proc/stat); 0 if either cannot be read.
+// startTime is this process' start in Unix seconds, as /proc/self/stat
+// and the boot clock give it (host.ReadStat); 0 if it cannot be read.
 func startTime() float64 {
-	stat, err := os.ReadFile("/proc/self/stat")
+	st, err := host.ReadStat(os.Getpid())
 	if err != nil {
 		return 0
 	}
-	// The fields after the command name, which may hold spaces or ')'.
-	i := bytes.LastIndexByte(stat, ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(string(stat[i+1:]))
-	const startField = 22 - 3 // starttime is field 22; these start at field 3
-	if len(f) <= startField {
-		return 0
-	}
-	ticks, err := strconv.ParseFloat(f[startField], 64)
-	if err != nil {
-		return 0
-	}
-	procStat, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return 0
-	}
-	for line := range strings.Lines(string(procStat)) {
-		if v, ok := strings.CutPrefix(line, "btime "); ok {
-			btime, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			if err != nil {
-				return 0
-			}
-			const userHZ = 100 // USER_HZ, fixed in Linux's ABI
-			return btime + ticks/userHZ
-		}
-	}
-	return 0
+	return float64(st.Started().UnixNano()) / 1e9
 }
