@@ -8,8 +8,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-
-	"golang.org/x/sys/unix"
 )
 
 // KernelHZ is the kernel's tick rate (CONFIG_HZ: jiffies per second), read
@@ -18,9 +16,8 @@ import (
 // without IKCONFIG_PROC). Both are root's files, written when the kernel
 // was built or booted.
 var KernelHZ = sync.OnceValue(func() int {
-	var uts unix.Utsname
-	if unix.Uname(&uts) == nil {
-		if f, err := os.Open("/boot/config-" + unix.ByteSliceToString(uts.Release[:])); err == nil {
+	if release := KernelRelease(); release != "" {
+		if f, err := os.Open("/boot/config-" + release); err == nil {
 			defer f.Close()
 			if hz := configHZ(f); hz > 0 {
 				return hz

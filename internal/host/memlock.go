@@ -6,18 +6,29 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// KernelRelease is the running kernel's release (uname -r); "" when it
+// cannot be read.
+func KernelRelease() string {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return ""
+	}
+	return unix.ByteSliceToString(u.Release[:])
+}
+
+// ReleaseVersion is the major and minor version of the kernel release.
+func ReleaseVersion(release string) (major, minor int, err error) {
+	if _, err := fmt.Sscanf(release, "%d.%d", &major, &minor); err != nil {
+		return 0, 0, fmt.Errorf("kernel release %q: %w", release, err)
+	}
+	return major, minor, nil
+}
+
 // ReleaseAtLeast says whether the running kernel's release is at least
 // major.minor; false when it cannot be read.
 func ReleaseAtLeast(major, minor int) bool {
-	var u unix.Utsname
-	if err := unix.Uname(&u); err != nil {
-		return false
-	}
-	var ma, mi int
-	if _, err := fmt.Sscanf(unix.ByteSliceToString(u.Release[:]), "%d.%d", &ma, &mi); err != nil {
-		return false
-	}
-	return ma > major || ma == major && mi >= minor
+	ma, mi, err := ReleaseVersion(KernelRelease())
+	return err == nil && (ma > major || ma == major && mi >= minor)
 }
 
 // RaiseMemlock lifts RLIMIT_MEMLOCK to unlimited on kernels that charge

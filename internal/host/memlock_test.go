@@ -30,9 +30,7 @@ func TestRaiseMemlock(t *testing.T) {
 	if err := unix.Prlimit(0, unix.RLIMIT_MEMLOCK, nil, &now); err != nil {
 		t.Fatal(err)
 	}
-	var u unix.Utsname
-	unix.Uname(&u)
-	release := unix.ByteSliceToString(u.Release[:])
+	release := host.KernelRelease()
 	want := low
 	if !host.ReleaseAtLeast(5, 11) {
 		want = unix.Rlimit{Cur: unix.RLIM_INFINITY, Max: unix.RLIM_INFINITY}

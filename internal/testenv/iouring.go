@@ -1,7 +1,6 @@
 package testenv
 
 import (
-	"fmt"
 	"net/netip"
 	"os"
 	"runtime"
@@ -67,13 +66,9 @@ func AllowIOUring(t testing.TB) {
 // major.minor.
 func KernelAtLeast(t testing.TB, major, minor int) bool {
 	t.Helper()
-	var u unix.Utsname
-	if err := unix.Uname(&u); err != nil {
+	ma, mi, err := host.ReleaseVersion(host.KernelRelease())
+	if err != nil {
 		t.Fatal(err)
-	}
-	var ma, mi int
-	if _, err := fmt.Sscanf(unix.ByteSliceToString(u.Release[:]), "%d.%d", &ma, &mi); err != nil {
-		t.Fatalf("kernel release %q: %v", unix.ByteSliceToString(u.Release[:]), err)
 	}
 	return ma > major || ma == major && mi >= minor
 }

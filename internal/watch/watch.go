@@ -13,10 +13,9 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/bindwatch/bindwatch/internal/diagnose"
 	"github.com/bindwatch/bindwatch/internal/events"
+	"github.com/bindwatch/bindwatch/internal/host"
 	"github.com/bindwatch/bindwatch/internal/incident"
 	"github.com/bindwatch/bindwatch/internal/redact"
 	"github.com/bindwatch/bindwatch/internal/resolve"
@@ -139,7 +138,7 @@ func Start(opts Options) (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	host, _ := os.Hostname()
+	hostname, _ := os.Hostname()
 	enrich, err := newEnricher(opts.Redact)
 	if err != nil {
 		t.Close()
@@ -149,19 +148,19 @@ func Start(opts Options) (*Session, error) {
 		self := os.Getpid()
 		enrich.r.SetJob(&diagnose.Job{Command: opts.Job, Contains: func(pid int) bool { return pid != self && t.Traced(pid) }})
 	}
-	s := &Session{opts: opts, out: opts.Out, tracer: t, enrich: enrich, host: host, started: time.Now(), caughtUp: true}
+	s := &Session{opts: opts, out: opts.Out, tracer: t, enrich: enrich, host: hostname, started: time.Now(), caughtUp: true}
 	if opts.ShareIterators {
 		s.shared = shareIterators(opts.ShareFailed)
 	}
 	s.incidents = incident.NewLive(s.out, incidentKernel{t}, incidentResolver{enrich.r}, incident.LiveOptions{
-		Host: host, Quiet: opts.IncidentQuiet, Protected: func(port uint16) bool { return tracer.InPortRanges(opts.Tracer.Ports, port) },
+		Host: hostname, Quiet: opts.IncidentQuiet, Protected: func(port uint16) bool { return tracer.InPortRanges(opts.Tracer.Ports, port) },
 	})
 	if s.opts.Tick == 0 {
 		s.opts.Tick = max(opts.Tracer.Fold, time.Second)
 	}
 	start := &events.Start{
-		Header: events.Header{Type: events.TypeStart, Version: events.Version, Time: s.started, Host: host},
-		Kernel: kernelRelease(), Backend: t.Backend(), Skipped: t.Skipped(), Limits: t.Limits(),
+		Header: events.Header{Type: events.TypeStart, Version: events.Version, Time: s.started, Host: hostname},
+		Kernel: host.KernelRelease(), Backend: t.Backend(), Skipped: t.Skipped(), Limits: t.Limits(),
 		PID: os.Getpid(), FoldMS: opts.Tracer.Fold.Milliseconds(), IncidentQuietMS: s.incidents.Quiet().Milliseconds(),
 		Filters: filters(&opts.Tracer), HoldersRecorded: !opts.Tracer.NoHolders,
 	}
@@ -555,12 +554,4 @@ func filters(c *tracer.Config) events.Filters {
 		f.Errnos = append(f.Errnos, events.ErrnoName(e))
 	}
 	return f
-}
-
-func kernelRelease() string {
-	var u unix.Utsname
-	if err := unix.Uname(&u); err != nil {
-		return ""
-	}
-	return unix.ByteSliceToString(u.Release[:])
 }
