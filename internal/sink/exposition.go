@@ -154,6 +154,12 @@ var (
 	labelEscaper = strings.NewReplacer(`\`, `\\`, "\n", `\n`, `"`, `\"`)
 )
 
+// writeScalar writes a family of one sample without labels.
+func writeScalar(b *bytes.Buffer, kind metricKind, name, help string, v float64) {
+	writeHeader(b, name, help, kind)
+	writeSample(b, name, nil, nil, v)
+}
+
 // writeSample writes one sample line: name{label="value",...} v.
 func writeSample(b *bytes.Buffer, name string, labels, values []string, v float64) {
 	b.WriteString(name)

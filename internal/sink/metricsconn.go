@@ -125,14 +125,12 @@ func (l *connLimiter) write(b *bytes.Buffer) {
 	l.mu.Lock()
 	n, evicted, refused := len(l.conns), l.evicted, l.refused
 	l.mu.Unlock()
-	writeHeader(b, "bindwatch_metrics_connections",
-		"Connections the metrics server holds now (at most bindwatch_metrics_connections_max).", kindGauge)
-	writeSample(b, "bindwatch_metrics_connections", nil, nil, float64(n))
+	writeScalar(b, kindGauge, "bindwatch_metrics_connections",
+		"Connections the metrics server holds now (at most bindwatch_metrics_connections_max).", float64(n))
 	writeHeader(b, "bindwatch_metrics_connections_closed_total",
 		"Connections the metrics server closed because it held its most: evicted (idle, to make room for a new one), refused (every place was serving a request).", kindCounter)
 	writeSample(b, "bindwatch_metrics_connections_closed_total", []string{"reason"}, []string{"evicted"}, float64(evicted))
 	writeSample(b, "bindwatch_metrics_connections_closed_total", []string{"reason"}, []string{"refused"}, float64(refused))
-	writeHeader(b, "bindwatch_metrics_connections_max",
-		"The most connections the metrics server holds at once: 64, or RLIMIT_NOFILE/16 if less.", kindGauge)
-	writeSample(b, "bindwatch_metrics_connections_max", nil, nil, float64(l.max))
+	writeScalar(b, kindGauge, "bindwatch_metrics_connections_max",
+		"The most connections the metrics server holds at once: 64, or RLIMIT_NOFILE/16 if less.", float64(l.max))
 }
