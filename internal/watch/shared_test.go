@@ -26,8 +26,8 @@ func TestSessionSharesIterators(t *testing.T) {
 		mu.Unlock()
 	}})
 	s.run()
-	<-s.s.shared.done
-	shared, err := s.s.shared.shared, s.s.shared.err
+	<-s.s.shared.tried
+	shared, err := s.s.shared.state()
 	if err != nil && !errors.Is(err, iterload.ErrSharedElsewhere) {
 		t.Fatalf("the session did not share: %v", err)
 	}

@@ -76,9 +76,11 @@ type Options struct {
 	Unit string
 	// ShareIterators pins a copy of the resolver's BPF iterators for the
 	// one-shot commands while the session runs (iterload.Share): a
-	// `bindwatch who` then opens them instead of loading its own. Told
-	// to ShareFailed when that cannot be done for a reason other than no
-	// bpffs at /sys/fs/bpf or another tracer sharing already.
+	// `bindwatch who` then opens them instead of loading its own. While
+	// another tracer shares already, the session tries again every
+	// shareRetry and takes over when that one stops. Told to ShareFailed
+	// when it cannot be done for a reason other than those two or no bpffs
+	// at /sys/fs/bpf.
 	ShareIterators bool
 	ShareFailed    func(error)
 }
