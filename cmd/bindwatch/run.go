@@ -95,6 +95,8 @@ func runAction(c *cli.Context) error {
 	res, err := deploy.Run(deploy.RunOptions{
 		Argv: argv, Tracer: cfg, Out: out, Text: text, Summary: os.Stderr, ReadyFile: c.String("ready-file"),
 		Redact: rules, IncidentQuiet: c.Duration("incident-quiet"),
+		// who, free and wait-free started by CMD open this copy.
+		ShareIterators: true,
 	})
 	var startErr *deploy.StartError
 	switch {

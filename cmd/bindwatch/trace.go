@@ -62,7 +62,7 @@ func traceAction(c *cli.Context) error {
 		// who, free and wait-free open this copy instead of loading their own.
 		ShareIterators: true,
 		ShareFailed: func(err error) {
-			fmt.Fprintf(os.Stderr, "bindwatch: not sharing the socket-owner iterators with who, free and wait-free (they load their own, ~15 ms more on a host with many open files): %v\n", err)
+			fmt.Fprintf(os.Stderr, "bindwatch: %s\n", watch.NotSharing(err))
 		},
 		Stopping: func(queued uint64) {
 			fmt.Fprintf(os.Stderr, "bindwatch: stopping: %d failure%s still queued, reported for up to %v (a second Ctrl-C or SIGTERM stops at once; the rest is counted as unread)\n",

@@ -28,7 +28,7 @@ A port inside the ephemeral range (net.ipv4.ip_local_port_range) that is
 not reserved gets a note, held or not: outgoing connections may take it.
 
 Owners are found by BPF iterators over every process's open files. While a
-bindwatch tracer runs, who opens the copy it shares under
+bindwatch tracer (or bindwatch run) runs, who opens the copy it shares under
 /sys/fs/bpf/bindwatch instead of loading its own (faster on a host with
 many open files; bindwatch doctor says which).
 

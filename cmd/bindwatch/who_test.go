@@ -240,3 +240,73 @@ func TestCommandsOpenTheTracersIterators(t *testing.T) {
 		t.Errorf("doctor after the tracer stopped: %q, want %q", d.Owners, resolve.OwnersBPFIter)
 	}
 }
+
+// sharedDirHolder returns the pid among pids that holds a shared
+// iterator directory open (the tracer sharing it keeps it open, flocked),
+// or 0.
+func sharedDirHolder(pids ...int) int {
+	for _, pid := range pids {
+		fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+		for _, fd := range fds {
+			if l, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name())); err == nil && strings.HasPrefix(l, "/sys/fs/bpf/bindwatch/iters-") {
+				return pid
+			}
+		}
+	}
+	return 0
+}
+
+// TestSharingOutlivesTheSharingTracer (issue 24): `bindwatch run` shares
+// its iterators with the commands its CMD starts (a deploy script's
+// wait-free); while one tracer shares, a second does not, and when the
+// first stops, the second takes the copy over (within watch's
+// shareRetry, 5 s), so the commands keep one while any tracer runs.
+func TestSharingOutlivesTheSharingTracer(t *testing.T) {
+	testenv.BPFFS(t)
+	out := filepath.Join(t.TempDir(), "run.json")
+	waitShared := fmt.Sprintf(`for i in $(seq 100); do %s doctor --format json | grep -q '"owner_lookup":"bpf_iter (shared by a bindwatch tracer' && exit 0; sleep 0.1; done; exit 1`, bindwatchBin)
+	cmd := exec.Command(bindwatchBin, "run", "--backend", testenv.Backend(), "--output", out, "--", "sh", "-c", waitShared)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("doctor run by `bindwatch run` never opened a shared copy within 10 s: %v\n%s", err, b)
+	} else if strings.Contains(string(b), "not sharing") {
+		t.Errorf("bindwatch run: %s", b)
+	}
+	if left, _ := filepath.Glob("/sys/fs/bpf/bindwatch/iters-*"); len(left) != 0 {
+		t.Errorf("left after bindwatch run ended: %v", left)
+	}
+
+	first := startTracing(t, "--port", "1", "--format", "json", "--output", filepath.Join(t.TempDir(), "first.json"))
+	a := first.cmd.Process.Pid
+	for deadline := time.Now().Add(10 * time.Second); sharedDirHolder(a) == 0; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the first tracer never shared: %s", first.stderr)
+		}
+	}
+	second := startTracing(t, "--port", "1", "--format", "json", "--output", filepath.Join(t.TempDir(), "second.json"))
+	b := second.cmd.Process.Pid
+	time.Sleep(time.Second)
+	if h := sharedDirHolder(a, b); h != a {
+		t.Errorf("with both tracers running, the copy is held by %d, want the first tracer's %d (the second's is %d)", h, a, b)
+	}
+	first.stop(t)
+	stopped := time.Now()
+	for sharedDirHolder(b) == 0 {
+		if time.Since(stopped) > 15*time.Second {
+			t.Fatalf("the second tracer did not take sharing over within 15 s of the first's stop: %s", second.stderr)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("the second tracer shared %v after the first stopped", time.Since(stopped).Round(time.Millisecond))
+	if d := runDoctor(t); !strings.Contains(d.Owners, "shared by a bindwatch tracer") {
+		t.Errorf("doctor with the second tracer sharing: %q", d.Owners)
+	}
+	second.stop(t)
+	for _, tr := range []*tracing{first, second} {
+		if strings.Contains(tr.stderr.String(), "not sharing") {
+			t.Errorf("a tracer did not share: %s", tr.stderr)
+		}
+	}
+	if left, _ := filepath.Glob("/sys/fs/bpf/bindwatch/iters-*"); len(left) != 0 {
+		t.Errorf("left after both tracers stopped: %v", left)
+	}
+}

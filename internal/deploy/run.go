@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -47,6 +48,12 @@ type RunOptions struct {
 	// IncidentQuiet is the quiet gap that abandons an incident nobody
 	// tries any more (0: incident.DefaultQuiet).
 	IncidentQuiet time.Duration
+	// ShareIterators pins a copy of the socket-owner iterators while the
+	// command runs, unless a tracer shares one already, so that who, free
+	// and wait-free started by the command (a deploy script's wait-free)
+	// open it instead of loading their own (watch.Options.ShareIterators).
+	// Why it could not is a warning after the summary.
+	ShareIterators bool
 }
 
 // RunResult is how the command ended and what was caught.
@@ -101,8 +108,17 @@ func Run(opts RunOptions) (*RunResult, error) {
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, unix.SIGINT, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT)
 	defer signal.Stop(sigs)
+	var notShared struct {
+		sync.Mutex
+		err error
+	}
 	session, err := watch.Start(watch.Options{Tracer: cfg, Out: sink, ReadyFile: opts.ReadyFile, Redact: opts.Redact,
-		Job: commandText(opts.Argv), IncidentQuiet: opts.IncidentQuiet})
+		Job: commandText(opts.Argv), IncidentQuiet: opts.IncidentQuiet,
+		ShareIterators: opts.ShareIterators, ShareFailed: func(err error) {
+			notShared.Lock()
+			notShared.err = err
+			notShared.Unlock()
+		}})
 	if err != nil {
 		return nil, fmt.Errorf("start tracing: %w", err)
 	}
@@ -134,6 +150,11 @@ func Run(opts RunOptions) (*RunResult, error) {
 	if res.TraceErr != nil {
 		fmt.Fprintf(opts.Summary, "bindwatch: tracing stopped before %s ended: %v — failures after that were not caught (hint: check --output is writable)\n", opts.Argv[0], res.TraceErr)
 	}
+	notShared.Lock()
+	if notShared.err != nil {
+		fmt.Fprintf(opts.Summary, "bindwatch: %s\n", watch.NotSharing(notShared.err))
+	}
+	notShared.Unlock()
 	return res, nil
 }
 
