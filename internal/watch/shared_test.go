@@ -5,6 +5,7 @@ import (
 	"os"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/bindwatch/bindwatch/internal/iterload"
 	"github.com/bindwatch/bindwatch/internal/testenv"
@@ -18,6 +19,10 @@ import (
 // already, the session must say nothing and the commands use that copy.
 func TestSessionSharesIterators(t *testing.T) {
 	testenv.BPFFS(t)
+	// No taking over from another test program's tracer: its test may
+	// check that nothing is left once its tracers stopped.
+	defer func(d time.Duration) { shareRetry = d }(shareRetry)
+	shareRetry = time.Hour
 	var mu sync.Mutex
 	var failed []error
 	s := attachSessionOpts(t, Options{Tracer: tracer.Config{}, ShareIterators: true, ShareFailed: func(err error) {
