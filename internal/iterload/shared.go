@@ -231,18 +231,14 @@ func (it *Iterators) openPins(dir *os.File) error {
 			return err
 		}
 		*it.mapFields()[name] = m
-		info, err := m.Info()
+		if m.Type() != want.typ || m.KeySize() != want.key || m.ValueSize() != want.value || m.MaxEntries() != want.capacity {
+			return fmt.Errorf("map %s is a %v of %d-byte keys, %d-byte values, %d entries: not this build's", name, m.Type(), m.KeySize(), m.ValueSize(), m.MaxEntries())
+		}
+		info, err := mapInfo(m.FD())
 		if err != nil {
 			return fmt.Errorf("map %s: %w", name, err)
 		}
-		if info.Type != want.typ || info.KeySize != want.key || info.ValueSize != want.value || info.MaxEntries != want.capacity {
-			return fmt.Errorf("map %s is a %v of %d-byte keys, %d-byte values, %d entries: not this build's", name, info.Type, info.KeySize, info.ValueSize, info.MaxEntries)
-		}
-		id, ok := info.ID()
-		if !ok {
-			return fmt.Errorf("map %s: no ID", name)
-		}
-		ids[id] = true
+		ids[ebpf.MapID(info.ID)] = true
 	}
 	used := map[ebpf.MapID]bool{}
 	var err error
@@ -279,26 +275,20 @@ func openPinnedIter(dir *os.File, name string, programs []string, ids, used map[
 		iter.Close()
 		return nil, "", fmt.Errorf("link %s: %w", name, err)
 	}
-	prog, err := ebpf.NewProgramFromID(info.Program)
+	typ, progName, mapIDs, err := progInfo(uint32(info.Program))
 	if err != nil {
 		iter.Close()
 		return nil, "", fmt.Errorf("program of %s: %w", name, err)
 	}
-	defer prog.Close()
-	pi, err := prog.Info()
-	if err != nil {
+	// The kernel keeps BPF_OBJ_NAME_LEN-1 bytes of a name (the variants
+	// differ within them: socket_owners, socket_owners_p).
+	i := slices.IndexFunc(programs, func(p string) bool { return p[:min(len(p), unix.BPF_OBJ_NAME_LEN-1)] == progName })
+	if i < 0 || typ != unix.BPF_PROG_TYPE_TRACING {
 		iter.Close()
-		return nil, "", fmt.Errorf("program of %s: %w", name, err)
+		return nil, "", fmt.Errorf("%s runs program %q (type %d), not one of %s (tracing programs)", name, progName, typ, strings.Join(programs, ", "))
 	}
-	// The kernel keeps BPF_OBJ_NAME_LEN-1 bytes of a name; cilium/ebpf
-	// gives the whole one from the program's BTF where it can.
-	i := slices.IndexFunc(programs, func(p string) bool { return p == pi.Name || p[:min(len(p), unix.BPF_OBJ_NAME_LEN-1)] == pi.Name })
-	if i < 0 || pi.Type != ebpf.Tracing {
-		iter.Close()
-		return nil, "", fmt.Errorf("%s runs program %q (%v), not one of %s", name, pi.Name, pi.Type, strings.Join(programs, ", "))
-	}
-	mapIDs, _ := pi.MapIDs()
-	for _, id := range mapIDs {
+	for _, raw := range mapIDs {
+		id := ebpf.MapID(raw)
 		if !ids[id] {
 			iter.Close()
 			return nil, "", fmt.Errorf("%s's program uses map %d, which is not pinned beside it", name, id)

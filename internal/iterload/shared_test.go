@@ -340,3 +340,35 @@ func TestShareWithoutBPFFS(t *testing.T) {
 		t.Errorf("Share without a bpffs: %v, want os.ErrNotExist", err)
 	}
 }
+
+// TestSharedRefusesOtherProgram: an iterator link pinned under a name
+// whose program is not that name's (here the owner iterator's link as
+// timewait) is refused, by the program name the kernel keeps.
+func TestSharedRefusesOtherProgram(t *testing.T) {
+	privateBPFFS(t)
+	s, err := Share()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	other, err := LoadIterators(OwnerVariants)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	at := filepath.Join(s.Path, pinTimewait)
+	if err := os.Remove(at); err != nil {
+		t.Fatal(err)
+	}
+	if err := other.Owners.Pin(at); err != nil {
+		t.Fatal(err)
+	}
+	it, err := OpenShared()
+	if err == nil {
+		it.Close()
+		t.Fatal("OpenShared used a timewait link that runs the owner iterator")
+	}
+	if want := pinTimewait + ` runs program "socket_owners`; !strings.Contains(err.Error(), want) {
+		t.Errorf("OpenShared: %v, want it to say %s…", err, want)
+	}
+}
