@@ -60,7 +60,7 @@ func TestIncidentTimeWaitExpired(t *testing.T) {
 	wait := max(time.Until(before.Add(90*time.Second)), 5*time.Second)
 	st := s.waitReleased(port, wait)
 	if len(st.released) != 1 {
-		t.Fatalf("released %+v: want one", st.released)
+		t.Fatalf("released %s: want one", recordsJSON(st.released))
 	}
 	rel := st.released[0]
 	if rel.How != events.HowExpired || rel.Source != events.SourcePoll || rel.State != "TIME_WAIT" ||
@@ -82,7 +82,7 @@ func TestIncidentTimeWaitExpired(t *testing.T) {
 	fresh := testenv.StartHelper(t, fmt.Sprintf("hold tcp 127.0.0.1 %d", port))
 	st = s.waitRecovered(port, 5*time.Second)
 	if len(st.released) != 1 {
-		t.Fatalf("released %+v: want only the expiry", st.released)
+		t.Fatalf("released %s: want only the expiry", recordsJSON(st.released))
 	}
 	rel, rec := st.released[0], st.recovered[0]
 	if rec.Process.PID != fresh.PID || rec.SameProcess || rec.Syscall != "listen" || rec.Attempts != 1 || rec.Source != events.SourceKernel {

@@ -127,6 +127,16 @@ func waitExited(t *testing.T, pid int) {
 	t.Fatalf("pid %d did not exit", pid)
 }
 
+// recordsJSON is records as JSON, for a failure's message: what each
+// record says, not its address.
+func recordsJSON[R any](records []R) string {
+	b, err := json.Marshal(records)
+	if err != nil {
+		return fmt.Sprintf("%+v", records)
+	}
+	return string(b)
+}
+
 func within(t *testing.T, what string, got, lo, hi int64) {
 	t.Helper()
 	if got < lo || got > hi {
@@ -185,7 +195,7 @@ wait $v2
 		t.Errorf("signal sender's cmdline %q does not name the script", sig.Sender.Cmdline)
 	}
 	if len(st.released) != 1 {
-		t.Fatalf("released %+v: want one", st.released)
+		t.Fatalf("released %s: want one", recordsJSON(st.released))
 	}
 	rel := st.released[0]
 	if rel.Source != events.SourceKernel || rel.How != events.HowExit || rel.ExitCode == nil || *rel.ExitCode != 0 ||
@@ -337,7 +347,7 @@ func TestIncidentUDPHolder(t *testing.T) {
 	testenv.Hold(t, "udp", "127.0.0.1", port, testenv.Opts{})
 	st := s.waitRecovered(port, 5*time.Second)
 	if len(st.released) != 1 {
-		t.Fatalf("released %+v: want one", st.released)
+		t.Fatalf("released %s: want one", recordsJSON(st.released))
 	}
 	rel := st.released[0]
 	if rel.How != events.HowExit || rel.Holder == nil || rel.Holder.PID != holder.PID || rel.State != "UNCONN" {
