@@ -424,11 +424,21 @@ func shallowFuncs(insns asm.Instructions) {
 }
 
 func progLoad(attr *progLoadAttr) (int, error) {
-	fd, _, errno := unix.Syscall(unix.SYS_BPF, unix.BPF_PROG_LOAD, uintptr(unsafe.Pointer(attr)), unsafe.Sizeof(*attr))
-	if errno != 0 {
-		return -1, fmt.Errorf("bpf(BPF_PROG_LOAD): %w", errno)
+	fd, err := bpfCall(unix.BPF_PROG_LOAD, unsafe.Pointer(attr), unsafe.Sizeof(*attr))
+	if err != nil {
+		return -1, fmt.Errorf("bpf(BPF_PROG_LOAD): %w", err)
 	}
-	return int(fd), nil
+	return fd, nil
+}
+
+// bpfCall is the bpf(2) syscall cmd with attr (size bytes), for what
+// cilium/ebpf does otherwise (progLoad, objInfo, progInfo).
+func bpfCall(cmd uintptr, attr unsafe.Pointer, size uintptr) (int, error) {
+	r, _, errno := unix.Syscall(unix.SYS_BPF, cmd, uintptr(attr), size)
+	if errno != 0 {
+		return -1, errno
+	}
+	return int(r), nil
 }
 
 // objName keeps the characters the kernel accepts in an object name.

@@ -44,10 +44,8 @@ func objInfo(fd int, info unsafe.Pointer, size uintptr) error {
 		fd, infoLen uint32
 		info        unsafe.Pointer
 	}{uint32(fd), uint32(size), info}
-	if _, _, errno := unix.Syscall(unix.SYS_BPF, unix.BPF_OBJ_GET_INFO_BY_FD, uintptr(unsafe.Pointer(&attr)), unsafe.Sizeof(attr)); errno != 0 {
-		return errno
-	}
-	return nil
+	_, err := bpfCall(unix.BPF_OBJ_GET_INFO_BY_FD, unsafe.Pointer(&attr), unsafe.Sizeof(attr))
+	return err
 }
 
 // mapInfo is the kernel's info of the map fd.
@@ -65,11 +63,10 @@ const maxProgMaps = 64
 // IDs of the program whose ID is id.
 func progInfo(id uint32) (typ uint32, name string, maps []uint32, err error) {
 	attr := struct{ id, next, openFlags uint32 }{id: id}
-	r, _, errno := unix.Syscall(unix.SYS_BPF, unix.BPF_PROG_GET_FD_BY_ID, uintptr(unsafe.Pointer(&attr)), unsafe.Sizeof(attr))
-	if errno != 0 {
-		return 0, "", nil, fmt.Errorf("program %d: %w", id, errno)
+	fd, err := bpfCall(unix.BPF_PROG_GET_FD_BY_ID, unsafe.Pointer(&attr), unsafe.Sizeof(attr))
+	if err != nil {
+		return 0, "", nil, fmt.Errorf("program %d: %w", id, err)
 	}
-	fd := int(r)
 	defer unix.Close(fd)
 	ids := make([]uint32, maxProgMaps)
 	info := bpfProgInfo{NrMapIDs: maxProgMaps, MapIDs: unsafe.Pointer(&ids[0])}
