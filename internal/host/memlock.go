@@ -16,19 +16,21 @@ func KernelRelease() string {
 	return unix.ByteSliceToString(u.Release[:])
 }
 
-// ReleaseVersion is the major and minor version of the kernel release.
-func ReleaseVersion(release string) (major, minor int, err error) {
-	if _, err := fmt.Sscanf(release, "%d.%d", &major, &minor); err != nil {
-		return 0, 0, fmt.Errorf("kernel release %q: %w", release, err)
+// ReleaseIsAtLeast says whether the kernel release (uname -r) is at
+// least major.minor; an error when it does not start with them.
+func ReleaseIsAtLeast(release string, major, minor int) (bool, error) {
+	var ma, mi int
+	if _, err := fmt.Sscanf(release, "%d.%d", &ma, &mi); err != nil {
+		return false, fmt.Errorf("kernel release %q: %w", release, err)
 	}
-	return major, minor, nil
+	return ma > major || ma == major && mi >= minor, nil
 }
 
 // ReleaseAtLeast says whether the running kernel's release is at least
 // major.minor; false when it cannot be read.
 func ReleaseAtLeast(major, minor int) bool {
-	ma, mi, err := ReleaseVersion(KernelRelease())
-	return err == nil && (ma > major || ma == major && mi >= minor)
+	ok, err := ReleaseIsAtLeast(KernelRelease(), major, minor)
+	return ok && err == nil
 }
 
 // RaiseMemlock lifts RLIMIT_MEMLOCK to unlimited on kernels that charge

@@ -66,11 +66,11 @@ func AllowIOUring(t testing.TB) {
 // major.minor.
 func KernelAtLeast(t testing.TB, major, minor int) bool {
 	t.Helper()
-	ma, mi, err := host.ReleaseVersion(host.KernelRelease())
+	ok, err := host.ReleaseIsAtLeast(host.KernelRelease(), major, minor)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return ma > major || ma == major && mi >= minor
+	return ok
 }
 
 // rawSockaddr is struct sockaddr_in/in6 for addr:port, and its length.
