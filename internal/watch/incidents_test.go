@@ -185,7 +185,7 @@ wait $v2
 		t.Errorf("v2's retries were not folded into repeats records (fold 1s)")
 	}
 	if len(st.signals) != 1 {
-		t.Fatalf("signals %+v: want the script's one SIGTERM", st.signals)
+		t.Fatalf("signals %s: want the script's one SIGTERM", recordsJSON(st.signals))
 	}
 	sig := st.signals[0]
 	if sig.Signal != "SIGTERM" || sig.Sender.PID != deploy.Process.Pid || sig.Target.PID != v1 || sig.Result != "delivered" {
@@ -285,13 +285,12 @@ func TestIncidentLeftoverChild(t *testing.T) {
 		t.Errorf("holder kind %q, want leftover child (holder %+v)", kind, h)
 	}
 	if len(st.signals) != 1 || st.signals[0].Signal != "SIGKILL" || st.signals[0].Target.PID != child || st.signals[0].Sender.PID != os.Getpid() {
-		t.Errorf("signals %+v: want only the test's SIGKILL to the child", st.signals)
+		t.Errorf("signals %s: want only the test's SIGKILL to the child", recordsJSON(st.signals))
 	}
 	if len(st.released) != 1 || st.released[0].How != events.HowExit || st.released[0].KilledBy != "SIGKILL" ||
 		st.released[0].Closer == nil || st.released[0].Closer.PID != child ||
 		st.released[0].Holder == nil || st.released[0].Holder.PID != v1.Cmd.Process.Pid {
-		rel, _ := json.Marshal(st.released)
-		t.Fatalf("released %s: want the child killed by SIGKILL, v1 (pid %d) as who listened", rel, v1.Cmd.Process.Pid)
+		t.Fatalf("released %s: want the child killed by SIGKILL, v1 (pid %d) as who listened", recordsJSON(st.released), v1.Cmd.Process.Pid)
 	}
 	// The release's time is the kernel's, at the child's exit: after the
 	// kill and before the test saw it gone, however late a loaded
@@ -378,7 +377,7 @@ func TestIncidentTimeWaitRecoveredSooner(t *testing.T) {
 	testenv.Hold(t, "tcp", "127.0.0.1", port, testenv.Opts{ReuseAddr: true})
 	st := s.waitRecovered(port, 5*time.Second)
 	if len(st.released) != 0 {
-		t.Errorf("released %+v: the TIME_WAIT socket cannot have expired yet", st.released)
+		t.Errorf("released %s: the TIME_WAIT socket cannot have expired yet", recordsJSON(st.released))
 	}
 	var b strings.Builder
 	incident.WriteText(&b, incident.Build(st.all))

@@ -103,7 +103,7 @@ func TestIOUringListenHoldsAndRecovers(t *testing.T) {
 	}
 	st := s.waitRecovered(port, 5*time.Second)
 	if len(st.recovered) == 0 || st.recovered[0].Process.PID != os.Getpid() || st.recovered[0].Syscall != "listen" {
-		t.Fatalf("recovered %+v: want this process's io_uring listen (pid %d)", st.recovered, os.Getpid())
+		t.Fatalf("recovered %s: want this process's io_uring listen (pid %d)", recordsJSON(st.recovered), os.Getpid())
 	}
 	// The registry recorded it: a later failure names it from the kernel's record.
 	testenv.FailBind(t, "tcp", "127.0.0.1", port, testenv.Opts{}, syscall.EADDRINUSE)
